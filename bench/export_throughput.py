@@ -1,0 +1,172 @@
+"""Log export throughput: tracestream vs the SDK's own floor vs a naive XADD handler.
+
+Each contender runs in a fresh process, one after another in one invocation, against
+the same private redis-server, so their ratios are comparable on a noisy machine:
+
+  a) stdlib logging -> tracestream -> Redis, timed until every record is in the stream
+  b) stdlib logging -> upstream OTel LoggingHandler -> BatchLogRecordProcessor -> no-op exporter
+  c) stdlib logging -> a handler doing one synchronous XADD per record
+
+Run: .venv/bin/python bench/export_throughput.py [--records 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import redis
+
+from tracestream.embedded_redis import EmbeddedRedis
+
+STREAM = "bench:throughput"
+
+
+def _log_loop(count: int) -> list[int]:
+    """Log `count` records, timing each call on the application thread."""
+    logger = logging.getLogger("bench.app")
+    timings = [0] * count
+    clock = time.perf_counter_ns
+    for i in range(count):
+        start = clock()
+        logger.info("order %s shipped to %s", i, "warehouse-7")
+        timings[i] = clock() - start
+    return timings
+
+
+def run_tracestream(url: str, count: int) -> tuple[list[int], int]:
+    import tracestream
+
+    telemetry = tracestream.configure(
+        service_name="bench", redis_url=url, stream=STREAM, max_entries=0, traces_exporter="none"
+    )
+    timings = _log_loop(count)
+    telemetry.force_flush(timeout=120)
+    written = redis.Redis.from_url(url).xlen(STREAM)
+    return timings, written
+
+
+def run_upstream_noop(url: str, count: int) -> tuple[list[int], int]:
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import (
+        BatchLogRecordProcessor,
+        LogRecordExporter,
+        LogRecordExportResult,
+    )
+
+    class NoOpExporter(LogRecordExporter):
+        exported = 0
+
+        def export(self, batch: Sequence[object]) -> LogRecordExportResult:
+            NoOpExporter.exported += len(batch)
+            return LogRecordExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            pass
+
+        def force_flush(self, timeout_millis: int = 0) -> bool:
+            return True
+
+    provider = LoggerProvider()
+    provider.add_log_record_processor(BatchLogRecordProcessor(NoOpExporter()))
+    logging.getLogger().addHandler(LoggingHandler(logger_provider=provider))
+    timings = _log_loop(count)
+    provider.force_flush()
+    return timings, NoOpExporter.exported
+
+
+def run_naive_xadd(url: str, count: int) -> tuple[list[int], int]:
+    client = redis.Redis.from_url(url)
+
+    class NaiveHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            client.xadd(STREAM, {"level": record.levelname, "message": record.getMessage()}, maxlen=count)
+
+    logging.getLogger().addHandler(NaiveHandler())
+    timings = _log_loop(count)
+    return timings, client.xlen(STREAM)
+
+
+CONTENDERS: dict[str, tuple[str, Callable[[str, int], tuple[list[int], int]]]] = {
+    "a": ("tracestream -> Redis (end to end)", run_tracestream),
+    "b": ("upstream OTel handler -> no-op exporter", run_upstream_noop),
+    "c": ("naive handler, one XADD per record", run_naive_xadd),
+}
+
+
+def child(name: str, url: str, count: int) -> None:
+    logging.getLogger().setLevel(logging.INFO)
+    redis.Redis.from_url(url).delete(STREAM)
+    started = time.perf_counter()
+    timings, delivered = CONTENDERS[name][1](url, count)
+    elapsed = time.perf_counter() - started
+    timings.sort()
+    print(
+        json.dumps(
+            {
+                "records_per_s": count / elapsed,
+                "delivered": delivered,
+                "median_us": timings[len(timings) // 2] / 1000,
+                "p99_us": timings[int(len(timings) * 0.99)] / 1000,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--naive-records", type=int, default=20_000, help="c is slow; fewer records suffice")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per contender; the median is reported")
+    parser.add_argument("--child", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.url, args.records)
+        return
+
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in CONTENDERS}
+    with EmbeddedRedis() as server:
+        for _ in range(args.rounds):
+            for name in CONTENDERS:  # interleaved, so drift in machine load hits all alike
+                count = args.naive_records if name == "c" else args.records
+                # a and b get a queue deep enough for the whole burst, so neither drops records
+                env = {**os.environ, "OTEL_BLRP_MAX_QUEUE_SIZE": str(count)}
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", name, "--url", server.url, "--records", str(count)],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                results[name].append(json.loads(out.strip().splitlines()[-1]))
+
+    summary = {
+        name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()
+    }
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"records={args.records} (c: {args.naive_records}), rounds={args.rounds}, median of rounds")
+    for name, (label, _) in CONTENDERS.items():
+        s = summary[name]
+        print(
+            f"  {name}) {label:42s} {s['records_per_s']:>10,.0f} rec/s   delivered {s['delivered']:>8,.0f}"
+            f"   logger.info median {s['median_us']:.1f} us  p99 {s['p99_us']:.1f} us"
+        )
+    a, b, c = (summary[n]["records_per_s"] for n in "abc")
+    print(f"  a/c = {a / c:.1f}  (target >= 10)")
+    print(f"  a/b = {a / b:.2f}  (target >= 1.0)")
+    print(f"  tracestream logger.info median = {summary['a']['median_us']:.1f} us  (target <= 15 us)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Helpers for tests: polling with a deadline, and reading what the exporters wrote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import redis
+
+from tracestream.schema import LogEntry, SpanEntry, StreamKeys
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+    """Poll until `condition()` is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class RedisHandle:
+    url: str
+    stream: str
+
+    @property
+    def keys(self) -> StreamKeys:
+        return StreamKeys(self.stream)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a child process that exports here."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACESTREAM_"))}
+        env.update(
+            TRACESTREAM_REDIS_URL=self.url, TRACESTREAM_STREAM=self.stream, TRACESTREAM_BATCH_DELAY_MS="50"
+        )
+        env.update(extra)
+        return env
+
+    def logs(self) -> list[LogEntry]:
+        with self.client() as client:
+            return [LogEntry.from_fields(i, f) for i, f in client.xrange(self.keys.logs)]
+
+    def spans(self) -> list[SpanEntry]:
+        with self.client() as client:
+            return [SpanEntry.from_fields(i, f) for i, f in client.xrange(self.keys.spans)]
+
+
+def run_python(code: str, env: Mapping[str, str], *, launcher: bool = False, timeout: float = 60) -> str:
+    """Run `code` in a fresh interpreter, optionally under `opentelemetry-instrument`."""
+    command = [sys.executable, "-c", code]
+    if launcher:
+        command = [str(VENV_BIN / "opentelemetry-instrument"), *command]
+    done = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if done.returncode != 0:
+        raise AssertionError(f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}")
+    return done.stderr

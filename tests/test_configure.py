@@ -1,0 +1,86 @@
+"""configure() in real processes: idempotent, no duplicates, no feedback loop, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT, RedisHandle, wait_for
+
+
+def _run(handle: RedisHandle, *args: str, **env: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.apps.emit_logs", *args],
+        env=handle.env(OTEL_SERVICE_NAME="shop", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["stderr"] = done.stderr
+    return result
+
+
+def test_records_carry_trace_ids_and_resource(stream: RedisHandle) -> None:
+    out = _run(
+        stream, "--configure", "1", TRACESTREAM_SERVICE_VERSION="2.0.1", TRACESTREAM_ENVIRONMENT="staging"
+    )
+    entries = wait_for(lambda: len(stream.logs()) == 5 and stream.logs(), what="5 records")
+    inside = [e for e in entries if e.body != "after the request"]
+    assert {e.trace_id for e in inside} == {out["trace_id"]}
+    assert all(len(e.span_id) == 16 for e in inside)
+    outside = next(e for e in entries if e.body == "after the request")
+    assert (outside.trace_id, outside.span_id, outside.severity) == ("", "", "ERROR")
+    resource = entries[0].resource
+    assert resource["service.name"] == "shop"
+    assert resource["service.version"] == "2.0.1"
+    assert resource["deployment.environment"] == "staging"
+    assert resource["host.name"] and isinstance(resource["process.pid"], int)
+    assert entries[0].code.startswith(str(ROOT / "tests/apps/emit_logs.py"))
+    assert entries[0].attributes["order.id"] == 0
+    spans = wait_for(stream.spans, what="the checkout span")
+    assert spans[0].name == "checkout" and spans[0].trace_id == out["trace_id"]
+
+
+def test_configure_twice_and_upstream_logging_instrumentor_give_no_duplicates(stream: RedisHandle) -> None:
+    out = _run(stream, "--configure", "2", "--instrument-logging")
+    assert out["root_handlers"] == ["OTelHandler"]
+    bodies = [e.body for e in stream.logs()]
+    assert sorted(bodies) == sorted(
+        ["order 0 placed", "order 1 placed", "order 2 placed", "payment slow", "after the request"]
+    )
+    assert len({e.record_id for e in stream.logs()}) == 5
+
+
+def test_debug_root_logger_does_not_feed_back(stream: RedisHandle) -> None:
+    """redis-py, urllib3 and the SDK log at DEBUG while we export; none of it may loop back."""
+    _run(stream, "--configure", "1", "--debug-root", "--count", "200")
+    entries = stream.logs()
+    assert len(entries) == 202
+    assert {e.scope for e in entries} == {"shop.orders"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRACESTREAM_MAX_AGE", "ages"),
+        ("OTEL_LOGS_EXPORTER", "nonexistent"),
+        ("TRACESTREAM_REDIS_URL", "http://x"),
+    ],
+)
+def test_invalid_setting_fails_at_startup_naming_it(stream: RedisHandle, variable: str, value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.apps.emit_logs", "--configure", "1"],
+        env=stream.env(**{variable: value}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode != 0
+    assert "ConfigError" in done.stderr and variable in done.stderr and repr(value) in done.stderr

@@ -1,0 +1,56 @@
+"""The real `opentelemetry-instrument` launcher, driven only by environment variables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
+
+LAUNCHER = str(VENV_BIN / "opentelemetry-instrument")
+
+
+def _launch(handle: RedisHandle, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LAUNCHER, str(VENV_BIN / "python"), "-m", "tests.apps.emit_logs", *args],
+        env=handle.env(OTEL_SERVICE_NAME="launched", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_launcher_exports_correlated_logs_and_spans(stream: RedisHandle) -> None:
+    done = _launch(stream, OTEL_LOGS_EXPORTER="redis_stream", OTEL_TRACES_EXPORTER="redis_stream")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # upstream's logging instrumentor is installed and loaded, yet adds no second handler
+    assert out["root_handlers"] == ["OTelHandler"]
+
+    entries = wait_for(lambda: len(stream.logs()) == 5 and stream.logs(), what="five records after exit")
+    assert {e.service for e in entries} == {"launched"}
+    correlated = [e for e in entries if e.trace_id == out["trace_id"]]
+    assert len(correlated) == 4
+    spans = wait_for(stream.spans, what="the checkout span")
+    assert [(s.name, s.trace_id) for s in spans] == [("checkout", out["trace_id"])]
+    assert correlated[0].span_id == spans[0].span_id
+
+    with stream.client() as client:
+        members = client.lrange(stream.keys.trace_index(out["trace_id"]), 0, -1)
+    assert len(members) == 5  # four log records and one span, found without scanning
+
+
+def test_launcher_defaults_to_redis_stream_without_any_otlp_exporter(stream: RedisHandle) -> None:
+    """No OTEL_*_EXPORTER set: upstream would pick otlp; our distro picks redis_stream."""
+    done = _launch(stream)
+    assert done.returncode == 0, done.stderr
+    assert "Failed to auto initialize" not in done.stderr
+    wait_for(lambda: len(stream.logs()) == 5, what="records with default exporters")
+
+
+def test_launcher_rejects_a_bad_setting_loudly(stream: RedisHandle) -> None:
+    done = _launch(stream, TRACESTREAM_MAX_ENTRIES="plenty")
+    assert done.returncode == 2
+    assert "TRACESTREAM_MAX_ENTRIES='plenty'" in done.stderr
+    assert "Traceback" not in done.stderr

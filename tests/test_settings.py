@@ -1,0 +1,114 @@
+"""Settings: defaults, precedence, and a clear error for every bad value."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tracestream.otel_setup.settings import BatchSettings, ConfigError, Settings
+
+
+def test_defaults_without_environment() -> None:
+    settings = Settings.load(environ={})
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.stream == "tracestream"
+    assert settings.logs_exporter == ("redis_stream",)
+    assert settings.log_level == logging.INFO
+
+
+def test_environment_is_read() -> None:
+    settings = Settings.load(
+        environ={
+            "OTEL_SERVICE_NAME": "api",
+            "TRACESTREAM_REDIS_URL": "rediss://user:pw@cache.internal:6380/5",
+            "TRACESTREAM_STREAM": "ansflow:logs:stream",
+            "TRACESTREAM_MAX_ENTRIES": "10_000",
+            "TRACESTREAM_MAX_AGE": "2h",
+            "TRACESTREAM_BATCH_DELAY_MS": "50",
+            "TRACESTREAM_LOG_LEVEL": "warn",
+            "OTEL_LOGS_EXPORTER": "redis_stream,console",
+            "OTEL_TRACES_EXPORTER": "none",
+        }
+    )
+    assert settings.service_name == "api"
+    assert settings.stream == "ansflow:logs:stream"
+    assert settings.max_entries == 10_000
+    assert settings.max_age == 7200
+    assert settings.batch_delay_ms == 50
+    assert settings.log_level == logging.WARNING
+    assert settings.logs_exporter == ("redis_stream", "console")
+    assert settings.traces_exporter == ()
+
+
+def test_arguments_win_over_environment() -> None:
+    settings = Settings.load(environ={"TRACESTREAM_STREAM": "from-env"}, stream="from-arg", max_age=60)
+    assert settings.stream == "from-arg"
+    assert settings.max_age == 60
+
+
+@pytest.mark.parametrize("url", ["redis://localhost", "rediss://h:1/3", "unix:///tmp/redis.sock?db=2"])
+def test_accepted_redis_urls(url: str) -> None:
+    assert Settings.load(environ={"TRACESTREAM_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRACESTREAM_REDIS_URL", "http://localhost:6379"),
+        ("TRACESTREAM_REDIS_URL", "redis://localhost:6379/five"),
+        ("TRACESTREAM_REDIS_URL", "redis://localhost:port/0"),
+        ("TRACESTREAM_REDIS_URL", "unix://"),
+        ("TRACESTREAM_STREAM", "two words"),
+        ("TRACESTREAM_MAX_ENTRIES", "-5"),
+        ("TRACESTREAM_MAX_ENTRIES", "lots"),
+        ("TRACESTREAM_MAX_AGE", "a week"),
+        ("TRACESTREAM_BATCH_DELAY_MS", "0"),
+        ("TRACESTREAM_LOG_LEVEL", "LOUD"),
+        ("TRACESTREAM_REDIS_TIMEOUT", "soon"),
+        ("OTEL_LOGS_EXPORTER", ","),
+    ],
+)
+def test_bad_environment_value_names_variable_and_value(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(environ={variable: value})
+    assert variable in str(caught.value)
+    assert repr(value) in str(caught.value)
+
+
+def test_bad_argument_names_argument() -> None:
+    with pytest.raises(ConfigError, match="max_age"):
+        Settings.load(environ={}, max_age="forever")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        Settings.load(environ={}, colour="blue")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_BLRP_SCHEDULE_DELAY", "fast"),
+        ("OTEL_BLRP_MAX_QUEUE_SIZE", "0"),
+        ("OTEL_BLRP_EXPORT_TIMEOUT", "-1"),
+    ],
+)
+def test_bad_batch_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        BatchSettings.load("OTEL_BLRP", None, environ={variable: value})
+    assert variable in str(caught.value) and repr(value) in str(caught.value)
+
+
+def test_batch_settings_honour_otel_variables_and_our_override() -> None:
+    environ = {
+        "OTEL_BSP_SCHEDULE_DELAY": "750",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10",
+    }
+    batch = BatchSettings.load("OTEL_BSP", None, environ=environ)
+    assert (batch.schedule_delay, batch.max_queue_size, batch.max_export_batch_size) == (0.75, 100, 10)
+    assert BatchSettings.load("OTEL_BSP", 20, environ=environ).schedule_delay == 0.02
+
+
+def test_batch_larger_than_queue_is_rejected() -> None:
+    environ = {"OTEL_BLRP_MAX_QUEUE_SIZE": "10", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "20"}
+    with pytest.raises(ConfigError, match="OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"):
+        BatchSettings.load("OTEL_BLRP", None, environ=environ)

@@ -1,0 +1,211 @@
+"""Redis Stream exporters for OTel log records and spans.
+
+Each batch goes to Redis in one round trip: a server-side script appends every entry,
+updates the per-trace index and trims by age. The launcher builds exporters with no
+arguments, so they read their settings from the environment.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import redis
+from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from tracestream import schema
+from tracestream._internal_log import internal_logger
+from tracestream.connection import ProcessLocalClient
+from tracestream.otel_setup.pending import PendingLogRecord
+from tracestream.otel_setup.settings import Settings
+
+# One call per batch. The batch travels as a single JSON argument: packing thousands of
+# small arguments costs the client more than the server spends decoding one.
+_APPEND_SCRIPT = """
+local stream = KEYS[1]
+local maxlen = tonumber(ARGV[1])
+local min_id_ms = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local index_prefix = ARGV[4]
+local member_prefix = ARGV[5]
+local trace_pos = tonumber(ARGV[6]) + 1
+local names = cjson.decode(ARGV[7])
+local rows = cjson.decode(ARGV[8])
+local nfields = #names
+local touched = {}
+local pairs_ = {}
+for f = 1, nfields do pairs_[2 * f - 1] = names[f] end
+for _, row in ipairs(rows) do
+  for f = 1, nfields do pairs_[2 * f] = row[f] end
+  local id
+  if maxlen > 0 then
+    id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(pairs_))
+  else
+    id = redis.call('XADD', stream, '*', unpack(pairs_))
+  end
+  local trace = row[trace_pos]
+  if trace ~= '' then
+    local key = index_prefix .. trace
+    redis.call('RPUSH', key, member_prefix .. id)
+    touched[key] = true
+  end
+end
+for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+if min_id_ms > 0 then redis.call('XTRIM', stream, 'MINID', '~', min_id_ms) end
+return #rows
+"""
+
+# Rows per script call: large batches share one round trip, yet Redis is never blocked long.
+ROWS_PER_CALL = 512
+
+Item = TypeVar("Item")
+
+
+class ResourceCache:
+    """Serialise each resource once, not once per record."""
+
+    def __init__(self) -> None:
+        self._resource: Resource | None = None
+        self._encoded = schema.EncodedResource("{}", "")
+
+    def get(self, resource: Resource) -> schema.EncodedResource:
+        if resource is not self._resource:
+            self._encoded = schema.EncodedResource.of(resource)
+            self._resource = resource
+        return self._encoded
+
+
+Encoder = Callable[[Item, str, ResourceCache], list[str]]
+
+
+class StreamWriter(Generic[Item]):
+    """Turns items into entries of one stream and appends a whole batch in one call."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stream: str,
+        field_names: tuple[str, ...],
+        member_prefix: str,
+        encode: Encoder[Item],
+    ) -> None:
+        self.settings = settings
+        self.stream = stream
+        self._keys = schema.StreamKeys(settings.stream)
+        self._member_prefix = member_prefix
+        self._encode = encode
+        self._trace_pos = field_names.index("trace_id")
+        self._names_json = schema.dump_json(field_names)
+        self._ids = schema.RecordIds()
+        self._resources = ResourceCache()
+        self._client = ProcessLocalClient(settings.redis_url, settings.redis_timeout)
+        self._script = redis.Redis().register_script(_APPEND_SCRIPT)
+        self._failing = threading.Event()
+
+    def write(self, items: Sequence[Item]) -> bool:
+        """Append a batch; False (never an exception) when Redis did not take it."""
+        if not items:
+            return True
+        try:
+            pipe = self._client.get().pipeline(transaction=False)
+            for start in range(0, len(items), ROWS_PER_CALL):
+                self._script(
+                    keys=[self.stream],
+                    args=self._script_args(items[start : start + ROWS_PER_CALL]),
+                    client=pipe,
+                )
+            pipe.execute()
+        except (redis.RedisError, OSError) as error:
+            self._report_failure(error, len(items))
+            return False
+        if self._failing.is_set():
+            self._failing.clear()
+            internal_logger.warning("Redis at %s is reachable again", self._client.url)
+        return True
+
+    def _script_args(self, items: Sequence[Item]) -> list[str | int | bytes]:
+        settings = self.settings
+        min_id_ms = int((time.time() - settings.max_age) * 1000) if settings.max_age else 0
+        encode, next_id, resources = self._encode, self._ids.next, self._resources
+        rows = [encode(item, next_id(), resources) for item in items]
+        return [
+            settings.max_entries,
+            min_id_ms,
+            max(1, int(settings.max_age)),
+            self._keys.trace_index(""),
+            self._member_prefix,
+            self._trace_pos,
+            self._names_json,
+            schema.dump_rows(rows),
+        ]
+
+    def _report_failure(self, error: Exception, count: int) -> None:
+        if not self._failing.is_set():
+            self._failing.set()
+            internal_logger.warning(
+                "cannot write %d records to Redis at %s: %s; will retry", count, self._client.url, error
+            )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+LogItem = ReadableLogRecord | ReadWriteLogRecord | PendingLogRecord
+
+
+def _encode_log(item: LogItem, record_id: str, resources: ResourceCache) -> list[str]:
+    if isinstance(item, (ReadableLogRecord, ReadWriteLogRecord)):
+        return schema.otel_log_values(item, record_id, resources.get(item.resource or Resource.get_empty()))
+    return item.stream_values(record_id, resources.get)
+
+
+def _encode_span(span: ReadableSpan, record_id: str, resources: ResourceCache) -> list[str]:
+    return schema.span_values(span, record_id, resources.get(span.resource))
+
+
+class RedisStreamLogExporter(LogRecordExporter):
+    """Writes OTel log records to the log stream and the trace index."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or Settings.load()
+        self._writer = StreamWriter(
+            settings, settings.stream, schema.LOG_FIELDS, schema.INDEX_LOG, _encode_log
+        )
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        return LogRecordExportResult.SUCCESS if self.export_pending(batch) else LogRecordExportResult.FAILURE
+
+    def export_pending(self, batch: Sequence[LogItem]) -> bool:
+        """Also takes records still in their captured form, skipping the OTel objects."""
+        return self._writer.write(batch)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._writer.close()
+
+
+class RedisStreamSpanExporter(SpanExporter):
+    """Writes finished spans to the span stream and the trace index."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or Settings.load()
+        keys = schema.StreamKeys(settings.stream)
+        self._writer = StreamWriter(settings, keys.spans, schema.SPAN_FIELDS, schema.INDEX_SPAN, _encode_span)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        ok = self._writer.write(spans)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self._writer.close()

@@ -1,0 +1,1 @@
+"""Providers, resource, logging bridge and settings: everything `configure()` sets up."""

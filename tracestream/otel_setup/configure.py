@@ -1,0 +1,165 @@
+"""`configure()`: trace and log providers, exporters and the logging bridge, once per process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from opentelemetry import _logs, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import LogRecordExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from tracestream._internal_log import internal_logger
+from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
+from tracestream.otel_setup.logging_bridge import OTelHandler
+from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
+from tracestream.otel_setup.resource import build_resource, process_resource
+from tracestream.otel_setup.settings import BatchSettings, ConfigError, Settings
+
+LOGS_GROUP = "opentelemetry_logs_exporter"
+TRACES_GROUP = "opentelemetry_traces_exporter"
+REDIS_STREAM = "redis_stream"
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """What `configure()` installed; keep it to flush or shut down explicitly."""
+
+    settings: Settings
+    resource: Resource
+    tracer_provider: TracerProvider
+    logger_provider: LoggerProvider
+    handler: OTelHandler
+    log_processors: tuple[StreamLogProcessor, ...]
+    span_processors: tuple[StreamSpanProcessor, ...]
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        """Export everything recorded so far; False if `timeout` seconds were not enough."""
+        millis = int(timeout * 1000)
+        spans_ok = all(p.force_flush(millis) for p in self.span_processors)
+        return all(p.force_flush(millis) for p in self.log_processors) and spans_ok
+
+    def shutdown(self) -> None:
+        logging.getLogger().removeHandler(self.handler)
+        self.tracer_provider.shutdown()
+        self.logger_provider.shutdown()
+
+
+_lock = threading.Lock()
+_installed: Telemetry | None = None
+
+
+def configure(**arguments: Any) -> Telemetry:
+    """Set up tracing and logging to Redis for this process.
+
+    Every argument has an environment variable (see docs/configuration.md); arguments
+    win. Calling it again returns what the first call installed, so there is never a
+    second handler and never a duplicate record.
+    """
+    global _installed
+    with _lock:
+        settings = Settings.load(**arguments)
+        if _installed is not None:
+            if settings != _installed.settings:
+                internal_logger.warning("configure() already ran in this process; keeping its first settings")
+            return _installed
+        _installed = _install(settings)
+        return _installed
+
+
+def installed() -> Telemetry | None:
+    return _installed
+
+
+def _install(settings: Settings) -> Telemetry:
+    resource = build_resource(settings)
+    span_batch = BatchSettings.load("OTEL_BSP", settings.batch_delay_ms)
+    log_batch = BatchSettings.load("OTEL_BLRP", settings.batch_delay_ms)
+    span_processors = tuple(
+        StreamSpanProcessor(exporter, span_batch) for exporter in _span_exporters(settings)
+    )
+    log_processors = tuple(StreamLogProcessor(exporter, log_batch) for exporter in _log_exporters(settings))
+
+    tracer_provider = TracerProvider(resource=resource)
+    for span_processor in span_processors:
+        tracer_provider.add_span_processor(span_processor)
+    logger_provider = LoggerProvider(resource=resource)
+    for log_processor in log_processors:
+        logger_provider.add_log_record_processor(log_processor)
+    trace.set_tracer_provider(tracer_provider)
+    _logs.set_logger_provider(logger_provider)
+    _follow_forks(tracer_provider, logger_provider)
+
+    handler = OTelHandler(logger_provider, log_processors, settings.log_level)
+    _attach_to_root(handler, settings.log_level)
+    return Telemetry(
+        settings, resource, tracer_provider, logger_provider, handler, log_processors, span_processors
+    )
+
+
+def _log_exporters(settings: Settings) -> list[LogRecordExporter]:
+    return [
+        RedisStreamLogExporter(settings) if name == REDIS_STREAM else _from_entry_point(LOGS_GROUP, name)
+        for name in settings.logs_exporter
+    ]
+
+
+def _span_exporters(settings: Settings) -> list[SpanExporter]:
+    return [
+        RedisStreamSpanExporter(settings) if name == REDIS_STREAM else _from_entry_point(TRACES_GROUP, name)
+        for name in settings.traces_exporter
+    ]
+
+
+def _from_entry_point(group: str, name: str) -> Any:
+    """Other exporters are found the way the OTel launcher finds them, and built with no arguments."""
+    found = {point.name: point for point in entry_points(group=group)}
+    if name not in found:
+        variable = "OTEL_LOGS_EXPORTER" if group == LOGS_GROUP else "OTEL_TRACES_EXPORTER"
+        known = ", ".join(sorted({*found, "none"}))
+        raise ConfigError(f"{variable}: no exporter named {name!r} is installed (installed: {known})")
+    return found[name].load()()
+
+
+def _follow_forks(*providers: TracerProvider | LoggerProvider) -> None:
+    """Forked workers report their own pid; the SDK only refreshes service.instance.id."""
+
+    def update_pid() -> None:
+        for provider in providers:
+            provider._update_resource(process_resource())
+
+    os.register_at_fork(after_in_child=update_pid)
+
+
+def _attach_to_root(handler: OTelHandler, level: int) -> None:
+    """Replace any other OTel logging handler on root, so no record is bridged twice."""
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if _is_otel_handler(existing):
+            root.removeHandler(existing)
+    root.addHandler(handler)
+    if root.level > level:
+        root.setLevel(level)
+    # opentelemetry-instrumentation-logging reads this when it instruments later.
+    os.environ["OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION"] = "false"
+
+
+def _is_otel_handler(handler: logging.Handler) -> bool:
+    cls = type(handler)
+    return cls.__name__ == "LoggingHandler" and cls.__module__.startswith("opentelemetry")
+
+
+def shutdown_installed() -> None:
+    """For tests and embedders: undo `configure()` in this process."""
+    global _installed
+    with _lock:
+        if _installed is not None:
+            _installed.shutdown()
+        _installed = None

@@ -1,0 +1,188 @@
+"""The bridge from stdlib `logging` into OTel log records.
+
+The application thread pays only for what must happen there: the formatted message
+(arguments may change later), the current OTel context and a timestamp. Everything
+else (attributes, code location, exception, encoding) happens on the export worker,
+which keeps a `logger.info` call cheap; bench/export_throughput.py measures it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from time import time_ns
+from typing import Any
+
+from opentelemetry._logs import LogRecord
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, get_current
+from opentelemetry.instrumentation.log_utils import std_to_otel
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import get_current_span
+
+from tracestream import schema
+from tracestream.otel_setup.processors import StreamLogProcessor
+
+# Logs written while we export (by us, redis-py, urllib3 or the SDK) must not loop back.
+_SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
+_SUPPRESS_KEY_PLAIN = "suppress_instrumentation"
+_OWN_LOGGERS = ("opentelemetry", "tracestream")
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+_SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+
+
+@functools.cache
+def _severity(levelno: int, levelname: str) -> tuple[str, int]:
+    """OTel severity text and number for a stdlib level, computed once per level."""
+    return _SEVERITY_TEXT.get(levelname, levelname), std_to_otel(levelno).value
+
+
+class PendingStdlibRecord:
+    """What the app thread captured."""
+
+    __slots__ = ("context", "handler", "message", "observed_ns", "record")
+
+    def __init__(
+        self,
+        record: logging.LogRecord,
+        message: str,
+        context: Context,
+        observed_ns: int,
+        handler: OTelHandler,
+    ) -> None:
+        self.record = record
+        self.message = message
+        self.context = context
+        self.observed_ns = observed_ns
+        self.handler = handler
+
+    def stream_values(
+        self, record_id: str, encode_resource: Callable[[Resource], schema.EncodedResource]
+    ) -> list[str]:
+        record = self.record
+        span_context = get_current_span(self.context).get_span_context()
+        severity_text, severity_number = _severity(record.levelno, record.levelname)
+        return schema.log_values(
+            record_id,
+            int(record.created * 1e9),
+            self.observed_ns,
+            severity_text,
+            severity_number,
+            self.message,
+            encode_resource(self.handler.resource),
+            span_context.trace_id,
+            span_context.span_id,
+            int(span_context.trace_flags),
+            record.name,
+            schema.code_location(record.pathname, record.lineno, record.funcName),
+            _extra_attributes(record),
+            _exception(record),
+        )
+
+    def readable(self) -> ReadableLogRecord:
+        """The same record as an OTel SDK object, for exporters other than ours."""
+        record = self.record
+        attributes = _extra_attributes(record)
+        attributes.update(
+            {
+                "code.file.path": record.pathname,
+                "code.line.number": record.lineno,
+                "code.function.name": record.funcName,
+            }
+        )
+        exception = _exception(record)
+        if exception is not schema.NO_EXCEPTION:
+            attributes.update(zip(schema.EXCEPTION_KEYS, exception, strict=True))
+        log_record = LogRecord(
+            timestamp=int(record.created * 1e9),
+            observed_timestamp=self.observed_ns,
+            context=self.context,
+            severity_text=_severity(record.levelno, record.levelname)[0],
+            severity_number=std_to_otel(record.levelno),
+            body=self.message,
+            attributes=attributes,
+        )
+        return ReadableLogRecord(
+            log_record=log_record,
+            resource=self.handler.resource,
+            instrumentation_scope=InstrumentationScope(record.name),
+        )
+
+
+class OTelHandler(logging.Handler):
+    """A logging handler that turns every record into an OTel log record."""
+
+    def __init__(self, provider: LoggerProvider, sinks: Sequence[StreamLogProcessor], level: int) -> None:
+        super().__init__(level)
+        self._provider = provider
+        self._sinks = tuple(sinks)
+
+    @property
+    def resource(self) -> Resource:
+        """Read per record: the provider's resource changes in forked children."""
+        resource: Resource = self._provider.resource
+        return resource
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        """Skip `Handler.handle`'s lock: queueing is thread-safe, and this is the hot path."""
+        context = get_current()
+        if (
+            context.get(_SUPPRESS_KEY)
+            or context.get(_SUPPRESS_KEY_PLAIN)
+            or record.name.startswith(_OWN_LOGGERS)
+        ):
+            return False
+        if self.filters and not self.filter(record):
+            return False
+        pending = PendingStdlibRecord(record, _message(record), context, time_ns(), self)
+        for sink in self._sinks:
+            sink.put_pending(pending)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+    def flush(self) -> None:
+        for sink in self._sinks:
+            sink.force_flush(5_000)
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception as error:  # a bad format string must not cost the record
+        return f"{record.msg!r} % {record.args!r} (formatting failed: {error!r})"
+
+
+def _extra_attributes(record: logging.LogRecord) -> dict[str, Any]:
+    """`extra=` fields become attributes; values OTel cannot hold become their repr."""
+    fields = vars(record)
+    return {key: _attribute_value(fields[key]) for key in fields.keys() - _RESERVED}
+
+
+def _attribute_value(value: object) -> object:
+    if isinstance(value, (str, bool, int, float, list, tuple, dict)) or value is None:
+        return value
+    return repr(value)
+
+
+def _exception(record: logging.LogRecord) -> tuple[str, str, str]:
+    if record.exc_info and record.exc_info[0] is not None:
+        exc_type, exc_value, _ = record.exc_info
+        stack = "".join(traceback.format_exception(*record.exc_info))
+        return _qualified_name(exc_type), str(exc_value), stack
+    if record.exc_text:
+        return "", "", record.exc_text
+    return schema.NO_EXCEPTION
+
+
+def _qualified_name(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"

@@ -1,0 +1,31 @@
+"""The OTel resource every record and span carries."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from opentelemetry.sdk.resources import Resource
+
+from tracestream.otel_setup.settings import Settings
+
+_DEFAULTS = {"service.version": "unknown", "deployment.environment": "development"}
+
+
+def build_resource(settings: Settings) -> Resource:
+    """Arguments and TRACESTREAM_* win, then OTEL_RESOURCE_ATTRIBUTES, then our defaults."""
+    explicit = {
+        "service.name": settings.service_name,
+        "service.version": settings.service_version,
+        "deployment.environment": settings.environment,
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+    }
+    resource = Resource.create({key: value for key, value in explicit.items() if value is not None})
+    missing = {key: value for key, value in _DEFAULTS.items() if key not in resource.attributes}
+    return resource.merge(Resource(missing)) if missing else resource
+
+
+def process_resource() -> Resource:
+    """What changes in a forked child."""
+    return Resource({"process.pid": os.getpid()})

@@ -1,0 +1,226 @@
+"""Settings from `configure()` arguments and the environment, validated once at startup.
+
+Every setting has one argument name and one environment variable. A bad value raises
+`ConfigError` naming the setting and the value, so a typo fails loudly at startup
+instead of silently turning telemetry off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+T = TypeVar("T")
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_STREAM_KEY = re.compile(r"^[^\s{}]+$")
+
+
+class ConfigError(ValueError):
+    """A setting has a value tracestream cannot use."""
+
+
+def parse_duration(text: str) -> float:
+    """`30s`, `15m`, `2h`, `7d`, `250ms` or bare seconds, as seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError("expected a duration such as 250ms, 30s, 15m, 2h or 7d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_non_negative_int(text: str) -> int:
+    value = int(text.strip().replace("_", ""))
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def parse_positive_int(text: str) -> int:
+    value = parse_non_negative_int(text)
+    if value == 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+def parse_log_level(text: str) -> int:
+    name = text.strip().upper()
+    if name.isdigit():
+        return int(name)
+    level = logging.getLevelName("WARNING" if name == "WARN" else name)
+    if not isinstance(level, int):
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def parse_exporter_names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ValueError("expected a comma-separated list of exporter names, or none")
+    return () if names == ("none",) else names
+
+
+def parse_redis_url(text: str) -> str:
+    url = text.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// URL needs a socket path")
+        db = parse_qs(parts.query).get("db", ["0"])[0]
+    else:
+        if not parts.hostname:
+            raise ValueError("missing host")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as error:
+            raise ValueError(f"bad port: {error}") from None
+        db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"database index must be a number, not {db!r}")
+    return url
+
+
+def parse_stream_key(text: str) -> str:
+    key = text.strip()
+    if not _STREAM_KEY.match(key):
+        raise ValueError(
+            "expected a non-empty key without spaces or braces, e.g. tracestream or ansflow:logs:stream"
+        )
+    return key
+
+
+def _text(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    parse: Callable[[str], Any]
+
+
+_SETTINGS: dict[str, Setting] = {
+    "service_name": Setting("OTEL_SERVICE_NAME", _text),
+    "service_version": Setting("TRACESTREAM_SERVICE_VERSION", _text),
+    "environment": Setting("TRACESTREAM_ENVIRONMENT", _text),
+    "redis_url": Setting("TRACESTREAM_REDIS_URL", parse_redis_url),
+    "stream": Setting("TRACESTREAM_STREAM", parse_stream_key),
+    "max_entries": Setting("TRACESTREAM_MAX_ENTRIES", parse_non_negative_int),
+    "max_age": Setting("TRACESTREAM_MAX_AGE", parse_duration),
+    "batch_delay_ms": Setting("TRACESTREAM_BATCH_DELAY_MS", parse_positive_int),
+    "log_level": Setting("TRACESTREAM_LOG_LEVEL", parse_log_level),
+    "redis_timeout": Setting("TRACESTREAM_REDIS_TIMEOUT", parse_duration),
+    "logs_exporter": Setting("OTEL_LOGS_EXPORTER", parse_exporter_names),
+    "traces_exporter": Setting("OTEL_TRACES_EXPORTER", parse_exporter_names),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything tracestream needs to know; see docs/configuration.md."""
+
+    service_name: str | None = None
+    service_version: str | None = None
+    environment: str | None = None
+    redis_url: str = "redis://localhost:6379/0"
+    stream: str = "tracestream"
+    max_entries: int = 100_000
+    max_age: float = 7 * 86400.0
+    batch_delay_ms: int | None = None
+    log_level: int = logging.INFO
+    redis_timeout: float = 2.0
+    logs_exporter: tuple[str, ...] = ("redis_stream",)
+    traces_exporter: tuple[str, ...] = ("redis_stream",)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **arguments: Any) -> Settings:
+        """Arguments win over environment variables, which win over defaults."""
+        environ = os.environ if environ is None else environ
+        unknown = set(arguments) - set(_SETTINGS)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name, setting in _SETTINGS.items():
+            argument = arguments.get(name)
+            if argument is not None:
+                values[name] = _parse_argument(name, setting, argument)
+            elif environ.get(setting.env, "").strip():
+                values[name] = _parse(setting.env, setting.parse, environ[setting.env])
+        return cls(**values)
+
+    @property
+    def retention_summary(self) -> str:
+        entries = f"{self.max_entries} entries" if self.max_entries else "unbounded entries"
+        return f"{entries}, {self.max_age:g}s max age"
+
+
+def _parse_argument(name: str, setting: Setting, value: Any) -> Any:
+    if isinstance(value, str):
+        return _parse(f"{name} (argument)", setting.parse, value)
+    if isinstance(value, (list, tuple)) and setting.parse is parse_exporter_names:
+        return _parse(f"{name} (argument)", setting.parse, ",".join(value) or "none")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}={value!r}: expected a string or a number")
+    return _parse(f"{name} (argument)", setting.parse, str(value))
+
+
+def _parse(label: str, parse: Callable[[str], T], raw: str) -> T:
+    try:
+        return parse(raw)
+    except ValueError as error:
+        raise ConfigError(f"{label}={raw!r} is invalid: {error}") from None
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Queue and batch sizes for one signal, from OTEL_BLRP_* (logs) or OTEL_BSP_* (spans)."""
+
+    schedule_delay: float
+    max_queue_size: int
+    max_export_batch_size: int
+    export_timeout: float
+
+    @classmethod
+    def load(
+        cls, prefix: str, delay_ms: int | None, environ: Mapping[str, str] | None = None
+    ) -> BatchSettings:
+        """OTel's variables are honoured; our defaults favour a fast live tail and no burst drops."""
+        environ = os.environ if environ is None else environ
+
+        def read(suffix: str, default: int) -> int:
+            name = f"{prefix}_{suffix}"
+            raw = environ.get(name, "").strip()
+            return _parse(name, parse_positive_int, raw) if raw else default
+
+        schedule_ms = delay_ms if delay_ms is not None else read("SCHEDULE_DELAY", 200)
+        queue = read("MAX_QUEUE_SIZE", 20_000)
+        batch = read("MAX_EXPORT_BATCH_SIZE", 4096)
+        if batch > queue:
+            raise ConfigError(
+                f"{prefix}_MAX_EXPORT_BATCH_SIZE={batch} is larger than {prefix}_MAX_QUEUE_SIZE={queue}"
+            )
+        return cls(
+            schedule_delay=schedule_ms / 1000,
+            max_queue_size=queue,
+            max_export_batch_size=batch,
+            export_timeout=read("EXPORT_TIMEOUT", 30_000) / 1000,
+        )
+
+
+def setting_names() -> dict[str, str]:
+    """Argument name to environment variable, for docs and `tracestream doctor`."""
+    return {name: setting.env for name, setting in _SETTINGS.items()}
+
+
+assert {f.name for f in fields(Settings)} == set(_SETTINGS), "every setting needs an env var"

@@ -1,0 +1,420 @@
+"""The Redis stream schema: one definition shared by the exporters and every reader.
+
+Entries are flat string fields so `redis-cli XRANGE` stays readable. Every log entry
+carries the same field set (empty strings where a value is absent), which lets Redis
+store field names once per stream node instead of once per entry.
+See docs/stream-schema.md.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+import orjson
+from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+
+SCHEMA_VERSION = "1"
+
+LOG_FIELDS = (
+    "v",
+    "rid",
+    "ts",
+    "observed_ts",
+    "severity",
+    "severity_number",
+    "body",
+    "service",
+    "trace_id",
+    "span_id",
+    "trace_flags",
+    "scope",
+    "code",
+    "attributes",
+    "resource",
+    "exception_type",
+    "exception_message",
+    "exception_stacktrace",
+)
+
+SPAN_FIELDS = (
+    "v",
+    "rid",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_ts",
+    "end_ts",
+    "status",
+    "status_message",
+    "service",
+    "scope",
+    "attributes",
+    "events",
+    "resource",
+)
+
+# Index members are prefixed so one list per trace can point at both streams.
+INDEX_LOG = "l"
+INDEX_SPAN = "s"
+
+
+@dataclass(frozen=True)
+class StreamKeys:
+    """Every key tracestream uses, derived from one configurable name."""
+
+    logs: str
+
+    @property
+    def spans(self) -> str:
+        return f"{self.logs}:spans"
+
+    def trace_index(self, trace_id: str) -> str:
+        return f"{self.logs}:trace:{trace_id}"
+
+    @property
+    def trace_index_pattern(self) -> str:
+        return f"{self.logs}:trace:*"
+
+
+# ---------------------------------------------------------------------------
+# record ids
+
+
+class RecordIds:
+    """Cheap unique ids: a random per-process prefix and a counter.
+
+    The prefix is redrawn after fork, so forked workers never reuse their parent's ids.
+    """
+
+    def __init__(self) -> None:
+        self._restart()
+        restart = weakref.WeakMethod(self._restart)
+        os.register_at_fork(after_in_child=lambda: (method := restart()) and method())
+
+    def _restart(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+# ---------------------------------------------------------------------------
+# JSON values
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    return repr(value)
+
+
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def dump_json(value: object) -> str:
+    """Serialise anything; values JSON cannot hold become their repr instead of raising."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return orjson.dumps(_json_safe(value, depth=0), default=_json_default, option=_JSON_OPTIONS).decode()
+
+
+def _json_safe(value: object, depth: int) -> object:
+    """Slow path for what orjson refuses: deep nesting, huge ints, cycles, non-str keys."""
+    if depth > 32:
+        return "<nested too deeply>"
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, depth + 1) for v in value]
+    if isinstance(value, (str, bool, float)) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    return _json_default(value)
+
+
+def dump_rows(rows: list[list[str]]) -> bytes:
+    """A batch of entries as one JSON array; text that is not valid Unicode is escaped, not lost."""
+    try:
+        return orjson.dumps(rows)
+    except orjson.JSONEncodeError:
+        return orjson.dumps([[_valid_unicode(value) for value in row] for row in rows])
+
+
+def _valid_unicode(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def load_json(text: str) -> Any:
+    return orjson.loads(text) if text else {}
+
+
+def body_text(body: object) -> str:
+    """Log bodies are strings on the wire; anything else is stored as JSON."""
+    if isinstance(body, str):
+        return body
+    if body is None:
+        return ""
+    return dump_json(body)
+
+
+# ---------------------------------------------------------------------------
+# typed entries, as readers see them
+
+
+def trace_id_hex(trace_id: int) -> str:
+    return format(trace_id, "032x") if trace_id else ""
+
+
+def span_id_hex(span_id: int) -> str:
+    return format(span_id, "016x") if span_id else ""
+
+
+def _int(fields: Mapping[str, str], name: str) -> int:
+    text = fields.get(name, "")
+    return int(text) if text else 0
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One log record read back from the stream."""
+
+    stream_id: str
+    record_id: str
+    timestamp_ns: int
+    observed_timestamp_ns: int
+    severity: str
+    severity_number: int
+    body: str
+    service: str
+    trace_id: str
+    span_id: str
+    trace_flags: int
+    scope: str
+    code: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    resource: dict[str, Any] = field(default_factory=dict)
+    exception_type: str = ""
+    exception_message: str = ""
+    exception_stacktrace: str = ""
+    schema_version: str = SCHEMA_VERSION
+
+    @classmethod
+    def from_fields(cls, stream_id: str, fields: Mapping[str, str]) -> LogEntry:
+        return cls(
+            stream_id=stream_id,
+            record_id=fields.get("rid", ""),
+            timestamp_ns=_int(fields, "ts"),
+            observed_timestamp_ns=_int(fields, "observed_ts"),
+            severity=fields.get("severity", ""),
+            severity_number=_int(fields, "severity_number"),
+            body=fields.get("body", ""),
+            service=fields.get("service", ""),
+            trace_id=fields.get("trace_id", ""),
+            span_id=fields.get("span_id", ""),
+            trace_flags=_int(fields, "trace_flags"),
+            scope=fields.get("scope", ""),
+            code=fields.get("code", ""),
+            attributes=load_json(fields.get("attributes", "")),
+            resource=load_json(fields.get("resource", "")),
+            exception_type=fields.get("exception_type", ""),
+            exception_message=fields.get("exception_message", ""),
+            exception_stacktrace=fields.get("exception_stacktrace", ""),
+            schema_version=fields.get("v", ""),
+        )
+
+
+@dataclass(frozen=True)
+class SpanEntry:
+    """One finished span read back from the stream."""
+
+    stream_id: str
+    record_id: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    status: str
+    status_message: str
+    service: str
+    scope: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    resource: dict[str, Any] = field(default_factory=dict)
+    schema_version: str = SCHEMA_VERSION
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+    @classmethod
+    def from_fields(cls, stream_id: str, fields: Mapping[str, str]) -> SpanEntry:
+        events = fields.get("events", "")
+        return cls(
+            stream_id=stream_id,
+            record_id=fields.get("rid", ""),
+            trace_id=fields.get("trace_id", ""),
+            span_id=fields.get("span_id", ""),
+            parent_span_id=fields.get("parent_span_id", ""),
+            name=fields.get("name", ""),
+            kind=fields.get("kind", ""),
+            start_ns=_int(fields, "start_ts"),
+            end_ns=_int(fields, "end_ts"),
+            status=fields.get("status", ""),
+            status_message=fields.get("status_message", ""),
+            service=fields.get("service", ""),
+            scope=fields.get("scope", ""),
+            attributes=load_json(fields.get("attributes", "")),
+            events=orjson.loads(events) if events else [],
+            resource=load_json(fields.get("resource", "")),
+            schema_version=fields.get("v", ""),
+        )
+
+
+# ---------------------------------------------------------------------------
+# encoding, as the exporters write entries (values in LOG_FIELDS / SPAN_FIELDS order)
+
+EXCEPTION_KEYS = ("exception.type", "exception.message", "exception.stacktrace")
+_CODE_KEYS = (
+    ("code.file.path", "code.filepath"),
+    ("code.line.number", "code.lineno"),
+    ("code.function.name", "code.function"),
+)
+NO_EXCEPTION = ("", "", "")
+
+
+@dataclass(frozen=True)
+class EncodedResource:
+    """A resource serialised once per process, not once per record."""
+
+    json: str
+    service: str
+
+    @classmethod
+    def of(cls, resource: Resource) -> EncodedResource:
+        attributes = dict(resource.attributes)
+        return cls(dump_json(attributes), str(attributes.get("service.name", "unknown_service")))
+
+
+def code_location(path: object, line: object, function: object) -> str:
+    if not path:
+        return ""
+    where = f"{path}:{line}" if line not in ("", None) else str(path)
+    return f"{where} in {function}" if function else where
+
+
+def log_values(
+    record_id: str,
+    timestamp_ns: int,
+    observed_ns: int,
+    severity: str,
+    severity_number: int,
+    body: object,
+    resource: EncodedResource,
+    trace_id: int,
+    span_id: int,
+    trace_flags: int,
+    scope: str,
+    code: str,
+    attributes: Mapping[str, Any],
+    exception: tuple[str, str, str],
+) -> list[str]:
+    """The one place a log entry is laid out."""
+    return [
+        SCHEMA_VERSION,
+        record_id,
+        str(timestamp_ns),
+        str(observed_ns),
+        severity,
+        str(severity_number),
+        body_text(body),
+        resource.service,
+        trace_id_hex(trace_id),
+        span_id_hex(span_id),
+        str(trace_flags),
+        scope,
+        code,
+        dump_json(attributes),
+        resource.json,
+        *exception,
+    ]
+
+
+def otel_log_values(
+    record: ReadableLogRecord | ReadWriteLogRecord, record_id: str, resource: EncodedResource
+) -> list[str]:
+    """A record from the OTel logs API: code location and exception come from semconv attributes."""
+    log = record.log_record
+    attributes = dict(log.attributes or {})
+    exception = tuple(str(attributes.pop(key, "")) for key in EXCEPTION_KEYS)
+    code = code_location(*(_pop_first(attributes, names) for names in _CODE_KEYS))
+    number = log.severity_number
+    scope = record.instrumentation_scope
+    return log_values(
+        record_id,
+        log.timestamp or log.observed_timestamp or 0,
+        log.observed_timestamp or 0,
+        log.severity_text or (number.name if number else ""),
+        number.value if number is not None else 0,
+        log.body,
+        resource,
+        log.trace_id or 0,
+        log.span_id or 0,
+        int(log.trace_flags or 0),
+        scope.name if scope else "",
+        code,
+        attributes,
+        exception,  # type: ignore[arg-type]
+    )
+
+
+def _pop_first(attributes: dict[str, Any], names: tuple[str, str]) -> Any:
+    """The current semconv name, else the older one; both are removed."""
+    current, older = (attributes.pop(name, "") for name in names)
+    return current if current != "" else older
+
+
+def span_values(span: ReadableSpan, record_id: str, resource: EncodedResource) -> list[str]:
+    """The one place a span entry is laid out."""
+    context = span.context
+    parent = span.parent
+    scope = span.instrumentation_scope
+    events = [
+        {"name": event.name, "ts": event.timestamp, "attributes": dict(event.attributes or {})}
+        for event in span.events
+    ]
+    return [
+        SCHEMA_VERSION,
+        record_id,
+        trace_id_hex(context.trace_id if context else 0),
+        span_id_hex(context.span_id if context else 0),
+        span_id_hex(parent.span_id if parent else 0),
+        span.name,
+        span.kind.name,
+        str(span.start_time or 0),
+        str(span.end_time or 0),
+        span.status.status_code.name,
+        span.status.description or "",
+        resource.service,
+        scope.name if scope else "",
+        dump_json(dict(span.attributes or {})),
+        dump_json(events),
+        resource.json,
+    ]
