@@ -65,6 +65,15 @@ def test_debug_root_logger_does_not_feed_back(stream: RedisHandle) -> None:
     assert {e.scope for e in entries} == {"shop.orders"}
 
 
+def test_forked_child_exports_with_its_own_pid(stream: RedisHandle) -> None:
+    _run(stream, "--configure", "1", "--fork")
+    entries = {e.body: e for e in stream.logs()}
+    child, parent = entries["from the child"], entries["after the request"]
+    assert child.resource["process.pid"] != parent.resource["process.pid"]
+    assert child.record_id[:16] != parent.record_id[:16]
+    assert len(entries) == 6
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
