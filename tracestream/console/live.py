@@ -1,0 +1,216 @@
+"""The live tail: ONE Redis reader per console process, fanned out to every viewer.
+
+The reader blocks in `XREAD` on an asyncio connection, so the event loop never waits
+on Redis, and each record is read and serialised once no matter how many viewers
+watch. Viewers resume after a dropped connection from their last stream id: the gap
+is replayed with `XRANGE` and the live queue takes over after the last replayed id,
+so there is no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tracestream._internal_log import internal_logger
+from tracestream.console.filters import LiveFilter
+from tracestream.schema import LogEntry
+
+StreamId = tuple[int, int]
+Entries = list[tuple[str, dict[str, str]]]  # what a decoding client returns for XRANGE
+REPLAY_PAGE = 500
+# Sent when Redis had nothing for a whole block, so proxies keep the stream open and dead
+# connections are noticed.
+HEARTBEAT: tuple[StreamId, bytes] = ((-1, -1), b": keepalive\n\n")
+
+
+def parse_stream_id(text: str) -> StreamId | None:
+    """`1700000000000-3` as a comparable tuple; anything else is None."""
+    ms, sep, seq = text.strip().partition("-")
+    if not (ms.isdigit() and (not sep or seq.isdigit())):
+        return None
+    return int(ms), int(seq or 0)
+
+
+def record_json(entry: LogEntry) -> dict[str, Any]:
+    """What the browser gets for one log record (timestamps as ms: JS numbers cannot hold ns)."""
+    return {
+        "id": entry.stream_id,
+        "ts_ms": entry.timestamp_ns / 1e6,
+        "severity": entry.severity,
+        "severity_number": entry.severity_number,
+        "body": entry.body,
+        "service": entry.service,
+        "trace_id": entry.trace_id,
+        "span_id": entry.span_id,
+        "scope": entry.scope,
+        "code": entry.code,
+        "attributes": entry.attributes,
+        "exception_type": entry.exception_type,
+        "exception_message": entry.exception_message,
+        "exception_stacktrace": entry.exception_stacktrace,
+    }
+
+
+def sse_event(entry: LogEntry) -> bytes:
+    return b"id: %s\ndata: %s\n\n" % (entry.stream_id.encode(), orjson.dumps(record_json(entry)))
+
+
+@dataclass(eq=False)
+class Viewer:
+    """One connected browser: its filter and a bounded queue of encoded events."""
+
+    filter: LiveFilter
+    queue: asyncio.Queue[tuple[StreamId, bytes] | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=10_000)
+    )
+
+
+class LiveFeed:
+    """The shared reader starts with the first viewer and then idles in XREAD BLOCK until shutdown.
+
+    Keeping it running (one cheap blocked call per block period) keeps its cursor, so a
+    later viewer's replay always meets the live feed exactly.
+    """
+
+    def __init__(
+        self,
+        reader: aioredis.Redis,
+        replays: aioredis.Redis,
+        stream: str,
+        *,
+        block_ms: int = 5000,
+        backlog: int = 50,
+    ) -> None:
+        self._reader_client = reader  # one connection, blocked in XREAD
+        self._client = replays
+        self._stream = stream
+        self._block_ms = block_ms
+        self._backlog = backlog
+        self._viewers: set[Viewer] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._cursor = "0-0"
+        self._starting = asyncio.Lock()
+
+    @property
+    def viewer_count(self) -> int:
+        return len(self._viewers)
+
+    async def events(self, live_filter: LiveFilter, after: str | None) -> AsyncIterator[bytes]:
+        """Encoded SSE events for one viewer: the backlog or the gap since `after`, then live."""
+        viewer = Viewer(live_filter)
+        await self._join(viewer)
+        try:
+            last: StreamId = (0, 0)
+            async for entry in self._catch_up(live_filter, after):
+                last = parse_stream_id(entry.stream_id) or last
+                yield sse_event(entry)
+            while True:
+                item = await viewer.queue.get()
+                batch: list[bytes] = []
+                while item is not None:
+                    stream_id, event = item
+                    if item is HEARTBEAT:
+                        batch.append(event)
+                    elif stream_id > last:  # else already sent by the catch-up
+                        batch.append(event)
+                        last = stream_id
+                    if viewer.queue.empty():
+                        break
+                    item = viewer.queue.get_nowait()
+                if batch:
+                    yield b"".join(batch)
+                if item is None:  # fell too far behind: the browser reconnects and replays the gap
+                    return
+        finally:
+            self._leave(viewer)
+
+    async def _join(self, viewer: Viewer) -> None:
+        async with self._starting:
+            if self._reader is None or self._reader.done():
+                # Pin the cursor before anyone replays, so the reader starts exactly where replays end.
+                latest = cast(Entries, await self._client.xrevrange(self._stream, count=1))
+                self._cursor = latest[0][0] if latest else "0-0"
+                self._reader = asyncio.create_task(self._read_forever(), name="tracestream-live-reader")
+            self._viewers.add(viewer)
+
+    def _leave(self, viewer: Viewer) -> None:
+        self._viewers.discard(viewer)
+
+    async def _catch_up(self, live_filter: LiveFilter, after: str | None) -> AsyncIterator[LogEntry]:
+        """The gap after `after`, page by page; without `after`, the last few matching records."""
+        if after is None:
+            recent = cast(Entries, await self._client.xrevrange(self._stream, count=self._backlog))
+            for stream_id, fields in reversed(recent):
+                entry = LogEntry.from_fields(stream_id, fields)
+                if live_filter.matches(entry):
+                    yield entry
+            return
+        start = f"({after}"
+        while True:
+            page = cast(Entries, await self._client.xrange(self._stream, min=start, count=REPLAY_PAGE))
+            for stream_id, fields in page:
+                entry = LogEntry.from_fields(stream_id, fields)
+                if live_filter.matches(entry):
+                    yield entry
+            if len(page) < REPLAY_PAGE:
+                return
+            start = f"({page[-1][0]}"
+
+    async def _read_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                found = cast(
+                    list[tuple[str, Entries]],
+                    await self._reader_client.xread(
+                        {self._stream: self._cursor}, count=1000, block=self._block_ms
+                    ),
+                )
+            except RedisError as error:  # a restarted or killed connection: retry from the same cursor
+                internal_logger.warning("live reader: %s; retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.1
+            if not found:
+                self._broadcast(HEARTBEAT)
+            for _stream, entries in found or ():
+                for stream_id, fields in entries:
+                    self._cursor = stream_id
+                    self._fan_out(LogEntry.from_fields(stream_id, fields))
+
+    def _fan_out(self, entry: LogEntry) -> None:
+        key = parse_stream_id(entry.stream_id) or (0, 0)
+        event: bytes | None = None
+        for viewer in tuple(self._viewers):
+            if not viewer.filter.matches(entry):
+                continue
+            event = event or sse_event(entry)
+            self._deliver(viewer, (key, event))
+
+    def _broadcast(self, item: tuple[StreamId, bytes]) -> None:
+        for viewer in tuple(self._viewers):
+            self._deliver(viewer, item)
+
+    def _deliver(self, viewer: Viewer, item: tuple[StreamId, bytes]) -> None:
+        try:
+            viewer.queue.put_nowait(item)
+        except asyncio.QueueFull:  # make room for the sentinel that ends this viewer's stream
+            self._viewers.discard(viewer)
+            viewer.queue.get_nowait()
+            viewer.queue.put_nowait(None)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None

@@ -1,0 +1,81 @@
+// Shared helpers. Log content only ever reaches the page as text nodes or attribute values set
+// through DOM APIs; nothing here parses strings as HTML.
+"use strict";
+
+const TS = {
+  el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (key === "class") node.className = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  },
+
+  severityClass(number) {
+    if (number >= 21) return "sev sev-fatal";
+    if (number >= 17) return "sev sev-error";
+    if (number >= 13) return "sev sev-warn";
+    if (number >= 9) return "sev sev-info";
+    return "sev sev-debug";
+  },
+
+  time(ms) {
+    const date = new Date(ms);
+    return date.toISOString().replace("T", " ").replace("Z", "");
+  },
+
+  traceHref(traceId) {
+    return "trace?" + new URLSearchParams({ id: traceId });
+  },
+
+  traceLink(traceId) {
+    if (!traceId) return "";
+    return TS.el("a", { href: TS.traceHref(traceId), class: "trace-link", title: traceId }, traceId.slice(0, 12) + "…");
+  },
+
+  attributesText(attributes) {
+    return Object.entries(attributes || {}).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join("  ");
+  },
+
+  recordRow(record) {
+    const body = TS.el("td", { class: "body" }, record.body);
+    const attrs = TS.attributesText(record.attributes);
+    if (attrs) body.append(TS.el("div", { class: "attrs" }, attrs));
+    if (record.exception_type) {
+      body.append(TS.el("div", { class: "exception" }, `${record.exception_type}: ${record.exception_message}`));
+    }
+    return TS.el("tr", { class: "record", "data-id": record.id },
+      TS.el("td", { class: "time" }, TS.time(record.ts_ms)),
+      TS.el("td", { class: TS.severityClass(record.severity_number) }, record.severity),
+      TS.el("td", { class: "service" }, record.service),
+      body,
+      TS.el("td", { class: "trace" }, TS.traceLink(record.trace_id)));
+  },
+
+  async getJSON(path, params) {
+    const query = params ? "?" + new URLSearchParams(params) : "";
+    const response = await fetch(path + query, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${response.status}: ${(await response.text()).trim()}`);
+    return response.json();
+  },
+
+  // Form fields <-> URL query, so every view is a shareable link.
+  formParams(form) {
+    const params = new URLSearchParams();
+    for (const [key, value] of new FormData(form)) if (String(value).trim()) params.set(key, String(value).trim());
+    return params;
+  },
+
+  fillForm(form, params) {
+    for (const [key, value] of params) if (form.elements[key]) form.elements[key].value = value;
+  },
+
+  showError(target, error) {
+    target.replaceChildren(TS.el("div", { class: "empty status error" }, String(error.message || error)));
+  },
+};

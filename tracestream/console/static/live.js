@@ -1,0 +1,68 @@
+// Live tail over server-sent events. Filters run on the server; pausing closes the stream and
+// resuming reopens it after the last record shown, so the server replays what was missed.
+"use strict";
+
+(() => {
+  const MAX_ROWS = 2000;
+  const form = document.getElementById("filters");
+  const rows = document.getElementById("records");
+  const status = document.getElementById("status");
+  const pauseButton = document.getElementById("pause");
+  let source = null;
+  let lastId = null;
+  let paused = false;
+  let retry = null;
+
+  function setStatus(text, kind) {
+    status.textContent = text;
+    status.className = "status " + (kind || "");
+  }
+
+  function connect() {
+    const params = TS.formParams(form);
+    if (lastId) params.set("after", lastId);
+    source = new EventSource("api/live?" + params);
+    source.onopen = () => setStatus("live", "live");
+    source.onmessage = (event) => {
+      lastId = event.lastEventId;
+      rows.prepend(TS.recordRow(JSON.parse(event.data)));
+      while (rows.childElementCount > MAX_ROWS) rows.lastElementChild.remove();
+    };
+    source.onerror = () => {
+      setStatus("reconnecting…", "error");
+      if (source.readyState === EventSource.CLOSED) {  // the browser gave up: reopen after the last id
+        source = null;
+        retry = setTimeout(connect, 1000);
+      }
+    };
+  }
+
+  function disconnect() {
+    clearTimeout(retry);
+    if (source) source.close();
+    source = null;
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    history.replaceState(null, "", "?" + TS.formParams(form));
+    disconnect();
+    rows.replaceChildren();
+    lastId = null;
+    if (!paused) connect();
+  });
+
+  pauseButton.addEventListener("click", () => {
+    paused = !paused;
+    pauseButton.textContent = paused ? "Resume" : "Pause";
+    if (paused) {
+      disconnect();
+      setStatus("paused");
+    } else {
+      connect();
+    }
+  });
+
+  TS.fillForm(form, new URLSearchParams(location.search));
+  connect();
+})();
