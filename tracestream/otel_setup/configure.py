@@ -26,6 +26,8 @@ from tracestream.otel_setup.settings import BatchSettings, ConfigError, Settings
 LOGS_GROUP = "opentelemetry_logs_exporter"
 TRACES_GROUP = "opentelemetry_traces_exporter"
 REDIS_STREAM = "redis_stream"
+OTLP = "otlp"
+_OTLP_BY_PROTOCOL = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
 
 
 @dataclass(frozen=True)
@@ -121,11 +123,29 @@ def _span_exporters(settings: Settings) -> list[SpanExporter]:
 def _from_entry_point(group: str, name: str) -> Any:
     """Other exporters are found the way the OTel launcher finds them, and built with no arguments."""
     found = {point.name: point for point in entry_points(group=group)}
+    if name == OTLP:
+        name = _otlp_exporter_name(group)
     if name not in found:
         variable = "OTEL_LOGS_EXPORTER" if group == LOGS_GROUP else "OTEL_TRACES_EXPORTER"
         known = ", ".join(sorted({*found, "none"}))
         raise ConfigError(f"{variable}: no exporter named {name!r} is installed (installed: {known})")
     return found[name].load()()
+
+
+def _otlp_exporter_name(group: str) -> str:
+    """`otlp` names no entry point of its own in the HTTP package: pick one by protocol.
+
+    As the spec says, OTEL_EXPORTER_OTLP_{LOGS,TRACES}_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL,
+    else http/protobuf, the exporter our `otlp` extra installs (the SDK's own default is grpc).
+    """
+    signal = "LOGS" if group == LOGS_GROUP else "TRACES"
+    variable = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
+    if not os.environ.get(variable, "").strip():
+        variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+    protocol = os.environ.get(variable, "").strip() or "http/protobuf"
+    if protocol not in _OTLP_BY_PROTOCOL:
+        raise ConfigError(f"{variable}={protocol!r} is invalid: expected http/protobuf or grpc")
+    return _OTLP_BY_PROTOCOL[protocol]
 
 
 def _follow_forks(*providers: TracerProvider | LoggerProvider) -> None:

@@ -1,0 +1,96 @@
+"""A service exports to Redis and to OTLP at once, and neither path waits on the other."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.otlp_receiver import OtlpReceiver, SilentServer
+from tests.support import ROOT, RedisHandle, wait_for
+
+# Logs five records inside a span, says so, then idles until the test is done with it.
+SERVICE = """
+import logging, sys, tracestream
+from opentelemetry import trace
+both = "redis_stream,otlp"
+tracestream.configure(service_name="fan", logs_exporter=both, traces_exporter=both)
+log = logging.getLogger("fan.out")
+with trace.get_tracer("fan").start_as_current_span("work"):
+    for i in range(5):
+        log.info("record %d", i)
+print("emitted", flush=True)
+sys.stdin.read()
+"""
+# If either path could hold up the other, records would wait this long: far beyond our deadline.
+HANG = "10"
+PROMPTLY = 3.0
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+def _start_service(env: dict[str, str]) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVICE],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "emitted", process.stderr.read() if process.stderr else ""
+    return process
+
+
+def test_hung_redis_does_not_delay_otlp(receiver: OtlpReceiver) -> None:
+    with SilentServer() as hung_redis:
+        handle = RedisHandle(url=f"redis://127.0.0.1:{hung_redis.port}/0", stream="fanout")
+        env = handle.env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, TRACESTREAM_REDIS_TIMEOUT=HANG)
+        before = len(receiver.logs), len(receiver.spans)
+        service = _start_service(env)
+        started = time.monotonic()
+        try:
+            wait_for(lambda: len(receiver.logs) - before[0] == 5, PROMPTLY, what="5 records over OTLP")
+            wait_for(lambda: len(receiver.spans) - before[1] == 1, PROMPTLY, what="the span over OTLP")
+        finally:
+            service.kill()
+            service.wait()
+    assert time.monotonic() - started < float(HANG)
+    records = receiver.logs[before[0] :]
+    assert [r.record.body.string_value for r in records] == [f"record {i}" for i in range(5)]
+    assert records[0].resource["service.name"] == "fan"
+    assert records[0].record.trace_id == receiver.spans[before[1]].record.trace_id
+
+
+def test_hung_otlp_endpoint_does_not_delay_redis(stream: RedisHandle) -> None:
+    with SilentServer() as hung_collector:
+        env = stream.env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{hung_collector.port}",
+            OTEL_EXPORTER_OTLP_TIMEOUT=HANG,
+        )
+        service = _start_service(env)
+        try:
+            logs = wait_for(lambda: len(stream.logs()) == 5 and stream.logs(), PROMPTLY, what="5 in Redis")
+            spans = wait_for(stream.spans, PROMPTLY, what="the span in Redis")
+        finally:
+            service.kill()
+            service.wait()
+    assert {e.trace_id for e in logs} == {spans[0].trace_id}
+
+
+def test_otlp_over_grpc_without_the_grpc_exporter_is_a_clear_error(stream: RedisHandle) -> None:
+    env = stream.env(OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+    done = subprocess.run(
+        [sys.executable, "-c", SERVICE], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "_EXPORTER: no exporter named 'otlp_proto_grpc' is installed" in done.stderr
