@@ -1,0 +1,126 @@
+"""The console mounted into host apps: FastAPI behind its dependencies, Django behind its auth."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi.testclient import TestClient
+
+from tests.support import ROOT, RedisHandle
+from tracestream.console.fastapi import mount
+from tracestream.otel_setup.settings import Settings
+
+
+def test_fastapi_mount_runs_the_host_dependencies_first(stream: RedisHandle) -> None:
+    def admins_only(x_role: str = Header("")) -> None:
+        if x_role != "admin":
+            raise HTTPException(403, "admins only")
+
+    app = FastAPI()
+    mount(
+        app,
+        Settings.load(environ={}, redis_url=stream.url, stream=stream.stream),
+        dependencies=[Depends(admins_only)],
+    )
+    with TestClient(app) as client:
+        assert client.get("/monitoring/realtime-logs/").status_code == 403
+        assert client.get("/monitoring/realtime-logs/static/live.js").status_code == 403
+        admin = {"x-role": "admin"}
+        page = client.get("/monitoring/realtime-logs/", headers=admin)
+        assert page.status_code == 200 and "<title>Live tail" in page.text
+        assert client.get("/monitoring/realtime-logs/static/live.js", headers=admin).status_code == 200
+        bare = client.get("/monitoring/realtime-logs", headers=admin, follow_redirects=False)
+        assert bare.status_code == 308 and bare.headers["location"] == "/monitoring/realtime-logs/"
+
+
+DJANGO_PROJECT = r"""
+import asyncio, json, os, sys, tempfile
+import django
+from django.conf import settings
+
+settings.configure(
+    SECRET_KEY="test", ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, LOGIN_URL="/login/",
+    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions"],
+    MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware",
+                "django.contrib.auth.middleware.AuthenticationMiddleware"],
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3",
+                           "NAME": os.path.join(tempfile.mkdtemp(), "db.sqlite3")}},
+    TRACESTREAM_REDIS_URL=os.environ["TRACESTREAM_REDIS_URL"],
+    TRACESTREAM_STREAM=os.environ["TRACESTREAM_STREAM"],
+)
+django.setup()
+from django.urls import include, path
+urlpatterns = [path("monitoring/realtime-logs/", include("tracestream.console.django"))]
+
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import AsyncClient, Client
+import logging, tracestream
+
+call_command("migrate", verbosity=0)
+staff = User.objects.create_user("staff", password="pw", is_staff=True)
+plain = User.objects.create_user("plain", password="pw")
+telemetry = tracestream.configure(service_name="django-host")
+logging.getLogger("host").warning("seen <through> django")
+telemetry.force_flush()
+
+url = "/monitoring/realtime-logs/"
+out = {}
+client = Client()
+response = client.get(url)
+out["anonymous"] = [response.status_code, response["Location"]]
+client.force_login(plain)
+out["not_staff"] = client.get(url).status_code
+client.force_login(staff)
+response = client.get(url)
+out["page"] = [response.status_code, "<title>Live tail" in response.content.decode()]
+out["asset"] = client.get(url + "static/live.js").status_code
+response = client.get(url + "api/live")
+out["wsgi_live"] = [response.status_code, response.content.decode().strip()]
+
+async def live():
+    client = AsyncClient()
+    await client.aforce_login(staff)
+    response = await client.get(url + "api/live")
+    received = []
+
+    async def read():
+        async for chunk in response.streaming_content:
+            received.append(chunk)
+
+    reading = asyncio.create_task(read())
+    while b"seen" not in b"".join(received):
+        await asyncio.sleep(0.02)
+    reading.cancel()  # what Django's ASGI handler does when the browser goes away
+    await asyncio.gather(reading, return_exceptions=True)
+    me = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not me and "live-reader" not in t.get_name()]
+    return [response.status_code, response["content-type"], b"".join(received).decode(), len(others)]
+
+out["asgi_live"] = asyncio.run(live())
+print(json.dumps(out))
+"""
+
+
+def test_django_include_honours_login_and_staff_and_streams_under_asgi(stream: RedisHandle) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", DJANGO_PROJECT],
+        env=stream.env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert out["anonymous"] == [302, "/login/?next=/monitoring/realtime-logs/"]
+    assert out["not_staff"] == 403
+    assert out["page"] == [200, True] and out["asset"] == 200
+    assert out["wsgi_live"] == [501, "501: the live tail needs Django under ASGI (uvicorn, daphne)"]
+    status, content_type, received, left_running = out["asgi_live"]
+    assert status == 200 and content_type.startswith("text/event-stream")
+    assert left_running == 0, "the console request ends when its client goes away"
+    assert '"body":"seen <through> django"' in received and '"service":"django-host"' in received

@@ -1,0 +1,130 @@
+"""Mounting the console into a Django project, behind Django's own login and permissions.
+
+    # urls.py
+    path("monitoring/realtime-logs/", include("tracestream.console.django")),
+
+Each request passes Django's auth first (staff by default, or the permission named in
+`TRACESTREAM_CONSOLE_PERMISSION`), then is handed to the console's ASGI app. The live
+tail is an endless response, so it needs Django under ASGI (uvicorn, daphne); under
+WSGI every page works but `api/live` answers 501 saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.urls import re_path
+from starlette.types import ASGIApp, Message
+
+from tracestream.console.app import create_app
+from tracestream.otel_setup.settings import Settings
+
+LIVE_PATH = "api/live"
+_console: ASGIApp | None = None
+
+
+def _app() -> ASGIApp:
+    """One console per process, so one shared live reader serves every viewer."""
+    global _console
+    if _console is None:
+        _console = create_app(
+            Settings.load(
+                redis_url=getattr(django_settings, "TRACESTREAM_REDIS_URL", None),
+                stream=getattr(django_settings, "TRACESTREAM_STREAM", None),
+            )
+        )
+    return _console
+
+
+async def _allowed(request: HttpRequest) -> bool | None:
+    """True to serve, False for 403, None to send an anonymous visitor to the login page."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return None
+    permission = getattr(django_settings, "TRACESTREAM_CONSOLE_PERMISSION", "")
+    if permission:
+        return bool(await sync_to_async(user.has_perm)(permission))
+    return bool(user.is_active and user.is_staff)
+
+
+async def console_view(request: HttpRequest, rest: str) -> HttpResponseBase:
+    allowed = await _allowed(request)
+    if allowed is None:
+        return redirect_to_login(request.get_full_path())
+    if not allowed:
+        return HttpResponse("403: the tracestream console needs staff or its permission\n", status=403)
+    if rest == LIVE_PATH and not isinstance(request, ASGIRequest):
+        return HttpResponse("501: the live tail needs Django under ASGI (uvicorn, daphne)\n", status=501)
+    return await _forward(request, rest)
+
+
+async def _forward(request: HttpRequest, rest: str) -> HttpResponseBase:
+    """Run the console for this request; stream its body when it is the live feed."""
+    messages: asyncio.Queue[Message] = asyncio.Queue()
+    body_sent = asyncio.Event()
+
+    async def receive() -> Message:
+        if not body_sent.is_set():
+            body_sent.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Future()  # the client stays until this request is cancelled
+        return {"type": "http.disconnect"}
+
+    async def run() -> None:
+        await _app()(_scope(request, rest), receive, messages.put)
+
+    task = asyncio.create_task(run())
+    start = await messages.get()
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+    streaming = dict(headers).get("content-type", "").startswith("text/event-stream")
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                message = await messages.get()
+                yield message.get("body", b"")
+                if not message.get("more_body", False):
+                    return
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    response: HttpResponseBase
+    if streaming:
+        response = StreamingHttpResponse(body(), status=start["status"])
+    else:
+        response = HttpResponse(b"".join([chunk async for chunk in body()]), status=start["status"])
+    for name, value in headers:
+        if name != "content-length":
+            response[name] = value
+    return response
+
+
+def _scope(request: HttpRequest, rest: str) -> dict[str, Any]:
+    prefix = request.path[: len(request.path) - len(rest)].rstrip("/")
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method or "GET",
+        "scheme": request.scheme or "http",
+        "path": request.path,
+        "raw_path": request.path.encode(),
+        "root_path": prefix,
+        "query_string": request.META.get("QUERY_STRING", "").encode("latin-1"),
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()],
+        "client": (request.META.get("REMOTE_ADDR", ""), 0),
+        "server": (request.get_host().rsplit(":", 1)[0], int(request.get_port() or 0)),
+    }
+
+
+urlpatterns = [re_path(r"^(?P<rest>.*)$", console_view, name="tracestream-console")]
