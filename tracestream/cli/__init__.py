@@ -1,0 +1,67 @@
+"""The `tracestream` command.
+
+Adding a command takes two steps:
+
+1. Write `tracestream/cli/<name>.py` with one function::
+
+       from tracestream.cli.common import OPTIONS, Subparsers
+
+       def register(subparsers: Subparsers) -> None:
+           parser = subparsers.add_parser("name", parents=[OPTIONS], help="one line")
+           parser.add_argument(...)
+           parser.set_defaults(run=run)
+
+       def run(args: argparse.Namespace) -> int:  # the exit status
+           ...
+
+   `OPTIONS` adds --redis-url, --stream and --json; `common.settings(args)` and
+   `common.reader(args)` turn them into Settings and a decoding Redis client.
+2. Add the module name to `COMMANDS` below.
+
+Errors need no handling in commands: `UsageError`/`ConfigError` print one line and exit 2,
+Redis errors print one line and exit 1, a closed pipe (`| head`) and Ctrl-C exit quietly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+import redis
+
+from tracestream.cli.common import ArgumentParser, UsageError, describe_redis_error
+from tracestream.otel_setup.settings import ConfigError
+
+COMMANDS: tuple[str, ...] = ()
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="tracestream", description="Search, tail and trace OpenTelemetry records in Redis streams."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"tracestream.cli.{name.replace('-', '_')}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        status: int = args.run(args)
+        sys.stdout.flush()
+    except (UsageError, ConfigError) as error:
+        print(f"tracestream: {error}", file=sys.stderr)
+        return 2
+    except redis.RedisError as error:
+        print(f"tracestream: {describe_redis_error(error)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader left (`| head`): stop quietly; point stdout at devnull so the final flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    return status

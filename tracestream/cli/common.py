@@ -1,0 +1,61 @@
+"""What every command shares: the common options, settings, the Redis reader and error wording."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
+
+import redis
+
+from tracestream.connection import Tls, connect
+from tracestream.otel_setup.settings import Settings
+
+if TYPE_CHECKING:
+    Subparsers: TypeAlias = "argparse._SubParsersAction[ArgumentParser]"
+
+
+class UsageError(ValueError):
+    """Bad input from the command line: one line on stderr, exit status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors as one line naming the problem, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+OPTIONS = argparse.ArgumentParser(add_help=False)
+OPTIONS.add_argument(
+    "--redis-url", metavar="URL", help="Redis to read from (default: $TRACESTREAM_REDIS_URL or localhost)"
+)
+OPTIONS.add_argument(
+    "--stream", metavar="KEY", help="stream key (default: $TRACESTREAM_STREAM or tracestream)"
+)
+OPTIONS.add_argument("--json", action="store_true", help="print NDJSON, one object per line")
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """The exporter's settings, so the CLI reads exactly where services write."""
+    return Settings.load(redis_url=args.redis_url, stream=args.stream)
+
+
+def reader(args: argparse.Namespace, timeout: float | None = None) -> redis.Redis:
+    config = settings(args)
+    return connect(
+        config.redis_url,
+        config.redis_timeout if timeout is None else timeout,
+        decode=True,
+        tls=Tls.of(config),
+    )
+
+
+def describe_redis_error(error: redis.RedisError) -> str:
+    """Plain words for what usually went wrong."""
+    if isinstance(error, redis.AuthenticationError):
+        return f"Redis refused the credentials: {error} (check the user and password in the URL)"
+    if isinstance(error, redis.TimeoutError):
+        return f"Redis did not answer in time: {error}"
+    if isinstance(error, redis.ConnectionError):
+        return f"cannot reach Redis: {error}"
+    return f"Redis error: {error}"
