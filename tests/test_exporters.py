@@ -128,11 +128,10 @@ def test_stream_keys_follow_the_configured_name() -> None:
 def test_logs_written_during_export_never_reenter(stream: RedisHandle) -> None:
     """What redis-py, urllib3 or the SDK log on the export thread is suppressed, even at DEBUG."""
     logger, _, logs = _pipeline(stream)
-    exporter = logs.exporter
     noisy = logging.getLogger(f"redis.noisy.{stream.stream}")
     noisy.addHandler(next(h for h in logger.handlers if isinstance(h, OTelHandler)))
     noisy.setLevel(logging.DEBUG)
-    original = exporter.export_pending  # type: ignore[attr-defined]
+    original = logs.queue._export
 
     def chatty_export(batch: list[object]) -> bool:
         noisy.debug("sending %d records", len(batch))

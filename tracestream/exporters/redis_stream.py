@@ -7,9 +7,12 @@ arguments, so they read their settings from the environment.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import redis
@@ -21,9 +24,12 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracestream import schema
 from tracestream._internal_log import internal_logger
-from tracestream.connection import ProcessLocalClient
+from tracestream.connection import ProcessLocalClient, Tls
+from tracestream.exporters.shaping import RowShaper
 from tracestream.otel_setup.pending import PendingLogRecord
 from tracestream.otel_setup.settings import Settings
+from tracestream.spool import Spool, default_base, process_directory
+from tracestream.status import STATUS_TTL, status_key
 
 # One call per batch. The batch travels as a single JSON argument: packing thousands of
 # small arguments costs the client more than the server spends decoding one.
@@ -80,12 +86,20 @@ class ResourceCache:
             self._resource = resource
         return self._encoded
 
+    def get_service(self) -> str:
+        """The service of the last resource seen, once anything was encoded."""
+        return self._encoded.service or "unknown_service"
+
 
 Encoder = Callable[[Item, str, ResourceCache], list[str]]
 
 
 class StreamWriter(Generic[Item]):
-    """Turns items into entries of one stream and appends a whole batch in one call."""
+    """Turns items into entries of one stream and appends a whole batch in one call.
+
+    Encoding (`encode`) and writing (`write_rows`) are separate so the batch queue can
+    spool encoded rows while Redis is away and replay them, record ids unchanged.
+    """
 
     def __init__(
         self,
@@ -100,40 +114,47 @@ class StreamWriter(Generic[Item]):
         self._keys = schema.StreamKeys(settings.stream)
         self._member_prefix = member_prefix
         self._encode = encode
+        self._shaper = RowShaper(field_names, settings)
         self._trace_pos = field_names.index("trace_id")
         self._names_json = schema.dump_json(field_names)
         self._ids = schema.RecordIds()
         self._resources = ResourceCache()
-        self._client = ProcessLocalClient(settings.redis_url, settings.redis_timeout)
+        self._client = ProcessLocalClient(settings.redis_url, settings.redis_timeout, Tls.of(settings))
         self._script = redis.Redis().register_script(_APPEND_SCRIPT)
         self._failing = threading.Event()
 
+    def encode(self, item: Item) -> list[str]:
+        """One entry's values in schema order, within the size limits; runs on the export worker."""
+        return self._shaper.shape(self._encode(item, self._ids.next(), self._resources))
+
     def write(self, items: Sequence[Item]) -> bool:
         """Append a batch; False (never an exception) when Redis did not take it."""
-        if not items:
+        return self.write_rows([self.encode(item) for item in items])
+
+    def write_rows(self, rows: Sequence[list[str]]) -> bool:
+        """Append encoded rows; False (never an exception) when Redis did not take them."""
+        if not rows:
             return True
         try:
             pipe = self._client.get().pipeline(transaction=False)
-            for start in range(0, len(items), ROWS_PER_CALL):
+            for start in range(0, len(rows), ROWS_PER_CALL):
                 self._script(
                     keys=[self.stream],
-                    args=self._script_args(items[start : start + ROWS_PER_CALL]),
+                    args=self._script_args(rows[start : start + ROWS_PER_CALL]),
                     client=pipe,
                 )
             pipe.execute()
         except (redis.RedisError, OSError) as error:
-            self._report_failure(error, len(items))
+            self._report_failure(error, len(rows))
             return False
         if self._failing.is_set():
             self._failing.clear()
             internal_logger.warning("Redis at %s is reachable again", self._client.url)
         return True
 
-    def _script_args(self, items: Sequence[Item]) -> list[str | int | bytes]:
+    def _script_args(self, rows: Sequence[list[str]]) -> list[str | int | bytes]:
         settings = self.settings
         min_id_ms = int((time.time() - settings.max_age) * 1000) if settings.max_age else 0
-        encode, next_id, resources = self._encode, self._ids.next, self._resources
-        rows = [encode(item, next_id(), resources) for item in items]
         return [
             settings.max_entries,
             min_id_ms,
@@ -142,7 +163,7 @@ class StreamWriter(Generic[Item]):
             self._member_prefix,
             self._trace_pos,
             self._names_json,
-            schema.dump_rows(rows),
+            schema.dump_rows(list(rows)),
         ]
 
     def _report_failure(self, error: Exception, count: int) -> None:
@@ -151,6 +172,31 @@ class StreamWriter(Generic[Item]):
             internal_logger.warning(
                 "cannot write %d records to Redis at %s: %s; will retry", count, self._client.url, error
             )
+
+    def make_spool(self) -> Spool | None:
+        """Where rows go while Redis is away; None when `spool_max_bytes` is 0."""
+        settings = self.settings
+        if not settings.spool_max_bytes:
+            return None
+        base = Path(settings.spool_dir) if settings.spool_dir else default_base()
+        return Spool(process_directory(base), self.stream, settings.spool_max_bytes)
+
+    def publish_status(self, signal: str, status: dict[str, int]) -> None:
+        """Refresh this process's status hash, which `tracestream doctor` reads; skipped while failing."""
+        if self._failing.is_set():
+            return
+        service = self.settings.service_name or self._resources.get_service()
+        key = status_key(self._keys.logs, service, socket.gethostname(), os.getpid())
+        fields = {f"{signal}.{name}": value for name, value in status.items()}
+        fields["updated_ms"] = int(time.time() * 1000)
+        try:
+            pipe = self._client.get().pipeline(transaction=False)
+            for name, value in fields.items():
+                pipe.hset(key, name, value)
+            pipe.expire(key, STATUS_TTL)
+            pipe.execute()
+        except (redis.RedisError, OSError):
+            pass  # best effort: the next refresh, or the next export, tells the story
 
     def close(self) -> None:
         self._client.close()
@@ -179,11 +225,13 @@ class RedisStreamLogExporter(LogRecordExporter):
         )
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        return LogRecordExportResult.SUCCESS if self.export_pending(batch) else LogRecordExportResult.FAILURE
+        ok = self._writer.write(batch)
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
-    def export_pending(self, batch: Sequence[LogItem]) -> bool:
-        """Also takes records still in their captured form, skipping the OTel objects."""
-        return self._writer.write(batch)
+    @property
+    def writer(self) -> StreamWriter[LogItem]:
+        """Takes records still in their captured form too, skipping the OTel objects."""
+        return self._writer
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
@@ -199,6 +247,10 @@ class RedisStreamSpanExporter(SpanExporter):
         settings = settings or Settings.load()
         keys = schema.StreamKeys(settings.stream)
         self._writer = StreamWriter(settings, keys.spans, schema.SPAN_FIELDS, schema.INDEX_SPAN, _encode_span)
+
+    @property
+    def writer(self) -> StreamWriter[ReadableSpan]:
+        return self._writer
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         ok = self._writer.write(spans)

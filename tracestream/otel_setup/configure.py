@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from tracestream._internal_log import internal_logger
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
+from tracestream.otel_setup import shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.otel_setup.resource import build_resource, process_resource
@@ -85,9 +86,13 @@ def _install(settings: Settings) -> Telemetry:
     span_batch = BatchSettings.load("OTEL_BSP", settings.batch_delay_ms)
     log_batch = BatchSettings.load("OTEL_BLRP", settings.batch_delay_ms)
     span_processors = tuple(
-        StreamSpanProcessor(exporter, span_batch) for exporter in _span_exporters(settings)
+        StreamSpanProcessor(exporter, span_batch, settings.shutdown_timeout)
+        for exporter in _span_exporters(settings)
     )
-    log_processors = tuple(StreamLogProcessor(exporter, log_batch) for exporter in _log_exporters(settings))
+    log_processors = tuple(
+        StreamLogProcessor(exporter, log_batch, settings.shutdown_timeout)
+        for exporter in _log_exporters(settings)
+    )
 
     tracer_provider = TracerProvider(resource=resource)
     for span_processor in span_processors:
@@ -101,6 +106,8 @@ def _install(settings: Settings) -> Telemetry:
 
     handler = OTelHandler(logger_provider, log_processors, settings.log_level)
     _attach_to_root(handler, settings.log_level)
+    queues = [p.queue for p in log_processors] + [p.queue for p in span_processors]
+    shutdown.install(queues, settings.shutdown_timeout)
     return Telemetry(
         settings, resource, tracer_provider, logger_provider, handler, log_processors, span_processors
     )

@@ -1,9 +1,12 @@
 """Batching between the application's threads and an exporter.
 
 The application thread only appends to a bounded deque. One daemon thread per process
-drains it in batches, so no application thread ever waits on Redis. A failed batch is
-kept and retried with backoff rather than dropped; a record is dropped only when the
-queue is full, and every drop is counted.
+drains it in batches, so no application thread ever waits on Redis. When Redis fails, the
+worker keeps going: encoded batches go to an on-disk spool (if the exporter can encode
+rows) and are replayed, oldest first, once Redis answers again. Without a spool, or with
+a full one, the failed batch is held and retried with backoff while newer records wait in
+the queue. A record is dropped only when there is no room left anywhere (or it cannot be
+encoded at all), and every drop is counted with its reason.
 """
 
 from __future__ import annotations
@@ -14,33 +17,68 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any, Generic, TypeVar
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
 from tracestream._internal_log import internal_logger
 from tracestream.otel_setup.settings import BatchSettings
+from tracestream.spool import Spool
 
 T = TypeVar("T")
 
 _MAX_BACKOFF = 5.0
+STATUS_INTERVAL = 5.0
 
 
 @dataclass
 class Counters:
+    """Records by fate; `exported` includes `replayed`, `spooled` ones may be replayed later."""
+
     exported: int = 0
-    dropped: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    dropped_queue_full: int = 0
+    dropped_invalid: int = 0
+    dropped_at_shutdown: int = 0
     failed_attempts: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_queue_full + self.dropped_invalid + self.dropped_at_shutdown
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "dropped": self.dropped}
+
+
+StatusReport = Callable[[dict[str, int]], None]
 
 
 class BatchQueue(Generic[T]):
-    """A bounded queue with one worker thread that hands batches to `export`."""
+    """A bounded queue with one worker thread that hands batches to `export`.
 
-    def __init__(self, name: str, export: Callable[[Sequence[T]], bool], batch: BatchSettings) -> None:
+    With `encode`, items are turned into JSON-able rows on the worker before `export`
+    sees them, which is what lets a failed batch be spooled and replayed unchanged (same
+    record ids, so readers can drop the duplicates an ambiguous failure may leave).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        export: Callable[[Sequence[Any]], bool],
+        batch: BatchSettings,
+        *,
+        encode: Callable[[T], Any] | None = None,
+        spool: Spool | None = None,
+        report: StatusReport | None = None,
+    ) -> None:
         self.name = name
         self.counters = Counters()
+        self.spool = spool if encode is not None else None
         self._export = export
+        self._encode = encode
+        self._report = report
         self._batch = batch
         self._shutdown = False
         self._reset()
@@ -50,23 +88,27 @@ class BatchQueue(Generic[T]):
     def _reset(self) -> None:
         """Fresh state; also what a forked child starts from (its parent's records are not its own)."""
         self._queue: deque[T] = deque()
+        self._held: list[Any] | None = None  # a failed batch with nowhere else to go
         self._wake = threading.Event()
         self._export_lock = threading.Lock()
         self._backoff = 0.0
+        self._next_attempt = 0.0
+        self._next_report = 0.0
         self._thread: threading.Thread | None = None
 
     def put(self, item: T) -> None:
         if self._thread is None:
-            self._start()
+            self.start()
         queue = self._queue
         if len(queue) >= self._batch.max_queue_size or self._shutdown:
-            self.counters.dropped += 1
+            self.counters.dropped_queue_full += 1
             return
         queue.append(item)
         if len(queue) == self._batch.max_export_batch_size:  # wake once per full batch, not per record
             self._wake.set()
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the worker now rather than at the first record (there may be a spool to replay)."""
         with self._export_lock:
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -77,25 +119,80 @@ class BatchQueue(Generic[T]):
     def _run(self) -> None:
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         while not self._shutdown:
-            self._wake.wait(self._backoff or self._batch.schedule_delay)
+            self._wake.wait(self._batch.schedule_delay)
             self._wake.clear()
             self._drain(deadline=None)
+            if self._report is not None and time.monotonic() >= self._next_report:
+                self._next_report = time.monotonic() + STATUS_INTERVAL
+                self._report(self.status())
 
     def _drain(self, deadline: float | None) -> bool:
-        """Export until the queue is empty; False if an export failed or time ran out."""
-        with self._export_lock:
+        """Move everything towards Redis; True once the spool, held batch and queue are all in."""
+        if not self._export_lock.acquire(timeout=-1 if deadline is None else _remaining(deadline)):
+            return False
+        try:
+            delivering = self._replay(deadline)
+            if self._held is not None:
+                return False
             queue = self._queue
             size = self._batch.max_export_batch_size
             while queue:
                 if deadline is not None and time.monotonic() > deadline:
                     return False
-                batch = [queue.popleft() for _ in range(min(size, len(queue)))]
-                if not self._export_batch(batch):
-                    queue.extendleft(reversed(batch))
+                batch = self._encode_batch([queue.popleft() for _ in range(min(size, len(queue)))])
+                if delivering and (delivering := self._try_export(batch)):
+                    continue
+                if not self._set_aside(batch):
                     return False
-            return True
+            return delivering
+        finally:
+            self._export_lock.release()
 
-    def _export_batch(self, batch: list[T]) -> bool:
+    def _replay(self, deadline: float | None) -> bool:
+        """Older batches first: the spool, then the held batch. False while Redis is failing."""
+        if deadline is None and time.monotonic() < self._next_attempt:
+            return False  # backing off; a flush tries anyway, it has its own deadline
+        spool = self.spool
+        while spool:
+            rows = spool.peek()
+            if rows is None:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            if not self._try_export(rows):
+                return False
+            spool.pop()
+            self.counters.replayed += len(rows)
+        if self._held is not None:
+            if not self._try_export(self._held):
+                return False
+            self._held = None
+        return True
+
+    def _encode_batch(self, items: list[T]) -> list[Any]:
+        encode = self._encode
+        if encode is None:
+            return items
+        try:
+            return [encode(item) for item in items]
+        except Exception:
+            return self._encode_each(encode, items)
+
+    def _encode_each(self, encode: Callable[[T], Any], items: list[T]) -> list[Any]:
+        """The slow path: find the records that cannot be encoded, count and drop only those."""
+        rows = []
+        for item in items:
+            try:
+                rows.append(encode(item))
+            except Exception as error:
+                if not self.counters.dropped_invalid:
+                    internal_logger.warning("%s: cannot encode a record, dropped: %r", self.name, error)
+                self.counters.dropped_invalid += 1
+        return rows
+
+    def _try_export(self, batch: list[Any]) -> bool:
+        if not batch:
+            return True
         try:
             ok = self._export(batch)
         except Exception as error:  # an exporter bug must not kill the worker
@@ -107,28 +204,64 @@ class BatchQueue(Generic[T]):
         else:
             self.counters.failed_attempts += 1
             self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
+            self._next_attempt = time.monotonic() + self._backoff
         return ok
 
+    def _set_aside(self, batch: list[Any]) -> bool:
+        """A batch Redis did not take goes to the spool; if it cannot, it is held (and draining stops)."""
+        if not batch:
+            return True
+        if self.spool is not None and self.spool.append(batch):
+            self.counters.spooled += len(batch)
+            return True
+        self._held = batch
+        return False
+
     def flush(self, timeout: float) -> bool:
-        """Export everything queued so far, from the caller's thread, within `timeout` seconds."""
+        """Export everything queued so far, from the caller's thread, within `timeout` seconds.
+
+        False if Redis did not take it all in time; when Redis is failing this returns as
+        soon as every record is at least in the spool, rather than waiting out the timeout.
+        """
         deadline = time.monotonic() + timeout
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             while not self._drain(deadline):
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (self.spool is not None and self._pending() == 0):
                     return False
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                time.sleep(min(0.05, _remaining(deadline)))
             return True
         finally:
             detach(token)
 
     def shutdown(self, timeout: float) -> bool:
+        if self._shutdown:  # at exit both our hook and the SDK's providers get here
+            return self._pending() == 0
         flushed = self.flush(timeout)
         self._shutdown = True
         self._wake.set()
-        if not flushed:
-            internal_logger.warning("%s: %d records not exported at shutdown", self.name, len(self._queue))
+        lost = self._pending()
+        if lost:
+            self.counters.dropped_at_shutdown += lost
+            internal_logger.warning("%s: %d records not exported or spooled at shutdown", self.name, lost)
         return flushed
+
+    def _pending(self) -> int:
+        """Records only in memory: queued or held."""
+        return len(self._queue) + len(self._held or ())
+
+    def status(self) -> dict[str, int]:
+        """Counters and backlog, as `tracestream doctor` and the metrics show them."""
+        spool = self.spool
+        return {
+            **self.counters.as_dict(),
+            "queued": self._pending(),
+            "spool_bytes": spool.size if spool is not None else 0,
+        }
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())

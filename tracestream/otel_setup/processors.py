@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
@@ -11,9 +12,33 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from tracestream.exporters.redis_stream import StreamWriter
 from tracestream.otel_setup.pending import PendingLogRecord
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.otel_setup.settings import BatchSettings
+from tracestream.status import register_metrics
+
+
+def _queue(
+    name: str, exporter: object, batch: BatchSettings, export: Callable[[Sequence[Any]], bool]
+) -> BatchQueue[Any]:
+    """Our Redis exporters get the spool and status reports; any other exporter gets `export`."""
+    writer = getattr(exporter, "writer", None)
+    if isinstance(writer, StreamWriter):
+        queue: BatchQueue[Any] = BatchQueue(
+            name,
+            writer.write_rows,
+            batch,
+            encode=writer.encode,
+            spool=writer.make_spool(),
+            report=lambda status: writer.publish_status(name, status),
+        )
+        if queue.spool:  # a dead process left records for this stream: replay them now
+            queue.start()
+    else:
+        queue = BatchQueue(name, export, batch)
+    register_metrics(name, queue.status)
+    return queue
 
 
 def _readable(item: ReadWriteLogRecord | PendingLogRecord) -> ReadableLogRecord:
@@ -35,9 +60,8 @@ class StreamLogProcessor(LogRecordProcessor):
     ) -> None:
         self.exporter = exporter
         # Our Redis exporter encodes captured records directly, skipping the OTel objects.
-        export_pending = getattr(exporter, "export_pending", None)
-        self.queue: BatchQueue[ReadWriteLogRecord | PendingLogRecord] = BatchQueue(
-            "logs", export_pending or self._export_readable, batch
+        self.queue: BatchQueue[ReadWriteLogRecord | PendingLogRecord] = _queue(
+            "logs", exporter, batch, self._export_readable
         )
         self._shutdown_timeout = shutdown_timeout
 
@@ -64,7 +88,7 @@ class StreamSpanProcessor(SpanProcessor):
 
     def __init__(self, exporter: SpanExporter, batch: BatchSettings, shutdown_timeout: float = 5.0) -> None:
         self.exporter = exporter
-        self.queue: BatchQueue[ReadableSpan] = BatchQueue("spans", self._export, batch)
+        self.queue: BatchQueue[ReadableSpan] = _queue("spans", exporter, batch, self._export)
         self._shutdown_timeout = shutdown_timeout
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:

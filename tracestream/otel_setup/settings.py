@@ -97,6 +97,34 @@ def parse_stream_key(text: str) -> str:
     return key
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 1 << 20, "gb": 10**9, "gib": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """`0`, `512KiB`, `256MB`, `1GiB` or bare bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError("expected a size such as 0, 512KiB, 256MB or 1GiB")
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+
+
+def parse_existing_file(text: str) -> str:
+    path = os.path.expanduser(text.strip())
+    if not os.path.isfile(path):
+        raise ValueError("no such file")
+    return path
+
+
+def parse_directory(text: str) -> str:
+    path = os.path.expanduser(text.strip())
+    if not path:
+        raise ValueError("must not be empty")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError("exists and is not a directory")
+    return path
+
+
 def _text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -123,6 +151,15 @@ _SETTINGS: dict[str, Setting] = {
     "redis_timeout": Setting("TRACESTREAM_REDIS_TIMEOUT", parse_duration),
     "logs_exporter": Setting("OTEL_LOGS_EXPORTER", parse_exporter_names),
     "traces_exporter": Setting("OTEL_TRACES_EXPORTER", parse_exporter_names),
+    "redis_ca": Setting("TRACESTREAM_REDIS_CA", parse_existing_file),
+    "redis_cert": Setting("TRACESTREAM_REDIS_CERT", parse_existing_file),
+    "redis_key": Setting("TRACESTREAM_REDIS_KEY", parse_existing_file),
+    "spool_dir": Setting("TRACESTREAM_SPOOL_DIR", parse_directory),
+    "spool_max_bytes": Setting("TRACESTREAM_SPOOL_MAX_BYTES", parse_size),
+    "shutdown_timeout": Setting("TRACESTREAM_SHUTDOWN_TIMEOUT", parse_duration),
+    "max_body_length": Setting("TRACESTREAM_MAX_BODY_LENGTH", parse_positive_int),
+    "max_attribute_length": Setting("TRACESTREAM_MAX_ATTRIBUTE_LENGTH", parse_positive_int),
+    "max_attributes": Setting("TRACESTREAM_MAX_ATTRIBUTES", parse_positive_int),
 }
 
 
@@ -142,6 +179,15 @@ class Settings:
     redis_timeout: float = 2.0
     logs_exporter: tuple[str, ...] = ("redis_stream",)
     traces_exporter: tuple[str, ...] = ("redis_stream",)
+    redis_ca: str | None = None
+    redis_cert: str | None = None
+    redis_key: str | None = None
+    spool_dir: str | None = None  # None: $XDG_STATE_HOME/tracestream/spool
+    spool_max_bytes: int = 256 << 20  # 0 turns the spool off
+    shutdown_timeout: float = 5.0
+    max_body_length: int = 32_768
+    max_attribute_length: int = 4_096
+    max_attributes: int = 128
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **arguments: Any) -> Settings:

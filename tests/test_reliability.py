@@ -1,0 +1,350 @@
+"""Fault injection against real redis-server processes: nothing logged is lost beyond counted drops.
+
+Each writer is a real process (tests/apps/reliability_writer.py) logging numbered records;
+the checks count, by number and record id, what reached the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.resources import Resource
+
+from tests.faults import DurableRedis, FaultyProxy
+from tests.support import ROOT, RedisHandle, wait_for
+from tracestream.exporters import RedisStreamLogExporter
+from tracestream.otel_setup import pipeline
+from tracestream.otel_setup.logging_bridge import OTelHandler
+from tracestream.otel_setup.processors import StreamLogProcessor
+from tracestream.otel_setup.settings import BatchSettings, Settings
+from tracestream.spool import Spool, process_directory
+from tracestream.status import doctor_lines, read_statuses
+
+
+@pytest.fixture(scope="module")
+def durable() -> Iterator[DurableRedis]:
+    with DurableRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def handle(durable: DurableRedis) -> RedisHandle:
+    return RedisHandle(url=durable.url, stream=f"rel:{uuid.uuid4().hex[:10]}")
+
+
+class Writer:
+    """A reliability_writer process whose output lines can be awaited."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.apps.reliability_writer", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.logged = 0
+        assert self.process.stdout is not None
+        threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.put(line.strip())
+
+    def wait_line(self, predicate: str, timeout: float = 20) -> str:
+        """The first output line starting with `predicate`, keeping track of the `logged` count."""
+
+        def found() -> str | None:
+            while not self.lines.empty():
+                line = self.lines.get()
+                if line.startswith("logged "):
+                    self.logged = int(line.split()[1])
+                if line.startswith(predicate):
+                    return line
+            return None
+
+        return wait_for(found, timeout, what=f"writer output {predicate!r}")
+
+    def wait_logged(self, count: int) -> None:
+        wait_for(lambda: self._drain_logged() >= count, 20, what=f"{count} records logged")
+
+    def _drain_logged(self) -> int:
+        if self.process.poll() not in (None, 0):
+            raise AssertionError(
+                f"writer exited with {self.process.returncode}: {self.process.stderr.read()}"
+            )  # type: ignore[union-attr]
+        while not self.lines.empty():
+            line = self.lines.get()
+            if line.startswith("logged "):
+                self.logged = int(line.split()[1])
+        return self.logged
+
+    def result(self, timeout: float = 30) -> dict[str, float]:
+        self.process.wait(timeout)
+        stderr = self.process.stderr.read() if self.process.stderr else ""
+        assert self.process.returncode == 0, stderr
+        return json.loads(self.wait_line("{", 5))  # type: ignore[no-any-return]
+
+
+def _env(handle: RedisHandle, spool: Path, url: str | None = None, **extra: str) -> dict[str, str]:
+    return handle.env(
+        TRACESTREAM_REDIS_URL=url or handle.url,
+        TRACESTREAM_SPOOL_DIR=str(spool),
+        TRACESTREAM_REDIS_TIMEOUT="300ms",
+        OTEL_SERVICE_NAME="writer",
+        **extra,
+    )
+
+
+def delivered(handle: RedisHandle, label: str = "rec") -> list[int]:
+    """Record numbers in stream order, duplicates (same record id) dropped as readers do."""
+    seen: set[str] = set()
+    numbers = []
+    for entry in handle.logs():
+        if entry.record_id in seen:
+            continue
+        seen.add(entry.record_id)
+        name, number = entry.body.split()
+        if name == label:
+            numbers.append(int(number))
+    return numbers
+
+
+def test_spool_keeps_order_skips_a_torn_frame_and_refuses_past_its_cap(tmp_path: Path) -> None:
+    spool = Spool(process_directory(tmp_path), "app:logs", max_bytes=4000)
+    batches = [[[str(i), secrets.token_hex(100)]] for i in range(100)]
+    accepted = [batch for batch in batches if spool.append(batch)]
+    assert 0 < len(accepted) < 100  # the cap stops it
+    assert spool.size <= 4000
+    segment = next(tmp_path.glob("*/app%3Alogs/*.seg"))
+    with segment.open("ab") as file:
+        file.write(b"\x00\x00\x01\x00torn")  # a crash in the middle of a frame
+    replayed = []
+    while (rows := spool.peek()) is not None:
+        replayed.append(rows)
+        spool.pop()
+    assert replayed == accepted
+
+
+def test_records_survive_kill_9_and_restart_of_redis(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path
+) -> None:
+    writer = Writer(_env(handle, tmp_path), "--count", "3000", "--rate", "3000")
+    writer.wait_logged(600)
+    durable.kill()
+    writer.wait_logged(1800)
+    durable.start()
+    status = writer.result()
+    assert delivered(handle) == list(range(3000))
+    assert status["spooled"] > 0 and status["replayed"] == status["spooled"] and status["dropped"] == 0
+
+
+def test_frozen_redis_never_blocks_the_app(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path
+) -> None:
+    writer = Writer(_env(handle, tmp_path), "--count", "3000", "--rate", "2000")
+    writer.wait_logged(400)
+    durable.freeze()
+    try:
+        writer.wait_logged(2000)  # a second and more with Redis answering nothing
+    finally:
+        durable.thaw()
+    status = writer.result()
+    assert delivered(handle) == list(range(3000))
+    assert status["failed_attempts"] > 0 and status["dropped"] == 0
+    assert status["slowest_info_s"] < 0.1  # the 300 ms Redis timeout never reached the app thread
+
+
+def test_a_proxy_that_cuts_and_stalls_loses_nothing(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path
+) -> None:
+    with FaultyProxy(durable.port) as proxy:
+        writer = Writer(_env(handle, tmp_path, proxy.url), "--count", "3000", "--rate", "3000")
+        writer.wait_logged(500)
+        proxy.cut()
+        writer.wait_logged(1000)
+        proxy.stall()
+        writer.wait_logged(1800)
+        proxy.resume()
+        proxy.cut()  # the stalled connections are dead weight now
+        writer.wait_logged(2400)
+        proxy.cut()
+        status = writer.result()
+    assert delivered(handle) == list(range(3000))
+    assert status["failed_attempts"] > 0 and status["dropped"] == 0
+
+
+def test_a_full_spool_and_queue_drop_only_what_they_count(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path
+) -> None:
+    with FaultyProxy(durable.port) as proxy:
+        settings = Settings.load(
+            environ={},
+            redis_url=proxy.url,
+            stream=handle.stream,
+            redis_timeout="300ms",
+            spool_dir=str(tmp_path),
+            spool_max_bytes="48KiB",
+        )
+        batch = BatchSettings(
+            schedule_delay=0.02, max_queue_size=500, max_export_batch_size=100, export_timeout=1
+        )
+        processor = StreamLogProcessor(RedisStreamLogExporter(settings), batch)
+        provider = LoggerProvider(resource=Resource({"service.name": "full"}), shutdown_on_exit=False)
+        logger = logging.getLogger(f"full.{handle.stream}")
+        logger.propagate = False
+        logger.addHandler(OTelHandler(provider, [processor], logging.INFO))
+        logger.setLevel(logging.INFO)
+        queue_ = processor.queue
+
+        proxy.down()
+        spool_at_first_drop = 0
+        for chunk in range(0, 20_000, 200):  # paced, so the worker keeps up until the spool is full
+            for i in range(chunk, chunk + 200):
+                logger.info("rec %d %s", i, "padding " * 8)
+            if not spool_at_first_drop:
+                wait_for(lambda: len(queue_) == 0 or queue_._held is not None, what="the worker to catch up")
+                if queue_.counters.dropped_queue_full:
+                    spool_at_first_drop = queue_.status()["spool_bytes"]
+        assert spool_at_first_drop > 40 * 1024  # of 48 KiB: drops began only once the spool was full
+        proxy.up()
+        assert processor.force_flush(10_000)
+
+    counters = queue_.counters
+    numbers = [int(entry.body.split()[1]) for entry in handle.logs()]
+    assert counters.exported + counters.dropped == 20_000
+    assert len(set(numbers)) == counters.exported > 0
+    assert numbers == sorted(numbers)  # what survived kept its order
+    processor.shutdown()
+
+
+def test_sigterm_during_load_flushes_everything_logged(handle: RedisHandle, tmp_path: Path) -> None:
+    writer = Writer(_env(handle, tmp_path), "--count", "-1", "--rate", "3000")
+    writer.wait_logged(1000)
+    writer.process.send_signal(signal.SIGTERM)
+    assert writer.process.wait(10) == -signal.SIGTERM  # still dies of the signal, as without us
+    numbers = delivered(handle)
+    assert len(numbers) >= 1000 and numbers == list(range(len(numbers)))
+
+
+def test_sigterm_with_redis_down_spools_and_the_next_process_replays(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path
+) -> None:
+    with FaultyProxy(durable.port) as proxy:
+        proxy.down()
+        writer = Writer(_env(handle, tmp_path, proxy.url), "--count", "-1", "--rate", "3000")
+        writer.wait_logged(600)
+        writer.process.send_signal(signal.SIGTERM)
+        assert writer.process.wait(10) == -signal.SIGTERM
+    assert handle.logs() == [] and list(tmp_path.glob("*/*/*.seg"))
+
+    Writer(_env(handle, tmp_path), "--count", "0").result()
+    numbers = delivered(handle)
+    assert len(numbers) >= 600 and numbers == list(range(len(numbers)))
+    assert list(tmp_path.iterdir()) == []  # the replayed orphan is gone
+
+
+def test_a_spool_left_by_kill_9_is_replayed_by_the_next_process(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path
+) -> None:
+    with FaultyProxy(durable.port) as proxy:
+        proxy.down()
+        crashed = Writer(_env(handle, tmp_path, proxy.url), "--count", "500", "--then", "spooled")
+        crashed.wait_line("spooled")
+        crashed.process.kill()
+        crashed.process.wait()
+
+    Writer(_env(handle, tmp_path), "--count", "50", "--label", "next").result()
+    assert delivered(handle) == list(range(500))
+    assert delivered(handle, "next") == list(range(50))
+    bodies = [entry.body.split()[0] for entry in handle.logs()]
+    assert bodies.index("next") == 500  # the dead process's records went first
+
+
+def test_status_key_feeds_doctor(
+    handle: RedisHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "STATUS_INTERVAL", 0.05)
+    settings = Settings.load(environ={}, redis_url=handle.url, stream=handle.stream, service_name="doc")
+    batch = BatchSettings(schedule_delay=0.02, max_queue_size=100, max_export_batch_size=10, export_timeout=1)
+    processor = StreamLogProcessor(RedisStreamLogExporter(settings), batch)
+    for i in range(7):
+        processor.queue.put(_Record(i))  # type: ignore[arg-type]
+    assert processor.force_flush(5_000)
+    with handle.client() as client:
+        status = wait_for(
+            lambda: [s for s in read_statuses(client, handle.stream) if s.fields.get("logs.exported") == 7],
+            what="a status hash with 7 exported",
+        )[0]
+        assert status.process.startswith("doc:") and 0 < client.ttl(status.key) <= 30
+        assert "logs: exported 7, spooled 0, replayed 0, dropped 0" in doctor_lines(client, handle.stream)[0]
+    processor.shutdown()
+
+
+class _Record:
+    """The smallest pending record: the exporter only asks it for its stream values."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def stream_values(self, record_id: str, encode_resource: object) -> list[str]:
+        from tracestream import schema
+
+        resource = schema.EncodedResource("{}", "doc")
+        return schema.log_values(
+            record_id,
+            1,
+            1,
+            "INFO",
+            9,
+            f"rec {self.number}",
+            resource,
+            0,
+            0,
+            0,
+            "t",
+            "",
+            {},
+            schema.NO_EXCEPTION,
+        )
+
+
+def test_counters_are_otel_metrics(handle: RedisHandle, tmp_path: Path) -> None:
+    code = """
+import logging
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+import tracestream
+telemetry = tracestream.configure(traces_exporter="none")
+for i in range(5):
+    logging.getLogger("m").warning("rec %d", i)
+assert telemetry.force_flush(5)
+for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics:
+    for point in metric.data.data_points:
+        print(metric.name, dict(point.attributes)["signal"], point.value)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=_env(handle, tmp_path), capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    figures = {tuple(line.split()[:2]): float(line.split()[2]) for line in done.stdout.splitlines()}
+    assert figures[("tracestream.records.exported", "logs")] == 5
+    assert figures[("tracestream.records.dropped", "logs")] == 0
+    assert ("tracestream.spool.size", "logs") in figures

@@ -1,0 +1,75 @@
+"""Export what was logged before the process ends, within a bounded time.
+
+Three ways out, three hooks:
+- a normal exit (including uvicorn's, gunicorn workers' and a framework's own signal
+  handling, which end in one) runs `atexit`, where every queue is flushed and shut down
+  against one shared deadline;
+- SIGTERM or SIGINT with no framework handler: ours flushes, then hands the signal to
+  whatever handled it before (for SIGTERM by default that is death by the same signal, so
+  exit statuses do not change);
+- a framework that ends processes with `os._exit` (Celery prefork children) must call
+  `flush_before_exit()` from its shutdown hook.
+When Redis is down the flush ends as soon as everything is in the spool.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from tracestream.otel_setup.pipeline import BatchQueue
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+_queues: list[BatchQueue[Any]] = []
+_timeout = 5.0
+
+
+def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
+    """Once per process: flush `queues` at exit and on SIGTERM/SIGINT, within `timeout` seconds."""
+    global _timeout
+    first = not _queues
+    _queues.extend(queues)
+    _timeout = timeout
+    if not first:
+        return
+    atexit.register(close_queues)
+    if threading.current_thread() is threading.main_thread():
+        for number in _SIGNALS:
+            _chain(number)
+
+
+def flush_before_exit(timeout: float | None = None) -> bool:
+    """Flush every queue within `timeout` (default: the configured shutdown timeout)."""
+    deadline = time.monotonic() + (_timeout if timeout is None else timeout)
+    results = [queue.flush(max(0.0, deadline - time.monotonic())) for queue in _queues]
+    return all(results)
+
+
+def close_queues() -> None:
+    """At exit: flush, then stop accepting records; anything left in memory is counted as dropped."""
+    deadline = time.monotonic() + _timeout
+    for queue in _queues:
+        queue.shutdown(max(0.0, deadline - time.monotonic()))
+
+
+def _chain(number: int) -> None:
+    previous = signal.getsignal(number)
+    if previous is signal.SIG_IGN or previous is None:
+        return  # ignored, or set outside Python: leave it alone
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        flush_before_exit()
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL: die of the same signal, as without us
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    signal.signal(number, handle)
