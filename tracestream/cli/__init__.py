@@ -34,7 +34,7 @@ import redis
 from tracestream.cli.common import ArgumentParser, UsageError, describe_redis_error
 from tracestream.otel_setup.settings import ConfigError
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("console",)
 
 
 def build_parser() -> ArgumentParser:

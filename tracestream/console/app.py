@@ -14,12 +14,13 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.connection import connect
+from tracestream.console import api
 from tracestream.console.auth import TokenAuth
 from tracestream.console.filters import FilterError, LiveFilter
 from tracestream.console.live import LiveFeed, parse_stream_id
@@ -47,10 +48,10 @@ def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
         try:
             live_filter = LiveFilter.from_params(request.query_params)
         except FilterError as error:
-            return PlainTextResponse(f"{error}\n", status_code=400)
+            return api.bad_request(str(error))
         after = request.headers.get("last-event-id") or request.query_params.get("after") or None
         if after is not None and parse_stream_id(after) is None:
-            return PlainTextResponse(f"after={after!r} is invalid: expected a stream id\n", status_code=400)
+            return api.bad_request(f"after={after!r} is invalid: expected a stream id")
         return StreamingResponse(
             _sse(feed.events(live_filter, after)),
             media_type="text/event-stream",
@@ -67,13 +68,11 @@ def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
 
     routes: list[BaseRoute] = [_page(path, name) for path, name in PAGES.items()]
     routes += [
+        *api.routes(query_client, settings.stream),
         Route("/api/live", live),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.feed = feed
-    app.state.query_client = query_client
-    app.state.stream = settings.stream
     guarded: ASGIApp = TokenAuth(app, token) if token else app
     return SecurityHeaders(guarded)
 

@@ -1,0 +1,178 @@
+"""The console in headless Chromium (Debian's, through playwright) against a real console process."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry._logs import SeverityNumber
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.support import RedisHandle
+from tests.test_console_live import TOKEN, ConsoleProcess, Emitter
+from tracestream.embedded_redis import EmbeddedRedis
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+XSS = "<img src=x onerror=window.__xss=1>"
+# Set to a directory (e.g. docs) to save a screenshot of every page the tests visit.
+SCREENSHOTS = os.environ.get("TRACESTREAM_CONSOLE_SCREENSHOTS", "")
+
+
+@pytest.fixture(scope="module")
+def console(redis_server: EmbeddedRedis) -> Iterator[ConsoleProcess]:
+    handle = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    process = ConsoleProcess(handle).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        # launch() gives every run a fresh temporary profile.
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, console: ConsoleProcess) -> Iterator[Page]:
+    """A signed-in tab: the token is exchanged for a cookie on the first visit."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    tab = context.new_page()
+    response = tab.goto(console.url + "?token=" + TOKEN)
+    assert response is not None and response.ok and "token" not in tab.url
+    yield tab
+    context.close()
+
+
+def _open_live(page: Page, console: ConsoleProcess, query: str = "") -> None:
+    page.goto(console.url + query)
+    page.wait_for_selector("#status.live", timeout=5000)
+
+
+def _rows_with(page: Page, text: str) -> int:
+    return int(page.locator("#records tr", has_text=text).count())
+
+
+def _screenshot(page: Page, name: str) -> None:
+    if SCREENSHOTS:
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"console-{name}.png"), full_page=False)
+
+
+def test_logged_record_appears_on_the_live_page_within_a_second(page: Page, console: ConsoleProcess) -> None:
+    _open_live(page, console)
+    page.evaluate(
+        """() => { window.__arrivals = {};
+        new MutationObserver(() => { for (const row of document.querySelectorAll('#records tr'))
+          if (!(row.textContent in window.__arrivals)) window.__arrivals[row.textContent] = Date.now(); })
+        .observe(document.getElementById('records'), { childList: true }); }"""
+    )
+    emitter = Emitter(console.handle, "checkout")
+    marker = f"order placed {uuid.uuid4().hex[:8]}"
+    sent_ms = time.time() * 1000
+    emitter.log(marker, SeverityNumber.WARN, {"order.id": 42})
+    page.locator("#records tr", has_text=marker).wait_for(timeout=1000)
+    arrived_ms = page.evaluate(
+        f"() => Object.entries(window.__arrivals).find(([t]) => t.includes('{marker}'))[1]"
+    )
+    assert arrived_ms - sent_ms < 1000
+    row = page.locator("#records tr", has_text=marker)
+    assert row.locator("td.sev-warn").inner_text() == "WARN" and "order.id=42" in row.inner_text()
+    _screenshot(page, "live")
+
+
+def test_filter_hides_non_matching_records(page: Page, console: ConsoleProcess) -> None:
+    marker = uuid.uuid4().hex[:8]
+    _open_live(page, console)
+    page.fill("input[name=service]", "billing")
+    page.select_option("select[name=severity]", "ERROR")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#status.live", timeout=5000)
+    assert "service=billing" in page.url
+    billing, orders = Emitter(console.handle, "billing"), Emitter(console.handle, "orders")
+    orders.log(f"{marker} wrong service", SeverityNumber.ERROR)
+    billing.log(f"{marker} too quiet", SeverityNumber.INFO)
+    billing.log(f"{marker} card declined", SeverityNumber.ERROR)
+    page.locator("#records tr", has_text=f"{marker} card declined").wait_for(timeout=2000)
+    assert _rows_with(page, marker) == 1
+
+
+def test_trace_link_opens_the_waterfall_with_spans_from_two_services(
+    page: Page, console: ConsoleProcess
+) -> None:
+    marker = uuid.uuid4().hex[:8]
+    _open_live(page, console, f"?text={marker}")
+    frontend, backend = Emitter(console.handle, "frontend"), Emitter(console.handle, "backend")
+    with frontend.tracer.start_as_current_span("GET /checkout") as root:
+        frontend.log(f"{marker} checkout started", span=root)
+        with backend.tracer.start_as_current_span("charge card") as child:
+            backend.log(f"{marker} card charged", SeverityNumber.WARN, span=child)
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    row = page.locator("#records tr", has_text=f"{marker} checkout started")
+    row.wait_for(timeout=2000)
+    row.locator("a.trace-link").click()
+    page.wait_for_url(f"**/trace?id={trace_id}", timeout=5000)
+    page.locator("tr.span").nth(1).wait_for(timeout=5000)
+    spans = page.locator("tr.span")
+    assert spans.locator("td.service").all_inner_texts() == ["frontend", "backend"]
+    assert spans.locator("td.span-name").all_inner_texts() == ["GET /checkout", "charge card"]
+    rows = page.locator(".waterfall tbody tr").all_inner_texts()
+    assert len(rows) == 4 and "checkout started" in rows[1] and "card charged" in rows[3]
+    assert "2 spans across 2 services, 2 log records" in page.inner_text("h2")
+    _screenshot(page, "trace")
+
+
+def test_xss_payloads_render_as_text_and_never_run(page: Page, console: ConsoleProcess) -> None:
+    _open_live(page, console)
+    marker = uuid.uuid4().hex[:8]
+    Emitter(console.handle, XSS).log(f"{marker} {XSS}", SeverityNumber.ERROR, {XSS: XSS})
+    row = page.locator("#records tr", has_text=marker)
+    row.wait_for(timeout=2000)
+    text = row.inner_text()
+    assert f"{marker} {XSS}" in text and f"{XSS}={XSS}" in text
+    assert row.locator("td.service").inner_text() == XSS
+    assert page.locator("#records img").count() == 0
+    assert page.evaluate("() => window.__xss") is None
+
+
+def test_dropped_connection_resumes_without_gap_or_duplicate(page: Page, console: ConsoleProcess) -> None:
+    marker = uuid.uuid4().hex[:8]
+    _open_live(page, console, f"?text={marker}")
+    emitter = Emitter(console.handle, "orders")
+    emitter.log(f"{marker} 0")
+    page.locator("#records tr", has_text=f"{marker} 0").wait_for(timeout=2000)
+    console.stop(kill=True)  # the connection drops mid-stream
+    page.wait_for_selector("#status.error", timeout=5000)
+    for i in range(1, 4):
+        emitter.log(f"{marker} {i}")  # written while nobody is connected
+    console.start()
+    emitter.log(f"{marker} 4")
+    page.locator("#records tr", has_text=f"{marker} 4").wait_for(timeout=8000)
+    for i in range(5):
+        assert _rows_with(page, f"{marker} {i}") == 1, f"record {i} must appear exactly once"
+
+
+def test_token_is_enforced(browser: Browser, console: ConsoleProcess) -> None:
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        response = tab.goto(console.url)
+        assert response is not None and response.status == 401
+        assert "needs its token" in tab.inner_text("body")
+        response = tab.goto(console.url + "?token=wrong")
+        assert response is not None and response.status == 401
+        response = tab.goto(console.url + "search?token=" + TOKEN)
+        assert response is not None and response.ok and tab.url == console.url + "search"
+        (cookie,) = context.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    finally:
+        context.close()

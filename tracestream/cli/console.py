@@ -1,0 +1,33 @@
+"""`tracestream console`: the read-only web console, on 127.0.0.1:8686 by default (docs/console.md)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from tracestream.cli.common import OPTIONS, UsageError, settings
+from tracestream.console.auth import ConsoleAuthError
+from tracestream.console.server import DEFAULT_HOST, DEFAULT_PORT, serve
+
+if TYPE_CHECKING:
+    from tracestream.cli.common import Subparsers
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "console",
+        parents=[OPTIONS],  # type: ignore[list-item]  # argparse accepts any parser as a parent
+        help="serve the web console: live tail, search, traces, services, stats",
+        description="Serve the read-only web console; off loopback it needs TRACESTREAM_CONSOLE_TOKEN.",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        serve(settings(args), host=args.host, port=args.port)
+    except ConsoleAuthError as error:
+        raise UsageError(str(error)) from None
+    return 0

@@ -1,0 +1,88 @@
+// Trace view: the spans of one trace as a waterfall across services, each followed by the
+// log records written inside it.
+"use strict";
+
+(() => {
+  const form = document.getElementById("filters");
+  const target = document.getElementById("trace");
+  const status = document.getElementById("status");
+
+  function bar(span, start, total) {
+    const left = total > 0 ? ((span.start_ms - start) / total) * 100 : 0;
+    const width = total > 0 ? (span.duration_ms / total) * 100 : 100;
+    const element = TS.el("div", { class: span.status === "ERROR" ? "bar error" : "bar" });
+    element.style.left = `${left}%`;
+    element.style.width = `${width}%`;
+    return element;
+  }
+
+  function logRow(record) {
+    const row = TS.recordRow(record);
+    row.classList.add("log");
+    return row;
+  }
+
+  function render(trace) {
+    if (!trace.spans.length && !trace.logs.length) {
+      target.replaceChildren(TS.el("div", { class: "empty" }, `No spans or records for trace ${trace.trace_id}.`));
+      return;
+    }
+    const start = Math.min(...trace.spans.map((s) => s.start_ms));
+    const end = Math.max(...trace.spans.map((s) => s.start_ms + s.duration_ms));
+    const logsBySpan = new Map();
+    for (const record of trace.logs) {
+      if (!logsBySpan.has(record.span_id)) logsBySpan.set(record.span_id, []);
+      logsBySpan.get(record.span_id).push(record);
+    }
+    const services = new Set(trace.spans.map((s) => s.service));
+    const body = TS.el("tbody");
+    for (const span of trace.spans) {
+      const name = TS.el("td", { class: "span-name" }, span.name);
+      name.style.paddingLeft = `${6 + span.depth * 16}px`;
+      body.append(TS.el("tr", { class: "span", "data-span-id": span.span_id },
+        TS.el("td", { class: "service" }, span.service), name,
+        TS.el("td", { class: "num" }, `${span.duration_ms.toFixed(2)} ms`),
+        TS.el("td", { class: "bar-cell" }, bar(span, start, end - start))));
+      for (const record of logsBySpan.get(span.span_id) || []) body.append(logRow(record));
+      logsBySpan.delete(span.span_id);
+    }
+    const orphans = [...logsBySpan.values()].flat();
+    const table = TS.el("table", { class: "waterfall" },
+      TS.el("thead", {}, TS.el("tr", {}, TS.el("th", {}, "service"), TS.el("th", {}, "span"),
+        TS.el("th", { class: "num" }, "duration"), TS.el("th", {}, "timeline"))), body);
+    const parts = [
+      TS.el("h2", {}, `Trace ${trace.trace_id}: ${trace.spans.length} spans across ${services.size} services, ` +
+        `${trace.logs.length} log records`),
+      table,
+    ];
+    if (orphans.length) {
+      parts.push(TS.el("h2", {}, "Records outside any stored span"),
+        TS.el("table", {}, TS.el("tbody", {}, ...orphans.map(logRow))));
+    }
+    target.replaceChildren(...parts);
+  }
+
+  async function load(traceId) {
+    status.textContent = "loading…";
+    try {
+      render(await TS.getJSON("api/trace/" + encodeURIComponent(traceId)));
+      status.textContent = "";
+    } catch (error) {
+      status.textContent = "";
+      TS.showError(target, error);
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = form.elements.id.value.trim();
+    history.replaceState(null, "", "?" + new URLSearchParams({ id }));
+    load(id);
+  });
+
+  const id = new URLSearchParams(location.search).get("id");
+  if (id) {
+    form.elements.id.value = id;
+    load(id);
+  }
+})();
