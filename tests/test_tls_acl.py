@@ -1,0 +1,231 @@
+"""Redis access: TLS with a CA and a client certificate, and a least-privilege producer ACL user."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.support import wait_for
+from tracestream.connection import Tls, connect
+from tracestream.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
+from tracestream.exporters.redis_stream import RedisStreamSpanExporter
+from tracestream.otel_setup.settings import ConfigError, Settings
+from tracestream.schema import StreamKeys
+
+# The documented producer user (docs/security.md); `{stream}` is the configured stream name.
+PRODUCER_ACL = (
+    "ACL SETUSER producer on >{password} resetkeys ~{stream}* resetchannels -@all"
+    " +evalsha +script|load +script|exists +xadd +rpush +expire +xtrim +hset +ping +select"
+)
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _key_and_cert(
+    folder: Path, name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if issuer:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+    (folder / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    folder = tmp_path_factory.mktemp("tls")
+    ca = _key_and_cert(folder, "ca", None)
+    _key_and_cert(folder, "server", ca)
+    _key_and_cert(folder, "client", ca)
+    return Certificates(
+        *(folder / name for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key"))
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_redis(certificates: Certificates, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server that speaks only TLS and demands a client certificate; yields its rediss:// URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(certificates.server_cert),
+            "--tls-key-file",
+            str(certificates.server_key),
+            "--tls-ca-cert-file",
+            str(certificates.ca),
+            "--tls-auth-clients",
+            "yes",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path_factory.mktemp("tls-redis")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"rediss://127.0.0.1:{port}/0"
+    tls = Tls(str(certificates.ca), str(certificates.client_cert), str(certificates.client_key))
+
+    def ready() -> bool:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            with connect(url, 0.5, tls=tls) as client:
+                return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        wait_for(ready, 10, what="TLS redis-server")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+def _export_one_span(settings: Settings) -> bool:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+
+    exporter = RedisStreamSpanExporter(settings)
+    results: list[SpanExportResult] = []
+
+    class Recording(SimpleSpanProcessor):
+        def on_end(self, span):  # type: ignore[no-untyped-def]
+            results.append(exporter.export([span]))
+
+    provider = TracerProvider(resource=Resource({"service.name": "tls"}), shutdown_on_exit=False)
+    provider.add_span_processor(Recording(exporter))
+    with provider.get_tracer("t").start_as_current_span("checkout"):
+        pass
+    exporter.shutdown()
+    return results == [SpanExportResult.SUCCESS]
+
+
+def test_exports_over_tls_with_ca_and_client_certificate(tls_redis: str, certificates: Certificates) -> None:
+    stream = f"tls:{uuid.uuid4().hex[:8]}"
+    settings = Settings.load(
+        environ={
+            "TRACESTREAM_REDIS_CA": str(certificates.ca),
+            "TRACESTREAM_REDIS_CERT": str(certificates.client_cert),
+            "TRACESTREAM_REDIS_KEY": str(certificates.client_key),
+        },
+        redis_url=tls_redis,
+        stream=stream,
+    )
+    assert _export_one_span(settings)
+    with connect(tls_redis, 2, decode=True, tls=Tls.of(settings)) as client:
+        entries = client.xrange(StreamKeys(stream).spans)
+    assert [fields["name"] for _, fields in entries] == ["checkout"]
+
+
+def test_tls_without_the_client_certificate_or_ca_is_refused(
+    tls_redis: str, certificates: Certificates
+) -> None:
+    no_client_cert = Settings.load(
+        environ={}, redis_url=tls_redis, redis_ca=str(certificates.ca), redis_timeout="1s"
+    )
+    assert not _export_one_span(no_client_cert)  # refused by the server, reported as a failed export
+    no_ca = Settings.load(
+        environ={},
+        redis_url=tls_redis,
+        redis_cert=str(certificates.client_cert),
+        redis_key=str(certificates.client_key),
+        redis_timeout="1s",
+    )
+    assert not _export_one_span(no_ca)  # our self-made CA is not trusted by default
+
+
+def test_a_missing_certificate_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"TRACESTREAM_REDIS_CA=.*no such file"):
+        Settings.load(environ={"TRACESTREAM_REDIS_CA": str(tmp_path / "missing.pem")})
+
+
+@pytest.fixture(scope="module")
+def acl_redis() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+def test_producer_acl_user_can_export_but_not_read(acl_redis: EmbeddedRedis) -> None:
+    stream = f"acl:{uuid.uuid4().hex[:8]}"
+    admin = acl_redis.client()
+    admin.execute_command(*PRODUCER_ACL.format(password="s3cret-producer", stream=stream).split())
+    producer_url = f"redis://producer:s3cret-producer@127.0.0.1:{acl_redis.port}/0"
+
+    settings = Settings.load(environ={}, redis_url=producer_url, stream=stream)
+    assert _export_one_span(settings)
+    assert [f["name"] for _, f in admin.xrange(StreamKeys(stream).spans)] == ["checkout"]
+    trace_keys = admin.keys(f"{stream}:trace:*")
+    assert len(trace_keys) == 1 and admin.ttl(trace_keys[0]) > 0
+
+    producer = redis.Redis.from_url(producer_url, decode_responses=True)
+    reads = [
+        lambda: producer.xrange(StreamKeys(stream).spans),
+        lambda: producer.xread({StreamKeys(stream).spans: "0"}),
+        lambda: producer.lrange(trace_keys[0], 0, -1),
+        lambda: producer.hgetall(f"{stream}:status:x"),
+        lambda: producer.keys("*"),
+        lambda: producer.set(f"{stream}:other", "x"),
+    ]
+    for read in reads:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            read()
+    # It may load scripts (the exporter's own), but a script runs with the caller's rights.
+    sneaky = producer.script_load("return redis.call('XRANGE', KEYS[1], '-', '+')")
+    with pytest.raises(redis.exceptions.ResponseError, match=r"permission|can't run"):
+        producer.evalsha(sneaky, 1, StreamKeys(stream).spans)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        producer.xadd("someone-else:stream", {"v": "1"})  # only its own keys
+    producer.close()
+    admin.close()
