@@ -1,13 +1,483 @@
-"""Reading the streams back. For now: everything about one trace, from the trace index."""
+"""Reading log records back: one `Query`, newest-first pages, live follow, and whole traces.
+
+A trace id is answered from the trace index, never by scanning. Everything else scans
+the stream newest first in chunks with a server-side script that returns only matching
+entries, so a search over a million records moves matches over the wire, not the stream.
+Time ranges become stream ids (their millisecond part is the write time), so a range
+costs nothing to skip. Functions take a decoding client and keep no state between calls:
+call them from a thread in async code.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import cast
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import redis
 
-from tracestream.schema import INDEX_LOG, INDEX_SPAN, LogEntry, SpanEntry, StreamKeys
+from tracestream.schema import (
+    INDEX_LOG,
+    INDEX_SPAN,
+    LOG_FIELDS,
+    LogEntry,
+    SpanEntry,
+    StreamKeys,
+    dump_json,
+)
+from tracestream.timeparse import iso_utc, parse_time_ms
+
+# OTel severity numbers: each name is the lowest number of its range.
+SEVERITY_FLOORS = {
+    "TRACE": 1,
+    "DEBUG": 5,
+    "INFO": 9,
+    "WARN": 13,
+    "WARNING": 13,
+    "ERROR": 17,
+    "FATAL": 21,
+    "CRITICAL": 21,
+}
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+# Entries scanned per script call: large enough to amortise the round trip, small enough
+# that Redis is never blocked for long (a few milliseconds per call).
+SCAN_CHUNK = 20_000
+
+StreamId = tuple[int, int]
+_MAX_SEQ = 2**64 - 1
+
+
+class QueryError(ValueError):
+    """A filter has a value no query can use; the message names it."""
+
+
+def parse_stream_id(text: str) -> StreamId:
+    """`1700000000000-3` (or `1700000000000`) as a comparable tuple."""
+    ms, sep, seq = text.strip().partition("-")
+    if not (ms.isdigit() and (seq.isdigit() or not sep)):
+        raise QueryError(f"invalid stream id {text!r}: expected MILLISECONDS-SEQUENCE, e.g. 1700000000000-0")
+    return int(ms), int(seq or 0)
+
+
+def before(stream_id: str) -> str:
+    """The largest id smaller than `stream_id`: an exclusive upper bound on any Redis version."""
+    ms, seq = parse_stream_id(stream_id)
+    if seq:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{_MAX_SEQ}" if ms else "0-0"
+
+
+def after(stream_id: str) -> str:
+    """The smallest id larger than `stream_id`."""
+    ms, seq = parse_stream_id(stream_id)
+    return f"{ms}-{seq + 1}" if seq < _MAX_SEQ else f"{ms + 1}-0"
+
+
+def parse_trace_id(text: str) -> str:
+    value = text.strip().lower()
+    if not _TRACE_ID.match(value) or value == "0" * 32:
+        raise QueryError(f"invalid trace id {text!r}: expected 32 hex digits, not all zero")
+    return value
+
+
+def parse_severity(text: str) -> int:
+    """The lowest severity number a name (or a number 1-24) stands for."""
+    name = text.strip().upper()
+    if name.isdigit() and 1 <= int(name) <= 24:
+        return int(name)
+    if name not in SEVERITY_FLOORS:
+        raise QueryError(f"unknown severity {text!r}: expected one of {', '.join(SEVERITY_FLOORS)} or 1-24")
+    return SEVERITY_FLOORS[name]
+
+
+@dataclass(frozen=True)
+class AttributeMatch:
+    """`key=value`: the record's attribute `key` equals `value` (non-strings compared as JSON)."""
+
+    key: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> AttributeMatch:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise QueryError(f"bad attribute filter {text!r}: expected key=value, e.g. http.route=/items")
+        return cls(key.strip(), value)
+
+    def matches(self, attributes: Mapping[str, Any]) -> bool:
+        if self.key not in attributes:
+            return False
+        found = attributes[self.key]
+        return (found if isinstance(found, str) else dump_json(found)) == self.value
+
+    @property
+    def needles(self) -> tuple[str, str]:
+        """Substrings the attributes JSON must contain: a cheap server-side pre-filter."""
+        return dump_json(self.key) + ":", dump_json(self.value)[1:-1]
+
+
+@dataclass(frozen=True)
+class Query:
+    """Every filter that is set must match (AND). Build from user input with `Query.parse`."""
+
+    trace_id: str = ""
+    services: tuple[str, ...] = ()
+    min_severity: int = 0
+    since_ms: int | None = None
+    until_ms: int | None = None
+    text: str = ""
+    regex: re.Pattern[str] | None = None
+    attributes: tuple[AttributeMatch, ...] = ()
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        trace_id: str | None = None,
+        services: Iterable[str] = (),
+        severity: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        text: str | None = None,
+        regex: str | None = None,
+        attributes: Iterable[str] = (),
+        now_ms: int | None = None,
+    ) -> Query:
+        """Validate user input; every mistake raises `QueryError` naming what was wrong."""
+        try:
+            pattern = re.compile(regex) if regex else None
+        except re.error as error:
+            raise QueryError(f"invalid regex {regex!r}: {error}") from None
+        try:
+            since_ms = parse_time_ms(since, now_ms) if since else None
+            until_ms = parse_time_ms(until, now_ms) if until else None
+        except ValueError as error:
+            raise QueryError(str(error)) from None
+        return cls(
+            trace_id=parse_trace_id(trace_id) if trace_id else "",
+            services=tuple(name for item in services for name in item.split(",") if name.strip()),
+            min_severity=parse_severity(severity) if severity else 0,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            text=text or "",
+            regex=pattern,
+            attributes=tuple(AttributeMatch.parse(item) for item in attributes),
+        )
+
+    def matches(self, entry: LogEntry) -> bool:
+        """The full check on a decoded entry (the time range is applied by stream id instead)."""
+        return (
+            (not self.trace_id or entry.trace_id == self.trace_id)
+            and (not self.services or entry.service in self.services)
+            and entry.severity_number >= self.min_severity
+            and (not self.text or any(self.text in value for value in _searchable(entry)))
+            and (self.regex is None or any(self.regex.search(value) for value in _searchable(entry)))
+            and all(match.matches(entry.attributes) for match in self.attributes)
+        )
+
+    def in_range(self, stream_id: str) -> bool:
+        ms = parse_stream_id(stream_id)[0]
+        return (self.since_ms is None or ms >= self.since_ms) and (
+            self.until_ms is None or ms <= self.until_ms
+        )
+
+
+def _searchable(entry: LogEntry) -> tuple[str, str, str]:
+    """Text and regex filters look at the message and the exception it carries."""
+    return entry.body, entry.exception_type, entry.exception_message
+
+
+def record_json(entry: LogEntry) -> dict[str, Any]:
+    """The JSON form of a record, as `--json` and exports print it."""
+    return {
+        "timestamp": iso_utc(entry.timestamp_ns),
+        "severity": entry.severity,
+        "severity_number": entry.severity_number,
+        "body": entry.body,
+        "service": entry.service,
+        "trace_id": entry.trace_id,
+        "span_id": entry.span_id,
+        "attributes": entry.attributes,
+        "resource": entry.resource,
+        "scope": entry.scope,
+        "code": entry.code,
+        "exception_type": entry.exception_type,
+        "exception_message": entry.exception_message,
+        "exception_stacktrace": entry.exception_stacktrace,
+        "record_id": entry.record_id,
+        "id": entry.stream_id,
+    }
+
+
+# ---------------------------------------------------------------------------
+# the server-side scan
+
+_POSITIONS = {name: 2 * index + 2 for index, name in enumerate(LOG_FIELDS)}  # Lua's 1-based value slots
+
+# Returns {last scanned id, entries scanned, id, fields, id, fields, ...}. Entries are read
+# by fixed position (every log entry has every field, in order), with a by-name fallback.
+_SCAN_SCRIPT = """
+local entries = redis.call('XREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]))
+local limit = tonumber(ARGV[4])
+local min_sev = tonumber(ARGV[5])
+local text = ARGV[6]
+local trace = ARGV[7]
+local services, any_service = {}, true
+for name in string.gmatch(ARGV[8], '[^\\n]+') do services[name] = true; any_service = false end
+local needles = {}
+for needle in string.gmatch(ARGV[9], '[^\\n]+') do needles[#needles + 1] = needle end
+local P_SEV, P_BODY, P_SERVICE = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local P_TRACE, P_ATTR = tonumber(ARGV[13]), tonumber(ARGV[14])
+local P_EXT, P_EXM = tonumber(ARGV[15]), tonumber(ARGV[16])
+local function get(f, pos, name)
+  if f[pos - 1] == name then return f[pos] end
+  for j = 1, #f, 2 do if f[j] == name then return f[j + 1] end end
+  return ''
+end
+local out = {'', #entries}
+for i = 1, #entries do
+  local e = entries[i]
+  local f = e[2]
+  local ok = true
+  if min_sev > 0 and (tonumber(get(f, P_SEV, 'severity_number')) or 0) < min_sev then ok = false end
+  if ok and not any_service and not services[get(f, P_SERVICE, 'service')] then ok = false end
+  if ok and trace ~= '' and get(f, P_TRACE, 'trace_id') ~= trace then ok = false end
+  if ok and text ~= '' then
+    ok = string.find(get(f, P_BODY, 'body'), text, 1, true)
+      or string.find(get(f, P_EXT, 'exception_type'), text, 1, true)
+      or string.find(get(f, P_EXM, 'exception_message'), text, 1, true)
+  end
+  if ok and #needles > 0 then
+    local attributes = get(f, P_ATTR, 'attributes')
+    for n = 1, #needles do
+      if not string.find(attributes, needles[n], 1, true) then ok = false; break end
+    end
+  end
+  if ok then
+    out[#out + 1] = e[1]
+    out[#out + 1] = f
+    if (#out - 2) / 2 >= limit then
+      out[1] = e[1]
+      out[2] = i
+      return out
+    end
+  end
+end
+if #entries > 0 then out[1] = entries[#entries][1] end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    last_id: str
+    scanned: int
+    entries: list[LogEntry]
+
+
+class _Scanner:
+    """One registered script per client; Redis caches it by hash, so re-creating one is cheap."""
+
+    def __init__(self, client: redis.Redis, stream: str, query: Query) -> None:
+        self._script = client.register_script(_SCAN_SCRIPT)
+        self._stream = stream
+        needles = [needle for match in query.attributes for needle in match.needles if needle]
+        self._filters: list[str | int] = [
+            query.min_severity,
+            query.text,
+            query.trace_id,
+            "\n".join(query.services),
+            "\n".join(needles),
+            *(
+                _POSITIONS[name]
+                for name in (
+                    "severity_number",
+                    "body",
+                    "service",
+                    "trace_id",
+                    "attributes",
+                    "exception_type",
+                    "exception_message",
+                )
+            ),
+        ]
+
+    def chunk(self, high: str, low: str, budget: int, limit: int) -> _Chunk:
+        reply = cast(
+            list[Any], self._script(keys=[self._stream], args=[high, low, budget, limit, *self._filters])
+        )
+        pairs = reply[2:]
+        entries = [
+            LogEntry.from_fields(pairs[i], dict(zip(pairs[i + 1][::2], pairs[i + 1][1::2], strict=True)))
+            for i in range(0, len(pairs), 2)
+        ]
+        return _Chunk(reply[0], int(reply[1]), entries)
+
+
+def iter_records(
+    client: redis.Redis,
+    stream: str,
+    query: Query,
+    cursor: str | None = None,
+    *,
+    batch: int = 1000,
+    on_scanned: Callable[[int], None] | None = None,
+) -> Iterator[LogEntry]:
+    """Every matching record, newest first, older than `cursor` (a stream id) when given.
+
+    `batch` is how many matches each server call may return: ask for what you will use.
+    `on_scanned` hears how many entries each call looked at (for progress bars).
+    """
+    seen: set[str] = set()
+    if query.trace_id:
+        source = _from_trace_index(client, stream, query, cursor)
+    else:
+        source = _from_stream(client, stream, query, cursor, batch, on_scanned)
+    for entry in source:
+        if entry.record_id and entry.record_id in seen:
+            continue  # a retried export wrote it twice
+        seen.add(entry.record_id)
+        yield entry
+
+
+def _from_stream(
+    client: redis.Redis,
+    stream: str,
+    query: Query,
+    cursor: str | None,
+    batch: int,
+    on_scanned: Callable[[int], None] | None,
+) -> Iterator[LogEntry]:
+    high = before(cursor) if cursor else "+"
+    if query.until_ms is not None and (cursor is None or parse_stream_id(high)[0] > query.until_ms):
+        high = f"{query.until_ms}-{_MAX_SEQ}"
+    low = f"{query.since_ms}-0" if query.since_ms is not None else "-"
+    scanner = _Scanner(client, stream, query)
+    while high != "0-0":
+        chunk = scanner.chunk(high, low, SCAN_CHUNK, batch)
+        if on_scanned is not None:
+            on_scanned(chunk.scanned)
+        for entry in chunk.entries:
+            if query.matches(entry):
+                yield entry
+        if not chunk.last_id or (chunk.scanned < SCAN_CHUNK and len(chunk.entries) < batch):
+            return
+        high = before(chunk.last_id)
+
+
+def _from_trace_index(
+    client: redis.Redis, stream: str, query: Query, cursor: str | None
+) -> Iterator[LogEntry]:
+    limit = parse_stream_id(cursor) if cursor else None
+    entries = [
+        entry
+        for entry in fetch_trace(client, stream, query.trace_id).logs
+        if query.in_range(entry.stream_id) and (limit is None or parse_stream_id(entry.stream_id) < limit)
+    ]
+    entries.sort(key=lambda entry: parse_stream_id(entry.stream_id), reverse=True)
+    return (entry for entry in entries if query.matches(entry))
+
+
+@dataclass(frozen=True)
+class Page:
+    """Up to `limit` records, newest first; pass `next_cursor` back for the next (older) page."""
+
+    records: list[LogEntry]
+    next_cursor: str | None
+
+
+def search(
+    client: redis.Redis, stream: str, query: Query, cursor: str | None = None, limit: int = 100
+) -> Page:
+    records: list[LogEntry] = []
+    if limit > 0:
+        for entry in iter_records(client, stream, query, cursor, batch=limit):
+            records.append(entry)
+            if len(records) == limit:
+                break
+    full = limit > 0 and len(records) == limit
+    return Page(records, records[-1].stream_id if full else None)
+
+
+# ---------------------------------------------------------------------------
+# live follow
+
+
+def last_id(client: redis.Redis, stream: str) -> str:
+    """The newest entry's id, or `0-0` for an empty stream: a concrete place to follow from."""
+    newest = cast(list[Any], client.xrevrange(stream, "+", "-", count=1))
+    return str(newest[0][0]) if newest else "0-0"
+
+
+class _RecentIds:
+    """Record ids seen lately, bounded: retries land close to their original."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def add(self, record_id: str) -> bool:
+        """False when already seen."""
+        if not record_id:
+            return True
+        if record_id in self._ids:
+            return False
+        self._ids[record_id] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        return True
+
+
+@dataclass
+class Follow:
+    """Where a follow stands: `last_id` is the newest entry read, so a restart resumes exactly there."""
+
+    last_id: str
+    reconnects: int = 0
+    _recent: _RecentIds = field(default_factory=_RecentIds)
+
+
+def follow(
+    client: redis.Redis,
+    stream: str,
+    query: Query,
+    state: Follow,
+    *,
+    block_ms: int = 1000,
+    on_disconnect: Callable[[Exception], None] | None = None,
+    retry_delay: float = 0.5,
+) -> Iterator[LogEntry | None]:
+    """New matching records as they arrive; None after each idle `block_ms`, so callers can stop.
+
+    On a lost connection `on_disconnect` hears why and reading resumes from `state.last_id`
+    once Redis is back: no gap and no duplicate. Without `on_disconnect` the error is raised.
+    The client's socket timeout must be longer than `block_ms`.
+    """
+    while True:
+        try:
+            reply = cast(list[Any], client.xread({stream: state.last_id}, count=1000, block=block_ms))
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            if on_disconnect is None:
+                raise
+            on_disconnect(error)
+            state.reconnects += 1
+            time.sleep(retry_delay)
+            continue
+        if not reply:
+            yield None
+        for _key, entries in reply:
+            for stream_id, fields in entries:
+                state.last_id = stream_id
+                entry = LogEntry.from_fields(stream_id, fields)
+                if state._recent.add(entry.record_id) and query.matches(entry):
+                    yield entry
+
+
+# ---------------------------------------------------------------------------
+# traces
 
 
 @dataclass(frozen=True)
@@ -46,3 +516,54 @@ def fetch_trace(client: redis.Redis, stream: str, trace_id: str) -> TraceRecords
     spans.sort(key=lambda span: span.start_ns)
     logs.sort(key=lambda log: log.timestamp_ns)
     return TraceRecords(trace_id, spans, logs)
+
+
+@dataclass
+class SpanNode:
+    """A span with its child spans and its own log records, both in time order."""
+
+    span: SpanEntry
+    children: list[SpanNode] = field(default_factory=list)
+    logs: list[LogEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TraceTree:
+    """Root spans (no parent, or a parent that never arrived) and logs that match no span."""
+
+    trace_id: str
+    roots: list[SpanNode]
+    unattached_logs: list[LogEntry]
+
+    def walk(self) -> Iterator[tuple[int, SpanNode]]:
+        """Depth-first, with each span's depth: the order a waterfall draws them."""
+        stack = [(0, node) for node in reversed(self.roots)]
+        while stack:
+            depth, node = stack.pop()
+            yield depth, node
+            stack.extend((depth + 1, child) for child in reversed(node.children))
+
+    @property
+    def start_ns(self) -> int:
+        starts = [node.span.start_ns for _, node in self.walk()] + [
+            e.timestamp_ns for e in self.unattached_logs
+        ]
+        return min(starts, default=0)
+
+
+def build_tree(records: TraceRecords) -> TraceTree:
+    nodes = {span.span_id: SpanNode(span) for span in records.spans}
+    roots: list[SpanNode] = []
+    for node in nodes.values():  # spans arrive sorted by start, so children stay in time order
+        parent = nodes.get(node.span.parent_span_id)
+        (parent.children if parent is not None and parent is not node else roots).append(node)
+    unattached: list[LogEntry] = []
+    for entry in records.logs:
+        owner = nodes.get(entry.span_id)
+        (owner.logs if owner is not None else unattached).append(entry)
+    return TraceTree(records.trace_id, roots, unattached)
+
+
+def trace_tree(client: redis.Redis, stream: str, trace_id: str) -> TraceTree:
+    """Spans and log records of one trace, across services, as a tree ordered by time."""
+    return build_tree(fetch_trace(client, stream, parse_trace_id(trace_id)))

@@ -25,7 +25,7 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-OPTIONS = argparse.ArgumentParser(add_help=False)
+OPTIONS = ArgumentParser(add_help=False)
 OPTIONS.add_argument(
     "--redis-url", metavar="URL", help="Redis to read from (default: $TRACESTREAM_REDIS_URL or localhost)"
 )

@@ -1,0 +1,164 @@
+"""Counts over a time range: per service, per minute and severity, and top error groups.
+
+Counting happens inside Redis, chunk by chunk, so only the counts cross the wire. A
+service's instances are its distinct resources: each process serialises its resource
+once, so equal resource text means the same process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+import redis
+
+from tracestream.query import SCAN_CHUNK, before
+from tracestream.schema import LOG_FIELDS
+
+ERROR_FLOOR = 17  # OTel severity number of ERROR
+MINUTE_MS = 60_000
+
+# Returns JSON: {last, scanned, services: {name: [last_ms, count, errors, {resource sha: 1}]},
+# minutes: {"minute\tservice\tseverity": count}, groups: {"type\tcode": [count, last_ms, service, message]}}
+_SUMMARY_SCRIPT = """
+local entries = redis.call('XREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]))
+local P = cjson.decode(ARGV[4])
+local error_floor = tonumber(ARGV[5])
+local services, minutes, groups, resources = {}, {}, {}, {}
+local function get(f, pos, name)
+  if f[pos - 1] == name then return f[pos] end
+  for j = 1, #f, 2 do if f[j] == name then return f[j + 1] end end
+  return ''
+end
+for i = 1, #entries do
+  local id, f = entries[i][1], entries[i][2]
+  local ms = tonumber(string.match(id, '^(%d+)'))
+  local service = get(f, P.service, 'service')
+  local severity = get(f, P.severity, 'severity')
+  local number = tonumber(get(f, P.severity_number, 'severity_number')) or 0
+  local s = services[service]
+  if not s then s = {ms, 0, 0}; services[service] = s; resources[service] = {} end
+  s[2] = s[2] + 1
+  resources[service][get(f, P.resource, 'resource')] = true
+  local minute = (ms - ms % 60000) .. '\\t' .. service .. '\\t' .. severity
+  minutes[minute] = (minutes[minute] or 0) + 1
+  if number >= error_floor then
+    s[3] = s[3] + 1
+    local group = get(f, P.exception_type, 'exception_type') .. '\\t' .. get(f, P.code, 'code')
+    local g = groups[group]
+    if not g then
+      g = {0, ms, service, get(f, P.exception_message, 'exception_message')}
+      if g[4] == '' then g[4] = get(f, P.body, 'body') end
+      groups[group] = g
+    end
+    g[1] = g[1] + 1
+  end
+end
+for service, s in pairs(services) do
+  local shas = {}
+  for text in pairs(resources[service]) do shas[redis.sha1hex(text)] = 1 end
+  s[4] = shas
+end
+local last = ''
+if #entries > 0 then last = entries[#entries][1] end
+return cjson.encode({last = last, scanned = #entries, services = services, minutes = minutes,
+                     groups = groups})
+"""
+_POSITIONS = orjson.dumps({name: 2 * index + 2 for index, name in enumerate(LOG_FIELDS)}).decode()
+
+
+@dataclass
+class ServiceStatus:
+    """One service over the summary's window."""
+
+    service: str
+    last_seen_ms: int = 0
+    records: int = 0
+    errors: int = 0
+    instances: set[str] = field(default_factory=set)
+    records_per_minute: float = 0.0
+
+
+@dataclass
+class ErrorGroup:
+    """Error records with the same exception type and code location."""
+
+    exception_type: str
+    code: str
+    count: int
+    last_seen_ms: int
+    service: str
+    message: str
+
+
+@dataclass
+class Summary:
+    since_ms: int
+    until_ms: int
+    services: dict[str, ServiceStatus] = field(default_factory=dict)
+    per_minute: Counter[tuple[int, str, str]] = field(
+        default_factory=Counter
+    )  # (minute ms, service, severity)
+    error_groups: dict[tuple[str, str], ErrorGroup] = field(default_factory=dict)
+
+    def by_severity(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for (_, _, severity), count in self.per_minute.items():
+            counts[severity] += count
+        return counts
+
+    def top_errors(self, count: int = 10) -> list[ErrorGroup]:
+        return sorted(self.error_groups.values(), key=lambda group: (-group.count, -group.last_seen_ms))[
+            :count
+        ]
+
+    def _merge(self, part: dict[str, Any]) -> None:
+        for name, (last_ms, records, errors, shas) in (part["services"] or {}).items():
+            status = self.services.setdefault(name, ServiceStatus(name))
+            status.last_seen_ms = max(status.last_seen_ms, int(last_ms))
+            status.records += int(records)
+            status.errors += int(errors)
+            status.instances.update(shas or {})
+        for key, count in (part["minutes"] or {}).items():
+            minute, service, severity = key.split("\t")
+            self.per_minute[int(minute), service, severity] += int(count)
+        for key, (count, last_ms, service, message) in (part["groups"] or {}).items():
+            exception_type, code = key.split("\t")
+            group = self.error_groups.get((exception_type, code))
+            if group is None:
+                self.error_groups[exception_type, code] = ErrorGroup(
+                    exception_type, code, int(count), int(last_ms), service, message
+                )
+            else:
+                group.count += int(count)
+
+
+def summarize(client: redis.Redis, stream: str, since_ms: int, until_ms: int | None = None) -> Summary:
+    """Everything between two times (stream id milliseconds), newest first; rates per minute."""
+    until = int(time.time() * 1000) if until_ms is None else until_ms
+    summary = Summary(since_ms, until)
+    script = client.register_script(_SUMMARY_SCRIPT)
+    high = f"{until}-{2**64 - 1}"
+    while True:
+        reply = cast(
+            str, script(keys=[stream], args=[high, f"{since_ms}-0", SCAN_CHUNK, _POSITIONS, ERROR_FLOOR])
+        )
+        part = orjson.loads(reply)
+        summary._merge(part)
+        if part["scanned"] < SCAN_CHUNK or not part["last"]:
+            break
+        high = before(part["last"])
+    minutes = max(1.0, (until - since_ms) / MINUTE_MS)
+    for status in summary.services.values():
+        status.records_per_minute = status.records / minutes
+    return summary
+
+
+def service_status(client: redis.Redis, stream: str, window_s: float = 3600.0) -> list[ServiceStatus]:
+    """Every service seen in the window (default: the last hour), most recently seen first."""
+    now = int(time.time() * 1000)
+    summary = summarize(client, stream, now - int(window_s * 1000), now)
+    return sorted(summary.services.values(), key=lambda status: -status.last_seen_ms)
