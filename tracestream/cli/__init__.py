@@ -18,7 +18,7 @@ Adding a command takes two steps:
    `common.reader(args)` turn them into Settings and a decoding Redis client.
 2. Add the module name to `COMMANDS` below.
 
-Errors need no handling in commands: `UsageError`/`ConfigError` print one line and exit 2,
+Errors need no handling in commands: `UsageError`/`ConfigError`/`QueryError` print one line and exit 2,
 Redis errors print one line and exit 1, a closed pipe (`| head`) and Ctrl-C exit quietly.
 """
 
@@ -33,8 +33,18 @@ import redis
 
 from tracestream.cli.common import ArgumentParser, UsageError, describe_redis_error
 from tracestream.otel_setup.settings import ConfigError
+from tracestream.query import QueryError
 
-COMMANDS: tuple[str, ...] = ("console",)
+COMMANDS: tuple[str, ...] = (
+    "tail",
+    "search",
+    "trace",
+    "services",
+    "stats",
+    "export",
+    "doctor",
+    "console",
+)
 
 
 def build_parser() -> ArgumentParser:
@@ -52,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         status: int = args.run(args)
         sys.stdout.flush()
-    except (UsageError, ConfigError) as error:
+    except (UsageError, ConfigError, QueryError) as error:
         print(f"tracestream: {error}", file=sys.stderr)
         return 2
     except redis.RedisError as error:

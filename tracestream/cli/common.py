@@ -50,7 +50,7 @@ def reader(args: argparse.Namespace, timeout: float | None = None) -> redis.Redi
     )
 
 
-def describe_redis_error(error: redis.RedisError) -> str:
+def describe_redis_error(error: Exception) -> str:
     """Plain words for what usually went wrong."""
     if isinstance(error, redis.AuthenticationError):
         return f"Redis refused the credentials: {error} (check the user and password in the URL)"

@@ -1,0 +1,204 @@
+"""`tracestream doctor`: is the configuration usable, can we reach Redis, and what is in it.
+
+Each finding says in plain words what is wrong and what to try; the exit status is 1
+when any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
+
+import orjson
+import redis
+from rich.console import Console
+
+from tracestream.cli.common import OPTIONS, describe_redis_error
+from tracestream.connection import Tls, connect
+from tracestream.otel_setup.settings import ConfigError, Settings
+from tracestream.schema import StreamKeys
+from tracestream.status import read_statuses
+from tracestream.timeparse import iso_utc
+
+if TYPE_CHECKING:
+    from tracestream.cli.common import Subparsers
+
+QUIET_AFTER_S = 600  # no record for this long: probably nobody exports here
+SYMBOLS = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: str  # ok, warn or fail
+    detail: str
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "doctor",
+        parents=[OPTIONS],
+        help="check configuration and Redis, explain what is wrong",
+        description="Check settings and Redis connectivity; show stream lengths, memory and retention.",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    findings = list(diagnose(args.redis_url, args.stream))
+    if args.json:
+        for finding in findings:
+            sys.stdout.buffer.write(orjson.dumps(finding.__dict__) + b"\n")
+    else:
+        console = Console(highlight=False)
+        for finding in findings:
+            console.print(f"{SYMBOLS[finding.status]} [bold]{finding.check}[/]: {finding.detail}")
+    return 1 if any(finding.status == "fail" for finding in findings) else 0
+
+
+def diagnose(redis_url: str | None, stream: str | None) -> list[Finding]:
+    try:
+        config = Settings.load(redis_url=redis_url, stream=stream)
+    except ConfigError as error:
+        return [Finding("configuration", "fail", str(error))]
+    findings = [Finding("configuration", "ok", _describe(config))]
+    client = connect(config.redis_url, config.redis_timeout, decode=True, tls=Tls.of(config))
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        return [*findings, Finding("redis", "fail", _connection_advice(config, error))]
+    with client:
+        try:
+            findings += _server(client)
+            findings += _streams(client, config)
+        except redis.RedisError as error:
+            findings.append(Finding("redis", "fail", describe_redis_error(error)))
+    return findings
+
+
+def _describe(config: Settings) -> str:
+    parts = urlsplit(config.redis_url)
+    shown = config.redis_url.replace(f":{parts.password}@", ":***@") if parts.password else config.redis_url
+    tls = "TLS" if parts.scheme == "rediss" else "no TLS"
+    if parts.scheme == "rediss" and config.redis_ca:
+        tls += f", CA {config.redis_ca}"
+    user = f"user {parts.username}" if parts.username else ("password only" if parts.password else "no auth")
+    return f"{shown} ({tls}, {user}); stream {config.stream!r}"
+
+
+def _connection_advice(config: Settings, error: redis.RedisError) -> str:
+    parts = urlsplit(config.redis_url)
+    where = f"{parts.hostname}:{parts.port or 6379}" if parts.scheme != "unix" else parts.path
+    text = str(error)
+    lowered = text.lower()
+    if "noauth" in lowered or "authentication required" in lowered:
+        return f"Redis at {where} needs a password: put it in the URL, redis://USER:PASSWORD@{where}/0"
+    if isinstance(error, redis.AuthenticationError) or "wrongpass" in lowered:
+        return f"Redis at {where} refused the user name or password in the URL ({text})"
+    if "db index is out of range" in lowered:
+        return f"Redis at {where} has no database {parts.path.strip('/')}: pick a lower number in the URL"
+    if "ssl" in lowered or "certificate" in lowered or "tls" in lowered:
+        hint = (
+            "check TRACESTREAM_REDIS_CA (and client cert/key) and the server's TLS port"
+            if parts.scheme == "rediss"
+            else "the server may expect TLS: use rediss://"
+        )
+        return f"TLS handshake with {where} failed: {text}; {hint}"
+    if "refused" in lowered or "no such file" in lowered:
+        return f"nothing accepts connections at {where}: is redis-server running there?"
+    if isinstance(error, redis.TimeoutError) or "timeout" in lowered or "timed out" in lowered:
+        advice = "is the host reachable and the port open?"
+        if parts.scheme == "redis":
+            advice += " If the server speaks TLS, use rediss://"
+        return f"no answer from {where} within {config.redis_timeout:g}s: {advice}"
+    if "closed by server" in lowered and parts.scheme == "redis":
+        return f"{where} closed the connection: if it speaks TLS, use rediss:// ({text})"
+    return f"cannot use Redis at {where}: {text}"
+
+
+def _server(client: redis.Redis) -> list[Finding]:
+    info: dict[str, Any] = client.info()
+    findings = [
+        Finding(
+            "server",
+            "ok",
+            f"Redis {info.get('redis_version')}, {info.get('used_memory_human')} used, "
+            f"maxmemory {info.get('maxmemory_human', info.get('maxmemory'))}, "
+            f"policy {info.get('maxmemory_policy')}",
+        )
+    ]
+    policy = str(info.get("maxmemory_policy", ""))
+    if policy.startswith("allkeys"):
+        findings.append(
+            Finding(
+                "eviction",
+                "warn",
+                f"maxmemory-policy {policy} lets Redis evict whole streams when memory runs out; "
+                "prefer noeviction or volatile-* and bound the streams with TRACESTREAM_MAX_ENTRIES",
+            )
+        )
+    maxmemory = int(info.get("maxmemory", 0) or 0)
+    if maxmemory and int(info.get("used_memory", 0)) > 0.9 * maxmemory:
+        findings.append(Finding("memory", "warn", "Redis uses over 90% of maxmemory: writes may soon fail"))
+    return findings
+
+
+def _streams(client: redis.Redis, config: Settings) -> list[Finding]:
+    keys = StreamKeys(config.stream)
+    findings: list[Finding] = []
+    for label, key in (("log stream", keys.logs), ("span stream", keys.spans)):
+        kind = str(client.type(key))
+        if kind == "none":
+            findings.append(
+                Finding(
+                    label,
+                    "warn",
+                    f"{key!r} does not exist: nothing was exported here yet. Services must use the same "
+                    "TRACESTREAM_REDIS_URL (including the /db number) and TRACESTREAM_STREAM",
+                )
+            )
+            continue
+        if kind != "stream":
+            problem = f"{key!r} holds a {kind}, not a stream: pick another name"
+            findings.append(Finding(label, "fail", problem))
+            continue
+        findings.append(_stream_finding(client, label, key))
+    findings.append(
+        Finding(
+            "retention",
+            "ok",
+            f"{config.retention_summary} (as set in this environment; services apply their own settings)",
+        )
+    )
+    statuses = read_statuses(client, config.stream)
+    findings.append(
+        Finding("exporters", "ok", "; ".join(status.line() for status in statuses))
+        if statuses
+        else Finding("exporters", "warn", f"no process reported exporting to {config.stream!r} lately")
+    )
+    return findings
+
+
+def _stream_finding(client: redis.Redis, label: str, key: str) -> Finding:
+    length = int(client.xlen(key))
+    try:
+        memory = int(client.memory_usage(key) or 0)
+    except redis.ResponseError:  # MEMORY may be forbidden to this user
+        memory = 0
+    newest = cast(list[Any], client.xrevrange(key, count=1))
+    oldest = cast(list[Any], client.xrange(key, count=1))
+    detail = f"{key!r}: {length} entries"
+    if memory:
+        detail += f", {memory / 2**20:.1f} MiB ({memory / max(length, 1):.0f} B per entry)"
+    if newest and oldest:
+        first_ms, last_ms = (int(entries[0][0].split("-")[0]) for entries in (oldest, newest))
+        detail += f", from {iso_utc(first_ms * 1_000_000)} to {iso_utc(last_ms * 1_000_000)}"
+        idle = time.time() - last_ms / 1000
+        if idle > QUIET_AFTER_S:
+            detail += f"; nothing new for {idle / 60:.0f} minutes: are services running?"
+            return Finding(label, "warn", detail)
+    return Finding(label, "ok", detail)

@@ -1,0 +1,105 @@
+"""`tracestream export`: every matching record, newest first, as NDJSON or CSV."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import sys
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from tracestream.cli.common import OPTIONS, reader, settings
+from tracestream.cli.records import FILTERS, query_from
+from tracestream.query import iter_records, record_json
+from tracestream.schema import LogEntry, dump_json
+
+if TYPE_CHECKING:
+    from tracestream.cli.common import Subparsers
+
+CSV_COLUMNS = (
+    "timestamp", "severity", "service", "body", "trace_id", "span_id", "attributes", "resource",
+    "scope", "code", "exception_type", "exception_message", "record_id", "id",
+)  # fmt: skip
+BATCH = 1000
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        parents=[OPTIONS, FILTERS],
+        help="write matching records as NDJSON or CSV",
+        description="Write every matching record, newest first. A progress bar shows on a terminal.",
+    )
+    parser.add_argument("-f", "--format", choices=("ndjson", "csv"), default="ndjson", help="default ndjson")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    parser.add_argument(
+        "--progress", action="store_true", help="show the progress bar even when stderr is not a terminal"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    query = query_from(args)
+    stream = settings(args).stream
+    with reader(args) as client, _output(args.output) as out, _progress(args.progress) as progress:
+        total = int(client.xlen(stream))
+        task = progress.add_task("exporting", total=total)
+        records = iter_records(
+            client, stream, query, batch=BATCH, on_scanned=lambda count: progress.advance(task, count)
+        )
+        written = _write_csv(records, out) if args.format == "csv" else _write_ndjson(records, out)
+        progress.update(task, completed=total)
+    print(f"exported {written} records", file=sys.stderr)
+    return 0
+
+
+def _write_ndjson(records: Iterator[LogEntry], out: IO[bytes]) -> int:
+    written = 0
+    for entry in records:
+        out.write(orjson.dumps(record_json(entry)) + b"\n")
+        written += 1
+    return written
+
+
+def _write_csv(records: Iterator[LogEntry], out: IO[bytes]) -> int:
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    writer = csv.DictWriter(text, CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    written = 0
+    for entry in records:
+        row = record_json(entry)
+        row["attributes"] = dump_json(row["attributes"])
+        row["resource"] = dump_json(row["resource"])
+        writer.writerow(row)
+        written += 1
+    text.detach()
+    return written
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[IO[bytes]]:
+    if path is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with open(path, "wb") as file:
+        yield file
+
+
+def _progress(forced: bool) -> Progress:
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not (forced or console.is_terminal),
+        transient=not forced,
+    )

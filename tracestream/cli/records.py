@@ -1,0 +1,85 @@
+"""What tail, search and export share: the filter options and how one record is printed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+from rich.console import Console
+from rich.text import Text
+
+from tracestream.cli.common import ArgumentParser, UsageError
+from tracestream.query import Query, QueryError, record_json
+from tracestream.schema import LogEntry
+from tracestream.timeparse import iso_utc
+
+FILTERS = ArgumentParser(add_help=False)
+_group = FILTERS.add_argument_group("filters (combined with AND)")
+_group.add_argument("--trace-id", metavar="ID", help="records of one trace (answered from the trace index)")
+_group.add_argument(
+    "-s", "--service", action="append", default=[], metavar="NAME", help="service; repeat or comma-separate"
+)
+_group.add_argument("-l", "--severity", metavar="LEVEL", help="minimum: DEBUG, INFO, WARN, ERROR, FATAL")
+_group.add_argument("--since", metavar="TIME", help="ISO 8601 time, or how long ago: 15m, 2h, 3d")
+_group.add_argument("--until", metavar="TIME", help="ISO 8601 time, or how long ago")
+_group.add_argument("-g", "--grep", metavar="TEXT", help="substring of the message or exception")
+_group.add_argument("-e", "--regex", metavar="PATTERN", help="Python regex on message or exception")
+_group.add_argument(
+    "-a", "--attr", action="append", default=[], metavar="KEY=VALUE", help="attribute equality; repeatable"
+)
+
+
+def query_from(args: argparse.Namespace) -> Query:
+    try:
+        return Query.parse(
+            trace_id=args.trace_id,
+            services=args.service,
+            severity=args.severity,
+            since=args.since,
+            until=args.until,
+            text=args.grep,
+            regex=args.regex,
+            attributes=args.attr,
+        )
+    except QueryError as error:
+        raise UsageError(str(error)) from None
+
+
+def severity_style(number: int) -> str:
+    """Colour by severity number, so `WARNING` and `WARN` look alike."""
+    for floor, style in ((21, "bold white on red"), (17, "bold red"), (13, "yellow"), (9, "green")):
+        if number >= floor:
+            return style
+    return "dim"
+
+
+def record_line(entry: LogEntry) -> Text:
+    line = Text()
+    line.append(iso_utc(entry.timestamp_ns), style="dim")
+    line.append(" ")
+    line.append(f"{entry.severity or '-':<5}", style=severity_style(entry.severity_number))
+    line.append(f" {entry.service} ", style="cyan")
+    line.append(entry.body)
+    if entry.exception_type:
+        line.append(f"  {entry.exception_type}: {entry.exception_message}", style="red")
+    if entry.trace_id:
+        line.append(f"  trace={entry.trace_id}", style="dim")
+    return line
+
+
+class RecordPrinter:
+    """NDJSON for pipes (`--json`), coloured lines for people."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.console = Console(highlight=False, soft_wrap=True)
+
+    def print(self, entry: LogEntry) -> None:
+        if self.as_json:
+            sys.stdout.buffer.write(orjson.dumps(record_json(entry)) + b"\n")
+        else:
+            self.console.print(record_line(entry))
+
+    def flush(self) -> None:
+        sys.stdout.flush()

@@ -1,0 +1,43 @@
+"""`tracestream search`: one page of matching records, newest first."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from tracestream.cli.common import OPTIONS, reader, settings
+from tracestream.cli.records import FILTERS, RecordPrinter, query_from
+from tracestream.query import QueryError, parse_stream_id, search
+
+if TYPE_CHECKING:
+    from tracestream.cli.common import Subparsers
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "search",
+        parents=[OPTIONS, FILTERS],
+        help="find records, newest first",
+        description="Find records, newest first. The next page's cursor is printed on stderr.",
+    )
+    parser.add_argument("-n", "--limit", type=int, default=50, metavar="N", help="page size (default 50)")
+    parser.add_argument("--cursor", metavar="ID", help="continue after this stream id")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    query = query_from(args)
+    if args.limit < 1:
+        raise QueryError(f"--limit {args.limit} is invalid: expected 1 or more")
+    if args.cursor:
+        parse_stream_id(args.cursor)
+    printer = RecordPrinter(args.json)
+    with reader(args) as client:
+        page = search(client, settings(args).stream, query, args.cursor, args.limit)
+    for entry in page.records:
+        printer.print(entry)
+    printer.flush()
+    if page.next_cursor:
+        print(f"more: add --cursor {page.next_cursor}", file=sys.stderr)
+    return 0

@@ -1,0 +1,61 @@
+"""`tracestream services`: which services are sending, how much, and how many errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from tracestream.cli.common import OPTIONS, reader, settings
+from tracestream.summary import service_status
+from tracestream.timeparse import iso_utc
+
+if TYPE_CHECKING:
+    from tracestream.cli.common import Subparsers
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "services",
+        parents=[OPTIONS],
+        help="service integration status",
+        description="Per service over the last hour: last seen, records per minute, errors, instances.",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with reader(args) as client:
+        statuses = service_status(client, settings(args).stream)
+    if args.json:
+        for status in statuses:
+            line = {
+                "service": status.service,
+                "last_seen": iso_utc(status.last_seen_ms * 1_000_000),
+                "records_per_minute": round(status.records_per_minute, 2),
+                "records_last_hour": status.records,
+                "errors_last_hour": status.errors,
+                "instances": len(status.instances),
+            }
+            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+        return 0
+    now_ms = time.time() * 1000
+    table = Table(title="service integration status (last hour)", title_justify="left")
+    for column in ("service", "last seen", "records/min", "errors (1h)", "instances"):
+        table.add_column(column, justify="left" if column in ("service", "last seen") else "right")
+    for status in statuses:
+        ago = (now_ms - status.last_seen_ms) / 1000
+        table.add_row(
+            status.service,
+            f"{iso_utc(status.last_seen_ms * 1_000_000)[:19]}Z ({ago:.0f}s ago)",
+            f"{status.records_per_minute:.1f}",
+            f"[red]{status.errors}[/]" if status.errors else "0",
+            str(len(status.instances)),
+        )
+    Console(highlight=False).print(table if statuses else "no records in the last hour")
+    return 0

@@ -1,0 +1,97 @@
+"""`tracestream stats`: records per minute by service and severity, and the top error groups."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from tracestream.cli.common import OPTIONS, reader, settings
+from tracestream.query import Query
+from tracestream.summary import Summary, summarize
+from tracestream.timeparse import iso_utc
+
+if TYPE_CHECKING:
+    from tracestream.cli.common import Subparsers
+
+SEVERITY_ORDER = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL")
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "stats",
+        parents=[OPTIONS],
+        help="counts per minute and top errors",
+        description="Counts by severity and service per minute, and the top error groups.",
+    )
+    parser.add_argument("--since", default="15m", metavar="TIME", help="ISO 8601 or ago (default 15m)")
+    parser.add_argument("--until", metavar="TIME", help="ISO 8601 or how long ago (default now)")
+    parser.add_argument("--top", type=int, default=10, metavar="N", help="error groups to show (default 10)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    window = Query.parse(since=args.since, until=args.until)
+    with reader(args) as client:
+        summary = summarize(client, settings(args).stream, window.since_ms or 0, window.until_ms)
+    if args.json:
+        for line in stats_lines(summary, args.top):
+            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+    else:
+        _print_tables(summary, args.top)
+    return 0
+
+
+def stats_lines(summary: Summary, top: int) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = [
+        {"type": "count", "minute": iso_utc(minute * 1_000_000), "service": service, "severity": severity,
+         "count": count}
+        for (minute, service, severity), count in sorted(summary.per_minute.items())
+    ]  # fmt: skip
+    lines += [
+        {"type": "error_group", "exception_type": group.exception_type, "code": group.code,
+         "count": group.count, "service": group.service, "message": group.message,
+         "last_seen": iso_utc(group.last_seen_ms * 1_000_000)}
+        for group in summary.top_errors(top)
+    ]  # fmt: skip
+    return lines
+
+
+def _severity_key(name: str) -> tuple[int, str]:
+    return (SEVERITY_ORDER.index(name) if name in SEVERITY_ORDER else len(SEVERITY_ORDER), name)
+
+
+def _print_tables(summary: Summary, top: int) -> None:
+    console = Console(highlight=False)
+    severities = sorted({severity for _, _, severity in summary.per_minute}, key=_severity_key)
+    rows: dict[tuple[int, str], dict[str, int]] = {}
+    for (minute, service, severity), count in summary.per_minute.items():
+        rows.setdefault((minute, service), {})[severity] = count
+    table = Table(title="records per minute", title_justify="left")
+    table.add_column("minute (UTC)")
+    table.add_column("service")
+    for severity in severities:
+        table.add_column(severity, justify="right")
+    for (minute, service), counts in sorted(rows.items(), reverse=True):
+        minute_text = iso_utc(minute * 1_000_000)[:16] + "Z"
+        table.add_row(minute_text, service, *(str(counts.get(severity, 0)) for severity in severities))
+    totals = summary.by_severity()
+    table.add_row("total", "", *(str(totals[severity]) for severity in severities), style="bold")
+    console.print(table)
+    errors = Table(title="top error groups", title_justify="left")
+    for column in ("count", "exception", "location", "service", "last seen", "message"):
+        errors.add_column(column, overflow="fold", justify="right" if column == "count" else "left")
+    for group in summary.top_errors(top):
+        errors.add_row(
+            str(group.count),
+            group.exception_type or "-",
+            group.code or "-",
+            group.service,
+            iso_utc(group.last_seen_ms * 1_000_000)[:19] + "Z",
+            group.message,
+        )
+    console.print(errors if summary.error_groups else "no errors in this window")

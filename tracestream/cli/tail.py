@@ -1,0 +1,59 @@
+"""`tracestream tail`: the newest records, then new ones as they arrive, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from tracestream.cli.common import OPTIONS, describe_redis_error, reader, settings
+from tracestream.cli.records import FILTERS, RecordPrinter, query_from
+from tracestream.query import Follow, after, follow, last_id, search
+
+if TYPE_CHECKING:
+    from tracestream.cli.common import Subparsers
+
+BLOCK_MS = 1000
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tail",
+        parents=[OPTIONS, FILTERS],
+        help="follow records live",
+        description="Print the newest records, then follow new ones; survives Redis reconnects.",
+    )
+    parser.add_argument(
+        "-n", "--lines", type=int, default=10, metavar="N", help="records to show first (default 10)"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    query = query_from(args)
+    config = settings(args)
+    printer = RecordPrinter(args.json)
+    # The socket timeout must outlast one blocking read.
+    with reader(args, timeout=config.redis_timeout + BLOCK_MS / 1000) as client:
+        state = Follow(last_id(client, config.stream))
+        backlog = search(client, config.stream, query, after(state.last_id), max(args.lines, 0))
+        for record in reversed(backlog.records):
+            printer.print(record)
+        printer.flush()
+        disconnected = False
+
+        def on_disconnect(error: Exception) -> None:
+            nonlocal disconnected
+            if not disconnected:
+                print(f"tracestream: {describe_redis_error(error)}; reconnecting", file=sys.stderr)
+            disconnected = True
+
+        live = follow(client, config.stream, query, state, block_ms=BLOCK_MS, on_disconnect=on_disconnect)
+        for entry in live:
+            if disconnected:
+                print("tracestream: reconnected", file=sys.stderr)
+                disconnected = False
+            if entry is not None:
+                printer.print(entry)
+            printer.flush()
+    return 0
