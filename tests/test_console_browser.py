@@ -12,7 +12,6 @@ import pytest
 from opentelemetry._logs import SeverityNumber
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support import RedisHandle
 from tests.test_console_live import TOKEN, ConsoleProcess, Emitter
 from tracestream.embedded_redis import EmbeddedRedis
 
@@ -28,10 +27,8 @@ SCREENSHOTS = os.environ.get("TRACESTREAM_CONSOLE_SCREENSHOTS", "")
 
 @pytest.fixture(scope="module")
 def console(redis_server: EmbeddedRedis) -> Iterator[ConsoleProcess]:
-    handle = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
-    process = ConsoleProcess(handle).start()
-    yield process
-    process.stop()
+    with ConsoleProcess.on_fresh_stream(redis_server) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -134,17 +131,26 @@ def test_trace_link_opens_the_waterfall_with_spans_from_two_services(
 def test_xss_payloads_render_as_text_and_never_run(page: Page, console: ConsoleProcess) -> None:
     _open_live(page, console)
     marker = uuid.uuid4().hex[:8]
-    Emitter(console.handle, XSS).log(f"{marker} {XSS}", SeverityNumber.ERROR, {XSS: XSS})
+    hostile = Emitter(console.handle, XSS)
+    with hostile.tracer.start_as_current_span(XSS) as span:
+        hostile.log(f"{marker} {XSS}", SeverityNumber.ERROR, {XSS: XSS}, span=span)
     row = page.locator("#records tr", has_text=marker)
     row.wait_for(timeout=2000)
     text = row.inner_text()
     assert f"{marker} {XSS}" in text and f"{XSS}={XSS}" in text
     assert row.locator("td.service").inner_text() == XSS
-    assert page.locator("#records img").count() == 0
+    row.locator("a.trace-link").click()
+    page.locator("tr.span").wait_for(timeout=5000)
+    assert page.locator("tr.span td.span-name").inner_text() == XSS
+    assert page.locator("tr.span td.service").inner_text() == XSS
+    assert f"{marker} {XSS}" in page.locator("tr.log").inner_text()
+    assert page.locator("main img").count() == 0
     assert page.evaluate("() => window.__xss") is None
 
 
-def test_dropped_connection_resumes_without_gap_or_duplicate(page: Page, console: ConsoleProcess) -> None:
+def test_dropped_connection_and_pause_resume_with_no_gap_or_duplicate(
+    page: Page, console: ConsoleProcess
+) -> None:
     marker = uuid.uuid4().hex[:8]
     _open_live(page, console, f"?text={marker}")
     emitter = Emitter(console.handle, "orders")
@@ -157,7 +163,12 @@ def test_dropped_connection_resumes_without_gap_or_duplicate(page: Page, console
     console.start()
     emitter.log(f"{marker} 4")
     page.locator("#records tr", has_text=f"{marker} 4").wait_for(timeout=8000)
-    for i in range(5):
+    page.click("#pause")
+    page.wait_for_selector("#status:has-text('paused')", timeout=2000)
+    emitter.log(f"{marker} 5")  # written while paused: shown on resume, from where the page stopped
+    page.click("#pause")
+    page.locator("#records tr", has_text=f"{marker} 5").wait_for(timeout=5000)
+    for i in range(6):
         assert _rows_with(page, f"{marker} {i}") == 1, f"record {i} must appear exactly once"
 
 
@@ -176,3 +187,52 @@ def test_token_is_enforced(browser: Browser, console: ConsoleProcess) -> None:
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     finally:
         context.close()
+
+
+def test_search_page_filters_and_pages_without_script_errors(page: Page, console: ConsoleProcess) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    marker = uuid.uuid4().hex[:8]
+    emitter = Emitter(console.handle, "search-page")
+    with emitter.tracer.start_as_current_span("lookup") as span:
+        for i in range(3):
+            emitter.log(f"{marker} result {i}", SeverityNumber.ERROR, {"attempt": i}, span=span)
+    page.goto(console.url + f"search?text={marker}&limit=2")
+    page.locator("#records tr.record").nth(1).wait_for(timeout=5000)
+    assert page.locator("#records td.body").all_inner_texts()[0].startswith(f"{marker} result 2")
+    page.click("#older")
+    page.wait_for_selector("#page-info:has-text('page 2, 1 records')", timeout=5000)
+    assert page.locator("#records tr.record td.body").inner_text().startswith(f"{marker} result 0")
+    assert page.locator("#records a.trace-link").get_attribute("href") == (
+        f"trace?id={span.get_span_context().trace_id:032x}"
+    )
+    page.click("#first")
+    page.wait_for_selector("#page-info:has-text('page 1, 2 records')", timeout=5000)
+    _screenshot(page, "search")
+    assert errors == []
+
+
+def test_services_and_stats_pages_show_the_summary(page: Page, console: ConsoleProcess) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    emitter = Emitter(console.handle, "inventory")
+    where = {"code.file.path": "inventory.py", "code.line.number": 7, "code.function.name": "lookup"}
+    for _ in range(3):
+        emitter.log("stock lookup failed", SeverityNumber.ERROR, where)  # one group: same code location
+    emitter.log("stock checked", SeverityNumber.INFO)
+    page.goto(console.url + "services")
+    row = page.locator("#services tr", has_text="inventory")
+    row.wait_for(timeout=5000)
+    assert row.locator("td").nth(3).inner_text() == "3", "errors in the last hour"
+    _screenshot(page, "services")
+    page.goto(console.url + "stats?since=15m")
+    group = page.locator("#groups tr", has_text="stock lookup failed")
+    group.wait_for(timeout=5000)
+    assert group.locator("td").first.inner_text() == "3" and "inventory.py:7 in lookup" in group.inner_text()
+    assert page.locator("#chart svg rect").count() >= 2, "bars for ERROR and INFO"
+    _screenshot(page, "stats")
+    page.goto(console.url)
+    page.wait_for_selector("#status.live", timeout=5000)
+    page.locator("#records tr", has_text="stock checked").wait_for(timeout=5000)
+    _screenshot(page, "live")
+    assert errors == []

@@ -3,7 +3,8 @@ they run in the thread pool and never block the event loop the live feed shares.
 
 from __future__ import annotations
 
-import re
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -12,61 +13,162 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tracestream.console.live import record_json
-from tracestream.query import fetch_trace
-from tracestream.schema import SpanEntry
+from tracestream.query import (
+    SEVERITY_FLOORS,
+    Query,
+    QueryError,
+    TraceTree,
+    parse_stream_id,
+    record_json,
+    search,
+    trace_tree,
+)
+from tracestream.summary import MINUTE_MS, Summary, service_status, summarize
+from tracestream.timeparse import iso_utc, parse_time_ms
 
-TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_PAGE = 1000
+CHART_SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")  # one per OTel range of four
+SERVICE_COLUMNS = ["service", "last seen (UTC)", "records (1h)", "errors (1h)", "records/min", "instances"]
 
 
 def bad_request(message: str) -> Response:
     return PlainTextResponse(f"{message}\n", status_code=400)
 
 
-def span_json(span: SpanEntry, depth: int) -> dict[str, Any]:
+def query_from_params(params: Mapping[str, str]) -> Query:
+    """The filters every page shares, named as in the URL; raises QueryError naming a bad one."""
+
+    def value(name: str) -> str | None:
+        return params.get(name, "").strip() or None
+
+    return Query.parse(
+        trace_id=value("trace_id"),
+        services=[service] if (service := value("service")) else [],
+        severity=value("severity"),
+        since=value("since"),
+        until=value("until"),
+        text=value("text"),
+        regex=value("regex"),
+        attributes=[attr] if (attr := value("attr")) else [],
+    )
+
+
+def tree_json(tree: TraceTree) -> dict[str, Any]:
+    """Spans in waterfall order with their depth, each carrying its own log records."""
+    spans = [
+        {
+            "span_id": node.span.span_id,
+            "parent_span_id": node.span.parent_span_id,
+            "name": node.span.name,
+            "kind": node.span.kind,
+            "service": node.span.service,
+            "start_ms": node.span.start_ns / 1e6,
+            "duration_ms": node.span.duration_ms,
+            "status": node.span.status,
+            "status_message": node.span.status_message,
+            "attributes": node.span.attributes,
+            "depth": depth,
+            "logs": [record_json(entry) for entry in node.logs],
+        }
+        for depth, node in tree.walk()
+    ]
     return {
-        "span_id": span.span_id,
-        "parent_span_id": span.parent_span_id,
-        "name": span.name,
-        "kind": span.kind,
-        "service": span.service,
-        "start_ms": span.start_ns / 1e6,
-        "duration_ms": span.duration_ms,
-        "status": span.status,
-        "status_message": span.status_message,
-        "attributes": span.attributes,
-        "depth": depth,
+        "trace_id": tree.trace_id,
+        "spans": spans,
+        "unattached_logs": [record_json(entry) for entry in tree.unattached_logs],
     }
 
 
-def waterfall(spans: list[SpanEntry]) -> list[dict[str, Any]]:
-    """Spans depth-first, children by start time; spans whose parent is missing count as roots."""
-    known = {span.span_id for span in spans}
-    children: dict[str, list[SpanEntry]] = {}
-    for span in spans:  # already in start order
-        parent = span.parent_span_id if span.parent_span_id in known else ""
-        children.setdefault(parent, []).append(span)
-    ordered: list[dict[str, Any]] = []
-    stack = [(span, 0) for span in reversed(children.get("", []))]
-    while stack:
-        span, depth = stack.pop()
-        ordered.append(span_json(span, depth))
-        stack.extend((child, depth + 1) for child in reversed(children.get(span.span_id, [])))
-    return ordered
+def _iso_ms(ms: int) -> str:
+    return iso_utc(ms * 1_000_000)
+
+
+def _chart_severity(text: str) -> str:
+    """WARNING and WARN, CRITICAL and FATAL, share a bar colour; unknown names count as INFO."""
+    number = SEVERITY_FLOORS.get(text.strip().upper(), SEVERITY_FLOORS["INFO"])
+    return CHART_SEVERITIES[min(len(CHART_SEVERITIES) - 1, (number - 1) // 4)]
+
+
+def services_json(client: redis.Redis, stream: str) -> dict[str, Any]:
+    rows = [
+        [
+            status.service,
+            _iso_ms(status.last_seen_ms),
+            status.records,
+            status.errors,
+            round(status.records_per_minute, 1),
+            len(status.instances),
+        ]
+        for status in service_status(client, stream)
+    ]
+    return {"columns": SERVICE_COLUMNS, "rows": rows}
+
+
+def stats_json(summary: Summary, service: str) -> dict[str, Any]:
+    """Every minute of the window (zeros included, so gaps show) and the ten biggest error groups."""
+    first = summary.since_ms - summary.since_ms % MINUTE_MS
+    minutes = range(first, summary.until_ms + 1, MINUTE_MS)
+    counts: dict[int, Counter[str]] = {minute: Counter() for minute in minutes}
+    for (minute, name, severity), count in summary.per_minute.items():
+        if not service or name == service:
+            counts.setdefault(minute, Counter())[_chart_severity(severity)] += count
+    groups = [group for group in summary.top_errors(100) if not service or group.service == service][:10]
+    return {
+        "minutes": [{"minute": _iso_ms(m)[11:16], "counts": counts[m]} for m in sorted(counts)],
+        "top_errors": [
+            {
+                "count": group.count,
+                "service": group.service,
+                "error": " ".join(part for part in (group.exception_type, group.message) if part),
+                "code": group.code,
+                "last_seen": _iso_ms(group.last_seen_ms),
+            }
+            for group in groups
+        ],
+    }
 
 
 def routes(client: redis.Redis, stream: str) -> list[Route]:
     async def trace(request: Request) -> Response:
-        trace_id = request.path_params["trace_id"].strip().lower()
-        if not TRACE_ID.match(trace_id):
-            return bad_request(f"trace id {trace_id!r} is invalid: expected 32 hex digits")
-        found = await run_in_threadpool(fetch_trace, client, stream, trace_id)
+        try:
+            tree = await run_in_threadpool(trace_tree, client, stream, request.path_params["trace_id"])
+        except QueryError as error:
+            return bad_request(str(error))
+        return JSONResponse(tree_json(tree))
+
+    async def search_page(request: Request) -> Response:
+        params = request.query_params
+        limit_text = params.get("limit") or "100"
+        cursor = params.get("cursor") or None
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+            return bad_request(f"limit={limit_text!r} is invalid: expected 1 to {MAX_PAGE}")
+        try:
+            query = query_from_params(params)
+            if cursor is not None:
+                parse_stream_id(cursor)
+        except QueryError as error:
+            return bad_request(str(error))
+        limit = int(limit_text)
+        page = await run_in_threadpool(search, client, stream, query, cursor, limit)
         return JSONResponse(
-            {
-                "trace_id": trace_id,
-                "spans": waterfall(found.spans),
-                "logs": [record_json(entry) for entry in found.logs],
-            }
+            {"records": [record_json(entry) for entry in page.records], "next_cursor": page.next_cursor}
         )
 
-    return [Route("/api/trace/{trace_id}", trace)]
+    async def services(_request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(services_json, client, stream))
+
+    async def stats(request: Request) -> Response:
+        since = request.query_params.get("since", "1h")
+        try:
+            since_ms = parse_time_ms(since)
+        except ValueError as error:
+            return bad_request(str(error))
+        summary = await run_in_threadpool(summarize, client, stream, since_ms)
+        return JSONResponse(stats_json(summary, request.query_params.get("service", "").strip()))
+
+    return [
+        Route("/api/trace/{trace_id}", trace),
+        Route("/api/search", search_page),
+        Route("/api/services", services),
+        Route("/api/stats", stats),
+    ]

@@ -14,21 +14,19 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.connection import connect
-from tracestream.console import api
+from tracestream.console import api, pages
 from tracestream.console.auth import TokenAuth
-from tracestream.console.filters import FilterError, LiveFilter
-from tracestream.console.live import LiveFeed, parse_stream_id
+from tracestream.console.live import LiveFeed
 from tracestream.otel_setup.settings import Settings
+from tracestream.query import QueryError, parse_stream_id
 
 STATIC = Path(__file__).parent / "static"
-PAGES = {"/": "live.html", "/search": "search.html", "/trace": "trace.html", "/services": "services.html",
-         "/stats": "stats.html"}  # fmt: skip
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; object-src 'none'; "
      b"base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
@@ -45,15 +43,15 @@ def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
     query_client = connect(settings.redis_url, settings.redis_timeout, decode=True)
 
     async def live(request: Request) -> Response:
-        try:
-            live_filter = LiveFilter.from_params(request.query_params)
-        except FilterError as error:
-            return api.bad_request(str(error))
         after = request.headers.get("last-event-id") or request.query_params.get("after") or None
-        if after is not None and parse_stream_id(after) is None:
-            return api.bad_request(f"after={after!r} is invalid: expected a stream id")
+        try:
+            query = api.query_from_params(request.query_params)
+            if after is not None:
+                parse_stream_id(after)
+        except QueryError as error:
+            return api.bad_request(str(error))
         return StreamingResponse(
-            _sse(feed.events(live_filter, after)),
+            _sse(feed.events(query, after)),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -66,7 +64,7 @@ def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
         await replays.aclose()
         query_client.close()
 
-    routes: list[BaseRoute] = [_page(path, name) for path, name in PAGES.items()]
+    routes: list[BaseRoute] = [_page(path, pages.render(name)) for name, (path, _) in pages.PAGES.items()]
     routes += [
         *api.routes(query_client, settings.stream),
         Route("/api/live", live),
@@ -87,9 +85,9 @@ def _async_client(settings: Settings, name: str, extra_timeout: float = 0) -> ai
     )
 
 
-def _page(path: str, filename: str) -> Route:
+def _page(path: str, html: str) -> Route:
     async def page(_request: Request) -> Response:
-        return FileResponse(STATIC / filename, media_type="text/html")
+        return HTMLResponse(html)
 
     return Route(path, page)
 

@@ -13,50 +13,21 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tracestream._internal_log import internal_logger
-from tracestream.console.filters import LiveFilter
+from tracestream.query import Query, StreamId, parse_stream_id, record_json
 from tracestream.schema import LogEntry
 
-StreamId = tuple[int, int]
 Entries = list[tuple[str, dict[str, str]]]  # what a decoding client returns for XRANGE
 REPLAY_PAGE = 500
 # Sent when Redis had nothing for a whole block, so proxies keep the stream open and dead
 # connections are noticed.
 HEARTBEAT: tuple[StreamId, bytes] = ((-1, -1), b": keepalive\n\n")
-
-
-def parse_stream_id(text: str) -> StreamId | None:
-    """`1700000000000-3` as a comparable tuple; anything else is None."""
-    ms, sep, seq = text.strip().partition("-")
-    if not (ms.isdigit() and (not sep or seq.isdigit())):
-        return None
-    return int(ms), int(seq or 0)
-
-
-def record_json(entry: LogEntry) -> dict[str, Any]:
-    """What the browser gets for one log record (timestamps as ms: JS numbers cannot hold ns)."""
-    return {
-        "id": entry.stream_id,
-        "ts_ms": entry.timestamp_ns / 1e6,
-        "severity": entry.severity,
-        "severity_number": entry.severity_number,
-        "body": entry.body,
-        "service": entry.service,
-        "trace_id": entry.trace_id,
-        "span_id": entry.span_id,
-        "scope": entry.scope,
-        "code": entry.code,
-        "attributes": entry.attributes,
-        "exception_type": entry.exception_type,
-        "exception_message": entry.exception_message,
-        "exception_stacktrace": entry.exception_stacktrace,
-    }
 
 
 def sse_event(entry: LogEntry) -> bytes:
@@ -67,7 +38,7 @@ def sse_event(entry: LogEntry) -> bytes:
 class Viewer:
     """One connected browser: its filter and a bounded queue of encoded events."""
 
-    filter: LiveFilter
+    query: Query
     queue: asyncio.Queue[tuple[StreamId, bytes] | None] = field(
         default_factory=lambda: asyncio.Queue(maxsize=10_000)
     )
@@ -103,14 +74,14 @@ class LiveFeed:
     def viewer_count(self) -> int:
         return len(self._viewers)
 
-    async def events(self, live_filter: LiveFilter, after: str | None) -> AsyncIterator[bytes]:
+    async def events(self, query: Query, after: str | None) -> AsyncIterator[bytes]:
         """Encoded SSE events for one viewer: the backlog or the gap since `after`, then live."""
-        viewer = Viewer(live_filter)
+        viewer = Viewer(query)
         await self._join(viewer)
         try:
             last: StreamId = (0, 0)
-            async for entry in self._catch_up(live_filter, after):
-                last = parse_stream_id(entry.stream_id) or last
+            async for entry in self._catch_up(query, after):
+                last = parse_stream_id(entry.stream_id)
                 yield sse_event(entry)
             while True:
                 item = await viewer.queue.get()
@@ -144,13 +115,13 @@ class LiveFeed:
     def _leave(self, viewer: Viewer) -> None:
         self._viewers.discard(viewer)
 
-    async def _catch_up(self, live_filter: LiveFilter, after: str | None) -> AsyncIterator[LogEntry]:
+    async def _catch_up(self, query: Query, after: str | None) -> AsyncIterator[LogEntry]:
         """The gap after `after`, page by page; without `after`, the last few matching records."""
         if after is None:
             recent = cast(Entries, await self._client.xrevrange(self._stream, count=self._backlog))
             for stream_id, fields in reversed(recent):
                 entry = LogEntry.from_fields(stream_id, fields)
-                if live_filter.matches(entry):
+                if query.matches(entry):
                     yield entry
             return
         start = f"({after}"
@@ -158,7 +129,7 @@ class LiveFeed:
             page = cast(Entries, await self._client.xrange(self._stream, min=start, count=REPLAY_PAGE))
             for stream_id, fields in page:
                 entry = LogEntry.from_fields(stream_id, fields)
-                if live_filter.matches(entry):
+                if query.matches(entry):
                     yield entry
             if len(page) < REPLAY_PAGE:
                 return
@@ -188,10 +159,10 @@ class LiveFeed:
                     self._fan_out(LogEntry.from_fields(stream_id, fields))
 
     def _fan_out(self, entry: LogEntry) -> None:
-        key = parse_stream_id(entry.stream_id) or (0, 0)
+        key = parse_stream_id(entry.stream_id)
         event: bytes | None = None
         for viewer in tuple(self._viewers):
-            if not viewer.filter.matches(entry):
+            if not viewer.query.matches(entry):
                 continue
             event = event or sse_event(entry)
             self._deliver(viewer, (key, event))

@@ -24,9 +24,8 @@ const TS = {
     return "sev sev-debug";
   },
 
-  time(ms) {
-    const date = new Date(ms);
-    return date.toISOString().replace("T", " ").replace("Z", "");
+  time(iso) {
+    return String(iso).replace("T", " ").replace("Z", "");
   },
 
   traceHref(traceId) {
@@ -50,7 +49,7 @@ const TS = {
       body.append(TS.el("div", { class: "exception" }, `${record.exception_type}: ${record.exception_message}`));
     }
     return TS.el("tr", { class: "record", "data-id": record.id },
-      TS.el("td", { class: "time" }, TS.time(record.ts_ms)),
+      TS.el("td", { class: "time" }, TS.time(record.timestamp)),
       TS.el("td", { class: TS.severityClass(record.severity_number) }, record.severity),
       TS.el("td", { class: "service" }, record.service),
       body,
@@ -73,6 +72,11 @@ const TS = {
 
   fillForm(form, params) {
     for (const [key, value] of params) if (form.elements[key]) form.elements[key].value = value;
+  },
+
+  setStatus(element, text, kind) {
+    element.textContent = text;
+    element.className = "status " + (kind || "");
   },
 
   showError(target, error) {

@@ -13,10 +13,7 @@
   let paused = false;
   let retry = null;
 
-  function setStatus(text, kind) {
-    status.textContent = text;
-    status.className = "status " + (kind || "");
-  }
+  const setStatus = (text, kind) => TS.setStatus(status, text, kind);
 
   function connect() {
     const params = TS.formParams(form);

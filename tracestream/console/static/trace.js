@@ -23,17 +23,13 @@
   }
 
   function render(trace) {
-    if (!trace.spans.length && !trace.logs.length) {
+    const logCount = trace.spans.reduce((n, s) => n + s.logs.length, trace.unattached_logs.length);
+    if (!trace.spans.length && !logCount) {
       target.replaceChildren(TS.el("div", { class: "empty" }, `No spans or records for trace ${trace.trace_id}.`));
       return;
     }
     const start = Math.min(...trace.spans.map((s) => s.start_ms));
     const end = Math.max(...trace.spans.map((s) => s.start_ms + s.duration_ms));
-    const logsBySpan = new Map();
-    for (const record of trace.logs) {
-      if (!logsBySpan.has(record.span_id)) logsBySpan.set(record.span_id, []);
-      logsBySpan.get(record.span_id).push(record);
-    }
     const services = new Set(trace.spans.map((s) => s.service));
     const body = TS.el("tbody");
     for (const span of trace.spans) {
@@ -43,21 +39,19 @@
         TS.el("td", { class: "service" }, span.service), name,
         TS.el("td", { class: "num" }, `${span.duration_ms.toFixed(2)} ms`),
         TS.el("td", { class: "bar-cell" }, bar(span, start, end - start))));
-      for (const record of logsBySpan.get(span.span_id) || []) body.append(logRow(record));
-      logsBySpan.delete(span.span_id);
+      for (const record of span.logs) body.append(logRow(record));
     }
-    const orphans = [...logsBySpan.values()].flat();
     const table = TS.el("table", { class: "waterfall" },
       TS.el("thead", {}, TS.el("tr", {}, TS.el("th", {}, "service"), TS.el("th", {}, "span"),
         TS.el("th", { class: "num" }, "duration"), TS.el("th", {}, "timeline"))), body);
     const parts = [
       TS.el("h2", {}, `Trace ${trace.trace_id}: ${trace.spans.length} spans across ${services.size} services, ` +
-        `${trace.logs.length} log records`),
+        `${logCount} log records`),
       table,
     ];
-    if (orphans.length) {
+    if (trace.unattached_logs.length) {
       parts.push(TS.el("h2", {}, "Records outside any stored span"),
-        TS.el("table", {}, TS.el("tbody", {}, ...orphans.map(logRow))));
+        TS.el("table", {}, TS.el("tbody", {}, ...trace.unattached_logs.map(logRow))));
     }
     target.replaceChildren(...parts);
   }

@@ -1,0 +1,85 @@
+// Stats: records per minute by severity as a stacked bar chart (SVG built with DOM APIs),
+// and the most frequent error groups with an example trace.
+"use strict";
+
+(() => {
+  const SVG = "http://www.w3.org/2000/svg";
+  const COLOURS = { TRACE: "#5c6773", DEBUG: "#8a96a3", INFO: "#7ee787", WARN: "#e3b341", ERROR: "#ff7b72", FATAL: "#ff4d9d" };
+  const form = document.getElementById("filters");
+  const chart = document.getElementById("chart");
+  const head = document.getElementById("groups-head");
+  const groups = document.getElementById("groups");
+  const status = document.getElementById("status");
+
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+    for (const child of children) node.append(child);
+    return node;
+  }
+
+  function drawChart(minutes) {
+    if (!minutes.length) {
+      chart.replaceChildren(TS.el("div", { class: "empty" }, "No records in this window."));
+      return;
+    }
+    const width = 1200, height = 220, pad = 30;
+    const totals = minutes.map((m) => Object.values(m.counts).reduce((a, b) => a + b, 0));
+    const max = Math.max(1, ...totals);
+    const step = (width - pad) / minutes.length;
+    const root = svg("svg", { viewBox: `0 0 ${width} ${height + 20}`, class: "chart", role: "img" });
+    root.append(svg("text", { x: 0, y: 12, fill: "#8a96a3", "font-size": 11 }, String(max)));
+    minutes.forEach((minute, i) => {
+      let y = height;
+      for (const severity of Object.keys(COLOURS)) {
+        const count = minute.counts[severity] || 0;
+        if (!count) continue;
+        const h = (count / max) * (height - 20);
+        y -= h;
+        root.append(svg("rect", { x: pad + i * step, y, width: Math.max(1, step - 1), height: h, fill: COLOURS[severity] },
+          svg("title", {}, `${minute.minute} ${severity}: ${count}`)));
+      }
+    });
+    root.append(svg("text", { x: pad, y: height + 16, fill: "#8a96a3", "font-size": 11 }, minutes[0].minute),
+      svg("text", { x: width - 40, y: height + 16, fill: "#8a96a3", "font-size": 11 }, minutes[minutes.length - 1].minute));
+    const legend = TS.el("div", { class: "legend" },
+      ...Object.entries(COLOURS).map(([name, colour]) => {
+        const item = TS.el("span", {}, "■ " + name);
+        item.style.color = colour;
+        return item;
+      }));
+    chart.replaceChildren(root, legend);
+  }
+
+  function drawGroups(top) {
+    head.replaceChildren(TS.el("tr", {}, ...["count", "service", "error", "where", "last seen (UTC)"]
+      .map((name) => TS.el("th", {}, name))));
+    groups.replaceChildren(...top.map((group) => TS.el("tr", { class: "error-group" },
+      TS.el("td", { class: "num" }, group.count),
+      TS.el("td", { class: "service" }, group.service),
+      TS.el("td", { class: "body" }, group.error),
+      TS.el("td", { class: "attrs" }, group.code),
+      TS.el("td", { class: "time" }, TS.time(group.last_seen)))));
+    if (!top.length) groups.append(TS.el("tr", {}, TS.el("td", { class: "empty" }, "No errors in this window.")));
+  }
+
+  async function load() {
+    status.textContent = "loading…";
+    try {
+      const stats = await TS.getJSON("api/stats", TS.formParams(form));
+      drawChart(stats.minutes);
+      drawGroups(stats.top_errors);
+      status.textContent = "";
+    } catch (error) {
+      TS.setStatus(status, String(error.message || error), "error");
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    history.replaceState(null, "", "?" + TS.formParams(form));
+    load();
+  });
+  TS.fillForm(form, new URLSearchParams(location.search));
+  load();
+})();
