@@ -1,0 +1,311 @@
+"""The query API against a real redis-server, with records written by the exporter's writer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from opentelemetry import trace
+
+from tests.records import RecordWriter, tracer_provider
+from tests.support import RedisHandle, wait_for
+from tracestream.connection import connect
+from tracestream.query import (
+    Follow,
+    Query,
+    QueryError,
+    follow,
+    iter_records,
+    last_id,
+    record_json,
+    search,
+    trace_tree,
+)
+from tracestream.schema import LogEntry
+from tracestream.summary import service_status, summarize
+from tracestream.timeparse import iso_utc, parse_time_ms
+
+TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+SPAN = 0x00F067AA0BA902B7
+
+
+@pytest.fixture
+def writer(stream: RedisHandle) -> Iterator[RecordWriter]:
+    records = RecordWriter(stream)
+    yield records
+    records.close()
+
+
+@pytest.fixture
+def client(stream: RedisHandle) -> Iterator[redis.Redis]:
+    with connect(stream.url, timeout=5, decode=True) as reader:
+        yield reader
+
+
+def bodies(entries: list[LogEntry]) -> list[str]:
+    return [entry.body for entry in entries]
+
+
+def test_every_filter_and_their_combination(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    writer.write(
+        writer.row("boot", service="api", severity="DEBUG"),
+        writer.row("GET /items/7", attributes={"http.route": "/items/{item_id}", "http.status": 200}),
+        writer.row("GET /users", service="api", severity="WARN", attributes={"http.route": "/users"}),
+        writer.row("task done", service="worker", attributes={"celery.task_name": "send_mail"}),
+        writer.row("payment failed: card declined", service="billing", severity="ERROR",
+                   exception=("stripe.CardError", "declined", "Traceback")),
+        writer.row("in trace", service="worker", trace_id=TRACE, span_id=SPAN),
+    )  # fmt: skip
+
+    def found(**filters: object) -> list[str]:
+        return bodies(search(client, stream.stream, Query.parse(**filters), limit=50).records)  # type: ignore[arg-type]
+
+    assert found() == [
+        "in trace",
+        "payment failed: card declined",
+        "task done",
+        "GET /users",
+        "GET /items/7",
+        "boot",
+    ]
+    assert found(trace_id=format(TRACE, "032x")) == ["in trace"]
+    assert found(services=["worker"]) == ["in trace", "task done"]
+    assert found(services=["billing,api"], severity="warn") == ["payment failed: card declined", "GET /users"]
+    assert found(severity="ERROR") == ["payment failed: card declined"]
+    assert found(text="GET /") == ["GET /users", "GET /items/7"]
+    assert found(text="CardError") == ["payment failed: card declined"]  # exceptions are searched too
+    assert found(regex=r"GET /\w+/\d+$") == ["GET /items/7"]
+    assert found(attributes=["http.route=/items/{item_id}"]) == ["GET /items/7"]
+    assert found(attributes=["http.status=200"]) == ["GET /items/7"]
+    assert found(attributes=["celery.task_name=send_mail"]) == ["task done"]
+    assert found(attributes=["http.route=/items"]) == []  # equality, not substring
+    assert found(services=["api"], text="GET", severity="INFO", regex="users") == ["GET /users"]
+    assert found(trace_id=format(TRACE, "032x"), services=["api"]) == []
+
+
+def test_time_range_by_absolute_and_relative_time(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    writer.log("early")
+    first_ms = int(str(client.xrange(stream.stream)[0][0]).split("-")[0])  # type: ignore[index]
+    boundary = wait_for(
+        lambda: (now := int(time.time() * 1000)) > first_ms + 2 and now, what="the clock to move"
+    )
+    wait_for(lambda: time.time() * 1000 > boundary + 2, what="the clock to pass the boundary")
+    writer.log("late")
+    iso = iso_utc(boundary * 1_000_000)
+    assert bodies(search(client, stream.stream, Query.parse(since=iso)).records) == ["late"]
+    assert bodies(search(client, stream.stream, Query.parse(until=iso)).records) == ["early"]
+    assert bodies(search(client, stream.stream, Query.parse(since="15m")).records) == ["late", "early"]
+    assert bodies(search(client, stream.stream, Query.parse(until="1h")).records) == []
+
+
+def test_time_expressions() -> None:
+    now = 1_700_000_000_000
+    assert parse_time_ms("15m", now) == now - 15 * 60_000
+    assert parse_time_ms("2h", now) == now - 2 * 3_600_000
+    assert parse_time_ms("3d", now) == now - 3 * 86_400_000
+    assert parse_time_ms("2023-11-14T22:13:20Z") == now
+    assert parse_time_ms("2023-11-14T23:13:20+01:00") == now
+    assert parse_time_ms("2023-11-14T22:13:20") == now  # naive means UTC
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"trace_id": "not-a-trace"}, "invalid trace id 'not-a-trace'"),
+        ({"trace_id": "0" * 32}, "invalid trace id"),
+        ({"since": "last tuesday"}, "bad time 'last tuesday'"),
+        ({"regex": "(unclosed"}, "invalid regex '(unclosed'"),
+        ({"severity": "LOUD"}, "unknown severity 'LOUD'"),
+        ({"attributes": ["no-equals"]}, "bad attribute filter 'no-equals'"),
+    ],
+)
+def test_bad_filters_name_the_problem(filters: dict[str, object], message: str) -> None:
+    with pytest.raises(QueryError, match=message.replace("(", r"\(")):
+        Query.parse(**filters)  # type: ignore[arg-type]
+
+
+def test_pages_are_newest_first_and_cover_everything_once(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    writer.write(*(writer.row(f"r{i}", severity="WARN" if i % 3 == 0 else "INFO") for i in range(25)))
+    query = Query.parse(severity="WARN")
+    pages, cursor = [], None
+    while True:
+        page = search(client, stream.stream, query, cursor, limit=4)
+        pages.append(bodies(page.records))
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert pages == [["r24", "r21", "r18", "r15"], ["r12", "r9", "r6", "r3"], ["r0"]]
+
+
+def test_paging_crosses_scan_chunks(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small chunks make the scanner resume between server calls, as it does over big streams."""
+    monkeypatch.setattr("tracestream.query.SCAN_CHUNK", 7)
+    writer.write(*(writer.row(f"r{i}", service="rare" if i % 10 == 0 else "busy") for i in range(60)))
+    page = search(client, stream.stream, Query.parse(services=["rare"]), limit=4)
+    assert bodies(page.records) == ["r50", "r40", "r30", "r20"]
+    rest = search(client, stream.stream, Query.parse(services=["rare"]), page.next_cursor, limit=4)
+    assert bodies(rest.records) == ["r10", "r0"] and rest.next_cursor is None
+
+
+def test_duplicates_from_a_retried_export_are_shown_once(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    batch = [writer.row("one", trace_id=TRACE, span_id=SPAN), writer.row("two", trace_id=TRACE, span_id=SPAN)]
+    writer.write(*batch)
+    writer.write(*batch)  # the retry: same rows, same record ids
+    assert client.xlen(stream.stream) == 4
+    assert bodies(search(client, stream.stream, Query()).records) == ["two", "one"]
+    assert bodies(list(iter_records(client, stream.stream, Query(), batch=1))) == ["two", "one"]
+    traced = Query.parse(trace_id=format(TRACE, "032x"))
+    assert bodies(search(client, stream.stream, traced).records) == ["two", "one"]
+
+
+def test_record_json_has_the_documented_keys(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    writer.log("hello", trace_id=TRACE, span_id=SPAN, attributes={"user.id": 7})
+    record = record_json(search(client, stream.stream, Query()).records[0])
+    assert {
+        "timestamp",
+        "severity",
+        "body",
+        "service",
+        "trace_id",
+        "span_id",
+        "attributes",
+        "resource",
+    } <= set(record)
+    assert record["trace_id"] == format(TRACE, "032x") and record["attributes"] == {"user.id": 7}
+    assert record["resource"]["service.name"] == "api" and record["timestamp"].endswith("Z")
+
+
+def _follow_in_thread(
+    client: redis.Redis, stream: str, query: Query, state: Follow, disconnects: list[Exception]
+) -> tuple[list[LogEntry], threading.Event, threading.Thread]:
+    received: list[LogEntry] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        for entry in follow(client, stream, query, state, block_ms=100, on_disconnect=disconnects.append,
+                            retry_delay=0.3):  # fmt: skip
+            if entry is not None:
+                received.append(entry)
+            if stop.is_set():
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return received, stop, thread
+
+
+def test_follow_resumes_after_a_dropped_connection_without_gap_or_duplicate(
+    stream: RedisHandle, writer: RecordWriter
+) -> None:
+    reader = connect(stream.url, timeout=5, decode=True)
+    admin = stream.client()
+    writer.log("before start")
+    state = Follow(last_id(reader, stream.stream))
+    disconnects: list[Exception] = []
+    received, stop, thread = _follow_in_thread(
+        reader, stream.stream, Query.parse(severity="INFO"), state, disconnects
+    )
+    try:
+        writer.write(writer.row("a1"), writer.row("debug noise", severity="DEBUG"))
+        wait_for(lambda: len(received) == 1, what="the first record")
+        reader_id = wait_for(
+            lambda: next((c["id"] for c in admin.client_list() if c["cmd"] == "xread"), None),
+            what="a blocked XREAD",
+        )
+        assert admin.client_kill_filter(_id=reader_id) == 1
+        writer.write(writer.row("a2"), writer.row("a3"))  # written while the follower is disconnected
+        duplicate = writer.row("a4")
+        writer.write(duplicate)
+        writer.write(duplicate)
+        wait_for(lambda: len(received) == 4, what="records after the reconnect")
+        wait_for(lambda: state.last_id == last_id(admin, stream.stream), what="the follower to catch up")
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        reader.close()
+        admin.close()
+    assert bodies(received) == ["a1", "a2", "a3", "a4"]
+    assert disconnects and state.reconnects >= 1
+
+
+def test_trace_tree_across_services(stream: RedisHandle, writer: RecordWriter, client: redis.Redis) -> None:
+    api, worker = tracer_provider(stream, "api"), tracer_provider(stream, "worker")
+    with api.get_tracer("t").start_as_current_span("GET /checkout") as root:
+        root_ctx = root.get_span_context()
+        writer.log("checkout started", trace_id=root_ctx.trace_id, span_id=root_ctx.span_id)
+        with worker.get_tracer("t").start_as_current_span(
+            "charge card", context=trace.set_span_in_context(root)
+        ) as child:
+            child_ctx = child.get_span_context()
+            writer.log("charging", service="worker", trace_id=child_ctx.trace_id, span_id=child_ctx.span_id)
+            with worker.get_tracer("t").start_as_current_span("call bank"):
+                pass
+        with api.get_tracer("t").start_as_current_span("render"):
+            pass
+    writer.log("late log for an unknown span", trace_id=root_ctx.trace_id, span_id=0xABC)
+    tree = trace_tree(client, stream.stream, format(root_ctx.trace_id, "032x"))
+    layout = [(depth, node.span.name, node.span.service, bodies(node.logs)) for depth, node in tree.walk()]
+    assert layout == [
+        (0, "GET /checkout", "api", ["checkout started"]),
+        (1, "charge card", "worker", ["charging"]),
+        (2, "call bank", "worker", []),
+        (1, "render", "api", []),
+    ]
+    assert bodies(tree.unattached_logs) == ["late log for an unknown span"]
+    with pytest.raises(QueryError):
+        trace_tree(client, stream.stream, "xyz")
+
+
+def test_service_status_and_stats(stream: RedisHandle, writer: RecordWriter, client: redis.Redis) -> None:
+    boom = ("builtins.KeyError", "'user'", "Traceback")
+    writer.write(
+        writer.row("ok", service="api", instance="1"),
+        writer.row("ok", service="api", instance="2"),
+        writer.row("lookup failed", service="api", severity="ERROR", exception=boom, code="app/a.py:3 in f"),
+        writer.row("lookup failed", service="api", severity="ERROR", exception=boom, code="app/a.py:3 in f"),
+        writer.row("other failure", service="worker", severity="FATAL", code="app/w.py:9 in g"),
+        writer.row("tick", service="worker", severity="DEBUG"),
+    )
+    statuses = {status.service: status for status in service_status(client, stream.stream)}
+    assert set(statuses) == {"api", "worker"}
+    assert (statuses["api"].records, statuses["api"].errors, len(statuses["api"].instances)) == (4, 2, 2)
+    assert (statuses["worker"].records, statuses["worker"].errors, len(statuses["worker"].instances)) == (
+        2,
+        1,
+        1,
+    )
+    assert statuses["api"].last_seen_ms > time.time() * 1000 - 60_000
+    summary = summarize(client, stream.stream, int(time.time() * 1000) - 60_000)
+    assert summary.by_severity() == {"INFO": 2, "ERROR": 2, "FATAL": 1, "DEBUG": 1}
+    assert sum(count for (_, service, _), count in summary.per_minute.items() if service == "api") == 4
+    top = summary.top_errors()
+    assert [(g.exception_type, g.code, g.count) for g in top] == [
+        ("builtins.KeyError", "app/a.py:3 in f", 2),
+        ("", "app/w.py:9 in g", 1),
+    ]
+    assert top[0].message == "'user'" and top[1].message == "other failure"
+
+
+def test_reading_an_entry_with_an_unexpected_layout_still_works(
+    stream: RedisHandle, client: redis.Redis
+) -> None:
+    """The scanner reads fields by position, with a by-name fallback for entries laid out differently."""
+    client.xadd(stream.stream, {"v": "1", "body": "odd layout", "severity_number": "17", "service": "x"})
+    assert bodies(search(client, stream.stream, Query.parse(severity="ERROR", services=["x"])).records) == [
+        "odd layout"
+    ]
