@@ -79,6 +79,27 @@ const TS = {
     element.className = "status " + (kind || "");
   },
 
+  // Runs `work`, showing progress and any error in the status element.
+  async withStatus(status, work) {
+    TS.setStatus(status, "loading…");
+    try {
+      await work();
+      TS.setStatus(status, "");
+    } catch (error) {
+      TS.setStatus(status, String(error.message || error), "error");
+    }
+  },
+
+  // Fills the form from the address bar, and on submit puts it back there and calls `apply`.
+  bindForm(form, apply) {
+    TS.fillForm(form, new URLSearchParams(location.search));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      history.replaceState(null, "", "?" + TS.formParams(form));
+      apply();
+    });
+  },
+
   showError(target, error) {
     target.replaceChildren(TS.el("div", { class: "empty status error" }, String(error.message || error)));
   },

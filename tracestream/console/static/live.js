@@ -40,9 +40,7 @@
     source = null;
   }
 
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    history.replaceState(null, "", "?" + TS.formParams(form));
+  TS.bindForm(form, () => {
     disconnect();
     rows.replaceChildren();
     lastId = null;
@@ -60,6 +58,5 @@
     }
   });
 
-  TS.fillForm(form, new URLSearchParams(location.search));
   connect();
 })();

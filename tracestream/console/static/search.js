@@ -12,12 +12,10 @@
   let cursors = [];  // the cursor that produced each page shown so far
   let next = null;
 
-  async function load(cursor) {
+  function load(cursor) {
     const params = TS.formParams(form);
     if (cursor) params.set("cursor", cursor);
-    status.textContent = "searching…";
-    status.className = "status";
-    try {
+    return TS.withStatus(status, async () => {
       const page = await TS.getJSON("api/search", params);
       rows.replaceChildren(...page.records.map(TS.recordRow));
       if (!page.records.length) {
@@ -27,27 +25,18 @@
       older.disabled = !next;
       first.disabled = cursors.length === 0;
       info.textContent = `page ${cursors.length + 1}, ${page.records.length} records`;
-      status.textContent = "";
-    } catch (error) {
-      TS.setStatus(status, String(error.message || error), "error");
-    }
+    });
   }
 
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    history.replaceState(null, "", "?" + TS.formParams(form));
+  const restart = () => {
     cursors = [];
     load(null);
-  });
+  };
   older.addEventListener("click", () => {
     cursors.push(next);
     load(next);
   });
-  first.addEventListener("click", () => {
-    cursors = [];
-    load(null);
-  });
-
-  TS.fillForm(form, new URLSearchParams(location.search));
-  load(null);
+  first.addEventListener("click", restart);
+  TS.bindForm(form, restart);
+  restart();
 })();

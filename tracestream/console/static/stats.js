@@ -63,23 +63,12 @@
     if (!top.length) groups.append(TS.el("tr", {}, TS.el("td", { class: "empty" }, "No errors in this window.")));
   }
 
-  async function load() {
-    status.textContent = "loading…";
-    try {
-      const stats = await TS.getJSON("api/stats", TS.formParams(form));
-      drawChart(stats.minutes);
-      drawGroups(stats.top_errors);
-      status.textContent = "";
-    } catch (error) {
-      TS.setStatus(status, String(error.message || error), "error");
-    }
-  }
-
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    history.replaceState(null, "", "?" + TS.formParams(form));
-    load();
+  const load = () => TS.withStatus(status, async () => {
+    const stats = await TS.getJSON("api/stats", TS.formParams(form));
+    drawChart(stats.minutes);
+    drawGroups(stats.top_errors);
   });
-  TS.fillForm(form, new URLSearchParams(location.search));
+
+  TS.bindForm(form, load);
   load();
 })();

@@ -56,27 +56,14 @@
     target.replaceChildren(...parts);
   }
 
-  async function load(traceId) {
-    status.textContent = "loading…";
+  const load = (traceId) => TS.withStatus(status, async () => {
     try {
       render(await TS.getJSON("api/trace/" + encodeURIComponent(traceId)));
-      status.textContent = "";
     } catch (error) {
-      status.textContent = "";
       TS.showError(target, error);
     }
-  }
-
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const id = form.elements.id.value.trim();
-    history.replaceState(null, "", "?" + new URLSearchParams({ id }));
-    load(id);
   });
 
-  const id = new URLSearchParams(location.search).get("id");
-  if (id) {
-    form.elements.id.value = id;
-    load(id);
-  }
+  TS.bindForm(form, () => load(form.elements.id.value.trim()));
+  if (form.elements.id.value) load(form.elements.id.value.trim());
 })();
