@@ -3,6 +3,7 @@ they run in the thread pool and never block the event loop the live feed shares.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -28,7 +29,8 @@ from tracestream.timeparse import iso_utc, parse_time_ms
 
 MAX_PAGE = 1000
 CHART_SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")  # one per OTel range of four
-SERVICE_COLUMNS = ["service", "last seen (UTC)", "records (1h)", "errors (1h)", "records/min", "instances"]
+# The columns of `tracestream services`.
+SERVICE_COLUMNS = ["service", "last seen (UTC)", "records/min", "errors (1h)", "instances"]
 
 
 def bad_request(message: str) -> Response:
@@ -90,13 +92,13 @@ def _chart_severity(text: str) -> str:
 
 
 def services_json(client: redis.Redis, stream: str) -> dict[str, Any]:
+    now_ms = time.time() * 1000
     rows = [
         [
             status.service,
-            _iso_ms(status.last_seen_ms),
-            status.records,
+            f"{_iso_ms(status.last_seen_ms)[:19]}Z ({(now_ms - status.last_seen_ms) / 1000:.0f}s ago)",
+            f"{status.records_per_minute:.1f}",
             status.errors,
-            round(status.records_per_minute, 1),
             len(status.instances),
         ]
         for status in service_status(client, stream)

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tracestream.connection import connect
+from tracestream.connection import Tls, client_for
 from tracestream.console import api, pages
 from tracestream.console.auth import TokenAuth
 from tracestream.console.live import LiveFeed
@@ -40,7 +40,7 @@ def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
     reader = _async_client(settings, "tracestream-console-live", extra_timeout=10)  # outlasts XREAD BLOCK
     replays = _async_client(settings, "tracestream-console")
     feed = LiveFeed(reader, replays, settings.stream)
-    query_client = connect(settings.redis_url, settings.redis_timeout, decode=True)
+    query_client = client_for(settings, decode=True)
 
     async def live(request: Request) -> Response:
         after = request.headers.get("last-event-id") or request.query_params.get("after") or None
@@ -82,6 +82,7 @@ def _async_client(settings: Settings, name: str, extra_timeout: float = 0) -> ai
         client_name=name,
         socket_connect_timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout + extra_timeout,
+        **(Tls.of(settings).options() if settings.redis_url.startswith("rediss://") else {}),
     )
 
 
