@@ -76,7 +76,8 @@ class TokenAuth:
         rest = urlencode([(k, v) for k, v in query if k != "token"])
         path = scope["path"] if scope["path"].startswith(root) else root + scope["path"]
         response = RedirectResponse(path + (f"?{rest}" if rest else ""), status_code=303)
-        response.set_cookie(COOKIE, offered, path=root + "/", httponly=True, samesite="strict")
+        secure = scope.get("scheme") == "https"
+        response.set_cookie(COOKIE, offered, path=root + "/", httponly=True, samesite="strict", secure=secure)
         return response
 
 

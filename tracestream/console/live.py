@@ -30,6 +30,12 @@ REPLAY_PAGE = 500
 HEARTBEAT: tuple[StreamId, bytes] = ((-1, -1), b": keepalive\n\n")
 
 
+def _next_id(stream_id: str) -> str:
+    """The smallest id after `stream_id`: an exclusive lower bound on any Redis version."""
+    ms, seq = parse_stream_id(stream_id)
+    return f"{ms}-{seq + 1}"
+
+
 def sse_event(entry: LogEntry) -> bytes:
     return b"id: %s\ndata: %s\n\n" % (entry.stream_id.encode(), orjson.dumps(record_json(entry)))
 
@@ -70,19 +76,17 @@ class LiveFeed:
         self._cursor = "0-0"
         self._starting = asyncio.Lock()
 
-    @property
-    def viewer_count(self) -> int:
-        return len(self._viewers)
-
     async def events(self, query: Query, after: str | None) -> AsyncIterator[bytes]:
         """Encoded SSE events for one viewer: the backlog or the gap since `after`, then live."""
         viewer = Viewer(query)
         await self._join(viewer)
         try:
-            last: StreamId = (0, 0)
-            async for entry in self._catch_up(query, after):
+            # The newest id this viewer has seen or skipped: the live queue continues after it.
+            last: StreamId = parse_stream_id(after) if after else (0, 0)
+            async for entry in self._catch_up(after):
                 last = parse_stream_id(entry.stream_id)
-                yield sse_event(entry)
+                if query.matches(entry):
+                    yield sse_event(entry)
             while True:
                 item = await viewer.queue.get()
                 batch: list[bytes] = []
@@ -115,25 +119,21 @@ class LiveFeed:
     def _leave(self, viewer: Viewer) -> None:
         self._viewers.discard(viewer)
 
-    async def _catch_up(self, query: Query, after: str | None) -> AsyncIterator[LogEntry]:
-        """The gap after `after`, page by page; without `after`, the last few matching records."""
+    async def _catch_up(self, after: str | None) -> AsyncIterator[LogEntry]:
+        """Every entry after `after`, page by page; without `after`, the last few entries."""
         if after is None:
             recent = cast(Entries, await self._client.xrevrange(self._stream, count=self._backlog))
             for stream_id, fields in reversed(recent):
-                entry = LogEntry.from_fields(stream_id, fields)
-                if query.matches(entry):
-                    yield entry
+                yield LogEntry.from_fields(stream_id, fields)
             return
-        start = f"({after}"
+        start = _next_id(after)
         while True:
             page = cast(Entries, await self._client.xrange(self._stream, min=start, count=REPLAY_PAGE))
             for stream_id, fields in page:
-                entry = LogEntry.from_fields(stream_id, fields)
-                if query.matches(entry):
-                    yield entry
+                yield LogEntry.from_fields(stream_id, fields)
             if len(page) < REPLAY_PAGE:
                 return
-            start = f"({page[-1][0]}"
+            start = _next_id(page[-1][0])
 
     async def _read_forever(self) -> None:
         delay = 0.1
