@@ -215,6 +215,8 @@ def test_search_page_filters_and_pages_without_script_errors(page: Page, console
 def test_services_and_stats_pages_show_the_summary(page: Page, console: ConsoleProcess) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     emitter = Emitter(console.handle, "inventory")
     where = {"code.file.path": "inventory.py", "code.line.number": 7, "code.function.name": "lookup"}
     for _ in range(3):
@@ -236,3 +238,4 @@ def test_services_and_stats_pages_show_the_summary(page: Page, console: ConsoleP
     page.locator("#records tr", has_text="stock checked").wait_for(timeout=5000)
     _screenshot(page, "live")
     assert errors == []
+    assert requested and all(url.startswith(console.url) for url in requested), "no CDN, nothing off-site"

@@ -244,6 +244,14 @@ def test_bad_filters_and_ids_get_a_clear_400(console: ConsoleProcess) -> None:
     assert response.status_code == 400 and "invalid stream id 'x'" in response.text
 
 
+def test_console_is_read_only(console: ConsoleProcess) -> None:
+    paths = ("", "search", "api/live", "api/search", "api/services", "api/stats", "api/trace/" + "a" * 32)
+    for path in paths:
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            response = httpx.request(method, console.url + path, headers=console.headers())
+            assert response.status_code == 405, (method, path)
+
+
 def test_token_is_required_by_header_or_cookie(console: ConsoleProcess) -> None:
     assert httpx.get(console.url).status_code == 401
     assert httpx.get(console.url, headers={"authorization": "Bearer wrong"}).status_code == 401
