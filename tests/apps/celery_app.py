@@ -1,0 +1,48 @@
+"""A Celery app for the end-to-end tests: prefork, one task per child, broker from CELERY_BROKER_URL.
+
+With CONFIGURE_IN_CHILD=1 it is the documented non-launcher path: each prefork child
+calls `configure()` from `worker_process_init`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init
+
+app = Celery("tests", broker=os.environ.get("CELERY_BROKER_URL", "memory://"))
+app.conf.update(
+    worker_max_tasks_per_child=1,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+)
+logger = logging.getLogger("shop.worker")
+
+if os.environ.get("CONFIGURE_IN_CHILD") == "1":
+
+    @worker_process_init.connect(weak=False)
+    def configure_child(**_: Any) -> None:
+        import tracestream
+
+        tracestream.configure()
+
+
+@app.task(name="tests.process_order")
+def process_order(order_id: int) -> int:
+    logger.info("processing order %d", order_id, extra={"order.id": order_id})
+    return order_id * 2
+
+
+@app.task(name="tests.fail")
+def fail(order_id: int) -> None:
+    raise ValueError(f"order {order_id} is broken")
+
+
+@app.task(name="tests.flaky", bind=True, max_retries=1)
+def flaky(self: Task, order_id: int) -> int:
+    if self.request.retries == 0:
+        raise self.retry(countdown=0, exc=TimeoutError(f"order {order_id}: supplier timed out"))
+    return order_id

@@ -1,0 +1,41 @@
+"""A FastAPI app for the end-to-end tests, served by uvicorn in a subprocess.
+
+`configure()` runs at import, after the app object exists (the harder order), so every
+`uvicorn --workers N` child sets itself up. It enqueues to Celery when CELERY_BROKER_URL is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fastapi import FastAPI, HTTPException
+
+app = FastAPI()
+logger = logging.getLogger("shop.items")
+
+import tracestream  # noqa: E402 - after the app on purpose: configure() must find apps made earlier
+
+tracestream.configure()
+
+
+@app.get("/items/{item_id}")
+def read_item(item_id: int) -> dict[str, object]:
+    logger.info("reading item %d", item_id, extra={"item.id": item_id})
+    if item_id == 404:
+        raise HTTPException(status_code=404, detail="no such item")
+    return {"item_id": item_id, "pid": os.getpid()}
+
+
+@app.get("/boom")
+def boom() -> None:
+    raise RuntimeError("kaboom")
+
+
+@app.post("/orders/{order_id}")
+def create_order(order_id: int) -> dict[str, str]:
+    from tests.apps.celery_app import process_order
+
+    result = process_order.delay(order_id)
+    logger.info("order %d enqueued", order_id)
+    return {"task_id": result.id}

@@ -1,0 +1,173 @@
+"""Celery end to end: a real prefork worker (one task per child) on the private Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+
+from tests.apps.servers import LAUNCHER_ENV, bin_path, launched, printed, run_json, serve
+from tests.support import RedisHandle, wait_for
+from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.schema import LogEntry, SpanEntry
+
+TASKS = 100
+CELERY_SCOPE = "tracestream.celery"
+RUN_SPAN = "run/tests.process_order"
+PUBLISH = """
+import json, tracestream
+from opentelemetry import trace
+from tests.apps.celery_app import fail, flaky, process_order
+telemetry = tracestream.configure()
+with trace.get_tracer("publisher").start_as_current_span("enqueue") as span:
+    traced = process_order.delay(-1)
+plain = [process_order.delay(i).id for i in range(COUNT)]
+failed, retried = fail.delay(1).id, flaky.delay(2).id
+telemetry.force_flush()
+print(json.dumps({"trace_id": format(span.get_span_context().trace_id, "032x"), "traced": traced.id,
+                  "failed": failed, "retried": retried}))
+"""
+
+
+def _worker(redis_server: EmbeddedRedis, stream: RedisHandle, db: int, **env: str) -> Any:
+    broker = f"redis://127.0.0.1:{redis_server.port}/{db}"
+    # With one task per child, Celery replaces children slowly (seconds each): ten share the wait.
+    command = [
+        bin_path("celery"),
+        "-A",
+        "tests.apps.celery_app",
+        "worker",
+        "-c",
+        "10",
+        "-n",
+        "w1@e2e",
+        "-l",
+        "INFO",
+    ]
+    worker_env = stream.env(OTEL_SERVICE_NAME="worker", CELERY_BROKER_URL=broker, **LAUNCHER_ENV, **env)
+    launcher = env.pop("CONFIGURE_IN_CHILD", None) is None
+    ready = partial(printed, text="ready.")
+    return broker, serve(launched(*command) if launcher else command, worker_env, ready, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def celery_stream(redis_server: EmbeddedRedis) -> RedisHandle:
+    return RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="module")
+def published(redis_server: EmbeddedRedis, celery_stream: RedisHandle) -> Iterator[dict[str, str]]:
+    """`opentelemetry-instrument celery worker`; a configured publisher enqueues 103 tasks."""
+    broker, worker = _worker(redis_server, celery_stream, 1)
+    with worker:
+        env = celery_stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker)
+        ids: dict[str, str] = run_json(PUBLISH.replace("COUNT", str(TASKS)), env)
+        wait_for(
+            lambda: len(_spans(celery_stream, RUN_SPAN)) >= TASKS + 1, timeout=240, what="every task-run span"
+        )
+        yield ids
+
+
+def _spans(stream: RedisHandle, name: str) -> list[SpanEntry]:
+    return [s for s in stream.spans() if s.name == name]
+
+
+def _lifecycle(stream: RedisHandle, task_id: str) -> list[LogEntry]:
+    return [e for e in stream.logs() if e.scope == CELERY_SCOPE and e.attributes["celery.task.id"] == task_id]
+
+
+def test_prefork_children_lose_nothing(published: dict[str, str], celery_stream: RedisHandle) -> None:
+    """worker_max_tasks_per_child=1: every child exits through os._exit after one task."""
+    wait_for(lambda: len(_spans(celery_stream, RUN_SPAN)) == TASKS + 1, what="no duplicate spans")
+    logs = celery_stream.logs()
+    task_lines = [e for e in logs if e.scope == "shop.worker"]
+    assert len(task_lines) == TASKS + 1
+    succeeded = [
+        e
+        for e in logs
+        if e.attributes.get("celery.task.state") == "succeeded"
+        and e.attributes["celery.task.name"] == "tests.process_order"
+    ]
+    assert len(succeeded) == TASKS + 1
+    assert len({e.resource["process.pid"] for e in task_lines}) == TASKS + 1  # one child per task
+
+
+def test_task_continues_the_enqueuing_trace(published: dict[str, str], celery_stream: RedisHandle) -> None:
+    trace_id = published["trace_id"]
+    spans = {s.name: s for s in celery_stream.spans() if s.trace_id == trace_id}
+    assert {"enqueue", "apply_async/tests.process_order", RUN_SPAN} <= set(spans)
+    assert spans[RUN_SPAN].service == "worker" and spans["enqueue"].service == "publisher"
+    assert spans[RUN_SPAN].parent_span_id == spans["apply_async/tests.process_order"].span_id
+    lines = [e for e in celery_stream.logs() if e.trace_id == trace_id and e.scope == "shop.worker"]
+    assert [(e.body, e.span_id) for e in lines] == [("processing order -1", spans[RUN_SPAN].span_id)]
+    assert lines[0].attributes["order.id"] == -1
+
+
+def test_lifecycle_records_carry_task_fields(published: dict[str, str], celery_stream: RedisHandle) -> None:
+    task_id = published["traced"]
+    records = {e.attributes["celery.task.state"]: e for e in _lifecycle(celery_stream, task_id)}
+    assert set(records) == {"received", "started", "succeeded"}
+    assert {e.trace_id for e in records.values()} == {published["trace_id"]}
+    for record in records.values():
+        attributes = record.attributes
+        assert attributes["celery.task.name"] == "tests.process_order"
+        assert attributes["celery.task.retries"] == 0
+        assert attributes["messaging.destination.name"] == "celery"
+        assert attributes["celery.worker.hostname"] == "w1@e2e"
+        assert record.severity == "INFO"
+    assert records["received"].resource["process.pid"] != records["started"].resource["process.pid"]
+    assert 0 < records["succeeded"].attributes["celery.task.runtime_ms"] < 10_000
+
+
+def test_failed_and_retried_tasks(published: dict[str, str], celery_stream: RedisHandle) -> None:
+    failed = wait_for(
+        lambda: [e for e in _lifecycle(celery_stream, published["failed"]) if e.severity == "ERROR"]
+    )
+    assert len(failed) == 1
+    assert failed[0].attributes["celery.task.state"] == "failed"
+    assert (failed[0].exception_type, failed[0].exception_message) == ("ValueError", "order 1 is broken")
+    assert "in fail" in failed[0].exception_stacktrace
+
+    retried = wait_for(
+        lambda: (
+            [
+                e
+                for e in _lifecycle(celery_stream, published["retried"])
+                if e.attributes["celery.task.state"] in ("retried", "succeeded")
+            ]
+            if len(_lifecycle(celery_stream, published["retried"])) >= 6
+            else []
+        ),
+        what="the retried task's two runs",
+    )
+    states = [(e.attributes["celery.task.state"], e.attributes["celery.task.retries"]) for e in retried]
+    assert ("retried", 0) in states and ("succeeded", 1) in states
+    retry = next(e for e in retried if e.attributes["celery.task.state"] == "retried")
+    assert retry.severity == "WARN" and retry.exception_type == "TimeoutError"
+
+
+def test_worker_logs_reach_the_stream_without_celery_duplicates(
+    published: dict[str, str], celery_stream: RedisHandle
+) -> None:
+    logs = celery_stream.logs()
+    assert [e for e in logs if e.scope == "celery.apps.worker" and e.body.endswith("ready.")]
+    # Celery's own "received"/"succeeded" lines are replaced by the lifecycle records
+    assert not [e for e in logs if e.scope in ("celery.app.trace", "celery.worker.strategy")]
+    assert len({e.record_id for e in logs}) == len(logs)
+
+
+def test_configure_from_worker_process_init(redis_server: EmbeddedRedis, stream: RedisHandle) -> None:
+    """Without the launcher: each child configures itself and still flushes before os._exit."""
+    broker, worker = _worker(redis_server, stream, 3, CONFIGURE_IN_CHILD="1")
+    with worker:
+        run_json(
+            "import json\nfrom tests.apps.celery_app import process_order\n"
+            "print(json.dumps([process_order.delay(i).id for i in range(5)]))",
+            stream.env(CELERY_BROKER_URL=broker),
+        )
+        wait_for(lambda: len(_spans(stream, RUN_SPAN)) == 5, timeout=60, what="five task-run spans")
+        lines = wait_for(lambda: len(stream.logs()) >= 5 and stream.logs(), what="task lines")
+    assert len([e for e in lines if e.scope == "shop.worker" and e.trace_id]) == 5

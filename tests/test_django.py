@@ -1,0 +1,112 @@
+"""Django end to end: the demo shop under gunicorn (2 workers, with and without --preload) and ASGI."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.apps.servers import bin_path, http_ready, serve
+from tests.support import ROOT, RedisHandle, wait_for
+from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.schema import LogEntry
+
+HTTP_SCOPE = "tracestream.http"
+SERVERS = {
+    "gunicorn": ["gunicorn", "shop.wsgi", "-w", "2", "-b"],
+    "gunicorn-preload": ["gunicorn", "shop.wsgi", "-w", "2", "--preload", "-b"],
+    "asgi": ["uvicorn", "shop.asgi:application", "--port"],
+}
+
+
+@pytest.fixture(scope="module", params=list(SERVERS))
+def shop(
+    request: pytest.FixtureRequest, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, RedisHandle, str]]:
+    """settings.TRACESTREAM names the service; the AppConfig calls configure(); env gives Redis."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    port = free_port()
+    program, *args = SERVERS[request.param]
+    address = f"127.0.0.1:{port}" if program == "gunicorn" else str(port)
+    env = stream.env(
+        PYTHONPATH=str(ROOT / "examples"),
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        SHOP_DB=str(tmp_path_factory.mktemp("shop") / "db.sqlite3"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    with serve([bin_path(program), *args, address], env, http_ready(f"{base}/")):
+        yield base, stream, request.param
+
+
+def _record_of(stream: RedisHandle, response: httpx.Response) -> LogEntry:
+    trace_id = response.headers["x-trace-id"]
+    found = wait_for(
+        lambda: [e for e in stream.logs() if e.trace_id == trace_id and e.scope == HTTP_SCOPE],
+        what=f"the request record of {trace_id}",
+    )
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_request_record_and_header(shop: tuple[str, RedisHandle, str]) -> None:
+    base, stream, _ = shop
+    response = httpx.get(f"{base}/orders/12/", headers={"user-agent": "e2e/2"})
+    assert response.status_code == 200
+    record = _record_of(stream, response)
+    assert (record.severity, record.service) == ("INFO", "shop-web")
+    attributes = record.attributes
+    assert attributes["http.request.method"] == "GET"
+    assert attributes["http.route"] == "/orders/<int:order_id>/"
+    assert attributes["url.path"] == "/orders/12/"
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["client.address"] == "127.0.0.1"
+    assert attributes["user_agent.original"] == "e2e/2"
+    assert attributes["http.response.body.size"] == len(response.content)
+    assert attributes["http.server.duration_ms"] > 0
+    assert response.headers["traceparent"].split("-")[1] == record.trace_id
+    spans = wait_for(
+        lambda: [s for s in stream.spans() if s.trace_id == record.trace_id and s.kind == "SERVER"],
+        what="the server span",
+    )
+    assert record.span_id == spans[0].span_id
+    lines = [e for e in stream.logs() if e.trace_id == record.trace_id and e.scope == "shop.views"]
+    assert [e.body for e in lines] == ["showing order 12"]
+
+
+def test_not_found_is_one_warn_record(shop: tuple[str, RedisHandle, str]) -> None:
+    base, stream, _ = shop
+    response = httpx.get(f"{base}/no/such/page")
+    assert response.status_code == 404
+    record = _record_of(stream, response)
+    assert record.severity == "WARN" and "http.route" not in record.attributes
+    # Django's own "Not Found" line is replaced by the request record
+    assert not [e for e in stream.logs() if e.trace_id == record.trace_id and e.scope == "django.request"]
+
+
+def test_integrity_error_is_one_error_record_with_the_exception(shop: tuple[str, RedisHandle, str]) -> None:
+    base, stream, _ = shop
+    response = httpx.get(f"{base}/broken/")
+    assert response.status_code == 500
+    record = _record_of(stream, response)
+    assert record.severity == "ERROR"
+    assert record.exception_type == "django.db.utils.IntegrityError"
+    assert record.exception_message == "NOT NULL constraint failed: legacy_order.customer"
+    assert "in broken" in record.exception_stacktrace
+    errors = [e for e in stream.logs() if e.trace_id == record.trace_id and e.severity == "ERROR"]
+    assert errors == [record]
+
+
+def test_every_worker_reports(shop: tuple[str, RedisHandle, str]) -> None:
+    base, stream, server = shop
+    workers = 1 if server == "asgi" else 2
+
+    def pids() -> set[object]:
+        httpx.get(f"{base}/orders/1/")
+        found = {e.resource.get("process.pid") for e in stream.logs() if e.scope == HTTP_SCOPE}
+        return found if len(found) >= workers else set()
+
+    wait_for(pids, timeout=15, what=f"request records from {workers} worker(s)")
+    logs = stream.logs()
+    assert len({e.record_id for e in logs}) == len(logs)

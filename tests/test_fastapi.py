@@ -1,0 +1,141 @@
+"""FastAPI end to end: uvicorn --workers 2 in a subprocess, records read back from Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.apps.servers import Server, bin_path, http_ready, serve
+from tests.support import RedisHandle, run_python, wait_for
+from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.schema import LogEntry
+
+HTTP_SCOPE = "tracestream.http"
+
+
+@pytest.fixture(scope="module")
+def api_stream(redis_server: EmbeddedRedis) -> RedisHandle:
+    return RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="module")
+def api(api_stream: RedisHandle) -> Iterator[tuple[str, Server]]:
+    """configure() runs at import, after the app exists, in each of two spawned workers."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [bin_path("uvicorn"), "tests.apps.fastapi_app:app", "--port", str(port), "--workers", "2"]
+    with serve(command, api_stream.env(OTEL_SERVICE_NAME="api"), http_ready(f"{base}/items/0")) as server:
+        yield base, server
+
+
+def _request_records(stream: RedisHandle, trace_id: str) -> list[LogEntry]:
+    return [e for e in stream.logs() if e.trace_id == trace_id and e.scope == HTTP_SCOPE]
+
+
+def _one_record(stream: RedisHandle, response: httpx.Response) -> LogEntry:
+    trace_id = response.headers["x-trace-id"]
+    records = wait_for(lambda: _request_records(stream, trace_id), what=f"request record of {trace_id}")
+    assert len(records) == 1, records
+    return records[0]
+
+
+def test_request_record_fields_inside_the_request_trace(
+    api: tuple[str, Server], api_stream: RedisHandle
+) -> None:
+    base, _ = api
+    response = httpx.get(f"{base}/items/7", headers={"user-agent": "e2e-agent/1.0"})
+    assert response.status_code == 200
+    record = _one_record(api_stream, response)
+    assert (record.severity, record.service) == ("INFO", "api")
+    attributes = record.attributes
+    assert attributes["http.request.method"] == "GET"
+    assert attributes["http.route"] == "/items/{item_id}"
+    assert attributes["url.path"] == "/items/7"
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["client.address"] == "127.0.0.1"
+    assert attributes["user_agent.original"] == "e2e-agent/1.0"
+    assert attributes["http.response.body.size"] == len(response.content)
+    assert 0 < attributes["http.server.duration_ms"] < 5000
+    server_span = wait_for(
+        lambda: [s for s in api_stream.spans() if s.trace_id == record.trace_id and s.kind == "SERVER"],
+        what="the server span",
+    )
+    assert [s.name for s in server_span] == ["GET /items/{item_id}"]
+    assert record.span_id == server_span[0].span_id
+    # the app's own log line sits in the same span
+    app_lines = [e for e in api_stream.logs() if e.trace_id == record.trace_id and e.scope == "shop.items"]
+    assert [(e.body, e.span_id) for e in app_lines] == [("reading item 7", record.span_id)]
+
+
+def test_levels_follow_status_and_500_carries_the_exception(
+    api: tuple[str, Server], api_stream: RedisHandle
+) -> None:
+    base, _ = api
+    not_found = httpx.get(f"{base}/items/404")
+    assert not_found.status_code == 404
+    assert _one_record(api_stream, not_found).severity == "WARN"
+
+    boom = httpx.get(f"{base}/boom")
+    assert boom.status_code == 500
+    record = _one_record(api_stream, boom)
+    assert record.severity == "ERROR"
+    assert record.attributes["http.response.status_code"] == 500
+    assert (record.exception_type, record.exception_message) == ("RuntimeError", "kaboom")
+    assert "in boom" in record.exception_stacktrace
+    # one ERROR record for the failure: uvicorn's "Exception in ASGI application" is not added
+    errors = [e for e in api_stream.logs() if e.trace_id == record.trace_id and e.severity == "ERROR"]
+    assert errors == [record]
+
+
+def test_every_response_returns_the_trace_id(api: tuple[str, Server]) -> None:
+    base, _ = api
+    for path, status in (("/items/1", 200), ("/items/404", 404), ("/nowhere", 404), ("/boom", 500)):
+        response = httpx.get(f"{base}{path}")
+        assert response.status_code == status
+        version, trace_id, span_id, flags = response.headers["traceparent"].split("-")
+        assert (version, len(span_id), int(flags, 16) & 1) == ("00", 16, 1)  # sampled
+        assert trace_id == response.headers["x-trace-id"] and len(trace_id) == 32
+
+
+def test_both_workers_report_and_uvicorn_access_is_not_duplicated(
+    api: tuple[str, Server], api_stream: RedisHandle
+) -> None:
+    base, _ = api
+
+    def two_worker_pids() -> set[object]:
+        httpx.get(f"{base}/items/2")
+        pids = {e.resource.get("process.pid") for e in api_stream.logs() if e.scope == HTTP_SCOPE}
+        return pids if len(pids) >= 2 else set()
+
+    wait_for(two_worker_pids, timeout=15, what="request records from both uvicorn workers")
+    entries = api_stream.logs()
+    # uvicorn's loggers do not propagate; its startup lines still arrive, once per worker
+    startups = [
+        e for e in entries if e.scope == "uvicorn.error" and e.body == "Application startup complete."
+    ]
+    assert len(startups) == 2
+    assert not [e for e in entries if e.scope == "uvicorn.access"]
+    assert not [e for e in entries if "Exception in ASGI application" in e.body]
+    record_ids = [e.record_id for e in entries]
+    assert len(record_ids) == len(set(record_ids))
+
+
+@pytest.mark.parametrize("order", ["configure-then-app", "app-then-configure"])
+def test_configure_before_or_after_the_app_is_created(stream: RedisHandle, order: str) -> None:
+    make_app = "app = FastAPI()\n@app.get('/hello/{name}')\ndef hello(name: str) -> str:\n    return name\n"
+    setup = "telemetry = tracestream.configure()\n"
+    body = setup + make_app if order == "configure-then-app" else make_app + setup
+    code = (
+        "import tracestream\nfrom fastapi import FastAPI\nfrom starlette.testclient import TestClient\n"
+        + body
+        + "response = TestClient(app).get('/hello/x')\n"
+        + "telemetry.force_flush()\nprint(response.headers['x-trace-id'])\n"
+    )
+    run_python(code, stream.env(OTEL_SERVICE_NAME="ordered"))
+    records = wait_for(lambda: [e for e in stream.logs() if e.scope == HTTP_SCOPE], what="the request record")
+    assert [e.attributes["http.route"] for e in records] == ["/hello/{name}"]
+    spans = wait_for(stream.spans, what="the server span")
+    assert [(s.name, s.trace_id) for s in spans] == [("GET /hello/{name}", records[0].trace_id)]

@@ -1,0 +1,82 @@
+"""structlog and loguru into OTel: key/values as attributes, in the current trace, each event once."""
+
+from __future__ import annotations
+
+from tests.support import RedisHandle, run_python, wait_for
+
+STRUCTLOG = """
+import structlog, tracestream
+from opentelemetry import trace
+from tracestream.integrations.structlog import OTelProcessor
+telemetry = tracestream.configure()
+structlog.configure(processors=[structlog.processors.add_log_level, OTelProcessor(),
+                                structlog.processors.JSONRenderer()])
+log = structlog.get_logger("shop.cart").bind(cart_id=7)
+with trace.get_tracer("t").start_as_current_span("checkout") as span:
+    log.info("item added", sku="BOOK-1", qty=2, tags=["a", "b"], price={"eur": 3})
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        log.exception("total failed")
+log.warning("outside any span")
+# the stdlib route: the bridge takes it, with key/values as extra= attributes, and only once
+structlog.configure(processors=[OTelProcessor(), structlog.stdlib.render_to_log_kwargs],
+                    logger_factory=structlog.stdlib.LoggerFactory())
+structlog.get_logger("shop.stdlib").info("via logging", user="ada")
+telemetry.force_flush()
+print(format(span.get_span_context().trace_id, "032x"))
+"""
+
+LOGURU = """
+import sys, tracestream
+from loguru import logger
+from opentelemetry import trace
+from tracestream.integrations.loguru import otel_sink
+telemetry = tracestream.configure()
+logger.remove()
+logger.add(sys.stderr)
+logger.add(otel_sink, level="INFO")
+with trace.get_tracer("t").start_as_current_span("checkout") as span:
+    logger.bind(order_id=9, customer="ada").info("order {} paid", 9)
+    logger.debug("below the sink's level")
+    try:
+        {}["missing"]
+    except KeyError:
+        logger.exception("lookup failed")
+telemetry.force_flush()
+print(format(span.get_span_context().trace_id, "032x"))
+"""
+
+
+def test_structlog_events_become_attributed_correlated_records(stream: RedisHandle) -> None:
+    run_python(STRUCTLOG, stream.env(OTEL_SERVICE_NAME="cart"))
+    entries = wait_for(lambda: len(stream.logs()) >= 4 and stream.logs(), what="four structlog records")
+    assert [e.body for e in entries] == ["item added", "total failed", "outside any span", "via logging"]
+    added, failed, outside, stdlib = entries
+    assert added.scope == "structlog" and added.severity == "INFO"
+    assert added.attributes == {
+        "cart_id": 7,
+        "sku": "BOOK-1",
+        "qty": 2,
+        "tags": ["a", "b"],
+        "price": "{'eur': 3}",
+    }
+    assert len(added.trace_id) == 32 and added.trace_id == failed.trace_id
+    assert failed.severity == "ERROR" and failed.exception_type == "ZeroDivisionError"
+    assert (outside.severity, outside.trace_id) == ("WARN", "")
+    assert (stdlib.scope, stdlib.attributes.get("user")) == ("shop.stdlib", "ada")
+
+
+def test_loguru_messages_become_attributed_correlated_records(stream: RedisHandle) -> None:
+    run_python(LOGURU, stream.env(OTEL_SERVICE_NAME="orders"))
+    entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="two loguru records")
+    assert [e.body for e in entries] == ["order 9 paid", "lookup failed"]
+    paid, failed = entries
+    assert paid.severity == "INFO" and paid.scope == "__main__"
+    assert paid.attributes == {"order_id": 9, "customer": "ada"}
+    assert paid.code.startswith("<string>:") and paid.trace_id == failed.trace_id != ""
+    assert (failed.severity, failed.exception_type, failed.exception_message) == (
+        "ERROR",
+        "KeyError",
+        "'missing'",
+    )

@@ -1,0 +1,144 @@
+"""Django: the contrib middleware for spans, plus our request records and trace headers.
+
+Both middlewares must be in `settings.MIDDLEWARE` before the WSGI/ASGI handler loads its
+middleware chain. We hook `BaseHandler.load_middleware` itself, which every handler runs
+exactly then (runserver, gunicorn with or without --preload, any ASGI server), by which
+time settings are configured: so it works whether `configure()` ran from the launcher,
+`wsgi.py`, `manage.py` or our AppConfig, and never configures settings too early.
+
+Django's own "Internal Server Error"/"Not Found" lines (`django.request`) and runserver's
+access lines (`django.server`, written after the span ended) are kept out of the stream:
+the request record replaces them, so an unhandled exception is one ERROR record.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.handlers.base import BaseHandler
+from django.core.signals import got_request_exception
+from django.http import HttpRequest, HttpResponseBase
+from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
+from tracestream.integrations.records import replace_lines
+from tracestream.otel_setup.configure import Telemetry, configure
+
+MIDDLEWARE = "tracestream.integrations.django.RequestRecordMiddleware"
+_OTEL_MIDDLEWARE = "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
+_SEEN = "_tracestream_request"
+_ERROR = "_tracestream_error"
+_installed = False
+
+
+class RequestRecordMiddleware:
+    """Writes one request record per request, inside the span, and adds the trace headers."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        started = perf_counter()
+        setattr(request, _SEEN, True)
+        response: HttpResponseBase = self.get_response(request)
+        return _finish(request, response, started)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        started = perf_counter()
+        setattr(request, _SEEN, True)
+        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        response = await get_response(request)
+        return _finish(request, response, started)
+
+
+def _finish(request: HttpRequest, response: HttpResponseBase, started: float) -> HttpResponseBase:
+    for name, value in trace_headers():
+        response[name] = value
+    match = request.resolver_match
+    route = getattr(match, "route", None) if match is not None else None
+    size = None if getattr(response, "streaming", False) else len(getattr(response, "content", b""))
+    exchange = HttpExchange(
+        method=request.method or "",
+        path=request.path,
+        route=f"/{route}" if route is not None and not route.startswith("/") else route,
+        status=response.status_code,
+        duration_ms=(perf_counter() - started) * 1000,
+        client=request.META.get("REMOTE_ADDR"),
+        user_agent=request.META.get("HTTP_USER_AGENT"),
+        response_size=size,
+    )
+    emit_request_record(exchange, getattr(request, _ERROR, None))
+    return response
+
+
+def _remember_exception(sender: Any, request: HttpRequest | None = None, **_: Any) -> None:
+    """Sent by Django while the exception is being handled, before it logs it."""
+    if request is not None:
+        setattr(request, _ERROR, sys.exc_info()[1])
+
+
+def _replaced_by_request_record(record: logging.LogRecord) -> bool:
+    request = getattr(record, "request", None)
+    return getattr(request, _SEEN, False) is True
+
+
+def _is_access_line(record: logging.LogRecord) -> bool:
+    return hasattr(record, "status_code")
+
+
+def _add_middleware() -> None:
+    """Contrib middleware first (it opens the span), ours right inside it."""
+    if not DjangoInstrumentor().is_instrumented_by_opentelemetry:
+        DjangoInstrumentor().instrument()
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if MIDDLEWARE not in middleware:
+        position = middleware.index(_OTEL_MIDDLEWARE) + 1 if _OTEL_MIDDLEWARE in middleware else 0
+        middleware.insert(position, MIDDLEWARE)
+        settings.MIDDLEWARE = middleware
+
+
+def install(telemetry: Telemetry, name: str = "django") -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    original = BaseHandler.load_middleware
+
+    def load_middleware(self: BaseHandler, is_async: bool = False) -> None:
+        _add_middleware()
+        original(self, is_async)
+
+    BaseHandler.load_middleware = load_middleware  # type: ignore[method-assign]
+    got_request_exception.connect(_remember_exception, weak=False)
+    replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
+    replace_lines(telemetry.handler, "django.server", _is_access_line)
+
+
+class TracestreamConfig(AppConfig):  # type: ignore[misc]
+    """Add `tracestream.integrations.django` to INSTALLED_APPS to configure from settings.
+
+    `settings.TRACESTREAM` holds `configure()` arguments (environment variables fill the
+    rest); it runs in `django.setup()`, before the handler loads its middleware.
+    """
+
+    name = "tracestream.integrations.django"
+    label = "tracestream"
+    verbose_name = "tracestream"
+
+    def ready(self) -> None:
+        configure(**getattr(settings, "TRACESTREAM", {}))

@@ -1,0 +1,80 @@
+"""One request record per HTTP request, and the trace-id response headers.
+
+FastAPI (ASGI) and Django (WSGI and ASGI) both describe a finished exchange as an
+`HttpExchange` and hand it here, so the record's fields, levels and headers are the
+same whichever framework served the request. The record is written while the
+request's server span is current, so it sits inside the request's trace (an access
+log line written after the span ended would carry no trace id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.trace import format_span_id, format_trace_id
+
+from tracestream.integrations.records import RecordWriter
+
+TRACEPARENT = "traceparent"
+TRACE_ID_HEADER = "X-Trace-Id"
+
+_records = RecordWriter("tracestream.http")
+
+
+@dataclass(frozen=True)
+class HttpExchange:
+    method: str
+    path: str
+    route: str | None
+    status: int
+    duration_ms: float
+    client: str | None
+    user_agent: str | None
+    response_size: int | None
+
+
+def severity_for(status: int) -> SeverityNumber:
+    if status >= 500:
+        return SeverityNumber.ERROR
+    if status >= 400:
+        return SeverityNumber.WARN
+    return SeverityNumber.INFO
+
+
+def emit_request_record(exchange: HttpExchange, error: BaseException | None = None) -> None:
+    """Write the record; an unhandled exception travels with it (type, message, stacktrace)."""
+    if error is not None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.record_exception(error)
+    _records.emit(
+        f"{exchange.method} {exchange.path} {exchange.status} ({exchange.duration_ms:.1f} ms)",
+        severity_for(exchange.status),
+        {
+            "event.name": "http.server.request",
+            "http.request.method": exchange.method,
+            "http.route": exchange.route,
+            "url.path": exchange.path,
+            "http.response.status_code": exchange.status,
+            "http.server.duration_ms": round(exchange.duration_ms, 3),
+            "client.address": exchange.client,
+            "user_agent.original": exchange.user_agent,
+            "http.response.body.size": exchange.response_size,
+        },
+        exception=error,
+    )
+
+
+def trace_headers() -> tuple[tuple[str, str], ...]:
+    """`traceparent` and `X-Trace-Id` for the current span; none outside a valid span."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return ()
+    trace_id = format_trace_id(context.trace_id)
+    flags = f"{int(context.trace_flags):02x}"
+    return (
+        (TRACEPARENT, f"00-{trace_id}-{format_span_id(context.span_id)}-{flags}"),
+        (TRACE_ID_HEADER, trace_id),
+    )
