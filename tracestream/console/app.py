@@ -1,7 +1,7 @@
 """The console as one Starlette app: pages, the live SSE feed and read-only JSON endpoints.
 
-Every page is a static HTML file that renders data with DOM APIs (never innerHTML), so
-log content can only ever become text. Pages and endpoints use relative URLs, which is
+Pages are fixed HTML (see pages.py) whose scripts render data with DOM APIs (never
+innerHTML), so log content can only ever become text. Pages and endpoints use relative URLs, which is
 what lets the same app run standalone or mounted under any prefix.
 """
 
