@@ -220,7 +220,7 @@ _POSITIONS = {name: 2 * index + 2 for index, name in enumerate(LOG_FIELDS)}  # L
 # Returns {last scanned id, entries scanned, id, fields, id, fields, ...}. Entries are read
 # by fixed position (every log entry has every field, in order), with a by-name fallback.
 _SCAN_SCRIPT = """
-local entries = redis.call('XREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]))
+local budget = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local min_sev = tonumber(ARGV[5])
 local text = ARGV[6]
@@ -237,36 +237,50 @@ local function get(f, pos, name)
   for j = 1, #f, 2 do if f[j] == name then return f[j + 1] end end
   return ''
 end
-local out = {'', #entries}
-for i = 1, #entries do
-  local e = entries[i]
-  local f = e[2]
-  local ok = true
-  if min_sev > 0 and (tonumber(get(f, P_SEV, 'severity_number')) or 0) < min_sev then ok = false end
-  if ok and not any_service and not services[get(f, P_SERVICE, 'service')] then ok = false end
-  if ok and trace ~= '' and get(f, P_TRACE, 'trace_id') ~= trace then ok = false end
-  if ok and text ~= '' then
-    ok = string.find(get(f, P_BODY, 'body'), text, 1, true)
+local function matches(f)
+  if min_sev > 0 and (tonumber(get(f, P_SEV, 'severity_number')) or 0) < min_sev then return false end
+  if not any_service and not services[get(f, P_SERVICE, 'service')] then return false end
+  if trace ~= '' and get(f, P_TRACE, 'trace_id') ~= trace then return false end
+  if text ~= '' and not (string.find(get(f, P_BODY, 'body'), text, 1, true)
       or string.find(get(f, P_EXT, 'exception_type'), text, 1, true)
-      or string.find(get(f, P_EXM, 'exception_message'), text, 1, true)
+      or string.find(get(f, P_EXM, 'exception_message'), text, 1, true)) then
+    return false
   end
-  if ok and #needles > 0 then
+  if #needles > 0 then
     local attributes = get(f, P_ATTR, 'attributes')
     for n = 1, #needles do
-      if not string.find(attributes, needles[n], 1, true) then ok = false; break end
+      if not string.find(attributes, needles[n], 1, true) then return false end
     end
   end
-  if ok then
-    out[#out + 1] = e[1]
-    out[#out + 1] = f
-    if (#out - 2) / 2 >= limit then
-      out[1] = e[1]
-      out[2] = i
-      return out
-    end
-  end
+  return true
 end
-if #entries > 0 then out[1] = entries[#entries][1] end
+-- The id just below `id`, for an exclusive upper bound without Redis 6.2's '(' syntax.
+local function below(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if seq ~= '0' then return ms .. '-' .. string.format('%.0f', tonumber(seq) - 1) end
+  return string.format('%.0f', tonumber(ms) - 1) .. '-18446744073709551615'
+end
+-- Small reads first, growing: a query that matches early never converts a whole chunk to Lua.
+local out = {'', 0}
+local high, step, scanned, found = ARGV[1], 64, 0, 0
+while scanned < budget do
+  local entries = redis.call('XREVRANGE', KEYS[1], high, ARGV[2], 'COUNT', math.min(step, budget - scanned))
+  for i = 1, #entries do
+    local e = entries[i]
+    scanned = scanned + 1
+    out[1] = e[1]
+    if matches(e[2]) then
+      out[#out + 1] = e[1]
+      out[#out + 1] = e[2]
+      found = found + 1
+      if found >= limit then out[2] = scanned; return out end
+    end
+  end
+  if #entries < math.min(step, budget - scanned + #entries) then break end
+  high = below(entries[#entries][1])
+  step = math.min(step * 2, 2048)
+end
+out[2] = scanned
 return out
 """
 

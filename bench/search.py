@@ -1,0 +1,297 @@
+"""Search, trace lookup and live-tail latency over a million records in a private Redis.
+
+Run: .venv/bin/python bench/search.py [--records 1000000] [--traces 50000]
+
+Records are written by the real exporter path (StreamWriter + schema encoders, trace
+index included): 10 services with 3 instances each, mixed severities, 2 spans per trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import redis
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext, SpanKind
+
+from tracestream import schema
+from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.exporters.redis_stream import RedisStreamLogExporter, RedisStreamSpanExporter
+from tracestream.otel_setup.settings import Settings
+from tracestream.query import Query, fetch_trace, search
+
+ROOT = Path(__file__).resolve().parent.parent
+STREAM = "bench"
+SERVICES = [
+    f"svc-{name}"
+    for name in ("api", "web", "auth", "billing", "search", "mail", "cart", "feed", "media", "jobs")
+]
+SEVERITIES = [("DEBUG", 5, 15), ("INFO", 9, 70), ("WARN", 13, 10), ("ERROR", 17, 4), ("FATAL", 21, 1)]
+ROUTES = ["/items/{item_id}", "/users/{user_id}", "/orders", "/health", "/search"]
+BODIES = [
+    "GET {route} 200 in {ms} ms",
+    "cache miss for key user:{n}",
+    "charged card ending {n} for order {n2}",
+    "task send_email[{n}] succeeded in 0.{ms}s",
+    "slow query on orders ({ms} ms)",
+    "retrying upstream call after timeout (attempt {small})",
+]
+RARE = "needle-7f3a9c"
+RARE_COUNT = 5
+
+
+def resources() -> dict[str, list[Resource]]:
+    """Three instances per service, with the attributes a real SDK resource carries."""
+    return {
+        service: [
+            Resource(
+                {
+                    "service.name": service,
+                    "service.version": "1.4.2",
+                    "deployment.environment": "production",
+                    "host.name": f"{service}-{i}.prod.internal",
+                    "process.pid": 1000 + i,
+                    "telemetry.sdk.language": "python",
+                    "telemetry.sdk.name": "opentelemetry",
+                    "telemetry.sdk.version": "1.45.0",
+                }
+            )
+            for i in range(3)
+        ]
+        for service in SERVICES
+    }
+
+
+def log_rows(count: int, traces: list[tuple[int, int]], rng: random.Random) -> list[list[str]]:
+    """`count` log rows spread over `traces` (trace id, root span id), oldest first."""
+    encoded = {service: [schema.EncodedResource.of(r) for r in rs] for service, rs in resources().items()}
+    ids = schema.RecordIds()
+    severity_weights = [weight for *_, weight in SEVERITIES]
+    rare_at = set(rng.sample(range(count), RARE_COUNT))
+    rows = []
+    now_ns = time.time_ns()
+    for n in range(count):
+        trace_id, span_id = traces[n % len(traces)]
+        service = SERVICES[(n // 7) % len(SERVICES)]
+        severity, number, _ = rng.choices(SEVERITIES, severity_weights)[0]
+        route = rng.choice(ROUTES)
+        body = rng.choice(BODIES).format(
+            route=route, ms=rng.randint(1, 900), n=rng.randint(1000, 9999), n2=n, small=rng.randint(1, 5)
+        )
+        if n in rare_at:
+            body += f" {RARE}"
+        error = number >= 17
+        rows.append(
+            schema.log_values(
+                ids.next(),
+                now_ns + n * 1000,
+                now_ns + n * 1000,
+                severity,
+                number,
+                body,
+                rng.choice(encoded[service]),
+                trace_id,
+                span_id,
+                1,
+                f"{service}.views",
+                f"/srv/{service}/app/views.py:{40 + n % 60} in handle",
+                {"http.route": route, "http.method": "GET", "user.id": n % 5000},
+                ("builtins.ValueError", "bad item id", "Traceback ...") if error else schema.NO_EXCEPTION,
+            )
+        )
+    return rows
+
+
+def span_rows(
+    traces: list[tuple[int, int]], writer_encode: Callable[[ReadableSpan], list[str]]
+) -> list[list[str]]:
+    """A server span and one client child per trace."""
+    rows = []
+    start = time.time_ns()
+    by_service = resources()
+    for n, (trace_id, span_id) in enumerate(traces):
+        resource = by_service[SERVICES[n % len(SERVICES)]][0]
+        root = SpanContext(trace_id, span_id, is_remote=False)
+        child = SpanContext(trace_id, span_id + 1, is_remote=False)
+        rows.append(
+            writer_encode(
+                ReadableSpan(
+                    "GET /items/{item_id}", root, None, resource=resource, kind=SpanKind.SERVER,
+                    start_time=start, end_time=start + 5_000_000,
+                )
+            )
+        )  # fmt: skip
+        rows.append(
+            writer_encode(
+                ReadableSpan(
+                    "SELECT orders", child, root, resource=resource, kind=SpanKind.CLIENT,
+                    start_time=start + 1_000_000, end_time=start + 3_000_000,
+                )
+            )
+        )  # fmt: skip
+    return rows
+
+
+def load(url: str, records: int, trace_count: int) -> list[int]:
+    """Write records and spans; returns the trace ids."""
+    rng = random.Random(7)
+    traces = [(rng.getrandbits(128) | 1, (rng.getrandbits(63) | 1) << 1) for _ in range(trace_count)]
+    settings = Settings.load(environ={}, redis_url=url, stream=STREAM, max_entries=0, redis_timeout="60s")
+    logs = RedisStreamLogExporter(settings).writer
+    spans = RedisStreamSpanExporter(settings).writer
+    rows = log_rows(records, traces, rng)
+    for start in range(0, len(rows), 8192):
+        assert logs.write_rows(rows[start : start + 8192])
+    span_list = span_rows(traces, spans.encode)
+    for start in range(0, len(span_list), 8192):
+        assert spans.write_rows(span_list[start : start + 8192])
+    return [trace_id for trace_id, _ in traces]
+
+
+def timed(action: Callable[[], object], repeat: int) -> list[float]:
+    """Milliseconds per call."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+# The writer side of the live-tail measurement: `logger.info` through configure(), default settings.
+LIVE_WRITER = """
+import logging, sys, time
+import tracestream
+tracestream.configure(service_name="live-bench")
+log = logging.getLogger("live")
+log.setLevel(logging.INFO)
+for _ in range(int(sys.argv[1])):
+    log.info("sent %d", time.time_ns())
+    time.sleep(0.05)
+"""
+
+
+def live_tail_latency(url: str, count: int) -> list[float]:
+    """Milliseconds from `logger.info` in one process to the line `tracestream tail --json` prints."""
+    env = {**os.environ, "TRACESTREAM_REDIS_URL": url, "TRACESTREAM_STREAM": STREAM}
+    tail_cmd = [
+        str(Path(sys.executable).with_name("tracestream")),
+        "tail",
+        "--json",
+        "-n",
+        "0",
+        "-s",
+        "live-bench",
+    ]
+    tail = subprocess.Popen(tail_cmd, env=env, stdout=subprocess.PIPE, text=True)
+    assert tail.stdout is not None
+    client = redis.Redis.from_url(url, decode_responses=True)
+    deadline = time.monotonic() + 60
+    while not any(c["cmd"] == "xread" for c in client.client_list()):  # tail is up and blocking
+        assert time.monotonic() < deadline, "tail did not start"
+        time.sleep(0.05)
+    writer = subprocess.Popen([sys.executable, "-c", LIVE_WRITER, str(count)], env=env)
+    latencies = []
+    try:
+        for line in tail.stdout:
+            received = time.time_ns()
+            body = orjson.loads(line)["body"]
+            latencies.append((received - int(body.split()[1])) / 1e6)
+            if len(latencies) == count:
+                break
+    finally:
+        writer.wait(60)
+        tail.terminate()
+        tail.wait(10)
+    return latencies
+
+
+def memory_report(client: redis.Redis, records: int) -> dict[str, float]:
+    """Bytes per log record: the log stream alone, and with the trace index lists added."""
+    stream_bytes = int(client.memory_usage(STREAM, samples=0) or 0)
+    index_bytes = 0
+    keys = list(client.scan_iter(match=f"{STREAM}:trace:*", count=5000))
+    for start in range(0, len(keys), 5000):
+        pipe = client.pipeline(transaction=False)
+        for key in keys[start : start + 5000]:
+            pipe.memory_usage(key, samples=0)
+        index_bytes += sum(int(size or 0) for size in pipe.execute())
+    index_members = records + 2 * len(keys)  # each trace indexes its logs and its two spans
+    return {
+        "log stream, per record": stream_bytes / records,
+        "trace index, per member": index_bytes / index_members,
+        "log stream + its share of the index, per record": (
+            stream_bytes + index_bytes * records / index_members
+        )
+        / records,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--traces", type=int, default=50_000)
+    parser.add_argument("--live", type=int, default=200, help="records for the live-tail measurement")
+    options = parser.parse_args()
+    command = " ".join(["python", "bench/search.py", *sys.argv[1:]])
+    with EmbeddedRedis() as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True, socket_timeout=120)
+        before_bytes = int(client.info("memory")["used_memory"])
+        started = time.perf_counter()
+        trace_ids = load(server.url, options.records, options.traces)
+        load_s = time.perf_counter() - started
+        used_bytes = int(client.info("memory")["used_memory"]) - before_bytes
+        print(f"$ {command}")
+        print(f"loaded {options.records:,} log records and {2 * options.traces:,} spans in {load_s:.1f}s "
+              f"({options.records / load_s:,.0f} records/s through the exporter's script)")  # fmt: skip
+        rng = random.Random(1)
+        sample = [format(rng.choice(trace_ids), "032x") for _ in range(2000)]
+        lookups = iter(sample)
+        trace_ms = timed(lambda: fetch_trace(client, STREAM, next(lookups)), len(sample))
+        assert all(fetch_trace(client, STREAM, t).logs for t in sample[:10])
+        warn_query = Query.parse(services=["svc-api"], severity="WARN")
+        warn_ms = timed(lambda: search(client, STREAM, warn_query, limit=100), 50)
+        assert len(search(client, STREAM, warn_query, limit=100).records) == 100
+        rare_query = Query.parse(text=RARE)
+        rare_ms = timed(lambda: search(client, STREAM, rare_query, limit=100), 2)
+        assert len(search(client, STREAM, rare_query, limit=100).records) == RARE_COUNT
+        fatal_query = Query.parse(services=["svc-api"], severity="FATAL")
+        fatal_ms = timed(lambda: search(client, STREAM, fatal_query, limit=100), 3)
+        live_ms = live_tail_latency(server.url, options.live)
+        memory = memory_report(client, options.records)
+
+    rows = [
+        ("trace lookup (index, logs + spans)", trace_ms, "p50 <= 2 ms, p99 <= 10 ms"),
+        ("newest 100, one service, severity >= WARN", warn_ms, "<= 100 ms"),
+        ("newest 100, one service, severity >= FATAL (sparse)", fatal_ms, "-"),
+        (f"full scan for a rare substring ({RARE_COUNT} hits)", rare_ms, "<= 1000 ms"),
+        ("live tail: logger.info -> tracestream tail --json line", live_ms, "p99 <= 500 ms"),
+    ]
+    print(f"\n{'measurement':58} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}  target")
+    for name, values, target in rows:
+        p50, p99 = statistics.median(values), percentile(values, 99)
+        print(f"{name:58} {p50:9.2f} {p99:9.2f} {max(values):9.2f}  {target}")
+    print(f"\nRedis memory after loading: {used_bytes / options.records:.0f} B per log record (everything)")
+    for name, value in memory.items():
+        print(f"  {name}: {value:.0f} B")
+
+
+if __name__ == "__main__":
+    main()
