@@ -1,0 +1,290 @@
+"""The `tracestream` command against a real redis-server.
+
+Every command runs at least once as a real subprocess; variations of a command call the same
+`main()` in-process, since interpreter start-up would otherwise dominate the suite's time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import queue
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from subprocess import PIPE
+from typing import IO, Any
+
+import pytest
+from opentelemetry import trace
+
+from tests.records import RecordWriter, tracer_provider
+from tests.support import VENV_BIN, RedisHandle, wait_for
+from tracestream.cli import main
+from tracestream.embedded_redis import EmbeddedRedis
+
+TRACESTREAM = str(VENV_BIN / "tracestream")
+Here = Callable[..., subprocess.CompletedProcess[str]]
+TIMEOUT = 60
+
+
+def run(handle: RedisHandle, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_all(handle, list(args))[0]
+
+
+def run_all(handle: RedisHandle, *commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Independent commands side by side (start-up dominates); wide enough that table cells never wrap."""
+    env = handle.env(COLUMNS="200")
+    processes = [
+        (args, subprocess.Popen([TRACESTREAM, *args], env=env, stdout=PIPE, stderr=PIPE, text=True))
+        for args in commands
+    ]
+    done = []
+    for args, process in processes:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+        done.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
+    return done
+
+
+def ndjson(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.fixture
+def writer(stream: RedisHandle) -> Iterator[RecordWriter]:
+    records = RecordWriter(stream)
+    yield records
+    records.close()
+
+
+@pytest.fixture
+def traced(stream: RedisHandle, writer: RecordWriter) -> str:
+    """A trace across two services with logs inline, plus unrelated noise; returns the trace id."""
+    api, worker = tracer_provider(stream, "api"), tracer_provider(stream, "worker")
+    writer.write(
+        writer.row("boot", service="api", severity="DEBUG"),
+        writer.row("GET /users", service="api", severity="WARN", attributes={"http.route": "/users"}),
+    )
+    with api.get_tracer("t").start_as_current_span("GET /items/{item_id}") as root:
+        ids = root.get_span_context()
+        writer.log("fetching item", trace_id=ids.trace_id, span_id=ids.span_id,
+                   attributes={"http.route": "/items/{item_id}"})  # fmt: skip
+        parent = trace.set_span_in_context(root)
+        with worker.get_tracer("t").start_as_current_span("resize image", context=parent):
+            child = trace.get_current_span().get_span_context()
+            bomb = ("PIL.DecompressionBombError", "too big", "Traceback")
+            writer.log("image too large", service="worker", severity="ERROR", trace_id=child.trace_id,
+                       span_id=child.span_id, exception=bomb)  # fmt: skip
+    return format(ids.trace_id, "032x")
+
+
+@pytest.fixture
+def here(stream: RedisHandle, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Here:
+    """`main()` in this process: the same code path without paying interpreter start-up again."""
+    for name, value in stream.env(COLUMNS="200").items():
+        if name.startswith(("TRACESTREAM_", "COLUMNS")):
+            monkeypatch.setenv(name, value)
+
+    def call(*args: str) -> subprocess.CompletedProcess[str]:
+        status = main(list(args))
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), status, captured.out, captured.err)
+
+    return call
+
+
+def test_search_filters_json_and_paging(stream: RedisHandle, traced: str, here: Here) -> None:
+    first = run(stream, "search", "--json", "-n", "2")
+    assert first.returncode == 0, first.stderr
+    records = ndjson(first.stdout)
+    assert [r["body"] for r in records] == ["image too large", "fetching item"]
+    required = {"timestamp", "severity", "body", "service", "trace_id", "span_id", "attributes", "resource"}
+    assert all(required <= set(r) for r in records)
+    cursor = first.stderr.split("--cursor ")[1].strip()
+    rest = run(stream, "search", "--json", "-n", "2", "--cursor", cursor)
+    assert [r["body"] for r in ndjson(rest.stdout)] == ["GET /users", "boot"]
+
+    combined = here(
+        "search", "--json", "--trace-id", traced, "-s", "api,worker", "-l", "info", "--since", "15m",
+        "-g", "item", "-e", r"^fetch\w+", "-a", "http.route=/items/{item_id}",
+    )  # fmt: skip
+    assert [r["body"] for r in ndjson(combined.stdout)] == ["fetching item"], combined.stderr
+    by_service = here("search", "--json", "--service", "worker", "--until", "2999-01-01T00:00:00Z")
+    assert [r["service"] for r in ndjson(by_service.stdout)] == ["worker"]
+    people = here("search", "-l", "error")
+    assert people.returncode == 0 and "image too large" in people.stdout and "GET /users" not in people.stdout
+    assert "PIL.DecompressionBombError" in people.stdout
+
+
+def test_trace_waterfall_and_json(stream: RedisHandle, traced: str, here: Here) -> None:
+    shown = run(stream, "trace", traced)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    order = ["GET /items/{item_id}", "fetching item", "resize image", "image too large"]
+    positions = [next(i for i, line in enumerate(lines) if text in line) for text in order]
+    assert positions == sorted(positions) and "worker" in shown.stdout and "█" in shown.stdout
+    assert "\x1b[" not in shown.stdout  # no colour codes in a pipe
+    lines_json = ndjson(here("trace", traced, "--json").stdout)
+    assert [(line["type"], line["depth"], line.get("name") or line["body"]) for line in lines_json] == [
+        ("span", 0, "GET /items/{item_id}"),
+        ("log", 1, "fetching item"),
+        ("span", 1, "resize image"),
+        ("log", 2, "image too large"),
+    ]
+    missing = here("trace", "f" * 32)
+    assert missing.returncode == 1 and "no records for trace" in missing.stderr
+
+
+def test_services_and_stats(stream: RedisHandle, traced: str, here: Here) -> None:
+    services_json, stats_json = run_all(stream, ["services", "--json"], ["stats", "--json", "--since", "1h"])
+    services = {line["service"]: line for line in ndjson(services_json.stdout)}
+    assert set(services) == {"api", "worker"}
+    assert services["api"]["records_last_hour"] == 3 and services["api"]["errors_last_hour"] == 0
+    assert services["worker"]["errors_last_hour"] == 1 and services["worker"]["instances"] == 1
+    services_table = here("services")
+    assert "service integration status" in services_table.stdout and "worker" in services_table.stdout
+
+    stats = ndjson(stats_json.stdout)
+    counts = {(s["service"], s["severity"]): s["count"] for s in stats if s["type"] == "count"}
+    assert counts == {("api", "DEBUG"): 1, ("api", "WARN"): 1, ("api", "INFO"): 1, ("worker", "ERROR"): 1}
+    groups = [s for s in stats if s["type"] == "error_group"]
+    assert [(g["exception_type"], g["count"]) for g in groups] == [("PIL.DecompressionBombError", 1)]
+    stats_table = here("stats")
+    assert "top error groups" in stats_table.stdout and "DecompressionBombError" in stats_table.stdout
+
+
+def test_export_ndjson_and_csv(stream: RedisHandle, traced: str, tmp_path: Path, here: Here) -> None:
+    target = tmp_path / "out.csv"
+    as_csv = run(stream, "export", "--format", "csv", "-o", str(target), "--progress", "-s", "worker")
+    assert as_csv.returncode == 0 and "exporting" in as_csv.stderr
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    assert [(r["service"], r["body"], r["exception_type"]) for r in rows] == [
+        ("worker", "image too large", "PIL.DecompressionBombError")
+    ]
+    assert json.loads(rows[0]["resource"])["service.name"] == "worker"
+    exported = here("export", "-l", "info")
+    assert exported.returncode == 0 and "exported 3 records" in exported.stderr
+    assert [r["body"] for r in ndjson(exported.stdout)] == ["image too large", "fetching item", "GET /users"]
+
+
+def test_doctor_explains_what_it_finds(stream: RedisHandle, traced: str, here: Here) -> None:
+    healthy = run(stream, "doctor")
+    assert healthy.returncode == 0, healthy.stdout
+    assert "4 entries" in healthy.stdout and "2 entries" in healthy.stdout and "noeviction" in healthy.stdout
+    findings = {f["check"]: f for f in ndjson(here("doctor", "--json").stdout)}
+    assert findings["log stream"]["status"] == "ok" and "retention" in findings
+
+    host_port = stream.url.split("//")[1].split("/")[0]
+    for args, status, advice in [
+        (["--stream", "nothing-here"], 0, "nothing was exported here yet"),
+        (["--redis-url", f"redis://ghost:wrong@{host_port}/0"], 1, "refused the user name or password"),
+        (["--redis-url", f"redis://{host_port}/99"], 1, "has no database 99"),
+        (["--redis-url", "redis://127.0.0.1:1/0"], 1, "nothing accepts connections at 127.0.0.1:1"),
+        (["--redis-url", "http://example.com"], 1, "scheme must be one of"),
+    ]:
+        done = here("doctor", *args)
+        assert done.returncode == status and advice in done.stdout, (args, done.stdout)
+
+
+BAD_INPUT = [
+    (["search", "--trace-id", "xyz"], "invalid trace id 'xyz'"),
+    (["tail", "--since", "yesterday"], "bad time 'yesterday'"),
+    (["export", "--regex", "(oops"], "invalid regex '(oops'"),
+    (["search", "--severity", "LOUD"], "unknown severity 'LOUD'"),
+    (["trace", "not-a-trace-id"], "invalid trace id 'not-a-trace-id'"),
+    (["stats", "--since", "soon"], "bad time 'soon'"),
+    (["search", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["search", "--redis-url", "http://localhost"], "scheme must be one of"),
+]
+
+
+def test_bad_input_is_one_line_and_exit_2(stream: RedisHandle, here: Here) -> None:
+    as_process = run(stream, "search", "--trace-id", "xyz")  # the console script's own exit status
+    assert as_process.returncode == 2 and as_process.stderr.strip() == (
+        "tracestream: invalid trace id 'xyz': expected 32 hex digits, not all zero"
+    )
+    for args, message in BAD_INPUT:
+        done = here(*args)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == "", (args, done.stderr)
+
+
+def test_redis_unreachable_or_refusing_credentials_is_one_line_and_exit_1(
+    stream: RedisHandle, here: Here
+) -> None:
+    unreachable = run(stream, "tail", "--redis-url", "redis://127.0.0.1:1/0")
+    host_port = stream.url.split("//")[1].split("/")[0]
+    refused = here("search", "--redis-url", f"redis://ghost:wrong@{host_port}/0")
+    for done, message in [(unreachable, "cannot reach Redis"), (refused, "Redis refused the credentials")]:
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_a_closed_pipe_exits_quietly(stream: RedisHandle, writer: RecordWriter) -> None:
+    writer.write(*(writer.row(f"record {i} " + "x" * 500) for i in range(400)))  # more than a pipe buffer
+    process = subprocess.Popen(
+        [TRACESTREAM, "search", "--json", "-n", "400"],
+        env=stream.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["body"].startswith("record 399")
+    process.stdout.close()  # like `| head -1`
+    assert process.wait(TIMEOUT) == 0
+    assert process.stderr.read() == b""
+
+
+def _lines(pipe: IO[str], into: queue.Queue[str]) -> None:
+    for line in pipe:
+        into.put(line)
+
+
+def test_tail_filters_live_and_resumes_after_a_reconnect_without_gap_or_duplicate() -> None:
+    with EmbeddedRedis() as server:
+        handle = RedisHandle(server.url, "tail")
+        writer = RecordWriter(handle)
+        admin = server.client()
+        writer.log("old info")
+        writer.log("old error", severity="ERROR")
+        process = subprocess.Popen(
+            [TRACESTREAM, "tail", "--json", "-n", "5", "-l", "warn"],
+            env=handle.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        lines: queue.Queue[str] = queue.Queue()
+        assert process.stdout is not None and process.stderr is not None
+        threading.Thread(target=_lines, args=(process.stdout, lines), daemon=True).start()
+        got: list[str] = []
+
+        def received(count: int) -> bool:
+            while not lines.empty():
+                got.append(json.loads(lines.get())["body"])
+            return len(got) >= count
+
+        try:
+            wait_for(lambda: received(1), timeout=30, what="the backlog")
+            wait_for(
+                lambda: any(c["cmd"] == "xread" for c in admin.client_list()), what="tail to block in XREAD"
+            )
+            writer.log("live warn", severity="WARN")
+            writer.log("live info")
+            wait_for(lambda: received(2), what="a live record")
+            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+            retried = writer.row("while away", severity="ERROR")
+            writer.write(retried)
+            writer.write(retried)  # an exporter retry: the same record twice
+            writer.log("after", severity="FATAL")
+            wait_for(lambda: received(4), what="records written across the reconnect")
+            wait_for(
+                lambda: any(c["cmd"] == "xread" for c in admin.client_list()), what="tail to block again"
+            )
+        finally:
+            process.terminate()
+            _, stderr = process.communicate(timeout=TIMEOUT)
+            writer.close()
+            admin.close()
+        received(4)
+        assert got == ["old error", "live warn", "while away", "after"]
+        assert "reconnecting" in stderr
