@@ -132,15 +132,20 @@ def dump_json(value: object) -> str:
         return orjson.dumps(_json_safe(value, depth=0), default=_json_default, option=_JSON_OPTIONS).decode()
 
 
-def _json_safe(value: object, depth: int) -> object:
+def _json_safe(value: object, depth: int, path: frozenset[int] = frozenset()) -> object:
     """Slow path for what orjson refuses: deep nesting, huge ints, cycles, non-str keys."""
     if depth > 32:
         return "<nested too deeply>"
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v, depth + 1) for v in value]
-    if isinstance(value, (str, bool, float)) or value is None:
+    if isinstance(value, (Mapping, list, tuple)):
+        if id(value) in path:  # a cycle: without this, each level would double the output
+            return "<cycle>"
+        path = path | {id(value)}
+        if isinstance(value, Mapping):
+            return {_valid_unicode(str(k)): _json_safe(v, depth + 1, path) for k, v in value.items()}
+        return [_json_safe(v, depth + 1, path) for v in value]
+    if isinstance(value, str):
+        return _valid_unicode(value)  # lone surrogates are escaped, not lost
+    if isinstance(value, (bool, float)) or value is None:
         return value
     if isinstance(value, int):
         return value if -(2**63) <= value < 2**64 else str(value)

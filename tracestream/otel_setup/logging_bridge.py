@@ -158,7 +158,7 @@ def _message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
     except Exception as error:  # a bad format string must not cost the record
-        return f"{record.msg!r} % {record.args!r} (formatting failed: {error!r})"
+        return f"{_safe_repr(record.msg)} % {_safe_repr(record.args)} (formatting failed: {error!r})"
 
 
 def _extra_attributes(record: logging.LogRecord) -> dict[str, Any]:
@@ -170,14 +170,29 @@ def _extra_attributes(record: logging.LogRecord) -> dict[str, Any]:
 def _attribute_value(value: object) -> object:
     if isinstance(value, (str, bool, int, float, list, tuple, dict)) or value is None:
         return value
-    return repr(value)
+    return _safe_repr(value)
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return _safe_repr(value)
+
+
+def _safe_repr(value: object) -> str:
+    """repr() that cannot raise: a broken __repr__ must not cost the record (or reach the app)."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__qualname__}>"
 
 
 def _exception(record: logging.LogRecord) -> tuple[str, str, str]:
     if record.exc_info and record.exc_info[0] is not None:
         exc_type, exc_value, _ = record.exc_info
         stack = "".join(traceback.format_exception(*record.exc_info))
-        return _qualified_name(exc_type), str(exc_value), stack
+        return _qualified_name(exc_type), _safe_str(exc_value), stack
     if record.exc_text:
         return "", "", record.exc_text
     return schema.NO_EXCEPTION

@@ -154,6 +154,7 @@ class BatchQueue(Generic[T]):
             return False  # backing off; a flush tries anyway, it has its own deadline
         spool = self.spool
         while spool:
+            self._spill()
             rows = spool.peek()
             if rows is None:
                 break
@@ -168,6 +169,13 @@ class BatchQueue(Generic[T]):
                 return False
             self._held = None
         return True
+
+    def _spill(self) -> None:
+        """While a backlog replays, full batches join its tail, so the queue never fills meanwhile."""
+        queue = self._queue
+        size = self._batch.max_export_batch_size
+        while len(queue) >= size and self._held is None:
+            self._set_aside(self._encode_batch([queue.popleft() for _ in range(size)]))
 
     def _encode_batch(self, items: list[T]) -> list[Any]:
         encode = self._encode
