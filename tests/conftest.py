@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.records import RecordWriter
 from tests.support import RedisHandle
 from tracestream.embedded_redis import EmbeddedRedis
 
@@ -29,3 +30,11 @@ def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
 def stream(redis_server: EmbeddedRedis) -> RedisHandle:
     """A stream name no other test uses, so tests never see each other's records."""
     return RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def writer(stream: RedisHandle) -> Iterator[RecordWriter]:
+    """Appends log records to `stream` through the exporter's own writer (tests/records.py)."""
+    writer = RecordWriter(stream)
+    yield writer
+    writer.close()

@@ -12,7 +12,7 @@ import json
 import queue
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import PIPE
 from typing import IO, Any
@@ -50,13 +50,6 @@ def run_all(handle: RedisHandle, *commands: list[str]) -> list[subprocess.Comple
 
 def ndjson(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
-
-
-@pytest.fixture
-def writer(stream: RedisHandle) -> Iterator[RecordWriter]:
-    records = RecordWriter(stream)
-    yield records
-    records.close()
 
 
 @pytest.fixture

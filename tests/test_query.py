@@ -33,13 +33,6 @@ SPAN = 0x00F067AA0BA902B7
 
 
 @pytest.fixture
-def writer(stream: RedisHandle) -> Iterator[RecordWriter]:
-    records = RecordWriter(stream)
-    yield records
-    records.close()
-
-
-@pytest.fixture
 def client(stream: RedisHandle) -> Iterator[redis.Redis]:
     with connect(stream.url, timeout=5, decode=True) as reader:
         yield reader
@@ -161,7 +154,10 @@ def test_paging_crosses_scan_chunks(
 def test_duplicates_from_a_retried_export_are_shown_once(
     stream: RedisHandle, writer: RecordWriter, client: redis.Redis
 ) -> None:
-    batch = [writer.row("one", trace_id=TRACE, span_id=SPAN), writer.row("two", trace_id=TRACE, span_id=SPAN)]
+    batch = [
+        writer.row("one", trace_id=TRACE, span_id=SPAN),
+        writer.row("two", trace_id=TRACE, span_id=SPAN),
+    ]
     writer.write(*batch)
     writer.write(*batch)  # the retry: same rows, same record ids
     assert client.xlen(stream.stream) == 4

@@ -4,18 +4,17 @@ Adding a command takes two steps:
 
 1. Write `tracestream/cli/<name>.py` with one function::
 
-       from tracestream.cli.common import OPTIONS, Subparsers
+       from tracestream.cli.common import Subparsers, add_command
 
        def register(subparsers: Subparsers) -> None:
-           parser = subparsers.add_parser("name", parents=[OPTIONS], help="one line")
+           parser = add_command(subparsers, "name", run, "one line for --help", "a sentence or two")
            parser.add_argument(...)
-           parser.set_defaults(run=run)
 
        def run(args: argparse.Namespace) -> int:  # the exit status
            ...
 
-   `OPTIONS` adds --redis-url, --stream and --json; `common.settings(args)` and
-   `common.reader(args)` turn them into Settings and a decoding Redis client.
+   `add_command` adds --redis-url, --stream and --json (`common.OPTIONS`); `common.settings(args)`
+   and `common.reader(args)` turn them into Settings and a decoding Redis client.
 2. Add the module name to `COMMANDS` below.
 
 Errors need no handling in commands: `UsageError`/`ConfigError`/`QueryError` print one line and exit 2,
@@ -44,6 +43,7 @@ COMMANDS: tuple[str, ...] = (
     "export",
     "doctor",
     "console",
+    "demo",
 )
 
 

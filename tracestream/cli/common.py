@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 import redis
@@ -33,6 +34,20 @@ OPTIONS.add_argument(
     "--stream", metavar="KEY", help="stream key (default: $TRACESTREAM_STREAM or tracestream)"
 )
 OPTIONS.add_argument("--json", action="store_true", help="print NDJSON, one object per line")
+
+
+def add_command(
+    subparsers: Subparsers,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    summary: str,
+    description: str,
+    *parents: ArgumentParser,
+) -> ArgumentParser:
+    """A subcommand with the common options (and `parents`); `run(args)` returns the exit status."""
+    parser = subparsers.add_parser(name, parents=[OPTIONS, *parents], help=summary, description=description)
+    parser.set_defaults(run=run)
+    return parser
 
 
 def settings(args: argparse.Namespace) -> Settings:

@@ -17,7 +17,7 @@ import orjson
 import redis
 from rich.console import Console
 
-from tracestream.cli.common import OPTIONS, describe_redis_error
+from tracestream.cli.common import add_command, describe_redis_error
 from tracestream.connection import Tls, connect
 from tracestream.otel_setup.settings import ConfigError, Settings
 from tracestream.schema import StreamKeys
@@ -39,13 +39,13 @@ class Finding:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "doctor",
-        parents=[OPTIONS],
-        help="check configuration and Redis, explain what is wrong",
-        description="Check settings and Redis connectivity; show stream lengths, memory and retention.",
+        run,
+        "check configuration and Redis, explain what is wrong",
+        "Check settings and Redis connectivity; show stream lengths, memory and retention.",
     )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

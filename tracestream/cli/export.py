@@ -14,7 +14,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tracestream.cli.common import OPTIONS, reader, settings
+from tracestream.cli.common import add_command, reader, settings
 from tracestream.cli.records import FILTERS, query_from
 from tracestream.query import iter_records, record_json
 from tracestream.schema import LogEntry, dump_json
@@ -30,18 +30,19 @@ BATCH = 1000
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "export",
-        parents=[OPTIONS, FILTERS],
-        help="write matching records as NDJSON or CSV",
-        description="Write every matching record, newest first. A progress bar shows on a terminal.",
+        run,
+        "write matching records as NDJSON or CSV",
+        "Write every matching record, newest first. A progress bar shows on a terminal.",
+        FILTERS,
     )
     parser.add_argument("-f", "--format", choices=("ndjson", "csv"), default="ndjson", help="default ndjson")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     parser.add_argument(
         "--progress", action="store_true", help="show the progress bar even when stderr is not a terminal"
     )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from tracestream.cli.common import OPTIONS, reader, settings
+from tracestream.cli.common import add_command, reader, settings
 from tracestream.cli.records import FILTERS, RecordPrinter, query_from
 from tracestream.query import QueryError, parse_stream_id, search
 
@@ -15,15 +15,16 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "search",
-        parents=[OPTIONS, FILTERS],
-        help="find records, newest first",
-        description="Find records, newest first. The next page's cursor is printed on stderr.",
+        run,
+        "find records, newest first",
+        "Find records, newest first. The next page's cursor is printed on stderr.",
+        FILTERS,
     )
     parser.add_argument("-n", "--limit", type=int, default=50, metavar="N", help="page size (default 50)")
     parser.add_argument("--cursor", metavar="ID", help="continue after this stream id")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

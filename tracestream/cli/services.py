@@ -11,7 +11,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from tracestream.cli.common import OPTIONS, reader, settings
+from tracestream.cli.common import add_command, reader, settings
 from tracestream.summary import service_status
 from tracestream.timeparse import iso_utc
 
@@ -20,13 +20,13 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "services",
-        parents=[OPTIONS],
-        help="service integration status",
-        description="Per service over the last hour: last seen, records per minute, errors, instances.",
+        run,
+        "service integration status",
+        "Per service over the last hour: last seen, records per minute, errors, instances.",
     )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

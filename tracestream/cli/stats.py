@@ -10,7 +10,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from tracestream.cli.common import OPTIONS, reader, settings
+from tracestream.cli.common import add_command, reader, settings
 from tracestream.query import Query
 from tracestream.summary import Summary, summarize
 from tracestream.timeparse import iso_utc
@@ -22,16 +22,16 @@ SEVERITY_ORDER = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICA
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "stats",
-        parents=[OPTIONS],
-        help="counts per minute and top errors",
-        description="Counts by severity and service per minute, and the top error groups.",
+        run,
+        "counts per minute and top errors",
+        "Counts by severity and service per minute, and the top error groups.",
     )
     parser.add_argument("--since", default="15m", metavar="TIME", help="ISO 8601 or ago (default 15m)")
     parser.add_argument("--until", metavar="TIME", help="ISO 8601 or how long ago (default now)")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="error groups to show (default 10)")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

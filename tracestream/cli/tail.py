@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from tracestream.cli.common import OPTIONS, describe_redis_error, reader, settings
+from tracestream.cli.common import add_command, describe_redis_error, reader, settings
 from tracestream.cli.records import FILTERS, RecordPrinter, query_from
 from tracestream.query import Follow, after, follow, last_id, search
 
@@ -17,16 +17,17 @@ BLOCK_MS = 1000
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "tail",
-        parents=[OPTIONS, FILTERS],
-        help="follow records live",
-        description="Print the newest records, then follow new ones; survives Redis reconnects.",
+        run,
+        "follow records live",
+        "Print the newest records, then follow new ones; survives Redis reconnects.",
+        FILTERS,
     )
     parser.add_argument(
         "-n", "--lines", type=int, default=10, metavar="N", help="records to show first (default 10)"
     )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tracestream.cli.common import OPTIONS, reader, settings
+from tracestream.cli.common import add_command, reader, settings
 from tracestream.cli.records import severity_style
 from tracestream.query import TraceTree, record_json, trace_tree
 from tracestream.schema import LogEntry
@@ -24,14 +24,14 @@ BAR_WIDTH = 24
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "trace",
-        parents=[OPTIONS],
-        help="show one trace across services",
-        description="Show a trace's spans as a waterfall with their log records, across services.",
+        run,
+        "show one trace across services",
+        "Show a trace's spans as a waterfall with their log records, across services.",
     )
     parser.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
