@@ -93,10 +93,10 @@ class ProcessDirectory:
         with self._mutex:
             self._check_fork()
             if self._path is None:
-                self.base.mkdir(parents=True, exist_ok=True)
+                self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
                 name = f"{os.getpid()}-{secrets.token_hex(4)}"
                 staging = self.base / f".{name}"  # adopters skip dot-directories
-                staging.mkdir()
+                staging.mkdir(mode=0o700)
                 _lock(staging / _LOCK_FILE, wait=True)  # held until this process ends
                 staging.rename(self.base / name)
                 self._path = self.base / name
