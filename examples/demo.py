@@ -130,7 +130,7 @@ class Stack:
         for name, (program, *args) in self._commands.items():
             log = WORKDIR / f"{name}.log"
             command = [LAUNCHER, str(Path(sys.executable).with_name(program)), *args]
-            console.print(f"[bold]$ opentelemetry-instrument {program} {' '.join(args)}[/]  [dim]> {log}[/]")
+            console.print(f"[bold]$ opentelemetry-instrument {program} {' '.join(args)}[/]", highlight=False)
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     command,
@@ -141,6 +141,7 @@ class Stack:
                     start_new_session=True,  # Ctrl-C reaches us; we stop each child's group ourselves
                 )
             self.children.append(Child(name, process, log))
+            console.print(f"  [dim]{name}: pid {process.pid}, output in {log}[/]", highlight=False)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         checks: dict[str, Callable[[Child], bool]] = {
@@ -261,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"shop {stack.web}  inventory {stack.api}  stream {args.stream!r} on {url}\n"
                     "[bold]running; Ctrl-C stops every process[/]"
                 )
+                sys.stdout.flush()
                 while True:
                     stack.check_alive()
                     time.sleep(1)

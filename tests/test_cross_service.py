@@ -1,37 +1,51 @@
-"""The demo stack end to end: Django (gunicorn -w 2) -> FastAPI (uvicorn) -> Celery (prefork) + beat,
-all under the real launcher; one checkout is one trace across the three services."""
+"""The demo stack end to end, through `tracestream demo`: Django (gunicorn -w 2) -> FastAPI (uvicorn)
+-> Celery (prefork) + beat, all under the real launcher. One checkout is one trace across the
+three services, and Ctrl-C stops every process."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
-import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support import ROOT, RedisHandle, wait_for
+from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis
 from tracestream.query import TraceRecords, fetch_trace
 
 
 @pytest.fixture(scope="module")
-def demo_run(
-    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, RedisHandle]]:
-    """`examples/demo.py --once` on the session's private Redis (broker in db 2)."""
-    stream = RedisHandle(url=redis_server.url, stream=f"test:demo:{tmp_path_factory.mktemp('d').name}")
-    done = subprocess.run(
-        [sys.executable, "examples/demo.py", "--once", "--web-port", "0", "--api-port", "0"],
-        env=stream.env(CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_server.port}/2", COLUMNS="200"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=150,
+def demo_run(redis_server: EmbeddedRedis) -> Iterator[tuple[str, RedisHandle, str]]:
+    """Runs until the stack reports it keeps running, then gets Ctrl-C (SIGINT)."""
+    stream = RedisHandle(url=redis_server.url, stream="test:demo")
+    command = [str(VENV_BIN / "tracestream"), "demo", "--web-port", "0", "--api-port", "0"]
+    env = stream.env(CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_server.port}/2", COLUMNS="200")
+    demo = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("trace_id=")]
-    assert lines, done.stdout
-    yield lines[-1].removeprefix("trace_id="), stream
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(demo.stdout or ()), daemon=True)
+    reader.start()
+    try:
+
+        def running() -> bool:
+            assert demo.poll() is None, "".join(lines)
+            return any("Ctrl-C stops every process" in line for line in lines)
+
+        wait_for(running, timeout=120, what="the demo stack to run")
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(60)
+        reader.join(5)
+    output = "".join(lines)
+    assert demo.returncode == 0, output
+    trace_ids = re.findall(r"^trace_id=([0-9a-f]{32})$", output, re.MULTILINE)
+    assert trace_ids, output
+    yield trace_ids[0], stream, output
 
 
 def _trace(stream: RedisHandle, trace_id: str) -> TraceRecords:
@@ -39,8 +53,8 @@ def _trace(stream: RedisHandle, trace_id: str) -> TraceRecords:
         return fetch_trace(client, stream.stream, trace_id)
 
 
-def test_one_trace_spans_django_fastapi_and_celery(demo_run: tuple[str, RedisHandle]) -> None:
-    trace_id, stream = demo_run
+def test_one_trace_spans_django_fastapi_and_celery(demo_run: tuple[str, RedisHandle, str]) -> None:
+    trace_id, stream, _ = demo_run
     records = _trace(stream, trace_id)
     spans = {(s.service, s.kind): s for s in records.spans}
     web, client = spans[("shop-web", "SERVER")], spans[("shop-web", "CLIENT")]
@@ -67,16 +81,28 @@ def test_one_trace_spans_django_fastapi_and_celery(demo_run: tuple[str, RedisHan
     assert states == ["received", "started", "succeeded"]
 
 
-def test_demo_traffic_includes_a_404_and_a_500(demo_run: tuple[str, RedisHandle]) -> None:
-    _, stream = demo_run
-    records = wait_for(
-        lambda: [e for e in stream.logs() if e.scope == "tracestream.http" and e.service == "shop-web"],
-        what="the shop's request records",
-    )
+def test_demo_traffic_includes_a_404_and_a_500(demo_run: tuple[str, RedisHandle, str]) -> None:
+    _, stream, _ = demo_run
+    records = [e for e in stream.logs() if e.scope == "tracestream.http" and e.service == "shop-web"]
     levels = {
         e.attributes["url.path"]: (e.attributes["http.response.status_code"], e.severity) for e in records
     }
     assert levels["/no-such-page/"] == (404, "WARN")
     assert levels["/broken/"] == (500, "ERROR")
-    beat = [e for e in stream.logs() if e.service == "shop-beat"]
-    assert beat, "beat's own log lines reach the stream"
+    assert [e for e in stream.logs() if e.service == "shop-beat"], "beat's own lines reach the stream"
+
+
+def test_ctrl_c_stops_every_child_process(demo_run: tuple[str, RedisHandle, str]) -> None:
+    _, _, output = demo_run
+    pids = [int(pid) for pid in re.findall(r": pid (\d+), output in", output)]
+    assert len(pids) == 4, output
+    assert "all demo processes stopped" in output
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert all(gone(pid) for pid in pids)
