@@ -164,7 +164,7 @@ def console(redis_server: EmbeddedRedis) -> Iterator[ConsoleProcess]:
 
 def _live_readers(handle: RedisHandle) -> list[dict[str, Any]]:
     with handle.client() as client:
-        return [c for c in client.client_list() if c["name"] == "tracestream-console-live"]
+        return [c for c in client.client_list() if c["name"] == f"tracestream-console-live:{handle.stream}"]
 
 
 def test_every_viewer_gets_every_record_once_through_one_shared_reader(console: ConsoleProcess) -> None:

@@ -37,7 +37,8 @@ SECURITY_HEADERS = [
 
 def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
     """The console for `settings.redis_url` / `settings.stream`; with `token`, every request needs it."""
-    reader = _async_client(settings, "tracestream-console-live", extra_timeout=10)  # outlasts XREAD BLOCK
+    # Named per stream in CLIENT LIST; its timeout outlasts the XREAD BLOCK.
+    reader = _async_client(settings, f"tracestream-console-live:{settings.stream}", extra_timeout=10)
     replays = _async_client(settings, "tracestream-console")
     feed = LiveFeed(reader, replays, settings.stream)
     query_client = client_for(settings, decode=True)
