@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tracestream._internal_log import internal_logger
-from tracestream.query import Query, StreamId, parse_stream_id, record_json
+from tracestream.query import Query, StreamId, _RecentIds, parse_stream_id, record_json
 from tracestream.schema import LogEntry
 
 Entries = list[tuple[str, dict[str, str]]]  # what a decoding client returns for XRANGE
@@ -75,6 +75,7 @@ class LiveFeed:
         self._reader: asyncio.Task[None] | None = None
         self._cursor = "0-0"
         self._starting = asyncio.Lock()
+        self._recent = _RecentIds()  # a retried export may have written a record twice
 
     async def events(self, query: Query, after: str | None) -> AsyncIterator[bytes]:
         """Encoded SSE events for one viewer: the backlog or the gap since `after`, then live."""
@@ -83,9 +84,10 @@ class LiveFeed:
         try:
             # The newest id this viewer has seen or skipped: the live queue continues after it.
             last: StreamId = parse_stream_id(after) if after else (0, 0)
+            replayed = _RecentIds()
             async for entry in self._catch_up(after):
                 last = parse_stream_id(entry.stream_id)
-                if query.matches(entry):
+                if replayed.add(entry.record_id) and query.matches(entry):
                     yield sse_event(entry)
             while True:
                 item = await viewer.queue.get()
@@ -159,6 +161,8 @@ class LiveFeed:
                     self._fan_out(LogEntry.from_fields(stream_id, fields))
 
     def _fan_out(self, entry: LogEntry) -> None:
+        if not self._recent.add(entry.record_id):
+            return
         key = parse_stream_id(entry.stream_id)
         event: bytes | None = None
         for viewer in tuple(self._viewers):
