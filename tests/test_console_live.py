@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -162,6 +163,23 @@ def console(redis_server: EmbeddedRedis) -> Iterator[ConsoleProcess]:
         yield process
 
 
+@dataclass
+class Watch:
+    """A viewer following one test's records (those carrying `marker`), and a service writing them."""
+
+    marker: str
+    viewer: Viewer
+    emitter: Emitter
+
+
+@pytest.fixture
+def watch(console: ConsoleProcess) -> Iterator[Watch]:
+    marker = uuid.uuid4().hex[:8]
+    viewer = Viewer(console, text=marker)
+    yield Watch(marker, viewer, Emitter(console.handle, "orders"))
+    viewer.close()
+
+
 def _live_readers(handle: RedisHandle) -> list[dict[str, Any]]:
     with handle.client() as client:
         return [c for c in client.client_list() if c["name"] == f"tracestream-console-live:{handle.stream}"]
@@ -219,22 +237,16 @@ def test_filters_apply_on_the_server(console: ConsoleProcess) -> None:
         viewer.close()
 
 
-def test_shared_reader_survives_its_redis_connection_being_killed(console: ConsoleProcess) -> None:
-    marker = uuid.uuid4().hex[:8]
-    viewer = Viewer(console, text=marker)
-    emitter = Emitter(console.handle, "orders")
-    try:
-        emitter.log(f"{marker} 1")
-        wait_for(lambda: viewer.bodies() == [f"{marker} 1"], timeout=5, what="the first record")
-        with console.handle.client() as client:
-            (reader,) = _live_readers(console.handle)
-            client.client_kill_filter(_id=reader["id"])
-        emitter.log(f"{marker} 2")
-        emitter.log(f"{marker} 3")
-        wait_for(lambda: len(viewer.bodies()) == 3, timeout=8, what="records after the reader reconnected")
-        assert viewer.bodies() == [f"{marker} {i}" for i in (1, 2, 3)]
-    finally:
-        viewer.close()
+def test_shared_reader_survives_a_killed_redis_connection(watch: Watch, console: ConsoleProcess) -> None:
+    watch.emitter.log(f"{watch.marker} 1")
+    wait_for(lambda: watch.viewer.bodies() == [f"{watch.marker} 1"], timeout=5, what="the first record")
+    with console.handle.client() as client:
+        (reader,) = _live_readers(console.handle)
+        client.client_kill_filter(_id=reader["id"])
+    watch.emitter.log(f"{watch.marker} 2")
+    watch.emitter.log(f"{watch.marker} 3")
+    wait_for(lambda: len(watch.viewer.bodies()) == 3, timeout=8, what="records after the reader reconnected")
+    assert watch.viewer.bodies() == [f"{watch.marker} {i}" for i in (1, 2, 3)]
 
 
 def test_bad_filters_and_ids_get_a_clear_400(console: ConsoleProcess) -> None:
@@ -306,23 +318,18 @@ def test_search_pages_newest_first_with_every_filter(console: ConsoleProcess) ->
     assert response.status_code == 400 and "limit='0' is invalid" in response.text
 
 
-def test_a_record_written_twice_by_a_retried_export_is_shown_once(console: ConsoleProcess) -> None:
-    marker = uuid.uuid4().hex[:8]
-    viewer = Viewer(console, text=marker)
-    emitter = Emitter(console.handle, "orders")
+def test_a_record_a_retried_export_wrote_twice_shows_once(watch: Watch, console: ConsoleProcess) -> None:
+    watch.emitter.log(f"{watch.marker} once")
+    with console.handle.client() as client:
+        ((_, fields),) = client.xrevrange(console.handle.stream, count=1)
+        client.xadd(console.handle.stream, fields)  # what a retry after a lost reply leaves behind
+    watch.emitter.log(f"{watch.marker} next")
+    expected = [f"{watch.marker} once", f"{watch.marker} next"]
+    wait_for(lambda: expected[-1] in watch.viewer.bodies(), timeout=5, what="the record after the copy")
+    assert watch.viewer.bodies() == expected
+    replay = Viewer(console, headers={"last-event-id": "0-0"}, text=watch.marker)
     try:
-        emitter.log(f"{marker} once")
-        with console.handle.client() as client:
-            ((_, fields),) = client.xrevrange(console.handle.stream, count=1)
-            client.xadd(console.handle.stream, fields)  # what a retry after a lost reply leaves behind
-        emitter.log(f"{marker} next")
-        wait_for(lambda: f"{marker} next" in viewer.bodies(), timeout=5, what="the record after the copy")
-        assert viewer.bodies() == [f"{marker} once", f"{marker} next"]
-    finally:
-        viewer.close()
-    replay = Viewer(console, headers={"last-event-id": "0-0"}, text=marker)
-    try:
-        wait_for(lambda: f"{marker} next" in replay.bodies(), timeout=5, what="the replay")
-        assert replay.bodies() == [f"{marker} once", f"{marker} next"]
+        wait_for(lambda: expected[-1] in replay.bodies(), timeout=5, what="the replay")
+        assert replay.bodies() == expected
     finally:
         replay.close()
