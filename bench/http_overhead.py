@@ -1,0 +1,267 @@
+"""HTTP overhead: requests/s of a small FastAPI app and a small Django app, three ways each.
+
+  bare         no telemetry
+  tracestream  configure(): server spans and one request record per request, to Redis
+  upstream     the contrib instrumentor with the SDK's BatchSpanProcessor exporting
+               OTLP/HTTP to a local sink (upstream defaults)
+
+Every contender is a fresh server process (uvicorn for FastAPI, gunicorn's sync worker for
+Django, one worker each) driven by the same keep-alive load generator, in rounds that
+alternate the contenders, so their ratios are comparable on a noisy machine.
+
+Run: .venv/bin/python bench/http_overhead.py [--seconds 4] [--rounds 2] [--connections 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tracestream.embedded_redis import EmbeddedRedis, free_port
+
+HERE = Path(__file__).resolve()
+MODES = ("bare", "tracestream", "upstream")
+FRAMEWORKS = ("fastapi", "django")
+PATH = "/items/42"
+
+
+# -- the servers (this file, run with --serve) -----------------------------------------------
+
+
+def _setup_telemetry(mode: str, framework: str) -> None:
+    if mode == "tracestream":
+        import tracestream
+
+        tracestream.configure(service_name=f"bench-{framework}")
+    elif mode == "upstream":
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider(resource=Resource.create({"service.name": f"bench-{framework}"}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=os.environ["BENCH_OTLP"])))
+        trace.set_tracer_provider(provider)
+
+
+def fastapi_app() -> Any:
+    mode = os.environ["BENCH_MODE"]
+    _setup_telemetry(mode, "fastapi")
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    if mode == "upstream":
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app)
+    return app
+
+
+def django_app() -> Any:
+    """A gunicorn app factory: `gunicorn 'http_overhead:django_app()'`."""
+    mode = os.environ["BENCH_MODE"]
+    _setup_telemetry(mode, "django")
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False,
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF=__name__,
+        SECRET_KEY="bench",
+        MIDDLEWARE=["django.middleware.common.CommonMiddleware"],  # sets Content-Length: keep-alive
+    )
+    if mode == "upstream":
+        from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+        DjangoInstrumentor().instrument()
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+def _item(request: Any, item_id: int) -> Any:
+    from django.http import JsonResponse
+
+    return JsonResponse({"item_id": item_id})
+
+
+def __getattr__(name: str) -> Any:
+    """Django's ROOT_URLCONF points here; the URL list is built only inside a Django server."""
+    if name == "urlpatterns":
+        from django.urls import path
+
+        return [path("items/<int:item_id>", _item)]
+    raise AttributeError(name)
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """The upstream contender's OTLP/HTTP collector: reads and drops every export."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+# -- the load generator -----------------------------------------------------------------------
+
+
+async def _client(port: int, deadline: float, counts: list[int]) -> None:
+    """One keep-alive connection, reopened whenever the server closes it."""
+    request = f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n\r\n".encode()
+    done = 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    while time.monotonic() < deadline:
+        writer.write(request)
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        if not head.startswith(b"http/1.1 200"):
+            raise RuntimeError(f"unexpected response: {head[:40]!r}")
+        fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+        if b"content-length" in fields:
+            await reader.readexactly(int(fields[b"content-length"]))
+        else:
+            await reader.read()
+        done += 1
+        if b"content-length" not in fields or fields.get(b"connection", b"").strip() == b"close":
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    counts.append(done)
+    writer.close()
+
+
+async def _load(port: int, seconds: float, connections: int) -> float:
+    counts: list[int] = []
+    started = time.monotonic()
+    await asyncio.gather(*(_client(port, started + seconds, counts) for _ in range(connections)))
+    return sum(counts) / (time.monotonic() - started)
+
+
+def _server_command(framework: str, port: int) -> list[str]:
+    if framework == "fastapi":
+        return [sys.executable, str(HERE), "--serve", "fastapi", "--port", str(port)]
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    return [
+        gunicorn,
+        "-w",
+        "1",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--pythonpath",
+        str(HERE.parent),
+        "http_overhead:django_app()",
+    ]
+
+
+def measure(framework: str, mode: str, env: dict[str, str], seconds: float, connections: int) -> float:
+    port = free_port()
+    server = subprocess.Popen(
+        _server_command(framework, port), env={**env, "BENCH_MODE": mode}, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}{PATH}", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{framework}/{mode} server did not start")
+            time.sleep(0.1)
+        asyncio.run(_load(port, 1.0, connections))  # warm-up
+        return asyncio.run(_load(port, seconds, connections))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def run(seconds: float, rounds: int, connections: int) -> dict[tuple[str, str], list[float]]:
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    sink_process = None
+    results: dict[tuple[str, str], list[float]] = {}
+    with EmbeddedRedis() as redis_server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACESTREAM_"))}
+        sink_port = sink.server_address[1]
+        sink.server_close()  # the sink runs in its own process, off the load generator's GIL
+        sink_process = subprocess.Popen([sys.executable, str(HERE), "--sink", str(sink_port)])
+        env.update(
+            TRACESTREAM_REDIS_URL=redis_server.url,
+            TRACESTREAM_STREAM="bench:http",
+            BENCH_OTLP=f"http://127.0.0.1:{sink_port}/v1/traces",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")])),
+        )
+        try:
+            for round_number in range(rounds):
+                for framework in FRAMEWORKS:
+                    for mode in MODES if round_number % 2 == 0 else reversed(MODES):
+                        rate = measure(framework, mode, env, seconds, connections)
+                        results.setdefault((framework, mode), []).append(rate)
+                        print(
+                            f"  round {round_number + 1}: {framework:8} {mode:12} {rate:8.0f} req/s",
+                            flush=True,
+                        )
+            with redis_server.client() as client:
+                print(f"  records written by the tracestream contenders: {client.xlen('bench:http')}")
+        finally:
+            sink_process.terminate()
+            sink_process.wait(10)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--serve", choices=("fastapi",), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        import uvicorn
+
+        uvicorn.run(fastapi_app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+        return
+    if args.sink:
+        ThreadingHTTPServer(("127.0.0.1", args.sink), _Sink).serve_forever()
+        return
+    command = " ".join(["python", "bench/http_overhead.py", *(argv if argv is not None else sys.argv[1:])])
+    print(
+        f"$ {command}\n  {os.cpu_count()} CPUs, {args.connections} keep-alive connections, "
+        f"{args.seconds:g} s per run, {args.rounds} rounds (median shown)"
+    )
+    results = run(args.seconds, args.rounds, args.connections)
+    print(f"\n{'framework':10} {'contender':12} {'req/s':>8} {'vs bare':>8}")
+    for framework in FRAMEWORKS:
+        bare = statistics.median(results[(framework, "bare")])
+        for mode in MODES:
+            rate = statistics.median(results[(framework, mode)])
+            print(f"{framework:10} {mode:12} {rate:8.0f} {rate / bare:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
