@@ -21,19 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loguru import logger as loguru_logger
 from opentelemetry._logs import LogRecord
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 
+from tests.pipelines import PrivatePipeline
 from tests.support import RedisHandle
 from tracestream.embedded_redis import EmbeddedRedis
-from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
 from tracestream.integrations import records
 from tracestream.integrations.loguru import otel_sink
 from tracestream.integrations.structlog import OTelProcessor
-from tracestream.otel_setup.logging_bridge import OTelHandler
-from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
-from tracestream.otel_setup.settings import BatchSettings, Settings
+from tracestream.otel_setup.settings import Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 
@@ -101,46 +96,27 @@ def _nested(scalars: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 NESTED = _nested(st.one_of(SCALARS, st.builds(Unstringable)))
+
+
+class Pipeline(PrivatePipeline):
+    handle: RedisHandle
+
+
 # The OTel SDK's own set_attribute calls str() on odd values and recurses into cycles, so
 # span attributes get everything else.
 SPAN_VALUES = _nested(SCALARS) | st.sampled_from(["x" * 100_000, {f"k{i}": i for i in range(5000)}])
 PAYLOADS = NESTED | st.sampled_from(["x" * 100_000, _cyclic(), _deep(500), {f"k{i}": i for i in range(5000)}])
 
 
-class Pipeline:
-    """A private pipeline (not the global providers) with small limits, on its own stream."""
-
-    def __init__(self, handle: RedisHandle) -> None:
-        config = Settings.load(
-            environ={}, redis_url=handle.url, stream=handle.stream, spool_max_bytes=0, **LIMITS
-        )
-        batch = BatchSettings(
-            schedule_delay=0.05, max_queue_size=10_000, max_export_batch_size=256, export_timeout=5
-        )
-        resource = Resource({"service.name": "fuzz"})
-        self.handle = handle
-        self.logs = StreamLogProcessor(RedisStreamLogExporter(config), batch)
-        self.spans = StreamSpanProcessor(RedisStreamSpanExporter(config), batch)
-        self.logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-        self.logger_provider.add_log_record_processor(self.logs)
-        self.tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        self.tracer_provider.add_span_processor(self.spans)
-        self.handler = OTelHandler(self.logger_provider, [self.logs], logging.DEBUG)
-        self.stdlib = logging.getLogger(f"fuzz.{handle.stream}")
-        self.stdlib.propagate = False
-        self.stdlib.setLevel(logging.DEBUG)
-        self.stdlib.addHandler(self.handler)
-
-    def close(self) -> None:
-        self.stdlib.removeHandler(self.handler)
-        self.logger_provider.shutdown()
-        self.tracer_provider.shutdown()
-
-
 @pytest.fixture(scope="module")
 def pipeline() -> Iterator[Pipeline]:
     with EmbeddedRedis() as server:
-        built = Pipeline(RedisHandle(server.url, f"fuzz:{uuid.uuid4().hex[:8]}"))
+        handle = RedisHandle(server.url, f"fuzz:{uuid.uuid4().hex[:8]}")
+        config = Settings.load(
+            environ={}, redis_url=handle.url, stream=handle.stream, spool_max_bytes=0, **LIMITS
+        )
+        built = Pipeline(config, service="fuzz")
+        built.handle = handle
         structlog.configure(
             logger_factory=structlog.stdlib.LoggerFactory(),
             wrapper_class=structlog.stdlib.BoundLogger,
@@ -148,7 +124,7 @@ def pipeline() -> Iterator[Pipeline]:
         )
         loguru_logger.remove()  # its default stderr sink would print every fuzzed record
         sink = loguru_logger.add(
-            lambda message: built.stdlib.log(
+            lambda message: built.logger.log(
                 logging.INFO, message.record["message"], extra=dict(message.record["extra"])
             ),
             format="{message}",
@@ -166,26 +142,26 @@ def pipeline() -> Iterator[Pipeline]:
 
 
 def _stdlib_message(p: Pipeline, value: Any) -> None:
-    p.stdlib.info(value)
+    p.logger.info(value)
 
 
 def _stdlib_args(p: Pipeline, value: Any) -> None:
-    p.stdlib.warning("value=%s other=%r", value, value)
+    p.logger.warning("value=%s other=%r", value, value)
 
 
 def _stdlib_extra(p: Pipeline, value: Any) -> None:
-    p.stdlib.error("with extra", extra={"k_value": value, "k_list": [value, value]})
+    p.logger.error("with extra", extra={"k_value": value, "k_list": [value, value]})
 
 
 def _stdlib_exception(p: Pipeline, value: Any) -> None:
     try:
         raise ValueError(value)
     except ValueError:
-        p.stdlib.exception("failed")
+        p.logger.exception("failed")
 
 
 def _structlog(p: Pipeline, value: Any) -> None:
-    structlog.get_logger(p.stdlib.name).info("event", payload=value, **{"k_other": value})
+    structlog.get_logger(p.logger.name).info("event", payload=value, **{"k_other": value})
 
 
 def _loguru(p: Pipeline, value: Any) -> None:
@@ -270,7 +246,7 @@ def test_bad_span_attributes_never_raise_and_are_exported(pipeline: Pipeline, ke
 
 def test_oversized_records_are_truncated_with_a_marker(pipeline: Pipeline) -> None:
     huge = "y" * 10_000_000
-    pipeline.stdlib.info(huge, extra={f"k_{i}": "v" * 1000 for i in range(1000)} | {"k_deep": _deep(100)})
+    pipeline.logger.info(huge, extra={f"k_{i}": "v" * 1000 for i in range(1000)} | {"k_deep": _deep(100)})
     assert pipeline.logs.force_flush(10_000)
     with pipeline.handle.client() as client:
         ((_, fields),) = client.xrevrange(pipeline.handle.stream, count=1)
@@ -290,7 +266,7 @@ STDLIB_ROUTED = sorted(set(PATHS) - {"loguru otel_sink", "structlog OTelProcesso
 @pytest.mark.parametrize("path", STDLIB_ROUTED)
 def test_values_whose_repr_raises_never_reach_the_app(pipeline: Pipeline, path: str) -> None:
     # pytest's own capture handlers re-raise formatting errors by design; only ours is under test.
-    pipeline.stdlib.handlers[:] = [pipeline.handler]
+    pipeline.logger.handlers[:] = [pipeline.handler]
     counters = pipeline.logs.queue.counters
     before = counters.exported + counters.dropped
     PATHS[path](pipeline, Unprintable())  # must not raise

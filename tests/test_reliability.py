@@ -7,7 +7,7 @@ the checks count, by number and record id, what reached the stream.
 from __future__ import annotations
 
 import json
-import logging
+import os
 import queue
 import secrets
 import signal
@@ -16,17 +16,19 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk.resources import Resource
 
+from tests.apps.servers import bin_path, http_ready, serve
 from tests.faults import DurableRedis, FaultyProxy
+from tests.pipelines import PrivatePipeline
 from tests.support import ROOT, RedisHandle, wait_for
+from tracestream.embedded_redis import free_port
 from tracestream.exporters import RedisStreamLogExporter
 from tracestream.otel_setup import pipeline
-from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.otel_setup.settings import BatchSettings, Settings
 from tracestream.spool import Spool, process_directory
@@ -203,12 +205,8 @@ def test_a_full_spool_and_queue_drop_only_what_they_count(
         batch = BatchSettings(
             schedule_delay=0.02, max_queue_size=500, max_export_batch_size=100, export_timeout=1
         )
-        processor = StreamLogProcessor(RedisStreamLogExporter(settings), batch)
-        provider = LoggerProvider(resource=Resource({"service.name": "full"}), shutdown_on_exit=False)
-        logger = logging.getLogger(f"full.{handle.stream}")
-        logger.propagate = False
-        logger.addHandler(OTelHandler(provider, [processor], logging.INFO))
-        logger.setLevel(logging.INFO)
+        private = PrivatePipeline(settings, batch, service="full")
+        processor, logger = private.logs, private.logger
         queue_ = processor.queue
 
         proxy.down()
@@ -229,7 +227,7 @@ def test_a_full_spool_and_queue_drop_only_what_they_count(
     assert counters.exported + counters.dropped == 20_000
     assert len(set(numbers)) == counters.exported > 0
     assert numbers == sorted(numbers)  # what survived kept its order
-    processor.shutdown()
+    private.close()
 
 
 def test_sigterm_during_load_flushes_everything_logged(handle: RedisHandle, tmp_path: Path) -> None:
@@ -348,3 +346,29 @@ for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].met
     assert figures[("tracestream.records.exported", "logs")] == 5
     assert figures[("tracestream.records.dropped", "logs")] == 0
     assert ("tracestream.spool.size", "logs") in figures
+
+
+SERVERS = {
+    "uvicorn --workers 2": ["uvicorn", "tests.apps.fastapi_app:app", "--workers", "2", "--port"],
+    "gunicorn -w 2": [
+        "gunicorn", "tests.apps.fastapi_app:app", "-w", "2", "-k", "uvicorn.workers.UvicornWorker", "-b",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_sigterm_to_the_server_flushes_every_worker(handle: RedisHandle, server: str) -> None:
+    """A 60 s batch delay: only the flush at shutdown can have delivered these records."""
+    program, *args = SERVERS[server]
+    port = free_port()
+    address = f"127.0.0.1:{port}" if program == "gunicorn" else str(port)
+    env = handle.env(OTEL_SERVICE_NAME="api", TRACESTREAM_BATCH_DELAY_MS="60000")
+    base = f"http://127.0.0.1:{port}"
+    with serve([bin_path(program), *args, address], env, http_ready(f"{base}/items/0")) as running:
+        with ThreadPoolExecutor(8) as pool:  # concurrent connections, so both workers serve some
+            served = list(pool.map(lambda i: httpx.get(f"{base}/items/{i}").json()["pid"], range(1, 81)))
+        assert handle.logs() == []  # still queued in the workers
+        os.killpg(running.process.pid, signal.SIGTERM)
+        running.process.wait(20)
+    items = {entry.attributes.get("item.id") for entry in handle.logs()}
+    assert items >= set(range(1, 81)), f"missing {set(range(1, 81)) - items}; workers {set(served)}"
