@@ -8,12 +8,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
 from tests.apps.servers import bin_path, http_ready, serve
 from tests.support import ROOT, RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
-from tracestream.schema import LogEntry
 
-HTTP_SCOPE = "tracestream.http"
 SERVERS = {
     "gunicorn": ["gunicorn", "shop.wsgi", "-w", "2", "-b"],
     "gunicorn-preload": ["gunicorn", "shop.wsgi", "-w", "2", "--preload", "-b"],
@@ -40,37 +39,13 @@ def shop(
         yield base, stream, request.param
 
 
-def _record_of(stream: RedisHandle, response: httpx.Response) -> LogEntry:
-    trace_id = response.headers["x-trace-id"]
-    found = wait_for(
-        lambda: [e for e in stream.logs() if e.trace_id == trace_id and e.scope == HTTP_SCOPE],
-        what=f"the request record of {trace_id}",
-    )
-    assert len(found) == 1, found
-    return found[0]
-
-
 def test_request_record_and_header(shop: tuple[str, RedisHandle, str]) -> None:
     base, stream, _ = shop
     response = httpx.get(f"{base}/orders/12/", headers={"user-agent": "e2e/2"})
     assert response.status_code == 200
-    record = _record_of(stream, response)
-    assert (record.severity, record.service) == ("INFO", "shop-web")
-    attributes = record.attributes
-    assert attributes["http.request.method"] == "GET"
-    assert attributes["http.route"] == "/orders/<int:order_id>/"
-    assert attributes["url.path"] == "/orders/12/"
-    assert attributes["http.response.status_code"] == 200
-    assert attributes["client.address"] == "127.0.0.1"
-    assert attributes["user_agent.original"] == "e2e/2"
-    assert attributes["http.response.body.size"] == len(response.content)
-    assert attributes["http.server.duration_ms"] > 0
-    assert response.headers["traceparent"].split("-")[1] == record.trace_id
-    spans = wait_for(
-        lambda: [s for s in stream.spans() if s.trace_id == record.trace_id and s.kind == "SERVER"],
-        what="the server span",
-    )
-    assert record.span_id == spans[0].span_id
+    record = request_record(stream, response)
+    assert record.service == "shop-web"
+    check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/2")
     lines = [e for e in stream.logs() if e.trace_id == record.trace_id and e.scope == "shop.views"]
     assert [e.body for e in lines] == ["showing order 12"]
 
@@ -79,7 +54,7 @@ def test_not_found_is_one_warn_record(shop: tuple[str, RedisHandle, str]) -> Non
     base, stream, _ = shop
     response = httpx.get(f"{base}/no/such/page")
     assert response.status_code == 404
-    record = _record_of(stream, response)
+    record = request_record(stream, response)
     assert record.severity == "WARN" and "http.route" not in record.attributes
     # Django's own "Not Found" line is replaced by the request record
     assert not [e for e in stream.logs() if e.trace_id == record.trace_id and e.scope == "django.request"]
@@ -89,7 +64,7 @@ def test_integrity_error_is_one_error_record_with_the_exception(shop: tuple[str,
     base, stream, _ = shop
     response = httpx.get(f"{base}/broken/")
     assert response.status_code == 500
-    record = _record_of(stream, response)
+    record = request_record(stream, response)
     assert record.severity == "ERROR"
     assert record.exception_type == "django.db.utils.IntegrityError"
     assert record.exception_message == "NOT NULL constraint failed: legacy_order.customer"

@@ -8,12 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
 from tests.apps.servers import Server, bin_path, http_ready, serve
 from tests.support import RedisHandle, run_python, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
-from tracestream.schema import LogEntry
-
-HTTP_SCOPE = "tracestream.http"
 
 
 @pytest.fixture(scope="module")
@@ -31,40 +29,16 @@ def api(api_stream: RedisHandle) -> Iterator[tuple[str, Server]]:
         yield base, server
 
 
-def _request_records(stream: RedisHandle, trace_id: str) -> list[LogEntry]:
-    return [e for e in stream.logs() if e.trace_id == trace_id and e.scope == HTTP_SCOPE]
-
-
-def _one_record(stream: RedisHandle, response: httpx.Response) -> LogEntry:
-    trace_id = response.headers["x-trace-id"]
-    records = wait_for(lambda: _request_records(stream, trace_id), what=f"request record of {trace_id}")
-    assert len(records) == 1, records
-    return records[0]
-
-
 def test_request_record_fields_inside_the_request_trace(
     api: tuple[str, Server], api_stream: RedisHandle
 ) -> None:
     base, _ = api
     response = httpx.get(f"{base}/items/7", headers={"user-agent": "e2e-agent/1.0"})
     assert response.status_code == 200
-    record = _one_record(api_stream, response)
-    assert (record.severity, record.service) == ("INFO", "api")
-    attributes = record.attributes
-    assert attributes["http.request.method"] == "GET"
-    assert attributes["http.route"] == "/items/{item_id}"
-    assert attributes["url.path"] == "/items/7"
-    assert attributes["http.response.status_code"] == 200
-    assert attributes["client.address"] == "127.0.0.1"
-    assert attributes["user_agent.original"] == "e2e-agent/1.0"
-    assert attributes["http.response.body.size"] == len(response.content)
-    assert 0 < attributes["http.server.duration_ms"] < 5000
-    server_span = wait_for(
-        lambda: [s for s in api_stream.spans() if s.trace_id == record.trace_id and s.kind == "SERVER"],
-        what="the server span",
-    )
-    assert [s.name for s in server_span] == ["GET /items/{item_id}"]
-    assert record.span_id == server_span[0].span_id
+    record = request_record(api_stream, response)
+    assert record.service == "api"
+    span = check_ok_record(api_stream, record, response, "/items/{item_id}", "e2e-agent/1.0")
+    assert span.name == "GET /items/{item_id}"
     # the app's own log line sits in the same span
     app_lines = [e for e in api_stream.logs() if e.trace_id == record.trace_id and e.scope == "shop.items"]
     assert [(e.body, e.span_id) for e in app_lines] == [("reading item 7", record.span_id)]
@@ -76,11 +50,11 @@ def test_levels_follow_status_and_500_carries_the_exception(
     base, _ = api
     not_found = httpx.get(f"{base}/items/404")
     assert not_found.status_code == 404
-    assert _one_record(api_stream, not_found).severity == "WARN"
+    assert request_record(api_stream, not_found).severity == "WARN"
 
     boom = httpx.get(f"{base}/boom")
     assert boom.status_code == 500
-    record = _one_record(api_stream, boom)
+    record = request_record(api_stream, boom)
     assert record.severity == "ERROR"
     assert record.attributes["http.response.status_code"] == 500
     assert (record.exception_type, record.exception_message) == ("RuntimeError", "kaboom")
