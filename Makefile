@@ -34,6 +34,7 @@ $(CHROMIUM):
 
 bench: $(STAMP)
 	$(BIN)/python bench/export_throughput.py
+	$(BIN)/python bench/http_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
