@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import threading
@@ -240,6 +241,12 @@ def test_forwarder_killed_mid_batch_loses_nothing(stream: RedisHandle, receiver:
     lag = forwarder_lag(stream.client(), stream.stream)[0]
     assert lag.pending >= 500 and lag.oldest_pending_age is not None and lag.oldest_pending_age >= 0
     assert lag.undelivered == 3000 - lag.pending
+    doctor = subprocess.run(
+        [str(VENV_BIN / "tracestream"), "doctor", "--json"], env=stream.env(), capture_output=True, text=True
+    )
+    found = [json.loads(line) for line in doctor.stdout.splitlines()]
+    forwarder_lines = [f["detail"] for f in found if f["check"] == "forwarder"]
+    assert f"{lag.pending} pending" in forwarder_lines[0] and "not yet read" in forwarder_lines[0]
 
     with forwarding(stream, receiver, batch_size=500) as second:
         wait_for(

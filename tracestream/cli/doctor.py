@@ -19,6 +19,7 @@ from rich.console import Console
 
 from tracestream.cli.common import add_command, describe_redis_error
 from tracestream.connection import Tls, connect
+from tracestream.forwarder import forwarder_lag
 from tracestream.otel_setup.settings import ConfigError, Settings
 from tracestream.schema import StreamKeys
 from tracestream.status import read_statuses
@@ -75,6 +76,7 @@ def diagnose(redis_url: str | None, stream: str | None) -> list[Finding]:
         try:
             findings += _server(client)
             findings += _streams(client, config)
+            findings += _forwarders(client, config)
         except redis.RedisError as error:
             findings.append(Finding("redis", "fail", describe_redis_error(error)))
     return findings
@@ -202,3 +204,24 @@ def _stream_finding(client: redis.Redis, label: str, key: str) -> Finding:
             detail += f"; nothing new for {idle / 60:.0f} minutes: are services running?"
             return Finding(label, "warn", detail)
     return Finding(label, "ok", detail)
+
+
+# ---------------------------------------------------------------------------
+# `tracestream forward` lag (owned with tracestream/forwarder.py; see docs/scale-out.md)
+
+FORWARD_BEHIND_S = 300  # the oldest unacknowledged entry is this old: forwarders are stuck or too few
+
+
+def _forwarders(client: redis.Redis, config: Settings) -> list[Finding]:
+    findings = []
+    for lag in forwarder_lag(client, config.stream):
+        detail = f"{lag.stream!r} group {lag.group}: {lag.consumers} consumers, {lag.pending} pending"
+        if lag.oldest_pending_age is not None:
+            detail += f", oldest written {lag.oldest_pending_age:.0f}s ago"
+        if lag.undelivered is not None:
+            detail += f", {lag.undelivered} not yet read"
+        behind = (lag.oldest_pending_age or 0) > FORWARD_BEHIND_S
+        if behind:
+            detail += "; is the endpoint refusing, or are too few forwarders running?"
+        findings.append(Finding("forwarder", "warn" if behind else "ok", detail))
+    return findings
