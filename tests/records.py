@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -62,3 +63,10 @@ def tracer_provider(handle: RedisHandle, service: str) -> TracerProvider:
     provider = TracerProvider(resource=Resource({"service.name": service}), shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(RedisStreamSpanExporter(settings)))
     return provider
+
+
+def blocked_reader(admin: redis.Redis) -> str | None:
+    """The id of a client blocked in XREAD right now (flag `b`), so killing it interrupts the read."""
+    return next(
+        (str(c["id"]) for c in admin.client_list() if c["cmd"] == "xread" and "b" in c["flags"]), None
+    )

@@ -20,7 +20,7 @@ from typing import IO, Any
 import pytest
 from opentelemetry import trace
 
-from tests.records import RecordWriter, tracer_provider
+from tests.records import RecordWriter, blocked_reader, tracer_provider
 from tests.support import VENV_BIN, RedisHandle, wait_for
 from tracestream.cli import main
 from tracestream.embedded_redis import EmbeddedRedis
@@ -258,21 +258,18 @@ def test_tail_filters_live_and_resumes_after_a_reconnect_without_gap_or_duplicat
 
         try:
             wait_for(lambda: received(1), timeout=30, what="the backlog")
-            wait_for(
-                lambda: any(c["cmd"] == "xread" for c in admin.client_list()), what="tail to block in XREAD"
-            )
+            wait_for(lambda: blocked_reader(admin), what="tail to block in XREAD")
             writer.log("live warn", severity="WARN")
             writer.log("live info")
             wait_for(lambda: received(2), what="a live record")
-            assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+            tail_id = wait_for(lambda: blocked_reader(admin), what="tail to block in XREAD again")
+            assert admin.client_kill_filter(_id=tail_id) == 1
             retried = writer.row("while away", severity="ERROR")
             writer.write(retried)
             writer.write(retried)  # an exporter retry: the same record twice
             writer.log("after", severity="FATAL")
             wait_for(lambda: received(4), what="records written across the reconnect")
-            wait_for(
-                lambda: any(c["cmd"] == "xread" for c in admin.client_list()), what="tail to block again"
-            )
+            wait_for(lambda: blocked_reader(admin), what="tail to block again")
         finally:
             process.terminate()
             _, stderr = process.communicate(timeout=TIMEOUT)

@@ -10,7 +10,7 @@ import pytest
 import redis
 from opentelemetry import trace
 
-from tests.records import RecordWriter, tracer_provider
+from tests.records import RecordWriter, blocked_reader, tracer_provider
 from tests.support import RedisHandle, wait_for
 from tracestream.connection import connect
 from tracestream.query import (
@@ -220,7 +220,7 @@ def test_follow_resumes_after_a_dropped_connection_without_gap_or_duplicate(
         writer.write(writer.row("a1"), writer.row("debug noise", severity="DEBUG"))
         wait_for(lambda: len(received) == 1, what="the first record")
         reader_id = wait_for(
-            lambda: next((c["id"] for c in admin.client_list() if c["cmd"] == "xread"), None),
+            lambda: blocked_reader(admin),
             what="a blocked XREAD",
         )
         assert admin.client_kill_filter(_id=reader_id) == 1

@@ -503,30 +503,46 @@ class TraceRecords:
     logs: list[LogEntry]
 
 
+# The index and every entry it points at, in one round trip. Index members name entries of
+# the two streams derived from the index's own stream (ARGV), as the exporters write them.
+_TRACE_SCRIPT = """
+local out = {}
+for _, member in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local kind, id = string.sub(member, 1, 1), string.sub(member, 2)
+  local found = redis.call('XRANGE', kind == ARGV[3] and ARGV[1] or ARGV[2], id, id)
+  if #found > 0 then
+    out[#out + 1] = kind
+    out[#out + 1] = found[1][1]
+    out[#out + 1] = found[1][2]
+  end
+end
+return out
+"""
+
+
 def fetch_trace(client: redis.Redis, stream: str, trace_id: str) -> TraceRecords:
-    """One LRANGE on the index, then one pipelined XRANGE per member: no stream scan.
+    """One script call reads the trace index and its entries: no stream scan.
 
     `client` must decode responses. Members whose entries were trimmed are skipped.
     """
     keys = StreamKeys(stream)
-    members = cast(list[str], client.lrange(keys.trace_index(trace_id), 0, -1))
-    pipe = client.pipeline(transaction=False)
-    for member in members:
-        key = keys.logs if member[0] == INDEX_LOG else keys.spans
-        entry_id = member[1:]
-        pipe.xrange(key, entry_id, entry_id)
+    script = client.register_script(_TRACE_SCRIPT)
+    reply = cast(
+        list[Any], script(keys=[keys.trace_index(trace_id)], args=[keys.logs, keys.spans, INDEX_LOG])
+    )
     spans: list[SpanEntry] = []
     logs: list[LogEntry] = []
     seen: set[str] = set()
-    for member, found in zip(members, pipe.execute(), strict=True):
-        for entry_id, fields in found:
-            if fields.get("rid") in seen:  # a retried export may have written it twice
-                continue
-            seen.add(fields.get("rid", ""))
-            if member[0] == INDEX_SPAN:
-                spans.append(SpanEntry.from_fields(entry_id, fields))
-            else:
-                logs.append(LogEntry.from_fields(entry_id, fields))
+    for index in range(0, len(reply), 3):
+        kind, entry_id, flat = reply[index : index + 3]
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        if fields.get("rid") in seen:  # a retried export may have written it twice
+            continue
+        seen.add(fields.get("rid", ""))
+        if kind == INDEX_SPAN:
+            spans.append(SpanEntry.from_fields(entry_id, fields))
+        else:
+            logs.append(LogEntry.from_fields(entry_id, fields))
     spans.sort(key=lambda span: span.start_ns)
     logs.sort(key=lambda log: log.timestamp_ns)
     return TraceRecords(trace_id, spans, logs)
