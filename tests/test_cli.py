@@ -162,7 +162,9 @@ def test_export_ndjson_and_csv(stream: RedisHandle, traced: str, tmp_path: Path,
     assert [r["body"] for r in ndjson(exported.stdout)] == ["image too large", "fetching item", "GET /users"]
 
 
-def test_doctor_explains_what_it_finds(stream: RedisHandle, traced: str, here: Here) -> None:
+def test_doctor_explains_what_it_finds(
+    stream: RedisHandle, traced: str, here: Here, monkeypatch: pytest.MonkeyPatch
+) -> None:
     healthy = run(stream, "doctor")
     assert healthy.returncode == 0, healthy.stdout
     assert "4 entries" in healthy.stdout and "2 entries" in healthy.stdout and "noeviction" in healthy.stdout
@@ -170,12 +172,14 @@ def test_doctor_explains_what_it_finds(stream: RedisHandle, traced: str, here: H
     assert findings["log stream"]["status"] == "ok" and "retention" in findings
 
     host_port = stream.url.split("//")[1].split("/")[0]
+    monkeypatch.setenv("TRACESTREAM_REDIS_TIMEOUT", "500ms")  # a TLS hello to a plain server gets no answer
     for args, status, advice in [
         (["--stream", "nothing-here"], 0, "nothing was exported here yet"),
         (["--redis-url", f"redis://ghost:wrong@{host_port}/0"], 1, "refused the user name or password"),
         (["--redis-url", f"redis://{host_port}/99"], 1, "has no database 99"),
         (["--redis-url", "redis://127.0.0.1:1/0"], 1, "nothing accepts connections at 127.0.0.1:1"),
         (["--redis-url", "http://example.com"], 1, "scheme must be one of"),
+        (["--redis-url", f"rediss://{host_port}/0"], 1, "does not speak TLS, use redis://"),
     ]:
         done = here("doctor", *args)
         assert done.returncode == status and advice in done.stdout, (args, done.stdout)

@@ -116,6 +116,8 @@ def _connection_advice(config: Settings, error: redis.RedisError) -> str:
         advice = "is the host reachable and the port open?"
         if parts.scheme == "redis":
             advice += " If the server speaks TLS, use rediss://"
+        else:
+            advice += " If the server does not speak TLS, use redis://"
         return f"no answer from {where} within {config.redis_timeout:g}s: {advice}"
     if "closed by server" in lowered and parts.scheme == "redis":
         return f"{where} closed the connection: if it speaks TLS, use rediss:// ({text})"
