@@ -19,11 +19,14 @@ from typing import IO, Any
 
 import pytest
 from opentelemetry import trace
+from rich.console import Console
 
 from tests.records import RecordWriter, blocked_reader, tracer_provider
 from tests.support import VENV_BIN, RedisHandle, wait_for
 from tracestream.cli import main
+from tracestream.cli.records import record_line
 from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.schema import LOG_FIELDS, LogEntry
 
 TRACESTREAM = str(VENV_BIN / "tracestream")
 Here = Callable[..., subprocess.CompletedProcess[str]]
@@ -282,3 +285,17 @@ def test_tail_filters_live_and_resumes_after_a_reconnect_without_gap_or_duplicat
         received(4)
         assert got == ["old error", "live warn", "while away", "after"]
         assert "reconnecting" in stderr
+
+
+def test_people_get_a_colour_per_severity(writer: RecordWriter) -> None:
+    """What `tail` and `search` print on a terminal."""
+    console = Console(force_terminal=True, color_system="standard", width=200)
+    colours = {}
+    for severity in ("DEBUG", "INFO", "WARN", "ERROR", "FATAL"):
+        entry = LogEntry.from_fields(
+            "1-0", dict(zip(LOG_FIELDS, writer.row("hi", severity=severity), strict=True))
+        )
+        with console.capture() as captured:
+            console.print(record_line(entry))
+        colours[severity] = captured.get().split(severity)[0].rsplit("\x1b[", 1)[-1]
+    assert len(set(colours.values())) == 5, colours

@@ -9,8 +9,8 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
-from tracestream.cli.common import ArgumentParser, UsageError
-from tracestream.query import Query, QueryError, record_json
+from tracestream.cli.common import ArgumentParser
+from tracestream.query import Query, record_json
 from tracestream.schema import LogEntry
 from tracestream.timeparse import iso_utc
 
@@ -31,19 +31,17 @@ _group.add_argument(
 
 
 def query_from(args: argparse.Namespace) -> Query:
-    try:
-        return Query.parse(
-            trace_id=args.trace_id,
-            services=args.service,
-            severity=args.severity,
-            since=args.since,
-            until=args.until,
-            text=args.grep,
-            regex=args.regex,
-            attributes=args.attr,
-        )
-    except QueryError as error:
-        raise UsageError(str(error)) from None
+    """Raises QueryError, which `main` reports as bad input (exit status 2)."""
+    return Query.parse(
+        trace_id=args.trace_id,
+        services=args.service,
+        severity=args.severity,
+        since=args.since,
+        until=args.until,
+        text=args.grep,
+        regex=args.regex,
+        attributes=args.attr,
+    )
 
 
 def severity_style(number: int) -> str:
