@@ -21,11 +21,11 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from tracestream.integrations.records import RecordWriter, attach, replace_lines
-from tracestream.otel_setup.configure import Telemetry
+from tracestream.otel_setup.configure import Telemetry, installed
 
 _records = RecordWriter("tracestream.celery")
 _started: dict[str, float] = {}
-_telemetry: Telemetry | None = None
+_connected = False
 
 # Celery's own per-task lines, which our lifecycle records replace in the stream.
 _TRACE_LINES = frozenset(
@@ -41,8 +41,12 @@ _TRACE_LINES = frozenset(
 _RECEIVED_LINES = frozenset({celery_trace.LOG_RECEIVED, celery_trace.LOG_RECEIVED.strip()})
 
 
-def _is_line(record: logging.LogRecord, lines: frozenset[str]) -> bool:
-    return isinstance(record.msg, str) and record.msg in lines
+def _is_trace_line(record: logging.LogRecord) -> bool:
+    return isinstance(record.msg, str) and record.msg in _TRACE_LINES
+
+
+def _is_received_line(record: logging.LogRecord) -> bool:
+    return isinstance(record.msg, str) and record.msg in _RECEIVED_LINES
 
 
 def _task_attributes(
@@ -106,15 +110,17 @@ def _on_postrun(task_id: str, **_: Any) -> None:
 
 
 def _reattach(logger: logging.Logger, **_: Any) -> None:
-    if _telemetry is not None:
-        attach(_telemetry.handler, logger)
-        if logger.level > _telemetry.settings.log_level:
-            logger.setLevel(_telemetry.settings.log_level)
+    telemetry = installed()
+    if telemetry is not None:
+        attach(telemetry.handler, logger)
+        if logger.level > telemetry.settings.log_level:
+            logger.setLevel(telemetry.settings.log_level)
 
 
 def _flush_child(**_: Any) -> None:
-    if _telemetry is not None:
-        _telemetry.force_flush(_telemetry.settings.shutdown_timeout)
+    telemetry = installed()
+    if telemetry is not None:
+        telemetry.force_flush(telemetry.settings.shutdown_timeout)
 
 
 _RECEIVERS = (
@@ -131,16 +137,14 @@ _RECEIVERS = (
 
 
 def install(telemetry: Telemetry, name: str = "celery") -> None:
-    global _telemetry
-    if _telemetry is not None:
-        return
-    _telemetry = telemetry
-    instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()  # first, so its prerun receiver has started the span before ours
-    for signal, receiver in _RECEIVERS:
-        signal.connect(receiver, weak=False)
-    replace_lines(telemetry.handler, "celery.app.trace", lambda record: _is_line(record, _TRACE_LINES))
-    replace_lines(
-        telemetry.handler, "celery.worker.strategy", lambda record: _is_line(record, _RECEIVED_LINES)
-    )
+    """Signals once per process; the line filters on each configured handler."""
+    global _connected
+    if not _connected:
+        _connected = True
+        instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()  # first, so its prerun receiver has started the span before ours
+        for signal, receiver in _RECEIVERS:
+            signal.connect(receiver, weak=False)
+    replace_lines(telemetry.handler, "celery.app.trace", _is_trace_line)
+    replace_lines(telemetry.handler, "celery.worker.strategy", _is_received_line)

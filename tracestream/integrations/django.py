@@ -113,18 +113,18 @@ def _add_middleware() -> None:
 
 
 def install(telemetry: Telemetry, name: str = "django") -> None:
+    """The handler hook and signal once per process; the line filters on each configured handler."""
     global _installed
-    if _installed:
-        return
-    _installed = True
-    original = BaseHandler.load_middleware
+    if not _installed:
+        _installed = True
+        original = BaseHandler.load_middleware
 
-    def load_middleware(self: BaseHandler, is_async: bool = False) -> None:
-        _add_middleware()
-        original(self, is_async)
+        def load_middleware(self: BaseHandler, is_async: bool = False) -> None:
+            _add_middleware()
+            original(self, is_async)
 
-    BaseHandler.load_middleware = load_middleware  # type: ignore[method-assign]
-    got_request_exception.connect(_remember_exception, weak=False)
+        BaseHandler.load_middleware = load_middleware  # type: ignore[method-assign]
+        got_request_exception.connect(_remember_exception, weak=False)
     replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
     replace_lines(telemetry.handler, "django.server", _is_access_line)
 

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
 from tracestream.integrations.records import attach
-from tracestream.otel_setup.configure import Telemetry
+from tracestream.otel_setup.configure import Telemetry, installed
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.
 _OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}
@@ -97,7 +97,7 @@ def _build_middleware_stack(original: Any) -> Any:
     return build_middleware_stack
 
 
-def _attach_to_uvicorn(telemetry: Telemetry) -> None:
+def _attach_to_uvicorn() -> None:
     """uvicorn's loggers do not propagate, and its dictConfig replaces their handlers.
 
     Its startup and error lines go to the stream; `uvicorn.access` does not: the request
@@ -107,25 +107,27 @@ def _attach_to_uvicorn(telemetry: Telemetry) -> None:
         from uvicorn.config import Config
     except ImportError:
         return
-    attach(telemetry.handler, logging.getLogger("uvicorn"))
     original = Config.configure_logging
 
     def configure_logging(self: Config) -> None:
         original(self)
-        attach(telemetry.handler, logging.getLogger("uvicorn"))
+        telemetry = installed()
+        if telemetry is not None:
+            attach(telemetry.handler, logging.getLogger("uvicorn"))
 
     Config.configure_logging = configure_logging  # type: ignore[method-assign]
 
 
 def install(telemetry: Telemetry, name: str = "fastapi") -> None:
+    """Patches once per process; uvicorn's logger gets each configured handler."""
     global _installed
-    if _installed:
-        return
-    _installed = True
-    instrumentor = FastAPIInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(**_OPTIONS)
-    FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
-        FastAPI.build_middleware_stack
-    )
-    _attach_to_uvicorn(telemetry)
+    if not _installed:
+        _installed = True
+        instrumentor = FastAPIInstrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(**_OPTIONS)
+        FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
+            FastAPI.build_middleware_stack
+        )
+        _attach_to_uvicorn()
+    attach(telemetry.handler, logging.getLogger("uvicorn"))

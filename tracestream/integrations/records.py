@@ -63,7 +63,9 @@ class ReplacedLines(logging.Filter):
         self._by_logger: dict[str, list[Predicate]] = {}
 
     def add(self, logger_name: str, predicate: Predicate) -> None:
-        self._by_logger.setdefault(logger_name, []).append(predicate)
+        predicates = self._by_logger.setdefault(logger_name, [])
+        if predicate not in predicates:
+            predicates.append(predicate)
 
     def filter(self, record: logging.LogRecord) -> bool:
         predicates = self._by_logger.get(record.name)
