@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
-from tests.apps.servers import bin_path, http_ready, serve
+from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, serve
 from tests.support import ROOT, RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
@@ -85,3 +85,22 @@ def test_every_worker_reports(shop: tuple[str, RedisHandle, str]) -> None:
     wait_for(pids, timeout=15, what=f"request records from {workers} worker(s)")
     logs = stream.logs()
     assert len({e.record_id for e in logs}) == len(logs)
+
+
+def test_runserver_noreload_under_the_launcher(stream: RedisHandle) -> None:
+    """The documented launcher path: DJANGO_SETTINGS_MODULE in the environment, --noreload."""
+    port = free_port()
+    env = stream.env(
+        PYTHONPATH=str(ROOT / "examples"),
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        OTEL_SERVICE_NAME="shop-web",
+        **LAUNCHER_ENV,
+    )
+    command = launched(bin_path("python"), "examples/manage.py", "runserver", "--noreload", str(port))
+    base = f"http://127.0.0.1:{port}"
+    with serve(command, env, http_ready(f"{base}/")):
+        response = httpx.get(f"{base}/orders/3/", headers={"user-agent": "e2e/3"})
+        record = request_record(stream, response)
+        check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/3")
+    # runserver's own access lines ("GET /orders/3/ 200") are not added without a trace id
+    assert not [e for e in stream.logs() if e.scope == "django.server"]

@@ -113,3 +113,26 @@ def test_configure_before_or_after_the_app_is_created(stream: RedisHandle, order
     assert [e.attributes["http.route"] for e in records] == ["/hello/{name}"]
     spans = wait_for(stream.spans, what="the server span")
     assert [(s.name, s.trace_id) for s in spans] == [("GET /hello/{name}", records[0].trace_id)]
+
+
+def test_an_httpx_call_continues_the_callers_trace(
+    api: tuple[str, Server], api_stream: RedisHandle, stream: RedisHandle
+) -> None:
+    """The caller (configured, its own stream) and the service share one trace_id."""
+    base, _ = api
+    code = (
+        "import httpx, tracestream\nfrom opentelemetry import trace\n"
+        "telemetry = tracestream.configure()\n"
+        "with trace.get_tracer('caller').start_as_current_span('caller') as span:\n"
+        f"    httpx.get('{base}/items/5')\n"
+        "telemetry.force_flush()\n"
+        "print(format(span.get_span_context().trace_id, '032x'))\n"
+    )
+    run_python(code, stream.env(OTEL_SERVICE_NAME="caller"))
+    client_spans = wait_for(lambda: [s for s in stream.spans() if s.kind == "CLIENT"], what="the httpx span")
+    trace_id = client_spans[0].trace_id
+    served = wait_for(
+        lambda: [s for s in api_stream.spans() if s.trace_id == trace_id and s.kind == "SERVER"],
+        what="the service's span in the caller's trace",
+    )
+    assert served[0].parent_span_id == client_spans[0].span_id
