@@ -232,7 +232,7 @@ def test_forwarder_killed_mid_batch_loses_nothing(stream: RedisHandle, receiver:
     receiver.hold()
     killed = ForwarderProcess(stream, receiver, "--batch-size", "500", "--claim-idle", "1s")
     try:
-        wait_for(lambda: receiver.held > held, what="the first batch in flight")
+        wait_for(lambda: receiver.held > held, 30, what="the first batch in flight")
         assert pending(stream) >= 500
     finally:
         killed.process.send_signal(signal.SIGKILL)
@@ -263,7 +263,7 @@ def test_sigterm_finishes_the_batch_in_flight(stream: RedisHandle, receiver: Otl
     receiver.hold()
     forwarder = ForwarderProcess(stream, receiver, "--batch-size", "200")
     try:
-        wait_for(lambda: receiver.held > held, what="a batch in flight")
+        wait_for(lambda: receiver.held > held, 30, what="a batch in flight")
         forwarder.process.send_signal(signal.SIGTERM)
         wait_for(
             lambda: forwarder.said("SIGTERM: stopping"), what="the signal taken while the request is open"

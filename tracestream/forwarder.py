@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import queue
 import socket
 import threading
 import time
@@ -181,6 +182,9 @@ class Forwarder:
         self._by_stream = {signal.stream.encode(): signal for signal in self._signals}
         self._stop = threading.Event()
         self._stop_deadline = float("inf")
+        # One batch waits while one is sent: memory stays bounded and a slow endpoint slows reading.
+        self._outbox: queue.Queue[tuple[Signal, Sequence[RawEntry], Encoded] | None] = queue.Queue(maxsize=1)
+        self._failure: Exception | None = None
 
     def stop(self) -> None:
         """Finish the batch in flight (for at most `shutdown_grace` seconds), then return from `run()`."""
@@ -197,6 +201,8 @@ class Forwarder:
         self._ensure_groups()
         claim_every = max(0.2, settings.claim_idle / 2)
         redis_failing = False
+        sender = threading.Thread(target=self._send_loop, name="tracestream-forward-send", daemon=True)
+        sender.start()
         while not self._stop.is_set():
             try:
                 if time.monotonic() - last_claim >= claim_every:
@@ -218,7 +224,11 @@ class Forwarder:
             if time.monotonic() - last_report >= settings.progress_every:
                 last_report = time.monotonic()
                 self._report(self.progress.line(last_report - started))
+        self._outbox.put(None)
+        sender.join()
         self._http.close()
+        if self._failure is not None:
+            raise self._failure
         self._report(f"stopped: {self.progress.line(time.monotonic() - started)}")
         return self.progress
 
@@ -267,8 +277,23 @@ class Forwarder:
                     break
 
     def _forward(self, signal: Signal, entries: Sequence[RawEntry]) -> None:
-        """Deliver one batch; acknowledge it only once the endpoint has it (or it is dead-lettered)."""
-        encoded = signal.encode(entries)
+        """Encode here, send on the sender thread: the next batch is read while this one travels."""
+        self._outbox.put((signal, entries, signal.encode(entries)))
+
+    def _send_loop(self) -> None:
+        while (item := self._outbox.get()) is not None:
+            if self._failure is not None:
+                continue  # read but never sent: pending, so another forwarder claims it
+            try:
+                self._deliver(*item)
+            except redis.RedisError as error:  # not acknowledged: claimed again after claim_idle
+                self._report(f"cannot acknowledge in Redis at {self.settings.redis_url}: {error}")
+            except Exception as error:
+                self._failure = error
+                self._stop.set()
+
+    def _deliver(self, signal: Signal, entries: Sequence[RawEntry], encoded: Encoded) -> None:
+        """Acknowledge a batch only once the endpoint has it (or it is dead-lettered)."""
         dead = [(entries[index], reason) for index, reason in encoded.rejected]
         if encoded.count:
             response = self._post(signal.path, encoded.body)
