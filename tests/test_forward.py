@@ -280,3 +280,16 @@ def test_sigterm_finishes_the_batch_in_flight(stream: RedisHandle, receiver: Otl
 def test_lag_is_empty_before_any_forwarder_ran(stream: RedisHandle) -> None:
     seed_logs(stream, 1)
     assert forwarder_lag(stream.client(), stream.stream, DEFAULT_GROUP) == []
+
+
+def test_forwarders_in_one_group_share_the_load(stream: RedisHandle, receiver: OtlpReceiver) -> None:
+    # One process, so the consumer names are given; separate processes default to host-pid.
+    with (
+        forwarding(stream, receiver, batch_size=50, consumer="one") as one,
+        forwarding(stream, receiver, batch_size=50, consumer="two") as two,
+    ):
+        wanted = seed_logs(stream, 2000)
+        wait_for(lambda: arrived(receiver, wanted), what="every record, from both forwarders")
+        wait_for(lambda: pending(stream) == 0, what="everything acknowledged")
+    assert one.progress.logs > 0 and two.progress.logs > 0
+    assert one.progress.logs + two.progress.logs == 2000
