@@ -257,6 +257,7 @@ class Forwarder:
 
     def _claim_abandoned(self) -> None:
         """Take over what a dead forwarder read but never acknowledged."""
+        self._outbox.join()  # our own batches in flight are idle too: never claim those back
         settings = self.settings
         for signal in self._signals:
             cursor = b"0-0"
@@ -282,15 +283,16 @@ class Forwarder:
 
     def _send_loop(self) -> None:
         while (item := self._outbox.get()) is not None:
-            if self._failure is not None:
-                continue  # read but never sent: pending, so another forwarder claims it
             try:
-                self._deliver(*item)
+                if self._failure is None:  # after a failure, batches stay pending for another forwarder
+                    self._deliver(*item)
             except redis.RedisError as error:  # not acknowledged: claimed again after claim_idle
                 self._report(f"cannot acknowledge in Redis at {self.settings.redis_url}: {error}")
             except Exception as error:
                 self._failure = error
                 self._stop.set()
+            finally:
+                self._outbox.task_done()
 
     def _deliver(self, signal: Signal, entries: Sequence[RawEntry], encoded: Encoded) -> None:
         """Acknowledge a batch only once the endpoint has it (or it is dead-lettered)."""
