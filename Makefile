@@ -35,6 +35,7 @@ $(CHROMIUM):
 bench: $(STAMP)
 	$(BIN)/python bench/export_throughput.py
 	$(BIN)/python bench/http_overhead.py
+	$(BIN)/python bench/forward.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.otlp_receiver import OtlpReceiver, SilentServer
-from tests.support import ROOT, RedisHandle, wait_for
+from tests.support import ROOT, RedisHandle, run_python, wait_for
 
 # Logs five records inside a span, says so, then idles until the test is done with it.
 SERVICE = """
@@ -94,3 +94,21 @@ def test_otlp_over_grpc_without_the_grpc_exporter_is_a_clear_error(stream: Redis
     )
     assert done.returncode != 0
     assert "_EXPORTER: no exporter named 'otlp_proto_grpc' is installed" in done.stderr
+
+
+def test_launcher_sends_to_redis_and_otlp(stream: RedisHandle, receiver: OtlpReceiver) -> None:
+    env = stream.env(
+        OTEL_SERVICE_NAME="launched",
+        OTEL_LOGS_EXPORTER="redis_stream,otlp",
+        OTEL_TRACES_EXPORTER="redis_stream,otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+    )
+    before = len(receiver.logs)
+    code = "import logging; logging.getLogger('launched').warning('under the launcher')"
+    run_python(code, env, launcher=True)
+    wait_for(lambda: [e.body for e in stream.logs()] == ["under the launcher"], what="the record in Redis")
+    wait_for(lambda: len(receiver.logs) > before, what="the record over OTLP")
+    received = receiver.logs[before]
+    assert received.record.body.string_value == "under the launcher"
+    assert received.resource["service.name"] == "launched"
+    assert "tracestream.record_id" not in received.attributes  # sent by the service, not by a forwarder
