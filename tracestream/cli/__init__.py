@@ -44,6 +44,7 @@ COMMANDS: tuple[str, ...] = (
     "doctor",
     "console",
     "demo",
+    "scrub-check",
     "forward",
 )
 

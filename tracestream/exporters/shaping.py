@@ -1,6 +1,8 @@
-"""Size limits on encoded rows, applied on the export worker before anything leaves the process.
+"""Secret scrubbing and size limits on encoded rows, on the export worker, before anything
+leaves the process (to Redis or to the spool).
 
-A 10 MB message or an attribute dict with a million keys must not become a 10 MB stream
+Secrets are scrubbed first, so a cut can never leave half a secret unrecognised. Then a
+10 MB message or an attribute dict with a million keys is kept from becoming a 10 MB
 entry: text fields are cut to `max_body_length`, attribute values to `max_attribute_length`
 and containers to `max_attributes` items, each cut leaving a visible marker.
 """
@@ -12,11 +14,13 @@ from typing import Any
 
 from tracestream import schema
 from tracestream.otel_setup.settings import Settings
+from tracestream.scrubbing import Scrubber, ScrubRules
 
 DROPPED_ATTRIBUTES = "tracestream.dropped_attributes"
 _TEXT_FIELDS = frozenset({"body", "exception_message", "exception_stacktrace", "name", "status_message"})
 _JSON_FIELDS = frozenset({"attributes", "events"})
 _MAX_DEPTH = 32
+_FILTER_MARGIN = 4096
 
 
 def truncate(text: str, limit: int) -> str:
@@ -25,23 +29,35 @@ def truncate(text: str, limit: int) -> str:
     return f"{text[:limit]}…[truncated {len(text) - limit} chars]"
 
 
-class RowShaper:
-    """Applies the limits (and, given one, a text/attribute filter) to rows of one schema."""
+def scrubber_for(settings: Settings) -> Scrubber | None:
+    """The configured scrubber, or None when `TRACESTREAM_SCRUB=false`."""
+    if not settings.scrub:
+        return None
+    rules = ScrubRules(
+        extra_keys=settings.scrub_keys,
+        extra_patterns=settings.scrub_patterns,
+        allow_keys=settings.scrub_allow_keys,
+        allow_values=settings.scrub_allow_values,
+    )
+    return Scrubber(rules)
 
-    def __init__(
-        self,
-        field_names: tuple[str, ...],
-        settings: Settings,
-        text_filter: Callable[[str], str] | None = None,
-        attribute_filter: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> None:
+
+class RowShaper:
+    """Scrubs and limits rows of one schema (LOG_FIELDS or SPAN_FIELDS)."""
+
+    def __init__(self, field_names: tuple[str, ...], settings: Settings) -> None:
         self._text_positions = [i for i, name in enumerate(field_names) if name in _TEXT_FIELDS]
         self._json_positions = [i for i, name in enumerate(field_names) if name in _JSON_FIELDS]
         self._text_limit = settings.max_body_length
         self._value_limit = settings.max_attribute_length
         self._max_items = settings.max_attributes
-        self._text_filter = text_filter
-        self._attribute_filter = attribute_filter
+        scrubber = scrubber_for(settings)
+        self._text_filter: Callable[[str], str] | None = None
+        self._value_filter: Callable[[str, object], object] | None = None
+        if scrubber is not None:
+            self._text_filter = scrubber.scrub_text
+            # Attribute maps and event lists are scrubbed whole: key-aware, nested values included.
+            self._value_filter = scrubber.scrub_value
 
     def shape(self, row: list[str]) -> list[str]:
         for position in self._text_positions:
@@ -49,17 +65,24 @@ class RowShaper:
         for position in self._json_positions:
             value = row[position]
             if len(value) > 2:  # "{}" and "[]" need nothing
-                row[position] = schema.dump_json(self._json(schema.load_json(value), 0))
+                loaded = schema.load_json(value)
+                if self._value_filter is not None:
+                    loaded = self._value_filter("", loaded)
+                row[position] = schema.dump_json(self._json(loaded, 0))
         return row
 
     def _text(self, text: str) -> str:
         if not text:
             return text
         text_filter = self._text_filter
-        if text_filter is not None:
-            # Filter a little past the limit, so a secret straddling the cut is still recognised.
-            text = text_filter(text[: self._text_limit + 4096])
-        return truncate(text, self._text_limit)
+        if text_filter is None:
+            return truncate(text, self._text_limit)
+        # Filter a little past the limit, so a secret straddling the cut is still recognised.
+        window = self._text_limit + _FILTER_MARGIN
+        filtered = text_filter(text[:window])
+        if len(text) <= window:
+            return truncate(filtered, self._text_limit)
+        return f"{filtered[: self._text_limit]}…[truncated {len(text) - self._text_limit} chars]"
 
     def _json(self, value: Any, depth: int) -> Any:
         if isinstance(value, str):
@@ -67,8 +90,6 @@ class RowShaper:
         if depth > _MAX_DEPTH:
             return "…[nested too deeply]"
         if isinstance(value, dict):
-            if self._attribute_filter is not None:
-                value = self._attribute_filter(value)
             items = list(value.items())
             limited = {key: self._json(item, depth + 1) for key, item in items[: self._max_items]}
             if len(items) > self._max_items:

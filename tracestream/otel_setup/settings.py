@@ -7,6 +7,7 @@ instead of silently turning telemetry off.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -125,6 +126,41 @@ def parse_directory(text: str) -> str:
     return path
 
 
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of key names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def parse_patterns(text: str) -> tuple[str, ...]:
+    """A JSON array of regexes, or one regex (regexes may contain commas, so no comma list)."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            loaded = json.loads(stripped)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not a JSON array of strings: {error}") from None
+        if not isinstance(loaded, list) or not all(isinstance(item, str) for item in loaded):
+            raise ValueError("expected a JSON array of strings")
+        patterns = tuple(loaded)
+    else:
+        patterns = (stripped,) if stripped else ()
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"bad regex {pattern!r}: {error}") from None
+    return patterns
+
+
 def _text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -160,6 +196,11 @@ _SETTINGS: dict[str, Setting] = {
     "max_body_length": Setting("TRACESTREAM_MAX_BODY_LENGTH", parse_positive_int),
     "max_attribute_length": Setting("TRACESTREAM_MAX_ATTRIBUTE_LENGTH", parse_positive_int),
     "max_attributes": Setting("TRACESTREAM_MAX_ATTRIBUTES", parse_positive_int),
+    "scrub": Setting("TRACESTREAM_SCRUB", parse_bool),
+    "scrub_keys": Setting("TRACESTREAM_SCRUB_KEYS", parse_names),
+    "scrub_patterns": Setting("TRACESTREAM_SCRUB_PATTERNS", parse_patterns),
+    "scrub_allow_keys": Setting("TRACESTREAM_SCRUB_ALLOW_KEYS", parse_names),
+    "scrub_allow_values": Setting("TRACESTREAM_SCRUB_ALLOW_VALUES", parse_patterns),
 }
 
 
@@ -188,6 +229,11 @@ class Settings:
     max_body_length: int = 32_768
     max_attribute_length: int = 4_096
     max_attributes: int = 128
+    scrub: bool = True
+    scrub_keys: tuple[str, ...] = ()
+    scrub_patterns: tuple[str, ...] = ()
+    scrub_allow_keys: tuple[str, ...] = ()
+    scrub_allow_values: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **arguments: Any) -> Settings:
@@ -216,6 +262,12 @@ def _parse_argument(name: str, setting: Setting, value: Any) -> Any:
         return _parse(f"{name} (argument)", setting.parse, value)
     if isinstance(value, (list, tuple)) and setting.parse is parse_exporter_names:
         return _parse(f"{name} (argument)", setting.parse, ",".join(value) or "none")
+    if isinstance(value, (list, tuple)) and setting.parse is parse_names:
+        return _parse(f"{name} (argument)", setting.parse, ",".join(map(str, value)))
+    if isinstance(value, (list, tuple)) and setting.parse is parse_patterns:
+        return _parse(f"{name} (argument)", setting.parse, json.dumps([str(item) for item in value]))
+    if isinstance(value, bool) and setting.parse is parse_bool:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name}={value!r}: expected a string or a number")
     return _parse(f"{name} (argument)", setting.parse, str(value))

@@ -1,0 +1,396 @@
+"""The secret scrubber: corpus lines, key policy, user rules, hostile input and properties."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tracestream.scrubbing import REDACTED, Finding, Scrubber, ScrubRules
+
+CORPUS = Path(__file__).parent / "corpus"
+SCRUBBER = Scrubber()
+
+
+def _corpus(name: str) -> list[str]:
+    lines = (CORPUS / name).read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+SECRET_ROWS = [row.split("\t") for row in _corpus("secrets.txt")]
+ORDINARY = _corpus("ordinary.txt")
+
+
+def test_corpora_are_big_enough() -> None:
+    assert len(SECRET_ROWS) >= 60
+    assert len(ORDINARY) >= 60
+
+
+def _leaked_parts(secret: str, line: str, output: str) -> list[str]:
+    """Parts of `secret` (whole, or any 6+ char window) in `output` that the line's context can't explain."""
+    context = line.replace(secret, "\0")
+    windows = {secret} | {secret[i : i + 6] for i in range(len(secret) - 5)}
+    return sorted(part for part in windows if part in output and part not in context)
+
+
+@pytest.mark.parametrize(
+    ("line", "secrets"), [(row[0], row[1:]) for row in SECRET_ROWS], ids=range(len(SECRET_ROWS))
+)
+def test_secret_line_is_redacted_without_leaking(line: str, secrets: list[str]) -> None:
+    assert secrets, "every corpus row lists its secrets"
+    output = SCRUBBER.scrub_text(line)
+    assert output != line
+    assert REDACTED in output
+    for secret in secrets:
+        assert secret in line, "corpus row lists a secret that is not in its line"
+        assert _leaked_parts(secret, line, output) == []
+
+
+@pytest.mark.parametrize("line", ORDINARY, ids=range(len(ORDINARY)))
+def test_ordinary_line_is_unchanged(line: str) -> None:
+    assert SCRUBBER.scrub_text(line) == line
+    assert SCRUBBER.findings(line) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("postgres://user:hunter2@host/db", "postgres://user:[REDACTED]@host/db"),
+        ("redis://:s3cret@cache:6379/0", "redis://:[REDACTED]@cache:6379/0"),
+        ("amqp://u:p@h", "amqp://u:[REDACTED]@h"),
+        ("postgres://u:p@ss@host/db", "postgres://u:[REDACTED]@host/db"),
+        ("Authorization: Bearer abc.def-123", "Authorization: Bearer [REDACTED]"),
+        ("password=hunter2&next=/home", "password=[REDACTED]&next=/home"),
+        ('{"password": "a b \\" c", "user": "bob"}', '{"password": "[REDACTED]", "user": "bob"}'),
+        ("Cookie: a=1; b=2", "Cookie: [REDACTED]"),
+        ("?api_key=abc123&x=1", "?api_key=[REDACTED]&x=1"),
+        ("AKIAIOSFODNN7EXAMPLE", REDACTED),
+    ],
+)
+def test_context_around_the_secret_is_kept(line: str, expected: str) -> None:
+    assert SCRUBBER.scrub_text(line) == expected
+
+
+def test_findings_locate_secrets_without_containing_them() -> None:
+    line = "login user=bob password=hunter2 card 4111 1111 1111 1111"
+    findings = SCRUBBER.findings(line)
+    assert [(f.kind, line[f.start : f.end]) for f in findings] == [
+        ("sensitive_key_value", "hunter2"),
+        ("card_number", "4111 1111 1111 1111"),
+    ]
+    assert all(set(vars(f)) == {"kind", "start", "end"} for f in findings)
+
+
+def test_overlapping_rules_merge_into_one_finding() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJl"
+    assert SCRUBBER.findings(f"Authorization: Bearer {jwt}") == [Finding("bearer_token", 22, 22 + len(jwt))]
+
+
+# --- Luhn ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "card",
+    ["4111111111111111", "4111 1111 1111 1111", "4242-4242-4242-4242", "378282246310005", "3782 822463 10005",
+     "6011111111111117", "5555555555554444", "2223003122003222", "4222222222222", "6200000000000005"],
+)  # fmt: skip
+def test_luhn_valid_card_numbers_are_redacted(card: str) -> None:
+    assert SCRUBBER.scrub_text(f"paid with {card} today") == f"paid with {REDACTED} today"
+
+
+def test_card_followed_by_cvv_or_expiry_is_still_found() -> None:
+    assert SCRUBBER.scrub_text("4111 1111 1111 1111 737 12/27") == f"{REDACTED} 737 12/27"
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "4111111111111112",  # Luhn fails
+        "4111 1111 1111 1112",
+        "4929-1234-5678-9012",
+        "1234567890123452",  # passes Luhn, but 1 is no card network
+        "41111111111111111111",  # 20 digits
+        "4111 1111 1111",  # 12 digits
+        "4111-1111 1111-1111",  # mixed separators are not a card layout
+        "12345678-1234-1234-1234-123456789012",
+    ],
+)
+def test_numbers_that_are_not_cards_are_left_alone(number: str) -> None:
+    line = f"id {number} done"
+    assert SCRUBBER.scrub_text(line) == line
+
+
+# --- key-based redaction ------------------------------------------------------------------
+
+SENSITIVE_KEYS = [
+    "password", "PASSWORD", "db_password", "userPassword", "PGPASSWORD", "passwd", "pwd", "passphrase",
+    "secret", "client_secret", "AWS_SECRET_ACCESS_KEY", "token", "access_token", "X-CSRF-Token", "csrftoken",
+    "api_key", "apikey", "api-key", "X-Api-Key", "apiKey", "APIKey", "access_key", "private_key",
+    "authorization", "Authorization", "http.request.header.authorization", "HTTP_AUTHORIZATION",
+    "proxy-authorization", "cookie", "Set-Cookie", "http.response.header.set_cookie", "session", "sessionid",
+    "session_id", "csrf", "xsrf", "credit_card", "creditCard", "card_number", "cardNumber", "cc_number",
+    "ssn", "cvv", "credentials", "x-amz-signature", "sig", "aws_access_key_id",
+]  # fmt: skip
+PLAIN_KEYS = [
+    "token_count", "password_reset_sent_at", "gen_ai.usage.input_tokens", "max_tokens",
+    "llm.token_count.prompt", "session.duration", "session_count", "token_type", "token_expires_at",
+    "secret_name", "password_length", "api_key_count", "csrf_cookie_name", "cache_key", "key", "email.cc",
+    "cc", "user_id", "card_last4", "http.request.method", "url.full", "tokenizer", "passport_country",
+    "", "...",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", SENSITIVE_KEYS)
+def test_sensitive_key_redacts_the_whole_value(key: str) -> None:
+    assert SCRUBBER.scrub_value(key, "anything at all") == REDACTED
+    assert SCRUBBER.scrub_value(key, 12345) == REDACTED
+    assert SCRUBBER.scrub_value(key, ["Bearer a", b"raw", None]) == [REDACTED, REDACTED, REDACTED]
+
+
+@pytest.mark.parametrize("key", PLAIN_KEYS)
+def test_plain_key_keeps_ordinary_values(key: str) -> None:
+    assert SCRUBBER.scrub_value(key, "some value 42") == "some value 42"
+    assert SCRUBBER.scrub_value(key, 42) == 42
+
+
+def test_plain_key_still_scrubs_secrets_inside_its_text() -> None:
+    assert (
+        SCRUBBER.scrub_value("http.url", "https://h/p?token=abc123&x=1") == "https://h/p?token=[REDACTED]&x=1"
+    )
+    assert SCRUBBER.scrub_value("url.query", "page=2&api_key=abc") == "page=2&api_key=[REDACTED]"
+    assert (
+        SCRUBBER.scrub_value("db.connection_string", "postgres://u:pw@h/d") == "postgres://u:[REDACTED]@h/d"
+    )
+
+
+def test_nested_structures_are_scrubbed_leaf_by_leaf() -> None:
+    body = {
+        "user": {"name": "bob", "password": "hunter2", "token_count": 3},
+        "headers": [{"Authorization": "Bearer abc12345"}, {"Accept": "*/*"}],
+        "credentials": {"username": "bob", "keys": ["k1", ("k2", 7)]},
+        "note": "dsn postgres://app:pw@db/app",
+        7: "non-str key",
+    }
+    assert SCRUBBER.scrub_value("body", body) == {
+        "user": {"name": "bob", "password": REDACTED, "token_count": 3},
+        "headers": [{"Authorization": REDACTED}, {"Accept": "*/*"}],
+        "credentials": {"username": REDACTED, "keys": [REDACTED, (REDACTED, REDACTED)]},
+        "note": "dsn postgres://app:[REDACTED]@db/app",
+        7: "non-str key",
+    }
+
+
+def test_scrub_attributes_as_instrumentations_record_them() -> None:
+    attrs: dict[str, object] = {
+        "http.request.method": "GET",
+        "http.request.header.authorization": ("Bearer abc.def.ghi",),
+        "http.request.header.x_api_key": ["k-123"],
+        "http.response.header.set_cookie": ["sid=abc; Path=/", "csrftoken=def"],
+        "url.full": "https://api.example.com/v1/orders?token=tk_1234&page=3",
+        "url.query": "api_key=abc&page=3",
+        "http.response.status_code": 200,
+        "gen_ai.usage.input_tokens": 512,
+    }
+    assert SCRUBBER.scrub_attributes(attrs) == {
+        "http.request.method": "GET",
+        "http.request.header.authorization": (REDACTED,),
+        "http.request.header.x_api_key": [REDACTED],
+        "http.response.header.set_cookie": [REDACTED, REDACTED],
+        "url.full": "https://api.example.com/v1/orders?token=[REDACTED]&page=3",
+        "url.query": "api_key=[REDACTED]&page=3",
+        "http.response.status_code": 200,
+        "gen_ai.usage.input_tokens": 512,
+    }
+
+
+def test_bytes_are_scrubbed_and_keep_their_type() -> None:
+    assert SCRUBBER.scrub_value("body", b"password=hunter2 \xff") == b"password=[REDACTED] \xff"
+    raw = b"\xff\xfe no secrets"
+    assert SCRUBBER.scrub_value("body", raw) is raw
+
+
+# --- user rules ---------------------------------------------------------------------------
+
+
+def test_allow_keys_are_never_redacted() -> None:
+    scrubber = Scrubber(ScrubRules(allow_keys=("session.id", "X-Debug-Token")))
+    assert scrubber.scrub_value("session.id", "abc") == "abc"
+    assert scrubber.scrub_value("Session-Id", "abc") == "abc"
+    assert scrubber.scrub_value("x_debug_token", "password=visible") == "password=visible"
+    assert scrubber.scrub_text("session.id=abc x-debug-token=def") == "session.id=abc x-debug-token=def"
+    assert scrubber.scrub_value("session_token", "abc") == REDACTED
+
+
+def test_allow_values_are_never_redacted() -> None:
+    scrubber = Scrubber(ScrubRules(allow_values=(re.escape("4111 1111 1111 1111"), "changeme", "dummy-.*")))
+    assert scrubber.scrub_text("test card 4111 1111 1111 1111") == "test card 4111 1111 1111 1111"
+    assert scrubber.scrub_text("password=changeme") == "password=changeme"
+    assert scrubber.scrub_text("password=changeme2") == "password=[REDACTED]"
+    assert scrubber.scrub_value("password", "dummy-value") == "dummy-value"
+    assert scrubber.scrub_value("password", ["changeme", "real"]) == ["changeme", REDACTED]
+
+
+def test_extra_keys_apply_to_attributes_and_text() -> None:
+    scrubber = Scrubber(ScrubRules(extra_keys=("pin", "X-Tenant-Pass")))
+    assert scrubber.scrub_value("pin", 1234) == REDACTED
+    assert scrubber.scrub_value("card.pin", "1234") == REDACTED
+    assert scrubber.scrub_value("x_tenant_pass", "p") == REDACTED
+    assert scrubber.scrub_value("pin_count", 3) == 3
+    assert (
+        scrubber.scrub_text("login pin=1234 xTenantPass: abc")
+        == "login pin=[REDACTED] xTenantPass: [REDACTED]"
+    )
+    assert SCRUBBER.scrub_text("login pin=1234") == "login pin=1234"
+
+
+def test_extra_patterns_redact_whole_match_or_secret_group() -> None:
+    scrubber = Scrubber(ScrubRules(extra_patterns=(r"ACME-[0-9]{6}", r"door code (?P<secret>[0-9]{4})")))
+    assert (
+        scrubber.scrub_text("key ACME-123456 and door code 9876")
+        == f"key {REDACTED} and door code {REDACTED}"
+    )
+    assert [f.kind for f in scrubber.findings("ACME-123456")] == ["custom"]
+
+
+def test_extra_pattern_matching_the_marker_stays_idempotent() -> None:
+    scrubber = Scrubber(ScrubRules(extra_patterns=(r"[A-Z]{5,}", r"\S*")))
+    once = scrubber.scrub_text("user SECRETVALUE logged in")
+    assert scrubber.scrub_text(once) == once
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        ScrubRules(extra_patterns=("ok", "unclosed(group")),
+        ScrubRules(allow_values=("[unterminated",)),
+    ],
+)
+def test_bad_user_regex_raises_value_error_naming_it(rules: ScrubRules) -> None:
+    bad = (rules.extra_patterns or rules.allow_values)[-1]
+    with pytest.raises(ValueError, match=re.escape(repr(bad))):
+        Scrubber(rules)
+
+
+@pytest.mark.parametrize("rules", [ScrubRules(extra_keys=("--",)), ScrubRules(allow_keys=("",))])
+def test_key_without_words_raises_value_error(rules: ScrubRules) -> None:
+    with pytest.raises(ValueError, match="contains no letters or digits"):
+        Scrubber(rules)
+
+
+# --- hostile input ------------------------------------------------------------------------
+
+
+def test_cyclic_structures_terminate_and_fail_closed() -> None:
+    cyclic_dict: dict[str, object] = {"name": "x"}
+    cyclic_dict["self"] = cyclic_dict
+    cyclic_list: list[object] = ["password=hunter2"]
+    cyclic_list.append(cyclic_list)
+
+    scrubbed = SCRUBBER.scrub_value("body", cyclic_dict)
+    depth = 0
+    while isinstance(scrubbed, dict):
+        assert scrubbed["name"] in ("x", REDACTED)
+        scrubbed, depth = scrubbed["self"], depth + 1
+    assert scrubbed == REDACTED
+    assert depth < 100
+
+    scrubbed_list = SCRUBBER.scrub_value("password", cyclic_list)
+    assert isinstance(scrubbed_list, list)
+    assert scrubbed_list[0] == REDACTED
+    assert SCRUBBER.scrub_value("body", cyclic_list) is not None
+
+
+class _ExplodingMapping(Mapping[str, object]):
+    def __getitem__(self, key: str) -> object:
+        raise RuntimeError("boom")
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("boom")
+
+    def __len__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize(
+    "value", [None, 1.5, float("nan"), True, object(), {1, 2}, b"", "", frozenset({"x"})]
+)
+def test_odd_leaves_pass_through_or_are_redacted_whole(value: object) -> None:
+    assert SCRUBBER.scrub_value("body", value) is value
+    assert SCRUBBER.scrub_value("password", value) == REDACTED
+
+
+def test_hostile_mapping_fails_closed() -> None:
+    assert SCRUBBER.scrub_value("body", _ExplodingMapping()) == REDACTED
+    assert SCRUBBER.scrub_attributes({"ok": "fine", "bad": _ExplodingMapping()}) == {
+        "ok": "fine",
+        "bad": REDACTED,
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 2_000_000,
+        "4" * 2_000_000,
+        "password=" * 200_000,
+        "x://u:" + "p" * 1_000_000,
+        "bearer " + "a1" * 500_000,
+        "-----BEGIN PRIVATE KEY-----" + "A" * 1_000_000,
+        '{"password": "' + "\\" * 1_000_001,
+        "4111 " * 400_000,
+    ],
+    ids=["letters", "digits", "keys", "url", "bearer", "pem", "quote", "groups"],
+)
+def test_huge_strings_scan_in_linear_time(text: str) -> None:
+    started = time.perf_counter()
+    once = SCRUBBER.scrub_text(text)
+    assert SCRUBBER.scrub_text(once) == once
+    assert time.perf_counter() - started < 20
+
+
+# --- properties ---------------------------------------------------------------------------
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "password", "token", "=", ":", ": ", '"', "'", "\\", '\\"', "&", ";", " ", "\n", "Bearer ", "basic ",
+        "Authorization: ", "Cookie: ", "://", "u:", "@", "/", "eyJ", "abcDEF12", ".", "AKIA",
+        "ABCDEFGHIJ234567", "ghp_", "xoxb-", "4111", "1111", "-", "-----BEGIN PRIVATE KEY-----",
+        "-----END PRIVATE KEY-----", REDACTED, "[", "]", "_count", "['", '{\\"',
+    ]
+)  # fmt: skip
+_TEXTS = st.text() | st.lists(_FRAGMENTS | st.text(max_size=3), max_size=25).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXTS)
+def test_scrub_text_never_raises_and_is_idempotent(text: str) -> None:
+    once = SCRUBBER.scrub_text(text)
+    assert SCRUBBER.scrub_text(once) == once
+
+
+@settings(max_examples=200, deadline=None)
+@given(_TEXTS)
+def test_findings_are_sorted_disjoint_and_in_bounds(text: str) -> None:
+    findings = SCRUBBER.findings(text)
+    for finding in findings:
+        assert 0 <= finding.start < finding.end <= len(text)
+    for before, after in itertools.pairwise(findings):
+        assert before.end <= after.start
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.integers() | st.text() | st.binary(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    )
+)
+def test_scrub_value_never_raises(value: object) -> None:
+    SCRUBBER.scrub_value("body", value)
+    SCRUBBER.scrub_value("password", value)

@@ -1,0 +1,475 @@
+"""Secret scrubbing for log bodies, span attributes and free text, before anything leaves the process.
+
+Built like a structlog chain: one small rule per secret kind, composed by `Scrubber`.
+Clean lines are the common case, so every rule declares cheap lowercase trigger substrings
+and its regex only runs on text that contains one of them. A secret is always replaced
+whole by `REDACTED`; only the surrounding context (scheme, user name, key) is kept.
+The key-name policy and its trade-offs are in docs/scrubbing.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+__all__ = ["REDACTED", "Finding", "ScrubRules", "Scrubber"]
+
+REDACTED = "[REDACTED]"
+
+# Nesting deeper than this is replaced by REDACTED: it bounds cyclic structures and
+# never lets an unscanned value through.
+MAX_DEPTH = 16
+# scrub_text rescans until stable; real text settles in one or two passes.
+MAX_PASSES = 4
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Where a secret is, never what it is, so `scrub-check` can report it safely."""
+
+    kind: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class ScrubRules:
+    """User additions: extra sensitive key names and regexes, and allow-lists that win over both.
+
+    `allow_values` are regexes that must match a whole candidate secret; a plain word is
+    therefore an exact literal (use `re.escape` for literals with metacharacters).
+    """
+
+    extra_keys: tuple[str, ...] = ()
+    extra_patterns: tuple[str, ...] = ()
+    allow_keys: tuple[str, ...] = ()
+    allow_values: tuple[str, ...] = ()
+
+
+class Rule(Protocol):
+    """One secret kind: `spans` yields the (start, end) of each secret in the text."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def triggers(self) -> tuple[str, ...]:
+        """Lowercase substrings, one of which any match contains; empty means always run."""
+        ...
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]: ...
+
+
+@dataclass(frozen=True)
+class PatternRule:
+    """A regex rule; the named group `secret`, if present, is the part replaced (context stays)."""
+
+    kind: str
+    pattern: re.Pattern[str]
+    triggers: tuple[str, ...]
+    check: Callable[[str], bool] | None = None
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        group = "secret" if "secret" in self.pattern.groupindex else 0
+        for match in self.pattern.finditer(text):
+            start, end = match.span(group)
+            if end > start and (self.check is None or self.check(text[start:end])):
+                yield start, end
+
+
+# --- key names -------------------------------------------------------------------------
+
+_KEY_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+# A word ending in one of these is sensitive: `userpassword`, `PGPASSWORD`, `csrftoken`.
+# `tokens` is deliberately absent: `gen_ai.usage.input_tokens`, `max_tokens` are counts.
+_SECRET_SUFFIXES = (
+    "password", "passwords", "passwd", "passphrase", "secret", "secrets", "token",
+    "apikey", "accesskey", "privatekey", "secretkey", "authorization", "cookie", "cookies",
+    "session", "sessionid", "credential", "credentials", "signature", "cardnumber",
+    "creditcard", "ccnumber",
+)  # fmt: skip
+# Matched as whole words only: too short to be safe as suffixes.
+_SECRET_WORDS = frozenset({"pwd", "sig", "ssn", "cvv", "cvc", "csrf", "xsrf", "otp"})
+_SECRET_PHRASES = (
+    ("api", "key"), ("access", "key"), ("private", "key"), ("account", "key"), ("signing", "key"),
+    ("encryption", "key"), ("master", "key"), ("card", "number"), ("credit", "card"), ("cc", "number"),
+)  # fmt: skip
+# A key whose sensitive word is followed by one of these describes a secret rather than
+# holding it: `token_count`, `password_reset_sent_at`, `session.duration`, `token_type`.
+# `id` is not here on purpose: a session id is a credential.
+_METADATA_WORDS = frozenset({
+    "count", "length", "len", "size", "at", "time", "timestamp", "ts", "ttl", "expires", "expiry",
+    "expiration", "age", "duration", "type", "kind", "name", "version", "algorithm", "alg",
+    "enabled", "required", "limit", "usage", "policy",
+})  # fmt: skip
+# Keys whose text value runs to the end of the line (`Cookie: a=1; b=2`), not to the next space.
+_HEADER_SUFFIXES = ("authorization", "cookie")
+
+
+@lru_cache(maxsize=4096)
+def key_words(key: str) -> tuple[str, ...]:
+    """Normalise a key to lowercase words: `X-Api-Key`, `x_api_key`, `xApiKey` -> (x, api, key)."""
+    return tuple(word.lower() for word in _KEY_WORD.findall(key))
+
+
+class KeyVerdict(enum.Enum):
+    PLAIN = enum.auto()
+    SECRET = enum.auto()
+    ALLOWED = enum.auto()
+
+
+class KeyPolicy:
+    """Decides, per key name, whether its value is a secret, plain, or allow-listed (never touched)."""
+
+    def __init__(self, extra_keys: tuple[str, ...] = (), allow_keys: tuple[str, ...] = ()) -> None:
+        self._words = set(_SECRET_WORDS)
+        self._phrases: dict[str, list[tuple[str, ...]]] = {}
+        for phrase in (*_SECRET_PHRASES, *(_require_words(key, "extra key") for key in extra_keys)):
+            if len(phrase) == 1:
+                self._words.add(phrase[0])
+            else:
+                self._phrases.setdefault(phrase[-1], []).append(phrase)
+        self._allowed = frozenset("_".join(_require_words(key, "allow key")) for key in allow_keys)
+        self.triggers = (*_SECRET_SUFFIXES, *self._words, *self._phrases)
+        self.verdict: Callable[[str], KeyVerdict] = lru_cache(maxsize=4096)(self._classify)
+
+    def _classify(self, key: str) -> KeyVerdict:
+        words = key_words(key)
+        if "_".join(words) in self._allowed:
+            return KeyVerdict.ALLOWED
+        last = -1
+        for i, word in enumerate(words):
+            if word in self._words or word.endswith(_SECRET_SUFFIXES) or self._ends_phrase(words, i):
+                last = i
+        if last < 0 or any(word in _METADATA_WORDS for word in words[last + 1 :]):
+            return KeyVerdict.PLAIN
+        return KeyVerdict.SECRET
+
+    def _ends_phrase(self, words: tuple[str, ...], i: int) -> bool:
+        return any(
+            i + 1 >= len(phrase) and words[i + 1 - len(phrase) : i + 1] == phrase
+            for phrase in self._phrases.get(words[i], ())
+        )
+
+
+def _require_words(key: str, what: str) -> tuple[str, ...]:
+    words = key_words(key)
+    if not words:
+        raise ValueError(f"{what} {key!r} contains no letters or digits")
+    return words
+
+
+# --- key=value pairs inside text ---------------------------------------------------------
+
+# A key is not URL userinfo (`https://user:pw@`, left to URL_PASSWORD). The value may open a list
+# repr (`['Bearer x']`) or escaped JSON logged as a string (`{\"password\":\"x\"}`).
+_TEXT_KEY = re.compile(
+    r"(?<![A-Za-z0-9_.\-])(?<!://)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})"
+    r"(?:\\?[\"'])?[ \t]*[:=][ \t]*(?:[\[(](?=\\?[\"']))?(?P<escaped>\\(?=[\"']))?"
+)
+# An unquoted "value" that is a key name followed by a separator is the next key, not a value:
+# `credentials: aws_access_key_id = x`.
+_NEXT_KEY = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*[:=]")
+_QUOTED_VALUE = re.compile(r"""(?P<quote>["'])(?P<body>(?:(?!(?P=quote))[^\\]|\\.)*)""", re.S)
+_WORD_VALUE_END = re.compile(r"[\s\"'&;,]")
+_LINE_VALUE_END = re.compile(r"[\"'\\\r\n]")
+_AUTH_SCHEME = re.compile(r"(?i:bearer|basic|digest|token|negotiate|ntlm|aws4-hmac-sha256)[ \t]+(?=\S)")
+
+
+@dataclass(frozen=True)
+class KeyValueRule:
+    """`password=x`, `"token": "x"`, `?api_key=x&`, `X-Api-Key: x`, `Cookie: a=1; b=2` in text.
+
+    Uses the same key policy as attributes, so `token_count=42` is left alone.
+    """
+
+    keys: KeyPolicy
+    kind: str = "sensitive_key_value"
+
+    @property
+    def triggers(self) -> tuple[str, ...]:
+        return self.keys.triggers
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        pos = 0
+        while match := _TEXT_KEY.search(text, pos):
+            pos = match.end()
+            key = match.group("key")
+            if self.keys.verdict(key) is KeyVerdict.SECRET:
+                header = key_words(key)[-1].endswith(_HEADER_SUFFIXES)
+                span = _value_span(text, pos, header, match.group("escaped") is not None)
+                if span is not None:
+                    yield span
+                    # Resume after the value: rescanning inside it is redundant and, for
+                    # `password=password=...`, quadratic.
+                    pos = max(pos, span[1])
+
+
+def _value_span(text: str, pos: int, header: bool, escaped: bool) -> tuple[int, int] | None:
+    """The value after `key=`: a quoted string, a header value (to end of line), or one word."""
+    if escaped:  # {\"password\":\"x\"}: the value ends at the next escaped quote
+        start = pos + 1
+        end = text.find("\\" + text[pos], start)
+        end = len(text) if end < 0 else end
+    elif quoted := _QUOTED_VALUE.match(text, pos):
+        start, end = quoted.span("body")
+    else:
+        start = pos
+        found = (_LINE_VALUE_END if header else _WORD_VALUE_END).search(text, pos)
+        end = found.start() if found else len(text)
+        if not header and (next_key := _NEXT_KEY.match(text, start)) and next_key.end("key") == end:
+            return None
+    if header and (scheme := _AUTH_SCHEME.match(text, start, end)):
+        start = scheme.end()
+    return (start, end) if end > start else None
+
+
+# --- secret formats ----------------------------------------------------------------------
+
+
+def _is_card_number(candidate: str) -> bool:
+    """Luhn check, so order numbers and other long ids that fail it are left alone."""
+    total = 0
+    for i, char in enumerate(reversed(candidate.replace(" ", "").replace("-", ""))):
+        digit = ord(char) - 48
+        if i % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+_TOKEN = r"A-Za-z0-9._~+/\-"
+_B64 = r"A-Za-z0-9+/"
+# A credential is never a plain word: require a digit, a symbol or an inner capital, so
+# "the bearer of" and "basic instructions" stay readable.
+_NOT_A_WORD = r"(?=[{c}]*?[0-9._~+/\-]|[{c}]+?[A-Z])"
+
+PEM_PRIVATE_KEY = PatternRule(
+    "pem_private_key",
+    re.compile(
+        r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?P<secret>.+?)(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S
+    ),
+    ("private key",),
+)
+URL_PASSWORD = PatternRule(
+    "url_password",
+    re.compile(
+        r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s:/?#@]*:(?P<secret>[^\s/?#\"'<>]+)@"
+    ),
+    ("://",),
+)
+BEARER_TOKEN = PatternRule(
+    "bearer_token",
+    re.compile(
+        rf"(?i:\bbearer)[ \t]+(?P<secret>{_NOT_A_WORD.format(c=_TOKEN)}[{_TOKEN}]{{8,}}=*)(?![{_TOKEN}=])"
+    ),
+    ("bearer",),
+)
+BASIC_AUTH = PatternRule(
+    "basic_auth",
+    re.compile(
+        rf"(?i:\bbasic)[ \t]+(?P<secret>{_NOT_A_WORD.format(c=_B64)}(?:[{_B64}]{{4}}){{2,}}"
+        rf"(?:[{_B64}]{{2}}==|[{_B64}]{{3}}=)?)(?![{_B64}=])"
+    ),
+    ("basic",),
+)
+JWT = PatternRule(
+    "jwt",
+    re.compile(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]*"),
+    ("eyj",),
+)
+AWS_ACCESS_KEY_ID = PatternRule(
+    "aws_access_key_id",
+    re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
+    ("akia", "asia"),
+)
+GITHUB_TOKEN = PatternRule(
+    "github_token",
+    re.compile(
+        r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])"
+    ),
+    ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+)
+SLACK_TOKEN = PatternRule(
+    "slack_token",
+    re.compile(r"(?<![A-Za-z0-9])xox[baprs]-[A-Za-z0-9\-]{10,250}"),
+    ("xox",),
+)
+# 13-19 digits as printed on cards: contiguous, 4-4-4-(1..4) or Amex/Diners 4-6-(4..5), with one
+# consistent space or dash separator, first digit 2-6 (card networks), standing alone. Longer
+# digit runs and other groupings (UUID digits, phone lists, 20-digit tracking ids) never match.
+# This rule has no trigger words; `[2-6][0-9]{3}` up front keeps the always-on scan cheap.
+CARD_NUMBER = PatternRule(
+    "card_number",
+    re.compile(
+        r"[2-6](?<![0-9A-Za-z][2-6])[0-9]{3}"
+        r"(?:(?P<s1>[ \-])[0-9]{4}(?P=s1)[0-9]{4}(?P=s1)[0-9]{1,4}"
+        r"|(?P<s2>[ \-])[0-9]{6}(?P=s2)[0-9]{4,5}"
+        r"|[0-9]{9,15})"
+        r"(?![0-9A-Za-z])"
+    ),
+    (),
+    check=_is_card_number,
+)
+
+BUILTIN_RULES: tuple[Rule, ...] = (
+    PEM_PRIVATE_KEY,
+    URL_PASSWORD,
+    BEARER_TOKEN,
+    BASIC_AUTH,
+    JWT,
+    AWS_ACCESS_KEY_ID,
+    GITHUB_TOKEN,
+    SLACK_TOKEN,
+    CARD_NUMBER,
+)
+
+
+def _compile_user_regex(pattern: str, what: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except (re.error, TypeError) as exc:
+        raise ValueError(f"invalid {what} regex {pattern!r}: {exc}") from None
+
+
+def _literal_trie(words: set[str]) -> str:
+    """A regex matching any of `words`, nested by shared prefix: `p(?:ass(?:phrase|wd)|wd)`.
+
+    The regex engine tries alternatives one by one at every position, so sharing prefixes
+    makes this gate about twice as fast as a flat alternation on clean lines.
+    """
+    if "" in words:
+        return ""
+    by_first: dict[str, set[str]] = {}
+    for word in words:
+        by_first.setdefault(word[0], set()).add(word[1:])
+    branches = [re.escape(first) + _literal_trie(rests) for first, rests in sorted(by_first.items())]
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+
+_MARKER = re.compile(re.escape(REDACTED))
+
+
+class Scrubber:
+    """Composes the rules; safe to share between threads (all state is immutable or lru_cache)."""
+
+    def __init__(self, rules: ScrubRules = ScrubRules()) -> None:
+        self._keys = KeyPolicy(rules.extra_keys, rules.allow_keys)
+        custom = tuple(
+            PatternRule("custom", _compile_user_regex(p, "extra pattern"), ()) for p in rules.extra_patterns
+        )
+        self._allowed_values = tuple(_compile_user_regex(p, "allow value") for p in rules.allow_values)
+        self._rules: tuple[Rule, ...] = (*BUILTIN_RULES, KeyValueRule(self._keys), *custom)
+        self._untriggered = tuple(rule for rule in self._rules if not rule.triggers)
+        triggers = {t for rule in self._rules for t in rule.triggers}
+        # One search over all triggers; one contained in another is redundant (`key` in `apikey`).
+        self._gate = re.compile(
+            _literal_trie({t for t in triggers if not any(o in t for o in triggers - {t})})
+        )
+
+    def findings(self, text: str) -> list[Finding]:
+        """Sorted, disjoint spans that `scrub_text` replaces (first pass); never the secret itself."""
+        lowered = text.lower()
+        rules = self._rules if self._gate.search(lowered) else self._untriggered
+        raw: list[tuple[int, int, str]] = []
+        for rule in rules:
+            if rule.triggers and not any(t in lowered for t in rule.triggers):
+                continue
+            raw.extend(
+                (start, end, rule.kind)
+                for start, end in rule.spans(text)
+                if not self._allowed(text[start:end])
+            )
+        return _merge(text, raw) if raw else []
+
+    def scrub_text(self, text: str) -> str:
+        """Replace every finding; repeat while that changes something, because redacting one secret
+        can remove the delimiter another rule relied on. Each pass only turns text into markers, so
+        this converges; `MAX_PASSES` bounds adversarial input."""
+        for _ in range(MAX_PASSES):
+            found = self.findings(text)
+            if not found:
+                break
+            parts: list[str] = []
+            pos = 0
+            for finding in found:
+                parts += (text[pos : finding.start], REDACTED)
+                pos = finding.end
+            parts.append(text[pos:])
+            scrubbed = "".join(parts)
+            if scrubbed == text:
+                break
+            text = scrubbed
+        return text
+
+    def scrub_value(self, key: str, value: object) -> object:
+        """Key-aware scrub of one attribute or body value; fails closed (REDACTED) rather than raise."""
+        try:
+            return self._scrub(key, value, 0)
+        except Exception:  # a hostile Mapping or str subclass must not kill the export thread
+            return REDACTED
+
+    def scrub_attributes(self, attrs: Mapping[str, object]) -> dict[str, object]:
+        return {key: self.scrub_value(key, value) for key, value in attrs.items()}
+
+    def _scrub(self, key: object, value: object, depth: int) -> object:
+        if isinstance(key, str):
+            verdict = self._keys.verdict(key)
+            if verdict is KeyVerdict.ALLOWED:
+                return value
+            if verdict is KeyVerdict.SECRET:
+                return self._redact_leaves(value, depth)
+        if depth >= MAX_DEPTH:
+            return REDACTED
+        if isinstance(value, str):
+            return self.scrub_text(value)
+        if isinstance(value, bytes):
+            decoded = value.decode("utf-8", "surrogateescape")
+            scrubbed = self.scrub_text(decoded)
+            return value if scrubbed is decoded else scrubbed.encode("utf-8", "surrogateescape")
+        if isinstance(value, Mapping):
+            return {k: self._scrub(k, v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            items = [self._scrub(None, item, depth + 1) for item in value]
+            return items if isinstance(value, list) else tuple(items)
+        return value
+
+    def _redact_leaves(self, value: object, depth: int) -> object:
+        if depth >= MAX_DEPTH:
+            return REDACTED
+        if isinstance(value, Mapping):
+            return {k: self._redact_leaves(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            items = [self._redact_leaves(item, depth + 1) for item in value]
+            return items if isinstance(value, list) else tuple(items)
+        if isinstance(value, str) and self._allowed(value):
+            return value
+        return REDACTED
+
+    def _allowed(self, candidate: str) -> bool:
+        return any(pattern.fullmatch(candidate) for pattern in self._allowed_values)
+
+
+def _merge(text: str, raw: list[tuple[int, int, str]]) -> list[Finding]:
+    """Merge overlapping or touching spans; one touching a REDACTED marker already in the text
+    swallows it whole. Both keep scrubbing idempotent (no `[REDACTED][REDACTED]` to re-merge later)."""
+    spans = raw + [(m.start(), m.end(), "") for m in _MARKER.finditer(text)] if REDACTED in text else raw
+    spans.sort(key=lambda span: (span[0], -span[1]))
+    merged: list[Finding] = []
+    start, end, kind = spans[0]
+    for next_start, next_end, next_kind in spans[1:]:
+        if next_start <= end:
+            end = max(end, next_end)
+            kind = kind or next_kind
+            continue
+        if kind:
+            merged.append(Finding(kind, start, end))
+        start, end, kind = next_start, next_end, next_kind
+    if kind:
+        merged.append(Finding(kind, start, end))
+    return merged
