@@ -69,7 +69,15 @@ def test_stream_is_trimmed_to_max_entries(stream: RedisHandle) -> None:
     assert logs.force_flush()
     with stream.client() as client:
         length = client.xlen(stream.stream)
+        newest = [entry_id for entry_id, _ in client.xrevrange(stream.stream, count=1000)]
+        digest = [
+            line.split("\t")[2]
+            for _, f in client.xrange(stream.keys.digest)
+            for line in f["d"].split("\n")[1:]
+        ]
     assert 1000 <= length < 2000  # approximate trimming keeps whole nodes
+    # the search digest is trimmed alongside: it covers the newest 1000, plus at most a batch and a node
+    assert set(newest) <= set(digest) and len(digest) < 1000 + 512 + 100
 
 
 def test_old_entries_are_trimmed_by_age(stream: RedisHandle) -> None:
@@ -77,12 +85,15 @@ def test_old_entries_are_trimmed_by_age(stream: RedisHandle) -> None:
     with stream.client() as client:
         for i in range(300):  # three full stream nodes, all older than max_age
             client.xadd(stream.stream, {"v": "1", "body": "old"}, id=f"{an_hour_ago}-{i + 1}")
+            client.xadd(stream.keys.digest, {"first": "0-1", "n": 1, "d": "old"}, id=f"{an_hour_ago}-{i + 1}")
     logger, _, logs = _pipeline(stream, max_age="10m")
     logger.info("fresh")
     assert logs.force_flush()
     bodies = [entry.body for entry in stream.logs()]
     assert bodies[-1] == "fresh"
     assert bodies.count("old") < 100  # approximate trimming drops whole nodes only
+    with stream.client() as client:
+        assert [f["d"] for _, f in client.xrange(stream.keys.digest)].count("old") < 100
 
 
 def test_exporter_reports_failure_instead_of_raising() -> None:

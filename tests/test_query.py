@@ -24,7 +24,7 @@ from tracestream.query import (
     search,
     trace_tree,
 )
-from tracestream.schema import LogEntry
+from tracestream.schema import LogEntry, StreamKeys
 from tracestream.summary import service_status, summarize
 from tracestream.timeparse import iso_utc, parse_time_ms
 
@@ -142,13 +142,40 @@ def test_pages_are_newest_first_and_cover_everything_once(
 def test_paging_crosses_scan_chunks(
     stream: RedisHandle, writer: RecordWriter, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Small chunks make the scanner resume between server calls, as it does over big streams."""
-    monkeypatch.setattr("tracestream.query.SCAN_CHUNK", 7)
+    """A small budget makes the scanner resume between server calls, as it does over big streams."""
+    monkeypatch.setattr("tracestream.query.SCAN_BUDGET", 7)
     writer.write(*(writer.row(f"r{i}", service="rare" if i % 10 == 0 else "busy") for i in range(60)))
     page = search(client, stream.stream, Query.parse(services=["rare"]), limit=4)
     assert bodies(page.records) == ["r50", "r40", "r30", "r20"]
     rest = search(client, stream.stream, Query.parse(services=["rare"]), page.next_cursor, limit=4)
     assert bodies(rest.records) == ["r10", "r0"] and rest.next_cursor is None
+
+
+def test_paging_crosses_digest_entries_of_many_batches(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    for batch in range(6):  # one digest entry per written batch
+        writer.write(*(writer.row(f"b{batch}r{i}", severity="ERROR" if i == 2 else "INFO") for i in range(5)))
+    query = Query.parse(severity="ERROR")
+    first = search(client, stream.stream, query, limit=4)
+    assert bodies(first.records) == ["b5r2", "b4r2", "b3r2", "b2r2"]
+    assert bodies(search(client, stream.stream, query, first.next_cursor, limit=4).records) == [
+        "b1r2",
+        "b0r2",
+    ]
+    middle = search(client, stream.stream, Query(), cursor=first.records[1].stream_id, limit=3)
+    assert bodies(middle.records) == ["b4r1", "b4r0", "b3r4"]  # resumes inside a batch
+
+
+def test_text_with_tabs_and_newlines_matches_the_whole_message(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    """Digest lines flatten tabs and newlines, so such a text is checked on the entries themselves."""
+    writer.write(writer.row("line one\n\tline two"), writer.row("line one line two"))
+    assert bodies(search(client, stream.stream, Query.parse(text="one\n\tline")).records) == [
+        "line one\n\tline two"
+    ]
+    assert len(search(client, stream.stream, Query.parse(text="line two")).records) == 2
 
 
 def test_duplicates_from_a_retried_export_are_shown_once(
@@ -301,7 +328,11 @@ def test_reading_an_entry_with_an_unexpected_layout_still_works(
     stream: RedisHandle, client: redis.Redis
 ) -> None:
     """The scanner reads fields by position, with a by-name fallback for entries laid out differently."""
-    client.xadd(stream.stream, {"v": "1", "body": "odd layout", "severity_number": "17", "service": "x"})
+    entry_id = client.xadd(
+        stream.stream, {"v": "1", "body": "odd layout", "severity_number": "17", "service": "x"}
+    )
+    line = f"\nx\t17\t{entry_id}\todd layout\t\t"  # its digest line, as the exporter writes one
+    client.xadd(StreamKeys(stream.stream).digest, {"first": entry_id, "n": 1, "d": line}, id=entry_id)
     assert bodies(search(client, stream.stream, Query.parse(severity="ERROR", services=["x"])).records) == [
         "odd layout"
     ]

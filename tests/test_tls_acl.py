@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support import wait_for
+from tests.records import RecordWriter
+from tests.support import RedisHandle, wait_for
 from tracestream.connection import Tls, connect
 from tracestream.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
 from tracestream.exporters.redis_stream import RedisStreamSpanExporter
@@ -28,6 +29,7 @@ from tracestream.schema import StreamKeys
 PRODUCER_ACL = (
     "ACL SETUSER producer on >{password} resetkeys ~{stream}* resetchannels -@all"
     " +evalsha +script|load +script|exists +xadd +rpush +expire +xtrim +hset +ping +select"
+    " +incrby +decrby +lpush +lpop"
 )
 
 
@@ -206,6 +208,11 @@ def test_producer_acl_user_can_export_but_not_read(acl_redis: EmbeddedRedis) -> 
     settings = Settings.load(environ={}, redis_url=producer_url, stream=stream)
     assert _export_one_span(settings)
     assert [f["name"] for _, f in admin.xrange(StreamKeys(stream).spans)] == ["checkout"]
+    records = RecordWriter(RedisHandle(url=producer_url, stream=stream))
+    records.log("paid")  # the log script also appends and trims the digest
+    records.close()
+    assert [f["body"] for _, f in admin.xrange(stream)] == ["paid"]
+    assert admin.xlen(StreamKeys(stream).digest) == 1
     trace_keys = admin.keys(f"{stream}:trace:*")
     assert len(trace_keys) == 1 and admin.ttl(trace_keys[0]) > 0
 

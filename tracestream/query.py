@@ -1,8 +1,9 @@
 """Reading log records back: one `Query`, newest-first pages, live follow, and whole traces.
 
-A trace id is answered from the trace index, never by scanning. Everything else scans
-the stream newest first in chunks with a server-side script that returns only matching
-entries, so a search over a million records moves matches over the wire, not the stream.
+A trace id is answered from the trace index, never by scanning. Everything else walks
+the digest (a line per record: id, severity, service, text) newest first with a
+server-side script that reads only the entries whose lines pass, and returns only
+matching entries: a search over a million records moves matches over the wire, not the stream.
 Time ranges become stream ids (their millisecond part is the write time), so a range
 costs nothing to skip. Functions take a decoding client and keep no state between calls:
 call them from a thread in async code.
@@ -42,9 +43,9 @@ SEVERITY_FLOORS = {
     "CRITICAL": 21,
 }
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
-# Entries scanned per script call: large enough to amortise the round trip, small enough
-# that Redis is never blocked for long (a few milliseconds per call).
-SCAN_CHUNK = 20_000
+# Digest lines (records) looked at per script call: large enough to amortise the round
+# trip, small enough that Redis is never blocked for long (a few milliseconds per call).
+SCAN_BUDGET = 50_000
 
 StreamId = tuple[int, int]
 _MAX_SEQ = 2**64 - 1
@@ -217,21 +218,29 @@ def record_json(entry: LogEntry) -> dict[str, Any]:
 
 _POSITIONS = {name: 2 * index + 2 for index, name in enumerate(LOG_FIELDS)}  # Lua's 1-based value slots
 
-# Returns {last scanned id, entries scanned, id, fields, id, fields, ...}. Entries are read
-# by fixed position (every log entry has every field, in order), with a by-name fallback.
+# Walks the digest (one entry per written batch, a line per record) newest first. Whole
+# digest entries are skipped with one substring test when they cannot hold a match; only
+# the records whose lines pass severity, service and text are read from the log stream and
+# checked in full. Returns {last id looked at, lines looked at, 1 when the digest ran out,
+# id, fields, id, fields, ...}. Entries are read by fixed position with a by-name fallback.
 _SCAN_SCRIPT = """
+local high, low = ARGV[1], ARGV[2]
 local budget = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local min_sev = tonumber(ARGV[5])
-local text = ARGV[6]
-local trace = ARGV[7]
-local services, any_service = {}, true
-for name in string.gmatch(ARGV[8], '[^\\n]+') do services[name] = true; any_service = false end
+local needle = ARGV[6]
+local text = ARGV[7]
+local trace = ARGV[8]
+local services, service_list = {}, {}
+for name in string.gmatch(ARGV[9], '[^\\n]+') do
+  services[name] = true
+  service_list[#service_list + 1] = name
+end
 local needles = {}
-for needle in string.gmatch(ARGV[9], '[^\\n]+') do needles[#needles + 1] = needle end
-local P_SEV, P_BODY, P_SERVICE = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-local P_TRACE, P_ATTR = tonumber(ARGV[13]), tonumber(ARGV[14])
-local P_EXT, P_EXM = tonumber(ARGV[15]), tonumber(ARGV[16])
+for n in string.gmatch(ARGV[10], '[^\\n]+') do needles[#needles + 1] = n end
+local P_SEV, P_BODY, P_SERVICE = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local P_TRACE, P_ATTR = tonumber(ARGV[14]), tonumber(ARGV[15])
+local P_EXT, P_EXM = tonumber(ARGV[16]), tonumber(ARGV[17])
 local function get(f, pos, name)
   if f[pos - 1] == name then return f[pos] end
   for j = 1, #f, 2 do if f[j] == name then return f[j + 1] end end
@@ -239,7 +248,7 @@ local function get(f, pos, name)
 end
 local function matches(f)
   if min_sev > 0 and (tonumber(get(f, P_SEV, 'severity_number')) or 0) < min_sev then return false end
-  if not any_service and not services[get(f, P_SERVICE, 'service')] then return false end
+  if #service_list > 0 and not services[get(f, P_SERVICE, 'service')] then return false end
   if trace ~= '' and get(f, P_TRACE, 'trace_id') ~= trace then return false end
   if text ~= '' and not (string.find(get(f, P_BODY, 'body'), text, 1, true)
       or string.find(get(f, P_EXT, 'exception_type'), text, 1, true)
@@ -254,33 +263,103 @@ local function matches(f)
   end
   return true
 end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local hms, hseq = math.huge, math.huge
+if high ~= '+' then hms, hseq = parse(high) end
+local lms, lseq = -1, -1
+if low ~= '-' then lms, lseq = parse(low) end
+local function in_range(id)
+  local ms, seq = parse(id)
+  return (ms < hms or (ms == hms and seq <= hseq)) and (ms > lms or (ms == lms and seq >= lseq))
+end
 -- The id just below `id`, for an exclusive upper bound without Redis 6.2's '(' syntax.
 local function below(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   if seq ~= '0' then return ms .. '-' .. string.format('%.0f', tonumber(seq) - 1) end
   return string.format('%.0f', tonumber(ms) - 1) .. '-18446744073709551615'
 end
--- Small reads first, growing: a query that matches early never converts a whole chunk to Lua.
-local out = {'', 0}
-local high, step, scanned, found = ARGV[1], 64, 0, 0
-while scanned < budget do
-  local entries = redis.call('XREVRANGE', KEYS[1], high, ARGV[2], 'COUNT', math.min(step, budget - scanned))
-  for i = 1, #entries do
-    local e = entries[i]
-    scanned = scanned + 1
-    out[1] = e[1]
-    if matches(e[2]) then
-      out[#out + 1] = e[1]
-      out[#out + 1] = e[2]
-      found = found + 1
-      if found >= limit then out[2] = scanned; return out end
+local function may_hold_a_match(lines)
+  if needle ~= '' and not string.find(lines, needle, 1, true) then return false end
+  if #service_list == 0 then return true end
+  for _, name in ipairs(service_list) do
+    if string.find(lines, '\\n' .. name .. '\\t', 1, true) then return true end
+  end
+  return false
+end
+local LINE = '\\n([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\n]*)'
+local out = {'', 0, 0}
+local found = 0
+-- Newest first within one digest entry; true once `limit` records were found.
+local function scan(digest_entry)
+  local f = digest_entry[2]
+  local first, count, lines = get(f, 2, 'first'), tonumber(get(f, 4, 'n')) or 0, get(f, 6, 'd')
+  out[2] = out[2] + count
+  if may_hold_a_match(lines) then
+    local candidates = {}
+    local function consider(sev, id, rest)
+      if (tonumber(sev) or 0) >= min_sev and (needle == '' or string.find(rest, needle, 1, true)) then
+        candidates[#candidates + 1] = id
+      end
+    end
+    if #service_list > 0 then
+      -- jump from one line of a wanted service to the next instead of reading every line
+      local starts = {}
+      for _, name in ipairs(service_list) do
+        local pos = string.find(lines, '\\n' .. name .. '\\t', 1, true)
+        while pos do
+          starts[#starts + 1] = pos
+          pos = string.find(lines, '\\n' .. name .. '\\t', pos + 1, true)
+        end
+      end
+      table.sort(starts)
+      for _, pos in ipairs(starts) do
+        local _, sev, id, rest = string.match(lines, '^' .. LINE, pos)
+        consider(sev, id, rest)
+      end
+    else
+      for _, sev, id, rest in string.gmatch(lines, LINE) do consider(sev, id, rest) end
+    end
+    for i = #candidates, 1, -1 do
+      local id = candidates[i]
+      if in_range(id) then
+        local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+        if entry and matches(entry[2]) then
+          out[#out + 1] = id
+          out[#out + 1] = entry[2]
+          found = found + 1
+          if found >= limit then out[1] = id; return true end
+        end
+      end
     end
   end
-  if #entries < math.min(step, budget - scanned + #entries) then break end
-  high = below(entries[#entries][1])
-  step = math.min(step * 2, 2048)
+  out[1] = first
+  return false
 end
-out[2] = scanned
+local next_high = high
+if high ~= '+' then
+  -- the digest entry holding `high` is the oldest one with an id at or above it
+  local holding = redis.call('XRANGE', KEYS[2], high, '+', 'COUNT', 1)[1]
+  if holding then
+    local ms, seq = parse(get(holding[2], 2, 'first'))
+    if ms < hms or (ms == hms and seq <= hseq) then
+      if scan(holding) then return out end
+      next_high = below(holding[1])
+    end
+  end
+end
+local step = 8
+while out[2] < budget do
+  local entries = redis.call('XREVRANGE', KEYS[2], next_high, low, 'COUNT', step)
+  for i = 1, #entries do
+    if scan(entries[i]) then return out end
+  end
+  if #entries < step then out[3] = 1; return out end
+  next_high = below(entries[#entries][1])
+  step = math.min(step * 2, 64)
+end
 return out
 """
 
@@ -289,6 +368,7 @@ return out
 class _Chunk:
     last_id: str
     scanned: int
+    exhausted: bool
     entries: list[LogEntry]
 
 
@@ -297,10 +377,14 @@ class _Scanner:
 
     def __init__(self, client: redis.Redis, stream: str, query: Query) -> None:
         self._script = client.register_script(_SCAN_SCRIPT)
-        self._stream = stream
+        keys = StreamKeys(stream)
+        self._keys = [keys.logs, keys.digest]
         needles = [needle for match in query.attributes for needle in match.needles if needle]
+        # digest lines hold no tabs or newlines: a text with either is checked on whole entries only
+        digest_needle = "" if any(char in query.text for char in "\t\n") else query.text
         self._filters: list[str | int] = [
             query.min_severity,
+            digest_needle,
             query.text,
             query.trace_id,
             "\n".join(query.services),
@@ -321,14 +405,14 @@ class _Scanner:
 
     def chunk(self, high: str, low: str, budget: int, limit: int) -> _Chunk:
         reply = cast(
-            list[Any], self._script(keys=[self._stream], args=[high, low, budget, limit, *self._filters])
+            list[Any], self._script(keys=self._keys, args=[high, low, budget, limit, *self._filters])
         )
-        pairs = reply[2:]
+        pairs = reply[3:]
         entries = [
             LogEntry.from_fields(pairs[i], dict(zip(pairs[i + 1][::2], pairs[i + 1][1::2], strict=True)))
             for i in range(0, len(pairs), 2)
         ]
-        return _Chunk(reply[0], int(reply[1]), entries)
+        return _Chunk(reply[0], int(reply[1]), bool(reply[2]), entries)
 
 
 def iter_records(
@@ -370,14 +454,14 @@ def _from_stream(
         high = f"{query.until_ms}-{_MAX_SEQ}"
     low = f"{query.since_ms}-0" if query.since_ms is not None else "-"
     scanner = _Scanner(client, stream, query)
-    while high != "0-0":
-        chunk = scanner.chunk(high, low, SCAN_CHUNK, batch)
+    while True:
+        chunk = scanner.chunk(high, low, SCAN_BUDGET, batch)
         if on_scanned is not None:
             on_scanned(chunk.scanned)
         for entry in chunk.entries:
             if query.matches(entry):
                 yield entry
-        if not chunk.last_id or (chunk.scanned < SCAN_CHUNK and len(chunk.entries) < batch):
+        if chunk.exhausted or not chunk.last_id or chunk.last_id == "0-0":
             return
         high = before(chunk.last_id)
 

@@ -67,6 +67,11 @@ SPAN_FIELDS = (
 INDEX_LOG = "l"
 INDEX_SPAN = "s"
 
+# A digest line: a newline, then service, severity number, the record's stream id, body,
+# exception type and message, tab-separated, with tabs and newlines inside values turned
+# into spaces. Searches read these instead of whole entries.
+DIGEST_FIELDS = ("service", "severity_number", "body", "exception_type", "exception_message")
+
 
 @dataclass(frozen=True)
 class StreamKeys:
@@ -80,6 +85,21 @@ class StreamKeys:
 
     def trace_index(self, trace_id: str) -> str:
         return f"{self.logs}:trace:{trace_id}"
+
+    @property
+    def digest(self) -> str:
+        """One entry per written batch: each record's id, severity, service and text, as lines."""
+        return f"{self.logs}:digest"
+
+    @property
+    def digest_sizes(self) -> str:
+        """`<lines> <digest id>` per digest entry, oldest first: trims the digest by record count."""
+        return f"{self.logs}:digest:sizes"
+
+    @property
+    def digest_lines(self) -> str:
+        """How many lines the entries named in `digest_sizes` hold."""
+        return f"{self.logs}:digest:lines"
 
     @property
     def trace_index_pattern(self) -> str:

@@ -15,10 +15,12 @@ from typing import Any, cast
 import orjson
 import redis
 
-from tracestream.query import SCAN_CHUNK, before
+from tracestream.query import before
 from tracestream.schema import LOG_FIELDS
 
 ERROR_FLOOR = 17  # OTel severity number of ERROR
+# Entries summarised per script call: Redis is never blocked for more than a few milliseconds.
+SCAN_CHUNK = 20_000
 MINUTE_MS = 60_000
 
 # Returns JSON: {last, scanned, services: {name: [last_ms, count, errors, {resource sha: 1}]},

@@ -33,6 +33,9 @@ from tracestream.status import STATUS_TTL, status_key
 
 # One call per batch. The batch travels as a single JSON argument: packing thousands of
 # small arguments costs the client more than the server spends decoding one.
+# Log batches also append one digest entry (KEYS[2..4]; see docs/stream-schema.md) so a
+# search reads a line per record instead of whole entries. The digest is trimmed with
+# write-only commands, so a producer that may not read its streams can still run this.
 _APPEND_SCRIPT = """
 local stream = KEYS[1]
 local maxlen = tonumber(ARGV[1])
@@ -43,27 +46,63 @@ local member_prefix = ARGV[5]
 local trace_pos = tonumber(ARGV[6]) + 1
 local names = cjson.decode(ARGV[7])
 local rows = cjson.decode(ARGV[8])
+local digest_pos = cjson.decode(ARGV[9])
 local nfields = #names
 local touched = {}
 local pairs_ = {}
+local lines = {}
+local function one_line(text)
+  if string.find(text, '[\\t\\n]') then return (string.gsub(text, '[\\t\\n]', ' ')) end
+  return text
+end
 for f = 1, nfields do pairs_[2 * f - 1] = names[f] end
+local first_id, id
 for _, row in ipairs(rows) do
   for f = 1, nfields do pairs_[2 * f] = row[f] end
-  local id
   if maxlen > 0 then
     id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(pairs_))
   else
     id = redis.call('XADD', stream, '*', unpack(pairs_))
   end
+  first_id = first_id or id
   local trace = row[trace_pos]
   if trace ~= '' then
     local key = index_prefix .. trace
     redis.call('RPUSH', key, member_prefix .. id)
     touched[key] = true
   end
+  if #digest_pos > 0 then
+    local v = {}
+    for p = 1, #digest_pos do v[p] = one_line(row[digest_pos[p]]) end
+    lines[#lines + 1] = '\\n' .. v[1] .. '\\t' .. v[2] .. '\\t' .. id
+      .. '\\t' .. v[3] .. '\\t' .. v[4] .. '\\t' .. v[5]
+  end
 end
 for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 if min_id_ms > 0 then redis.call('XTRIM', stream, 'MINID', '~', min_id_ms) end
+if #lines == 0 then return #rows end
+-- The digest entry takes the batch's last record id, so stream ids locate it. It fails
+-- only if the log stream was deleted and recreated behind it: those records then go unindexed.
+local added = redis.pcall('XADD', KEYS[2], id, 'first', first_id, 'n', #lines, 'd', table.concat(lines))
+if type(added) == 'table' and added.err then return #rows end
+if min_id_ms > 0 then redis.call('XTRIM', KEYS[2], 'MINID', '~', min_id_ms) end
+if maxlen > 0 then
+  redis.call('RPUSH', KEYS[3], #lines .. ' ' .. id)
+  local total = redis.call('INCRBY', KEYS[4], #lines)
+  local cut
+  while true do
+    local oldest = redis.call('LPOP', KEYS[3])
+    if not oldest then break end
+    local count, digest_id = string.match(oldest, '^(%d+) (.+)$')
+    if total - tonumber(count) < maxlen then redis.call('LPUSH', KEYS[3], oldest); break end
+    total = redis.call('DECRBY', KEYS[4], count)
+    cut = digest_id
+  end
+  if cut then
+    local ms, seq = string.match(cut, '^(%d+)-(%d+)$')
+    redis.call('XTRIM', KEYS[2], 'MINID', '~', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
+  end
+end
 return #rows
 """
 
@@ -108,10 +147,18 @@ class StreamWriter(Generic[Item]):
         field_names: tuple[str, ...],
         member_prefix: str,
         encode: Encoder[Item],
+        *,
+        digest: bool = False,
     ) -> None:
         self.settings = settings
         self.stream = stream
         self._keys = schema.StreamKeys(settings.stream)
+        keys = self._keys
+        self._script_keys = (
+            [stream, keys.digest, keys.digest_sizes, keys.digest_lines] if digest else [stream]
+        )
+        positions = [field_names.index(name) + 1 for name in schema.DIGEST_FIELDS] if digest else []
+        self._digest_positions = schema.dump_json(positions)
         self._member_prefix = member_prefix
         self._encode = encode
         self._shaper = RowShaper(field_names, settings)
@@ -139,7 +186,7 @@ class StreamWriter(Generic[Item]):
             pipe = self._client.get().pipeline(transaction=False)
             for start in range(0, len(rows), ROWS_PER_CALL):
                 self._script(
-                    keys=[self.stream],
+                    keys=self._script_keys,
                     args=self._script_args(rows[start : start + ROWS_PER_CALL]),
                     client=pipe,
                 )
@@ -164,6 +211,7 @@ class StreamWriter(Generic[Item]):
             self._trace_pos,
             self._names_json,
             schema.dump_rows(list(rows)),
+            self._digest_positions,
         ]
 
     def _report_failure(self, error: Exception, count: int) -> None:
@@ -221,7 +269,7 @@ class RedisStreamLogExporter(LogRecordExporter):
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or Settings.load()
         self._writer = StreamWriter(
-            settings, settings.stream, schema.LOG_FIELDS, schema.INDEX_LOG, _encode_log
+            settings, settings.stream, schema.LOG_FIELDS, schema.INDEX_LOG, _encode_log, digest=True
         )
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
