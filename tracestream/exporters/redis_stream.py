@@ -52,7 +52,9 @@ local touched = {}
 local pairs_ = {}
 local lines = {}
 local function one_line(text)
-  if string.find(text, '[\\t\\n]') then return (string.gsub(text, '[\\t\\n]', ' ')) end
+  if string.find(text, '\\n', 1, true) or string.find(text, '\\t', 1, true) then
+    return (string.gsub(text, '[\\t\\n]', ' '))
+  end
   return text
 end
 for f = 1, nfields do pairs_[2 * f - 1] = names[f] end
