@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.pipelines import PrivatePipeline
-from tests.support import ROOT, VENV_BIN, RedisHandle
+from tests.support import ROOT, VENV_BIN, RedisHandle, run_python
 from tracestream.cli import main
 from tracestream.otel_setup.settings import Settings
 from tracestream.spool import read_frames
@@ -194,3 +195,33 @@ def test_scrub_check_json_names_kind_and_place_only(
     assert record["scrubbed"] == "db=postgres://app:[REDACTED]@db/x and a clean line"
     assert [f["kind"] for f in record["findings"]] == ["url_password"]
     assert "pa55-Word-9" not in line
+
+
+RESOURCE_SECRETS = ("hunter2-Resource-7", "pw-S3cret-9", "ghp_" + "R" * 36)
+CONFIGURED = """
+import logging, tracestream
+from opentelemetry import trace
+telemetry = tracestream.configure()
+with trace.get_tracer("t").start_as_current_span("charge"):
+    logging.getLogger("shop").warning("charged")
+telemetry.force_flush()
+"""
+
+
+def test_resource_attributes_from_the_environment_are_scrubbed(stream: RedisHandle) -> None:
+    """OTEL_RESOURCE_ATTRIBUTES is set by deployments, and secrets end up there too."""
+    password, url_password, token = RESOURCE_SECRETS
+    attributes = (
+        f"db.password={password},db.url=postgres://app:{url_password}@db/app,ci.token={token},team=pay"
+    )
+    run_python(CONFIGURED, stream.env(OTEL_SERVICE_NAME="shop", OTEL_RESOURCE_ATTRIBUTES=attributes))
+    with redis.Redis.from_url(stream.url) as client:  # raw bytes: nothing decoded or parsed
+        entries = client.xrange(stream.keys.logs) + client.xrange(stream.keys.spans)
+    assert len(entries) == 2
+    raw = b"\n".join(value for _, fields in entries for value in fields.values())
+    for secret in RESOURCE_SECRETS:
+        assert secret.encode() not in raw
+    for entry in (*stream.logs(), *stream.spans()):
+        assert entry.resource["db.password"] == entry.resource["ci.token"] == "[REDACTED]"
+        assert entry.resource["db.url"] == "postgres://app:[REDACTED]@db/app"
+        assert (entry.resource["team"], entry.resource["service.name"]) == ("pay", "shop")

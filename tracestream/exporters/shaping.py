@@ -1,7 +1,9 @@
 """Secret scrubbing and size limits on encoded rows, on the export worker, before anything
 leaves the process (to Redis or to the spool).
 
-Secrets are scrubbed first, so a cut can never leave half a secret unrecognised. Then a
+Secrets are scrubbed first, so a cut can never leave half a secret unrecognised. The
+resource (which `OTEL_RESOURCE_ATTRIBUTES` can fill with anything, `db.password` included)
+gets the same treatment as attributes, once per resource rather than once per row. Then a
 10 MB message or an attribute dict with a million keys is kept from becoming a 10 MB
 entry: text fields are cut to `max_body_length`, attribute values to `max_attribute_length`
 and containers to `max_attributes` items, each cut leaving a visible marker.
@@ -51,25 +53,36 @@ class RowShaper:
         self._text_limit = settings.max_body_length
         self._value_limit = settings.max_attribute_length
         self._max_items = settings.max_attributes
+        self._resource_position = field_names.index("resource")
+        # (as encoded, as shaped): every row of a process carries the same resource string.
+        self._resource = ("", "")
         scrubber = scrubber_for(settings)
         self._text_filter: Callable[[str], str] | None = None
         self._value_filter: Callable[[str, object], object] | None = None
         if scrubber is not None:
             self._text_filter = scrubber.scrub_text
-            # Attribute maps and event lists are scrubbed whole: key-aware, nested values included.
+            # Attribute maps, event lists and resources are scrubbed whole: key-aware, nested too.
             self._value_filter = scrubber.scrub_value
 
     def shape(self, row: list[str]) -> list[str]:
         for position in self._text_positions:
             row[position] = self._text(row[position])
         for position in self._json_positions:
-            value = row[position]
-            if len(value) > 2:  # "{}" and "[]" need nothing
-                loaded = schema.load_json(value)
-                if self._value_filter is not None:
-                    loaded = self._value_filter("", loaded)
-                row[position] = schema.dump_json(self._json(loaded, 0))
+            row[position] = self._json_text(row[position])
+        resource = row[self._resource_position]
+        if resource != self._resource[0]:
+            self._resource = (resource, self._json_text(resource))
+        row[self._resource_position] = self._resource[1]
         return row
+
+    def _json_text(self, value: str) -> str:
+        """A JSON field scrubbed (key-aware, nested values included) and limited."""
+        if len(value) <= 2:  # "{}" and "[]" need nothing
+            return value
+        loaded = schema.load_json(value)
+        if self._value_filter is not None:
+            loaded = self._value_filter("", loaded)
+        return schema.dump_json(self._json(loaded, 0))
 
     def _text(self, text: str) -> str:
         if not text:
