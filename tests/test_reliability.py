@@ -14,15 +14,19 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.apps.servers import bin_path, http_ready, serve
+from tests.apps.servers import LAUNCHER_ENV, Server, bin_path, http_ready, launched, printed, run_json, serve
 from tests.faults import DurableRedis, FaultyProxy
 from tests.pipelines import PrivatePipeline
 from tests.support import ROOT, RedisHandle, wait_for
@@ -31,6 +35,7 @@ from tracestream.exporters import RedisStreamLogExporter
 from tracestream.otel_setup import pipeline
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.otel_setup.settings import BatchSettings, Settings
+from tracestream.schema import LogEntry
 from tracestream.spool import Spool, process_directory
 from tracestream.status import doctor_lines, read_statuses
 
@@ -348,27 +353,112 @@ for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].met
     assert ("tracestream.spool.size", "logs") in figures
 
 
+SHUTDOWN_TIMEOUT = 3.0
+# Exit may take this much longer than the flush deadline: the server's own graceful shutdown,
+# interpreter teardown, and a loaded 2-core machine.
+EXIT_MARGIN = 5.0
+TASKS = 60
+# What a server logged, as (attribute, value) marks its records carry (see `_marks`).
+Marks = set[tuple[str, object]]
+# The running server, and what loads it (returning the marks of every record that must arrive).
+ServerUnderTest = tuple[AbstractContextManager[Server], Callable[[Server], Marks]]
+PUBLISH_TASKS = f"""
+import json
+from tests.apps.celery_app import process_order
+print(json.dumps([process_order.delay(order).id for order in range(1, {TASKS + 1})]))
+"""
+
+
+def _marks(entry: LogEntry) -> Marks:
+    attributes = entry.attributes
+    marks: Marks = {(name, attributes[name]) for name in ("item.id", "order.id") if name in attributes}
+    if "celery.task.state" in attributes:
+        marks.add((attributes["celery.task.state"], attributes["celery.task.id"]))
+    return marks
+
+
+def _served(base: str) -> Marks:
+    """Requests over concurrent connections until both workers have served some."""
+    pids: set[int] = set()
+    items = iter(range(1, 10_000))
+
+    def serve_some() -> bool:
+        with ThreadPoolExecutor(8) as pool:
+            pids.update(pool.map(lambda i: httpx.get(f"{base}/items/{i}").json()["pid"], islice(items, 40)))
+        return len(pids) == 2
+
+    wait_for(serve_some, timeout=30, interval=0.1, what="both workers to serve")
+    return {("item.id", item) for item in range(1, next(items))}
+
+
+def _http_server(program: str, *args: str) -> Callable[[RedisHandle, DurableRedis], ServerUnderTest]:
+    def start(handle: RedisHandle, _: DurableRedis) -> ServerUnderTest:
+        port = free_port()
+        address = f"127.0.0.1:{port}" if program == "gunicorn" else str(port)
+        base = f"http://127.0.0.1:{port}"
+        env = _shutdown_env(handle, OTEL_SERVICE_NAME="api")
+        running = serve([bin_path(program), *args, address], env, http_ready(f"{base}/items/0"))
+        return running, lambda _: _served(base)
+
+    return start
+
+
+def _celery_worker(handle: RedisHandle, durable: DurableRedis) -> ServerUnderTest:
+    """A prefork worker whose two children stay alive across tasks, holding their records.
+
+    The main process holds the `received` records; the children the task's own line and
+    the `started` and `succeeded` records.
+    """
+    broker = f"redis://127.0.0.1:{durable.port}/3"
+    command = [bin_path("celery"), "-A", "tests.apps.celery_app", "worker", "-c", "2", "-n", "rel@e2e"]
+    env = _shutdown_env(
+        handle, OTEL_SERVICE_NAME="worker", CELERY_BROKER_URL=broker, CELERY_MAX_TASKS_PER_CHILD="0"
+    )
+    ready = partial(printed, text="ready.")
+    running = serve(launched(*command, "-l", "INFO"), {**env, **LAUNCHER_ENV}, ready, timeout=60)
+
+    def run_tasks(server: Server) -> Marks:
+        task_ids = run_json(PUBLISH_TASKS, handle.env(CELERY_BROKER_URL=broker))
+        wait_for(lambda: server.output().count("succeeded in") >= TASKS, timeout=60, what="every task")
+        states = ("received", "started", "succeeded")
+        return {("order.id", order) for order in range(1, TASKS + 1)} | {
+            (state, task_id) for state in states for task_id in task_ids
+        }
+
+    return running, run_tasks
+
+
 SERVERS = {
-    "uvicorn --workers 2": ["uvicorn", "tests.apps.fastapi_app:app", "--workers", "2", "--port"],
-    "gunicorn -w 2": [
-        "gunicorn", "tests.apps.fastapi_app:app", "-w", "2", "-k", "uvicorn.workers.UvicornWorker", "-b",
-    ],
-}  # fmt: skip
+    "uvicorn --workers 2": _http_server("uvicorn", "tests.apps.fastapi_app:app", "--workers", "2", "--port"),
+    "gunicorn -w 2": _http_server(
+        "gunicorn", "tests.apps.fastapi_app:app", "-w", "2", "-k", "uvicorn.workers.UvicornWorker", "-b"
+    ),
+    "celery worker (prefork -c 2)": _celery_worker,
+}
 
 
+def _shutdown_env(handle: RedisHandle, **extra: str) -> dict[str, str]:
+    """A 60 s batch delay: only the flush at shutdown can deliver these records."""
+    return handle.env(
+        TRACESTREAM_BATCH_DELAY_MS="60000", TRACESTREAM_SHUTDOWN_TIMEOUT=f"{SHUTDOWN_TIMEOUT}s", **extra
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("server", sorted(SERVERS))
-def test_sigterm_to_the_server_flushes_every_worker(handle: RedisHandle, server: str) -> None:
-    """A 60 s batch delay: only the flush at shutdown can have delivered these records."""
-    program, *args = SERVERS[server]
-    port = free_port()
-    address = f"127.0.0.1:{port}" if program == "gunicorn" else str(port)
-    env = handle.env(OTEL_SERVICE_NAME="api", TRACESTREAM_BATCH_DELAY_MS="60000")
-    base = f"http://127.0.0.1:{port}"
-    with serve([bin_path(program), *args, address], env, http_ready(f"{base}/items/0")) as running:
-        with ThreadPoolExecutor(8) as pool:  # concurrent connections, so both workers serve some
-            served = list(pool.map(lambda i: httpx.get(f"{base}/items/{i}").json()["pid"], range(1, 81)))
+def test_a_signal_to_the_server_flushes_every_worker(
+    handle: RedisHandle, durable: DurableRedis, server: str, signum: signal.Signals
+) -> None:
+    running, load = SERVERS[server](handle, durable)
+    with running as process:
+        logged = load(process)
         assert handle.logs() == []  # still queued in the workers
-        os.killpg(running.process.pid, signal.SIGTERM)
-        running.process.wait(20)
-    items = {entry.attributes.get("item.id") for entry in handle.logs()}
-    assert items >= set(range(1, 81)), f"missing {set(range(1, 81)) - items}; workers {set(served)}"
+        os.killpg(process.process.pid, signum)  # as Ctrl+C in a terminal, or systemd: every process
+        signalled = time.monotonic()
+        process.process.wait(SHUTDOWN_TIMEOUT + EXIT_MARGIN)
+        took = time.monotonic() - signalled
+    entries = handle.logs()
+    delivered = set().union(*map(_marks, entries))
+    assert delivered >= logged, f"missing {sorted(logged - delivered, key=str)[:10]}"
+    assert len({entry.resource["process.pid"] for entry in entries if _marks(entry)}) >= 2
+    assert took < SHUTDOWN_TIMEOUT + EXIT_MARGIN

@@ -1,5 +1,7 @@
 """A Celery app for the end-to-end tests: prefork, one task per child, broker from CELERY_BROKER_URL.
 
+CELERY_MAX_TASKS_PER_CHILD=0 keeps children alive across tasks (for the shutdown tests).
+
 With CONFIGURE_IN_CHILD=1 it is the documented non-launcher path: each prefork child
 calls `configure()` from `worker_process_init`.
 """
@@ -15,7 +17,7 @@ from celery.signals import worker_process_init
 
 app = Celery("tests", broker=os.environ.get("CELERY_BROKER_URL", "memory://"))
 app.conf.update(
-    worker_max_tasks_per_child=1,
+    worker_max_tasks_per_child=int(os.environ.get("CELERY_MAX_TASKS_PER_CHILD", "1")) or None,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
 )
