@@ -21,8 +21,8 @@ SEVERITY_NUMBERS = {"DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21}
 class RecordWriter:
     """Appends log rows exactly as the exporter does (script, trace index and all)."""
 
-    def __init__(self, handle: RedisHandle) -> None:
-        self.settings = Settings.load(environ={}, redis_url=handle.url, stream=handle.stream)
+    def __init__(self, handle: RedisHandle, **settings: Any) -> None:
+        self.settings = Settings.load(environ={}, redis_url=handle.url, stream=handle.stream, **settings)
         self.writer = RedisStreamLogExporter(self.settings).writer
         self._ids = schema.RecordIds()
 
@@ -57,11 +57,11 @@ class RecordWriter:
         self.writer.close()
 
 
-def tracer_provider(handle: RedisHandle, service: str) -> TracerProvider:
+def tracer_provider(handle: RedisHandle, service: str, **settings: Any) -> TracerProvider:
     """A private provider whose spans go straight to the span stream."""
-    settings = Settings.load(environ={}, redis_url=handle.url, stream=handle.stream)
+    config = Settings.load(environ={}, redis_url=handle.url, stream=handle.stream, **settings)
     provider = TracerProvider(resource=Resource({"service.name": service}), shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(RedisStreamSpanExporter(settings)))
+    provider.add_span_processor(SimpleSpanProcessor(RedisStreamSpanExporter(config)))
     return provider
 
 

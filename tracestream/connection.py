@@ -1,13 +1,21 @@
-"""Redis clients made per process, so a forked worker never shares its parent's socket."""
+"""Redis clients made per process, so a forked worker never shares its parent's socket.
+
+On a Redis Cluster, `connect` returns a `RedisCluster` that only maps keys to servers:
+each shard is then read and written through the plain client of the server holding
+it (`node_for`), so the single-Redis code runs unchanged, pipelines and scripts included.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from tracestream.otel_setup.settings import Settings
 
@@ -29,44 +37,78 @@ class Tls:
         return {name: value for name, value in names.items() if value}
 
 
+Client: TypeAlias = redis.Redis | RedisCluster
+# What a cluster client raises besides RedisError, e.g. when no seed node answers.
+CLUSTER_ERRORS = (redis.RedisError, RedisClusterException)
+
+
 def connect(url: str, timeout: float, *, decode: bool = False, tls: Tls | None = None) -> redis.Redis:
     """A client with timeouts on every socket operation: a hung Redis must never hang us.
 
     redis-py retries nothing here (its default for URLs): the caller decides when to try again.
     """
-    options = tls.options() if tls is not None and url.startswith("rediss://") else {}
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        decode_responses=decode,
-        **options,
+    return redis.Redis.from_url(url, health_check_interval=30, **_options(url, timeout, decode, tls))
+
+
+def connect_cluster(
+    url: str, timeout: float, *, decode: bool = False, tls: Tls | None = None
+) -> RedisCluster:
+    """A cluster client seeded from one node (`url`); it discovers the others and their slots."""
+    return RedisCluster.from_url(url, **_options(url, timeout, decode, tls))
+
+
+def _options(url: str, timeout: float, decode: bool, tls: Tls | None) -> dict[str, Any]:
+    options: dict[str, Any] = tls.options() if tls is not None and url.startswith("rediss://") else {}
+    options.update(socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=decode)
+    return options
+
+
+def client_for(settings: Settings, *, decode: bool = False, timeout: float | None = None) -> Client:
+    """A client for the configured Redis or Redis Cluster, TLS files included."""
+    opener = connect_cluster if settings.redis_cluster else connect
+    return opener(
+        settings.redis_url,
+        settings.redis_timeout if timeout is None else timeout,
+        decode=decode,
+        tls=Tls.of(settings),
     )
 
 
-def client_for(settings: Settings, *, decode: bool = False) -> redis.Redis:
-    """A client for the configured Redis, TLS files included."""
-    return connect(settings.redis_url, settings.redis_timeout, decode=decode, tls=Tls.of(settings))
+def node_for(client: Client, key: str) -> redis.Redis:
+    """The plain client of the server holding `key`: `client` itself unless it is a cluster."""
+    if isinstance(client, RedisCluster):
+        connection = client.get_redis_connection(client.get_node_from_key(key))  # type: ignore[no-untyped-call]
+        assert connection is not None  # set for every node the cluster client has mapped
+        return connection
+    return client
+
+
+def refresh_topology(client: Client) -> None:
+    """After a failover or a MOVED reply: ask the cluster again which server holds which slot."""
+    if isinstance(client, RedisCluster):
+        with contextlib.suppress(*CLUSTER_ERRORS):  # no node answered: the next attempt tries again
+            client.nodes_manager.initialize()
 
 
 class ProcessLocalClient:
     """Hands out one client per pid, made on first use in that process."""
 
-    def __init__(self, url: str, timeout: float, tls: Tls | None = None) -> None:
+    def __init__(self, url: str, timeout: float, tls: Tls | None = None, *, cluster: bool = False) -> None:
         self.url = url
         self.timeout = timeout
         self.tls = tls
+        self.cluster = cluster
         self._lock = threading.Lock()
         self._pid = -1
-        self._client: redis.Redis | None = None
+        self._client: Client | None = None
 
-    def get(self) -> redis.Redis:
+    def get(self) -> Client:
         pid = os.getpid()
         if self._client is None or self._pid != pid:
             with self._lock:
                 if self._client is None or self._pid != pid:
-                    self._client = connect(self.url, self.timeout, tls=self.tls)
+                    opener = connect_cluster if self.cluster else connect
+                    self._client = opener(self.url, self.timeout, tls=self.tls)
                     self._pid = pid
         return self._client
 

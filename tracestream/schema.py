@@ -106,6 +106,35 @@ class StreamKeys:
         return f"{self.logs}:trace:*"
 
 
+UNKNOWN_SERVICE = "unknown_service"
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Which `StreamKeys` a record goes to: the plain ones on one Redis, a shard's on a cluster.
+
+    On a cluster, every key of one shard carries the same hash tag, so each script call
+    (stream, trace index, digest) stays in one slot: `{<stream>}` unsharded, or
+    `<stream>:{<service>}` with one shard per service, which spreads services over masters.
+    Writers add each shard's log stream key to the `registry` set, so readers find them all.
+    """
+
+    stream: str
+    cluster: bool = False
+    shard_by_service: bool = False
+
+    @property
+    def registry(self) -> str:
+        return f"{self.stream}:shards"
+
+    def shard(self, service: str) -> StreamKeys:
+        if not self.cluster:
+            return StreamKeys(self.stream)
+        if not self.shard_by_service:
+            return StreamKeys(f"{{{self.stream}}}")
+        return StreamKeys(f"{self.stream}:{{{service or UNKNOWN_SERVICE}}}")
+
+
 # ---------------------------------------------------------------------------
 # record ids
 

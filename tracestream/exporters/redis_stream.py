@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracestream import schema
 from tracestream._internal_log import internal_logger
-from tracestream.connection import ProcessLocalClient, Tls
+from tracestream.connection import CLUSTER_ERRORS, Client, ProcessLocalClient, Tls, node_for, refresh_topology
 from tracestream.exporters.shaping import RowShaper
 from tracestream.otel_setup.pending import PendingLogRecord
 from tracestream.otel_setup.settings import Settings
@@ -136,7 +136,7 @@ Encoder = Callable[[Item, str, ResourceCache], list[str]]
 
 
 class StreamWriter(Generic[Item]):
-    """Turns items into entries of one stream and appends a whole batch in one call.
+    """Turns items into entries of one stream and appends a whole batch in one call per shard.
 
     Encoding (`encode`) and writing (`write_rows`) are separate so the batch queue can
     spool encoded rows while Redis is away and replay them, record ids unchanged.
@@ -145,7 +145,7 @@ class StreamWriter(Generic[Item]):
     def __init__(
         self,
         settings: Settings,
-        stream: str,
+        stream_of: Callable[[schema.StreamKeys], str],
         field_names: tuple[str, ...],
         member_prefix: str,
         encode: Encoder[Item],
@@ -153,23 +153,26 @@ class StreamWriter(Generic[Item]):
         digest: bool = False,
     ) -> None:
         self.settings = settings
-        self.stream = stream
-        self._keys = schema.StreamKeys(settings.stream)
-        keys = self._keys
-        self._script_keys = (
-            [stream, keys.digest, keys.digest_sizes, keys.digest_lines] if digest else [stream]
-        )
+        self.stream = stream_of(schema.StreamKeys(settings.stream))
+        self._stream_of = stream_of
+        sharded = settings.shard_by == "service"
+        self._keyspace = schema.Keyspace(settings.stream, settings.redis_cluster, sharded)
+        self._digest = digest
         positions = [field_names.index(name) + 1 for name in schema.DIGEST_FIELDS] if digest else []
         self._digest_positions = schema.dump_json(positions)
         self._member_prefix = member_prefix
         self._encode = encode
         self._shaper = RowShaper(field_names, settings)
         self._trace_pos = field_names.index("trace_id")
+        self._service_pos = field_names.index("service")
         self._names_json = schema.dump_json(field_names)
         self._ids = schema.RecordIds()
         self._resources = ResourceCache()
-        self._client = ProcessLocalClient(settings.redis_url, settings.redis_timeout, Tls.of(settings))
+        self._client = ProcessLocalClient(
+            settings.redis_url, settings.redis_timeout, Tls.of(settings), cluster=settings.redis_cluster
+        )
         self._script = redis.Redis().register_script(_APPEND_SCRIPT)
+        self._registered: set[str] = set()  # shards this process has added to the registry
         self._failing = threading.Event()
 
     def encode(self, item: Item) -> list[str]:
@@ -181,19 +184,22 @@ class StreamWriter(Generic[Item]):
         return self.write_rows([self.encode(item) for item in items])
 
     def write_rows(self, rows: Sequence[list[str]]) -> bool:
-        """Append encoded rows; False (never an exception) when Redis did not take them."""
+        """Append encoded rows; False (never an exception) when Redis did not take them all.
+
+        On a cluster the shards are written one after another: after a failure the whole
+        batch is retried, so shards already written get those rows twice (same record ids,
+        which readers drop).
+        """
         if not rows:
             return True
+        client: Client | None = None
         try:
-            pipe = self._client.get().pipeline(transaction=False)
-            for start in range(0, len(rows), ROWS_PER_CALL):
-                self._script(
-                    keys=self._script_keys,
-                    args=self._script_args(rows[start : start + ROWS_PER_CALL]),
-                    client=pipe,
-                )
-            pipe.execute()
-        except (redis.RedisError, OSError) as error:
+            client = self._client.get()
+            for keys, shard_rows in self._by_shard(rows).items():
+                self._write_shard(client, keys, shard_rows)
+        except (*CLUSTER_ERRORS, OSError) as error:
+            if client is not None:
+                refresh_topology(client)  # a failed-over shard has a new master
             self._report_failure(error, len(rows))
             return False
         if self._failing.is_set():
@@ -201,14 +207,42 @@ class StreamWriter(Generic[Item]):
             internal_logger.warning("Redis at %s is reachable again", self._client.url)
         return True
 
-    def _script_args(self, rows: Sequence[list[str]]) -> list[str | int | bytes]:
+    def _by_shard(self, rows: Sequence[list[str]]) -> dict[schema.StreamKeys, list[list[str]]]:
+        keyspace = self._keyspace
+        if not keyspace.shard_by_service:
+            return {keyspace.shard(""): list(rows)}
+        groups: dict[schema.StreamKeys, list[list[str]]] = {}
+        position = self._service_pos
+        for row in rows:
+            groups.setdefault(keyspace.shard(row[position]), []).append(row)
+        return groups
+
+    def _write_shard(self, client: Client, keys: schema.StreamKeys, rows: Sequence[list[str]]) -> None:
+        """Every key of a shard is on one server: one pipeline of script calls to it."""
+        if self._keyspace.cluster and keys.logs not in self._registered:
+            registry = self._keyspace.registry
+            node_for(client, registry).sadd(registry, keys.logs)
+            self._registered.add(keys.logs)
+        script_keys = [self._stream_of(keys)]
+        if self._digest:
+            script_keys += [keys.digest, keys.digest_sizes, keys.digest_lines]
+        pipe = node_for(client, keys.logs).pipeline(transaction=False)
+        for start in range(0, len(rows), ROWS_PER_CALL):
+            self._script(
+                keys=script_keys,
+                args=self._script_args(keys, rows[start : start + ROWS_PER_CALL]),
+                client=pipe,
+            )
+        pipe.execute()
+
+    def _script_args(self, keys: schema.StreamKeys, rows: Sequence[list[str]]) -> list[str | int | bytes]:
         settings = self.settings
         min_id_ms = int((time.time() - settings.max_age) * 1000) if settings.max_age else 0
         return [
             settings.max_entries,
             min_id_ms,
             max(1, int(settings.max_age)),
-            self._keys.trace_index(""),
+            keys.trace_index(""),
             self._member_prefix,
             self._trace_pos,
             self._names_json,
@@ -236,7 +270,7 @@ class StreamWriter(Generic[Item]):
         if self._failing.is_set():
             return
         service = self.settings.service_name or self._resources.get_service()
-        key = status_key(self._keys.logs, service, socket.gethostname(), os.getpid())
+        key = status_key(self.settings.stream, service, socket.gethostname(), os.getpid())
         fields = {f"{signal}.{name}": value for name, value in status.items()}
         fields["updated_ms"] = int(time.time() * 1000)
         try:
@@ -245,7 +279,7 @@ class StreamWriter(Generic[Item]):
                 pipe.hset(key, name, value)
             pipe.expire(key, STATUS_TTL)
             pipe.execute()
-        except (redis.RedisError, OSError):
+        except (*CLUSTER_ERRORS, OSError):
             pass  # best effort: the next refresh, or the next export, tells the story
 
     def close(self) -> None:
@@ -261,6 +295,14 @@ def _encode_log(item: LogItem, record_id: str, resources: ResourceCache) -> list
     return item.stream_values(record_id, resources.get)
 
 
+def _logs_of(keys: schema.StreamKeys) -> str:
+    return keys.logs
+
+
+def _spans_of(keys: schema.StreamKeys) -> str:
+    return keys.spans
+
+
 def _encode_span(span: ReadableSpan, record_id: str, resources: ResourceCache) -> list[str]:
     return schema.span_values(span, record_id, resources.get(span.resource))
 
@@ -271,7 +313,7 @@ class RedisStreamLogExporter(LogRecordExporter):
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or Settings.load()
         self._writer = StreamWriter(
-            settings, settings.stream, schema.LOG_FIELDS, schema.INDEX_LOG, _encode_log, digest=True
+            settings, _logs_of, schema.LOG_FIELDS, schema.INDEX_LOG, _encode_log, digest=True
         )
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
@@ -295,8 +337,7 @@ class RedisStreamSpanExporter(SpanExporter):
 
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or Settings.load()
-        keys = schema.StreamKeys(settings.stream)
-        self._writer = StreamWriter(settings, keys.spans, schema.SPAN_FIELDS, schema.INDEX_SPAN, _encode_span)
+        self._writer = StreamWriter(settings, _spans_of, schema.SPAN_FIELDS, schema.INDEX_SPAN, _encode_span)
 
     @property
     def writer(self) -> StreamWriter[ReadableSpan]:

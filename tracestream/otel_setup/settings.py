@@ -75,7 +75,6 @@ def parse_redis_url(text: str) -> str:
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// URL needs a socket path")
-        db = parse_qs(parts.query).get("db", ["0"])[0]
     else:
         if not parts.hostname:
             raise ValueError("missing host")
@@ -83,10 +82,17 @@ def parse_redis_url(text: str) -> str:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError as error:
             raise ValueError(f"bad port: {error}") from None
-        db = parts.path.strip("/") or "0"
+    db = _database(url)
     if not db.isdigit():
         raise ValueError(f"database index must be a number, not {db!r}")
     return url
+
+
+def _database(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parse_qs(parts.query).get("db", ["0"])[0]
+    return parts.path.strip("/") or "0"
 
 
 def parse_stream_key(text: str) -> str:
@@ -161,6 +167,16 @@ def parse_patterns(text: str) -> tuple[str, ...]:
     return patterns
 
 
+SHARD_BY = ("none", "service")
+
+
+def parse_shard_by(text: str) -> str:
+    value = text.strip().lower()
+    if value not in SHARD_BY:
+        raise ValueError(f"expected one of {', '.join(SHARD_BY)}")
+    return value
+
+
 def _text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -185,6 +201,8 @@ _SETTINGS: dict[str, Setting] = {
     "batch_delay_ms": Setting("TRACESTREAM_BATCH_DELAY_MS", parse_positive_int),
     "log_level": Setting("TRACESTREAM_LOG_LEVEL", parse_log_level),
     "redis_timeout": Setting("TRACESTREAM_REDIS_TIMEOUT", parse_duration),
+    "redis_cluster": Setting("TRACESTREAM_REDIS_CLUSTER", parse_bool),
+    "shard_by": Setting("TRACESTREAM_SHARD_BY", parse_shard_by),
     "logs_exporter": Setting("OTEL_LOGS_EXPORTER", parse_exporter_names),
     "traces_exporter": Setting("OTEL_TRACES_EXPORTER", parse_exporter_names),
     "redis_ca": Setting("TRACESTREAM_REDIS_CA", parse_existing_file),
@@ -218,6 +236,8 @@ class Settings:
     batch_delay_ms: int | None = None
     log_level: int = logging.INFO
     redis_timeout: float = 2.0
+    redis_cluster: bool = False
+    shard_by: str = "none"  # on a cluster, "service" gives each service its own shard
     logs_exporter: tuple[str, ...] = ("redis_stream",)
     traces_exporter: tuple[str, ...] = ("redis_stream",)
     redis_ca: str | None = None
@@ -249,7 +269,13 @@ class Settings:
                 values[name] = _parse_argument(name, setting, argument)
             elif environ.get(setting.env, "").strip():
                 values[name] = _parse(setting.env, setting.parse, environ[setting.env])
-        return cls(**values)
+        settings = cls(**values)
+        if settings.redis_cluster and _database(settings.redis_url) != "0":
+            raise ConfigError(
+                f"{_SETTINGS['redis_url'].env}={settings.redis_url!r} is invalid with "
+                f"{_SETTINGS['redis_cluster'].env}=true: a Redis Cluster has only database 0"
+            )
+        return settings
 
     @property
     def retention_summary(self) -> str:
