@@ -8,12 +8,15 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
+from tests.apps.servers import bin_path, http_ready, serve
 from tests.pipelines import PrivatePipeline
-from tests.support import ROOT, VENV_BIN, RedisHandle, run_python
+from tests.support import ROOT, VENV_BIN, RedisHandle, run_python, wait_for
 from tracestream.cli import main
+from tracestream.embedded_redis import free_port
 from tracestream.otel_setup.settings import Settings
 from tracestream.spool import read_frames
 
@@ -225,3 +228,62 @@ def test_resource_attributes_from_the_environment_are_scrubbed(stream: RedisHand
         assert entry.resource["db.password"] == entry.resource["ci.token"] == "[REDACTED]"
         assert entry.resource["db.url"] == "postgres://app:[REDACTED]@db/app"
         assert (entry.resource["team"], entry.resource["service.name"]) == ("pay", "shop")
+
+
+HTTP_SECRETS = {
+    "query": "tok-Q9x8W7v6U5zz",
+    "authorization": "s3cr3t-Bearer-Abc123xyz",
+    "cookie": "c00kie-S3cret-42",
+    "api_key": "k3y-AbCdEf-123456",
+}
+
+
+# Where the instrumentation puts the query string, by OTEL_SEMCONV_STABILITY_OPT_IN.
+QUERY_ATTRIBUTE = {"": "http.url", "http": "url.query"}
+
+
+@pytest.mark.parametrize("semconv", sorted(QUERY_ATTRIBUTE))
+def test_query_strings_and_captured_headers_of_a_real_fastapi_request_are_scrubbed(
+    stream: RedisHandle, semconv: str
+) -> None:
+    """What the contrib instrumentation records (url, query, captured headers) under uvicorn."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = stream.env(
+        OTEL_SERVICE_NAME="api",
+        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST="authorization,cookie,x-api-key",
+        OTEL_SEMCONV_STABILITY_OPT_IN=semconv,
+    )
+    command = [bin_path("uvicorn"), "tests.apps.fastapi_app:app", "--port", str(port)]
+    with serve(command, env, http_ready(f"{base}/items/0")):
+        response = httpx.get(
+            f"{base}/items/7?token={HTTP_SECRETS['query']}&page=2",
+            headers={
+                "Authorization": f"Bearer {HTTP_SECRETS['authorization']}",
+                "Cookie": f"sessionid={HTTP_SECRETS['cookie']}; theme=dark",
+                "X-Api-Key": HTTP_SECRETS["api_key"],
+            },
+        )
+        assert response.status_code == 200
+        trace_id = response.headers["x-trace-id"]
+        record = wait_for(
+            lambda: next(
+                (e for e in stream.logs() if e.trace_id == trace_id and e.scope == "tracestream.http"), None
+            ),
+            what="the request record",
+        )
+        span = wait_for(
+            lambda: next((s for s in stream.spans() if s.trace_id == trace_id and s.kind == "SERVER"), None),
+            what="the server span",
+        )
+    with redis.Redis.from_url(stream.url) as client:  # raw bytes of every entry we wrote
+        entries = [
+            e for key in (stream.keys.logs, stream.keys.spans, stream.keys.digest) for e in client.xrange(key)
+        ]
+    raw = b"\n".join(value for _, fields in entries for value in fields.values())
+    for secret in HTTP_SECRETS.values():
+        assert secret.encode() not in raw
+    assert span.attributes[QUERY_ATTRIBUTE[semconv]].endswith("token=[REDACTED]&page=2")
+    for header in ("authorization", "cookie", "x_api_key"):
+        assert span.attributes[f"http.request.header.{header}"] == ["[REDACTED]"]
+    assert record.attributes["url.path"] == "/items/7"
