@@ -6,17 +6,22 @@ the module; each test writes under its own stream name.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from opentelemetry import trace
 from redis.cluster import RedisCluster
 
-from tests.records import RecordWriter
-from tests.support import RedisHandle
+from tests.records import RecordWriter, tracer_provider
+from tests.support import VENV_BIN, RedisHandle
 from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster
-from tracestream.schema import Keyspace
+from tracestream.query import Cursor, Follow, Query, follow, parse_stream_id, search, trace_tree
+from tracestream.schema import LOG_FIELDS, Keyspace, LogEntry
 from tracestream.shards import shards
 
 # Tags of these names hash to slots on three different masters of a 3-master cluster.
@@ -79,3 +84,124 @@ def test_sharding_by_service_spreads_over_masters(handle: RedisHandle, client: R
     writer.close()
     masters = {_master_of(client, shard.name) for shard in shards(client, handle.stream)}
     assert len(masters) == 3
+
+
+def test_search_merges_shards_newest_first_and_pages_exactly(
+    handle: RedisHandle, client: RedisCluster
+) -> None:
+    writer = RecordWriter(handle, **SHARDED)
+    for index in range(30):
+        writer.log(f"r{index}", service=SERVICES[index % 3], severity="ERROR" if index % 5 == 0 else "INFO")
+    writer.close()
+    got: list[LogEntry] = []
+    cursor = None
+    while True:
+        page = search(client, handle.stream, Query(), cursor, limit=7)
+        got += page.records
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+        assert Cursor.parse(cursor).shard  # names the shard the page ended in
+    assert sorted(entry.body for entry in got) == sorted(f"r{index}" for index in range(30))
+    # Across shards, newest first by write time (stream id milliseconds); within one, exactly.
+    stamps = [parse_stream_id(entry.stream_id)[0] for entry in got]
+    assert stamps == sorted(stamps, reverse=True)
+    for service in SERVICES:
+        own = [int(entry.body[1:]) for entry in got if entry.service == service]
+        assert own == sorted(own, reverse=True) and len(own) == 10
+    errors = search(client, handle.stream, Query.parse(severity="ERROR", services=["api"]), limit=100)
+    assert [entry.body for entry in errors.records] == ["r25", "r10"]
+
+
+def test_pages_are_exact_when_shards_share_stream_ids(handle: RedisHandle, client: RedisCluster) -> None:
+    """The same id on two shards: (id, shard) orders them, so no page drops or repeats one."""
+    writer = RecordWriter(handle, **SHARDED)
+    writer.log("older", service="orders")
+    writer.log("older", service="api")
+    same_id = "9999999999999-0"
+    for service in ("orders", "api"):  # as the append script writes them, with a chosen id
+        keys = Keyspace(handle.stream, True, True).shard(service)
+        row = writer.row(f"same id in {service}", service=service)
+        client.xadd(keys.logs, dict(zip(LOG_FIELDS, row, strict=True)), id=same_id)
+        line = f"\n{service}\t9\t{same_id}\tsame id in {service}\t\t"
+        client.xadd(keys.digest, {"first": same_id, "n": 1, "d": line}, id=same_id)
+    writer.close()
+    seen = []
+    cursor = None
+    while True:
+        page = search(client, handle.stream, Query(), cursor, limit=1)
+        seen += [entry.body for entry in page.records]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    # ties: the larger shard name first ("test:…:{orders}" > "test:…:{api}")
+    assert seen == ["same id in orders", "same id in api", "older", "older"]
+
+
+def test_trace_lookup_spans_services_on_different_masters(handle: RedisHandle, client: RedisCluster) -> None:
+    writer = RecordWriter(handle, **SHARDED)
+    front = tracer_provider(handle, "orders", **SHARDED)
+    back = tracer_provider(handle, "billing", **SHARDED)
+    with front.get_tracer("t").start_as_current_span("POST /orders") as root:
+        context = root.get_span_context()
+        writer.log("order placed", service="orders", trace_id=context.trace_id, span_id=context.span_id)
+        with back.get_tracer("t").start_as_current_span(
+            "charge", context=trace.set_span_in_context(root)
+        ) as child:
+            inner = child.get_span_context()
+            writer.log("charged", service="billing", trace_id=inner.trace_id, span_id=inner.span_id)
+    writer.close()
+    trace_id = f"{context.trace_id:032x}"
+    tree = trace_tree(client, handle.stream, trace_id)
+    ((depth, root_node), (child_depth, child_node)) = list(tree.walk())
+    assert (root_node.span.service, child_node.span.service, depth, child_depth) == (
+        "orders",
+        "billing",
+        0,
+        1,
+    )
+    assert [entry.body for entry in root_node.logs] == ["order placed"]
+    assert [entry.body for entry in child_node.logs] == ["charged"]
+    found = search(client, handle.stream, Query.parse(trace_id=trace_id))
+    assert [entry.body for entry in found.records] == ["charged", "order placed"]
+
+
+def test_follow_reads_every_shard(handle: RedisHandle, client: RedisCluster) -> None:
+    writer = RecordWriter(handle, **SHARDED)
+    writer.log("before", service="orders")
+    state = Follow.at_end(client, handle.stream)
+    received: list[str] = []
+    live = follow(client, handle.stream, Query.parse(severity="INFO"), state, block_ms=200)
+    for index, service in enumerate(SERVICES):  # "api" and "billing" are new shards
+        writer.log(f"live {index}", service=service)
+    writer.log("quiet", service="api", severity="DEBUG")
+    writer.close()
+    for entry in live:
+        if entry is not None:
+            received.append(entry.body)
+        if len(received) == 3:
+            break
+    assert sorted(received) == ["live 0", "live 1", "live 2"]
+    assert set(state.positions) == {shard.name for shard in shards(client, handle.stream)}
+
+
+def test_cli_reads_the_cluster(handle: RedisHandle, cluster: EmbeddedCluster) -> None:
+    writer = RecordWriter(handle, **SHARDED)
+    writer.log("hello from orders", service="orders", trace_id=0xFEED)
+    writer.log("hello from billing", service="billing", trace_id=0xFEED)
+    writer.close()
+    env = handle.env(TRACESTREAM_REDIS_CLUSTER="true")
+    found = _cli(env, "search", "--json")
+    assert [line["body"] for line in found] == ["hello from billing", "hello from orders"]
+    traced = _cli(env, "trace", f"{0xFEED:032x}", "--json")
+    assert [line["service"] for line in traced] == ["orders", "billing"]
+    services = _cli(env, "services", "--json")
+    assert sorted(line["service"] for line in services) == ["billing", "orders"]
+
+
+def _cli(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [str(VENV_BIN / "tracestream"), *args], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]

@@ -238,7 +238,7 @@ def test_follow_resumes_after_a_dropped_connection_without_gap_or_duplicate(
     reader = connect(stream.url, timeout=5, decode=True)
     admin = stream.client()
     writer.log("before start")
-    state = Follow(last_id(reader, stream.stream))
+    state = Follow.at_end(reader, stream.stream)
     disconnects: list[Exception] = []
     received, stop, thread = _follow_in_thread(
         reader, stream.stream, Query.parse(severity="INFO"), state, disconnects
@@ -256,7 +256,10 @@ def test_follow_resumes_after_a_dropped_connection_without_gap_or_duplicate(
         writer.write(duplicate)
         writer.write(duplicate)
         wait_for(lambda: len(received) == 4, what="records after the reconnect")
-        wait_for(lambda: state.last_id == last_id(admin, stream.stream), what="the follower to catch up")
+        wait_for(
+            lambda: state.positions[stream.stream] == last_id(admin, stream.stream),
+            what="the follower to catch up",
+        )
     finally:
         stop.set()
         thread.join(timeout=5)

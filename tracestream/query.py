@@ -6,20 +6,26 @@ server-side script that reads only the entries whose lines pass, and returns onl
 matching entries: a search over a million records moves matches over the wire, not the stream.
 Time ranges become stream ids (their millisecond part is the write time), so a range
 costs nothing to skip. Functions take a decoding client and keep no state between calls:
-call them from a thread in async code.
+call them from a thread in async code. On a Redis Cluster every shard is read and the
+results merged newest first (see tracestream/shards.py).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import heapq
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, cast
 
 import redis
 
+from tracestream.connection import CLUSTER_ERRORS, Client, refresh_topology
 from tracestream.schema import (
     INDEX_LOG,
     INDEX_SPAN,
@@ -29,6 +35,7 @@ from tracestream.schema import (
     StreamKeys,
     dump_json,
 )
+from tracestream.shards import Shard, shards
 from tracestream.timeparse import iso_utc, parse_time_ms
 
 # OTel severity numbers: each name is the lowest number of its range.
@@ -75,6 +82,35 @@ def after(stream_id: str) -> str:
     """The smallest id larger than `stream_id`."""
     ms, seq = parse_stream_id(stream_id)
     return f"{ms}-{seq + 1}" if seq < _MAX_SEQ else f"{ms + 1}-0"
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ended. Records are ordered newest first by (stream id, shard name), so
+    one position is exact across shards, ties between shards included."""
+
+    stream_id: str
+    shard: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """A stream id, with `.<shard name, base64url>` after it when the page came from a cluster."""
+        stream_id, sep, shard = text.strip().partition(".")
+        parse_stream_id(stream_id)
+        try:
+            name = base64.urlsafe_b64decode(shard + "=" * (-len(shard) % 4)).decode() if sep else ""
+        except (binascii.Error, UnicodeDecodeError):
+            raise QueryError(f"invalid cursor {text!r}: pass back a cursor a search returned") from None
+        return cls(stream_id, name)
+
+    def __str__(self) -> str:
+        if not self.shard:
+            return self.stream_id
+        return f"{self.stream_id}.{base64.urlsafe_b64encode(self.shard.encode()).decode().rstrip('=')}"
+
+    def high(self, shard: str) -> str:
+        """The newest id of `shard` still after this position."""
+        return self.stream_id if shard < self.shard else before(self.stream_id)
 
 
 def parse_trace_id(text: str) -> str:
@@ -375,9 +411,8 @@ class _Chunk:
 class _Scanner:
     """One registered script per client; Redis caches it by hash, so re-creating one is cheap."""
 
-    def __init__(self, client: redis.Redis, stream: str, query: Query) -> None:
+    def __init__(self, client: redis.Redis, keys: StreamKeys, query: Query) -> None:
         self._script = client.register_script(_SCAN_SCRIPT)
-        keys = StreamKeys(stream)
         self._keys = [keys.logs, keys.digest]
         needles = [needle for match in query.attributes for needle in match.needles if needle]
         # digest lines hold no tabs or newlines: a text with either is checked on whole entries only
@@ -416,7 +451,7 @@ class _Scanner:
 
 
 def iter_records(
-    client: redis.Redis,
+    client: Client,
     stream: str,
     query: Query,
     cursor: str | None = None,
@@ -424,36 +459,65 @@ def iter_records(
     batch: int = 1000,
     on_scanned: Callable[[int], None] | None = None,
 ) -> Iterator[LogEntry]:
-    """Every matching record, newest first, older than `cursor` (a stream id) when given.
+    """Every matching record, newest first, after `cursor` (from a `Page`, or a stream id) when given.
 
     `batch` is how many matches each server call may return: ask for what you will use.
     `on_scanned` hears how many entries each call looked at (for progress bars).
     """
-    seen: set[str] = set()
-    if query.trace_id:
-        source = _from_trace_index(client, stream, query, cursor)
-    else:
-        source = _from_stream(client, stream, query, cursor, batch, on_scanned)
-    for entry in source:
-        if entry.record_id and entry.record_id in seen:
-            continue  # a retried export wrote it twice
-        seen.add(entry.record_id)
-        yield entry
+    return (entry for entry, _ in _positioned(client, stream, query, cursor, batch, on_scanned))
 
 
-def _from_stream(
-    client: redis.Redis,
+def _positioned(
+    client: Client,
     stream: str,
     query: Query,
     cursor: str | None,
     batch: int,
     on_scanned: Callable[[int], None] | None,
+) -> Iterator[tuple[LogEntry, Cursor]]:
+    """Matching records with their positions, newest first across every shard."""
+    position = Cursor.parse(cursor) if cursor else None
+    sources = [
+        _shard_records(shard, query, position.high(shard.name) if position else "+", batch, on_scanned)
+        for shard in shards(client, stream)
+    ]
+    merged = (
+        sources[0]
+        if len(sources) == 1
+        else heapq.merge(
+            *sources, key=lambda item: (parse_stream_id(item[1].stream_id), item[1].shard), reverse=True
+        )
+    )
+    seen: set[str] = set()
+    for entry, where in merged:
+        if entry.record_id and entry.record_id in seen:
+            continue  # a retried export wrote it twice
+        seen.add(entry.record_id)
+        yield entry, where
+
+
+def _shard_records(
+    shard: Shard, query: Query, high: str, batch: int, on_scanned: Callable[[int], None] | None
+) -> Iterator[tuple[LogEntry, Cursor]]:
+    name = shard.name if shard.tagged else ""  # a single Redis keeps plain stream ids as cursors
+    if query.trace_id:
+        source = _from_trace_index(shard, query, high)
+    else:
+        source = _from_stream(shard, query, high, batch, on_scanned)
+    return ((entry, Cursor(entry.stream_id, name)) for entry in source)
+
+
+def _from_stream(
+    shard: Shard,
+    query: Query,
+    high: str,
+    batch: int,
+    on_scanned: Callable[[int], None] | None,
 ) -> Iterator[LogEntry]:
-    high = before(cursor) if cursor else "+"
-    if query.until_ms is not None and (cursor is None or parse_stream_id(high)[0] > query.until_ms):
+    if query.until_ms is not None and (high == "+" or parse_stream_id(high)[0] > query.until_ms):
         high = f"{query.until_ms}-{_MAX_SEQ}"
     low = f"{query.since_ms}-0" if query.since_ms is not None else "-"
-    scanner = _Scanner(client, stream, query)
+    scanner = _Scanner(shard.client, shard.keys, query)
     while True:
         chunk = scanner.chunk(high, low, SCAN_BUDGET, batch)
         if on_scanned is not None:
@@ -466,14 +530,12 @@ def _from_stream(
         high = before(chunk.last_id)
 
 
-def _from_trace_index(
-    client: redis.Redis, stream: str, query: Query, cursor: str | None
-) -> Iterator[LogEntry]:
-    limit = parse_stream_id(cursor) if cursor else None
+def _from_trace_index(shard: Shard, query: Query, high: str) -> Iterator[LogEntry]:
+    limit = parse_stream_id(high) if high != "+" else None
     entries = [
         entry
-        for entry in fetch_trace(client, stream, query.trace_id).logs
-        if query.in_range(entry.stream_id) and (limit is None or parse_stream_id(entry.stream_id) < limit)
+        for entry in _trace_records(query.trace_id, _read_trace(shard, query.trace_id)).logs
+        if query.in_range(entry.stream_id) and (limit is None or parse_stream_id(entry.stream_id) <= limit)
     ]
     entries.sort(key=lambda entry: parse_stream_id(entry.stream_id), reverse=True)
     return (entry for entry in entries if query.matches(entry))
@@ -487,17 +549,10 @@ class Page:
     next_cursor: str | None
 
 
-def search(
-    client: redis.Redis, stream: str, query: Query, cursor: str | None = None, limit: int = 100
-) -> Page:
-    records: list[LogEntry] = []
-    if limit > 0:
-        for entry in iter_records(client, stream, query, cursor, batch=limit):
-            records.append(entry)
-            if len(records) == limit:
-                break
-    full = limit > 0 and len(records) == limit
-    return Page(records, records[-1].stream_id if full else None)
+def search(client: Client, stream: str, query: Query, cursor: str | None = None, limit: int = 100) -> Page:
+    found = list(islice(_positioned(client, stream, query, cursor, limit, None), max(limit, 0)))
+    full = limit > 0 and len(found) == limit
+    return Page([entry for entry, _ in found], str(found[-1][1]) if full else None)
 
 
 # ---------------------------------------------------------------------------
@@ -531,15 +586,29 @@ class _RecentIds:
 
 @dataclass
 class Follow:
-    """Where a follow stands: `last_id` is the newest entry read, so a restart resumes exactly there."""
+    """Where a follow stands: the newest entry read per shard, so a restart resumes exactly there."""
 
-    last_id: str
+    positions: dict[str, str]
     reconnects: int = 0
     _recent: _RecentIds = field(default_factory=_RecentIds)
 
+    @classmethod
+    def at_end(cls, client: Client, stream: str) -> Follow:
+        """From the newest entry of every shard now."""
+        return cls({shard.name: last_id(shard.client, shard.name) for shard in shards(client, stream)})
+
+    def skip(self, entries: Iterable[LogEntry]) -> None:
+        """Records already shown (a backlog read after `at_end`): not yielded again."""
+        for entry in entries:
+            self._recent.add(entry.record_id)
+
+
+# With several shards, each is read without blocking, this often, until one has news.
+POLL_INTERVAL = 0.05
+
 
 def follow(
-    client: redis.Redis,
+    client: Client,
     stream: str,
     query: Query,
     state: Follow,
@@ -550,28 +619,43 @@ def follow(
 ) -> Iterator[LogEntry | None]:
     """New matching records as they arrive; None after each idle `block_ms`, so callers can stop.
 
-    On a lost connection `on_disconnect` hears why and reading resumes from `state.last_id`
+    On a lost connection `on_disconnect` hears why and reading resumes from `state.positions`
     once Redis is back: no gap and no duplicate. Without `on_disconnect` the error is raised.
-    The client's socket timeout must be longer than `block_ms`.
+    The client's socket timeout must be longer than `block_ms`. One shard is read with a
+    blocking XREAD; several (a cluster) are polled, and their news merged by stream id.
     """
+    idle_since = time.monotonic()
     while True:
         try:
-            reply = cast(list[Any], client.xread({stream: state.last_id}, count=1000, block=block_ms))
-        except (redis.ConnectionError, redis.TimeoutError) as error:
+            found = shards(client, stream)
+            block = block_ms if len(found) == 1 else None
+            news: list[tuple[StreamId, str, str, dict[str, str]]] = []
+            for shard in found:
+                position = state.positions.setdefault(shard.name, "0-0")  # a new shard: all of it is new
+                reply = cast(list[Any], shard.client.xread({shard.name: position}, count=1000, block=block))
+                for _key, entries in reply or ():
+                    news += [(parse_stream_id(i), shard.name, i, fields) for i, fields in entries]
+        except (*CLUSTER_ERRORS, OSError) as error:
             if on_disconnect is None:
                 raise
+            refresh_topology(client)
             on_disconnect(error)
             state.reconnects += 1
             time.sleep(retry_delay)
             continue
-        if not reply:
-            yield None
-        for _key, entries in reply:
-            for stream_id, fields in entries:
-                state.last_id = stream_id
-                entry = LogEntry.from_fields(stream_id, fields)
-                if state._recent.add(entry.record_id) and query.matches(entry):
-                    yield entry
+        if not news:
+            if block is not None or time.monotonic() - idle_since >= block_ms / 1000:
+                idle_since = time.monotonic()
+                yield None
+            else:
+                time.sleep(POLL_INTERVAL)
+            continue
+        idle_since = time.monotonic()
+        for _, name, stream_id, fields in sorted(news):
+            state.positions[name] = stream_id
+            entry = LogEntry.from_fields(stream_id, fields)
+            if state._recent.add(entry.record_id) and query.matches(entry):
+                yield entry
 
 
 # ---------------------------------------------------------------------------
@@ -604,21 +688,31 @@ return out
 """
 
 
-def fetch_trace(client: redis.Redis, stream: str, trace_id: str) -> TraceRecords:
-    """One script call reads the trace index and its entries: no stream scan.
+def fetch_trace(client: Client, stream: str, trace_id: str) -> TraceRecords:
+    """One script call per shard reads its trace index and entries: no stream scan.
 
     `client` must decode responses. Members whose entries were trimmed are skipped.
     """
-    keys = StreamKeys(stream)
-    script = client.register_script(_TRACE_SCRIPT)
+    return _trace_records(
+        trace_id, [item for shard in shards(client, stream) for item in _read_trace(shard, trace_id)]
+    )
+
+
+def _read_trace(shard: Shard, trace_id: str) -> list[tuple[str, str, list[str]]]:
+    """(kind, stream id, flat fields) of every entry one shard's index names."""
+    keys = shard.keys
+    script = shard.client.register_script(_TRACE_SCRIPT)
     reply = cast(
         list[Any], script(keys=[keys.trace_index(trace_id)], args=[keys.logs, keys.spans, INDEX_LOG])
     )
+    return [(reply[index], reply[index + 1], reply[index + 2]) for index in range(0, len(reply), 3)]
+
+
+def _trace_records(trace_id: str, found: Iterable[tuple[str, str, list[str]]]) -> TraceRecords:
     spans: list[SpanEntry] = []
     logs: list[LogEntry] = []
     seen: set[str] = set()
-    for index in range(0, len(reply), 3):
-        kind, entry_id, flat = reply[index : index + 3]
+    for kind, entry_id, flat in found:
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
         if fields.get("rid") in seen:  # a retried export may have written it twice
             continue
@@ -678,6 +772,6 @@ def build_tree(records: TraceRecords) -> TraceTree:
     return TraceTree(records.trace_id, roots, unattached)
 
 
-def trace_tree(client: redis.Redis, stream: str, trace_id: str) -> TraceTree:
+def trace_tree(client: Client, stream: str, trace_id: str) -> TraceTree:
     """Spans and log records of one trace, across services, as a tree ordered by time."""
     return build_tree(fetch_trace(client, stream, parse_trace_id(trace_id)))

@@ -6,18 +6,13 @@ readers run their single-Redis code once per shard, against the server holding i
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import redis
 from redis.cluster import RedisCluster
 
 from tracestream.connection import Client, node_for
 from tracestream.schema import Keyspace, StreamKeys
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,6 +21,7 @@ class Shard:
 
     keys: StreamKeys
     client: redis.Redis
+    tagged: bool = False  # a cluster shard, whose keys carry a hash tag
 
     @property
     def name(self) -> str:
@@ -38,12 +34,7 @@ def shards(client: Client, stream: str) -> list[Shard]:
         return [Shard(StreamKeys(stream), client)]
     registry = Keyspace(stream, cluster=True).registry
     names = sorted(_text(name) for name in node_for(client, registry).smembers(registry))
-    return [Shard(StreamKeys(name), node_for(client, name)) for name in names]
-
-
-def merge_newest_first(sources: Iterable[Iterator[T]], key: Callable[[T], tuple[object, ...]]) -> Iterator[T]:
-    """Several newest-first sources as one, newest first by `key`; reads each only as far as needed."""
-    return heapq.merge(*sources, key=key, reverse=True)
+    return [Shard(StreamKeys(name), node_for(client, name), tagged=True) for name in names]
 
 
 def _text(value: str | bytes) -> str:

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
-import redis
 
+from tracestream.connection import Client
 from tracestream.query import before
 from tracestream.schema import LOG_FIELDS
+from tracestream.shards import shards
 
 ERROR_FLOOR = 17  # OTel severity number of ERROR
 # Entries summarised per script call: Redis is never blocked for more than a few milliseconds.
@@ -138,28 +139,27 @@ class Summary:
                 group.count += int(count)
 
 
-def summarize(client: redis.Redis, stream: str, since_ms: int, until_ms: int | None = None) -> Summary:
-    """Everything between two times (stream id milliseconds), newest first; rates per minute."""
+def summarize(client: Client, stream: str, since_ms: int, until_ms: int | None = None) -> Summary:
+    """Everything between two times (stream id milliseconds), every shard; rates per minute."""
     until = int(time.time() * 1000) if until_ms is None else until_ms
     summary = Summary(since_ms, until)
-    script = client.register_script(_SUMMARY_SCRIPT)
-    high = f"{until}-{2**64 - 1}"
-    while True:
-        reply = cast(
-            str, script(keys=[stream], args=[high, f"{since_ms}-0", SCAN_CHUNK, _POSITIONS, ERROR_FLOOR])
-        )
-        part = orjson.loads(reply)
-        summary._merge(part)
-        if part["scanned"] < SCAN_CHUNK or not part["last"]:
-            break
-        high = before(part["last"])
+    for shard in shards(client, stream):
+        script = shard.client.register_script(_SUMMARY_SCRIPT)
+        high = f"{until}-{2**64 - 1}"
+        while True:
+            args: list[str | int] = [high, f"{since_ms}-0", SCAN_CHUNK, _POSITIONS, ERROR_FLOOR]
+            part = orjson.loads(cast(str, script(keys=[shard.keys.logs], args=args)))
+            summary._merge(part)
+            if part["scanned"] < SCAN_CHUNK or not part["last"]:
+                break
+            high = before(part["last"])
     minutes = max(1.0, (until - since_ms) / MINUTE_MS)
     for status in summary.services.values():
         status.records_per_minute = status.records / minutes
     return summary
 
 
-def service_status(client: redis.Redis, stream: str, window_s: float = 3600.0) -> list[ServiceStatus]:
+def service_status(client: Client, stream: str, window_s: float = 3600.0) -> list[ServiceStatus]:
     """Every service seen in the window (default: the last hour), most recently seen first."""
     now = int(time.time() * 1000)
     summary = summarize(client, stream, now - int(window_s * 1000), now)

@@ -28,9 +28,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-import redis
-
 from tracestream.cli.common import ArgumentParser, UsageError, describe_redis_error
+from tracestream.connection import CLUSTER_ERRORS
 from tracestream.otel_setup.settings import ConfigError
 from tracestream.query import QueryError
 
@@ -67,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, QueryError) as error:
         print(f"tracestream: {error}", file=sys.stderr)
         return 2
-    except redis.RedisError as error:
+    except CLUSTER_ERRORS as error:
         print(f"tracestream: {describe_redis_error(error)}", file=sys.stderr)
         return 1
     except BrokenPipeError:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 import redis
 
-from tracestream.connection import Tls, connect
+from tracestream.connection import Client, client_for
 from tracestream.otel_setup.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,6 +33,12 @@ OPTIONS.add_argument(
 OPTIONS.add_argument(
     "--stream", metavar="KEY", help="stream key (default: $TRACESTREAM_STREAM or tracestream)"
 )
+OPTIONS.add_argument(
+    "--cluster",
+    action="store_true",
+    default=None,
+    help="the URL names a node of a Redis Cluster (default: $TRACESTREAM_REDIS_CLUSTER)",
+)
 OPTIONS.add_argument("--json", action="store_true", help="print NDJSON, one object per line")
 
 
@@ -52,17 +58,11 @@ def add_command(
 
 def settings(args: argparse.Namespace) -> Settings:
     """The exporter's settings, so the CLI reads exactly where services write."""
-    return Settings.load(redis_url=args.redis_url, stream=args.stream)
+    return Settings.load(redis_url=args.redis_url, stream=args.stream, redis_cluster=args.cluster)
 
 
-def reader(args: argparse.Namespace, timeout: float | None = None) -> redis.Redis:
-    config = settings(args)
-    return connect(
-        config.redis_url,
-        config.redis_timeout if timeout is None else timeout,
-        decode=True,
-        tls=Tls.of(config),
-    )
+def reader(args: argparse.Namespace, timeout: float | None = None) -> Client:
+    return client_for(settings(args), decode=True, timeout=timeout)
 
 
 def describe_redis_error(error: Exception) -> str:

@@ -18,6 +18,7 @@ from tracestream.cli.common import add_command, reader, settings
 from tracestream.cli.records import FILTERS, query_from
 from tracestream.query import iter_records, record_json
 from tracestream.schema import LogEntry, dump_json
+from tracestream.shards import shards
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     query = query_from(args)
     stream = settings(args).stream
     with reader(args) as client, _output(args.output) as out, _progress(args.progress) as progress:
-        total = int(client.xlen(stream))
+        total = sum(int(shard.client.xlen(shard.keys.logs)) for shard in shards(client, stream))
         task = progress.add_task("exporting", total=total)
         records = iter_records(
             client, stream, query, batch=BATCH, on_scanned=lambda count: progress.advance(task, count)

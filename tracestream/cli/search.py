@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from tracestream.cli.common import add_command, reader, settings
 from tracestream.cli.records import FILTERS, RecordPrinter, query_from
-from tracestream.query import QueryError, parse_stream_id, search
+from tracestream.query import Cursor, QueryError, search
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -24,7 +24,7 @@ def register(subparsers: Subparsers) -> None:
         FILTERS,
     )
     parser.add_argument("-n", "--limit", type=int, default=50, metavar="N", help="page size (default 50)")
-    parser.add_argument("--cursor", metavar="ID", help="continue after this stream id")
+    parser.add_argument("--cursor", metavar="ID", help="continue where the previous page ended")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise QueryError(f"--limit {args.limit} is invalid: expected 1 or more")
     if args.cursor:
-        parse_stream_id(args.cursor)
+        Cursor.parse(args.cursor)
     printer = RecordPrinter(args.json)
     with reader(args) as client:
         page = search(client, settings(args).stream, query, args.cursor, args.limit)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from tracestream.cli.common import add_command, describe_redis_error, reader, settings
 from tracestream.cli.records import FILTERS, RecordPrinter, query_from
-from tracestream.query import Follow, after, follow, last_id, search
+from tracestream.query import Follow, follow, search
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     printer = RecordPrinter(args.json)
     # The socket timeout must outlast one blocking read.
     with reader(args, timeout=config.redis_timeout + BLOCK_MS / 1000) as client:
-        state = Follow(last_id(client, config.stream))
-        backlog = search(client, config.stream, query, after(state.last_id), max(args.lines, 0))
+        state = Follow.at_end(client, config.stream)
+        backlog = search(client, config.stream, query, None, max(args.lines, 0))
+        state.skip(backlog.records)  # written since at_end: shown now, not again
         for record in reversed(backlog.records):
             printer.print(record)
         printer.flush()

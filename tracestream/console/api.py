@@ -8,18 +8,18 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from tracestream.connection import Client
 from tracestream.query import (
     SEVERITY_FLOORS,
+    Cursor,
     Query,
     QueryError,
     TraceTree,
-    parse_stream_id,
     record_json,
     search,
     trace_tree,
@@ -91,7 +91,7 @@ def _chart_severity(text: str) -> str:
     return CHART_SEVERITIES[min(len(CHART_SEVERITIES) - 1, (number - 1) // 4)]
 
 
-def services_json(client: redis.Redis, stream: str) -> dict[str, Any]:
+def services_json(client: Client, stream: str) -> dict[str, Any]:
     now_ms = time.time() * 1000
     rows = [
         [
@@ -130,7 +130,7 @@ def stats_json(summary: Summary, service: str) -> dict[str, Any]:
     }
 
 
-def routes(client: redis.Redis, stream: str) -> list[Route]:
+def routes(client: Client, stream: str) -> list[Route]:
     async def trace(request: Request) -> Response:
         try:
             tree = await run_in_threadpool(trace_tree, client, stream, request.path_params["trace_id"])
@@ -147,7 +147,7 @@ def routes(client: redis.Redis, stream: str) -> list[Route]:
         try:
             query = query_from_params(params)
             if cursor is not None:
-                parse_stream_id(cursor)
+                Cursor.parse(cursor)
         except QueryError as error:
             return bad_request(str(error))
         limit = int(limit_text)
