@@ -10,6 +10,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +19,19 @@ from redis.cluster import RedisCluster
 
 from tests.records import RecordWriter, tracer_provider
 from tests.support import VENV_BIN, RedisHandle
+from tests.test_reliability import Writer
 from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster
-from tracestream.query import Cursor, Follow, Query, follow, parse_stream_id, search, trace_tree
+from tracestream.query import (
+    Cursor,
+    Follow,
+    Query,
+    follow,
+    iter_records,
+    parse_stream_id,
+    search,
+    trace_tree,
+)
 from tracestream.schema import LOG_FIELDS, Keyspace, LogEntry
 from tracestream.shards import shards
 
@@ -205,3 +216,44 @@ def _cli(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
     )
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_a_killed_master_loses_nothing_and_never_blocks_the_app(
+    cluster: EmbeddedCluster, handle: RedisHandle, client: RedisCluster, tmp_path: Path
+) -> None:
+    """kill -9 the master of one service's shard mid-load, restart it (same port, AOF)."""
+    victim_port = client.get_node_from_key(Keyspace(handle.stream, True, True).shard("orders").logs).port
+    victim = next(server for server in cluster.servers if server.port == victim_port)
+    survivor_url = next(server.url for server in cluster.servers if server is not victim)
+
+    def env(service: str) -> dict[str, str]:
+        return handle.env(
+            TRACESTREAM_REDIS_URL=survivor_url,  # a seed node that stays up
+            TRACESTREAM_REDIS_CLUSTER="true",
+            TRACESTREAM_SHARD_BY="service",
+            TRACESTREAM_SPOOL_DIR=str(tmp_path / service),
+            TRACESTREAM_REDIS_TIMEOUT="300ms",
+            OTEL_SERVICE_NAME=service,
+        )
+
+    # The orders writer exits only once its spool has begun to replay, then flushes the rest.
+    orders = Writer(
+        env("orders"), "--count", "3000", "--rate", "2000", "--label", "order", "--then", "replayed:1"
+    )
+    billing = Writer(env("billing"), "--count", "3000", "--rate", "2000", "--label", "bill")
+    orders.wait_logged(500)
+    assert victim.process is not None
+    victim.process.kill()
+    victim.process.wait()
+    orders.wait_logged(1800)  # most of a second logged while its shard has no master
+    victim.start()
+    cluster.wait_ok()
+    orders_status, billing_status = orders.result(), billing.result()
+    assert orders_status["spooled"] > 0 and orders_status["replayed"] == orders_status["spooled"]
+    for status in (orders_status, billing_status):
+        assert status["dropped"] == 0
+        assert status["slowest_info_s"] < 0.1  # Redis timeouts never reached the app thread
+    for service, label in (("orders", "order"), ("billing", "bill")):
+        records = list(iter_records(client, handle.stream, Query.parse(services=[service])))
+        assert sorted(int(entry.body.split()[1]) for entry in records) == list(range(3000)), service
+        assert {entry.body.split()[0] for entry in records} == {label}
