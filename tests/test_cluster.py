@@ -17,11 +17,14 @@ import pytest
 from opentelemetry import trace
 from redis.cluster import RedisCluster
 
+from tests.otlp_receiver import OtlpReceiver
 from tests.records import RecordWriter, tracer_provider
-from tests.support import VENV_BIN, RedisHandle
+from tests.support import VENV_BIN, RedisHandle, wait_for
+from tests.test_forward import forwarding
 from tests.test_reliability import Writer
 from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster
+from tracestream.forwarder import forwarder_lag
 from tracestream.query import (
     Cursor,
     Follow,
@@ -257,3 +260,26 @@ def test_a_killed_master_loses_nothing_and_never_blocks_the_app(
         records = list(iter_records(client, handle.stream, Query.parse(services=[service])))
         assert sorted(int(entry.body.split()[1]) for entry in records) == list(range(3000)), service
         assert {entry.body.split()[0] for entry in records} == {label}
+
+
+def test_forwarder_delivers_every_shard_including_new_ones(handle: RedisHandle, client: RedisCluster) -> None:
+    writer = RecordWriter(handle, **SHARDED)
+    rows = [writer.row(f"f{index}", service=SERVICES[index % 2]) for index in range(40)]
+    writer.write(*rows)
+    with OtlpReceiver() as receiver, forwarding(handle, receiver, cluster=True):
+        wanted = [row[LOG_FIELDS.index("rid")] for row in rows]
+        wait_for(lambda: set(wanted) <= set(receiver.record_ids()), what="records of two shards")
+        late = writer.row("from a shard registered after the start", service="billing")
+        writer.write(late)
+        wait_for(lambda: late[LOG_FIELDS.index("rid")] in receiver.record_ids(), what="the new shard")
+        spans = tracer_provider(handle, "api", **SHARDED)
+        with spans.get_tracer("t").start_as_current_span("GET /"):
+            pass
+        wait_for(lambda: receiver.record_ids("spans"), what="a span")
+    writer.close()
+    assert sorted(receiver.record_ids()) == sorted([*wanted, late[LOG_FIELDS.index("rid")]])
+    lag = forwarder_lag(client, handle.stream)
+    assert {item.stream for item in lag} == {
+        name for shard in shards(client, handle.stream) for name in (shard.keys.logs, shard.keys.spans)
+    }
+    assert all(item.pending == 0 for item in lag)

@@ -7,7 +7,8 @@ Retry-After; entries a dead forwarder left pending are claimed by the others (XA
 once idle for `claim_idle`. A batch the endpoint rejects outright (400, 413, ...) goes to a
 dead-letter stream, `<stream>:forward:dead`, so one bad record never blocks the rest and
 nothing is lost. Authentication and not-found errors stop the forwarder instead: they are
-configuration mistakes, and every entry stays pending for the next run.
+configuration mistakes, and every entry stays pending for the next run. On a Redis Cluster
+each shard's streams have their own consumer group, read on the server holding the shard.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from urllib.parse import urlsplit
 
 import redis
 
-from tracestream.connection import Tls, connect
+from tracestream.connection import CLUSTER_ERRORS, Client, Tls, connect, connect_cluster, refresh_topology
 from tracestream.otlp_encoding import Encoded, RawEntry, encode_logs, encode_spans
-from tracestream.schema import StreamKeys
+from tracestream.shards import shards
 
 DEFAULT_GROUP = "tracestream-forward"
 DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -37,6 +38,8 @@ DEAD_LETTER_MAX = 100_000
 # Wrong credentials or a wrong URL: retrying cannot help and dead-lettering would lose the stream's order.
 FATAL_STATUSES = frozenset({401, 403, 404, 405, 407})
 _FIRST_BACKOFF = 0.25
+# With several shards (a cluster), each is read without blocking, this often, until one has entries.
+POLL_INTERVAL = 0.05
 
 
 class ForwardError(RuntimeError):
@@ -64,6 +67,7 @@ class ForwardSettings:
     start_at_end: bool = False
     progress_every: float = 10.0
     tls: Tls | None = None
+    cluster: bool = False
 
 
 @dataclass
@@ -84,12 +88,13 @@ class Progress:
 
 @dataclass(frozen=True)
 class Signal:
-    """One stream and where its records go."""
+    """One stream, the server holding it, and where its records go."""
 
     stream: str
     path: str
     encode: Callable[[Sequence[RawEntry]], Encoded]
     counter: str
+    client: redis.Redis
 
 
 @dataclass(frozen=True)
@@ -169,17 +174,13 @@ class Forwarder:
         self.settings = settings
         self.progress = Progress()
         self._report = report
-        self._redis = connect(settings.redis_url, max(5.0, settings.block + 5.0), tls=settings.tls)
-        # Entries stay as Redis sends them (flat lists of bytes): making dicts cost more than encoding.
-        for command in ("XREADGROUP", "XAUTOCLAIM"):
-            self._redis.set_response_callback(command, _raw)
+        timeout = max(5.0, settings.block + 5.0)
+        opener = connect_cluster if settings.cluster else connect
+        self._redis: Client = opener(settings.redis_url, timeout, tls=settings.tls)
         self._http = OtlpHttpClient(settings.endpoint, settings.timeout, settings.headers)
-        keys = StreamKeys(settings.stream)
-        self._signals = (
-            Signal(keys.logs, "/v1/logs", encode_logs, "logs"),
-            Signal(keys.spans, "/v1/traces", encode_spans, "spans"),
-        )
-        self._by_stream = {signal.stream.encode(): signal for signal in self._signals}
+        # Per shard, its log and span streams: one slot, so one XREADGROUP reads both.
+        self._shards: list[tuple[Signal, Signal]] = []
+        self._by_stream: dict[bytes, Signal] = {}
         self._stop = threading.Event()
         self._stop_deadline = float("inf")
         # One batch waits while one is sent: memory stays bounded and a slow endpoint slows reading.
@@ -193,12 +194,12 @@ class Forwarder:
 
     def run(self) -> Progress:
         settings = self.settings
+        self._discover()
         self._report(
-            f"forwarding {', '.join(s.stream for s in self._signals)} to {self._http.endpoint} "
-            f"as {settings.group}/{settings.consumer}"
+            f"forwarding {', '.join(s.stream for s in self._by_stream.values()) or settings.stream} "
+            f"to {self._http.endpoint} as {settings.group}/{settings.consumer}"
         )
         started = last_report = last_claim = time.monotonic()
-        self._ensure_groups()
         claim_every = max(0.2, settings.claim_idle / 2)
         redis_failing = False
         sender = threading.Thread(target=self._send_loop, name="tracestream-forward-send", daemon=True)
@@ -206,6 +207,7 @@ class Forwarder:
         while not self._stop.is_set():
             try:
                 if time.monotonic() - last_claim >= claim_every:
+                    self._discover()
                     self._claim_abandoned()
                     last_claim = time.monotonic()
                 self._read_and_forward()
@@ -216,7 +218,8 @@ class Forwarder:
                 if "NOGROUP" not in str(error):
                     raise
                 self._ensure_groups()  # the stream was deleted and recreated
-            except redis.RedisError as error:
+            except CLUSTER_ERRORS as error:
+                refresh_topology(self._redis)
                 if not redis_failing:
                     redis_failing = True
                     self._report(f"cannot read from Redis at {settings.redis_url}: {error}; retrying")
@@ -232,37 +235,64 @@ class Forwarder:
         self._report(f"stopped: {self.progress.line(time.monotonic() - started)}")
         return self.progress
 
-    def _ensure_groups(self) -> None:
-        for signal in self._signals:
+    def _discover(self) -> None:
+        """The shards to read: the one stream pair on a single Redis; on a cluster, every registered one."""
+        pairs = []
+        for shard in shards(self._redis, self.settings.stream):
+            # Entries stay as Redis sends them (flat lists of bytes): making dicts cost more than encoding.
+            for command in ("XREADGROUP", "XAUTOCLAIM"):
+                shard.client.set_response_callback(command, _raw)
+            keys, client = shard.keys, shard.client
+            pairs.append(
+                (
+                    Signal(keys.logs, "/v1/logs", encode_logs, "logs", client),
+                    Signal(keys.spans, "/v1/traces", encode_spans, "spans", client),
+                )
+            )
+        new = [signal for pair in pairs for signal in pair if signal.stream.encode() not in self._by_stream]
+        self._shards = pairs
+        self._by_stream = {signal.stream.encode(): signal for pair in pairs for signal in pair}
+        self._ensure_groups(new)
+
+    def _ensure_groups(self, signals: Iterable[Signal] | None = None) -> None:
+        for signal in self._by_stream.values() if signals is None else signals:
             try:
                 start = "$" if self.settings.start_at_end else "0"
-                self._redis.xgroup_create(signal.stream, self.settings.group, id=start, mkstream=True)
+                signal.client.xgroup_create(signal.stream, self.settings.group, id=start, mkstream=True)
             except redis.ResponseError as error:
                 if "BUSYGROUP" not in str(error):
                     raise
 
     def _read_and_forward(self) -> None:
+        """One shard blocks in XREADGROUP; several (a cluster) are polled until one has entries."""
         settings = self.settings
-        replies = self._redis.xreadgroup(
-            settings.group,
-            settings.consumer,
-            {signal.stream: ">" for signal in self._signals},
-            count=settings.batch_size,
-            block=int(settings.block * 1000),
-        )
-        # A map under RESP3, a list of pairs under RESP2.
-        read = replies.items() if isinstance(replies, dict) else replies or []
-        for stream, entries in cast("Iterable[tuple[bytes, list[RawEntry]]]", read):
-            self._forward(self._by_stream[stream], entries)
+        pairs = self._shards
+        block = int(settings.block * 1000) if len(pairs) == 1 else None
+        got = 0
+        for logs, spans in pairs:
+            replies = logs.client.xreadgroup(
+                settings.group,
+                settings.consumer,
+                {logs.stream: ">", spans.stream: ">"},
+                count=settings.batch_size,
+                block=block,
+            )
+            # A map under RESP3, a list of pairs under RESP2.
+            read = replies.items() if isinstance(replies, dict) else replies or []
+            for stream, entries in cast("Iterable[tuple[bytes, list[RawEntry]]]", read):
+                got += len(entries)
+                self._forward(self._by_stream[stream], entries)
+        if block is None and not got:
+            self._stop.wait(POLL_INTERVAL)
 
     def _claim_abandoned(self) -> None:
         """Take over what a dead forwarder read but never acknowledged."""
         self._outbox.join()  # our own batches in flight are idle too: never claim those back
         settings = self.settings
-        for signal in self._signals:
+        for signal in self._by_stream.values():
             cursor = b"0-0"
             while not self._stop.is_set():
-                cursor, entries, deleted = self._redis.xautoclaim(
+                cursor, entries, deleted = signal.client.xautoclaim(
                     signal.stream,
                     settings.group,
                     settings.consumer,
@@ -286,7 +316,7 @@ class Forwarder:
             try:
                 if self._failure is None:  # after a failure, batches stay pending for another forwarder
                     self._deliver(*item)
-            except redis.RedisError as error:  # not acknowledged: claimed again after claim_idle
+            except CLUSTER_ERRORS as error:  # not acknowledged: claimed again after claim_idle
                 self._report(f"cannot acknowledge in Redis at {self.settings.redis_url}: {error}")
             except Exception as error:
                 self._failure = error
@@ -309,7 +339,7 @@ class Forwarder:
                 setattr(self.progress, signal.counter, getattr(self.progress, signal.counter) + encoded.count)
         if dead:
             self._dead_letter(signal, dead)
-        self._redis.xack(signal.stream, self.settings.group, *[entry_id for entry_id, _ in entries])
+        signal.client.xack(signal.stream, self.settings.group, *[entry_id for entry_id, _ in entries])
 
     def _post(self, path: str, body: bytes) -> Response | None:
         """The final answer for a batch: retried while the endpoint is busy, down or failing."""
@@ -348,7 +378,7 @@ class Forwarder:
     def _dead_letter(self, signal: Signal, dead: list[tuple[RawEntry, str]]) -> None:
         """Entries the endpoint refused or that cannot be encoded: kept, with the reason, never retried."""
         stream = signal.stream + DEAD_LETTER_SUFFIX
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = signal.client.pipeline(transaction=False)
         for (entry_id, flat), reason in dead:
             fields: dict[Any, Any] = dict(zip(flat[0::2], flat[1::2], strict=False))
             fields.update(forward_source_id=entry_id, forward_error=reason)
@@ -381,31 +411,32 @@ class StreamLag:
     undelivered: int | None  # entries no forwarder has read yet; None when Redis cannot tell
 
 
-def forwarder_lag(client: redis.Redis, stream: str, group: str = DEFAULT_GROUP) -> list[StreamLag]:
-    """How far the forwarders of `group` are behind, per stream; empty when none ever ran."""
+def forwarder_lag(client: Client, stream: str, group: str = DEFAULT_GROUP) -> list[StreamLag]:
+    """How far the forwarders of `group` are behind, per stream of every shard; empty when none ran."""
     found = []
-    for key in (StreamKeys(stream).logs, StreamKeys(stream).spans):
-        try:
-            groups = client.xinfo_groups(key)
-        except redis.ResponseError:
-            continue  # no such stream
-        info = next((g for g in groups if _text(g["name"]) == group), None)
-        if info is None:
-            continue
-        summary = client.xpending(key, group)
-        oldest = summary.get("min")
-        age = time.time() - int(_text(oldest).split("-")[0]) / 1000 if oldest else None
-        lag = info.get("lag")
-        found.append(
-            StreamLag(
-                stream=key,
-                group=group,
-                consumers=int(info["consumers"]),
-                pending=int(summary["pending"]),
-                oldest_pending_age=age,
-                undelivered=int(lag) if lag is not None else None,
+    for shard in shards(client, stream):
+        for key in (shard.keys.logs, shard.keys.spans):
+            try:
+                groups = shard.client.xinfo_groups(key)
+            except redis.ResponseError:
+                continue  # no such stream
+            info = next((g for g in groups if _text(g["name"]) == group), None)
+            if info is None:
+                continue
+            summary = shard.client.xpending(key, group)
+            oldest = summary.get("min")
+            age = time.time() - int(_text(oldest).split("-")[0]) / 1000 if oldest else None
+            lag = info.get("lag")
+            found.append(
+                StreamLag(
+                    stream=key,
+                    group=group,
+                    consumers=int(info["consumers"]),
+                    pending=int(summary["pending"]),
+                    oldest_pending_age=age,
+                    undelivered=int(lag) if lag is not None else None,
+                )
             )
-        )
     return found
 
 

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             headers=_headers(args.header or _env_headers()),
             start_at_end=args.from_now,
             tls=Tls.of(config),
+            cluster=config.redis_cluster,
             **options,
         )
         forwarder = Forwarder(forward_settings, report=_report)
