@@ -1,8 +1,9 @@
 """Bad input through every logging path: nothing reaches the application, nothing vanishes uncounted.
 
 Paths: stdlib messages and `extra=`, structlog and loguru (both routed into stdlib, as
-docs/configuration.md shows), the OTel logs API with non-string bodies, and span
-attributes. After each example the queue's counters must account for the record: exported
+docs/configuration.md shows, and through our own `OTelProcessor` and `otel_sink`), the
+OTel logs API with non-string bodies, and span attributes. After each example the queue's
+counters must account for the record: exported
 (and then found in Redis, within the size limits) or dropped with a reason.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -123,19 +125,25 @@ def pipeline() -> Iterator[Pipeline]:
             processors=[structlog.stdlib.render_to_log_kwargs],  # fields become attributes
         )
         loguru_logger.remove()  # its default stderr sink would print every fuzzed record
-        sink = loguru_logger.add(
-            lambda message: built.logger.log(
-                logging.INFO, message.record["message"], extra=dict(message.record["extra"])
+        # Records bound with `otel_sink=True` take our sink; the others go into stdlib.
+        sinks = [
+            loguru_logger.add(
+                lambda message: built.logger.log(
+                    logging.INFO, message.record["message"], extra=dict(message.record["extra"])
+                ),
+                filter=lambda record: "otel_sink" not in record["extra"],
+                format="{message}",
+                catch=False,
             ),
-            format="{message}",
-            catch=False,
-        )
+            loguru_logger.add(otel_sink, filter=lambda record: "otel_sink" in record["extra"], catch=False),
+        ]
         with pytest.MonkeyPatch.context() as patch:
             # Our structlog and loguru integrations write through the global OTel logs API;
             # here that API leads to this pipeline's provider.
             patch.setattr(records._logs, "get_logger", built.logger_provider.get_logger)
             yield built
-        loguru_logger.remove(sink)
+        for sink in sinks:
+            loguru_logger.remove(sink)
         loguru_logger.add(sys.stderr)
         structlog.reset_defaults()
         built.close()
@@ -164,6 +172,10 @@ def _structlog(p: Pipeline, value: Any) -> None:
     structlog.get_logger(p.logger.name).info("event", payload=value, **{"k_other": value})
 
 
+def _structlog_event(p: Pipeline, value: Any) -> None:
+    structlog.get_logger(p.logger.name).info(value)
+
+
 def _loguru(p: Pipeline, value: Any) -> None:
     loguru_logger.bind(k_value=value).info("loguru {}", "message")
 
@@ -175,18 +187,25 @@ def _structlog_processor(p: Pipeline, value: Any) -> None:
     _structlog_direct.warning("direct", payload=value, k_list=[value])
 
 
+def _structlog_processor_event(p: Pipeline, value: Any) -> None:
+    _structlog_direct.info(value)
+
+
+def _structlog_processor_exception(p: Pipeline, value: Any) -> None:
+    _structlog_direct.error("failed", exc_info=_exception(value))
+
+
 def _loguru_sink(p: Pipeline, value: Any) -> None:
-    record = {
-        "name": "fuzz.loguru",
-        "message": "sink",
-        "level": type("Level", (), {"name": "INFO"})(),
-        "extra": {"k_value": value},
-        "file": type("File", (), {"path": __file__})(),
-        "line": 1,
-        "function": "f",
-        "exception": None,
-    }
-    otel_sink(type("Message", (), {"record": record})())
+    loguru_logger.bind(otel_sink=True, k_value=value).info("sink {}", "message")
+
+
+def _loguru_sink_exception(p: Pipeline, value: Any) -> None:
+    loguru_logger.bind(otel_sink=True).opt(exception=_exception(value)).error("failed")
+
+
+def _exception(value: Any) -> BaseException:
+    """The value itself if it is an exception, else a ValueError carrying it (whose str() is its str())."""
+    return value if isinstance(value, BaseException) else ValueError(value)
 
 
 def _otel_api(p: Pipeline, value: Any) -> None:
@@ -202,7 +221,10 @@ PATHS: dict[str, Callable[[Pipeline, Any], None]] = {
     "structlog": _structlog,
     "loguru": _loguru,
     "loguru otel_sink": _loguru_sink,
+    "loguru otel_sink exception": _loguru_sink_exception,
     "structlog OTelProcessor": _structlog_processor,
+    "structlog OTelProcessor event": _structlog_processor_event,
+    "structlog OTelProcessor exception": _structlog_processor_exception,
     "otel api": _otel_api,
 }
 
@@ -258,17 +280,116 @@ def test_oversized_records_are_truncated_with_a_marker(pipeline: Pipeline) -> No
     assert len(fields["attributes"]) < 40 * 400
 
 
-# The two integrations that write through the OTel API repr() odd values on the app thread
-# (tracestream/integrations/structured.py), so a raising __repr__ still reaches the app there.
-STDLIB_ROUTED = sorted(set(PATHS) - {"loguru otel_sink", "structlog OTelProcessor"})
+class NotAString:
+    """str() and repr() return an int, so both raise TypeError."""
+
+    def __str__(self) -> Any:
+        return 42
+
+    __repr__ = __str__
 
 
-@pytest.mark.parametrize("path", STDLIB_ROUTED)
-def test_values_whose_repr_raises_never_reach_the_app(pipeline: Pipeline, path: str) -> None:
+class BrokenException(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for this exception")
+
+
+HOSTILE = {
+    "str and repr raise": Unprintable(),
+    "str and repr return an int": NotAString(),
+    "exception whose str raises": BrokenException(),
+    "cyclic": _cyclic(),
+    "invalid UTF-8 bytes": b"\xff\xfe\xfa",
+    "lone surrogates": "\ud800 lone \udfff",
+}
+
+
+# structlog itself cannot pass a None event on to stdlib, so this path is not fuzzed.
+HOSTILE_PATHS = {**PATHS, "structlog event": _structlog_event}
+
+
+# A value whose repr() raises, nested in a list field or as an OTel body, cannot be encoded on
+# the export worker: the record is dropped and counted as `dropped_invalid` (docs/reliability.md).
+MAY_DROP_UNPRINTABLE = {"otel api", "stdlib extra"}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+@pytest.mark.parametrize("path", sorted(HOSTILE_PATHS))
+def test_hostile_values_never_reach_the_app_and_are_accounted_for(
+    pipeline: Pipeline, path: str, kind: str
+) -> None:
+    """As a field, a format argument, an exception and (where the path takes one) the message itself."""
     # pytest's own capture handlers re-raise formatting errors by design; only ours is under test.
     pipeline.logger.handlers[:] = [pipeline.handler]
     counters = pipeline.logs.queue.counters
-    before = counters.exported + counters.dropped
-    PATHS[path](pipeline, Unprintable())  # must not raise
+    exported, invalid, dropped = counters.exported, counters.dropped_invalid, counters.dropped
+    HOSTILE_PATHS[path](pipeline, HOSTILE[kind])  # must not raise
     assert pipeline.logs.force_flush(10_000)
-    assert counters.exported + counters.dropped == before + 1
+    if path in MAY_DROP_UNPRINTABLE and isinstance(HOSTILE[kind], (Unprintable, NotAString)):
+        assert (counters.exported - exported) + (counters.dropped_invalid - invalid) == 1
+        assert counters.dropped - dropped == counters.dropped_invalid - invalid
+    else:
+        assert (counters.exported, counters.dropped) == (exported + 1, dropped)
+
+
+@pytest.mark.parametrize("kind", ["invalid UTF-8 bytes", "lone surrogates"])
+def test_hostile_text_as_a_loguru_message_reaches_redis(pipeline: Pipeline, kind: str) -> None:
+    """loguru formats any other message itself, before any sink (a raising __str__ raises in loguru)."""
+    loguru_logger.bind(otel_sink=True).info(HOSTILE[kind])
+    assert pipeline.logs.force_flush(10_000)
+    with pipeline.handle.client() as client:
+        ((_, fields),) = client.xrevrange(pipeline.handle.stream, count=1)
+    assert fields["body"] in (str(HOSTILE[kind]), "\\ud800 lone \\udfff")  # surrogates escaped
+
+
+def test_a_broken_exception_keeps_its_type_and_stacktrace(pipeline: Pipeline) -> None:
+    try:
+        raise BrokenException()
+    except BrokenException:
+        _structlog_direct.exception("failed")
+    assert pipeline.logs.force_flush(10_000)
+    with pipeline.handle.client() as client:
+        ((_, fields),) = client.xrevrange(pipeline.handle.stream, count=1)
+    assert fields["exception_type"] == f"{__name__}.BrokenException"
+    assert fields["exception_message"] == "<exception str() failed>"
+    assert fields["exception_stacktrace"].startswith("Traceback (most recent call last):")
+    assert "BrokenException: <exception str() failed>" in fields["exception_stacktrace"]
+
+
+class Counted:
+    """Counts the repr() calls made on the application thread while it logs."""
+
+    calls = 0
+    counting = False
+
+    def __repr__(self) -> str:
+        if Counted.counting and threading.current_thread() is threading.main_thread():
+            Counted.calls += 1
+        return "counted"
+
+
+HUGE = {f"k{i}": Counted() for i in range(100_000)}
+# The huge value as a field, or as a structlog event (stdlib's `logging` formats a message, and
+# every route an exception message, in full: that is the record's text).
+BOUNDED_PATHS = [
+    "loguru",
+    "loguru otel_sink",
+    "otel api",
+    "stdlib extra",
+    "structlog",
+    "structlog OTelProcessor",
+    "structlog OTelProcessor event",
+]
+
+
+@pytest.mark.parametrize("path", BOUNDED_PATHS)
+def test_a_huge_value_costs_the_app_thread_bounded_work(pipeline: Pipeline, path: str) -> None:
+    """A 100,000-entry dict: the stdlib bridge formats fields on the export worker, our structlog
+    and loguru bridges a bounded prefix of it on the app thread."""
+    Counted.calls, Counted.counting = 0, True
+    try:
+        HOSTILE_PATHS[path](pipeline, HUGE)
+    finally:
+        Counted.counting = False
+    assert pipeline.logs.force_flush(10_000)
+    assert Counted.calls <= 100, path

@@ -8,6 +8,7 @@ stream even when a framework has rewired the logging tree.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Mapping
 from time import time_ns
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from opentelemetry import _logs
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
+
+from tracestream.schema import EXCEPTION_KEYS
 
 _TEXT = {
     SeverityNumber.INFO: "INFO",
@@ -38,6 +41,11 @@ class RecordWriter:
         exception: BaseException | None = None,
         context: Context | None = None,
     ) -> None:
+        if exception is not None and not _printable(exception):
+            # The SDK would call str() on it and raise into the application: the same
+            # attributes, built with traceback's fallback for the message.
+            attributes = {**attributes, **_exception_attributes(exception)}
+            exception = None
         _logs.get_logger(self._scope).emit(
             timestamp=time_ns(),
             context=context,
@@ -47,6 +55,21 @@ class RecordWriter:
             attributes={key: value for key, value in attributes.items() if value is not None},
             exception=exception,
         )
+
+
+def _printable(error: BaseException) -> bool:
+    try:
+        str(error)
+    except Exception:  # a broken __str__, or one returning a non-str
+        return False
+    return True
+
+
+def _exception_attributes(error: BaseException) -> dict[str, str]:
+    cls = type(error)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    stacktrace = "".join(traceback.format_exception(error))
+    return dict(zip(EXCEPTION_KEYS, (name, "<exception str() failed>", stacktrace), strict=True))
 
 
 Predicate = Callable[[logging.LogRecord], bool]

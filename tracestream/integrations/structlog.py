@@ -16,7 +16,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from tracestream.integrations.records import RecordWriter
-from tracestream.integrations.structured import attributes_of, exception_of, severity_of
+from tracestream.integrations.structured import attributes_of, exception_of, severity_of, text_of
 
 _NOT_ATTRIBUTES = ("event", "level", "exc_info", "logger", "timestamp", "_record", "_from_structlog")
 
@@ -28,14 +28,14 @@ class OTelProcessor:
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
         if isinstance(logger, logging.Logger):
             return event_dict
-        scope = str(event_dict.get("logger") or "structlog")
+        scope = text_of(event_dict.get("logger") or "structlog")
         writer = self._writers.get(scope) or self._writers.setdefault(scope, RecordWriter(scope))
         exception = exception_of(event_dict.get("exc_info"))
         if exception is None and method_name == "exception":
             exception = exception_of(True)
         writer.emit(
-            str(event_dict.get("event", "")),
-            severity_of(str(event_dict.get("level") or method_name)),
+            text_of(event_dict.get("event", "")),
+            severity_of(text_of(event_dict.get("level") or method_name)),
             attributes_of(event_dict, _NOT_ATTRIBUTES),
             exception=exception,
         )

@@ -1,30 +1,92 @@
-"""Shared by the structlog and loguru bridges: key/values to OTel attributes, levels, exceptions."""
+"""Shared by the structlog and loguru bridges: key/values to OTel attributes, levels, exceptions.
+
+These run on the application thread, inside its logging call, so they must not raise
+whatever the application passes, nor spend long on a huge value.
+"""
 
 from __future__ import annotations
 
 import logging
+import reprlib
 import sys
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 from typing import Any
 
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.log_utils import std_to_otel
 
 _PRIMITIVES = (str, bool, int, float)
+_CONTAINERS = (dict, list, tuple, set, frozenset, deque)
+
+
+class _BoundedRepr(reprlib.Repr):
+    """repr() on the application thread: never raises, and a huge container costs no more
+    than a small one. A broken `__repr__` gives `<Type instance at 0x…>`; containers show
+    their first items, nesting its first levels (cycles included), then `...`.
+    Dicts and sets keep their own order: `reprlib` sorts them, a cost that grows with size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 6
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = 32
+        # Beyond the exporter's default attribute limit (4096) the text is cut anyway.
+        self.maxstring = self.maxother = 4096
+        self.maxlong = 200
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        pairs = islice(x.items(), self.maxdict if level > 0 else 0)
+        shown = (f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}" for k, v in pairs)
+        return self._joined(shown, len(x), "{", "}")
+
+    def repr_set(self, x: set[Any], level: int) -> str:
+        return self._set(x, level, "{", "}") if x else "set()"
+
+    def repr_frozenset(self, x: frozenset[Any], level: int) -> str:
+        return self._set(x, level, "frozenset({", "})") if x else "frozenset()"
+
+    def _set(self, x: set[Any] | frozenset[Any], level: int, left: str, right: str) -> str:
+        shown = (self.repr1(item, level - 1) for item in islice(x, self.maxset if level > 0 else 0))
+        return self._joined(shown, len(x), left, right)
+
+    def _joined(self, shown: Iterator[str], total: int, left: str, right: str) -> str:
+        pieces = list(shown)
+        if total > len(pieces):
+            pieces.append("...")
+        return f"{left}{', '.join(pieces)}{right}"
+
+
+_bounded = _BoundedRepr()
+
+
+def text_of(value: object) -> str:
+    """str() for messages and keys that never raises (nor returns a non-str), with bounded work on
+    containers; what cannot be printed at all becomes `<Type instance at 0x…>`."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, _CONTAINERS):
+        return _bounded.repr(value)
+    try:
+        return str(value)
+    except Exception:  # a broken __str__, or one returning a non-str
+        return _bounded.repr(value)
 
 
 def attribute_value(value: object) -> object:
-    """OTel attributes hold primitives and lists of them; anything else becomes its repr."""
+    """OTel attributes hold primitives and lists of them; anything else becomes its bounded repr."""
     if isinstance(value, _PRIMITIVES):
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(item, _PRIMITIVES) for item in value):
         return list(value)
-    return repr(value)
+    return _bounded.repr(value)
 
 
 def attributes_of(fields: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, object]:
     skipped = set(skip)
-    return {str(key): attribute_value(value) for key, value in fields.items() if key not in skipped}
+    return {text_of(key): attribute_value(value) for key, value in fields.items() if key not in skipped}
 
 
 def severity_of(level_name: str) -> SeverityNumber:
