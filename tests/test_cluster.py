@@ -199,18 +199,23 @@ def test_follow_reads_every_shard(handle: RedisHandle, client: RedisCluster) -> 
     assert set(state.positions) == {shard.name for shard in shards(client, handle.stream)}
 
 
-def test_cli_reads_the_cluster(handle: RedisHandle, cluster: EmbeddedCluster) -> None:
+def test_cli_reads_the_cluster(handle: RedisHandle, client: RedisCluster) -> None:
     writer = RecordWriter(handle, **SHARDED)
     writer.log("hello from orders", service="orders", trace_id=0xFEED)
     writer.log("hello from billing", service="billing", trace_id=0xFEED)
     writer.close()
     env = handle.env(TRACESTREAM_REDIS_CLUSTER="true")
-    found = _cli(env, "search", "--json")
-    assert [line["body"] for line in found] == ["hello from billing", "hello from orders"]
+    found = shards(client, handle.stream)
+    records = _cli(env, "search", "--json")
+    assert sorted(line["body"] for line in records) == ["hello from billing", "hello from orders"]
     traced = _cli(env, "trace", f"{0xFEED:032x}", "--json")
     assert [line["service"] for line in traced] == ["orders", "billing"]
     services = _cli(env, "services", "--json")
     assert sorted(line["service"] for line in services) == ["billing", "orders"]
+    checks = _cli(env, "doctor", "--json")
+    assert sum(line["check"] == "server" for line in checks) == 3  # one per master
+    logs = [line["detail"] for line in checks if line["check"] == "log stream"]
+    assert sorted(detail.split("'")[1] for detail in logs) == sorted(shard.name for shard in found)
 
 
 def _cli(env: dict[str, str], *args: str) -> list[dict[str, Any]]:

@@ -83,6 +83,14 @@ def node_for(client: Client, key: str) -> redis.Redis:
     return client
 
 
+def primaries(client: Client) -> list[redis.Redis]:
+    """A plain client per master: `client` itself unless it is a cluster."""
+    if not isinstance(client, RedisCluster):
+        return [client]
+    connections = (client.get_redis_connection(node) for node in client.get_primaries())  # type: ignore[no-untyped-call]
+    return [connection for connection in connections if connection is not None]
+
+
 def refresh_topology(client: Client) -> None:
     """After a failover or a MOVED reply: ask the cluster again which server holds which slot."""
     if isinstance(client, RedisCluster):

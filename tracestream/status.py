@@ -11,8 +11,9 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import redis
 from opentelemetry.metrics import CallbackOptions, Observation, get_meter
+
+from tracestream.connection import Client
 
 STATUS_TTL = 30
 METERED = ("exported", "spooled", "replayed", "dropped", "failed_attempts")
@@ -45,7 +46,7 @@ class ProcessStatus:
         return "  ".join(parts)
 
 
-def read_statuses(client: redis.Redis, stream: str) -> list[ProcessStatus]:
+def read_statuses(client: Client, stream: str) -> list[ProcessStatus]:
     """Every live exporting process that writes to `stream`."""
     found = []
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", stream) + ":status:*"
@@ -58,7 +59,7 @@ def read_statuses(client: redis.Redis, stream: str) -> list[ProcessStatus]:
     return sorted(found, key=lambda status: status.key)
 
 
-def doctor_lines(client: redis.Redis, stream: str) -> list[str]:
+def doctor_lines(client: Client, stream: str) -> list[str]:
     """The export-health section of `tracestream doctor`."""
     statuses = read_statuses(client, stream)
     if not statuses:

@@ -18,10 +18,10 @@ import redis
 from rich.console import Console
 
 from tracestream.cli.common import add_command, describe_redis_error
-from tracestream.connection import Tls, connect
+from tracestream.connection import CLUSTER_ERRORS, Client, client_for, primaries
 from tracestream.forwarder import forwarder_lag
 from tracestream.otel_setup.settings import ConfigError, Settings
-from tracestream.schema import StreamKeys
+from tracestream.shards import Shard, shards
 from tracestream.status import read_statuses
 from tracestream.timeparse import iso_utc
 
@@ -50,7 +50,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    findings = list(diagnose(args.redis_url, args.stream))
+    findings = list(diagnose(args.redis_url, args.stream, args.cluster))
     if args.json:
         for finding in findings:
             sys.stdout.buffer.write(orjson.dumps(finding.__dict__) + b"\n")
@@ -61,23 +61,24 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(finding.status == "fail" for finding in findings) else 0
 
 
-def diagnose(redis_url: str | None, stream: str | None) -> list[Finding]:
+def diagnose(redis_url: str | None, stream: str | None, cluster: bool | None = None) -> list[Finding]:
     try:
-        config = Settings.load(redis_url=redis_url, stream=stream)
+        config = Settings.load(redis_url=redis_url, stream=stream, redis_cluster=cluster)
     except ConfigError as error:
         return [Finding("configuration", "fail", str(error))]
     findings = [Finding("configuration", "ok", _describe(config))]
-    client = connect(config.redis_url, config.redis_timeout, decode=True, tls=Tls.of(config))
     try:
+        client = client_for(config, decode=True)
         client.ping()
-    except redis.RedisError as error:
+    except CLUSTER_ERRORS as error:
         return [*findings, Finding("redis", "fail", _connection_advice(config, error))]
     with client:
         try:
-            findings += _server(client)
+            for server in primaries(client):
+                findings += _server(server)
             findings += _streams(client, config)
             findings += _forwarders(client, config)
-        except redis.RedisError as error:
+        except CLUSTER_ERRORS as error:
             findings.append(Finding("redis", "fail", describe_redis_error(error)))
     return findings
 
@@ -89,10 +90,11 @@ def _describe(config: Settings) -> str:
     if parts.scheme == "rediss" and config.redis_ca:
         tls += f", CA {config.redis_ca}"
     user = f"user {parts.username}" if parts.username else ("password only" if parts.password else "no auth")
-    return f"{shown} ({tls}, {user}); stream {config.stream!r}"
+    cluster = f", Redis Cluster, shard by {config.shard_by}" if config.redis_cluster else ""
+    return f"{shown} ({tls}, {user}{cluster}); stream {config.stream!r}"
 
 
-def _connection_advice(config: Settings, error: redis.RedisError) -> str:
+def _connection_advice(config: Settings, error: Exception) -> str:
     parts = urlsplit(config.redis_url)
     where = f"{parts.hostname}:{parts.port or 6379}" if parts.scheme != "unix" else parts.path
     text = str(error)
@@ -151,9 +153,33 @@ def _server(client: redis.Redis) -> list[Finding]:
     return findings
 
 
-def _streams(client: redis.Redis, config: Settings) -> list[Finding]:
-    keys = StreamKeys(config.stream)
+def _streams(client: Client, config: Settings) -> list[Finding]:
     findings: list[Finding] = []
+    found = shards(client, config.stream)
+    if not found:
+        problem = f"no shard of {config.stream!r} is registered: nothing was exported to this cluster yet"
+        findings.append(Finding("log stream", "warn", problem))
+    for shard in found:
+        findings += _shard_findings(shard)
+    findings.append(
+        Finding(
+            "retention",
+            "ok",
+            f"{config.retention_summary} (as set in this environment; services apply their own settings)",
+        )
+    )
+    statuses = read_statuses(client, config.stream)
+    findings.append(
+        Finding("exporters", "ok", "; ".join(status.line() for status in statuses))
+        if statuses
+        else Finding("exporters", "warn", f"no process reported exporting to {config.stream!r} lately")
+    )
+    return findings
+
+
+def _shard_findings(shard: Shard) -> list[Finding]:
+    findings: list[Finding] = []
+    client, keys = shard.client, shard.keys
     for label, key in (("log stream", keys.logs), ("span stream", keys.spans)):
         kind = str(client.type(key))
         if kind == "none":
@@ -171,19 +197,6 @@ def _streams(client: redis.Redis, config: Settings) -> list[Finding]:
             findings.append(Finding(label, "fail", problem))
             continue
         findings.append(_stream_finding(client, label, key))
-    findings.append(
-        Finding(
-            "retention",
-            "ok",
-            f"{config.retention_summary} (as set in this environment; services apply their own settings)",
-        )
-    )
-    statuses = read_statuses(client, config.stream)
-    findings.append(
-        Finding("exporters", "ok", "; ".join(status.line() for status in statuses))
-        if statuses
-        else Finding("exporters", "warn", f"no process reported exporting to {config.stream!r} lately")
-    )
     return findings
 
 
@@ -214,7 +227,7 @@ def _stream_finding(client: redis.Redis, label: str, key: str) -> Finding:
 FORWARD_BEHIND_S = 300  # the oldest unacknowledged entry is this old: forwarders are stuck or too few
 
 
-def _forwarders(client: redis.Redis, config: Settings) -> list[Finding]:
+def _forwarders(client: Client, config: Settings) -> list[Finding]:
     findings = []
     for lag in forwarder_lag(client, config.stream):
         detail = f"{lag.stream!r} group {lag.group}: {lag.consumers} consumers, {lag.pending} pending"
