@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from redis.cluster import RedisCluster
+from redis.exceptions import NoPermissionError
 
 from tests.otlp_receiver import OtlpReceiver
 from tests.records import RecordWriter, tracer_provider
 from tests.support import VENV_BIN, RedisHandle, wait_for
 from tests.test_forward import forwarding
 from tests.test_reliability import Writer
+from tests.test_tls_acl import PRODUCER_ACL
 from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster
 from tracestream.forwarder import forwarder_lag
@@ -288,3 +290,30 @@ def test_forwarder_delivers_every_shard_including_new_ones(handle: RedisHandle, 
         name for shard in shards(client, handle.stream) for name in (shard.keys.logs, shard.keys.spans)
     }
     assert all(item.pending == 0 for item in lag)
+
+
+# What a producer needs on a cluster besides the documented single-Redis rights (docs/security.md).
+CLUSTER_PRODUCER_ACL = PRODUCER_ACL + " ~{{{stream}}}* +sadd +cluster|slots +command"
+
+
+def test_producer_acl_user_exports_to_the_cluster_but_cannot_read(
+    cluster: EmbeddedCluster, handle: RedisHandle, client: RedisCluster
+) -> None:
+    user = f"producer-{uuid.uuid4().hex[:6]}"
+    command = CLUSTER_PRODUCER_ACL.format(password="pw", stream=handle.stream).split()
+    command[2] = user
+    for server in cluster.servers:  # ACL users are per node
+        with server.client() as admin:
+            admin.execute_command(*command)
+    url = f"redis://{user}:pw@127.0.0.1:{cluster.servers[0].port}/0"
+    producer = RedisHandle(url=url, stream=handle.stream)
+    for settings in (SHARDED, {"redis_cluster": True}):
+        writer = RecordWriter(producer, **settings)
+        for service in SERVICES:
+            writer.log("through the producer user", service=service)
+        writer.close()
+    assert len(search(client, handle.stream, Query()).records) == 2 * len(SERVICES)
+    with connect_cluster(url, 5, decode=True) as restricted:
+        for shard in shards(client, handle.stream):
+            with pytest.raises(NoPermissionError):
+                restricted.xrange(shard.name)
