@@ -191,14 +191,15 @@ def drive(stack: Stack, order_id: int) -> str:
 
 
 def wait_for_trace(url: str, stream: str, trace_id: str, timeout: float = 30.0) -> TraceRecords:
-    """Until the worker's task has finished and every service's records are in."""
+    """Until the worker's task has finished and every service's spans and log records are in."""
     deadline = time.monotonic() + timeout
     with connect(url, timeout=5, decode=True) as client:
         while True:
             records = fetch_trace(client, stream, trace_id)
-            services = {log.service for log in records.logs}
+            logged = {log.service for log in records.logs}
+            traced = {span.service for span in records.spans}
             finished = any(log.attributes.get("celery.task.state") == "succeeded" for log in records.logs)
-            if finished and services >= set(SERVICES):
+            if finished and logged >= set(SERVICES) and traced >= set(SERVICES):
                 return records
             if time.monotonic() > deadline:
                 return records
@@ -212,7 +213,7 @@ def _span_label(span: SpanEntry) -> str:
 def show_trace(records: TraceRecords) -> None:
     table = Table(
         title=f"trace {records.trace_id}: {len(records.spans)} spans, {len(records.logs)} log records, "
-        f"services: {', '.join(sorted({s.service for s in records.spans}))}"
+        f"services: {', '.join(sorted({r.service for r in (*records.spans, *records.logs)}))}"
     )
     for column in ("+ms", "service", "kind", "level", "what", "span"):
         table.add_column(column, overflow="fold")
@@ -222,7 +223,7 @@ def show_trace(records: TraceRecords) -> None:
             s.service,
             f"span {s.kind.lower()}",
             s.status,
-            f"{s.name} ({s.duration_ms:.1f} ms)",
+            _span_label(s),
             s.span_id,
         )
         for s in records.spans
