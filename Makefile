@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/export_throughput.py
 	$(BIN)/python bench/http_overhead.py
 	$(BIN)/python bench/forward.py
+	$(BIN)/python bench/cluster.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
