@@ -21,6 +21,7 @@ from redis.exceptions import NoPermissionError
 from tests.otlp_receiver import OtlpReceiver
 from tests.records import RecordWriter, tracer_provider
 from tests.support import VENV_BIN, RedisHandle, wait_for
+from tests.test_console_live import ConsoleProcess, Viewer
 from tests.test_forward import forwarding
 from tests.test_reliability import Writer
 from tests.test_tls_acl import PRODUCER_ACL
@@ -317,3 +318,36 @@ def test_producer_acl_user_exports_to_the_cluster_but_cannot_read(
         for shard in shards(client, handle.stream):
             with pytest.raises(NoPermissionError):
                 restricted.xrange(shard.name)
+
+
+class ClusterConsole(ConsoleProcess):
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "TRACESTREAM_REDIS_CLUSTER": "true"}
+
+
+def test_console_live_tail_follows_every_shard_and_resumes_without_gap(handle: RedisHandle) -> None:
+    writer = RecordWriter(handle, **SHARDED)
+    for service in SERVICES:
+        writer.log(f"before {service}", service=service)
+    console = ClusterConsole(handle).start()
+    viewers: list[Viewer] = []
+    try:
+        viewers.append(first := Viewer(console))
+        wait_for(lambda: len(first.bodies()) == 3, what="the backlog of every shard")
+        for index, service in enumerate(SERVICES * 2):
+            writer.log(f"live {index}", service=service)
+        wait_for(lambda: len(first.bodies()) == 9, what="live records of every shard")
+        assert sorted(first.bodies()[3:]) == [f"live {index}" for index in range(6)]
+        resume_from = first.events[-1][0]
+        for index, service in enumerate(SERVICES):
+            writer.log(f"missed {index}", service=service)
+        viewers.append(second := Viewer(console, headers={"last-event-id": resume_from}))
+        wait_for(lambda: len(second.bodies()) >= 3, what="the gap replayed")
+        writer.log("after the resume", service="api")
+        wait_for(lambda: "after the resume" in second.bodies(), what="live after the replay")
+        assert sorted(second.bodies()) == ["after the resume", "missed 0", "missed 1", "missed 2"]
+    finally:
+        for viewer in viewers:
+            viewer.close()
+        console.stop()
+        writer.close()

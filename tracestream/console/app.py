@@ -10,21 +10,26 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.cluster import RedisCluster
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tracestream.connection import Tls, client_for
+from tracestream.connection import Client, Tls, client_for, refresh_topology
 from tracestream.console import api, pages
 from tracestream.console.auth import TokenAuth
-from tracestream.console.live import LiveFeed
+from tracestream.console.live import LiveFeed, LiveShard
 from tracestream.otel_setup.settings import Settings
-from tracestream.query import QueryError, parse_stream_id
+from tracestream.query import QueryError
+from tracestream.shards import shards
 
 STATIC = Path(__file__).parent / "static"
 SECURITY_HEADERS = [
@@ -37,18 +42,16 @@ SECURITY_HEADERS = [
 
 def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
     """The console for `settings.redis_url` / `settings.stream`; with `token`, every request needs it."""
-    # Named per stream in CLIENT LIST; its timeout outlasts the XREAD BLOCK.
-    reader = _async_client(settings, f"tracestream-console-live:{settings.stream}", extra_timeout=10)
-    replays = _async_client(settings, "tracestream-console")
-    feed = LiveFeed(reader, replays, settings.stream)
     query_client = client_for(settings, decode=True)
+    nodes = _LiveClients(settings, query_client)
+    feed = LiveFeed(nodes.shards, cluster=settings.redis_cluster)
 
     async def live(request: Request) -> Response:
         after = request.headers.get("last-event-id") or request.query_params.get("after") or None
         try:
             query = api.query_from_params(request.query_params)
             if after is not None:
-                parse_stream_id(after)
+                feed.parse_position(after)
         except QueryError as error:
             return api.bad_request(str(error))
         return StreamingResponse(
@@ -61,8 +64,7 @@ def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
         await feed.close()
-        await reader.aclose()
-        await replays.aclose()
+        await nodes.aclose()
         query_client.close()
 
     routes: list[BaseRoute] = [_page(path, pages.render(name)) for name, (path, _) in pages.PAGES.items()]
@@ -76,14 +78,61 @@ def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
     return SecurityHeaders(guarded)
 
 
-def _async_client(settings: Settings, name: str, extra_timeout: float = 0) -> aioredis.Redis:
+class _LiveClients:
+    """The live feed's asyncio clients: a blocking reader and a replay client per server.
+
+    On a single Redis that is one pair; on a cluster, one pair per master holding a shard,
+    found through the (sync) cluster client's shard registry and slot map.
+    """
+
+    def __init__(self, settings: Settings, query_client: Client) -> None:
+        self._settings = settings
+        self._query_client = query_client
+        self._pairs: dict[str, tuple[aioredis.Redis, aioredis.Redis]] = {}
+
+    async def shards(self, after_error: bool) -> list[LiveShard]:
+        if not isinstance(self._query_client, RedisCluster):
+            return [LiveShard(self._settings.stream, *self._pair(self._settings.redis_url))]
+        found = await run_in_threadpool(self._locate, after_error)
+        return [LiveShard(name, *self._pair(url)) for name, url in found]
+
+    def _locate(self, after_error: bool) -> list[tuple[str, str]]:
+        if after_error:
+            refresh_topology(self._query_client)
+        return [
+            (shard.name, _node_url(self._settings.redis_url, shard.client.get_connection_kwargs()))
+            for shard in shards(self._query_client, self._settings.stream)
+        ]
+
+    def _pair(self, url: str) -> tuple[aioredis.Redis, aioredis.Redis]:
+        if url not in self._pairs:
+            # Named per stream in CLIENT LIST; its timeout outlasts the XREAD BLOCK.
+            name = f"tracestream-console-live:{self._settings.stream}"
+            reader = _async_client(self._settings, url, name, extra_timeout=10)
+            self._pairs[url] = (reader, _async_client(self._settings, url, "tracestream-console"))
+        return self._pairs[url]
+
+    async def aclose(self) -> None:
+        for reader, replays in self._pairs.values():
+            await reader.aclose()
+            await replays.aclose()
+
+
+def _node_url(url: str, address: dict[str, Any]) -> str:
+    """`url` (credentials and scheme kept) pointing at the cluster node at `address`."""
+    parts = urlsplit(url)
+    credentials, at, _ = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{credentials}{at}{address['host']}:{address['port']}").geturl()
+
+
+def _async_client(settings: Settings, url: str, name: str, extra_timeout: float = 0) -> aioredis.Redis:
     return aioredis.Redis.from_url(
-        settings.redis_url,
+        url,
         decode_responses=True,
         client_name=name,
         socket_connect_timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout + extra_timeout,
-        **(Tls.of(settings).options() if settings.redis_url.startswith("rediss://") else {}),
+        **(Tls.of(settings).options() if url.startswith("rediss://") else {}),
     )
 
 

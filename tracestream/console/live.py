@@ -4,14 +4,19 @@ The reader blocks in `XREAD` on an asyncio connection, so the event loop never w
 on Redis, and each record is read and serialised once no matter how many viewers
 watch. Viewers resume after a dropped connection from their last stream id: the gap
 is replayed with `XRANGE` and the live queue takes over after the last replayed id,
-so there is no gap and no duplicate.
+so there is no gap and no duplicate. On a Redis Cluster the reader polls every shard
+instead, and a viewer's position (its SSE event id) names one stream id per shard.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
-from collections.abc import AsyncIterator
+import heapq
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -20,14 +25,31 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tracestream._internal_log import internal_logger
-from tracestream.query import Query, StreamId, _RecentIds, parse_stream_id, record_json
+from tracestream.query import Query, QueryError, StreamId, _RecentIds, parse_stream_id, record_json
 from tracestream.schema import LogEntry
 
 Entries = list[tuple[str, dict[str, str]]]  # what a decoding client returns for XRANGE
 REPLAY_PAGE = 500
+# With several shards, each is read without blocking, this often, until one has news.
+POLL_INTERVAL = 0.05
+SHARD_REFRESH_S = 5.0  # how often the reader looks for new shards
+Item = tuple[str, StreamId, bytes]  # shard, stream id, the event's data line
 # Sent when Redis had nothing for a whole block, so proxies keep the stream open and dead
 # connections are noticed.
-HEARTBEAT: tuple[StreamId, bytes] = ((-1, -1), b": keepalive\n\n")
+HEARTBEAT: Item = ("", (-1, -1), b": keepalive\n\n")
+
+
+@dataclass(frozen=True)
+class LiveShard:
+    """One stream to follow: the connection blocked in XREAD, and one for replays."""
+
+    name: str
+    reader: aioredis.Redis
+    client: aioredis.Redis
+
+
+# The streams to follow; with `True`, after a Redis error (a cluster may have failed over).
+ShardSource = Callable[[bool], Awaitable[list[LiveShard]]]
 
 
 def _next_id(stream_id: str) -> str:
@@ -36,8 +58,8 @@ def _next_id(stream_id: str) -> str:
     return f"{ms}-{seq + 1}"
 
 
-def sse_event(entry: LogEntry) -> bytes:
-    return b"id: %s\ndata: %s\n\n" % (entry.stream_id.encode(), orjson.dumps(record_json(entry)))
+def _data(entry: LogEntry) -> bytes:
+    return b"data: %s\n\n" % orjson.dumps(record_json(entry))
 
 
 @dataclass(eq=False)
@@ -45,60 +67,89 @@ class Viewer:
     """One connected browser: its filter and a bounded queue of encoded events."""
 
     query: Query
-    queue: asyncio.Queue[tuple[StreamId, bytes] | None] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=10_000)
-    )
+    queue: asyncio.Queue[Item | None] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
 
 
 class LiveFeed:
     """The shared reader starts with the first viewer and then idles in XREAD BLOCK until shutdown.
 
     Keeping it running (one cheap blocked call per block period) keeps its cursor, so a
-    later viewer's replay always meets the live feed exactly.
+    later viewer's replay always meets the live feed exactly. `shards` lists the streams to
+    follow: one on a single Redis, each shard's on a cluster (`cluster=True`).
     """
 
     def __init__(
-        self,
-        reader: aioredis.Redis,
-        replays: aioredis.Redis,
-        stream: str,
-        *,
-        block_ms: int = 5000,
-        backlog: int = 50,
+        self, shards: ShardSource, *, cluster: bool = False, block_ms: int = 5000, backlog: int = 50
     ) -> None:
-        self._reader_client = reader  # one connection, blocked in XREAD
-        self._client = replays
-        self._stream = stream
+        self._shard_source = shards
+        self._cluster = cluster
         self._block_ms = block_ms
         self._backlog = backlog
         self._viewers: set[Viewer] = set()
         self._reader: asyncio.Task[None] | None = None
-        self._cursor = "0-0"
+        self._cursors: dict[str, str] = {}
+        self._known: list[LiveShard] = []
+        self._known_at = float("-inf")
         self._starting = asyncio.Lock()
         self._recent = _RecentIds()  # a retried export may have written a record twice
+
+    def parse_position(self, text: str) -> dict[str, StreamId]:
+        """A viewer's position from its last event id; `QueryError` names a malformed one."""
+        if not self._cluster:
+            return {"": parse_stream_id(text)}
+        positions = {}
+        for part in text.split(","):
+            shard, sep, stream_id = part.partition(":")
+            try:
+                name = base64.urlsafe_b64decode(shard + "=" * (-len(shard) % 4)).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                name = ""
+            if not (sep and name):
+                raise QueryError(f"invalid live position {text!r}: pass back an event id the console sent")
+            positions[name] = parse_stream_id(stream_id)
+        return positions
+
+    def _position_id(self, positions: dict[str, StreamId]) -> bytes:
+        if not self._cluster:
+            ms, seq = positions.get("", (0, 0))
+            return f"{ms}-{seq}".encode()
+        return ",".join(
+            f"{base64.urlsafe_b64encode(name.encode()).decode().rstrip('=')}:{ms}-{seq}"
+            for name, (ms, seq) in sorted(positions.items())
+        ).encode()
+
+    def _key(self, shard: LiveShard) -> str:
+        """Positions are keyed by shard on a cluster; a single Redis has one, keyed ''."""
+        return shard.name if self._cluster else ""
+
+    async def _shards(self, after_error: bool = False) -> list[LiveShard]:
+        if after_error or time.monotonic() - self._known_at >= SHARD_REFRESH_S:
+            self._known = await self._shard_source(after_error)
+            self._known_at = time.monotonic()
+        return self._known
 
     async def events(self, query: Query, after: str | None) -> AsyncIterator[bytes]:
         """Encoded SSE events for one viewer: the backlog or the gap since `after`, then live."""
         viewer = Viewer(query)
         await self._join(viewer)
         try:
-            # The newest id this viewer has seen or skipped: the live queue continues after it.
-            last: StreamId = parse_stream_id(after) if after else (0, 0)
+            # The newest id this viewer has seen or skipped, per shard: live events continue after it.
+            last = self.parse_position(after) if after else {}
             replayed = _RecentIds()
-            async for entry in self._catch_up(after):
-                last = parse_stream_id(entry.stream_id)
+            async for key, entry in self._catch_up(last if after else None, last):
+                last[key] = parse_stream_id(entry.stream_id)
                 if replayed.add(entry.record_id) and query.matches(entry):
-                    yield sse_event(entry)
+                    yield b"id: %s\n%s" % (self._position_id(last), _data(entry))
             while True:
                 item = await viewer.queue.get()
                 batch: list[bytes] = []
                 while item is not None:
-                    stream_id, event = item
+                    key, stream_id, data = item
                     if item is HEARTBEAT:
-                        batch.append(event)
-                    elif stream_id > last:  # else already sent by the catch-up
-                        batch.append(event)
-                        last = stream_id
+                        batch.append(data)
+                    elif stream_id > last.get(key, (0, 0)):  # else already sent by the catch-up
+                        last[key] = stream_id
+                        batch.append(b"id: %s\n%s" % (self._position_id(last), data))
                     if viewer.queue.empty():
                         break
                     item = viewer.queue.get_nowait()
@@ -112,70 +163,99 @@ class LiveFeed:
     async def _join(self, viewer: Viewer) -> None:
         async with self._starting:
             if self._reader is None or self._reader.done():
-                # Pin the cursor before anyone replays, so the reader starts exactly where replays end.
-                latest = cast(Entries, await self._client.xrevrange(self._stream, count=1))
-                self._cursor = latest[0][0] if latest else "0-0"
+                # Pin the cursors before anyone replays, so the reader starts exactly where replays end.
+                self._known_at = float("-inf")
+                for shard in await self._shards():
+                    latest = cast(Entries, await shard.client.xrevrange(shard.name, count=1))
+                    self._cursors[shard.name] = latest[0][0] if latest else "0-0"
                 self._reader = asyncio.create_task(self._read_forever(), name="tracestream-live-reader")
             self._viewers.add(viewer)
 
     def _leave(self, viewer: Viewer) -> None:
         self._viewers.discard(viewer)
 
-    async def _catch_up(self, after: str | None) -> AsyncIterator[LogEntry]:
-        """Every entry after `after`, page by page; without `after`, the last few entries."""
+    async def _catch_up(
+        self, after: dict[str, StreamId] | None, newest: dict[str, StreamId]
+    ) -> AsyncIterator[tuple[str, LogEntry]]:
+        """Every entry after `after`, shard by shard; without `after`, the last few entries.
+
+        Without `after`, `newest` gets each shard's newest id, shown or not.
+        """
+        shards = await self._shards()
         if after is None:
-            recent = cast(Entries, await self._client.xrevrange(self._stream, count=self._backlog))
-            for stream_id, fields in reversed(recent):
-                yield LogEntry.from_fields(stream_id, fields)
+            recent: list[tuple[StreamId, str, LogEntry]] = []
+            for shard in shards:
+                entries = cast(Entries, await shard.client.xrevrange(shard.name, count=self._backlog))
+                key = self._key(shard)
+                if entries:
+                    newest[key] = parse_stream_id(entries[0][0])
+                recent += [(parse_stream_id(i), key, LogEntry.from_fields(i, f)) for i, f in entries]
+            for _, key, entry in reversed(heapq.nlargest(self._backlog, recent, key=lambda item: item[:2])):
+                yield key, entry
             return
-        start = _next_id(after)
-        while True:
-            page = cast(Entries, await self._client.xrange(self._stream, min=start, count=REPLAY_PAGE))
-            for stream_id, fields in page:
-                yield LogEntry.from_fields(stream_id, fields)
-            if len(page) < REPLAY_PAGE:
-                return
-            start = _next_id(page[-1][0])
+        for shard in shards:
+            key = self._key(shard)
+            ms, seq = after.get(key, (0, 0))
+            start = _next_id(f"{ms}-{seq}")
+            while True:
+                page = cast(Entries, await shard.client.xrange(shard.name, min=start, count=REPLAY_PAGE))
+                for stream_id, fields in page:
+                    yield key, LogEntry.from_fields(stream_id, fields)
+                if len(page) < REPLAY_PAGE:
+                    break
+                start = _next_id(page[-1][0])
 
     async def _read_forever(self) -> None:
         delay = 0.1
+        idle_since = time.monotonic()
+        failed = False
         while True:
             try:
-                found = cast(
-                    list[tuple[str, Entries]],
-                    await self._reader_client.xread(
-                        {self._stream: self._cursor}, count=1000, block=self._block_ms
-                    ),
-                )
+                shards = await self._shards(after_error=failed)
+                block = self._block_ms if len(shards) == 1 and not self._cluster else None
+                news: list[tuple[StreamId, str, str, dict[str, str]]] = []
+                for shard in shards:
+                    cursor = self._cursors.setdefault(shard.name, "0-0")  # a new shard: all of it is new
+                    found = cast(
+                        list[tuple[str, Entries]],
+                        await shard.reader.xread({shard.name: cursor}, count=1000, block=block),
+                    )
+                    for _stream, entries in found or ():
+                        news += [(parse_stream_id(i), shard.name, i, fields) for i, fields in entries]
             except RedisError as error:  # a restarted or killed connection: retry from the same cursor
                 internal_logger.warning("live reader: %s; retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                failed = True
                 continue
-            delay = 0.1
-            if not found:
+            delay, failed = 0.1, False
+            if news:
+                idle_since = time.monotonic()
+            elif block is not None or time.monotonic() - idle_since >= self._block_ms / 1000:
+                idle_since = time.monotonic()
                 self._broadcast(HEARTBEAT)
-            for _stream, entries in found or ():
-                for stream_id, fields in entries:
-                    self._cursor = stream_id
-                    self._fan_out(LogEntry.from_fields(stream_id, fields))
+            else:
+                await asyncio.sleep(POLL_INTERVAL)
+            for stream_id, name, entry_id, fields in sorted(news):
+                self._cursors[name] = entry_id
+                entry = LogEntry.from_fields(entry_id, fields)
+                self._fan_out(name if self._cluster else "", stream_id, entry)
 
-    def _fan_out(self, entry: LogEntry) -> None:
+    def _fan_out(self, key: str, stream_id: StreamId, entry: LogEntry) -> None:
         if not self._recent.add(entry.record_id):
             return
-        key = parse_stream_id(entry.stream_id)
-        event: bytes | None = None
+        data: bytes | None = None
         for viewer in tuple(self._viewers):
             if not viewer.query.matches(entry):
                 continue
-            event = event or sse_event(entry)
-            self._deliver(viewer, (key, event))
+            data = data or _data(entry)
+            self._deliver(viewer, (key, stream_id, data))
 
-    def _broadcast(self, item: tuple[StreamId, bytes]) -> None:
+    def _broadcast(self, item: Item) -> None:
         for viewer in tuple(self._viewers):
             self._deliver(viewer, item)
 
-    def _deliver(self, viewer: Viewer, item: tuple[StreamId, bytes]) -> None:
+    def _deliver(self, viewer: Viewer, item: Item) -> None:
         try:
             viewer.queue.put_nowait(item)
         except asyncio.QueueFull:  # make room for the sentinel that ends this viewer's stream
