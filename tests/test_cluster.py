@@ -27,6 +27,7 @@ from tests.test_reliability import Writer
 from tests.test_tls_acl import PRODUCER_ACL
 from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster
+from tracestream.exporters import redis_stream
 from tracestream.forwarder import forwarder_lag
 from tracestream.query import (
     Cursor,
@@ -351,3 +352,19 @@ def test_console_live_tail_follows_every_shard_and_resumes_without_gap(handle: R
             viewer.close()
         console.stop()
         writer.close()
+
+
+def test_writers_add_their_shard_to_the_registry_again(
+    handle: RedisHandle, client: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failover to a replica the SADD had not reached loses it: the next refresh puts it back."""
+    writer = RecordWriter(handle, **SHARDED)
+    writer.log("first", service="orders")
+    registry = Keyspace(handle.stream).registry
+    client.delete(registry)
+    writer.log("while registered", service="orders")
+    assert not client.exists(registry)  # refreshed every REGISTER_EVERY_S, not per batch
+    monkeypatch.setattr(redis_stream, "REGISTER_EVERY_S", 0.0)
+    writer.log("after the refresh is due", service="orders")
+    writer.close()
+    assert [shard.name for shard in shards(client, handle.stream)] == [f"{handle.stream}:{{orders}}"]

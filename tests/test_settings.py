@@ -67,6 +67,8 @@ def test_accepted_redis_urls(url: str) -> None:
         ("TRACESTREAM_LOG_LEVEL", "LOUD"),
         ("TRACESTREAM_REDIS_TIMEOUT", "soon"),
         ("OTEL_LOGS_EXPORTER", ","),
+        ("TRACESTREAM_REDIS_CLUSTER", "maybe"),
+        ("TRACESTREAM_SHARD_BY", "host"),
     ],
 )
 def test_bad_environment_value_names_variable_and_value(variable: str, value: str) -> None:
@@ -74,6 +76,17 @@ def test_bad_environment_value_names_variable_and_value(variable: str, value: st
         Settings.load(environ={variable: value})
     assert variable in str(caught.value)
     assert repr(value) in str(caught.value)
+
+
+def test_cluster_settings() -> None:
+    environ = {"TRACESTREAM_REDIS_CLUSTER": "true", "TRACESTREAM_SHARD_BY": "Service"}
+    settings = Settings.load(environ=environ)
+    assert (settings.redis_cluster, settings.shard_by) == (True, "service")
+    assert Settings.load(redis_cluster=True).shard_by == "none"
+    with pytest.raises(ConfigError, match=r"TRACESTREAM_REDIS_URL=.* only database 0"):
+        Settings.load(environ={**environ, "TRACESTREAM_REDIS_URL": "redis://node:7000/5"})
+    with pytest.raises(ConfigError, match="TRACESTREAM_SHARD_BY='service' needs TRACESTREAM_REDIS_CLUSTER"):
+        Settings.load(shard_by="service")
 
 
 def test_bad_argument_names_argument() -> None:

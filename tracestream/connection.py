@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException
+from redis.exceptions import AskError, ClusterDownError, RedisClusterException, TryAgainError
 
 from tracestream.otel_setup.settings import Settings
 
@@ -40,6 +40,8 @@ class Tls:
 Client: TypeAlias = redis.Redis | RedisCluster
 # What a cluster client raises besides RedisError, e.g. when no seed node answers.
 CLUSTER_ERRORS = (redis.RedisError, RedisClusterException)
+# A slot moved (MOVED, ASK) or the cluster is reconfiguring: try again after `refresh_topology`.
+CLUSTER_CHANGES = (AskError, TryAgainError, ClusterDownError, RedisClusterException)
 
 
 def connect(url: str, timeout: float, *, decode: bool = False, tls: Tls | None = None) -> redis.Redis:

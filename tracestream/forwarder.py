@@ -27,7 +27,15 @@ from urllib.parse import urlsplit
 
 import redis
 
-from tracestream.connection import CLUSTER_ERRORS, Client, Tls, connect, connect_cluster, refresh_topology
+from tracestream.connection import (
+    CLUSTER_CHANGES,
+    CLUSTER_ERRORS,
+    Client,
+    Tls,
+    connect,
+    connect_cluster,
+    refresh_topology,
+)
 from tracestream.otlp_encoding import Encoded, RawEntry, encode_logs, encode_spans
 from tracestream.shards import shards
 
@@ -214,16 +222,17 @@ class Forwarder:
                 if redis_failing:
                     redis_failing = False
                     self._report("Redis is reachable again")
-            except redis.ResponseError as error:
-                if "NOGROUP" not in str(error):
-                    raise
-                self._ensure_groups()  # the stream was deleted and recreated
             except CLUSTER_ERRORS as error:
-                refresh_topology(self._redis)
-                if not redis_failing:
-                    redis_failing = True
-                    self._report(f"cannot read from Redis at {settings.redis_url}: {error}; retrying")
-                self._stop.wait(1.0)
+                if "NOGROUP" in str(error):
+                    self._ensure_groups()  # the stream was deleted and recreated
+                elif isinstance(error, redis.ResponseError) and not isinstance(error, CLUSTER_CHANGES):
+                    raise
+                else:
+                    refresh_topology(self._redis)
+                    if not redis_failing:
+                        redis_failing = True
+                        self._report(f"cannot read from Redis at {settings.redis_url}: {error}; retrying")
+                    self._stop.wait(1.0)
             if time.monotonic() - last_report >= settings.progress_every:
                 last_report = time.monotonic()
                 self._report(self.progress.line(last_report - started))

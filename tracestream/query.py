@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import redis
 
-from tracestream.connection import CLUSTER_ERRORS, Client, refresh_topology
+from tracestream.connection import CLUSTER_CHANGES, Client, refresh_topology
 from tracestream.schema import (
     INDEX_LOG,
     INDEX_SPAN,
@@ -35,7 +35,7 @@ from tracestream.schema import (
     StreamKeys,
     dump_json,
 )
-from tracestream.shards import Shard, shards
+from tracestream.shards import SHARD_REFRESH_S, Shard, shards
 from tracestream.timeparse import iso_utc, parse_time_ms
 
 # OTel severity numbers: each name is the lowest number of its range.
@@ -622,12 +622,16 @@ def follow(
     On a lost connection `on_disconnect` hears why and reading resumes from `state.positions`
     once Redis is back: no gap and no duplicate. Without `on_disconnect` the error is raised.
     The client's socket timeout must be longer than `block_ms`. One shard is read with a
-    blocking XREAD; several (a cluster) are polled, and their news merged by stream id.
+    blocking XREAD; several (a cluster) are polled, and their news merged by stream id. The
+    shard list is read again every `SHARD_REFRESH_S` seconds.
     """
     idle_since = time.monotonic()
+    found: list[Shard] = []
+    found_at = float("-inf")
     while True:
         try:
-            found = shards(client, stream)
+            if time.monotonic() - found_at >= SHARD_REFRESH_S:
+                found, found_at = shards(client, stream), time.monotonic()
             block = block_ms if len(found) == 1 else None
             news: list[tuple[StreamId, str, str, dict[str, str]]] = []
             for shard in found:
@@ -635,10 +639,11 @@ def follow(
                 reply = cast(list[Any], shard.client.xread({shard.name: position}, count=1000, block=block))
                 for _key, entries in reply or ():
                     news += [(parse_stream_id(i), shard.name, i, fields) for i, fields in entries]
-        except (*CLUSTER_ERRORS, OSError) as error:
+        except (redis.ConnectionError, redis.TimeoutError, *CLUSTER_CHANGES) as error:
             if on_disconnect is None:
                 raise
             refresh_topology(client)
+            found_at = float("-inf")  # the shards' servers may have changed
             on_disconnect(error)
             state.reconnects += 1
             time.sleep(retry_delay)

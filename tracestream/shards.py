@@ -14,6 +14,9 @@ from redis.cluster import RedisCluster
 from tracestream.connection import Client, node_for
 from tracestream.schema import Keyspace, StreamKeys
 
+# How often long-running readers (follow, the console's live tail) look for new shards.
+SHARD_REFRESH_S = 5.0
+
 
 @dataclass(frozen=True)
 class Shard:

@@ -110,6 +110,9 @@ return #rows
 
 # Rows per script call: large batches share one round trip, yet Redis is never blocked long.
 ROWS_PER_CALL = 512
+# A writer adds its shard to the registry again this often: a failover to a replica the SADD
+# had not reached yet (replication is asynchronous) must not hide a shard from readers for long.
+REGISTER_EVERY_S = 60.0
 
 Item = TypeVar("Item")
 
@@ -172,7 +175,7 @@ class StreamWriter(Generic[Item]):
             settings.redis_url, settings.redis_timeout, Tls.of(settings), cluster=settings.redis_cluster
         )
         self._script = redis.Redis().register_script(_APPEND_SCRIPT)
-        self._registered: set[str] = set()  # shards this process has added to the registry
+        self._registered: dict[str, float] = {}  # shard -> when this process last added it to the registry
         self._failing = threading.Event()
 
     def encode(self, item: Item) -> list[str]:
@@ -219,10 +222,8 @@ class StreamWriter(Generic[Item]):
 
     def _write_shard(self, client: Client, keys: schema.StreamKeys, rows: Sequence[list[str]]) -> None:
         """Every key of a shard is on one server: one pipeline of script calls to it."""
-        if self._keyspace.cluster and keys.logs not in self._registered:
-            registry = self._keyspace.registry
-            node_for(client, registry).sadd(registry, keys.logs)
-            self._registered.add(keys.logs)
+        if self._keyspace.cluster:
+            self._register(client, keys.logs)
         script_keys = [self._stream_of(keys)]
         if self._digest:
             script_keys += [keys.digest, keys.digest_sizes, keys.digest_lines]
@@ -234,6 +235,25 @@ class StreamWriter(Generic[Item]):
                 client=pipe,
             )
         pipe.execute()
+
+    def _register(self, client: Client, shard: str) -> None:
+        """Readers find shards in the registry: added before the shard's first rows, then now and then.
+
+        Only the first addition must succeed; a later one that fails (the registry's master is
+        down) does not hold up writes to a healthy shard, and is tried again later.
+        """
+        now = time.monotonic()
+        last = self._registered.get(shard)
+        if last is not None and now - last < REGISTER_EVERY_S:
+            return
+        self._registered[shard] = now
+        registry = self._keyspace.registry
+        try:
+            node_for(client, registry).sadd(registry, shard)
+        except (*CLUSTER_ERRORS, OSError):
+            if last is None:
+                del self._registered[shard]
+                raise
 
     def _script_args(self, keys: schema.StreamKeys, rows: Sequence[list[str]]) -> list[str | int | bytes]:
         settings = self.settings

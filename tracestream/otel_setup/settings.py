@@ -270,12 +270,21 @@ class Settings:
             elif environ.get(setting.env, "").strip():
                 values[name] = _parse(setting.env, setting.parse, environ[setting.env])
         settings = cls(**values)
-        if settings.redis_cluster and _database(settings.redis_url) != "0":
-            raise ConfigError(
-                f"{_SETTINGS['redis_url'].env}={settings.redis_url!r} is invalid with "
-                f"{_SETTINGS['redis_cluster'].env}=true: a Redis Cluster has only database 0"
-            )
+        settings._check_cluster()
         return settings
+
+    def _check_cluster(self) -> None:
+        cluster = _SETTINGS["redis_cluster"].env
+        if self.redis_cluster and _database(self.redis_url) != "0":
+            raise ConfigError(
+                f"{_SETTINGS['redis_url'].env}={self.redis_url!r} is invalid with {cluster}=true: "
+                "a Redis Cluster has only database 0"
+            )
+        if self.shard_by != "none" and not self.redis_cluster:
+            raise ConfigError(
+                f"{_SETTINGS['shard_by'].env}={self.shard_by!r} needs {cluster}=true: "
+                "shards spread over the masters of a Redis Cluster"
+            )
 
     @property
     def retention_summary(self) -> str:
