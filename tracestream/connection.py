@@ -1,6 +1,6 @@
 """Redis clients made per process, so a forked worker never shares its parent's socket.
 
-On a Redis Cluster, `connect` returns a `RedisCluster` that only maps keys to servers:
+On a Redis Cluster, `connect_cluster` returns a `RedisCluster` that only maps keys to servers:
 each shard is then read and written through the plain client of the server holding
 it (`node_for`), so the single-Redis code runs unchanged, pipelines and scripts included.
 """
@@ -79,8 +79,10 @@ def client_for(settings: Settings, *, decode: bool = False, timeout: float | Non
 def node_for(client: Client, key: str) -> redis.Redis:
     """The plain client of the server holding `key`: `client` itself unless it is a cluster."""
     if isinstance(client, RedisCluster):
-        connection = client.get_redis_connection(client.get_node_from_key(key))  # type: ignore[no-untyped-call]
-        assert connection is not None  # set for every node the cluster client has mapped
+        node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        connection = client.get_redis_connection(node)
+        if connection is None:
+            raise RedisClusterException(f"no connection to the cluster node {node.name} holding {key!r}")
         return connection
     return client
 
