@@ -81,7 +81,7 @@ def test_every_key_of_a_shard_is_in_one_slot(handle: RedisHandle, client: RedisC
         trace = keys.trace_index(f"{0xABC:032x}")
         names = [keys.logs, keys.digest, keys.digest_sizes, keys.digest_lines, trace]
         assert all(shard.client.exists(name) for name in names), names
-        assert len({client.keyslot(name) for name in [*names, keys.spans]}) == 1
+        assert len({client.cluster_keyslot(name) for name in [*names, keys.spans]}) == 1  # CLUSTER KEYSLOT
 
 
 def test_unsharded_cluster_keys_share_the_stream_tag(handle: RedisHandle, client: RedisCluster) -> None:
