@@ -112,3 +112,39 @@ def test_launcher_sends_to_redis_and_otlp(stream: RedisHandle, receiver: OtlpRec
     assert received.record.body.string_value == "under the launcher"
     assert received.resource["service.name"] == "launched"
     assert "tracestream.record_id" not in received.attributes  # sent by the service, not by a forwarder
+
+
+# Secrets in the message, an attribute, an exception, a span attribute, a span event and the resource.
+LEAKY_SERVICE = """
+import logging, tracestream
+from opentelemetry import trace
+both = "redis_stream,otlp"
+tracestream.configure(service_name="leaky", logs_exporter=both, traces_exporter=both)
+log = logging.getLogger("leaky")
+with trace.get_tracer("leaky").start_as_current_span("login") as span:
+    span.set_attribute("db.password", "hunter2-span-attr")
+    span.add_event("retry", {"url": "postgres://app:hunter2-event@db/app"})
+    log.info("calling with Authorization: Bearer hunter2-bearer-token-0123", extra={"api_key": "hunter2-extra"})
+    try:
+        raise ValueError("password=hunter2-exception")
+    except ValueError:
+        log.exception("failed")
+"""
+
+
+def test_otlp_receives_only_scrubbed_records(receiver: OtlpReceiver, stream: RedisHandle) -> None:
+    env = stream.env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment=prod,db.password=hunter2-resource",
+    )
+    before = len(receiver.logs), len(receiver.spans)
+    run_python(LEAKY_SERVICE, env)
+    wait_for(lambda: len(receiver.logs) - before[0] == 2, what="2 records over OTLP")
+    wait_for(lambda: len(receiver.spans) - before[1] == 1, what="the span over OTLP")
+    received = receiver.logs[before[0] :] + receiver.spans[before[1] :]
+    sent = "\n".join(f"{r.record}{r.resource}" for r in received)
+    assert "hunter2" not in sent
+    assert "[REDACTED]" in sent
+    assert received[0].resource["deployment.environment"] == "prod"  # ordinary values pass unchanged
+    assert received[0].record.body.string_value.startswith("calling with Authorization: ")
+    assert received[1].attributes["exception.type"] == "ValueError"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -18,6 +19,8 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from tracestream._internal_log import internal_logger
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
+from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
+from tracestream.exporters.shaping import scrubber_for
 from tracestream.otel_setup import shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
@@ -124,16 +127,27 @@ def _instrument_frameworks(telemetry: Telemetry) -> None:
 
 def _log_exporters(settings: Settings) -> list[LogRecordExporter]:
     return [
-        RedisStreamLogExporter(settings) if name == REDIS_STREAM else _from_entry_point(LOGS_GROUP, name)
+        _exporter(settings, name, LOGS_GROUP, RedisStreamLogExporter, ScrubbingLogExporter)
         for name in settings.logs_exporter
     ]
 
 
 def _span_exporters(settings: Settings) -> list[SpanExporter]:
     return [
-        RedisStreamSpanExporter(settings) if name == REDIS_STREAM else _from_entry_point(TRACES_GROUP, name)
+        _exporter(settings, name, TRACES_GROUP, RedisStreamSpanExporter, ScrubbingSpanExporter)
         for name in settings.traces_exporter
     ]
+
+
+def _exporter(
+    settings: Settings, name: str, group: str, ours: Callable[[Settings], Any], scrubbing: Callable[..., Any]
+) -> Any:
+    """Ours scrub their own rows; any other exporter (OTLP) is handed scrubbed copies."""
+    if name == REDIS_STREAM:
+        return ours(settings)
+    other = _from_entry_point(group, name)
+    scrubber = scrubber_for(settings)
+    return scrubbing(other, scrubber) if scrubber is not None else other
 
 
 def _from_entry_point(group: str, name: str) -> Any:

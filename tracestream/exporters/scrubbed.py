@@ -1,0 +1,103 @@
+"""Scrubbing in front of exporters that are not ours, such as OTLP during a migration.
+
+Our Redis exporters scrub encoded rows themselves (`shaping.RowShaper`). Any other exporter
+gets these wrappers, so a secret cannot leave the process by a second path. They hand the
+inner exporter scrubbed copies: the SDK's objects stay untouched for every other exporter.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, Status
+from opentelemetry.util.types import Attributes
+
+from tracestream.scrubbing import Scrubber
+
+
+class _Scrub:
+    """The scrubber, with the last resource remembered: a process exports one resource."""
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        self.scrubber = scrubber
+        self._resource: tuple[Resource | None, Resource] = (None, Resource.get_empty())
+
+    def attributes(self, attributes: Attributes) -> Attributes:
+        return self.scrubber.scrub_attributes(attributes) if attributes else attributes  # type: ignore[return-value]
+
+    def resource(self, resource: Resource) -> Resource:
+        if resource is not self._resource[0]:
+            scrubbed = Resource(self.attributes(resource.attributes) or {}, resource.schema_url)
+            self._resource = (resource, scrubbed)
+        return self._resource[1]
+
+
+class ScrubbingLogExporter(LogRecordExporter):
+    """Scrubs body, attributes (exception text included) and resource, then exports."""
+
+    def __init__(self, exporter: LogRecordExporter, scrubber: Scrubber) -> None:
+        self.exporter = exporter
+        self._scrub = _Scrub(scrubber)
+
+    def _scrubbed(self, readable: ReadableLogRecord) -> ReadableLogRecord:
+        record = copy.copy(readable.log_record)
+        record.body = self._scrub.scrubber.scrub_value("", record.body)  # type: ignore[assignment]
+        record.attributes = self._scrub.attributes(record.attributes)
+        return ReadableLogRecord(
+            log_record=record,
+            resource=self._scrub.resource(readable.resource),
+            instrumentation_scope=readable.instrumentation_scope,
+            limits=readable.limits,
+        )
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        return self.exporter.export([self._scrubbed(record) for record in batch])
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.exporter.force_flush(timeout_millis)  # type: ignore[no-any-return]
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()  # type: ignore[no-untyped-call]
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Scrubs attributes, event and link attributes, status text and resource, then exports."""
+
+    def __init__(self, exporter: SpanExporter, scrubber: Scrubber) -> None:
+        self.exporter = exporter
+        self._scrub = _Scrub(scrubber)
+
+    def _scrubbed(self, span: ReadableSpan) -> ReadableSpan:
+        scrub = self._scrub
+        status = span.status
+        if status.description:
+            status = Status(status.status_code, scrub.scrubber.scrub_text(status.description))
+        return ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=scrub.resource(span.resource),
+            attributes=scrub.attributes(span.attributes),
+            events=[Event(e.name, scrub.attributes(e.attributes), e.timestamp) for e in span.events],
+            links=[Link(link.context, scrub.attributes(link.attributes)) for link in span.links],
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.exporter.export([self._scrubbed(span) for span in spans])
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
