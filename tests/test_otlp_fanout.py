@@ -124,7 +124,7 @@ log = logging.getLogger("leaky")
 with trace.get_tracer("leaky").start_as_current_span("login") as span:
     span.set_attribute("db.password", "hunter2-span-attr")
     span.add_event("retry", {"url": "postgres://app:hunter2-event@db/app"})
-    log.info("calling with Authorization: Bearer hunter2-bearer-token-0123", extra={"api_key": "hunter2-extra"})
+    log.info("calling with Authorization: Bearer hunter2-bearer-0123", extra={"api_key": "hunter2-extra"})
     try:
         raise ValueError("password=hunter2-exception")
     except ValueError:

@@ -162,12 +162,20 @@ class RecordIds:
 # JSON values
 
 
+def safe_repr(value: object) -> str:
+    """repr() that cannot raise: a broken __repr__ must not cost the record (or reach the app)."""
+    try:
+        return repr(value)
+    except Exception:  # raised by it, or a non-str result
+        return f"<unrepresentable {type(value).__qualname__}>"
+
+
 def _json_default(value: object) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "backslashreplace")
     if isinstance(value, (set, frozenset)):
         return list(value)
-    return repr(value)
+    return safe_repr(value)
 
 
 _JSON_OPTIONS = orjson.OPT_NON_STR_KEYS

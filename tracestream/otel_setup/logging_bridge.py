@@ -158,7 +158,9 @@ def _message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
     except Exception as error:  # a bad format string must not cost the record
-        return f"{_safe_repr(record.msg)} % {_safe_repr(record.args)} (formatting failed: {error!r})"
+        return (
+            f"{schema.safe_repr(record.msg)} % {schema.safe_repr(record.args)} (formatting failed: {error!r})"
+        )
 
 
 def _extra_attributes(record: logging.LogRecord) -> dict[str, Any]:
@@ -170,22 +172,14 @@ def _extra_attributes(record: logging.LogRecord) -> dict[str, Any]:
 def _attribute_value(value: object) -> object:
     if isinstance(value, (str, bool, int, float, list, tuple, dict)) or value is None:
         return value
-    return _safe_repr(value)
+    return schema.safe_repr(value)
 
 
 def _safe_str(value: object) -> str:
     try:
         return str(value)
     except Exception:
-        return _safe_repr(value)
-
-
-def _safe_repr(value: object) -> str:
-    """repr() that cannot raise: a broken __repr__ must not cost the record (or reach the app)."""
-    try:
-        return repr(value)
-    except Exception:
-        return f"<unrepresentable {type(value).__qualname__}>"
+        return schema.safe_repr(value)
 
 
 def _exception(record: logging.LogRecord) -> tuple[str, str, str]:
