@@ -170,6 +170,12 @@ def safe_repr(value: object) -> str:
         return f"<unrepresentable {type(value).__qualname__}>"
 
 
+def qualified_name(cls: type) -> str:
+    """`ValueError`, `django.db.utils.IntegrityError`: the exception type as records carry it."""
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
 def _json_default(value: object) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "backslashreplace")

@@ -17,7 +17,7 @@ from opentelemetry import _logs
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 
-from tracestream.schema import EXCEPTION_KEYS
+from tracestream.schema import EXCEPTION_KEYS, qualified_name
 
 _TEXT = {
     SeverityNumber.INFO: "INFO",
@@ -66,8 +66,7 @@ def _printable(error: BaseException) -> bool:
 
 
 def _exception_attributes(error: BaseException) -> dict[str, str]:
-    cls = type(error)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    name = qualified_name(type(error))
     stacktrace = "".join(traceback.format_exception(error))
     return dict(zip(EXCEPTION_KEYS, (name, "<exception str() failed>", stacktrace), strict=True))
 

@@ -186,12 +186,7 @@ def _exception(record: logging.LogRecord) -> tuple[str, str, str]:
     if record.exc_info and record.exc_info[0] is not None:
         exc_type, exc_value, _ = record.exc_info
         stack = "".join(traceback.format_exception(*record.exc_info))
-        return _qualified_name(exc_type), _safe_str(exc_value), stack
+        return schema.qualified_name(exc_type), _safe_str(exc_value), stack
     if record.exc_text:
         return "", "", record.exc_text
     return schema.NO_EXCEPTION
-
-
-def _qualified_name(cls: type) -> str:
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
