@@ -368,3 +368,34 @@ def test_writers_add_their_shard_to_the_registry_again(
     writer.log("after the refresh is due", service="orders")
     writer.close()
     assert [shard.name for shard in shards(client, handle.stream)] == [f"{handle.stream}:{{orders}}"]
+
+
+def test_a_promoted_replica_takes_the_writes_after_its_master_is_killed() -> None:
+    """A failover: the writer finds the new master, which has no script cached yet."""
+    with EmbeddedCluster(3) as cluster:
+        stream = f"test:{uuid.uuid4().hex[:12]}"
+        shard = Keyspace(stream, True, True).shard("orders").logs
+        with connect_cluster(cluster.url, 5) as before:
+            victim = next(s for s in cluster.servers if s.port == before.get_node_from_key(shard).port)
+        replica = cluster.add_replica(victim)
+        survivor = next(s for s in cluster.servers if s is not victim and s is not replica)
+        writer = RecordWriter(RedisHandle(url=survivor.url, stream=stream), **SHARDED)
+        first = [writer.row(f"before {index}", service="orders") for index in range(100)]
+        writer.write(*first)
+        with victim.client() as master, replica.client() as copy:
+            offset = master.info("replication")["master_repl_offset"]
+            # Replication is asynchronous: only what the replica has can survive the failover.
+            wait_for(lambda: copy.info("replication")["slave_repl_offset"] >= offset, what="the replica")
+        assert victim.process is not None
+        victim.process.kill()
+        victim.process.wait()
+        second = [writer.row(f"after {index}", service="orders") for index in range(100)]
+        wait_for(lambda: writer.writer.write_rows(second), timeout=20, what="a write to the promoted replica")
+        writer.close()
+        with replica.client() as promoted:
+            assert promoted.info("replication")["role"] == "master"
+        with connect_cluster(survivor.url, 5, decode=True) as client:
+            records = list(iter_records(client, stream, Query()))
+    assert sorted(entry.body for entry in records) == sorted(
+        row[LOG_FIELDS.index("body")] for row in first + second
+    )

@@ -132,18 +132,18 @@ def free_cluster_port() -> int:
 
 
 class EmbeddedCluster:
-    """A Redis Cluster of `masters` private servers (no replicas) on loopback ports, with AOF.
+    """A Redis Cluster of `masters` private servers on loopback ports, with AOF.
 
     A shard whose master is down leaves the others serving (`cluster-require-full-coverage
     no`); `servers[i].process.kill()` then `servers[i].start()` restarts a master on its
-    port with its data and slots.
+    port with its data and slots. `add_replica` gives a master a replica to fail over to.
     """
 
     def __init__(self, masters: int = 3) -> None:
-        config = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                  "--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no",
-                  "--appendonly", "yes"]  # fmt: skip
-        self.servers = [EmbeddedRedis(free_cluster_port(), config) for _ in range(masters)]
+        self._config = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                        "--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no",
+                        "--appendonly", "yes", "--repl-diskless-sync-delay", "0"]  # fmt: skip
+        self.servers = [EmbeddedRedis(free_cluster_port(), self._config) for _ in range(masters)]
 
     @property
     def url(self) -> str:
@@ -161,6 +161,27 @@ class EmbeddedCluster:
         )
         self.wait_ok(timeout)
         return self
+
+    def add_replica(self, master: EmbeddedRedis, timeout: float = 20.0) -> EmbeddedRedis:
+        """A new node replicating `master`: killing `master` then promotes it (a failover)."""
+        replica = EmbeddedRedis(free_cluster_port(), self._config).start()
+        self.servers.append(replica)
+        with master.client() as client:
+            master_id = str(client.execute_command("CLUSTER", "MYID"))
+        nodes = [f"127.0.0.1:{replica.port}", f"127.0.0.1:{master.port}"]
+        subprocess.run(
+            [redis_cli_binary(), "--cluster", "add-node", *nodes, "--cluster-slave",
+             "--cluster-master-id", master_id],
+            check=True, capture_output=True, timeout=timeout,
+        )  # fmt: skip
+        self.wait_ok(timeout)
+        deadline = time.monotonic() + timeout
+        with replica.client() as client:  # a replica that never synced would not fail over
+            while client.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"replica on port {replica.port} not in sync after {timeout}s")
+                time.sleep(0.05)
+        return replica
 
     def wait_ok(self, timeout: float = 20.0) -> None:
         """Until every node reports `cluster_state:ok` and knows all the others."""
