@@ -253,14 +253,20 @@ def test_a_killed_master_loses_nothing_and_never_blocks_the_app(
         env("orders"), "--count", "3000", "--rate", "2000", "--label", "order", "--then", "replayed:1"
     )
     billing = Writer(env("billing"), "--count", "3000", "--rate", "2000", "--label", "bill")
-    orders.wait_logged(500)
-    assert victim.process is not None
-    victim.process.kill()
-    victim.process.wait()
-    orders.wait_logged(1800)  # most of a second logged while its shard has no master
-    victim.start()
-    cluster.wait_ok()
-    orders_status, billing_status = orders.result(), billing.result()
+    try:
+        orders.wait_logged(500)
+        assert victim.process is not None
+        victim.process.kill()
+        victim.process.wait()
+        orders.wait_logged(1800)  # most of a second logged while its shard has no master
+        victim.start()
+        cluster.wait_ok()
+        orders_status, billing_status = orders.result(), billing.result()
+    finally:
+        for writer in (orders, billing):
+            if writer.process.poll() is None:  # the test failed: leave no writer behind
+                writer.process.kill()
+                writer.process.wait()
     assert orders_status["spooled"] > 0 and orders_status["replayed"] == orders_status["spooled"]
     for status in (orders_status, billing_status):
         assert status["dropped"] == 0
@@ -330,9 +336,10 @@ def test_console_live_tail_follows_every_shard_and_resumes_without_gap(handle: R
     writer = RecordWriter(handle, **SHARDED)
     for service in SERVICES:
         writer.log(f"before {service}", service=service)
-    console = ClusterConsole(handle).start()
+    console = ClusterConsole(handle)
     viewers: list[Viewer] = []
     try:
+        console.start()  # inside the try: a console slow to answer is still stopped
         viewers.append(first := Viewer(console))
         wait_for(lambda: len(first.bodies()) == 3, what="the backlog of every shard")
         for index, service in enumerate(SERVICES * 2):
