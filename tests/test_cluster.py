@@ -181,7 +181,9 @@ def test_trace_lookup_spans_services_on_different_masters(handle: RedisHandle, c
     assert [entry.body for entry in root_node.logs] == ["order placed"]
     assert [entry.body for entry in child_node.logs] == ["charged"]
     found = search(client, handle.stream, Query.parse(trace_id=trace_id))
-    assert [entry.body for entry in found.records] == ["charged", "order placed"]
+    # Both land on their masters in one batch, often in the same millisecond: the order of
+    # equal stream ids across shards is not defined, only that both are found.
+    assert sorted(entry.body for entry in found.records) == ["charged", "order placed"]
 
 
 def test_follow_reads_every_shard(handle: RedisHandle, client: RedisCluster) -> None:
