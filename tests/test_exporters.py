@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
@@ -18,6 +19,7 @@ from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.otel_setup.settings import BatchSettings, Settings
 from tracestream.schema import StreamKeys
+from tracestream.spool import Spool, process_directory
 
 FAST = BatchSettings(schedule_delay=0.02, max_queue_size=10_000, max_export_batch_size=512, export_timeout=5)
 
@@ -127,6 +129,37 @@ def test_queue_keeps_order_through_failures_and_counts_drops() -> None:
     assert queue.flush(timeout=5)
     assert delivered == list(range(100))
     assert queue.counters.exported == 100
+
+
+def test_failures_seen_while_the_next_batch_is_encoded_keep_order(tmp_path: Path) -> None:
+    """A batch's outcome arrives after the next batch is encoded: failed ones go to the spool
+    ahead of it, a raising exporter counts as a failure, and everything arrives once, in order."""
+    delivered: list[int] = []
+    calls = 0
+
+    def export(batch: list[int]) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls % 3 == 2:
+            return False
+        if calls % 3 == 0 and calls < 10:
+            raise ConnectionError("flaky")
+        delivered.extend(batch)
+        return True
+
+    queue: BatchQueue[int] = BatchQueue(
+        "unit",
+        export,
+        BatchSettings(schedule_delay=60, max_queue_size=1000, max_export_batch_size=10, export_timeout=1),
+        encode=lambda item: item,
+        spool=Spool(process_directory(tmp_path), "unit", max_bytes=1_000_000),
+    )
+    for i in range(200):
+        queue.put(i)
+    wait_for(lambda: queue.flush(timeout=1), what="every batch delivered")
+    assert delivered == list(range(200))
+    assert queue.counters.exported == 200
+    assert queue.counters.spooled > 0 and queue.counters.failed_attempts > 0
 
 
 def test_stream_keys_follow_the_configured_name() -> None:

@@ -1,7 +1,8 @@
 """Batching between the application's threads and an exporter.
 
 The application thread only appends to a bounded deque. One daemon thread per process
-drains it in batches, so no application thread ever waits on Redis. When Redis fails, the
+drains it in batches, so no application thread ever waits on Redis; it encodes each batch
+while a sender thread has the previous one with Redis. When Redis fails, the
 worker keeps going: encoded batches go to an on-disk spool (if the exporter can encode
 rows) and are replayed, oldest first, once Redis answers again. Without a spool, or with
 a full one, the failed batch is held and retried with backoff while newer records wait in
@@ -17,7 +18,9 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
+from queue import SimpleQueue
 from typing import Any, Generic, TypeVar
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
@@ -53,6 +56,41 @@ class Counters:
 
 
 StatusReport = Callable[[dict[str, int]], None]
+
+
+@dataclass(frozen=True)
+class Sending:
+    batch: list[Any]
+    result: Future[bool]
+
+
+class Sender:
+    """Runs exports one at a time on a thread of its own: while it waits on Redis (without the
+    GIL), the worker encodes the next batch. Started at the first send, so also after a fork."""
+
+    def __init__(self, export: Callable[[list[Any]], bool], name: str) -> None:
+        self._export = export
+        self._name = name
+        self._jobs: SimpleQueue[tuple[list[Any], Future[bool]]] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def send(self, batch: list[Any]) -> Future[bool]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        result: Future[bool] = Future()
+        self._jobs.put((batch, result))
+        return result
+
+    def _run(self) -> None:
+        attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        while True:
+            batch, result = self._jobs.get()
+            ok = False
+            try:
+                ok = self._export(batch)
+            finally:  # the worker waits on this result: it must always come
+                result.set_result(ok)
 
 
 class BatchQueue(Generic[T]):
@@ -95,6 +133,7 @@ class BatchQueue(Generic[T]):
         self._next_attempt = 0.0
         self._next_report = 0.0
         self._thread: threading.Thread | None = None
+        self._sender = Sender(self._export_safely, f"tracestream-{self.name}-sender")
 
     def put(self, item: T) -> None:
         if self._thread is None:
@@ -134,19 +173,43 @@ class BatchQueue(Generic[T]):
             delivering = self._replay(deadline)
             if self._held is not None:
                 return False
-            queue = self._queue
-            size = self._batch.max_export_batch_size
+            return self._drain_queue(deadline, delivering)
+        finally:
+            self._export_lock.release()
+
+    def _drain_queue(self, deadline: float | None, delivering: bool) -> bool:
+        """Batches in order; each is encoded while the one before it is with the exporter."""
+        queue = self._queue
+        size = self._batch.max_export_batch_size
+        sending: Sending | None = None
+        try:
             while queue:
                 if deadline is not None and time.monotonic() > deadline:
                     return False
-                batch = self._encode_batch([queue.popleft() for _ in range(min(size, len(queue)))])
-                if delivering and (delivering := self._try_export(batch)):
-                    continue
-                if not self._set_aside(batch):
+                items = [queue.popleft() for _ in range(min(size, len(queue)))]
+                batch = self._encode_batch(items)
+                if sending is not None:
+                    delivering, sending = self._settle(sending), None
+                    if self._held is not None:  # the batch before could go nowhere: these wait
+                        queue.extendleft(reversed(items))
+                        return False
+                if delivering and batch:
+                    sending = Sending(batch, self._sender.send(batch))
+                elif not self._set_aside(batch):
                     return False
+            if sending is not None:
+                delivering, sending = self._settle(sending), None
             return delivering
         finally:
-            self._export_lock.release()
+            if sending is not None:  # an early return: the batch still gets its fate
+                self._settle(sending)
+
+    def _settle(self, sending: Sending) -> bool:
+        """Wait for a batch sent ahead; one the exporter did not take is set aside (or held)."""
+        ok = self._account(sending.batch, sending.result.result())
+        if not ok:
+            self._set_aside(sending.batch)
+        return ok
 
     def _replay(self, deadline: float | None) -> bool:
         """Older batches first: the spool, then the held batch. False while Redis is failing."""
@@ -201,11 +264,16 @@ class BatchQueue(Generic[T]):
     def _try_export(self, batch: list[Any]) -> bool:
         if not batch:
             return True
+        return self._account(batch, self._export_safely(batch))
+
+    def _export_safely(self, batch: list[Any]) -> bool:
         try:
-            ok = self._export(batch)
+            return self._export(batch)
         except Exception as error:  # an exporter bug must not kill the worker
             internal_logger.warning("%s exporter raised %r", self.name, error)
-            ok = False
+            return False
+
+    def _account(self, batch: list[Any], ok: bool) -> bool:
         if ok:
             self.counters.exported += len(batch)
             self._backoff = 0.0
