@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
@@ -106,6 +108,13 @@ def test_exporter_reports_failure_instead_of_raising() -> None:
     assert exporter.export([record]) is LogRecordExportResult.FAILURE
 
 
+def _queue_of_tens(
+    export: Callable[[list[int]], bool], *, schedule_delay: float, max_queue_size: int, **options: Any
+) -> BatchQueue[int]:
+    batch = BatchSettings(schedule_delay, max_queue_size, max_export_batch_size=10, export_timeout=1)
+    return BatchQueue("unit", export, batch, **options)
+
+
 def test_queue_keeps_order_through_failures_and_counts_drops() -> None:
     delivered: list[int] = []
     healthy = False
@@ -116,11 +125,7 @@ def test_queue_keeps_order_through_failures_and_counts_drops() -> None:
         delivered.extend(batch)
         return True
 
-    queue: BatchQueue[int] = BatchQueue(
-        "unit",
-        export,
-        BatchSettings(schedule_delay=0.01, max_queue_size=100, max_export_batch_size=10, export_timeout=1),
-    )
+    queue = _queue_of_tens(export, schedule_delay=0.01, max_queue_size=100)
     for i in range(120):
         queue.put(i)
     assert queue.counters.dropped == 20
@@ -147,13 +152,8 @@ def test_failures_seen_while_the_next_batch_is_encoded_keep_order(tmp_path: Path
         delivered.extend(batch)
         return True
 
-    queue: BatchQueue[int] = BatchQueue(
-        "unit",
-        export,
-        BatchSettings(schedule_delay=60, max_queue_size=1000, max_export_batch_size=10, export_timeout=1),
-        encode=lambda item: item,
-        spool=Spool(process_directory(tmp_path), "unit", max_bytes=1_000_000),
-    )
+    spool = Spool(process_directory(tmp_path), "unit", max_bytes=1_000_000)
+    queue = _queue_of_tens(export, schedule_delay=60, max_queue_size=1000, encode=int, spool=spool)
     for i in range(200):
         queue.put(i)
     wait_for(lambda: queue.flush(timeout=1), what="every batch delivered")
