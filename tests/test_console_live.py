@@ -68,7 +68,11 @@ class ConsoleProcess:
         self.process = subprocess.Popen(
             self.command(), env=self.env(), cwd=ROOT, stderr=subprocess.PIPE, text=True
         )
-        wait_for(self._answers, timeout=15, what=f"console on port {self.port}")
+        try:
+            wait_for(self._answers, timeout=15, what=f"console on port {self.port}")
+        except BaseException:  # a console slow to start must not outlive the test
+            self.stop(kill=True)
+            raise
         return self
 
     def _answers(self) -> bool:
