@@ -59,6 +59,19 @@ def connect_cluster(
     return RedisCluster.from_url(url, **_options(url, timeout, decode, tls))
 
 
+def open_client(
+    url: str, timeout: float, *, cluster: bool, decode: bool = False, tls: Tls | None = None
+) -> Client:
+    """`connect_cluster` or `connect`, as the settings say."""
+    opener = connect_cluster if cluster else connect
+    return opener(url, timeout, decode=decode, tls=tls)
+
+
+def reply_text(value: object) -> str:
+    """A reply item as text, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _options(url: str, timeout: float, decode: bool, tls: Tls | None) -> dict[str, Any]:
     options: dict[str, Any] = tls.options() if tls is not None and url.startswith("rediss://") else {}
     options.update(socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=decode)
@@ -67,10 +80,10 @@ def _options(url: str, timeout: float, decode: bool, tls: Tls | None) -> dict[st
 
 def client_for(settings: Settings, *, decode: bool = False, timeout: float | None = None) -> Client:
     """A client for the configured Redis or Redis Cluster, TLS files included."""
-    opener = connect_cluster if settings.redis_cluster else connect
-    return opener(
+    return open_client(
         settings.redis_url,
         settings.redis_timeout if timeout is None else timeout,
+        cluster=settings.redis_cluster,
         decode=decode,
         tls=Tls.of(settings),
     )
@@ -119,8 +132,7 @@ class ProcessLocalClient:
         if self._client is None or self._pid != pid:
             with self._lock:
                 if self._client is None or self._pid != pid:
-                    opener = connect_cluster if self.cluster else connect
-                    self._client = opener(self.url, self.timeout, tls=self.tls)
+                    self._client = open_client(self.url, self.timeout, cluster=self.cluster, tls=self.tls)
                     self._pid = pid
         return self._client
 

@@ -32,12 +32,12 @@ from tracestream.connection import (
     CLUSTER_ERRORS,
     Client,
     Tls,
-    connect,
-    connect_cluster,
+    open_client,
     refresh_topology,
+    reply_text,
 )
 from tracestream.otlp_encoding import Encoded, RawEntry, encode_logs, encode_spans
-from tracestream.shards import shards
+from tracestream.shards import POLL_INTERVAL, shards
 
 DEFAULT_GROUP = "tracestream-forward"
 DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -46,8 +46,6 @@ DEAD_LETTER_MAX = 100_000
 # Wrong credentials or a wrong URL: retrying cannot help and dead-lettering would lose the stream's order.
 FATAL_STATUSES = frozenset({401, 403, 404, 405, 407})
 _FIRST_BACKOFF = 0.25
-# With several shards (a cluster), each is read without blocking, this often, until one has entries.
-POLL_INTERVAL = 0.05
 
 
 class ForwardError(RuntimeError):
@@ -183,8 +181,7 @@ class Forwarder:
         self.progress = Progress()
         self._report = report
         timeout = max(5.0, settings.block + 5.0)
-        opener = connect_cluster if settings.cluster else connect
-        self._redis: Client = opener(settings.redis_url, timeout, tls=settings.tls)
+        self._redis = open_client(settings.redis_url, timeout, cluster=settings.cluster, tls=settings.tls)
         self._http = OtlpHttpClient(settings.endpoint, settings.timeout, settings.headers)
         # Per shard, its log and span streams: one slot, so one XREADGROUP reads both.
         self._shards: list[tuple[Signal, Signal]] = []
@@ -429,12 +426,12 @@ def forwarder_lag(client: Client, stream: str, group: str = DEFAULT_GROUP) -> li
                 groups = shard.client.xinfo_groups(key)
             except redis.ResponseError:
                 continue  # no such stream
-            info = next((g for g in groups if _text(g["name"]) == group), None)
+            info = next((g for g in groups if reply_text(g["name"]) == group), None)
             if info is None:
                 continue
             summary = shard.client.xpending(key, group)
             oldest = summary.get("min")
-            age = time.time() - int(_text(oldest).split("-")[0]) / 1000 if oldest else None
+            age = time.time() - int(reply_text(oldest).split("-")[0]) / 1000 if oldest else None
             lag = info.get("lag")
             found.append(
                 StreamLag(
@@ -451,7 +448,3 @@ def forwarder_lag(client: Client, stream: str, group: str = DEFAULT_GROUP) -> li
 
 def _raw(response: Any, **options: Any) -> Any:
     return response
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

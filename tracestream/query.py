@@ -35,7 +35,7 @@ from tracestream.schema import (
     StreamKeys,
     dump_json,
 )
-from tracestream.shards import SHARD_REFRESH_S, Shard, shards
+from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S, Shard, shards
 from tracestream.timeparse import iso_utc, parse_time_ms
 
 # OTel severity numbers: each name is the lowest number of its range.
@@ -601,10 +601,6 @@ class Follow:
         """Records already shown (a backlog read after `at_end`): not yielded again."""
         for entry in entries:
             self._recent.add(entry.record_id)
-
-
-# With several shards, each is read without blocking, this often, until one has news.
-POLL_INTERVAL = 0.05
 
 
 def follow(

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 import redis
 from redis.cluster import RedisCluster
 
-from tracestream.connection import Client, node_for
+from tracestream.connection import Client, node_for, reply_text
 from tracestream.schema import Keyspace, StreamKeys
 
 # How often long-running readers (follow, the console's live tail) look for new shards.
 SHARD_REFRESH_S = 5.0
+# With several shards, each is read without blocking, this often, until one has news.
+POLL_INTERVAL = 0.05
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,5 @@ def shards(client: Client, stream: str) -> list[Shard]:
     if not isinstance(client, RedisCluster):
         return [Shard(StreamKeys(stream), client)]
     registry = Keyspace(stream, cluster=True).registry
-    names = sorted(_text(name) for name in node_for(client, registry).smembers(registry))
+    names = sorted(reply_text(name) for name in node_for(client, registry).smembers(registry))
     return [Shard(StreamKeys(name), node_for(client, name), tagged=True) for name in names]
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

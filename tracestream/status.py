@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Observation, get_meter
 
-from tracestream.connection import Client
+from tracestream.connection import Client, reply_text
 
 STATUS_TTL = 30
 METERED = ("exported", "spooled", "replayed", "dropped", "failed_attempts")
@@ -51,9 +51,9 @@ def read_statuses(client: Client, stream: str) -> list[ProcessStatus]:
     found = []
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", stream) + ":status:*"
     for raw_key in client.scan_iter(match=pattern, count=500):
-        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-        fields = client.hgetall(key)
-        decoded = {_text(k): int(_text(v)) for k, v in fields.items() if _text(v).lstrip("-").isdigit()}
+        key = reply_text(raw_key)
+        fields = {reply_text(k): reply_text(v) for k, v in client.hgetall(key).items()}
+        decoded = {name: int(value) for name, value in fields.items() if value.lstrip("-").isdigit()}
         if decoded:
             found.append(ProcessStatus(key, decoded))
     return sorted(found, key=lambda status: status.key)
@@ -65,10 +65,6 @@ def doctor_lines(client: Client, stream: str) -> list[str]:
     if not statuses:
         return [f"no process reported to {stream} in the last {STATUS_TTL}s"]
     return [status.line() for status in statuses]
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def register_metrics(signal: str, status: Callable[[], dict[str, int]]) -> None:

@@ -27,12 +27,10 @@ from redis.exceptions import RedisError
 from tracestream._internal_log import internal_logger
 from tracestream.query import Query, QueryError, StreamId, _RecentIds, parse_stream_id, record_json
 from tracestream.schema import LogEntry
-from tracestream.shards import SHARD_REFRESH_S
+from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S
 
 Entries = list[tuple[str, dict[str, str]]]  # what a decoding client returns for XRANGE
 REPLAY_PAGE = 500
-# With several shards, each is read without blocking, this often, until one has news.
-POLL_INTERVAL = 0.05
 Item = tuple[str, StreamId, bytes]  # shard, stream id, the event's data line
 # Sent when Redis had nothing for a whole block, so proxies keep the stream open and dead
 # connections are noticed.
