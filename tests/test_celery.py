@@ -169,5 +169,9 @@ def test_configure_from_worker_process_init(redis_server: EmbeddedRedis, stream:
             stream.env(CELERY_BROKER_URL=broker),
         )
         wait_for(lambda: len(_spans(stream, RUN_SPAN)) == 5, timeout=60, what="five task-run spans")
-        lines = wait_for(lambda: len(stream.logs()) >= 5 and stream.logs(), what="task lines")
-    assert len([e for e in lines if e.scope == "shop.worker" and e.trace_id]) == 5
+        wait_for(lambda: len(_task_lines(stream)) >= 5, what="five task lines")
+    assert len(_task_lines(stream)) == 5
+
+
+def _task_lines(stream: RedisHandle) -> list[LogEntry]:
+    return [e for e in stream.logs() if e.scope == "shop.worker" and e.trace_id]
