@@ -162,6 +162,44 @@ def test_failures_seen_while_the_next_batch_is_encoded_keep_order(tmp_path: Path
     assert queue.counters.spooled > 0 and queue.counters.failed_attempts > 0
 
 
+def test_a_trickle_of_records_waits_for_the_schedule_instead_of_a_batch_each() -> None:
+    """Records arriving while a batch is with Redis wait for the next wake-up (delay or full
+    batch) rather than going out a handful at a time, a round trip each."""
+    batches: list[list[int]] = []
+
+    def export(batch: list[int]) -> bool:
+        time.sleep(0.005)  # a Redis round trip
+        batches.append(batch)
+        return True
+
+    batch = BatchSettings(0.2, max_queue_size=10_000, max_export_batch_size=512, export_timeout=1)
+    queue = BatchQueue("unit", export, batch)
+    started = time.monotonic()
+    for burst in range(600):  # 0.6 s of 5 records per ms: a busy web server's request records
+        for i in range(5):
+            queue.put(burst * 5 + i)
+        time.sleep(max(0.0, started + (burst + 1) * 0.001 - time.monotonic()))
+    assert queue.flush(timeout=5)
+    assert [item for batch in batches for item in batch] == list(range(3000))
+    # full batches and the scheduled wake-ups: about 10, where chasing the trickle sends ~100
+    assert len(batches) <= 20, [len(batch) for batch in batches]
+
+
+def test_a_batch_is_one_script_call_without_a_script_exists_round_trip(stream: RedisHandle) -> None:
+    logger, _, logs = _pipeline(stream)
+    logger.info("load the script")
+    assert logs.force_flush()
+    with stream.client() as client:
+        client.config_resetstat()
+        for batch in range(3):
+            for i in range(100):
+                logger.info("batch %d record %d", batch, i)
+            assert logs.force_flush()
+        stats = client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 3
+    assert not any(name.startswith("cmdstat_script") for name in stats)
+
+
 def test_stream_keys_follow_the_configured_name() -> None:
     keys = StreamKeys("ansflow:logs:stream")
     assert keys.logs == "ansflow:logs:stream"

@@ -221,20 +221,20 @@ class StreamWriter(Generic[Item]):
         return groups
 
     def _write_shard(self, client: Client, keys: schema.StreamKeys, rows: Sequence[list[str]]) -> None:
-        """Every key of a shard is on one server: one pipeline of script calls to it."""
+        """Every key of a shard is on one server: script calls to it, one per ROWS_PER_CALL rows.
+
+        Called directly rather than pipelined: a pipeline asks SCRIPT EXISTS first, one more
+        round trip per batch; a direct call loads the script only when the server lacks it.
+        """
         if self._keyspace.cluster:
             self._register(client, keys.logs)
         script_keys = [self._stream_of(keys)]
         if self._digest:
             script_keys += [keys.digest, keys.digest_sizes, keys.digest_lines]
-        pipe = node_for(client, keys.logs).pipeline(transaction=False)
+        node = node_for(client, keys.logs)
         for start in range(0, len(rows), ROWS_PER_CALL):
-            self._script(
-                keys=script_keys,
-                args=self._script_args(keys, rows[start : start + ROWS_PER_CALL]),
-                client=pipe,
-            )
-        pipe.execute()
+            chunk = rows[start : start + ROWS_PER_CALL]
+            self._script(keys=script_keys, args=self._script_args(keys, chunk), client=node)
 
     def _register(self, client: Client, shard: str) -> None:
         """Readers find shards in the registry: added before the shard's first rows, then now and then.

@@ -178,12 +178,16 @@ class BatchQueue(Generic[T]):
             self._export_lock.release()
 
     def _drain_queue(self, deadline: float | None, delivering: bool) -> bool:
-        """Batches in order; each is encoded while the one before it is with the exporter."""
+        """Batches in order; each is encoded while the one before it is with the exporter.
+
+        After the first batch only full ones follow (a flush takes everything): chasing a
+        trickle of records would pay a round trip per handful of them.
+        """
         queue = self._queue
         size = self._batch.max_export_batch_size
         sending: Sending | None = None
         try:
-            while queue:
+            while queue and (sending is None or deadline is not None or len(queue) >= size):
                 if deadline is not None and time.monotonic() > deadline:
                     return False
                 items = [queue.popleft() for _ in range(min(size, len(queue)))]
