@@ -209,6 +209,34 @@ def test_scrub_attributes_as_instrumentations_record_them() -> None:
     }
 
 
+def test_remembered_clean_texts_never_let_a_secret_through() -> None:
+    """Short texts found clean are remembered from record to record; that must not change a result."""
+    scrubber = Scrubber()
+    clean: dict[str, object] = {"http.request.method": "GET", "url.path": "/items/42", "server.port": 5555}
+    for _ in range(3):
+        assert scrubber.scrub_value("", clean) == clean
+        assert scrubber.scrub_text("Bearer abcDEF123456789xyz") == f"Bearer {REDACTED}"
+    # a text known to be clean is still redacted whole under a sensitive key, nested or not
+    assert scrubber.scrub_value("", {"api_key": "GET", "nested": {"password": "/items/42"}}) == {
+        "api_key": REDACTED,
+        "nested": {"password": REDACTED},
+    }
+
+    class Lying(str):
+        """Claims to equal any text, with the hash of one remembered as clean."""
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        def __hash__(self) -> int:
+            return hash("GET")
+
+    # (compared with `in`: a Lying result would equal anything)
+    assert "hunter2" not in scrubber.scrub_text(Lying("password=hunter2"))
+    scrubbed = scrubber.scrub_value("", {"q": Lying("password=hunter2")})
+    assert isinstance(scrubbed, dict) and "hunter2" not in scrubbed["q"]
+
+
 def test_bytes_are_scrubbed_and_keep_their_type() -> None:
     assert SCRUBBER.scrub_value("body", b"password=hunter2 \xff") == b"password=[REDACTED] \xff"
     raw = b"\xff\xfe no secrets"

@@ -25,6 +25,10 @@ REDACTED = "[REDACTED]"
 MAX_DEPTH = 16
 # scrub_text rescans until stable; real text settles in one or two passes.
 MAX_PASSES = 4
+# Short texts found clean are remembered: attribute values (methods, routes, hosts, user
+# agents) repeat from record to record. Only clean text is kept, never a secret.
+CLEAN_CACHE_TEXT = 256
+CLEAN_CACHE_SIZE = 8192
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,9 @@ class PatternRule:
     pattern: re.Pattern[str]
     triggers: tuple[str, ...]
     check: Callable[[str], bool] | None = None
+    # For a rule without trigger words: a regex, run on the lowercased text, that every
+    # match contains. Without one the rule runs on every text.
+    hint: str | None = None
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         group = "secret" if "secret" in self.pattern.groupindex else 0
@@ -315,6 +322,7 @@ CARD_NUMBER = PatternRule(
     ),
     (),
     check=_is_card_number,
+    hint="[2-6][0-9]{3}",
 )
 
 BUILTIN_RULES: tuple[Rule, ...] = (
@@ -352,11 +360,21 @@ def _literal_trie(words: set[str]) -> str:
     return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
+def _screen(rule: Rule) -> str | None:
+    """A regex for what any match of `rule` contains; None when that can be anything."""
+    triggers = set(rule.triggers)
+    if not triggers:
+        return getattr(rule, "hint", None)
+    # A trigger containing another is redundant (`key` in `apikey`).
+    return _literal_trie({t for t in triggers if not any(o in t for o in triggers - {t})})
+
+
 _MARKER = re.compile(re.escape(REDACTED))
 
 
 class Scrubber:
-    """Composes the rules; safe to share between threads (all state is immutable or lru_cache)."""
+    """Composes the rules; safe to share between threads (rules are immutable, caches only grow
+    or are cleared whole)."""
 
     def __init__(self, rules: ScrubRules = ScrubRules()) -> None:
         self._keys = KeyPolicy(rules.extra_keys, rules.allow_keys)
@@ -365,35 +383,48 @@ class Scrubber:
         )
         self._allowed_values = tuple(_compile_user_regex(p, "allow value") for p in rules.allow_values)
         self._rules: tuple[Rule, ...] = (*BUILTIN_RULES, KeyValueRule(self._keys), *custom)
-        self._untriggered = tuple(rule for rule in self._rules if not rule.triggers)
-        triggers = {t for rule in self._rules for t in rule.triggers}
-        # One search over all triggers; one contained in another is redundant (`key` in `apikey`).
-        self._gate = re.compile(
-            _literal_trie({t for t in triggers if not any(o in t for o in triggers - {t})})
+        # Each rule's screen: what the lowercased text must contain before its regex runs.
+        screens = [_screen(rule) for rule in self._rules]
+        self._screened = tuple(
+            (rule, None if screen is None else re.compile(screen))
+            for rule, screen in zip(self._rules, screens, strict=True)
         )
+        # One search over every screen settles clean text, the common case; a rule that runs
+        # on every text (a custom pattern) leaves no such shortcut.
+        self._gate = None if None in screens else re.compile("|".join(f"(?:{s})" for s in screens))
+        self._clean: set[str] = set()
 
     def findings(self, text: str) -> list[Finding]:
         """Sorted, disjoint spans that `scrub_text` replaces (first pass); never the secret itself."""
         lowered = text.lower()
-        rules = self._rules if self._gate.search(lowered) else self._untriggered
+        if self._gate is not None and not self._gate.search(lowered):
+            return []
         raw: list[tuple[int, int, str]] = []
-        for rule in rules:
-            if rule.triggers and not any(t in lowered for t in rule.triggers):
+        for rule, screen in self._screened:
+            if screen is not None and not screen.search(lowered):
                 continue
-            raw.extend(
-                (start, end, rule.kind)
-                for start, end in rule.spans(text)
-                if not self._allowed(text[start:end])
-            )
+            for start, end in rule.spans(text):
+                if not self._allowed(text[start:end]):
+                    raw.append((start, end, rule.kind))
         return _merge(text, raw) if raw else []
 
     def scrub_text(self, text: str) -> str:
         """Replace every finding; repeat while that changes something, because redacting one secret
         can remove the delimiter another rule relied on. Each pass only turns text into markers, so
         this converges; `MAX_PASSES` bounds adversarial input."""
-        for _ in range(MAX_PASSES):
+        if type(text) is not str:  # a subclass may lie about equality: compare plain text
+            text = str.__str__(text)
+        clean = self._clean
+        cacheable = len(text) <= CLEAN_CACHE_TEXT
+        if cacheable and text in clean:
+            return text
+        for scan in range(MAX_PASSES):
             found = self.findings(text)
             if not found:
+                if scan == 0 and cacheable:
+                    if len(clean) >= CLEAN_CACHE_SIZE:
+                        clean.clear()
+                    clean.add(text)
                 break
             parts: list[str] = []
             pos = 0
@@ -433,11 +464,31 @@ class Scrubber:
             scrubbed = self.scrub_text(decoded)
             return value if scrubbed is decoded else scrubbed.encode("utf-8", "surrogateescape")
         if isinstance(value, Mapping):
-            return {k: self._scrub(k, v, depth + 1) for k, v in value.items()}
+            return self._scrub_mapping(value, depth + 1)
         if isinstance(value, list | tuple):
             items = [self._scrub(None, item, depth + 1) for item in value]
             return items if isinstance(value, list) else tuple(items)
         return value
+
+    def _scrub_mapping(self, mapping: Mapping[object, object], depth: int) -> dict[object, object]:
+        """Attribute maps are mostly numbers and repeated short texts under plain keys: those
+        entries are kept as they are without the full per-value walk."""
+        verdict = self._keys.verdict
+        clean = self._clean
+        shallow = depth < MAX_DEPTH
+        scrubbed: dict[object, object] = {}
+        for key, value in mapping.items():
+            kind = type(value)
+            if (
+                shallow
+                and (kind is int or kind is float or kind is bool or (kind is str and value in clean))
+                and type(key) is str
+                and verdict(key) is KeyVerdict.PLAIN
+            ):
+                scrubbed[key] = value
+            else:
+                scrubbed[key] = self._scrub(key, value, depth)
+        return scrubbed
 
     def _redact_leaves(self, value: object, depth: int) -> object:
         if depth >= MAX_DEPTH:

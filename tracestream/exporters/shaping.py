@@ -103,14 +103,29 @@ class RowShaper:
         if depth > _MAX_DEPTH:
             return "…[nested too deeply]"
         if isinstance(value, dict):
-            items = list(value.items())
-            limited = {key: self._json(item, depth + 1) for key, item in items[: self._max_items]}
-            if len(items) > self._max_items:
+            if len(value) > self._max_items:
+                items = list(value.items())
+                limited = {key: self._json(item, depth + 1) for key, item in items[: self._max_items]}
                 limited[DROPPED_ATTRIBUTES] = len(items) - self._max_items
-            return limited
+                return limited
+            return self._json_dict(value, depth + 1)
         if isinstance(value, list):
             kept = [self._json(item, depth + 1) for item in value[: self._max_items]]
             if len(value) > self._max_items:
                 kept.append(f"…[truncated {len(value) - self._max_items} items]")
             return kept
         return value
+
+    def _json_dict(self, value: dict[str, Any], depth: int) -> dict[str, Any]:
+        """Short texts and numbers, the usual attribute values, pass without a call each."""
+        limit = self._value_limit
+        shallow = depth <= _MAX_DEPTH
+        limited = {}
+        for key, item in value.items():
+            kind = type(item)
+            short_text = kind is str and len(item) <= limit
+            if shallow and (short_text or kind is int or kind is float or kind is bool):
+                limited[key] = item
+            else:
+                limited[key] = self._json(item, depth)
+        return limited
