@@ -116,10 +116,12 @@ def test_launcher_sends_to_redis_and_otlp(stream: RedisHandle, receiver: OtlpRec
 
 # Secrets in the message, an attribute, an exception, a span attribute, a span event and the resource.
 LEAKY_SERVICE = """
-import logging, tracestream
+import logging, structlog, tracestream
 from opentelemetry import trace
+from tracestream.integrations.structlog import OTelProcessor
 both = "redis_stream,otlp"
 tracestream.configure(service_name="leaky", logs_exporter=both, traces_exporter=both)
+structlog.configure(processors=[OTelProcessor(), structlog.processors.JSONRenderer()])
 log = logging.getLogger("leaky")
 with trace.get_tracer("leaky").start_as_current_span("login") as span:
     span.set_attribute("db.password", "hunter2-span-attr")
@@ -129,6 +131,7 @@ with trace.get_tracer("leaky").start_as_current_span("login") as span:
         raise ValueError("password=hunter2-exception")
     except ValueError:
         log.exception("failed")
+        structlog.get_logger().exception("failed again", token="hunter2-structlog")
 """
 
 
@@ -139,7 +142,7 @@ def test_otlp_receives_only_scrubbed_records(receiver: OtlpReceiver, stream: Red
     )
     before = len(receiver.logs), len(receiver.spans)
     run_python(LEAKY_SERVICE, env)
-    wait_for(lambda: len(receiver.logs) - before[0] == 2, what="2 records over OTLP")
+    wait_for(lambda: len(receiver.logs) - before[0] == 3, what="3 records over OTLP")
     wait_for(lambda: len(receiver.spans) - before[1] == 1, what="the span over OTLP")
     received = receiver.logs[before[0] :] + receiver.spans[before[1] :]
     sent = "\n".join(f"{r.record}{r.resource}" for r in received)
@@ -148,3 +151,8 @@ def test_otlp_receives_only_scrubbed_records(receiver: OtlpReceiver, stream: Red
     assert received[0].resource["deployment.environment"] == "prod"  # ordinary values pass unchanged
     assert received[0].record.body.string_value.startswith("calling with Authorization: ")
     assert received[1].attributes["exception.type"] == "ValueError"
+    # one of our own records (structlog's), built for OTLP from what the app thread captured
+    assert (received[2].record.body.string_value, received[2].attributes["exception.type"]) == (
+        "failed again",
+        "ValueError",
+    )

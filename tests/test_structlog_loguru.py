@@ -27,6 +27,25 @@ telemetry.force_flush()
 print(format(span.get_span_context().trace_id, "032x"))
 """
 
+# No configure(): the application set up the SDK itself, with our exporter behind its own processor.
+STRUCTLOG_OWN_PROVIDER = """
+import structlog
+from opentelemetry import _logs
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from tracestream.exporters import RedisStreamLogExporter
+from tracestream.integrations.structlog import OTelProcessor
+provider = LoggerProvider()
+provider.add_log_record_processor(BatchLogRecordProcessor(RedisStreamLogExporter()))
+_logs.set_logger_provider(provider)
+structlog.configure(processors=[OTelProcessor(), structlog.processors.JSONRenderer()])
+try:
+    1 / 0
+except ZeroDivisionError:
+    structlog.get_logger().exception("total failed", cart_id=7)
+provider.force_flush()
+"""
+
 LOGURU = """
 import sys, tracestream
 from loguru import logger
@@ -65,6 +84,20 @@ def test_structlog_events_become_attributed_correlated_records(stream: RedisHand
     assert failed.severity == "ERROR" and failed.exception_type == "ZeroDivisionError"
     assert (outside.severity, outside.trace_id) == ("WARN", "")
     assert (stdlib.scope, stdlib.attributes.get("user")) == ("shop.stdlib", "ada")
+
+
+def test_structlog_into_a_provider_set_up_without_configure(stream: RedisHandle) -> None:
+    run_python(STRUCTLOG_OWN_PROVIDER, stream.env(OTEL_SERVICE_NAME="cart"))
+    [failed] = wait_for(lambda: stream.logs(), what="the structlog record")
+    assert (failed.body, failed.severity, failed.scope, failed.service) == (
+        "total failed",
+        "ERROR",
+        "structlog",
+        "cart",
+    )
+    assert failed.attributes == {"cart_id": 7}
+    assert (failed.exception_type, failed.exception_message) == ("ZeroDivisionError", "division by zero")
+    assert failed.exception_stacktrace.startswith("Traceback (most recent call last):")
 
 
 def test_loguru_messages_become_attributed_correlated_records(stream: RedisHandle) -> None:

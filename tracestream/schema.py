@@ -428,14 +428,11 @@ def log_values(
 def otel_log_values(
     record: ReadableLogRecord | ReadWriteLogRecord, record_id: str, resource: EncodedResource
 ) -> list[str]:
-    """A record from the OTel logs API: code location and exception come from semconv attributes."""
+    """A record from the OTel logs API."""
     log = record.log_record
-    attributes = dict(log.attributes or {})
-    exception = tuple(str(attributes.pop(key, "")) for key in EXCEPTION_KEYS)
-    code = code_location(*(_pop_first(attributes, names) for names in _CODE_KEYS))
     number = log.severity_number
     scope = record.instrumentation_scope
-    return log_values(
+    return semconv_log_values(
         record_id,
         log.timestamp or log.observed_timestamp or 0,
         log.observed_timestamp or 0,
@@ -447,6 +444,39 @@ def otel_log_values(
         log.span_id or 0,
         int(log.trace_flags or 0),
         scope.name if scope else "",
+        dict(log.attributes or {}),
+    )
+
+
+def semconv_log_values(
+    record_id: str,
+    timestamp_ns: int,
+    observed_ns: int,
+    severity: str,
+    severity_number: int,
+    body: object,
+    resource: EncodedResource,
+    trace_id: int,
+    span_id: int,
+    trace_flags: int,
+    scope: str,
+    attributes: dict[str, Any],
+) -> list[str]:
+    """A record whose code location and exception travel as semconv attributes (taken out of `attributes`)."""
+    exception = tuple(str(attributes.pop(key, "")) for key in EXCEPTION_KEYS)
+    code = code_location(*(_pop_first(attributes, names) for names in _CODE_KEYS))
+    return log_values(
+        record_id,
+        timestamp_ns,
+        observed_ns,
+        severity,
+        severity_number,
+        body,
+        resource,
+        trace_id,
+        span_id,
+        trace_flags,
+        scope,
         code,
         attributes,
         exception,  # type: ignore[arg-type]

@@ -14,10 +14,15 @@ from time import time_ns
 from typing import Any
 
 from opentelemetry import _logs
-from opentelemetry._logs import SeverityNumber
-from opentelemetry.context import Context
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.context import Context, get_current
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import get_current_span
 
-from tracestream.schema import EXCEPTION_KEYS, qualified_name
+from tracestream import schema
+from tracestream.otel_setup.configure import installed
 
 _TEXT = {
     SeverityNumber.INFO: "INFO",
@@ -27,7 +32,12 @@ _TEXT = {
 
 
 class RecordWriter:
-    """Writes records under one instrumentation scope (shown as the entry's `scope`)."""
+    """Writes records under one instrumentation scope (shown as the entry's `scope`).
+
+    Under `configure()` a record skips the SDK's record objects, as stdlib records do: the
+    calling thread only captures it, the export worker lays it out. Without it (structlog
+    or loguru bridged into another provider) records go through the OTel logs API.
+    """
 
     def __init__(self, scope: str) -> None:
         self._scope = scope
@@ -41,34 +51,121 @@ class RecordWriter:
         exception: BaseException | None = None,
         context: Context | None = None,
     ) -> None:
-        if exception is not None and not _printable(exception):
-            # The SDK would call str() on it and raise into the application: the same
-            # attributes, built with traceback's fallback for the message.
-            attributes = {**attributes, **_exception_attributes(exception)}
-            exception = None
+        present = {key: value for key, value in attributes.items() if value is not None}
+        telemetry = installed()
+        if telemetry is None:
+            self._emit_to_api(body, severity, present, exception, context)
+            return
+        record = PendingRecord(
+            self._scope,
+            body,
+            severity,
+            present,
+            exception,
+            context or get_current(),
+            telemetry.logger_provider,
+        )
+        for sink in telemetry.log_processors:
+            sink.put_pending(record)
+
+    def _emit_to_api(
+        self,
+        body: str,
+        severity: SeverityNumber,
+        attributes: dict[str, Any],
+        exception: BaseException | None,
+        context: Context | None,
+    ) -> None:
+        if exception is not None:
+            # The SDK would call str() on it, which may raise into the application.
+            attributes.update(zip(schema.EXCEPTION_KEYS, exception_fields(exception), strict=True))
         _logs.get_logger(self._scope).emit(
             timestamp=time_ns(),
             context=context,
             severity_number=severity,
             severity_text=_TEXT.get(severity, severity.name),
             body=body,
-            attributes={key: value for key, value in attributes.items() if value is not None},
-            exception=exception,
+            attributes=attributes,
         )
 
 
-def _printable(error: BaseException) -> bool:
+class PendingRecord:
+    """One of our records as captured: attributes stay a plain dict until the worker encodes them."""
+
+    __slots__ = (
+        "attributes", "body", "context", "exception", "provider", "scope", "severity", "timestamp_ns"
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        scope: str,
+        body: str,
+        severity: SeverityNumber,
+        attributes: dict[str, Any],
+        exception: BaseException | None,
+        context: Context,
+        provider: LoggerProvider,
+    ) -> None:
+        self.timestamp_ns = time_ns()
+        self.scope = scope
+        self.body = body
+        self.severity = severity
+        self.attributes = attributes
+        self.exception = exception
+        self.context = context
+        self.provider = provider
+
+    def _attributes(self) -> dict[str, Any]:
+        attributes = dict(self.attributes)
+        if self.exception is not None:
+            attributes.update(zip(schema.EXCEPTION_KEYS, exception_fields(self.exception), strict=True))
+        return attributes
+
+    def stream_values(
+        self, record_id: str, encode_resource: Callable[[Resource], schema.EncodedResource]
+    ) -> list[str]:
+        span_context = get_current_span(self.context).get_span_context()
+        return schema.semconv_log_values(
+            record_id,
+            self.timestamp_ns,
+            self.timestamp_ns,
+            _TEXT.get(self.severity, self.severity.name),
+            self.severity.value,
+            self.body,
+            encode_resource(self.provider.resource),
+            span_context.trace_id,
+            span_context.span_id,
+            int(span_context.trace_flags),
+            self.scope,
+            self._attributes(),
+        )
+
+    def readable(self) -> ReadableLogRecord:
+        """The same record as an OTel SDK object, for exporters other than ours."""
+        log_record = LogRecord(
+            timestamp=self.timestamp_ns,
+            observed_timestamp=self.timestamp_ns,
+            context=self.context,
+            severity_text=_TEXT.get(self.severity, self.severity.name),
+            severity_number=self.severity,
+            body=self.body,
+            attributes=self._attributes(),
+        )
+        return ReadableLogRecord(
+            log_record=log_record,
+            resource=self.provider.resource,
+            instrumentation_scope=InstrumentationScope(self.scope),
+        )
+
+
+def exception_fields(error: BaseException) -> tuple[str, str, str]:
+    """Type, message and stacktrace; a broken `__str__` costs only the message."""
     try:
-        str(error)
-    except Exception:  # a broken __str__, or one returning a non-str
-        return False
-    return True
-
-
-def _exception_attributes(error: BaseException) -> dict[str, str]:
-    name = qualified_name(type(error))
+        message = str(error)
+    except Exception:  # raised by it, or a non-str result
+        message = "<exception str() failed>"
     stacktrace = "".join(traceback.format_exception(error))
-    return dict(zip(EXCEPTION_KEYS, (name, "<exception str() failed>", stacktrace), strict=True))
+    return schema.qualified_name(type(error)), message, stacktrace
 
 
 Predicate = Callable[[logging.LogRecord], bool]
