@@ -360,13 +360,15 @@ def _literal_trie(words: set[str]) -> str:
     return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
-def _screen(rule: Rule) -> str | None:
+def _screen(rule: Rule) -> re.Pattern[str] | None:
     """A regex for what any match of `rule` contains; None when that can be anything."""
-    triggers = set(rule.triggers)
-    if not triggers:
-        return getattr(rule, "hint", None)
-    # A trigger containing another is redundant (`key` in `apikey`).
-    return _literal_trie({t for t in triggers if not any(o in t for o in triggers - {t})})
+    pattern = _literal_trie(_minimal(set(rule.triggers))) if rule.triggers else getattr(rule, "hint", None)
+    return None if pattern is None else re.compile(pattern)
+
+
+def _minimal(triggers: set[str]) -> set[str]:
+    """A trigger containing another is redundant (`key` in `apikey`)."""
+    return {t for t in triggers if not any(o in t for o in triggers - {t})}
 
 
 _MARKER = re.compile(re.escape(REDACTED))
@@ -384,23 +386,19 @@ class Scrubber:
         self._allowed_values = tuple(_compile_user_regex(p, "allow value") for p in rules.allow_values)
         self._rules: tuple[Rule, ...] = (*BUILTIN_RULES, KeyValueRule(self._keys), *custom)
         # Each rule's screen: what the lowercased text must contain before its regex runs.
-        screens = [_screen(rule) for rule in self._rules]
-        self._screened = tuple(
-            (rule, None if screen is None else re.compile(screen))
-            for rule, screen in zip(self._rules, screens, strict=True)
-        )
-        # One search over every screen settles clean text, the common case; a rule that runs
-        # on every text (a custom pattern) leaves no such shortcut.
-        self._gate = None if None in screens else re.compile("|".join(f"(?:{s})" for s in screens))
+        self._screened = tuple((rule, _screen(rule)) for rule in self._rules)
+        self._untriggered = tuple((rule, screen) for rule, screen in self._screened if not rule.triggers)
+        # One search over all trigger words settles most text: without one, only the rules
+        # that have no trigger words can match.
+        triggers = {t for rule in self._rules for t in rule.triggers}
+        self._gate = re.compile(_literal_trie(_minimal(triggers)))
         self._clean: set[str] = set()
 
     def findings(self, text: str) -> list[Finding]:
         """Sorted, disjoint spans that `scrub_text` replaces (first pass); never the secret itself."""
         lowered = text.lower()
-        if self._gate is not None and not self._gate.search(lowered):
-            return []
         raw: list[tuple[int, int, str]] = []
-        for rule, screen in self._screened:
+        for rule, screen in self._screened if self._gate.search(lowered) else self._untriggered:
             if screen is not None and not screen.search(lowered):
                 continue
             for start, end in rule.spans(text):
