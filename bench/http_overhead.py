@@ -4,6 +4,8 @@
   tracestream  configure(): server spans and one request record per request, to Redis
   upstream     the contrib instrumentor with the SDK's BatchSpanProcessor exporting
                OTLP/HTTP to a local sink (upstream defaults)
+  floor        the contrib instrumentor with spans to a no-op exporter: what any tool built
+               on it pays before exporting anything
 
 Every contender is a fresh server process (uvicorn for FastAPI, gunicorn's sync worker for
 Django, one worker each) driven by the same keep-alive load generator, in rounds that
@@ -31,7 +33,8 @@ import httpx
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
 HERE = Path(__file__).resolve()
-MODES = ("bare", "tracestream", "upstream")
+MODES = ("bare", "tracestream", "upstream", "floor")
+CONTRIB_MODES = ("upstream", "floor")
 FRAMEWORKS = ("fastapi", "django")
 PATH = "/items/42"
 
@@ -44,15 +47,21 @@ def _setup_telemetry(mode: str, framework: str) -> None:
         import tracestream
 
         tracestream.configure(service_name=f"bench-{framework}")
-    elif mode == "upstream":
+    elif mode in CONTRIB_MODES:
         from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+        class NoOpExporter(SpanExporter):
+            def export(self, spans: Sequence[Any]) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        otlp = mode == "upstream"
+        exporter = OTLPSpanExporter(endpoint=os.environ["BENCH_OTLP"]) if otlp else NoOpExporter()
         provider = TracerProvider(resource=Resource.create({"service.name": f"bench-{framework}"}))
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=os.environ["BENCH_OTLP"])))
+        provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
 
 
@@ -67,7 +76,7 @@ def fastapi_app() -> Any:
     def item(item_id: int) -> dict[str, int]:
         return {"item_id": item_id}
 
-    if mode == "upstream":
+    if mode in CONTRIB_MODES:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(app)
@@ -87,7 +96,7 @@ def django_app() -> Any:
         SECRET_KEY="bench",
         MIDDLEWARE=["django.middleware.common.CommonMiddleware"],  # sets Content-Length: keep-alive
     )
-    if mode == "upstream":
+    if mode in CONTRIB_MODES:
         from opentelemetry.instrumentation.django import DjangoInstrumentor
 
         DjangoInstrumentor().instrument()
