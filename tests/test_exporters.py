@@ -185,19 +185,27 @@ def test_a_trickle_of_records_waits_for_the_schedule_instead_of_a_batch_each() -
     assert len(batches) <= 20, [len(batch) for batch in batches]
 
 
-def test_a_batch_is_one_script_call_without_a_script_exists_round_trip(stream: RedisHandle) -> None:
-    logger, _, logs = _pipeline(stream)
-    logger.info("load the script")
-    assert logs.force_flush()
+def test_a_batch_is_one_round_trip_of_script_calls_and_survives_a_script_flush(stream: RedisHandle) -> None:
+    """512 rows per call, all calls of a batch pipelined, no SCRIPT EXISTS; a server that lost
+    the script (restarted, promoted replica) gets it loaded and the batch exactly once."""
+    settings = Settings.load(environ={}, redis_url=stream.url, stream=stream.stream)
+    writer = RedisStreamLogExporter(settings).writer
+    rows = [writer.encode(_record(f"record {i}")) for i in range(1200)]
     with stream.client() as client:
+        client.script_flush()
         client.config_resetstat()
-        for batch in range(3):
-            for i in range(100):
-                logger.info("batch %d record %d", batch, i)
-            assert logs.force_flush()
+        assert writer.write_rows(rows[:600])
         stats = client.info("commandstats")
-    assert stats["cmdstat_evalsha"]["calls"] == 3
-    assert not any(name.startswith("cmdstat_script") for name in stats)
+        assert stats["cmdstat_script|load"]["calls"] == 1
+        assert not [name for name in stats if name.startswith("cmdstat_script|exists")]
+        client.config_resetstat()
+        assert writer.write_rows(rows[600:])
+        assert client.info("commandstats")["cmdstat_evalsha"]["calls"] == 2  # 512 + 88 rows
+    assert [entry.body for entry in stream.logs()] == [f"record {i}" for i in range(1200)]
+
+
+def _record(body: str) -> ReadableLogRecord:
+    return ReadableLogRecord(log_record=LogRecord(timestamp=1, body=body), resource=Resource({}))
 
 
 def test_stream_keys_follow_the_configured_name() -> None:

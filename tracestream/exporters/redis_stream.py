@@ -21,6 +21,7 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from redis.exceptions import NoScriptError
 
 from tracestream import schema
 from tracestream._internal_log import internal_logger
@@ -174,7 +175,7 @@ class StreamWriter(Generic[Item]):
         self._client = ProcessLocalClient(
             settings.redis_url, settings.redis_timeout, Tls.of(settings), cluster=settings.redis_cluster
         )
-        self._script = redis.Redis().register_script(_APPEND_SCRIPT)
+        self._script_sha = redis.Redis().register_script(_APPEND_SCRIPT).sha
         self._registered: dict[str, float] = {}  # shard -> when this process last added it to the registry
         self._failing = threading.Event()
 
@@ -221,20 +222,34 @@ class StreamWriter(Generic[Item]):
         return groups
 
     def _write_shard(self, client: Client, keys: schema.StreamKeys, rows: Sequence[list[str]]) -> None:
-        """Every key of a shard is on one server: script calls to it, one per ROWS_PER_CALL rows.
+        """Every key of a shard is on one server: one round trip of script calls to it, one
+        call per ROWS_PER_CALL rows.
 
-        Called directly rather than pipelined: a pipeline asks SCRIPT EXISTS first, one more
-        round trip per batch; a direct call loads the script only when the server lacks it.
+        The calls are plain EVALSHAs: a pipeline of registered scripts would ask SCRIPT EXISTS
+        first, one more round trip per batch. A server without the script (restarted, or a
+        promoted replica) answers NOSCRIPT to every call; it is loaded and the batch sent again.
         """
         if self._keyspace.cluster:
             self._register(client, keys.logs)
         script_keys = [self._stream_of(keys)]
         if self._digest:
             script_keys += [keys.digest, keys.digest_sizes, keys.digest_lines]
+        calls = [
+            [*script_keys, *self._script_args(keys, rows[start : start + ROWS_PER_CALL])]
+            for start in range(0, len(rows), ROWS_PER_CALL)
+        ]
         node = node_for(client, keys.logs)
-        for start in range(0, len(rows), ROWS_PER_CALL):
-            chunk = rows[start : start + ROWS_PER_CALL]
-            self._script(keys=script_keys, args=self._script_args(keys, chunk), client=node)
+        try:
+            self._call_script(node, len(script_keys), calls)
+        except NoScriptError:
+            node.script_load(_APPEND_SCRIPT)
+            self._call_script(node, len(script_keys), calls)
+
+    def _call_script(self, node: redis.Redis, key_count: int, calls: list[list[str | int | bytes]]) -> None:
+        pipe = node.pipeline(transaction=False)
+        for arguments in calls:
+            pipe.evalsha(self._script_sha, key_count, *arguments)
+        pipe.execute()
 
     def _register(self, client: Client, shard: str) -> None:
         """Readers find shards in the registry: added before the shard's first rows, then now and then.
