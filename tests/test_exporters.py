@@ -215,6 +215,24 @@ def test_stream_keys_follow_the_configured_name() -> None:
     assert keys.trace_index("abc") == "ansflow:logs:stream:trace:abc"
 
 
+def test_a_record_is_what_it_was_when_logged(stream: RedisHandle) -> None:
+    """The bridge copies the record's values when it is logged: a handler that runs after ours
+    and rewrites the `LogRecord` (as some do, to redact or enrich) changes nothing in the stream."""
+    logger, _, logs = _pipeline(stream)
+
+    class Rewriting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            record.levelname, record.name, record.order_id = "CRITICAL", "rewritten", 0
+            record.added_later = True
+
+    logger.addHandler(Rewriting())
+    logger.warning("order %d held", 7, extra={"order_id": 7})
+    assert logs.force_flush()
+    [entry] = stream.logs()
+    assert (entry.body, entry.severity, entry.scope) == ("order 7 held", "WARN", logger.name)
+    assert entry.attributes == {"order_id": 7}
+
+
 def test_logs_written_during_export_never_reenter(stream: RedisHandle) -> None:
     """What redis-py, urllib3 or the SDK log on the export thread is suppressed, even at DEBUG."""
     logger, _, logs = _pipeline(stream)

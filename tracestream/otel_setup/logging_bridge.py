@@ -45,9 +45,16 @@ def _severity(levelno: int, levelname: str) -> tuple[str, int]:
 
 
 class PendingStdlibRecord:
-    """What the app thread captured."""
+    """What the app thread captured: the record's values, not the `LogRecord` itself.
 
-    __slots__ = ("context", "handler", "message", "observed_ns", "record")
+    A backlog of queued records then costs the garbage collector one object each instead of
+    the record, its `__dict__` and its arguments, which it would walk again and again.
+    """
+
+    __slots__ = (
+        "context", "created", "exc_info", "exc_text", "extras", "function", "handler",
+        "level", "level_name", "line", "logger", "message", "observed_ns", "path",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -57,21 +64,31 @@ class PendingStdlibRecord:
         observed_ns: int,
         handler: OTelHandler,
     ) -> None:
-        self.record = record
         self.message = message
         self.context = context
         self.observed_ns = observed_ns
         self.handler = handler
+        self.created = record.created
+        self.level = record.levelno
+        self.level_name = record.levelname
+        self.logger = record.name
+        self.path = record.pathname
+        self.line = record.lineno
+        self.function = record.funcName
+        self.exc_info = record.exc_info
+        self.exc_text = record.exc_text
+        fields = vars(record)
+        extra = fields.keys() - _RESERVED
+        self.extras = {key: fields[key] for key in extra} if extra else None
 
     def stream_values(
         self, record_id: str, encode_resource: Callable[[Resource], schema.EncodedResource]
     ) -> list[str]:
-        record = self.record
         span_context = get_current_span(self.context).get_span_context()
-        severity_text, severity_number = _severity(record.levelno, record.levelname)
+        severity_text, severity_number = _severity(self.level, self.level_name)
         return schema.log_values(
             record_id,
-            int(record.created * 1e9),
+            int(self.created * 1e9),
             self.observed_ns,
             severity_text,
             severity_number,
@@ -80,40 +97,53 @@ class PendingStdlibRecord:
             span_context.trace_id,
             span_context.span_id,
             int(span_context.trace_flags),
-            record.name,
-            schema.code_location(record.pathname, record.lineno, record.funcName),
-            _extra_attributes(record),
-            _exception(record),
+            self.logger,
+            schema.code_location(self.path, self.line, self.function),
+            self._attributes(),
+            self._exception(),
         )
 
     def readable(self) -> ReadableLogRecord:
         """The same record as an OTel SDK object, for exporters other than ours."""
-        record = self.record
-        attributes = _extra_attributes(record)
+        attributes = self._attributes()
         attributes.update(
             {
-                "code.file.path": record.pathname,
-                "code.line.number": record.lineno,
-                "code.function.name": record.funcName,
+                "code.file.path": self.path,
+                "code.line.number": self.line,
+                "code.function.name": self.function,
             }
         )
-        exception = _exception(record)
+        exception = self._exception()
         if exception is not schema.NO_EXCEPTION:
             attributes.update(zip(schema.EXCEPTION_KEYS, exception, strict=True))
         log_record = LogRecord(
-            timestamp=int(record.created * 1e9),
+            timestamp=int(self.created * 1e9),
             observed_timestamp=self.observed_ns,
             context=self.context,
-            severity_text=_severity(record.levelno, record.levelname)[0],
-            severity_number=std_to_otel(record.levelno),
+            severity_text=_severity(self.level, self.level_name)[0],
+            severity_number=std_to_otel(self.level),
             body=self.message,
             attributes=attributes,
         )
         return ReadableLogRecord(
             log_record=log_record,
             resource=self.handler.resource,
-            instrumentation_scope=InstrumentationScope(record.name),
+            instrumentation_scope=InstrumentationScope(self.logger),
         )
+
+    def _attributes(self) -> dict[str, Any]:
+        """`extra=` fields become attributes; values OTel cannot hold become their repr."""
+        extras = self.extras
+        return {key: _attribute_value(value) for key, value in extras.items()} if extras else {}
+
+    def _exception(self) -> tuple[str, str, str]:
+        if self.exc_info and self.exc_info[0] is not None:
+            exc_type, exc_value, _ = self.exc_info
+            stack = "".join(traceback.format_exception(*self.exc_info))
+            return schema.qualified_name(exc_type), _safe_str(exc_value), stack
+        if self.exc_text:
+            return "", "", self.exc_text
+        return schema.NO_EXCEPTION
 
 
 class OTelHandler(logging.Handler):
@@ -163,12 +193,6 @@ def _message(record: logging.LogRecord) -> str:
         )
 
 
-def _extra_attributes(record: logging.LogRecord) -> dict[str, Any]:
-    """`extra=` fields become attributes; values OTel cannot hold become their repr."""
-    fields = vars(record)
-    return {key: _attribute_value(fields[key]) for key in fields.keys() - _RESERVED}
-
-
 def _attribute_value(value: object) -> object:
     if isinstance(value, (str, bool, int, float, list, tuple, dict)) or value is None:
         return value
@@ -180,13 +204,3 @@ def _safe_str(value: object) -> str:
         return str(value)
     except Exception:
         return schema.safe_repr(value)
-
-
-def _exception(record: logging.LogRecord) -> tuple[str, str, str]:
-    if record.exc_info and record.exc_info[0] is not None:
-        exc_type, exc_value, _ = record.exc_info
-        stack = "".join(traceback.format_exception(*record.exc_info))
-        return schema.qualified_name(exc_type), _safe_str(exc_value), stack
-    if record.exc_text:
-        return "", "", record.exc_text
-    return schema.NO_EXCEPTION
