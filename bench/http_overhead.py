@@ -11,7 +11,7 @@ Every contender is a fresh server process (uvicorn for FastAPI, gunicorn's sync 
 Django, one worker each) driven by the same keep-alive load generator, in rounds that
 alternate the contenders, so their ratios are comparable on a noisy machine.
 
-Run: .venv/bin/python bench/http_overhead.py [--seconds 4] [--rounds 2] [--connections 8]
+Run: .venv/bin/python bench/http_overhead.py [--seconds 4] [--rounds 3] [--connections 8]
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def run(seconds: float, rounds: int, connections: int) -> dict[tuple[str, str], 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--serve", choices=("fastapi",), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
