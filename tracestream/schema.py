@@ -432,7 +432,9 @@ def otel_log_values(
     log = record.log_record
     number = log.severity_number
     scope = record.instrumentation_scope
-    return semconv_log_values(
+    attributes = dict(log.attributes or {})
+    code, exception = take_code_and_exception(attributes)
+    return log_values(
         record_id,
         log.timestamp or log.observed_timestamp or 0,
         log.observed_timestamp or 0,
@@ -444,43 +446,17 @@ def otel_log_values(
         log.span_id or 0,
         int(log.trace_flags or 0),
         scope.name if scope else "",
-        dict(log.attributes or {}),
-    )
-
-
-def semconv_log_values(
-    record_id: str,
-    timestamp_ns: int,
-    observed_ns: int,
-    severity: str,
-    severity_number: int,
-    body: object,
-    resource: EncodedResource,
-    trace_id: int,
-    span_id: int,
-    trace_flags: int,
-    scope: str,
-    attributes: dict[str, Any],
-) -> list[str]:
-    """A record whose code location and exception travel as semconv attributes (taken out of `attributes`)."""
-    exception = tuple(str(attributes.pop(key, "")) for key in EXCEPTION_KEYS)
-    code = code_location(*(_pop_first(attributes, names) for names in _CODE_KEYS))
-    return log_values(
-        record_id,
-        timestamp_ns,
-        observed_ns,
-        severity,
-        severity_number,
-        body,
-        resource,
-        trace_id,
-        span_id,
-        trace_flags,
-        scope,
         code,
         attributes,
-        exception,  # type: ignore[arg-type]
+        exception,
     )
+
+
+def take_code_and_exception(attributes: dict[str, Any]) -> tuple[str, tuple[str, str, str]]:
+    """Code location and exception out of semconv attributes, which then no longer hold them."""
+    exception_type, message, stacktrace = (str(attributes.pop(key, "")) for key in EXCEPTION_KEYS)
+    code = code_location(*(_pop_first(attributes, names) for names in _CODE_KEYS))
+    return code, (exception_type, message, stacktrace)
 
 
 def _pop_first(attributes: dict[str, Any], names: tuple[str, str]) -> Any:

@@ -125,7 +125,9 @@ class PendingRecord:
         self, record_id: str, encode_resource: Callable[[Resource], schema.EncodedResource]
     ) -> list[str]:
         span_context = get_current_span(self.context).get_span_context()
-        return schema.semconv_log_values(
+        attributes = self._attributes()
+        code, exception = schema.take_code_and_exception(attributes)
+        return schema.log_values(
             record_id,
             self.timestamp_ns,
             self.timestamp_ns,
@@ -137,7 +139,9 @@ class PendingRecord:
             span_context.span_id,
             int(span_context.trace_flags),
             self.scope,
-            self._attributes(),
+            code,
+            attributes,
+            exception,
         )
 
     def readable(self) -> ReadableLogRecord:
