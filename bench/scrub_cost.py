@@ -1,0 +1,43 @@
+"""Secret scrubbing cost per log line, at first sight and once the text has been seen.
+
+The lines are tests/corpus/ordinary.txt (clean lines, some mentioning trigger words such as
+`session`, `token_count` or a URL, so those run their rules). For first sight each line is
+made unique with a suffix; for "seen before" the same lines come round again.
+
+Run: .venv/bin/python bench/scrub_cost.py [--repeat 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tracestream.scrubbing import Scrubber
+
+CORPUS = Path(__file__).resolve().parent.parent / "tests" / "corpus" / "ordinary.txt"
+
+
+def per_line(scrubber: Scrubber, texts: list[str]) -> float:
+    started = time.perf_counter()
+    for text in texts:
+        scrubber.scrub_text(text)
+    return (time.perf_counter() - started) / len(texts) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--repeat", type=int, default=200)
+    args = parser.parse_args()
+    lines = [line for line in CORPUS.read_text().splitlines() if line and not line.startswith("#")]
+    scrubber = Scrubber()
+    first = per_line(scrubber, [f"{line} #{i}" for i in range(args.repeat) for line in lines])
+    again = per_line(scrubber, lines * args.repeat)
+    print(f"$ python bench/scrub_cost.py {' '.join(sys.argv[1:])}".rstrip())
+    print(f"  {len(lines)} ordinary lines x {args.repeat}: first sight {first:.2f} us per line,", end=" ")
+    print(f"seen before {again:.2f} us")
+
+
+if __name__ == "__main__":
+    main()
