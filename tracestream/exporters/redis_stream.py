@@ -116,6 +116,7 @@ ROWS_PER_CALL = 512
 REGISTER_EVERY_S = 60.0
 
 Item = TypeVar("Item")
+ScriptCall = list[str | int | bytes]  # the keys, then the arguments, of one script call
 
 
 class ResourceCache:
@@ -227,29 +228,38 @@ class StreamWriter(Generic[Item]):
 
         The calls are plain EVALSHAs: a pipeline of registered scripts would ask SCRIPT EXISTS
         first, one more round trip per batch. A server without the script (restarted, or a
-        promoted replica) answers NOSCRIPT to every call; it is loaded and the batch sent again.
+        promoted replica) answers NOSCRIPT; it is loaded and only those calls are sent again
+        (another process may have loaded it halfway through ours).
         """
         if self._keyspace.cluster:
             self._register(client, keys.logs)
         script_keys = [self._stream_of(keys)]
         if self._digest:
             script_keys += [keys.digest, keys.digest_sizes, keys.digest_lines]
-        calls = [
+        calls: list[ScriptCall] = [
             [*script_keys, *self._script_args(keys, rows[start : start + ROWS_PER_CALL])]
             for start in range(0, len(rows), ROWS_PER_CALL)
         ]
         node = node_for(client, keys.logs)
-        try:
-            self._call_script(node, len(script_keys), calls)
-        except NoScriptError:
+        missing = self._call_script(node, len(script_keys), calls)
+        if missing:
             node.script_load(_APPEND_SCRIPT)
-            self._call_script(node, len(script_keys), calls)
+            if self._call_script(node, len(script_keys), missing):
+                raise NoScriptError("the append script is missing right after SCRIPT LOAD")
 
-    def _call_script(self, node: redis.Redis, key_count: int, calls: list[list[str | int | bytes]]) -> None:
+    def _call_script(self, node: redis.Redis, key_count: int, calls: list[ScriptCall]) -> list[ScriptCall]:
+        """One round trip; returns the calls the server could not run for want of the script."""
         pipe = node.pipeline(transaction=False)
         for arguments in calls:
             pipe.evalsha(self._script_sha, key_count, *arguments)
-        pipe.execute()
+        results = pipe.execute(raise_on_error=False)
+        missing = []
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, NoScriptError):
+                missing.append(call)
+            elif isinstance(result, Exception):
+                raise result
+        return missing
 
     def _register(self, client: Client, shard: str) -> None:
         """Readers find shards in the registry: added before the shard's first rows, then now and then.
