@@ -78,8 +78,8 @@ class PendingStdlibRecord:
         self.exc_info = record.exc_info
         self.exc_text = record.exc_text
         fields = vars(record)
-        extra = fields.keys() - _RESERVED
-        self.extras = {key: fields[key] for key in extra} if extra else None
+        plain = fields.keys() <= _RESERVED  # the common case, told without building a set
+        self.extras = None if plain else {key: fields[key] for key in fields.keys() - _RESERVED}
 
     def stream_values(
         self, record_id: str, encode_resource: Callable[[Resource], schema.EncodedResource]
