@@ -7,6 +7,7 @@ arguments, so they read their settings from the environment.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -109,6 +110,9 @@ end
 return #rows
 """
 
+# What EVALSHA names the script by, as Redis computes it.
+_APPEND_SHA = hashlib.sha1(_APPEND_SCRIPT.encode()).hexdigest()
+
 # Rows per script call: large batches share one round trip, yet Redis is never blocked long.
 ROWS_PER_CALL = 512
 # A writer adds its shard to the registry again this often: a failover to a replica the SADD
@@ -176,7 +180,6 @@ class StreamWriter(Generic[Item]):
         self._client = ProcessLocalClient(
             settings.redis_url, settings.redis_timeout, Tls.of(settings), cluster=settings.redis_cluster
         )
-        self._script_sha = redis.Redis().register_script(_APPEND_SCRIPT).sha
         self._registered: dict[str, float] = {}  # shard -> when this process last added it to the registry
         self._failing = threading.Event()
 
@@ -251,7 +254,7 @@ class StreamWriter(Generic[Item]):
         """One round trip; returns the calls the server could not run for want of the script."""
         pipe = node.pipeline(transaction=False)
         for arguments in calls:
-            pipe.evalsha(self._script_sha, key_count, *arguments)
+            pipe.evalsha(_APPEND_SHA, key_count, *arguments)
         results = pipe.execute(raise_on_error=False)
         missing = []
         for call, result in zip(calls, results, strict=True):
