@@ -83,7 +83,7 @@ class RecordWriter:
             timestamp=time_ns(),
             context=context,
             severity_number=severity,
-            severity_text=_TEXT.get(severity, severity.name),
+            severity_text=_severity_text(severity),
             body=body,
             attributes=attributes,
         )
@@ -131,7 +131,7 @@ class PendingRecord:
             record_id,
             self.timestamp_ns,
             self.timestamp_ns,
-            _TEXT.get(self.severity, self.severity.name),
+            _severity_text(self.severity),
             self.severity.value,
             self.body,
             encode_resource(self.provider.resource),
@@ -150,7 +150,7 @@ class PendingRecord:
             timestamp=self.timestamp_ns,
             observed_timestamp=self.timestamp_ns,
             context=self.context,
-            severity_text=_TEXT.get(self.severity, self.severity.name),
+            severity_text=_severity_text(self.severity),
             severity_number=self.severity,
             body=self.body,
             attributes=self._attributes(),
@@ -160,6 +160,10 @@ class PendingRecord:
             resource=self.provider.resource,
             instrumentation_scope=InstrumentationScope(self.scope),
         )
+
+
+def _severity_text(severity: SeverityNumber) -> str:
+    return _TEXT.get(severity, severity.name)
 
 
 def exception_fields(error: BaseException) -> tuple[str, str, str]:
