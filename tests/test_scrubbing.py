@@ -402,6 +402,35 @@ def test_scrub_text_never_raises_and_is_idempotent(text: str) -> None:
     assert SCRUBBER.scrub_text(once) == once
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_TEXTS, max_size=12))
+def test_scrub_texts_equals_scrub_text_of_each(texts: list[str]) -> None:
+    """The batch screens its texts joined; each result must still be what the text alone gives."""
+    assert SCRUBBER.scrub_texts(texts) == [SCRUBBER.scrub_text(text) for text in texts]
+
+
+def test_scrub_texts_finds_every_corpus_secret_among_ordinary_lines() -> None:
+    secret_lines = [row[0] for row in SECRET_ROWS]
+    # every secret line sits between ordinary ones, some of which lowercase to longer text (İ)
+    texts = [text for line in secret_lines for text in ("İstanbul order 7", line, "\0nothing\0")] + ORDINARY
+    expected = [SCRUBBER.scrub_text(text) for text in texts]
+    assert Scrubber().scrub_texts(texts) == expected
+    assert all(REDACTED in out for out in expected[1 : 3 * len(secret_lines) : 3])
+
+
+def test_scrub_texts_with_custom_rules_and_lying_strings() -> None:
+    """A custom pattern has no screen, so every text gets the rules; a str subclass is read as plain text."""
+    scrubber = Scrubber(ScrubRules(extra_patterns=(r"ACME-[0-9]{6}",)))
+
+    class Lying(str):
+        def lower(self) -> str:  # type: ignore[override]
+            return "nothing to see"
+
+    texts = ["key ACME-123456", "plain", Lying("password=hunter2")]
+    assert scrubber.scrub_texts(texts) == [f"key {REDACTED}", "plain", f"password={REDACTED}"]
+    assert SCRUBBER.scrub_texts([Lying("password=hunter2")]) == [f"password={REDACTED}"]
+
+
 @settings(max_examples=200, deadline=None)
 @given(_TEXTS)
 def test_findings_are_sorted_disjoint_and_in_bounds(text: str) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterator, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 from typing import Protocol
 
 __all__ = ["REDACTED", "Finding", "ScrubRules", "Scrubber"]
@@ -393,6 +395,10 @@ class Scrubber:
         # that have no trigger words can match.
         triggers = {t for rule in self._rules for t in rule.triggers}
         self._gate = re.compile(_literal_trie(_minimal(triggers)))
+        # A text none of these finds in is clean; None when a rule without a screen must see all.
+        screens = [screen for _, screen in self._untriggered if screen is not None]
+        unscreened = len(screens) < len(self._untriggered)
+        self._batch_screens = None if unscreened else (self._gate, *screens)
         self._clean: set[str] = set()
 
     def findings(self, text: str) -> list[Finding]:
@@ -436,6 +442,30 @@ class Scrubber:
                 break
             text = scrubbed
         return text
+
+    def scrub_texts(self, texts: Sequence[str]) -> list[str]:
+        """`scrub_text` of each text. The screens run once over all of them joined, which costs
+        a fraction of a scan per text; only the texts they flag get the rules."""
+        plain = [text if type(text) is str else str.__str__(text) for text in texts]
+        suspects = self._suspects(plain)
+        return [self.scrub_text(text) if i in suspects else text for i, text in enumerate(plain)]
+
+    def _suspects(self, texts: list[str]) -> range | set[int]:
+        """Indices of the texts a screen matches in. Screens are unanchored, so whatever one
+        matches in a text alone it matches, or overlaps, in the joined text; every text a
+        match touches is flagged."""
+        screens = self._batch_screens
+        if screens is None:
+            return range(len(texts))
+        lowered = [text.lower() for text in texts]
+        joined = "\0".join(lowered)
+        ends = list(accumulate(len(text) + 1 for text in lowered))  # text i ends before ends[i]
+        suspects: set[int] = set()
+        for screen in screens:
+            for match in screen.finditer(joined):
+                first = bisect_right(ends, match.start())
+                suspects.update(range(first, bisect_right(ends, max(match.start(), match.end() - 1)) + 1))
+        return suspects
 
     def scrub_value(self, key: str, value: object) -> object:
         """Key-aware scrub of one attribute or body value; fails closed (REDACTED) rather than raise."""
