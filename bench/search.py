@@ -112,34 +112,26 @@ def log_rows(count: int, traces: list[tuple[int, int]], rng: random.Random) -> l
     return rows
 
 
-def span_rows(
-    traces: list[tuple[int, int]], writer_encode: Callable[[ReadableSpan], list[str]]
-) -> list[list[str]]:
+def spans_of(traces: list[tuple[int, int]]) -> list[ReadableSpan]:
     """A server span and one client child per trace."""
-    rows = []
+    spans = []
     start = time.time_ns()
     by_service = resources()
     for n, (trace_id, span_id) in enumerate(traces):
         resource = by_service[SERVICES[n % len(SERVICES)]][0]
         root = SpanContext(trace_id, span_id, is_remote=False)
         child = SpanContext(trace_id, span_id + 1, is_remote=False)
-        rows.append(
-            writer_encode(
-                ReadableSpan(
-                    "GET /items/{item_id}", root, None, resource=resource, kind=SpanKind.SERVER,
-                    start_time=start, end_time=start + 5_000_000,
-                )
-            )
-        )  # fmt: skip
-        rows.append(
-            writer_encode(
-                ReadableSpan(
-                    "SELECT orders", child, root, resource=resource, kind=SpanKind.CLIENT,
-                    start_time=start + 1_000_000, end_time=start + 3_000_000,
-                )
-            )
-        )  # fmt: skip
-    return rows
+        spans += [
+            ReadableSpan(
+                "GET /items/{item_id}", root, None, resource=resource, kind=SpanKind.SERVER,
+                start_time=start, end_time=start + 5_000_000,
+            ),
+            ReadableSpan(
+                "SELECT orders", child, root, resource=resource, kind=SpanKind.CLIENT,
+                start_time=start + 1_000_000, end_time=start + 3_000_000,
+            ),
+        ]  # fmt: skip
+    return spans
 
 
 def load(url: str, records: int, trace_count: int) -> list[int]:
@@ -152,7 +144,7 @@ def load(url: str, records: int, trace_count: int) -> list[int]:
     rows = log_rows(records, traces, rng)
     for start in range(0, len(rows), 8192):
         assert logs.write_rows(rows[start : start + 8192])
-    span_list = span_rows(traces, spans.encode)
+    span_list = spans.encode(spans_of(traces))
     for start in range(0, len(span_list), 8192):
         assert spans.write_rows(span_list[start : start + 8192])
     return [trace_id for trace_id, _ in traces]

@@ -115,6 +115,10 @@ def _queue_of_tens(
     return BatchQueue("unit", export, batch, **options)
 
 
+def _ints(items: list[Any]) -> list[int]:
+    return [int(item) for item in items]
+
+
 def test_queue_keeps_order_through_failures_and_counts_drops() -> None:
     delivered: list[int] = []
     healthy = False
@@ -153,7 +157,7 @@ def test_failures_seen_while_the_next_batch_is_encoded_keep_order(tmp_path: Path
         return True
 
     spool = Spool(process_directory(tmp_path), "unit", max_bytes=1_000_000)
-    queue = _queue_of_tens(export, schedule_delay=60, max_queue_size=1000, encode=int, spool=spool)
+    queue = _queue_of_tens(export, schedule_delay=60, max_queue_size=1000, encode=_ints, spool=spool)
     for i in range(200):
         queue.put(i)
     wait_for(lambda: queue.flush(timeout=1), what="every batch delivered")
@@ -190,7 +194,7 @@ def test_a_batch_is_one_round_trip_of_script_calls_and_survives_a_script_flush(s
     the script (restarted, promoted replica) gets it loaded and the batch exactly once."""
     settings = Settings.load(environ={}, redis_url=stream.url, stream=stream.stream)
     writer = RedisStreamLogExporter(settings).writer
-    rows = [writer.encode(_record(f"record {i}")) for i in range(1200)]
+    rows = writer.encode([_record(f"record {i}") for i in range(1200)])
     with stream.client() as client:
         client.script_flush()
         client.config_resetstat()

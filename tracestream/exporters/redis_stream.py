@@ -183,13 +183,14 @@ class StreamWriter(Generic[Item]):
         self._registered: dict[str, float] = {}  # shard -> when this process last added it to the registry
         self._failing = threading.Event()
 
-    def encode(self, item: Item) -> list[str]:
-        """One entry's values in schema order, within the size limits; runs on the export worker."""
-        return self._shaper.shape(self._encode(item, self._ids.next(), self._resources))
+    def encode(self, items: Sequence[Item]) -> list[list[str]]:
+        """Entries' values in schema order, within the size limits; runs on the export worker."""
+        ids, resources = self._ids, self._resources
+        return self._shaper.shape_rows([self._encode(item, ids.next(), resources) for item in items])
 
     def write(self, items: Sequence[Item]) -> bool:
         """Append a batch; False (never an exception) when Redis did not take it."""
-        return self.write_rows([self.encode(item) for item in items])
+        return self.write_rows(self.encode(items))
 
     def write_rows(self, rows: Sequence[list[str]]) -> bool:
         """Append encoded rows; False (never an exception) when Redis did not take them all.

@@ -57,23 +57,24 @@ class RowShaper:
         # (as encoded, as shaped): every row of a process carries the same resource string.
         self._resource = ("", "")
         scrubber = scrubber_for(settings)
-        self._text_filter: Callable[[str], str] | None = None
+        self._texts_filter: Callable[[list[str]], list[str]] | None = None
         self._value_filter: Callable[[str, object], object] | None = None
         if scrubber is not None:
-            self._text_filter = scrubber.scrub_text
+            # Texts of a whole batch are screened together (`Scrubber.scrub_texts`).
+            self._texts_filter = scrubber.scrub_texts
             # Attribute maps, event lists and resources are scrubbed whole: key-aware, nested too.
             self._value_filter = scrubber.scrub_value
 
-    def shape(self, row: list[str]) -> list[str]:
-        for position in self._text_positions:
-            row[position] = self._text(row[position])
-        for position in self._json_positions:
-            row[position] = self._json_text(row[position])
-        resource = row[self._resource_position]
-        if resource != self._resource[0]:
-            self._resource = (resource, self._json_text(resource))
-        row[self._resource_position] = self._resource[1]
-        return row
+    def shape_rows(self, rows: list[list[str]]) -> list[list[str]]:
+        self._texts(rows)
+        for row in rows:
+            for position in self._json_positions:
+                row[position] = self._json_text(row[position])
+            resource = row[self._resource_position]
+            if resource != self._resource[0]:
+                self._resource = (resource, self._json_text(resource))
+            row[self._resource_position] = self._resource[1]
+        return rows
 
     def _json_text(self, value: str) -> str:
         """A JSON field scrubbed (key-aware, nested values included) and limited."""
@@ -84,18 +85,28 @@ class RowShaper:
             loaded = self._value_filter("", loaded)
         return schema.dump_json(self._json(loaded, 0))
 
-    def _text(self, text: str) -> str:
-        if not text:
-            return text
-        text_filter = self._text_filter
-        if text_filter is None:
-            return truncate(text, self._text_limit)
-        # Filter a little past the limit, so a secret straddling the cut is still recognised.
-        window = self._text_limit + _FILTER_MARGIN
-        filtered = text_filter(text[:window])
-        if len(text) <= window:
-            return truncate(filtered, self._text_limit)
-        return f"{filtered[: self._text_limit]}…[truncated {len(text) - self._text_limit} chars]"
+    def _texts(self, rows: list[list[str]]) -> None:
+        """Every text field of the batch, scrubbed in one call, then cut to the limit."""
+        places = [(row, position) for row in rows for position in self._text_positions if row[position]]
+        if not places:
+            return
+        limit = self._text_limit
+        texts = [row[position] for row, position in places]
+        texts_filter = self._texts_filter
+        if texts_filter is None:
+            shaped = [truncate(text, limit) for text in texts]
+        else:
+            # Filter a little past the limit, so a secret straddling the cut is still recognised.
+            window = limit + _FILTER_MARGIN
+            filtered = texts_filter([text[:window] if len(text) > window else text for text in texts])
+            shaped = [
+                truncate(kept, limit)
+                if len(text) <= window
+                else f"{kept[:limit]}…[truncated {len(text) - limit} chars]"
+                for text, kept in zip(texts, filtered, strict=True)
+            ]
+        for (row, position), text in zip(places, shaped, strict=True):
+            row[position] = text
 
     def _json(self, value: Any, depth: int) -> Any:
         if isinstance(value, str):

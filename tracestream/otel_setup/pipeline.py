@@ -96,7 +96,7 @@ class Sender:
 class BatchQueue(Generic[T]):
     """A bounded queue with one worker thread that hands batches to `export`.
 
-    With `encode`, items are turned into JSON-able rows on the worker before `export`
+    With `encode`, batches of items are turned into JSON-able rows on the worker before `export`
     sees them, which is what lets a failed batch be spooled and replayed unchanged (same
     record ids, so readers can drop the duplicates an ambiguous failure may leave).
     """
@@ -107,7 +107,7 @@ class BatchQueue(Generic[T]):
         export: Callable[[Sequence[Any]], bool],
         batch: BatchSettings,
         *,
-        encode: Callable[[T], Any] | None = None,
+        encode: Callable[[list[T]], list[Any]] | None = None,
         spool: Spool | None = None,
         report: StatusReport | None = None,
     ) -> None:
@@ -249,16 +249,16 @@ class BatchQueue(Generic[T]):
         if encode is None:
             return items
         try:
-            return [encode(item) for item in items]
+            return encode(items)
         except Exception:
             return self._encode_each(encode, items)
 
-    def _encode_each(self, encode: Callable[[T], Any], items: list[T]) -> list[Any]:
+    def _encode_each(self, encode: Callable[[list[T]], list[Any]], items: list[T]) -> list[Any]:
         """The slow path: find the records that cannot be encoded, count and drop only those."""
         rows = []
         for item in items:
             try:
-                rows.append(encode(item))
+                rows += encode([item])
             except Exception as error:
                 if not self.counters.dropped_invalid:
                     internal_logger.warning("%s: cannot encode a record, dropped: %r", self.name, error)
