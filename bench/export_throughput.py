@@ -147,6 +147,17 @@ def child(name: str, url: str, count: int) -> None:
     )
 
 
+def _round_trip_us(url: str) -> float:
+    """The loopback round trip of this machine: ratios against c move with it from run to run."""
+    client = redis.Redis.from_url(url)
+    times = []
+    for _ in range(2000):
+        start = time.perf_counter()
+        client.ping()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -177,6 +188,8 @@ def main() -> None:
                 ).stdout
                 results[name].append(json.loads(out.strip().splitlines()[-1]))
 
+        round_trip_us = _round_trip_us(server.url)
+
     summary = {
         name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()
     }
@@ -188,6 +201,7 @@ def main() -> None:
             f"  {name}) {label:42s} {s['records_per_s']:>10,.0f} rec/s   delivered {s['delivered']:>8,.0f}"
             f"   logger.info median {s['median_us']:.1f} us  p99 {s['p99_us']:.1f} us"
         )
+    print(f"  machine: Redis PING round trip {round_trip_us:.0f} us, median of 2000 (c pays one per record)")
     a, b, c = (summary[n]["records_per_s"] for n in "abc")
     print(f"  a/c = {a / c:.1f}  (target >= 10)")
     print(f"  a/b = {a / b:.2f}  (target >= 1.0)")
