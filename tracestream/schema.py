@@ -419,7 +419,7 @@ def log_values(
         str(trace_flags),
         scope,
         code,
-        dump_json(attributes),
+        dump_json(attributes) if attributes else "{}",
         resource.json,
         *exception,
     ]
