@@ -237,6 +237,27 @@ def test_a_record_is_what_it_was_when_logged(stream: RedisHandle) -> None:
     assert entry.attributes == {"order_id": 7}
 
 
+def test_code_location_from_a_filter_that_sets_odd_values(stream: RedisHandle) -> None:
+    """Call sites are laid out once and remembered; a value that cannot be remembered still is laid out."""
+    logger, _, logs = _pipeline(stream)
+
+    class OddFunction(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.funcName = ["handler", "step"]  # type: ignore[assignment]
+            return True
+
+    for _ in range(2):  # one call site: laid out, then remembered
+        logger.info("plain")
+    logger.addFilter(OddFunction())
+    logger.info("odd")
+    assert logs.force_flush()
+    first, again, odd = stream.logs()
+    assert first.code == again.code
+    assert first.code.endswith(" in test_code_location_from_a_filter_that_sets_odd_values")
+    assert odd.code.endswith(" in ['handler', 'step']")
+    assert logs.queue.counters.dropped_invalid == 0
+
+
 def test_logs_written_during_export_never_reenter(stream: RedisHandle) -> None:
     """What redis-py, urllib3 or the SDK log on the export thread is suppressed, even at DEBUG."""
     logger, _, logs = _pipeline(stream)

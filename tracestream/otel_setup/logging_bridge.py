@@ -44,6 +44,19 @@ def _severity(levelno: int, levelname: str) -> tuple[str, int]:
     return _SEVERITY_TEXT.get(levelname, levelname), std_to_otel(levelno).value
 
 
+@functools.lru_cache(maxsize=4096)
+def _cached_code_location(path: str, line: int, function: str | None) -> str:
+    return schema.code_location(path, line, function)
+
+
+def _code_location(path: str, line: int, function: str | None) -> str:
+    """Call sites repeat from record to record, so each is laid out once."""
+    try:
+        return _cached_code_location(path, line, function)
+    except TypeError:  # a filter set an unhashable value: laid out without the cache
+        return schema.code_location(path, line, function)
+
+
 class PendingStdlibRecord:
     """What the app thread captured: the record's values, not the `LogRecord` itself.
 
@@ -98,7 +111,7 @@ class PendingStdlibRecord:
             span_context.span_id,
             int(span_context.trace_flags),
             self.logger,
-            schema.code_location(self.path, self.line, self.function),
+            _code_location(self.path, self.line, self.function),
             self._attributes(),
             self._exception(),
         )
