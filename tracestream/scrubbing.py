@@ -395,17 +395,21 @@ class Scrubber:
         # that have no trigger words can match.
         triggers = {t for rule in self._rules for t in rule.triggers}
         self._gate = re.compile(_literal_trie(_minimal(triggers)))
-        # A text none of these finds in is clean; None when a rule without a screen must see all.
-        screens = [screen for _, screen in self._untriggered if screen is not None]
-        unscreened = len(screens) < len(self._untriggered)
-        self._batch_screens = None if unscreened else (self._gate, *screens)
+        # With the gate, these tell the texts of a batch that need rules (`scrub_texts`); None
+        # when a rule without a screen must see every text.
+        screens = tuple(screen for _, screen in self._untriggered if screen is not None)
+        self._batch_screens = None if len(screens) < len(self._untriggered) else screens
         self._clean: set[str] = set()
 
     def findings(self, text: str) -> list[Finding]:
         """Sorted, disjoint spans that `scrub_text` replaces (first pass); never the secret itself."""
         lowered = text.lower()
+        return self._findings(text, lowered, self._gate.search(lowered) is not None)
+
+    def _findings(self, text: str, lowered: str, gated: bool) -> list[Finding]:
+        """`gated`: the text holds a trigger word, so every rule may apply, not only untriggered ones."""
         raw: list[tuple[int, int, str]] = []
-        for rule, screen in self._screened if self._gate.search(lowered) else self._untriggered:
+        for rule, screen in self._screened if gated else self._untriggered:
             if screen is not None and not screen.search(lowered):
                 continue
             for start, end in rule.spans(text):
@@ -423,14 +427,21 @@ class Scrubber:
         cacheable = len(text) <= CLEAN_CACHE_TEXT
         if cacheable and text in clean:
             return text
+        found = self.findings(text)
+        if found:
+            return self._redact(text, found)
+        if cacheable:
+            if len(clean) >= CLEAN_CACHE_SIZE:
+                clean.clear()
+            clean.add(text)
+        return text
+
+    def _redact(self, text: str, found: list[Finding]) -> str:
         for scan in range(MAX_PASSES):
-            found = self.findings(text)
-            if not found:
-                if scan == 0 and cacheable:
-                    if len(clean) >= CLEAN_CACHE_SIZE:
-                        clean.clear()
-                    clean.add(text)
-                break
+            if scan:
+                found = self.findings(text)
+                if not found:
+                    break
             parts: list[str] = []
             pos = 0
             for finding in found:
@@ -447,25 +458,19 @@ class Scrubber:
         """`scrub_text` of each text. The screens run once over all of them joined, which costs
         a fraction of a scan per text; only the texts they flag get the rules."""
         plain = [text if type(text) is str else str.__str__(text) for text in texts]
-        suspects = self._suspects(plain)
-        return [self.scrub_text(text) if i in suspects else text for i, text in enumerate(plain)]
-
-    def _suspects(self, texts: list[str]) -> range | set[int]:
-        """Indices of the texts a screen matches in. Screens are unanchored, so whatever one
-        matches in a text alone it matches, or overlaps, in the joined text; every text a
-        match touches is flagged."""
         screens = self._batch_screens
         if screens is None:
-            return range(len(texts))
-        lowered = [text.lower() for text in texts]
+            return [self.scrub_text(text) for text in plain]
+        lowered = [text.lower() for text in plain]
         joined = "\0".join(lowered)
         ends = list(accumulate(len(text) + 1 for text in lowered))  # text i ends before ends[i]
-        suspects: set[int] = set()
-        for screen in screens:
-            for match in screen.finditer(joined):
-                first = bisect_right(ends, match.start())
-                suspects.update(range(first, bisect_right(ends, max(match.start(), match.end() - 1)) + 1))
-        return suspects
+        gated = _touched(self._gate, joined, ends)
+        suspects = gated.union(*(_touched(screen, joined, ends) for screen in screens))
+        for i in suspects:
+            found = self._findings(plain[i], lowered[i], i in gated)
+            if found:
+                plain[i] = self._redact(plain[i], found)
+        return plain
 
     def scrub_value(self, key: str, value: object) -> object:
         """Key-aware scrub of one attribute or body value; fails closed (REDACTED) rather than raise."""
@@ -533,6 +538,20 @@ class Scrubber:
 
     def _allowed(self, candidate: str) -> bool:
         return any(pattern.fullmatch(candidate) for pattern in self._allowed_values)
+
+
+def _touched(screen: re.Pattern[str], joined: str, ends: list[int]) -> set[int]:
+    """Indices of the joined texts `screen` matches in; after a match the search goes on from the
+    next text. Screens are unanchored, so whatever one matches in a text alone it matches, or
+    overlaps, in the joined text; every text a match touches is included."""
+    touched: set[int] = set()
+    pos = 0
+    while pos <= len(joined) and (match := screen.search(joined, pos)) is not None:
+        first = bisect_right(ends, match.start())
+        last = bisect_right(ends, max(match.start(), match.end() - 1))
+        touched.update(range(first, last + 1))
+        pos = ends[last]  # where the text after the last one touched begins
+    return touched
 
 
 def _merge(text: str, raw: list[tuple[int, int, str]]) -> list[Finding]:
