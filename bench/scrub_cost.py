@@ -4,6 +4,8 @@ The lines are tests/corpus/ordinary.txt (clean lines, some mentioning trigger wo
 `session`, `token_count` or a URL, so those run their rules). For first sight each line is
 made unique with a suffix; for "seen before" the same lines come round again. "In batches"
 is first sight through `scrub_texts`, 4096 lines a call, as the export worker scrubs them.
+The last line does the same for plain lines without trigger words, as most log lines are
+(`order 17 shipped to warehouse-3`, each unique).
 
 Run: .venv/bin/python bench/scrub_cost.py [--repeat 200]
 """
@@ -46,6 +48,9 @@ def main() -> None:
     print(f"$ python bench/scrub_cost.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"  {len(lines)} ordinary lines x {args.repeat}: first sight {first:.2f} us per line,", end=" ")
     print(f"seen before {again:.2f} us, first sight in batches {batched:.2f} us")
+    plain = [f"order {i} shipped to warehouse-{i % 7}" for i in range(len(lines) * args.repeat)]
+    alone, together = per_line(Scrubber(), plain), per_line_in_batches(Scrubber(), plain)
+    print(f"  {len(plain)} plain lines: first sight {alone:.2f} us per line, in batches {together:.2f} us")
 
 
 if __name__ == "__main__":
