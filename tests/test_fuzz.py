@@ -333,11 +333,16 @@ def test_hostile_text_as_a_loguru_message_reaches_redis(pipeline: Pipeline, kind
     assert fields["body"] in (str(HOSTILE[kind]), "\\ud800 lone \\udfff")  # surrogates escaped
 
 
-def test_a_broken_exception_keeps_its_type_and_stacktrace(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("route", ["stdlib", "structlog"])
+def test_a_broken_exception_keeps_its_type_and_stacktrace(pipeline: Pipeline, route: str) -> None:
+    """Every route writes what the stacktrace's last line shows in place of the message."""
     try:
         raise BrokenException()
     except BrokenException:
-        _structlog_direct.exception("failed")
+        if route == "stdlib":
+            pipeline.logger.exception("failed")
+        else:
+            _structlog_direct.exception("failed")
     assert pipeline.logs.force_flush(10_000)
     with pipeline.handle.client() as client:
         ((_, fields),) = client.xrevrange(pipeline.handle.stream, count=1)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import traceback
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import count
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -168,6 +170,19 @@ def safe_repr(value: object) -> str:
         return repr(value)
     except Exception:  # raised by it, or a non-str result
         return f"<unrepresentable {type(value).__qualname__}>"
+
+
+def exception_fields(
+    exc_type: type[BaseException], error: BaseException | None, tb: TracebackType | None
+) -> tuple[str, str, str]:
+    """Type, message and stacktrace of an exception, as `sys.exc_info()` gives it. A broken
+    `__str__` costs only the message, which then reads as the stacktrace's last line does."""
+    try:
+        message = "" if error is None else str(error)
+    except Exception:  # raised by it, or a non-str result
+        message = "<exception str() failed>"
+    stacktrace = "".join(traceback.format_exception(exc_type, error, tb))
+    return qualified_name(exc_type), message, stacktrace
 
 
 def qualified_name(cls: type) -> str:

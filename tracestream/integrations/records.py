@@ -8,7 +8,6 @@ stream even when a framework has rewired the logging tree.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable, Mapping
 from time import time_ns
 from typing import Any
@@ -77,8 +76,7 @@ class RecordWriter:
         context: Context | None,
     ) -> None:
         if exception is not None:
-            # The SDK would call str() on it, which may raise into the application.
-            attributes.update(zip(schema.EXCEPTION_KEYS, exception_fields(exception), strict=True))
+            attributes.update(_exception_attributes(exception))
         _logs.get_logger(self._scope).emit(
             timestamp=time_ns(),
             context=context,
@@ -118,7 +116,7 @@ class PendingRecord:
     def _attributes(self) -> dict[str, Any]:
         attributes = dict(self.attributes)
         if self.exception is not None:
-            attributes.update(zip(schema.EXCEPTION_KEYS, exception_fields(self.exception), strict=True))
+            attributes.update(_exception_attributes(self.exception))
         return attributes
 
     def stream_values(
@@ -166,14 +164,10 @@ def _severity_text(severity: SeverityNumber) -> str:
     return _TEXT.get(severity, severity.name)
 
 
-def exception_fields(error: BaseException) -> tuple[str, str, str]:
-    """Type, message and stacktrace; a broken `__str__` costs only the message."""
-    try:
-        message = str(error)
-    except Exception:  # raised by it, or a non-str result
-        message = "<exception str() failed>"
-    stacktrace = "".join(traceback.format_exception(error))
-    return schema.qualified_name(type(error)), message, stacktrace
+def _exception_attributes(error: BaseException) -> dict[str, str]:
+    """`exception.*` attributes that never raise: the SDK's own would call str() on the exception."""
+    fields = schema.exception_fields(type(error), error, error.__traceback__)
+    return dict(zip(schema.EXCEPTION_KEYS, fields, strict=True))
 
 
 Predicate = Callable[[logging.LogRecord], bool]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import traceback
 from collections.abc import Callable, Sequence
 from time import time_ns
 from typing import Any
@@ -151,9 +150,7 @@ class PendingStdlibRecord:
 
     def _exception(self) -> tuple[str, str, str]:
         if self.exc_info and self.exc_info[0] is not None:
-            exc_type, exc_value, _ = self.exc_info
-            stack = "".join(traceback.format_exception(*self.exc_info))
-            return schema.qualified_name(exc_type), _safe_str(exc_value), stack
+            return schema.exception_fields(*self.exc_info)
         if self.exc_text:
             return "", "", self.exc_text
         return schema.NO_EXCEPTION
@@ -210,10 +207,3 @@ def _attribute_value(value: object) -> object:
     if isinstance(value, (str, bool, int, float, list, tuple, dict)) or value is None:
         return value
     return schema.safe_repr(value)
-
-
-def _safe_str(value: object) -> str:
-    try:
-        return str(value)
-    except Exception:
-        return schema.safe_repr(value)
