@@ -119,6 +119,25 @@ def _ints(items: list[Any]) -> list[int]:
     return [int(item) for item in items]
 
 
+def test_shutdown_sees_the_worker_out_before_returning() -> None:
+    """At exit daemon threads freeze where they stand; a worker frozen inside redis-py holds its
+    pool's lock and hangs the interpreter on a client's __del__. After shutdown the worker is
+    gone and did nothing more (no status report, no export)."""
+    exported: list[int] = []
+    reports: list[dict[str, int]] = []
+
+    def export(batch: list[int]) -> bool:
+        exported.extend(batch)
+        return True
+
+    queue = _queue_of_tens(export, schedule_delay=60, max_queue_size=100, report=reports.append)
+    queue.put(1)
+    assert queue.shutdown(5)
+    worker = queue._thread
+    assert worker is not None and not worker.is_alive()
+    assert exported == [1] and reports == []
+
+
 def test_queue_keeps_order_through_failures_and_counts_drops() -> None:
     delivered: list[int] = []
     healthy = False

@@ -32,6 +32,7 @@ from tracestream.spool import Spool
 T = TypeVar("T")
 
 _MAX_BACKOFF = 5.0
+_JOIN_TIMEOUT = 5.0
 STATUS_INTERVAL = 5.0
 
 
@@ -157,8 +158,10 @@ class BatchQueue(Generic[T]):
 
     def _run(self) -> None:
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        while not self._shutdown:
+        while True:
             self._wake.wait(self._batch.schedule_delay)
+            if self._shutdown:  # shutdown has flushed; nothing may touch Redis from here on
+                return
             self._wake.clear()
             self._drain(deadline=None)
             if self._report is not None and time.monotonic() >= self._next_report:
@@ -320,6 +323,12 @@ class BatchQueue(Generic[T]):
         flushed = self.flush(timeout)
         self._shutdown = True
         self._wake.set()
+        # At exit the interpreter freezes daemon threads where they stand: one frozen inside
+        # redis-py would hold its connection pool's lock, and a client's __del__ would then
+        # wait for it forever. So the worker is seen out (it may be mid-drain) before we return.
+        worker = self._thread
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(_JOIN_TIMEOUT)
         lost = self._pending()
         if lost:
             self.counters.dropped_at_shutdown += lost
