@@ -14,6 +14,7 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
+from tests.records import RecordWriter
 from tests.support import RedisHandle, wait_for
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
 from tracestream.otel_setup.logging_bridge import OTelHandler
@@ -225,6 +226,21 @@ def test_a_batch_is_one_round_trip_of_script_calls_and_survives_a_script_flush(s
         assert writer.write_rows(rows[600:])
         assert client.info("commandstats")["cmdstat_evalsha"]["calls"] == 2  # 512 + 88 rows
     assert [entry.body for entry in stream.logs()] == [f"record {i}" for i in range(1200)]
+
+
+def test_each_entry_keeps_its_own_resource_and_rows_are_handed_back_unchanged(stream: RedisHandle) -> None:
+    """A script call sends its first row's resource once and the others stand in for it; a row
+    with another resource (a dead process's, replayed from the spool) carries its own. The rows
+    are restored afterwards: a batch Redis did not take is spooled as it is."""
+    records = RecordWriter(stream)
+    rows = [records.row(f"r{i}", service="api" if i % 3 else "old", instance=str(i % 3)) for i in range(600)]
+    before = [list(row) for row in rows]
+    records.write(*rows)  # two script calls: 512 rows led by an "old" one, then 88 led by an "api" one
+    assert rows == before
+    entries = stream.logs()
+    assert [(e.body, e.service, e.resource["service.instance.id"]) for e in entries] == [
+        (f"r{i}", "api" if i % 3 else "old", str(i % 3)) for i in range(600)
+    ]
 
 
 def _record(body: str) -> ReadableLogRecord:
