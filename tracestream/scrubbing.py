@@ -421,8 +421,7 @@ class Scrubber:
         """Replace every finding; repeat while that changes something, because redacting one secret
         can remove the delimiter another rule relied on. Each pass only turns text into markers, so
         this converges; `MAX_PASSES` bounds adversarial input."""
-        if type(text) is not str:  # a subclass may lie about equality: compare plain text
-            text = str.__str__(text)
+        text = _plain(text)
         clean = self._clean
         cacheable = len(text) <= CLEAN_CACHE_TEXT
         if cacheable and text in clean:
@@ -457,7 +456,7 @@ class Scrubber:
     def scrub_texts(self, texts: Sequence[str]) -> list[str]:
         """`scrub_text` of each text. The screens run once over all of them joined, which costs
         a fraction of a scan per text; only the texts they flag get the rules."""
-        plain = [text if type(text) is str else str.__str__(text) for text in texts]
+        plain = [_plain(text) for text in texts]
         screens = self._batch_screens
         if screens is None:
             return [self.scrub_text(text) for text in plain]
@@ -538,6 +537,11 @@ class Scrubber:
 
     def _allowed(self, candidate: str) -> bool:
         return any(pattern.fullmatch(candidate) for pattern in self._allowed_values)
+
+
+def _plain(text: str) -> str:
+    """A str subclass may lie about equality, hashing or lowercasing: rules see plain text."""
+    return text if type(text) is str else str.__str__(text)
 
 
 def _touched(screen: re.Pattern[str], joined: str, ends: list[int]) -> set[int]:
