@@ -293,6 +293,7 @@ class StreamWriter(Generic[Item]):
     def _script_args(self, keys: schema.StreamKeys, rows: Sequence[list[str]]) -> list[str | int | bytes]:
         settings = self.settings
         min_id_ms = int((time.time() - settings.max_age) * 1000) if settings.max_age else 0
+        resource = rows[0][self._resource_pos]  # the call's resource, sent once
         return [
             settings.max_entries,
             min_id_ms,
@@ -301,20 +302,19 @@ class StreamWriter(Generic[Item]):
             self._member_prefix,
             self._trace_pos,
             self._names_json,
-            self._dump_without_resource(rows),
+            self._dump_without(resource, rows),
             self._digest_positions,
             self._resource_pos,
-            rows[0][self._resource_pos],
+            resource,
         ]
 
-    def _dump_without_resource(self, rows: Sequence[list[str]]) -> bytes:
-        """The rows as JSON, "" standing for the first row's resource (the script puts it back).
+    def _dump_without(self, resource: str, rows: Sequence[list[str]]) -> bytes:
+        """The rows as JSON, "" standing for `resource` (the script puts it back).
 
         The rows are lent, not copied: they are restored before anyone else sees them (a batch
         Redis did not take goes to the spool whole).
         """
         position = self._resource_pos
-        resource = rows[0][position]
         lent = [row for row in rows if row[position] == resource]
         for row in lent:
             row[position] = ""
