@@ -7,10 +7,13 @@ CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test lint typecheck pytest bench clean
 
-$(STAMP): pyproject.toml
+# The test environment is set up as the OpenTelemetry docs tell users: the distro, then
+# `opentelemetry-bootstrap -a install` for every library it finds.
+$(STAMP): pyproject.toml tests/env/otel-release.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c tests/env/otel-release.txt -e '.[dev]'
+	$(BIN)/opentelemetry-bootstrap -a install
 	touch $(STAMP)
 
 demo: $(STAMP)
