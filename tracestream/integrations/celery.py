@@ -2,8 +2,6 @@
 
 - The contrib instrumentor injects `traceparent` into the message at publish and
   continues it in `task_prerun`; our receivers run after its own, inside the task span.
-- Celery hijacks the root logger in workers and beat, and its task logger does not
-  propagate: our handler is put back after each of its logging setups.
 - Prefork children end with `os._exit` (always with `worker_max_tasks_per_child`), which
   skips `atexit`: we flush on `worker_process_shutdown`, which the child sends just before.
 """
@@ -20,7 +18,7 @@ from opentelemetry import propagate
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
-from tracestream.integrations.records import RecordWriter, attach, replace_lines
+from tracestream.integrations.records import RecordWriter, replace_lines
 from tracestream.otel_setup.configure import Telemetry, installed
 
 _records = RecordWriter("tracestream.celery")
@@ -109,14 +107,6 @@ def _on_postrun(task_id: str, **_: Any) -> None:
     _started.pop(task_id, None)
 
 
-def _reattach(logger: logging.Logger, **_: Any) -> None:
-    telemetry = installed()
-    if telemetry is not None:
-        attach(telemetry.handler, logger)
-        if logger.level > telemetry.settings.log_level:
-            logger.setLevel(telemetry.settings.log_level)
-
-
 def _flush_child(**_: Any) -> None:
     telemetry = installed()
     if telemetry is not None:
@@ -130,8 +120,6 @@ _RECEIVERS = (
     (signals.task_failure, _on_failure),
     (signals.task_retry, _on_retry),
     (signals.task_postrun, _on_postrun),
-    (signals.after_setup_logger, _reattach),
-    (signals.after_setup_task_logger, _reattach),
     (signals.worker_process_shutdown, _flush_child),
 )
 

@@ -10,7 +10,6 @@ exception, and can add the trace headers to 500 responses too.
 
 from __future__ import annotations
 
-import logging
 from time import perf_counter
 from typing import Any
 
@@ -21,8 +20,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
-from tracestream.integrations.records import attach
-from tracestream.otel_setup.configure import Telemetry, installed
+from tracestream.otel_setup.configure import Telemetry
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.
 _OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}
@@ -97,29 +95,8 @@ def _build_middleware_stack(original: Any) -> Any:
     return build_middleware_stack
 
 
-def _attach_to_uvicorn() -> None:
-    """uvicorn's loggers do not propagate, and its dictConfig replaces their handlers.
-
-    Its startup and error lines go to the stream; `uvicorn.access` does not: the request
-    record replaces it.
-    """
-    try:
-        from uvicorn.config import Config
-    except ImportError:
-        return
-    original = Config.configure_logging
-
-    def configure_logging(self: Config) -> None:
-        original(self)
-        telemetry = installed()
-        if telemetry is not None:
-            attach(telemetry.handler, logging.getLogger("uvicorn"))
-
-    Config.configure_logging = configure_logging  # type: ignore[method-assign]
-
-
 def install(telemetry: Telemetry, name: str = "fastapi") -> None:
-    """Patches once per process; uvicorn's logger gets each configured handler."""
+    """Patches once per process."""
     global _installed
     if not _installed:
         _installed = True
@@ -129,5 +106,3 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
         FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
             FastAPI.build_middleware_stack
         )
-        _attach_to_uvicorn()
-    attach(telemetry.handler, logging.getLogger("uvicorn"))
