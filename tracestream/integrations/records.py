@@ -200,9 +200,3 @@ def replace_lines(handler: logging.Handler, logger_name: str, predicate: Predica
     if not found:
         handler.addFilter(replaced)
     replaced.add(logger_name, predicate)
-
-
-def attach(handler: logging.Handler, logger: logging.Logger) -> None:
-    """For loggers that do not propagate to root (uvicorn's, Celery's task logger)."""
-    if handler not in logger.handlers:
-        logger.addHandler(handler)

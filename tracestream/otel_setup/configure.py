@@ -21,7 +21,7 @@ from tracestream._internal_log import internal_logger
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
 from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
 from tracestream.exporters.shaping import scrubber_for
-from tracestream.otel_setup import shutdown
+from tracestream.otel_setup import log_capture, shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.otel_setup.resource import build_resource, process_resource
@@ -53,7 +53,7 @@ class Telemetry:
         return all(p.force_flush(millis) for p in self.log_processors) and spans_ok
 
     def shutdown(self) -> None:
-        logging.getLogger().removeHandler(self.handler)
+        log_capture.uninstall()
         self.tracer_provider.shutdown()
         self.logger_provider.shutdown()
 
@@ -108,7 +108,7 @@ def _install(settings: Settings) -> Telemetry:
     _follow_forks(tracer_provider, logger_provider)
 
     handler = OTelHandler(logger_provider, log_processors, settings.log_level)
-    _attach_to_root(handler, settings.log_level)
+    _capture_logging(handler, settings)
     queues = [p.queue for p in log_processors] + [p.queue for p in span_processors]
     shutdown.install(queues, settings.shutdown_timeout)
     telemetry = Telemetry(
@@ -188,15 +188,16 @@ def _follow_forks(*providers: TracerProvider | LoggerProvider) -> None:
     os.register_at_fork(after_in_child=update_pid)
 
 
-def _attach_to_root(handler: OTelHandler, level: int) -> None:
-    """Replace any other OTel logging handler on root, so no record is bridged twice."""
+def _capture_logging(handler: OTelHandler, settings: Settings) -> None:
+    """Every stdlib record from now on, whatever the app's handler tree (see log_capture).
+
+    An OTel logging handler already on root would bridge every record a second time.
+    """
     root = logging.getLogger()
     for existing in list(root.handlers):
         if _is_otel_handler(existing):
             root.removeHandler(existing)
-    root.addHandler(handler)
-    if root.level > level:
-        root.setLevel(level)
+    log_capture.install(log_capture.LogCapture(handler, settings.log_level, settings.log_exclude))
     # opentelemetry-instrumentation-logging reads this when it instruments later.
     os.environ["OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION"] = "false"
 

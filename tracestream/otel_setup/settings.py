@@ -200,6 +200,7 @@ _SETTINGS: dict[str, Setting] = {
     "max_age": Setting("TRACESTREAM_MAX_AGE", parse_duration),
     "batch_delay_ms": Setting("TRACESTREAM_BATCH_DELAY_MS", parse_positive_int),
     "log_level": Setting("TRACESTREAM_LOG_LEVEL", parse_log_level),
+    "log_exclude": Setting("TRACESTREAM_LOG_EXCLUDE", parse_names),
     "redis_timeout": Setting("TRACESTREAM_REDIS_TIMEOUT", parse_duration),
     "redis_cluster": Setting("TRACESTREAM_REDIS_CLUSTER", parse_bool),
     "shard_by": Setting("TRACESTREAM_SHARD_BY", parse_shard_by),
@@ -235,6 +236,7 @@ class Settings:
     max_age: float = 7 * 86400.0
     batch_delay_ms: int | None = None
     log_level: int = logging.INFO
+    log_exclude: tuple[str, ...] = ()  # logger names (and their children) kept out of the stream
     redis_timeout: float = 2.0
     redis_cluster: bool = False
     shard_by: str = "none"  # on a cluster, "service" gives each service its own shard

@@ -1,0 +1,79 @@
+"""Apps that own their logging: every record reaches the stream once, and the terminal is unchanged."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from tests.apps.app_logging import SCENARIOS
+from tests.support import ROOT, RedisHandle, wait_for
+
+# The loggers each scenario logs from (tests/apps/app_logging.py).
+LOGGERS = {
+    "dict_config_with_root": ["shop.views"],
+    "dict_config_disabling": ["shop.before", "shop.after"],
+    "non_propagating": ["shop.audit", "shop.views"],
+    "file_config": ["shop.views", "shop.before"],
+    "basic_config_force": ["shop.views"],
+    "no_handlers": ["shop.views"],
+    "handlers_changed_later": ["shop.views"],
+}
+
+
+def _run(handle: RedisHandle, scenario: str, *flags: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.apps.app_logging", scenario, *flags],
+        env=handle.env(OTEL_SERVICE_NAME="app-logging", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def _expected(scenario: str) -> Counter[str]:
+    return Counter(
+        f"app {name} {level}" if level != "failed" else f"app {name} failed"
+        for name in LOGGERS[scenario]
+        for level in ("INFO", "WARNING", "ERROR", "failed")
+    )
+
+
+def test_every_scenario_is_covered() -> None:
+    assert set(LOGGERS) == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", sorted(LOGGERS))
+def test_app_logging_reaches_the_stream_once_and_prints_as_before(stream: RedisHandle, scenario: str) -> None:
+    without = _run(stream, scenario)
+    assert without.returncode == 0, without.stderr
+    assert stream.logs() == []
+
+    with_us = _run(stream, scenario, "--tracestream")
+    assert with_us.returncode == 0, with_us.stderr
+    assert (with_us.stdout, with_us.stderr) == (without.stdout, without.stderr)
+
+    expected = _expected(scenario)
+    entries = wait_for(lambda: len(stream.logs()) >= sum(expected.values()) and stream.logs(), what="records")
+    assert Counter(e.body for e in entries) == expected
+    failed = [e for e in entries if e.body.endswith(" failed")]
+    assert all(e.exception_type == "KeyError" and "missing" in e.exception_stacktrace for e in failed)
+
+
+def test_excluded_loggers_stay_out_of_the_stream_and_still_print(stream: RedisHandle) -> None:
+    done = _run(stream, "non_propagating", "--tracestream", TRACESTREAM_LOG_EXCLUDE="shop.audit")
+    assert done.returncode == 0, done.stderr
+    assert "app shop.audit WARNING" in done.stdout
+    expected = Counter(b for b in _expected("non_propagating").elements() if "shop.audit" not in b)
+    entries = wait_for(lambda: len(stream.logs()) >= 4 and stream.logs(), what="records")
+    assert Counter(e.body for e in entries) == expected
+
+
+def test_the_configured_level_is_the_streams_floor(stream: RedisHandle) -> None:
+    done = _run(stream, "no_handlers", "--tracestream", TRACESTREAM_LOG_LEVEL="ERROR")
+    assert done.returncode == 0, done.stderr
+    entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="records")
+    assert sorted(e.body for e in entries) == ["app shop.views ERROR", "app shop.views failed"]
