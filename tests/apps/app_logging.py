@@ -139,7 +139,7 @@ def main() -> None:
         for level in (logging.INFO, logging.WARNING, logging.ERROR):
             logger.log(level, "app %s %s", logger.name, logging.getLevelName(level))
         try:
-            {}["missing"]  # noqa: B018
+            {}["missing"]
         except KeyError:
             logger.exception("app %s failed", logger.name)
     if telemetry is not None:
