@@ -40,6 +40,15 @@ from tracestream.status import STATUS_TTL, status_key
 # Log batches also append one digest entry (KEYS[2..4]; see docs/stream-schema.md) so a
 # search reads a line per record instead of whole entries. The digest is trimmed with
 # write-only commands, so a producer that may not read its streams can still run this.
+#
+# A retried call stores each record once. A script that fails midway keeps what it wrote,
+# so every key is checked before the first write, and nothing after the XADDs can fail: a
+# trace index key of another type costs only that trace its index (pcall). Redis refuses a
+# script for OOM only at its first write, so a call is stored whole or not at all; but a
+# batch of several calls, or a connection lost after Redis ran them, leaves some stored and
+# the whole batch is sent again. Record ids are a writer's random prefix and a counter that
+# the writer delivers in order, so `<stream>:written:<prefix>` keeps the highest counter
+# stored (ARGV[12..14]) and the rows at or below it are skipped.
 _APPEND_SCRIPT = """
 local stream = KEYS[1]
 local maxlen = tonumber(ARGV[1])
@@ -53,6 +62,46 @@ local rows = cjson.decode(ARGV[8])
 local digest_pos = cjson.decode(ARGV[9])
 local resource_pos = tonumber(ARGV[10]) + 1
 local resource = ARGV[11]
+local rid_pos = tonumber(ARGV[12]) + 1
+local mark_prefix = ARGV[13]
+local mark_ttl = tonumber(ARGV[14])
+local kinds = {'stream', 'stream', 'list', 'string'}
+for k = 1, #KEYS do
+  local kind = redis.call('TYPE', KEYS[k])['ok']
+  if kind ~= 'none' and kind ~= kinds[k] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. kind .. ', not a ' .. kinds[k])
+  end
+end
+if #KEYS > 3 then
+  local lines = redis.call('GET', KEYS[4])
+  if lines and not string.match(lines, '^%d+$') then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[4] .. ' holds a string that is not a count')
+  end
+end
+local stored = {}
+local highest = {}
+local fresh = {}
+for _, row in ipairs(rows) do
+  local rid = row[rid_pos]
+  local counter = #rid > 16 and tonumber(string.sub(rid, 17), 16)
+  if counter then
+    local prefix = string.sub(rid, 1, 16)
+    local mark = stored[prefix]
+    if mark == nil then
+      local found = redis.pcall('GET', mark_prefix .. prefix)
+      mark = type(found) == 'string' and tonumber(found) or -1
+      stored[prefix] = mark
+      highest[prefix] = mark
+    end
+    if counter > mark then
+      fresh[#fresh + 1] = row
+      if counter > highest[prefix] then highest[prefix] = counter end
+    end
+  else
+    fresh[#fresh + 1] = row
+  end
+end
+if #fresh == 0 then return 0 end
 local nfields = #names
 local touched = {}
 local pairs_ = {}
@@ -65,7 +114,7 @@ local function one_line(text)
 end
 for f = 1, nfields do pairs_[2 * f - 1] = names[f] end
 local first_id, id
-for _, row in ipairs(rows) do
+for _, row in ipairs(fresh) do
   if row[resource_pos] == '' then row[resource_pos] = resource end
   for f = 1, nfields do pairs_[2 * f] = row[f] end
   if maxlen > 0 then
@@ -77,8 +126,9 @@ for _, row in ipairs(rows) do
   local trace = row[trace_pos]
   if trace ~= '' then
     local key = index_prefix .. trace
-    redis.call('RPUSH', key, member_prefix .. id)
-    touched[key] = true
+    if touched[key] ~= false then
+      touched[key] = type(redis.pcall('RPUSH', key, member_prefix .. id)) == 'number'
+    end
   end
   if #digest_pos > 0 then
     local v = {}
@@ -87,13 +137,20 @@ for _, row in ipairs(rows) do
       .. '\\t' .. v[3] .. '\\t' .. v[4] .. '\\t' .. v[5]
   end
 end
-for key in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+for prefix, counter in pairs(highest) do
+  if counter > stored[prefix] then
+    redis.call('SET', mark_prefix .. prefix, string.format('%.0f', counter), 'EX', mark_ttl)
+  end
+end
+for key, indexed in pairs(touched) do
+  if indexed then redis.call('EXPIRE', key, ttl) end
+end
 if min_id_ms > 0 then redis.call('XTRIM', stream, 'MINID', '~', min_id_ms) end
-if #lines == 0 then return #rows end
+if #lines == 0 then return #fresh end
 -- The digest entry takes the batch's last record id, so stream ids locate it. It fails
 -- only if the log stream was deleted and recreated behind it: those records then go unindexed.
 local added = redis.pcall('XADD', KEYS[2], id, 'first', first_id, 'n', #lines, 'd', table.concat(lines))
-if type(added) == 'table' and added.err then return #rows end
+if type(added) == 'table' and added.err then return #fresh end
 if min_id_ms > 0 then redis.call('XTRIM', KEYS[2], 'MINID', '~', min_id_ms) end
 if maxlen > 0 then
   redis.call('RPUSH', KEYS[3], #lines .. ' ' .. id)
@@ -102,17 +159,19 @@ if maxlen > 0 then
   while true do
     local oldest = redis.call('LPOP', KEYS[3])
     if not oldest then break end
-    local count, digest_id = string.match(oldest, '^(%d+) (.+)$')
-    if total - tonumber(count) < maxlen then redis.call('LPUSH', KEYS[3], oldest); break end
-    total = redis.call('DECRBY', KEYS[4], count)
-    cut = digest_id
+    local count, digest_id = string.match(oldest, '^(%d+) (%d+%-%d+)$')
+    if count then
+      if total - tonumber(count) < maxlen then redis.call('LPUSH', KEYS[3], oldest); break end
+      total = redis.call('DECRBY', KEYS[4], count)
+      cut = digest_id
+    end
   end
   if cut then
     local ms, seq = string.match(cut, '^(%d+)-(%d+)$')
     redis.call('XTRIM', KEYS[2], 'MINID', '~', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
   end
 end
-return #rows
+return #fresh
 """
 
 # What EVALSHA names the script by, as Redis computes it.
@@ -120,6 +179,9 @@ _APPEND_SHA = hashlib.sha1(_APPEND_SCRIPT.encode()).hexdigest()
 
 # Rows per script call: large batches share one round trip, yet Redis is never blocked long.
 ROWS_PER_CALL = 512
+# How long `<stream>:written:<prefix>` outlives a writer's last call when `max_age` is 0 (else
+# `max_age`, so the marks of many short-lived processes never outweigh their records).
+MARK_TTL_S = 7 * 86400
 # A writer adds its shard to the registry again this often: a failover to a replica the SADD
 # had not reached yet (replication is asynchronous) must not hide a shard from readers for long.
 REGISTER_EVERY_S = 60.0
@@ -180,6 +242,7 @@ class StreamWriter(Generic[Item]):
         self._trace_pos = field_names.index("trace_id")
         self._service_pos = field_names.index("service")
         self._resource_pos = field_names.index("resource")
+        self._rid_pos = field_names.index("rid")
         self._names_json = schema.dump_json(field_names)
         self._ids = schema.RecordIds()
         self._resources = ResourceCache()
@@ -201,9 +264,8 @@ class StreamWriter(Generic[Item]):
     def write_rows(self, rows: Sequence[list[str]]) -> bool:
         """Append encoded rows; False (never an exception) when Redis did not take them all.
 
-        On a cluster the shards are written one after another: after a failure the whole
-        batch is retried, so shards already written get those rows twice (same record ids,
-        which readers drop).
+        Rows Redis already stored (a batch of several script calls, or several shards of a
+        cluster, that failed partway; a lost reply) are skipped when the batch is sent again.
         """
         if not rows:
             return True
@@ -294,6 +356,7 @@ class StreamWriter(Generic[Item]):
         settings = self.settings
         min_id_ms = int((time.time() - settings.max_age) * 1000) if settings.max_age else 0
         resource = rows[0][self._resource_pos]  # the call's resource, sent once
+        marks = f"{self._stream_of(keys)}:written:"
         return [
             settings.max_entries,
             min_id_ms,
@@ -306,6 +369,9 @@ class StreamWriter(Generic[Item]):
             self._digest_positions,
             self._resource_pos,
             resource,
+            self._rid_pos,
+            marks,
+            int(settings.max_age) or MARK_TTL_S,
         ]
 
     def _dump_without(self, resource: str, rows: Sequence[list[str]]) -> bytes:
