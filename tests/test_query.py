@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from opentelemetry import trace
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from tests.records import RecordWriter, blocked_reader, tracer_provider
 from tests.support import RedisHandle, wait_for
@@ -17,9 +19,12 @@ from tracestream.query import (
     Follow,
     Query,
     QueryError,
+    after,
+    before,
     follow,
     iter_records,
     last_id,
+    parse_stream_id,
     record_json,
     search,
     trace_tree,
@@ -117,11 +122,42 @@ def test_time_expressions() -> None:
         ({"regex": "(unclosed"}, "invalid regex '(unclosed'"),
         ({"severity": "LOUD"}, "unknown severity 'LOUD'"),
         ({"attributes": ["no-equals"]}, "bad attribute filter 'no-equals'"),
+        ({"regex": r"(\w+)\1"}, "no backreferences or lookaround"),
+        ({"regex": "(?<=a)b"}, "invalid perl operator"),
     ],
 )
 def test_bad_filters_name_the_problem(filters: dict[str, object], message: str) -> None:
     with pytest.raises(QueryError, match=message.replace("(", r"\(")):
         Query.parse(**filters)  # type: ignore[arg-type]
+
+
+def test_a_catastrophic_regex_answers_within_a_second(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    """`(a+)+$` backtracks exponentially on `aaa…!`; RE2 matches in linear time."""
+    writer.write(*(writer.row("a" * 26 + "!") for _ in range(3)), writer.row("aaaa"))
+    started = time.monotonic()
+    found = search(client, stream.stream, Query.parse(regex="(a+)+$"))
+    assert bodies(found.records) == ["aaaa"] and time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    "text", ["-", "+", "$", "x", "1-", "²", "1-2-3", "18446744073709551616-0", "0-18446744073709551616"]
+)
+def test_stream_ids_outside_what_redis_holds_are_refused(text: str) -> None:
+    with pytest.raises(QueryError, match=f"invalid stream id {re.escape(repr(text))}"):
+        parse_stream_id(text)
+
+
+def test_extreme_stream_ids_are_exact_bounds(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    largest = f"{2**64 - 1}-{2**64 - 1}"
+    assert parse_stream_id(" 0 ") == (0, 0) and after(largest) is None
+    assert after(f"7-{2**64 - 1}") == "8-0" and before("8-0") == f"7-{2**64 - 1}"
+    writer.log("only")
+    assert bodies(search(client, stream.stream, Query(), cursor=largest).records) == ["only"]
+    assert search(client, stream.stream, Query(), cursor="0").records == []
 
 
 def test_pages_are_newest_first_and_cover_everything_once(
@@ -295,6 +331,41 @@ def test_trace_tree_across_services(stream: RedisHandle, writer: RecordWriter, c
     assert bodies(tree.unattached_logs) == ["late log for an unknown span"]
     with pytest.raises(QueryError):
         trace_tree(client, stream.stream, "xyz")
+
+
+class FixedIds(RandomIdGenerator):
+    """Hands out the span ids a test names, so their parent links can form a cycle."""
+
+    def __init__(self, span_ids: list[int]) -> None:
+        self._span_ids = iter(span_ids)
+
+    def generate_span_id(self) -> int:
+        return next(self._span_ids)
+
+
+def test_spans_whose_parents_form_a_cycle_are_shown_and_marked(
+    stream: RedisHandle, client: redis.Redis
+) -> None:
+    """a -> b -> c -> a (and d under c): every span shows, the earliest of the cycle as a marked root."""
+    provider = tracer_provider(stream, "api")
+    provider.id_generator = FixedIds([0xA, 0xB, 0xC, 0xD, 0xE])
+    tracer = provider.get_tracer("t")
+
+    def parent(span_id: int) -> trace.Context:
+        context = trace.SpanContext(TRACE, span_id, is_remote=True, trace_flags=trace.TraceFlags(1))
+        return trace.set_span_in_context(trace.NonRecordingSpan(context))
+
+    for name, parent_id in (("a", 0xC), ("b", 0xA), ("c", 0xB), ("d", 0xC), ("e", 0xE)):
+        tracer.start_span(name, context=parent(parent_id)).end()
+    tree = trace_tree(client, stream.stream, format(TRACE, "032x"))
+    layout = [(depth, node.span.name, node.cycle) for depth, node in tree.walk()]
+    assert layout == [
+        (0, "a", True),
+        (1, "b", False),
+        (2, "c", False),
+        (3, "d", False),
+        (0, "e", True),  # its own parent
+    ]
 
 
 def test_service_status_and_stats(stream: RedisHandle, writer: RecordWriter, client: redis.Redis) -> None:

@@ -21,8 +21,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
+import re2  # type: ignore[import-untyped]
 import redis
 
 from tracestream.connection import CLUSTER_CHANGES, Client, refresh_topology
@@ -55,7 +56,8 @@ _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 SCAN_BUDGET = 50_000
 
 StreamId = tuple[int, int]
-_MAX_SEQ = 2**64 - 1
+_MAX_SEQ = 2**64 - 1  # the largest millisecond or sequence part of a stream id
+_STREAM_ID = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
 
 class QueryError(ValueError):
@@ -63,11 +65,14 @@ class QueryError(ValueError):
 
 
 def parse_stream_id(text: str) -> StreamId:
-    """`1700000000000-3` (or `1700000000000`) as a comparable tuple."""
-    ms, sep, seq = text.strip().partition("-")
-    if not (ms.isdigit() and (seq.isdigit() or not sep)):
-        raise QueryError(f"invalid stream id {text!r}: expected MILLISECONDS-SEQUENCE, e.g. 1700000000000-0")
-    return int(ms), int(seq or 0)
+    """`1700000000000-3` (or `1700000000000`) as a comparable tuple; each part fits 64 bits, as in Redis."""
+    match = _STREAM_ID.fullmatch(text.strip())
+    if match is None or max(int(part or 0) for part in match.groups()) > _MAX_SEQ:
+        raise QueryError(
+            f"invalid stream id {text!r}: expected MILLISECONDS-SEQUENCE, each 0 to 2^64-1, "
+            "e.g. 1700000000000-0"
+        )
+    return int(match[1]), int(match[2] or 0)
 
 
 def before(stream_id: str) -> str:
@@ -78,10 +83,12 @@ def before(stream_id: str) -> str:
     return f"{ms - 1}-{_MAX_SEQ}" if ms else "0-0"
 
 
-def after(stream_id: str) -> str:
-    """The smallest id larger than `stream_id`."""
+def after(stream_id: str) -> str | None:
+    """The smallest id larger than `stream_id`; None after the largest id Redis can hold."""
     ms, seq = parse_stream_id(stream_id)
-    return f"{ms}-{seq + 1}" if seq < _MAX_SEQ else f"{ms + 1}-0"
+    if seq < _MAX_SEQ:
+        return f"{ms}-{seq + 1}"
+    return f"{ms + 1}-0" if ms < _MAX_SEQ else None
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,32 @@ class AttributeMatch:
         return dump_json(self.key) + ":", dump_json(self.value)[1:-1]
 
 
+class Pattern(Protocol):
+    """A compiled RE2 regex: the part of its API the filters use."""
+
+    pattern: str
+
+    def search(self, text: str) -> object | None: ...
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the caller's QueryError, not a line on stderr
+
+
+def compile_regex(text: str) -> Pattern:
+    """User regexes run on RE2: linear time in the text, so no pattern can stall a reader.
+
+    RE2 has no backreferences or lookaround; such a pattern is a `QueryError` that says so.
+    """
+    try:
+        return cast(Pattern, re2.compile(text, _RE2_OPTIONS))
+    except re2.error as error:
+        reason = error.args[0].decode(errors="replace") if error.args else "not a valid pattern"
+        raise QueryError(
+            f"invalid regex {text!r}: {reason} (regexes run on RE2: no backreferences or lookaround)"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Query:
     """Every filter that is set must match (AND). Build from user input with `Query.parse`."""
@@ -166,7 +199,7 @@ class Query:
     since_ms: int | None = None
     until_ms: int | None = None
     text: str = ""
-    regex: re.Pattern[str] | None = None
+    regex: Pattern | None = None
     attributes: tuple[AttributeMatch, ...] = ()
 
     @classmethod
@@ -184,10 +217,7 @@ class Query:
         now_ms: int | None = None,
     ) -> Query:
         """Validate user input; every mistake raises `QueryError` naming what was wrong."""
-        try:
-            pattern = re.compile(regex) if regex else None
-        except re.error as error:
-            raise QueryError(f"invalid regex {regex!r}: {error}") from None
+        pattern = compile_regex(regex) if regex else None
         try:
             since_ms = parse_time_ms(since, now_ms) if since else None
             until_ms = parse_time_ms(until, now_ms) if until else None
@@ -729,11 +759,16 @@ def _trace_records(trace_id: str, found: Iterable[tuple[str, str, list[str]]]) -
 
 @dataclass
 class SpanNode:
-    """A span with its child spans and its own log records, both in time order."""
+    """A span with its child spans and its own log records, both in time order.
+
+    `cycle` marks a span whose ancestors lead back to itself (bad parent ids): it is shown
+    as a root, which breaks the cycle, instead of vanishing with every span under it.
+    """
 
     span: SpanEntry
     children: list[SpanNode] = field(default_factory=list)
     logs: list[LogEntry] = field(default_factory=list)
+    cycle: bool = False
 
 
 @dataclass(frozen=True)
@@ -762,15 +797,44 @@ class TraceTree:
 
 def build_tree(records: TraceRecords) -> TraceTree:
     nodes = {span.span_id: SpanNode(span) for span in records.spans}
+    parents = {
+        node.span.span_id: nodes[node.span.parent_span_id]
+        for node in nodes.values()
+        if node.span.parent_span_id in nodes
+    }
+    for node in _cycle_breakers(nodes, parents):
+        node.cycle = True
+        del parents[node.span.span_id]
     roots: list[SpanNode] = []
     for node in nodes.values():  # spans arrive sorted by start, so children stay in time order
-        parent = nodes.get(node.span.parent_span_id)
-        (parent.children if parent is not None and parent is not node else roots).append(node)
+        parent = parents.get(node.span.span_id)
+        (parent.children if parent is not None else roots).append(node)
     unattached: list[LogEntry] = []
     for entry in records.logs:
         owner = nodes.get(entry.span_id)
         (owner.logs if owner is not None else unattached).append(entry)
     return TraceTree(records.trace_id, roots, unattached)
+
+
+def _cycle_breakers(nodes: dict[str, SpanNode], parents: dict[str, SpanNode]) -> list[SpanNode]:
+    """The earliest span of each parent cycle: made a root, it leaves every span reachable."""
+    order = {span_id: index for index, span_id in enumerate(nodes)}
+    settled: set[str] = set()  # spans whose ancestors end at a root or at a cycle already found
+    breakers: list[SpanNode] = []
+    for span_id in nodes:
+        path: list[str] = []
+        on_path: set[str] = set()
+        current: str | None = span_id
+        while current is not None and current not in settled and current not in on_path:
+            path.append(current)
+            on_path.add(current)
+            parent = parents.get(current)
+            current = parent.span.span_id if parent is not None else None
+        if current in on_path:  # walked back into this path: a new cycle
+            cycle = path[path.index(current) :]
+            breakers.append(nodes[min(cycle, key=order.__getitem__)])
+        settled.update(path)
+    return breakers
 
 
 def trace_tree(client: Client, stream: str, trace_id: str) -> TraceTree:
