@@ -5,8 +5,12 @@ Secrets are scrubbed first, so a cut can never leave half a secret unrecognised.
 resource (which `OTEL_RESOURCE_ATTRIBUTES` can fill with anything, `db.password` included)
 gets the same treatment as attributes, once per resource rather than once per row. Then a
 10 MB message or an attribute dict with a million keys is kept from becoming a 10 MB
-entry: text fields are cut to `max_body_length`, attribute values to `max_attribute_length`
-and containers to `max_attributes` items, each cut leaving a visible marker.
+entry: text fields are cut to `max_body_length`, attribute values and keys to
+`max_attribute_length` and containers to `max_attributes` items, each cut leaving a visible
+marker. Those limits apply per value, and nesting multiplies them (128 lists of 128 strings
+of 4096 characters), so last the whole entry is held to `MAX_ENTRY_BYTES`: its largest
+fields are cut first (the body or span name last), and `tracestream.entry_truncated` says
+which were cut and from what size.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ from tracestream.otel_setup.settings import Settings
 from tracestream.scrubbing import Scrubber, ScrubRules
 
 DROPPED_ATTRIBUTES = "tracestream.dropped_attributes"
+ENTRY_TRUNCATED = "tracestream.entry_truncated"
+# The values of one entry, in UTF-8 bytes: room for every text field at its default limit.
+MAX_ENTRY_BYTES = 256 * 1024
+# Kept free when an entry is cut: each cut field keeps at least _MIN_CUT bytes (room for its
+# own marker), and `tracestream.entry_truncated` is added afterwards.
+_MARK_ROOM = 1024
+_MIN_CUT = 64
+# What the record is about: cut only when every other field was not enough.
+_CUT_LAST = frozenset({"body", "name"})
 _TEXT_FIELDS = frozenset({"body", "exception_message", "exception_stacktrace", "name", "status_message"})
 _JSON_FIELDS = frozenset({"attributes", "events"})
 _MAX_DEPTH = 32
@@ -29,6 +42,20 @@ def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}…[truncated {len(text) - limit} chars]"
+
+
+def utf8_size(text: str) -> int:
+    """Bytes as Redis stores the text (lone surrogates are escaped later, and count as one)."""
+    return len(text.encode("utf-8", "surrogatepass")) if not text.isascii() else len(text)
+
+
+def truncate_bytes(text: str, limit: int) -> str:
+    """`text` cut so that it and its marker take at most `limit` UTF-8 bytes."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
+        return text
+    kept = encoded[: max(0, limit - 40)].decode("utf-8", "ignore")  # the marker takes under 40
+    return f"{kept}…[truncated {len(text) - len(kept)} chars]"
 
 
 def scrubber_for(settings: Settings) -> Scrubber | None:
@@ -53,6 +80,10 @@ class RowShaper:
         self._text_limit = settings.max_body_length
         self._value_limit = settings.max_attribute_length
         self._max_items = settings.max_attributes
+        self._entry_limit = MAX_ENTRY_BYTES
+        self._field_names = field_names
+        self._attributes_position = field_names.index("attributes")
+        self._cuttable = self._text_positions + self._json_positions
         self._resource_position = field_names.index("resource")
         # (as encoded, as shaped): every row of a process carries the same resource string.
         self._resource = ("", "")
@@ -74,7 +105,48 @@ class RowShaper:
             if resource != self._resource[0]:
                 self._resource = (resource, self._json_text(resource))
             row[self._resource_position] = self._resource[1]
+            if sum(map(len, row)) * 4 > self._entry_limit:  # may be over: count the bytes
+                self._fit(row)
         return rows
+
+    def _fit(self, row: list[str]) -> None:
+        """Cut the largest text and JSON fields, the body last, until the values fit `MAX_ENTRY_BYTES`."""
+        sizes = [utf8_size(value) for value in row]
+        total = sum(sizes)
+        if total <= self._entry_limit:
+            return
+        target = self._entry_limit - _MARK_ROOM
+        cut = []
+        for position in sorted(self._cuttable, key=lambda p: (self._field_names[p] in _CUT_LAST, -sizes[p])):
+            if total <= target:
+                break
+            room = max(_MIN_CUT, sizes[position] - (total - target))
+            value = row[position]
+            if position in self._json_positions:
+                row[position] = self._json_within(value, room)
+            else:
+                row[position] = truncate_bytes(value, room)
+            total += utf8_size(row[position]) - sizes[position]
+            cut.append(self._field_names[position])
+        note = f"{', '.join(cut)}: {sum(sizes)} bytes cut to the {self._entry_limit}-byte entry limit"
+        position = self._attributes_position
+        attributes = schema.load_json(row[position])
+        if not isinstance(attributes, dict):
+            attributes = {}
+        attributes[ENTRY_TRUNCATED] = note
+        row[position] = schema.dump_json(attributes)
+
+    def _json_within(self, text: str, room: int) -> str:
+        """A JSON field cut to `room` bytes: containers keep their first items, and say how many went."""
+        value = schema.load_json(text)
+        budget = room
+        for _ in range(3):  # escapes take more than the budget counts: try again with less
+            cut = schema.dump_json(_within(value, _Budget(budget)))
+            over = utf8_size(cut) - room
+            if over <= 0:
+                return cut
+            budget -= over + _MARKER_BYTES
+        return "[]" if isinstance(value, list) else "{}"
 
     def _json_text(self, value: str) -> str:
         """A JSON field scrubbed (key-aware, nested values included) and limited."""
@@ -116,7 +188,10 @@ class RowShaper:
         if isinstance(value, dict):
             if len(value) > self._max_items:
                 items = list(value.items())
-                limited = {key: self._json(item, depth + 1) for key, item in items[: self._max_items]}
+                limited = {
+                    truncate(key, self._value_limit): self._json(item, depth + 1)
+                    for key, item in items[: self._max_items]
+                }
                 limited[DROPPED_ATTRIBUTES] = len(items) - self._max_items
                 return limited
             return self._json_dict(value, depth + 1)
@@ -133,6 +208,8 @@ class RowShaper:
         shallow = depth <= _MAX_DEPTH
         limited = {}
         for key, item in value.items():
+            if len(key) > limit:
+                key = truncate(key, limit)
             kind = type(item)
             short_text = kind is str and len(item) <= limit
             if shallow and (short_text or kind is int or kind is float or kind is bool):
@@ -140,3 +217,68 @@ class RowShaper:
             else:
                 limited[key] = self._json(item, depth)
         return limited
+
+
+class _Budget:
+    """UTF-8 bytes left for a JSON value being cut to size."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def take(self, cost: int) -> bool:
+        if cost > self.left:
+            self.left = 0
+            return False
+        self.left -= cost
+        return True
+
+
+# What a cut's marker takes: `…[truncated 12345 items]`, or a dropped-attributes count.
+_MARKER_BYTES = 48
+
+
+def _within(value: Any, budget: _Budget) -> Any:
+    """`value` with its containers' first items, while `budget` lasts; the rest is counted in a marker."""
+    if isinstance(value, str):
+        room = budget.left
+        if budget.take(utf8_size(value) + 3):  # quotes and a separator
+            return value
+        return truncate_bytes(value, room - 3)
+    if isinstance(value, dict):
+        return _dict_within(value, budget)
+    if isinstance(value, list):
+        return _list_within(value, budget)
+    return value if budget.take(len(schema.dump_json(value)) + 1) else None
+
+
+def _dict_within(value: dict[str, Any], budget: _Budget) -> dict[str, Any]:
+    budget.left -= _MARKER_BYTES  # room for the count of dropped items, should it be needed
+    kept: dict[str, Any] = {}
+    for index, (key, item) in enumerate(value.items()):
+        if not budget.take(utf8_size(key) + 4 + _MARKER_BYTES):
+            kept[DROPPED_ATTRIBUTES] = _dropped(value, index)
+            return kept
+        budget.left += _MARKER_BYTES  # only a cut string needs that much room
+        kept[key] = _within(item, budget)
+    budget.left += _MARKER_BYTES
+    return kept
+
+
+def _list_within(value: list[Any], budget: _Budget) -> list[Any]:
+    budget.left -= _MARKER_BYTES
+    kept = []
+    for index, item in enumerate(value):
+        if budget.left < _MARKER_BYTES:
+            kept.append(f"…[truncated {len(value) - index} items]")
+            return kept
+        kept.append(_within(item, budget))
+    budget.left += _MARKER_BYTES
+    return kept
+
+
+def _dropped(value: dict[str, Any], kept: int) -> int:
+    """Items of `value` after the first `kept`, and those an earlier cut counted in its last item."""
+    earlier = value.get(DROPPED_ATTRIBUTES)
+    if type(earlier) is not int:
+        return len(value) - kept
+    return len(value) - kept - 1 + earlier

@@ -1,0 +1,96 @@
+"""One entry's size is bounded whatever its values nest or hold, and every cut says what it cut."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.trace import Span
+
+from tests.pipelines import PrivatePipeline
+from tests.support import RedisHandle
+from tracestream.exporters.shaping import DROPPED_ATTRIBUTES, ENTRY_TRUNCATED, MAX_ENTRY_BYTES
+from tracestream.otel_setup.settings import Settings
+
+
+@pytest.fixture
+def pipeline(stream: RedisHandle) -> Iterator[PrivatePipeline]:
+    settings = Settings.load(environ={}, redis_url=stream.url, stream=stream.stream)
+    pipeline = PrivatePipeline(settings)
+    yield pipeline
+    pipeline.close()
+
+
+def _entry_sizes(stream: RedisHandle, key: str) -> list[int]:
+    with stream.client() as client:
+        return [sum(len(value.encode()) for value in fields.values()) for _, fields in client.xrange(key)]
+
+
+def test_nesting_cannot_multiply_the_per_value_limits(stream: RedisHandle, pipeline: PrivatePipeline) -> None:
+    """128 lists of 128 strings pass every per-value limit (of 4096 characters they made a 67 MB
+    entry; of 200, 3.3 MB). The entry keeps the first rows of the grid and says how much went."""
+    grid = [[f"{row:03}" + "x" * 197 for _ in range(128)] for row in range(128)]
+    pipeline.logger.info("the grid", extra={"grid": grid, "order_id": 7})
+    assert pipeline.flush()
+    [entry] = stream.logs()
+    assert _entry_sizes(stream, stream.stream) == [pytest.approx(MAX_ENTRY_BYTES, rel=0.05)]
+    assert max(_entry_sizes(stream, stream.stream)) <= MAX_ENTRY_BYTES
+    assert entry.body == "the grid"
+    kept = entry.attributes["grid"]
+    assert kept[0][0] == grid[0][0] and kept[-1] == f"…[truncated {128 - len(kept) + 1} items]"
+    assert entry.attributes[ENTRY_TRUNCATED].startswith("attributes: ")
+    assert f"to the {MAX_ENTRY_BYTES}-byte entry limit" in entry.attributes[ENTRY_TRUNCATED]
+    assert pipeline.logs.queue.counters.dropped == 0
+
+
+def test_a_huge_attribute_key_is_cut_like_a_value(stream: RedisHandle, pipeline: PrivatePipeline) -> None:
+    key = "k" * 10_000_000
+    pipeline.logger.info("odd key", extra={key: 1, "small": "kept"})
+    assert pipeline.flush()
+    [entry] = stream.logs()
+    assert entry.attributes == {"k" * 4096 + f"…[truncated {10_000_000 - 4096} chars]": 1, "small": "kept"}
+
+
+def test_wide_characters_in_every_text_field_are_cut_to_the_limit(
+    stream: RedisHandle, pipeline: PrivatePipeline
+) -> None:
+    """Each text field within its 32768-character limit, but four bytes per character: the
+    largest fields other than the body are cut first, until the entry fits."""
+    wide = "\U0001f600" * 40_000
+    try:
+        raise ValueError(wide)
+    except ValueError:
+        pipeline.logger.exception(wide)
+    assert pipeline.flush()
+    [entry] = stream.logs()
+    assert max(_entry_sizes(stream, stream.stream)) <= MAX_ENTRY_BYTES
+    assert entry.attributes[ENTRY_TRUNCATED].startswith("exception_message, exception_stacktrace: ")
+    assert entry.exception_type == "ValueError" and entry.exception_message.endswith(" chars]")
+    assert entry.body == "\U0001f600" * 32_768 + "…[truncated 7232 chars]"  # the body is cut last
+
+
+def test_a_span_with_many_long_attributes_and_events_fits(
+    stream: RedisHandle, pipeline: PrivatePipeline
+) -> None:
+    tracer = pipeline.tracer_provider.get_tracer("unit")
+    span: Span
+    with tracer.start_as_current_span("wide") as span:
+        span.set_attributes({f"a{index:03}": "v" * 4096 for index in range(100)})
+        for index in range(60):
+            span.add_event(f"e{index}", {f"x{item}": "w" * 500 for item in range(10)})
+    assert pipeline.flush()
+    [entry] = stream.spans()
+    assert max(_entry_sizes(stream, stream.keys.spans)) <= MAX_ENTRY_BYTES
+    assert entry.name == "wide"
+    assert entry.attributes[ENTRY_TRUNCATED].startswith("attributes, events: ")
+    assert entry.attributes[DROPPED_ATTRIBUTES] == 100  # the largest field: cut to its marker
+    assert entry.events[0]["name"] == "e0" and entry.events[-1].startswith("…[truncated ")
+
+
+def test_entries_within_the_limit_are_not_touched(stream: RedisHandle, pipeline: PrivatePipeline) -> None:
+    pipeline.logger.log(logging.WARNING, "x" * 32_768, extra={f"k{index}": "v" * 4096 for index in range(40)})
+    assert pipeline.flush()
+    [entry] = stream.logs()
+    assert ENTRY_TRUNCATED not in entry.attributes and len(entry.attributes) == 40
+    assert entry.body == "x" * 32_768
