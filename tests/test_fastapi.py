@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
-from tests.apps.servers import Server, bin_path, http_ready, serve
+from tests.apps.servers import Server, bin_path, http_ready, printed, serve
 from tests.support import RedisHandle, run_python, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
@@ -47,7 +47,7 @@ def test_request_record_fields_inside_the_request_trace(
 def test_levels_follow_status_and_500_carries_the_exception(
     api: tuple[str, Server], api_stream: RedisHandle
 ) -> None:
-    base, _ = api
+    base, server = api
     not_found = httpx.get(f"{base}/items/404")
     assert not_found.status_code == 404
     assert request_record(api_stream, not_found).severity == "WARN"
@@ -62,6 +62,18 @@ def test_levels_follow_status_and_500_carries_the_exception(
     # one ERROR record for the failure: uvicorn's "Exception in ASGI application" is not added
     errors = [e for e in api_stream.logs() if e.trace_id == record.trace_id and e.severity == "ERROR"]
     assert errors == [record]
+    # the exception goes on as without tracestream: onto the span, and uvicorn prints it
+    spans = wait_for(
+        lambda: [s for s in api_stream.spans() if s.trace_id == record.trace_id and s.kind == "SERVER"],
+        what="the failed request's server span",
+    )
+    events = [(e["name"], e["attributes"]) for e in spans[0].events]
+    assert [(name, a["exception.type"], a["exception.message"]) for name, a in events] == [
+        ("exception", "RuntimeError", "kaboom")
+    ]
+    assert spans[0].status == "ERROR" and "in boom" in events[0][1]["exception.stacktrace"]
+    wait_for(lambda: printed(server, "RuntimeError: kaboom"), what="uvicorn's traceback")
+    assert "Exception in ASGI application" in server.output()
 
 
 def test_every_response_returns_the_trace_id(api: tuple[str, Server]) -> None:

@@ -6,6 +6,10 @@ its first request, so we hook that instead: the app gets the contrib instrumenta
 if it lacks it, and our `RequestRecordMiddleware` sits inside the server span and
 outside Starlette's `ServerErrorMiddleware`, where it sees every status, every
 exception, and can add the trace headers to 500 responses too.
+
+An unhandled exception goes on as it does without us: the span gets its exception
+event and ERROR status, the server prints its traceback. The server's line for it is
+kept out of the stream only, since the request record carries the exception.
 """
 
 from __future__ import annotations
@@ -14,29 +18,49 @@ from time import perf_counter
 from typing import Any
 
 from fastapi.applications import FastAPI
+from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace import Status, StatusCode
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
+from tracestream.integrations.http_records import (
+    HttpExchange,
+    carries_recorded_exception,
+    emit_request_record,
+    trace_headers,
+)
+from tracestream.integrations.records import _exception_attributes, replace_lines
 from tracestream.otel_setup.configure import Telemetry
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.
 _OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}
+# The ASGI servers' own error loggers, which log an exception the app raised.
+_SERVER_ERROR_LOGGERS = ("uvicorn.error", "hypercorn.error")
 _installed = False
 
 
-class RequestRecordMiddleware:
-    """Writes one request record per HTTP request and returns the trace id in headers."""
+class _HttpMiddleware:
+    """Hands HTTP requests to `http`; lifespan and websocket scopes pass straight through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestRecordMiddleware(_HttpMiddleware):
+    """Writes one request record per HTTP request and returns the trace id in headers."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
         headers = [(name.lower().encode(), value.encode()) for name, value in trace_headers()]
         response: dict[str, Any] = {"status": 500, "size": 0, "started": False}
@@ -50,17 +74,48 @@ class RequestRecordMiddleware:
                 response["size"] += len(message.get("body", b""))
             await send(message)
 
-        error: Exception | None = None
         try:
             await self.app(scope, receive, send_with_headers)
-        except Exception as exc:
-            # ServerErrorMiddleware has already answered 500; the record carries the exception,
-            # so swallowing it here spares uvicorn a second, trace-less "Exception in ASGI
-            # application" line.
-            error = exc
+        except Exception as error:
             if not response["started"]:
                 await PlainTextResponse("Internal Server Error", 500)(scope, receive, send_with_headers)
-        emit_request_record(_exchange(scope, response, started), error)
+            emit_request_record(_exchange(scope, response, started), error)
+            raise
+        emit_request_record(_exchange(scope, response, started))
+
+
+class SpanErrorMiddleware(_HttpMiddleware):
+    """Puts an unhandled exception on the server span before the 500 answer ends the span.
+
+    It sits inside Starlette's `ServerErrorMiddleware`, where the contrib instrumentation
+    puts its own recorder when nothing is in between. Once a response has started the span
+    is still open above, and the contrib recorder records the exception itself.
+    """
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def send_watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_watched)
+        except Exception as error:
+            if not started:
+                _record_on_span(error)
+            raise
+
+
+def _record_on_span(error: Exception) -> None:
+    """The exception event and ERROR status the contrib instrumentation records."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    attributes = _exception_attributes(error)
+    span.add_event("exception", {**attributes, "exception.escaped": "False"})
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {attributes['exception.message']}"))
 
 
 def _exchange(scope: Scope, response: dict[str, Any], started: float) -> HttpExchange:
@@ -89,14 +144,17 @@ def _build_middleware_stack(original: Any) -> Any:
                 return stack
         # The contrib instrumentation unwraps the outermost ServerErrorMiddleware and puts its
         # span around what is inside, so ours goes inside a plain one.
-        return ServerErrorMiddleware(RequestRecordMiddleware(original(self)))
+        errors = original(self)
+        if isinstance(errors, ServerErrorMiddleware):
+            errors.app = SpanErrorMiddleware(errors.app)
+        return ServerErrorMiddleware(RequestRecordMiddleware(errors))
 
     build_middleware_stack.__wrapped__ = original  # type: ignore[attr-defined]
     return build_middleware_stack
 
 
 def install(telemetry: Telemetry, name: str = "fastapi") -> None:
-    """Patches once per process."""
+    """Patches once per process; the line filters go on each configured handler."""
     global _installed
     if not _installed:
         _installed = True
@@ -106,3 +164,5 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
         FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
             FastAPI.build_middleware_stack
         )
+    for logger_name in _SERVER_ERROR_LOGGERS:
+        replace_lines(telemetry.handler, logger_name, carries_recorded_exception)
