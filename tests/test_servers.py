@@ -1,0 +1,234 @@
+"""FastAPI's own tutorial app under uvicorn, gunicorn (`UvicornWorker`) and hypercorn.
+
+Each server runs the app twice with the same requests: bare, then with `configure()`
+called from the app module (tests/apps/fastapi_docs/main.py). What the server prints
+must not change; what reaches the private Redis is read back and checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.apps.http_checks import HTTP_SCOPE, request_record
+from tests.apps.servers import bin_path, printed, run_json, serve
+from tests.support import RedisHandle, wait_for
+from tracestream.embedded_redis import EmbeddedRedis, free_port
+
+APP = "tests.apps.fastapi_docs.main:app"
+APP_LOGGER = "tests.apps.fastapi_docs.routers.items"
+# Every route wants the query token; /items wants the header token too.
+QUERY = {"token": "jessica"}
+HEADERS = {"x-token": "fake-super-secret-token"}
+FAILURE = "RuntimeError: warehouse unreachable while restocking plumbus"
+ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "hypercorn.access")
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    command: Callable[[int], list[str]]
+    ready_line: str  # printed once the server accepts requests
+    error_line: str  # what the server logs for an exception the app raised
+
+
+SERVERS = {
+    "uvicorn": ServerKind(
+        lambda port: [bin_path("uvicorn"), APP, "--port", str(port)],
+        "Uvicorn running on",
+        "Exception in ASGI application",
+    ),
+    "gunicorn": ServerKind(
+        # The master's control-socket line races the worker's boot lines; the rest are defaults.
+        lambda port: [
+            bin_path("gunicorn"),
+            APP,
+            "-k",
+            "uvicorn.workers.UvicornWorker",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            "-",
+            "--no-control-socket",
+        ],
+        "Application startup complete.",
+        "Exception in ASGI application",
+    ),
+    "hypercorn": ServerKind(
+        lambda port: [bin_path("hypercorn"), APP, "--bind", f"127.0.0.1:{port}", "--access-logfile", "-"],
+        "Running on",
+        "Error in ASGI Framework",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    output: str  # what the server printed, through the last request's access line
+    item: httpx.Response  # GET /items/plumbus: logs a line
+    failure: httpx.Response  # POST /items/plumbus/restock: raises
+
+
+@dataclass(frozen=True)
+class Runs:
+    kind: ServerKind
+    stream: RedisHandle
+    bare: Run
+    traced: Run
+
+
+def run_app(kind: ServerKind, stream: RedisHandle, traced: bool) -> Run:
+    port = free_port()
+    switch = {"FASTAPI_DOCS_TRACESTREAM": "1"} if traced else {}
+    env = stream.env(OTEL_SERVICE_NAME="docs", PYTHONUNBUFFERED="1", **switch)
+    ready = lambda server: printed(server, kind.ready_line)  # noqa: E731
+    # A connection each: a server may close one after an unhandled exception.
+    with serve(kind.command(port), env, ready) as server:
+        base = f"http://127.0.0.1:{port}"
+        item = httpx.get(f"{base}/items/plumbus", params=QUERY, headers=HEADERS)
+        failure = httpx.post(f"{base}/items/plumbus/restock", params=QUERY, headers=HEADERS)
+        httpx.get(f"{base}/users/me", params=QUERY)
+        output = wait_for(
+            lambda: server.output() if printed(server, '"GET /users/me') else "",
+            what="the access line of the last request",
+        )
+    assert (item.status_code, failure.status_code) == (200, 500)
+    return Run(output, item, failure)
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def runs(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> Iterator[Runs]:
+    kind = SERVERS[request.param]
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    yield Runs(kind, stream, run_app(kind, stream, traced=False), run_app(kind, stream, traced=True))
+
+
+def test_request_record_and_app_line_in_one_trace(runs: Runs) -> None:
+    assert "x-trace-id" not in runs.bare.item.headers  # the bare run really is bare
+    record = request_record(runs.stream, runs.traced.item)
+    assert (record.body.split(" (")[0], record.severity, record.service) == (
+        "GET /items/plumbus 200",
+        "INFO",
+        "docs",
+    )
+    assert record.attributes["http.route"] == "/items/{item_id}"
+    lines = [e for e in runs.stream.logs() if e.scope == APP_LOGGER]
+    assert [(e.body, e.trace_id, e.span_id) for e in lines] == [
+        ("looking up item plumbus", record.trace_id, record.span_id)
+    ]
+
+
+def test_no_duplicate_records(runs: Runs) -> None:
+    for response in (runs.traced.item, runs.traced.failure):
+        request_record(runs.stream, response)  # exactly one each
+    entries = runs.stream.logs()
+    record_ids = [e.record_id for e in entries]
+    assert len(record_ids) == len(set(record_ids))
+    assert len([e for e in entries if e.scope == HTTP_SCOPE]) == 3
+    errors = [(e.scope, e.body.split(" (")[0]) for e in entries if e.severity == "ERROR"]
+    assert errors == [(HTTP_SCOPE, "POST /items/plumbus/restock 500")]
+
+
+def test_access_line_is_printed_but_not_in_the_stream(runs: Runs) -> None:
+    assert [line for line in runs.traced.output.splitlines() if '"GET /items/plumbus' in line]
+    entries = runs.stream.logs()
+    assert not [e for e in entries if e.scope in ACCESS_LOGGERS]
+    mentions = [e.scope for e in entries if "GET /items/plumbus" in e.body]
+    assert mentions == [HTTP_SCOPE]
+
+
+def test_a_500_prints_what_it_prints_without_tracestream(runs: Runs) -> None:
+    printed_lines = runs.traced.output.splitlines()
+    assert any(runs.kind.error_line in line for line in printed_lines)
+    assert FAILURE in printed_lines
+    assert terminal_text(runs.traced.output) == terminal_text(runs.bare.output)
+    # printed, yet kept out of the stream: the request record carries the exception
+    assert not [e for e in runs.stream.logs() if runs.kind.error_line in e.body]
+    record = request_record(runs.stream, runs.traced.failure)
+    assert f"{record.exception_type}: {record.exception_message}" == FAILURE
+    assert "in restock_item" in record.exception_stacktrace
+
+
+def test_a_500_span_keeps_what_stock_otel_records(runs: Runs, stock_failed_span: dict[str, Any]) -> None:
+    trace_id = runs.traced.failure.headers["x-trace-id"]
+    spans = wait_for(
+        lambda: [s for s in runs.stream.spans() if s.trace_id == trace_id and s.kind == "SERVER"],
+        what="the failed request's server span",
+    )
+    assert len(spans) == 1
+    assert failure_view(spans[0].status, spans[0].status_message, spans[0].events) == stock_failed_span
+    assert stock_failed_span["status"] == "ERROR" and len(stock_failed_span["events"]) == 1
+
+
+STOCK_OTEL = f"""
+import json
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.testclient import TestClient
+from tests.apps.fastapi_docs.main import app
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+response = TestClient(app, raise_server_exceptions=False).post(
+    "/items/plumbus/restock", params={QUERY!r}, headers={HEADERS!r}
+)
+assert response.status_code == 500, response
+[span] = [s for s in exporter.get_finished_spans() if s.kind.name == "SERVER"]
+events = [{{"name": e.name, "attributes": dict(e.attributes)}} for e in span.events]
+print(json.dumps({{"status": span.status.status_code.name, "status_message": span.status.description or "",
+                  "events": events}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def stock_failed_span() -> dict[str, Any]:
+    """The failed request's span under the contrib instrumentation alone, in process."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACESTREAM_", "FASTAPI_DOCS_"))
+    }
+    return failure_view(**run_json(STOCK_OTEL, env))
+
+
+def failure_view(status: str, status_message: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Status and events; a stacktrace as its last line, since the frames above the app differ."""
+    shown = []
+    for event in events:
+        attributes = dict(event["attributes"])
+        stacktrace = str(attributes.pop("exception.stacktrace", ""))
+        shown.append({**attributes, "name": event["name"], "last line": stacktrace.strip().splitlines()[-1:]})
+    return {"status": status, "status_message": status_message, "events": shown}
+
+
+_VOLATILE = (
+    (re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\]"), "[time]"),
+    (re.compile(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]"), "[time]"),
+    (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:port"),
+    (re.compile(r"\[\d+\]|\(\d+\)|pid: \d+"), "[pid]"),
+)
+
+
+def terminal_text(output: str) -> list[str]:
+    """Output without timestamps, ports, pids, client addresses and the traceback frames
+    outside the app: the middleware between server and app is deeper when instrumented."""
+    lines: list[str] = []
+    outside_the_app = False
+    for line in output.splitlines():
+        if line.startswith('  File "'):
+            outside_the_app = "/tests/apps/" not in line
+        elif not line.startswith("    "):
+            outside_the_app = False
+        if not outside_the_app:
+            for pattern, replacement in _VOLATILE:
+                line = pattern.sub(replacement, line)
+            lines.append(line)
+    return lines
