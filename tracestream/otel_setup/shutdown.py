@@ -8,24 +8,29 @@ Three ways out, three hooks:
   whatever handled it before (for SIGTERM by default that is death by the same signal, so
   exit statuses do not change);
 - a framework that ends processes with `os._exit` (Celery prefork children) must call
-  `flush_before_exit()` from its shutdown hook.
+  `flush_before_exit()` from its shutdown hook; multiprocessing's own fork children
+  (`Process`, `Pool` workers) are closed from its exit hooks, which run just before theirs.
 When Redis is down the flush ends as soon as everything is in the spool.
 """
 
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util
 import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
 from tracestream.otel_setup.pipeline import BatchQueue
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# multiprocessing's exit hooks run finalizers highest priority first: ours runs last, after
+# its queues' feeder threads are joined, so records logged by those hooks are closed in too.
+_CHILD_EXIT_PRIORITY = -100
 
 _queues: list[BatchQueue[Any]] = []
 _timeout = 5.0
@@ -40,6 +45,7 @@ def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
     if not first:
         return
     atexit.register(close_queues)
+    multiprocessing.util.register_after_fork(close_queues, _close_at_child_exit)
     if threading.current_thread() is threading.main_thread():
         for number in _SIGNALS:
             _chain(number)
@@ -57,6 +63,13 @@ def close_queues() -> None:
     deadline = time.monotonic() + _timeout
     for queue in _queues:
         queue.shutdown(max(0.0, deadline - time.monotonic()))
+
+
+def _close_at_child_exit(close: Callable[[], None]) -> None:
+    """In a multiprocessing child, started by fork: it ends in `os._exit`, skipping `atexit`,
+    right after `util._exit_function` runs the finalizers registered in the child. (Those the
+    parent registered are cleared at the child's start, before this runs.)"""
+    multiprocessing.util.Finalize(None, close, exitpriority=_CHILD_EXIT_PRIORITY)
 
 
 def _chain(number: int) -> None:

@@ -1,0 +1,78 @@
+"""multiprocessing's fork children end in `os._exit` after its own exit hooks, skipping `atexit`:
+what they logged is flushed there, and what cannot be is counted and said.
+
+A real script configures tracestream, then starts fork-context `Process` children and a `Pool`;
+the records are read back from the private Redis.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from tests.support import RedisHandle, run_python
+from tracestream.embedded_redis import free_port
+
+SCRIPT = """
+import logging, multiprocessing, os, sys
+import tracestream
+
+tracestream.configure(service_name="forked")
+log = logging.getLogger("forked.app")
+
+
+def child(number):
+    for index in range(100):
+        log.info("child %d record %d", number, index)
+
+
+def task(index):
+    log.info("pool task %d", index)
+    return os.getpid()
+
+
+context = multiprocessing.get_context("fork")
+children = [context.Process(target=child, args=(number,)) for number in range(3)]
+for process in children:
+    process.start()
+for process in children:
+    process.join()
+    assert process.exitcode == 0, process.exitcode
+pool = context.Pool(2, maxtasksperchild=2)
+workers = set(pool.map(task, range(400), chunksize=40))
+pool.close()
+pool.join()
+assert os.getpid() not in workers
+print(len(workers), file=sys.stderr)
+"""
+
+
+def _run(script: str, handle: RedisHandle, tmp_path: Path, **env: str) -> str:
+    return run_python(script, handle.env(TRACESTREAM_SPOOL_DIR=str(tmp_path / "spool"), **env))
+
+
+def test_fork_children_and_pool_workers_deliver_every_record(stream: RedisHandle, tmp_path: Path) -> None:
+    """Pool workers end both ways: retired after two tasks (maxtasksperchild), and at close()."""
+    workers = int(_run(SCRIPT, stream, tmp_path).strip().splitlines()[-1])
+    assert workers > 2  # some were retired and replaced
+    bodies = Counter(entry.body for entry in stream.logs())
+    children = {f"child {n} record {i}" for n in range(3) for i in range(100)}
+    tasks = {f"pool task {i}" for i in range(400)}
+    missing = f"{len(children - set(bodies))} child and {len(tasks - set(bodies))} task records missing"
+    assert set(bodies) == children | tasks, missing
+    assert set(bodies.values()) == {1}
+
+
+def test_records_a_child_cannot_deliver_are_counted_and_said(tmp_path: Path) -> None:
+    """Redis is unreachable and the spool is off: each child says, on its way out, how many
+    records it is losing, instead of losing them silently."""
+    unreachable = RedisHandle(url=f"redis://127.0.0.1:{free_port()}/0", stream="lost")
+    stderr = _run(
+        SCRIPT.split("pool = ")[0],
+        unreachable,
+        tmp_path,
+        TRACESTREAM_SPOOL_MAX_BYTES="0",
+        TRACESTREAM_SHUTDOWN_TIMEOUT="200ms",
+        TRACESTREAM_REDIS_TIMEOUT="100ms",
+    )
+    assert stderr.count("logs: 100 records not exported or spooled at shutdown") == 3, stderr
