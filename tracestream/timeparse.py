@@ -9,13 +9,17 @@ from tracestream.otel_setup.settings import parse_duration
 
 
 def parse_time_ms(text: str, now_ms: int | None = None) -> int:
-    """Milliseconds since the epoch; a bare duration means that long ago. Naive times are UTC."""
+    """Milliseconds since the epoch; a bare duration means that long ago. Naive times are UTC.
+
+    A time before the epoch (`0001-01-01`, `99999999d`) is the epoch: stream ids start there."""
     value = text.strip()
     now = int(time.time() * 1000) if now_ms is None else now_ms
     try:
-        return now - int(parse_duration(value) * 1000)
+        ago_ms = parse_duration(value) * 1000
     except ValueError:
         pass
+    else:
+        return now - int(ago_ms) if ago_ms < now else 0
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -24,7 +28,7 @@ def parse_time_ms(text: str, now_ms: int | None = None) -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
+    return max(0, int(moment.timestamp() * 1000))
 
 
 def iso_utc(nanoseconds: int) -> str:

@@ -18,7 +18,8 @@ Adding a command takes two steps:
 2. Add the module name to `COMMANDS` below.
 
 Errors need no handling in commands: `UsageError`/`ConfigError`/`QueryError` print one line and exit 2,
-Redis errors print one line and exit 1, a closed pipe (`| head`) and Ctrl-C exit quietly.
+Redis errors print one line and exit 1, a closed pipe (`| head`) and Ctrl-C exit quietly. Anything
+else is a bug or the machine's trouble (a full disk): one line naming it, exit 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tracestream.cli.common import ArgumentParser, UsageError, describe_redis_error
+from tracestream.cli.common import ArgumentParser, UsageError, describe_redis_error, error_line
 from tracestream.connection import CLUSTER_ERRORS
 from tracestream.otel_setup.settings import ConfigError
 from tracestream.query import QueryError
@@ -64,10 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.run(args)
         sys.stdout.flush()
     except (UsageError, ConfigError, QueryError) as error:
-        print(f"tracestream: {error}", file=sys.stderr)
+        error_line(str(error))
         return 2
     except CLUSTER_ERRORS as error:
-        print(f"tracestream: {describe_redis_error(error)}", file=sys.stderr)
+        error_line(describe_redis_error(error))
         return 1
     except BrokenPipeError:
         # The reader left (`| head`): stop quietly; point stdout at devnull so the final flush cannot fail.
@@ -75,4 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        error_line(f"unexpected {type(error).__name__}: {error}")
+        return 1
     return status

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
+import orjson
 import redis
+from rich.text import Text
 
 from tracestream.connection import Client, client_for
 from tracestream.otel_setup.settings import Settings
+from tracestream.terminal_text import json_safe, visible
 
 if TYPE_CHECKING:
     Subparsers: TypeAlias = "argparse._SubParsersAction[ArgumentParser]"
@@ -40,6 +44,24 @@ OPTIONS.add_argument(
     help="the URL names a node of a Redis Cluster (default: $TRACESTREAM_REDIS_CLUSTER)",
 )
 OPTIONS.add_argument("--json", action="store_true", help="print NDJSON, one object per line")
+
+
+def whole_number(low: int, high: int = sys.maxsize) -> Callable[[str], int]:
+    """An argparse type for counts and ports: a whole number from `low` to `high`, else a one-line error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+PORT = whole_number(1, 65535)
 
 
 def add_command(
@@ -74,3 +96,18 @@ def describe_redis_error(error: Exception) -> str:
     if isinstance(error, redis.ConnectionError):
         return f"cannot reach Redis: {error}"
     return f"Redis error: {error}"
+
+
+def shown(text: str, style: str = "") -> Text:
+    """Text from the streams for a terminal: control characters visible, no Rich markup."""
+    return Text(visible(text), style=style)
+
+
+def print_json(value: Any) -> None:
+    """One NDJSON line on stdout: the exact value, with no byte that drives a terminal."""
+    sys.stdout.buffer.write(json_safe(orjson.dumps(value)) + b"\n")
+
+
+def error_line(message: str) -> None:
+    """One line on stderr, whatever the message holds (a Redis reply, a user's text)."""
+    print(f"tracestream: {visible(message)}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from tracestream.cli.common import OPTIONS, UsageError, settings
+from tracestream.cli.common import OPTIONS, PORT, UsageError, settings
 from tracestream.console.auth import ConsoleAuthError
 from tracestream.console.server import DEFAULT_HOST, DEFAULT_PORT, serve
 
@@ -21,7 +21,7 @@ def register(subparsers: Subparsers) -> None:
         description="Serve the read-only web console; off loopback it needs TRACESTREAM_CONSOLE_TOKEN.",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=PORT, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.set_defaults(run=run)
 
 
@@ -30,4 +30,6 @@ def run(args: argparse.Namespace) -> int:
         serve(settings(args), host=args.host, port=args.port)
     except ConsoleAuthError as error:
         raise UsageError(str(error)) from None
+    except SystemExit as exit:  # uvicorn could not start (address in use) and said why in one line
+        return 0 if exit.code in (0, None) else 1
     return 0

@@ -6,19 +6,24 @@ import argparse
 import contextlib
 import csv
 import io
+import os
+import stat
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tracestream.cli.common import add_command, reader, settings
+from tracestream.cli.common import UsageError, add_command, reader, settings
 from tracestream.cli.records import FILTERS, query_from
 from tracestream.query import iter_records, record_json
 from tracestream.schema import LogEntry, dump_json
 from tracestream.shards import shards
+from tracestream.terminal_text import json_safe, visible
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -49,14 +54,19 @@ def register(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     query = query_from(args)
     stream = settings(args).stream
-    with reader(args) as client, _output(args.output) as out, _progress(args.progress) as progress:
+    with reader(args) as client, _output(args.output) as out:
         total = sum(int(shard.client.xlen(shard.keys.logs)) for shard in shards(client, stream))
-        task = progress.add_task("exporting", total=total)
-        records = iter_records(
-            client, stream, query, batch=BATCH, on_scanned=lambda count: progress.advance(task, count)
-        )
-        written = _write_csv(records, out) if args.format == "csv" else _write_ndjson(records, out)
-        progress.update(task, completed=total)
+        with _progress(args.progress) as progress:  # once Redis answered: its trouble stays one line
+            task = progress.add_task("exporting", total=total)
+            records = iter_records(
+                client, stream, query, batch=BATCH, on_scanned=lambda count: progress.advance(task, count)
+            )
+            if args.format == "csv":
+                to_terminal = args.output is None and sys.stdout.isatty()
+                written = _write_csv(records, out, visible if to_terminal else str)
+            else:
+                written = _write_ndjson(records, out)
+            progress.update(task, completed=total)
     print(f"exported {written} records", file=sys.stderr)
     return 0
 
@@ -64,12 +74,13 @@ def run(args: argparse.Namespace) -> int:
 def _write_ndjson(records: Iterator[LogEntry], out: IO[bytes]) -> int:
     written = 0
     for entry in records:
-        out.write(orjson.dumps(record_json(entry)) + b"\n")
+        out.write(json_safe(orjson.dumps(record_json(entry))) + b"\n")
         written += 1
     return written
 
 
-def _write_csv(records: Iterator[LogEntry], out: IO[bytes]) -> int:
+def _write_csv(records: Iterator[LogEntry], out: IO[bytes], cell: Callable[[str], str]) -> int:
+    """`cell` shows each text field: exact in a file or a pipe, control characters visible on a terminal."""
     text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
     writer = csv.DictWriter(text, CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -78,7 +89,7 @@ def _write_csv(records: Iterator[LogEntry], out: IO[bytes]) -> int:
         row = record_json(entry)
         row["attributes"] = dump_json(row["attributes"])
         row["resource"] = dump_json(row["resource"])
-        writer.writerow(row)
+        writer.writerow({key: cell(value) if isinstance(value, str) else value for key, value in row.items()})
         written += 1
     text.detach()
     return written
@@ -86,12 +97,38 @@ def _write_csv(records: Iterator[LogEntry], out: IO[bytes]) -> int:
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[IO[bytes]]:
+    """stdout, or FILE. A regular FILE is replaced only when the export succeeds: records go to a
+    new file beside it, renamed over it at the end, so a failed export leaves FILE as it was.
+    Anything else (`/dev/null`, a FIFO, a terminal) is written in place."""
     if path is None:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    with open(path, "wb") as file:
-        yield file
+    target = Path(os.path.realpath(path))
+    with _cannot_write(path):
+        if target.exists() and not stat.S_ISREG(target.stat().st_mode):
+            partial = None
+            file = open(target, "wb")  # noqa: SIM115
+        else:
+            partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+            file = open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")  # noqa: SIM115
+    try:
+        with file:
+            yield file
+        if partial is not None:
+            with _cannot_write(path):
+                partial.replace(target)
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _cannot_write(path: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def _progress(forced: bool) -> Progress:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-import orjson
 from rich.console import Console
 from rich.text import Text
 
-from tracestream.cli.common import ArgumentParser
-from tracestream.query import Query, record_json
+from tracestream.cli.common import ArgumentParser, UsageError, print_json
+from tracestream.query import Query, QueryError, record_json
 from tracestream.schema import LogEntry
+from tracestream.terminal_text import visible
 from tracestream.timeparse import iso_utc
 
 FILTERS = ArgumentParser(add_help=False)
@@ -31,17 +31,25 @@ _group.add_argument(
 
 
 def query_from(args: argparse.Namespace) -> Query:
-    """Raises QueryError, which `main` reports as bad input (exit status 2)."""
-    return Query.parse(
-        trace_id=args.trace_id,
-        services=args.service,
-        severity=args.severity,
-        since=args.since,
-        until=args.until,
-        text=args.grep,
-        regex=args.regex,
-        attributes=args.attr,
-    )
+    """Raises QueryError or UsageError, which `main` reports as bad input (exit status 2).
+
+    `Query.parse` reads nothing but these options, so any ValueError it lets out is the input's fault.
+    """
+    try:
+        return Query.parse(
+            trace_id=args.trace_id,
+            services=args.service,
+            severity=args.severity,
+            since=args.since,
+            until=args.until,
+            text=args.grep,
+            regex=args.regex,
+            attributes=args.attr,
+        )
+    except QueryError:
+        raise
+    except ValueError as error:
+        raise UsageError(f"bad filter: {error}") from None
 
 
 def severity_style(number: int) -> str:
@@ -53,16 +61,17 @@ def severity_style(number: int) -> str:
 
 
 def record_line(entry: LogEntry) -> Text:
+    """One record, one line: text from the stream shows its control characters, never obeys them."""
     line = Text()
     line.append(iso_utc(entry.timestamp_ns), style="dim")
     line.append(" ")
-    line.append(f"{entry.severity or '-':<5}", style=severity_style(entry.severity_number))
-    line.append(f" {entry.service} ", style="cyan")
-    line.append(entry.body)
+    line.append(f"{visible(entry.severity) or '-':<5}", style=severity_style(entry.severity_number))
+    line.append(f" {visible(entry.service)} ", style="cyan")
+    line.append(visible(entry.body))
     if entry.exception_type:
-        line.append(f"  {entry.exception_type}: {entry.exception_message}", style="red")
+        line.append(f"  {visible(entry.exception_type)}: {visible(entry.exception_message)}", style="red")
     if entry.trace_id:
-        line.append(f"  trace={entry.trace_id}", style="dim")
+        line.append(f"  trace={visible(entry.trace_id)}", style="dim")
     return line
 
 
@@ -75,7 +84,7 @@ class RecordPrinter:
 
     def print(self, entry: LogEntry) -> None:
         if self.as_json:
-            sys.stdout.buffer.write(orjson.dumps(record_json(entry)) + b"\n")
+            print_json(record_json(entry))
         else:
             self.console.print(record_line(entry))
 

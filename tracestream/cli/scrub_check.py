@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
-
-from tracestream.cli.common import UsageError, add_command
+from tracestream.cli.common import UsageError, add_command, print_json
 from tracestream.exporters.shaping import scrubber_for
 from tracestream.otel_setup.settings import Settings
+from tracestream.terminal_text import visible
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -51,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
         scrub_allow_keys=[*base.scrub_allow_keys, *args.allow_key],
         scrub_allow_values=[*base.scrub_allow_values, *args.allow_value],
     )
-    scrubber = scrubber_for(config)
+    try:
+        scrubber = scrubber_for(config)
+    except ValueError as error:  # a key with no letters or digits
+        raise UsageError(str(error)) from None
     assert scrubber is not None
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8", "replace")
@@ -68,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             found = [{"kind": f.kind, "start": f.start, "end": f.end} for f in findings]
             record = {"line": number, "findings": found, "scrubbed": scrubbed}
-            sys.stdout.write(orjson.dumps(record).decode() + "\n")
+            print_json(record)
         else:
             kinds = ", ".join(f"{f.kind} at {f.start}-{f.end}" for f in findings) or "nothing"
-            sys.stdout.write(f"{number}: {kinds}\n    {scrubbed}\n")
+            sys.stdout.write(f"{number}: {kinds}\n    {visible(scrubbed)}\n")
     if not args.json:
         sys.stdout.write(f"{redacted} of {len(lines)} lines would be redacted\n")
     return 0

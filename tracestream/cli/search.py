@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from tracestream.cli.common import add_command, reader, settings
+from tracestream.cli.common import add_command, reader, settings, whole_number
 from tracestream.cli.records import FILTERS, RecordPrinter, query_from
-from tracestream.query import Cursor, QueryError, search
+from tracestream.query import Cursor, search
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -23,14 +23,14 @@ def register(subparsers: Subparsers) -> None:
         "Find records, newest first. The next page's cursor is printed on stderr.",
         FILTERS,
     )
-    parser.add_argument("-n", "--limit", type=int, default=50, metavar="N", help="page size (default 50)")
+    parser.add_argument(
+        "-n", "--limit", type=whole_number(1), default=50, metavar="N", help="page size (default 50)"
+    )
     parser.add_argument("--cursor", metavar="ID", help="continue where the previous page ended")
 
 
 def run(args: argparse.Namespace) -> int:
     query = query_from(args)
-    if args.limit < 1:
-        raise QueryError(f"--limit {args.limit} is invalid: expected 1 or more")
     if args.cursor:
         Cursor.parse(args.cursor)
     printer = RecordPrinter(args.json)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import TYPE_CHECKING
 
-import orjson
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from tracestream.cli.common import add_command, reader, settings
+from tracestream.cli.common import add_command, print_json, reader, settings, shown
 from tracestream.summary import service_status
 from tracestream.timeparse import iso_utc
 
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                 "errors_last_hour": status.errors,
                 "instances": len(status.instances),
             }
-            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+            print_json(line)
         return 0
     now_ms = time.time() * 1000
     table = Table(title="service integration status (last hour)", title_justify="left")
@@ -51,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     for status in statuses:
         ago = (now_ms - status.last_seen_ms) / 1000
         table.add_row(
-            status.service,
+            shown(status.service),
             f"{iso_utc(status.last_seen_ms * 1_000_000)[:19]}Z ({ago:.0f}s ago)",
             f"{status.records_per_minute:.1f}",
-            f"[red]{status.errors}[/]" if status.errors else "0",
+            Text(str(status.errors), style="red" if status.errors else ""),
             str(len(status.instances)),
         )
     Console(highlight=False).print(table if statuses else "no records in the last hour")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 
-from tracestream.cli.common import add_command, reader, settings
+from tracestream.cli.common import add_command, print_json, reader, settings, shown, whole_number
 from tracestream.query import Query
 from tracestream.summary import Summary, summarize
 from tracestream.timeparse import iso_utc
@@ -31,7 +29,9 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--since", default="15m", metavar="TIME", help="ISO 8601 or ago (default 15m)")
     parser.add_argument("--until", metavar="TIME", help="ISO 8601 or how long ago (default now)")
-    parser.add_argument("--top", type=int, default=10, metavar="N", help="error groups to show (default 10)")
+    parser.add_argument(
+        "--top", type=whole_number(0), default=10, metavar="N", help="error groups to show (default 10)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         summary = summarize(client, settings(args).stream, window.since_ms or 0, window.until_ms)
     if args.json:
         for line in stats_lines(summary, args.top):
-            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+            print_json(line)
     else:
         _print_tables(summary, args.top)
     return 0
@@ -75,10 +75,10 @@ def _print_tables(summary: Summary, top: int) -> None:
     table.add_column("minute (UTC)")
     table.add_column("service")
     for severity in severities:
-        table.add_column(severity, justify="right")
+        table.add_column(shown(severity), justify="right")
     for (minute, service), counts in sorted(rows.items(), reverse=True):
         minute_text = iso_utc(minute * 1_000_000)[:16] + "Z"
-        table.add_row(minute_text, service, *(str(counts.get(severity, 0)) for severity in severities))
+        table.add_row(minute_text, shown(service), *(str(counts.get(severity, 0)) for severity in severities))
     totals = summary.by_severity()
     table.add_row("total", "", *(str(totals[severity]) for severity in severities), style="bold")
     console.print(table)
@@ -88,10 +88,10 @@ def _print_tables(summary: Summary, top: int) -> None:
     for group in summary.top_errors(top):
         errors.add_row(
             str(group.count),
-            group.exception_type or "-",
-            group.code or "-",
-            group.service,
+            shown(group.exception_type or "-"),
+            shown(group.code or "-"),
+            shown(group.service),
             iso_utc(group.last_seen_ms * 1_000_000)[:19] + "Z",
-            group.message,
+            shown(group.message),
         )
     console.print(errors if summary.error_groups else "no errors in this window")

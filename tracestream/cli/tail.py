@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from tracestream.cli.common import add_command, describe_redis_error, reader, settings
+from tracestream.cli.common import (
+    add_command,
+    describe_redis_error,
+    error_line,
+    reader,
+    settings,
+    whole_number,
+)
 from tracestream.cli.records import FILTERS, RecordPrinter, query_from
 from tracestream.query import Follow, follow, search
 
@@ -26,7 +33,12 @@ def register(subparsers: Subparsers) -> None:
         FILTERS,
     )
     parser.add_argument(
-        "-n", "--lines", type=int, default=10, metavar="N", help="records to show first (default 10)"
+        "-n",
+        "--lines",
+        type=whole_number(0),
+        default=10,
+        metavar="N",
+        help="records to show first (default 10)",
     )
 
 
@@ -37,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     # The socket timeout must outlast one blocking read.
     with reader(args, timeout=config.redis_timeout + BLOCK_MS / 1000) as client:
         state = Follow.at_end(client, config.stream)
-        backlog = search(client, config.stream, query, None, max(args.lines, 0))
+        backlog = search(client, config.stream, query, None, args.lines)
         state.skip(backlog.records)  # written since at_end: shown now, not again
         for record in reversed(backlog.records):
             printer.print(record)
@@ -47,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         def on_disconnect(error: Exception) -> None:
             nonlocal disconnected
             if not disconnected:
-                print(f"tracestream: {describe_redis_error(error)}; reconnecting", file=sys.stderr)
+                error_line(f"{describe_redis_error(error)}; reconnecting")
             disconnected = True
 
         live = follow(client, config.stream, query, state, block_ms=BLOCK_MS, on_disconnect=on_disconnect)

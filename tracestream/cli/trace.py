@@ -6,12 +6,11 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tracestream.cli.common import add_command, reader, settings
+from tracestream.cli.common import add_command, print_json, reader, settings, shown
 from tracestream.cli.records import severity_style
 from tracestream.query import TraceTree, record_json, trace_tree
 from tracestream.schema import LogEntry
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         for line in tree_lines(tree):
-            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+            print_json(line)
     else:
         Console(highlight=False).print(waterfall(tree))
     return 0
@@ -90,8 +89,8 @@ def waterfall(tree: TraceTree) -> Table:
         width = max(1, int((span.end_ns - span.start_ns) * scale))
         style = "red" if span.status == "ERROR" else "blue"
         table.add_row(
-            Text("  " * depth + span.name, style="bold"),
-            span.service,
+            Text("  " * depth).append_text(shown(span.name, "bold")),
+            shown(span.service),
             f"{(span.start_ns - start) / 1e6:.1f}",
             f"{span.duration_ms:.1f}",
             Text(" " * offset + "█" * width, style=style),
@@ -103,8 +102,8 @@ def waterfall(tree: TraceTree) -> Table:
     return table
 
 
-def _log_row(entry: LogEntry, depth: int, start: int) -> tuple[Text, str, str, str, str]:
+def _log_row(entry: LogEntry, depth: int, start: int) -> tuple[Text, Text, str, str, str]:
     text = Text("  " * depth + "• ")
-    text.append(f"{entry.severity} ", style=severity_style(entry.severity_number))
-    text.append(entry.body)
-    return text, entry.service, f"{(entry.timestamp_ns - start) / 1e6:.1f}", "", ""
+    text.append_text(shown(f"{entry.severity} ", severity_style(entry.severity_number)))
+    text.append_text(shown(entry.body))
+    return text, shown(entry.service), f"{(entry.timestamp_ns - start) / 1e6:.1f}", "", ""
