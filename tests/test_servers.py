@@ -128,8 +128,9 @@ def test_no_duplicate_records(runs: Runs) -> None:
     for response in (runs.traced.item, runs.traced.failure):
         request_record(runs.stream, response)  # exactly one each
     entries = runs.stream.logs()
-    record_ids = [e.record_id for e in entries]
-    assert len(record_ids) == len(set(record_ids))
+    # a line taken twice would carry two record ids but one creation time
+    lines = [(e.scope, e.body, e.timestamp_ns) for e in entries]
+    assert len(lines) == len(set(lines)) == len({e.record_id for e in entries})
     assert len([e for e in entries if e.scope == HTTP_SCOPE]) == 3
     errors = [(e.scope, e.body.split(" (")[0]) for e in entries if e.severity == "ERROR"]
     assert errors == [(HTTP_SCOPE, "POST /items/plumbus/restock 500")]
