@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from tracestream._internal_log import internal_logger
-from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
+from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter, from_environment
 from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
 from tracestream.exporters.shaping import scrubber_for
 from tracestream.otel_setup import log_capture, shutdown
@@ -45,17 +45,25 @@ class Telemetry:
     handler: OTelHandler
     log_processors: tuple[StreamLogProcessor, ...]
     span_processors: tuple[StreamSpanProcessor, ...]
+    # False when another setup (upstream's configurator, the app) had set the providers first.
+    owns_providers: bool = True
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         """Export everything recorded so far; False if `timeout` seconds were not enough."""
         millis = int(timeout * 1000)
-        spans_ok = all(p.force_flush(millis) for p in self.span_processors)
+        spans_ok = self.tracer_provider.force_flush(millis)
         return all(p.force_flush(millis) for p in self.log_processors) and spans_ok
 
     def shutdown(self) -> None:
         log_capture.uninstall()
-        self.tracer_provider.shutdown()
-        self.logger_provider.shutdown()
+        if self.owns_providers:
+            self.tracer_provider.shutdown()
+            self.logger_provider.shutdown()
+            return
+        for span_processor in self.span_processors:
+            span_processor.shutdown()
+        for log_processor in self.log_processors:
+            log_processor.shutdown()
 
 
 _lock = threading.Lock()
@@ -88,31 +96,56 @@ def _install(settings: Settings) -> Telemetry:
     resource = build_resource(settings)
     span_batch = BatchSettings.load("OTEL_BSP", settings.batch_delay_ms)
     log_batch = BatchSettings.load("OTEL_BLRP", settings.batch_delay_ms)
+    current_tracer_provider = trace.get_tracer_provider()
+    current_logger_provider = _logs.get_logger_provider()
+    joining = isinstance(current_tracer_provider, TracerProvider) or isinstance(
+        current_logger_provider, LoggerProvider
+    )
+    # Joining, the providers' own processors keep their other exporters: ours add Redis.
+    span_names = tuple(n for n in settings.traces_exporter if n == REDIS_STREAM or not joining)
     span_processors = tuple(
         StreamSpanProcessor(exporter, span_batch, settings.shutdown_timeout)
-        for exporter in _span_exporters(settings)
+        for exporter in _span_exporters(settings, span_names)
     )
     log_processors = tuple(
         StreamLogProcessor(exporter, log_batch, settings.shutdown_timeout)
         for exporter in _log_exporters(settings)
     )
+    redis_log_processors = tuple(
+        p for p, name in zip(log_processors, settings.logs_exporter, strict=True) if name == REDIS_STREAM
+    )
 
-    tracer_provider = TracerProvider(resource=resource)
+    # Our logger provider holds the resource our records carry, whoever provides the OTel API.
+    logger_provider = LoggerProvider(resource=resource)
+    if joining:
+        from_environment.step_aside()
+    if isinstance(current_tracer_provider, TracerProvider):
+        tracer_provider = current_tracer_provider
+    else:
+        tracer_provider = TracerProvider(resource=resource)
+        trace.set_tracer_provider(tracer_provider)
     for span_processor in span_processors:
         tracer_provider.add_span_processor(span_processor)
-    logger_provider = LoggerProvider(resource=resource)
-    for log_processor in log_processors:
-        logger_provider.add_log_record_processor(log_processor)
-    trace.set_tracer_provider(tracer_provider)
-    _logs.set_logger_provider(logger_provider)
-    _follow_forks(tracer_provider, logger_provider)
+    api_logs = current_logger_provider if isinstance(current_logger_provider, LoggerProvider) else None
+    for log_processor in redis_log_processors if api_logs else log_processors:
+        (api_logs or logger_provider).add_log_record_processor(log_processor)
+    if api_logs is None:
+        _logs.set_logger_provider(logger_provider)
+    _follow_forks(logger_provider, *(() if joining else (tracer_provider,)))
 
     handler = OTelHandler(logger_provider, log_processors, settings.log_level)
     _capture_logging(handler, settings)
     queues = [p.queue for p in log_processors] + [p.queue for p in span_processors]
     shutdown.install(queues, settings.shutdown_timeout)
     telemetry = Telemetry(
-        settings, resource, tracer_provider, logger_provider, handler, log_processors, span_processors
+        settings,
+        resource,
+        tracer_provider,
+        logger_provider,
+        handler,
+        log_processors,
+        span_processors,
+        owns_providers=not joining,
     )
     _instrument_frameworks(telemetry)
     return telemetry
@@ -132,10 +165,10 @@ def _log_exporters(settings: Settings) -> list[LogRecordExporter]:
     ]
 
 
-def _span_exporters(settings: Settings) -> list[SpanExporter]:
+def _span_exporters(settings: Settings, names: tuple[str, ...]) -> list[SpanExporter]:
     return [
         _exporter(settings, name, TRACES_GROUP, RedisStreamSpanExporter, ScrubbingSpanExporter)
-        for name in settings.traces_exporter
+        for name in names
     ]
 
 

@@ -1,20 +1,29 @@
 """Hooks for the `opentelemetry-instrument` launcher.
 
-Upstream's distro defaults every exporter to `otlp`; when that exporter is missing,
-configuration raises, the launcher swallows it, and no instrumentation loads at all.
-Ours defaults to the Redis stream exporters and installs through `configure()`, so the
-launcher and the one-call setup give exactly the same pipeline.
+The launcher runs one distro and one configurator, the first it finds unless
+OTEL_PYTHON_DISTRO / OTEL_PYTHON_CONFIGURATOR name one; with upstream's
+`opentelemetry-distro` installed too, which wins depends on install order. So the
+setup does not hang on winning: our configurator runs `configure()`, and our
+pre-instrument hook, which the launcher runs whichever configurator won, runs it too
+when another configurator went first and the environment names our exporters.
+`configure()` then joins that configurator's providers (see configure.py).
+
+Our distro defaults the exporters to the Redis streams; upstream's defaults every
+exporter to `otlp`, and when that exporter is missing, its configuration raises and the
+launcher loads nothing at all: set OTEL_METRICS_EXPORTER=none then (docs/configuration.md).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
+from tracestream import integrations
 from tracestream.integrations import INSTALLED_BY_CONFIGURE
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, installed
 from tracestream.otel_setup.settings import ConfigError
@@ -23,6 +32,8 @@ _DEFAULTS = {
     "OTEL_TRACES_EXPORTER": REDIS_STREAM,
     "OTEL_LOGS_EXPORTER": REDIS_STREAM,
     "OTEL_METRICS_EXPORTER": "none",
+    # Ours, even where upstream's configurator comes first in install order.
+    "OTEL_PYTHON_CONFIGURATOR": "tracestream",
 }
 
 
@@ -39,7 +50,7 @@ class TracestreamDistro(BaseDistro):  # type: ignore[misc]
             # instrumenting again here would only warn, or configure Django's settings too early.
             return
         if entry_point.name == "logging":
-            # Our handler is already on root; a second OTel handler would double every record.
+            # Our capture already takes every record; an OTel handler would double each one.
             kwargs["enable_log_auto_instrumentation"] = False
         super().load_instrumentor(entry_point, **kwargs)
 
@@ -48,10 +59,33 @@ class TracestreamConfigurator(_BaseConfigurator):
     """Selected by the launcher through the `opentelemetry_configurator` entry point."""
 
     def _configure(self, **kwargs: Any) -> None:
-        try:
-            configure()
-        except ConfigError as error:
-            # The launcher would log and carry on uninstrumented; a bad setting must be seen.
-            # We run inside site import, where SystemExit is a fatal interpreter error.
-            print(f"tracestream: invalid configuration: {error}", file=sys.stderr, flush=True)
-            os._exit(2)
+        _configure_or_exit()
+
+
+def before_instrumentors() -> None:
+    """`opentelemetry_pre_instrument`: runs after whichever configurator the launcher picked."""
+    integrations.defer_while_launcher_instruments()
+    if installed() is None and _names_our_exporters(os.environ):
+        _configure_or_exit()
+
+
+def after_instrumentors() -> None:
+    """`opentelemetry_post_instrument`: our integrations complete what the launcher instrumented."""
+    integrations.run_deferred()
+
+
+def _names_our_exporters(environ: Mapping[str, str]) -> bool:
+    return any(
+        REDIS_STREAM in (name.strip() for name in environ.get(variable, "").split(","))
+        for variable in ("OTEL_TRACES_EXPORTER", "OTEL_LOGS_EXPORTER")
+    )
+
+
+def _configure_or_exit() -> None:
+    try:
+        configure()
+    except ConfigError as error:
+        # The launcher would log and carry on uninstrumented; a bad setting must be seen.
+        # We run inside site import, where SystemExit is a fatal interpreter error.
+        print(f"tracestream: invalid configuration: {error}", file=sys.stderr, flush=True)
+        os._exit(2)

@@ -1,0 +1,93 @@
+"""The launcher in an environment set up as the OpenTelemetry docs say: upstream's
+opentelemetry-distro and everything `opentelemetry-bootstrap -a install` adds, beside ours.
+
+Which distro and configurator the launcher picks depends on install order; the four
+combinations are picked here with OTEL_PYTHON_DISTRO / OTEL_PYTHON_CONFIGURATOR. The apps
+carry no tracestream code, and the environment holds only the variables the README shows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+
+import pytest
+
+from tests.apps.servers import bin_path, http_ready, launched, serve
+from tests.support import ROOT, RedisHandle, wait_for
+from tracestream.embedded_redis import free_port
+
+COMBINATIONS = [
+    ("tracestream", "tracestream"),
+    ("distro", "configurator"),  # upstream's distro and configurator both first in install order
+    ("tracestream", "configurator"),
+    ("distro", "tracestream"),
+]
+
+
+def _env(stream: RedisHandle, service: str, distro: str, configurator: str) -> dict[str, str]:
+    return stream.env(
+        OTEL_SERVICE_NAME=service,
+        OTEL_LOGS_EXPORTER="redis_stream",
+        OTEL_TRACES_EXPORTER="redis_stream",
+        OTEL_PYTHON_DISTRO=distro,
+        OTEL_PYTHON_CONFIGURATOR=configurator,
+        # Upstream's distro sends metrics over OTLP by default; no collector listens here.
+        OTEL_METRICS_EXPORTER="none",
+    )
+
+
+def _clean(output: str) -> None:
+    """Nothing but the launcher's own note on which configurator it skipped."""
+    lines = [line for line in output.splitlines() if not line.startswith("Configuration of ")]
+    assert not [line for line in lines if "Traceback" in line or "ERROR" in line or "rror" in line], output
+
+
+@pytest.mark.parametrize(("distro", "configurator"), COMBINATIONS)
+def test_any_distro_and_configurator_give_the_full_setup(
+    stream: RedisHandle, distro: str, configurator: str
+) -> None:
+    port = free_port()
+    server_env = _env(stream, "api", distro, configurator)
+    command = launched(bin_path("uvicorn"), "tests.apps.zero_code_api:app", "--port", str(port))
+    with serve(command, server_env, http_ready(f"http://127.0.0.1:{port}/openapi.json")) as server:
+        client = subprocess.run(
+            launched(bin_path("python"), "-m", "tests.apps.zero_code_client", f"http://127.0.0.1:{port}/"),
+            env=_env(stream, "client", distro, configurator),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert client.returncode == 0, client.stderr
+        _clean(client.stderr)
+        # The app's own warning still prints through logging.lastResort.
+        assert "called the api: 200" in client.stderr
+        out = json.loads(client.stdout.strip().splitlines()[-1])
+        assert out["status"] == 200 and out["trace_id"], out  # our trace header: integrations are in
+
+        trace_id = out["trace_id"]
+        in_trace = wait_for(
+            lambda: (
+                len([e for e in stream.logs() if e.trace_id == trace_id]) >= 2
+                and [e for e in stream.logs() if e.trace_id == trace_id]
+            ),
+            what="the request record and the api's log line",
+        )
+        wait_for(lambda: "hello from the api" in server.output(), what="the api's own line on its terminal")
+        _clean(server.output())
+
+    assert Counter((e.service, e.scope) for e in in_trace) == {
+        ("api", "tracestream.http"): 1,
+        ("api", "tests.apps.zero_code_api"): 1,
+    }
+    client_spans = wait_for(
+        lambda: [s for s in stream.spans() if s.service == "client" and s.kind == "CLIENT"],
+        what="the client's httpx span",
+    )
+    assert [s.trace_id for s in client_spans] == [trace_id]  # the api continued the client's trace
+    bodies = Counter(e.body for e in stream.logs())
+    assert bodies["hello from the api"] == 1 and bodies["called the api: 200"] == 1
+    assert all(count == 1 for count in bodies.values()), bodies
+    assert all(isinstance(e.resource.get("process.pid"), int) for e in stream.logs())
