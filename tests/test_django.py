@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
-from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, serve
+from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, run_json, serve
 from tests.support import ROOT, RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
@@ -104,3 +104,27 @@ def test_runserver_noreload_under_the_launcher(stream: RedisHandle) -> None:
         check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/3")
     # runserver's own access lines ("GET /orders/3/ 200") are not added without a trace id
     assert not [e for e in stream.logs() if e.scope == "django.server"]
+
+
+CHANNELS_LINES = """
+import logging, django, tracestream
+from django.conf import settings
+settings.configure()
+django.setup()
+telemetry = tracestream.configure(service_name="channels")
+details = {"method": "GET", "path": "/orders/1/", "status": 500, "time_taken": 0.01, "client": "127.0.0.1:5"}
+for message, args in [
+    ("HTTP %(method)s %(path)s %(status)s [%(time_taken).2f, %(client)s]", details),
+    ("WebSocket CONNECT %(path)s [%(client)s]", {"path": "/ws/", "client": "127.0.0.1:5"}),
+]:
+    record = logging.LogRecord("django.channels.server", logging.ERROR, "x.py", 1, message, (args,), None)
+    telemetry.handler.handle(record)  # as the capture hands it over, whatever the logger's exclusions
+telemetry.force_flush()
+print("{}")
+"""
+
+
+def test_daphne_runserver_http_lines_are_replaced_and_websocket_lines_kept(stream: RedisHandle) -> None:
+    """daphne's runserver (`django.channels.server`): the request record stands for an HTTP line only."""
+    run_json(CHANNELS_LINES, stream.env())
+    assert [e.body for e in stream.logs()] == ["WebSocket CONNECT /ws/ [127.0.0.1:5]"]

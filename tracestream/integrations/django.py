@@ -6,16 +6,17 @@ exactly then (runserver, gunicorn with or without --preload, any ASGI server), b
 time settings are configured: so it works whether `configure()` ran from the launcher,
 `wsgi.py`, `manage.py` or our AppConfig, and never configures settings too early.
 
-Django's own "Internal Server Error"/"Not Found" lines (`django.request`) and runserver's
-access lines (`django.server`, written after the span ended) are kept out of the stream:
-the request record replaces them, so an unhandled exception is one ERROR record.
+Django's own "Internal Server Error"/"Not Found" lines (`django.request`) and the access
+lines of runserver (`django.server`) and of daphne's runserver (`django.channels.server`),
+written after the span ended, are kept out of the stream: the request record replaces them,
+so an unhandled exception is one ERROR record.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from time import perf_counter
 from typing import Any
 
@@ -27,6 +28,7 @@ from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponseBase
 from opentelemetry.instrumentation.django import DjangoInstrumentor
 
+from tracestream.integrations.django_settings import configure_arguments
 from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
 from tracestream.integrations.records import replace_lines
 from tracestream.otel_setup.configure import Telemetry, configure
@@ -101,6 +103,11 @@ def _is_access_line(record: logging.LogRecord) -> bool:
     return hasattr(record, "status_code")
 
 
+def _is_channels_access_line(record: logging.LogRecord) -> bool:
+    """daphne's runserver logs an HTTP exchange with its details (status included) as the argument."""
+    return isinstance(record.args, Mapping) and "status" in record.args
+
+
 def _add_middleware() -> None:
     """Contrib middleware first (it opens the span), ours right inside it."""
     if not DjangoInstrumentor().is_instrumented_by_opentelemetry:
@@ -127,13 +134,15 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
         got_request_exception.connect(_remember_exception, weak=False)
     replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
     replace_lines(telemetry.handler, "django.server", _is_access_line)
+    replace_lines(telemetry.handler, "django.channels.server", _is_channels_access_line)
 
 
 class TracestreamConfig(AppConfig):  # type: ignore[misc]
     """Add `tracestream.integrations.django` to INSTALLED_APPS to configure from settings.
 
     `settings.TRACESTREAM` holds `configure()` arguments (environment variables fill the
-    rest); it runs in `django.setup()`, before the handler loads its middleware.
+    rest), and `worker_service_name` for Celery's processes (see `django_settings`); it runs
+    in `django.setup()`, before the handler loads its middleware.
     """
 
     name = "tracestream.integrations.django"
@@ -141,4 +150,4 @@ class TracestreamConfig(AppConfig):  # type: ignore[misc]
     verbose_name = "tracestream"
 
     def ready(self) -> None:
-        configure(**getattr(settings, "TRACESTREAM", {}))
+        configure(**configure_arguments())

@@ -1,0 +1,44 @@
+"""`settings.TRACESTREAM`: a Django project's `configure()` arguments, for the exporter and the console.
+
+A Django project's web server, Celery worker and beat share one settings module, so a
+service name taken from it alone would label every process alike. `worker_service_name`
+names the processes Celery starts (`celery worker`, `celery beat` and their prefork children).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+
+from tracestream.otel_setup.settings import ConfigError
+
+WORKER_SERVICE_NAME = "worker_service_name"
+
+
+def configure_arguments() -> dict[str, Any]:
+    """`settings.TRACESTREAM` as `configure()` arguments for this process."""
+    declared = getattr(settings, "TRACESTREAM", None) or {}
+    if not isinstance(declared, Mapping):
+        raise ConfigError(
+            f"settings.TRACESTREAM must be a dict of configure() arguments, not {type(declared).__name__}"
+        )
+    arguments = dict(declared)
+    worker_service_name = arguments.pop(WORKER_SERVICE_NAME, None)
+    if worker_service_name is not None and started_by_celery():
+        arguments["service_name"] = worker_service_name
+    return arguments
+
+
+def started_by_celery() -> bool:
+    """True in a Celery worker or beat: Celery's loader starts the worker before it sets Django up.
+
+    (Celery's Django fixup runs `django.setup()` from the loader's worker start, so by the time
+    our AppConfig is ready the project's Celery app says it is running a worker.)
+    """
+    state = sys.modules.get("celery._state")
+    if state is None or state.default_app is None:
+        return False
+    return bool(state.get_current_app().loader.worker_initialized)
