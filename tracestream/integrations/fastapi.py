@@ -9,11 +9,15 @@ exception, and can add the trace headers to 500 responses too.
 
 An unhandled exception goes on as it does without us: the span gets its exception
 event and ERROR status, the server prints its traceback. The server's line for it is
-kept out of the stream only, since the request record carries the exception.
+kept out of the stream only, since the request record carries the exception: the
+request's context remembers which exception that was, and the server logs it from
+that same context (the request's task).
 """
 
 from __future__ import annotations
 
+import logging
+from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
 
@@ -25,12 +29,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tracestream.integrations.http_records import (
-    HttpExchange,
-    carries_recorded_exception,
-    emit_request_record,
-    trace_headers,
-)
+from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
 from tracestream.integrations.records import _exception_attributes, replace_lines
 from tracestream.otel_setup.configure import Telemetry
 
@@ -38,6 +37,8 @@ from tracestream.otel_setup.configure import Telemetry
 _OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}
 # The ASGI servers' own error loggers, which log an exception the app raised.
 _SERVER_ERROR_LOGGERS = ("uvicorn.error", "hypercorn.error")
+# Not a mark on the exception object: the app's objects stay as they were.
+_recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exception", default=None)
 _installed = False
 
 
@@ -80,6 +81,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
             if not response["started"]:
                 await PlainTextResponse("Internal Server Error", 500)(scope, receive, send_with_headers)
             emit_request_record(_exchange(scope, response, started), error)
+            _recorded_exception.set(error)
             raise
         emit_request_record(_exchange(scope, response, started))
 
@@ -116,6 +118,12 @@ def _record_on_span(error: Exception) -> None:
     attributes = _exception_attributes(error)
     span.add_event("exception", {**attributes, "exception.escaped": "False"})
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {attributes['exception.message']}"))
+
+
+def _carries_recorded_exception(record: logging.LogRecord) -> bool:
+    """A server's line about the exception a request record of this request carries."""
+    error = record.exc_info[1] if record.exc_info else None
+    return error is not None and error is _recorded_exception.get()
 
 
 def _exchange(scope: Scope, response: dict[str, Any], started: float) -> HttpExchange:
@@ -165,4 +173,4 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
             FastAPI.build_middleware_stack
         )
     for logger_name in _SERVER_ERROR_LOGGERS:
-        replace_lines(telemetry.handler, logger_name, carries_recorded_exception)
+        replace_lines(telemetry.handler, logger_name, _carries_recorded_exception)

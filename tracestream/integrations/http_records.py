@@ -5,16 +5,10 @@ FastAPI (ASGI) and Django (WSGI and ASGI) both describe a finished exchange as a
 same whichever framework served the request. The record is written while the
 request's server span is current, so it sits inside the request's trace (an access
 log line written after the span ended would carry no trace id).
-
-A record that carries an unhandled exception remembers it in the request's context, so
-the server's own line for that exception ("Exception in ASGI application", logged in the
-same context) can be kept out of the stream while the server still prints it.
 """
 
 from __future__ import annotations
 
-import logging
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -27,8 +21,6 @@ TRACEPARENT = "traceparent"
 TRACE_ID_HEADER = "X-Trace-Id"
 
 _records = RecordWriter("tracestream.http")
-# Not a mark on the exception itself: the app's objects stay as they were.
-_recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exception", default=None)
 
 
 @dataclass(frozen=True)
@@ -52,9 +44,11 @@ def severity_for(status: int) -> SeverityNumber:
 
 
 def emit_request_record(exchange: HttpExchange, error: BaseException | None = None) -> None:
-    """Write the record; an unhandled exception travels with it (type, message, stacktrace)."""
-    if error is not None:
-        _recorded_exception.set(error)
+    """Write the record; an unhandled exception travels with it (type, message, stacktrace).
+
+    The span is left to the instrumentation, which records the exception there as it
+    does without us (recording it here as well would put it on a Django 500's span twice).
+    """
     _records.emit(
         f"{exchange.method} {exchange.path} {exchange.status} ({exchange.duration_ms:.1f} ms)",
         severity_for(exchange.status),
@@ -71,12 +65,6 @@ def emit_request_record(exchange: HttpExchange, error: BaseException | None = No
         },
         exception=error,
     )
-
-
-def carries_recorded_exception(record: logging.LogRecord) -> bool:
-    """True for a log line about an exception that a request record already carries."""
-    error = record.exc_info[1] if record.exc_info else None
-    return error is not None and error is _recorded_exception.get()
 
 
 def trace_headers() -> tuple[tuple[str, str], ...]:
