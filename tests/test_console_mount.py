@@ -43,13 +43,15 @@ from django.conf import settings
 
 settings.configure(
     SECRET_KEY="test", ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, LOGIN_URL="/login/",
-    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions"],
+    INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions",
+                    "tracestream.integrations.django.TracestreamConfig"],
     MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware",
                 "django.contrib.auth.middleware.AuthenticationMiddleware"],
     DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3",
                            "NAME": os.path.join(tempfile.mkdtemp(), "db.sqlite3")}},
-    TRACESTREAM_REDIS_URL=os.environ["TRACESTREAM_REDIS_URL"],
-    TRACESTREAM_STREAM=os.environ["TRACESTREAM_STREAM"],
+    # What the exporter reads, and so must the console: TRACESTREAM, then the environment.
+    TRACESTREAM={"stream": os.environ["HOST_STREAM"], "service_name": "django-host",
+                 "worker_service_name": "django-worker"},
 )
 django.setup()
 from django.urls import include, path
@@ -58,12 +60,13 @@ urlpatterns = [path("monitoring/realtime-logs/", include("tracestream.console.dj
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import AsyncClient, Client
-import logging, tracestream
+import importlib, logging
 
 call_command("migrate", verbosity=0)
 staff = User.objects.create_user("staff", password="pw", is_staff=True)
 plain = User.objects.create_user("plain", password="pw")
-telemetry = tracestream.configure(service_name="django-host")
+from tracestream.otel_setup.configure import installed
+telemetry = installed()  # the AppConfig configured from TRACESTREAM
 logging.getLogger("host").warning("seen <through> django")
 telemetry.force_flush()
 
@@ -92,8 +95,12 @@ async def live():
             received.append(chunk)
 
     reading = asyncio.create_task(read())
-    while b"seen" not in b"".join(received):
-        await asyncio.sleep(0.02)
+
+    async def seen():
+        while b"seen" not in b"".join(received):
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(seen(), 10)
     reading.cancel()  # what Django's ASGI handler does when the browser goes away
     await asyncio.gather(reading, return_exceptions=True)
     me = asyncio.current_task()
@@ -101,20 +108,29 @@ async def live():
     return [response.status_code, response["content-type"], b"".join(received).decode(), len(others)]
 
 out["asgi_live"] = asyncio.run(live())
+
+import tracestream.console.django as mounted
+settings.TRACESTREAM_REDIS_URL = os.environ["TRACESTREAM_REDIS_URL"]
+try:
+    importlib.reload(mounted)
+except ValueError as error:
+    out["misplaced"] = str(error)
 print(json.dumps(out))
 """
 
 
 def test_django_include_honours_login_and_staff_and_streams_under_asgi(stream: RedisHandle) -> None:
+    """The console reads settings.TRACESTREAM's stream over the environment's (here a decoy)."""
     done = subprocess.run(
         [sys.executable, "-c", DJANGO_PROJECT],
-        env=stream.env(),
+        env=stream.env(HOST_STREAM=stream.stream, TRACESTREAM_STREAM=f"{stream.stream}:decoy"),
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+    assert "tracestream:" not in done.stderr, done.stderr
     out = orjson.loads(done.stdout.strip().splitlines()[-1])
     assert out["anonymous"] == [302, "/login/?next=/monitoring/realtime-logs/"]
     assert out["not_staff"] == 403
@@ -124,3 +140,7 @@ def test_django_include_honours_login_and_staff_and_streams_under_asgi(stream: R
     assert status == 200 and content_type.startswith("text/event-stream")
     assert left_running == 0, "the console request ends when its client goes away"
     assert '"body":"seen <through> django"' in received and '"service":"django-host"' in received
+    assert out["misplaced"] == (
+        "settings.TRACESTREAM_REDIS_URL is not read: put 'redis_url' in settings.TRACESTREAM, "
+        "which the exporter and the console share"
+    )

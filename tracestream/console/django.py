@@ -3,6 +3,7 @@
     # urls.py
     path("monitoring/realtime-logs/", include("tracestream.console.django")),
 
+It reads the same settings as the exporter: `settings.TRACESTREAM`, then the environment.
 Each request passes Django's auth first (staff by default, or the permission named in
 `TRACESTREAM_CONSOLE_PERMISSION`), then is handed to the console's ASGI app. The live
 tail is an endless response, so it needs Django under ASGI (uvicorn, daphne); under
@@ -25,9 +26,11 @@ from django.urls import re_path
 from starlette.types import ASGIApp, Message
 
 from tracestream.console.app import create_app
-from tracestream.otel_setup.settings import Settings
+from tracestream.integrations.django_settings import configure_arguments
+from tracestream.otel_setup.settings import ConfigError, Settings
 
 LIVE_PATH = "api/live"
+_MISPLACED_SETTINGS = {"TRACESTREAM_REDIS_URL": "redis_url", "TRACESTREAM_STREAM": "stream"}
 _console: ASGIApp | None = None
 
 
@@ -35,13 +38,18 @@ def _app() -> ASGIApp:
     """One console per process, so one shared live reader serves every viewer."""
     global _console
     if _console is None:
-        _console = create_app(
-            Settings.load(
-                redis_url=getattr(django_settings, "TRACESTREAM_REDIS_URL", None),
-                stream=getattr(django_settings, "TRACESTREAM_STREAM", None),
-            )
-        )
+        _console = create_app(Settings.load(**configure_arguments()))
     return _console
+
+
+def _refuse_misplaced_settings() -> None:
+    """A console reading another Redis than the exporter writes to would look empty, silently."""
+    for name, argument in _MISPLACED_SETTINGS.items():
+        if hasattr(django_settings, name):
+            raise ConfigError(
+                f"settings.{name} is not read: put {argument!r} in settings.TRACESTREAM, "
+                "which the exporter and the console share"
+            )
 
 
 async def _allowed(request: HttpRequest) -> bool | None:
@@ -127,4 +135,5 @@ def _scope(request: HttpRequest, rest: str) -> dict[str, Any]:
     }
 
 
+_refuse_misplaced_settings()
 urlpatterns = [re_path(r"^(?P<rest>.*)$", console_view, name="tracestream-console")]

@@ -33,10 +33,10 @@ def configure_arguments() -> dict[str, Any]:
 
 
 def started_by_celery() -> bool:
-    """True in a Celery worker or beat: Celery's loader starts the worker before it sets Django up.
+    """True in a Celery worker or beat (prefork children inherit what their parent configured).
 
-    (Celery's Django fixup runs `django.setup()` from the loader's worker start, so by the time
-    our AppConfig is ready the project's Celery app says it is running a worker.)
+    Celery's Django fixup runs `django.setup()` once the loader has started the worker, so
+    when our AppConfig is ready the project's Celery app already says so.
     """
     state = sys.modules.get("celery._state")
     if state is None or state.default_app is None:
