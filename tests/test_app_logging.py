@@ -6,10 +6,13 @@ import subprocess
 import sys
 from collections import Counter
 
+import httpx
 import pytest
 
 from tests.apps.app_logging import SCENARIOS
+from tests.apps.servers import bin_path, http_ready, launched, serve
 from tests.support import ROOT, RedisHandle, wait_for
+from tracestream.embedded_redis import free_port
 
 # The loggers each scenario logs from (tests/apps/app_logging.py).
 LOGGERS = {
@@ -77,3 +80,42 @@ def test_the_configured_level_is_the_streams_floor(stream: RedisHandle) -> None:
     assert done.returncode == 0, done.stderr
     entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="records")
     assert sorted(e.body for e in entries) == ["app shop.views ERROR", "app shop.views failed"]
+
+
+SERVERS = {
+    "uvicorn": (
+        ["uvicorn", "tests.apps.zero_code_api:app", "--log-config", "tests/apps/log_configs/uvicorn.json"],
+        "/",
+        "hello from the api",
+        '"GET / HTTP/1.1" 200',
+    ),
+    "gunicorn": (
+        ["gunicorn", "--log-config", "tests/apps/log_configs/gunicorn.ini", "tests.apps.zero_code_wsgi:app"],
+        "/hello",
+        "hello from wsgi",
+        '"GET /hello HTTP/1.1" 200',
+    ),
+}
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_a_servers_log_config_keeps_app_records_and_its_access_lines_local(
+    stream: RedisHandle, server: str
+) -> None:
+    """`--log-config` replaces the server's logging after we are set up, under the launcher."""
+    command, path, app_line, access_line = SERVERS[server]
+    port = free_port()
+    bind = ["--port", str(port)] if server == "uvicorn" else ["--bind", f"127.0.0.1:{port}"]
+    env = stream.env(
+        OTEL_SERVICE_NAME=server, OTEL_LOGS_EXPORTER="redis_stream", OTEL_TRACES_EXPORTER="redis_stream"
+    )
+    with serve(
+        launched(bin_path(command[0]), *command[1:], *bind), env, http_ready(f"http://127.0.0.1:{port}/ready")
+    ) as running:
+        assert httpx.get(f"http://127.0.0.1:{port}{path}").status_code == 200
+        wait_for(lambda: access_line in running.output(), what="the server's access line on its terminal")
+        wait_for(lambda: [e for e in stream.logs() if e.body == app_line], what="the app's record")
+    bodies = Counter(e.body for e in stream.logs())
+    assert bodies[app_line] == 1
+    assert not [body for body in bodies if "HTTP/1.1" in body], bodies  # access lines stay local
+    assert all(count == 1 for count in bodies.values()), bodies
