@@ -1,0 +1,9 @@
+from django.urls import path
+
+from orders import views
+
+urlpatterns = [
+    path("<int:order_id>/", views.show, name="show"),
+    path("<int:order_id>/ship/", views.ship, name="ship"),
+    path("<int:order_id>/pay/", views.pay, name="pay"),
+]

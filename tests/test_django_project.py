@@ -1,0 +1,263 @@
+"""A Django project we did not shape (tests/apps/django_docs): startproject's layout, Celery wired
+as the Celery docs show, the Django docs' LOGGING. Web under runserver's default flow (with the
+autoreloader), a Celery prefork worker, and the same project served by daphne and uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
+from tests.apps.servers import Server, bin_path, http_ready, printed, serve
+from tests.support import ROOT, RedisHandle, wait_for
+from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.schema import LogEntry, SpanEntry
+
+PROJECT = ROOT / "tests" / "apps" / "django_docs"
+MANAGE = str(PROJECT / "manage.py")
+BROKER_DB = 7
+CELERY_SCOPE = "tracestream.celery"
+TASK = "orders.tasks.ship_order"
+
+
+@dataclass(frozen=True)
+class Running:
+    base: str
+    stream: RedisHandle
+    server: Server
+
+
+def _env(stream: RedisHandle, db: Path, settings: str = "proj.settings", **extra: str) -> dict[str, str]:
+    return stream.env(PYTHONPATH=str(PROJECT), PROJ_DB=str(db), DJANGO_SETTINGS_MODULE=settings, **extra)
+
+
+def _runserver(env: dict[str, str]) -> tuple[str, contextlib.AbstractContextManager[Server]]:
+    """`manage.py runserver` as the Django docs run it: with the autoreloader."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [bin_path("python"), MANAGE, "runserver", f"127.0.0.1:{port}"]
+    return base, serve(command, env, http_ready(f"{base}/orders/0/"))
+
+
+@pytest.fixture(scope="module")
+def project(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Running, Server]]:
+    """The inventory service (FastAPI), the project's Celery worker and its runserver."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    db = tmp_path_factory.mktemp("proj") / "db.sqlite3"
+    inventory_port = free_port()
+    inventory = f"http://127.0.0.1:{inventory_port}"
+    env = _env(
+        stream,
+        db,
+        CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_server.port}/{BROKER_DB}",
+        INVENTORY_URL=inventory,
+    )
+    worker_command = [bin_path("celery"), "-A", "proj", "worker", "-l", "INFO", "-c", "2", "-n", "docs@e2e"]
+    base, web = _runserver(env)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            serve(
+                [bin_path("uvicorn"), "tests.apps.fastapi_app:app", "--port", str(inventory_port)],
+                stream.env(OTEL_SERVICE_NAME="inventory"),
+                http_ready(f"{inventory}/items/1"),
+            )
+        )
+        worker = stack.enter_context(serve(worker_command, env, partial(printed, text="ready."), timeout=60))
+        yield Running(base, stream, stack.enter_context(web)), worker
+
+
+@dataclass(frozen=True)
+class Shipped:
+    trace_id: str
+    task_id: str
+    logs: list[LogEntry]
+
+
+@pytest.fixture(scope="module")
+def shipped(project: tuple[Running, Server]) -> Shipped:
+    """One request that logs, calls the inventory service and enqueues a task: its trace, once complete."""
+    web, _ = project
+    response = httpx.get(f"{web.base}/orders/7/ship/", timeout=10)
+    assert response.status_code == 200, response.text
+    trace_id = response.headers["x-trace-id"]
+
+    def complete() -> list[LogEntry]:
+        logs = [e for e in web.stream.logs() if e.trace_id == trace_id]
+        states = {e.attributes.get("celery.task.state") for e in logs if e.scope == CELERY_SCOPE}
+        done = states >= {"received", "started", "succeeded"} and any(e.scope == "orders.tasks" for e in logs)
+        return logs if done else []
+
+    logs = wait_for(complete, timeout=30, what="the request's whole trace")
+    return Shipped(trace_id, response.json()["task_id"], logs)
+
+
+def _timing_out(text: str) -> str:
+    return re.sub(r"\d+\.\d ms", "… ms", text)
+
+
+def test_request_log_call_and_task_are_one_trace_with_web_and_worker_names(
+    project: tuple[Running, Server], shipped: Shipped
+) -> None:
+    """Each record once: the app's (root at WARNING), httpx's INFO line, the task logger (no propagation)."""
+    inventory = re.search(r"http://127\.0\.0\.1:\d+", _inventory_call(shipped.logs).body)
+    assert inventory is not None
+    task = f"task {TASK}[{shipped.task_id}]"
+    seen = Counter((e.service, e.scope, _timing_out(e.body)) for e in shipped.logs)
+    assert seen == Counter(
+        [
+            ("docs-web", HTTP_SCOPE, "GET /orders/7/ship/ 200 (… ms)"),
+            ("docs-web", "orders.views", "shipping order 7"),
+            ("docs-web", "httpx", f'HTTP Request: GET {inventory[0]}/items/7 "HTTP/1.1 200 OK"'),
+            ("inventory", HTTP_SCOPE, "GET /items/7 200 (… ms)"),
+            ("inventory", "shop.items", "reading item 7"),
+            ("docs-worker", CELERY_SCOPE, f"{task} received"),
+            ("docs-worker", CELERY_SCOPE, f"{task} started"),
+            ("docs-worker", "orders.tasks", "order 7 shipped"),
+            ("docs-worker", CELERY_SCOPE, f"{task} succeeded in … ms"),
+        ]
+    )
+
+
+def _inventory_call(logs: list[LogEntry]) -> LogEntry:
+    return next(e for e in logs if e.scope == "httpx")
+
+
+def test_spans_chain_web_to_inventory_and_worker(project: tuple[Running, Server], shipped: Shipped) -> None:
+    web, _ = project
+
+    def spans() -> dict[tuple[str, str], SpanEntry]:
+        found = [s for s in web.stream.spans() if s.trace_id == shipped.trace_id]
+        return {(s.service, s.kind): s for s in found} if len(found) >= 5 else {}
+
+    by_kind = wait_for(spans, what="five spans")
+    server, client = by_kind[("docs-web", "SERVER")], by_kind[("docs-web", "CLIENT")]
+    producer, consumer = by_kind[("docs-web", "PRODUCER")], by_kind[("docs-worker", "CONSUMER")]
+    inventory = by_kind[("inventory", "SERVER")]
+    assert client.parent_span_id == server.span_id and inventory.parent_span_id == client.span_id
+    assert producer.parent_span_id == server.span_id and consumer.parent_span_id == producer.span_id
+    assert consumer.name == f"run/{TASK}"
+
+
+def test_each_record_once_and_access_lines_only_printed(
+    project: tuple[Running, Server], shipped: Shipped
+) -> None:
+    """runserver configures logging in both of its processes; `django` does not propagate."""
+    web, _ = project
+    logs = web.stream.logs()
+    keys = Counter((e.service, e.resource["process.pid"], e.scope, e.body, e.trace_id) for e in logs)
+    assert [key for key, count in keys.items() if count > 1] == []
+    watching = [e for e in logs if e.scope == "django.utils.autoreload"]
+    assert [e.body for e in watching] == ["Watching for file changes with StatReloader"]
+    assert '"GET /orders/7/ship/ HTTP/1.1" 200' in web.server.output()
+    assert not [e for e in logs if e.scope == "django.server"]
+
+
+@pytest.fixture(scope="module")
+def without_tracestream(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis
+) -> Iterator[Running]:
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    db = tmp_path_factory.mktemp("plain") / "db.sqlite3"
+    base, web = _runserver(_env(stream, db, "proj.settings_without_tracestream"))
+    with web as server:
+        yield Running(base, stream, server)
+
+
+def _printed_for_a_500(running: Running, path: str) -> tuple[httpx.Response, list[str]]:
+    """What the terminal shows for one failing request, sizes and times aside."""
+    start = len(running.server.output())
+    response = httpx.get(f"{running.base}{path}", timeout=10)
+    assert response.status_code == 500
+    access = f'"GET {path} HTTP/1.1" 500'
+    shown = wait_for(lambda: access in running.server.output()[start:] and running.server.output()[start:])
+    return response, [
+        re.sub(rf"({re.escape(access)}) \d+$", r"\1 <size>", line) for line in shown.splitlines()
+    ]
+
+
+def test_a_500_prints_what_it_prints_without_tracestream(
+    project: tuple[Running, Server], without_tracestream: Running
+) -> None:
+    web, _ = project
+    response, with_us = _printed_for_a_500(web, "/orders/9/pay/")
+    _, without = _printed_for_a_500(without_tracestream, "/orders/9/pay/")
+    assert with_us == without
+    assert with_us[:2] == ["Internal Server Error: /orders/9/pay/", "Traceback (most recent call last):"]
+    assert "RuntimeError: order 9: card declined" in with_us
+    # the INFO line is below the app's root level: it reaches the stream, never the terminal
+    assert not [line for line in with_us if "paying order" in line]
+    record = request_record(web.stream, response)
+    assert record.severity == "ERROR" and record.exception_type == "RuntimeError"
+    in_trace = [e for e in web.stream.logs() if e.trace_id == record.trace_id]
+    assert sorted((e.scope, e.severity) for e in in_trace) == [
+        ("orders.views", "INFO"),
+        (HTTP_SCOPE, "ERROR"),
+    ]
+    assert without_tracestream.stream.logs() == []
+
+
+ASGI_SERVERS = {
+    # the daphne docs' command line, uvicorn's, and daphne's runserver ("daphne" in INSTALLED_APPS)
+    "daphne": ("proj.settings", ["daphne", "-b", "127.0.0.1", "-p", "{port}", "proj.asgi:application"]),
+    "uvicorn": ("proj.settings", ["uvicorn", "proj.asgi:application", "--port", "{port}"]),
+    "daphne-runserver": ("proj.settings_daphne", ["python", MANAGE, "runserver", "127.0.0.1:{port}"]),
+}
+
+
+@pytest.fixture(scope="module", params=list(ASGI_SERVERS))
+def asgi(
+    request: pytest.FixtureRequest, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
+    """The project under an ASGI server: the `django` extra's ASGI instrumentation opens the span."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    settings, (program, *args) = ASGI_SERVERS[request.param]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [bin_path(program), *(arg.format(port=port) for arg in args)]
+    env = _env(stream, tmp_path_factory.mktemp("asgi") / "db.sqlite3", settings)
+    with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
+        yield Running(base, stream, server)
+
+
+def test_asgi_request_record_span_and_headers(asgi: Running) -> None:
+    response = httpx.get(f"{asgi.base}/orders/5/", headers={"user-agent": "e2e/asgi"})
+    assert response.status_code == 200
+    record = request_record(asgi.stream, response)
+    assert record.service == "docs-web"
+    span = check_ok_record(asgi.stream, record, response, "/orders/<int:order_id>/", "e2e/asgi")
+    lines = [e for e in asgi.stream.logs() if e.trace_id == record.trace_id and e.scope == "orders.views"]
+    assert [(e.body, e.span_id) for e in lines] == [("showing order 5", span.span_id)]
+    # the server's own access line is printed, and the request record stands for it in the stream
+    _settle(asgi)
+    assert re.search(r"GET /orders/5/.* 200", asgi.server.output())
+    assert [e for e in asgi.stream.logs() if "/orders/5/" in e.body] == [record]
+
+
+def test_asgi_500_has_the_trace_headers_and_one_error(asgi: Running) -> None:
+    response = httpx.get(f"{asgi.base}/orders/6/pay/")
+    assert response.status_code == 500
+    record = request_record(asgi.stream, response)
+    assert response.headers["traceparent"].split("-")[1] == record.trace_id
+    assert (record.severity, record.exception_type) == ("ERROR", "RuntimeError")
+    assert record.exception_message == "order 6: card declined"
+    spans = wait_for(lambda: [s for s in asgi.stream.spans() if s.trace_id == record.trace_id])
+    assert [(s.kind, s.status) for s in spans] == [("SERVER", "ERROR")]
+    # one 500, one ERROR: daphne's runserver access line stays out (`tracestream services` counts once)
+    _settle(asgi)
+    assert [e for e in asgi.stream.logs() if e.severity == "ERROR"] == [record]
+
+
+def _settle(running: Running) -> None:
+    """Once a later request's record is in, whatever the server logged about earlier ones is too."""
+    request_record(running.stream, httpx.get(f"{running.base}/orders/0/"))
