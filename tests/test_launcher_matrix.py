@@ -91,3 +91,25 @@ def test_any_distro_and_configurator_give_the_full_setup(
     assert bodies["hello from the api"] == 1 and bodies["called the api: 200"] == 1
     assert all(count == 1 for count in bodies.values()), bodies
     assert all(isinstance(e.resource.get("process.pid"), int) for e in stream.logs())
+
+
+def test_our_settings_without_our_exporters_say_why_in_one_line(stream: RedisHandle) -> None:
+    """Upstream's distro won and defaulted the exporters to otlp: nothing reaches Redis, and we say so."""
+    env = stream.env(
+        OTEL_SERVICE_NAME="api", OTEL_PYTHON_DISTRO="distro", OTEL_PYTHON_CONFIGURATOR="configurator"
+    )
+    env.update(OTEL_TRACES_EXPORTER="console", OTEL_LOGS_EXPORTER="console", OTEL_METRICS_EXPORTER="none")
+    done = subprocess.run(
+        launched(bin_path("python"), "-c", "print('app ran')"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0 and done.stdout == "app ran\n", done.stderr
+    notes = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert notes == [
+        "tracestream: not set up: TRACESTREAM_* is set, but OTEL_TRACES_EXPORTER='console' and "
+        "OTEL_LOGS_EXPORTER='console' name no redis_stream exporter"
+    ]

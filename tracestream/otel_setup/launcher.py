@@ -65,8 +65,19 @@ class TracestreamConfigurator(_BaseConfigurator):
 def before_instrumentors() -> None:
     """`opentelemetry_pre_instrument`: runs after whichever configurator the launcher picked."""
     integrations.defer_while_launcher_instruments()
-    if installed() is None and _names_our_exporters(os.environ):
+    if installed() is not None:
+        return
+    if _names_our_exporters(os.environ):
         _configure_or_exit()
+    elif any(name.startswith("TRACESTREAM_") for name in os.environ):
+        # Another distro chose the exporters (upstream's picks otlp): nothing would reach Redis.
+        print(
+            "tracestream: not set up: TRACESTREAM_* is set, but OTEL_TRACES_EXPORTER="
+            f"{os.environ.get('OTEL_TRACES_EXPORTER', '')!r} and OTEL_LOGS_EXPORTER="
+            f"{os.environ.get('OTEL_LOGS_EXPORTER', '')!r} name no redis_stream exporter",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def after_instrumentors() -> None:
