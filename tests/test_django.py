@@ -128,3 +128,28 @@ def test_daphne_runserver_http_lines_are_replaced_and_websocket_lines_kept(strea
     """daphne's runserver (`django.channels.server`): the request record stands for an HTTP line only."""
     run_json(CHANNELS_LINES, stream.env())
     assert [e.body for e in stream.logs()] == ["WebSocket CONNECT /ws/ [127.0.0.1:5]"]
+
+
+def test_bad_tracestream_settings_are_one_clear_error(stream: RedisHandle) -> None:
+    code = """
+import json
+from django.conf import settings
+from tracestream.integrations.django_settings import configure_arguments
+settings.configure()
+errors = []
+for value in ({"worker_service_name": " "}, {"worker_service_name": 7}, ["service_name", "web"]):
+    settings.TRACESTREAM = value
+    try:
+        configure_arguments()
+    except ValueError as error:
+        errors.append(str(error))
+settings.TRACESTREAM = {"service_name": "web", "worker_service_name": "worker", "stream": "s"}
+print(json.dumps([errors, configure_arguments()]))
+"""
+    errors, outside_celery = run_json(code, stream.env())
+    assert errors == [
+        "settings.TRACESTREAM['worker_service_name']=' ' is invalid: expected a service name",
+        "settings.TRACESTREAM['worker_service_name']=7 is invalid: expected a service name",
+        "settings.TRACESTREAM must be a dict of configure() arguments, not list",
+    ]
+    assert outside_celery == {"service_name": "web", "stream": "s"}

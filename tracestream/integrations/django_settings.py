@@ -27,7 +27,14 @@ def configure_arguments() -> dict[str, Any]:
         )
     arguments = dict(declared)
     worker_service_name = arguments.pop(WORKER_SERVICE_NAME, None)
-    if worker_service_name is not None and started_by_celery():
+    if worker_service_name is None:
+        return arguments
+    if not isinstance(worker_service_name, str) or not worker_service_name.strip():
+        raise ConfigError(
+            f"settings.TRACESTREAM[{WORKER_SERVICE_NAME!r}]={worker_service_name!r} is invalid: "
+            "expected a service name"
+        )
+    if started_by_celery():
         arguments["service_name"] = worker_service_name
     return arguments
 
