@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from importlib.metadata import requires
 from pathlib import Path
 
 import httpx
@@ -256,6 +257,12 @@ def test_asgi_500_has_the_trace_headers_and_one_error(asgi: Running) -> None:
     # one 500, one ERROR: daphne's runserver access line stays out (`tracestream services` counts once)
     _settle(asgi)
     assert [e for e in asgi.stream.logs() if e.severity == "ERROR"] == [record]
+
+
+def test_the_django_extra_brings_the_asgi_instrumentation() -> None:
+    """Without it the contrib Django middleware skips ASGI requests: no span, no record, no headers."""
+    django_extra = [r for r in requires("tracestream") or [] if 'extra == "django"' in r]
+    assert any(r.startswith("opentelemetry-instrumentation-asgi") for r in django_extra), django_extra
 
 
 def _settle(running: Running) -> None:
