@@ -87,10 +87,9 @@ def run_app(kind: ServerKind, stream: RedisHandle, traced: bool) -> Run:
     port = free_port()
     switch = {"FASTAPI_DOCS_TRACESTREAM": "1"} if traced else {}
     env = stream.env(OTEL_SERVICE_NAME="docs", PYTHONUNBUFFERED="1", **switch)
-    ready = lambda server: printed(server, kind.ready_line)  # noqa: E731
-    # A connection each: a server may close one after an unhandled exception.
-    with serve(kind.command(port), env, ready) as server:
+    with serve(kind.command(port), env, lambda server: printed(server, kind.ready_line)) as server:
         base = f"http://127.0.0.1:{port}"
+        # a connection each: a server may close one after an unhandled exception
         item = httpx.get(f"{base}/items/plumbus", params=QUERY, headers=HEADERS)
         failure = httpx.post(f"{base}/items/plumbus/restock", params=QUERY, headers=HEADERS)
         httpx.get(f"{base}/users/me", params=QUERY)
