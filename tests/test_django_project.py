@@ -1,6 +1,7 @@
 """A Django project we did not shape (tests/apps/django_docs): startproject's layout, Celery wired
 as the Celery docs show, the Django docs' LOGGING. Web under runserver's default flow (with the
-autoreloader), a Celery prefork worker, and the same project served by daphne and uvicorn."""
+autoreloader), a Celery prefork worker, and the same project served by gunicorn, daphne, uvicorn
+and daphne's runserver."""
 
 from __future__ import annotations
 
@@ -208,7 +209,11 @@ def test_a_500_prints_what_it_prints_without_tracestream(
     assert without_tracestream.stream.logs() == []
 
 
-ASGI_SERVERS = {
+SERVERS = {
+    "gunicorn": (
+        "proj.settings",
+        ["gunicorn", "proj.wsgi", "-b", "127.0.0.1:{port}", "--access-logfile", "-"],
+    ),
     # the daphne docs' command line, uvicorn's, and daphne's runserver ("daphne" in INSTALLED_APPS)
     "daphne": ("proj.settings", ["daphne", "-b", "127.0.0.1", "-p", "{port}", "proj.asgi:application"]),
     "uvicorn": ("proj.settings", ["uvicorn", "proj.asgi:application", "--port", "{port}"]),
@@ -216,47 +221,48 @@ ASGI_SERVERS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(ASGI_SERVERS))
-def asgi(
+@pytest.fixture(scope="module", params=list(SERVERS))
+def served(
     request: pytest.FixtureRequest, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Running]:
-    """The project under an ASGI server: the `django` extra's ASGI instrumentation opens the span."""
+    """The project under gunicorn, and under ASGI servers: there the `django` extra's ASGI
+    instrumentation opens the span."""
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
-    settings, (program, *args) = ASGI_SERVERS[request.param]
+    settings, (program, *args) = SERVERS[request.param]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [bin_path(program), *(arg.format(port=port) for arg in args)]
-    env = _env(stream, tmp_path_factory.mktemp("asgi") / "db.sqlite3", settings)
+    env = _env(stream, tmp_path_factory.mktemp("served") / "db.sqlite3", settings)
     with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
         yield Running(base, stream, server)
 
 
-def test_asgi_request_record_span_and_headers(asgi: Running) -> None:
-    response = httpx.get(f"{asgi.base}/orders/5/", headers={"user-agent": "e2e/asgi"})
+def test_served_request_record_span_and_headers(served: Running) -> None:
+    response = httpx.get(f"{served.base}/orders/5/", headers={"user-agent": "e2e/served"})
     assert response.status_code == 200
-    record = request_record(asgi.stream, response)
+    record = request_record(served.stream, response)
     assert record.service == "docs-web"
-    span = check_ok_record(asgi.stream, record, response, "/orders/<int:order_id>/", "e2e/asgi")
-    lines = [e for e in asgi.stream.logs() if e.trace_id == record.trace_id and e.scope == "orders.views"]
+    span = check_ok_record(served.stream, record, response, "/orders/<int:order_id>/", "e2e/served")
+    lines = [e for e in served.stream.logs() if e.trace_id == record.trace_id and e.scope == "orders.views"]
     assert [(e.body, e.span_id) for e in lines] == [("showing order 5", span.span_id)]
     # the server's own access line is printed, and the request record stands for it in the stream
-    _settle(asgi)
-    assert re.search(r"GET /orders/5/.* 200", asgi.server.output())
-    assert [e for e in asgi.stream.logs() if "/orders/5/" in e.body] == [record]
+    _settle(served)
+    assert re.search(r"GET /orders/5/.* 200", served.server.output())
+    assert [e for e in served.stream.logs() if "/orders/5/" in e.body] == [record]
 
 
-def test_asgi_500_has_the_trace_headers_and_one_error(asgi: Running) -> None:
-    response = httpx.get(f"{asgi.base}/orders/6/pay/")
+def test_served_500_has_the_trace_headers_and_one_error(served: Running) -> None:
+    response = httpx.get(f"{served.base}/orders/6/pay/")
     assert response.status_code == 500
-    record = request_record(asgi.stream, response)
+    record = request_record(served.stream, response)
     assert response.headers["traceparent"].split("-")[1] == record.trace_id
     assert (record.severity, record.exception_type) == ("ERROR", "RuntimeError")
     assert record.exception_message == "order 6: card declined"
-    spans = wait_for(lambda: [s for s in asgi.stream.spans() if s.trace_id == record.trace_id])
+    spans = wait_for(lambda: [s for s in served.stream.spans() if s.trace_id == record.trace_id])
     assert [(s.kind, s.status) for s in spans] == [("SERVER", "ERROR")]
     # one 500, one ERROR: daphne's runserver access line stays out (`tracestream services` counts once)
-    _settle(asgi)
-    assert [e for e in asgi.stream.logs() if e.severity == "ERROR"] == [record]
+    _settle(served)
+    assert [e for e in served.stream.logs() if e.severity == "ERROR"] == [record]
 
 
 def test_the_django_extra_brings_the_asgi_instrumentation() -> None:
