@@ -1,21 +1,28 @@
-"""An on-disk spool for encoded stream rows that Redis could not take.
+"""An on-disk spool for encoded stream rows that Redis could not take, kept per destination.
 
-Layout: `<base>/<pid>-<token>/<stream key, quoted>/<sequence>.seg`. Each process owns one
-directory, held with an exclusive `flock` for its whole life; the kernel drops the lock
-when the process dies (even on `kill -9`), so a directory whose lock can be taken is an
-orphan, and the next process that spools to the same stream adopts and replays it.
+Layout: `<base>/<pid>-<token>/<destination key>/<sequence>.seg`. The destination key names
+the stream and hashes where it lives (server or cluster seed, database, TLS; never the
+password), so rows are replayed only into the Redis they were written for; the folder's
+`destination.json` says where that is, for `tracestream spool list`. Each process owns one
+directory, held with an exclusive `flock` for its whole life; the kernel drops the lock when
+the process dies (even on `kill -9`), so a directory whose lock can be taken is an orphan, and
+the next process that spools to the same destination adopts and replays it. Directories are
+private to the user (0700, files 0600).
 
-A segment is a sequence of frames: a 4-byte length, a 4-byte CRC32 and a zlib-compressed
-JSON array of rows. Frames are appended and never rewritten; a segment is deleted once all
-its frames are in Redis. A frame cut short by a crash fails its length or checksum and is
-skipped, so a torn write loses only the batch being written when the process died. After a
-crash the half-replayed head segment is replayed again: the copies carry the same record
-ids, which readers drop.
+A segment is a sequence of frames: a 4-byte magic, the payload's length, its CRC32 and its
+row count, then the zlib-compressed JSON array of rows. Frames are appended; a failed append
+is cut off again, so no frame lands behind a torn one. A frame torn anyway (the process died
+mid-write) is skipped: replay resynchronises on the next magic, and the rows its header
+announced are counted as dropped. How far a segment was replayed is kept in `<sequence>.done`
+after every frame, and a segment is deleted once all its frames are in Redis, so the next
+process replays nothing twice (bar the one frame in flight when a process died).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import os
 import secrets
 import shutil
@@ -23,43 +30,146 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import quote
+from typing import BinaryIO
+from urllib.parse import parse_qs, quote, urlsplit
 
 import orjson
 
 from tracestream._internal_log import internal_logger
+from tracestream.otel_setup.settings import Settings
 from tracestream.schema import dump_rows
 
 Rows = list[list[str]]
 
-_HEADER = struct.Struct(">II")
+_MAGIC = b"TSf2"
+_HEADER = struct.Struct(">4sIII")  # magic, payload length, payload CRC32, rows
 _LOCK_FILE = "lock"
+_DESTINATION_FILE = "destination.json"
 _SEGMENT_SUFFIX = ".seg"
+_DONE_SUFFIX = ".done"
+DEAD_LETTERS = "dead-letters"
+_DEAD_LETTER_FILE = "records.jsonl"
 SEGMENT_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where spooled rows belong: the Redis server (or cluster seed), database, TLS and stream key."""
+
+    stream: str
+    server: str = ""  # "host:port" or a unix socket path; "" when the spool's maker did not say
+    db: int = 0
+    tls: bool = False
+    cluster: bool = False
+
+    @classmethod
+    def of(cls, settings: Settings, stream: str) -> Destination:
+        parts = urlsplit(settings.redis_url)
+        if parts.scheme == "unix":
+            server, db = parts.path, parse_qs(parts.query).get("db", ["0"])[0]
+        else:
+            server, db = f"{(parts.hostname or '').lower()}:{parts.port or 6379}", parts.path.strip("/")
+        cluster = settings.redis_cluster
+        return cls(stream, server, 0 if cluster else int(db or 0), parts.scheme == "rediss", cluster)
+
+    @property
+    def server_url(self) -> str:
+        """The server without credentials, as a URL."""
+        if not self.server:
+            return "an unrecorded Redis"
+        scheme = "unix" if self.server.startswith("/") else ("rediss" if self.tls else "redis")
+        cluster = " (cluster)" if self.cluster else ""
+        return f"{scheme}://{self.server}/{self.db}{cluster}"
+
+    @property
+    def key(self) -> str:
+        """The folder name: readable stream, hashed server identity."""
+        name = quote(self.stream, safe="")
+        if not self.server:
+            return f"{name}@unrecorded"
+        identity = f"{self.server_url}\n{self.stream}".encode()
+        return f"{name}@{hashlib.sha256(identity).hexdigest()[:16]}"
+
+    def describe(self) -> str:
+        return f"stream {self.stream!r} on {self.server_url}"
+
+
+def spool_for(settings: Settings, stream: str) -> Spool | None:
+    """The spool for `stream` at the configured Redis; None when `spool_max_bytes` is 0."""
+    if not settings.spool_max_bytes:
+        return None
+    directory = process_directory(spool_base(settings))
+    return Spool(directory, Destination.of(settings, stream), settings.spool_max_bytes)
+
+
+def spool_base(settings: Settings) -> Path:
+    return Path(settings.spool_dir) if settings.spool_dir else default_base()
 
 
 def encode_frame(rows: Rows) -> bytes:
     payload = zlib.compress(dump_rows(rows), 1)
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload), len(rows)) + payload
+
+
+@dataclass(frozen=True)
+class Frame:
+    end: int  # the offset just past the frame (or, for a torn one, of the next magic)
+    rows: Rows | None  # None: torn or corrupt, skipped
+    announced: int  # the row count in the header; 0 when the header itself is torn
 
 
 def read_frames(path: Path, offset: int = 0) -> Iterator[tuple[int, Rows]]:
     """(offset after the frame, rows) for each intact frame from `offset` on."""
+    return ((frame.end, frame.rows) for frame in scan_frames(path, offset) if frame.rows is not None)
+
+
+def scan_frames(path: Path, offset: int = 0, end: int | None = None) -> Iterator[Frame]:
+    """Every frame between `offset` and `end` (at most the end of the file), torn ones as `rows=None`."""
     with path.open("rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        limit = size if end is None else min(end, size)
         file.seek(offset)
-        while True:
-            header = file.read(_HEADER.size)
-            if len(header) < _HEADER.size:
-                return
-            length, checksum = _HEADER.unpack(header)
-            payload = file.read(length)
-            if len(payload) < length or zlib.crc32(payload) != checksum:
-                internal_logger.warning("spool segment %s has a torn frame at byte %d; skipped", path, offset)
-                return
-            offset = file.tell()
-            yield offset, orjson.loads(zlib.decompress(payload))
+        while offset < limit:
+            header = file.read(min(_HEADER.size, limit - offset))
+            frame = _intact_frame(file, offset, header, limit) or _torn_frame(file, offset, header, limit)
+            if frame.rows is None:
+                internal_logger.warning(
+                    "spool segment %s has a torn frame at byte %d (%d rows lost); replay goes on after it",
+                    path,
+                    offset,
+                    frame.announced,
+                )
+            offset = frame.end
+            file.seek(offset)
+            yield frame
+
+
+def _intact_frame(file: BinaryIO, offset: int, header: bytes, limit: int) -> Frame | None:
+    if len(header) < _HEADER.size:
+        return None
+    magic, length, checksum, count = _HEADER.unpack(header)
+    end = offset + _HEADER.size + length
+    if magic != _MAGIC or end > limit:
+        return None
+    payload = file.read(length)
+    if len(payload) < length or zlib.crc32(payload) != checksum:
+        return None
+    try:
+        rows = orjson.loads(zlib.decompress(payload))
+    except (zlib.error, orjson.JSONDecodeError):
+        return None
+    return Frame(end, rows, count)
+
+
+def _torn_frame(file: BinaryIO, offset: int, header: bytes, limit: int) -> Frame:
+    """Skips to the next magic after `offset`, or to `limit`."""
+    announced = _HEADER.unpack(header)[3] if len(header) == _HEADER.size and header[:4] == _MAGIC else 0
+    file.seek(offset + 1)
+    rest = file.read(limit - offset - 1)
+    found = rest.find(_MAGIC)
+    return Frame(offset + 1 + (found if found >= 0 else len(rest)), None, announced)
 
 
 class ProcessDirectory:
@@ -93,7 +203,7 @@ class ProcessDirectory:
         with self._mutex:
             self._check_fork()
             if self._path is None:
-                self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
+                make_private_directory(self.base)
                 name = f"{os.getpid()}-{secrets.token_hex(4)}"
                 staging = self.base / f".{name}"  # adopters skip dot-directories
                 staging.mkdir(mode=0o700)
@@ -103,28 +213,30 @@ class ProcessDirectory:
             return self._path
 
     def orphans(self) -> list[Path]:
-        """Directories of dead processes, oldest first, claimed for this process."""
+        """Directories of dead processes, oldest first, claimed for this process; empty ones go."""
         with self._mutex:
             self._check_fork()
             if self._orphans is None:
                 self._orphans = {}
-                folders = sorted(self.base.iterdir(), key=_age) if self.base.is_dir() else []
-                for folder in folders:
-                    if folder.name.startswith(".") or not (folder / _LOCK_FILE).exists():
-                        continue
+                for folder in process_folders(self.base):
                     claim = _lock(folder / _LOCK_FILE, wait=False)
-                    if claim is not None:
+                    if claim is None:
+                        continue
+                    if _holds_nothing(folder):
+                        shutil.rmtree(folder, ignore_errors=True)
+                        os.close(claim)
+                    else:
                         self._orphans[folder] = claim
             return list(self._orphans)
 
     def release(self, stream_folder: Path) -> None:
-        """A replayed orphan's stream folder goes; its directory too once nothing else is left."""
+        """A replayed orphan's destination folder goes; its directory too once nothing else is left."""
         shutil.rmtree(stream_folder, ignore_errors=True)
         folder = stream_folder.parent
         with self._mutex:
             if self._orphans is None or folder not in self._orphans:
                 return
-            if not [p for p in folder.iterdir() if p.name != _LOCK_FILE]:
+            if _holds_nothing(folder):
                 shutil.rmtree(folder, ignore_errors=True)
                 os.close(self._orphans.pop(folder))
 
@@ -140,6 +252,35 @@ def process_directory(base: Path) -> ProcessDirectory:
 def default_base() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(state) / "tracestream" / "spool"
+
+
+def make_private_directory(path: Path) -> None:
+    """Create `path` readable by this user only; an existing one of ours loses group and other rights."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):  # not ours: its owner decides who reads it
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+
+
+def process_folders(base: Path) -> list[Path]:
+    """Every process directory under `base` (live or orphaned), oldest first."""
+    if not base.is_dir():
+        return []
+    folders = [f for f in base.iterdir() if not f.name.startswith(".") and (f / _LOCK_FILE).exists()]
+    return sorted(folders, key=_age)
+
+
+def is_orphan(folder: Path) -> bool:
+    """No live process holds the directory (the lock is taken and given back at once)."""
+    claim = _lock(folder / _LOCK_FILE, wait=False)
+    if claim is None:
+        return False
+    os.close(claim)
+    return True
+
+
+def _holds_nothing(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name != _LOCK_FILE]
 
 
 def _age(folder: Path) -> float:
@@ -160,6 +301,33 @@ def _lock(path: Path, *, wait: bool) -> int | None:
     return descriptor
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Replace `path` whole (a crash leaves the old or the new content), mode 0600."""
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(descriptor, data)
+    finally:
+        os.close(descriptor)
+    staging.replace(path)
+
+
+def read_destination(folder: Path) -> Destination | None:
+    """What a destination folder's `destination.json` records; None for an older spool without it."""
+    try:
+        return Destination(**orjson.loads((folder / _DESTINATION_FILE).read_bytes()))
+    except (OSError, orjson.JSONDecodeError, TypeError):
+        return None
+
+
+def done_offset(segment: Path) -> int:
+    """How far `segment` was replayed, as its `.done` file says."""
+    try:
+        return int(segment.with_suffix(_DONE_SUFFIX).read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 @dataclass
 class _Segment:
     path: Path
@@ -168,12 +336,21 @@ class _Segment:
     adopted: bool = False
 
 
-class Spool:
-    """A size-capped FIFO of row batches on disk for one stream, used by one worker thread."""
+@dataclass
+class TornFrames:
+    """Frames replay had to skip, and the rows their headers announced (now counted as dropped)."""
 
-    def __init__(self, directory: ProcessDirectory, stream: str, max_bytes: int) -> None:
+    frames: int = 0
+    rows: int = 0
+
+
+class Spool:
+    """A size-capped FIFO of row batches on disk for one destination, used by one worker thread."""
+
+    def __init__(self, directory: ProcessDirectory, destination: Destination | str, max_bytes: int) -> None:
         self._directory = directory
-        self._name = quote(stream, safe="")
+        self.destination = destination if isinstance(destination, Destination) else Destination(destination)
+        self._name = self.destination.key
         self.max_bytes = max_bytes
         self._start()
 
@@ -183,6 +360,8 @@ class Spool:
         self._writing: _Segment | None = None
         self._sequence = 0
         self._adopted = False
+        self._peeked_end = 0
+        self.torn = TornFrames()
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():
@@ -199,7 +378,11 @@ class Spool:
         return any(segment.size > segment.read_offset for segment in self._segments)
 
     def append(self, rows: Rows) -> bool:
-        """Store a batch at the tail; False when the spool is full or the disk refuses it."""
+        """Store a batch at the tail; False when the spool is full or the disk refuses it.
+
+        A write that fails halfway is cut off again, so the next frame never lands behind
+        a torn one; if even that fails, the segment takes no more frames.
+        """
         self._check_fork()
         self._adopt_orphans()
         frame = encode_frame(rows)
@@ -207,10 +390,21 @@ class Spool:
             return False
         try:
             segment = self._tail(len(frame))
-            with segment.path.open("ab") as file:
-                file.write(frame)
         except OSError as error:
             internal_logger.warning("cannot write to the spool: %s", error)
+            return False
+        try:
+            descriptor = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                _write_all(descriptor, frame)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            internal_logger.warning("cannot write to the spool: %s", error)
+            try:
+                os.truncate(segment.path, segment.size)
+            except OSError:
+                self._writing = None
             return False
         segment.size += len(frame)
         return True
@@ -218,44 +412,66 @@ class Spool:
     def _tail(self, incoming: int) -> _Segment:
         writing = self._writing
         if writing is None or (writing.size and writing.size + incoming > SEGMENT_BYTES):
-            folder = self._directory.ensure() / self._name
-            folder.mkdir(exist_ok=True)
+            folder = self._folder(self._directory.ensure())
             writing = _Segment(folder / f"{self._sequence:016d}{_SEGMENT_SUFFIX}", 0)
             self._sequence += 1
             self._segments.append(writing)
             self._writing = writing
         return writing
 
+    def _folder(self, parent: Path) -> Path:
+        """This destination's folder under `parent`, recording where its rows belong."""
+        folder = parent / self._name
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.destination.server:
+                _write_private(folder / _DESTINATION_FILE, orjson.dumps(asdict(self.destination)))
+        return folder
+
     def peek(self) -> Rows | None:
-        """The oldest batch not yet replayed, or None."""
+        """The oldest batch not yet replayed, or None; torn frames on the way are counted and passed."""
         self._check_fork()
         self._adopt_orphans()
         while self._segments:
             head = self._segments[0]
-            for _, rows in read_frames(head.path, head.read_offset):
-                return rows
+            for frame in scan_frames(head.path, head.read_offset, head.size):
+                if frame.rows is not None:
+                    self._peeked_end = frame.end
+                    return frame.rows
+                self.torn.frames += 1
+                self.torn.rows += frame.announced
+                self._replayed_to(head, frame.end)
             if head is self._writing:
                 return None
             self._discard_head()
         return None
 
     def pop(self) -> None:
-        """The batch `peek` returned is in Redis: move past it."""
+        """The batch `peek` returned is in Redis: move past it, on disk too."""
         head = self._segments[0]
-        for offset, _ in read_frames(head.path, head.read_offset):
-            head.read_offset = offset
-            break
-        if head.read_offset >= head.size and head is not self._writing:
+        self._replayed_to(head, self._peeked_end)
+        if head.read_offset >= head.size:
             self._discard_head()
+
+    def _replayed_to(self, segment: _Segment, offset: int) -> None:
+        segment.read_offset = offset
+        if offset < segment.size:
+            try:
+                _write_private(segment.path.with_suffix(_DONE_SUFFIX), str(offset).encode())
+            except OSError as error:  # the next process would replay this segment's frames again
+                internal_logger.warning("cannot record spool replay progress: %s", error)
 
     def _discard_head(self) -> None:
         head = self._segments.pop(0)
+        if head is self._writing:
+            self._writing = None  # the next batch starts a new segment
         head.path.unlink(missing_ok=True)
+        head.path.with_suffix(_DONE_SUFFIX).unlink(missing_ok=True)
         if head.adopted and not any(s.path.parent == head.path.parent for s in self._segments):
             self._directory.release(head.path.parent)
 
     def _adopt_orphans(self) -> None:
-        """Once per process: put the segments of dead processes for this stream first in line."""
+        """Once per process: put the segments of dead processes for this destination first in line."""
         if self._adopted:
             return
         self._adopted = True
@@ -268,6 +484,92 @@ class Spool:
             if not segments:
                 self._directory.release(stream_folder)
                 continue
-            internal_logger.warning("replaying %d spool segment(s) left by %s", len(segments), folder.name)
-            adopted += [_Segment(path, path.stat().st_size, adopted=True) for path in segments]
+            internal_logger.warning(
+                "replaying %d spool segment(s) left by %s for %s",
+                len(segments),
+                folder.name,
+                self.destination.describe(),
+            )
+            adopted += [
+                _Segment(path, path.stat().st_size, done_offset(path), adopted=True) for path in segments
+            ]
         self._segments[0:0] = adopted
+
+    def dead_letter(self, rows: Rows, reason: str) -> bool:
+        """Keep rows Redis refused: a line `{"reason": …, "rows": […]}` appended to
+        `<base>/dead-letters/<destination key>/records.jsonl`."""
+        line = b'{"reason":' + orjson.dumps(reason) + b',"rows":' + dump_rows(rows) + b"}\n"
+        try:
+            make_private_directory(self._directory.base / DEAD_LETTERS)
+            folder = self._folder(self._directory.base / DEAD_LETTERS)
+            descriptor = os.open(folder / _DEAD_LETTER_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                _write_all(descriptor, line)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            internal_logger.warning("cannot write dead letters to the spool: %s", error)
+            return False
+        return True
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Rows spooled for one destination in one process directory, not yet replayed."""
+
+    folder: Path
+    destination: Destination | None  # None: written by a tracestream that did not record it
+    live: bool  # its process is still running (and will replay it itself)
+    segments: int
+    size: int
+    records: int
+
+
+def backlogs(base: Path) -> list[Backlog]:
+    """Everything spooled under `base`, oldest process first."""
+    found = []
+    for process in process_folders(base):
+        live = not is_orphan(process)
+        for folder in sorted(path for path in process.iterdir() if path.is_dir()):
+            segments = sorted(folder.glob(f"*{_SEGMENT_SUFFIX}"))
+            records = sum(
+                len(rows) for segment in segments for _, rows in read_frames(segment, done_offset(segment))
+            )
+            size = sum(segment.stat().st_size for segment in segments)
+            found.append(Backlog(folder, read_destination(folder), live, len(segments), size, records))
+    return found
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    """Records Redis refused for one destination, by reason."""
+
+    folder: Path
+    destination: Destination | None
+    reasons: dict[str, int]
+
+    @property
+    def records(self) -> int:
+        return sum(self.reasons.values())
+
+
+def dead_letters(base: Path) -> list[DeadLetters]:
+    found = []
+    root = base / DEAD_LETTERS
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        reasons: dict[str, int] = {}
+        with contextlib.suppress(FileNotFoundError), (folder / _DEAD_LETTER_FILE).open("rb") as lines:
+            for line in lines:
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:  # a line cut short by a crash
+                    continue
+                reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + len(entry["rows"])
+        found.append(DeadLetters(folder, read_destination(folder), reasons))
+    return found

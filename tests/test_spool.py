@@ -1,0 +1,145 @@
+"""The spool on a real disk, with real processes holding and leaving their directories.
+
+A child process (`_spool_in_child`) spools rows with the real code and ends; its directory is
+then an orphan, as after a crash, for the spools of this process to adopt or leave alone.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ROOT
+from tracestream.otel_setup.settings import Settings
+from tracestream.spool import Spool, process_directory, spool_for
+
+CHILD = """
+import sys
+from pathlib import Path
+from tracestream.otel_setup.settings import Settings
+from tracestream.spool import spool_for
+url, stream, base, count, replay = sys.argv[1:]
+spool = spool_for(Settings.load(environ={}, redis_url=url, spool_dir=base), stream)
+for i in range(int(count)):
+    assert spool.append([[f"{stream} {i}", "x" * 100]])
+for _ in range(int(replay)):  # as if these batches went to Redis
+    assert spool.peek() is not None
+    spool.pop()
+"""
+
+
+def _spool_in_child(url: str, stream: str, base: Path, count: int, replay: int = 0) -> None:
+    command = [sys.executable, "-c", CHILD, url, stream, str(base), str(count), str(replay)]
+    subprocess.run(command, check=True, cwd=ROOT, timeout=30)
+
+
+def _spool(url: str, stream: str, base: Path) -> Spool:
+    spool = spool_for(Settings.load(environ={}, redis_url=url, spool_dir=str(base)), stream)
+    assert spool is not None
+    return spool
+
+
+def _drain(spool: Spool) -> list[str]:
+    firsts = []
+    while (rows := spool.peek()) is not None:
+        firsts += [row[0] for row in rows]
+        spool.pop()
+    return firsts
+
+
+def test_rows_go_back_only_to_the_redis_they_were_spooled_for(tmp_path: Path) -> None:
+    password = secrets.token_hex(8)
+    _spool_in_child(f"redis://:{password}@10.0.0.1:6379/2", "app", tmp_path, 3)
+    _spool_in_child("redis://10.0.0.1:6379/3", "app", tmp_path, 2)  # same server, other db
+
+    elsewhere = _spool("redis://10.0.0.2:6379/2", "app", tmp_path)
+    assert not elsewhere and elsewhere.peek() is None  # another server gets nothing
+    assert not _spool("rediss://10.0.0.1:6379/2", "app", tmp_path)  # TLS to it is another destination
+    assert not _spool("redis://10.0.0.1:6379/2", "other", tmp_path)
+    # The same destination, whatever the credentials, gets its own rows, and only those.
+    assert _drain(_spool("redis://someone:else@10.0.0.1:6379/2", "app", tmp_path)) == [
+        "app 0",
+        "app 1",
+        "app 2",
+    ]
+    assert _drain(_spool("redis://10.0.0.1:6379/3", "app", tmp_path)) == ["app 0", "app 1"]
+
+    for path in tmp_path.rglob("*"):
+        assert password not in path.name and password.encode() not in (
+            path.read_bytes() if path.is_file() else b""
+        )
+
+
+def test_the_spool_is_private_to_its_user(tmp_path: Path) -> None:
+    base = tmp_path / "spool"
+    spool = _spool("redis://127.0.0.1:6379/0", "app", base)
+    assert spool.append([["a"]]) and spool.dead_letter([["b"]], "WRONGTYPE test")
+    paths = [base, *base.rglob("*")]
+    assert any(path.suffix == ".seg" for path in paths) and any(path.suffix == ".jsonl" for path in paths)
+    for path in paths:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+
+
+def test_a_replayed_segment_is_gone_and_a_half_replayed_one_resumes_where_it_stopped(tmp_path: Path) -> None:
+    _spool_in_child("redis://127.0.0.1:1/0", "whole", tmp_path, 3, replay=3)
+    _spool_in_child("redis://127.0.0.1:1/0", "half", tmp_path, 4, replay=1)
+    assert not _spool("redis://127.0.0.1:1/0", "whole", tmp_path)  # nothing to replay twice
+    assert _drain(_spool("redis://127.0.0.1:1/0", "half", tmp_path)) == ["half 1", "half 2", "half 3"]
+    assert not list(tmp_path.rglob("*.seg")) and not list(tmp_path.rglob("*.done"))
+
+
+def test_spool_keeps_order_and_refuses_past_its_cap(tmp_path: Path) -> None:
+    spool = Spool(process_directory(tmp_path), "app:logs", max_bytes=4000)
+    batches = [[[str(i), secrets.token_hex(100)]] for i in range(100)]
+    accepted = [batch for batch in batches if spool.append(batch)]
+    assert 0 < len(accepted) < 100  # the cap stops it
+    assert spool.size <= 4000
+    replayed = []
+    while (rows := spool.peek()) is not None:
+        replayed.append(rows)
+        spool.pop()
+    assert replayed == accepted
+
+
+def test_replay_goes_on_past_a_torn_frame_and_counts_its_rows(tmp_path: Path) -> None:
+    """A frame cut short (the disk filled up mid-write), then more appended behind it."""
+    spool = _spool("redis://127.0.0.1:1/0", "app", tmp_path)
+    assert spool.append([["a 0"], ["a 1"]]) and spool.append([["b 0"], ["b 1"], ["b 2"]])
+    (segment,) = tmp_path.rglob("*.seg")
+    os.truncate(segment, segment.stat().st_size - 5)  # the second frame loses its last bytes
+    assert spool.append([["c 0"]]) and spool.append([["d 0"]])
+    assert _drain(spool) == ["a 0", "a 1", "c 0", "d 0"]
+    assert (spool.torn.frames, spool.torn.rows) == (1, 3)  # b's rows: counted, not silently gone
+
+
+FULL_DISK = """
+import resource, sys
+from pathlib import Path
+from tracestream.otel_setup.settings import Settings
+from tracestream.spool import spool_for
+spool = spool_for(Settings.load(environ={}, redis_url="redis://127.0.0.1:1/0", spool_dir=sys.argv[1]), "app")
+assert spool.append([["a 0"]])
+segment = next(Path(sys.argv[1]).rglob("*.seg"))
+size = segment.stat().st_size
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, resource.RLIM_INFINITY))  # room for half a frame
+assert not spool.append([["b %d" % i, "x" * 200] for i in range(50)])  # the write fails halfway
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+assert segment.stat().st_size == size  # the partial bytes were cut off again
+assert spool.append([["c 0"]])
+firsts = []
+while (rows := spool.peek()) is not None:
+    firsts += [row[0] for row in rows]
+    spool.pop()
+assert firsts == ["a 0", "c 0"] and spool.torn.frames == 0, (firsts, spool.torn)
+"""
+
+
+def test_a_write_that_fails_halfway_leaves_no_torn_frame(tmp_path: Path) -> None:
+    """A real short write (a file size limit stands in for a full disk): the batch is refused,
+    so the caller keeps it, and the next frame does not land behind partial bytes."""
+    subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], check=True, cwd=ROOT, timeout=30)
