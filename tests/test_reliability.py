@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import secrets
 import signal
 import subprocess
 import sys
@@ -36,8 +35,7 @@ from tracestream.otel_setup import pipeline
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.otel_setup.settings import BatchSettings, Settings
 from tracestream.schema import LogEntry
-from tracestream.spool import Spool, process_directory
-from tracestream.status import doctor_lines, read_statuses
+from tracestream.status import read_statuses
 
 
 @pytest.fixture(scope="module")
@@ -129,22 +127,6 @@ def delivered(handle: RedisHandle, label: str = "rec") -> list[int]:
         if name == label:
             numbers.append(int(number))
     return numbers
-
-
-def test_spool_keeps_order_skips_a_torn_frame_and_refuses_past_its_cap(tmp_path: Path) -> None:
-    spool = Spool(process_directory(tmp_path), "app:logs", max_bytes=4000)
-    batches = [[[str(i), secrets.token_hex(100)]] for i in range(100)]
-    accepted = [batch for batch in batches if spool.append(batch)]
-    assert 0 < len(accepted) < 100  # the cap stops it
-    assert spool.size <= 4000
-    segment = next(tmp_path.glob("*/app%3Alogs/*.seg"))
-    with segment.open("ab") as file:
-        file.write(b"\x00\x00\x01\x00torn")  # a crash in the middle of a frame
-    replayed = []
-    while (rows := spool.peek()) is not None:
-        replayed.append(rows)
-        spool.pop()
-    assert replayed == accepted
 
 
 def test_records_survive_kill_9_and_restart_of_redis(
@@ -253,12 +235,32 @@ def test_sigterm_with_redis_down_spools_and_the_next_process_replays(
         writer.wait_logged(600)
         writer.process.send_signal(signal.SIGTERM)
         assert writer.process.wait(10) == -signal.SIGTERM
-    assert handle.logs() == [] and list(tmp_path.glob("*/*/*.seg"))
+        assert handle.logs() == [] and list(tmp_path.glob("*/*/*.seg"))
 
-    Writer(_env(handle, tmp_path), "--count", "0").result()
+        proxy.up()
+        Writer(_env(handle, tmp_path, proxy.url), "--count", "0").result()  # the same destination
     numbers = delivered(handle)
     assert len(numbers) >= 600 and numbers == list(range(len(numbers)))
     assert list(tmp_path.iterdir()) == []  # the replayed orphan is gone
+
+
+def test_after_an_outage_and_a_restart_every_record_is_stored_once(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path
+) -> None:
+    """The segment written during the outage is replayed by its process; the next process on
+    the same destination must find nothing left to replay again."""
+    with FaultyProxy(durable.port) as proxy:
+        writer = Writer(_env(handle, tmp_path, proxy.url), "--count", "2000", "--rate", "4000")
+        writer.wait_logged(300)
+        proxy.down()
+        writer.wait_logged(1200)
+        proxy.up()
+        status = writer.result()
+        assert status["spooled"] > 0 and status["replayed"] == status["spooled"]
+        Writer(_env(handle, tmp_path, proxy.url), "--count", "10", "--label", "next").result()
+    ids = [entry.record_id for entry in handle.logs()]
+    assert len(ids) == len(set(ids)) == 2010  # no entry twice, none missing
+    assert delivered(handle) == list(range(2000))
 
 
 def test_a_spool_left_by_kill_9_is_replayed_by_the_next_process(
@@ -271,7 +273,8 @@ def test_a_spool_left_by_kill_9_is_replayed_by_the_next_process(
         crashed.process.kill()
         crashed.process.wait()
 
-    Writer(_env(handle, tmp_path), "--count", "50", "--label", "next").result()
+        proxy.up()
+        Writer(_env(handle, tmp_path, proxy.url), "--count", "50", "--label", "next").result()
     assert delivered(handle) == list(range(500))
     assert delivered(handle, "next") == list(range(50))
     bodies = [entry.body.split()[0] for entry in handle.logs()]
@@ -294,7 +297,8 @@ def test_status_key_feeds_doctor(
             what="a status hash with 7 exported",
         )[0]
         assert status.process.startswith("doc:") and 0 < client.ttl(status.key) <= 30
-        assert "logs: exported 7, spooled 0, replayed 0, dropped 0" in doctor_lines(client, handle.stream)[0]
+        assert "logs: exported 7, spooled 0, replayed 0, dropped 0, dead-lettered 0" in status.line()
+        assert status.problems() == ("ok", [])
     processor.shutdown()
 
 

@@ -16,11 +16,20 @@ from opentelemetry.metrics import CallbackOptions, Observation, get_meter
 from tracestream.connection import Client, reply_text
 
 STATUS_TTL = 30
-METERED = ("exported", "spooled", "replayed", "dropped", "failed_attempts")
+METERED = ("exported", "spooled", "replayed", "dead_lettered", "dropped", "failed_attempts")
 
 
 def status_key(stream: str, service: str, host: str, pid: int) -> str:
     return f"{stream}:status:{service}:{host}:{pid}"
+
+
+_DROPS = {
+    "dropped_queue_full": "queue full",
+    "dropped_invalid": "cannot be encoded",
+    "dropped_at_shutdown": "still queued at shutdown",
+    "dropped_refused": "refused by Redis and not kept",
+    "dropped_torn": "in torn spool frames",
+}
 
 
 @dataclass(frozen=True)
@@ -33,17 +42,60 @@ class ProcessStatus:
         """`service:host:pid`."""
         return self.key.split(":status:", 1)[1]
 
+    def counts(self, signal: str) -> dict[str, int]:
+        """One signal's counters (`logs` or `spans`), without the prefix."""
+        prefix = f"{signal}."
+        return {k.removeprefix(prefix): v for k, v in self.fields.items() if k.startswith(prefix)}
+
     def line(self) -> str:
         parts = [self.process]
         for signal in ("logs", "spans"):
-            counts = {k.split(".", 1)[1]: v for k, v in self.fields.items() if k.startswith(f"{signal}.")}
+            counts = self.counts(signal)
             if counts:
                 parts.append(
                     f"{signal}: exported {counts.get('exported', 0)}, spooled {counts.get('spooled', 0)},"
                     f" replayed {counts.get('replayed', 0)}, dropped {counts.get('dropped', 0)},"
-                    f" queued {counts.get('queued', 0)}, spool {counts.get('spool_bytes', 0)} B"
+                    f" dead-lettered {counts.get('dead_lettered', 0)}, queued {counts.get('queued', 0)},"
+                    f" spool {counts.get('spool_bytes', 0)} B"
                 )
         return "  ".join(parts)
+
+    def problems(self) -> tuple[str, list[str]]:
+        """("ok" | "warn" | "fail", what is wrong in plain words): records lost are a failure;
+        records refused, waiting in the spool or failed attempts are a warning."""
+        level, found = "ok", []
+        for signal in ("logs", "spans"):
+            counts = self.counts(signal)
+            drops = {label: counts.get(name, 0) for name, label in _DROPS.items() if counts.get(name, 0)}
+            if drops:
+                level = "fail"
+                found.append(f"{signal}: {_total(drops)} dropped ({_listed(drops)})")
+            refused = {k.removeprefix("refused."): v for k, v in counts.items() if k.startswith("refused.")}
+            if refused:
+                kept = counts.get("dead_lettered", 0)
+                found.append(
+                    f"{signal}: Redis refused {_total(refused)} records ({_listed(refused)}), {kept} of them"
+                    " kept in the spool's dead-letter file (`tracestream spool list`)"
+                )
+            backlog = counts.get("spooled", 0) - counts.get("replayed", 0)
+            if backlog > 0:
+                found.append(
+                    f"{signal}: {backlog} records waiting in the spool ({counts.get('spool_bytes', 0)} B)"
+                )
+            if counts.get("failed_attempts", 0):
+                attempts = counts["failed_attempts"]
+                found.append(f"{signal}: {attempts} failed attempts to write to Redis since it started")
+        if found and level == "ok":
+            level = "warn"
+        return level, found
+
+
+def _total(counts: dict[str, int]) -> int:
+    return sum(counts.values())
+
+
+def _listed(counts: dict[str, int]) -> str:
+    return ", ".join(f"{label} {count}" for label, count in sorted(counts.items()))
 
 
 def read_statuses(client: Client, stream: str) -> list[ProcessStatus]:
@@ -57,14 +109,6 @@ def read_statuses(client: Client, stream: str) -> list[ProcessStatus]:
         if decoded:
             found.append(ProcessStatus(key, decoded))
     return sorted(found, key=lambda status: status.key)
-
-
-def doctor_lines(client: Client, stream: str) -> list[str]:
-    """The export-health section of `tracestream doctor`."""
-    statuses = read_statuses(client, stream)
-    if not statuses:
-        return [f"no process reported to {stream} in the last {STATUS_TTL}s"]
-    return [status.line() for status in statuses]
 
 
 def register_metrics(signal: str, status: Callable[[], dict[str, int]]) -> None:

@@ -22,6 +22,7 @@ from tracestream.connection import CLUSTER_ERRORS, Client, client_for, primaries
 from tracestream.forwarder import forwarder_lag
 from tracestream.otel_setup.settings import ConfigError, Settings
 from tracestream.shards import Shard, shards
+from tracestream.spool import backlogs, dead_letters, spool_base
 from tracestream.status import read_statuses
 from tracestream.timeparse import iso_utc
 
@@ -66,7 +67,7 @@ def diagnose(redis_url: str | None, stream: str | None, cluster: bool | None = N
         config = Settings.load(redis_url=redis_url, stream=stream, redis_cluster=cluster)
     except ConfigError as error:
         return [Finding("configuration", "fail", str(error))]
-    findings = [Finding("configuration", "ok", _describe(config))]
+    findings = [Finding("configuration", "ok", _describe(config)), *_local_spool(config)]
     try:
         client = client_for(config, decode=True)
         client.ping()
@@ -168,12 +169,55 @@ def _streams(client: Client, config: Settings) -> list[Finding]:
             f"{config.retention_summary} (as set in this environment; services apply their own settings)",
         )
     )
+    return findings + _exporters(client, config)
+
+
+def _exporters(client: Client, config: Settings) -> list[Finding]:
+    """From each live process's status key: healthy ones on one line, each troubled one on its own."""
     statuses = read_statuses(client, config.stream)
-    findings.append(
-        Finding("exporters", "ok", "; ".join(status.line() for status in statuses))
-        if statuses
-        else Finding("exporters", "warn", f"no process reported exporting to {config.stream!r} lately")
-    )
+    if not statuses:
+        return [Finding("exporters", "warn", f"no process reported exporting to {config.stream!r} lately")]
+    healthy, findings = [], []
+    for status in statuses:
+        level, problems = status.problems()
+        if level == "ok":
+            healthy.append(status.line())
+        else:
+            findings.append(Finding("exporter", level, f"{status.process}: {'; '.join(problems)}"))
+    if healthy:
+        findings.insert(0, Finding("exporters", "ok", "; ".join(healthy)))
+    return findings
+
+
+def _local_spool(config: Settings) -> list[Finding]:
+    """What this machine's spool holds that no running process will replay, and refused records."""
+    base = spool_base(config)
+    findings = []
+    for backlog in backlogs(base):
+        if backlog.live:
+            continue
+        where = backlog.destination.describe() if backlog.destination else "an unrecorded destination"
+        findings.append(
+            Finding(
+                "spool",
+                "warn",
+                f"{backlog.records} records for {where} left in {backlog.folder} by a process that ended;"
+                " the next process exporting there replays them, or run `tracestream spool replay"
+                f" --redis-url URL --stream NAME`, or `tracestream spool discard --id {backlog.folder.name}`",
+            )
+        )
+    for letters in dead_letters(base):
+        where = letters.destination.describe() if letters.destination else "an unrecorded destination"
+        reasons = "; ".join(f"{count}: {reason}" for reason, count in letters.reasons.items())
+        findings.append(
+            Finding(
+                "dead letters",
+                "warn",
+                f"Redis refused {letters.records} records for {where} ({reasons}); they are in"
+                f" {letters.folder}; `tracestream spool discard --dead-letters --id {letters.folder.name}`"
+                " deletes them",
+            )
+        )
     return findings
 
 

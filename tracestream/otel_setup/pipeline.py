@@ -6,8 +6,11 @@ while a sender thread has the previous one with Redis. When Redis fails, the
 worker keeps going: encoded batches go to an on-disk spool (if the exporter can encode
 rows) and are replayed, oldest first, once Redis answers again. Without a spool, or with
 a full one, the failed batch is held and retried with backoff while newer records wait in
-the queue. A record is dropped only when there is no room left anywhere (or it cannot be
-encoded at all), and every drop is counted with its reason.
+the queue. A batch Redis refuses for what is in it (see `tracestream.redis_errors`) is not
+retried whole: its halves are sent until the refused records stand alone, and those go to
+the spool's dead-letter file, so one bad record never holds up the records behind it. A
+record is dropped only when there is no room left anywhere, it cannot be encoded at all,
+or Redis refused it and it could not be kept; every drop is counted with its reason.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from queue import SimpleQueue
 from typing import Any, Generic, TypeVar
 
@@ -27,6 +30,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 
 from tracestream._internal_log import internal_logger
 from tracestream.otel_setup.settings import BatchSettings
+from tracestream.redis_errors import describe, error_code, is_transient
 from tracestream.spool import Spool
 
 T = TypeVar("T")
@@ -38,22 +42,52 @@ STATUS_INTERVAL = 5.0
 
 @dataclass
 class Counters:
-    """Records by fate; `exported` includes `replayed`, `spooled` ones may be replayed later."""
+    """Records by fate.
+
+    `exported` includes replayed records; `replayed` counts records taken off the spool
+    (delivered, or dead-lettered when refused), so it catches up with `spooled`. `refused`
+    counts records Redis refused, by error code: each was either `dead_lettered` or
+    `dropped_refused`.
+    """
 
     exported: int = 0
     spooled: int = 0
     replayed: int = 0
+    dead_lettered: int = 0
     dropped_queue_full: int = 0
     dropped_invalid: int = 0
     dropped_at_shutdown: int = 0
+    dropped_refused: int = 0
+    dropped_torn: int = 0
     failed_attempts: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
 
     @property
     def dropped(self) -> int:
-        return self.dropped_queue_full + self.dropped_invalid + self.dropped_at_shutdown
+        return (
+            self.dropped_queue_full
+            + self.dropped_invalid
+            + self.dropped_at_shutdown
+            + self.dropped_refused
+            + self.dropped_torn
+        )
 
     def as_dict(self) -> dict[str, int]:
-        return {**asdict(self), "dropped": self.dropped}
+        counts = {name: value for name, value in asdict(self).items() if isinstance(value, int)}
+        counts.update({f"refused.{code}": count for code, count in self.refused.items()})
+        return {**counts, "dropped": self.dropped}
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Redis refused a batch for what is in it: sending the same records again will not help."""
+
+    code: str  # WRONGTYPE, ERR, … (bounded: it names a counter)
+    reason: str
+
+
+# What an export attempt came to: True (taken), False (a transient failure: try again later), or a refusal.
+Outcome = bool | Refused
 
 
 StatusReport = Callable[[dict[str, int]], None]
@@ -62,24 +96,24 @@ StatusReport = Callable[[dict[str, int]], None]
 @dataclass(frozen=True)
 class Sending:
     batch: list[Any]
-    result: Future[bool]
+    result: Future[Outcome]
 
 
 class Sender:
     """Runs exports one at a time on a thread of its own: while it waits on Redis (without the
     GIL), the worker encodes the next batch. Started at the first send, so also after a fork."""
 
-    def __init__(self, export: Callable[[list[Any]], bool], name: str) -> None:
+    def __init__(self, export: Callable[[list[Any]], Outcome], name: str) -> None:
         self._export = export
         self._name = name
-        self._jobs: SimpleQueue[tuple[list[Any], Future[bool]]] = SimpleQueue()
+        self._jobs: SimpleQueue[tuple[list[Any], Future[Outcome]]] = SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def send(self, batch: list[Any]) -> Future[bool]:
+    def send(self, batch: list[Any]) -> Future[Outcome]:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
-        result: Future[bool] = Future()
+        result: Future[Outcome] = Future()
         self._jobs.put((batch, result))
         return result
 
@@ -87,11 +121,11 @@ class Sender:
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         while True:
             batch, result = self._jobs.get()
-            ok = False
+            outcome: Outcome = False
             try:
-                ok = self._export(batch)
+                outcome = self._export(batch)
             finally:  # the worker waits on this result: it must always come
-                result.set_result(ok)
+                result.set_result(outcome)
 
 
 class BatchQueue(Generic[T]):
@@ -128,6 +162,8 @@ class BatchQueue(Generic[T]):
         """Fresh state; also what a forked child starts from (its parent's records are not its own)."""
         self._queue: deque[T] = deque()
         self._held: list[Any] | None = None  # a failed batch with nowhere else to go
+        self._replaying: list[Any] | None = None  # what is left of the spool's head batch, when partly in
+        self._refusing_all: str | None = None  # why Redis refused every record of the last refused batch
         self._wake = threading.Event()
         self._export_lock = threading.Lock()
         self._backoff = 0.0
@@ -212,11 +248,12 @@ class BatchQueue(Generic[T]):
                 self._settle(sending)
 
     def _settle(self, sending: Sending) -> bool:
-        """Wait for a batch sent ahead; one the exporter did not take is set aside (or held)."""
-        ok = self._account(sending.batch, sending.result.result())
-        if not ok:
-            self._set_aside(sending.batch)
-        return ok
+        """Wait for a batch sent ahead; what the exporter did not take is set aside (or held)."""
+        left = self._settle_outcome(sending.batch, sending.result.result())
+        if left is None:
+            return True
+        self._set_aside(left)
+        return False
 
     def _replay(self, deadline: float | None) -> bool:
         """Older batches first: the spool, then the held batch. False while Redis is failing."""
@@ -225,19 +262,22 @@ class BatchQueue(Generic[T]):
         spool = self.spool
         while spool:
             self._spill()
-            rows = spool.peek()
+            rows = self._replaying if self._replaying is not None else spool.peek()
+            self.counters.dropped_torn = spool.torn.rows
             if rows is None:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            if not self._try_export(rows):
+            left = self._deliver(rows)
+            self.counters.replayed += len(rows) - len(left or ())
+            self._replaying = left
+            if left is not None:
                 return False
             spool.pop()
-            self.counters.replayed += len(rows)
         if self._held is not None:
-            if not self._try_export(self._held):
+            self._held = self._deliver(self._held)
+            if self._held is not None:
                 return False
-            self._held = None
         return True
 
     def _spill(self) -> None:
@@ -268,19 +308,77 @@ class BatchQueue(Generic[T]):
                 self.counters.dropped_invalid += 1
         return rows
 
-    def _try_export(self, batch: list[Any]) -> bool:
+    def _deliver(self, batch: list[Any]) -> list[Any] | None:
+        """Send `batch` now; None once every record is in Redis or dead-lettered, else those still waiting."""
         if not batch:
-            return True
-        return self._account(batch, self._export_safely(batch))
+            return None
+        return self._settle_outcome(batch, self._export_safely(batch))
 
-    def _export_safely(self, batch: list[Any]) -> bool:
+    def _settle_outcome(self, batch: list[Any], outcome: Outcome) -> list[Any] | None:
+        if isinstance(outcome, Refused):
+            return self._isolate(batch, outcome)
+        self._account(batch, outcome)
+        return None if outcome else batch
+
+    def _isolate(self, batch: list[Any], refusal: Refused) -> list[Any] | None:
+        """Halves of a refused batch are sent until each refused record stands alone; those are
+        dead-lettered and the rest is in Redis. A transient failure on the way stops this: the
+        records not settled yet are returned, in order.
+
+        When Redis refused every record of the last batch for one reason (a key of the stream
+        holds the wrong type), a batch refused for the same reason costs one probe, not a search.
+        """
+        if len(batch) > 1 and refusal.reason == self._refusing_all:
+            probe = self._export_safely(batch[:1])
+            if probe == refusal:
+                self._dead_letter(batch, refusal)
+                return None
+            self._refusing_all = None
+            left = self._settle_outcome(batch[:1], probe)
+            return batch if left is not None else self._deliver(batch[1:])
+        pending, other_fate = deque([batch]), False
+        outcome: Outcome = refusal
+        while pending:
+            piece = pending.popleft()
+            if piece is not batch:
+                outcome = self._export_safely(piece)
+            if not isinstance(outcome, Refused):
+                self._account(piece, outcome)
+                if not outcome:
+                    return [record for part in (piece, *pending) for record in part]
+                other_fate = True
+            elif len(piece) == 1:
+                self._dead_letter(piece, outcome)
+                other_fate = other_fate or outcome != refusal
+            else:
+                pending.extendleft(reversed(_halves(piece)))
+        self._refusing_all = None if other_fate else refusal.reason
+        return None
+
+    def _dead_letter(self, records: list[Any], refusal: Refused) -> None:
+        """Refused records go to the spool's dead-letter file, or are counted as dropped."""
+        refused = self.counters.refused
+        first = refusal.code not in refused
+        refused[refusal.code] = refused.get(refusal.code, 0) + len(records)
+        kept = self.spool is not None and self.spool.dead_letter(records, refusal.reason)
+        if kept:
+            self.counters.dead_lettered += len(records)
+        else:
+            self.counters.dropped_refused += len(records)
+        if first:
+            fate = "kept in the spool's dead-letter file" if kept else "dropped"
+            internal_logger.warning("%s: Redis refused a record (%s); %s", self.name, refusal.reason, fate)
+
+    def _export_safely(self, batch: list[Any]) -> Outcome:
         try:
             return self._export(batch)
         except Exception as error:  # an exporter bug must not kill the worker
-            internal_logger.warning("%s exporter raised %r", self.name, error)
-            return False
+            if is_transient(error):
+                internal_logger.warning("%s exporter raised %r", self.name, error)
+                return False
+            return Refused(error_code(error), describe(error))
 
-    def _account(self, batch: list[Any], ok: bool) -> bool:
+    def _account(self, batch: list[Any], ok: bool) -> None:
         if ok:
             self.counters.exported += len(batch)
             self._backoff = 0.0
@@ -288,7 +386,6 @@ class BatchQueue(Generic[T]):
             self.counters.failed_attempts += 1
             self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
             self._next_attempt = time.monotonic() + self._backoff
-        return ok
 
     def _set_aside(self, batch: list[Any]) -> bool:
         """A batch Redis did not take goes to the spool; if it cannot, it is held (and draining stops)."""
@@ -350,6 +447,11 @@ class BatchQueue(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+def _halves(batch: list[Any]) -> tuple[list[Any], list[Any]]:
+    middle = len(batch) // 2
+    return batch[:middle], batch[middle:]
 
 
 def _remaining(deadline: float) -> float:

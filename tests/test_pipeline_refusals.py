@@ -1,0 +1,202 @@
+"""A batch Redis refuses never holds up the records behind it (real redis-server, real spool).
+
+The export here is a small all-or-nothing script in the writer's shape (one JSON argument per
+batch, an entry and a trace-index push per row), so a refusal leaves nothing half written and
+every record can be counted once: in the stream, in the dead-letter file, or as dropped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from tests.faults import FaultyProxy
+from tests.support import wait_for
+from tracestream.cli.doctor import diagnose
+from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.exporters import RedisStreamLogExporter
+from tracestream.otel_setup.pipeline import BatchQueue
+from tracestream.otel_setup.settings import BatchSettings, Settings
+from tracestream.spool import dead_letters, spool_for
+
+APPEND = """
+local rows = cjson.decode(ARGV[1])
+local stream_kind = redis.call('TYPE', KEYS[1]).ok
+if stream_kind ~= 'none' and stream_kind ~= 'stream' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. stream_kind .. ', not a stream')
+end
+for _, row in ipairs(rows) do
+  local kind = redis.call('TYPE', KEYS[1] .. ':trace:' .. row[2]).ok
+  if kind ~= 'none' and kind ~= 'list' then
+    return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+  end
+end
+for _, row in ipairs(rows) do
+  redis.call('XADD', KEYS[1], '*', 'rid', row[1], 'body', row[3])
+  redis.call('RPUSH', KEYS[1] .. ':trace:' .. row[2], row[1])
+end
+return #rows
+"""
+BATCH = BatchSettings(
+    schedule_delay=0.02, max_queue_size=100_000, max_export_batch_size=256, export_timeout=5
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmbeddedRedis]:
+    """Arguments over 1 MiB are refused: a record can be too big for Redis."""
+    with EmbeddedRedis(extra_args=["--proto-max-bulk-len", "1mb"]) as running:
+        yield running
+
+
+class Stream:
+    """The script's stream at `url`; `export` is the batch queue's export."""
+
+    def __init__(self, url: str) -> None:
+        self.key = f"refuse:{uuid.uuid4().hex[:8]}"
+        self.calls = 0
+        self.client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        self._append = self.client.register_script(APPEND)
+
+    def export(self, rows: list[list[str]]) -> bool:
+        self.calls += 1
+        return bool(self._append(keys=[self.key], args=[orjson.dumps(rows)]) == len(rows))
+
+    def ids(self) -> list[str]:
+        return [fields[b"rid"].decode() for _, fields in self.client.xrange(self.key)]
+
+
+def _row(number: int, trace: str, body: str = "") -> list[str]:
+    return [str(number), trace, body or f"rec {number}"]
+
+
+def _queue(stream: Stream, spool_dir: Path, url: str) -> BatchQueue[list[str]]:
+    settings = Settings.load(environ={}, redis_url=url, spool_dir=str(spool_dir))
+    spool = spool_for(settings, stream.key)
+    return BatchQueue("refusals", stream.export, BATCH, encode=lambda rows: rows, spool=spool)
+
+
+def test_a_wrong_type_key_sets_aside_only_its_records(server: EmbeddedRedis, tmp_path: Path) -> None:
+    stream = Stream(server.url)
+    stream.client.set(f"{stream.key}:trace:bad", "not a list")  # inside the stream's key namespace
+    queue = _queue(stream, tmp_path, server.url)
+    rows = [_row(i, "bad" if i % 997 == 0 else f"t{i % 50}") for i in range(5000)]
+    for row in rows:
+        queue.put(row)
+    assert queue.flush(30)
+    refused = {row[0] for row in rows if row[1] == "bad"}
+    assert sorted(stream.ids(), key=int) == [row[0] for row in rows if row[0] not in refused]
+    assert stream.ids() == sorted(stream.ids(), key=int)  # the rest kept its order
+    counters = queue.counters
+    assert counters.exported == 5000 - len(refused) and counters.dead_lettered == len(refused)
+    assert counters.refused == {"WRONGTYPE": len(refused)} and counters.dropped == 0
+    (letters,) = dead_letters(tmp_path)
+    assert letters.records == len(refused) and next(iter(letters.reasons)).startswith("WRONGTYPE")
+
+
+def test_a_record_too_big_for_redis_does_not_hold_up_the_rest(server: EmbeddedRedis, tmp_path: Path) -> None:
+    stream = Stream(server.url)
+    queue = _queue(stream, tmp_path, server.url)
+    rows = [_row(i, "t", "x" * 1_200_000 if i == 40 else "") for i in range(300)]
+    for row in rows:
+        queue.put(row)
+    assert queue.flush(30)
+    assert stream.ids() == [str(i) for i in range(300) if i != 40]
+    assert queue.counters.dead_lettered == 1 and queue.counters.dropped == 0
+    assert list(queue.counters.refused) == ["ERR"]
+
+
+def test_a_key_that_refuses_every_record_costs_a_probe_per_batch_not_a_search(
+    server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    stream = Stream(server.url)
+    stream.client.set(stream.key, "a string where the stream should be")
+    queue = _queue(stream, tmp_path, server.url)
+    for i in range(256 * 8):
+        queue.put(_row(i, "t"))
+    assert queue.flush(30)
+    assert queue.counters.dead_lettered == 256 * 8 and stream.calls < 2 * 256 + 4 * 8
+    stream.client.delete(stream.key)  # the operator fixes the key: records flow again
+    for i in range(256 * 8, 256 * 9):
+        queue.put(_row(i, "t"))
+    assert queue.flush(30)
+    assert stream.ids() == [str(i) for i in range(256 * 8, 256 * 9)]
+
+
+def test_without_a_spool_refused_records_are_counted_as_dropped_with_their_reason(
+    server: EmbeddedRedis,
+) -> None:
+    stream = Stream(server.url)
+    stream.client.set(f"{stream.key}:trace:bad", "not a list")
+    queue: BatchQueue[list[str]] = BatchQueue("refusals", stream.export, BATCH)
+    for i in range(100):
+        queue.put(_row(i, "bad" if i in (3, 70) else "t"))
+    assert queue.flush(10)
+    assert len(stream.ids()) == 98
+    assert queue.counters.dropped_refused == 2 and queue.status()["refused.WRONGTYPE"] == 2
+
+
+def test_an_outage_during_the_search_for_refused_records_loses_nothing(
+    server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Redis goes away while a refused batch is being halved: what is not settled yet waits in
+    the spool's head and is settled once Redis is back, each record once."""
+    with FaultyProxy(server.port) as proxy:
+        stream = Stream(proxy.url)
+        stream.client.set(f"{stream.key}:trace:bad", "not a list")
+        calls = 0
+        export = stream.export
+
+        def failing_midway(rows: list[list[str]]) -> bool:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                proxy.down()
+            return export(rows)
+
+        stream.export = failing_midway  # type: ignore[method-assign]
+        queue = _queue(stream, tmp_path, proxy.url)
+        for i in range(256):
+            queue.put(_row(i, "bad" if i == 200 else "t"))
+        assert not queue.flush(2)
+        assert queue.counters.failed_attempts > 0
+        proxy.up()
+        wait_for(lambda: queue.flush(1), timeout=20, what="the batch settled")
+        assert stream.ids() == [str(i) for i in range(256) if i != 200]
+    assert queue.counters.dead_lettered == 1 and queue.counters.replayed == queue.counters.spooled
+
+
+def test_doctor_says_which_exporter_lost_or_set_aside_records(
+    server: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = Stream(server.url)
+    stream.client.set(f"{stream.key}:trace:bad", "not a list")
+    settings = Settings.load(
+        environ={}, redis_url=server.url, stream=stream.key, service_name="doc", spool_dir=str(tmp_path)
+    )
+    writer = RedisStreamLogExporter(settings).writer
+    queue = BatchQueue(
+        "logs",
+        stream.export,
+        BatchSettings(schedule_delay=0.02, max_queue_size=3, max_export_batch_size=10, export_timeout=1),
+        encode=lambda rows: rows,
+        spool=spool_for(settings, stream.key),
+        report=lambda status: writer.publish_status("logs", status),
+    )
+    for i in range(5):  # two more than the queue holds
+        queue.put(_row(i, "bad" if i == 1 else "t"))
+    assert queue.flush(5)
+    queue._report(queue.status())  # type: ignore[misc]  # the worker reports every 5 s; now, here
+    monkeypatch.setenv("TRACESTREAM_SPOOL_DIR", str(tmp_path))  # doctor reads this machine's spool
+    findings = {finding.check: finding for finding in diagnose(server.url, stream.key)}
+    exporter, letters = findings["exporter"], findings["dead letters"]
+    assert exporter.status == "fail" and exporter.detail.startswith("doc:")
+    assert "2 dropped (queue full 2)" in exporter.detail
+    assert "Redis refused 1 records (WRONGTYPE 1), 1 of them kept" in exporter.detail
+    assert letters.status == "warn" and "WRONGTYPE" in letters.detail
+    writer.close()
