@@ -293,3 +293,51 @@ def test_forwarders_in_one_group_share_the_load(stream: RedisHandle, receiver: O
         wait_for(lambda: pending(stream) == 0, what="everything acknowledged")
     assert one.progress.logs > 0 and two.progress.logs > 0
     assert one.progress.logs + two.progress.logs == 2000
+
+
+def _well_formed() -> dict[str, str]:
+    resource = schema.dump_json({"service.name": "hostile"})
+    return {"v": "1", "rid": "", "ts": "1", "observed_ts": "1", "severity": "INFO", "severity_number": "9",
+            "body": "b", "resource": resource, "trace_id": "", "span_id": "", "trace_flags": "0",
+            "scope": "s", "code": "", "attributes": "{}", "service": "hostile"}  # fmt: skip
+
+
+def _hostile_entries() -> dict[str, dict[str, str]]:
+    """Entries another writer, an older schema or an app's odd timestamps can leave in the stream."""
+    base = _well_formed()
+    return {
+        "negative ts": {**base, "ts": "-5"},
+        "ts past 2**64": {**base, "ts": str(2**64 + 1)},
+        "flags past 2**32": {**base, "trace_flags": str(2**40)},
+        "resource not JSON": {**base, "resource": "{not json"},
+        "deep attributes": {**base, "attributes": '{"a":' * 900 + "1" + "}" * 900},
+        "odd trace id": {**base, "trace_id": "xyz"},
+    }
+
+
+def test_entries_that_cannot_be_encoded_are_dead_lettered_and_the_rest_flows(
+    stream: RedisHandle, receiver: OtlpReceiver
+) -> None:
+    hostile = _hostile_entries()
+    with stream.client() as client:
+        for name, fields in hostile.items():
+            client.xadd(stream.keys.logs, {**fields, "rid": name, "body": name})
+        client.xadd(stream.keys.logs, {**_well_formed(), "rid": "control"})
+        span = {
+            **dict.fromkeys(schema.SPAN_FIELDS, ""),
+            **{"v": "1", "rid": "bad events", "trace_id": "ab" * 16, "span_id": "cd" * 8, "name": "n"},
+            **{"kind": "SERVER", "start_ts": "-1", "end_ts": "2", "status": "OK", "attributes": "{}"},
+            **{"events": '["not an event"]', "resource": schema.dump_json({"service.name": "hostile"})},
+        }
+        client.xadd(stream.keys.spans, span)
+    wanted = [*seed_logs(stream, 3), "control"]
+    with forwarding(stream, receiver) as forwarder:
+        wait_for(lambda: arrived(receiver, wanted), what="the good records past the bad ones")
+        wait_for(lambda: forwarder.progress.dead_lettered == len(hostile) + 1, what="every bad entry kept")
+        wait_for(lambda: pending(stream) == 0, what="nothing left pending")
+    with stream.client() as client:
+        dead = {f["rid"]: f["forward_error"] for _, f in client.xrange(stream.keys.logs + ":forward:dead")}
+        dead_spans = client.xrange(stream.keys.spans + ":forward:dead")
+    assert set(dead) == set(hostile)
+    assert all(reason.startswith("cannot encode entry: ") for reason in dead.values())
+    assert [f["rid"] for _, f in dead_spans] == ["bad events"]

@@ -142,19 +142,23 @@ def _encode(
 ) -> Encoded:
     """ExportLogsServiceRequest and ExportTraceServiceRequest share this shape: resource, scope, records."""
     resource_at = names.index(b"resource")
+    resources: dict[bytes, bytes] = {}  # each distinct resource JSON, encoded once
     groups: dict[bytes, dict[bytes, list[bytes]]] = {}
     rejected = []
     count = 0
     for index, (_, flat) in enumerate(entries):
         try:
             values = _values(flat, names)
+            resource_json = values[resource_at]
+            if resource_json not in resources:
+                resources[resource_json] = key_values(b"\x0a", _attributes(resource_json))
             encoded = record(values)
-        except (ValueError, TypeError) as error:  # orjson.JSONDecodeError and binascii.Error included
-            rejected.append((index, f"cannot encode entry: {error}"))
+        except Exception as error:  # anything another writer or an old tool left: this entry only
+            rejected.append((index, f"cannot encode entry: {type(error).__name__}: {error}"))
             continue
-        scopes = groups.get(values[resource_at])
+        scopes = groups.get(resource_json)
         if scopes is None:
-            scopes = groups[values[resource_at]] = {}
+            scopes = groups[resource_json] = {}
         records = scopes.get(values[scope_at])
         if records is None:
             records = scopes[values[scope_at]] = []
@@ -162,7 +166,7 @@ def _encode(
         count += 1
     parts = []
     for resource_json, scopes in groups.items():
-        resource = _field(b"\x0a", key_values(b"\x0a", _attributes(resource_json)))
+        resource = _field(b"\x0a", resources[resource_json])
         scoped = b"".join(
             _field(b"\x12", _field(b"\x0a", _field(b"\x0a", scope)) + b"".join(records))
             for scope, records in scopes.items()
