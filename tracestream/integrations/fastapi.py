@@ -30,7 +30,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
-from tracestream.integrations.records import _exception_attributes, replace_lines
+from tracestream.integrations.records import exception_attributes, replace_lines
 from tracestream.otel_setup.configure import Telemetry
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.
@@ -115,7 +115,7 @@ def _record_on_span(error: Exception) -> None:
     span = trace.get_current_span()
     if not span.is_recording():
         return
-    attributes = _exception_attributes(error)
+    attributes = exception_attributes(error)
     span.add_event("exception", {**attributes, "exception.escaped": "False"})
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {attributes['exception.message']}"))
 

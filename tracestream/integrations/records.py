@@ -76,7 +76,7 @@ class RecordWriter:
         context: Context | None,
     ) -> None:
         if exception is not None:
-            attributes.update(_exception_attributes(exception))
+            attributes.update(exception_attributes(exception))
         _logs.get_logger(self._scope).emit(
             timestamp=time_ns(),
             context=context,
@@ -116,7 +116,7 @@ class PendingRecord:
     def _attributes(self) -> dict[str, Any]:
         attributes = dict(self.attributes)
         if self.exception is not None:
-            attributes.update(_exception_attributes(self.exception))
+            attributes.update(exception_attributes(self.exception))
         return attributes
 
     def stream_values(
@@ -164,7 +164,7 @@ def _severity_text(severity: SeverityNumber) -> str:
     return _TEXT.get(severity, severity.name)
 
 
-def _exception_attributes(error: BaseException) -> dict[str, str]:
+def exception_attributes(error: BaseException) -> dict[str, str]:
     """`exception.*` attributes that never raise: the SDK's own would call str() on the exception."""
     fields = schema.exception_fields(type(error), error, error.__traceback__)
     return dict(zip(schema.EXCEPTION_KEYS, fields, strict=True))
