@@ -7,50 +7,110 @@ is first sight through `scrub_texts`, 4096 lines a call, as the export worker sc
 The last line does the same for plain lines without trigger words, as most log lines are
 (`order 17 shipped to warehouse-3`, each unique).
 
-Run: .venv/bin/python bench/scrub_cost.py [--repeat 200]
+Each figure is the best of --rounds rounds of CPU time, so other work on a shared machine
+moves it little. `--baseline FILE` measures another version of tracestream/scrubbing.py in
+the same rounds, interleaved, for a before/after comparison:
+
+    git show HEAD~1:tracestream/scrubbing.py > /tmp/scrubbing_before.py
+    .venv/bin/python bench/scrub_cost.py --baseline /tmp/scrubbing_before.py
+
+Run: .venv/bin/python bench/scrub_cost.py [--repeat 40] [--rounds 15] [--baseline FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from tracestream.scrubbing import Scrubber
+import tracestream.scrubbing
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "corpus" / "ordinary.txt"
+BATCH = 4096
 
 
-def per_line(scrubber: Scrubber, texts: list[str]) -> float:
-    started = time.perf_counter()
+def per_line(scrubber: Any, texts: list[str]) -> float:
+    started = time.process_time()
     for text in texts:
         scrubber.scrub_text(text)
-    return (time.perf_counter() - started) / len(texts) * 1e6
+    return (time.process_time() - started) / len(texts) * 1e6
 
 
-def per_line_in_batches(scrubber: Scrubber, texts: list[str], size: int = 4096) -> float:
-    started = time.perf_counter()
-    for start in range(0, len(texts), size):
-        scrubber.scrub_texts(texts[start : start + size])
-    return (time.perf_counter() - started) / len(texts) * 1e6
+def per_line_in_batches(scrubber: Any, texts: list[str]) -> float:
+    started = time.process_time()
+    for start in range(0, len(texts), BATCH):
+        scrubber.scrub_texts(texts[start : start + BATCH])
+    return (time.process_time() - started) / len(texts) * 1e6
+
+
+def measurements(lines: list[str], repeat: int) -> dict[str, Callable[[ModuleType, int], float]]:
+    """Name -> one round's cost per line, in µs, for a scrubbing module; `turn` keeps texts unseen."""
+
+    def first(module: ModuleType, turn: int) -> float:
+        return per_line(module.Scrubber(), [f"{line} #{i}.{turn}" for i in range(repeat) for line in lines])
+
+    def again(module: ModuleType, turn: int) -> float:
+        scrubber = module.Scrubber()
+        per_line(scrubber, lines)
+        return per_line(scrubber, lines * repeat)
+
+    def batched(module: ModuleType, turn: int) -> float:
+        texts = [f"{line} #{i}.{turn}" for i in range(repeat) for line in lines]
+        return per_line_in_batches(module.Scrubber(), texts)
+
+    def plain(turn: int) -> list[str]:
+        return [f"order {i} shipped to warehouse-{i % 7} #{turn}" for i in range(len(lines) * repeat)]
+
+    def plain_first(module: ModuleType, turn: int) -> float:
+        return per_line(module.Scrubber(), plain(turn))
+
+    def plain_batched(module: ModuleType, turn: int) -> float:
+        return per_line_in_batches(module.Scrubber(), plain(turn))
+
+    return {
+        "ordinary, first sight": first,
+        "ordinary, seen before": again,
+        "ordinary, first sight in batches": batched,
+        "plain, first sight": plain_first,
+        "plain, first sight in batches": plain_batched,
+    }
+
+
+def load(path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("scrubbing_baseline", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=40, help="copies of the corpus per round")
+    parser.add_argument("--rounds", type=int, default=15, help="the best round counts")
+    parser.add_argument("--baseline", metavar="FILE", help="another scrubbing.py to compare with")
     args = parser.parse_args()
     lines = [line for line in CORPUS.read_text().splitlines() if line and not line.startswith("#")]
-    scrubber = Scrubber()
-    first = per_line(scrubber, [f"{line} #{i}" for i in range(args.repeat) for line in lines])
-    again = per_line(scrubber, lines * args.repeat)
-    batched = per_line_in_batches(Scrubber(), [f"{line} #{i}" for i in range(args.repeat) for line in lines])
+    versions = {"this": tracestream.scrubbing} | ({"baseline": load(args.baseline)} if args.baseline else {})
+    best: dict[tuple[str, str], float] = {}
+    for turn in range(args.rounds):
+        for name, measure in measurements(lines, args.repeat).items():
+            for version, module in versions.items():
+                cost = measure(module, turn)
+                best[name, version] = min(best.get((name, version), cost), cost)
     print(f"$ python bench/scrub_cost.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"  {len(lines)} ordinary lines x {args.repeat}: first sight {first:.2f} us per line,", end=" ")
-    print(f"seen before {again:.2f} us, first sight in batches {batched:.2f} us")
-    plain = [f"order {i} shipped to warehouse-{i % 7}" for i in range(len(lines) * args.repeat)]
-    alone, together = per_line(Scrubber(), plain), per_line_in_batches(Scrubber(), plain)
-    print(f"  {len(plain)} plain lines: first sight {alone:.2f} us per line, in batches {together:.2f} us")
+    print(f"  {len(lines)} ordinary lines x {args.repeat}, {len(lines) * args.repeat} plain lines; "
+          f"best of {args.rounds} rounds, CPU µs per line")  # fmt: skip
+    for name in measurements(lines, args.repeat):
+        figures = "  ".join(f"{version} {best[name, version]:.2f}" for version in versions)
+        print(f"  {name:34} {figures}")
 
 
 if __name__ == "__main__":

@@ -102,8 +102,8 @@ _SECRET_SUFFIXES = (
     "session", "sessionid", "credential", "credentials", "signature", "cardnumber",
     "creditcard", "ccnumber",
 )  # fmt: skip
-# Matched as whole words only: too short to be safe as suffixes.
-_SECRET_WORDS = frozenset({"pwd", "sig", "ssn", "cvv", "cvc", "csrf", "xsrf", "otp"})
+# Matched as whole words only: too short to be safe as suffixes (`compass`, `oauth`, `author`).
+_SECRET_WORDS = frozenset({"pwd", "pw", "pass", "auth", "sig", "ssn", "cvv", "cvc", "csrf", "xsrf", "otp"})
 _SECRET_PHRASES = (
     ("api", "key"), ("access", "key"), ("private", "key"), ("account", "key"), ("signing", "key"),
     ("encryption", "key"), ("master", "key"), ("card", "number"), ("credit", "card"), ("cc", "number"),
@@ -114,7 +114,8 @@ _SECRET_PHRASES = (
 _METADATA_WORDS = frozenset({
     "count", "length", "len", "size", "at", "time", "timestamp", "ts", "ttl", "expires", "expiry",
     "expiration", "age", "duration", "type", "kind", "name", "version", "algorithm", "alg",
-    "enabled", "required", "limit", "usage", "policy",
+    "enabled", "required", "limit", "usage", "policy", "method", "scheme", "provider", "mode",
+    "status", "url", "uri", "endpoint", "file", "path",
 })  # fmt: skip
 # Keys whose text value runs to the end of the line (`Cookie: a=1; b=2`), not to the next space.
 _HEADER_SUFFIXES = ("authorization", "cookie")
@@ -175,10 +176,11 @@ def _require_words(key: str, what: str) -> tuple[str, ...]:
 
 # --- key=value pairs inside text ---------------------------------------------------------
 
-# A key is not URL userinfo (`https://user:pw@`, left to URL_PASSWORD). The value may open a list
-# repr (`['Bearer x']`) or escaped JSON logged as a string (`{\"password\":\"x\"}`).
+# A key is not URL userinfo (`https://user:pw@`, left to URL_PASSWORD); it may be a command-line
+# flag (`--password=x`, `-token=x`). The value may open a list repr (`['Bearer x']`) or escaped
+# JSON logged as a string (`{\"password\":\"x\"}`).
 _TEXT_KEY = re.compile(
-    r"(?<![A-Za-z0-9_.\-])(?<!://)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})"
+    r"(?<![A-Za-z0-9_.\-])(?:--?)?(?<!://)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})"
     r"(?:\\?[\"'])?[ \t]*[:=][ \t]*(?:[\[(](?=\\?[\"']))?(?P<escaped>\\(?=[\"']))?"
 )
 # An unquoted "value" that is a key name followed by a separator is the next key, not a value:
@@ -309,6 +311,38 @@ SLACK_TOKEN = PatternRule(
     re.compile(r"(?<![A-Za-z0-9])xox[baprs]-[A-Za-z0-9\-]{10,250}"),
     ("xox",),
 )
+# Stripe secret and restricted keys, live or test (`pk_` publishable keys are public).
+STRIPE_KEY = PatternRule(
+    "stripe_key",
+    re.compile(r"(?<![A-Za-z0-9_])[sr]k_(?:live|test)_[A-Za-z0-9]{10,247}(?![A-Za-z0-9_])"),
+    ("k_live_", "k_test_"),  # not `rk_...`: no trigger word starts with `r`, a common letter
+)
+GOOGLE_API_KEY = PatternRule(
+    "google_api_key",
+    re.compile(r"(?<![A-Za-z0-9_\-])AIza[0-9A-Za-z_\-]{35}(?![A-Za-z0-9_\-])"),
+    ("aiza",),
+)
+# Package registry and AI vendor tokens, by their documented prefixes: PyPI, npm, GitLab,
+# Anthropic, OpenAI project keys.
+VENDOR_TOKEN = PatternRule(
+    "vendor_token",
+    re.compile(
+        r"(?<![A-Za-z0-9_\-])(?:pypi-AgE[A-Za-z0-9_\-]{16,}|npm_[A-Za-z0-9]{36}|glpat-[A-Za-z0-9_\-]{20,}"
+        r"|sk-(?:ant|proj)-[A-Za-z0-9_\-]{20,})"
+    ),
+    ("pypi-age", "npm_", "glpat-", "k-ant-", "k-proj-"),
+)
+# The quoted password in SQL: `ALTER USER x WITH [ENCRYPTED] PASSWORD 'y'`, `CREATE ROLE ...
+# PASSWORD 'y'`, `SET PASSWORD [FOR u] = 'y'`, MySQL `IDENTIFIED [WITH plugin] BY 'y'`. A doubled
+# quote is part of the value. The trigger is `by '`, not `identified`: no trigger word starts with `i`.
+SQL_PASSWORD = PatternRule(
+    "sql_password",
+    re.compile(
+        r"(?i:\bpassword(?:[ \t]+for[ \t]+[^\s=]{1,200})?[ \t]*=?[ \t]*"
+        r"|\bidentified(?:[ \t]+with[ \t]+\S{1,64})?[ \t]+by[ ])'(?P<secret>(?:[^'\\]|''|\\.)*)'"
+    ),
+    ("password", "by '"),
+)
 # 13-19 digits as printed on cards: contiguous, 4-4-4-(1..4) or Amex/Diners 4-6-(4..5), with one
 # consistent space or dash separator, first digit 2-6 (card networks), standing alone. Longer
 # digit runs and other groupings (UUID digits, phone lists, 20-digit tracking ids) never match.
@@ -337,6 +371,10 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     AWS_ACCESS_KEY_ID,
     GITHUB_TOKEN,
     SLACK_TOKEN,
+    STRIPE_KEY,
+    GOOGLE_API_KEY,
+    VENDOR_TOKEN,
+    SQL_PASSWORD,
     CARD_NUMBER,
 )
 
