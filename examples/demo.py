@@ -67,12 +67,26 @@ class Child:
 
 @contextlib.contextmanager
 def redis_url(given: str | None) -> Iterator[str]:
+    """The private server is stopped last, after every child has flushed its records into it.
+
+    Ctrl-C in a terminal signals the whole foreground process group, which the server would
+    otherwise share with us; it starts with SIGINT blocked (the mask survives exec), so only
+    our own stop ends it.
+    """
     if given:
         yield given
         return
-    with EmbeddedRedis() as server:
+    server = EmbeddedRedis()
+    try:
+        interrupts = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            server.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, interrupts)
         console.print(f"[dim]private redis-server at {server.url}[/]")
         yield server.url
+    finally:
+        server.close()
 
 
 def broker_url(url: str) -> str:

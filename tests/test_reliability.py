@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.apps.servers import LAUNCHER_ENV, Server, bin_path, http_ready, launched, printed, run_json, serve
 from tests.faults import DurableRedis, FaultyProxy
@@ -468,3 +469,42 @@ def test_a_signal_to_the_server_flushes_every_worker(
     assert delivered >= logged, f"missing {sorted(logged - delivered, key=str)[:10]}; output:\n{output}"
     assert len({entry.resource["process.pid"] for entry in entries if _marks(entry)}) >= 2
     assert took < SHUTDOWN_TIMEOUT + EXIT_MARGIN
+
+
+DEMO_REDIS = """
+import sys, time
+import redis
+sys.path.insert(0, "examples")
+import demo
+with demo.redis_url(None) as url:
+    try:
+        print(url, flush=True)
+        time.sleep(60)
+    except KeyboardInterrupt:  # the demo now stops its children, which flush into Redis for a while
+        client = redis.Redis.from_url(url)
+        answers = [client.ping() and not time.sleep(0.05) for _ in range(30)]
+        print("redis answers after Ctrl-C:", all(answers), flush=True)
+"""
+
+
+def test_ctrl_c_in_the_demo_leaves_its_redis_running_until_the_children_are_stopped() -> None:
+    """Ctrl-C signals the terminal's whole foreground process group, the demo's private
+    redis-server included; it must outlive the children that still flush into it."""
+    demo = subprocess.Popen(
+        [sys.executable, "-c", DEMO_REDIS],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a shell gives a foreground job
+    )
+    assert demo.stdout is not None
+    url = ""
+    while not url.startswith("redis://"):  # after the demo's own "private redis-server at …" line
+        url = demo.stdout.readline().strip()
+        assert url or demo.poll() is None, demo.stderr.read() if demo.stderr else ""
+    os.killpg(demo.pid, signal.SIGINT)
+    out, err = demo.communicate(timeout=20)
+    assert "redis answers after Ctrl-C: True" in out, err
+    with pytest.raises(redis.ConnectionError):  # and then it was stopped
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
