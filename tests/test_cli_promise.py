@@ -46,6 +46,9 @@ BAD_INPUT = [
     (["console", "--port", "99999"], "argument --port: '99999' is not a whole number from 1 to 65535"),
     (["console", "--port", "-1"], "argument --port: '-1' is not a whole number from 1 to 65535"),
     (["demo", "--web-port", "99999"], "argument --web-port: '99999' is not a whole number from 1 to 65535"),
+    (["forward", "--batch-size", "2000000"], "argument --batch-size: '2000000' is not a whole number"),
+    (["forward", "--timeout", "99999999d"], "argument --timeout: '99999999d' is longer than 3600 seconds"),
+    (["forward", "--claim-idle", "1e999d"], "argument --claim-idle: '1e999d': expected a duration"),
 ]
 
 

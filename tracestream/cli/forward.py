@@ -11,18 +11,20 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from tracestream.cli.common import UsageError, add_command, settings
+from tracestream.cli.common import UsageError, add_command, settings, whole_number
 from tracestream.connection import Tls
 from tracestream.forwarder import DEFAULT_ENDPOINT, DEFAULT_GROUP, Forwarder, ForwardError, ForwardSettings
-from tracestream.otel_setup.settings import parse_duration, parse_positive_int
+from tracestream.otel_setup.settings import parse_duration
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
 
-T = TypeVar("T")
+MAX_BATCH = 1_000_000
+LONGEST_CLAIM_IDLE = 30 * 86400.0
+LONGEST_TIMEOUT = 3600.0
 
 
 def register(subparsers: Subparsers) -> None:
@@ -51,17 +53,21 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group (default {DEFAULT_GROUP})")
     parser.add_argument("--consumer", help="consumer name in the group (default: host-pid)")
     parser.add_argument(
-        "--batch-size", type=_checked(parse_positive_int), default=2000, metavar="N", help="default 2000"
+        "--batch-size", type=whole_number(1, MAX_BATCH), default=2000, metavar="N", help="default 2000"
     )
     parser.add_argument(
         "--claim-idle",
-        type=_checked(parse_duration),
+        type=_duration_up_to(LONGEST_CLAIM_IDLE),
         default=30.0,
         metavar="DURATION",
         help="take over entries another forwarder read but left unacknowledged this long (default 30s)",
     )
     parser.add_argument(
-        "--timeout", type=_checked(parse_duration), default=10.0, metavar="DURATION", help="per request"
+        "--timeout",
+        type=_duration_up_to(LONGEST_TIMEOUT),
+        default=10.0,
+        metavar="DURATION",
+        help="per request",
     )
     parser.add_argument(
         "--from-now", action="store_true", help="a new group starts after the newest entry, not the oldest"
@@ -124,13 +130,17 @@ def _headers(items: list[str]) -> dict[str, str]:
     return headers
 
 
-def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
-    """argparse shows a ValueError's type, not its message; this keeps the message."""
+def _duration_up_to(longest: float) -> Callable[[str], float]:
+    """A duration argument no longer than `longest` seconds, so Redis and the clock can hold it;
+    argparse would show a ValueError's type, so the message is kept here."""
 
-    def parse_argument(text: str) -> T:
+    def parse_argument(text: str) -> float:
         try:
-            return parse(text)
+            seconds = parse_duration(text)
         except ValueError as error:
             raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+        if seconds > longest:
+            raise argparse.ArgumentTypeError(f"{text!r} is longer than {longest:g} seconds")
+        return seconds
 
     return parse_argument
