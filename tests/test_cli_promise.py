@@ -102,6 +102,11 @@ def test_a_failed_export_leaves_the_target_file_as_it_was(
     assert here("export", "-o", "/dev/null").returncode == 0 and Path("/dev/null").is_char_device()
 
 
+def test_help_in_process_returns_0_instead_of_raising(here: Here) -> None:
+    done = here("search", "--help")
+    assert done.returncode == 0 and "--since" in done.stdout and done.stderr == ""
+
+
 def test_redis_trouble_is_one_line_and_exit_1_for_every_command(stream: RedisHandle, here: Here) -> None:
     trace = ["trace", "4bf92f3577b34da6a3ce929d0e0e4736"]
     for command in (["search"], ["tail"], trace, ["services"], ["stats"], ["export", "--progress"]):
@@ -137,6 +142,7 @@ TRICKY = (
     "99999999999d", "1e400", "nan", "(?", "(a*)*b", "\udcff", "", " ", "-", "--", "=", "a=b",
     "4bf92f3577b34da6a3ce929d0e0e4736", "00000000000000000000000000000000", "18446744073709551616-0",
     "1700000000000-0", "²-0", "[bold]x", "\x1b[2J", "error", "WARN", "24", "25", "15m", "csv", "ndjson",
+    "-h", "--help",
 )  # fmt: skip
 
 

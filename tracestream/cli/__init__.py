@@ -60,8 +60,12 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The exit status; `--help` too returns it, so `main` can be called in-process."""
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help printed what was asked for
+            return done.code if isinstance(done.code, int) else 0
         status: int = args.run(args)
         sys.stdout.flush()
     except (UsageError, ConfigError, QueryError) as error:
