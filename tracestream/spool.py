@@ -212,22 +212,29 @@ class ProcessDirectory:
                 self._path = self.base / name
             return self._path
 
-    def orphans(self) -> list[Path]:
-        """Directories of dead processes, oldest first, claimed for this process; empty ones go."""
+    def orphans(self, name: str) -> list[Path]:
+        """Directories of dead processes holding a destination folder `name`, oldest first,
+        claimed for this process (other destinations' orphans are left to their own writers);
+        empty ones go."""
         with self._mutex:
             self._check_fork()
             if self._orphans is None:
                 self._orphans = {}
-                for folder in process_folders(self.base):
-                    claim = _lock(folder / _LOCK_FILE, wait=False)
-                    if claim is None:
-                        continue
-                    if _holds_nothing(folder):
-                        shutil.rmtree(folder, ignore_errors=True)
-                        os.close(claim)
-                    else:
-                        self._orphans[folder] = claim
-            return list(self._orphans)
+            claimed = self._orphans
+            for folder in process_folders(self.base):
+                if folder in claimed or folder == self._path:
+                    continue
+                if not (folder / name).is_dir() and not _holds_nothing(folder):
+                    continue
+                claim = _lock(folder / _LOCK_FILE, wait=False)
+                if claim is None:
+                    continue
+                if _holds_nothing(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    os.close(claim)
+                else:
+                    claimed[folder] = claim
+            return [folder for folder in claimed if (folder / name).is_dir()]
 
     def release(self, stream_folder: Path) -> None:
         """A replayed orphan's destination folder goes; its directory too once nothing else is left."""
@@ -476,10 +483,8 @@ class Spool:
             return
         self._adopted = True
         adopted: list[_Segment] = []
-        for folder in self._directory.orphans():
+        for folder in self._directory.orphans(self._name):
             stream_folder = folder / self._name
-            if not stream_folder.is_dir():
-                continue
             segments = sorted(stream_folder.glob(f"*{_SEGMENT_SUFFIX}"))
             if not segments:
                 self._directory.release(stream_folder)

@@ -1,0 +1,179 @@
+"""`tracestream spool list|replay|discard`: what this machine's spool holds, and what to do with it.
+
+A process replays its own spool, and the next process on the same destination replays what a
+dead one left. Rows for a destination nobody writes to any more stay on disk: these commands
+show them, send them to their Redis now, or delete them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from tracestream.cli.common import UsageError, add_command, error_line, print_json, settings, shown
+from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
+from tracestream.otel_setup.pipeline import BatchQueue
+from tracestream.otel_setup.settings import BatchSettings, Settings
+from tracestream.spool import (
+    Backlog,
+    DeadLetters,
+    Destination,
+    Spool,
+    backlogs,
+    dead_letters,
+    process_directory,
+    spool_base,
+)
+
+if TYPE_CHECKING:
+    from tracestream.cli.common import Subparsers
+
+REPLAY_TIMEOUT_S = 60.0
+# Replay reads the spool only: nothing is queued.
+_REPLAY_BATCH = BatchSettings(
+    schedule_delay=1.0, max_queue_size=1, max_export_batch_size=1, export_timeout=10
+)
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = add_command(
+        subparsers,
+        "spool",
+        run,
+        "list, replay or discard records spooled on this machine while Redis was away",
+        "list: every spooled backlog and dead-letter file under the spool directory "
+        "($TRACESTREAM_SPOOL_DIR). replay: send what dead processes left for the destination of "
+        "--redis-url/--stream to it now. discard: delete what dead processes left for that "
+        "destination (or for --id, as list shows it), and with --dead-letters its refused records.",
+    )
+    parser.add_argument("action", choices=("list", "replay", "discard"), nargs="?", default="list")
+    parser.add_argument(
+        "--id", action="append", default=[], metavar="KEY", help="a destination, as list shows it"
+    )
+    parser.add_argument("--dead-letters", action="store_true", help="discard: the refused records too")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = settings(args)
+    base = spool_base(config)
+    if args.action == "list":
+        return _list(base, args.json)
+    keys = set(args.id) or {Destination.of(config, stream).key for stream in _streams(config)}
+    if args.action == "replay":
+        if args.id:
+            raise UsageError(
+                "replay sends rows to the Redis of --redis-url and --stream; --id is for discard"
+            )
+        return _replay(config, base)
+    return _discard(base, keys, args.dead_letters)
+
+
+def _streams(config: Settings) -> tuple[str, ...]:
+    """The spooled streams of one configured stream name: its logs and its spans."""
+    return (config.stream, f"{config.stream}:spans")
+
+
+def _list(base: Path, as_json: bool) -> int:
+    spooled, refused = backlogs(base), dead_letters(base)
+    if as_json:
+        for backlog in spooled:
+            print_json(_backlog_json(backlog))
+        for letters in refused:
+            print_json(_dead_letters_json(letters))
+        return 0
+    console = Console(highlight=False)
+    if not spooled and not refused:
+        console.print(f"nothing spooled under {base}")
+    for backlog in spooled:
+        state = "its process is running" if backlog.live else "left by a process that ended"
+        line = f"{backlog.records} records ({backlog.size} B) for {_where(backlog.destination)}, {state}"
+        console.print(shown(f"{line}; id {backlog.folder.name}"))
+    for letters in refused:
+        reasons = "; ".join(f"{count}: {reason}" for reason, count in letters.reasons.items())
+        line = f"{letters.records} records Redis refused for {_where(letters.destination)}: {reasons}"
+        console.print(shown(f"dead letters: {line}; id {letters.folder.name}, file {letters.folder}"))
+    return 0
+
+
+def _where(destination: Destination | None) -> str:
+    return destination.describe() if destination else "an unrecorded destination (an older tracestream)"
+
+
+def _backlog_json(backlog: Backlog) -> dict[str, object]:
+    return {
+        "kind": "spool",
+        "id": backlog.folder.name,
+        "path": str(backlog.folder),
+        "destination": _where(backlog.destination),
+        "live": backlog.live,
+        "segments": backlog.segments,
+        "bytes": backlog.size,
+        "records": backlog.records,
+    }
+
+
+def _dead_letters_json(letters: DeadLetters) -> dict[str, object]:
+    return {
+        "kind": "dead-letters",
+        "id": letters.folder.name,
+        "path": str(letters.folder),
+        "destination": _where(letters.destination),
+        "records": letters.records,
+        "reasons": letters.reasons,
+    }
+
+
+@dataclass
+class _Replayed:
+    records: int = 0
+    dead_lettered: int = 0
+    torn: int = 0
+
+
+def _replay(config: Settings, base: Path) -> int:
+    """Through the exporter's own queue, so refused records are isolated as they are in a service."""
+    done = _Replayed()
+    complete = True
+    for exporter in (RedisStreamLogExporter(config), RedisStreamSpanExporter(config)):
+        writer = exporter.writer
+        spool = Spool(process_directory(base), Destination.of(config, writer.stream), config.spool_max_bytes)
+        queue: BatchQueue[Any] = BatchQueue(
+            f"replay {writer.stream}", writer.write_rows, _REPLAY_BATCH, encode=writer.encode, spool=spool
+        )
+        complete = queue.flush(REPLAY_TIMEOUT_S) and complete
+        done.records += queue.counters.replayed
+        done.dead_lettered += queue.counters.dead_lettered
+        done.torn += queue.counters.dropped_torn
+        writer.close()
+    where = Destination.of(config, config.stream).server_url
+    print(
+        f"replayed {done.records} records to {where} ({done.dead_lettered} refused and dead-lettered,"
+        f" {done.torn} lost in torn frames)"
+    )
+    if not complete:
+        error_line(
+            f"Redis at {where} did not take everything in {REPLAY_TIMEOUT_S:.0f}s; the rest stays spooled"
+        )
+        return 1
+    return 0
+
+
+def _discard(base: Path, keys: set[str], with_dead_letters: bool) -> int:
+    removed = 0
+    for backlog in backlogs(base):
+        if backlog.folder.name in keys and not backlog.live:
+            removed += backlog.records
+            shutil.rmtree(backlog.folder, ignore_errors=True)
+    refused = 0
+    if with_dead_letters:
+        for letters in dead_letters(base):
+            if letters.folder.name in keys:
+                refused += letters.records
+                shutil.rmtree(letters.folder, ignore_errors=True)
+    print(f"discarded {removed} spooled records and {refused} dead-lettered records")
+    return 0
