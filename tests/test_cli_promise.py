@@ -40,6 +40,8 @@ BAD_INPUT = [
     (["export", "-o", "/nonexistent/x"], "cannot write /nonexistent/x: No such file or directory"),
     (["search", "-n", "99999999999999999999999"], "argument -n/--limit: '99999999999999999999999' is not"),
     (["search", "-n", "0"], "argument -n/--limit: '0' is not a whole number from 1 to"),
+    (["search", "--cursor", "99999999999999999999999-0"], "invalid stream id '99999999999999999999999-0'"),
+    (["search", "--cursor", "²-0"], "invalid stream id '²-0'"),
     (["tail", "-n", "-5"], "argument -n/--lines: '-5' is not a whole number from 0 to"),
     (["stats", "--top", "-1"], "argument --top: '-1' is not a whole number from 0 to"),
     (["scrub-check", "--key", "!!", "/dev/null"], "extra key '!!' contains no letters or digits"),
