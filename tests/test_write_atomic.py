@@ -121,7 +121,7 @@ def test_a_key_of_the_wrong_type_refuses_the_call_before_it_writes(
         assert not records.writer.write_rows(rows)
         assert not records.writer.write_rows(rows)
         assert client.xlen(handle.stream) == 0
-        assert f"{handle.keys.digest_sizes} holds a string, not a list" in caplog.text
+        assert f"WRONGTYPE {handle.keys.digest_sizes} is not a list" in caplog.text
         client.delete(handle.keys.digest_sizes)
     assert records.writer.write_rows(rows)
     _assert_stored_once(handle, rows)

@@ -42,13 +42,15 @@ from tracestream.status import STATUS_TTL, status_key
 # write-only commands, so a producer that may not read its streams can still run this.
 #
 # A retried call stores each record once. A script that fails midway keeps what it wrote,
-# so every key is checked before the first write, and nothing after the XADDs can fail: a
-# trace index key of another type costs only that trace its index (pcall). Redis refuses a
-# script for OOM only at its first write, so a call is stored whole or not at all; but a
-# batch of several calls, or a connection lost after Redis ran them, leaves some stored and
-# the whole batch is sent again. Record ids are a writer's random prefix and a counter that
-# the writer delivers in order, so `<stream>:written:<prefix>` keeps the highest counter
-# stored (ARGV[12..14]) and the rows at or below it are skipped.
+# so every key is checked before the first write, with commands that fail on a key of the
+# wrong type and change nothing (a write-only producer may run them; docs/security.md), and
+# nothing after the XADDs can fail: a trace index key of another type costs only that trace
+# its index (pcall). Redis refuses a script for OOM only at its first write command, here
+# the INCRBY that reads a mark, so a call is stored whole or not at all. But a batch of
+# several calls, or a connection lost after Redis ran them, leaves some stored, and the
+# whole batch is sent again. Record ids are a writer's random prefix and a counter that the
+# writer delivers in order, so `<stream>:written:<prefix>` counts up to the first counter
+# not yet stored (ARGV[12..14]), and rows below it are skipped.
 _APPEND_SCRIPT = """
 local stream = KEYS[1]
 local maxlen = tonumber(ARGV[1])
@@ -65,40 +67,45 @@ local resource = ARGV[11]
 local rid_pos = tonumber(ARGV[12]) + 1
 local mark_prefix = ARGV[13]
 local mark_ttl = tonumber(ARGV[14])
-local kinds = {'stream', 'stream', 'list', 'string'}
-for k = 1, #KEYS do
-  local kind = redis.call('TYPE', KEYS[k])['ok']
-  if kind ~= 'none' and kind ~= kinds[k] then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. kind .. ', not a ' .. kinds[k])
-  end
-end
-if #KEYS > 3 then
-  local lines = redis.call('GET', KEYS[4])
-  if lines and not string.match(lines, '^%d+$') then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[4] .. ' holds a string that is not a count')
-  end
-end
-local stored = {}
-local highest = {}
+local function refused(reply) return type(reply) == 'table' and reply.err end
+local function oom(reply) return string.sub(reply.err, 1, 3) == 'OOM' end
+local marks = {}
+local upto = {}
 local fresh = {}
 for _, row in ipairs(rows) do
   local rid = row[rid_pos]
   local counter = #rid > 16 and tonumber(string.sub(rid, 17), 16)
   if counter then
     local prefix = string.sub(rid, 1, 16)
-    local mark = stored[prefix]
+    local mark = marks[prefix]
     if mark == nil then
-      local found = redis.pcall('GET', mark_prefix .. prefix)
-      mark = type(found) == 'string' and tonumber(found) or -1
-      stored[prefix] = mark
-      highest[prefix] = mark
+      mark = redis.pcall('INCRBY', mark_prefix .. prefix, 0)
+      if refused(mark) then
+        if oom(mark) then return mark end
+        mark = -1
+      else
+        redis.call('EXPIRE', mark_prefix .. prefix, mark_ttl)
+      end
+      marks[prefix] = mark
+      upto[prefix] = mark
     end
-    if counter > mark then
+    if counter >= mark then
       fresh[#fresh + 1] = row
-      if counter > highest[prefix] then highest[prefix] = counter end
+      if counter >= upto[prefix] then upto[prefix] = counter + 1 end
     end
   else
     fresh[#fresh + 1] = row
+  end
+end
+local keep_all = {'stream', 'XTRIM', 'MAXLEN', '9223372036854775807'}
+local probes = {keep_all, keep_all}
+if maxlen > 0 then probes[3] = {'list', 'LPOP', '0'}; probes[4] = {'count', 'INCRBY', '0'} end
+for k = 1, math.min(#KEYS, #probes) do
+  local probe = probes[k]
+  local reply = redis.pcall(probe[2], KEYS[k], unpack(probe, 3))
+  if refused(reply) then
+    if oom(reply) then return reply end
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' is not a ' .. probe[1] .. ': ' .. reply.err)
   end
 end
 if #fresh == 0 then return 0 end
@@ -137,9 +144,9 @@ for _, row in ipairs(fresh) do
       .. '\\t' .. v[3] .. '\\t' .. v[4] .. '\\t' .. v[5]
   end
 end
-for prefix, counter in pairs(highest) do
-  if counter > stored[prefix] then
-    redis.call('SET', mark_prefix .. prefix, string.format('%.0f', counter), 'EX', mark_ttl)
+for prefix, mark in pairs(marks) do
+  if mark >= 0 and upto[prefix] > mark then
+    redis.call('INCRBY', mark_prefix .. prefix, string.format('%.0f', upto[prefix] - mark))
   end
 end
 for key, indexed in pairs(touched) do
