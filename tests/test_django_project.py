@@ -79,6 +79,18 @@ def project(
         yield Running(base, stream, stack.enter_context(web)), worker
 
 
+# (service, scope, task state) of every kind of record the shipping request leads to
+WHOLE_TRACE = {
+    ("docs-web", HTTP_SCOPE, None),
+    ("docs-web", "orders.views", None),
+    ("docs-web", "httpx", None),
+    ("inventory", HTTP_SCOPE, None),
+    ("inventory", "shop.items", None),
+    ("docs-worker", "orders.tasks", None),
+    *(("docs-worker", CELERY_SCOPE, state) for state in ("received", "started", "succeeded")),
+}
+
+
 @dataclass(frozen=True)
 class Shipped:
     trace_id: str
@@ -90,17 +102,16 @@ class Shipped:
 def shipped(project: tuple[Running, Server]) -> Shipped:
     """One request that logs, calls the inventory service and enqueues a task: its trace, once complete."""
     web, _ = project
-    response = httpx.get(f"{web.base}/orders/7/ship/", timeout=10)
+    response = httpx.get(f"{web.base}/orders/7/ship/", timeout=30)
     assert response.status_code == 200, response.text
     trace_id = response.headers["x-trace-id"]
 
     def complete() -> list[LogEntry]:
         logs = [e for e in web.stream.logs() if e.trace_id == trace_id]
-        states = {e.attributes.get("celery.task.state") for e in logs if e.scope == CELERY_SCOPE}
-        done = states >= {"received", "started", "succeeded"} and any(e.scope == "orders.tasks" for e in logs)
-        return logs if done else []
+        kinds = {(e.service, e.scope, e.attributes.get("celery.task.state")) for e in logs}
+        return logs if kinds >= WHOLE_TRACE else []
 
-    logs = wait_for(complete, timeout=30, what="the request's whole trace")
+    logs = wait_for(complete, timeout=60, what="the request's whole trace")
     return Shipped(trace_id, response.json()["task_id"], logs)
 
 
