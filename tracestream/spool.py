@@ -319,6 +319,11 @@ def _write_private(path: Path, data: bytes) -> None:
     staging.replace(path)
 
 
+def describe(destination: Destination | None) -> str:
+    """Where a destination folder's rows belong, in plain words."""
+    return destination.describe() if destination else "a destination its writer did not record"
+
+
 def read_destination(folder: Path) -> Destination | None:
     """What a destination folder's `destination.json` records; None for an older spool without it."""
     try:
@@ -562,6 +567,10 @@ class DeadLetters:
     @property
     def records(self) -> int:
         return sum(self.reasons.values())
+
+    def summary(self) -> str:
+        """`<records>: <reason>` for each reason."""
+        return "; ".join(f"{count}: {reason}" for reason, count in self.reasons.items())
 
 
 def dead_letters(base: Path) -> list[DeadLetters]:

@@ -22,7 +22,7 @@ from tracestream.connection import CLUSTER_ERRORS, Client, client_for, primaries
 from tracestream.forwarder import forwarder_lag
 from tracestream.otel_setup.settings import ConfigError, Settings
 from tracestream.shards import Shard, shards
-from tracestream.spool import backlogs, dead_letters, spool_base
+from tracestream.spool import backlogs, dead_letters, describe, spool_base
 from tracestream.status import read_statuses
 from tracestream.timeparse import iso_utc
 
@@ -194,26 +194,25 @@ def _local_spool(config: Settings) -> list[Finding]:
     base = spool_base(config)
     findings = []
     for backlog in backlogs(base):
-        if backlog.live:
-            continue
-        where = backlog.destination.describe() if backlog.destination else "an unrecorded destination"
-        findings.append(
-            Finding(
-                "spool",
-                "warn",
-                f"{backlog.records} records for {where} left in {backlog.folder} by a process that ended;"
-                " the next process exporting there replays them, or run `tracestream spool replay"
-                f" --redis-url URL --stream NAME`, or `tracestream spool discard --id {backlog.folder.name}`",
+        if not backlog.live:
+            where = describe(backlog.destination)
+            findings.append(
+                Finding(
+                    "spool",
+                    "warn",
+                    f"{backlog.records} records for {where} left in {backlog.folder} by a process that"
+                    " ended; the next process exporting there replays them, or run `tracestream spool"
+                    " replay --redis-url URL --stream NAME`, or `tracestream spool discard --id"
+                    f" {backlog.folder.name}`",
+                )
             )
-        )
     for letters in dead_letters(base):
-        where = letters.destination.describe() if letters.destination else "an unrecorded destination"
-        reasons = "; ".join(f"{count}: {reason}" for reason, count in letters.reasons.items())
+        where = describe(letters.destination)
         findings.append(
             Finding(
                 "dead letters",
                 "warn",
-                f"Redis refused {letters.records} records for {where} ({reasons}); they are in"
+                f"Redis refused {letters.records} records for {where} ({letters.summary()}); they are in"
                 f" {letters.folder}; `tracestream spool discard --dead-letters --id {letters.folder.name}`"
                 " deletes them",
             )

@@ -26,6 +26,7 @@ from tracestream.spool import (
     Spool,
     backlogs,
     dead_letters,
+    describe,
     process_directory,
     spool_base,
 )
@@ -91,17 +92,13 @@ def _list(base: Path, as_json: bool) -> int:
         console.print(f"nothing spooled under {base}")
     for backlog in spooled:
         state = "its process is running" if backlog.live else "left by a process that ended"
-        line = f"{backlog.records} records ({backlog.size} B) for {_where(backlog.destination)}, {state}"
+        line = f"{backlog.records} records ({backlog.size} B) for {describe(backlog.destination)}, {state}"
         console.print(shown(f"{line}; id {backlog.folder.name}"))
     for letters in refused:
-        reasons = "; ".join(f"{count}: {reason}" for reason, count in letters.reasons.items())
-        line = f"{letters.records} records Redis refused for {_where(letters.destination)}: {reasons}"
+        where = describe(letters.destination)
+        line = f"{letters.records} records Redis refused for {where}: {letters.summary()}"
         console.print(shown(f"dead letters: {line}; id {letters.folder.name}, file {letters.folder}"))
     return 0
-
-
-def _where(destination: Destination | None) -> str:
-    return destination.describe() if destination else "an unrecorded destination (an older tracestream)"
 
 
 def _backlog_json(backlog: Backlog) -> dict[str, object]:
@@ -109,7 +106,7 @@ def _backlog_json(backlog: Backlog) -> dict[str, object]:
         "kind": "spool",
         "id": backlog.folder.name,
         "path": str(backlog.folder),
-        "destination": _where(backlog.destination),
+        "destination": describe(backlog.destination),
         "live": backlog.live,
         "segments": backlog.segments,
         "bytes": backlog.size,
@@ -122,7 +119,7 @@ def _dead_letters_json(letters: DeadLetters) -> dict[str, object]:
         "kind": "dead-letters",
         "id": letters.folder.name,
         "path": str(letters.folder),
-        "destination": _where(letters.destination),
+        "destination": describe(letters.destination),
         "records": letters.records,
         "reasons": letters.reasons,
     }
