@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -23,17 +21,6 @@ from tests.support import RedisHandle, wait_for
 from tracestream.exporters.redis_stream import ROWS_PER_CALL
 
 CALLS = 8
-
-
-@pytest.fixture(scope="module")
-def durable() -> Iterator[DurableRedis]:
-    with DurableRedis() as server:
-        yield server
-
-
-@pytest.fixture
-def handle(durable: DurableRedis) -> RedisHandle:
-    return RedisHandle(url=durable.url, stream=f"atomic:{uuid.uuid4().hex[:10]}")
 
 
 def _batch(records: RecordWriter, trace_id: int = 0) -> list[list[str]]:
@@ -56,87 +43,87 @@ def _assert_stored_once(handle: RedisHandle, rows: list[list[str]]) -> None:
     assert sorted(_digest_ids(handle)) == sorted(entry.stream_id for entry in handle.logs())
 
 
-def test_a_batch_cut_short_by_kill_9_is_stored_once_after_the_retry(
-    durable: DurableRedis, handle: RedisHandle
-) -> None:
+def test_a_batch_cut_short_by_kill_9_is_stored_once_after_the_retry() -> None:
     """Redis (fsync always) is killed while it runs the batch's script calls; after its restart
     the same rows are sent again and only the ones it had not stored are added."""
-    records = RecordWriter(handle, redis_timeout="2s")
-    rows = _batch(records)
-    watcher = redis.Redis(host="127.0.0.1", port=durable.port, socket_timeout=2)
-    assert durable.process is not None
-    pid = durable.process.pid
+    with DurableRedis() as durable:
+        handle = RedisHandle(url=durable.url, stream="atomic")
+        records = RecordWriter(handle, redis_timeout="2s")
+        rows = _batch(records)
+        watcher = redis.Redis(host="127.0.0.1", port=durable.port, socket_timeout=2)
+        assert durable.process is not None
+        pid = durable.process.pid
 
-    def kill_once_some_are_stored() -> None:
-        wait_for(lambda: watcher.xlen(handle.stream), timeout=20, interval=0.001, what="a first call stored")
-        os.kill(pid, signal.SIGKILL)
+        def kill_once_some_are_stored() -> None:
+            wait_for(
+                lambda: watcher.xlen(handle.stream), timeout=20, interval=0.001, what="a first call stored"
+            )
+            os.kill(pid, signal.SIGKILL)
 
-    killer = threading.Thread(target=kill_once_some_are_stored)
-    killer.start()
-    try:
-        assert not records.writer.write_rows(rows)
-    finally:
-        killer.join()
-        watcher.close()
-        durable.kill()
-        durable.start()
-    stored = _copies(handle).total()
-    assert 0 < stored < len(rows), f"the kill did not land mid-batch: {stored} of {len(rows)} stored"
-    assert records.writer.write_rows(rows)
-    _assert_stored_once(handle, rows)
-    records.close()
+        killer = threading.Thread(target=kill_once_some_are_stored)
+        killer.start()
+        try:
+            assert not records.writer.write_rows(rows)
+        finally:
+            killer.join()
+            watcher.close()
+            durable.kill()
+            durable.start()
+        stored = _copies(handle).total()
+        assert 0 < stored < len(rows), f"the kill did not land mid-batch: {stored} of {len(rows)} stored"
+        assert records.writer.write_rows(rows)
+        _assert_stored_once(handle, rows)
+        records.close()
 
 
-def test_a_batch_refused_by_oom_partway_is_stored_once_after_the_retry(
-    durable: DurableRedis, handle: RedisHandle
-) -> None:
+def test_a_batch_refused_by_oom_partway_is_stored_once_after_the_retry(stream: RedisHandle) -> None:
     """maxmemory is reached after a few of the batch's calls: Redis refuses the rest (OOM)."""
-    records = RecordWriter(handle)
+    records = RecordWriter(stream)
     rows = _batch(records)
-    with handle.client() as admin:
+    with stream.client() as admin:
         admin.config_set("maxmemory-policy", "noeviction")
         used = int(admin.info("memory")["used_memory"])
         admin.config_set("maxmemory", used + 600_000)  # room for a few calls, not eight
         try:
             assert not records.writer.write_rows(rows)
-            stored = _copies(handle).total()
+            stored = _copies(stream).total()
             assert 0 < stored < len(rows), f"OOM did not land mid-batch: {stored} of {len(rows)} stored"
             assert not records.writer.write_rows(rows)  # still out of memory: refused again
         finally:
             admin.config_set("maxmemory", 0)
     assert records.writer.write_rows(rows)
-    _assert_stored_once(handle, rows)
+    _assert_stored_once(stream, rows)
     records.close()
 
 
 def test_a_key_of_the_wrong_type_refuses_the_call_before_it_writes(
-    handle: RedisHandle, caplog: pytest.LogCaptureFixture
+    stream: RedisHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A digest key someone else SET is found before the first XADD: nothing of the call is
     stored, the error names the key, and the rows go in once the key is gone."""
-    records = RecordWriter(handle)
+    records = RecordWriter(stream)
     rows = _batch(records)
-    with handle.client() as client:
-        client.set(handle.keys.digest_sizes, "not a list")
+    with stream.client() as client:
+        client.set(stream.keys.digest_sizes, "not a list")
         assert not records.writer.write_rows(rows)
         assert not records.writer.write_rows(rows)
-        assert client.xlen(handle.stream) == 0
-        assert f"WRONGTYPE {handle.keys.digest_sizes} is not a list" in caplog.text
-        client.delete(handle.keys.digest_sizes)
+        assert client.xlen(stream.stream) == 0
+        assert f"WRONGTYPE {stream.keys.digest_sizes} is not a list" in caplog.text
+        client.delete(stream.keys.digest_sizes)
     assert records.writer.write_rows(rows)
-    _assert_stored_once(handle, rows)
+    _assert_stored_once(stream, rows)
     records.close()
 
 
-def test_a_trace_index_key_of_the_wrong_type_costs_only_that_trace_its_index(handle: RedisHandle) -> None:
-    records = RecordWriter(handle)
+def test_a_trace_index_key_of_the_wrong_type_costs_only_that_trace_its_index(stream: RedisHandle) -> None:
+    records = RecordWriter(stream)
     foreign, ours = 0xABC, 0xDEF
     rows = [records.row("foreign trace", trace_id=foreign), records.row("our trace", trace_id=ours)]
-    foreign_key = handle.keys.trace_index(format(foreign, "032x"))
-    with handle.client() as client:
+    foreign_key = stream.keys.trace_index(format(foreign, "032x"))
+    with stream.client() as client:
         client.set(foreign_key, "someone else's")
         assert records.writer.write_rows(rows)
         assert client.get(foreign_key) == "someone else's"
-        assert len(client.lrange(handle.keys.trace_index(format(ours, "032x")), 0, -1)) == 1
-    _assert_stored_once(handle, rows)
+        assert len(client.lrange(stream.keys.trace_index(format(ours, "032x")), 0, -1)) == 1
+    _assert_stored_once(stream, rows)
     records.close()
