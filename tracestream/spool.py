@@ -406,11 +406,7 @@ class Spool:
             internal_logger.warning("cannot write to the spool: %s", error)
             return False
         try:
-            descriptor = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                _write_all(descriptor, frame)
-            finally:
-                os.close(descriptor)
+            _append_private(segment.path, frame)
         except OSError as error:
             internal_logger.warning("cannot write to the spool: %s", error)
             try:
@@ -512,21 +508,22 @@ class Spool:
         try:
             make_private_directory(self._directory.base / DEAD_LETTERS)
             folder = self._folder(self._directory.base / DEAD_LETTERS)
-            descriptor = os.open(folder / _DEAD_LETTER_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                _write_all(descriptor, line)
-            finally:
-                os.close(descriptor)
+            _append_private(folder / _DEAD_LETTER_FILE, line)
         except OSError as error:
             internal_logger.warning("cannot write dead letters to the spool: %s", error)
             return False
         return True
 
 
-def _write_all(descriptor: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view) :]
+def _append_private(path: Path, data: bytes) -> None:
+    """Append all of `data` to `path` (created 0600); an OSError may leave part of it written."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+    finally:
+        os.close(descriptor)
 
 
 @dataclass(frozen=True)

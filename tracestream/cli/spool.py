@@ -103,10 +103,7 @@ def _list(base: Path, as_json: bool) -> int:
 
 def _backlog_json(backlog: Backlog) -> dict[str, object]:
     return {
-        "kind": "spool",
-        "id": backlog.folder.name,
-        "path": str(backlog.folder),
-        "destination": describe(backlog.destination),
+        **_json_head("spool", backlog.folder, backlog.destination),
         "live": backlog.live,
         "segments": backlog.segments,
         "bytes": backlog.size,
@@ -115,14 +112,12 @@ def _backlog_json(backlog: Backlog) -> dict[str, object]:
 
 
 def _dead_letters_json(letters: DeadLetters) -> dict[str, object]:
-    return {
-        "kind": "dead-letters",
-        "id": letters.folder.name,
-        "path": str(letters.folder),
-        "destination": describe(letters.destination),
-        "records": letters.records,
-        "reasons": letters.reasons,
-    }
+    head = _json_head("dead-letters", letters.folder, letters.destination)
+    return {**head, "records": letters.records, "reasons": letters.reasons}
+
+
+def _json_head(kind: str, folder: Path, destination: Destination | None) -> dict[str, object]:
+    return {"kind": kind, "id": folder.name, "path": str(folder), "destination": describe(destination)}
 
 
 @dataclass
