@@ -92,6 +92,7 @@ def test_a_failed_export_leaves_the_target_file_as_it_was(
 ) -> None:
     target = tmp_path / "errors.ndjson"
     target.write_text("yesterday's export\n")
+    target.chmod(0o600)
     assert_one_line(here("export", "-o", str(target), "--redis-url", CLOSED), 1, "cannot reach Redis")
     assert target.read_text() == "yesterday's export\n" and list(tmp_path.iterdir()) == [target]
 
@@ -100,6 +101,7 @@ def test_a_failed_export_leaves_the_target_file_as_it_was(
     link.symlink_to(target)
     assert here("export", "-o", str(link)).returncode == 0
     assert link.is_symlink() and [r["body"] for r in ndjson(target.read_text())] == ["today"]
+    assert target.stat().st_mode & 0o777 == 0o600
     assert sorted(path.name for path in tmp_path.iterdir()) == ["errors.ndjson", "latest"]  # no partial file
     assert here("export", "-o", "/dev/null").returncode == 0 and Path("/dev/null").is_char_device()
 

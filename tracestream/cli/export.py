@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import os
+import shutil
 import stat
 import sys
 import uuid
@@ -117,6 +118,8 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
             yield file
         if partial is not None:
             with _cannot_write(path):
+                if target.exists():
+                    shutil.copymode(target, partial)  # FILE keeps its permissions
                 partial.replace(target)
     finally:
         if partial is not None:
