@@ -12,6 +12,7 @@ import json
 import os
 import pty
 import queue
+import re
 import subprocess
 import threading
 import tty
@@ -29,6 +30,7 @@ from tracestream.terminal_text import json_safe, visible
 
 __all__ = ["here"]  # the fixture, shared with tests/test_cli.py
 
+SGR = re.compile(r"\x1b\[[0-9;]*m")  # Rich's own colour codes
 FORGED = "2026-01-01T00:00:00.000000Z INFO  api forged line"
 HOSTILE = (
     "ok\x1b[2J\x1b[31mred\x1b]8;;http://evil.example/\x07click\x1b]8;;\x07\x1b]52;c;ZXZpbA==\x07"
@@ -131,27 +133,25 @@ def test_export_to_stdout_is_exact_json_without_terminal_bytes(
         assert [row["body"] for row in csv.DictReader(file)] == [BODY, BODY]
 
 
-def test_csv_export_to_a_terminal_shows_control_characters(stream: RedisHandle, hostile: str) -> None:
-    """Like `ls`, CSV on a terminal is for reading; in a file or a pipe it stays exact."""
+def on_a_terminal(stream: RedisHandle, *args: str) -> str:
+    """What the command writes to a terminal (COLUMNS=200), byte for byte: no newline translation."""
     controller, terminal = pty.openpty()
-    tty.setraw(terminal)  # no newline translation: every byte read is one the command wrote
+    tty.setraw(terminal)
     try:
-        done = subprocess.run(
-            [TRACESTREAM, "export", "-f", "csv"],
-            env=stream.env(),
+        process = subprocess.Popen(
+            [TRACESTREAM, *args],
+            env=stream.env(COLUMNS="200", TERM="xterm-256color"),
             stdout=terminal,
             stderr=PIPE,
-            timeout=TIMEOUT,
         )
-        os.close(terminal)
+        os.close(terminal)  # the command holds the only other end: EOF when it exits
         output = b""
         while chunk := _read_or_eof(controller):
             output += chunk
+        assert process.wait(TIMEOUT) == 0, process.communicate()[1]
     finally:
         os.close(controller)
-    assert done.returncode == 0, done.stderr
-    text = output.decode()
-    assert unsafe_characters(text.replace("\r\n", "\n")) == [] and visible(BODY) in text
+    return output.decode()
 
 
 def _read_or_eof(fd: int) -> bytes:
@@ -159,6 +159,22 @@ def _read_or_eof(fd: int) -> bytes:
         return os.read(fd, 65536)
     except OSError:  # EIO: the terminal's other end is closed and everything was read
         return b""
+
+
+def test_csv_export_to_a_terminal_shows_control_characters(stream: RedisHandle, hostile: str) -> None:
+    """Like `ls`, CSV on a terminal is for reading; in a file or a pipe it stays exact."""
+    text = on_a_terminal(stream, "export", "-f", "csv")
+    assert unsafe_characters(text.replace("\r\n", "\n")) == [] and visible(BODY) in text
+
+
+def test_on_a_terminal_the_only_escape_sequences_are_our_colours(stream: RedisHandle, hostile: str) -> None:
+    """Rich colours the output on a terminal; nothing else may reach it: no OSC, no cursor or screen
+    control, no stray ESC, BEL, CR, C1 or bidi character."""
+    for args in (["search"], ["trace", hostile], ["stats"], ["services"]):
+        text = on_a_terminal(stream, *args)
+        assert "\x1b[" in text, args  # coloured: this is what an operator sees
+        assert unsafe_characters(SGR.sub("", text)) == [], args
+        assert "\\x1b]" in text, args  # an OSC sequence, shown
 
 
 def test_scrub_check_shows_a_sample_line_without_obeying_it(here: Here, tmp_path: Path) -> None:
