@@ -24,6 +24,7 @@ from opentelemetry.trace import get_current_span
 
 from tracestream import schema
 from tracestream.otel_setup.processors import StreamLogProcessor
+from tracestream.otel_setup.snapshot import snapshot_values
 
 # Logs written while we export (by us, redis-py, urllib3 or the SDK) must not loop back.
 _SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
@@ -91,7 +92,9 @@ class PendingStdlibRecord:
         self.exc_text = record.exc_text
         fields = vars(record)
         plain = fields.keys() <= _RESERVED  # the common case, told without building a set
-        self.extras = None if plain else {key: fields[key] for key in fields.keys() - _RESERVED}
+        self.extras = (
+            None if plain else snapshot_values({key: fields[key] for key in fields.keys() - _RESERVED})
+        )
 
     def stream_values(
         self, record_id: str, encode_resource: Callable[[Resource], schema.EncodedResource]
