@@ -127,3 +127,15 @@ def test_a_trace_index_key_of_the_wrong_type_costs_only_that_trace_its_index(str
         assert len(client.lrange(stream.keys.trace_index(format(ours, "032x")), 0, -1)) == 1
     _assert_stored_once(stream, rows)
     records.close()
+
+
+def test_a_retry_split_differently_skips_exactly_what_was_stored(stream: RedisHandle) -> None:
+    """Whatever calls a retry is cut into (a bisected batch, a replayed spool), the rows Redis
+    stored lead each writer's rows in the retry, and only those are skipped."""
+    records = RecordWriter(stream)
+    rows = _batch(records)[:1500]
+    assert records.writer.write_rows(rows[:700])  # the first call whole, and part of the second
+    assert records.writer.write_rows(rows[300:900])
+    assert records.writer.write_rows(rows)
+    _assert_stored_once(stream, rows)
+    records.close()

@@ -50,7 +50,7 @@ from tracestream.status import STATUS_TTL, status_key
 # several calls, or a connection lost after Redis ran them, leaves some stored, and the
 # whole batch is sent again. Record ids are a writer's random prefix and a counter that the
 # writer delivers in order, so `<stream>:written:<prefix>` counts up to the first counter
-# not yet stored (ARGV[12..14]), and rows below it are skipped.
+# not yet stored (ARGV[12..14]), and a call's leading rows below it are skipped.
 _APPEND_SCRIPT = """
 local stream = KEYS[1]
 local maxlen = tonumber(ARGV[1])
@@ -69,32 +69,29 @@ local mark_prefix = ARGV[13]
 local mark_ttl = tonumber(ARGV[14])
 local function refused(reply) return type(reply) == 'table' and reply.err end
 local function oom(reply) return string.sub(reply.err, 1, 3) == 'OOM' end
-local marks = {}
-local upto = {}
-local fresh = {}
-for _, row in ipairs(rows) do
+-- A call's rows come from one writer, in order: only a retry's leading rows, which Redis
+-- stored before, are below the mark, so only those and the last row are parsed.
+local function parse(row)
   local rid = row[rid_pos]
   local counter = #rid > 16 and tonumber(string.sub(rid, 17), 16)
-  if counter then
-    local prefix = string.sub(rid, 1, 16)
-    local mark = marks[prefix]
-    if mark == nil then
-      mark = redis.pcall('INCRBY', mark_prefix .. prefix, 0)
-      if refused(mark) then
-        if oom(mark) then return mark end
-        mark = -1
-      else
-        redis.call('EXPIRE', mark_prefix .. prefix, mark_ttl)
-      end
-      marks[prefix] = mark
-      upto[prefix] = mark
-    end
-    if counter >= mark then
-      fresh[#fresh + 1] = row
-      if counter >= upto[prefix] then upto[prefix] = counter + 1 end
-    end
+  if counter then return string.sub(rid, 1, 16), counter end
+end
+local first = 1
+local prefix = parse(rows[1])
+local mark_key, mark
+if prefix then
+  mark_key = mark_prefix .. prefix
+  mark = redis.pcall('INCRBY', mark_key, 0)
+  if refused(mark) then
+    if oom(mark) then return mark end
+    prefix = nil
   else
-    fresh[#fresh + 1] = row
+    redis.call('EXPIRE', mark_key, mark_ttl)
+    while first <= #rows do
+      local row_prefix, counter = parse(rows[first])
+      if row_prefix ~= prefix or counter >= mark then break end
+      first = first + 1
+    end
   end
 end
 local keep_all = {'stream', 'XTRIM', 'MAXLEN', '9223372036854775807'}
@@ -108,7 +105,7 @@ for k = 1, math.min(#KEYS, #probes) do
     return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' is not a ' .. probe[1] .. ': ' .. reply.err)
   end
 end
-if #fresh == 0 then return 0 end
+if first > #rows then return 0 end
 local nfields = #names
 local touched = {}
 local pairs_ = {}
@@ -121,7 +118,8 @@ local function one_line(text)
 end
 for f = 1, nfields do pairs_[2 * f - 1] = names[f] end
 local first_id, id
-for _, row in ipairs(fresh) do
+for i = first, #rows do
+  local row = rows[i]
   if row[resource_pos] == '' then row[resource_pos] = resource end
   for f = 1, nfields do pairs_[2 * f] = row[f] end
   if maxlen > 0 then
@@ -144,20 +142,21 @@ for _, row in ipairs(fresh) do
       .. '\\t' .. v[3] .. '\\t' .. v[4] .. '\\t' .. v[5]
   end
 end
-for prefix, mark in pairs(marks) do
-  if mark >= 0 and upto[prefix] > mark then
-    redis.call('INCRBY', mark_prefix .. prefix, string.format('%.0f', upto[prefix] - mark))
+if prefix then
+  local last_prefix, last = parse(rows[#rows])
+  if last_prefix == prefix and last >= mark then
+    redis.call('INCRBY', mark_key, string.format('%.0f', last + 1 - mark))
   end
 end
 for key, indexed in pairs(touched) do
   if indexed then redis.call('EXPIRE', key, ttl) end
 end
 if min_id_ms > 0 then redis.call('XTRIM', stream, 'MINID', '~', min_id_ms) end
-if #lines == 0 then return #fresh end
+if #lines == 0 then return #rows - first + 1 end
 -- The digest entry takes the batch's last record id, so stream ids locate it. It fails
 -- only if the log stream was deleted and recreated behind it: those records then go unindexed.
 local added = redis.pcall('XADD', KEYS[2], id, 'first', first_id, 'n', #lines, 'd', table.concat(lines))
-if type(added) == 'table' and added.err then return #fresh end
+if refused(added) then return #rows - first + 1 end
 if min_id_ms > 0 then redis.call('XTRIM', KEYS[2], 'MINID', '~', min_id_ms) end
 if maxlen > 0 then
   redis.call('RPUSH', KEYS[3], #lines .. ' ' .. id)
@@ -178,7 +177,7 @@ if maxlen > 0 then
     redis.call('XTRIM', KEYS[2], 'MINID', '~', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
   end
 end
-return #fresh
+return #rows - first + 1
 """
 
 # What EVALSHA names the script by, as Redis computes it.
