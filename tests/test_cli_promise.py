@@ -109,6 +109,10 @@ def test_a_failed_export_leaves_the_target_file_as_it_was(
 def test_help_in_process_returns_0_instead_of_raising(here: Here) -> None:
     done = here("search", "--help")
     assert done.returncode == 0 and "--since" in done.stdout and done.stderr == ""
+    for name in ("tail", "trace", "services", "stats", "export", "doctor", "console", "demo", "scrub-check",
+                 "forward", "spool"):  # fmt: skip
+        done = here(name, "--help")
+        assert done.returncode == 0 and f"usage: tracestream {name}" in done.stdout, (name, done.stderr)
 
 
 def test_redis_trouble_is_one_line_and_exit_1_for_every_command(stream: RedisHandle, here: Here) -> None:

@@ -46,6 +46,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "scrub-check",
     "forward",
+    "spool",
 )
 
 
