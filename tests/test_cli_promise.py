@@ -47,7 +47,7 @@ BAD_INPUT = [
     (["scrub-check", "--key", "!!", "/dev/null"], "extra key '!!' contains no letters or digits"),
     (["console", "--port", "99999"], "argument --port: '99999' is not a whole number from 1 to 65535"),
     (["console", "--port", "-1"], "argument --port: '-1' is not a whole number from 1 to 65535"),
-    (["demo", "--web-port", "99999"], "argument --web-port: '99999' is not a whole number from 1 to 65535"),
+    (["demo", "--web-port", "99999"], "argument --web-port: '99999' is not a whole number from 0 to 65535"),
     (["forward", "--batch-size", "2000000"], "argument --batch-size: '2000000' is not a whole number"),
     (["forward", "--timeout", "99999999d"], "argument --timeout: '99999999d' is longer than 3600 seconds"),
     (["forward", "--claim-idle", "1e999d"], "argument --claim-idle: '1e999d': expected a duration"),
@@ -127,7 +127,7 @@ def test_as_real_processes_console_and_demo_fail_in_one_line(stream: RedisHandle
         commands = [
             ["console", "--port", str(busy.port)],
             ["console", "--port", "99999"],
-            ["demo", "--api-port", "0"],
+            ["demo", "--api-port", "70000"],
             ["search", "-l", "²"],
         ]
         env = stream.env()
@@ -136,7 +136,7 @@ def test_as_real_processes_console_and_demo_fail_in_one_line(stream: RedisHandle
         done = [subprocess.CompletedProcess(p.args, p.wait(TIMEOUT), *p.communicate()) for p in processes]
     assert_one_line(done[0], 1, "address already in use")
     assert_one_line(done[1], 2, "is not a whole number from 1 to 65535")
-    assert_one_line(done[2], 2, "argument --api-port: '0'")
+    assert_one_line(done[2], 2, "argument --api-port: '70000'")
     assert_one_line(done[3], 2, "bad filter")
 
 

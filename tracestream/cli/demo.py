@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracestream.cli.common import PORT, UsageError
+from tracestream.cli.common import UsageError, whole_number
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -26,8 +26,13 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--redis-url", help="use this Redis instead of a private one")
     parser.add_argument("--stream", help="stream name (default tracestream:demo)")
-    parser.add_argument("--web-port", type=PORT, default=8000, help="Django port (default 8000, else free)")
-    parser.add_argument("--api-port", type=PORT, default=8001, help="FastAPI port (default 8001, else free)")
+    port = whole_number(0, 65535)  # 0: any free port
+    parser.add_argument(
+        "--web-port", type=port, default=8000, help="Django port (default 8000, else free; 0: free)"
+    )
+    parser.add_argument(
+        "--api-port", type=port, default=8001, help="FastAPI port (default 8001, else free; 0: free)"
+    )
     parser.add_argument("--once", action="store_true", help="stop after printing the trace")
     parser.set_defaults(run=run)
 
