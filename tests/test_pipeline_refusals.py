@@ -7,8 +7,9 @@ every record can be counted once: in the stream, in the dead-letter file, or as 
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -18,10 +19,11 @@ import redis
 from tests.faults import FaultyProxy
 from tests.support import wait_for
 from tracestream.cli.doctor import diagnose
-from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.exporters import RedisStreamLogExporter
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.otel_setup.settings import BatchSettings, Settings
+from tracestream.redis_errors import describe, error_code, is_transient
 from tracestream.spool import dead_letters, spool_for
 
 APPEND = """
@@ -200,3 +202,51 @@ def test_doctor_says_which_exporter_lost_or_set_aside_records(
     assert "Redis refused 1 records (WRONGTYPE 1), 1 of them kept" in exporter.detail
     assert letters.status == "warn" and "WRONGTYPE" in letters.detail
     writer.close()
+
+
+def _error_of(call: Callable[[], object]) -> Exception:
+    with pytest.raises(Exception) as caught:  # any error Redis gives is the subject
+        call()
+    assert isinstance(caught.value, Exception)
+    return caught.value
+
+
+def test_redis_errors_are_told_apart_transient_from_refused(server: EmbeddedRedis) -> None:
+    """Real replies from real servers: what retrying can cure, and what only isolation can."""
+    client = server.client()
+    key = f"kinds:{uuid.uuid4().hex[:8]}"
+    client.set(key, "a string")
+    wrong_type = _error_of(lambda: client.rpush(key, "x"))
+    too_big = _error_of(lambda: client.set(key, "x" * 1_100_000))
+    refused = _error_of(lambda: redis.Redis(port=free_port(), socket_connect_timeout=1).ping())
+    client.config_set("maxmemory", 1)
+    try:
+        out_of_memory = _error_of(lambda: client.xadd(key + ":s", {"a": "b"}))
+    finally:
+        client.config_set("maxmemory", 0)
+    with EmbeddedRedis() as replica:
+        replica.client().replicaof("127.0.0.1", server.port)
+        read_only = _error_of(lambda: replica.client().set("k", "v"))
+    client.config_set("busy-reply-threshold", 50)
+    looping = threading.Thread(target=lambda: _error_of(lambda: client.eval("while true do end", 0)))
+    looping.start()
+    other = server.client()
+    busy = wait_for(lambda: _busy_reply(other), what="a BUSY reply while a script loops")
+    other.script_kill()
+    looping.join(10)
+    client.config_set("busy-reply-threshold", 5000)
+
+    for error in (refused, out_of_memory, read_only, busy):
+        assert is_transient(error), describe(error)
+    for error in (wrong_type, too_big):
+        assert not is_transient(error), describe(error)
+    codes = [error_code(e) for e in (wrong_type, too_big, out_of_memory, read_only, busy)]
+    assert codes == ["WRONGTYPE", "ERR", "OOM", "READONLY", "BUSY"]
+
+
+def _busy_reply(client: redis.Redis) -> Exception | None:
+    try:
+        client.ping()
+    except redis.ResponseError as error:
+        return error
+    return None
