@@ -89,7 +89,8 @@ async def sse_viewer(port: int, marker: str, deliveries: Deliveries, connected: 
     """A raw HTTP/1.1 SSE client: cheap enough that 200 of them do not starve the console."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        f"GET /api/live?text={marker} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode()
+        f"GET /api/live?text={marker} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
     )
     status = await reader.readline()
     assert b" 200 " in status, status

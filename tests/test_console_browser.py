@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.support import RedisHandle
 from tests.test_console_live import TOKEN, ConsoleProcess, Emitter
+from tests.test_query import FixedIds
 from tracestream.embedded_redis import EmbeddedRedis
 
 CHROMIUM = "/usr/bin/chromium"
@@ -239,3 +243,42 @@ def test_services_and_stats_pages_show_the_summary(page: Page, console: ConsoleP
     _screenshot(page, "live")
     assert errors == []
     assert requested and all(url.startswith(console.url) for url in requested), "no CDN, nothing off-site"
+
+
+def test_spans_whose_parents_form_a_cycle_show_with_a_mark(page: Page, console: ConsoleProcess) -> None:
+    emitter = Emitter(console.handle, "cyclic")
+    emitter.tracer_provider.id_generator = FixedIds([0xA1, 0xB2, 0xC3])
+    tracer = emitter.tracer_provider.get_tracer("cycle")
+    trace_id = uuid.uuid4().int
+
+    def under(span_id: int) -> Context:
+        parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(1))
+        return set_span_in_context(NonRecordingSpan(parent))
+
+    for name, parent_id in (("first", 0xB2), ("second", 0xA1), ("outside", 0x99)):
+        tracer.start_span(name, context=under(parent_id)).end()
+    page.goto(console.url + f"trace?id={trace_id:032x}")
+    page.locator("tr.span").nth(2).wait_for(timeout=5000)
+    names = page.locator("tr.span td.span-name")
+    assert names.all_inner_texts() == ["firstparent cycle", "second", "outside"]  # the mark is on "first"
+    assert page.locator("tr.span .cycle").count() == 1
+    assert names.first.locator(".cycle").get_attribute("title") == f"its parent {0xB2:016x} descends from it"
+
+
+def test_the_live_page_says_when_redis_is_unreachable_and_resumes(browser: Browser) -> None:
+    server = EmbeddedRedis().start()
+    console = ConsoleProcess(RedisHandle(server.url, "browser-outage"), token=None).start()
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        _open_live(tab, console)
+        server.stop()
+        tab.wait_for_selector("#status.error:has-text('Redis unreachable, retrying')", timeout=5000)
+        server.start()
+        tab.wait_for_selector("#status.live:has-text('live')", timeout=10000)
+        Emitter(console.handle, "orders").log("back again")
+        tab.locator("#records tr", has_text="back again").wait_for(timeout=5000)
+    finally:
+        context.close()
+        console.stop()
+        server.close()

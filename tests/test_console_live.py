@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import orjson
@@ -33,10 +33,13 @@ TOKEN = "console-test-token"
 class ConsoleProcess:
     """`tracestream console` in a child process; restartable on the same port."""
 
-    def __init__(self, handle: RedisHandle, token: str | None = TOKEN, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, handle: RedisHandle, token: str | None = TOKEN, host: str = "127.0.0.1", **env: str
+    ) -> None:
         self.handle = handle
         self.token = token
         self.host = host
+        self.extra_env = env
         self.port = free_port()
         self.process: subprocess.Popen[str] | None = None
 
@@ -48,7 +51,7 @@ class ConsoleProcess:
         return [str(VENV_BIN / "tracestream"), "console", "--host", self.host, "--port", str(self.port)]
 
     def env(self) -> dict[str, str]:
-        env = self.handle.env()
+        env = self.handle.env(**self.extra_env)
         env.pop("TRACESTREAM_CONSOLE_TOKEN", None)
         if self.token:
             env["TRACESTREAM_CONSOLE_TOKEN"] = self.token
@@ -64,10 +67,9 @@ class ConsoleProcess:
         finally:
             process.stop()
 
-    def start(self) -> ConsoleProcess:
-        self.process = subprocess.Popen(
-            self.command(), env=self.env(), cwd=ROOT, stderr=subprocess.PIPE, text=True
-        )
+    def start(self, stderr: IO[str] | int = subprocess.PIPE) -> ConsoleProcess:
+        """`stderr`: a file to keep what the console logs, when a test reads it."""
+        self.process = subprocess.Popen(self.command(), env=self.env(), cwd=ROOT, stderr=stderr, text=True)
         try:
             wait_for(self._answers, timeout=15, what=f"console on port {self.port}")
         except BaseException:  # a console slow to start must not outlive the test
@@ -127,10 +129,11 @@ class Emitter:
 
 
 class Viewer:
-    """An SSE client on a thread, collecting (stream id, record) pairs."""
+    """An SSE client on a thread, collecting (stream id, record) pairs and `status` events."""
 
     def __init__(self, console: ConsoleProcess, headers: dict[str, str] | None = None, **params: str) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.statuses: list[dict[str, str]] = []
         self.connected = threading.Event()
         self._client = httpx.Client(timeout=httpx.Timeout(5, read=None))
         self._request = self._client.build_request(
@@ -141,7 +144,7 @@ class Viewer:
         assert self.connected.wait(10), "viewer never connected"
 
     def _run(self) -> None:
-        event_id = ""
+        event_id, event_type = "", ""
         try:
             response = self._client.send(self._request, stream=True)
             self.status = response.status_code
@@ -149,8 +152,14 @@ class Viewer:
             for line in response.iter_lines():
                 if line.startswith("id: "):
                     event_id = line[4:]
+                elif line.startswith("event: "):
+                    event_type = line[7:]
+                elif line.startswith("data: ") and event_type == "status":
+                    self.statuses.append(orjson.loads(line[6:]))
                 elif line.startswith("data: "):
                     self.events.append((event_id, orjson.loads(line[6:])))
+                elif not line:
+                    event_type = ""
         except (httpx.HTTPError, RuntimeError):
             pass  # closed by the test
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tracestream.connection import Client
+from tracestream.connection import CLUSTER_ERRORS, Client
+from tracestream.console.health import RedisHealth
 from tracestream.query import (
     SEVERITY_FLOORS,
     Cursor,
@@ -70,6 +71,7 @@ def tree_json(tree: TraceTree) -> dict[str, Any]:
             "status_message": node.span.status_message,
             "attributes": node.span.attributes,
             "depth": depth,
+            "cycle": node.cycle,
             "logs": [record_json(entry) for entry in node.logs],
         }
         for depth, node in tree.walk()
@@ -130,7 +132,24 @@ def stats_json(summary: Summary, service: str) -> dict[str, Any]:
     }
 
 
-def routes(client: Client, stream: str) -> list[Route]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def reporting(health: RedisHealth, endpoint: Endpoint) -> Endpoint:
+    """`endpoint`, answering a JSON 503/502 instead of a 500 and a traceback when Redis fails."""
+
+    async def run(request: Request) -> Response:
+        try:
+            response = await endpoint(request)
+        except CLUSTER_ERRORS as error:
+            return health.response(error)
+        health.recovered()
+        return response
+
+    return run
+
+
+def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
     async def trace(request: Request) -> Response:
         try:
             tree = await run_in_threadpool(trace_tree, client, stream, request.path_params["trace_id"])
@@ -168,9 +187,5 @@ def routes(client: Client, stream: str) -> list[Route]:
         summary = await run_in_threadpool(summarize, client, stream, since_ms)
         return JSONResponse(stats_json(summary, request.query_params.get("service", "").strip()))
 
-    return [
-        Route("/api/trace/{trace_id}", trace),
-        Route("/api/search", search_page),
-        Route("/api/services", services),
-        Route("/api/stats", stats),
-    ]
+    endpoints = {"trace/{trace_id}": trace, "search": search_page, "services": services, "stats": stats}
+    return [Route(f"/api/{path}", reporting(health, endpoint)) for path, endpoint in endpoints.items()]

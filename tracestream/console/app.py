@@ -8,7 +8,7 @@ what lets the same app run standalone or mounted under any prefix.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,13 +25,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.connection import Client, Tls, client_for, refresh_topology
 from tracestream.console import api, pages
-from tracestream.console.auth import TokenAuth
+from tracestream.console.auth import HostGuard, TokenAuth
+from tracestream.console.health import RedisHealth
 from tracestream.console.live import LiveFeed, LiveShard
 from tracestream.otel_setup.settings import Settings
 from tracestream.query import QueryError
 from tracestream.shards import shards
 
 STATIC = Path(__file__).parent / "static"
+# Redis connections per server for viewers' replays: enough to serve many joining at once,
+# bounded so a crowd of viewers never exhausts Redis or the pool.
+REPLAY_CONNECTIONS = 16
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; object-src 'none'; "
      b"base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
@@ -40,11 +44,18 @@ SECURITY_HEADERS = [
 ]  # fmt: skip
 
 
-def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
-    """The console for `settings.redis_url` / `settings.stream`; with `token`, every request needs it."""
+def create_app(
+    settings: Settings, *, token: str | None = None, allowed_hosts: Iterable[str] | None = None
+) -> ASGIApp:
+    """The console for `settings.redis_url` / `settings.stream`; with `token`, every request needs it.
+
+    With `allowed_hosts`, only those and loopback names are answered (the standalone server);
+    mounted, the host app's own host checks apply.
+    """
     query_client = client_for(settings, decode=True)
     nodes = _LiveClients(settings, query_client)
-    feed = LiveFeed(nodes.shards, cluster=settings.redis_cluster)
+    health = RedisHealth()
+    feed = LiveFeed(nodes.shards, health, cluster=settings.redis_cluster)
 
     async def live(request: Request) -> Response:
         after = request.headers.get("last-event-id") or request.query_params.get("after") or None
@@ -69,12 +80,14 @@ def create_app(settings: Settings, *, token: str | None = None) -> ASGIApp:
 
     routes: list[BaseRoute] = [_page(path, pages.render(name)) for name, (path, _) in pages.PAGES.items()]
     routes += [
-        *api.routes(query_client, settings.stream),
+        *api.routes(query_client, settings.stream, health),
         Route("/api/live", live),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     guarded: ASGIApp = TokenAuth(app, token) if token else app
+    if allowed_hosts is not None:
+        guarded = HostGuard(guarded, allowed_hosts)
     return SecurityHeaders(guarded)
 
 
@@ -109,7 +122,11 @@ class _LiveClients:
             # Named per stream in CLIENT LIST; its timeout outlasts the XREAD BLOCK.
             name = f"tracestream-console-live:{self._settings.stream}"
             reader = _async_client(self._settings, url, name, extra_timeout=10)
-            self._pairs[url] = (reader, _async_client(self._settings, url, "tracestream-console"))
+            # Every joining viewer replays through this client: they queue for its connections.
+            replays = _async_client(
+                self._settings, url, "tracestream-console", connections=REPLAY_CONNECTIONS
+            )
+            self._pairs[url] = (reader, replays)
         return self._pairs[url]
 
     async def aclose(self) -> None:
@@ -125,15 +142,21 @@ def _node_url(url: str, address: dict[str, Any]) -> str:
     return parts._replace(netloc=f"{credentials}{at}{address['host']}:{address['port']}").geturl()
 
 
-def _async_client(settings: Settings, url: str, name: str, extra_timeout: float = 0) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+def _async_client(
+    settings: Settings, url: str, name: str, extra_timeout: float = 0, connections: int = 1
+) -> aioredis.Redis:
+    """A client of at most `connections` connections; a caller waits (up to the timeout) for a free one."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=connections,
+        timeout=settings.redis_timeout,
         decode_responses=True,
         client_name=name,
         socket_connect_timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout + extra_timeout,
         **(Tls.of(settings).options() if url.startswith("rediss://") else {}),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def _page(path: str, html: str) -> Route:

@@ -1,22 +1,28 @@
-"""Token auth for the standalone console: required off loopback, optional on it.
+"""Who may reach the standalone console: the Host it is asked for, and its token.
 
-Browsers cannot put headers on an EventSource, so the token arrives once as `?token=`,
-is swapped for an HttpOnly cookie, and the address bar loses it. Scripts send
-`Authorization: Bearer <token>`.
+A page on any web site can rebind its own name to 127.0.0.1 and then read a tokenless
+console as same-origin; the Host header still carries that site's name, so only loopback
+names and the hosts the operator configured are answered.
+
+The token is required off loopback, optional on it. Browsers cannot put headers on an
+EventSource, so the token arrives once as `?token=`, is swapped for an HttpOnly cookie,
+and the address bar loses it. Scripts send `Authorization: Bearer <token>`.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Iterable
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 TOKEN_ENV = "TRACESTREAM_CONSOLE_TOKEN"
+ALLOWED_HOSTS_ENV = "TRACESTREAM_CONSOLE_ALLOWED_HOSTS"
 COOKIE = "tracestream_console"
 
 
@@ -38,6 +44,56 @@ def require_token_off_loopback(host: str, token: str | None) -> None:
         raise ConsoleAuthError(
             f"refusing to serve the console on {host} without a token: set {TOKEN_ENV} or bind 127.0.0.1"
         )
+
+
+def host_name(host: str) -> str:
+    """`Example.COM:8686` -> `example.com`, `[::1]:8686` -> `[::1]`: the name a Host header asks for."""
+    name = host.strip().lower()
+    bare, colon, port = name.rpartition(":")
+    if colon and port.isdigit() and not bare.endswith(":"):  # not the last group of a bare IPv6 address
+        name = bare
+    return name.rstrip(".")
+
+
+class HostGuard:
+    """ASGI middleware: answers only requests whose Host is a loopback name or an allowed host.
+
+    Anything else, a missing Host included, gets 421 and one plain line saying how to allow it.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str] = ()) -> None:
+        self.app = app
+        self._allowed = {host_name(host) for host in allowed if host.strip()}
+
+    def allows(self, host: str) -> bool:
+        name = host_name(host)
+        return bool(name) and (is_loopback(name) or name in self._allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = Headers(scope=scope).get("host", "")
+            if not self.allows(host):
+                await _misdirected(host)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _misdirected(host: str) -> Response:
+    return PlainTextResponse(
+        f"421: the console does not answer to host {host!r}: open it as localhost or 127.0.0.1, "
+        f"or allow the name with --allowed-host or {ALLOWED_HOSTS_ENV}\n",
+        status_code=421,
+    )
+
+
+def same_origin_path(path: str) -> str:
+    """`path` as a redirect target that stays on this origin, whatever it holds.
+
+    Leading slashes and backslashes go (`//evil.example` and `/\\evil.example` name another
+    host to a browser), and everything but path characters is percent-encoded, so tabs,
+    newlines or `:` cannot turn it into a scheme or authority either.
+    """
+    return "/" + quote(path.lstrip("/\\"), safe="/-._~!$&'()*+,;=@")
 
 
 class TokenAuth:
@@ -75,7 +131,7 @@ class TokenAuth:
         root = scope.get("root_path", "")
         rest = urlencode([(k, v) for k, v in query if k != "token"])
         path = scope["path"] if scope["path"].startswith(root) else root + scope["path"]
-        response = RedirectResponse(path + (f"?{rest}" if rest else ""), status_code=303)
+        response = RedirectResponse(same_origin_path(path) + (f"?{rest}" if rest else ""), status_code=303)
         secure = scope.get("scheme") == "https"
         response.set_cookie(COOKIE, offered, path=root + "/", httponly=True, samesite="strict", secure=secure)
         return response

@@ -6,6 +6,9 @@ watch. Viewers resume after a dropped connection from their last stream id: the 
 is replayed with `XRANGE` and the live queue takes over after the last replayed id,
 so there is no gap and no duplicate. On a Redis Cluster the reader polls every shard
 instead, and a viewer's position (its SSE event id) names one stream id per shard.
+
+While Redis is unreachable, viewers stay connected and get a `status` event saying so;
+the reader and each waiting viewer retry, and the feed goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -22,19 +25,22 @@ from typing import cast
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from tracestream._internal_log import internal_logger
+from tracestream.connection import CLUSTER_ERRORS
+from tracestream.console.health import UNREACHABLE, RedisHealth
 from tracestream.query import Query, QueryError, StreamId, _RecentIds, parse_stream_id, record_json
+from tracestream.query import after as next_id
 from tracestream.schema import LogEntry
 from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S
 
 Entries = list[tuple[str, dict[str, str]]]  # what a decoding client returns for XRANGE
 REPLAY_PAGE = 500
 Item = tuple[str, StreamId, bytes]  # shard, stream id, the event's data line
+NOTICE: StreamId = (-1, -1)  # the stream id of items that are not records: sent as they are
 # Sent when Redis had nothing for a whole block, so proxies keep the stream open and dead
 # connections are noticed.
-HEARTBEAT: Item = ("", (-1, -1), b": keepalive\n\n")
+HEARTBEAT: Item = ("", NOTICE, b": keepalive\n\n")
+RETRY_S = 1.0  # how often a viewer waiting for Redis tries again
 
 
 @dataclass(frozen=True)
@@ -50,14 +56,17 @@ class LiveShard:
 ShardSource = Callable[[bool], Awaitable[list[LiveShard]]]
 
 
-def _next_id(stream_id: str) -> str:
-    """The smallest id after `stream_id`: an exclusive lower bound on any Redis version."""
-    ms, seq = parse_stream_id(stream_id)
-    return f"{ms}-{seq + 1}"
-
-
 def _data(entry: LogEntry) -> bytes:
     return b"data: %s\n\n" % orjson.dumps(record_json(entry))
+
+
+def status_event(problem: str) -> bytes:
+    """A `status` event: Redis is out or refuses (`problem` says how) or, with no problem, live again."""
+    state = "ok" if not problem else "unreachable" if problem.startswith(UNREACHABLE) else "refused"
+    return b"event: status\ndata: %s\n\n" % orjson.dumps({"redis": state, "message": problem or "live"})
+
+
+LIVE_AGAIN: Item = ("", NOTICE, status_event(""))
 
 
 @dataclass(eq=False)
@@ -77,9 +86,16 @@ class LiveFeed:
     """
 
     def __init__(
-        self, shards: ShardSource, *, cluster: bool = False, block_ms: int = 5000, backlog: int = 50
+        self,
+        shards: ShardSource,
+        health: RedisHealth,
+        *,
+        cluster: bool = False,
+        block_ms: int = 5000,
+        backlog: int = 50,
     ) -> None:
         self._shard_source = shards
+        self._health = health
         self._cluster = cluster
         self._block_ms = block_ms
         self._backlog = backlog
@@ -129,21 +145,17 @@ class LiveFeed:
     async def events(self, query: Query, after: str | None) -> AsyncIterator[bytes]:
         """Encoded SSE events for one viewer: the backlog or the gap since `after`, then live."""
         viewer = Viewer(query)
-        await self._join(viewer)
         try:
             # The newest id this viewer has seen or skipped, per shard: live events continue after it.
             last = self.parse_position(after) if after else {}
-            replayed = _RecentIds()
-            async for key, entry in self._catch_up(last if after else None, last):
-                last[key] = parse_stream_id(entry.stream_id)
-                if replayed.add(entry.record_id) and query.matches(entry):
-                    yield b"id: %s\n%s" % (self._position_id(last), _data(entry))
+            async for event in self._joined(viewer, last, resume=after is not None):
+                yield event
             while True:
                 item = await viewer.queue.get()
                 batch: list[bytes] = []
                 while item is not None:
                     key, stream_id, data = item
-                    if item is HEARTBEAT:
+                    if stream_id == NOTICE:
                         batch.append(data)
                     elif stream_id > last.get(key, (0, 0)):  # else already sent by the catch-up
                         last[key] = stream_id
@@ -158,7 +170,32 @@ class LiveFeed:
         finally:
             self._leave(viewer)
 
-    async def _join(self, viewer: Viewer) -> None:
+    async def _joined(self, viewer: Viewer, last: dict[str, StreamId], resume: bool) -> AsyncIterator[bytes]:
+        """Join the feed and replay the backlog or the gap; through a Redis outage, a status
+        event every `RETRY_S` until it answers (and one saying so), then the replay."""
+        waited = False
+        replayed = _RecentIds()
+        while True:
+            try:
+                joined_at = await self._join(viewer)
+                async for key, entry in self._catch_up(last if resume else None, last, joined_at):
+                    resume = True  # from here on a retry continues after what was sent
+                    last[key] = parse_stream_id(entry.stream_id)
+                    if replayed.add(entry.record_id) and viewer.query.matches(entry):
+                        yield b"id: %s\n%s" % (self._position_id(last), _data(entry))
+            except CLUSTER_ERRORS as error:
+                waited = True
+                yield status_event(self._health.failed(error))
+                await asyncio.sleep(RETRY_S)
+                continue
+            if waited:
+                self._health.recovered()
+                yield status_event("")
+            return
+
+    async def _join(self, viewer: Viewer) -> dict[str, str]:
+        """Add `viewer` to the live feed; returns the reader's cursors at that moment: every later
+        entry reaches the viewer's queue, every earlier one does not."""
         async with self._starting:
             if self._reader is None or self._reader.done():
                 # Pin the cursors before anyone replays, so the reader starts exactly where replays end.
@@ -168,16 +205,19 @@ class LiveFeed:
                     self._cursors[shard.name] = latest[0][0] if latest else "0-0"
                 self._reader = asyncio.create_task(self._read_forever(), name="tracestream-live-reader")
             self._viewers.add(viewer)
+            return dict(self._cursors)
 
     def _leave(self, viewer: Viewer) -> None:
         self._viewers.discard(viewer)
 
     async def _catch_up(
-        self, after: dict[str, StreamId] | None, newest: dict[str, StreamId]
+        self, after: dict[str, StreamId] | None, newest: dict[str, StreamId], joined_at: dict[str, str]
     ) -> AsyncIterator[tuple[str, LogEntry]]:
         """Every entry after `after`, shard by shard; without `after`, the last few entries.
 
-        Without `after`, `newest` gets each shard's newest id, shown or not.
+        Without `after`, `newest` gets each shard's newest id, shown or not. With it, a position
+        past a shard's end (Redis emptied, an old tab, a made-up id) would hide every new record
+        as already seen: it moves back to where the viewer joined the live feed (`joined_at`).
         """
         shards = await self._shards()
         if after is None:
@@ -193,15 +233,19 @@ class LiveFeed:
             return
         for shard in shards:
             key = self._key(shard)
-            ms, seq = after.get(key, (0, 0))
-            start = _next_id(f"{ms}-{seq}")
-            while True:
+            ms, seq = position = after.get(key, (0, 0))
+            start = next_id(f"{ms}-{seq}")
+            replayed = False
+            while start is not None:
                 page = cast(Entries, await shard.client.xrange(shard.name, min=start, count=REPLAY_PAGE))
                 for stream_id, fields in page:
+                    replayed = True
                     yield key, LogEntry.from_fields(stream_id, fields)
-                if len(page) < REPLAY_PAGE:
-                    break
-                start = _next_id(page[-1][0])
+                start = next_id(page[-1][0]) if len(page) == REPLAY_PAGE else None
+            if not replayed and position > (0, 0):
+                latest = cast(Entries, await shard.client.xrevrange(shard.name, count=1))
+                if position > (parse_stream_id(latest[0][0]) if latest else (0, 0)):
+                    newest[key] = parse_stream_id(joined_at.get(shard.name, "0-0"))
 
     async def _read_forever(self) -> None:
         delay = 0.1
@@ -220,12 +264,17 @@ class LiveFeed:
                     )
                     for _stream, entries in found or ():
                         news += [(parse_stream_id(i), shard.name, i, fields) for i, fields in entries]
-            except RedisError as error:  # a restarted or killed connection: retry from the same cursor
-                internal_logger.warning("live reader: %s; retrying in %.1fs", error, delay)
+            except CLUSTER_ERRORS as error:  # Redis down, or a killed connection: retry from the same cursor
+                problem = self._health.failed(error)
+                if not failed:
+                    self._broadcast(("", NOTICE, status_event(problem)))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 failed = True
                 continue
+            if failed:
+                self._health.recovered()
+                self._broadcast(LIVE_AGAIN)
             delay, failed = 0.1, False
             if news:
                 idle_since = time.monotonic()

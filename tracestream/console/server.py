@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import uvicorn
 
 from tracestream.console.app import create_app
-from tracestream.console.auth import TOKEN_ENV, require_token_off_loopback
+from tracestream.console.auth import ALLOWED_HOSTS_ENV, TOKEN_ENV, require_token_off_loopback
 from tracestream.otel_setup.settings import Settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8686
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
 
 
-def serve(settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Blocks until interrupted. Raises ConsoleAuthError before binding when a token is missing."""
+def allowed_hosts(bind: str, extra: Sequence[str] = ()) -> list[str]:
+    """Host names the console answers to besides loopback: `extra`, `TRACESTREAM_CONSOLE_ALLOWED_HOSTS`
+    (comma-separated) and the address it binds, unless that is a wildcard."""
+    configured = [*extra, *os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")]
+    bound = [] if bind in WILDCARD_ADDRESSES else [f"[{bind}]" if ":" in bind else bind]
+    return [host.strip() for host in [*configured, *bound] if host.strip()]
+
+
+def serve(
+    settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, hosts: Sequence[str] = ()
+) -> None:
+    """Blocks until interrupted. Raises ConsoleAuthError before binding when a token is missing.
+
+    `hosts` are names the console may be reached by besides loopback (`--allowed-host`).
+    """
     token = os.environ.get(TOKEN_ENV, "").strip() or None
     require_token_off_loopback(host, token)
-    app = create_app(settings, token=token)
+    app = create_app(settings, token=token, allowed_hosts=allowed_hosts(host, hosts))
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)

@@ -59,7 +59,11 @@ const TS = {
   async getJSON(path, params) {
     const query = params ? "?" + new URLSearchParams(params) : "";
     const response = await fetch(path + query, { credentials: "same-origin" });
-    if (!response.ok) throw new Error(`${response.status}: ${(await response.text()).trim()}`);
+    if (!response.ok) {
+      const text = (await response.text()).trim();
+      const json = (response.headers.get("content-type") || "").startsWith("application/json");
+      throw new Error(`${response.status}: ${json ? JSON.parse(text).error : text}`);
+    }
     return response.json();
   },
 

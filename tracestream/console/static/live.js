@@ -25,6 +25,11 @@
       rows.prepend(TS.recordRow(JSON.parse(event.data)));
       while (rows.childElementCount > MAX_ROWS) rows.lastElementChild.remove();
     };
+    // The server stays connected through a Redis outage and says so, then resumes.
+    source.addEventListener("status", (event) => {
+      const state = JSON.parse(event.data);
+      setStatus(state.message, state.redis === "ok" ? "live" : "error");
+    });
     source.onerror = () => {
       setStatus("reconnecting…", "error");
       if (source.readyState === EventSource.CLOSED) {  // the browser gave up: reopen after the last id

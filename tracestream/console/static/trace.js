@@ -34,6 +34,10 @@
     const body = TS.el("tbody");
     for (const span of trace.spans) {
       const name = TS.el("td", { class: "span-name" }, span.name);
+      if (span.cycle) {
+        name.append(TS.el("span", { class: "cycle", title: `its parent ${span.parent_span_id} descends from it` },
+          "parent cycle"));
+      }
       name.style.paddingLeft = `${6 + span.depth * 16}px`;
       body.append(TS.el("tr", { class: "span", "data-span-id": span.span_id },
         TS.el("td", { class: "service" }, span.service), name,

@@ -1,0 +1,59 @@
+"""Whether the console's Redis answers: one log line per outage, and what viewers are told.
+
+Every endpoint and every viewer meets the same outage, so they report it here instead of
+each logging a traceback: the first failure logs a line, later ones are silent until a
+Redis call succeeds again, which logs the recovery.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from starlette.responses import JSONResponse, Response
+
+from tracestream._internal_log import internal_logger
+from tracestream.connection import CLUSTER_CHANGES
+
+UNREACHABLE = "Redis unreachable, retrying"
+# Errors of a Redis that is down, restarting, loading its data or failing over.
+OUTAGES = (ConnectionError, TimeoutError, BusyLoadingError, *CLUSTER_CHANGES)
+
+
+def describe(error: Exception) -> str:
+    """What viewers are shown: the outage wording, or what Redis refused (e.g. an ACL right)."""
+    if isinstance(error, OUTAGES):
+        return f"{UNREACHABLE} ({error})"
+    return f"Redis refused the console's read: {error}"
+
+
+class RedisHealth:
+    """The current problem with Redis, if any; shared by the JSON endpoints and the live feed."""
+
+    def __init__(self) -> None:
+        self.problem = ""
+        self._kind = ""  # an outage's messages vary (refused, timed out, reset): it logs once
+        self._since = 0.0
+
+    def failed(self, error: Exception) -> str:
+        """Record a failed call; logs only when the problem is new. Returns the viewers' message."""
+        message = describe(error)
+        kind = UNREACHABLE if isinstance(error, OUTAGES) else message
+        if kind != self._kind:
+            internal_logger.warning("console: %s", message)
+            self._kind, self._since = kind, time.monotonic()
+        self.problem = message
+        return message
+
+    def recovered(self) -> bool:
+        """Record a successful call; True (and one log line) when it ends a problem."""
+        if not self.problem:
+            return False
+        internal_logger.warning("console: Redis answers again after %.1fs", time.monotonic() - self._since)
+        self.problem = self._kind = ""
+        return True
+
+    def response(self, error: Exception) -> Response:
+        """503 while Redis is out (retrying helps), 502 when it refuses (it will again)."""
+        message = self.failed(error)
+        return JSONResponse({"error": message}, status_code=503 if isinstance(error, OUTAGES) else 502)
