@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from tracestream.schema import LogEntry, SpanEntry, StreamKeys
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+# Processes the tests start spool here, never into the machine's own spool directory.
+SPOOL_DIR = Path(tempfile.mkdtemp(prefix="tracestream-test-spool-"))
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
@@ -48,7 +51,10 @@ class RedisHandle:
         """Environment for a child process that exports here."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACESTREAM_"))}
         env.update(
-            TRACESTREAM_REDIS_URL=self.url, TRACESTREAM_STREAM=self.stream, TRACESTREAM_BATCH_DELAY_MS="50"
+            TRACESTREAM_REDIS_URL=self.url,
+            TRACESTREAM_STREAM=self.stream,
+            TRACESTREAM_BATCH_DELAY_MS="50",
+            TRACESTREAM_SPOOL_DIR=str(SPOOL_DIR),
         )
         env.update(extra)
         return env

@@ -210,7 +210,10 @@ def fuzz_target(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFa
     (tmp / "sample.log").write_text("password=hunter2\nplain line\n")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp)  # a relative path in the arguments lands here
-        for name, value in handle.env(TRACESTREAM_REDIS_TIMEOUT="1s", COLUMNS="120").items():
+        spool = tmp / "spool"  # `spool discard` must never reach a real spool
+        env = handle.env(TRACESTREAM_REDIS_TIMEOUT="1s", TRACESTREAM_SPOOL_DIR=str(spool), COLUMNS="120")
+        spool.mkdir()
+        for name, value in env.items():
             if name.startswith(("TRACESTREAM_", "COLUMNS")):
                 patch.setenv(name, value)
         yield tmp
