@@ -185,6 +185,16 @@ def test_scrub_check_shows_a_sample_line_without_obeying_it(here: Here, tmp_path
     assert_shown_not_obeyed(done.stdout)
 
 
+def test_doctor_shows_a_stream_name_without_obeying_it(here: Here) -> None:
+    name = "evil\x1b[2J[bold]x[/bold]"  # a key Redis and our settings accept: no space, no brace
+    done = here("doctor", "--stream", name)
+    assert "\\x1b[2J[bold]x[/bold]" in done.stdout
+    assert unsafe_characters(done.stdout) == []
+    json_done = here("doctor", "--stream", name, "--json")
+    assert unsafe_characters(json_done.stdout) == []
+    assert [json.loads(line)["check"] for line in json_done.stdout.splitlines()][0] == "configuration"
+
+
 def _read_lines(pipe: subprocess.Popen[bytes], into: queue.Queue[bytes]) -> None:
     assert pipe.stdout is not None
     for line in pipe.stdout:

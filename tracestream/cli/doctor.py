@@ -7,17 +7,16 @@ when any check failed.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-import orjson
 import redis
 from rich.console import Console
+from rich.text import Text
 
-from tracestream.cli.common import add_command, describe_redis_error
+from tracestream.cli.common import add_command, describe_redis_error, print_json, shown
 from tracestream.connection import CLUSTER_ERRORS, Client, client_for, primaries
 from tracestream.forwarder import forwarder_lag
 from tracestream.otel_setup.settings import ConfigError, Settings
@@ -54,11 +53,16 @@ def run(args: argparse.Namespace) -> int:
     findings = list(diagnose(args.redis_url, args.stream, args.cluster))
     if args.json:
         for finding in findings:
-            sys.stdout.buffer.write(orjson.dumps(finding.__dict__) + b"\n")
+            print_json(finding.__dict__)
     else:
         console = Console(highlight=False)
         for finding in findings:
-            console.print(f"{SYMBOLS[finding.status]} [bold]{finding.check}[/]: {finding.detail}")
+            # Stream names, Redis replies and exporters' status text are shown, never obeyed.
+            console.print(
+                Text.assemble(
+                    f"{SYMBOLS[finding.status]} ", shown(finding.check, "bold"), ": ", shown(finding.detail)
+                )
+            )
     return 1 if any(finding.status == "fail" for finding in findings) else 0
 
 
