@@ -192,7 +192,7 @@ def test_doctor_shows_a_stream_name_without_obeying_it(here: Here) -> None:
     assert unsafe_characters(done.stdout) == []
     json_done = here("doctor", "--stream", name, "--json")
     assert unsafe_characters(json_done.stdout) == []
-    assert [json.loads(line)["check"] for line in json_done.stdout.splitlines()][0] == "configuration"
+    assert [json.loads(line)["check"] for line in json_done.stdout.splitlines()][:1] == ["configuration"]
 
 
 def _read_lines(pipe: subprocess.Popen[bytes], into: queue.Queue[bytes]) -> None:
