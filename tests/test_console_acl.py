@@ -121,3 +121,16 @@ def test_the_reader_user_can_change_nothing(reader: RedisHandle) -> None:
         with pytest.raises(redis.exceptions.ResponseError, match=r"permission|can't run|No permissions"):
             client.evalsha(sneaky, 1, reader.stream)
         assert [fields["body"] for _, fields in client.xrange(reader.stream)] == ["card declined"]
+
+
+def test_a_missing_right_is_a_502_naming_it(reader: RedisHandle, acl_redis: EmbeddedRedis) -> None:
+    with acl_redis.client() as admin:
+        admin.execute_command("ACL", "SETUSER", "reader", "-evalsha")
+    console = ConsoleProcess(reader, token=None).start()
+    try:
+        response = httpx.get(console.url + "api/search")
+        assert response.status_code == 502
+        assert response.json()["error"].startswith("Redis refused the console's read: ")
+        assert "evalsha" in response.json()["error"]
+    finally:
+        console.stop()

@@ -70,7 +70,7 @@ class HostGuard:
         return bool(name) and (is_loopback(name) or name in self._allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
+        if scope["type"] == "http":
             host = Headers(scope=scope).get("host", "")
             if not self.allows(host):
                 await _misdirected(host)(scope, receive, send)

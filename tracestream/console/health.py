@@ -31,7 +31,7 @@ class RedisHealth:
     """The current problem with Redis, if any; shared by the JSON endpoints and the live feed."""
 
     def __init__(self) -> None:
-        self.problem = ""
+        self._problem = ""
         self._kind = ""  # an outage's messages vary (refused, timed out, reset): it logs once
         self._since = 0.0
 
@@ -42,16 +42,15 @@ class RedisHealth:
         if kind != self._kind:
             internal_logger.warning("console: %s", message)
             self._kind, self._since = kind, time.monotonic()
-        self.problem = message
+        self._problem = message
         return message
 
-    def recovered(self) -> bool:
-        """Record a successful call; True (and one log line) when it ends a problem."""
-        if not self.problem:
-            return False
-        internal_logger.warning("console: Redis answers again after %.1fs", time.monotonic() - self._since)
-        self.problem = self._kind = ""
-        return True
+    def recovered(self) -> None:
+        """Record a successful call; one log line when it ends a problem."""
+        if self._problem:
+            outage = time.monotonic() - self._since
+            internal_logger.warning("console: Redis answers again after %.1fs", outage)
+            self._problem = self._kind = ""
 
     def response(self, error: Exception) -> Response:
         """503 while Redis is out (retrying helps), 502 when it refuses (it will again)."""
