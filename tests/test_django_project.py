@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
-from tests.apps.servers import Server, bin_path, http_ready, printed, serve
+from tests.apps.servers import Server, bin_path, http_ready, launched, printed, serve
 from tests.support import ROOT, RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.schema import LogEntry, SpanEntry
@@ -285,3 +285,29 @@ def test_the_django_extra_brings_the_asgi_instrumentation() -> None:
 def _settle(running: Running) -> None:
     """Once a later request's record is in, whatever the server logged about earlier ones is too."""
     request_record(running.stream, httpx.get(f"{running.base}/orders/0/"))
+
+
+def test_the_launcher_after_upstreams_configurator_with_manage_py_runserver(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Upstream's distro and configurator won; manage.py sets DJANGO_SETTINGS_MODULE itself, after
+    the launcher ran (upstream's own Django instrumentor would have configured empty settings)."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    env = _env(stream, tmp_path / "db.sqlite3", OTEL_SERVICE_NAME="docs-web", OTEL_METRICS_EXPORTER="none")
+    del env["DJANGO_SETTINGS_MODULE"]
+    env.update(
+        OTEL_LOGS_EXPORTER="redis_stream",
+        OTEL_TRACES_EXPORTER="redis_stream",
+        OTEL_PYTHON_DISTRO="distro",
+        OTEL_PYTHON_CONFIGURATOR="configurator",
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = "--settings=proj.settings_without_tracestream"
+    command = launched(bin_path("python"), MANAGE, "runserver", "--noreload", settings, f"127.0.0.1:{port}")
+    with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
+        response = httpx.get(f"{base}/orders/5/", headers={"user-agent": "e2e/launched"})
+        assert response.status_code == 200, server.output()
+        record = request_record(stream, response)
+        check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/launched")
+        assert "Traceback" not in server.output()

@@ -15,6 +15,7 @@ so an unhandled exception is one ERROR record.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from time import perf_counter
@@ -110,9 +111,13 @@ def _is_channels_access_line(record: logging.LogRecord) -> bool:
 
 def _add_middleware() -> None:
     """Contrib middleware first (it opens the span), ours right inside it."""
-    if not DjangoInstrumentor().is_instrumented_by_opentelemetry:
-        DjangoInstrumentor().instrument()
     middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    instrumentor = DjangoInstrumentor()
+    if _OTEL_MIDDLEWARE not in middleware and os.environ.get("OTEL_PYTHON_DJANGO_INSTRUMENT") != "False":
+        if instrumentor.is_instrumented_by_opentelemetry:  # by a launcher run that left settings alone
+            instrumentor.uninstrument()
+        instrumentor.instrument()
+        middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     if MIDDLEWARE not in middleware:
         position = middleware.index(_OTEL_MIDDLEWARE) + 1 if _OTEL_MIDDLEWARE in middleware else 0
         middleware.insert(position, MIDDLEWARE)

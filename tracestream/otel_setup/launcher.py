@@ -65,10 +65,10 @@ class TracestreamConfigurator(_BaseConfigurator):
 def before_instrumentors() -> None:
     """`opentelemetry_pre_instrument`: runs after whichever configurator the launcher picked."""
     integrations.defer_while_launcher_instruments()
-    if installed() is not None:
-        return
-    if _names_our_exporters(os.environ):
+    if installed() is None and _names_our_exporters(os.environ):
         _configure_or_exit()
+    if installed() is not None:
+        _hold_back_django_instrumentor()
     elif any(name.startswith("TRACESTREAM_") for name in os.environ):
         # Another distro chose the exporters (upstream's picks otlp): nothing would reach Redis.
         print(
@@ -82,7 +82,23 @@ def before_instrumentors() -> None:
 
 def after_instrumentors() -> None:
     """`opentelemetry_post_instrument`: our integrations complete what the launcher instrumented."""
+    if _held_django:
+        del os.environ[_DJANGO_SWITCH]
     integrations.run_deferred()
+
+
+_DJANGO_SWITCH = "OTEL_PYTHON_DJANGO_INSTRUMENT"
+_held_django = False
+
+
+def _hold_back_django_instrumentor() -> None:
+    """Another distro's launcher run instruments Django now, reading settings this early: with
+    DJANGO_SETTINGS_MODULE not yet set (manage.py sets it later) it configures empty settings
+    for good. Our integration adds the middleware once the handler loads it, settings ready."""
+    global _held_django
+    if _DJANGO_SWITCH not in os.environ:
+        os.environ[_DJANGO_SWITCH] = "False"
+        _held_django = True
 
 
 def _names_our_exporters(environ: Mapping[str, str]) -> bool:
