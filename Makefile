@@ -3,9 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOWEST := .venv-lowest
+LOWEST_BIN := $(LOWEST)/bin
+LOWEST_STAMP := $(LOWEST)/.installed
+# The end-to-end tests (real FastAPI, Django and Celery processes, the launcher), and the Redis
+# Cluster and live-console tests, which hold the redis-py and Starlette floors to account.
+LOWEST_TESTS := tests/test_fastapi.py tests/test_django.py tests/test_celery.py tests/test_cross_service.py \
+	tests/test_launcher.py tests/test_cluster.py tests/test_console_live.py
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test test-lowest lint typecheck pytest bench clean
 
 # The test environment is set up as the OpenTelemetry docs tell users: the distro, then
 # `opentelemetry-bootstrap -a install` for every library it finds.
@@ -16,10 +23,21 @@ $(STAMP): pyproject.toml tests/env/otel-release.txt
 	$(BIN)/opentelemetry-bootstrap -a install
 	touch $(STAMP)
 
+# test-lowest builds its venv with the recipe above (VENV=$(LOWEST)), every pip call in it held
+# to the lowest versions pyproject.toml allows by PIP_CONSTRAINT.
+$(LOWEST_STAMP): tests/env/lowest.txt
+
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 test: lint typecheck pytest
+
+# The end-to-end tests on the oldest FastAPI, Starlette, uvicorn, Django, Celery and redis-py we
+# support; no browser tests.
+test-lowest:
+	PIP_CONSTRAINT=tests/env/lowest.txt $(MAKE) --no-print-directory VENV=$(LOWEST) $(LOWEST_STAMP)
+	$(LOWEST_BIN)/python tests/env/lowest.py
+	$(LOWEST_BIN)/pytest -q $(LOWEST_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tracestream tests bench examples
@@ -42,4 +60,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/cluster.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache .demo
