@@ -71,6 +71,12 @@ def test_integrity_error_is_one_error_record_with_the_exception(shop: tuple[str,
     assert "in broken" in record.exception_stacktrace
     errors = [e for e in stream.logs() if e.trace_id == record.trace_id and e.severity == "ERROR"]
     assert errors == [record]
+    spans = wait_for(
+        lambda: [s for s in stream.spans() if s.trace_id == record.trace_id and s.kind == "SERVER"],
+        what="the server span",
+    )
+    events = [e["attributes"]["exception.type"] for e in spans[0].events if e["name"] == "exception"]
+    assert events == ["django.db.utils.IntegrityError"]  # one event, as stock OTel records
 
 
 def test_every_worker_reports(shop: tuple[str, RedisHandle, str]) -> None:

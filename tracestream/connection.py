@@ -8,6 +8,11 @@ it (`node_for`), so the single-Redis code runs unchanged, pipelines and scripts 
 from __future__ import annotations
 
 import contextlib
+
+# A socket call on a host name imports encodings.idna lazily. Done on the export thread while a
+# server forks its workers (gunicorn --preload), the child inherits the import lock held and
+# deadlocks on its first such call; imported here, at setup, it never happens on that thread.
+import encodings.idna  # noqa: F401
 import os
 import threading
 from dataclasses import dataclass

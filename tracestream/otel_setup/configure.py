@@ -81,7 +81,8 @@ def configure(**arguments: Any) -> Telemetry:
     with _lock:
         settings = Settings.load(**arguments)
         if _installed is not None:
-            if settings != _installed.settings:
+            # A call without arguments (a Celery hook after Django's AppConfig) just asks for it.
+            if arguments and settings != _installed.settings:
                 internal_logger.warning("configure() already ran in this process; keeping its first settings")
             return _installed
         _installed = _install(settings)

@@ -24,8 +24,9 @@ from collections.abc import Iterable
 
 __all__ = ["ACCESS_LOGGERS", "LogCapture", "current", "install", "uninstall"]
 
-# Each server's own access line: the request record replaces it in the stream.
-ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "hypercorn.access", "django.channels.server")
+# Each server's own access line: the request record replaces it in the stream. (daphne's
+# runserver logs HTTP and WebSocket lines on one logger: the Django integration tells them apart.)
+ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "hypercorn.access")
 _MAX_REMEMBERED_NAMES = 10_000
 
 _is_enabled_for = logging.Logger.isEnabledFor
