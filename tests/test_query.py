@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,6 +16,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from tests.records import RecordWriter, blocked_reader, tracer_provider
 from tests.support import RedisHandle, wait_for
 from tracestream.connection import connect
+from tracestream.embedded_redis import EmbeddedRedis
 from tracestream.query import (
     Follow,
     Query,
@@ -139,6 +141,70 @@ def test_a_catastrophic_regex_answers_within_a_second(
     started = time.monotonic()
     found = search(client, stream.stream, Query.parse(regex="(a+)+$"))
     assert bodies(found.records) == ["aaaa"] and time.monotonic() - started < 1.0
+
+
+def _script_calls_ms(client: redis.Redis, run: Callable[[], object]) -> list[float]:
+    """How long each script call `run` made took Redis, in ms (SLOWLOG logs every command)."""
+    client.config_set("slowlog-log-slower-than", 0)
+    client.slowlog_reset()
+    run()
+    calls = [
+        entry["duration"] / 1000 for entry in client.slowlog_get(10_000) if "EVALSHA" in str(entry["command"])
+    ]
+    assert calls, "no script ran"
+    return calls
+
+
+def test_long_records_never_hold_redis_for_long(tmp_path: Path) -> None:
+    """Scans are bounded in bytes as well as records: 1,000 records of 30 kB, searched for a
+    long needle (memory-search cost grows with it) and summarised, in calls of tens of ms."""
+    with EmbeddedRedis() as server:
+        handle = RedisHandle(server.url, "long")
+        writer = RecordWriter(handle)
+        writer.log("needle " + "a" * 900 + "b")
+        for _ in range(10):
+            writer.write(*(writer.row("a" * 30_000) for _ in range(100)))
+        writer.close()
+        with connect(server.url, timeout=30, decode=True) as client:
+            needle = "a" * 900 + "b"
+            found: list[list[str]] = []
+            search_ms = _script_calls_ms(
+                client, lambda: found.append(bodies(search(client, "long", Query.parse(text=needle)).records))
+            )
+            summaries: list[int] = []
+            summary_ms = _script_calls_ms(
+                client, lambda: summaries.append(summarize(client, "long", 0).by_severity()["INFO"])
+            )
+    assert found == [["needle " + needle]] and summaries == [1001]
+    assert max(search_ms) < 250, search_ms  # Lua looks for the needle's first 32 characters only
+    assert len(summary_ms) >= 5 and max(summary_ms) < 250, summary_ms  # 30 MB in short calls, not one
+
+
+def test_long_texts_and_attribute_values_match_exactly(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    """Redis pre-filters on their first characters; the rest must match too."""
+    shared = "x" * 40
+    writer.write(
+        writer.row(f"{shared} one", attributes={"key": f"{shared}1"}),
+        writer.row(f"{shared} two", attributes={"key": f"{shared}2"}),
+    )
+    assert bodies(search(client, stream.stream, Query.parse(text=f"{shared} two")).records) == [
+        f"{shared} two"
+    ]
+    assert bodies(search(client, stream.stream, Query.parse(attributes=[f"key={shared}1"])).records) == [
+        f"{shared} one"
+    ]
+
+
+def test_summaries_page_through_byte_budgets(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tracestream.summary.SCAN_BYTES", 1)  # every page ends a call
+    monkeypatch.setattr("tracestream.summary.PAGE", 3)
+    writer.write(*(writer.row(f"r{i}", severity="ERROR" if i % 4 == 0 else "INFO") for i in range(20)))
+    summary = summarize(client, stream.stream, 0)
+    assert summary.by_severity() == {"ERROR": 5, "INFO": 15}
 
 
 @pytest.mark.parametrize(

@@ -51,9 +51,14 @@ SEVERITY_FLOORS = {
     "CRITICAL": 21,
 }
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
-# Digest lines (records) looked at per script call: large enough to amortise the round
-# trip, small enough that Redis is never blocked for long (a few milliseconds per call).
+# Digest lines (records) and bytes looked at per script call: large enough to amortise the
+# round trip, small enough that Redis is never blocked for long (tens of milliseconds per
+# call however long the records are). A call always finishes the digest entry it started.
 SCAN_BUDGET = 50_000
+SCAN_BYTES = 4_000_000
+# Redis looks for at most this much of a text filter (Lua's plain find costs text length times
+# needle length at worst); the whole text is then checked here, in linear time.
+REDIS_NEEDLE = 32
 
 StreamId = tuple[int, int]
 _MAX_SEQ = 2**64 - 1  # the largest millisecond or sequence part of a stream id
@@ -307,6 +312,8 @@ for n in string.gmatch(ARGV[10], '[^\\n]+') do needles[#needles + 1] = n end
 local P_SEV, P_BODY, P_SERVICE = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 local P_TRACE, P_ATTR = tonumber(ARGV[14]), tonumber(ARGV[15])
 local P_EXT, P_EXM = tonumber(ARGV[16]), tonumber(ARGV[17])
+local byte_budget = tonumber(ARGV[18])
+local bytes = 0
 local function get(f, pos, name)
   if f[pos - 1] == name then return f[pos] end
   for j = 1, #f, 2 do if f[j] == name then return f[j + 1] end end
@@ -363,6 +370,7 @@ local function scan(digest_entry)
   local f = digest_entry[2]
   local first, count, lines = get(f, 2, 'first'), tonumber(get(f, 4, 'n')) or 0, get(f, 6, 'd')
   out[2] = out[2] + count
+  bytes = bytes + #lines
   if may_hold_a_match(lines) then
     local candidates = {}
     local function consider(sev, id, rest)
@@ -416,15 +424,18 @@ if high ~= '+' then
     end
   end
 end
-local step = 8
-while out[2] < budget do
+-- Digest entries are read a few at a time, as many as the byte budget has room for: one
+-- export batch of long records can be megabytes.
+local step, read = 1, 0
+while out[2] < budget and bytes < byte_budget do
   local entries = redis.call('XREVRANGE', KEYS[2], next_high, low, 'COUNT', step)
   for i = 1, #entries do
     if scan(entries[i]) then return out end
   end
   if #entries < step then out[3] = 1; return out end
+  read = read + #entries
   next_high = below(entries[#entries][1])
-  step = math.min(step * 2, 64)
+  step = math.max(1, math.min(step * 2, 64, math.floor((byte_budget - bytes) * read / math.max(bytes, 1))))
 end
 return out
 """
@@ -444,13 +455,15 @@ class _Scanner:
     def __init__(self, client: redis.Redis, keys: StreamKeys, query: Query) -> None:
         self._script = client.register_script(_SCAN_SCRIPT)
         self._keys = [keys.logs, keys.digest]
-        needles = [needle for match in query.attributes for needle in match.needles if needle]
+        # pre-filters only: attributes and the whole text are checked exactly once entries are here
+        needles = [needle[:REDIS_NEEDLE] for match in query.attributes for needle in match.needles if needle]
+        needle = query.text[:REDIS_NEEDLE]
         # digest lines hold no tabs or newlines: a text with either is checked on whole entries only
-        digest_needle = "" if any(char in query.text for char in "\t\n") else query.text
+        digest_needle = "" if any(char in needle for char in "\t\n") else needle
         self._filters: list[str | int] = [
             query.min_severity,
             digest_needle,
-            query.text,
+            needle,
             query.trace_id,
             "\n".join(query.services),
             "\n".join(needles),
@@ -470,7 +483,8 @@ class _Scanner:
 
     def chunk(self, high: str, low: str, budget: int, limit: int) -> _Chunk:
         reply = cast(
-            list[Any], self._script(keys=self._keys, args=[high, low, budget, limit, *self._filters])
+            list[Any],
+            self._script(keys=self._keys, args=[high, low, budget, limit, *self._filters, SCAN_BYTES]),
         )
         pairs = reply[3:]
         entries = [

@@ -20,24 +20,27 @@ from tracestream.schema import LOG_FIELDS
 from tracestream.shards import shards
 
 ERROR_FLOOR = 17  # OTel severity number of ERROR
-# Entries summarised per script call: Redis is never blocked for more than a few milliseconds.
+# Entries and bytes summarised per script call, read a page at a time: Redis is never blocked
+# for long, however long the entries are.
 SCAN_CHUNK = 20_000
+SCAN_BYTES = 4_000_000
+PAGE = 256
 MINUTE_MS = 60_000
 
-# Returns JSON: {last, scanned, services: {name: [last_ms, count, errors, {resource sha: 1}]},
+# Returns JSON: {last, done, services: {name: [last_ms, count, errors, {resource sha: 1}]},
 # minutes: {"minute\tservice\tseverity": count}, groups: {"type\tcode": [count, last_ms, service, message]}}
+# `done` is true when the range ran out; otherwise the next call starts below `last`.
 _SUMMARY_SCRIPT = """
-local entries = redis.call('XREVRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]))
 local P = cjson.decode(ARGV[4])
 local error_floor = tonumber(ARGV[5])
+local byte_budget, page = tonumber(ARGV[6]), tonumber(ARGV[7])
 local services, minutes, groups, resources = {}, {}, {}, {}
 local function get(f, pos, name)
   if f[pos - 1] == name then return f[pos] end
   for j = 1, #f, 2 do if f[j] == name then return f[j + 1] end end
   return ''
 end
-for i = 1, #entries do
-  local id, f = entries[i][1], entries[i][2]
+local function count(id, f)
   local ms = tonumber(string.match(id, '^(%d+)'))
   local service = get(f, P.service, 'service')
   local severity = get(f, P.severity, 'severity')
@@ -60,15 +63,27 @@ for i = 1, #entries do
     g[1] = g[1] + 1
   end
 end
+-- Pages from ARGV[1] down; after the first, each starts at the last id read, which is skipped.
+local high, last, scanned, bytes, done = ARGV[1], '', 0, 0, false
+while scanned < tonumber(ARGV[3]) and bytes < byte_budget do
+  local entries = redis.call('XREVRANGE', KEYS[1], high, ARGV[2], 'COUNT', page + (last == '' and 0 or 1))
+  local first = (entries[1] and entries[1][1] == last) and 2 or 1
+  for i = first, #entries do
+    local f = entries[i][2]
+    count(entries[i][1], f)
+    for j = 2, #f, 2 do bytes = bytes + #f[j] end
+  end
+  scanned = scanned + #entries - first + 1
+  if #entries - first + 1 < page then done = true; break end
+  last = entries[#entries][1]
+  high = last
+end
 for service, s in pairs(services) do
   local shas = {}
   for text in pairs(resources[service]) do shas[redis.sha1hex(text)] = 1 end
   s[4] = shas
 end
-local last = ''
-if #entries > 0 then last = entries[#entries][1] end
-return cjson.encode({last = last, scanned = #entries, services = services, minutes = minutes,
-                     groups = groups})
+return cjson.encode({last = last, done = done, services = services, minutes = minutes, groups = groups})
 """
 _POSITIONS = orjson.dumps({name: 2 * index + 2 for index, name in enumerate(LOG_FIELDS)}).decode()
 
@@ -147,10 +162,18 @@ def summarize(client: Client, stream: str, since_ms: int, until_ms: int | None =
         script = shard.client.register_script(_SUMMARY_SCRIPT)
         high = f"{until}-{2**64 - 1}"
         while True:
-            args: list[str | int] = [high, f"{since_ms}-0", SCAN_CHUNK, _POSITIONS, ERROR_FLOOR]
+            args: list[str | int] = [
+                high,
+                f"{since_ms}-0",
+                SCAN_CHUNK,
+                _POSITIONS,
+                ERROR_FLOOR,
+                SCAN_BYTES,
+                PAGE,
+            ]
             part = orjson.loads(cast(str, script(keys=[shard.keys.logs], args=args)))
             summary._merge(part)
-            if part["scanned"] < SCAN_CHUNK or not part["last"]:
+            if part["done"] or not part["last"]:
                 break
             high = before(part["last"])
     minutes = max(1.0, (until - since_ms) / MINUTE_MS)
