@@ -18,6 +18,7 @@ from opentelemetry._logs import SeverityNumber
 
 from tests.support import RedisHandle, wait_for
 from tests.test_console_live import TOKEN, ConsoleProcess, Emitter, Viewer
+from tracestream.console.server import allowed_hosts
 from tracestream.embedded_redis import EmbeddedRedis
 
 PATHOLOGICAL = "a" * 24 + "!"  # `(a+)+$` backtracks for seconds on it in Python's re
@@ -73,6 +74,19 @@ def test_only_loopback_names_and_allowed_hosts_are_answered(stream: RedisHandle)
                 assert "--allowed-host or TRACESTREAM_CONSOLE_ALLOWED_HOSTS" in body
     finally:
         process.stop()
+
+
+def test_allowed_hosts_come_from_the_flag_the_environment_and_a_concrete_bind_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRACESTREAM_CONSOLE_ALLOWED_HOSTS", " logs.example.test, ,ops.example.test:8686")
+    assert allowed_hosts("0.0.0.0", ["flag.example.test"]) == [
+        "flag.example.test",
+        "logs.example.test",
+        "ops.example.test:8686",
+    ]
+    assert allowed_hosts("192.0.2.7")[-1] == "192.0.2.7" and allowed_hosts("fe80::1")[-1] == "[fe80::1]"
+    assert allowed_hosts("::") == allowed_hosts("0.0.0.0")
 
 
 @pytest.mark.parametrize(
