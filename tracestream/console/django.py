@@ -54,12 +54,17 @@ def _refuse_misplaced_settings() -> None:
 
 async def _allowed(request: HttpRequest) -> bool | None:
     """True to serve, False for 403, None to send an anonymous visitor to the login page."""
-    user = await request.auser()
+    return await sync_to_async(_user_allowed)(request)
+
+
+def _user_allowed(request: HttpRequest) -> bool | None:
+    """`request.user` loads from the database on first use (`request.auser()` is Django 5 only)."""
+    user = request.user
     if not user.is_authenticated:
         return None
     permission = getattr(django_settings, "TRACESTREAM_CONSOLE_PERMISSION", "")
     if permission:
-        return bool(await sync_to_async(user.has_perm)(permission))
+        return bool(user.has_perm(permission))
     return bool(user.is_active and user.is_staff)
 
 
