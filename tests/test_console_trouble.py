@@ -272,3 +272,20 @@ def test_live_positions_at_either_end_resume_at_the_real_end(console: ConsolePro
         assert viewer.status == 200 and viewer.bodies() == [*replayed, f"{marker} next"]
     finally:
         viewer.close()
+
+
+def test_stopping_with_viewers_connected_is_quick_and_quiet(stream: RedisHandle, tmp_path: Path) -> None:
+    """The live streams end as shutdown begins, rather than being cancelled after its timeout."""
+    with (tmp_path / "console.log").open("w") as log:
+        process = ConsoleProcess(stream, token=None).start(stderr=log)
+        viewers = [Viewer(process, text="stopping") for _ in range(3)]
+        Emitter(stream, "orders").log("stopping soon")
+        for viewer in viewers:
+            wait_for(lambda v=viewer: v.bodies() == ["stopping soon"], timeout=5, what="a live viewer")
+        started = time.monotonic()
+        process.stop()
+        stopped_in = time.monotonic() - started
+        for viewer in viewers:
+            viewer.close()
+    logged = (tmp_path / "console.log").read_text()
+    assert stopped_in < 1.5 and "Traceback" not in logged and "Cancel" not in logged, (stopped_in, logged)

@@ -46,7 +46,7 @@ SECURITY_HEADERS = [
 
 def create_app(
     settings: Settings, *, token: str | None = None, allowed_hosts: Iterable[str] | None = None
-) -> ASGIApp:
+) -> Console:
     """The console for `settings.redis_url` / `settings.stream`; with `token`, every request needs it.
 
     With `allowed_hosts`, only those and loopback names are answered (the standalone server);
@@ -88,7 +88,22 @@ def create_app(
     guarded: ASGIApp = TokenAuth(app, token) if token else app
     if allowed_hosts is not None:
         guarded = HostGuard(guarded, allowed_hosts)
-    return SecurityHeaders(guarded)
+    return Console(SecurityHeaders(guarded), feed)
+
+
+class Console:
+    """The console as an ASGI app, and a way for its server to end the live streams."""
+
+    def __init__(self, app: ASGIApp, feed: LiveFeed) -> None:
+        self._app = app
+        self._feed = feed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    def end_streams(self) -> None:
+        """Ends every open live stream, so a stopping server need not wait for them or cancel them."""
+        self._feed.end_streams()
 
 
 class _LiveClients:

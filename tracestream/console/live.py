@@ -105,6 +105,7 @@ class LiveFeed:
         self._known: list[LiveShard] = []
         self._known_at = float("-inf")
         self._starting = asyncio.Lock()
+        self._closing = False
         self._recent = _RecentIds()  # a retried export may have written a record twice
 
     def parse_position(self, text: str) -> dict[str, StreamId]:
@@ -150,7 +151,7 @@ class LiveFeed:
             last = self.parse_position(after) if after else {}
             async for event in self._joined(viewer, last, resume=after is not None):
                 yield event
-            while True:
+            while not self._closing:
                 item = await viewer.queue.get()
                 batch: list[bytes] = []
                 while item is not None:
@@ -187,6 +188,8 @@ class LiveFeed:
                 waited = True
                 yield status_event(self._health.failed(error))
                 await asyncio.sleep(RETRY_S)
+                if self._closing:
+                    return
                 continue
             if waited:
                 self._health.recovered()
@@ -305,10 +308,21 @@ class LiveFeed:
     def _deliver(self, viewer: Viewer, item: Item) -> None:
         try:
             viewer.queue.put_nowait(item)
-        except asyncio.QueueFull:  # make room for the sentinel that ends this viewer's stream
-            self._viewers.discard(viewer)
+        except asyncio.QueueFull:
+            self._end(viewer)
+
+    def _end(self, viewer: Viewer) -> None:
+        """Ends `viewer`'s stream after what it has queued; a full queue makes room for the end."""
+        self._viewers.discard(viewer)
+        if viewer.queue.full():
             viewer.queue.get_nowait()
-            viewer.queue.put_nowait(None)
+        viewer.queue.put_nowait(None)
+
+    def end_streams(self) -> None:
+        """Ends every viewer's stream, now and from now on: the server is stopping."""
+        self._closing = True
+        for viewer in tuple(self._viewers):
+            self._end(viewer)
 
     async def close(self) -> None:
         if self._reader is not None:

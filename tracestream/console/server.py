@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from collections.abc import Sequence
 
 import uvicorn
 
-from tracestream.console.app import create_app
+from tracestream.console.app import Console, create_app
 from tracestream.console.auth import ALLOWED_HOSTS_ENV, TOKEN_ENV, require_token_off_loopback
 from tracestream.otel_setup.settings import Settings
 
@@ -34,4 +36,24 @@ def serve(
     token = os.environ.get(TOKEN_ENV, "").strip() or None
     require_token_off_loopback(host, token)
     app = create_app(settings, token=token, allowed_hosts=allowed_hosts(host, hosts))
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2
+    )
+    server = _Server(config, app)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
+        server.run()
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: the app did not start, and uvicorn said why
+
+
+class _Server(uvicorn.Server):
+    """Ends the live streams as shutdown begins: open viewers would otherwise hold it up until
+    uvicorn cancels them, each with a traceback."""
+
+    def __init__(self, config: uvicorn.Config, console: Console) -> None:
+        super().__init__(config)
+        self._console = console
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._console.end_streams()
+        await super().shutdown(sockets)
