@@ -9,7 +9,7 @@ LOWEST_STAMP := $(LOWEST)/.installed
 # The end-to-end tests (real FastAPI, Django and Celery processes, the launcher), and the Redis
 # Cluster and live-console tests, which hold the redis-py and Starlette floors to account.
 LOWEST_TESTS := tests/test_fastapi.py tests/test_django.py tests/test_celery.py tests/test_cross_service.py \
-	tests/test_launcher.py tests/test_cluster.py tests/test_console_live.py
+	tests/test_launcher.py tests/test_cluster.py tests/test_console_live.py tests/test_console_mount.py
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test test-lowest lint typecheck pytest bench clean

@@ -38,6 +38,7 @@ def test_fastapi_mount_runs_the_host_dependencies_first(stream: RedisHandle) -> 
 
 DJANGO_PROJECT = r"""
 import asyncio, json, os, sys, tempfile
+from asgiref.sync import sync_to_async
 import django
 from django.conf import settings
 
@@ -86,7 +87,7 @@ out["wsgi_live"] = [response.status_code, response.content.decode().strip()]
 
 async def live():
     client = AsyncClient()
-    await client.aforce_login(staff)
+    await sync_to_async(client.force_login)(staff)  # aforce_login is Django 5 only
     response = await client.get(url + "api/live")
     received = []
 

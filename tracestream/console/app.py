@@ -150,6 +150,16 @@ class _LiveClients:
             await replays.aclose()
 
 
+def scope_under(prefix: str, scope: Scope) -> Scope:
+    """`scope` as the console sees it when mounted at `prefix` of a host app.
+
+    Starlette's own `Mount` lays it out, because how changed in 0.33 (`path` made relative
+    before, `root_path` read by the router since).
+    """
+    _, child = Mount(prefix, routes=[]).matches(scope)
+    return {**scope, **child}
+
+
 def _node_url(url: str, address: dict[str, Any]) -> str:
     """`url` (credentials and scheme kept) pointing at the cluster node at `address`."""
     parts = urlsplit(url)

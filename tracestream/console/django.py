@@ -25,7 +25,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHt
 from django.urls import re_path
 from starlette.types import ASGIApp, Message
 
-from tracestream.console.app import create_app
+from tracestream.console.app import create_app, scope_under
 from tracestream.integrations.django_settings import configure_arguments
 from tracestream.otel_setup.settings import ConfigError, Settings
 
@@ -92,7 +92,8 @@ async def _forward(request: HttpRequest, rest: str) -> HttpResponseBase:
         return {"type": "http.disconnect"}
 
     async def run() -> None:
-        await _app()(_scope(request, rest), receive, messages.put)
+        prefix = request.path[: len(request.path) - len(rest)].rstrip("/")
+        await _app()(scope_under(prefix, _scope(request)), receive, messages.put)
 
     task = asyncio.create_task(run())
     start = await messages.get()
@@ -122,8 +123,7 @@ async def _forward(request: HttpRequest, rest: str) -> HttpResponseBase:
     return response
 
 
-def _scope(request: HttpRequest, rest: str) -> dict[str, Any]:
-    prefix = request.path[: len(request.path) - len(rest)].rstrip("/")
+def _scope(request: HttpRequest) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -132,7 +132,7 @@ def _scope(request: HttpRequest, rest: str) -> dict[str, Any]:
         "scheme": request.scheme or "http",
         "path": request.path,
         "raw_path": request.path.encode(),
-        "root_path": prefix,
+        "root_path": "",
         "query_string": request.META.get("QUERY_STRING", "").encode("latin-1"),
         "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()],
         "client": (request.META.get("REMOTE_ADDR", ""), 0),

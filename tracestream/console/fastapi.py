@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tracestream.console.app import create_app
+from tracestream.console.app import create_app, scope_under
 from tracestream.otel_setup.settings import Settings
 
 DEFAULT_PATH = "/monitoring/realtime-logs"
@@ -30,8 +30,7 @@ class _Forward(Response):
         self._prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        child = {**scope, "root_path": scope.get("root_path", "") + self._prefix}
-        await self._console(child, receive, send)
+        await self._console(scope_under(self._prefix, scope), receive, send)
 
 
 def mount(
