@@ -52,22 +52,24 @@ def test_a_huge_attribute_key_is_cut_like_a_value(stream: RedisHandle, pipeline:
     assert entry.attributes == {"k" * 4096 + f"…[truncated {10_000_000 - 4096} chars]": 1, "small": "kept"}
 
 
+@pytest.mark.parametrize(("wide", "stored"), [("\U0001f600", "\U0001f600"), ("\udc80", "\\udc80")])
 def test_wide_characters_in_every_text_field_are_cut_to_the_limit(
-    stream: RedisHandle, pipeline: PrivatePipeline
+    stream: RedisHandle, pipeline: PrivatePipeline, wide: str, stored: str
 ) -> None:
-    """Each text field within its 32768-character limit, but four bytes per character: the
-    largest fields other than the body are cut first, until the entry fits."""
-    wide = "\U0001f600" * 40_000
+    """Each text field within its 32768-character limit, but four bytes per character (six for
+    a lone surrogate, stored as an escape): the largest fields other than the body are cut
+    first, until the entry fits."""
+    text = wide * 40_000
     try:
-        raise ValueError(wide)
+        raise ValueError(text)
     except ValueError:
-        pipeline.logger.exception(wide)
+        pipeline.logger.exception(text)
     assert pipeline.flush()
     [entry] = stream.logs()
     assert max(_entry_sizes(stream, stream.stream)) <= MAX_ENTRY_BYTES
     assert entry.attributes[ENTRY_TRUNCATED].startswith("exception_message, exception_stacktrace: ")
     assert entry.exception_type == "ValueError" and entry.exception_message.endswith(" chars]")
-    assert entry.body == "\U0001f600" * 32_768 + "…[truncated 7232 chars]"  # the body is cut last
+    assert entry.body == stored * 32_768 + "…[truncated 7232 chars]"  # the body is cut last
 
 
 def test_a_span_with_many_long_attributes_and_events_fits(

@@ -30,6 +30,10 @@ MAX_ENTRY_BYTES = 256 * 1024
 # own marker), and `tracestream.entry_truncated` is added afterwards.
 _MARK_ROOM = 1024
 _MIN_CUT = 64
+# What a cut's marker takes: `…[truncated 12345 items]`, or a dropped-attributes count.
+_MARKER_BYTES = 48
+# A lone surrogate is stored as a six-byte escape; any other character takes at most four.
+_MAX_BYTES_PER_CHAR = 6
 # What the record is about: cut only when every other field was not enough.
 _CUT_LAST = frozenset({"body", "name"})
 _TEXT_FIELDS = frozenset({"body", "exception_message", "exception_stacktrace", "name", "status_message"})
@@ -45,13 +49,13 @@ def truncate(text: str, limit: int) -> str:
 
 
 def utf8_size(text: str) -> int:
-    """Bytes as Redis stores the text (lone surrogates are escaped later, and count as one)."""
-    return len(text.encode("utf-8", "surrogatepass")) if not text.isascii() else len(text)
+    """Bytes as Redis stores the text: a lone surrogate is escaped (`schema.dump_rows`)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "backslashreplace"))
 
 
 def truncate_bytes(text: str, limit: int) -> str:
-    """`text` cut so that it and its marker take at most `limit` UTF-8 bytes."""
-    encoded = text.encode("utf-8", "surrogatepass")
+    """`text` cut so that it and its marker take at most `limit` bytes as Redis stores them."""
+    encoded = text.encode("utf-8", "backslashreplace")
     if len(encoded) <= limit:
         return text
     kept = encoded[: max(0, limit - 40)].decode("utf-8", "ignore")  # the marker takes under 40
@@ -105,12 +109,12 @@ class RowShaper:
             if resource != self._resource[0]:
                 self._resource = (resource, self._json_text(resource))
             row[self._resource_position] = self._resource[1]
-            if sum(map(len, row)) * 4 > self._entry_limit:  # may be over: count the bytes
+            if sum(map(len, row)) * _MAX_BYTES_PER_CHAR > self._entry_limit:  # may be over
                 self._fit(row)
         return rows
 
     def _fit(self, row: list[str]) -> None:
-        """Cut the largest text and JSON fields, the body last, until the values fit `MAX_ENTRY_BYTES`."""
+        """Cut the largest text and JSON fields, the body last, until the values fit the limit."""
         sizes = [utf8_size(value) for value in row]
         total = sum(sizes)
         if total <= self._entry_limit:
@@ -231,10 +235,6 @@ class _Budget:
             return False
         self.left -= cost
         return True
-
-
-# What a cut's marker takes: `…[truncated 12345 items]`, or a dropped-attributes count.
-_MARKER_BYTES = 48
 
 
 def _within(value: Any, budget: _Budget) -> Any:
