@@ -47,6 +47,7 @@ COMMANDS: tuple[str, ...] = (
     "scrub-check",
     "forward",
     "spool",
+    "alerts",
 )
 
 

@@ -1,0 +1,528 @@
+"""`tracestream alerts`: rules evaluated as records arrive, by real runner processes, posting to a
+real local webhook; state in a private Redis. Windows are 1-2 s so the whole file stays short."""
+
+from __future__ import annotations
+
+import calendar
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from tests.apps.alerts_webhook import WebhookReceiver
+from tests.records import RecordWriter
+from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
+from tracestream import schema
+from tracestream.alerts.store import AlertKeys
+from tracestream.cli import main
+from tracestream.embedded_redis import EmbeddedRedis
+
+CONSOLE = "http://console.example:8686"
+SECRET_PASSWORD = "s3cret-pw"
+SECRET_TOKEN = "t0ken-in-query"
+TS_FIELD = schema.LOG_FIELDS.index("ts")
+
+
+def rule_file(directory: Path, receiver: WebhookReceiver, rules: list[dict[str, Any]]) -> Path:
+    port = receiver.url.rsplit(":", 1)[1]
+    document = {
+        "console_url": CONSOLE,
+        "notify": {
+            "ops": {"webhook": f"{receiver.url}/hook"},
+            "chat": {"slack_webhook": f"{receiver.url}/slack"},
+            "flaky": {
+                "webhook": f"http://alerts:{SECRET_PASSWORD}@127.0.0.1:{port}/flaky?token={SECRET_TOKEN}"
+            },
+        },
+        "rules": rules,
+    }
+    path = directory / f"rules-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+class Runner:
+    """`tracestream alerts run` as a subprocess, its stderr kept in a file."""
+
+    def __init__(self, handle: RedisHandle, rules: Path, consumer: str) -> None:
+        self.log = Path(tempfile.mkstemp(prefix="alerts-runner-", suffix=".log")[1])
+        command = [
+            str(VENV_BIN / "tracestream"), "alerts", "run", "--rules", str(rules), "--consumer", consumer,
+            "--tick", "100ms", "--claim-idle", "1s", "--first-backoff", "300ms",
+        ]  # fmt: skip
+        with self.log.open("wb") as stderr:
+            self.process = subprocess.Popen(command, env=handle.env(), cwd=ROOT, stderr=stderr)
+        wait_for(
+            lambda: "evaluating" in self.stderr() or self.process.poll() is not None, 20, what="runner start"
+        )
+        assert self.process.poll() is None, self.stderr()
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.log.unlink(missing_ok=True)
+
+
+@contextmanager
+def running(handle: RedisHandle, rules: Path, consumer: str = "a") -> Iterator[Runner]:
+    runner = Runner(handle, rules, consumer)
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+def fresh_handle(server: EmbeddedRedis) -> RedisHandle:
+    return RedisHandle(url=server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+
+
+def settled(handle: RedisHandle) -> bool:
+    """Every notification decided has been delivered or given up on: nothing pending or queued."""
+    keys = AlertKeys(handle.stream)
+    with handle.client() as client:
+        groups = client.xinfo_groups(keys.outbox)
+        return all(g["pending"] == 0 and g["lag"] == 0 for g in groups) and client.zcard(keys.retry) == 0
+
+
+def states(receiver: WebhookReceiver, rule: str, path: str = "/hook") -> list[str]:
+    return [body["state"] for body in receiver.accepted(path, rule)]
+
+
+def has_states(receiver: WebhookReceiver, rule: str, expected: list[str]) -> bool:
+    return states(receiver, rule) == expected
+
+
+def notified(receiver: WebhookReceiver, rule: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    return wait_for(
+        lambda: (found := receiver.accepted("/hook", rule))[count - 1 :] and found,
+        timeout,
+        what=f"{count} notifications of {rule}: {states(receiver, rule)}",
+    )
+
+
+def at_s(body: dict[str, Any]) -> float:
+    return calendar.timegm(time.strptime(body["at"][:19], "%Y-%m-%dT%H:%M:%S")) + float(
+        "0" + body["at"][19:-1]
+    )
+
+
+def fires_again_only_after_cooldown(
+    receiver: WebhookReceiver, rule: str, trigger: Callable[[], None], cooldown: float
+) -> None:
+    """After a resolve the condition is made to hold without pause: the next firing waits for the cooldown."""
+    resolved = notified(receiver, rule, 2)[1]
+    assert resolved["state"] == "resolved"
+    deadline = time.monotonic() + cooldown + 5
+    while len(receiver.accepted("/hook", rule)) < 3:
+        assert time.monotonic() < deadline, f"{rule} did not fire again: {states(receiver, rule)}"
+        trigger()
+        time.sleep(0.1)  # records arrive over time, as they would from a service
+    again = receiver.accepted("/hook", rule)[2]
+    assert again["state"] == "firing"
+    assert at_s(again) - at_s(resolved) >= cooldown - 0.05
+
+
+# ---------------------------------------------------------------------------
+# one runner, every kind
+
+KIND_RULES: list[dict[str, Any]] = [
+    {"name": "boom", "kind": "match", "filter": {"service": "m", "text": "boom"}, "cooldown": "1s",
+     "notify": ["ops", "chat"]},
+    {"name": "errors", "kind": "rate", "filter": {"service": "r", "severity": "ERROR"}, "window": "1s",
+     "above": 2, "cooldown": "1500ms", "notify": ["ops"]},
+    {"name": "pay-failures", "kind": "ratio", "filter": {"service": "q", "route": "/pay"},
+     "match": {"severity": "ERROR"}, "above": 0.5, "min_count": 4, "window": "1s", "cooldown": "1500ms",
+     "notify": ["ops"]},
+    {"name": "worker-silent", "kind": "absence", "filter": {"service": "a"}, "window": "1s", "cooldown": "2s",
+     "notify": ["ops"]},
+    {"name": "slow", "kind": "latency", "filter": {"service": "l", "route": "/slow"}, "percentile": 90,
+     "above": "200ms", "window": "1s", "cooldown": "1500ms", "notify": ["ops"]},
+    {"name": "flaky", "kind": "match", "filter": {"service": "f"}, "cooldown": "30s", "notify": ["flaky"]},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as running_receiver:
+        yield running_receiver
+
+
+@pytest.fixture(scope="module")
+def kinds(
+    redis_server: EmbeddedRedis, receiver: WebhookReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RedisHandle, Runner, RecordWriter]]:
+    handle = fresh_handle(redis_server)
+    rules = rule_file(tmp_path_factory.mktemp("alerts"), receiver, KIND_RULES)
+    writer = RecordWriter(handle)
+    with running(handle, rules) as runner:
+        yield handle, runner, writer
+    writer.close()
+
+
+def request_row(
+    writer: RecordWriter, service: str, route: str, severity: str = "INFO", ms: float = 5.0
+) -> list[str]:
+    attributes = {"http.route": route, "http.server.duration_ms": ms, "http.response.status_code": 200}
+    return writer.row(f"GET {route}", service=service, severity=severity, attributes=attributes, trace_id=7)
+
+
+def test_match_sends_one_notification_per_burst_with_its_count(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    _, _, writer = kinds
+    writer.write(*[writer.row(f"boom {i}", service="m", trace_id=0xABC + i) for i in range(3)])
+    writer.log("all fine", service="m")
+    firing, resolved = notified(receiver, "boom", 2)
+    assert (firing["state"], resolved["state"]) == ("firing", "resolved")
+    assert resolved["count"] == 3
+    assert [s["trace_id"] for s in resolved["samples"]] == [format(0xABC + i, "032x") for i in (2, 1, 0)]
+    slack = wait_for(lambda: receiver.accepted("/slack")[1:] and receiver.accepted("/slack"), what="slack")
+    assert "*boom* firing" in slack[0]["text"] and "*boom* resolved" in slack[1]["text"]
+    assert f"<{CONSOLE}/trace?id={format(0xABC, '032x')}|trace" in slack[1]["text"]
+    # Matches closer together than the cooldown, for twice its length: still one firing, with their count.
+    started = time.monotonic()
+    written = 0
+    while time.monotonic() - started < 2.0:
+        writer.log(f"boom again {written}", service="m")
+        written += 1
+        time.sleep(0.2)  # records arriving over time, as from a service
+    again, resolved_again = notified(receiver, "boom", 4)[2:]
+    assert (again["state"], resolved_again["state"], resolved_again["count"]) == (
+        "firing",
+        "resolved",
+        written,
+    )
+    assert len(receiver.accepted("/hook", "boom")) == 4
+
+
+def test_rate_fires_above_its_threshold_with_samples_and_links(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    _, _, writer = kinds
+
+    def errors() -> list[list[str]]:
+        return [
+            writer.row(f"card declined {i}", service="r", severity="ERROR", trace_id=0x100 + i)
+            for i in range(3)
+        ]
+
+    writer.write(*[writer.row("ok", service="r") for _ in range(5)], *errors())
+    firing = notified(receiver, "errors", 1)[0]
+    assert (firing["state"], firing["value"], firing["threshold"]) == ("firing", 3, 2)
+    assert firing["samples"][0] == {
+        "timestamp": firing["samples"][0]["timestamp"],
+        "service": "r",
+        "severity": "ERROR",
+        "body": "card declined 2",
+        "trace_id": format(0x102, "032x"),
+        "id": firing["samples"][0]["id"],
+        "trace_url": f"{CONSOLE}/trace?id={format(0x102, '032x')}",
+    }
+    assert firing["links"]["search"].startswith(f"{CONSOLE}/search?since=")
+    assert "service=r" in firing["links"]["search"] and "severity=ERROR" in firing["links"]["search"]
+    fires_again_only_after_cooldown(receiver, "errors", lambda: writer.write(*errors()), 1.5)
+
+
+def test_ratio_needs_its_minimum_count(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    _, _, writer = kinds
+    # Every record an error, but too few of them (and errors on another route do not count).
+    writer.write(*[request_row(writer, "q", "/pay", "ERROR") for _ in range(2)])
+    writer.write(*[request_row(writer, "q", "/other", "ERROR") for _ in range(10)])
+    writer.write(
+        request_row(writer, "q", "/pay", "ERROR"), *[request_row(writer, "q", "/pay") for _ in range(2)]
+    )
+    firing = notified(receiver, "pay-failures", 1)[0]
+    assert (firing["state"], firing["value"]) == ("firing", 0.6)
+
+    def trigger() -> None:
+        writer.write(*[request_row(writer, "q", "/pay", "ERROR") for _ in range(4)])
+
+    fires_again_only_after_cooldown(receiver, "pay-failures", trigger, 1.5)
+
+
+def test_absence_fires_on_silence_and_resolves_on_a_record(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    _, _, writer = kinds
+    firing = notified(receiver, "worker-silent", 1)[0]
+    assert (firing["state"], firing["value"]) == ("firing", 0)
+    writer.log("heartbeat", service="a")
+    resolved = notified(receiver, "worker-silent", 2)[1]
+    assert resolved["state"] == "resolved"
+    again = notified(receiver, "worker-silent", 3)[2]
+    assert again["state"] == "firing"
+    assert 2.0 - 0.05 <= at_s(again) - at_s(resolved) < 4.0  # the cooldown held it back, and no longer
+
+
+def test_latency_percentile_over_request_durations(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    _, _, writer = kinds
+    writer.write(
+        *[request_row(writer, "l", "/slow", ms=500.0) for _ in range(5)],
+        request_row(writer, "l", "/slow", ms=50.0),
+        request_row(writer, "l", "/fast", ms=9000.0),
+    )
+    firing = notified(receiver, "slow", 1)[0]
+    assert (firing["state"], firing["value"], firing["threshold"]) == ("firing", 500.0, 200.0)
+    fires_again_only_after_cooldown(
+        receiver, "slow", lambda: writer.write(request_row(writer, "l", "/slow", ms=900.0)), 1.5
+    )
+
+
+def test_a_webhook_answering_500_then_200_gets_it_once_and_no_secret_is_shown(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    handle, runner, writer = kinds
+    receiver.fail_next("/flaky", 500)
+    writer.log("something", service="f")
+    wait_for(lambda: receiver.accepted("/flaky"), what="the retried notification")
+    first, second = receiver.attempts("/flaky")
+    assert (first.status, second.status) == (500, 200)
+    assert first.body["id"] == second.body["id"] == "flaky:1"
+    assert second.headers["Idempotency-Key"] == "flaky:1:flaky"
+    assert second.headers["Authorization"].startswith("Basic ")
+    with handle.client() as client:
+        outcomes = [
+            f["outcome"]
+            for _, f in client.xrange(AlertKeys(handle.stream).deliveries)
+            if f["rule"] == "flaky"
+        ]
+        recorded = "".join(str(f) for _, f in client.xrange(AlertKeys(handle.stream).deliveries))
+    assert outcomes == ["retrying", "delivered"]
+    assert "HTTP 500" in runner.stderr() and "flaky:1" in runner.stderr()
+    for shown in (runner.stderr(), recorded):
+        assert SECRET_PASSWORD not in shown and SECRET_TOKEN not in shown
+    assert "http://127.0.0.1:" in recorded and "/***" in recorded
+
+
+# ---------------------------------------------------------------------------
+# several runners, restarts
+
+
+def test_two_runners_send_each_notification_exactly_once(
+    redis_server: EmbeddedRedis, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    handle = fresh_handle(redis_server)
+    rules = rule_file(
+        tmp_path,
+        receiver,
+        [
+            {
+                "name": "shared",
+                "kind": "rate",
+                "filter": {"service": "two"},
+                "window": "1s",
+                "above": 9,
+                "notify": "ops",
+            }
+        ],
+    )
+    writer = RecordWriter(handle)
+    with running(handle, rules, "a"), running(handle, rules, "b"):
+        for round_number in (1, 2):
+            for i in range(10):  # one write each: both runners may read some, and they count together
+                writer.log(f"order {i}", service="two")
+            expected = ["firing", "resolved"] * round_number
+            wait_for(partial(has_states, receiver, "shared", expected), 10, what=f"round {round_number}")
+        wait_for(lambda: settled(handle), what="the outbox drained")
+        with handle.client() as client:
+            consumers = {c["name"] for c in client.xinfo_consumers(handle.keys.logs, "tracestream-alerts")}
+    writer.close()
+    bodies = receiver.accepted("/hook", "shared")
+    assert [b["state"] for b in bodies] == ["firing", "resolved", "firing", "resolved"]
+    assert [b["id"] for b in bodies] == ["shared:1", "shared:2", "shared:3", "shared:4"]
+    assert [b["value"] for b in bodies[::2]] == [10, 10]
+    assert consumers == {"a", "b"}
+
+
+def test_kill_9_and_restart_neither_resends_nor_misses(
+    redis_server: EmbeddedRedis, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    handle = fresh_handle(redis_server)
+    rules = rule_file(
+        tmp_path,
+        receiver,
+        [
+            {
+                "name": "before",
+                "kind": "rate",
+                "filter": {"service": "k1"},
+                "window": "1s",
+                "above": 1,
+                "notify": "ops",
+            },
+            {
+                "name": "during",
+                "kind": "rate",
+                "filter": {"service": "k2"},
+                "window": "30s",
+                "above": 1,
+                "notify": "ops",
+            },
+        ],
+    )
+    writer = RecordWriter(handle)
+    with running(handle, rules, "first") as first:
+        writer.log("one", service="k1")
+        writer.log("two", service="k1")
+        notified(receiver, "before", 1)
+        # Delivered and marked sent (a kill between the endpoint's answer and that mark would re-send:
+        # docs/alerts.md, Delivery).
+        wait_for(lambda: settled(handle), what="the delivery recorded")
+        first.kill()
+    # While no runner runs: `before` is due to resolve, and `during` to fire on records written now.
+    down_at = time.monotonic()
+    writer.log("three", service="k2")
+    writer.log("four", service="k2")
+    wait_for(lambda: time.monotonic() - down_at > 1.5, what="the window of `before` to pass")
+    with running(handle, rules, "second"):
+        notified(receiver, "before", 2)
+        notified(receiver, "during", 1)
+        wait_for(lambda: settled(handle), what="the outbox drained")
+    writer.close()
+    assert [(b["id"], b["state"]) for b in receiver.accepted("/hook", "before")] == [
+        ("before:1", "firing"),
+        ("before:2", "resolved"),
+    ]
+    assert [(b["id"], b["state"], b["value"]) for b in receiver.accepted("/hook", "during")] == [
+        ("during:1", "firing", 2)
+    ]
+
+
+# ---------------------------------------------------------------------------
+# check and test
+
+
+GOOD_RULE = {
+    "name": "r1",
+    "kind": "rate",
+    "filter": {"service": "api"},
+    "window": "30s",
+    "above": 5,
+    "notify": ["ops"],
+}
+BAD_RULES = [
+    ({"window": "30 parsecs"}, "rule 'r1': field 'window'"),
+    ({"kind": "sometimes"}, "rule 'r1': field 'kind'"),
+    ({"kind": "new_issue"}, "rule 'r1': field 'kind': 'new_issue' is not available yet"),
+    ({"above": "many"}, "rule 'r1': field 'above'"),
+    ({"filter": {"severity": "LOUD"}}, "rule 'r1': field 'filter.severity'"),
+    ({"filter": {"regex": "(a)\\1"}}, "rule 'r1': field 'filter.regex'"),
+    ({"filter": {"colour": "red"}}, "rule 'r1': field 'filter.colour'"),
+    ({"notify": ["pager"]}, "rule 'r1': field 'notify'"),
+    ({"for": "-1s"}, "rule 'r1': field 'for'"),
+    ({"percentile": 99}, "rule 'r1': field 'percentile': not a field of a rate rule"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_RULES)
+def test_check_names_the_bad_rule_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "rules.yaml"
+    secret_url = f"https://user:{SECRET_PASSWORD}@hooks.example/T1/{SECRET_TOKEN}"
+    path.write_text(
+        yaml.safe_dump({"notify": {"ops": {"webhook": secret_url}}, "rules": [{**GOOD_RULE, **change}]})
+    )
+    assert main(["alerts", "check", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert message in captured.err
+    assert SECRET_PASSWORD not in captured.err and SECRET_TOKEN not in captured.err
+
+
+def test_check_hides_a_bad_webhook_url_and_accepts_a_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"notify": {"ops": {"webhook": f"ftp://u:{SECRET_PASSWORD}@x/"}}, "rules": [GOOD_RULE]}
+        )
+    )
+    done = subprocess.run(
+        [str(VENV_BIN / "tracestream"), "alerts", "check", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr == "tracestream: notify 'ops': field 'webhook': expected an http:// or https:// URL\n"
+    path.write_text(
+        yaml.safe_dump({"notify": {"ops": {"webhook": "http://127.0.0.1:9/h"}}, "rules": [GOOD_RULE]})
+    )
+    done = subprocess.run(
+        [str(VENV_BIN / "tracestream"), "alerts", "check", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        "r1: rate over 30s, fires on more than 5 matching records in 30s; notifies ops"
+    )
+
+
+def test_backtest_prints_when_rules_would_have_fired_and_resolved(
+    stream: RedisHandle, tmp_path: Path
+) -> None:
+    writer = RecordWriter(stream)
+    ago_ns = time.time_ns() - 20 * 10**9
+    rows = []
+    for i in range(4):
+        row = writer.row(f"timeout {i}", service="api", severity="ERROR", trace_id=0x55)
+        row[TS_FIELD] = str(ago_ns + i * 10**8)
+        rows.append(row)
+    writer.write(*rows)
+    writer.close()
+    path = tmp_path / "rules.yaml"
+    rule = {**GOOD_RULE, "window": "2s", "above": 3, "filter": {"service": "api", "severity": "ERROR"}}
+    path.write_text(yaml.safe_dump({"notify": {"ops": {"webhook": "http://127.0.0.1:9/h"}}, "rules": [rule]}))
+    command = [str(VENV_BIN / "tracestream"), "alerts", "test", str(path), "--since", "1m", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, env=stream.env(), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    found = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [(n["rule"], n["state"], n["value"]) for n in found] == [
+        ("r1", "firing", 4),
+        ("r1", "resolved", 0),
+    ]
+    fired, resolved = (at_s(n) for n in found)
+    assert abs(fired - (ago_ns / 1e9 + 0.3)) <= 1.1 and 1.5 <= resolved - fired <= 3.1
+    assert found[0]["samples"][0]["trace_id"] == format(0x55, "032x")
+    with stream.client() as client:
+        assert not client.keys(f"{stream.stream}:alerts*")  # a backtest writes nothing
+
+
+def test_runner_refuses_a_bad_file_before_touching_redis(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules: [\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACESTREAM_")}
+    command = [
+        str(VENV_BIN / "tracestream"),
+        "alerts",
+        "run",
+        "--rules",
+        str(path),
+        "--redis-url",
+        "redis://127.0.0.1:1",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 2
+    assert (
+        done.stderr.startswith(f"tracestream: {path}: not valid YAML at line ")
+        and done.stderr.count("\n") == 1
+    )

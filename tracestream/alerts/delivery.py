@@ -1,0 +1,190 @@
+"""Delivering notifications from the outbox stream to webhooks, with retries recorded in Redis.
+
+Runners read the outbox through their own consumer group, so each entry goes to one of them;
+a runner that dies holding one leaves it pending, and another claims it after `claim_idle`.
+A delivered notification is marked `sent` before it is acknowledged, and a marked one is never
+posted again: the only window for a second post is a runner dying between the endpoint's answer
+and that mark (a few milliseconds), and each request carries an `Idempotency-Key` for it.
+A failed attempt is acknowledged together with its retry, queued in a sorted set by due time;
+due retries go back to the outbox in one script, so a retry is never lost or doubled either.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import orjson
+import redis
+
+from tracestream.alerts.evaluate import slack_text
+from tracestream.alerts.rules import Target
+from tracestream.alerts.store import AlertKeys
+from tracestream.connection import reply_text
+
+DELIVERY_GROUP = "tracestream-alerts-delivery"
+DELIVERIES_MAX = 10_000
+SENT_TTL_S = 7 * 86400
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    timeout: float = 5.0
+    max_attempts: int = 8
+    first_backoff: float = 1.0
+    max_backoff: float = 300.0
+    claim_idle: float = 30.0
+
+
+# KEYS: retry set, outbox. ARGV: now. Moves due retries back to the outbox.
+_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  local item = cjson.decode(member)
+  redis.call('XADD', KEYS[2], '*', 'target', item.target, 'payload', item.payload, 'attempt', item.attempt)
+end
+return #due
+"""
+
+
+def post(target: Target, payload: Mapping[str, Any], timeout: float) -> str:
+    """'' when the endpoint took it, else what went wrong, without the URL (it may hold secrets)."""
+    body = {"text": slack_text(payload)} if target.slack else payload
+    url, authorization = _without_userinfo(target.url)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "tracestream-alerts",
+        "Idempotency-Key": f"{payload['id']}:{target.name}",
+    }
+    if authorization:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(url, data=orjson.dumps(body), method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            answer.read()
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code}"
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return f"{type(error).__name__}: {reason}".replace(target.url, target.shown_url)
+    return ""
+
+
+def read_group(
+    client: redis.Redis, group: str, consumer: str, key: str, count: int, block_ms: int | None
+) -> list[Any]:
+    """New entries for this consumer: `(id, fields)` pairs."""
+    replies: Any = client.xreadgroup(group, consumer, {key: ">"}, count=count, block=block_ms)
+    return [entry for _, entries in replies or [] for entry in entries]
+
+
+def claim_idle(
+    client: redis.Redis, group: str, consumer: str, key: str, count: int, idle: float
+) -> list[Any]:
+    """Entries another consumer of `group` read and left unacknowledged for `idle` seconds."""
+    reply: Any = client.xautoclaim(key, group, consumer, min_idle_time=int(idle * 1000), count=count)
+    return [(entry_id, fields) for entry_id, fields in reply[1] if fields]
+
+
+def _without_userinfo(url: str) -> tuple[str, str]:
+    """`https://user:pw@host/x` as `https://host/x` and a Basic authorization header for it."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, ""
+    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc)), "Basic " + base64.b64encode(credentials).decode()
+
+
+class Deliverer:
+    """Sends what the outbox holds; call `step()` often, from one thread."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: AlertKeys,
+        targets: Mapping[str, Target],
+        consumer: str,
+        settings: DeliverySettings,
+        report: Callable[[str], None],
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.targets = targets
+        self.consumer = consumer
+        self.settings = settings
+        self._report = report
+        self._due = client.register_script(_DUE)
+        self._last_claim = 0.0
+        try:
+            client.xgroup_create(keys.outbox, DELIVERY_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    def step(self) -> int:
+        """Deliver what is due now; the number of notifications handled."""
+        self._due(keys=[self.keys.retry, self.keys.outbox], args=[int(time.time() * 1000)])
+        entries = (
+            self._claimed() if time.monotonic() - self._last_claim >= self.settings.claim_idle / 2 else []
+        )
+        entries += read_group(self.client, DELIVERY_GROUP, self.consumer, self.keys.outbox, 100, None)
+        for entry_id, fields in entries:
+            self._deliver(reply_text(entry_id), {reply_text(k): reply_text(v) for k, v in fields.items()})
+        return len(entries)
+
+    def _claimed(self) -> list[Any]:
+        self._last_claim = time.monotonic()
+        return claim_idle(
+            self.client, DELIVERY_GROUP, self.consumer, self.keys.outbox, 100, self.settings.claim_idle
+        )
+
+    def _deliver(self, entry_id: str, fields: Mapping[str, str]) -> None:
+        payload = orjson.loads(fields["payload"])
+        name, attempt = fields["target"], int(fields["attempt"])
+        sent = self.keys.sent(payload["id"], name)
+        target = self.targets.get(name)
+        pipe = self.client.pipeline(transaction=True)
+        if self.client.exists(sent):
+            pipe.xack(self.keys.outbox, DELIVERY_GROUP, entry_id)
+            pipe.execute()
+            return
+        problem = (
+            post(target, payload, self.settings.timeout) if target else "no such target in the rule file"
+        )
+        outcome = "delivered" if not problem else "retrying"
+        if not problem:
+            pipe.set(sent, entry_id, ex=SENT_TTL_S)
+        elif target and attempt < self.settings.max_attempts:
+            delay = min(self.settings.max_backoff, self.settings.first_backoff * 2 ** (attempt - 1))
+            retry = {"target": name, "payload": fields["payload"], "attempt": str(attempt + 1)}
+            pipe.zadd(self.keys.retry, {orjson.dumps(retry): int((time.time() + delay) * 1000)})
+        else:
+            outcome = "failed"
+        record = {"id": payload["id"], "rule": payload["rule"], "target": name, "attempt": attempt}
+        record.update(outcome=outcome, error=problem, url=target.shown_url if target else "")
+        pipe.xadd(self.keys.deliveries, record, maxlen=DELIVERIES_MAX, approximate=True)  # type: ignore[arg-type]
+        pipe.xack(self.keys.outbox, DELIVERY_GROUP, entry_id)
+        pipe.execute()
+        if problem:
+            self._report(f"notification {payload['id']} to {name}: {problem} (attempt {attempt}, {outcome})")
+
+
+def failed_deliveries(client: redis.Redis, stream: str, limit: int = 20) -> list[dict[str, str]]:
+    """The newest deliveries that gave up, newest first: for `doctor`."""
+    found = []
+    newest: Any = client.xrevrange(AlertKeys(stream).deliveries, count=1000)
+    for entry_id, fields in newest:
+        record = {reply_text(k): reply_text(v) for k, v in fields.items()}
+        if record.get("outcome") == "failed":
+            found.append({"at": reply_text(entry_id), **record})
+        if len(found) >= limit:
+            break
+    return found

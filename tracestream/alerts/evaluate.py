@@ -1,0 +1,288 @@
+"""What a rule makes of records and of time: counts per bucket, its value, and its next state.
+
+Records are matched once, where they are read, and only their counts go to the store; each
+rule's value is then computed from its window's buckets. Rules are indexed by service, so a
+record is checked against the rules that can match it, not against all of them.
+Nothing here talks to Redis: the live runner and the backtest share it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from tracestream.alerts.rules import DURATION_ATTRIBUTES, Rule, RuleSet
+from tracestream.query import parse_stream_id
+from tracestream.schema import LogEntry
+from tracestream.timeparse import iso_utc
+
+MATCHED = "m"
+TOTAL = "t"  # ratio rules: every record their filter lets through
+SAMPLES = 5
+_BODY_LIMIT = 500
+
+
+@dataclass
+class Batch:
+    """What a batch of records adds to the rules' state."""
+
+    counts: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # (rule, series, bucket)
+    durations: defaultdict[str, list[tuple[int, float, str]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    samples: defaultdict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    matched: Counter[str] = field(default_factory=Counter)
+    stream_ids: list[str] = field(default_factory=list)
+
+
+class Matcher:
+    """Adds records to a `Batch`, rule by rule."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self._any_service = [rule for rule in rules if not rule.filter.services]
+        by_service: defaultdict[str, list[Rule]] = defaultdict(list)
+        for rule in rules:
+            for service in rule.filter.services:
+                by_service[service].append(rule)
+        self._by_service = dict(by_service)
+
+    def add(self, entry: LogEntry, batch: Batch) -> None:
+        batch.stream_ids.append(entry.stream_id)
+        at_ms = record_ms(entry)
+        for rule in (*self._any_service, *self._by_service.get(entry.service, ())):
+            if not rule.filter.matches(entry):
+                continue
+            bucket = at_ms // rule.bucket_ms
+            if rule.kind == "ratio":
+                batch.counts[(rule.name, TOTAL, bucket)] += 1
+                if rule.match is None or not rule.match.matches(entry):
+                    continue
+            elif rule.kind == "latency":
+                duration = record_duration_ms(entry)
+                if duration is None:
+                    continue
+                batch.durations[rule.name].append((at_ms, duration, entry.stream_id))
+            batch.counts[(rule.name, MATCHED, bucket)] += 1
+            batch.matched[rule.name] += 1
+            samples = batch.samples[rule.name]
+            samples.append(sample(entry))
+            del samples[:-SAMPLES]
+
+
+def record_ms(entry: LogEntry) -> int:
+    """When the record happened; its stream id's write time when the record has none."""
+    if entry.timestamp_ns:
+        return entry.timestamp_ns // 1_000_000
+    return parse_stream_id(entry.stream_id)[0]
+
+
+def record_duration_ms(entry: LogEntry) -> float | None:
+    for key in DURATION_ATTRIBUTES:
+        value = entry.attributes.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def sample(entry: LogEntry) -> dict[str, Any]:
+    return {
+        "timestamp": iso_utc(entry.timestamp_ns or record_ms(entry) * 1_000_000),
+        "service": entry.service,
+        "severity": entry.severity,
+        "body": entry.body[:_BODY_LIMIT],
+        "trace_id": entry.trace_id,
+        "id": entry.stream_id,
+    }
+
+
+# ---------------------------------------------------------------------------
+# values and states
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rule's window as the store read it."""
+
+    matched: Sequence[int] = ()
+    totals: Sequence[int] = ()
+    durations: Sequence[float] = ()
+    matched_ever: int = 0
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: float
+    holds: bool
+    matched_ever: int
+
+
+def reading(rule: Rule, window: Window, state: RuleState, now_ms: int) -> Reading:
+    matched = sum(window.matched)
+    if rule.kind in ("match", "rate"):
+        return Reading(matched, matched > rule.above, window.matched_ever)
+    if rule.kind == "ratio":
+        total = sum(window.totals)
+        value = matched / total if total else 0.0
+        return Reading(round(value, 6), total >= rule.min_count and value > rule.above, window.matched_ever)
+    if rule.kind == "absence":
+        watched_long_enough = now_ms - state.armed_ms >= rule.window_ms
+        return Reading(matched, matched == 0 and watched_long_enough, window.matched_ever)
+    value = percentile(window.durations, rule.percentile)
+    holds = len(window.durations) >= rule.min_count and value > rule.above
+    return Reading(round(value, 3), holds, window.matched_ever)
+
+
+def percentile(values: Iterable[float], wanted: float) -> float:
+    """Nearest rank: the smallest value with at least `wanted` percent of values at or below it."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[max(0, math.ceil(wanted / 100 * len(ordered)) - 1)]
+
+
+@dataclass(frozen=True)
+class RuleState:
+    """A rule's firing state, as stored (all text); `seq` counts its changes."""
+
+    status: str = "ok"  # ok, pending or firing
+    seq: int = 0
+    since_ms: int = 0  # pending: when the condition began to hold
+    fired_ms: int = 0
+    last_sent_ms: int = 0
+    resolved_ms: int = 0
+    matched_at_fire: int = 0
+    armed_ms: int = 0  # when the rule was first evaluated: absence is judged from then on
+
+    @classmethod
+    def of(cls, stored: Mapping[str, str], now_ms: int) -> RuleState:
+        def number(name: str) -> int:
+            return int(stored.get(name) or 0)
+
+        return cls(
+            status=stored.get("status") or "ok",
+            seq=number("seq"),
+            since_ms=number("since_ms"),
+            fired_ms=number("fired_ms"),
+            last_sent_ms=number("last_sent_ms"),
+            resolved_ms=number("resolved_ms"),
+            matched_at_fire=number("matched_at_fire"),
+            armed_ms=number("armed_ms") or now_ms,
+        )
+
+
+@dataclass(frozen=True)
+class Step:
+    """A state change: the fields to store and, when it is news, what to tell (`firing`/`resolved`)."""
+
+    fields: dict[str, str]
+    notify: str = ""
+    repeat: bool = False
+
+
+def decide(rule: Rule, state: RuleState, now: Reading, now_ms: int) -> Step | None:
+    """The next state, or None when nothing changes."""
+    if now.holds:
+        if state.status == "ok":
+            if state.resolved_ms and now_ms - state.resolved_ms < rule.cooldown_ms:
+                return None
+            if rule.for_ms > 0:
+                return Step({"status": "pending", "since_ms": str(now_ms)})
+            return _fire(rule, now, now_ms)
+        if state.status == "pending":
+            return _fire(rule, now, now_ms) if now_ms - state.since_ms >= rule.for_ms else None
+        if now_ms - state.last_sent_ms >= rule.repeat_ms:
+            return Step({"last_sent_ms": str(now_ms)}, "firing", repeat=True)
+        return None
+    if state.status == "pending":
+        return Step({"status": "ok"})
+    if state.status == "firing":
+        return Step({"status": "ok", "resolved_ms": str(now_ms)}, "resolved")
+    return None
+
+
+def _fire(rule: Rule, now: Reading, now_ms: int) -> Step:
+    in_window = int(now.value) if rule.kind in ("match", "rate") else 0
+    fields = {
+        "status": "firing",
+        "fired_ms": str(now_ms),
+        "last_sent_ms": str(now_ms),
+        "matched_at_fire": str(now.matched_ever - in_window),
+    }
+    return Step(fields, "firing")
+
+
+# ---------------------------------------------------------------------------
+# what a notification says
+
+
+def notification(
+    rules: RuleSet,
+    rule: Rule,
+    step: Step,
+    state: RuleState,
+    now: Reading,
+    samples: Sequence[Mapping[str, Any]],
+    now_ms: int,
+) -> dict[str, Any]:
+    """The generic webhook's JSON body; Slack's text is made from it."""
+    seq = state.seq + 1
+    fired_ms = int(step.fields.get("fired_ms", state.fired_ms))
+    matched_at_fire = int(step.fields.get("matched_at_fire", state.matched_at_fire))
+    base = rules.console_url
+    links = {"search": f"{base}/search?{urlencode(_search_params(rule, now_ms))}"} if base else {}
+    return {
+        "id": f"{rule.name}:{seq}",
+        "rule": rule.name,
+        "kind": rule.kind,
+        "state": step.notify,
+        "repeat": step.repeat,
+        "value": now.value,
+        "threshold": rule.above,
+        "condition": rule.describe(),
+        "window": rule.window_ms / 1000,
+        "count": now.matched_ever - matched_at_fire,
+        "at": iso_utc(now_ms * 1_000_000),
+        "firing_since": iso_utc(fired_ms * 1_000_000),
+        "samples": [
+            {
+                **found,
+                "trace_url": f"{base}/trace?id={found['trace_id']}" if base and found["trace_id"] else "",
+            }
+            for found in samples
+        ],
+        "links": links,
+    }
+
+
+def _search_params(rule: Rule, now_ms: int) -> list[tuple[str, str]]:
+    params = [("since", iso_utc((now_ms - max(rule.window_ms, 60_000)) * 1_000_000))]
+    for name, value in rule.filter_params.items():
+        values = value if isinstance(value, list) else [value]
+        key = {"attribute": "attr", "route": "attr", "task": "attr"}.get(name, name)
+        prefix = {"route": "http.route=", "task": "celery.task.name="}.get(name, "")
+        params += [(key, prefix + item) for item in values]
+    return params
+
+
+def slack_text(payload: Mapping[str, Any]) -> str:
+    mark = ":red_circle:" if payload["state"] == "firing" else ":white_check_mark:"
+    lines = [
+        f"{mark} *{_slack_escaped(payload['rule'])}* {payload['state']}: {payload['condition']} "
+        f"(value {payload['value']:g}, {payload['count']} matching)"
+    ]
+    if payload["links"]:
+        lines.append(f"<{payload['links']['search']}|search>")
+    for found in payload["samples"]:
+        trace = f" <{found['trace_url']}|trace {found['trace_id'][:8]}>" if found["trace_url"] else ""
+        text = _slack_escaped(f"{found['service']} {found['severity']}: {found['body'][:200]}")
+        lines.append(f"• {text}{trace}")
+    return "\n".join(lines)
+
+
+def _slack_escaped(text: str) -> str:
+    """Record text cannot form Slack links or mentions (`<!channel>`)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,363 @@
+"""Alert rules from a YAML file: validated whole, so a mistake is one line naming the rule and field.
+
+Filters are the query API's (`tracestream.query.Query`); `route` and `task` are shorthands for
+the attributes request and task records carry. Durations are written like the CLI's `--since`.
+Webhook URLs may hold credentials: no error message ever repeats one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tracestream.otel_setup.settings import parse_duration
+from tracestream.query import Query, QueryError
+
+KINDS = ("match", "rate", "ratio", "absence", "latency")
+NOT_YET = {"new_issue": "needs error-issue fingerprints (issue 17), which tracestream does not have yet"}
+ROUTE_ATTRIBUTE = "http.route"
+TASK_ATTRIBUTE = "celery.task.name"
+# Request and task records carry their duration in milliseconds under one of these.
+DURATION_ATTRIBUTES = ("http.server.duration_ms", "celery.task.runtime_ms")
+FILTER_KEYS = ("service", "severity", "text", "regex", "attribute", "route", "task")
+DEFAULT_REPEAT_MS = 4 * 3600_000
+DEFAULT_MATCH_COOLDOWN_MS = 60_000
+# A window is counted in this many buckets, none shorter than BUCKET_FLOOR_MS: it slides in steps
+# of 1/20 of its length, and reading it costs 20 keys whatever its length.
+BUCKETS_PER_WINDOW = 20
+BUCKET_FLOOR_MS = 100
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_RULE_KEYS = {
+    "common": {"name", "kind", "filter", "for", "repeat", "cooldown", "notify"},
+    "match": set(),
+    "rate": {"window", "above"},
+    "ratio": {"window", "above", "match", "min_count"},
+    "absence": {"window"},
+    "latency": {"window", "above", "percentile", "min_count"},
+}
+
+
+class RuleError(ValueError):
+    """A rule file that cannot be used; the message names the rule (or target) and the field."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where notifications go: a generic JSON webhook or a Slack-compatible one."""
+
+    name: str
+    url: str
+    slack: bool = False
+
+    @property
+    def shown_url(self) -> str:
+        return mask_url(self.url)
+
+
+def mask_url(url: str) -> str:
+    """Scheme, host and port only: credentials hide in userinfo, paths (Slack) and query strings."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = "/***" if (parts.path.strip("/") or parts.query or parts.username) else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    kind: str
+    filter: Query
+    notify: tuple[str, ...]
+    window_ms: int = 0
+    above: float = 0.0
+    for_ms: int = 0
+    repeat_ms: int = DEFAULT_REPEAT_MS
+    cooldown_ms: int = 0
+    match: Query | None = None  # ratio: which of the filtered records count as matching
+    min_count: int = 1
+    percentile: float = 99.0
+    filter_params: dict[str, str | list[str]] = field(default_factory=dict)
+
+    @property
+    def bucket_ms(self) -> int:
+        return max(BUCKET_FLOOR_MS, math.ceil(self.window_ms / BUCKETS_PER_WINDOW))
+
+    def buckets(self, now_ms: int) -> range:
+        """The buckets the window ending at `now_ms` covers."""
+        last = now_ms // self.bucket_ms
+        return range(last - math.ceil(self.window_ms / self.bucket_ms) + 1, last + 1)
+
+    def describe(self) -> str:
+        """The condition in words, for notifications."""
+        window = format_ms(self.window_ms)
+        if self.kind == "match":
+            return "a matching record"
+        if self.kind == "rate":
+            return f"more than {self.above:g} matching records in {window}"
+        if self.kind == "ratio":
+            return f"matching/total above {self.above:g} in {window} (at least {self.min_count} records)"
+        if self.kind == "absence":
+            return f"no matching record for {window}"
+        return f"p{self.percentile:g} duration above {self.above:g} ms in {window}"
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    targets: Mapping[str, Target]
+    console_url: str = ""
+
+
+def format_ms(ms: int) -> str:
+    for unit, size in (("h", 3600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """Read and validate a rule file; raises `RuleError` (one line) for anything wrong."""
+    try:
+        import yaml
+    except ImportError:
+        raise RuleError("alert rules need PyYAML: pip install 'tracestream[alerts]'") from None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RuleError(f"cannot read rule file {str(path)!r}: {error}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RuleError(
+            f"{path}: not valid YAML{where}: {getattr(error, 'problem', None) or error}"
+        ) from None
+    return parse_rules(document)
+
+
+def parse_rules(document: object) -> RuleSet:
+    if not isinstance(document, Mapping):
+        raise RuleError("rule file: expected a mapping with 'notify' and 'rules'")
+    unknown = set(document) - {"notify", "rules", "console_url"}
+    if unknown:
+        raise RuleError(
+            f"rule file: unknown key {sorted(map(str, unknown))[0]!r} (expected notify, rules, console_url)"
+        )
+    targets = _targets(document.get("notify"))
+    console_url = document.get("console_url", "")
+    if not isinstance(console_url, str) or (console_url and not _is_http_url(console_url)):
+        raise RuleError("rule file: field 'console_url': expected an http:// or https:// URL")
+    rules = document.get("rules")
+    if not isinstance(rules, list) or not rules:
+        raise RuleError("rule file: field 'rules': expected a non-empty list of rules")
+    parsed: list[Rule] = []
+    for index, item in enumerate(rules):
+        rule = _rule(item, index, targets)
+        if any(existing.name == rule.name for existing in parsed):
+            raise RuleError(f"rule {rule.name!r}: field 'name': used by an earlier rule too")
+        parsed.append(rule)
+    return RuleSet(tuple(parsed), targets, console_url.rstrip("/"))
+
+
+def _targets(section: object) -> dict[str, Target]:
+    if not isinstance(section, Mapping) or not section:
+        raise RuleError("rule file: field 'notify': expected a mapping of target names to {webhook: URL}")
+    targets = {}
+    for name, spec in section.items():
+        where = f"notify {str(name)!r}"
+        if (
+            not isinstance(spec, Mapping)
+            or len(spec) != 1
+            or next(iter(spec)) not in ("webhook", "slack_webhook")
+        ):
+            raise RuleError(f"{where}: expected exactly one of webhook or slack_webhook")
+        kind, url = next(iter(spec.items()))
+        if not isinstance(url, str):
+            raise RuleError(f"{where}: field {kind!r}: expected a URL")
+        url = _expand_environment(url, f"{where}: field {kind!r}")
+        if not _is_http_url(url):
+            # The URL itself is never repeated: it may hold credentials.
+            raise RuleError(f"{where}: field {kind!r}: expected an http:// or https:// URL")
+        targets[str(name)] = Target(str(name), url, slack=kind == "slack_webhook")
+    return targets
+
+
+def _expand_environment(text: str, where: str) -> str:
+    """`${NAME}` from the environment, so secrets can stay out of the rule file."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in os.environ:
+            raise RuleError(f"{where}: environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(value, text)
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _rule(item: object, index: int, targets: Mapping[str, Target]) -> Rule:
+    if not isinstance(item, Mapping):
+        raise RuleError(f"rule #{index + 1}: expected a mapping with name, kind, filter and notify")
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in "\n\r{}"):
+        raise RuleError(f"rule #{index + 1}: field 'name': expected a non-empty name on one line")
+    rule = _RuleFields(name, item)
+    kind = item.get("kind")
+    if kind in NOT_YET:
+        raise RuleError(f"rule {name!r}: field 'kind': {kind!r} is not available yet ({NOT_YET[kind]})")
+    if kind not in KINDS:
+        raise RuleError(f"rule {name!r}: field 'kind': expected one of {', '.join(KINDS)}")
+    allowed = _RULE_KEYS["common"] | _RULE_KEYS[kind]
+    extra = sorted(str(key) for key in item if key not in allowed)
+    if extra:
+        raise RuleError(f"rule {name!r}: field {extra[0]!r}: not a field of a {kind} rule")
+    notify = item.get("notify")
+    if isinstance(notify, str):
+        notify = [notify]
+    if not isinstance(notify, list) or not notify:
+        raise RuleError(f"rule {name!r}: field 'notify': expected a list of target names")
+    for target in notify:
+        if target not in targets:
+            raise RuleError(f"rule {name!r}: field 'notify': no target named {str(target)!r} under notify")
+    windowed = kind != "match"
+    cooldown_default = 0 if windowed else DEFAULT_MATCH_COOLDOWN_MS
+    cooldown = rule.duration("cooldown", cooldown_default)
+    params, query = rule.filter("filter")
+    return Rule(
+        name=name,
+        kind=kind,
+        filter=query,
+        notify=tuple(str(target) for target in notify),
+        # A match rule stays firing while matches keep coming less than `cooldown` apart.
+        window_ms=rule.duration("window", None, positive=True) if windowed else cooldown,
+        above=rule.threshold(kind) if kind in ("rate", "ratio", "latency") else 0.0,
+        for_ms=rule.duration("for", 0),
+        repeat_ms=rule.duration("repeat", DEFAULT_REPEAT_MS, positive=True),
+        cooldown_ms=cooldown if windowed else 0,
+        match=rule.filter("match")[1] if kind == "ratio" else None,
+        min_count=rule.whole("min_count", 1),
+        percentile=rule.percentile(),
+        filter_params=params,
+    )
+
+
+class _RuleFields:
+    """Reads one rule's fields; every error names the rule and the field."""
+
+    def __init__(self, name: str, item: Mapping[str, Any]) -> None:
+        self.name = name
+        self.item = item
+
+    def error(self, field_name: str, problem: str) -> RuleError:
+        return RuleError(f"rule {self.name!r}: field {field_name!r}: {problem}")
+
+    def duration(self, key: str, default: int | None, positive: bool = False) -> int:
+        value = self.item.get(key)
+        if value is None:
+            if default is None:
+                raise self.error(key, "required, a duration such as 30s, 5m or 1h")
+            return default
+        try:
+            ms = round(parse_duration(str(value)) * 1000)
+        except ValueError as error:
+            raise self.error(key, str(error)) from None
+        if positive and ms <= 0:
+            raise self.error(key, "must be longer than 0")
+        return ms
+
+    def threshold(self, kind: str) -> float:
+        value = self.item.get("above")
+        if value is None:
+            raise self.error("above", "required, the threshold the value must exceed")
+        if kind == "latency":
+            return self.duration("above", None, positive=True)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < 0
+            or not math.isfinite(value)
+        ):
+            raise self.error("above", "expected a number from 0 up")
+        if kind == "ratio" and value >= 1:
+            raise self.error("above", "a ratio threshold is a fraction below 1, e.g. 0.05")
+        return float(value)
+
+    def whole(self, key: str, default: int) -> int:
+        value = self.item.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.error(key, "expected a whole number from 1 up")
+        return value
+
+    def percentile(self) -> float:
+        value = self.item.get("percentile", 99)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
+            raise self.error("percentile", "expected a number above 0, up to 100")
+        return float(value)
+
+    def filter(self, key: str) -> tuple[dict[str, str | list[str]], Query]:
+        spec = self.item.get(key)
+        if spec is None:
+            raise self.error(key, "required, e.g. {service: api}; {} matches every record")
+        if not isinstance(spec, Mapping):
+            raise self.error(key, "expected a mapping such as {service: api, severity: ERROR}")
+        params: dict[str, str | list[str]] = {}
+        for name, value in spec.items():
+            if name not in FILTER_KEYS:
+                raise self.error(f"{key}.{name}", f"not a filter (expected one of {', '.join(FILTER_KEYS)})")
+            many = name in ("service", "attribute")
+            values = value if isinstance(value, list) and many else [value]
+            if not values or not all(
+                isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values
+            ):
+                raise self.error(f"{key}.{name}", "expected text" + (" or a list of text" if many else ""))
+            texts = [str(v) for v in values]
+            params[str(name)] = texts if many else texts[0]
+        try:
+            return params, _query(params)
+        except QueryError as error:
+            bad = next(name for name in params if _fails(name, params[name]))
+            raise self.error(f"{key}.{bad}", str(error)) from None
+
+
+def _query(params: Mapping[str, str | list[str]]) -> Query:
+    def text(name: str) -> str | None:
+        value = params.get(name)
+        return value if isinstance(value, str) else None
+
+    def many(name: str) -> list[str]:
+        value = params.get(name, [])
+        return [value] if isinstance(value, str) else value
+
+    shorthands = [f"{ROUTE_ATTRIBUTE}={text('route')}"] if "route" in params else []
+    shorthands += [f"{TASK_ATTRIBUTE}={text('task')}"] if "task" in params else []
+    return Query.parse(
+        services=many("service"),
+        severity=text("severity"),
+        text=text("text"),
+        regex=text("regex"),
+        attributes=[*many("attribute"), *shorthands],
+    )
+
+
+def _fails(name: str, value: str | list[str]) -> bool:
+    try:
+        _query({name: value})
+    except QueryError:
+        return True
+    return False

@@ -1,0 +1,186 @@
+"""`tracestream alerts check|test|run`: validate, backtest and run alert rules (docs/alerts.md)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from tracestream.alerts.delivery import DeliverySettings
+from tracestream.alerts.rules import RuleError, RuleSet, format_ms, load_rules
+from tracestream.alerts.runner import DEFAULT_GROUP, AlertRunner, RunSettings, backtest
+from tracestream.cli.common import (
+    ArgumentParser,
+    UsageError,
+    add_command,
+    print_json,
+    reader,
+    settings,
+    whole_number,
+)
+from tracestream.cli.forward import _duration_up_to
+from tracestream.timeparse import parse_time_ms
+
+if TYPE_CHECKING:
+    from tracestream.cli.common import Subparsers
+
+LONGEST = 30 * 86400.0
+CONSOLE_URL_ENV = "TRACESTREAM_CONSOLE_URL"
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "alerts",
+        help="alert rules evaluated as records arrive: check, backtest, run",
+        description="Alert rules from a YAML file (docs/alerts.md): `check` validates them, `test` "
+        "backtests them over stored records, `run` evaluates them live through a consumer group.",
+    )
+    commands = parser.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
+    rules_file = ArgumentParser(add_help=False)
+    rules_file.add_argument(
+        "--console-url",
+        default=os.environ.get(CONSOLE_URL_ENV, ""),
+        metavar="URL",
+        help=f"base URL for trace and search links (default: the file's console_url, or ${CONSOLE_URL_ENV})",
+    )
+    check = add_command(
+        commands, "check", run_check, "validate a rule file", "Exit 2 naming the first bad rule and field."
+    )
+    check.add_argument("file", metavar="FILE")
+    test = add_command(
+        commands, "test", run_test, "backtest rules over stored records",
+        "Replay the stored records through the rules and print when each would have fired and resolved. "
+        "Writes nothing.", rules_file,
+    )  # fmt: skip
+    test.add_argument("file", metavar="FILE")
+    test.add_argument(
+        "--since", default="24h", help="start: a duration ago (24h) or an ISO time (default 24h)"
+    )
+    test.add_argument("--until", help="end: a duration ago or an ISO time (default now)")
+    test.add_argument(
+        "--step",
+        type=_duration_up_to(3600.0),
+        default=1.0,
+        metavar="DURATION",
+        help="evaluation step (default 1s)",
+    )
+    live = add_command(
+        commands, "run", run_live, "evaluate rules live and send notifications",
+        "Read records through a consumer group, evaluate the rules every tick and deliver notifications. "
+        "Run several with the same group to share the work; each notification is sent once.", rules_file,
+    )  # fmt: skip
+    live.add_argument("--rules", required=True, metavar="FILE", help="the rule file")
+    live.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group (default {DEFAULT_GROUP})")
+    live.add_argument("--consumer", help="consumer name in the group (default: host-pid)")
+    live.add_argument(
+        "--tick",
+        type=_duration_up_to(60.0),
+        default=0.25,
+        metavar="DURATION",
+        help="evaluate every (default 250ms)",
+    )
+    live.add_argument(
+        "--claim-idle",
+        type=_duration_up_to(LONGEST),
+        default=30.0,
+        metavar="DURATION",
+        help="take over records and notifications a dead runner left this long (default 30s)",
+    )
+    live.add_argument(
+        "--max-attempts",
+        type=whole_number(1, 1000),
+        default=8,
+        metavar="N",
+        help="per notification (default 8)",
+    )
+    live.add_argument(
+        "--first-backoff",
+        type=_duration_up_to(LONGEST),
+        default=1.0,
+        metavar="DURATION",
+        help="wait before the first retry, doubled each time up to 5m (default 1s)",
+    )
+
+
+def _rules(path: str, console_url: str = "") -> RuleSet:
+    try:
+        rules = load_rules(path)
+    except RuleError as error:
+        raise UsageError(str(error)) from None
+    if console_url:
+        rules = dataclasses.replace(rules, console_url=console_url.rstrip("/"))
+    return rules
+
+
+def run_check(args: argparse.Namespace) -> int:
+    rules = _rules(args.file)
+    for rule in rules.rules:
+        window = f" over {format_ms(rule.window_ms)}" if rule.kind != "match" else ""
+        if args.json:
+            print_json(
+                {"rule": rule.name, "kind": rule.kind, "condition": rule.describe(), "notify": rule.notify}
+            )
+        else:
+            targets = ", ".join(rule.notify)
+            print(f"{rule.name}: {rule.kind}{window}, fires on {rule.describe()}; notifies {targets}")
+    if not args.json:
+        print(f"{len(rules.rules)} rules OK", file=sys.stderr)
+    return 0
+
+
+def run_test(args: argparse.Namespace) -> int:
+    rules = _rules(args.file, args.console_url)
+    now_ms = int(time.time() * 1000)
+    try:
+        since_ms = parse_time_ms(args.since, now_ms)
+        until_ms = parse_time_ms(args.until, now_ms) if args.until else now_ms
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if until_ms <= since_ms:
+        raise UsageError("--until must be after --since")
+    found = backtest(reader(args), settings(args).stream, rules, since_ms, until_ms, round(args.step * 1000))
+    for payload in found:
+        if args.json:
+            print_json(payload)
+        else:
+            repeat = " (repeat)" if payload["repeat"] else ""
+            print(f"{payload['at']} {payload['state']}{repeat} {payload['rule']}: value {payload['value']:g}")
+    print(f"{len(found)} notifications from {len(rules.rules)} rules", file=sys.stderr)
+    return 0
+
+
+def run_live(args: argparse.Namespace) -> int:
+    rules = _rules(args.rules, args.console_url)
+    config = settings(args)
+    if config.redis_cluster:
+        raise UsageError("alerts run does not support a Redis Cluster yet; point it at a single Redis")
+    delivery = DeliverySettings(
+        max_attempts=args.max_attempts, first_backoff=args.first_backoff, claim_idle=args.claim_idle
+    )
+    options = {"consumer": args.consumer} if args.consumer else {}
+    run_settings = RunSettings(
+        redis_url=config.redis_url,
+        stream=config.stream,
+        group=args.group,
+        tick=args.tick,
+        claim_idle=args.claim_idle,
+        delivery=delivery,
+        **options,
+    )
+    runner = AlertRunner(rules, run_settings, report=_report)
+
+    def stop(signum: int, frame: object) -> None:
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runner.run()
+    return 0
+
+
+def _report(line: str) -> None:
+    print(f"tracestream alerts: {line}", file=sys.stderr, flush=True)
