@@ -34,9 +34,15 @@ class ConsoleProcess:
     """`tracestream console` in a child process; restartable on the same port."""
 
     def __init__(
-        self, handle: RedisHandle, token: str | None = TOKEN, host: str = "127.0.0.1", **env: str
+        self,
+        handle: RedisHandle,
+        token: str | None = TOKEN,
+        host: str = "127.0.0.1",
+        args: tuple[str, ...] = (),
+        **env: str,
     ) -> None:
         self.handle = handle
+        self.args = args
         self.token = token
         self.host = host
         self.extra_env = env
@@ -48,7 +54,8 @@ class ConsoleProcess:
         return f"http://127.0.0.1:{self.port}/"
 
     def command(self) -> list[str]:
-        return [str(VENV_BIN / "tracestream"), "console", "--host", self.host, "--port", str(self.port)]
+        binary = str(VENV_BIN / "tracestream")
+        return [binary, "console", "--host", self.host, "--port", str(self.port), *self.args]
 
     def env(self) -> dict[str, str]:
         env = self.handle.env(**self.extra_env)

@@ -48,7 +48,10 @@ def raw_get(port: int, target: str, host: str | None) -> tuple[int, dict[str, st
 def test_only_loopback_names_and_allowed_hosts_are_answered(stream: RedisHandle) -> None:
     """DNS rebinding: a foreign page reaching 127.0.0.1 still sends its own name as Host."""
     process = ConsoleProcess(
-        stream, token=None, TRACESTREAM_CONSOLE_ALLOWED_HOSTS="logs.example.test"
+        stream,
+        token=None,
+        args=("--allowed-host", "flag.example.test"),
+        TRACESTREAM_CONSOLE_ALLOWED_HOSTS="logs.example.test",
     ).start()
     port = process.port
     try:
@@ -58,6 +61,7 @@ def test_only_loopback_names_and_allowed_hosts_are_answered(stream: RedisHandle)
             f"[::1]:{port}",
             "LOCALHOST",
             "logs.example.test",
+            "flag.example.test",
         ):
             assert raw_get(port, "/", host)[0] == 200, host
         for host in (

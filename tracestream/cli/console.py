@@ -22,12 +22,21 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     parser.add_argument("--port", type=PORT, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        dest="allowed_hosts",
+        metavar="NAME",
+        help="a host name the console may be reached by besides loopback "
+        "(repeatable; also TRACESTREAM_CONSOLE_ALLOWED_HOSTS)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        serve(settings(args), host=args.host, port=args.port)
+        serve(settings(args), host=args.host, port=args.port, hosts=args.allowed_hosts)
     except ConsoleAuthError as error:
         raise UsageError(str(error)) from None
     except SystemExit as exit:  # uvicorn could not start (address in use) and said why in one line
