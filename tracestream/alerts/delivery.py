@@ -12,6 +12,7 @@ due retries go back to the outbox in one script, so a retry is never lost or dou
 from __future__ import annotations
 
 import base64
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,11 +27,12 @@ import redis
 from tracestream.alerts.evaluate import slack_text
 from tracestream.alerts.rules import Target
 from tracestream.alerts.store import AlertKeys
-from tracestream.connection import reply_text
+from tracestream.connection import CLUSTER_ERRORS, reply_text
 
 DELIVERY_GROUP = "tracestream-alerts-delivery"
 DELIVERIES_MAX = 10_000
 SENT_TTL_S = 7 * 86400
+_BLOCK_MS = 200  # a due retry waits at most this long on an idle outbox
 
 
 @dataclass(frozen=True)
@@ -123,19 +125,37 @@ class Deliverer:
         self._report = report
         self._due = client.register_script(_DUE)
         self._last_claim = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until `stop` is set, on a thread of its own: a slow webhook never holds up evaluation."""
+        failing = False
+        while not stop.is_set():
+            try:
+                self.step(block_ms=_BLOCK_MS)
+                failing = False
+            except CLUSTER_ERRORS as error:
+                if "NOGROUP" in str(error):
+                    self.ensure_group()
+                    continue
+                if not failing:
+                    failing = True
+                    self._report(f"cannot deliver notifications, Redis: {error}; retrying")
+                stop.wait(1.0)
+
+    def ensure_group(self) -> None:
         try:
-            client.xgroup_create(keys.outbox, DELIVERY_GROUP, id="0", mkstream=True)
+            self.client.xgroup_create(self.keys.outbox, DELIVERY_GROUP, id="0", mkstream=True)
         except redis.ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
 
-    def step(self) -> int:
-        """Deliver what is due now; the number of notifications handled."""
+    def step(self, block_ms: int) -> int:
+        """Deliver what is due, waiting up to `block_ms` for news; the number of notifications handled."""
         self._due(keys=[self.keys.retry, self.keys.outbox], args=[int(time.time() * 1000)])
         entries = (
             self._claimed() if time.monotonic() - self._last_claim >= self.settings.claim_idle / 2 else []
         )
-        entries += read_group(self.client, DELIVERY_GROUP, self.consumer, self.keys.outbox, 100, None)
+        entries += read_group(self.client, DELIVERY_GROUP, self.consumer, self.keys.outbox, 100, block_ms)
         for entry_id, fields in entries:
             self._deliver(reply_text(entry_id), {reply_text(k): reply_text(v) for k, v in fields.items()})
         return len(entries)

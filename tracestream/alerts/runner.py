@@ -85,8 +85,9 @@ class AlertRunner:
         self._store = RedisStore(self._client, keys, rules.rules, self._records, settings.group)
         self._matcher = Matcher(rules.rules)
         self._evaluator = Evaluator(rules, self._store)
-        self._deliverer: Deliverer | None = None
-        self._keys = keys
+        self._deliverer = Deliverer(
+            self._client, keys, rules.targets, settings.consumer, settings.delivery, report
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -96,10 +97,18 @@ class AlertRunner:
         failing = False
         last_claim = 0.0
         next_evaluation = 0.0
+        sender: threading.Thread | None = None
         while not self._stop.is_set():
             try:
-                if self._deliverer is None:
+                if sender is None:
                     self._start()
+                    sender = threading.Thread(
+                        target=self._deliverer.run,
+                        args=(self._stop,),
+                        name="tracestream-alerts-delivery",
+                        daemon=True,
+                    )
+                    sender.start()
                 if time.monotonic() - last_claim >= settings.claim_idle / 2:
                     last_claim = time.monotonic()
                     self._count(self._claimed())
@@ -107,20 +116,21 @@ class AlertRunner:
                 if time.monotonic() >= next_evaluation:
                     next_evaluation = time.monotonic() + settings.tick
                     self._evaluator.evaluate(int(time.time() * 1000))
-                assert self._deliverer is not None
-                self._deliverer.step()
                 if failing:
                     failing = False
                     self._report("Redis is reachable again")
             except CLUSTER_ERRORS as error:
                 if "NOGROUP" in str(error):
-                    self._deliverer = None  # a stream was deleted: make the groups again
-                elif isinstance(error, redis.ResponseError):
+                    self._start()  # the stream was deleted: make the group again
+                    continue
+                if isinstance(error, redis.ResponseError):
                     raise
-                elif not failing:
+                if not failing:
                     failing = True
                     self._report(f"cannot reach Redis: {error}; retrying")
                 self._stop.wait(1.0)
+        if sender is not None:
+            sender.join()
         self._report("stopped")
 
     def _start(self) -> None:
@@ -130,10 +140,7 @@ class AlertRunner:
         except redis.ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
-        self._deliverer = Deliverer(
-            self._client, self._keys, self.rules.targets, self.settings.consumer, self.settings.delivery,
-            self._report,
-        )  # fmt: skip
+        self._deliverer.ensure_group()
         names = ", ".join(f"{t.name} ({t.shown_url})" for t in self.rules.targets.values())
         self._report(
             f"evaluating {len(self.rules.rules)} rules on {self._records} as "
@@ -164,7 +171,14 @@ class AlertRunner:
             return
         batch = Batch()
         for entry_id, fields in entries:
-            self._matcher.add(LogEntry.from_fields(reply_text(entry_id), fields), batch)
+            stream_id = reply_text(entry_id)
+            try:
+                entry = LogEntry.from_fields(stream_id, fields)
+            except ValueError as error:  # not written by tracestream: acknowledged, matched by no rule
+                batch.stream_ids.append(stream_id)
+                self._report(f"record {stream_id} skipped: {error}")
+                continue
+            self._matcher.add(entry, batch)
         self._store.add(batch)
 
 
