@@ -82,6 +82,11 @@ def _lifecycle(stream: RedisHandle, task_id: str) -> list[LogEntry]:
 def test_prefork_children_lose_nothing(published: dict[str, str], celery_stream: RedisHandle) -> None:
     """worker_max_tasks_per_child=1: every child exits through os._exit after one task."""
     wait_for(lambda: len(_spans(celery_stream, RUN_SPAN)) == TASKS + 1, what="no duplicate spans")
+    # spans and records travel in queues of their own: the last child's records may land just after
+    wait_for(
+        lambda: len([e for e in celery_stream.logs() if e.scope == "shop.worker"]) >= TASKS + 1,
+        what="every task's line",
+    )
     logs = celery_stream.logs()
     task_lines = [e for e in logs if e.scope == "shop.worker"]
     assert len(task_lines) == TASKS + 1
