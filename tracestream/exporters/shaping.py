@@ -109,7 +109,7 @@ class RowShaper:
             if resource != self._resource[0]:
                 self._resource = (resource, self._json_text(resource))
             row[self._resource_position] = self._resource[1]
-            if sum(map(len, row)) * _MAX_BYTES_PER_CHAR > self._entry_limit:  # may be over
+            if len("".join(row)) * _MAX_BYTES_PER_CHAR > self._entry_limit:  # may be over
                 self._fit(row)
         return rows
 
