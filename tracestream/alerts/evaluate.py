@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tracestream.alerts.rules import DURATION_ATTRIBUTES, Rule, RuleSet
-from tracestream.query import parse_stream_id
+from tracestream.query import Query, parse_stream_id
 from tracestream.schema import LogEntry
 from tracestream.timeparse import iso_utc
 
@@ -34,29 +34,39 @@ class Batch:
     durations: defaultdict[str, list[tuple[int, float, str]]] = field(
         default_factory=lambda: defaultdict(list)
     )
-    samples: defaultdict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    samples: defaultdict[str, list[LogEntry]] = field(
+        default_factory=lambda: defaultdict(list)
+    )  # newest last
     matched: Counter[str] = field(default_factory=Counter)
     stream_ids: list[str] = field(default_factory=list)
 
 
 class Matcher:
-    """Adds records to a `Batch`, rule by rule."""
+    """Adds records to a `Batch`, rule by rule; each distinct filter is checked once per record."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self._any_service = [rule for rule in rules if not rule.filter.services]
-        by_service: defaultdict[str, list[Rule]] = defaultdict(list)
+        filters: dict[Query, int] = {}
+        by_service: defaultdict[str, list[tuple[Rule, int]]] = defaultdict(list)
         for rule in rules:
-            for service in rule.filter.services:
-                by_service[service].append(rule)
+            number = filters.setdefault(rule.filter, len(filters))
+            for service in rule.filter.services or ("",):
+                by_service[service].append((rule, number))
+        self._any_service = by_service.pop("", [])
         self._by_service = dict(by_service)
 
-    def add(self, entry: LogEntry, batch: Batch) -> None:
+    def add(self, entry: LogEntry, batch: Batch, read_ms: int | None = None) -> None:
+        """`read_ms`: when the record was read. A match rule counts it then, so a record read late
+        (a lagging or restarted runner) still fires its rule; the windowed kinds use its timestamp."""
         batch.stream_ids.append(entry.stream_id)
         at_ms = record_ms(entry)
-        for rule in (*self._any_service, *self._by_service.get(entry.service, ())):
-            if not rule.filter.matches(entry):
+        checked: dict[int, bool] = {}
+        for rule, number in (*self._any_service, *self._by_service.get(entry.service, ())):
+            passes = checked.get(number)
+            if passes is None:
+                passes = checked[number] = rule.filter.matches(entry)
+            if not passes:
                 continue
-            bucket = at_ms // rule.bucket_ms
+            bucket = (read_ms if rule.kind == "match" and read_ms is not None else at_ms) // rule.bucket_ms
             if rule.kind == "ratio":
                 batch.counts[(rule.name, TOTAL, bucket)] += 1
                 if rule.match is None or not rule.match.matches(entry):
@@ -69,8 +79,9 @@ class Matcher:
             batch.counts[(rule.name, MATCHED, bucket)] += 1
             batch.matched[rule.name] += 1
             samples = batch.samples[rule.name]
-            samples.append(sample(entry))
-            del samples[:-SAMPLES]
+            samples.append(entry)
+            if len(samples) > SAMPLES:
+                del samples[0]
 
 
 def record_ms(entry: LogEntry) -> int:

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -85,7 +86,7 @@ class Rule:
     percentile: float = 99.0
     filter_params: dict[str, str | list[str]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def bucket_ms(self) -> int:
         return max(BUCKET_FLOOR_MS, math.ceil(self.window_ms / BUCKETS_PER_WINDOW))
 

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,15 +170,17 @@ class AlertRunner:
         if not entries:
             return
         batch = Batch()
+        read_ms = int(time.time() * 1000)
         for entry_id, fields in entries:
             stream_id = reply_text(entry_id)
+            fields.pop("resource", None)  # no rule looks at it: not worth decoding
             try:
                 entry = LogEntry.from_fields(stream_id, fields)
             except ValueError as error:  # not written by tracestream: acknowledged, matched by no rule
                 batch.stream_ids.append(stream_id)
                 self._report(f"record {stream_id} skipped: {error}")
                 continue
-            self._matcher.add(entry, batch)
+            self._matcher.add(entry, batch, read_ms)
         self._store.add(batch)
 
 
@@ -186,32 +188,42 @@ class AlertRunner:
 # backtest
 
 
+class Replay:
+    """Rules run over records in time order, the clock moving in `step_ms` steps: state in memory.
+
+    Each step counts the records timestamped before it, then evaluates every rule.
+    """
+
+    def __init__(self, rules: RuleSet, start_ms: int, step_ms: int = 1000) -> None:
+        self.store = MemoryStore()
+        self.clock = start_ms
+        self._step_ms = step_ms
+        self._matcher = Matcher(rules.rules)
+        self._evaluator = Evaluator(rules, self.store)
+        self._batch = Batch()
+
+    def feed(self, entries: Iterable[LogEntry]) -> None:
+        for entry in entries:
+            self.advance(record_ms(entry))
+            self._matcher.add(entry, self._batch)
+
+    def advance(self, until_ms: int) -> None:
+        """Evaluate at every step up to `until_ms`."""
+        while self.clock + self._step_ms <= until_ms:
+            self.clock += self._step_ms
+            self.store.add(self._batch)
+            self._batch = Batch()
+            self._evaluator.evaluate(self.clock)
+
+
 def backtest(
     client: Client, stream: str, rules: RuleSet, since_ms: int, until_ms: int, step_ms: int = 1000
 ) -> list[dict[str, Any]]:
-    """The notifications the rules would have sent over the stored records, oldest first.
-
-    Time moves in `step_ms` steps from `since_ms` to `until_ms`, each step evaluating the rules
-    after counting the records timestamped before it; nothing is written to Redis.
-    """
-    store = MemoryStore()
-    matcher = Matcher(rules.rules)
-    evaluator = Evaluator(rules, store)
-    clock = since_ms
-    batch = Batch()
-    for entry in _stored_records(client, stream, since_ms, until_ms):
-        at_ms = record_ms(entry)
-        while at_ms >= clock + step_ms and clock < until_ms:
-            clock += step_ms
-            store.add(batch)
-            batch = Batch()
-            evaluator.evaluate(clock)
-        matcher.add(entry, batch)
-    store.add(batch)
-    while clock < until_ms:
-        clock = min(until_ms, clock + step_ms)
-        evaluator.evaluate(clock)
-    return [dict(payload) for payload in store.notifications]
+    """The notifications the rules would have sent over the stored records, oldest first; writes nothing."""
+    replay = Replay(rules, since_ms, step_ms)
+    replay.feed(_stored_records(client, stream, since_ms, until_ms))
+    replay.advance(until_ms)
+    return [dict(payload) for payload in replay.store.notifications]
 
 
 def _stored_records(client: Client, stream: str, since_ms: int, until_ms: int) -> Iterator[LogEntry]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import orjson
 import redis
 
-from tracestream.alerts.evaluate import MATCHED, SAMPLES, TOTAL, Batch, RuleState, Step, Window
+from tracestream.alerts.evaluate import MATCHED, SAMPLES, TOTAL, Batch, RuleState, Step, Window, sample
 from tracestream.alerts.rules import Rule
 
 HISTORY_MAX = 10_000
@@ -141,7 +141,7 @@ class RedisStore:
             pipe.zadd(self.keys.durations(self._rules[name]), {f"{d}:{sid}": at for at, d, sid in durations})
         for name, samples in batch.samples.items():
             key = self.keys.samples(self._rules[name])
-            pipe.lpush(key, *[orjson.dumps(one) for one in samples])
+            pipe.lpush(key, *[orjson.dumps(sample(entry)) for entry in samples])
             pipe.ltrim(key, 0, SAMPLES - 1)
         for name, count in batch.matched.items():
             pipe.incrby(self.keys.matched(self._rules[name]), count)
@@ -201,7 +201,9 @@ class MemoryStore:
         for name, durations in batch.durations.items():
             self.durations[name] += [(at_ms, duration) for at_ms, duration, _ in durations]
         for name, samples in batch.samples.items():
-            self.samples[name] = (list(reversed(samples)) + self.samples[name])[:SAMPLES]
+            self.samples[name] = ([sample(entry) for entry in reversed(samples)] + self.samples[name])[
+                :SAMPLES
+            ]
         for name, count in batch.matched.items():
             self.matched[name] += count
 
