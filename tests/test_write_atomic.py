@@ -96,22 +96,42 @@ def test_a_batch_refused_by_oom_partway_is_stored_once_after_the_retry(stream: R
     records.close()
 
 
-def test_a_key_of_the_wrong_type_refuses_the_call_before_it_writes(
+def test_a_stream_key_of_the_wrong_type_refuses_the_call_before_it_writes(
     stream: RedisHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A digest key someone else SET is found before the first XADD: nothing of the call is
-    stored, the error names the key, and the rows go in once the key is gone."""
+    """Someone SET the stream's key: nothing of the batch is written anywhere, the error names
+    the key, and the rows go in once the key is gone."""
+    records = RecordWriter(stream)
+    rows = _batch(records)
+    with stream.client() as client:
+        client.set(stream.stream, "not a stream")
+        assert not records.writer.write_rows(rows)
+        assert not records.writer.write_rows(rows)
+        assert client.get(stream.stream) == "not a stream" and not client.exists(stream.keys.digest)
+        assert f"WRONGTYPE {stream.stream} is not a stream" in caplog.text
+        client.delete(stream.stream)
+    assert records.writer.write_rows(rows)
+    _assert_stored_once(stream, rows)
+    records.close()
+
+
+def test_a_digest_key_of_the_wrong_type_costs_only_the_search_digest(
+    stream: RedisHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A digest key someone else SET is found before the first write: the records are stored
+    once, without their digest lines (said once), and the digest resumes once the key is gone."""
     records = RecordWriter(stream)
     rows = _batch(records)
     with stream.client() as client:
         client.set(stream.keys.digest_sizes, "not a list")
-        assert not records.writer.write_rows(rows)
-        assert not records.writer.write_rows(rows)
-        assert client.xlen(stream.stream) == 0
-        assert f"WRONGTYPE {stream.keys.digest_sizes} is not a list" in caplog.text
+        assert records.writer.write_rows(rows[:1000])
+        assert client.get(stream.keys.digest_sizes) == "not a list" and not client.exists(stream.keys.digest)
+        assert caplog.text.count(f"{stream.keys.digest_sizes} is not a list") == 1
         client.delete(stream.keys.digest_sizes)
     assert records.writer.write_rows(rows)
-    _assert_stored_once(stream, rows)
+    assert _copies(stream) == Counter(row[1] for row in rows)
+    stored_later = [entry.stream_id for entry in stream.logs()[1000:]]
+    assert sorted(_digest_ids(stream)) == sorted(stored_later)
     records.close()
 
 

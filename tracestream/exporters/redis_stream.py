@@ -44,13 +44,15 @@ from tracestream.status import STATUS_TTL, status_key
 # A retried call stores each record once. A script that fails midway keeps what it wrote,
 # so every key is checked before the first write, with commands that fail on a key of the
 # wrong type and change nothing (a write-only producer may run them; docs/security.md), and
-# nothing after the XADDs can fail: a trace index key of another type costs only that trace
-# its index (pcall). Redis refuses a script for OOM only at its first write command, here
-# the INCRBY that reads a mark, so a call is stored whole or not at all. But a batch of
-# several calls, or a connection lost after Redis ran them, leaves some stored, and the
-# whole batch is sent again. Record ids are a writer's random prefix and a counter that the
-# writer delivers in order, so `<stream>:written:<prefix>` counts up to the first counter
-# not yet stored (ARGV[12..14]), and a call's leading rows below it are skipped.
+# nothing after the XADDs can fail. Only a stream key of another type refuses the call; a
+# digest key of another type costs the records their search digest (the call returns why),
+# and a trace index key of another type costs only that trace its index (pcall). Redis
+# refuses a script for OOM only at its first write command, here the INCRBY that reads a
+# mark, so a call is stored whole or not at all. But a batch of several calls, or a
+# connection lost after Redis ran them, leaves some stored, and the whole batch is sent
+# again. Record ids are a writer's random prefix and a counter that the writer delivers in
+# order, so `<stream>:written:<prefix>` counts up to the first counter not yet stored
+# (ARGV[12..14]), and a call's leading rows below it are skipped.
 _APPEND_SCRIPT = """
 local stream = KEYS[1]
 local maxlen = tonumber(ARGV[1])
@@ -97,14 +99,18 @@ end
 local keep_all = {'stream', 'XTRIM', 'MAXLEN', '9223372036854775807'}
 local probes = {keep_all, keep_all}
 if maxlen > 0 then probes[3] = {'list', 'LPOP', '0'}; probes[4] = {'count', 'INCRBY', '0'} end
+local digest_problem
 for k = 1, math.min(#KEYS, #probes) do
   local probe = probes[k]
   local reply = redis.pcall(probe[2], KEYS[k], unpack(probe, 3))
   if refused(reply) then
     if oom(reply) then return reply end
-    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' is not a ' .. probe[1] .. ': ' .. reply.err)
+    local problem = KEYS[k] .. ' is not a ' .. probe[1] .. ': ' .. reply.err
+    if k == 1 then return redis.error_reply('WRONGTYPE ' .. problem) end
+    digest_problem = digest_problem or problem .. '; the search digest is not written'
   end
 end
+if digest_problem then digest_pos = {} end
 if first > #rows then return 0 end
 local nfields = #names
 local touched = {}
@@ -152,7 +158,7 @@ for key, indexed in pairs(touched) do
   if indexed then redis.call('EXPIRE', key, ttl) end
 end
 if min_id_ms > 0 then redis.call('XTRIM', stream, 'MINID', '~', min_id_ms) end
-if #lines == 0 then return #rows - first + 1 end
+if #lines == 0 then return digest_problem or #rows - first + 1 end
 -- The digest entry takes the batch's last record id, so stream ids locate it. It fails
 -- only if the log stream was deleted and recreated behind it: those records then go unindexed.
 local added = redis.pcall('XADD', KEYS[2], id, 'first', first_id, 'n', #lines, 'd', table.concat(lines))
@@ -257,6 +263,7 @@ class StreamWriter(Generic[Item]):
         )
         self._registered: dict[str, float] = {}  # shard -> when this process last added it to the registry
         self._failing = threading.Event()
+        self._problems_told: set[bytes | str] = set()  # what the script said it could not do, said once
 
     def encode(self, items: Sequence[Item]) -> list[list[str]]:
         """Entries' values in schema order, within the size limits; runs on the export worker."""
@@ -337,6 +344,10 @@ class StreamWriter(Generic[Item]):
                 missing.append(call)
             elif isinstance(result, Exception):
                 raise result
+            elif isinstance(result, (bytes, str)) and result not in self._problems_told:
+                self._problems_told.add(result)
+                problem = result.decode(errors="replace") if isinstance(result, bytes) else result
+                internal_logger.warning("Redis at %s: %s", self._client.url, problem)
         return missing
 
     def _register(self, client: Client, shard: str) -> None:
