@@ -159,3 +159,15 @@ def test_a_retry_split_differently_skips_exactly_what_was_stored(stream: RedisHa
     assert records.writer.write_rows(rows)
     _assert_stored_once(stream, rows)
     records.close()
+
+
+def test_without_an_age_limit_trace_index_and_marks_last_a_week(stream: RedisHandle) -> None:
+    """`max_age=0` means no age limit: the trace index must not expire after a second."""
+    records = RecordWriter(stream, max_age="0s")
+    row = records.row("traced", trace_id=0xABC)
+    records.write(row)
+    with stream.client() as client:
+        index_ttl = client.ttl(stream.keys.trace_index(format(0xABC, "032x")))
+        mark_ttl = client.ttl(f"{stream.stream}:written:{row[1][:16]}")
+    assert index_ttl > 6 * 86400 and mark_ttl > 6 * 86400
+    records.close()

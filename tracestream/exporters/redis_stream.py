@@ -52,7 +52,7 @@ from tracestream.status import STATUS_TTL, status_key
 # connection lost after Redis ran them, leaves some stored, and the whole batch is sent
 # again. Record ids are a writer's random prefix and a counter that the writer delivers in
 # order, so `<stream>:written:<prefix>` counts up to the first counter not yet stored
-# (ARGV[12..14]), and a call's leading rows below it are skipped.
+# (ARGV[12..13]), and a call's leading rows below it are skipped.
 _APPEND_SCRIPT = """
 local stream = KEYS[1]
 local maxlen = tonumber(ARGV[1])
@@ -68,7 +68,6 @@ local resource_pos = tonumber(ARGV[10]) + 1
 local resource = ARGV[11]
 local rid_pos = tonumber(ARGV[12]) + 1
 local mark_prefix = ARGV[13]
-local mark_ttl = tonumber(ARGV[14])
 local function refused(reply) return type(reply) == 'table' and reply.err end
 local function oom(reply) return string.sub(reply.err, 1, 3) == 'OOM' end
 -- A call's rows come from one writer, in order: only a retry's leading rows, which Redis
@@ -88,7 +87,7 @@ if prefix then
     if oom(mark) then return mark end
     prefix = nil
   else
-    redis.call('EXPIRE', mark_key, mark_ttl)
+    redis.call('EXPIRE', mark_key, ttl)
     while first <= #rows do
       local row_prefix, counter = parse(rows[first])
       if row_prefix ~= prefix or counter >= mark then break end
@@ -191,9 +190,9 @@ _APPEND_SHA = hashlib.sha1(_APPEND_SCRIPT.encode()).hexdigest()
 
 # Rows per script call: large batches share one round trip, yet Redis is never blocked long.
 ROWS_PER_CALL = 512
-# How long `<stream>:written:<prefix>` outlives a writer's last call when `max_age` is 0 (else
-# `max_age`, so the marks of many short-lived processes never outweigh their records).
-MARK_TTL_S = 7 * 86400
+# How long trace index keys and `<stream>:written:<prefix>` outlive a writer's last call when
+# `max_age` is 0 (no age limit); else `max_age`, so neither outweighs the records it serves.
+UNBOUNDED_AGE_TTL_S = 7 * 86400
 # A writer adds its shard to the registry again this often: a failover to a replica the SADD
 # had not reached yet (replication is asynchronous) must not hide a shard from readers for long.
 REGISTER_EVERY_S = 60.0
@@ -377,7 +376,7 @@ class StreamWriter(Generic[Item]):
         return [
             settings.max_entries,
             min_id_ms,
-            max(1, int(settings.max_age)),
+            max(1, int(settings.max_age)) if settings.max_age else UNBOUNDED_AGE_TTL_S,
             keys.trace_index(""),
             self._member_prefix,
             self._trace_pos,
@@ -388,7 +387,6 @@ class StreamWriter(Generic[Item]):
             resource,
             self._rid_pos,
             marks,
-            int(settings.max_age) or MARK_TTL_S,
         ]
 
     def _dump_without(self, resource: str, rows: Sequence[list[str]]) -> bytes:
