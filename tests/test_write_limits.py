@@ -12,7 +12,7 @@ from opentelemetry.trace import Span
 from tests.pipelines import PrivatePipeline
 from tests.support import RedisHandle
 from tracestream.exporters.shaping import DROPPED_ATTRIBUTES, ENTRY_TRUNCATED, MAX_ENTRY_BYTES
-from tracestream.otel_setup.settings import Settings
+from tracestream.otel_setup.settings import ConfigError, Settings
 
 
 @pytest.fixture
@@ -100,3 +100,21 @@ def test_entries_within_the_limit_are_not_touched(stream: RedisHandle, pipeline:
     [entry] = stream.logs()
     assert ENTRY_TRUNCATED not in entry.attributes and len(entry.attributes) == 40
     assert entry.body == "x" * 32_768
+
+
+def test_the_entry_limit_is_a_setting_with_a_floor(stream: RedisHandle) -> None:
+    with pytest.raises(
+        ConfigError, match="TRACESTREAM_MAX_ENTRY_BYTES='8KiB' is invalid: must be at least 16KiB"
+    ):
+        Settings.load({"TRACESTREAM_MAX_ENTRY_BYTES": "8KiB"})
+    settings = Settings.load(
+        {"TRACESTREAM_MAX_ENTRY_BYTES": "32KiB"}, redis_url=stream.url, stream=stream.stream
+    )
+    pipeline = PrivatePipeline(settings)
+    try:
+        pipeline.logger.info("wide", extra={"rows": ["y" * 4000 for _ in range(64)]})
+        assert pipeline.flush()
+    finally:
+        pipeline.close()
+    assert _entry_sizes(stream, stream.stream) == [pytest.approx(32 << 10, rel=0.05)]
+    assert "to the 32768-byte entry limit" in stream.logs()[0].attributes[ENTRY_TRUNCATED]

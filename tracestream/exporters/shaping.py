@@ -25,7 +25,7 @@ from tracestream.scrubbing import Scrubber, ScrubRules
 DROPPED_ATTRIBUTES = "tracestream.dropped_attributes"
 ENTRY_TRUNCATED = "tracestream.entry_truncated"
 # The values of one entry, in UTF-8 bytes: room for every text field at its default limit.
-MAX_ENTRY_BYTES = 256 * 1024
+MAX_ENTRY_BYTES = Settings.max_entry_bytes  # the default
 # Kept free when an entry is cut: each cut field keeps at least _MIN_CUT bytes (room for its
 # own marker), and `tracestream.entry_truncated` is added afterwards.
 _MARK_ROOM = 1024
@@ -84,7 +84,7 @@ class RowShaper:
         self._text_limit = settings.max_body_length
         self._value_limit = settings.max_attribute_length
         self._max_items = settings.max_attributes
-        self._entry_limit = MAX_ENTRY_BYTES
+        self._entry_limit = settings.max_entry_bytes
         self._field_names = field_names
         self._attributes_position = field_names.index("attributes")
         self._cuttable = self._text_positions + self._json_positions

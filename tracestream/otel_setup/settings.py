@@ -116,6 +116,14 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
 
 
+def parse_entry_size(text: str) -> int:
+    """A size of at least 16KiB: below that, ordinary records would lose fields."""
+    size = parse_size(text)
+    if size < 16 << 10:
+        raise ValueError("must be at least 16KiB")
+    return size
+
+
 def parse_existing_file(text: str) -> str:
     path = os.path.expanduser(text.strip())
     if not os.path.isfile(path):
@@ -215,6 +223,7 @@ _SETTINGS: dict[str, Setting] = {
     "max_body_length": Setting("TRACESTREAM_MAX_BODY_LENGTH", parse_positive_int),
     "max_attribute_length": Setting("TRACESTREAM_MAX_ATTRIBUTE_LENGTH", parse_positive_int),
     "max_attributes": Setting("TRACESTREAM_MAX_ATTRIBUTES", parse_positive_int),
+    "max_entry_bytes": Setting("TRACESTREAM_MAX_ENTRY_BYTES", parse_entry_size),
     "scrub": Setting("TRACESTREAM_SCRUB", parse_bool),
     "scrub_keys": Setting("TRACESTREAM_SCRUB_KEYS", parse_names),
     "scrub_patterns": Setting("TRACESTREAM_SCRUB_PATTERNS", parse_patterns),
@@ -251,6 +260,7 @@ class Settings:
     max_body_length: int = 32_768
     max_attribute_length: int = 4_096
     max_attributes: int = 128
+    max_entry_bytes: int = 256 << 10  # one entry's values together, as Redis stores them
     scrub: bool = True
     scrub_keys: tuple[str, ...] = ()
     scrub_patterns: tuple[str, ...] = ()
