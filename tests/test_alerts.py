@@ -212,6 +212,7 @@ def test_match_sends_one_notification_per_burst_with_its_count(
         written,
     )
     assert len(receiver.accepted("/hook", "boom")) == 4
+    assert [s["body"] for s in again["samples"]] == ["boom again 0"]  # its own, not the last burst's
 
 
 def test_rate_fires_above_its_threshold_with_samples_and_links(

@@ -93,22 +93,23 @@ class AlertKeys:
         return f"{self.prefix}:sent:{notification_id}:{target}"
 
 
-# KEYS: state, outbox, history. ARGV: expected seq, number of field pairs, the pairs, the
-# notification JSON ('' for a silent change), the targets.
+# KEYS: state, outbox, history, samples. ARGV: expected seq, 1 to clear the samples (a resolve: the
+# next firing shows its own), history length, the notification JSON ('' for a silent change),
+# number of field pairs, the pairs, the targets.
 _APPLY = """
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if seq ~= tonumber(ARGV[1]) then return 0 end
-local pairs_count = tonumber(ARGV[2])
-local i = 3
-for _ = 1, pairs_count do
+if ARGV[2] == '1' then redis.call('DEL', KEYS[4]) end
+local payload = ARGV[4]
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 redis.call('HSET', KEYS[1], 'seq', seq + 1)
-local payload = ARGV[i]
 if payload ~= '' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[i + 1], '*', 'payload', payload)
-  for j = i + 2, #ARGV do
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'payload', payload)
+  for j = i, #ARGV do
     redis.call('XADD', KEYS[2], '*', 'target', ARGV[j], 'payload', payload, 'attempt', '1')
   end
 end
@@ -179,8 +180,9 @@ class RedisStore:
         pairs = [item for pair in step.fields.items() for item in pair]
         text = orjson.dumps(payload).decode() if payload is not None else ""
         targets = rule.notify if payload is not None else ()
-        args: list[str | int] = [state.seq, len(step.fields), *pairs, text, HISTORY_MAX, *targets]
-        keys = [self.keys.state(rule.name), self.keys.outbox, self.keys.history]
+        clear = int(step.notify == "resolved")
+        args: list[str | int] = [state.seq, clear, HISTORY_MAX, text, len(step.fields), *pairs, *targets]
+        keys = [self.keys.state(rule.name), self.keys.outbox, self.keys.history, self.keys.samples(rule)]
         return bool(self._apply(keys=keys, args=args))
 
 
@@ -226,6 +228,8 @@ class MemoryStore:
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         stored = self.states[rule.name]
         stored.update(step.fields, seq=str(state.seq + 1))
+        if step.notify == "resolved":
+            self.samples[rule.name] = []
         if payload is not None:
             self.notifications.append(payload)
         return True
