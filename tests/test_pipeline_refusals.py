@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from tests.faults import FaultyProxy
+from tests.pipelines import PrivatePipeline
 from tests.support import wait_for
 from tracestream.cli.doctor import diagnose
 from tracestream.embedded_redis import EmbeddedRedis, free_port
@@ -250,3 +251,33 @@ def _busy_reply(client: redis.Redis) -> Exception | None:
     except redis.ResponseError as error:
         return error
     return None
+
+
+def test_the_real_writer_sets_aside_what_redis_refuses_and_the_rest_flows(
+    server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Another program took the stream's key as a string: our records are set aside, counted
+    and said, and once the key is back the records behind them flow."""
+    stream = f"real:{uuid.uuid4().hex[:8]}"
+    settings = Settings.load(environ={}, redis_url=server.url, stream=stream, spool_dir=str(tmp_path))
+    pipeline = PrivatePipeline(settings)
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        client.set(stream, "not a stream")
+        for number in range(5):
+            pipeline.logger.info("refused %d", number)
+        pipeline.flush()
+        counters = pipeline.logs.queue.counters
+        wait_for(lambda: counters.dead_lettered == 5, what="five records set aside")
+        client.delete(stream)
+        for number in range(5):
+            pipeline.logger.info("accepted %d", number)
+        assert pipeline.flush()
+        bodies = [fields["body"] for _, fields in client.xrange(stream)]
+    finally:
+        pipeline.close()
+        client.close()
+    assert bodies == [f"accepted {n}" for n in range(5)]
+    assert "WRONGTYPE" in next(iter(counters.refused))
+    [letters] = dead_letters(tmp_path)
+    assert letters.records == 5

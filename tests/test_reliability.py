@@ -282,6 +282,28 @@ def test_a_spool_left_by_kill_9_is_replayed_by_the_next_process(
     assert bodies.index("next") == 500  # the dead process's records went first
 
 
+def test_spooled_records_go_back_only_to_the_redis_they_were_meant_for(
+    durable: DurableRedis, handle: RedisHandle, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Same stream name, same spool directory, another Redis (staging next to production)."""
+    other = RedisHandle(url=redis_server.url, stream=handle.stream)
+    with FaultyProxy(durable.port) as proxy:
+        proxy.down()
+        crashed = Writer(_env(handle, tmp_path, proxy.url), "--count", "300", "--then", "spooled")
+        crashed.wait_line("spooled")
+        crashed.process.kill()
+        crashed.process.wait()
+
+        Writer(_env(other, tmp_path), "--count", "20", "--label", "elsewhere").result()
+        assert delivered(other, "elsewhere") == list(range(20)) and delivered(other) == []
+
+        proxy.up()
+        Writer(_env(handle, tmp_path, proxy.url), "--count", "10", "--label", "next").result()
+    assert delivered(handle) == list(range(300))
+    assert delivered(handle, "next") == list(range(10))
+    assert delivered(other) == []
+
+
 def test_status_key_feeds_doctor(
     handle: RedisHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Generic, TypeVar
 
 import redis
@@ -30,7 +29,8 @@ from tracestream.connection import CLUSTER_ERRORS, Client, ProcessLocalClient, T
 from tracestream.exporters.shaping import RowShaper
 from tracestream.otel_setup.pending import PendingLogRecord
 from tracestream.otel_setup.settings import Settings
-from tracestream.spool import Spool, default_base, process_directory
+from tracestream.redis_errors import is_transient
+from tracestream.spool import Spool, spool_for
 from tracestream.status import STATUS_TTL, status_key
 
 # One call per batch. The batch travels as a single JSON argument: packing thousands of
@@ -271,10 +271,15 @@ class StreamWriter(Generic[Item]):
 
     def write(self, items: Sequence[Item]) -> bool:
         """Append a batch; False (never an exception) when Redis did not take it."""
-        return self.write_rows(self.encode(items))
+        try:
+            return self.write_rows(self.encode(items))
+        except (*CLUSTER_ERRORS, OSError) as error:  # refused as they are: only a batch queue sets them aside
+            self._report_failure(error, len(items))
+            return False
 
     def write_rows(self, rows: Sequence[list[str]]) -> bool:
-        """Append encoded rows; False (never an exception) when Redis did not take them all.
+        """Append encoded rows; False when Redis is out of reach for now (try again later), the
+        error itself when Redis refuses them as they are (the batch queue isolates those rows).
 
         Rows Redis already stored (a batch of several script calls, or several shards of a
         cluster, that failed partway; a lost reply) are skipped when the batch is sent again.
@@ -289,6 +294,8 @@ class StreamWriter(Generic[Item]):
         except (*CLUSTER_ERRORS, OSError) as error:
             if client is not None:
                 refresh_topology(client)  # a failed-over shard has a new master
+            if not is_transient(error):
+                raise
             self._report_failure(error, len(rows))
             return False
         if self._failing.is_set():
@@ -414,11 +421,7 @@ class StreamWriter(Generic[Item]):
 
     def make_spool(self) -> Spool | None:
         """Where rows go while Redis is away; None when `spool_max_bytes` is 0."""
-        settings = self.settings
-        if not settings.spool_max_bytes:
-            return None
-        base = Path(settings.spool_dir) if settings.spool_dir else default_base()
-        return Spool(process_directory(base), self.stream, settings.spool_max_bytes)
+        return spool_for(self.settings, self.stream)
 
     def publish_status(self, signal: str, status: dict[str, int]) -> None:
         """Refresh this process's status hash, which `tracestream doctor` reads; skipped while failing."""
