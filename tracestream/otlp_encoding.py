@@ -67,6 +67,22 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _length(len(payload)) + payload
 
 
+def _utf8(raw: bytes) -> bytes:
+    """Protobuf strings must be UTF-8, or a receiver refuses the whole request: another writer's
+    bytes that are not become `\\xNN` escapes, as readers show them."""
+    if raw.isascii():
+        return raw
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace").encode()
+    return raw
+
+
+def _decoded(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def _text(tag: bytes, text: str) -> bytes:
     return _field(tag, text.encode("utf-8", "surrogatepass"))
 
@@ -168,7 +184,7 @@ def _encode(
     for resource_json, scopes in groups.items():
         resource = _field(b"\x0a", resources[resource_json])
         scoped = b"".join(
-            _field(b"\x12", _field(b"\x0a", _field(b"\x0a", scope)) + b"".join(records))
+            _field(b"\x12", _field(b"\x0a", _field(b"\x0a", _utf8(scope))) + b"".join(records))
             for scope, records in scopes.items()
         )
         parts.append(_field(b"\x0a", resource + scoped))
@@ -185,9 +201,10 @@ def _log_record(values: list[bytes]) -> bytes:
      exception_type, exception_message, stacktrace) = values  # fmt: skip
     attributes = _attributes(attributes_json)
     if exception_type or exception_message:
-        exception = (exception_type.decode(), exception_message.decode(), stacktrace.decode())
+        exception = (_decoded(exception_type), _decoded(exception_message), _decoded(stacktrace))
         attributes.update(zip(EXCEPTION_KEYS, exception, strict=True))
-    attributes[RECORD_ID] = rid.decode()
+    attributes[RECORD_ID] = _decoded(rid)
+    body = _utf8(body)
     body = b"\x0a" + _length(len(body)) + body
     parts = [
         b"\x09",
@@ -212,13 +229,16 @@ def _log_record(values: list[bytes]) -> bytes:
 
 @lru_cache(maxsize=64)
 def _severity(text: bytes, number: bytes) -> bytes:
-    return b"\x10" + _varint(int(number or 0)) + _field(b"\x1a", text)
+    severity_number = int(number or 0)
+    if not 0 <= severity_number <= 24:
+        raise ValueError(f"severity_number {severity_number} is outside 0 to 24")
+    return b"\x10" + _varint(severity_number) + _field(b"\x1a", _utf8(text))
 
 
 @lru_cache(maxsize=4096)
 def _code_attributes(code: bytes) -> bytes:
     """The stream keeps `path:line in function`; OTLP receivers expect the semconv attributes."""
-    match = _CODE.match(code.decode())
+    match = _CODE.match(_decoded(code))
     if match is None:
         return b""
     attributes: dict[str, object] = {"code.file.path": match["path"]}
@@ -238,13 +258,13 @@ def _span(values: list[bytes]) -> bytes:
     (_, rid, trace_id, span_id, parent_span_id, name, kind, start, end, status, status_message, _, _,
      attributes_json, events, _) = values  # fmt: skip
     attributes = _attributes(attributes_json)
-    attributes[RECORD_ID] = rid.decode()
-    status_field = _field(b"\x12", status_message) + b"\x18" + _varint(_STATUS_CODES.get(status, 0))
+    attributes[RECORD_ID] = _decoded(rid)
+    status_field = _field(b"\x12", _utf8(status_message)) + b"\x18" + _varint(_STATUS_CODES.get(status, 0))
     parts = [
         _field(b"\x0a", _unhex(trace_id)),
         _field(b"\x12", _unhex(span_id)),
         _field(b"\x22", _unhex(parent_span_id)),
-        _field(b"\x2a", name),
+        _field(b"\x2a", _utf8(name)),
         b"\x30" + _varint(_SPAN_KINDS.get(kind, 0)),
         b"\x39" + _FIXED64(int(start or 0)),
         b"\x41" + _FIXED64(int(end or 0)),

@@ -25,6 +25,8 @@ from typing import Any, Protocol, cast
 
 import re2  # type: ignore[import-untyped]
 import redis
+from redis.client import NEVER_DECODE
+from redis.commands.core import Script
 
 from tracestream.connection import CLUSTER_CHANGES, Client, refresh_topology
 from tracestream.schema import (
@@ -35,6 +37,7 @@ from tracestream.schema import (
     SpanEntry,
     StreamKeys,
     dump_json,
+    tolerant_text,
 )
 from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S, Shard, shards
 from tracestream.timeparse import iso_utc, parse_time_ms
@@ -67,6 +70,25 @@ _STREAM_ID = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
 class QueryError(ValueError):
     """A filter has a value no query can use; the message names it."""
+
+
+def tolerant_call(client: redis.Redis, *command: str | int) -> Any:
+    """A read whose reply may hold bytes that are not UTF-8 (another writer's): read again
+    undecoded, they become `\\xNN` escapes instead of failing every record in the reply."""
+    try:
+        return client.execute_command(*command)  # type: ignore[no-untyped-call]
+    except UnicodeDecodeError:
+        return tolerant_text(client.execute_command(*command, **{NEVER_DECODE: True}))  # type: ignore[no-untyped-call]
+
+
+def run_script(script: Script, keys: list[str], args: list[str | int]) -> Any:
+    """`script` called as `tolerant_call` reads: a reply that is not UTF-8 is read again undecoded."""
+    try:
+        return script(keys=keys, args=args)
+    except UnicodeDecodeError:
+        return tolerant_call(
+            cast(redis.Redis, script.registered_client), "EVALSHA", script.sha, len(keys), *keys, *args
+        )
 
 
 def parse_stream_id(text: str) -> StreamId:
@@ -337,15 +359,17 @@ local function matches(f)
   return true
 end
 local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  local ms, seq = string.match(id or '', '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
 end
 local hms, hseq = math.huge, math.huge
 if high ~= '+' then hms, hseq = parse(high) end
 local lms, lseq = -1, -1
 if low ~= '-' then lms, lseq = parse(low) end
+-- false for a digest line's id that is not a stream id (another writer's line)
 local function in_range(id)
   local ms, seq = parse(id)
+  if not ms then return false end
   return (ms < hms or (ms == hms and seq <= hseq)) and (ms > lms or (ms == lms and seq >= lseq))
 end
 -- The id just below `id`, for an exclusive upper bound without Redis 6.2's '(' syntax.
@@ -374,7 +398,7 @@ local function scan(digest_entry)
   if may_hold_a_match(lines) then
     local candidates = {}
     local function consider(sev, id, rest)
-      if (tonumber(sev) or 0) >= min_sev and (needle == '' or string.find(rest, needle, 1, true)) then
+      if id and (tonumber(sev) or 0) >= min_sev and (needle == '' or string.find(rest, needle, 1, true)) then
         candidates[#candidates + 1] = id
       end
     end
@@ -399,7 +423,9 @@ local function scan(digest_entry)
     for i = #candidates, 1, -1 do
       local id = candidates[i]
       if in_range(id) then
-        local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+        -- pcall: an id past 64 bits parses here but Redis refuses it
+        local read = redis.pcall('XRANGE', KEYS[1], id, id)
+        local entry = not read.err and read[1]
         if entry and matches(entry[2]) then
           out[#out + 1] = id
           out[#out + 1] = entry[2]
@@ -409,7 +435,7 @@ local function scan(digest_entry)
       end
     end
   end
-  out[1] = first
+  out[1] = parse(first) and first or below(digest_entry[1])
   return false
 end
 local next_high = high
@@ -418,7 +444,7 @@ if high ~= '+' then
   local holding = redis.call('XRANGE', KEYS[2], high, '+', 'COUNT', 1)[1]
   if holding then
     local ms, seq = parse(get(holding[2], 2, 'first'))
-    if ms < hms or (ms == hms and seq <= hseq) then
+    if ms and (ms < hms or (ms == hms and seq <= hseq)) then
       if scan(holding) then return out end
       next_high = below(holding[1])
     end
@@ -484,7 +510,7 @@ class _Scanner:
     def chunk(self, high: str, low: str, budget: int, limit: int) -> _Chunk:
         reply = cast(
             list[Any],
-            self._script(keys=self._keys, args=[high, low, budget, limit, *self._filters, SCAN_BYTES]),
+            run_script(self._script, self._keys, [high, low, budget, limit, *self._filters, SCAN_BYTES]),
         )
         pairs = reply[3:]
         entries = [
@@ -605,7 +631,7 @@ def search(client: Client, stream: str, query: Query, cursor: str | None = None,
 
 def last_id(client: redis.Redis, stream: str) -> str:
     """The newest entry's id, or `0-0` for an empty stream: a concrete place to follow from."""
-    newest = cast(list[Any], client.xrevrange(stream, "+", "-", count=1))
+    newest = cast(list[Any], tolerant_call(client, "XREVRANGE", stream, "+", "-", "COUNT", 1))
     return str(newest[0][0]) if newest else "0-0"
 
 
@@ -676,7 +702,13 @@ def follow(
             news: list[tuple[StreamId, str, str, dict[str, str]]] = []
             for shard in found:
                 position = state.positions.setdefault(shard.name, "0-0")  # a new shard: all of it is new
-                reply = cast(list[Any], shard.client.xread({shard.name: position}, count=1000, block=block))
+                wait = ("BLOCK", block) if block is not None else ()
+                reply = cast(
+                    list[Any],
+                    tolerant_call(
+                        shard.client, "XREAD", "COUNT", 1000, *wait, "STREAMS", shard.name, position
+                    ),
+                )
                 for _key, entries in reply or ():
                     news += [(parse_stream_id(i), shard.name, i, fields) for i, fields in entries]
         except (redis.ConnectionError, redis.TimeoutError, *CLUSTER_CHANGES) as error:
@@ -717,13 +749,17 @@ class TraceRecords:
 
 
 # The index and every entry it points at, in one round trip. Index members name entries of
-# the two streams derived from the index's own stream (ARGV), as the exporters write them.
+# the two streams derived from the index's own stream (ARGV), as the exporters write them;
+# another writer's members (a bad id, an unknown kind) and a key of another type are skipped.
 _TRACE_SCRIPT = """
 local out = {}
-for _, member in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+local members = redis.pcall('LRANGE', KEYS[1], 0, -1)
+if members.err then return out end
+for _, member in ipairs(members) do
   local kind, id = string.sub(member, 1, 1), string.sub(member, 2)
-  local found = redis.call('XRANGE', kind == ARGV[3] and ARGV[1] or ARGV[2], id, id)
-  if #found > 0 then
+  local stream = (kind == ARGV[3] and ARGV[1]) or (kind == ARGV[4] and ARGV[2])
+  local found = stream and string.match(id, '^%d+%-%d+$') and redis.pcall('XRANGE', stream, id, id) or {}
+  if not found.err and #found > 0 then
     out[#out + 1] = kind
     out[#out + 1] = found[1][1]
     out[#out + 1] = found[1][2]
@@ -748,7 +784,8 @@ def _read_trace(shard: Shard, trace_id: str) -> list[tuple[str, str, list[str]]]
     keys = shard.keys
     script = shard.client.register_script(_TRACE_SCRIPT)
     reply = cast(
-        list[Any], script(keys=[keys.trace_index(trace_id)], args=[keys.logs, keys.spans, INDEX_LOG])
+        list[Any],
+        run_script(script, [keys.trace_index(trace_id)], [keys.logs, keys.spans, INDEX_LOG, INDEX_SPAN]),
     )
     return [(reply[index], reply[index + 1], reply[index + 2]) for index in range(0, len(reply), 3)]
 
@@ -803,14 +840,23 @@ class TraceTree:
 
     @property
     def start_ns(self) -> int:
+        """The earliest time known: 0 is a time that was absent or undecodable, not the epoch."""
         starts = [node.span.start_ns for _, node in self.walk()] + [
             e.timestamp_ns for e in self.unattached_logs
         ]
-        return min(starts, default=0)
+        return min((start for start in starts if start), default=0)
 
 
 def build_tree(records: TraceRecords) -> TraceTree:
-    nodes = {span.span_id: SpanNode(span) for span in records.spans}
+    """A span id held by several spans (another writer's) is the earliest one's; the others are
+    shown as roots of their own rather than dropped."""
+    nodes: dict[str, SpanNode] = {}
+    namesakes: list[SpanNode] = []
+    for span in records.spans:
+        if span.span_id in nodes:
+            namesakes.append(SpanNode(span))
+        else:
+            nodes[span.span_id] = SpanNode(span)
     parents = {
         node.span.span_id: nodes[node.span.parent_span_id]
         for node in nodes.values()
@@ -823,6 +869,8 @@ def build_tree(records: TraceRecords) -> TraceTree:
     for node in nodes.values():  # spans arrive sorted by start, so children stay in time order
         parent = parents.get(node.span.span_id)
         (parent.children if parent is not None else roots).append(node)
+    if namesakes:
+        roots = sorted(roots + namesakes, key=lambda node: node.span.start_ns)
     unattached: list[LogEntry] = []
     for entry in records.logs:
         owner = nodes.get(entry.span_id)

@@ -8,15 +8,16 @@ See docs/stream-schema.md.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import traceback
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import count
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
@@ -267,9 +268,119 @@ def span_id_hex(span_id: int) -> str:
     return format(span_id, "016x") if span_id else ""
 
 
-def _int(fields: Mapping[str, str], name: str) -> int:
+# ---------------------------------------------------------------------------
+# reading entries: any writer may share a stream name, so nothing read is trusted
+
+UNDECODABLE = "tracestream.undecodable"  # attribute naming what a reader could not decode
+RAW_PREFIX = "tracestream.raw."  # attribute prefix keeping an undecodable field's text
+READ_TEXT_LIMIT = 262_144  # characters a reader keeps of one field: a whole entry's limit when written
+MAX_DEPTH = 64  # JSON nested deeper is undecodable: output encoders refuse 255 levels
+_NS_MAX = 2**64 - 1  # OTLP times are unsigned 64-bit nanoseconds
+_reader_log = logging.getLogger("tracestream.readers")
+_warned = False
+
+
+class _Problems(list[str]):
+    """What one entry's decoding found wrong, and the raw text of each field it could not use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw: dict[str, str] = {}
+
+    def add(self, name: str, reason: str, raw: str) -> None:
+        self.append(f"{name} {reason}")
+        self.raw[RAW_PREFIX + name] = raw[:READ_TEXT_LIMIT]
+
+    def marked(self, stream_id: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        """`attributes` with the problems and raw fields added; the first such entry is logged."""
+        global _warned
+        if not _warned:
+            _warned = True
+            _reader_log.warning(
+                "tracestream: entry %s is not a valid entry (%s); it and any later ones are shown "
+                "marked with the attribute %s",
+                stream_id,
+                "; ".join(self),
+                UNDECODABLE,
+            )
+        return {**attributes, UNDECODABLE: "; ".join(self), **self.raw}
+
+
+def _int(fields: Mapping[str, str], name: str, problems: _Problems, high: int = _NS_MAX) -> int:
     text = fields.get(name, "")
-    return int(text) if text else 0
+    if not text:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        problems.add(name, "is not an integer", text)
+        return 0
+    if 0 <= value <= high:
+        return value
+    problems.add(name, f"is outside 0 to {high}", text)
+    return 0
+
+
+def _text(fields: Mapping[str, str], name: str, problems: _Problems) -> str:
+    text = fields.get(name, "")
+    if len(text) <= READ_TEXT_LIMIT:
+        return text
+    problems.append(f"{name} cut from {len(text)} to {READ_TEXT_LIMIT} characters")
+    return text[:READ_TEXT_LIMIT]
+
+
+def _json(fields: Mapping[str, str], name: str, problems: _Problems, kind: type) -> Any:
+    """A JSON field's value when it is a `kind` nested at most `MAX_DEPTH` deep, else an empty one."""
+    text = fields.get(name, "")
+    if not text:
+        return kind()
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        problems.add(name, "is not JSON", text)
+        return kind()
+    if not isinstance(value, kind):
+        problems.add(name, f"is not a JSON {'object' if kind is dict else 'list'}", text)
+        return kind()
+    # Only text with that many brackets can nest that deep: the walk is rare.
+    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        problems.add(name, f"is nested deeper than {MAX_DEPTH} levels", text)
+        return kind()
+    return value
+
+
+def _depth(value: object) -> int:
+    deepest, level = 0, [value]
+    while level:
+        deepest += 1
+        level = [
+            item
+            for container in level
+            if isinstance(container, (dict, list))
+            for item in (container.values() if isinstance(container, dict) else container)
+            if isinstance(item, (dict, list))
+        ]
+    return deepest
+
+
+def _events(fields: Mapping[str, str], problems: _Problems) -> list[dict[str, Any]]:
+    events = _json(fields, "events", problems, list)
+    if all(isinstance(event, dict) for event in events):
+        return cast(list[dict[str, Any]], events)
+    problems.add("events", "holds items that are not JSON objects", fields["events"])
+    return [event for event in events if isinstance(event, dict)]
+
+
+def tolerant_text(value: object) -> Any:
+    """A reply read without decoding, as a decoding client gives it; bytes that are not UTF-8
+    (another writer's) become `\\xNN` escapes instead of failing the whole reply."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, (list, tuple)):
+        return [tolerant_text(item) for item in value]
+    if isinstance(value, dict):
+        return {tolerant_text(key): tolerant_text(item) for key, item in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -298,27 +409,32 @@ class LogEntry:
 
     @classmethod
     def from_fields(cls, stream_id: str, fields: Mapping[str, str]) -> LogEntry:
-        return cls(
+        """Never raises: a field no reader can use is left empty and named in the attribute
+        `UNDECODABLE`, its text kept under `RAW_PREFIX` + its name (docs/stream-schema.md)."""
+        problems = _Problems()
+        attributes = _json(fields, "attributes", problems, dict)
+        entry = cls(
             stream_id=stream_id,
-            record_id=fields.get("rid", ""),
-            timestamp_ns=_int(fields, "ts"),
-            observed_timestamp_ns=_int(fields, "observed_ts"),
-            severity=fields.get("severity", ""),
-            severity_number=_int(fields, "severity_number"),
-            body=fields.get("body", ""),
-            service=fields.get("service", ""),
-            trace_id=fields.get("trace_id", ""),
-            span_id=fields.get("span_id", ""),
-            trace_flags=_int(fields, "trace_flags"),
-            scope=fields.get("scope", ""),
-            code=fields.get("code", ""),
-            attributes=load_json(fields.get("attributes", "")),
-            resource=load_json(fields.get("resource", "")),
-            exception_type=fields.get("exception_type", ""),
-            exception_message=fields.get("exception_message", ""),
-            exception_stacktrace=fields.get("exception_stacktrace", ""),
-            schema_version=fields.get("v", ""),
+            record_id=_text(fields, "rid", problems),
+            timestamp_ns=_int(fields, "ts", problems),
+            observed_timestamp_ns=_int(fields, "observed_ts", problems),
+            severity=_text(fields, "severity", problems),
+            severity_number=_int(fields, "severity_number", problems, high=24),
+            body=_text(fields, "body", problems),
+            service=_text(fields, "service", problems),
+            trace_id=_text(fields, "trace_id", problems),
+            span_id=_text(fields, "span_id", problems),
+            trace_flags=_int(fields, "trace_flags", problems, high=255),
+            scope=_text(fields, "scope", problems),
+            code=_text(fields, "code", problems),
+            attributes=attributes,
+            resource=_json(fields, "resource", problems, dict),
+            exception_type=_text(fields, "exception_type", problems),
+            exception_message=_text(fields, "exception_message", problems),
+            exception_stacktrace=_text(fields, "exception_stacktrace", problems),
+            schema_version=_text(fields, "v", problems),
         )
+        return entry if not problems else replace(entry, attributes=problems.marked(stream_id, attributes))
 
 
 @dataclass(frozen=True)
@@ -349,26 +465,29 @@ class SpanEntry:
 
     @classmethod
     def from_fields(cls, stream_id: str, fields: Mapping[str, str]) -> SpanEntry:
-        events = fields.get("events", "")
-        return cls(
+        """Never raises, and marks what it could not use, as `LogEntry.from_fields` does."""
+        problems = _Problems()
+        attributes = _json(fields, "attributes", problems, dict)
+        entry = cls(
             stream_id=stream_id,
-            record_id=fields.get("rid", ""),
-            trace_id=fields.get("trace_id", ""),
-            span_id=fields.get("span_id", ""),
-            parent_span_id=fields.get("parent_span_id", ""),
-            name=fields.get("name", ""),
-            kind=fields.get("kind", ""),
-            start_ns=_int(fields, "start_ts"),
-            end_ns=_int(fields, "end_ts"),
-            status=fields.get("status", ""),
-            status_message=fields.get("status_message", ""),
-            service=fields.get("service", ""),
-            scope=fields.get("scope", ""),
-            attributes=load_json(fields.get("attributes", "")),
-            events=orjson.loads(events) if events else [],
-            resource=load_json(fields.get("resource", "")),
-            schema_version=fields.get("v", ""),
+            record_id=_text(fields, "rid", problems),
+            trace_id=_text(fields, "trace_id", problems),
+            span_id=_text(fields, "span_id", problems),
+            parent_span_id=_text(fields, "parent_span_id", problems),
+            name=_text(fields, "name", problems),
+            kind=_text(fields, "kind", problems),
+            start_ns=_int(fields, "start_ts", problems),
+            end_ns=_int(fields, "end_ts", problems),
+            status=_text(fields, "status", problems),
+            status_message=_text(fields, "status_message", problems),
+            service=_text(fields, "service", problems),
+            scope=_text(fields, "scope", problems),
+            attributes=attributes,
+            events=_events(fields, problems),
+            resource=_json(fields, "resource", problems, dict),
+            schema_version=_text(fields, "v", problems),
         )
+        return entry if not problems else replace(entry, attributes=problems.marked(stream_id, attributes))
 
 
 # ---------------------------------------------------------------------------

@@ -85,13 +85,13 @@ def waterfall(tree: TraceTree) -> Table:
     table.add_column("timeline", no_wrap=True, min_width=BAR_WIDTH + 1)
     for depth, node in tree.walk():
         span = node.span
-        offset = int((span.start_ns - start) * scale)
-        width = max(1, int((span.end_ns - span.start_ns) * scale))
+        offset = min(BAR_WIDTH - 1, max(0, int((span.start_ns - start) * scale)))
+        width = min(BAR_WIDTH - offset, max(1, int((span.end_ns - span.start_ns) * scale)))
         style = "red" if span.status == "ERROR" else "blue"
         table.add_row(
             Text("  " * depth).append_text(shown(span.name, "bold")),
             shown(span.service),
-            f"{(span.start_ns - start) / 1e6:.1f}",
+            _since(span.start_ns, start),
             f"{span.duration_ms:.1f}",
             Text(" " * offset + "█" * width, style=style),
         )
@@ -106,4 +106,9 @@ def _log_row(entry: LogEntry, depth: int, start: int) -> tuple[Text, Text, str, 
     text = Text("  " * depth + "• ")
     text.append_text(shown(f"{entry.severity} ", severity_style(entry.severity_number)))
     text.append_text(shown(entry.body))
-    return text, shown(entry.service), f"{(entry.timestamp_ns - start) / 1e6:.1f}", "", ""
+    return text, shown(entry.service), _since(entry.timestamp_ns, start), "", ""
+
+
+def _since(time_ns: int, start: int) -> str:
+    """Milliseconds after the trace's start; `?` for a time that was absent or undecodable."""
+    return f"{(time_ns - start) / 1e6:.1f}" if time_ns else "?"

@@ -176,6 +176,7 @@ def _async_client(
         max_connections=connections,
         timeout=settings.redis_timeout,
         decode_responses=True,
+        encoding_errors="backslashreplace",  # another writer's bytes that are not UTF-8 become escapes
         client_name=name,
         socket_connect_timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout + extra_timeout,

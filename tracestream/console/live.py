@@ -18,6 +18,7 @@ import base64
 import binascii
 import contextlib
 import heapq
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ NOTICE: StreamId = (-1, -1)  # the stream id of items that are not records: sent
 # connections are noticed.
 HEARTBEAT: Item = ("", NOTICE, b": keepalive\n\n")
 RETRY_S = 1.0  # how often a viewer waiting for Redis tries again
+_log = logging.getLogger("tracestream.console")
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class LiveFeed:
         self._starting = asyncio.Lock()
         self._closing = False
         self._recent = _RecentIds()  # a retried export may have written a record twice
+        self._skipped_any = False
 
     def parse_position(self, text: str) -> dict[str, StreamId]:
         """A viewer's position from its last event id; `QueryError` names a malformed one."""
@@ -288,8 +291,21 @@ class LiveFeed:
                 await asyncio.sleep(POLL_INTERVAL)
             for stream_id, name, entry_id, fields in sorted(news):
                 self._cursors[name] = entry_id
-                entry = LogEntry.from_fields(entry_id, fields)
-                self._fan_out(name if self._cluster else "", stream_id, entry)
+                try:
+                    entry = LogEntry.from_fields(entry_id, fields)
+                    self._fan_out(name if self._cluster else "", stream_id, entry)
+                except Exception as error:  # one entry, whatever it holds, never ends the feed for all
+                    self._skipped(entry_id, error)
+
+    def _skipped(self, entry_id: str, error: Exception) -> None:
+        if not self._skipped_any:
+            self._skipped_any = True
+            _log.warning(
+                "tracestream console: live feed skipped entry %s (%s: %s); later ones skipped silently",
+                entry_id,
+                type(error).__name__,
+                error,
+            )
 
     def _fan_out(self, key: str, stream_id: StreamId, entry: LogEntry) -> None:
         if not self._recent.add(entry.record_id):
