@@ -322,24 +322,16 @@ def test_a_webhook_answering_500_then_200_gets_it_once_and_no_secret_is_shown(
 # several runners, restarts
 
 
+def rate_rule(name: str, service: str, window: str, above: int) -> dict[str, Any]:
+    return {"name": name, "kind": "rate", "filter": {"service": service}, "window": window, "above": above,
+            "notify": "ops"}  # fmt: skip
+
+
 def test_two_runners_send_each_notification_exactly_once(
     redis_server: EmbeddedRedis, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     handle = fresh_handle(redis_server)
-    rules = rule_file(
-        tmp_path,
-        receiver,
-        [
-            {
-                "name": "shared",
-                "kind": "rate",
-                "filter": {"service": "two"},
-                "window": "1s",
-                "above": 9,
-                "notify": "ops",
-            }
-        ],
-    )
+    rules = rule_file(tmp_path, receiver, [rate_rule("shared", "two", "1s", 9)])
     writer = RecordWriter(handle)
     with running(handle, rules, "a"), running(handle, rules, "b"):
         for round_number in (1, 2):
@@ -366,23 +358,9 @@ def test_kill_9_and_restart_neither_resends_nor_misses(
         tmp_path,
         receiver,
         [
-            {
-                "name": "before",
-                "kind": "rate",
-                "filter": {"service": "k1"},
-                "window": "1s",
-                "above": 1,
-                "notify": "ops",
-            },
+            rate_rule("before", "k1", "1s", 1),
             {"name": "late", "kind": "match", "filter": {"service": "k3"}, "cooldown": "1s", "notify": "ops"},
-            {
-                "name": "during",
-                "kind": "rate",
-                "filter": {"service": "k2"},
-                "window": "30s",
-                "above": 1,
-                "notify": "ops",
-            },
+            rate_rule("during", "k2", "30s", 1),
         ],
     )
     writer = RecordWriter(handle)
@@ -417,6 +395,32 @@ def test_kill_9_and_restart_neither_resends_nor_misses(
         ("firing", 1),
         ("resolved", 1),
     ]
+
+
+def test_work_a_dead_runner_held_is_taken_over(
+    redis_server: EmbeddedRedis, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """Records read but never counted, and a notification taken but never sent, by a runner that died."""
+    handle = fresh_handle(redis_server)
+    rules = rule_file(tmp_path, receiver, [rate_rule("orphans", "o", "30s", 2)])
+    keys = AlertKeys(handle.stream)
+    left = {"id": "left-behind:7", "rule": "left-behind", "state": "firing"}
+    with handle.client() as client:
+        client.xgroup_create(handle.keys.logs, "tracestream-alerts", id="$", mkstream=True)
+        client.xgroup_create(keys.outbox, "tracestream-alerts-delivery", id="$", mkstream=True)
+        writer = RecordWriter(handle)
+        writer.write(*[writer.row(f"orphan {i}", service="o") for i in range(3)])
+        writer.close()
+        client.xadd(keys.outbox, {"target": "ops", "payload": orjson.dumps(left), "attempt": "1"})
+        # The dead runner's reads: pending in both groups under its name, never acknowledged.
+        assert len(client.xreadgroup("tracestream-alerts", "dead", {handle.keys.logs: ">"})[0][1]) == 3
+        assert len(client.xreadgroup("tracestream-alerts-delivery", "dead", {keys.outbox: ">"})[0][1]) == 1
+    with running(handle, rules, "heir"):
+        firing = notified(receiver, "orphans", 1)[0]
+        wait_for(lambda: receiver.accepted("/hook", "left-behind"), what="the claimed notification")
+        wait_for(lambda: settled(handle), what="the outbox drained")
+    assert (firing["state"], firing["value"]) == ("firing", 3)
+    assert receiver.accepted("/hook", "left-behind") == [left]
 
 
 # ---------------------------------------------------------------------------

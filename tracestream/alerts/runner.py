@@ -12,8 +12,6 @@ dead runner read but never counted are claimed after `claim_idle`.
 from __future__ import annotations
 
 import heapq
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,15 +25,12 @@ from tracestream.alerts.evaluate import Batch, Matcher, decide, notification, re
 from tracestream.alerts.rules import RuleSet
 from tracestream.alerts.store import AlertKeys, MemoryStore, RedisStore, Store
 from tracestream.connection import CLUSTER_ERRORS, Client, connect, reply_text
+from tracestream.forwarder import default_consumer
 from tracestream.query import after, parse_stream_id
 from tracestream.schema import LogEntry, StreamKeys
 from tracestream.shards import shards
 
 DEFAULT_GROUP = "tracestream-alerts"
-
-
-def default_consumer() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True)
