@@ -521,6 +521,36 @@ def test_backtest_prints_when_rules_would_have_fired_and_resolved(
         assert not client.keys(f"{stream.stream}:alerts*")  # a backtest writes nothing
 
 
+def test_backtest_for_and_repeat(stream: RedisHandle, tmp_path: Path) -> None:
+    """A condition that holds for 6 s of record time: fires once it held `for`, repeats every `repeat`."""
+    writer = RecordWriter(stream)
+    start_ns = (time.time_ns() - 30 * 10**9) // 10**9 * 10**9 + 5 * 10**8
+    rows = []
+    for i in range(60):
+        row = writer.row(f"tick {i}", service="api")
+        row[TS_FIELD] = str(start_ns + i * 10**8)
+        rows.append(row)
+    writer.write(*rows)
+    writer.close()
+    path = tmp_path / "rules.yaml"
+    rule = {**GOOD_RULE, "window": "1s", "above": 0, "for": "2s", "repeat": "2s"}
+    path.write_text(yaml.safe_dump({"notify": {"ops": {"webhook": "http://127.0.0.1:9/h"}}, "rules": [rule]}))
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_ns // 10**9 - 10))
+    command = [str(VENV_BIN / "tracestream"), "alerts", "test", str(path), "--since", since, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, env=stream.env(), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    found = [orjson.loads(line) for line in done.stdout.splitlines()]
+    offsets = [(n["state"], n["repeat"], round(at_s(n) - start_ns / 1e9, 1)) for n in found]
+    # Steps fall 0.5 s after each record second: the condition is first seen at 0.5, has held 2 s at
+    # 2.5, repeats 2 s after each send, and clears once the last record (5.9) is out of the window.
+    assert offsets == [
+        ("firing", False, 2.5),
+        ("firing", True, 4.5),
+        ("firing", True, 6.5),
+        ("resolved", False, 7.5),
+    ]
+
+
 def test_runner_refuses_a_bad_file_before_touching_redis(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text("rules: [\n")
