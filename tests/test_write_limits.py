@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry._logs import LogRecord
 from opentelemetry.trace import Span
 
 from tests.pipelines import PrivatePipeline
 from tests.support import RedisHandle
-from tracestream.exporters.shaping import DROPPED_ATTRIBUTES, ENTRY_TRUNCATED, MAX_ENTRY_BYTES
+from tracestream.exporters.shaping import (
+    DROPPED_ATTRIBUTES,
+    ENTRY_TRUNCATED,
+    MAX_ENTRY_BYTES,
+    TIMESTAMP_REPLACED,
+)
 from tracestream.otel_setup.settings import ConfigError, Settings
 
 
@@ -118,3 +125,24 @@ def test_the_entry_limit_is_a_setting_with_a_floor(stream: RedisHandle) -> None:
         pipeline.close()
     assert _entry_sizes(stream, stream.stream) == [pytest.approx(32 << 10, rel=0.05)]
     assert "to the 32768-byte entry limit" in stream.logs()[0].attributes[ENTRY_TRUNCATED]
+
+
+def test_impossible_timestamps_become_the_export_time_and_are_flagged(
+    stream: RedisHandle, pipeline: PrivatePipeline
+) -> None:
+    """A timestamp 1000x too large through the OTel logs API, and start_time=-1 on a span: the
+    forwarder could not encode either, so the exporter keeps them readable and says what they were."""
+    before = time.time_ns()
+    too_large = before * 1000
+    pipeline.logger_provider.get_logger("clock").emit(
+        LogRecord(timestamp=too_large, observed_timestamp=before, body="from the future")
+    )
+    pipeline.tracer_provider.get_tracer("clock").start_span("negative", start_time=-1).end()
+    assert pipeline.flush()
+    [entry] = stream.logs()
+    [span] = stream.spans()
+    after = time.time_ns()
+    assert before <= entry.timestamp_ns <= after
+    assert entry.attributes[TIMESTAMP_REPLACED] == f"ts={too_large}"
+    assert before <= span.start_ns <= after
+    assert span.attributes[TIMESTAMP_REPLACED] == "start_ts=-1"

@@ -10,12 +10,14 @@ entry: text fields are cut to `max_body_length`, attribute values and keys to
 marker. Those limits apply per value, and nesting multiplies them (128 lists of 128 strings
 of 4096 characters), so last the whole entry is held to `MAX_ENTRY_BYTES`: its largest
 fields are cut first (the body or span name last), and `tracestream.entry_truncated` says
-which were cut and from what size.
+which were cut and from what size. A time no reader can hold (before 1970, past 63 bits)
+becomes the export time, and `tracestream.timestamp_replaced` keeps what it was.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import time_ns
 from typing import Any
 
 from tracestream import schema
@@ -24,6 +26,7 @@ from tracestream.scrubbing import Scrubber, ScrubRules
 
 DROPPED_ATTRIBUTES = "tracestream.dropped_attributes"
 ENTRY_TRUNCATED = "tracestream.entry_truncated"
+TIMESTAMP_REPLACED = "tracestream.timestamp_replaced"
 # The values of one entry, in UTF-8 bytes: room for every text field at its default limit.
 MAX_ENTRY_BYTES = Settings.max_entry_bytes  # the default
 # Kept free when an entry is cut: each cut field keeps at least _MIN_CUT bytes (room for its
@@ -38,6 +41,8 @@ _MAX_BYTES_PER_CHAR = 6
 _CUT_LAST = frozenset({"body", "name"})
 _TEXT_FIELDS = frozenset({"body", "exception_message", "exception_stacktrace", "name", "status_message"})
 _JSON_FIELDS = frozenset({"attributes", "events"})
+_TIME_FIELDS = frozenset({"ts", "observed_ts", "start_ts", "end_ts"})
+_MAX_TIME_NS = 2**63 - 1  # what every reader and OTLP's fixed64 can hold, and far past 2200
 _MAX_DEPTH = 32
 _FILTER_MARGIN = 4096
 
@@ -75,12 +80,18 @@ def scrubber_for(settings: Settings) -> Scrubber | None:
     return Scrubber(rules)
 
 
+def _impossible_time(value: str) -> bool:
+    """Not a count of nanoseconds since 1970 that fits 63 bits; "" (unset) is fine."""
+    return bool(value) and (not value.isdigit() or (len(value) >= 19 and int(value) > _MAX_TIME_NS))
+
+
 class RowShaper:
     """Scrubs and limits rows of one schema (LOG_FIELDS or SPAN_FIELDS)."""
 
     def __init__(self, field_names: tuple[str, ...], settings: Settings) -> None:
         self._text_positions = [i for i, name in enumerate(field_names) if name in _TEXT_FIELDS]
         self._json_positions = [i for i, name in enumerate(field_names) if name in _JSON_FIELDS]
+        self._time_positions = [i for i, name in enumerate(field_names) if name in _TIME_FIELDS]
         self._text_limit = settings.max_body_length
         self._value_limit = settings.max_attribute_length
         self._max_items = settings.max_attributes
@@ -103,6 +114,8 @@ class RowShaper:
     def shape_rows(self, rows: list[list[str]]) -> list[list[str]]:
         self._texts(rows)
         for row in rows:
+            if any(_impossible_time(row[position]) for position in self._time_positions):
+                self._replace_times(row)
             for position in self._json_positions:
                 row[position] = self._json_text(row[position])
             resource = row[self._resource_position]
@@ -112,6 +125,26 @@ class RowShaper:
             if len("".join(row)) * _MAX_BYTES_PER_CHAR > self._entry_limit:  # may be over
                 self._fit(row)
         return rows
+
+    def _replace_times(self, row: list[str]) -> None:
+        """A time before 1970 or past what 64 bits hold (start_time=-1, a timestamp 1000x too
+        large) becomes the export time, and the attributes keep what it was."""
+        now = str(time_ns())
+        replaced = []
+        for position in self._time_positions:
+            value = row[position]
+            if _impossible_time(value):
+                replaced.append(f"{self._field_names[position]}={value[:40]}")
+                row[position] = now
+        self._note(row, TIMESTAMP_REPLACED, ", ".join(replaced))
+
+    def _note(self, row: list[str], key: str, text: str) -> None:
+        position = self._attributes_position
+        attributes = schema.load_json(row[position])
+        if not isinstance(attributes, dict):
+            attributes = {}
+        attributes[key] = text
+        row[position] = schema.dump_json(attributes)
 
     def _fit(self, row: list[str]) -> None:
         """Cut the largest text and JSON fields, the body last, until the values fit the limit."""
@@ -133,12 +166,7 @@ class RowShaper:
             total += utf8_size(row[position]) - sizes[position]
             cut.append(self._field_names[position])
         note = f"{', '.join(cut)}: {sum(sizes)} bytes cut to the {self._entry_limit}-byte entry limit"
-        position = self._attributes_position
-        attributes = schema.load_json(row[position])
-        if not isinstance(attributes, dict):
-            attributes = {}
-        attributes[ENTRY_TRUNCATED] = note
-        row[position] = schema.dump_json(attributes)
+        self._note(row, ENTRY_TRUNCATED, note)
 
     def _json_within(self, text: str, room: int) -> str:
         """A JSON field cut to `room` bytes: containers keep their first items, and say how many went."""
