@@ -280,30 +280,25 @@ _reader_log = logging.getLogger("tracestream.readers")
 _warned = False
 
 
-class _Problems(list[str]):
-    """What one entry's decoding found wrong, and the raw text of each field it could not use."""
+# What one entry's decoding found wrong: (field, reason, its raw text, or None to keep none)
+_Problems = list[tuple[str, str, str | None]]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.raw: dict[str, str] = {}
 
-    def add(self, name: str, reason: str, raw: str) -> None:
-        self.append(f"{name} {reason}")
-        self.raw[RAW_PREFIX + name] = raw[:READ_TEXT_LIMIT]
-
-    def marked(self, stream_id: str, attributes: dict[str, Any]) -> dict[str, Any]:
-        """`attributes` with the problems and raw fields added; the first such entry is logged."""
-        global _warned
-        if not _warned:
-            _warned = True
-            _reader_log.warning(
-                "tracestream: entry %s is not a valid entry (%s); it and any later ones are shown "
-                "marked with the attribute %s",
-                stream_id,
-                "; ".join(self),
-                UNDECODABLE,
-            )
-        return {**attributes, UNDECODABLE: "; ".join(self), **self.raw}
+def _marked(stream_id: str, problems: _Problems, attributes: dict[str, Any]) -> dict[str, Any]:
+    """`attributes` with the problems and raw fields added; the first such entry is logged."""
+    global _warned
+    reasons = "; ".join(f"{name} {reason}" for name, reason, _ in problems)
+    if not _warned:
+        _warned = True
+        _reader_log.warning(
+            "tracestream: entry %s is not a valid entry (%s); it and any later ones are shown "
+            "marked with the attribute %s",
+            stream_id,
+            reasons,
+            UNDECODABLE,
+        )
+    raw = {RAW_PREFIX + name: text[:READ_TEXT_LIMIT] for name, _, text in problems if text is not None}
+    return {**attributes, UNDECODABLE: reasons, **raw}
 
 
 def _int(fields: Mapping[str, str], name: str, problems: _Problems, high: int = _NS_MAX) -> int:
@@ -313,20 +308,24 @@ def _int(fields: Mapping[str, str], name: str, problems: _Problems, high: int = 
     try:
         value = int(text)
     except ValueError:
-        problems.add(name, "is not an integer", text)
+        problems.append((name, "is not an integer", text))
         return 0
     if 0 <= value <= high:
         return value
-    problems.add(name, f"is outside 0 to {high}", text)
+    problems.append((name, f"is outside 0 to {high}", text))
     return 0
 
 
-def _text(fields: Mapping[str, str], name: str, problems: _Problems) -> str:
-    text = fields.get(name, "")
-    if len(text) <= READ_TEXT_LIMIT:
-        return text
-    problems.append(f"{name} cut from {len(text)} to {READ_TEXT_LIMIT} characters")
-    return text[:READ_TEXT_LIMIT]
+def _within_limit(fields: Mapping[str, str], problems: _Problems) -> Mapping[str, str]:
+    """`fields`, each value cut to `READ_TEXT_LIMIT` characters: one pass in C when none is longer."""
+    if max(map(len, fields.values()), default=0) <= READ_TEXT_LIMIT:
+        return fields
+    problems += (
+        (name, f"cut from {len(text)} to {READ_TEXT_LIMIT} characters", None)
+        for name, text in fields.items()
+        if len(text) > READ_TEXT_LIMIT
+    )
+    return {name: text[:READ_TEXT_LIMIT] for name, text in fields.items()}
 
 
 def _json(fields: Mapping[str, str], name: str, problems: _Problems, kind: type) -> Any:
@@ -337,14 +336,18 @@ def _json(fields: Mapping[str, str], name: str, problems: _Problems, kind: type)
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        problems.add(name, "is not JSON", text)
+        problems.append((name, "is not JSON", text))
         return kind()
     if not isinstance(value, kind):
-        problems.add(name, f"is not a JSON {'object' if kind is dict else 'list'}", text)
+        problems.append((name, f"is not a JSON {'object' if kind is dict else 'list'}", text))
         return kind()
     # Only text with that many brackets can nest that deep: the walk is rare.
-    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
-        problems.add(name, f"is nested deeper than {MAX_DEPTH} levels", text)
+    if (
+        len(text) > 2 * MAX_DEPTH
+        and text.count("{") + text.count("[") > MAX_DEPTH
+        and _depth(value) > MAX_DEPTH
+    ):
+        problems.append((name, f"is nested deeper than {MAX_DEPTH} levels", text))
         return kind()
     return value
 
@@ -367,7 +370,7 @@ def _events(fields: Mapping[str, str], problems: _Problems) -> list[dict[str, An
     events = _json(fields, "events", problems, list)
     if all(isinstance(event, dict) for event in events):
         return cast(list[dict[str, Any]], events)
-    problems.add("events", "holds items that are not JSON objects", fields["events"])
+    problems.append(("events", "holds items that are not JSON objects", fields["events"]))
     return [event for event in events if isinstance(event, dict)]
 
 
@@ -411,30 +414,32 @@ class LogEntry:
     def from_fields(cls, stream_id: str, fields: Mapping[str, str]) -> LogEntry:
         """Never raises: a field no reader can use is left empty and named in the attribute
         `UNDECODABLE`, its text kept under `RAW_PREFIX` + its name (docs/stream-schema.md)."""
-        problems = _Problems()
+        problems: _Problems = []
+        fields = _within_limit(fields, problems)
+        get = fields.get
         attributes = _json(fields, "attributes", problems, dict)
         entry = cls(
             stream_id=stream_id,
-            record_id=_text(fields, "rid", problems),
+            record_id=get("rid", ""),
             timestamp_ns=_int(fields, "ts", problems),
             observed_timestamp_ns=_int(fields, "observed_ts", problems),
-            severity=_text(fields, "severity", problems),
+            severity=get("severity", ""),
             severity_number=_int(fields, "severity_number", problems, high=24),
-            body=_text(fields, "body", problems),
-            service=_text(fields, "service", problems),
-            trace_id=_text(fields, "trace_id", problems),
-            span_id=_text(fields, "span_id", problems),
+            body=get("body", ""),
+            service=get("service", ""),
+            trace_id=get("trace_id", ""),
+            span_id=get("span_id", ""),
             trace_flags=_int(fields, "trace_flags", problems, high=255),
-            scope=_text(fields, "scope", problems),
-            code=_text(fields, "code", problems),
+            scope=get("scope", ""),
+            code=get("code", ""),
             attributes=attributes,
             resource=_json(fields, "resource", problems, dict),
-            exception_type=_text(fields, "exception_type", problems),
-            exception_message=_text(fields, "exception_message", problems),
-            exception_stacktrace=_text(fields, "exception_stacktrace", problems),
-            schema_version=_text(fields, "v", problems),
+            exception_type=get("exception_type", ""),
+            exception_message=get("exception_message", ""),
+            exception_stacktrace=get("exception_stacktrace", ""),
+            schema_version=get("v", ""),
         )
-        return entry if not problems else replace(entry, attributes=problems.marked(stream_id, attributes))
+        return entry if not problems else replace(entry, attributes=_marked(stream_id, problems, attributes))
 
 
 @dataclass(frozen=True)
@@ -466,28 +471,30 @@ class SpanEntry:
     @classmethod
     def from_fields(cls, stream_id: str, fields: Mapping[str, str]) -> SpanEntry:
         """Never raises, and marks what it could not use, as `LogEntry.from_fields` does."""
-        problems = _Problems()
+        problems: _Problems = []
+        fields = _within_limit(fields, problems)
+        get = fields.get
         attributes = _json(fields, "attributes", problems, dict)
         entry = cls(
             stream_id=stream_id,
-            record_id=_text(fields, "rid", problems),
-            trace_id=_text(fields, "trace_id", problems),
-            span_id=_text(fields, "span_id", problems),
-            parent_span_id=_text(fields, "parent_span_id", problems),
-            name=_text(fields, "name", problems),
-            kind=_text(fields, "kind", problems),
+            record_id=get("rid", ""),
+            trace_id=get("trace_id", ""),
+            span_id=get("span_id", ""),
+            parent_span_id=get("parent_span_id", ""),
+            name=get("name", ""),
+            kind=get("kind", ""),
             start_ns=_int(fields, "start_ts", problems),
             end_ns=_int(fields, "end_ts", problems),
-            status=_text(fields, "status", problems),
-            status_message=_text(fields, "status_message", problems),
-            service=_text(fields, "service", problems),
-            scope=_text(fields, "scope", problems),
+            status=get("status", ""),
+            status_message=get("status_message", ""),
+            service=get("service", ""),
+            scope=get("scope", ""),
             attributes=attributes,
             events=_events(fields, problems),
             resource=_json(fields, "resource", problems, dict),
-            schema_version=_text(fields, "v", problems),
+            schema_version=get("v", ""),
         )
-        return entry if not problems else replace(entry, attributes=problems.marked(stream_id, attributes))
+        return entry if not problems else replace(entry, attributes=_marked(stream_id, problems, attributes))
 
 
 # ---------------------------------------------------------------------------
