@@ -412,15 +412,25 @@ def test_work_a_dead_runner_held_is_taken_over(
         writer.write(*[writer.row(f"orphan {i}", service="o") for i in range(3)])
         writer.close()
         client.xadd(keys.outbox, {"target": "ops", "payload": orjson.dumps(left), "attempt": "1"})
+        client.xadd(keys.outbox, {"target": "renamed", "payload": orjson.dumps(left), "attempt": "1"})
         # The dead runner's reads: pending in both groups under its name, never acknowledged.
         assert len(client.xreadgroup("tracestream-alerts", "dead", {handle.keys.logs: ">"})[0][1]) == 3
-        assert len(client.xreadgroup("tracestream-alerts-delivery", "dead", {keys.outbox: ">"})[0][1]) == 1
+        assert len(client.xreadgroup("tracestream-alerts-delivery", "dead", {keys.outbox: ">"})[0][1]) == 2
     with running(handle, rules, "heir"):
         firing = notified(receiver, "orphans", 1)[0]
         wait_for(lambda: receiver.accepted("/hook", "left-behind"), what="the claimed notification")
         wait_for(lambda: settled(handle), what="the outbox drained")
     assert (firing["state"], firing["value"]) == ("firing", 3)
     assert receiver.accepted("/hook", "left-behind") == [left]
+    command = [str(VENV_BIN / "tracestream"), "alerts", "status", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, env=handle.env(), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    shown = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [(s["rule"], s["status"], s["seq"]) for s in shown if "rule" in s] == [("orphans", "firing", "1")]
+    failed = [s["failed_delivery"] for s in shown if "failed_delivery" in s]
+    assert [(f["id"], f["target"], f["error"]) for f in failed] == [
+        ("left-behind:7", "renamed", "no such target in the rule file")
+    ]
 
 
 # ---------------------------------------------------------------------------

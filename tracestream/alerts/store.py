@@ -19,6 +19,7 @@ import redis
 
 from tracestream.alerts.evaluate import MATCHED, SAMPLES, TOTAL, Batch, RuleState, Step, Window, sample
 from tracestream.alerts.rules import Rule
+from tracestream.connection import reply_text
 
 HISTORY_MAX = 10_000
 # Buckets outlive their window by this much, for records that arrive a little late.
@@ -88,6 +89,10 @@ class AlertKeys:
     def deliveries(self) -> str:
         """Every delivery attempt and its outcome (`doctor` shows the failed ones)."""
         return f"{self.prefix}:deliveries"
+
+    @property
+    def state_pattern(self) -> str:
+        return f"{self.prefix}:state:*"
 
     def sent(self, notification_id: str, target: str) -> str:
         return f"{self.prefix}:sent:{notification_id}:{target}"
@@ -184,6 +189,21 @@ class RedisStore:
         args: list[str | int] = [state.seq, clear, HISTORY_MAX, text, len(step.fields), *pairs, *targets]
         keys = [self.keys.state(rule.name), self.keys.outbox, self.keys.history, self.keys.samples(rule)]
         return bool(self._apply(keys=keys, args=args))
+
+
+def rule_states(client: redis.Redis, stream: str) -> dict[str, dict[str, str]]:
+    """Every rule's stored state, by rule name: for `alerts status`."""
+    keys = AlertKeys(stream)
+    names = sorted(reply_text(key) for key in client.scan_iter(keys.state_pattern, count=1000))
+    start = len(keys.state(""))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    states = pipe.execute()
+    return {
+        name[start:]: {reply_text(k): reply_text(v) for k, v in state.items()}
+        for name, state in zip(names, states, strict=True)
+    }
 
 
 @dataclass

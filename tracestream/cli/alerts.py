@@ -1,4 +1,4 @@
-"""`tracestream alerts check|test|run`: validate, backtest and run alert rules (docs/alerts.md)."""
+"""`tracestream alerts check|test|run|status`: validate, backtest, run and inspect alert rules."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from tracestream.alerts.delivery import DeliverySettings
+from redis.cluster import RedisCluster
+
+from tracestream.alerts.delivery import DeliverySettings, failed_deliveries
 from tracestream.alerts.rules import RuleError, RuleSet, format_ms, load_rules
 from tracestream.alerts.runner import DEFAULT_GROUP, AlertRunner, RunSettings, backtest
+from tracestream.alerts.store import rule_states
 from tracestream.cli.common import (
     ArgumentParser,
     UsageError,
@@ -23,13 +26,14 @@ from tracestream.cli.common import (
     whole_number,
 )
 from tracestream.cli.forward import _duration_up_to
-from tracestream.timeparse import parse_time_ms
+from tracestream.timeparse import iso_utc, parse_time_ms
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
 
 LONGEST = 30 * 86400.0
 CONSOLE_URL_ENV = "TRACESTREAM_CONSOLE_URL"
+NO_CLUSTER = "alerts do not run on a Redis Cluster yet; point them at a single Redis"
 
 
 def register(subparsers: Subparsers) -> None:
@@ -68,6 +72,10 @@ def register(subparsers: Subparsers) -> None:
         metavar="DURATION",
         help="evaluation step (default 1s)",
     )
+    add_command(
+        commands, "status", run_status, "rule states and failed deliveries",
+        "Each rule's stored state (ok, pending, firing) and the newest notifications given up on.",
+    )  # fmt: skip
     live = add_command(
         commands, "run", run_live, "evaluate rules live and send notifications",
         "Read records through a consumer group, evaluate the rules every tick and deliver notifications. "
@@ -104,6 +112,31 @@ def register(subparsers: Subparsers) -> None:
         metavar="DURATION",
         help="wait before the first retry, doubled each time up to 5m (default 1s)",
     )
+
+
+def run_status(args: argparse.Namespace) -> int:
+    client = reader(args)
+    if isinstance(client, RedisCluster):
+        raise UsageError(NO_CLUSTER)
+    stream = settings(args).stream
+    for name, state in rule_states(client, stream).items():
+        status = state.get("status") or "ok"
+        if args.json:
+            print_json({"rule": name, **state})
+            continue
+        since = state.get("fired_ms") if status == "firing" else state.get("resolved_ms")
+        when = f" since {iso_utc(int(since) * 1_000_000)}" if since and since != "0" else ""
+        print(f"{name}: {status}{when} (change {state.get('seq', '0')})")
+    failed = failed_deliveries(client, stream)
+    for delivery in failed:
+        if args.json:
+            print_json({"failed_delivery": delivery})
+        else:
+            print(
+                f"failed: {delivery['id']} to {delivery['target']} ({delivery['url'] or 'no URL'}): "
+                f"{delivery['error']} after {delivery['attempt']} attempts"
+            )
+    return 0
 
 
 def _rules(path: str, console_url: str = "") -> RuleSet:
@@ -157,7 +190,7 @@ def run_live(args: argparse.Namespace) -> int:
     rules = _rules(args.rules, args.console_url)
     config = settings(args)
     if config.redis_cluster:
-        raise UsageError("alerts run does not support a Redis Cluster yet; point it at a single Redis")
+        raise UsageError(NO_CLUSTER)
     delivery = DeliverySettings(
         max_attempts=args.max_attempts, first_backoff=args.first_backoff, claim_idle=args.claim_idle
     )
