@@ -157,6 +157,7 @@ KIND_RULES: list[dict[str, Any]] = [
     {"name": "slow", "kind": "latency", "filter": {"service": "l", "route": "/slow"}, "percentile": 90,
      "above": "200ms", "window": "1s", "cooldown": "1500ms", "notify": ["ops"]},
     {"name": "flaky", "kind": "match", "filter": {"service": "f"}, "cooldown": "30s", "notify": ["flaky"]},
+    {"name": "café → <b>", "kind": "match", "filter": {"service": "u"}, "cooldown": "30s", "notify": ["ops"]},
 ]  # fmt: skip
 
 
@@ -316,6 +317,16 @@ def test_a_webhook_answering_500_then_200_gets_it_once_and_no_secret_is_shown(
     for shown in (runner.stderr(), recorded):
         assert SECRET_PASSWORD not in shown and SECRET_TOKEN not in shown
     assert "http://127.0.0.1:" in recorded and "/***" in recorded
+
+
+def test_any_rule_name_reaches_the_webhook(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    _, _, writer = kinds
+    writer.log("hello", service="u")
+    wait_for(lambda: receiver.accepted("/hook", "café → <b>"), what="the notification")
+    (hook,) = [h for h in receiver.attempts("/hook") if h.body["rule"] == "café → <b>"]
+    assert hook.headers["Idempotency-Key"] == "caf%C3%A9%20%E2%86%92%20%3Cb%3E:1:ops"
 
 
 # ---------------------------------------------------------------------------

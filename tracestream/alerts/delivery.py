@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import orjson
 import redis
@@ -63,7 +63,7 @@ def post(target: Target, payload: Mapping[str, Any], timeout: float) -> str:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "tracestream-alerts",
-        "Idempotency-Key": f"{payload['id']}:{target.name}",
+        "Idempotency-Key": quote(f"{payload['id']}:{target.name}", safe=":"),  # any rule name, as ASCII
     }
     if authorization:
         headers["Authorization"] = authorization
@@ -75,7 +75,9 @@ def post(target: Target, payload: Mapping[str, Any], timeout: float) -> str:
         return f"HTTP {error.code}"
     except (OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
-        return f"{type(error).__name__}: {reason}".replace(target.url, target.shown_url)
+        return f"{type(error).__name__}: {reason}".replace(target.url, target.shown_url).replace(
+            url, target.shown_url
+        )
     return ""
 
 
