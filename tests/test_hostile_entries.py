@@ -166,10 +166,14 @@ def test_follow_reads_past_hostile_entries_in_order(stream: RedisHandle) -> None
         written = write_corpus(stream)
         live = follow(client, stream.stream, Query(), state, block_ms=100)
         seen: list[LogEntry] = []
-        while len(good_newest_first(seen, written)) < len(written.good):
+
+        def read_some() -> bool:
             entry = next(live)
             if entry is not None:
                 seen.append(entry)
+            return len(good_newest_first(seen, written)) == len(written.good)
+
+        wait_for(read_some, interval=0, what="every good record followed")
     assert good_newest_first(seen, written) == written.good
     hostile = [entry for entry in seen if entry.stream_id in written.hostile_logs]
     assert len(hostile) == len(HOSTILE_LOGS)
@@ -177,6 +181,8 @@ def test_follow_reads_past_hostile_entries_in_order(stream: RedisHandle) -> None
 
 
 def test_tail_process_follows_past_hostile_entries_and_warns_once(stream: RedisHandle) -> None:
+    with stream.client() as client:
+        known = max(int(c["id"]) for c in client.client_list())
     tail = subprocess.Popen(
         [str(VENV_BIN / "tracestream"), "tail", "--json", "-n", "0"],
         env=stream.env(),
@@ -190,7 +196,10 @@ def test_tail_process_follows_past_hostile_entries_and_warns_once(stream: RedisH
         reading = threading.Thread(target=lambda: lines.extend(tail.stdout or ()), daemon=True)
         reading.start()
         with stream.client() as client:
-            wait_for(lambda: any(c["cmd"] == "xread" for c in client.client_list()), what="tail following")
+            wait_for(
+                lambda: any(int(c["id"]) > known and c["cmd"] == "xread" for c in client.client_list()),
+                what="tail following",
+            )
         written = write_corpus(stream)
         wait_for(lambda: sum(written.good[-1] in line for line in lines) == 1, what="the last good record")
     finally:
