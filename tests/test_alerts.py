@@ -157,6 +157,7 @@ KIND_RULES: list[dict[str, Any]] = [
     {"name": "slow", "kind": "latency", "filter": {"service": "l", "route": "/slow"}, "percentile": 90,
      "above": "200ms", "window": "1s", "cooldown": "1500ms", "notify": ["ops"]},
     {"name": "flaky", "kind": "match", "filter": {"service": "f"}, "cooldown": "30s", "notify": ["flaky"]},
+    {"name": "moved", "kind": "match", "filter": {"service": "v"}, "cooldown": "30s", "notify": ["flaky"]},
     {"name": "café → <b>", "kind": "match", "filter": {"service": "u"}, "cooldown": "30s", "notify": ["ops"]},
 ]  # fmt: skip
 
@@ -299,8 +300,8 @@ def test_a_webhook_answering_500_then_200_gets_it_once_and_no_secret_is_shown(
     handle, runner, writer = kinds
     receiver.fail_next("/flaky", 500)
     writer.log("something", service="f")
-    wait_for(lambda: receiver.accepted("/flaky"), what="the retried notification")
-    first, second = receiver.attempts("/flaky")
+    wait_for(lambda: receiver.accepted("/flaky", "flaky"), what="the retried notification")
+    first, second = [hook for hook in receiver.attempts("/flaky") if hook.body["rule"] == "flaky"]
     assert (first.status, second.status) == (500, 200)
     assert first.body["id"] == second.body["id"] == "flaky:1"
     assert second.headers["Idempotency-Key"] == "flaky:1:flaky"
@@ -317,6 +318,20 @@ def test_a_webhook_answering_500_then_200_gets_it_once_and_no_secret_is_shown(
     for shown in (runner.stderr(), recorded):
         assert SECRET_PASSWORD not in shown and SECRET_TOKEN not in shown
     assert "http://127.0.0.1:" in recorded and "/***" in recorded
+
+
+def test_a_redirect_is_not_followed_with_the_credentials(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    _, runner, writer = kinds
+    receiver.fail_next("/flaky", 302)
+    writer.log("moving", service="v")
+    wait_for(
+        lambda: receiver.accepted("/flaky", "moved"), what="the notification, retried after the redirect"
+    )
+    assert [h.status for h in receiver.attempts("/flaky") if h.body["rule"] == "moved"] == [302, 200]
+    assert receiver.attempts("/elsewhere") == []
+    assert "moved:1 to flaky: HTTP 302" in runner.stderr()
 
 
 def test_any_rule_name_reaches_the_webhook(

@@ -1,4 +1,6 @@
-"""A local webhook for alert tests: it keeps every JSON body it accepts and can fail on cue."""
+"""A local webhook for alert tests: it keeps every JSON body it accepts and can fail on cue.
+
+A 3xx answer points at `/elsewhere`, which records whoever follows it."""
 
 from __future__ import annotations
 
@@ -65,6 +67,15 @@ class WebhookReceiver:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 status = receiver._answer(self.path, dict(self.headers.items()), json.loads(raw))
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                """Only a followed redirect comes here."""
+                receiver._answer(self.path, dict(self.headers.items()), {})
+                self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -56,6 +56,16 @@ return #due
 """
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is a failed delivery: following one would hand the credentials to another URL."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def post(target: Target, payload: Mapping[str, Any], timeout: float) -> str:
     """'' when the endpoint took it, else what went wrong, without the URL (it may hold secrets)."""
     body = {"text": slack_text(payload)} if target.slack else payload
@@ -69,7 +79,7 @@ def post(target: Target, payload: Mapping[str, Any], timeout: float) -> str:
         headers["Authorization"] = authorization
     request = urllib.request.Request(url, data=orjson.dumps(body), method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
+        with _OPENER.open(request, timeout=timeout) as answer:
             answer.read()
     except urllib.error.HTTPError as error:
         return f"HTTP {error.code}"
