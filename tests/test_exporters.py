@@ -24,7 +24,7 @@ from tracestream.otel_setup.settings import BatchSettings, Settings
 from tracestream.schema import StreamKeys
 from tracestream.spool import Spool, process_directory
 
-FAST = BatchSettings(schedule_delay=0.02, max_queue_size=10_000, max_export_batch_size=512, export_timeout=5)
+FAST = BatchSettings(schedule_delay=0.02, max_queue_size=10_000, max_export_batch_size=512)
 
 
 def _pipeline(
@@ -112,7 +112,7 @@ def test_exporter_reports_failure_instead_of_raising() -> None:
 def _queue_of_tens(
     export: Callable[[list[int]], bool], *, schedule_delay: float, max_queue_size: int, **options: Any
 ) -> BatchQueue[int]:
-    batch = BatchSettings(schedule_delay, max_queue_size, max_export_batch_size=10, export_timeout=1)
+    batch = BatchSettings(schedule_delay, max_queue_size, max_export_batch_size=10)
     return BatchQueue("unit", export, batch, **options)
 
 
@@ -196,7 +196,7 @@ def test_a_trickle_of_records_waits_for_the_schedule_instead_of_a_batch_each() -
         batches.append(batch)
         return True
 
-    batch = BatchSettings(0.2, max_queue_size=10_000, max_export_batch_size=512, export_timeout=1)
+    batch = BatchSettings(0.2, max_queue_size=10_000, max_export_batch_size=512)
     queue = BatchQueue("unit", export, batch)
     started = time.monotonic()
     for burst in range(600):  # 0.6 s of 5 records per ms: a busy web server's request records

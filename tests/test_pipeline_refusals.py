@@ -45,9 +45,7 @@ for _, row in ipairs(rows) do
 end
 return #rows
 """
-BATCH = BatchSettings(
-    schedule_delay=0.02, max_queue_size=100_000, max_export_batch_size=256, export_timeout=5
-)
+BATCH = BatchSettings(schedule_delay=0.02, max_queue_size=100_000, max_export_batch_size=256)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +184,7 @@ def test_doctor_says_which_exporter_lost_or_set_aside_records(
     queue = BatchQueue(
         "logs",
         stream.export,
-        BatchSettings(schedule_delay=0.02, max_queue_size=3, max_export_batch_size=10, export_timeout=1),
+        BatchSettings(schedule_delay=0.02, max_queue_size=3, max_export_batch_size=10),
         encode=lambda rows: rows,
         spool=spool_for(settings, stream.key),
         report=lambda status: writer.publish_status("logs", status),

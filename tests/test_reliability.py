@@ -190,9 +190,7 @@ def test_a_full_spool_and_queue_drop_only_what_they_count(
             spool_dir=str(tmp_path),
             spool_max_bytes="48KiB",
         )
-        batch = BatchSettings(
-            schedule_delay=0.02, max_queue_size=500, max_export_batch_size=100, export_timeout=1
-        )
+        batch = BatchSettings(schedule_delay=0.02, max_queue_size=500, max_export_batch_size=100)
         private = PrivatePipeline(settings, batch, service="full")
         processor, logger = private.logs, private.logger
         queue_ = processor.queue
@@ -309,7 +307,7 @@ def test_status_key_feeds_doctor(
 ) -> None:
     monkeypatch.setattr(pipeline, "STATUS_INTERVAL", 0.05)
     settings = Settings.load(environ={}, redis_url=handle.url, stream=handle.stream, service_name="doc")
-    batch = BatchSettings(schedule_delay=0.02, max_queue_size=100, max_export_batch_size=10, export_timeout=1)
+    batch = BatchSettings(schedule_delay=0.02, max_queue_size=100, max_export_batch_size=10)
     processor = StreamLogProcessor(RedisStreamLogExporter(settings), batch)
     for i in range(7):
         processor.queue.put(_Record(i))  # type: ignore[arg-type]

@@ -104,10 +104,6 @@ class StreamKeys:
         """How many lines the entries named in `digest_sizes` hold."""
         return f"{self.logs}:digest:lines"
 
-    @property
-    def trace_index_pattern(self) -> str:
-        return f"{self.logs}:trace:*"
-
 
 UNKNOWN_SERVICE = "unknown_service"
 

@@ -36,9 +36,7 @@ if TYPE_CHECKING:
 
 REPLAY_TIMEOUT_S = 60.0
 # Replay reads the spool only: nothing is queued.
-_REPLAY_BATCH = BatchSettings(
-    schedule_delay=1.0, max_queue_size=1, max_export_batch_size=1, export_timeout=10
-)
+_REPLAY_BATCH = BatchSettings(schedule_delay=1.0, max_queue_size=1, max_export_batch_size=1)
 
 
 def register(subparsers: Subparsers) -> None:

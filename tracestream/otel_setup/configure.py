@@ -239,12 +239,3 @@ def _capture_logging(handler: OTelHandler, settings: Settings) -> None:
 def _is_otel_handler(handler: logging.Handler) -> bool:
     cls = type(handler)
     return cls.__name__ == "LoggingHandler" and cls.__module__.startswith("opentelemetry")
-
-
-def shutdown_installed() -> None:
-    """For tests and embedders: undo `configure()` in this process."""
-    global _installed
-    with _lock:
-        if _installed is not None:
-            _installed.shutdown()
-        _installed = None

@@ -334,7 +334,6 @@ class BatchSettings:
     schedule_delay: float
     max_queue_size: int
     max_export_batch_size: int
-    export_timeout: float
 
     @classmethod
     def load(
@@ -359,13 +358,7 @@ class BatchSettings:
             schedule_delay=schedule_ms / 1000,
             max_queue_size=queue,
             max_export_batch_size=batch,
-            export_timeout=read("EXPORT_TIMEOUT", 30_000) / 1000,
         )
-
-
-def setting_names() -> dict[str, str]:
-    """Argument name to environment variable, for docs and `tracestream doctor`."""
-    return {name: setting.env for name, setting in _SETTINGS.items()}
 
 
 assert {f.name for f in fields(Settings)} == set(_SETTINGS), "every setting needs an env var"
