@@ -101,7 +101,7 @@ def test_bad_argument_names_argument() -> None:
     [
         ("OTEL_BLRP_SCHEDULE_DELAY", "fast"),
         ("OTEL_BLRP_MAX_QUEUE_SIZE", "0"),
-        ("OTEL_BLRP_EXPORT_TIMEOUT", "-1"),
+        ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "-1"),
     ],
 )
 def test_bad_batch_variable(variable: str, value: str) -> None:
