@@ -163,7 +163,9 @@ class Deliverer:
 
     def step(self, block_ms: int) -> int:
         """Deliver what is due, waiting up to `block_ms` for news; the number of notifications handled."""
-        self._due(keys=[self.keys.retry, self.keys.outbox], args=[int(time.time() * 1000)])
+        self._due(
+            keys=[self.keys.retry, self.keys.outbox], args=[int(time.time() * 1000)], client=self.client
+        )
         entries = (
             self._claimed() if time.monotonic() - self._last_claim >= self.settings.claim_idle / 2 else []
         )
@@ -210,7 +212,7 @@ class Deliverer:
 
 
 def failed_deliveries(client: redis.Redis, stream: str, limit: int = 20) -> list[dict[str, str]]:
-    """The newest deliveries that gave up, newest first: for `doctor`."""
+    """The newest deliveries that gave up, newest first. `stream`: see `store.home_stream`."""
     found = []
     newest: Any = client.xrevrange(AlertKeys(stream).deliveries, count=1000)
     for entry_id, fields in newest:

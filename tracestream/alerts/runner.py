@@ -23,12 +23,20 @@ import redis
 from tracestream.alerts.delivery import Deliverer, DeliverySettings, claim_idle, read_group
 from tracestream.alerts.evaluate import Batch, Matcher, decide, notification, reading, record_ms
 from tracestream.alerts.rules import RuleSet
-from tracestream.alerts.store import AlertKeys, MemoryStore, RedisStore, Store
-from tracestream.connection import CLUSTER_ERRORS, Client, connect, reply_text
+from tracestream.alerts.store import AlertKeys, MemoryStore, RedisStore, ShardCounter, Store, home_stream
+from tracestream.connection import (
+    CLUSTER_CHANGES,
+    CLUSTER_ERRORS,
+    Client,
+    node_for,
+    open_client,
+    refresh_topology,
+    reply_text,
+)
 from tracestream.forwarder import default_consumer
 from tracestream.query import after, parse_stream_id
-from tracestream.schema import LogEntry, StreamKeys
-from tracestream.shards import shards
+from tracestream.schema import LogEntry
+from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S, shards
 
 DEFAULT_GROUP = "tracestream-alerts"
 
@@ -40,6 +48,7 @@ class RunSettings:
     group: str = DEFAULT_GROUP
     consumer: str = field(default_factory=default_consumer)
     tick: float = 0.25
+    cluster: bool = False
     claim_idle: float = 30.0
     batch_size: int = 2000
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
@@ -74,14 +83,16 @@ class AlertRunner:
         self.settings = settings
         self._report = report
         self._stop = threading.Event()
-        self._client = connect(settings.redis_url, timeout=max(5.0, settings.tick + 5.0), decode=True)
-        self._records = StreamKeys(settings.stream).logs
-        keys = AlertKeys(settings.stream)
-        self._store = RedisStore(self._client, keys, rules.rules, self._records, settings.group)
+        timeout = max(5.0, settings.tick + 5.0)
+        self._client = open_client(settings.redis_url, timeout, cluster=settings.cluster, decode=True)
+        home = home_stream(settings.stream, settings.cluster)
+        self._home_keys = AlertKeys(home)
+        self._counters: list[ShardCounter] = []
+        self._store = RedisStore(node_for(self._client, home), self._home_keys, [])
         self._matcher = Matcher(rules.rules)
         self._evaluator = Evaluator(rules, self._store)
         self._deliverer = Deliverer(
-            self._client, keys, rules.targets, settings.consumer, settings.delivery, report
+            self._store.home, self._home_keys, rules.targets, settings.consumer, settings.delivery, report
         )
 
     def stop(self) -> None:
@@ -90,13 +101,15 @@ class AlertRunner:
     def run(self) -> None:
         settings = self.settings
         failing = False
-        last_claim = 0.0
+        last_claim = last_discovery = 0.0
         next_evaluation = 0.0
         sender: threading.Thread | None = None
         while not self._stop.is_set():
             try:
+                if sender is None or time.monotonic() - last_discovery >= SHARD_REFRESH_S:
+                    last_discovery = time.monotonic()
+                    self._discover(announce=sender is None)
                 if sender is None:
-                    self._start()
                     sender = threading.Thread(
                         target=self._deliverer.run,
                         args=(self._stop,),
@@ -106,8 +119,9 @@ class AlertRunner:
                     sender.start()
                 if time.monotonic() - last_claim >= settings.claim_idle / 2:
                     last_claim = time.monotonic()
-                    self._count(self._claimed())
-                self._count(self._read())
+                    for counter in self._counters:
+                        self._count(counter, self._claimed(counter))
+                self._read_and_count()
                 if time.monotonic() >= next_evaluation:
                     next_evaluation = time.monotonic() + settings.tick
                     self._evaluator.evaluate(int(time.time() * 1000))
@@ -116,10 +130,12 @@ class AlertRunner:
                     self._report("Redis is reachable again")
             except CLUSTER_ERRORS as error:
                 if "NOGROUP" in str(error):
-                    self._start()  # the stream was deleted: make the group again
+                    self._discover(announce=False)  # a stream was deleted: make its group again
                     continue
-                if isinstance(error, redis.ResponseError):
+                if isinstance(error, redis.ResponseError) and not isinstance(error, CLUSTER_CHANGES):
                     raise
+                refresh_topology(self._client)
+                last_discovery = 0.0  # a failover moves shards: find their servers again
                 if not failing:
                     failing = True
                     self._report(f"cannot reach Redis: {error}; retrying")
@@ -128,40 +144,66 @@ class AlertRunner:
             sender.join()
         self._report("stopped")
 
-    def _start(self) -> None:
-        try:
-            # A new group starts at the stream's end: alerts are about what happens from now on.
-            self._client.xgroup_create(self._records, self.settings.group, id="$", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+    def _discover(self, announce: bool) -> None:
+        """The shards to read, each with its group, and the server holding the rules' states. A group
+        made at start starts at its stream's end: alerts are about what happens from now on."""
+        counters = []
+        # A shard that appears while running (a new service on a cluster) is read from its start.
+        start = "$" if announce else "0"
+        for shard in shards(self._client, self.settings.stream):
+            try:
+                shard.client.xgroup_create(shard.keys.logs, self.settings.group, id=start, mkstream=True)
+            except redis.ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+            counters.append(
+                ShardCounter(shard.client, shard.keys.logs, self.rules.rules, self.settings.group)
+            )
+        home = node_for(self._client, self._home_keys.prefix)
+        self._counters = counters
+        self._store = self._evaluator.store = RedisStore(home, self._home_keys, counters)
+        self._deliverer.client = home
         self._deliverer.ensure_group()
-        names = ", ".join(f"{t.name} ({t.shown_url})" for t in self.rules.targets.values())
-        self._report(
-            f"evaluating {len(self.rules.rules)} rules on {self._records} as "
-            f"{self.settings.group}/{self.settings.consumer}; notifying {names}"
-        )
+        if announce:
+            names = ", ".join(f"{t.name} ({t.shown_url})" for t in self.rules.targets.values())
+            where = f"{len(counters)} shard(s) of {self.settings.stream}"
+            self._report(
+                f"evaluating {len(self.rules.rules)} rules on {where} as "
+                f"{self.settings.group}/{self.settings.consumer}; notifying {names}"
+            )
 
-    def _read(self) -> list[Any]:
+    def _read_and_count(self) -> None:
+        """One shard blocks in XREADGROUP; several (a cluster) are polled until one has records."""
         settings = self.settings
-        block_ms = int(settings.tick * 1000)
-        return read_group(
-            self._client, settings.group, settings.consumer, self._records, settings.batch_size, block_ms
-        )
+        block_ms = int(settings.tick * 1000) if len(self._counters) == 1 else None
+        got = 0
+        for counter in self._counters:
+            entries = read_group(
+                counter.client,
+                settings.group,
+                settings.consumer,
+                counter.records,
+                settings.batch_size,
+                block_ms,
+            )
+            got += len(entries)
+            self._count(counter, entries)
+        if block_ms is None and not got:
+            self._stop.wait(min(settings.tick, POLL_INTERVAL * 4) if self._counters else settings.tick)
 
-    def _claimed(self) -> list[Any]:
+    def _claimed(self, counter: ShardCounter) -> list[Any]:
         """Records a dead runner read but never counted."""
         settings = self.settings
         return claim_idle(
-            self._client,
+            counter.client,
             settings.group,
             settings.consumer,
-            self._records,
+            counter.records,
             settings.batch_size,
             settings.claim_idle,
         )
 
-    def _count(self, entries: Sequence[Any]) -> None:
+    def _count(self, counter: ShardCounter, entries: Sequence[Any]) -> None:
         if not entries:
             return
         batch = Batch()
@@ -176,7 +218,7 @@ class AlertRunner:
                 self._report(f"record {stream_id} skipped: {error}")
                 continue
             self._matcher.add(entry, batch, read_ms)
-        self._store.add(batch)
+        counter.add(batch)
 
 
 # ---------------------------------------------------------------------------

@@ -5,6 +5,8 @@ runner killed at any point has counted a record exactly once or not at all (it i
 again). A state change is a compare-and-set on the rule's change counter in one script that
 also queues the notification: of several runners deciding the same change, one wins, and
 the notification is queued exactly once, under the id `<rule>:<change number>`.
+On a Redis Cluster, counts live next to each shard's records and states in one home slot
+(`{<stream>}:alerts:...`); evaluation sums the shards' counts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import redis
 from tracestream.alerts.evaluate import MATCHED, SAMPLES, TOTAL, Batch, RuleState, Step, Window, sample
 from tracestream.alerts.rules import Rule
 from tracestream.connection import reply_text
+from tracestream.schema import Keyspace
 
 HISTORY_MAX = 10_000
 # Buckets outlive their window by this much, for records that arrive a little late.
@@ -36,8 +39,6 @@ class Loaded:
 
 
 class Store(Protocol):
-    def add(self, batch: Batch) -> None: ...
-
     def load(self, rules: Sequence[Rule], now_ms: int) -> list[Loaded]: ...
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
@@ -98,22 +99,20 @@ class AlertKeys:
         return f"{self.prefix}:sent:{notification_id}:{target}"
 
 
-# KEYS: state, outbox, history, samples. ARGV: expected seq, 1 to clear the samples (a resolve: the
-# next firing shows its own), history length, the notification JSON ('' for a silent change),
-# number of field pairs, the pairs, the targets.
+# KEYS: state, outbox, history. ARGV: expected seq, history length, the notification JSON ('' for
+# a silent change), number of field pairs, the pairs, the targets.
 _APPLY = """
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if seq ~= tonumber(ARGV[1]) then return 0 end
-if ARGV[2] == '1' then redis.call('DEL', KEYS[4]) end
-local payload = ARGV[4]
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
+local payload = ARGV[3]
+local i = 5
+for _ = 1, tonumber(ARGV[4]) do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 redis.call('HSET', KEYS[1], 'seq', seq + 1)
 if payload ~= '' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'payload', payload)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'payload', payload)
   for j = i, #ARGV do
     redis.call('XADD', KEYS[2], '*', 'target', ARGV[j], 'payload', payload, 'attempt', '1')
   end
@@ -122,18 +121,16 @@ return 1
 """
 
 
-class RedisStore:
-    """Counts, samples and states in Redis; `add` also acknowledges the batch's records."""
+class ShardCounter:
+    """One shard's counts, durations and samples, kept next to its records (one slot on a cluster),
+    so `add` can acknowledge the records it counted in the same transaction."""
 
-    def __init__(
-        self, client: redis.Redis, keys: AlertKeys, rules: Sequence[Rule], records: str, group: str
-    ) -> None:
+    def __init__(self, client: redis.Redis, records: str, rules: Sequence[Rule], group: str) -> None:
         self.client = client
-        self.keys = keys
+        self.records = records
+        self.keys = AlertKeys(records)
         self._rules = {rule.name: rule for rule in rules}
-        self._records = records
         self._group = group
-        self._apply = client.register_script(_APPLY)
 
     def add(self, batch: Batch) -> None:
         """Counts, durations and samples, and the acknowledgement of the batch, all or nothing."""
@@ -152,47 +149,96 @@ class RedisStore:
         for name, count in batch.matched.items():
             pipe.incrby(self.keys.matched(self._rules[name]), count)
         if batch.stream_ids:
-            pipe.xack(self._records, self._group, *batch.stream_ids)
+            pipe.xack(self.records, self._group, *batch.stream_ids)
         pipe.execute()
 
-    def load(self, rules: Sequence[Rule], now_ms: int) -> list[Loaded]:
+    def load(self, rules: Sequence[Rule], now_ms: int) -> list[tuple[Window, list[dict[str, Any]]]]:
         pipe = self.client.pipeline(transaction=False)
         for rule in rules:
             buckets = rule.buckets(now_ms)
             pipe.mget([self.keys.bucket(rule, MATCHED, b) for b in buckets])
-            pipe.mget([self.keys.bucket(rule, TOTAL, b) for b in buckets] if rule.kind == "ratio" else ["-"])
+            if rule.kind == "ratio":
+                pipe.mget([self.keys.bucket(rule, TOTAL, b) for b in buckets])
             durations = self.keys.durations(rule)
             pipe.zremrangebyscore(durations, "-inf", f"({now_ms - rule.window_ms}")
             pipe.zrangebyscore(durations, now_ms - rule.window_ms, "+inf")
             pipe.get(self.keys.matched(rule))
-            pipe.hsetnx(self.keys.state(rule.name), "armed_ms", now_ms)
-            pipe.hgetall(self.keys.state(rule.name))
             pipe.lrange(self.keys.samples(rule), 0, SAMPLES - 1)
-        replies = pipe.execute()
+        replies = iter(pipe.execute())
         loaded = []
-        for index, rule in enumerate(rules):
-            matched, totals, _, durations, ever, _, state, samples = replies[index * 8 : index * 8 + 8]
+        for rule in rules:
+            matched = next(replies)
+            totals = next(replies) if rule.kind == "ratio" else []
+            _, durations, ever, samples = (next(replies) for _ in range(4))
             window = Window(
                 matched=[int(n or 0) for n in matched],
-                totals=[int(n or 0) for n in totals] if rule.kind == "ratio" else (),
+                totals=[int(n or 0) for n in totals],
                 durations=[float(member.split(":", 1)[0]) for member in durations],
                 matched_ever=int(ever or 0),
             )
-            loaded.append(Loaded(RuleState.of(state, now_ms), window, [orjson.loads(s) for s in samples]))
+            loaded.append((window, [orjson.loads(s) for s in samples]))
+        return loaded
+
+    def clear_samples(self, rule: Rule) -> None:
+        self.client.delete(self.keys.samples(rule))
+
+
+class RedisStore:
+    """Rule states, decided in one place (`home`), over the counts of every shard.
+
+    On a single Redis, the home and the one shard are the same server and key prefix.
+    """
+
+    def __init__(self, home: redis.Redis, keys: AlertKeys, shards: Sequence[ShardCounter]) -> None:
+        self.home = home
+        self.keys = keys
+        self.shards = shards
+        self._apply = home.register_script(_APPLY)
+
+    def load(self, rules: Sequence[Rule], now_ms: int) -> list[Loaded]:
+        pipe = self.home.pipeline(transaction=False)
+        for rule in rules:
+            pipe.hsetnx(self.keys.state(rule.name), "armed_ms", now_ms)
+            pipe.hgetall(self.keys.state(rule.name))
+        states = pipe.execute()[1::2]
+        per_shard = [shard.load(rules, now_ms) for shard in self.shards]
+        loaded = []
+        for index in range(len(rules)):
+            found = [shard[index] for shard in per_shard]
+            window = Window(
+                matched=[sum(counts) for counts in zip(*(w.matched for w, _ in found), strict=True)],
+                totals=[sum(counts) for counts in zip(*(w.totals for w, _ in found), strict=True)],
+                durations=[d for w, _ in found for d in w.durations],
+                matched_ever=sum(w.matched_ever for w, _ in found),
+            )
+            samples = sorted(
+                (s for _, shard in found for s in shard), key=lambda s: s["timestamp"], reverse=True
+            )
+            loaded.append(Loaded(RuleState.of(states[index], now_ms), window, samples[:SAMPLES]))
         return loaded
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         pairs = [item for pair in step.fields.items() for item in pair]
         text = orjson.dumps(payload).decode() if payload is not None else ""
         targets = rule.notify if payload is not None else ()
-        clear = int(step.notify == "resolved")
-        args: list[str | int] = [state.seq, clear, HISTORY_MAX, text, len(step.fields), *pairs, *targets]
-        keys = [self.keys.state(rule.name), self.keys.outbox, self.keys.history, self.keys.samples(rule)]
-        return bool(self._apply(keys=keys, args=args))
+        args: list[str | int] = [state.seq, HISTORY_MAX, text, len(step.fields), *pairs, *targets]
+        applied = bool(
+            self._apply(keys=[self.keys.state(rule.name), self.keys.outbox, self.keys.history], args=args)
+        )
+        if applied and step.notify == "resolved":
+            for shard in self.shards:  # the next firing shows its own records, not this one's
+                shard.clear_samples(rule)
+        return applied
+
+
+def home_stream(stream: str, cluster: bool) -> str:
+    """The name rule states are kept under: the stream's own, or on a cluster its hash-tagged
+    unsharded name, so they stay in one slot whatever shards the records are in."""
+    return Keyspace(stream, cluster=cluster).shard("").logs
 
 
 def rule_states(client: redis.Redis, stream: str) -> dict[str, dict[str, str]]:
-    """Every rule's stored state, by rule name: for `alerts status`."""
+    """Every rule's stored state, by rule name: for `alerts status`. `stream`: see `home_stream`."""
     keys = AlertKeys(stream)
     names = sorted(reply_text(key) for key in client.scan_iter(keys.state_pattern, count=1000))
     start = len(keys.state(""))

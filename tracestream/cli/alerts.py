@@ -10,12 +10,10 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from redis.cluster import RedisCluster
-
 from tracestream.alerts.delivery import DeliverySettings, failed_deliveries
 from tracestream.alerts.rules import RuleError, RuleSet, format_ms, load_rules
 from tracestream.alerts.runner import DEFAULT_GROUP, AlertRunner, RunSettings, backtest
-from tracestream.alerts.store import rule_states
+from tracestream.alerts.store import home_stream, rule_states
 from tracestream.cli.common import (
     ArgumentParser,
     UsageError,
@@ -26,6 +24,7 @@ from tracestream.cli.common import (
     whole_number,
 )
 from tracestream.cli.forward import _duration_up_to
+from tracestream.connection import node_for
 from tracestream.timeparse import iso_utc, parse_time_ms
 
 if TYPE_CHECKING:
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 
 LONGEST = 30 * 86400.0
 CONSOLE_URL_ENV = "TRACESTREAM_CONSOLE_URL"
-NO_CLUSTER = "alerts do not run on a Redis Cluster yet; point them at a single Redis"
 
 
 def register(subparsers: Subparsers) -> None:
@@ -115,10 +113,9 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    client = reader(args)
-    if isinstance(client, RedisCluster):
-        raise UsageError(NO_CLUSTER)
-    stream = settings(args).stream
+    config = settings(args)
+    stream = home_stream(config.stream, config.redis_cluster)
+    client = node_for(reader(args), stream)
     for name, state in rule_states(client, stream).items():
         status = state.get("status") or "ok"
         if args.json:
@@ -189,8 +186,6 @@ def run_test(args: argparse.Namespace) -> int:
 def run_live(args: argparse.Namespace) -> int:
     rules = _rules(args.rules, args.console_url)
     config = settings(args)
-    if config.redis_cluster:
-        raise UsageError(NO_CLUSTER)
     delivery = DeliverySettings(
         max_attempts=args.max_attempts, first_backoff=args.first_backoff, claim_idle=args.claim_idle
     )
@@ -202,6 +197,7 @@ def run_live(args: argparse.Namespace) -> int:
         tick=args.tick,
         claim_idle=args.claim_idle,
         delivery=delivery,
+        cluster=config.redis_cluster,
         **options,
     )
     runner = AlertRunner(rules, run_settings, report=_report)

@@ -1,0 +1,56 @@
+"""`tracestream alerts run` on a 3-master Redis Cluster: records sharded per service are read on
+every master, their counts summed, and a shard that appears later is read from its start."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.apps.alerts_webhook import WebhookReceiver
+from tests.records import RecordWriter
+from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
+from tests.test_alerts import notified, rate_rule, rule_file, running
+from tracestream.embedded_redis import EmbeddedCluster
+
+# Tags of these names hash to slots on three different masters of a 3-master cluster.
+SERVICES = ("orders", "api", "billing")
+SHARDED = {"redis_cluster": True, "shard_by": "service"}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[EmbeddedCluster]:
+    with EmbeddedCluster(3) as started:
+        yield started
+
+
+def test_rules_count_every_shard_and_find_new_ones(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    handle = RedisHandle(url=cluster.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    writer = RecordWriter(handle, **SHARDED)
+    for service in SERVICES:
+        writer.log("before the runner: not counted", service=service, severity="ERROR")
+    errors = {**rate_rule("errors", "-", "30s", 2), "filter": {"severity": "ERROR"}}
+    newcomer = {"name": "newcomer", "kind": "match", "filter": {"service": "late"}, "notify": "ops"}
+    with WebhookReceiver() as receiver:
+        rules = rule_file(tmp_path, receiver, [errors, newcomer])
+        with running(handle, rules, TRACESTREAM_REDIS_CLUSTER="true") as runner:
+            assert "on 3 shard(s)" in runner.stderr()
+            for service in SERVICES:  # one error on each master: only their sum crosses the threshold
+                writer.log("card declined", service=service, severity="ERROR", trace_id=0x77)
+            firing = notified(receiver, "errors", 1)[0]
+            writer.log("a service that was not there when the runner started", service="late")
+            notified(receiver, "newcomer", 1, timeout=20)
+        writer.close()
+        assert (firing["state"], firing["value"]) == ("firing", 3)
+        assert sorted(sample["service"] for sample in firing["samples"]) == sorted(SERVICES)
+        command = [str(VENV_BIN / "tracestream"), "alerts", "status", "--json"]
+        env = handle.env(TRACESTREAM_REDIS_CLUSTER="true")
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+        assert done.returncode == 0, done.stderr
+        states = {line["rule"]: line["status"] for line in map(orjson.loads, done.stdout.splitlines())}
+        assert states == {"errors": "firing", "newcomer": "firing"}
+        wait_for(lambda: len(receiver.accepted("/hook")) == 2, what="exactly two notifications")
