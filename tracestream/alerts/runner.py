@@ -88,11 +88,11 @@ class AlertRunner:
         home = home_stream(settings.stream, settings.cluster)
         self._home_keys = AlertKeys(home)
         self._counters: list[ShardCounter] = []
-        self._store = RedisStore(node_for(self._client, home), self._home_keys, [])
+        home_client = node_for(self._client, home)
         self._matcher = Matcher(rules.rules)
-        self._evaluator = Evaluator(rules, self._store)
+        self._evaluator = Evaluator(rules, RedisStore(home_client, self._home_keys, []))
         self._deliverer = Deliverer(
-            self._store.home, self._home_keys, rules.targets, settings.consumer, settings.delivery, report
+            home_client, self._home_keys, rules.targets, settings.consumer, settings.delivery, report
         )
 
     def stop(self) -> None:
@@ -161,7 +161,7 @@ class AlertRunner:
             )
         home = node_for(self._client, self._home_keys.prefix)
         self._counters = counters
-        self._store = self._evaluator.store = RedisStore(home, self._home_keys, counters)
+        self._evaluator.store = RedisStore(home, self._home_keys, counters)
         self._deliverer.client = home
         self._deliverer.ensure_group()
         if announce:
@@ -189,7 +189,7 @@ class AlertRunner:
             got += len(entries)
             self._count(counter, entries)
         if block_ms is None and not got:
-            self._stop.wait(min(settings.tick, POLL_INTERVAL * 4) if self._counters else settings.tick)
+            self._stop.wait(POLL_INTERVAL if self._counters else settings.tick)
 
     def _claimed(self, counter: ShardCounter) -> list[Any]:
         """Records a dead runner read but never counted."""
