@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import pytest
 
+from tests import test_cluster
 from tests.apps.alerts_webhook import WebhookReceiver
 from tests.records import RecordWriter
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tests.test_alerts import notified, rate_rule, rule_file, running
 from tracestream.embedded_redis import EmbeddedCluster
 
-# Tags of these names hash to slots on three different masters of a 3-master cluster.
-SERVICES = ("orders", "api", "billing")
-SHARDED = {"redis_cluster": True, "shard_by": "service"}
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[EmbeddedCluster]:
-    with EmbeddedCluster(3) as started:
-        yield started
+SERVICES, SHARDED = test_cluster.SERVICES, test_cluster.SHARDED  # one service on each master
+cluster = test_cluster.cluster  # the 3-master cluster fixture
 
 
 def test_rules_count_every_shard_and_find_new_ones(cluster: EmbeddedCluster, tmp_path: Path) -> None:
