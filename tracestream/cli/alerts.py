@@ -37,9 +37,10 @@ CONSOLE_URL_ENV = "TRACESTREAM_CONSOLE_URL"
 def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "alerts",
-        help="alert rules evaluated as records arrive: check, backtest, run",
+        help="alert rules evaluated as records arrive: check, backtest, run, status",
         description="Alert rules from a YAML file (docs/alerts.md): `check` validates them, `test` "
-        "backtests them over stored records, `run` evaluates them live through a consumer group.",
+        "backtests them over stored records, `run` evaluates them live through a consumer group, `status` "
+        "shows each rule's state and the deliveries given up on.",
     )
     commands = parser.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
     rules_file = ArgumentParser(add_help=False)
