@@ -457,6 +457,10 @@ def test_work_a_dead_runner_held_is_taken_over(
     assert [(f["id"], f["target"], f["error"]) for f in failed] == [
         ("left-behind:7", "renamed", "no such target in the rule file")
     ]
+    doctor = [str(VENV_BIN / "tracestream"), "doctor", "--json"]
+    done = subprocess.run(doctor, capture_output=True, text=True, env=handle.env(), cwd=ROOT)
+    alerts = [orjson.loads(line) for line in done.stdout.splitlines() if '"alerts"' in line]
+    assert [(a["status"], "left-behind:7 to renamed" in a["detail"]) for a in alerts] == [("warn", True)]
 
 
 # ---------------------------------------------------------------------------

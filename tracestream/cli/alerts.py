@@ -18,12 +18,12 @@ from tracestream.cli.common import (
     ArgumentParser,
     UsageError,
     add_command,
+    duration_up_to,
     print_json,
     reader,
     settings,
     whole_number,
 )
-from tracestream.cli.forward import _duration_up_to
 from tracestream.connection import node_for
 from tracestream.timeparse import iso_utc, parse_time_ms
 
@@ -66,7 +66,7 @@ def register(subparsers: Subparsers) -> None:
     test.add_argument("--until", help="end: a duration ago or an ISO time (default now)")
     test.add_argument(
         "--step",
-        type=_duration_up_to(3600.0),
+        type=duration_up_to(3600.0),
         default=1.0,
         metavar="DURATION",
         help="evaluation step (default 1s)",
@@ -85,14 +85,14 @@ def register(subparsers: Subparsers) -> None:
     live.add_argument("--consumer", help="consumer name in the group (default: host-pid)")
     live.add_argument(
         "--tick",
-        type=_duration_up_to(60.0),
+        type=duration_up_to(60.0),
         default=0.25,
         metavar="DURATION",
         help="evaluate every (default 250ms)",
     )
     live.add_argument(
         "--claim-idle",
-        type=_duration_up_to(LONGEST),
+        type=duration_up_to(LONGEST),
         default=30.0,
         metavar="DURATION",
         help="take over records and notifications a dead runner left this long (default 30s)",
@@ -106,7 +106,7 @@ def register(subparsers: Subparsers) -> None:
     )
     live.add_argument(
         "--first-backoff",
-        type=_duration_up_to(LONGEST),
+        type=duration_up_to(LONGEST),
         default=1.0,
         metavar="DURATION",
         help="wait before the first retry, doubled each time up to 5m (default 1s)",

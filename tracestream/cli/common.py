@@ -12,7 +12,7 @@ import redis
 from rich.text import Text
 
 from tracestream.connection import Client, client_for
-from tracestream.otel_setup.settings import Settings
+from tracestream.otel_setup.settings import Settings, parse_duration
 from tracestream.terminal_text import json_safe, visible
 
 if TYPE_CHECKING:
@@ -59,6 +59,22 @@ def whole_number(low: int, high: int = sys.maxsize) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def duration_up_to(longest: float) -> Callable[[str], float]:
+    """A duration argument no longer than `longest` seconds, so Redis and the clock can hold it;
+    argparse would show a ValueError's type, so the message is kept here."""
+
+    def parse_argument(text: str) -> float:
+        try:
+            seconds = parse_duration(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+        if seconds > longest:
+            raise argparse.ArgumentTypeError(f"{text!r} is longer than {longest:g} seconds")
+        return seconds
+
+    return parse_argument
 
 
 PORT = whole_number(1, 65535)

@@ -16,8 +16,10 @@ import redis
 from rich.console import Console
 from rich.text import Text
 
+from tracestream.alerts.delivery import failed_deliveries
+from tracestream.alerts.store import home_stream
 from tracestream.cli.common import add_command, describe_redis_error, print_json, shown
-from tracestream.connection import CLUSTER_ERRORS, Client, client_for, primaries
+from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for, primaries
 from tracestream.forwarder import forwarder_lag
 from tracestream.otel_setup.settings import ConfigError, Settings
 from tracestream.shards import Shard, shards
@@ -83,6 +85,7 @@ def diagnose(redis_url: str | None, stream: str | None, cluster: bool | None = N
                 findings += _server(server)
             findings += _streams(client, config)
             findings += _forwarders(client, config)
+            findings += _alert_deliveries(client, config)
         except CLUSTER_ERRORS as error:
             findings.append(Finding("redis", "fail", describe_redis_error(error)))
     return findings
@@ -272,6 +275,20 @@ def _stream_finding(client: redis.Redis, label: str, key: str) -> Finding:
 # `tracestream forward` lag (owned with tracestream/forwarder.py; see docs/scale-out.md)
 
 FORWARD_BEHIND_S = 300  # the oldest unacknowledged entry is this old: forwarders are stuck or too few
+
+
+def _alert_deliveries(client: Client, config: Settings) -> list[Finding]:
+    """Alert notifications given up on (docs/alerts.md); their URLs are stored masked."""
+    home = home_stream(config.stream, config.redis_cluster)
+    return [
+        Finding(
+            "alerts",
+            "warn",
+            f"notification {delivery['id']} to {delivery['target']} ({delivery['url'] or 'no URL'}) "
+            f"given up on after {delivery['attempt']} attempts: {delivery['error']}",
+        )
+        for delivery in failed_deliveries(node_for(client, home), home, limit=5)
+    ]
 
 
 def _forwarders(client: Client, config: Settings) -> list[Finding]:

@@ -10,14 +10,12 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from tracestream.cli.common import UsageError, add_command, settings, whole_number
+from tracestream.cli.common import UsageError, add_command, duration_up_to, settings, whole_number
 from tracestream.connection import Tls
 from tracestream.forwarder import DEFAULT_ENDPOINT, DEFAULT_GROUP, Forwarder, ForwardError, ForwardSettings
-from tracestream.otel_setup.settings import parse_duration
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -57,14 +55,14 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--claim-idle",
-        type=_duration_up_to(LONGEST_CLAIM_IDLE),
+        type=duration_up_to(LONGEST_CLAIM_IDLE),
         default=30.0,
         metavar="DURATION",
         help="take over entries another forwarder read but left unacknowledged this long (default 30s)",
     )
     parser.add_argument(
         "--timeout",
-        type=_duration_up_to(LONGEST_TIMEOUT),
+        type=duration_up_to(LONGEST_TIMEOUT),
         default=10.0,
         metavar="DURATION",
         help="per request",
@@ -128,19 +126,3 @@ def _headers(items: list[str]) -> dict[str, str]:
             raise ValueError(f"header {item!r} is not NAME=VALUE")
         headers[name.strip()] = value.strip()
     return headers
-
-
-def _duration_up_to(longest: float) -> Callable[[str], float]:
-    """A duration argument no longer than `longest` seconds, so Redis and the clock can hold it;
-    argparse would show a ValueError's type, so the message is kept here."""
-
-    def parse_argument(text: str) -> float:
-        try:
-            seconds = parse_duration(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
-        if seconds > longest:
-            raise argparse.ArgumentTypeError(f"{text!r} is longer than {longest:g} seconds")
-        return seconds
-
-    return parse_argument
