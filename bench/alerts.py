@@ -43,7 +43,7 @@ LOAD = """
 import random, sys, time
 from tracestream import schema
 from tracestream.exporters import RedisStreamLogExporter
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 url, stream = sys.argv[1], sys.argv[2]
 rate, seconds, services = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 writer = RedisStreamLogExporter(Settings.load(environ={}, redis_url=url, stream=stream)).writer

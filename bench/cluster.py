@@ -23,8 +23,8 @@ from tracestream import schema
 from tracestream.connection import Client, connect, connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster, EmbeddedRedis
 from tracestream.exporters import RedisStreamLogExporter
-from tracestream.otel_setup.settings import Settings
 from tracestream.query import Query, fetch_trace, search
+from tracestream.settings import Settings
 
 BATCH = 4096
 SERVICES = ("orders", "api", "billing")  # their shards sit on three different masters

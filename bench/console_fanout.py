@@ -36,7 +36,7 @@ from opentelemetry.sdk.resources import Resource
 
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.exporters import RedisStreamLogExporter
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 
 BIN = Path(sys.executable).parent
 STREAM = "bench:console"

@@ -27,8 +27,8 @@ from opentelemetry.trace import SpanContext, SpanKind
 from tracestream import schema
 from tracestream.embedded_redis import EmbeddedRedis
 from tracestream.exporters.redis_stream import RedisStreamLogExporter, RedisStreamSpanExporter
-from tracestream.otel_setup.settings import Settings
 from tracestream.query import Query, fetch_trace, search
+from tracestream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = "bench"

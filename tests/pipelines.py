@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
-from tracestream.otel_setup.settings import BatchSettings, Settings
+from tracestream.settings import BatchSettings, Settings
 
 FAST = BatchSettings(schedule_delay=0.02, max_queue_size=10_000, max_export_batch_size=512)
 

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from tests.support import RedisHandle
 from tracestream import schema
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 
 SEVERITY_NUMBERS = {"DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21}
 

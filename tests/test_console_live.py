@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 
 TOKEN = "console-test-token"
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from tests.support import ROOT, RedisHandle
 from tracestream.console.fastapi import mount
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 
 
 def test_fastapi_mount_runs_the_host_dependencies_first(stream: RedisHandle) -> None:

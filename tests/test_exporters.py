@@ -20,8 +20,8 @@ from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporte
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
-from tracestream.otel_setup.settings import BatchSettings, Settings
 from tracestream.schema import StreamKeys
+from tracestream.settings import BatchSettings, Settings
 from tracestream.spool import Spool, process_directory
 
 FAST = BatchSettings(schedule_delay=0.02, max_queue_size=10_000, max_export_batch_size=512)

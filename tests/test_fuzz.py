@@ -30,7 +30,7 @@ from tracestream.embedded_redis import EmbeddedRedis
 from tracestream.integrations import records
 from tracestream.integrations.loguru import otel_sink
 from tracestream.integrations.structlog import OTelProcessor
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 

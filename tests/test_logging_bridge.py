@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.pipelines import PrivatePipeline
 from tests.support import RedisHandle, wait_for
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 
 
 def test_extra_values_changed_after_logging_are_exported_as_logged(stream: RedisHandle) -> None:

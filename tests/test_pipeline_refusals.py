@@ -23,8 +23,8 @@ from tracestream.cli.doctor import diagnose
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.exporters import RedisStreamLogExporter
 from tracestream.otel_setup.pipeline import BatchQueue
-from tracestream.otel_setup.settings import BatchSettings, Settings
 from tracestream.redis_errors import describe, error_code, is_transient
+from tracestream.settings import BatchSettings, Settings
 from tracestream.spool import dead_letters, spool_for
 
 APPEND = """

@@ -34,8 +34,8 @@ from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.exporters import RedisStreamLogExporter
 from tracestream.otel_setup import pipeline
 from tracestream.otel_setup.processors import StreamLogProcessor
-from tracestream.otel_setup.settings import BatchSettings, Settings
 from tracestream.schema import LogEntry
+from tracestream.settings import BatchSettings, Settings
 from tracestream.status import read_statuses
 
 

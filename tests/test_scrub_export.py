@@ -17,7 +17,7 @@ from tests.pipelines import PrivatePipeline
 from tests.support import ROOT, VENV_BIN, RedisHandle, run_python, wait_for
 from tracestream.cli import main
 from tracestream.embedded_redis import free_port
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 from tracestream.spool import read_frames
 
 CORPUS = Path(__file__).parent / "corpus"

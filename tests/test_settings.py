@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tracestream.otel_setup.settings import BatchSettings, ConfigError, Settings
+from tracestream.settings import BatchSettings, ConfigError, Settings
 
 
 def test_defaults_without_environment() -> None:

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 from tests.support import ROOT
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 from tracestream.spool import Spool, process_directory, spool_for
 
 CHILD = """
 import sys
 from pathlib import Path
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 from tracestream.spool import spool_for
 url, stream, base, count, replay = sys.argv[1:]
 spool = spool_for(Settings.load(environ={}, redis_url=url, spool_dir=base), stream)
@@ -120,7 +120,7 @@ def test_replay_goes_on_past_a_torn_frame_and_counts_its_rows(tmp_path: Path) ->
 FULL_DISK = """
 import resource, sys
 from pathlib import Path
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 from tracestream.spool import spool_for
 spool = spool_for(Settings.load(environ={}, redis_url="redis://127.0.0.1:1/0", spool_dir=sys.argv[1]), "app")
 assert spool.append([["a 0"]])

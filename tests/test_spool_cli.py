@@ -13,7 +13,7 @@ from tests.support import ROOT, RedisHandle
 from tracestream.cli import spool as spool_command
 from tracestream.cli.common import ArgumentParser
 from tracestream.cli.doctor import diagnose
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 from tracestream.spool import spool_for
 
 NOBODY = "redis://127.0.0.1:1/0"  # a destination nobody writes to any more
@@ -21,7 +21,7 @@ SPOOL_IN_CHILD = """
 import sys
 from tests.records import RecordWriter
 from tests.support import RedisHandle
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 from tracestream.spool import spool_for
 url, stream, base, count = sys.argv[1:]
 rows = RecordWriter(RedisHandle(url, stream)).row

@@ -22,8 +22,8 @@ from tests.support import RedisHandle, wait_for
 from tracestream.connection import Tls, connect
 from tracestream.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
 from tracestream.exporters.redis_stream import RedisStreamSpanExporter
-from tracestream.otel_setup.settings import ConfigError, Settings
 from tracestream.schema import StreamKeys
+from tracestream.settings import ConfigError, Settings
 
 # The documented producer user (docs/security.md); `{stream}` is the configured stream name.
 PRODUCER_ACL = (

@@ -19,7 +19,7 @@ from tracestream.exporters.shaping import (
     MAX_ENTRY_BYTES,
     TIMESTAMP_REPLACED,
 )
-from tracestream.otel_setup.settings import ConfigError, Settings
+from tracestream.settings import ConfigError, Settings
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, RedisClusterException, TryAgainError
 
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 import orjson
 
 from tracestream._internal_log import internal_logger
-from tracestream.otel_setup.settings import Settings
 from tracestream.schema import dump_rows
+from tracestream.settings import Settings
 
 Rows = list[list[str]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from tracestream.otel_setup.settings import parse_duration
+from tracestream.settings import parse_duration
 
 
 def parse_time_ms(text: str, now_ms: int | None = None) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tracestream.otel_setup.settings import parse_duration
 from tracestream.query import Query, QueryError
+from tracestream.settings import parse_duration
 
 KINDS = ("match", "rate", "ratio", "absence", "latency")
 NOT_YET = {"new_issue": "needs error-issue fingerprints (issue 17), which tracestream does not have yet"}

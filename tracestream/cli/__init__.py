@@ -31,8 +31,8 @@ from collections.abc import Sequence
 
 from tracestream.cli.common import ArgumentParser, UsageError, describe_redis_error, error_line
 from tracestream.connection import CLUSTER_ERRORS
-from tracestream.otel_setup.settings import ConfigError
 from tracestream.query import QueryError
+from tracestream.settings import ConfigError
 
 COMMANDS: tuple[str, ...] = (
     "tail",

@@ -12,7 +12,7 @@ import redis
 from rich.text import Text
 
 from tracestream.connection import Client, client_for
-from tracestream.otel_setup.settings import Settings, parse_duration
+from tracestream.settings import Settings, parse_duration
 from tracestream.terminal_text import json_safe, visible
 
 if TYPE_CHECKING:

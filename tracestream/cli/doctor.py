@@ -21,7 +21,7 @@ from tracestream.alerts.store import home_stream
 from tracestream.cli.common import add_command, describe_redis_error, print_json, shown
 from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for, primaries
 from tracestream.forwarder import forwarder_lag
-from tracestream.otel_setup.settings import ConfigError, Settings
+from tracestream.settings import ConfigError, Settings
 from tracestream.shards import Shard, shards
 from tracestream.spool import backlogs, dead_letters, describe, spool_base
 from tracestream.status import read_statuses

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from tracestream.cli.common import UsageError, add_command, print_json
 from tracestream.exporters.shaping import scrubber_for
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 from tracestream.terminal_text import visible
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from rich.console import Console
 from tracestream.cli.common import UsageError, add_command, error_line, print_json, settings, shown
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
 from tracestream.otel_setup.pipeline import BatchQueue
-from tracestream.otel_setup.settings import BatchSettings, Settings
+from tracestream.settings import BatchSettings, Settings
 from tracestream.spool import (
     Backlog,
     DeadLetters,

@@ -28,8 +28,8 @@ from tracestream.console import api, pages
 from tracestream.console.auth import HostGuard, TokenAuth
 from tracestream.console.health import RedisHealth
 from tracestream.console.live import LiveFeed, LiveShard
-from tracestream.otel_setup.settings import Settings
 from tracestream.query import QueryError
+from tracestream.settings import Settings
 from tracestream.shards import shards
 
 STATIC = Path(__file__).parent / "static"

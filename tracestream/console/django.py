@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message
 
 from tracestream.console.app import create_app, scope_under
 from tracestream.integrations.django_settings import configure_arguments
-from tracestream.otel_setup.settings import ConfigError, Settings
+from tracestream.settings import ConfigError, Settings
 
 LIVE_PATH = "api/live"
 _MISPLACED_SETTINGS = {"TRACESTREAM_REDIS_URL": "redis_url", "TRACESTREAM_STREAM": "stream"}

@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tracestream.console.app import create_app, scope_under
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 
 DEFAULT_PATH = "/monitoring/realtime-logs"
 

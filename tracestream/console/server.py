@@ -11,7 +11,7 @@ import uvicorn
 
 from tracestream.console.app import Console, create_app
 from tracestream.console.auth import ALLOWED_HOSTS_ENV, TOKEN_ENV, require_token_off_loopback
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8686

@@ -28,8 +28,8 @@ from tracestream._internal_log import internal_logger
 from tracestream.connection import CLUSTER_ERRORS, Client, ProcessLocalClient, Tls, node_for, refresh_topology
 from tracestream.exporters.shaping import RowShaper
 from tracestream.otel_setup.pending import PendingLogRecord
-from tracestream.otel_setup.settings import Settings
 from tracestream.redis_errors import is_transient
+from tracestream.settings import Settings
 from tracestream.spool import Spool, spool_for
 from tracestream.status import STATUS_TTL, status_key
 

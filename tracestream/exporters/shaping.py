@@ -21,8 +21,8 @@ from time import time_ns
 from typing import Any
 
 from tracestream import schema
-from tracestream.otel_setup.settings import Settings
 from tracestream.scrubbing import Scrubber, ScrubRules
+from tracestream.settings import Settings
 
 DROPPED_ATTRIBUTES = "tracestream.dropped_attributes"
 ENTRY_TRUNCATED = "tracestream.entry_truncated"

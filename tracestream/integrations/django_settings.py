@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
-from tracestream.otel_setup.settings import ConfigError
+from tracestream.settings import ConfigError
 
 WORKER_SERVICE_NAME = "worker_service_name"
 

@@ -25,7 +25,7 @@ from tracestream.otel_setup import log_capture, shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.otel_setup.resource import build_resource, process_resource
-from tracestream.otel_setup.settings import BatchSettings, ConfigError, Settings
+from tracestream.settings import BatchSettings, ConfigError, Settings
 
 LOGS_GROUP = "opentelemetry_logs_exporter"
 TRACES_GROUP = "opentelemetry_traces_exporter"

@@ -26,7 +26,7 @@ from opentelemetry.sdk._configuration import _BaseConfigurator
 from tracestream import integrations
 from tracestream.integrations import INSTALLED_BY_CONFIGURE
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, installed
-from tracestream.otel_setup.settings import ConfigError
+from tracestream.settings import ConfigError
 
 _DEFAULTS = {
     "OTEL_TRACES_EXPORTER": REDIS_STREAM,

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from tracestream.exporters.redis_stream import StreamWriter
 from tracestream.otel_setup.pending import PendingLogRecord
 from tracestream.otel_setup.pipeline import BatchQueue
-from tracestream.otel_setup.settings import BatchSettings
+from tracestream.settings import BatchSettings
 from tracestream.status import register_metrics
 
 

@@ -7,7 +7,7 @@ import socket
 
 from opentelemetry.sdk.resources import Resource
 
-from tracestream.otel_setup.settings import Settings
+from tracestream.settings import Settings
 
 _DEFAULTS = {"service.version": "unknown", "deployment.environment": "development"}
 
