@@ -99,11 +99,11 @@ def _install(settings: Settings) -> Telemetry:
     log_batch = BatchSettings.load("OTEL_BLRP", settings.batch_delay_ms)
     current_tracer_provider = trace.get_tracer_provider()
     current_logger_provider = _logs.get_logger_provider()
-    joining = isinstance(current_tracer_provider, TracerProvider) or isinstance(
-        current_logger_provider, LoggerProvider
-    )
+    api_traces = current_tracer_provider if isinstance(current_tracer_provider, TracerProvider) else None
+    api_logs = current_logger_provider if isinstance(current_logger_provider, LoggerProvider) else None
+    joining = api_traces is not None or api_logs is not None
     # Joining, the providers' own processors keep their other exporters: ours add Redis.
-    span_names = tuple(n for n in settings.traces_exporter if n == REDIS_STREAM or not joining)
+    span_names = tuple(n for n in settings.traces_exporter if n == REDIS_STREAM or api_traces is None)
     span_processors = tuple(
         StreamSpanProcessor(exporter, span_batch, settings.shutdown_timeout)
         for exporter in _span_exporters(settings, span_names)
@@ -120,19 +120,16 @@ def _install(settings: Settings) -> Telemetry:
     logger_provider = LoggerProvider(resource=resource)
     if joining:
         from_environment.step_aside()
-    if isinstance(current_tracer_provider, TracerProvider):
-        tracer_provider = current_tracer_provider
-    else:
-        tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = api_traces or TracerProvider(resource=resource)
+    if api_traces is None:
         trace.set_tracer_provider(tracer_provider)
     for span_processor in span_processors:
         tracer_provider.add_span_processor(span_processor)
-    api_logs = current_logger_provider if isinstance(current_logger_provider, LoggerProvider) else None
     for log_processor in redis_log_processors if api_logs else log_processors:
         (api_logs or logger_provider).add_log_record_processor(log_processor)
     if api_logs is None:
         _logs.set_logger_provider(logger_provider)
-    _follow_forks(logger_provider, *(() if joining else (tracer_provider,)))
+    _follow_forks(logger_provider, *(() if api_traces else (tracer_provider,)))
 
     handler = OTelHandler(logger_provider, log_processors, settings.log_level)
     _capture_logging(handler, settings)
