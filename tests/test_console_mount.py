@@ -66,7 +66,7 @@ import importlib, logging
 call_command("migrate", verbosity=0)
 staff = User.objects.create_user("staff", password="pw", is_staff=True)
 plain = User.objects.create_user("plain", password="pw")
-from tracestream.otel_setup.configure import installed
+from tracestream.otel_setup.telemetry import installed
 telemetry = installed()  # the AppConfig configured from TRACESTREAM
 logging.getLogger("host").warning("seen <through> django")
 telemetry.force_flush()

@@ -29,6 +29,7 @@ from redis.client import NEVER_DECODE
 from redis.commands.core import Script
 
 from tracestream.connection import CLUSTER_CHANGES, Client, refresh_topology
+from tracestream.lua import script_source
 from tracestream.schema import (
     INDEX_LOG,
     INDEX_SPAN,
@@ -311,161 +312,6 @@ def record_json(entry: LogEntry) -> dict[str, Any]:
 
 _POSITIONS = {name: 2 * index + 2 for index, name in enumerate(LOG_FIELDS)}  # Lua's 1-based value slots
 
-# Walks the digest (one entry per written batch, a line per record) newest first. Whole
-# digest entries are skipped with one substring test when they cannot hold a match; only
-# the records whose lines pass severity, service and text are read from the log stream and
-# checked in full. Returns {last id looked at, lines looked at, 1 when the digest ran out,
-# id, fields, id, fields, ...}. Entries are read by fixed position with a by-name fallback.
-_SCAN_SCRIPT = """
-local high, low = ARGV[1], ARGV[2]
-local budget = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-local min_sev = tonumber(ARGV[5])
-local needle = ARGV[6]
-local text = ARGV[7]
-local trace = ARGV[8]
-local services, service_list = {}, {}
-for name in string.gmatch(ARGV[9], '[^\\n]+') do
-  services[name] = true
-  service_list[#service_list + 1] = name
-end
-local needles = {}
-for n in string.gmatch(ARGV[10], '[^\\n]+') do needles[#needles + 1] = n end
-local P_SEV, P_BODY, P_SERVICE = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
-local P_TRACE, P_ATTR = tonumber(ARGV[14]), tonumber(ARGV[15])
-local P_EXT, P_EXM = tonumber(ARGV[16]), tonumber(ARGV[17])
-local byte_budget = tonumber(ARGV[18])
-local bytes = 0
-local function get(f, pos, name)
-  if f[pos - 1] == name then return f[pos] end
-  for j = 1, #f, 2 do if f[j] == name then return f[j + 1] end end
-  return ''
-end
-local function matches(f)
-  if min_sev > 0 and (tonumber(get(f, P_SEV, 'severity_number')) or 0) < min_sev then return false end
-  if #service_list > 0 and not services[get(f, P_SERVICE, 'service')] then return false end
-  if trace ~= '' and get(f, P_TRACE, 'trace_id') ~= trace then return false end
-  if text ~= '' and not (string.find(get(f, P_BODY, 'body'), text, 1, true)
-      or string.find(get(f, P_EXT, 'exception_type'), text, 1, true)
-      or string.find(get(f, P_EXM, 'exception_message'), text, 1, true)) then
-    return false
-  end
-  if #needles > 0 then
-    local attributes = get(f, P_ATTR, 'attributes')
-    for n = 1, #needles do
-      if not string.find(attributes, needles[n], 1, true) then return false end
-    end
-  end
-  return true
-end
-local function parse(id)
-  local ms, seq = string.match(id or '', '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local hms, hseq = math.huge, math.huge
-if high ~= '+' then hms, hseq = parse(high) end
-local lms, lseq = -1, -1
-if low ~= '-' then lms, lseq = parse(low) end
--- false for a digest line's id that is not a stream id (another writer's line)
-local function in_range(id)
-  local ms, seq = parse(id)
-  if not ms then return false end
-  return (ms < hms or (ms == hms and seq <= hseq)) and (ms > lms or (ms == lms and seq >= lseq))
-end
--- The id just below `id`, for an exclusive upper bound without Redis 6.2's '(' syntax.
-local function below(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  if seq ~= '0' then return ms .. '-' .. string.format('%.0f', tonumber(seq) - 1) end
-  return string.format('%.0f', tonumber(ms) - 1) .. '-18446744073709551615'
-end
-local function may_hold_a_match(lines)
-  if needle ~= '' and not string.find(lines, needle, 1, true) then return false end
-  if #service_list == 0 then return true end
-  for _, name in ipairs(service_list) do
-    if string.find(lines, '\\n' .. name .. '\\t', 1, true) then return true end
-  end
-  return false
-end
-local LINE = '\\n([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\n]*)'
-local out = {'', 0, 0}
-local found = 0
--- Newest first within one digest entry; true once `limit` records were found.
-local function scan(digest_entry)
-  local f = digest_entry[2]
-  local first, count, lines = get(f, 2, 'first'), tonumber(get(f, 4, 'n')) or 0, get(f, 6, 'd')
-  out[2] = out[2] + count
-  bytes = bytes + #lines
-  if may_hold_a_match(lines) then
-    local candidates = {}
-    local function consider(sev, id, rest)
-      if id and (tonumber(sev) or 0) >= min_sev and (needle == '' or string.find(rest, needle, 1, true)) then
-        candidates[#candidates + 1] = id
-      end
-    end
-    if #service_list > 0 then
-      -- jump from one line of a wanted service to the next instead of reading every line
-      local starts = {}
-      for _, name in ipairs(service_list) do
-        local pos = string.find(lines, '\\n' .. name .. '\\t', 1, true)
-        while pos do
-          starts[#starts + 1] = pos
-          pos = string.find(lines, '\\n' .. name .. '\\t', pos + 1, true)
-        end
-      end
-      table.sort(starts)
-      for _, pos in ipairs(starts) do
-        local _, sev, id, rest = string.match(lines, '^' .. LINE, pos)
-        consider(sev, id, rest)
-      end
-    else
-      for _, sev, id, rest in string.gmatch(lines, LINE) do consider(sev, id, rest) end
-    end
-    for i = #candidates, 1, -1 do
-      local id = candidates[i]
-      if in_range(id) then
-        -- pcall: an id past 64 bits parses here but Redis refuses it
-        local read = redis.pcall('XRANGE', KEYS[1], id, id)
-        local entry = not read.err and read[1]
-        if entry and matches(entry[2]) then
-          out[#out + 1] = id
-          out[#out + 1] = entry[2]
-          found = found + 1
-          if found >= limit then out[1] = id; return true end
-        end
-      end
-    end
-  end
-  out[1] = parse(first) and first or below(digest_entry[1])
-  return false
-end
-local next_high = high
-if high ~= '+' then
-  -- the digest entry holding `high` is the oldest one with an id at or above it
-  local holding = redis.call('XRANGE', KEYS[2], high, '+', 'COUNT', 1)[1]
-  if holding then
-    local ms, seq = parse(get(holding[2], 2, 'first'))
-    if ms and (ms < hms or (ms == hms and seq <= hseq)) then
-      if scan(holding) then return out end
-      next_high = below(holding[1])
-    end
-  end
-end
--- Digest entries are read a few at a time, as many as the byte budget has room for: one
--- export batch of long records can be megabytes.
-local step, read = 1, 0
-while out[2] < budget and bytes < byte_budget do
-  local entries = redis.call('XREVRANGE', KEYS[2], next_high, low, 'COUNT', step)
-  for i = 1, #entries do
-    if scan(entries[i]) then return out end
-  end
-  if #entries < step then out[3] = 1; return out end
-  read = read + #entries
-  next_high = below(entries[#entries][1])
-  step = math.max(1, math.min(step * 2, 64, math.floor((byte_budget - bytes) * read / math.max(bytes, 1))))
-end
-return out
-"""
-
 
 @dataclass(frozen=True)
 class _Chunk:
@@ -479,7 +325,7 @@ class _Scanner:
     """One registered script per client; Redis caches it by hash, so re-creating one is cheap."""
 
     def __init__(self, client: redis.Redis, keys: StreamKeys, query: Query) -> None:
-        self._script = client.register_script(_SCAN_SCRIPT)
+        self._script = client.register_script(script_source("scan"))
         self._keys = [keys.logs, keys.digest]
         # pre-filters only: attributes and the whole text are checked exactly once entries are here
         needles = [needle[:REDIS_NEEDLE] for match in query.attributes for needle in match.needles if needle]
@@ -748,27 +594,6 @@ class TraceRecords:
     logs: list[LogEntry]
 
 
-# The index and every entry it points at, in one round trip. Index members name entries of
-# the two streams derived from the index's own stream (ARGV), as the exporters write them;
-# another writer's members (a bad id, an unknown kind) and a key of another type are skipped.
-_TRACE_SCRIPT = """
-local out = {}
-local members = redis.pcall('LRANGE', KEYS[1], 0, -1)
-if members.err then return out end
-for _, member in ipairs(members) do
-  local kind, id = string.sub(member, 1, 1), string.sub(member, 2)
-  local stream = (kind == ARGV[3] and ARGV[1]) or (kind == ARGV[4] and ARGV[2])
-  local found = stream and string.match(id, '^%d+%-%d+$') and redis.pcall('XRANGE', stream, id, id) or {}
-  if not found.err and #found > 0 then
-    out[#out + 1] = kind
-    out[#out + 1] = found[1][1]
-    out[#out + 1] = found[1][2]
-  end
-end
-return out
-"""
-
-
 def fetch_trace(client: Client, stream: str, trace_id: str) -> TraceRecords:
     """One script call per shard reads its trace index and entries: no stream scan.
 
@@ -782,7 +607,7 @@ def fetch_trace(client: Client, stream: str, trace_id: str) -> TraceRecords:
 def _read_trace(shard: Shard, trace_id: str) -> list[tuple[str, str, list[str]]]:
     """(kind, stream id, flat fields) of every entry one shard's index names."""
     keys = shard.keys
-    script = shard.client.register_script(_TRACE_SCRIPT)
+    script = shard.client.register_script(script_source("trace_records"))
     reply = cast(
         list[Any],
         run_script(script, [keys.trace_index(trace_id)], [keys.logs, keys.spans, INDEX_LOG, INDEX_SPAN]),

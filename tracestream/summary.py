@@ -15,6 +15,7 @@ from typing import Any, cast
 import orjson
 
 from tracestream.connection import Client
+from tracestream.lua import script_source
 from tracestream.query import before, run_script
 from tracestream.schema import LOG_FIELDS
 from tracestream.shards import shards
@@ -28,91 +29,6 @@ PAGE = 256
 MESSAGE_LIMIT = 1024  # bytes of an error group's message: a foreign entry's body may be megabytes
 MINUTE_MS = 60_000
 
-# Returns {last, 1 when the range ran out, services, minutes, groups}: services as {name,
-# last_ms, count, errors, {resource sha, ...}}, minutes as {minute, service, severity, count},
-# groups as {exception type, code, count, last_ms, service, message}. Redis arrays, not JSON
-# with joined keys: names may hold any byte, tabs and text that is not UTF-8 included, and each
-# string is decoded on its own. If not done, the next call starts below `last`.
-_SUMMARY_SCRIPT = """
-local P = cjson.decode(ARGV[4])
-local error_floor = tonumber(ARGV[5])
-local byte_budget, page = tonumber(ARGV[6]), tonumber(ARGV[7])
-local message_limit = tonumber(ARGV[8])
-local services, minutes, groups, resources = {}, {}, {}, {}
-local function get(f, pos, name)
-  if f[pos - 1] == name then return f[pos] end
-  for j = 1, #f, 2 do if f[j] == name then return f[j + 1] end end
-  return ''
-end
-local function count(id, f)
-  local ms = tonumber(string.match(id, '^(%d+)'))
-  local service = get(f, P.service, 'service')
-  local severity = get(f, P.severity, 'severity')
-  local number = tonumber(get(f, P.severity_number, 'severity_number')) or 0
-  local s = services[service]
-  if not s then
-    s = {ms, 0, 0}
-    services[service], resources[service], minutes[service] = s, {}, {}
-  end
-  s[2] = s[2] + 1
-  resources[service][get(f, P.resource, 'resource')] = true
-  local minute = ms - ms % 60000
-  local per_severity = minutes[service][minute]
-  if not per_severity then per_severity = {}; minutes[service][minute] = per_severity end
-  per_severity[severity] = (per_severity[severity] or 0) + 1
-  if number >= error_floor then
-    s[3] = s[3] + 1
-    local exception_type = get(f, P.exception_type, 'exception_type')
-    local by_code = groups[exception_type]
-    if not by_code then by_code = {}; groups[exception_type] = by_code end
-    local code = get(f, P.code, 'code')
-    local g = by_code[code]
-    if not g then
-      local message = get(f, P.exception_message, 'exception_message')
-      if message == '' then message = get(f, P.body, 'body') end
-      if #message > message_limit then
-        -- cut, and drop a character the cut may have split
-        message = (string.gsub(string.sub(message, 1, message_limit), '[\\192-\\255][\\128-\\191]*$', ''))
-      end
-      g = {0, ms, service, message}
-      by_code[code] = g
-    end
-    g[1] = g[1] + 1
-  end
-end
--- Pages from ARGV[1] down; after the first, each starts at the last id read, which is skipped.
-local high, last, scanned, bytes, done = ARGV[1], '', 0, 0, 0
-while scanned < tonumber(ARGV[3]) and bytes < byte_budget do
-  local entries = redis.call('XREVRANGE', KEYS[1], high, ARGV[2], 'COUNT', page + (last == '' and 0 or 1))
-  local first = (entries[1] and entries[1][1] == last) and 2 or 1
-  for i = first, #entries do
-    local f = entries[i][2]
-    count(entries[i][1], f)
-    for j = 2, #f, 2 do bytes = bytes + #f[j] end
-  end
-  scanned = scanned + #entries - first + 1
-  if #entries - first + 1 < page then done = 1; break end
-  last = entries[#entries][1]
-  high = last
-end
-local out_services, out_minutes, out_groups = {}, {}, {}
-for service, s in pairs(services) do
-  local shas = {}
-  for text in pairs(resources[service]) do shas[#shas + 1] = redis.sha1hex(text) end
-  out_services[#out_services + 1] = {service, s[1], s[2], s[3], shas}
-  for minute, per_severity in pairs(minutes[service]) do
-    for severity, n in pairs(per_severity) do
-      out_minutes[#out_minutes + 1] = {minute, service, severity, n}
-    end
-  end
-end
-for exception_type, by_code in pairs(groups) do
-  for code, g in pairs(by_code) do
-    out_groups[#out_groups + 1] = {exception_type, code, g[1], g[2], g[3], g[4]}
-  end
-end
-return {last, done, out_services, out_minutes, out_groups}
-"""
 _POSITIONS = orjson.dumps({name: 2 * index + 2 for index, name in enumerate(LOG_FIELDS)}).decode()
 
 
@@ -185,7 +101,7 @@ def summarize(client: Client, stream: str, since_ms: int, until_ms: int | None =
     until = int(time.time() * 1000) if until_ms is None else until_ms
     summary = Summary(since_ms, until)
     for shard in shards(client, stream):
-        script = shard.client.register_script(_SUMMARY_SCRIPT)
+        script = shard.client.register_script(script_source("summary"))
         high = f"{until}-{2**64 - 1}"
         while True:
             args: list[str | int] = [

@@ -28,6 +28,7 @@ from tracestream.alerts.evaluate import slack_text
 from tracestream.alerts.rules import Target
 from tracestream.alerts.store import AlertKeys
 from tracestream.connection import CLUSTER_ERRORS, reply_text
+from tracestream.lua import script_source
 
 DELIVERY_GROUP = "tracestream-alerts-delivery"
 DELIVERIES_MAX = 10_000
@@ -42,18 +43,6 @@ class DeliverySettings:
     first_backoff: float = 1.0
     max_backoff: float = 300.0
     claim_idle: float = 30.0
-
-
-# KEYS: retry set, outbox. ARGV: now. Moves due retries back to the outbox.
-_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
-for _, member in ipairs(due) do
-  redis.call('ZREM', KEYS[1], member)
-  local item = cjson.decode(member)
-  redis.call('XADD', KEYS[2], '*', 'target', item.target, 'payload', item.payload, 'attempt', item.attempt)
-end
-return #due
-"""
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -135,7 +124,7 @@ class Deliverer:
         self.consumer = consumer
         self.settings = settings
         self._report = report
-        self._due = client.register_script(_DUE)
+        self._due = client.register_script(script_source("due_deliveries"))
         self._last_claim = 0.0
 
     def run(self, stop: threading.Event) -> None:

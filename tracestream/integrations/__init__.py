@@ -24,7 +24,7 @@ from types import ModuleType
 import wrapt
 
 from tracestream._internal_log import internal_logger
-from tracestream.otel_setup.configure import Telemetry
+from tracestream.otel_setup.telemetry import Telemetry
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from tracestream.integrations.records import RecordWriter, replace_lines
-from tracestream.otel_setup.configure import Telemetry, installed
+from tracestream.otel_setup.telemetry import Telemetry, installed
 
 _records = RecordWriter("tracestream.celery")
 _started: dict[str, float] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from tracestream.otel_setup.configure import Telemetry
+from tracestream.otel_setup.telemetry import Telemetry
 
 _INSTRUMENTORS = {
     "requests": ("opentelemetry.instrumentation.requests", "RequestsInstrumentor"),

@@ -32,7 +32,7 @@ from opentelemetry.instrumentation.django import DjangoInstrumentor
 from tracestream.integrations.django_settings import configure_arguments
 from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
 from tracestream.integrations.records import replace_lines
-from tracestream.otel_setup.configure import Telemetry, configure
+from tracestream.otel_setup.telemetry import Telemetry
 
 MIDDLEWARE = "tracestream.integrations.django.RequestRecordMiddleware"
 _OTEL_MIDDLEWARE = "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
@@ -155,4 +155,7 @@ class TracestreamConfig(AppConfig):  # type: ignore[misc]
     verbose_name = "tracestream"
 
     def ready(self) -> None:
+        # An entry point, as the launcher is: configure() installs the integrations, this among them.
+        from tracestream.otel_setup.configure import configure
+
         configure(**configure_arguments())

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
 from tracestream.integrations.records import exception_attributes, replace_lines
-from tracestream.otel_setup.configure import Telemetry
+from tracestream.otel_setup.telemetry import Telemetry
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.
 _OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}

@@ -21,7 +21,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import get_current_span
 
 from tracestream import schema
-from tracestream.otel_setup.configure import installed
+from tracestream.otel_setup.telemetry import installed
 
 _TEXT = {
     SeverityNumber.INFO: "INFO",

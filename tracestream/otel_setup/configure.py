@@ -6,14 +6,12 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 from opentelemetry import _logs, trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExporter
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -21,10 +19,12 @@ from tracestream._internal_log import internal_logger
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter, from_environment
 from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
 from tracestream.exporters.shaping import scrubber_for
+from tracestream.integrations import install_all
 from tracestream.otel_setup import log_capture, shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.otel_setup.resource import build_resource, process_resource
+from tracestream.otel_setup.telemetry import Telemetry, installed, remember
 from tracestream.settings import BatchSettings, ConfigError, Settings
 
 LOGS_GROUP = "opentelemetry_logs_exporter"
@@ -34,40 +34,7 @@ OTLP = "otlp"
 _OTLP_BY_PROTOCOL = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
 
 
-@dataclass(frozen=True)
-class Telemetry:
-    """What `configure()` installed; keep it to flush or shut down explicitly."""
-
-    settings: Settings
-    resource: Resource
-    tracer_provider: TracerProvider
-    logger_provider: LoggerProvider
-    handler: OTelHandler
-    log_processors: tuple[StreamLogProcessor, ...]
-    span_processors: tuple[StreamSpanProcessor, ...]
-    # False when another setup (upstream's configurator, the app) had set the providers first.
-    owns_providers: bool = True
-
-    def force_flush(self, timeout: float = 5.0) -> bool:
-        """Export everything recorded so far; False if `timeout` seconds were not enough."""
-        millis = int(timeout * 1000)
-        spans_ok = self.tracer_provider.force_flush(millis)
-        return all(p.force_flush(millis) for p in self.log_processors) and spans_ok
-
-    def shutdown(self) -> None:
-        log_capture.uninstall()
-        if self.owns_providers:
-            self.tracer_provider.shutdown()
-            self.logger_provider.shutdown()
-            return
-        for span_processor in self.span_processors:
-            span_processor.shutdown()
-        for log_processor in self.log_processors:
-            log_processor.shutdown()
-
-
 _lock = threading.Lock()
-_installed: Telemetry | None = None
 
 
 def configure(**arguments: Any) -> Telemetry:
@@ -77,20 +44,18 @@ def configure(**arguments: Any) -> Telemetry:
     win. Calling it again returns what the first call installed, so there is never a
     second handler and never a duplicate record.
     """
-    global _installed
     with _lock:
         settings = Settings.load(**arguments)
-        if _installed is not None:
+        current = installed()
+        if current is not None:
             # A call without arguments (a Celery hook after Django's AppConfig) just asks for it.
-            if arguments and settings != _installed.settings:
+            if arguments and settings != current.settings:
                 internal_logger.warning("configure() already ran in this process; keeping its first settings")
-            return _installed
-        _installed = _install(settings)
-        return _installed
-
-
-def installed() -> Telemetry | None:
-    return _installed
+            return current
+        telemetry = _install(settings)
+        remember(telemetry)
+        install_all(telemetry)
+        return telemetry
 
 
 def _install(settings: Settings) -> Telemetry:
@@ -145,15 +110,7 @@ def _install(settings: Settings) -> Telemetry:
         span_processors,
         owns_providers=not joining,
     )
-    _instrument_frameworks(telemetry)
     return telemetry
-
-
-def _instrument_frameworks(telemetry: Telemetry) -> None:
-    """FastAPI, Django, Celery, requests, httpx: whichever are installed (imported lazily)."""
-    from tracestream.integrations import install_all
-
-    install_all(telemetry)
 
 
 def _log_exporters(settings: Settings) -> list[LogRecordExporter]:
@@ -214,6 +171,9 @@ def _follow_forks(*providers: TracerProvider | LoggerProvider) -> None:
 
     def update_pid() -> None:
         for provider in providers:
+            # Private, as the SDK's own fork handler calls it: upstream kept it private when it added
+            # that handler (open-telemetry/opentelemetry-python#5279, PR #5280). The SDK refreshes only
+            # process-dependent detectors, and its `process` detector would also store the command line.
             provider._update_resource(process_resource())
 
     os.register_at_fork(after_in_child=update_pid)

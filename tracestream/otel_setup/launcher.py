@@ -25,7 +25,8 @@ from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from tracestream import integrations
 from tracestream.integrations import INSTALLED_BY_CONFIGURE
-from tracestream.otel_setup.configure import REDIS_STREAM, configure, installed
+from tracestream.otel_setup.configure import REDIS_STREAM, configure
+from tracestream.otel_setup.telemetry import installed
 from tracestream.settings import ConfigError
 
 _DEFAULTS = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
@@ -12,11 +12,24 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tracestream.exporters.redis_stream import StreamWriter
 from tracestream.otel_setup.pending import PendingLogRecord
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.settings import BatchSettings
+from tracestream.spool import Spool
 from tracestream.status import register_metrics
+
+
+@runtime_checkable
+class RowWriter(Protocol):
+    """An exporter's `writer` that takes encoded rows: the queue encodes, spools and reports for it."""
+
+    def encode(self, items: Sequence[Any]) -> list[list[str]]: ...
+
+    def write_rows(self, rows: Sequence[list[str]]) -> bool: ...
+
+    def make_spool(self) -> Spool | None: ...
+
+    def publish_status(self, signal: str, status: dict[str, int]) -> None: ...
 
 
 def _queue(
@@ -24,7 +37,7 @@ def _queue(
 ) -> BatchQueue[Any]:
     """Our Redis exporters get the spool and status reports; any other exporter gets `export`."""
     writer = getattr(exporter, "writer", None)
-    if isinstance(writer, StreamWriter):
+    if isinstance(writer, RowWriter):
         queue: BatchQueue[Any] = BatchQueue(
             name,
             writer.write_rows,

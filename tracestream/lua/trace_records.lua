@@ -1,0 +1,17 @@
+-- The index and every entry it points at, in one round trip. Index members name entries of
+-- the two streams derived from the index's own stream (ARGV), as the exporters write them;
+-- another writer's members (a bad id, an unknown kind) and a key of another type are skipped.
+local out = {}
+local members = redis.pcall('LRANGE', KEYS[1], 0, -1)
+if members.err then return out end
+for _, member in ipairs(members) do
+  local kind, id = string.sub(member, 1, 1), string.sub(member, 2)
+  local stream = (kind == ARGV[3] and ARGV[1]) or (kind == ARGV[4] and ARGV[2])
+  local found = stream and string.match(id, '^%d+%-%d+$') and redis.pcall('XRANGE', stream, id, id) or {}
+  if not found.err and #found > 0 then
+    out[#out + 1] = kind
+    out[#out + 1] = found[1][1]
+    out[#out + 1] = found[1][2]
+  end
+end
+return out
