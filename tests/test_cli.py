@@ -24,7 +24,7 @@ from rich.console import Console
 from tests.records import RecordWriter, blocked_reader, tracer_provider
 from tests.support import VENV_BIN, RedisHandle, wait_for
 from tracestream.cli import main
-from tracestream.cli.records import record_line
+from tracestream.cli.record_lines import record_line
 from tracestream.embedded_redis import EmbeddedRedis
 from tracestream.schema import LOG_FIELDS, LogEntry
 

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from tracestream.cli.common import add_command, reader, settings, whole_number
-from tracestream.cli.records import FILTERS, RecordPrinter, query_from
+from tracestream.cli.record_lines import FILTERS, RecordPrinter, query_from
 from tracestream.query import Cursor, search
 
 if TYPE_CHECKING:

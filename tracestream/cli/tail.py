@@ -14,7 +14,7 @@ from tracestream.cli.common import (
     settings,
     whole_number,
 )
-from tracestream.cli.records import FILTERS, RecordPrinter, query_from
+from tracestream.cli.record_lines import FILTERS, RecordPrinter, query_from
 from tracestream.query import Follow, follow, search
 
 if TYPE_CHECKING:

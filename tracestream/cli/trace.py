@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracestream.cli.common import add_command, print_json, reader, settings, shown
-from tracestream.cli.records import severity_style
+from tracestream.cli.record_lines import severity_style
 from tracestream.query import TraceTree, record_json, trace_tree
 from tracestream.schema import LogEntry
 from tracestream.timeparse import iso_utc
