@@ -245,7 +245,7 @@ def test_paging_crosses_scan_chunks(
     stream: RedisHandle, writer: RecordWriter, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A small budget makes the scanner resume between server calls, as it does over big streams."""
-    monkeypatch.setattr("tracestream.query.SCAN_BUDGET", 7)
+    monkeypatch.setattr("tracestream.query.scan.SCAN_BUDGET", 7)
     writer.write(*(writer.row(f"r{i}", service="rare" if i % 10 == 0 else "busy") for i in range(60)))
     page = search(client, stream.stream, Query.parse(services=["rare"]), limit=4)
     assert bodies(page.records) == ["r50", "r40", "r30", "r20"]

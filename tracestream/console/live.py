@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 
 from tracestream.connection import CLUSTER_ERRORS
 from tracestream.console.health import UNREACHABLE, RedisHealth
-from tracestream.query import Query, QueryError, StreamId, _RecentIds, parse_stream_id, record_json
+from tracestream.query import Query, QueryError, RecentIds, StreamId, parse_stream_id, record_json
 from tracestream.query import after as next_id
 from tracestream.schema import LogEntry
 from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S
@@ -108,7 +108,7 @@ class LiveFeed:
         self._known_at = float("-inf")
         self._starting = asyncio.Lock()
         self._closing = False
-        self._recent = _RecentIds()  # a retried export may have written a record twice
+        self._recent = RecentIds()  # a retried export may have written a record twice
         self._skipped_any = False
 
     def parse_position(self, text: str) -> dict[str, StreamId]:
@@ -178,7 +178,7 @@ class LiveFeed:
         """Join the feed and replay the backlog or the gap; through a Redis outage, a status
         event every `RETRY_S` until it answers (and one saying so), then the replay."""
         waited = False
-        replayed = _RecentIds()
+        replayed = RecentIds()
         while True:
             try:
                 joined_at = await self._join(viewer)

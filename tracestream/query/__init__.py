@@ -1,0 +1,53 @@
+"""Reading log records back: one `Query`, newest-first pages, live follow, and whole traces.
+
+Functions take a decoding client and keep no state between calls: call them from a thread in async
+code. On a Redis Cluster every shard is read and the results merged newest first (see
+tracestream/shards.py). This package's modules are internal: import from `tracestream.query`.
+"""
+
+from tracestream.query.errors import QueryError
+from tracestream.query.filters import (
+    SEVERITY_FLOORS,
+    AttributeMatch,
+    Query,
+    compile_regex,
+    parse_severity,
+    parse_trace_id,
+    record_json,
+)
+from tracestream.query.follow import Follow, RecentIds, follow, last_id
+from tracestream.query.replies import run_script, tolerant_call
+from tracestream.query.scan import Cursor, Page, iter_records, search
+from tracestream.query.stream_ids import StreamId, after, before, parse_stream_id
+from tracestream.query.traces import SpanNode, TraceRecords, TraceTree, build_tree, fetch_trace, trace_tree
+
+__all__ = [
+    "SEVERITY_FLOORS",
+    "AttributeMatch",
+    "Cursor",
+    "Follow",
+    "Page",
+    "Query",
+    "QueryError",
+    "RecentIds",
+    "SpanNode",
+    "StreamId",
+    "TraceRecords",
+    "TraceTree",
+    "after",
+    "before",
+    "build_tree",
+    "compile_regex",
+    "fetch_trace",
+    "follow",
+    "iter_records",
+    "last_id",
+    "parse_severity",
+    "parse_stream_id",
+    "parse_trace_id",
+    "record_json",
+    "run_script",
+    "search",
+    "tolerant_call",
+    "trace_tree",
+]
