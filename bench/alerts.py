@@ -42,20 +42,21 @@ SERVICES = 20
 LOAD = """
 import random, sys, time
 from tracestream import schema
+from tracestream.exporters import encoding
 from tracestream.exporters import RedisStreamLogExporter
 from tracestream.settings import Settings
 url, stream = sys.argv[1], sys.argv[2]
 rate, seconds, services = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 writer = RedisStreamLogExporter(Settings.load(environ={}, redis_url=url, stream=stream)).writer
 names = [f"s{i}" for i in range(services)]
-resources = [schema.EncodedResource(schema.dump_json({"service.name": name}), name) for name in names]
+resources = [encoding.EncodedResource(schema.dump_json({"service.name": name}), name) for name in names]
 ids = schema.RecordIds()
 rng = random.Random(7)
 def row(body, service, severity="INFO", number=9, attributes=None):
     now = time.time_ns()
     trace_id = rng.getrandbits(128) or 1
-    return schema.log_values(ids.next(), now, now, severity, number, body, resources[service], trace_id,
-                             1, 1, "bench", "", attributes or {}, schema.NO_EXCEPTION)
+    return encoding.log_values(ids.next(), now, now, severity, number, body, resources[service], trace_id,
+                             1, 1, "bench", "", attributes or {}, encoding.NO_EXCEPTION)
 start = time.monotonic(); written = 0; triggers = 0; batch = 500
 while time.monotonic() - start < seconds:
     rows = []

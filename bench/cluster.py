@@ -22,7 +22,7 @@ from opentelemetry.sdk.resources import Resource
 from tracestream import schema
 from tracestream.connection import Client, connect, connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster, EmbeddedRedis
-from tracestream.exporters import RedisStreamLogExporter
+from tracestream.exporters import RedisStreamLogExporter, encoding
 from tracestream.query import Query, fetch_trace, search
 from tracestream.settings import Settings
 
@@ -33,16 +33,16 @@ TRACE_ID = 0x5EED
 
 def rows(count: int) -> list[list[str]]:
     ids = schema.RecordIds()
-    resources = [schema.EncodedResource.of(Resource({"service.name": name})) for name in SERVICES]
+    resources = [encoding.EncodedResource.of(Resource({"service.name": name})) for name in SERVICES]
     now = time.time_ns()
     return [row(ids.next(), now, index, resources[index % 3]) for index in range(count)]
 
 
-def row(record_id: str, now: int, index: int, resource: schema.EncodedResource) -> list[str]:
-    return schema.log_values(
+def row(record_id: str, now: int, index: int, resource: encoding.EncodedResource) -> list[str]:
+    return encoding.log_values(
         record_id, now, now, "INFO", 9, f"request {index} handled in 12 ms", resource,
         TRACE_ID if index % 1000 == 0 else 0, 0, 1, "app", "app/views.py:10 in handle",
-        {"http.route": "/items", "index": index}, schema.NO_EXCEPTION,
+        {"http.route": "/items", "index": index}, encoding.NO_EXCEPTION,
     )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from opentelemetry.trace import SpanContext, SpanKind
 
 from tracestream import schema
 from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.exporters import encoding
 from tracestream.exporters.redis_stream import RedisStreamLogExporter, RedisStreamSpanExporter
 from tracestream.query import Query, fetch_trace, search
 from tracestream.settings import Settings
@@ -74,7 +75,7 @@ def resources() -> dict[str, list[Resource]]:
 
 def log_rows(count: int, traces: list[tuple[int, int]], rng: random.Random) -> list[list[str]]:
     """`count` log rows spread over `traces` (trace id, root span id), oldest first."""
-    encoded = {service: [schema.EncodedResource.of(r) for r in rs] for service, rs in resources().items()}
+    encoded = {service: [encoding.EncodedResource.of(r) for r in rs] for service, rs in resources().items()}
     ids = schema.RecordIds()
     severity_weights = [weight for *_, weight in SEVERITIES]
     rare_at = set(rng.sample(range(count), RARE_COUNT))
@@ -92,7 +93,7 @@ def log_rows(count: int, traces: list[tuple[int, int]], rng: random.Random) -> l
             body += f" {RARE}"
         error = number >= 17
         rows.append(
-            schema.log_values(
+            encoding.log_values(
                 ids.next(),
                 now_ns + n * 1000,
                 now_ns + n * 1000,
@@ -106,7 +107,7 @@ def log_rows(count: int, traces: list[tuple[int, int]], rng: random.Random) -> l
                 f"{service}.views",
                 f"/srv/{service}/app/views.py:{40 + n % 60} in handle",
                 {"http.route": route, "http.method": "GET", "user.id": n % 5000},
-                ("builtins.ValueError", "bad item id", "Traceback ...") if error else schema.NO_EXCEPTION,
+                ("builtins.ValueError", "bad item id", "Traceback ...") if error else encoding.NO_EXCEPTION,
             )
         )
     return rows

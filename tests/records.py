@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tests.support import RedisHandle
 from tracestream import schema
-from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
+from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter, encoding
 from tracestream.settings import Settings
 
 SEVERITY_NUMBERS = {"DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21}
@@ -36,13 +36,13 @@ class RecordWriter:
         trace_id: int = 0,
         span_id: int = 0,
         attributes: dict[str, Any] | None = None,
-        exception: tuple[str, str, str] = schema.NO_EXCEPTION,
+        exception: tuple[str, str, str] = encoding.NO_EXCEPTION,
         code: str = "app/views.py:10 in handle",
     ) -> list[str]:
         attributes_of_resource = {"service.name": service, "service.instance.id": instance}
-        resource = schema.EncodedResource.of(Resource(attributes_of_resource))
+        resource = encoding.EncodedResource.of(Resource(attributes_of_resource))
         now = time.time_ns()
-        return schema.log_values(
+        return encoding.log_values(
             self._ids.next(), now, now, severity, SEVERITY_NUMBERS[severity], body, resource,
             trace_id, span_id, 1, "app", code, attributes or {}, exception,
         )  # fmt: skip

@@ -140,7 +140,7 @@ def test_bad_tracestream_settings_are_one_clear_error(stream: RedisHandle) -> No
     code = """
 import json
 from django.conf import settings
-from tracestream.integrations.django_settings import configure_arguments
+from tracestream.django_settings import configure_arguments
 settings.configure()
 errors = []
 for value in ({"worker_service_name": " "}, {"worker_service_name": 7}, ["service_name", "web"]):

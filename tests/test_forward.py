@@ -17,6 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from tests.otlp_receiver import OtlpReceiver, Received, Reply
 from tests.support import ROOT, VENV_BIN, RedisHandle, run_python, wait_for
 from tracestream import schema
+from tracestream.exporters import encoding
 from tracestream.forwarder import (
     DEFAULT_GROUP,
     Forwarder,
@@ -51,7 +52,7 @@ def forwarding(handle: RedisHandle, receiver: OtlpReceiver, **options: Any) -> I
 
 def seed_logs(handle: RedisHandle, count: int) -> list[str]:
     """Write `count` log entries the way the exporter lays them out; returns their record ids."""
-    resource = schema.EncodedResource(
+    resource = encoding.EncodedResource(
         schema.dump_json({"service.name": "seeded", "process.pid": 7}), "seeded"
     )
     ids = schema.RecordIds()
@@ -61,9 +62,9 @@ def seed_logs(handle: RedisHandle, count: int) -> list[str]:
         for i in range(count):
             record_id = ids.next()
             now = time.time_ns()
-            values = schema.log_values(
+            values = encoding.log_values(
                 record_id, now, now, "INFO", 9, f"record {i}", resource, i + 1, i + 1, 1,
-                "seed", "", {"i": i}, schema.NO_EXCEPTION,
+                "seed", "", {"i": i}, encoding.NO_EXCEPTION,
             )  # fmt: skip
             pipe.xadd(handle.keys.logs, dict(zip(schema.LOG_FIELDS, values, strict=True)))
             record_ids.append(record_id)
@@ -132,7 +133,7 @@ def _assert_same_log(entry: schema.LogEntry, received: Received) -> None:
     assert record.body.string_value == entry.body and record.flags == entry.trace_flags
     assert (received.resource, received.scope) == (entry.resource, entry.scope)
     attributes = received.attributes
-    code = schema.code_location(
+    code = encoding.code_location(
         attributes.pop("code.file.path"),
         attributes.pop("code.line.number"),
         attributes.pop("code.function.name"),

@@ -330,10 +330,10 @@ class _Record:
         self.number = number
 
     def stream_values(self, record_id: str, encode_resource: object) -> list[str]:
-        from tracestream import schema
+        from tracestream.exporters import encoding
 
-        resource = schema.EncodedResource("{}", "doc")
-        return schema.log_values(
+        resource = encoding.EncodedResource("{}", "doc")
+        return encoding.log_values(
             record_id,
             1,
             1,
@@ -347,7 +347,7 @@ class _Record:
             "t",
             "",
             {},
-            schema.NO_EXCEPTION,
+            encoding.NO_EXCEPTION,
         )
 
 

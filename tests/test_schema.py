@@ -16,8 +16,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
 from tracestream import schema
+from tracestream.exporters import encoding
 
-RESOURCE = schema.EncodedResource.of(Resource({"service.name": "api", "service.version": "1.2"}))
+RESOURCE = encoding.EncodedResource.of(Resource({"service.name": "api", "service.version": "1.2"}))
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN_ID = 0xB7AD6B7169203331
 
@@ -54,7 +55,7 @@ def test_otel_log_record_round_trip() -> None:
         resource=Resource({}),
         instrumentation_scope=InstrumentationScope("app.disk"),
     )
-    entry = _as_entry(schema.otel_log_values(record, "rid-1", RESOURCE))
+    entry = _as_entry(encoding.otel_log_values(record, "rid-1", RESOURCE))
     assert entry.schema_version == schema.SCHEMA_VERSION
     assert entry.record_id == "rid-1"
     assert entry.timestamp_ns == 1_700_000_000_123_456_789
@@ -77,7 +78,7 @@ def test_record_without_span_has_empty_ids() -> None:
     record = ReadableLogRecord(
         log_record=LogRecord(timestamp=1, body={"structured": [1, 2]}), resource=Resource({})
     )
-    entry = _as_entry(schema.otel_log_values(record, "rid-2", RESOURCE))
+    entry = _as_entry(encoding.otel_log_values(record, "rid-2", RESOURCE))
     assert (entry.trace_id, entry.span_id, entry.trace_flags) == ("", "", 0)
     assert entry.body == '{"structured":[1,2]}'
 
@@ -92,8 +93,8 @@ def test_span_round_trip() -> None:
         child.add_event("retry", {"attempt": 2})
         child.set_status(Status(StatusCode.ERROR, "boom"))
     finished = {span.name: span for span in exporter.get_finished_spans()}
-    values = schema.span_values(
-        finished["run/add"], "rid-3", schema.EncodedResource.of(finished["run/add"].resource)
+    values = encoding.span_values(
+        finished["run/add"], "rid-3", encoding.EncodedResource.of(finished["run/add"].resource)
     )
     entry = schema.SpanEntry.from_fields("2-0", dict(zip(schema.SPAN_FIELDS, values, strict=True)))
     parent = finished["parent"].context

@@ -1,9 +1,31 @@
-"""tracestream: OpenTelemetry logs and traces from FastAPI, Django and Celery into Redis streams."""
+"""tracestream: OpenTelemetry logs and traces from FastAPI, Django and Celery into Redis streams.
 
-from tracestream.otel_setup.configure import configure
-from tracestream.otel_setup.telemetry import Telemetry
+The setup API loads the OpenTelemetry SDK on first use, so the readers (CLI, console, alerts,
+forwarder) never do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from tracestream.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from tracestream.otel_setup.configure import configure
+    from tracestream.otel_setup.telemetry import Telemetry
 
 __version__ = "0.1.0"
 
 __all__ = ["ConfigError", "Settings", "Telemetry", "__version__", "configure"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "configure":
+        from tracestream.otel_setup.configure import configure
+
+        return configure
+    if name == "Telemetry":
+        from tracestream.otel_setup.telemetry import Telemetry
+
+        return Telemetry
+    raise AttributeError(f"module 'tracestream' has no attribute {name!r}")

@@ -1,9 +1,10 @@
-"""The Redis stream schema: one definition shared by the exporters and every reader.
+"""The Redis stream schema: the layout shared by the exporters and every reader.
 
 Entries are flat string fields so `redis-cli XRANGE` stays readable. Every log entry
 carries the same field set (empty strings where a value is absent), which lets Redis
 store field names once per stream node instead of once per entry.
-See docs/stream-schema.md.
+Writing entries from OTel objects is the exporters' job (tracestream/exporters/encoding.py):
+this module imports nothing of the OTel SDK, so readers never load it. See docs/stream-schema.md.
 """
 
 from __future__ import annotations
@@ -11,18 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import traceback
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from itertools import count
-from types import TracebackType
 from typing import Any, cast
 
 import orjson
-from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
 
 SCHEMA_VERSION = "1"
 
@@ -169,25 +165,6 @@ def safe_repr(value: object) -> str:
         return f"<unrepresentable {type(value).__qualname__}>"
 
 
-def exception_fields(
-    exc_type: type[BaseException], error: BaseException | None, tb: TracebackType | None
-) -> tuple[str, str, str]:
-    """Type, message and stacktrace of an exception, as `sys.exc_info()` gives it. A broken
-    `__str__` costs only the message, which then reads as the stacktrace's last line does."""
-    try:
-        message = "" if error is None else str(error)
-    except Exception:  # raised by it, or a non-str result
-        message = "<exception str() failed>"
-    stacktrace = "".join(traceback.format_exception(exc_type, error, tb))
-    return qualified_name(exc_type), message, stacktrace
-
-
-def qualified_name(cls: type) -> str:
-    """`ValueError`, `django.db.utils.IntegrityError`: the exception type as records carry it."""
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-
-
 def _json_default(value: object) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "backslashreplace")
@@ -241,27 +218,6 @@ def _valid_unicode(text: str) -> str:
 
 def load_json(text: str) -> Any:
     return orjson.loads(text) if text else {}
-
-
-def body_text(body: object) -> str:
-    """Log bodies are strings on the wire; anything else is stored as JSON."""
-    if isinstance(body, str):
-        return body
-    if body is None:
-        return ""
-    return dump_json(body)
-
-
-# ---------------------------------------------------------------------------
-# typed entries, as readers see them
-
-
-def trace_id_hex(trace_id: int) -> str:
-    return format(trace_id, "032x") if trace_id else ""
-
-
-def span_id_hex(span_id: int) -> str:
-    return format(span_id, "016x") if span_id else ""
 
 
 # ---------------------------------------------------------------------------
@@ -493,139 +449,6 @@ class SpanEntry:
         return entry if not problems else replace(entry, attributes=_marked(stream_id, problems, attributes))
 
 
-# ---------------------------------------------------------------------------
-# encoding, as the exporters write entries (values in LOG_FIELDS / SPAN_FIELDS order)
-
+# The attributes an exception's three fields come from (OTel semantic conventions); the exporters'
+# encoders (tracestream/exporters/encoding.py) and the OTLP forwarder both use them.
 EXCEPTION_KEYS = ("exception.type", "exception.message", "exception.stacktrace")
-_CODE_KEYS = (
-    ("code.file.path", "code.filepath"),
-    ("code.line.number", "code.lineno"),
-    ("code.function.name", "code.function"),
-)
-NO_EXCEPTION = ("", "", "")
-
-
-@dataclass(frozen=True)
-class EncodedResource:
-    """A resource serialised once per process, not once per record."""
-
-    json: str
-    service: str
-
-    @classmethod
-    def of(cls, resource: Resource) -> EncodedResource:
-        attributes = dict(resource.attributes)
-        return cls(dump_json(attributes), str(attributes.get("service.name", "unknown_service")))
-
-
-def code_location(path: object, line: object, function: object) -> str:
-    if not path:
-        return ""
-    where = f"{path}:{line}" if line not in ("", None) else str(path)
-    return f"{where} in {function}" if function else where
-
-
-def log_values(
-    record_id: str,
-    timestamp_ns: int,
-    observed_ns: int,
-    severity: str,
-    severity_number: int,
-    body: object,
-    resource: EncodedResource,
-    trace_id: int,
-    span_id: int,
-    trace_flags: int,
-    scope: str,
-    code: str,
-    attributes: Mapping[str, Any],
-    exception: tuple[str, str, str],
-) -> list[str]:
-    """The one place a log entry is laid out."""
-    return [
-        SCHEMA_VERSION,
-        record_id,
-        str(timestamp_ns),
-        str(observed_ns),
-        severity,
-        str(severity_number),
-        body_text(body),
-        resource.service,
-        trace_id_hex(trace_id),
-        span_id_hex(span_id),
-        str(trace_flags),
-        scope,
-        code,
-        dump_json(attributes) if attributes else "{}",
-        resource.json,
-        *exception,
-    ]
-
-
-def otel_log_values(
-    record: ReadableLogRecord | ReadWriteLogRecord, record_id: str, resource: EncodedResource
-) -> list[str]:
-    """A record from the OTel logs API."""
-    log = record.log_record
-    number = log.severity_number
-    scope = record.instrumentation_scope
-    attributes = dict(log.attributes or {})
-    code, exception = take_code_and_exception(attributes)
-    return log_values(
-        record_id,
-        log.timestamp or log.observed_timestamp or 0,
-        log.observed_timestamp or 0,
-        log.severity_text or (number.name if number else ""),
-        number.value if number is not None else 0,
-        log.body,
-        resource,
-        log.trace_id or 0,
-        log.span_id or 0,
-        int(log.trace_flags or 0),
-        scope.name if scope else "",
-        code,
-        attributes,
-        exception,
-    )
-
-
-def take_code_and_exception(attributes: dict[str, Any]) -> tuple[str, tuple[str, str, str]]:
-    """Code location and exception out of semconv attributes, which then no longer hold them."""
-    exception_type, message, stacktrace = (str(attributes.pop(key, "")) for key in EXCEPTION_KEYS)
-    code = code_location(*(_pop_first(attributes, names) for names in _CODE_KEYS))
-    return code, (exception_type, message, stacktrace)
-
-
-def _pop_first(attributes: dict[str, Any], names: tuple[str, str]) -> Any:
-    """The current semconv name, else the older one; both are removed."""
-    current, older = (attributes.pop(name, "") for name in names)
-    return current if current != "" else older
-
-
-def span_values(span: ReadableSpan, record_id: str, resource: EncodedResource) -> list[str]:
-    """The one place a span entry is laid out."""
-    context = span.context
-    parent = span.parent
-    scope = span.instrumentation_scope
-    events = [
-        {"name": event.name, "ts": event.timestamp, "attributes": dict(event.attributes or {})}
-        for event in span.events
-    ]
-    return [
-        SCHEMA_VERSION,
-        record_id,
-        trace_id_hex(context.trace_id if context else 0),
-        span_id_hex(context.span_id if context else 0),
-        span_id_hex(parent.span_id if parent else 0),
-        span.name,
-        span.kind.name,
-        str(span.start_time or 0),
-        str(span.end_time or 0),
-        span.status.status_code.name,
-        span.status.description or "",
-        resource.service,
-        scope.name if scope else "",
-        dump_json(dict(span.attributes or {})),
-        dump_json(events),
-        resource.json,
-    ]

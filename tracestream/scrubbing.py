@@ -18,6 +18,8 @@ from functools import lru_cache
 from itertools import accumulate
 from typing import Protocol
 
+from tracestream.settings import Settings
+
 __all__ = ["REDACTED", "Finding", "ScrubRules", "Scrubber"]
 
 REDACTED = "[REDACTED]"
@@ -614,3 +616,16 @@ def _merge(text: str, raw: list[tuple[int, int, str]]) -> list[Finding]:
     if kind:
         merged.append(Finding(kind, start, end))
     return merged
+
+
+def scrubber_for(settings: Settings) -> Scrubber | None:
+    """The configured scrubber, or None when `TRACESTREAM_SCRUB=false`."""
+    if not settings.scrub:
+        return None
+    rules = ScrubRules(
+        extra_keys=settings.scrub_keys,
+        extra_patterns=settings.scrub_patterns,
+        allow_keys=settings.scrub_allow_keys,
+        allow_values=settings.scrub_allow_values,
+    )
+    return Scrubber(rules)

@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from tests.records import RecordWriter, tracer_provider
 from tests.support import RedisHandle
-from tracestream.schema import INDEX_LOG, INDEX_SPAN, LOG_FIELDS, SPAN_FIELDS, UNDECODABLE, span_id_hex
+from tracestream.exporters.encoding import span_id_hex
+from tracestream.schema import INDEX_LOG, INDEX_SPAN, LOG_FIELDS, SPAN_FIELDS, UNDECODABLE
 
 MB20 = 20_000_000
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tracestream.cli.common import UsageError, add_command, print_json
-from tracestream.exporters.shaping import scrubber_for
+from tracestream.scrubbing import scrubber_for
 from tracestream.settings import Settings
 from tracestream.terminal_text import visible
 

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from tracestream.cli.common import UsageError, add_command, error_line, print_json, settings, shown
-from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
-from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.settings import BatchSettings, Settings
 from tracestream.spool import (
     Backlog,
@@ -127,6 +125,10 @@ class _Replayed:
 
 def _replay(config: Settings, base: Path) -> int:
     """Through the exporter's own queue, so refused records are isolated as they are in a service."""
+    # The writer's floor, loaded only to replay: the other spool commands read, and load no OTel SDK.
+    from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
+    from tracestream.otel_setup.pipeline import BatchQueue
+
     done = _Replayed()
     complete = True
     for exporter in (RedisStreamLogExporter(config), RedisStreamSpanExporter(config)):

@@ -26,7 +26,7 @@ from django.urls import re_path
 from starlette.types import ASGIApp, Message
 
 from tracestream.console.app import create_app, scope_under
-from tracestream.integrations.django_settings import configure_arguments
+from tracestream.django_settings import configure_arguments
 from tracestream.settings import ConfigError, Settings
 
 LIVE_PATH = "api/live"

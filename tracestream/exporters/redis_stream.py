@@ -25,9 +25,10 @@ from redis.exceptions import NoScriptError
 from tracestream import schema
 from tracestream._internal_log import internal_logger
 from tracestream.connection import CLUSTER_ERRORS, Client, ProcessLocalClient, Tls, node_for, refresh_topology
+from tracestream.exporters import encoding
+from tracestream.exporters.pending import PendingLogRecord
 from tracestream.exporters.shaping import RowShaper
 from tracestream.lua import script_sha, script_source
-from tracestream.otel_setup.pending import PendingLogRecord
 from tracestream.redis_errors import is_transient
 from tracestream.settings import Settings
 from tracestream.spool import Spool, spool_for
@@ -51,11 +52,11 @@ class ResourceCache:
 
     def __init__(self) -> None:
         self._resource: Resource | None = None
-        self._encoded = schema.EncodedResource("{}", "")
+        self._encoded = encoding.EncodedResource("{}", "")
 
-    def get(self, resource: Resource) -> schema.EncodedResource:
+    def get(self, resource: Resource) -> encoding.EncodedResource:
         if resource is not self._resource:
-            self._encoded = schema.EncodedResource.of(resource)
+            self._encoded = encoding.EncodedResource.of(resource)
             self._resource = resource
         return self._encoded
 
@@ -294,7 +295,7 @@ LogItem = ReadableLogRecord | ReadWriteLogRecord | PendingLogRecord
 
 def _encode_log(item: LogItem, record_id: str, resources: ResourceCache) -> list[str]:
     if isinstance(item, (ReadableLogRecord, ReadWriteLogRecord)):
-        return schema.otel_log_values(item, record_id, resources.get(item.resource or Resource.get_empty()))
+        return encoding.otel_log_values(item, record_id, resources.get(item.resource or Resource.get_empty()))
     return item.stream_values(record_id, resources.get)
 
 
@@ -307,7 +308,7 @@ def _spans_of(keys: schema.StreamKeys) -> str:
 
 
 def _encode_span(span: ReadableSpan, record_id: str, resources: ResourceCache) -> list[str]:
-    return schema.span_values(span, record_id, resources.get(span.resource))
+    return encoding.span_values(span, record_id, resources.get(span.resource))
 
 
 class RedisStreamLogExporter(LogRecordExporter):

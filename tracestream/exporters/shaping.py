@@ -21,7 +21,7 @@ from time import time_ns
 from typing import Any
 
 from tracestream import schema
-from tracestream.scrubbing import Scrubber, ScrubRules
+from tracestream.scrubbing import scrubber_for
 from tracestream.settings import Settings
 
 DROPPED_ATTRIBUTES = "tracestream.dropped_attributes"
@@ -65,19 +65,6 @@ def truncate_bytes(text: str, limit: int) -> str:
         return text
     kept = encoded[: max(0, limit - 40)].decode("utf-8", "ignore")  # the marker takes under 40
     return f"{kept}…[truncated {len(text) - len(kept)} chars]"
-
-
-def scrubber_for(settings: Settings) -> Scrubber | None:
-    """The configured scrubber, or None when `TRACESTREAM_SCRUB=false`."""
-    if not settings.scrub:
-        return None
-    rules = ScrubRules(
-        extra_keys=settings.scrub_keys,
-        extra_patterns=settings.scrub_patterns,
-        allow_keys=settings.scrub_allow_keys,
-        allow_values=settings.scrub_allow_values,
-    )
-    return Scrubber(rules)
 
 
 def _impossible_time(value: str) -> bool:

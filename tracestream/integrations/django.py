@@ -29,7 +29,7 @@ from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponseBase
 from opentelemetry.instrumentation.django import DjangoInstrumentor
 
-from tracestream.integrations.django_settings import configure_arguments
+from tracestream.django_settings import configure_arguments
 from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
 from tracestream.integrations.records import replace_lines
 from tracestream.otel_setup.telemetry import Telemetry

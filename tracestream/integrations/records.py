@@ -21,6 +21,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import get_current_span
 
 from tracestream import schema
+from tracestream.exporters import encoding
 from tracestream.otel_setup.telemetry import installed
 
 _TEXT = {
@@ -120,12 +121,12 @@ class PendingRecord:
         return attributes
 
     def stream_values(
-        self, record_id: str, encode_resource: Callable[[Resource], schema.EncodedResource]
+        self, record_id: str, encode_resource: Callable[[Resource], encoding.EncodedResource]
     ) -> list[str]:
         span_context = get_current_span(self.context).get_span_context()
         attributes = self._attributes()
-        code, exception = schema.take_code_and_exception(attributes)
-        return schema.log_values(
+        code, exception = encoding.take_code_and_exception(attributes)
+        return encoding.log_values(
             record_id,
             self.timestamp_ns,
             self.timestamp_ns,
@@ -166,7 +167,7 @@ def _severity_text(severity: SeverityNumber) -> str:
 
 def exception_attributes(error: BaseException) -> dict[str, str]:
     """`exception.*` attributes that never raise: the SDK's own would call str() on the exception."""
-    fields = schema.exception_fields(type(error), error, error.__traceback__)
+    fields = encoding.exception_fields(type(error), error, error.__traceback__)
     return dict(zip(schema.EXCEPTION_KEYS, fields, strict=True))
 
 

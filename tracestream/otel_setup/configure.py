@@ -18,13 +18,13 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from tracestream._internal_log import internal_logger
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter, from_environment
 from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
-from tracestream.exporters.shaping import scrubber_for
 from tracestream.integrations import install_all
 from tracestream.otel_setup import log_capture, shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.otel_setup.resource import build_resource, process_resource
 from tracestream.otel_setup.telemetry import Telemetry, installed, remember
+from tracestream.scrubbing import scrubber_for
 from tracestream.settings import BatchSettings, ConfigError, Settings
 
 LOGS_GROUP = "opentelemetry_logs_exporter"

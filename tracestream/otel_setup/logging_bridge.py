@@ -23,6 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import get_current_span
 
 from tracestream import schema
+from tracestream.exporters import encoding
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.otel_setup.snapshot import snapshot_values
 
@@ -46,7 +47,7 @@ def _severity(levelno: int, levelname: str) -> tuple[str, int]:
 
 @functools.lru_cache(maxsize=4096)
 def _cached_code_location(path: str, line: int, function: str | None) -> str:
-    return schema.code_location(path, line, function)
+    return encoding.code_location(path, line, function)
 
 
 def _code_location(path: str, line: int, function: str | None) -> str:
@@ -54,7 +55,7 @@ def _code_location(path: str, line: int, function: str | None) -> str:
     try:
         return _cached_code_location(path, line, function)
     except TypeError:  # a filter set an unhashable value: laid out without the cache
-        return schema.code_location(path, line, function)
+        return encoding.code_location(path, line, function)
 
 
 class PendingStdlibRecord:
@@ -97,11 +98,11 @@ class PendingStdlibRecord:
         )
 
     def stream_values(
-        self, record_id: str, encode_resource: Callable[[Resource], schema.EncodedResource]
+        self, record_id: str, encode_resource: Callable[[Resource], encoding.EncodedResource]
     ) -> list[str]:
         span_context = get_current_span(self.context).get_span_context()
         severity_text, severity_number = _severity(self.level, self.level_name)
-        return schema.log_values(
+        return encoding.log_values(
             record_id,
             int(self.created * 1e9),
             self.observed_ns,
@@ -129,7 +130,7 @@ class PendingStdlibRecord:
             }
         )
         exception = self._exception()
-        if exception is not schema.NO_EXCEPTION:
+        if exception is not encoding.NO_EXCEPTION:
             attributes.update(zip(schema.EXCEPTION_KEYS, exception, strict=True))
         log_record = LogRecord(
             timestamp=int(self.created * 1e9),
@@ -153,10 +154,10 @@ class PendingStdlibRecord:
 
     def _exception(self) -> tuple[str, str, str]:
         if self.exc_info and self.exc_info[0] is not None:
-            return schema.exception_fields(*self.exc_info)
+            return encoding.exception_fields(*self.exc_info)
         if self.exc_text:
             return "", "", self.exc_text
-        return schema.NO_EXCEPTION
+        return encoding.NO_EXCEPTION
 
 
 class OTelHandler(logging.Handler):

@@ -12,7 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from tracestream.otel_setup.pending import PendingLogRecord
+from tracestream.exporters.pending import PendingLogRecord
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.settings import BatchSettings
 from tracestream.spool import Spool

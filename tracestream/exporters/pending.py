@@ -8,7 +8,7 @@ from typing import Protocol
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 
-from tracestream.schema import EncodedResource
+from tracestream.exporters.encoding import EncodedResource
 
 
 class PendingLogRecord(Protocol):
