@@ -215,13 +215,14 @@ def test_tail_shows_backlog_and_live_records_without_obeying_them(
         return len(got) >= count
 
     try:
-        wait_for(lambda: received(2), timeout=30, what="the backlog")
+        wait_for(lambda: received(3), timeout=30, what="the backlog")
         writer.log(BODY, service=SERVICE, severity="FATAL")
-        wait_for(lambda: received(3), what="a live record")
+        wait_for(lambda: received(4), what="a live record")
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=TIMEOUT)
     output = b"".join(got).decode()
-    assert len(got) == 3 and b"Traceback" not in stderr  # one line per record: the newline forged none
+    # one line per record and one for the error's stack trace: the newline forged none
+    assert len(got) == 4 and got[1] == b"    Traceback\n" and b"Traceback" not in stderr
     assert_shown_not_obeyed(output)
     assert output.count(visible(BODY)) == 3 and "[bold]markup[/bold]" in output

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from tracestream.cli.common import OPTIONS, PORT, UsageError, settings
 from tracestream.console.auth import ConsoleAuthError
-from tracestream.console.server import DEFAULT_HOST, DEFAULT_PORT, serve
+from tracestream.console.server import DEFAULT_HOST, DEFAULT_PORT, WILDCARD_ADDRESSES, serve
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -35,10 +35,21 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = settings(args)
+    # Printed as uvicorn starts to bind: if it cannot, its one-line reason follows on stderr.
+    print(f"tracestream console on {console_url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
     try:
-        serve(settings(args), host=args.host, port=args.port, hosts=args.allowed_hosts)
+        serve(config, host=args.host, port=args.port, hosts=args.allowed_hosts)
     except ConsoleAuthError as error:
         raise UsageError(str(error)) from None
     except SystemExit as exit:  # uvicorn could not start (address in use) and said why in one line
         return 0 if exit.code in (0, None) else 1
     return 0
+
+
+def console_url(host: str, port: int) -> str:
+    """Where a browser on this machine finds the console; a wildcard address is reached on loopback,
+    the one name it answers to without --allowed-host."""
+    if host in WILDCARD_ADDRESSES:
+        host = "::1" if ":" in host else "127.0.0.1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"

@@ -1,9 +1,10 @@
-"""What tail, search and export share: the filter options and how one record is printed."""
+"""How tail, search and trace print a record for people, and the filter options they share with export."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 
 from rich.console import Console
 from rich.text import Text
@@ -28,6 +29,16 @@ _group.add_argument("-e", "--regex", metavar="PATTERN", help="Python regex on me
 _group.add_argument(
     "-a", "--attr", action="append", default=[], metavar="KEY=VALUE", help="attribute equality; repeatable"
 )
+
+STACKS = ArgumentParser(add_help=False)
+STACKS.add_argument(
+    "--no-stack",
+    dest="stack",
+    action="store_false",
+    help="leave out the stack traces printed under records that carry an exception",
+)
+
+STACK_INDENT = 4
 
 
 def query_from(args: argparse.Namespace) -> Query:
@@ -60,6 +71,13 @@ def severity_style(number: int) -> str:
     return "dim"
 
 
+def exception_line(entry: LogEntry) -> Text:
+    """`  Type: message` in red, or nothing for a record without an exception."""
+    if not entry.exception_type:
+        return Text()
+    return Text(f"  {visible(entry.exception_type)}: {visible(entry.exception_message)}", style="red")
+
+
 def record_line(entry: LogEntry) -> Text:
     """One record, one line: text from the stream shows its control characters, never obeys them."""
     line = Text()
@@ -68,25 +86,50 @@ def record_line(entry: LogEntry) -> Text:
     line.append(f"{visible(entry.severity) or '-':<5}", style=severity_style(entry.severity_number))
     line.append(f" {visible(entry.service)} ", style="cyan")
     line.append(visible(entry.body))
-    if entry.exception_type:
-        line.append(f"  {visible(entry.exception_type)}: {visible(entry.exception_message)}", style="red")
+    line.append_text(exception_line(entry))
     if entry.trace_id:
         line.append(f"  trace={visible(entry.trace_id)}", style="dim")
     return line
 
 
-class RecordPrinter:
-    """NDJSON for pipes (`--json`), coloured lines for people."""
+def stack_lines(entry: LogEntry, indent: int) -> Text | None:
+    """The record's stack trace, each of its lines indented under the record, or None without one.
 
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
+    Only the stack's own newlines break lines, and every line is indented, so no text in it can
+    pass for a record; every other control character is shown as an escape (terminal_text).
+    """
+    stack = entry.exception_stacktrace.rstrip("\n")
+    if not stack.strip():
+        return None
+    margin = " " * indent
+    return Text("\n".join(margin + visible(line) for line in stack.split("\n")), style="dim")
+
+
+def oldest_first(entries: Iterable[LogEntry]) -> list[LogEntry]:
+    """By the record's own time: arrival order differs when exporters' batches interleave."""
+    return sorted(entries, key=lambda entry: entry.timestamp_ns)
+
+
+def newest_first(entries: Iterable[LogEntry]) -> list[LogEntry]:
+    return sorted(entries, key=lambda entry: entry.timestamp_ns, reverse=True)
+
+
+class RecordPrinter:
+    """NDJSON for pipes (`--json`), coloured lines for people, each exception's stack under its record."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.as_json: bool = args.json
+        self.stacks: bool = args.stack
         self.console = Console(highlight=False, soft_wrap=True)
 
     def print(self, entry: LogEntry) -> None:
         if self.as_json:
             print_json(record_json(entry))
-        else:
-            self.console.print(record_line(entry))
+            return
+        self.console.print(record_line(entry))
+        stack = stack_lines(entry, STACK_INDENT) if self.stacks else None
+        if stack is not None:
+            self.console.print(stack)
 
     def flush(self) -> None:
         sys.stdout.flush()

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from tracestream.cli.common import add_command, reader, settings, whole_number
-from tracestream.cli.record_lines import FILTERS, RecordPrinter, query_from
+from tracestream.cli.common import add_command, error_line, reader, settings, whole_number
+from tracestream.cli.record_lines import FILTERS, STACKS, RecordPrinter, newest_first, query_from
 from tracestream.query import Cursor, search
 
 if TYPE_CHECKING:
@@ -20,8 +20,10 @@ def register(subparsers: Subparsers) -> None:
         "search",
         run,
         "find records, newest first",
-        "Find records, newest first. The next page's cursor is printed on stderr.",
+        "Find records, newest first by their own time within a page. The next page's cursor is "
+        "printed on stderr; so is a line saying nothing matched.",
         FILTERS,
+        STACKS,
     )
     parser.add_argument(
         "-n", "--limit", type=whole_number(1), default=50, metavar="N", help="page size (default 50)"
@@ -33,12 +35,15 @@ def run(args: argparse.Namespace) -> int:
     query = query_from(args)
     if args.cursor:
         Cursor.parse(args.cursor)
-    printer = RecordPrinter(args.json)
+    printer = RecordPrinter(args)
+    stream = settings(args).stream
     with reader(args) as client:
-        page = search(client, settings(args).stream, query, args.cursor, args.limit)
-    for entry in page.records:
+        page = search(client, stream, query, args.cursor, args.limit)
+    for entry in newest_first(page.records):
         printer.print(entry)
     printer.flush()
+    if not page.records:
+        error_line(f"no {'more ' if args.cursor else ''}matching records in stream {stream}")
     if page.next_cursor:
         print(f"more: add --cursor {page.next_cursor}", file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ from tracestream.cli.common import (
     settings,
     whole_number,
 )
-from tracestream.cli.record_lines import FILTERS, RecordPrinter, query_from
+from tracestream.cli.record_lines import FILTERS, STACKS, RecordPrinter, oldest_first, query_from
 from tracestream.query import Follow, follow, search
 
 if TYPE_CHECKING:
@@ -29,8 +29,10 @@ def register(subparsers: Subparsers) -> None:
         "tail",
         run,
         "follow records live",
-        "Print the newest records, then follow new ones; survives Redis reconnects.",
+        "Print the newest records, oldest first by their own time, then follow new ones as they "
+        "arrive; survives Redis reconnects.",
         FILTERS,
+        STACKS,
     )
     parser.add_argument(
         "-n",
@@ -45,13 +47,13 @@ def register(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     query = query_from(args)
     config = settings(args)
-    printer = RecordPrinter(args.json)
+    printer = RecordPrinter(args)
     # The socket timeout must outlast one blocking read.
     with reader(args, timeout=config.redis_timeout + BLOCK_MS / 1000) as client:
         state = Follow.at_end(client, config.stream)
         backlog = search(client, config.stream, query, None, args.lines)
         state.skip(backlog.records)  # written since at_end: shown now, not again
-        for record in reversed(backlog.records):
+        for record in oldest_first(backlog.records):
             printer.print(record)
         printer.flush()
         disconnected = False

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from tracestream.cli.common import add_command, print_json, reader, settings, shown
-from tracestream.cli.record_lines import severity_style
-from tracestream.query import TraceTree, record_json, trace_tree
+from tracestream.cli.common import add_command, error_line, print_json, reader, settings, shown
+from tracestream.cli.record_lines import STACKS, exception_line, severity_style, stack_lines
+from tracestream.query import SpanNode, TraceTree, record_json, trace_tree
 from tracestream.schema import LogEntry
 from tracestream.timeparse import iso_utc
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
 
-BAR_WIDTH = 24
+# The timeline takes a fifth of the terminal, within these bounds; the span names take what is left.
+BAR_WIDTH = (10, 40)
+NAME_MIN_WIDTH = 24
+SERVICE_MAX_WIDTH = 20
+# What the table adds to its columns' widths: one divider and two spaces of padding between columns.
+TABLE_SPACING = 3
 
 
 def register(subparsers: Subparsers) -> None:
@@ -28,7 +36,8 @@ def register(subparsers: Subparsers) -> None:
         "trace",
         run,
         "show one trace across services",
-        "Show a trace's spans as a waterfall with their log records, across services.",
+        "Show a trace's spans as a waterfall with their log records, across services, in time order.",
+        STACKS,
     )
     parser.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
 
@@ -37,21 +46,42 @@ def run(args: argparse.Namespace) -> int:
     with reader(args) as client:
         tree = trace_tree(client, settings(args).stream, args.trace_id)
     if not tree.roots and not tree.unattached_logs:
-        print(f"tracestream: no records for trace {tree.trace_id} (not written, or expired)", file=sys.stderr)
-        return 1
+        error_line(f"no records for trace {tree.trace_id} (not written, or expired)")
+        return 0
     if args.json:
         for line in tree_lines(tree):
             print_json(line)
     else:
-        Console(highlight=False).print(waterfall(tree))
+        console = Console(highlight=False)
+        console.print(waterfall(tree, console.width, stacks=args.stack))
     return 0
 
 
+def in_time_order(tree: TraceTree) -> Iterator[tuple[int, SpanNode | LogEntry]]:
+    """Depth-first with each row's depth; a span's log records and child spans interleaved by time,
+    and logs that match no span among the roots, so the rows read top to bottom in time."""
+    pending = [(0, item) for item in reversed(_by_time([*tree.roots, *tree.unattached_logs]))]
+    while pending:  # no recursion: a chain of parents can be as deep as another writer makes it
+        depth, item = pending.pop()
+        yield depth, item
+        if isinstance(item, SpanNode):
+            pending += [(depth + 1, child) for child in reversed(_by_time([*item.children, *item.logs]))]
+
+
+def _by_time(items: Iterable[SpanNode | LogEntry]) -> list[SpanNode | LogEntry]:
+    return sorted(
+        items, key=lambda item: item.span.start_ns if isinstance(item, SpanNode) else item.timestamp_ns
+    )
+
+
 def tree_lines(tree: TraceTree) -> list[dict[str, Any]]:
-    """NDJSON: spans in waterfall order with their depth, each followed by its log records."""
+    """NDJSON: the waterfall's rows in its order, spans with their depth, logs one deeper than their span."""
     lines: list[dict[str, Any]] = []
-    for depth, node in tree.walk():
-        span = node.span
+    for depth, item in in_time_order(tree):
+        if isinstance(item, LogEntry):
+            lines.append({"type": "log", "depth": depth, **record_json(item)})
+            continue
+        span = item.span
         lines.append(
             {
                 "type": "span",
@@ -68,45 +98,101 @@ def tree_lines(tree: TraceTree) -> list[dict[str, Any]]:
                 "attributes": span.attributes,
             }
         )
-        lines.extend({"type": "log", "depth": depth + 1, **record_json(entry)} for entry in node.logs)
-    lines.extend({"type": "log", "depth": 0, **record_json(entry)} for entry in tree.unattached_logs)
     return lines
 
 
-def waterfall(tree: TraceTree) -> Table:
-    start = tree.start_ns
-    end = max([node.span.end_ns for _, node in tree.walk()] + [start + 1])
-    scale = BAR_WIDTH / (end - start)
-    table = Table(title=f"trace {tree.trace_id}", title_justify="left")
-    table.add_column("span / log", overflow="fold", ratio=1)
-    table.add_column("service", overflow="fold")
-    table.add_column("+ms", justify="right", no_wrap=True)
-    table.add_column("ms", justify="right", no_wrap=True)
-    table.add_column("timeline", no_wrap=True, min_width=BAR_WIDTH + 1)
-    for depth, node in tree.walk():
-        span = node.span
-        offset = min(BAR_WIDTH - 1, max(0, int((span.start_ns - start) * scale)))
-        width = min(BAR_WIDTH - offset, max(1, int((span.end_ns - span.start_ns) * scale)))
-        style = "red" if span.status == "ERROR" else "blue"
+@dataclass(frozen=True)
+class _Row:
+    depth: int
+    label: Text
+    service: Text
+    offset_ms: str
+    duration_ms: str = ""
+    bar: Text | None = None
+    stack: Text | None = None
+
+
+def waterfall(tree: TraceTree, width: int, *, stacks: bool = True) -> RenderableType:
+    """The trace as a table `width` columns wide; a record's stack trace spans the whole width under it.
+
+    Rich tables have no cell spanning columns, so the table is cut at each stack trace and
+    continued below it with the same fixed column widths.
+    """
+    rows = _rows(tree, _bar_width(width), stacks)
+    columns = _column_widths(rows, width)
+    parts: list[RenderableType] = [Text(f"trace {tree.trace_id}")]
+    table = _table(columns, header=True)
+    for row in rows:
+        indent = min(2 * row.depth, columns[0] // 2)  # a deep tree still leaves its names room
         table.add_row(
-            Text("  " * depth).append_text(shown(span.name, "bold")),
-            shown(span.service),
-            _since(span.start_ns, start),
-            f"{span.duration_ms:.1f}",
-            Text(" " * offset + "█" * width, style=style),
+            Padding(row.label, (0, 0, 0, indent)), row.service, row.offset_ms, row.duration_ms, row.bar
         )
-        for entry in node.logs:
-            table.add_row(*_log_row(entry, depth + 1, start))
-    for entry in tree.unattached_logs:
-        table.add_row(*_log_row(entry, 0, start))
+        if row.stack is not None:
+            parts += [table, Padding(row.stack, (0, 0, 0, indent + 4))]
+            table = _table(columns, header=False)
+    if table.row_count:
+        parts.append(table)
+    return Group(*parts)
+
+
+def _bar_width(width: int) -> int:
+    low, high = BAR_WIDTH
+    return max(low, min(high, width // 5))
+
+
+def _rows(tree: TraceTree, bar_width: int, stacks: bool) -> list[_Row]:
+    start = tree.start_ns
+    spans = [item.span for _, item in in_time_order(tree) if isinstance(item, SpanNode)]
+    end = max([span.end_ns for span in spans] + [start + 1])
+    scale = bar_width / (end - start)
+    rows: list[_Row] = []
+    for depth, item in in_time_order(tree):
+        if isinstance(item, LogEntry):
+            label = Text("• ").append_text(shown(f"{item.severity} ", severity_style(item.severity_number)))
+            label.append_text(shown(item.body)).append_text(exception_line(item))
+            stack = stack_lines(item, 0) if stacks else None
+            rows.append(
+                _Row(depth, label, shown(item.service), _since(item.timestamp_ns, start), stack=stack)
+            )
+            continue
+        span = item.span
+        offset = min(bar_width - 1, max(0, int((span.start_ns - start) * scale)))
+        length = min(bar_width - offset, max(1, int((span.end_ns - span.start_ns) * scale)))
+        bar = Text(" " * offset + "█" * length, style="red" if span.status == "ERROR" else "blue")
+        rows.append(
+            _Row(
+                depth,
+                shown(span.name, "bold"),
+                shown(span.service),
+                _since(span.start_ns, start),
+                f"{span.duration_ms:.1f}",
+                bar,
+            )
+        )
+    return rows
+
+
+def _column_widths(rows: list[_Row], width: int) -> tuple[int, int, int, int, int]:
+    """Name, service, +ms, ms, timeline: the figures and the timeline whole, services up to
+    SERVICE_MAX_WIDTH, and the names what they need of the rest (at least NAME_MIN_WIDTH)."""
+    service = min(SERVICE_MAX_WIDTH, max([len("service")] + [row.service.cell_len for row in rows]))
+    offset = max([len("+ms")] + [len(row.offset_ms) for row in rows])
+    duration = max([len("ms")] + [len(row.duration_ms) for row in rows])
+    bar = max([len("timeline")] + [row.bar.cell_len for row in rows if row.bar is not None])
+    longest = max(row.label.cell_len + 2 * row.depth for row in rows)
+    room = width - (service + offset + duration + bar + 4 * TABLE_SPACING)
+    return max(NAME_MIN_WIDTH, min(room, longest)), service, offset, duration, bar
+
+
+def _table(widths: tuple[int, int, int, int, int], *, header: bool) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, show_header=header, pad_edge=False, padding=(0, 1))
+    name, service, offset, duration, bar = widths
+    table.add_column("span / log", width=name, overflow="fold")
+    table.add_column("service", width=service, overflow="fold")
+    table.add_column("+ms", width=offset, justify="right", no_wrap=True)
+    table.add_column("ms", width=duration, justify="right", no_wrap=True)
+    table.add_column("timeline", width=bar, no_wrap=True)
     return table
-
-
-def _log_row(entry: LogEntry, depth: int, start: int) -> tuple[Text, Text, str, str, str]:
-    text = Text("  " * depth + "• ")
-    text.append_text(shown(f"{entry.severity} ", severity_style(entry.severity_number)))
-    text.append_text(shown(entry.body))
-    return text, shown(entry.service), _since(entry.timestamp_ns, start), "", ""
 
 
 def _since(time_ns: int, start: int) -> str:
