@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.records import RecordWriter
+from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle
 from tracestream.embedded_redis import EmbeddedRedis
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.apps.alerts_webhook import WebhookReceiver
-from tests.records import RecordWriter
+from tests.seeded_records import RecordWriter
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tracestream import schema
 from tracestream.alerts.store import AlertKeys

@@ -11,7 +11,7 @@ import orjson
 
 from tests import test_cluster
 from tests.apps.alerts_webhook import WebhookReceiver
-from tests.records import RecordWriter
+from tests.seeded_records import RecordWriter
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tests.test_alerts import notified, rate_rule, rule_file, running
 from tracestream.embedded_redis import EmbeddedCluster

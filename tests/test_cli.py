@@ -21,7 +21,7 @@ import pytest
 from opentelemetry import trace
 from rich.console import Console
 
-from tests.records import RecordWriter, blocked_reader, tracer_provider
+from tests.seeded_records import RecordWriter, blocked_reader, tracer_provider
 from tests.support import VENV_BIN, RedisHandle, wait_for
 from tracestream.cli import main
 from tracestream.cli.record_lines import record_line

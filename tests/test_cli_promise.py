@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.records import RecordWriter
+from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle
 from tests.test_cli import TIMEOUT, TRACESTREAM, Here, here, ndjson
 from tracestream.cli import build_parser, main

@@ -23,7 +23,7 @@ from subprocess import PIPE
 
 import pytest
 
-from tests.records import RecordWriter, tracer_provider
+from tests.seeded_records import RecordWriter, tracer_provider
 from tests.support import RedisHandle, wait_for
 from tests.test_cli import TIMEOUT, TRACESTREAM, Here, here, ndjson
 from tracestream.terminal_text import json_safe, visible

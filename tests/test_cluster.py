@@ -19,7 +19,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoPermissionError
 
 from tests.otlp_receiver import OtlpReceiver
-from tests.records import RecordWriter, tracer_provider
+from tests.seeded_records import RecordWriter, tracer_provider
 from tests.support import VENV_BIN, RedisHandle, wait_for
 from tests.test_console_live import ConsoleProcess, Viewer
 from tests.test_forward import forwarding

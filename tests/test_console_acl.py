@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis
 
-from tests.records import RecordWriter, tracer_provider
+from tests.seeded_records import RecordWriter, tracer_provider
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tests.test_console_live import ConsoleProcess, Emitter, Viewer
 from tracestream.connection import connect

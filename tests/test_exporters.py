@@ -14,15 +14,15 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests.records import RecordWriter
+from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, wait_for
+from tracestream.disk_spool import Spool, process_directory
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.schema import StreamKeys
 from tracestream.settings import BatchSettings, Settings
-from tracestream.spool import Spool, process_directory
 
 FAST = BatchSettings(schedule_delay=0.02, max_queue_size=10_000, max_export_batch_size=512)
 

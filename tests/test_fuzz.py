@@ -27,7 +27,7 @@ from opentelemetry._logs import LogRecord
 from tests.pipelines import PrivatePipeline
 from tests.support import RedisHandle
 from tracestream.embedded_redis import EmbeddedRedis
-from tracestream.integrations import records
+from tracestream.integrations import record_writer
 from tracestream.integrations.loguru import otel_sink
 from tracestream.integrations.structlog import OTelProcessor
 from tracestream.settings import Settings
@@ -140,7 +140,7 @@ def pipeline() -> Iterator[Pipeline]:
         with pytest.MonkeyPatch.context() as patch:
             # Our structlog and loguru integrations write through the global OTel logs API;
             # here that API leads to this pipeline's provider.
-            patch.setattr(records._logs, "get_logger", built.logger_provider.get_logger)
+            patch.setattr(record_writer._logs, "get_logger", built.logger_provider.get_logger)
             # pytest 9 also hangs its capture handlers on loggers that do not propagate, like
             # ours, and they raise on a message that cannot be formatted, by design; ours must not.
             patch.setattr(logging, "raiseExceptions", False)

@@ -29,14 +29,14 @@ FLOORS: dict[str, tuple[int, str | None]] = {
     "tracestream.redis_errors": (GROUND, None),
     "tracestream.timeparse": (GROUND, None),
     "tracestream.terminal_text": (GROUND, None),
-    "tracestream.status": (GROUND, None),
+    "tracestream.export_status": (GROUND, None),
     "tracestream.django_settings": (GROUND, None),
     "tracestream.lua": (GROUND, None),
     "tracestream.scrubbing": (GROUND, None),
     "tracestream.embedded_redis": (GROUND, None),
     "tracestream.schema": (SCHEMA, None),
     "tracestream.shards": (SCHEMA, None),
-    "tracestream.spool": (SCHEMA, None),
+    "tracestream.disk_spool": (SCHEMA, None),
     "tracestream.exporters": (2, WRITER),
     "tracestream.otel_setup": (3, WRITER),
     "tracestream.integrations": (3, WRITER),
@@ -135,7 +135,7 @@ def test_the_walk_sees_imports() -> None:
 
 
 def test_readers_never_load_the_otel_sdk() -> None:
-    """redis-py 8 loads part of the SDK itself (its own metrics) when OTel is installed: the readers add none."""
+    """redis-py 8 loads part of the SDK itself (its metrics) when OTel is installed; readers add none."""
     readers = sorted(m for m in MODULES if floor_of(m)[1] == READER or m == "tracestream.schema")
     script = (
         "import importlib, sys\n"

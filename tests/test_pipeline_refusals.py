@@ -20,12 +20,12 @@ from tests.faults import FaultyProxy
 from tests.pipelines import PrivatePipeline
 from tests.support import wait_for
 from tracestream.cli.doctor import diagnose
+from tracestream.disk_spool import dead_letters, spool_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.exporters import RedisStreamLogExporter
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.redis_errors import describe, error_code, is_transient
 from tracestream.settings import BatchSettings, Settings
-from tracestream.spool import dead_letters, spool_for
 
 APPEND = """
 local rows = cjson.decode(ARGV[1])

@@ -13,7 +13,7 @@ import redis
 from opentelemetry import trace
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-from tests.records import RecordWriter, blocked_reader, tracer_provider
+from tests.seeded_records import RecordWriter, blocked_reader, tracer_provider
 from tests.support import RedisHandle, wait_for
 from tracestream.connection import connect
 from tracestream.embedded_redis import EmbeddedRedis

@@ -31,12 +31,12 @@ from tests.faults import DurableRedis, FaultyProxy
 from tests.pipelines import PrivatePipeline
 from tests.support import ROOT, RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.export_status import read_statuses
 from tracestream.exporters import RedisStreamLogExporter
 from tracestream.otel_setup import pipeline
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.schema import LogEntry
 from tracestream.settings import BatchSettings, Settings
-from tracestream.status import read_statuses
 
 
 @pytest.fixture(scope="module")
@@ -375,7 +375,7 @@ for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].met
     figures = {tuple(line.split()[:2]): float(line.split()[2]) for line in done.stdout.splitlines()}
     assert figures[("tracestream.records.exported", "logs")] == 5
     assert figures[("tracestream.records.dropped", "logs")] == 0
-    assert ("tracestream.spool.size", "logs") in figures
+    assert ("tracestream.disk_spool.size", "logs") in figures
 
 
 SHUTDOWN_TIMEOUT = 5.0  # the default, set explicitly

@@ -16,9 +16,9 @@ from tests.apps.servers import bin_path, http_ready, serve
 from tests.pipelines import PrivatePipeline
 from tests.support import ROOT, VENV_BIN, RedisHandle, run_python, wait_for
 from tracestream.cli import main
+from tracestream.disk_spool import read_frames
 from tracestream.embedded_redis import free_port
 from tracestream.settings import Settings
-from tracestream.spool import read_frames
 
 CORPUS = Path(__file__).parent / "corpus"
 

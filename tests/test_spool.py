@@ -14,14 +14,14 @@ import sys
 from pathlib import Path
 
 from tests.support import ROOT
+from tracestream.disk_spool import Spool, process_directory, spool_for
 from tracestream.settings import Settings
-from tracestream.spool import Spool, process_directory, spool_for
 
 CHILD = """
 import sys
 from pathlib import Path
 from tracestream.settings import Settings
-from tracestream.spool import spool_for
+from tracestream.disk_spool import spool_for
 url, stream, base, count, replay = sys.argv[1:]
 spool = spool_for(Settings.load(environ={}, redis_url=url, spool_dir=base), stream)
 for i in range(int(count)):
@@ -121,7 +121,7 @@ FULL_DISK = """
 import resource, sys
 from pathlib import Path
 from tracestream.settings import Settings
-from tracestream.spool import spool_for
+from tracestream.disk_spool import spool_for
 spool = spool_for(Settings.load(environ={}, redis_url="redis://127.0.0.1:1/0", spool_dir=sys.argv[1]), "app")
 assert spool.append([["a 0"]])
 segment = next(Path(sys.argv[1]).rglob("*.seg"))

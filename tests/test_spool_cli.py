@@ -13,16 +13,16 @@ from tests.support import ROOT, RedisHandle
 from tracestream.cli import spool as spool_command
 from tracestream.cli.common import ArgumentParser
 from tracestream.cli.doctor import diagnose
+from tracestream.disk_spool import spool_for
 from tracestream.settings import Settings
-from tracestream.spool import spool_for
 
 NOBODY = "redis://127.0.0.1:1/0"  # a destination nobody writes to any more
 SPOOL_IN_CHILD = """
 import sys
-from tests.records import RecordWriter
+from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle
 from tracestream.settings import Settings
-from tracestream.spool import spool_for
+from tracestream.disk_spool import spool_for
 url, stream, base, count = sys.argv[1:]
 rows = RecordWriter(RedisHandle(url, stream)).row
 spool = spool_for(Settings.load(environ={}, redis_url=url, spool_dir=base), stream)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.records import RecordWriter
+from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, wait_for
 from tracestream.connection import Tls, connect
 from tracestream.embedded_redis import EmbeddedRedis, free_port, redis_server_binary

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from tests.faults import DurableRedis
-from tests.records import RecordWriter
+from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, wait_for
 from tracestream.exporters.redis_stream import ROWS_PER_CALL
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import redis
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests.records import RecordWriter, tracer_provider
+from tests.seeded_records import RecordWriter, tracer_provider
 from tests.support import RedisHandle
 from tracestream.exporters.encoding import span_id_hex
 from tracestream.schema import INDEX_LOG, INDEX_SPAN, LOG_FIELDS, SPAN_FIELDS, UNDECODABLE

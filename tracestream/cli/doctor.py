@@ -20,11 +20,11 @@ from tracestream.alerts.delivery import failed_deliveries
 from tracestream.alerts.store import home_stream
 from tracestream.cli.common import add_command, describe_redis_error, print_json, shown
 from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for, primaries
+from tracestream.disk_spool import backlogs, dead_letters, describe, spool_base
+from tracestream.export_status import read_statuses
 from tracestream.forwarder import forwarder_lag
 from tracestream.settings import ConfigError, Settings
 from tracestream.shards import Shard, shards
-from tracestream.spool import backlogs, dead_letters, describe, spool_base
-from tracestream.status import read_statuses
 from tracestream.timeparse import iso_utc
 
 if TYPE_CHECKING:

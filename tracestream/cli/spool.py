@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from tracestream.cli.common import UsageError, add_command, error_line, print_json, settings, shown
-from tracestream.settings import BatchSettings, Settings
-from tracestream.spool import (
+from tracestream.disk_spool import (
     Backlog,
     DeadLetters,
     Destination,
@@ -28,6 +27,7 @@ from tracestream.spool import (
     process_directory,
     spool_base,
 )
+from tracestream.settings import BatchSettings, Settings
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers

@@ -25,14 +25,14 @@ from redis.exceptions import NoScriptError
 from tracestream import schema
 from tracestream._internal_log import internal_logger
 from tracestream.connection import CLUSTER_ERRORS, Client, ProcessLocalClient, Tls, node_for, refresh_topology
+from tracestream.disk_spool import Spool, spool_for
+from tracestream.export_status import STATUS_TTL, status_key
 from tracestream.exporters import encoding
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.exporters.shaping import RowShaper
 from tracestream.lua import script_sha, script_source
 from tracestream.redis_errors import is_transient
 from tracestream.settings import Settings
-from tracestream.spool import Spool, spool_for
-from tracestream.status import STATUS_TTL, status_key
 
 # Rows per script call: large batches share one round trip, yet Redis is never blocked long.
 ROWS_PER_CALL = 512

@@ -18,7 +18,7 @@ from opentelemetry import propagate
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
-from tracestream.integrations.records import RecordWriter, replace_lines
+from tracestream.integrations.record_writer import RecordWriter, replace_lines
 from tracestream.otel_setup.telemetry import Telemetry, installed
 
 _records = RecordWriter("tracestream.celery")

@@ -31,7 +31,7 @@ from opentelemetry.instrumentation.django import DjangoInstrumentor
 
 from tracestream.django_settings import configure_arguments
 from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
-from tracestream.integrations.records import replace_lines
+from tracestream.integrations.record_writer import replace_lines
 from tracestream.otel_setup.telemetry import Telemetry
 
 MIDDLEWARE = "tracestream.integrations.django.RequestRecordMiddleware"

@@ -30,7 +30,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
-from tracestream.integrations.records import exception_attributes, replace_lines
+from tracestream.integrations.record_writer import exception_attributes, replace_lines
 from tracestream.otel_setup.telemetry import Telemetry
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.

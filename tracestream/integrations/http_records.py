@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from tracestream.integrations.records import RecordWriter
+from tracestream.integrations.record_writer import RecordWriter
 
 TRACEPARENT = "traceparent"
 TRACE_ID_HEADER = "X-Trace-Id"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracestream.integrations.records import RecordWriter
+from tracestream.integrations.record_writer import RecordWriter
 from tracestream.integrations.structured import attributes_of, severity_of
 
 _writers: dict[str, RecordWriter] = {}

@@ -15,7 +15,7 @@ import logging
 from collections.abc import MutableMapping
 from typing import Any
 
-from tracestream.integrations.records import RecordWriter
+from tracestream.integrations.record_writer import RecordWriter
 from tracestream.integrations.structured import attributes_of, exception_of, severity_of, text_of
 
 _NOT_ATTRIBUTES = ("event", "level", "exc_info", "logger", "timestamp", "_record", "_from_structlog")

@@ -29,9 +29,9 @@ from typing import Any, Generic, TypeVar
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
 from tracestream._internal_log import internal_logger
+from tracestream.disk_spool import Spool
 from tracestream.redis_errors import describe, error_code, is_transient
 from tracestream.settings import BatchSettings
-from tracestream.spool import Spool
 
 T = TypeVar("T")
 

@@ -12,11 +12,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from tracestream.disk_spool import Spool
+from tracestream.export_status import register_metrics
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.settings import BatchSettings
-from tracestream.spool import Spool
-from tracestream.status import register_metrics
 
 
 @runtime_checkable

@@ -126,7 +126,7 @@ def register_metrics(signal: str, status: Callable[[], dict[str, int]]) -> None:
             f"tracestream.records.{name}", callbacks=[observe(name)], unit="{record}"
         )
     meter.create_observable_gauge(
-        "tracestream.spool.size",
+        "tracestream.disk_spool.size",
         callbacks=[lambda options: [Observation(status()["spool_bytes"], {"signal": signal})]],
         unit="By",
     )
