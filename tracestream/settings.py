@@ -185,6 +185,18 @@ def parse_shard_by(text: str) -> str:
     return value
 
 
+LOG_SAMPLING = ("follow_trace", "keep_all")
+# The attribute a record sampled down carries: how many records it stands for (docs/sampling.md).
+SAMPLE_WEIGHT = "tracestream.sample_weight"
+
+
+def parse_log_sampling(text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_SAMPLING:
+        raise ValueError(f"expected one of {', '.join(LOG_SAMPLING)}")
+    return value
+
+
 def _text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -209,6 +221,7 @@ _SETTINGS: dict[str, Setting] = {
     "batch_delay_ms": Setting("TRACESTREAM_BATCH_DELAY_MS", parse_positive_int),
     "log_level": Setting("TRACESTREAM_LOG_LEVEL", parse_log_level),
     "log_exclude": Setting("TRACESTREAM_LOG_EXCLUDE", parse_names),
+    "log_sampling": Setting("TRACESTREAM_LOG_SAMPLING", parse_log_sampling),
     "redis_timeout": Setting("TRACESTREAM_REDIS_TIMEOUT", parse_duration),
     "redis_cluster": Setting("TRACESTREAM_REDIS_CLUSTER", parse_bool),
     "shard_by": Setting("TRACESTREAM_SHARD_BY", parse_shard_by),
@@ -246,6 +259,7 @@ class Settings:
     batch_delay_ms: int | None = None
     log_level: int = logging.INFO
     log_exclude: tuple[str, ...] = ()  # logger names (and their children) kept out of the stream
+    log_sampling: str = "follow_trace"  # keep_all: records below WARN of unsampled traces too
     redis_timeout: float = 2.0
     redis_cluster: bool = False
     shard_by: str = "none"  # on a cluster, "service" gives each service its own shard

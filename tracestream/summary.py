@@ -3,12 +3,17 @@
 Counting happens inside Redis, chunk by chunk, so only the counts cross the wire. A
 service's instances are its distinct resources: each process serialises its resource
 once, so equal resource text means the same process.
+
+Counts are estimates of what the services logged when they sample: each stored record counts
+for its `tracestream.sample_weight` (docs/sampling.md), and a figure that any sampled-down
+record went into says so (`estimated`), shown as `~1200`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -18,6 +23,7 @@ from tracestream.connection import Client
 from tracestream.lua import script_source
 from tracestream.query import before, run_script
 from tracestream.schema import LOG_FIELDS
+from tracestream.settings import SAMPLE_WEIGHT
 from tracestream.shards import shards
 
 ERROR_FLOOR = 17  # OTel severity number of ERROR
@@ -29,7 +35,44 @@ PAGE = 256
 MESSAGE_LIMIT = 1024  # bytes of an error group's message: a foreign entry's body may be megabytes
 MINUTE_MS = 60_000
 
+__all__ = [
+    "ErrorGroup",
+    "ServiceStatus",
+    "Summary",
+    "sample_weight",
+    "service_status",
+    "shown_count",
+    "summarize",
+    "weighted_count",
+]
+
 _POSITIONS = orjson.dumps({name: 2 * index + 2 for index, name in enumerate(LOG_FIELDS)}).decode()
+
+
+def sample_weight(attributes: Mapping[str, Any]) -> float:
+    """How many records one stored record stands for: its sample weight, else 1."""
+    weight = attributes.get(SAMPLE_WEIGHT)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        return 1.0
+    return float(weight)
+
+
+def weighted_count(attribute_maps: Iterable[Mapping[str, Any]]) -> tuple[float, bool]:
+    """The estimated true count of records with these attributes, and whether it is an estimate.
+
+    For counts taken in Python (error issues, alert rates); `summarize` counts the same way in Redis.
+    """
+    total, estimated = 0.0, False
+    for attributes in attribute_maps:
+        weight = sample_weight(attributes)
+        total += weight
+        estimated = estimated or weight != 1.0
+    return total, estimated
+
+
+def shown_count(count: float, estimated: bool) -> str:
+    """`1200`, or `~1200` when sampled-down records went into it."""
+    return f"~{round(count)}" if estimated else str(round(count))
 
 
 @dataclass
@@ -38,10 +81,16 @@ class ServiceStatus:
 
     service: str
     last_seen_ms: int = 0
-    records: int = 0
-    errors: int = 0
+    records: float = 0.0  # estimated: each stored record counts for its sample weight
+    errors: int = 0  # error records are never sampled down: an exact count
     instances: set[str] = field(default_factory=set)
     records_per_minute: float = 0.0
+    stored: int = 0  # records in the stream
+    sampled_down: int = 0  # of those, records carrying a sample weight other than 1
+
+    @property
+    def estimated(self) -> bool:
+        return self.sampled_down > 0
 
 
 @dataclass
@@ -61,10 +110,15 @@ class Summary:
     since_ms: int
     until_ms: int
     services: dict[str, ServiceStatus] = field(default_factory=dict)
-    per_minute: Counter[tuple[int, str, str]] = field(
-        default_factory=Counter
-    )  # (minute ms, service, severity)
+    # estimated counts (rounded) by (minute ms, service, severity), and how many sampled-down records
+    # went into each
+    per_minute: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+    sampled_down: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+    _estimates: dict[tuple[int, str, str], float] = field(default_factory=dict, repr=False)
     error_groups: dict[tuple[str, str], ErrorGroup] = field(default_factory=dict)
+
+    def estimated(self, minute: int, service: str, severity: str) -> bool:
+        return self.sampled_down[minute, service, severity] > 0
 
     def by_severity(self) -> Counter[str]:
         counts: Counter[str] = Counter()
@@ -72,20 +126,28 @@ class Summary:
             counts[severity] += count
         return counts
 
+    def estimated_severities(self) -> set[str]:
+        return {severity for (_, _, severity), count in self.sampled_down.items() if count}
+
     def top_errors(self, count: int = 10) -> list[ErrorGroup]:
         return sorted(self.error_groups.values(), key=lambda group: (-group.count, -group.last_seen_ms))[
             :count
         ]
 
     def _merge(self, services: list[Any], minutes: list[Any], groups: list[Any]) -> None:
-        for name, last_ms, records, errors, shas in services:
+        for name, last_ms, stored, errors, shas, estimate, sampled_down in services:
             status = self.services.setdefault(name, ServiceStatus(name))
             status.last_seen_ms = max(status.last_seen_ms, int(last_ms))
-            status.records += int(records)
+            status.records += float(estimate)
+            status.stored += int(stored)
+            status.sampled_down += int(sampled_down)
             status.errors += int(errors)
             status.instances.update(shas)
-        for minute, service, severity, count in minutes:
-            self.per_minute[int(minute), service, severity] += int(count)
+        for minute, service, severity, _, estimate, sampled_down in minutes:
+            key = int(minute), service, severity
+            self._estimates[key] = self._estimates.get(key, 0.0) + float(estimate)
+            self.per_minute[key] = round(self._estimates[key])
+            self.sampled_down[key] += int(sampled_down)
         for exception_type, code, count, last_ms, service, message in groups:
             group = self.error_groups.get((exception_type, code))
             if group is None:
@@ -113,6 +175,7 @@ def summarize(client: Client, stream: str, since_ms: int, until_ms: int | None =
                 SCAN_BYTES,
                 PAGE,
                 MESSAGE_LIMIT,
+                SAMPLE_WEIGHT,
             ]
             last, done, *part = cast(list[Any], run_script(script, [shard.keys.logs], args))
             summary._merge(*part)

@@ -24,7 +24,8 @@ def register(subparsers: Subparsers) -> None:
         "services",
         run,
         "service integration status",
-        "Per service over the last hour: last seen, records per minute, errors, instances.",
+        "Per service over the last hour: last seen, records per minute, errors, instances. "
+        "Counts of sampled services are estimates, shown as ~N.",
     )
 
 
@@ -37,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
                 "service": status.service,
                 "last_seen": iso_utc(status.last_seen_ms * 1_000_000),
                 "records_per_minute": round(status.records_per_minute, 2),
-                "records_last_hour": status.records,
+                "records_last_hour": round(status.records),
                 "errors_last_hour": status.errors,
                 "instances": len(status.instances),
+                "estimated": status.estimated,
+                "stored_last_hour": status.stored,
             }
             print_json(line)
         return 0
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(
             shown(status.service),
             f"{iso_utc(status.last_seen_ms * 1_000_000)[:19]}Z ({ago:.0f}s ago)",
-            f"{status.records_per_minute:.1f}",
+            ("~" if status.estimated else "") + f"{status.records_per_minute:.1f}",
             Text(str(status.errors), style="red" if status.errors else ""),
             str(len(status.instances)),
         )

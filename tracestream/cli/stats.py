@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tracestream.cli.common import add_command, print_json, reader, settings, shown, whole_number
 from tracestream.query import Query
-from tracestream.summary import Summary, summarize
+from tracestream.summary import Summary, shown_count, summarize
 from tracestream.timeparse import iso_utc
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ def register(subparsers: Subparsers) -> None:
         "stats",
         run,
         "counts per minute and top errors",
-        "Counts by severity and service per minute, and the top error groups.",
+        "Counts by severity and service per minute, and the top error groups. Counts of sampled "
+        "services are estimates, shown as ~N.",
     )
     parser.add_argument("--since", default="15m", metavar="TIME", help="ISO 8601 or ago (default 15m)")
     parser.add_argument("--until", metavar="TIME", help="ISO 8601 or how long ago (default now)")
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 def stats_lines(summary: Summary, top: int) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = [
         {"type": "count", "minute": iso_utc(minute * 1_000_000), "service": service, "severity": severity,
-         "count": count}
+         "count": round(count), "estimated": summary.estimated(minute, service, severity)}
         for (minute, service, severity), count in sorted(summary.per_minute.items())
     ]  # fmt: skip
     lines += [
@@ -68,9 +69,11 @@ def _severity_key(name: str) -> tuple[int, str]:
 def _print_tables(summary: Summary, top: int) -> None:
     console = Console(highlight=False)
     severities = sorted({severity for _, _, severity in summary.per_minute}, key=_severity_key)
-    rows: dict[tuple[int, str], dict[str, int]] = {}
+    rows: dict[tuple[int, str], dict[str, str]] = {}
     for (minute, service, severity), count in summary.per_minute.items():
-        rows.setdefault((minute, service), {})[severity] = count
+        rows.setdefault((minute, service), {})[severity] = shown_count(
+            count, summary.estimated(minute, service, severity)
+        )
     table = Table(title="records per minute", title_justify="left")
     table.add_column("minute (UTC)")
     table.add_column("service")
@@ -78,9 +81,14 @@ def _print_tables(summary: Summary, top: int) -> None:
         table.add_column(shown(severity), justify="right")
     for (minute, service), counts in sorted(rows.items(), reverse=True):
         minute_text = iso_utc(minute * 1_000_000)[:16] + "Z"
-        table.add_row(minute_text, shown(service), *(str(counts.get(severity, 0)) for severity in severities))
-    totals = summary.by_severity()
-    table.add_row("total", "", *(str(totals[severity]) for severity in severities), style="bold")
+        table.add_row(minute_text, shown(service), *(counts.get(severity, "0") for severity in severities))
+    totals, estimated = summary.by_severity(), summary.estimated_severities()
+    table.add_row(
+        "total",
+        "",
+        *(shown_count(totals[severity], severity in estimated) for severity in severities),
+        style="bold",
+    )
     console.print(table)
     errors = Table(title="top error groups", title_justify="left")
     for column in ("count", "exception", "location", "service", "last seen", "message"):

@@ -1,34 +1,51 @@
 -- Returns {last, 1 when the range ran out, services, minutes, groups}: services as {name,
--- last_ms, count, errors, {resource sha, ...}}, minutes as {minute, service, severity, count},
--- groups as {exception type, code, count, last_ms, service, message}. Redis arrays, not JSON
--- with joined keys: names may hold any byte, tabs and text that is not UTF-8 included, and each
--- string is decoded on its own. If not done, the next call starts below `last`.
+-- last_ms, count, errors, {resource sha, ...}, estimated count, records sampled down},
+-- minutes as {minute, service, severity, count, estimated count, records sampled down},
+-- groups as {exception type, code, count, last_ms, service, message}. An estimated count sums
+-- each record's `tracestream.sample_weight` (1 when absent), sent as text: Redis would cut a
+-- Lua number to an integer. Redis arrays, not JSON with joined keys: names may hold any byte,
+-- tabs and text that is not UTF-8 included, and each string is decoded on its own. If not
+-- done, the next call starts below `last`.
 local P = cjson.decode(ARGV[4])
 local error_floor = tonumber(ARGV[5])
 local byte_budget, page = tonumber(ARGV[6]), tonumber(ARGV[7])
 local message_limit = tonumber(ARGV[8])
+local weight_key = ARGV[9]
+local weight_pattern = '"' .. string.gsub(weight_key, '%p', '%%%0') .. '":%s*([-%d.eE+]+)'
 local services, minutes, groups, resources = {}, {}, {}, {}
 local function get(f, pos, name)
   if f[pos - 1] == name then return f[pos] end
   for j = 1, #f, 2 do if f[j] == name then return f[j + 1] end end
   return ''
 end
+-- How many records this one stands for; a plain find first, as most records carry no weight.
+local function weight_of(f)
+  local attributes = get(f, P.attributes, 'attributes')
+  if not string.find(attributes, weight_key, 1, true) then return 1 end
+  local weight = tonumber(string.match(attributes, weight_pattern))
+  if not weight or weight < 0 then return 1 end
+  return weight
+end
 local function count(id, f)
   local ms = tonumber(string.match(id, '^(%d+)'))
+  local weight = weight_of(f)
+  local sampled = weight ~= 1 and 1 or 0
   local service = get(f, P.service, 'service')
   local severity = get(f, P.severity, 'severity')
   local number = tonumber(get(f, P.severity_number, 'severity_number')) or 0
   local s = services[service]
   if not s then
-    s = {ms, 0, 0}
+    s = {ms, 0, 0, 0, 0}
     services[service], resources[service], minutes[service] = s, {}, {}
   end
-  s[2] = s[2] + 1
+  s[2], s[4], s[5] = s[2] + 1, s[4] + weight, s[5] + sampled
   resources[service][get(f, P.resource, 'resource')] = true
   local minute = ms - ms % 60000
   local per_severity = minutes[service][minute]
   if not per_severity then per_severity = {}; minutes[service][minute] = per_severity end
-  per_severity[severity] = (per_severity[severity] or 0) + 1
+  local n = per_severity[severity]
+  if not n then n = {0, 0, 0}; per_severity[severity] = n end
+  n[1], n[2], n[3] = n[1] + 1, n[2] + weight, n[3] + sampled
   if number >= error_floor then
     s[3] = s[3] + 1
     local exception_type = get(f, P.exception_type, 'exception_type')
@@ -68,10 +85,10 @@ local out_services, out_minutes, out_groups = {}, {}, {}
 for service, s in pairs(services) do
   local shas = {}
   for text in pairs(resources[service]) do shas[#shas + 1] = redis.sha1hex(text) end
-  out_services[#out_services + 1] = {service, s[1], s[2], s[3], shas}
+  out_services[#out_services + 1] = {service, s[1], s[2], s[3], shas, string.format('%.17g', s[4]), s[5]}
   for minute, per_severity in pairs(minutes[service]) do
     for severity, n in pairs(per_severity) do
-      out_minutes[#out_minutes + 1] = {minute, service, severity, n}
+      out_minutes[#out_minutes + 1] = {minute, service, severity, n[1], string.format('%.17g', n[2]), n[3]}
     end
   end
 end

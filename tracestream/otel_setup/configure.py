@@ -74,7 +74,9 @@ def _install(settings: Settings) -> Telemetry:
         for exporter in _span_exporters(settings, span_names)
     )
     log_processors = tuple(
-        StreamLogProcessor(exporter, log_batch, settings.shutdown_timeout)
+        StreamLogProcessor(
+            exporter, log_batch, settings.shutdown_timeout, settings.log_sampling == "follow_trace"
+        )
         for exporter in _log_exporters(settings)
     )
     redis_log_processors = tuple(

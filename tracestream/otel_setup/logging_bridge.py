@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from time import time_ns
 from typing import Any
 
-from opentelemetry._logs import LogRecord
+from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, get_current
 from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
@@ -43,6 +43,11 @@ _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 def _severity(levelno: int, levelname: str) -> tuple[str, int]:
     """OTel severity text and number for a stdlib level, computed once per level."""
     return _SEVERITY_TEXT.get(levelname, levelname), std_to_otel(levelno).value
+
+
+@functools.cache
+def _severity_number(levelno: int) -> SeverityNumber:
+    return std_to_otel(levelno)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -97,6 +102,17 @@ class PendingStdlibRecord:
             None if plain else snapshot_values({key: fields[key] for key in fields.keys() - _RESERVED})
         )
 
+    @property
+    def severity(self) -> SeverityNumber:
+        return _severity_number(self.level)
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The `extra=` fields as captured; sampling adds its weight here."""
+        if self.extras is None:
+            self.extras = {}
+        return self.extras
+
     def stream_values(
         self, record_id: str, encode_resource: Callable[[Resource], encoding.EncodedResource]
     ) -> list[str]:
@@ -137,7 +153,7 @@ class PendingStdlibRecord:
             observed_timestamp=self.observed_ns,
             context=self.context,
             severity_text=_severity(self.level, self.level_name)[0],
-            severity_number=std_to_otel(self.level),
+            severity_number=self.severity,
             body=self.message,
             attributes=attributes,
         )

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import get_current_span
 
 from tracestream.disk_spool import Spool
 from tracestream.export_status import register_metrics
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.otel_setup.pipeline import BatchQueue
-from tracestream.settings import BatchSettings
+from tracestream.otel_setup.sampling import TraceLogGate, sample_ratio
+from tracestream.settings import SAMPLE_WEIGHT, BatchSettings
 
 
 @runtime_checkable
@@ -54,7 +58,23 @@ def _queue(
     return queue
 
 
-def _readable(item: ReadWriteLogRecord | PendingLogRecord) -> ReadableLogRecord:
+class SampledPendingRecord(PendingLogRecord, Protocol):
+    """A captured record, with what sampling decides on and where its weight goes."""
+
+    @property
+    def context(self) -> Context: ...
+
+    @property
+    def severity(self) -> SeverityNumber: ...
+
+    @property
+    def attributes(self) -> MutableMapping[str, Any]: ...
+
+
+LogItem = ReadWriteLogRecord | SampledPendingRecord
+
+
+def _readable(item: LogItem) -> ReadableLogRecord:
     if isinstance(item, ReadWriteLogRecord):
         return ReadableLogRecord(
             log_record=item.log_record,
@@ -65,28 +85,62 @@ def _readable(item: ReadWriteLogRecord | PendingLogRecord) -> ReadableLogRecord:
     return item.readable()
 
 
+def _weigh(item: LogItem, weight: float) -> None:
+    attributes = item.log_record.attributes if isinstance(item, ReadWriteLogRecord) else item.attributes
+    if attributes is not None:  # the SDK gives every record a (mutable) attribute map
+        attributes[SAMPLE_WEIGHT] = weight  # type: ignore[index]
+
+
+def _tracer_sample_ratio() -> float | None:
+    return sample_ratio(getattr(trace.get_tracer_provider(), "sampler", None))
+
+
 class StreamLogProcessor(LogRecordProcessor):
-    """Queues log records, from the OTel API or from the stdlib bridge, for one exporter."""
+    """Queues log records, from the OTel API or from the stdlib bridge, for one exporter.
+
+    With `follow_trace`, records below WARN follow their trace's sampling decision (see sampling.py).
+    """
 
     def __init__(
-        self, exporter: LogRecordExporter, batch: BatchSettings, shutdown_timeout: float = 5.0
+        self,
+        exporter: LogRecordExporter,
+        batch: BatchSettings,
+        shutdown_timeout: float = 5.0,
+        follow_trace: bool = True,
     ) -> None:
         self.exporter = exporter
         # Our Redis exporter encodes captured records directly, skipping the OTel objects.
-        self.queue: BatchQueue[ReadWriteLogRecord | PendingLogRecord] = _queue(
-            "logs", exporter, batch, self._export_readable
-        )
+        self.queue: BatchQueue[LogItem] = _queue("logs", exporter, batch, self._export_readable)
         self._shutdown_timeout = shutdown_timeout
+        self.gate: TraceLogGate[LogItem] | None = (
+            TraceLogGate(self.queue.put, _weigh, _tracer_sample_ratio) if follow_trace else None
+        )
 
-    def _export_readable(self, batch: Sequence[ReadWriteLogRecord | PendingLogRecord]) -> bool:
+    def _export_readable(self, batch: Sequence[LogItem]) -> bool:
         records = [_readable(item) for item in batch]
         return self.exporter.export(records) is LogRecordExportResult.SUCCESS
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        self.queue.put(log_record)
+        gate = self.gate
+        if gate is None:
+            self.queue.put(log_record)
+            return
+        record = log_record.log_record
+        severity = record.severity_number
+        gate.admit(
+            log_record,
+            record.trace_id or 0,
+            bool(record.trace_flags and record.trace_flags.sampled),
+            severity.value if severity is not None else 0,
+        )
 
-    def put_pending(self, record: PendingLogRecord) -> None:
-        self.queue.put(record)
+    def put_pending(self, record: SampledPendingRecord) -> None:
+        gate = self.gate
+        if gate is None:
+            self.queue.put(record)
+            return
+        span_context = get_current_span(record.context).get_span_context()
+        gate.admit(record, span_context.trace_id, span_context.trace_flags.sampled, record.severity.value)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.queue.flush(timeout_millis / 1000)
