@@ -135,6 +135,33 @@ def test_configure_takes_the_sampler_from_the_environment(stream: RedisHandle, m
     assert all(SAMPLE_WEIGHT not in entry.attributes for entry in logs.values())
 
 
+RECORDED_APP = """
+import logging, tracestream
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, AlwaysRecordSampler
+from opentelemetry.trace import StatusCode
+trace.set_tracer_provider(TracerProvider(sampler=AlwaysRecordSampler(ALWAYS_OFF)))
+telemetry = tracestream.configure(service_name="svc")
+log, tracer = logging.getLogger("app"), trace.get_tracer("t")
+with tracer.start_as_current_span("fails") as span:
+    log.info("info before a failed span")
+    span.set_status(StatusCode.ERROR)
+with tracer.start_as_current_span("succeeds"):
+    log.info("info in a span that succeeded")
+assert telemetry.force_flush()
+"""
+
+
+def test_an_error_span_releases_its_trace_when_unsampled_spans_are_recorded(stream: RedisHandle) -> None:
+    """The SDK hands spans to processors only when recorded: a RECORD_ONLY sampler lets error spans count."""
+    run_python(RECORDED_APP, stream.env())
+    assert [(e.body, e.attributes) for e in stream.logs()] == [
+        ("info before a failed span", {SAMPLE_WEIGHT: 0.0})
+    ]
+    assert not stream.spans()
+
+
 def test_records_follow_the_upstream_decision_across_services(stream: RedisHandle) -> None:
     """front -> back, both under the launcher with parentbased_traceidratio at 0.5."""
     back_port, front_port = free_port(), free_port()

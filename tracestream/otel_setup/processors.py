@@ -13,13 +13,13 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import get_current_span
+from opentelemetry.trace import StatusCode, get_current_span
 
 from tracestream.disk_spool import Spool
 from tracestream.export_status import register_metrics
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.otel_setup.pipeline import BatchQueue
-from tracestream.otel_setup.sampling import TraceLogGate, sample_ratio
+from tracestream.otel_setup.sampling import TraceLogGate, release_trace, sample_ratio
 from tracestream.settings import SAMPLE_WEIGHT, BatchSettings
 
 
@@ -165,8 +165,13 @@ class StreamSpanProcessor(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context is not None and span.context.trace_flags.sampled:
+        context = span.context
+        if context is None:
+            return
+        if context.trace_flags.sampled:
             self.queue.put(span)
+        elif span.status.status_code is StatusCode.ERROR:  # seen only under a RECORD_ONLY sampler
+            release_trace(context.trace_id)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.queue.flush(timeout_millis / 1000)

@@ -26,13 +26,14 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = [
     "HOLD_RECORDS",
     "HOLD_RECORDS_PER_TRACE",
     "HOLD_SECONDS",
     "TraceLogGate",
+    "release_trace",
     "sample_ratio",
 ]
 
@@ -94,6 +95,7 @@ class TraceLogGate(Generic[T]):
         self.clear()
         clear = weakref.WeakMethod(self.clear)
         os.register_at_fork(after_in_child=lambda: (method := clear()) and method())
+        _gates.add(self)
 
     def clear(self) -> None:
         """Forget what is held: also what a forked child starts from (its parent's traces are not its own)."""
@@ -106,7 +108,7 @@ class TraceLogGate(Generic[T]):
     def admit(self, record: T, trace_id: int, sampled: bool, severity: int) -> None:
         if not trace_id or severity >= WARN:
             if severity >= ERROR and trace_id and not sampled:
-                self._release(trace_id)
+                self.release(trace_id)
             self._forward(record)
         elif sampled:
             weight = self._sampled_weight()
@@ -142,7 +144,8 @@ class TraceLogGate(Generic[T]):
             while self._held_count > self._hold_records:
                 self._drop_oldest()
 
-    def _release(self, trace_id: int) -> None:
+    def release(self, trace_id: int) -> None:
+        """The trace ended in an error: what it held goes on, and so do its records from now on."""
         with self._lock:
             self._expire(time.monotonic())
             self._erroring[trace_id] = time.monotonic()
@@ -171,3 +174,12 @@ class TraceLogGate(Generic[T]):
     def held(self) -> int:
         """Records waiting for their trace to end in an error."""
         return self._held_count
+
+
+_gates: weakref.WeakSet[TraceLogGate[Any]] = weakref.WeakSet()
+
+
+def release_trace(trace_id: int) -> None:
+    """An error span ended in an unsampled trace that was recorded anyway (a RECORD_ONLY sampler)."""
+    for gate in list(_gates):
+        gate.release(trace_id)
