@@ -71,6 +71,10 @@ INDEX_SPAN = "s"
 # into spaces. Searches read these instead of whole entries.
 DIGEST_FIELDS = ("service", "severity_number", "body", "exception_type", "exception_message")
 
+# The trace list: a summary per local root span, `[trace_id, start_ns, end_ns, error, service,
+# name]` as JSON, in sorted sets by start time and, per hour of start, by duration.
+TRACE_HOUR_MS = 3_600_000
+
 
 @dataclass(frozen=True)
 class StreamKeys:
@@ -99,6 +103,25 @@ class StreamKeys:
     def digest_lines(self) -> str:
         """How many lines the entries named in `digest_sizes` hold."""
         return f"{self.logs}:digest:lines"
+
+    def traces(self, service: str | None = None) -> str:
+        """Trace summaries (one per local root span) by start time: every service's, or one's."""
+        return f"{self.logs}:traces" if service is None else f"{self.logs}:traces:service:{service}"
+
+    @property
+    def error_traces(self) -> str:
+        """The summaries of local roots that failed, by start time."""
+        return f"{self.logs}:traces:errors"
+
+    def slowest_traces(self, hour: int, service: str | None = None) -> str:
+        """Summaries of local roots that started in `hour` (ms // TRACE_HOUR_MS), by duration."""
+        every = f"{self.logs}:traces:slowest:{hour}"
+        return every if service is None else f"{every}:{service}"
+
+    @property
+    def trace_hours(self) -> str:
+        """The hours that have a `slowest_traces` set, each scored by itself."""
+        return f"{self.logs}:traces:hours"
 
 
 UNKNOWN_SERVICE = "unknown_service"

@@ -27,7 +27,7 @@ from tracestream._internal_log import internal_logger
 from tracestream.connection import CLUSTER_ERRORS, Client, ProcessLocalClient, Tls, node_for, refresh_topology
 from tracestream.disk_spool import Spool, spool_for
 from tracestream.export_status import STATUS_TTL, status_key
-from tracestream.exporters import encoding
+from tracestream.exporters import encoding, trace_list
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.exporters.shaping import RowShaper
 from tracestream.lua import script_sha, script_source
@@ -45,6 +45,7 @@ REGISTER_EVERY_S = 60.0
 
 Item = TypeVar("Item")
 ScriptCall = list[str | int | bytes]  # the keys, then the arguments, of one script call
+NamedCall = tuple[str, int, ScriptCall]  # a script's name, its number of keys, and one call of it
 
 
 class ResourceCache:
@@ -84,6 +85,8 @@ class StreamWriter(Generic[Item]):
         encode: Encoder[Item],
         *,
         digest: bool = False,
+        error_issues: bool = False,
+        trace_list: bool = False,
     ) -> None:
         self.settings = settings
         self.stream = stream_of(schema.StreamKeys(settings.stream))
@@ -91,9 +94,11 @@ class StreamWriter(Generic[Item]):
         sharded = settings.shard_by == "service"
         self._keyspace = schema.Keyspace(settings.stream, settings.redis_cluster, sharded)
         self._digest = digest
+        self._trace_list = trace_list
         positions = [field_names.index(name) + 1 for name in schema.DIGEST_FIELDS] if digest else []
         self._digest_positions = schema.dump_json(positions)
         self._member_prefix = member_prefix
+        self._error_rows = encoding.ErrorRows(field_names) if error_issues else None
         self._encode = encode
         self._shaper = RowShaper(field_names, settings)
         self._trace_pos = field_names.index("trace_id")
@@ -173,22 +178,31 @@ class StreamWriter(Generic[Item]):
         script_keys = [self._stream_of(keys)]
         if self._digest:
             script_keys += [keys.digest, keys.digest_sizes, keys.digest_lines]
-        calls: list[ScriptCall] = [
-            [*script_keys, *self._script_args(keys, rows[start : start + ROWS_PER_CALL])]
+        calls: list[NamedCall] = [
+            (
+                "append",
+                len(script_keys),
+                [*script_keys, *self._script_args(keys, rows[start : start + ROWS_PER_CALL])],
+            )
             for start in range(0, len(rows), ROWS_PER_CALL)
         ]
+        if self._trace_list and (
+            listed := trace_list.script_call(keys, rows, self.settings.max_entries, self._ttl())
+        ):
+            calls.append(("trace_list", 1, listed))
         node = node_for(client, keys.logs)
-        missing = self._call_script(node, len(script_keys), calls)
+        missing = self._call_script(node, calls)
         if missing:
-            node.script_load(script_source("append"))
-            if self._call_script(node, len(script_keys), missing):
-                raise NoScriptError("the append script is missing right after SCRIPT LOAD")
+            for name in {name for name, _, _ in missing}:
+                node.script_load(script_source(name))
+            if self._call_script(node, missing):
+                raise NoScriptError("a script is missing right after SCRIPT LOAD")
 
-    def _call_script(self, node: redis.Redis, key_count: int, calls: list[ScriptCall]) -> list[ScriptCall]:
-        """One round trip; returns the calls the server could not run for want of the script."""
+    def _call_script(self, node: redis.Redis, calls: list[NamedCall]) -> list[NamedCall]:
+        """One round trip; returns the calls the server could not run for want of their script."""
         pipe = node.pipeline(transaction=False)
-        for arguments in calls:
-            pipe.evalsha(script_sha("append"), key_count, *arguments)
+        for name, key_count, arguments in calls:
+            pipe.evalsha(script_sha(name), key_count, *arguments)
         results = pipe.execute(raise_on_error=False)
         missing = []
         for call, result in zip(calls, results, strict=True):
@@ -226,10 +240,15 @@ class StreamWriter(Generic[Item]):
         min_id_ms = int((time.time() - settings.max_age) * 1000) if settings.max_age else 0
         resource = rows[0][self._resource_pos]  # the call's resource, sent once
         marks = f"{self._stream_of(keys)}:written:"
+        errors: list[str | int | bytes] = []
+        if self._error_rows is not None:  # ERROR+ rows: kept apart from the stream's trimming, and issues
+            side = self._error_rows.side(rows)
+            errors = [side, keys.errors, settings.errors_maxlen, keys.issue(""), keys.issues]
+            errors.append(schema.ISSUE_TTL_S)
         return [
             settings.max_entries,
             min_id_ms,
-            max(1, int(settings.max_age)) if settings.max_age else UNBOUNDED_AGE_TTL_S,
+            self._ttl(),
             keys.trace_index(""),
             self._member_prefix,
             self._trace_pos,
@@ -240,7 +259,12 @@ class StreamWriter(Generic[Item]):
             resource,
             self._rid_pos,
             marks,
+            *errors,
         ]
+
+    def _ttl(self) -> int:
+        max_age = self.settings.max_age
+        return max(1, int(max_age)) if max_age else UNBOUNDED_AGE_TTL_S
 
     def _dump_without(self, resource: str, rows: Sequence[list[str]]) -> bytes:
         """The rows as JSON, "" standing for `resource` (the script puts it back).
@@ -317,7 +341,13 @@ class RedisStreamLogExporter(LogRecordExporter):
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or Settings.load()
         self._writer = StreamWriter(
-            settings, _logs_of, schema.LOG_FIELDS, schema.INDEX_LOG, _encode_log, digest=True
+            settings,
+            _logs_of,
+            schema.LOG_FIELDS,
+            schema.INDEX_LOG,
+            _encode_log,
+            digest=True,
+            error_issues=True,
         )
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
@@ -337,11 +367,13 @@ class RedisStreamLogExporter(LogRecordExporter):
 
 
 class RedisStreamSpanExporter(SpanExporter):
-    """Writes finished spans to the span stream and the trace index."""
+    """Writes finished spans to the span stream, the trace index and the trace list."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         settings = settings or Settings.load()
-        self._writer = StreamWriter(settings, _spans_of, schema.SPAN_FIELDS, schema.INDEX_SPAN, _encode_span)
+        self._writer = StreamWriter(
+            settings, _spans_of, schema.SPAN_FIELDS, schema.INDEX_SPAN, _encode_span, trace_list=True
+        )
 
     @property
     def writer(self) -> StreamWriter[ReadableSpan]:

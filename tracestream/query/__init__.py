@@ -1,4 +1,4 @@
-"""Reading log records back: one `Query`, newest-first pages, live follow, and whole traces.
+"""Reading log records back: one `Query`, newest-first pages, live follow, whole traces and the trace list.
 
 Functions take a decoding client and keep no state between calls: call them from a thread in async
 code. On a Redis Cluster every shard is read and the results merged newest first (see
@@ -19,6 +19,7 @@ from tracestream.query.follow import Follow, RecentIds, follow, last_id
 from tracestream.query.replies import run_script, tolerant_call
 from tracestream.query.scan import Cursor, Page, iter_records, search
 from tracestream.query.stream_ids import StreamId, after, before, parse_stream_id
+from tracestream.query.trace_list import TraceFilter, TraceSummary, recent_traces
 from tracestream.query.traces import SpanNode, TraceRecords, TraceTree, build_tree, fetch_trace, trace_tree
 
 __all__ = [
@@ -32,7 +33,9 @@ __all__ = [
     "RecentIds",
     "SpanNode",
     "StreamId",
+    "TraceFilter",
     "TraceRecords",
+    "TraceSummary",
     "TraceTree",
     "after",
     "before",
@@ -45,6 +48,7 @@ __all__ = [
     "parse_severity",
     "parse_stream_id",
     "parse_trace_id",
+    "recent_traces",
     "record_json",
     "run_script",
     "search",

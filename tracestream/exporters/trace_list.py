@@ -1,0 +1,91 @@
+"""The trace list's writer half: a summary of each local root span in a batch of span rows, so
+readers list recent or slow traces from small sorted sets instead of scanning the span stream.
+
+Summaries are made from encoded rows, not OTel spans, so a batch replayed from the spool is
+listed too. A row does not say whether its parent is remote, so a local root is a span with
+no parent, or a SERVER or CONSUMER span (a request or a task, whose parent is another
+process's span: a caller's, or the publisher's that enqueued the task).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from tracestream import schema
+
+__all__ = ["ROOT_KINDS", "script_call", "summaries"]
+
+ROOT_KINDS = frozenset({"SERVER", "CONSUMER"})
+# The route (FastAPI, Django) or Celery task name names a local root better than its span name.
+NAME_ATTRIBUTES = ("http.route", "celery.task_name")
+# A summary is stored five times over: a name longer than this is cut (the span keeps it whole).
+MAX_NAME_CHARS = 200
+# How many summaries a set keeps when `max_entries` is 0 (no count limit): a bound on memory.
+UNBOUNDED_CAP = 1_000_000
+
+_POSITION = {name: index for index, name in enumerate(schema.SPAN_FIELDS)}
+_TRACE, _PARENT, _NAME, _KIND = (_POSITION[n] for n in ("trace_id", "parent_span_id", "name", "kind"))
+_START, _END, _STATUS, _SERVICE = (_POSITION[n] for n in ("start_ts", "end_ts", "status", "service"))
+_ATTRIBUTES, _EVENTS = _POSITION["attributes"], _POSITION["events"]
+
+
+def summaries(rows: Sequence[list[str]]) -> list[list[Any]]:
+    """`[member, start ms, duration ms, service, error]` for each local root among span rows."""
+    found: list[list[Any]] = []
+    for row in rows:
+        if (row[_PARENT] and row[_KIND] not in ROOT_KINDS) or not row[_TRACE] or not row[_START].isdigit():
+            continue
+        start = int(row[_START])
+        end = max(start, int(row[_END])) if row[_END].isdigit() else start
+        name = _name(row)
+        error = row[_STATUS] == "ERROR" or _has_exception_event(row[_EVENTS])
+        member = orjson.dumps([row[_TRACE], start, end, error, row[_SERVICE], name]).decode()
+        found.append([member, start / 1e6, (end - start) / 1e6, row[_SERVICE], error])
+    return found
+
+
+def _name(row: list[str]) -> str:
+    attributes = _loads(row[_ATTRIBUTES])
+    named = [attributes.get(key) for key in NAME_ATTRIBUTES] if isinstance(attributes, dict) else []
+    name = next((str(value) for value in named if value), row[_NAME])
+    return name if len(name) <= MAX_NAME_CHARS else name[: MAX_NAME_CHARS - 1] + "…"
+
+
+def _has_exception_event(events: str) -> bool:
+    if '"exception"' not in events:  # the common case costs no parse
+        return False
+    parsed = _loads(events)
+    return isinstance(parsed, list) and any(
+        isinstance(event, dict) and event.get("name") == "exception" for event in parsed
+    )
+
+
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def script_call(
+    keys: schema.StreamKeys, rows: Sequence[list[str]], max_entries: int, age_s: int
+) -> list[str | int | bytes]:
+    """The key and arguments of the `trace_list` script call for a shard's rows, [] when none is
+    a root: kept `age_s` seconds, as the trace index is, and at most `max_entries` per set."""
+    found = summaries(rows)
+    if not found:
+        return []
+    now_ms = int(time.time() * 1000)
+    return [
+        keys.traces(),
+        now_ms - age_s * 1000,
+        max_entries or UNBOUNDED_CAP,
+        age_s,
+        now_ms,
+        schema.TRACE_HOUR_MS,
+        orjson.dumps(found),
+    ]

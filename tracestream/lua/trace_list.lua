@@ -1,0 +1,74 @@
+-- The trace list: one summary per local root span of a batch, sent in the same round trip as
+-- the batch's append calls. KEYS[1] is `<stream>:traces`; every other key derives from it and
+-- shares its hash tag (docs/stream-schema.md):
+--   <traces>                            every summary, scored by start (ms)
+--   <traces>:service:<service>          one service's, by start
+--   <traces>:errors                     failed local roots, by start
+--   <traces>:slowest:<hour>[:<service>] local roots started in that hour, scored by duration (ms)
+--   <traces>:hours                      the hours that have such sets
+-- A summary is the same member however often it is added, so a retried batch adds nothing.
+-- Sets by start are trimmed to the stream's age and count limits on every call, sets by
+-- duration keep the slowest `cap` and expire `age` after their hour ends. Only ZADD,
+-- ZREMRANGEBYSCORE, ZREMRANGEBYRANK and EXPIRE run, all within a write-only producer's rights.
+-- A key refused (another type, or a producer whose rights predate the list) costs only the
+-- list: the spans are stored by the append calls, and the reason is returned, once per call.
+local traces = KEYS[1]
+local min_ms = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local now_ms = tonumber(ARGV[4])
+local hour_ms = tonumber(ARGV[5])
+local summaries = cjson.decode(ARGV[6])
+local by_start, by_duration = {}, {}  -- key -> whether it took its member (false: refused)
+local hours = {}
+local problem
+local function add(touched, key, score, member)
+  if touched[key] == false then return end
+  local reply = redis.pcall('ZADD', key, score, member)
+  if type(reply) == 'table' and reply.err then
+    touched[key] = false
+    problem = problem or ('the trace list is not written: ' .. key .. ': ' .. reply.err)
+  else
+    touched[key] = true
+  end
+end
+local written = 0
+for _, summary in ipairs(summaries) do
+  local member, start, duration, service, failed = summary[1], summary[2], summary[3], summary[4], summary[5]
+  if start >= min_ms then
+    local hour = math.floor(start / hour_ms)
+    local slowest = traces .. ':slowest:' .. string.format('%.0f', hour)
+    add(by_start, traces, start, member)
+    add(by_start, traces .. ':service:' .. service, start, member)
+    if failed then add(by_start, traces .. ':errors', start, member) end
+    add(by_duration, slowest, duration, member)
+    add(by_duration, slowest .. ':' .. service, duration, member)
+    -- A set by duration lives until its last member is `age` old.
+    local expiry = math.max(1, math.ceil(((hour + 1) * hour_ms - now_ms) / 1000) + ttl)
+    by_duration[slowest] = by_duration[slowest] and expiry
+    by_duration[slowest .. ':' .. service] = by_duration[slowest .. ':' .. service] and expiry
+    hours[string.format('%.0f', hour)] = true
+    written = written + 1
+  end
+end
+for key, took in pairs(by_start) do
+  if took then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.0f', min_ms))
+    redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+for key, expiry in pairs(by_duration) do
+  if expiry then
+    redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
+    redis.call('EXPIRE', key, expiry)
+  end
+end
+local hours_key = traces .. ':hours'
+local hours_touched = {}
+for hour in pairs(hours) do add(hours_touched, hours_key, hour, hour) end
+if hours_touched[hours_key] then
+  redis.call('ZREMRANGEBYSCORE', hours_key, '-inf', '(' .. string.format('%.0f', math.floor(min_ms / hour_ms)))
+  redis.call('EXPIRE', hours_key, ttl + math.ceil(hour_ms / 1000))
+end
+return problem or written
