@@ -9,8 +9,10 @@ this module imports nothing of the OTel SDK, so readers never load it. See docs/
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import secrets
 import weakref
 from collections.abc import Mapping
@@ -85,6 +87,21 @@ class StreamKeys:
     @property
     def spans(self) -> str:
         return f"{self.logs}:spans"
+
+    @property
+    def errors(self) -> str:
+        """Copies of the ERROR+ log entries, under the same stream ids: a flood of other records
+        trimming the log stream by count never takes them with it (docs/reliability.md)."""
+        return f"{self.logs}:errors"
+
+    @property
+    def issues(self) -> str:
+        """Every error issue's fingerprint, scored by when it was last seen (ms)."""
+        return f"{self.logs}:issues"
+
+    def issue(self, fingerprint: str) -> str:
+        """One error issue: a hash of its counts, status and samples (docs/errors.md)."""
+        return f"{self.logs}:issue:{fingerprint}"
 
     def trace_index(self, trace_id: str) -> str:
         return f"{self.logs}:trace:{trace_id}"
@@ -475,3 +492,58 @@ class SpanEntry:
 # The attributes an exception's three fields come from (OTel semantic conventions); the exporters'
 # encoders (tracestream/exporters/encoding.py) and the OTLP forwarder both use them.
 EXCEPTION_KEYS = ("exception.type", "exception.message", "exception.stacktrace")
+
+
+# ---------------------------------------------------------------------------
+# error issues: the append script groups ERROR+ records by fingerprint (docs/errors.md)
+
+ERROR_SEVERITY = 17  # OTel severity number of ERROR: records from here up are errors
+ISSUE_TTL_S = 30 * 86400  # an issue outlives its newest record by this long
+# A task's records carry the route (or `beat:<schedule entry>`) that enqueued the task.
+ENQUEUED_BY = "tracestream.enqueued_by"
+
+_TRACEBACK = "Traceback (most recent call last):"
+_FRAME = re.compile(r'^\s*File "([^"\n]*)", line \d+, in ([^\n]*)$', re.MULTILINE)
+# Library, standard library, frozen or generated code, and tracestream's own frames are not the app's.
+_NOT_OURS = re.compile(
+    r"^<|[/\\](?:site|dist)-packages[/\\]|[/\\]lib[/\\]python\d[\d.]*[/\\]|[/\\]tracestream[/\\]",
+    re.IGNORECASE,
+)
+_MESSAGE_MASKS = (
+    (re.compile(r"'[^'\n]*'|\"[^\"\n]*\""), "<str>"),
+    (re.compile(r"\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b", re.IGNORECASE), "<uuid>"),
+    (re.compile(r"\b0x[0-9a-f]+\b|\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b", re.IGNORECASE), "<hex>"),
+    (re.compile(r"\d+"), "<n>"),
+)
+_MESSAGE_CHARS = 512  # of a message that fingerprints an error: the rest rarely tells two apart
+
+
+def innermost_app_frame(stacktrace: str) -> str:
+    """`dir/file.py:function` of the innermost frame of the application's code in the last
+    traceback of `stacktrace` (a chained exception's own), or "" when it has none.
+
+    Paths are cut to their last two parts and line numbers left out, so the same error keeps
+    its fingerprint across deployments and edits elsewhere in the file."""
+    start = stacktrace.rfind(_TRACEBACK)
+    frames = _FRAME.findall(stacktrace, max(start, 0))
+    for path, function in reversed(frames):
+        if not _NOT_OURS.search(path):
+            parts = re.split(r"[/\\]", path)
+            return f"{'/'.join(parts[-2:])}:{function.strip()}"
+    return ""
+
+
+def normalized_message(message: str) -> str:
+    """The message with what varies between occurrences masked: quoted values, uuids, hex ids, numbers."""
+    text = " ".join(message[:_MESSAGE_CHARS].split())
+    for pattern, mask in _MESSAGE_MASKS:
+        text = pattern.sub(mask, text)
+    return text
+
+
+def fingerprint_of(exception_type: str, stacktrace: str, message: str) -> str:
+    """What groups error records into one issue: the exception type and the innermost frame of
+    the application's code, else the type and the normalized message. 16 hex digits."""
+    frame = innermost_app_frame(stacktrace)
+    where = f"frame {frame}" if frame else f"message {normalized_message(message)}"
+    return hashlib.sha1(f"{exception_type}\n{where}".encode("utf-8", "backslashreplace")).hexdigest()[:16]

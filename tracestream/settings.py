@@ -217,6 +217,7 @@ _SETTINGS: dict[str, Setting] = {
     "redis_url": Setting("TRACESTREAM_REDIS_URL", parse_redis_url),
     "stream": Setting("TRACESTREAM_STREAM", parse_stream_key),
     "max_entries": Setting("TRACESTREAM_MAX_ENTRIES", parse_non_negative_int),
+    "errors_maxlen": Setting("TRACESTREAM_ERRORS_MAXLEN", parse_non_negative_int),
     "max_age": Setting("TRACESTREAM_MAX_AGE", parse_duration),
     "batch_delay_ms": Setting("TRACESTREAM_BATCH_DELAY_MS", parse_positive_int),
     "log_level": Setting("TRACESTREAM_LOG_LEVEL", parse_log_level),
@@ -255,6 +256,7 @@ class Settings:
     redis_url: str = "redis://localhost:6379/0"
     stream: str = "tracestream"
     max_entries: int = 100_000
+    errors_maxlen: int = 100_000  # ERROR+ copies kept apart from max_entries; 0 = no length limit
     max_age: float = 7 * 86400.0
     batch_delay_ms: int | None = None
     log_level: int = logging.INFO

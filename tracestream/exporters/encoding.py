@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -12,7 +12,15 @@ from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
-from tracestream.schema import EXCEPTION_KEYS, SCHEMA_VERSION, dump_json
+from tracestream.schema import (
+    ENQUEUED_BY,
+    ERROR_SEVERITY,
+    EXCEPTION_KEYS,
+    SCHEMA_VERSION,
+    dump_json,
+    fingerprint_of,
+    load_json,
+)
 
 
 def exception_fields(
@@ -183,3 +191,69 @@ def trace_id_hex(trace_id: int) -> str:
 
 def span_id_hex(span_id: int) -> str:
     return format(span_id, "016x") if span_id else ""
+
+
+# severity_number texts of ERROR and up: a set lookup is all a row that is not an error costs
+ERROR_NUMBERS = frozenset(str(number) for number in range(ERROR_SEVERITY, 25))
+
+
+class ErrorRows:
+    """What the append script needs to keep a batch's errors: for each ERROR+ row, its position,
+    fingerprint, causal route and instance. Worked out from the rows themselves, so a batch
+    replayed from the spool gets the same; nothing is added to the entries."""
+
+    def __init__(self, field_names: tuple[str, ...]) -> None:
+        position = field_names.index
+        self._severity = position("severity_number")
+        self._type, self._message, self._stack = (
+            position(name) for name in ("exception_type", "exception_message", "exception_stacktrace")
+        )
+        self._body, self._attributes = position("body"), position("attributes")
+        self._resource = position("resource")
+        self._instance = ("", "")  # the last resource text seen and its instance
+
+    def side(self, rows: Sequence[list[str]]) -> str:
+        """`[[row (1-based), fingerprint, route, instance], ...]` as JSON, or "" without errors."""
+        severity = self._severity
+        found = [
+            [index, *self._details(row)]
+            for index, row in enumerate(rows, 1)
+            if row[severity] in ERROR_NUMBERS
+        ]
+        return dump_json(found) if found else ""
+
+    def _details(self, row: list[str]) -> tuple[str, str, str]:
+        message = row[self._message] or row[self._body]
+        fingerprint = fingerprint_of(row[self._type], row[self._stack], message)
+        return fingerprint, route_of(row[self._attributes]), self._instance_of(row[self._resource])
+
+    def _instance_of(self, resource: str) -> str:
+        if self._instance[0] is not resource:
+            self._instance = (resource, instance_name(resource))
+        return self._instance[1]
+
+
+def route_of(attributes_json: str) -> str:
+    """The causal route of an error: what enqueued its task, else the request's route."""
+    try:
+        attributes = load_json(attributes_json)
+    except ValueError:
+        return ""
+    if not isinstance(attributes, dict):
+        return ""
+    route = attributes.get(ENQUEUED_BY) or attributes.get("http.route") or ""
+    return route if isinstance(route, str) else ""
+
+
+def instance_name(resource_json: str) -> str:
+    """`service.instance.id`, else `host.name:process.pid`: one process of a service."""
+    try:
+        resource = load_json(resource_json)
+    except ValueError:
+        return ""
+    if not isinstance(resource, dict):
+        return ""
+    if resource.get("service.instance.id"):
+        return str(resource["service.instance.id"])
+    host, pid = resource.get("host.name"), resource.get("process.pid")
+    return f"{host or '?'}:{pid}" if pid is not None else str(host or "")

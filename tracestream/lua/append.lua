@@ -18,6 +18,16 @@
 -- again. Record ids are a writer's random prefix and a counter that the writer delivers in
 -- order, so `<stream>:written:<prefix>` counts up to the first counter not yet stored
 -- (ARGV[12..13]), and a call's leading rows below it are skipped.
+--
+-- Error records (ARGV[14]: `[[row, fingerprint, route, instance], ...]` for the call's ERROR+
+-- rows, "" when it has none, so other rows cost one test each) are copied to `<stream>:errors`
+-- under the same stream ids, trimmed by its own count (ARGV[16]) and by age, so a flood that
+-- trims the log stream by count never takes them; and each updates its issue
+-- (`<stream>:issue:<fingerprint>`, a hash; `<stream>:issues`, fingerprints by last seen) with
+-- write commands whose replies are the counts they leave (HINCRBY), so a write-only producer
+-- can run it. Only rows stored by this call count, so a retried batch counts each error once.
+-- These writes come after every XADD and are pcalls: a key of another type, or a producer
+-- without the rights, costs the copies or the issues (the call returns why), never a record.
 local stream = KEYS[1]
 local maxlen = tonumber(ARGV[1])
 local min_id_ms = tonumber(ARGV[2])
@@ -32,6 +42,15 @@ local resource_pos = tonumber(ARGV[10]) + 1
 local resource = ARGV[11]
 local rid_pos = tonumber(ARGV[12]) + 1
 local mark_prefix = ARGV[13]
+local errors_key = ARGV[15] or ''
+local errors_maxlen = tonumber(ARGV[16]) or 0
+local error_rows, has_errors = {}, false
+if ARGV[14] and ARGV[14] ~= '' then
+  for _, e in ipairs(cjson.decode(ARGV[14])) do error_rows[e[1]] = e end
+  has_errors = true
+end
+local P = {}  -- field positions by name, for error rows
+if has_errors then for f = 1, #names do P[names[f]] = f end end
 local function refused(reply) return type(reply) == 'table' and reply.err end
 local function oom(reply) return string.sub(reply.err, 1, 3) == 'OOM' end
 -- A call's rows come from one writer, in order: only a retry's leading rows, which Redis
@@ -87,6 +106,24 @@ local function one_line(text)
 end
 for f = 1, nfields do pairs_[2 * f - 1] = names[f] end
 local first_id, id
+local issues = {}  -- fingerprint -> what this call's rows add to its issue
+local issue_order = {}
+local function add_to_issue(e, row, stream_id)
+  local fp = e[2]
+  local g = issues[fp]
+  if not g then
+    g = {n = 0, row = row, services = {}, instances = {}, routes = {}, traces = {}}
+    issues[fp] = g
+    issue_order[#issue_order + 1] = fp
+  end
+  g.n = g.n + 1
+  g.newest, g.last_row = stream_id, row
+  local function bump(t, name) if name ~= '' then t[name] = (t[name] or 0) + 1 end end
+  bump(g.services, row[P.service])
+  bump(g.instances, e[4])
+  bump(g.routes, e[3])
+  if row[trace_pos] ~= '' then g.traces[#g.traces + 1] = row[trace_pos] end
+end
 for i = first, #rows do
   local row = rows[i]
   if row[resource_pos] == '' then row[resource_pos] = resource end
@@ -97,6 +134,16 @@ for i = first, #rows do
     id = redis.call('XADD', stream, '*', unpack(pairs_))
   end
   first_id = first_id or id
+  if has_errors and error_rows[i] then
+    if errors_key ~= '' then
+      if errors_maxlen > 0 then
+        redis.pcall('XADD', errors_key, 'MAXLEN', '~', errors_maxlen, id, unpack(pairs_))
+      else
+        redis.pcall('XADD', errors_key, id, unpack(pairs_))
+      end
+    end
+    add_to_issue(error_rows[i], row, id)
+  end
   local trace = row[trace_pos]
   if trace ~= '' then
     local key = index_prefix .. trace
@@ -120,7 +167,63 @@ end
 for key, indexed in pairs(touched) do
   if indexed then redis.call('EXPIRE', key, ttl) end
 end
-if min_id_ms > 0 then redis.call('XTRIM', stream, 'MINID', '~', min_id_ms) end
+if min_id_ms > 0 then
+  redis.call('XTRIM', stream, 'MINID', '~', min_id_ms)
+  if errors_key ~= '' then redis.pcall('XTRIM', errors_key, 'MINID', '~', min_id_ms) end
+end
+-- Issues: counts, first and last seen (write time), a count per hour of the day kept as
+-- `hour * 2^32 + count` so HINCRBY's reply tells a slot's hour, five sample trace ids in turn,
+-- and a status that a recurrence turns from resolved (1) back to open (0), as a regression.
+local issue_problem
+if #issue_order > 0 then
+  local issue_prefix, issues_key, issue_ttl = ARGV[17], ARGV[18], tonumber(ARGV[19])
+  local function call(...)
+    if issue_problem then return nil end
+    local reply = redis.pcall(...)
+    if refused(reply) then
+      issue_problem = select(2, ...) .. ': ' .. reply.err .. '; error issues are not updated'
+      return nil
+    end
+    return reply
+  end
+  local now_ms = tonumber(string.match(id, '^(%d+)'))
+  local hour = math.floor(now_ms / 3600000)
+  local slot = 'h' .. (hour % 24)
+  for _, fp in ipairs(issue_order) do
+    local g, key = issues[fp], issue_prefix .. fp
+    local total = call('HINCRBY', key, 'count', g.n)
+    if not total then break end
+    if total == g.n then
+      local row = g.row
+      local message = row[P.exception_message]
+      if message == '' then message = row[P.body] end
+      if #message > 1024 then
+        message = (string.gsub(string.sub(message, 1, 1024), '[\192-\255][\128-\191]*$', ''))
+      end
+      call('HSET', key, 'first', now_ms, 'type', row[P.exception_type], 'message', message,
+        'service', row[P.service])
+    end
+    if call('HINCRBY', key, 'state', 0) == 1 then call('HSET', key, 'state', 0, 'regression', 1) end
+    call('HSET', key, 'last', now_ms, 'newest', g.newest, 'last_service', g.last_row[P.service])
+    local traces = g.traces
+    for k = math.max(1, #traces - 4), #traces do
+      call('HSET', key, 't' .. ((total - #traces + k) % 5), traces[k])
+    end
+    if #traces > 0 then call('HSET', key, 'trace', traces[#traces]) end
+    local in_slot = call('HINCRBY', key, slot, g.n)
+    if in_slot and math.floor(in_slot / 4294967296) ~= hour then
+      call('HSET', key, slot, string.format('%.0f', hour * 4294967296 + g.n))
+    end
+    for name, n in pairs(g.services) do call('HINCRBY', key, 's:' .. name, n) end
+    for name, n in pairs(g.instances) do call('HINCRBY', key, 'i:' .. name, n) end
+    for name, n in pairs(g.routes) do call('HINCRBY', key, 'c:' .. name, n) end
+    call('EXPIRE', key, issue_ttl)
+    call('ZADD', issues_key, now_ms, fp)
+  end
+  call('ZREMRANGEBYSCORE', issues_key, '-inf', '(' .. string.format('%.0f', now_ms - issue_ttl * 1000))
+  call('EXPIRE', issues_key, issue_ttl)
+end
+digest_problem = digest_problem or issue_problem
 if #lines == 0 then return digest_problem or #rows - first + 1 end
 -- The digest entry takes the batch's last record id, so stream ids locate it. It fails
 -- only if the log stream was deleted and recreated behind it: those records then go unindexed.
