@@ -87,6 +87,7 @@ def test_logged_record_appears_on_the_live_page_within_a_second(page: Page, cons
     )
     assert arrived_ms - sent_ms < 1000
     row = page.locator("#records tr", has_text=marker)
+    row.locator("button.attrs-toggle").click()  # attributes show on demand
     assert row.locator("td.sev-warn").inner_text() == "WARN" and "order.id=42" in row.inner_text()
     _screenshot(page, "live")
 
@@ -140,6 +141,7 @@ def test_xss_payloads_render_as_text_and_never_run(page: Page, console: ConsoleP
         hostile.log(f"{marker} {XSS}", SeverityNumber.ERROR, {XSS: XSS}, span=span)
     row = page.locator("#records tr", has_text=marker)
     row.wait_for(timeout=2000)
+    row.locator("button.attrs-toggle").click()
     text = row.inner_text()
     assert f"{marker} {XSS}" in text and f"{XSS}={XSS}" in text
     assert row.locator("td.service").inner_text() == XSS

@@ -119,10 +119,11 @@ class Emitter:
         severity: SeverityNumber = SeverityNumber.INFO,
         attributes: dict[str, Any] | None = None,
         span: Span | None = None,
+        timestamp_ns: int | None = None,
     ) -> None:
         context = span.get_span_context() if span else None
         record = LogRecord(
-            timestamp=time.time_ns(),
+            timestamp=timestamp_ns or time.time_ns(),
             observed_timestamp=time.time_ns(),
             severity_text=severity.name,
             severity_number=severity,

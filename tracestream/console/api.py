@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,11 +20,15 @@ from tracestream.query import (
     Cursor,
     Query,
     QueryError,
+    TraceFilter,
     TraceTree,
+    parse_stream_id,
     record_json,
     search,
     trace_tree,
 )
+from tracestream.schema import LogEntry
+from tracestream.shards import shards
 from tracestream.summary import MINUTE_MS, Summary, service_status, summarize
 from tracestream.timeparse import iso_utc, parse_time_ms
 
@@ -81,6 +85,17 @@ def tree_json(tree: TraceTree) -> dict[str, Any]:
         "spans": spans,
         "unattached_logs": [record_json(entry) for entry in tree.unattached_logs],
     }
+
+
+def find_record(client: Client, stream: str, stream_id: str) -> LogEntry | None:
+    """The record at `stream_id` in whichever shard of `stream` holds it; `QueryError` for a bad id."""
+    ms, seq = parse_stream_id(stream_id)
+    exact = f"{ms}-{seq}"
+    for shard in shards(client, stream):
+        found = cast(list[tuple[str, dict[str, str]]], shard.client.xrange(shard.name, exact, exact))
+        if found:
+            return LogEntry.from_fields(*found[0])
+    return None
 
 
 def _iso_ms(ms: int) -> str:
@@ -175,6 +190,33 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
             {"records": [record_json(entry) for entry in page.records], "next_cursor": page.next_cursor}
         )
 
+    async def record(request: Request) -> Response:
+        stream_id = request.path_params["stream_id"]
+        try:
+            entry = await run_in_threadpool(find_record, client, stream, stream_id)
+        except QueryError as error:
+            return bad_request(str(error))
+        if entry is None:
+            return PlainTextResponse(f"no record {stream_id}: trimmed, or never written\n", 404)
+        return JSONResponse(record_json(entry))
+
+    async def trace_list(request: Request) -> Response:
+        params = request.query_params
+        try:
+            wanted = TraceFilter.parse(
+                service=params.get("service"),
+                name=params.get("name"),
+                min_duration=params.get("min_duration"),
+                errors_only=params.get("errors", "") not in ("", "0"),
+                sort=params.get("sort"),
+                since=params.get("since"),
+                limit=params.get("limit"),
+            )
+        except QueryError as error:
+            return bad_request(str(error))
+        found = await run_in_threadpool(wanted.find, client, stream)
+        return JSONResponse({"traces": [summary.to_json() for summary in found]})
+
     async def services(_request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(services_json, client, stream))
 
@@ -187,5 +229,12 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
         summary = await run_in_threadpool(summarize, client, stream, since_ms)
         return JSONResponse(stats_json(summary, request.query_params.get("service", "").strip()))
 
-    endpoints = {"trace/{trace_id}": trace, "search": search_page, "services": services, "stats": stats}
+    endpoints = {
+        "trace/{trace_id}": trace,
+        "search": search_page,
+        "record/{stream_id}": record,
+        "traces": trace_list,
+        "services": services,
+        "stats": stats,
+    }
     return [Route(f"/api/{path}", reporting(health, endpoint)) for path, endpoint in endpoints.items()]

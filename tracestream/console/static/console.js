@@ -37,23 +37,51 @@ const TS = {
     return TS.el("a", { href: TS.traceHref(traceId), class: "trace-link", title: traceId }, traceId.slice(0, 12) + "…");
   },
 
-  attributesText(attributes) {
-    return Object.entries(attributes || {}).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join("  ");
+  valueText(value) {
+    return typeof value === "string" ? value : JSON.stringify(value);
   },
 
+  // Timestamps are fixed-width ISO strings (`2024-05-01T12:00:00.123456Z`), so they sort as text.
+  newerFirst(a, b) {
+    return a.timestamp < b.timestamp ? 1 : a.timestamp > b.timestamp ? -1 : 0;
+  },
+
+  // One line per record; its attributes show on demand (the "attrs" toggle, or the detail panel).
   recordRow(record) {
-    const body = TS.el("td", { class: "body" }, record.body);
-    const attrs = TS.attributesText(record.attributes);
-    if (attrs) body.append(TS.el("div", { class: "attrs" }, attrs));
+    const line = TS.el("div", { class: "line" }, TS.el("span", { class: "msg" }, record.body));
     if (record.exception_type) {
-      body.append(TS.el("div", { class: "exception" }, `${record.exception_type}: ${record.exception_message}`));
+      line.append(TS.el("span", { class: "exception" }, `${record.exception_type}: ${record.exception_message}`));
     }
-    return TS.el("tr", { class: "record", "data-id": record.id },
+    const body = TS.el("td", { class: "body" }, line);
+    const names = Object.keys(record.attributes || {});
+    if (names.length) {
+      const attrs = TS.el("div", { class: "attrs", hidden: "" },
+        Object.entries(record.attributes).map(([k, v]) => `${k}=${TS.valueText(v)}`).join("  "));
+      const toggle = TS.el("button", { type: "button", class: "attrs-toggle", title: names.join(", ") },
+        `${names.length} attr${names.length === 1 ? "" : "s"}`);
+      toggle.addEventListener("click", (event) => {
+        event.stopPropagation();
+        attrs.hidden = !attrs.hidden;
+      });
+      line.append(toggle);
+      body.append(attrs);
+    }
+    const row = TS.el("tr", { class: "record", "data-id": record.id, "data-ts": record.timestamp, tabindex: "0" },
       TS.el("td", { class: "time" }, TS.time(record.timestamp)),
       TS.el("td", { class: TS.severityClass(record.severity_number) }, record.severity),
       TS.el("td", { class: "service" }, record.service),
       body,
       TS.el("td", { class: "trace" }, TS.traceLink(record.trace_id)));
+    TS.detail.records.set(row, record);
+    return row;
+  },
+
+  // Puts `row` among `rows` (newest first) by its timestamp: records of several services reach
+  // the stream in their batches' order, not their own.
+  insertByTime(rows, row) {
+    let next = rows.firstElementChild;
+    while (next && next.dataset.ts > row.dataset.ts) next = next.nextElementSibling;
+    rows.insertBefore(row, next);
   },
 
   async getJSON(path, params) {

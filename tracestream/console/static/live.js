@@ -22,7 +22,7 @@
     source.onopen = () => setStatus("live", "live");
     source.onmessage = (event) => {
       lastId = event.lastEventId;
-      rows.prepend(TS.recordRow(JSON.parse(event.data)));
+      TS.insertByTime(rows, TS.recordRow(JSON.parse(event.data)));
       while (rows.childElementCount > MAX_ROWS) rows.lastElementChild.remove();
     };
     // The server stays connected through a Redis outage and says so, then resumes.

@@ -17,7 +17,7 @@
     if (cursor) params.set("cursor", cursor);
     return TS.withStatus(status, async () => {
       const page = await TS.getJSON("api/search", params);
-      rows.replaceChildren(...page.records.map(TS.recordRow));
+      rows.replaceChildren(...page.records.slice().sort(TS.newerFirst).map(TS.recordRow));
       if (!page.records.length) {
         rows.append(TS.el("tr", {}, TS.el("td", { class: "empty", colspan: "5" }, "No matching records.")));
       }
