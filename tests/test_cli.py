@@ -171,6 +171,7 @@ def test_doctor_explains_what_it_finds(
     healthy = run(stream, "doctor")
     assert healthy.returncode == 0, healthy.stdout
     assert "4 entries" in healthy.stdout and "2 entries" in healthy.stdout and "noeviction" in healthy.stdout
+    assert "✓ log stream: " in healthy.stdout and "[/]" not in healthy.stdout  # markup rendered, not printed
     findings = {f["check"]: f for f in ndjson(here("doctor", "--json").stdout)}
     assert findings["log stream"]["status"] == "ok" and "retention" in findings
 

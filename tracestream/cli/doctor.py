@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
 
 QUIET_AFTER_S = 600  # no record for this long: probably nobody exports here
-SYMBOLS = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]"}
+SYMBOLS = {"ok": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "red")}
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             # Stream names, Redis replies and exporters' status text are shown, never obeyed.
             console.print(
                 Text.assemble(
-                    f"{SYMBOLS[finding.status]} ", shown(finding.check, "bold"), ": ", shown(finding.detail)
+                    SYMBOLS[finding.status], shown(finding.check, "bold"), ": ", shown(finding.detail)
                 )
             )
     return 1 if any(finding.status == "fail" for finding in findings) else 0
