@@ -13,7 +13,10 @@ LAUNCHER = str(VENV_BIN / "opentelemetry-instrument")
 def _launch(handle: RedisHandle, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [LAUNCHER, str(VENV_BIN / "python"), "-m", "tests.apps.emit_logs", *args],
-        env=handle.env(OTEL_SERVICE_NAME="launched", **env),
+        # The launcher runs the first distro it finds, in site-packages' directory order (or the
+        # checkout's tracestream.egg-info, when run from it): these tests are about ours, and
+        # test_launcher_matrix.py runs every combination with upstream's.
+        env=handle.env(OTEL_SERVICE_NAME="launched", OTEL_PYTHON_DISTRO="tracestream", **env),
         capture_output=True,
         text=True,
         timeout=60,
