@@ -91,9 +91,11 @@ def test_what_is_held_is_bounded_per_trace_in_total_and_in_time() -> None:
     gate.admit(Record("failed"), TRACE, False, ERROR)
     assert [r.name for r in kept] == ["failed"]
 
+    probes = iter(range(0x1000, 0x100000))
+
     def expired() -> bool:
-        gate.admit(Record("later"), 0xEF, False, INFO)  # holding is when old traces are let go
-        return gate.held() == 1
+        gate.admit(Record("later"), next(probes), False, INFO)  # a new trace is when old ones are let go
+        return gate.not_sampled >= HOLD_RECORDS_PER_TRACE + 5 + 40
 
     wait_for(expired, timeout=5, what="the other trace's records to expire")
     gate.admit(Record("failed late"), OTHER, False, ERROR)

@@ -126,21 +126,23 @@ class TraceLogGate(Generic[T]):
         return self._weight
 
     def _hold(self, record: T, trace_id: int) -> None:
+        """Most records of a sampled-down service come here: the clock is read once per trace."""
         with self._lock:
-            now = time.monotonic()
-            self._expire(now)
-            if trace_id in self._erroring:
-                self._weigh(record, 0.0)
-                self._forward(record)
-                return
             held = self._held.get(trace_id)
             if held is None:
+                if trace_id in self._erroring:
+                    self._weigh(record, 0.0)
+                    self._forward(record)
+                    return
+                now = time.monotonic()
+                self._expire(now)
                 held = self._held[trace_id] = _Held(now)
-            if len(held.records) == held.records.maxlen:
+            records = held.records
+            if len(records) == HOLD_RECORDS_PER_TRACE:
                 self.not_sampled += 1  # the oldest gives way: the lines nearest an error matter most
             else:
                 self._held_count += 1
-            held.records.append(record)
+            records.append(record)
             while self._held_count > self._hold_records:
                 self._drop_oldest()
 
