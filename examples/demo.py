@@ -2,12 +2,14 @@
 
 - a Django shop (gunicorn, 2 workers, port 8000) whose checkout calls
 - a FastAPI inventory service (uvicorn, port 8001), which enqueues a task for
-- a Celery worker, next to Celery beat, all on one Redis (tracestream in one db, the broker in another).
+- a Celery worker, next to Celery beat, all on one Redis (tracestream in one db, the broker in another),
+- and the tracestream console (port 8686) over what they write.
 
 Traffic: a checkout (Django -> FastAPI -> Celery), a 404 and a 500; then one trace's spans and
-records from all three services are printed in time order. The stack keeps running until
-Ctrl-C, then every child process is stopped. A private redis-server is started unless
-TRACESTREAM_REDIS_URL (or --redis-url) names one.
+records from all three services are printed in time order, with the console's URL and the
+`tracestream` commands that explore the same data. The stack keeps running until Ctrl-C, then
+every child process is stopped. A private redis-server is started unless TRACESTREAM_REDIS_URL
+(or --redis-url) names one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +42,7 @@ from tracestream.schema import SpanEntry
 HERE = Path(__file__).resolve().parent
 WORKDIR = HERE.parent / ".demo"
 LAUNCHER = str(Path(sys.executable).with_name("opentelemetry-instrument"))
+TRACESTREAM = Path(sys.executable).with_name("tracestream")
 SERVICES = ("shop-web", "inventory-api", "shop-worker")
 console = Console()
 
@@ -110,11 +115,12 @@ def port_or_free(preferred: int) -> int:
 
 
 class Stack:
-    """The four launched processes, stopped (all of them) on exit."""
+    """The four launched processes and the console, stopped (all of them) on exit."""
 
-    def __init__(self, url: str, stream: str, web_port: int, api_port: int) -> None:
+    def __init__(self, url: str, stream: str, web_port: int, api_port: int, console_port: int) -> None:
         self.web = f"http://127.0.0.1:{web_port}"
         self.api = f"http://127.0.0.1:{api_port}"
+        self.console = f"http://127.0.0.1:{console_port}/"
         self.children: list[Child] = []
         WORKDIR.mkdir(exist_ok=True)
         self._env = {
@@ -139,23 +145,30 @@ class Stack:
             "shop-worker": ["celery", "-A", "tasks", "worker", "-c", "2", "-n", "worker@demo", "-l", "INFO"],
             "shop-beat": ["celery", "-A", "tasks", "beat", "-l", "INFO"],
         }
+        # Not under the launcher: a reader, it writes nothing to the stream it shows.
+        self._console_command = [str(TRACESTREAM), "console", "--port", str(console_port)]
 
     def start(self) -> None:
         for name, (program, *args) in self._commands.items():
-            log = WORKDIR / f"{name}.log"
-            command = [LAUNCHER, str(Path(sys.executable).with_name(program)), *args]
             console.print(f"[bold]$ opentelemetry-instrument {program} {' '.join(args)}[/]", highlight=False)
-            with log.open("wb") as out:
-                process = subprocess.Popen(
-                    command,
-                    cwd=HERE,
-                    env={**self._env, "OTEL_SERVICE_NAME": name, **self._extra_env.get(name, {})},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C reaches us; we stop each child's group ourselves
-                )
-            self.children.append(Child(name, process, log))
-            console.print(f"  [dim]{name}: pid {process.pid}, output in {log}[/]", highlight=False)
+            command = [LAUNCHER, str(Path(sys.executable).with_name(program)), *args]
+            self._launch(name, command, {"OTEL_SERVICE_NAME": name, **self._extra_env.get(name, {})})
+        console.print(f"[bold]$ tracestream {' '.join(self._console_command[1:])}[/]", highlight=False)
+        self._launch("console", self._console_command, {})
+
+    def _launch(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        log = WORKDIR / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                command,
+                cwd=HERE,
+                env={**self._env, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us; we stop each child's group ourselves
+            )
+        self.children.append(Child(name, process, log))
+        console.print(f"  [dim]{name}: pid {process.pid}, output in {log}[/]", highlight=False)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         checks: dict[str, Callable[[Child], bool]] = {
@@ -163,6 +176,7 @@ class Stack:
             "inventory-api": lambda _: _answers(self.api + "/stock/BOOK-1"),
             "shop-worker": lambda child: "ready." in child.output(),
             "shop-beat": lambda child: "beat: Starting" in child.output(),
+            "console": lambda _: _answers(self.console),
         }
         deadline = time.monotonic() + timeout
         waiting = list(self.children)
@@ -249,6 +263,37 @@ def show_trace(records: TraceRecords) -> None:
     console.print(table)
 
 
+def tracestream_program() -> str:
+    """`tracestream` when PATH finds this interpreter's own, else its path (from here when below here)."""
+    found = shutil.which("tracestream")
+    if found and Path(found).resolve() == TRACESTREAM.resolve():
+        return "tracestream"
+    with contextlib.suppress(ValueError):
+        return str(TRACESTREAM.relative_to(Path.cwd()))
+    return str(TRACESTREAM)
+
+
+def explore_commands(url: str, stream: str, trace_id: str) -> list[str]:
+    """Commands that read this demo's data, as a shell takes them: the checkout's trace, the
+    warnings and errors (the 500's stack trace among them), the live tail and the services."""
+    where = f"--redis-url {shlex.quote(url)} --stream {shlex.quote(stream)}"
+    program = tracestream_program()
+    return [
+        f"{program} trace {trace_id} {where}",
+        f"{program} search -l warn {where}",
+        f"{program} tail {where}",
+        f"{program} services {where}",
+    ]
+
+
+def show_how_to_explore(stack: Stack, url: str, stream: str, trace_id: str) -> None:
+    """Soft-wrapped, so a long command stays one line to copy whatever the terminal's width."""
+    console.print("[bold]explore the demo's data while it runs:[/]")
+    console.print(f"  console  {stack.console}", markup=False, highlight=False, soft_wrap=True)
+    for command in explore_commands(url, stream, trace_id):
+        console.print(f"  $ {command}", markup=False, highlight=False, soft_wrap=True)
+
+
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -259,12 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stream", default=os.environ.get("TRACESTREAM_STREAM", "tracestream:demo"))
     parser.add_argument("--web-port", type=int, default=8000)
     parser.add_argument("--api-port", type=int, default=8001)
+    parser.add_argument("--console-port", type=int, default=8686)
     parser.add_argument("--once", action="store_true", help="stop after printing the trace")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.monotonic()
     with redis_url(args.redis_url) as url:
-        stack = Stack(url, args.stream, port_or_free(args.web_port), port_or_free(args.api_port))
+        ports = (port_or_free(args.web_port), port_or_free(args.api_port), port_or_free(args.console_port))
+        stack = Stack(url, args.stream, *ports)
         try:
             stack.start()
             stack.wait_ready()
@@ -273,10 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_trace(wait_for_trace(url, args.stream, trace_id))
             print(f"trace_id={trace_id}", flush=True)
             if not args.once:
-                console.print(
-                    f"shop {stack.web}  inventory {stack.api}  stream {args.stream!r} on {url}\n"
-                    "[bold]running; Ctrl-C stops every process[/]"
-                )
+                console.print(f"shop {stack.web}  inventory {stack.api}  stream {args.stream!r} on {url}")
+                show_how_to_explore(stack, url, args.stream, trace_id)
+                console.print("[bold]running; Ctrl-C stops every process[/]")
                 sys.stdout.flush()
                 while True:
                     stack.check_alive()

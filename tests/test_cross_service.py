@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -95,7 +96,7 @@ def test_demo_traffic_includes_a_404_and_a_500(demo_run: tuple[str, RedisHandle,
 def test_ctrl_c_stops_every_child_process(demo_run: tuple[str, RedisHandle, str]) -> None:
     _, _, output = demo_run
     pids = [int(pid) for pid in re.findall(r": pid (\d+), output in", output)]
-    assert len(pids) == 4, output
+    assert len(pids) == 5, output  # the four launched services and the console
     assert "all demo processes stopped" in output
 
     def gone(pid: int) -> bool:
@@ -106,3 +107,26 @@ def test_ctrl_c_stops_every_child_process(demo_run: tuple[str, RedisHandle, str]
         return False
 
     assert all(gone(pid) for pid in pids)
+
+
+def test_the_demo_prints_its_console_url_and_commands_that_find_its_data(
+    demo_run: tuple[str, RedisHandle, str],
+) -> None:
+    """The console answered before the demo said it was running; the commands are copied from its
+    output exactly, and run where `make demo` runs, with no TRACESTREAM_* variable set."""
+    trace_id, _, output = demo_run
+    assert re.search(r"^  console  http://127\.0\.0\.1:\d+/$", output, re.MULTILINE), output
+    commands = [shlex.split(line) for line in re.findall(r"^  \$ (.+)$", output, re.MULTILINE)]
+    assert [command[1] for command in commands] == ["trace", "search", "tail", "services"], output
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TRACESTREAM_")}
+    env["COLUMNS"] = "200"
+    done = {
+        command[1]: subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        for command in commands
+        if command[1] != "tail"  # follows until Ctrl-C; it reads what search reads
+    }
+    assert all(result.returncode == 0 for result in done.values()), done
+    assert trace_id in commands[0] and "run/tasks.reserve_stock" in done["trace"].stdout
+    assert "IntegrityError" in done["search"].stdout  # the 500, with its stack trace under it
+    assert "    Traceback (most recent call last):" in done["search"].stdout
+    assert "shop-worker" in done["services"].stdout

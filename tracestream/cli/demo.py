@@ -21,8 +21,9 @@ def register(subparsers: Subparsers) -> None:
         "demo",
         help="run the example stack and show one trace across it",
         description="Starts the example Django shop, FastAPI inventory service, Celery worker and beat "
-        "under the launcher on a private Redis (or --redis-url), drives traffic, prints one trace, "
-        "and keeps running until Ctrl-C.",
+        "under the launcher on a private Redis (or --redis-url), and the console; drives traffic, prints "
+        "one trace, the console's URL and the commands that explore the data, and keeps running until "
+        "Ctrl-C.",
     )
     parser.add_argument("--redis-url", help="use this Redis instead of a private one")
     parser.add_argument("--stream", help="stream name (default tracestream:demo)")
@@ -32,6 +33,12 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--api-port", type=port, default=8001, help="FastAPI port (default 8001, else free; 0: free)"
+    )
+    parser.add_argument(
+        "--console-port",
+        type=port,
+        default=8686,
+        help="the console's port (default 8686, else free; 0: free)",
     )
     parser.add_argument("--once", action="store_true", help="stop after printing the trace")
     parser.set_defaults(run=run)
@@ -46,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     argv = ["--web-port", str(args.web_port), "--api-port", str(args.api_port)]
+    argv += ["--console-port", str(args.console_port)]
     argv += ["--redis-url", args.redis_url] if args.redis_url else []
     argv += ["--stream", args.stream] if args.stream else []
     argv += ["--once"] if args.once else []
