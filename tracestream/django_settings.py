@@ -16,6 +16,8 @@ from django.conf import settings
 from tracestream.settings import ConfigError
 
 WORKER_SERVICE_NAME = "worker_service_name"
+# The URL name the console serves under (tracestream.console.django): its requests are not traced.
+CONSOLE_URL_NAME = "tracestream-console"
 
 
 def configure_arguments() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from django.urls import re_path
 from starlette.types import ASGIApp, Message
 
 from tracestream.console.app import create_app, scope_under
-from tracestream.django_settings import configure_arguments
+from tracestream.django_settings import CONSOLE_URL_NAME, configure_arguments
 from tracestream.settings import ConfigError, Settings
 
 LIVE_PATH = "api/live"
@@ -141,4 +141,4 @@ def _scope(request: HttpRequest) -> dict[str, Any]:
 
 
 _refuse_misplaced_settings()
-urlpatterns = [re_path(r"^(?P<rest>.*)$", console_view, name="tracestream-console")]
+urlpatterns = [re_path(r"^(?P<rest>.*)$", console_view, name=CONSOLE_URL_NAME)]

@@ -3,14 +3,21 @@
 `app.mount()` would skip FastAPI dependencies, so the console is reached through one
 catch-all route instead: FastAPI runs `dependencies` (raising 401/403 as the app
 decides), then the request is handed to the console's ASGI app under the prefix.
+
+The console's own requests stay out of the stream it shows: they run with OpenTelemetry
+instrumentation suppressed from before the app's first middleware, so the contrib ASGI
+middleware opens no server span, no request record is written and no log line is captured.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
+from fastapi.applications import FastAPI
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -19,6 +26,9 @@ from tracestream.console.app import create_app, scope_under
 from tracestream.settings import Settings
 
 DEFAULT_PATH = "/monitoring/realtime-logs"
+# The console prefixes of each app that mounted one.
+_QUIET: weakref.WeakKeyDictionary[FastAPI, tuple[str, ...]] = weakref.WeakKeyDictionary()
+_wrapped = False
 
 
 class _Forward(Response):
@@ -54,4 +64,41 @@ def mount(
     router.add_api_route(prefix + "/{rest:path}", forward, methods=["GET", "HEAD"])
     router.add_api_route(prefix, add_slash, methods=["GET", "HEAD"])
     app.include_router(router)
+    _keep_quiet(app, prefix)
     return console
+
+
+def _keep_quiet(app: FastAPI, prefix: str) -> None:
+    """Requests to `app` under `prefix` run with instrumentation suppressed.
+
+    The server span starts in the outermost middleware, before any route or dependency
+    runs, so only the app's own entry point is early enough. Starlette looks `__call__` up
+    on the class: it is wrapped once, and apps without a console pass straight through.
+    """
+    global _wrapped
+    _QUIET[app] = (*_QUIET.get(app, ()), prefix)
+    if _wrapped:
+        return
+    _wrapped = True
+    original = FastAPI.__call__
+
+    async def call(self: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
+        prefixes = _QUIET.get(self, ())
+        if prefixes and scope["type"] == "http" and _under(_app_path(scope), prefixes):
+            with suppress_instrumentation():
+                await original(self, scope, receive, send)
+        else:
+            await original(self, scope, receive, send)
+
+    FastAPI.__call__ = call  # type: ignore[method-assign]
+
+
+def _app_path(scope: Scope) -> str:
+    """The request's path inside the app, as its routes see it (without the server's root path)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)

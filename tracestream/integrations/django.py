@@ -6,6 +6,8 @@ exactly then (runserver, gunicorn with or without --preload, any ASGI server), b
 time settings are configured: so it works whether `configure()` ran from the launcher,
 `wsgi.py`, `manage.py` or our AppConfig, and never configures settings too early.
 
+The mounted console's own requests (`tracestream.console.django`) get no span and no record.
+
 Django's own "Internal Server Error"/"Not Found" lines (`django.request`) and the access
 lines of runserver (`django.server`) and of daphne's runserver (`django.channels.server`),
 written after the span ended, are kept out of the stream: the request record replaces them,
@@ -14,12 +16,14 @@ so an unhandled exception is one ERROR record.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from time import perf_counter
 from typing import Any
+from urllib.parse import urlsplit
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.apps import AppConfig
@@ -27,9 +31,12 @@ from django.conf import settings
 from django.core.handlers.base import BaseHandler
 from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponseBase
+from django.urls import NoReverseMatch, reverse
 from opentelemetry.instrumentation.django import DjangoInstrumentor
+from opentelemetry.instrumentation.django.middleware.otel_middleware import _DjangoMiddleware
+from opentelemetry.util.http import ExcludeList
 
-from tracestream.django_settings import configure_arguments
+from tracestream.django_settings import CONSOLE_URL_NAME, configure_arguments
 from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
 from tracestream.integrations.record_writer import replace_lines
 from tracestream.otel_setup.telemetry import Telemetry
@@ -70,6 +77,8 @@ class RequestRecordMiddleware:
 
 
 def _finish(request: HttpRequest, response: HttpResponseBase, started: float) -> HttpResponseBase:
+    if _is_console(request.path):
+        return response
     for name, value in trace_headers():
         response[name] = value
     match = request.resolver_match
@@ -109,6 +118,31 @@ def _is_channels_access_line(record: logging.LogRecord) -> bool:
     return isinstance(record.args, Mapping) and "status" in record.args
 
 
+@functools.cache
+def _console_prefix() -> str | None:
+    """Where the project's URLconf includes the console, if it does (looked up on first use)."""
+    try:
+        return str(reverse(CONSOLE_URL_NAME, kwargs={"rest": ""}))
+    except NoReverseMatch:
+        return None
+
+
+def _is_console(path: str) -> bool:
+    prefix = _console_prefix()
+    return prefix is not None and path.startswith(prefix)
+
+
+class _ExcludingConsole(ExcludeList):
+    """The contrib middleware's excluded URLs, and the console's: it opens no span for them."""
+
+    def __init__(self, excluded: ExcludeList) -> None:
+        super().__init__([])
+        self.excluded = excluded
+
+    def url_disabled(self, url: str) -> bool:
+        return _is_console(urlsplit(url).path) or self.excluded.url_disabled(url)
+
+
 def _add_middleware() -> None:
     """Contrib middleware first (it opens the span), ours right inside it."""
     middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
@@ -122,6 +156,8 @@ def _add_middleware() -> None:
         position = middleware.index(_OTEL_MIDDLEWARE) + 1 if _OTEL_MIDDLEWARE in middleware else 0
         middleware.insert(position, MIDDLEWARE)
         settings.MIDDLEWARE = middleware
+    if not isinstance(_DjangoMiddleware._excluded_urls, _ExcludingConsole):  # set by each instrument()
+        _DjangoMiddleware._excluded_urls = _ExcludingConsole(_DjangoMiddleware._excluded_urls)
 
 
 def install(telemetry: Telemetry, name: str = "django") -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import format_span_id, format_trace_id
 
 from tracestream.integrations.record_writer import RecordWriter
@@ -49,6 +50,8 @@ def emit_request_record(exchange: HttpExchange, error: BaseException | None = No
     The span is left to the instrumentation, which records the exception there as it
     does without us (recording it here as well would put it on a Django 500's span twice).
     """
+    if not is_instrumentation_enabled():  # e.g. a request to the mounted console (console/fastapi.py)
+        return
     _records.emit(
         f"{exchange.method} {exchange.path} {exchange.status} ({exchange.duration_ms:.1f} ms)",
         severity_for(exchange.status),
