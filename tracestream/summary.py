@@ -21,7 +21,7 @@ import orjson
 
 from tracestream.connection import Client
 from tracestream.lua import script_source
-from tracestream.query import before, run_script
+from tracestream.query import before, parse_stream_id, run_script, tolerant_call
 from tracestream.schema import LOG_FIELDS
 from tracestream.settings import SAMPLE_WEIGHT
 from tracestream.shards import shards
@@ -164,24 +164,31 @@ def summarize(client: Client, stream: str, since_ms: int, until_ms: int | None =
     summary = Summary(since_ms, until)
     for shard in shards(client, stream):
         script = shard.client.register_script(script_source("summary"))
-        high = f"{until}-{2**64 - 1}"
-        while True:
-            args: list[str | int] = [
-                high,
-                f"{since_ms}-0",
-                SCAN_CHUNK,
-                _POSITIONS,
-                ERROR_FLOOR,
-                SCAN_BYTES,
-                PAGE,
-                MESSAGE_LIMIT,
-                SAMPLE_WEIGHT,
-            ]
-            last, done, *part = cast(list[Any], run_script(script, [shard.keys.logs], args))
-            summary._merge(*part)
-            if done or not last:
-                break
-            high = before(last)
+        # Errors older than the log stream's oldest entry were trimmed from it by count; their
+        # copies in `:errors` are counted instead (taken first, so none is counted twice).
+        oldest = tolerant_call(shard.client, "XRANGE", shard.keys.logs, "-", "+", "COUNT", 1)
+        newest = f"{until}-{2**64 - 1}"
+        ranges = [(shard.keys.logs, newest)]
+        if oldest and parse_stream_id(oldest[0][0])[0] > since_ms:
+            ranges.append((shard.keys.errors, min(before(oldest[0][0]), newest, key=parse_stream_id)))
+        for key, high in ranges:
+            while True:
+                args: list[str | int] = [
+                    high,
+                    f"{since_ms}-0",
+                    SCAN_CHUNK,
+                    _POSITIONS,
+                    ERROR_FLOOR,
+                    SCAN_BYTES,
+                    PAGE,
+                    MESSAGE_LIMIT,
+                    SAMPLE_WEIGHT,
+                ]
+                last, done, *part = cast(list[Any], run_script(script, [key], args))
+                summary._merge(*part)
+                if done or not last:
+                    break
+                high = before(last)
     minutes = max(1.0, (until - since_ms) / MINUTE_MS)
     for status in summary.services.values():
         status.records_per_minute = status.records / minutes

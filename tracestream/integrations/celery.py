@@ -4,26 +4,35 @@
   continues it in `task_prerun`; our receivers run after its own, inside the task span.
 - Prefork children end with `os._exit` (always with `worker_max_tasks_per_child`), which
   skips `atexit`: we flush on `worker_process_shutdown`, which the child sends just before.
+- The causal chain of an error: at publish, the message carries what enqueued the task (the
+  current request span's `http.route`, `beat:<schedule entry>`, or what enqueued the task
+  that publishes it); the worker puts it on the task's records and span as
+  `tracestream.enqueued_by`, which error issues count per route (docs/errors.md).
 """
 
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
 
-from celery import signals
+from celery import beat, current_task, signals
 from celery.app import trace as celery_trace
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from tracestream.integrations.record_writer import RecordWriter, replace_lines
 from tracestream.otel_setup.telemetry import Telemetry, installed
+from tracestream.schema import ENQUEUED_BY
 
 _records = RecordWriter("tracestream.celery")
 _started: dict[str, float] = {}
 _connected = False
+# The message header carrying what enqueued a task (a header name is also a request attribute).
+ENQUEUED_HEADER = "tracestream_enqueued_by"
+_beat_entry: ContextVar[str | None] = ContextVar("tracestream_beat_entry", default=None)
 
 # Celery's own per-task lines, which our lifecycle records replace in the stream.
 _TRACE_LINES = frozenset(
@@ -59,13 +68,37 @@ def _task_attributes(
         "celery.task.retries": getattr(request, "retries", retries),
         "messaging.destination.name": delivery.get("routing_key"),
         "celery.worker.hostname": getattr(request, "hostname", None),
+        ENQUEUED_BY: getattr(request, ENQUEUED_HEADER, None),
     }
+
+
+def _enqueuer(headers: dict[str, Any], task_name: str) -> str | None:
+    """What is enqueueing a task now: a beat schedule entry, the current request's route, or
+    whatever enqueued the task running here."""
+    if headers.get("celery_beat_task"):
+        return f"beat:{_beat_entry.get() or task_name}"
+    route = (getattr(trace.get_current_span(), "attributes", None) or {}).get("http.route")
+    if isinstance(route, str) and route:
+        return route
+    running = getattr(current_task, "request", None) if current_task else None  # the task run here
+    enqueued_by = getattr(running, ENQUEUED_HEADER, None)
+    return enqueued_by if isinstance(enqueued_by, str) else None
+
+
+def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Before the instrumentor's own receiver makes its producer span current."""
+    if headers is None or ENQUEUED_HEADER in headers:
+        return
+    enqueued_by = _enqueuer(headers, str(headers.get("task", "")))
+    if enqueued_by:
+        headers[ENQUEUED_HEADER] = enqueued_by
 
 
 def _on_received(request: Any, **_: Any) -> None:
     """In the worker's main process, before any span: the record joins the publisher's trace."""
     headers = request.request_dict  # the message headers, where the publisher put `traceparent`
     attributes = _task_attributes("received", request.id, request.name, request, headers.get("retries"))
+    attributes[ENQUEUED_BY] = headers.get(ENQUEUED_HEADER)
     context = propagate.extract(headers)
     _records.emit(
         f"task {request.name}[{request.id}] received", SeverityNumber.INFO, attributes, context=context
@@ -74,6 +107,9 @@ def _on_received(request: Any, **_: Any) -> None:
 
 def _on_prerun(task_id: str, task: Any, **_: Any) -> None:
     _started[task_id] = perf_counter()
+    enqueued_by = getattr(task.request, ENQUEUED_HEADER, None)
+    if isinstance(enqueued_by, str):
+        trace.get_current_span().set_attribute(ENQUEUED_BY, enqueued_by)
     _records.emit(
         f"task {task.name}[{task_id}] started",
         SeverityNumber.INFO,
@@ -124,11 +160,38 @@ _RECEIVERS = (
 )
 
 
+def _first_receiver(signal: signals.Signal, receiver: Any) -> None:
+    """Connect `receiver` to run before those connected earlier (the instrumentor's)."""
+    signal.connect(receiver, weak=False)
+    with signal.lock:
+        entries = signal.receivers
+        mine = [entry for entry in entries if entry[1] is receiver]
+        entries[:] = mine + [entry for entry in entries if entry[1] is not receiver]
+        signal.sender_receivers_cache.clear()
+
+
+def _remember_beat_entry() -> None:
+    """Beat publishes through `Scheduler.apply_async(entry)`; the entry's name is kept for the
+    publish receiver, which only sees a `celery_beat_task` header."""
+    original = beat.Scheduler.apply_async
+
+    def apply_async(self: beat.Scheduler, entry: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _beat_entry.set(getattr(entry, "name", None))
+        try:
+            return original(self, entry, *args, **kwargs)
+        finally:
+            _beat_entry.reset(token)
+
+    beat.Scheduler.apply_async = apply_async  # type: ignore[method-assign]
+
+
 def install(telemetry: Telemetry, name: str = "celery") -> None:
     """Signals once per process; the line filters on each configured handler."""
     global _connected
     if not _connected:
         _connected = True
+        _first_receiver(signals.before_task_publish, _on_publish)
+        _remember_beat_entry()
         instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()  # first, so its prerun receiver has started the span before ours

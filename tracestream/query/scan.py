@@ -21,10 +21,11 @@ from tracestream.connection import Client
 from tracestream.lua import script_source
 from tracestream.query.errors import QueryError
 from tracestream.query.filters import Query
-from tracestream.query.replies import run_script
+from tracestream.query.replies import run_script, tolerant_call
 from tracestream.query.stream_ids import MAX_PART, before, parse_stream_id
 from tracestream.query.traces import read_trace, records_of_trace
 from tracestream.schema import (
+    ERROR_SEVERITY,
     LOG_FIELDS,
     LogEntry,
     StreamKeys,
@@ -201,9 +202,30 @@ def _from_stream(
         for entry in chunk.entries:
             if query.matches(entry):
                 yield entry
+        if chunk.last_id and chunk.last_id != "0-0":
+            high = before(chunk.last_id)
         if chunk.exhausted or not chunk.last_id or chunk.last_id == "0-0":
+            break
+    if query.min_severity >= ERROR_SEVERITY:
+        # Below what the digest covers, the stream was trimmed: its errors live on in `:errors`.
+        yield from _from_errors(shard, query, high, low, batch)
+
+
+def _from_errors(shard: Shard, query: Query, high: str, low: str, batch: int) -> Iterator[LogEntry]:
+    """Matching entries of `<stream>:errors` from `high` down to `low`, newest first."""
+    count = max(16, min(batch, 1000))
+    while True:
+        try:
+            found = tolerant_call(shard.client, "XREVRANGE", shard.keys.errors, high, low, "COUNT", count)
+        except redis.ResponseError:  # another writer's key of another type: no copies to read
             return
-        high = before(chunk.last_id)
+        for stream_id, fields in found or ():
+            entry = LogEntry.from_fields(stream_id, fields)
+            if query.matches(entry):
+                yield entry
+        if not found or len(found) < count:
+            return
+        high = before(found[-1][0])
 
 
 def _from_trace_index(shard: Shard, query: Query, high: str) -> Iterator[LogEntry]:

@@ -44,7 +44,9 @@ def read_trace(shard: Shard, trace_id: str) -> list[tuple[str, str, list[str]]]:
     script = shard.client.register_script(script_source("trace_records"))
     reply = cast(
         list[Any],
-        run_script(script, [keys.trace_index(trace_id)], [keys.logs, keys.spans, INDEX_LOG, INDEX_SPAN]),
+        run_script(
+            script, [keys.trace_index(trace_id)], [keys.logs, keys.spans, INDEX_LOG, INDEX_SPAN, keys.errors]
+        ),
     )
     return [(reply[index], reply[index + 1], reply[index + 2]) for index in range(0, len(reply), 3)]
 
