@@ -41,6 +41,7 @@ COMMANDS: tuple[str, ...] = (
     "services",
     "stats",
     "export",
+    "errors",
     "doctor",
     "console",
     "demo",
