@@ -23,6 +23,7 @@ from tracestream.summary import service_status
 READER_ACL = (
     "ACL SETUSER reader on >{password} resetkeys ~{stream}* resetchannels -@all"
     " +xrange +xrevrange +xread +xlen +lrange +evalsha +script|load +client|setname +ping +select"
+    " +zrange"
 )
 
 

@@ -38,6 +38,7 @@ COMMANDS: tuple[str, ...] = (
     "tail",
     "search",
     "trace",
+    "traces",
     "services",
     "stats",
     "export",

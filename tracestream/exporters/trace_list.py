@@ -2,9 +2,11 @@
 readers list recent or slow traces from small sorted sets instead of scanning the span stream.
 
 Summaries are made from encoded rows, not OTel spans, so a batch replayed from the spool is
-listed too. A row does not say whether its parent is remote, so a local root is a span with
-no parent, or a SERVER or CONSUMER span (a request or a task, whose parent is another
-process's span: a caller's, or the publisher's that enqueued the task).
+listed too. A row does not say whether its parent is remote, so a local root is a SERVER or
+CONSUMER span (a request or a task, whose parent, if any, is another process's span: a
+caller's, or the publisher's that enqueued the task), or a span with no parent that is not a
+CLIENT span: outside any request, those are a worker's broker polls and pings (Celery's Redis
+transport makes several a second), not work anyone looks for.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tracestream import schema
 __all__ = ["ROOT_KINDS", "script_call", "summaries"]
 
 ROOT_KINDS = frozenset({"SERVER", "CONSUMER"})
+BACKGROUND_KIND = "CLIENT"
 # The route (FastAPI, Django) or Celery task name names a local root better than its span name.
 NAME_ATTRIBUTES = ("http.route", "celery.task_name")
 # A summary is stored five times over: a name longer than this is cut (the span keeps it whole).
@@ -37,7 +40,7 @@ def summaries(rows: Sequence[list[str]]) -> list[list[Any]]:
     """`[member, start ms, duration ms, service, error]` for each local root among span rows."""
     found: list[list[Any]] = []
     for row in rows:
-        if (row[_PARENT] and row[_KIND] not in ROOT_KINDS) or not row[_TRACE] or not row[_START].isdigit():
+        if not _local_root(row) or not row[_TRACE] or not row[_START].isdigit():
             continue
         start = int(row[_START])
         end = max(start, int(row[_END])) if row[_END].isdigit() else start
@@ -46,6 +49,11 @@ def summaries(rows: Sequence[list[str]]) -> list[list[Any]]:
         member = orjson.dumps([row[_TRACE], start, end, error, row[_SERVICE], name]).decode()
         found.append([member, start / 1e6, (end - start) / 1e6, row[_SERVICE], error])
     return found
+
+
+def _local_root(row: list[str]) -> bool:
+    kind = row[_KIND]
+    return kind in ROOT_KINDS or (not row[_PARENT] and kind != BACKGROUND_KIND)
 
 
 def _name(row: list[str]) -> str:

@@ -129,6 +129,11 @@ class TraceFilter:
             and (self.since_ms is None or summary.start_ms >= self.since_ms)
         )
 
+    def find(self, client: Client, stream: str) -> list[TraceSummary]:
+        """`recent_traces` with these arguments."""
+        found = [summary for shard in shards(client, stream) for summary in _from_shard(shard, self)]
+        return _first(sorted(found, key=self.order), self)
+
     def order(self, summary: TraceSummary) -> float:
         """Sort key, smallest first."""
         return -(summary.duration_ms if self.sort == "slowest" else summary.start_ms)
@@ -163,8 +168,7 @@ def recent_traces(
         limit=limit,
     )
     wanted.check()
-    found = [summary for shard in shards(client, stream) for summary in _from_shard(shard, wanted)]
-    return _first(sorted(found, key=wanted.order), wanted)
+    return wanted.find(client, stream)
 
 
 def _first(summaries: Iterable[TraceSummary], wanted: TraceFilter) -> list[TraceSummary]:

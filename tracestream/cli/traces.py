@@ -1,0 +1,86 @@
+"""`tracestream traces`: recent or slow traces, from the trace list the span exporter writes."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tracestream.cli.common import add_command, error_line, print_json, reader, settings, shown
+from tracestream.query import TraceFilter, TraceSummary
+from tracestream.query.trace_list import MAX_LIMIT, SORTS
+from tracestream.timeparse import iso_utc
+
+if TYPE_CHECKING:
+    from tracestream.cli.common import Subparsers
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = add_command(
+        subparsers,
+        "traces",
+        run,
+        "list recent or slow traces",
+        "List traces by their local root span (a request, a task, or a span with no parent), newest "
+        "or slowest first, from an index written with the spans. A line on stderr says when none matched.",
+    )
+    parser.add_argument("--service", metavar="NAME", help="only this service's requests and tasks")
+    parser.add_argument("--route", metavar="TEXT", help="route or task name containing TEXT (e.g. /orders)")
+    parser.add_argument("--min-duration", metavar="DURATION", help="at least this long: 500ms, 2s")
+    parser.add_argument(
+        "--errors", action="store_true", help="only failed ones (status ERROR or an exception)"
+    )
+    parser.add_argument("--since", metavar="TIME", help="started after: ISO 8601 time, or how long ago (1h)")
+    parser.add_argument("--sort", choices=SORTS, default="newest", help="newest (default) or slowest first")
+    parser.add_argument(
+        "-n", "--limit", default="50", metavar="N", help=f"how many (default 50, at most {MAX_LIMIT})"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    wanted = TraceFilter.parse(
+        service=args.service,
+        name=args.route,
+        min_duration=args.min_duration,
+        errors_only=args.errors,
+        sort=args.sort,
+        since=args.since,
+        limit=args.limit,
+    )
+    stream = settings(args).stream
+    with reader(args) as client:
+        found = wanted.find(client, stream)
+    if not found:
+        error_line(f"no matching traces in stream {stream}")
+    elif args.json:
+        for summary in found:
+            print_json(summary.to_json())
+    else:
+        Console(highlight=False).print(table(found))
+    return 0
+
+
+def table(found: list[TraceSummary]) -> Table:
+    """Start, duration, service, name and trace id (`tracestream trace ID` opens one); 80 columns
+    leave the names room: the start drops its year, the id is never cut."""
+    rows = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    rows.add_column("start UTC", no_wrap=True)
+    rows.add_column("ms", justify="right", no_wrap=True)
+    rows.add_column("service", overflow="fold")
+    rows.add_column("route / task", overflow="fold")
+    rows.add_column("trace id", no_wrap=True)
+    for summary in found:
+        rows.add_row(
+            iso_utc(int(summary.start_ms * 1e6))[5:19].replace("T", " "),
+            f"{summary.duration_ms:.1f}",
+            shown(summary.service),
+            shown(summary.name, "red" if summary.error else "").append_text(
+                Text(" error", style="bold red") if summary.error else Text()
+            ),
+            summary.trace_id,
+        )
+    return rows
