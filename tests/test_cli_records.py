@@ -22,7 +22,6 @@ import pytest
 from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, run_python, wait_for
 from tests.test_cli import TIMEOUT, TRACESTREAM, Here, here, ndjson
-from tracestream.cli import main
 from tracestream.cli.console import console_url
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.schema import LogEntry
@@ -76,18 +75,10 @@ def checkout(redis_server: EmbeddedRedis) -> Checkout:
 
 
 @pytest.fixture
-def cli(checkout: Checkout, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+def cli(checkout: Checkout, here: Here, monkeypatch: pytest.MonkeyPatch) -> Cli:
     """`main()` in this process, reading the checkout, as on an 80-column terminal."""
-    for name, value in checkout.handle.env(COLUMNS="80").items():
-        if name.startswith(("TRACESTREAM_", "COLUMNS")):
-            monkeypatch.setenv(name, value)
-
-    def call(*args: str) -> subprocess.CompletedProcess[str]:
-        status = main(list(args))
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), status, captured.out, captured.err)
-
-    return call
+    monkeypatch.setenv("COLUMNS", "80")
+    return lambda *args: here(*args, "--stream", checkout.handle.stream)
 
 
 def assert_no_forged_line(output: str) -> None:
