@@ -149,8 +149,9 @@ class TraceLogGate(Generic[T]):
     def release(self, trace_id: int) -> None:
         """The trace ended in an error: what it held goes on, and so do its records from now on."""
         with self._lock:
-            self._expire(time.monotonic())
-            self._erroring[trace_id] = time.monotonic()
+            now = time.monotonic()
+            self._expire(now)
+            self._erroring[trace_id] = now
             held = self._held.pop(trace_id, None)
             if held is None:
                 return
