@@ -3,14 +3,15 @@
 -- that hit that service (its `s:<service>` field), ARGV[4] only that state (0 open, 1
 -- resolved, 2 ignored); "" keeps any. At most ARGV[5] issues; with ARGV[6] set, only that
 -- fingerprint. Returns {fingerprint, {field, value, ...}, ...}. Fingerprints whose hash expired
--- are skipped. Reads only: a read-only user runs it with ZREVRANGEBYSCORE, HMGET and HGETALL.
+-- and keys of another type (another writer's) are skipped. Reads only: a read-only user runs
+-- it with ZRANGE, HMGET and HGETALL.
 local prefix, since, service, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local limit = tonumber(ARGV[5])
 local out = {}
 local function take(fp)
   local key = prefix .. fp
-  local found = redis.call('HMGET', key, 'state', 's:' .. service)
-  if not found[1] then return end
+  local found = redis.pcall('HMGET', key, 'state', 's:' .. service)
+  if found.err or not found[1] then return end
   if state ~= '' and found[1] ~= state then return end
   if service ~= '' and not found[2] then return end
   out[#out + 1] = fp
@@ -22,7 +23,8 @@ if ARGV[6] ~= '' then
 end
 local page, offset = 500, 0
 while #out < 2 * limit do
-  local fps = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', since, 'LIMIT', offset, page)
+  local fps = redis.pcall('ZRANGE', KEYS[1], '+inf', since, 'BYSCORE', 'REV', 'LIMIT', offset, page)
+  if fps.err then break end
   for _, fp in ipairs(fps) do
     take(fp)
     if #out >= 2 * limit then break end

@@ -1,0 +1,250 @@
+"""Error issues (issue 17): kept by the append script as records are written, read by
+`tracestream.error_issues` and `tracestream errors`. Real redis-server, real Celery worker
+(prefork, under the launcher) and a real uvicorn serving a FastAPI app."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from functools import partial
+
+import httpx
+import pytest
+import redis
+
+from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, printed, serve
+from tests.seeded_records import RecordWriter
+from tests.support import ROOT, RedisHandle, wait_for
+from tests.test_cli import ndjson, run, run_all
+from tests.test_console_acl import READER_ACL
+from tests.test_tls_acl import PRODUCER_ACL
+from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.error_issues import ErrorIssue, fingerprint_of, get_issue, list_issues, set_status
+from tracestream.exporters.encoding import exception_fields
+from tracestream.schema import innermost_app_frame, normalized_message
+
+# A route that enqueues a task which fails in the worker.
+CHECKOUT_APP = """
+from fastapi import FastAPI
+app = FastAPI()
+import tracestream
+tracestream.configure()
+
+@app.get("/health")
+def health() -> dict[str, bool]:
+    return {"ok": True}
+
+@app.post("/checkout/{order_id}")
+def checkout(order_id: int) -> dict[str, str]:
+    from tests.apps.celery_app import fail
+    return {"task_id": fail.delay(order_id).id}
+"""
+ROUTE = "/checkout/{order_id}"
+# What the documented least-privilege users need for issues (docs/security.md), whatever else
+# their lines in the ACL tests hold.
+ISSUE_PRODUCER_RIGHTS = " +hincrby +zadd +zremrangebyscore"
+ISSUE_READER_RIGHTS = " +zrange +hmget +hgetall"
+
+
+@pytest.fixture(scope="module")
+def shop(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RedisHandle, str]]:
+    """A Celery worker (prefork, launcher) and a FastAPI app enqueueing to it, on one stream."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    broker = f"redis://127.0.0.1:{redis_server.port}/6"
+    app_dir = tmp_path_factory.mktemp("checkout")
+    (app_dir / "checkout_app.py").write_text(CHECKOUT_APP)
+    worker = launched(bin_path("celery"), "-A", "tests.apps.celery_app", "worker", "-c", "1", "-l", "INFO")
+    worker_env = stream.env(OTEL_SERVICE_NAME="worker", CELERY_BROKER_URL=broker, **LAUNCHER_ENV)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    api = [bin_path("uvicorn"), "checkout_app:app", "--app-dir", str(app_dir), "--port", str(port)]
+    api_env = stream.env(OTEL_SERVICE_NAME="shop", CELERY_BROKER_URL=broker, PYTHONPATH=str(ROOT))
+    with (
+        serve(worker, worker_env, partial(printed, text="ready."), timeout=60),
+        serve(api, api_env, http_ready(f"{url}/health"), timeout=60),
+    ):
+        yield stream, url
+
+
+def _only_issue(stream: RedisHandle, count: int) -> ErrorIssue | None:
+    with stream.client() as client:
+        issues = list_issues(client, stream.stream)
+    assert len(issues) <= 1, issues
+    return issues[0] if issues and issues[0].count >= count else None
+
+
+def test_a_task_error_enqueued_from_a_route_is_one_issue_naming_that_route(
+    shop: tuple[RedisHandle, str],
+) -> None:
+    stream, url = shop
+    httpx.post(f"{url}/checkout/1", timeout=10).raise_for_status()
+    issue = wait_for(lambda: _only_issue(stream, 1), timeout=60, what="the task's error issue")
+    assert (issue.type, issue.message, issue.count) == ("ValueError", "order 1 is broken", 1)
+    assert issue.chain == [{"route": ROUTE, "count": 1}]
+    assert issue.services == ["worker"] and issue.status == "open" and not issue.regression
+    assert issue.trace_id and issue.sample_trace_ids == [issue.trace_id]
+    assert issue.hourly[-1] == 1 and sum(issue.hourly) == 1
+    failed = [e for e in stream.logs() if e.severity == "ERROR"]
+    assert [e.attributes["tracestream.enqueued_by"] for e in failed] == [ROUTE]
+    assert issue.newest_record_id == failed[0].stream_id and issue.trace_id == failed[0].trace_id
+    assert issue.fingerprint == fingerprint_of(
+        failed[0].exception_type, failed[0].exception_stacktrace, failed[0].exception_message
+    )
+    run_span = next(s for s in stream.spans() if s.name == "run/tests.fail")
+    assert run_span.attributes["tracestream.enqueued_by"] == ROUTE
+
+    # resolved, then seen again: open, as a regression, one issue still
+    resolved = run(stream, "errors", "resolve", issue.fingerprint)
+    assert (resolved.returncode, resolved.stdout.strip()) == (0, f"{issue.fingerprint} resolved")
+    assert [i["status"] for i in ndjson(run(stream, "errors", "--json", "--status", "resolved").stdout)] == [
+        "resolved"
+    ]
+    httpx.post(f"{url}/checkout/2", timeout=10).raise_for_status()
+    again = wait_for(lambda: _only_issue(stream, 2), timeout=60, what="the recurrence")
+    assert (again.status, again.regression, again.count) == ("open", True, 2)
+    assert again.chain == [{"route": ROUTE, "count": 2}]
+    assert again.first_seen_ms == issue.first_seen_ms and again.last_seen_ms >= issue.last_seen_ms
+    listed = ndjson(run(stream, "errors", "--json").stdout)
+    assert [(i["fingerprint"], i["status"], i["regression"], i["count"]) for i in listed] == [
+        (issue.fingerprint, "open", True, 2)
+    ]
+    assert {"first_seen", "last_seen", "trace_id", "service", "type", "message", "chain"} <= set(listed[0])
+
+
+def _error(message: str) -> tuple[str, str, str]:
+    try:
+        raise KeyError(message)
+    except KeyError as error:
+        return exception_fields(KeyError, error, error.__traceback__)
+
+
+def test_a_retried_batch_counts_each_error_once(stream: RedisHandle, writer: RecordWriter) -> None:
+    rows = [
+        writer.row("one", severity="ERROR", exception=_error("a")),
+        writer.row("info"),
+        *(writer.row(f"many {i}", severity="ERROR", exception=_error("a")) for i in range(600)),
+    ]  # more rows than one script call takes: the retry's first call finds them all stored
+    writer.write(*rows[:300])  # Redis stored the first part, then the connection died
+    writer.write(*rows)  # the whole batch again, from the spool
+    writer.write(*rows)  # and once more
+    with stream.client() as client:
+        issues = list_issues(client, stream.stream)
+        assert [(i.type, i.count) for i in issues] == [("KeyError", 601)]
+        assert client.xlen(stream.keys.errors) == 601
+        assert client.xlen(stream.keys.logs) == 602
+
+
+def test_fingerprints_group_by_type_and_the_apps_innermost_frame() -> None:
+    stack = (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/app/shop/views.py", line 10, in checkout\n    pay(order)\n'
+        '  File "/srv/app/shop/payments.py", line 31, in pay\n    client.charge(order)\n'
+        '  File "/venv/lib/python3.12/site-packages/stripe/api.py", line 7, in charge\n    raise\n'
+        '  File "/usr/lib/python3.12/json/decoder.py", line 3, in decode\n    raise\n'
+        '  File "/venv/lib/python3.12/site-packages/tracestream/x.py", line 3, in f\n    raise\n'
+        "ValueError: order 41 failed\n"
+    )
+    assert innermost_app_frame(stack) == "shop/payments.py:pay"
+    moved = stack.replace("line 31", "line 40").replace("/srv/app", "/opt/deploy")
+    assert fingerprint_of("ValueError", moved, "other") == fingerprint_of(
+        "ValueError", stack, "order 41 failed"
+    )
+    assert fingerprint_of("KeyError", stack, "x") != fingerprint_of("ValueError", stack, "x")
+    chained = (
+        f"{stack}\nDuring handling of the above exception, another exception occurred:\n\n"
+        + stack.replace("payments.py", "refunds.py").replace("in pay", "in refund")
+    )
+    assert innermost_app_frame(chained) == "shop/refunds.py:refund"
+    # no frame of the app's: the message decides, with what varies masked
+    assert normalized_message(
+        "user 42 'bob' 550e8400-e29b-41d4-a716-446655440000 at 0x7f3a9c id deadbeef01"
+    ) == ("user <n> <str> <uuid> at <hex> id <hex>")
+    assert fingerprint_of("", "", "timeout after 30s for user 7") == fingerprint_of(
+        "", "", "timeout after 5s for user 12"
+    )
+    assert fingerprint_of("", "", "timeout for 'a'") != fingerprint_of("", "", "refused for 'a'")
+
+
+def test_status_changes(stream: RedisHandle, writer: RecordWriter, redis_client: redis.Redis) -> None:
+    writer.log("failed", severity="ERROR", exception=_error("b"))
+    (issue,) = list_issues(redis_client, stream.stream)
+    assert set_status(redis_client, stream.stream, issue.fingerprint, "ignored")
+    writer.log("failed", severity="ERROR", exception=_error("b"))
+    ignored = get_issue(redis_client, stream.stream, issue.fingerprint)
+    assert ignored is not None and (ignored.status, ignored.count, ignored.regression) == (
+        "ignored",
+        2,
+        False,
+    )
+    assert list_issues(redis_client, stream.stream, status="open") == []
+    assert not set_status(redis_client, stream.stream, "0" * 16, "resolved")
+    with pytest.raises(ValueError, match="unknown status 'closed'"):
+        set_status(redis_client, stream.stream, issue.fingerprint, "closed")
+    assert get_issue(redis_client, stream.stream, "0" * 16) is None
+    assert list_issues(redis_client, stream.stream, service="api") != []
+    assert list_issues(redis_client, stream.stream, service="billing") == []
+    assert list_issues(redis_client, stream.stream, since_ms=ignored.last_seen_ms + 1) == []
+
+
+def test_cli_bad_input_exits_2_and_redis_trouble_exits_1(stream: RedisHandle) -> None:
+    bad = [
+        ["errors", "resolve", "not-a-fingerprint"],
+        ["errors", "resolve"],
+        ["errors", "resolve", "0123456789abcdef"],  # no such issue
+        ["errors", "close", "0123456789abcdef"],
+        ["errors", "--status", "closed"],
+        ["errors", "--since", "last tuesday"],
+        ["errors", "0123456789abcdef"],
+    ]
+    down = RedisHandle(url=f"redis://127.0.0.1:{free_port()}/0", stream=stream.stream)
+    done = run_all(stream, *bad)
+    for process in done:
+        assert process.returncode == 2, process
+        assert process.stderr.count("\n") == 1 and "Traceback" not in process.stderr, process
+    unreachable = [run(down, "errors"), run(down, "errors", "ignore", "0123456789abcdef")]
+    for process in unreachable:
+        assert process.returncode == 1 and process.stderr.startswith("tracestream: cannot reach Redis"), (
+            process
+        )
+        assert process.stderr.count("\n") == 1
+    assert "no error issues" in run(stream, "errors").stdout
+
+
+def test_write_only_producer_keeps_issues_and_a_reader_reads_them(
+    redis_server: EmbeddedRedis, stream: RedisHandle
+) -> None:
+    admin = redis_server.client()
+    user = uuid.uuid4().hex[:8]
+    producer = PRODUCER_ACL.replace("producer", f"producer-{user}") + ISSUE_PRODUCER_RIGHTS
+    reader = READER_ACL.replace("reader", f"reader-{user}") + ISSUE_READER_RIGHTS
+    admin.execute_command(*producer.format(password="pw", stream=stream.stream).split())
+    admin.execute_command(*reader.format(password="pw", stream=stream.stream).split())
+    url = f"redis://{{}}-{user}:pw@127.0.0.1:{redis_server.port}/0"
+    writer = RecordWriter(RedisHandle(url.format("producer"), stream.stream))
+    writer.log("failed", severity="ERROR", exception=_error("c"))
+    with redis.Redis.from_url(url.format("reader"), decode_responses=True) as client:
+        assert [(i.type, i.count) for i in list_issues(client, stream.stream)] == [("KeyError", 1)]
+    # A producer whose rights predate issues still stores every record, and its error copies.
+    admin.execute_command("ACL", "SETUSER", f"producer-{user}", "-hincrby")
+    writer.log("failed", severity="ERROR", exception=_error("c"))
+    writer.close()
+    assert [e.body for e in stream.logs()] == ["failed", "failed"]
+    assert admin.xlen(stream.keys.errors) == 2
+    assert [i.count for i in list_issues(admin, stream.stream)] == [1]
+    admin.close()
+
+
+def test_another_writers_keys_cost_only_the_issues(
+    stream: RedisHandle, writer: RecordWriter, redis_client: redis.Redis
+) -> None:
+    redis_client.set(stream.keys.errors, "not a stream")
+    redis_client.set(stream.keys.issues, "not a sorted set")
+    writer.log("failed", severity="ERROR", exception=_error("d"))
+    assert [e.body for e in stream.logs()] == ["failed"]
+    (entry,) = stream.logs()
+    fingerprint = fingerprint_of(entry.exception_type, entry.exception_stacktrace, entry.exception_message)
+    issue = get_issue(redis_client, stream.stream, fingerprint)  # its hash was written before the ZADD
+    assert issue is not None and issue.count == 1
+    assert list_issues(redis_client, stream.stream) == []  # listing needs the sorted set
