@@ -223,6 +223,14 @@ def test_the_console_prints_the_url_it_serves_on(stream: RedisHandle) -> None:
     finally:
         console.terminate()
         console.communicate(timeout=TIMEOUT)
+    exposed = subprocess.run(
+        [TRACESTREAM, "console", "--host", "0.0.0.0", "--port", str(port)],
+        env=stream.env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert exposed.returncode == 2 and exposed.stdout == "", "no URL for a console that will not serve"
     # A wildcard address is reached on loopback, the one name the console answers to by default.
     assert console_url("0.0.0.0", 8686) == "http://127.0.0.1:8686/"
     assert console_url("::", 8686) == "http://[::1]:8686/"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING
 
 from tracestream.cli.common import OPTIONS, PORT, UsageError, settings
-from tracestream.console.auth import ConsoleAuthError
+from tracestream.console.auth import TOKEN_ENV, ConsoleAuthError, require_token_off_loopback
 from tracestream.console.server import DEFAULT_HOST, DEFAULT_PORT, WILDCARD_ADDRESSES, serve
 
 if TYPE_CHECKING:
@@ -36,12 +37,14 @@ def register(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = settings(args)
+    try:  # serve() checks too; here it keeps a URL that will not serve from being printed
+        require_token_off_loopback(args.host, os.environ.get(TOKEN_ENV, "").strip() or None)
+    except ConsoleAuthError as error:
+        raise UsageError(str(error)) from None
     # Printed as uvicorn starts to bind: if it cannot, its one-line reason follows on stderr.
     print(f"tracestream console on {console_url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
     try:
         serve(config, host=args.host, port=args.port, hosts=args.allowed_hosts)
-    except ConsoleAuthError as error:
-        raise UsageError(str(error)) from None
     except SystemExit as exit:  # uvicorn could not start (address in use) and said why in one line
         return 0 if exit.code in (0, None) else 1
     return 0
