@@ -81,7 +81,8 @@ import json, resource, sys, time
 from tracestream.alerts.rules import load_rules
 from tracestream.alerts.runner import Replay
 from tracestream.connection import connect
-from tracestream.schema import LogEntry, StreamKeys
+from tracestream.alerts.matching import Seen
+from tracestream.schema import StreamKeys
 url, stream, rules_path = sys.argv[1], sys.argv[2], sys.argv[3]
 seconds, every = float(sys.argv[4]), float(sys.argv[5])
 rules = load_rules(rules_path); client = connect(url, 30.0, decode=True); key = StreamKeys(stream).logs
@@ -94,7 +95,7 @@ while time.monotonic() - started < seconds:
     seen = len(replay.store.notifications)
     while True:
         page = client.xrange(key, "(" + last, "+", count=10000)
-        replay.feed(LogEntry.from_fields(entry_id, fields) for entry_id, fields in page)
+        replay.feed(Seen(entry_id, fields) for entry_id, fields in page)
         records += len(page)
         last = page[-1][0] if page else last
         if len(page) < 10000:

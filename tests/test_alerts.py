@@ -288,7 +288,8 @@ def test_latency_percentile_over_request_durations(
         request_row(writer, "l", "/fast", ms=9000.0),
     )
     firing = notified(receiver, "slow", 1)[0]
-    assert (firing["state"], firing["value"], firing["threshold"]) == ("firing", 500.0, 200.0)
+    assert (firing["state"], firing["threshold"]) == ("firing", 200.0)
+    assert firing["value"] == pytest.approx(500.0, rel=0.01)  # durations are counted in 1% bins
     fires_again_only_after_cooldown(
         receiver, "slow", lambda: writer.write(request_row(writer, "l", "/slow", ms=900.0)), 1.5
     )

@@ -1,114 +1,20 @@
-"""What a rule makes of records and of time: counts per bucket, its value, and its next state.
+"""What a rule makes of its window and of time: its value, its next state, and what to tell.
 
-Records are matched once, where they are read, and only their counts go to the store; each
-rule's value is then computed from its window's buckets. Rules are indexed by service, so a
-record is checked against the rules that can match it, not against all of them.
+Records are matched once, where they are read (matching.py), and only their counts go to the
+store; each rule's value is then computed from its window's buckets.
 Nothing here talks to Redis: the live runner and the backtest share it.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from tracestream.alerts.rules import DURATION_ATTRIBUTES, Rule, RuleSet
-from tracestream.query import Query, parse_stream_id
-from tracestream.schema import LogEntry
+from tracestream.alerts.histogram import percentile
+from tracestream.alerts.rules import Rule, RuleSet
 from tracestream.timeparse import iso_utc
-
-MATCHED = "m"
-TOTAL = "t"  # ratio rules: every record their filter lets through
-SAMPLES = 5
-_BODY_LIMIT = 500
-
-
-@dataclass
-class Batch:
-    """What a batch of records adds to the rules' state."""
-
-    counts: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # (rule, series, bucket)
-    durations: defaultdict[str, list[tuple[int, float, str]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    samples: defaultdict[str, list[LogEntry]] = field(
-        default_factory=lambda: defaultdict(list)
-    )  # newest last
-    matched: Counter[str] = field(default_factory=Counter)
-    stream_ids: list[str] = field(default_factory=list)
-
-
-class Matcher:
-    """Adds records to a `Batch`, rule by rule; each distinct filter is checked once per record."""
-
-    def __init__(self, rules: Sequence[Rule]) -> None:
-        filters: dict[Query, int] = {}
-        by_service: defaultdict[str, list[tuple[Rule, int]]] = defaultdict(list)
-        for rule in rules:
-            number = filters.setdefault(rule.filter, len(filters))
-            for service in rule.filter.services or ("",):
-                by_service[service].append((rule, number))
-        self._any_service = by_service.pop("", [])
-        self._by_service = dict(by_service)
-
-    def add(self, entry: LogEntry, batch: Batch, read_ms: int | None = None) -> None:
-        """`read_ms`: when the record was read. A match rule counts it then, so a record read late
-        (a lagging or restarted runner) still fires its rule; the windowed kinds use its timestamp."""
-        batch.stream_ids.append(entry.stream_id)
-        at_ms = record_ms(entry)
-        checked: dict[int, bool] = {}
-        for rule, number in (*self._any_service, *self._by_service.get(entry.service, ())):
-            passes = checked.get(number)
-            if passes is None:
-                passes = checked[number] = rule.filter.matches(entry)
-            if not passes:
-                continue
-            bucket = (read_ms if rule.kind == "match" and read_ms is not None else at_ms) // rule.bucket_ms
-            if rule.kind == "ratio":
-                batch.counts[(rule.name, TOTAL, bucket)] += 1
-                if rule.match is None or not rule.match.matches(entry):
-                    continue
-            elif rule.kind == "latency":
-                duration = record_duration_ms(entry)
-                if duration is None:
-                    continue
-                batch.durations[rule.name].append((at_ms, duration, entry.stream_id))
-            batch.counts[(rule.name, MATCHED, bucket)] += 1
-            batch.matched[rule.name] += 1
-            samples = batch.samples[rule.name]
-            samples.append(entry)
-            if len(samples) > SAMPLES:
-                del samples[0]
-
-
-def record_ms(entry: LogEntry) -> int:
-    """When the record happened; its stream id's write time when the record has none."""
-    if entry.timestamp_ns:
-        return entry.timestamp_ns // 1_000_000
-    return parse_stream_id(entry.stream_id)[0]
-
-
-def record_duration_ms(entry: LogEntry) -> float | None:
-    for key in DURATION_ATTRIBUTES:
-        value = entry.attributes.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-    return None
-
-
-def sample(entry: LogEntry) -> dict[str, Any]:
-    return {
-        "timestamp": iso_utc(entry.timestamp_ns or record_ms(entry) * 1_000_000),
-        "service": entry.service,
-        "severity": entry.severity,
-        "body": entry.body[:_BODY_LIMIT],
-        "trace_id": entry.trace_id,
-        "id": entry.stream_id,
-    }
-
 
 # ---------------------------------------------------------------------------
 # values and states
@@ -120,7 +26,7 @@ class Window:
 
     matched: Sequence[int] = ()
     totals: Sequence[int] = ()
-    durations: Sequence[float] = ()
+    histogram: Mapping[int, int] = field(default_factory=dict)  # a latency rule's durations
     matched_ever: int = 0
 
 
@@ -142,17 +48,9 @@ def reading(rule: Rule, window: Window, state: RuleState, now_ms: int) -> Readin
     if rule.kind == "absence":
         watched_long_enough = now_ms - state.armed_ms >= rule.window_ms
         return Reading(matched, matched == 0 and watched_long_enough, window.matched_ever)
-    value = percentile(window.durations, rule.percentile)
-    holds = len(window.durations) >= rule.min_count and value > rule.above
+    value, count = percentile(window.histogram, rule.percentile)
+    holds = count >= rule.min_count and value > rule.above
     return Reading(round(value, 3), holds, window.matched_ever)
-
-
-def percentile(values: Iterable[float], wanted: float) -> float:
-    """Nearest rank: the smallest value with at least `wanted` percent of values at or below it."""
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return ordered[max(0, math.ceil(wanted / 100 * len(ordered)) - 1)]
 
 
 @dataclass(frozen=True)

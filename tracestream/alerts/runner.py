@@ -1,9 +1,10 @@
 """`alerts run`: rules evaluated as records arrive, through a consumer group; and the backtest.
 
-Each runner reads records from the group (XREADGROUP with a short block), adds their counts to
-Redis and acknowledges them in one transaction, then evaluates every rule against the shared
-counts each `tick`. Runners share the reading; evaluation is idempotent, and a state change is
-a compare-and-set, so each notification is decided once however many runners there are.
+Each runner reads records from the group (XREADGROUP with a short block), matches them
+(matching.py), adds their counts to Redis and acknowledges them in one step, then evaluates every
+rule against the shared counts each `tick`. Runners share the reading; evaluation is idempotent,
+and a state change is a compare-and-set, so each notification is decided once however many
+runners there are.
 Windows use the records' own timestamps and the clock for "now", so absence and resolving
 need no record to arrive. A restarted runner resumes from the group's position; records a
 dead runner read but never counted are claimed after `claim_idle`.
@@ -20,8 +21,9 @@ from typing import Any
 
 import redis
 
-from tracestream.alerts.delivery import Deliverer, DeliverySettings, claim_idle, read_group
-from tracestream.alerts.evaluate import Batch, Matcher, decide, notification, reading, record_ms
+from tracestream.alerts.delivery import Deliverer, DeliverySettings, claim_idle, read_group, unparsed_reads
+from tracestream.alerts.evaluate import decide, notification, reading
+from tracestream.alerts.matching import Batch, Matcher, Seen
 from tracestream.alerts.rules import RuleSet
 from tracestream.alerts.store import AlertKeys, MemoryStore, RedisStore, ShardCounter, Store, home_stream
 from tracestream.connection import (
@@ -35,7 +37,6 @@ from tracestream.connection import (
 )
 from tracestream.forwarder import default_consumer
 from tracestream.query import after, parse_stream_id
-from tracestream.schema import LogEntry
 from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S, shards
 
 DEFAULT_GROUP = "tracestream-alerts"
@@ -50,7 +51,7 @@ class RunSettings:
     tick: float = 0.25
     cluster: bool = False
     claim_idle: float = 30.0
-    batch_size: int = 2000
+    batch_size: int = 5000
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
 
@@ -68,7 +69,7 @@ class Evaluator:
             if step is None:
                 continue
             payload = (
-                notification(self.rules, rule, step, loaded.state, now, loaded.samples, now_ms)
+                notification(self.rules, rule, step, loaded.state, now, self.store.samples(rule), now_ms)
                 if step.notify
                 else None
             )
@@ -151,6 +152,7 @@ class AlertRunner:
         # A shard that appears while running (a new service on a cluster) is read from its start.
         start = "$" if announce else "0"
         for shard in shards(self._client, self.settings.stream):
+            unparsed_reads(shard.client)
             try:
                 shard.client.xgroup_create(shard.keys.logs, self.settings.group, id=start, mkstream=True)
             except redis.ResponseError as error:
@@ -208,16 +210,9 @@ class AlertRunner:
             return
         batch = Batch()
         read_ms = int(time.time() * 1000)
+        add = self._matcher.add
         for entry_id, fields in entries:
-            stream_id = reply_text(entry_id)
-            fields.pop("resource", None)  # no rule looks at it: not worth decoding
-            try:
-                entry = LogEntry.from_fields(stream_id, fields)
-            except ValueError as error:  # not written by tracestream: acknowledged, matched by no rule
-                batch.stream_ids.append(stream_id)
-                self._report(f"record {stream_id} skipped: {error}")
-                continue
-            self._matcher.add(entry, batch, read_ms)
+            add(Seen(entry_id, fields), batch, read_ms)
         counter.add(batch)
 
 
@@ -239,10 +234,10 @@ class Replay:
         self._evaluator = Evaluator(rules, self.store)
         self._batch = Batch()
 
-    def feed(self, entries: Iterable[LogEntry]) -> None:
-        for entry in entries:
-            self.advance(record_ms(entry))
-            self._matcher.add(entry, self._batch)
+    def feed(self, records: Iterable[Seen]) -> None:
+        for record in records:
+            self.advance(record.at_ms)
+            self._matcher.add(record, self._batch)
 
     def advance(self, until_ms: int) -> None:
         """Evaluate at every step up to `until_ms`."""
@@ -263,16 +258,16 @@ def backtest(
     return [dict(payload) for payload in replay.store.notifications]
 
 
-def _stored_records(client: Client, stream: str, since_ms: int, until_ms: int) -> Iterator[LogEntry]:
+def _stored_records(client: Client, stream: str, since_ms: int, until_ms: int) -> Iterator[Seen]:
     """Every shard's records in the range, merged oldest first by stream id."""
 
-    def one_shard(shard_client: redis.Redis, key: str) -> Iterator[LogEntry]:
+    def one_shard(shard_client: redis.Redis, key: str) -> Iterator[Seen]:
         low: str | None = f"{since_ms}-0"
         while low is not None:
             page: Any = shard_client.xrange(key, low, f"{until_ms}-{2**64 - 1}", count=5000)
             for entry_id, fields in page:
-                yield LogEntry.from_fields(reply_text(entry_id), fields)
+                yield Seen(reply_text(entry_id), fields)
             low = after(reply_text(page[-1][0])) if len(page) == 5000 else None
 
     readers = [one_shard(shard.client, shard.keys.logs) for shard in shards(client, stream)]
-    yield from heapq.merge(*readers, key=lambda entry: parse_stream_id(entry.stream_id))
+    yield from heapq.merge(*readers, key=lambda record: parse_stream_id(record.stream_id))

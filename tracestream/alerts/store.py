@@ -1,17 +1,19 @@
 """Where rule state lives: in Redis for `alerts run`, in memory for a backtest.
 
-In Redis, a batch's counts and the acknowledgement of its records are one transaction, so a
-runner killed at any point has counted a record exactly once or not at all (it is then read
-again). A state change is a compare-and-set on the rule's change counter in one script that
-also queues the notification: of several runners deciding the same change, one wins, and
-the notification is queued exactly once, under the id `<rule>:<change number>`.
+In Redis, a batch's counts and the acknowledgement of its records are one script call
+(lua/alerts_count.lua), so a runner killed at any point has counted a record exactly once or not
+at all (it is then read again). A latency rule keeps histograms of its durations (histogram.py),
+so reading its window costs its bins, not its records. A state change is a compare-and-set on
+the rule's change counter in one script that also queues the notification: of several runners
+deciding the same change, one wins, and the notification is queued exactly once, under the id
+`<rule>:<change number>`.
 On a Redis Cluster, counts live next to each shard's records and states in one home slot
 (`{<stream>}:alerts:...`); evaluation sums the shards' counts.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,9 +21,11 @@ from typing import Any, Protocol
 import orjson
 import redis
 
-from tracestream.alerts.evaluate import MATCHED, SAMPLES, TOTAL, Batch, RuleState, Step, Window, sample
+from tracestream.alerts.evaluate import RuleState, Step, Window
+from tracestream.alerts.matching import MATCHED, SAMPLES, TOTAL, Batch
 from tracestream.alerts.rules import Rule
 from tracestream.connection import reply_text
+from tracestream.lua import script_source
 from tracestream.schema import Keyspace
 
 HISTORY_MAX = 10_000
@@ -35,11 +39,15 @@ class Loaded:
 
     state: RuleState
     window: Window
-    samples: list[dict[str, Any]]
 
 
 class Store(Protocol):
     def load(self, rules: Sequence[Rule], now_ms: int) -> list[Loaded]: ...
+
+    def samples(self, rule: Rule) -> list[dict[str, Any]]:
+        """The newest matching records since the rule last resolved, newest first: read only when
+        a notification needs them."""
+        ...
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         """Store `step` unless another evaluator changed the rule first; True when it was stored."""
@@ -59,8 +67,9 @@ class AlertKeys:
     def bucket(self, rule: Rule, series: str, bucket: int) -> str:
         return f"{self.prefix}:b:{rule.name}:{rule.bucket_ms}:{series}:{bucket}"
 
-    def durations(self, rule: Rule) -> str:
-        return f"{self.prefix}:durations:{rule.name}"
+    def histogram(self, rule: Rule, bucket: int) -> str:
+        """A latency rule's durations in one bucket: histogram bin -> count (histogram.py)."""
+        return f"{self.prefix}:h:{rule.name}:{rule.bucket_ms}:{bucket}"
 
     def samples(self, rule: Rule) -> str:
         return f"{self.prefix}:samples:{rule.name}"
@@ -99,31 +108,16 @@ class AlertKeys:
         return f"{self.prefix}:sent:{notification_id}:{target}"
 
 
-# KEYS: state, outbox, history. ARGV: expected seq, history length, the notification JSON ('' for
-# a silent change), number of field pairs, the pairs, the targets.
-_APPLY = """
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-if seq ~= tonumber(ARGV[1]) then return 0 end
-local payload = ARGV[3]
-local i = 5
-for _ = 1, tonumber(ARGV[4]) do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-redis.call('HSET', KEYS[1], 'seq', seq + 1)
-if payload ~= '' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'payload', payload)
-  for j = i, #ARGV do
-    redis.call('XADD', KEYS[2], '*', 'target', ARGV[j], 'payload', payload, 'attempt', '1')
-  end
-end
-return 1
-"""
+@dataclass(frozen=True)
+class _WindowKeys:
+    first: int  # the window's oldest bucket
+    counts: list[str]  # its matched counts, a ratio's totals, then the matches ever
+    histograms: list[str]  # one per bucket, read by latency rules only
 
 
 class ShardCounter:
     """One shard's counts, durations and samples, kept next to its records (one slot on a cluster),
-    so `add` can acknowledge the records it counted in the same transaction."""
+    so `add` can acknowledge the records it counted in the same step."""
 
     def __init__(self, client: redis.Redis, records: str, rules: Sequence[Rule], group: str) -> None:
         self.client = client
@@ -131,56 +125,81 @@ class ShardCounter:
         self.keys = AlertKeys(records)
         self._rules = {rule.name: rule for rule in rules}
         self._group = group
+        self._count = client.register_script(script_source("alerts_count"))
+        self._histogram = client.register_script(script_source("alerts_histogram"))
+        self._windows: dict[str, _WindowKeys] = {}
 
     def add(self, batch: Batch) -> None:
-        """Counts, durations and samples, and the acknowledgement of the batch, all or nothing."""
-        pipe = self.client.pipeline(transaction=True)
+        """Counts, durations and samples, and the acknowledgement of the batch: one script call,
+        however many rules and records, so the cost per record stays small."""
+        if not batch.stream_ids:
+            return
+        keys: list[str] = [self.records]
+        args: list[str | int | bytes] = [self._group, len(batch.stream_ids), *batch.stream_ids]
         for (name, series, bucket), count in batch.counts.items():
             rule = self._rules[name]
-            key = self.keys.bucket(rule, series, bucket)
-            pipe.incrby(key, count)
-            pipe.pexpire(key, rule.window_ms + 2 * rule.bucket_ms + _BUCKET_GRACE_MS)
-        for name, durations in batch.durations.items():
-            pipe.zadd(self.keys.durations(self._rules[name]), {f"{d}:{sid}": at for at, d, sid in durations})
+            keys.append(self.keys.bucket(rule, series, bucket))
+            args += ("n", _bucket_ttl_ms(rule), 1, count)
+        for (name, bucket), bins in batch.latency.items():
+            rule = self._rules[name]
+            keys.append(self.keys.histogram(rule, bucket))
+            args += ("h", _bucket_ttl_ms(rule), 2 * len(bins), *(n for pair in bins.items() for n in pair))
         for name, samples in batch.samples.items():
-            key = self.keys.samples(self._rules[name])
-            pipe.lpush(key, *[orjson.dumps(sample(entry)) for entry in samples])
-            pipe.ltrim(key, 0, SAMPLES - 1)
-        for name, count in batch.matched.items():
-            pipe.incrby(self.keys.matched(self._rules[name]), count)
-        if batch.stream_ids:
-            pipe.xack(self.records, self._group, *batch.stream_ids)
-        pipe.execute()
+            keys.append(self.keys.samples(self._rules[name]))
+            args += ("l", SAMPLES, len(samples), *(record.sample_json() for record in samples))
+        for name, count in batch.matched().items():
+            keys.append(self.keys.matched(self._rules[name]))
+            args += ("n", 0, 1, count)
+        self._count(keys=keys, args=args)
 
-    def load(self, rules: Sequence[Rule], now_ms: int) -> list[tuple[Window, list[dict[str, Any]]]]:
+    def load(self, rules: Sequence[Rule], now_ms: int) -> list[Window]:
+        """Each rule's window: one MGET for every count, one script call per latency rule."""
         pipe = self.client.pipeline(transaction=False)
-        for rule in rules:
-            buckets = rule.buckets(now_ms)
-            pipe.mget([self.keys.bucket(rule, MATCHED, b) for b in buckets])
-            if rule.kind == "ratio":
-                pipe.mget([self.keys.bucket(rule, TOTAL, b) for b in buckets])
-            durations = self.keys.durations(rule)
-            pipe.zremrangebyscore(durations, "-inf", f"({now_ms - rule.window_ms}")
-            pipe.zrangebyscore(durations, now_ms - rule.window_ms, "+inf")
-            pipe.get(self.keys.matched(rule))
-            pipe.lrange(self.keys.samples(rule), 0, SAMPLES - 1)
-        replies = iter(pipe.execute())
+        keys: list[str] = []
+        windows = [self._window_keys(rule, now_ms) for rule in rules]
+        for rule, window in zip(rules, windows, strict=True):
+            keys += window.counts
+            if rule.kind == "latency":
+                self._histogram(keys=window.histograms, client=pipe)
+        pipe.mget(keys)
+        *histograms, counts = pipe.execute()
+        numbers = iter([int(n or 0) for n in counts])
+        replies = iter(histograms)
         loaded = []
-        for rule in rules:
-            matched = next(replies)
-            totals = next(replies) if rule.kind == "ratio" else []
-            _, durations, ever, samples = (next(replies) for _ in range(4))
-            window = Window(
-                matched=[int(n or 0) for n in matched],
-                totals=[int(n or 0) for n in totals],
-                durations=[float(member.split(":", 1)[0]) for member in durations],
-                matched_ever=int(ever or 0),
-            )
-            loaded.append((window, [orjson.loads(s) for s in samples]))
+        for rule, window in zip(rules, windows, strict=True):
+            size = len(window.histograms)
+            matched = [next(numbers) for _ in range(size)]
+            totals = [next(numbers) for _ in range(size)] if rule.kind == "ratio" else []
+            histogram: dict[int, int] = {}
+            if rule.kind == "latency":
+                flat = next(replies)
+                histogram = {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+            loaded.append(Window(matched, totals, histogram, matched_ever=next(numbers)))
         return loaded
+
+    def _window_keys(self, rule: Rule, now_ms: int) -> _WindowKeys:
+        """The keys of a rule's window, named again only when it slides a bucket."""
+        buckets = rule.buckets(now_ms)
+        known = self._windows.get(rule.name)
+        if known is None or known.first != buckets.start:
+            counts = [self.keys.bucket(rule, MATCHED, b) for b in buckets]
+            if rule.kind == "ratio":
+                counts += [self.keys.bucket(rule, TOTAL, b) for b in buckets]
+            counts.append(self.keys.matched(rule))
+            histograms = [self.keys.histogram(rule, b) for b in buckets]
+            known = self._windows[rule.name] = _WindowKeys(buckets.start, counts, histograms)
+        return known
+
+    def samples(self, rule: Rule) -> list[dict[str, Any]]:
+        return [orjson.loads(s) for s in self.client.lrange(self.keys.samples(rule), 0, SAMPLES - 1)]  # type: ignore[union-attr]
 
     def clear_samples(self, rule: Rule) -> None:
         self.client.delete(self.keys.samples(rule))
+
+
+def _bucket_ttl_ms(rule: Rule) -> int:
+    """Buckets outlive their window a little, for records that arrive late."""
+    return rule.window_ms + 2 * rule.bucket_ms + _BUCKET_GRACE_MS
 
 
 class RedisStore:
@@ -193,29 +212,37 @@ class RedisStore:
         self.home = home
         self.keys = keys
         self.shards = shards
-        self._apply = home.register_script(_APPLY)
+        self._apply = home.register_script(script_source("alerts_apply"))
 
     def load(self, rules: Sequence[Rule], now_ms: int) -> list[Loaded]:
         pipe = self.home.pipeline(transaction=False)
         for rule in rules:
-            pipe.hsetnx(self.keys.state(rule.name), "armed_ms", now_ms)
             pipe.hgetall(self.keys.state(rule.name))
-        states = pipe.execute()[1::2]
+        states: list[dict[str, str]] = pipe.execute()
+        unarmed = [rule for rule, state in zip(rules, states, strict=True) if "armed_ms" not in state]
+        if unarmed:  # absence is judged from a rule's first evaluation by any runner
+            for rule in unarmed:
+                pipe.hsetnx(self.keys.state(rule.name), "armed_ms", now_ms)
+            pipe.execute()
         per_shard = [shard.load(rules, now_ms) for shard in self.shards]
         loaded = []
-        for index in range(len(rules)):
+        for index, state in enumerate(states):
             found = [shard[index] for shard in per_shard]
+            histogram: Counter[int] = Counter()
+            for window in found:
+                histogram.update(window.histogram)
             window = Window(
-                matched=[sum(counts) for counts in zip(*(w.matched for w, _ in found), strict=True)],
-                totals=[sum(counts) for counts in zip(*(w.totals for w, _ in found), strict=True)],
-                durations=[d for w, _ in found for d in w.durations],
-                matched_ever=sum(w.matched_ever for w, _ in found),
+                matched=[sum(counts) for counts in zip(*(w.matched for w in found), strict=True)],
+                totals=[sum(counts) for counts in zip(*(w.totals for w in found), strict=True)],
+                histogram=histogram,
+                matched_ever=sum(w.matched_ever for w in found),
             )
-            samples = sorted(
-                (s for _, shard in found for s in shard), key=lambda s: s["timestamp"], reverse=True
-            )
-            loaded.append(Loaded(RuleState.of(states[index], now_ms), window, samples[:SAMPLES]))
+            loaded.append(Loaded(RuleState.of(state, now_ms), window))
         return loaded
+
+    def samples(self, rule: Rule) -> list[dict[str, Any]]:
+        found = [s for shard in self.shards for s in shard.samples(rule)]
+        return sorted(found, key=lambda s: s["timestamp"], reverse=True)[:SAMPLES]
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         pairs = [item for pair in step.fields.items() for item in pair]
@@ -257,8 +284,8 @@ class MemoryStore:
     """The same, in this process: a backtest replays stored records without writing to Redis."""
 
     counts: defaultdict[tuple[str, str, int], int] = field(default_factory=lambda: defaultdict(int))
-    durations: defaultdict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
-    samples: defaultdict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    latency: defaultdict[tuple[str, int], Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    kept_samples: defaultdict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     matched: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     states: dict[str, dict[str, str]] = field(default_factory=dict)
     notifications: list[Mapping[str, Any]] = field(default_factory=list)
@@ -266,36 +293,39 @@ class MemoryStore:
     def add(self, batch: Batch) -> None:
         for key, count in batch.counts.items():
             self.counts[key] += count
-        for name, durations in batch.durations.items():
-            self.durations[name] += [(at_ms, duration) for at_ms, duration, _ in durations]
+        for rule_bucket, bins in batch.latency.items():
+            self.latency[rule_bucket].update(bins)
         for name, samples in batch.samples.items():
-            self.samples[name] = ([sample(entry) for entry in reversed(samples)] + self.samples[name])[
-                :SAMPLES
-            ]
-        for name, count in batch.matched.items():
+            newest = [record.sample() for record in reversed(samples)]
+            self.kept_samples[name] = (newest + self.kept_samples[name])[:SAMPLES]
+        for name, count in batch.matched().items():
             self.matched[name] += count
 
     def load(self, rules: Sequence[Rule], now_ms: int) -> list[Loaded]:
         loaded = []
         for rule in rules:
             buckets = rule.buckets(now_ms)
-            since = now_ms - rule.window_ms
-            kept = self.durations[rule.name] = [d for d in self.durations[rule.name] if d[0] >= since]
+            histogram: Counter[int] = Counter()
+            for bucket in buckets if rule.kind == "latency" else ():
+                histogram.update(self.latency.get((rule.name, bucket), {}))
             window = Window(
                 matched=[self.counts[(rule.name, MATCHED, b)] for b in buckets],
                 totals=[self.counts[(rule.name, TOTAL, b)] for b in buckets],
-                durations=[duration for _, duration in kept],
+                histogram=histogram,
                 matched_ever=self.matched[rule.name],
             )
             state = self.states.setdefault(rule.name, {"armed_ms": str(now_ms)})
-            loaded.append(Loaded(RuleState.of(state, now_ms), window, self.samples[rule.name]))
+            loaded.append(Loaded(RuleState.of(state, now_ms), window))
         return loaded
+
+    def samples(self, rule: Rule) -> list[dict[str, Any]]:
+        return self.kept_samples[rule.name]
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         stored = self.states[rule.name]
         stored.update(step.fields, seq=str(state.seq + 1))
         if step.notify == "resolved":
-            self.samples[rule.name] = []
+            self.kept_samples[rule.name] = []
         if payload is not None:
             self.notifications.append(payload)
         return True

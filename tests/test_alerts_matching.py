@@ -1,0 +1,122 @@
+"""The runner's fast matching decides as the query API does, and latency bins stay within 1%.
+
+The runner decodes a record only as far as its rules look (tracestream/alerts/matching.py); these
+tests hold it to `Query.matches` on the fully decoded entry, for good records and for every kind
+of foreign entry readers must survive.
+"""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.corpus.hostile_entries import HOSTILE_LOGS
+from tracestream.alerts.histogram import RELATIVE_ERROR, bin_of, percentile
+from tracestream.alerts.matching import Filter, Seen
+from tracestream.query import Query
+from tracestream.schema import LOG_FIELDS, LogEntry
+
+QUERIES = [
+    Query.parse(),
+    Query.parse(services=["api"]),
+    Query.parse(services=["api", "worker"], severity="ERROR"),
+    Query.parse(severity="WARN"),
+    Query.parse(text="declined"),
+    Query.parse(text="KeyError"),
+    Query.parse(regex="declined [0-9]+"),
+    Query.parse(regex="x*"),  # matches empty text
+    Query.parse(regex="^$"),
+    Query.parse(attributes=["http.route=/pay"]),
+    Query.parse(attributes=["http.status_code=500"]),  # a number, compared as JSON
+    Query.parse(attributes=["http.route=/pay", "user=ann"]),
+    Query.parse(attributes=["tracestream.undecodable=attributes is not JSON"]),
+    Query.parse(services=["api"], text="card", attributes=["http.route=/pay"], regex="[0-9]{2}"),
+    Query.parse(trace_id="4bf92f3577b34da6a3ce929d0e0e4736"),
+]
+
+
+def good_fields(**changes: str) -> dict[str, str]:
+    fields = dict.fromkeys(LOG_FIELDS, "")
+    fields.update(
+        v="1",
+        rid="a1b2c3d4e5f60718" + "1",
+        ts="1764784801101000000",
+        severity="ERROR",
+        severity_number="17",
+        body="card declined 42",
+        service="api",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        attributes=orjson.dumps({"http.route": "/pay", "http.status_code": 500, "user": "ann"}).decode(),
+        resource='{"service.name": "api"}',
+        exception_type="KeyError",
+        exception_message="'card'",
+    )
+    fields.update(changes)
+    return fields
+
+
+RECORDS = [
+    good_fields(),
+    good_fields(severity="INFO", severity_number="9", body="GET /pay ok", exception_type=""),
+    good_fields(service="worker", body="", exception_type="", exception_message=""),
+    good_fields(attributes=""),
+    good_fields(ts=""),
+    *(
+        {
+            name: value.decode("utf-8", "backslashreplace")
+            for name, value in {
+                **{k: v.encode() for k, v in good_fields().items()},
+                **hostile.changes,
+            }.items()
+            if value is not None
+        }
+        for hostile in HOSTILE_LOGS
+    ),
+]
+
+
+@pytest.mark.parametrize("fields", RECORDS, ids=range(len(RECORDS)))
+def test_a_filter_on_a_record_as_read_decides_as_the_query_on_the_decoded_entry(
+    fields: dict[str, str],
+) -> None:
+    stream_id = "1764784801200-3"
+    # No rule looks at the resource: a bad one marks the entry for other readers, not for alerts.
+    entry = LogEntry.from_fields(stream_id, {k: v for k, v in fields.items() if k != "resource"})
+    record = Seen(stream_id, fields)
+    expected = [query.matches(entry) for query in QUERIES]
+    assert [Filter(query).passes(record) for query in QUERIES] == expected
+    assert record.attributes == entry.attributes
+    shown = record.sample()
+    assert (shown["service"], shown["severity"], shown["body"], shown["trace_id"]) == (
+        entry.service,
+        entry.severity,
+        entry.body[:500],
+        entry.trace_id,
+    )
+    assert record.at_ms == (entry.timestamp_ns // 1_000_000 if entry.timestamp_ns else 1764784801200)
+
+
+def test_the_filters_see_something_to_decide() -> None:
+    """The records above are not all matched or all refused by one query: the comparison means something."""
+    decisions = {tuple(Filter(q).passes(Seen("1-0", fields)) for q in QUERIES) for fields in RECORDS}
+    assert len(decisions) > 3
+
+
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=1e7, allow_nan=False), min_size=1, max_size=300),
+    st.floats(1, 100),
+)
+def test_a_percentile_from_bins_is_within_one_percent_of_the_nearest_rank(
+    durations: list[float], wanted: float
+) -> None:
+    bins: dict[int, int] = {}
+    for duration in durations:
+        bins[bin_of(duration)] = bins.get(bin_of(duration), 0) + 1
+    value, count = percentile(bins, wanted)
+    exact = sorted(durations)[max(0, math.ceil(wanted / 100 * len(durations)) - 1)]
+    assert count == len(durations)
+    assert abs(value - max(exact, 0.001)) <= RELATIVE_ERROR * max(exact, 0.001) * 1.000001
