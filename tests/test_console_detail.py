@@ -21,6 +21,7 @@ from tests import test_console_browser as browser_tests
 from tests.support import ROOT, wait_for
 from tests.test_console_browser import XSS, _screenshot
 from tests.test_console_live import TOKEN, ConsoleProcess, Emitter
+from tracestream.error_issues import list_issues
 
 # The browser page tests' fixtures: Chromium per module, a console over a stream of this module's own.
 browser = browser_tests.browser
@@ -138,6 +139,9 @@ def test_detail_opens_from_live_search_and_trace_with_the_stack_trace(
     assert panel.locator("table.kv th", has_text="order.note").count() == 1
     assert service in panel.locator("table.kv").nth(1).inner_text(), "the resource"
     assert panel.locator("a.to-trace").get_attribute("href") == f"trace?id={trace_id}"
+    with console.handle.client() as client:
+        (issue,) = list_issues(client, console.handle.stream, service=service)
+    assert panel.locator("a.to-issue").get_attribute("href") == f"errors?fingerprint={issue.fingerprint}"
     panel.locator("button.lib-toggle").click()
     assert panel.locator(".stack .frame.lib").first.is_hidden()
     page.keyboard.press("Escape")
@@ -156,6 +160,7 @@ def test_detail_opens_from_live_search_and_trace_with_the_stack_trace(
     page.goto(console.url + f"trace?id={trace_id}")
     page.locator("tr.log", has_text=f"{marker} order rejected").locator(".msg").click()
     assert_detail_shows_the_stack_trace(page, marker, app_file)
+    page.set_viewport_size({"width": 1280, "height": 720})  # as the other screenshots
     _screenshot(page, "detail")
 
 
@@ -192,7 +197,6 @@ def test_a_full_hd_screen_holds_at_least_25_tail_rows(
              .filter((row) => row.getBoundingClientRect().bottom <= window.innerHeight).length"""
     )
     assert visible >= 25, f"{visible} rows fit 1920x1080"
-    _screenshot(page, "live")
 
 
 def test_rows_are_in_timestamp_order_whatever_order_they_arrive_in(

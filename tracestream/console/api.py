@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from tracestream.connection import CLUSTER_ERRORS, Client
 from tracestream.console.health import RedisHealth
+from tracestream.error_issues import fingerprint_of
 from tracestream.query import (
     SEVERITY_FLOORS,
     Cursor,
@@ -27,7 +28,7 @@ from tracestream.query import (
     search,
     trace_tree,
 )
-from tracestream.schema import LogEntry
+from tracestream.schema import ERROR_SEVERITY, LogEntry
 from tracestream.shards import shards
 from tracestream.summary import MINUTE_MS, Summary, service_status, summarize
 from tracestream.timeparse import iso_utc, parse_time_ms
@@ -60,6 +61,15 @@ def query_from_params(params: Mapping[str, str]) -> Query:
     )
 
 
+def record_view(entry: LogEntry) -> dict[str, Any]:
+    """`record_json`, and for an error the fingerprint of its issue, as the writer computed it."""
+    view = record_json(entry)
+    if entry.severity_number >= ERROR_SEVERITY:
+        message = entry.exception_message or entry.body
+        view["fingerprint"] = fingerprint_of(entry.exception_type, entry.exception_stacktrace, message)
+    return view
+
+
 def tree_json(tree: TraceTree) -> dict[str, Any]:
     """Spans in waterfall order with their depth, each carrying its own log records."""
     spans = [
@@ -76,14 +86,14 @@ def tree_json(tree: TraceTree) -> dict[str, Any]:
             "attributes": node.span.attributes,
             "depth": depth,
             "cycle": node.cycle,
-            "logs": [record_json(entry) for entry in node.logs],
+            "logs": [record_view(entry) for entry in node.logs],
         }
         for depth, node in tree.walk()
     ]
     return {
         "trace_id": tree.trace_id,
         "spans": spans,
-        "unattached_logs": [record_json(entry) for entry in tree.unattached_logs],
+        "unattached_logs": [record_view(entry) for entry in tree.unattached_logs],
     }
 
 
@@ -187,7 +197,7 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
         limit = int(limit_text)
         page = await run_in_threadpool(search, client, stream, query, cursor, limit)
         return JSONResponse(
-            {"records": [record_json(entry) for entry in page.records], "next_cursor": page.next_cursor}
+            {"records": [record_view(entry) for entry in page.records], "next_cursor": page.next_cursor}
         )
 
     async def record(request: Request) -> Response:
@@ -198,7 +208,7 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
             return bad_request(str(error))
         if entry is None:
             return PlainTextResponse(f"no record {stream_id}: trimmed, or never written\n", 404)
-        return JSONResponse(record_json(entry))
+        return JSONResponse(record_view(entry))
 
     async def trace_list(request: Request) -> Response:
         params = request.query_params

@@ -28,8 +28,9 @@ import orjson
 import redis.asyncio as aioredis
 
 from tracestream.connection import CLUSTER_ERRORS
+from tracestream.console.api import record_view
 from tracestream.console.health import UNREACHABLE, RedisHealth
-from tracestream.query import Query, QueryError, RecentIds, StreamId, parse_stream_id, record_json
+from tracestream.query import Query, QueryError, RecentIds, StreamId, parse_stream_id
 from tracestream.query import after as next_id
 from tracestream.schema import LogEntry
 from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S
@@ -59,7 +60,7 @@ ShardSource = Callable[[bool], Awaitable[list[LiveShard]]]
 
 
 def _data(entry: LogEntry) -> bytes:
-    return b"data: %s\n\n" % orjson.dumps(record_json(entry))
+    return b"data: %s\n\n" % orjson.dumps(record_view(entry))
 
 
 def status_event(problem: str) -> bytes:

@@ -6,21 +6,16 @@
 
 TS.detail = (() => {
   const records = new WeakMap();  // row -> the record it shows
-  // Paths of installed packages and of the standard library: everything else is the app's code.
-  const LIBRARY_PATHS = [
-    /[\\/](site|dist)-packages[\\/]/,
-    /[\\/]lib[\\/]python\d+(\.\d+)?[\\/]/i,
-    /[\\/]python\d+[\\/]lib[\\/]/i,
-    /^<frozen /,
-  ];
+  // Frames that are not the app's code, by the rule error issues use to fingerprint (schema.py
+  // `_NOT_OURS`): generated code (`<frozen …>`, `<string>`), installed packages, the standard
+  // library and tracestream itself.
+  const NOT_OURS = /^<|[/\\](?:site|dist)-packages[/\\]|[/\\]lib[/\\]python\d[\d.]*[/\\]|[/\\]tracestream[/\\]/i;
   // `  File "app.py", line 7, in handler` (with `|` prefixes inside exception groups).
   const FRAME = /^([\s|]*)File "([^"]*)", line \d+/;
   const MINUTE_MS = 60_000;
   const panel = TS.el("aside", { id: "detail", class: "detail", hidden: "", tabindex: "-1", "aria-label": "Record detail" });
   document.body.append(panel);
   let selected = null;
-
-  const isLibrary = (path) => LIBRARY_PATHS.some((pattern) => pattern.test(path));
 
   // A traceback as blocks: a frame (its `File` line and the indented source lines under it) or a line.
   function blocks(text) {
@@ -30,7 +25,7 @@ TS.detail = (() => {
       const match = FRAME.exec(line);
       const indent = line.length - line.trimStart().length;
       if (match) {
-        frame = { lines: [line], indent: match[1].length, kind: isLibrary(match[2]) ? "frame lib" : "frame app" };
+        frame = { lines: [line], indent: match[1].length, kind: NOT_OURS.test(match[2]) ? "frame lib" : "frame app" };
         found.push(frame);
       } else if (frame && line.trim() && indent > frame.indent) {
         frame.lines.push(line);
