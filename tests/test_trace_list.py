@@ -270,6 +270,9 @@ def test_least_privilege_users_write_and_read_the_list(
     with redis.Redis.from_url(url.format("reader"), decode_responses=True) as reader:
         assert [s.trace_id for s in recent_traces(reader, stream.stream, sort="slowest")] == [written]
         assert [s.trace_id for s in recent_traces(reader, stream.stream, service="api")] == [written]
+        admin.execute_command("ACL", "SETUSER", f"reader-{user}", "-zrange")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            recent_traces(reader, stream.stream)
     # A producer whose rights predate the list still stores its spans.
     admin.execute_command("ACL", "SETUSER", f"producer-{user}", "-zadd")
     provider = tracer_provider(RedisHandle(url.format("producer"), stream.stream), "api")
