@@ -218,14 +218,18 @@ def test_rows_are_in_timestamp_order_whatever_order_they_arrive_in(
     assert page.locator("#records .msg").all_inner_texts() == expected
 
 
-def test_one_record_by_stream_id(console: ConsoleProcess, tmp_path: Path) -> None:
+def test_one_record_by_stream_id_even_once_trimmed(console: ConsoleProcess, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex[:8]
     run_app(console, tmp_path, "shop", marker)
     logs = wait_for(lambda: [e for e in console.handle.logs() if marker in e.body], what="the app's record")
     api = console.url + "api/record/"
-    record = httpx.get(api + logs[0].stream_id, headers=console.headers()).json()
-    assert record["id"] == logs[0].stream_id and record["exception_type"] == "json.decoder.JSONDecodeError"
-    assert "parse_order" in record["exception_stacktrace"]
+    error_id = logs[0].stream_id
+    record = httpx.get(api + error_id, headers=console.headers()).json()
+    assert record["id"] == error_id and record["exception_type"] == "json.decoder.JSONDecodeError"
+    assert "parse_order" in record["exception_stacktrace"] and record["fingerprint"]
+    with console.handle.client() as client:
+        assert client.xdel(console.handle.stream, error_id) == 1  # as retention trims it
+    assert httpx.get(api + error_id, headers=console.headers()).json() == record, "read from its copy"
     missing = httpx.get(api + "1-0", headers=console.headers())
     assert missing.status_code == 404 and "no record 1-0" in missing.text
     bad = httpx.get(api + "yesterday", headers=console.headers())

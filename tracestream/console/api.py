@@ -26,6 +26,7 @@ from tracestream.query import (
     parse_stream_id,
     record_json,
     search,
+    tolerant_call,
     trace_tree,
 )
 from tracestream.schema import ERROR_SEVERITY, LogEntry
@@ -34,6 +35,7 @@ from tracestream.summary import MINUTE_MS, Summary, service_status, summarize
 from tracestream.timeparse import iso_utc, parse_time_ms
 
 MAX_PAGE = 1000
+Entries = list[tuple[str, dict[str, str]]]  # an XRANGE reply
 CHART_SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")  # one per OTel range of four
 # The columns of `tracestream services`.
 SERVICE_COLUMNS = ["service", "last seen (UTC)", "records/min", "errors (1h)", "instances"]
@@ -98,13 +100,15 @@ def tree_json(tree: TraceTree) -> dict[str, Any]:
 
 
 def find_record(client: Client, stream: str, stream_id: str) -> LogEntry | None:
-    """The record at `stream_id` in whichever shard of `stream` holds it; `QueryError` for a bad id."""
+    """The record at `stream_id` in whichever shard holds it, an error record trimmed from the
+    log stream read from its copy in `<stream>:errors`; `QueryError` for a malformed id."""
     ms, seq = parse_stream_id(stream_id)
     exact = f"{ms}-{seq}"
     for shard in shards(client, stream):
-        found = cast(list[tuple[str, dict[str, str]]], shard.client.xrange(shard.name, exact, exact))
-        if found:
-            return LogEntry.from_fields(*found[0])
+        for key in (shard.keys.logs, shard.keys.errors):
+            found = cast(Entries, tolerant_call(shard.client, "XRANGE", key, exact, exact))
+            if found:
+                return LogEntry.from_fields(*found[0])
     return None
 
 
