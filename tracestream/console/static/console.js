@@ -37,10 +37,6 @@ const TS = {
     return TS.el("a", { href: TS.traceHref(traceId), class: "trace-link", title: traceId }, traceId.slice(0, 12) + "…");
   },
 
-  valueText(value) {
-    return typeof value === "string" ? value : JSON.stringify(value);
-  },
-
   // Timestamps are fixed-width ISO strings (`2024-05-01T12:00:00.123456Z`), so they sort as text.
   newerFirst(a, b) {
     return a.timestamp < b.timestamp ? 1 : a.timestamp > b.timestamp ? -1 : 0;
@@ -56,7 +52,8 @@ const TS = {
     const names = Object.keys(record.attributes || {});
     if (names.length) {
       const attrs = TS.el("div", { class: "attrs", hidden: "" },
-        Object.entries(record.attributes).map(([k, v]) => `${k}=${TS.valueText(v)}`).join("  "));
+        Object.entries(record.attributes).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+          .join("  "));
       const toggle = TS.el("button", { type: "button", class: "attrs-toggle", title: names.join(", ") },
         `${names.length} attr${names.length === 1 ? "" : "s"}`);
       toggle.addEventListener("click", (event) => {
