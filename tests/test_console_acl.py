@@ -23,7 +23,7 @@ from tracestream.summary import service_status
 READER_ACL = (
     "ACL SETUSER reader on >{password} resetkeys ~{stream}* resetchannels -@all"
     " +xrange +xrevrange +xread +xlen +lrange +evalsha +script|load +client|setname +ping +select"
-    " +zrange"
+    " +zrange +hmget +hgetall"
 )
 
 
@@ -109,7 +109,7 @@ def test_the_reader_user_can_change_nothing(reader: RedisHandle) -> None:
             lambda: client.xtrim(reader.stream, maxlen=0),
             lambda: client.delete(reader.stream),
             lambda: client.set(f"{reader.stream}:other", "x"),
-            lambda: client.hgetall(f"{reader.stream}:status:x"),
+            lambda: client.hset(f"{reader.stream}:status:x", "forged", "1"),
             lambda: client.keys("*"),
             lambda: client.flushdb(),
             lambda: client.xrange("someone-else:stream"),

@@ -30,7 +30,7 @@ PRODUCER_ACL = (
     "ACL SETUSER producer on >{password} resetkeys ~{stream}* resetchannels -@all"
     " +evalsha +script|load +script|exists +xadd +rpush +expire +xtrim +hset +ping +select"
     " +incrby +decrby +lpush +lpop"
-    " +zadd +zremrangebyscore +zremrangebyrank"
+    " +zadd +zremrangebyscore +zremrangebyrank +hincrby"
 )
 
 

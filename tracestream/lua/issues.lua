@@ -11,6 +11,9 @@ local out = {}
 local function take(fp)
   local key = prefix .. fp
   local found = redis.pcall('HMGET', key, 'state', 's:' .. service)
+  if found.err and not string.find(found.err, '^WRONGTYPE') then
+    redis.call('HMGET', key, 'state', 's:' .. service)  -- raises it: a missing right, say
+  end
   if found.err or not found[1] then return end
   if state ~= '' and found[1] ~= state then return end
   if service ~= '' and not found[2] then return end
