@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 
 from tests.support import ROOT, RedisHandle
+from tests.test_console_quiet import telemetry_of
 from tracestream.console.fastapi import mount
 from tracestream.settings import Settings
 
@@ -55,8 +56,10 @@ settings.configure(
                  "worker_service_name": "django-worker"},
 )
 django.setup()
+from django.http import HttpResponse
 from django.urls import include, path
-urlpatterns = [path("monitoring/realtime-logs/", include("tracestream.console.django"))]
+urlpatterns = [path("monitoring/realtime-logs/", include("tracestream.console.django")),
+               path("hello/", lambda request: HttpResponse("hello"))]  # the host's own, traced
 
 from django.contrib.auth.models import User
 from django.core.management import call_command
@@ -109,6 +112,7 @@ async def live():
     return [response.status_code, response["content-type"], b"".join(received).decode(), len(others)]
 
 out["asgi_live"] = asyncio.run(live())
+out["hello"] = client.get("/hello/").status_code
 
 import tracestream.console.django as mounted
 settings.TRACESTREAM_REDIS_URL = os.environ["TRACESTREAM_REDIS_URL"]
@@ -141,6 +145,9 @@ def test_django_include_honours_login_and_staff_and_streams_under_asgi(stream: R
     assert status == 200 and content_type.startswith("text/event-stream")
     assert left_running == 0, "the console request ends when its client goes away"
     assert '"body":"seen <through> django"' in received and '"service":"django-host"' in received
+    written = telemetry_of(stream)  # the console's own requests leave no span and no request record
+    assert out["hello"] == 200 and "GET hello/" in written and "/hello/ 200" in written
+    assert "/monitoring/realtime-logs" not in written
     assert out["misplaced"] == (
         "settings.TRACESTREAM_REDIS_URL is not read: put 'redis_url' in settings.TRACESTREAM, "
         "which the exporter and the console share"
