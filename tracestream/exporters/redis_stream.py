@@ -186,10 +186,11 @@ class StreamWriter(Generic[Item]):
             )
             for start in range(0, len(rows), ROWS_PER_CALL)
         ]
-        if self._trace_list and (
-            listed := trace_list.script_call(keys, rows, self.settings.max_entries, self._ttl())
-        ):
-            calls.append(("trace_list", 1, listed))
+        if self._trace_list:
+            listed = trace_list.script_calls(
+                keys, rows, self.settings.max_entries, self._ttl(), ROWS_PER_CALL
+            )
+            calls += [("trace_list", 1, call) for call in listed]
         node = node_for(client, keys.logs)
         missing = self._call_script(node, calls)
         if missing:

@@ -19,7 +19,7 @@ import orjson
 
 from tracestream import schema
 
-__all__ = ["ROOT_KINDS", "script_call", "summaries"]
+__all__ = ["ROOT_KINDS", "script_calls", "summaries"]
 
 ROOT_KINDS = frozenset({"SERVER", "CONSUMER"})
 BACKGROUND_KIND = "CLIENT"
@@ -79,21 +79,23 @@ def _loads(text: str) -> Any:
         return None
 
 
-def script_call(
-    keys: schema.StreamKeys, rows: Sequence[list[str]], max_entries: int, age_s: int
-) -> list[str | int | bytes]:
-    """The key and arguments of the `trace_list` script call for a shard's rows, [] when none is
-    a root: kept `age_s` seconds, as the trace index is, and at most `max_entries` per set."""
+def script_calls(
+    keys: schema.StreamKeys, rows: Sequence[list[str]], max_entries: int, age_s: int, per_call: int
+) -> list[list[str | int | bytes]]:
+    """The key and arguments of each `trace_list` script call for a shard's rows, `per_call`
+    summaries a call (as the append calls, so no call blocks Redis long); none when no row is a
+    root. Summaries are kept `age_s` seconds, as the trace index is, at most `max_entries` a set."""
     found = summaries(rows)
-    if not found:
-        return []
     now_ms = int(time.time() * 1000)
-    return [
+    arguments: list[str | int | bytes] = [
         keys.traces(),
         now_ms - age_s * 1000,
         max_entries or UNBOUNDED_CAP,
         age_s,
         now_ms,
         schema.TRACE_HOUR_MS,
-        orjson.dumps(found),
+    ]
+    return [
+        [*arguments, orjson.dumps(found[start : start + per_call])]
+        for start in range(0, len(found), per_call)
     ]

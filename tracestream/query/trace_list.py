@@ -175,11 +175,12 @@ def _first(summaries: Iterable[TraceSummary], wanted: TraceFilter) -> list[Trace
     """The first `limit` that match, each trace once unless one service's roots were asked for;
     reads no further than that."""
     kept: list[TraceSummary] = []
-    seen: set[str] = set()
+    seen: set[object] = set()  # a page read while a batch lands may repeat a summary
     for summary in summaries:
-        if not wanted.matches(summary) or (wanted.service is None and summary.trace_id in seen):
+        key = summary.trace_id if wanted.service is None else summary
+        if not wanted.matches(summary) or key in seen:
             continue
-        seen.add(summary.trace_id)
+        seen.add(key)
         kept.append(summary)
         if len(kept) == wanted.limit:
             break
