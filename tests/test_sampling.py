@@ -17,6 +17,7 @@ from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, ser
 from tests.seeded_records import RecordWriter
 from tests.support import ROOT, VENV_BIN, RedisHandle, run_python, wait_for
 from tracestream.embedded_redis import free_port
+from tracestream.export_status import read_statuses
 from tracestream.otel_setup.sampling import HOLD_RECORDS_PER_TRACE, TraceLogGate
 from tracestream.schema import LogEntry
 from tracestream.settings import SAMPLE_WEIGHT, ConfigError, Settings
@@ -227,6 +228,10 @@ def test_records_follow_the_upstream_decision_across_services(stream: RedisHandl
     assert ("back", "back warn") in by_body and ("back", "back info") not in by_body  # back did not fail
     assert not [s for s in spans if s.trace_id == failed_trace]
 
+    with stream.client() as client:
+        statuses = read_statuses(client, stream.stream)
+    by_service = {status.process.split(":")[0]: status.fields for status in statuses}
+    assert {"logs.held_unsampled", "logs.not_sampled"} <= set(by_service["front"])  # what sampling holds back
     _estimates_match_the_weights(stream, logs, sum(decisions.values()))
 
 

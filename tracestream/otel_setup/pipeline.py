@@ -152,6 +152,8 @@ class BatchQueue(Generic[T]):
         self._export = export
         self._encode = encode
         self._report = report
+        # Counts kept in front of the queue (records sampling held back or let go), reported with its own.
+        self.status_before: Callable[[], dict[str, int]] | None = None
         self._batch = batch
         self._shutdown = False
         self._reset()
@@ -439,10 +441,12 @@ class BatchQueue(Generic[T]):
     def status(self) -> dict[str, int]:
         """Counters and backlog, as `tracestream doctor` and the metrics show them."""
         spool = self.spool
+        before = self.status_before
         return {
             **self.counters.as_dict(),
             "queued": self._pending(),
             "spool_bytes": spool.size if spool is not None else 0,
+            **(before() if before is not None else {}),
         }
 
     def __len__(self) -> int:

@@ -112,9 +112,10 @@ class StreamLogProcessor(LogRecordProcessor):
         # Our Redis exporter encodes captured records directly, skipping the OTel objects.
         self.queue: BatchQueue[LogItem] = _queue("logs", exporter, batch, self._export_readable)
         self._shutdown_timeout = shutdown_timeout
-        self.gate: TraceLogGate[LogItem] | None = (
-            TraceLogGate(self.queue.put, _weigh, _tracer_sample_ratio) if follow_trace else None
-        )
+        self.gate: TraceLogGate[LogItem] | None = None
+        if follow_trace:
+            self.gate = TraceLogGate(self.queue.put, _weigh, _tracer_sample_ratio)
+            self.queue.status_before = self.gate.status
 
     def _export_readable(self, batch: Sequence[LogItem]) -> bool:
         records = [_readable(item) for item in batch]

@@ -178,6 +178,10 @@ class TraceLogGate(Generic[T]):
         """Records waiting for their trace to end in an error."""
         return self._held_count
 
+    def status(self) -> dict[str, int]:
+        """Reported with the queue's counters, in the process's status hash (`logs.not_sampled`, …)."""
+        return {"held_unsampled": self._held_count, "not_sampled": self.not_sampled}
+
 
 _gates: weakref.WeakSet[TraceLogGate[Any]] = weakref.WeakSet()
 
