@@ -6,6 +6,9 @@
                OTLP/HTTP to a local sink (upstream defaults)
   floor        the contrib instrumentor with spans to a no-op exporter: what any tool built
                on it pays before exporting anything
+  tuned-floor  (in process only) the floor with the contrib settings tracestream makes its
+               defaults (stable HTTP semconv; FastAPI without `http send`/`http receive`
+               spans): tracestream minus this is tracestream's own cost
 
 Every contender is a fresh server process (uvicorn for FastAPI, gunicorn's sync worker for
 Django, one worker each) driven by the same keep-alive load generator, in rounds that
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -34,7 +39,9 @@ from tracestream.embedded_redis import EmbeddedRedis, free_port
 
 HERE = Path(__file__).resolve()
 MODES = ("bare", "tracestream", "upstream", "floor")
-CONTRIB_MODES = ("upstream", "floor")
+CONTRIB_MODES = ("upstream", "floor", "tuned-floor")
+IN_PROCESS_MODES = ("bare", "floor", "tuned-floor", "tracestream")
+
 FRAMEWORKS = ("fastapi", "django")
 PATH = "/items/42"
 
@@ -48,6 +55,10 @@ def _setup_telemetry(mode: str, framework: str) -> None:
 
         tracestream.configure(service_name=f"bench-{framework}")
     elif mode in CONTRIB_MODES:
+        if mode == "tuned-floor":  # what configure() defaults it to (tracestream.integrations)
+            from tracestream.integrations import SEMCONV_DEFAULT
+
+            os.environ.setdefault(*SEMCONV_DEFAULT)
         from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
@@ -73,13 +84,15 @@ def fastapi_app() -> Any:
     app = FastAPI()
 
     @app.get("/items/{item_id}")
-    def item(item_id: int) -> dict[str, int]:
+    async def item(item_id: int) -> dict[str, int]:  # async: no thread hop to blur the telemetry cost
         return {"item_id": item_id}
 
     if mode in CONTRIB_MODES:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app)
+        from tracestream.integrations.fastapi import CONTRIB_OPTIONS
+
+        FastAPIInstrumentor.instrument_app(app, **(CONTRIB_OPTIONS if mode == "tuned-floor" else {}))
     return app
 
 
@@ -208,21 +221,31 @@ def measure(framework: str, mode: str, env: dict[str, str], seconds: float, conn
         server.wait(10)
 
 
-def run(seconds: float, rounds: int, connections: int) -> dict[tuple[str, str], list[float]]:
+def _environment(redis_server: EmbeddedRedis, sampling: float | None) -> dict[str, str]:
+    """The contenders' environment: ours only, the same for all, with the sampler when asked."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACESTREAM_"))}
+    env.update(
+        TRACESTREAM_REDIS_URL=redis_server.url,
+        TRACESTREAM_STREAM="bench:http",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")])),
+    )
+    if sampling is not None:
+        env.update(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG=f"{sampling:g}")
+    return env
+
+
+def run(
+    seconds: float, rounds: int, connections: int, sampling: float | None
+) -> dict[tuple[str, str], list[float]]:
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     sink_process = None
     results: dict[tuple[str, str], list[float]] = {}
     with EmbeddedRedis() as redis_server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACESTREAM_"))}
+        env = _environment(redis_server, sampling)
         sink_port = sink.server_address[1]
         sink.server_close()  # the sink runs in its own process, off the load generator's GIL
         sink_process = subprocess.Popen([sys.executable, str(HERE), "--sink", str(sink_port)])
-        env.update(
-            TRACESTREAM_REDIS_URL=redis_server.url,
-            TRACESTREAM_STREAM="bench:http",
-            BENCH_OTLP=f"http://127.0.0.1:{sink_port}/v1/traces",
-            PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")])),
-        )
+        env["BENCH_OTLP"] = f"http://127.0.0.1:{sink_port}/v1/traces"
         try:
             for round_number in range(rounds):
                 for framework in FRAMEWORKS:
@@ -241,11 +264,110 @@ def run(seconds: float, rounds: int, connections: int) -> dict[tuple[str, str], 
     return results
 
 
+# -- in process: CPU per request, the apps called directly (bench/http_inprocess.py) ----------
+
+InProcessResults = dict[tuple[str, str], list[dict[str, float]]]
+
+
+def _in_process_command(
+    framework: str, mode: str, requests: int, redis_pid: int | None, callgrind: bool
+) -> list[str]:
+    command = [
+        sys.executable,
+        str(HERE.with_name("http_inprocess.py")),
+        framework,
+        mode,
+        "--requests",
+        str(requests),
+    ]
+    if redis_pid is not None:
+        command += ["--redis-pid", str(redis_pid)]
+    if callgrind:  # instructions of the measured part only: the child turns collection on and off
+        return [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--callgrind-out-file=/dev/null",
+            *command,
+        ]
+    return command
+
+
+def run_in_process(requests: int, rounds: int, sampling: float | None, callgrind: bool) -> InProcessResults:
+    """One fresh process per contender and round (configure() and the instrumentors are per process)."""
+    results: InProcessResults = {}
+    with EmbeddedRedis() as redis_server:
+        env = _environment(redis_server, sampling)
+        if callgrind:
+            env["BENCH_CALLGRIND"] = "1"
+        redis_pid = redis_server.process.pid if redis_server.process else None
+        for round_number in range(rounds):
+            for framework in FRAMEWORKS:
+                modes = IN_PROCESS_MODES if round_number % 2 == 0 else tuple(reversed(IN_PROCESS_MODES))
+                for mode in modes:
+                    command = _in_process_command(framework, mode, requests, redis_pid, callgrind)
+                    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+                    figures = json.loads(done.stdout.strip().splitlines()[-1])
+                    collected = re.search(r"Collected : (\d+)", done.stderr)
+                    figures["instructions"] = int(collected.group(1)) / requests if collected else 0.0
+                    results.setdefault((framework, mode), []).append(figures)
+                    print(
+                        f"  round {round_number + 1}: {framework:8} {mode:12} {_figures_text(figures)}",
+                        flush=True,
+                    )
+    return results
+
+
+def _figures_text(figures: dict[str, float]) -> str:
+    text = f"{figures['cpu_us']:7.1f} µs CPU (Redis {figures['redis_us']:.1f} µs)"
+    return text + (f", {figures['instructions'] / 1000:.0f}k instructions" if figures["instructions"] else "")
+
+
+def report_in_process(results: InProcessResults) -> None:
+    """Medians per contender; tracestream's own cost is what it adds to the tuned floor."""
+    columns = ("cpu_us", "instructions", "redis_us")
+    head = ("framework", "contender", "µs CPU", "+bare", "+floor", "+tuned", "k instr", "+tuned", "Redis µs")
+    print("\n{:9} {:11} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8}".format(*head))
+    for framework in FRAMEWORKS:
+        median = {
+            mode: {
+                column: statistics.median(run[column] for run in results[(framework, mode)])
+                for column in columns
+            }
+            for mode in IN_PROCESS_MODES
+        }
+        cpu = {mode: figures["cpu_us"] for mode, figures in median.items()}
+        thousands = {mode: figures["instructions"] / 1000 for mode, figures in median.items()}
+        for mode in IN_PROCESS_MODES:
+            row = (
+                cpu[mode],
+                cpu[mode] - cpu["bare"],
+                cpu[mode] - cpu["floor"],
+                cpu[mode] - cpu["tuned-floor"],
+            )
+            row += (thousands[mode], thousands[mode] - thousands["tuned-floor"], median[mode]["redis_us"])
+            print(
+                "{:9} {:11} {:7.1f} {:+7.1f} {:+7.1f} {:+7.1f} {:8.0f} {:+7.0f} {:8.1f}".format(
+                    framework, mode, *row
+                )
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--sampling", type=float, help="trace ratio, e.g. 0.1 (default: every trace)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="CPU per request, apps called directly (no server)"
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="per in-process run")
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="in process: also count instructions (slow; try --requests 300)",
+    )
     parser.add_argument("--serve", choices=("fastapi",), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
@@ -259,17 +381,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         ThreadingHTTPServer(("127.0.0.1", args.sink), _Sink).serve_forever()
         return
     command = " ".join(["python", "bench/http_overhead.py", *(argv if argv is not None else sys.argv[1:])])
+    sampled = "every trace" if args.sampling is None else f"parentbased_traceidratio {args.sampling:g}"
+    if args.in_process:
+        print(
+            f"$ {command}\n  {os.cpu_count()} CPUs, in process, {args.requests} requests per run, "
+            f"{args.rounds} rounds (median shown), sampling: {sampled}"
+        )
+        report_in_process(run_in_process(args.requests, args.rounds, args.sampling, args.callgrind))
+        return
     print(
         f"$ {command}\n  {os.cpu_count()} CPUs, {args.connections} keep-alive connections, "
-        f"{args.seconds:g} s per run, {args.rounds} rounds (median shown)"
+        f"{args.seconds:g} s per run, {args.rounds} rounds (median shown), sampling: {sampled}"
     )
-    results = run(args.seconds, args.rounds, args.connections)
-    print(f"\n{'framework':10} {'contender':12} {'req/s':>8} {'vs bare':>8}")
+    results = run(args.seconds, args.rounds, args.connections, args.sampling)
+    print(f"\n{'framework':10} {'contender':12} {'req/s':>8} {'vs bare':>8} {'vs upstream':>12}")
     for framework in FRAMEWORKS:
         bare = statistics.median(results[(framework, "bare")])
+        upstream = statistics.median(results[(framework, "upstream")])
         for mode in MODES:
             rate = statistics.median(results[(framework, mode)])
-            print(f"{framework:10} {mode:12} {rate:8.0f} {rate / bare:8.2f}")
+            print(f"{framework:10} {mode:12} {rate:8.0f} {rate / bare:8.2f} {rate / upstream:12.2f}")
 
 
 if __name__ == "__main__":

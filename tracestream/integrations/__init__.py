@@ -53,10 +53,16 @@ def disabled() -> set[str]:
     return {name.strip() for name in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
 
 
+# The stable HTTP conventions alone (contrib's default is the old ones): fewer attributes to build
+# per server span, named as our request records are. Contrib reads it at its first instrument().
+SEMCONV_DEFAULT = ("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+
+
 def install_all(telemetry: Telemetry) -> None:
     off = disabled()
     if "*" in off:
         return
+    os.environ.setdefault(*SEMCONV_DEFAULT)
     for integration in INTEGRATIONS:
         if integration.name not in off:
             _Installer(telemetry, integration).register()

@@ -37,7 +37,12 @@ from opentelemetry.instrumentation.django.middleware.otel_middleware import _Dja
 from opentelemetry.util.http import ExcludeList
 
 from tracestream.django_settings import CONSOLE_URL_NAME, configure_arguments
-from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
+from tracestream.integrations.http_records import (
+    HttpExchange,
+    emit_request_record,
+    excluded_urls,
+    trace_headers,
+)
 from tracestream.integrations.record_writer import replace_lines
 from tracestream.otel_setup.telemetry import Telemetry
 
@@ -49,7 +54,10 @@ _installed = False
 
 
 class RequestRecordMiddleware:
-    """Writes one request record per request, inside the span, and adds the trace headers."""
+    """Writes one request record per request, inside the span, and adds the trace headers.
+
+    A URL the contrib instrumentation excludes (OTEL_PYTHON_DJANGO_EXCLUDED_URLS) gets neither.
+    """
 
     sync_capable = True
     async_capable = True
@@ -59,8 +67,11 @@ class RequestRecordMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+        self.excluded = excluded_urls("DJANGO")
 
     def __call__(self, request: HttpRequest) -> Any:
+        if self.excluded is not None and self.excluded.url_disabled(request.build_absolute_uri("?")):
+            return self.get_response(request)
         if self.is_async:
             return self._acall(request)
         started = perf_counter()

@@ -23,18 +23,24 @@ from typing import Any
 
 from fastapi.applications import FastAPI
 from opentelemetry import trace
+from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import Status, StatusCode
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tracestream.integrations.http_records import HttpExchange, emit_request_record, trace_headers
+from tracestream.integrations.http_records import (
+    HttpExchange,
+    emit_request_record,
+    excluded_urls,
+    trace_headers,
+)
 from tracestream.integrations.record_writer import exception_attributes, replace_lines
 from tracestream.otel_setup.telemetry import Telemetry
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.
-_OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}
+CONTRIB_OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}
 # The ASGI servers' own error loggers, which log an exception the app raised.
 _SERVER_ERROR_LOGGERS = ("uvicorn.error", "hypercorn.error")
 # Not a mark on the exception object: the app's objects stay as they were.
@@ -59,9 +65,21 @@ class _HttpMiddleware:
 
 
 class RequestRecordMiddleware(_HttpMiddleware):
-    """Writes one request record per HTTP request and returns the trace id in headers."""
+    """Writes one request record per HTTP request and returns the trace id in headers.
+
+    A URL the contrib instrumentation excludes (OTEL_PYTHON_FASTAPI_EXCLUDED_URLS) gets neither.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app)
+        self.excluded = excluded_urls("FASTAPI")
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.excluded is not None:
+            url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]  # contrib's own match
+            if self.excluded.url_disabled(url):
+                await self.app(scope, receive, send)
+                return
         started = perf_counter()
         headers = [(name.lower().encode(), value.encode()) for name, value in trace_headers()]
         response: dict[str, Any] = {"status": 500, "size": 0, "started": False}
@@ -146,7 +164,7 @@ def _build_middleware_stack(original: Any) -> Any:
     def build_middleware_stack(self: FastAPI) -> ASGIApp:
         if not getattr(self, "_is_instrumented_by_opentelemetry", False):
             # An app created before configure(): instrument it now; instrument_app re-enters here.
-            FastAPIInstrumentor.instrument_app(self, **_OPTIONS)
+            FastAPIInstrumentor.instrument_app(self, **CONTRIB_OPTIONS)
             if getattr(self, "_is_instrumented_by_opentelemetry", False):
                 stack: ASGIApp = self.build_middleware_stack()
                 return stack
@@ -168,7 +186,7 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
         _installed = True
         instrumentor = FastAPIInstrumentor()
         if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument(**_OPTIONS)
+            instrumentor.instrument(**CONTRIB_OPTIONS)
         FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
             FastAPI.build_middleware_stack
         )

@@ -9,12 +9,14 @@ log line written after the span ended would carry no trace id).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
 from tracestream.integrations.record_writer import RecordWriter
 
@@ -81,3 +83,15 @@ def trace_headers() -> tuple[tuple[str, str], ...]:
         (TRACEPARENT, f"00-{trace_id}-{format_span_id(context.span_id)}-{flags}"),
         (TRACE_ID_HEADER, trace_id),
     )
+
+
+def excluded_urls(instrumentation: str) -> ExcludeList | None:
+    """What the contrib instrumentation leaves untraced, which gets no request record either.
+
+    `OTEL_PYTHON_<INSTRUMENTATION>_EXCLUDED_URLS`, else `OTEL_PYTHON_EXCLUDED_URLS`, as contrib
+    reads them; None when nothing is excluded, so a request pays nothing to find out.
+    """
+    variable = f"OTEL_PYTHON_{instrumentation}_EXCLUDED_URLS"
+    if not os.environ.get(variable, os.environ.get("OTEL_PYTHON_EXCLUDED_URLS", "")).strip():
+        return None
+    return get_excluded_urls(instrumentation)
