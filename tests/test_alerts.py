@@ -55,11 +55,11 @@ def rule_file(directory: Path, receiver: WebhookReceiver, rules: list[dict[str, 
 class Runner:
     """`tracestream alerts run` as a subprocess, its stderr kept in a file."""
 
-    def __init__(self, handle: RedisHandle, rules: Path, consumer: str, **env: str) -> None:
+    def __init__(self, handle: RedisHandle, rules: Path, consumer: str, *args: str, **env: str) -> None:
         self.log = Path(tempfile.mkstemp(prefix="alerts-runner-", suffix=".log")[1])
         command = [
             str(VENV_BIN / "tracestream"), "alerts", "run", "--rules", str(rules), "--consumer", consumer,
-            "--tick", "100ms", "--claim-idle", "1s", "--first-backoff", "300ms",
+            "--tick", "100ms", "--claim-idle", "1s", "--first-backoff", "300ms", *args,
         ]  # fmt: skip
         with self.log.open("wb") as stderr:
             self.process = subprocess.Popen(command, env=handle.env(**env), cwd=ROOT, stderr=stderr)
@@ -83,8 +83,10 @@ class Runner:
 
 
 @contextmanager
-def running(handle: RedisHandle, rules: Path, consumer: str = "a", **env: str) -> Iterator[Runner]:
-    runner = Runner(handle, rules, consumer, **env)
+def running(
+    handle: RedisHandle, rules: Path, consumer: str = "a", *args: str, **env: str
+) -> Iterator[Runner]:
+    runner = Runner(handle, rules, consumer, *args, **env)
     try:
         yield runner
     finally:

@@ -63,8 +63,10 @@ class Evaluator:
         self.store = store
 
     def evaluate(self, now_ms: int) -> None:
+        values = {}
         for rule, loaded in zip(self.rules.rules, self.store.load(self.rules.rules, now_ms), strict=True):
             now = reading(rule, loaded.window, loaded.state, now_ms)
+            values[rule.name] = now.value
             step = decide(rule, loaded.state, now, now_ms)
             if step is None:
                 continue
@@ -74,6 +76,7 @@ class Evaluator:
                 else None
             )
             self.store.apply(rule, loaded.state, step, payload)
+        self.store.evaluated(values, now_ms)
 
 
 class AlertRunner:
@@ -163,7 +166,9 @@ class AlertRunner:
             )
         home = node_for(self._client, self._home_keys.prefix)
         self._counters = counters
-        self._evaluator.store = RedisStore(home, self._home_keys, counters)
+        store = self._evaluator.store = RedisStore(home, self._home_keys, counters)
+        if announce:
+            store.describe(self.rules.rules)
         self._deliverer.client = home
         self._deliverer.ensure_group()
         if announce:

@@ -49,6 +49,10 @@ class Store(Protocol):
         a notification needs them."""
         ...
 
+    def evaluated(self, values: Mapping[str, float], now_ms: int) -> None:
+        """Every rule's value at `now_ms`, for `alerts status` and the console."""
+        ...
+
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         """Store `step` unless another evaluator changed the rule first; True when it was stored."""
         ...
@@ -99,6 +103,21 @@ class AlertKeys:
     def deliveries(self) -> str:
         """Every delivery attempt and its outcome (`doctor` shows the failed ones)."""
         return f"{self.prefix}:deliveries"
+
+    @property
+    def rules(self) -> str:
+        """Each rule's kind, condition and targets, as the newest runner to start read them."""
+        return f"{self.prefix}:rules"
+
+    @property
+    def values(self) -> str:
+        """Each rule's value at the last evaluation."""
+        return f"{self.prefix}:values"
+
+    @property
+    def evaluated(self) -> str:
+        """When any runner last evaluated the rules (ms)."""
+        return f"{self.prefix}:evaluated"
 
     @property
     def state_pattern(self) -> str:
@@ -244,6 +263,20 @@ class RedisStore:
         found = [s for shard in self.shards for s in shard.samples(rule)]
         return sorted(found, key=lambda s: s["timestamp"], reverse=True)[:SAMPLES]
 
+    def evaluated(self, values: Mapping[str, float], now_ms: int) -> None:
+        pipe = self.home.pipeline(transaction=False)
+        pipe.hset(self.keys.values, items=[item for pair in values.items() for item in pair])
+        pipe.set(self.keys.evaluated, now_ms)
+        pipe.execute()
+
+    def describe(self, rules: Sequence[Rule]) -> None:
+        """What each rule is, for readers that have no rule file (the console)."""
+        described = {
+            rule.name: orjson.dumps({"kind": rule.kind, "condition": rule.describe(), "notify": rule.notify})
+            for rule in rules
+        }
+        self.home.hset(self.keys.rules, mapping=described)  # type: ignore[arg-type]
+
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         pairs = [item for pair in step.fields.items() for item in pair]
         text = orjson.dumps(payload).decode() if payload is not None else ""
@@ -320,6 +353,9 @@ class MemoryStore:
 
     def samples(self, rule: Rule) -> list[dict[str, Any]]:
         return self.kept_samples[rule.name]
+
+    def evaluated(self, values: Mapping[str, float], now_ms: int) -> None:
+        pass  # a backtest reports notifications only
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         stored = self.states[rule.name]

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from tracestream.alerts.status import alerts_status
 from tracestream.connection import CLUSTER_ERRORS, Client
 from tracestream.console.health import RedisHealth
 from tracestream.error_issues import fingerprint_of
@@ -234,6 +235,9 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
     async def services(_request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(services_json, client, stream))
 
+    async def alerts(_request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(alerts_status, client, stream))
+
     async def stats(request: Request) -> Response:
         since = request.query_params.get("since", "1h")
         try:
@@ -250,5 +254,6 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
         "traces": trace_list,
         "services": services,
         "stats": stats,
+        "alerts": alerts,
     }
     return [Route(f"/api/{path}", reporting(health, endpoint)) for path, endpoint in endpoints.items()]
