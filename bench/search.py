@@ -1,9 +1,10 @@
-"""Search, trace lookup and live-tail latency over a million records in a private Redis.
+"""Search, trace lookup, trace list and live-tail latency over a million records in a private Redis.
 
-Run: .venv/bin/python bench/search.py [--records 1000000] [--traces 50000]
+Run: .venv/bin/python bench/search.py [--records 1000000] [--traces 100000]
 
 Records are written by the real exporter path (StreamWriter + schema encoders, trace
-index included): 10 services with 3 instances each, mixed severities, 2 spans per trace.
+index and trace list included): 10 services with 3 instances each, mixed severities, 2 spans
+per trace; the traces start over the last two hours, take 1 ms to a few seconds, 5% fail.
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import orjson
 import redis
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from tracestream import schema
 from tracestream.embedded_redis import EmbeddedRedis
 from tracestream.exporters import encoding
 from tracestream.exporters.redis_stream import RedisStreamLogExporter, RedisStreamSpanExporter
-from tracestream.query import Query, fetch_trace, search
+from tracestream.query import Query, TraceSummary, fetch_trace, recent_traces, search
 from tracestream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +49,7 @@ BODIES = [
     "slow query on orders ({ms} ms)",
     "retrying upstream call after timeout (attempt {small})",
 ]
+TRACE_SPREAD_NS = 2 * 3600 * 10**9
 RARE = "needle-7f3a9c"
 RARE_COUNT = 5
 
@@ -113,23 +116,29 @@ def log_rows(count: int, traces: list[tuple[int, int]], rng: random.Random) -> l
     return rows
 
 
-def spans_of(traces: list[tuple[int, int]]) -> list[ReadableSpan]:
-    """A server span and one client child per trace."""
+def spans_of(traces: list[tuple[int, int]], rng: random.Random) -> list[ReadableSpan]:
+    """A server span and one client child per trace, oldest first, started over the last
+    `TRACE_SPREAD_NS`; durations log-normal around 20 ms, one in twenty failed."""
     spans = []
-    start = time.time_ns()
+    now = time.time_ns()
     by_service = resources()
-    for n, (trace_id, span_id) in enumerate(traces):
+    starts = sorted(now - rng.randrange(TRACE_SPREAD_NS) for _ in traces)
+    for n, ((trace_id, span_id), start) in enumerate(zip(traces, starts, strict=True)):
         resource = by_service[SERVICES[n % len(SERVICES)]][0]
         root = SpanContext(trace_id, span_id, is_remote=False)
         child = SpanContext(trace_id, span_id + 1, is_remote=False)
+        end = start + min(int(rng.lognormvariate(3, 1.2) * 1e6), 30 * 10**9)
+        route = rng.choice(ROUTES)
+        status = Status(StatusCode.ERROR) if rng.random() < 0.05 else Status(StatusCode.UNSET)
         spans += [
             ReadableSpan(
-                "GET /items/{item_id}", root, None, resource=resource, kind=SpanKind.SERVER,
-                start_time=start, end_time=start + 5_000_000,
+                f"GET {route}", root, None, resource=resource, kind=SpanKind.SERVER,
+                attributes={"http.route": route, "http.method": "GET"}, status=status,
+                start_time=start, end_time=end,
             ),
             ReadableSpan(
                 "SELECT orders", child, root, resource=resource, kind=SpanKind.CLIENT,
-                start_time=start + 1_000_000, end_time=start + 3_000_000,
+                start_time=start + (end - start) // 4, end_time=start + (end - start) // 2,
             ),
         ]  # fmt: skip
     return spans
@@ -145,10 +154,21 @@ def load(url: str, records: int, trace_count: int) -> list[int]:
     rows = log_rows(records, traces, rng)
     for start in range(0, len(rows), 8192):
         assert logs.write_rows(rows[start : start + 8192])
-    span_list = spans.encode(spans_of(traces))
+    span_list = spans.encode(spans_of(traces, rng))
     for start in range(0, len(span_list), 8192):
         assert spans.write_rows(span_list[start : start + 8192])
     return [trace_id for trace_id, _ in traces]
+
+
+def check_slowest(found: list[TraceSummary], client: redis.Redis, since_ms: int) -> None:
+    """The list's answer is the slowest 50 of every svc-api root span of the last hour in the stream."""
+    roots = []
+    for _, fields in client.xrange(schema.StreamKeys(STREAM).spans):
+        span = schema.SpanEntry.from_fields("0-0", fields)
+        if span.service == "svc-api" and not span.parent_span_id and span.start_ns // 10**6 >= since_ms:
+            roots.append((span.duration_ms, span.trace_id))
+    expected = [trace_id for _, trace_id in sorted(roots, reverse=True)[:50]]
+    assert [summary.trace_id for summary in found] == expected
 
 
 def timed(action: Callable[[], object], repeat: int) -> list[float]:
@@ -225,8 +245,11 @@ def index_bytes(client: redis.Redis) -> tuple[int, int]:
 
 
 def _trace_index_bytes(client: redis.Redis) -> int:
+    return _bytes_of(client, list(client.scan_iter(match=f"{STREAM}:trace:*", count=5000)))
+
+
+def _bytes_of(client: redis.Redis, keys: list[str]) -> int:
     total = 0
-    keys = list(client.scan_iter(match=f"{STREAM}:trace:*", count=5000))
     for start in range(0, len(keys), 5000):
         pipe = client.pipeline(transaction=False)
         for key in keys[start : start + 5000]:
@@ -240,7 +263,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--traces", type=int, default=50_000)
+    parser.add_argument("--traces", type=int, default=100_000)
     parser.add_argument("--live", type=int, default=200, help="records for the live-tail measurement")
     options = parser.parse_args()
     command = " ".join(["python", "bench/search.py", *sys.argv[1:]])
@@ -267,14 +290,26 @@ def main() -> None:
         assert len(search(client, STREAM, rare_query, limit=100).records) == RARE_COUNT
         fatal_query = Query.parse(services=["svc-api"], severity="FATAL")
         fatal_ms = timed(lambda: search(client, STREAM, fatal_query, limit=100), 2)
+        hour_ago_ms = int(time.time() * 1000) - 3_600_000
+        slowest = partial(
+            recent_traces, client, STREAM, service="svc-api", sort="slowest", since_ms=hour_ago_ms, limit=50
+        )
+        slowest_ms = timed(slowest, 200)
+        check_slowest(slowest(), client, hour_ago_ms)
+        failed = partial(recent_traces, client, STREAM, errors_only=True, limit=50)
+        failed_ms = timed(failed, 200)
+        assert len(failed()) == 50 and all(summary.error for summary in failed())
         live_ms = live_tail_latency(server.url, options.live)
         trace_index, digest = index_bytes(client)
+        trace_list = _bytes_of(client, list(client.scan_iter(match=f"{STREAM}:traces*", count=5000)))
 
     rows = [
         ("trace lookup (index, logs + spans)", trace_ms, "p50 <= 2 ms, p99 <= 10 ms"),
         ("newest 100, one service, severity >= WARN", warn_ms, "<= 100 ms"),
         ("newest 100, one service, severity >= FATAL (sparse)", fatal_ms, "-"),
         (f"full scan for a rare substring ({RARE_COUNT} hits)", rare_ms, "<= 1000 ms"),
+        ("slowest 50 traces, one service, last hour (trace list)", slowest_ms, "-"),
+        ("newest 50 failed traces, every service (trace list)", failed_ms, "-"),
         ("live tail: logger.info -> tracestream tail --json line", live_ms, "p99 <= 500 ms"),
     ]
     print(f"\n{'measurement':58} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}  target")
@@ -284,9 +319,10 @@ def main() -> None:
     per_record = options.records
     print(f"\nRedis memory per log record (used_memory after loading, spans included, / {per_record:,}):")
     print(f"  with the indexes:    {used_bytes / per_record:.0f} B")
-    without = (used_bytes - trace_index - digest) / per_record
+    without = (used_bytes - trace_index - digest - trace_list) / per_record
     print(f"  without the indexes: {without:.0f} B (trace index {trace_index / per_record:.0f} B,"
-          f" search digest {digest / per_record:.0f} B)")  # fmt: skip
+          f" search digest {digest / per_record:.0f} B, trace list {trace_list / per_record:.0f} B:"
+          f" {trace_list / options.traces:.0f} B per trace)")  # fmt: skip
 
 
 if __name__ == "__main__":
