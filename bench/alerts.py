@@ -15,6 +15,8 @@ runner's lag (newest record written minus the group's last read, sampled each se
 per record of each evaluator.
 
 Run: .venv/bin/python bench/alerts.py [--rate 20000] [--seconds 60] [--rules 200]
+     .venv/bin/python bench/alerts.py --backlog 100000   # one runner alone, catching up: its rate
+     (the stream keeps the writer's default 100,000 newest records, so a larger backlog is cut to that)
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from tracestream.exporters import RedisStreamLogExporter
 from tracestream.settings import Settings
 url, stream = sys.argv[1], sys.argv[2]
 rate, seconds, services = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+most = int(sys.argv[6]) if len(sys.argv) > 6 else 2**62
 writer = RedisStreamLogExporter(Settings.load(environ={}, redis_url=url, stream=stream)).writer
 names = [f"s{i}" for i in range(services)]
 resources = [encoding.EncodedResource(schema.dump_json({"service.name": name}), name) for name in names]
@@ -58,7 +61,7 @@ def row(body, service, severity="INFO", number=9, attributes=None):
     return encoding.log_values(ids.next(), now, now, severity, number, body, resources[service], trace_id,
                              1, 1, "bench", "", attributes or {}, encoding.NO_EXCEPTION)
 start = time.monotonic(); written = 0; triggers = 0; batch = 500
-while time.monotonic() - start < seconds:
+while time.monotonic() - start < seconds and written < most:
     rows = []
     for _ in range(batch):
         route = f"/r{rng.randrange(4)}"
@@ -203,7 +206,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rules", type=int, default=200)
     parser.add_argument("--poll-every", type=float, default=10.0)
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: write N records first, then time one runner reading and evaluating them all",
+    )
     args = parser.parse_args()
+    if args.backlog:
+        backlog(args.backlog, args.rules)
+        return
     stream = f"bench:{uuid.uuid4().hex[:8]}"
     hook = Hook()
     rules = rule_file(Path(tempfile.mkdtemp()) / "rules.yaml", hook.url, args.rules)
@@ -257,6 +270,45 @@ def main() -> None:
     print(
         f"b) polling every {args.poll_every:g} s: write -> detection {quantiles(polled['latencies'])}; "
         f"{polled['records']:,} read, CPU {polled['cpu'] / max(1, polled['records']) * 1e6:.1f} us/record"
+    )
+
+
+def backlog(records: int, rule_count: int) -> None:
+    """How fast one runner evaluates when it has records waiting: nothing else runs meanwhile."""
+    stream = f"bench:{uuid.uuid4().hex[:8]}"
+    hook = Hook()
+    rules = rule_file(Path(tempfile.mkdtemp()) / "rules.yaml", hook.url, rule_count)
+    with EmbeddedRedis() as server:
+        client = server.client()
+        subprocess.run(
+            [sys.executable, "-c", LOAD, server.url, stream, "1000000000", "3600", str(SERVICES),
+             str(records)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        written = client.xlen(stream)
+        client.xgroup_create(stream, "tracestream-alerts", id="0")  # the runner reads from the start
+        env = {**os.environ, "TRACESTREAM_REDIS_URL": server.url, "TRACESTREAM_STREAM": stream}
+        runner = subprocess.Popen(
+            [str(Path(sys.executable).parent / "tracestream"), "alerts", "run", "--rules", str(rules),
+             "--claim-idle", "5m"],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert runner.stderr is not None
+        runner.stderr.readline()
+        started, cpu = time.monotonic(), cpu_seconds(runner.pid)
+        while True:
+            group = next(g for g in client.xinfo_groups(stream) if g["name"] == "tracestream-alerts")
+            if group["lag"] == 0 and group["pending"] == 0:
+                break
+            time.sleep(0.02)
+        took, cpu = time.monotonic() - started, cpu_seconds(runner.pid) - cpu
+        runner.terminate()
+        runner.wait(30)
+    print(f"command: {' '.join(sys.argv)}")
+    print(
+        f"backlog: {written:,} records, {rule_count} rules, read and evaluated by one runner in {took:.1f} s "
+        f"({written / took:,.0f}/s), CPU {cpu / written * 1e6:.1f} us/record "
+        f"({1e6 / (cpu / written * 1e6):,.0f} records per CPU-second); load average {os.getloadavg()[0]:.1f}"
     )
 
 
