@@ -18,7 +18,8 @@ from tests.support import ROOT, RedisHandle, wait_for
 from tests.test_cli import ndjson, run, run_all
 from tests.test_console_acl import READER_ACL
 from tests.test_tls_acl import PRODUCER_ACL
-from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.connection import connect_cluster
+from tracestream.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
 from tracestream.error_issues import ErrorIssue, fingerprint_of, get_issue, list_issues, set_status
 from tracestream.exporters.encoding import exception_fields
 from tracestream.schema import innermost_app_frame, normalized_message
@@ -249,3 +250,20 @@ def test_another_writers_keys_cost_only_the_issues(
     issue = get_issue(redis_client, stream.stream, fingerprint)  # its hash was written before the ZADD
     assert issue is not None and issue.count == 1
     assert list_issues(redis_client, stream.stream) == []  # listing needs the sorted set
+
+
+def test_a_cluster_sharded_by_service_merges_an_issue_over_its_shards(stream: RedisHandle) -> None:
+    with EmbeddedCluster(3) as cluster:
+        handle = RedisHandle(cluster.url, stream.stream)
+        writer = RecordWriter(handle, redis_cluster=True, shard_by="service")
+        for service, count in (("orders", 2), ("billing", 1)):
+            for _ in range(count):
+                writer.log("failed", service=service, severity="ERROR", trace_id=7, exception=_error("e"))
+        writer.close()
+        client = connect_cluster(cluster.url, 5, decode=True)
+        (issue,) = list_issues(client, handle.stream)
+        assert (issue.count, issue.services, issue.hourly[-1]) == (3, ["orders", "billing"], 3)
+        assert set_status(client, handle.stream, issue.fingerprint, "resolved")
+        assert [i.status for i in list_issues(client, handle.stream, status="resolved")] == ["resolved"]
+        assert [i.count for i in list_issues(client, handle.stream, service="billing")] == [3]
+        client.close()

@@ -97,14 +97,20 @@ def list_issues(
     state = _state_of(status) if status is not None else ""
     if limit <= 0:
         return []
-    args: list[str | int] = [
-        "-inf" if since_ms is None else since_ms,
-        service or "",
-        state,
-        limit,
-        "",
+    since: str | int = "-inf" if since_ms is None else since_ms
+    every = shards(client, stream)
+    parts = [_read(shard, [since, service or "", state, limit, ""]) for shard in every]
+    if len(every) > 1:
+        # Sharded by service, each shard holds part of an issue: read every part of the issues found.
+        wanted = "\n".join(dict.fromkeys(part.fingerprint for found in parts for part in found))
+        parts = (
+            [_read(shard, ["-inf", "", "", limit * len(every), wanted]) for shard in every] if wanted else []
+        )
+    issues = [
+        issue
+        for issue in _merged(parts)
+        if (status is None or issue.status == status) and (service is None or service in issue.services)
     ]
-    issues = _merged(_read(shard, args) for shard in shards(client, stream))
     return sorted(issues, key=lambda issue: (-issue.last_seen_ms, issue.fingerprint))[:limit]
 
 

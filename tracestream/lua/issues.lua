@@ -1,8 +1,8 @@
 -- Error issues, newest last seen first: the fingerprints in KEYS[1] (scored by last seen, ms)
 -- from ARGV[2] up, each issue's hash under ARGV[1] .. fingerprint. ARGV[3] keeps only issues
 -- that hit that service (its `s:<service>` field), ARGV[4] only that state (0 open, 1
--- resolved, 2 ignored); "" keeps any. At most ARGV[5] issues; with ARGV[6] set, only that
--- fingerprint. Returns {fingerprint, {field, value, ...}, ...}. Fingerprints whose hash expired
+-- resolved, 2 ignored); "" keeps any. At most ARGV[5] issues; with ARGV[6] set, only the
+-- fingerprints it names, one a line. Returns {fingerprint, {field, value, ...}, ...}. Fingerprints whose hash expired
 -- and keys of another type (another writer's) are skipped. Reads only: a read-only user runs
 -- it with ZRANGE, HMGET and HGETALL.
 local prefix, since, service, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -21,7 +21,7 @@ local function take(fp)
   out[#out + 1] = redis.call('HGETALL', key)
 end
 if ARGV[6] ~= '' then
-  take(ARGV[6])
+  for fp in string.gmatch(ARGV[6], '[^\n]+') do take(fp) end
   return out
 end
 local page, offset = 500, 0
