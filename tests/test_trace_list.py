@@ -348,7 +348,8 @@ def test_cli_lists_filters_and_says_when_nothing_matched(listed: Listed, here: H
     [
         (["--min-duration", "fast"], "'fast'"),
         (["--since", "yesterday-ish"], "'yesterday-ish'"),
-        (["--limit", "0"], "'0'"),
+        (["--limit", "0"], "bad limit 0"),
+        (["--limit", "ten"], "'ten'"),
         (["--sort", "oldest"], "'oldest'"),
     ],
 )

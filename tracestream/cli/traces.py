@@ -12,7 +12,6 @@ from rich.text import Text
 
 from tracestream.cli.common import add_command, error_line, print_json, reader, settings, shown
 from tracestream.query import TraceFilter, TraceSummary
-from tracestream.query.trace_list import MAX_LIMIT, SORTS
 from tracestream.timeparse import iso_utc
 
 if TYPE_CHECKING:
@@ -35,9 +34,15 @@ def register(subparsers: Subparsers) -> None:
         "--errors", action="store_true", help="only failed ones (status ERROR or an exception)"
     )
     parser.add_argument("--since", metavar="TIME", help="started after: ISO 8601 time, or how long ago (1h)")
-    parser.add_argument("--sort", choices=SORTS, default="newest", help="newest (default) or slowest first")
     parser.add_argument(
-        "-n", "--limit", default="50", metavar="N", help=f"how many (default 50, at most {MAX_LIMIT})"
+        "--sort", choices=TraceFilter.SORTS, default="newest", help="newest (default) or slowest first"
+    )
+    parser.add_argument(
+        "-n",
+        "--limit",
+        default="50",
+        metavar="N",
+        help=f"how many (default 50, at most {TraceFilter.MAX_LIMIT})",
     )
 
 

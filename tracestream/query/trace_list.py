@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import redis
@@ -25,10 +25,8 @@ from tracestream.settings import parse_duration
 from tracestream.shards import Shard, shards
 from tracestream.timeparse import iso_utc, parse_time_ms
 
-__all__ = ["SORTS", "TraceFilter", "TraceSummary", "recent_traces"]
+__all__ = ["TraceFilter", "TraceSummary", "recent_traces"]
 
-SORTS = ("newest", "slowest")
-MAX_LIMIT = 1000
 # Summaries read per call: the first page is a few times `limit`, later ones grow up to this.
 MAX_PAGE = 5000
 
@@ -62,6 +60,9 @@ class TraceSummary:
 class TraceFilter:
     """The arguments of `recent_traces`, checked. Build from user input with `TraceFilter.parse`."""
 
+    SORTS: ClassVar[tuple[str, ...]] = ("newest", "slowest")
+    MAX_LIMIT: ClassVar[int] = 1000
+
     service: str | None = None
     name: str | None = None
     min_duration_ms: float | None = None
@@ -94,9 +95,9 @@ class TraceFilter:
             since_ms = parse_time_ms(since, now_ms) if since and since.strip() else None
         except ValueError as error:
             raise QueryError(str(error)) from None
-        text = str(limit).strip() if limit is not None and str(limit).strip() else "50"
-        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-            raise QueryError(f"bad limit {text!r}: expected a whole number from 1 to {MAX_LIMIT}")
+        text = str(limit).strip() if limit is not None else ""
+        if text and not text.isdigit():
+            raise QueryError(f"bad limit {text!r}: expected a whole number from 1 to {cls.MAX_LIMIT}")
         found = cls(
             service=(service or "").strip() or None,
             name=(name or "").strip() or None,
@@ -104,16 +105,16 @@ class TraceFilter:
             errors_only=errors_only,
             sort=(sort or "").strip() or "newest",
             since_ms=since_ms,
-            limit=int(text),
+            limit=int(text) if text else 50,
         )
         found.check()
         return found
 
     def check(self) -> None:
-        if self.sort not in SORTS:
-            raise QueryError(f"bad sort {self.sort!r}: expected {' or '.join(SORTS)}")
-        if not 1 <= self.limit <= MAX_LIMIT:
-            raise QueryError(f"bad limit {self.limit}: expected a whole number from 1 to {MAX_LIMIT}")
+        if self.sort not in self.SORTS:
+            raise QueryError(f"bad sort {self.sort!r}: expected {' or '.join(self.SORTS)}")
+        if not 1 <= self.limit <= self.MAX_LIMIT:
+            raise QueryError(f"bad limit {self.limit}: expected a whole number from 1 to {self.MAX_LIMIT}")
         if self.min_duration_ms is not None and not (
             self.min_duration_ms >= 0 and math.isfinite(self.min_duration_ms)
         ):
