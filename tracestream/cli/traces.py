@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from tracestream.cli.common import add_command, error_line, print_json, reader, settings, shown
 from tracestream.query import TraceFilter, TraceSummary
@@ -70,22 +69,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def table(found: list[TraceSummary]) -> Table:
-    """Start, duration, service, name and trace id (`tracestream trace ID` opens one); 80 columns
-    leave the names room: the start drops its year, the id is never cut."""
-    rows = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    rows.add_column("start UTC", no_wrap=True)
+    """Start, duration, service and name, trace id (`tracestream trace ID` opens one). At 80
+    columns the names keep room: one column for service and name, the date said once when
+    every trace started that day, and the id never cut."""
+    starts = [iso_utc(int(summary.start_ms * 1e6)) for summary in found]
+    one_day = len({start[:10] for start in starts}) == 1
+    rows = Table(
+        title=f"UTC {starts[0][:10]}" if one_day else None,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    rows.add_column("start", no_wrap=True)
     rows.add_column("ms", justify="right", no_wrap=True)
-    rows.add_column("service", overflow="fold")
-    rows.add_column("route / task", overflow="fold")
+    rows.add_column("service  route / task", overflow="fold")
     rows.add_column("trace id", no_wrap=True)
-    for summary in found:
+    for summary, start in zip(found, starts, strict=True):
+        name = shown(summary.service, "dim").append("  ")
+        name.append_text(shown(summary.name, "red" if summary.error else ""))
+        if summary.error:
+            name.append(" error", style="bold red")
         rows.add_row(
-            iso_utc(int(summary.start_ms * 1e6))[5:19].replace("T", " "),
+            start[11:19] if one_day else start[5:19].replace("T", " "),
             f"{summary.duration_ms:.1f}",
-            shown(summary.service),
-            shown(summary.name, "red" if summary.error else "").append_text(
-                Text(" error", style="bold red") if summary.error else Text()
-            ),
+            name,
             summary.trace_id,
         )
     return rows
