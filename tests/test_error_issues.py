@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import httpx
 import pytest
@@ -41,19 +42,32 @@ def checkout(order_id: int) -> dict[str, str]:
     return {"task_id": fail.delay(order_id).id}
 """
 ROUTE = "/checkout/{order_id}"
+Shop = tuple[RedisHandle, str, Path, dict[str, str]]  # stream, API URL, app folder, worker environment
+# The worker's tasks: the test app's, and one that celery beat runs every second and that fails.
+CHECKOUT_TASKS = """
+from tests.apps.celery_app import app, fail
+
+@app.task(name="checkout.nightly_report")
+def nightly_report() -> None:
+    raise KeyError("report missing")
+
+app.conf.beat_schedule = {"nightly-report": {"task": "checkout.nightly_report", "schedule": 1.0}}
+"""
 
 
 @pytest.fixture(scope="module")
-def shop(
-    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[RedisHandle, str]]:
+def shop(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """A Celery worker (prefork, launcher) and a FastAPI app enqueueing to it, on one stream."""
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
     broker = f"redis://127.0.0.1:{redis_server.port}/6"
     app_dir = tmp_path_factory.mktemp("checkout")
     (app_dir / "checkout_app.py").write_text(CHECKOUT_APP)
-    worker = launched(bin_path("celery"), "-A", "tests.apps.celery_app", "worker", "-c", "1", "-l", "INFO")
-    worker_env = stream.env(OTEL_SERVICE_NAME="worker", CELERY_BROKER_URL=broker, **LAUNCHER_ENV)
+    (app_dir / "checkout_tasks.py").write_text(CHECKOUT_TASKS)
+    worker = launched(bin_path("celery"), "-A", "checkout_tasks", "worker", "-c", "1", "-l", "INFO")
+    path = f"{app_dir}:{ROOT}"
+    worker_env = stream.env(
+        OTEL_SERVICE_NAME="worker", CELERY_BROKER_URL=broker, PYTHONPATH=path, **LAUNCHER_ENV
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     api = [bin_path("uvicorn"), "checkout_app:app", "--app-dir", str(app_dir), "--port", str(port)]
@@ -62,20 +76,18 @@ def shop(
         serve(worker, worker_env, partial(printed, text="ready."), timeout=60),
         serve(api, api_env, http_ready(f"{url}/health"), timeout=60),
     ):
-        yield stream, url
+        yield stream, url, app_dir, worker_env
 
 
-def _only_issue(stream: RedisHandle, count: int) -> ErrorIssue | None:
+def _only_issue(stream: RedisHandle, count: int, type_: str = "ValueError") -> ErrorIssue | None:
     with stream.client() as client:
-        issues = list_issues(client, stream.stream)
+        issues = [issue for issue in list_issues(client, stream.stream) if issue.type == type_]
     assert len(issues) <= 1, issues
     return issues[0] if issues and issues[0].count >= count else None
 
 
-def test_a_task_error_enqueued_from_a_route_is_one_issue_naming_that_route(
-    shop: tuple[RedisHandle, str],
-) -> None:
-    stream, url = shop
+def test_a_task_error_enqueued_from_a_route_is_one_issue_naming_that_route(shop: Shop) -> None:
+    stream, url, _, _ = shop
     httpx.post(f"{url}/checkout/1", timeout=10).raise_for_status()
     issue = wait_for(lambda: _only_issue(stream, 1), timeout=60, what="the task's error issue")
     assert (issue.type, issue.message, issue.count) == ("ValueError", "order 1 is broken", 1)
@@ -83,27 +95,26 @@ def test_a_task_error_enqueued_from_a_route_is_one_issue_naming_that_route(
     assert issue.services == ["worker"] and issue.status == "open" and not issue.regression
     assert issue.trace_id and issue.sample_trace_ids == [issue.trace_id]
     assert issue.hourly[-1] == 1 and sum(issue.hourly) == 1
-    failed = [e for e in stream.logs() if e.severity == "ERROR"]
+    failed = [e for e in stream.logs() if e.severity == "ERROR" and e.exception_type == "ValueError"]
     assert [e.attributes["tracestream.enqueued_by"] for e in failed] == [ROUTE]
     assert issue.newest_record_id == failed[0].stream_id and issue.trace_id == failed[0].trace_id
     assert issue.fingerprint == fingerprint_of(
         failed[0].exception_type, failed[0].exception_stacktrace, failed[0].exception_message
     )
-    run_span = next(s for s in stream.spans() if s.name == "run/tests.fail")
+    run_span = wait_for(lambda: next((s for s in stream.spans() if s.name == "run/tests.fail"), None))
     assert run_span.attributes["tracestream.enqueued_by"] == ROUTE
 
     # resolved, then seen again: open, as a regression, one issue still
     resolved = run(stream, "errors", "resolve", issue.fingerprint)
     assert (resolved.returncode, resolved.stdout.strip()) == (0, f"{issue.fingerprint} resolved")
-    assert [i["status"] for i in ndjson(run(stream, "errors", "--json", "--status", "resolved").stdout)] == [
-        "resolved"
-    ]
+    resolved_now = ndjson(run(stream, "errors", "--json", "--status", "resolved").stdout)
+    assert [(i["fingerprint"], i["status"]) for i in resolved_now] == [(issue.fingerprint, "resolved")]
     httpx.post(f"{url}/checkout/2", timeout=10).raise_for_status()
     again = wait_for(lambda: _only_issue(stream, 2), timeout=60, what="the recurrence")
     assert (again.status, again.regression, again.count) == ("open", True, 2)
     assert again.chain == [{"route": ROUTE, "count": 2}]
     assert again.first_seen_ms == issue.first_seen_ms and again.last_seen_ms >= issue.last_seen_ms
-    listed = ndjson(run(stream, "errors", "--json").stdout)
+    listed = [i for i in ndjson(run(stream, "errors", "--json").stdout) if i["type"] == "ValueError"]
     assert [(i["fingerprint"], i["status"], i["regression"], i["count"]) for i in listed] == [
         (issue.fingerprint, "open", True, 2)
     ]
@@ -267,3 +278,14 @@ def test_a_cluster_sharded_by_service_merges_an_issue_over_its_shards(stream: Re
         assert [i.status for i in list_issues(client, handle.stream, status="resolved")] == ["resolved"]
         assert [i.count for i in list_issues(client, handle.stream, service="billing")] == [3]
         client.close()
+
+
+def test_a_task_error_from_celery_beat_names_its_schedule_entry(shop: Shop) -> None:
+    stream, _, app_dir, worker_env = shop
+    beat = launched(
+        bin_path("celery"), "-A", "checkout_tasks", "beat", "-s", str(app_dir / "schedule"), "-l", "INFO"
+    )
+    with serve(beat, worker_env | {"OTEL_SERVICE_NAME": "beat"}, partial(printed, text="beat: Starting")):
+        issue = wait_for(lambda: _only_issue(stream, 2, "KeyError"), timeout=60, what="beat's task failing")
+    assert [link["route"] for link in issue.chain] == ["beat:nightly-report"]
+    assert issue.chain[0]["count"] >= 2 and issue.services == ["worker"]
