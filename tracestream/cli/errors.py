@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # What `errors ACTION FINGERPRINT` does: the status it sets.
 ACTIONS = {"resolve": "resolved", "ignore": "ignored", "reopen": "open"}
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
-_BARS = " ▁▂▃▄▅▆▇█"
+_BARS = "·▁▂▃▄▅▆▇█"  # an hour without errors, then eight heights
 
 
 def register(subparsers: Subparsers) -> None:
@@ -87,9 +87,7 @@ def _change(args: argparse.Namespace) -> int:
 
 def sparkline(hourly: list[int]) -> str:
     """The last 24 hours, one bar each, scaled to the busiest hour."""
-    top = max(hourly, default=0)
-    if not top:
-        return " " * len(hourly)
+    top = max(hourly, default=0) or 1
     return "".join(_BARS[0 if not n else max(1, round(n * (len(_BARS) - 1) / top))] for n in hourly)
 
 
@@ -100,7 +98,7 @@ def _print_table(issues: list[ErrorIssue]) -> None:
         return
     table = Table(title="error issues (newest first)", title_justify="left")
     for column in ("fingerprint", "status", "count", "last seen (UTC)", "24h", "service", "error", "via"):
-        table.add_column(column, justify="right" if column == "count" else "left")
+        table.add_column(column, justify="right" if column == "count" else "left", no_wrap=column != "error")
     for issue in issues:
         status = issue.status + (" (regression)" if issue.regression else "")
         error = f"{issue.type}: {issue.message}" if issue.type else issue.message
