@@ -109,15 +109,16 @@ def test_a_failed_export_leaves_the_target_file_as_it_was(
 def test_help_in_process_returns_0_instead_of_raising(here: Here) -> None:
     done = here("search", "--help")
     assert done.returncode == 0 and "--since" in done.stdout and done.stderr == ""
-    for name in ("tail", "trace", "services", "stats", "export", "doctor", "console", "demo", "scrub-check",
-                 "forward", "spool"):  # fmt: skip
+    for name in ("tail", "trace", "traces", "services", "stats", "export", "doctor", "console", "demo",
+                 "scrub-check", "forward", "spool"):  # fmt: skip
         done = here(name, "--help")
         assert done.returncode == 0 and f"usage: tracestream {name}" in done.stdout, (name, done.stderr)
 
 
 def test_redis_trouble_is_one_line_and_exit_1_for_every_command(stream: RedisHandle, here: Here) -> None:
     trace = ["trace", "4bf92f3577b34da6a3ce929d0e0e4736"]
-    for command in (["search"], ["tail"], trace, ["services"], ["stats"], ["export", "--progress"]):
+    commands = (["search"], ["tail"], trace, ["traces"], ["services"], ["stats"], ["export", "--progress"])
+    for command in commands:
         assert_one_line(here(*command, "--redis-url", CLOSED), 1, "cannot reach Redis")
 
 
@@ -144,7 +145,7 @@ def test_as_real_processes_console_and_demo_fail_in_one_line(stream: RedisHandle
 
 # Commands that end on their own (tail follows forever, so it only ever meets a closed port;
 # console, demo and forward serve until stopped and are covered above).
-FUZZED = ("search", "trace", "services", "stats", "export", "doctor", "scrub-check", "tail")
+FUZZED = ("search", "trace", "traces", "services", "stats", "export", "doctor", "scrub-check", "tail")
 TRICKY = (
     "²", "-1", "0", "1", "99999999999999999999999", "0001-01-01", "9999-12-31T23:59:59-14:00",
     "99999999999d", "1e400", "nan", "(?", "(a*)*b", "\udcff", "", " ", "-", "--", "=", "a=b",
