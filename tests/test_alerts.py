@@ -24,9 +24,12 @@ from tests.apps.alerts_webhook import WebhookReceiver
 from tests.seeded_records import RecordWriter
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tracestream import schema
+from tracestream.alerts.rules import RuleError, parse_rules
 from tracestream.alerts.store import AlertKeys
 from tracestream.cli import main
 from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.error_issues import set_status
+from tracestream.exporters.encoding import exception_fields
 
 CONSOLE = "http://console.example:8686"
 SECRET_PASSWORD = "s3cret-pw"
@@ -161,6 +164,8 @@ KIND_RULES: list[dict[str, Any]] = [
     {"name": "flaky", "kind": "match", "filter": {"service": "f"}, "cooldown": "30s", "notify": ["flaky"]},
     {"name": "moved", "kind": "match", "filter": {"service": "v"}, "cooldown": "30s", "notify": ["flaky"]},
     {"name": "café → <b>", "kind": "match", "filter": {"service": "u"}, "cooldown": "30s", "notify": ["ops"]},
+    {"name": "new-errors", "kind": "new_issue", "filter": {"service": "e"}, "cooldown": "1s",
+     "notify": ["ops"]},
 ]  # fmt: skip
 
 
@@ -295,6 +300,39 @@ def test_latency_percentile_over_request_durations(
     fires_again_only_after_cooldown(
         receiver, "slow", lambda: writer.write(request_row(writer, "l", "/slow", ms=900.0)), 1.5
     )
+
+
+def raised(error: Exception) -> tuple[str, str, str]:
+    try:
+        raise error
+    except Exception as caught:
+        return exception_fields(type(caught), caught, caught.__traceback__)
+
+
+def test_new_issue_tells_a_new_fingerprint_once_and_again_when_it_regresses(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    handle, _, writer = kinds
+    error = partial(writer.log, "charge failed", service="e", severity="ERROR")
+    error(exception=raised(KeyError("card")), trace_id=0xE1)
+    error(service="x", exception=raised(ValueError("x")))  # not its service
+    firing = notified(receiver, "new-errors", 1)[0]
+    (issue,) = firing["issues"]
+    assert (firing["state"], firing["count"], issue["how"], issue["type"], issue["service"]) == (
+        "firing", 1, "new", "KeyError", "e",
+    )  # fmt: skip
+    assert issue["url"] == f"{CONSOLE}/errors?fingerprint={issue['fingerprint']}"
+    assert firing["samples"][0]["trace_url"] == f"{CONSOLE}/trace?id={0xE1:032x}"
+    error(exception=raised(KeyError("card")))
+    resolved = notified(receiver, "new-errors", 2)[1]  # the same issue again is no news
+    assert (resolved["state"], resolved["issues"]) == ("resolved", [])
+    with handle.client() as client:
+        assert set_status(client, handle.stream, issue["fingerprint"], "resolved")
+    error(exception=raised(KeyError("card")))
+    again = notified(receiver, "new-errors", 3)[2]
+    assert [(i["fingerprint"], i["how"]) for i in again["issues"]] == [(issue["fingerprint"], "regressed")]
+    assert notified(receiver, "new-errors", 4)[3]["state"] == "resolved"
+    assert states(receiver, "new-errors") == ["firing", "resolved", "firing", "resolved"]
 
 
 def test_a_webhook_answering_500_then_200_gets_it_once_and_no_secret_is_shown(
@@ -481,7 +519,7 @@ GOOD_RULE = {
 BAD_RULES = [
     ({"window": "30 parsecs"}, "rule 'r1': field 'window'"),
     ({"kind": "sometimes"}, "rule 'r1': field 'kind'"),
-    ({"kind": "new_issue"}, "rule 'r1': field 'kind': 'new_issue' is not available yet"),
+    ({"kind": "new_issue"}, "rule 'r1': field 'above': not a field of a new_issue rule"),
     ({"above": "many"}, "rule 'r1': field 'above'"),
     ({"filter": {"severity": "LOUD"}}, "rule 'r1': field 'filter.severity'"),
     ({"filter": {"regex": "(a)\\1"}}, "rule 'r1': field 'filter.regex'"),
@@ -506,6 +544,15 @@ def test_check_names_the_bad_rule_and_field(
     assert captured.out == "" and captured.err.count("\n") == 1
     assert message in captured.err
     assert SECRET_PASSWORD not in captured.err and SECRET_TOKEN not in captured.err
+
+
+def test_a_new_issue_rule_picks_issues_by_service_only() -> None:
+    notify = {"ops": {"webhook": "http://127.0.0.1:9/hook"}}
+    rule = {"name": "r1", "kind": "new_issue", "filter": {"severity": "ERROR"}, "notify": "ops"}
+    with pytest.raises(RuleError, match=r"^rule 'r1': field 'filter\.severity': a new_issue rule picks"):
+        parse_rules({"notify": notify, "rules": [rule]})
+    unfiltered = parse_rules({"notify": notify, "rules": [rule | {"filter": {}}]})
+    assert unfiltered.rules[0].describe() == "a new error issue, or one that regresses"
 
 
 def test_check_hides_a_bad_webhook_url_and_accepts_a_good_file(tmp_path: Path) -> None:

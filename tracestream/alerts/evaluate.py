@@ -16,6 +16,8 @@ from tracestream.alerts.histogram import percentile
 from tracestream.alerts.rules import Rule, RuleSet
 from tracestream.timeparse import iso_utc
 
+ISSUE_FIELD = "issue:"  # a new_issue rule's state: issue:<fingerprint> -> new or regressed
+
 # ---------------------------------------------------------------------------
 # values and states
 
@@ -65,11 +67,15 @@ class RuleState:
     resolved_ms: int = 0
     matched_at_fire: int = 0
     armed_ms: int = 0  # when the rule was first evaluated: absence is judged from then on
+    # new_issue rules: each fingerprint told of, and how ("new" or "regressed")
+    issues: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, stored: Mapping[str, str], now_ms: int) -> RuleState:
         def number(name: str) -> int:
             return int(stored.get(name) or 0)
+
+        told = {name[len(ISSUE_FIELD) :]: how for name, how in stored.items() if name.startswith(ISSUE_FIELD)}
 
         return cls(
             status=stored.get("status") or "ok",
@@ -80,6 +86,7 @@ class RuleState:
             resolved_ms=number("resolved_ms"),
             matched_at_fire=number("matched_at_fire"),
             armed_ms=number("armed_ms") or now_ms,
+            issues=told,
         )
 
 

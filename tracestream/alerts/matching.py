@@ -250,6 +250,8 @@ class Matcher:
         compiled: dict[Query, Filter] = {}
         by_service: defaultdict[str, dict[Filter, list[Rule]]] = defaultdict(dict)
         for rule in rules:
+            if rule.kind == "new_issue":
+                continue  # issues are counted by the writer
             if rule.filter not in compiled:
                 compiled[rule.filter] = Filter(rule.filter)
             check = compiled[rule.filter]

@@ -20,8 +20,7 @@ from urllib.parse import urlsplit
 from tracestream.query import Query, QueryError
 from tracestream.settings import parse_duration
 
-KINDS = ("match", "rate", "ratio", "absence", "latency")
-NOT_YET = {"new_issue": "needs error-issue fingerprints (issue 17), which tracestream does not have yet"}
+KINDS = ("match", "rate", "ratio", "absence", "latency", "new_issue")
 ROUTE_ATTRIBUTE = "http.route"
 TASK_ATTRIBUTE = "celery.task.name"
 # Request and task records carry their duration in milliseconds under one of these.
@@ -41,7 +40,10 @@ _RULE_KEYS = {
     "ratio": {"window", "above", "match", "min_count"},
     "absence": {"window"},
     "latency": {"window", "above", "percentile", "min_count"},
+    "new_issue": set(),
 }
+# Error issues are grouped records: a new_issue rule can only pick them by service.
+ISSUE_FILTER_KEYS = ("service",)
 
 
 class RuleError(ValueError):
@@ -106,6 +108,9 @@ class Rule:
             return f"matching/total above {self.above:g} in {window} (at least {self.min_count} records)"
         if self.kind == "absence":
             return f"no matching record for {window}"
+        if self.kind == "new_issue":
+            of = f" of {', '.join(self.filter.services)}" if self.filter.services else ""
+            return f"a new error issue{of}, or one that regresses"
         return f"p{self.percentile:g} duration above {self.above:g} ms in {window}"
 
 
@@ -220,8 +225,6 @@ def _rule(item: object, index: int, targets: Mapping[str, Target]) -> Rule:
         raise RuleError(f"rule #{index + 1}: field 'name': expected a non-empty name on one line")
     rule = _RuleFields(name, item)
     kind = item.get("kind")
-    if kind in NOT_YET:
-        raise RuleError(f"rule {name!r}: field 'kind': {kind!r} is not available yet ({NOT_YET[kind]})")
     if kind not in KINDS:
         raise RuleError(f"rule {name!r}: field 'kind': expected one of {', '.join(KINDS)}")
     allowed = _RULE_KEYS["common"] | _RULE_KEYS[kind]
@@ -236,16 +239,16 @@ def _rule(item: object, index: int, targets: Mapping[str, Target]) -> Rule:
     for target in notify:
         if target not in targets:
             raise RuleError(f"rule {name!r}: field 'notify': no target named {str(target)!r} under notify")
-    windowed = kind != "match"
+    windowed = kind not in ("match", "new_issue")
     cooldown_default = 0 if windowed else DEFAULT_MATCH_COOLDOWN_MS
     cooldown = rule.duration("cooldown", cooldown_default)
-    params, query = rule.filter("filter")
+    params, query = rule.issue_filter() if kind == "new_issue" else rule.filter("filter")
     return Rule(
         name=name,
         kind=kind,
         filter=query,
         notify=tuple(str(target) for target in notify),
-        # A match rule stays firing while matches keep coming less than `cooldown` apart.
+        # A match (new_issue) rule stays firing while matches (issues) come less than `cooldown` apart.
         window_ms=rule.duration("window", None, positive=True) if windowed else cooldown,
         above=rule.threshold(kind) if kind in ("rate", "ratio", "latency") else 0.0,
         for_ms=rule.duration("for", 0),
@@ -310,6 +313,15 @@ class _RuleFields:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
             raise self.error("percentile", "expected a number above 0, up to 100")
         return float(value)
+
+    def issue_filter(self) -> tuple[dict[str, str | list[str]], Query]:
+        """A new_issue rule's filter: optional, services only."""
+        spec = self.item.get("filter", {})
+        if isinstance(spec, Mapping):
+            for name in spec:
+                if name not in ISSUE_FILTER_KEYS:
+                    raise self.error(f"filter.{name}", "a new_issue rule picks issues by service only")
+        return self.filter("filter") if spec else ({}, Query())
 
     def filter(self, key: str) -> tuple[dict[str, str | list[str]], Query]:
         spec = self.item.get(key)

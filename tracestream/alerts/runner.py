@@ -16,16 +16,25 @@ import heapq
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 
 from tracestream.alerts.delivery import Deliverer, DeliverySettings, claim_idle, read_group, unparsed_reads
 from tracestream.alerts.evaluate import decide, notification, reading
+from tracestream.alerts.issues import issue_step
 from tracestream.alerts.matching import Batch, Matcher, Seen
 from tracestream.alerts.rules import RuleSet
-from tracestream.alerts.store import AlertKeys, MemoryStore, RedisStore, ShardCounter, Store, home_stream
+from tracestream.alerts.store import (
+    AlertKeys,
+    Loaded,
+    MemoryStore,
+    RedisStore,
+    ShardCounter,
+    Store,
+    home_stream,
+)
 from tracestream.connection import (
     CLUSTER_CHANGES,
     CLUSTER_ERRORS,
@@ -35,6 +44,7 @@ from tracestream.connection import (
     refresh_topology,
     reply_text,
 )
+from tracestream.error_issues import ErrorIssue, list_issues
 from tracestream.forwarder import default_consumer
 from tracestream.query import after, parse_stream_id
 from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S, shards
@@ -55,28 +65,57 @@ class RunSettings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
 
-class Evaluator:
-    """Every rule, once, at one moment."""
+Issues = Callable[[int], Sequence[ErrorIssue]]  # error issues last seen at or after a time (ms)
+_ISSUE_OVERLAP_MS = 60_000  # each listing of issues reaches back this far over the last one
 
-    def __init__(self, rules: RuleSet, store: Store) -> None:
+
+class Evaluator:
+    """Every rule, once, at one moment. `issues` lists error issues, for new_issue rules."""
+
+    def __init__(self, rules: RuleSet, store: Store, issues: Issues | None = None) -> None:
         self.rules = rules
         self.store = store
+        self._issues = issues
+        self._issues_since: int | None = None
+        self._watch_issues = any(rule.kind == "new_issue" for rule in rules.rules)
 
     def evaluate(self, now_ms: int) -> None:
-        values = {}
-        for rule, loaded in zip(self.rules.rules, self.store.load(self.rules.rules, now_ms), strict=True):
-            now = reading(rule, loaded.window, loaded.state, now_ms)
+        values: dict[str, float] = {}
+        loaded = self.store.load(self.rules.rules, now_ms)
+        issues = self._recent_issues(loaded, now_ms)
+        for rule, found in zip(self.rules.rules, loaded, strict=True):
+            if rule.kind == "new_issue":
+                step, payload, values[rule.name] = issue_step(self.rules, rule, found.state, issues, now_ms)
+                if step is not None:
+                    self.store.apply(rule, found.state, step, payload)
+                continue
+            now = reading(rule, found.window, found.state, now_ms)
             values[rule.name] = now.value
-            step = decide(rule, loaded.state, now, now_ms)
+            step = decide(rule, found.state, now, now_ms)
             if step is None:
                 continue
             payload = (
-                notification(self.rules, rule, step, loaded.state, now, self.store.samples(rule), now_ms)
+                notification(self.rules, rule, step, found.state, now, self.store.samples(rule), now_ms)
                 if step.notify
                 else None
             )
-            self.store.apply(rule, loaded.state, step, payload)
+            self.store.apply(rule, found.state, step, payload)
         self.store.evaluated(values, now_ms)
+
+    def _recent_issues(self, loaded: Sequence[Loaded], now_ms: int) -> Sequence[ErrorIssue]:
+        """Issues seen since the last listing (with some overlap); the first listing reaches back to
+        when the rules were armed, so a restarted runner tells what happened while it was down."""
+        if not self._watch_issues or self._issues is None:
+            return ()
+        since = self._issues_since
+        if since is None:
+            since = min(
+                found.state.armed_ms
+                for rule, found in zip(self.rules.rules, loaded, strict=True)
+                if rule.kind == "new_issue"
+            )
+        self._issues_since = now_ms - _ISSUE_OVERLAP_MS
+        return self._issues(since)
 
 
 class AlertRunner:
@@ -94,7 +133,11 @@ class AlertRunner:
         self._counters: list[ShardCounter] = []
         home_client = node_for(self._client, home)
         self._matcher = Matcher(rules.rules)
-        self._evaluator = Evaluator(rules, RedisStore(home_client, self._home_keys, []))
+        self._evaluator = Evaluator(
+            rules,
+            RedisStore(home_client, self._home_keys, []),
+            lambda since_ms: list_issues(self._client, settings.stream, since_ms=since_ms),
+        )
         self._deliverer = Deliverer(
             home_client, self._home_keys, rules.targets, settings.consumer, settings.delivery, report
         )
@@ -231,18 +274,29 @@ class Replay:
     Each step counts the records timestamped before it, then evaluates every rule.
     """
 
-    def __init__(self, rules: RuleSet, start_ms: int, step_ms: int = 1000) -> None:
+    def __init__(
+        self, rules: RuleSet, start_ms: int, step_ms: int = 1000, issues: Sequence[ErrorIssue] = ()
+    ) -> None:
         self.store = MemoryStore()
         self.clock = start_ms
         self._step_ms = step_ms
         self._matcher = Matcher(rules.rules)
-        self._evaluator = Evaluator(rules, self.store)
+        self._evaluator = Evaluator(rules, self.store, lambda _since_ms: self._issues_by_now(issues))
         self._batch = Batch()
 
     def feed(self, records: Iterable[Seen]) -> None:
         for record in records:
             self.advance(record.at_ms)
             self._matcher.add(record, self._batch)
+
+    def _issues_by_now(self, issues: Sequence[ErrorIssue]) -> list[ErrorIssue]:
+        """Issues as they were at the clock, as far as the stored ones tell: first seen by then, and
+        new (when an issue regressed is not kept, so a backtest shows no regression)."""
+        return [
+            replace(issue, status="open", regression=False)
+            for issue in issues
+            if issue.first_seen_ms <= self.clock
+        ]
 
     def advance(self, until_ms: int) -> None:
         """Evaluate at every step up to `until_ms`."""
@@ -257,7 +311,9 @@ def backtest(
     client: Client, stream: str, rules: RuleSet, since_ms: int, until_ms: int, step_ms: int = 1000
 ) -> list[dict[str, Any]]:
     """The notifications the rules would have sent over the stored records, oldest first; writes nothing."""
-    replay = Replay(rules, since_ms, step_ms)
+    watched = any(rule.kind == "new_issue" for rule in rules.rules)
+    issues = list_issues(client, stream, since_ms=since_ms) if watched else []
+    replay = Replay(rules, since_ms, step_ms, issues)
     replay.feed(_stored_records(client, stream, since_ms, until_ms))
     replay.advance(until_ms)
     return [dict(payload) for payload in replay.store.notifications]

@@ -177,15 +177,20 @@ class ShardCounter:
         keys: list[str] = []
         windows = [self._window_keys(rule, now_ms) for rule in rules]
         for rule, window in zip(rules, windows, strict=True):
+            if rule.kind == "new_issue":
+                continue  # no counts: the writer keeps the issues
             keys += window.counts
             if rule.kind == "latency":
                 self._histogram(keys=window.histograms, client=pipe)
-        pipe.mget(keys)
+        pipe.mget(keys or [self.records])  # (new_issue rules only: nothing counted, a key of this slot)
         *histograms, counts = pipe.execute()
         numbers = iter([int(n or 0) for n in counts])
         replies = iter(histograms)
         loaded = []
         for rule, window in zip(rules, windows, strict=True):
+            if rule.kind == "new_issue":
+                loaded.append(Window())
+                continue
             size = len(window.histograms)
             matched = [next(numbers) for _ in range(size)]
             totals = [next(numbers) for _ in range(size)] if rule.kind == "ratio" else []
