@@ -326,18 +326,16 @@ def _figures_text(figures: dict[str, float]) -> str:
 def report_in_process(results: InProcessResults) -> None:
     """Medians per contender; tracestream's own cost is what it adds to the tuned floor."""
     columns = ("cpu_us", "instructions", "redis_us")
-    head = ("framework", "contender", "µs CPU", "+bare", "+floor", "+tuned", "k instr", "+tuned", "Redis µs")
-    print("\n{:9} {:11} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8}".format(*head))
+    median = {
+        key: {column: statistics.median(run[column] for run in runs) for column in columns}
+        for key, runs in results.items()
+    }
+    counted = any(figures["instructions"] for figures in median.values())
+    head = ["framework", "contender", "µs CPU", "+bare", "+floor", "+tuned", "Redis µs"]
+    print("\n{:9} {:11} {:>7} {:>7} {:>7} {:>7} {:>8}".format(*head), "  k instr   +tuned" if counted else "")
     for framework in FRAMEWORKS:
-        median = {
-            mode: {
-                column: statistics.median(run[column] for run in results[(framework, mode)])
-                for column in columns
-            }
-            for mode in IN_PROCESS_MODES
-        }
-        cpu = {mode: figures["cpu_us"] for mode, figures in median.items()}
-        thousands = {mode: figures["instructions"] / 1000 for mode, figures in median.items()}
+        cpu = {mode: median[(framework, mode)]["cpu_us"] for mode in IN_PROCESS_MODES}
+        thousands = {mode: median[(framework, mode)]["instructions"] / 1000 for mode in IN_PROCESS_MODES}
         for mode in IN_PROCESS_MODES:
             row = (
                 cpu[mode],
@@ -345,12 +343,11 @@ def report_in_process(results: InProcessResults) -> None:
                 cpu[mode] - cpu["floor"],
                 cpu[mode] - cpu["tuned-floor"],
             )
-            row += (thousands[mode], thousands[mode] - thousands["tuned-floor"], median[mode]["redis_us"])
-            print(
-                "{:9} {:11} {:7.1f} {:+7.1f} {:+7.1f} {:+7.1f} {:8.0f} {:+7.0f} {:8.1f}".format(
-                    framework, mode, *row
-                )
-            )
+            text = "{:9} {:11} {:7.1f} {:+7.1f} {:+7.1f} {:+7.1f}".format(framework, mode, *row)
+            text += f" {median[(framework, mode)]['redis_us']:8.1f}"
+            if counted:
+                text += f" {thousands[mode]:8.0f} {thousands[mode] - thousands['tuned-floor']:+8.0f}"
+            print(text)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
