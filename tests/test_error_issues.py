@@ -36,6 +36,10 @@ tracestream.configure()
 def health() -> dict[str, bool]:
     return {"ok": True}
 
+@app.get("/explode/{n}")
+def explode(n: int) -> None:
+    raise RuntimeError(f"exploded {n} times")
+
 @app.post("/checkout/{order_id}")
 def checkout(order_id: int) -> dict[str, str]:
     from tests.apps.celery_app import fail
@@ -289,3 +293,15 @@ def test_a_task_error_from_celery_beat_names_its_schedule_entry(shop: Shop) -> N
         issue = wait_for(lambda: _only_issue(stream, 2, "KeyError"), timeout=60, what="beat's task failing")
     assert [link["route"] for link in issue.chain] == ["beat:nightly-report"]
     assert issue.chain[0]["count"] >= 2 and issue.services == ["worker"]
+
+
+def test_a_request_error_names_its_route(shop: Shop) -> None:
+    stream, url, _, _ = shop
+    for n in (1, 2):
+        assert httpx.get(f"{url}/explode/{n}", timeout=10).status_code == 500
+    issue = wait_for(
+        lambda: (found := _only_issue(stream, 2, "RuntimeError")) and found.chain and found,
+        what="the 500s' issue",
+    )
+    assert [link["route"] for link in issue.chain] == ["/explode/{n}"]
+    assert issue.services == ["shop"] and issue.message.startswith("exploded")
