@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from tests.corpus.hostile_entries import HOSTILE_LOGS
 from tracestream.alerts.histogram import RELATIVE_ERROR, bin_of, percentile
-from tracestream.alerts.matching import Filter, Seen
-from tracestream.query import Query
+from tracestream.alerts.matching import Filter, Seen, leading_literal
+from tracestream.query import Query, QueryError, compile_regex
 from tracestream.schema import LOG_FIELDS, LogEntry
 
 QUERIES = [
@@ -120,3 +120,35 @@ def test_a_percentile_from_bins_is_within_one_percent_of_the_nearest_rank(
     exact = sorted(durations)[max(0, math.ceil(wanted / 100 * len(durations)) - 1)]
     assert count == len(durations)
     assert abs(value - max(exact, 0.001)) <= RELATIVE_ERROR * max(exact, 0.001) * 1.000001
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literal"),
+    [
+        ("declined [0-9]+", "declined "),
+        ("^GET /pay", "GET /pay"),
+        ("ab?c", "a"),
+        ("abc*", "ab"),
+        ("ab{2}", "a"),
+        ("a|b", ""),
+        ("(?i)abc", ""),
+        ("x*", ""),
+        (r"\d+ items", ""),
+        ("order.id", "order"),
+    ],
+)
+def test_the_text_a_regex_starts_with(pattern: str, literal: str) -> None:
+    assert leading_literal(pattern) == literal
+
+
+PIECES = ["a", "b", " ", "-", "[0-9]+", "?", "*", "+", "(c|d)", "^", ".", r"\d", "{2}", "$", "(?i)", "e"]
+
+
+@given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=6), st.text("abcdeAB 0123-.", max_size=12))
+def test_every_match_holds_the_leading_literal(pieces: list[str], text: str) -> None:
+    try:
+        regex = compile_regex("".join(pieces))
+    except QueryError:  # not a pattern RE2 takes: nothing to check
+        return
+    if regex.search(text) is not None:
+        assert leading_literal(regex.pattern) in text

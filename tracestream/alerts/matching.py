@@ -152,6 +152,8 @@ class Filter:
         self._regex = query.regex
         # A pattern that matches empty text matches any record with an empty text field.
         self._regex_matches_empty = query.regex is not None and query.regex.search("") is not None
+        # Text any match must hold: a record without it is refused without running the regex.
+        self._regex_literal = "" if query.regex is None else leading_literal(query.regex.pattern)
         # Nothing to check beyond the service a record was indexed by (an absence rule's filter).
         self.only_services = query == Query(services=query.services)
 
@@ -179,11 +181,29 @@ class Filter:
         texts = (record.body, record.exception_type, record.exception_message)
         if self._regex_matches_empty and not all(texts):
             return True
-        return any(regex.search(text) for text in texts if text)
+        literal = self._regex_literal
+        return any(regex.search(text) for text in texts if text and literal in text)
 
     @property
     def first_attribute(self) -> AttributeMatch | None:
         return self._attributes[0] if self._attributes else None
+
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-:/=,")
+
+
+def leading_literal(pattern: str) -> str:
+    """The plain text a pattern starts with, which every match then contains: `declined [0-9]+`
+    gives `declined `. '' when unsure: any alternation, a flag, or nothing plain up front."""
+    if "|" in pattern or pattern.startswith("(?"):
+        return ""
+    start = 1 if pattern.startswith("^") else 0
+    end = start
+    while end < len(pattern) and pattern[end] in _PLAIN:
+        end += 1
+    if end < len(pattern) and pattern[end] in "?*{":  # the last character may be absent
+        end -= 1
+    return pattern[start:end] if end > start else ""
 
 
 @dataclass
@@ -257,7 +277,8 @@ class Matcher:
             check = compiled[rule.filter]
             for service in rule.filter.services or ("",):
                 by_service[service].setdefault(check, []).append(rule)
-        self._any_service = _ServiceChecks(by_service.pop("", {}))
+        any_service = by_service.pop("", {})
+        self._any_service = _ServiceChecks(any_service) if any_service else None
         self._by_service = {service: _ServiceChecks(checks) for service, checks in by_service.items()}
         self._ratio_match = {rule.name: Filter(rule.match) for rule in rules if rule.match is not None}
 
@@ -265,10 +286,13 @@ class Matcher:
         """`read_ms`: when the record was read. A match rule counts it then, so a record read late
         (a lagging or restarted runner) still fires its rule; the windowed kinds use its timestamp."""
         batch.stream_ids.append(record.stream_id)
-        candidates = self._any_service.candidates(record)
         service = self._by_service.get(record.service)
-        if service is not None:
-            candidates += service.candidates(record)
+        if self._any_service is None:
+            candidates = service.candidates(record) if service is not None else []
+        else:
+            candidates = self._any_service.candidates(record)
+            if service is not None:
+                candidates += service.candidates(record)
         for check, rules in candidates:
             if check.only_services or check.passes(record):
                 for rule in rules:
