@@ -23,7 +23,9 @@ from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
 from tracestream.error_issues import ErrorIssue, fingerprint_of, get_issue, list_issues, set_status
 from tracestream.exporters.encoding import exception_fields
+from tracestream.query import Query, search
 from tracestream.schema import innermost_app_frame, normalized_message
+from tracestream.summary import summarize
 
 # A route that enqueues a task which fails in the worker.
 CHECKOUT_APP = """
@@ -265,6 +267,11 @@ def test_another_writers_keys_cost_only_the_issues(
     issue = get_issue(redis_client, stream.stream, fingerprint)  # its hash was written before the ZADD
     assert issue is not None and issue.count == 1
     assert list_issues(redis_client, stream.stream) == []  # listing needs the sorted set
+    # readers that look for copies below what the stream holds find a key that is not a stream
+    assert [e.body for e in search(redis_client, stream.stream, Query.parse(severity="ERROR")).records] == [
+        "failed"
+    ]
+    assert summarize(redis_client, stream.stream, 0).services["api"].errors == 1
 
 
 def test_a_cluster_sharded_by_service_merges_an_issue_over_its_shards(stream: RedisHandle) -> None:
