@@ -9,6 +9,7 @@ import time
 from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle
 from tests.test_cli import ndjson, run
+from tracestream.error_issues import list_issues, newest_record
 from tracestream.exporters.encoding import exception_fields
 from tracestream.query import Query, fetch_trace, search
 from tracestream.summary import summarize
@@ -60,6 +61,11 @@ def test_a_flood_of_info_from_one_service_leaves_another_services_errors(stream:
         assert summary.services["billing"].errors == 1
         assert [(g.exception_type, g.count) for g in summary.top_errors()] == [("LookupError", 1)]
         assert summary.services["noisy"].errors == 0
+
+        (issue,) = list_issues(client, stream.stream)
+        newest = newest_record(client, stream.stream, issue)  # for the issue's page: its stack trace
+        assert newest is not None and newest.stream_id == found[0].stream_id
+        assert "in _failure" in newest.exception_stacktrace
 
     listed = run(stream, "errors", "--json")
     assert listed.returncode == 0, listed.stderr

@@ -14,10 +14,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from redis.exceptions import ResponseError
+
 from tracestream.connection import Client
 from tracestream.lua import script_source
-from tracestream.query.replies import run_script
-from tracestream.schema import fingerprint_of
+from tracestream.query.replies import run_script, tolerant_call
+from tracestream.schema import LogEntry, fingerprint_of
 from tracestream.shards import Shard, shards
 from tracestream.timeparse import iso_utc
 
@@ -27,6 +29,7 @@ __all__ = [
     "fingerprint_of",
     "get_issue",
     "list_issues",
+    "newest_record",
     "set_status",
 ]
 
@@ -118,6 +121,32 @@ def get_issue(client: Client, stream: str, fingerprint: str) -> ErrorIssue | Non
     args: list[str | int] = ["-inf", "", "", 1, fingerprint]
     found = _merged(_read(shard, args) for shard in shards(client, stream))
     return found[0] if found else None
+
+
+def newest_record(client: Client, stream: str, issue: ErrorIssue) -> LogEntry | None:
+    """The issue's newest record, with its stack trace: from the log stream, else from its copy in
+    `<stream>:errors` (trimmed from the stream by count); None once both have let it go."""
+    stream_id = issue.newest_record_id
+    if not stream_id:
+        return None
+    for shard in shards(client, stream):
+        for key in (shard.keys.logs, shard.keys.errors):
+            try:
+                found = tolerant_call(shard.client, "XRANGE", key, stream_id, stream_id)
+            except ResponseError:  # not a stream id, or another writer's key of another type
+                continue
+            for entry_id, fields in found or ():
+                entry = LogEntry.from_fields(entry_id, fields)
+                if (
+                    fingerprint_of(
+                        entry.exception_type,
+                        entry.exception_stacktrace,
+                        entry.exception_message or entry.body,
+                    )
+                    == issue.fingerprint
+                ):
+                    return entry
+    return None
 
 
 def set_status(client: Client, stream: str, fingerprint: str, status: str) -> bool:
