@@ -117,7 +117,7 @@ local function add_to_issue(e, row, stream_id)
     issue_order[#issue_order + 1] = fp
   end
   g.n = g.n + 1
-  g.newest, g.last_row = stream_id, row
+  g.newest = stream_id
   local function bump(t, name) if name ~= '' then t[name] = (t[name] or 0) + 1 end end
   bump(g.services, row[P.service])
   bump(g.instances, e[4])
@@ -204,7 +204,7 @@ if #issue_order > 0 then
         'service', row[P.service])
     end
     if call('HINCRBY', key, 'state', 0) == 1 then call('HSET', key, 'state', 0, 'regression', 1) end
-    call('HSET', key, 'last', now_ms, 'newest', g.newest, 'last_service', g.last_row[P.service])
+    call('HSET', key, 'last', now_ms, 'newest', g.newest)
     local traces = g.traces
     for k = math.max(1, #traces - 4), #traces do
       call('HSET', key, 't' .. ((total - #traces + k) % 5), traces[k])
