@@ -26,7 +26,7 @@ from typing import Any
 
 import http_overhead
 
-__all__ = ["asgi_driver", "flush_for", "measure", "wsgi_driver"]
+__all__ = ["asgi_driver", "contender_arguments", "flush_for", "measure", "warmed_up", "wsgi_driver"]
 
 Driver = Callable[[int], None]
 
@@ -152,8 +152,8 @@ def _callgrind(state: str) -> None:
         )
 
 
-def measure(framework: str, mode: str, requests: int, warmup: int, redis_pid: int | None) -> dict[str, float]:
-    """CPU per request of this process (all threads, export included) and of Redis, in µs."""
+def warmed_up(framework: str, mode: str, warmup: int) -> tuple[Driver, Callable[[], None]]:
+    """The contender's app behind its driver, after `warmup` requests and their export."""
     os.environ["BENCH_MODE"] = mode
     if framework == "fastapi":
         drive = asgi_driver(http_overhead.fastapi_app())
@@ -162,6 +162,12 @@ def measure(framework: str, mode: str, requests: int, warmup: int, redis_pid: in
     flush = flush_for(mode)
     drive(warmup)
     flush()
+    return drive, flush
+
+
+def measure(framework: str, mode: str, requests: int, warmup: int, redis_pid: int | None) -> dict[str, float]:
+    """CPU per request of this process (all threads, export included) and of Redis, in µs."""
+    drive, flush = warmed_up(framework, mode, warmup)
     redis_started = _process_cpu_seconds(redis_pid)
     _callgrind("on")
     started = time.process_time()
@@ -173,12 +179,18 @@ def measure(framework: str, mode: str, requests: int, warmup: int, redis_pid: in
     return {"cpu_us": cpu / requests * 1e6, "redis_us": redis_cpu / requests * 1e6, "requests": requests}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def contender_arguments(description: str | None) -> argparse.ArgumentParser:
+    """The command line that names one contender and how many requests it serves."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("framework", choices=http_overhead.FRAMEWORKS)
     parser.add_argument("mode", choices=http_overhead.IN_PROCESS_MODES)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
+    return parser
+
+
+def main() -> None:
+    parser = contender_arguments(__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--redis-pid", type=int)
     args = parser.parse_args()
     print(json.dumps(measure(args.framework, args.mode, args.requests, args.warmup, args.redis_pid)))

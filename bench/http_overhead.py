@@ -188,6 +188,8 @@ def _server_command(framework: str, port: int) -> list[str]:
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     return [
         gunicorn,
+        "--log-level",
+        "warning",
         "-w",
         "1",
         "-b",

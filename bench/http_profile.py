@@ -11,16 +11,13 @@ contender needs TRACESTREAM_REDIS_URL pointing at a Redis that is not 6379's.)
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import os
 import pstats
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 import http_inprocess
-import http_overhead
 
 __all__ = ["profile"]
 
@@ -72,12 +69,7 @@ def _cprofile_rows(run: Callable[[], None]) -> list[Row]:
 
 
 def profile(framework: str, mode: str, requests: int, warmup: int) -> tuple[str, list[Row]]:
-    os.environ["BENCH_MODE"] = mode
-    app = http_overhead.fastapi_app() if framework == "fastapi" else http_overhead.django_app()
-    drive = http_inprocess.asgi_driver(app) if framework == "fastapi" else http_inprocess.wsgi_driver(app)
-    flush = http_inprocess.flush_for(mode)
-    drive(warmup)
-    flush()
+    drive, flush = http_inprocess.warmed_up(framework, mode, warmup)
 
     def run() -> None:
         drive(requests)
@@ -108,11 +100,7 @@ def report(rows: Iterable[Row], requests: int, top: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("framework", choices=http_overhead.FRAMEWORKS)
-    parser.add_argument("mode", choices=http_overhead.IN_PROCESS_MODES)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--warmup", type=int, default=300)
+    parser = http_inprocess.contender_arguments(__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
     profiler, rows = profile(args.framework, args.mode, args.requests, args.warmup)
