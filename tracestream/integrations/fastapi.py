@@ -17,6 +17,7 @@ that same context (the request's task).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
@@ -145,7 +146,6 @@ def _carries_recorded_exception(record: logging.LogRecord) -> bool:
 
 
 def _exchange(scope: Scope, response: dict[str, Any], started: float) -> HttpExchange:
-    request_headers = dict(scope.get("headers") or ())
     client = scope.get("client")
     route = scope.get("route")
     return HttpExchange(
@@ -155,9 +155,17 @@ def _exchange(scope: Scope, response: dict[str, Any], started: float) -> HttpExc
         status=response["status"],
         duration_ms=(perf_counter() - started) * 1000,
         client=client[0] if client else None,
-        user_agent=request_headers.get(b"user-agent", b"").decode("latin-1") or None,
+        user_agent=_user_agent(scope.get("headers") or ()),
         response_size=response["size"],
     )
+
+
+def _user_agent(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The one header the record needs, without a dict of them all."""
+    for name, value in headers:
+        if name == b"user-agent":
+            return value.decode("latin-1") or None
+    return None
 
 
 def _build_middleware_stack(original: Any) -> Any:
