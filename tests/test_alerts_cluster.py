@@ -14,6 +14,8 @@ from tests.apps.alerts_webhook import WebhookReceiver
 from tests.seeded_records import RecordWriter
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tests.test_alerts import notified, rate_rule, rule_file, running
+from tracestream.alerts.status import alerts_status
+from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster
 
 SERVICES, SHARDED = test_cluster.SERVICES, test_cluster.SHARDED  # one service on each master
@@ -27,13 +29,16 @@ def test_rules_count_every_shard_and_find_new_ones(cluster: EmbeddedCluster, tmp
         writer.log("before the runner: not counted", service=service, severity="ERROR")
     errors = {**rate_rule("errors", "-", "30s", 2), "filter": {"severity": "ERROR"}}
     newcomer = {"name": "newcomer", "kind": "match", "filter": {"service": "late"}, "notify": "ops"}
+    new_issue = {"name": "new-errors", "kind": "new_issue", "notify": "ops"}
     with WebhookReceiver() as receiver:
-        rules = rule_file(tmp_path, receiver, [errors, newcomer])
+        rules = rule_file(tmp_path, receiver, [errors, newcomer, new_issue])
         with running(handle, rules, TRACESTREAM_REDIS_CLUSTER="true") as runner:
             assert "on 3 shard(s)" in runner.stderr()
             for service in SERVICES:  # one error on each master: only their sum crosses the threshold
                 writer.log("card declined", service=service, severity="ERROR", trace_id=0x77)
             firing = notified(receiver, "errors", 1)[0]
+            (issue,) = notified(receiver, "new-errors", 1)[0]["issues"]  # one issue over 3 shards
+            assert (issue["message"], issue["how"]) == ("card declined", "new")
             writer.log("a service that was not there when the runner started", service="late")
             notified(receiver, "newcomer", 1, timeout=20)
         writer.close()
@@ -44,5 +49,10 @@ def test_rules_count_every_shard_and_find_new_ones(cluster: EmbeddedCluster, tmp
         done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
         assert done.returncode == 0, done.stderr
         states = {line["rule"]: line["status"] for line in map(orjson.loads, done.stdout.splitlines())}
-        assert states == {"errors": "firing", "newcomer": "firing"}
-        wait_for(lambda: len(receiver.accepted("/hook")) == 2, what="exactly two notifications")
+        assert states == {"errors": "firing", "newcomer": "firing", "new-errors": "firing"}
+        shown = alerts_status(connect_cluster(cluster.url, 10.0, decode=True), handle.stream)
+        assert [(rule["rule"], rule["status"]) for rule in shown["rules"]] == [
+            ("errors", "firing"), ("new-errors", "firing"), ("newcomer", "firing"),
+        ]  # fmt: skip
+        assert shown["evaluated"] and len(shown["notifications"]) == 3
+        wait_for(lambda: len(receiver.accepted("/hook")) == 3, what="exactly three notifications")

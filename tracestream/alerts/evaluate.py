@@ -66,7 +66,7 @@ class RuleState:
     last_sent_ms: int = 0
     resolved_ms: int = 0
     matched_at_fire: int = 0
-    armed_ms: int = 0  # when the rule was first evaluated: absence is judged from then on
+    armed_ms: int = 0  # when a runner first started with the rule: absence and news count from then
     # new_issue rules: each fingerprint told of, and how ("new" or "regressed")
     issues: Mapping[str, str] = field(default_factory=dict)
 

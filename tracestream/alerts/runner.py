@@ -211,7 +211,7 @@ class AlertRunner:
         self._counters = counters
         store = self._evaluator.store = RedisStore(home, self._home_keys, counters)
         if announce:
-            store.describe(self.rules.rules)
+            store.describe(self.rules.rules, int(time.time() * 1000))
         self._deliverer.client = home
         self._deliverer.ensure_group()
         if announce:

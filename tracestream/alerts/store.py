@@ -274,13 +274,18 @@ class RedisStore:
         pipe.set(self.keys.evaluated, now_ms)
         pipe.execute()
 
-    def describe(self, rules: Sequence[Rule]) -> None:
-        """What each rule is, for readers that have no rule file (the console)."""
+    def describe(self, rules: Sequence[Rule], now_ms: int) -> None:
+        """What each rule is, for readers that have no rule file (the console); and a rule seen for
+        the first time is armed now, as the runner starts, so what happens from then on counts."""
         described = {
             rule.name: orjson.dumps({"kind": rule.kind, "condition": rule.describe(), "notify": rule.notify})
             for rule in rules
         }
-        self.home.hset(self.keys.rules, mapping=described)  # type: ignore[arg-type]
+        pipe = self.home.pipeline(transaction=False)
+        pipe.hset(self.keys.rules, mapping=described)  # type: ignore[arg-type]
+        for rule in rules:
+            pipe.hsetnx(self.keys.state(rule.name), "armed_ms", now_ms)
+        pipe.execute()
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         pairs = [item for pair in step.fields.items() for item in pair]
