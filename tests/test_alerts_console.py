@@ -6,16 +6,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from playwright.sync_api import Browser, Page
 
 from tests.seeded_records import RecordWriter
-from tests.support import RedisHandle
+from tests.support import RedisHandle, wait_for
 from tests.test_alerts import SECRET_PASSWORD, SECRET_TOKEN, running
+from tests.test_console_acl import READER_ACL
 from tests.test_console_browser import XSS, _screenshot, browser, console  # noqa: F401 - fixtures
 from tests.test_console_live import TOKEN, ConsoleProcess
+from tracestream.alerts.status import alerts_status
+from tracestream.connection import connect
 from tracestream.embedded_redis import free_port
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
@@ -91,3 +95,30 @@ def test_the_alerts_page_shows_states_notifications_and_failures_as_text(
         assert page.locator("img").count() == 0
         _screenshot(page, "alerts")
     writer.close()
+
+
+def test_the_alerts_page_needs_only_what_the_consoles_read_only_user_may_run(
+    console: ConsoleProcess,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    handle = RedisHandle(url=console.handle.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    rules = rule_file(tmp_path, f"http://127.0.0.1:{free_port()}/hook")
+    writer = RecordWriter(handle)
+    with running(handle, rules, "a", "--max-attempts", "1"):
+        writer.log("card declined", service="shop", trace_id=TRACE_ID)
+        user = f"reader-{uuid.uuid4().hex[:8]}"
+        with handle.client() as admin:
+            admin.execute_command(
+                *READER_ACL.format(password="pw", stream=handle.stream).replace("reader", user, 1).split()
+            )
+        reader = connect(f"redis://{user}:pw@127.0.0.1:{urlsplit(handle.url).port}/0", 5.0, decode=True)
+        shown = wait_for(
+            lambda: (found := alerts_status(reader, handle.stream))["failed_deliveries"] and found,
+            what="a delivery given up on, read as the console's read-only user",
+        )
+    writer.close()
+    assert [(rule["rule"], rule["status"]) for rule in shown["rules"]] == [
+        (XSS, "firing"),
+        ("shop-silent", "ok"),
+    ]
+    assert shown["evaluated"] and shown["notifications"][0]["rule"] == XSS

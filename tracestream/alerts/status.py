@@ -2,6 +2,7 @@
 
 Everything comes from Redis: each rule's state, what the newest runner to start said the rule
 is, its value at the last evaluation, the notifications decided and the deliveries given up on.
+Only HGETALL and XREVRANGE, which the console's read-only user may run (docs/security.md).
 Webhook URLs are never stored with a notification; a failed delivery holds the masked one only.
 """
 
@@ -14,7 +15,7 @@ import orjson
 from redis.cluster import RedisCluster
 
 from tracestream.alerts.delivery import failed_deliveries
-from tracestream.alerts.store import AlertKeys, home_stream, rule_states
+from tracestream.alerts.store import AlertKeys, home_stream
 from tracestream.connection import Client, node_for, reply_text
 from tracestream.timeparse import iso_utc
 
@@ -29,21 +30,25 @@ def alerts_status(
     home = home_stream(stream, isinstance(client, RedisCluster))
     node = node_for(client, home)
     keys = AlertKeys(home)
-    states = rule_states(node, home)
     pipe = node.pipeline(transaction=False)
     pipe.hgetall(keys.rules)
     pipe.hgetall(keys.values)
-    pipe.get(keys.evaluated)
+    pipe.hgetall(keys.evaluated)
     pipe.xrevrange(keys.history, count=notifications)
     described, values, evaluated, history = pipe.execute()
     described = {reply_text(name): orjson.loads(text) for name, text in described.items()}
     values = {reply_text(name): float(value) for name, value in values.items()}
+    names = sorted(described)
+    for name in names:
+        pipe.hgetall(keys.state(name))
+    states = pipe.execute()
     rules = [
-        _rule(name, states.get(name, {}), described.get(name, {}), values.get(name))
-        for name in sorted(set(states) | set(described))
+        _rule(name, state, described[name], values.get(name))
+        for name, state in zip(names, states, strict=True)
     ]
+    at_ms = int(evaluated.get("at_ms") or 0)
     return {
-        "evaluated": _iso_ms(int(evaluated)) if evaluated else "",
+        "evaluated": _iso_ms(at_ms) if at_ms else "",
         "rules": rules,
         "notifications": [_notification(orjson.loads(fields["payload"])) for _, fields in history],
         "failed_deliveries": [

@@ -116,7 +116,7 @@ class AlertKeys:
 
     @property
     def evaluated(self) -> str:
-        """When any runner last evaluated the rules (ms)."""
+        """Hash: `at_ms`, when any runner last evaluated the rules."""
         return f"{self.prefix}:evaluated"
 
     @property
@@ -271,7 +271,7 @@ class RedisStore:
     def evaluated(self, values: Mapping[str, float], now_ms: int) -> None:
         pipe = self.home.pipeline(transaction=False)
         pipe.hset(self.keys.values, items=[item for pair in values.items() for item in pair])
-        pipe.set(self.keys.evaluated, now_ms)
+        pipe.hset(self.keys.evaluated, "at_ms", now_ms)
         pipe.execute()
 
     def describe(self, rules: Sequence[Rule], now_ms: int) -> None:
