@@ -1,4 +1,4 @@
-"""HTTP overhead: requests/s of a small FastAPI app and a small Django app, three ways each.
+"""HTTP overhead of a small FastAPI app and a small Django app: requests/s, or CPU per request.
 
   bare         no telemetry
   tracestream  configure(): server spans and one request record per request, to Redis
@@ -10,11 +10,15 @@
                defaults (stable HTTP semconv; FastAPI without `http send`/`http receive`
                spans): tracestream minus this is tracestream's own cost
 
-Every contender is a fresh server process (uvicorn for FastAPI, gunicorn's sync worker for
-Django, one worker each) driven by the same keep-alive load generator, in rounds that
-alternate the contenders, so their ratios are comparable on a noisy machine.
+End to end (the default), every contender is a fresh server process (uvicorn for FastAPI,
+gunicorn's sync worker for Django, one worker each) driven by the same keep-alive load
+generator, in rounds that alternate the contenders, so their ratios are comparable on a
+noisy machine. With --in-process, each contender is a fresh process that calls its app
+directly and reports CPU per request, export included (bench/http_inprocess.py); with
+--callgrind as well, instructions. --sampling 0.1 runs either at 10% head sampling.
 
 Run: .venv/bin/python bench/http_overhead.py [--seconds 4] [--rounds 3] [--connections 8]
+     .venv/bin/python bench/http_overhead.py --in-process [--requests 2000] [--callgrind]
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,7 +45,7 @@ from tracestream.embedded_redis import EmbeddedRedis, free_port
 HERE = Path(__file__).resolve()
 MODES = ("bare", "tracestream", "upstream", "floor")
 CONTRIB_MODES = ("upstream", "floor", "tuned-floor")
-IN_PROCESS_MODES = ("bare", "floor", "tuned-floor", "tracestream")
+IN_PROCESS_MODES = ("bare", "floor", "tuned-floor", "upstream", "tracestream")
 
 FRAMEWORKS = ("fastapi", "django")
 PATH = "/items/42"
@@ -236,33 +241,38 @@ def _environment(redis_server: EmbeddedRedis, sampling: float | None) -> dict[st
     return env
 
 
-def run(
-    seconds: float, rounds: int, connections: int, sampling: float | None
-) -> dict[tuple[str, str], list[float]]:
+@contextmanager
+def _contenders_environment(sampling: float | None) -> Iterator[tuple[dict[str, str], EmbeddedRedis]]:
+    """A private Redis for tracestream and an OTLP sink process for upstream, for every contender."""
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    sink_process = None
-    results: dict[tuple[str, str], list[float]] = {}
+    sink_port = sink.server_address[1]
+    sink.server_close()  # the sink runs in its own process, off the load generator's GIL
     with EmbeddedRedis() as redis_server:
         env = _environment(redis_server, sampling)
-        sink_port = sink.server_address[1]
-        sink.server_close()  # the sink runs in its own process, off the load generator's GIL
-        sink_process = subprocess.Popen([sys.executable, str(HERE), "--sink", str(sink_port)])
         env["BENCH_OTLP"] = f"http://127.0.0.1:{sink_port}/v1/traces"
+        sink_process = subprocess.Popen([sys.executable, str(HERE), "--sink", str(sink_port)])
         try:
-            for round_number in range(rounds):
-                for framework in FRAMEWORKS:
-                    for mode in MODES if round_number % 2 == 0 else reversed(MODES):
-                        rate = measure(framework, mode, env, seconds, connections)
-                        results.setdefault((framework, mode), []).append(rate)
-                        print(
-                            f"  round {round_number + 1}: {framework:8} {mode:12} {rate:8.0f} req/s",
-                            flush=True,
-                        )
-            with redis_server.client() as client:
-                print(f"  records written by the tracestream contenders: {client.xlen('bench:http')}")
+            yield env, redis_server
         finally:
             sink_process.terminate()
             sink_process.wait(10)
+
+
+def run(
+    seconds: float, rounds: int, connections: int, sampling: float | None
+) -> dict[tuple[str, str], list[float]]:
+    results: dict[tuple[str, str], list[float]] = {}
+    with _contenders_environment(sampling) as (env, redis_server):
+        for round_number in range(rounds):
+            for framework in FRAMEWORKS:
+                for mode in MODES if round_number % 2 == 0 else reversed(MODES):
+                    rate = measure(framework, mode, env, seconds, connections)
+                    results.setdefault((framework, mode), []).append(rate)
+                    print(
+                        f"  round {round_number + 1}: {framework:8} {mode:12} {rate:8.0f} req/s", flush=True
+                    )
+        with redis_server.client() as client:
+            print(f"  records written by the tracestream contenders: {client.xlen('bench:http')}")
     return results
 
 
@@ -298,8 +308,7 @@ def _in_process_command(
 def run_in_process(requests: int, rounds: int, sampling: float | None, callgrind: bool) -> InProcessResults:
     """One fresh process per contender and round (configure() and the instrumentors are per process)."""
     results: InProcessResults = {}
-    with EmbeddedRedis() as redis_server:
-        env = _environment(redis_server, sampling)
+    with _contenders_environment(sampling) as (env, redis_server):
         if callgrind:
             env["BENCH_CALLGRIND"] = "1"
         redis_pid = redis_server.process.pid if redis_server.process else None
