@@ -205,7 +205,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rules", type=int, default=200)
-    parser.add_argument("--poll-every", type=float, default=10.0)
+    parser.add_argument(
+        "--poll-every", type=float, default=10.0, help="seconds; 0: no poller (the stream runner alone)"
+    )
     parser.add_argument(
         "--backlog",
         type=int,
@@ -233,7 +235,7 @@ def main() -> None:
             [sys.executable, "-c", POLLER, server.url, stream, str(rules),
              str(args.seconds + args.poll_every), str(args.poll_every)],
             stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        ) if args.poll_every > 0 else None  # fmt: skip
         time.sleep(1.0)  # both readers in place before the first record
         runner_cpu = cpu_seconds(runner.pid)
         stop = threading.Event()
@@ -255,7 +257,7 @@ def main() -> None:
         evaluated = int(group["entries-read"])
         runner.terminate()
         runner.wait(30)
-        polled = json.loads(poller.communicate()[0])
+        polled = json.loads(poller.communicate()[0]) if poller is not None else None
     records = int(written)
     lag = f"lag max {max(lags, default=0):.2f} s, p50 {statistics.median(lags) if lags else 0:.2f} s"
     print(f"command: {' '.join(sys.argv)}")
@@ -267,10 +269,11 @@ def main() -> None:
         f"a) stream: write -> webhook {quantiles(hook.latencies)}; {lag}; {evaluated:,} read, "
         f"CPU {runner_cpu / max(1, evaluated) * 1e6:.1f} us/record"
     )
-    print(
-        f"b) polling every {args.poll_every:g} s: write -> detection {quantiles(polled['latencies'])}; "
-        f"{polled['records']:,} read, CPU {polled['cpu'] / max(1, polled['records']) * 1e6:.1f} us/record"
-    )
+    if polled is not None:
+        print(
+            f"b) polling every {args.poll_every:g} s: write -> detection {quantiles(polled['latencies'])}; "
+            f"{polled['records']:,} read, CPU {polled['cpu'] / max(1, polled['records']) * 1e6:.1f} us/record"
+        )
 
 
 def backlog(records: int, rule_count: int) -> None:
