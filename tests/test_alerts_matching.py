@@ -11,7 +11,7 @@ import math
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.corpus.hostile_entries import HOSTILE_LOGS
@@ -135,6 +135,9 @@ def test_a_percentile_from_bins_is_within_one_percent_of_the_nearest_rank(
         ("x*", ""),
         (r"\d+ items", ""),
         ("order.id", "order"),
+        ("a(?i)?", ""),  # the ? makes the a optional
+        ("ab(c)", "ab"),
+        (r"ab\Q\E?", "a"),
     ],
 )
 def test_the_text_a_regex_starts_with(pattern: str, literal: str) -> None:
@@ -142,8 +145,10 @@ def test_the_text_a_regex_starts_with(pattern: str, literal: str) -> None:
 
 
 PIECES = ["a", "b", " ", "-", "[0-9]+", "?", "*", "+", "(c|d)", "^", ".", r"\d", "{2}", "$", "(?i)", "e"]
+PIECES += [r"\Q", r"\E", "()", "(?:", ")", "{0}", "{0,1}", "(?-i)", "??", "|"]
 
 
+@settings(max_examples=1000)
 @given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=6), st.text("abcdeAB 0123-.", max_size=12))
 def test_every_match_holds_the_leading_literal(pieces: list[str], text: str) -> None:
     try:

@@ -201,8 +201,9 @@ def leading_literal(pattern: str) -> str:
     end = start
     while end < len(pattern) and pattern[end] in _PLAIN:
         end += 1
-    if end < len(pattern) and pattern[end] in "?*{":  # the last character may be absent
-        end -= 1
+    after = pattern[end : end + 2]
+    if after[:1] not in ("", "+", "[", ".", "$") and not (after[:1] == "(" and after != "(?"):
+        end -= 1  # a quantifier may follow (after a flag group or an empty quote, even): it may be absent
     return pattern[start:end] if end > start else ""
 
 
