@@ -332,7 +332,19 @@ def test_new_issue_tells_a_new_fingerprint_once_and_again_when_it_regresses(
     again = notified(receiver, "new-errors", 3)[2]
     assert [(i["fingerprint"], i["how"]) for i in again["issues"]] == [(issue["fingerprint"], "regressed")]
     assert notified(receiver, "new-errors", 4)[3]["state"] == "resolved"
-    assert states(receiver, "new-errors") == ["firing", "resolved", "firing", "resolved"]
+    with handle.client() as client:  # resolved again: its next record is a regression to tell again
+        assert set_status(client, handle.stream, issue["fingerprint"], "resolved")
+    wait_for(lambda: told_of(handle, "new-errors", issue["fingerprint"]) == "new", what="seen resolved")
+    error(exception=raised(KeyError("card")))
+    third = notified(receiver, "new-errors", 5)[4]
+    assert [(i["fingerprint"], i["how"]) for i in third["issues"]] == [(issue["fingerprint"], "regressed")]
+    assert states(receiver, "new-errors") == ["firing", "resolved", "firing", "resolved", "firing"]
+
+
+def told_of(handle: RedisHandle, rule: str, fingerprint: str) -> str:
+    """How a new_issue rule last told of a fingerprint, as its state holds it."""
+    with handle.client() as client:
+        return str(client.hget(AlertKeys(handle.stream).state(rule), f"issue:{fingerprint}") or "")
 
 
 def test_a_webhook_answering_500_then_200_gets_it_once_and_no_secret_is_shown(

@@ -18,7 +18,7 @@ from tracestream.alerts.rules import Rule, RuleSet
 from tracestream.error_issues import ErrorIssue
 from tracestream.timeparse import iso_utc
 
-__all__ = ["issue_step"]
+__all__ = ["NEW", "REGRESSED", "issue_step"]
 
 NEW, REGRESSED = "new", "regressed"
 _BODY_LIMIT = 500
@@ -32,13 +32,15 @@ def issue_step(
     news: list[tuple[ErrorIssue, str]] = []
     forgotten: dict[str, str] = {}  # regressions resolved since: a next regression is news again
     for issue in issues:
-        if issue.status != "open" or (wanted and not wanted & set(issue.services)):
+        if wanted and not wanted & set(issue.services):
             continue
         told = state.issues.get(issue.fingerprint)
-        if issue.regression and told != REGRESSED:
+        if told == REGRESSED and not (issue.status == "open" and issue.regression):
+            forgotten[ISSUE_FIELD + issue.fingerprint] = NEW  # resolved or reopened since
+        elif issue.status != "open":
+            continue
+        elif issue.regression and told != REGRESSED:
             news.append((issue, REGRESSED))
-        elif not issue.regression and told == REGRESSED:
-            forgotten[ISSUE_FIELD + issue.fingerprint] = NEW
         elif told is None and issue.first_seen_ms >= state.armed_ms:
             news.append((issue, NEW))
     if news:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,7 +23,7 @@ import redis
 
 from tracestream.alerts.delivery import Deliverer, DeliverySettings, claim_idle, read_group, unparsed_reads
 from tracestream.alerts.evaluate import decide, notification, reading
-from tracestream.alerts.issues import issue_step
+from tracestream.alerts.issues import REGRESSED, issue_step
 from tracestream.alerts.matching import Batch, Matcher, Seen
 from tracestream.alerts.rules import RuleSet
 from tracestream.alerts.store import (
@@ -44,7 +44,7 @@ from tracestream.connection import (
     refresh_topology,
     reply_text,
 )
-from tracestream.error_issues import ErrorIssue, list_issues
+from tracestream.error_issues import ErrorIssue, get_issue, list_issues
 from tracestream.forwarder import default_consumer
 from tracestream.query import after, parse_stream_id
 from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S, shards
@@ -65,7 +65,8 @@ class RunSettings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
 
-Issues = Callable[[int], Sequence[ErrorIssue]]  # error issues last seen at or after a time (ms)
+# Error issues last seen at or after a time (ms), and these fingerprints whenever last seen.
+Issues = Callable[[int, Collection[str]], Sequence[ErrorIssue]]
 _ISSUE_OVERLAP_MS = 60_000  # each listing of issues reaches back this far over the last one
 
 
@@ -107,15 +108,19 @@ class Evaluator:
         when the rules were armed, so a restarted runner tells what happened while it was down."""
         if not self._watch_issues or self._issues is None:
             return ()
+        watching = [
+            found.state
+            for rule, found in zip(self.rules.rules, loaded, strict=True)
+            if rule.kind == "new_issue"
+        ]
         since = self._issues_since
         if since is None:
-            since = min(
-                found.state.armed_ms
-                for rule, found in zip(self.rules.rules, loaded, strict=True)
-                if rule.kind == "new_issue"
-            )
+            since = min(state.armed_ms for state in watching)
         self._issues_since = now_ms - _ISSUE_OVERLAP_MS
-        return self._issues(since)
+        # A regression told of is watched until it is resolved, however long ago it was last seen,
+        # so that its next regression is news again.
+        regressed = {fp for state in watching for fp, how in state.issues.items() if how == REGRESSED}
+        return self._issues(since, regressed)
 
 
 class AlertRunner:
@@ -136,7 +141,7 @@ class AlertRunner:
         self._evaluator = Evaluator(
             rules,
             RedisStore(home_client, self._home_keys, []),
-            lambda since_ms: list_issues(self._client, settings.stream, since_ms=since_ms),
+            self._issues,
         )
         self._deliverer = Deliverer(
             home_client, self._home_keys, rules.targets, settings.consumer, settings.delivery, report
@@ -144,6 +149,15 @@ class AlertRunner:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _issues(self, since_ms: int, fingerprints: Collection[str]) -> list[ErrorIssue]:
+        stream = self.settings.stream
+        found = {issue.fingerprint: issue for issue in list_issues(self._client, stream, since_ms=since_ms)}
+        for fingerprint in set(fingerprints) - set(found):
+            issue = get_issue(self._client, stream, fingerprint)
+            if issue is not None:
+                found[fingerprint] = issue
+        return list(found.values())
 
     def run(self) -> None:
         settings = self.settings
@@ -281,7 +295,7 @@ class Replay:
         self.clock = start_ms
         self._step_ms = step_ms
         self._matcher = Matcher(rules.rules)
-        self._evaluator = Evaluator(rules, self.store, lambda _since_ms: self._issues_by_now(issues))
+        self._evaluator = Evaluator(rules, self.store, lambda _since, _watched: self._issues_by_now(issues))
         self._batch = Batch()
 
     def feed(self, records: Iterable[Seen]) -> None:
