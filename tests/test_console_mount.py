@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from tests.support import ROOT, RedisHandle
 from tests.test_console_quiet import telemetry_of
-from tracestream.console.fastapi import mount
+from tracestream.console.fastapi_mount import mount
 from tracestream.settings import Settings
 
 
@@ -58,7 +58,7 @@ settings.configure(
 django.setup()
 from django.http import HttpResponse
 from django.urls import include, path
-urlpatterns = [path("monitoring/realtime-logs/", include("tracestream.console.django")),
+urlpatterns = [path("monitoring/realtime-logs/", include("tracestream.console.django_urls")),
                path("hello/", lambda request: HttpResponse("hello"))]  # the host's own, traced
 
 from django.contrib.auth.models import User
@@ -114,7 +114,7 @@ async def live():
 out["asgi_live"] = asyncio.run(live())
 out["hello"] = client.get("/hello/").status_code
 
-import tracestream.console.django as mounted
+import tracestream.console.django_urls as mounted
 settings.TRACESTREAM_REDIS_URL = os.environ["TRACESTREAM_REDIS_URL"]
 try:
     importlib.reload(mounted)

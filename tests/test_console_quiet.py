@@ -26,7 +26,7 @@ from tracestream import configure
 if sys.argv[2] == "configure-first":
     configure(service_name="fastapi-host")
 from fastapi import FastAPI
-from tracestream.console.fastapi import mount
+from tracestream.console.fastapi_mount import mount
 
 configure(service_name="fastapi-host")  # returns the first call's, if any
 app = FastAPI()

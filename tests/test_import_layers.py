@@ -141,7 +141,7 @@ def test_readers_never_load_the_otel_sdk() -> None:
         "import importlib, sys\n"
         "import redis, redis.asyncio, redis.cluster\n"
         "baseline = {m for m in sys.modules if m.startswith('opentelemetry.sdk')}\n"
-        "import django; from django.conf import settings\n"  # console.django needs Django's auth app
+        "import django; from django.conf import settings\n"  # console.django_urls needs Django's auth app
         "settings.configure(INSTALLED_APPS=['django.contrib.auth', 'django.contrib.contenttypes'])\n"
         "django.setup()\n"
         f"for name in {readers!r}: importlib.import_module(name)\n"

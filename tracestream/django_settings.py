@@ -16,7 +16,7 @@ from django.conf import settings
 from tracestream.settings import ConfigError
 
 WORKER_SERVICE_NAME = "worker_service_name"
-# The URL name the console serves under (tracestream.console.django): its requests are not traced.
+# The URL name the console serves under (tracestream.console.django_urls): its requests are not traced.
 CONSOLE_URL_NAME = "tracestream-console"
 
 

@@ -1,7 +1,7 @@
 """The web console: live tail, search, trace view, services and stats, read-only.
 
-Standalone with `tracestream console`; mountable into FastAPI (`tracestream.console.fastapi`)
-and Django (`tracestream.console.django`). See docs/console.md.
+Standalone with `tracestream console`; mountable into FastAPI (`tracestream.console.fastapi_mount`)
+and Django (`tracestream.console.django_urls`). See docs/console.md.
 """
 
 from tracestream.console.app import create_app

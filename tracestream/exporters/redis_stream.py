@@ -27,7 +27,7 @@ from tracestream._internal_log import internal_logger
 from tracestream.connection import CLUSTER_ERRORS, Client, ProcessLocalClient, Tls, node_for, refresh_topology
 from tracestream.disk_spool import Spool, spool_for
 from tracestream.export_status import STATUS_TTL, status_key
-from tracestream.exporters import encoding, trace_list
+from tracestream.exporters import encoding, trace_summaries
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.exporters.shaping import RowShaper
 from tracestream.lua import script_sha, script_source
@@ -187,7 +187,7 @@ class StreamWriter(Generic[Item]):
             for start in range(0, len(rows), ROWS_PER_CALL)
         ]
         if self._trace_list:
-            listed = trace_list.script_calls(
+            listed = trace_summaries.script_calls(
                 keys, rows, self.settings.max_entries, self._ttl(), ROWS_PER_CALL
             )
             calls += [("trace_list", 1, call) for call in listed]

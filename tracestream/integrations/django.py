@@ -6,7 +6,7 @@ exactly then (runserver, gunicorn with or without --preload, any ASGI server), b
 time settings are configured: so it works whether `configure()` ran from the launcher,
 `wsgi.py`, `manage.py` or our AppConfig, and never configures settings too early.
 
-The mounted console's own requests (`tracestream.console.django`) get no span and no record.
+The mounted console's own requests (`tracestream.console.django_urls`) get no span and no record.
 
 Django's own "Internal Server Error"/"Not Found" lines (`django.request`) and the access
 lines of runserver (`django.server`) and of daphne's runserver (`django.channels.server`),

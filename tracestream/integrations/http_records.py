@@ -53,7 +53,7 @@ def emit_request_record(exchange: HttpExchange, error: BaseException | None = No
     The span is left to the instrumentation, which records the exception there as it
     does without us (recording it here as well would put it on a Django 500's span twice).
     """
-    if not is_instrumentation_enabled():  # e.g. a request to the mounted console (console/fastapi.py)
+    if not is_instrumentation_enabled():  # e.g. a request to the mounted console (console/fastapi_mount.py)
         return
     _records.emit(
         f"{exchange.method} {exchange.path} {exchange.status} ({exchange.duration_ms:.1f} ms)",

@@ -5,7 +5,6 @@ code. On a Redis Cluster every shard is read and the results merged newest first
 tracestream/shards.py). This package's modules are internal: import from `tracestream.query`.
 """
 
-from tracestream.query.errors import QueryError
 from tracestream.query.filters import (
     SEVERITY_FLOORS,
     AttributeMatch,
@@ -16,11 +15,19 @@ from tracestream.query.filters import (
     record_json,
 )
 from tracestream.query.follow import Follow, RecentIds, follow, last_id
+from tracestream.query.query_error import QueryError
 from tracestream.query.replies import run_script, tolerant_call
 from tracestream.query.scan import Cursor, Page, iter_records, search
 from tracestream.query.stream_ids import StreamId, after, before, parse_stream_id
 from tracestream.query.trace_list import TraceFilter, TraceSummary, recent_traces
-from tracestream.query.traces import SpanNode, TraceRecords, TraceTree, build_tree, fetch_trace, trace_tree
+from tracestream.query.trace_lookup import (
+    SpanNode,
+    TraceRecords,
+    TraceTree,
+    build_tree,
+    fetch_trace,
+    trace_tree,
+)
 
 __all__ = [
     "SEVERITY_FLOORS",

@@ -9,7 +9,7 @@ from typing import Any, Protocol, cast
 
 import re2  # type: ignore[import-untyped]
 
-from tracestream.query.errors import QueryError
+from tracestream.query.query_error import QueryError
 from tracestream.query.stream_ids import parse_stream_id
 from tracestream.schema import (
     LogEntry,

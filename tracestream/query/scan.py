@@ -19,11 +19,11 @@ import redis
 
 from tracestream.connection import Client
 from tracestream.lua import script_source
-from tracestream.query.errors import QueryError
 from tracestream.query.filters import Query
+from tracestream.query.query_error import QueryError
 from tracestream.query.replies import run_script, tolerant_call
 from tracestream.query.stream_ids import MAX_PART, before, parse_stream_id
-from tracestream.query.traces import read_trace, records_of_trace
+from tracestream.query.trace_lookup import read_trace, records_of_trace
 from tracestream.schema import (
     ERROR_SEVERITY,
     LOG_FIELDS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tracestream.query.errors import QueryError
+from tracestream.query.query_error import QueryError
 
 StreamId = tuple[int, int]
 MAX_PART = 2**64 - 1  # the largest millisecond or sequence part of a stream id

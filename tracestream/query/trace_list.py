@@ -18,7 +18,7 @@ import orjson
 import redis
 
 from tracestream.connection import Client
-from tracestream.query.errors import QueryError
+from tracestream.query.query_error import QueryError
 from tracestream.query.replies import tolerant_call
 from tracestream.schema import TRACE_HOUR_MS
 from tracestream.settings import parse_duration

@@ -1,7 +1,7 @@
 """Mounting the console into a Django project, behind Django's own login and permissions.
 
     # urls.py
-    path("monitoring/realtime-logs/", include("tracestream.console.django")),
+    path("monitoring/realtime-logs/", include("tracestream.console.django_urls")),
 
 It reads the same settings as the exporter: `settings.TRACESTREAM`, then the environment.
 Each request passes Django's auth first (staff by default, or the permission named in
