@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from tracestream.connection import Client
 from tracestream.lua import script_source
-from tracestream.query.replies import run_script, tolerant_call
+from tracestream.query import run_script, tolerant_call
 from tracestream.schema import LogEntry, fingerprint_of
 from tracestream.shards import Shard, shards
 from tracestream.timeparse import iso_utc
