@@ -200,6 +200,12 @@ def quantiles(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (n={len(ordered)})"
 
 
+def start_runner(rules: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`tracestream alerts run` as a subprocess, its stderr piped for the start line."""
+    command = [str(Path(sys.executable).parent / "tracestream"), "alerts", "run", "--rules", str(rules)]
+    return subprocess.Popen([*command, "--claim-idle", "5m"], env=env, stderr=subprocess.PIPE, text=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=int, default=20_000)
@@ -224,11 +230,7 @@ def main() -> None:
     rules = rule_file(Path(tempfile.mkdtemp()) / "rules.yaml", hook.url, args.rules)
     with EmbeddedRedis() as server:
         env = {**os.environ, "TRACESTREAM_REDIS_URL": server.url, "TRACESTREAM_STREAM": stream}
-        runner = subprocess.Popen(
-            [str(Path(sys.executable).parent / "tracestream"), "alerts", "run", "--rules", str(rules),
-             "--claim-idle", "5m"],
-            env=env, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        runner = start_runner(rules, env)
         assert runner.stderr is not None
         print(runner.stderr.readline().strip(), file=sys.stderr)
         poller = subprocess.Popen(
@@ -291,11 +293,7 @@ def backlog(records: int, rule_count: int) -> None:
         written = client.xlen(stream)
         client.xgroup_create(stream, "tracestream-alerts", id="0")  # the runner reads from the start
         env = {**os.environ, "TRACESTREAM_REDIS_URL": server.url, "TRACESTREAM_STREAM": stream}
-        runner = subprocess.Popen(
-            [str(Path(sys.executable).parent / "tracestream"), "alerts", "run", "--rules", str(rules),
-             "--claim-idle", "5m"],
-            env=env, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        runner = start_runner(rules, env)
         assert runner.stderr is not None
         runner.stderr.readline()
         started, cpu = time.monotonic(), cpu_seconds(runner.pid)
