@@ -7,24 +7,31 @@ Error records are written by the real exporter path (StreamWriter, the append sc
 the issues), three per fingerprint over ten services, with a stack trace whose innermost app
 frame differs per fingerprint; a tenth of the issues are then resolved. Timed, each `--rounds`
 times: the default page (newest 200), the page filtered by service, by status (resolved: the
-script reads each issue's status until it has 200), and one issue by fingerprint.
+script reads each issue's status until it has 200), and one issue by fingerprint; then the same
+through the console's JSON endpoint (`GET api/errors`, `api/errors/<fingerprint>`) served by a real
+`tracestream console` process, wall clock over HTTP (the JSON and the thread-pool hop included).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import string
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import product
+from pathlib import Path
 
+import httpx
 from opentelemetry.sdk.resources import Resource
 
 from tracestream import schema
-from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.error_issues import get_issue, list_issues, set_status
 from tracestream.exporters import encoding
 from tracestream.exporters.redis_stream import RedisStreamLogExporter
@@ -80,6 +87,40 @@ def write_errors(url: str, fingerprints: int) -> float:
     return time.perf_counter() - started
 
 
+@contextlib.contextmanager
+def console(redis_url: str) -> Iterator[httpx.Client]:
+    """`tracestream console` over the bench stream, and an HTTP client at its address."""
+    port = free_port()
+    env = {**os.environ, "TRACESTREAM_REDIS_URL": redis_url, "TRACESTREAM_STREAM": STREAM}
+    env.pop("TRACESTREAM_CONSOLE_TOKEN", None)
+    command = [str(Path(sys.executable).parent / "tracestream"), "console", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}/", timeout=10)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.get("api/errors/0123456789abcdef")
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
+
+
+def fetched(client: httpx.Client, path: str) -> list[object]:
+    """One answer of the console's endpoint: its issues, or the one issue."""
+    answer = client.get(path)
+    answer.raise_for_status()
+    found = answer.json()
+    return list(found["issues"]) if "issues" in found else [found["issue"]]
+
+
 def timed(
     rounds: int, call: Callable[[], object], server_cpu: Callable[[], float]
 ) -> tuple[list[float], float, object]:
@@ -130,14 +171,27 @@ def main() -> None:
             return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
         for label, call in cases:
-            timings, cpu, result = timed(args.rounds, call, server_cpu)
-            p50, p99 = statistics.median(timings), timings[min(len(timings) - 1, int(len(timings) * 0.99))]
-            shown = len(result) if isinstance(result, list) else 1
-            print(
-                f"  {label:28s} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  CPU {cpu:5.1f} ms/call"
-                f"  ({shown} issues; target <= {TARGET_MS:.0f} ms)"
-            )
+            report(label, *timed(args.rounds, call, server_cpu))
+        with console(server.url) as http:
+            print("the console's endpoint (CPU: this process and Redis, not the console's)")
+            for label, path in (
+                ("GET api/errors", "api/errors"),
+                ("GET api/errors?service=svc-3", "api/errors?service=svc-3"),
+                ("GET api/errors?status=resolved", "api/errors?status=resolved"),
+                ("GET api/errors/<fingerprint>", f"api/errors/{probe}"),
+            ):
+                fetched(http, path)  # warm: the script loaded, the connection open
+                report(label, *timed(args.rounds, partial(fetched, http, path), server_cpu))
         client.close()
+
+
+def report(label: str, timings: list[float], cpu: float, result: object) -> None:
+    p50, p99 = statistics.median(timings), timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+    shown = len(result) if isinstance(result, list) else 1
+    print(
+        f"  {label:30s} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  CPU {cpu:5.1f} ms/call"
+        f"  ({shown} issues; target <= {TARGET_MS:.0f} ms)"
+    )
 
 
 if __name__ == "__main__":

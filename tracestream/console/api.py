@@ -3,9 +3,11 @@ they run in the thread pool and never block the event loop the live feed shares.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, cast
 
 from starlette.concurrency import run_in_threadpool
@@ -16,7 +18,14 @@ from starlette.routing import Route
 from tracestream.alerts.status import alerts_status
 from tracestream.connection import CLUSTER_ERRORS, Client
 from tracestream.console.health import RedisHealth
-from tracestream.error_issues import fingerprint_of
+from tracestream.error_issues import (
+    STATUSES,
+    ErrorIssue,
+    fingerprint_of,
+    get_issue,
+    list_issues,
+    newest_record,
+)
 from tracestream.query import (
     SEVERITY_FLOORS,
     Cursor,
@@ -30,12 +39,14 @@ from tracestream.query import (
     tolerant_call,
     trace_tree,
 )
-from tracestream.schema import ERROR_SEVERITY, LogEntry
+from tracestream.schema import ERROR_SEVERITY, LogEntry, normalized_message
 from tracestream.shards import shards
 from tracestream.summary import MINUTE_MS, Summary, service_status, summarize
 from tracestream.timeparse import iso_utc, parse_time_ms
 
 MAX_PAGE = 1000
+MAX_ISSUES = 1000  # issues on one Errors page
+FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 Entries = list[tuple[str, dict[str, str]]]  # an XRANGE reply
 CHART_SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")  # one per OTel range of four
 # The columns of `tracestream services`.
@@ -124,31 +135,52 @@ def _chart_severity(text: str) -> str:
 
 
 def services_json(client: Client, stream: str) -> dict[str, Any]:
+    """The rows `tracestream services` prints (an estimate as `~12.3`), and per row the figures
+    behind them, so the page can say which are estimates and link each service."""
     now_ms = time.time() * 1000
+    statuses = service_status(client, stream)
     rows = [
         [
             status.service,
             f"{_iso_ms(status.last_seen_ms)[:19]}Z ({(now_ms - status.last_seen_ms) / 1000:.0f}s ago)",
-            f"{status.records_per_minute:.1f}",
+            ("~" if status.estimated else "") + f"{status.records_per_minute:.1f}",
             status.errors,
             len(status.instances),
         ]
-        for status in service_status(client, stream)
+        for status in statuses
     ]
-    return {"columns": SERVICE_COLUMNS, "rows": rows}
+    counts = [
+        {
+            "service": status.service,
+            "estimated": status.estimated,
+            "records_last_hour": round(status.records),
+            "stored_last_hour": status.stored,
+            "errors_last_hour": status.errors,
+        }
+        for status in statuses
+    ]
+    return {"columns": SERVICE_COLUMNS, "rows": rows, "counts": counts}
 
 
-def stats_json(summary: Summary, service: str) -> dict[str, Any]:
-    """Every minute of the window (zeros included, so gaps show) and the ten biggest error groups."""
+def stats_json(summary: Summary, service: str, issues: list[ErrorIssue] | None = None) -> dict[str, Any]:
+    """Every minute of the window (zeros included, so gaps show) and the ten biggest error groups;
+    a minute's severities that sampled-down records went into are `estimated`, and a group names
+    its error issue's fingerprint when exactly one of `issues` matches it."""
     first = summary.since_ms - summary.since_ms % MINUTE_MS
     minutes = range(first, summary.until_ms + 1, MINUTE_MS)
     counts: dict[int, Counter[str]] = {minute: Counter() for minute in minutes}
+    estimated: dict[int, set[str]] = {}
     for (minute, name, severity), count in summary.per_minute.items():
         if not service or name == service:
             counts.setdefault(minute, Counter())[_chart_severity(severity)] += count
+            if summary.estimated(minute, name, severity):
+                estimated.setdefault(minute, set()).add(_chart_severity(severity))
     groups = [group for group in summary.top_errors(100) if not service or group.service == service][:10]
     return {
-        "minutes": [{"minute": _iso_ms(m)[11:16], "counts": counts[m]} for m in sorted(counts)],
+        "minutes": [
+            {"minute": _iso_ms(m)[11:16], "counts": counts[m], "estimated": sorted(estimated.get(m, ()))}
+            for m in sorted(counts)
+        ],
         "top_errors": [
             {
                 "count": group.count,
@@ -156,10 +188,51 @@ def stats_json(summary: Summary, service: str) -> dict[str, Any]:
                 "error": " ".join(part for part in (group.exception_type, group.message) if part),
                 "code": group.code,
                 "last_seen": _iso_ms(group.last_seen_ms),
+                "fingerprint": _issue_of(issues or [], group.service, group.exception_type, group.message),
             }
             for group in groups
         ],
     }
+
+
+def _issue_of(issues: list[ErrorIssue], service: str, exception_type: str, message: str) -> str | None:
+    """The fingerprint of the one issue an error group (same type and code location) belongs to:
+    groups and issues are cut differently (issues by the innermost frame of the stack), so only
+    a single issue of that service and type, or of that normalized message, is sure."""
+    found = [issue for issue in issues if issue.type == exception_type and service in issue.services]
+    if len(found) > 1:
+        wanted = normalized_message(message)
+        found = [issue for issue in found if normalized_message(issue.message) == wanted]
+    return found[0].fingerprint if len(found) == 1 else None
+
+
+def errors_json(client: Client, stream: str, params: Mapping[str, str]) -> dict[str, Any]:
+    """The Errors page: issues as `tracestream errors --json` gives them, filtered by `since`,
+    `service` and `status`; raises QueryError naming a bad filter."""
+    since, status = params.get("since", "").strip(), params.get("status", "").strip() or None
+    limit_text = params.get("limit") or "200"
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_ISSUES:
+        raise QueryError(f"limit={limit_text!r} is invalid: expected 1 to {MAX_ISSUES}")
+    if status is not None and status not in STATUSES:
+        raise QueryError(f"status={status!r} is invalid: expected one of {', '.join(STATUSES)}")
+    try:
+        since_ms = parse_time_ms(since) if since else None
+    except ValueError as error:
+        raise QueryError(f"since={since!r} is invalid: {error}") from None
+    service = params.get("service", "").strip() or None
+    issues = list_issues(
+        client, stream, since_ms=since_ms, service=service, status=status, limit=int(limit_text)
+    )
+    return {"issues": [issue.to_json() for issue in issues]}
+
+
+def issue_json(client: Client, stream: str, fingerprint: str) -> dict[str, Any] | None:
+    """One issue's page: the issue and its newest record (with its stack trace) while Redis keeps it."""
+    issue = get_issue(client, stream, fingerprint)
+    if issue is None:
+        return None
+    record = newest_record(client, stream, issue)
+    return {"issue": issue.to_json(), "newest_record": record_view(record) if record else None}
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -244,8 +317,28 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
             since_ms = parse_time_ms(since)
         except ValueError as error:
             return bad_request(str(error))
+        service = request.query_params.get("service", "").strip()
         summary = await run_in_threadpool(summarize, client, stream, since_ms)
-        return JSONResponse(stats_json(summary, request.query_params.get("service", "").strip()))
+        issues = await run_in_threadpool(
+            partial(list_issues, client, stream, since_ms=since_ms, service=service or None)
+        )
+        return JSONResponse(stats_json(summary, service, issues))
+
+    async def errors(request: Request) -> Response:
+        try:
+            found = await run_in_threadpool(errors_json, client, stream, request.query_params)
+        except QueryError as error:
+            return bad_request(str(error))
+        return JSONResponse(found)
+
+    async def issue(request: Request) -> Response:
+        fingerprint = request.path_params["fingerprint"].strip().lower()
+        if not FINGERPRINT.match(fingerprint):
+            return bad_request(f"invalid fingerprint {fingerprint!r}: expected 16 hex digits")
+        found = await run_in_threadpool(issue_json, client, stream, fingerprint)
+        if found is None:
+            return PlainTextResponse(f"no error issue {fingerprint}: none seen in 30 days, or never\n", 404)
+        return JSONResponse(found)
 
     endpoints = {
         "trace/{trace_id}": trace,
@@ -255,5 +348,7 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
         "services": services,
         "stats": stats,
         "alerts": alerts,
+        "errors": errors,
+        "errors/{fingerprint}": issue,
     }
     return [Route(f"/api/{path}", reporting(health, endpoint)) for path, endpoint in endpoints.items()]

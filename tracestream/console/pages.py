@@ -16,6 +16,7 @@ PAGES = {
     "trace": ("/trace", "Trace"),
     "services": ("/services", "Services"),
     "stats": ("/stats", "Stats"),
+    "errors": ("/errors", "Errors"),
     "alerts": ("/alerts", "Alerts"),
 }
 SHARED = ("record-filters", "records")

@@ -142,5 +142,5 @@ TS.detail = (() => {
     }
   });
 
-  return { records, show, hide };
+  return { records, show, hide, stackTrace };
 })();

@@ -1,5 +1,6 @@
-// Stats: records per minute by severity as a stacked bar chart (SVG built with DOM APIs),
-// and the most frequent error groups with an example trace.
+// Stats: records per minute by severity as a stacked bar chart (SVG built with DOM APIs), with
+// each severity's total (`~1,200` when sampled-down records went into it: an estimate), and the
+// most frequent error groups, each linking to its error issue (or its service's issues).
 "use strict";
 
 (() => {
@@ -10,6 +11,11 @@
   const head = document.getElementById("groups-head");
   const groups = document.getElementById("groups");
   const status = document.getElementById("status");
+  const ESTIMATE = "estimated: records of sampled traces count for their sample weight (docs/sampling.md)";
+  // `1,200`, or `~1,200` for an estimate, as `tracestream stats` prints it.
+  const shownCount = (count, estimated) => (estimated ? "~" : "") + Math.round(count).toLocaleString("en-US");
+  const link = (path, params, text, className) =>
+    TS.el("a", { href: path + "?" + new URLSearchParams(params), class: className }, text);
 
   function svg(tag, attrs, ...children) {
     const node = document.createElementNS(SVG, tag);
@@ -36,15 +42,20 @@
         if (!count) continue;
         const h = (count / max) * (height - 20);
         y -= h;
+        const shown = shownCount(count, minute.estimated.includes(severity));
         root.append(svg("rect", { x: pad + i * step, y, width: Math.max(1, step - 1), height: h, fill: COLOURS[severity] },
-          svg("title", {}, `${minute.minute} ${severity}: ${count}`)));
+          svg("title", {}, `${minute.minute} ${severity}: ${shown}`)));
       }
     });
     root.append(svg("text", { x: pad, y: height + 16, fill: "#8a96a3", "font-size": 11 }, minutes[0].minute),
       svg("text", { x: width - 40, y: height + 16, fill: "#8a96a3", "font-size": 11 }, minutes[minutes.length - 1].minute));
     const legend = TS.el("div", { class: "legend" },
       ...Object.entries(COLOURS).map(([name, colour]) => {
-        const item = TS.el("span", {}, "■ " + name);
+        const total = minutes.reduce((sum, minute) => sum + (minute.counts[name] || 0), 0);
+        const estimated = minutes.some((minute) => minute.estimated.includes(name));
+        const figure = estimated ? TS.el("abbr", { class: "estimated", title: ESTIMATE }, shownCount(total, true))
+          : shownCount(total, false);
+        const item = TS.el("span", { class: "severity-total", "data-severity": name }, "■ " + name + " ", figure);
         item.style.color = colour;
         return item;
       }));
@@ -56,8 +67,10 @@
       .map((name) => TS.el("th", {}, name))));
     groups.replaceChildren(...top.map((group) => TS.el("tr", { class: "error-group" },
       TS.el("td", { class: "num" }, group.count),
-      TS.el("td", { class: "service" }, group.service),
-      TS.el("td", { class: "body" }, group.error),
+      TS.el("td", { class: "service" }, link("search", { service: group.service }, group.service, "to-search")),
+      TS.el("td", { class: "body" }, group.fingerprint
+        ? link("errors", { fingerprint: group.fingerprint }, group.error, "to-issue")
+        : link("errors", { service: group.service }, group.error, "to-errors")),
       TS.el("td", { class: "attrs" }, group.code),
       TS.el("td", { class: "time" }, TS.time(group.last_seen)))));
     if (!top.length) groups.append(TS.el("tr", {}, TS.el("td", { class: "empty" }, "No errors in this window.")));
