@@ -91,11 +91,15 @@ class TraceLogGate(Generic[T]):
         self._weight_known = False
         self._hold_seconds = hold_seconds
         self._hold_records = hold_records
+        self._start()
+        start = weakref.WeakMethod(self._start)
+        os.register_at_fork(after_in_child=lambda: (method := start()) and method())
+        _gates.add(self)
+
+    def _start(self) -> None:
+        """Also a forked child's start: a lock held by another thread at the fork is never released there."""
         self._lock = threading.Lock()
         self.clear()
-        clear = weakref.WeakMethod(self.clear)
-        os.register_at_fork(after_in_child=lambda: (method := clear()) and method())
-        _gates.add(self)
 
     def clear(self) -> None:
         """Forget what is held: also what a forked child starts from (its parent's traces are not its own)."""
