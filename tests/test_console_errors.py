@@ -19,6 +19,7 @@ from tests.test_cli import run
 from tests.test_console_browser import XSS, _screenshot
 from tests.test_console_live import ConsoleProcess, Emitter
 from tests.test_error_issues import ROUTE, Shop
+from tracestream.embedded_redis import EmbeddedRedis
 from tracestream.error_issues import ErrorIssue, list_issues
 from tracestream.settings import SAMPLE_WEIGHT
 
@@ -199,7 +200,9 @@ def test_the_errors_api_names_bad_input(console: ConsoleProcess) -> None:
     assert httpx.get(api + "?status=ignored", headers=console.headers()).json() == {"issues": []}
 
 
-def test_the_errors_page_reads_through_the_read_only_user(reader: RedisHandle) -> None:
+def test_the_errors_page_reads_through_the_read_only_user(
+    reader: RedisHandle, acl_redis: EmbeddedRedis
+) -> None:
     console = ConsoleProcess(reader, token=None).start()
     try:
         (issue,) = httpx.get(console.url + "api/errors").json()["issues"]
@@ -207,5 +210,13 @@ def test_the_errors_page_reads_through_the_read_only_user(reader: RedisHandle) -
         found = httpx.get(console.url + f"api/errors/{issue['fingerprint']}").json()
         assert found["issue"] == issue and found["newest_record"]["body"] == "card declined"
         assert httpx.get(console.url + "errors").status_code == 200
+        (group,) = httpx.get(console.url + "api/stats").json()["top_errors"]
+        assert group["fingerprint"] == issue["fingerprint"]
+        with acl_redis.client() as admin:  # a reader user set up before error issues existed
+            admin.execute_command("ACL", "SETUSER", "reader", "-hmget", "-hgetall")
+        refused = httpx.get(console.url + "api/errors")
+        assert refused.status_code == 502 and "Redis refused" in refused.text
+        (group,) = httpx.get(console.url + "api/stats").json()["top_errors"]
+        assert group["fingerprint"] is None, "Stats still answers, its groups linking to their service"
     finally:
         console.stop()
