@@ -34,7 +34,8 @@
     const max = Math.max(1, ...totals);
     const step = (width - pad) / minutes.length;
     const root = svg("svg", { viewBox: `0 0 ${width} ${height + 20}`, class: "chart", role: "img" });
-    root.append(svg("text", { x: 0, y: 12, fill: "#8a96a3", "font-size": 11 }, String(max)));
+    const scaleEstimated = minutes.some((minute) => minute.estimated.length);
+    root.append(svg("text", { x: 0, y: 12, fill: "#8a96a3", "font-size": 11 }, shownCount(max, scaleEstimated)));
     minutes.forEach((minute, i) => {
       let y = height;
       for (const severity of Object.keys(COLOURS)) {
