@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from opentelemetry.trace import SpanKind
@@ -12,6 +14,7 @@ from tests.seeded_records import tracer_provider
 from tests.test_console_browser import XSS, _screenshot
 from tests.test_console_live import ConsoleProcess
 from tests.test_trace_list import _root, _trace_id
+from tracestream.timeparse import iso_utc
 
 # The browser page tests' fixtures: Chromium per module, a signed-in tab on a console over this
 # module's own stream.
@@ -22,7 +25,9 @@ page = browser_tests.page
 
 @pytest.fixture(scope="module")
 def traces(console: ConsoleProcess) -> dict[str, str]:
-    """Four local roots of three services (one named in markup) and a span under one of them."""
+    """Four local roots of three services (one named in markup) and a span under one of them;
+    `since_150s`: 150 s before they were written, as an absolute time, however slowly the tests run."""
+    written_ns = time.time_ns()
     shop, billing, hostile = (tracer_provider(console.handle, name) for name in ("shop", "billing", XSS))
     found = {
         "cart": _root(shop, "GET /cart", ago_min=4, ms=40, attributes={"http.route": "/cart"}),
@@ -42,7 +47,8 @@ def traces(console: ConsoleProcess) -> dict[str, str]:
     _root(shop, "SELECT carts", ago_min=4, ms=30, kind=SpanKind.CLIENT, parent=found["cart"])
     for provider in (shop, billing, hostile):
         provider.shutdown()
-    return {name: _trace_id(span) for name, span in found.items()}
+    ids = {name: _trace_id(span) for name, span in found.items()}
+    return {**ids, "since_150s": iso_utc(written_ns - 150 * 10**9)}
 
 
 def _listed(page: Page) -> list[str]:
@@ -81,7 +87,7 @@ def test_the_trace_tab_lists_filters_and_sorts_recent_traces(
     assert _apply(page, min_duration="", name="car") == ["/cart"]
     page.reload()  # the filters live in the address bar
     assert _listed(page) == ["/cart"] and page.input_value("input[name=name]") == "car"
-    assert _apply(page, name="", since="150s", sort="newest") == [XSS, "charge"]
+    assert _apply(page, name="", since=traces["since_150s"], sort="newest") == [XSS, "charge"]
     _apply(page, since="", min_duration="soon")
     assert "bad minimum duration 'soon'" in page.locator("#trace-list").inner_text()
 
