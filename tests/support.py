@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 # Processes the tests start spool here, never into the machine's own spool directory.
 SPOOL_DIR = Path(tempfile.mkdtemp(prefix="tracestream-test-spool-"))
+
+
+def interruptible() -> None:
+    """`preexec_fn` for a child a test stops with Ctrl-C (SIGINT): a shell starts background jobs with
+    SIGINT ignored, the ignore survives exec, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:

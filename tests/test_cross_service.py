@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
+from tests.support import ROOT, VENV_BIN, RedisHandle, interruptible, wait_for
 from tracestream.embedded_redis import EmbeddedRedis
 from tracestream.query import TraceRecords, fetch_trace
 
@@ -26,7 +26,13 @@ def demo_run(redis_server: EmbeddedRedis) -> Iterator[tuple[str, RedisHandle, st
     command = [str(VENV_BIN / "tracestream"), "demo", "--web-port", "0", "--api-port", "0"]
     env = stream.env(CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_server.port}/2", COLUMNS="200")
     demo = subprocess.Popen(
-        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=interruptible,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(demo.stdout or ()), daemon=True)

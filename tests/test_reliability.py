@@ -29,7 +29,7 @@ import redis
 from tests.apps.servers import LAUNCHER_ENV, Server, bin_path, http_ready, launched, printed, run_json, serve
 from tests.faults import DurableRedis, FaultyProxy
 from tests.pipelines import PrivatePipeline
-from tests.support import ROOT, RedisHandle, wait_for
+from tests.support import ROOT, RedisHandle, interruptible, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.export_status import read_statuses
 from tracestream.exporters import RedisStreamLogExporter
@@ -517,6 +517,7 @@ def test_ctrl_c_in_the_demo_leaves_its_redis_running_until_the_children_are_stop
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # a process group of its own, as a shell gives a foreground job
+        preexec_fn=interruptible,
     )
     assert demo.stdout is not None
     url = ""
