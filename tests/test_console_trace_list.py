@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from opentelemetry.trace import SpanKind
@@ -13,7 +11,7 @@ from tests import test_console_browser as browser_tests
 from tests.seeded_records import tracer_provider
 from tests.test_console_browser import XSS, _screenshot
 from tests.test_console_live import ConsoleProcess
-from tests.test_trace_list import _root, _trace_id
+from tests.test_trace_list import NOW_NS, _root, _trace_id
 from tracestream.timeparse import iso_utc
 
 # The browser page tests' fixtures: Chromium per module, a signed-in tab on a console over this
@@ -26,8 +24,8 @@ page = browser_tests.page
 @pytest.fixture(scope="module")
 def traces(console: ConsoleProcess) -> dict[str, str]:
     """Four local roots of three services (one named in markup) and a span under one of them;
-    `since_150s`: 150 s before they were written, as an absolute time, however slowly the tests run."""
-    written_ns = time.time_ns()
+    `since_150s`: 150 s before the time their starts count back from (`NOW_NS`, taken when that module
+    was imported), as an absolute time: a relative one would drift with every test that runs before."""
     shop, billing, hostile = (tracer_provider(console.handle, name) for name in ("shop", "billing", XSS))
     found = {
         "cart": _root(shop, "GET /cart", ago_min=4, ms=40, attributes={"http.route": "/cart"}),
@@ -48,7 +46,7 @@ def traces(console: ConsoleProcess) -> dict[str, str]:
     for provider in (shop, billing, hostile):
         provider.shutdown()
     ids = {name: _trace_id(span) for name, span in found.items()}
-    return {**ids, "since_150s": iso_utc(written_ns - 150 * 10**9)}
+    return {**ids, "since_150s": iso_utc(NOW_NS - 150 * 10**9)}
 
 
 def _listed(page: Page) -> list[str]:
