@@ -137,14 +137,7 @@ def newest_record(client: Client, stream: str, issue: ErrorIssue) -> LogEntry | 
                 continue
             for entry_id, fields in found or ():
                 entry = LogEntry.from_fields(entry_id, fields)
-                if (
-                    fingerprint_of(
-                        entry.exception_type,
-                        entry.exception_stacktrace,
-                        entry.exception_message or entry.body,
-                    )
-                    == issue.fingerprint
-                ):
+                if entry.fingerprint == issue.fingerprint:
                     return entry
     return None
 

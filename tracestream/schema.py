@@ -402,6 +402,13 @@ class LogEntry:
     exception_stacktrace: str = ""
     schema_version: str = SCHEMA_VERSION
 
+    @property
+    def fingerprint(self) -> str:
+        """The error issue this record belongs to, as the writer computed it."""
+        return record_fingerprint(
+            self.exception_type, self.exception_stacktrace, self.exception_message, self.body
+        )
+
     @classmethod
     def from_fields(cls, stream_id: str, fields: Mapping[str, str]) -> LogEntry:
         """Never raises: a field no reader can use is left empty and named in the attribute
@@ -547,3 +554,8 @@ def fingerprint_of(exception_type: str, stacktrace: str, message: str) -> str:
     frame = innermost_app_frame(stacktrace)
     where = f"frame {frame}" if frame else f"message {normalized_message(message)}"
     return hashlib.sha1(f"{exception_type}\n{where}".encode("utf-8", "backslashreplace")).hexdigest()[:16]
+
+
+def record_fingerprint(exception_type: str, stacktrace: str, exception_message: str, body: str) -> str:
+    """An error record's issue: its exception's message, or for a record with none its body."""
+    return fingerprint_of(exception_type, stacktrace, exception_message or body)

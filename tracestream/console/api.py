@@ -21,7 +21,6 @@ from tracestream.console.health import RedisHealth
 from tracestream.error_issues import (
     STATUSES,
     ErrorIssue,
-    fingerprint_of,
     get_issue,
     list_issues,
     newest_record,
@@ -79,8 +78,7 @@ def record_view(entry: LogEntry) -> dict[str, Any]:
     """`record_json`, and for an error the fingerprint of its issue, as the writer computed it."""
     view = record_json(entry)
     if entry.severity_number >= ERROR_SEVERITY:
-        message = entry.exception_message or entry.body
-        view["fingerprint"] = fingerprint_of(entry.exception_type, entry.exception_stacktrace, message)
+        view["fingerprint"] = entry.fingerprint
     return view
 
 

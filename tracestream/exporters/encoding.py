@@ -18,8 +18,8 @@ from tracestream.schema import (
     EXCEPTION_KEYS,
     SCHEMA_VERSION,
     dump_json,
-    fingerprint_of,
     load_json,
+    record_fingerprint,
 )
 
 
@@ -223,8 +223,9 @@ class ErrorRows:
         return dump_json(found) if found else ""
 
     def _details(self, row: list[str]) -> tuple[str, str, str]:
-        message = row[self._message] or row[self._body]
-        fingerprint = fingerprint_of(row[self._type], row[self._stack], message)
+        fingerprint = record_fingerprint(
+            row[self._type], row[self._stack], row[self._message], row[self._body]
+        )
         return fingerprint, route_of(row[self._attributes]), self._instance_of(row[self._resource])
 
     def _instance_of(self, resource: str) -> str:
