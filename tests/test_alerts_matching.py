@@ -138,6 +138,8 @@ def test_a_percentile_from_bins_is_within_one_percent_of_the_nearest_rank(
         ("a(?i)?", ""),  # the ? makes the a optional
         ("ab(c)", "ab"),
         (r"ab\Q\E?", "a"),
+        ("ab+", "a"),
+        ("ab+(?-i)?", "a"),  # the ? after the flag group makes b+ optional
     ],
 )
 def test_the_text_a_regex_starts_with(pattern: str, literal: str) -> None:

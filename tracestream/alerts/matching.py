@@ -202,8 +202,8 @@ def leading_literal(pattern: str) -> str:
     while end < len(pattern) and pattern[end] in _PLAIN:
         end += 1
     after = pattern[end : end + 2]
-    if after[:1] not in ("", "+", "[", ".", "$") and not (after[:1] == "(" and after != "(?"):
-        end -= 1  # a quantifier may follow (after a flag group or an empty quote, even): it may be absent
+    if after[:1] not in ("", "[", ".", "$") and not (after[:1] == "(" and after != "(?"):
+        end -= 1  # a quantifier may follow, or a flag group or an empty quote and then one: it may be absent
     return pattern[start:end] if end > start else ""
 
 
