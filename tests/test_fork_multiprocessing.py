@@ -76,3 +76,28 @@ def test_records_a_child_cannot_deliver_are_counted_and_said(tmp_path: Path) -> 
         TRACESTREAM_REDIS_TIMEOUT="100ms",
     )
     assert stderr.count("logs: 100 records not exported or spooled at shutdown") == 3, stderr
+
+
+FIRST_EXPORT = """
+import logging, sys
+import tracestream
+from opentelemetry import trace
+
+telemetry = tracestream.configure(service_name="forked")
+before = set(sys.modules)
+with trace.get_tracer("t").start_as_current_span("request"):
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("forked.app").exception("failed")
+assert telemetry.force_flush(10)
+print("imported while exporting:", sorted(set(sys.modules) - before), file=sys.stderr)
+"""
+
+
+def test_the_first_export_imports_nothing(stream: RedisHandle, tmp_path: Path) -> None:
+    """An import holds the import system's lock for that module. Were an exporter thread
+    importing when a prefork pool forks, each child's first export would wait on that lock
+    for ever and the child would lose its records: a Celery child did, reading a Lua script."""
+    assert "imported while exporting: []" in _run(FIRST_EXPORT, stream, tmp_path).splitlines()
+    assert {entry.body for entry in stream.logs()} == {"failed"}

@@ -32,6 +32,7 @@ FLOORS: dict[str, tuple[int, str | None]] = {
     "tracestream.export_status": (GROUND, None),
     "tracestream.django_settings": (GROUND, None),
     "tracestream.lua": (GROUND, None),
+    "tracestream.forks": (GROUND, None),
     "tracestream.scrubbing": (GROUND, None),
     "tracestream.embedded_redis": (GROUND, None),
     "tracestream.schema": (SCHEMA, None),

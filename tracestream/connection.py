@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 
-# A socket call on a host name imports encodings.idna lazily. Done on the export thread while a
-# server forks its workers (gunicorn --preload), the child inherits the import lock held and
-# deadlocks on its first such call; imported here, at setup, it never happens on that thread.
+# Imported lazily by the first connection: a socket call on a host name imports encodings.idna,
+# and redis-py reads its own version with importlib.metadata, which imports email.parser. Done on
+# the export thread while the app forks its workers (gunicorn --preload, Celery's prefork pool),
+# the child inherits that module's import lock held and its first export waits on it for ever;
+# imported here, at setup, it never happens on that thread (tests/test_fork_multiprocessing.py).
+import email.parser  # noqa: F401
 import encodings.idna  # noqa: F401
 import os
 import threading
@@ -22,6 +25,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, RedisClusterException, TryAgainError
 
+from tracestream.forks import renew_in_child
 from tracestream.settings import Settings
 
 
@@ -128,9 +132,14 @@ class ProcessLocalClient:
         self.timeout = timeout
         self.tls = tls
         self.cluster = cluster
-        self._lock = threading.Lock()
+        self._renew_lock()
+        renew_in_child(self._renew_lock)
         self._pid = -1
         self._client: Client | None = None
+
+    def _renew_lock(self) -> None:
+        """Also in a forked child, where the parent's exporter thread may have held it."""
+        self._lock = threading.Lock()
 
     def get(self) -> Client:
         pid = os.getpid()

@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import orjson
 
 from tracestream._internal_log import internal_logger
+from tracestream.forks import renew_in_child
 from tracestream.schema import dump_rows
 from tracestream.settings import Settings
 
@@ -181,27 +182,22 @@ class ProcessDirectory:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self._mutex = threading.Lock()
         self._start()
+        renew_in_child(self._start)
 
     def _start(self) -> None:
-        self._pid = os.getpid()
+        """Also a forked child's start: the parent's directory and claims stay the parent's (closing
+        the child's copies of their locks leaves the parent's held)."""
+        self._mutex = threading.Lock()
         self._path: Path | None = None
         self._orphans: dict[Path, int] | None = None
 
-    def _check_fork(self) -> None:
-        """A forked child starts afresh; closing its copy of the parent's lock leaves the parent's held."""
-        if self._pid != os.getpid():
-            self._start()
-
     @property
     def path(self) -> Path | None:
-        self._check_fork()
         return self._path
 
     def ensure(self) -> Path:
         with self._mutex:
-            self._check_fork()
             if self._path is None:
                 make_private_directory(self.base)
                 name = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -217,7 +213,6 @@ class ProcessDirectory:
         claimed for this process (other destinations' orphans are left to their own writers);
         empty ones go."""
         with self._mutex:
-            self._check_fork()
             if self._orphans is None:
                 self._orphans = {}
             claimed = self._orphans

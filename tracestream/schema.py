@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import secrets
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Any, cast
 
 import orjson
+
+from tracestream.forks import renew_in_child
 
 SCHEMA_VERSION = "1"
 
@@ -182,8 +182,7 @@ class RecordIds:
 
     def __init__(self) -> None:
         self._restart()
-        restart = weakref.WeakMethod(self._restart)
-        os.register_at_fork(after_in_child=lambda: (method := restart()) and method())
+        renew_in_child(self._restart)
 
     def _restart(self) -> None:
         self._prefix = secrets.token_hex(8)

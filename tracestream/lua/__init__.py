@@ -1,18 +1,25 @@
-"""The server-side scripts, kept as `.lua` files beside this module and read once per process."""
+"""The server-side scripts, kept as `.lua` files beside this module and read once per process.
+
+They are read as plain files, not through `importlib.resources`: that takes the import
+system's lock for this package, and an exporter thread holding it when the app forks
+(a prefork worker starting) would leave every child's first export waiting on it for ever.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from functools import cache
-from importlib.resources import files
+from pathlib import Path
 
 __all__ = ["script_sha", "script_source"]
+
+_HERE = Path(__file__).parent
 
 
 @cache
 def script_source(name: str) -> str:
     """The text of `<name>.lua`; a missing script is a packaging bug, so it raises."""
-    return files(__name__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    return (_HERE / f"{name}.lua").read_text(encoding="utf-8")
 
 
 @cache

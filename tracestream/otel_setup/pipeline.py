@@ -15,10 +15,8 @@ or Redis refused it and it could not be kept; every drop is counted with its rea
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -30,6 +28,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 
 from tracestream._internal_log import internal_logger
 from tracestream.disk_spool import Spool
+from tracestream.forks import renew_in_child
 from tracestream.redis_errors import describe, error_code, is_transient
 from tracestream.settings import BatchSettings
 
@@ -157,8 +156,7 @@ class BatchQueue(Generic[T]):
         self._batch = batch
         self._shutdown = False
         self._reset()
-        reset = weakref.WeakMethod(self._reset)
-        os.register_at_fork(after_in_child=lambda: (method := reset()) and method())
+        renew_in_child(self._reset)
 
     def _reset(self) -> None:
         """Fresh state; also what a forked child starts from (its parent's records are not its own)."""

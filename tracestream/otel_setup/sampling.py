@@ -19,7 +19,6 @@ back). See docs/sampling.md.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
@@ -27,6 +26,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from tracestream.forks import renew_in_child
 
 __all__ = [
     "HOLD_RECORDS",
@@ -92,8 +93,7 @@ class TraceLogGate(Generic[T]):
         self._hold_seconds = hold_seconds
         self._hold_records = hold_records
         self._start()
-        start = weakref.WeakMethod(self._start)
-        os.register_at_fork(after_in_child=lambda: (method := start()) and method())
+        renew_in_child(self._start)
         _gates.add(self)
 
     def _start(self) -> None:
