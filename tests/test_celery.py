@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.apps.servers import LAUNCHER_ENV, bin_path, launched, printed, run_json, serve
 from tests.support import RedisHandle, wait_for
-from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.schema import LogEntry, SpanEntry
 
 TASKS = 100
@@ -180,3 +182,30 @@ def test_configure_from_worker_process_init(redis_server: EmbeddedRedis, stream:
 
 def _task_lines(stream: RedisHandle) -> list[LogEntry]:
     return [e for e in stream.logs() if e.scope == "shop.worker" and e.trace_id]
+
+
+def test_a_child_that_cannot_deliver_says_so(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    """Telemetry's Redis is unreachable and the spool is off: a child ending after its task
+    says how many records it loses, instead of losing them silently."""
+    unreachable = RedisHandle(url=f"redis://127.0.0.1:{free_port()}/0", stream="lost")
+    broker, worker = _worker(
+        redis_server,
+        unreachable,
+        4,
+        TRACESTREAM_SPOOL_MAX_BYTES="0",
+        TRACESTREAM_SPOOL_DIR=str(tmp_path),
+        TRACESTREAM_SHUTDOWN_TIMEOUT="200ms",
+        TRACESTREAM_REDIS_TIMEOUT="100ms",
+    )
+    with worker as server:
+        run_json(
+            "import json\nfrom tests.apps.celery_app import process_order\n"
+            "print(json.dumps(process_order.delay(7).id))",
+            {**unreachable.env(), "CELERY_BROKER_URL": broker},
+        )
+        said = wait_for(
+            lambda: re.findall(r"logs: (\d+) records not exported or spooled at shutdown", server.output()),
+            timeout=30,
+            what="the child's count of lost records",
+        )
+    assert int(said[0]) >= 3  # the task's line and its started and succeeded records

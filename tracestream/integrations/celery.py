@@ -24,6 +24,7 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from tracestream.integrations.record_writer import RecordWriter, replace_lines
+from tracestream.otel_setup.shutdown import close_queues
 from tracestream.otel_setup.telemetry import Telemetry, installed
 from tracestream.schema import ENQUEUED_BY
 
@@ -144,8 +145,11 @@ def _on_postrun(task_id: str, **_: Any) -> None:
 
 
 def _flush_child(**_: Any) -> None:
+    """Our queues are closed as a process's are at exit, which says how many records a child
+    loses; the providers' other processors (an OTLP exporter beside ours) are flushed too."""
     telemetry = installed()
     if telemetry is not None:
+        close_queues()
         telemetry.force_flush(telemetry.settings.shutdown_timeout)
 
 

@@ -7,8 +7,8 @@ Three ways out, three hooks:
 - SIGTERM or SIGINT with no framework handler: ours flushes, then hands the signal to
   whatever handled it before (for SIGTERM by default that is death by the same signal, so
   exit statuses do not change);
-- a framework that ends processes with `os._exit` (Celery prefork children) must call
-  `flush_before_exit()` from its shutdown hook; multiprocessing's own fork children
+- a framework that ends processes with `os._exit` (Celery prefork children) must flush
+  from its own shutdown hook (integrations/celery.py); multiprocessing's own fork children
   (`Process`, `Pool` workers) are closed from its exit hooks, which run just before theirs.
 When Redis is down the flush ends as soon as everything is in the spool.
 """
