@@ -18,7 +18,8 @@ import redis
 from tests.faults import DurableRedis
 from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, wait_for
-from tracestream.exporters.redis_stream import ROWS_PER_CALL
+from tracestream.exporters.redis_stream import NEVER_RAN_AT, ROWS_PER_CALL
+from tracestream.lua import script_sha, script_source
 
 CALLS = 8
 
@@ -168,4 +169,32 @@ def test_without_an_age_limit_trace_index_and_marks_last_a_week(stream: RedisHan
         index_ttl = client.ttl(stream.keys.trace_index(format(0xABC, "032x")))
         mark_ttl = client.ttl(f"{stream.stream}:written:{row[1][:16]}")
     assert index_ttl > 6 * 86400 and mark_ttl > 6 * 86400
+    records.close()
+
+
+def test_a_call_sent_again_after_noscript_stores_its_rows_though_a_later_call_moved_the_mark(
+    stream: RedisHandle,
+) -> None:
+    """Two exporters of one process loading the script at once: in one round trip the first call
+    met NOSCRIPT (it ran nothing) and the second, after the other exporter's SCRIPT LOAD, ran and
+    moved the writer's mark past the first call's rows. Sent again, the first call stores them."""
+    records = RecordWriter(stream)
+    rows = _batch(records)[: 2 * ROWS_PER_CALL]
+    first, second = rows[:ROWS_PER_CALL], rows[ROWS_PER_CALL:]
+    keys = stream.keys
+    script_keys = [keys.logs, keys.digest, keys.digest_sizes, keys.digest_lines]
+
+    def append(part: list[list[str]], *, never_ran: bool) -> None:
+        arguments = records.writer._script_args(keys, part)
+        arguments[NEVER_RAN_AT] = "1" if never_ran else ""
+        with stream.client() as client:
+            client.evalsha(script_sha("append"), len(script_keys), *script_keys, *arguments)
+
+    with stream.client() as client:
+        client.script_load(script_source("append"))
+    append(second, never_ran=False)
+    append(first, never_ran=False)  # as before: taken for a retry of stored rows, and skipped
+    assert len(_copies(stream)) == ROWS_PER_CALL
+    append(first, never_ran=True)
+    _assert_stored_once(stream, rows)
     records.close()

@@ -46,6 +46,20 @@ REGISTER_EVERY_S = 60.0
 Item = TypeVar("Item")
 ScriptCall = list[str | int | bytes]  # the keys, then the arguments, of one script call
 NamedCall = tuple[str, int, ScriptCall]  # a script's name, its number of keys, and one call of it
+NEVER_RAN_AT = 13  # the append script's ARGV[14]
+
+
+def _never_ran(call: NamedCall) -> NamedCall:
+    """An append call that met NOSCRIPT ran nothing, while a later call of the same round trip ran
+    (another client loaded the script in between) and moved the writer's mark past its rows: they
+    are stored whatever the mark says (lua/append.lua). Were some stored by an earlier attempt of
+    the batch, they are stored twice, which readers drop by record id; never lost."""
+    name, key_count, arguments = call
+    if name != "append":
+        return call
+    arguments = list(arguments)
+    arguments[key_count + NEVER_RAN_AT] = "1"
+    return name, key_count, arguments
 
 
 class ResourceCache:
@@ -200,16 +214,20 @@ class StreamWriter(Generic[Item]):
                 raise NoScriptError("a script is missing right after SCRIPT LOAD")
 
     def _call_script(self, node: redis.Redis, calls: list[NamedCall]) -> list[NamedCall]:
-        """One round trip; returns the calls the server could not run for want of their script."""
+        """One round trip; returns the calls the server could not run for want of their script,
+        those followed by a call that ran marked as never run (see `_never_ran`)."""
         pipe = node.pipeline(transaction=False)
         for name, key_count, arguments in calls:
             pipe.evalsha(script_sha(name), key_count, *arguments)
         results = pipe.execute(raise_on_error=False)
-        missing = []
-        for call, result in zip(calls, results, strict=True):
+        missing: list[NamedCall] = []
+        ran_after = False
+        for call, result in reversed(list(zip(calls, results, strict=True))):
             if isinstance(result, NoScriptError):
-                missing.append(call)
-            elif isinstance(result, Exception):
+                missing.insert(0, _never_ran(call) if ran_after else call)
+                continue
+            ran_after = True
+            if isinstance(result, Exception):
                 raise result
             elif isinstance(result, (bytes, str)) and result not in self._problems_told:
                 self._problems_told.add(result)
@@ -260,6 +278,7 @@ class StreamWriter(Generic[Item]):
             resource,
             self._rid_pos,
             marks,
+            "",  # NEVER_RAN_AT: set only when the call is sent again after NOSCRIPT
             *errors,
         ]
 

@@ -17,11 +17,13 @@
 -- connection lost after Redis ran them, leaves some stored, and the whole batch is sent
 -- again. Record ids are a writer's random prefix and a counter that the writer delivers in
 -- order, so `<stream>:written:<prefix>` counts up to the first counter not yet stored
--- (ARGV[12..13]), and a call's leading rows below it are skipped.
+-- (ARGV[12..13]), and a call's leading rows below it are skipped. Except with ARGV[14] = "1":
+-- the call is sent again after NOSCRIPT, so none of its rows ran, while a later call of the same
+-- round trip may have run (another client loaded the script in between) and moved the mark.
 --
--- Error records (ARGV[14]: `[[row, fingerprint, route, instance], ...]` for the call's ERROR+
+-- Error records (ARGV[15]: `[[row, fingerprint, route, instance], ...]` for the call's ERROR+
 -- rows, "" when it has none, so other rows cost one test each) are copied to `<stream>:errors`
--- under the same stream ids, trimmed by its own count (ARGV[16]) and by age, so a flood that
+-- under the same stream ids, trimmed by its own count (ARGV[17]) and by age, so a flood that
 -- trims the log stream by count never takes them; and each updates its issue
 -- (`<stream>:issue:<fingerprint>`, a hash; `<stream>:issues`, fingerprints by last seen) with
 -- write commands whose replies are the counts they leave (HINCRBY), so a write-only producer
@@ -42,11 +44,12 @@ local resource_pos = tonumber(ARGV[10]) + 1
 local resource = ARGV[11]
 local rid_pos = tonumber(ARGV[12]) + 1
 local mark_prefix = ARGV[13]
-local errors_key = ARGV[15] or ''
-local errors_maxlen = tonumber(ARGV[16]) or 0
+local never_ran = ARGV[14] == '1'
+local errors_key = ARGV[16] or ''
+local errors_maxlen = tonumber(ARGV[17]) or 0
 local error_rows, has_errors = {}, false
-if ARGV[14] and ARGV[14] ~= '' then
-  for _, e in ipairs(cjson.decode(ARGV[14])) do error_rows[e[1]] = e end
+if ARGV[15] and ARGV[15] ~= '' then
+  for _, e in ipairs(cjson.decode(ARGV[15])) do error_rows[e[1]] = e end
   has_errors = true
 end
 local P = {}  -- field positions by name, for error rows
@@ -71,7 +74,7 @@ if prefix then
     prefix = nil
   else
     redis.call('EXPIRE', mark_key, ttl)
-    while first <= #rows do
+    while not never_ran and first <= #rows do
       local row_prefix, counter = parse(rows[first])
       if row_prefix ~= prefix or counter >= mark then break end
       first = first + 1
@@ -176,7 +179,7 @@ end
 -- and a status that a recurrence turns from resolved (1) back to open (0), as a regression.
 local issue_problem
 if #issue_order > 0 then
-  local issue_prefix, issues_key, issue_ttl = ARGV[17], ARGV[18], tonumber(ARGV[19])
+  local issue_prefix, issues_key, issue_ttl = ARGV[18], ARGV[19], tonumber(ARGV[20])
   local function call(...)
     if issue_problem then return nil end
     local reply = redis.pcall(...)
