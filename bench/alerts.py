@@ -58,7 +58,7 @@ rng = random.Random(7)
 def row(body, service, severity="INFO", number=9, attributes=None):
     now = time.time_ns()
     trace_id = rng.getrandbits(128) or 1
-    return encoding.log_values(ids.next(), now, now, severity, number, body, resources[service], trace_id,
+    return encoding.log_values(ids.next(), now, severity, number, body, resources[service], trace_id,
                              1, 1, "bench", "", attributes or {}, encoding.NO_EXCEPTION)
 start = time.monotonic(); written = 0; triggers = 0; batch = 500
 while time.monotonic() - start < seconds and written < most:

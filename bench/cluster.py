@@ -40,7 +40,7 @@ def rows(count: int) -> list[list[str]]:
 
 def row(record_id: str, now: int, index: int, resource: encoding.EncodedResource) -> list[str]:
     return encoding.log_values(
-        record_id, now, now, "INFO", 9, f"request {index} handled in 12 ms", resource,
+        record_id, now, "INFO", 9, f"request {index} handled in 12 ms", resource,
         TRACE_ID if index % 1000 == 0 else 0, 0, 1, "app", "app/views.py:10 in handle",
         {"http.route": "/items", "index": index}, encoding.NO_EXCEPTION,
     )  # fmt: skip

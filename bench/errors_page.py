@@ -75,7 +75,7 @@ def write_errors(url: str, fingerprints: int) -> float:
             now = time.time_ns()
             rows.append(
                 encoding.log_values(
-                    ids.next(), now, now, "ERROR", 17, f"job {word} failed", resources[n % len(SERVICES)],
+                    ids.next(), now, "ERROR", 17, f"job {word} failed", resources[n % len(SERVICES)],
                     (n << 16) + k + 1, k + 1, 1, "app", "", {"http.route": f"/jobs/{n % 50}"},
                     ("ValueError", "broken", stack(f"job_{word}")),
                 )

@@ -4,9 +4,11 @@ Run: .venv/bin/python bench/footprint.py [--records 100000]
 
 One process calls configure() against a private redis-server and logs `--records` stdlib records,
 10 per trace, each with two `extra=` fields, inside a span per trace. The growth of `used_memory`
-is then split by key with MEMORY USAGE: the log stream (and, within it, the resource JSON every
-entry carries and the fields left empty), the search digest, the trace index lists, the span
-stream, and anything else.
+is then split by key with MEMORY USAGE: the log stream (and, within it, the resource value and the
+fields left empty), the resources stored by reference, the search digest, the trace index lists,
+the span stream, the trace list, and anything else. The log and span entries are then re-written
+as schema 1 stored them (resource JSON in every entry, observed time, severity text) and measured
+again: the figures before and after, side by side from one run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from collections import defaultdict
 import redis
 
 from tracestream.embedded_redis import EmbeddedRedis
-from tracestream.schema import StreamKeys
+from tracestream.query import resolve_resources
+from tracestream.schema import StreamKeys, implied_severity_text
 
 STREAM = "footprint"
 PER_TRACE = 10
@@ -33,6 +36,8 @@ def write_workload(url: str, records: int) -> None:
 
     from tracestream import configure
 
+    # Queues that hold the whole burst: a memory figure is per record stored, none dropped.
+    os.environ["OTEL_BLRP_MAX_QUEUE_SIZE"] = os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(records + 1)
     telemetry = configure(redis_url=url, stream=STREAM, service_name="checkout", max_entries=0)
     tracer = trace.get_tracer("bench.footprint")
     log = logging.getLogger("shop.orders")
@@ -52,11 +57,18 @@ def part_of(key: str, keys: StreamKeys) -> str:
         return "log stream"
     if key == keys.spans:
         return "span stream"
-    if key == keys.digest:
+    if key.startswith(keys.digest):
         return "search digest"
     if key.startswith(keys.trace_index("")):
         return "trace index"
+    if key.startswith(keys.traces()):
+        return "trace list"
+    if key.startswith(keys.resource("")):
+        return "resources"
     return "other keys"
+
+
+PARTS = ("log stream", "resources", "search digest", "trace index", "span stream", "trace list", "other keys")
 
 
 def memory_by_part(client: redis.Redis, keys: StreamKeys) -> dict[str, int]:
@@ -73,35 +85,34 @@ def inside_log_entries(client: redis.Redis, stream: str) -> dict[str, float]:
         entries += 1
         total_resource += len(fields.get("resource", ""))
         empty_fields += sum(1 for value in fields.values() if value == "")
-    return {"resource JSON": total_resource / entries, "empty fields": empty_fields / entries}
+    return {"resource value": total_resource / entries, "empty fields": empty_fields / entries}
 
 
-# The candidate layout of issue 19, measured on the same entries: the resource stored once per process
-# under a short reference, and the fields that repeat what the entry says elsewhere left out.
-SEVERITY_TEXT = {1: "TRACE", 5: "DEBUG", 9: "INFO", 13: "WARN", 17: "ERROR", 21: "FATAL"}
+# Schema 1, the layout before: every entry carried its resource JSON, the observed time and the
+# severity text. The same entries are re-written that way, with their ids, to measure it.
+SCHEMA_1_LOG_FIELDS = (
+    "v", "rid", "ts", "observed_ts", "severity", "severity_number", "body", "service", "trace_id",
+    "span_id", "trace_flags", "scope", "code", "attributes", "resource", "exception_type",
+    "exception_message", "exception_stacktrace",
+)  # fmt: skip
 
 
-def compact_copy(client: redis.Redis, source: str, target: str) -> None:
-    """Re-write `source`'s entries into `target` in the candidate layout, with their ids."""
-    resources = f"{target}:resources"
+def schema_1_copy(client: redis.Redis, keys: StreamKeys, source: str, target: str) -> None:
+    """Re-write `source`'s entries into `target` as schema 1 stored them, with their ids."""
     last = "-"
     while True:
-        batch = client.xrange(source, min=last, count=5000)
-        batch = [entry for entry in batch if entry[0] != last]
+        batch = [entry for entry in client.xrange(source, min=last, count=5000) if entry[0] != last]
         if not batch:
             return
+        resolve_resources(client, keys, (fields for _, fields in batch))
         pipe = client.pipeline(transaction=False)
         for stream_id, fields in batch:
-            compact = dict(fields)
-            resource = compact.pop("resource", "")
-            ref = format(abs(hash(resource)) % 16**8, "08x")
-            pipe.hsetnx(resources, ref, resource)
-            compact["resource"] = ref
-            compact["v"] = "2"
-            if SEVERITY_TEXT.get(int(compact.get("severity_number", "0") or 0)) == compact.get("severity"):
-                compact.pop("severity", None)
-            compact.pop("observed_ts", None)
-            pipe.xadd(target, compact, id=stream_id)
+            old = dict(fields, v="1")
+            if "severity" in old:  # a log entry
+                old["observed_ts"] = old["ts"]
+                old["severity"] = old["severity"] or implied_severity_text(int(old["severity_number"]))
+                old = {name: old[name] for name in SCHEMA_1_LOG_FIELDS}
+            pipe.xadd(target, old, id=stream_id)
         pipe.execute()
         last = batch[-1][0]
 
@@ -121,26 +132,29 @@ def main() -> None:
         inside = inside_log_entries(client, keys.logs)
         logs = int(client.xlen(keys.logs))
         spans = int(client.xlen(keys.spans))
-        candidate = {}
+        before_layout = {}
         for name, stream in (("log stream", keys.logs), ("span stream", keys.spans)):
-            compact_copy(client, stream, f"candidate:{stream}")
-            candidate[name] = int(client.memory_usage(f"candidate:{stream}", samples=0) or 0)
-        stores = client.scan_iter(match="candidate:*:resources")
-        candidate["resources"] = sum(int(client.memory_usage(key, samples=0) or 0) for key in stores)
+            schema_1_copy(client, keys, stream, f"schema1:{stream}")
+            before_layout[name] = int(client.memory_usage(f"schema1:{stream}", samples=0) or 0)
     took = time.monotonic() - started
     print(f"# {args.records} records ({logs} log entries, {spans} spans) written in {took:.1f}s")
     print(f"# {platform.node()} · Python {platform.python_version()} · {os.cpu_count()} CPUs")
     print(f"used_memory grew by {after - before:,} B: {(after - before) / logs:.0f} B per log record")
-    print(f"{'part':16} {'bytes':>12} {'B/record':>9}")
-    for name in ("log stream", "search digest", "trace index", "span stream", "other keys"):
+    print(f"{'part':16} {'bytes':>12} {'B/record':>9}   schema 1 (before)")
+    for name in PARTS:
         size = parts.get(name, 0)
-        print(f"{name:16} {size:12,} {size / logs:9.0f}")
-    print(f"{'all keys':16} {sum(parts.values()):12,} {sum(parts.values()) / logs:9.0f}")
+        before_size = before_layout.get(name)
+        was = f"   {before_size / logs:9.0f}" if before_size is not None else ""
+        print(f"{name:16} {size:12,} {size / logs:9.0f}{was}")
+    total = sum(parts.values())
+    total_before = (
+        total
+        - sum(parts.get(name, 0) for name in (*before_layout, "resources"))
+        + sum(before_layout.values())
+    )
+    print(f"{'all keys':16} {total:12,} {total / logs:9.0f}   {total_before / logs:9.0f}")
     for name, per_entry in inside.items():
         print(f"  within each log entry, {name}: {per_entry:.0f} B")
-    print("candidate layout (resource by reference, no observed_ts, severity text only when not standard):")
-    for name, size in candidate.items():
-        print(f"  {name:14} {size:12,} {size / logs:9.0f} B/record")
     print(f"command: .venv/bin/python bench/footprint.py --records {args.records}")
 
 

@@ -99,7 +99,6 @@ def log_rows(count: int, traces: list[tuple[int, int]], rng: random.Random) -> l
             encoding.log_values(
                 ids.next(),
                 now_ns + n * 1000,
-                now_ns + n * 1000,
                 severity,
                 number,
                 body,

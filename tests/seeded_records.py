@@ -43,7 +43,7 @@ class RecordWriter:
         resource = encoding.EncodedResource.of(Resource(attributes_of_resource))
         now = time.time_ns()
         return encoding.log_values(
-            self._ids.next(), now, now, severity, SEVERITY_NUMBERS[severity], body, resource,
+            self._ids.next(), now, severity, SEVERITY_NUMBERS[severity], body, resource,
             trace_id, span_id, 1, "app", code, attributes or {}, exception,
         )  # fmt: skip
 

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import redis
 
+from tracestream.query import resolve_resources
 from tracestream.schema import LogEntry, SpanEntry, StreamKeys
 
 T = TypeVar("T")
@@ -67,12 +68,17 @@ class RedisHandle:
         return env
 
     def logs(self) -> list[LogEntry]:
-        with self.client() as client:
-            return [LogEntry.from_fields(i, f) for i, f in client.xrange(self.keys.logs)]
+        """Every log entry, its resource looked up as the readers do."""
+        return [LogEntry.from_fields(i, f) for i, f in self._entries(self.keys.logs)]
 
     def spans(self) -> list[SpanEntry]:
+        return [SpanEntry.from_fields(i, f) for i, f in self._entries(self.keys.spans)]
+
+    def _entries(self, key: str) -> list[tuple[str, dict[str, str]]]:
         with self.client() as client:
-            return [SpanEntry.from_fields(i, f) for i, f in client.xrange(self.keys.spans)]
+            found: list[tuple[str, dict[str, str]]] = client.xrange(key)
+            resolve_resources(client, self.keys, (fields for _, fields in found))
+            return found
 
 
 def run_python(code: str, env: Mapping[str, str], *, launcher: bool = False, timeout: float = 60) -> str:

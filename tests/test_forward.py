@@ -63,7 +63,7 @@ def seed_logs(handle: RedisHandle, count: int) -> list[str]:
             record_id = ids.next()
             now = time.time_ns()
             values = encoding.log_values(
-                record_id, now, now, "INFO", 9, f"record {i}", resource, i + 1, i + 1, 1,
+                record_id, now, "INFO", 9, f"record {i}", resource, i + 1, i + 1, 1,
                 "seed", "", {"i": i}, encoding.NO_EXCEPTION,
             )  # fmt: skip
             pipe.xadd(handle.keys.logs, dict(zip(schema.LOG_FIELDS, values, strict=True)))
@@ -125,10 +125,7 @@ def test_records_round_trip_with_identical_ids_and_fields(
 def _assert_same_log(entry: schema.LogEntry, received: Received) -> None:
     record = received.record
     assert record.trace_id.hex() == entry.trace_id and record.span_id.hex() == entry.span_id
-    assert (record.time_unix_nano, record.observed_time_unix_nano) == (
-        entry.timestamp_ns,
-        entry.observed_timestamp_ns,
-    )
+    assert record.time_unix_nano == record.observed_time_unix_nano == entry.timestamp_ns
     assert (record.severity_text, record.severity_number) == (entry.severity, entry.severity_number)
     assert record.body.string_value == entry.body and record.flags == entry.trace_flags
     assert (received.resource, received.scope) == (entry.resource, entry.scope)

@@ -336,7 +336,6 @@ class _Record:
         return encoding.log_values(
             record_id,
             1,
-            1,
             "INFO",
             9,
             f"rec {self.number}",

@@ -59,7 +59,6 @@ def test_otel_log_record_round_trip() -> None:
     assert entry.schema_version == schema.SCHEMA_VERSION
     assert entry.record_id == "rid-1"
     assert entry.timestamp_ns == 1_700_000_000_123_456_789
-    assert entry.observed_timestamp_ns == 1_700_000_000_200_000_000
     assert (entry.severity, entry.severity_number) == ("WARN", 13)
     assert entry.body == "disk almost full"
     assert entry.service == "api"

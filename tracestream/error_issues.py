@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from tracestream.connection import Client
 from tracestream.lua import script_source
-from tracestream.query import run_script, tolerant_call
+from tracestream.query import resolve_resources, run_script, tolerant_call
 from tracestream.schema import LogEntry, fingerprint_of
 from tracestream.shards import Shard, shards
 from tracestream.timeparse import iso_utc
@@ -135,6 +135,7 @@ def newest_record(client: Client, stream: str, issue: ErrorIssue) -> LogEntry | 
                 found = tolerant_call(shard.client, "XRANGE", key, stream_id, stream_id)
             except ResponseError:  # not a stream id, or another writer's key of another type
                 continue
+            resolve_resources(shard.client, shard.keys, (fields for _, fields in found or ()))
             for entry_id, fields in found or ():
                 entry = LogEntry.from_fields(entry_id, fields)
                 if entry.fingerprint == issue.fingerprint:

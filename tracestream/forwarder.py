@@ -37,6 +37,8 @@ from tracestream.connection import (
     reply_text,
 )
 from tracestream.otlp_encoding import Encoded, RawEntry, encode_logs, encode_spans
+from tracestream.query import resolve_flat_resources
+from tracestream.schema import StreamKeys
 from tracestream.shards import POLL_INTERVAL, shards
 
 DEFAULT_GROUP = "tracestream-forward"
@@ -101,6 +103,7 @@ class Signal:
     encode: Callable[[Sequence[RawEntry]], Encoded]
     counter: str
     client: redis.Redis
+    keys: StreamKeys  # its shard's keys, where the resources its entries name are kept
 
 
 @dataclass(frozen=True)
@@ -251,8 +254,8 @@ class Forwarder:
             keys, client = shard.keys, shard.client
             pairs.append(
                 (
-                    Signal(keys.logs, "/v1/logs", encode_logs, "logs", client),
-                    Signal(keys.spans, "/v1/traces", encode_spans, "spans", client),
+                    Signal(keys.logs, "/v1/logs", encode_logs, "logs", client, keys),
+                    Signal(keys.spans, "/v1/traces", encode_spans, "spans", client, keys),
                 )
             )
         new = [signal for pair in pairs for signal in pair if signal.stream.encode() not in self._by_stream]
@@ -315,6 +318,7 @@ class Forwarder:
 
     def _forward(self, signal: Signal, entries: Sequence[RawEntry]) -> None:
         """Encode here, send on the sender thread: the next batch is read while this one travels."""
+        resolve_flat_resources(signal.client, signal.keys, (flat for _, flat in entries if flat is not None))
         self._outbox.put((signal, entries, signal.encode(entries)))
 
     def _send_loop(self) -> None:

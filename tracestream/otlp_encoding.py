@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from tracestream.schema import EXCEPTION_KEYS, LOG_FIELDS, SPAN_FIELDS
+from tracestream.schema import EXCEPTION_KEYS, LOG_FIELDS, SPAN_FIELDS, implied_severity_text
 
 RECORD_ID = "tracestream.record_id"
 
@@ -197,7 +197,7 @@ def encode_logs(entries: Sequence[RawEntry]) -> Encoded:
 
 
 def _log_record(values: list[bytes]) -> bytes:
-    (_, rid, ts, observed, severity, number, body, _, trace_id, span_id, flags, _, code, attributes_json, _,
+    (_, rid, ts, severity, number, body, _, trace_id, span_id, flags, _, code, attributes_json, _,
      exception_type, exception_message, stacktrace) = values  # fmt: skip
     attributes = _attributes(attributes_json)
     if exception_type or exception_message:
@@ -218,7 +218,7 @@ def _log_record(values: list[bytes]) -> bytes:
         b"\x45",
         _FIXED32(int(flags or 0)),
         b"\x59",
-        _FIXED64(int(observed or 0)),
+        _FIXED64(int(ts or 0)),  # the stream keeps no observed time: the bridge sees a record as it is made
     ]
     if trace_id:
         parts += (b"\x4a\x10", _unhex(trace_id))
@@ -232,6 +232,7 @@ def _severity(text: bytes, number: bytes) -> bytes:
     severity_number = int(number or 0)
     if not 0 <= severity_number <= 24:
         raise ValueError(f"severity_number {severity_number} is outside 0 to 24")
+    text = text or implied_severity_text(severity_number).encode()
     return b"\x10" + _varint(severity_number) + _field(b"\x1a", _utf8(text))
 
 

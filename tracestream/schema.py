@@ -22,13 +22,12 @@ import orjson
 
 from tracestream.forks import renew_in_child
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 LOG_FIELDS = (
     "v",
     "rid",
     "ts",
-    "observed_ts",
     "severity",
     "severity_number",
     "body",
@@ -68,6 +67,26 @@ SPAN_FIELDS = (
 INDEX_LOG = "l"
 INDEX_SPAN = "s"
 
+# Since version 2 an entry's `resource` is usually a reference, `@` and the first 16 hex
+# digits of the SHA1 of the resource's JSON, stored once under `StreamKeys.resource`; version
+# 1 entries, and any entry whose writer could not store its resource, carry the JSON itself.
+RESOURCE_REFERENCE = "@"
+# What a reader shows for a reference whose resource is gone (its hash expired).
+UNRESOLVED_RESOURCE = "tracestream.resource_ref"
+
+# OTel's short names for the severity numbers 1-24 (TRACE, TRACE2, ..., FATAL4): since version
+# 2 an entry's `severity` is left empty when it is the one its number implies.
+_SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+
+
+def implied_severity_text(number: int) -> str:
+    """The short name OTel gives a severity number: 9 is INFO, 10 INFO2, 17 ERROR; '' off the scale."""
+    if not 1 <= number <= 24:
+        return ""
+    name, step = _SEVERITY_NAMES[(number - 1) // 4], (number - 1) % 4
+    return name if step == 0 else f"{name}{step + 1}"
+
+
 # A digest line: a newline, then service, severity number, the record's stream id, body,
 # exception type and message, tab-separated, with tabs and newlines inside values turned
 # into spaces. Searches read these instead of whole entries.
@@ -105,6 +124,11 @@ class StreamKeys:
 
     def trace_index(self, trace_id: str) -> str:
         return f"{self.logs}:trace:{trace_id}"
+
+    def resource(self, reference: str) -> str:
+        """A hash holding, under `json`, the resource that entries name by `reference` (`@` and
+        16 hex digits) instead of carrying it; it expires as a writer's marks do."""
+        return f"{self.logs}:resource:{reference.removeprefix(RESOURCE_REFERENCE)}"
 
     @property
     def digest(self) -> str:
@@ -343,6 +367,14 @@ def _json(fields: Mapping[str, str], name: str, problems: _Problems, kind: type)
     return value
 
 
+def _resource(fields: Mapping[str, str], problems: _Problems) -> Any:
+    """The resource's JSON; a reference no reader resolved (its hash expired) is kept, by name."""
+    text = fields.get("resource", "")
+    if text.startswith(RESOURCE_REFERENCE):
+        return {UNRESOLVED_RESOURCE: text}
+    return _json(fields, "resource", problems, dict)
+
+
 def _depth(value: object) -> int:
     deepest, level = 0, [value]
     while level:
@@ -384,7 +416,6 @@ class LogEntry:
     stream_id: str
     record_id: str
     timestamp_ns: int
-    observed_timestamp_ns: int
     severity: str
     severity_number: int
     body: str
@@ -416,13 +447,13 @@ class LogEntry:
         fields = _within_limit(fields, problems)
         get = fields.get
         attributes = _json(fields, "attributes", problems, dict)
+        severity_number = _int(fields, "severity_number", problems, high=24)
         entry = cls(
             stream_id=stream_id,
             record_id=get("rid", ""),
             timestamp_ns=_int(fields, "ts", problems),
-            observed_timestamp_ns=_int(fields, "observed_ts", problems),
-            severity=get("severity", ""),
-            severity_number=_int(fields, "severity_number", problems, high=24),
+            severity=get("severity") or implied_severity_text(severity_number),
+            severity_number=severity_number,
             body=get("body", ""),
             service=get("service", ""),
             trace_id=get("trace_id", ""),
@@ -431,7 +462,7 @@ class LogEntry:
             scope=get("scope", ""),
             code=get("code", ""),
             attributes=attributes,
-            resource=_json(fields, "resource", problems, dict),
+            resource=_resource(fields, problems),
             exception_type=get("exception_type", ""),
             exception_message=get("exception_message", ""),
             exception_stacktrace=get("exception_stacktrace", ""),
@@ -489,7 +520,7 @@ class SpanEntry:
             scope=get("scope", ""),
             attributes=attributes,
             events=_events(fields, problems),
-            resource=_json(fields, "resource", problems, dict),
+            resource=_resource(fields, problems),
             schema_version=get("v", ""),
         )
         return entry if not problems else replace(entry, attributes=_marked(stream_id, problems, attributes))

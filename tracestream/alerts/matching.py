@@ -21,7 +21,7 @@ import orjson
 from tracestream.alerts.histogram import bin_of
 from tracestream.alerts.rules import DURATION_ATTRIBUTES, Rule
 from tracestream.query import AttributeMatch, Query, parse_stream_id
-from tracestream.schema import MAX_DEPTH, READ_TEXT_LIMIT, LogEntry, dump_json
+from tracestream.schema import MAX_DEPTH, READ_TEXT_LIMIT, LogEntry, dump_json, implied_severity_text
 from tracestream.timeparse import iso_utc
 
 __all__ = ["MATCHED", "SAMPLES", "TOTAL", "Batch", "Filter", "Matcher", "Seen"]
@@ -72,7 +72,8 @@ class Seen:
         except ValueError:
             usable = False
         if usable:
-            self.timestamp_ns, self.severity_number, self.severity = timestamp_ns, number, get("severity", "")
+            self.timestamp_ns, self.severity_number = timestamp_ns, number
+            self.severity = get("severity") or implied_severity_text(number)
             self.service, self.body, self.trace_id = get("service", ""), get("body", ""), get("trace_id", "")
             self.exception_type = get("exception_type", "")
             self.exception_message = get("exception_message", "")

@@ -34,6 +34,7 @@ from tracestream.query import (
     TraceTree,
     parse_stream_id,
     record_json,
+    resolve_resources,
     search,
     tolerant_call,
     trace_tree,
@@ -118,6 +119,7 @@ def find_record(client: Client, stream: str, stream_id: str) -> LogEntry | None:
         for key in (shard.keys.logs, shard.keys.errors):
             found = cast(Entries, tolerant_call(shard.client, "XRANGE", key, exact, exact))
             if found:
+                resolve_resources(shard.client, shard.keys, (fields for _, fields in found))
                 return LogEntry.from_fields(*found[0])
     return None
 

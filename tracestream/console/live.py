@@ -30,9 +30,9 @@ import redis.asyncio as aioredis
 from tracestream.connection import CLUSTER_ERRORS
 from tracestream.console.api import record_view
 from tracestream.console.health import UNREACHABLE, RedisHealth
-from tracestream.query import Query, QueryError, RecentIds, StreamId, parse_stream_id
+from tracestream.query import Query, QueryError, RecentIds, StreamId, parse_stream_id, resolve_resources_async
 from tracestream.query import after as next_id
-from tracestream.schema import LogEntry
+from tracestream.schema import LogEntry, StreamKeys
 from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S
 
 Entries = list[tuple[str, dict[str, str]]]  # what a decoding client returns for XRANGE
@@ -53,6 +53,10 @@ class LiveShard:
     name: str
     reader: aioredis.Redis
     client: aioredis.Redis
+
+    async def resolve(self, entries: Entries) -> None:
+        """Entries name their resource by reference: the viewers see the resource itself."""
+        await resolve_resources_async(self.client, StreamKeys(self.name), (fields for _, fields in entries))
 
 
 # The streams to follow; with `True`, after a Redis error (a cluster may have failed over).
@@ -231,6 +235,7 @@ class LiveFeed:
             recent: list[tuple[StreamId, str, LogEntry]] = []
             for shard in shards:
                 entries = cast(Entries, await shard.client.xrevrange(shard.name, count=self._backlog))
+                await shard.resolve(entries)
                 key = self._key(shard)
                 if entries:
                     newest[key] = parse_stream_id(entries[0][0])
@@ -245,6 +250,7 @@ class LiveFeed:
             replayed = False
             while start is not None:
                 page = cast(Entries, await shard.client.xrange(shard.name, min=start, count=REPLAY_PAGE))
+                await shard.resolve(page)
                 for stream_id, fields in page:
                     replayed = True
                     yield key, LogEntry.from_fields(stream_id, fields)
@@ -270,6 +276,7 @@ class LiveFeed:
                         await shard.reader.xread({shard.name: cursor}, count=1000, block=block),
                     )
                     for _stream, entries in found or ():
+                        await shard.resolve(entries)
                         news += [(parse_stream_id(i), shard.name, i, fields) for i, fields in entries]
             except CLUSTER_ERRORS as error:  # Redis down, or a killed connection: retry from the same cursor
                 problem = self._health.failed(error)

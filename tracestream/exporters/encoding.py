@@ -18,6 +18,7 @@ from tracestream.schema import (
     EXCEPTION_KEYS,
     SCHEMA_VERSION,
     dump_json,
+    implied_severity_text,
     load_json,
     record_fingerprint,
 )
@@ -73,7 +74,6 @@ def code_location(path: object, line: object, function: object) -> str:
 def log_values(
     record_id: str,
     timestamp_ns: int,
-    observed_ns: int,
     severity: str,
     severity_number: int,
     body: object,
@@ -86,13 +86,13 @@ def log_values(
     attributes: Mapping[str, Any],
     exception: tuple[str, str, str],
 ) -> list[str]:
-    """The one place a log entry is laid out."""
+    """The one place a log entry is laid out. The severity text is left out when the number
+    implies it, and the resource is the call's (the append script stores it by reference)."""
     return [
         SCHEMA_VERSION,
         record_id,
         str(timestamp_ns),
-        str(observed_ns),
-        severity,
+        "" if severity == implied_severity_text(severity_number) else severity,
         str(severity_number),
         body_text(body),
         resource.service,
@@ -119,7 +119,6 @@ def otel_log_values(
     return log_values(
         record_id,
         log.timestamp or log.observed_timestamp or 0,
-        log.observed_timestamp or 0,
         log.severity_text or (number.name if number else ""),
         number.value if number is not None else 0,
         log.body,

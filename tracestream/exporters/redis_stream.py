@@ -46,7 +46,7 @@ REGISTER_EVERY_S = 60.0
 Item = TypeVar("Item")
 ScriptCall = list[str | int | bytes]  # the keys, then the arguments, of one script call
 NamedCall = tuple[str, int, ScriptCall]  # a script's name, its number of keys, and one call of it
-NEVER_RAN_AT = 13  # the append script's ARGV[14]
+NEVER_RAN_AT = 14  # the append script's ARGV[15]
 
 
 def _never_ran(call: NamedCall) -> NamedCall:
@@ -278,6 +278,7 @@ class StreamWriter(Generic[Item]):
             resource,
             self._rid_pos,
             marks,
+            keys.resource(""),
             "",  # NEVER_RAN_AT: set only when the call is sent again after NOSCRIPT
             *errors,
         ]

@@ -129,7 +129,6 @@ class PendingRecord:
         return encoding.log_values(
             record_id,
             self.timestamp_ns,
-            self.timestamp_ns,
             _severity_text(self.severity),
             self.severity.value,
             self.body,

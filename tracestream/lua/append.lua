@@ -1,7 +1,11 @@
 -- One call per batch. The batch travels as a single JSON argument: packing thousands of
 -- small arguments costs the client more than the server spends decoding one. Rows that carry
 -- the call's resource (all of a process's own) travel with "" in its place (ARGV[10..11]):
--- decoding that escaped JSON again for every row was a fifth of the script's time.
+-- decoding that escaped JSON again for every row was a fifth of the script's time. Those rows
+-- are stored with a reference to it, `@` and 16 hex digits of its SHA1, and the resource once,
+-- in the hash `<ARGV[14]><hex>` (field `json`), which every call refreshes for `ttl` seconds: a
+-- resource is most of an entry's bytes. Where that hash cannot be written (a key of another
+-- type, a producer without the rights), the call's rows carry the resource itself.
 -- Log batches also append one digest entry (KEYS[2..4]; see docs/stream-schema.md) so a
 -- search reads a line per record instead of whole entries. The digest is trimmed with
 -- write-only commands, so a producer that may not read its streams can still run this.
@@ -17,13 +21,13 @@
 -- connection lost after Redis ran them, leaves some stored, and the whole batch is sent
 -- again. Record ids are a writer's random prefix and a counter that the writer delivers in
 -- order, so `<stream>:written:<prefix>` counts up to the first counter not yet stored
--- (ARGV[12..13]), and a call's leading rows below it are skipped. Except with ARGV[14] = "1":
+-- (ARGV[12..13]), and a call's leading rows below it are skipped. Except with ARGV[15] = "1":
 -- the call is sent again after NOSCRIPT, so none of its rows ran, while a later call of the same
 -- round trip may have run (another client loaded the script in between) and moved the mark.
 --
--- Error records (ARGV[15]: `[[row, fingerprint, route, instance], ...]` for the call's ERROR+
+-- Error records (ARGV[16]: `[[row, fingerprint, route, instance], ...]` for the call's ERROR+
 -- rows, "" when it has none, so other rows cost one test each) are copied to `<stream>:errors`
--- under the same stream ids, trimmed by its own count (ARGV[17]) and by age, so a flood that
+-- under the same stream ids, trimmed by its own count (ARGV[18]) and by age, so a flood that
 -- trims the log stream by count never takes them; and each updates its issue
 -- (`<stream>:issue:<fingerprint>`, a hash; `<stream>:issues`, fingerprints by last seen) with
 -- write commands whose replies are the counts they leave (HINCRBY), so a write-only producer
@@ -44,12 +48,13 @@ local resource_pos = tonumber(ARGV[10]) + 1
 local resource = ARGV[11]
 local rid_pos = tonumber(ARGV[12]) + 1
 local mark_prefix = ARGV[13]
-local never_ran = ARGV[14] == '1'
-local errors_key = ARGV[16] or ''
-local errors_maxlen = tonumber(ARGV[17]) or 0
+local resource_prefix = ARGV[14]
+local never_ran = ARGV[15] == '1'
+local errors_key = ARGV[17] or ''
+local errors_maxlen = tonumber(ARGV[18]) or 0
 local error_rows, has_errors = {}, false
-if ARGV[15] and ARGV[15] ~= '' then
-  for _, e in ipairs(cjson.decode(ARGV[15])) do error_rows[e[1]] = e end
+if ARGV[16] and ARGV[16] ~= '' then
+  for _, e in ipairs(cjson.decode(ARGV[16])) do error_rows[e[1]] = e end
   has_errors = true
 end
 local P = {}  -- field positions by name, for error rows
@@ -97,6 +102,16 @@ for k = 1, math.min(#KEYS, #probes) do
 end
 if digest_problem then digest_pos = {} end
 if first > #rows then return 0 end
+if resource ~= '' and resource_prefix ~= '' then
+  local hex = string.sub(redis.sha1hex(resource), 1, 16)
+  local stored = redis.pcall('HSET', resource_prefix .. hex, 'json', resource)
+  if refused(stored) then
+    if oom(stored) then return stored end
+  else
+    redis.call('EXPIRE', resource_prefix .. hex, ttl)
+    resource = '@' .. hex
+  end
+end
 local nfields = #names
 local touched = {}
 local pairs_ = {}
@@ -179,7 +194,7 @@ end
 -- and a status that a recurrence turns from resolved (1) back to open (0), as a regression.
 local issue_problem
 if #issue_order > 0 then
-  local issue_prefix, issues_key, issue_ttl = ARGV[18], ARGV[19], tonumber(ARGV[20])
+  local issue_prefix, issues_key, issue_ttl = ARGV[19], ARGV[20], tonumber(ARGV[21])
   local function call(...)
     if issue_problem then return nil end
     local reply = redis.pcall(...)

@@ -26,13 +26,21 @@ local function weight_of(f)
   if not weight or weight < 0 then return 1 end
   return weight
 end
+-- Since schema 2 a severity text is stored only when its number does not imply it (INFO, INFO2, ...).
+local severity_names = {'TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL'}
+local function implied_text(number)
+  if number < 1 or number > 24 then return '' end
+  local step = (number - 1) % 4
+  return severity_names[math.floor((number - 1) / 4) + 1] .. (step > 0 and tostring(step + 1) or '')
+end
 local function count(id, f)
   local ms = tonumber(string.match(id, '^(%d+)'))
   local weight = weight_of(f)
   local sampled = weight ~= 1 and 1 or 0
   local service = get(f, P.service, 'service')
-  local severity = get(f, P.severity, 'severity')
   local number = tonumber(get(f, P.severity_number, 'severity_number')) or 0
+  local severity = get(f, P.severity, 'severity')
+  if severity == '' then severity = implied_text(number) end
   local s = services[service]
   if not s then
     s = {ms, 0, 0, 0, 0}

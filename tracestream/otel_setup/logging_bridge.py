@@ -121,7 +121,6 @@ class PendingStdlibRecord:
         return encoding.log_values(
             record_id,
             int(self.created * 1e9),
-            self.observed_ns,
             severity_text,
             severity_number,
             self.message,

@@ -17,6 +17,7 @@ from tracestream.query.filters import (
 from tracestream.query.follow import Follow, RecentIds, follow, last_id
 from tracestream.query.query_error import QueryError
 from tracestream.query.replies import run_script, tolerant_call
+from tracestream.query.resources import resolve_flat_resources, resolve_resources, resolve_resources_async
 from tracestream.query.scan import Cursor, Page, iter_records, search
 from tracestream.query.stream_ids import StreamId, after, before, parse_stream_id
 from tracestream.query.trace_list import TraceFilter, TraceSummary, recent_traces
@@ -57,6 +58,9 @@ __all__ = [
     "parse_trace_id",
     "recent_traces",
     "record_json",
+    "resolve_flat_resources",
+    "resolve_resources",
+    "resolve_resources_async",
     "run_script",
     "search",
     "tolerant_call",

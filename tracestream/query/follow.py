@@ -13,6 +13,7 @@ import redis
 from tracestream.connection import CLUSTER_CHANGES, Client, refresh_topology
 from tracestream.query.filters import Query
 from tracestream.query.replies import tolerant_call
+from tracestream.query.resources import resolve_resources
 from tracestream.query.stream_ids import StreamId, parse_stream_id
 from tracestream.schema import (
     LogEntry,
@@ -101,6 +102,7 @@ def follow(
                     ),
                 )
                 for _key, entries in reply or ():
+                    resolve_resources(shard.client, shard.keys, (fields for _, fields in entries))
                     news += [(parse_stream_id(i), shard.name, i, fields) for i, fields in entries]
         except (redis.ConnectionError, redis.TimeoutError, *CLUSTER_CHANGES) as error:
             if on_disconnect is None:

@@ -22,6 +22,7 @@ from tracestream.lua import script_source
 from tracestream.query.filters import Query
 from tracestream.query.query_error import QueryError
 from tracestream.query.replies import run_script, tolerant_call
+from tracestream.query.resources import resolve_resources
 from tracestream.query.stream_ids import MAX_PART, before, parse_stream_id
 from tracestream.query.trace_lookup import read_trace, records_of_trace
 from tracestream.schema import (
@@ -86,6 +87,7 @@ class _Scanner:
     """One registered script per client; Redis caches it by hash, so re-creating one is cheap."""
 
     def __init__(self, client: redis.Redis, keys: StreamKeys, query: Query) -> None:
+        self._client, self._stream_keys = client, keys
         self._script = client.register_script(script_source("scan"))
         self._keys = [keys.logs, keys.digest]
         # pre-filters only: attributes and the whole text are checked exactly once entries are here
@@ -120,10 +122,12 @@ class _Scanner:
             run_script(self._script, self._keys, [high, low, budget, limit, *self._filters, SCAN_BYTES]),
         )
         pairs = reply[3:]
-        entries = [
-            LogEntry.from_fields(pairs[i], dict(zip(pairs[i + 1][::2], pairs[i + 1][1::2], strict=True)))
+        found = [
+            (pairs[i], dict(zip(pairs[i + 1][::2], pairs[i + 1][1::2], strict=True)))
             for i in range(0, len(pairs), 2)
         ]
+        resolve_resources(self._client, self._stream_keys, (fields for _, fields in found))
+        entries = [LogEntry.from_fields(stream_id, fields) for stream_id, fields in found]
         return _Chunk(reply[0], int(reply[1]), bool(reply[2]), entries)
 
 
@@ -219,6 +223,7 @@ def _from_errors(shard: Shard, query: Query, high: str, low: str, batch: int) ->
             found = tolerant_call(shard.client, "XREVRANGE", shard.keys.errors, high, low, "COUNT", count)
         except redis.ResponseError:  # another writer's key of another type: no copies to read
             return
+        resolve_resources(shard.client, shard.keys, (fields for _, fields in found or ()))
         for stream_id, fields in found or ():
             entry = LogEntry.from_fields(stream_id, fields)
             if query.matches(entry):

@@ -10,6 +10,7 @@ from tracestream.connection import Client
 from tracestream.lua import script_source
 from tracestream.query.filters import parse_trace_id
 from tracestream.query.replies import run_script
+from tracestream.query.resources import resolve_flat_resources
 from tracestream.schema import (
     INDEX_LOG,
     INDEX_SPAN,
@@ -48,7 +49,9 @@ def read_trace(shard: Shard, trace_id: str) -> list[tuple[str, str, list[str]]]:
             script, [keys.trace_index(trace_id)], [keys.logs, keys.spans, INDEX_LOG, INDEX_SPAN, keys.errors]
         ),
     )
-    return [(reply[index], reply[index + 1], reply[index + 2]) for index in range(0, len(reply), 3)]
+    found = [(reply[index], reply[index + 1], reply[index + 2]) for index in range(0, len(reply), 3)]
+    resolve_flat_resources(shard.client, keys, (flat for _, _, flat in found))
+    return found
 
 
 def records_of_trace(trace_id: str, found: Iterable[tuple[str, str, list[str]]]) -> TraceRecords:

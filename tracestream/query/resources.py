@@ -1,0 +1,111 @@
+"""Resources stored by reference (stream schema 2): an entry names its process's resource, which
+is stored once beside the stream (docs/stream-schema.md#resources).
+
+A reference is a hash of the resource's content, so it names the same resource on every server:
+each is fetched once per process and kept. A resource whose hash expired stays a reference, which
+the decoders show under `UNRESOLVED_RESOURCE`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping, Sequence
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline as AsyncPipeline
+from redis.client import Pipeline as SyncPipeline
+
+from tracestream.connection import Client
+from tracestream.schema import RESOURCE_REFERENCE, StreamKeys
+
+__all__ = ["resolve_flat_resources", "resolve_resources", "resolve_resources_async"]
+
+_KEPT = 4096  # distinct resources kept in memory: a process each, at a few hundred bytes
+_known: dict[str, str] = {}
+_RESOURCE_NAMES = ("resource", b"resource")
+Fields = MutableMapping[str, str]
+
+
+def resolve_resources(client: Client, keys: StreamKeys, entries: Iterable[Fields]) -> None:
+    """Put each referenced resource's JSON in place of its reference, in the entries' fields."""
+    referring = _referring(entries)
+    if unknown := _unknown(referring):
+        pipe = _lookups(client.pipeline(transaction=False), keys, unknown)
+        _keep(unknown, pipe.execute(raise_on_error=False))
+    _substitute(referring)
+
+
+async def resolve_resources_async(client: AsyncRedis, keys: StreamKeys, entries: Iterable[Fields]) -> None:
+    """`resolve_resources` on an asyncio client."""
+    referring = _referring(entries)
+    if unknown := _unknown(referring):
+        pipe = _lookups(client.pipeline(transaction=False), keys, unknown)
+        _keep(unknown, await pipe.execute(raise_on_error=False))
+    _substitute(referring)
+
+
+def resolve_flat_resources(client: Client, keys: StreamKeys, entries: Iterable[list[Any]]) -> None:
+    """The same for fields as Redis sends them, a flat list of names and values, str or bytes."""
+    views = [_FlatResource(flat, index + 1) for flat in entries for index in _resource_at(flat)]
+    resolve_resources(client, keys, views)
+
+
+class _FlatResource(MutableMapping[str, str]):
+    """A flat list's `resource` value seen as the one field of a mapping."""
+
+    def __init__(self, flat: list[Any], at: int) -> None:
+        self._flat, self._at = flat, at
+
+    def __getitem__(self, name: str) -> str:
+        if name != "resource":
+            raise KeyError(name)
+        value = self._flat[self._at]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._flat[self._at] = value.encode() if isinstance(self._flat[self._at], bytes) else value
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("a stream entry's resource cannot be removed")
+
+    def __iter__(self) -> Any:
+        return iter(("resource",))
+
+    def __len__(self) -> int:
+        return 1
+
+
+def _resource_at(flat: Sequence[Any]) -> list[int]:
+    return [index for index in range(0, len(flat) - 1, 2) if flat[index] in _RESOURCE_NAMES][:1]
+
+
+def _referring(entries: Iterable[Fields]) -> list[Fields]:
+    return [fields for fields in entries if fields.get("resource", "").startswith(RESOURCE_REFERENCE)]
+
+
+def _unknown(referring: Iterable[Fields]) -> list[str]:
+    return sorted({fields["resource"] for fields in referring} - _known.keys())
+
+
+Pipeline = TypeVar("Pipeline", bound="SyncPipeline | AsyncPipeline")
+
+
+def _lookups(pipe: Pipeline, keys: StreamKeys, unknown: list[str]) -> Pipeline:
+    for reference in unknown:
+        pipe.hmget(keys.resource(reference), ["json"])  # HMGET: within the reader rights
+    return pipe
+
+
+def _keep(unknown: list[str], replies: list[Any]) -> None:
+    if len(_known) + len(unknown) > _KEPT:
+        _known.clear()
+    # A reader without the rights, or a key of another type, leaves those references as they are.
+    for reference, reply in zip(unknown, replies, strict=True):
+        found = reply[0] if isinstance(reply, list) else None
+        if isinstance(found, (bytes, str)):
+            _known[reference] = found.decode() if isinstance(found, bytes) else found
+
+
+def _substitute(referring: Iterable[Fields]) -> None:
+    for fields in referring:
+        fields["resource"] = _known.get(fields["resource"], fields["resource"])
