@@ -41,8 +41,11 @@ TRACE = 0x5CE1E7ED0000000000000000000000AB
 TRACE_HEX = format(TRACE, "032x")
 
 
-def _write_schema_1_log(client: Any, keys: schema.StreamKeys, body: str, severity: str, number: int) -> str:
-    """One log entry, its digest line and its trace index member, as the schema 1 writer left them."""
+def _write_schema_1_log(
+    client: Any, keys: schema.StreamKeys, body: str, severity: str, number: int, resource: str | None = None
+) -> str:
+    """One log entry, its digest line and its trace index member, as the schema 1 writer left them
+    (with `resource`, a schema 2 entry whose resource is that text)."""
     values = {
         "v": "1", "rid": uuid.uuid4().hex[:16] + "1", "ts": "1764784801101000000",
         "observed_ts": "1764784801102000000", "severity": severity, "severity_number": str(number),
@@ -53,6 +56,8 @@ def _write_schema_1_log(client: Any, keys: schema.StreamKeys, body: str, severit
         "exception_stacktrace": "",
     }  # fmt: skip
     assert tuple(values) == SCHEMA_1_LOG_FIELDS
+    if resource is not None:
+        values.update(v="2", resource=resource)
     stream_id: str = client.xadd(keys.logs, values)
     line = "\n" + "\t".join(("mixed", str(number), stream_id, body, values["exception_type"], ""))
     client.xadd(keys.digest, {"first": stream_id, "n": 1, "d": line}, id=stream_id)
@@ -191,3 +196,16 @@ def test_the_alerts_runner_matches_both(redis_server: EmbeddedRedis, tmp_path: P
         "old checkout failed",
     ]
     assert {sample["severity"] for sample in resolved["samples"]} == {"ERROR"}
+
+
+def test_a_reference_whose_resource_expired_is_shown_and_forwarded_as_the_reference(
+    redis_server: EmbeddedRedis,
+) -> None:
+    handle = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    gone = schema.RESOURCE_REFERENCE + "0123456789abcdef"
+    with handle.client() as client:
+        _write_schema_1_log(client, handle.keys, "its process is long gone", "INFO", 9, resource=gone)
+    assert [entry.resource for entry in handle.logs()] == [{schema.UNRESOLVED_RESOURCE: gone}]
+    with OtlpReceiver() as receiver, forwarding(handle, receiver):
+        wait_for(lambda: receiver.logs, what="the record forwarded")
+        assert [received.resource for received in receiver.logs] == [{schema.UNRESOLVED_RESOURCE: gone}]

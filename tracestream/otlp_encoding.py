@@ -26,7 +26,14 @@ from typing import Any
 
 import orjson
 
-from tracestream.schema import EXCEPTION_KEYS, LOG_FIELDS, SPAN_FIELDS, implied_severity_text
+from tracestream.schema import (
+    EXCEPTION_KEYS,
+    LOG_FIELDS,
+    RESOURCE_REFERENCE,
+    SPAN_FIELDS,
+    UNRESOLVED_RESOURCE,
+    implied_severity_text,
+)
 
 RECORD_ID = "tracestream.record_id"
 
@@ -137,6 +144,13 @@ def _values(flat: list[bytes], names: list[bytes]) -> list[bytes]:
     return [found.get(name, b"") for name in names]
 
 
+def _resource_attributes(raw: bytes) -> dict[str, Any]:
+    """A reference the forwarder could not resolve (its hash expired) is sent as what it is."""
+    if raw.startswith(RESOURCE_REFERENCE.encode()):
+        return {UNRESOLVED_RESOURCE: _decoded(raw)}
+    return _attributes(raw)
+
+
 def _attributes(raw: bytes) -> dict[str, Any]:
     value = orjson.loads(raw) if raw else {}
     if not isinstance(value, dict):
@@ -167,7 +181,7 @@ def _encode(
             values = _values(flat, names)
             resource_json = values[resource_at]
             if resource_json not in resources:
-                resources[resource_json] = key_values(b"\x0a", _attributes(resource_json))
+                resources[resource_json] = key_values(b"\x0a", _resource_attributes(resource_json))
             encoded = record(values)
         except Exception as error:  # anything another writer or an old tool left: this entry only
             rejected.append((index, f"cannot encode entry: {type(error).__name__}: {error}"))

@@ -35,6 +35,8 @@ HOSTILE_LOGS = (
     Hostile("attributes that are not JSON", {"attributes": b"{user: 'x'"}),
     Hostile("attributes that are a JSON list", {"attributes": b"[1, 2, 3]"}),
     Hostile("resource that is a JSON string", {"resource": b'"api"'}),
+    Hostile("a resource reference with nothing stored under it", {"resource": b"@0123456789abcdef"}, False),
+    Hostile("a resource reference that is not one", {"resource": b"@../../x\n{tag}"}, False),
     Hostile("ts that is not an integer", {"ts": b"2024-05-01T12:00:00Z"}),
     Hostile("ts far out of range", {"ts": b"9" * 40}),
     Hostile("ts negative", {"ts": b"-1"}),

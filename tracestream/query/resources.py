@@ -8,6 +8,7 @@ the decoders show under `UNRESOLVED_RESOURCE`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ __all__ = ["resolve_flat_resources", "resolve_resources", "resolve_resources_asy
 _KEPT = 4096  # distinct resources kept in memory: a process each, at a few hundred bytes
 _known: dict[str, str] = {}
 _RESOURCE_NAMES = ("resource", b"resource")
+_REFERENCE = re.compile(re.escape(RESOURCE_REFERENCE) + "[0-9a-f]{16}")
 Fields = MutableMapping[str, str]
 
 
@@ -80,7 +82,8 @@ def _resource_at(flat: Sequence[Any]) -> list[int]:
 
 
 def _referring(entries: Iterable[Fields]) -> list[Fields]:
-    return [fields for fields in entries if fields.get("resource", "").startswith(RESOURCE_REFERENCE)]
+    """Fields naming a resource the way the writer does: another writer's text is not looked up."""
+    return [fields for fields in entries if _REFERENCE.fullmatch(fields.get("resource", ""))]
 
 
 def _unknown(referring: Iterable[Fields]) -> list[str]:
