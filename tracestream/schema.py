@@ -74,17 +74,22 @@ RESOURCE_REFERENCE = "@"
 # What a reader shows for a reference whose resource is gone (its hash expired).
 UNRESOLVED_RESOURCE = "tracestream.resource_ref"
 
-# OTel's short names for the severity numbers 1-24 (TRACE, TRACE2, ..., FATAL4): since version
-# 2 an entry's `severity` is left empty when it is the one its number implies.
-_SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+# OTel's short name for each severity number 0-24: '' for 0, then TRACE, TRACE2, TRACE3, TRACE4,
+# DEBUG, ..., FATAL4. Since version 2 an entry's `severity` is left empty when it is the name its
+# number implies. summary.lua is handed this table, so the rule is written once.
+IMPLIED_SEVERITY_TEXTS = (
+    "",
+    *(
+        name if step == 0 else f"{name}{step + 1}"
+        for name in ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+        for step in range(4)
+    ),
+)
 
 
 def implied_severity_text(number: int) -> str:
     """The short name OTel gives a severity number: 9 is INFO, 10 INFO2, 17 ERROR; '' off the scale."""
-    if not 1 <= number <= 24:
-        return ""
-    name, step = _SEVERITY_NAMES[(number - 1) // 4], (number - 1) % 4
-    return name if step == 0 else f"{name}{step + 1}"
+    return IMPLIED_SEVERITY_TEXTS[number] if 0 <= number <= 24 else ""
 
 
 # A digest line: a newline, then service, severity number, the record's stream id, body,

@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 from tracestream.connection import Client
 from tracestream.lua import script_source
 from tracestream.query import before, parse_stream_id, run_script, tolerant_call
-from tracestream.schema import LOG_FIELDS
+from tracestream.schema import IMPLIED_SEVERITY_TEXTS, LOG_FIELDS
 from tracestream.settings import SAMPLE_WEIGHT
 from tracestream.shards import shards
 
@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 _POSITIONS = orjson.dumps({name: 2 * index + 2 for index, name in enumerate(LOG_FIELDS)}).decode()
+_IMPLIED_TEXTS = orjson.dumps(IMPLIED_SEVERITY_TEXTS).decode()
 
 
 def sample_weight(attributes: Mapping[str, Any]) -> float:
@@ -184,6 +185,7 @@ def summarize(client: Client, stream: str, since_ms: int, until_ms: int | None =
                     PAGE,
                     MESSAGE_LIMIT,
                     SAMPLE_WEIGHT,
+                    _IMPLIED_TEXTS,
                 ]
                 try:
                     last, done, *part = cast(list[Any], run_script(script, [key], args))

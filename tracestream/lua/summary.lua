@@ -11,6 +11,9 @@ local error_floor = tonumber(ARGV[5])
 local byte_budget, page = tonumber(ARGV[6]), tonumber(ARGV[7])
 local message_limit = tonumber(ARGV[8])
 local weight_key = ARGV[9]
+-- Since schema 2 a severity text is stored only when its number does not imply it: the implied
+-- names of the numbers 0-24 (schema.IMPLIED_SEVERITY_TEXTS).
+local implied_texts = cjson.decode(ARGV[10])
 local weight_pattern = '"' .. string.gsub(weight_key, '%p', '%%%0') .. '":%s*([-%d.eE+]+)'
 local services, minutes, groups, resources = {}, {}, {}, {}
 local function get(f, pos, name)
@@ -26,13 +29,6 @@ local function weight_of(f)
   if not weight or weight < 0 then return 1 end
   return weight
 end
--- Since schema 2 a severity text is stored only when its number does not imply it (INFO, INFO2, ...).
-local severity_names = {'TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL'}
-local function implied_text(number)
-  if number < 1 or number > 24 then return '' end
-  local step = (number - 1) % 4
-  return severity_names[math.floor((number - 1) / 4) + 1] .. (step > 0 and tostring(step + 1) or '')
-end
 local function count(id, f)
   local ms = tonumber(string.match(id, '^(%d+)'))
   local weight = weight_of(f)
@@ -40,7 +36,7 @@ local function count(id, f)
   local service = get(f, P.service, 'service')
   local number = tonumber(get(f, P.severity_number, 'severity_number')) or 0
   local severity = get(f, P.severity, 'severity')
-  if severity == '' then severity = implied_text(number) end
+  if severity == '' then severity = implied_texts[number + 1] or '' end
   local s = services[service]
   if not s then
     s = {ms, 0, 0, 0, 0}
