@@ -48,33 +48,15 @@ async def resolve_resources_async(client: AsyncRedis, keys: StreamKeys, entries:
 
 def resolve_flat_resources(client: Client, keys: StreamKeys, entries: Iterable[list[Any]]) -> None:
     """The same for fields as Redis sends them, a flat list of names and values, str or bytes."""
-    views = [_FlatResource(flat, index + 1) for flat in entries for index in _resource_at(flat)]
-    resolve_resources(client, keys, views)
+    places = [(flat, index + 1) for flat in entries for index in _resource_at(flat)]
+    fields = [{"resource": _text(flat[at])} for flat, at in places]
+    resolve_resources(client, keys, fields)
+    for (flat, at), resolved in zip(places, fields, strict=True):
+        flat[at] = resolved["resource"].encode() if isinstance(flat[at], bytes) else resolved["resource"]
 
 
-class _FlatResource(MutableMapping[str, str]):
-    """A flat list's `resource` value seen as the one field of a mapping."""
-
-    def __init__(self, flat: list[Any], at: int) -> None:
-        self._flat, self._at = flat, at
-
-    def __getitem__(self, name: str) -> str:
-        if name != "resource":
-            raise KeyError(name)
-        value = self._flat[self._at]
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    def __setitem__(self, name: str, value: str) -> None:
-        self._flat[self._at] = value.encode() if isinstance(self._flat[self._at], bytes) else value
-
-    def __delitem__(self, name: str) -> None:
-        raise TypeError("a stream entry's resource cannot be removed")
-
-    def __iter__(self) -> Any:
-        return iter(("resource",))
-
-    def __len__(self) -> int:
-        return 1
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _resource_at(flat: Sequence[Any]) -> list[int]:
