@@ -220,14 +220,13 @@ class StreamWriter(Generic[Item]):
         for name, key_count, arguments in calls:
             pipe.evalsha(script_sha(name), key_count, *arguments)
         results = pipe.execute(raise_on_error=False)
-        missing: list[NamedCall] = []
-        ran_after = False
-        for call, result in reversed(list(zip(calls, results, strict=True))):
+        ran = [index for index, result in enumerate(results) if not isinstance(result, NoScriptError)]
+        last_ran = ran[-1] if ran else -1
+        missing = []
+        for index, (call, result) in enumerate(zip(calls, results, strict=True)):
             if isinstance(result, NoScriptError):
-                missing.insert(0, _never_ran(call) if ran_after else call)
-                continue
-            ran_after = True
-            if isinstance(result, Exception):
+                missing.append(_never_ran(call) if index < last_ran else call)
+            elif isinstance(result, Exception):
                 raise result
             elif isinstance(result, (bytes, str)) and result not in self._problems_told:
                 self._problems_told.add(result)
