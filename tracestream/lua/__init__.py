@@ -1,8 +1,9 @@
 """The server-side scripts, kept as `.lua` files beside this module and read once per process.
 
-They are read as plain files, not through `importlib.resources`: that takes the import
-system's lock for this package, and an exporter thread holding it when the app forks
-(a prefork worker starting) would leave every child's first export waiting on it for ever.
+They are read as plain files, not through `importlib.resources`: its first call imports
+`importlib.readers`, and an exporter thread inside that import when the app forks (a prefork
+pool starting) leaves the module's import lock held in every child, whose first export then
+waits on it for ever (tests/test_fork_multiprocessing.py).
 """
 
 from __future__ import annotations
