@@ -516,6 +516,52 @@ def test_work_a_dead_runner_held_is_taken_over(
     assert [(a["status"], "left-behind:7 to renamed" in a["detail"]) for a in alerts] == [("warn", True)]
 
 
+def test_a_redis_restart_is_told_and_rules_fire_again_after_it(
+    receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """Reading, evaluating and delivering each run on their own; all three come back."""
+    with EmbeddedRedis() as server:
+        handle = fresh_handle(server)
+        rule = {"name": "restarted", "kind": "match", "filter": {"service": "rs"}, "cooldown": "1s"}
+        rules = rule_file(tmp_path, receiver, [{**rule, "notify": "ops"}])
+        with running(handle, rules) as runner:
+            writer = RecordWriter(handle)
+            writer.log("before", service="rs")
+            notified(receiver, "restarted", 1)
+            writer.close()
+            server.stop()
+            wait_for(lambda: "cannot reach Redis" in runner.stderr(), what="the outage told")
+            wait_for(lambda: "cannot evaluate rules" in runner.stderr(), what="the evaluation's outage told")
+            server.start()
+            wait_for(lambda: "Redis is reachable again" in runner.stderr(), what="the recovery told")
+            writer = RecordWriter(handle)
+            writer.log("after", service="rs")
+            after = notified(receiver, "restarted", 2)[1]
+            writer.close()
+            assert runner.process.poll() is None, runner.stderr()
+    assert (after["state"], [s["body"] for s in after["samples"]]) == ("firing", ["after"])
+
+
+def test_a_rule_state_redis_refuses_stops_the_runner_in_one_line(
+    redis_server: EmbeddedRedis, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    """A refusal that waiting cannot mend, met by the evaluation thread, ends the process."""
+    handle = fresh_handle(redis_server)
+    rules = rule_file(tmp_path, receiver, [rate_rule("clobbered", "c", "30s", 5)])
+    runner = Runner(handle, rules, "a")
+    try:
+        with handle.client() as client:
+            state = AlertKeys(handle.stream).state("clobbered")
+            client.delete(state)
+            client.set(state, "not a hash")
+        runner.process.wait(10)
+        lines = runner.stderr().splitlines()
+    finally:
+        runner.stop()
+    assert runner.process.returncode == 1
+    assert lines[-1].startswith("tracestream: ") and "WRONGTYPE" in lines[-1], lines
+
+
 # ---------------------------------------------------------------------------
 # check and test
 

@@ -1,8 +1,9 @@
 """`alerts run`: rules evaluated as records arrive, through a consumer group; and the backtest.
 
 Each runner reads records from the group (XREADGROUP with a short block), matches them
-(matching.py), adds their counts to Redis and acknowledges them in one step, then evaluates every
-rule against the shared counts each `tick`. Runners share the reading; evaluation is idempotent,
+(matching.py), and adds their counts to Redis and acknowledges them in one step; a thread of its
+own evaluates every rule against the shared counts each `tick`, so reading never waits on an
+evaluation's round trips. Runners share the reading; evaluation is idempotent,
 and a state change is a compare-and-set, so each notification is decided once however many
 runners there are.
 Windows use the records' own timestamps and the clock for "now", so absence and resolving
@@ -81,14 +82,15 @@ class Evaluator:
         self._watch_issues = any(rule.kind == "new_issue" for rule in rules.rules)
 
     def evaluate(self, now_ms: int) -> None:
+        store = self.store  # `AlertRunner._discover` may replace it meanwhile
         values: dict[str, float] = {}
-        loaded = self.store.load(self.rules.rules, now_ms)
+        loaded = store.load(self.rules.rules, now_ms)
         issues = self._recent_issues(loaded, now_ms)
         for rule, found in zip(self.rules.rules, loaded, strict=True):
             if rule.kind == "new_issue":
                 step, payload, values[rule.name] = issue_step(self.rules, rule, found.state, issues, now_ms)
                 if step is not None:
-                    self.store.apply(rule, found.state, step, payload)
+                    store.apply(rule, found.state, step, payload)
                 continue
             now = reading(rule, found.window, found.state, now_ms)
             values[rule.name] = now.value
@@ -96,12 +98,12 @@ class Evaluator:
             if step is None:
                 continue
             payload = (
-                notification(self.rules, rule, step, found.state, now, self.store.samples(rule), now_ms)
+                notification(self.rules, rule, step, found.state, now, store.samples(rule), now_ms)
                 if step.notify
                 else None
             )
-            self.store.apply(rule, found.state, step, payload)
-        self.store.evaluated(values, now_ms)
+            store.apply(rule, found.state, step, payload)
+        store.evaluated(values, now_ms)
 
     def _recent_issues(self, loaded: Sequence[Loaded], now_ms: int) -> Sequence[ErrorIssue]:
         """Issues seen since the last listing (with some overlap); the first listing reaches back to
@@ -131,6 +133,7 @@ class AlertRunner:
         self.settings = settings
         self._report = report
         self._stop = threading.Event()
+        self._failure: Exception | None = None  # what stopped the evaluation thread, raised by `run`
         timeout = max(5.0, settings.tick + 5.0)
         self._client = open_client(settings.redis_url, timeout, cluster=settings.cluster, decode=True)
         home = home_stream(settings.stream, settings.cluster)
@@ -160,32 +163,27 @@ class AlertRunner:
         return list(found.values())
 
     def run(self) -> None:
+        """Read and count on this thread; evaluate and deliver on one thread each, so reading never
+        waits on an evaluation's round trips or a slow webhook."""
         settings = self.settings
         failing = False
         last_claim = last_discovery = 0.0
-        next_evaluation = 0.0
-        sender: threading.Thread | None = None
-        while not self._stop.is_set():
+        helpers: list[threading.Thread] = []
+        while not self._stop.is_set() and self._failure is None:
             try:
-                if sender is None or time.monotonic() - last_discovery >= SHARD_REFRESH_S:
+                if not helpers or time.monotonic() - last_discovery >= SHARD_REFRESH_S:
                     last_discovery = time.monotonic()
-                    self._discover(announce=sender is None)
-                if sender is None:
-                    sender = threading.Thread(
-                        target=self._deliverer.run,
-                        args=(self._stop,),
-                        name="tracestream-alerts-delivery",
-                        daemon=True,
-                    )
-                    sender.start()
+                    self._discover(announce=not helpers)
+                if not helpers:
+                    helpers = [
+                        _thread(self._deliverer.run, self._stop, "tracestream-alerts-delivery"),
+                        _thread(self._evaluate_every_tick, self._stop, "tracestream-alerts-evaluation"),
+                    ]
                 if time.monotonic() - last_claim >= settings.claim_idle / 2:
                     last_claim = time.monotonic()
                     for counter in self._counters:
                         self._count(counter, self._claimed(counter))
                 self._read_and_count()
-                if time.monotonic() >= next_evaluation:
-                    next_evaluation = time.monotonic() + settings.tick
-                    self._evaluator.evaluate(int(time.time() * 1000))
                 if failing:
                     failing = False
                     self._report("Redis is reachable again")
@@ -193,7 +191,8 @@ class AlertRunner:
                 if "NOGROUP" in str(error):
                     self._discover(announce=False)  # a stream was deleted: make its group again
                     continue
-                if isinstance(error, redis.ResponseError) and not isinstance(error, CLUSTER_CHANGES):
+                if not _transient(error):
+                    self._stop.set()
                     raise
                 refresh_topology(self._client)
                 last_discovery = 0.0  # a failover moves shards: find their servers again
@@ -201,9 +200,30 @@ class AlertRunner:
                     failing = True
                     self._report(f"cannot reach Redis: {error}; retrying")
                 self._stop.wait(1.0)
-        if sender is not None:
-            sender.join()
+        self._stop.set()
+        for helper in helpers:
+            helper.join()
+        if self._failure is not None:
+            raise self._failure
         self._report("stopped")
+
+    def _evaluate_every_tick(self, stop: threading.Event) -> None:
+        """Every rule each `tick`, until `stop`. Redis out of reach is retried at the next tick;
+        any other failure stops the runner, which raises it."""
+        failing = False
+        while not stop.is_set():
+            next_evaluation = time.monotonic() + self.settings.tick
+            try:
+                self._evaluator.evaluate(int(time.time() * 1000))
+                failing = False
+            except Exception as error:
+                if not isinstance(error, CLUSTER_ERRORS) or not _transient(error):
+                    self._failure = error
+                    return
+                if not failing:
+                    failing = True
+                    self._report(f"cannot evaluate rules, Redis: {error}; retrying")
+            stop.wait(max(0.0, next_evaluation - time.monotonic()))
 
     def _discover(self, announce: bool) -> None:
         """The shards to read, each with its group, and the server holding the rules' states. A group
@@ -276,6 +296,18 @@ class AlertRunner:
         for entry_id, fields in entries:
             add(Seen(entry_id, fields), batch, read_ms)
         counter.add(batch)
+
+
+def _thread(target: Callable[[threading.Event], None], stop: threading.Event, name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def _transient(error: Exception) -> bool:
+    """Redis out of reach, or a cluster moving slots: retried. Any other reply is a bug or a
+    misconfiguration, and stops the runner."""
+    return not isinstance(error, redis.ResponseError) or isinstance(error, CLUSTER_CHANGES)
 
 
 # ---------------------------------------------------------------------------
