@@ -19,55 +19,68 @@ local ttl = tonumber(ARGV[3])
 local now_ms = tonumber(ARGV[4])
 local hour_ms = tonumber(ARGV[5])
 local summaries = cjson.decode(ARGV[6])
-local by_start, by_duration = {}, {}  -- key -> whether it took its member (false: refused)
-local hours = {}
+-- Members are queued per key, and each key takes its members in one ZADD: a call per member
+-- would be most of the script's time.
+local by_start, by_duration, expiry_of = {}, {}, {}  -- key -> {score, member, ...}; key -> its expiry
+local hours = {}  -- hour -> true, for <traces>:hours
 local problem
-local function add(touched, key, score, member)
-  if touched[key] == false then return end
-  local reply = redis.pcall('ZADD', key, score, member)
-  if type(reply) == 'table' and reply.err then
-    touched[key] = false
-    problem = problem or ('the trace list is not written: ' .. key .. ': ' .. reply.err)
-  else
-    touched[key] = true
+local function queue(sets, key, score, member)
+  local pending = sets[key]
+  if pending == nil then
+    pending = {}
+    sets[key] = pending
   end
+  pending[#pending + 1] = score
+  pending[#pending + 1] = member
+end
+local function added(key, pending)
+  local reply = redis.pcall('ZADD', key, unpack(pending))
+  if type(reply) == 'table' and reply.err then
+    problem = problem or ('the trace list is not written: ' .. key .. ': ' .. reply.err)
+    return false
+  end
+  return true
 end
 local written = 0
 for _, summary in ipairs(summaries) do
   local member, start, duration, service, failed = summary[1], summary[2], summary[3], summary[4], summary[5]
   if start >= min_ms then
     local hour = math.floor(start / hour_ms)
-    local slowest = traces .. ':slowest:' .. string.format('%.0f', hour)
-    add(by_start, traces, start, member)
-    add(by_start, traces .. ':service:' .. service, start, member)
-    if failed then add(by_start, traces .. ':errors', start, member) end
-    add(by_duration, slowest, duration, member)
-    add(by_duration, slowest .. ':' .. service, duration, member)
+    local hour_text = string.format('%.0f', hour)
+    local slowest = traces .. ':slowest:' .. hour_text
+    queue(by_start, traces, start, member)
+    queue(by_start, traces .. ':service:' .. service, start, member)
+    if failed then queue(by_start, traces .. ':errors', start, member) end
+    queue(by_duration, slowest, duration, member)
+    queue(by_duration, slowest .. ':' .. service, duration, member)
     -- A set by duration lives until its last member is `age` old.
     local expiry = math.max(1, math.ceil(((hour + 1) * hour_ms - now_ms) / 1000) + ttl)
-    by_duration[slowest] = by_duration[slowest] and expiry
-    by_duration[slowest .. ':' .. service] = by_duration[slowest .. ':' .. service] and expiry
-    hours[string.format('%.0f', hour)] = true
+    expiry_of[slowest] = expiry
+    expiry_of[slowest .. ':' .. service] = expiry
+    hours[hour_text] = true
     written = written + 1
   end
 end
-for key, took in pairs(by_start) do
-  if took then
+for key, pending in pairs(by_start) do
+  if added(key, pending) then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.0f', min_ms))
     redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
     redis.call('EXPIRE', key, ttl)
   end
 end
-for key, expiry in pairs(by_duration) do
-  if expiry then
+for key, pending in pairs(by_duration) do
+  if added(key, pending) then
     redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
-    redis.call('EXPIRE', key, expiry)
+    redis.call('EXPIRE', key, expiry_of[key])
   end
 end
 local hours_key = traces .. ':hours'
-local hours_touched = {}
-for hour in pairs(hours) do add(hours_touched, hours_key, hour, hour) end
-if hours_touched[hours_key] then
+local hour_pairs = {}  -- each hour scored by itself
+for hour in pairs(hours) do
+  hour_pairs[#hour_pairs + 1] = hour
+  hour_pairs[#hour_pairs + 1] = hour
+end
+if #hour_pairs > 0 and added(hours_key, hour_pairs) then
   redis.call('ZREMRANGEBYSCORE', hours_key, '-inf', '(' .. string.format('%.0f', math.floor(min_ms / hour_ms)))
   redis.call('EXPIRE', hours_key, ttl + math.ceil(hour_ms / 1000))
 end
