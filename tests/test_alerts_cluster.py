@@ -56,3 +56,23 @@ def test_rules_count_every_shard_and_find_new_ones(cluster: EmbeddedCluster, tmp
         ]  # fmt: skip
         assert shown["evaluated"] and len(shown["notifications"]) == 3
         wait_for(lambda: len(receiver.accepted("/hook")) == 3, what="exactly three notifications")
+
+
+def test_backtest_reads_every_shard(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    """One error on each master: only their sum crosses the threshold, as it does live."""
+    handle = RedisHandle(url=cluster.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    writer = RecordWriter(handle, **SHARDED)
+    for service in SERVICES:
+        writer.log("card declined", service=service, severity="ERROR", trace_id=0x78)
+    writer.close()
+    errors = {**rate_rule("errors", "-", "30s", 2), "filter": {"severity": "ERROR"}}
+    path = tmp_path / "rules.yaml"
+    rules = {"notify": {"ops": {"webhook": "http://127.0.0.1:9/h"}}, "rules": [errors]}
+    path.write_text(orjson.dumps(rules).decode())  # YAML is a superset of JSON
+    command = [str(VENV_BIN / "tracestream"), "alerts", "test", str(path), "--since", "1m", "--json"]
+    env = handle.env(TRACESTREAM_REDIS_CLUSTER="true")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+    assert done.returncode == 0, done.stderr
+    found = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [(n["rule"], n["state"], n["value"]) for n in found][:1] == [("errors", "firing", 3)]
+    assert sorted(sample["service"] for sample in found[0]["samples"]) == sorted(SERVICES)
