@@ -21,9 +21,16 @@ from tests.test_console_acl import READER_ACL
 from tests.test_tls_acl import PRODUCER_ACL
 from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
-from tracestream.error_issues import ErrorIssue, fingerprint_of, get_issue, list_issues, set_status
+from tracestream.error_issues import (
+    ErrorIssue,
+    fingerprint_of,
+    get_issue,
+    list_issues,
+    newest_record,
+    set_status,
+)
 from tracestream.exporters.encoding import exception_fields
-from tracestream.query import Query, search
+from tracestream.query import Query, record_at, search
 from tracestream.schema import innermost_app_frame, normalized_message
 from tracestream.summary import summarize
 
@@ -267,6 +274,9 @@ def test_another_writers_keys_cost_only_the_issues(
     issue = get_issue(redis_client, stream.stream, fingerprint)  # its hash was written before the ZADD
     assert issue is not None and issue.count == 1
     assert list_issues(redis_client, stream.stream) == []  # listing needs the sorted set
+    newest = newest_record(redis_client, stream.stream, issue)
+    assert newest is not None and newest.stream_id == entry.stream_id
+    assert record_at(redis_client, stream.stream, "1-1") is None  # not in the stream, nor in a non-stream
     # readers that look for copies below what the stream holds find a key that is not a stream
     assert [e.body for e in search(redis_client, stream.stream, Query.parse(severity="ERROR")).records] == [
         "failed"

@@ -44,6 +44,7 @@ def test_query_exports() -> None:
         "parse_stream_id",
         "parse_trace_id",
         "recent_traces",
+        "record_at",
         "record_json",
         "resolve_flat_resources",
         "resolve_resources",

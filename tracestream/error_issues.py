@@ -14,11 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from redis.exceptions import ResponseError
-
 from tracestream.connection import Client
 from tracestream.lua import script_source
-from tracestream.query import resolve_resources, run_script, tolerant_call
+from tracestream.query import QueryError, record_at, run_script
 from tracestream.schema import LogEntry, fingerprint_of
 from tracestream.shards import Shard, shards
 from tracestream.timeparse import iso_utc
@@ -124,23 +122,16 @@ def get_issue(client: Client, stream: str, fingerprint: str) -> ErrorIssue | Non
 
 
 def newest_record(client: Client, stream: str, issue: ErrorIssue) -> LogEntry | None:
-    """The issue's newest record, with its stack trace: from the log stream, else from its copy in
-    `<stream>:errors` (trimmed from the stream by count); None once both have let it go."""
-    stream_id = issue.newest_record_id
-    if not stream_id:
+    """The issue's newest record, with its stack trace; None once it is trimmed from both the log
+    stream and `<stream>:errors`."""
+    if not issue.newest_record_id:
         return None
-    for shard in shards(client, stream):
-        for key in (shard.keys.logs, shard.keys.errors):
-            try:
-                found = tolerant_call(shard.client, "XRANGE", key, stream_id, stream_id)
-            except ResponseError:  # not a stream id, or another writer's key of another type
-                continue
-            resolve_resources(shard.client, shard.keys, (fields for _, fields in found or ()))
-            for entry_id, fields in found or ():
-                entry = LogEntry.from_fields(entry_id, fields)
-                if entry.fingerprint == issue.fingerprint:
-                    return entry
-    return None
+    try:
+        return record_at(
+            client, stream, issue.newest_record_id, lambda entry: entry.fingerprint == issue.fingerprint
+        )
+    except QueryError:  # not a stream id: another writer's hash
+        return None
 
 
 def set_status(client: Client, stream: str, fingerprint: str, status: str) -> bool:

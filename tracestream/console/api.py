@@ -7,7 +7,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 from redis.exceptions import ResponseError
 from starlette.concurrency import run_in_threadpool
@@ -32,22 +32,18 @@ from tracestream.query import (
     QueryError,
     TraceFilter,
     TraceTree,
-    parse_stream_id,
+    record_at,
     record_json,
-    resolve_resources,
     search,
-    tolerant_call,
     trace_tree,
 )
 from tracestream.schema import ERROR_SEVERITY, LogEntry, normalized_message
-from tracestream.shards import shards
 from tracestream.summary import MINUTE_MS, Summary, service_status, summarize
 from tracestream.timeparse import iso_utc, parse_time_ms
 
 MAX_PAGE = 1000
 MAX_ISSUES = 1000  # issues on one Errors page
 FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
-Entries = list[tuple[str, dict[str, str]]]  # an XRANGE reply
 CHART_SEVERITIES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")  # one per OTel range of four
 # The columns of `tracestream services`.
 SERVICE_COLUMNS = ["service", "last seen (UTC)", "records/min", "errors (1h)", "instances"]
@@ -108,20 +104,6 @@ def tree_json(tree: TraceTree) -> dict[str, Any]:
         "spans": spans,
         "unattached_logs": [record_view(entry) for entry in tree.unattached_logs],
     }
-
-
-def find_record(client: Client, stream: str, stream_id: str) -> LogEntry | None:
-    """The record at `stream_id` in whichever shard holds it, an error record trimmed from the
-    log stream read from its copy in `<stream>:errors`; `QueryError` for a malformed id."""
-    ms, seq = parse_stream_id(stream_id)
-    exact = f"{ms}-{seq}"
-    for shard in shards(client, stream):
-        for key in (shard.keys.logs, shard.keys.errors):
-            found = cast(Entries, tolerant_call(shard.client, "XRANGE", key, exact, exact))
-            if found:
-                resolve_resources(shard.client, shard.keys, (fields for _, fields in found))
-                return LogEntry.from_fields(*found[0])
-    return None
 
 
 def _iso_ms(ms: int) -> str:
@@ -290,7 +272,7 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
     async def record(request: Request) -> Response:
         stream_id = request.path_params["stream_id"]
         try:
-            entry = await run_in_threadpool(find_record, client, stream, stream_id)
+            entry = await run_in_threadpool(record_at, client, stream, stream_id)
         except QueryError as error:
             return bad_request(str(error))
         if entry is None:

@@ -16,6 +16,7 @@ from tracestream.query.filters import (
 )
 from tracestream.query.follow import Follow, RecentIds, follow, last_id
 from tracestream.query.query_error import QueryError
+from tracestream.query.record_lookup import record_at
 from tracestream.query.replies import run_script, tolerant_call
 from tracestream.query.resources import resolve_flat_resources, resolve_resources, resolve_resources_async
 from tracestream.query.scan import Cursor, Page, iter_records, search
@@ -57,6 +58,7 @@ __all__ = [
     "parse_stream_id",
     "parse_trace_id",
     "recent_traces",
+    "record_at",
     "record_json",
     "resolve_flat_resources",
     "resolve_resources",
