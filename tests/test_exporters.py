@@ -139,6 +139,24 @@ def test_shutdown_sees_the_worker_out_before_returning() -> None:
     assert exported == [1] and reports == []
 
 
+def test_a_flush_after_shutdown_waits_for_nothing() -> None:
+    """What shutdown left is counted lost. A flush after it (a Celery child flushes every
+    processor after closing our queues) neither waits out its timeout again nor sends it."""
+    attempts: list[list[int]] = []
+
+    def export(batch: list[int]) -> bool:
+        attempts.append(batch)
+        return False  # Redis out of reach, and no spool
+
+    queue = _queue_of_tens(export, schedule_delay=60, max_queue_size=100)
+    queue.put(1)
+    assert not queue.shutdown(0.3)
+    assert queue.counters.dropped_at_shutdown == 1
+    tried, started = len(attempts), time.monotonic()
+    assert not queue.flush(5)
+    assert time.monotonic() - started < 1 and len(attempts) == tried
+
+
 def test_queue_keeps_order_through_failures_and_counts_drops() -> None:
     delivered: list[int] = []
     healthy = False

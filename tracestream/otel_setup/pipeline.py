@@ -403,6 +403,8 @@ class BatchQueue(Generic[T]):
         False if Redis did not take it all in time; when Redis is failing this returns as
         soon as every record is at least in the spool, rather than waiting out the timeout.
         """
+        if self._shutdown:  # what shutdown left is counted lost, and nothing new is taken
+            return self._pending() == 0
         deadline = time.monotonic() + timeout
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
