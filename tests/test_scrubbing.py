@@ -525,3 +525,42 @@ def test_findings_are_sorted_disjoint_and_in_bounds(text: str) -> None:
 def test_scrub_value_never_raises(value: object) -> None:
     SCRUBBER.scrub_value("body", value)
     SCRUBBER.scrub_value("password", value)
+
+
+_KEYS = st.sampled_from(["http.route", "password", "db.user", "api_key", "token_count", "x"]) | st.text(
+    max_size=12
+)
+_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | _TEXTS
+    | st.lists(_TEXTS, max_size=2)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_KEYS, _VALUES, max_size=8), st.integers(min_value=1, max_value=64))
+def test_a_map_that_passes_is_what_scrubbing_leaves_it(mapping: dict[str, object], longest: int) -> None:
+    """`passes` lets the exporter skip scrubbing an attribute map: it may only say so of a map
+    that scrubbing returns unchanged, whatever texts the scrubber has already seen."""
+    scrubber = Scrubber()
+    scrubbed = scrubber.scrub_value("", mapping)  # its clean texts are now known
+    if scrubber.passes(mapping, longest):
+        assert scrubbed == mapping
+        assert all(len(key) <= longest for key in mapping)
+        assert all(len(value) <= longest for value in mapping.values() if isinstance(value, str))
+
+
+def test_known_clean_attributes_pass_and_secrets_never_do() -> None:
+    scrubber = Scrubber()
+    plain = {"http.route": "/items/{id}", "http.response.status_code": 200, "ok": True, "ms": 1.5}
+    assert not scrubber.passes(plain, 100)  # its texts are not known yet
+    assert scrubber.scrub_value("", plain) == plain
+    assert scrubber.passes(plain, 100)
+    assert not scrubber.passes(plain, 5)  # a text longer than the caller keeps
+    assert not scrubber.passes({**plain, "password": 7}, 100)
+    scrubber.scrub_value("", {"note": "password=hunter2"})
+    assert not scrubber.passes({"note": "password=hunter2"}, 100)
+    assert not scrubber.passes({"nested": {"a": 1}}, 100)

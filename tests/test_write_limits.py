@@ -13,11 +13,13 @@ from opentelemetry.trace import Span
 
 from tests.pipelines import PrivatePipeline
 from tests.support import RedisHandle
+from tracestream import schema
 from tracestream.exporters.shaping import (
     DROPPED_ATTRIBUTES,
     ENTRY_TRUNCATED,
     MAX_ENTRY_BYTES,
     TIMESTAMP_REPLACED,
+    RowShaper,
 )
 from tracestream.settings import ConfigError, Settings
 
@@ -146,3 +148,27 @@ def test_impossible_timestamps_become_the_export_time_and_are_flagged(
     assert entry.attributes[TIMESTAMP_REPLACED] == f"ts={too_large}"
     assert before <= span.start_ns <= after
     assert span.attributes[TIMESTAMP_REPLACED] == "start_ts=-1"
+
+
+@pytest.mark.parametrize(
+    ("ts", "replaced"),
+    [
+        ("", False),
+        ("0", False),
+        (str(time.time_ns()), False),
+        (str(2**63 - 1), False),
+        (str(2**63), True),
+        ("9" * 19, True),
+        ("1" + "0" * 19, True),
+        ("-1", True),
+        ("12a", True),
+    ],
+)
+def test_a_time_past_63_bits_or_not_a_count_is_replaced(ts: str, replaced: bool) -> None:
+    fields = schema.LOG_FIELDS
+    row = ["" for _ in fields]
+    row[fields.index("ts")], row[fields.index("attributes")], row[fields.index("resource")] = ts, "{}", "{}"
+    [shaped] = RowShaper(fields, Settings.load(environ={})).shape_rows([row])
+    noted = json.loads(shaped[fields.index("attributes")])
+    assert (TIMESTAMP_REPLACED in noted) is replaced
+    assert noted.get(TIMESTAMP_REPLACED, f"ts={ts}") == f"ts={ts}"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
-from typing import Protocol
+from typing import Any, Protocol
 
 from tracestream.settings import Settings
 
@@ -517,6 +517,24 @@ class Scrubber:
             return self._scrub(key, value, 0)
         except Exception:  # a hostile Mapping or str subclass must not kill the export thread
             return REDACTED
+
+    def passes(self, mapping: Mapping[str, Any], longest: int) -> bool:
+        """True when `scrub_value` would return `mapping` as it is, told without scrubbing it, as
+        an attribute map usually is: no key is a secret's, and every value is a number or a text
+        already found clean. Keys and texts longer than `longest` make it False."""
+        verdict, clean = self._keys.verdict, self._clean
+        for key, value in mapping.items():
+            kind = type(value)
+            if not (
+                kind is int
+                or kind is float
+                or kind is bool
+                or (kind is str and len(value) <= longest and value in clean)
+            ):
+                return False
+            if type(key) is not str or len(key) > longest or verdict(key) is KeyVerdict.SECRET:
+                return False
+        return True
 
     def scrub_attributes(self, attrs: Mapping[str, object]) -> dict[str, object]:
         return {key: self.scrub_value(key, value) for key, value in attrs.items()}

@@ -42,7 +42,8 @@ _CUT_LAST = frozenset({"body", "name"})
 _TEXT_FIELDS = frozenset({"body", "exception_message", "exception_stacktrace", "name", "status_message"})
 _JSON_FIELDS = frozenset({"attributes", "events"})
 _TIME_FIELDS = frozenset({"ts", "observed_ts", "start_ts", "end_ts"})
-_MAX_TIME_NS = 2**63 - 1  # what every reader and OTLP's fixed64 can hold, and far past 2200
+_MAX_TIME_TEXT = str(2**63 - 1)  # what every reader and OTLP's fixed64 can hold, and far past 2200
+_MAX_TIME_DIGITS = len(_MAX_TIME_TEXT)
 _MAX_DEPTH = 32
 _FILTER_MARGIN = 4096
 
@@ -68,8 +69,16 @@ def truncate_bytes(text: str, limit: int) -> str:
 
 
 def _impossible_time(value: str) -> bool:
-    """Not a count of nanoseconds since 1970 that fits 63 bits; "" (unset) is fine."""
-    return bool(value) and (not value.isdigit() or (len(value) >= 19 and int(value) > _MAX_TIME_NS))
+    """Not a count of nanoseconds since 1970 that fits 63 bits; "" (unset) is fine. Digit strings
+    of one length compare as their numbers do, so no int is made."""
+    if not value:
+        return False
+    size = len(value)
+    return (
+        not value.isdigit()
+        or size > _MAX_TIME_DIGITS
+        or (size == _MAX_TIME_DIGITS and value > _MAX_TIME_TEXT)
+    )
 
 
 class RowShaper:
@@ -92,17 +101,22 @@ class RowShaper:
         scrubber = scrubber_for(settings)
         self._texts_filter: Callable[[list[str]], list[str]] | None = None
         self._value_filter: Callable[[str, object], object] | None = None
+        self._passes: Callable[[dict[str, Any], int], bool] = _flat_and_short
         if scrubber is not None:
             # Texts of a whole batch are screened together (`Scrubber.scrub_texts`).
             self._texts_filter = scrubber.scrub_texts
             # Attribute maps, event lists and resources are scrubbed whole: key-aware, nested too.
             self._value_filter = scrubber.scrub_value
+            self._passes = scrubber.passes
 
     def shape_rows(self, rows: list[list[str]]) -> list[list[str]]:
         self._texts(rows)
+        times = self._time_positions
         for row in rows:
-            if any(_impossible_time(row[position]) for position in self._time_positions):
-                self._replace_times(row)
+            for position in times:
+                if _impossible_time(row[position]):
+                    self._replace_times(row)
+                    break
             for position in self._json_positions:
                 row[position] = self._json_text(row[position])
             resource = row[self._resource_position]
@@ -172,6 +186,12 @@ class RowShaper:
         if len(value) <= 2:  # "{}" and "[]" need nothing
             return value
         loaded = schema.load_json(value)
+        if (
+            type(loaded) is dict
+            and len(loaded) <= self._max_items
+            and self._passes(loaded, self._value_limit)
+        ):
+            return value  # what scrubbing and the limits would leave as it is
         if self._value_filter is not None:
             loaded = self._value_filter("", loaded)
         return schema.dump_json(self._json(loaded, 0))
@@ -236,6 +256,18 @@ class RowShaper:
             else:
                 limited[key] = self._json(item, depth)
         return limited
+
+
+def _flat_and_short(mapping: dict[str, Any], longest: int) -> bool:
+    """Without scrubbing: no key or text longer than `longest`, and no nested value (the limits
+    leave such a map as it is)."""
+    for key, value in mapping.items():
+        kind = type(value)
+        if not (kind is int or kind is float or kind is bool or (kind is str and len(value) <= longest)):
+            return False
+        if len(key) > longest:
+            return False
+    return True
 
 
 class _Budget:
