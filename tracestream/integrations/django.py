@@ -151,7 +151,10 @@ class _ExcludingConsole(ExcludeList):
         self.excluded = excluded
 
     def url_disabled(self, url: str) -> bool:
-        return _is_console(urlsplit(url).path) or self.excluded.url_disabled(url)
+        prefix = _console_prefix()
+        if prefix is not None and prefix in url and urlsplit(url).path.startswith(prefix):
+            return True  # only a URL holding the prefix is parsed: this runs twice a request
+        return self.excluded.url_disabled(url)
 
 
 def _add_middleware() -> None:
