@@ -49,6 +49,7 @@ _CODE_KEYS = (
     ("code.function.name", "code.function"),
 )
 NO_EXCEPTION = ("", "", "")
+_TAKEN_KEYS = frozenset((*EXCEPTION_KEYS, *(name for names in _CODE_KEYS for name in names)))
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def otel_log_values(
 
 def take_code_and_exception(attributes: dict[str, Any]) -> tuple[str, tuple[str, str, str]]:
     """Code location and exception out of semconv attributes, which then no longer hold them."""
+    if attributes.keys().isdisjoint(_TAKEN_KEYS):  # a request or task record: nothing to take
+        return "", NO_EXCEPTION
     exception_type, message, stacktrace = (str(attributes.pop(key, "")) for key in EXCEPTION_KEYS)
     code = code_location(*(_pop_first(attributes, names) for names in _CODE_KEYS))
     return code, (exception_type, message, stacktrace)
