@@ -121,14 +121,20 @@ def test_user_keys_patterns_and_allow_lists_from_arguments_and_environment(strea
     pipeline.close()
 
 
-def test_scrubbing_can_be_turned_off(stream: RedisHandle) -> None:
-    pipeline = PrivatePipeline(
-        Settings.load(environ={"TRACESTREAM_SCRUB": "false"}, redis_url=stream.url, stream=stream.stream)
-    )
+def test_scrubbing_can_be_turned_off_and_the_limits_still_hold(stream: RedisHandle) -> None:
+    environ = {"TRACESTREAM_SCRUB": "false", "TRACESTREAM_MAX_ATTRIBUTE_LENGTH": "12"}
+    pipeline = PrivatePipeline(Settings.load(environ=environ, redis_url=stream.url, stream=stream.stream))
     pipeline.logger.info("password=hunter2", extra={"password": "hunter2"})
+    pipeline.logger.info("long", extra={"a_rather_long_key": 1, "short": "a rather long text"})
+    pipeline.logger.info("nested", extra={"nested": {"x": "y" * 20}})
     assert pipeline.flush()
-    (entry,) = stream.logs()
-    assert entry.attributes == {"password": "hunter2"}
+    plain, long, nested = stream.logs()
+    assert plain.attributes == {"password": "hunter2"}
+    assert long.attributes == {
+        "a_rather_lon…[truncated 5 chars]": 1,
+        "short": "a rather lon…[truncated 6 chars]",
+    }
+    assert nested.attributes == {"nested": {"x": "yyyyyyyyyyyy…[truncated 8 chars]"}}
     pipeline.close()
 
 
