@@ -152,9 +152,8 @@ class _ExcludingConsole(ExcludeList):
 
     def url_disabled(self, url: str) -> bool:
         prefix = _console_prefix()
-        if prefix is not None and prefix in url and urlsplit(url).path.startswith(prefix):
-            return True  # only a URL holding the prefix is parsed: this runs twice a request
-        return self.excluded.url_disabled(url)
+        holds_prefix = prefix is not None and prefix in url  # only such a URL is parsed: twice a request
+        return (holds_prefix and _is_console(urlsplit(url).path)) or self.excluded.url_disabled(url)
 
 
 def _add_middleware() -> None:
