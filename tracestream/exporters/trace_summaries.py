@@ -37,7 +37,8 @@ _ATTRIBUTES, _EVENTS = _POSITION["attributes"], _POSITION["events"]
 
 
 def summaries(rows: Sequence[list[str]]) -> list[list[Any]]:
-    """`[member, start ms, duration ms, service, error]` for each local root among span rows."""
+    """`[member, start ms, duration ms, service, error]` for each local root among span rows; the
+    times are texts, as ZADD takes them (the script would otherwise format each number again)."""
     found: list[list[Any]] = []
     for row in rows:
         if not _local_root(row) or not row[_TRACE] or not row[_START].isdigit():
@@ -47,7 +48,7 @@ def summaries(rows: Sequence[list[str]]) -> list[list[Any]]:
         name = _name(row)
         error = row[_STATUS] == "ERROR" or _has_exception_event(row[_EVENTS])
         member = orjson.dumps([row[_TRACE], start, end, error, row[_SERVICE], name]).decode()
-        found.append([member, start / 1e6, (end - start) / 1e6, row[_SERVICE], error])
+        found.append([member, repr(start / 1e6), repr((end - start) / 1e6), row[_SERVICE], error])
     return found
 
 

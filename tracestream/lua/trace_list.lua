@@ -43,14 +43,17 @@ local function added(key, pending)
 end
 local written = 0
 for _, summary in ipairs(summaries) do
-  local member, start, duration, service, failed = summary[1], summary[2], summary[3], summary[4], summary[5]
+  -- Scores come as texts and go to ZADD as such: Redis would format a Lua number with
+  -- snprintf("%.17g"), a large part of this script's time.
+  local member, start_text, duration, service, failed = summary[1], summary[2], summary[3], summary[4], summary[5]
+  local start = tonumber(start_text)
   if start >= min_ms then
     local hour = math.floor(start / hour_ms)
     local hour_text = string.format('%.0f', hour)
     local slowest = traces .. ':slowest:' .. hour_text
-    queue(by_start, traces, start, member)
-    queue(by_start, traces .. ':service:' .. service, start, member)
-    if failed then queue(by_start, traces .. ':errors', start, member) end
+    queue(by_start, traces, start_text, member)
+    queue(by_start, traces .. ':service:' .. service, start_text, member)
+    if failed then queue(by_start, traces .. ':errors', start_text, member) end
     queue(by_duration, slowest, duration, member)
     queue(by_duration, slowest .. ':' .. service, duration, member)
     -- A set by duration lives until its last member is `age` old.
