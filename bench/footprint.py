@@ -1,14 +1,16 @@
 """Redis memory per log record, by part, on the workload of issue 19.
 
-Run: .venv/bin/python bench/footprint.py [--records 100000]
+Run: .venv/bin/python bench/footprint.py [--records 100000] [--per-trace 10]
 
 One process calls configure() against a private redis-server and logs `--records` stdlib records,
-10 per trace, each with two `extra=` fields, inside a span per trace. The growth of `used_memory`
+10 per trace (`--per-trace 1` is shaped like HTTP traffic: a record and a span per request),
+each with two `extra=` fields, inside a span per trace. The growth of `used_memory`
 is then split by key with MEMORY USAGE: the log stream (and, within it, the resource value and the
 fields left empty), the resources stored by reference, the search digest, the trace index lists,
 the span stream, the trace list, and anything else. The log and span entries are then re-written
-as schema 1 stored them (resource JSON in every entry, observed time, severity text) and measured
-again: the figures before and after, side by side from one run.
+as schema 1 stored them (resource JSON in every entry, observed time, severity text), and the trace
+list's sets of every service, which it kept until 2026-12-04, are rebuilt; both are measured again:
+the figures before and after, side by side from one run.
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ from tracestream.query import resolve_resources
 from tracestream.schema import StreamKeys, implied_severity_text
 
 STREAM = "footprint"
-PER_TRACE = 10
 
 
-def write_workload(url: str, records: int) -> None:
+def write_workload(url: str, records: int, per_trace: int) -> None:
     from opentelemetry import trace
 
     from tracestream import configure
@@ -42,9 +43,9 @@ def write_workload(url: str, records: int) -> None:
     tracer = trace.get_tracer("bench.footprint")
     log = logging.getLogger("shop.orders")
     log.setLevel(logging.INFO)
-    for number in range(records // PER_TRACE):
+    for number in range(records // per_trace):
         with tracer.start_as_current_span("POST /orders"):
-            for line in range(PER_TRACE):
+            for line in range(per_trace):
                 extra = {"user_id": number % 977, "sku": f"SKU-{line}"}
                 log.info("order %s line %d reserved", number, line, extra=extra)
     if not telemetry.force_flush(timeout=120):
@@ -117,15 +118,32 @@ def schema_1_copy(client: redis.Redis, keys: StreamKeys, source: str, target: st
         last = batch[-1][0]
 
 
+def every_service_sets_bytes(client: redis.Redis, keys: StreamKeys) -> int:
+    """What the trace list's sets of every service cost, which it kept beside each service's
+    own before 2026-12-04: rebuilt from those (by start, and by duration per hour) to measure."""
+    services = client.zrange(keys.trace_services, 0, -1)
+    hours = [int(hour) for hour in client.zrange(keys.trace_hours, 0, -1)]
+    unions = [(keys.traces(), [keys.traces(service) for service in services])]
+    unions += [
+        (keys.slowest_traces(hour), [keys.slowest_traces(hour, name) for name in services]) for hour in hours
+    ]
+    total = 0
+    for every, sources in unions:
+        client.zunionstore(f"schema1:{every}", sources)
+        total += int(client.memory_usage(f"schema1:{every}", samples=0) or 0)
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--per-trace", type=int, default=10, help="records per trace (10)")
     args = parser.parse_args()
     with EmbeddedRedis() as server:
         client = server.client()
         before = int(client.info("memory")["used_memory"])
         started = time.monotonic()
-        write_workload(server.url, args.records)
+        write_workload(server.url, args.records, args.per_trace)
         after = int(client.info("memory")["used_memory"])
         keys = StreamKeys(STREAM)
         parts = memory_by_part(client, keys)
@@ -136,11 +154,12 @@ def main() -> None:
         for name, stream in (("log stream", keys.logs), ("span stream", keys.spans)):
             schema_1_copy(client, keys, stream, f"schema1:{stream}")
             before_layout[name] = int(client.memory_usage(f"schema1:{stream}", samples=0) or 0)
+        before_layout["trace list"] = parts.get("trace list", 0) + every_service_sets_bytes(client, keys)
     took = time.monotonic() - started
     print(f"# {args.records} records ({logs} log entries, {spans} spans) written in {took:.1f}s")
     print(f"# {platform.node()} · Python {platform.python_version()} · {os.cpu_count()} CPUs")
     print(f"used_memory grew by {after - before:,} B: {(after - before) / logs:.0f} B per log record")
-    print(f"{'part':16} {'bytes':>12} {'B/record':>9}   schema 1 (before)")
+    print(f"{'part':16} {'bytes':>12} {'B/record':>9}   before (schema 1)")
     for name in PARTS:
         size = parts.get(name, 0)
         before_size = before_layout.get(name)
@@ -155,7 +174,9 @@ def main() -> None:
     print(f"{'all keys':16} {total:12,} {total / logs:9.0f}   {total_before / logs:9.0f}")
     for name, per_entry in inside.items():
         print(f"  within each log entry, {name}: {per_entry:.0f} B")
-    print(f"command: .venv/bin/python bench/footprint.py --records {args.records}")
+    print(
+        f"command: .venv/bin/python bench/footprint.py --records {args.records} --per-trace {args.per_trace}"
+    )
 
 
 if __name__ == "__main__":

@@ -159,12 +159,12 @@ def load(url: str, records: int, trace_count: int) -> list[int]:
     return [trace_id for trace_id, _ in traces]
 
 
-def check_slowest(found: list[TraceSummary], client: redis.Redis, since_ms: int) -> None:
-    """The list's answer is the slowest 50 of every svc-api root span of the last hour in the stream."""
+def check_slowest(found: list[TraceSummary], client: redis.Redis, since_ms: int, service: str | None) -> None:
+    """The list's answer is the slowest 50 root spans of the last hour in the stream (of `service`)."""
     roots = []
     for _, fields in client.xrange(schema.StreamKeys(STREAM).spans):
         span = schema.SpanEntry.from_fields("0-0", fields)
-        if span.service == "svc-api" and not span.parent_span_id and span.start_ns // 10**6 >= since_ms:
+        if service in (None, span.service) and not span.parent_span_id and span.start_ns // 10**6 >= since_ms:
             roots.append((span.duration_ms, span.trace_id))
     expected = [trace_id for _, trace_id in sorted(roots, reverse=True)[:50]]
     assert [summary.trace_id for summary in found] == expected
@@ -294,7 +294,13 @@ def main() -> None:
             recent_traces, client, STREAM, service="svc-api", sort="slowest", since_ms=hour_ago_ms, limit=50
         )
         slowest_ms = timed(slowest, 200)
-        check_slowest(slowest(), client, hour_ago_ms)
+        check_slowest(slowest(), client, hour_ago_ms, "svc-api")
+        every_slowest = partial(recent_traces, client, STREAM, sort="slowest", since_ms=hour_ago_ms, limit=50)
+        every_slowest_ms = timed(every_slowest, 200)
+        check_slowest(every_slowest(), client, hour_ago_ms, None)
+        newest = partial(recent_traces, client, STREAM, limit=50)
+        newest_ms = timed(newest, 200)
+        assert len({summary.trace_id for summary in newest()}) == 50
         failed = partial(recent_traces, client, STREAM, errors_only=True, limit=50)
         failed_ms = timed(failed, 200)
         assert len(failed()) == 50 and all(summary.error for summary in failed())
@@ -308,6 +314,8 @@ def main() -> None:
         ("newest 100, one service, severity >= FATAL (sparse)", fatal_ms, "-"),
         (f"full scan for a rare substring ({RARE_COUNT} hits)", rare_ms, "<= 1000 ms"),
         ("slowest 50 traces, one service, last hour (trace list)", slowest_ms, "-"),
+        ("slowest 50 traces, every service, last hour (trace list)", every_slowest_ms, "-"),
+        ("newest 50 traces, every service (trace list)", newest_ms, "-"),
         ("newest 50 failed traces, every service (trace list)", failed_ms, "-"),
         ("live tail: logger.info -> tracestream tail --json line", live_ms, "p99 <= 500 ms"),
     ]

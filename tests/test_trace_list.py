@@ -45,6 +45,7 @@ from tracestream.settings import Settings
 here = cli_tests.here  # the CLI's `main()` in this process
 NOW_NS = time.time_ns()
 MINUTE_NS = 60 * 10**9
+SDK_DEFAULT_SERVICE = TracerProvider().resource.attributes["service.name"]  # "unknown_service:python"
 
 
 def _root(
@@ -218,7 +219,7 @@ def test_a_retried_batch_lists_each_root_once(stream: RedisHandle, redis_client:
     rows = writer.encode(spans)
     assert writer.write_rows(rows)
     before = _sizes(redis_client, stream.keys)
-    assert before[stream.keys.traces()] == 3
+    assert before[stream.keys.traces(SDK_DEFAULT_SERVICE)] == 3
     assert writer.write_rows(rows) and writer.write_rows(rows[1:])
     assert _sizes(redis_client, stream.keys) == before
     assert len(recent_traces(redis_client, stream.stream)) == 3
@@ -231,7 +232,7 @@ def test_a_large_batch_is_listed_in_several_calls(stream: RedisHandle, redis_cli
     provider = TracerProvider()
     count = 2 * ROWS_PER_CALL + 100
     assert writer.write([_ended(provider, f"GET /{n}", ago_min=n / 100) for n in range(count)])
-    assert redis_client.zcard(stream.keys.traces()) == count
+    assert redis_client.zcard(stream.keys.traces(SDK_DEFAULT_SERVICE)) == count
     newest = recent_traces(redis_client, stream.stream, limit=1000)
     assert [s.name for s in newest[:2]] == ["GET /0", "GET /1"] and len(newest) == 1000
     writer.close()
@@ -245,25 +246,72 @@ def test_the_list_keeps_the_streams_age_and_count(stream: RedisHandle, redis_cli
     new = [_trace_id(_root(hour, f"GET /{n}", ago_min=5 - n, ms=10)) for n in range(5)]
     too_old = _trace_id(_root(hour, "GET /too-old", ago_min=90, ms=10))  # beyond max_age when written
     keys = stream.keys
-    assert _sizes(redis_client, keys)[keys.traces()] == 3
+    assert _sizes(redis_client, keys)[keys.traces("api")] == 3
     assert [s.trace_id for s in recent_traces(redis_client, stream.stream)] == new[:1:-1]
     slowest = {s.trace_id for s in recent_traces(redis_client, stream.stream, sort="slowest")}
     assert old not in slowest and too_old not in slowest
-    assert 0 < redis_client.ttl(keys.traces()) <= 3600
+    assert 0 < redis_client.ttl(keys.traces("api")) <= 3600
+    assert 0 < redis_client.ttl(keys.trace_services) <= 3600
     hour = (NOW_NS - MINUTE_NS) // 10**6 // TRACE_HOUR_MS  # the newest span's
     ends_in_s = (hour + 1) * TRACE_HOUR_MS / 1000 - time.time()
-    assert abs(redis_client.ttl(keys.slowest_traces(hour)) - (ends_in_s + 3600)) < 30  # max_age after it ends
+    assert (
+        abs(redis_client.ttl(keys.slowest_traces(hour, "api")) - (ends_in_s + 3600)) < 30
+    )  # max_age after it ends
 
 
 def test_another_writers_keys_cost_only_the_list(stream: RedisHandle, redis_client: redis.Redis) -> None:
     keys = stream.keys
     redis_client.set(keys.traces(), "not a sorted set")
-    redis_client.zadd(keys.traces("api"), {"not a summary": time.time() * 1000, '["x", 1]': 1})
+    not_utf8 = b'["\xff", 1]'
+    redis_client.zadd(keys.traces("api"), {"not a summary": time.time() * 1000, '["x", 1]': 1, not_utf8: 2})
     provider = tracer_provider(stream, "api")
     written = _trace_id(_root(provider, "GET /ok", ago_min=1, ms=10))
     assert [span.trace_id for span in stream.spans()] == [written]  # the span is stored
-    assert recent_traces(redis_client, stream.stream) == []  # the every-service set is another's
+    assert [s.trace_id for s in recent_traces(redis_client, stream.stream)] == [written]
     assert [s.trace_id for s in recent_traces(redis_client, stream.stream, service="api")] == [written]
+    redis_client.set(keys.trace_services, "not a sorted set")
+    later = _trace_id(_root(provider, "GET /later", ago_min=0.5, ms=10))
+    assert [span.trace_id for span in stream.spans()] == [written, later]
+    assert recent_traces(redis_client, stream.stream) == []  # no service can be listed
+    listed = recent_traces(redis_client, stream.stream, service="api")
+    assert [s.trace_id for s in listed] == [later, written]
+
+
+def _list_as_before_2026_12_04(
+    client: redis.Redis, keys: StreamKeys, service: str, name: str, *, ago_min: float, ms: float, error: bool
+) -> str:
+    """A summary in every set the trace list had before services were registered: one set of
+    every service by start and one by duration, beside each service's own."""
+    trace_id = uuid.uuid4().hex
+    start_ns = NOW_NS - int(ago_min * MINUTE_NS)
+    member = json.dumps([trace_id, start_ns, start_ns + int(ms * 1e6), error, service, name])
+    start_ms, hour = start_ns / 1e6, start_ns // 10**6 // TRACE_HOUR_MS
+    for key in (keys.traces(), keys.traces(service), *([keys.error_traces] if error else [])):
+        client.zadd(key, {member: start_ms})
+    for key in (keys.slowest_traces(hour), keys.slowest_traces(hour, service)):
+        client.zadd(key, {member: ms})
+    client.zadd(keys.trace_hours, {str(hour): hour})
+    return trace_id
+
+
+def test_a_list_written_before_services_were_registered_reads_as_one(
+    stream: RedisHandle, redis_client: redis.Redis
+) -> None:
+    keys = stream.keys
+    retired = _list_as_before_2026_12_04(redis_client, keys, "cron", "cleanup", ago_min=3, ms=50, error=True)
+    shared = _list_as_before_2026_12_04(redis_client, keys, "api", "GET /old", ago_min=2, ms=5, error=False)
+    new = _trace_id(_root(tracer_provider(stream, "api"), "GET /new", ago_min=1, ms=10))
+    assert redis_client.zrange(keys.trace_services, 0, -1) == ["api"]  # the registry knows only "api"
+
+    def listed(**filters: Any) -> list[str]:
+        return [s.trace_id for s in recent_traces(redis_client, stream.stream, **filters)]
+
+    assert listed() == [new, shared, retired]
+    assert listed(sort="slowest") == [retired, new, shared]
+    assert listed(service="api") == [new, shared]
+    assert listed(service="cron") == [retired]
+    assert listed(errors_only=True) == [retired]
+    assert redis_client.zcard(keys.traces()) == 2  # the new writer adds nothing to the old set
 
 
 def test_least_privilege_users_write_and_read_the_list(

@@ -151,8 +151,14 @@ class StreamKeys:
         return f"{self.logs}:digest:lines"
 
     def traces(self, service: str | None = None) -> str:
-        """Trace summaries (one per local root span) by start time: every service's, or one's."""
+        """Trace summaries (one per local root span) by start time: one service's, or, with no
+        service, every service's as writers before 2026-12-04 also kept them (read until it expires)."""
         return f"{self.logs}:traces" if service is None else f"{self.logs}:traces:service:{service}"
+
+    @property
+    def trace_services(self) -> str:
+        """The services that have trace summaries, each scored by its newest start (ms)."""
+        return f"{self.logs}:traces:services"
 
     @property
     def error_traces(self) -> str:
@@ -160,7 +166,8 @@ class StreamKeys:
         return f"{self.logs}:traces:errors"
 
     def slowest_traces(self, hour: int, service: str | None = None) -> str:
-        """Summaries of local roots that started in `hour` (ms // TRACE_HOUR_MS), by duration."""
+        """Summaries of local roots that started in `hour` (ms // TRACE_HOUR_MS), by duration: one
+        service's, or every service's as writers before 2026-12-04 also kept them."""
         every = f"{self.logs}:traces:slowest:{hour}"
         return every if service is None else f"{every}:{service}"
 

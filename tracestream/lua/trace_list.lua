@@ -1,11 +1,14 @@
 -- The trace list: one summary per local root span of a batch, sent in the same round trip as
 -- the batch's append calls. KEYS[1] is `<stream>:traces`; every other key derives from it and
 -- shares its hash tag (docs/stream-schema.md):
---   <traces>                            every summary, scored by start (ms)
---   <traces>:service:<service>          one service's, by start
+--   <traces>:service:<service>          one service's summaries, scored by start (ms)
 --   <traces>:errors                     failed local roots, by start
---   <traces>:slowest:<hour>[:<service>] local roots started in that hour, scored by duration (ms)
---   <traces>:hours                      the hours that have such sets
+--   <traces>:slowest:<hour>:<service>   one service's local roots started in that hour, scored
+--                                       by duration (ms)
+--   <traces>:services                   the services with summaries, scored by their newest start
+--   <traces>:hours                      the hours that have sets by duration
+-- Readers merge the services' sets for a list of every service, so a summary is stored twice,
+-- not four times: a member costs a sorted set about 100 bytes besides its own length.
 -- A summary is the same member however often it is added, so a retried batch adds nothing.
 -- Sets by start are trimmed to the stream's age and count limits on every call, sets by
 -- duration keep the slowest `cap` and expire `age` after their hour ends. Only ZADD,
@@ -23,6 +26,7 @@ local summaries = cjson.decode(ARGV[6])
 -- would be most of the script's time.
 local by_start, by_duration, expiry_of = {}, {}, {}  -- key -> {score, member, ...}; key -> its expiry
 local hours = {}  -- hour -> true, for <traces>:hours
+local newest, newest_ms = {}, {}  -- service -> its newest start (text, number), for <traces>:services
 local problem
 local function queue(sets, key, score, member)
   local pending = sets[key]
@@ -50,17 +54,14 @@ for _, summary in ipairs(summaries) do
   if start >= min_ms then
     local hour = math.floor(start / hour_ms)
     local hour_text = string.format('%.0f', hour)
-    local slowest = traces .. ':slowest:' .. hour_text
-    queue(by_start, traces, start_text, member)
+    local slowest = traces .. ':slowest:' .. hour_text .. ':' .. service
     queue(by_start, traces .. ':service:' .. service, start_text, member)
     if failed then queue(by_start, traces .. ':errors', start_text, member) end
     queue(by_duration, slowest, duration, member)
-    queue(by_duration, slowest .. ':' .. service, duration, member)
     -- A set by duration lives until its last member is `age` old.
-    local expiry = math.max(1, math.ceil(((hour + 1) * hour_ms - now_ms) / 1000) + ttl)
-    expiry_of[slowest] = expiry
-    expiry_of[slowest .. ':' .. service] = expiry
+    expiry_of[slowest] = math.max(1, math.ceil(((hour + 1) * hour_ms - now_ms) / 1000) + ttl)
     hours[hour_text] = true
+    if start > (newest_ms[service] or -1) then newest_ms[service], newest[service] = start, start_text end
     written = written + 1
   end
 end
@@ -76,6 +77,16 @@ for key, pending in pairs(by_duration) do
     redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
     redis.call('EXPIRE', key, expiry_of[key])
   end
+end
+local services_key = traces .. ':services'
+local service_pairs = {'GT'}  -- a batch replayed from the spool never moves a service back
+for service, start in pairs(newest) do
+  service_pairs[#service_pairs + 1] = start
+  service_pairs[#service_pairs + 1] = service
+end
+if #service_pairs > 1 and added(services_key, service_pairs) then
+  redis.call('ZREMRANGEBYSCORE', services_key, '-inf', '(' .. string.format('%.0f', min_ms))
+  redis.call('EXPIRE', services_key, ttl)
 end
 local hours_key = traces .. ':hours'
 local hour_pairs = {}  -- each hour scored by itself

@@ -1,18 +1,20 @@
 """Recent and slow traces, answered from the trace list the span exporter writes (a summary per
 local root span, in small sorted sets: see docs/stream-schema.md), never by scanning spans.
 
-Newest first reads the set by start time (of one service, or of failed roots when only errors
-are asked for); slowest first reads, per hour of start, the set by duration. Filters the sets
-do not answer (a name, a minimum duration when newest first) are applied to the summaries as
-they are read, a page at a time, until `limit` match.
+Newest first reads the sets by start time (of one service, or of failed roots when only errors
+are asked for); slowest first reads, per hour of start, the sets by duration. Without a service,
+every service's sets are merged as they are read. Filters the sets do not answer (a name, a
+minimum duration when newest first) are applied to the summaries as they are read, a page at a
+time, until `limit` match.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import orjson
 import redis
@@ -27,7 +29,8 @@ from tracestream.timeparse import iso_utc, parse_time_ms
 
 __all__ = ["TraceFilter", "TraceSummary", "recent_traces"]
 
-# Summaries read per call: the first page is a few times `limit`, later ones grow up to this.
+# Summaries read per call: the first page is a few times `limit` (`limit` a set when several
+# sets are merged), later ones grow up to this.
 MAX_PAGE = 5000
 
 
@@ -189,16 +192,38 @@ def _first(summaries: Iterable[TraceSummary], wanted: TraceFilter) -> list[Trace
 
 
 def _from_shard(shard: Shard, wanted: TraceFilter) -> list[TraceSummary]:
-    keys = shard.keys
+    keys, client = shard.keys, shard.client
+    if wanted.sort == "newest" and wanted.errors_only:
+        return _first(_merged(client, [keys.error_traces], wanted.since_ms, wanted), wanted)
+    services = [wanted.service] if wanted.service is not None else _services(shard, wanted.since_ms)
     if wanted.sort == "newest":
-        key = keys.error_traces if wanted.errors_only else keys.traces(wanted.service)
-        return _first(_walk(shard.client, key, wanted.since_ms, wanted.limit), wanted)
+        by_start = [keys.traces(name) for name in services]
+        return _first(_merged(client, by_start, wanted.since_ms, wanted), wanted)
     low_hour = None if wanted.since_ms is None else wanted.since_ms // TRACE_HOUR_MS
     found: list[TraceSummary] = []
     for hour in _hours(shard, low_hour):
-        key = keys.slowest_traces(hour, wanted.service)
-        found += _first(_walk(shard.client, key, wanted.min_duration_ms, wanted.limit), wanted)
+        by_duration = [keys.slowest_traces(hour, name) for name in services]
+        found += _first(_merged(client, by_duration, wanted.min_duration_ms, wanted), wanted)
     return found
+
+
+def _services(shard: Shard, since_ms: int | None) -> list[str | None]:
+    """Every service with a summary started at or after `since_ms`, then `None`: the list of every
+    service that writers before 2026-12-04 also kept, read as one with the rest until it expires."""
+    return [*_zrange(shard.client, shard.keys.trace_services, since_ms, 0, MAX_PAGE), None]
+
+
+def _merged(
+    client: redis.Redis, keys: list[str], low: float | None, wanted: TraceFilter
+) -> Iterator[TraceSummary]:
+    """The sets' summaries in the order asked for. Filters may pass few, so one set is read a few
+    times `limit` at first; several sets share out the first read, made in one round trip."""
+    page = 4 * wanted.limit if len(keys) == 1 else wanted.limit
+    firsts = _first_pages(client, keys, low, page)
+    return heapq.merge(
+        *(_walk(client, key, low, page, first) for key, first in zip(keys, firsts, strict=True)),
+        key=wanted.order,
+    )
 
 
 def _hours(shard: Shard, low: int | None) -> list[int]:
@@ -206,14 +231,16 @@ def _hours(shard: Shard, low: int | None) -> list[int]:
     return [int(member) for member in reply if member.isdigit()]
 
 
-def _walk(client: redis.Redis, key: str, low: float | None, limit: int) -> Iterator[TraceSummary]:
-    """The set's summaries, highest score first down to `low`, read a page at a time.
+def _walk(
+    client: redis.Redis, key: str, low: float | None, page: int, members: list[str]
+) -> Iterator[TraceSummary]:
+    """The set's summaries, highest score first down to `low`, from its first page (`members`) on,
+    read a page at a time.
 
     Lazy: a caller that stops early (enough matched) reads no further page.
     """
-    offset, page = 0, min(MAX_PAGE, 4 * limit)
+    offset = 0
     while True:
-        members = _zrange(client, key, low, offset, page, descending=True)
         for member in members:
             summary = _decoded(member)
             if summary is not None:
@@ -221,21 +248,49 @@ def _walk(client: redis.Redis, key: str, low: float | None, limit: int) -> Itera
         if len(members) < page:
             return
         offset, page = offset + page, min(MAX_PAGE, 4 * page)
+        members = _zrange(client, key, low, offset, page, descending=True)
+
+
+def _first_pages(client: redis.Redis, keys: list[str], low: float | None, count: int) -> list[list[str]]:
+    """Each set's first page, highest score first, in one round trip; read one by one when a
+    reply is not UTF-8 (another writer's member), as `_zrange` reads it."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.execute_command(*_zrange_command(key, low, 0, count, descending=True))  # type: ignore[no-untyped-call]
+    try:
+        replies = pipe.execute(raise_on_error=False)
+    except UnicodeDecodeError:
+        return [_zrange(client, key, low, 0, count, descending=True) for key in keys]
+    return [_members(reply) for reply in replies]
 
 
 def _zrange(
     client: redis.Redis, key: str, low: float | None, offset: int, count: int, *, descending: bool = False
 ) -> list[str]:
     """A page of members by score from `low` up (or down to it); a key of another type is empty."""
+    try:
+        reply = tolerant_call(client, *_zrange_command(key, low, offset, count, descending=descending))
+    except redis.ResponseError as error:
+        reply = error
+    return _members(reply)
+
+
+def _zrange_command(
+    key: str, low: float | None, offset: int, count: int, *, descending: bool
+) -> list[str | int]:
     least = "-inf" if low is None else repr(float(low))
     bounds = ["+inf", least] if descending else [least, "+inf"]
     order = ["REV"] if descending else []
-    try:
-        return list(tolerant_call(client, "ZRANGE", key, *bounds, "BYSCORE", *order, "LIMIT", offset, count))
-    except redis.ResponseError as error:
-        if str(error).startswith("WRONGTYPE"):
+    return ["ZRANGE", key, *bounds, "BYSCORE", *order, "LIMIT", offset, count]
+
+
+def _members(reply: object) -> list[str]:
+    """A ZRANGE reply's members; a key of another type holds none, other refusals are raised."""
+    if isinstance(reply, redis.ResponseError):
+        if str(reply).startswith("WRONGTYPE"):
             return []
-        raise
+        raise reply
+    return list(cast(list[str], reply))
 
 
 def _decoded(member: str) -> TraceSummary | None:
