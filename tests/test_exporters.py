@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,8 @@ from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.trace import SpanContext
 
 from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, wait_for
@@ -65,6 +66,41 @@ def test_logs_and_spans_share_a_trace_index(stream: RedisHandle) -> None:
     spans = stream.spans()
     assert sorted(members) == sorted([f"s{spans[0].stream_id}", f"l{entries[0].stream_id}"])
     assert 0 < ttl <= 7 * 86400
+
+
+class _AttributeMap(Mapping[str, Any]):
+    """Attributes as another SDK could hold them: a Mapping with no `copy()`."""
+
+    def __init__(self, items: dict[str, Any]) -> None:
+        self._items = items
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def test_attribute_maps_without_copy_are_stored_whole(stream: RedisHandle) -> None:
+    span = ReadableSpan(
+        "GET /x",
+        context=SpanContext(0x5B8AA5A2D2C872E8321CF37308D69DF2, 0x051581BF3CB55C13, is_remote=False),
+        attributes=_AttributeMap({"http.route": "/x", "http.response.status_code": 200}),
+        events=[Event("retry", attributes=_AttributeMap({"attempt": 2}), timestamp=1)],
+        start_time=1,
+        end_time=2,
+    )
+    writer = RedisStreamSpanExporter(
+        Settings.load(environ={}, redis_url=stream.url, stream=stream.stream)
+    ).writer
+    assert writer.write([span])
+    [stored] = stream.spans()
+    assert stored.attributes == {"http.route": "/x", "http.response.status_code": 200}
+    assert [event["attributes"] for event in stored.events] == [{"attempt": 2}]
+    writer.close()
 
 
 def test_stream_is_trimmed_to_max_entries(stream: RedisHandle) -> None:

@@ -115,7 +115,7 @@ def otel_log_values(
     log = record.log_record
     number = log.severity_number
     scope = record.instrumentation_scope
-    attributes = dict(log.attributes or {})
+    attributes = attribute_dict(log.attributes)
     code, exception = take_code_and_exception(attributes)
     return log_values(
         record_id,
@@ -155,7 +155,7 @@ def span_values(span: ReadableSpan, record_id: str, resource: EncodedResource) -
     parent = span.parent
     scope = span.instrumentation_scope
     events = [
-        {"name": event.name, "ts": event.timestamp, "attributes": dict(event.attributes or {})}
+        {"name": event.name, "ts": event.timestamp, "attributes": attribute_dict(event.attributes)}
         for event in span.events
     ]
     return [
@@ -172,10 +172,22 @@ def span_values(span: ReadableSpan, record_id: str, resource: EncodedResource) -
         span.status.description or "",
         resource.service,
         scope.name if scope else "",
-        dump_json(dict(span.attributes or {})),
+        dump_json(attribute_dict(span.attributes)),
         dump_json(events),
         resource.json,
     ]
+
+
+def attribute_dict(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of an SDK attribute map. Its own `copy()` is a dict copy, where `dict(attributes)`
+    reads each key back through the SDK's Python `__getitem__` (a span's 9: 20k instructions)."""
+    if not attributes:
+        return {}
+    try:
+        copied = attributes.copy()  # type: ignore[attr-defined]  # a read-only view asks the map it shows
+    except AttributeError:  # a map without one, or a view of one
+        return dict(attributes)
+    return copied if type(copied) is dict else dict(copied)
 
 
 def body_text(body: object) -> str:
