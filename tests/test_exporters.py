@@ -19,6 +19,7 @@ from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, wait_for
 from tracestream.disk_spool import Spool, process_directory
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
+from tracestream.exporters.encoding import span_id_hex, trace_id_hex
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
@@ -101,6 +102,12 @@ def test_attribute_maps_without_copy_are_stored_whole(stream: RedisHandle) -> No
     assert stored.attributes == {"http.route": "/x", "http.response.status_code": 200}
     assert [event["attributes"] for event in stored.events] == [{"attempt": 2}]
     writer.close()
+
+
+def test_ids_are_lowercase_hex_and_ids_no_sdk_makes_do_not_stop_the_export() -> None:
+    assert trace_id_hex(0x5B8AA5A2D2C872E8321CF37308D69DF2) == "5b8aa5a2d2c872e8321cf37308d69df2"
+    assert (span_id_hex(1), trace_id_hex(0)) == ("0000000000000001", "")
+    assert trace_id_hex(2**128) == "1" + "0" * 32 and span_id_hex(-1) == "-000000000000001"
 
 
 def test_stream_is_trimmed_to_max_entries(stream: RedisHandle) -> None:

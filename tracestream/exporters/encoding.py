@@ -200,11 +200,22 @@ def body_text(body: object) -> str:
 
 
 def trace_id_hex(trace_id: int) -> str:
-    return format(trace_id, "032x") if trace_id else ""
+    return _id_hex(trace_id, 16)
 
 
 def span_id_hex(span_id: int) -> str:
-    return format(span_id, "016x") if span_id else ""
+    return _id_hex(span_id, 8)
+
+
+def _id_hex(number: int, size: int) -> str:
+    """`to_bytes(...).hex()` costs half of `format()`, which parses its format spec each call; an
+    id no SDK should make (negative, too large) is written as `format()` writes it."""
+    if not number:
+        return ""
+    try:
+        return number.to_bytes(size, "big").hex()
+    except OverflowError:
+        return format(number, f"0{2 * size}x")
 
 
 # severity_number texts of ERROR and up: a set lookup is all a row that is not an error costs
