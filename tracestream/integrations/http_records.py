@@ -15,13 +15,14 @@ from typing import NamedTuple
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import format_span_id, format_trace_id
 from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
+from tracestream.exporters.encoding import span_id_hex, trace_id_hex
 from tracestream.integrations.record_writer import RecordWriter
 
 TRACEPARENT = "traceparent"
 TRACE_ID_HEADER = "X-Trace-Id"
+_FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))  # a format spec per request costs ~2k instructions
 
 _records = RecordWriter("tracestream.http")
 
@@ -78,10 +79,10 @@ def trace_headers() -> tuple[tuple[str, str], ...]:
     context = trace.get_current_span().get_span_context()
     if not context.is_valid:
         return ()
-    trace_id = format_trace_id(context.trace_id)
-    flags = f"{int(context.trace_flags):02x}"
+    trace_id = trace_id_hex(context.trace_id)
+    flags = _FLAGS_HEX[context.trace_flags & 0xFF]
     return (
-        (TRACEPARENT, f"00-{trace_id}-{format_span_id(context.span_id)}-{flags}"),
+        (TRACEPARENT, f"00-{trace_id}-{span_id_hex(context.span_id)}-{flags}"),
         (TRACE_ID_HEADER, trace_id),
     )
 
