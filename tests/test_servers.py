@@ -97,6 +97,11 @@ def run_app(kind: ServerKind, stream: RedisHandle, traced: bool) -> Run:
             lambda: server.output() if printed(server, '"GET /users/me') else "",
             what="the access line of the last request",
         )
+        if traced:  # its record follows the last body sent; a server stopped first may cancel it
+            wait_for(
+                lambda: any(e.body.startswith("GET /users/me ") for e in stream.logs()),
+                what="the last request's record",
+            )
     assert (item.status_code, failure.status_code) == (200, 500)
     return Run(output, item, failure)
 
