@@ -277,6 +277,23 @@ def test_another_writers_keys_cost_only_the_list(stream: RedisHandle, redis_clie
     assert [s.trace_id for s in listed] == [later, written]
 
 
+def test_services_are_registered_by_their_newest_root(stream: RedisHandle, redis_client: redis.Redis) -> None:
+    settings = Settings.load(environ={}, redis_url=stream.url, stream=stream.stream)
+    writer = RedisStreamSpanExporter(settings).writer
+    newer, older = (
+        _ended(TracerProvider(), name, ago_min=ago) for name, ago in (("GET /new", 2), ("GET /old", 30))
+    )
+    assert writer.write([newer]) and writer.write([older])  # a batch replayed from the spool comes late
+    newest_ms = (NOW_NS - 2 * MINUTE_NS) / 1e6
+    [(service, score)] = redis_client.zrange(stream.keys.trace_services, 0, -1, withscores=True)
+    assert service == SDK_DEFAULT_SERVICE and abs(score - newest_ms) < 1
+    since = int(newest_ms) - 60_000
+    listed = recent_traces(redis_client, stream.stream, since_ms=since)
+    assert [s.name for s in listed] == ["GET /new"]
+    assert recent_traces(redis_client, stream.stream, since_ms=int(newest_ms) + 60_000) == []
+    writer.close()
+
+
 def _list_as_before_2026_12_04(
     client: redis.Redis, keys: StreamKeys, service: str, name: str, *, ago_min: float, ms: float, error: bool
 ) -> str:
