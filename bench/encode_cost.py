@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from callgrind import collect, total, under_callgrind
 
 STEPS = {"span": ("values", "shape", "summaries", "arguments"), "record": ("values", "shape", "arguments")}
 SPAN_ATTRIBUTES = {
@@ -93,45 +93,33 @@ def run_step(kind: str, step: str, items: int) -> None:
         ]
         writer = RedisStreamLogExporter(settings).writer
     writer.encode(batch[:10])  # caches, imports and the scrubber's first texts
-    raw = (
-        []
-        if step == "values"
-        else [writer._encode(item, writer._ids.next(), writer._resources) for item in batch]
-    )
+
+    def values() -> list[list[str]]:
+        return [writer._encode(item, writer._ids.next(), writer._resources) for item in batch]
+
+    raw = [] if step == "values" else values()
     rows = writer._shaper.shape_rows([list(row) for row in raw]) if step in ("summaries", "arguments") else []
     keys = schema.StreamKeys("bench")
     gc.collect()
     gc.freeze()
-    _collect("on")
+    collect("on")
     if step == "values":
-        [writer._encode(item, writer._ids.next(), writer._resources) for item in batch]
+        values()
     elif step == "shape":
         writer._shaper.shape_rows(raw)
     elif step == "summaries":
         trace_summaries.script_calls(keys, rows, 0, 3600, 512)
     else:
         [writer._script_args(keys, rows[start : start + 512]) for start in range(0, len(rows), 512)]
-    _collect("off")
-
-
-def _collect(state: str) -> None:
-    subprocess.run(
-        ["callgrind_control", f"--instr={state}", str(os.getpid())], check=True, capture_output=True
-    )
+    collect("off")
 
 
 def count(kind: str, step: str, items: int) -> float:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "callgrind.out"
-        subprocess.run(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-             sys.executable, __file__, "--child", kind, step, "--items", str(items)],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        found = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
-        if found is None:
-            raise RuntimeError(f"no totals for {kind} {step}")
-        return int(found.group(1)) / items
+        command = [sys.executable, __file__, "--child", kind, step, "--items", str(items)]
+        subprocess.run(under_callgrind(out, command), check=True, capture_output=True)
+        return total(out) / items
 
 
 def main() -> None:

@@ -18,12 +18,12 @@ import asyncio
 import io
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import callgrind
 import http_overhead
 
 __all__ = ["asgi_driver", "contender_arguments", "flush_for", "measure", "warmed_up", "wsgi_driver"]
@@ -145,11 +145,9 @@ def _process_cpu_seconds(pid: int | None) -> float:
 
 
 def _callgrind(state: str) -> None:
-    """Under `valgrind --tool=callgrind --instr-atstart=no`, count instructions of the measured part only."""
+    """Under callgrind (`http_overhead.py --callgrind`), count instructions of the measured part only."""
     if os.environ.get("BENCH_CALLGRIND"):
-        subprocess.run(
-            ["callgrind_control", "--instr=" + state, str(os.getpid())], check=True, capture_output=True
-        )
+        callgrind.collect(state)
 
 
 def warmed_up(framework: str, mode: str, warmup: int) -> tuple[Driver, Callable[[], None]]:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from callgrind import under_callgrind
 
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
@@ -295,13 +296,7 @@ def _in_process_command(
     if redis_pid is not None:
         command += ["--redis-pid", str(redis_pid)]
     if callgrind:  # instructions of the measured part only: the child turns collection on and off
-        return [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            "--callgrind-out-file=/dev/null",
-            *command,
-        ]
+        return under_callgrind("/dev/null", command)
     return command
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import http_inprocess
 import http_overhead
 import redis
+from callgrind import collect, total, under_callgrind
 
 from tracestream.embedded_redis import free_port, redis_server_binary
 
@@ -32,24 +32,33 @@ def count_instructions(binary: str, framework: str, requests: int, warmup: int) 
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "callgrind.out"
         port = free_port()
+        server_command = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
         server = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-             binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            under_callgrind(out, server_command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         client = redis.Redis(port=port)
         _wait_ready(client)
         os.environ.update(
             TRACESTREAM_REDIS_URL=f"redis://127.0.0.1:{port}/0", TRACESTREAM_STREAM="bench:http"
         )
         drive, flush = http_inprocess.warmed_up(framework, "tracestream", warmup)
-        _collect(server.pid, "on")
+        collect("on", server.pid)
         drive(requests)
         flush()
-        _collect(server.pid, "off")
+        collect("off", server.pid)
         client.shutdown(nosave=True)
         server.wait(60)
-        return _total(out)
+        return total(out)
 
 
 def _wait_ready(client: redis.Redis, timeout: float = 60.0) -> None:
@@ -65,17 +74,6 @@ def _wait_ready(client: redis.Redis, timeout: float = 60.0) -> None:
             time.sleep(0.2)
 
 
-def _collect(pid: int, state: str) -> None:
-    subprocess.run(["callgrind_control", f"--instr={state}", str(pid)], check=True, capture_output=True)
-
-
-def _total(out: Path) -> int:
-    found = re.search(r"^totals: (\d+)", out.read_text(), re.MULTILINE)
-    if found is None:
-        raise RuntimeError(f"no totals in {out}")
-    return int(found.group(1))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("framework", nargs="?", default="django", choices=http_overhead.FRAMEWORKS)
@@ -83,10 +81,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--redis-server", default=redis_server_binary())
     args = parser.parse_args()
-    total = count_instructions(args.redis_server, args.framework, args.requests, args.warmup)
+    counted = count_instructions(args.redis_server, args.framework, args.requests, args.warmup)
     version = subprocess.run([args.redis_server, "--version"], capture_output=True, text=True).stdout.split()
     print(f"# {platform.node()} · {' '.join(version[:3])}")
-    per_request = total / args.requests
+    per_request = counted / args.requests
     print(
         f"{args.framework}: Redis ran {per_request:,.0f} instructions per request ({args.requests} requests)"
     )
