@@ -14,11 +14,15 @@ def request_record(stream: RedisHandle, response: httpx.Response) -> LogEntry:
     """The one request record in the trace named by the response's X-Trace-Id header."""
     trace_id = response.headers["x-trace-id"]
     found = wait_for(
-        lambda: [e for e in stream.logs() if e.trace_id == trace_id and e.scope == HTTP_SCOPE],
+        lambda: [e for e in stream.logs() if e.trace_id == trace_id and is_request_record(e)],
         what=f"the request record of {trace_id}",
     )
     assert len(found) == 1, found
     return found[0]
+
+
+def is_request_record(entry: LogEntry) -> bool:
+    return entry.scope == HTTP_SCOPE and entry.attributes.get("event.name") == "http.server.request"
 
 
 def check_ok_record(

@@ -5,13 +5,17 @@ before `configure()` would be missed. Every FastAPI app builds its middleware st
 its first request, so we hook that instead: the app gets the contrib instrumentation
 if it lacks it, and our `RequestRecordMiddleware` sits inside the server span and
 outside Starlette's `ServerErrorMiddleware`, where it sees every status, every
-exception, and can add the trace headers to 500 responses too.
+exception, and can add the trace headers to 500 responses too. The request record is
+written as the last body message goes to the server, so it is queued before the client
+has the response, and it times what the client waited for, as the server span does;
+background tasks run after that.
 
 An unhandled exception goes on as it does without us: the span gets its exception
 event and ERROR status, the server prints its traceback. The server's line for it is
-kept out of the stream only, since the request record carries the exception: the
-request's context remembers which exception that was, and the server logs it from
-that same context (the request's task).
+kept out of the stream only, since a record carries the exception (the request record,
+or for a background task's exception an ERROR record of its own): the request's context
+remembers which exception that was, and the server logs it from that same context (the
+request's task).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import (
     HttpExchange,
+    emit_error_after_response,
     emit_request_record,
     excluded_urls,
     trace_headers,
@@ -46,6 +51,9 @@ CONTRIB_OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}
 _SERVER_ERROR_LOGGERS = ("uvicorn.error", "hypercorn.error")
 # Not a mark on the exception object: the app's objects stay as they were.
 _recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exception", default=None)
+# The response of the request this task serves: an exception that `SpanErrorMiddleware` sees
+# before Starlette's 500 goes out is carried by that 500's request record.
+_response: ContextVar[_Response | None] = ContextVar("response", default=None)
 _installed = False
 
 
@@ -81,32 +89,78 @@ class RequestRecordMiddleware(_HttpMiddleware):
             if self.excluded.url_disabled(url):
                 await self.app(scope, receive, send)
                 return
-        started = perf_counter()
         headers = [(name.lower().encode(), value.encode()) for name, value in trace_headers()]
-        response: dict[str, Any] = {"status": 500, "size": 0, "started": False}
+        response = _Response(scope)
+        in_flight = _response.set(response)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                response["status"] = message["status"]
-                response["started"] = True
+                response.status = message["status"]
+                response.started = True
                 message = {**message, "headers": [*message.get("headers", ()), *headers]}
             elif message["type"] == "http.response.body":
-                response["size"] += len(message.get("body", b""))
+                response.size += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Queued before the server sends it: a server that stops right after a
+                    # response may cancel what the app still runs (hypercorn does).
+                    response.record()
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception as error:
-            if not response["started"]:
-                await PlainTextResponse("Internal Server Error", 500)(scope, receive, send_with_headers)
-            emit_request_record(_exchange(scope, response, started), error)
+            if not response.recorded:
+                response.error = error
+                if not response.started:
+                    await PlainTextResponse("Internal Server Error", 500)(scope, receive, send_with_headers)
+                response.record()
+            elif error is not response.error:  # raised after the response: a background task
+                emit_error_after_response(response.exchange(), error)
             _recorded_exception.set(error)
             raise
-        emit_request_record(_exchange(scope, response, started))
+        finally:
+            _response.reset(in_flight)
+        response.record()  # for an app that returned without ending its response
+
+
+class _Response:
+    """What the app has sent so far; its request record goes out once, with the last body."""
+
+    __slots__ = ("began", "error", "recorded", "scope", "size", "started", "status")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.began = perf_counter()
+        self.status = 500
+        self.size = 0
+        self.started = False
+        self.recorded = False
+        self.error: Exception | None = None
+
+    def record(self) -> None:
+        if not self.recorded:
+            self.recorded = True
+            emit_request_record(self.exchange(), self.error)
+
+    def exchange(self) -> HttpExchange:
+        scope = self.scope
+        client = scope.get("client")
+        route = scope.get("route")
+        return HttpExchange(
+            method=scope.get("method", ""),
+            path=scope.get("path", ""),
+            route=getattr(route, "path", None),
+            status=self.status,
+            duration_ms=(perf_counter() - self.began) * 1000,
+            client=client[0] if client else None,
+            user_agent=_user_agent(scope.get("headers") or ()),
+            response_size=self.size,
+        )
 
 
 class SpanErrorMiddleware(_HttpMiddleware):
-    """Puts an unhandled exception on the server span before the 500 answer ends the span.
+    """Puts an unhandled exception on the server span before the 500 answer ends the span,
+    and on the request record that goes out with that answer.
 
     It sits inside Starlette's `ServerErrorMiddleware`, where the contrib instrumentation
     puts its own recorder when nothing is in between. Once a response has started the span
@@ -126,6 +180,9 @@ class SpanErrorMiddleware(_HttpMiddleware):
         except Exception as error:
             if not started:
                 _record_on_span(error)
+                response = _response.get()
+                if response is not None:
+                    response.error = error
             raise
 
 
@@ -143,21 +200,6 @@ def _carries_recorded_exception(record: logging.LogRecord) -> bool:
     """A server's line about the exception a request record of this request carries."""
     error = record.exc_info[1] if record.exc_info else None
     return error is not None and error is _recorded_exception.get()
-
-
-def _exchange(scope: Scope, response: dict[str, Any], started: float) -> HttpExchange:
-    client = scope.get("client")
-    route = scope.get("route")
-    return HttpExchange(
-        method=scope.get("method", ""),
-        path=scope.get("path", ""),
-        route=getattr(route, "path", None),
-        status=response["status"],
-        duration_ms=(perf_counter() - started) * 1000,
-        client=client[0] if client else None,
-        user_agent=_user_agent(scope.get("headers") or ()),
-        response_size=response["size"],
-    )
 
 
 def _user_agent(headers: Iterable[tuple[bytes, bytes]]) -> str | None:

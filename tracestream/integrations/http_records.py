@@ -74,6 +74,26 @@ def emit_request_record(exchange: HttpExchange, error: BaseException | None = No
     )
 
 
+def emit_error_after_response(exchange: HttpExchange, error: BaseException) -> None:
+    """An exception raised once the response was complete, by a background task: the request
+    record went out with the response, so the exception gets an ERROR record of its own, in
+    the request's trace."""
+    if not is_instrumentation_enabled():
+        return
+    _records.emit(
+        f"{exchange.method} {exchange.path}: exception after the response was sent",
+        SeverityNumber.ERROR,
+        {
+            "event.name": "http.server.error_after_response",
+            "http.request.method": exchange.method,
+            "http.route": exchange.route,
+            "url.path": exchange.path,
+            "http.response.status_code": exchange.status,
+        },
+        exception=error,
+    )
+
+
 def trace_headers() -> tuple[tuple[str, str], ...]:
     """`traceparent` and `X-Trace-Id` for the current span; none outside a valid span."""
     context = trace.get_current_span().get_span_context()
