@@ -33,6 +33,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import Status, StatusCode
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import PlainTextResponse
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import (
@@ -84,6 +85,9 @@ class RequestRecordMiddleware(_HttpMiddleware):
         self.excluded = excluded_urls("FASTAPI")
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _response.get() is not None:  # a mounted app's: the app it is mounted in records the request
+            await self.app(scope, receive, send)
+            return
         if self.excluded is not None:
             url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]  # contrib's own match
             if self.excluded.url_disabled(url):
@@ -126,10 +130,11 @@ class RequestRecordMiddleware(_HttpMiddleware):
 class _Response:
     """What the app has sent so far; its request record goes out once, with the last body."""
 
-    __slots__ = ("began", "error", "recorded", "scope", "size", "started", "status")
+    __slots__ = ("began", "error", "path", "recorded", "scope", "size", "started", "status")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
+        self.path = scope.get("path", "")  # before older Starlettes cut a mount's path from it
         self.began = perf_counter()
         self.status = 500
         self.size = 0
@@ -145,11 +150,10 @@ class _Response:
     def exchange(self) -> HttpExchange:
         scope = self.scope
         client = scope.get("client")
-        route = scope.get("route")
         return HttpExchange(
             method=scope.get("method", ""),
-            path=scope.get("path", ""),
-            route=getattr(route, "path", None),
+            path=self.path,
+            route=_route_template(scope),
             status=self.status,
             duration_ms=(perf_counter() - self.began) * 1000,
             client=client[0] if client else None,
@@ -200,6 +204,19 @@ def _carries_recorded_exception(record: logging.LogRecord) -> bool:
     """A server's line about the exception a request record of this request carries."""
     error = record.exc_info[1] if record.exc_info else None
     return error is not None and error is _recorded_exception.get()
+
+
+def _route_template(scope: Scope) -> str | None:
+    """The matched route's path, from the top app: a mounted app's routes (`/subapi/items`)
+    under the path of their mount, which Starlette adds to `root_path` (the server's own
+    prefix, a proxy's, is `app_root_path`). A mount that serves what it matched itself, such
+    as `StaticFiles`, is the route."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if "app_root_path" not in scope:  # nothing mounted matched
+        return path
+    mounted = str(scope.get("root_path", "")).removeprefix(scope["app_root_path"])
+    return mounted if path is None or isinstance(route, Mount) else mounted + path
 
 
 def _user_agent(headers: Iterable[tuple[bytes, bytes]]) -> str | None:

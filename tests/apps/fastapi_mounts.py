@@ -1,0 +1,50 @@
+"""FastAPI's Sub Applications tutorial (a FastAPI app mounted in another), with the Static Files
+tutorial's mount (serving STATIC_DIR) and the Middleware tutorial's process-time header, plus a
+sub-app endpoint that fails. `configure()` runs first, as under the launcher.
+"""
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+
+import tracestream
+
+tracestream.configure()
+
+app = FastAPI()
+
+
+@app.middleware("http")
+async def add_process_time_header(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    start_time = time.perf_counter()
+    response = await call_next(request)
+    process_time = time.perf_counter() - start_time
+    response.headers["X-Process-Time"] = str(process_time)
+    return response
+
+
+@app.get("/app")
+def read_main() -> dict[str, str]:
+    return {"message": "Hello World from main app"}
+
+
+subapi = FastAPI()
+
+
+@subapi.get("/sub")
+def read_sub() -> dict[str, str]:
+    return {"message": "Hello World from sub API"}
+
+
+@subapi.get("/restock")
+def restock() -> dict[str, str]:
+    raise RuntimeError("warehouse unreachable")
+
+
+app.mount("/subapi", subapi)
+app.mount("/static", StaticFiles(directory=os.environ["STATIC_DIR"]), name="static")
