@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -74,6 +75,21 @@ def test_levels_follow_status_and_500_carries_the_exception(
     assert spans[0].status == "ERROR" and "in boom" in events[0][1]["exception.stacktrace"]
     wait_for(lambda: printed(server, "RuntimeError: kaboom"), what="uvicorn's traceback")
     assert "Exception in ASGI application" in server.output()
+
+
+def test_a_stream_that_fails_after_its_200_is_an_error(
+    api: tuple[str, Server], api_stream: RedisHandle
+) -> None:
+    """The server's own error line is kept out of the stream, so the record must be the error."""
+    base, _ = api
+    with httpx.stream("GET", f"{base}/broken-stream") as response:
+        assert response.status_code == 200
+        with contextlib.suppress(httpx.TransportError):  # the body ends early
+            response.read()
+    record = request_record(api_stream, response)
+    assert (record.severity, record.attributes["http.response.status_code"]) == ("ERROR", 200)
+    # as raised: Starlette 0.27 streams in a task group, which raises it inside an ExceptionGroup
+    assert "RuntimeError: camera disconnected" in record.exception_stacktrace
 
 
 def test_every_response_returns_the_trace_id(api: tuple[str, Server]) -> None:

@@ -1,5 +1,5 @@
-"""A FastAPI app with another mounted in it, and static files, under uvicorn: one request record
-and one set of trace headers per request, whichever app served it, named by the full route."""
+"""A FastAPI app with another mounted in it, static files and streams, under uvicorn: one request
+record and one set of trace headers per request, whichever app served it, named by the full route."""
 
 from __future__ import annotations
 
@@ -34,7 +34,12 @@ def base(stream: RedisHandle, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.mark.parametrize(
     ("path", "route"),
-    [("/app", "/app"), ("/subapi/sub", "/subapi/sub"), ("/static/hello.txt", "/static")],
+    [
+        ("/app", "/app"),
+        ("/subapi/sub", "/subapi/sub"),
+        ("/static/hello.txt", "/static"),
+        ("/stream", "/stream"),
+    ],
 )
 def test_one_record_and_one_trace_header_per_request(
     base: str, stream: RedisHandle, path: str, route: str

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
 
 app = FastAPI()
 logger = logging.getLogger("shop.items")
@@ -25,6 +27,15 @@ def read_item(item_id: int) -> dict[str, object]:
     if item_id == 404:
         raise HTTPException(status_code=404, detail="no such item")
     return {"item_id": item_id, "pid": os.getpid()}
+
+
+@app.get("/broken-stream")
+def broken_stream() -> StreamingResponse:
+    def chunks() -> Iterator[bytes]:
+        yield b"first chunk"
+        raise RuntimeError("camera disconnected")
+
+    return StreamingResponse(chunks())
 
 
 @app.get("/boom")

@@ -1,13 +1,15 @@
 """FastAPI's Sub Applications tutorial (a FastAPI app mounted in another), with the Static Files
-tutorial's mount (serving STATIC_DIR) and the Middleware tutorial's process-time header, plus a
-sub-app endpoint that fails. `configure()` runs first, as under the launcher.
+tutorial's mount (serving STATIC_DIR), the Middleware tutorial's process-time header and the
+Custom Response tutorial's StreamingResponse, plus a sub-app endpoint that fails. `configure()`
+runs first, as under the launcher.
 """
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 import tracestream
@@ -31,6 +33,16 @@ async def add_process_time_header(
 @app.get("/app")
 def read_main() -> dict[str, str]:
     return {"message": "Hello World from main app"}
+
+
+async def fake_video_streamer() -> AsyncIterator[bytes]:
+    for _ in range(10):
+        yield b"some fake video bytes"
+
+
+@app.get("/stream")
+async def main() -> StreamingResponse:
+    return StreamingResponse(fake_video_streamer())
 
 
 subapi = FastAPI()

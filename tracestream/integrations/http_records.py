@@ -49,7 +49,8 @@ def severity_for(status: int) -> SeverityNumber:
 
 
 def emit_request_record(exchange: HttpExchange, error: BaseException | None = None) -> None:
-    """Write the record; an unhandled exception travels with it (type, message, stacktrace).
+    """Write the record; an unhandled exception travels with it (type, message, stacktrace)
+    and makes it ERROR whatever the status: a stream can fail after its 200 went out.
 
     The span is left to the instrumentation, which records the exception there as it
     does without us (recording it here as well would put it on a Django 500's span twice).
@@ -58,7 +59,7 @@ def emit_request_record(exchange: HttpExchange, error: BaseException | None = No
         return
     _records.emit(
         f"{exchange.method} {exchange.path} {exchange.status} ({exchange.duration_ms:.1f} ms)",
-        severity_for(exchange.status),
+        severity_for(exchange.status) if error is None else SeverityNumber.ERROR,
         {
             "event.name": "http.server.request",
             "http.request.method": exchange.method,
