@@ -105,8 +105,10 @@ class ConsoleProcess:
 class Emitter:
     """Writes through the real exporters as the service `service` would, one export per call."""
 
-    def __init__(self, handle: RedisHandle, service: str) -> None:
-        settings = Settings.load(environ={}, redis_url=handle.url, stream=handle.stream)
+    def __init__(self, handle: RedisHandle, service: str, redis_timeout: float = 2.0) -> None:
+        settings = Settings.load(
+            environ={}, redis_url=handle.url, stream=handle.stream, redis_timeout=redis_timeout
+        )
         self.resource = Resource({"service.name": service})
         self.exporter = RedisStreamLogExporter(settings)
         self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)

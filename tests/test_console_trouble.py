@@ -195,7 +195,7 @@ def test_two_hundred_viewers_at_once(console: ConsoleProcess) -> None:
     """200 viewers join while Redis holds every command for a moment (as a busy Redis would), so
     all their replays are in flight together; each still gets the next record."""
     marker = uuid.uuid4().hex[:8]
-    emitter = Emitter(console.handle, "crowd")
+    emitter = Emitter(console.handle, "crowd", redis_timeout=10.0)  # its write may wait out the pause
     first = Viewer(console, text=marker)  # the shared reader runs from the first viewer on
     emitter.log(f"{marker} first")
     wait_for(lambda: first.bodies(), timeout=5, what="the first viewer's record")
