@@ -8,6 +8,7 @@ prints must not change; what reaches the private Redis is read back and checked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, request_record
-from tests.apps.servers import bin_path, printed, run_json, serve
+from tests.apps.servers import Server, bin_path, printed, run_json, serve
 from tests.support import RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
@@ -92,12 +93,22 @@ class Runs:
     traced: Run
 
 
-def run_app(kind: ServerKind, stream: RedisHandle, traced: bool) -> Run:
+@contextlib.contextmanager
+def serve_app(
+    kind: ServerKind, app: str, stream: RedisHandle, traced: bool, **env: str
+) -> Iterator[tuple[Server, str]]:
+    """`app` under the server, bare or with `configure()` switched on in its module; and its URL."""
     port = free_port()
     switch = {"FASTAPI_DOCS_TRACESTREAM": "1"} if traced else {}
-    env = stream.env(OTEL_SERVICE_NAME="docs", PYTHONUNBUFFERED="1", **switch)
-    with serve(kind.command(APP, port), env, lambda server: printed(server, kind.ready_line)) as server:
-        base = f"http://127.0.0.1:{port}"
+    environment = stream.env(PYTHONUNBUFFERED="1", **env, **switch)
+    with serve(
+        kind.command(app, port), environment, lambda server: printed(server, kind.ready_line)
+    ) as server:
+        yield server, f"http://127.0.0.1:{port}"
+
+
+def run_app(kind: ServerKind, stream: RedisHandle, traced: bool) -> Run:
+    with serve_app(kind, APP, stream, traced, OTEL_SERVICE_NAME="docs") as (server, base):
         # a connection each: a server may close one after an unhandled exception
         item = httpx.get(f"{base}/items/plumbus", params=QUERY, headers=HEADERS)
         failure = httpx.post(f"{base}/items/plumbus/restock", params=QUERY, headers=HEADERS)
@@ -187,18 +198,12 @@ class BackgroundRun:
 
 
 def run_background_app(kind: ServerKind, stream: RedisHandle, traced: bool, log: str) -> BackgroundRun:
-    port = free_port()
-    switch = {"FASTAPI_DOCS_TRACESTREAM": "1"} if traced else {}
-    env = stream.env(
-        OTEL_SERVICE_NAME="mailer",
-        PYTHONUNBUFFERED="1",
-        MAIL_SERVER_DELAY=str(MAIL_SERVER_DELAY),
-        NOTIFICATION_LOG=log,
-        **switch,
-    )
-    ready = lambda server: printed(server, kind.ready_line)  # noqa: E731
-    with serve(kind.command(BACKGROUND_APP, port), env, ready) as server:
-        base = f"http://127.0.0.1:{port}"
+    env = {
+        "OTEL_SERVICE_NAME": "mailer",
+        "MAIL_SERVER_DELAY": str(MAIL_SERVER_DELAY),
+        "NOTIFICATION_LOG": log,
+    }
+    with serve_app(kind, BACKGROUND_APP, stream, traced, **env) as (server, base):
         bounced = httpx.post(f"{base}/send-notification/bounce@example.com")
         wait_for(lambda: printed(server, BOUNCE), what="the failed background task's traceback")
         sent = httpx.post(f"{base}/send-notification/rick@example.com")
@@ -243,8 +248,7 @@ def test_a_failed_background_task_gets_an_error_record_in_the_request_trace(
     runs = background_runs
     record = request_record(runs.stream, runs.traced.bounced)
     assert (record.severity, record.exception_type) == ("INFO", "")
-    in_trace = [e for e in runs.stream.logs() if e.trace_id == record.trace_id and e is not record]
-    errors = [e for e in in_trace if e.severity == "ERROR"]
+    errors = [e for e in runs.stream.logs() if e.trace_id == record.trace_id and e.severity == "ERROR"]
     assert [(e.body, f"{e.exception_type}: {e.exception_message}") for e in errors] == [
         ("POST /send-notification/bounce@example.com: exception after the response was sent", BOUNCE)
     ]
