@@ -2,8 +2,9 @@
 
 Each server runs an app twice with the same requests: bare, then with `configure()`
 called from the app module (tests/apps/fastapi_docs/main.py, the Bigger Applications
-tutorial; tests/apps/fastapi_background.py, the Background Tasks one). What the server
-prints must not change; what reaches the private Redis is read back and checked.
+tutorial; tests/apps/fastapi_background.py, the Background Tasks one;
+tests/apps/fastapi_websockets.py, the WebSockets one). What the server prints must not
+change; what reaches the private Redis is read back and checked.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, request_record
 from tests.apps.servers import Server, bin_path, printed, run_json, serve
+from tests.apps.websocket_client import Session, converse
 from tests.support import RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
@@ -254,6 +256,74 @@ def test_a_failed_background_task_gets_an_error_record_in_the_request_trace(
     ]
     assert "in write_notification" in errors[0].exception_stacktrace
     assert errors[0].attributes["http.route"] == "/send-notification/{email}"
+    # the server prints what it prints without tracestream; its line is kept out of the stream
+    assert terminal_text(runs.traced.output) == terminal_text(runs.bare.output)
+    assert runs.kind.error_line in runs.traced.output
+    assert not [e for e in runs.stream.logs() if runs.kind.error_line in e.body]
+
+
+SOCKET_APP = "tests.apps.fastapi_websockets:app"
+SOCKET_ROUTE = "/items/{item_id}/ws"
+DISCONNECT = "starlette.websockets.WebSocketDisconnect"
+
+
+@dataclass(frozen=True)
+class SocketRun:
+    output: str  # what the server printed, through its exit
+    refused: Session  # no token: the tutorial's dependency refuses the socket
+    session: Session  # a message, then the client leaves: the endpoint raises WebSocketDisconnect
+
+
+def run_socket_app(kind: ServerKind, stream: RedisHandle, traced: bool) -> SocketRun:
+    with serve_app(kind, SOCKET_APP, stream, traced, OTEL_SERVICE_NAME="sockets") as (server, base):
+        port = int(base.rsplit(":", 1)[1])
+        refused = converse(port, "/items/foo/ws", [], replies_each=0)
+        session = converse(port, "/items/foo/ws?token=some-token&q=3", ["hello"], replies_each=3)
+        wait_for(lambda: printed(server, DISCONNECT), what="the server's traceback of the ended session")
+        server.stop()
+        output = server.output()
+    return SocketRun(output, refused, session)
+
+
+@dataclass(frozen=True)
+class SocketRuns:
+    kind: ServerKind
+    stream: RedisHandle
+    bare: SocketRun
+    traced: SocketRun
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def socket_runs(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> SocketRuns:
+    kind = SERVERS[request.param]
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    return SocketRuns(kind, stream, run_socket_app(kind, stream, False), run_socket_app(kind, stream, True))
+
+
+def test_a_websocket_session_that_ends_in_an_exception_is_an_error_in_its_trace(
+    socket_runs: SocketRuns,
+) -> None:
+    """The server logs the exception after the socket's span ended: without this record,
+    its ERROR line would reach the stream tied to no trace."""
+    runs = socket_runs
+    assert runs.traced.session.replies == [
+        "Session cookie or query token value is: some-token",
+        "Query parameter q is: 3",
+        "Message text was: hello, for item ID: foo",
+    ]
+    assert (runs.traced.session, runs.traced.refused) == (runs.bare.session, runs.bare.refused)
+    errors = wait_for(
+        lambda: [e for e in runs.stream.logs() if e.severity == "ERROR"], what="the session's ERROR record"
+    )
+    assert [(e.body, e.exception_type, e.attributes["event.name"]) for e in errors] == [
+        ("WebSocket /items/foo/ws: the session ended in an exception", DISCONNECT, "websocket.server.error")
+    ]
+    assert errors[0].attributes["http.route"] == SOCKET_ROUTE
+    spans = wait_for(
+        lambda: [s for s in runs.stream.spans() if s.trace_id == errors[0].trace_id and s.kind == "SERVER"],
+        what="the socket's server span",
+    )
+    assert [(s.span_id, s.status) for s in spans] == [(errors[0].span_id, "ERROR")]
     # the server prints what it prints without tracestream; its line is kept out of the stream
     assert terminal_text(runs.traced.output) == terminal_text(runs.bare.output)
     assert runs.kind.error_line in runs.traced.output

@@ -40,6 +40,7 @@ from tracestream.integrations.http_records import (
     HttpExchange,
     emit_error_after_response,
     emit_request_record,
+    emit_websocket_error,
     excluded_urls,
     trace_headers,
 )
@@ -59,7 +60,7 @@ _installed = False
 
 
 class _HttpMiddleware:
-    """Hands HTTP requests to `http`; lifespan and websocket scopes pass straight through."""
+    """Hands HTTP requests to `http` and WebSocket sessions to `websocket`; lifespan passes through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -67,32 +68,54 @@ class _HttpMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self.http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self.websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raise NotImplementedError
 
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
 
 class RequestRecordMiddleware(_HttpMiddleware):
-    """Writes one request record per HTTP request and returns the trace id in headers.
+    """Writes one request record per HTTP request and returns the trace id in headers; a
+    WebSocket session that ends in an exception gets an ERROR record in its trace.
 
-    A URL the contrib instrumentation excludes (OTEL_PYTHON_FASTAPI_EXCLUDED_URLS) gets neither.
+    A URL the contrib instrumentation excludes (OTEL_PYTHON_FASTAPI_EXCLUDED_URLS) gets none.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         super().__init__(app)
         self.excluded = excluded_urls("FASTAPI")
 
+    def _is_excluded(self, scope: Scope) -> bool:
+        if self.excluded is None:
+            return False
+        url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]  # contrib's own match
+        return self.excluded.url_disabled(url)
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The server logs the exception once the socket's span has ended, so without a trace id."""
+        try:
+            await self.app(scope, receive, send)
+        except Exception as error:
+            # A mounted app's middleware, nearer the handler, may have recorded it already.
+            if error is not _recorded_exception.get() and not self._is_excluded(scope):
+                client = scope.get("client")
+                path = scope.get("path", "")
+                route = _route_template(scope)
+                emit_websocket_error(path, route, client[0] if client else None, error)
+                _recorded_exception.set(error)
+            raise
+
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _response.get() is not None:  # a mounted app's: the app it is mounted in records the request
+        if _response.get() is not None or self._is_excluded(scope):
+            # Excluded, or a mounted app's: the app it is mounted in records the request.
             await self.app(scope, receive, send)
             return
-        if self.excluded is not None:
-            url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]  # contrib's own match
-            if self.excluded.url_disabled(url):
-                await self.app(scope, receive, send)
-                return
         headers = [(name.lower().encode(), value.encode()) for name, value in trace_headers()]
         response = _Response(scope)
         in_flight = _response.set(response)

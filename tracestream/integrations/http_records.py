@@ -95,6 +95,24 @@ def emit_error_after_response(exchange: HttpExchange, error: BaseException) -> N
     )
 
 
+def emit_websocket_error(path: str, route: str | None, client: str | None, error: BaseException) -> None:
+    """A WebSocket session that ended in an exception, recorded while its span is current: the
+    server logs the exception only after the span has ended."""
+    if not is_instrumentation_enabled():
+        return
+    _records.emit(
+        f"WebSocket {path}: the session ended in an exception",
+        SeverityNumber.ERROR,
+        {
+            "event.name": "websocket.server.error",
+            "http.route": route,
+            "url.path": path,
+            "client.address": client,
+        },
+        exception=error,
+    )
+
+
 def trace_headers() -> tuple[tuple[str, str], ...]:
     """`traceparent` and `X-Trace-Id` for the current span; none outside a valid span."""
     context = trace.get_current_span().get_span_context()
