@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
+from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, is_request_record, request_record
 from tests.apps.servers import Server, bin_path, http_ready, launched, printed, serve
 from tests.support import ROOT, RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
@@ -275,6 +276,52 @@ def test_served_500_has_the_trace_headers_and_one_error(served: Running) -> None
     # one 500, one ERROR: daphne's runserver access line stays out (`tracestream services` counts once)
     _settle(served)
     assert [e for e in served.stream.logs() if e.severity == "ERROR"] == [record]
+
+
+# The Django docs' streaming CSV view, and the same over an async iterator.
+EXPORTS = pytest.mark.parametrize("export", ["export", "export-async"])
+
+
+@EXPORTS
+def test_served_streaming_response_record_counts_what_was_sent(served: Running, export: str) -> None:
+    """Its record is written when the body ends."""
+    response = httpx.get(f"{served.base}/orders/12/{export}/")
+    assert response.status_code == 200 and response.text.startswith("Row 0,0\r\n")
+    record = request_record(served.stream, response)
+    assert record.severity == "INFO"
+    assert record.attributes["http.response.body.size"] == len(response.content)
+
+
+@EXPORTS
+def test_served_streaming_response_that_fails_midway_is_one_error_in_its_trace(
+    served: Running, export: str
+) -> None:
+    """Its 200 went out (daphne holds it back) before the failure, and the server logs the
+    exception after the span ended: the request record carries it, in the request's trace."""
+    start = len(served.stream.logs())
+    port = int(served.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(f"GET /orders/13/{export}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        # Open until the record is in: a client gone mid-body ends the body early, as a success.
+        [record] = wait_for(
+            lambda: [e for e in served.stream.logs()[start:] if is_request_record(e)], what="the record"
+        )
+    assert (record.severity, record.exception_type, record.exception_message) == (
+        "ERROR",
+        "RuntimeError",
+        "order 13: line 500 is unreadable",
+    )
+    assert "in _order_line" in record.exception_stacktrace
+    assert record.attributes["url.path"] == f"/orders/13/{export}/"
+    assert record.attributes["http.response.body.size"] == len(
+        "".join(f"Row {i},{i}\r\n" for i in range(500))
+    )
+    spans = wait_for(lambda: [s for s in served.stream.spans() if s.trace_id == record.trace_id])
+    assert [(s.kind, s.span_id) for s in spans] == [("SERVER", record.span_id)]
+    # the server prints its traceback (daphne within a second); its line is kept out of the stream
+    wait_for(lambda: "RuntimeError: order 13: line 500 is unreadable" in served.server.output())
+    _settle(served)
+    assert [e for e in served.stream.logs()[start:] if e.severity == "ERROR"] == [record]
 
 
 def test_the_django_extra_brings_the_asgi_instrumentation() -> None:

@@ -11,7 +11,8 @@ The mounted console's own requests (`tracestream.console.django_urls`) get no sp
 Django's own "Internal Server Error"/"Not Found" lines (`django.request`) and the access
 lines of runserver (`django.server`) and of daphne's runserver (`django.channels.server`),
 written after the span ended, are kept out of the stream: the request record replaces them,
-so an unhandled exception is one ERROR record.
+so an unhandled exception is one ERROR record. A streaming response's record goes out when
+its body ends, with what the body raised; the server's line for that exception is kept out too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from time import perf_counter
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,8 +31,9 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.handlers.base import BaseHandler
 from django.core.signals import got_request_exception
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.urls import NoReverseMatch, reverse
+from opentelemetry.context import get_current
 from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.instrumentation.django.middleware.otel_middleware import _DjangoMiddleware
 from opentelemetry.util.http import ExcludeList
@@ -50,6 +52,8 @@ MIDDLEWARE = "tracestream.integrations.django.RequestRecordMiddleware"
 _OTEL_MIDDLEWARE = "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
 _SEEN = "_tracestream_request"
 _ERROR = "_tracestream_error"
+# The servers' own loggers for an exception raised while they send a response's body.
+_SERVER_ERROR_LOGGERS = ("gunicorn.error", "uvicorn.error", "hypercorn.error", "daphne.server")
 _installed = False
 
 
@@ -105,8 +109,110 @@ def _finish(request: HttpRequest, response: HttpResponseBase, started: float) ->
         user_agent=request.META.get("HTTP_USER_AGENT"),
         response_size=size,
     )
-    emit_request_record(exchange, getattr(request, _ERROR, None))
+    error = getattr(request, _ERROR, None)
+    if isinstance(response, StreamingHttpResponse) and getattr(response, "file_to_stream", None) is None:
+        body = _StreamedBody(exchange, started, error)
+        if response.is_async:
+            response.streaming_content = _AsyncChunks(response.streaming_content, body)
+        else:
+            response.streaming_content = _SyncChunks(response.streaming_content, body)
+    else:
+        emit_request_record(exchange, error)
     return response
+
+
+class _StreamedBody:
+    """A streaming response's body as the server sends it: its request record goes out when
+    the body ends, so it carries the size sent, the time the client waited, and an exception
+    raised on the way (the server span has ended by then; the record keeps its context).
+
+    A `FileResponse` of a file is left alone: servers send the file themselves (sendfile).
+    """
+
+    __slots__ = ("context", "error", "exchange", "recorded", "size", "started")
+
+    def __init__(self, exchange: HttpExchange, started: float, error: BaseException | None) -> None:
+        self.exchange = exchange
+        self.started = started
+        self.error = error
+        self.context = get_current()
+        self.size = 0
+        self.recorded = False
+
+    def ended(self, error: BaseException | None = None) -> None:
+        if not self.recorded:
+            self.recorded = True
+            exchange = self.exchange._replace(
+                duration_ms=(perf_counter() - self.started) * 1000, response_size=self.size
+            )
+            emit_request_record(exchange, error or self.error, context=self.context)
+
+
+class _SyncChunks:
+    """The body's chunks, passed through; Django closes this with the response (a client gone)."""
+
+    def __init__(self, chunks: Iterable[bytes], body: _StreamedBody) -> None:
+        self.chunks = iter(chunks)
+        self.body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self.chunks)
+        except StopIteration:
+            self.body.ended()
+            raise
+        except Exception as error:
+            self.body.ended(error)
+            raise
+        self.body.size += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self.body.ended()
+
+
+class _AsyncChunks:
+    """The same for an async body, which Django's ASGI handler cancels when the client goes."""
+
+    def __init__(self, chunks: AsyncIterable[bytes], body: _StreamedBody) -> None:
+        self.chunks = aiter(chunks)
+        self.body = body
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await anext(self.chunks)
+        except StopAsyncIteration:
+            self.body.ended()
+            raise
+        except Exception as error:
+            self.body.ended(error)
+            raise
+        except BaseException:
+            self.body.ended()
+            raise
+        self.body.size += len(chunk)
+        return chunk
+
+
+_PASSING_CHUNKS = (_SyncChunks.__next__.__code__, _AsyncChunks.__anext__.__code__)
+
+
+def _recorded_with_its_stream(record: logging.LogRecord) -> bool:
+    """A server's line about an exception a streaming body raised: that body's request record
+    carries it. The exception came up through our chunk iterator, whose frame its traceback holds."""
+    error = record.exc_info[1] if record.exc_info else None
+    frames = error.__traceback__ if isinstance(error, Exception) else None
+    while frames is not None:
+        if frames.tb_frame.f_code in _PASSING_CHUNKS:
+            return True
+        frames = frames.tb_next
+    return False
 
 
 def _remember_exception(sender: Any, request: HttpRequest | None = None, **_: Any) -> None:
@@ -189,6 +295,8 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
     replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
     replace_lines(telemetry.handler, "django.server", _is_access_line)
     replace_lines(telemetry.handler, "django.channels.server", _is_channels_access_line)
+    for logger_name in _SERVER_ERROR_LOGGERS:
+        replace_lines(telemetry.handler, logger_name, _recorded_with_its_stream)
 
 
 class TracestreamConfig(AppConfig):  # type: ignore[misc]

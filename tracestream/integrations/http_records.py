@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
@@ -48,7 +49,9 @@ def severity_for(status: int) -> SeverityNumber:
     return SeverityNumber.INFO
 
 
-def emit_request_record(exchange: HttpExchange, error: BaseException | None = None) -> None:
+def emit_request_record(
+    exchange: HttpExchange, error: BaseException | None = None, context: Context | None = None
+) -> None:
     """Write the record; an unhandled exception travels with it (type, message, stacktrace)
     and makes it ERROR whatever the status: a stream can fail after its 200 went out.
 
@@ -72,6 +75,7 @@ def emit_request_record(exchange: HttpExchange, error: BaseException | None = No
             "http.response.body.size": exchange.response_size,
         },
         exception=error,
+        context=context,
     )
 
 

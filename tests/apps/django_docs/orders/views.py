@@ -1,8 +1,10 @@
+import csv
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 
 from orders.tasks import ship_order
 
@@ -25,3 +27,44 @@ def ship(request: HttpRequest, order_id: int) -> JsonResponse:
 def pay(request: HttpRequest, order_id: int) -> JsonResponse:
     logger.info("paying order %d", order_id)
     raise RuntimeError(f"order {order_id}: card declined")
+
+
+class Echo:
+    """An object that implements just the write method of the file-like interface."""
+
+    def write(self, value: str) -> str:
+        """Write the value by returning it, instead of storing in a buffer."""
+        return value
+
+
+def export(request: HttpRequest, order_id: int) -> StreamingHttpResponse:
+    """The Django docs' "Streaming large CSV files" example, over an order's lines."""
+    rows = (_order_line(order_id, idx) for idx in range(1000))
+    pseudo_buffer = Echo()
+    writer = csv.writer(pseudo_buffer)
+    return StreamingHttpResponse(
+        (writer.writerow(row) for row in rows),
+        content_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="order-{order_id}.csv"'},
+    )
+
+
+async def export_async(request: HttpRequest, order_id: int) -> StreamingHttpResponse:
+    """The same over an async iterator, as Django's docs advise for streaming under ASGI."""
+    writer = csv.writer(Echo())
+
+    async def lines() -> AsyncIterator[str]:
+        for idx in range(1000):
+            yield writer.writerow(_order_line(order_id, idx))
+
+    return StreamingHttpResponse(
+        lines(),
+        content_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="order-{order_id}.csv"'},
+    )
+
+
+def _order_line(order_id: int, idx: int) -> list[str]:
+    if order_id == 13 and idx == 500:
+        raise RuntimeError(f"order {order_id}: line {idx} is unreadable")
+    return [f"Row {idx}", str(idx)]
