@@ -1,7 +1,7 @@
 """What taking records below the handler tree costs `logger.info`, against a handler on root.
 
 Both contenders hand each record to the same do-nothing sink, alternating in one process, so
-the figure is the capture's own cost: the wrapped `isEnabledFor`, `handle` and `callHandlers`
+the figure is the capture's own cost: the wrapped `isEnabledFor` and `filter`
 against the stdlib walking up to one handler on root.
 
 Run: .venv/bin/python bench/capture_cost.py [--records 200000] [--rounds 5]

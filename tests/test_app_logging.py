@@ -21,8 +21,12 @@ LOGGERS = {
     "non_propagating": ["shop.audit", "shop.views"],
     "file_config": ["shop.views", "shop.before"],
     "basic_config_force": ["shop.views"],
+    "root_at_debug": ["shop.views"],
     "no_handlers": ["shop.views"],
     "handlers_changed_later": ["shop.views"],
+    "loguru_intercepting": ["shop.views"],
+    "loguru_intercepting_into_its_sink": ["shop.views"],
+    "records_handed_on": ["shop.views"],
 }
 
 

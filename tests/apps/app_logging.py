@@ -10,6 +10,7 @@ the terminal output must be the same; with it, every line is in the stream exact
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import logging.config
 import sys
@@ -99,6 +100,13 @@ def basic_config_force() -> list[logging.Logger]:
     return [logging.getLogger("shop.views")]
 
 
+def root_at_debug() -> list[logging.Logger]:
+    """Everything printed, libraries' DEBUG lines included: tracestream's own Redis client's
+    lines are not the app's and must not appear."""
+    logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s %(message)s")
+    return [logging.getLogger("shop.views")]
+
+
 def no_handlers() -> list[logging.Logger]:
     """No logging setup at all: WARNING and above print through `logging.lastResort`."""
     return [logging.getLogger("shop.views")]
@@ -114,14 +122,90 @@ def handlers_changed_later() -> list[logging.Logger]:
     return [logging.getLogger("shop.views")]
 
 
-SCENARIOS: dict[str, Callable[[], list[logging.Logger]]] = {
+class InterceptHandler(logging.Handler):
+    """loguru's docs ("Entirely compatible with standard logging"): stdlib records into loguru,
+    attributed to the logging call found by walking up the stack past logging's own frames."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from loguru import logger
+
+        level: str | int
+        try:
+            level = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame, depth = inspect.currentframe(), 0
+        while frame:
+            filename = frame.f_code.co_filename
+            is_logging = filename == logging.__file__
+            is_frozen = "importlib" in filename and "_bootstrap" in filename
+            if depth > 0 and not (is_logging or is_frozen):
+                break
+            frame = frame.f_back
+            depth += 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+
+
+def _loguru_on_stderr() -> None:
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, format="{level} | {name}:{function}:{line} - {message}", diagnose=False)
+
+
+def loguru_intercepting() -> list[logging.Logger]:
+    """loguru prints every stdlib record, with the caller's location."""
+    _loguru_on_stderr()
+    logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+    return [logging.getLogger("shop.views")]
+
+
+def loguru_intercepting_into_its_sink() -> list[logging.Logger]:
+    """The same with tracestream's loguru sink added, as docs/frameworks.md shows it."""
+    from loguru import logger
+
+    from tracestream.integrations.loguru import otel_sink
+
+    loguru_intercepting()
+    logger.add(otel_sink, level="INFO")
+    return [logging.getLogger("shop.views")]
+
+
+class HandingOn:
+    """The logging cookbook's network receiver: records made elsewhere, handed to the named
+    logger's `handle()`, which does not check the logger's level (WARNING here)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def log(self, level: int, msg: str, *args: object, exc_info: object = None) -> None:
+        record = logging.makeLogRecord(
+            {"name": self.name, "levelno": level, "levelname": logging.getLevelName(level), "msg": msg}
+        )
+        record.args, record.exc_info = args, sys.exc_info() if exc_info else None
+        logging.getLogger(self.name).handle(record)
+
+    def exception(self, msg: str, *args: object) -> None:
+        self.log(logging.ERROR, msg, *args, exc_info=True)
+
+
+def records_handed_on() -> list[HandingOn]:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", force=True)
+    return [HandingOn("shop.views")]
+
+
+SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "dict_config_with_root": dict_config_with_root,
     "dict_config_disabling": dict_config_disabling,
     "non_propagating": non_propagating,
     "file_config": file_config,
     "basic_config_force": basic_config_force,
+    "root_at_debug": root_at_debug,
     "no_handlers": no_handlers,
     "handlers_changed_later": handlers_changed_later,
+    "loguru_intercepting": loguru_intercepting,
+    "loguru_intercepting_into_its_sink": loguru_intercepting_into_its_sink,
+    "records_handed_on": records_handed_on,
 }
 
 

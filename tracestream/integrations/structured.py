@@ -90,7 +90,7 @@ def attributes_of(fields: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[s
 
 
 def severity_of(level_name: str) -> SeverityNumber:
-    """`info`, `WARNING`, `exception`, `success` (loguru), … as an OTel severity."""
+    """A structlog method or level name (`info`, `WARNING`, `exception`, `msg`, …) as an OTel severity."""
     name = level_name.upper()
     name = {"EXCEPTION": "ERROR", "WARN": "WARNING", "SUCCESS": "INFO", "TRACE": "DEBUG", "MSG": "INFO"}.get(
         name, name

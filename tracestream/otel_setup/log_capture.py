@@ -6,32 +6,58 @@ reaches it, `dictConfig`'s default disables every logger it does not name, and a
 whose root level is WARNING never creates its INFO records at all. It also turns off
 `logging.lastResort`, so an app without handlers stops printing its errors.
 
-So no handler is added anywhere. Like Sentry's logging integration, we wrap three
-`logging.Logger` methods, once per process:
+So no handler is added anywhere. Like Sentry's logging integration we wrap
+`logging.Logger` methods, once per process, but none that runs while the app's handlers do:
+a handler that walks the stack to find the logging call (loguru's InterceptHandler) must
+find only logging's frames above it, as without us.
 
-- `callHandlers`, which every enabled logger calls once per record that passed its level
-  and filters: the record goes to the app's handlers exactly as before, then to us.
-- `isEnabledFor`, so a record at or above our level is created even where the app's
-  level or a disabled logger would skip it, and
-- `handle`, which sends such a record to us alone: the app's handlers never see a record
-  it would not have created, so nothing it prints changes.
+- `filter`, which `Logger.handle` calls once per record before the app's handlers: a record
+  that passed the logger's filters comes to us, then goes on to the handlers as before
+  (`handle` does not check levels: a record passed to it directly reaches them as without us).
+- `isEnabledFor`, so a record at or above our level is created even where the app's level or
+  a disabled logger would skip it. `filter` takes such a record for us alone and stops it
+  before the app's handlers, which never see a record the app would not have created, so
+  nothing it prints changes. A disabled logger's `handle` returns before `filter`: the first
+  time we ask one for a record it gets a `makeRecord` of ours, which takes its records as
+  they are made.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from collections.abc import Iterable
+from contextvars import ContextVar
+from typing import Any
 
-__all__ = ["ACCESS_LOGGERS", "LogCapture", "current", "install", "uninstall"]
+__all__ = ["ACCESS_LOGGERS", "LogCapture", "current", "install", "uninstall", "writing_to_redis"]
 
 # Each server's own access line: the request record replaces it in the stream. (daphne's
 # runserver logs HTTP and WebSocket lines on one logger: the Django integration tells them apart.)
 ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "hypercorn.access")
 _MAX_REMEMBERED_NAMES = 10_000
 
+# Set while tracestream itself writes to Redis (its export threads, a flush): what redis-py
+# logs then is ours, not the app's, and goes to neither the app's handlers nor the stream.
+writing_to_redis: ContextVar[bool] = ContextVar("tracestream_writing_to_redis", default=False)
+
 _is_enabled_for = logging.Logger.isEnabledFor
-_handle = logging.Logger.handle
-_call_handlers = logging.Logger.callHandlers
+_make_record = logging.Logger.makeRecord
+_filter = logging.Logger.filter
+
+
+class _AskedForUs(threading.local):
+    """Per thread: the logger `isEnabledFor` just answered yes for, for us alone."""
+
+    logger: logging.Logger | None = None
+
+
+_asked_for_us = _AskedForUs()
+# The threads holding such an answer: while there is none, a record costs no thread-local look.
+_asking_threads: set[int] = set()
+# Loggers the app disabled that we made records for: each has a `makeRecord` of ours.
+_disabled_loggers: list[logging.Logger] = []
 
 
 class LogCapture:
@@ -71,10 +97,9 @@ def install(capture: LogCapture) -> None:
     """Route records to `capture` from now on; the wrappers are put in place once."""
     global _capture
     _capture = capture
-    if logging.Logger.callHandlers is not _capturing_call_handlers:
+    if logging.Logger.filter is not _capturing_filter:
         logging.Logger.isEnabledFor = _capturing_is_enabled_for  # type: ignore[method-assign]
-        logging.Logger.handle = _capturing_handle  # type: ignore[method-assign]
-        logging.Logger.callHandlers = _capturing_call_handlers  # type: ignore[method-assign]
+        logging.Logger.filter = _capturing_filter  # type: ignore[method-assign, assignment]
 
 
 def uninstall() -> None:
@@ -82,39 +107,59 @@ def uninstall() -> None:
     global _capture
     _capture = None
     logging.Logger.isEnabledFor = _is_enabled_for  # type: ignore[method-assign]
-    logging.Logger.handle = _handle  # type: ignore[method-assign]
-    logging.Logger.callHandlers = _call_handlers  # type: ignore[method-assign]
+    logging.Logger.filter = _filter  # type: ignore[method-assign]
+    while _disabled_loggers:
+        vars(_disabled_loggers.pop()).pop("makeRecord", None)
 
 
 def _capturing_is_enabled_for(self: logging.Logger, level: int) -> bool:
     if _is_enabled_for(self, level):
         return True
     capture = _capture
-    return (
+    if (
         capture is not None
         and level >= capture.level
         and self.manager.disable < level  # logging.disable() still silences everything
         and capture.wants(self.name)
-    )
+    ):
+        _asked_for_us.logger = self
+        _asking_threads.add(threading.get_ident())
+        if self.disabled and "makeRecord" not in vars(self):
+            # Its `handle` returns before `filter`: the record is taken as it is made.
+            self.makeRecord = functools.partial(_made_by_a_disabled_logger, self)  # type: ignore[method-assign]
+            _disabled_loggers.append(self)
+        return True
+    return False
 
 
-def _capturing_handle(self: logging.Logger, record: logging.LogRecord) -> None:
-    if _is_enabled_for(self, record.levelno):
-        _handle(self, record)  # the app's path: its filters, then callHandlers
-        return
-    # Created only because we asked for it: the app's handlers must not see it.
+def _made_by_a_disabled_logger(logger: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _make_record(logger, *args, **kwargs)
+    if _asking_threads and logger.disabled:
+        _took_ours_alone(logger, record)
+    return record
+
+
+def _capturing_filter(self: logging.Logger, record: logging.LogRecord) -> Any:
+    if _asking_threads and _took_ours_alone(self, record):
+        return False  # the app's handlers must not see it
+    if writing_to_redis.get() and record.name.startswith("redis"):
+        return False
+    passed = _filter(self, record)
     capture = _capture
-    if capture is None:
-        return
-    passed = self.filter(record)
-    if passed:
+    if passed and capture is not None:
         capture.take(passed if isinstance(passed, logging.LogRecord) else record)
+    return passed
 
 
-def _capturing_call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
-    try:
-        _call_handlers(self, record)
-    finally:
-        capture = _capture
-        if capture is not None:
-            capture.take(record)
+def _took_ours_alone(logger: logging.Logger, record: logging.LogRecord) -> bool:
+    """Whether `record` was made only because `isEnabledFor` answered yes for us; if so, it is
+    taken after the logger's own filters. Either way this thread's answer is used up."""
+    asked, _asked_for_us.logger = _asked_for_us.logger, None
+    _asking_threads.discard(threading.get_ident())
+    if asked is not logger or _is_enabled_for(logger, record.levelno):
+        return False
+    passed = _filter(logger, record)
+    capture = _capture
+    if passed and capture is not None:
+        capture.take(passed if isinstance(passed, logging.LogRecord) else record)
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from time import time_ns
 from typing import Any
@@ -37,6 +38,31 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "taskName",
 }
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+
+
+class _LastTaken(threading.local):
+    """Per thread, the call site and message of the stdlib record taken last, once asked for."""
+
+    remember = False
+    site: tuple[str, int, str] | None = None
+
+
+_last_taken = _LastTaken()
+
+
+def remember_last_taken() -> None:
+    """Keep, per thread, the record taken last: loguru's sink asks whether a message it gets
+    is a stdlib record handed on by an intercepting handler (`was_just_taken`)."""
+    _LastTaken.remember = True
+
+
+def was_just_taken(path: str, line: int, message: str) -> bool:
+    """Whether the stdlib record this thread's capture took last was logged at `path:line` with
+    `message`: that record is in the stream already. Answers yes once."""
+    if _last_taken.site != (path, line, message):
+        return False
+    _last_taken.site = None
+    return True
 
 
 @functools.cache
@@ -201,6 +227,8 @@ class OTelHandler(logging.Handler):
         if self.filters and not self.filter(record):
             return False
         pending = PendingStdlibRecord(record, _message(record), context, time_ns(), self)
+        if _LastTaken.remember:
+            _last_taken.site = (pending.path, pending.line, pending.message)
         for sink in self._sinks:
             sink.put_pending(pending)
         return True

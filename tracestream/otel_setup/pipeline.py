@@ -29,6 +29,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from tracestream._internal_log import internal_logger
 from tracestream.disk_spool import Spool
 from tracestream.forks import renew_in_child
+from tracestream.otel_setup.log_capture import writing_to_redis
 from tracestream.redis_errors import describe, error_code, is_transient
 from tracestream.settings import BatchSettings
 
@@ -118,6 +119,7 @@ class Sender:
 
     def _run(self) -> None:
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        writing_to_redis.set(True)
         while True:
             batch, result = self._jobs.get()
             outcome: Outcome = False
@@ -194,6 +196,7 @@ class BatchQueue(Generic[T]):
 
     def _run(self) -> None:
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        writing_to_redis.set(True)
         while True:
             self._wake.wait(self._batch.schedule_delay)
             if self._shutdown:  # shutdown has flushed; nothing may touch Redis from here on
@@ -407,6 +410,7 @@ class BatchQueue(Generic[T]):
             return self._pending() == 0
         deadline = time.monotonic() + timeout
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        writing = writing_to_redis.set(True)
         try:
             while not self._drain(deadline):
                 if time.monotonic() > deadline or (self.spool is not None and self._pending() == 0):
@@ -414,6 +418,7 @@ class BatchQueue(Generic[T]):
                 time.sleep(min(0.05, _remaining(deadline)))
             return True
         finally:
+            writing_to_redis.reset(writing)
             detach(token)
 
     def shutdown(self, timeout: float) -> bool:
