@@ -34,7 +34,7 @@ print(json.dumps({"trace_id": format(span.get_span_context().trace_id, "032x"), 
 """
 
 
-def _worker(redis_server: EmbeddedRedis, stream: RedisHandle, db: int, **env: str) -> Any:
+def _worker(redis_server: EmbeddedRedis, stream: RedisHandle, db: int, *pool: str, **env: str) -> Any:
     broker = f"redis://127.0.0.1:{redis_server.port}/{db}"
     # With one task per child, Celery replaces children slowly (seconds each): ten share the wait.
     command = [
@@ -48,6 +48,7 @@ def _worker(redis_server: EmbeddedRedis, stream: RedisHandle, db: int, **env: st
         "w1@e2e",
         "-l",
         "INFO",
+        *pool,
     ]
     worker_env = stream.env(OTEL_SERVICE_NAME="worker", CELERY_BROKER_URL=broker, **LAUNCHER_ENV, **env)
     launcher = env.pop("CONFIGURE_IN_CHILD", None) is None
@@ -154,6 +155,35 @@ def test_failed_and_retried_tasks(published: dict[str, str], celery_stream: Redi
     assert ("retried", 0) in states and ("succeeded", 1) in states
     retry = next(e for e in retried if e.attributes["celery.task.state"] == "retried")
     assert retry.severity == "WARN" and retry.exception_type == "TimeoutError"
+
+
+def test_a_retry_beside_the_attempt_that_enqueued_it_keeps_both_timings(
+    redis_server: EmbeddedRedis, stream: RedisHandle
+) -> None:
+    """On a threads pool a retry can start and end before the attempt that enqueued it ends:
+    each attempt's record times its own run."""
+    broker, worker = _worker(redis_server, stream, 5, "--pool", "threads")
+    with worker:
+        task_id = run_json(
+            "import json\nfrom tests.apps.celery_app import slow_to_let_go\n"
+            "print(json.dumps(slow_to_let_go.delay(3).id))",
+            stream.env(CELERY_BROKER_URL=broker),
+        )
+        ended = wait_for(
+            lambda: (
+                [
+                    e
+                    for e in _lifecycle(stream, task_id)
+                    if e.attributes["celery.task.state"] in ("retried", "succeeded")
+                ]
+                if len(_lifecycle(stream, task_id)) >= 6  # received, started and an end, twice
+                else []
+            ),
+            what="both attempts' records",
+        )
+    runtimes = {e.attributes["celery.task.state"]: e.attributes.get("celery.task.runtime_ms") for e in ended}
+    assert runtimes.keys() == {"retried", "succeeded"}, runtimes
+    assert runtimes["retried"] >= 1000 > runtimes["succeeded"], runtimes
 
 
 def test_worker_logs_reach_the_stream_without_celery_duplicates(

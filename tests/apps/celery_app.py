@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from celery import Celery, Task
@@ -47,4 +48,17 @@ def fail(order_id: int) -> None:
 def flaky(self: Task, order_id: int) -> int:
     if self.request.retries == 0:
         raise self.retry(countdown=0, exc=TimeoutError(f"order {order_id}: supplier timed out"))
+    return order_id
+
+
+@app.task(name="tests.slow_to_let_go", bind=True, max_retries=1)
+def slow_to_let_go(self: Task, order_id: int) -> int:
+    """Enqueues its retry (`throw=False`, as Celery's docs allow), then takes a second to end:
+    on a threads pool the retry runs meanwhile."""
+    if self.request.retries == 0:
+        retry = self.retry(
+            countdown=0, exc=TimeoutError(f"order {order_id}: supplier timed out"), throw=False
+        )
+        time.sleep(1)
+        raise retry
     return order_id

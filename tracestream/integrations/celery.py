@@ -29,7 +29,9 @@ from tracestream.otel_setup.telemetry import Telemetry, installed
 from tracestream.schema import ENQUEUED_BY
 
 _records = RecordWriter("tracestream.celery")
-_started: dict[str, float] = {}
+# When each attempt of a task began: a retry shares its task's id, and on a threads pool it
+# may start before the attempt that enqueued it has ended.
+_started: dict[tuple[str, int], float] = {}
 _connected = False
 # The message header carrying what enqueued a task (a header name is also a request attribute).
 ENQUEUED_HEADER = "tracestream_enqueued_by"
@@ -106,8 +108,12 @@ def _on_received(request: Any, **_: Any) -> None:
     )
 
 
+def _attempt(task_id: str, request: Any) -> tuple[str, int]:
+    return task_id, getattr(request, "retries", None) or 0
+
+
 def _on_prerun(task_id: str, task: Any, **_: Any) -> None:
-    _started[task_id] = perf_counter()
+    _started[_attempt(task_id, task.request)] = perf_counter()
     enqueued_by = getattr(task.request, ENQUEUED_HEADER, None)
     if isinstance(enqueued_by, str):
         trace.get_current_span().set_attribute(ENQUEUED_BY, enqueued_by)
@@ -119,7 +125,7 @@ def _on_prerun(task_id: str, task: Any, **_: Any) -> None:
 
 
 def _finished(state: str, task: Any, task_id: str, severity: SeverityNumber, error: Any = None) -> None:
-    started = _started.get(task_id)
+    started = _started.get(_attempt(task_id, task.request))
     runtime_ms = (perf_counter() - started) * 1000 if started is not None else None
     attributes = _task_attributes(state, task_id, task.name, task.request)
     attributes["celery.task.runtime_ms"] = round(runtime_ms, 3) if runtime_ms is not None else None
@@ -140,8 +146,8 @@ def _on_retry(sender: Any, request: Any, reason: Any, **_: Any) -> None:
     _finished("retried", sender, request.id, SeverityNumber.WARN, getattr(reason, "exc", None) or reason)
 
 
-def _on_postrun(task_id: str, **_: Any) -> None:
-    _started.pop(task_id, None)
+def _on_postrun(task_id: str, task: Any, **_: Any) -> None:
+    _started.pop(_attempt(task_id, task.request), None)
 
 
 def _flush_child(**_: Any) -> None:
