@@ -46,6 +46,60 @@ except ZeroDivisionError:
 provider.force_flush()
 """
 
+# structlog's docs, "Rendering Using structlog-based Formatters Within logging": structlog and
+# stdlib records both rendered by a ProcessorFormatter set up with dictConfig.
+STRUCTLOG_PROCESSOR_FORMATTER = """
+import logging.config, os, structlog
+from opentelemetry import trace
+if os.environ.get("TRACED") == "1":
+    import tracestream
+    telemetry = tracestream.configure()
+renderer = structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+logging.config.dictConfig({
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {
+        "()": structlog.stdlib.ProcessorFormatter,
+        "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        "foreign_pre_chain": [structlog.stdlib.add_log_level, structlog.stdlib.ExtraAdder()],
+    }},
+    "handlers": {"default": {"level": "DEBUG", "class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"": {"handlers": ["default"], "level": "DEBUG", "propagate": True}},
+})
+structlog.configure(
+    processors=[structlog.contextvars.merge_contextvars, structlog.stdlib.add_log_level,
+                structlog.stdlib.PositionalArgumentsFormatter(), structlog.processors.StackInfoRenderer(),
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    wrapper_class=structlog.stdlib.BoundLogger,
+)
+log = structlog.get_logger("shop.cart")
+with trace.get_tracer("t").start_as_current_span("checkout") as span:
+    log.info("item added", sku="BOOK-1", qty=2)
+try:
+    1 / 0
+except ZeroDivisionError:
+    log.exception("total failed", cart_id=7)
+logging.getLogger("shop.legacy").warning("plain stdlib", extra={"order.id": 7})
+if os.environ.get("TRACED") == "1":
+    telemetry.force_flush()
+    print(format(span.get_span_context().trace_id, "032x"))
+"""
+
+# structlog's production chain renders the exception to text before our processor sees it.
+STRUCTLOG_RENDERED_EXCEPTION = """
+import structlog, tracestream
+from tracestream.integrations.structlog import OTelProcessor
+telemetry = tracestream.configure()
+structlog.configure(processors=[structlog.processors.add_log_level, structlog.processors.format_exc_info,
+                                OTelProcessor(), structlog.processors.JSONRenderer()])
+try:
+    1 / 0
+except ZeroDivisionError:
+    structlog.get_logger().exception("total failed", cart_id=7)
+telemetry.force_flush()
+"""
+
 LOGURU = """
 import sys, tracestream
 from loguru import logger
@@ -58,6 +112,8 @@ logger.add(otel_sink, level="INFO")
 with trace.get_tracer("t").start_as_current_span("checkout") as span:
     logger.bind(order_id=9, customer="ada").info("order {} paid", 9)
     logger.debug("below the sink's level")
+    logger.level("NOTICE", no=35)
+    logger.log("NOTICE", "stock running low")
     try:
         {}["missing"]
     except KeyError:
@@ -102,9 +158,10 @@ def test_structlog_into_a_provider_set_up_without_configure(stream: RedisHandle)
 
 def test_loguru_messages_become_attributed_correlated_records(stream: RedisHandle) -> None:
     run_python(LOGURU, stream.env(OTEL_SERVICE_NAME="orders"))
-    entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="two loguru records")
-    assert [e.body for e in entries] == ["order 9 paid", "lookup failed"]
-    paid, failed = entries
+    entries = wait_for(lambda: len(stream.logs()) >= 3 and stream.logs(), what="three loguru records")
+    assert [e.body for e in entries] == ["order 9 paid", "stock running low", "lookup failed"]
+    paid, notice, failed = entries
+    assert notice.severity_number == 16  # a level's number, as for stdlib: 35 is between WARNING and ERROR
     assert paid.severity == "INFO" and paid.scope == "__main__"
     assert paid.attributes == {"order_id": 9, "customer": "ada"}
     assert paid.code.startswith("<string>:") and paid.trace_id == failed.trace_id != ""
@@ -113,3 +170,28 @@ def test_loguru_messages_become_attributed_correlated_records(stream: RedisHandl
         "KeyError",
         "'missing'",
     )
+
+
+def test_structlog_through_a_processor_formatter_prints_as_before(stream: RedisHandle) -> None:
+    bare = run_python(STRUCTLOG_PROCESSOR_FORMATTER, stream.env())
+    traced = run_python(STRUCTLOG_PROCESSOR_FORMATTER, stream.env(OTEL_SERVICE_NAME="cart", TRACED="1"))
+    assert traced == bare and "total failed" in bare and "ZeroDivisionError" in bare
+    entries = wait_for(lambda: len(stream.logs()) >= 3 and stream.logs(), what="three records")
+    assert [(e.scope, e.body, e.severity) for e in entries] == [
+        ("shop.cart", "item added", "INFO"),
+        ("shop.cart", "total failed", "ERROR"),
+        ("shop.legacy", "plain stdlib", "WARN"),
+    ]
+    added, failed, legacy = entries
+    assert added.attributes == {"sku": "BOOK-1", "qty": 2} and added.trace_id != ""
+    assert failed.attributes == {"cart_id": 7}
+    assert (failed.exception_type, failed.exception_message) == ("ZeroDivisionError", "division by zero")
+    assert legacy.attributes == {"order.id": 7}
+
+
+def test_structlog_exception_rendered_before_the_processor(stream: RedisHandle) -> None:
+    run_python(STRUCTLOG_RENDERED_EXCEPTION, stream.env(OTEL_SERVICE_NAME="cart"))
+    [failed] = wait_for(lambda: stream.logs(), what="the structlog record")
+    assert (failed.severity, failed.attributes) == ("ERROR", {"cart_id": 7})
+    assert (failed.exception_type, failed.exception_message) == ("ZeroDivisionError", "division by zero")
+    assert failed.exception_stacktrace.startswith("Traceback (most recent call last):")

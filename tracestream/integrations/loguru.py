@@ -20,8 +20,8 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.log_utils import std_to_otel
 
 from tracestream.integrations.record_writer import RecordWriter
-from tracestream.integrations.structured import attributes_of
 from tracestream.otel_setup.logging_bridge import remember_last_taken, was_just_taken
+from tracestream.otel_setup.structured import attributes_of
 
 _writers: dict[str, RecordWriter] = {}
 

@@ -5,8 +5,9 @@
 Put it before the renderer. The event is written to the OTel logs API directly (never
 through `logging`, so it cannot loop) in the caller's thread, so it carries the current
 trace. When structlog's logger is a stdlib logger, the event reaches our logging bridge
-anyway (with `render_to_log_kwargs`, its key/values arrive as `extra=` attributes), so
-the processor leaves it to the bridge rather than writing it twice.
+anyway (ended with `render_to_log_kwargs` or `ProcessorFormatter.wrap_for_formatter`, with
+its key/values as attributes), so the processor leaves it to the bridge rather than writing
+it twice.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from tracestream.integrations.record_writer import RecordWriter
-from tracestream.integrations.structured import attributes_of, exception_of, severity_of, text_of
-
-_NOT_ATTRIBUTES = ("event", "level", "exc_info", "logger", "timestamp", "_record", "_from_structlog")
+from tracestream.otel_setup.structured import (
+    STRUCTLOG_FIELDS,
+    attributes_of,
+    exception_from_text,
+    exception_of,
+    severity_of,
+    take_rendered_exception,
+    text_of,
+)
+from tracestream.schema import EXCEPTION_KEYS
 
 
 class OTelProcessor:
@@ -33,10 +41,14 @@ class OTelProcessor:
         exception = exception_of(event_dict.get("exc_info"))
         if exception is None and method_name == "exception":
             exception = exception_of(True)
+        attributes = attributes_of(event_dict, STRUCTLOG_FIELDS)
+        rendered = take_rendered_exception(attributes)
+        if exception is None and rendered is not None:
+            attributes.update(zip(EXCEPTION_KEYS, exception_from_text(rendered), strict=True))
         writer.emit(
             text_of(event_dict.get("event", "")),
             severity_of(text_of(event_dict.get("level") or method_name)),
-            attributes_of(event_dict, _NOT_ATTRIBUTES),
+            attributes,
             exception=exception,
         )
         return event_dict

@@ -27,6 +27,14 @@ from tracestream import schema
 from tracestream.exporters import encoding
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.otel_setup.snapshot import snapshot_values
+from tracestream.otel_setup.structured import (
+    STRUCTLOG_FIELDS,
+    attributes_of,
+    exception_from_text,
+    exception_of,
+    take_rendered_exception,
+    text_of,
+)
 
 # Logs written while we export (by us, redis-py, urllib3 or the SDK) must not loop back.
 _SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
@@ -38,6 +46,7 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "taskName",
 }
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+_STRUCTLOG_EXTRAS = ("_logger", "_name")
 
 
 class _LastTaken(threading.local):
@@ -127,6 +136,24 @@ class PendingStdlibRecord:
         self.extras = (
             None if plain else snapshot_values({key: fields[key] for key in fields.keys() - _RESERVED})
         )
+        if type(record.msg) is dict and "_logger" in fields:
+            self._take_structlog_event(record.msg)
+
+    def _take_structlog_event(self, event: dict[str, Any]) -> None:
+        """structlog's `ProcessorFormatter.wrap_for_formatter` hands logging its event dict as
+        the message (and its logger and method as `_logger`, `_name`): the event is the body,
+        its key/values the attributes, as through `OTelProcessor`."""
+        extras = self.extras or {}
+        attributes = {k: v for k, v in extras.items() if k not in _STRUCTLOG_EXTRAS}
+        attributes.update(attributes_of(event, STRUCTLOG_FIELDS))
+        rendered = take_rendered_exception(attributes)
+        self.extras = attributes
+        self.message = text_of(event.get("event", ""))
+        exception = exception_of(event.get("exc_info"))
+        if exception is not None and not self.exc_info:
+            self.exc_info = (type(exception), exception, exception.__traceback__)
+        elif rendered is not None and not self.exc_info:
+            self.exc_text = rendered
 
     @property
     def severity(self) -> SeverityNumber:
@@ -197,7 +224,7 @@ class PendingStdlibRecord:
         if self.exc_info and self.exc_info[0] is not None:
             return encoding.exception_fields(*self.exc_info)
         if self.exc_text:
-            return "", "", self.exc_text
+            return exception_from_text(self.exc_text)
         return encoding.NO_EXCEPTION
 
 

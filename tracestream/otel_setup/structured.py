@@ -1,4 +1,4 @@
-"""Shared by the structlog and loguru bridges: key/values to OTel attributes, levels, exceptions.
+"""Shared by the stdlib, structlog and loguru bridges: key/values to OTel attributes, levels, exceptions.
 
 These run on the application thread, inside its logging call, so they must not raise
 whatever the application passes, nor spend long on a huge value.
@@ -7,6 +7,7 @@ whatever the application passes, nor spend long on a huge value.
 from __future__ import annotations
 
 import logging
+import re
 import reprlib
 import sys
 from collections import deque
@@ -17,6 +18,8 @@ from typing import Any
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.log_utils import std_to_otel
 
+# A structlog event dict's keys that are not key/values of the event.
+STRUCTLOG_FIELDS = ("event", "level", "exc_info", "logger", "timestamp", "_record", "_from_structlog")
 _PRIMITIVES = (str, bool, int, float)
 _CONTAINERS = (dict, list, tuple, set, frozenset, deque)
 
@@ -97,6 +100,29 @@ def severity_of(level_name: str) -> SeverityNumber:
     )
     level = logging.getLevelName(name)
     return std_to_otel(level if isinstance(level, int) else logging.INFO)
+
+
+_LAST_TRACEBACK_LINE = re.compile(r"([A-Za-z_][\w.]*)(?:: (.*))?")
+
+
+def exception_from_text(text: str) -> tuple[str, str, str]:
+    """Type, message and stacktrace of a traceback already rendered to text (by structlog, or
+    by a formatter in another process): its last line names the exception, as Python prints it."""
+    lines = text.rstrip().splitlines()
+    last = _LAST_TRACEBACK_LINE.fullmatch(lines[-1]) if lines and lines[0].startswith("Traceback") else None
+    if last is None:
+        return "", "", text
+    return last.group(1), last.group(2) or "", text
+
+
+def take_rendered_exception(attributes: dict[str, object]) -> str | None:
+    """The traceback text structlog's `format_exc_info` left under `exception` (it takes
+    `exc_info` away), taken out of the attributes: it is the record's stacktrace."""
+    rendered = attributes.get("exception")
+    if not isinstance(rendered, str):
+        return None
+    del attributes["exception"]
+    return rendered
 
 
 def exception_of(value: object) -> BaseException | None:
