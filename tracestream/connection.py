@@ -26,7 +26,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, RedisClusterException, TryAgainError
 
 from tracestream.forks import renew_in_child
-from tracestream.settings import Settings
+from tracestream.settings import Settings, shown_url
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,7 @@ class ProcessLocalClient:
 
     def __init__(self, url: str, timeout: float, tls: Tls | None = None, *, cluster: bool = False) -> None:
         self.url = url
+        self.shown_url = shown_url(url)
         self.timeout = timeout
         self.tls = tls
         self.cluster = cluster

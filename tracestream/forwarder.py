@@ -39,6 +39,7 @@ from tracestream.connection import (
 from tracestream.otlp_encoding import Encoded, RawEntry, encode_logs, encode_spans
 from tracestream.query import resolve_flat_resources
 from tracestream.schema import StreamKeys
+from tracestream.settings import shown_url
 from tracestream.shards import POLL_INTERVAL, shards
 
 DEFAULT_GROUP = "tracestream-forward"
@@ -231,7 +232,9 @@ class Forwarder:
                     refresh_topology(self._redis)
                     if not redis_failing:
                         redis_failing = True
-                        self._report(f"cannot read from Redis at {settings.redis_url}: {error}; retrying")
+                        self._report(
+                            f"cannot read from Redis at {shown_url(settings.redis_url)}: {error}; retrying"
+                        )
                     self._stop.wait(1.0)
             if time.monotonic() - last_report >= settings.progress_every:
                 last_report = time.monotonic()
@@ -327,7 +330,7 @@ class Forwarder:
                 if self._failure is None:  # after a failure, batches stay pending for another forwarder
                     self._deliver(*item)
             except CLUSTER_ERRORS as error:  # not acknowledged: claimed again after claim_idle
-                self._report(f"cannot acknowledge in Redis at {self.settings.redis_url}: {error}")
+                self._report(f"cannot acknowledge in Redis at {shown_url(self.settings.redis_url)}: {error}")
             except Exception as error:
                 self._failure = error
                 self._stop.set()

@@ -2,7 +2,10 @@
 
 A transient error (the connection, a timeout, a server loading, busy, out of memory, read-only
 during a failover, a cluster reshaping) says nothing about the records: the same batch is
-sent again later. Anything else (`WRONGTYPE` from a key of the wrong type, a protocol error
+sent again later. So does a setup that makes Redis refuse every write alike (an address that
+is not a Redis server, a database it does not have, an ACL, a cluster node written to as a
+single Redis): the records wait in the spool until the setup is fixed, and `setup_problem`
+says what to fix. Anything else (`WRONGTYPE` from a key of the wrong type, a protocol error
 from an argument over `proto-max-bulk-len`, a script error) is a refusal: sending the same
 records again gets the same answer, so the export worker bisects the batch to find them.
 """
@@ -16,6 +19,7 @@ from redis.exceptions import (
     AskError,
     BusyLoadingError,
     ClusterDownError,
+    InvalidResponse,
     MasterDownError,
     MovedError,
     NoPermissionError,
@@ -32,6 +36,7 @@ _TRANSIENT_CLASSES = (
     redis.ConnectionError,  # also authentication, LOADING and "max number of clients"
     redis.TimeoutError,
     OSError,
+    InvalidResponse,  # what answered does not speak Redis's protocol
     BusyLoadingError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -52,11 +57,37 @@ _CODE = re.compile(r"[A-Z][A-Z_]{2,}(?=\s|$)")
 _CLASS_CODES = {OutOfMemoryError: "OOM", ReadOnlyError: "READONLY", BusyLoadingError: "LOADING"}
 
 
+_ACL = "the URL's user lacks a permission tracestream needs: docs/security.md lists them"
+# Replies that refuse every write alike, whatever the records: (what the reply says, what to do).
+_SETUP_REPLIES = (
+    ("DB index is out of range", "it has no such database: pick a lower number in the URL"),
+    ("can't run this command", _ACL),
+    ("no permissions to", _ACL),
+    ("hash to the same slot", "it is a Redis Cluster node: set TRACESTREAM_REDIS_CLUSTER=true"),
+)
+
+
 def is_transient(error: BaseException) -> bool:
     """True when sending the same records again later may well succeed."""
     if isinstance(error, _TRANSIENT_CLASSES):
         return True
-    return isinstance(error, redis.ResponseError) and error_code(error) in _TRANSIENT_CODES
+    if not isinstance(error, redis.ResponseError):
+        return False
+    return error_code(error) in _TRANSIENT_CODES or _setup_reply(error) is not None
+
+
+def setup_problem(error: BaseException, *, cluster: bool) -> str | None:
+    """What in the setup makes Redis refuse every write, said as what to fix; None for anything else."""
+    if isinstance(error, InvalidResponse):
+        return "what answers there does not speak Redis's protocol: is the URL a Redis server's?"
+    if not cluster and isinstance(error, (MovedError, AskError)):
+        return "it is a Redis Cluster node: set TRACESTREAM_REDIS_CLUSTER=true"
+    return _setup_reply(error) if isinstance(error, redis.ResponseError) else None
+
+
+def _setup_reply(error: redis.ResponseError) -> str | None:
+    text = str(error)
+    return next((fix for reply, fix in _SETUP_REPLIES if reply in text), None)
 
 
 def error_code(error: BaseException) -> str:
@@ -72,7 +103,7 @@ def error_code(error: BaseException) -> str:
 
 def describe(error: BaseException) -> str:
     """One line: the code and the message, cut to a length that fits a log line."""
-    text = " ".join(str(error).split())
+    text = " ".join(str(error).split()).rstrip(".")
     code = error_code(error)
     line = text if text.startswith(code) else f"{code} {text}".rstrip()
     return line[:300]

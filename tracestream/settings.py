@@ -67,6 +67,14 @@ def parse_exporter_names(text: str) -> tuple[str, ...]:
     return () if names == ("none",) else names
 
 
+_PASSWORD = re.compile(r"(//[^/@:]*:)[^@/]*@")
+
+
+def shown_url(url: str) -> str:
+    """The URL as printed: its password, if it has one, as `***`."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
 def parse_redis_url(text: str) -> str:
     url = text.strip()
     parts = urlsplit(url)
@@ -305,7 +313,7 @@ class Settings:
         cluster = _SETTINGS["redis_cluster"].env
         if self.redis_cluster and _database(self.redis_url) != "0":
             raise ConfigError(
-                f"{_SETTINGS['redis_url'].env}={self.redis_url!r} is invalid with {cluster}=true: "
+                f"{_SETTINGS['redis_url'].env}={shown_url(self.redis_url)!r} is invalid with {cluster}=true: "
                 "a Redis Cluster has only database 0"
             )
         if self.shard_by != "none" and not self.redis_cluster:
@@ -340,6 +348,7 @@ def _parse(label: str, parse: Callable[[str], T], raw: str) -> T:
     try:
         return parse(raw)
     except ValueError as error:
+        raw = shown_url(raw) if parse is parse_redis_url else raw
         raise ConfigError(f"{label}={raw!r} is invalid: {error}") from None
 
 

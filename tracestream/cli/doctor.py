@@ -23,7 +23,7 @@ from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for,
 from tracestream.disk_spool import backlogs, dead_letters, describe, spool_base
 from tracestream.export_status import read_statuses
 from tracestream.forwarder import forwarder_lag
-from tracestream.settings import ConfigError, Settings
+from tracestream.settings import ConfigError, Settings, shown_url
 from tracestream.shards import Shard, shards
 from tracestream.timeparse import iso_utc
 
@@ -93,7 +93,7 @@ def diagnose(redis_url: str | None, stream: str | None, cluster: bool | None = N
 
 def _describe(config: Settings) -> str:
     parts = urlsplit(config.redis_url)
-    shown = config.redis_url.replace(f":{parts.password}@", ":***@") if parts.password else config.redis_url
+    shown = shown_url(config.redis_url)
     tls = "TLS" if parts.scheme == "rediss" else "no TLS"
     if parts.scheme == "rediss" and config.redis_ca:
         tls += f", CA {config.redis_ca}"

@@ -31,7 +31,7 @@ from tracestream.exporters import encoding, trace_summaries
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.exporters.shaping import RowShaper
 from tracestream.lua import script_sha, script_source
-from tracestream.redis_errors import is_transient
+from tracestream.redis_errors import describe, is_transient, setup_problem
 from tracestream.settings import Settings
 
 # Rows per script call: large batches share one round trip, yet Redis is never blocked long.
@@ -165,7 +165,7 @@ class StreamWriter(Generic[Item]):
             return False
         if self._failing.is_set():
             self._failing.clear()
-            internal_logger.warning("Redis at %s is reachable again", self._client.url)
+            internal_logger.warning("Redis at %s is reachable again", self._client.shown_url)
         return True
 
     def _by_shard(self, rows: Sequence[list[str]]) -> dict[schema.StreamKeys, list[list[str]]]:
@@ -231,7 +231,7 @@ class StreamWriter(Generic[Item]):
             elif isinstance(result, (bytes, str)) and result not in self._problems_told:
                 self._problems_told.add(result)
                 problem = result.decode(errors="replace") if isinstance(result, bytes) else result
-                internal_logger.warning("Redis at %s: %s", self._client.url, problem)
+                internal_logger.warning("Redis at %s: %s", self._client.shown_url, problem)
         return missing
 
     def _register(self, client: Client, shard: str) -> None:
@@ -305,8 +305,14 @@ class StreamWriter(Generic[Item]):
     def _report_failure(self, error: Exception, count: int) -> None:
         if not self._failing.is_set():
             self._failing.set()
+            fix = setup_problem(error, cluster=self._client.cluster)
             internal_logger.warning(
-                "cannot write %d records to Redis at %s: %s; will retry", count, self._client.url, error
+                "cannot write %d record%s to Redis at %s: %s%s; will retry",
+                count,
+                "" if count == 1 else "s",
+                self._client.shown_url,
+                describe(error),
+                f" ({fix})" if fix else "",
             )
 
     def make_spool(self) -> Spool | None:

@@ -63,6 +63,10 @@ local P = {}  -- field positions by name, for error rows
 if has_errors then for f = 1, #names do P[names[f]] = f end end
 local function refused(reply) return type(reply) == 'table' and reply.err end
 local function oom(reply) return string.sub(reply.err, 1, 3) == 'OOM' end
+-- The URL's user may not run a command (its ACL): said as Redis says it, not as a wrong type.
+local function denied(reply)
+  return string.find(reply.err, 'NOPERM', 1, true) or string.find(reply.err, "can't run this command", 1, true)
+end
 -- A call's rows come from one writer, in order: only a retry's leading rows, which Redis
 -- stored before, are below the mark, so only those and the last row are parsed.
 local function parse(row)
@@ -96,7 +100,7 @@ for k = 1, math.min(#KEYS, #probes) do
   local probe = probes[k]
   local reply = redis.pcall(probe[2], KEYS[k], unpack(probe, 3))
   if refused(reply) then
-    if oom(reply) then return reply end
+    if oom(reply) or denied(reply) then return reply end
     local problem = KEYS[k] .. ' is not a ' .. probe[1] .. ': ' .. reply.err
     if k == 1 then return redis.error_reply('WRONGTYPE ' .. problem) end
     digest_problem = digest_problem or problem .. '; the search digest is not written'

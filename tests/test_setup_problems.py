@@ -1,0 +1,104 @@
+"""Setups where Redis refuses every write alike: one line says what to fix, the URL's password
+is never printed, and the records wait in the spool rather than being dead-lettered."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, wait_for
+from tracestream.disk_spool import DEAD_LETTERS
+from tracestream.embedded_redis import EmbeddedRedis, free_cluster_port
+
+APP = """
+import logging, tracestream
+from opentelemetry import trace
+tracestream.configure()
+logging.getLogger("shop").setLevel(logging.INFO)
+with trace.get_tracer("t").start_as_current_span("checkout"):
+    logging.getLogger("shop").warning("order paid")
+print("app done")
+"""
+
+
+def _run(url: str, spool: Path) -> list[str]:
+    """The app's stderr lines from tracestream, once the app has printed what it prints."""
+    done = subprocess.run(
+        [sys.executable, "-c", APP],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TRACESTREAM_REDIS_URL": url,
+            "TRACESTREAM_STREAM": f"setup:{uuid.uuid4().hex[:8]}",
+            "TRACESTREAM_SPOOL_DIR": str(spool),
+            "TRACESTREAM_SHUTDOWN_TIMEOUT": "1s",
+            "OTEL_SERVICE_NAME": "shop",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert (done.returncode, done.stdout) == (0, "app done\n"), done.stderr
+    assert not (spool / DEAD_LETTERS).exists(), "records were dead-lettered"
+    return [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[EmbeddedRedis]:
+    """Users `shop` (every command) and `reader` (reads only), each with a password."""
+    with EmbeddedRedis() as server, server.client() as client:
+        client.execute_command("ACL", "SETUSER", "shop", "on", ">s3cret-shop", "~*", "+@all")
+        client.execute_command("ACL", "SETUSER", "reader", "on", ">s3cret-reader", "~*", "+@read")
+        yield server
+
+
+def test_a_wrong_password_is_said_without_printing_it(guarded: EmbeddedRedis, tmp_path: Path) -> None:
+    lines = _run(f"redis://shop:wrong-s3cret@127.0.0.1:{guarded.port}/0", tmp_path)
+    assert lines and all("wrong-s3cret" not in line for line in lines), lines
+    assert f"redis://shop:***@127.0.0.1:{guarded.port}/0" in lines[0]
+
+
+def test_a_database_redis_lacks(guarded: EmbeddedRedis, tmp_path: Path) -> None:
+    lines = _run(f"redis://shop:s3cret-shop@127.0.0.1:{guarded.port}/99", tmp_path)
+    assert "pick a lower number in the URL" in lines[0], lines
+    assert all("s3cret-shop" not in line for line in lines)
+
+
+def test_a_user_whose_acl_lacks_a_command(guarded: EmbeddedRedis, tmp_path: Path) -> None:
+    lines = _run(f"redis://reader:s3cret-reader@127.0.0.1:{guarded.port}/0", tmp_path)
+    assert "lacks a permission tracestream needs: docs/security.md lists them" in lines[0], lines
+    assert all("WRONGTYPE" not in line and "s3cret-reader" not in line for line in lines)
+
+
+def test_a_cluster_node_written_to_as_a_single_redis(tmp_path: Path) -> None:
+    node = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    with EmbeddedRedis(free_cluster_port(), node) as server, server.client() as client:
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        wait_for(lambda: client.cluster("info")["cluster_state"] == "ok", what="the node to own every slot")
+        lines = _run(f"redis://127.0.0.1:{server.port}/0", tmp_path)
+    assert any("set TRACESTREAM_REDIS_CLUSTER=true" in line for line in lines), lines
+
+
+def test_an_address_that_is_not_redis(tmp_path: Path) -> None:
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        lines = _run(f"redis://127.0.0.1:{server.server_address[1]}/0", tmp_path)
+    finally:
+        server.shutdown()
+    assert "does not speak Redis's protocol" in lines[0], lines
