@@ -28,7 +28,7 @@ print("app done")
 """
 
 
-def _run(url: str, spool: Path) -> list[str]:
+def _run(url: str, spool: Path, **env: str) -> list[str]:
     """The app's stderr lines from tracestream, once the app has printed what it prints."""
     done = subprocess.run(
         [sys.executable, "-c", APP],
@@ -39,6 +39,7 @@ def _run(url: str, spool: Path) -> list[str]:
             "TRACESTREAM_SPOOL_DIR": str(spool),
             "TRACESTREAM_SHUTDOWN_TIMEOUT": "1s",
             "OTEL_SERVICE_NAME": "shop",
+            **env,
         },
         capture_output=True,
         text=True,
@@ -102,3 +103,12 @@ def test_an_address_that_is_not_redis(tmp_path: Path) -> None:
     finally:
         server.shutdown()
     assert "does not speak Redis's protocol" in lines[0], lines
+
+
+def test_otel_sdk_disabled_exports_nothing(tmp_path: Path) -> None:
+    """The SDK's providers record no span then; logs must not go out alone either."""
+    with EmbeddedRedis() as server:
+        env = {"OTEL_SDK_DISABLED": "true"}
+        assert _run(server.url, tmp_path, **env) == []
+        with server.client() as client:
+            assert client.keys("*") == []

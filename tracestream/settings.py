@@ -305,6 +305,9 @@ class Settings:
                 values[name] = _parse_argument(name, setting, argument)
             elif environ.get(setting.env, "").strip():
                 values[name] = _parse(setting.env, setting.parse, environ[setting.env])
+        if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            # The SDK's providers then record nothing, for every signal: we export nothing either.
+            values.update(logs_exporter=(), traces_exporter=())
         settings = cls(**values)
         settings._check_cluster()
         return settings
