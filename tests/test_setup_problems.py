@@ -15,7 +15,7 @@ import pytest
 
 from tests.support import ROOT, wait_for
 from tracestream.disk_spool import DEAD_LETTERS
-from tracestream.embedded_redis import EmbeddedRedis, free_cluster_port
+from tracestream.embedded_redis import EmbeddedRedis, free_cluster_port, free_port
 
 APP = """
 import logging, tracestream
@@ -112,3 +112,11 @@ def test_otel_sdk_disabled_exports_nothing(tmp_path: Path) -> None:
         assert _run(server.url, tmp_path, **env) == []
         with server.client() as client:
             assert client.keys("*") == []
+
+
+def test_records_left_in_the_spool_at_exit_are_said(tmp_path: Path) -> None:
+    """Redis never came: the process ends, and one line per signal says where its records wait."""
+    lines = _run(f"redis://127.0.0.1:{free_port()}/0", tmp_path)
+    waiting = [line for line in lines if "in the spool for" in line]
+    assert len(waiting) == 2, lines
+    assert all("1 record waits" in line and "tracestream spool replay" in line for line in waiting)

@@ -437,6 +437,16 @@ class BatchQueue(Generic[T]):
         if lost:
             self.counters.dropped_at_shutdown += lost
             internal_logger.warning("%s: %d records not exported or spooled at shutdown", self.name, lost)
+        waiting = self.counters.spooled - self.counters.replayed
+        if waiting > 0 and self.spool is not None:
+            internal_logger.warning(
+                "%s: %s in the spool for %s: the next process writing there sends %s, "
+                "or `tracestream spool replay`",
+                self.name,
+                "1 record waits" if waiting == 1 else f"{waiting} records wait",
+                self.spool.destination.describe(),
+                "it" if waiting == 1 else "them",
+            )
         return flushed
 
     def _pending(self) -> int:
