@@ -11,6 +11,7 @@ import pytest
 
 from tests.otlp_receiver import OtlpReceiver, SilentServer
 from tests.support import ROOT, RedisHandle, run_python, wait_for
+from tracestream.embedded_redis import free_port
 
 # Logs five records inside a span, says so, then idles until the test is done with it.
 SERVICE = """
@@ -85,6 +86,24 @@ def test_hung_otlp_endpoint_does_not_delay_redis(stream: RedisHandle) -> None:
             service.kill()
             service.wait()
     assert {e.trace_id for e in logs} == {spans[0].trace_id}
+
+
+def test_a_collector_that_is_down_does_not_hold_the_exit(stream: RedisHandle) -> None:
+    """OTLP's exporter retries while its collector is down: at exit it is stopped at the shutdown
+    timeout, and the line about its lost records names it."""
+    env = stream.env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}", TRACESTREAM_SHUTDOWN_TIMEOUT="1s"
+    )
+    service = _start_service(env)
+    wait_for(lambda: len(stream.logs()) == 5, PROMPTLY, what="5 in Redis")
+    assert service.stdin is not None and service.stderr is not None
+    started = time.monotonic()
+    service.stdin.close()  # the service's input ends: it exits
+    assert service.wait(30) == 0
+    took = time.monotonic() - started
+    said = [line for line in service.stderr.read().splitlines() if line.startswith("tracestream:")]
+    assert took < 1 + PROMPTLY, took  # without the stop: the exporter's own retries, 6 s and more
+    assert "logs (OTLPLogExporter): 5 records not exported or spooled at shutdown" in said[0], said
 
 
 def test_otlp_over_grpc_without_the_grpc_exporter_is_a_clear_error(stream: RedisHandle) -> None:

@@ -146,8 +146,10 @@ class BatchQueue(Generic[T]):
         encode: Callable[[list[T]], list[Any]] | None = None,
         spool: Spool | None = None,
         report: StatusReport | None = None,
+        interrupt: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
+        self._interrupt = interrupt
         self.counters = Counters()
         self.spool = spool if encode is not None else None
         self._export = export
@@ -422,11 +424,26 @@ class BatchQueue(Generic[T]):
             detach(token)
 
     def shutdown(self, timeout: float) -> bool:
+        """Flush within `timeout`, then stop the worker.
+
+        `interrupt`, given for another exporter, is that exporter's own shutdown. An export may
+        block inside it (OTLP's retries while its collector is down) past the timeout: it then
+        runs at the timeout, which ends that export, or else once the flush is done; once
+        either way.
+        """
         if self._shutdown:  # at exit both our hook and the SDK's providers get here
             return self._pending() == 0
+        stop = _once(self._interrupt) if self._interrupt is not None else None
+        timer = threading.Timer(timeout, stop) if stop is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         flushed = self.flush(timeout)
         self._shutdown = True
         self._wake.set()
+        if timer is not None and stop is not None:
+            timer.cancel()
+            stop()
         # At exit the interpreter freezes daemon threads where they stand: one frozen inside
         # redis-py would hold its connection pool's lock, and a client's __del__ would then
         # wait for it forever. So the worker is seen out (it may be mid-drain) before we return.
@@ -436,7 +453,8 @@ class BatchQueue(Generic[T]):
         lost = self._pending()
         if lost:
             self.counters.dropped_at_shutdown += lost
-            internal_logger.warning("%s: %d records not exported or spooled at shutdown", self.name, lost)
+            records = "1 record" if lost == 1 else f"{lost} records"
+            internal_logger.warning("%s: %s not exported or spooled at shutdown", self.name, records)
         waiting = self.counters.spooled - self.counters.replayed
         if waiting > 0 and self.spool is not None:
             internal_logger.warning(
@@ -466,6 +484,17 @@ class BatchQueue(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+def _once(action: Callable[[], object]) -> Callable[[], None]:
+    """`action`, run by the first call only, whichever thread makes it."""
+    first = threading.Lock()
+
+    def run() -> None:
+        if first.acquire(blocking=False):
+            action()
+
+    return run
 
 
 def _halves(batch: list[Any]) -> tuple[list[Any], list[Any]]:

@@ -36,12 +36,26 @@ class RowWriter(Protocol):
     def publish_status(self, signal: str, status: dict[str, int]) -> None: ...
 
 
+def _row_writer(exporter: object) -> RowWriter | None:
+    """The writer behind our Redis exporters; None for any other exporter."""
+    writer = getattr(exporter, "writer", None)
+    return writer if isinstance(writer, RowWriter) else None
+
+
+def _shut_down(queue: BatchQueue[Any], exporter: Any, timeout: float) -> None:
+    """Ours closes once its worker is done; another exporter was shut down by its queue (once:
+    OTLP's warns at a second call)."""
+    queue.shutdown(timeout)
+    if _row_writer(exporter) is not None:
+        exporter.shutdown()
+
+
 def _queue(
     name: str, exporter: object, batch: BatchSettings, export: Callable[[Sequence[Any]], bool]
 ) -> BatchQueue[Any]:
     """Our Redis exporters get the spool and status reports; any other exporter gets `export`."""
-    writer = getattr(exporter, "writer", None)
-    if isinstance(writer, RowWriter):
+    writer = _row_writer(exporter)
+    if writer is not None:
         queue: BatchQueue[Any] = BatchQueue(
             name,
             writer.write_rows,
@@ -52,8 +66,10 @@ def _queue(
         )
         if queue.spool:  # a dead process left records for this stream: replay them now
             queue.start()
-    else:
-        queue = BatchQueue(name, export, batch)
+    else:  # named by the exporter too, so a line about its records says whose they are
+        inner = getattr(exporter, "exporter", exporter)  # behind the scrubbing wrapper
+        shutdown = getattr(exporter, "shutdown", None)
+        queue = BatchQueue(f"{name} ({type(inner).__name__})", export, batch, interrupt=shutdown)
     register_metrics(name, queue.status)
     return queue
 
@@ -147,8 +163,7 @@ class StreamLogProcessor(LogRecordProcessor):
         return self.queue.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
-        self.queue.shutdown(self._shutdown_timeout)
-        self.exporter.shutdown()  # type: ignore[no-untyped-call]
+        _shut_down(self.queue, self.exporter, self._shutdown_timeout)
 
 
 class StreamSpanProcessor(SpanProcessor):
@@ -178,5 +193,4 @@ class StreamSpanProcessor(SpanProcessor):
         return self.queue.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
-        self.queue.shutdown(self._shutdown_timeout)
-        self.exporter.shutdown()
+        _shut_down(self.queue, self.exporter, self._shutdown_timeout)
