@@ -35,11 +35,10 @@ def _run(url: str, spool: Path, **env: str) -> list[str]:
         env={
             "PATH": "/usr/bin:/bin",
             "TRACESTREAM_REDIS_URL": url,
-            "TRACESTREAM_STREAM": f"setup:{uuid.uuid4().hex[:8]}",
             "TRACESTREAM_SPOOL_DIR": str(spool),
             "TRACESTREAM_SHUTDOWN_TIMEOUT": "1s",
             "OTEL_SERVICE_NAME": "shop",
-            **env,
+            **{"TRACESTREAM_STREAM": f"setup:{uuid.uuid4().hex[:8]}", **env},
         },
         capture_output=True,
         text=True,
@@ -120,3 +119,14 @@ def test_records_left_in_the_spool_at_exit_are_said(tmp_path: Path) -> None:
     waiting = [line for line in lines if "in the spool for" in line]
     assert len(waiting) == 2, lines
     assert all("1 record waits" in line and "tracestream spool replay" in line for line in waiting)
+
+
+def test_spools_that_ended_processes_left_are_taken_over_in_one_line_a_signal(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    stream = "setup:orphans"
+    for _ in range(2):
+        _run(url, tmp_path, TRACESTREAM_STREAM=stream)
+    lines = _run(url, tmp_path, TRACESTREAM_STREAM=stream)
+    taken = [line for line in lines if "took over" in line]
+    assert len(taken) == 2, lines  # logs and spans
+    assert all("that 2 ended process(es) left for stream" in line for line in taken), taken

@@ -479,21 +479,25 @@ class Spool:
             return
         self._adopted = True
         adopted: list[_Segment] = []
+        left_by = 0
         for folder in self._directory.orphans(self._name):
             stream_folder = folder / self._name
             segments = sorted(stream_folder.glob(f"*{_SEGMENT_SUFFIX}"))
             if not segments:
                 self._directory.release(stream_folder)
                 continue
-            internal_logger.warning(
-                "replaying %d spool segment(s) left by %s for %s",
-                len(segments),
-                folder.name,
-                self.destination.describe(),
-            )
+            left_by += 1
             adopted += [
                 _Segment(path, path.stat().st_size, done_offset(path), adopted=True) for path in segments
             ]
+        if adopted:
+            internal_logger.warning(
+                "took over %d spool segment(s) that %d ended process(es) left for %s: "
+                "they are sent before this process's own records",
+                len(adopted),
+                left_by,
+                self.destination.describe(),
+            )
         self._segments[0:0] = adopted
 
     def dead_letter(self, rows: Rows, reason: str) -> bool:
