@@ -262,6 +262,28 @@ def test_a_failed_background_task_gets_an_error_record_in_the_request_trace(
     assert not [e for e in runs.stream.logs() if runs.kind.error_line in e.body]
 
 
+def test_uvicorn_workers_flush_what_they_log_while_shutting_down(stream: RedisHandle) -> None:
+    """Under `--workers` (and `--reload`) uvicorn loads the app, and so `configure()`, inside its
+    own signal handling: after its graceful shutdown it puts the default action back and
+    raises SIGTERM again, and the worker dies without `atexit`."""
+    port = free_port()
+    command = [bin_path("uvicorn"), APP, "--port", str(port), "--workers", "2"]
+    env = stream.env(PYTHONUNBUFFERED="1", OTEL_SERVICE_NAME="docs", FASTAPI_DOCS_TRACESTREAM="1")
+
+    def both_workers_ready(server: Server) -> bool:
+        return server.output().count("Application startup complete.") == 2
+
+    with serve(command, env, both_workers_ready) as server:
+        item = httpx.get(f"http://127.0.0.1:{port}/items/plumbus", params=QUERY, headers=HEADERS)
+        server.stop()
+        assert server.output().count("Finished server process") == 2
+    request_record(stream, item)
+    bodies = [e.body for e in stream.logs()]
+    for line in ("Waiting for application shutdown.", "Application shutdown complete."):
+        assert bodies.count(line) == 2, bodies
+    assert len([b for b in bodies if b.startswith("Finished server process")]) == 2, bodies
+
+
 SOCKET_APP = "tests.apps.fastapi_websockets:app"
 SOCKET_ROUTE = "/items/{item_id}/ws"
 DISCONNECT = "starlette.websockets.WebSocketDisconnect"

@@ -1,12 +1,15 @@
 """Export what was logged before the process ends, within a bounded time.
 
-Three ways out, three hooks:
+Four ways out, four hooks:
 - a normal exit (including uvicorn's, gunicorn workers' and a framework's own signal
   handling, which end in one) runs `atexit`, where every queue is flushed and shut down
   against one shared deadline;
 - SIGTERM or SIGINT with no framework handler: ours flushes, then hands the signal to
   whatever handled it before (for SIGTERM by default that is death by the same signal, so
   exit statuses do not change);
+- a server that handled the signal itself and, its shutdown done, puts the default action
+  back and raises the signal again (uvicorn's workers under `--workers` and `--reload`, which
+  load the app inside that handling) dies without `atexit`: `signal.raise_signal` flushes first;
 - a framework that ends processes with `os._exit` (Celery prefork children) must flush
   from its own shutdown hook (integrations/celery.py); multiprocessing's own fork children
   (`Process`, `Pool` workers) are closed from its exit hooks, which run just before theirs.
@@ -34,6 +37,7 @@ _CHILD_EXIT_PRIORITY = -100
 
 _queues: list[BatchQueue[Any]] = []
 _timeout = 5.0
+_raise_signal = signal.raise_signal
 
 
 def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
@@ -45,6 +49,7 @@ def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
     if not first:
         return
     atexit.register(close_queues)
+    signal.raise_signal = _flushing_raise_signal
     multiprocessing.util.register_after_fork(close_queues, _close_at_child_exit)
     if threading.current_thread() is threading.main_thread():
         for number in _SIGNALS:
@@ -63,6 +68,14 @@ def close_queues() -> None:
     deadline = time.monotonic() + _timeout
     for queue in _queues:
         queue.shutdown(max(0.0, deadline - time.monotonic()))
+
+
+def _flushing_raise_signal(signum: int) -> None:
+    """Raising SIGTERM or SIGINT at a process whose action for it is the default kills it
+    without `atexit`: what was logged until then is flushed first."""
+    if signum in _SIGNALS and signal.getsignal(signum) is signal.SIG_DFL:
+        flush_before_exit()
+    _raise_signal(signum)
 
 
 def _close_at_child_exit(close: Callable[[], None]) -> None:
