@@ -47,15 +47,10 @@ _make_record = logging.Logger.makeRecord
 _filter = logging.Logger.filter
 
 
-class _AskedForUs(threading.local):
-    """Per thread: the logger `isEnabledFor` just answered yes for, for us alone."""
-
-    logger: logging.Logger | None = None
-
-
-_asked_for_us = _AskedForUs()
-# The threads holding such an answer: while there is none, a record costs no thread-local look.
-_asking_threads: set[int] = set()
+# Per thread (by ident), the logger and level `isEnabledFor` just answered yes for, for us
+# alone. Empty while no thread holds such an answer, so an app's record costs a truth test.
+_asked_for_us: dict[int, tuple[logging.Logger, int]] = {}
+_get_ident = threading.get_ident
 # Loggers the app disabled that we made records for: each has a `makeRecord` of ours.
 _disabled_loggers: list[logging.Logger] = []
 
@@ -122,8 +117,7 @@ def _capturing_is_enabled_for(self: logging.Logger, level: int) -> bool:
         and self.manager.disable < level  # logging.disable() still silences everything
         and capture.wants(self.name)
     ):
-        _asked_for_us.logger = self
-        _asking_threads.add(threading.get_ident())
+        _asked_for_us[_get_ident()] = (self, level)
         if self.disabled and "makeRecord" not in vars(self):
             # Its `handle` returns before `filter`: the record is taken as it is made.
             self.makeRecord = functools.partial(_made_by_a_disabled_logger, self)  # type: ignore[method-assign]
@@ -134,32 +128,31 @@ def _capturing_is_enabled_for(self: logging.Logger, level: int) -> bool:
 
 def _made_by_a_disabled_logger(logger: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
     record = _make_record(logger, *args, **kwargs)
-    if _asking_threads and logger.disabled:
-        _took_ours_alone(logger, record)
+    if _asked_for_us and logger.disabled and _answered_for_us(logger, record):
+        _take_after_filters(logger, record)
     return record
 
 
 def _capturing_filter(self: logging.Logger, record: logging.LogRecord) -> Any:
-    if _asking_threads and _took_ours_alone(self, record):
+    if _asked_for_us and _answered_for_us(self, record):
+        _take_after_filters(self, record)
         return False  # the app's handlers must not see it
     if writing_to_redis.get() and record.name.startswith("redis"):
         return False
-    passed = _filter(self, record)
-    capture = _capture
-    if passed and capture is not None:
-        capture.take(passed if isinstance(passed, logging.LogRecord) else record)
-    return passed
+    return _take_after_filters(self, record)
 
 
-def _took_ours_alone(logger: logging.Logger, record: logging.LogRecord) -> bool:
-    """Whether `record` was made only because `isEnabledFor` answered yes for us; if so, it is
-    taken after the logger's own filters. Either way this thread's answer is used up."""
-    asked, _asked_for_us.logger = _asked_for_us.logger, None
-    _asking_threads.discard(threading.get_ident())
-    if asked is not logger or _is_enabled_for(logger, record.levelno):
-        return False
+def _answered_for_us(logger: logging.Logger, record: logging.LogRecord) -> bool:
+    """Whether `isEnabledFor` answered yes for us alone for `record`. This thread's answer is
+    used up either way."""
+    asked = _asked_for_us.pop(_get_ident(), None)
+    return asked is not None and asked[0] is logger and asked[1] == record.levelno
+
+
+def _take_after_filters(logger: logging.Logger, record: logging.LogRecord) -> Any:
+    """The logger's own filters, then to us; what passed is what `Logger.handle` goes on with."""
     passed = _filter(logger, record)
     capture = _capture
     if passed and capture is not None:
         capture.take(passed if isinstance(passed, logging.LogRecord) else record)
-    return True
+    return passed
