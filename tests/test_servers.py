@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import pytest
@@ -34,6 +34,7 @@ QUERY = {"token": "jessica"}
 HEADERS = {"x-token": "fake-super-secret-token"}
 FAILURE = "RuntimeError: warehouse unreachable while restocking plumbus"
 ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "hypercorn.access")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,13 @@ class Run:
 
 
 @dataclass(frozen=True)
-class Runs:
+class Runs(Generic[T]):
+    """An app's run under one server without tracestream, then with it, on one stream."""
+
     kind: ServerKind
     stream: RedisHandle
-    bare: Run
-    traced: Run
+    bare: T
+    traced: T
 
 
 @contextlib.contextmanager
@@ -124,13 +127,13 @@ def run_app(kind: ServerKind, stream: RedisHandle, traced: bool) -> Run:
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
-def runs(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> Iterator[Runs]:
+def runs(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> Iterator[Runs[Run]]:
     kind = SERVERS[request.param]
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
     yield Runs(kind, stream, run_app(kind, stream, traced=False), run_app(kind, stream, traced=True))
 
 
-def test_request_record_and_app_line_in_one_trace(runs: Runs) -> None:
+def test_request_record_and_app_line_in_one_trace(runs: Runs[Run]) -> None:
     assert "x-trace-id" not in runs.bare.item.headers  # the bare run really is bare
     record = request_record(runs.stream, runs.traced.item)
     assert (record.body.split(" (")[0], record.severity, record.service) == (
@@ -145,7 +148,7 @@ def test_request_record_and_app_line_in_one_trace(runs: Runs) -> None:
     ]
 
 
-def test_no_duplicate_records(runs: Runs) -> None:
+def test_no_duplicate_records(runs: Runs[Run]) -> None:
     for response in (runs.traced.item, runs.traced.failure):
         request_record(runs.stream, response)  # exactly one each
     entries = runs.stream.logs()
@@ -157,7 +160,7 @@ def test_no_duplicate_records(runs: Runs) -> None:
     assert errors == [(HTTP_SCOPE, "POST /items/plumbus/restock 500")]
 
 
-def test_access_line_is_printed_but_not_in_the_stream(runs: Runs) -> None:
+def test_access_line_is_printed_but_not_in_the_stream(runs: Runs[Run]) -> None:
     assert [line for line in runs.traced.output.splitlines() if '"GET /items/plumbus' in line]
     entries = runs.stream.logs()
     assert not [e for e in entries if e.scope in ACCESS_LOGGERS]
@@ -165,7 +168,7 @@ def test_access_line_is_printed_but_not_in_the_stream(runs: Runs) -> None:
     assert mentions == [HTTP_SCOPE]
 
 
-def test_a_500_prints_what_it_prints_without_tracestream(runs: Runs) -> None:
+def test_a_500_prints_what_it_prints_without_tracestream(runs: Runs[Run]) -> None:
     printed_lines = runs.traced.output.splitlines()
     assert any(runs.kind.error_line in line for line in printed_lines)
     assert FAILURE in printed_lines
@@ -177,7 +180,7 @@ def test_a_500_prints_what_it_prints_without_tracestream(runs: Runs) -> None:
     assert "in restock_item" in record.exception_stacktrace
 
 
-def test_a_500_span_keeps_what_stock_otel_records(runs: Runs, stock_failed_span: dict[str, Any]) -> None:
+def test_a_500_span_keeps_what_stock_otel_records(runs: Runs[Run], stock_failed_span: dict[str, Any]) -> None:
     trace_id = runs.traced.failure.headers["x-trace-id"]
     spans = wait_for(
         lambda: [s for s in runs.stream.spans() if s.trace_id == trace_id and s.kind == "SERVER"],
@@ -216,26 +219,18 @@ def run_background_app(kind: ServerKind, stream: RedisHandle, traced: bool, log:
     return BackgroundRun(output, bounced, sent)
 
 
-@dataclass(frozen=True)
-class BackgroundRuns:
-    kind: ServerKind
-    stream: RedisHandle
-    bare: BackgroundRun
-    traced: BackgroundRun
-
-
 @pytest.fixture(scope="module", params=sorted(SERVERS))
 def background_runs(
     request: pytest.FixtureRequest, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> BackgroundRuns:
+) -> Runs[BackgroundRun]:
     kind = SERVERS[request.param]
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
     log = str(tmp_path_factory.mktemp("mail") / "log.txt")
     bare = run_background_app(kind, stream, traced=False, log=log)
-    return BackgroundRuns(kind, stream, bare, run_background_app(kind, stream, traced=True, log=log))
+    return Runs(kind, stream, bare, run_background_app(kind, stream, traced=True, log=log))
 
 
-def test_the_request_record_goes_out_with_the_response(background_runs: BackgroundRuns) -> None:
+def test_the_request_record_goes_out_with_the_response(background_runs: Runs[BackgroundRun]) -> None:
     """Written before the background task runs: it times what the client waited for, and a
     server stopped right after the response cannot lose it."""
     record = request_record(background_runs.stream, background_runs.traced.sent)
@@ -245,7 +240,7 @@ def test_the_request_record_goes_out_with_the_response(background_runs: Backgrou
 
 
 def test_a_failed_background_task_gets_an_error_record_in_the_request_trace(
-    background_runs: BackgroundRuns,
+    background_runs: Runs[BackgroundRun],
 ) -> None:
     runs = background_runs
     record = request_record(runs.stream, runs.traced.bounced)
@@ -307,23 +302,15 @@ def run_socket_app(kind: ServerKind, stream: RedisHandle, traced: bool) -> Socke
     return SocketRun(output, refused, session)
 
 
-@dataclass(frozen=True)
-class SocketRuns:
-    kind: ServerKind
-    stream: RedisHandle
-    bare: SocketRun
-    traced: SocketRun
-
-
 @pytest.fixture(scope="module", params=sorted(SERVERS))
-def socket_runs(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> SocketRuns:
+def socket_runs(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> Runs[SocketRun]:
     kind = SERVERS[request.param]
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
-    return SocketRuns(kind, stream, run_socket_app(kind, stream, False), run_socket_app(kind, stream, True))
+    return Runs(kind, stream, run_socket_app(kind, stream, False), run_socket_app(kind, stream, True))
 
 
 def test_a_websocket_session_that_ends_in_an_exception_is_an_error_in_its_trace(
-    socket_runs: SocketRuns,
+    socket_runs: Runs[SocketRun],
 ) -> None:
     """The server logs the exception after the socket's span ended: without this record,
     its ERROR line would reach the stream tied to no trace."""
