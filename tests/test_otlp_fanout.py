@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -88,9 +89,11 @@ def test_hung_otlp_endpoint_does_not_delay_redis(stream: RedisHandle) -> None:
     assert {e.trace_id for e in logs} == {spans[0].trace_id}
 
 
-def test_a_collector_that_is_down_does_not_hold_the_exit(stream: RedisHandle) -> None:
-    """OTLP's exporter retries while its collector is down: at exit it is stopped at the shutdown
-    timeout, and the line about its lost records names it."""
+@pytest.mark.parametrize("ending", ["exit", "SIGTERM"])
+def test_a_collector_that_is_down_does_not_hold_the_exit(stream: RedisHandle, ending: str) -> None:
+    """OTLP's exporter retries while its collector is down: at exit, or at a SIGTERM that ends
+    the process, it is stopped at the shutdown timeout, and the line about its lost records
+    names it."""
     env = stream.env(
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}", TRACESTREAM_SHUTDOWN_TIMEOUT="1s"
     )
@@ -98,8 +101,11 @@ def test_a_collector_that_is_down_does_not_hold_the_exit(stream: RedisHandle) ->
     wait_for(lambda: len(stream.logs()) == 5, PROMPTLY, what="5 in Redis")
     assert service.stdin is not None and service.stderr is not None
     started = time.monotonic()
-    service.stdin.close()  # the service's input ends: it exits
-    assert service.wait(30) == 0
+    if ending == "exit":
+        service.stdin.close()  # the service's input ends: it exits
+    else:
+        service.send_signal(signal.SIGTERM)
+    assert service.wait(30) == (0 if ending == "exit" else -signal.SIGTERM)
     took = time.monotonic() - started
     said = [line for line in service.stderr.read().splitlines() if line.startswith("tracestream:")]
     assert took < 1 + PROMPTLY, took  # without the stop: the exporter's own retries, 6 s and more

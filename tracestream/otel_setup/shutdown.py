@@ -6,10 +6,11 @@ Four ways out, four hooks:
   against one shared deadline;
 - SIGTERM or SIGINT with no framework handler: ours flushes, then hands the signal to
   whatever handled it before (for SIGTERM by default that is death by the same signal, so
-  exit statuses do not change);
+  exit statuses do not change, and the queues are closed first, as at exit);
 - a server that handled the signal itself and, its shutdown done, puts the default action
   back and raises the signal again (uvicorn's workers under `--workers` and `--reload`, which
-  load the app inside that handling) dies without `atexit`: `signal.raise_signal` flushes first;
+  load the app inside that handling) dies without `atexit`: `signal.raise_signal` closes the
+  queues first;
 - a framework that ends processes with `os._exit` (Celery prefork children) must flush
   from its own shutdown hook (integrations/celery.py); multiprocessing's own fork children
   (`Process`, `Pool` workers) are closed from its exit hooks, which run just before theirs.
@@ -72,9 +73,9 @@ def close_queues() -> None:
 
 def _flushing_raise_signal(signum: int) -> None:
     """Raising SIGTERM or SIGINT at a process whose action for it is the default kills it
-    without `atexit`: what was logged until then is flushed first."""
+    without `atexit`: the queues are closed first, as at exit."""
     if signum in _SIGNALS and signal.getsignal(signum) is signal.SIG_DFL:
-        flush_before_exit()
+        close_queues()
     _raise_signal(signum)
 
 
@@ -91,10 +92,11 @@ def _chain(number: int) -> None:
         return  # ignored, or set outside Python: leave it alone
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        flush_before_exit()
-        if callable(previous):
+        if callable(previous):  # the process may go on: a framework shuts down gracefully
+            flush_before_exit()
             previous(signum, frame)
-        else:  # SIG_DFL: die of the same signal, as without us
+        else:  # SIG_DFL: die of the same signal, as without us, once the queues are closed
+            close_queues()
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
 
