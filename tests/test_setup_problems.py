@@ -3,6 +3,7 @@ is never printed, and the records wait in the spool rather than being dead-lette
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -130,3 +131,13 @@ def test_spools_that_ended_processes_left_are_taken_over_in_one_line_a_signal(tm
     taken = [line for line in lines if "took over" in line]
     assert len(taken) == 2, lines  # logs and spans
     assert all("that 2 ended process(es) left for stream" in line for line in taken), taken
+
+
+def test_an_embedded_redis_that_never_answers_is_not_left_running() -> None:
+    """`make demo` and the tests start their own Redis: one whose ping never succeeds (here it
+    wants a password) is stopped when `start()` gives up, not left holding its port."""
+    server = EmbeddedRedis(extra_args=["--requirepass", "s3cret"])
+    with pytest.raises(TimeoutError, match="not ready"):
+        server.start(timeout=1)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()

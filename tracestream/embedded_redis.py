@@ -64,7 +64,11 @@ class EmbeddedRedis:
             *self._extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:  # a server that never answered is not left running
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> None:
