@@ -18,8 +18,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from queue import SimpleQueue
 from typing import Any, Generic, TypeVar
@@ -118,15 +119,14 @@ class Sender:
         return result
 
     def _run(self) -> None:
-        attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        writing_to_redis.set(True)
-        while True:
-            batch, result = self._jobs.get()
-            outcome: Outcome = False
-            try:
-                outcome = self._export(batch)
-            finally:  # the worker waits on this result: it must always come
-                result.set_result(outcome)
+        with _exporting():
+            while True:
+                batch, result = self._jobs.get()
+                outcome: Outcome = False
+                try:
+                    outcome = self._export(batch)
+                finally:  # the worker waits on this result: it must always come
+                    result.set_result(outcome)
 
 
 class BatchQueue(Generic[T]):
@@ -197,17 +197,16 @@ class BatchQueue(Generic[T]):
                 self._thread.start()
 
     def _run(self) -> None:
-        attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        writing_to_redis.set(True)
-        while True:
-            self._wake.wait(self._batch.schedule_delay)
-            if self._shutdown:  # shutdown has flushed; nothing may touch Redis from here on
-                return
-            self._wake.clear()
-            self._drain(deadline=None)
-            if self._report is not None and time.monotonic() >= self._next_report:
-                self._next_report = time.monotonic() + STATUS_INTERVAL
-                self._report(self.status())
+        with _exporting():
+            while True:
+                self._wake.wait(self._batch.schedule_delay)
+                if self._shutdown:  # shutdown has flushed; nothing may touch Redis from here on
+                    return
+                self._wake.clear()
+                self._drain(deadline=None)
+                if self._report is not None and time.monotonic() >= self._next_report:
+                    self._next_report = time.monotonic() + STATUS_INTERVAL
+                    self._report(self.status())
 
     def _drain(self, deadline: float | None) -> bool:
         """Move everything towards Redis; True once the spool, held batch and queue are all in."""
@@ -411,17 +410,12 @@ class BatchQueue(Generic[T]):
         if self._shutdown:  # what shutdown left is counted lost, and nothing new is taken
             return self._pending() == 0
         deadline = time.monotonic() + timeout
-        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        writing = writing_to_redis.set(True)
-        try:
+        with _exporting():
             while not self._drain(deadline):
                 if time.monotonic() > deadline or (self.spool is not None and self._pending() == 0):
                     return False
                 time.sleep(min(0.05, _remaining(deadline)))
             return True
-        finally:
-            writing_to_redis.reset(writing)
-            detach(token)
 
     def shutdown(self, timeout: float) -> bool:
         """Flush within `timeout`, then stop the worker.
@@ -433,17 +427,17 @@ class BatchQueue(Generic[T]):
         """
         if self._shutdown:  # at exit both our hook and the SDK's providers get here
             return self._pending() == 0
-        stop = _once(self._interrupt) if self._interrupt is not None else None
-        timer = threading.Timer(timeout, stop) if stop is not None else None
-        if timer is not None:
+        timer = None
+        if self._interrupt is not None:
+            timer = threading.Timer(timeout, _once(self._interrupt))
             timer.daemon = True
             timer.start()
         flushed = self.flush(timeout)
         self._shutdown = True
         self._wake.set()
-        if timer is not None and stop is not None:
+        if timer is not None:
             timer.cancel()
-            stop()
+            timer.function()
         # At exit the interpreter freezes daemon threads where they stand: one frozen inside
         # redis-py would hold its connection pool's lock, and a client's __del__ would then
         # wait for it forever. So the worker is seen out (it may be mid-drain) before we return.
@@ -484,6 +478,19 @@ class BatchQueue(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+@contextmanager
+def _exporting() -> Iterator[None]:
+    """What runs inside is tracestream's own export: no instrumentation traces it (an HTTP
+    client under an OTLP exporter), and what redis-py logs is ours, not the app's."""
+    token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    writing = writing_to_redis.set(True)
+    try:
+        yield
+    finally:
+        writing_to_redis.reset(writing)
+        detach(token)
 
 
 def _once(action: Callable[[], object]) -> Callable[[], None]:
