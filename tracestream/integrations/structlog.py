@@ -18,12 +18,10 @@ from typing import Any
 
 from tracestream.integrations.record_writer import RecordWriter
 from tracestream.otel_setup.structured import (
-    STRUCTLOG_FIELDS,
-    attributes_of,
     exception_from_text,
     exception_of,
+    read_structlog_event,
     severity_of,
-    take_rendered_exception,
     text_of,
 )
 from tracestream.schema import EXCEPTION_KEYS
@@ -38,17 +36,17 @@ class OTelProcessor:
             return event_dict
         scope = text_of(event_dict.get("logger") or "structlog")
         writer = self._writers.get(scope) or self._writers.setdefault(scope, RecordWriter(scope))
-        exception = exception_of(event_dict.get("exc_info"))
+        event = read_structlog_event(event_dict)
+        exception = event.exception
         if exception is None and method_name == "exception":
             exception = exception_of(True)
-        attributes = attributes_of(event_dict, STRUCTLOG_FIELDS)
-        rendered = take_rendered_exception(attributes)
+        rendered = event.rendered_exception
         if exception is None and rendered is not None:
-            attributes.update(zip(EXCEPTION_KEYS, exception_from_text(rendered), strict=True))
+            event.attributes.update(zip(EXCEPTION_KEYS, exception_from_text(rendered), strict=True))
         writer.emit(
-            text_of(event_dict.get("event", "")),
+            event.body,
             severity_of(text_of(event_dict.get("level") or method_name)),
-            attributes,
+            event.attributes,
             exception=exception,
         )
         return event_dict

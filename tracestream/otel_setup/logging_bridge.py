@@ -27,14 +27,7 @@ from tracestream import schema
 from tracestream.exporters import encoding
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.otel_setup.snapshot import snapshot_values
-from tracestream.otel_setup.structured import (
-    STRUCTLOG_FIELDS,
-    attributes_of,
-    exception_from_text,
-    exception_of,
-    take_rendered_exception,
-    text_of,
-)
+from tracestream.otel_setup.structured import exception_from_text, read_structlog_event
 
 # Logs written while we export (by us, redis-py, urllib3 or the SDK) must not loop back.
 _SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
@@ -143,17 +136,16 @@ class PendingStdlibRecord:
         """structlog's `ProcessorFormatter.wrap_for_formatter` hands logging its event dict as
         the message (and its logger and method as `_logger`, `_name`): the event is the body,
         its key/values the attributes, as through `OTelProcessor`."""
+        read = read_structlog_event(event)
         extras = self.extras or {}
-        attributes = {k: v for k, v in extras.items() if k not in _STRUCTLOG_EXTRAS}
-        attributes.update(attributes_of(event, STRUCTLOG_FIELDS))
-        rendered = take_rendered_exception(attributes)
-        self.extras = attributes
-        self.message = text_of(event.get("event", ""))
-        exception = exception_of(event.get("exc_info"))
-        if exception is not None and not self.exc_info:
-            self.exc_info = (type(exception), exception, exception.__traceback__)
-        elif rendered is not None and not self.exc_info:
-            self.exc_text = rendered
+        self.extras = {k: v for k, v in extras.items() if k not in _STRUCTLOG_EXTRAS} | read.attributes
+        self.message = read.body
+        if self.exc_info:
+            return
+        if read.exception is not None:
+            self.exc_info = (type(read.exception), read.exception, read.exception.__traceback__)
+        elif read.rendered_exception is not None:
+            self.exc_text = read.rendered_exception
 
     @property
     def severity(self) -> SeverityNumber:

@@ -13,13 +13,13 @@ import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.log_utils import std_to_otel
 
 # A structlog event dict's keys that are not key/values of the event.
-STRUCTLOG_FIELDS = ("event", "level", "exc_info", "logger", "timestamp", "_record", "_from_structlog")
+_STRUCTLOG_FIELDS = ("event", "level", "exc_info", "logger", "timestamp", "_record", "_from_structlog")
 _PRIMITIVES = (str, bool, int, float)
 _CONTAINERS = (dict, list, tuple, set, frozenset, deque)
 
@@ -115,14 +115,28 @@ def exception_from_text(text: str) -> tuple[str, str, str]:
     return last.group(1), last.group(2) or "", text
 
 
-def take_rendered_exception(attributes: dict[str, object]) -> str | None:
-    """The traceback text structlog's `format_exc_info` left under `exception` (it takes
-    `exc_info` away), taken out of the attributes: it is the record's stacktrace."""
+class StructlogEvent(NamedTuple):
+    """A structlog event dict read as a record, by `OTelProcessor` or by the stdlib bridge."""
+
+    body: str
+    attributes: dict[str, object]
+    exception: BaseException | None  # from `exc_info`
+    # The traceback text structlog's `format_exc_info` leaves under `exception` (it takes
+    # `exc_info` away): the record's stacktrace, not an attribute.
+    rendered_exception: str | None
+
+
+def read_structlog_event(event: Mapping[str, Any]) -> StructlogEvent:
+    attributes = attributes_of(event, _STRUCTLOG_FIELDS)
     rendered = attributes.get("exception")
-    if not isinstance(rendered, str):
-        return None
-    del attributes["exception"]
-    return rendered
+    if isinstance(rendered, str):
+        del attributes["exception"]
+    return StructlogEvent(
+        text_of(event.get("event", "")),
+        attributes,
+        exception_of(event.get("exc_info")),
+        rendered if isinstance(rendered, str) else None,
+    )
 
 
 def exception_of(value: object) -> BaseException | None:
