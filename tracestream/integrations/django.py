@@ -40,6 +40,7 @@ from opentelemetry.util.http import ExcludeList
 
 from tracestream.django_settings import CONSOLE_URL_NAME, configure_arguments
 from tracestream.integrations.http_records import (
+    SERVER_ERROR_LOGGERS,
     HttpExchange,
     emit_request_record,
     excluded_urls,
@@ -52,8 +53,6 @@ MIDDLEWARE = "tracestream.integrations.django.RequestRecordMiddleware"
 _OTEL_MIDDLEWARE = "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
 _SEEN = "_tracestream_request"
 _ERROR = "_tracestream_error"
-# The servers' own loggers for an exception raised while they send a response's body.
-_SERVER_ERROR_LOGGERS = ("gunicorn.error", "uvicorn.error", "hypercorn.error", "daphne.server")
 _installed = False
 
 
@@ -295,7 +294,7 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
     replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
     replace_lines(telemetry.handler, "django.server", _is_access_line)
     replace_lines(telemetry.handler, "django.channels.server", _is_channels_access_line)
-    for logger_name in _SERVER_ERROR_LOGGERS:
+    for logger_name in SERVER_ERROR_LOGGERS:
         replace_lines(telemetry.handler, logger_name, _recorded_with_its_stream)
 
 

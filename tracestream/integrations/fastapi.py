@@ -37,6 +37,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import (
+    SERVER_ERROR_LOGGERS,
     HttpExchange,
     emit_error_after_response,
     emit_request_record,
@@ -49,8 +50,6 @@ from tracestream.otel_setup.telemetry import Telemetry
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.
 CONTRIB_OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}
-# The ASGI servers' own error loggers, which log an exception the app raised.
-_SERVER_ERROR_LOGGERS = ("uvicorn.error", "hypercorn.error")
 # Not a mark on the exception object: the app's objects stay as they were.
 _recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exception", default=None)
 # The response of the request this task serves: an exception that `SpanErrorMiddleware` sees
@@ -104,10 +103,8 @@ class RequestRecordMiddleware(_HttpMiddleware):
         except Exception as error:
             # A mounted app's middleware, nearer the handler, may have recorded it already.
             if error is not _recorded_exception.get() and not self._is_excluded(scope):
-                client = scope.get("client")
                 path = scope.get("path", "")
-                route = _route_template(scope)
-                emit_websocket_error(path, route, client[0] if client else None, error)
+                emit_websocket_error(path, _route_template(scope), _client_address(scope), error)
                 _recorded_exception.set(error)
             raise
 
@@ -172,14 +169,13 @@ class _Response:
 
     def exchange(self) -> HttpExchange:
         scope = self.scope
-        client = scope.get("client")
         return HttpExchange(
             method=scope.get("method", ""),
             path=self.path,
             route=_route_template(scope),
             status=self.status,
             duration_ms=(perf_counter() - self.began) * 1000,
-            client=client[0] if client else None,
+            client=_client_address(scope),
             user_agent=_user_agent(scope.get("headers") or ()),
             response_size=self.size,
         )
@@ -242,6 +238,11 @@ def _route_template(scope: Scope) -> str | None:
     return mounted if path is None or isinstance(route, Mount) else mounted + path
 
 
+def _client_address(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
 def _user_agent(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The one header the record needs, without a dict of them all."""
     for name, value in headers:
@@ -280,5 +281,5 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
         FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
             FastAPI.build_middleware_stack
         )
-    for logger_name in _SERVER_ERROR_LOGGERS:
+    for logger_name in SERVER_ERROR_LOGGERS:
         replace_lines(telemetry.handler, logger_name, _carries_recorded_exception)

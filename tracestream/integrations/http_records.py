@@ -23,6 +23,9 @@ from tracestream.integrations.record_writer import RecordWriter
 
 TRACEPARENT = "traceparent"
 TRACE_ID_HEADER = "X-Trace-Id"
+# The servers' own loggers for an exception the app raised (in a request, a streaming body or
+# a WebSocket session), whose lines a record carrying that exception replaces in the stream.
+SERVER_ERROR_LOGGERS = ("uvicorn.error", "hypercorn.error", "gunicorn.error", "daphne.server")
 _FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))  # a format spec per request costs ~2k instructions
 
 _records = RecordWriter("tracestream.http")
