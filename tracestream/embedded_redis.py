@@ -188,20 +188,50 @@ class EmbeddedCluster:
         return replica
 
     def wait_ok(self, timeout: float = 20.0) -> None:
-        """Until every node reports `cluster_state:ok` and knows all the others."""
+        """Until every node reports `cluster_state:ok` and knows all the others.
+
+        A node that still misses some of the others halfway through is introduced to them again:
+        a handshake that a stalled machine let time out is not retried by gossip alone.
+        """
         deadline = time.monotonic() + timeout
+        introduced_again = False
         while not all(self._node_ok(server) for server in self.servers):
+            if not introduced_again and time.monotonic() > deadline - timeout / 2:
+                self._meet_all()
+                introduced_again = True
             if time.monotonic() > deadline:
-                raise TimeoutError(f"cluster not ready after {timeout}s")
+                states = "; ".join(self._node_state(server) for server in self.servers)
+                raise TimeoutError(f"cluster not ready after {timeout}s: {states}")
             time.sleep(0.05)
 
-    def _node_ok(self, server: EmbeddedRedis) -> bool:
+    def _cluster_info(self, server: EmbeddedRedis) -> dict[str, str] | None:
         try:
             with server.client() as client:
-                info = client.cluster("info")
+                return dict(client.cluster("info"))
         except redis.RedisError:
-            return False
-        return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == len(self.servers))
+            return None
+
+    def _node_ok(self, server: EmbeddedRedis) -> bool:
+        info = self._cluster_info(server)
+        return bool(
+            info and info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == len(self.servers)
+        )
+
+    def _node_state(self, server: EmbeddedRedis) -> str:
+        info = self._cluster_info(server)
+        if info is None:
+            return f"{server.port}: no answer"
+        return f"{server.port}: {info['cluster_state']}, knows {info['cluster_known_nodes']}"
+
+    def _meet_all(self) -> None:
+        for server in self.servers:
+            try:
+                with server.client() as client:
+                    for other in self.servers:
+                        if other is not server:
+                            client.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port)
+            except redis.RedisError:
+                continue
 
     def close(self) -> None:
         for server in self.servers:
