@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, is_request_record, request_record
-from tests.apps.servers import Server, bin_path, http_ready, launched, printed, serve
+from tests.apps.servers import Server, bin_path, http_ready, launched, printed, run_json, serve
 from tests.support import ROOT, RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.schema import LogEntry, SpanEntry
@@ -231,6 +232,11 @@ SERVERS = {
     "daphne": ("proj.settings", ["daphne", "-b", "127.0.0.1", "-p", "{port}", "proj.asgi:application"]),
     "uvicorn": ("proj.settings", ["uvicorn", "proj.asgi:application", "--port", "{port}"]),
     "daphne-runserver": ("proj.settings_daphne", ["python", MANAGE, "runserver", "127.0.0.1:{port}"]),
+    # gunicorn's docs' "Async Workers": the worker monkey-patches with gevent after it forks
+    "gunicorn-gevent": (
+        "proj.settings",
+        ["gunicorn", "proj.wsgi", "-b", "127.0.0.1:{port}", "--access-logfile", "-", "-k", "gevent"],
+    ),
 }
 
 
@@ -359,3 +365,108 @@ def test_the_launcher_after_upstreams_configurator_with_manage_py_runserver(
         record = request_record(stream, response)
         check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/launched")
         assert "Traceback" not in server.output()
+
+
+# gevent under the launcher, with and without the setting the OTel docs give gevent users, which
+# patches before anything else loads. Without it the worker patches after it forked, and objects
+# we made before then are used by greenlets.
+PATCH_FIRST = pytest.mark.parametrize(
+    "patch_first", [False, True], ids=["patched-in-the-worker", "patched-first"]
+)
+GEVENT_PATCH_FIRST = {"OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH": "patch_all"}
+GEVENT_BROKER_DB = 8
+
+
+def _stopped_in(server: Server) -> float:
+    began = time.monotonic()
+    server.stop()
+    return time.monotonic() - began
+
+
+@PATCH_FIRST
+def test_gunicorn_gevent_workers_under_the_launcher(
+    redis_server: EmbeddedRedis, tmp_path: Path, patch_first: bool
+) -> None:
+    """Our export runs on real threads whatever gevent patched: waiting on greenlets, it froze the
+    worker, which exported nothing and was killed at gunicorn's graceful timeout."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    env = _env(
+        stream, tmp_path / "db.sqlite3", "proj.settings_without_tracestream", OTEL_SERVICE_NAME="docs-web"
+    )
+    env.update(GEVENT_PATCH_FIRST if patch_first else {})
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = launched(bin_path("gunicorn"), "proj.wsgi", "-b", f"127.0.0.1:{port}", "-k", "gevent")
+    with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
+        response = httpx.get(f"{base}/orders/5/", headers={"user-agent": "e2e/gevent"})
+        assert response.status_code == 200, server.output()
+        record = request_record(stream, response)
+        span = check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/gevent")
+        lines = [e for e in stream.logs() if e.trace_id == record.trace_id and e.scope == "orders.views"]
+        assert [(e.body, e.span_id) for e in lines] == [("showing order 5", span.span_id)]
+        stopped_in = _stopped_in(server)
+        output = server.output()
+    assert (server.process.returncode, "Traceback" in output) == (0, False), output
+    assert stopped_in < 10, output
+    # the worker's last line went out at its exit
+    wait_for(lambda: [e for e in stream.logs() if e.body.startswith("Worker exiting")], what="the exit line")
+    if patch_first:
+        assert "MonkeyPatchWarning" not in output
+
+
+@pytest.mark.parametrize("launcher", [False, True], ids=["configure", "launcher"])
+def test_a_gevent_celery_worker_delivers_its_tasks_records(
+    redis_server: EmbeddedRedis, tmp_path: Path, launcher: bool
+) -> None:
+    """Celery's docs' `-P gevent` pool: the task's records are one trace, and the worker stops on
+    time. Under the launcher as the OTel docs set up gevent: patched first."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    settings = "proj.settings_without_tracestream" if launcher else "proj.settings"
+    broker = f"redis://127.0.0.1:{redis_server.port}/{GEVENT_BROKER_DB}"
+    env = _env(
+        stream, tmp_path / "db.sqlite3", settings, CELERY_BROKER_URL=broker, OTEL_SERVICE_NAME="docs-worker"
+    )
+    worker = [bin_path("celery"), "-A", "proj", "worker", "-l", "INFO", "-P", "gevent", "-n", "gevent@e2e"]
+    command = launched(*worker) if launcher else worker
+    env.update(GEVENT_PATCH_FIRST if launcher else {})
+    with serve(command, env, partial(printed, text="ready."), timeout=60) as server:
+        publish = "import django, json; django.setup(); from orders.tasks import ship_order; "
+        task_id = run_json(
+            publish + "print(json.dumps(ship_order.delay(9).id))", {**env, "OTEL_SERVICE_NAME": "e2e"}
+        )
+
+        def task_records() -> list[LogEntry]:
+            records = [e for e in stream.logs() if e.service == "docs-worker"]
+            states = {e.attributes.get("celery.task.state") for e in records if task_id in e.body}
+            return records if states >= {"received", "started", "succeeded"} else []
+
+        records = wait_for(task_records, timeout=30, what="the task's records")
+        (shipped,) = [e for e in records if e.body == "order 9 shipped"]
+        started = [
+            e for e in records if task_id in e.body and e.attributes.get("celery.task.state") == "started"
+        ]
+        assert [(e.trace_id, e.span_id) for e in started] == [(shipped.trace_id, shipped.span_id)]
+        stopped_in = _stopped_in(server)
+        output = server.output()
+    assert server.process.returncode == 0, output
+    assert not [line for line in output.splitlines() if line.startswith("tracestream:")]
+    assert stopped_in < 10, output
+
+
+def test_a_gevent_celery_worker_patched_after_the_launcher_says_what_to_set(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Without the OTel docs' setting, the pool can stop taking tasks after `ready.`: one line says why."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    broker = f"redis://127.0.0.1:{redis_server.port}/{GEVENT_BROKER_DB}"
+    env = _env(stream, tmp_path / "db.sqlite3", "proj.settings_without_tracestream", CELERY_BROKER_URL=broker)
+    worker = launched(
+        bin_path("celery"), "-A", "proj", "worker", "-l", "INFO", "-P", "gevent", "-n", "late@e2e"
+    )
+    with serve(worker, env, partial(printed, text="ready."), timeout=60) as server:
+        server.stop()
+        output = server.output()
+    assert [line for line in output.splitlines() if line.startswith("tracestream:")] == [
+        "tracestream: WARNING gevent patched this worker after the launcher loaded, and its pool may stop"
+        " taking tasks: set OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH=patch_all"
+    ]

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
@@ -23,6 +25,7 @@ from opentelemetry import propagate, trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
+from tracestream._internal_log import internal_logger
 from tracestream.integrations.record_writer import RecordWriter, replace_lines
 from tracestream.otel_setup.shutdown import close_queues
 from tracestream.otel_setup.telemetry import Telemetry, installed
@@ -159,7 +162,28 @@ def _flush_child(**_: Any) -> None:
         telemetry.force_flush(telemetry.settings.shutdown_timeout)
 
 
+GEVENT_PATCH_FIRST = "OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH"
+
+
+def _warn_of_a_late_gevent_patch(**_: Any) -> None:
+    """Under the launcher, `-P gevent` patches the worker after OpenTelemetry loaded, and the pool
+    can then stop taking tasks (with upstream's exporters as well); patched first, it does not."""
+    monkey = sys.modules.get("gevent.monkey")
+    if (
+        monkey is not None
+        and monkey.is_module_patched("socket")
+        and "opentelemetry.instrumentation.auto_instrumentation" in sys.modules
+        and os.environ.get(GEVENT_PATCH_FIRST) != "patch_all"
+    ):
+        internal_logger.warning(
+            "gevent patched this worker after the launcher loaded, and its pool may stop taking "
+            "tasks: set %s=patch_all",
+            GEVENT_PATCH_FIRST,
+        )
+
+
 _RECEIVERS = (
+    (signals.worker_init, _warn_of_a_late_gevent_patch),
     (signals.task_received, _on_received),
     (signals.task_prerun, _on_prerun),
     (signals.task_success, _on_success),

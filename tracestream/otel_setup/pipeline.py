@@ -15,14 +15,12 @@ or Redis refused it and it could not be kept; every drop is counted with its rea
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from queue import SimpleQueue
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
@@ -30,6 +28,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from tracestream._internal_log import internal_logger
 from tracestream.disk_spool import Spool
 from tracestream.forks import renew_in_child
+from tracestream.otel_setup import native_threads
 from tracestream.otel_setup.log_capture import writing_to_redis
 from tracestream.redis_errors import describe, error_code, is_transient
 from tracestream.settings import BatchSettings
@@ -97,36 +96,62 @@ StatusReport = Callable[[dict[str, int]], None]
 @dataclass(frozen=True)
 class Sending:
     batch: list[Any]
-    result: Future[Outcome]
+    result: native_threads.Result[Outcome]
 
 
 class Sender:
-    """Runs exports one at a time on a thread of its own: while it waits on Redis (without the
-    GIL), the worker encodes the next batch. Started at the first send, so also after a fork."""
+    """The one thread that talks to the exporter: exports, replays and status reports all run
+    here, one at a time. While it waits on Redis (without the GIL), the worker encodes the next
+    batch; and under gevent or eventlet, where a connection works only in the thread that opened
+    it, no other thread ever uses one. Started at the first job, so also after a fork."""
 
-    def __init__(self, export: Callable[[list[Any]], Outcome], name: str) -> None:
-        self._export = export
+    def __init__(
+        self, name: str, export: Callable[[list[Any]], Outcome], report: StatusReport | None
+    ) -> None:
         self._name = name
-        self._jobs: SimpleQueue[tuple[list[Any], Future[Outcome]]] = SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._export = export
+        self._report = report
+        self._jobs: native_threads.Jobs[Callable[[], None]] = native_threads.Jobs()
+        self._thread: native_threads.Worker | None = None
+        self._report_failed = False
 
-    def send(self, batch: list[Any]) -> Future[Outcome]:
+    def send(self, batch: list[Any]) -> Sending:
+        sending = Sending(batch, native_threads.Result())
+        self._submit(partial(self._send, sending))
+        return sending
+
+    def export(self, batch: list[Any]) -> Outcome:
+        """Send `batch` and wait for what became of it."""
+        return self.send(batch).result.get()
+
+    def report(self, status: dict[str, int]) -> None:
+        if self._report is not None:
+            self._submit(partial(self._report_safely, self._report, status))
+
+    def _submit(self, job: Callable[[], None]) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-            self._thread.start()
-        result: Future[Outcome] = Future()
-        self._jobs.put((batch, result))
-        return result
+            self._thread = native_threads.Worker(self._run)
+        self._jobs.put(job)
 
     def _run(self) -> None:
         with _exporting():
             while True:
-                batch, result = self._jobs.get()
-                outcome: Outcome = False
-                try:
-                    outcome = self._export(batch)
-                finally:  # the worker waits on this result: it must always come
-                    result.set_result(outcome)
+                self._jobs.get()()
+
+    def _send(self, sending: Sending) -> None:
+        outcome: Outcome = False
+        try:
+            outcome = self._export(sending.batch)
+        finally:  # the worker waits on this result: it must always come
+            sending.result.set(outcome)
+
+    def _report_safely(self, report: StatusReport, status: dict[str, int]) -> None:
+        try:
+            report(status)
+        except Exception as error:  # a status report must never stop the exports behind it
+            if not self._report_failed:
+                self._report_failed = True
+                internal_logger.warning("%s: cannot report its status: %r", self._name, error)
 
 
 class BatchQueue(Generic[T]):
@@ -168,13 +193,13 @@ class BatchQueue(Generic[T]):
         self._held: list[Any] | None = None  # a failed batch with nowhere else to go
         self._replaying: list[Any] | None = None  # what is left of the spool's head batch, when partly in
         self._refusing_all: str | None = None  # why Redis refused every record of the last refused batch
-        self._wake = threading.Event()
-        self._export_lock = threading.Lock()
+        self._wake = native_threads.Event()
+        self._export_lock = native_threads.lock()
         self._backoff = 0.0
         self._next_attempt = 0.0
         self._next_report = 0.0
-        self._thread: threading.Thread | None = None
-        self._sender = Sender(self._export_safely, f"tracestream-{self.name}-sender")
+        self._thread: native_threads.Worker | None = None
+        self._sender = Sender(self.name, self._export_safely, self._report)
 
     def put(self, item: T) -> None:
         if self._thread is None:
@@ -191,10 +216,7 @@ class BatchQueue(Generic[T]):
         """Start the worker now rather than at the first record (there may be a spool to replay)."""
         with self._export_lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"tracestream-{self.name}", daemon=True
-                )
-                self._thread.start()
+                self._thread = native_threads.Worker(self._run)
 
     def _run(self) -> None:
         with _exporting():
@@ -206,7 +228,7 @@ class BatchQueue(Generic[T]):
                 self._drain(deadline=None)
                 if self._report is not None and time.monotonic() >= self._next_report:
                     self._next_report = time.monotonic() + STATUS_INTERVAL
-                    self._report(self.status())
+                    self._sender.report(self.status())
 
     def _drain(self, deadline: float | None) -> bool:
         """Move everything towards Redis; True once the spool, held batch and queue are all in."""
@@ -241,7 +263,7 @@ class BatchQueue(Generic[T]):
                         queue.extendleft(reversed(items))
                         return False
                 if delivering and batch:
-                    sending = Sending(batch, self._sender.send(batch))
+                    sending = self._sender.send(batch)
                 elif not self._set_aside(batch):
                     return False
             if sending is not None:
@@ -253,7 +275,7 @@ class BatchQueue(Generic[T]):
 
     def _settle(self, sending: Sending) -> bool:
         """Wait for a batch sent ahead; what the exporter did not take is set aside (or held)."""
-        left = self._settle_outcome(sending.batch, sending.result.result())
+        left = self._settle_outcome(sending.batch, sending.result.get())
         if left is None:
             return True
         self._set_aside(left)
@@ -316,7 +338,7 @@ class BatchQueue(Generic[T]):
         """Send `batch` now; None once every record is in Redis or dead-lettered, else those still waiting."""
         if not batch:
             return None
-        return self._settle_outcome(batch, self._export_safely(batch))
+        return self._settle_outcome(batch, self._sender.export(batch))
 
     def _settle_outcome(self, batch: list[Any], outcome: Outcome) -> list[Any] | None:
         if isinstance(outcome, Refused):
@@ -333,7 +355,7 @@ class BatchQueue(Generic[T]):
         holds the wrong type), a batch refused for the same reason costs one probe, not a search.
         """
         if len(batch) > 1 and refusal.reason == self._refusing_all:
-            probe = self._export_safely(batch[:1])
+            probe = self._sender.export(batch[:1])
             if probe == refusal:
                 self._dead_letter(batch, refusal)
                 return None
@@ -345,7 +367,7 @@ class BatchQueue(Generic[T]):
         while pending:
             piece = pending.popleft()
             if piece is not batch:
-                outcome = self._export_safely(piece)
+                outcome = self._sender.export(piece)
             if not isinstance(outcome, Refused):
                 self._account(piece, outcome)
                 if not outcome:
@@ -427,22 +449,17 @@ class BatchQueue(Generic[T]):
         """
         if self._shutdown:  # at exit both our hook and the SDK's providers get here
             return self._pending() == 0
-        timer = None
-        if self._interrupt is not None:
-            timer = threading.Timer(timeout, _once(self._interrupt))
-            timer.daemon = True
-            timer.start()
+        interrupt = _at_the_latest(timeout, self._interrupt) if self._interrupt is not None else None
         flushed = self.flush(timeout)
         self._shutdown = True
         self._wake.set()
-        if timer is not None:
-            timer.cancel()
-            timer.function()
+        if interrupt is not None:
+            interrupt()
         # At exit the interpreter freezes daemon threads where they stand: one frozen inside
         # redis-py would hold its connection pool's lock, and a client's __del__ would then
         # wait for it forever. So the worker is seen out (it may be mid-drain) before we return.
         worker = self._thread
-        if worker is not None and worker is not threading.current_thread():
+        if worker is not None and worker.ident != native_threads.get_ident():
             worker.join(_JOIN_TIMEOUT)
         lost = self._pending()
         if lost:
@@ -493,14 +510,21 @@ def _exporting() -> Iterator[None]:
         detach(token)
 
 
-def _once(action: Callable[[], object]) -> Callable[[], None]:
-    """`action`, run by the first call only, whichever thread makes it."""
-    first = threading.Lock()
+def _at_the_latest(timeout: float, action: Callable[[], object]) -> Callable[[], None]:
+    """Runs `action` once: after `timeout` seconds on a thread of its own, or sooner by a call."""
+    first = native_threads.lock()
+    called = native_threads.Event()
 
     def run() -> None:
-        if first.acquire(blocking=False):
+        called.set()
+        if first.acquire(False):
             action()
 
+    def run_when_due() -> None:
+        if not called.wait(timeout):
+            run()
+
+    native_threads.Worker(run_when_due)
     return run
 
 

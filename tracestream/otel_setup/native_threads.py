@@ -1,0 +1,125 @@
+"""Real threads and locks for the export path, whatever green-thread library the app patched in.
+
+gevent and eventlet turn `threading` into greenlets. Our queues can be made before the patch
+(the launcher loads us first; gunicorn's gevent worker patches after it forks) and used after
+it, and a greenlet that waits on a real lock blocks every greenlet of its thread. So the
+export path always runs on a real thread and waits only on real locks, patched or not: the
+app's greenlets only append to a queue and, at exit, wait for a flush.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["Event", "Jobs", "Result", "Worker", "get_ident", "lock"]
+
+
+def _original(module: str, name: str) -> Any:
+    """`module.name` as the interpreter made it, before gevent or eventlet replaced it."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None:
+        return gevent_monkey.get_original(module, name)
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None:
+        return getattr(eventlet_patcher.original(module), name)
+    return getattr(importlib.import_module(module), name)
+
+
+def lock() -> Any:
+    """A real `_thread.lock`."""
+    return _original("_thread", "allocate_lock")()
+
+
+def get_ident() -> int:
+    """The calling thread's real id: one for all the greenlets of a thread."""
+    return int(_original("_thread", "get_ident")())
+
+
+class Event:
+    """`threading.Event` on a real lock: the gate is locked while the event is clear."""
+
+    def __init__(self) -> None:
+        self._mutex = lock()
+        self._gate = lock()
+        self._gate.acquire()
+
+    def is_set(self) -> bool:
+        return not self._gate.locked()
+
+    def set(self) -> None:
+        with self._mutex:
+            if self._gate.locked():
+                self._gate.release()
+
+    def clear(self) -> None:
+        with self._mutex:
+            self._gate.acquire(False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self._gate.acquire(True, -1 if timeout is None else timeout):
+            return False
+        self.set()  # waiting does not clear it
+        return True
+
+
+class Result(Generic[T]):
+    """A value one thread sets once and another waits for."""
+
+    def __init__(self) -> None:
+        self._ready = Event()
+        self._value: T | None = None
+
+    def set(self, value: T) -> None:
+        self._value = value
+        self._ready.set()
+
+    def get(self) -> T:
+        self._ready.wait()
+        return self._value  # type: ignore[return-value]
+
+
+class Jobs(Generic[T]):
+    """A queue with one consumer, which waits for the next item."""
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        self._ready = Event()
+
+    def put(self, item: T) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    def get(self) -> T:
+        while True:
+            self._ready.clear()
+            if self._items:
+                return self._items.popleft()
+            self._ready.wait()
+
+
+class Worker:
+    """A daemon thread running `target`, which can be waited for."""
+
+    def __init__(self, target: Callable[[], object]) -> None:
+        self._done = lock()
+        self._done.acquire()
+        self.ident: int = _original("_thread", "start_new_thread")(self._run, (target,))
+
+    def _run(self, target: Callable[[], object]) -> None:
+        try:
+            target()
+        finally:
+            self._done.release()
+
+    def is_alive(self) -> bool:
+        return bool(self._done.locked())
+
+    def join(self, timeout: float) -> None:
+        if self._done.acquire(True, timeout):
+            self._done.release()
