@@ -6,7 +6,9 @@ and daphne's runserver."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import signal
 import socket
 import time
 import uuid
@@ -470,3 +472,44 @@ def test_a_gevent_celery_worker_patched_after_the_launcher_says_what_to_set(
         "tracestream: WARNING gevent patched this worker after the launcher loaded, and its pool may stop"
         " taking tasks: set OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH=patch_all"
     ]
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["proj.wsgi:application", "tests.apps.uwsgi_loaded:application"],
+    ids=["docs", "logs-when-loaded"],
+)
+def test_uwsgi_workers_forked_by_the_master_deliver_every_record(
+    redis_server: EmbeddedRedis, tmp_path: Path, module: str
+) -> None:
+    """Django's docs' uWSGI command: the master loads the app and forks its workers in C, past
+    Python's fork hooks. Each worker kept the master's record ids (Redis took the second
+    worker's records as duplicates) or its export threads, which a fork does not copy."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    env = _env(stream, tmp_path / "db.sqlite3")
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT), str(ROOT)])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [
+        bin_path("uwsgi"), f"--chdir={PROJECT}", f"--module={module}",
+        "--env", "DJANGO_SETTINGS_MODULE=proj.settings", "--master", f"--pidfile={tmp_path / 'master.pid'}",
+        f"--http=127.0.0.1:{port}", "--processes=2",
+        "--harakiri=20", "--max-requests=5000", "--vacuum",
+    ]  # fmt: skip
+    with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
+        responses: list[httpx.Response] = []
+
+        def both_workers_served() -> bool:
+            responses.append(httpx.get(f"{base}/orders/{len(responses)}/"))
+            return len(set(re.findall(r"\[pid: (\d+)\|", server.output()))) == 2
+
+        wait_for(both_workers_served, timeout=30, interval=0, what="requests served by both workers")
+        traces = {response.headers["x-trace-id"] for response in responses}
+        wait_for(
+            lambda: traces <= {e.trace_id for e in stream.logs() if is_request_record(e)},
+            what="every request's record",
+        )
+        server.process.send_signal(signal.SIGINT)  # uWSGI's stop; SIGTERM reloads
+        assert server.process.wait(10) == 0, server.output()
+    loaded = [e for e in stream.logs() if e.body == "application loaded"]
+    assert len(loaded) == (module != "proj.wsgi:application")

@@ -3,18 +3,52 @@
 A fork copies only the forking thread. A lock another thread held at that moment stays held
 in the child for ever, and the child's first export would wait on it (Celery's prefork pool,
 gunicorn's workers and uWSGI all fork while our exporter threads run).
+
+uWSGI forks its workers in C, where Python's fork hooks run only with `--py-call-osafterfork`:
+without this, a worker kept the master's export threads (which a fork does not copy) and its
+record ids, and its records never reached Redis. There the renewals also run from uWSGI's
+postfork hook, once per process whichever comes first.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import weakref
 from collections.abc import Callable
 
 __all__ = ["renew_in_child"]
 
+_renewals: list[Callable[[], Callable[[], object] | None]] = []
+_renewed_in = os.getpid()
 
-def renew_in_child(method: Callable[[], object]) -> None:
-    """Call the bound `method` in every child forked from now on, for as long as its object lives."""
-    renew = weakref.WeakMethod(method)  # type: ignore[arg-type]
-    os.register_at_fork(after_in_child=lambda: (bound := renew()) and bound())
+
+def renew_in_child(action: Callable[[], object]) -> None:
+    """Call `action` in every child forked from now on; a bound method, for as long as its object lives."""
+    if not _renewals:
+        _follow_forks()
+    if hasattr(action, "__self__"):
+        _renewals.append(weakref.WeakMethod(action))  # type: ignore[arg-type]
+    else:
+        _renewals.append(lambda: action)
+
+
+def _renew() -> None:
+    global _renewed_in
+    if os.getpid() == _renewed_in:
+        return
+    _renewed_in = os.getpid()
+    for renewal in list(_renewals):
+        action = renewal()
+        if action is None:
+            _renewals.remove(renewal)
+        else:
+            action()
+
+
+def _follow_forks() -> None:
+    os.register_at_fork(after_in_child=_renew)
+    if "uwsgi" in sys.modules:  # uWSGI's embedded module: we run inside uWSGI
+        import uwsgidecorators  # type: ignore[import-not-found]  # shipped with uWSGI
+
+        uwsgidecorators.postfork(_renew)

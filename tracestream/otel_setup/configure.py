@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from tracestream._internal_log import internal_logger
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter, from_environment
 from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
+from tracestream.forks import renew_in_child
 from tracestream.integrations import install_all
 from tracestream.otel_setup import log_capture, shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
@@ -178,7 +179,7 @@ def _follow_forks(*providers: TracerProvider | LoggerProvider) -> None:
             # process-dependent detectors, and its `process` detector would also store the command line.
             provider._update_resource(process_resource())
 
-    os.register_at_fork(after_in_child=update_pid)
+    renew_in_child(update_pid)
 
 
 def _capture_logging(handler: OTelHandler, settings: Settings) -> None:
