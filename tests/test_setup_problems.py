@@ -66,6 +66,37 @@ def test_a_wrong_password_is_said_without_printing_it(guarded: EmbeddedRedis, tm
     assert f"redis://shop:***@127.0.0.1:{guarded.port}/0" in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("query", "refused"),
+    [
+        ("?ssl_cert_reqs=none", "unexpected keyword argument 'ssl_cert_reqs'"),  # a rediss:// option
+        ("?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+    ],
+)
+def test_a_url_option_redis_py_refuses_is_a_bad_setting(
+    guarded: EmbeddedRedis, tmp_path: Path, query: str, refused: str
+) -> None:
+    """redis-py reads the query when it first connects: every record was dead-lettered as if
+    Redis had refused it. configure() refuses the setting instead, naming what was wrong."""
+    done = subprocess.run(
+        [sys.executable, "-c", APP],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TRACESTREAM_REDIS_URL": f"redis://shop:s3cret-shop@127.0.0.1:{guarded.port}/0{query}",
+            "TRACESTREAM_SPOOL_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1 and "s3cret" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    shown = f"redis://shop:***@127.0.0.1:{guarded.port}/0{query}"
+    assert last.startswith(f"tracestream.settings.ConfigError: TRACESTREAM_REDIS_URL={shown!r} is invalid: ")
+    assert refused in last
+
+
 def test_a_database_redis_lacks(guarded: EmbeddedRedis, tmp_path: Path) -> None:
     lines = _run(f"redis://shop:s3cret-shop@127.0.0.1:{guarded.port}/99", tmp_path)
     assert "pick a lower number in the URL" in lines[0], lines
