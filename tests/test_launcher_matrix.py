@@ -87,6 +87,13 @@ def test_any_distro_and_configurator_give_the_full_setup(
         what="the client's httpx span",
     )
     assert [s.trace_id for s in client_spans] == [trace_id]  # the api continued the client's trace
+    # The contrib options tracestream makes its defaults, whichever distro instrumented FastAPI:
+    # no per-message `http send`/`http receive` spans.
+    api_spans = wait_for(
+        lambda: [s for s in stream.spans() if s.service == "api" and s.trace_id == trace_id],
+        what="the api's span",
+    )
+    assert [s.kind for s in api_spans] == ["SERVER"], [s.name for s in api_spans]
     bodies = Counter(e.body for e in stream.logs())
     assert bodies["hello from the api"] == 1 and bodies["called the api: 200"] == 1
     assert all(count == 1 for count in bodies.values()), bodies

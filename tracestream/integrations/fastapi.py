@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi.applications import FastAPI
 from opentelemetry import trace
+from opentelemetry.instrumentation import fastapi as fastapi_instrumentation
 from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import Status, StatusCode
@@ -270,6 +271,15 @@ def _build_middleware_stack(original: Any) -> Any:
     return build_middleware_stack
 
 
+def _add_contrib_options() -> None:
+    """The launcher's other distro instrumented FastAPI without our options: the apps it has yet to
+    make get them too, beside whatever options it chose."""
+    instrumented = fastapi_instrumentation._InstrumentedFastAPI
+    chosen = getattr(instrumented, "_instrument_kwargs", None)
+    if isinstance(chosen, dict):
+        instrumented._instrument_kwargs = {**CONTRIB_OPTIONS, **chosen}
+
+
 def install(telemetry: Telemetry, name: str = "fastapi") -> None:
     """Patches once per process; the line filters go on each configured handler."""
     global _installed
@@ -278,6 +288,8 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
         instrumentor = FastAPIInstrumentor()
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(**CONTRIB_OPTIONS)
+        else:
+            _add_contrib_options()
         FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
             FastAPI.build_middleware_stack
         )
