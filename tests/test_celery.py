@@ -33,6 +33,17 @@ print(json.dumps({"trace_id": format(span.get_span_context().trace_id, "032x"), 
                   "failed": failed, "retried": retried}))
 """
 
+PUBLISH_ONE = """
+import json, tracestream
+from opentelemetry import trace
+from tests.apps.celery_app import {task}
+telemetry = tracestream.configure()
+with trace.get_tracer("publisher").start_as_current_span("enqueue"):
+    task_id = {task}.delay(4).id
+telemetry.force_flush()
+print(json.dumps(task_id))
+"""
+
 
 def _worker(redis_server: EmbeddedRedis, stream: RedisHandle, db: int, *pool: str, **env: str) -> Any:
     broker = f"redis://127.0.0.1:{redis_server.port}/{db}"
@@ -184,6 +195,30 @@ def test_a_retry_beside_the_attempt_that_enqueued_it_keeps_both_timings(
     runtimes = {e.attributes["celery.task.state"]: e.attributes.get("celery.task.runtime_ms") for e in ended}
     assert runtimes.keys() == {"retried", "succeeded"}, runtimes
     assert runtimes["retried"] >= 1000 > runtimes["succeeded"], runtimes
+
+
+@pytest.mark.parametrize("task", ["overrun", "lost"])
+def test_a_task_ended_by_the_main_process_fails_once_in_its_trace(
+    redis_server: EmbeddedRedis, stream: RedisHandle, task: str
+) -> None:
+    """A hard time limit or a lost child ends a task outside its span, in the worker's main
+    process, which Celery 5.7 tells of twice for a time limit: one failed record, in the trace
+    the task arrived with, with its queue and worker."""
+    broker, worker = _worker(redis_server, stream, 6, CELERY_MAX_TASKS_PER_CHILD="0")
+    with worker:
+        task_id = run_json(
+            PUBLISH_ONE.format(task=task), stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker)
+        )
+        wait_for(
+            lambda: [e for e in _lifecycle(stream, task_id) if e.attributes["celery.task.state"] == "failed"],
+            what="the failed record",
+        )
+    lifecycle = _lifecycle(stream, task_id)  # the worker has stopped: whatever it wrote is in
+    (received,) = [e for e in lifecycle if e.attributes["celery.task.state"] == "received"]
+    (failed_record,) = [e for e in lifecycle if e.attributes["celery.task.state"] == "failed"]
+    assert failed_record.trace_id == received.trace_id != ""
+    assert failed_record.attributes["messaging.destination.name"] == "celery"
+    assert failed_record.attributes["celery.worker.hostname"] == "w1@e2e"
 
 
 def test_worker_logs_reach_the_stream_without_celery_duplicates(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from typing import Any
 
@@ -62,3 +63,17 @@ def slow_to_let_go(self: Task, order_id: int) -> int:
         time.sleep(1)
         raise retry
     return order_id
+
+
+@app.task(name="tests.overrun", time_limit=1)
+def overrun(order_id: int) -> None:
+    """Killed at its hard time limit: its end is recorded by the worker's main process."""
+    logger.warning("order %d: starting a long job", order_id)
+    time.sleep(5)
+
+
+@app.task(name="tests.lost")
+def lost(order_id: int) -> None:
+    """Its process dies under it (as the OOM killer would do): also an end in the main process."""
+    logger.warning("order %d: using too much memory", order_id)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections import OrderedDict
 from contextvars import ContextVar
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
@@ -23,6 +25,7 @@ from celery import beat, current_task, signals
 from celery.app import trace as celery_trace
 from opentelemetry import propagate, trace
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from tracestream._internal_log import internal_logger
@@ -35,6 +38,11 @@ _records = RecordWriter("tracestream.celery")
 # When each attempt of a task began: a retry shares its task's id, and on a threads pool it
 # may start before the attempt that enqueued it has ended.
 _started: dict[tuple[str, int], float] = {}
+# The worker's main process, per task id: the trace and delivery each task arrived with, for an
+# end recorded there (a hard time limit, a lost child, a rejection), outside any task span;
+# None once that end is recorded: Celery may report it twice (5.7: a time limit).
+_arrived: OrderedDict[str, _Arrival | None] = OrderedDict()
+_ARRIVALS_KEPT = 2048
 _connected = False
 # The message header carrying what enqueued a task (a header name is also a request attribute).
 ENQUEUED_HEADER = "tracestream_enqueued_by"
@@ -100,6 +108,15 @@ def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
         headers[ENQUEUED_HEADER] = enqueued_by
 
 
+@dataclass(frozen=True)
+class _Arrival:
+    context: Context
+    attributes: dict[str, Any]
+
+
+_DELIVERY = ("messaging.destination.name", "celery.worker.hostname", ENQUEUED_BY)
+
+
 def _on_received(request: Any, **_: Any) -> None:
     """In the worker's main process, before any span: the record joins the publisher's trace."""
     headers = request.request_dict  # the message headers, where the publisher put `traceparent`
@@ -109,6 +126,13 @@ def _on_received(request: Any, **_: Any) -> None:
     _records.emit(
         f"task {request.name}[{request.id}] received", SeverityNumber.INFO, attributes, context=context
     )
+    _remember_arrival(request.id, _Arrival(context, {name: attributes[name] for name in _DELIVERY}))
+
+
+def _remember_arrival(task_id: str, arrival: _Arrival | None) -> None:
+    _arrived[task_id] = arrival
+    if len(_arrived) > _ARRIVALS_KEPT:
+        _arrived.popitem(last=False)
 
 
 def _attempt(task_id: str, request: Any) -> tuple[str, int]:
@@ -132,9 +156,24 @@ def _finished(state: str, task: Any, task_id: str, severity: SeverityNumber, err
     runtime_ms = (perf_counter() - started) * 1000 if started is not None else None
     attributes = _task_attributes(state, task_id, task.name, task.request)
     attributes["celery.task.runtime_ms"] = round(runtime_ms, 3) if runtime_ms is not None else None
+    context = None
+    if not trace.get_current_span().get_span_context().is_valid:  # ended in the main process
+        if task_id in _arrived and _arrived[task_id] is None:
+            return  # recorded already
+        arrival = _arrived.get(task_id)
+        _remember_arrival(task_id, None)
+        if arrival is not None:
+            context = arrival.context
+            attributes.update({k: v for k, v in arrival.attributes.items() if attributes.get(k) is None})
     timing = f" in {runtime_ms:.1f} ms" if runtime_ms is not None else ""
     exception = error if isinstance(error, BaseException) else None
-    _records.emit(f"task {task.name}[{task_id}] {state}{timing}", severity, attributes, exception=exception)
+    _records.emit(
+        f"task {task.name}[{task_id}] {state}{timing}",
+        severity,
+        attributes,
+        exception=exception,
+        context=context,
+    )
 
 
 def _on_success(sender: Any, **_: Any) -> None:

@@ -277,7 +277,8 @@ def _add_contrib_options() -> None:
     instrumented = fastapi_instrumentation._InstrumentedFastAPI
     chosen = getattr(instrumented, "_instrument_kwargs", None)
     if isinstance(chosen, dict):
-        instrumented._instrument_kwargs = {**CONTRIB_OPTIONS, **chosen}
+        options: Any = {**CONTRIB_OPTIONS, **chosen}
+        instrumented._instrument_kwargs = options
 
 
 def install(telemetry: Telemetry, name: str = "fastapi") -> None:
