@@ -343,6 +343,22 @@ def _settle(running: Running) -> None:
     request_record(running.stream, httpx.get(f"{running.base}/orders/0/"))
 
 
+@pytest.mark.parametrize("redis_up", [True, False], ids=["redis-up", "redis-down"])
+def test_runserver_with_its_autoreloader_starts_at_the_default_batch_delay(
+    redis_server: EmbeddedRedis, tmp_path: Path, redis_up: bool
+) -> None:
+    """runserver's child sets Django up a second time, and its `dictConfig` flushes every
+    handler holding logging's lock. Our handler's flush waited for an export thread that was
+    waiting for that lock: the server never started, and printed nothing about it."""
+    url = redis_server.url if redis_up else f"redis://127.0.0.1:{free_port()}/0"
+    stream = RedisHandle(url=url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    env = _env(stream, tmp_path / "db.sqlite3", TRACESTREAM_SPOOL_DIR=str(tmp_path / "spool"))
+    del env["TRACESTREAM_BATCH_DELAY_MS"]
+    base, web = _runserver(env)
+    with web:
+        assert httpx.get(f"{base}/orders/3/").status_code == 200
+
+
 def test_the_launcher_after_upstreams_configurator_with_manage_py_runserver(
     redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:

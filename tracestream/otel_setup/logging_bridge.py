@@ -256,8 +256,12 @@ class OTelHandler(logging.Handler):
         self.handle(record)
 
     def flush(self) -> None:
+        """Starts the export of what is queued, without waiting for it. logging calls this holding
+        its module lock (`dictConfig` flushes every handler ever made, as Django's setup does
+        again in runserver's child), and our sender thread may be waiting for that lock (a
+        logger's level cache): waiting for it here hung the app. Exit and `force_flush()` wait."""
         for sink in self._sinks:
-            sink.force_flush(5_000)
+            sink.wake()
 
 
 def _message(record: logging.LogRecord) -> str:

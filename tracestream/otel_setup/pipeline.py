@@ -423,6 +423,10 @@ class BatchQueue(Generic[T]):
         self._held = batch
         return False
 
+    def wake(self) -> None:
+        """Have the worker drain now, without waiting for it."""
+        self._wake.set()
+
     def flush(self, timeout: float) -> bool:
         """Export everything queued so far, from the caller's thread, within `timeout` seconds.
 

@@ -162,6 +162,9 @@ class StreamLogProcessor(LogRecordProcessor):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.queue.flush(timeout_millis / 1000)
 
+    def wake(self) -> None:
+        self.queue.wake()
+
     def shutdown(self) -> None:
         _shut_down(self.queue, self.exporter, self._shutdown_timeout)
 
