@@ -359,11 +359,13 @@ def test_runserver_with_its_autoreloader_starts_at_the_default_batch_delay(
         assert httpx.get(f"{base}/orders/3/").status_code == 200
 
 
+@pytest.mark.parametrize("reload", [(), ("--noreload",)], ids=["autoreloader", "noreload"])
 def test_the_launcher_after_upstreams_configurator_with_manage_py_runserver(
-    redis_server: EmbeddedRedis, tmp_path: Path
+    redis_server: EmbeddedRedis, tmp_path: Path, reload: tuple[str, ...]
 ) -> None:
     """Upstream's distro and configurator won; manage.py sets DJANGO_SETTINGS_MODULE itself, after
-    the launcher ran (upstream's own Django instrumentor would have configured empty settings)."""
+    the launcher ran (upstream's own Django instrumentor would have configured empty settings).
+    With the autoreloader the server is its child, which the launcher sets up again."""
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
     env = _env(stream, tmp_path / "db.sqlite3", OTEL_SERVICE_NAME="docs-web", OTEL_METRICS_EXPORTER="none")
     del env["DJANGO_SETTINGS_MODULE"]
@@ -376,7 +378,7 @@ def test_the_launcher_after_upstreams_configurator_with_manage_py_runserver(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     settings = "--settings=proj.settings_without_tracestream"
-    command = launched(bin_path("python"), MANAGE, "runserver", "--noreload", settings, f"127.0.0.1:{port}")
+    command = launched(bin_path("python"), MANAGE, "runserver", *reload, settings, f"127.0.0.1:{port}")
     with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
         response = httpx.get(f"{base}/orders/5/", headers={"user-agent": "e2e/launched"})
         assert response.status_code == 200, server.output()
