@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -180,6 +181,29 @@ def test_shutdown_sees_the_worker_out_before_returning() -> None:
     worker = queue._thread
     assert worker is not None and not worker.is_alive()
     assert exported == [1] and reports == []
+
+
+def test_a_flush_waits_for_the_sender_no_longer_than_its_timeout() -> None:
+    """The thread that flushes may hold a lock the sender waits for (logging's, when a signal
+    handler flushes in the middle of a log call): past its timeout the batch counts as not
+    taken, and a later flush sends it again."""
+    released = threading.Event()
+    exported: list[int] = []
+
+    def export(batch: list[int]) -> bool:
+        released.wait(10)
+        exported.extend(batch)
+        return True
+
+    queue = _queue_of_tens(export, schedule_delay=60, max_queue_size=100)
+    for item in range(5):
+        queue.put(item)
+    began = time.monotonic()
+    assert not queue.flush(0.3)
+    assert time.monotonic() - began < 2
+    released.set()
+    assert queue.flush(5)
+    assert sorted(set(exported)) == list(range(5))
 
 
 def test_a_flush_after_shutdown_waits_for_nothing() -> None:

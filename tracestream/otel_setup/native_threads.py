@@ -79,9 +79,9 @@ class Result(Generic[T]):
         self._value = value
         self._ready.set()
 
-    def get(self) -> T:
-        self._ready.wait()
-        return self._value  # type: ignore[return-value]
+    def get(self, timeout: float | None = None) -> T | None:
+        """The value, or None if it was not set within `timeout` seconds."""
+        return self._value if self._ready.wait(timeout) else None
 
 
 class Jobs(Generic[T]):

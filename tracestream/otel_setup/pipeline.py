@@ -120,10 +120,6 @@ class Sender:
         self._submit(partial(self._send, sending))
         return sending
 
-    def export(self, batch: list[Any]) -> Outcome:
-        """Send `batch` and wait for what became of it."""
-        return self.send(batch).result.get()
-
     def report(self, status: dict[str, int]) -> None:
         if self._report is not None:
             self._submit(partial(self._report_safely, self._report, status))
@@ -195,6 +191,7 @@ class BatchQueue(Generic[T]):
         self._refusing_all: str | None = None  # why Redis refused every record of the last refused batch
         self._wake = native_threads.Event()
         self._export_lock = native_threads.lock()
+        self._deadline: float | None = None  # the current drain's, set under the export lock
         self._backoff = 0.0
         self._next_attempt = 0.0
         self._next_report = 0.0
@@ -234,6 +231,7 @@ class BatchQueue(Generic[T]):
         """Move everything towards Redis; True once the spool, held batch and queue are all in."""
         if not self._export_lock.acquire(timeout=-1 if deadline is None else _remaining(deadline)):
             return False
+        self._deadline = deadline
         try:
             delivering = self._replay(deadline)
             if self._held is not None:
@@ -241,6 +239,15 @@ class BatchQueue(Generic[T]):
             return self._drain_queue(deadline, delivering)
         finally:
             self._export_lock.release()
+
+    def _outcome(self, sending: Sending) -> Outcome:
+        """What became of a batch the sender has, waited for until the drain's deadline. Past
+        it the batch counts as not taken, and goes again later (Redis keeps each record once):
+        the app thread flushing may hold a lock the sender waits for (logging's, in a signal
+        handler), and must not wait for ever."""
+        deadline = self._deadline
+        outcome = sending.result.get(None if deadline is None else _remaining(deadline))
+        return False if outcome is None else outcome
 
     def _drain_queue(self, deadline: float | None, delivering: bool) -> bool:
         """Batches in order; each is encoded while the one before it is with the exporter.
@@ -275,7 +282,7 @@ class BatchQueue(Generic[T]):
 
     def _settle(self, sending: Sending) -> bool:
         """Wait for a batch sent ahead; what the exporter did not take is set aside (or held)."""
-        left = self._settle_outcome(sending.batch, sending.result.get())
+        left = self._settle_outcome(sending.batch, self._outcome(sending))
         if left is None:
             return True
         self._set_aside(left)
@@ -338,7 +345,7 @@ class BatchQueue(Generic[T]):
         """Send `batch` now; None once every record is in Redis or dead-lettered, else those still waiting."""
         if not batch:
             return None
-        return self._settle_outcome(batch, self._sender.export(batch))
+        return self._settle_outcome(batch, self._outcome(self._sender.send(batch)))
 
     def _settle_outcome(self, batch: list[Any], outcome: Outcome) -> list[Any] | None:
         if isinstance(outcome, Refused):
@@ -355,7 +362,7 @@ class BatchQueue(Generic[T]):
         holds the wrong type), a batch refused for the same reason costs one probe, not a search.
         """
         if len(batch) > 1 and refusal.reason == self._refusing_all:
-            probe = self._sender.export(batch[:1])
+            probe = self._outcome(self._sender.send(batch[:1]))
             if probe == refusal:
                 self._dead_letter(batch, refusal)
                 return None
@@ -367,7 +374,7 @@ class BatchQueue(Generic[T]):
         while pending:
             piece = pending.popleft()
             if piece is not batch:
-                outcome = self._sender.export(piece)
+                outcome = self._outcome(self._sender.send(piece))
             if not isinstance(outcome, Refused):
                 self._account(piece, outcome)
                 if not outcome:
