@@ -165,9 +165,9 @@ def _ints(items: list[Any]) -> list[int]:
 
 
 def test_shutdown_sees_the_worker_out_before_returning() -> None:
-    """At exit daemon threads freeze where they stand; a worker frozen inside redis-py holds its
-    pool's lock and hangs the interpreter on a client's __del__. After shutdown the worker is
-    gone and did nothing more (no status report, no export)."""
+    """At exit daemon threads freeze where they stand; a worker or sender frozen inside redis-py
+    holds its pool's lock and hangs the interpreter on a client's __del__. After shutdown both
+    are gone and did nothing more (no status report, no export)."""
     exported: list[int] = []
     reports: list[dict[str, int]] = []
 
@@ -178,8 +178,9 @@ def test_shutdown_sees_the_worker_out_before_returning() -> None:
     queue = _queue_of_tens(export, schedule_delay=60, max_queue_size=100, report=reports.append)
     queue.put(1)
     assert queue.shutdown(5)
-    worker = queue._thread
+    worker, sender = queue._thread, queue._sender._thread
     assert worker is not None and not worker.is_alive()
+    assert sender is not None and not sender.is_alive()
     assert exported == [1] and reports == []
 
 

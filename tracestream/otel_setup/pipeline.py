@@ -99,6 +99,10 @@ class Sending:
     result: native_threads.Result[Outcome]
 
 
+def _last_job() -> None:
+    """The job that ends the sender: given at shutdown, after the others."""
+
+
 class Sender:
     """The one thread that talks to the exporter: exports, replays and status reports all run
     here, one at a time. While it waits on Redis (without the GIL), the worker encodes the next
@@ -124,6 +128,13 @@ class Sender:
         if self._report is not None:
             self._submit(partial(self._report_safely, self._report, status))
 
+    def stop(self, timeout: float) -> None:
+        """After the jobs already given, within `timeout` seconds."""
+        thread = self._thread
+        if thread is not None and thread.ident != native_threads.get_ident():
+            self._jobs.put(_last_job)
+            thread.join(timeout)
+
     def _submit(self, job: Callable[[], None]) -> None:
         if self._thread is None:
             self._thread = native_threads.Worker(self._run)
@@ -131,8 +142,8 @@ class Sender:
 
     def _run(self) -> None:
         with _exporting():
-            while True:
-                self._jobs.get()()
+            while (job := self._jobs.get()) is not _last_job:
+                job()
 
     def _send(self, sending: Sending) -> None:
         outcome: Outcome = False
@@ -468,10 +479,12 @@ class BatchQueue(Generic[T]):
             interrupt()
         # At exit the interpreter freezes daemon threads where they stand: one frozen inside
         # redis-py would hold its connection pool's lock, and a client's __del__ would then
-        # wait for it forever. So the worker is seen out (it may be mid-drain) before we return.
+        # wait for it forever. So the worker (it may be mid-drain) and then the sender (it may
+        # still have a batch the flush stopped waiting for) are seen out before we return.
         worker = self._thread
         if worker is not None and worker.ident != native_threads.get_ident():
             worker.join(_JOIN_TIMEOUT)
+        self._sender.stop(_JOIN_TIMEOUT)
         lost = self._pending()
         if lost:
             self.counters.dropped_at_shutdown += lost
