@@ -205,7 +205,7 @@ def test_a_task_ended_by_the_main_process_fails_once_in_its_trace(
     process, which Celery 5.7 tells of twice for a time limit: one failed record, in the trace
     the task arrived with, with its queue and worker."""
     broker, worker = _worker(redis_server, stream, 6, CELERY_MAX_TASKS_PER_CHILD="0")
-    with worker:
+    with worker as server:
         task_id = run_json(
             PUBLISH_ONE.format(task=task), stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker)
         )
@@ -213,12 +213,17 @@ def test_a_task_ended_by_the_main_process_fails_once_in_its_trace(
             lambda: [e for e in _lifecycle(stream, task_id) if e.attributes["celery.task.state"] == "failed"],
             what="the failed record",
         )
+        server.stop()
+        output = server.output()
     lifecycle = _lifecycle(stream, task_id)  # the worker has stopped: whatever it wrote is in
     (received,) = [e for e in lifecycle if e.attributes["celery.task.state"] == "received"]
     (failed_record,) = [e for e in lifecycle if e.attributes["celery.task.state"] == "failed"]
     assert failed_record.trace_id == received.trace_id != ""
     assert failed_record.attributes["messaging.destination.name"] == "celery"
     assert failed_record.attributes["celery.worker.hostname"] == "w1@e2e"
+    # Celery's own line for a time limit is still printed; the failed record stands for it
+    time_limit_lines = [e for e in stream.logs() if e.body.startswith("Hard time limit (1s) exceeded")]
+    assert (time_limit_lines, "Hard time limit (1s) exceeded" in output) == ([], task == "overrun")
 
 
 def test_worker_logs_reach_the_stream_without_celery_duplicates(

@@ -60,6 +60,8 @@ _TRACE_LINES = frozenset(
     for text in (template, template.strip())
 )
 _RECEIVED_LINES = frozenset({celery_trace.LOG_RECEIVED, celery_trace.LOG_RECEIVED.strip()})
+# The main process's line for a task killed at its hard time limit: its failed record says it.
+_TIME_LIMIT_LINE = "Hard time limit (%ss) exceeded for %s[%s]"
 
 
 def _is_trace_line(record: logging.LogRecord) -> bool:
@@ -68,6 +70,10 @@ def _is_trace_line(record: logging.LogRecord) -> bool:
 
 def _is_received_line(record: logging.LogRecord) -> bool:
     return isinstance(record.msg, str) and record.msg in _RECEIVED_LINES
+
+
+def _is_time_limit_line(record: logging.LogRecord) -> bool:
+    return record.msg == _TIME_LIMIT_LINE
 
 
 def _task_attributes(
@@ -272,3 +278,4 @@ def install(telemetry: Telemetry, name: str = "celery") -> None:
             signal.connect(receiver, weak=False)
     replace_lines(telemetry.handler, "celery.app.trace", _is_trace_line)
     replace_lines(telemetry.handler, "celery.worker.strategy", _is_received_line)
+    replace_lines(telemetry.handler, "celery.worker.request", _is_time_limit_line)
