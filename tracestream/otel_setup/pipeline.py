@@ -109,12 +109,9 @@ class Sender:
     batch; and under gevent or eventlet, where a connection works only in the thread that opened
     it, no other thread ever uses one. Started at the first job, so also after a fork."""
 
-    def __init__(
-        self, name: str, export: Callable[[list[Any]], Outcome], report: StatusReport | None
-    ) -> None:
+    def __init__(self, name: str, export: Callable[[list[Any]], Outcome]) -> None:
         self._name = name
         self._export = export
-        self._report = report
         self._jobs: native_threads.Jobs[Callable[[], None]] = native_threads.Jobs()
         self._thread: native_threads.Worker | None = None
         self._report_failed = False
@@ -124,9 +121,8 @@ class Sender:
         self._submit(partial(self._send, sending))
         return sending
 
-    def report(self, status: dict[str, int]) -> None:
-        if self._report is not None:
-            self._submit(partial(self._report_safely, self._report, status))
+    def report(self, report: StatusReport, status: dict[str, int]) -> None:
+        self._submit(partial(self._report_safely, report, status))
 
     def stop(self, timeout: float) -> None:
         """After the jobs already given, within `timeout` seconds."""
@@ -207,7 +203,7 @@ class BatchQueue(Generic[T]):
         self._next_attempt = 0.0
         self._next_report = 0.0
         self._thread: native_threads.Worker | None = None
-        self._sender = Sender(self.name, self._export_safely, self._report)
+        self._sender = Sender(self.name, self._export_safely)
 
     def put(self, item: T) -> None:
         if self._thread is None:
@@ -234,9 +230,10 @@ class BatchQueue(Generic[T]):
                     return
                 self._wake.clear()
                 self._drain(deadline=None)
-                if self._report is not None and time.monotonic() >= self._next_report:
+                report = self._report
+                if report is not None and time.monotonic() >= self._next_report:
                     self._next_report = time.monotonic() + STATUS_INTERVAL
-                    self._sender.report(self.status())
+                    self._sender.report(report, self.status())
 
     def _drain(self, deadline: float | None) -> bool:
         """Move everything towards Redis; True once the spool, held batch and queue are all in."""
