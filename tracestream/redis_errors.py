@@ -58,12 +58,13 @@ _CLASS_CODES = {OutOfMemoryError: "OOM", ReadOnlyError: "READONLY", BusyLoadingE
 
 
 _ACL = "the URL's user lacks a permission tracestream needs: docs/security.md lists them"
+_CLUSTER_NODE = "it is a Redis Cluster node: set TRACESTREAM_REDIS_CLUSTER=true"
 # Replies that refuse every write alike, whatever the records: (what the reply says, what to do).
 _SETUP_REPLIES = (
     ("DB index is out of range", "it has no such database: pick a lower number in the URL"),
     ("can't run this command", _ACL),
     ("no permissions to", _ACL),
-    ("hash to the same slot", "it is a Redis Cluster node: set TRACESTREAM_REDIS_CLUSTER=true"),
+    ("hash to the same slot", _CLUSTER_NODE),
 )
 
 
@@ -81,7 +82,7 @@ def setup_problem(error: BaseException, *, cluster: bool) -> str | None:
     if isinstance(error, InvalidResponse):
         return "what answers there does not speak Redis's protocol: is the URL a Redis server's?"
     if not cluster and isinstance(error, (MovedError, AskError)):
-        return "it is a Redis Cluster node: set TRACESTREAM_REDIS_CLUSTER=true"
+        return _CLUSTER_NODE
     return _setup_reply(error) if isinstance(error, redis.ResponseError) else None
 
 
