@@ -29,9 +29,8 @@ print("app done")
 """
 
 
-def _run(url: str, spool: Path, **env: str) -> list[str]:
-    """The app's stderr lines from tracestream, once the app has printed what it prints."""
-    done = subprocess.run(
+def _app(url: str, spool: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-c", APP],
         env={
             "PATH": "/usr/bin:/bin",
@@ -46,6 +45,11 @@ def _run(url: str, spool: Path, **env: str) -> list[str]:
         timeout=60,
         cwd=ROOT,
     )
+
+
+def _run(url: str, spool: Path, **env: str) -> list[str]:
+    """The app's stderr lines from tracestream, once the app has printed what it prints."""
+    done = _app(url, spool, **env)
     assert (done.returncode, done.stdout) == (0, "app done\n"), done.stderr
     assert not (spool / DEAD_LETTERS).exists(), "records were dead-lettered"
     return [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
@@ -78,18 +82,7 @@ def test_a_url_option_redis_py_refuses_is_a_bad_setting(
 ) -> None:
     """redis-py reads the query when it first connects: every record was dead-lettered as if
     Redis had refused it. configure() refuses the setting instead, naming what was wrong."""
-    done = subprocess.run(
-        [sys.executable, "-c", APP],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "TRACESTREAM_REDIS_URL": f"redis://shop:s3cret-shop@127.0.0.1:{guarded.port}/0{query}",
-            "TRACESTREAM_SPOOL_DIR": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    done = _app(f"redis://shop:s3cret-shop@127.0.0.1:{guarded.port}/0{query}", tmp_path)
     assert done.returncode == 1 and "s3cret" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     shown = f"redis://shop:***@127.0.0.1:{guarded.port}/0{query}"
