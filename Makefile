@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 LOWEST := .venv-lowest
 LOWEST_BIN := $(LOWEST)/bin
 LOWEST_STAMP := $(LOWEST)/.installed
+# test-lowest runs on the lowest Python pyproject.toml allows; PYENV_VERSION lets pyenv's shim find it.
+LOWEST_PYTHON := python3.10
 # The end-to-end tests (real FastAPI, Django and Celery processes, the launcher, apps shaped by
 # the frameworks' docs), and the Redis Cluster and console tests, which hold the redis-py and
 # Starlette floors to account.
@@ -35,10 +37,11 @@ demo: $(STAMP)
 
 test: lint typecheck pytest
 
-# The end-to-end tests on the oldest FastAPI, Starlette, uvicorn, Django, Celery and redis-py we
-# support; no browser tests.
+# The end-to-end tests on the oldest Python, FastAPI, Starlette, uvicorn, Django, Celery and
+# redis-py we support; no browser tests.
 test-lowest:
-	PIP_CONSTRAINT=tests/env/lowest.txt $(MAKE) --no-print-directory VENV=$(LOWEST) $(LOWEST_STAMP)
+	PYENV_VERSION=$(subst python,,$(LOWEST_PYTHON)) PIP_CONSTRAINT=tests/env/lowest.txt \
+		$(MAKE) --no-print-directory PYTHON=$(LOWEST_PYTHON) VENV=$(LOWEST) $(LOWEST_STAMP)
 	$(LOWEST_BIN)/python tests/env/lowest.py
 	$(LOWEST_BIN)/pytest -q $(LOWEST_TESTS)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.env.lowest import floors, pins
+from tests.env.lowest import ROOT, floors, lowest_python, pins
 
 # The versions an app on the oldest supported frameworks runs.
 FRAMEWORKS = {"fastapi", "starlette", "uvicorn", "django", "celery", "redis"}
@@ -20,3 +20,8 @@ def test_every_framework_is_pinned_at_its_floor() -> None:
 def test_packages_pinned_at_the_frameworks_floors_have_none_of_ours() -> None:
     assert pins().keys() >= THEIRS
     assert not THEIRS & floors().keys()
+
+
+def test_make_test_lowest_runs_on_the_lowest_python_pyproject_allows() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"LOWEST_PYTHON := python{lowest_python()}\n" in makefile

@@ -1,8 +1,8 @@
 """The pins in lowest.txt, the floors in pyproject.toml, and what an environment has installed.
 
-Run as a script in the environment `make test-lowest` built, it prints the pinned packages'
-installed versions and exits 1, naming each, when one differs from its pin (for example
-when `opentelemetry-bootstrap` upgraded it).
+Run as a script in the environment `make test-lowest` built, it prints the Python and the pinned
+packages' installed versions and exits 1, naming each, when one differs from its floor or pin
+(for example when `opentelemetry-bootstrap` upgraded it).
 """
 
 from __future__ import annotations
@@ -11,10 +11,15 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import tomllib
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 PINS = ROOT / "tests" / "env" / "lowest.txt"
@@ -50,6 +55,12 @@ def floors(path: Path = PYPROJECT) -> dict[NormalizedName, set[Version]]:
     return found
 
 
+def lowest_python(path: Path = PYPROJECT) -> Version:
+    """The `>=` floor of requires-python."""
+    specifiers = SpecifierSet(tomllib.loads(path.read_text())["project"]["requires-python"])
+    return next(Version(specifier.version) for specifier in specifiers if specifier.operator == ">=")
+
+
 def installed(name: str) -> Version | None:
     try:
         return Version(version(name))
@@ -58,11 +69,17 @@ def installed(name: str) -> Version | None:
 
 
 def main() -> int:
+    python = Version("{}.{}".format(*sys.version_info[:2]))
     found = {name: (pinned, installed(name)) for name, pinned in pins().items()}
-    print("lowest versions under test: " + ", ".join(f"{name} {have}" for name, (_, have) in found.items()))
+    print(
+        f"lowest versions under test: python {sys.version.split()[0]}, "
+        + ", ".join(f"{name} {have}" for name, (_, have) in found.items())
+    )
     wrong = [
         f"{name} {have or 'missing'} (pinned {pin})" for name, (pin, have) in found.items() if have != pin
     ]
+    if python != lowest_python():
+        wrong.insert(0, f"python {python} (requires-python's floor is {lowest_python()})")
     if wrong:
         print(f"not the pinned versions: {', '.join(wrong)}", file=sys.stderr)
         return 1
