@@ -27,6 +27,7 @@ LOGGERS = {
     "loguru_intercepting": ["shop.views"],
     "loguru_intercepting_into_its_sink": ["shop.views"],
     "records_handed_on": ["shop.views"],
+    "queue_handler": ["shop.views"],
 }
 
 

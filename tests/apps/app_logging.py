@@ -10,13 +10,16 @@ the terminal output must be the same; with it, every line is in the stream exact
 from __future__ import annotations
 
 import argparse
+import atexit
 import inspect
 import logging
 import logging.config
+import logging.handlers
 import sys
 import tempfile
 import textwrap
 from collections.abc import Callable
+from queue import Queue
 
 BEFORE = logging.getLogger("shop.before")  # exists before the app's config: dictConfig disables it
 
@@ -122,6 +125,20 @@ def handlers_changed_later() -> list[logging.Logger]:
     return [logging.getLogger("shop.views")]
 
 
+def queue_handler() -> list[logging.Logger]:
+    """The logging cookbook's non-blocking setup: a `QueueHandler` on root, the printing done by a
+    `QueueListener` thread."""
+    printing = logging.StreamHandler(sys.stderr)
+    printing.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    queue: Queue[logging.LogRecord] = Queue()
+    listener = logging.handlers.QueueListener(queue, printing)
+    logging.getLogger().addHandler(logging.handlers.QueueHandler(queue))
+    logging.getLogger().setLevel(logging.INFO)
+    listener.start()
+    atexit.register(listener.stop)
+    return [logging.getLogger("shop.views")]
+
+
 class InterceptHandler(logging.Handler):
     """loguru's docs ("Entirely compatible with standard logging"): stdlib records into loguru,
     attributed to the logging call found by walking up the stack past logging's own frames."""
@@ -206,6 +223,7 @@ SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "loguru_intercepting": loguru_intercepting,
     "loguru_intercepting_into_its_sink": loguru_intercepting_into_its_sink,
     "records_handed_on": records_handed_on,
+    "queue_handler": queue_handler,
 }
 
 
