@@ -44,6 +44,18 @@ telemetry.force_flush()
 print(json.dumps(task_id))
 """
 
+PUBLISH_PROTOCOL_1 = """
+import json, tracestream
+from opentelemetry import trace
+from tests.apps.celery_app import app, process_order
+app.conf.task_protocol = 1
+telemetry = tracestream.configure()
+with trace.get_tracer("publisher").start_as_current_span("request", attributes={"http.route": "/orders"}):
+    task_id = process_order.delay(4).id
+telemetry.force_flush()
+print(json.dumps(task_id))
+"""
+
 
 def _worker(redis_server: EmbeddedRedis, stream: RedisHandle, db: int, *pool: str, **env: str) -> Any:
     broker = f"redis://127.0.0.1:{redis_server.port}/{db}"
@@ -279,3 +291,16 @@ def test_a_child_that_cannot_deliver_says_so(redis_server: EmbeddedRedis, tmp_pa
             what="the child's count of lost records",
         )
     assert int(said[0]) >= 3  # the task's line and its started and succeeded records
+
+
+def test_a_protocol_1_message_keeps_its_producer_span(
+    redis_server: EmbeddedRedis, stream: RedisHandle
+) -> None:
+    """Celery's task protocol 1 leaves the headers empty; a header of ours would make the
+    instrumentation read the message as protocol 2, find no task id and make no producer span."""
+    broker = f"redis://127.0.0.1:{redis_server.port}/14"
+    task_id = run_json(
+        PUBLISH_PROTOCOL_1, stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker)
+    )
+    producer = wait_for(lambda: _spans(stream, "apply_async/tests.process_order"), what="the producer span")
+    assert [span.attributes["messaging.message.id"] for span in producer] == [task_id]

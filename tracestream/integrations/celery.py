@@ -106,8 +106,11 @@ def _enqueuer(headers: dict[str, Any], task_name: str) -> str | None:
 
 
 def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    """Before the instrumentor's own receiver makes its producer span current."""
-    if headers is None or ENQUEUED_HEADER in headers:
+    """Before the instrumentor's own receiver makes its producer span current.
+
+    A task protocol 1 message has empty headers, and the instrumentor reads any header as
+    protocol 2 and then finds no task id: such a message carries nothing of ours."""
+    if not headers or ENQUEUED_HEADER in headers:
         return
     enqueued_by = _enqueuer(headers, str(headers.get("task", "")))
     if enqueued_by:
