@@ -494,16 +494,21 @@ def test_a_gevent_celery_worker_patched_after_the_launcher_says_what_to_set(
 
 
 @pytest.mark.parametrize(
-    "module",
-    ["proj.wsgi:application", "tests.apps.uwsgi_loaded:application"],
-    ids=["docs", "logs-when-loaded"],
+    ("module", "options"),
+    [
+        ("proj.wsgi:application", ()),
+        ("tests.apps.uwsgi_loaded:application", ()),
+        ("tests.apps.uwsgi_loaded:application", ("--py-call-uwsgi-fork-hooks",)),
+    ],
+    ids=["docs", "logs-when-loaded", "logs-when-loaded-fork-hooks"],
 )
 def test_uwsgi_workers_forked_by_the_master_deliver_every_record(
-    redis_server: EmbeddedRedis, tmp_path: Path, module: str
+    redis_server: EmbeddedRedis, tmp_path: Path, module: str, options: tuple[str, ...]
 ) -> None:
     """Django's docs' uWSGI command: the master loads the app and forks its workers in C, past
     Python's fork hooks. Each worker kept the master's record ids (Redis took the second
-    worker's records as duplicates) or its export threads, which a fork does not copy."""
+    worker's records as duplicates) or its export threads, which a fork does not copy; and a
+    worker forked while an export thread in the master held the GIL waited for it for ever."""
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
     env = _env(stream, tmp_path / "db.sqlite3")
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT), str(ROOT)])
@@ -513,8 +518,9 @@ def test_uwsgi_workers_forked_by_the_master_deliver_every_record(
         bin_path("uwsgi"), f"--chdir={PROJECT}", f"--module={module}",
         "--env", "DJANGO_SETTINGS_MODULE=proj.settings", "--master", f"--pidfile={tmp_path / 'master.pid'}",
         f"--http=127.0.0.1:{port}", "--processes=2",
-        "--harakiri=20", "--max-requests=5000", "--vacuum",
+        "--harakiri=20", "--max-requests=5000", "--vacuum", *options,
     ]  # fmt: skip
+    master_logs = module != "proj.wsgi:application"
     with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
         responses: list[httpx.Response] = []
 
@@ -528,7 +534,12 @@ def test_uwsgi_workers_forked_by_the_master_deliver_every_record(
             lambda: traces <= {e.trace_id for e in stream.logs() if is_request_record(e)},
             what="every request's record",
         )
+        # Without the fork hooks no thread of ours runs in the master, whatever it logs.
+        master_threads = len(os.listdir(f"/proc/{server.process.pid}/task"))
+        assert (master_threads > 1) is (master_logs and bool(options)), master_threads
         server.process.send_signal(signal.SIGINT)  # uWSGI's stop; SIGTERM reloads
         assert server.process.wait(10) == 0, server.output()
+        said = [line for line in server.output().splitlines() if "records made in uWSGI's master" in line]
+    assert len(said) == (master_logs and not options), said
     loaded = [e for e in stream.logs() if e.body == "application loaded"]
-    assert len(loaded) == (module != "proj.wsgi:application")
+    assert len(loaded) == (master_logs and bool(options))

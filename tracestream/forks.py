@@ -8,6 +8,10 @@ uWSGI forks its workers in C, where Python's fork hooks run only with `--py-call
 without this, a worker kept the master's export threads (which a fork does not copy) and its
 record ids, and its records never reached Redis. There the renewals also run from uWSGI's
 postfork hook, once per process whichever comes first.
+
+Without `--py-call-uwsgi-fork-hooks`, uWSGI also forks while other threads may hold the GIL,
+and a worker forked at such a moment waits for it for ever: no thread of ours may run in the
+process that forks the workers.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sys
 import weakref
 from collections.abc import Callable
 
-__all__ = ["renew_in_child"]
+__all__ = ["forks_strand_threads", "renew_in_child"]
 
 _renewals: list[Callable[[], Callable[[], object] | None]] = []
 _renewed_in = os.getpid()
@@ -52,3 +56,14 @@ def _follow_forks() -> None:
         import uwsgidecorators  # type: ignore[import-not-found]  # shipped with uWSGI
 
         uwsgidecorators.postfork(_renew)
+
+
+def forks_strand_threads() -> bool:
+    """True in a uWSGI master that forks its workers without Python's fork hooks (without
+    `--py-call-uwsgi-fork-hooks`)."""
+    uwsgi = sys.modules.get("uwsgi")
+    return (
+        uwsgi is not None
+        and uwsgi.masterpid() == os.getpid()
+        and not uwsgi.opt.get("py-call-uwsgi-fork-hooks")
+    )

@@ -20,14 +20,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import Any, Generic, TypeVar
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
 from tracestream._internal_log import internal_logger
 from tracestream.disk_spool import Spool
-from tracestream.forks import renew_in_child
+from tracestream.forks import forks_strand_threads, renew_in_child
 from tracestream.otel_setup import native_threads
 from tracestream.otel_setup.log_capture import writing_to_redis
 from tracestream.redis_errors import describe, error_code, is_transient
@@ -208,6 +208,8 @@ class BatchQueue(Generic[T]):
     def put(self, item: T) -> None:
         if self._thread is None:
             self.start()
+            if self._thread is None:
+                _say_the_master_keeps_its_records()
         queue = self._queue
         if len(queue) >= self._batch.max_queue_size or self._shutdown:
             self.counters.dropped_queue_full += 1
@@ -218,6 +220,8 @@ class BatchQueue(Generic[T]):
 
     def start(self) -> None:
         """Start the worker now rather than at the first record (there may be a spool to replay)."""
+        if forks_strand_threads():  # its records wait in the queue, which its workers drop
+            return
         with self._export_lock:
             if self._thread is None:
                 self._thread = native_threads.Worker(self._run)
@@ -448,7 +452,7 @@ class BatchQueue(Generic[T]):
         False if Redis did not take it all in time; when Redis is failing this returns as
         soon as every record is at least in the spool, rather than waiting out the timeout.
         """
-        if self._shutdown:  # what shutdown left is counted lost, and nothing new is taken
+        if self._shutdown or forks_strand_threads():  # nothing may be sent from here
             return self._pending() == 0
         deadline = time.monotonic() + timeout
         with _exporting():
@@ -529,6 +533,15 @@ def _exporting() -> Iterator[None]:
     finally:
         writing_to_redis.reset(writing)
         detach(token)
+
+
+@cache
+def _say_the_master_keeps_its_records() -> None:
+    internal_logger.warning(
+        "records made in uWSGI's master are not sent: it forks its workers without Python's fork "
+        "hooks, and one forked while an export thread ran there would hang; run uWSGI with "
+        "--py-call-uwsgi-fork-hooks"
+    )
 
 
 def _at_the_latest(timeout: float, action: Callable[[], object]) -> Callable[[], None]:
