@@ -35,6 +35,9 @@ def _env(stream: RedisHandle, service: str, distro: str, configurator: str) -> d
         OTEL_PYTHON_CONFIGURATOR=configurator,
         # Upstream's distro sends metrics over OTLP by default; no collector listens here.
         OTEL_METRICS_EXPORTER="none",
+        # The OpenTelemetry docs' switch for logs: upstream's configurator then puts its own
+        # handler on root, and no record may reach the stream twice.
+        OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED="true",
     )
 
 
