@@ -7,10 +7,14 @@ the records are read back from the private Redis.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.support import RedisHandle, run_python
+import pytest
+
+from tests.support import ROOT, RedisHandle, run_python, wait_for
 from tracestream.embedded_redis import free_port
 
 SCRIPT = """
@@ -44,6 +48,63 @@ pool.close()
 pool.join()
 assert os.getpid() not in workers
 print(len(workers), file=sys.stderr)
+"""
+
+
+# The Python docs' first multiprocessing example, its function logging: leaving the `with`
+# block terminates the pool (SIGTERM to each worker) as soon as `map` has its results.
+DOCS_POOL = """
+import logging, multiprocessing, sys
+import tracestream
+
+tracestream.configure(service_name="pooled")
+log = logging.getLogger("pooled.app")
+
+
+def f(x):
+    log.warning("square of %d", x)
+    return x * x
+
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method(sys.argv[1])
+    with multiprocessing.Pool(5) as p:
+        print(p.map(f, range(50)))
+"""
+
+# Pools terminated as they start, as when the `with` block raises before any work is done.
+TERMINATED_AT_START = """
+import multiprocessing
+import tracestream
+
+tracestream.configure(service_name="pooled")
+for _ in range(30):
+    pool = multiprocessing.get_context("fork").Pool(4)
+    pool.terminate()
+    pool.join()
+"""
+
+TERMINATED_AFTER_LOGGING = """
+import logging, multiprocessing, sys, time
+import tracestream
+
+tracestream.configure(service_name="forked")
+
+
+def child(logged):
+    logging.getLogger("forked.app").warning("logged, then terminated")
+    logged.set()
+    time.sleep(60)
+
+
+context = multiprocessing.get_context("fork")
+logged = context.Event()
+process = context.Process(target=child, args=(logged,))
+process.start()
+logged.wait(30)
+process.terminate()
+process.join(30)
+print(process.exitcode, file=sys.stderr)
 """
 
 
@@ -101,3 +162,40 @@ def test_the_first_export_imports_nothing(stream: RedisHandle, tmp_path: Path) -
     for ever and the child would lose its records: a Celery child did, reading a Lua script."""
     assert "imported while exporting: []" in _run(FIRST_EXPORT, stream, tmp_path).splitlines()
     assert {entry.body for entry in stream.logs()} == {"failed"}
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_the_docs_pool_delivers_every_record_whatever_the_start_method(
+    stream: RedisHandle, tmp_path: Path, start_method: str
+) -> None:
+    """A spawned worker exits on its own once the pool stops, and SIGTERM reached it while it
+    was flushing: its handler closed the queues again, inside the close, and lost every record."""
+    script = tmp_path / "docs_pool.py"  # spawned workers import the main module from its file
+    script.write_text(DOCS_POOL)
+    done = subprocess.run(
+        [sys.executable, str(script), start_method],
+        env=stream.env(TRACESTREAM_SPOOL_DIR=str(tmp_path / "spool")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{[x * x for x in range(50)]}\n"
+    bodies = wait_for(lambda: len(stream.logs()) >= 50 and Counter(e.body for e in stream.logs()))
+    assert bodies == Counter(f"square of {x}" for x in range(50))
+
+
+def test_a_pool_terminated_as_it_starts_ends(stream: RedisHandle, tmp_path: Path) -> None:
+    """A worker sent SIGTERM just before it blocks for its first task never runs a Python
+    handler for it: with ours inherited, it lived on and `terminate()` waited for ever."""
+    _run(TERMINATED_AT_START, stream, tmp_path)
+
+
+def test_a_child_terminated_after_it_logged_delivers_and_dies_of_the_signal(
+    stream: RedisHandle, tmp_path: Path
+) -> None:
+    """The child started without our handlers and got them back at its first record."""
+    stderr = _run(TERMINATED_AFTER_LOGGING, stream, tmp_path, TRACESTREAM_BATCH_DELAY_MS="60000")
+    assert stderr.strip().splitlines()[-1] == "-15"  # as without us: killed by SIGTERM
+    assert [entry.body for entry in stream.logs()] == ["logged, then terminated"]

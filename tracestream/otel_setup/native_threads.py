@@ -10,6 +10,7 @@ app's greenlets only append to a queue and, at exit, wait for a flush.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -103,8 +104,23 @@ class Jobs(Generic[T]):
             self._ready.wait()
 
 
+# A signal sent to the process goes to any thread not blocking it. On ours it would not
+# interrupt the main thread's blocking call, and only there does Python run its handler: a
+# `Pool` worker waiting on a lock lived on after `terminate()`, and its parent waited for ever.
+_SENT_TO_THE_PROCESS = signal.valid_signals() - {
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGFPE,
+    signal.SIGILL,
+    signal.SIGTRAP,
+    signal.SIGABRT,
+    signal.SIGSYS,
+}
+
+
 class Worker:
-    """A daemon thread running `target`, which can be waited for."""
+    """A daemon thread running `target`, which can be waited for; it takes no signal sent to
+    the process."""
 
     def __init__(self, target: Callable[[], object]) -> None:
         self._done = lock()
@@ -112,6 +128,7 @@ class Worker:
         self.ident: int = _original("_thread", "start_new_thread")(self._run, (target,))
 
     def _run(self, target: Callable[[], object]) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SENT_TO_THE_PROCESS)
         try:
             target()
         finally:

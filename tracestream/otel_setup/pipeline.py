@@ -185,6 +185,8 @@ class BatchQueue(Generic[T]):
         self._report = report
         # Counts kept in front of the queue (records sampling held back or let go), reported with its own.
         self.status_before: Callable[[], dict[str, int]] | None = None
+        # Called as the worker starts: in each process, at its first record.
+        self.on_start: Callable[[], object] | None = None
         self._batch = batch
         self._shutdown = False
         self._reset()
@@ -225,6 +227,8 @@ class BatchQueue(Generic[T]):
         with self._export_lock:
             if self._thread is None:
                 self._thread = native_threads.Worker(self._run)
+                if self.on_start is not None:
+                    self.on_start()
 
     def _run(self) -> None:
         with _exporting():

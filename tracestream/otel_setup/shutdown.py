@@ -14,7 +14,9 @@ Four ways out, four hooks:
 - a framework that ends processes with `os._exit` (Celery prefork children) must flush
   from its own shutdown hook (integrations/celery.py); multiprocessing's own fork children
   (`Process`, `Pool` workers) are closed from its exit hooks, which run just before theirs.
-When Redis is down the flush ends as soon as everything is in the spool.
+When Redis is down the flush ends as soon as everything is in the spool. The queues close
+once at a time: a deadly signal that comes while they close (multiprocessing's
+`Pool.terminate()`, as its workers exit) waits for the close, then kills the process.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ _CHILD_EXIT_PRIORITY = -100
 
 _queues: list[BatchQueue[Any]] = []
 _timeout = 5.0
+_closing = False
+_held_signal: int | None = None  # a deadly signal that came while the queues were closing
+_mask_before_fork: set[int | signal.Signals] = set()
 _raise_signal = signal.raise_signal
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+_handlers: dict[int, tuple[_Handler, _Handler]] = {}  # each signal we chained: (ours, what it replaced)
+_disarmed: set[int] = set()  # in a forked child: the signals whose inherited handler we took back
 
 
 def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
@@ -52,9 +60,14 @@ def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
     atexit.register(close_queues)
     signal.raise_signal = _flushing_raise_signal
     multiprocessing.util.register_after_fork(close_queues, _close_at_child_exit)
+    for queue in queues:
+        queue.on_start = arm_signals
     if threading.current_thread() is threading.main_thread():
         for number in _SIGNALS:
             _chain(number)
+        os.register_at_fork(
+            before=_hold_signals, after_in_parent=_release_signals, after_in_child=_start_unarmed
+        )
 
 
 def flush_before_exit(timeout: float | None = None) -> bool:
@@ -66,9 +79,18 @@ def flush_before_exit(timeout: float | None = None) -> bool:
 
 def close_queues() -> None:
     """At exit: flush, then stop accepting records; anything left in memory is counted as dropped."""
-    deadline = time.monotonic() + _timeout
-    for queue in _queues:
-        queue.shutdown(max(0.0, deadline - time.monotonic()))
+    global _closing
+    if _closing:  # a signal handler, inside the close it interrupted
+        return
+    _closing = True
+    try:
+        deadline = time.monotonic() + _timeout
+        for queue in _queues:
+            queue.shutdown(max(0.0, deadline - time.monotonic()))
+    finally:
+        _closing = False
+    if _held_signal is not None:
+        _die_of(_held_signal)
 
 
 def _flushing_raise_signal(signum: int) -> None:
@@ -92,12 +114,58 @@ def _chain(number: int) -> None:
         return  # ignored, or set outside Python: leave it alone
 
     def handle(signum: int, frame: FrameType | None) -> None:
+        global _held_signal
         if callable(previous):  # the process may go on: a framework shuts down gracefully
-            flush_before_exit()
+            if not _closing:
+                flush_before_exit()
             previous(signum, frame)
+        elif _closing:  # the close this signal interrupted ends it
+            _held_signal = signum
         else:  # SIG_DFL: die of the same signal, as without us, once the queues are closed
             close_queues()
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            _die_of(signum)
 
+    _handlers[number] = (handle, previous)
     signal.signal(number, handle)
+
+
+def arm_signals() -> None:
+    """At a process's first record, from its main thread: in a forked child, the handlers we
+    took back at the fork, where it has set none of its own since."""
+    if not _disarmed or threading.current_thread() is not threading.main_thread():
+        return
+    for number in list(_disarmed):
+        ours, replaced = _handlers[number]
+        if signal.getsignal(number) is replaced:
+            signal.signal(number, ours)
+        _disarmed.discard(number)
+
+
+def _hold_signals() -> None:
+    """Before a fork: Python forgets a signal that reaches the child before its fork hooks run.
+    Held, it waits until they have."""
+    global _mask_before_fork
+    _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+
+
+def _release_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
+
+
+def _start_unarmed() -> None:
+    """A forked child has nothing to flush yet: until its first record a signal does to it what
+    it would without us. A Python handler runs only between bytecodes, so a signal that comes
+    just before the child blocks (a `Pool` worker reaching for its first task when
+    `Pool.terminate()` sends SIGTERM) is never acted on: the worker lived on, and its parent
+    waited for it for ever."""
+    _disarmed.clear()
+    for number, (ours, replaced) in _handlers.items():
+        if signal.getsignal(number) is ours:
+            signal.signal(number, replaced)
+            _disarmed.add(number)
+    _release_signals()
+
+
+def _die_of(signum: int) -> None:
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
