@@ -25,12 +25,14 @@ import atexit
 import multiprocessing.util
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+from tracestream.forks import renew_in_child
 from tracestream.otel_setup.pipeline import BatchQueue
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -42,7 +44,7 @@ _queues: list[BatchQueue[Any]] = []
 _timeout = 5.0
 _closing = False
 _held_signal: int | None = None  # a deadly signal that came while the queues were closing
-_mask_before_fork: set[int | signal.Signals] = set()
+_mask_before_fork: set[int | signal.Signals] | None = None  # set while a fork holds signals
 _raise_signal = signal.raise_signal
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 _handlers: dict[int, tuple[_Handler, _Handler]] = {}  # each signal we chained: (ours, what it replaced)
@@ -68,6 +70,7 @@ def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
         os.register_at_fork(
             before=_hold_signals, after_in_parent=_release_signals, after_in_child=_start_unarmed
         )
+        renew_in_child(_release_signals)  # also from uWSGI's postfork, when it ran our before-fork hook
 
 
 def flush_before_exit(timeout: float | None = None) -> bool:
@@ -143,13 +146,16 @@ def arm_signals() -> None:
 
 def _hold_signals() -> None:
     """Before a fork: Python forgets a signal that reaches the child before its fork hooks run.
-    Held, it waits until they have."""
+    Held, it waits until our renewals have run there."""
     global _mask_before_fork
     _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
 
 
 def _release_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
+    global _mask_before_fork
+    if _mask_before_fork is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
+        _mask_before_fork = None
 
 
 def _start_unarmed() -> None:
@@ -157,13 +163,15 @@ def _start_unarmed() -> None:
     it would without us. A Python handler runs only between bytecodes, so a signal that comes
     just before the child blocks (a `Pool` worker reaching for its first task when
     `Pool.terminate()` sends SIGTERM) is never acted on: the worker lived on, and its parent
-    waited for it for ever."""
+    waited for it for ever. (uWSGI sets its workers' handlers in C, behind Python's record of
+    them: there they stay.)"""
     _disarmed.clear()
+    if "uwsgi" in sys.modules:
+        return
     for number, (ours, replaced) in _handlers.items():
         if signal.getsignal(number) is ours:
             signal.signal(number, replaced)
             _disarmed.add(number)
-    _release_signals()
 
 
 def _die_of(signum: int) -> None:
