@@ -234,6 +234,20 @@ SERVERS = {
     "daphne": ("proj.settings", ["daphne", "-b", "127.0.0.1", "-p", "{port}", "proj.asgi:application"]),
     "uvicorn": ("proj.settings", ["uvicorn", "proj.asgi:application", "--port", "{port}"]),
     "daphne-runserver": ("proj.settings_daphne", ["python", MANAGE, "runserver", "127.0.0.1:{port}"]),
+    # Django's docs, "How to use Django with Uvicorn": gunicorn managing uvicorn workers
+    "gunicorn-uvicorn": (
+        "proj.settings",
+        [
+            "gunicorn",
+            "proj.asgi:application",
+            "-k",
+            "uvicorn.workers.UvicornWorker",
+            "-b",
+            "127.0.0.1:{port}",
+            "--access-logfile",
+            "-",
+        ],
+    ),
     # gunicorn's docs' "Async Workers": the worker monkey-patches with gevent after it forks
     "gunicorn-gevent": (
         "proj.settings",
