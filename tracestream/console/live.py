@@ -349,8 +349,13 @@ class LiveFeed:
             self._end(viewer)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        """Cancels the reader until it ends: on Python 3.10 redis-py times its reads out with
+        `async_timeout`, which can swallow a cancellation that meets its timeout."""
+        reader, self._reader = self._reader, None
+        if reader is None:
+            return
+        while not reader.done():
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError):
+            reader.result()
