@@ -382,6 +382,7 @@ def failure_view(status: str, status_message: str, events: list[dict[str, Any]])
     return {"status": status, "status_message": status_message, "events": shown}
 
 
+_PID = re.compile(r"\[(\d+)\]")
 _VOLATILE = (
     (re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\]"), "[time]"),
     (re.compile(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]"), "[time]"),
@@ -390,18 +391,23 @@ _VOLATILE = (
 )
 
 
-def terminal_text(output: str) -> list[str]:
-    """Output without timestamps, ports, pids, client addresses and the traceback frames
-    outside the app: the middleware between server and app is deeper when instrumented."""
-    lines: list[str] = []
+def terminal_text(output: str) -> list[list[str]]:
+    """Each process's lines, in order: gunicorn's master and worker print side by side, and
+    which prints first at a signal sent to both is a race. Without timestamps, ports, pids,
+    client addresses and the traceback frames outside the app: the middleware between server
+    and app is deeper when instrumented."""
+    by_process: dict[str, list[str]] = {}
+    process = ""
     outside_the_app = False
     for line in output.splitlines():
         if line.startswith('  File "'):
             outside_the_app = "/tests/apps/" not in line
         elif not line.startswith("    "):
             outside_the_app = False
+        if pid := _PID.search(line):
+            process = pid.group(1)  # a line without one is the last named process's
         if not outside_the_app:
             for pattern, replacement in _VOLATILE:
                 line = pattern.sub(replacement, line)
-            lines.append(line)
-    return lines
+            by_process.setdefault(process, []).append(line)
+    return sorted(by_process.values())
