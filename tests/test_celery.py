@@ -33,25 +33,15 @@ print(json.dumps({"trace_id": format(span.get_span_context().trace_id, "032x"), 
                   "failed": failed, "retried": retried}))
 """
 
+# One task enqueued inside a span, after `setup` (Python lines) and with the span's `attributes`.
 PUBLISH_ONE = """
 import json, tracestream
 from opentelemetry import trace
-from tests.apps.celery_app import {task}
+from tests.apps.celery_app import app, {task}
+{setup}
 telemetry = tracestream.configure()
-with trace.get_tracer("publisher").start_as_current_span("enqueue"):
+with trace.get_tracer("publisher").start_as_current_span("enqueue", attributes={attributes}):
     task_id = {task}.delay(4).id
-telemetry.force_flush()
-print(json.dumps(task_id))
-"""
-
-PUBLISH_PROTOCOL_1 = """
-import json, tracestream
-from opentelemetry import trace
-from tests.apps.celery_app import app, process_order
-app.conf.task_protocol = 1
-telemetry = tracestream.configure()
-with trace.get_tracer("publisher").start_as_current_span("request", attributes={"http.route": "/orders"}):
-    task_id = process_order.delay(4).id
 telemetry.force_flush()
 print(json.dumps(task_id))
 """
@@ -219,7 +209,8 @@ def test_a_task_ended_by_the_main_process_fails_once_in_its_trace(
     broker, worker = _worker(redis_server, stream, 6, CELERY_MAX_TASKS_PER_CHILD="0")
     with worker as server:
         task_id = run_json(
-            PUBLISH_ONE.format(task=task), stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker)
+            PUBLISH_ONE.format(task=task, setup="", attributes={}),
+            stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker),
         )
         wait_for(
             lambda: [e for e in _lifecycle(stream, task_id) if e.attributes["celery.task.state"] == "failed"],
@@ -300,7 +291,10 @@ def test_a_protocol_1_message_keeps_its_producer_span(
     instrumentation read the message as protocol 2, find no task id and make no producer span."""
     broker = f"redis://127.0.0.1:{redis_server.port}/14"
     task_id = run_json(
-        PUBLISH_PROTOCOL_1, stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker)
+        PUBLISH_ONE.format(
+            task="process_order", setup="app.conf.task_protocol = 1", attributes={"http.route": "/orders"}
+        ),
+        stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker),
     )
     producer = wait_for(lambda: _spans(stream, "apply_async/tests.process_order"), what="the producer span")
     assert [span.attributes["messaging.message.id"] for span in producer] == [task_id]
