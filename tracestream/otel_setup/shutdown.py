@@ -137,11 +137,11 @@ def arm_signals() -> None:
     took back at the fork, where it has set none of its own since."""
     if not _disarmed or threading.current_thread() is not threading.main_thread():
         return
-    for number in list(_disarmed):
+    for number in _disarmed:
         ours, replaced = _handlers[number]
         if signal.getsignal(number) is replaced:
             signal.signal(number, ours)
-        _disarmed.discard(number)
+    _disarmed.clear()
 
 
 def _hold_signals() -> None:
