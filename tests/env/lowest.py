@@ -78,8 +78,8 @@ def main() -> int:
     wrong = [
         f"{name} {have or 'missing'} (pinned {pin})" for name, (pin, have) in found.items() if have != pin
     ]
-    if python != lowest_python():
-        wrong.insert(0, f"python {python} (requires-python's floor is {lowest_python()})")
+    if python != (floor := lowest_python()):
+        wrong.insert(0, f"python {python} (requires-python's floor is {floor})")
     if wrong:
         print(f"not the pinned versions: {', '.join(wrong)}", file=sys.stderr)
         return 1
