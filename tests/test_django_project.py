@@ -40,6 +40,7 @@ class Running:
     base: str
     stream: RedisHandle
     server: Server
+    access_logger: str | None = None  # the logger of the server's access lines, if it logs them
 
 
 def _env(stream: RedisHandle, db: Path, settings: str = "proj.settings", **extra: str) -> dict[str, str]:
@@ -254,6 +255,14 @@ SERVERS = {
         ["gunicorn", "proj.wsgi", "-b", "127.0.0.1:{port}", "--access-logfile", "-", "-k", "gevent"],
     ),
 }
+# daphne writes its access log itself, not through `logging`; its runserver logs on
+# `django.channels.server`, whose HTTP lines a request record always stands for.
+ACCESS_LOGGERS = {
+    "gunicorn": "gunicorn.access",
+    "uvicorn": "uvicorn.access",
+    "gunicorn-uvicorn": "uvicorn.access",
+    "gunicorn-gevent": "gunicorn.access",
+}
 
 
 @pytest.fixture(scope="module", params=list(SERVERS))
@@ -269,7 +278,7 @@ def served(
     command = [bin_path(program), *(arg.format(port=port) for arg in args)]
     env = _env(stream, tmp_path_factory.mktemp("served") / "db.sqlite3", settings)
     with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
-        yield Running(base, stream, server)
+        yield Running(base, stream, server, ACCESS_LOGGERS.get(request.param))
 
 
 def test_served_request_record_span_and_headers(served: Running) -> None:
@@ -298,6 +307,18 @@ def test_served_500_has_the_trace_headers_and_one_error(served: Running) -> None
     # one 500, one ERROR: daphne's runserver access line stays out (`tracestream services` counts once)
     _settle(served)
     assert [e for e in served.stream.logs() if e.severity == "ERROR"] == [record]
+
+
+def test_served_request_refused_before_our_middleware_keeps_its_access_line(served: Running) -> None:
+    """A Host not in ALLOWED_HOSTS fails in the contrib middleware, before ours: no record
+    stands for that request, so the server's access line is what the stream has of it."""
+    response = httpx.get(f"{served.base}/orders/14/", headers={"host": "evil.example"})
+    assert response.status_code == 400
+    wait_for(lambda: [e for e in served.stream.logs() if e.scope == "django.security.DisallowedHost"])
+    _settle(served)
+    access = [(e.scope, e.body) for e in served.stream.logs() if "/orders/14/" in e.body]
+    expected = [served.access_logger] if served.access_logger else []
+    assert [scope for scope, _ in access] == expected, access
 
 
 # The Django docs' streaming CSV view, and the same over an async iterator.

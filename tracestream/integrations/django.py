@@ -9,9 +9,10 @@ time settings are configured: so it works whether `configure()` ran from the lau
 The mounted console's own requests (`tracestream.console.django_urls`) get no span and no record.
 
 Django's own "Internal Server Error"/"Not Found" lines (`django.request`) and the access
-lines of runserver (`django.server`) and of daphne's runserver (`django.channels.server`),
-written after the span ended, are kept out of the stream: the request record replaces them,
-so an unhandled exception is one ERROR record. A streaming response's record goes out when
+lines of the servers, runserver's (`django.server`) among them, and of daphne's runserver
+(`django.channels.server`), written after the span ended, are kept out of the stream: the
+request record replaces them, so an unhandled exception is one ERROR record. A request our
+middleware never saw keeps its access line. A streaming response's record goes out when
 its body ends, with what the body raised; the server's line for that exception is kept out too.
 """
 
@@ -44,6 +45,9 @@ from tracestream.integrations.http_records import (
     HttpExchange,
     emit_request_record,
     excluded_urls,
+    replace_access_line,
+    replace_access_lines,
+    replaces_access_line,
     trace_headers,
 )
 from tracestream.integrations.record_writer import replace_lines
@@ -59,7 +63,8 @@ _installed = False
 class RequestRecordMiddleware:
     """Writes one request record per request, inside the span, and adds the trace headers.
 
-    A URL the contrib instrumentation excludes (OTEL_PYTHON_DJANGO_EXCLUDED_URLS) gets neither.
+    A URL the contrib instrumentation excludes (OTEL_PYTHON_DJANGO_EXCLUDED_URLS) gets neither,
+    and keeps the server's access line in the stream.
     """
 
     sync_capable = True
@@ -75,6 +80,7 @@ class RequestRecordMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.excluded is not None and self.excluded.url_disabled(request.build_absolute_uri("?")):
             return self.get_response(request)
+        replace_access_line()  # the console's own requests too: they stay out of the stream
         if self.is_async:
             return self._acall(request)
         started = perf_counter()
@@ -225,8 +231,8 @@ def _replaced_by_request_record(record: logging.LogRecord) -> bool:
     return getattr(request, _SEEN, False) is True
 
 
-def _is_access_line(record: logging.LogRecord) -> bool:
-    return hasattr(record, "status_code")
+def _is_replaced_access_line(record: logging.LogRecord) -> bool:
+    return hasattr(record, "status_code") and replaces_access_line(record)
 
 
 def _is_channels_access_line(record: logging.LogRecord) -> bool:
@@ -292,10 +298,11 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
         BaseHandler.load_middleware = load_middleware  # type: ignore[method-assign]
         got_request_exception.connect(_remember_exception, weak=False)
     replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
-    replace_lines(telemetry.handler, "django.server", _is_access_line)
+    replace_lines(telemetry.handler, "django.server", _is_replaced_access_line)
     replace_lines(telemetry.handler, "django.channels.server", _is_channels_access_line)
     for logger_name in SERVER_ERROR_LOGGERS:
         replace_lines(telemetry.handler, logger_name, _recorded_with_its_stream)
+    replace_access_lines(telemetry.handler)
 
 
 class TracestreamConfig(AppConfig):  # type: ignore[misc]

@@ -44,6 +44,8 @@ from tracestream.integrations.http_records import (
     emit_request_record,
     emit_websocket_error,
     excluded_urls,
+    replace_access_line,
+    replace_access_lines,
     trace_headers,
 )
 from tracestream.integrations.record_writer import exception_attributes, replace_lines
@@ -84,7 +86,8 @@ class RequestRecordMiddleware(_HttpMiddleware):
     """Writes one request record per HTTP request and returns the trace id in headers; a
     WebSocket session that ends in an exception gets an ERROR record in its trace.
 
-    A URL the contrib instrumentation excludes (OTEL_PYTHON_FASTAPI_EXCLUDED_URLS) gets none.
+    A URL the contrib instrumentation excludes (OTEL_PYTHON_FASTAPI_EXCLUDED_URLS) gets none,
+    and keeps the server's access line in the stream.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -114,6 +117,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
             # Excluded, or a mounted app's: the app it is mounted in records the request.
             await self.app(scope, receive, send)
             return
+        replace_access_line()
         headers = [(name.lower().encode(), value.encode()) for name, value in trace_headers()]
         response = _Response(scope)
         in_flight = _response.set(response)
@@ -296,3 +300,4 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
         )
     for logger_name in SERVER_ERROR_LOGGERS:
         replace_lines(telemetry.handler, logger_name, _carries_recorded_exception)
+    replace_access_lines(telemetry.handler)

@@ -31,11 +31,8 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["ACCESS_LOGGERS", "LogCapture", "current", "install", "uninstall", "writing_to_redis"]
+__all__ = ["LogCapture", "current", "install", "uninstall", "writing_to_redis"]
 
-# Each server's own access line: the request record replaces it in the stream. (daphne's
-# runserver logs HTTP and WebSocket lines on one logger: the Django integration tells them apart.)
-ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "hypercorn.access")
 _MAX_REMEMBERED_NAMES = 10_000
 
 # Set while tracestream itself writes to Redis (its export threads, a flush): what redis-py
@@ -61,7 +58,7 @@ class LogCapture:
     def __init__(self, handler: logging.Handler, level: int, excluded: Iterable[str] = ()) -> None:
         self.handler = handler
         self.level = level
-        self.excluded = tuple(dict.fromkeys((*ACCESS_LOGGERS, *excluded)))
+        self.excluded = tuple(excluded)
         self._wanted: dict[str, bool] = {}
 
     def wants(self, logger_name: str) -> bool:
