@@ -316,7 +316,12 @@ def test_served_request_refused_before_our_middleware_keeps_its_access_line(serv
     assert response.status_code == 400
     wait_for(lambda: [e for e in served.stream.logs() if e.scope == "django.security.DisallowedHost"])
     _settle(served)
-    access = [(e.scope, e.body) for e in served.stream.logs() if "/orders/14/" in e.body]
+    # Django 4.2 also logs "Bad Request: /orders/14/" on `django.request`, as it prints it
+    access = [
+        (e.scope, e.body)
+        for e in served.stream.logs()
+        if "/orders/14/" in e.body and e.scope != "django.request"
+    ]
     expected = [served.access_logger] if served.access_logger else []
     assert [scope for scope, _ in access] == expected, access
 

@@ -45,12 +45,10 @@ from tracestream.integrations.http_records import (
     HttpExchange,
     emit_request_record,
     excluded_urls,
-    replace_access_line,
-    replace_access_lines,
-    replaces_access_line,
     trace_headers,
 )
 from tracestream.integrations.record_writer import replace_lines
+from tracestream.otel_setup.log_capture import replace_access_line, take_access_line_mark
 from tracestream.otel_setup.telemetry import Telemetry
 
 MIDDLEWARE = "tracestream.integrations.django.RequestRecordMiddleware"
@@ -232,7 +230,7 @@ def _replaced_by_request_record(record: logging.LogRecord) -> bool:
 
 
 def _is_replaced_access_line(record: logging.LogRecord) -> bool:
-    return hasattr(record, "status_code") and replaces_access_line(record)
+    return hasattr(record, "status_code") and take_access_line_mark()
 
 
 def _is_channels_access_line(record: logging.LogRecord) -> bool:
@@ -302,7 +300,6 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
     replace_lines(telemetry.handler, "django.channels.server", _is_channels_access_line)
     for logger_name in SERVER_ERROR_LOGGERS:
         replace_lines(telemetry.handler, logger_name, _recorded_with_its_stream)
-    replace_access_lines(telemetry.handler)
 
 
 class TracestreamConfig(AppConfig):  # type: ignore[misc]

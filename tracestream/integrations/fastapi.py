@@ -44,11 +44,10 @@ from tracestream.integrations.http_records import (
     emit_request_record,
     emit_websocket_error,
     excluded_urls,
-    replace_access_line,
-    replace_access_lines,
     trace_headers,
 )
 from tracestream.integrations.record_writer import exception_attributes, replace_lines
+from tracestream.otel_setup.log_capture import replace_access_line
 from tracestream.otel_setup.telemetry import Telemetry
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.
@@ -300,4 +299,3 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
         )
     for logger_name in SERVER_ERROR_LOGGERS:
         replace_lines(telemetry.handler, logger_name, _carries_recorded_exception)
-    replace_access_lines(telemetry.handler)

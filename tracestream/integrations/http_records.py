@@ -9,9 +9,7 @@ log line written after the span ended would carry no trace id).
 
 from __future__ import annotations
 
-import logging
 import os
-from contextvars import ContextVar
 from typing import NamedTuple
 
 from opentelemetry import trace
@@ -21,23 +19,16 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
 from tracestream.exporters.encoding import span_id_hex, trace_id_hex
-from tracestream.integrations.record_writer import RecordWriter, replace_lines
+from tracestream.integrations.record_writer import RecordWriter
 
 TRACEPARENT = "traceparent"
 TRACE_ID_HEADER = "X-Trace-Id"
 # The servers' own loggers for an exception the app raised (in a request, a streaming body or
 # a WebSocket session), whose lines a record carrying that exception replaces in the stream.
 SERVER_ERROR_LOGGERS = ("uvicorn.error", "hypercorn.error", "gunicorn.error", "daphne.server")
-# The servers' access loggers: a request record stands for the line of its request.
-ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "hypercorn.access")
 _FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))  # a format spec per request costs ~2k instructions
 
 _records = RecordWriter("tracestream.http")
-# Set when a request starts that will have a record (or is the console's own), and taken by
-# that request's access line: uvicorn and hypercorn log it from the app's `send`, gunicorn and
-# runserver on the thread that ran the app, once it returned; each in the request's context.
-# A request with no record (another framework's app, an excluded URL) keeps its line.
-_access_line_replaced: ContextVar[bool] = ContextVar("tracestream_access_line_replaced", default=False)
 
 
 class HttpExchange(NamedTuple):
@@ -140,25 +131,6 @@ def trace_headers() -> tuple[tuple[str, str], ...]:
         (TRACEPARENT, f"00-{trace_id}-{span_id_hex(context.span_id)}-{flags}"),
         (TRACE_ID_HEADER, trace_id),
     )
-
-
-def replace_access_line() -> None:
-    """The request being served keeps its access line out of the stream."""
-    _access_line_replaced.set(True)
-
-
-def replaces_access_line(record: logging.LogRecord) -> bool:
-    """Whether `record`, an access line, is replaced; a thread that serves the next request
-    without us must not inherit the answer, so it is given once."""
-    if not _access_line_replaced.get():
-        return False
-    _access_line_replaced.set(False)
-    return True
-
-
-def replace_access_lines(handler: logging.Handler) -> None:
-    for logger_name in ACCESS_LOGGERS:
-        replace_lines(handler, logger_name, replaces_access_line)
 
 
 def excluded_urls(instrumentation: str) -> ExcludeList | None:

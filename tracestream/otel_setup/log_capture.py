@@ -20,6 +20,14 @@ find only logging's frames above it, as without us.
   nothing it prints changes. A disabled logger's `handle` returns before `filter`: the first
   time we ask one for a record it gets a `makeRecord` of ours, which takes its records as
   they are made.
+
+A server's access line is the one record a request record stands for: the integration that
+writes a request's record marks the request's context as it starts (`replace_access_line`).
+Servers log the line in that context (uvicorn and hypercorn from the app's `send`, gunicorn
+on the thread that ran the app, after it returned), where the mark is taken once, so a
+thread that next serves a request we never see does not inherit it. A marked line is kept
+out, and not even created when the app's level skips it; an unmarked one (another
+framework's app, an excluded URL) reaches the stream as any record does.
 """
 
 from __future__ import annotations
@@ -31,13 +39,24 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["LogCapture", "current", "install", "uninstall", "writing_to_redis"]
+__all__ = [
+    "LogCapture",
+    "current",
+    "install",
+    "replace_access_line",
+    "take_access_line_mark",
+    "uninstall",
+    "writing_to_redis",
+]
+
+ACCESS_LOGGERS = frozenset({"uvicorn.access", "gunicorn.access", "hypercorn.access"})
 
 _MAX_REMEMBERED_NAMES = 10_000
 
 # Set while tracestream itself writes to Redis (its export threads, a flush): what redis-py
 # logs then is ours, not the app's, and goes to neither the app's handlers nor the stream.
 writing_to_redis: ContextVar[bool] = ContextVar("tracestream_writing_to_redis", default=False)
+_access_line_replaced: ContextVar[bool] = ContextVar("tracestream_access_line_replaced", default=False)
 
 _is_enabled_for = logging.Logger.isEnabledFor
 _make_record = logging.Logger.makeRecord
@@ -74,7 +93,11 @@ class LogCapture:
         return wanted
 
     def take(self, record: logging.LogRecord) -> None:
-        if record.levelno >= self.level and self.wants(record.name):
+        if (
+            record.levelno >= self.level
+            and self.wants(record.name)
+            and not (record.name in ACCESS_LOGGERS and take_access_line_mark())
+        ):
             self.handler.handle(record)
 
 
@@ -83,6 +106,19 @@ _capture: LogCapture | None = None
 
 def current() -> LogCapture | None:
     return _capture
+
+
+def replace_access_line() -> None:
+    """A request record stands for the access line of the request being served."""
+    _access_line_replaced.set(True)
+
+
+def take_access_line_mark() -> bool:
+    """Whether the access line being logged is replaced; the answer is given once."""
+    if not _access_line_replaced.get():
+        return False
+    _access_line_replaced.set(False)
+    return True
 
 
 def install(capture: LogCapture) -> None:
@@ -113,6 +149,7 @@ def _capturing_is_enabled_for(self: logging.Logger, level: int) -> bool:
         and level >= capture.level
         and self.manager.disable < level  # logging.disable() still silences everything
         and capture.wants(self.name)
+        and not (self.name in ACCESS_LOGGERS and take_access_line_mark())
     ):
         _asked_for_us[_get_ident()] = (self, level)
         if self.disabled and "makeRecord" not in vars(self):
