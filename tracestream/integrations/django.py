@@ -62,7 +62,7 @@ class RequestRecordMiddleware:
     """Writes one request record per request, inside the span, and adds the trace headers.
 
     A URL the contrib instrumentation excludes (OTEL_PYTHON_DJANGO_EXCLUDED_URLS) gets neither,
-    and keeps the server's access line in the stream.
+    and its access line stays out of the stream as well.
     """
 
     sync_capable = True
@@ -76,9 +76,9 @@ class RequestRecordMiddleware:
         self.excluded = excluded_urls("DJANGO")
 
     def __call__(self, request: HttpRequest) -> Any:
+        replace_access_line()  # excluded URLs' and the console's too: they stay out of the stream
         if self.excluded is not None and self.excluded.url_disabled(request.build_absolute_uri("?")):
             return self.get_response(request)
-        replace_access_line()  # the console's own requests too: they stay out of the stream
         if self.is_async:
             return self._acall(request)
         started = perf_counter()

@@ -86,7 +86,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
     WebSocket session that ends in an exception gets an ERROR record in its trace.
 
     A URL the contrib instrumentation excludes (OTEL_PYTHON_FASTAPI_EXCLUDED_URLS) gets none,
-    and keeps the server's access line in the stream.
+    and its access line stays out of the stream as well.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -112,11 +112,13 @@ class RequestRecordMiddleware(_HttpMiddleware):
             raise
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _response.get() is not None or self._is_excluded(scope):
-            # Excluded, or a mounted app's: the app it is mounted in records the request.
+        if _response.get() is not None:  # a mounted app's: the app it is mounted in records the request
             await self.app(scope, receive, send)
             return
-        replace_access_line()
+        replace_access_line()  # an excluded URL's too: it is kept out of telemetry
+        if self._is_excluded(scope):
+            await self.app(scope, receive, send)
+            return
         headers = [(name.lower().encode(), value.encode()) for name, value in trace_headers()]
         response = _Response(scope)
         in_flight = _response.set(response)

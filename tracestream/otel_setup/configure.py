@@ -20,7 +20,7 @@ from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporte
 from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
 from tracestream.forks import renew_in_child
 from tracestream.integrations import install_all
-from tracestream.otel_setup import log_capture, shutdown
+from tracestream.otel_setup import app_overrides, log_capture, shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.otel_setup.resource import build_resource, process_resource
@@ -91,6 +91,7 @@ def _install(settings: Settings) -> Telemetry:
     tracer_provider = api_traces or TracerProvider(resource=resource)
     if api_traces is None:
         trace.set_tracer_provider(tracer_provider)
+        app_overrides.join_later_tracer_providers(tracer_provider)
     for span_processor in span_processors:
         tracer_provider.add_span_processor(span_processor)
     for log_processor in redis_log_processors if api_logs else log_processors:

@@ -18,6 +18,7 @@ from opentelemetry.trace import StatusCode, get_current_span
 from tracestream.disk_spool import Spool
 from tracestream.export_status import register_metrics
 from tracestream.exporters.pending import PendingLogRecord
+from tracestream.otel_setup.app_overrides import check_propagator
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.otel_setup.sampling import TraceLogGate, release_trace, sample_ratio
 from tracestream.settings import SAMPLE_WEIGHT, BatchSettings
@@ -181,7 +182,7 @@ class StreamSpanProcessor(SpanProcessor):
         return self.exporter.export(batch) is SpanExportResult.SUCCESS
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        pass
+        check_propagator()
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context

@@ -8,7 +8,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from tracestream.otel_setup import log_capture
+from tracestream.otel_setup import app_overrides, log_capture
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.settings import Settings
@@ -38,6 +38,7 @@ class Telemetry:
 
     def shutdown(self) -> None:
         log_capture.uninstall()
+        app_overrides.uninstall()
         if self.owns_providers:
             self.tracer_provider.shutdown()
             self.logger_provider.shutdown()

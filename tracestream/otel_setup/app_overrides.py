@@ -1,0 +1,103 @@
+"""The app's own OpenTelemetry setup, made after tracestream's.
+
+OpenTelemetry keeps the first global tracer provider and refuses later ones with a warning
+that names neither. An app that sets up its own after us (Sentry's "OpenTelemetry support"
+recipe, the OpenTelemetry docs' manual setup, under the launcher or after `configure()`)
+would lose what its provider's span processors do: Sentry's transactions, its own
+exporter's spans. Its processors join our provider instead, those it adds later too, and
+one line says so; its sampler and resource are not used. Sentry's processor tells Sentry's
+own uploads by the old `http.url`, which tracestream's default of the stable HTTP names
+leaves out, so that line also says how to keep both names.
+
+Traces cross services only while the global propagator carries W3C `traceparent`. Sentry's
+integrations replace it with theirs, which does not, and services called from here then
+start traces of their own, silently. The first span to start after the propagator changes
+checks it, and one line says what stopped working and how to keep both, unless
+`OTEL_PROPAGATORS` chose propagators without W3C trace context.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+from tracestream._internal_log import internal_logger
+
+__all__ = ["check_propagator", "join_later_tracer_providers", "uninstall"]
+
+_set_tracer_provider = trace.set_tracer_provider
+_lock = threading.Lock()
+_checked_propagator: object = None
+
+
+def join_later_tracer_providers(ours: TracerProvider) -> None:
+    """A tracer provider the app sets after `ours` lends `ours` its span processors."""
+
+    def set_tracer_provider(tracer_provider: trace.TracerProvider) -> None:
+        refused = trace.get_tracer_provider() is ours and tracer_provider is not ours
+        if not (refused and isinstance(tracer_provider, TracerProvider)):
+            _set_tracer_provider(tracer_provider)
+            return
+        processors = tracer_provider._active_span_processor._span_processors
+        for processor in processors:
+            ours.add_span_processor(processor)
+        add_to_theirs = tracer_provider.add_span_processor
+
+        def add_to_both(span_processor: SpanProcessor) -> None:
+            add_to_theirs(span_processor)
+            ours.add_span_processor(span_processor)
+
+        tracer_provider.add_span_processor = add_to_both  # type: ignore[method-assign, assignment]
+        names = [type(processor).__name__ for processor in processors]
+        internal_logger.warning(
+            "the app set a TracerProvider after tracestream's, and OpenTelemetry keeps the first: its span "
+            "processors (%s) get tracestream's spans instead; its sampler and resource are not used%s",
+            ", ".join(names) or "none yet",
+            _old_names_needed(names),
+        )
+
+    trace.set_tracer_provider = set_tracer_provider
+
+
+def _old_names_needed(processor_names: list[str]) -> str:
+    """Sentry's span processor knows Sentry's own uploads by the old `http.url` alone."""
+    if "SentrySpanProcessor" in processor_names and os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN") == "http":
+        return (
+            "; SentrySpanProcessor knows Sentry's own uploads by http.url, which the stable HTTP names "
+            "leave out: set OTEL_SEMCONV_STABILITY_OPT_IN=http/dup, or each upload becomes a transaction"
+        )
+    return ""
+
+
+def uninstall() -> None:
+    trace.set_tracer_provider = _set_tracer_provider
+
+
+def check_propagator() -> None:
+    """Says once per propagator when the global one drops W3C trace context; otherwise an
+    identity test, as it runs at every span's start."""
+    global _checked_propagator
+    propagator = propagate.get_global_textmap()
+    if propagator is _checked_propagator:
+        return
+    with _lock:
+        if propagator is _checked_propagator:
+            return
+        _checked_propagator = propagator
+    if "traceparent" in propagator.fields or _chosen_without_trace_context():
+        return
+    internal_logger.warning(
+        "the global propagator is now %s, which sends no traceparent: a service called from here "
+        "that reads W3C trace context starts a trace of its own, and a caller's traceparent is not "
+        "continued; to keep both, set CompositePropagator([TraceContextTextMapPropagator(), "
+        "get_global_textmap()]) after it",
+        type(propagator).__name__,
+    )
+
+
+def _chosen_without_trace_context() -> bool:
+    chosen = os.environ.get("OTEL_PROPAGATORS", "").strip()
+    return bool(chosen) and "tracecontext" not in {name.strip() for name in chosen.split(",")}
