@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support import RedisHandle, run_python, wait_for
 
 STRUCTLOG = """
@@ -55,16 +57,23 @@ if os.environ.get("TRACED") == "1":
     import tracestream
     telemetry = tracestream.configure()
 renderer = structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+# Our processor put inside the formatter, "before the renderer", which renders for two handlers
+inside = os.environ.get("INSIDE") == "1"
+if inside:
+    from tracestream.integrations.structlog import OTelProcessor
+handler = {"level": "DEBUG", "class": "logging.StreamHandler", "formatter": "plain"}
 logging.config.dictConfig({
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {
         "()": structlog.stdlib.ProcessorFormatter,
-        "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                       *([OTelProcessor()] if inside else []), renderer],
         "foreign_pre_chain": [structlog.stdlib.add_log_level, structlog.stdlib.ExtraAdder()],
     }},
-    "handlers": {"default": {"level": "DEBUG", "class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"": {"handlers": ["default"], "level": "DEBUG", "propagate": True}},
+    "handlers": {"default": handler, **({"second": handler} if inside else {})},
+    "loggers": {"": {"handlers": ["default", *(["second"] if inside else [])], "level": "DEBUG",
+                     "propagate": True}},
 })
 structlog.configure(
     processors=[structlog.contextvars.merge_contextvars, structlog.stdlib.add_log_level,
@@ -172,9 +181,12 @@ def test_loguru_messages_become_attributed_correlated_records(stream: RedisHandl
     )
 
 
-def test_structlog_through_a_processor_formatter_prints_as_before(stream: RedisHandle) -> None:
-    bare = run_python(STRUCTLOG_PROCESSOR_FORMATTER, stream.env())
-    traced = run_python(STRUCTLOG_PROCESSOR_FORMATTER, stream.env(OTEL_SERVICE_NAME="cart", TRACED="1"))
+@pytest.mark.parametrize("inside", ["0", "1"], ids=["docs", "our-processor-in-the-formatter"])
+def test_structlog_through_a_processor_formatter_prints_as_before(stream: RedisHandle, inside: str) -> None:
+    bare = run_python(STRUCTLOG_PROCESSOR_FORMATTER, stream.env(INSIDE=inside))
+    traced = run_python(
+        STRUCTLOG_PROCESSOR_FORMATTER, stream.env(OTEL_SERVICE_NAME="cart", TRACED="1", INSIDE=inside)
+    )
     assert traced == bare and "total failed" in bare and "ZeroDivisionError" in bare
     entries = wait_for(lambda: len(stream.logs()) >= 3 and stream.logs(), what="three records")
     assert [(e.scope, e.body, e.severity) for e in entries] == [

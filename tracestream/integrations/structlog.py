@@ -7,7 +7,8 @@ through `logging`, so it cannot loop) in the caller's thread, so it carries the 
 trace. When structlog's logger is a stdlib logger, the event reaches our logging bridge
 anyway (ended with `render_to_log_kwargs` or `ProcessorFormatter.wrap_for_formatter`, with
 its key/values as attributes), so the processor leaves it to the bridge rather than writing
-it twice.
+it twice. So it does inside a `ProcessorFormatter`, which renders stdlib records that the
+bridge took as they were logged: it hands their processors no logger, or the record itself.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class OTelProcessor:
         self._writers: dict[str, RecordWriter] = {}
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
-        if isinstance(logger, logging.Logger):
+        if logger is None or isinstance(logger, logging.Logger) or "_record" in event_dict:
             return event_dict
         scope = text_of(event_dict.get("logger") or "structlog")
         writer = self._writers.get(scope) or self._writers.setdefault(scope, RecordWriter(scope))
