@@ -19,9 +19,12 @@ from tracestream.disk_spool import DEAD_LETTERS
 from tracestream.embedded_redis import EmbeddedRedis, free_cluster_port, free_port
 
 APP = """
-import logging, tracestream
+import logging, logging.config, os, tracestream
 from opentelemetry import trace
 tracestream.configure()
+if os.environ.get("APP_DICT_CONFIG"):  # set up after ours, as Django's LOGGING is under the launcher
+    logging.config.dictConfig({"version": 1, "handlers": {"console": {"class": "logging.StreamHandler"}},
+                               "root": {"handlers": ["console"], "level": "WARNING"}})
 logging.getLogger("shop").setLevel(logging.INFO)
 with trace.get_tracer("t").start_as_current_span("checkout"):
     logging.getLogger("shop").warning("order paid")
@@ -127,6 +130,9 @@ def test_an_address_that_is_not_redis(tmp_path: Path) -> None:
     finally:
         server.shutdown()
     assert "does not speak Redis's protocol" in lines[0], lines
+    # one line per signal, each naming its signal
+    failing = [line.split(" ", 3)[2] for line in lines if "cannot write" in line]
+    assert sorted(failing) == ["logs:", "spans:"], lines
 
 
 def test_otel_sdk_disabled_exports_nothing(tmp_path: Path) -> None:
@@ -138,9 +144,11 @@ def test_otel_sdk_disabled_exports_nothing(tmp_path: Path) -> None:
             assert client.keys("*") == []
 
 
-def test_records_left_in_the_spool_at_exit_are_said(tmp_path: Path) -> None:
-    """Redis never came: the process ends, and one line per signal says where its records wait."""
-    lines = _run(f"redis://127.0.0.1:{free_port()}/0", tmp_path)
+@pytest.mark.parametrize("app_config", ["", "1"], ids=["as-set-up", "after-the-apps-dict-config"])
+def test_records_left_in_the_spool_at_exit_are_said(tmp_path: Path, app_config: str) -> None:
+    """Redis never came: the process ends, and one line per signal says where its records wait,
+    also after the app's `dictConfig` disabled the loggers that existed before it."""
+    lines = _run(f"redis://127.0.0.1:{free_port()}/0", tmp_path, APP_DICT_CONFIG=app_config)
     waiting = [line for line in lines if "in the spool for" in line]
     assert len(waiting) == 2, lines
     assert all("1 record waits" in line and "tracestream spool replay" in line for line in waiting)

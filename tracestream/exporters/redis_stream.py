@@ -103,6 +103,7 @@ class StreamWriter(Generic[Item]):
         trace_list: bool = False,
     ) -> None:
         self.settings = settings
+        self.signal = "logs" if member_prefix == schema.INDEX_LOG else "spans"
         self.stream = stream_of(schema.StreamKeys(settings.stream))
         self._stream_of = stream_of
         sharded = settings.shard_by == "service"
@@ -307,7 +308,8 @@ class StreamWriter(Generic[Item]):
             self._failing.set()
             fix = setup_problem(error, cluster=self._client.cluster)
             internal_logger.warning(
-                "cannot write %d record%s to Redis at %s: %s%s; will retry",
+                "%s: cannot write %d record%s to Redis at %s: %s%s; will retry",
+                self.signal,
                 count,
                 "" if count == 1 else "s",
                 self._client.shown_url,
