@@ -115,7 +115,7 @@ def test_a_stream_key_of_the_wrong_type_refuses_the_call_before_it_writes(stream
 
 
 def test_a_digest_key_of_the_wrong_type_costs_only_the_search_digest(
-    stream: RedisHandle, caplog: pytest.LogCaptureFixture
+    stream: RedisHandle, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A digest key someone else SET is found before the first write: the records are stored
     once, without their digest lines (said once), and the digest resumes once the key is gone."""
@@ -125,7 +125,7 @@ def test_a_digest_key_of_the_wrong_type_costs_only_the_search_digest(
         client.set(stream.keys.digest_sizes, "not a list")
         assert records.writer.write_rows(rows[:1000])
         assert client.get(stream.keys.digest_sizes) == "not a list" and not client.exists(stream.keys.digest)
-        assert caplog.text.count(f"{stream.keys.digest_sizes} is not a list") == 1
+        assert capfd.readouterr().err.count(f"{stream.keys.digest_sizes} is not a list") == 1
         client.delete(stream.keys.digest_sizes)
     assert records.writer.write_rows(rows)
     assert _copies(stream) == Counter(row[1] for row in rows)
