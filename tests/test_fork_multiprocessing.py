@@ -107,6 +107,26 @@ process.join(30)
 print(process.exitcode, file=sys.stderr)
 """
 
+# The UNIX daemon's double fork (PEP 3143, python-daemon): each parent leaves with `os._exit`
+# right after its fork, and the daemon's pid goes to a file for whoever started it.
+DAEMON = """
+import logging, os, sys
+import tracestream
+
+tracestream.configure(service_name="daemon")
+log = logging.getLogger("daemon")
+log.warning("starting as %d", os.getpid())
+if os.fork() > 0:
+    os._exit(0)
+os.setsid()
+if os.fork() > 0:
+    log.warning("session leader %d leaves", os.getpid())
+    os._exit(0)
+log.warning("detached as %d", os.getpid())
+with open(sys.argv[1], "w") as pid_file:
+    pid_file.write(str(os.getpid()))
+"""
+
 
 def _run(script: str, handle: RedisHandle, tmp_path: Path, **env: str) -> str:
     return run_python(script, handle.env(TRACESTREAM_SPOOL_DIR=str(tmp_path / "spool"), **env))
@@ -199,3 +219,16 @@ def test_a_child_terminated_after_it_logged_delivers_and_dies_of_the_signal(
     stderr = _run(TERMINATED_AFTER_LOGGING, stream, tmp_path, TRACESTREAM_BATCH_DELAY_MS="60000")
     assert stderr.strip().splitlines()[-1] == "-15"  # as without us: killed by SIGTERM
     assert [entry.body for entry in stream.logs()] == ["logged, then terminated"]
+
+
+def test_a_daemons_parents_leaving_by_os_exit_deliver_what_they_logged(
+    stream: RedisHandle, tmp_path: Path
+) -> None:
+    """`os._exit` skips `atexit`: each parent's record went down with it."""
+    pid_file = tmp_path / "daemon.pid"
+    env = stream.env(TRACESTREAM_SPOOL_DIR=str(tmp_path / "spool"), TRACESTREAM_BATCH_DELAY_MS="60000")
+    done = subprocess.run([sys.executable, "-c", DAEMON, str(pid_file)], env=env, cwd=ROOT, timeout=60)
+    assert done.returncode == 0
+    wait_for(pid_file.exists, what="the daemon's pid file")
+    bodies = wait_for(lambda: len(stream.logs()) == 3 and [e.body.split(" ")[0] for e in stream.logs()])
+    assert sorted(bodies) == ["detached", "session", "starting"]

@@ -11,9 +11,11 @@ Four ways out, four hooks:
   back and raises the signal again (uvicorn's workers under `--workers` and `--reload`, which
   load the app inside that handling) dies without `atexit`: `signal.raise_signal` closes the
   queues first;
-- a framework that ends processes with `os._exit` (Celery prefork children) must flush
-  from its own shutdown hook (integrations/celery.py); multiprocessing's own fork children
-  (`Process`, `Pool` workers) are closed from its exit hooks, which run just before theirs.
+- `os._exit` skips `atexit`: it closes the queues first (a daemon's parents leaving after
+  each fork, a forked child done with its work). Celery's prefork children close them from
+  its shutdown hook (integrations/celery.py), multiprocessing's own fork children (`Process`,
+  `Pool` workers) from its exit hooks, which run just before theirs; by `os._exit` there is
+  nothing left.
 When Redis is down the flush ends as soon as everything is in the spool. The queues close
 once at a time: a deadly signal that comes while they close (multiprocessing's
 `Pool.terminate()`, as its workers exit) waits for the close, then kills the process.
@@ -30,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from tracestream.forks import renew_in_child
 from tracestream.otel_setup.pipeline import BatchQueue
@@ -46,6 +48,7 @@ _closing = False
 _held_signal: int | None = None  # a deadly signal that came while the queues were closing
 _mask_before_fork: set[int | signal.Signals] | None = None  # set while a fork holds signals
 _raise_signal = signal.raise_signal
+_exit = os._exit
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 _handlers: dict[int, tuple[_Handler, _Handler]] = {}  # each signal we chained: (ours, what it replaced)
 _disarmed: set[int] = set()  # in a forked child: the signals whose inherited handler we took back
@@ -61,6 +64,7 @@ def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
         return
     atexit.register(close_queues)
     signal.raise_signal = _flushing_raise_signal
+    os._exit = _closing_exit
     multiprocessing.util.register_after_fork(close_queues, _close_at_child_exit)
     for queue in queues:
         queue.on_start = arm_signals
@@ -102,6 +106,14 @@ def _flushing_raise_signal(signum: int) -> None:
     if signum in _SIGNALS and signal.getsignal(signum) is signal.SIG_DFL:
         close_queues()
     _raise_signal(signum)
+
+
+def _closing_exit(status: int) -> NoReturn:
+    """`os._exit`, the queues closed first, as at exit."""
+    try:
+        close_queues()
+    finally:
+        _exit(status)
 
 
 def _close_at_child_exit(close: Callable[[], None]) -> None:
