@@ -229,6 +229,54 @@ def test_a_task_ended_by_the_main_process_fails_once_in_its_trace(
     assert (time_limit_lines, "Hard time limit (1s) exceeded" in output) == ([], task == "overrun")
 
 
+def test_a_soft_time_limit_is_said_in_the_tasks_trace(
+    redis_server: EmbeddedRedis, stream: RedisHandle
+) -> None:
+    """The worker's main process says it outside any span: the line joins the task's trace."""
+    broker, worker = _worker(redis_server, stream, 8, CELERY_MAX_TASKS_PER_CHILD="0")
+    with worker:
+        task_id = run_json(
+            PUBLISH_ONE.format(task="hurried", setup="", attributes={}),
+            stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker),
+        )
+        wait_for(
+            lambda: [
+                e for e in _lifecycle(stream, task_id) if e.attributes["celery.task.state"] == "succeeded"
+            ],
+            what="the succeeded record",
+        )
+    (received,) = [e for e in _lifecycle(stream, task_id) if e.attributes["celery.task.state"] == "received"]
+    (said,) = [
+        e for e in stream.logs() if e.body.startswith("Soft time limit (1s) exceeded for tests.hurried")
+    ]
+    (hurry,) = [e for e in stream.logs() if e.body == "order 4: cleaning up in a hurry"]
+    assert said.trace_id == hurry.trace_id == received.trace_id != ""
+
+
+# Celery's testing recipe: tasks run eagerly and raise where they are called.
+EAGER = """
+import json, tracestream
+from tests.apps.celery_app import app, fail
+app.conf.update(task_always_eager=True, task_eager_propagates=True)
+telemetry = tracestream.configure()
+try:
+    fail.delay(5)
+except ValueError as error:
+    print(json.dumps(str(error)))
+telemetry.force_flush()
+"""
+
+
+def test_an_eager_task_that_raises_where_it_is_called_has_its_failed_record(stream: RedisHandle) -> None:
+    assert run_json(EAGER, stream.env(OTEL_SERVICE_NAME="tests")) == "order 5 is broken"
+    states = [
+        (e.attributes["celery.task.state"], e.exception_type)
+        for e in stream.logs()
+        if e.scope == CELERY_SCOPE
+    ]
+    assert states == [("started", ""), ("failed", "ValueError")]
+
+
 def test_worker_logs_reach_the_stream_without_celery_duplicates(
     published: dict[str, str], celery_stream: RedisHandle
 ) -> None:

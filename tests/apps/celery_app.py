@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 app = Celery("tests", broker=os.environ.get("CELERY_BROKER_URL", "memory://"))
@@ -70,6 +71,16 @@ def overrun(order_id: int) -> None:
     """Killed at its hard time limit: its end is recorded by the worker's main process."""
     logger.warning("order %d: starting a long job", order_id)
     time.sleep(5)
+
+
+@app.task(name="tests.hurried", soft_time_limit=1)
+def hurried(order_id: int) -> str:
+    """Celery's docs' soft time limit: the task catches it and cleans up in a hurry."""
+    try:
+        time.sleep(5)
+    except SoftTimeLimitExceeded:
+        logger.warning("order %d: cleaning up in a hurry", order_id)
+    return "cleaned up"
 
 
 @app.task(name="tests.lost")

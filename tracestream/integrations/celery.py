@@ -23,6 +23,8 @@ from typing import Any
 
 from celery import beat, current_task, signals
 from celery.app import trace as celery_trace
+from celery.worker.request import Request
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
@@ -197,6 +199,17 @@ def _on_retry(sender: Any, request: Any, reason: Any, **_: Any) -> None:
     _finished("retried", sender, request.id, SeverityNumber.WARN, getattr(reason, "exc", None) or reason)
 
 
+def _on_internal_error(
+    sender: Any, task_id: str, exception: BaseException, request: Any = None, **_: Any
+) -> None:
+    """An eager task that propagates its exception (`task_eager_propagates`, as apps' tests run
+    tasks) fails past `task_failure`: its failed record is written from here. Elsewhere Celery
+    sends `task_failure` for an internal error too."""
+    eager = request.get("is_eager") if isinstance(request, dict) else getattr(request, "is_eager", False)
+    if eager:
+        _finished("failed", sender, task_id, SeverityNumber.ERROR, exception)
+
+
 def _on_postrun(task_id: str, task: Any, **_: Any) -> None:
     _started.pop(_attempt(task_id, task.request), None)
 
@@ -237,6 +250,7 @@ _RECEIVERS = (
     (signals.task_success, _on_success),
     (signals.task_failure, _on_failure),
     (signals.task_retry, _on_retry),
+    (signals.task_internal_error, _on_internal_error),
     (signals.task_postrun, _on_postrun),
     (signals.worker_process_shutdown, _flush_child),
 )
@@ -267,6 +281,25 @@ def _remember_beat_entry() -> None:
     beat.Scheduler.apply_async = apply_async  # type: ignore[method-assign]
 
 
+def _say_soft_time_limits_in_their_trace() -> None:
+    """The worker's main process says a task passed its soft time limit outside any span: the
+    line is said in the trace the task arrived with."""
+    original = Request.on_timeout
+
+    def on_timeout(self: Request, soft: bool, timeout: float) -> None:
+        arrival = _arrived.get(self.id) if soft else None
+        if arrival is None:
+            original(self, soft, timeout)
+            return
+        token = otel_context.attach(arrival.context)
+        try:
+            original(self, soft, timeout)
+        finally:
+            otel_context.detach(token)
+
+    Request.on_timeout = on_timeout  # type: ignore[method-assign]
+
+
 def install(telemetry: Telemetry, name: str = "celery") -> None:
     """Signals once per process; the line filters on each configured handler."""
     global _connected
@@ -274,6 +307,7 @@ def install(telemetry: Telemetry, name: str = "celery") -> None:
         _connected = True
         _first_receiver(signals.before_task_publish, _on_publish)
         _remember_beat_entry()
+        _say_soft_time_limits_in_their_trace()
         instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()  # first, so its prerun receiver has started the span before ours
