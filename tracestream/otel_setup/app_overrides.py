@@ -38,10 +38,10 @@ def join_later_tracer_providers(ours: TracerProvider) -> None:
 
     def set_tracer_provider(tracer_provider: trace.TracerProvider) -> None:
         refused = trace.get_tracer_provider() is ours and tracer_provider is not ours
-        if not (refused and isinstance(tracer_provider, TracerProvider)):
-            _set_tracer_provider(tracer_provider)
+        processors = _span_processors_of(tracer_provider) if refused else None
+        if processors is None or not isinstance(tracer_provider, TracerProvider):
+            _set_tracer_provider(tracer_provider)  # OpenTelemetry's own answer
             return
-        processors = tracer_provider._active_span_processor._span_processors
         for processor in processors:
             ours.add_span_processor(processor)
         add_to_theirs = tracer_provider.add_span_processor
@@ -60,6 +60,12 @@ def join_later_tracer_providers(ours: TracerProvider) -> None:
         )
 
     trace.set_tracer_provider = set_tracer_provider
+
+
+def _span_processors_of(provider: trace.TracerProvider) -> tuple[SpanProcessor, ...] | None:
+    """An SDK provider's span processors (held privately by the SDK); None for any other."""
+    processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", None)
+    return processors if isinstance(processors, tuple) else None
 
 
 def _old_names_needed(processor_names: list[str]) -> str:
