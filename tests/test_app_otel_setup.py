@@ -78,13 +78,23 @@ def _run(code: str, stream: RedisHandle, launcher: bool, **extra: str) -> subpro
 
 
 SETUPS = pytest.mark.parametrize("launcher", [True, False], ids=["launcher", "configure-first"])
+# Upstream's distro and configurator picked, as install order may pick them: ours joins their provider.
+UPSTREAM_FIRST = {
+    "OTEL_PYTHON_DISTRO": "distro",
+    "OTEL_PYTHON_CONFIGURATOR": "configurator",
+    "OTEL_METRICS_EXPORTER": "none",
+}
 
 
-@SETUPS
+@pytest.mark.parametrize(
+    ("launcher", "env"),
+    [(True, {}), (True, UPSTREAM_FIRST), (False, {})],
+    ids=["launcher", "launcher-after-upstreams-configurator", "configure-first"],
+)
 def test_the_otel_docs_setup_after_ours_keeps_its_console_exporter(
-    stream: RedisHandle, launcher: bool
+    stream: RedisHandle, launcher: bool, env: dict[str, str]
 ) -> None:
-    done = _run(OTEL_DOCS, stream, launcher)
+    done = _run(OTEL_DOCS, stream, launcher, **env)
     assert '"name": "span-name"' in done.stdout  # the app's ConsoleSpanExporter got its span
     [span] = wait_for(
         lambda: [s for s in stream.spans() if s.name == "span-name"], what="our copy of the span"

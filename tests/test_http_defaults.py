@@ -81,6 +81,13 @@ def test_fastapi_excluded_url_has_no_span_and_no_record(stream: RedisHandle) -> 
     assert not OLD_NAMES & span.attributes.keys()
 
 
+def test_other_span_readers_keep_contribs_names(stream: RedisHandle) -> None:
+    """A console exporter beside the stream reads the names contrib sends by default."""
+    _run(FASTAPI_APP, stream, OTEL_SERVICE_NAME="api", OTEL_TRACES_EXPORTER="redis_stream,console")
+    spans = wait_for(lambda: [s for s in stream.spans() if s.kind == "SERVER"], what="the server spans")
+    assert all(s.attributes["http.method"] == "GET" for s in spans), [s.attributes for s in spans]
+
+
 def test_django_excluded_url_has_no_span_and_no_record(stream: RedisHandle) -> None:
     answers = _run(
         DJANGO_APP,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -139,6 +140,18 @@ def test_configure_takes_the_sampler_from_the_environment(stream: RedisHandle, m
     assert set(logs) == (always | in_trace_below_warn if mode == "keep_all" else always)
     assert logs["warn in a trace"].trace_id and not stream.spans()
     assert all(SAMPLE_WEIGHT not in entry.attributes for entry in logs.values())
+
+
+def test_other_log_exporters_get_every_record(stream: RedisHandle) -> None:
+    """The stream follows its traces; a console exporter beside it prints every record, as
+    OpenTelemetry sends them."""
+    env = stream.env(OTEL_TRACES_SAMPLER="always_off", OTEL_LOGS_EXPORTER="redis_stream,console")
+    done = subprocess.run(
+        [sys.executable, "-c", SAMPLED_APP], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"body": "info in a trace"' in done.stdout and '"body": "warn in a trace"' in done.stdout
+    assert {entry.body for entry in stream.logs()} == {"warn in a trace", "info outside any trace"}
 
 
 RECORDED_APP = """

@@ -58,11 +58,19 @@ def disabled() -> set[str]:
 SEMCONV_DEFAULT = ("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
 
+def _choose_http_conventions(telemetry: Telemetry) -> None:
+    """Only where tracestream alone reads span attributes and no metrics go out: a console or
+    OTLP exporter's readers, and HTTP metrics' names, keep contrib's default."""
+    only_ours = set(telemetry.settings.traces_exporter) <= {"redis_stream"}
+    if only_ours and os.environ.get("OTEL_METRICS_EXPORTER", "none").strip() in ("", "none"):
+        os.environ.setdefault(*SEMCONV_DEFAULT)
+
+
 def install_all(telemetry: Telemetry) -> None:
     off = disabled()
     if "*" in off:
         return
-    os.environ.setdefault(*SEMCONV_DEFAULT)
+    _choose_http_conventions(telemetry)
     for integration in INTEGRATIONS:
         if integration.name not in off:
             _Installer(telemetry, integration).register()

@@ -74,11 +74,12 @@ def _install(settings: Settings) -> Telemetry:
         StreamSpanProcessor(exporter, span_batch, settings.shutdown_timeout)
         for exporter in _span_exporters(settings, span_names)
     )
+    # The stream follows its traces' sampling; other exporters (console, OTLP) get every record,
+    # as OpenTelemetry sends them.
+    follows = settings.log_sampling == "follow_trace"
     log_processors = tuple(
-        StreamLogProcessor(
-            exporter, log_batch, settings.shutdown_timeout, settings.log_sampling == "follow_trace"
-        )
-        for exporter in _log_exporters(settings)
+        StreamLogProcessor(exporter, log_batch, settings.shutdown_timeout, follows and name == REDIS_STREAM)
+        for name, exporter in zip(settings.logs_exporter, _log_exporters(settings), strict=True)
     )
     redis_log_processors = tuple(
         p for p, name in zip(log_processors, settings.logs_exporter, strict=True) if name == REDIS_STREAM
@@ -91,7 +92,7 @@ def _install(settings: Settings) -> Telemetry:
     tracer_provider = api_traces or TracerProvider(resource=resource)
     if api_traces is None:
         trace.set_tracer_provider(tracer_provider)
-        app_overrides.join_later_tracer_providers(tracer_provider)
+    app_overrides.join_later_tracer_providers(tracer_provider)
     for span_processor in span_processors:
         tracer_provider.add_span_processor(span_processor)
     for log_processor in redis_log_processors if api_logs else log_processors:
