@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -123,3 +124,33 @@ def test_our_settings_without_our_exporters_say_why_in_one_line(stream: RedisHan
         "tracestream: not set up: TRACESTREAM_* is set, but OTEL_TRACES_EXPORTER='console' and "
         "OTEL_LOGS_EXPORTER='console' name no redis_stream exporter"
     ]
+
+
+# The OpenTelemetry docs' Getting Started counter, exported as `--metrics_exporter console` asks.
+COUNTER = """
+from opentelemetry import metrics
+meter = metrics.get_meter("diceroller.meter")
+roll_counter = meter.create_counter("dice.rolls", description="The number of rolls by roll value")
+roll_counter.add(1, {"roll.value": "4"})
+"""
+
+
+@pytest.mark.parametrize(("distro", "configurator"), COMBINATIONS)
+def test_metrics_go_where_otel_metrics_exporter_says_whichever_configurator_runs(
+    stream: RedisHandle, distro: str, configurator: str
+) -> None:
+    env = {**_env(stream, "dice", distro, configurator), "OTEL_METRICS_EXPORTER": "console"}
+    command = launched(sys.executable, "-c", COUNTER)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert '"name": "dice.rolls"' in done.stdout, (done.stdout, done.stderr)
+
+
+def test_a_metrics_exporter_that_is_not_installed_is_said_in_one_line(stream: RedisHandle) -> None:
+    env = {**_env(stream, "dice", "tracestream", "tracestream"), "OTEL_METRICS_EXPORTER": "nonesuch"}
+    command = launched(sys.executable, "-c", COUNTER)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "tracestream: invalid configuration: OTEL_METRICS_EXPORTER: no exporter named 'nonesuch' is installed"
+    ), done.stderr

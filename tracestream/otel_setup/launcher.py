@@ -25,7 +25,7 @@ from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from tracestream import integrations
 from tracestream.integrations import INSTALLED_BY_CONFIGURE
-from tracestream.otel_setup.configure import REDIS_STREAM, configure
+from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
 from tracestream.otel_setup.telemetry import installed
 from tracestream.settings import ConfigError
 
@@ -60,7 +60,7 @@ class TracestreamConfigurator(_BaseConfigurator):
     """Selected by the launcher through the `opentelemetry_configurator` entry point."""
 
     def _configure(self, **kwargs: Any) -> None:
-        _configure_or_exit()
+        _configure_or_exit(with_metrics=True)
 
 
 def before_instrumentors() -> None:
@@ -109,9 +109,13 @@ def _names_our_exporters(environ: Mapping[str, str]) -> bool:
     )
 
 
-def _configure_or_exit() -> None:
+def _configure_or_exit(*, with_metrics: bool = False) -> None:
+    """`with_metrics` when ours is the launcher's configurator: upstream's, had it won, would
+    have set up what OTEL_METRICS_EXPORTER names."""
     try:
-        configure()
+        telemetry = configure()
+        if with_metrics:
+            set_up_metrics(telemetry.resource)
     except ConfigError as error:
         # The launcher would log and carry on uninstrumented; a bad setting must be seen.
         # We run inside site import, where SystemExit is a fatal interpreter error.
