@@ -338,6 +338,9 @@ def test_served_streaming_response_record_counts_what_was_sent(served: Running, 
     record = request_record(served.stream, response)
     assert record.severity == "INFO"
     assert record.attributes["http.response.body.size"] == len(response.content)
+    # what the body logs while it streams, after the view returned, is in the request's trace
+    lines = [e for e in served.stream.logs() if e.body == "order 12: last line exported"]
+    assert [e.span_id for e in lines if e.trace_id == record.trace_id] == [record.span_id], lines
 
 
 @EXPORTS

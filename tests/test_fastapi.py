@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import re
+import socket
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
-from tests.apps.servers import Server, bin_path, http_ready, printed, serve
+from tests.apps.servers import Server, bin_path, http_ready, launched, printed, serve
 from tests.support import RedisHandle, run_python, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
@@ -164,3 +167,49 @@ def test_an_httpx_call_continues_the_callers_trace(
         what="the service's span in the caller's trace",
     )
     assert served[0].parent_span_id == client_spans[0].span_id
+
+
+def _launched_uvicorn(
+    stream: RedisHandle, *options: str
+) -> tuple[int, contextlib.AbstractContextManager[Server]]:
+    port = free_port()
+    command = launched(bin_path("uvicorn"), "tests.apps.fastapi_long_poll:app", "--port", str(port), *options)
+    env = stream.env(
+        OTEL_SERVICE_NAME="poll", OTEL_LOGS_EXPORTER="redis_stream", OTEL_TRACES_EXPORTER="redis_stream"
+    )
+    return port, serve(command, env, http_ready(f"http://127.0.0.1:{port}/"))
+
+
+def test_a_request_the_servers_shutdown_cancels_keeps_its_record(stream: RedisHandle) -> None:
+    """uvicorn's graceful shutdown ran out of time and cancelled the request: the client got a
+    500, and the record carries the cancellation, as the server's own line does."""
+    port, running = _launched_uvicorn(stream, "--timeout-graceful-shutdown", "1")
+    with running as server, ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(httpx.get, f"http://127.0.0.1:{port}/updates", timeout=30)
+        wait_for(lambda: printed(server, "waiting for updates"), what="the long poll to start")
+        server.stop()
+        assert waiting.result().status_code == 500
+        assert "CancelledError" in server.output()
+    [record] = [e for e in stream.logs() if e.scope == HTTP_SCOPE and e.attributes["url.path"] == "/updates"]
+    assert (record.severity, record.exception_type) == ("ERROR", "asyncio.exceptions.CancelledError")
+    assert not [e for e in stream.logs() if e.body.startswith("Exception in ASGI application")]
+
+
+def test_pipelined_requests_each_get_their_record_and_headers(stream: RedisHandle) -> None:
+    """uvicorn starts a pipelined request inside the last one's context. (So contrib opens its
+    span as a child of the last request's, in that trace, as without us: uvicorn's
+    `--reset-contextvars` gives each its own.)"""
+    port, running = _launched_uvicorn(stream)
+    with running, socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: pipelined\r\n\r\n" * 3)
+        answers = b""
+        while answers.count(b"Hello World") < 3:
+            answers += client.recv(65536)
+        span_ids = {
+            found.decode() for found in re.findall(rb"traceparent: 00-[0-9a-f]{32}-([0-9a-f]{16})", answers)
+        }
+        assert len(span_ids) == 3, answers
+        wait_for(
+            lambda: span_ids <= {e.span_id for e in stream.logs() if e.scope == HTTP_SCOPE},
+            what="the three requests' records",
+        )

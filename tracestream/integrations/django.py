@@ -34,7 +34,7 @@ from django.core.handlers.base import BaseHandler
 from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.urls import NoReverseMatch, reverse
-from opentelemetry.context import get_current
+from opentelemetry.context import attach, detach, get_current
 from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.instrumentation.django.middleware.otel_middleware import _DjangoMiddleware
 from opentelemetry.util.http import ExcludeList
@@ -127,7 +127,8 @@ def _finish(request: HttpRequest, response: HttpResponseBase, started: float) ->
 class _StreamedBody:
     """A streaming response's body as the server sends it: its request record goes out when
     the body ends, so it carries the size sent, the time the client waited, and an exception
-    raised on the way (the server span has ended by then; the record keeps its context).
+    raised on the way (the server span has ended by then; the record keeps its context, as
+    what the body logs does).
 
     A `FileResponse` of a file is left alone: servers send the file themselves (sendfile).
     """
@@ -162,6 +163,7 @@ class _SyncChunks:
         return self
 
     def __next__(self) -> bytes:
+        token = attach(self.body.context)  # what the body logs is in the request's trace
         try:
             chunk = next(self.chunks)
         except StopIteration:
@@ -170,6 +172,8 @@ class _SyncChunks:
         except Exception as error:
             self.body.ended(error)
             raise
+        finally:
+            detach(token)
         self.body.size += len(chunk)
         return chunk
 
@@ -188,6 +192,7 @@ class _AsyncChunks:
         return self
 
     async def __anext__(self) -> bytes:
+        token = attach(self.body.context)
         try:
             chunk = await anext(self.chunks)
         except StopAsyncIteration:
@@ -199,6 +204,8 @@ class _AsyncChunks:
         except BaseException:
             self.body.ended()
             raise
+        finally:
+            detach(token)
         self.body.size += len(chunk)
         return chunk
 

@@ -54,9 +54,11 @@ from tracestream.otel_setup.telemetry import Telemetry
 CONTRIB_OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}
 # Not a mark on the exception object: the app's objects stay as they were.
 _recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exception", default=None)
-# The response of the request this task serves: an exception that `SpanErrorMiddleware` sees
-# before Starlette's 500 goes out is carried by that 500's request record.
-_response: ContextVar[_Response | None] = ContextVar("response", default=None)
+# The scope key of the response to the request being served: an exception that
+# `SpanErrorMiddleware` sees before Starlette's 500 goes out is carried by that 500's request
+# record, and a mounted app's middleware finds the request recorded already. A scope, not a
+# context variable: uvicorn starts a pipelined request inside the last one's context.
+_RESPONSE = "tracestream.response"
 _installed = False
 
 
@@ -112,7 +114,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
             raise
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _response.get() is not None:  # a mounted app's: the app it is mounted in records the request
+        if _RESPONSE in scope:  # a mounted app's: the app it is mounted in records the request
             await self.app(scope, receive, send)
             return
         replace_access_line()  # an excluded URL's too: it is kept out of telemetry
@@ -121,7 +123,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
             return
         headers = [(name.lower().encode(), value.encode()) for name, value in trace_headers()]
         response = _Response(scope)
-        in_flight = _response.set(response)
+        scope[_RESPONSE] = response
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -148,8 +150,12 @@ class RequestRecordMiddleware(_HttpMiddleware):
                 emit_error_after_response(response.exchange(), error)
             _recorded_exception.set(error)
             raise
-        finally:
-            _response.reset(in_flight)
+        except BaseException as error:  # cancelled: a server's graceful shutdown ran out of time
+            if not response.recorded:
+                response.error = error
+                response.record()
+            _recorded_exception.set(error)
+            raise
         response.record()  # for an app that returned without ending its response
 
 
@@ -166,7 +172,7 @@ class _Response:
         self.size = 0
         self.started = False
         self.recorded = False
-        self.error: Exception | None = None
+        self.error: BaseException | None = None
 
     def record(self) -> None:
         if not self.recorded:
@@ -209,7 +215,7 @@ class SpanErrorMiddleware(_HttpMiddleware):
         except Exception as error:
             if not started:
                 _record_on_span(error)
-                response = _response.get()
+                response = scope.get(_RESPONSE)
                 if response is not None:
                     response.error = error
             raise

@@ -67,4 +67,6 @@ async def export_async(request: HttpRequest, order_id: int) -> StreamingHttpResp
 def _order_line(order_id: int, idx: int) -> list[str]:
     if order_id == 13 and idx == 500:
         raise RuntimeError(f"order {order_id}: line {idx} is unreadable")
+    if idx == 999:
+        logger.info("order %d: last line exported", order_id)
     return [f"Row {idx}", str(idx)]
