@@ -71,6 +71,12 @@ def test_ordinary_line_is_unchanged(line: str) -> None:
         ("Cookie: a=1; b=2", "Cookie: [REDACTED]"),
         ("?api_key=abc123&x=1", "?api_key=[REDACTED]&x=1"),
         ("AKIAIOSFODNN7EXAMPLE", REDACTED),
+        # a list or tuple under a sensitive key: every item, the repr's shape kept
+        ("login auth=('svc', 'hunter2') refused", "login auth=('[REDACTED]') refused"),
+        ("{'password': ['old', 'new'], 'user': 'bob'}", "{'password': ['[REDACTED]'], 'user': 'bob'}"),
+        ("{'password': 'x', 'user': 'bob'}", "{'password': '[REDACTED]', 'user': 'bob'}"),
+        # a field named password in a Python repr is not SQL's PASSWORD 'y'
+        ("loc=('body', 'password'), msg='too short'", "loc=('body', 'password'), msg='too short'"),
     ],
 )
 def test_context_around_the_secret_is_kept(line: str, expected: str) -> None:

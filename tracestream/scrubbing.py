@@ -188,8 +188,10 @@ def _require_words(key: str, what: str) -> tuple[str, ...]:
 # JSON logged as a string (`{\"password\":\"x\"}`).
 _TEXT_KEY = re.compile(
     r"(?<![A-Za-z0-9_.\-])(?:--?)?(?<!://)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})"
-    r"(?:\\?[\"'])?[ \t]*[:=][ \t]*(?:[\[(](?=\\?[\"']))?(?P<escaped>\\(?=[\"']))?"
+    r"(?:\\?[\"'])?[ \t]*[:=][ \t]*(?P<opener>[\[(](?=\\?[\"']))?(?P<escaped>\\(?=[\"']))?"
 )
+_CLOSER = {"[": "]", "(": ")"}
+_ITEM_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
 # An unquoted "value" that is a key name followed by a separator is the next key, not a value:
 # `credentials: aws_access_key_id = x`.
 _NEXT_KEY = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*[:=]")
@@ -220,12 +222,31 @@ class KeyValueRule:
             key = match.group("key")
             if self.keys.verdict(key) is _SECRET:
                 header = key_words(key)[-1].endswith(_HEADER_SUFFIXES)
-                span = _value_span(text, pos, header, match.group("escaped") is not None)
+                escaped = match.group("escaped") is not None
+                opener = match.group("opener")
+                if opener and not escaped and not header:  # `auth=('svc', 'pw')`: every item
+                    span = _items_span(text, pos, _CLOSER[opener])
+                else:
+                    span = _value_span(text, pos, header, escaped)
                 if span is not None:
                     yield span
                     # Resume after the value: rescanning inside it is redundant and, for
                     # `password=password=...`, quadratic.
                     pos = max(pos, span[1])
+
+
+def _items_span(text: str, pos: int, closer: str) -> tuple[int, int] | None:
+    """The quoted items of a list or tuple repr, from the first one's text to the last one's."""
+    start = end = -1
+    while quoted := _QUOTED_VALUE.match(text, pos):
+        if start < 0:
+            start = quoted.start("body")
+        end = quoted.end("body")
+        separator = _ITEM_SEPARATOR.match(text, end + 1)
+        if separator is None or text.startswith(closer, end + 1):
+            break
+        pos = separator.end()
+    return (start, end) if end > start else None
 
 
 def _value_span(text: str, pos: int, header: bool, escaped: bool) -> tuple[int, int] | None:
@@ -341,11 +362,13 @@ VENDOR_TOKEN = PatternRule(
 )
 # The quoted password in SQL: `ALTER USER x WITH [ENCRYPTED] PASSWORD 'y'`, `CREATE ROLE ...
 # PASSWORD 'y'`, `SET PASSWORD [FOR u] = 'y'`, MySQL `IDENTIFIED [WITH plugin] BY 'y'`. A doubled
-# quote is part of the value. The trigger is `by '`, not `identified`: no trigger word starts with `i`.
+# quote is part of the value. A space or `=` comes before the quote: `'password': 'x'` is a
+# Python repr, which the key rule reads. The trigger is `by '`, not `identified`: no trigger
+# word starts with `i`.
 SQL_PASSWORD = PatternRule(
     "sql_password",
     re.compile(
-        r"(?i:\bpassword(?:[ \t]+for[ \t]+[^\s=]{1,200})?[ \t]*=?[ \t]*"
+        r"(?i:\bpassword(?:[ \t]+for[ \t]+[^\s=]{1,200})?(?:[ \t]*=[ \t]*|[ \t]+)"
         r"|\bidentified(?:[ \t]+with[ \t]+\S{1,64})?[ \t]+by[ ])'(?P<secret>(?:[^'\\]|''|\\.)*)'"
     ),
     ("password", "by '"),
