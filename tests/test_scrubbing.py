@@ -77,6 +77,21 @@ def test_ordinary_line_is_unchanged(line: str) -> None:
         ("{'password': 'x', 'user': 'bob'}", "{'password': '[REDACTED]', 'user': 'bob'}"),
         # a field named password in a Python repr is not SQL's PASSWORD 'y'
         ("loc=('body', 'password'), msg='too short'", "loc=('body', 'password'), msg='too short'"),
+        # the value a pydantic validation error refused, for a sensitive field only
+        (
+            "[{'type': 'missing', 'loc': ('body', 'password'), 'msg': 'short', 'input': 'hunter2'}]",
+            "[{'type': 'missing', 'loc': ('body', 'password'), 'msg': 'short', 'input': '[REDACTED]'}]",
+        ),
+        (
+            "1 validation error for Signup\npassword\n  String should have at least 32 characters "
+            "[type=string_too_short, input_value='hunter2', input_type=str]",
+            "1 validation error for Signup\npassword\n  String should have at least 32 characters "
+            "[type=string_too_short, input_value='[REDACTED]', input_type=str]",
+        ),
+        (
+            "[{'type': 'missing', 'loc': ('body', 'name'), 'msg': 'short', 'input': 'bob'}]",
+            "[{'type': 'missing', 'loc': ('body', 'name'), 'msg': 'short', 'input': 'bob'}]",
+        ),
     ],
 )
 def test_context_around_the_secret_is_kept(line: str, expected: str) -> None:

@@ -268,6 +268,47 @@ def _value_span(text: str, pos: int, header: bool, escaped: bool) -> tuple[int, 
     return (start, end) if end > start else None
 
 
+# --- validation errors -------------------------------------------------------------------
+
+# Pydantic names the field apart from the value it refused: `exc.errors()` as a repr puts it in
+# `'loc'` and the value under `'input'`; a `ValidationError`'s text puts the field on one line
+# and `input_value=` on the next.
+_ERROR_DICT_INPUT = re.compile(r"""'loc': \((?P<loc>[^()]*)\)[^{}]*?'input': """)
+_ERROR_TEXT_INPUT = re.compile(r"(?m)^(?P<loc>[A-Za-z_][\w.\[\]-]{0,200})\n  [^\n]*?\binput_value=")
+_UNQUOTED_INPUT_END = re.compile(r"[,\]}\n]")
+
+
+@dataclass(frozen=True)
+class ValidationInputRule:
+    """The value a validation error refused, when the field it was for is sensitive."""
+
+    keys: KeyPolicy
+    kind: str = "sensitive_validation_input"
+    triggers: tuple[str, ...] = ("'input': ", "input_value=")
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        for pattern in (_ERROR_DICT_INPUT, _ERROR_TEXT_INPUT):
+            for match in pattern.finditer(text):
+                if self.keys.verdict(_field_of(match.group("loc"))) is _SECRET:
+                    span = _input_span(text, match.end())
+                    if span is not None:
+                        yield span
+
+
+def _field_of(loc: str) -> str:
+    """`'body', 'password'` or `user.password`: the field's own name."""
+    return loc.rstrip(", ").rsplit(",", 1)[-1].strip().strip("'\"").rsplit(".", 1)[-1]
+
+
+def _input_span(text: str, pos: int) -> tuple[int, int] | None:
+    if quoted := _QUOTED_VALUE.match(text, pos):
+        start, end = quoted.span("body")
+    else:
+        found = _UNQUOTED_INPUT_END.search(text, pos)
+        start, end = pos, found.start() if found else len(text)
+    return (start, end) if end > start else None
+
+
 # --- secret formats ----------------------------------------------------------------------
 
 
@@ -455,7 +496,12 @@ class Scrubber:
             PatternRule("custom", _compile_user_regex(p, "extra pattern"), ()) for p in rules.extra_patterns
         )
         self._allowed_values = tuple(_compile_user_regex(p, "allow value") for p in rules.allow_values)
-        self._rules: tuple[Rule, ...] = (*BUILTIN_RULES, KeyValueRule(self._keys), *custom)
+        self._rules: tuple[Rule, ...] = (
+            *BUILTIN_RULES,
+            KeyValueRule(self._keys),
+            ValidationInputRule(self._keys),
+            *custom,
+        )
         # Each rule's screen: what the lowercased text must contain before its regex runs.
         self._screened = tuple((rule, _screen(rule)) for rule in self._rules)
         self._untriggered = tuple((rule, screen) for rule, screen in self._screened if not rule.triggers)
