@@ -284,7 +284,8 @@ class ValidationInputRule:
 
     keys: KeyPolicy
     kind: str = "sensitive_validation_input"
-    triggers: tuple[str, ...] = ("'input': ", "input_value=")
+    # Not `input…`: words starting with `p` are in the gate already, and `i` would be a new branch.
+    triggers: tuple[str, ...] = ("put': ", "put_value=")
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         for pattern in (_ERROR_DICT_INPUT, _ERROR_TEXT_INPUT):
