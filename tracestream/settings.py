@@ -67,6 +67,13 @@ def parse_exporter_names(text: str) -> tuple[str, ...]:
     return () if names == ("none",) else names
 
 
+def metrics_exporter_names() -> tuple[str, ...]:
+    """The exporters `OTEL_METRICS_EXPORTER` names (`none` names none): our launcher configurator
+    sets them up, and the HTTP conventions' default steps aside where metrics go out."""
+    parts = (part.strip() for part in os.environ.get("OTEL_METRICS_EXPORTER", "").split(","))
+    return tuple(name for name in parts if name not in ("", "none"))
+
+
 _PASSWORD = re.compile(r"(//[^/@:]*:)[^@/]*@")
 
 

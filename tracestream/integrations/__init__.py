@@ -25,6 +25,7 @@ import wrapt
 
 from tracestream._internal_log import internal_logger
 from tracestream.otel_setup.telemetry import Telemetry
+from tracestream.settings import metrics_exporter_names
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _choose_http_conventions(telemetry: Telemetry) -> None:
     """Only where tracestream alone reads span attributes and no metrics go out: a console or
     OTLP exporter's readers, and HTTP metrics' names, keep contrib's default."""
     only_ours = set(telemetry.settings.traces_exporter) <= {"redis_stream"}
-    if only_ours and os.environ.get("OTEL_METRICS_EXPORTER", "none").strip() in ("", "none"):
+    if only_ours and not metrics_exporter_names():
         os.environ.setdefault(*SEMCONV_DEFAULT)
 
 

@@ -27,7 +27,7 @@ from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProc
 from tracestream.otel_setup.resource import build_resource, process_resource
 from tracestream.otel_setup.telemetry import Telemetry, installed, remember
 from tracestream.scrubbing import scrubber_for
-from tracestream.settings import BatchSettings, ConfigError, Settings
+from tracestream.settings import BatchSettings, ConfigError, Settings, metrics_exporter_names
 
 LOGS_GROUP = "opentelemetry_logs_exporter"
 TRACES_GROUP = "opentelemetry_traces_exporter"
@@ -124,8 +124,7 @@ def _install(settings: Settings) -> Telemetry:
 def set_up_metrics(resource: Resource) -> None:
     """What `OTEL_METRICS_EXPORTER` names, as upstream's configurator sets it up, for the launcher
     run with ours: traces and logs are tracestream's, metrics go where the variable says."""
-    names = [name.strip() for name in os.environ.get("OTEL_METRICS_EXPORTER", "").split(",")]
-    exporters = [_from_entry_point(METRICS_GROUP, name) for name in names if name not in ("", "none")]
+    exporters = [_from_entry_point(METRICS_GROUP, name) for name in metrics_exporter_names()]
     if not exporters:
         return
     # Imported here: the metrics SDK adds ~30 ms to the start of every process that uses none.
