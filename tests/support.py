@@ -82,11 +82,18 @@ class RedisHandle:
 
 
 def run_python(code: str, env: Mapping[str, str], *, launcher: bool = False, timeout: float = 60) -> str:
-    """Run `code` in a fresh interpreter, optionally under `opentelemetry-instrument`."""
-    command = [sys.executable, "-c", code]
-    if launcher:
-        command = [str(VENV_BIN / "opentelemetry-instrument"), *command]
-    done = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    """Run `code` in a fresh interpreter, optionally under `opentelemetry-instrument`; its stderr."""
+    done = run_python_process(code, env, launcher=launcher, timeout=timeout)
     if done.returncode != 0:
         raise AssertionError(f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}")
     return done.stderr
+
+
+def run_python_process(
+    code: str, env: Mapping[str, str], *, launcher: bool = False, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The same, whatever it exits with, for a test that reads its stdout or its exit status."""
+    command = [sys.executable, "-c", code]
+    if launcher:
+        command = [str(VENV_BIN / "opentelemetry-instrument"), *command]
+    return subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout, cwd=ROOT)

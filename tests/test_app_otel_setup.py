@@ -5,11 +5,10 @@ propagator that drops W3C trace context is said in one line."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
-from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
+from tests.support import RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
 
 # The OpenTelemetry docs' manual setup ("Acquiring a tracer"), with a log line in the span.
@@ -63,16 +62,13 @@ JOINED = (
 
 
 def _run(code: str, stream: RedisHandle, launcher: bool, **extra: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", code if launcher else CONFIGURE_FIRST + code]
-    if launcher:
-        command = [str(VENV_BIN / "opentelemetry-instrument"), *command]
     env = stream.env(
         OTEL_SERVICE_NAME="app",
         OTEL_LOGS_EXPORTER="redis_stream",
         OTEL_TRACES_EXPORTER="redis_stream",
         **extra,
     )
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    done = run_python_process(code if launcher else CONFIGURE_FIRST + code, env, launcher=launcher)
     assert done.returncode == 0, done.stderr
     return done
 

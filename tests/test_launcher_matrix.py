@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import Counter
 
 import pytest
 
 from tests.apps.servers import bin_path, http_ready, launched, serve
-from tests.support import ROOT, RedisHandle, wait_for
+from tests.support import ROOT, RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
 
 COMBINATIONS = [
@@ -140,16 +139,14 @@ def test_metrics_go_where_otel_metrics_exporter_says_whichever_configurator_runs
     stream: RedisHandle, distro: str, configurator: str
 ) -> None:
     env = {**_env(stream, "dice", distro, configurator), "OTEL_METRICS_EXPORTER": "console"}
-    command = launched(sys.executable, "-c", COUNTER)
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    done = run_python_process(COUNTER, env, launcher=True)
     assert done.returncode == 0, done.stderr
     assert '"name": "dice.rolls"' in done.stdout, (done.stdout, done.stderr)
 
 
 def test_a_metrics_exporter_that_is_not_installed_is_said_in_one_line(stream: RedisHandle) -> None:
     env = {**_env(stream, "dice", "tracestream", "tracestream"), "OTEL_METRICS_EXPORTER": "nonesuch"}
-    command = launched(sys.executable, "-c", COUNTER)
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    done = run_python_process(COUNTER, env, launcher=True)
     assert done.returncode == 2
     assert done.stderr.startswith(
         "tracestream: invalid configuration: OTEL_METRICS_EXPORTER: no exporter named 'nonesuch' is installed"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ import pytest
 
 from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, serve
 from tests.seeded_records import RecordWriter
-from tests.support import ROOT, VENV_BIN, RedisHandle, run_python, wait_for
+from tests.support import ROOT, VENV_BIN, RedisHandle, run_python, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
 from tracestream.export_status import read_statuses
 from tracestream.otel_setup.sampling import HOLD_RECORDS_PER_TRACE, TraceLogGate
@@ -146,9 +145,7 @@ def test_other_log_exporters_get_every_record(stream: RedisHandle) -> None:
     """The stream follows its traces; a console exporter beside it prints every record, as
     OpenTelemetry sends them."""
     env = stream.env(OTEL_TRACES_SAMPLER="always_off", OTEL_LOGS_EXPORTER="redis_stream,console")
-    done = subprocess.run(
-        [sys.executable, "-c", SAMPLED_APP], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
+    done = run_python_process(SAMPLED_APP, env)
     assert done.returncode == 0, done.stderr
     assert '"body": "info in a trace"' in done.stdout and '"body": "warn in a trace"' in done.stdout
     assert {entry.body for entry in stream.logs()} == {"warn in a trace", "info outside any trace"}
