@@ -189,6 +189,19 @@ def test_doctor_explains_what_it_finds(
         assert done.returncode == status and advice in done.stdout, (args, done.stdout)
 
 
+def test_doctor_warns_of_any_eviction_policy(stream: RedisHandle, here: Here) -> None:
+    """volatile-* evicts what carries an expiry first: the trace index, trace list and issues."""
+    with stream.client() as admin:
+        admin.config_set("maxmemory-policy", "volatile-lru")
+        try:
+            findings = {f["check"]: f for f in ndjson(here("doctor", "--json").stdout)}
+        finally:
+            admin.config_set("maxmemory-policy", "noeviction")
+    eviction = findings["eviction"]
+    assert eviction["status"] == "warn" and "prefer noeviction" in eviction["detail"]
+    assert "evict the trace index, trace list and issues" in eviction["detail"]
+
+
 BAD_INPUT = [
     (["search", "--trace-id", "xyz"], "invalid trace id 'xyz'"),
     (["tail", "--since", "yesterday"], "bad time 'yesterday'"),

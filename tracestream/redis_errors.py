@@ -3,11 +3,12 @@
 A transient error (the connection, a timeout, a server loading, busy, out of memory, read-only
 during a failover, a cluster reshaping) says nothing about the records: the same batch is
 sent again later. So does a setup that makes Redis refuse every write alike (an address that
-is not a Redis server, a database it does not have, an ACL, a cluster node written to as a
-single Redis): the records wait in the spool until the setup is fixed, and `setup_problem`
-says what to fix. Anything else (`WRONGTYPE` from a key of the wrong type, a protocol error
-from an argument over `proto-max-bulk-len`, a script error) is a refusal: sending the same
-records again gets the same answer, so the export worker bisects the batch to find them.
+is not a Redis server, a database it does not have, an ACL, a command renamed away, a cluster
+node written to as a single Redis): the records wait in the spool until the setup is fixed,
+and `setup_problem` says what to fix. Anything else (`WRONGTYPE` from a key of the wrong
+type, a protocol error from an argument over `proto-max-bulk-len`, a script error) is a
+refusal: sending the same records again gets the same answer, so the export worker bisects
+the batch to find them.
 """
 
 from __future__ import annotations
@@ -59,12 +60,18 @@ _CLASS_CODES = {OutOfMemoryError: "OOM", ReadOnlyError: "READONLY", BusyLoadingE
 
 _ACL = "the URL's user lacks a permission tracestream needs: docs/security.md lists them"
 _CLUSTER_NODE = "it is a Redis Cluster node: set TRACESTREAM_REDIS_CLUSTER=true"
+_RENAMED = (
+    "it lacks a command tracestream needs, renamed or disabled in its configuration: "
+    "docs/security.md lists them"
+)
 # Replies that refuse every write alike, whatever the records: (what the reply says, what to do).
 _SETUP_REPLIES = (
     ("DB index is out of range", "it has no such database: pick a lower number in the URL"),
     ("can't run this command", _ACL),
     ("no permissions to", _ACL),
     ("hash to the same slot", _CLUSTER_NODE),
+    ("unknown command", _RENAMED),  # `rename-command` in its configuration
+    ("Unknown Redis command called from script", _RENAMED),
 )
 
 

@@ -146,13 +146,17 @@ def _server(client: redis.Redis) -> list[Finding]:
         )
     ]
     policy = str(info.get("maxmemory_policy", ""))
-    if policy.startswith("allkeys"):
+    if policy not in ("", "noeviction"):
+        evicted = "the trace index, trace list and issues"  # volatile-*: the keys with an expiry
+        if policy.startswith("allkeys"):
+            evicted = "whole streams"
         findings.append(
             Finding(
                 "eviction",
                 "warn",
-                f"maxmemory-policy {policy} lets Redis evict whole streams when memory runs out; "
-                "prefer noeviction or volatile-* and bound the streams with TRACESTREAM_MAX_ENTRIES",
+                f"maxmemory-policy {policy} lets Redis evict {evicted} when memory runs out; prefer "
+                "noeviction (records wait in the spool while Redis is full) and bound the streams "
+                "with TRACESTREAM_MAX_ENTRIES or TRACESTREAM_MAX_AGE",
             )
         )
     maxmemory = int(info.get("maxmemory", 0) or 0)

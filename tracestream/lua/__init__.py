@@ -9,18 +9,23 @@ waits on it for ever (tests/test_fork_multiprocessing.py).
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import cache
 from pathlib import Path
 
 __all__ = ["script_sha", "script_source"]
 
 _HERE = Path(__file__).parent
+# Redis runs one text per script, so what two scripts share is pasted in where they say so.
+_INCLUDE = re.compile(r"^--#include (\w+)$", re.MULTILINE)
 
 
 @cache
 def script_source(name: str) -> str:
-    """The text of `<name>.lua`; a missing script is a packaging bug, so it raises."""
-    return (_HERE / f"{name}.lua").read_text(encoding="utf-8")
+    """The text of `<name>.lua`, each `--#include <other>` line replaced by `<other>.lua`; a
+    missing script is a packaging bug, so it raises."""
+    text = (_HERE / f"{name}.lua").read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda line: script_source(line.group(1)).rstrip("\n"), text)
 
 
 @cache

@@ -13,7 +13,8 @@
 -- A retried call stores each record once. A script that fails midway keeps what it wrote,
 -- so every key is checked before the first write, with commands that fail on a key of the
 -- wrong type and change nothing (a write-only producer may run them; docs/security.md), and
--- nothing after the XADDs can fail. Only a stream key of another type refuses the call; a
+-- nothing after the XADDs can fail. A Redis that takes no writes now (failures.lua) fails the
+-- call at its first write, as it found it. Only a stream key of another type refuses it; a
 -- digest key of another type costs the records their search digest (the call returns why),
 -- and a trace index key of another type costs only that trace its index (pcall). Redis
 -- refuses a script for OOM only at its first write command, here the INCRBY that reads a
@@ -61,12 +62,7 @@ if ARGV[16] and ARGV[16] ~= '' then
 end
 local P = {}  -- field positions by name, for error rows
 if has_errors then for f = 1, #names do P[names[f]] = f end end
-local function refused(reply) return type(reply) == 'table' and reply.err end
-local function oom(reply) return string.sub(reply.err, 1, 3) == 'OOM' end
--- The URL's user may not run a command (its ACL): said as Redis says it, not as a wrong type.
-local function denied(reply)
-  return string.find(reply.err, 'NOPERM', 1, true) or string.find(reply.err, "can't run this command", 1, true)
-end
+--#include failures
 -- A call's rows come from one writer, in order: only a retry's leading rows, which Redis
 -- stored before, are below the mark, so only those and the last row are parsed.
 local function parse(row)
@@ -80,8 +76,9 @@ local mark_key, mark
 if prefix then
   mark_key = mark_prefix .. prefix
   mark = redis.pcall('INCRBY', mark_key, 0)
-  if refused(mark) then
-    if oom(mark) then return mark end
+  local failure = refused(mark)
+  if failure then
+    if takes_no_writes(failure) then return failure end
     prefix = nil
   else
     redis.call('EXPIRE', mark_key, ttl)
@@ -98,10 +95,10 @@ if maxlen > 0 then probes[3] = {'list', 'LPOP', '0'}; probes[4] = {'count', 'INC
 local digest_problem
 for k = 1, math.min(#KEYS, #probes) do
   local probe = probes[k]
-  local reply = redis.pcall(probe[2], KEYS[k], unpack(probe, 3))
-  if refused(reply) then
-    if oom(reply) or denied(reply) then return reply end
-    local problem = KEYS[k] .. ' is not a ' .. probe[1] .. ': ' .. reply.err
+  local failure = refused(redis.pcall(probe[2], KEYS[k], unpack(probe, 3)))
+  if failure then
+    if takes_no_writes(failure) or denied(failure) then return failure end
+    local problem = KEYS[k] .. ' is not a ' .. probe[1] .. ': ' .. failure.err
     if k == 1 then return redis.error_reply('WRONGTYPE ' .. problem) end
     digest_problem = digest_problem or problem .. '; the search digest is not written'
   end
@@ -110,9 +107,9 @@ if digest_problem then digest_pos = {} end
 if first > #rows then return 0 end
 if resource ~= '' and resource_prefix ~= '' then
   local hex = string.sub(redis.sha1hex(resource), 1, 16)
-  local stored = redis.pcall('HSET', resource_prefix .. hex, 'json', resource)
-  if refused(stored) then
-    if oom(stored) then return stored end
+  local failure = refused(redis.pcall('HSET', resource_prefix .. hex, 'json', resource))
+  if failure then
+    if takes_no_writes(failure) then return failure end
   else
     redis.call('EXPIRE', resource_prefix .. hex, ttl)
     resource = '@' .. hex
@@ -204,8 +201,9 @@ if #issue_order > 0 then
   local function call(...)
     if issue_problem then return nil end
     local reply = redis.pcall(...)
-    if refused(reply) then
-      issue_problem = select(2, ...) .. ': ' .. reply.err .. '; error issues are not updated'
+    local failure = refused(reply)
+    if failure then
+      issue_problem = select(2, ...) .. ': ' .. failure.err .. '; error issues are not updated'
       return nil
     end
     return reply
@@ -262,6 +260,12 @@ if maxlen > 0 then
     local oldest = redis.call('LPOP', KEYS[3])
     if not oldest then break end
     local count, digest_id = string.match(oldest, '^(%d+) (%d+%-%d+)$')
+    if digest_id == id then
+      -- The sizes list held only this entry (it was deleted or evicted): its count is the total.
+      redis.call('LPUSH', KEYS[3], oldest)
+      if total > #lines then redis.call('DECRBY', KEYS[4], total - #lines) end
+      break
+    end
     if count then
       if total - tonumber(count) < maxlen then redis.call('LPUSH', KEYS[3], oldest); break end
       total = redis.call('DECRBY', KEYS[4], count)

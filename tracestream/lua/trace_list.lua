@@ -27,7 +27,8 @@ local summaries = cjson.decode(ARGV[6])
 local by_start, by_duration, expiry_of = {}, {}, {}  -- key -> {score, member, ...}; key -> its expiry
 local hours = {}  -- hour -> true, for <traces>:hours
 local newest, newest_ms = {}, {}  -- service -> its newest start (text, number), for <traces>:services
-local problem
+local problem, halted  -- what costs only the list; a failure that stops the call
+--#include failures
 local function queue(sets, key, score, member)
   local pending = sets[key]
   if pending == nil then
@@ -37,13 +38,17 @@ local function queue(sets, key, score, member)
   pending[#pending + 1] = score
   pending[#pending + 1] = member
 end
+-- A Redis that takes no writes now fails the first ZADD, before anything was written: the call
+-- returns its error, so the batch is sent again (its append calls skip the rows they stored).
 local function added(key, pending)
-  local reply = redis.pcall('ZADD', key, unpack(pending))
-  if type(reply) == 'table' and reply.err then
-    problem = problem or ('the trace list is not written: ' .. key .. ': ' .. reply.err)
-    return false
+  local failure = refused(redis.pcall('ZADD', key, unpack(pending)))
+  if not failure then return true end
+  if takes_no_writes(failure) then
+    halted = failure
+  else
+    problem = problem or ('the trace list is not written: ' .. key .. ': ' .. failure.err)
   end
-  return true
+  return false
 end
 local written = 0
 for _, summary in ipairs(summaries) do
@@ -70,12 +75,16 @@ for key, pending in pairs(by_start) do
     redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.0f', min_ms))
     redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
     redis.call('EXPIRE', key, ttl)
+  elseif halted then
+    return halted
   end
 end
 for key, pending in pairs(by_duration) do
   if added(key, pending) then
     redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
     redis.call('EXPIRE', key, expiry_of[key])
+  elseif halted then
+    return halted
   end
 end
 local services_key = traces .. ':services'

@@ -1,0 +1,21 @@
+-- How the scripts that write tell a command's failure apart (pasted in by `--#include failures`).
+-- A command's failure as its reply table, or nil when it succeeded. Redis 6 puts
+-- `@user_script: <line>: -` before the code; taken off, the client reads the code as Redis 7 sends it.
+local function refused(reply)
+  if type(reply) == 'table' and reply.err then
+    return {err = (string.gsub(reply.err, '^@user_script: ?%d+: ?%-', ''))}
+  end
+end
+-- Failures that say Redis takes no writes now (out of memory, a read-only replica during a
+-- failover, a failed save): nothing about the records or the keys. The call returns them as
+-- they are, and the exporter sends the batch again later (tracestream/redis_errors.py). Redis
+-- refuses these at a script's first write, before it changed anything.
+local TAKES_NO_WRITES = {
+  OOM = true, READONLY = true, MASTERDOWN = true, MISCONF = true, NOREPLICAS = true,
+  CLUSTERDOWN = true, TRYAGAIN = true, LOADING = true, BUSY = true,
+}
+local function takes_no_writes(failure) return TAKES_NO_WRITES[string.match(failure.err, '^%u+')] == true end
+-- The URL's user may not run a command (its ACL): said as Redis says it, not as a wrong type.
+local function denied(failure)
+  return string.find(failure.err, 'NOPERM', 1, true) or string.find(failure.err, "can't run this command", 1, true)
+end
