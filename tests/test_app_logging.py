@@ -27,6 +27,8 @@ LOGGERS = {
     "loguru_intercepting": ["shop.views"],
     "loguru_intercepting_into_its_sink": ["shop.views"],
     "records_handed_on": ["shop.views"],
+    "asked_then_raised": ["shop.views"],
+    "asked_then_handed_on": ["shop.views"],
     "queue_handler": ["shop.views"],
 }
 

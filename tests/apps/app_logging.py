@@ -211,6 +211,23 @@ def records_handed_on() -> list[HandingOn]:
     return [HandingOn("shop.views")]
 
 
+def asked_then_raised() -> list[logging.Logger]:
+    """A library asks whether INFO is on and does not log (SQLAlchemy, Celery); the app then
+    turns INFO on: its next INFO line is the app's, to print."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", force=True)
+    views = logging.getLogger("shop.views")
+    views.isEnabledFor(logging.INFO)
+    views.setLevel(logging.INFO)
+    return [views]
+
+
+def asked_then_handed_on() -> list[HandingOn]:
+    """An answer left unused, then a record made elsewhere and handed on at that level."""
+    records_handed_on()
+    logging.getLogger("shop.views").isEnabledFor(logging.INFO)
+    return [HandingOn("shop.views")]
+
+
 SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "dict_config_with_root": dict_config_with_root,
     "dict_config_disabling": dict_config_disabling,
@@ -223,6 +240,8 @@ SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "loguru_intercepting": loguru_intercepting,
     "loguru_intercepting_into_its_sink": loguru_intercepting_into_its_sink,
     "records_handed_on": records_handed_on,
+    "asked_then_raised": asked_then_raised,
+    "asked_then_handed_on": asked_then_handed_on,
     "queue_handler": queue_handler,
 }
 

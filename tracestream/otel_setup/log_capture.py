@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 from collections.abc import Iterable
 from contextvars import ContextVar
+from types import FrameType
 from typing import Any
 
 __all__ = [
@@ -61,6 +63,7 @@ _access_line_replaced: ContextVar[bool] = ContextVar("tracestream_access_line_re
 _is_enabled_for = logging.Logger.isEnabledFor
 _make_record = logging.Logger.makeRecord
 _filter = logging.Logger.filter
+_LOG_CODE = logging.Logger._log.__code__
 
 
 # Per thread (by ident), the logger and level `isEnabledFor` just answered yes for, for us
@@ -178,9 +181,28 @@ def _capturing_filter(self: logging.Logger, record: logging.LogRecord) -> Any:
 
 def _answered_for_us(logger: logging.Logger, record: logging.LogRecord) -> bool:
     """Whether `isEnabledFor` answered yes for us alone for `record`. This thread's answer is
-    used up either way."""
+    used up either way. The app may have asked and not logged: the record is still its own
+    when its levels now let it through, or when it was not made by a logging call but handed
+    to `Logger.handle` (only the logging call's `_log` is a few frames up)."""
     asked = _asked_for_us.pop(_get_ident(), None)
-    return asked is not None and asked[0] is logger and asked[1] == record.levelno
+    return (
+        asked is not None
+        and asked[0] is logger
+        and asked[1] == record.levelno
+        and not _is_enabled_for(logger, record.levelno)
+        and _made_by_a_logging_call()
+    )
+
+
+def _made_by_a_logging_call() -> bool:
+    frame: FrameType | None = sys._getframe(3)  # this, `_answered_for_us`, our `filter` or `makeRecord`
+    for _ in range(3):  # `Logger.handle`, a subclass's `handle` calling it, `_log`
+        if frame is None:
+            return False
+        if frame.f_code is _LOG_CODE:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _take_after_filters(logger: logging.Logger, record: logging.LogRecord) -> Any:
