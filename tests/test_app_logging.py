@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -11,7 +12,7 @@ import pytest
 
 from tests.apps.app_logging import SCENARIOS
 from tests.apps.servers import bin_path, http_ready, launched, serve
-from tests.support import ROOT, RedisHandle, wait_for
+from tests.support import ROOT, RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
 
 # The loggers each scenario logs from (tests/apps/app_logging.py).
@@ -132,3 +133,38 @@ def test_a_servers_log_config_keeps_app_records_and_each_request_once(
     access_lines = [body for body in bodies if access_line in body]
     assert len(access_lines) == (server == "gunicorn"), bodies
     assert all(count == 1 for count in bodies.values()), bodies
+
+
+SQLALCHEMY_TUTORIAL = """
+import logging, os
+if os.environ.get("WITH_TRACESTREAM"):
+    import tracestream
+    tracestream.configure()
+from sqlalchemy import create_engine, text
+logging.basicConfig(format="%(levelname)s %(name)s %(message)s")
+engine = create_engine("sqlite+pysqlite:///:memory:", echo=ECHO)  # SQLAlchemy's unified tutorial
+with engine.connect() as conn:
+    print(conn.execute(text("select 'hello world'")).all())
+logging.getLogger("shop").warning("app line")
+"""
+
+
+@pytest.mark.parametrize("echo", [False, True])
+def test_sqlalchemy_logs_its_statements_only_when_the_app_asks(stream: RedisHandle, echo: bool) -> None:
+    """SQLAlchemy logs a statement and its parameters only where `isEnabledFor(INFO)` says yes:
+    our yes must not make it log what `echo=False` keeps in. With `echo=True` it is the app's."""
+    code = SQLALCHEMY_TUTORIAL.replace("ECHO", str(echo))
+    without = run_python_process(code, stream.env())
+    with_us = run_python_process(code, stream.env(WITH_TRACESTREAM="1"))
+    assert with_us.returncode == without.returncode == 0, with_us.stderr
+    assert _untimed(with_us.stdout + with_us.stderr) == _untimed(without.stdout + without.stderr)
+    entries = wait_for(lambda: stream.logs(), what="the app's line")
+    scopes = Counter(entry.scope.split(".")[0] for entry in entries)
+    assert scopes["shop"] == 1
+    assert (scopes["sqlalchemy"] > 0) is echo, scopes
+
+
+def _untimed(output: str) -> str:
+    """echo's own handler prints times, and how long each statement took to compile."""
+    output = re.sub(r"(?m)^\d{4}-\d\d-\d\d [\d:,]+ ", "", output)
+    return re.sub(r"generated in [\d.]+s", "generated", output)

@@ -54,6 +54,10 @@ __all__ = [
 ACCESS_LOGGERS = frozenset({"uvicorn.access", "gunicorn.access", "hypercorn.access"})
 
 _MAX_REMEMBERED_NAMES = 10_000
+# Libraries whose INFO lines are made only when the app asks for them, and carry what it did
+# not mean to keep: SQLAlchemy's are every statement and its parameters (`echo`). For these
+# `isEnabledFor` answers as the app's levels do; what they let through still reaches the stream.
+_LOGGED_ON_REQUEST_ONLY = ("sqlalchemy",)
 
 # Set while tracestream itself writes to Redis (its export threads, a flush): what redis-py
 # logs then is ours, not the app's, and goes to neither the app's handlers nor the stream.
@@ -82,18 +86,22 @@ class LogCapture:
         self.level = level
         self.excluded = tuple(excluded)
         self._wanted: dict[str, bool] = {}
+        self._asked_for: dict[str, bool] = {}
 
     def wants(self, logger_name: str) -> bool:
         """Loggers repeat, so each name is matched against the exclusions once."""
         wanted = self._wanted.get(logger_name)
         if wanted is None:
-            wanted = not any(
-                logger_name == name or logger_name.startswith(f"{name}.") for name in self.excluded
-            )
-            if len(self._wanted) >= _MAX_REMEMBERED_NAMES:
-                self._wanted.clear()
-            self._wanted[logger_name] = wanted
+            wanted = _remember(self._wanted, logger_name, not _under(logger_name, self.excluded))
         return wanted
+
+    def asks_for(self, logger_name: str) -> bool:
+        """Whether records the app's levels skip are made for us from this logger."""
+        asked = self._asked_for.get(logger_name)
+        if asked is None:
+            asked = self.wants(logger_name) and not _under(logger_name, _LOGGED_ON_REQUEST_ONLY)
+            _remember(self._asked_for, logger_name, asked)
+        return asked
 
     def take(self, record: logging.LogRecord) -> None:
         if (
@@ -102,6 +110,17 @@ class LogCapture:
             and not (record.name in ACCESS_LOGGERS and take_access_line_mark())
         ):
             self.handler.handle(record)
+
+
+def _under(logger_name: str, names: Iterable[str]) -> bool:
+    return any(logger_name == name or logger_name.startswith(f"{name}.") for name in names)
+
+
+def _remember(verdicts: dict[str, bool], logger_name: str, verdict: bool) -> bool:
+    if len(verdicts) >= _MAX_REMEMBERED_NAMES:
+        verdicts.clear()
+    verdicts[logger_name] = verdict
+    return verdict
 
 
 _capture: LogCapture | None = None
@@ -151,7 +170,7 @@ def _capturing_is_enabled_for(self: logging.Logger, level: int) -> bool:
         capture is not None
         and level >= capture.level
         and self.manager.disable < level  # logging.disable() still silences everything
-        and capture.wants(self.name)
+        and capture.asks_for(self.name)
         and not (self.name in ACCESS_LOGGERS and take_access_line_mark())
     ):
         _asked_for_us[_get_ident()] = (self, level)
