@@ -7,8 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from tracestream.cli.common import OPTIONS, PORT, UsageError, settings
-from tracestream.console.auth import TOKEN_ENV, ConsoleAuthError, require_token_off_loopback
-from tracestream.console.server import DEFAULT_HOST, DEFAULT_PORT, WILDCARD_ADDRESSES, serve
+from tracestream.console.address import DEFAULT_HOST, DEFAULT_PORT, WILDCARD_ADDRESSES
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -37,6 +36,14 @@ def register(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = settings(args)
+    try:
+        from tracestream.console.auth import TOKEN_ENV, ConsoleAuthError, require_token_off_loopback
+        from tracestream.console.server import serve
+    except ImportError as missing:  # the other commands need none of it
+        raise UsageError(
+            f"the console needs the console extra ({missing.name} is not installed): "
+            "pip install 'tracestream[console]'"
+        ) from None
     try:  # serve() checks too; here it keeps a URL that will not serve from being printed
         require_token_off_loopback(args.host, os.environ.get(TOKEN_ENV, "").strip() or None)
     except ConsoleAuthError as error:

@@ -9,13 +9,10 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from tracestream.console.address import DEFAULT_HOST, DEFAULT_PORT, WILDCARD_ADDRESSES
 from tracestream.console.app import Console, create_app
 from tracestream.console.auth import ALLOWED_HOSTS_ENV, TOKEN_ENV, require_token_off_loopback
 from tracestream.settings import Settings
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8686
-WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
 
 
 def allowed_hosts(bind: str, extra: Sequence[str] = ()) -> list[str]:
