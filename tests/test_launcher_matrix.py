@@ -151,3 +151,19 @@ def test_a_metrics_exporter_that_is_not_installed_is_said_in_one_line(stream: Re
     assert done.stderr.startswith(
         "tracestream: invalid configuration: OTEL_METRICS_EXPORTER: no exporter named 'nonesuch' is installed"
     ), done.stderr
+
+
+@pytest.mark.parametrize(("distro", "configurator"), COMBINATIONS)
+def test_a_bad_setting_is_one_line_and_exit_2_whichever_configurator_runs(
+    stream: RedisHandle, distro: str, configurator: str
+) -> None:
+    """Upstream's configurator builds our exporters itself, and would log their error as a
+    traceback and run the app with nothing exported."""
+    env = {**_env(stream, "dice", distro, configurator), "TRACESTREAM_MAX_AGE": "a week"}
+    done = run_python_process("print('app ran')", env, launcher=True)
+    assert (done.returncode, done.stdout) == (2, "")
+    ours = [line for line in done.stderr.splitlines() if not line.startswith("Configuration of ")]
+    assert ours == [
+        "tracestream: invalid configuration: TRACESTREAM_MAX_AGE='a week' is invalid: "
+        "expected a duration such as 250ms, 30s, 15m, 2h or 7d"
+    ], done.stderr

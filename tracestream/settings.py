@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 T = TypeVar("T")
@@ -26,6 +27,14 @@ _STREAM_KEY = re.compile(r"^[^\s{}]+$")
 
 class ConfigError(ValueError):
     """A setting has a value tracestream cannot use."""
+
+
+def refuse_to_launch(error: ConfigError) -> NoReturn:
+    """Under the launcher, which would log a bad setting and run the app uninstrumented, whichever
+    configurator it picked: one line, exit 2. We run inside site import there, where SystemExit
+    is a fatal interpreter error."""
+    print(f"tracestream: invalid configuration: {error}", file=sys.stderr, flush=True)
+    os._exit(2)
 
 
 def parse_duration(text: str) -> float:

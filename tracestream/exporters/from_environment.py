@@ -10,7 +10,7 @@ written twice.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracestream.exporters.redis_stream import RedisStreamLogExporter, RedisStreamSpanExporter
+from tracestream.settings import ConfigError, refuse_to_launch
 
 __all__ = ["EnvironmentLogExporter", "EnvironmentSpanExporter", "step_aside"]
 
@@ -27,8 +28,11 @@ _built: weakref.WeakSet[_FromEnvironment[Any]] = weakref.WeakSet()
 
 
 class _FromEnvironment(Generic[_Exporter]):
-    def __init__(self, exporter: _Exporter) -> None:
-        self._exporter: _Exporter | None = exporter
+    def __init__(self, build: Callable[[], _Exporter]) -> None:
+        try:
+            self._exporter: _Exporter | None = build()
+        except ConfigError as error:  # the configurator that builds us would carry on without us
+            refuse_to_launch(error)
         _built.add(self)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -47,7 +51,7 @@ class EnvironmentLogExporter(_FromEnvironment[RedisStreamLogExporter], LogRecord
     """`redis_stream` in OTEL_LOGS_EXPORTER, for any configurator."""
 
     def __init__(self) -> None:
-        super().__init__(RedisStreamLogExporter())
+        super().__init__(RedisStreamLogExporter)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         exporter = self._exporter
@@ -58,7 +62,7 @@ class EnvironmentSpanExporter(_FromEnvironment[RedisStreamSpanExporter], SpanExp
     """`redis_stream` in OTEL_TRACES_EXPORTER, for any configurator."""
 
     def __init__(self) -> None:
-        super().__init__(RedisStreamSpanExporter())
+        super().__init__(RedisStreamSpanExporter)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         exporter = self._exporter

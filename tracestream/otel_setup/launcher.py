@@ -27,7 +27,7 @@ from tracestream import integrations
 from tracestream.integrations import INSTALLED_BY_CONFIGURE
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
 from tracestream.otel_setup.telemetry import installed
-from tracestream.settings import ConfigError
+from tracestream.settings import ConfigError, refuse_to_launch
 
 _DEFAULTS = {
     "OTEL_TRACES_EXPORTER": REDIS_STREAM,
@@ -117,7 +117,4 @@ def _configure_or_exit(*, with_metrics: bool = False) -> None:
         if with_metrics:
             set_up_metrics(telemetry.resource)
     except ConfigError as error:
-        # The launcher would log and carry on uninstrumented; a bad setting must be seen.
-        # We run inside site import, where SystemExit is a fatal interpreter error.
-        print(f"tracestream: invalid configuration: {error}", file=sys.stderr, flush=True)
-        os._exit(2)
+        refuse_to_launch(error)
