@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT
+from tests.support import ROOT, RedisHandle, wait_for
 from tracestream.disk_spool import Spool, process_directory, spool_for
 from tracestream.settings import Settings
 
@@ -143,3 +143,70 @@ def test_a_write_that_fails_halfway_leaves_no_torn_frame(tmp_path: Path) -> None
     """A real short write (a file size limit stands in for a full disk): the batch is refused,
     so the caller keeps it, and the next frame does not land behind partial bytes."""
     subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], check=True, cwd=ROOT, timeout=30)
+
+
+DRAIN = """
+import sys
+from tracestream.disk_spool import spool_for
+from tracestream.settings import Settings
+spool = spool_for(Settings.load(environ={}, redis_url=sys.argv[1], spool_dir=sys.argv[2]), "app")
+while (rows := spool.peek()) is not None:
+    print(*(row[0] for row in rows))
+    spool.pop()
+"""
+
+
+def _as_another_user(path: Path) -> list[str]:
+    """Make `path` another user's private directory, as far as the command returned runs."""
+    if os.geteuid() != 0:
+        path.chmod(0)
+        return []
+    os.chown(path, 65534, 65534)  # nobody's; root without these capabilities cannot read it
+    path.chmod(0o700)
+    return [
+        "setpriv",
+        "--inh-caps=-dac_override,-dac_read_search",
+        "--bounding-set=-dac_override,-dac_read_search",
+    ]
+
+
+def test_another_users_leftover_spool_is_passed_over_not_fatal(tmp_path: Path) -> None:
+    """A spool directory shared with another user (root ran the service once): their leftover
+    cannot be read, and is left; the readable leftovers are still taken over."""
+    url = "redis://10.0.0.1:6379/0"
+    _spool_in_child(url, "app", tmp_path, 1)
+    (theirs,) = [folder for folder in tmp_path.iterdir() if not folder.name.startswith(".")]
+    _spool_in_child(url, "app", tmp_path, 2)
+    prefix = _as_another_user(theirs)
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", DRAIN, url, str(tmp_path)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["app", "0", "app", "1"]
+
+
+APP = """
+import logging, tracestream
+telemetry = tracestream.configure(service_name="shared-spool")
+logging.getLogger("shop").warning("order paid")
+telemetry.force_flush()
+print("app done")
+"""
+
+
+def test_a_spool_directory_this_user_cannot_read_is_one_line(stream: RedisHandle, tmp_path: Path) -> None:
+    """configure() raised PermissionError looking for leftovers to take over, and the app died."""
+    base = tmp_path / "spool"
+    _spool_in_child("redis://10.0.0.1:6379/0", "app", base, 1)
+    prefix = _as_another_user(base)
+    env = stream.env(TRACESTREAM_SPOOL_DIR=str(base))
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", APP], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert (done.returncode, done.stdout) == (0, "app done\n"), done.stderr
+    assert done.stderr.splitlines() == [
+        "tracestream: WARNING cannot look for spools that ended processes left: "
+        f"[Errno 13] Permission denied: '{base}'",
+        "order paid",
+    ]
+    wait_for(lambda: [e for e in stream.logs() if e.body == "order paid"], what="the app's record")

@@ -191,6 +191,7 @@ class ProcessDirectory:
         self._mutex = threading.Lock()
         self._path: Path | None = None
         self._orphans: dict[Path, int] | None = None
+        self._unreadable = False
 
     @property
     def path(self) -> Path | None:
@@ -216,18 +217,21 @@ class ProcessDirectory:
             if self._orphans is None:
                 self._orphans = {}
             claimed = self._orphans
-            for folder in process_folders(self.base):
+            try:
+                folders = process_folders(self.base)
+            except OSError as error:  # another user's base: this process spools, if it can, without them
+                if not self._unreadable:
+                    self._unreadable = True
+                    internal_logger.warning("cannot look for spools that ended processes left: %s", error)
+                folders = []
+            for folder in folders:
                 if folder in claimed or folder == self._path:
                     continue
-                if not (folder / name).is_dir() and not _holds_nothing(folder):
+                try:
+                    claim = _claim_if_orphan(folder, name)
+                except OSError:  # another user's, unreadable: not ours to take
                     continue
-                claim = _lock(folder / _LOCK_FILE, wait=False)
-                if claim is None:
-                    continue
-                if _holds_nothing(folder):
-                    shutil.rmtree(folder, ignore_errors=True)
-                    os.close(claim)
-                else:
+                if claim is not None:
                     claimed[folder] = claim
             return [folder for folder in claimed if (folder / name).is_dir()]
 
@@ -268,8 +272,15 @@ def process_folders(base: Path) -> list[Path]:
     """Every process directory under `base` (live or orphaned), oldest first."""
     if not base.is_dir():
         return []
-    folders = [f for f in base.iterdir() if not f.name.startswith(".") and (f / _LOCK_FILE).exists()]
+    folders = [f for f in base.iterdir() if not f.name.startswith(".") and _has_lock_file(f)]
     return sorted(folders, key=_age)
+
+
+def _has_lock_file(folder: Path) -> bool:
+    try:
+        return (folder / _LOCK_FILE).exists()
+    except OSError:  # another user's, unreadable
+        return False
 
 
 def is_orphan(folder: Path) -> bool:
@@ -279,6 +290,18 @@ def is_orphan(folder: Path) -> bool:
         return False
     os.close(claim)
     return True
+
+
+def _claim_if_orphan(folder: Path, name: str) -> int | None:
+    """The lock of a dead process's directory holding a folder `name`; one holding nothing goes."""
+    if not (folder / name).is_dir() and not _holds_nothing(folder):
+        return None
+    claim = _lock(folder / _LOCK_FILE, wait=False)
+    if claim is not None and _holds_nothing(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(claim)
+        return None
+    return claim
 
 
 def _holds_nothing(folder: Path) -> bool:
