@@ -151,6 +151,13 @@ def _inventory_call(logs: list[LogEntry]) -> LogEntry:
     return next(e for e in logs if e.scope == "httpx")
 
 
+def test_a_header_the_app_sets_itself_stays_its_own(project: tuple[Running, Server]) -> None:
+    web, _ = project
+    response = httpx.get(f"{web.base}/orders/7/traced-elsewhere/", timeout=30)
+    assert response.headers.get_list("x-trace-id") == ["the app's own"]
+    assert len(response.headers.get_list("traceparent")) == 1
+
+
 def test_spans_chain_web_to_inventory_and_worker(project: tuple[Running, Server], shipped: Shipped) -> None:
     web, _ = project
 

@@ -105,6 +105,23 @@ def test_every_response_returns_the_trace_id(api: tuple[str, Server]) -> None:
         assert trace_id == response.headers["x-trace-id"] and len(trace_id) == 32
 
 
+def test_a_header_the_app_sets_itself_stays_its_own(api: tuple[str, Server]) -> None:
+    base, _ = api
+    response = httpx.get(f"{base}/traced-elsewhere")
+    assert response.headers.get_list("x-trace-id") == ["the app's own"]
+    assert len(response.headers.get_list("traceparent")) == 1
+
+
+@pytest.mark.parametrize(("path", "route"), [("/plain/bob", "/plain/{name}"), ("/docs", "/docs")])
+def test_routes_fastapi_does_not_name_still_have_their_template(
+    api: tuple[str, Server], api_stream: RedisHandle, path: str, route: str
+) -> None:
+    base, _ = api
+    response = httpx.get(f"{base}{path}")
+    assert response.status_code == 200
+    assert request_record(api_stream, response).attributes["http.route"] == route
+
+
 def test_both_workers_report_and_uvicorn_access_is_not_duplicated(
     api: tuple[str, Server], api_stream: RedisHandle
 ) -> None:

@@ -10,8 +10,9 @@ import logging
 import os
 from collections.abc import Iterator
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import StreamingResponse
+from fastapi import FastAPI, HTTPException, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.requests import Request
 
 app = FastAPI()
 logger = logging.getLogger("shop.items")
@@ -50,3 +51,17 @@ def create_order(order_id: int) -> dict[str, str]:
     result = process_order.delay(order_id)
     logger.info("order %d enqueued", order_id)
     return {"task_id": result.id}
+
+
+@app.get("/traced-elsewhere")
+def traced_elsewhere(response: Response) -> dict[str, str]:
+    """FastAPI's Response Headers page, with a header our integration also sets."""
+    response.headers["X-Trace-Id"] = "the app's own"
+    return {"message": "Hello World"}
+
+
+def plain_greeting(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(f"hello {request.path_params['name']}")
+
+
+app.add_route("/plain/{name}", plain_greeting)  # a Starlette route: FastAPI does not name it in the scope

@@ -98,7 +98,7 @@ def _finish(request: HttpRequest, response: HttpResponseBase, started: float) ->
     if _is_console(request.path):
         return response
     for name, value in trace_headers():
-        response[name] = value
+        response.setdefault(name, value)  # a header the app set itself stays its own
     match = request.resolver_match
     route = getattr(match, "route", None) if match is not None else None
     size = None if getattr(response, "streaming", False) else len(getattr(response, "content", b""))

@@ -34,7 +34,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import Status, StatusCode
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import (
@@ -129,7 +129,9 @@ class RequestRecordMiddleware(_HttpMiddleware):
             if message["type"] == "http.response.start":
                 response.status = message["status"]
                 response.started = True
-                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+                own = message.get("headers", ())
+                taken = {name for name, _ in own}  # a header the app set itself stays its own
+                message = {**message, "headers": [*own, *(h for h in headers if h[0] not in taken)]}
             elif message["type"] == "http.response.body":
                 response.size += len(message.get("body", b""))
                 if not message.get("more_body", False):
@@ -242,12 +244,21 @@ def _route_template(scope: Scope) -> str | None:
     under the path of their mount, which Starlette adds to `root_path` (the server's own
     prefix, a proxy's, is `app_root_path`). A mount that serves what it matched itself, such
     as `StaticFiles`, is the route."""
-    route = scope.get("route")
+    route = scope.get("route") or _matching_route(scope)
     path = getattr(route, "path", None)
     if "app_root_path" not in scope:  # nothing mounted matched
         return path
     mounted = str(scope.get("root_path", "")).removeprefix(scope["app_root_path"])
     return mounted if path is None or isinstance(route, Mount) else mounted + path
+
+
+def _matching_route(scope: Scope) -> BaseRoute | None:
+    """The route a request matched, found again: FastAPI (0.165) names only its own routes in
+    the scope, not a Starlette `Route` or `add_route`'s, nor its docs pages."""
+    for route in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
+        if route.matches(scope)[0] is Match.FULL:
+            return route  # type: ignore[no-any-return]
+    return None
 
 
 def _client_address(scope: Scope) -> str | None:

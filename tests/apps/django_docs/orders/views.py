@@ -16,6 +16,13 @@ def show(request: HttpRequest, order_id: int) -> JsonResponse:
     return JsonResponse({"order_id": order_id})
 
 
+def traced_elsewhere(request: HttpRequest, order_id: int) -> JsonResponse:
+    """Setting header fields, as Django's request/response docs show, with one ours sets too."""
+    response = JsonResponse({"order_id": order_id})
+    response["X-Trace-Id"] = "the app's own"
+    return response
+
+
 def ship(request: HttpRequest, order_id: int) -> JsonResponse:
     """Logs, asks the inventory service, and enqueues the shipping task."""
     logger.warning("shipping order %d", order_id)
