@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -253,28 +255,60 @@ def test_a_soft_time_limit_is_said_in_the_tasks_trace(
     assert said.trace_id == hurry.trace_id == received.trace_id != ""
 
 
-# Celery's testing recipe: tasks run eagerly and raise where they are called.
+def test_a_cold_shutdown_cancels_the_running_task_as_celery_says_nothing_more(
+    redis_server: EmbeddedRedis, stream: RedisHandle
+) -> None:
+    """SIGQUIT (Celery's docs: a cold shutdown) cancels a running task to be delivered again,
+    which Celery tells as a retry without a reason: a retried record, and nothing printed."""
+    broker, worker = _worker(redis_server, stream, 9, CELERY_MAX_TASKS_PER_CHILD="0")
+    with worker as server:
+        task_id = run_json(
+            PUBLISH_ONE.format(task="long_job", setup="", attributes={}),
+            stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker),
+        )
+        wait_for(
+            lambda: [e for e in stream.logs() if "starting a long job" in e.body], what="the task running"
+        )
+        os.kill(server.process.pid, signal.SIGQUIT)
+        server.process.wait(30)
+        output = server.output()
+    assert "raised" not in output and "Traceback" not in output, output
+    lifecycle = _lifecycle(stream, task_id)
+    (received,) = [e for e in lifecycle if e.attributes["celery.task.state"] == "received"]
+    (retried,) = [e for e in lifecycle if e.attributes["celery.task.state"] == "retried"]
+    assert retried.trace_id == received.trace_id != ""
+
+
+# Celery's testing recipe: tasks run eagerly and raise where they are called, here from a test
+# that has a span of its own or none.
 EAGER = """
-import json, tracestream
+import json, contextlib, tracestream
+from opentelemetry import trace
 from tests.apps.celery_app import app, fail
 app.conf.update(task_always_eager=True, task_eager_propagates=True)
 telemetry = tracestream.configure()
-try:
-    fail.delay(5)
-except ValueError as error:
-    print(json.dumps(str(error)))
+caller = trace.get_tracer("test").start_as_current_span("test") if CALLER_SPAN else contextlib.nullcontext()
+with caller:
+    try:
+        fail.delay(5)
+    except ValueError as error:
+        print(json.dumps(str(error)))
 telemetry.force_flush()
 """
 
 
-def test_an_eager_task_that_raises_where_it_is_called_has_its_failed_record(stream: RedisHandle) -> None:
-    assert run_json(EAGER, stream.env(OTEL_SERVICE_NAME="tests")) == "order 5 is broken"
-    states = [
-        (e.attributes["celery.task.state"], e.exception_type)
-        for e in stream.logs()
-        if e.scope == CELERY_SCOPE
-    ]
+@pytest.mark.parametrize("caller_span", [False, True], ids=["alone", "in-a-span"])
+def test_an_eager_task_that_raises_where_it_is_called_has_its_failed_record(
+    stream: RedisHandle, caller_span: bool
+) -> None:
+    """Its failed record is in the task's own span, as its started record is."""
+    code = EAGER.replace("CALLER_SPAN", str(caller_span))
+    assert run_json(code, stream.env(OTEL_SERVICE_NAME="tests")) == "order 5 is broken"
+    records = [e for e in stream.logs() if e.scope == CELERY_SCOPE]
+    states = [(e.attributes["celery.task.state"], e.exception_type) for e in records]
     assert states == [("started", ""), ("failed", "ValueError")]
+    started, failed = records
+    assert (failed.trace_id, failed.span_id) == (started.trace_id, started.span_id) != ("", "")
 
 
 def test_worker_logs_reach_the_stream_without_celery_duplicates(

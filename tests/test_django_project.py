@@ -147,6 +147,14 @@ def test_request_log_call_and_task_are_one_trace_with_web_and_worker_names(
     )
 
 
+def test_the_task_names_the_route_that_enqueued_it_as_the_request_record_does(shipped: Shipped) -> None:
+    """Error issues chain a failed task to its request by this name: Django's own lacks the `/`."""
+    (request,) = [e for e in shipped.logs if e.scope == HTTP_SCOPE and e.service == "docs-web"]
+    assert request.attributes["http.route"] == "/orders/<int:order_id>/ship/"
+    tasks = [e for e in shipped.logs if e.scope == CELERY_SCOPE]
+    assert {e.attributes["tracestream.enqueued_by"] for e in tasks} == {"/orders/<int:order_id>/ship/"}
+
+
 def _inventory_call(logs: list[LogEntry]) -> LogEntry:
     return next(e for e in logs if e.scope == "httpx")
 

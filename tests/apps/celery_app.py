@@ -88,3 +88,10 @@ def lost(order_id: int) -> None:
     """Its process dies under it (as the OOM killer would do): also an end in the main process."""
     logger.warning("order %d: using too much memory", order_id)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="tests.long_job")
+def long_job(order_id: int) -> None:
+    """Still running when the worker is stopped."""
+    logger.warning("order %d: starting a long job", order_id)
+    time.sleep(30)

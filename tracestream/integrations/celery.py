@@ -31,7 +31,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from tracestream._internal_log import internal_logger
-from tracestream.integrations.record_writer import RecordWriter, replace_lines
+from tracestream.integrations.record_writer import RecordWriter, replace_lines, rooted_route
 from tracestream.otel_setup.shutdown import close_queues
 from tracestream.otel_setup.telemetry import Telemetry, installed
 from tracestream.schema import ENQUEUED_BY
@@ -45,6 +45,9 @@ _started: dict[tuple[str, int], float] = {}
 # None once that end is recorded: Celery may report it twice (5.7: a time limit).
 _arrived: OrderedDict[str, _Arrival | None] = OrderedDict()
 _ARRIVALS_KEPT = 2048
+# An eager task's own context, from its start: one that propagates its exception fails after
+# its span is no longer current (and after `task_postrun`), in the caller's context or none.
+_eager_runs: OrderedDict[str, Context] = OrderedDict()
 _connected = False
 # The message header carrying what enqueued a task (a header name is also a request attribute).
 ENQUEUED_HEADER = "tracestream_enqueued_by"
@@ -101,7 +104,7 @@ def _enqueuer(headers: dict[str, Any], task_name: str) -> str | None:
         return f"beat:{_beat_entry.get() or task_name}"
     route = (getattr(trace.get_current_span(), "attributes", None) or {}).get("http.route")
     if isinstance(route, str) and route:
-        return route
+        return rooted_route(route)  # as the request's record names it
     running = getattr(current_task, "request", None) if current_task else None  # the task run here
     enqueued_by = getattr(running, ENQUEUED_HEADER, None)
     return enqueued_by if isinstance(enqueued_by, str) else None
@@ -152,6 +155,10 @@ def _attempt(task_id: str, request: Any) -> tuple[str, int]:
 
 def _on_prerun(task_id: str, task: Any, **_: Any) -> None:
     _started[_attempt(task_id, task.request)] = perf_counter()
+    if getattr(task.request, "is_eager", False):
+        _eager_runs[task_id] = otel_context.get_current()
+        if len(_eager_runs) > _ARRIVALS_KEPT:
+            _eager_runs.popitem(last=False)
     enqueued_by = getattr(task.request, ENQUEUED_HEADER, None)
     if isinstance(enqueued_by, str):
         trace.get_current_span().set_attribute(ENQUEUED_BY, enqueued_by)
@@ -162,13 +169,20 @@ def _on_prerun(task_id: str, task: Any, **_: Any) -> None:
     )
 
 
-def _finished(state: str, task: Any, task_id: str, severity: SeverityNumber, error: Any = None) -> None:
+def _finished(
+    state: str,
+    task: Any,
+    task_id: str,
+    severity: SeverityNumber,
+    error: Any = None,
+    context: Context | None = None,
+) -> None:
     started = _started.get(_attempt(task_id, task.request))
     runtime_ms = (perf_counter() - started) * 1000 if started is not None else None
     attributes = _task_attributes(state, task_id, task.name, task.request)
     attributes["celery.task.runtime_ms"] = round(runtime_ms, 3) if runtime_ms is not None else None
-    context = None
-    if not trace.get_current_span().get_span_context().is_valid:  # ended in the main process
+    ended_outside_its_span = not trace.get_current_span().get_span_context().is_valid
+    if context is None and ended_outside_its_span:  # in the main process
         if task_id in _arrived and _arrived[task_id] is None:
             return  # recorded already
         arrival = _arrived.get(task_id)
@@ -195,7 +209,8 @@ def _on_failure(sender: Any, task_id: str, exception: BaseException, **_: Any) -
     _finished("failed", sender, task_id, SeverityNumber.ERROR, exception)
 
 
-def _on_retry(sender: Any, request: Any, reason: Any, **_: Any) -> None:
+def _on_retry(sender: Any, request: Any, reason: Any = None, **_: Any) -> None:
+    """`reason` is absent for a task a cold shutdown cancelled, to be delivered again."""
     _finished("retried", sender, request.id, SeverityNumber.WARN, getattr(reason, "exc", None) or reason)
 
 
@@ -207,7 +222,8 @@ def _on_internal_error(
     sends `task_failure` for an internal error too."""
     eager = request.get("is_eager") if isinstance(request, dict) else getattr(request, "is_eager", False)
     if eager:
-        _finished("failed", sender, task_id, SeverityNumber.ERROR, exception)
+        own = _eager_runs.pop(task_id, None)
+        _finished("failed", sender, task_id, SeverityNumber.ERROR, exception, context=own)
 
 
 def _on_postrun(task_id: str, task: Any, **_: Any) -> None:

@@ -47,7 +47,7 @@ from tracestream.integrations.http_records import (
     excluded_urls,
     trace_headers,
 )
-from tracestream.integrations.record_writer import replace_lines
+from tracestream.integrations.record_writer import replace_lines, rooted_route
 from tracestream.otel_setup.log_capture import replace_access_line, take_access_line_mark
 from tracestream.otel_setup.telemetry import Telemetry
 
@@ -105,7 +105,7 @@ def _finish(request: HttpRequest, response: HttpResponseBase, started: float) ->
     exchange = HttpExchange(
         method=request.method or "",
         path=request.path,
-        route=f"/{route}" if route is not None and not route.startswith("/") else route,
+        route=rooted_route(route),
         status=response.status_code,
         duration_ms=(perf_counter() - started) * 1000,
         client=request.META.get("REMOTE_ADDR"),
