@@ -10,7 +10,7 @@ import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
 from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, run_json, serve
-from tests.support import ROOT, RedisHandle, wait_for
+from tests.support import ROOT, RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
 SERVERS = {
@@ -159,3 +159,29 @@ print(json.dumps([errors, configure_arguments()]))
         "settings.TRACESTREAM must be a dict of configure() arguments, not list",
     ]
     assert outside_celery == {"service_name": "web", "stream": "s"}
+
+
+# Django's logging how-to: a root logger at DEBUG with a console handler.
+DEBUG_LOGGING = """
+import os, django
+from django.conf import settings
+apps = ["tracestream.integrations.django.TracestreamConfig"] if os.environ.get("WITH_TRACESTREAM") else []
+settings.configure(
+    SECRET_KEY="placeholder", ROOT_URLCONF=__name__, INSTALLED_APPS=apps,
+    LOGGING={"version": 1, "disable_existing_loggers": False,
+             "handlers": {"console": {"class": "logging.StreamHandler"}},
+             "root": {"handlers": ["console"], "level": "DEBUG"}},
+)
+urlpatterns = []
+django.setup()
+from django.core.wsgi import get_wsgi_application
+get_wsgi_application()
+"""
+
+
+def test_an_app_logging_at_debug_prints_nothing_more_as_its_handler_starts(stream: RedisHandle) -> None:
+    """The contrib instrumentation set up at the first request handler, after the app's LOGGING."""
+    without = run_python_process(DEBUG_LOGGING, stream.env())
+    with_us = run_python_process(DEBUG_LOGGING, stream.env(WITH_TRACESTREAM="1"))
+    assert with_us.returncode == without.returncode == 0, with_us.stderr
+    assert (with_us.stdout, with_us.stderr) == (without.stdout, without.stderr)

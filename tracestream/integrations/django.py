@@ -279,7 +279,7 @@ def _add_middleware() -> None:
     if _OTEL_MIDDLEWARE not in middleware and os.environ.get("OTEL_PYTHON_DJANGO_INSTRUMENT") != "False":
         if instrumentor.is_instrumented_by_opentelemetry:  # by a launcher run that left settings alone
             instrumentor.uninstrument()
-        instrumentor.instrument()
+        _instrument_quietly(instrumentor)
         middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     if MIDDLEWARE not in middleware:
         position = middleware.index(_OTEL_MIDDLEWARE) + 1 if _OTEL_MIDDLEWARE in middleware else 0
@@ -287,6 +287,23 @@ def _add_middleware() -> None:
         settings.MIDDLEWARE = middleware
     if not isinstance(_DjangoMiddleware._excluded_urls, _ExcludingConsole):  # set by each instrument()
         _DjangoMiddleware._excluded_urls = _ExcludingConsole(_DjangoMiddleware._excluded_urls)
+
+
+_POSITION = "OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION"
+
+
+def _instrument_quietly(instrumentor: DjangoInstrumentor) -> None:
+    """Without a middleware position set, contrib says at DEBUG that it takes its default, 0.
+    Upstream's launcher instruments before the app configures logging; we do it after, where the
+    app's DEBUG handlers would print that line: the default is given for the call instead."""
+    if _POSITION in os.environ:
+        instrumentor.instrument()
+        return
+    os.environ[_POSITION] = "0"
+    try:
+        instrumentor.instrument()
+    finally:
+        os.environ.pop(_POSITION, None)
 
 
 def install(telemetry: Telemetry, name: str = "django") -> None:
