@@ -166,6 +166,19 @@ def test_a_header_the_app_sets_itself_stays_its_own(project: tuple[Running, Serv
     assert len(response.headers.get_list("traceparent")) == 1
 
 
+def test_a_403_from_the_view_keeps_its_reason_in_the_request_record(
+    project: tuple[Running, Server],
+) -> None:
+    """Django's "Forbidden (Permission denied)" line is replaced by the record: with its exception."""
+    web, _ = project
+    response = httpx.get(f"{web.base}/orders/7/cancel/", timeout=30)
+    assert response.status_code == 403
+    record = request_record(web.stream, response)
+    assert (record.severity, record.exception_type) == ("WARN", "django.core.exceptions.PermissionDenied")
+    assert record.exception_message == "order 7 is not yours to cancel"
+    assert not [e for e in web.stream.logs() if e.trace_id == record.trace_id and e.scope == "django.request"]
+
+
 def test_spans_chain_web_to_inventory_and_worker(project: tuple[Running, Server], shipped: Shipped) -> None:
     web, _ = project
 

@@ -32,7 +32,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.handlers.base import BaseHandler
 from django.core.signals import got_request_exception
-from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.urls import NoReverseMatch, reverse
 from opentelemetry.context import attach, detach, get_current
 from opentelemetry.instrumentation.django import DjangoInstrumentor
@@ -55,6 +55,7 @@ MIDDLEWARE = "tracestream.integrations.django.RequestRecordMiddleware"
 _OTEL_MIDDLEWARE = "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
 _SEEN = "_tracestream_request"
 _ERROR = "_tracestream_error"
+_REASON = "_tracestream_reason"  # the exception a 4xx answered
 _installed = False
 
 
@@ -120,7 +121,7 @@ def _finish(request: HttpRequest, response: HttpResponseBase, started: float) ->
         else:
             response.streaming_content = _SyncChunks(response.streaming_content, body)
     else:
-        emit_request_record(exchange, error)
+        emit_request_record(exchange, error, reason=getattr(request, _REASON, None))
     return response
 
 
@@ -233,7 +234,19 @@ def _remember_exception(sender: Any, request: HttpRequest | None = None, **_: An
 
 def _replaced_by_request_record(record: logging.LogRecord) -> bool:
     request = getattr(record, "request", None)
-    return getattr(request, _SEEN, False) is True
+    if getattr(request, _SEEN, False) is not True:
+        return False
+    _keep_the_reason(request, record)
+    return True
+
+
+def _keep_the_reason(request: HttpRequest, line: logging.LogRecord) -> None:
+    """Django's line for a 4xx it answered (PermissionDenied, SuspiciousOperation, BadRequest)
+    carries the exception and its message: the request record takes them over. A 404 says all
+    its status does, and its resolver's exception lists every URL pattern tried."""
+    error = line.exc_info[1] if line.exc_info else None
+    if error is not None and not isinstance(error, Http404):
+        setattr(request, _REASON, error)
 
 
 def _is_replaced_access_line(record: logging.LogRecord) -> bool:

@@ -53,10 +53,16 @@ def severity_for(status: int) -> SeverityNumber:
 
 
 def emit_request_record(
-    exchange: HttpExchange, error: BaseException | None = None, context: Context | None = None
+    exchange: HttpExchange,
+    error: BaseException | None = None,
+    context: Context | None = None,
+    *,
+    reason: BaseException | None = None,
 ) -> None:
     """Write the record; an unhandled exception travels with it (type, message, stacktrace)
-    and makes it ERROR whatever the status: a stream can fail after its 200 went out.
+    and makes it ERROR whatever the status: a stream can fail after its 200 went out. A
+    handled one that the framework answered with a 4xx (`reason`) travels with it too, and
+    the status says how severe it is.
 
     The span is left to the instrumentation, which records the exception there as it
     does without us (recording it here as well would put it on a Django 500's span twice).
@@ -77,7 +83,7 @@ def emit_request_record(
             "user_agent.original": exchange.user_agent,
             "http.response.body.size": exchange.response_size,
         },
-        exception=error,
+        exception=error or reason,
         context=context,
     )
 

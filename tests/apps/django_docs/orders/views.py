@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 
 from orders.tasks import ship_order
@@ -21,6 +22,11 @@ def traced_elsewhere(request: HttpRequest, order_id: int) -> JsonResponse:
     response = JsonResponse({"order_id": order_id})
     response["X-Trace-Id"] = "the app's own"
     return response
+
+
+def cancel(request: HttpRequest, order_id: int) -> JsonResponse:
+    """Django's docs on PermissionDenied: raised in a view, answered with a 403."""
+    raise PermissionDenied(f"order {order_id} is not yours to cancel")
 
 
 def ship(request: HttpRequest, order_id: int) -> JsonResponse:
