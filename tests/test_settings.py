@@ -69,6 +69,14 @@ def test_accepted_redis_urls(url: str) -> None:
         ("OTEL_LOGS_EXPORTER", ","),
         ("TRACESTREAM_REDIS_CLUSTER", "maybe"),
         ("TRACESTREAM_SHARD_BY", "host"),
+        # Values past what Redis, a socket or a thread can wait or count: refused here, not at run time.
+        ("TRACESTREAM_MAX_ENTRIES", str(2**64)),
+        ("TRACESTREAM_MAX_AGE", "99999999999999d"),
+        ("TRACESTREAM_REDIS_TIMEOUT", "0"),
+        ("TRACESTREAM_REDIS_TIMEOUT", "999999999999s"),
+        ("TRACESTREAM_SHUTDOWN_TIMEOUT", "999999999999s"),
+        ("TRACESTREAM_BATCH_DELAY_MS", "9999999999999"),
+        ("TRACESTREAM_STREAM", "\udce6\udc97\udca5"),  # bytes a C locale could not decode
     ],
 )
 def test_bad_environment_value_names_variable_and_value(variable: str, value: str) -> None:
@@ -102,6 +110,7 @@ def test_bad_argument_names_argument() -> None:
         ("OTEL_BLRP_SCHEDULE_DELAY", "fast"),
         ("OTEL_BLRP_MAX_QUEUE_SIZE", "0"),
         ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "-1"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "9999999999999"),
     ],
 )
 def test_bad_batch_variable(variable: str, value: str) -> None:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn, TypeVar
@@ -37,18 +38,35 @@ def refuse_to_launch(error: ConfigError) -> NoReturn:
     os._exit(2)
 
 
+# The longest wait a thread, a socket or an atexit handler takes, in seconds (about 292 years).
+_LONGEST_WAIT_S = threading.TIMEOUT_MAX
+_LARGEST_INT = 2**63 - 1  # Redis's integers
+
+
 def parse_duration(text: str) -> float:
     """`30s`, `15m`, `2h`, `7d`, `250ms` or bare seconds, as seconds."""
     match = _DURATION.match(text)
     if not match:
         raise ValueError("expected a duration such as 250ms, 30s, 15m, 2h or 7d")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > _LONGEST_WAIT_S:
+        raise ValueError(f"must be at most {_LONGEST_WAIT_S // 86400:.0f}d")
+    return seconds
+
+
+def parse_positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds == 0:
+        raise ValueError("must be greater than zero")
+    return seconds
 
 
 def parse_non_negative_int(text: str) -> int:
     value = int(text.strip().replace("_", ""))
     if value < 0:
         raise ValueError("must not be negative")
+    if value > _LARGEST_INT:
+        raise ValueError(f"must be at most {_LARGEST_INT}")
     return value
 
 
@@ -56,6 +74,13 @@ def parse_positive_int(text: str) -> int:
     value = parse_non_negative_int(text)
     if value == 0:
         raise ValueError("must be greater than zero")
+    return value
+
+
+def parse_delay_ms(text: str) -> int:
+    value = parse_positive_int(text)
+    if value > _LONGEST_WAIT_S * 1000:
+        raise ValueError(f"must be at most {_LONGEST_WAIT_S * 1000:.0f}")
     return value
 
 
@@ -121,11 +146,21 @@ def _database(url: str) -> str:
 
 def parse_stream_key(text: str) -> str:
     key = text.strip()
-    if not _STREAM_KEY.match(key):
+    if not _STREAM_KEY.match(key) or not _is_utf8(key):
         raise ValueError(
-            "expected a non-empty key without spaces or braces, e.g. tracestream or ansflow:logs:stream"
+            "expected a non-empty key without spaces or braces, in UTF-8, "
+            "e.g. tracestream or ansflow:logs:stream"
         )
     return key
+
+
+def _is_utf8(text: str) -> bool:
+    """False for the surrogates an environment that is not UTF-8 leaves of its bytes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
@@ -243,11 +278,11 @@ _SETTINGS: dict[str, Setting] = {
     "max_entries": Setting("TRACESTREAM_MAX_ENTRIES", parse_non_negative_int),
     "errors_maxlen": Setting("TRACESTREAM_ERRORS_MAXLEN", parse_non_negative_int),
     "max_age": Setting("TRACESTREAM_MAX_AGE", parse_duration),
-    "batch_delay_ms": Setting("TRACESTREAM_BATCH_DELAY_MS", parse_positive_int),
+    "batch_delay_ms": Setting("TRACESTREAM_BATCH_DELAY_MS", parse_delay_ms),
     "log_level": Setting("TRACESTREAM_LOG_LEVEL", parse_log_level),
     "log_exclude": Setting("TRACESTREAM_LOG_EXCLUDE", parse_names),
     "log_sampling": Setting("TRACESTREAM_LOG_SAMPLING", parse_log_sampling),
-    "redis_timeout": Setting("TRACESTREAM_REDIS_TIMEOUT", parse_duration),
+    "redis_timeout": Setting("TRACESTREAM_REDIS_TIMEOUT", parse_positive_duration),
     "redis_cluster": Setting("TRACESTREAM_REDIS_CLUSTER", parse_bool),
     "shard_by": Setting("TRACESTREAM_SHARD_BY", parse_shard_by),
     "logs_exporter": Setting("OTEL_LOGS_EXPORTER", parse_exporter_names),
@@ -386,12 +421,12 @@ class BatchSettings:
         """OTel's variables are honoured; our defaults favour a fast live tail and no burst drops."""
         environ = os.environ if environ is None else environ
 
-        def read(suffix: str, default: int) -> int:
+        def read(suffix: str, default: int, parse: Callable[[str], int] = parse_positive_int) -> int:
             name = f"{prefix}_{suffix}"
             raw = environ.get(name, "").strip()
-            return _parse(name, parse_positive_int, raw) if raw else default
+            return _parse(name, parse, raw) if raw else default
 
-        schedule_ms = delay_ms if delay_ms is not None else read("SCHEDULE_DELAY", 200)
+        schedule_ms = delay_ms if delay_ms is not None else read("SCHEDULE_DELAY", 200, parse_delay_ms)
         queue = read("MAX_QUEUE_SIZE", 20_000)
         batch = read("MAX_EXPORT_BATCH_SIZE", 4096)
         if batch > queue:
