@@ -313,3 +313,14 @@ def test_people_get_a_colour_per_severity(writer: RecordWriter) -> None:
             console.print(record_line(entry))
         colours[severity] = captured.get().split(severity)[0].rsplit("\x1b[", 1)[-1]
     assert len(set(colours.values())) == 5, colours
+
+
+def test_a_terminal_that_is_not_utf8_gets_escapes_not_an_error(
+    stream: RedisHandle, writer: RecordWriter
+) -> None:
+    """A C locale or PYTHONIOENCODING=ascii: records in any language and doctor's marks still print."""
+    writer.log("café fermé")
+    env = stream.env(COLUMNS="200", PYTHONIOENCODING="ascii")
+    for args, shown in ((["search"], "caf\\xe9 ferm\\xe9"), (["doctor"], "\\u2713")):
+        done = subprocess.run([TRACESTREAM, *args], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        assert "Error" not in done.stderr and shown in done.stdout, (args, done.stdout, done.stderr)

@@ -25,6 +25,7 @@ else is a bug or the machine's trouble (a full disk): one line naming it, exit 1
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -65,6 +66,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The exit status; `--help` too returns it, so `main` can be called in-process."""
+    _escape_what_the_terminal_cannot_show()
     try:
         try:
             args = build_parser().parse_args(argv)
@@ -88,3 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         error_line(f"unexpected {type(error).__name__}: {error}")
         return 1
     return status
+
+
+def _escape_what_the_terminal_cannot_show() -> None:
+    """A record's text or a ✓ on a terminal that is not UTF-8 (a C locale, PYTHONIOENCODING=ascii)
+    is printed as `\\u2713`, not refused with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
