@@ -279,6 +279,40 @@ def test_a_cold_shutdown_cancels_the_running_task_as_celery_says_nothing_more(
     assert retried.trace_id == received.trace_id != ""
 
 
+PUBLISH_EXPIRING = """
+import json, tracestream
+from opentelemetry import trace
+from tests.apps.celery_app import process_order
+telemetry = tracestream.configure()
+with trace.get_tracer("publisher").start_as_current_span("enqueue") as span:
+    task_id = process_order.apply_async((4,), countdown=1, expires=0.5).id  # Celery's docs' expires
+telemetry.force_flush()
+print(json.dumps([task_id, format(span.get_span_context().trace_id, "032x")]))
+"""
+
+
+def test_a_task_that_expires_before_it_runs_has_a_record_in_its_trace(
+    redis_server: EmbeddedRedis, stream: RedisHandle
+) -> None:
+    broker, worker = _worker(redis_server, stream, 10, CELERY_MAX_TASKS_PER_CHILD="0")
+    with worker:
+        task_id, trace_id = run_json(
+            PUBLISH_EXPIRING, stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker)
+        )
+        expired = wait_for(
+            lambda: [
+                e for e in _lifecycle(stream, task_id) if e.attributes["celery.task.state"] == "expired"
+            ],
+            what="the expired record",
+        )
+    assert [(e.severity, e.trace_id) for e in expired] == [("WARN", trace_id)]
+    assert "started" not in {_state(e) for e in _lifecycle(stream, task_id)}
+
+
+def _state(entry: LogEntry) -> str:
+    return str(entry.attributes["celery.task.state"])
+
+
 # Celery's testing recipe: tasks run eagerly and raise where they are called, here from a test
 # that has a span of its own or none.
 EAGER = """

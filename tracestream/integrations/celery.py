@@ -226,6 +226,24 @@ def _on_internal_error(
         _finished("failed", sender, task_id, SeverityNumber.ERROR, exception, context=own)
 
 
+def _on_revoked(
+    sender: Any = None, request: Any = None, terminated: bool = False, expired: bool = False, **_: Any
+) -> None:
+    """In the worker's main process: a task that will not run (revoked, or expired before it
+    could) or that was stopped running (`revoke(terminate=True)`). One revoked before it was
+    received has no arrival: its trace is read from its message, kept in its request."""
+    if request is None:
+        return
+    task_id, name = request.id, str(getattr(sender, "name", None) or getattr(request, "task", ""))
+    state = "expired" if expired else "revoked"
+    attributes = _task_attributes(state, task_id, name, request)
+    arrival = _arrived.get(task_id)
+    _remember_arrival(task_id, None)
+    context = arrival.context if arrival is not None else propagate.extract(vars(request))
+    how = " (terminated while running)" if terminated else ""
+    _records.emit(f"task {name}[{task_id}] {state}{how}", SeverityNumber.WARN, attributes, context=context)
+
+
 def _on_postrun(task_id: str, task: Any, **_: Any) -> None:
     _started.pop(_attempt(task_id, task.request), None)
 
@@ -267,6 +285,7 @@ _RECEIVERS = (
     (signals.task_failure, _on_failure),
     (signals.task_retry, _on_retry),
     (signals.task_internal_error, _on_internal_error),
+    (signals.task_revoked, _on_revoked),
     (signals.task_postrun, _on_postrun),
     (signals.worker_process_shutdown, _flush_child),
 )
