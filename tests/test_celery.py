@@ -229,6 +229,9 @@ def test_a_task_ended_by_the_main_process_fails_once_in_its_trace(
     # Celery's own line for a time limit is still printed; the failed record stands for it
     time_limit_lines = [e for e in stream.logs() if e.body.startswith("Hard time limit (1s) exceeded")]
     assert (time_limit_lines, "Hard time limit (1s) exceeded" in output) == ([], task == "overrun")
+    # and its "Task handler raised error" line, which Celery logs with the same exception
+    handler_lines = [e for e in stream.logs() if e.body.startswith("Task handler raised error")]
+    assert (handler_lines, "Task handler raised error" in output) == ([], True)
 
 
 def test_a_soft_time_limit_is_said_in_the_tasks_trace(

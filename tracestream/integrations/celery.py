@@ -81,6 +81,22 @@ def _is_time_limit_line(record: logging.LogRecord) -> bool:
     return record.msg == _TIME_LIMIT_LINE
 
 
+# The main process logs "Task handler raised error" with the exception it has just sent
+# `task_failure` for (a time limit, a lost child): the failed record written then stands for it.
+_HANDLER_ERROR_LINE = "Task handler raised error: %r"
+_failed_in_main: list[BaseException] = []  # that record's exception, until the next one
+
+
+def _is_reported_failure_line(record: logging.LogRecord) -> bool:
+    args = record.args
+    return (
+        record.msg == _HANDLER_ERROR_LINE
+        and isinstance(args, tuple)
+        and len(args) == 1
+        and args[0] in _failed_in_main  # that very exception: an `is` test, exceptions have no ==
+    )
+
+
 def _task_attributes(
     state: str, task_id: str, name: str, request: Any, retries: Any = None
 ) -> dict[str, Any]:
@@ -190,6 +206,8 @@ def _finished(
         if arrival is not None:
             context = arrival.context
             attributes.update({k: v for k, v in arrival.attributes.items() if attributes.get(k) is None})
+        if isinstance(error, BaseException):
+            _failed_in_main[:] = [error]
     timing = f" in {runtime_ms:.1f} ms" if runtime_ms is not None else ""
     exception = error if isinstance(error, BaseException) else None
     _records.emit(
@@ -351,3 +369,4 @@ def install(telemetry: Telemetry, name: str = "celery") -> None:
     replace_lines(telemetry.handler, "celery.app.trace", _is_trace_line)
     replace_lines(telemetry.handler, "celery.worker.strategy", _is_received_line)
     replace_lines(telemetry.handler, "celery.worker.request", _is_time_limit_line)
+    replace_lines(telemetry.handler, "celery.worker.request", _is_reported_failure_line)
