@@ -258,11 +258,13 @@ def test_a_soft_time_limit_is_said_in_the_tasks_trace(
     assert said.trace_id == hurry.trace_id == received.trace_id != ""
 
 
-def test_a_cold_shutdown_cancels_the_running_task_as_celery_says_nothing_more(
+def test_a_cold_shutdown_ends_the_running_task_in_one_record(
     redis_server: EmbeddedRedis, stream: RedisHandle
 ) -> None:
-    """SIGQUIT (Celery's docs: a cold shutdown) cancels a running task to be delivered again,
-    which Celery tells as a retry without a reason: a retried record, and nothing printed."""
+    """SIGQUIT (Celery's docs: a cold shutdown) stops a running task. Celery 5.7 cancels it to be
+    delivered again and tells it as a retry without a reason (our receiver raised on that,
+    printed as "Signal handler … raised"); 5.3 fails it with WorkerLostError. Either way one
+    record ends it, in the trace it arrived with."""
     broker, worker = _worker(redis_server, stream, 9, CELERY_MAX_TASKS_PER_CHILD="0")
     with worker as server:
         task_id = run_json(
@@ -275,11 +277,11 @@ def test_a_cold_shutdown_cancels_the_running_task_as_celery_says_nothing_more(
         os.kill(server.process.pid, signal.SIGQUIT)
         server.process.wait(30)
         output = server.output()
-    assert "raised" not in output and "Traceback" not in output, output
+    assert "Signal handler" not in output, output
     lifecycle = _lifecycle(stream, task_id)
-    (received,) = [e for e in lifecycle if e.attributes["celery.task.state"] == "received"]
-    (retried,) = [e for e in lifecycle if e.attributes["celery.task.state"] == "retried"]
-    assert retried.trace_id == received.trace_id != ""
+    (received,) = [e for e in lifecycle if _state(e) == "received"]
+    ended = [e for e in lifecycle if _state(e) in ("retried", "failed")]
+    assert [e.trace_id for e in ended] == [received.trace_id] != [""]
 
 
 PUBLISH_EXPIRING = """
