@@ -73,6 +73,13 @@ def test_a_wrong_password_is_said_without_printing_it(guarded: EmbeddedRedis, tm
     assert f"redis://shop:***@127.0.0.1:{guarded.port}/0" in lines[0]
 
 
+def test_a_password_in_the_query_is_not_printed_either(guarded: EmbeddedRedis, tmp_path: Path) -> None:
+    """redis-py takes `?password=` as well as `user:password@`."""
+    lines = _run(f"redis://127.0.0.1:{guarded.port}/0?username=shop&password=wrong-s3cret", tmp_path)
+    assert lines and all("wrong-s3cret" not in line for line in lines), lines
+    assert f"redis://127.0.0.1:{guarded.port}/0?username=shop&password=***" in lines[0]
+
+
 @pytest.mark.parametrize(
     ("query", "refused"),
     [

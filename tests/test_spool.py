@@ -74,6 +74,14 @@ def test_rows_go_back_only_to_the_redis_they_were_spooled_for(tmp_path: Path) ->
         )
 
 
+def test_a_database_named_in_the_query_is_the_destination(tmp_path: Path) -> None:
+    """`?db=4` wins over the path in redis-py: rows spooled for db 4 go back to db 4 only."""
+    _spool_in_child("redis://10.0.0.1:6379/?db=4", "app", tmp_path, 2)
+    assert not _spool("redis://10.0.0.1:6379/?db=5", "app", tmp_path)
+    assert not _spool("redis://10.0.0.1:6379/0", "app", tmp_path)
+    assert _drain(_spool("redis://10.0.0.1:6379/2?db=4", "app", tmp_path)) == ["app 0", "app 1"]
+
+
 def test_the_spool_is_private_to_its_user(tmp_path: Path) -> None:
     base = tmp_path / "spool"
     spool = _spool("redis://127.0.0.1:6379/0", "app", base)

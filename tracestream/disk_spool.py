@@ -33,14 +33,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 
 from tracestream._internal_log import internal_logger
 from tracestream.forks import renew_in_child
 from tracestream.schema import dump_rows
-from tracestream.settings import Settings
+from tracestream.settings import Settings, redis_database
 
 Rows = list[list[str]]
 
@@ -69,11 +69,12 @@ class Destination:
     def of(cls, settings: Settings, stream: str) -> Destination:
         parts = urlsplit(settings.redis_url)
         if parts.scheme == "unix":
-            server, db = parts.path, parse_qs(parts.query).get("db", ["0"])[0]
+            server = parts.path
         else:
-            server, db = f"{(parts.hostname or '').lower()}:{parts.port or 6379}", parts.path.strip("/")
+            server = f"{(parts.hostname or '').lower()}:{parts.port or 6379}"
         cluster = settings.redis_cluster
-        return cls(stream, server, 0 if cluster else int(db or 0), parts.scheme == "rediss", cluster)
+        db = 0 if cluster else redis_database(settings.redis_url)
+        return cls(stream, server, db, parts.scheme == "rediss", cluster)
 
     @property
     def server_url(self) -> str:

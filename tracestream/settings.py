@@ -109,11 +109,12 @@ def metrics_exporter_names() -> tuple[str, ...]:
 
 
 _PASSWORD = re.compile(r"(//[^/@:]*:)[^@/]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)  # redis-py reads it there too
 
 
 def shown_url(url: str) -> str:
     """The URL as printed: its password, if it has one, as `***`."""
-    return _PASSWORD.sub(r"\1***@", url)
+    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
 
 
 def parse_redis_url(text: str) -> str:
@@ -137,11 +138,18 @@ def parse_redis_url(text: str) -> str:
     return url
 
 
+def redis_database(url: str) -> int:
+    """The database a valid URL names, as redis-py reads it."""
+    return int(_database(url))
+
+
 def _database(url: str) -> str:
+    """`?db=` wins over the path, as in redis-py; a unix:// URL has only the query."""
     parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parse_qs(parts.query).get("db", ["0"])[0]
-    return parts.path.strip("/") or "0"
+    in_query = parse_qs(parts.query).get("db")
+    if in_query:
+        return in_query[-1]
+    return "0" if parts.scheme == "unix" else (parts.path.strip("/") or "0")
 
 
 def parse_stream_key(text: str) -> str:

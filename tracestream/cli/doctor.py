@@ -10,7 +10,7 @@ import argparse
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from rich.console import Console
@@ -97,7 +97,10 @@ def _describe(config: Settings) -> str:
     tls = "TLS" if parts.scheme == "rediss" else "no TLS"
     if parts.scheme == "rediss" and config.redis_ca:
         tls += f", CA {config.redis_ca}"
-    user = f"user {parts.username}" if parts.username else ("password only" if parts.password else "no auth")
+    query = parse_qs(parts.query)
+    username = parts.username or query.get("username", [""])[-1]
+    password = parts.password or query.get("password", [""])[-1]
+    user = f"user {username}" if username else ("password only" if password else "no auth")
     cluster = f", Redis Cluster, shard by {config.shard_by}" if config.redis_cluster else ""
     return f"{shown} ({tls}, {user}{cluster}); stream {config.stream!r}"
 
