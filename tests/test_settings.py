@@ -6,7 +6,10 @@ import logging
 
 import pytest
 
-from tracestream.settings import BatchSettings, ConfigError, Settings
+from tracestream.alerts.store import AlertKeys
+from tracestream.export_status import status_key
+from tracestream.schema import Keyspace, StreamKeys
+from tracestream.settings import DERIVED_KEY_WORDS, BatchSettings, ConfigError, Settings
 
 
 def test_defaults_without_environment() -> None:
@@ -134,3 +137,23 @@ def test_batch_larger_than_queue_is_rejected() -> None:
     environ = {"OTEL_BLRP_MAX_QUEUE_SIZE": "10", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "20"}
     with pytest.raises(ConfigError, match="OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"):
         BatchSettings.load("OTEL_BLRP", None, environ=environ)
+
+
+def test_a_stream_may_not_be_named_as_another_streams_keys() -> None:
+    """`col:errors` is where the stream `col` keeps its error copies: both streams' readers
+    would see each other's records. Every word that follows a stream's name in its keys is one
+    a stream name may not use."""
+    keys = StreamKeys("s")
+    derived = [
+        keys.spans, keys.errors, keys.issues, keys.issue("f"), keys.trace_index("t"), keys.resource("@r"),
+        keys.digest, keys.digest_sizes, keys.digest_lines, keys.traces(), keys.traces("api"),
+        keys.trace_services, keys.error_traces, keys.slowest_traces(1, "api"), keys.trace_hours,
+        Keyspace("s").registry, status_key("s", "api", "host", 1), AlertKeys("s").prefix, "s:written:abc",
+    ]  # fmt: skip
+    assert {key.split(":")[1] for key in derived} == DERIVED_KEY_WORDS
+    for word in sorted(DERIVED_KEY_WORDS):
+        with pytest.raises(ConfigError, match=f"'col:{word}' is invalid: col:{word} is where stream 'col'"):
+            Settings.load(environ={"TRACESTREAM_STREAM": f"col:{word}"})
+    assert (
+        Settings.load(environ={"TRACESTREAM_STREAM": "ansflow:logs:stream"}).stream == "ansflow:logs:stream"
+    )

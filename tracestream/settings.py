@@ -152,6 +152,27 @@ def _database(url: str) -> str:
     return "0" if parts.scheme == "unix" else (parts.path.strip("/") or "0")
 
 
+# The words that follow a stream's name in its other keys (`<stream>:spans`, `<stream>:trace:<id>`,
+# schema.StreamKeys, the writers' marks and status, the shard registry, the alerts' keys): a
+# stream named with one would share another stream's keys, and each one's readers see the other's.
+DERIVED_KEY_WORDS = frozenset(
+    {
+        "alerts",
+        "digest",
+        "errors",
+        "issue",
+        "issues",
+        "resource",
+        "shards",
+        "spans",
+        "status",
+        "trace",
+        "traces",
+        "written",
+    }
+)
+
+
 def parse_stream_key(text: str) -> str:
     key = text.strip()
     if not _STREAM_KEY.match(key) or not _is_utf8(key):
@@ -159,6 +180,11 @@ def parse_stream_key(text: str) -> str:
             "expected a non-empty key without spaces or braces, in UTF-8, "
             "e.g. tracestream or ansflow:logs:stream"
         )
+    prefix, *words = key.split(":")
+    for at, word in enumerate(words):
+        if word in DERIVED_KEY_WORDS:
+            owner = ":".join([prefix, *words[:at]])
+            raise ValueError(f"{owner}:{word} is where stream {owner!r} keeps its {word}: pick another name")
     return key
 
 
