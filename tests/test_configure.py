@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support import ROOT, RedisHandle, wait_for
+from tests.support import ROOT, RedisHandle, run_python, wait_for
 
 
 def _run(handle: RedisHandle, *args: str, **env: str) -> dict[str, object]:
@@ -93,3 +93,25 @@ def test_invalid_setting_fails_at_startup_naming_it(stream: RedisHandle, variabl
     )
     assert done.returncode != 0
     assert "ConfigError" in done.stderr and variable in done.stderr and repr(value) in done.stderr
+
+
+POINTED_ELSEWHERE = """
+import os, tracestream
+first = tracestream.configure()
+if os.fork() == 0:  # a child pointed elsewhere, as a supervisor's worker might be
+    os.environ["TRACESTREAM_STREAM"] = "elsewhere"
+    assert tracestream.configure() is first
+    os._exit(0)
+os.wait()
+assert tracestream.configure() is first  # the same environment: nothing to say
+"""
+
+
+def test_configure_again_under_another_environment_says_where_records_go(
+    stream: RedisHandle,
+) -> None:
+    stderr = run_python(POINTED_ELSEWHERE, stream.env())
+    assert stderr.splitlines() == [
+        "tracestream: WARNING configure() already ran in this process; keeping its first settings: "
+        f"records go to {stream.url}, stream {stream.stream!r}"
+    ]

@@ -27,7 +27,7 @@ from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProc
 from tracestream.otel_setup.resource import build_resource, process_resource
 from tracestream.otel_setup.telemetry import Telemetry, installed, remember
 from tracestream.scrubbing import scrubber_for
-from tracestream.settings import BatchSettings, ConfigError, Settings, metrics_exporter_names
+from tracestream.settings import BatchSettings, ConfigError, Settings, metrics_exporter_names, shown_url
 
 LOGS_GROUP = "opentelemetry_logs_exporter"
 TRACES_GROUP = "opentelemetry_traces_exporter"
@@ -48,18 +48,39 @@ def configure(**arguments: Any) -> Telemetry:
     win. Calling it again returns what the first call installed, so there is never a
     second handler and never a duplicate record.
     """
+    global _environment_at_install
     with _lock:
         settings = Settings.load(**arguments)
         current = installed()
         if current is not None:
-            # A call without arguments (a Celery hook after Django's AppConfig) just asks for it.
-            if arguments and settings != current.settings:
-                internal_logger.warning("configure() already ran in this process; keeping its first settings")
+            # A call without arguments (a Celery hook after Django's AppConfig) just asks for it,
+            # unless the environment changed since (a forked child pointed elsewhere).
+            first = current.settings if arguments else _environment_at_install
+            if first is not None and settings != first:
+                internal_logger.warning(
+                    "configure() already ran in this process; keeping its first settings: "
+                    "records go to %s, stream %r",
+                    shown_url(current.settings.redis_url),
+                    current.settings.stream,
+                )
             return current
+        _environment_at_install = settings if not arguments else _environment_settings()
         telemetry = _install(settings)
         remember(telemetry)
         install_all(telemetry)
         return telemetry
+
+
+# What the environment alone said when configure() installed: a later call without arguments
+# under another environment is told where records still go.
+_environment_at_install: Settings | None = None
+
+
+def _environment_settings() -> Settings | None:
+    try:
+        return Settings.load()
+    except ConfigError:  # a bad variable that the first call's arguments overrode
+        return None
 
 
 def _install(settings: Settings) -> Telemetry:
