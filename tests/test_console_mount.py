@@ -9,6 +9,7 @@ import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 
+from tests.apps.servers import run_json
 from tests.support import ROOT, RedisHandle
 from tests.test_console_quiet import telemetry_of
 from tracestream.console.fastapi_mount import mount
@@ -152,3 +153,25 @@ def test_django_include_honours_login_and_staff_and_streams_under_asgi(stream: R
         "settings.TRACESTREAM_REDIS_URL is not read: put 'redis_url' in settings.TRACESTREAM, "
         "which the exporter and the console share"
     )
+
+
+MOUNTED_AFTER_CONFIGURE = """
+import json, logging, os, tracestream
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from tracestream.console.fastapi_mount import mount
+telemetry = tracestream.configure(redis_url=os.environ["APP_URL"], stream=os.environ["APP_STREAM"])
+logging.getLogger("shop").warning("written where configure() said")
+telemetry.force_flush()
+app = FastAPI()
+mount(app)  # as docs/console.md shows it
+with TestClient(app) as client:
+    found = client.get("/monitoring/realtime-logs/api/search").json()["records"]
+print(json.dumps([record["body"] for record in found]))
+"""
+
+
+def test_fastapi_mount_reads_where_configure_writes(stream: RedisHandle) -> None:
+    """configure()'s arguments, not the environment's other stream, are where the records are."""
+    env = stream.env(APP_URL=stream.url, APP_STREAM=stream.stream, TRACESTREAM_STREAM="somewhere-else")
+    assert "written where configure() said" in run_json(MOUNTED_AFTER_CONFIGURE, env)

@@ -30,6 +30,20 @@ class ConfigError(ValueError):
     """A setting has a value tracestream cannot use."""
 
 
+_configured: list[Settings] = []  # what configure() installed in this process
+
+
+def note_configured(settings: Settings) -> None:
+    """configure() says what its exporters write with, for the readers of the same process."""
+    _configured[:] = [settings]
+
+
+def configured() -> Settings | None:
+    """The settings this process's exporters write with once configure() ran, else None: a
+    console mounted in the app reads where the app writes, whatever configured it."""
+    return _configured[0] if _configured else None
+
+
 def refuse_to_launch(error: ConfigError) -> NoReturn:
     """Under the launcher, which would log a bad setting and run the app uninstrumented, whichever
     configurator it picked: one line, exit 2. We run inside site import there, where SystemExit

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message
 
 from tracestream.console.app import create_app, scope_under
 from tracestream.django_settings import CONSOLE_URL_NAME, configure_arguments
-from tracestream.settings import ConfigError, Settings
+from tracestream.settings import ConfigError, Settings, configured
 
 LIVE_PATH = "api/live"
 _MISPLACED_SETTINGS = {"TRACESTREAM_REDIS_URL": "redis_url", "TRACESTREAM_STREAM": "stream"}
@@ -38,7 +38,7 @@ def _app() -> ASGIApp:
     """One console per process, so one shared live reader serves every viewer."""
     global _console
     if _console is None:
-        _console = create_app(Settings.load(**configure_arguments()))
+        _console = create_app(configured() or Settings.load(**configure_arguments()))
     return _console
 
 

@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tracestream.console.app import create_app, scope_under
-from tracestream.settings import Settings
+from tracestream.settings import Settings, configured
 
 DEFAULT_PATH = "/monitoring/realtime-logs"
 # The console prefixes of each app that mounted one.
@@ -52,7 +52,7 @@ def mount(
 ) -> ASGIApp:
     """Serve the console at `path`; every request first passes `dependencies` (e.g. `Depends(admin)`)."""
     prefix = "/" + path.strip("/")
-    console = create_app(settings or Settings.load())
+    console = create_app(settings or configured() or Settings.load())
     router = APIRouter(dependencies=list(dependencies), include_in_schema=False)
 
     async def forward(_request: Request) -> Response:

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from tracestream.otel_setup import app_overrides, log_capture
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
-from tracestream.settings import Settings
+from tracestream.settings import Settings, note_configured
 
 _installed: Telemetry | None = None
 
@@ -57,3 +57,4 @@ def installed() -> Telemetry | None:
 def remember(telemetry: Telemetry) -> None:
     global _installed
     _installed = telemetry
+    note_configured(telemetry.settings)
