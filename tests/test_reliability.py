@@ -528,3 +528,48 @@ def test_ctrl_c_in_the_demo_leaves_its_redis_running_until_the_children_are_stop
     assert "redis answers after Ctrl-C: True" in out, err
     with pytest.raises(redis.ConnectionError):  # and then it was stopped
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+
+
+# A worker's signal setup, as gunicorn's sync worker makes it before it imports the app (which
+# calls configure()): SIGTERM sets a flag, SIGINT and SIGQUIT exit. `SIGNALS` arrive 5 ms apart,
+# as when Ctrl-C or systemd's stop reaches the whole group and the master then signals too.
+WORKER_SIGNALS = """
+import logging, os, signal, subprocess, sys, time
+alive = True
+def stop(signum, frame):
+    global alive
+    alive = False
+def leave(signum, frame):
+    time.sleep(0.1)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, leave)
+signal.signal(signal.SIGQUIT, leave)
+import tracestream
+tracestream.configure(service_name="worker")
+for number in range(3000):
+    logging.getLogger("app").info("record %d", number)
+began = time.monotonic()
+first, second = SIGNALS
+subprocess.Popen(["sh", "-c", f"kill -{first} {os.getpid()}; sleep 0.005; kill -{second} {os.getpid()}"])
+while alive:
+    time.sleep(0.01)
+print(round(time.monotonic() - began, 2), flush=True)
+"""
+
+
+@pytest.mark.parametrize("signals", [("TERM", "TERM"), ("INT", "QUIT")], ids=["term-term", "int-quit"])
+def test_a_second_signal_during_the_exit_flush_neither_stalls_it_nor_loses_records(
+    stream: RedisHandle, signals: tuple[str, str]
+) -> None:
+    """The second signal's handler runs inside our flush: a flush of ours waited there for the
+    first one's lock until the shutdown timeout; a handler's `sys.exit` took the records in hand."""
+    env = stream.env(TRACESTREAM_BATCH_DELAY_MS="60000", TRACESTREAM_SHUTDOWN_TIMEOUT="20s")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_SIGNALS.replace("SIGNALS", repr(signals))],
+        env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0 and "tracestream:" not in done.stderr, done.stderr
+    assert time.monotonic() - started < 15, "the flush waited for the shutdown timeout"
+    assert len({entry.body for entry in stream.logs()}) == 3000

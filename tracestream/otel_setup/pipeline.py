@@ -279,12 +279,17 @@ class BatchQueue(Generic[T]):
                 if deadline is not None and time.monotonic() > deadline:
                     return False
                 items = [queue.popleft() for _ in range(min(size, len(queue)))]
-                batch = self._encode_batch(items)
-                if sending is not None:
-                    delivering, sending = self._settle(sending), None
-                    if self._held is not None:  # the batch before could go nowhere: these wait
-                        queue.extendleft(reversed(items))
-                        return False
+                settled = sending is not None
+                try:
+                    batch = self._encode_batch(items)
+                    if sending is not None:
+                        delivering, sending = self._settle(sending), None
+                except BaseException:  # a signal handler's exit, raised here: they wait for the exit's flush
+                    queue.extendleft(reversed(items))
+                    raise
+                if settled and self._held is not None:  # the batch before could go nowhere: these wait
+                    queue.extendleft(reversed(items))
+                    return False
                 if delivering and batch:
                     sending = self._sender.send(batch)
                 elif not self._set_aside(batch):

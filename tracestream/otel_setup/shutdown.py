@@ -45,6 +45,7 @@ _CHILD_EXIT_PRIORITY = -100
 _queues: list[BatchQueue[Any]] = []
 _timeout = 5.0
 _closing = False
+_flushing = False  # a signal handler of ours is flushing
 _held_signal: int | None = None  # a deadly signal that came while the queues were closing
 _mask_before_fork: set[int | signal.Signals] | None = None  # set while a fork holds signals
 _raise_signal = signal.raise_signal
@@ -129,10 +130,14 @@ def _chain(number: int) -> None:
         return  # ignored, or set outside Python: leave it alone
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        global _held_signal
+        global _held_signal, _flushing
         if callable(previous):  # the process may go on: a framework shuts down gracefully
-            if not _closing:
-                flush_before_exit()
+            if not (_closing or _flushing):  # a second signal inside the flush leaves it to go on
+                _flushing = True
+                try:
+                    flush_before_exit()
+                finally:
+                    _flushing = False
             previous(signum, frame)
         elif _closing:  # the close this signal interrupted ends it
             _held_signal = signum
