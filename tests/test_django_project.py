@@ -403,6 +403,44 @@ def test_served_streaming_response_that_fails_midway_is_one_error_in_its_trace(
     assert [e for e in served.stream.logs()[start:] if e.severity == "ERROR"] == [record]
 
 
+# The OpenTelemetry docs' "Working With Fork Process Models" recipe for gunicorn, set up with
+# tracestream: each worker configures itself after the fork.
+POST_FORK = """
+def post_fork(server, worker):
+    server.log.info("Worker spawned (pid: %s)", worker.pid)
+    import tracestream
+    tracestream.configure(service_name="docs-web")
+"""
+
+
+def test_gunicorn_preload_with_the_otel_docs_post_fork_recipe(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """With `--preload` the master builds Django's handler, its middleware loaded, before any
+    worker configures: the worker loads it again, contrib's middleware and ours included."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(POST_FORK)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [
+        bin_path("gunicorn"),
+        "proj.wsgi",
+        "-c",
+        str(conf),
+        "--preload",
+        "-w",
+        "2",
+        "-b",
+        f"127.0.0.1:{port}",
+    ]
+    env = _env(stream, tmp_path / "db.sqlite3", "proj.settings_without_tracestream")
+    with serve(command, env, http_ready(f"{base}/orders/0/")):
+        response = httpx.get(f"{base}/orders/5/", headers={"user-agent": "e2e/preload"})
+        record = request_record(stream, response)
+        check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/preload")
+
+
 def test_the_django_extra_brings_the_asgi_instrumentation() -> None:
     """Without it the contrib Django middleware skips ASGI requests: no span, no record, no headers."""
     django_extra = [r for r in requires("tracestream") or [] if 'extra == "django"' in r]

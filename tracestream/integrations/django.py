@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.apps import AppConfig
 from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.core.signals import got_request_exception
 from django.http import Http404, HttpRequest, HttpResponseBase, StreamingHttpResponse
@@ -332,11 +333,25 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
 
         BaseHandler.load_middleware = load_middleware  # type: ignore[method-assign]
         got_request_exception.connect(_remember_exception, weak=False)
+        _reload_handlers_built_before()
     replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
     replace_lines(telemetry.handler, "django.server", _is_replaced_access_line)
     replace_lines(telemetry.handler, "django.channels.server", _is_channels_access_line)
     for logger_name in SERVER_ERROR_LOGGERS:
         replace_lines(telemetry.handler, logger_name, _recorded_with_its_stream)
+
+
+def _reload_handlers_built_before() -> None:
+    """A handler built before configure() loaded its middleware without contrib's and ours: no
+    span, no record. gunicorn `--preload` with configure() in `post_fork` (the OpenTelemetry
+    docs' recipe for fork models) builds it in the master. Found where servers take it from,
+    a module's `application`, it loads its middleware again, before it serves a request."""
+    if not settings.configured or MIDDLEWARE in (getattr(settings, "MIDDLEWARE", None) or ()):
+        return
+    for module in list(sys.modules.values()):
+        handler = getattr(module, "__dict__", {}).get("application")  # no module __getattr__ runs
+        if isinstance(handler, BaseHandler) and handler._middleware_chain is not None:
+            handler.load_middleware(is_async=isinstance(handler, ASGIHandler))
 
 
 class TracestreamConfig(AppConfig):  # type: ignore[misc]
