@@ -441,6 +441,28 @@ def test_gunicorn_preload_with_the_otel_docs_post_fork_recipe(
         check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/preload")
 
 
+def test_a_request_gunicorns_worker_timeout_aborts_keeps_its_record(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """gunicorn's docs' `--timeout`: the arbiter aborts a worker stuck past it, whose SIGABRT
+    handler raises SystemExit in the view; Django never answers, gunicorn does (500)."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [bin_path("gunicorn"), "proj.wsgi", "--timeout", "2", "-b", f"127.0.0.1:{port}"]
+    with serve(command, _env(stream, tmp_path / "db.sqlite3"), http_ready(f"{base}/orders/0/")):
+        with contextlib.suppress(httpx.HTTPError):  # the worker's answer, if any, is gunicorn's
+            httpx.get(f"{base}/orders/5/wait/", timeout=30)
+        (record,) = wait_for(
+            lambda: [
+                e for e in stream.logs() if is_request_record(e) and e.body.startswith("GET /orders/5/wait/")
+            ],
+            what="the aborted request's record",
+        )
+    assert (record.severity, record.exception_type) == ("ERROR", "SystemExit")
+    assert record.attributes["http.route"] == "/orders/<int:order_id>/wait/" and record.trace_id
+
+
 def test_the_django_extra_brings_the_asgi_instrumentation() -> None:
     """Without it the contrib Django middleware skips ASGI requests: no span, no record, no headers."""
     django_extra = [r for r in requires("tracestream") or [] if 'extra == "django"' in r]

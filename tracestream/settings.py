@@ -62,14 +62,19 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text)
     if not match:
         raise ValueError("expected a duration such as 250ms, 30s, 15m, 2h or 7d")
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_wait(text: str) -> float:
+    """A duration something waits or keeps for: at most what a thread or a socket can wait."""
+    seconds = parse_duration(text)
     if seconds > _LONGEST_WAIT_S:
         raise ValueError(f"must be at most {_LONGEST_WAIT_S // 86400:.0f}d")
     return seconds
 
 
-def parse_positive_duration(text: str) -> float:
-    seconds = parse_duration(text)
+def parse_positive_wait(text: str) -> float:
+    seconds = parse_wait(text)
     if seconds == 0:
         raise ValueError("must be greater than zero")
     return seconds
@@ -325,12 +330,12 @@ _SETTINGS: dict[str, Setting] = {
     "stream": Setting("TRACESTREAM_STREAM", parse_stream_key),
     "max_entries": Setting("TRACESTREAM_MAX_ENTRIES", parse_non_negative_int),
     "errors_maxlen": Setting("TRACESTREAM_ERRORS_MAXLEN", parse_non_negative_int),
-    "max_age": Setting("TRACESTREAM_MAX_AGE", parse_duration),
+    "max_age": Setting("TRACESTREAM_MAX_AGE", parse_wait),
     "batch_delay_ms": Setting("TRACESTREAM_BATCH_DELAY_MS", parse_delay_ms),
     "log_level": Setting("TRACESTREAM_LOG_LEVEL", parse_log_level),
     "log_exclude": Setting("TRACESTREAM_LOG_EXCLUDE", parse_names),
     "log_sampling": Setting("TRACESTREAM_LOG_SAMPLING", parse_log_sampling),
-    "redis_timeout": Setting("TRACESTREAM_REDIS_TIMEOUT", parse_positive_duration),
+    "redis_timeout": Setting("TRACESTREAM_REDIS_TIMEOUT", parse_positive_wait),
     "redis_cluster": Setting("TRACESTREAM_REDIS_CLUSTER", parse_bool),
     "shard_by": Setting("TRACESTREAM_SHARD_BY", parse_shard_by),
     "logs_exporter": Setting("OTEL_LOGS_EXPORTER", parse_exporter_names),
@@ -340,7 +345,7 @@ _SETTINGS: dict[str, Setting] = {
     "redis_key": Setting("TRACESTREAM_REDIS_KEY", parse_existing_file),
     "spool_dir": Setting("TRACESTREAM_SPOOL_DIR", parse_directory),
     "spool_max_bytes": Setting("TRACESTREAM_SPOOL_MAX_BYTES", parse_size),
-    "shutdown_timeout": Setting("TRACESTREAM_SHUTDOWN_TIMEOUT", parse_duration),
+    "shutdown_timeout": Setting("TRACESTREAM_SHUTDOWN_TIMEOUT", parse_wait),
     "max_body_length": Setting("TRACESTREAM_MAX_BODY_LENGTH", parse_positive_int),
     "max_attribute_length": Setting("TRACESTREAM_MAX_ATTRIBUTE_LENGTH", parse_positive_int),
     "max_attributes": Setting("TRACESTREAM_MAX_ATTRIBUTES", parse_positive_int),

@@ -85,15 +85,46 @@ class RequestRecordMiddleware:
             return self._acall(request)
         started = perf_counter()
         setattr(request, _SEEN, True)
-        response: HttpResponseBase = self.get_response(request)
+        try:
+            response: HttpResponseBase = self.get_response(request)
+        except BaseException as error:
+            _unanswered(request, started, error)
+            raise
         return _finish(request, response, started)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         started = perf_counter()
         setattr(request, _SEEN, True)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        response = await get_response(request)
+        try:
+            response = await get_response(request)
+        except BaseException as error:
+            _unanswered(request, started, error)
+            raise
         return _finish(request, response, started)
+
+
+def _unanswered(request: HttpRequest, started: float, error: BaseException) -> None:
+    """Django answers what a view raises; what passes it (a worker timeout's SystemExit from
+    gunicorn's SIGABRT, a cancelled ASGI request) ends the request with no answer of Django's:
+    its record says 500, which the server answers if it answers at all, with that exception."""
+    if not _is_console(request.path):
+        emit_request_record(_exchange(request, 500, None, started), error)
+
+
+def _exchange(request: HttpRequest, status: int, size: int | None, started: float) -> HttpExchange:
+    match = request.resolver_match
+    route = getattr(match, "route", None) if match is not None else None
+    return HttpExchange(
+        method=request.method or "",
+        path=request.path,
+        route=rooted_route(route),
+        status=status,
+        duration_ms=(perf_counter() - started) * 1000,
+        client=request.META.get("REMOTE_ADDR"),
+        user_agent=request.META.get("HTTP_USER_AGENT"),
+        response_size=size,
+    )
 
 
 def _finish(request: HttpRequest, response: HttpResponseBase, started: float) -> HttpResponseBase:
@@ -101,19 +132,8 @@ def _finish(request: HttpRequest, response: HttpResponseBase, started: float) ->
         return response
     for name, value in trace_headers():
         response.setdefault(name, value)  # a header the app set itself stays its own
-    match = request.resolver_match
-    route = getattr(match, "route", None) if match is not None else None
     size = None if getattr(response, "streaming", False) else len(getattr(response, "content", b""))
-    exchange = HttpExchange(
-        method=request.method or "",
-        path=request.path,
-        route=rooted_route(route),
-        status=response.status_code,
-        duration_ms=(perf_counter() - started) * 1000,
-        client=request.META.get("REMOTE_ADDR"),
-        user_agent=request.META.get("HTTP_USER_AGENT"),
-        response_size=size,
-    )
+    exchange = _exchange(request, response.status_code, size, started)
     error = getattr(request, _ERROR, None)
     if isinstance(response, StreamingHttpResponse) and getattr(response, "file_to_stream", None) is None:
         body = _StreamedBody(exchange, started, error)

@@ -1,5 +1,6 @@
 import csv
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -22,6 +23,12 @@ def traced_elsewhere(request: HttpRequest, order_id: int) -> JsonResponse:
     response = JsonResponse({"order_id": order_id})
     response["X-Trace-Id"] = "the app's own"
     return response
+
+
+def wait(request: HttpRequest, order_id: int) -> JsonResponse:
+    """Slower than a worker may take: gunicorn's arbiter aborts it (`--timeout`)."""
+    time.sleep(30)
+    return JsonResponse({"order_id": order_id})
 
 
 def cancel(request: HttpRequest, order_id: int) -> JsonResponse:
