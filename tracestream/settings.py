@@ -74,10 +74,7 @@ def parse_wait(text: str) -> float:
 
 
 def parse_positive_wait(text: str) -> float:
-    seconds = parse_wait(text)
-    if seconds == 0:
-        raise ValueError("must be greater than zero")
-    return seconds
+    return _above_zero(parse_wait(text))
 
 
 def parse_non_negative_int(text: str) -> int:
@@ -90,7 +87,13 @@ def parse_non_negative_int(text: str) -> int:
 
 
 def parse_positive_int(text: str) -> int:
-    value = parse_non_negative_int(text)
+    return _above_zero(parse_non_negative_int(text))
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _above_zero(value: _Number) -> _Number:
     if value == 0:
         raise ValueError("must be greater than zero")
     return value
