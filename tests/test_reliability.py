@@ -29,7 +29,7 @@ import redis
 from tests.apps.servers import LAUNCHER_ENV, Server, bin_path, http_ready, launched, printed, run_json, serve
 from tests.faults import DurableRedis, FaultyProxy
 from tests.pipelines import PrivatePipeline
-from tests.support import ROOT, RedisHandle, interruptible, wait_for
+from tests.support import ROOT, RedisHandle, interruptible, run_python, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.export_status import read_statuses
 from tracestream.exporters import RedisStreamLogExporter
@@ -573,3 +573,69 @@ def test_a_second_signal_during_the_exit_flush_neither_stalls_it_nor_loses_recor
     assert done.returncode == 0 and "tracestream:" not in done.stderr, done.stderr
     assert time.monotonic() - started < 15, "the flush waited for the shutdown timeout"
     assert len({entry.body for entry in stream.logs()}) == 3000
+
+
+# The Python docs' asyncio "Handling Keyboard Interruption": Ctrl-C cancels the main task,
+# which cleans up, then KeyboardInterrupt ends the program.
+CTRL_C = """
+import asyncio, logging, os, sys
+if os.environ.get("WITH_TRACESTREAM"):
+    import tracestream
+    tracestream.configure(service_name="ctrl-c")
+async def main():
+    logging.getLogger("app").warning("working")
+    print("ready", flush=True)
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        print("main task cancelled: cleaning up", flush=True)
+        raise
+asyncio.run(main())
+"""
+
+
+def _interrupted(env: dict[str, str]) -> tuple[int, str, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    return process.returncode, "ready\n" + stdout, stderr
+
+
+def test_ctrl_c_ends_asyncio_run_as_without_tracestream(stream: RedisHandle) -> None:
+    """asyncio.run() handles SIGINT itself only where Python's own handler is in place; the
+    traceback shows no frame of ours."""
+    without = _interrupted(stream.env())
+    with_us = _interrupted(stream.env(WITH_TRACESTREAM="1"))
+    assert with_us == without
+    assert "main task cancelled: cleaning up" in with_us[1] and with_us[0] != 0
+    wait_for(lambda: [e for e in stream.logs() if e.body == "working"], what="the record, flushed at exit")
+
+
+ATEXIT_BEFORE = """
+import atexit, logging, tracestream
+atexit.register(lambda: logging.getLogger("app").warning("said at exit"))  # runs after ours
+tracestream.configure(service_name="late")
+logging.getLogger("app").warning("said before exit")
+"""
+
+
+def test_a_record_logged_after_the_exit_close_is_said_lost(stream: RedisHandle) -> None:
+    """atexit runs the last registered first: a handler registered before configure() logs
+    after tracestream closed. Its record cannot go out; one line says why."""
+    stderr = run_python(ATEXIT_BEFORE, stream.env())
+    assert stderr.splitlines() == [
+        "said before exit",
+        "tracestream: WARNING logs: a record logged after tracestream closed at exit is lost: an atexit "
+        "handler registered before configure() runs after tracestream's; register it after",
+        "said at exit",
+    ]
+    wait_for(lambda: [e.body for e in stream.logs()] == ["said before exit"], what="the first record")

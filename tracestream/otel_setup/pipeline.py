@@ -189,6 +189,7 @@ class BatchQueue(Generic[T]):
         self.on_start: Callable[[], object] | None = None
         self._batch = batch
         self._shutdown = False
+        self._told_of_late_records = False
         self._reset()
         renew_in_child(self._reset)
 
@@ -214,11 +215,24 @@ class BatchQueue(Generic[T]):
                 _say_the_master_keeps_its_records()
         queue = self._queue
         if len(queue) >= self._batch.max_queue_size or self._shutdown:
-            self.counters.dropped_queue_full += 1
+            self._drop()
             return
         queue.append(item)
         if len(queue) == self._batch.max_export_batch_size:  # wake once per full batch, not per record
             self._wake.set()
+
+    def _drop(self) -> None:
+        if not self._shutdown:
+            self.counters.dropped_queue_full += 1
+            return
+        self.counters.dropped_at_shutdown += 1
+        if not self._told_of_late_records:
+            self._told_of_late_records = True
+            internal_logger.warning(
+                "%s: a record logged after tracestream closed at exit is lost: an atexit handler "
+                "registered before configure() runs after tracestream's; register it after",
+                self.name,
+            )
 
     def start(self) -> None:
         """Start the worker now rather than at the first record (there may be a spool to replay)."""

@@ -4,9 +4,10 @@ Four ways out, four hooks:
 - a normal exit (including uvicorn's, gunicorn workers' and a framework's own signal
   handling, which end in one) runs `atexit`, where every queue is flushed and shut down
   against one shared deadline;
-- SIGTERM or SIGINT with no framework handler: ours flushes, then hands the signal to
-  whatever handled it before (for SIGTERM by default that is death by the same signal, so
-  exit statuses do not change, and the queues are closed first, as at exit);
+- SIGTERM with no framework handler, or SIGINT with one: ours flushes, then hands the signal
+  to whatever handled it before (for SIGTERM by default that is death by the same signal, so
+  exit statuses do not change, and the queues are closed first, as at exit). Python's own
+  SIGINT handler is left alone: its KeyboardInterrupt ends at `atexit`;
 - a server that handled the signal itself and, its shutdown done, puts the default action
   back and raises the signal again (uvicorn's workers under `--workers` and `--reload`, which
   load the app inside that handling) dies without `atexit`: `signal.raise_signal` closes the
@@ -128,6 +129,11 @@ def _chain(number: int) -> None:
     previous = signal.getsignal(number)
     if previous is signal.SIG_IGN or previous is None:
         return  # ignored, or set outside Python: leave it alone
+    if previous is signal.default_int_handler:
+        # Python's KeyboardInterrupt ends at `atexit`, which flushes. Called from a handler of
+        # ours, it would carry our frame in its traceback, and `asyncio.run()` puts its own
+        # (cancel the main task, then interrupt) only in place of this one.
+        return
 
     def handle(signum: int, frame: FrameType | None) -> None:
         global _held_signal, _flushing
