@@ -334,7 +334,8 @@ def test_served_500_has_the_trace_headers_and_one_error(served: Running) -> None
     assert [(s.kind, s.status) for s in spans] == [("SERVER", "ERROR")]
     # one 500, one ERROR: daphne's runserver access line stays out (`tracestream services` counts once)
     _settle(served)
-    assert [e for e in served.stream.logs() if e.severity == "ERROR"] == [record]
+    errors = [e for e in served.stream.logs() if e.severity == "ERROR"]
+    assert errors == [record], [(e.stream_id, e.record_id, e.scope, e.body[:80]) for e in errors]
 
 
 def test_served_request_refused_before_our_middleware_keeps_its_access_line(served: Running) -> None:
