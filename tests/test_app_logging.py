@@ -27,6 +27,7 @@ LOGGERS = {
     "handlers_changed_later": ["shop.views"],
     "loguru_intercepting": ["shop.views"],
     "loguru_intercepting_into_its_sink": ["shop.views"],
+    "loguru_intercepting_into_an_enqueued_sink": ["shop.views"],
     "records_handed_on": ["shop.views"],
     "asked_then_raised": ["shop.views"],
     "asked_then_handed_on": ["shop.views"],
@@ -81,6 +82,21 @@ def test_excluded_loggers_stay_out_of_the_stream_and_still_print(stream: RedisHa
     expected = Counter(b for b in _expected("non_propagating").elements() if "shop.audit" not in b)
     entries = wait_for(lambda: len(stream.logs()) >= 4 and stream.logs(), what="records")
     assert Counter(e.body for e in entries) == expected
+
+
+LOGURU_SINKS = ["loguru_intercepting_into_its_sink", "loguru_intercepting_into_an_enqueued_sink"]
+
+
+@pytest.mark.parametrize("scenario", LOGURU_SINKS)
+def test_what_we_keep_out_stays_out_when_loguru_hands_it_on(stream: RedisHandle, scenario: str) -> None:
+    """loguru's InterceptHandler hands every stdlib record to loguru, whose sink meets those we
+    kept out again: an excluded logger's, and those below the stream's level."""
+    done = _run(stream, scenario, "--tracestream", TRACESTREAM_LOG_EXCLUDE="shop.views")
+    assert done.returncode == 0, done.stderr
+    assert "app shop.views INFO" in done.stderr and stream.logs() == []  # printed; the exit flushed the rest
+    done = _run(stream, scenario, "--tracestream", TRACESTREAM_LOG_LEVEL="ERROR")
+    assert done.returncode == 0, done.stderr
+    assert sorted(e.body for e in stream.logs()) == ["app shop.views ERROR", "app shop.views failed"]
 
 
 def test_the_configured_level_is_the_streams_floor(stream: RedisHandle) -> None:

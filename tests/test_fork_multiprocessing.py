@@ -132,9 +132,18 @@ def _run(script: str, handle: RedisHandle, tmp_path: Path, **env: str) -> str:
     return run_python(script, handle.env(TRACESTREAM_SPOOL_DIR=str(tmp_path / "spool"), **env))
 
 
-def test_fork_children_and_pool_workers_deliver_every_record(stream: RedisHandle, tmp_path: Path) -> None:
+# multiprocessing imported after configure(), which does not import it itself.
+LATE_IMPORT = SCRIPT.replace("import logging, multiprocessing, os, sys", "import logging, os, sys").replace(
+    "log = logging.getLogger", "import multiprocessing\nlog = logging.getLogger"
+)
+
+
+@pytest.mark.parametrize("script", [SCRIPT, LATE_IMPORT], ids=["imported-first", "imported-after-configure"])
+def test_fork_children_and_pool_workers_deliver_every_record(
+    stream: RedisHandle, tmp_path: Path, script: str
+) -> None:
     """Pool workers end both ways: retired after two tasks (maxtasksperchild), and at close()."""
-    workers = int(_run(SCRIPT, stream, tmp_path).strip().splitlines()[-1])
+    workers = int(_run(script, stream, tmp_path).strip().splitlines()[-1])
     assert workers > 2  # some were retired and replaced
     bodies = Counter(entry.body for entry in stream.logs())
     children = {f"child {n} record {i}" for n in range(3) for i in range(100)}
@@ -157,6 +166,16 @@ def test_records_a_child_cannot_deliver_are_counted_and_said(tmp_path: Path) -> 
         TRACESTREAM_REDIS_TIMEOUT="100ms",
     )
     assert stderr.count("logs: 100 records not exported or spooled at shutdown") == 3, stderr
+
+
+def test_configure_leaves_multiprocessing_unloaded(stream: RedisHandle, tmp_path: Path) -> None:
+    """Loaded, it changes what an app reports of itself: structlog's process name, `n/a` until then."""
+    script = """
+import sys, tracestream
+tracestream.configure()
+print("multiprocessing" in sys.modules, file=sys.stderr)
+"""
+    assert _run(script, stream, tmp_path).splitlines() == ["False"]
 
 
 FIRST_EXPORT = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import RedisHandle, run_python, wait_for
+from tests.support import RedisHandle, run_python, run_python_process, wait_for
 
 STRUCTLOG = """
 import structlog, tracestream
@@ -207,3 +207,140 @@ def test_structlog_exception_rendered_before_the_processor(stream: RedisHandle) 
     assert (failed.severity, failed.attributes) == ("ERROR", {"cart_id": 7})
     assert (failed.exception_type, failed.exception_message) == ("ZeroDivisionError", "division by zero")
     assert failed.exception_stacktrace.startswith("Traceback (most recent call last):")
+
+
+# structlog's production chain with structured tracebacks (`dict_tracebacks`): the exception is a
+# list of stacks, the raised one first, each frame with its locals.
+STRUCTLOG_DICT_TRACEBACKS = """
+import structlog, tracestream
+from tracestream.integrations.structlog import OTelProcessor
+telemetry = tracestream.configure()
+structlog.configure(processors=[structlog.processors.add_log_level, structlog.processors.dict_tracebacks,
+                                OTelProcessor(), structlog.processors.JSONRenderer()])
+def charge(card):
+    api_token = "tok-in-a-local"
+    try:
+        {}[card]
+    except KeyError as missing:
+        raise ValueError(f"card {card} declined") from missing
+try:
+    charge("4242")
+except ValueError:
+    structlog.get_logger().exception("payment failed", order=7)
+telemetry.force_flush()
+"""
+
+
+def test_structlog_dict_tracebacks_are_the_records_exception(stream: RedisHandle) -> None:
+    run_python(STRUCTLOG_DICT_TRACEBACKS, stream.env(OTEL_SERVICE_NAME="cart"))
+    [failed] = wait_for(lambda: stream.logs(), what="the structlog record")
+    assert (failed.body, failed.severity, failed.attributes) == ("payment failed", "ERROR", {"order": 7})
+    assert (failed.exception_type, failed.exception_message) == ("ValueError", "card 4242 declined")
+    stacktrace = failed.exception_stacktrace
+    assert stacktrace.startswith("Traceback (most recent call last):\n  File ")
+    assert "KeyError: '4242'\n\nThe above exception was the direct cause" in stacktrace
+    assert stacktrace.endswith(", in charge\nValueError: card 4242 declined\n")
+    assert "tok-in-a-local" not in stacktrace  # the frames' locals stay out
+
+
+# structlog's stdlib chapter, with its async methods: `aexception` renders the exception on the
+# caller's thread and logs on an executor's, where no exception is being handled.
+STRUCTLOG_ASYNC_EXCEPTION = """
+import asyncio, logging, structlog, tracestream
+telemetry = tracestream.configure()
+handler = logging.StreamHandler()
+handler.setFormatter(structlog.stdlib.ProcessorFormatter(processors=[
+    structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.dev.ConsoleRenderer(colors=False)]))
+logging.basicConfig(handlers=[handler], level=logging.INFO)
+structlog.configure(
+    processors=[structlog.stdlib.add_log_level, structlog.processors.format_exc_info,
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+    logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=structlog.stdlib.BoundLogger)
+async def main():
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        await structlog.get_logger("shop.async").aexception("async total failed")
+asyncio.run(main())
+telemetry.force_flush()
+"""
+
+
+def test_structlog_async_exception_keeps_its_exception(stream: RedisHandle) -> None:
+    printed = run_python(STRUCTLOG_ASYNC_EXCEPTION, stream.env(OTEL_SERVICE_NAME="cart"))
+    assert "ZeroDivisionError: division by zero" in printed
+    [failed] = wait_for(lambda: stream.logs(), what="the structlog record")
+    assert (failed.scope, failed.body, failed.severity) == ("shop.async", "async total failed", "ERROR")
+    assert (failed.exception_type, failed.exception_message) == ("ZeroDivisionError", "division by zero")
+    assert failed.attributes == {}
+
+
+# structlog's `EventRenamer`, for platforms that read the message under another key.
+STRUCTLOG_RENAMED_EVENT = """
+import structlog, tracestream
+from tracestream.integrations.structlog import OTelProcessor
+telemetry = tracestream.configure()
+structlog.configure(processors=[structlog.processors.add_log_level, structlog.processors.EventRenamer(KEY),
+                                OTelProcessor(), structlog.processors.JSONRenderer()])
+structlog.get_logger().info("payment accepted", order=7)
+telemetry.force_flush()
+"""
+
+
+@pytest.mark.parametrize("key", ["message", "msg"])
+def test_structlog_events_renamed_for_other_platforms_keep_their_body(stream: RedisHandle, key: str) -> None:
+    run_python(STRUCTLOG_RENAMED_EVENT.replace("KEY", repr(key)), stream.env(OTEL_SERVICE_NAME="cart"))
+    [accepted] = wait_for(lambda: stream.logs(), what="the structlog record")
+    assert (accepted.body, accepted.attributes) == ("payment accepted", {"order": 7})
+
+
+# Our processor put after the renderer: the app prints as before, and one line says why the
+# stream has none of its events.
+STRUCTLOG_PROCESSOR_AFTER_RENDERER = """
+import os, structlog
+processors = [structlog.processors.add_log_level, structlog.processors.JSONRenderer()]
+if os.environ.get("TRACED") == "1":
+    import tracestream
+    from tracestream.integrations.structlog import OTelProcessor
+    telemetry = tracestream.configure()
+    processors.append(OTelProcessor())
+structlog.configure(processors=processors)
+structlog.get_logger().info("payment accepted", order=7)
+structlog.get_logger().warning("stock low", sku="BOOK-1")
+"""
+
+
+def test_structlog_processor_after_the_renderer_says_so_once(stream: RedisHandle) -> None:
+    bare = run_python_process(STRUCTLOG_PROCESSOR_AFTER_RENDERER, stream.env())
+    traced = run_python_process(STRUCTLOG_PROCESSOR_AFTER_RENDERER, stream.env(TRACED="1"))
+    assert (traced.returncode, traced.stdout) == (bare.returncode, bare.stdout) == (0, bare.stdout)
+    assert '"event": "payment accepted"' in bare.stdout
+    said = traced.stderr.splitlines()
+    assert len(said) == 1, said
+    assert said[0].startswith("tracestream: WARNING OTelProcessor got a rendered str")
+    assert "before the renderer" in said[0]
+
+
+# loguru's docs: `enqueue=True` makes a sink safe across threads and processes; the app exits
+# without `logger.complete()`, its messages still in loguru's queue.
+LOGURU_ENQUEUED = """
+import sys
+from loguru import logger
+import tracestream
+from opentelemetry import trace
+from tracestream.integrations.loguru import otel_sink
+tracestream.configure()
+logger.remove()
+logger.add(otel_sink, level="INFO", enqueue=True)
+with trace.get_tracer("t").start_as_current_span("batch"):
+    for number in range(300):
+        logger.info("order {} paid", number)
+"""
+
+
+def test_loguru_enqueued_sink_loses_nothing_at_exit_and_says_what_it_costs(stream: RedisHandle) -> None:
+    printed = run_python(LOGURU_ENQUEUED, stream.env(OTEL_SERVICE_NAME="orders"))
+    bodies = [e.body for e in stream.logs()]
+    assert bodies == [f"order {number} paid" for number in range(300)]
+    said = printed.splitlines()
+    assert len(said) == 1 and "enqueue=True" in said[0] and "no trace id" in said[0], said

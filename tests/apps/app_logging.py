@@ -188,6 +188,17 @@ def loguru_intercepting_into_its_sink() -> list[logging.Logger]:
     return [logging.getLogger("shop.views")]
 
 
+def loguru_intercepting_into_an_enqueued_sink() -> list[logging.Logger]:
+    """The same with the sink behind loguru's queue (`enqueue=True`, from loguru's docs)."""
+    from loguru import logger
+
+    from tracestream.integrations.loguru import otel_sink
+
+    loguru_intercepting()
+    logger.add(otel_sink, level="INFO", enqueue=True)
+    return [logging.getLogger("shop.views")]
+
+
 class HandingOn:
     """The logging cookbook's network receiver: records made elsewhere, handed to the named
     logger's `handle()`, which does not check the logger's level (WARNING here)."""
@@ -239,6 +250,7 @@ SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "handlers_changed_later": handlers_changed_later,
     "loguru_intercepting": loguru_intercepting,
     "loguru_intercepting_into_its_sink": loguru_intercepting_into_its_sink,
+    "loguru_intercepting_into_an_enqueued_sink": loguru_intercepting_into_an_enqueued_sink,
     "records_handed_on": records_handed_on,
     "asked_then_raised": asked_then_raised,
     "asked_then_handed_on": asked_then_handed_on,

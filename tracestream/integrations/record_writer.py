@@ -88,6 +88,12 @@ class RecordWriter:
         )
 
 
+def records_reach_a_provider() -> bool:
+    """Whether what a writer emits now goes anywhere: configure() ran, or the app set an SDK
+    provider of its own (OTel's default provider drops everything)."""
+    return installed() is not None or isinstance(_logs.get_logger_provider(), LoggerProvider)
+
+
 class PendingRecord:
     """One of our records as captured: attributes stay a plain dict until the worker encodes them."""
 

@@ -14,9 +14,10 @@ bridge took as they were logged: it hands their processors no logger, or the rec
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from tracestream._internal_log import internal_logger
 from tracestream.integrations.record_writer import RecordWriter
 from tracestream.otel_setup.structured import (
     exception_from_text,
@@ -31,8 +32,11 @@ from tracestream.schema import EXCEPTION_KEYS
 class OTelProcessor:
     def __init__(self) -> None:
         self._writers: dict[str, RecordWriter] = {}
+        self._said_misplaced = False
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        if not isinstance(event_dict, Mapping):
+            return self._after_the_renderer(event_dict)
         if logger is None or isinstance(logger, logging.Logger) or "_record" in event_dict:
             return event_dict
         scope = text_of(event_dict.get("logger") or "structlog")
@@ -51,3 +55,15 @@ class OTelProcessor:
             exception=exception,
         )
         return event_dict
+
+    def _after_the_renderer(self, rendered: Any) -> Any:
+        """A renderer before us made the event text: it goes on as the app meant, and is not in
+        the stream. Said once, since every event after it is the same."""
+        if not self._said_misplaced:
+            self._said_misplaced = True
+            internal_logger.warning(
+                "OTelProcessor got a rendered %s, not an event dict: put it before the renderer in "
+                "structlog's processors; until then structlog's events are not in the stream",
+                type(rendered).__name__,
+            )
+        return rendered

@@ -43,11 +43,13 @@ from typing import Any
 
 __all__ = [
     "LogCapture",
+    "count_seen_records",
     "current",
     "install",
     "replace_access_line",
     "take_access_line_mark",
     "uninstall",
+    "was_seen",
     "writing_to_redis",
 ]
 
@@ -104,12 +106,65 @@ class LogCapture:
         return asked
 
     def take(self, record: logging.LogRecord) -> None:
+        if _seen.counting:
+            _seen.note(record)
         if (
             record.levelno >= self.level
             and self.wants(record.name)
             and not (record.name in ACCESS_LOGGERS and take_access_line_mark())
         ):
             self.handler.handle(record)
+
+
+class _SeenRecords:
+    """The stdlib records the capture saw (taken, or kept out on purpose), counted by thread,
+    call site and message, once loguru's sink asks. loguru's InterceptHandler recipe hands each
+    on to loguru, whose sink then meets it again: on the logging thread, or later on its
+    queue's (`enqueue=True`). A name the capture excludes, a line a request record replaces,
+    stay out that way too. Bounded: a record no sink asks about is forgotten in time."""
+
+    def __init__(self) -> None:
+        self.counting = False
+        self._counts: dict[tuple[int, str, int, str], int] = {}
+        self._lock = threading.Lock()
+
+    def note(self, record: logging.LogRecord) -> None:
+        key = (_get_ident(), record.pathname, record.lineno, _message_or_nothing(record))
+        with self._lock:
+            counts = self._counts
+            counts[key] = counts.get(key, 0) + 1
+            if len(counts) > _MAX_SEEN_RECORDS:
+                del counts[next(iter(counts))]
+
+    def take(self, thread: int, path: str, line: int, message: str) -> bool:
+        key = (thread, path, line, message)
+        with self._lock:
+            count = self._counts.pop(key, 0)
+            if count > 1:
+                self._counts[key] = count - 1
+        return count > 0
+
+
+_MAX_SEEN_RECORDS = 4096
+_seen = _SeenRecords()
+
+
+def count_seen_records() -> None:
+    """From now on, remember what the capture sees, for `was_seen`."""
+    _seen.counting = True
+
+
+def was_seen(thread: int, path: str, line: int, message: str) -> bool:
+    """Whether the capture saw a stdlib record logged on `thread` at `path:line` with `message`
+    that no one asked about yet: it is in the stream already, or kept out of it."""
+    return _seen.take(thread, path, line, message)
+
+
+def _message_or_nothing(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # a handler formatting it fails the same way: nothing is handed on
+        return ""
 
 
 def _under(logger_name: str, names: Iterable[str]) -> bool:

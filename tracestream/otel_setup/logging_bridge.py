@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from time import time_ns
 from typing import Any
@@ -40,31 +39,6 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 _STRUCTLOG_EXTRAS = ("_logger", "_name")
-
-
-class _LastTaken(threading.local):
-    """Per thread, the call site and message of the stdlib record taken last, once asked for."""
-
-    remember = False
-    site: tuple[str, int, str] | None = None
-
-
-_last_taken = _LastTaken()
-
-
-def remember_last_taken() -> None:
-    """Keep, per thread, the record taken last: loguru's sink asks whether a message it gets
-    is a stdlib record handed on by an intercepting handler (`was_just_taken`)."""
-    _LastTaken.remember = True
-
-
-def was_just_taken(path: str, line: int, message: str) -> bool:
-    """Whether the stdlib record this thread's capture took last was logged at `path:line` with
-    `message`: that record is in the stream already. Answers yes once."""
-    if _last_taken.site != (path, line, message):
-        return False
-    _last_taken.site = None
-    return True
 
 
 @functools.cache
@@ -140,7 +114,7 @@ class PendingStdlibRecord:
         extras = self.extras or {}
         self.extras = {k: v for k, v in extras.items() if k not in _STRUCTLOG_EXTRAS} | read.attributes
         self.message = read.body
-        if self.exc_info:
+        if self.exc_info and self.exc_info[0] is not None:
             return
         if read.exception is not None:
             self.exc_info = (type(read.exception), read.exception, read.exception.__traceback__)
@@ -246,8 +220,6 @@ class OTelHandler(logging.Handler):
         if self.filters and not self.filter(record):
             return False
         pending = PendingStdlibRecord(record, _message(record), context, time_ns(), self)
-        if _LastTaken.remember:
-            _last_taken.site = (pending.path, pending.line, pending.message)
         for sink in self._sinks:
             sink.put_pending(pending)
         return True

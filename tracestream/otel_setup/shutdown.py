@@ -13,10 +13,9 @@ Four ways out, four hooks:
   load the app inside that handling) dies without `atexit`: `signal.raise_signal` closes the
   queues first;
 - `os._exit` skips `atexit`: it closes the queues first (a daemon's parents leaving after
-  each fork, a forked child done with its work). Celery's prefork children close them from
-  its shutdown hook (integrations/celery.py), multiprocessing's own fork children (`Process`,
-  `Pool` workers) from its exit hooks, which run just before theirs; by `os._exit` there is
-  nothing left.
+  each fork, a forked child done with its work, multiprocessing's fork children, `Process`
+  and `Pool` workers, after their exit hooks ran). Celery's prefork children close them from
+  its shutdown hook (integrations/celery.py); by `os._exit` there is nothing left.
 When Redis is down the flush ends as soon as everything is in the spool. The queues close
 once at a time: a deadly signal that comes while they close (multiprocessing's
 `Pool.terminate()`, as its workers exit) waits for the close, then kills the process.
@@ -25,7 +24,6 @@ once at a time: a deadly signal that comes while they close (multiprocessing's
 from __future__ import annotations
 
 import atexit
-import multiprocessing.util
 import os
 import signal
 import sys
@@ -39,9 +37,6 @@ from tracestream.forks import renew_in_child
 from tracestream.otel_setup.pipeline import BatchQueue
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# multiprocessing's exit hooks run finalizers highest priority first: ours runs last, after
-# its queues' feeder threads are joined, so records logged by those hooks are closed in too.
-_CHILD_EXIT_PRIORITY = -100
 
 _queues: list[BatchQueue[Any]] = []
 _timeout = 5.0
@@ -67,7 +62,6 @@ def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
     atexit.register(close_queues)
     signal.raise_signal = _flushing_raise_signal
     os._exit = _closing_exit
-    multiprocessing.util.register_after_fork(close_queues, _close_at_child_exit)
     for queue in queues:
         queue.on_start = arm_signals
     if threading.current_thread() is threading.main_thread():
@@ -116,13 +110,6 @@ def _closing_exit(status: int) -> NoReturn:
         close_queues()
     finally:
         _exit(status)
-
-
-def _close_at_child_exit(close: Callable[[], None]) -> None:
-    """In a multiprocessing child, started by fork: it ends in `os._exit`, skipping `atexit`,
-    right after `util._exit_function` runs the finalizers registered in the child. (Those the
-    parent registered are cleared at the child's start, before this runs.)"""
-    multiprocessing.util.Finalize(None, close, exitpriority=_CHILD_EXIT_PRIORITY)
 
 
 def _chain(number: int) -> None:

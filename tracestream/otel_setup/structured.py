@@ -126,17 +126,67 @@ class StructlogEvent(NamedTuple):
     rendered_exception: str | None
 
 
+_CAUSED = "\nThe above exception was the direct cause of the following exception:\n\n"
+_DURING = "\nDuring handling of the above exception, another exception occurred:\n\n"
+# Where structlog's `EventRenamer` (for platforms that read `message` or `msg`) puts the event.
+_RENAMED_EVENT_KEYS = ("message", "msg")
+
+
 def read_structlog_event(event: Mapping[str, Any]) -> StructlogEvent:
-    attributes = attributes_of(event, _STRUCTLOG_FIELDS)
-    rendered = attributes.get("exception")
-    if isinstance(rendered, str):
-        del attributes["exception"]
+    body_key = _body_key(event)
+    attributes = attributes_of(event, (*_STRUCTLOG_FIELDS, body_key))
+    attributes.pop("exception", None)
     return StructlogEvent(
-        text_of(event.get("event", "")),
+        text_of(event.get(body_key, "")),
         attributes,
         exception_of(event.get("exc_info")),
-        rendered if isinstance(rendered, str) else None,
+        _rendered_exception(event.get("exception")),
     )
+
+
+def _body_key(event: Mapping[str, Any]) -> str:
+    if "event" in event:
+        return "event"
+    return next((key for key in _RENAMED_EVENT_KEYS if key in event), "event")
+
+
+def _rendered_exception(value: object) -> str | None:
+    """The traceback structlog left under `exception`: text from `format_exc_info`, or the
+    stacks `dict_tracebacks` makes (`ExceptionDictTransformer`), laid out as Python prints them.
+    Their frames' locals stay out: the stream is no place for a function's variables."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(_is_stack(stack) for stack in value):
+        return _traceback_text(value)
+    return None if value is None else text_of(value)
+
+
+def _is_stack(stack: object) -> bool:
+    return (
+        isinstance(stack, Mapping)
+        and isinstance(stack.get("exc_type"), str)
+        and isinstance(stack.get("frames", []), list)
+        and all(isinstance(frame, Mapping) for frame in stack.get("frames", []))
+    )
+
+
+def _traceback_text(stacks: list[Mapping[str, Any]]) -> str:
+    """Innermost cause first, as Python prints a chain: `stacks` starts with the exception raised."""
+    parts: list[str] = []
+    shown_was_cause = False
+    for stack in reversed(stacks):
+        if parts:
+            parts.append(_CAUSED if shown_was_cause else _DURING)
+        frames = "".join(
+            f'  File "{text_of(frame.get("filename", "?"))}", line {text_of(frame.get("lineno", "?"))}, '
+            f"in {text_of(frame.get('name', '?'))}\n"
+            for frame in stack.get("frames", [])
+        )
+        value = text_of(stack.get("exc_value", ""))
+        last_line = f"{stack['exc_type']}: {value}" if value else stack["exc_type"]
+        parts.append(f"Traceback (most recent call last):\n{frames}{last_line}\n")
+        shown_was_cause = bool(stack.get("is_cause"))
+    return "".join(parts)
 
 
 def exception_of(value: object) -> BaseException | None:
