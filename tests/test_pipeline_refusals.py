@@ -258,14 +258,13 @@ def _reply_to_a_bulk_too_big(client: redis.Redis, key: str) -> Exception:
     """Redis refuses a value over `proto-max-bulk-len` on reading its length, then closes the
     connection. A client still writing the value may meet that reset first, so only the length
     is sent, and the answer read as redis-py reads every answer."""
-    connection = client.connection_pool.get_connection("SET")
+    connection = redis.Connection(**client.connection_pool.connection_kwargs)
     try:
         length_only = f"*3\r\n$3\r\nSET\r\n${len(key)}\r\n{key}\r\n$1100000\r\n"
         connection.send_packed_command([length_only.encode()])
         return _error_of(connection.read_response)
     finally:
         connection.disconnect()
-        client.connection_pool.release(connection)
 
 
 def _busy_reply(client: redis.Redis) -> Exception | None:
