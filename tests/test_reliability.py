@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -214,6 +215,34 @@ def test_a_full_spool_and_queue_drop_only_what_they_count(
     assert len(set(numbers)) == counters.exported > 0
     assert numbers == sorted(numbers)  # what survived kept its order
     private.close()
+
+
+QUEUE_FILLS = """
+import logging, tracestream
+tracestream.configure(service_name="burst")
+for number in range(5000):
+    logging.getLogger("burst").warning("record %d", number)
+"""
+
+
+def test_a_full_queue_says_so_as_it_starts_dropping_and_counts_them_at_exit(tmp_path: Path) -> None:
+    """Redis is unreachable and the spool is off, so the queue fills: one line as the drops
+    begin, naming the setting that raises the limit, and their count as the process ends."""
+    unreachable = RedisHandle(url=f"redis://127.0.0.1:{free_port()}/0", stream="burst")
+    env = unreachable.env(
+        TRACESTREAM_SPOOL_MAX_BYTES="0",
+        TRACESTREAM_SHUTDOWN_TIMEOUT="200ms",
+        OTEL_BLRP_MAX_QUEUE_SIZE="300",
+        OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="100",
+    )
+    said = [line for line in run_python(QUEUE_FILLS, env).splitlines() if "queue" in line]
+    assert said[0] == (
+        "tracestream: WARNING logs: the queue is full (300 records): new records are dropped until it "
+        "drains, as the app logs faster than they reach Redis or the spool; OTEL_BLRP_MAX_QUEUE_SIZE "
+        "raises the limit"
+    )
+    [count] = [int(n) for line in said[1:] for n in re.findall(r"logs: (\d+) records were dropped", line)]
+    assert 4000 < count < 5000 and len(said) == 2, said
 
 
 def test_sigterm_during_load_flushes_everything_logged(handle: RedisHandle, tmp_path: Path) -> None:
@@ -635,7 +664,8 @@ def test_a_record_logged_after_the_exit_close_is_said_lost(stream: RedisHandle) 
     assert stderr.splitlines() == [
         "said before exit",
         "tracestream: WARNING logs: a record logged after tracestream closed at exit is lost: an atexit "
-        "handler registered before configure() runs after tracestream's; register it after",
+        "handler registered before configure() runs after tracestream's (register it after), as does "
+        "what the garbage collector ends then",
         "said at exit",
     ]
     wait_for(lambda: [e.body for e in stream.logs()] == ["said before exit"], what="the first record")

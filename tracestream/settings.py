@@ -469,6 +469,7 @@ class BatchSettings:
     schedule_delay: float
     max_queue_size: int
     max_export_batch_size: int
+    queue_size_variable: str = ""  # named when the queue fills
 
     @classmethod
     def load(
@@ -493,6 +494,7 @@ class BatchSettings:
             schedule_delay=schedule_ms / 1000,
             max_queue_size=queue,
             max_export_batch_size=batch,
+            queue_size_variable=f"{prefix}_MAX_QUEUE_SIZE",
         )
 
 

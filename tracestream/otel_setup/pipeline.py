@@ -224,15 +224,29 @@ class BatchQueue(Generic[T]):
     def _drop(self) -> None:
         if not self._shutdown:
             self.counters.dropped_queue_full += 1
+            if self.counters.dropped_queue_full == 1:
+                self._say_the_queue_is_full()
             return
         self.counters.dropped_at_shutdown += 1
         if not self._told_of_late_records:
             self._told_of_late_records = True
             internal_logger.warning(
                 "%s: a record logged after tracestream closed at exit is lost: an atexit handler "
-                "registered before configure() runs after tracestream's; register it after",
+                "registered before configure() runs after tracestream's (register it after), as "
+                "does what the garbage collector ends then",
                 self.name,
             )
+
+    def _say_the_queue_is_full(self) -> None:
+        """Once a process; the count comes at exit, and in the status doctor reads."""
+        setting = self._batch.queue_size_variable
+        internal_logger.warning(
+            "%s: the queue is full (%d records): new records are dropped until it drains, as "
+            "the app logs faster than they reach Redis or the spool%s",
+            self.name,
+            self._batch.max_queue_size,
+            f"; {setting} raises the limit" if setting else "",
+        )
 
     def start(self) -> None:
         """Start the worker now rather than at the first record (there may be a spool to replay)."""
@@ -508,12 +522,16 @@ class BatchQueue(Generic[T]):
         worker = self._thread
         if worker is not None and worker.ident != native_threads.get_ident():
             worker.join(_JOIN_TIMEOUT)
-        self._sender.stop(_JOIN_TIMEOUT)
         lost = self._pending()
         if lost:
             self.counters.dropped_at_shutdown += lost
             records = "1 record" if lost == 1 else f"{lost} records"
             internal_logger.warning("%s: %s not exported or spooled at shutdown", self.name, records)
+        if full := self.counters.dropped_queue_full:
+            internal_logger.warning("%s: %d records were dropped while the queue was full", self.name, full)
+        if self._report is not None and flushed:  # the last word doctor reads, while the status lives
+            self._sender.report(self._report, self.status())
+        self._sender.stop(_JOIN_TIMEOUT)
         waiting = self.counters.spooled - self.counters.replayed
         if waiting > 0 and self.spool is not None:
             internal_logger.warning(
