@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from importlib.metadata import requires
@@ -370,6 +371,55 @@ def test_served_streaming_response_record_counts_what_was_sent(served: Running, 
     # what the body logs while it streams, after the view returned, is in the request's trace
     lines = [e for e in served.stream.logs() if e.body == "order 12: last line exported"]
     assert [e.span_id for e in lines if e.trace_id == record.trace_id] == [record.span_id], lines
+
+
+def _watch(url: str, seen: list[bytes]) -> None:
+    """A client reading the event stream as it comes, until the server goes."""
+    with contextlib.suppress(httpx.HTTPError), httpx.stream("GET", url, timeout=30) as response:
+        seen.extend(response.iter_raw())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_an_event_stream_the_server_stops_keeps_its_record(
+    redis_server: EmbeddedRedis, tmp_path: Path, signum: int
+) -> None:
+    """uvicorn's graceful shutdown runs out and cancels the stream. Under SIGTERM it then dies
+    before the body ends; under SIGINT the body ends as asyncio cancels what is left, and the
+    server logs the cancellation after the span ended. Either way the request record is what
+    the stream has of the request, in its trace, and the server's line is not an orphan."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    port = free_port()
+    command = [
+        bin_path("uvicorn"),
+        "proj.asgi:application",
+        "--port",
+        str(port),
+        "--timeout-graceful-shutdown",
+        "1",
+    ]
+    with serve(
+        command, _env(stream, tmp_path / "db.sqlite3"), http_ready(f"http://127.0.0.1:{port}/orders/0/")
+    ) as server:
+        seen: list[bytes] = []
+        with ThreadPoolExecutor(1) as pool:
+            watching = pool.submit(_watch, f"http://127.0.0.1:{port}/orders/8/track/", seen)
+            wait_for(lambda: seen, what="the first event")
+            os.killpg(server.process.pid, signum)
+            server.process.wait(15)
+            watching.result()
+        assert server.process.returncode == (-signal.SIGTERM if signum == signal.SIGTERM else 0)
+    [record] = [
+        e for e in stream.logs() if is_request_record(e) and e.attributes["url.path"] == "/orders/8/track/"
+    ]
+    assert record.trace_id != "" and record.attributes["http.response.body.size"] >= len(seen[0]) > 0
+    if signum == signal.SIGTERM:
+        assert (record.severity, record.exception_type) == (
+            "ERROR",
+            "tracestream.integrations.http_records.UnfinishedAtExit",
+        )
+    else:  # cancelled as a client's leaving is: the record keeps the cancellation, the status says 200
+        assert (record.severity, record.exception_type) == ("INFO", "asyncio.exceptions.CancelledError")
+    assert not [e for e in stream.logs() if e.body.startswith("Exception in ASGI application")]
 
 
 @EXPORTS

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -132,6 +133,29 @@ def test_a_task_error_enqueued_from_a_route_is_one_issue_naming_that_route(shop:
         (issue.fingerprint, "open", True, 2)
     ]
     assert {"first_seen", "last_seen", "trace_id", "service", "type", "message", "chain"} <= set(listed[0])
+
+
+def test_a_task_enqueued_in_an_unsampled_trace_still_names_its_route(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Its request's span was left unsampled and records no attributes, `http.route` included:
+    the task's message names the route all the same, so its errors' chain is not a sample."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    (tmp_path / "checkout_app.py").write_text(CHECKOUT_APP)
+    port = free_port()
+    api = [bin_path("uvicorn"), "checkout_app:app", "--app-dir", str(tmp_path), "--port", str(port)]
+    env = stream.env(
+        OTEL_SERVICE_NAME="shop",
+        OTEL_TRACES_SAMPLER="always_off",
+        CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_server.port}/7",
+        PYTHONPATH=str(ROOT),
+    )
+    with serve(api, env, http_ready(f"http://127.0.0.1:{port}/health"), timeout=60):
+        task_id = httpx.post(f"http://127.0.0.1:{port}/checkout/3", timeout=10).json()["task_id"]
+    with redis.Redis(port=redis_server.port, db=7) as broker:
+        messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
+    [headers] = [m["headers"] for m in messages if m["headers"]["id"] == task_id]
+    assert headers["tracestream_enqueued_by"] == ROUTE
 
 
 def _error(message: str) -> tuple[str, str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import socket
 import uuid
 from collections.abc import Iterator
@@ -210,6 +211,33 @@ def test_a_request_the_servers_shutdown_cancels_keeps_its_record(stream: RedisHa
     [record] = [e for e in stream.logs() if e.scope == HTTP_SCOPE and e.attributes["url.path"] == "/updates"]
     assert (record.severity, record.exception_type) == ("ERROR", "asyncio.exceptions.CancelledError")
     assert not [e for e in stream.logs() if e.body.startswith("Exception in ASGI application")]
+
+
+UNFINISHED = "tracestream.integrations.http_records.UnfinishedAtExit"
+
+
+def _watch(url: str, seen: list[bytes]) -> None:
+    """A viewer reading the stream as it comes, until the server goes."""
+    with contextlib.suppress(httpx.HTTPError), httpx.stream("GET", url, timeout=30) as response:
+        seen.extend(response.iter_raw())
+
+
+def test_a_stream_the_server_stops_without_waiting_for_keeps_its_record(stream: RedisHandle) -> None:
+    """uvicorn cancels the stream as its graceful shutdown runs out, then dies of the SIGTERM
+    before the body ends: the access line is kept out, so the record is all the stream has."""
+    port, running = _launched_uvicorn(stream, "--timeout-graceful-shutdown", "1")
+    with running as server, ThreadPoolExecutor(1) as pool:
+        seen: list[bytes] = []
+        watching = pool.submit(_watch, f"http://127.0.0.1:{port}/video", seen)
+        wait_for(lambda: seen, what="the video's first bytes")
+        server.stop()
+        assert server.process.returncode == -signal.SIGTERM  # as without us
+        watching.result()
+    records = [e for e in stream.logs() if e.scope == HTTP_SCOPE and e.attributes["url.path"] == "/video"]
+    assert [(e.severity, e.attributes["http.response.status_code"]) for e in records] == [("ERROR", 200)]
+    assert records[0].attributes["http.response.body.size"] >= len(seen[0]) > 0 and records[0].trace_id != ""
+    # the cancellation may reach the body before the process dies, or not
+    assert records[0].exception_type in (UNFINISHED, "asyncio.exceptions.CancelledError")
 
 
 def test_pipelined_requests_each_get_their_record_and_headers(stream: RedisHandle) -> None:

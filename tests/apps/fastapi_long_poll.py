@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 
 app = FastAPI()
 logger = logging.getLogger(__name__)
@@ -22,3 +23,14 @@ async def updates() -> dict[str, list[str]]:
     logger.warning("waiting for updates")
     await asyncio.sleep(30)
     return {"updates": []}
+
+
+async def fake_video_streamer():  # type: ignore[no-untyped-def]  # FastAPI's docs, "Custom Response"
+    for _ in range(300):
+        yield b"some fake video bytes"
+        await asyncio.sleep(0.1)
+
+
+@app.get("/video")
+async def video() -> StreamingResponse:
+    return StreamingResponse(fake_video_streamer())

@@ -31,6 +31,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from tracestream._internal_log import internal_logger
+from tracestream.integrations.http_records import current_route
 from tracestream.integrations.record_writer import RecordWriter, replace_lines, rooted_route
 from tracestream.otel_setup.shutdown import close_queues
 from tracestream.otel_setup.telemetry import Telemetry, installed
@@ -118,8 +119,8 @@ def _enqueuer(headers: dict[str, Any], task_name: str) -> str | None:
     whatever enqueued the task running here."""
     if headers.get("celery_beat_task"):
         return f"beat:{_beat_entry.get() or task_name}"
-    route = (getattr(trace.get_current_span(), "attributes", None) or {}).get("http.route")
-    if isinstance(route, str) and route:
+    route = current_route()
+    if route:
         return rooted_route(route)  # as the request's record names it
     running = getattr(current_task, "request", None) if current_task else None  # the task run here
     enqueued_by = getattr(running, ENQUEUED_HEADER, None)

@@ -18,6 +18,7 @@ its body ends, with what the body raised; the server's line for that exception i
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -46,6 +47,10 @@ from tracestream.integrations.http_records import (
     HttpExchange,
     emit_request_record,
     excluded_urls,
+    forget_route,
+    note_route_if_unrecorded,
+    served,
+    serving,
     trace_headers,
 )
 from tracestream.integrations.record_writer import replace_lines, rooted_route
@@ -85,22 +90,28 @@ class RequestRecordMiddleware:
             return self._acall(request)
         started = perf_counter()
         setattr(request, _SEEN, True)
+        noted = note_route_if_unrecorded(_route_of, request)
         try:
             response: HttpResponseBase = self.get_response(request)
         except BaseException as error:
             _unanswered(request, started, error)
             raise
+        finally:
+            forget_route(noted)
         return _finish(request, response, started)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         started = perf_counter()
         setattr(request, _SEEN, True)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        noted = note_route_if_unrecorded(_route_of, request)
         try:
             response = await get_response(request)
         except BaseException as error:
             _unanswered(request, started, error)
             raise
+        finally:
+            forget_route(noted)
         return _finish(request, response, started)
 
 
@@ -112,13 +123,16 @@ def _unanswered(request: HttpRequest, started: float, error: BaseException) -> N
         emit_request_record(_exchange(request, 500, None, started), error)
 
 
-def _exchange(request: HttpRequest, status: int, size: int | None, started: float) -> HttpExchange:
+def _route_of(request: HttpRequest) -> str | None:
     match = request.resolver_match
-    route = getattr(match, "route", None) if match is not None else None
+    return getattr(match, "route", None) if match is not None else None
+
+
+def _exchange(request: HttpRequest, status: int, size: int | None, started: float) -> HttpExchange:
     return HttpExchange(
         method=request.method or "",
         path=request.path,
-        route=rooted_route(route),
+        route=rooted_route(_route_of(request)),
         status=status,
         duration_ms=(perf_counter() - started) * 1000,
         client=request.META.get("REMOTE_ADDR"),
@@ -155,7 +169,7 @@ class _StreamedBody:
     A `FileResponse` of a file is left alone: servers send the file themselves (sendfile).
     """
 
-    __slots__ = ("context", "error", "exchange", "recorded", "size", "started")
+    __slots__ = ("__weakref__", "context", "error", "exchange", "recorded", "size", "started")
 
     def __init__(self, exchange: HttpExchange, started: float, error: BaseException | None) -> None:
         self.exchange = exchange
@@ -164,14 +178,21 @@ class _StreamedBody:
         self.context = get_current()
         self.size = 0
         self.recorded = False
+        serving(self)
 
-    def ended(self, error: BaseException | None = None) -> None:
+    def ended(self, error: BaseException | None = None, *, cancelled: BaseException | None = None) -> None:
+        """`cancelled`: Django cancels a body whose client left, and a server stopping may cancel
+        it too, the same way; the record keeps the cancellation, its status says how it went."""
         if not self.recorded:
             self.recorded = True
+            served(self)
             exchange = self.exchange._replace(
                 duration_ms=(perf_counter() - self.started) * 1000, response_size=self.size
             )
-            emit_request_record(exchange, error or self.error, context=self.context)
+            emit_request_record(exchange, error or self.error, context=self.context, reason=cancelled)
+
+    def record_unfinished(self, error: BaseException) -> None:
+        self.ended(error)
 
 
 class _SyncChunks:
@@ -223,8 +244,8 @@ class _AsyncChunks:
         except Exception as error:
             self.body.ended(error)
             raise
-        except BaseException:
-            self.body.ended()
+        except BaseException as cancelled:
+            self.body.ended(cancelled=cancelled)
             raise
         finally:
             detach(token)
@@ -235,11 +256,15 @@ class _AsyncChunks:
 _PASSING_CHUNKS = (_SyncChunks.__next__.__code__, _AsyncChunks.__anext__.__code__)
 
 
-def _recorded_with_its_stream(record: logging.LogRecord) -> bool:
+def _recorded_by_a_request_record(record: logging.LogRecord) -> bool:
     """A server's line about an exception a streaming body raised: that body's request record
-    carries it. The exception came up through our chunk iterator, whose frame its traceback holds."""
+    carries it (the exception came up through our chunk iterator, whose frame its traceback
+    holds). Or about the server cancelling a request it stopped waiting for: the request's
+    record says so, in its trace (the cancellation, or that the process ended first)."""
     error = record.exc_info[1] if record.exc_info else None
-    frames = error.__traceback__ if isinstance(error, Exception) else None
+    if isinstance(error, asyncio.CancelledError):
+        return True
+    frames = error.__traceback__ if isinstance(error, BaseException) else None
     while frames is not None:
         if frames.tb_frame.f_code in _PASSING_CHUNKS:
             return True
@@ -358,7 +383,7 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
     replace_lines(telemetry.handler, "django.server", _is_replaced_access_line)
     replace_lines(telemetry.handler, "django.channels.server", _is_channels_access_line)
     for logger_name in SERVER_ERROR_LOGGERS:
-        replace_lines(telemetry.handler, logger_name, _recorded_with_its_stream)
+        replace_lines(telemetry.handler, logger_name, _recorded_by_a_request_record)
 
 
 def _reload_handlers_built_before() -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi.applications import FastAPI
 from opentelemetry import trace
+from opentelemetry.context import get_current
 from opentelemetry.instrumentation import fastapi as fastapi_instrumentation
 from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -44,6 +45,10 @@ from tracestream.integrations.http_records import (
     emit_request_record,
     emit_websocket_error,
     excluded_urls,
+    forget_route,
+    note_route_if_unrecorded,
+    served,
+    serving,
     trace_headers,
 )
 from tracestream.integrations.record_writer import exception_attributes, replace_lines
@@ -124,6 +129,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
         headers = [(name.lower().encode(), value.encode()) for name, value in trace_headers()]
         response = _Response(scope)
         scope[_RESPONSE] = response
+        serving(response)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -140,6 +146,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
                     response.record()
             await send(message)
 
+        noted = note_route_if_unrecorded(_route_template, scope)
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception as error:
@@ -158,16 +165,22 @@ class RequestRecordMiddleware(_HttpMiddleware):
                 response.record()
             _recorded_exception.set(error)
             raise
-        response.record()  # for an app that returned without ending its response
+        else:
+            response.record()  # for an app that returned without ending its response
+        finally:
+            forget_route(noted)
 
 
 class _Response:
     """What the app has sent so far; its request record goes out once, with the last body."""
 
-    __slots__ = ("began", "error", "path", "recorded", "scope", "size", "started", "status")
+    __slots__ = (
+        "__weakref__", "began", "context", "error", "path", "recorded", "scope", "size", "started", "status"
+    )  # fmt: skip
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
+        self.context = get_current()
         self.path = scope.get("path", "")  # before older Starlettes cut a mount's path from it
         self.began = perf_counter()
         self.status = 500
@@ -179,7 +192,13 @@ class _Response:
     def record(self) -> None:
         if not self.recorded:
             self.recorded = True
+            served(self)
             emit_request_record(self.exchange(), self.error)
+
+    def record_unfinished(self, error: BaseException) -> None:
+        if not self.recorded:
+            self.recorded = True
+            emit_request_record(self.exchange(), error, self.context)
 
     def exchange(self) -> HttpExchange:
         scope = self.scope

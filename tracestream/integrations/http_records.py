@@ -10,7 +10,10 @@ log line written after the span ended would carry no trace id).
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+import weakref
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
@@ -20,7 +23,9 @@ from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
 from tracestream.exporters.encoding import span_id_hex, trace_id_hex
 from tracestream.integrations.record_writer import RecordWriter
+from tracestream.otel_setup.shutdown import before_closing
 
+T = TypeVar("T")
 TRACEPARENT = "traceparent"
 TRACE_ID_HEADER = "X-Trace-Id"
 # The servers' own loggers for an exception the app raised (in a request, a streaming body or
@@ -42,6 +47,75 @@ class HttpExchange(NamedTuple):
     client: str | None
     user_agent: str | None
     response_size: int | None
+
+
+class Unfinished(Protocol):
+    """A request being served, which can write its record before it is done."""
+
+    def record_unfinished(self, error: BaseException) -> None: ...
+
+
+class UnfinishedAtExit(Exception):
+    """The process ended while the request was being served."""
+
+
+# Weak: a request the server dropped unserved (a body it never read) leaves with its response.
+_in_flight: weakref.WeakValueDictionary[int, Unfinished] = weakref.WeakValueDictionary()
+
+
+def serving(request: Unfinished) -> None:
+    """`request` is in flight until `served`: should the process end first, it is recorded then."""
+    _in_flight[id(request)] = request
+
+
+def served(request: Unfinished) -> None:
+    _in_flight.pop(id(request), None)
+
+
+def _record_unfinished_requests() -> None:
+    """A server that stops without waiting for what it serves (uvicorn's graceful shutdown
+    running out under SIGTERM, which dies before the cancelled bodies end; daphne at Ctrl-C)
+    would leave no record of those requests, and their access lines are kept out: they get
+    an ERROR record as the queues close, with what they had sent."""
+    unfinished = list(_in_flight.values())
+    _in_flight.clear()
+    for request in unfinished:
+        request.record_unfinished(UnfinishedAtExit("the process ended while the request was being served"))
+
+
+before_closing(_record_unfinished_requests)
+os.register_at_fork(after_in_child=_in_flight.clear)  # a child serves none of its parent's requests
+
+
+# A span left unsampled records no attributes, `http.route` included: what its request does
+# (enqueue a task) finds the route here, noted only for such a request, as a function of the
+# request (its route is known once it is routed).
+_RouteOf = tuple[Callable[[Any], "str | None"], Any]
+_unrecorded_route: ContextVar[_RouteOf | None] = ContextVar("tracestream_unrecorded_route", default=None)
+RouteNote = Token["_RouteOf | None"] | None
+
+
+def note_route_if_unrecorded(route_of: Callable[[T], str | None], request: T) -> RouteNote:
+    """Within a request's span: if that span records nothing, `route_of(request)` answers for
+    it until `forget_route`."""
+    if trace.get_current_span().is_recording():
+        return None
+    return _unrecorded_route.set((route_of, request))
+
+
+def forget_route(note: RouteNote) -> None:
+    if note is not None:
+        _unrecorded_route.reset(note)
+
+
+def current_route() -> str | None:
+    """The route of the request being served: its span's `http.route`, or when the span was
+    left unsampled, the route its middleware noted."""
+    route = (getattr(trace.get_current_span(), "attributes", None) or {}).get("http.route")
+    if isinstance(route, str) and route:
+        return route
+    noted = _unrecorded_route.get()
+    return noted[0](noted[1]) if noted is not None else None
 
 
 def severity_for(status: int) -> SeverityNumber:

@@ -39,6 +39,7 @@ from tracestream.otel_setup.pipeline import BatchQueue
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _queues: list[BatchQueue[Any]] = []
+_before_closing: list[Callable[[], None]] = []
 _timeout = 5.0
 _closing = False
 _flushing = False  # a signal handler of ours is flushing
@@ -73,6 +74,12 @@ def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
         renew_in_child(_release_signals)  # also from uWSGI's postfork, when it ran our before-fork hook
 
 
+def before_closing(callback: Callable[[], None]) -> None:
+    """`callback` runs as the queues start to close (at exit, a deadly signal, `os._exit`): the
+    records it writes then go out with the rest."""
+    _before_closing.append(callback)
+
+
 def flush_before_exit(timeout: float | None = None) -> bool:
     """Flush every queue within `timeout` (default: the configured shutdown timeout)."""
     deadline = time.monotonic() + (_timeout if timeout is None else timeout)
@@ -87,6 +94,8 @@ def close_queues() -> None:
         return
     _closing = True
     try:
+        for callback in _before_closing:
+            callback()
         deadline = time.monotonic() + _timeout
         for queue in _queues:
             queue.shutdown(max(0.0, deadline - time.monotonic()))

@@ -11,4 +11,5 @@ urlpatterns = [
     path("<int:order_id>/pay/", views.pay, name="pay"),
     path("<int:order_id>/export/", views.export, name="export"),
     path("<int:order_id>/export-async/", views.export_async, name="export-async"),
+    path("<int:order_id>/track/", views.track, name="track"),
 ]

@@ -1,3 +1,4 @@
+import asyncio
 import csv
 import logging
 import time
@@ -82,6 +83,18 @@ async def export_async(request: HttpRequest, order_id: int) -> StreamingHttpResp
         content_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="order-{order_id}.csv"'},
     )
+
+
+async def track(request: HttpRequest, order_id: int) -> StreamingHttpResponse:
+    """The order's position as it moves, one event a tenth of a second (server-sent events over
+    an async iterator, as Django's docs stream under ASGI)."""
+
+    async def positions() -> AsyncIterator[str]:
+        for step in range(600):
+            yield f"data: order {order_id} at step {step}\n\n"
+            await asyncio.sleep(0.1)
+
+    return StreamingHttpResponse(positions(), content_type="text/event-stream")
 
 
 def _order_line(order_id: int, idx: int) -> list[str]:
