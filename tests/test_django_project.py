@@ -379,27 +379,47 @@ def _watch(url: str, seen: list[bytes]) -> None:
         seen.extend(response.iter_raw())
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+UNFINISHED = ("ERROR", "tracestream.integrations.http_records.UnfinishedAtExit")
+# (server command, signal, its exit status, the record's severity and exception)
+STOPPING_SERVERS = {
+    # uvicorn's graceful shutdown runs out and cancels the stream, then dies of the SIGTERM
+    # before the body ends
+    "uvicorn-sigterm": (
+        ["uvicorn", "proj.asgi:application", "--port", "{port}", "--timeout-graceful-shutdown", "1"],
+        signal.SIGTERM,
+        -signal.SIGTERM,
+        UNFINISHED,
+    ),
+    # the same at Ctrl-C: the body ends as asyncio cancels what is left, as when a client leaves
+    "uvicorn-sigint": (
+        ["uvicorn", "proj.asgi:application", "--port", "{port}", "--timeout-graceful-shutdown", "1"],
+        signal.SIGINT,
+        0,
+        ("INFO", "asyncio.exceptions.CancelledError"),
+    ),
+    # daphne stops at Ctrl-C without ending what it serves
+    "daphne-sigint": (
+        ["daphne", "-b", "127.0.0.1", "-p", "{port}", "proj.asgi:application"],
+        signal.SIGINT,
+        0,
+        UNFINISHED,
+    ),
+}
+
+
+@pytest.mark.parametrize("stopping", sorted(STOPPING_SERVERS))
 def test_an_event_stream_the_server_stops_keeps_its_record(
-    redis_server: EmbeddedRedis, tmp_path: Path, signum: int
+    redis_server: EmbeddedRedis, tmp_path: Path, stopping: str
 ) -> None:
-    """uvicorn's graceful shutdown runs out and cancels the stream. Under SIGTERM it then dies
-    before the body ends; under SIGINT the body ends as asyncio cancels what is left, and the
-    server logs the cancellation after the span ended. Either way the request record is what
-    the stream has of the request, in its trace, and the server's line is not an orphan."""
+    """A server stopping with an event stream open: the request record is what the stream has of
+    the request (its access line is kept out), in its trace, and the server's line about the
+    cancellation, logged after the span ended, is not an orphan."""
+    (program, *args), signum, status, outcome = STOPPING_SERVERS[stopping]
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
     port = free_port()
-    command = [
-        bin_path("uvicorn"),
-        "proj.asgi:application",
-        "--port",
-        str(port),
-        "--timeout-graceful-shutdown",
-        "1",
-    ]
-    with serve(
-        command, _env(stream, tmp_path / "db.sqlite3"), http_ready(f"http://127.0.0.1:{port}/orders/0/")
-    ) as server:
+    command = [bin_path(program), *(arg.format(port=port) for arg in args)]
+    ready = http_ready(f"http://127.0.0.1:{port}/orders/0/")
+    with serve(command, _env(stream, tmp_path / "db.sqlite3"), ready) as server:
         seen: list[bytes] = []
         with ThreadPoolExecutor(1) as pool:
             watching = pool.submit(_watch, f"http://127.0.0.1:{port}/orders/8/track/", seen)
@@ -407,18 +427,12 @@ def test_an_event_stream_the_server_stops_keeps_its_record(
             os.killpg(server.process.pid, signum)
             server.process.wait(15)
             watching.result()
-        assert server.process.returncode == (-signal.SIGTERM if signum == signal.SIGTERM else 0)
+        assert server.process.returncode == status  # as without us
     [record] = [
         e for e in stream.logs() if is_request_record(e) and e.attributes["url.path"] == "/orders/8/track/"
     ]
     assert record.trace_id != "" and record.attributes["http.response.body.size"] >= len(seen[0]) > 0
-    if signum == signal.SIGTERM:
-        assert (record.severity, record.exception_type) == (
-            "ERROR",
-            "tracestream.integrations.http_records.UnfinishedAtExit",
-        )
-    else:  # cancelled as a client's leaving is: the record keeps the cancellation, the status says 200
-        assert (record.severity, record.exception_type) == ("INFO", "asyncio.exceptions.CancelledError")
+    assert (record.severity, record.exception_type) == outcome
     assert not [e for e in stream.logs() if e.body.startswith("Exception in ASGI application")]
 
 
