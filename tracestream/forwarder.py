@@ -4,11 +4,14 @@ The OpenTelemetry Collector has no Redis Streams receiver, so this is the bridge
 read through one consumer group, so several share the load. An entry is acknowledged only
 after the endpoint accepted its batch; 429 and 5xx are retried with backoff, honouring
 Retry-After; entries a dead forwarder left pending are claimed by the others (XAUTOCLAIM)
-once idle for `claim_idle`. A batch the endpoint rejects outright (400, 413, ...) goes to a
+once idle for `claim_idle`. A batch the endpoint rejects outright (400, ...) goes to a
 dead-letter stream, `<stream>:forward:dead`, so one bad record never blocks the rest and
-nothing is lost. Authentication and not-found errors stop the forwarder instead: they are
-configuration mistakes, and every entry stays pending for the next run. On a Redis Cluster
-each shard's streams have their own consumer group, read on the server holding the shard.
+nothing is lost; a body too large is split before sending, and halved again on 413. Records
+a 2xx answer reports as rejected (OTLP partial success) are counted and said, never retried,
+as the OTLP specification requires. Authentication, not-found and redirect answers stop the
+forwarder instead: they are configuration mistakes, and every entry stays pending for the
+next run. On a Redis Cluster each shard's streams have their own consumer group, read on the
+server holding the shard.
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ from tracestream.shards import POLL_INTERVAL, shards
 DEFAULT_GROUP = "tracestream-forward"
 DEFAULT_ENDPOINT = "http://localhost:4318"
 DEAD_LETTER_SUFFIX = ":forward:dead"
-DEAD_LETTER_MAX = 100_000
+DEAD_LETTER_MAX = 100_000  # per dead-letter stream, trimmed approximately: about this many newest kept
+# A batch encoding larger is split: receivers refuse big bodies whole (the Collector past 20 MiB by
+# default, others sooner), and a few more requests cost little. A 413 halves a request further.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # Wrong credentials or a wrong URL: retrying cannot help and dead-lettering would lose the stream's order.
 FATAL_STATUSES = frozenset({401, 403, 404, 405, 407})
 _FIRST_BACKOFF = 0.25
@@ -77,6 +83,20 @@ class ForwardSettings:
     progress_every: float = 10.0
     tls: Tls | None = None
     cluster: bool = False
+    # Per signal, as OTEL_EXPORTER_OTLP_LOGS_ENDPOINT / _TRACES_ENDPOINT: full URLs, used as given.
+    logs_endpoint: str | None = None
+    traces_endpoint: str | None = None
+    # Per signal, as OTEL_EXPORTER_OTLP_LOGS_HEADERS / _TRACES_HEADERS: replace `headers` for that signal.
+    logs_headers: Mapping[str, str] | None = None
+    traces_headers: Mapping[str, str] | None = None
+
+    def target(self, signal: str) -> tuple[str, Mapping[str, str]]:
+        """Where `signal` ("logs" or "spans") is posted, and with which headers."""
+        if signal == "logs":
+            url, headers, path = self.logs_endpoint, self.logs_headers, "/v1/logs"
+        else:
+            url, headers, path = self.traces_endpoint, self.traces_headers, "/v1/traces"
+        return url or self.endpoint.rstrip("/") + path, self.headers if headers is None else headers
 
 
 @dataclass
@@ -86,13 +106,20 @@ class Progress:
     claimed: int = 0
     retries: int = 0
     dead_lettered: int = 0
+    rejected: int = 0  # records a 2xx answer said it dropped (OTLP partial success): not forwarded
+    dead_letters_dropped: int = 0  # older dead letters trimmed past DEAD_LETTER_MAX
 
     def line(self, elapsed: float) -> str:
         rate = (self.logs + self.spans) / elapsed if elapsed > 0 else 0.0
-        return (
+        line = (
             f"forwarded {self.logs} logs, {self.spans} spans ({rate:,.0f}/s); claimed {self.claimed}, "
             f"retries {self.retries}, dead-lettered {self.dead_lettered}"
         )
+        if self.rejected:
+            line += f", {self.rejected} rejected by the endpoint"
+        if self.dead_letters_dropped:
+            line += f", {self.dead_letters_dropped} old dead letters deleted past the cap"
+        return line
 
 
 @dataclass(frozen=True)
@@ -100,7 +127,6 @@ class Signal:
     """One stream, the server holding it, and where its records go."""
 
     stream: str
-    path: str
     encode: Callable[[Sequence[RawEntry]], Encoded]
     counter: str
     client: redis.Redis
@@ -112,17 +138,19 @@ class Response:
     status: int
     retry_after: float | None
     body: bytes
+    content_type: str = ""
+    location: str | None = None
 
 
 class OtlpHttpClient:
-    """POSTs protobuf over one persistent connection, reconnecting when the server closed it."""
+    """POSTs protobuf to one URL over one persistent connection, reconnecting when the server closed it."""
 
-    def __init__(self, endpoint: str, timeout: float, headers: Mapping[str, str]) -> None:
-        parts = urlsplit(endpoint)
+    def __init__(self, url: str, timeout: float, headers: Mapping[str, str]) -> None:
+        parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"endpoint {endpoint!r} is not an http:// or https:// URL")
-        self.endpoint = endpoint.rstrip("/")
-        self._base_path = parts.path.rstrip("/")
+            raise ValueError(f"endpoint {url!r} is not an http:// or https:// URL")
+        self.url = url
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._connection_class = (
             http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         )
@@ -131,12 +159,12 @@ class OtlpHttpClient:
         self._headers = {"Content-Type": "application/x-protobuf", **headers}
         self._connection: http.client.HTTPConnection | None = None
 
-    def post(self, path: str, body: bytes) -> Response:
+    def post(self, body: bytes) -> Response:
         """Raises OSError (or http.client.HTTPException) when no answer came."""
         for attempt in (1, 2):
             connection = self._connection or self._connect()
             try:
-                connection.request("POST", self._base_path + path, body, self._headers)
+                connection.request("POST", self._path, body, self._headers)
                 answer = connection.getresponse()
                 data = answer.read()
             except (OSError, http.client.HTTPException):
@@ -146,7 +174,13 @@ class OtlpHttpClient:
                 continue  # a keep-alive connection the server had already closed
             if answer.will_close:
                 self.close()
-            return Response(answer.status, _retry_after(answer.getheader("Retry-After")), data)
+            return Response(
+                answer.status,
+                _retry_after(answer.getheader("Retry-After")),
+                data,
+                answer.getheader("Content-Type", ""),
+                answer.getheader("Location"),
+            )
         raise AssertionError("unreachable")
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -186,7 +220,10 @@ class Forwarder:
         self._report = report
         timeout = max(5.0, settings.block + 5.0)
         self._redis = open_client(settings.redis_url, timeout, cluster=settings.cluster, tls=settings.tls)
-        self._http = OtlpHttpClient(settings.endpoint, settings.timeout, settings.headers)
+        self._answers = _answer_classes()
+        self._http = {signal: _client(settings, signal) for signal in ("logs", "spans")}
+        self._outages: dict[str, tuple[float, int]] = {}  # per URL: since when, retries so far
+        self._warnings: dict[str, str] = {}  # per URL: the last partial-success message said
         # Per shard, its log and span streams: one slot, so one XREADGROUP reads both.
         self._shards: list[tuple[Signal, Signal]] = []
         self._by_stream: dict[bytes, Signal] = {}
@@ -206,7 +243,8 @@ class Forwarder:
         self._discover()
         self._report(
             f"forwarding {', '.join(s.stream for s in self._by_stream.values()) or settings.stream} "
-            f"to {self._http.endpoint} as {settings.group}/{settings.consumer}"
+            f"to {self._http['logs'].url} and {self._http['spans'].url} "
+            f"as {settings.group}/{settings.consumer}"
         )
         started = last_report = last_claim = time.monotonic()
         claim_every = max(0.2, settings.claim_idle / 2)
@@ -241,7 +279,8 @@ class Forwarder:
                 self._report(self.progress.line(last_report - started))
         self._outbox.put(None)
         sender.join()
-        self._http.close()
+        for client in self._http.values():
+            client.close()
         if self._failure is not None:
             raise self._failure
         self._report(f"stopped: {self.progress.line(time.monotonic() - started)}")
@@ -257,8 +296,8 @@ class Forwarder:
             keys, client = shard.keys, shard.client
             pairs.append(
                 (
-                    Signal(keys.logs, "/v1/logs", encode_logs, "logs", client, keys),
-                    Signal(keys.spans, "/v1/traces", encode_spans, "spans", client, keys),
+                    Signal(keys.logs, encode_logs, "logs", client, keys),
+                    Signal(keys.spans, encode_spans, "spans", client, keys),
                 )
             )
         new = [signal for pair in pairs for signal in pair if signal.stream.encode() not in self._by_stream]
@@ -322,7 +361,8 @@ class Forwarder:
     def _forward(self, signal: Signal, entries: Sequence[RawEntry]) -> None:
         """Encode here, send on the sender thread: the next batch is read while this one travels."""
         resolve_flat_resources(signal.client, signal.keys, (flat for _, flat in entries if flat is not None))
-        self._outbox.put((signal, entries, signal.encode(entries)))
+        for piece, encoded in _pieces(signal, entries, MAX_REQUEST_BYTES):
+            self._outbox.put((signal, piece, encoded))
 
     def _send_loop(self) -> None:
         while (item := self._outbox.get()) is not None:
@@ -341,35 +381,67 @@ class Forwarder:
         """Acknowledge a batch only once the endpoint has it (or it is dead-lettered)."""
         dead = [(entries[index], reason) for index, reason in encoded.rejected]
         if encoded.count:
-            response = self._post(signal.path, encoded.body)
-            if response is None:
+            refused = self._send(signal, entries, encoded)
+            if refused is None:
                 return  # stopping while the endpoint still refuses: the entries stay pending for others
-            if response.status >= 300:
-                reason = f"HTTP {response.status}: {_excerpt(response.body)}"
-                rejected = {index for index, _ in encoded.rejected}
-                dead += [(entry, reason) for index, entry in enumerate(entries) if index not in rejected]
-            else:
-                setattr(self.progress, signal.counter, getattr(self.progress, signal.counter) + encoded.count)
+            dead += refused
         if dead:
             self._dead_letter(signal, dead)
         signal.client.xack(signal.stream, self.settings.group, *[entry_id for entry_id, _ in entries])
 
-    def _post(self, path: str, body: bytes) -> Response | None:
+    def _send(
+        self, signal: Signal, entries: Sequence[RawEntry], encoded: Encoded
+    ) -> list[tuple[RawEntry, str]] | None:
+        """The entries the endpoint refused, to dead-letter; None when stopping before it answered."""
+        client = self._http[signal.counter]
+        response = self._post(client, encoded.body)
+        if response is None:
+            return None
+        skipped = {index for index, _ in encoded.rejected}
+        sent = [entry for index, entry in enumerate(entries) if index not in skipped]
+        if response.status == 413 and len(sent) > 1:
+            # A receiver with a smaller limit than ours: each half may fit, one record alone always tries.
+            refused: list[tuple[RawEntry, str]] = []
+            for piece, smaller in _pieces(signal, sent, len(encoded.body) // 2):
+                more = self._send(signal, piece, smaller)
+                if more is None:
+                    return None
+                refused += more
+            return refused
+        if response.status >= 300:
+            reason = f"HTTP {response.status}: {_excerpt(response.body)}"
+            return [(entry, reason) for entry in sent]
+        self._count_accepted(signal, client.url, encoded.count, response)
+        return []
+
+    def _count_accepted(self, signal: Signal, url: str, count: int, response: Response) -> None:
+        """A 2xx may still drop records (OTLP partial success): counted and said, not retried (the spec)."""
+        rejected, message = _partial_success(self._answers[signal.counter], response)
+        rejected = min(rejected, count)
+        setattr(self.progress, signal.counter, getattr(self.progress, signal.counter) + count - rejected)
+        self.progress.rejected += rejected
+        if not (rejected or message) or self._warnings.get(url) == message:
+            return
+        self._warnings[url] = message
+        what = f"rejected {rejected} of {count} {signal.counter}" if rejected else "accepted the batch"
+        self._report(
+            f"{url} {what}: {message or '(no error_message)'}; not retried (OTLP partial success), "
+            f"said again when the message changes"
+        )
+
+    def _post(self, client: OtlpHttpClient, body: bytes) -> Response | None:
         """The final answer for a batch: retried while the endpoint is busy, down or failing."""
         backoff = _FIRST_BACKOFF
         while True:
             retry_after: float | None = None
             try:
-                response = self._http.post(path, body)
+                response = client.post(body)
             except (OSError, http.client.HTTPException) as error:
                 problem = f"{type(error).__name__}: {error}"
             else:
-                if response.status in FATAL_STATUSES:
-                    raise ForwardError(
-                        f"{self._http.endpoint}{path} answered HTTP {response.status}: "
-                        f"{_excerpt(response.body)}; check the endpoint and its credentials"
-                    )
-                if response.status < 300 or not _retryable(response.status):
+                _refuse_misconfiguration(client.url, response)
+                if not _retryable(response.status):
+                    self._outage_over(client.url)
                     return response
                 problem, retry_after = f"HTTP {response.status}", response.retry_after
             delay = min(self.settings.max_backoff, backoff if retry_after is None else retry_after)
@@ -377,10 +449,24 @@ class Forwarder:
                 self._report(f"stopping with a batch undelivered ({problem}); it stays pending")
                 return None
             self.progress.retries += 1
-            if self.progress.retries == 1 or backoff >= self.settings.max_backoff:
-                self._report(f"{self._http.endpoint}{path}: {problem}; retrying in {delay:.1f}s")
+            self._outage(client.url, problem, delay)
             self._wait(delay)
             backoff = min(self.settings.max_backoff, backoff * 2)
+
+    def _outage(self, url: str, problem: str, delay: float) -> None:
+        """Each outage says its cause once, when it starts; the progress line counts the retries."""
+        since, retries = self._outages.get(url, (time.monotonic(), 0))
+        if not retries:
+            self._report(
+                f"{url}: {problem}; retrying in {delay:.1f}s, backing off to "
+                f"{self.settings.max_backoff:.0f}s until it answers"
+            )
+        self._outages[url] = (since, retries + 1)
+
+    def _outage_over(self, url: str) -> None:
+        if url in self._outages:
+            since, retries = self._outages.pop(url)
+            self._report(f"{url} answers again after {time.monotonic() - since:.1f}s and {retries} retries")
 
     def _wait(self, delay: float) -> None:
         if self._stop.is_set():
@@ -395,14 +481,89 @@ class Forwarder:
         for (entry_id, flat), reason in dead:
             fields: dict[Any, Any] = dict(zip(flat[0::2], flat[1::2], strict=False))
             fields.update(forward_source_id=entry_id, forward_error=reason)
-            pipe.xadd(stream, fields, maxlen=DEAD_LETTER_MAX, approximate=True)
-        pipe.execute()
+            pipe.xadd(stream, fields)
+        # Trimmed apart from XADD, whose reply cannot say what it trimmed: XTRIM counts what is lost.
+        pipe.xtrim(stream, maxlen=DEAD_LETTER_MAX, approximate=True)
+        dropped = int(pipe.execute()[-1])
         self.progress.dead_lettered += len(dead)
         self._report(f"{len(dead)} {signal.counter} not forwarded ({dead[0][1]}); kept in {stream}")
+        if dropped:
+            self.progress.dead_letters_dropped += dropped
+            self._report(
+                f"{stream} is past its cap of {DEAD_LETTER_MAX:,} dead letters: the oldest {dropped} "
+                f"were deleted; read them out sooner (docs/scale-out.md)"
+            )
 
 
 def _retryable(status: int) -> bool:
     return status in (408, 429) or status >= 500
+
+
+def _refuse_misconfiguration(url: str, response: Response) -> None:
+    """Wrong credentials, URL or scheme: retrying cannot help, and dead-lettering would empty the stream."""
+    if 300 <= response.status < 400:
+        raise ForwardError(
+            f"{url} answered HTTP {response.status}, redirecting to {response.location or '(no Location)'}; "
+            f"forward does not follow redirects: point the endpoint there"
+        )
+    if response.status in FATAL_STATUSES:
+        raise ForwardError(
+            f"{url} answered HTTP {response.status}: {_excerpt(response.body)}; "
+            f"check the endpoint and its credentials"
+        )
+
+
+def _pieces(
+    signal: Signal, entries: Sequence[RawEntry], limit: int
+) -> list[tuple[Sequence[RawEntry], Encoded]]:
+    """Requests of at most `limit` bytes, or one entry each: a receiver refuses an over-large body whole."""
+    encoded = signal.encode(entries)
+    if len(encoded.body) <= limit or len(entries) < 2:
+        return [(entries, encoded)]
+    middle = len(entries) // 2
+    return _pieces(signal, entries[:middle], limit) + _pieces(signal, entries[middle:], limit)
+
+
+def _client(settings: ForwardSettings, signal: str) -> OtlpHttpClient:
+    url, headers = settings.target(signal)
+    return OtlpHttpClient(url, settings.timeout, headers)
+
+
+AnswerClass = Any  # a generated ExportLogsServiceResponse / ExportTraceServiceResponse class
+
+
+def _answer_classes() -> dict[str, tuple[AnswerClass, str]]:
+    """Per signal, its 2xx answer and rejected-count field; opentelemetry-proto is in the otlp extra."""
+    try:
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+    except ImportError:
+        raise ValueError(
+            "tracestream forward needs the otlp extra (opentelemetry-proto): pip install -e '.[otlp]'"
+        ) from None
+    return {
+        "logs": (ExportLogsServiceResponse, "rejected_log_records"),
+        "spans": (ExportTraceServiceResponse, "rejected_spans"),
+    }
+
+
+def _partial_success(answer: tuple[AnswerClass, str], response: Response) -> tuple[int, str]:
+    """(records rejected, the receiver's message) from a 2xx body, protobuf or JSON as OTLP/HTTP allows."""
+    if not response.body:
+        return 0, ""
+    message_class, rejected_field = answer
+    from google.protobuf import json_format
+    from google.protobuf.message import DecodeError
+
+    try:
+        if response.content_type.split(";")[0].strip().lower() == "application/json":
+            parsed = json_format.Parse(response.body, message_class(), ignore_unknown_fields=True)
+        else:
+            parsed = message_class.FromString(response.body)
+    except (DecodeError, json_format.ParseError, UnicodeDecodeError) as error:
+        return 0, f"unreadable {message_class.__name__} ({error}); taken as accepted"
+    partial = parsed.partial_success
+    return int(getattr(partial, rejected_field)), partial.error_message
 
 
 def _excerpt(body: bytes) -> str:

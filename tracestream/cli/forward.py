@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
 
 MAX_BATCH = 1_000_000
+SIGNALS = ("LOGS", "TRACES")  # as the OTEL_EXPORTER_OTLP_<SIGNAL>_* variables name them
+SUPPORTED_PROTOCOL = "http/protobuf"
 LONGEST_CLAIM_IDLE = 30 * 86400.0
 LONGEST_TIMEOUT = 3600.0
 
@@ -36,17 +38,18 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--endpoint",
-        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_ENDPOINT,
         metavar="URL",
-        help=f"OTLP/HTTP base URL; /v1/logs and /v1/traces are appended "
-        f"(default: $OTEL_EXPORTER_OTLP_ENDPOINT or {DEFAULT_ENDPOINT})",
+        help=f"OTLP/HTTP base URL; /v1/logs and /v1/traces are appended (default: "
+        f"$OTEL_EXPORTER_OTLP_LOGS_ENDPOINT / _TRACES_ENDPOINT as given, else "
+        f"$OTEL_EXPORTER_OTLP_ENDPOINT or {DEFAULT_ENDPOINT})",
     )
     parser.add_argument(
         "--header",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="HTTP header for every request, repeatable (default: $OTEL_EXPORTER_OTLP_HEADERS)",
+        help="HTTP header for every request, repeatable (default: $OTEL_EXPORTER_OTLP_LOGS_HEADERS / "
+        "_TRACES_HEADERS, else $OTEL_EXPORTER_OTLP_HEADERS)",
     )
     parser.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group (default {DEFAULT_GROUP})")
     parser.add_argument("--consumer", help="consumer name in the group (default: host-pid)")
@@ -74,20 +77,26 @@ def register(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = settings(args)
+    for signal_name in SIGNALS:
+        _check_protocol(signal_name)
     options = {"consumer": args.consumer} if args.consumer else {}
     try:
         forward_settings = ForwardSettings(
             redis_url=config.redis_url,
             stream=config.stream,
-            endpoint=args.endpoint,
+            endpoint=args.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_ENDPOINT,
             group=args.group,
             batch_size=args.batch_size,
             claim_idle=args.claim_idle,
             timeout=args.timeout,
-            headers=_headers(args.header or _env_headers()),
+            headers=_headers(args.header or _env_headers("OTEL_EXPORTER_OTLP_HEADERS")),
             start_at_end=args.from_now,
             tls=Tls.of(config),
             cluster=config.redis_cluster,
+            logs_endpoint=_signal_endpoint(args, "LOGS"),
+            traces_endpoint=_signal_endpoint(args, "TRACES"),
+            logs_headers=_signal_headers(args, "LOGS"),
+            traces_headers=_signal_headers(args, "TRACES"),
             **options,
         )
         forwarder = Forwarder(forward_settings, report=_report)
@@ -112,9 +121,37 @@ def _report(line: str) -> None:
     print(f"tracestream forward: {line}", file=sys.stderr, flush=True)
 
 
-def _env_headers() -> list[str]:
-    """$OTEL_EXPORTER_OTLP_HEADERS is `name=value,name=value` with URL-encoded values."""
-    raw = os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "")
+def _check_protocol(signal_name: str) -> None:
+    """Only http/protobuf is spoken: protobuf posted to a gRPC port would be retried forever."""
+    for name in (f"OTEL_EXPORTER_OTLP_{signal_name}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = os.environ.get(name, "").strip()
+        if value == SUPPORTED_PROTOCOL:
+            return
+        if value:
+            raise UsageError(
+                f"{name}={value}: tracestream forward speaks only {SUPPORTED_PROTOCOL} "
+                f"(OTLP/HTTP, port 4318 on a Collector); set it to {SUPPORTED_PROTOCOL} or unset it"
+            )
+
+
+def _signal_endpoint(args: argparse.Namespace, signal_name: str) -> str | None:
+    """$OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT is a full URL, used as given (the OTel spec); --endpoint wins."""
+    if args.endpoint:
+        return None
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_{signal_name}_ENDPOINT", "").strip() or None
+
+
+def _signal_headers(args: argparse.Namespace, signal_name: str) -> dict[str, str] | None:
+    """$OTEL_EXPORTER_OTLP_<SIGNAL>_HEADERS replaces the general ones for its signal; --header wins."""
+    variable = f"OTEL_EXPORTER_OTLP_{signal_name}_HEADERS"
+    if args.header or not os.environ.get(variable, "").strip():
+        return None
+    return _headers(_env_headers(variable))
+
+
+def _env_headers(variable: str) -> list[str]:
+    """The headers variables are `name=value,name=value` with URL-encoded values."""
+    raw = os.environ.get(variable, "")
     return [unquote(item) for item in raw.split(",") if item.strip()]
 
 
