@@ -1,4 +1,5 @@
-"""The runner's fast matching decides as the query API does, and latency bins stay within 1%.
+"""The runner's fast matching decides as the query API does, counts a record for the weight the
+summaries read, and latency bins stay within 1%.
 
 The runner decodes a record only as far as its rules look (tracestream/alerts/matching.py); these
 tests hold it to `Query.matches` on the fully decoded entry, for good records and for every kind
@@ -19,6 +20,8 @@ from tracestream.alerts.histogram import RELATIVE_ERROR, bin_of, percentile
 from tracestream.alerts.matching import Filter, Seen, leading_literal
 from tracestream.query import Query, QueryError, compile_regex
 from tracestream.schema import LOG_FIELDS, LogEntry
+from tracestream.settings import SAMPLE_WEIGHT
+from tracestream.summary import sample_weight
 
 QUERIES = [
     Query.parse(),
@@ -98,6 +101,34 @@ def test_a_filter_on_a_record_as_read_decides_as_the_query_on_the_decoded_entry(
         entry.trace_id,
     )
     assert record.at_ms == (entry.timestamp_ns // 1_000_000 if entry.timestamp_ns else 1764784801200)
+
+
+@pytest.mark.parametrize("fields", RECORDS, ids=range(len(RECORDS)))
+def test_a_record_counts_for_the_weight_the_summaries_read(fields: dict[str, str]) -> None:
+    entry = LogEntry.from_fields("1-0", {k: v for k, v in fields.items() if k != "resource"})
+    assert Seen("1-0", fields).weight == sample_weight(entry.attributes)
+
+
+def weighted(weight: object) -> dict[str, str]:
+    return good_fields(attributes=orjson.dumps({SAMPLE_WEIGHT: weight, "http.route": "/pay"}).decode())
+
+
+@pytest.mark.parametrize(
+    ("fields", "weight"),
+    [
+        (weighted(10.0), 10.0),
+        (weighted(0.0), 0.0),  # released by an error
+        (weighted(4), 4.0),
+        (weighted("10"), 1.0),  # not a number
+        (weighted(True), 1.0),
+        (weighted(-2.5), 1.0),
+        (weighted(1e300), 1.0),  # no ratio sampler gives it, and sums of it would overflow
+        (good_fields(attributes=f'{{"{SAMPLE_WEIGHT}": 10'), 1.0),  # not JSON: marked, no weight
+        (good_fields(body=SAMPLE_WEIGHT, attributes=orjson.dumps({"note": SAMPLE_WEIGHT}).decode()), 1.0),
+    ],
+)
+def test_sample_weights_as_counted(fields: dict[str, str], weight: float) -> None:
+    assert Seen("1-0", fields).weight == weight
 
 
 def test_the_filters_see_something_to_decide() -> None:

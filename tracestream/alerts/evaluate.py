@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from tracestream.alerts.histogram import percentile
 from tracestream.alerts.rules import Rule, RuleSet
+from tracestream.summary import shown_count
 from tracestream.timeparse import iso_utc
 
 ISSUE_FIELD = "issue:"  # a new_issue rule's state: issue:<fingerprint> -> new or regressed
@@ -24,35 +25,54 @@ ISSUE_FIELD = "issue:"  # a new_issue rule's state: issue:<fingerprint> -> new o
 
 @dataclass(frozen=True)
 class Window:
-    """A rule's window as the store read it."""
+    """A rule's window as the store read it. Each record counted for its sample weight
+    (docs/sampling.md), so the sums estimate what the services logged; `sampled` counts, per
+    bucket, the records among them whose weight is not 1 (for a ratio: among its totals)."""
 
-    matched: Sequence[int] = ()
-    totals: Sequence[int] = ()
-    histogram: Mapping[int, int] = field(default_factory=dict)  # a latency rule's durations
-    matched_ever: int = 0
+    matched: Sequence[float] = ()
+    totals: Sequence[float] = ()
+    sampled: Sequence[float] = ()
+    histogram: Mapping[int, float] = field(default_factory=dict)  # a latency rule's durations
+    matched_ever: float = 0.0
+    sampled_ever: float = 0.0  # of the matches ever, those whose weight is not 1
 
 
 @dataclass(frozen=True)
 class Reading:
     value: float
     holds: bool
-    matched_ever: int
+    estimated: bool = False  # sampled-down records went into `value`
+    window: Window = field(default_factory=Window)
 
 
 def reading(rule: Rule, window: Window, state: RuleState, now_ms: int) -> Reading:
-    matched = sum(window.matched)
-    if rule.kind in ("match", "rate"):
-        return Reading(matched, matched > rule.above, window.matched_ever)
+    matched = _figure(sum(window.matched))
+    estimated = any(window.sampled)
+    # Whether any record is in the window, whatever its weight, even 0 (released by an error): one
+    # of weight 1 adds to `matched`, one of any other weight to `sampled`.
+    stored = matched > 0 or estimated
+    if rule.kind == "match":
+        return Reading(matched, stored, estimated, window)
+    if rule.kind == "rate":
+        return Reading(matched, matched > rule.above, estimated, window)
     if rule.kind == "ratio":
-        total = sum(window.totals)
-        value = matched / total if total else 0.0
-        return Reading(round(value, 6), total >= rule.min_count and value > rule.above, window.matched_ever)
+        total = _figure(sum(window.totals))
+        value = round(sum(window.matched) / total, 6) if total else 0.0
+        holds = total >= rule.min_count and value > rule.above
+        return Reading(value, holds, estimated, window)
     if rule.kind == "absence":
         watched_long_enough = now_ms - state.armed_ms >= rule.window_ms
-        return Reading(matched, matched == 0 and watched_long_enough, window.matched_ever)
+        return Reading(matched, not stored and watched_long_enough, estimated, window)
     value, count = percentile(window.histogram, rule.percentile)
     holds = count >= rule.min_count and value > rule.above
-    return Reading(round(value, 3), holds, window.matched_ever)
+    return Reading(round(value, 3), holds, estimated, window)
+
+
+def _figure(count: float) -> float:
+    """A sum of weights as shown: whole numbers stay integers, as counts of stored records were,
+    and float noise (a sum of thirds) is rounded off before it is compared or shown."""
+    rounded = round(count, 6)
+    return int(rounded) if rounded.is_integer() else rounded
 
 
 @dataclass(frozen=True)
@@ -65,7 +85,8 @@ class RuleState:
     fired_ms: int = 0
     last_sent_ms: int = 0
     resolved_ms: int = 0
-    matched_at_fire: int = 0
+    matched_at_fire: float = 0.0  # matches ever, weighted, before the firing began
+    sampled_at_fire: float = 0.0  # of those, the ones whose weight is not 1
     armed_ms: int = 0  # when a runner first started with the rule: absence and news count from then
     # new_issue rules: each fingerprint told of, and how ("new" or "regressed")
     issues: Mapping[str, str] = field(default_factory=dict)
@@ -84,7 +105,8 @@ class RuleState:
             fired_ms=number("fired_ms"),
             last_sent_ms=number("last_sent_ms"),
             resolved_ms=number("resolved_ms"),
-            matched_at_fire=number("matched_at_fire"),
+            matched_at_fire=float(stored.get("matched_at_fire") or 0),
+            sampled_at_fire=float(stored.get("sampled_at_fire") or 0),
             armed_ms=number("armed_ms") or now_ms,
             issues=told,
         )
@@ -121,12 +143,14 @@ def decide(rule: Rule, state: RuleState, now: Reading, now_ms: int) -> Step | No
 
 
 def _fire(rule: Rule, now: Reading, now_ms: int) -> Step:
-    in_window = int(now.value) if rule.kind in ("match", "rate") else 0
+    window = now.window
+    counted_now = rule.kind in ("match", "rate")  # their firing's count starts with their window
     fields = {
         "status": "firing",
         "fired_ms": str(now_ms),
         "last_sent_ms": str(now_ms),
-        "matched_at_fire": str(now.matched_ever - in_window),
+        "matched_at_fire": str(window.matched_ever - (sum(window.matched) if counted_now else 0)),
+        "sampled_at_fire": str(window.sampled_ever - (sum(window.sampled) if counted_now else 0)),
     }
     return Step(fields, "firing")
 
@@ -147,7 +171,8 @@ def notification(
     """The generic webhook's JSON body; Slack's text is made from it."""
     seq = state.seq + 1
     fired_ms = int(step.fields.get("fired_ms", state.fired_ms))
-    matched_at_fire = int(step.fields.get("matched_at_fire", state.matched_at_fire))
+    matched_at_fire = float(step.fields.get("matched_at_fire", state.matched_at_fire))
+    sampled_at_fire = float(step.fields.get("sampled_at_fire", state.sampled_at_fire))
     base = rules.console_url
     links = {"search": f"{base}/search?{urlencode(_search_params(rule, now_ms))}"} if base else {}
     return {
@@ -157,10 +182,12 @@ def notification(
         "state": step.notify,
         "repeat": step.repeat,
         "value": now.value,
+        "estimated": now.estimated,
         "threshold": rule.above,
         "condition": rule.describe(),
         "window": rule.window_ms / 1000,
-        "count": now.matched_ever - matched_at_fire,
+        "count": _figure(now.window.matched_ever - matched_at_fire),
+        "count_estimated": now.window.sampled_ever > sampled_at_fire,
         "at": iso_utc(now_ms * 1_000_000),
         "firing_since": iso_utc(fired_ms * 1_000_000),
         "samples": [
@@ -188,7 +215,8 @@ def slack_text(payload: Mapping[str, Any]) -> str:
     mark = ":red_circle:" if payload["state"] == "firing" else ":white_check_mark:"
     lines = [
         f"{mark} *{_slack_escaped(payload['rule'])}* {payload['state']}: {payload['condition']} "
-        f"(value {payload['value']:g}, {payload['count']} matching)"
+        f"(value {'~' if payload.get('estimated') else ''}{payload['value']:g}, "
+        f"{shown_count(payload['count'], payload.get('count_estimated', False))} matching)"
     ]
     if payload["links"]:
         lines.append(f"<{payload['links']['search']}|search>")

@@ -29,12 +29,13 @@ def bin_value(index: int) -> float:
     return 2 * GAMMA**index / (GAMMA + 1)
 
 
-def percentile(histogram: Mapping[int, int], wanted: float) -> tuple[float, int]:
-    """The nearest-rank percentile of the counted durations, within 1%, and how many there are."""
+def percentile(histogram: Mapping[int, float], wanted: float) -> tuple[float, float]:
+    """The nearest-rank percentile of the counted durations, within 1%, and how many there are.
+    A bin holds its durations' sample weights, so both are estimates of what the services saw."""
     total = sum(histogram.values())
     if not total:
         return 0.0, 0
-    rank = max(1, math.ceil(wanted / 100 * total))
+    rank: float = max(1, math.ceil(wanted / 100 * total))
     for index in sorted(histogram):
         rank -= histogram[index]
         if rank <= 0:

@@ -78,7 +78,7 @@ def _payload(
         }
         for issue, _ in news
     ]
-    payload = notification(rules, rule, step, state, Reading(len(news), bool(news), 0), samples, now_ms)
+    payload = notification(rules, rule, step, state, Reading(len(news), bool(news)), samples, now_ms)
     payload["count"] = len(news)
     payload["issues"] = [
         {

@@ -6,6 +6,7 @@ or a latency rule reads them, the whole entry only for the samples a notificatio
 entry a reader would mark undecodable (docs/stream-schema.md) goes through the one decoder in
 schema.py instead, so a filter decides exactly as `Query.matches` does on the decoded entry
 (the resource aside: no rule reads it, so a bad one marks nothing here).
+A matching record counts for its sample weight (docs/sampling.md), read as the summaries read it.
 """
 
 from __future__ import annotations
@@ -22,15 +23,23 @@ from tracestream.alerts.histogram import bin_of
 from tracestream.alerts.rules import DURATION_ATTRIBUTES, Rule
 from tracestream.query import AttributeMatch, Query, parse_stream_id
 from tracestream.schema import MAX_DEPTH, READ_TEXT_LIMIT, LogEntry, dump_json, implied_severity_text
+from tracestream.settings import SAMPLE_WEIGHT
+from tracestream.summary import sample_weight
 from tracestream.timeparse import iso_utc
 
-__all__ = ["MATCHED", "SAMPLES", "TOTAL", "Batch", "Filter", "Matcher", "Seen"]
+__all__ = ["MATCHED", "SAMPLED", "SAMPLES", "TOTAL", "Batch", "Filter", "Matcher", "Seen"]
 
 MATCHED = "m"
 TOTAL = "t"  # ratio rules: every record their filter lets through
+# Records counted for a weight other than 1 among those a rule's value is made of (a ratio's: its
+# totals), so a value says when it is an estimate.
+SAMPLED = "s"
 SAMPLES = 5
 _BODY_LIMIT = 500
 _NS_MAX = 2**64 - 1  # the largest time the schema's decoder takes
+# No ratio sampler keeps fewer than 1 trace in 2**64 (the SDK compares 64 bits of the trace id), so
+# a larger weight is no sampling weight: counted as 1, it cannot push a sum out of a float's range.
+_MAX_WEIGHT = 2.0**64
 
 
 class Seen:
@@ -41,6 +50,7 @@ class Seen:
         "_entry",
         "_fields",
         "_sample",
+        "_weight",
         "at_ms",
         "body",
         "exception_message",
@@ -59,6 +69,7 @@ class Seen:
         self._attributes: dict[str, Any] | None = None
         self._entry: LogEntry | None = None
         self._sample: bytes | None = None
+        self._weight: float | None = None
         get = fields.get
         try:  # the numbers as the schema's decoder reads them; anything it would mark goes to it
             timestamp_ns, number = int(get("ts") or 0), int(get("severity_number") or 0)
@@ -107,6 +118,18 @@ class Seen:
             if isinstance(value, dict):
                 return value
         return self.entry().attributes  # not an object, or maybe too deep: marked as readers mark it
+
+    @property
+    def weight(self) -> float:
+        """How many records this one stands for under trace sampling. Most records carry no weight,
+        so their attributes are decoded only when their text names it."""
+        if self._weight is None:
+            if self._attributes is None and SAMPLE_WEIGHT not in self._fields.get("attributes", ""):
+                self._weight = 1.0
+            else:
+                weight = sample_weight(self.attributes)
+                self._weight = weight if weight <= _MAX_WEIGHT else 1.0
+        return self._weight
 
     def entry(self) -> LogEntry:
         """The whole record, decoded as every reader decodes it."""
@@ -210,23 +233,20 @@ def leading_literal(pattern: str) -> str:
 
 @dataclass
 class Batch:
-    """What a batch of records adds to the rules' state."""
+    """What a batch of records adds to the rules' state; each record counts for its weight."""
 
-    counts: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # (rule, series, bucket)
-    # A latency rule's durations: (rule, bucket) -> histogram bin -> count (see histogram.py)
-    latency: defaultdict[tuple[str, int], Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    # (rule, series, bucket) -> the records' weights summed (SAMPLED: how many were sampled down)
+    counts: defaultdict[tuple[str, str, int], float] = field(default_factory=lambda: defaultdict(float))
+    # A latency rule's durations: (rule, bucket) -> histogram bin -> weights (see histogram.py)
+    latency: defaultdict[tuple[str, int], defaultdict[int, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
     samples: defaultdict[str, deque[Seen]] = field(
         default_factory=lambda: defaultdict(lambda: deque(maxlen=SAMPLES))
     )  # newest last
     stream_ids: list[str] = field(default_factory=list)
-
-    def matched(self) -> Counter[str]:
-        """Matching records per rule."""
-        found: Counter[str] = Counter()
-        for (name, series, _), count in self.counts.items():
-            if series == MATCHED:
-                found[name] += count
-        return found
+    matched: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))  # per rule, weighted
+    sampled: Counter[str] = field(default_factory=Counter)  # per rule: matches with a weight other than 1
 
 
 _Checks = tuple[tuple[Filter, tuple[Rule, ...]], ...]
@@ -303,14 +323,23 @@ class Matcher:
     def _count(self, rule: Rule, record: Seen, batch: Batch, read_ms: int | None) -> None:
         at_ms = read_ms if rule.kind == "match" and read_ms is not None else record.at_ms
         bucket = at_ms // rule.bucket_ms
+        weight = record.weight
+        sampled_down = weight != 1.0
         if rule.kind == "ratio":
-            batch.counts[(rule.name, TOTAL, bucket)] += 1
+            batch.counts[(rule.name, TOTAL, bucket)] += weight
+            if sampled_down:
+                batch.counts[(rule.name, SAMPLED, bucket)] += 1
             if not self._ratio_match[rule.name].passes(record):
                 return
         elif rule.kind == "latency":
             duration = record.duration_ms()
             if duration is None:
                 return
-            batch.latency[(rule.name, bucket)][bin_of(duration)] += 1
-        batch.counts[(rule.name, MATCHED, bucket)] += 1
+            batch.latency[(rule.name, bucket)][bin_of(duration)] += weight
+        batch.counts[(rule.name, MATCHED, bucket)] += weight
+        batch.matched[rule.name] += weight
+        if sampled_down:
+            batch.sampled[rule.name] += 1
+            if rule.kind != "ratio":
+                batch.counts[(rule.name, SAMPLED, bucket)] += 1
         batch.samples[rule.name].append(record)

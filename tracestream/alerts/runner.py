@@ -84,6 +84,7 @@ class Evaluator:
     def evaluate(self, now_ms: int) -> None:
         store = self.store  # `AlertRunner._discover` may replace it meanwhile
         values: dict[str, float] = {}
+        estimated: set[str] = set()
         loaded = store.load(self.rules.rules, now_ms)
         issues = self._recent_issues(loaded, now_ms)
         for rule, found in zip(self.rules.rules, loaded, strict=True):
@@ -94,6 +95,8 @@ class Evaluator:
                 continue
             now = reading(rule, found.window, found.state, now_ms)
             values[rule.name] = now.value
+            if now.estimated:
+                estimated.add(rule.name)
             step = decide(rule, found.state, now, now_ms)
             if step is None:
                 continue
@@ -103,7 +106,7 @@ class Evaluator:
                 else None
             )
             store.apply(rule, found.state, step, payload)
-        store.evaluated(values, now_ms)
+        store.evaluated(values, estimated, now_ms)
 
     def _recent_issues(self, loaded: Sequence[Loaded], now_ms: int) -> Sequence[ErrorIssue]:
         """Issues seen since the last listing (with some overlap); the first listing reaches back to

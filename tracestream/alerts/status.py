@@ -1,7 +1,8 @@
 """What the alerts are doing, for readers without the rule file: the console's Alerts page.
 
 Everything comes from Redis: each rule's state, what the newest runner to start said the rule
-is, its value at the last evaluation, the notifications decided and the deliveries given up on.
+is, its value at the last evaluation and whether that was an estimate (docs/sampling.md), the
+notifications decided and the deliveries given up on.
 Only HGETALL and XREVRANGE, which the console's read-only user may run (docs/security.md).
 Webhook URLs are never stored with a notification; a failed delivery holds the masked one only.
 """
@@ -34,16 +35,18 @@ def alerts_status(
     pipe.hgetall(keys.rules)
     pipe.hgetall(keys.values)
     pipe.hgetall(keys.evaluated)
+    pipe.hgetall(keys.estimated)
     pipe.xrevrange(keys.history, count=notifications)
-    described, values, evaluated, history = pipe.execute()
+    described, values, evaluated, estimated, history = pipe.execute()
     described = {reply_text(name): orjson.loads(text) for name, text in described.items()}
     values = {reply_text(name): float(value) for name, value in values.items()}
+    estimated = {reply_text(name) for name, flag in estimated.items() if reply_text(flag) == "1"}
     names = sorted(described)
     for name in names:
         pipe.hgetall(keys.state(name))
     states = pipe.execute()
     rules = [
-        _rule(name, state, described[name], values.get(name))
+        _rule(name, state, described[name], values.get(name), name in estimated)
         for name, state in zip(names, states, strict=True)
     ]
     at_ms = int(evaluated.get("at_ms") or 0)
@@ -58,7 +61,9 @@ def alerts_status(
     }
 
 
-def _rule(name: str, state: dict[str, str], described: dict[str, Any], value: float | None) -> dict[str, Any]:
+def _rule(
+    name: str, state: dict[str, str], described: dict[str, Any], value: float | None, estimated: bool
+) -> dict[str, Any]:
     status = state.get("status") or "ok"
     since_field = {"firing": "fired_ms", "pending": "since_ms"}.get(status, "resolved_ms")
     since = int(state.get(since_field) or 0)
@@ -71,6 +76,7 @@ def _rule(name: str, state: dict[str, str], described: dict[str, Any], value: fl
         "since": _iso_ms(since) if since else "",
         "changes": int(state.get("seq") or 0),
         "value": value,
+        "estimated": estimated,
     }
 
 
@@ -83,7 +89,9 @@ def _notification(payload: dict[str, Any]) -> dict[str, Any]:
         "state": payload["state"],
         "repeat": payload.get("repeat", False),
         "value": payload.get("value"),
+        "estimated": payload.get("estimated", False),
         "count": payload.get("count"),
+        "count_estimated": payload.get("count_estimated", False),
         "condition": payload.get("condition", ""),
         "at": payload["at"],
         "search": f"search?{urlsplit(search).query}" if search else "",

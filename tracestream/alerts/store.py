@@ -3,7 +3,8 @@
 In Redis, a batch's counts and the acknowledgement of its records are one script call
 (lua/alerts_count.lua), so a runner killed at any point has counted a record exactly once or not
 at all (it is then read again). A latency rule keeps histograms of its durations (histogram.py),
-so reading its window costs its bins, not its records. A state change is a compare-and-set on
+so reading its window costs its bins, not its records. Counts and bins are sums of sample
+weights (docs/sampling.md), kept with INCRBYFLOAT. A state change is a compare-and-set on
 the rule's change counter in one script that also queues the notification: of several runners
 deciding the same change, one wins, and the notification is queued exactly once, under the id
 `<rule>:<change number>`.
@@ -13,8 +14,8 @@ On a Redis Cluster, counts live next to each shard's records and states in one h
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ import orjson
 import redis
 
 from tracestream.alerts.evaluate import RuleState, Step, Window
-from tracestream.alerts.matching import MATCHED, SAMPLES, TOTAL, Batch
+from tracestream.alerts.matching import MATCHED, SAMPLED, SAMPLES, TOTAL, Batch
 from tracestream.alerts.rules import Rule
 from tracestream.connection import reply_text
 from tracestream.lua import script_source
@@ -49,8 +50,8 @@ class Store(Protocol):
         a notification needs them."""
         ...
 
-    def evaluated(self, values: Mapping[str, float], now_ms: int) -> None:
-        """Every rule's value at `now_ms`, for `alerts status` and the console."""
+    def evaluated(self, values: Mapping[str, float], estimated: Collection[str], now_ms: int) -> None:
+        """Every rule's value at `now_ms`, and which are estimates: for `alerts status` and the console."""
         ...
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
@@ -80,6 +81,10 @@ class AlertKeys:
 
     def matched(self, rule: Rule) -> str:
         return f"{self.prefix}:matched:{rule.name}"
+
+    def sampled(self, rule: Rule) -> str:
+        """Of the matches ever, how many were counted for a sample weight other than 1."""
+        return f"{self.prefix}:sampled:{rule.name}"
 
     def state(self, rule_name: str) -> str:
         return f"{self.prefix}:state:{rule_name}"
@@ -115,6 +120,11 @@ class AlertKeys:
         return f"{self.prefix}:values"
 
     @property
+    def estimated(self) -> str:
+        """Hash: rule -> 1 when its value at the last evaluation was an estimate, else 0."""
+        return f"{self.prefix}:estimated"
+
+    @property
     def evaluated(self) -> str:
         """Hash: `at_ms`, when any runner last evaluated the rules."""
         return f"{self.prefix}:evaluated"
@@ -130,7 +140,8 @@ class AlertKeys:
 @dataclass(frozen=True)
 class _WindowKeys:
     first: int  # the window's oldest bucket
-    counts: list[str]  # its matched counts, a ratio's totals, then the matches ever
+    # its matched counts, a ratio's totals, the sampled-down counts, then matches and sampled-down ever
+    counts: list[str]
     histograms: list[str]  # one per bucket, read by latency rules only
 
 
@@ -154,7 +165,7 @@ class ShardCounter:
         if not batch.stream_ids:
             return
         keys: list[str] = [self.records]
-        args: list[str | int | bytes] = [self._group, len(batch.stream_ids), *batch.stream_ids]
+        args: list[str | int | float | bytes] = [self._group, len(batch.stream_ids), *batch.stream_ids]
         for (name, series, bucket), count in batch.counts.items():
             rule = self._rules[name]
             keys.append(self.keys.bucket(rule, series, bucket))
@@ -166,8 +177,11 @@ class ShardCounter:
         for name, samples in batch.samples.items():
             keys.append(self.keys.samples(self._rules[name]))
             args += ("l", SAMPLES, len(samples), *(record.sample_json() for record in samples))
-        for name, count in batch.matched().items():
+        for name, weights in batch.matched.items():
             keys.append(self.keys.matched(self._rules[name]))
+            args += ("n", 0, 1, weights)
+        for name, count in batch.sampled.items():
+            keys.append(self.keys.sampled(self._rules[name]))
             args += ("n", 0, 1, count)
         self._count(keys=keys, args=args)
 
@@ -184,7 +198,7 @@ class ShardCounter:
                 self._histogram(keys=window.histograms, client=pipe)
         pipe.mget(keys or [self.records])  # (new_issue rules only: nothing counted, a key of this slot)
         *histograms, counts = pipe.execute()
-        numbers = iter([int(n or 0) for n in counts])
+        numbers = iter([float(n or 0) for n in counts])
         replies = iter(histograms)
         loaded = []
         for rule, window in zip(rules, windows, strict=True):
@@ -194,11 +208,13 @@ class ShardCounter:
             size = len(window.histograms)
             matched = [next(numbers) for _ in range(size)]
             totals = [next(numbers) for _ in range(size)] if rule.kind == "ratio" else []
-            histogram: dict[int, int] = {}
+            sampled = [next(numbers) for _ in range(size)]
+            histogram: dict[int, float] = {}
             if rule.kind == "latency":
                 flat = next(replies)
-                histogram = {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-            loaded.append(Window(matched, totals, histogram, matched_ever=next(numbers)))
+                histogram = {int(flat[i]): float(flat[i + 1]) for i in range(0, len(flat), 2)}
+            matched_ever, sampled_ever = next(numbers), next(numbers)
+            loaded.append(Window(matched, totals, sampled, histogram, matched_ever, sampled_ever))
         return loaded
 
     def _window_keys(self, rule: Rule, now_ms: int) -> _WindowKeys:
@@ -209,7 +225,8 @@ class ShardCounter:
             counts = [self.keys.bucket(rule, MATCHED, b) for b in buckets]
             if rule.kind == "ratio":
                 counts += [self.keys.bucket(rule, TOTAL, b) for b in buckets]
-            counts.append(self.keys.matched(rule))
+            counts += [self.keys.bucket(rule, SAMPLED, b) for b in buckets]
+            counts += [self.keys.matched(rule), self.keys.sampled(rule)]
             histograms = [self.keys.histogram(rule, b) for b in buckets]
             known = self._windows[rule.name] = _WindowKeys(buckets.start, counts, histograms)
         return known
@@ -219,6 +236,15 @@ class ShardCounter:
 
     def clear_samples(self, rule: Rule) -> None:
         self.client.delete(self.keys.samples(rule))
+
+
+def _summed(histograms: Iterable[Mapping[int, float]]) -> dict[int, float]:
+    """Latency bins added up, over shards or buckets."""
+    total: defaultdict[int, float] = defaultdict(float)
+    for histogram in histograms:
+        for index, weights in histogram.items():
+            total[index] += weights
+    return total
 
 
 def _bucket_ttl_ms(rule: Rule) -> int:
@@ -252,14 +278,13 @@ class RedisStore:
         loaded = []
         for index, state in enumerate(states):
             found = [shard[index] for shard in per_shard]
-            histogram: Counter[int] = Counter()
-            for window in found:
-                histogram.update(window.histogram)
             window = Window(
                 matched=[sum(counts) for counts in zip(*(w.matched for w in found), strict=True)],
                 totals=[sum(counts) for counts in zip(*(w.totals for w in found), strict=True)],
-                histogram=histogram,
+                sampled=[sum(counts) for counts in zip(*(w.sampled for w in found), strict=True)],
+                histogram=_summed(w.histogram for w in found),
                 matched_ever=sum(w.matched_ever for w in found),
+                sampled_ever=sum(w.sampled_ever for w in found),
             )
             loaded.append(Loaded(RuleState.of(state, now_ms), window))
         return loaded
@@ -268,9 +293,10 @@ class RedisStore:
         found = [s for shard in self.shards for s in shard.samples(rule)]
         return sorted(found, key=lambda s: s["timestamp"], reverse=True)[:SAMPLES]
 
-    def evaluated(self, values: Mapping[str, float], now_ms: int) -> None:
+    def evaluated(self, values: Mapping[str, float], estimated: Collection[str], now_ms: int) -> None:
         pipe = self.home.pipeline(transaction=False)
         pipe.hset(self.keys.values, items=[item for pair in values.items() for item in pair])
+        pipe.hset(self.keys.estimated, mapping={name: int(name in estimated) for name in values})
         pipe.hset(self.keys.evaluated, "at_ms", now_ms)
         pipe.execute()
 
@@ -326,10 +352,11 @@ def rule_states(client: redis.Redis, stream: str) -> dict[str, dict[str, str]]:
 class MemoryStore:
     """The same, in this process: a backtest replays stored records without writing to Redis."""
 
-    counts: defaultdict[tuple[str, str, int], int] = field(default_factory=lambda: defaultdict(int))
-    latency: defaultdict[tuple[str, int], Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
+    counts: defaultdict[tuple[str, str, int], float] = field(default_factory=lambda: defaultdict(float))
+    latency: defaultdict[tuple[str, int], dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
     kept_samples: defaultdict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-    matched: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    matched: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    sampled: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     states: dict[str, dict[str, str]] = field(default_factory=dict)
     notifications: list[Mapping[str, Any]] = field(default_factory=list)
 
@@ -337,25 +364,27 @@ class MemoryStore:
         for key, count in batch.counts.items():
             self.counts[key] += count
         for rule_bucket, bins in batch.latency.items():
-            self.latency[rule_bucket].update(bins)
+            self.latency[rule_bucket] = _summed((self.latency[rule_bucket], bins))
         for name, samples in batch.samples.items():
             newest = [record.sample() for record in reversed(samples)]
             self.kept_samples[name] = (newest + self.kept_samples[name])[:SAMPLES]
-        for name, count in batch.matched().items():
-            self.matched[name] += count
+        for name, weights in batch.matched.items():
+            self.matched[name] += weights
+        for name, count in batch.sampled.items():
+            self.sampled[name] += count
 
     def load(self, rules: Sequence[Rule], now_ms: int) -> list[Loaded]:
         loaded = []
         for rule in rules:
             buckets = rule.buckets(now_ms)
-            histogram: Counter[int] = Counter()
-            for bucket in buckets if rule.kind == "latency" else ():
-                histogram.update(self.latency.get((rule.name, bucket), {}))
+            latency = buckets if rule.kind == "latency" else ()
             window = Window(
                 matched=[self.counts[(rule.name, MATCHED, b)] for b in buckets],
                 totals=[self.counts[(rule.name, TOTAL, b)] for b in buckets],
-                histogram=histogram,
+                sampled=[self.counts[(rule.name, SAMPLED, b)] for b in buckets],
+                histogram=_summed(self.latency.get((rule.name, b), {}) for b in latency),
                 matched_ever=self.matched[rule.name],
+                sampled_ever=self.sampled[rule.name],
             )
             state = self.states.setdefault(rule.name, {"armed_ms": str(now_ms)})
             loaded.append(Loaded(RuleState.of(state, now_ms), window))
@@ -364,7 +393,7 @@ class MemoryStore:
     def samples(self, rule: Rule) -> list[dict[str, Any]]:
         return self.kept_samples[rule.name]
 
-    def evaluated(self, values: Mapping[str, float], now_ms: int) -> None:
+    def evaluated(self, values: Mapping[str, float], estimated: Collection[str], now_ms: int) -> None:
         pass  # a backtest reports notifications only
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:

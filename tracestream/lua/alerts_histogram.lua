@@ -1,5 +1,6 @@
 -- KEYS: a latency rule's duration histograms, one per bucket of its window.
 -- Returns their sum as bin, count, bin, count...: a few hundred numbers, however many records.
+-- Counts are sums of sample weights, returned as text: Redis would cut a Lua number to an integer.
 local sum = {}
 for _, key in ipairs(KEYS) do
   local found = redis.call('HGETALL', key)
@@ -10,6 +11,6 @@ end
 local out = {}
 for bin, count in pairs(sum) do
   out[#out + 1] = bin
-  out[#out + 1] = count
+  out[#out + 1] = string.format('%.17g', count)
 end
 return out
