@@ -48,7 +48,7 @@ from tracestream.integrations.http_records import (
     emit_request_record,
     excluded_urls,
     forget_route,
-    note_route_if_unrecorded,
+    note_route,
     served,
     serving,
     trace_headers,
@@ -90,7 +90,7 @@ class RequestRecordMiddleware:
             return self._acall(request)
         started = perf_counter()
         setattr(request, _SEEN, True)
-        noted = note_route_if_unrecorded(_route_of, request)
+        noted = note_route(_route_of, request)
         try:
             response: HttpResponseBase = self.get_response(request)
         except BaseException as error:
@@ -104,7 +104,7 @@ class RequestRecordMiddleware:
         started = perf_counter()
         setattr(request, _SEEN, True)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        noted = note_route_if_unrecorded(_route_of, request)
+        noted = note_route(_route_of, request)
         try:
             response = await get_response(request)
         except BaseException as error:
@@ -169,7 +169,7 @@ class _StreamedBody:
     A `FileResponse` of a file is left alone: servers send the file themselves (sendfile).
     """
 
-    __slots__ = ("__weakref__", "context", "error", "exchange", "recorded", "size", "started")
+    __slots__ = ("context", "error", "exchange", "recorded", "sending", "size", "started")
 
     def __init__(self, exchange: HttpExchange, started: float, error: BaseException | None) -> None:
         self.exchange = exchange
@@ -178,6 +178,11 @@ class _StreamedBody:
         self.context = get_current()
         self.size = 0
         self.recorded = False
+        self.sending = False
+
+    def first_chunk(self) -> None:
+        """In flight once the server reads it: a body it never reads is dropped with its response."""
+        self.sending = True
         serving(self)
 
     def ended(self, error: BaseException | None = None, *, cancelled: BaseException | None = None) -> None:
@@ -206,6 +211,8 @@ class _SyncChunks:
         return self
 
     def __next__(self) -> bytes:
+        if not self.body.sending:
+            self.body.first_chunk()
         token = attach(self.body.context)  # what the body logs is in the request's trace
         try:
             chunk = next(self.chunks)
@@ -235,6 +242,8 @@ class _AsyncChunks:
         return self
 
     async def __anext__(self) -> bytes:
+        if not self.body.sending:
+            self.body.first_chunk()
         token = attach(self.body.context)
         try:
             chunk = await anext(self.chunks)

@@ -46,7 +46,7 @@ from tracestream.integrations.http_records import (
     emit_websocket_error,
     excluded_urls,
     forget_route,
-    note_route_if_unrecorded,
+    note_route,
     served,
     serving,
     trace_headers,
@@ -146,7 +146,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
                     response.record()
             await send(message)
 
-        noted = note_route_if_unrecorded(_route_template, scope)
+        noted = note_route(_route_template, scope)
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception as error:
@@ -174,9 +174,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
 class _Response:
     """What the app has sent so far; its request record goes out once, with the last body."""
 
-    __slots__ = (
-        "__weakref__", "began", "context", "error", "path", "recorded", "scope", "size", "started", "status"
-    )  # fmt: skip
+    __slots__ = ("began", "context", "error", "path", "recorded", "scope", "size", "started", "status")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope

@@ -10,7 +10,6 @@ log line written after the span ended would carry no trace id).
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -59,8 +58,7 @@ class UnfinishedAtExit(Exception):
     """The process ended while the request was being served."""
 
 
-# Weak: a request the server dropped unserved (a body it never read) leaves with its response.
-_in_flight: weakref.WeakValueDictionary[int, Unfinished] = weakref.WeakValueDictionary()
+_in_flight: dict[int, Unfinished] = {}  # each leaves as its record is written
 
 
 def serving(request: Unfinished) -> None:
@@ -88,24 +86,20 @@ os.register_at_fork(after_in_child=_in_flight.clear)  # a child serves none of i
 
 
 # A span left unsampled records no attributes, `http.route` included: what its request does
-# (enqueue a task) finds the route here, noted only for such a request, as a function of the
-# request (its route is known once it is routed).
+# (enqueue a task) finds the route here, as a function of the request, since it is known only
+# once the request is routed. Noted for every request: asking the span first costs more.
 _RouteOf = tuple[Callable[[Any], "str | None"], Any]
-_unrecorded_route: ContextVar[_RouteOf | None] = ContextVar("tracestream_unrecorded_route", default=None)
-RouteNote = Token["_RouteOf | None"] | None
+_request_route: ContextVar[_RouteOf | None] = ContextVar("tracestream_request_route", default=None)
+RouteNote = Token["_RouteOf | None"]
 
 
-def note_route_if_unrecorded(route_of: Callable[[T], str | None], request: T) -> RouteNote:
-    """Within a request's span: if that span records nothing, `route_of(request)` answers for
-    it until `forget_route`."""
-    if trace.get_current_span().is_recording():
-        return None
-    return _unrecorded_route.set((route_of, request))
+def note_route(route_of: Callable[[T], str | None], request: T) -> RouteNote:
+    """Within a request: `route_of(request)` is its route until `forget_route`."""
+    return _request_route.set((route_of, request))
 
 
 def forget_route(note: RouteNote) -> None:
-    if note is not None:
-        _unrecorded_route.reset(note)
+    _request_route.reset(note)
 
 
 def current_route() -> str | None:
@@ -114,7 +108,7 @@ def current_route() -> str | None:
     route = (getattr(trace.get_current_span(), "attributes", None) or {}).get("http.route")
     if isinstance(route, str) and route:
         return route
-    noted = _unrecorded_route.get()
+    noted = _request_route.get()
     return noted[0](noted[1]) if noted is not None else None
 
 
