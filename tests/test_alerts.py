@@ -588,6 +588,9 @@ BAD_RULES = [
     ({"notify": ["pager"]}, "rule 'r1': field 'notify'"),
     ({"for": "-1s"}, "rule 'r1': field 'for'"),
     ({"percentile": 99}, "rule 'r1': field 'percentile': not a field of a rate rule"),
+    # a latency's value is in ms: 500 meant as ms would read as seconds, and never fire
+    ({"kind": "latency", "above": 500}, "rule 'r1': field 'above': a duration with its unit, e.g. 500ms"),
+    ({"kind": "latency", "above": "0.5"}, "rule 'r1': field 'above': a duration with its unit"),
 ]
 
 

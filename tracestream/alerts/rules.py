@@ -290,6 +290,9 @@ class _RuleFields:
         if value is None:
             raise self.error("above", "required, the threshold the value must exceed")
         if kind == "latency":
+            if isinstance(value, (int, float)) or str(value).strip().replace(".", "", 1).isdigit():
+                # the value is in ms, a bare number would read as seconds: 500 meant as 500 ms never fires
+                raise self.error("above", f"a duration with its unit, e.g. {value}ms or {value}s")
             return self.duration("above", None, positive=True)
         if (
             isinstance(value, bool)
