@@ -201,6 +201,32 @@ def test_a_retry_beside_the_attempt_that_enqueued_it_keeps_both_timings(
     assert runtimes["retried"] >= 1000 > runtimes["succeeded"], runtimes
 
 
+def test_an_ignored_task_ends_in_one_record_in_its_span(
+    redis_server: EmbeddedRedis, stream: RedisHandle
+) -> None:
+    """`Ignore` sends none of Celery's success, failure or retry signals."""
+    broker, worker = _worker(redis_server, stream, 11)
+    with worker:
+        task_id = run_json(
+            PUBLISH_ONE.format(task="skipped", setup="", attributes={}),
+            stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker),
+        )
+        [ignored] = wait_for(
+            lambda: [e for e in _lifecycle(stream, task_id) if _state(e) == "ignored"],
+            what="the ignored record",
+        )
+    assert ignored.severity == "INFO" and ignored.body.startswith(
+        f"task tests.skipped[{task_id}] ignored in "
+    )
+    [line] = [e for e in stream.logs() if e.body == "order 4: handled elsewhere"]
+    assert (ignored.trace_id, ignored.span_id) == (line.trace_id, line.span_id) != ("", "")
+    # the main process's `received` and the child's records travel apart
+    wait_for(
+        lambda: sorted(_state(e) for e in _lifecycle(stream, task_id)) == ["ignored", "received", "started"],
+        what="one record each: received, started, ignored",
+    )
+
+
 @pytest.mark.parametrize("task", ["overrun", "lost"])
 def test_a_task_ended_by_the_main_process_fails_once_in_its_trace(
     redis_server: EmbeddedRedis, stream: RedisHandle, task: str

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 app = Celery("tests", broker=os.environ.get("CELERY_BROKER_URL", "memory://"))
@@ -88,6 +88,13 @@ def lost(order_id: int) -> None:
     """Its process dies under it (as the OOM killer would do): also an end in the main process."""
     logger.warning("order %d: using too much memory", order_id)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="tests.skipped")
+def skipped(order_id: int) -> None:
+    """Celery's tasks guide: `Ignore` ends a task with no state recorded, the message acknowledged."""
+    logger.warning("order %d: handled elsewhere", order_id)
+    raise Ignore()
 
 
 @app.task(name="tests.long_job")

@@ -23,6 +23,7 @@ from typing import Any
 
 from celery import beat, current_task, signals
 from celery.app import trace as celery_trace
+from celery.states import IGNORED
 from celery.worker.request import Request
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -40,7 +41,9 @@ from tracestream.schema import ENQUEUED_BY
 _records = RecordWriter("tracestream.celery")
 # When each attempt of a task began: a retry shares its task's id, and on a threads pool it
 # may start before the attempt that enqueued it has ended.
-_started: dict[tuple[str, int], float] = {}
+# Per attempt running here: when it started, and its span's context (ours is the record that
+# ends an ignored task, written after the instrumentation has ended the span).
+_started: dict[tuple[str, int], tuple[float, Context]] = {}
 # The worker's main process, per task id: the trace and delivery each task arrived with, for an
 # end recorded there (a hard time limit, a lost child, a rejection), outside any task span;
 # None once that end is recorded: Celery may report it twice (5.7: a time limit).
@@ -171,7 +174,7 @@ def _attempt(task_id: str, request: Any) -> tuple[str, int]:
 
 
 def _on_prerun(task_id: str, task: Any, **_: Any) -> None:
-    _started[_attempt(task_id, task.request)] = perf_counter()
+    _started[_attempt(task_id, task.request)] = (perf_counter(), otel_context.get_current())
     if getattr(task.request, "is_eager", False):
         _eager_runs[task_id] = otel_context.get_current()
         if len(_eager_runs) > _ARRIVALS_KEPT:
@@ -195,7 +198,7 @@ def _finished(
     context: Context | None = None,
 ) -> None:
     started = _started.get(_attempt(task_id, task.request))
-    runtime_ms = (perf_counter() - started) * 1000 if started is not None else None
+    runtime_ms = (perf_counter() - started[0]) * 1000 if started is not None else None
     attributes = _task_attributes(state, task_id, task.name, task.request)
     attributes["celery.task.runtime_ms"] = round(runtime_ms, 3) if runtime_ms is not None else None
     ended_outside_its_span = not trace.get_current_span().get_span_context().is_valid
@@ -263,8 +266,12 @@ def _on_revoked(
     _records.emit(f"task {name}[{task_id}] {state}{how}", SeverityNumber.WARN, attributes, context=context)
 
 
-def _on_postrun(task_id: str, task: Any, **_: Any) -> None:
-    _started.pop(_attempt(task_id, task.request), None)
+def _on_postrun(task_id: str, task: Any, state: str | None = None, **_: Any) -> None:
+    """A task that raised `Ignore` ends with no other signal: its record is written here."""
+    attempt = _attempt(task_id, task.request)
+    if state == IGNORED and attempt in _started:
+        _finished("ignored", task, task_id, SeverityNumber.INFO, context=_started[attempt][1])
+    _started.pop(attempt, None)
 
 
 def _flush_child(**_: Any) -> None:
