@@ -144,16 +144,32 @@ def services_json(client: Client, stream: str) -> dict[str, Any]:
     return {"columns": SERVICE_COLUMNS, "rows": rows, "counts": counts}
 
 
+_FILLED_WINDOW_MS = 24 * 60 * MINUTE_MS  # the longest window the Stats page offers
+_CHART_REACH_MS = 7 * 24 * 60 * MINUTE_MS
+
+
+def _first_chart_minute(summary: Summary, service: str) -> int:
+    """The window's first minute, for the windows the page offers. A longer one (`since` in
+    1970 means the stream's start) starts at its first minute with records, at most a week
+    back: each minute is a row of the answer, and 1970 has 29 million of them."""
+    since = summary.since_ms - summary.since_ms % MINUTE_MS
+    if summary.until_ms - since <= _FILLED_WINDOW_MS + MINUTE_MS:  # `since` was floored to its minute
+        return since
+    with_records = (minute for minute, name, _ in summary.per_minute if not service or name == service)
+    reach = summary.until_ms - summary.until_ms % MINUTE_MS - _CHART_REACH_MS
+    return max(since, reach, min(with_records, default=reach))
+
+
 def stats_json(summary: Summary, service: str, issues: list[ErrorIssue] | None = None) -> dict[str, Any]:
     """Every minute of the window (zeros included, so gaps show) and the ten biggest error groups;
     a minute's severities that sampled-down records went into are `estimated`, and a group names
     its error issue's fingerprint when exactly one of `issues` matches it."""
-    first = summary.since_ms - summary.since_ms % MINUTE_MS
+    first = _first_chart_minute(summary, service)
     minutes = range(first, summary.until_ms + 1, MINUTE_MS)
     counts: dict[int, Counter[str]] = {minute: Counter() for minute in minutes}
     estimated: dict[int, set[str]] = {}
     for (minute, name, severity), count in summary.per_minute.items():
-        if not service or name == service:
+        if minute >= first and (not service or name == service):
             counts.setdefault(minute, Counter())[_chart_severity(severity)] += count
             if summary.estimated(minute, name, severity):
                 estimated.setdefault(minute, set()).add(_chart_severity(severity))
@@ -311,7 +327,7 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
         service = request.query_params.get("service", "").strip()
         summary = await run_in_threadpool(summarize, client, stream, since_ms)
         issues = await run_in_threadpool(_listed_issues, client, stream, since_ms, service)
-        return JSONResponse(stats_json(summary, service, issues))
+        return JSONResponse(await run_in_threadpool(stats_json, summary, service, issues))
 
     async def errors(request: Request) -> Response:
         try:
