@@ -189,6 +189,17 @@ def test_doctor_explains_what_it_finds(
         assert done.returncode == status and advice in done.stdout, (args, done.stdout)
 
 
+def test_doctor_reads_a_stream_another_program_wrote_bytes_into(stream: RedisHandle, here: Here) -> None:
+    """An entry that is not UTF-8 is not an error of ours (docs/stream-schema.md): doctor, the
+    tool for such a stream, reads its ids and goes on with every other check."""
+    foreign = f"{stream.stream}-foreign"
+    with stream.client() as client:
+        client.xadd(foreign, {"body": b"\xff\xfe not utf-8"})
+    done = here("doctor", "--stream", foreign)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"'{foreign}': 1 entries" in done.stdout and "retention" in done.stdout
+
+
 def test_doctor_warns_of_any_eviction_policy(stream: RedisHandle, here: Here) -> None:
     """volatile-* evicts what carries an expiry first: the trace index, trace list and issues."""
     with stream.client() as admin:

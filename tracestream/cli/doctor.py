@@ -23,6 +23,7 @@ from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for,
 from tracestream.disk_spool import backlogs, dead_letters, describe, spool_base
 from tracestream.export_status import read_statuses
 from tracestream.forwarder import forwarder_lag
+from tracestream.query.replies import tolerant_call
 from tracestream.settings import ConfigError, Settings, shown_url
 from tracestream.shards import Shard, shards
 from tracestream.timeparse import iso_utc
@@ -263,8 +264,9 @@ def _stream_finding(client: redis.Redis, label: str, key: str) -> Finding:
         memory = int(client.memory_usage(key) or 0)
     except redis.ResponseError:  # MEMORY may be forbidden to this user
         memory = 0
-    newest = cast(list[Any], client.xrevrange(key, count=1))
-    oldest = cast(list[Any], client.xrange(key, count=1))
+    # An entry another program wrote may hold bytes that are not UTF-8.
+    newest = cast(list[Any], tolerant_call(client, "XREVRANGE", key, "+", "-", "COUNT", 1))
+    oldest = cast(list[Any], tolerant_call(client, "XRANGE", key, "-", "+", "COUNT", 1))
     detail = f"{key!r}: {length} entries"
     if memory:
         detail += f", {memory / 2**20:.1f} MiB ({memory / max(length, 1):.0f} B per entry)"
