@@ -9,11 +9,22 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import orjson
 import redis
+import rich.console
 from rich.text import Text
 
 from tracestream.connection import Client, client_for
 from tracestream.settings import Settings, parse_duration
 from tracestream.terminal_text import json_safe, visible
+
+
+class Console(rich.console.Console):
+    """rich's, but a reader that leaves (`| head`) ends the command as it ends a plain print:
+    BrokenPipeError, which `main` turns into status 0 (rich exits with 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
 
 if TYPE_CHECKING:
     Subparsers: TypeAlias = "argparse._SubParsersAction[ArgumentParser]"

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import redis
-from rich.console import Console
 from rich.text import Text
 
 from tracestream.alerts.delivery import failed_deliveries
 from tracestream.alerts.store import home_stream
-from tracestream.cli.common import add_command, describe_redis_error, print_json, shown
+from tracestream.cli.common import Console, add_command, describe_redis_error, print_json, shown
 from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for, primaries
 from tracestream.disk_spool import backlogs, dead_letters, describe, spool_base
 from tracestream.export_status import read_statuses

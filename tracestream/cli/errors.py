@@ -6,11 +6,19 @@ import argparse
 import re
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tracestream.cli.common import UsageError, add_command, print_json, reader, settings, shown, whole_number
+from tracestream.cli.common import (
+    Console,
+    UsageError,
+    add_command,
+    print_json,
+    reader,
+    settings,
+    shown,
+    whole_number,
+)
 from tracestream.error_issues import STATUSES, ErrorIssue, list_issues, set_status
 from tracestream.timeparse import iso_utc, parse_time_ms
 

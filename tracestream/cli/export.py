@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import orjson
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tracestream.cli.common import UsageError, add_command, reader, settings
+from tracestream.cli.common import Console, UsageError, add_command, reader, settings
 from tracestream.cli.record_lines import FILTERS, query_from
 from tracestream.query import iter_records, record_json
 from tracestream.schema import LogEntry, dump_json

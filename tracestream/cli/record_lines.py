@@ -6,10 +6,9 @@ import argparse
 import sys
 from collections.abc import Iterable
 
-from rich.console import Console
 from rich.text import Text
 
-from tracestream.cli.common import ArgumentParser, UsageError, print_json
+from tracestream.cli.common import ArgumentParser, Console, UsageError, print_json
 from tracestream.query import Query, QueryError, record_json
 from tracestream.schema import LogEntry
 from tracestream.terminal_text import visible

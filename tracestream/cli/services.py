@@ -6,11 +6,10 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tracestream.cli.common import add_command, print_json, reader, settings, shown
+from tracestream.cli.common import Console, add_command, print_json, reader, settings, shown
 from tracestream.summary import service_status
 from tracestream.timeparse import iso_utc
 

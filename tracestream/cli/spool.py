@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from tracestream.cli.common import UsageError, add_command, error_line, print_json, settings, shown
+from tracestream.cli.common import Console, UsageError, add_command, error_line, print_json, settings, shown
 from tracestream.disk_spool import (
     Backlog,
     DeadLetters,

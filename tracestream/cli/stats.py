@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.table import Table
 
-from tracestream.cli.common import add_command, print_json, reader, settings, shown, whole_number
+from tracestream.cli.common import Console, add_command, print_json, reader, settings, shown, whole_number
 from tracestream.query import Query
 from tracestream.summary import Summary, shown_count, summarize
 from tracestream.timeparse import iso_utc

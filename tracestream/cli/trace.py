@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from tracestream.cli.common import add_command, error_line, print_json, reader, settings, shown
+from tracestream.cli.common import Console, add_command, error_line, print_json, reader, settings, shown
 from tracestream.cli.record_lines import STACKS, exception_line, severity_style, stack_lines
 from tracestream.query import SpanNode, TraceTree, record_json, trace_tree
 from tracestream.schema import LogEntry

@@ -6,10 +6,9 @@ import argparse
 from typing import TYPE_CHECKING
 
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from tracestream.cli.common import add_command, error_line, print_json, reader, settings, shown
+from tracestream.cli.common import Console, add_command, error_line, print_json, reader, settings, shown
 from tracestream.query import TraceFilter, TraceSummary
 from tracestream.timeparse import iso_utc
 
