@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import orjson
+import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 
@@ -13,7 +14,7 @@ from tests.apps.servers import run_json
 from tests.support import ROOT, RedisHandle
 from tests.test_console_quiet import telemetry_of
 from tracestream.console.fastapi_mount import mount
-from tracestream.settings import Settings
+from tracestream.settings import ConfigError, Settings
 
 
 def test_fastapi_mount_runs_the_host_dependencies_first(stream: RedisHandle) -> None:
@@ -164,11 +165,17 @@ telemetry = tracestream.configure(redis_url=os.environ["APP_URL"], stream=os.env
 logging.getLogger("shop").warning("written where configure() said")
 telemetry.force_flush()
 app = FastAPI()
-mount(app)  # as docs/console.md shows it
+mount(app, dependencies=[])  # an app only its operators reach
 with TestClient(app) as client:
     found = client.get("/monitoring/realtime-logs/api/search").json()["records"]
 print(json.dumps([record["body"] for record in found]))
 """
+
+
+def test_fastapi_mount_without_dependencies_says_what_it_needs() -> None:
+    """The console shows every record: who may read them is the app's to say, out loud."""
+    with pytest.raises(ConfigError, match=r"^mount\(\) needs dependencies= that guard the console"):
+        mount(FastAPI())
 
 
 def test_fastapi_mount_reads_where_configure_writes(stream: RedisHandle) -> None:

@@ -37,7 +37,7 @@ def hello() -> dict[str, str]:
     return {"hello": "world"}
 
 
-mount(app)
+mount(app, dependencies=[])  # an app only its operators reach
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 # The console's pages, assets and API (a record it does not have among them), as (path, status).

@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tracestream.console.app import create_app, scope_under
-from tracestream.settings import Settings, configured
+from tracestream.settings import ConfigError, Settings, configured
 
 DEFAULT_PATH = "/monitoring/realtime-logs"
 # The console prefixes of each app that mounted one.
@@ -48,9 +48,18 @@ def mount(
     settings: Settings | None = None,
     *,
     path: str = DEFAULT_PATH,
-    dependencies: Sequence[Any] = (),
+    dependencies: Sequence[Any] | None = None,
 ) -> ASGIApp:
-    """Serve the console at `path`; every request first passes `dependencies` (e.g. `Depends(admin)`)."""
+    """Serve the console at `path`; every request first passes `dependencies` (e.g. `Depends(admin)`).
+
+    They are required: the console shows every record, and an app is often reached by more
+    people than should read them. `dependencies=[]` says so for an app only its operators reach.
+    """
+    if dependencies is None:
+        raise ConfigError(
+            "mount() needs dependencies= that guard the console, e.g. [Depends(require_admin)]; "
+            "dependencies=[] serves it to everyone who reaches the app"
+        )
     prefix = "/" + path.strip("/")
     console = create_app(settings or configured() or Settings.load())
     router = APIRouter(dependencies=list(dependencies), include_in_schema=False)
