@@ -337,3 +337,10 @@ def test_a_terminal_that_is_not_utf8_gets_escapes_not_an_error(
     for args, shown in ((["search"], "caf\\xe9 ferm\\xe9"), (["doctor"], "\\u2713")):
         done = subprocess.run([TRACESTREAM, *args], env=env, capture_output=True, text=True, timeout=TIMEOUT)
         assert "Error" not in done.stderr and shown in done.stdout, (args, done.stdout, done.stderr)
+
+
+def test_every_command_that_filters_by_service_takes_s_for_it(here: Here) -> None:
+    """As tail and search do: `-s` is `--service` wherever a command has one."""
+    for command, nothing in (("traces", "no matching traces"), ("errors", "no error issues")):
+        done = here(command, "-s", "nobody")
+        assert done.returncode == 0 and nothing in done.stdout + done.stderr, (command, done)

@@ -45,7 +45,7 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("action", nargs="?", choices=sorted(ACTIONS), help="change an issue's status")
     parser.add_argument("fingerprint", nargs="?", help="the issue (16 hex digits, as listed)")
     parser.add_argument("--since", metavar="TIME", help="last seen since: ISO 8601 or ago (15m, 2h, 7d)")
-    parser.add_argument("--service", metavar="NAME", help="only issues that hit this service")
+    parser.add_argument("-s", "--service", metavar="NAME", help="only issues that hit this service")
     parser.add_argument("--status", choices=STATUSES, help="only issues in this status")
     parser.add_argument(
         "--limit", type=whole_number(1, 10_000), default=200, metavar="N", help="issues to show (default 200)"

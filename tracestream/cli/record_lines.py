@@ -24,7 +24,7 @@ _group.add_argument("-l", "--severity", metavar="LEVEL", help="minimum: DEBUG, I
 _group.add_argument("--since", metavar="TIME", help="ISO 8601 time, or how long ago: 15m, 2h, 3d")
 _group.add_argument("--until", metavar="TIME", help="ISO 8601 time, or how long ago")
 _group.add_argument("-g", "--grep", metavar="TEXT", help="substring of the message or exception")
-_group.add_argument("-e", "--regex", metavar="PATTERN", help="Python regex on message or exception")
+_group.add_argument("-e", "--regex", metavar="PATTERN", help="RE2 regular expression on message or exception")
 _group.add_argument(
     "-a", "--attr", action="append", default=[], metavar="KEY=VALUE", help="attribute equality; repeatable"
 )

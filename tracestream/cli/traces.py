@@ -25,7 +25,7 @@ def register(subparsers: Subparsers) -> None:
         "List traces by their local root span (a request, a task, or a span with no parent), newest "
         "or slowest first, from an index written with the spans. A line on stderr says when none matched.",
     )
-    parser.add_argument("--service", metavar="NAME", help="only this service's requests and tasks")
+    parser.add_argument("-s", "--service", metavar="NAME", help="only this service's requests and tasks")
     parser.add_argument("--route", metavar="TEXT", help="route or task name containing TEXT (e.g. /orders)")
     parser.add_argument("--min-duration", metavar="DURATION", help="at least this long: 500ms, 2s")
     parser.add_argument(
