@@ -154,6 +154,19 @@ def test_xss_payloads_render_as_text_and_never_run(page: Page, console: ConsoleP
     assert page.evaluate("() => window.__xss") is None
 
 
+def test_bidi_controls_show_as_escapes_and_reorder_nothing(page: Page, console: ConsoleProcess) -> None:
+    """U+202E turns what follows it around (`invoice\u202efdp.exe` reads as `invoiceexe.pdf`):
+    shown as the CLI shows it."""
+    _open_live(page, console)
+    marker = uuid.uuid4().hex[:8]
+    Emitter(console.handle, "bill\u202eing").log(f"{marker} invoice\u202efdp.exe sent")
+    row = page.locator("#records tr", has_text=marker)
+    row.wait_for(timeout=2000)
+    text = row.inner_text()
+    assert "invoice\\u202efdp.exe sent" in text and "bill\\u202eing" in text
+    assert "\u202e" not in text
+
+
 def test_dropped_connection_and_pause_resume_with_no_gap_or_duplicate(
     page: Page, console: ConsoleProcess
 ) -> None:

@@ -2,18 +2,26 @@
 // through DOM APIs; nothing here parses strings as HTML.
 "use strict";
 
+// Bidi controls reorder what is read after them (a service name, a message): shown as escapes,
+// as the CLI shows them.
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
 const TS = {
   el(tag, props, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(props || {})) {
       if (key === "class") node.className = value;
-      else node.setAttribute(key, value);
+      else node.setAttribute(key, TS.shown(value));
     }
     for (const child of children) {
       if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : String(child));
+      node.append(child instanceof Node ? child : TS.shown(child));
     }
     return node;
+  },
+
+  shown(value) {
+    return String(value).replace(BIDI_CONTROLS, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
   },
 
   severityClass(number) {
