@@ -223,15 +223,17 @@ def _watch(url: str, seen: list[bytes]) -> None:
 
 
 def test_a_stream_the_server_stops_without_waiting_for_keeps_its_record(stream: RedisHandle) -> None:
-    """uvicorn cancels the stream as its graceful shutdown runs out, then dies of the SIGTERM
-    before the body ends: the access line is kept out, so the record is all the stream has."""
+    """uvicorn cancels the stream as its graceful shutdown runs out, then (from 0.29) dies of the
+    SIGTERM before the body ends: the access line is kept out, so the record is all the stream has."""
     port, running = _launched_uvicorn(stream, "--timeout-graceful-shutdown", "1")
     with running as server, ThreadPoolExecutor(1) as pool:
         seen: list[bytes] = []
         watching = pool.submit(_watch, f"http://127.0.0.1:{port}/video", seen)
         wait_for(lambda: seen, what="the video's first bytes")
         server.stop()
-        assert server.process.returncode == -signal.SIGTERM  # as without us
+        # uvicorn from 0.29 dies of the signal (it has the record written as the process ends);
+        # older ones end normally, once asyncio has cancelled the body
+        assert server.process.returncode in (-signal.SIGTERM, 0)
         watching.result()
     records = [e for e in stream.logs() if e.scope == HTTP_SCOPE and e.attributes["url.path"] == "/video"]
     assert [(e.severity, e.attributes["http.response.status_code"]) for e in records] == [("ERROR", 200)]
