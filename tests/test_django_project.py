@@ -384,7 +384,7 @@ CANCELLED = ("INFO", "asyncio.exceptions.CancelledError")  # as a body whose cli
 UVICORN = ["uvicorn", "proj.asgi:application", "--port", "{port}", "--timeout-graceful-shutdown", "1"]
 # (server command, signal): its graceful shutdown runs out and it cancels the stream
 STOPPING_SERVERS = {"uvicorn-sigterm": (UVICORN, signal.SIGTERM), "uvicorn-sigint": (UVICORN, signal.SIGINT)}
-# daphne 4.0 cancels what it serves at Ctrl-C; later ones stop without ending it
+# daphne 4.0 cancels what it serves at Ctrl-C; 4.2 stops without ending it
 STOPPING_SERVERS["daphne-sigint"] = (
     ["daphne", "-b", "127.0.0.1", "-p", "{port}", "proj.asgi:application"],
     signal.SIGINT,
