@@ -344,3 +344,34 @@ def test_loguru_enqueued_sink_loses_nothing_at_exit_and_says_what_it_costs(strea
     assert bodies == [f"order {number} paid" for number in range(300)]
     said = printed.splitlines()
     assert len(said) == 1 and "enqueue=True" in said[0] and "no trace id" in said[0], said
+
+
+# structlog's stdlib chapter: `render_to_log_kwargs` ends the chain, after `format_exc_info`, so
+# logging gets the rendered traceback as the `exception` extra (and, from `exception()`, exc_info).
+STRUCTLOG_RENDERED_TO_LOG_KWARGS = """
+import logging, structlog, tracestream
+telemetry = tracestream.configure()
+logging.basicConfig(level=logging.INFO)
+structlog.configure(
+    processors=[structlog.processors.format_exc_info, structlog.stdlib.render_to_log_kwargs],
+    logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=structlog.stdlib.BoundLogger)
+log = structlog.get_logger("shop.kwargs")
+try:
+    1 / 0
+except ZeroDivisionError:
+    log.exception("from exception()", order=1)
+    log.error("from error(exc_info=True)", order=2, exc_info=True)
+telemetry.force_flush()
+"""
+
+
+def test_structlog_rendered_to_log_kwargs_keeps_its_traceback_once(stream: RedisHandle) -> None:
+    run_python(STRUCTLOG_RENDERED_TO_LOG_KWARGS, stream.env(OTEL_SERVICE_NAME="cart"))
+    entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="two records")
+    assert [(e.body, e.attributes) for e in entries] == [
+        ("from exception()", {"order": 1}),
+        ("from error(exc_info=True)", {"order": 2}),
+    ]
+    for entry in entries:
+        assert (entry.exception_type, entry.exception_message) == ("ZeroDivisionError", "division by zero")
+        assert entry.exception_stacktrace.startswith("Traceback (most recent call last):")

@@ -105,6 +105,18 @@ class PendingStdlibRecord:
         )
         if type(record.msg) is dict and "_logger" in fields:
             self._take_structlog_event(record.msg)
+        elif self.extras is not None and isinstance(self.extras.get("exception"), str):
+            self._take_rendered_exception(self.extras)
+
+    def _take_rendered_exception(self, extras: dict[str, Any]) -> None:
+        """structlog's `format_exc_info` then `render_to_log_kwargs` hand logging the traceback
+        as the `exception` extra: it is the record's exception (once), not an attribute."""
+        text = extras["exception"]
+        if not text.startswith("Traceback (most recent call last):"):
+            return
+        del extras["exception"]
+        if not (self.exc_info and self.exc_info[0] is not None) and not self.exc_text:
+            self.exc_text = text
 
     def _take_structlog_event(self, event: dict[str, Any]) -> None:
         """structlog's `ProcessorFormatter.wrap_for_formatter` hands logging its event dict as
