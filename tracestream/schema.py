@@ -551,7 +551,7 @@ ISSUE_TTL_S = 30 * 86400  # an issue outlives its newest record by this long
 # A task's records carry the route (or `beat:<schedule entry>`) that enqueued the task.
 ENQUEUED_BY = "tracestream.enqueued_by"
 
-_TRACEBACK = "Traceback (most recent call last):"
+TRACEBACK_HEADER = "Traceback (most recent call last):"
 _FRAME = re.compile(r'^\s*File "([^"\n]*)", line \d+, in ([^\n]*)$', re.MULTILINE)
 # Library, standard library, frozen or generated code, and tracestream's own frames are not the app's.
 _NOT_OURS = re.compile(
@@ -573,7 +573,7 @@ def innermost_app_frame(stacktrace: str) -> str:
 
     Paths are cut to their last two parts and line numbers left out, so the same error keeps
     its fingerprint across deployments and edits elsewhere in the file."""
-    start = stacktrace.rfind(_TRACEBACK)
+    start = stacktrace.rfind(TRACEBACK_HEADER)
     frames = _FRAME.findall(stacktrace, max(start, 0))
     for path, function in reversed(frames):
         if not _NOT_OURS.search(path):

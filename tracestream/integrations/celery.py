@@ -174,9 +174,10 @@ def _attempt(task_id: str, request: Any) -> tuple[str, int]:
 
 
 def _on_prerun(task_id: str, task: Any, **_: Any) -> None:
-    _started[_attempt(task_id, task.request)] = (perf_counter(), otel_context.get_current())
+    context = otel_context.get_current()
+    _started[_attempt(task_id, task.request)] = (perf_counter(), context)
     if getattr(task.request, "is_eager", False):
-        _eager_runs[task_id] = otel_context.get_current()
+        _eager_runs[task_id] = context
         if len(_eager_runs) > _ARRIVALS_KEPT:
             _eager_runs.popitem(last=False)
     enqueued_by = getattr(task.request, ENQUEUED_HEADER, None)

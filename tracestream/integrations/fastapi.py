@@ -191,12 +191,12 @@ class _Response:
         if not self.recorded:
             self.recorded = True
             served(self)
-            emit_request_record(self.exchange(), self.error)
+            emit_request_record(self.exchange(), self.error, self.context)
 
     def record_unfinished(self, error: BaseException) -> None:
         if not self.recorded:
-            self.recorded = True
-            emit_request_record(self.exchange(), error, self.context)
+            self.error = error
+            self.record()
 
     def exchange(self) -> HttpExchange:
         scope = self.scope

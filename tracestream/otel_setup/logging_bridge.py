@@ -12,6 +12,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from time import time_ns
+from types import TracebackType
 from typing import Any
 
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -112,10 +113,10 @@ class PendingStdlibRecord:
         """structlog's `format_exc_info` then `render_to_log_kwargs` hand logging the traceback
         as the `exception` extra: it is the record's exception (once), not an attribute."""
         text = extras["exception"]
-        if not text.startswith("Traceback (most recent call last):"):
+        if not text.startswith(schema.TRACEBACK_HEADER):
             return
         del extras["exception"]
-        if not (self.exc_info and self.exc_info[0] is not None) and not self.exc_text:
+        if self._raised() is None and not self.exc_text:
             self.exc_text = text
 
     def _take_structlog_event(self, event: dict[str, Any]) -> None:
@@ -126,7 +127,7 @@ class PendingStdlibRecord:
         extras = self.extras or {}
         self.extras = {k: v for k, v in extras.items() if k not in _STRUCTLOG_EXTRAS} | read.attributes
         self.message = read.body
-        if self.exc_info and self.exc_info[0] is not None:
+        if self._raised() is not None:
             return
         if read.exception is not None:
             self.exc_info = (type(read.exception), read.exception, read.exception.__traceback__)
@@ -198,9 +199,15 @@ class PendingStdlibRecord:
         extras = self.extras
         return {key: _attribute_value(value) for key, value in extras.items()} if extras else {}
 
+    def _raised(self) -> tuple[type[BaseException], BaseException | None, TracebackType | None] | None:
+        """The record's exception, if it holds one: `exc_info` on a thread handling none
+        (structlog's async methods log on an executor's) is `(None, None, None)`."""
+        exc_info = self.exc_info
+        return exc_info if exc_info and exc_info[0] is not None else None
+
     def _exception(self) -> tuple[str, str, str]:
-        if self.exc_info and self.exc_info[0] is not None:
-            return encoding.exception_fields(*self.exc_info)
+        if (raised := self._raised()) is not None:
+            return encoding.exception_fields(*raised)
         if self.exc_text:
             return exception_from_text(self.exc_text)
         return encoding.NO_EXCEPTION

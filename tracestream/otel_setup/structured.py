@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.log_utils import std_to_otel
 
+from tracestream.schema import TRACEBACK_HEADER
+
 # A structlog event dict's keys that are not key/values of the event.
 _STRUCTLOG_FIELDS = ("event", "level", "exc_info", "logger", "timestamp", "_record", "_from_structlog")
 _PRIMITIVES = (str, bool, int, float)
@@ -184,7 +186,7 @@ def _traceback_text(stacks: list[Mapping[str, Any]]) -> str:
         )
         value = text_of(stack.get("exc_value", ""))
         last_line = f"{stack['exc_type']}: {value}" if value else stack["exc_type"]
-        parts.append(f"Traceback (most recent call last):\n{frames}{last_line}\n")
+        parts.append(f"{TRACEBACK_HEADER}\n{frames}{last_line}\n")
         shown_was_cause = bool(stack.get("is_cause"))
     return "".join(parts)
 
