@@ -7,6 +7,7 @@ classes and answers from a script, so each test states exactly what the endpoint
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import threading
@@ -190,6 +191,19 @@ def dead_letters(handle: RedisHandle) -> int:
         return int(client.xlen(handle.keys.logs + DEAD_LETTER_SUFFIX))
 
 
+def doctor_says(handle: RedisHandle) -> list[str]:
+    """What `tracestream doctor` says about forwarders."""
+    doctor = subprocess.run(
+        [str(VENV_BIN / "tracestream"), "doctor", "--json"],
+        env=handle.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = [json.loads(line) for line in doctor.stdout.splitlines()]
+    return [f"{f['status']}: {f['detail']}" for f in found if f["check"] == "forwarder"]
+
+
 def partial(rejected: int, message: str) -> Answer:
     response = ExportLogsServiceResponse(
         partial_success=ExportLogsPartialSuccess(rejected_log_records=rejected, error_message=message)
@@ -220,6 +234,11 @@ def test_partial_success_is_counted_and_said_once_per_message(
     assert "5 rejected by the endpoint" in progress.line(1.0)
     assert len(receiver.requests) == 5, "a partial success must not be retried"
     assert dead_letters(stream) == 0
+    said = doctor_says(stream)
+    lost = [line for line in said if "rejected by the endpoint" in line]
+    assert len(lost) == 2 and all(line.startswith("warn: ") for line in lost), said
+    assert f"4 records rejected by the endpoint (OTLP partial success) from {stream.keys.logs!r}" in lost[0]
+    assert f"1 records rejected by the endpoint (OTLP partial success) from {stream.keys.spans!r}" in lost[1]
 
 
 def test_a_redirect_stops_the_forwarder_naming_where_it_points(
@@ -306,6 +325,12 @@ def test_the_dead_letter_cap_says_how_many_it_deleted(
     deleted = DEAD_LETTER_MAX + 300 - dead_letters(stream)
     assert deleted > 0 and progress.dead_letters_dropped == deleted
     assert len(running.said(f"the oldest {deleted} were deleted")) == 1, running.lines
+    said = doctor_says(stream)
+    kept = f"{dead_letters(stream)} entries of {stream.keys.logs!r} kept as dead letters"
+    assert any(line.startswith("warn: " + kept) and "HTTP 400: bad request" in line for line in said), said
+    assert any(
+        f"{deleted} dead letters deleted past the cap from {stream.keys.logs!r}" in line for line in said
+    )
 
 
 def test_an_over_large_batch_is_split_and_a_413_halves_it(

@@ -40,8 +40,8 @@ from tracestream.connection import (
     reply_text,
 )
 from tracestream.otlp_encoding import Encoded, RawEntry, encode_logs, encode_spans
-from tracestream.query import resolve_flat_resources
-from tracestream.schema import StreamKeys
+from tracestream.query import resolve_flat_resources, tolerant_call
+from tracestream.schema import StreamKeys, tolerant_text
 from tracestream.settings import shown_url
 from tracestream.shards import POLL_INTERVAL, shards
 
@@ -49,6 +49,9 @@ DEFAULT_GROUP = "tracestream-forward"
 DEFAULT_ENDPOINT = "http://localhost:4318"
 DEAD_LETTER_SUFFIX = ":forward:dead"
 DEAD_LETTER_MAX = 100_000  # per dead-letter stream, trimmed approximately: about this many newest kept
+# Per stream, a hash of what left it and was lost after all, kept for `tracestream doctor`: records a
+# partial success rejected, dead letters deleted past the cap, and since when (ms).
+LOSS_COUNTS_SUFFIX = ":forward:lost"
 # A batch encoding larger is split: receivers refuse big bodies whole (the Collector past 20 MiB by
 # default, others sooner), and a few more requests cost little. A 413 halves a request further.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -420,6 +423,8 @@ class Forwarder:
         rejected = min(rejected, count)
         setattr(self.progress, signal.counter, getattr(self.progress, signal.counter) + count - rejected)
         self.progress.rejected += rejected
+        if rejected:
+            _count_loss(signal, "rejected", rejected)
         if not (rejected or message) or self._warnings.get(url) == message:
             return
         self._warnings[url] = message
@@ -489,10 +494,20 @@ class Forwarder:
         self._report(f"{len(dead)} {signal.counter} not forwarded ({dead[0][1]}); kept in {stream}")
         if dropped:
             self.progress.dead_letters_dropped += dropped
+            _count_loss(signal, "dead_letters_deleted", dropped)
             self._report(
                 f"{stream} is past its cap of {DEAD_LETTER_MAX:,} dead letters: the oldest {dropped} "
                 f"were deleted; read them out sooner (docs/scale-out.md)"
             )
+
+
+def _count_loss(signal: Signal, kind: str, count: int) -> None:
+    """Losses outlive the forwarder's output: `doctor` reads them until someone deletes the hash."""
+    pipe = signal.client.pipeline(transaction=False)
+    key = signal.stream + LOSS_COUNTS_SUFFIX
+    pipe.hsetnx(key, "since_ms", int(time.time() * 1000))
+    pipe.hincrby(key, kind, count)
+    pipe.execute()
 
 
 def _retryable(status: int) -> bool:
@@ -572,7 +587,7 @@ def _excerpt(body: bytes) -> str:
 
 
 # ---------------------------------------------------------------------------
-# lag, for `tracestream doctor`
+# lag and losses, for `tracestream doctor`
 
 
 @dataclass(frozen=True)
@@ -616,3 +631,55 @@ def forwarder_lag(client: Client, stream: str, group: str = DEFAULT_GROUP) -> li
 
 def _raw(response: Any, **options: Any) -> Any:
     return response
+
+
+@dataclass(frozen=True)
+class ForwardLosses:
+    """What forwarders could not deliver from one stream: kept as dead letters, or lost."""
+
+    stream: str
+    dead_letters: int  # kept in `stream + DEAD_LETTER_SUFFIX`
+    newest_dead_letter: str  # its `forward_error`, "" when none are kept
+    rejected: int  # records a 2xx answer said it dropped
+    dead_letters_deleted: int  # dead letters trimmed past DEAD_LETTER_MAX
+    since_ms: int | None  # when the first rejection or deletion was counted
+
+
+def forward_losses(client: Client, stream: str) -> list[ForwardLosses]:
+    """Per stream of every shard that has any: dead letters kept, and records lost after all."""
+    found = []
+    for shard in shards(client, stream):
+        for key in (shard.keys.logs, shard.keys.spans):
+            pipe = shard.client.pipeline(transaction=False)
+            pipe.xlen(key + DEAD_LETTER_SUFFIX)
+            pipe.hgetall(key + LOSS_COUNTS_SUFFIX)
+            kept, counts = pipe.execute()
+            lost = tolerant_text(counts)
+            if not kept and not lost:
+                continue
+            found.append(
+                ForwardLosses(
+                    stream=key,
+                    dead_letters=int(kept),
+                    newest_dead_letter=_newest_reason(shard.client, key + DEAD_LETTER_SUFFIX) if kept else "",
+                    rejected=_count(lost.get("rejected")),
+                    dead_letters_deleted=_count(lost.get("dead_letters_deleted")),
+                    since_ms=_count(lost.get("since_ms")) or None,
+                )
+            )
+    return found
+
+
+def _newest_reason(client: redis.Redis, dead_letters: str) -> str:
+    """The newest dead letter's reason; its other fields are the entry's, whatever their bytes."""
+    newest = tolerant_text(tolerant_call(client, "XREVRANGE", dead_letters, "+", "-", "COUNT", 1))
+    reason = newest[0][1].get("forward_error", "") if newest else ""
+    return str(reason) or "(no reason kept)"
+
+
+def _count(text: str | None) -> int:
+    """A count as stored; anything else another program left there reads as none."""
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0

@@ -21,7 +21,7 @@ from tracestream.cli.common import Console, add_command, describe_redis_error, p
 from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for, primaries
 from tracestream.disk_spool import backlogs, dead_letters, describe, spool_base
 from tracestream.export_status import read_statuses
-from tracestream.forwarder import forwarder_lag
+from tracestream.forwarder import DEAD_LETTER_SUFFIX, LOSS_COUNTS_SUFFIX, forward_losses, forwarder_lag
 from tracestream.query.replies import tolerant_call
 from tracestream.settings import ConfigError, Settings, shown_url
 from tracestream.shards import Shard, shards
@@ -85,6 +85,7 @@ def diagnose(redis_url: str | None, stream: str | None, cluster: bool | None = N
                 findings += _server(server)
             findings += _streams(client, config)
             findings += _forwarders(client, config)
+            findings += _forward_losses(client, config)
             findings += _alert_deliveries(client, config)
         except CLUSTER_ERRORS as error:
             findings.append(Finding("redis", "fail", describe_redis_error(error)))
@@ -311,4 +312,36 @@ def _forwarders(client: Client, config: Settings) -> list[Finding]:
         if behind:
             detail += "; is the endpoint refusing, or are too few forwarders running?"
         findings.append(Finding("forwarder", "warn" if behind else "ok", detail))
+    return findings
+
+
+def _forward_losses(client: Client, config: Settings) -> list[Finding]:
+    """What forwarders could not deliver: dead letters waiting for a person, and records lost."""
+    findings = []
+    for losses in forward_losses(client, config.stream):
+        if losses.dead_letters:
+            findings.append(
+                Finding(
+                    "forwarder",
+                    "warn",
+                    f"{losses.dead_letters} entries of {losses.stream!r} kept as dead letters in "
+                    f"{losses.stream + DEAD_LETTER_SUFFIX!r}, the newest for: {losses.newest_dead_letter}; "
+                    "read them out and delete them (docs/scale-out.md)",
+                )
+            )
+        lost = []
+        if losses.rejected:
+            lost.append(f"{losses.rejected} records rejected by the endpoint (OTLP partial success)")
+        if losses.dead_letters_deleted:
+            lost.append(f"{losses.dead_letters_deleted} dead letters deleted past the cap")
+        if lost:
+            since = f" since {iso_utc(losses.since_ms * 1_000_000)}" if losses.since_ms else ""
+            findings.append(
+                Finding(
+                    "forwarder",
+                    "warn",
+                    f"{' and '.join(lost)} from {losses.stream!r}{since}: not forwarded; "
+                    f"`DEL {losses.stream + LOSS_COUNTS_SUFFIX}` resets this count",
+                )
+            )
     return findings
