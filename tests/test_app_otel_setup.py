@@ -55,7 +55,7 @@ with trace.get_tracer("checkout").start_as_current_span("checkout"):
     with trace.get_tracer("checkout").start_as_current_span("charge"):
         pass
 """
-CONFIGURE_FIRST = "import tracestream\ntracestream.configure()\n"
+CONFIGURE = "import tracestream\ntracestream.configure()\n"
 JOINED = (
     "tracestream: WARNING the app set a TracerProvider after tracestream's, and OpenTelemetry keeps the first"
 )
@@ -68,7 +68,7 @@ def _run(code: str, stream: RedisHandle, launcher: bool, **extra: str) -> subpro
         OTEL_TRACES_EXPORTER="redis_stream",
         **extra,
     )
-    done = run_python_process(code if launcher else CONFIGURE_FIRST + code, env, launcher=launcher)
+    done = run_python_process(code if launcher else CONFIGURE + code, env, launcher=launcher)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -126,3 +126,130 @@ def test_sentrys_otel_recipe_under_the_stable_http_names_is_told_to_keep_both(st
         "; SentrySpanProcessor knows Sentry's own uploads by http.url, which the stable HTTP names "
         "leave out: set OTEL_SEMCONV_STABILITY_OPT_IN=http/dup, or each upload becomes a transaction"
     )
+
+
+# opentelemetry-python's docs/examples/logs/example.py, with the console exporter its README
+# shows in place of OTLP; `{configure_after}` marks where an app calls configure() after it.
+OTEL_LOGS_EXAMPLE = """
+import logging
+
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
+from opentelemetry.sdk.resources import Resource
+
+logger_provider = LoggerProvider(
+    resource=Resource.create({"service.name": "shoppingcart", "service.instance.id": "instance-12"}),
+)
+set_logger_provider(logger_provider)
+
+exporter = ConsoleLogRecordExporter()
+logger_provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+handler = LoggingHandler(level=logging.NOTSET, logger_provider=logger_provider)
+
+# Set the root logger level to NOTSET to ensure all messages are captured
+logging.getLogger().setLevel(logging.NOTSET)
+
+# Attach OTLP handler to root logger
+logging.getLogger().addHandler(handler)
+{configure_after}
+logger1 = logging.getLogger("myapp.area1")
+logger2 = logging.getLogger("myapp.area2")
+
+logger1.debug("Quick zephyrs blow, vexing daft Jim.")
+logger1.info("How quickly daft jumping zebras vex.")
+logger2.warning("Jail zesty vixen who grabbed pay from quack.")
+logger2.error("The five boxing wizards jump quickly.")
+
+logger_provider.force_flush()
+"""
+LOGS_EXAMPLE_LINES = [
+    "Quick zephyrs blow, vexing daft Jim.",
+    "How quickly daft jumping zebras vex.",
+    "Jail zesty vixen who grabbed pay from quack.",
+    "The five boxing wizards jump quickly.",
+]
+
+
+@pytest.mark.parametrize("order", ["configure-first", "configure-after"])
+def test_the_otel_docs_logs_example_keeps_its_own_export_beside_ours(stream: RedisHandle, order: str) -> None:
+    """The app's handler feeds the app's exporter as without us; the stream gets each record once,
+    from INFO (tracestream's level) up, and the app's handler keeps lastResort quiet as before."""
+    if order == "configure-after":
+        code = OTEL_LOGS_EXAMPLE.replace("{configure_after}", CONFIGURE)
+        done = run_python_process(code, stream.env(OTEL_SERVICE_NAME="app"))
+        assert done.returncode == 0, done.stderr
+    else:
+        done = _run(OTEL_LOGS_EXAMPLE.replace("{configure_after}", ""), stream, launcher=False)
+    exported = [line for line in done.stdout.splitlines() if '"body": ' in line]
+    assert [line.split('"body": ')[1].strip().strip('",') for line in exported] == LOGS_EXAMPLE_LINES
+    wanted = LOGS_EXAMPLE_LINES[1:]
+    wait_for(lambda: sorted(e.body for e in stream.logs()) == sorted(wanted), what="each record once")
+    assert not [line for line in LOGS_EXAMPLE_LINES if line in done.stderr], done.stderr
+    assert "Overriding of current LoggerProvider" not in done.stderr
+    joined = "tracestream: WARNING the app set a LoggerProvider after tracestream's"
+    assert done.stderr.count(joined) == (order == "configure-first"), done.stderr
+
+
+def test_a_logging_handler_on_tracestreams_provider_adds_no_second_copy(stream: RedisHandle) -> None:
+    """`LoggingHandler()` binds to the global provider, ours: what it bridges is what the capture took."""
+    code = (
+        "import logging\n"
+        "from opentelemetry.sdk._logs import LoggingHandler\n"
+        "logging.getLogger().addHandler(LoggingHandler(level=logging.NOTSET))\n"
+        "logging.getLogger('app').warning('only once please')\n"
+        "logging.getLogger('app').debug('below our level')\n"
+    )
+    _run(code, stream, launcher=False)
+    wait_for(lambda: [e.body for e in stream.logs()] == ["only once please"], what="the record")
+    assert [e.body for e in stream.logs()] == ["only once please"]
+
+
+def test_an_app_logger_provider_set_after_ours_gets_what_its_handler_bridges(stream: RedisHandle) -> None:
+    """OpenTelemetry keeps our provider: the app's processors join it, so a handler bound to the
+    global provider still feeds the app's exporter, and one line says so."""
+    code = (
+        "import logging\n"
+        "from opentelemetry._logs import get_logger_provider, set_logger_provider\n"
+        "from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler\n"
+        "from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, SimpleLogRecordProcessor\n"
+        "provider = LoggerProvider()\n"
+        "provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleLogRecordExporter(\n"
+        "    formatter=lambda record: f'exported: {record.log_record.body}\\n')))\n"
+        "set_logger_provider(provider)\n"
+        "logging.getLogger().addHandler(LoggingHandler(logger_provider=get_logger_provider()))\n"
+        "logging.getLogger('app').warning('hello from the app')\n"
+    )
+    done = _run(code, stream, launcher=False)
+    assert done.stdout.splitlines() == ["exported: hello from the app"], done.stdout
+    wait_for(lambda: [e.body for e in stream.logs()] == ["hello from the app"], what="the record, once")
+    line = (
+        "tracestream: WARNING the app set a LoggerProvider after tracestream's, and OpenTelemetry keeps "
+        "the first: its log record processors (SimpleLogRecordProcessor) get what is emitted through "
+        "tracestream's instead; its resource is not used"
+    )
+    assert done.stderr.count(line) == 1, done.stderr
+
+
+def test_the_app_shutting_its_providers_down_leaves_tracestreams_part_running(stream: RedisHandle) -> None:
+    """Joined, our processors sit in the app's providers; the app's `shutdown()` flushes them, and
+    what the process records afterwards still reaches the stream (tracestream closes at exit)."""
+    code = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        + OTEL_LOGS_EXAMPLE.replace("{configure_after}", CONFIGURE)
+        + "logger_provider.shutdown()\n"
+        "trace.get_tracer_provider().shutdown()\n"
+        "with trace.get_tracer('app').start_as_current_span('after-shutdown'):\n"
+        "    logging.getLogger('myapp').warning('logged after the app shut its providers down')\n"
+    )
+    done = run_python_process(code, stream.env(OTEL_SERVICE_NAME="app"))
+    assert done.returncode == 0, done.stderr
+    [record] = wait_for(
+        lambda: [e for e in stream.logs() if e.body == "logged after the app shut its providers down"],
+        what="the record logged after the app's shutdown",
+    )
+    [span] = wait_for(lambda: [s for s in stream.spans() if s.name == "after-shutdown"], what="the span")
+    assert record.span_id == span.span_id
+    assert "tracestream:" not in done.stderr, done.stderr

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 from opentelemetry import propagate, trace
+from opentelemetry._logs import _internal as logs_api
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from tracestream._internal_log import internal_logger
 
-__all__ = ["check_propagator", "join_later_tracer_providers", "uninstall"]
+__all__ = ["check_propagator", "join_later_logger_providers", "join_later_tracer_providers", "uninstall"]
 
 _set_tracer_provider = trace.set_tracer_provider
+# What `set_logger_provider` calls, whatever name the app imported it under and when.
+_set_logger_provider = logs_api._set_logger_provider
 _lock = threading.Lock()
 _checked_propagator: object = None
 
@@ -78,8 +83,48 @@ def _old_names_needed(processor_names: list[str]) -> str:
     return ""
 
 
+def join_later_logger_providers(ours: LoggerProvider) -> None:
+    """A logger provider the app sets after `ours` lends `ours` its log record processors: what an
+    OTel `LoggingHandler()` or logger of the app emits through the global provider reaches them.
+    (The stdlib records the capture takes go to tracestream's exporters, not to these.)"""
+
+    def set_logger_provider(logger_provider: Any, log: bool) -> None:
+        refused = log and logs_api.get_logger_provider() is ours and logger_provider is not ours
+        processors = _log_record_processors_of(logger_provider) if refused else None
+        if processors is None:
+            _set_logger_provider(logger_provider, log)  # OpenTelemetry's own answer
+            return
+        for processor in processors:
+            ours.add_log_record_processor(processor)
+        add_to_theirs = logger_provider.add_log_record_processor
+
+        def add_to_both(log_record_processor: LogRecordProcessor) -> None:
+            add_to_theirs(log_record_processor)
+            ours.add_log_record_processor(log_record_processor)
+
+        logger_provider.add_log_record_processor = add_to_both
+        internal_logger.warning(
+            "the app set a LoggerProvider after tracestream's, and OpenTelemetry keeps the first: its log "
+            "record processors (%s) get what is emitted through tracestream's instead; its resource is "
+            "not used",
+            ", ".join(type(processor).__name__ for processor in processors) or "none yet",
+        )
+
+    logs_api._set_logger_provider = set_logger_provider
+
+
+def _log_record_processors_of(provider: object) -> tuple[LogRecordProcessor, ...] | None:
+    """An SDK provider's processors (held privately by the SDK); None for any other."""
+    if not isinstance(provider, LoggerProvider):
+        return None
+    multi = getattr(provider, "_multi_log_record_processor", None)
+    processors = getattr(multi, "_log_record_processors", None)
+    return processors if isinstance(processors, tuple) else None
+
+
 def uninstall() -> None:
     trace.set_tracer_provider = _set_tracer_provider
+    logs_api._set_logger_provider = _set_logger_provider
 
 
 def check_propagator() -> None:

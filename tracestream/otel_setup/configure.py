@@ -23,6 +23,7 @@ from tracestream.forks import renew_in_child
 from tracestream.integrations import install_all
 from tracestream.otel_setup import app_overrides, log_capture, shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
+from tracestream.otel_setup.otel_handlers import is_otel_logging_handler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.otel_setup.resource import build_resource, process_resource
 from tracestream.otel_setup.telemetry import Telemetry, installed, remember
@@ -111,18 +112,21 @@ def _install(settings: Settings) -> Telemetry:
 
     # Our logger provider holds the resource our records carry, whoever provides the OTel API.
     logger_provider = LoggerProvider(resource=resource)
-    if joining:
-        from_environment.step_aside()
+    if joining and from_environment.step_aside() and api_logs is not None:
+        _retire_configurators_handlers(api_logs)
     tracer_provider = api_traces or TracerProvider(resource=resource)
     if api_traces is None:
         trace.set_tracer_provider(tracer_provider)
     app_overrides.join_later_tracer_providers(tracer_provider)
     for span_processor in span_processors:
+        span_processor.joined = api_traces is not None
         tracer_provider.add_span_processor(span_processor)
     for log_processor in redis_log_processors if api_logs else log_processors:
+        log_processor.joined = api_logs is not None
         (api_logs or logger_provider).add_log_record_processor(log_processor)
     if api_logs is None:
         _logs.set_logger_provider(logger_provider)
+        app_overrides.join_later_logger_providers(logger_provider)
     _follow_forks(logger_provider, *(() if api_traces else (tracer_provider,)))
 
     handler = OTelHandler(logger_provider, log_processors, settings.log_level)
@@ -221,20 +225,18 @@ def _follow_forks(*providers: TracerProvider | LoggerProvider) -> None:
     renew_in_child(update_pid)
 
 
-def _capture_logging(handler: OTelHandler, settings: Settings) -> None:
-    """Every stdlib record from now on, whatever the app's handler tree (see log_capture).
-
-    An OTel logging handler already on root would bridge every record a second time.
-    """
+def _retire_configurators_handlers(provider: LoggerProvider) -> None:
+    """Another configurator built `provider` from the same `OTEL_LOGS_EXPORTER` (it built our
+    exporters too) and put a handler for it on root: the capture now feeds every exporter that
+    names, scrubbed, so that handler would send each record a second time."""
     root = logging.getLogger()
-    for existing in list(root.handlers):
-        if _is_otel_handler(existing):
-            root.removeHandler(existing)
+    for handler in list(root.handlers):
+        if is_otel_logging_handler(handler) and getattr(handler, "_logger_provider", None) is provider:
+            root.removeHandler(handler)
+
+
+def _capture_logging(handler: OTelHandler, settings: Settings) -> None:
+    """Every stdlib record from now on, whatever the app's handler tree (see log_capture)."""
     log_capture.install(log_capture.LogCapture(handler, settings.log_level, settings.log_exclude))
     # opentelemetry-instrumentation-logging reads this when it instruments later.
     os.environ["OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION"] = "false"
-
-
-def _is_otel_handler(handler: logging.Handler) -> bool:
-    cls = type(handler)
-    return cls.__name__ == "LoggingHandler" and cls.__module__.startswith("opentelemetry")

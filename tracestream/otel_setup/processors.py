@@ -19,6 +19,7 @@ from tracestream.disk_spool import Spool
 from tracestream.export_status import register_metrics
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.otel_setup.app_overrides import check_propagator
+from tracestream.otel_setup.otel_handlers import emitted_by_an_otel_logging_handler
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.otel_setup.sampling import TraceLogGate, release_trace, sample_ratio
 from tracestream.settings import SAMPLE_WEIGHT, BatchSettings
@@ -129,6 +130,7 @@ class StreamLogProcessor(LogRecordProcessor):
         # Our Redis exporter encodes captured records directly, skipping the OTel objects.
         self.queue: BatchQueue[LogItem] = _queue("logs", exporter, batch, self._export_readable)
         self._shutdown_timeout = shutdown_timeout
+        self.joined = False  # set when added to a provider another setup made (see `shutdown`)
         self.gate: TraceLogGate[LogItem] | None = None
         if follow_trace:
             self.gate = TraceLogGate(self.queue.put, _weigh, _tracer_sample_ratio)
@@ -139,6 +141,8 @@ class StreamLogProcessor(LogRecordProcessor):
         return self.exporter.export(records) is LogRecordExportResult.SUCCESS
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        if emitted_by_an_otel_logging_handler():
+            return  # a stdlib record: the capture has decided on it
         gate = self.gate
         if gate is None:
             self.queue.put(log_record)
@@ -167,6 +171,14 @@ class StreamLogProcessor(LogRecordProcessor):
         self.queue.wake()
 
     def shutdown(self) -> None:
+        """From a provider another setup made, when that setup shuts it down: the queue also
+        takes the capture's records, so it is flushed and stays open until tracestream's exit."""
+        if self.joined:
+            self.queue.flush(self._shutdown_timeout)
+        else:
+            self.close()
+
+    def close(self) -> None:
         _shut_down(self.queue, self.exporter, self._shutdown_timeout)
 
 
@@ -177,6 +189,7 @@ class StreamSpanProcessor(SpanProcessor):
         self.exporter = exporter
         self.queue: BatchQueue[ReadableSpan] = _queue("spans", exporter, batch, self._export)
         self._shutdown_timeout = shutdown_timeout
+        self.joined = False  # set when added to a provider another setup made (see `shutdown`)
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:
         return self.exporter.export(batch) is SpanExportResult.SUCCESS
@@ -197,4 +210,12 @@ class StreamSpanProcessor(SpanProcessor):
         return self.queue.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
+        """From a provider another setup made, when that setup shuts it down: flushed, and kept
+        open until tracestream's exit, since the process may go on making spans."""
+        if self.joined:
+            self.queue.flush(self._shutdown_timeout)
+        else:
+            self.close()
+
+    def close(self) -> None:
         _shut_down(self.queue, self.exporter, self._shutdown_timeout)

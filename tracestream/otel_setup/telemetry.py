@@ -44,9 +44,9 @@ class Telemetry:
             self.logger_provider.shutdown()
             return
         for span_processor in self.span_processors:
-            span_processor.shutdown()
+            span_processor.close()
         for log_processor in self.log_processors:
-            log_processor.shutdown()
+            log_processor.close()
 
 
 def installed() -> Telemetry | None:
