@@ -47,6 +47,26 @@ def test_records_carry_trace_ids_and_resource(stream: RedisHandle) -> None:
     assert spans[0].name == "checkout" and spans[0].trace_id == out["trace_id"]
 
 
+def test_an_environment_set_as_deployment_environment_name_gets_no_default_beside_it(
+    stream: RedisHandle,
+) -> None:
+    """Since semantic conventions 1.27 the environment is `deployment.environment.name`: a
+    `deployment.environment` of `development` next to it would contradict the user."""
+    attributes = "deployment.environment.name=production,service.version=2.3.1"
+    _run(stream, "--configure", "1", OTEL_RESOURCE_ATTRIBUTES=attributes)
+    resource = wait_for(stream.logs, what="the records")[0].resource
+    assert resource["deployment.environment.name"] == "production"
+    assert "deployment.environment" not in resource
+    assert resource["service.version"] == "2.3.1"
+
+
+def test_without_an_environment_the_resource_says_development(stream: RedisHandle) -> None:
+    _run(stream, "--configure", "1", OTEL_RESOURCE_ATTRIBUTES="")
+    resource = wait_for(stream.logs, what="the records")[0].resource
+    assert (resource["deployment.environment"], resource["service.version"]) == ("development", "unknown")
+    assert "deployment.environment.name" not in resource
+
+
 def test_configure_twice_and_upstream_logging_instrumentor_give_no_duplicates(stream: RedisHandle) -> None:
     out = _run(stream, "--configure", "2", "--instrument-logging")
     assert out["root_handlers"] == []  # nothing added to the app's handler tree

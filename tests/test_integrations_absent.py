@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from tests.otlp_receiver import OtlpReceiver
 from tests.reduced_env import environment_without
 from tests.seeded_records import RecordWriter
 from tests.support import ROOT, RedisHandle, wait_for
 
+REQUESTS_WITHOUT_CONTRIB = (
+    "tracestream: WARNING requests is in use but opentelemetry-instrumentation-requests is not "
+    "installed: no requests integration (pip install 'tracestream[clients]' adds it)"
+)
 APP = """
 import logging, tracestream
 telemetry = tracestream.configure()
@@ -26,12 +34,102 @@ def test_an_absent_contrib_instrumentation_is_one_line(stream: RedisHandle, tmp_
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "ERROR" not in done.stderr
     notes = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
-    assert notes == [
-        "tracestream: WARNING requests is in use but opentelemetry-instrumentation-requests is not "
-        "installed: no requests integration (pip install 'tracestream[clients]' adds it)"
-    ]
+    assert notes == [REQUESTS_WITHOUT_CONTRIB]
     assert "still here" in done.stderr  # the app's own warning, through logging.lastResort
     wait_for(lambda: [e for e in stream.logs() if e.body == "still here"], what="the app's record")
+
+
+@pytest.fixture(scope="module")
+def without_requests_contrib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return environment_without(tmp_path_factory.mktemp("venv"), "opentelemetry-instrumentation-requests")
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+# OpenTelemetry's OTLP/HTTP exporter sends with requests, so it imports it: the app need not.
+FANNED_OUT = """
+import logging, sys, tracestream
+both = "redis_stream,otlp"
+telemetry = tracestream.configure(logs_exporter=both, traces_exporter=both)
+logging.getLogger("app").warning("sent both ways")
+telemetry.force_flush()
+print("requests" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("app", "notes"),
+    [
+        (FANNED_OUT, []),
+        ("import requests\n" + FANNED_OUT, [REQUESTS_WITHOUT_CONTRIB]),
+        (FANNED_OUT + "import requests\n", [REQUESTS_WITHOUT_CONTRIB]),
+        (FANNED_OUT + "from requests import Session\n", [REQUESTS_WITHOUT_CONTRIB]),
+    ],
+    ids=["the exporter's only", "the app's first", "the app's after the exporter's", "the app's Session"],
+)
+def test_requests_is_in_use_when_the_app_imports_it_not_when_the_otlp_exporter_does(
+    without_requests_contrib: Path,
+    receiver: OtlpReceiver,
+    stream: RedisHandle,
+    app: str,
+    notes: list[str],
+) -> None:
+    env = stream.env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+    done = subprocess.run(
+        [str(without_requests_contrib), "-c", app],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["True"]  # the exporter had imported requests
+    assert [line for line in done.stderr.splitlines() if line.startswith("tracestream:")] == notes
+    wait_for(
+        lambda: [r for r in receiver.logs if r.record.body.string_value == "sent both ways"], what="OTLP"
+    )
+
+
+LAUNCHER = "from opentelemetry.instrumentation.auto_instrumentation import run; run()"
+
+
+@pytest.mark.parametrize(
+    ("app", "notes"),
+    [("", []), ("import requests", [REQUESTS_WITHOUT_CONTRIB])],
+    ids=["the exporter's only", "the app's too"],
+)
+def test_under_the_launcher_the_otlp_exporters_requests_is_not_the_apps(
+    without_requests_contrib: Path, receiver: OtlpReceiver, stream: RedisHandle, app: str, notes: list[str]
+) -> None:
+    """`opentelemetry-instrument`, as its script runs it, in the environment without the contrib."""
+    env = stream.env(
+        OTEL_SERVICE_NAME="launched",
+        OTEL_LOGS_EXPORTER="otlp,redis_stream",
+        OTEL_TRACES_EXPORTER="otlp,redis_stream",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+    )
+    code = f"{app}\nimport logging; logging.getLogger('launched').warning('launched both ways')"
+    python = str(without_requests_contrib)
+    done = subprocess.run(
+        [python, "-c", LAUNCHER, python, "-c", code],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("tracestream:")] == notes
+    wait_for(lambda: [e for e in stream.logs() if e.body == "launched both ways"], what="the record in Redis")
+    wait_for(
+        lambda: [r for r in receiver.logs if r.record.body.string_value == "launched both ways"], what="OTLP"
+    )
 
 
 CLI = "import sys; from tracestream.cli import main; sys.exit(main(sys.argv[1:]))"

@@ -6,7 +6,10 @@ and task records inside their trace, trace headers, and a flush where Celery chi
 end with `os._exit`.
 
 An integration installs when its library is imported (at once if it already is), so a
-process pays nothing for frameworks it has installed but never uses.
+process pays nothing for frameworks it has installed but never uses. A library is in use
+only when the app imports it: OpenTelemetry's OTLP/HTTP exporter imports requests for
+itself, so a missing contrib instrumentation is named only once the app's own code holds
+the library, at the latest as the process ends.
 `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS` (the launcher's variable) turns any of them off.
 """
 
@@ -17,13 +20,15 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib import import_module
 from importlib.util import find_spec
-from types import ModuleType
+from types import FrameType, FunctionType, ModuleType
 
 import wrapt
 
 from tracestream._internal_log import internal_logger
+from tracestream.otel_setup.shutdown import before_closing
 from tracestream.otel_setup.telemetry import Telemetry
 from tracestream.settings import metrics_exporter_names
 
@@ -109,6 +114,7 @@ class _Installer:
         self.telemetry = telemetry
         self.integration = integration
         self._started = False
+        self._said_contrib_is_missing = False
 
     def register(self) -> None:
         wrapt.register_post_import_hook(self._on_import, self.integration.library)
@@ -122,32 +128,44 @@ class _Installer:
         # The contrib module's own hook fires once its code has run, still flagged as initialising.
         if module.__name__ != integration.contrib and _initializing(integration.contrib):
             return
+        install = partial(self._install, _imported_by_app())  # only the stack, now, tells who imported it
         with _lock:
             if self._started:
                 return
             self._started = True
             if _deferred is not None:
-                _deferred.append(self._install)
+                _deferred.append(install)
                 return
-        self._install()
+        install()
 
-    def _install(self) -> None:
+    def _install(self, imported_by_app: bool) -> None:
         integration = self.integration
         if find_spec_quietly(integration.contrib) is None:
-            internal_logger.warning(
-                "%s is in use but %s is not installed: no %s integration "
-                "(pip install 'tracestream[%s]' adds it)",
-                integration.library,
-                integration.contrib.replace(".", "-"),
-                integration.name,
-                integration.extra,
-            )
+            if imported_by_app or _held_by_app(integration.library):
+                self._say_contrib_is_missing()
+            else:  # OpenTelemetry's OTLP exporter imports requests: the app may import it too, later
+                before_closing(self._say_contrib_is_missing_if_held_by_app)
             return
         try:
             module = import_module(f"tracestream.integrations.{integration.module}")
             module.install(self.telemetry, integration.name)
         except Exception as error:  # a broken integration must not cost the process its telemetry
             internal_logger.warning("the %s integration failed to install: %r", integration.name, error)
+
+    def _say_contrib_is_missing_if_held_by_app(self) -> None:
+        if not self._said_contrib_is_missing and _held_by_app(self.integration.library):
+            self._say_contrib_is_missing()
+
+    def _say_contrib_is_missing(self) -> None:
+        integration = self.integration
+        self._said_contrib_is_missing = True
+        internal_logger.warning(
+            "%s is in use but %s is not installed: no %s integration (pip install 'tracestream[%s]' adds it)",
+            integration.library,
+            integration.contrib.replace(".", "-"),
+            integration.name,
+            integration.extra,
+        )
 
 
 def find_spec_quietly(name: str) -> object | None:
@@ -161,3 +179,50 @@ def _initializing(name: str) -> bool:
     module = sys.modules.get(name)
     spec = getattr(module, "__spec__", None)
     return module is not None and bool(getattr(spec, "_initializing", False))
+
+
+# What runs an import for the code that asked for it: the importer is the first frame outside.
+_IMPORT_MACHINERY = ("importlib", "wrapt", __name__)
+# Code whose use of a library is not the app's: OpenTelemetry's OTLP exporter sends with requests.
+_NOT_THE_APP = ("opentelemetry", "tracestream")
+
+
+def _imported_by_app() -> bool:
+    """Whether the import whose hook is running was made by the app (or a library it uses).
+
+    Not when the library was imported before our hook was registered: the hook then runs at
+    once, called from our own code, and only what holds the library can tell (`_held_by_app`).
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and _within(frame.f_globals.get("__name__"), _IMPORT_MACHINERY):
+        frame = frame.f_back
+    return frame is not None and not _within(frame.f_globals.get("__name__"), _NOT_THE_APP)
+
+
+def _held_by_app(library: str) -> bool:
+    """Whether a module other than the library's, OpenTelemetry's and ours holds, as a global,
+    one of the library's modules, classes or functions, or an instance of one of its classes
+    (`import requests`, `from requests import Session`, `session = requests.Session()`).
+
+    Only identities and types are compared: no attribute of the app's objects is read.
+    """
+    modules = [(name, module) for name, module in list(sys.modules.items()) if isinstance(module, ModuleType)]
+    # By the module's own name: requests files urllib3's and idna's modules under its name too.
+    libraries = [module for _, module in modules if _within(vars(module).get("__name__"), (library,))]
+    own = {id(module) for module in libraries}
+    for module in libraries:
+        for value in list(vars(module).values()):
+            if isinstance(value, (type, FunctionType)) and _within(value.__module__, (library,)):
+                own.add(id(value))
+    for name, module in modules:
+        if _within(name, (library, *_NOT_THE_APP)):
+            continue
+        if any(id(value) in own or id(type(value)) in own for value in list(vars(module).values())):
+            return True
+    return False
+
+
+def _within(name: object, packages: tuple[str, ...]) -> bool:
+    return isinstance(name, str) and any(
+        name == package or name.startswith(f"{package}.") for package in packages
+    )

@@ -9,7 +9,12 @@ from opentelemetry.sdk.resources import Resource
 
 from tracestream.settings import Settings
 
-_DEFAULTS = {"service.version": "unknown", "deployment.environment": "development"}
+# Each default goes under the first of its keys unless the user set any of them: the semantic
+# conventions name the environment `deployment.environment.name` since 1.27.
+_DEFAULTS = (
+    (("service.version",), "unknown"),
+    (("deployment.environment", "deployment.environment.name"), "development"),
+)
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -22,7 +27,9 @@ def build_resource(settings: Settings) -> Resource:
         "process.pid": os.getpid(),
     }
     resource = Resource.create({key: value for key, value in explicit.items() if value is not None})
-    missing = {key: value for key, value in _DEFAULTS.items() if key not in resource.attributes}
+    missing = {
+        keys[0]: value for keys, value in _DEFAULTS if not any(key in resource.attributes for key in keys)
+    }
     return resource.merge(Resource(missing)) if missing else resource
 
 
