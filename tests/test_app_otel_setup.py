@@ -253,3 +253,58 @@ def test_the_app_shutting_its_providers_down_leaves_tracestreams_part_running(st
     [span] = wait_for(lambda: [s for s in stream.spans() if s.name == "after-shutdown"], what="the span")
     assert record.span_id == span.span_id
     assert "tracestream:" not in done.stderr, done.stderr
+
+
+# The OpenTelemetry docs' manual setup with a console exporter, then an httpx call; `{before}`
+# is where the app may have imported httpx already, whose instrumentation read the HTTP names.
+APP_EXPORTER_AND_HTTPX = """
+import http.server, threading
+{before}
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, ConsoleSpanExporter
+
+server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+trace.set_tracer_provider(provider)
+import httpx
+httpx.get(f"http://127.0.0.1:{server.server_port}/")
+server.shutdown()
+"""
+
+
+@pytest.mark.parametrize("contrib_read_the_names", [False, True], ids=["before-contrib", "after-contrib"])
+def test_an_app_exporter_joined_later_gets_contribs_default_http_names_or_is_told(
+    stream: RedisHandle, contrib_read_the_names: bool
+) -> None:
+    """Alone, tracestream has contrib use the stable HTTP names; an exporter of the app's that
+    joins before contrib reads them gets contrib's default, and after, one line says how to
+    keep both."""
+    before = "import httpx" if contrib_read_the_names else ""
+    done = _run(APP_EXPORTER_AND_HTTPX.replace("{before}", before), stream, launcher=False)
+    client_spans = [
+        chunk for chunk in done.stdout.split('"name": ')[1:] if '"kind": "SpanKind.CLIENT"' in chunk
+    ]
+    assert len(client_spans) == 1, done.stdout
+    line = [line for line in done.stderr.splitlines() if line.startswith(JOINED)]
+    assert len(line) == 1, done.stderr
+    if contrib_read_the_names:
+        assert '"http.request.method": "GET"' in client_spans[0]
+        assert line[0].endswith("set it to http/dup to keep contrib's default names as well"), line
+    else:
+        assert '"http.method": "GET"' in client_spans[0] and "http.request.method" not in client_spans[0]
+        assert "http/dup" not in line[0], line
+
+
+def test_an_app_provider_with_its_own_exporter_before_ours_keeps_contribs_default_http_names(
+    stream: RedisHandle,
+) -> None:
+    code = APP_EXPORTER_AND_HTTPX.replace("{before}", "").replace(
+        "trace.set_tracer_provider(provider)\n", "trace.set_tracer_provider(provider)\n" + CONFIGURE
+    )
+    done = run_python_process(code, stream.env(OTEL_SERVICE_NAME="app"))
+    assert done.returncode == 0, done.stderr
+    assert '"http.method": "GET"' in done.stdout and "http.request.method" not in done.stdout, done.stdout
+    wait_for(lambda: [s for s in stream.spans() if s.kind == "CLIENT"], what="our copy of the span")

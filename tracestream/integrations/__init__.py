@@ -28,6 +28,9 @@ from types import FrameType, FunctionType, ModuleType
 import wrapt
 
 from tracestream._internal_log import internal_logger
+from tracestream.exporters.from_environment import EnvironmentSpanExporter
+from tracestream.otel_setup.app_overrides import span_processors_of
+from tracestream.otel_setup.http_names import choose_stable_names
 from tracestream.otel_setup.shutdown import before_closing
 from tracestream.otel_setup.telemetry import Telemetry
 from tracestream.settings import metrics_exporter_names
@@ -59,17 +62,23 @@ def disabled() -> set[str]:
     return {name.strip() for name in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
 
 
-# The stable HTTP conventions alone (contrib's default is the old ones): fewer attributes to build
-# per server span, named as our request records are. Contrib reads it at its first instrument().
-SEMCONV_DEFAULT = ("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-
-
 def _choose_http_conventions(telemetry: Telemetry) -> None:
-    """Only where tracestream alone reads span attributes and no metrics go out: a console or
-    OTLP exporter's readers, and HTTP metrics' names, keep contrib's default."""
-    only_ours = set(telemetry.settings.traces_exporter) <= {"redis_stream"}
-    if only_ours and not metrics_exporter_names():
-        os.environ.setdefault(*SEMCONV_DEFAULT)
+    """The stable HTTP names (contrib's default is the old ones: fewer attributes to build per
+    server span, named as our request records are) only where tracestream alone reads span
+    attributes and no metrics go out: a console or OTLP exporter, a span processor of the app's
+    provider we joined, and HTTP metrics' names keep contrib's default."""
+    if _spans_read_only_by_us(telemetry) and not metrics_exporter_names():
+        choose_stable_names()
+
+
+def _spans_read_only_by_us(telemetry: Telemetry) -> bool:
+    if not set(telemetry.settings.traces_exporter) <= {"redis_stream"}:
+        return False
+    ours = set(telemetry.span_processors)
+    return all(
+        processor in ours or isinstance(getattr(processor, "span_exporter", None), EnvironmentSpanExporter)
+        for processor in span_processors_of(telemetry.tracer_provider) or ()
+    )
 
 
 def install_all(telemetry: Telemetry) -> None:

@@ -28,8 +28,15 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from tracestream._internal_log import internal_logger
+from tracestream.otel_setup.http_names import give_back_default_names
 
-__all__ = ["check_propagator", "join_later_logger_providers", "join_later_tracer_providers", "uninstall"]
+__all__ = [
+    "check_propagator",
+    "join_later_logger_providers",
+    "join_later_tracer_providers",
+    "span_processors_of",
+    "uninstall",
+]
 
 _set_tracer_provider = trace.set_tracer_provider
 # What `set_logger_provider` calls, whatever name the app imported it under and when.
@@ -43,7 +50,7 @@ def join_later_tracer_providers(ours: TracerProvider) -> None:
 
     def set_tracer_provider(tracer_provider: trace.TracerProvider) -> None:
         refused = trace.get_tracer_provider() is ours and tracer_provider is not ours
-        processors = _span_processors_of(tracer_provider) if refused else None
+        processors = span_processors_of(tracer_provider) if refused else None
         if processors is None or not isinstance(tracer_provider, TracerProvider):
             _set_tracer_provider(tracer_provider)  # OpenTelemetry's own answer
             return
@@ -61,26 +68,16 @@ def join_later_tracer_providers(ours: TracerProvider) -> None:
             "the app set a TracerProvider after tracestream's, and OpenTelemetry keeps the first: its span "
             "processors (%s) get tracestream's spans instead; its sampler and resource are not used%s",
             ", ".join(names) or "none yet",
-            _old_names_needed(names),
+            give_back_default_names(names),
         )
 
     trace.set_tracer_provider = set_tracer_provider
 
 
-def _span_processors_of(provider: trace.TracerProvider) -> tuple[SpanProcessor, ...] | None:
+def span_processors_of(provider: trace.TracerProvider) -> tuple[SpanProcessor, ...] | None:
     """An SDK provider's span processors (held privately by the SDK); None for any other."""
     processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", None)
     return processors if isinstance(processors, tuple) else None
-
-
-def _old_names_needed(processor_names: list[str]) -> str:
-    """Sentry's span processor knows Sentry's own uploads by the old `http.url` alone."""
-    if "SentrySpanProcessor" in processor_names and os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN") == "http":
-        return (
-            "; SentrySpanProcessor knows Sentry's own uploads by http.url, which the stable HTTP names "
-            "leave out: set OTEL_SEMCONV_STABILITY_OPT_IN=http/dup, or each upload becomes a transaction"
-        )
-    return ""
 
 
 def join_later_logger_providers(ours: LoggerProvider) -> None:
