@@ -1,4 +1,5 @@
-"""FastAPI end to end: uvicorn --workers 2 in a subprocess, records read back from Redis."""
+"""FastAPI end to end: uvicorn (--workers 2 for the main app) in a subprocess, records read back
+from Redis; apps that call configure() as they start, CORS, and FastAPI's own telemetry settings."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import socket
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.util import find_spec
 
 import httpx
 import pytest
@@ -16,6 +19,7 @@ import pytest
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
 from tests.apps.servers import Server, bin_path, http_ready, launched, printed, serve
 from tests.support import RedisHandle, run_python, wait_for
+from tests.test_servers import terminal_text
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
 
@@ -260,3 +264,245 @@ def test_pipelined_requests_each_get_their_record_and_headers(stream: RedisHandl
             lambda: span_ids <= {e.span_id for e in stream.logs() if e.scope == HTTP_SCOPE},
             what="the three requests' records",
         )
+
+
+@dataclass(frozen=True)
+class StartupApp:
+    """A docs app that calls configure() as it starts, when FASTAPI_DOCS_TRACESTREAM is set."""
+
+    target: str
+    ok: str  # a path it serves
+    failing: str  # a path whose handler raises
+    failure: str  # the exception's last traceback line
+    failing_function: str
+
+
+STARTUP_APPS = {
+    "lifespan": StartupApp(
+        "tests.apps.fastapi_lifespan:app", "/predict?x=2", "/forecast?x=2", "KeyError: 'forecast'", "forecast"
+    ),
+    "on_event": StartupApp(
+        "tests.apps.fastapi_startup:app", "/items/foo", "/items/baz", "KeyError: 'baz'", "read_items"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class StartupRun:
+    output: str  # everything uvicorn printed, through its exit
+    ok: httpx.Response
+    failed: httpx.Response
+
+
+def run_startup_app(app: StartupApp, stream: RedisHandle, traced: bool) -> StartupRun:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    switch = {"FASTAPI_DOCS_TRACESTREAM": "1"} if traced else {}
+    env = stream.env(PYTHONUNBUFFERED="1", OTEL_SERVICE_NAME="startup", **switch)
+    command = [bin_path("uvicorn"), app.target, "--port", str(port)]
+    with serve(command, env, lambda server: printed(server, "Uvicorn running on")) as server:
+        # a connection each: a server may close one after an unhandled exception
+        ok = httpx.get(base + app.ok)
+        failed = httpx.get(base + app.failing)
+        wait_for(lambda: printed(server, f'"GET {app.failing}'), what="the last request's access line")
+        server.stop()
+        output = server.output()
+    assert (ok.status_code, failed.status_code) == (200, 500)
+    return StartupRun(output, ok, failed)
+
+
+@dataclass(frozen=True)
+class StartupRuns:
+    app: StartupApp
+    stream: RedisHandle
+    bare: StartupRun
+    traced: StartupRun
+
+
+@pytest.fixture(scope="module", params=sorted(STARTUP_APPS))
+def startup_runs(request: pytest.FixtureRequest, redis_server: EmbeddedRedis) -> StartupRuns:
+    """Under uvicorn, whose lifespan call builds the app's middleware stack before configure() runs."""
+    app = STARTUP_APPS[request.param]
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    bare = run_startup_app(app, stream, traced=False)
+    return StartupRuns(app, stream, bare, run_startup_app(app, stream, traced=True))
+
+
+def test_configure_as_the_app_starts_instruments_it(startup_runs: StartupRuns) -> None:
+    ok = startup_runs.traced.ok
+    record = request_record(startup_runs.stream, ok)
+    assert (record.severity, record.attributes["url.path"]) == ("INFO", ok.request.url.path)
+    assert ok.headers["traceparent"].split("-")[1] == record.trace_id
+    spans = wait_for(
+        lambda: [s for s in startup_runs.stream.spans() if s.trace_id == record.trace_id],
+        what="the request's server span",
+    )
+    route = record.attributes["http.route"]
+    assert [(s.kind, s.name, s.span_id) for s in spans] == [("SERVER", f"GET {route}", record.span_id)]
+
+
+def test_configure_as_the_app_starts_records_a_500_once(startup_runs: StartupRuns) -> None:
+    failed = startup_runs.traced.failed
+    record = request_record(startup_runs.stream, failed)
+    assert (record.severity, record.attributes["http.response.status_code"]) == ("ERROR", 500)
+    assert f"{record.exception_type}: {record.exception_message}" == startup_runs.app.failure
+    assert f"in {startup_runs.app.failing_function}" in record.exception_stacktrace
+    errors = [
+        e for e in startup_runs.stream.logs() if e.trace_id == record.trace_id and e.severity == "ERROR"
+    ]
+    assert errors == [record]  # uvicorn's "Exception in ASGI application" is not added
+    assert not [e for e in startup_runs.stream.logs() if e.scope == "uvicorn.access"]
+
+
+def test_configure_as_the_app_starts_changes_nothing_it_prints(startup_runs: StartupRuns) -> None:
+    assert startup_runs.app.failure in startup_runs.traced.output.splitlines()
+    assert terminal_text(startup_runs.traced.output) == terminal_text(startup_runs.bare.output)
+
+
+def test_configure_in_the_lifespan_keeps_the_middleware_the_app_built(stream: RedisHandle) -> None:
+    """The app's middleware is made once, as without tracestream, and still runs in every request."""
+    code = (
+        "from contextlib import asynccontextmanager\n"
+        "import tracestream\n"
+        "from fastapi import FastAPI\n"
+        "from starlette.datastructures import MutableHeaders\n"
+        "from starlette.testclient import TestClient\n"
+        "made = []\n"
+        "class ServedBy:\n"
+        "    def __init__(self, app):\n"
+        "        self.app = app\n"
+        "        made.append(self)\n"
+        "    async def __call__(self, scope, receive, send):\n"
+        "        async def send_marked(message):\n"
+        "            if message['type'] == 'http.response.start':\n"
+        "                MutableHeaders(scope=message).append('x-served-by', 'inventory')\n"
+        "            await send(message)\n"
+        "        await self.app(scope, receive, send_marked)\n"
+        "@asynccontextmanager\n"
+        "async def lifespan(app):\n"
+        "    tracestream.configure()\n"
+        "    yield\n"
+        "app = FastAPI(lifespan=lifespan)\n"
+        "app.add_middleware(ServedBy)\n"
+        "@app.get('/')\n"
+        "def root() -> str:\n"
+        "    return 'ok'\n"
+        "with TestClient(app) as client:\n"
+        "    headers = [client.get('/').headers for _ in range(2)]\n"
+        "assert len(made) == 1, made\n"
+        "assert [(h['x-served-by'], len(h['x-trace-id'])) for h in headers] == [('inventory', 32)] * 2\n"
+    )
+    said = run_python(code, stream.env())
+    assert not [line for line in said.splitlines() if line.startswith("tracestream:")]
+
+
+def test_an_app_serving_with_contrib_alone_says_what_it_lacks(stream: RedisHandle) -> None:
+    """configure() in the lifespan of an app the contrib instrumentation instrumented itself:
+    its stack cannot take ours without building its middleware again."""
+    code = (
+        "from contextlib import asynccontextmanager\n"
+        "import tracestream\n"
+        "from fastapi import FastAPI\n"
+        "from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor\n"
+        "from starlette.testclient import TestClient\n"
+        "@asynccontextmanager\n"
+        "async def lifespan(app):\n"
+        "    tracestream.configure()\n"
+        "    yield\n"
+        "app = FastAPI(title='Inventory', lifespan=lifespan)\n"
+        "FastAPIInstrumentor.instrument_app(app)\n"
+        "@app.get('/')\n"
+        "def root() -> str:\n"
+        "    return 'ok'\n"
+        "with TestClient(app) as client:\n"
+        "    assert client.get('/').text == '\"ok\"'\n"
+    )
+    said = [line for line in run_python(code, stream.env()).splitlines() if line.startswith("tracestream:")]
+    assert said == [
+        "tracestream: WARNING the FastAPI app 'Inventory' was serving already, instrumented without "
+        "tracestream, when configure() ran: its requests get spans but no request records or trace "
+        "headers; call configure() before the app serves (at import of its module, or under the launcher)"
+    ]
+
+
+@pytest.fixture(scope="module")
+def cors_base(api_stream: RedisHandle) -> Iterator[str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [bin_path("uvicorn"), "tests.apps.fastapi_cors:app", "--port", str(port)]
+    with serve(command, api_stream.env(OTEL_SERVICE_NAME="cors"), http_ready(f"{base}/")):
+        yield base
+
+
+def test_a_cors_preflight_record_names_the_route_its_span_names(
+    cors_base: str, api_stream: RedisHandle
+) -> None:
+    """CORSMiddleware answers the preflight before routing: the route takes GET, not OPTIONS."""
+    headers = {"origin": "http://localhost:8080", "access-control-request-method": "GET"}
+    response = httpx.options(f"{cors_base}/", headers=headers)
+    assert response.headers["access-control-allow-origin"] == "http://localhost:8080"
+    record = request_record(api_stream, response)
+    spans = wait_for(
+        lambda: [s for s in api_stream.spans() if s.trace_id == record.trace_id and s.kind == "SERVER"],
+        what="the preflight's server span",
+    )
+    assert [(s.name, s.attributes.get("http.route")) for s in spans] == [("OPTIONS /", "/")]
+    assert record.attributes["http.route"] == "/"
+
+
+needs_fastapi_telemetry = pytest.mark.skipif(
+    find_spec("fastapi.telemetry") is None, reason="FastAPI's own telemetry came in FastAPI 0.142"
+)
+
+
+@pytest.fixture(scope="module")
+def excluding(api_stream: RedisHandle) -> Iterator[tuple[str, Server]]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [bin_path("uvicorn"), "tests.apps.fastapi_telemetry:app", "--port", str(port)]
+    env = api_stream.env(OTEL_SERVICE_NAME="excluding", PYTHONUNBUFFERED="1")
+    with serve(command, env, lambda server: printed(server, "Uvicorn running on")) as server:
+        yield base, server
+
+
+@needs_fastapi_telemetry
+def test_what_the_apps_telemetry_excludes_gets_no_span_record_or_headers(
+    excluding: tuple[str, Server], api_stream: RedisHandle
+) -> None:
+    base, server = excluding
+    health = httpx.get(f"{base}/health")
+    assert health.status_code == 200 and "traceparent" not in health.headers
+    # traced, and written after what the health check would have had
+    item = httpx.get(f"{base}/items/3")
+    record = request_record(api_stream, item)
+    [span] = wait_for(
+        lambda: [s for s in api_stream.spans() if s.trace_id == record.trace_id], what="the item's span"
+    )
+    assert span.attributes["url.path"] == "/items/3"
+    wait_for(lambda: printed(server, '"GET /health'), what="the health check's access line, printed")
+    assert [e.body for e in api_stream.logs() if "/health" in e.body] == []
+    assert [s.name for s in api_stream.spans() if s.attributes.get("url.path") == "/health"] == []
+
+
+@needs_fastapi_telemetry
+def test_telemetry_providers_the_app_names_for_fastapi_are_named_in_one_line(stream: RedisHandle) -> None:
+    code = (
+        "import tracestream\n"
+        "from fastapi import FastAPI\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from starlette.testclient import TestClient\n"
+        "tracestream.configure()\n"
+        "named = FastAPI(title='Inventory', telemetry={'tracer_provider': TracerProvider()})\n"
+        "native_off = FastAPI(telemetry={'tracing': False, 'metrics': False, 'logs': False})\n"
+        "for app in (named, native_off):\n"
+        "    client = TestClient(app)\n"
+        "    for _ in range(2):\n"
+        "        assert 'traceparent' in client.get('/').headers\n"
+    )
+    said = [line for line in run_python(code, stream.env()).splitlines() if line.startswith("tracestream:")]
+    assert said == [
+        "tracestream: WARNING the FastAPI app 'Inventory' names its own tracer_provider in telemetry=, "
+        "which tracestream does not use: the contrib instrumentation traces its requests instead of "
+        "FastAPI's telemetry, into the global providers configure() set; add your processors and "
+        "readers to those instead"
+    ]

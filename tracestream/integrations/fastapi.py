@@ -2,13 +2,21 @@
 
 `FastAPIInstrumentor.instrument()` only replaces the `FastAPI` class, so an app built
 before `configure()` would be missed. Every FastAPI app builds its middleware stack on
-its first request, so we hook that instead: the app gets the contrib instrumentation
+its first call, so we hook that instead: the app gets the contrib instrumentation
 if it lacks it, and our `RequestRecordMiddleware` sits inside the server span and
 outside Starlette's `ServerErrorMiddleware`, where it sees every status, every
 exception, and can add the trace headers to 500 responses too. The request record is
 written as the last body message goes to the server, so it is queued before the client
 has the response, and it times what the client waited for, as the server span does;
 background tasks run after that.
+
+The first call is the lifespan's, so an app whose lifespan or startup handler calls
+`configure()` has built its stack already: it gets the stack it would have built then,
+around the middleware it built, before it serves a request.
+
+FastAPI's own telemetry (0.142+) steps aside for the contrib instrumentation's: the requests
+an app's `FastAPI(telemetry=...)` excludes stay untraced here too, and the providers it names
+for FastAPI's telemetry, which go unused, are named in one line.
 
 An unhandled exception goes on as it does without us: the span gets its exception
 event and ERROR status, the server prints its traceback. The server's line for it is
@@ -21,9 +29,12 @@ request's task).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
+from importlib.util import find_spec
 from time import perf_counter
+from types import FrameType
 from typing import Any
 
 from fastapi.applications import FastAPI
@@ -32,12 +43,14 @@ from opentelemetry.context import get_current
 from opentelemetry.instrumentation import fastapi as fastapi_instrumentation
 from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.trace import Status, StatusCode
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tracestream._internal_log import internal_logger
 from tracestream.integrations.http_records import (
     SERVER_ERROR_LOGGERS,
     HttpExchange,
@@ -64,6 +77,13 @@ _recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exc
 # record, and a mounted app's middleware finds the request recorded already. A scope, not a
 # context variable: uvicorn starts a pipelined request inside the last one's context.
 _RESPONSE = "tracestream.response"
+# The scope key of a request the app's own `FastAPI(telemetry={"exclude": ...})` keeps out.
+_EXCLUDED = "tracestream.excluded"
+# A serving app and the stack it built before configure(), which `_build_middleware_stack`
+# instruments instead of building the app's middleware a second time.
+_built_before: ContextVar[tuple[FastAPI, ASGIApp] | None] = ContextVar("built_before", default=None)
+# FastAPI telemetry settings that only shape FastAPI's own telemetry, which has stepped aside.
+_UNUSED_TELEMETRY_SETTINGS = ("tracer_provider", "meter_provider", "logger_provider")
 _installed = False
 
 
@@ -92,8 +112,9 @@ class RequestRecordMiddleware(_HttpMiddleware):
     """Writes one request record per HTTP request and returns the trace id in headers; a
     WebSocket session that ends in an exception gets an ERROR record in its trace.
 
-    A URL the contrib instrumentation excludes (OTEL_PYTHON_FASTAPI_EXCLUDED_URLS) gets none,
-    and its access line stays out of the stream as well.
+    A URL the contrib instrumentation excludes (OTEL_PYTHON_FASTAPI_EXCLUDED_URLS), or a request
+    the app's `FastAPI(telemetry={"exclude": ...})` excludes, gets none, and its access line stays
+    out of the stream as well.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -101,6 +122,8 @@ class RequestRecordMiddleware(_HttpMiddleware):
         self.excluded = excluded_urls("FASTAPI")
 
     def _is_excluded(self, scope: Scope) -> bool:
+        if _EXCLUDED in scope:
+            return True
         if self.excluded is None:
             return False
         url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]  # contrib's own match
@@ -270,12 +293,18 @@ def _route_template(scope: Scope) -> str | None:
 
 
 def _matching_route(scope: Scope) -> BaseRoute | None:
-    """The route a request matched, found again: FastAPI (0.165) names only its own routes in
-    the scope, not a Starlette `Route` or `add_route`'s, nor its docs pages."""
+    """The route a request matched, found again as the contrib instrumentation finds the span's:
+    the first full match, else the last partial one (a method the route does not take, as a CORS
+    preflight's OPTIONS, which `CORSMiddleware` answers before any route). FastAPI (0.165) names
+    only its own routes in the scope, not a Starlette `Route` or `add_route`'s, nor its docs pages."""
+    partial = None
     for route in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
-        if route.matches(scope)[0] is Match.FULL:
+        match = route.matches(scope)[0]
+        if match is Match.FULL:
             return route  # type: ignore[no-any-return]
-    return None
+        if match is Match.PARTIAL:
+            partial = route
+    return partial
 
 
 def _client_address(scope: Scope) -> str | None:
@@ -299,15 +328,86 @@ def _build_middleware_stack(original: Any) -> Any:
             if getattr(self, "_is_instrumented_by_opentelemetry", False):
                 stack: ASGIApp = self.build_middleware_stack()
                 return stack
+        _say_unused_telemetry_settings(self)
         # The contrib instrumentation unwraps the outermost ServerErrorMiddleware and puts its
         # span around what is inside, so ours goes inside a plain one.
-        errors = original(self)
+        built = _built_before.get()
+        errors = built[1] if built is not None and built[0] is self else original(self)
         if isinstance(errors, ServerErrorMiddleware):
             errors.app = SpanErrorMiddleware(errors.app)
         return ServerErrorMiddleware(RequestRecordMiddleware(errors))
 
     build_middleware_stack.__wrapped__ = original  # type: ignore[attr-defined]
     return build_middleware_stack
+
+
+def _say_unused_telemetry_settings(app: FastAPI) -> None:
+    """The providers an app named in `FastAPI(telemetry=...)` serve FastAPI's own telemetry, which
+    steps aside for the contrib instrumentation's: that one writes to the global providers."""
+    settings = getattr(app, "_telemetry", None) or {}
+    unused = [name for name in _UNUSED_TELEMETRY_SETTINGS if settings.get(name) is not None]
+    if unused:
+        internal_logger.warning(
+            "the FastAPI app %r names its own %s in telemetry=, which tracestream does not use: the "
+            "contrib instrumentation traces its requests instead of FastAPI's telemetry, into the "
+            "global providers configure() set; add your processors and readers to those instead",
+            app.title,
+            " and ".join(unused),
+        )
+
+
+def _skip_excluded(original: Any) -> Any:
+    """The app's `FastAPI(telemetry={"exclude": ...})`, which FastAPI no longer applies once the
+    contrib instrumentation is in the stack: a request or WebSocket it excludes runs with HTTP
+    instrumentation suppressed (no server span, nor client spans for the calls it makes) and gets
+    no request record or trace headers. The callable is asked here, then by FastAPI.
+    Starlette looks `__call__` up on the class."""
+
+    async def call(self: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
+        exclude = self._telemetry.get("exclude")
+        if exclude is not None and scope["type"] != "lifespan" and exclude(scope):
+            scope[_EXCLUDED] = True
+            with suppress_http_instrumentation():
+                await original(self, scope, receive, send)
+        else:
+            await original(self, scope, receive, send)
+
+    return call
+
+
+def _instrument_serving_apps(frame: FrameType | None) -> None:
+    """configure() called while apps serve, from a lifespan or a startup handler (or a request):
+    Starlette calls those through the app's middleware stack, which it built before our hook was
+    there. Each such app up the call stack is instrumented now."""
+    serving: dict[FastAPI, ASGIApp] = {}
+    while frame is not None:
+        app = frame.f_locals.get("self")  # Starlette.__call__'s, among others
+        if isinstance(app, FastAPI) and app.middleware_stack is not None:
+            serving[app] = app.middleware_stack
+        frame = frame.f_back
+    for app, built in serving.items():
+        _instrument_serving(app, built)
+
+
+def _instrument_serving(app: FastAPI, built: ASGIApp) -> None:
+    """The stack the app would have built, around the middleware it did build (constructing that
+    again would run the app's own code twice). The call under way goes on in the old stack;
+    requests, which a server sends once startup is complete, come to the new one."""
+    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+        # Its contrib wrapper builds with FastAPI's own builder: a stack built again would make
+        # the app's middleware a second time, and still lack ours.
+        internal_logger.warning(
+            "the FastAPI app %r was serving already, instrumented without tracestream, when "
+            "configure() ran: its requests get spans but no request records or trace headers; "
+            "call configure() before the app serves (at import of its module, or under the launcher)",
+            app.title,
+        )
+        return
+    token = _built_before.set((app, built))
+    try:
+        app.middleware_stack = app.build_middleware_stack()
+    finally:
+        _built_before.reset(token)
 
 
 def _add_contrib_options() -> None:
@@ -321,17 +421,22 @@ def _add_contrib_options() -> None:
 
 
 def install(telemetry: Telemetry, name: str = "fastapi") -> None:
-    """Patches once per process; the line filters go on each configured handler."""
+    """Patches once per process, then instruments the apps serving already; the line filters go on
+    each configured handler."""
     global _installed
-    if not _installed:
-        _installed = True
-        instrumentor = FastAPIInstrumentor()
-        if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument(**CONTRIB_OPTIONS)
-        else:
-            _add_contrib_options()
-        FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
-            FastAPI.build_middleware_stack
-        )
     for logger_name in SERVER_ERROR_LOGGERS:
         replace_lines(telemetry.handler, logger_name, _carries_recorded_exception)
+    if _installed:
+        return
+    _installed = True
+    instrumentor = FastAPIInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(**CONTRIB_OPTIONS)
+    else:
+        _add_contrib_options()
+    FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
+        FastAPI.build_middleware_stack
+    )
+    if find_spec("fastapi.telemetry") is not None:  # FastAPI 0.142+
+        FastAPI.__call__ = _skip_excluded(FastAPI.__call__)  # type: ignore[method-assign]
+    _instrument_serving_apps(sys._getframe())
