@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 
+import httpx
+import pytest
+
+from tests.apps.servers import bin_path, http_ready, launched, serve
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
+from tracestream.embedded_redis import free_port
 
 LAUNCHER = str(VENV_BIN / "opentelemetry-instrument")
 
@@ -57,3 +62,26 @@ def test_launcher_rejects_a_bad_setting_loudly(stream: RedisHandle) -> None:
     assert done.returncode == 2
     assert "TRACESTREAM_MAX_ENTRIES='plenty'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["uvicorn"], ["python", "-m", "uvicorn"]], ids=["script", "python-m"])
+def test_each_request_is_its_own_trace_however_uvicorn_is_started(
+    stream: RedisHandle, command: list[str]
+) -> None:
+    """The click instrumentation (which `opentelemetry-bootstrap` installs) opens a span around a
+    click command and leaves servers out by their name, which `python -m` changes: without care
+    every request became a child of one span that never ends."""
+    port = free_port()
+    env = stream.env(
+        OTEL_SERVICE_NAME="api", OTEL_TRACES_EXPORTER="redis_stream", OTEL_LOGS_EXPORTER="redis_stream"
+    )
+    argv = launched(bin_path(command[0]), *command[1:], "tests.apps.zero_code_api:app", "--port", str(port))
+    with serve(argv, env, http_ready(f"http://127.0.0.1:{port}/openapi.json")):
+        for _ in range(2):
+            assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+        servers = wait_for(
+            lambda: (spans := [s for s in stream.spans() if s.name == "GET /"]) and len(spans) == 2 and spans,
+            what="the two requests' spans",
+        )
+    assert [s.kind for s in servers] == ["SERVER", "SERVER"], servers
+    assert len({s.trace_id for s in servers}) == 2 and not any(s.parent_span_id for s in servers), servers

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+import wrapt
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
@@ -70,6 +71,7 @@ def before_instrumentors() -> None:
         _configure_or_exit()
     if installed() is not None:
         _hold_back_django_instrumentor()
+        wrapt.register_post_import_hook(_keep_servers_run_as_modules_out, _CLICK_INSTRUMENTATION)
     elif any(name.startswith("TRACESTREAM_") for name in os.environ):
         # Another distro chose the exporters (upstream's picks otlp): nothing would reach Redis.
         print(
@@ -86,6 +88,25 @@ def after_instrumentors() -> None:
     if _held_django:
         del os.environ[_DJANGO_SWITCH]
     integrations.run_deferred()
+
+
+# Click commands that serve until stopped, which the click instrumentation leaves out of a span
+# when run as themselves (`uvicorn`) but not as `python -m uvicorn`.
+_SERVER_COMMANDS = frozenset({"uvicorn"})
+_CLICK_INSTRUMENTATION = "opentelemetry.instrumentation.click"
+
+
+def _keep_servers_run_as_modules_out(click_instrumentation: Any) -> None:
+    """The instrumentation opens a span around each click command, and a server's requests then
+    all become its children, in one trace that never ends; it knows a server by the command's
+    name, which `python -m` changes."""
+    skip = click_instrumentation._skip_servers
+
+    def skip_servers(ctx: Any) -> bool:
+        name = str(ctx.info_name or "")
+        return bool(skip(ctx)) or name.rsplit(" ", 1)[-1] in _SERVER_COMMANDS
+
+    click_instrumentation._skip_servers = skip_servers
 
 
 _DJANGO_SWITCH = "OTEL_PYTHON_DJANGO_INSTRUMENT"
