@@ -11,7 +11,7 @@ import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, request_record
 from tests.apps.servers import bin_path, http_ready, serve
-from tests.support import RedisHandle, wait_for
+from tests.support import RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
 
@@ -66,3 +66,36 @@ def test_a_mounted_apps_exception_is_on_its_one_record(base: str, stream: RedisH
         what="the trace's records",
     )
     assert in_trace == [record]
+
+
+# FastAPI's "Bigger Applications" tutorial app, its routers included with and without a prefix.
+TUTORIAL_REQUESTS = """
+from starlette.testclient import TestClient
+from tests.apps.fastapi_docs.main import app
+import tracestream
+
+client = TestClient(app)
+query, headers = {"token": "jessica"}, {"X-Token": "fake-super-secret-token"}
+assert client.post("/admin/", params=query, headers=headers).status_code == 200
+assert client.get("/items/plumbus", params=query, headers=headers).status_code == 200
+tracestream.configure().force_flush()
+"""
+
+
+def test_an_included_routers_record_names_the_route_with_its_prefix(stream: RedisHandle) -> None:
+    """FastAPI 0.137+ keeps an included router's routes as declared: the prefix
+    `include_router(prefix="/admin")` adds is only in the route FastAPI notes as selected."""
+    done = run_python_process(
+        TUTORIAL_REQUESTS, stream.env(OTEL_SERVICE_NAME="tutorial", FASTAPI_DOCS_TRACESTREAM="1")
+    )
+    assert done.returncode == 0, done.stderr
+    records = wait_for(
+        lambda: (
+            len(found := [r for r in stream.logs() if r.service == "tutorial" and r.scope == HTTP_SCOPE]) == 2
+            and found
+        ),
+        what="both request records",
+    )
+    spans = [s for s in stream.spans() if s.service == "tutorial" and s.kind == "SERVER"]
+    assert sorted(r.attributes["http.route"] for r in records) == ["/admin/", "/items/{item_id}"]
+    assert sorted(s.attributes["http.route"] for s in spans) == ["/admin/", "/items/{item_id}"]

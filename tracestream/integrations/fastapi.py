@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from importlib.util import find_spec
 from time import perf_counter
 from types import FrameType
 from typing import Any
 
+from fastapi import routing as fastapi_routing
 from fastapi.applications import FastAPI
 from opentelemetry import trace
 from opentelemetry.context import get_current
@@ -77,6 +78,8 @@ _recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exc
 # record, and a mounted app's middleware finds the request recorded already. A scope, not a
 # context variable: uvicorn starts a pipelined request inside the last one's context.
 _RESPONSE = "tracestream.response"
+# Where FastAPI 0.137+ notes the route a request selected, with its full path.
+_FASTAPI_SCOPE, _EFFECTIVE_ROUTE = "fastapi", "effective_route_context"
 # The scope key of a request the app's own `FastAPI(telemetry={"exclude": ...})` keeps out.
 _EXCLUDED = "tracestream.excluded"
 # A serving app and the stack it built before configure(), which `_build_middleware_stack`
@@ -285,26 +288,48 @@ def _route_template(scope: Scope) -> str | None:
     prefix, a proxy's, is `app_root_path`). A mount that serves what it matched itself, such
     as `StaticFiles`, is the route."""
     route = scope.get("route") or _matching_route(scope)
-    path = getattr(route, "path", None)
+    path = _included_route_path(scope) or getattr(route, "path", None)
     if "app_root_path" not in scope:  # nothing mounted matched
         return path
     mounted = str(scope.get("root_path", "")).removeprefix(scope["app_root_path"])
     return mounted if path is None or isinstance(route, Mount) else mounted + path
 
 
-def _matching_route(scope: Scope) -> BaseRoute | None:
+def _included_route_path(scope: Scope) -> str | None:
+    """FastAPI 0.137+ keeps the routes of an included router as declared, so the scope's route
+    lacks the prefixes `include_router()` adds, and notes the route's full path in a part of the
+    scope of its own (the contrib instrumentation finds the same path for the span)."""
+    noted = scope.get(_FASTAPI_SCOPE)
+    context = noted.get(_EFFECTIVE_ROUTE) if type(noted) is dict else None
+    path = getattr(context, "path_format", None)
+    return path if isinstance(path, str) else None
+
+
+def _matching_route(scope: Scope) -> Any:
     """The route a request matched, found again as the contrib instrumentation finds the span's:
     the first full match, else the last partial one (a method the route does not take, as a CORS
     preflight's OPTIONS, which `CORSMiddleware` answers before any route). FastAPI (0.165) names
     only its own routes in the scope, not a Starlette `Route` or `add_route`'s, nor its docs pages."""
     partial = None
-    for route in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
+    for route in _routes_with_full_paths(getattr(getattr(scope.get("app"), "router", None), "routes", [])):
         match = route.matches(scope)[0]
         if match is Match.FULL:
-            return route  # type: ignore[no-any-return]
+            return route
         if match is Match.PARTIAL:
             partial = route
     return partial
+
+
+def _routes_with_full_paths(routes: list[BaseRoute]) -> Iterator[Any]:
+    """An app's routes as they match, an included router's as route contexts under their full
+    paths (FastAPI 0.137.2+ nests them under a node without a path, `iter_route_contexts` lays
+    them out)."""
+    flatten = getattr(fastapi_routing, "iter_route_contexts", None)
+    for route in routes:
+        if flatten is not None and not hasattr(route, "path"):
+            yield from flatten([route])
+        else:
+            yield route
 
 
 def _client_address(scope: Scope) -> str | None:
