@@ -396,9 +396,20 @@ def test_configure_in_the_lifespan_keeps_the_middleware_the_app_built(stream: Re
     assert not [line for line in said.splitlines() if line.startswith("tracestream:")]
 
 
-def test_an_app_serving_with_contrib_alone_says_what_it_lacks(stream: RedisHandle) -> None:
-    """configure() in the lifespan of an app the contrib instrumentation instrumented itself:
-    its stack cannot take ours without building its middleware again."""
+INSTRUMENTED_BY_CONTRIB = (
+    "tracestream: WARNING the FastAPI app 'Inventory' was instrumented by "
+    "FastAPIInstrumentor.instrument_app() before configure() ran: its requests get spans but no "
+    "request records or trace headers; call configure() first (it instruments every FastAPI app itself)"
+)
+
+
+@pytest.mark.parametrize("configure_at", ["lifespan", "import"])
+def test_an_app_contrib_instrumented_before_configure_says_what_it_lacks(
+    stream: RedisHandle, configure_at: str
+) -> None:
+    """The OpenTelemetry docs' `FastAPIInstrumentor.instrument_app(app)`, then configure() at
+    import or in the lifespan: contrib's wrapper holds FastAPI's own builder, and the app's
+    stack cannot take ours without building its middleware again."""
     code = (
         "from contextlib import asynccontextmanager\n"
         "import tracestream\n"
@@ -407,10 +418,11 @@ def test_an_app_serving_with_contrib_alone_says_what_it_lacks(stream: RedisHandl
         "from starlette.testclient import TestClient\n"
         "@asynccontextmanager\n"
         "async def lifespan(app):\n"
-        "    tracestream.configure()\n"
+        f"    {'tracestream.configure()' if configure_at == 'lifespan' else 'pass'}\n"
         "    yield\n"
         "app = FastAPI(title='Inventory', lifespan=lifespan)\n"
         "FastAPIInstrumentor.instrument_app(app)\n"
+        f"{'tracestream.configure()' if configure_at == 'import' else ''}\n"
         "@app.get('/')\n"
         "def root() -> str:\n"
         "    return 'ok'\n"
@@ -418,11 +430,7 @@ def test_an_app_serving_with_contrib_alone_says_what_it_lacks(stream: RedisHandl
         "    assert client.get('/').text == '\"ok\"'\n"
     )
     said = [line for line in run_python(code, stream.env()).splitlines() if line.startswith("tracestream:")]
-    assert said == [
-        "tracestream: WARNING the FastAPI app 'Inventory' was serving already, instrumented without "
-        "tracestream, when configure() ran: its requests get spans but no request records or trace "
-        "headers; call configure() before the app serves (at import of its module, or under the launcher)"
-    ]
+    assert said == [INSTRUMENTED_BY_CONTRIB]
 
 
 @pytest.fixture(scope="module")

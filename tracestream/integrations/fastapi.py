@@ -400,14 +400,32 @@ def _skip_excluded(original: Any) -> Any:
     return call
 
 
+def _say_apps_instrumented_without_us() -> None:
+    """Apps `FastAPIInstrumentor.instrument_app()` instrumented before configure() (as the
+    OpenTelemetry docs' FastAPI example does): contrib's wrapper holds FastAPI's own builder,
+    so ours never runs for them, and building their stack again would make their middleware a
+    second time."""
+    for app in list(getattr(fastapi_instrumentation._InstrumentedFastAPI, "_instrumented_fastapi_apps", ())):
+        internal_logger.warning(
+            "the FastAPI app %r was instrumented by FastAPIInstrumentor.instrument_app() before "
+            "configure() ran: its requests get spans but no request records or trace headers; call "
+            "configure() first (it instruments every FastAPI app itself)",
+            getattr(app, "title", "FastAPI"),
+        )
+
+
 def _instrument_serving_apps(frame: FrameType | None) -> None:
     """configure() called while apps serve, from a lifespan or a startup handler (or a request):
     Starlette calls those through the app's middleware stack, which it built before our hook was
-    there. Each such app up the call stack is instrumented now."""
+    there. Each such app up the call stack is instrumented now, unless contrib did already."""
     serving: dict[FastAPI, ASGIApp] = {}
     while frame is not None:
         app = frame.f_locals.get("self")  # Starlette.__call__'s, among others
-        if isinstance(app, FastAPI) and app.middleware_stack is not None:
+        if (
+            isinstance(app, FastAPI)
+            and app.middleware_stack is not None
+            and not getattr(app, "_is_instrumented_by_opentelemetry", False)
+        ):
             serving[app] = app.middleware_stack
         frame = frame.f_back
     for app, built in serving.items():
@@ -418,16 +436,6 @@ def _instrument_serving(app: FastAPI, built: ASGIApp) -> None:
     """The stack the app would have built, around the middleware it did build (constructing that
     again would run the app's own code twice). The call under way goes on in the old stack;
     requests, which a server sends once startup is complete, come to the new one."""
-    if getattr(app, "_is_instrumented_by_opentelemetry", False):
-        # Its contrib wrapper builds with FastAPI's own builder: a stack built again would make
-        # the app's middleware a second time, and still lack ours.
-        internal_logger.warning(
-            "the FastAPI app %r was serving already, instrumented without tracestream, when "
-            "configure() ran: its requests get spans but no request records or trace headers; "
-            "call configure() before the app serves (at import of its module, or under the launcher)",
-            app.title,
-        )
-        return
     token = _built_before.set((app, built))
     try:
         app.middleware_stack = app.build_middleware_stack()
@@ -464,4 +472,5 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
     )
     if find_spec("fastapi.telemetry") is not None:  # FastAPI 0.142+
         FastAPI.__call__ = _skip_excluded(FastAPI.__call__)  # type: ignore[method-assign]
+    _say_apps_instrumented_without_us()
     _instrument_serving_apps(sys._getframe())
