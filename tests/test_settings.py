@@ -9,7 +9,7 @@ import pytest
 from tracestream.alerts.store import AlertKeys
 from tracestream.export_status import status_key
 from tracestream.schema import Keyspace, StreamKeys
-from tracestream.settings import DERIVED_KEY_WORDS, BatchSettings, ConfigError, Settings
+from tracestream.settings import DERIVED_KEY_WORDS, BatchSettings, ConfigError, Settings, shown_url
 
 
 def test_defaults_without_environment() -> None:
@@ -157,3 +157,68 @@ def test_a_stream_may_not_be_named_as_another_streams_keys() -> None:
     assert (
         Settings.load(environ={"TRACESTREAM_STREAM": "ansflow:logs:stream"}).stream == "ansflow:logs:stream"
     )
+
+
+# A URL, what is printed of it, and whether it is refused: a password that was not percent-encoded
+# ('/', '?', '#', '@': base64 has '/') must never show, not even in part.
+URL_SHAPES = [
+    ("redis://default:Zx9/kQ+a7@h:6379/0", "redis://default:***@h:6379/0", True),
+    ("redis://:Zx9/kQ+a7@h:6379/0", "redis://:***@h:6379/0", True),
+    ("redis://:Zx9@kQ@h:6379/0", "redis://:***@h:6379/0", False),  # urllib and redis-py split at the last '@'
+    ("rediss://u:Zx9@kQ/a7@h/0", "rediss://u:***@h/0", True),
+    ("redis://u:Zx9?kQ@h/0", "redis://u:***@h/0", True),
+    ("redis://u:Zx9#kQ@h/0", "redis://u:***@h/0", True),
+    ("redis://u:1234#kQ@h/0", "redis://u:***@h/0", True),  # else host u, port 1234 and a fragment
+    ("redis://u:1234?kQ@h/0", "redis://u:***@h/0", True),  # else host u, port 1234 and a query
+    ("redis://u:1234/kQ@h?db=0", "redis://u:***@h?db=0", True),  # else host u, port 1234, database 0
+    ("redis://u:Zx9]kQ@h/0", "redis://u:***@h/0", True),
+    ("redis://u:Zx9%2FkQ@h/0", "redis://u:***@h/0", False),
+    ("redis://user@h/0", "redis://user@h/0", False),
+    ("redis://h/0?username=u@c&password=Zx9@kQ&db=1", "redis://h/0?username=u@c&password=***&db=1", False),
+    ("rediss://u:Zx9@h/0?ssl_password=kQ/a7", "rediss://u:***@h/0?ssl_password=***", False),
+    ("redis://h/0?password=Zx9#kQ", "redis://h/0?password=***", False),
+    ("redis://h/0?password=Zx9&kQ&db=1", "redis://h/0?password=***&db=1", False),
+    ("unix://:Zx9@/run/redis.sock?db=2", "unix://:***@/run/redis.sock?db=2", False),
+    ("unix:///run/redis@main/redis.sock", "unix:///run/redis@main/redis.sock", False),
+    ("unix://u:Zx9/kQ@/run/redis.sock", "unix://u:***@/run/redis.sock", True),
+    ("unix://:Zx9@/run/redis@main/redis.sock", "unix://:***@main/redis.sock", True),  # which '@' ends it?
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("url", "shown", "refused"), URL_SHAPES)
+def test_no_part_of_a_password_is_shown_whatever_it_holds(url: str, shown: str, refused: bool) -> None:
+    assert shown_url(url) == shown
+    if not refused:
+        assert Settings.load(environ={"TRACESTREAM_REDIS_URL": url}).redis_url == url
+        return
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(environ={"TRACESTREAM_REDIS_URL": url})
+    message = str(caught.value)
+    assert message.startswith(f"TRACESTREAM_REDIS_URL={shown!r} is invalid: "), message
+    assert "the password may need percent-encoding ('/' as %2F, '@' as %40" in message
+    assert not any(secret in message for secret in ("Zx9", "kQ", "1234")), message
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://u:Zx9@h:kQ/0", "bad port: expected a number up to 65535; the password may need"),
+        ("redis://u:Zx9@h:99999/0", "bad port: expected a number up to 65535; the password may need"),
+        ("redis://u:Zx9]kQ@h/0", "not a URL urllib can split; the password may need"),
+        ("redis://h:port/0", "bad port: expected a number up to 65535"),
+    ],
+)
+def test_a_refused_url_is_said_in_our_words(url: str, problem: str) -> None:
+    """urllib's own words quote the host or port it could not read: parts of the password, when
+    it was not percent-encoded."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(environ={"TRACESTREAM_REDIS_URL": url})
+    assert str(caught.value).startswith(f"TRACESTREAM_REDIS_URL={shown_url(url)!r} is invalid: {problem}")
+
+
+def test_settings_show_their_url_masked() -> None:
+    """`print(tracestream.configure())` shows them, as a REPL, a log line or a test report does."""
+    shown = repr(Settings.load(environ={}, redis_url="redis://u:s3cret@h/0", stream="orders"))
+    assert "s3cret" not in shown
+    assert shown.startswith("Settings(service_name=None, ")
+    assert "redis_url='redis://u:***@h/0', stream='orders'" in shown

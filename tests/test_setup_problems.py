@@ -13,8 +13,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ReadOnlyError
 
-from tests.support import ROOT, wait_for
+from tests.faults import DurableRedis
+from tests.support import ROOT, VENV_BIN, wait_for
+from tracestream.cli.common import describe_redis_error
 from tracestream.disk_spool import DEAD_LETTERS
 from tracestream.embedded_redis import EmbeddedRedis, free_cluster_port, free_port
 
@@ -80,6 +83,69 @@ def test_a_password_in_the_query_is_not_printed_either(guarded: EmbeddedRedis, t
     assert f"redis://127.0.0.1:{guarded.port}/0?username=shop&password=***" in lines[0]
 
 
+def _cli_line(url: str, **env: str) -> str:
+    """What `tracestream search` says of `url`: one line, and exit status 1."""
+    done = subprocess.run(
+        [str(VENV_BIN / "tracestream"), "search", "--redis-url", url],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+    return done.stderr
+
+
+def _every_line_printed(url: str, spool: Path) -> str:
+    """What configure(), the launcher, the CLI and doctor print, stdout and stderr, for `url`."""
+    env = {"PATH": "/usr/bin:/bin", "TRACESTREAM_SPOOL_DIR": str(spool), "COLUMNS": "500"}
+    launched = {
+        **env,
+        "TRACESTREAM_REDIS_URL": url,
+        "OTEL_PYTHON_DISTRO": "tracestream",
+        "OTEL_LOGS_EXPORTER": "redis_stream",
+        "OTEL_TRACES_EXPORTER": "redis_stream",
+        "OTEL_METRICS_EXPORTER": "none",
+        "TRACESTREAM_SHUTDOWN_TIMEOUT": "1s",
+    }
+    commands = [
+        ([str(VENV_BIN / "opentelemetry-instrument"), sys.executable, "-c", APP], launched),
+        ([str(VENV_BIN / "tracestream"), "search", "--redis-url", url], env),
+        ([str(VENV_BIN / "tracestream"), "doctor", "--redis-url", url], env),
+    ]
+    outputs = [_app(url, spool)]
+    for command, command_env in commands:
+        outputs.append(subprocess.run(command, env=command_env, capture_output=True, text=True, timeout=60))
+    return "\n".join(done.stdout + done.stderr for done in outputs)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "shown"),
+    [
+        ("slash:Zx9/kQ+a7", "slash:***"),  # a base64 password: '/' ends urllib's host before the '@'
+        (":Zx9/kQ+a7", ":***"),
+        ("shop:Zx9@kQ+a7", "shop:***"),  # accepted: urllib and redis-py split at the last '@'
+        ("shop:Zx9?kQ+a7", "shop:***"),
+        ("shop:1234#kQ+a7", "shop:***"),  # urllib would read host 'shop', port 1234
+    ],
+)
+def test_a_password_that_was_not_percent_encoded_is_printed_nowhere(
+    guarded: EmbeddedRedis, tmp_path: Path, credentials: str, shown: str
+) -> None:
+    printed = _every_line_printed(f"redis://{credentials}@127.0.0.1:{guarded.port}/0", tmp_path)
+    assert not any(secret in printed for secret in ("Zx9", "kQ", "1234")), printed
+    assert f"redis://{shown}@127.0.0.1:{guarded.port}/0" in printed
+    if "@" not in credentials.partition(":")[2]:
+        assert printed.count("the password may need percent-encoding ('/' as %2F, '@' as %40") == 4, printed
+
+
+def test_a_password_with_a_slash_percent_encoded_works(guarded: EmbeddedRedis, tmp_path: Path) -> None:
+    """What the refusal above says to do."""
+    with guarded.client() as client:
+        client.execute_command("ACL", "SETUSER", "slash", "on", ">Zx9/kQ+a7", "~*", "+@all")
+    assert _run(f"redis://slash:Zx9%2FkQ+a7@127.0.0.1:{guarded.port}/0", tmp_path) == []
+
+
 @pytest.mark.parametrize(
     ("query", "refused"),
     [
@@ -142,12 +208,40 @@ def test_an_address_that_is_not_redis(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         lines = _run(f"redis://127.0.0.1:{server.server_address[1]}/0", tmp_path)
+        told = _cli_line(f"redis://127.0.0.1:{server.server_address[1]}/0")
     finally:
         server.shutdown()
-    assert "does not speak Redis's protocol" in lines[0], lines
+    not_redis = "it is not a Redis server: what answers at the URL does not speak Redis's protocol"
+    assert not_redis in lines[0] and not_redis in told, (lines, told)
     # one line per signal, each naming its signal
     failing = [line.split(" ", 3)[2] for line in lines if "cannot write" in line]
     assert sorted(failing) == ["logs:", "spans:"], lines
+
+
+def test_a_redis_that_takes_the_connection_but_does_not_reply(tmp_path: Path) -> None:
+    """As one busy with a slow command (DEBUG SLEEP) or a large save does: frozen here, which its
+    clients cannot tell from that, for as long as the test needs. Nothing is wrong with the address."""
+    with DurableRedis() as server:
+        server.freeze()
+        try:
+            lines = _run(server.url, tmp_path, TRACESTREAM_REDIS_TIMEOUT="500ms")
+            told = _cli_line(server.url, TRACESTREAM_REDIS_TIMEOUT="500ms")
+        finally:
+            server.thaw()
+    busy = "the connection was made but no reply came: a Redis busy with a slow command or a large save"
+    assert busy in lines[0] and busy in told, (lines, told)
+    assert "reachable" not in lines[0] + told
+
+
+def test_a_read_only_replica(tmp_path: Path) -> None:
+    with EmbeddedRedis() as primary, EmbeddedRedis() as replica, replica.client() as client:
+        client.replicaof("127.0.0.1", primary.port)
+        lines = _run(replica.url, tmp_path)
+        with pytest.raises(ReadOnlyError) as refused:  # as `tracestream alerts run` or `forward` would be
+            client.set("alerts:state", "firing")
+    fix = "the URL names a read-only replica: point TRACESTREAM_REDIS_URL at the primary"
+    assert "READONLY" in lines[0] and fix in lines[0], lines
+    assert describe_redis_error(refused.value).endswith(f"({fix})")
 
 
 def test_otel_sdk_disabled_exports_nothing(tmp_path: Path) -> None:

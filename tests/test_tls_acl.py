@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import socket
+import struct
 import subprocess
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from cryptography import x509
@@ -17,13 +23,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.seeded_records import RecordWriter
-from tests.support import RedisHandle, wait_for
+from tests.seeded_records import RecordWriter, tracer_provider
+from tests.support import VENV_BIN, RedisHandle, run_python, wait_for
+from tests.test_cli import run_all
+from tests.test_console_acl import READER_ACL
+from tests.test_console_live import ConsoleProcess
 from tracestream.connection import Tls, connect
 from tracestream.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
+from tracestream.error_issues import list_issues
 from tracestream.exporters.redis_stream import RedisStreamSpanExporter
+from tracestream.query import Query, search, trace_tree
+from tracestream.redis_errors import advice
 from tracestream.schema import StreamKeys
 from tracestream.settings import ConfigError, Settings
+from tracestream.summary import service_status
 
 # The documented producer user (docs/security.md); `{stream}` is the configured stream name.
 PRODUCER_ACL = (
@@ -209,6 +222,70 @@ def test_tls_without_the_client_certificate_or_ca_is_refused(
     assert not _export_one_span(no_ca)  # our self-made CA is not trusted by default
 
 
+WARNING_APP = (
+    "import logging, tracestream; tracestream.configure(); logging.getLogger('shop').warning('paid')"
+)
+
+
+def _told(url: str, spool: Path) -> list[str]:
+    """What the app's failed-write line and `tracestream search` say of `url`."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TRACESTREAM_REDIS_URL": url,
+        "TRACESTREAM_SPOOL_DIR": str(spool),
+        "TRACESTREAM_REDIS_TIMEOUT": "500ms",
+        "TRACESTREAM_SHUTDOWN_TIMEOUT": "1s",
+    }
+    failed_writes = [line for line in run_python(WARNING_APP, env).splitlines() if "cannot write" in line]
+    cli = subprocess.run(
+        [str(VENV_BIN / "tracestream"), "search"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert cli.returncode == 1 and len(cli.stderr.splitlines()) == 1, cli.stderr
+    return [*failed_writes, cli.stderr]
+
+
+def test_a_redis_url_to_a_tls_port_says_to_use_rediss(tls_redis: str, tmp_path: Path) -> None:
+    """The server drops the connection at once: redis-py says only `Connection reset by peer`."""
+    told = _told(tls_redis.replace("rediss://", "redis://"), tmp_path)
+    assert len(told) == 2, told
+    assert all("the server closed the connection: if it speaks TLS, use rediss://" in line for line in told)
+
+
+def test_a_rediss_url_to_a_plain_port_says_to_use_redis(acl_redis: EmbeddedRedis, tmp_path: Path) -> None:
+    """A plain Redis waits for a command while the client waits for its TLS hello: a timeout."""
+    told = _told(f"rediss://127.0.0.1:{acl_redis.port}/0", tmp_path)
+    assert len(told) == 2, told
+    handshake = "the TLS handshake got no answer: if the server does not speak TLS, use redis://"
+    assert all(handshake in line for line in told), told
+
+
+def test_a_tls_connection_dropped_is_not_told_to_use_tls() -> None:
+    """Only a plain connection a server drops at once is likely one to a TLS port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def drop_each_connection() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                connection.recv(1)
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                connection.close()  # a reset, as a TLS port's
+
+    threading.Thread(target=drop_each_connection, daemon=True).start()
+    advice_by_scheme = {}
+    try:
+        for scheme in ("redis", "rediss"):
+            with pytest.raises(redis.ConnectionError) as dropped:
+                connect(f"{scheme}://127.0.0.1:{listener.getsockname()[1]}/0", 2).ping()
+            advice_by_scheme[scheme] = advice(dropped.value)
+    finally:
+        listener.close()
+    assert advice_by_scheme == {
+        "redis": "the server closed the connection: if it speaks TLS, use rediss://",
+        "rediss": None,
+    }
+
+
 def test_a_missing_certificate_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"TRACESTREAM_REDIS_CA=.*no such file"):
         Settings.load(environ={"TRACESTREAM_REDIS_CA": str(tmp_path / "missing.pem")})
@@ -257,3 +334,85 @@ def test_producer_acl_user_can_export_but_not_read(acl_redis: EmbeddedRedis) -> 
         producer.xadd("someone-else:stream", {"v": "1"})  # only its own keys
     producer.close()
     admin.close()
+
+
+def _traced_error(handle: RedisHandle) -> str:
+    """A request's span with an error record in it, as a service writes them; its trace id."""
+    provider = tracer_provider(handle, "api")
+    writer = RecordWriter(handle)
+    with provider.get_tracer("t").start_as_current_span("GET /checkout") as span:
+        ids = span.get_span_context()
+        failure = ("ValueError", "declined", "Traceback:\nValueError: declined")
+        ids_of = {"trace_id": ids.trace_id, "span_id": ids.span_id}
+        writer.log("card declined", severity="ERROR", exception=failure, **ids_of)
+    provider.shutdown()
+    writer.close()
+    return format(ids.trace_id, "032x")
+
+
+def test_the_producer_user_hears_it_may_not_read_not_that_nothing_is_there(acl_redis: EmbeddedRedis) -> None:
+    """`errors` and `trace` as the services' user say in one line which command it may not run, exit 1,
+    instead of "no error issues" and "no records for trace"; the console answers 502 naming it."""
+    stream = f"acl:{uuid.uuid4().hex[:8]}"
+    trace_id = _traced_error(RedisHandle(acl_redis.url, stream))
+    user = f"producer-{uuid.uuid4().hex[:8]}"
+    with acl_redis.client() as admin:
+        admin.execute_command(
+            *PRODUCER_ACL.replace("producer", user, 1).format(password="pw", stream=stream).split()
+        )
+    producer = RedisHandle(f"redis://{user}:pw@127.0.0.1:{acl_redis.port}/0", stream)
+    refused = {"ZRANGE": ["errors"], "LRANGE": ["trace", trace_id]}
+    for command, done in zip(refused, run_all(producer, *refused.values()), strict=True):
+        assert done.returncode == 1 and done.stdout == "", done
+        assert done.stderr.count("\n") == 1 and f"{command} on {stream}:" in done.stderr, done
+    console = ConsoleProcess(producer, token=None).start()
+    try:
+        for command, path in (("ZRANGE", "api/errors"), ("LRANGE", f"api/trace/{trace_id}")):
+            response = httpx.get(console.url + path)
+            assert response.status_code == 502, response.text
+            assert f"{command} on {stream}:" in response.json()["error"], response.text
+    finally:
+        console.stop()
+
+
+def test_readers_answer_at_once_while_redis_pauses_writes(acl_redis: EmbeddedRedis) -> None:
+    """`CLIENT PAUSE WRITE` (a FAILOVER pauses writes so too) holds EVALSHA until it ends, never
+    EVALSHA_RO: the documented reader searches, reads a trace, the issues and the services at once, its
+    scripts not even loaded yet. Without `+evalsha_ro` it still reads, once the pause is over."""
+    stream = f"acl:{uuid.uuid4().hex[:8]}"
+    trace_id = _traced_error(RedisHandle(acl_redis.url, stream))
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    admin = acl_redis.client()
+    admin.execute_command(*READER_ACL.replace("reader", user, 1).format(password="pw", stream=stream).split())
+    admin.execute_command("ACL", "SETUSER", user, "+evalsha_ro")  # as docs/security.md's reader has it
+    admin.script_flush()
+    reader = RedisHandle(f"redis://{user}:pw@127.0.0.1:{acl_redis.port}/0", stream)
+    reads: dict[str, Callable[[redis.Redis], list[str]]] = {
+        "card declined": lambda client: [e.body for e in search(client, stream, Query()).records],
+        "GET /checkout": lambda client: [
+            node.span.name for _, node in trace_tree(client, stream, trace_id).walk()
+        ],
+        "ValueError": lambda client: [issue.type for issue in list_issues(client, stream)],
+        "api": lambda client: [status.service for status in service_status(client, stream)],
+    }
+    try:
+        admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+        with connect(reader.url, 5, decode=True) as client:
+            for found, read in reads.items():
+                started = time.monotonic()
+                assert read(client) == [found]
+                assert time.monotonic() - started < 1, found
+        # the CLI waits 2 s for an answer (TRACESTREAM_REDIS_TIMEOUT), well within the pause
+        commands = (["search"], ["trace", trace_id], ["errors"], ["services"])
+        for found, done in zip(reads, run_all(reader, *commands), strict=True):
+            assert done.returncode == 0 and found in done.stdout, done
+        admin.execute_command("CLIENT", "UNPAUSE")
+        admin.execute_command("ACL", "SETUSER", user, "-evalsha_ro")
+        admin.execute_command("CLIENT", "PAUSE", 1500, "WRITE")
+        started = time.monotonic()
+        with connect(reader.url, 5, decode=True) as client:
+            assert reads["ValueError"](client) == ["ValueError"]
+        assert time.monotonic() - started > 1
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+        admin.close()

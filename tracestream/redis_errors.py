@@ -5,8 +5,9 @@ during a failover, a cluster reshaping) says nothing about the records: the same
 sent again later. So does a setup that makes Redis refuse every write alike (an address that
 is not a Redis server, a database it does not have, an ACL, a command renamed away, a cluster
 node written to as a single Redis): the records wait in the spool until the setup is fixed,
-and `setup_problem` says what to fix. Anything else (`WRONGTYPE` from a key of the wrong
-type, a protocol error from an argument over `proto-max-bulk-len`, a script error) is a
+and `setup_problem` says what to fix, as it says what a failed connection tells of the setup
+(TLS on one side only, a busy server, a replica). Anything else (`WRONGTYPE` from a key of the
+wrong type, a protocol error from an argument over `proto-max-bulk-len`, a script error) is a
 refusal: sending the same records again gets the same answer, so the export worker bisects
 the batch to find them.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 
 import redis
+from redis.connection import SSLConnection
 from redis.exceptions import (
     AskError,
     BusyLoadingError,
@@ -85,12 +87,53 @@ def is_transient(error: BaseException) -> bool:
 
 
 def setup_problem(error: BaseException, *, cluster: bool) -> str | None:
-    """What in the setup makes Redis refuse every write, said as what to fix; None for anything else."""
-    if isinstance(error, InvalidResponse):
-        return "what answers there does not speak Redis's protocol: is the URL a Redis server's?"
+    """What in the setup makes Redis refuse every write, or what a failed connection tells of it,
+    said as what to check or fix; None when the error says all there is."""
     if not cluster and isinstance(error, (MovedError, AskError)):
         return _CLUSTER_NODE
+    return advice(error)
+
+
+def advice(error: BaseException) -> str | None:
+    """`setup_problem` for a reader, where a MOVED reply is a cluster's own business."""
+    if isinstance(error, InvalidResponse):
+        return "it is not a Redis server: what answers at the URL does not speak Redis's protocol"
+    if isinstance(error, ReadOnlyError):
+        return "the URL names a read-only replica: point TRACESTREAM_REDIS_URL at the primary"
+    if isinstance(error, redis.TimeoutError):
+        return _timeout_advice(error)
+    if isinstance(error, redis.ConnectionError) and _closed_by_server(error) and not _over_tls(error):
+        return "the server closed the connection: if it speaks TLS, use rediss://"
     return _setup_reply(error) if isinstance(error, redis.ResponseError) else None
+
+
+def _timeout_advice(error: redis.TimeoutError) -> str:
+    """redis-py says where the wait was (connecting, reading, writing); a TLS handshake that timed
+    out leaves its own words behind it."""
+    if "handshake" in str(error.__context__):
+        return "the TLS handshake got no answer: if the server does not speak TLS, use redis://"
+    if "connecting" in str(error):
+        return "no connection was made: is the host reachable and the port open?"
+    return (
+        "the connection was made but no reply came: a Redis busy with a slow command or a large "
+        "save, or not a Redis server; TRACESTREAM_REDIS_TIMEOUT sets the wait"
+    )
+
+
+def _closed_by_server(error: redis.ConnectionError) -> bool:
+    text = str(error).lower()
+    return any(words in text for words in ("reset by peer", "closed by server", "broken pipe"))
+
+
+def _over_tls(error: BaseException) -> bool:
+    """Whether the connection that failed spoke TLS: redis-py's words do not say, the frames it
+    raised the error from hold the connection."""
+    trace = error.__traceback__
+    while trace is not None:
+        if isinstance(trace.tb_frame.f_locals.get("self"), SSLConnection):
+            return True
+        trace = trace.tb_next
+    return False
 
 
 def _setup_reply(error: redis.ResponseError) -> str | None:

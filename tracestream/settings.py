@@ -130,34 +130,80 @@ def metrics_exporter_names() -> tuple[str, ...]:
     return tuple(name for name in parts if name not in ("", "none"))
 
 
-_PASSWORD = re.compile(r"(//[^/@:]*:)[^@/]*@")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)  # redis-py reads it there too
+# redis-py reads `?password=` (and `ssl_password=`) too; the value runs to the next `&name=`.
+_QUERY_PASSWORD = re.compile(r"([?&][^=&#]*password=)(?:[^&]|&(?![^&=]*=))*", re.IGNORECASE)
+_SCHEME = re.compile(r"\s*[a-z][a-z0-9+.-]*:(?://)?", re.IGNORECASE)
+_AUTHORITY_END = re.compile(r"[/?#]")
+_PERCENT_ENCODING = (
+    "the password may need percent-encoding ('/' as %2F, '@' as %40, '?' as %3F, '#' as %23, "
+    "'[' as %5B, ']' as %5D)"
+)
 
 
 def shown_url(url: str) -> str:
-    """The URL as printed: its password, if it has one, as `***`."""
-    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
+    """The URL as printed: its passwords as `***`, the one between `user:` and `@` and any
+    `?...password=`, also in a URL refused because its password was not percent-encoded."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme else 0
+    # A '/', '?' or '#' in the password ends the authority before its '@': then up to the last '@'.
+    authority_end = len(url) if _stray_at(url) else _end_of_authority(url, start)
+    at = url.rfind("@", start, authority_end)
+    colon = url.find(":", start, at) if at >= 0 else -1
+    return url if colon < 0 else f"{url[: colon + 1]}***{url[at:]}"
+
+
+def _end_of_authority(url: str, start: int) -> int:
+    delimiter = _AUTHORITY_END.search(url, start)
+    return delimiter.start() if delimiter else len(url)
+
+
+def _stray_at(url: str) -> bool:
+    """An '@' past the host, where a URL has none but in a query value or in the socket path of
+    a unix:// URL without credentials: a password holding '/', '?' or '#' that was not encoded,
+    part of which redis-py would take for the host, port or path. True too for what urllib
+    cannot split (a '[' or ']' in the password)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return True
+    names = (pair.partition("=")[0] for pair in parts.query.split("&"))
+    if "@" in parts.fragment or any("@" in name for name in names):
+        return True
+    return "@" in parts.path and (parts.scheme != "unix" or bool(parts.netloc))
 
 
 def parse_redis_url(text: str) -> str:
+    """The URL, if redis-py reads it as meant. No error quotes urllib's: it may quote the password."""
     url = text.strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(_with_encoding_hint("not a URL urllib can split", url)) from None
     if parts.scheme not in REDIS_SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
+    if _stray_at(url):
+        in_path = " (and an '@' in the socket path as %40)" if parts.scheme == "unix" else ""
+        raise ValueError(f"the host cannot be told from the password: {_PERCENT_ENCODING}{in_path}")
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// URL needs a socket path")
     else:
         if not parts.hostname:
-            raise ValueError("missing host")
+            raise ValueError(_with_encoding_hint("missing host", url))
         try:
             parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as error:
-            raise ValueError(f"bad port: {error}") from None
+        except ValueError:
+            raise ValueError(_with_encoding_hint("bad port: expected a number up to 65535", url)) from None
     db = _database(url)
     if not db.isdigit():
         raise ValueError(f"database index must be a number, not {db!r}")
     return url
+
+
+def _with_encoding_hint(problem: str, url: str) -> str:
+    """A host or port urllib could not read may be the end of a password that was not encoded."""
+    return f"{problem}; {_PERCENT_ENCODING}" if "@" in url else problem
 
 
 def redis_database(url: str) -> int:
@@ -418,6 +464,12 @@ class Settings:
         settings = cls(**values)
         settings._check_cluster()
         return settings
+
+    def __repr__(self) -> str:
+        """The dataclass's, but with the URL as printed: a repr lands in logs, REPLs and test reports."""
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        values["redis_url"] = shown_url(self.redis_url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in values.items())})"
 
     def _check_cluster(self) -> None:
         cluster = _SETTINGS["redis_cluster"].env

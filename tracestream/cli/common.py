@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 import orjson
 import redis
 import rich.console
+from redis.exceptions import InvalidResponse
 from rich.text import Text
 
 from tracestream.connection import Client, client_for
+from tracestream.redis_errors import advice
 from tracestream.settings import Settings, parse_duration
 from tracestream.terminal_text import json_safe, visible
 
@@ -115,14 +117,19 @@ def reader(args: argparse.Namespace, timeout: float | None = None) -> Client:
 
 
 def describe_redis_error(error: Exception) -> str:
-    """Plain words for what usually went wrong."""
+    """Plain words for what usually went wrong, and what to check where the error does not say."""
     if isinstance(error, redis.AuthenticationError):
         return f"Redis refused the credentials: {error} (check the user and password in the URL)"
+    hint = advice(error)
+    return f"{_what_failed(error)}: {error}" + (f" ({hint})" if hint else "")
+
+
+def _what_failed(error: Exception) -> str:
     if isinstance(error, redis.TimeoutError):
-        return f"Redis did not answer in time: {error}"
-    if isinstance(error, redis.ConnectionError):
-        return f"cannot reach Redis: {error}"
-    return f"Redis error: {error}"
+        return "Redis did not answer in time"
+    if isinstance(error, (redis.ConnectionError, InvalidResponse)):
+        return "cannot reach Redis"
+    return "Redis error"
 
 
 def shown(text: str, style: str = "") -> Text:
