@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -283,6 +284,33 @@ def test_write_only_producer_keeps_issues_and_a_reader_reads_them(
     assert [e.body for e in stream.logs()] == ["failed", "failed"]
     assert admin.xlen(stream.keys.errors) == 2
     assert [i.count for i in list_issues(admin, stream.stream)] == [1]
+    admin.close()
+
+
+def test_a_reader_the_acl_refuses_hears_which_command_not_that_there_are_no_issues(
+    redis_server: EmbeddedRedis, stream: RedisHandle, writer: RecordWriter
+) -> None:
+    """Listing issues takes ZRANGE, HMGET and HGETALL: without one, the error names it and its key
+    (Redis itself names only a line of the script), never an empty list."""
+    writer.log("failed", severity="ERROR", exception=_error("g"))
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    admin = redis_server.client()
+    admin.execute_command(
+        *READER_ACL.replace("reader", user, 1).format(password="pw", stream=stream.stream).split()
+    )
+    with redis.Redis.from_url(
+        f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0", decode_responses=True
+    ) as client:
+        (issue,) = list_issues(client, stream.stream)
+        issue_key = stream.keys.issue(issue.fingerprint)
+        for right, key in (("zrange", stream.keys.issues), ("hmget", issue_key), ("hgetall", issue_key)):
+            admin.execute_command("ACL", "SETUSER", user, f"-{right}")
+            with pytest.raises(
+                redis.ResponseError, match=rf"{right.upper()} on {re.escape(key)}: .*can't run"
+            ):
+                list_issues(client, stream.stream)
+            admin.execute_command("ACL", "SETUSER", user, f"+{right}")
+    admin.execute_command("ACL", "DELUSER", user)
     admin.close()
 
 

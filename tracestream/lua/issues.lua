@@ -5,20 +5,18 @@
 -- fingerprints it names, one a line. Returns {fingerprint, {field, value, ...}, ...}. Fingerprints whose hash expired
 -- and keys of another type (another writer's) are skipped. Reads only: a read-only user runs
 -- it with ZRANGE, HMGET and HGETALL.
+--#include reads
 local prefix, since, service, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local limit = tonumber(ARGV[5])
 local out = {}
 local function take(fp)
   local key = prefix .. fp
-  local found = redis.pcall('HMGET', key, 'state', 's:' .. service)
-  if found.err and not string.find(found.err, '^WRONGTYPE') then
-    redis.call('HMGET', key, 'state', 's:' .. service)  -- raises it: a missing right, say
-  end
-  if found.err or not found[1] then return end
+  local found = read('HMGET', key, 'state', 's:' .. service)
+  if not found or not found[1] then return end
   if state ~= '' and found[1] ~= state then return end
   if service ~= '' and not found[2] then return end
   out[#out + 1] = fp
-  out[#out + 1] = redis.call('HGETALL', key)
+  out[#out + 1] = read('HGETALL', key)
 end
 if ARGV[6] ~= '' then
   for fp in string.gmatch(ARGV[6], '[^\n]+') do take(fp) end
@@ -26,8 +24,8 @@ if ARGV[6] ~= '' then
 end
 local page, offset = 500, 0
 while #out < 2 * limit do
-  local fps = redis.pcall('ZRANGE', KEYS[1], '+inf', since, 'BYSCORE', 'REV', 'LIMIT', offset, page)
-  if fps.err then break end
+  local fps = read('ZRANGE', KEYS[1], '+inf', since, 'BYSCORE', 'REV', 'LIMIT', offset, page)
+  if not fps then break end
   for _, fp in ipairs(fps) do
     take(fp)
     if #out >= 2 * limit then break end

@@ -5,7 +5,9 @@
 -- each record's `tracestream.sample_weight` (1 when absent), sent as text: Redis would cut a
 -- Lua number to an integer. Redis arrays, not JSON with joined keys: names may hold any byte,
 -- tabs and text that is not UTF-8 included, and each string is decoded on its own. If not
--- done, the next call starts below `last`.
+-- done, the next call starts below `last`. A key of another type fails the call as any other
+-- failure does, named by its command: the caller passes over an `:errors` key another writer holds.
+--#include reads
 local P = cjson.decode(ARGV[4])
 local error_floor = tonumber(ARGV[5])
 local byte_budget, page = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -73,7 +75,8 @@ end
 -- Pages from ARGV[1] down; after the first, each starts at the last id read, which is skipped.
 local high, last, scanned, bytes, done = ARGV[1], '', 0, 0, 0
 while scanned < tonumber(ARGV[3]) and bytes < byte_budget do
-  local entries = redis.call('XREVRANGE', KEYS[1], high, ARGV[2], 'COUNT', page + (last == '' and 0 or 1))
+  local entries = redis.pcall('XREVRANGE', KEYS[1], high, ARGV[2], 'COUNT', page + (last == '' and 0 or 1))
+  if entries.err then refused('XREVRANGE', KEYS[1], entries.err) end
   local first = (entries[1] and entries[1][1] == last) and 2 or 1
   for i = first, #entries do
     local f = entries[i][2]

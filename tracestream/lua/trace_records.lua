@@ -3,17 +3,19 @@
 -- another writer's members (a bad id, an unknown kind) and a key of another type are skipped.
 -- A log entry the log stream no longer holds (trimmed by count) is read from its copy in
 -- `<stream>:errors` (ARGV[5]) when it was an error.
+--#include reads
 local out = {}
-local members = redis.pcall('LRANGE', KEYS[1], 0, -1)
-if members.err then return out end
-for _, member in ipairs(members) do
+for _, member in ipairs(read('LRANGE', KEYS[1], 0, -1) or {}) do
   local kind, id = string.sub(member, 1, 1), string.sub(member, 2)
   local stream = (kind == ARGV[3] and ARGV[1]) or (kind == ARGV[4] and ARGV[2])
-  local found = stream and string.match(id, '^%d+%-%d+$') and redis.pcall('XRANGE', stream, id, id) or {}
-  if stream == ARGV[1] and ARGV[5] and not found.err and #found == 0 then
-    found = redis.pcall('XRANGE', ARGV[5], id, id)
+  local found = {}
+  if stream and is_stream_id(id) then
+    found = read('XRANGE', stream, id, id) or {}
+    if #found == 0 and stream == ARGV[1] and ARGV[5] then
+      found = read('XRANGE', ARGV[5], id, id) or {}
+    end
   end
-  if not found.err and #found > 0 then
+  if #found > 0 then
     out[#out + 1] = kind
     out[#out + 1] = found[1][1]
     out[#out + 1] = found[1][2]
