@@ -314,6 +314,32 @@ def test_a_reader_the_acl_refuses_hears_which_command_not_that_there_are_no_issu
     admin.close()
 
 
+def test_a_reader_refused_the_errors_copies_hears_it_not_that_records_are_gone(
+    redis_server: EmbeddedRedis, stream: RedisHandle, writer: RecordWriter
+) -> None:
+    """An issue's newest record and the summaries' error counts read `<stream>:errors`: a user
+    whose key patterns leave it out gets Redis's refusal, not 'trimmed' or 'no errors'."""
+    writer.log("failed", severity="ERROR", exception=_error("h"))
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    admin = redis_server.client()
+    admin.execute_command(
+        *READER_ACL.replace("reader", user, 1).format(password="pw", stream=stream.stream).split()
+    )
+    (entry,) = stream.logs()
+    with redis.Redis.from_url(
+        f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0", decode_responses=True
+    ) as client:
+        assert record_at(client, stream.stream, entry.stream_id) is not None
+        admin.execute_command("ACL", "SETUSER", user, "-xrange")
+        with pytest.raises(redis.ResponseError, match="no permissions to run the 'xrange' command"):
+            record_at(client, stream.stream, "1-0")  # in neither key: both are read
+        admin.execute_command("ACL", "SETUSER", user, "+xrange", "resetkeys", f"~{stream.stream}")
+        with pytest.raises(redis.ResponseError, match="no permissions to access one of the keys"):
+            summarize(client, stream.stream, 0)  # the log stream may be read, its error copies not
+    admin.execute_command("ACL", "DELUSER", user)
+    admin.close()
+
+
 def test_another_writers_keys_cost_only_the_issues(
     stream: RedisHandle, writer: RecordWriter, redis_client: redis.Redis
 ) -> None:

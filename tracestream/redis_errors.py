@@ -71,10 +71,17 @@ _SETUP_REPLIES = (
     ("DB index is out of range", "it has no such database: pick a lower number in the URL"),
     ("can't run this command", _ACL),
     ("no permissions to", _ACL),
+    ("can't access", _ACL),  # a key pattern the user's rights leave out, met inside a script
+    ("ACL failure", _ACL),  # Redis 7.2's words for the same
     ("hash to the same slot", _CLUSTER_NODE),
     ("unknown command", _RENAMED),  # `rename-command` in its configuration
     ("Unknown Redis command called from script", _RENAMED),
 )
+
+
+def is_wrong_type(error: BaseException) -> bool:
+    """A key of another type than the command reads: another writer's, which readers pass over."""
+    return "WRONGTYPE" in str(error)
 
 
 def is_transient(error: BaseException) -> bool:

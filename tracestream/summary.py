@@ -23,6 +23,7 @@ from redis.exceptions import ResponseError
 from tracestream.connection import Client
 from tracestream.lua import script_source
 from tracestream.query import before, parse_stream_id, run_script, tolerant_call
+from tracestream.redis_errors import is_wrong_type
 from tracestream.schema import IMPLIED_SEVERITY_TEXTS, LOG_FIELDS
 from tracestream.settings import SAMPLE_WEIGHT
 from tracestream.shards import shards
@@ -189,8 +190,8 @@ def summarize(client: Client, stream: str, since_ms: int, until_ms: int | None =
                 ]
                 try:
                     last, done, *part = cast(list[Any], run_script(script, [key], args))
-                except ResponseError:
-                    if key == shard.keys.logs:
+                except ResponseError as error:
+                    if key == shard.keys.logs or not is_wrong_type(error):
                         raise
                     break  # another writer's key of another type at `:errors`: no copies to count
                 summary._merge(*part)

@@ -11,6 +11,7 @@ from tracestream.connection import Client
 from tracestream.query.replies import tolerant_call
 from tracestream.query.resources import resolve_resources
 from tracestream.query.stream_ids import parse_stream_id
+from tracestream.redis_errors import is_wrong_type
 from tracestream.schema import LogEntry
 from tracestream.shards import shards
 
@@ -31,8 +32,10 @@ def record_at(
         for key in (shard.keys.logs, shard.keys.errors):
             try:
                 found = cast(list[Any], tolerant_call(shard.client, "XRANGE", key, exact, exact) or [])
-            except ResponseError:  # another writer's key of another type
-                continue
+            except ResponseError as error:
+                if not is_wrong_type(error):  # a refused read is not a record let go
+                    raise
+                continue  # another writer's key of another type
             resolve_resources(shard.client, shard.keys, (fields for _, fields in found))
             for entry_id, fields in found:
                 entry = LogEntry.from_fields(entry_id, fields)
