@@ -22,7 +22,7 @@ from tracestream.summary import service_status
 # The documented reader user (docs/security.md); `{stream}` is the configured stream name.
 READER_ACL = (
     "ACL SETUSER reader on >{password} resetkeys ~{stream}* resetchannels -@all"
-    " +xrange +xrevrange +xread +xlen +lrange +evalsha +script|load +client|setname +ping +select"
+    " +xrange +xrevrange +xread +xlen +lrange +evalsha_ro +evalsha +script|load +client|setname +ping +select"
     " +zrange +hmget +hgetall"
 )
 
@@ -126,7 +126,7 @@ def test_the_reader_user_can_change_nothing(reader: RedisHandle) -> None:
 
 def test_a_missing_right_is_a_502_naming_it(reader: RedisHandle, acl_redis: EmbeddedRedis) -> None:
     with acl_redis.client() as admin:
-        admin.execute_command("ACL", "SETUSER", "reader", "-evalsha")
+        admin.execute_command("ACL", "SETUSER", "reader", "-evalsha_ro", "-evalsha")
     console = ConsoleProcess(reader, token=None).start()
     try:
         response = httpx.get(console.url + "api/search")
