@@ -25,7 +25,7 @@ from tests.seeded_records import RecordWriter, blocked_reader, tracer_provider
 from tests.support import VENV_BIN, RedisHandle, wait_for
 from tracestream.cli import main
 from tracestream.cli.record_lines import record_line
-from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.schema import LOG_FIELDS, LogEntry
 
 TRACESTREAM = str(VENV_BIN / "tracestream")
@@ -211,6 +211,20 @@ def test_doctor_warns_of_any_eviction_policy(stream: RedisHandle, here: Here) ->
     eviction = findings["eviction"]
     assert eviction["status"] == "warn" and "prefer noeviction" in eviction["detail"]
     assert "evict the trace index, trace list and issues" in eviction["detail"]
+
+
+def test_doctor_fails_where_no_write_can_succeed(stream: RedisHandle, here: Here) -> None:
+    """A replica refuses writes (or the next sync drops them); a full Redis under noeviction refuses
+    every write (OOM). Either way no service writes a record, so doctor does not say ✓."""
+    with EmbeddedRedis() as replica, EmbeddedRedis() as full:
+        replica.client().replicaof("127.0.0.1", str(free_port()))  # a master that never answers
+        full.client().config_set("maxmemory", 1)
+        on_replica = here("doctor", "--redis-url", replica.url)
+        when_full = here("doctor", "--redis-url", full.url)
+    assert on_replica.returncode == 1 and "✗ server: " in on_replica.stdout, on_replica.stdout
+    assert "a replica of 127.0.0.1:" in on_replica.stdout and "at the master" in on_replica.stdout
+    assert when_full.returncode == 1 and "✗ memory: Redis is full" in when_full.stdout, when_full.stdout
+    assert "refuses every write (OOM)" in when_full.stdout
 
 
 BAD_INPUT = [

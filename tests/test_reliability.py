@@ -352,6 +352,33 @@ def test_status_key_feeds_doctor(
     processor.shutdown()
 
 
+def test_doctor_fails_while_a_running_service_cannot_write(tmp_path: Path) -> None:
+    """SCRIPT renamed away: every write of a running service fails while its status hash still goes
+    in. Doctor says why (the writer's last error) and counts its spool, exit 1, not "lately nothing"."""
+    with EmbeddedRedis(extra_args=["--rename-command", "SCRIPT", ""]) as server:
+        handle = RedisHandle(url=server.url, stream="tracestream")
+        env = _env(handle, tmp_path, COLUMNS="400")
+        writer = Writer(env, "--count", "-1", "--rate", "50")
+        try:
+            writer.wait_logged(100)
+
+            def doctor() -> subprocess.CompletedProcess[str] | None:
+                done = subprocess.run(
+                    [bin_path("tracestream"), "doctor"], env=env, capture_output=True, text=True, timeout=60
+                )
+                return done if "✗ spool" in done.stdout and "✗ exporter" in done.stdout else None
+
+            done = wait_for(doctor, 30, interval=0.5, what="doctor naming the failing exporter and its spool")
+        finally:
+            writer.process.terminate()
+            writer.process.wait(30)
+    assert done.returncode == 1, done.stdout
+    exporter = next(line for line in done.stdout.splitlines() if line.startswith("✗ exporter"))
+    assert "writer:" in exporter and "logs: cannot write to Redis: ERR unknown command 'SCRIPT'" in exporter
+    spool = next(line for line in done.stdout.splitlines() if line.startswith("✗ spool"))
+    assert re.search(r": [1-9][0-9]* records for .* wait in ", spool), spool
+
+
 class _Record:
     """The smallest pending record: the exporter only asks it for its stream values."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry.metrics import CallbackOptions, Observation, get_meter
 
@@ -17,6 +17,7 @@ from tracestream.connection import Client, reply_text
 
 STATUS_TTL = 30
 METERED = ("exported", "spooled", "replayed", "dead_lettered", "dropped", "failed_attempts")
+ERROR_FIELD = "error"  # `<signal>.error`: why writes fail now, "" while they succeed
 
 
 def status_key(stream: str, service: str, host: str, pid: int) -> str:
@@ -36,6 +37,7 @@ _DROPS = {
 class ProcessStatus:
     key: str
     fields: dict[str, int]
+    errors: dict[str, str] = field(default_factory=dict)  # signal -> why its writes fail now
 
     @property
     def process(self) -> str:
@@ -61,11 +63,14 @@ class ProcessStatus:
         return "  ".join(parts)
 
     def problems(self) -> tuple[str, list[str]]:
-        """("ok" | "warn" | "fail", what is wrong in plain words): records lost are a failure;
-        records refused, waiting in the spool or failed attempts are a warning."""
+        """("ok" | "warn" | "fail", what is wrong in plain words): records lost, or writes failing
+        now, are a failure; records refused, waiting in the spool or failed attempts are a warning."""
         level, found = "ok", []
         for signal in ("logs", "spans"):
             counts = self.counts(signal)
+            if self.errors.get(signal):
+                level = "fail"
+                found.append(f"{signal}: cannot write to Redis: {self.errors[signal]}")
             drops = {label: counts.get(name, 0) for name, label in _DROPS.items() if counts.get(name, 0)}
             if drops:
                 level = "fail"
@@ -106,8 +111,13 @@ def read_statuses(client: Client, stream: str) -> list[ProcessStatus]:
         key = reply_text(raw_key)
         fields = {reply_text(k): reply_text(v) for k, v in client.hgetall(key).items()}
         decoded = {name: int(value) for name, value in fields.items() if value.lstrip("-").isdigit()}
+        errors = {
+            name.removesuffix(f".{ERROR_FIELD}"): value
+            for name, value in fields.items()
+            if name.endswith(f".{ERROR_FIELD}") and value
+        }
         if decoded:
-            found.append(ProcessStatus(key, decoded))
+            found.append(ProcessStatus(key, decoded, errors))
     return sorted(found, key=lambda status: status.key)
 
 

@@ -23,6 +23,7 @@ from tracestream.disk_spool import backlogs, dead_letters, describe, spool_base
 from tracestream.export_status import read_statuses
 from tracestream.forwarder import DEAD_LETTER_SUFFIX, LOSS_COUNTS_SUFFIX, forward_losses, forwarder_lag
 from tracestream.query.replies import tolerant_call
+from tracestream.redis_errors import advice
 from tracestream.settings import ConfigError, Settings, shown_url
 from tracestream.shards import Shard, shards
 from tracestream.timeparse import iso_utc
@@ -118,42 +119,38 @@ def _connection_advice(config: Settings, error: Exception) -> str:
     if "db index is out of range" in lowered:
         return f"Redis at {where} has no database {parts.path.strip('/')}: pick a lower number in the URL"
     if "ssl" in lowered or "certificate" in lowered or "tls" in lowered:
-        hint = (
+        tls = (
             "check TRACESTREAM_REDIS_CA (and client cert/key) and the server's TLS port"
             if parts.scheme == "rediss"
             else "the server may expect TLS: use rediss://"
         )
-        return f"TLS handshake with {where} failed: {text}; {hint}"
+        return f"TLS handshake with {where} failed: {text}; {tls}"
     if "refused" in lowered or "no such file" in lowered:
         return f"nothing accepts connections at {where}: is redis-server running there?"
-    if isinstance(error, redis.TimeoutError) or "timeout" in lowered or "timed out" in lowered:
-        advice = "is the host reachable and the port open?"
-        if parts.scheme == "redis":
-            advice += " If the server speaks TLS, use rediss://"
-        else:
-            advice += " If the server does not speak TLS, use redis://"
-        return f"no answer from {where} within {config.redis_timeout:g}s: {advice}"
-    if "closed by server" in lowered and parts.scheme == "redis":
-        return f"{where} closed the connection: if it speaks TLS, use rediss:// ({text})"
-    return f"cannot use Redis at {where}: {text}"
+    hint = advice(error)
+    if isinstance(error, redis.TimeoutError):
+        return f"no answer from {where} within {config.redis_timeout:g}s: {hint}"
+    return f"cannot use Redis at {where}: {text}" + (f" ({hint})" if hint else "")
 
 
 def _server(client: redis.Redis) -> list[Finding]:
     info: dict[str, Any] = client.info()
-    findings = [
-        Finding(
-            "server",
-            "ok",
-            f"Redis {info.get('redis_version')}, {info.get('used_memory_human')} used, "
-            f"maxmemory {info.get('maxmemory_human', info.get('maxmemory'))}, "
-            f"policy {info.get('maxmemory_policy')}",
+    detail = (
+        f"Redis {info.get('redis_version')}, {info.get('used_memory_human')} used, "
+        f"maxmemory {info.get('maxmemory_human', info.get('maxmemory'))}, "
+        f"policy {info.get('maxmemory_policy')}"
+    )
+    replica = info.get("role") == "slave"
+    if replica:
+        detail += (
+            f"; a replica of {info.get('master_host')}:{info.get('master_port')}, so services writing"
+            " here fail (READONLY) or write what the next sync drops: point TRACESTREAM_REDIS_URL at"
+            " the master"
         )
-    ]
+    findings = [Finding("server", "fail" if replica else "ok", detail)]
     policy = str(info.get("maxmemory_policy", ""))
-    if policy not in ("", "noeviction"):
-        evicted = "the trace index, trace list and issues"  # volatile-*: the keys with an expiry
-        if policy.startswith("allkeys"):
-            evicted = "whole streams"
+    evicted = _evicted_by(policy)
+    if evicted:
         findings.append(
             Finding(
                 "eviction",
@@ -163,10 +160,29 @@ def _server(client: redis.Redis) -> list[Finding]:
                 "with TRACESTREAM_MAX_ENTRIES or TRACESTREAM_MAX_AGE",
             )
         )
-    maxmemory = int(info.get("maxmemory", 0) or 0)
-    if maxmemory and int(info.get("used_memory", 0)) > 0.9 * maxmemory:
+    maxmemory, used = int(info.get("maxmemory", 0) or 0), int(info.get("used_memory", 0))
+    if maxmemory and used >= maxmemory and policy == "noeviction":
+        findings.append(
+            Finding(
+                "memory",
+                "fail",
+                f"Redis is full ({info.get('used_memory_human')} used of maxmemory"
+                f" {info.get('maxmemory_human')}, noeviction): it refuses every write (OOM) and services"
+                " keep their records in the spool until memory is freed or maxmemory raised",
+            )
+        )
+    elif maxmemory and used > 0.9 * maxmemory:
         findings.append(Finding("memory", "warn", "Redis uses over 90% of maxmemory: writes may soon fail"))
     return findings
+
+
+def _evicted_by(policy: str) -> str:
+    """What of ours a maxmemory-policy lets Redis evict; "" for noeviction."""
+    if policy in ("", "noeviction"):
+        return ""
+    if policy.startswith("allkeys"):
+        return "whole streams"
+    return "the trace index, trace list and issues"  # volatile-*: the keys with an expiry
 
 
 def _streams(client: Client, config: Settings) -> list[Finding]:
@@ -205,12 +221,23 @@ def _exporters(client: Client, config: Settings) -> list[Finding]:
 
 
 def _local_spool(config: Settings) -> list[Finding]:
-    """What this machine's spool holds that no running process will replay, and refused records."""
+    """What this machine's spool holds: records a running process cannot write now, records no
+    running process will replay, and refused records."""
     base = spool_base(config)
     findings = []
     for backlog in backlogs(base):
-        if not backlog.live:
-            where = describe(backlog.destination)
+        where = describe(backlog.destination)
+        if backlog.live and backlog.records:
+            findings.append(
+                Finding(
+                    "spool",
+                    "fail",
+                    f"{backlog.records} records for {where} wait in {backlog.folder}: their process is"
+                    " running but cannot write them to Redis now (its stderr says why); it sends them"
+                    " once Redis takes them",
+                )
+            )
+        elif not backlog.live:
             findings.append(
                 Finding(
                     "spool",

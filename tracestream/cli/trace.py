@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     with reader(args) as client:
         tree = trace_tree(client, settings(args).stream, args.trace_id)
     if not tree.roots and not tree.unattached_logs:
-        error_line(f"no records for trace {tree.trace_id} (not written, or expired)")
+        error_line(
+            f"no records for trace {tree.trace_id} (not written, expired, or evicted: "
+            "`tracestream doctor` names the eviction policy)"
+        )
         return 0
     if args.json:
         for line in tree_lines(tree):

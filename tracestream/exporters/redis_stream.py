@@ -26,7 +26,7 @@ from tracestream import schema
 from tracestream._internal_log import internal_logger
 from tracestream.connection import CLUSTER_ERRORS, Client, ProcessLocalClient, Tls, node_for, refresh_topology
 from tracestream.disk_spool import Spool, spool_for
-from tracestream.export_status import STATUS_TTL, status_key
+from tracestream.export_status import ERROR_FIELD, STATUS_TTL, status_key
 from tracestream.exporters import encoding, trace_summaries
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.exporters.shaping import RowShaper
@@ -47,6 +47,8 @@ Item = TypeVar("Item")
 ScriptCall = list[str | int | bytes]  # the keys, then the arguments, of one script call
 NamedCall = tuple[str, int, ScriptCall]  # a script's name, its number of keys, and one call of it
 NEVER_RAN_AT = 14  # the append script's ARGV[15]
+# The append script's reply when the stream was gone under a writer that had stored records in it.
+VANISHED = "VANISHED "
 
 
 def _never_ran(call: NamedCall) -> NamedCall:
@@ -128,6 +130,7 @@ class StreamWriter(Generic[Item]):
         )
         self._registered: dict[str, float] = {}  # shard -> when this process last added it to the registry
         self._failing = threading.Event()
+        self._last_error = ""  # why the last write failed: the status carries it to doctor while failing
         self._problems_told: set[bytes | str] = set()  # what the script said it could not do, said once
 
     def encode(self, items: Sequence[Item]) -> list[list[str]]:
@@ -232,6 +235,8 @@ class StreamWriter(Generic[Item]):
             elif isinstance(result, (bytes, str)) and result not in self._problems_told:
                 self._problems_told.add(result)
                 problem = result.decode(errors="replace") if isinstance(result, bytes) else result
+                if problem.startswith(VANISHED):
+                    problem = _vanished(node, problem.removeprefix(VANISHED))
                 internal_logger.warning("Redis at %s: %s", self._client.shown_url, problem)
         return missing
 
@@ -304,17 +309,17 @@ class StreamWriter(Generic[Item]):
                 row[position] = resource
 
     def _report_failure(self, error: Exception, count: int) -> None:
+        fix = setup_problem(error, cluster=self._client.cluster)
+        self._last_error = describe(error) + (f" ({fix})" if fix else "")
         if not self._failing.is_set():
             self._failing.set()
-            fix = setup_problem(error, cluster=self._client.cluster)
             internal_logger.warning(
-                "%s: cannot write %d record%s to Redis at %s: %s%s; will retry",
+                "%s: cannot write %d record%s to Redis at %s: %s; will retry",
                 self.signal,
                 count,
                 "" if count == 1 else "s",
                 self._client.shown_url,
-                describe(error),
-                f" ({fix})" if fix else "",
+                self._last_error,
             )
 
     def make_spool(self) -> Spool | None:
@@ -322,12 +327,13 @@ class StreamWriter(Generic[Item]):
         return spool_for(self.settings, self.stream)
 
     def publish_status(self, signal: str, status: dict[str, int]) -> None:
-        """Refresh this process's status hash, which `tracestream doctor` reads; skipped while failing."""
-        if self._failing.is_set():
-            return
+        """Refresh this process's status hash, which `tracestream doctor` reads. While writes fail it
+        carries why, whenever Redis still takes the status itself (a command a script needs renamed
+        or refused by the ACL); when it does not (out of memory, a replica), doctor reads the server."""
         service = self.settings.service_name or self._resources.get_service()
         key = status_key(self.settings.stream, service, socket.gethostname(), os.getpid())
-        fields = {f"{signal}.{name}": value for name, value in status.items()}
+        fields: dict[str, int | str] = {f"{signal}.{name}": value for name, value in status.items()}
+        fields[f"{signal}.{ERROR_FIELD}"] = self._last_error if self._failing.is_set() else ""
         fields["updated_ms"] = int(time.time() * 1000)
         try:
             pipe = self._client.get().pipeline(transaction=False)
@@ -340,6 +346,22 @@ class StreamWriter(Generic[Item]):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _vanished(node: redis.Redis, stream: str) -> str:
+    """The line for a stream gone under its writer, naming the eviction policy when this user may
+    read it (one CONFIG GET: a producer user may not)."""
+    try:
+        policy = str(node.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+    except (*CLUSTER_ERRORS, OSError):
+        policy = ""
+    if policy == "noeviction":
+        cause = "deleted (maxmemory-policy noeviction evicts nothing)"
+    elif policy:
+        cause = f"most likely evicted: maxmemory-policy {policy} lets Redis evict keys when memory runs out"
+    else:
+        cause = "evicted (any maxmemory-policy but noeviction lets Redis) or deleted"
+    return f"{stream!r} was gone, with the records this process had written to it: {cause}"
 
 
 LogItem = ReadableLogRecord | ReadWriteLogRecord | PendingLogRecord

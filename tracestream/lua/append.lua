@@ -14,8 +14,10 @@
 -- so every key is checked before the first write, with commands that fail on a key of the
 -- wrong type and change nothing (a write-only producer may run them; docs/security.md), and
 -- nothing after the XADDs can fail. A Redis that takes no writes now (failures.lua) fails the
--- call at its first write, as it found it. Only a stream key of another type refuses it; a
--- digest key of another type costs the records their search digest (the call returns why),
+-- call at its first write, as it found it. Only a stream key of another type refuses it, or a
+-- command the probes need that Redis does not know (renamed or disabled: said so, by name); a
+-- digest key of another type costs the records their search digest (the call returns why, and
+-- empties the digest: searches read the stream itself where the digest does not reach),
 -- and a trace index key of another type costs only that trace its index (pcall). Redis
 -- refuses a script for OOM only at its first write command, here the INCRBY that reads a
 -- mark, so a call is stored whole or not at all. But a batch of several calls, or a
@@ -92,15 +94,27 @@ end
 local keep_all = {'stream', 'XTRIM', 'MAXLEN', '9223372036854775807'}
 local probes = {keep_all, keep_all}
 if maxlen > 0 then probes[3] = {'list', 'LPOP', '0'}; probes[4] = {'count', 'INCRBY', '0'} end
-local digest_problem
+local digest_problem, digest_key_refused
 for k = 1, math.min(#KEYS, #probes) do
   local probe = probes[k]
   local failure = refused(redis.pcall(probe[2], KEYS[k], unpack(probe, 3)))
   if failure then
     if takes_no_writes(failure) or denied(failure) then return failure end
-    local problem = KEYS[k] .. ' is not a ' .. probe[1] .. ': ' .. failure.err
-    if k == 1 then return redis.error_reply('WRONGTYPE ' .. problem) end
-    digest_problem = digest_problem or problem .. '; the search digest is not written'
+    local problem
+    if string.find(failure.err, 'WRONGTYPE', 1, true) then
+      problem = KEYS[k] .. ' is not a ' .. probe[1] .. ': ' .. failure.err
+      if k == 1 then return redis.error_reply('WRONGTYPE ' .. problem) end
+    elseif string.find(failure.err, 'Unknown Redis command', 1, true) then
+      -- worded as Redis 7 words it, so the writer tells it apart alike on every version
+      problem = 'Unknown Redis command called from script: ' .. probe[2] .. ' is disabled or renamed'
+      if k == 1 then return redis.error_reply('ERR ' .. problem) end
+    else
+      if k == 1 then return failure end
+      problem = probe[2] .. ' ' .. KEYS[k] .. ': ' .. failure.err
+    end
+    digest_problem = digest_problem
+      or problem .. '; the search digest is not written (searches read the stream, slower)'
+    digest_key_refused = digest_key_refused or k == 2
   end
 end
 if digest_problem then digest_pos = {} end
@@ -117,7 +131,10 @@ if resource ~= '' and resource_prefix ~= '' then
 end
 local nfields = #names
 local touched = {}
-local pairs_ = {}
+-- XADD's arguments after the key: the trim, '*', then the row's fields and values, filled in per
+-- row from `fields_at` on (error copies take them alone).
+local entry = maxlen > 0 and {'MAXLEN', '~', maxlen_text, '*'} or {'*'}
+local fields_at = #entry + 1
 local lines = {}
 local function one_line(text)
   if string.find(text, '\n', 1, true) or string.find(text, '\t', 1, true) then
@@ -125,7 +142,7 @@ local function one_line(text)
   end
   return text
 end
-for f = 1, nfields do pairs_[2 * f - 1] = names[f] end
+for f = 1, nfields do entry[fields_at + 2 * f - 2] = names[f] end
 local first_id, id
 local issues = {}  -- fingerprint -> what this call's rows add to its issue
 local issue_order = {}
@@ -145,22 +162,26 @@ local function add_to_issue(e, row, stream_id)
   bump(g.routes, e[3])
   if row[trace_pos] ~= '' then g.traces[#g.traces + 1] = row[trace_pos] end
 end
+-- A writer that stored rows before (its mark is above 0) adds its first row only to a stream that
+-- exists (NOMKSTREAM): when it does not, the stream vanished under the writer, evicted or
+-- deleted with the records in it, and the call says so (the writer tells it once).
+local check_stream = prefix and mark > 0
+local vanished = false
 for i = first, #rows do
   local row = rows[i]
   if row[resource_pos] == '' then row[resource_pos] = resource end
-  for f = 1, nfields do pairs_[2 * f] = row[f] end
-  if maxlen > 0 then
-    id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen_text, '*', unpack(pairs_))
-  else
-    id = redis.call('XADD', stream, '*', unpack(pairs_))
-  end
+  for f = 1, nfields do entry[fields_at + 2 * f - 1] = row[f] end
+  id = check_stream and redis.call('XADD', stream, 'NOMKSTREAM', unpack(entry))
+  vanished = vanished or (check_stream and not id)
+  check_stream = false
+  id = id or redis.call('XADD', stream, unpack(entry))
   first_id = first_id or id
   if has_errors and error_rows[i] then
     if errors_key ~= '' then
       if errors_maxlen > 0 then
-        redis.pcall('XADD', errors_key, 'MAXLEN', '~', ARGV[18], id, unpack(pairs_))
+        redis.pcall('XADD', errors_key, 'MAXLEN', '~', ARGV[18], id, unpack(entry, fields_at))
       else
-        redis.pcall('XADD', errors_key, id, unpack(pairs_))
+        redis.pcall('XADD', errors_key, id, unpack(entry, fields_at))
       end
     end
     add_to_issue(error_rows[i], row, id)
@@ -245,12 +266,22 @@ if #issue_order > 0 then
   call('ZREMRANGEBYSCORE', issues_key, '-inf', '(' .. string.format('%.0f', now_ms - issue_ttl * 1000))
   call('EXPIRE', issues_key, issue_ttl)
 end
-digest_problem = digest_problem or issue_problem
-if #lines == 0 then return digest_problem or #rows - first + 1 end
+-- What the writer tells once, else how many rows were stored.
+local outcome = vanished and ('VANISHED ' .. stream) or digest_problem or issue_problem or #rows - first + 1
+-- Readers read the stream itself only above and below the digest, so a batch left out of it must
+-- not lie between its entries: the digest is emptied instead (XTRIM, probed above), and searches
+-- read the stream until new batches fill it again.
+if #lines == 0 then
+  if digest_problem and not digest_key_refused then redis.call('XTRIM', KEYS[2], 'MAXLEN', '0') end
+  return outcome
+end
 -- The digest entry takes the batch's last record id, so stream ids locate it. It fails
--- only if the log stream was deleted and recreated behind it: those records then go unindexed.
+-- only if the log stream was deleted and recreated behind it with older ids.
 local added = redis.pcall('XADD', KEYS[2], id, 'first', first_id, 'n', #lines, 'd', table.concat(lines))
-if refused(added) then return #rows - first + 1 end
+if refused(added) then
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '0')
+  return outcome
+end
 if min_id_ms > 0 then redis.call('XTRIM', KEYS[2], 'MINID', '~', min_id_text) end
 if maxlen > 0 then
   redis.call('RPUSH', KEYS[3], #lines .. ' ' .. id)
@@ -277,4 +308,4 @@ if maxlen > 0 then
     redis.call('XTRIM', KEYS[2], 'MINID', '~', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
   end
 end
-return #rows - first + 1
+return outcome

@@ -1,8 +1,10 @@
 """Searching: the digest (a line per record: id, severity, service, text) walked newest first.
 
 A server-side script reads only the entries whose lines pass, and returns only matching entries: a
-search over a million records moves matches over the wire, not the stream. Time ranges become stream
-ids (their millisecond part is the write time), so a range costs nothing to skip.
+search over a million records moves matches over the wire, not the stream. Where the digest does not
+cover the stream (evicted, deleted, or never written), the script reads the stream itself, slower but
+never blind. Time ranges become stream ids (their millisecond part is the write time), so a range
+costs nothing to skip.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from tracestream.schema import (
 )
 from tracestream.shards import Shard, shards
 
-# Digest lines (records) and bytes looked at per script call: large enough to amortise the
-# round trip, small enough that Redis is never blocked for long (tens of milliseconds per
-# call however long the records are). A call always finishes the digest entry it started.
+# Digest lines (an entry read whole where the digest does not reach counts as 25) and bytes looked
+# at per script call: large enough to amortise the round trip, small enough that Redis is never
+# blocked for long (tens of milliseconds per call however long the records are). A call always
+# finishes the digest entry it started.
 SCAN_BUDGET = 50_000
 SCAN_BYTES = 4_000_000
 # Redis looks for at most this much of a text filter (Lua's plain find costs text length times
@@ -211,7 +214,7 @@ def _from_stream(
         if chunk.exhausted or not chunk.last_id or chunk.last_id == "0-0":
             break
     if query.min_severity >= ERROR_SEVERITY:
-        # Below what the digest covers, the stream was trimmed: its errors live on in `:errors`.
+        # Below what the stream holds, it was trimmed: its errors live on in `:errors`.
         yield from _from_errors(shard, query, high, low, batch)
 
 
