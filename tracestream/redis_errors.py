@@ -159,9 +159,13 @@ def error_code(error: BaseException) -> str:
     return type(error).__name__
 
 
+# Redis quotes the start of an unknown command's arguments: for a script, its source.
+_QUOTED_ARGUMENTS = ", with args beginning with:"
+
+
 def describe(error: BaseException) -> str:
     """One line: the code and the message, cut to a length that fits a log line."""
-    text = " ".join(str(error).split()).rstrip(".")
+    text = " ".join(str(error).split()).partition(_QUOTED_ARGUMENTS)[0].rstrip(".")
     code = error_code(error)
     line = text if text.startswith(code) else f"{code} {text}".rstrip()
     return line[:300]
