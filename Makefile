@@ -15,9 +15,14 @@ LOWEST_TESTS := tests/test_fastapi.py tests/test_fastapi_mounts.py tests/test_dj
 	tests/test_launcher.py tests/test_cluster.py tests/test_console_live.py tests/test_console_mount.py \
 	tests/test_launcher_matrix.py tests/test_app_logging.py tests/test_django_project.py \
 	tests/test_integrations_absent.py
+# test-python312 runs on a Python that refuses new threads once its exit has begun, atexit
+# callbacks included: 3.12.0 to 3.12.2 (CPython gh-104690, relaxed in 3.12.3).
+PY312 := .venv-python312
+PY312_BIN := $(PY312)/bin
+PY312_VERSION := 3.12.1
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test test-lowest lint typecheck pytest bench clean
+.PHONY: demo test test-lowest test-python312 lint typecheck pytest bench clean
 
 # The test environment is set up as the OpenTelemetry docs tell users: the distro, then
 # `opentelemetry-bootstrap -a install` for every library it finds.
@@ -25,8 +30,11 @@ $(STAMP): pyproject.toml tests/env/otel-release.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c tests/env/otel-release.txt -e '.[dev]'
-	$(BIN)/opentelemetry-bootstrap -a install
+	$(BOOTSTRAP)
 	touch $(STAMP)
+
+# Empty for a venv whose tests load no contrib instrumentation.
+BOOTSTRAP = $(BIN)/opentelemetry-bootstrap -a install
 
 # test-lowest builds its venv with the recipe above (VENV=$(LOWEST)), every pip call in it held
 # to the lowest versions pyproject.toml allows by PIP_CONSTRAINT.
@@ -44,6 +52,14 @@ test-lowest:
 		$(MAKE) --no-print-directory PYTHON=$(LOWEST_PYTHON) VENV=$(LOWEST) $(LOWEST_STAMP)
 	$(LOWEST_BIN)/python tests/env/lowest.py
 	$(LOWEST_BIN)/pytest -q $(LOWEST_TESTS)
+
+# The exit paths (atexit, a __del__ at teardown, OTLP's shutdown) where such a Python starts no thread.
+test-python312:
+	PYENV_VERSION=$(PY312_VERSION) $(MAKE) --no-print-directory PYTHON=python3.12 VENV=$(PY312) BOOTSTRAP= \
+		$(PY312)/.installed
+	$(PY312_BIN)/python -c 'import sys; sys.exit(None if (3, 12) <= sys.version_info < (3, 12, 3) else \
+		f"test-python312 needs Python 3.12.0 to 3.12.2, not {sys.version.split()[0]}")'
+	$(PY312_BIN)/pytest -q tests/test_interpreter_exit.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check tracestream tests bench examples
@@ -66,4 +82,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/cluster.py
 
 clean:
-	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) $(LOWEST) $(PY312) .pytest_cache .mypy_cache .ruff_cache .demo

@@ -41,6 +41,8 @@ from contextvars import ContextVar
 from types import FrameType
 from typing import Any
 
+from tracestream._internal_log import internal_logger
+
 __all__ = [
     "LogCapture",
     "count_seen_records",
@@ -89,6 +91,7 @@ class LogCapture:
         self.excluded = tuple(excluded)
         self._wanted: dict[str, bool] = {}
         self._asked_for: dict[str, bool] = {}
+        self._told_of_a_lost_record = False
 
     def wants(self, logger_name: str) -> bool:
         """Loggers repeat, so each name is matched against the exclusions once."""
@@ -106,14 +109,23 @@ class LogCapture:
         return asked
 
     def take(self, record: logging.LogRecord) -> None:
-        if _seen.counting:
-            _seen.note(record)
-        if (
-            record.levelno >= self.level
-            and self.wants(record.name)
-            and not (record.name in ACCESS_LOGGERS and take_access_line_mark())
-        ):
-            self.handler.handle(record)
+        try:
+            if _seen.counting:
+                _seen.note(record)
+            if (
+                record.levelno >= self.level
+                and self.wants(record.name)
+                and not (record.name in ACCESS_LOGGERS and take_access_line_mark())
+            ):
+                self.handler.handle(record)
+        except Exception as error:  # whatever fails here stays here: the app's logging call goes on
+            self._say_a_record_is_lost(error)
+
+    def _say_a_record_is_lost(self, error: Exception) -> None:
+        """Of the first only. The line said is a log record too, and comes back here."""
+        if not self._told_of_a_lost_record:
+            self._told_of_a_lost_record = True
+            internal_logger.warning("cannot take a log record, dropped: %r", error)
 
 
 class _SeenRecords:

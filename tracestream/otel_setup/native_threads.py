@@ -9,7 +9,7 @@ app's greenlets only append to a queue and, at exit, wait for a flush.
 
 from __future__ import annotations
 
-import importlib
+import _thread
 import signal
 import sys
 from collections import deque
@@ -18,28 +18,36 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Event", "Jobs", "Result", "Worker", "get_ident", "lock"]
+__all__ = ["Event", "Jobs", "Result", "Worker", "get_ident", "lock", "start"]
 
 
-def _original(module: str, name: str) -> Any:
-    """`module.name` as the interpreter made it, before gevent or eventlet replaced it."""
+def _original(name: str) -> Any:
+    """`_thread.name` as the interpreter made it, before gevent or eventlet replaced it."""
     gevent_monkey = sys.modules.get("gevent.monkey")
     if gevent_monkey is not None:
-        return gevent_monkey.get_original(module, name)
+        return gevent_monkey.get_original("_thread", name)
     eventlet_patcher = sys.modules.get("eventlet.patcher")
     if eventlet_patcher is not None:
-        return getattr(eventlet_patcher.original(module), name)
-    return getattr(importlib.import_module(module), name)
+        return getattr(eventlet_patcher.original("_thread"), name)
+    return getattr(_thread, name)
+
+
+# Looked up as this module loads (a patch made later replaces them in `_thread`, not here): a
+# lookup at call time can import, which fails at the interpreter's teardown (a record logged
+# from a `__del__` there).
+_allocate_lock = _original("allocate_lock")
+_get_ident = _original("get_ident")
+_start_new_thread = _original("start_new_thread")
 
 
 def lock() -> Any:
     """A real `_thread.lock`."""
-    return _original("_thread", "allocate_lock")()
+    return _allocate_lock()
 
 
 def get_ident() -> int:
     """The calling thread's real id: one for all the greenlets of a thread."""
-    return int(_original("_thread", "get_ident")())
+    return int(_get_ident())
 
 
 class Event:
@@ -125,7 +133,7 @@ class Worker:
     def __init__(self, target: Callable[[], object]) -> None:
         self._done = lock()
         self._done.acquire()
-        self.ident: int = _original("_thread", "start_new_thread")(self._run, (target,))
+        self.ident: int = _start_new_thread(self._run, (target,))
 
     def _run(self, target: Callable[[], object]) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, _SENT_TO_THE_PROCESS)
@@ -140,3 +148,13 @@ class Worker:
     def join(self, timeout: float) -> None:
         if self._done.acquire(True, timeout):
             self._done.release()
+
+
+def start(target: Callable[[], object]) -> Worker | None:
+    """A `Worker` running `target`, or None where the interpreter starts no thread: Python 3.12.0
+    to 3.12.2 refuse them once the exit has begun, atexit callbacks included (CPython gh-104690),
+    and a system out of threads refuses them at any time. The caller then does the work itself."""
+    try:
+        return Worker(target)
+    except RuntimeError:
+        return None

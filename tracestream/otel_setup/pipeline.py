@@ -107,7 +107,9 @@ class Sender:
     """The one thread that talks to the exporter: exports, replays and status reports all run
     here, one at a time. While it waits on Redis (without the GIL), the worker encodes the next
     batch; and under gevent or eventlet, where a connection works only in the thread that opened
-    it, no other thread ever uses one. Started at the first job, so also after a fork."""
+    it, no other thread ever uses one. Started with the worker (or at its first job), so also
+    after a fork; where no thread starts (at exit on Python 3.12.0 to 3.12.2) each job runs on the
+    thread that gives it."""
 
     def __init__(self, name: str, export: Callable[[list[Any]], Outcome]) -> None:
         self._name = name
@@ -131,9 +133,16 @@ class Sender:
             self._jobs.put(_last_job)
             thread.join(timeout)
 
-    def _submit(self, job: Callable[[], None]) -> None:
+    def start(self) -> None:
         if self._thread is None:
-            self._thread = native_threads.Worker(self._run)
+            self._thread = native_threads.start(self._run)
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        self.start()
+        if self._thread is None:
+            with _exporting():
+                job()
+            return
         self._jobs.put(job)
 
     def _run(self) -> None:
@@ -209,12 +218,15 @@ class BatchQueue(Generic[T]):
         self._sender = Sender(self.name, self._export_safely)
 
     def put(self, item: T) -> None:
+        if self._shutdown:  # first: no thread starts for a record that can no longer go out
+            self._drop()
+            return
         if self._thread is None:
             self.start()
-            if self._thread is None:
+            if self._thread is None and forks_strand_threads():
                 _say_the_master_keeps_its_records()
         queue = self._queue
-        if len(queue) >= self._batch.max_queue_size or self._shutdown:
+        if len(queue) >= self._batch.max_queue_size:
             self._drop()
             return
         queue.append(item)
@@ -249,12 +261,19 @@ class BatchQueue(Generic[T]):
         )
 
     def start(self) -> None:
-        """Start the worker now rather than at the first record (there may be a spool to replay)."""
+        """Start the worker now rather than at the first record (there may be a spool to replay).
+        Where no thread starts (at exit on Python 3.12.0 to 3.12.2) the records wait for the exit's
+        flush, which sends them from its own thread."""
         if forks_strand_threads():  # its records wait in the queue, which its workers drop
             return
         with self._export_lock:
             if self._thread is None:
-                self._thread = native_threads.Worker(self._run)
+                self._thread = native_threads.start(self._run)
+                if self._thread is None:
+                    return
+                # Now rather than at the first batch: an exit that comes first may start no thread,
+                # and a send on the exit's own thread cannot be cut off at the flush's deadline.
+                self._sender.start()
                 if self.on_start is not None:
                     self.on_start()
 
@@ -586,7 +605,8 @@ def _say_the_master_keeps_its_records() -> None:
 
 
 def _at_the_latest(timeout: float, action: Callable[[], object]) -> Callable[[], None]:
-    """Runs `action` once: after `timeout` seconds on a thread of its own, or sooner by a call."""
+    """Runs `action` once: after `timeout` seconds on a thread of its own, or sooner by a call;
+    only by the call where no thread starts (at exit on Python 3.12.0 to 3.12.2)."""
     first = native_threads.lock()
     called = native_threads.Event()
 
@@ -599,7 +619,7 @@ def _at_the_latest(timeout: float, action: Callable[[], object]) -> Callable[[],
         if not called.wait(timeout):
             run()
 
-    native_threads.Worker(run_when_due)
+    native_threads.start(run_when_due)
     return run
 
 

@@ -1,0 +1,255 @@
+"""What an app logs on its way out reaches the stream, or is said lost, and never costs the app a line.
+
+Python 3.12.0 to 3.12.2 start no thread once the exit has begun, atexit callbacks included
+(CPython gh-104690): there a process whose first record or span comes at its exit sends it from
+the thread that runs the exit's flush. `make test-python312` runs this module on 3.12.1, `make
+test` on the Python it finds. Each case is a fresh interpreter, compared with what the app prints
+without us where it prints anything.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.otlp_receiver import OtlpReceiver
+from tests.support import ROOT, RedisHandle, run_python_process, wait_for
+from tracestream.embedded_redis import free_port
+from tracestream.otel_setup.pipeline import BatchQueue
+from tracestream.settings import BatchSettings
+
+# No batch is due before the exit: what the app logged goes out through the exit's flush.
+EXIT_ONLY = {"TRACESTREAM_BATCH_DELAY_MS": "60000"}
+# Beyond the shutdown timeout, the exit is held for nothing.
+PROMPTLY = 3.0
+
+README_EXAMPLE = """
+import logging, os
+
+import tracestream
+
+tracestream.configure(service_name="api", redis_url=os.environ["TRACESTREAM_REDIS_URL"])
+logging.getLogger("shop").warning("card declined")
+"""
+
+# The process's first record and span come from an atexit function; `{register}` goes before or
+# after configure(), and atexit runs the last registered first.
+ATEXIT_APP = """
+import atexit, logging, os
+from opentelemetry import trace
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+log = logging.getLogger("app")
+
+def goodbye():
+    with trace.get_tracer("app").start_as_current_span("goodbye"):
+        log.info("goodbye from atexit")
+    print("goodbye done", flush=True)
+
+if {register} == "before":
+    atexit.register(goodbye)
+if os.environ.get("WITH_TRACESTREAM"):
+    import tracestream
+    tracestream.configure(service_name="leaving")
+if {register} == "after":
+    atexit.register(goodbye)
+print("main done", flush=True)
+"""
+
+# A pool's connection logs as the garbage collector ends it, at the interpreter's teardown.
+DEL_APP = """
+import logging, os
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+if os.environ.get("WITH_TRACESTREAM"):
+    import tracestream
+    tracestream.configure(service_name="pooled")
+
+class Connection:
+    def __del__(self):
+        logging.getLogger("pool").info("connection closed")
+
+connection = Connection()
+print("main done", flush=True)
+"""
+
+OTLP_FAN_OUT = """
+import logging, tracestream
+both = "redis_stream,otlp"
+tracestream.configure(service_name="fan", logs_exporter=both, traces_exporter=both)
+logging.getLogger("fan").warning("fanned out")
+print("logged", flush=True)
+"""
+
+# The capture fails on a record (as at the interpreter's teardown, where an import fails).
+FAILING_CAPTURE = """
+import logging, tracestream
+from tracestream.otel_setup import logging_bridge
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+tracestream.configure(service_name="failing")
+
+class Unreadable:
+    def __init__(self, *args, **kwargs):
+        raise ImportError("sys.meta_path is None, Python is likely shutting down")
+
+logging_bridge.PendingStdlibRecord = Unreadable
+log = logging.getLogger("app")
+log.info("first")
+log.info("second")
+print("main done", flush=True)
+"""
+
+# The interpreter's teardown leaves no module to find and no way to import one.
+TEARDOWN_IMPORTS = """
+import sys
+from tracestream.otel_setup import native_threads
+
+del sys.modules["_thread"]
+sys.meta_path = None
+done = native_threads.Event()
+worker = native_threads.start(done.set)
+print(worker is not None and done.wait(10) and native_threads.get_ident() > 0, flush=True)
+"""
+
+
+def _said_lost(queue: str) -> str:
+    return (
+        f"tracestream: WARNING {queue}: a record logged after tracestream closed at exit is lost: an "
+        "atexit handler registered before configure() runs after tracestream's (register it after), as "
+        "does what the garbage collector ends then"
+    )
+
+
+def _run(
+    code: str, stream: RedisHandle, *, with_tracestream: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = stream.env(**EXIT_ONLY)
+    if with_tracestream:
+        env["WITH_TRACESTREAM"] = "1"
+    return run_python_process(code, env)
+
+
+def _ours(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("tracestream:")]
+
+
+def _the_apps(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if not line.startswith("tracestream:")]
+
+
+def test_the_readme_example_delivers_its_record_at_exit(stream: RedisHandle) -> None:
+    done = _run(README_EXAMPLE, stream)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "card declined\n")
+    records = wait_for(stream.logs, what="the record")
+    assert [(e.body, e.service, e.severity) for e in records] == [("card declined", "api", "WARN")]
+
+
+def test_an_atexit_function_registered_after_configure_logs_into_the_stream(stream: RedisHandle) -> None:
+    app = ATEXIT_APP.format(register=repr("after"))
+    without = _run(app, stream, with_tracestream=False)
+    done = _run(app, stream)
+    assert (done.returncode, done.stdout, done.stderr) == (0, without.stdout, without.stderr)
+    assert done.stdout == "main done\ngoodbye done\n"
+    assert done.stderr == "INFO app goodbye from atexit\n"
+    records = wait_for(stream.logs, what="the record")
+    spans = wait_for(stream.spans, what="the span")
+    assert [(e.body, e.trace_id) for e in records] == [("goodbye from atexit", spans[0].trace_id)]
+    assert [s.name for s in spans] == ["goodbye"]
+
+
+def test_an_atexit_function_registered_before_configure_goes_on_and_its_record_is_said_lost(
+    stream: RedisHandle,
+) -> None:
+    app = ATEXIT_APP.format(register=repr("before"))
+    without = _run(app, stream, with_tracestream=False)
+    done = _run(app, stream)
+    assert (done.returncode, done.stdout, _the_apps(done.stderr)) == (
+        0,
+        without.stdout,
+        _the_apps(without.stderr),
+    )
+    assert done.stdout == "main done\ngoodbye done\n"
+    assert _ours(done.stderr) == [_said_lost("logs"), _said_lost("spans")]
+
+
+def test_a_del_at_teardown_logs_as_without_tracestream(stream: RedisHandle) -> None:
+    without = _run(DEL_APP, stream, with_tracestream=False)
+    done = _run(DEL_APP, stream)
+    assert without.stderr == "INFO pool connection closed\n"
+    assert (done.returncode, done.stdout, _the_apps(done.stderr)) == (
+        0,
+        without.stdout,
+        _the_apps(without.stderr),
+    )
+    assert _ours(done.stderr) == [_said_lost("logs")]
+
+
+def test_an_otlp_fan_out_exits_cleanly_with_its_record_in_both(stream: RedisHandle) -> None:
+    with OtlpReceiver() as receiver:
+        done = run_python_process(
+            OTLP_FAN_OUT, stream.env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, **EXIT_ONLY)
+        )
+        assert (done.returncode, done.stdout, done.stderr) == (0, "logged\n", "fanned out\n")
+        received = wait_for(lambda: receiver.logs, what="the record over OTLP")
+    assert [r.record.body.string_value for r in received] == ["fanned out"]
+    assert [e.body for e in wait_for(stream.logs, what="the record in Redis")] == ["fanned out"]
+
+
+def test_a_collector_that_is_down_holds_the_exit_no_longer_than_the_shutdown_timeout(
+    stream: RedisHandle,
+) -> None:
+    """OTLP retries for 10 s while its collector is down: the exit's flush stops waiting for it
+    at the shutdown timeout, as the export runs on a thread started with the worker."""
+    env = stream.env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+        TRACESTREAM_SHUTDOWN_TIMEOUT="1s",
+        **EXIT_ONLY,
+    )
+    app = subprocess.Popen(
+        [sys.executable, "-c", OTLP_FAN_OUT],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert app.stdout is not None and app.stderr is not None
+    assert app.stdout.readline() == "logged\n"
+    logged = time.monotonic()
+    assert app.wait(30) == 0
+    took = time.monotonic() - logged
+    assert _ours(app.stderr.read()) == [
+        "tracestream: WARNING logs (OTLPLogExporter): 1 record not exported or spooled at shutdown"
+    ]
+    assert took < 1 + PROMPTLY, took
+    assert [e.body for e in wait_for(stream.logs, what="the record in Redis")] == ["fanned out"]
+
+
+def test_a_record_the_capture_cannot_take_costs_the_app_nothing(stream: RedisHandle) -> None:
+    done = _run(FAILING_CAPTURE, stream)
+    assert (done.returncode, done.stdout) == (0, "main done\n")
+    assert _the_apps(done.stderr) == ["INFO app first", "INFO app second"]
+    assert _ours(done.stderr) == [
+        "tracestream: WARNING cannot take a log record, dropped: "
+        "ImportError('sys.meta_path is None, Python is likely shutting down')"
+    ]
+
+
+def test_a_record_after_the_exit_close_starts_no_thread(capsys: pytest.CaptureFixture[str]) -> None:
+    queue: BatchQueue[str] = BatchQueue("logs", lambda batch: True, BatchSettings(0.05, 10, 10))
+    queue.shutdown(1.0)
+    started: list[str] = []
+    queue.on_start = lambda: started.append("worker")
+    queue.put("too late")
+    assert started == []
+    assert queue.status()["dropped_at_shutdown"] == 1
+    assert _ours(capsys.readouterr().err) == [_said_lost("logs")]
+
+
+def test_the_export_threads_need_no_import_at_teardown(stream: RedisHandle) -> None:
+    done = _run(TEARDOWN_IMPORTS, stream)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "True\n", "")
