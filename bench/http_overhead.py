@@ -61,10 +61,10 @@ def _setup_telemetry(mode: str, framework: str) -> None:
 
         tracestream.configure(service_name=f"bench-{framework}")
     elif mode in CONTRIB_MODES:
-        if mode == "tuned-floor":  # what configure() defaults it to (tracestream.integrations)
-            from tracestream.integrations import SEMCONV_DEFAULT
+        if mode == "tuned-floor":  # what configure() defaults it to (tracestream.otel_setup.http_names)
+            from tracestream.otel_setup.http_names import choose_stable_names
 
-            os.environ.setdefault(*SEMCONV_DEFAULT)
+            choose_stable_names()
         from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource

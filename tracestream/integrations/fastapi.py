@@ -32,7 +32,6 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
-from importlib.util import find_spec
 from time import perf_counter
 from types import FrameType
 from typing import Any
@@ -88,6 +87,7 @@ _built_before: ContextVar[tuple[FastAPI, ASGIApp] | None] = ContextVar("built_be
 # FastAPI telemetry settings that only shape FastAPI's own telemetry, which has stepped aside.
 _UNUSED_TELEMETRY_SETTINGS = ("tracer_provider", "meter_provider", "logger_provider")
 _installed = False
+_excluding = False  # FastAPI.__call__ asks apps' telemetry exclude callables
 
 
 class _HttpMiddleware:
@@ -354,6 +354,7 @@ def _build_middleware_stack(original: Any) -> Any:
                 stack: ASGIApp = self.build_middleware_stack()
                 return stack
         _say_unused_telemetry_settings(self)
+        _honour_telemetry_exclude(self)
         # The contrib instrumentation unwraps the outermost ServerErrorMiddleware and puts its
         # span around what is inside, so ours goes inside a plain one.
         built = _built_before.get()
@@ -379,6 +380,16 @@ def _say_unused_telemetry_settings(app: FastAPI) -> None:
             app.title,
             " and ".join(unused),
         )
+
+
+def _honour_telemetry_exclude(app: FastAPI) -> None:
+    """Once an app that excludes requests from FastAPI's telemetry (0.142+) builds its stack: an
+    app without one pays nothing per request."""
+    global _excluding
+    settings = getattr(app, "_telemetry", None) or {}
+    if not _excluding and settings.get("exclude") is not None:
+        _excluding = True
+        FastAPI.__call__ = _skip_excluded(FastAPI.__call__)  # type: ignore[method-assign]
 
 
 def _skip_excluded(original: Any) -> Any:
@@ -470,7 +481,5 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
     FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
         FastAPI.build_middleware_stack
     )
-    if find_spec("fastapi.telemetry") is not None:  # FastAPI 0.142+
-        FastAPI.__call__ = _skip_excluded(FastAPI.__call__)  # type: ignore[method-assign]
     _say_apps_instrumented_without_us()
     _instrument_serving_apps(sys._getframe())
