@@ -26,11 +26,13 @@ telemetry.force_flush()
 """
 
 
+def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
 def test_an_absent_contrib_instrumentation_is_one_line(stream: RedisHandle, tmp_path: Path) -> None:
     python = environment_without(tmp_path / "venv", "opentelemetry-instrumentation-requests")
-    done = subprocess.run(
-        [str(python), "-c", APP], env=stream.env(), cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    done = _run([str(python), "-c", APP], stream.env())
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "ERROR" not in done.stderr
     notes = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
@@ -79,14 +81,7 @@ def test_requests_is_in_use_when_the_app_imports_it_not_when_the_otlp_exporter_d
     notes: list[str],
 ) -> None:
     env = stream.env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
-    done = subprocess.run(
-        [str(without_requests_contrib), "-c", app],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _run([str(without_requests_contrib), "-c", app], env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["True"]  # the exporter had imported requests
     assert [line for line in done.stderr.splitlines() if line.startswith("tracestream:")] == notes
@@ -116,14 +111,7 @@ def test_under_the_launcher_the_otlp_exporters_requests_is_not_the_apps(
     )
     code = f"{app}\nimport logging; logging.getLogger('launched').warning('launched both ways')"
     python = str(without_requests_contrib)
-    done = subprocess.run(
-        [python, "-c", LAUNCHER, python, "-c", code],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _run([python, "-c", LAUNCHER, python, "-c", code], env)
     assert done.returncode == 0, done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("tracestream:")] == notes
     wait_for(lambda: [e for e in stream.logs() if e.body == "launched both ways"], what="the record in Redis")

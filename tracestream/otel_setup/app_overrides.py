@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -54,15 +55,7 @@ def join_later_tracer_providers(ours: TracerProvider) -> None:
         if processors is None or not isinstance(tracer_provider, TracerProvider):
             _set_tracer_provider(tracer_provider)  # OpenTelemetry's own answer
             return
-        for processor in processors:
-            ours.add_span_processor(processor)
-        add_to_theirs = tracer_provider.add_span_processor
-
-        def add_to_both(span_processor: SpanProcessor) -> None:
-            add_to_theirs(span_processor)
-            ours.add_span_processor(span_processor)
-
-        tracer_provider.add_span_processor = add_to_both  # type: ignore[method-assign, assignment]
+        _lend(tracer_provider, "add_span_processor", processors, ours.add_span_processor)
         names = [type(processor).__name__ for processor in processors]
         internal_logger.warning(
             "the app set a TracerProvider after tracestream's, and OpenTelemetry keeps the first: its span "
@@ -72,6 +65,22 @@ def join_later_tracer_providers(ours: TracerProvider) -> None:
         )
 
     trace.set_tracer_provider = set_tracer_provider
+
+
+def _lend(
+    provider: object, adder: str, processors: Sequence[Any], add_to_ours: Callable[[Any], None]
+) -> None:
+    """`processors` of a provider OpenTelemetry refused, and those the app adds to it later
+    through its `adder` method, go to ours as well."""
+    for processor in processors:
+        add_to_ours(processor)
+    add_to_theirs = getattr(provider, adder)
+
+    def add_to_both(processor: Any) -> None:
+        add_to_theirs(processor)
+        add_to_ours(processor)
+
+    setattr(provider, adder, add_to_both)
 
 
 def span_processors_of(provider: trace.TracerProvider) -> tuple[SpanProcessor, ...] | None:
@@ -91,15 +100,7 @@ def join_later_logger_providers(ours: LoggerProvider) -> None:
         if processors is None:
             _set_logger_provider(logger_provider, log)  # OpenTelemetry's own answer
             return
-        for processor in processors:
-            ours.add_log_record_processor(processor)
-        add_to_theirs = logger_provider.add_log_record_processor
-
-        def add_to_both(log_record_processor: LogRecordProcessor) -> None:
-            add_to_theirs(log_record_processor)
-            ours.add_log_record_processor(log_record_processor)
-
-        logger_provider.add_log_record_processor = add_to_both
+        _lend(logger_provider, "add_log_record_processor", processors, ours.add_log_record_processor)
         internal_logger.warning(
             "the app set a LoggerProvider after tracestream's, and OpenTelemetry keeps the first: its log "
             "record processors (%s) get what is emitted through tracestream's instead; its resource is "
