@@ -22,7 +22,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
@@ -600,32 +600,38 @@ class StreamLag:
     undelivered: int | None  # entries no forwarder has read yet; None when Redis cannot tell
 
 
+def _signal_streams(client: Client, stream: str) -> Iterator[tuple[redis.Redis, str]]:
+    """The log and span streams of every shard, each with the server holding it."""
+    for shard in shards(client, stream):
+        for key in (shard.keys.logs, shard.keys.spans):
+            yield shard.client, key
+
+
 def forwarder_lag(client: Client, stream: str, group: str = DEFAULT_GROUP) -> list[StreamLag]:
     """How far the forwarders of `group` are behind, per stream of every shard; empty when none ran."""
     found = []
-    for shard in shards(client, stream):
-        for key in (shard.keys.logs, shard.keys.spans):
-            try:
-                groups = shard.client.xinfo_groups(key)
-            except redis.ResponseError:
-                continue  # no such stream
-            info = next((g for g in groups if reply_text(g["name"]) == group), None)
-            if info is None:
-                continue
-            summary = shard.client.xpending(key, group)
-            oldest = summary.get("min")
-            age = time.time() - int(reply_text(oldest).split("-")[0]) / 1000 if oldest else None
-            lag = info.get("lag")
-            found.append(
-                StreamLag(
-                    stream=key,
-                    group=group,
-                    consumers=int(info["consumers"]),
-                    pending=int(summary["pending"]),
-                    oldest_pending_age=age,
-                    undelivered=int(lag) if lag is not None else None,
-                )
+    for node, key in _signal_streams(client, stream):
+        try:
+            groups = node.xinfo_groups(key)
+        except redis.ResponseError:
+            continue  # no such stream
+        info = next((g for g in groups if reply_text(g["name"]) == group), None)
+        if info is None:
+            continue
+        summary = node.xpending(key, group)
+        oldest = summary.get("min")
+        age = time.time() - int(reply_text(oldest).split("-")[0]) / 1000 if oldest else None
+        lag = info.get("lag")
+        found.append(
+            StreamLag(
+                stream=key,
+                group=group,
+                consumers=int(info["consumers"]),
+                pending=int(summary["pending"]),
+                oldest_pending_age=age,
+                undelivered=int(lag) if lag is not None else None,
             )
+        )
     return found
 
 
@@ -648,25 +654,24 @@ class ForwardLosses:
 def forward_losses(client: Client, stream: str) -> list[ForwardLosses]:
     """Per stream of every shard that has any: dead letters kept, and records lost after all."""
     found = []
-    for shard in shards(client, stream):
-        for key in (shard.keys.logs, shard.keys.spans):
-            pipe = shard.client.pipeline(transaction=False)
-            pipe.xlen(key + DEAD_LETTER_SUFFIX)
-            pipe.hgetall(key + LOSS_COUNTS_SUFFIX)
-            kept, counts = pipe.execute()
-            lost = tolerant_text(counts)
-            if not kept and not lost:
-                continue
-            found.append(
-                ForwardLosses(
-                    stream=key,
-                    dead_letters=int(kept),
-                    newest_dead_letter=_newest_reason(shard.client, key + DEAD_LETTER_SUFFIX) if kept else "",
-                    rejected=_count(lost.get("rejected")),
-                    dead_letters_deleted=_count(lost.get("dead_letters_deleted")),
-                    since_ms=_count(lost.get("since_ms")) or None,
-                )
+    for node, key in _signal_streams(client, stream):
+        pipe = node.pipeline(transaction=False)
+        pipe.xlen(key + DEAD_LETTER_SUFFIX)
+        pipe.hgetall(key + LOSS_COUNTS_SUFFIX)
+        kept, counts = pipe.execute()
+        lost = tolerant_text(counts)
+        if not kept and not lost:
+            continue
+        found.append(
+            ForwardLosses(
+                stream=key,
+                dead_letters=int(kept),
+                newest_dead_letter=_newest_reason(node, key + DEAD_LETTER_SUFFIX) if kept else "",
+                rejected=_count(lost.get("rejected")),
+                dead_letters_deleted=_count(lost.get("dead_letters_deleted")),
+                since_ms=_count(lost.get("since_ms")) or None,
             )
+        )
     return found
 
 
