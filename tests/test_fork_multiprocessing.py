@@ -7,6 +7,7 @@ the records are read back from the private Redis.
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 from collections import Counter
@@ -223,6 +224,82 @@ def test_the_docs_pool_delivers_every_record_whatever_the_start_method(
     assert done.stdout == f"{[x * x for x in range(50)]}\n"
     bodies = wait_for(lambda: len(stream.logs()) >= 50 and Counter(e.body for e in stream.logs()))
     assert bodies == Counter(f"square of {x}" for x in range(50))
+
+
+# The pool waits while the test reads Redis: before any task, for what each worker logged as
+# it started, once it waits for one; with `map`'s results in, for what the workers logged for
+# them, which must be there already. Workers also report their SIGTERM action.
+POOL_READ_AFTER_RESULTS = """
+import logging, multiprocessing, signal, sys
+import tracestream
+
+start_method, setup = sys.argv[1:]
+if setup == "top-level":
+    tracestream.configure(service_name="pooled")
+log = logging.getLogger("pooled.app")
+
+
+def ready():
+    if setup == "initializer":
+        tracestream.configure()
+    log.warning("worker ready")
+
+
+def f(x):
+    log.warning("square of %d", x)
+    return x * x, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+if __name__ == "__main__":
+    with multiprocessing.get_context(start_method).Pool(2, initializer=ready) as pool:
+        print("started", flush=True)
+        sys.stdin.readline()
+        results = pool.map(f, range(20), chunksize=3)
+        print([square for square, _ in results], all(default for _, default in results), flush=True)
+        sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize(
+    ("start_method", "setup"),
+    [("fork", "top-level"), ("spawn", "top-level"), ("forkserver", "top-level"), ("spawn", "initializer")],
+)
+def test_pool_workers_keep_sigterms_default_and_write_their_records_before_they_wait_or_answer(
+    stream: RedisHandle, tmp_path: Path, start_method: str, setup: str
+) -> None:
+    """`Pool.terminate()`'s SIGTERM can come just before a worker blocks on the pool's queue
+    lock, where a Python handler never runs: with ours armed at its first record, the parent
+    waited for that worker for ever (8 runs in 150 of the docs' example on a busy machine).
+    Workers keep the default action, and lose nothing to it: the batch delay is 60 s here."""
+    script = tmp_path / "pool_read.py"
+    script.write_text(POOL_READ_AFTER_RESULTS)
+    env = stream.env(
+        TRACESTREAM_SPOOL_DIR=str(tmp_path / "spool"),
+        TRACESTREAM_BATCH_DELAY_MS="60000",
+        OTEL_SERVICE_NAME="pooled",
+    )
+    command = [sys.executable, str(script), start_method, setup]
+    with subprocess.Popen(
+        command,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as pool:
+        assert pool.stdout is not None and pool.stdin is not None
+        assert select.select([pool.stdout], [], [], 60)[0], "no pool within 60 s"
+        assert pool.stdout.readline() == "started\n"
+        wait_for(lambda: [e.body for e in stream.logs()] == ["worker ready"] * 2, timeout=30)
+        pool.stdin.write("\n")
+        pool.stdin.flush()
+        assert select.select([pool.stdout], [], [], 60)[0], "no results within 60 s"
+        assert pool.stdout.readline() == f"{[x * x for x in range(20)]} True\n"
+        squares = Counter(entry.body for entry in stream.logs() if entry.body.startswith("square"))
+        assert squares == Counter(f"square of {x}" for x in range(20))
+        _, stderr = pool.communicate("\n", timeout=60)
+    assert pool.returncode == 0, stderr
 
 
 def test_a_pool_terminated_as_it_starts_ends(stream: RedisHandle, tmp_path: Path) -> None:

@@ -160,6 +160,55 @@ def test_frozen_redis_never_blocks_the_app(
     assert status["slowest_info_s"] < 0.1  # the 300 ms Redis timeout never reached the app thread
 
 
+# A pool whose tasks log while Redis answers nothing; the test freezes Redis once it is ready.
+FROZEN_POOL = """
+import logging, multiprocessing, sys, time
+import tracestream
+
+tracestream.configure()
+log = logging.getLogger("pooled")
+
+
+def f(x):
+    log.warning("rec %d", x)
+    return x
+
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        print("ready", flush=True)
+        sys.stdin.readline()
+        started = time.monotonic()
+        assert pool.map(f, range(20), chunksize=1) == list(range(20))
+        print(f"{time.monotonic() - started:.2f}", flush=True)
+"""
+
+
+def test_a_pools_tasks_do_not_each_wait_on_a_frozen_redis(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path
+) -> None:
+    """A worker writes its records before each result; while Redis is failing they go straight
+    to the spool, rather than each task waiting out the Redis timeout (1 s here: 10 s a worker)."""
+    env = {**_env(handle, tmp_path), "TRACESTREAM_REDIS_TIMEOUT": "1s"}
+    command = [sys.executable, "-c", FROZEN_POOL]
+    with subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as pool:
+        assert pool.stdin is not None and pool.stdout is not None
+        assert pool.stdout.readline() == "ready\n"
+        durable.freeze()
+        try:
+            pool.stdin.write("go\n")
+            pool.stdin.flush()
+            elapsed = float(pool.stdout.readline())
+        finally:
+            durable.thaw()
+        pool.communicate(timeout=30)
+    assert pool.returncode == 0
+    assert elapsed < 5
+    replay = ["spool", "replay", "--redis-url", handle.url, "--stream", handle.stream]
+    subprocess.run([bin_path("tracestream"), *replay], env=env, check=True, capture_output=True, timeout=60)
+    assert sorted(delivered(handle)) == list(range(20))
+
+
 def test_a_proxy_that_cuts_and_stalls_loses_nothing(
     durable: DurableRedis, handle: RedisHandle, tmp_path: Path
 ) -> None:

@@ -290,13 +290,13 @@ class BatchQueue(Generic[T]):
                     self._next_report = time.monotonic() + STATUS_INTERVAL
                     self._sender.report(report, self.status())
 
-    def _drain(self, deadline: float | None) -> bool:
+    def _drain(self, deadline: float | None, retry_failing: bool = True) -> bool:
         """Move everything towards Redis; True once the spool, held batch and queue are all in."""
         if not self._export_lock.acquire(timeout=-1 if deadline is None else _remaining(deadline)):
             return False
         self._deadline = deadline
         try:
-            delivering = self._replay(deadline)
+            delivering = self._replay(deadline, retry_failing)
             if self._held is not None:
                 return False
             return self._drain_queue(deadline, delivering)
@@ -356,9 +356,9 @@ class BatchQueue(Generic[T]):
         self._set_aside(left)
         return False
 
-    def _replay(self, deadline: float | None) -> bool:
+    def _replay(self, deadline: float | None, retry_failing: bool = True) -> bool:
         """Older batches first: the spool, then the held batch. False while Redis is failing."""
-        if deadline is None and time.monotonic() < self._next_attempt:
+        if (deadline is None or not retry_failing) and time.monotonic() < self._next_attempt:
             return False  # backing off; a flush tries anyway, it has its own deadline
         spool = self.spool
         while spool:
@@ -502,21 +502,32 @@ class BatchQueue(Generic[T]):
         """Have the worker drain now, without waiting for it."""
         self._wake.set()
 
-    def flush(self, timeout: float) -> bool:
+    def flush(self, timeout: float, *, retry_failing: bool = True) -> bool:
         """Export everything queued so far, from the caller's thread, within `timeout` seconds.
 
         False if Redis did not take it all in time; when Redis is failing this returns as
         soon as every record is at least in the spool, rather than waiting out the timeout.
+        Without `retry_failing`, a Redis that is failing is not tried again before its backoff
+        ends (see `secure`).
         """
         if self._shutdown or forks_strand_threads():  # nothing may be sent from here
             return self._pending() == 0
         deadline = time.monotonic() + timeout
         with _exporting():
-            while not self._drain(deadline):
-                if time.monotonic() > deadline or (self.spool is not None and self._pending() == 0):
+            while not self._drain(deadline, retry_failing):
+                if (
+                    not retry_failing
+                    or time.monotonic() > deadline
+                    or (self.spool is not None and self._pending() == 0)
+                ):
                     return False
                 time.sleep(min(0.05, _remaining(deadline)))
             return True
+
+    def secure(self, timeout: float) -> bool:
+        """Get what is in memory out of it within `timeout`: into Redis, or straight into the
+        spool while Redis is failing, for a caller that must not wait on a failing Redis."""
+        return self.flush(timeout, retry_failing=False)
 
     def shutdown(self, timeout: float) -> bool:
         """Flush within `timeout`, then stop the worker.

@@ -34,6 +34,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from tracestream.forks import renew_in_child
+from tracestream.otel_setup import pool_workers
 from tracestream.otel_setup.pipeline import BatchQueue
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -64,10 +65,12 @@ def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
     signal.raise_signal = _flushing_raise_signal
     os._exit = _closing_exit
     for queue in queues:
-        queue.on_start = arm_signals
+        queue.on_start = _on_first_record
     if threading.current_thread() is threading.main_thread():
         for number in _SIGNALS:
             _chain(number)
+        if pool_workers.started_by_multiprocessing():  # a spawned child, as a forked one
+            _start_unarmed()
         os.register_at_fork(
             before=_hold_signals, after_in_parent=_release_signals, after_in_child=_start_unarmed
         )
@@ -85,6 +88,13 @@ def flush_before_exit(timeout: float | None = None) -> bool:
     deadline = time.monotonic() + (_timeout if timeout is None else timeout)
     results = [queue.flush(max(0.0, deadline - time.monotonic())) for queue in _queues]
     return all(results)
+
+
+def _secure_queues() -> None:
+    """What a `Pool` worker holds in memory, out of it (pool_workers.py)."""
+    deadline = time.monotonic() + _timeout
+    for queue in _queues:
+        queue.secure(max(0.0, deadline - time.monotonic()))
 
 
 def close_queues() -> None:
@@ -151,9 +161,21 @@ def _chain(number: int) -> None:
     signal.signal(number, handle)
 
 
+def _on_first_record() -> None:
+    """In each process, as its queues start: a `Pool` worker stays unarmed and writes its
+    records before each result and each wait for a task (pool_workers.py); any other child
+    gets our handlers back."""
+    queues = pool_workers.pool_queues()
+    if queues is None:
+        arm_signals()
+        return
+    pool_workers.write_records_first(*queues, _secure_queues)
+    _disarmed.clear()
+
+
 def arm_signals() -> None:
-    """At a process's first record, from its main thread: in a forked child, the handlers we
-    took back at the fork, where it has set none of its own since."""
+    """From the main thread: in a child, the handlers we took back as it started, where it has
+    set none of its own since."""
     if not _disarmed or threading.current_thread() is not threading.main_thread():
         return
     for number in _disarmed:
@@ -178,12 +200,12 @@ def _release_signals() -> None:
 
 
 def _start_unarmed() -> None:
-    """A forked child has nothing to flush yet: until its first record a signal does to it what
-    it would without us. A Python handler runs only between bytecodes, so a signal that comes
-    just before the child blocks (a `Pool` worker reaching for its first task when
-    `Pool.terminate()` sends SIGTERM) is never acted on: the worker lived on, and its parent
-    waited for it for ever. (uWSGI sets its workers' handlers in C, behind Python's record of
-    them: there they stay.)"""
+    """A child has nothing to flush yet: until its first record a signal does to it what it
+    would without us. A Python handler runs only between bytecodes, so a signal that comes just
+    before the child blocks (a `Pool` worker reaching for its first task when `Pool.terminate()`
+    sends SIGTERM) is never acted on: the worker lived on, and its parent waited for it for
+    ever. (uWSGI sets its workers' handlers in C, behind Python's record of them: there they
+    stay.)"""
     _disarmed.clear()
     if "uwsgi" in sys.modules:
         return
