@@ -113,7 +113,31 @@ def _tracer_sample_ratio() -> float | None:
     return sample_ratio(getattr(trace.get_tracer_provider(), "sampler", None))
 
 
-class StreamLogProcessor(LogRecordProcessor):
+class _QueueOwner:
+    """What both processors do with their queue: flush it when asked, close it once."""
+
+    exporter: Any
+    queue: BatchQueue[Any]
+    joined: bool  # set when added to a provider another setup made (see `shutdown`)
+    _shutdown_timeout: float
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.queue.flush(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        """From a provider another setup made, when that setup shuts it down: flushed, and kept
+        open until tracestream's exit, as the process goes on making spans and records (the log
+        queue also takes the capture's)."""
+        if self.joined:
+            self.queue.flush(self._shutdown_timeout)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        _shut_down(self.queue, self.exporter, self._shutdown_timeout)
+
+
+class StreamLogProcessor(_QueueOwner, LogRecordProcessor):
     """Queues log records, from the OTel API or from the stdlib bridge, for one exporter.
 
     With `follow_trace`, records below WARN follow their trace's sampling decision (see sampling.py).
@@ -130,7 +154,7 @@ class StreamLogProcessor(LogRecordProcessor):
         # Our Redis exporter encodes captured records directly, skipping the OTel objects.
         self.queue: BatchQueue[LogItem] = _queue("logs", exporter, batch, self._export_readable)
         self._shutdown_timeout = shutdown_timeout
-        self.joined = False  # set when added to a provider another setup made (see `shutdown`)
+        self.joined = False
         self.gate: TraceLogGate[LogItem] | None = None
         if follow_trace:
             self.gate = TraceLogGate(self.queue.put, _weigh, _tracer_sample_ratio)
@@ -164,32 +188,18 @@ class StreamLogProcessor(LogRecordProcessor):
         span_context = get_current_span(record.context).get_span_context()
         gate.admit(record, span_context.trace_id, span_context.trace_flags.sampled, record.severity.value)
 
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.queue.flush(timeout_millis / 1000)
-
     def wake(self) -> None:
         self.queue.wake()
 
-    def shutdown(self) -> None:
-        """From a provider another setup made, when that setup shuts it down: the queue also
-        takes the capture's records, so it is flushed and stays open until tracestream's exit."""
-        if self.joined:
-            self.queue.flush(self._shutdown_timeout)
-        else:
-            self.close()
 
-    def close(self) -> None:
-        _shut_down(self.queue, self.exporter, self._shutdown_timeout)
-
-
-class StreamSpanProcessor(SpanProcessor):
+class StreamSpanProcessor(_QueueOwner, SpanProcessor):
     """Queues finished, sampled spans for one exporter."""
 
     def __init__(self, exporter: SpanExporter, batch: BatchSettings, shutdown_timeout: float = 5.0) -> None:
         self.exporter = exporter
         self.queue: BatchQueue[ReadableSpan] = _queue("spans", exporter, batch, self._export)
         self._shutdown_timeout = shutdown_timeout
-        self.joined = False  # set when added to a provider another setup made (see `shutdown`)
+        self.joined = False
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:
         return self.exporter.export(batch) is SpanExportResult.SUCCESS
@@ -205,17 +215,3 @@ class StreamSpanProcessor(SpanProcessor):
             self.queue.put(span)
         elif span.status.status_code is StatusCode.ERROR:  # seen only under a RECORD_ONLY sampler
             release_trace(context.trace_id)
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return self.queue.flush(timeout_millis / 1000)
-
-    def shutdown(self) -> None:
-        """From a provider another setup made, when that setup shuts it down: flushed, and kept
-        open until tracestream's exit, since the process may go on making spans."""
-        if self.joined:
-            self.queue.flush(self._shutdown_timeout)
-        else:
-            self.close()
-
-    def close(self) -> None:
-        _shut_down(self.queue, self.exporter, self._shutdown_timeout)
