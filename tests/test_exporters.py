@@ -425,7 +425,8 @@ def test_a_command_renamed_away_is_named_not_taken_for_a_key_of_another_type(
 def test_a_stream_that_vanished_under_its_writer_is_said_once_naming_the_eviction_policy(
     stream: RedisHandle, writer: RecordWriter, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Evicted (allkeys-*) or deleted with the records in it: the writer's next call finds it gone."""
+    """Evicted (allkeys-*) or deleted with the records in it: the writer's next call finds it gone.
+    Under a volatile-* policy it cannot have been evicted: the streams have no expiry."""
     with stream.client() as client:
         writer.log("first")
         client.delete(stream.stream)
@@ -434,16 +435,22 @@ def test_a_stream_that_vanished_under_its_writer_is_said_once_naming_the_evictio
         client.delete(stream.stream)
         writer.log("third")
         assert capfd.readouterr().err == ""  # said once a process
-        evicting = RecordWriter(stream)
-        evicting.log("fourth")
-        client.config_set("maxmemory-policy", "allkeys-lru")
-        try:
-            client.delete(stream.stream)
-            evicting.log("fifth")
-        finally:
-            client.config_set("maxmemory-policy", "noeviction")
-            evicting.close()
+        told = {}
+        for policy in ("allkeys-lru", "volatile-lru"):
+            evicting = RecordWriter(stream)
+            evicting.log("fourth")
+            client.config_set("maxmemory-policy", policy)
+            try:
+                client.delete(stream.stream)
+                evicting.log("fifth")
+            finally:
+                client.config_set("maxmemory-policy", "noeviction")
+                evicting.close()
+            told[policy] = capfd.readouterr().err
     assert deleted.count(f"{stream.stream!r} was gone") == 1, deleted
-    assert "deleted (maxmemory-policy noeviction evicts nothing)" in deleted
-    assert "most likely evicted: maxmemory-policy allkeys-lru" in capfd.readouterr().err
+    assert "deleted (maxmemory-policy noeviction evicts nothing, never a stream)" in deleted
+    evicted = "most likely evicted: maxmemory-policy allkeys-lru lets Redis evict whole streams when full"
+    assert evicted in told["allkeys-lru"]
+    volatile = "maxmemory-policy volatile-lru evicts the trace index, trace list and issues, never a stream"
+    assert f"deleted ({volatile})" in told["volatile-lru"]  # the streams have no expiry
     assert [entry.body for entry in stream.logs()] == ["fifth"]

@@ -9,7 +9,7 @@ and `setup_problem` says what to fix, as it says what a failed connection tells 
 (TLS on one side only, a busy server, a replica). Anything else (`WRONGTYPE` from a key of the
 wrong type, a protocol error from an argument over `proto-max-bulk-len`, a script error) is a
 refusal: sending the same records again gets the same answer, so the export worker bisects
-the batch to find them.
+the batch to find them. What a `maxmemory-policy` lets Redis evict explains a key gone.
 """
 
 from __future__ import annotations
@@ -77,6 +77,20 @@ _SETUP_REPLIES = (
     ("unknown command", _RENAMED),  # `rename-command` in its configuration
     ("Unknown Redis command called from script", _RENAMED),
 )
+
+
+# What of ours allkeys-* policies let Redis evict: only these take the streams themselves.
+WHOLE_STREAMS = "whole streams"
+
+
+def evictable_keys(policy: str) -> str:
+    """What of ours a `maxmemory-policy` lets Redis evict when memory runs out; "" for nothing
+    (or a policy not known). The volatile-* policies take only keys with an expiry."""
+    if policy.startswith("allkeys"):
+        return WHOLE_STREAMS
+    if policy.startswith("volatile"):
+        return "the trace index, trace list and issues"
+    return ""
 
 
 def is_wrong_type(error: BaseException) -> bool:

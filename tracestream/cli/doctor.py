@@ -23,7 +23,7 @@ from tracestream.disk_spool import backlogs, dead_letters, describe, spool_base
 from tracestream.export_status import read_statuses
 from tracestream.forwarder import DEAD_LETTER_SUFFIX, LOSS_COUNTS_SUFFIX, forward_losses, forwarder_lag
 from tracestream.query.replies import tolerant_call
-from tracestream.redis_errors import advice
+from tracestream.redis_errors import advice, evictable_keys
 from tracestream.settings import ConfigError, Settings, shown_url
 from tracestream.shards import Shard, shards
 from tracestream.timeparse import iso_utc
@@ -149,7 +149,7 @@ def _server(client: redis.Redis) -> list[Finding]:
         )
     findings = [Finding("server", "fail" if replica else "ok", detail)]
     policy = str(info.get("maxmemory_policy", ""))
-    evicted = _evicted_by(policy)
+    evicted = evictable_keys(policy)
     if evicted:
         findings.append(
             Finding(
@@ -174,15 +174,6 @@ def _server(client: redis.Redis) -> list[Finding]:
     elif maxmemory and used > 0.9 * maxmemory:
         findings.append(Finding("memory", "warn", "Redis uses over 90% of maxmemory: writes may soon fail"))
     return findings
-
-
-def _evicted_by(policy: str) -> str:
-    """What of ours a maxmemory-policy lets Redis evict; "" for noeviction."""
-    if policy in ("", "noeviction"):
-        return ""
-    if policy.startswith("allkeys"):
-        return "whole streams"
-    return "the trace index, trace list and issues"  # volatile-*: the keys with an expiry
 
 
 def _streams(client: Client, config: Settings) -> list[Finding]:

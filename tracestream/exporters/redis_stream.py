@@ -31,7 +31,7 @@ from tracestream.exporters import encoding, trace_summaries
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.exporters.shaping import RowShaper
 from tracestream.lua import script_sha, script_source
-from tracestream.redis_errors import describe, is_transient, setup_problem
+from tracestream.redis_errors import WHOLE_STREAMS, describe, evictable_keys, is_transient, setup_problem
 from tracestream.settings import Settings
 
 # Rows per script call: large batches share one round trip, yet Redis is never blocked long.
@@ -355,12 +355,13 @@ def _vanished(node: redis.Redis, stream: str) -> str:
         policy = str(node.config_get("maxmemory-policy").get("maxmemory-policy", ""))
     except (*CLUSTER_ERRORS, OSError):
         policy = ""
-    if policy == "noeviction":
-        cause = "deleted (maxmemory-policy noeviction evicts nothing)"
-    elif policy:
-        cause = f"most likely evicted: maxmemory-policy {policy} lets Redis evict keys when memory runs out"
+    evictable = evictable_keys(policy)
+    if not policy:
+        cause = "evicted (an allkeys-* maxmemory-policy lets Redis) or deleted"
+    elif evictable == WHOLE_STREAMS:
+        cause = f"most likely evicted: maxmemory-policy {policy} lets Redis evict {evictable} when full"
     else:
-        cause = "evicted (any maxmemory-policy but noeviction lets Redis) or deleted"
+        cause = f"deleted (maxmemory-policy {policy} evicts {evictable or 'nothing'}, never a stream)"
     return f"{stream!r} was gone, with the records this process had written to it: {cause}"
 
 
