@@ -619,6 +619,21 @@ def test_a_new_issue_rule_picks_issues_by_service_only() -> None:
     assert unfiltered.rules[0].describe() == "a new error issue, or one that regresses"
 
 
+@pytest.mark.parametrize("password", ["123/abc", "ab/cd", "x?y", "x#y"])
+def test_a_webhook_password_not_percent_encoded_is_refused_without_repeating_it(password: str) -> None:
+    """`https://ops:123/abc@hooks.example/x` reads as host `ops`, port 123: the alert, and the
+    rest of the password in its path, would have gone there."""
+    notify = {"ops": {"webhook": f"https://ops:{password}@hooks.example.com/x"}}
+    with pytest.raises(RuleError) as refused:
+        parse_rules({"notify": notify, "rules": [GOOD_RULE]})
+    message = str(refused.value)
+    assert message.startswith("notify 'ops': field 'webhook': ") and password not in message
+    assert "the password may need percent-encoding ('/' as %2F, '@' as %40" in message
+    assert parse_rules(
+        {"notify": {"ops": {"webhook": "https://ops:123%2Fabc@hooks.example.com/x"}}, "rules": [GOOD_RULE]}
+    )
+
+
 def test_check_hides_a_bad_webhook_url_and_accepts_a_good_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(

@@ -134,7 +134,7 @@ def metrics_exporter_names() -> tuple[str, ...]:
 _QUERY_PASSWORD = re.compile(r"([?&][^=&#]*password=)(?:[^&]|&(?![^&=]*=))*", re.IGNORECASE)
 _SCHEME = re.compile(r"\s*[a-z][a-z0-9+.-]*:(?://)?", re.IGNORECASE)
 _AUTHORITY_END = re.compile(r"[/?#]")
-_PERCENT_ENCODING = (
+PERCENT_ENCODING_HINT = (
     "the password may need percent-encoding ('/' as %2F, '@' as %40, '?' as %3F, '#' as %23, "
     "'[' as %5B, ']' as %5D)"
 )
@@ -147,7 +147,7 @@ def shown_url(url: str) -> str:
     scheme = _SCHEME.match(url)
     start = scheme.end() if scheme else 0
     # A '/', '?' or '#' in the password ends the authority before its '@': then up to the last '@'.
-    authority_end = len(url) if _stray_at(url) else _end_of_authority(url, start)
+    authority_end = len(url) if password_not_encoded(url) else _end_of_authority(url, start)
     at = url.rfind("@", start, authority_end)
     colon = url.find(":", start, at) if at >= 0 else -1
     return url if colon < 0 else f"{url[: colon + 1]}***{url[at:]}"
@@ -158,7 +158,7 @@ def _end_of_authority(url: str, start: int) -> int:
     return delimiter.start() if delimiter else len(url)
 
 
-def _stray_at(url: str) -> bool:
+def password_not_encoded(url: str) -> bool:
     """An '@' past the host, where a URL has none but in a query value or in the socket path of
     a unix:// URL without credentials: a password holding '/', '?' or '#' that was not encoded,
     part of which redis-py would take for the host, port or path. True too for what urllib
@@ -182,9 +182,9 @@ def parse_redis_url(text: str) -> str:
         raise ValueError(_with_encoding_hint("not a URL urllib can split", url)) from None
     if parts.scheme not in REDIS_SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
-    if _stray_at(url):
+    if password_not_encoded(url):
         in_path = " (and an '@' in the socket path as %40)" if parts.scheme == "unix" else ""
-        raise ValueError(f"the host cannot be told from the password: {_PERCENT_ENCODING}{in_path}")
+        raise ValueError(f"the host cannot be told from the password: {PERCENT_ENCODING_HINT}{in_path}")
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// URL needs a socket path")
@@ -203,7 +203,7 @@ def parse_redis_url(text: str) -> str:
 
 def _with_encoding_hint(problem: str, url: str) -> str:
     """A host or port urllib could not read may be the end of a password that was not encoded."""
-    return f"{problem}; {_PERCENT_ENCODING}" if "@" in url else problem
+    return f"{problem}; {PERCENT_ENCODING_HINT}" if "@" in url else problem
 
 
 def redis_database(url: str) -> int:

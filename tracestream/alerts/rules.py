@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tracestream.query import Query, QueryError
-from tracestream.settings import parse_duration
+from tracestream.settings import PERCENT_ENCODING_HINT, parse_duration, password_not_encoded
 
 KINDS = ("match", "rate", "ratio", "absence", "latency", "new_issue")
 ROUTE_ATTRIBUTE = "http.route"
@@ -189,8 +189,13 @@ def _targets(section: object) -> dict[str, Target]:
         if not isinstance(url, str):
             raise RuleError(f"{where}: field {kind!r}: expected a URL")
         url = _expand_environment(url, f"{where}: field {kind!r}")
+        # The URL itself is never repeated: it may hold credentials.
+        if password_not_encoded(url):  # part of the password would be read as the host or port
+            raise RuleError(
+                f"{where}: field {kind!r}: the host cannot be told from the password: "
+                f"{PERCENT_ENCODING_HINT}, and an '@' in the path as %40"
+            )
         if not _is_http_url(url):
-            # The URL itself is never repeated: it may hold credentials.
             raise RuleError(f"{where}: field {kind!r}: expected an http:// or https:// URL")
         targets[str(name)] = Target(str(name), url, slack=kind == "slack_webhook")
     return targets
