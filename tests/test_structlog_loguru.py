@@ -375,3 +375,89 @@ def test_structlog_rendered_to_log_kwargs_keeps_its_traceback_once(stream: Redis
     for entry in entries:
         assert (entry.exception_type, entry.exception_message) == ("ZeroDivisionError", "division by zero")
         assert entry.exception_stacktrace.startswith("Traceback (most recent call last):")
+
+
+# structlog's own recipes under the launcher, where `opentelemetry-bootstrap` installed
+# upstream's structlog instrumentation: it would add its processor to every chain.
+STRUCTLOG_RECIPES = """
+import logging, os, sys, structlog
+from tracestream.integrations.structlog import OTelProcessor
+recipe = os.environ["RECIPE"]
+if recipe == "ours":  # tracestream's docs
+    structlog.configure(processors=[structlog.processors.add_log_level, OTelProcessor(),
+                                    structlog.processors.KeyValueRenderer(sort_keys=True)])
+elif recipe == "stdlib":  # structlog's docs, "Rendering Using logging-based Formatters"
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processor=structlog.processors.KeyValueRenderer(sort_keys=True)))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    structlog.configure(processors=[structlog.stdlib.add_log_level,
+                                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+                        logger_factory=structlog.stdlib.LoggerFactory())
+elif recipe == "once":  # the app's first configure_once() is the one that counts
+    structlog.configure_once(processors=[structlog.processors.add_log_level,
+                                         structlog.processors.KeyValueRenderer(sort_keys=True)])
+log = structlog.get_logger("shop.cart")
+if recipe != "defaults":  # structlog's "Getting Started": no configuration at all
+    print("configured:", structlog.is_configured(), flush=True)
+log.info("item added", sku="BOOK-1")
+"""
+
+
+@pytest.mark.parametrize("recipe", ["defaults", "ours", "stdlib", "once"])
+def test_structlog_under_the_launcher_writes_each_event_once_and_prints_as_before(
+    stream: RedisHandle, recipe: str
+) -> None:
+    """Upstream's structlog instrumentation, beside our processor or the logging bridge, wrote
+    every event twice; our processor stands in for it, in the chains that have none."""
+    env = stream.env(
+        RECIPE=recipe,
+        OTEL_SERVICE_NAME="cart",
+        OTEL_TRACES_EXPORTER="redis_stream",
+        OTEL_LOGS_EXPORTER="redis_stream",
+        OTEL_METRICS_EXPORTER="none",
+    )
+    bare = run_python_process(STRUCTLOG_RECIPES, env)
+    launched = run_python_process(STRUCTLOG_RECIPES, env, launcher=True)
+    assert (bare.returncode, launched.returncode) == (0, 0), launched.stderr
+    if recipe == "defaults":  # the console renderer's line starts with the time
+        assert launched.stdout.split(" ", 2)[2] == bare.stdout.split(" ", 2)[2]
+    else:
+        assert launched.stdout == bare.stdout
+        assert "event='item added' level='info' sku='BOOK-1'" in bare.stdout
+    [added] = wait_for(lambda: stream.logs(), what="the structlog record")
+    assert (added.body, added.severity, added.attributes) == ("item added", "INFO", {"sku": "BOOK-1"})
+    assert stream.logs() == [added]
+
+
+# structlog's "Rendering Within structlog" recipe, our processor before the renderer.
+STRUCTLOG_RENDERED_WITHIN = """
+import logging, sys, structlog, tracestream
+from tracestream.integrations.structlog import OTelProcessor
+tracestream.configure()
+logging.basicConfig(format="%(message)s", stream=sys.stdout, level=logging.INFO)
+structlog.configure(processors=[structlog.stdlib.add_log_level, OTelProcessor(),
+                                structlog.processors.JSONRenderer(sort_keys=True)],
+                    logger_factory=structlog.stdlib.LoggerFactory())
+log = structlog.get_logger("shop.cart")
+log.info("item added", sku="BOOK-1")
+log.info("item removed", sku="BOOK-1")
+"""
+
+
+def test_structlog_rendering_to_text_before_logging_is_said_once(stream: RedisHandle) -> None:
+    """The bridge gets the rendered text, and the processor steps aside for a stdlib logger: the
+    key/values are lost to the stream, which one line says."""
+    done = run_python_process(STRUCTLOG_RENDERED_WITHIN, stream.env())
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert said == [
+        "tracestream: WARNING structlog renders its events to text before they reach logging: the stream "
+        "gets that text, without their key/values; end structlog's processors with "
+        "structlog.stdlib.ProcessorFormatter.wrap_for_formatter or render_to_log_kwargs"
+    ]
+    added = '{"event": "item added", "level": "info", "sku": "BOOK-1"}'
+    assert done.stdout.splitlines()[0] == added
+    entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="two records")
+    assert [e.body for e in entries] == [added, added.replace("added", "removed")]

@@ -26,6 +26,7 @@ from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from tracestream import integrations
 from tracestream.integrations import INSTALLED_BY_CONFIGURE
+from tracestream.integrations.structlog import stand_in_for_upstreams_instrumentation
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
 from tracestream.otel_setup.telemetry import installed
 from tracestream.settings import ConfigError, refuse_to_launch
@@ -72,6 +73,7 @@ def before_instrumentors() -> None:
     if installed() is not None:
         _hold_back_django_instrumentor()
         wrapt.register_post_import_hook(_keep_servers_run_as_modules_out, _CLICK_INSTRUMENTATION)
+        wrapt.register_post_import_hook(stand_in_for_upstreams_instrumentation, _STRUCTLOG_INSTRUMENTATION)
     elif any(name.startswith("TRACESTREAM_") for name in os.environ):
         # Another distro chose the exporters (upstream's picks otlp): nothing would reach Redis.
         print(
@@ -108,6 +110,9 @@ def _keep_servers_run_as_modules_out(click_instrumentation: Any) -> None:
 
     click_instrumentation._skip_servers = skip_servers
 
+
+# Installed by `opentelemetry-bootstrap` beside structlog; see integrations/structlog.py.
+_STRUCTLOG_INSTRUMENTATION = "opentelemetry.instrumentation.structlog"
 
 _DJANGO_SWITCH = "OTEL_PYTHON_DJANGO_INSTRUMENT"
 _held_django = False
