@@ -199,6 +199,46 @@ def loguru_intercepting_into_an_enqueued_sink() -> list[logging.Logger]:
     return [logging.getLogger("shop.views")]
 
 
+def loguru_intercepting_behind_a_queue() -> list[logging.Logger]:
+    """The logging cookbook's `QueueHandler`, its `QueueListener` handing records to the
+    InterceptHandler, tracestream's sink added: loguru meets them on the listener's thread."""
+    from loguru import logger
+
+    from tracestream.integrations.loguru import otel_sink
+
+    _loguru_on_stderr()
+    queue: Queue[logging.LogRecord] = Queue()
+    listener = logging.handlers.QueueListener(queue, InterceptHandler())
+    logging.getLogger().addHandler(logging.handlers.QueueHandler(queue))
+    logging.getLogger().setLevel(logging.INFO)
+    listener.start()
+    atexit.register(listener.stop)
+    logger.add(otel_sink, level="INFO")
+    return [logging.getLogger("shop.views")]
+
+
+class Rewriting(logging.Filter):
+    """A filter on a handler that rewrites the message, as an app that redacts there does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = str(record.msg).replace("app ", "APP ")
+        return True
+
+
+def loguru_intercepting_through_a_rewriting_filter() -> list[logging.Logger]:
+    """The InterceptHandler behind such a filter, tracestream's sink added."""
+    from loguru import logger
+
+    from tracestream.integrations.loguru import otel_sink
+
+    _loguru_on_stderr()
+    handler = InterceptHandler()
+    handler.addFilter(Rewriting())
+    logging.basicConfig(handlers=[handler], level=0, force=True)
+    logger.add(otel_sink, level="INFO")
+    return [logging.getLogger("shop.views")]
+
+
 class HandingOn:
     """The logging cookbook's network receiver: records made elsewhere, handed to the named
     logger's `handle()`, which does not check the logger's level (WARNING here)."""
@@ -251,6 +291,8 @@ SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "loguru_intercepting": loguru_intercepting,
     "loguru_intercepting_into_its_sink": loguru_intercepting_into_its_sink,
     "loguru_intercepting_into_an_enqueued_sink": loguru_intercepting_into_an_enqueued_sink,
+    "loguru_intercepting_behind_a_queue": loguru_intercepting_behind_a_queue,
+    "loguru_intercepting_through_a_rewriting_filter": loguru_intercepting_through_a_rewriting_filter,
     "records_handed_on": records_handed_on,
     "asked_then_raised": asked_then_raised,
     "asked_then_handed_on": asked_then_handed_on,

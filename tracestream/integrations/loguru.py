@@ -18,7 +18,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
+from types import FrameType
 from typing import Any
 
 from opentelemetry._logs import SeverityNumber
@@ -26,7 +28,7 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 
 from tracestream._internal_log import internal_logger
 from tracestream.integrations.record_writer import RecordWriter, records_reach_a_provider
-from tracestream.otel_setup.log_capture import count_seen_records, was_seen
+from tracestream.otel_setup.log_capture import count_seen_records, current, was_seen
 from tracestream.otel_setup.structured import attributes_of
 
 _writers: dict[str, RecordWriter] = {}
@@ -38,6 +40,8 @@ count_seen_records()
 def otel_sink(message: Any) -> None:
     record = message.record
     if was_seen(record["thread"].id, record["file"].path, record["line"], record["message"]):
+        return
+    if current() is not None and _handed_on_by_a_logging_handler():
         return
     if not _queue_met.is_set() and _called_from_loguru_queue(record):
         _meet_loguru_queue()
@@ -55,6 +59,26 @@ def otel_sink(message: Any) -> None:
         },
         exception=exception.value if exception is not None else None,
     )
+
+
+_HANDLE = logging.Handler.handle.__code__
+_FRAMES_UP_TO_A_HANDLER = 20  # InterceptHandler.emit, loguru's logging call, its handler, the sink
+
+
+def _handed_on_by_a_logging_handler() -> bool:
+    """A message loguru got from a stdlib handler (InterceptHandler), for a record made in this
+    process: the capture, installed, saw it as it was logged, even where a filter on the handler rewrote
+    its message, or a QueueListener's thread handed it on, which `was_seen` cannot tell. A
+    record from another process (a listener for a pool's queue) is not the capture's."""
+    frame: FrameType | None = sys._getframe(2)  # past this and the sink
+    for _ in range(_FRAMES_UP_TO_A_HANDLER):
+        if frame is None:
+            return False
+        if frame.f_code is _HANDLE:
+            handled = frame.f_locals.get("record")
+            return isinstance(handled, logging.LogRecord) and handled.process == os.getpid()
+        frame = frame.f_back
+    return False
 
 
 def severity_of_level(number: int) -> SeverityNumber:

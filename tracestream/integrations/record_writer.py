@@ -8,6 +8,8 @@ stream even when a framework has rewired the logging tree.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable, Mapping
 from time import time_ns
 from typing import Any
@@ -21,6 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import get_current_span
 
 from tracestream import schema
+from tracestream._internal_log import internal_logger
 from tracestream.exporters import encoding
 from tracestream.otel_setup.telemetry import installed
 
@@ -76,6 +79,8 @@ class RecordWriter:
         exception: BaseException | None,
         context: Context | None,
     ) -> None:
+        if not _said_records_go_nowhere.is_set() and not records_reach_a_provider():
+            _say_records_go_nowhere(self._scope)
         if exception is not None:
             attributes.update(exception_attributes(exception))
         _logs.get_logger(self._scope).emit(
@@ -86,6 +91,21 @@ class RecordWriter:
             body=body,
             attributes=attributes,
         )
+
+
+_said_records_go_nowhere = threading.Event()
+
+
+def _say_records_go_nowhere(scope: str) -> None:
+    """Once a process: structlog's processor or loguru's sink wrote where OTel drops everything,
+    as in a spawned child whose parent called configure() under `if __name__ == "__main__":`."""
+    _said_records_go_nowhere.set()
+    internal_logger.warning(
+        "a %r record is not in the stream: tracestream.configure() has not run in this process "
+        "(pid %d) yet, and no OpenTelemetry logs provider takes records here",
+        scope,
+        os.getpid(),
+    )
 
 
 def records_reach_a_provider() -> bool:
