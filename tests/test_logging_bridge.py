@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.pipelines import PrivatePipeline
-from tests.support import RedisHandle, wait_for
+from tests.support import RedisHandle, run_python, wait_for
 from tracestream.settings import Settings
 
 
@@ -23,3 +23,28 @@ def test_extra_values_changed_after_logging_are_exported_as_logged(stream: Redis
     assert entry.body == "cart of 1 item(s)"
     assert entry.attributes["cart"] == {"items": 1, "total": 12}
     assert entry.attributes["tags"] == ["new"]
+
+
+# Under the launcher with upstream's log correlation on, as the OTel docs show it; uvicorn's
+# lines carry their message again with ANSI colours.
+CORRELATED = """
+import logging
+from opentelemetry import trace
+with trace.get_tracer("t").start_as_current_span("checkout"):
+    logging.getLogger("shop").warning(
+        "order %d paid", 7, extra={"order": 7, "color_message": "order \\x1b[1m%d\\x1b[0m paid"}
+    )
+"""
+
+
+def test_attributes_that_repeat_the_record_are_left_out(stream: RedisHandle) -> None:
+    env = stream.env(
+        OTEL_PYTHON_LOG_CORRELATION="true",
+        OTEL_TRACES_EXPORTER="redis_stream",
+        OTEL_LOGS_EXPORTER="redis_stream",
+        OTEL_METRICS_EXPORTER="none",
+    )
+    run_python(CORRELATED, env, launcher=True)
+    [paid] = wait_for(lambda: stream.logs(), what="the record")
+    assert (paid.body, paid.attributes) == ("order 7 paid", {"order": 7})
+    assert len(paid.trace_id) == 32

@@ -37,6 +37,13 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
     "taskName",
+    # What the record is already: upstream's log correlation (OTEL_PYTHON_LOG_CORRELATION) adds
+    # its trace and span ids and the service, and uvicorn its message with ANSI colours.
+    "otelTraceID",
+    "otelSpanID",
+    "otelTraceSampled",
+    "otelServiceName",
+    "color_message",
 }
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 _STRUCTLOG_EXTRAS = ("_logger", "_name")
