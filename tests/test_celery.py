@@ -118,6 +118,18 @@ def test_prefork_children_lose_nothing(published: dict[str, str], celery_stream:
     assert len({e.resource["process.pid"] for e in task_lines}) == TASKS + 1  # one child per task
 
 
+def test_the_brokers_own_traffic_starts_no_trace_in_the_worker(
+    published: dict[str, str], celery_stream: RedisHandle
+) -> None:
+    """Under the launcher redis-py is instrumented: the worker's heartbeat (every 2 s) and its
+    bookkeeping around each task (two commands) each made a trace of one span, crowding the task
+    spans out of the stream. A task's own Redis calls are in its trace."""
+    worker = [s for s in celery_stream.spans() if s.service == "worker"]
+    assert len(worker) >= TASKS + 1
+    assert [s for s in worker if not s.parent_span_id] == []
+    assert {s.scope for s in worker} >= {"opentelemetry.instrumentation.celery"}
+
+
 def test_task_continues_the_enqueuing_trace(published: dict[str, str], celery_stream: RedisHandle) -> None:
     trace_id = published["trace_id"]
     spans = {s.name: s for s in celery_stream.spans() if s.trace_id == trace_id}

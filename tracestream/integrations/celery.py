@@ -304,8 +304,24 @@ def _warn_of_a_late_gevent_patch(**_: Any) -> None:
         )
 
 
+# The broker's own traffic in a worker (a heartbeat every 2 s, two commands a task) starts a
+# trace of one span for each command: under the launcher, which instruments redis-py, these
+# crowded the task spans out of the spans stream.
+_BROKER_INSTRUMENTATION = frozenset({"opentelemetry.instrumentation.redis"})
+
+
+def _quiet_the_brokers_traffic(**_: Any) -> None:
+    """In a worker's main process, before its pool starts: a Redis command outside any trace
+    there is the broker's (or the result backend's) bookkeeping; a task's own are in its trace."""
+    telemetry = installed()
+    if telemetry is not None:
+        for processor in telemetry.span_processors:
+            processor.quiet_roots = _BROKER_INSTRUMENTATION
+
+
 _RECEIVERS = (
     (signals.worker_init, _warn_of_a_late_gevent_patch),
+    (signals.worker_init, _quiet_the_brokers_traffic),
     (signals.task_received, _on_received),
     (signals.task_prerun, _on_prerun),
     (signals.task_success, _on_success),

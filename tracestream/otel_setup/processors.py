@@ -200,9 +200,16 @@ class StreamSpanProcessor(_QueueOwner, SpanProcessor):
         self.queue: BatchQueue[ReadableSpan] = _queue("spans", exporter, batch, self._export)
         self._shutdown_timeout = shutdown_timeout
         self.joined = False
+        # Instrumentation scopes whose spans are housekeeping when they start a trace, left out
+        # then (a Celery worker's broker traffic: integrations/celery.py).
+        self.quiet_roots: frozenset[str] = frozenset()
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:
         return self.exporter.export(batch) is SpanExportResult.SUCCESS
+
+    def _quiet(self, span: ReadableSpan) -> bool:
+        scope = span.instrumentation_scope
+        return scope is not None and scope.name in self.quiet_roots
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         check_propagator()
@@ -210,6 +217,8 @@ class StreamSpanProcessor(_QueueOwner, SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
         if context is None:
+            return
+        if span.parent is None and self.quiet_roots and self._quiet(span):
             return
         if context.trace_flags.sampled:
             self.queue.put(span)
