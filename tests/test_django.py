@@ -185,3 +185,25 @@ def test_an_app_logging_at_debug_prints_nothing_more_as_its_handler_starts(strea
     with_us = run_python_process(DEBUG_LOGGING, stream.env(WITH_TRACESTREAM="1"))
     assert with_us.returncode == without.returncode == 0, with_us.stderr
     assert (with_us.stdout, with_us.stderr) == (without.stdout, without.stderr)
+
+
+# contrib's own switch for its Django instrumentation, set by the app.
+UNTRACED = DEBUG_LOGGING.replace(
+    "get_wsgi_application()",
+    """from django.test import Client
+print(Client().get("/missing/").status_code)""",
+)
+
+
+def test_contribs_django_switch_set_off_is_said_in_one_line(stream: RedisHandle) -> None:
+    done = run_python_process(
+        UNTRACED, stream.env(WITH_TRACESTREAM="1", OTEL_PYTHON_DJANGO_INSTRUMENT="False")
+    )
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert said == [
+        "tracestream: WARNING OTEL_PYTHON_DJANGO_INSTRUMENT=False turns the contrib Django instrumentation "
+        "off: Django's requests get request records without trace or span ids, and no spans or trace headers"
+    ]
+    [record] = wait_for(lambda: [e for e in stream.logs() if e.body.startswith("GET /missing/")])
+    assert record.trace_id == ""

@@ -504,12 +504,14 @@ def test_a_request_gunicorns_worker_timeout_aborts_keeps_its_record(
     redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     """gunicorn's docs' `--timeout`: the arbiter aborts a worker stuck past it, whose SIGABRT
-    handler raises SystemExit in the view; Django never answers, gunicorn does (500)."""
+    handler raises SystemExit in the view; Django never answers, gunicorn does (500). The record
+    carries the exception, so gunicorn's own line about it stays out of the stream, and the span,
+    which contrib ends only in an answer's `process_response`, is ended with it."""
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [bin_path("gunicorn"), "proj.wsgi", "--timeout", "2", "-b", f"127.0.0.1:{port}"]
-    with serve(command, _env(stream, tmp_path / "db.sqlite3"), http_ready(f"{base}/orders/0/")):
+    with serve(command, _env(stream, tmp_path / "db.sqlite3"), http_ready(f"{base}/orders/0/")) as server:
         with contextlib.suppress(httpx.HTTPError):  # the worker's answer, if any, is gunicorn's
             httpx.get(f"{base}/orders/5/wait/", timeout=30)
         (record,) = wait_for(
@@ -518,8 +520,15 @@ def test_a_request_gunicorns_worker_timeout_aborts_keeps_its_record(
             ],
             what="the aborted request's record",
         )
+        [span] = wait_for(
+            lambda: [s for s in stream.spans() if s.trace_id == record.trace_id], what="the request's span"
+        )
+        line = "Error handling request GET /orders/5/wait/"
+        wait_for(lambda: line in server.output(), what="gunicorn's line about it")
     assert (record.severity, record.exception_type) == ("ERROR", "SystemExit")
     assert record.attributes["http.route"] == "/orders/<int:order_id>/wait/" and record.trace_id
+    assert (span.span_id, span.kind, span.status) == (record.span_id, "SERVER", "ERROR")
+    assert [e.body for e in stream.logs() if e.severity == "ERROR"] == [record.body]
 
 
 def test_the_django_extra_brings_the_asgi_instrumentation() -> None:

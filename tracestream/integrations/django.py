@@ -39,8 +39,10 @@ from django.urls import NoReverseMatch, reverse
 from opentelemetry.context import attach, detach, get_current
 from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.instrumentation.django.middleware.otel_middleware import _DjangoMiddleware
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import ExcludeList
 
+from tracestream._internal_log import internal_logger
 from tracestream.django_settings import CONSOLE_URL_NAME, configure_arguments
 from tracestream.integrations.http_records import (
     SERVER_ERROR_LOGGERS,
@@ -95,6 +97,7 @@ class RequestRecordMiddleware:
             response: HttpResponseBase = self.get_response(request)
         except BaseException as error:
             _unanswered(request, started, error)
+            _end_contribs_span(request, error)
             raise
         finally:
             forget_route(noted)
@@ -121,6 +124,23 @@ def _unanswered(request: HttpRequest, started: float, error: BaseException) -> N
     its record says 500, which the server answers if it answers at all, with that exception."""
     if not _is_console(request.path):
         emit_request_record(_exchange(request, 500, None, started), error)
+
+
+def _end_contribs_span(request: HttpRequest, error: BaseException) -> None:
+    """Contrib ends its span, and detaches its context, in `process_response`, which an exception
+    passing Django never reaches: the span was lost, and the worker's next lines (gunicorn's
+    "Worker exiting") were in its trace. Ended here, an error as its request record is (OTel
+    records no BaseException on a span itself). (Under ASGI its context was attached in another
+    thread's context, where it cannot be detached from here.)"""
+    meta = request.META
+    activation = meta.pop(_DjangoMiddleware._environ_activation_key, None)
+    span = meta.pop(_DjangoMiddleware._environ_span_key, None)
+    if span is not None and activation is not None:
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        activation.__exit__(type(error), error, error.__traceback__)
+    token = meta.pop(_DjangoMiddleware._environ_token, None)
+    if token is not None:
+        detach(token)
 
 
 def _route_of(request: HttpRequest) -> str | None:
@@ -262,20 +282,27 @@ class _AsyncChunks:
         return chunk
 
 
-_PASSING_CHUNKS = (_SyncChunks.__next__.__code__, _AsyncChunks.__anext__.__code__)
+# Frames an exception that a request record carries came up through: our chunk iterators',
+# and our middleware's, which Django did not answer (gunicorn's worker timeout's SystemExit).
+_RECORDING = (
+    _SyncChunks.__next__.__code__,
+    _AsyncChunks.__anext__.__code__,
+    RequestRecordMiddleware.__call__.__code__,
+    RequestRecordMiddleware._acall.__code__,
+)
 
 
 def _recorded_by_a_request_record(record: logging.LogRecord) -> bool:
-    """A server's line about an exception a streaming body raised: that body's request record
-    carries it (the exception came up through our chunk iterator, whose frame its traceback
-    holds). Or about the server cancelling a request it stopped waiting for: the request's
+    """A server's line about an exception a request record carries: one a streaming body raised,
+    or one that passed Django unanswered (its traceback holds the frame of our chunk iterator or
+    middleware). Or about the server cancelling a request it stopped waiting for: the request's
     record says so, in its trace (the cancellation, or that the process ended first)."""
     error = record.exc_info[1] if record.exc_info else None
     if isinstance(error, asyncio.CancelledError):
         return True
     frames = error.__traceback__ if isinstance(error, BaseException) else None
     while frames is not None:
-        if frames.tb_frame.f_code in _PASSING_CHUNKS:
+        if frames.tb_frame.f_code in _RECORDING:
             return True
         frames = frames.tb_next
     return False
@@ -344,11 +371,14 @@ def _add_middleware() -> None:
     """Contrib middleware first (it opens the span), ours right inside it."""
     middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     instrumentor = DjangoInstrumentor()
-    if _OTEL_MIDDLEWARE not in middleware and os.environ.get("OTEL_PYTHON_DJANGO_INSTRUMENT") != "False":
-        if instrumentor.is_instrumented_by_opentelemetry:  # by a launcher run that left settings alone
-            instrumentor.uninstrument()
-        _instrument_quietly(instrumentor)
-        middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if _OTEL_MIDDLEWARE not in middleware:
+        if os.environ.get(_DJANGO_SWITCH) == "False":
+            _say_requests_go_untraced()
+        else:
+            if instrumentor.is_instrumented_by_opentelemetry:  # by a launcher run that left settings alone
+                instrumentor.uninstrument()
+            _instrument_quietly(instrumentor)
+            middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     if MIDDLEWARE not in middleware:
         position = middleware.index(_OTEL_MIDDLEWARE) + 1 if _OTEL_MIDDLEWARE in middleware else 0
         middleware.insert(position, MIDDLEWARE)
@@ -358,6 +388,20 @@ def _add_middleware() -> None:
 
 
 _POSITION = "OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION"
+_DJANGO_SWITCH = "OTEL_PYTHON_DJANGO_INSTRUMENT"
+_said_untraced = False
+
+
+def _say_requests_go_untraced() -> None:
+    """Contrib's switch keeps its middleware out: requests still get records, without a trace."""
+    global _said_untraced
+    if not _said_untraced:
+        _said_untraced = True
+        internal_logger.warning(
+            "%s=False turns the contrib Django instrumentation off: Django's requests get request "
+            "records without trace or span ids, and no spans or trace headers",
+            _DJANGO_SWITCH,
+        )
 
 
 def _instrument_quietly(instrumentor: DjangoInstrumentor) -> None:
