@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.otlp_receiver import OtlpReceiver, SilentServer
-from tests.support import ROOT, RedisHandle, run_python, wait_for
+from tests.support import ROOT, RedisHandle, run_python, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
 
 # Logs five records inside a span, says so, then idles until the test is done with it.
@@ -181,3 +181,38 @@ def test_otlp_receives_only_scrubbed_records(receiver: OtlpReceiver, stream: Red
         "failed again",
         "ValueError",
     )
+
+
+# A server's end as uvicorn's workers have it: its own handling, then SIGTERM raised again
+# with the default action back, which kills the process without atexit.
+RAISED_AGAIN = """
+import signal
+from opentelemetry import trace
+with trace.get_tracer("t").start_as_current_span("last request"):
+    pass
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.raise_signal(signal.SIGTERM)
+"""
+
+
+def test_a_deadly_signal_flushes_the_exporters_of_upstreams_configurator_too(
+    stream: RedisHandle, receiver: OtlpReceiver
+) -> None:
+    """Upstream's configurator, picked by the launcher, set up the providers with its own batch
+    processor for OTLP; tracestream joined them. At a deadly signal only our queues were
+    flushed, and what its processor held was lost."""
+    env = stream.env(
+        OTEL_SERVICE_NAME="launched",
+        OTEL_TRACES_EXPORTER="redis_stream,otlp",
+        OTEL_LOGS_EXPORTER="redis_stream",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_PYTHON_DISTRO="distro",
+        OTEL_PYTHON_CONFIGURATOR="configurator",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",  # upstream's distro defaults to gRPC
+    )
+    before = len(receiver.spans)
+    done = run_python_process(RAISED_AGAIN, env, launcher=True)
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert [s.name for s in stream.spans()] == ["last request"]
+    assert [r.record.name for r in receiver.spans[before:]] == ["last request"]

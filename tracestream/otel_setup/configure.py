@@ -133,6 +133,9 @@ def _install(settings: Settings) -> Telemetry:
     _capture_logging(handler, settings)
     queues = [p.queue for p in log_processors] + [p.queue for p in span_processors]
     shutdown.install(queues, settings.shutdown_timeout)
+    for joined in (api_traces, api_logs):
+        if joined is not None:
+            shutdown.flush_joined_provider(joined)
     telemetry = Telemetry(
         settings,
         resource,

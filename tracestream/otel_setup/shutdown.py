@@ -41,6 +41,7 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _queues: list[BatchQueue[Any]] = []
 _before_closing: list[Callable[[], None]] = []
+_joined_providers: list[Any] = []  # another setup's, its own exporters beside our queues
 _timeout = 5.0
 _closing = False
 _flushing = False  # a signal handler of ours is flushing
@@ -83,6 +84,13 @@ def before_closing(callback: Callable[[], None]) -> None:
     _before_closing.append(callback)
 
 
+def flush_joined_provider(provider: Any) -> None:
+    """Flushed as the queues close: at a deadly signal or `os._exit` nothing else would flush the
+    exporters another setup (upstream's configurator) gave `provider`, and what their batch
+    processors held was lost. At a normal exit the SDK flushes it again, with nothing left."""
+    _joined_providers.append(provider)
+
+
 def flush_before_exit(timeout: float | None = None) -> bool:
     """Flush every queue within `timeout` (default: the configured shutdown timeout)."""
     deadline = time.monotonic() + (_timeout if timeout is None else timeout)
@@ -104,9 +112,11 @@ def close_queues() -> None:
         return
     _closing = True
     try:
+        deadline = time.monotonic() + _timeout
         for callback in _before_closing:
             callback()
-        deadline = time.monotonic() + _timeout
+        for provider in _joined_providers:
+            provider.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000))
         for queue in _queues:
             queue.shutdown(max(0.0, deadline - time.monotonic()))
     finally:
