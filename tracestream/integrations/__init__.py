@@ -43,6 +43,9 @@ class Integration:
     module: str  # ours, under tracestream.integrations
     contrib: str  # the contrib instrumentation it builds on
     extra: str  # the tracestream extra that installs `contrib`
+    # A library other libraries import for themselves (requests imports urllib3): without its
+    # contrib instrumentation it is left as it is, unsaid.
+    said_missing: bool = True
 
 
 INTEGRATIONS = (
@@ -51,6 +54,10 @@ INTEGRATIONS = (
     Integration("celery", "celery", "celery", "opentelemetry.instrumentation.celery", "celery"),
     Integration("requests", "requests", "clients", "opentelemetry.instrumentation.requests", "clients"),
     Integration("httpx", "httpx", "clients", "opentelemetry.instrumentation.httpx", "clients"),
+    Integration("urllib3", "urllib3", "clients", "opentelemetry.instrumentation.urllib3", "clients", False),
+    Integration(
+        "urllib", "urllib.request", "clients", "opentelemetry.instrumentation.urllib", "clients", False
+    ),
 )
 INSTALLED_BY_CONFIGURE = frozenset(integration.name for integration in INTEGRATIONS)
 
@@ -150,6 +157,8 @@ class _Installer:
     def _install(self, imported_by_app: bool) -> None:
         integration = self.integration
         if find_spec_quietly(integration.contrib) is None:
+            if not integration.said_missing:
+                return
             if imported_by_app or _held_by_app(integration.library):
                 self._say_contrib_is_missing()
             else:  # OpenTelemetry's OTLP exporter imports requests: the app may import it too, later

@@ -1,5 +1,6 @@
-"""Outgoing HTTP (requests, httpx): the contrib instrumentors inject `traceparent`, so a
-service called over HTTP continues the caller's trace."""
+"""Outgoing HTTP (requests, httpx, urllib3, urllib): the contrib instrumentors inject
+`traceparent`, so a service called over HTTP continues the caller's trace. requests calls
+through urllib3; contrib's requests instrumentation keeps urllib3's from a second span."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from tracestream.otel_setup.telemetry import Telemetry
 _INSTRUMENTORS = {
     "requests": ("opentelemetry.instrumentation.requests", "RequestsInstrumentor"),
     "httpx": ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
+    "urllib3": ("opentelemetry.instrumentation.urllib3", "URLLib3Instrumentor"),
+    "urllib": ("opentelemetry.instrumentation.urllib", "URLLibInstrumentor"),
 }
 
 
