@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,33 @@ def test_the_cli_reads_without_the_console_extra(stream: RedisHandle, tmp_path: 
         "tracestream: the console needs the console extra (starlette is not installed): "
         "pip install 'tracestream[console]'"
     ]
+
+
+# Flask's own quickstart, after configure().
+FLASK_QUICKSTART = """
+import logging, tracestream
+tracestream.configure()
+from flask import Flask
+app = Flask(__name__)
+
+@app.route("/")
+def hello_world():
+    logging.getLogger("hello").warning("saying hello")
+    return "<p>Hello, World!</p>"
+
+print(app.test_client().get("/").data.decode())
+"""
+
+
+def test_a_web_framework_without_an_integration_is_said_in_one_line(stream: RedisHandle) -> None:
+    """Flask's requests got no record, and no line said why."""
+    done = _run([sys.executable, "-c", FLASK_QUICKSTART], stream.env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "<p>Hello, World!</p>\n"
+    notes = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert notes == [
+        "tracestream: WARNING flask is in use, which tracestream does not integrate: its requests get no "
+        "request records, and spans only from upstream's Flask instrumentation (opentelemetry-instrument "
+        "loads it); the log lines of its apps reach the stream"
+    ]
+    assert [e.body for e in wait_for(lambda: stream.logs(), what="the view's line")] == ["saying hello"]

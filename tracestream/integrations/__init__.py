@@ -60,6 +60,8 @@ INTEGRATIONS = (
     ),
 )
 INSTALLED_BY_CONFIGURE = frozenset(integration.name for integration in INTEGRATIONS)
+# Web frameworks without an integration: their requests get no request records.
+UNINTEGRATED = ("flask",)
 
 _lock = threading.Lock()
 _deferred: list[Callable[[], None]] | None = None
@@ -96,6 +98,20 @@ def install_all(telemetry: Telemetry) -> None:
     for integration in INTEGRATIONS:
         if integration.name not in off:
             _Installer(telemetry, integration).register()
+    for library in UNINTEGRATED:
+        wrapt.register_post_import_hook(_say_unintegrated, library)
+
+
+def _say_unintegrated(module: ModuleType) -> None:
+    """Once a process, when the app imports a web framework we do not integrate."""
+    if _imported_by_app() or _held_by_app(module.__name__):
+        internal_logger.warning(
+            "%s is in use, which tracestream does not integrate: its requests get no request "
+            "records, and spans only from upstream's %s instrumentation (opentelemetry-instrument "
+            "loads it); the log lines of its apps reach the stream",
+            module.__name__,
+            module.__name__.capitalize(),
+        )
 
 
 def defer_while_launcher_instruments() -> None:
