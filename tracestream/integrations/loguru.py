@@ -62,7 +62,9 @@ def otel_sink(message: Any) -> None:
 
 
 _HANDLE = logging.Handler.handle.__code__
-_FRAMES_UP_TO_A_HANDLER = 20  # InterceptHandler.emit, loguru's logging call, its handler, the sink
+# The sink's caller, loguru's handler, its `_log` and `log`, InterceptHandler.emit, then
+# `Handler.handle`: a few frames more for a handler of the app's own making.
+_FRAMES_UP_TO_A_HANDLER = 10
 
 
 def _handed_on_by_a_logging_handler() -> bool:
