@@ -207,3 +207,70 @@ def test_contribs_django_switch_set_off_is_said_in_one_line(stream: RedisHandle)
     ]
     [record] = wait_for(lambda: [e for e in stream.logs() if e.body.startswith("GET /missing/")])
     assert record.trace_id == ""
+
+
+# Django's logging how-to at DEBUG, under ASGI: an async view and a sync one that fails.
+ASGI_DEBUG_LOGGING = """
+import asyncio, logging, os, django
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+apps = ["tracestream.integrations.django.TracestreamConfig"] if os.environ.get("WITH_TRACESTREAM") else []
+settings.configure(
+    SECRET_KEY="placeholder", ROOT_URLCONF=__name__, INSTALLED_APPS=apps, ALLOWED_HOSTS=["*"], DEBUG=True,
+    LOGGING={"version": 1, "disable_existing_loggers": False,
+             "handlers": {"console": {"class": "logging.StreamHandler"}},
+             "root": {"handlers": ["console"], "level": "DEBUG"},
+             "loggers": {"django": {"handlers": ["console"], "level": "DEBUG", "propagate": False}}},
+)
+
+
+async def hello(request):
+    logging.getLogger("views").warning("saying hello")
+    return HttpResponse("hello")
+
+
+def broken(request):
+    raise RuntimeError("order 7 is unreadable")
+
+
+urlpatterns = [path("hello/", hello), path("broken/", broken)]
+django.setup()
+from django.core.asgi import get_asgi_application
+from django.test import AsyncClient
+get_asgi_application()
+
+
+async def main():
+    client = AsyncClient(raise_request_exception=False)
+    print((await client.get("/hello/")).status_code, (await client.get("/broken/")).status_code)
+
+
+asyncio.run(main())
+"""
+
+
+def _printed_traceback(stderr: str) -> str:
+    """Django's "Internal Server Error" line and the traceback after it."""
+    lines = stderr.splitlines()
+    start = lines.index("Internal Server Error: /broken/")
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("RuntimeError"))
+    return "\n".join(lines[start : end + 1])
+
+
+def test_under_asgi_the_span_middleware_prints_nothing_more_and_keeps_the_trace(stream: RedisHandle) -> None:
+    """Contrib's middleware is synchronous: Django ran it through `sync_to_async`, and said so
+    at DEBUG ("Asynchronous handler adapted for middleware …_DjangoMiddleware")."""
+    without = run_python_process(ASGI_DEBUG_LOGGING, stream.env())
+    with_us = run_python_process(ASGI_DEBUG_LOGGING, stream.env(WITH_TRACESTREAM="1"))
+    assert with_us.returncode == without.returncode == 0, with_us.stderr
+    assert with_us.stdout == without.stdout == "200 500\n"
+    assert "adapted" not in with_us.stderr and "saying hello" in with_us.stderr
+    assert _printed_traceback(with_us.stderr) == _printed_traceback(without.stderr)
+    assert _printed_traceback(without.stderr).endswith("RuntimeError: order 7 is unreadable")
+    records = wait_for(lambda: len(stream.logs()) >= 3 and stream.logs(), what="two requests and a line")
+    [hello] = [e for e in records if e.body.startswith("GET /hello/")]
+    [line] = [e for e in records if e.body == "saying hello"]
+    assert (line.trace_id, line.span_id) == (hello.trace_id, hello.span_id) != ("", "")
+    spans = wait_for(lambda: len(stream.spans()) >= 2 and stream.spans(), what="both requests' spans")
+    assert sorted(s.status for s in spans if s.kind == "SERVER") == ["ERROR", "UNSET"]

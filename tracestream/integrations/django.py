@@ -60,11 +60,56 @@ from tracestream.otel_setup.log_capture import replace_access_line, take_access_
 from tracestream.otel_setup.telemetry import Telemetry
 
 MIDDLEWARE = "tracestream.integrations.django.RequestRecordMiddleware"
+SPAN_MIDDLEWARE = "tracestream.integrations.django.SpanMiddleware"
+_CONTRIBS: Any = _DjangoMiddleware  # untyped
 _OTEL_MIDDLEWARE = "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
 _SEEN = "_tracestream_request"
 _ERROR = "_tracestream_error"
 _REASON = "_tracestream_reason"  # the exception a 4xx answered
 _installed = False
+
+
+class SpanMiddleware:
+    """Contrib's middleware, which opens and ends each request's span, run in the handler's own
+    mode. Contrib's is synchronous only: under ASGI Django ran it through `sync_to_async`, a
+    thread hop each request (its `process_view` another), which showed in sync views'
+    tracebacks and, at DEBUG, in a line of Django's about adapting the handler."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.contrib: Any = _CONTRIBS(get_response)
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        self.process_exception = self.contrib.process_exception
+        self.process_view: Callable[..., Any] = self.contrib.process_view
+        if self.is_async:
+            markcoroutinefunction(self)
+            self.process_view = self._process_view
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        try:
+            return self.contrib(request)
+        except BaseException as error:
+            _end_contribs_span(request, error)
+            raise
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        contrib = self.contrib
+        contrib.process_request(request)
+        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        try:
+            response = await get_response(request)
+        except BaseException as error:
+            _end_contribs_span(request, error)
+            raise
+        return contrib.process_response(request, response)  # type: ignore[no-any-return]
+
+    async def _process_view(self, request: HttpRequest, view: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.contrib.process_view(request, view, *args, **kwargs)
 
 
 class RequestRecordMiddleware:
@@ -97,7 +142,6 @@ class RequestRecordMiddleware:
             response: HttpResponseBase = self.get_response(request)
         except BaseException as error:
             _unanswered(request, started, error)
-            _end_contribs_span(request, error)
             raise
         finally:
             forget_route(noted)
@@ -128,10 +172,10 @@ def _unanswered(request: HttpRequest, started: float, error: BaseException) -> N
 
 def _end_contribs_span(request: HttpRequest, error: BaseException) -> None:
     """Contrib ends its span, and detaches its context, in `process_response`, which an exception
-    passing Django never reaches: the span was lost, and the worker's next lines (gunicorn's
-    "Worker exiting") were in its trace. Ended here, an error as its request record is (OTel
-    records no BaseException on a span itself). (Under ASGI its context was attached in another
-    thread's context, where it cannot be detached from here.)"""
+    passing Django never reaches (gunicorn's worker timeout's SystemExit, a cancelled ASGI
+    request): the span was lost, and what the worker logged next (gunicorn's "Worker exiting")
+    was in its trace. Ended here, an error as its request record is (OTel records no
+    BaseException on a span itself)."""
     meta = request.META
     activation = meta.pop(_DjangoMiddleware._environ_activation_key, None)
     span = meta.pop(_DjangoMiddleware._environ_span_key, None)
@@ -368,10 +412,11 @@ class _ExcludingConsole(ExcludeList):
 
 
 def _add_middleware() -> None:
-    """Contrib middleware first (it opens the span), ours right inside it."""
+    """Contrib's middleware first (it opens the span), run by `SpanMiddleware`, and ours right
+    inside it."""
     middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     instrumentor = DjangoInstrumentor()
-    if _OTEL_MIDDLEWARE not in middleware:
+    if _OTEL_MIDDLEWARE not in middleware and SPAN_MIDDLEWARE not in middleware:
         if os.environ.get(_DJANGO_SWITCH) == "False":
             _say_requests_go_untraced()
         else:
@@ -379,10 +424,13 @@ def _add_middleware() -> None:
                 instrumentor.uninstrument()
             _instrument_quietly(instrumentor)
             middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
-    if MIDDLEWARE not in middleware:
-        position = middleware.index(_OTEL_MIDDLEWARE) + 1 if _OTEL_MIDDLEWARE in middleware else 0
-        middleware.insert(position, MIDDLEWARE)
-        settings.MIDDLEWARE = middleware
+    added = list(middleware)
+    if _OTEL_MIDDLEWARE in added:  # as contrib's instrument(), or the app, put it
+        added[added.index(_OTEL_MIDDLEWARE)] = SPAN_MIDDLEWARE
+    if MIDDLEWARE not in added:
+        added.insert(added.index(SPAN_MIDDLEWARE) + 1 if SPAN_MIDDLEWARE in added else 0, MIDDLEWARE)
+    if added != middleware:
+        settings.MIDDLEWARE = added
     if not isinstance(_DjangoMiddleware._excluded_urls, _ExcludingConsole):  # set by each instrument()
         _DjangoMiddleware._excluded_urls = _ExcludingConsole(_DjangoMiddleware._excluded_urls)
 
