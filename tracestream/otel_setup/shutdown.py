@@ -93,16 +93,19 @@ def flush_joined_provider(provider: Any) -> None:
 
 def flush_before_exit(timeout: float | None = None) -> bool:
     """Flush every queue within `timeout` (default: the configured shutdown timeout)."""
-    deadline = time.monotonic() + (_timeout if timeout is None else timeout)
-    results = [queue.flush(max(0.0, deadline - time.monotonic())) for queue in _queues]
-    return all(results)
+    return _every_queue(BatchQueue.flush, timeout)
 
 
 def _secure_queues() -> None:
     """What a `Pool` worker holds in memory, out of it (pool_workers.py)."""
-    deadline = time.monotonic() + _timeout
-    for queue in _queues:
-        queue.secure(max(0.0, deadline - time.monotonic()))
+    _every_queue(BatchQueue.secure)
+
+
+def _every_queue(step: Callable[[BatchQueue[Any], float], bool], timeout: float | None = None) -> bool:
+    """`step` on each queue in turn, all within one `timeout` (default: the shutdown timeout)."""
+    deadline = time.monotonic() + (_timeout if timeout is None else timeout)
+    results = [step(queue, max(0.0, deadline - time.monotonic())) for queue in _queues]
+    return all(results)
 
 
 def close_queues() -> None:
