@@ -19,7 +19,7 @@ that has none.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from tracestream._internal_log import internal_logger
@@ -113,19 +113,18 @@ def join_every_chain() -> None:
     )
     configured_by_app = structlog.is_configured()
 
-    def with_ours(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        chain = args[0] if args else kwargs.get("processors")
-        if chain is None or any(isinstance(step, OTelProcessor) for step in chain):
-            return args, kwargs
+    def with_ours(chain: Iterable[Any] | None) -> list[Any] | None:
+        if chain is None:
+            return None
         chain = list(chain)
-        chain.insert(max(len(chain) - 1, 0), processor)
-        return ((chain, *args[1:]), kwargs) if args else (args, {**kwargs, "processors": chain})
+        if not any(isinstance(step, OTelProcessor) for step in chain):
+            chain.insert(max(len(chain) - 1, 0), processor)
+        return chain
 
-    def configured(*args: Any, **kwargs: Any) -> None:
+    def configured(processors: Iterable[Any] | None = None, *args: Any, **kwargs: Any) -> None:
         nonlocal configured_by_app
         configured_by_app = True
-        args, kwargs = with_ours(args, kwargs)
-        configure(*args, **kwargs)
+        configure(with_ours(processors), *args, **kwargs)
 
     def configured_once(*args: Any, **kwargs: Any) -> None:
         if configured_by_app:
@@ -138,7 +137,7 @@ def join_every_chain() -> None:
         reset_defaults()
         configured_by_app = False
 
-    configure(*with_ours((structlog.get_config()["processors"],), {})[0])
+    configure(with_ours(structlog.get_config()["processors"]))
     structlog.configure = configured
     structlog.configure_once = configured_once
     structlog.reset_defaults = reset
