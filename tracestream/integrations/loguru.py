@@ -69,9 +69,9 @@ _FRAMES_UP_TO_A_HANDLER = 10
 
 def _handed_on_by_a_logging_handler() -> bool:
     """A message loguru got from a stdlib handler (InterceptHandler), for a record made in this
-    process: the capture, installed, saw it as it was logged, even where a filter on the handler rewrote
-    its message, or a QueueListener's thread handed it on, which `was_seen` cannot tell. A
-    record from another process (a listener for a pool's queue) is not the capture's."""
+    process: the capture, installed, saw it as it was logged, even where a filter on the handler
+    rewrote its message, or a QueueListener's thread handed it on, which `was_seen` cannot tell.
+    A record from another process (a listener for a pool's queue) is not the capture's."""
     frame: FrameType | None = sys._getframe(2)  # past this and the sink
     for _ in range(_FRAMES_UP_TO_A_HANDLER):
         if frame is None:
