@@ -42,6 +42,15 @@ with trace.get_tracer("caller").start_as_current_span("checkout") as span:
     elif client == "urllib":
         import urllib.request
         urllib.request.urlopen(url).read()
+    elif client == "aiohttp":
+        import asyncio
+        import aiohttp
+
+        async def call():
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                await response.read()
+
+        asyncio.run(call())
     else:
         import requests
         requests.get(url)
@@ -50,10 +59,18 @@ print(json.dumps({"trace_id": format(span.get_span_context().trace_id, "032x"), 
 """
 
 
-@pytest.mark.parametrize("client", ["urllib3", "urllib", "requests"])
+SCOPES = {
+    "urllib3": "opentelemetry.instrumentation.urllib3",
+    "urllib": "opentelemetry.instrumentation.urllib",
+    "requests": "opentelemetry.instrumentation.requests",
+    "aiohttp": "opentelemetry.instrumentation.aiohttp_client",
+}
+
+
+@pytest.mark.parametrize("client", SCOPES)
 def test_each_client_carries_the_trace_in_one_client_span(stream: RedisHandle, client: str) -> None:
-    """urllib3 and urllib were left uninstrumented by configure() (only the launcher did them):
-    the service called started a trace of its own. requests calls through urllib3: one span."""
+    """urllib3, urllib and aiohttp were left uninstrumented by configure() (only the launcher did
+    them): the service called started a trace of its own. requests calls through urllib3: one span."""
     done = run_python_process(CALLER.replace("CLIENT", repr(client)), stream.env())
     assert done.returncode == 0, done.stderr
     assert not [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
@@ -64,5 +81,5 @@ def test_each_client_carries_the_trace_in_one_client_span(stream: RedisHandle, c
     [checkout] = [s for s in spans if s.name == "checkout"]
     [call] = [s for s in spans if s.kind == "CLIENT"]
     assert (call.trace_id, call.parent_span_id) == (checkout.trace_id, checkout.span_id)
-    assert call.scope == f"opentelemetry.instrumentation.{client}"
+    assert call.scope == SCOPES[client]
     assert traceparent.split("-")[2] == call.span_id

@@ -58,6 +58,9 @@ INTEGRATIONS = (
     Integration(
         "urllib", "urllib.request", "clients", "opentelemetry.instrumentation.urllib", "clients", False
     ),
+    Integration(
+        "aiohttp-client", "aiohttp", "clients", "opentelemetry.instrumentation.aiohttp_client", "clients"
+    ),
 )
 INSTALLED_BY_CONFIGURE = frozenset(integration.name for integration in INTEGRATIONS)
 # Web frameworks without an integration: their requests get no request records.

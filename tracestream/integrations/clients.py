@@ -1,4 +1,4 @@
-"""Outgoing HTTP (requests, httpx, urllib3, urllib): the contrib instrumentors inject
+"""Outgoing HTTP (requests, httpx, urllib3, urllib, aiohttp): the contrib instrumentors inject
 `traceparent`, so a service called over HTTP continues the caller's trace. requests calls
 through urllib3; contrib's requests instrumentation keeps urllib3's from a second span."""
 
@@ -13,6 +13,7 @@ _INSTRUMENTORS = {
     "httpx": ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
     "urllib3": ("opentelemetry.instrumentation.urllib3", "URLLib3Instrumentor"),
     "urllib": ("opentelemetry.instrumentation.urllib", "URLLibInstrumentor"),
+    "aiohttp-client": ("opentelemetry.instrumentation.aiohttp_client", "AioHttpClientInstrumentor"),
 }
 
 
