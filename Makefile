@@ -8,10 +8,10 @@ LOWEST_BIN := $(LOWEST)/bin
 LOWEST_STAMP := $(LOWEST)/.installed
 # test-lowest runs on the lowest Python pyproject.toml allows; PYENV_VERSION lets pyenv's shim find it.
 LOWEST_PYTHON := python3.10
-# The end-to-end tests (real FastAPI, Django and Celery processes, the launcher, apps shaped by
+# The end-to-end tests (real FastAPI, Starlette, Django and Celery processes, the launcher, apps shaped by
 # the frameworks' docs), and the Redis Cluster and console tests, which hold the redis-py and
 # Starlette floors to account.
-LOWEST_TESTS := tests/test_fastapi.py tests/test_fastapi_mounts.py tests/test_django.py tests/test_celery.py tests/test_cross_service.py \
+LOWEST_TESTS := tests/test_fastapi.py tests/test_fastapi_mounts.py tests/test_starlette.py tests/test_django.py tests/test_celery.py tests/test_cross_service.py \
 	tests/test_launcher.py tests/test_cluster.py tests/test_console_live.py tests/test_console_mount.py \
 	tests/test_launcher_matrix.py tests/test_app_logging.py tests/test_django_project.py \
 	tests/test_integrations_absent.py

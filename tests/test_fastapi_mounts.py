@@ -1,5 +1,6 @@
 """A FastAPI app with another mounted in it, static files and streams, under uvicorn: one request
-record and one set of trace headers per request, whichever app served it, named by the full route."""
+record, one span and one set of trace headers per request, whichever app served it, named by the
+full route."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.apps.http_checks import HTTP_SCOPE, request_record
 from tests.apps.servers import bin_path, http_ready, serve
 from tests.support import RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.schema import SpanEntry
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,7 @@ def base(stream: RedisHandle, tmp_path_factory: pytest.TempPathFactory) -> Itera
         ("/subapi/sub", "/subapi/sub"),
         ("/static/hello.txt", "/static"),
         ("/stream", "/stream"),
+        ("/legacy/users/ann", "/legacy/users/{username}"),
     ],
 )
 def test_one_record_and_one_trace_header_per_request(
@@ -51,6 +54,24 @@ def test_one_record_and_one_trace_header_per_request(
     record = request_record(stream, response)  # exactly one in the trace
     assert record.attributes["http.route"] == route
     assert record.attributes["url.path"] == path
+    # The server span is named as the record names the route: contrib names a mount by its path.
+    server = wait_for(lambda: _server_span(stream, record.trace_id), what="the server span")
+    assert (server.name, server.attributes["http.route"]) == (f"GET {route}", route)
+
+
+def test_a_mounted_starlette_app_adds_no_span(base: str, stream: RedisHandle) -> None:
+    """Its own server span would be a second one: the app it is mounted in traced the request."""
+    response = httpx.get(f"{base}/legacy/users/ann")
+    assert response.text == "Hello, ann!"
+    trace_id = request_record(stream, response).trace_id
+    wait_for(lambda: _server_span(stream, trace_id), what="the server span")
+    assert [s.kind for s in stream.spans() if s.trace_id == trace_id] == ["SERVER"]
+
+
+def _server_span(stream: RedisHandle, trace_id: str) -> SpanEntry | None:
+    found = [s for s in stream.spans() if s.trace_id == trace_id and s.kind == "SERVER"]
+    assert len(found) <= 1
+    return found[0] if found else None
 
 
 def test_a_mounted_apps_exception_is_on_its_one_record(base: str, stream: RedisHandle) -> None:

@@ -1,7 +1,8 @@
 """FastAPI's Sub Applications tutorial (a FastAPI app mounted in another), with the Static Files
 tutorial's mount (serving STATIC_DIR), the Middleware tutorial's process-time header and the
-Custom Response tutorial's StreamingResponse, plus a sub-app endpoint that fails. `configure()`
-runs first, as under the launcher.
+Custom Response tutorial's StreamingResponse, plus a sub-app endpoint that fails, and a plain
+Starlette app mounted as Starlette's routing docs mount one. `configure()` runs first, as under
+the launcher.
 """
 
 import os
@@ -11,6 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.applications import Starlette
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 import tracestream
 
@@ -58,5 +63,10 @@ def restock() -> dict[str, str]:
     raise RuntimeError("warehouse unreachable")
 
 
+async def legacy_user(request: StarletteRequest) -> PlainTextResponse:
+    return PlainTextResponse(f"Hello, {request.path_params['username']}!")
+
+
 app.mount("/subapi", subapi)
+app.mount("/legacy", Starlette(routes=[Route("/users/{username}", legacy_user)]))
 app.mount("/static", StaticFiles(directory=os.environ["STATIC_DIR"]), name="static")

@@ -1,4 +1,4 @@
-"""Starlette's README example, as written there: tracestream writes no request record for it."""
+"""Starlette's README example, as written there."""
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse

@@ -7,7 +7,9 @@ It reads the same settings as the exporter: `settings.TRACESTREAM`, then the env
 Each request passes Django's auth first (staff by default, or the permission named in
 `TRACESTREAM_CONSOLE_PERMISSION`), then is handed to the console's ASGI app. The live
 tail is an endless response, so it needs Django under ASGI (uvicorn, daphne); under
-WSGI every page works but `api/live` answers 501 saying so.
+WSGI every page works but `api/live` answers 501 saying so. The console's own requests run
+with OpenTelemetry instrumentation suppressed: no span, record or log line of theirs reaches
+the stream it shows.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import re_path
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from starlette.types import ASGIApp, Message
 
 from tracestream.console.app import create_app, scope_under
@@ -93,7 +96,8 @@ async def _forward(request: HttpRequest, rest: str) -> HttpResponseBase:
 
     async def run() -> None:
         prefix = request.path[: len(request.path) - len(rest)].rstrip("/")
-        await _app()(scope_under(prefix, _scope(request)), receive, messages.put)
+        with suppress_instrumentation():  # the console's own work stays out of what it shows
+            await _app()(scope_under(prefix, _scope(request)), receive, messages.put)
 
     task = asyncio.create_task(run())
     start = await messages.get()

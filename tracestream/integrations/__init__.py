@@ -50,6 +50,7 @@ class Integration:
 
 INTEGRATIONS = (
     Integration("fastapi", "fastapi", "fastapi", "opentelemetry.instrumentation.fastapi", "fastapi"),
+    Integration("starlette", "starlette", "starlette", "opentelemetry.instrumentation.asgi", "starlette"),
     Integration("django", "django", "django", "opentelemetry.instrumentation.django", "django"),
     Integration("celery", "celery", "celery", "opentelemetry.instrumentation.celery", "celery"),
     Integration("requests", "requests", "clients", "opentelemetry.instrumentation.requests", "clients"),
@@ -63,8 +64,9 @@ INTEGRATIONS = (
     ),
 )
 INSTALLED_BY_CONFIGURE = frozenset(integration.name for integration in INTEGRATIONS)
-# Web frameworks without an integration: their requests get no request records.
-UNINTEGRATED = ("flask",)
+# Web frameworks without an integration, by the class an app of theirs is made of: their
+# requests get no request records.
+UNINTEGRATED = {"flask": "Flask"}
 
 _lock = threading.Lock()
 _deferred: list[Callable[[], None]] | None = None
@@ -106,15 +108,31 @@ def install_all(telemetry: Telemetry) -> None:
 
 
 def _say_unintegrated(module: ModuleType) -> None:
-    """Once a process, when the app imports a web framework we do not integrate."""
+    """Once a process, when the app imports a web framework we do not integrate, or, where
+    something else imported it first (the launcher's instrumentation does), makes its first app."""
     if _imported_by_app() or _held_by_app(module.__name__):
-        internal_logger.warning(
-            "%s is in use, which tracestream does not integrate: its requests get no request "
-            "records, and spans only from upstream's %s instrumentation (opentelemetry-instrument "
-            "loads it); the log lines of its apps reach the stream",
-            module.__name__,
-            module.__name__.capitalize(),
-        )
+        _say_framework_unintegrated(module.__name__)
+        return
+    app_class = getattr(module, UNINTEGRATED[module.__name__], None)
+    if isinstance(app_class, type):
+        original = app_class.__init__  # type: ignore[misc]
+
+        def init(self: object, *args: object, **kwargs: object) -> None:
+            app_class.__init__ = original  # type: ignore[misc]
+            _say_framework_unintegrated(module.__name__)
+            original(self, *args, **kwargs)
+
+        app_class.__init__ = init  # type: ignore[misc]
+
+
+def _say_framework_unintegrated(library: str) -> None:
+    internal_logger.warning(
+        "%s is in use, which tracestream does not integrate: its requests get no request "
+        "records, and spans only from upstream's %s instrumentation (opentelemetry-instrument "
+        "loads it); the log lines of its apps reach the stream",
+        library,
+        library.capitalize(),
+    )
 
 
 def defer_while_launcher_instruments() -> None:
