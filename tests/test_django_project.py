@@ -693,32 +693,40 @@ def test_a_gevent_celery_worker_patched_after_the_launcher_says_what_to_set(
 
 
 @pytest.mark.parametrize(
-    ("module", "options"),
+    ("module", "options", "launcher"),
     [
-        ("proj.wsgi:application", ()),
-        ("tests.apps.uwsgi_loaded:application", ()),
-        ("tests.apps.uwsgi_loaded:application", ("--py-call-uwsgi-fork-hooks",)),
+        ("proj.wsgi:application", (), False),
+        ("tests.apps.uwsgi_loaded:application", (), False),
+        ("tests.apps.uwsgi_loaded:application", ("--py-call-uwsgi-fork-hooks",), False),
+        ("proj.wsgi:application", (), True),
+        ("proj.wsgi:application", ("--lazy-apps",), True),
     ],
-    ids=["docs", "logs-when-loaded", "logs-when-loaded-fork-hooks"],
+    ids=["docs", "logs-when-loaded", "logs-when-loaded-fork-hooks", "launcher", "launcher-lazy-apps"],
 )
 def test_uwsgi_workers_forked_by_the_master_deliver_every_record(
-    redis_server: EmbeddedRedis, tmp_path: Path, module: str, options: tuple[str, ...]
+    redis_server: EmbeddedRedis, tmp_path: Path, module: str, options: tuple[str, ...], launcher: bool
 ) -> None:
     """Django's docs' uWSGI command: the master loads the app and forks its workers in C, past
     Python's fork hooks. Each worker kept the master's record ids (Redis took the second
     worker's records as duplicates) or its export threads, which a fork does not copy; and a
-    worker forked while an export thread in the master held the GIL waited for it for ever."""
+    worker forked while an export thread in the master held the GIL waited for it for ever.
+    The launcher sets up before uWSGI makes its module, which told us we were inside uWSGI."""
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
-    env = _env(stream, tmp_path / "db.sqlite3")
+    settings = "proj.settings_without_tracestream" if launcher else "proj.settings"
+    env = _env(stream, tmp_path / "db.sqlite3", settings)
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT), str(ROOT)])
+    if launcher:
+        env.update(OTEL_LOGS_EXPORTER="redis_stream", OTEL_TRACES_EXPORTER="redis_stream")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [
         bin_path("uwsgi"), f"--chdir={PROJECT}", f"--module={module}",
-        "--env", "DJANGO_SETTINGS_MODULE=proj.settings", "--master", f"--pidfile={tmp_path / 'master.pid'}",
+        "--env", f"DJANGO_SETTINGS_MODULE={settings}", "--master", f"--pidfile={tmp_path / 'master.pid'}",
         f"--http=127.0.0.1:{port}", "--processes=2",
         "--harakiri=20", "--max-requests=5000", "--vacuum", *options,
     ]  # fmt: skip
+    if launcher:
+        command = launched(*command)
     master_logs = module != "proj.wsgi:application"
     with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
         responses: list[httpx.Response] = []

@@ -29,6 +29,7 @@ import wrapt
 
 from tracestream._internal_log import internal_logger
 from tracestream.exporters.from_environment import EnvironmentSpanExporter
+from tracestream.forks import follow_uwsgi_forks
 from tracestream.otel_setup.app_overrides import span_processors_of
 from tracestream.otel_setup.http_names import choose_stable_names
 from tracestream.otel_setup.shutdown import before_closing
@@ -175,6 +176,7 @@ class _Installer:
             wrapt.register_post_import_hook(self._on_import, self.integration.contrib)
 
     def _on_import(self, module: ModuleType) -> None:
+        follow_uwsgi_forks()  # the app loads: under uWSGI, its module is there by now
         integration = self.integration
         if integration.library not in sys.modules:
             return

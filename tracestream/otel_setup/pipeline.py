@@ -27,7 +27,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 
 from tracestream._internal_log import internal_logger
 from tracestream.disk_spool import Spool
-from tracestream.forks import forks_strand_threads, renew_in_child
+from tracestream.forks import follow_uwsgi_forks, forks_strand_threads, renew_in_child
 from tracestream.otel_setup import native_threads
 from tracestream.otel_setup.log_capture import writing_to_redis
 from tracestream.redis_errors import describe, error_code, is_transient
@@ -264,6 +264,7 @@ class BatchQueue(Generic[T]):
         """Start the worker now rather than at the first record (there may be a spool to replay).
         Where no thread starts (at exit on Python 3.12.0 to 3.12.2) the records wait for the exit's
         flush, which sends them from its own thread."""
+        follow_uwsgi_forks()
         if forks_strand_threads():  # its records wait in the queue, which its workers drop
             return
         with self._export_lock:
