@@ -596,6 +596,42 @@ def test_a_signal_to_the_server_flushes_every_worker(
     assert took < SHUTDOWN_TIMEOUT + EXIT_MARGIN
 
 
+def test_a_supervisors_sigterm_waits_for_a_workers_exit_flush(
+    stream: RedisHandle, redis_server: EmbeddedRedis
+) -> None:
+    """uvicorn's workers load the app, and configure(), inside their server's signal handling,
+    which puts back the handlers it found (SIGTERM's default action) before the exit's flush; the
+    supervisor SIGTERMs a worker still alive after Ctrl-C. One still flushing died, its records
+    lost, nothing said. Here Redis stalls until the supervisor has sent it, and the supervisor
+    hears of Ctrl-C last, as when it is busy."""
+    with FaultyProxy(redis_server.port) as proxy:
+        handle = RedisHandle(url=proxy.url, stream=stream.stream)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = _shutdown_env(handle, OTEL_SERVICE_NAME="api", TRACESTREAM_REDIS_TIMEOUT="10s")
+        command = [bin_path("uvicorn"), "tests.apps.fastapi_app:app", "--workers", "2", "--port", str(port)]
+        with serve(command, env, http_ready(f"{base}/items/0")) as running:
+            logged = _served(base)
+            proxy.stall()
+            workers = [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", running.output())]
+            for pid in workers:  # Ctrl-C reaches them first: the supervisor waits up to 0.5 s
+                os.kill(pid, signal.SIGINT)
+            wait_for(
+                lambda: running.output().count("Finished server process") == 2,
+                what="both workers' servers to finish, their exit flush stalled",
+            )
+            running.process.send_signal(signal.SIGINT)
+            wait_for(
+                lambda: running.output().count("Terminated child process") == 2,
+                what="the supervisor's SIGTERM to both flushing workers",
+            )
+            proxy.resume()
+            running.process.wait(SHUTDOWN_TIMEOUT + EXIT_MARGIN)
+            output = running.output()
+    delivered = set().union(*map(_marks, stream.logs()))
+    assert delivered >= logged, f"missing {sorted(logged - delivered, key=str)[:10]}; output:\n{output}"
+
+
 DEMO_REDIS = """
 import sys, time
 import redis

@@ -18,7 +18,8 @@ Four ways out, four hooks:
   its shutdown hook (integrations/celery.py); by `os._exit` there is nothing left.
 When Redis is down the flush ends as soon as everything is in the spool. The queues close
 once at a time: a deadly signal that comes while they close (multiprocessing's
-`Pool.terminate()`, as its workers exit) waits for the close, then kills the process.
+`Pool.terminate()`, as its workers exit; uvicorn's supervisor, to a worker still flushing)
+waits for the close, then kills the process.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def close_queues() -> None:
     if _closing:  # a signal handler, inside the close it interrupted
         return
     _closing = True
+    replaced = _hold_deadly_signals()
     try:
         deadline = time.monotonic() + _timeout
         for callback in _before_closing:
@@ -124,8 +126,29 @@ def close_queues() -> None:
             queue.shutdown(max(0.0, deadline - time.monotonic()))
     finally:
         _closing = False
+        for number, handler in replaced.items():
+            signal.signal(number, handler)
     if _held_signal is not None:
         _die_of(_held_signal)
+
+
+def _hold_deadly_signals() -> dict[int, _Handler]:
+    """While the queues close, a signal whose action is death waits for the close. Our handler
+    holds it, where it is in place; a server that set its own handlers and put back what it
+    found (uvicorn's workers, which load the app inside its signal handling) has left the
+    default, and its supervisor's SIGTERM to a worker still alive would kill it mid-flush."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {
+        number: signal.signal(number, _hold)
+        for number in _SIGNALS
+        if signal.getsignal(number) is signal.SIG_DFL
+    }
+
+
+def _hold(signum: int, frame: FrameType | None) -> None:
+    global _held_signal
+    _held_signal = signum
 
 
 def _flushing_raise_signal(signum: int) -> None:
