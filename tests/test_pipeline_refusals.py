@@ -7,6 +7,7 @@ every record can be counted once: in the stream, in the dead-letter file, or as 
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ import redis
 
 from tests.faults import FaultyProxy
 from tests.pipelines import PrivatePipeline
-from tests.support import wait_for
+from tests.support import run_python_process, wait_for
 from tracestream.cli.doctor import diagnose
 from tracestream.disk_spool import dead_letters, spool_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
@@ -303,3 +304,34 @@ def test_the_real_writer_sets_aside_what_redis_refuses_and_the_rest_flows(
     assert "WRONGTYPE" in next(iter(counters.refused))
     [letters] = dead_letters(tmp_path)
     assert letters.records == 5
+
+
+# eventlet's monkey_patch() takes `select.poll` away after redis-py chose it at import, as
+# gunicorn's eventlet worker under the launcher does.
+CLIENT_BROKEN_AFTER_IMPORT = """
+import logging, select, tracestream
+tracestream.configure(service_name="broken-client")
+del select.poll
+logging.getLogger("app").warning("hello")
+"""
+
+
+def test_a_client_broken_in_the_process_is_not_said_to_be_redis_refusing(
+    server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Redis refused nothing: the line named Redis, and sent the reader to the wrong place."""
+    env = {
+        **os.environ,
+        "TRACESTREAM_REDIS_URL": server.url,
+        "TRACESTREAM_STREAM": f"t:{uuid.uuid4().hex[:8]}",
+        "TRACESTREAM_SPOOL_DIR": str(tmp_path),
+    }
+    done = run_python_process(CLIENT_BROKEN_AFTER_IMPORT, env)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "dead-letter" in line]
+    assert said == [
+        "tracestream: WARNING logs: sending a record failed in this process (AttributeError module"
+        " 'select' has no attribute 'poll'); kept in the spool's dead-letter file"
+    ]
+    [letters] = dead_letters(tmp_path)
+    assert letters.records == 1

@@ -98,6 +98,11 @@ def is_wrong_type(error: BaseException) -> bool:
     return "WRONGTYPE" in str(error)
 
 
+def is_reply(error: BaseException) -> bool:
+    """Redis's own answer, not a failure in this process (a client some library broke)."""
+    return isinstance(error, redis.ResponseError)
+
+
 def is_transient(error: BaseException) -> bool:
     """True when sending the same records again later may well succeed."""
     if isinstance(error, _TRANSIENT_CLASSES):

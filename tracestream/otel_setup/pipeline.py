@@ -30,7 +30,7 @@ from tracestream.disk_spool import Spool
 from tracestream.forks import follow_uwsgi_forks, forks_strand_threads, renew_in_child
 from tracestream.otel_setup import native_threads
 from tracestream.otel_setup.log_capture import writing_to_redis
-from tracestream.redis_errors import describe, error_code, is_transient
+from tracestream.redis_errors import describe, error_code, is_reply, is_transient
 from tracestream.settings import BatchSettings
 
 T = TypeVar("T")
@@ -80,10 +80,12 @@ class Counters:
 
 @dataclass(frozen=True)
 class Refused:
-    """Redis refused a batch for what is in it: sending the same records again will not help."""
+    """Redis refused a batch for what is in it, or sending it raised where no retry will help (the
+    Redis client broken in this process): sending the same records again will not help."""
 
     code: str  # WRONGTYPE, ERR, … (bounded: it names a counter)
     reason: str
+    by_redis: bool = True
 
 
 # What an export attempt came to: True (taken), False (a transient failure: try again later), or a refusal.
@@ -469,7 +471,8 @@ class BatchQueue(Generic[T]):
             self.counters.dropped_refused += len(records)
         if first:
             fate = "kept in the spool's dead-letter file" if kept else "dropped"
-            internal_logger.warning("%s: Redis refused a record (%s); %s", self.name, refusal.reason, fate)
+            what = "Redis refused a record" if refusal.by_redis else "sending a record failed in this process"
+            internal_logger.warning("%s: %s (%s); %s", self.name, what, refusal.reason, fate)
 
     def _export_safely(self, batch: list[Any]) -> Outcome:
         try:
@@ -478,7 +481,7 @@ class BatchQueue(Generic[T]):
             if is_transient(error):
                 internal_logger.warning("%s exporter raised %r", self.name, error)
                 return False
-            return Refused(error_code(error), describe(error))
+            return Refused(error_code(error), describe(error), is_reply(error))
 
     def _account(self, batch: list[Any], ok: bool) -> None:
         if ok:
