@@ -430,6 +430,48 @@ def test_an_event_stream_the_server_stops_keeps_its_record(
     assert not [e for e in stream.logs() if e.body.startswith("Exception in ASGI application")]
 
 
+# Servers that end their process at a signal without waiting for the request being served.
+ABANDONING_SERVERS = {
+    "gunicorn-gevent-sigint": (
+        ["gunicorn", "proj.wsgi", "-b", "127.0.0.1:{port}", "-k", "gevent"],
+        signal.SIGINT,
+    ),
+}
+
+
+@pytest.mark.parametrize("abandoning", sorted(ABANDONING_SERVERS))
+def test_a_request_the_server_abandons_keeps_its_record_and_span(
+    redis_server: EmbeddedRedis, tmp_path: Path, abandoning: str
+) -> None:
+    """The view's line reached the stream, in a trace with nothing else: no record, no span."""
+    (program, *args), signum = ABANDONING_SERVERS[abandoning]
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    env = _env(stream, tmp_path / "db.sqlite3")
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT), str(ROOT)])
+    port = free_port()
+    command = [bin_path(program), *(arg.format(port=port) for arg in args)]
+    ready = http_ready(f"http://127.0.0.1:{port}/orders/0/")
+    with serve(command, env, ready) as server, ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(_get_until_the_server_goes, f"http://127.0.0.1:{port}/orders/6/wait/")
+        [line] = wait_for(
+            lambda: [e for e in stream.logs() if e.body == "waiting on order 6"], what="the view's line"
+        )
+        os.killpg(server.process.pid, signum)
+        server.process.wait(15)
+        waiting.result()
+    [record] = [
+        e for e in stream.logs() if is_request_record(e) and e.attributes["url.path"] == "/orders/6/wait/"
+    ]
+    assert (record.severity, record.exception_type) == UNFINISHED and record.trace_id == line.trace_id
+    [span] = [s for s in stream.spans() if s.trace_id == line.trace_id]
+    assert (span.kind, span.status, span.name) == ("SERVER", "ERROR", "GET orders/<int:order_id>/wait/")
+
+
+def _get_until_the_server_goes(url: str) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.get(url, timeout=30)
+
+
 @EXPORTS
 def test_served_streaming_response_that_fails_midway_is_one_error_in_its_trace(
     served: Running, export: str

@@ -135,39 +135,74 @@ class RequestRecordMiddleware:
             return self.get_response(request)
         if self.is_async:
             return self._acall(request)
-        started = perf_counter()
         setattr(request, _SEEN, True)
+        answering = _Answering(request)
         noted = note_route(_route_of, request)
         try:
             response: HttpResponseBase = self.get_response(request)
         except BaseException as error:
-            _unanswered(request, started, error)
+            answering.unanswered(error)
             raise
         finally:
+            served(answering)
             forget_route(noted)
-        return _finish(request, response, started)
+        return response if answering.recorded else _finish(request, response, answering.started)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        started = perf_counter()
         setattr(request, _SEEN, True)
+        answering = _Answering(request)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
         noted = note_route(_route_of, request)
         try:
             response = await get_response(request)
         except BaseException as error:
-            _unanswered(request, started, error)
+            answering.unanswered(error)
             raise
         finally:
+            served(answering)
             forget_route(noted)
-        return _finish(request, response, started)
+        return response if answering.recorded else _finish(request, response, answering.started)
 
 
-def _unanswered(request: HttpRequest, started: float, error: BaseException) -> None:
-    """Django answers what a view raises; what passes it (a worker timeout's SystemExit from
-    gunicorn's SIGABRT, a cancelled ASGI request) ends the request with no answer of Django's:
-    its record says 500, which the server answers if it answers at all, with that exception."""
-    if not _is_console(request.path):
-        emit_request_record(_exchange(request, 500, None, started), error)
+class _Answering:
+    """A request until Django answers it, in flight (`serving`): a server that ends its process
+    without waiting for the request (gevent's workers at Ctrl-C, uWSGI, waitress at SIGTERM)
+    left no record of it and contrib's span open, its log lines orphans in a trace of nothing.
+    It is recorded as the queues close, with `UnfinishedAtExit`, and its span ended."""
+
+    __slots__ = ("context", "recorded", "request", "started")
+
+    def __init__(self, request: HttpRequest) -> None:
+        self.request = request
+        self.started = perf_counter()
+        self.context = get_current()  # the span's, for a record written from elsewhere
+        self.recorded = False
+        serving(self)
+
+    def unanswered(self, error: BaseException) -> None:
+        """Django answers what a view raises; what passes it (a worker timeout's SystemExit from
+        gunicorn's SIGABRT, a cancelled ASGI request) ends the request with no answer of
+        Django's: its record says 500, which the server answers if it answers at all, with that
+        exception."""
+        if not self.recorded:
+            self.recorded = True
+            if not _is_console(self.request.path):
+                exchange = _exchange(self.request, 500, None, self.started)
+                emit_request_record(exchange, error, context=self.context)
+
+    def record_unfinished(self, error: BaseException) -> None:
+        if not self.recorded:
+            self.unanswered(error)
+            _end_abandoned_span(self.request, error)
+
+
+def _end_abandoned_span(request: HttpRequest, error: BaseException) -> None:
+    """Contrib's span of a request the process abandons, ended from the thread that closes the
+    queues: its context stays where it was attached, on the request's own thread."""
+    span = request.META.get(_DjangoMiddleware._environ_span_key)
+    if span is not None and span.is_recording():
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end()
 
 
 def _end_contribs_span(request: HttpRequest, error: BaseException) -> None:

@@ -27,7 +27,9 @@ def traced_elsewhere(request: HttpRequest, order_id: int) -> JsonResponse:
 
 
 def wait(request: HttpRequest, order_id: int) -> JsonResponse:
-    """Slower than a worker may take: gunicorn's arbiter aborts it (`--timeout`)."""
+    """Slower than a worker may take: gunicorn's arbiter aborts it (`--timeout`), or a server
+    stopping abandons it."""
+    logger.warning("waiting on order %s", order_id)
     time.sleep(30)
     return JsonResponse({"order_id": order_id})
 
