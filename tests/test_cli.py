@@ -234,6 +234,10 @@ BAD_INPUT = [
     (["search", "--severity", "LOUD"], "unknown severity 'LOUD'"),
     (["trace", "not-a-trace-id"], "invalid trace id 'not-a-trace-id'"),
     (["stats", "--since", "soon"], "bad time 'soon'"),
+    (["search", "--since", "1h", "--until", "2h"], "reversed time range: since '1h' is after until '2h'"),
+    (["stats", "--since", "2h", "--until", "3h"], "reversed time range: since '2h' is after until '3h'"),
+    (["export", "--since", "10m", "--until", "20m"], "reversed time range"),
+    (["tail", "--since", "10m", "--until", "20m"], "reversed time range"),
     (["search", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["search", "--redis-url", "http://localhost"], "scheme must be one of"),
 ]

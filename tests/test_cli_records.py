@@ -19,6 +19,7 @@ from subprocess import PIPE
 import httpx
 import pytest
 
+from tests import test_console_acl
 from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, run_python, wait_for
 from tests.test_cli import TIMEOUT, TRACESTREAM, Here, here, ndjson
@@ -49,7 +50,8 @@ with tracer.start_as_current_span({SPAN_NAME!r}):
 telemetry.force_flush()
 """
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-__all__ = ["here"]  # the fixture, shared with tests/test_cli.py
+acl_redis, reader = test_console_acl.acl_redis, test_console_acl.reader  # the documented read-only user
+__all__ = ["acl_redis", "here", "reader"]  # fixtures, shared with other modules
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,55 @@ def test_nothing_found_is_said_on_stderr_with_exit_0(checkout: Checkout, cli: Cl
         assert done.stderr.startswith("tracestream: ") and message in done.stderr, (args, done.stderr)
         assert len(done.stderr.splitlines()) == 1
     assert cli("search", "-g", "no such text", "--json").stdout == ""  # NDJSON stays records only
+
+
+def test_nothing_found_names_the_redis_read_and_a_stream_that_is_not_there(
+    checkout: Checkout, here: Here
+) -> None:
+    """With the URL unset a reader reads localhost: "wrong Redis" and "nothing there" must not read
+    alike, so the line names the server (its password masked), and says when the stream does not
+    exist at all."""
+    host_port = checkout.handle.url.split("//")[1].split("/")[0]
+    url = f"redis://default:s3cret@{host_port}/0"  # the default user has no password: any is taken
+    shown = f"redis://default:***@{host_port}/0"
+    missing = f"nosuch-{uuid.uuid4().hex[:8]}"
+    for args, line in [
+        (["search"], f"no matching records: stream {missing} does not exist on {shown}"),
+        (["trace", "f" * 32], f"no records for trace {'f' * 32}: stream {missing} does not exist on {shown}"),
+        (["traces"], f"no matching traces: stream {missing} does not exist on {shown}"),
+        (["services", "--json"], f"no records in the last hour: stream {missing} does not exist on {shown}"),
+        (["stats"], f"no records in this window: stream {missing} does not exist on {shown}"),
+        (["errors"], f"no error issues: stream {missing} does not exist on {shown}"),
+    ]:
+        done = here(*args, "--redis-url", url, "--stream", missing)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", f"tracestream: {line}\n"), args
+    stream = checkout.handle.stream
+    for args, line in [
+        (["search", "-g", "no such text"], f"no matching records in stream {stream} on {shown}"),
+        (["traces", "--route", "nothing"], f"no matching traces in stream {stream} on {shown}"),
+        (
+            ["stats", "--since", "2d", "--until", "1d"],
+            f"no records in this window in stream {stream} on {shown}",
+        ),
+        (
+            ["trace", "f" * 32],
+            f"no records for trace {'f' * 32} in stream {stream} on {shown} (not written, expired, or "
+            "evicted: `tracestream doctor` names the eviction policy)",
+        ),
+    ]:
+        done = here(*args, "--redis-url", url, "--stream", stream)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", f"tracestream: {line}\n"), args
+
+
+def test_the_read_only_user_hears_where_nothing_was_found(reader: RedisHandle, here: Here) -> None:
+    """EXISTS is no right of the documented read-only user: the line still names the server, and
+    a refusal is no error."""
+    done = here("search", "-g", "no such text", "--redis-url", reader.url, "--stream", reader.stream)
+    shown = reader.url.replace("s3cret-reader", "***")
+    assert (done.returncode, done.stderr) == (
+        0,
+        f"tracestream: no matching records in stream {reader.stream} on {shown}\n",
+    )
 
 
 @pytest.fixture

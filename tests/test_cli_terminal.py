@@ -37,7 +37,7 @@ HOSTILE = (
     f"\rfake\n{FORGED}\x9b31m\u202eevil\u2066 [bold]markup[/bold] [link=http://evil.example]x[/link]"
     " :warning: bell\x07del\x7fnel\x85end"
 )
-# summary.py keys error groups by `exception_type TAB code`: the tab goes in the body only.
+# Error groups are keyed by exception type, code and service, never by text: the tab goes in the body only.
 BODY = f"{HOSTILE}\ttab"
 SERVICE = "svc\x1b]0;title\x07[red]x[/red]"
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736

@@ -15,6 +15,7 @@ from playwright.sync_api import Page
 
 from tests import test_console_acl, test_console_detail, test_error_issues
 from tests import test_console_browser as browser_tests
+from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, wait_for
 from tests.test_cli import run
 from tests.test_console_browser import XSS, _screenshot
@@ -238,3 +239,29 @@ def test_stats_since_the_streams_start_answers_its_records_not_every_minute_sinc
     day, ever = minutes("24h"), minutes("1970-01-01")
     assert len(day) >= 24 * 60 and len(ever) <= 3  # the shop's records are minutes old
     assert sum(sum(m["counts"].values()) for m in ever) == sum(sum(m["counts"].values()) for m in day) > 0
+
+
+def test_the_stats_api_honours_until_and_refuses_a_reversed_range(
+    stream: RedisHandle, writer: RecordWriter
+) -> None:
+    """As `tracestream stats` does: a window that ended before the records were written counts none
+    of them, and one that ends before it starts is a 400 naming both ends, as for a search."""
+    writer.log("card declined", severity="ERROR", exception=("ValueError", "declined", "Traceback"))
+    console = ConsoleProcess(stream).start()
+    try:
+
+        def get(query: str) -> httpx.Response:
+            return httpx.get(console.url + "api/" + query, headers=console.headers(), timeout=10)
+
+        assert [group["count"] for group in get("stats?since=1h").json()["top_errors"]] == [1]
+        ended = get("stats?since=1h&until=30m").json()
+        assert ended["top_errors"] == [] and sum(sum(m["counts"].values()) for m in ended["minutes"]) == 0
+        assert len(ended["minutes"]) in (30, 31), "the window's minutes, up to its end"
+        for query, since, until in (("stats", "2h", "3h"), ("search", "1h", "2h")):
+            answer = get(f"{query}?since={since}&until={until}")
+            assert (answer.status_code, answer.text) == (
+                400,
+                f"reversed time range: since {since!r} is after until {until!r}\n",
+            ), query
+    finally:
+        console.stop()

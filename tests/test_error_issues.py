@@ -21,6 +21,7 @@ from tests.support import ROOT, RedisHandle, wait_for
 from tests.test_cli import ndjson, run, run_all
 from tests.test_console_acl import READER_ACL
 from tests.test_tls_acl import PRODUCER_ACL
+from tracestream.cli import main
 from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
 from tracestream.error_issues import (
@@ -159,6 +160,39 @@ def test_a_task_enqueued_in_an_unsampled_trace_still_names_its_route(
     assert headers["tracestream_enqueued_by"] == ROUTE
 
 
+def test_the_errors_table_keeps_fingerprint_status_and_count_whole_however_many_services_it_hit(
+    stream: RedisHandle,
+    writer: RecordWriter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One issue from 20 services: at 80 and 120 columns every line fits, the fingerprint (what
+    `errors resolve` takes), status and count are whole, the services are the first two and how
+    many more, and the error and its route are there to read."""
+    failure, route = _error("k"), {"http.route": "/polls/{id}/boom"}
+    services = [f"service-{i:02d}" for i in range(20)]
+    writer.write(
+        *(
+            writer.row("boom", service=name, severity="ERROR", exception=failure, attributes=route)
+            for name in services
+        )
+    )
+    with stream.client() as client:
+        (issue,) = list_issues(client, stream.stream)
+    for width in (80, 120):
+        monkeypatch.setenv("COLUMNS", str(width))
+        assert main(["errors", "--redis-url", stream.url, "--stream", stream.stream]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert max(len(line) for line in lines) <= width, lines
+        rows = [line for line in lines if issue.fingerprint in line]
+        assert len(rows) == 1 and rows[0].split()[:3] == [issue.fingerprint, "open", "20"], lines
+        words = " ".join(lines).split()
+        assert "service-01" in words and "service-02" not in " ".join(lines) and "+18" in words, lines
+        assert "KeyError:" in words and "'k'" in words and "/polls/{id}/boom" in words, lines
+        header = next(line for line in lines if line.startswith("fingerprint"))
+        assert ("24h" in header) == (width >= 120), lines  # the sparkline where it leaves the error room
+
+
 def _error(message: str) -> tuple[str, str, str]:
     try:
         raise KeyError(message)
@@ -255,7 +289,7 @@ def test_cli_bad_input_exits_2_and_redis_trouble_exits_1(stream: RedisHandle) ->
             process
         )
         assert process.stderr.count("\n") == 1
-    assert "no error issues" in run(stream, "errors").stdout
+    assert "no error issues" in run(stream, "errors").stderr
 
 
 def test_write_only_producer_keeps_issues_and_a_reader_reads_them(

@@ -113,8 +113,8 @@ def test_summaries_count_every_entry_under_its_exact_names(corpus: Corpus) -> No
     severities = {severity for _, _, severity in summary.per_minute}
     assert {"ERROR", "ERR\tOR", "\\xc3"} <= severities
     groups = summary.error_groups
-    assert groups["GoodError", "app/views.py:10 in handle"].count == len(corpus.good)
-    assert ("a\tb", "") in groups
+    assert groups["GoodError", "app/views.py:10 in handle", "api"].count == len(corpus.good)
+    assert ("a\tb", "", "api") in groups
     assert all(len(group.message) <= 1024 for group in groups.values()), "a 20 MB body is cut"
 
 

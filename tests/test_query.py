@@ -130,6 +130,8 @@ def test_time_expressions() -> None:
         ({"attributes": ["no-equals"]}, "bad attribute filter 'no-equals'"),
         ({"regex": r"(\w+)\1"}, "no backreferences or lookaround"),
         ({"regex": "(?<=a)b"}, "invalid perl operator"),
+        ({"since": "1h", "until": "2h"}, "reversed time range: since '1h' is after until '2h'"),
+        ({"since": "2999-01-01", "until": "1h"}, "since '2999-01-01' is after until '1h'"),
     ],
 )
 def test_bad_filters_name_the_problem(filters: dict[str, object], message: str) -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar, cast
 
 import orjson
 from redis.exceptions import ResponseError
@@ -50,6 +50,7 @@ __all__ = [
 
 _POSITIONS = orjson.dumps({name: 2 * index + 2 for index, name in enumerate(LOG_FIELDS)}).decode()
 _IMPLIED_TEXTS = orjson.dumps(IMPLIED_SEVERITY_TEXTS).decode()
+Key = TypeVar("Key")
 
 
 def sample_weight(attributes: Mapping[str, Any]) -> float:
@@ -98,14 +99,29 @@ class ServiceStatus:
 
 @dataclass
 class ErrorGroup:
-    """Error records with the same exception type and code location."""
+    """Error records with the same exception type and code location, and the services they came from."""
 
     exception_type: str
     code: str
     count: int
     last_seen_ms: int
-    service: str
-    message: str
+    message: str  # the newest record's
+    services: Counter[str] = field(default_factory=Counter)  # records per service
+
+    def ranked_services(self) -> list[str]:
+        """Most records first, then by name."""
+        return sorted(self.services, key=lambda name: (-self.services[name], name))
+
+    def service_counts(self) -> list[dict[str, Any]]:
+        """`[{"service", "count"}]`, most records first: what `stats --json` and the console show."""
+        return [{"service": name, "count": self.services[name]} for name in self.ranked_services()]
+
+    def absorb(self, other: ErrorGroup) -> None:
+        """Count `other`'s records in this group, which keeps the newest record's message."""
+        if other.last_seen_ms > self.last_seen_ms:
+            self.last_seen_ms, self.message = other.last_seen_ms, other.message
+        self.count += other.count
+        self.services.update(other.services)
 
 
 @dataclass
@@ -118,7 +134,8 @@ class Summary:
     per_minute: Counter[tuple[int, str, str]] = field(default_factory=Counter)
     sampled_down: Counter[tuple[int, str, str]] = field(default_factory=Counter)
     _estimates: dict[tuple[int, str, str], float] = field(default_factory=dict, repr=False)
-    error_groups: dict[tuple[str, str], ErrorGroup] = field(default_factory=dict)
+    # by (exception type, code location, service): one service's part of a group
+    error_groups: dict[tuple[str, str, str], ErrorGroup] = field(default_factory=dict)
 
     def estimated(self, minute: int, service: str, severity: str) -> bool:
         return self.sampled_down[minute, service, severity] > 0
@@ -132,10 +149,13 @@ class Summary:
     def estimated_severities(self) -> set[str]:
         return {severity for (_, _, severity), count in self.sampled_down.items() if count}
 
-    def top_errors(self, count: int = 10) -> list[ErrorGroup]:
-        return sorted(self.error_groups.values(), key=lambda group: (-group.count, -group.last_seen_ms))[
-            :count
-        ]
+    def top_errors(self, count: int = 10, service: str | None = None) -> list[ErrorGroup]:
+        """The biggest groups, each over every service it came from; or, given one, that service's."""
+        if service is None:
+            groups = _across_services(self.error_groups.values())
+        else:
+            groups = [group for (_, _, name), group in self.error_groups.items() if name == service]
+        return sorted(groups, key=lambda group: (-group.count, -group.last_seen_ms))[:count]
 
     def _merge(self, services: list[Any], minutes: list[Any], groups: list[Any]) -> None:
         for name, last_ms, stored, errors, shas, estimate, sampled_down in services:
@@ -152,13 +172,25 @@ class Summary:
             self.per_minute[key] = round(self._estimates[key])
             self.sampled_down[key] += int(sampled_down)
         for exception_type, code, count, last_ms, service, message in groups:
-            group = self.error_groups.get((exception_type, code))
-            if group is None:
-                self.error_groups[exception_type, code] = ErrorGroup(
-                    exception_type, code, int(count), int(last_ms), service, message
-                )
-            else:
-                group.count += int(count)
+            found = ErrorGroup(
+                exception_type, code, int(count), int(last_ms), message, Counter({service: int(count)})
+            )
+            _add_group(self.error_groups, (exception_type, code, service), found)
+
+
+def _add_group(groups: dict[Key, ErrorGroup], key: Key, found: ErrorGroup) -> None:
+    if (group := groups.setdefault(key, found)) is not found:
+        group.absorb(found)
+
+
+def _across_services(groups: Iterable[ErrorGroup]) -> list[ErrorGroup]:
+    """Each group's parts from every service as one group."""
+    merged: dict[tuple[str, str], ErrorGroup] = {}
+    for group in groups:
+        _add_group(
+            merged, (group.exception_type, group.code), replace(group, services=Counter(group.services))
+        )
+    return list(merged.values())
 
 
 def summarize(client: Client, stream: str, since_ms: int, until_ms: int | None = None) -> Summary:

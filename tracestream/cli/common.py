@@ -15,7 +15,8 @@ from rich.text import Text
 
 from tracestream.connection import Client, client_for
 from tracestream.redis_errors import advice
-from tracestream.settings import Settings, parse_duration
+from tracestream.settings import Settings, parse_duration, shown_url
+from tracestream.shards import shards
 from tracestream.terminal_text import json_safe, visible
 
 
@@ -145,3 +146,33 @@ def print_json(value: Any) -> None:
 def error_line(message: str) -> None:
     """One line on stderr, whatever the message holds (a Redis reply, a user's text)."""
     print(f"tracestream: {visible(message)}", file=sys.stderr)
+
+
+def nothing_found(args: argparse.Namespace, client: Client, what: str, reason: str = "") -> None:
+    """`what` was not found, as one line on stderr naming the Redis and stream read (its password
+    masked), or saying the stream does not exist there: with the URL unset a reader reads
+    localhost, and a wrong Redis would otherwise look like one with nothing in it."""
+    config = settings(args)
+    where = shown_url(config.redis_url)
+    if _stream_missing(client, config.stream):
+        error_line(f"{what}: stream {config.stream} does not exist on {where}")
+    else:
+        error_line(f"{what} in stream {config.stream} on {where}{reason}")
+
+
+def _stream_missing(client: Client, stream: str) -> bool:
+    """No shard holds the log or the span stream; False when Redis does not let this user ask
+    (EXISTS is no right of the documented read-only user)."""
+    try:
+        return not any(
+            shard.client.exists(shard.keys.logs, shard.keys.spans) for shard in shards(client, stream)
+        )
+    except redis.exceptions.NoPermissionError:
+        return False
+
+
+def some_of(names: list[str], first: int = 2) -> str:
+    """The first names and how many more: `api, web +3 more`; a cell that cannot crowd out the
+    rest of a table however many services share an error."""
+    more = len(names) - first
+    return ", ".join(names[:first]) + (f" +{more} more" if more > 0 else "")

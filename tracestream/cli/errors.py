@@ -6,6 +6,7 @@ import argparse
 import re
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -13,10 +14,12 @@ from tracestream.cli.common import (
     Console,
     UsageError,
     add_command,
+    nothing_found,
     print_json,
     reader,
     settings,
     shown,
+    some_of,
     whole_number,
 )
 from tracestream.error_issues import STATUSES, ErrorIssue, list_issues, set_status
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
 ACTIONS = {"resolve": "resolved", "ignore": "ignored", "reopen": "open"}
 _FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 _BARS = "·▁▂▃▄▅▆▇█"  # an hour without errors, then eight heights
+# Below this terminal width the sparkline's 24 columns go to the error text (`--json` has `hourly`).
+SPARKLINE_MIN_WIDTH = 120
 
 
 def register(subparsers: Subparsers) -> None:
@@ -70,11 +75,15 @@ def run(args: argparse.Namespace) -> int:
             status=args.status,
             limit=args.limit,
         )
+        if not issues:
+            nothing_found(args, client, "no error issues")
+            return 0
     if args.json:
         for issue in issues:
             print_json(issue.to_json())
     else:
-        _print_table(issues)
+        console = Console(highlight=False)
+        console.print(issue_table(issues, console.width))
     return 0
 
 
@@ -99,26 +108,38 @@ def sparkline(hourly: list[int]) -> str:
     return "".join(_BARS[0 if not n else max(1, round(n * (len(_BARS) - 1) / top))] for n in hourly)
 
 
-def _print_table(issues: list[ErrorIssue]) -> None:
-    console = Console(highlight=False)
-    if not issues:
-        console.print("no error issues")
-        return
-    table = Table(title="error issues (newest first)", title_justify="left")
-    for column in ("fingerprint", "status", "count", "last seen (UTC)", "24h", "service", "error", "via"):
-        table.add_column(column, justify="right" if column == "count" else "left", no_wrap=column != "error")
+def issue_table(issues: list[ErrorIssue], width: int) -> Table:
+    """Fingerprint, status, count, last seen, the last 24 hours (from SPARKLINE_MIN_WIDTH columns),
+    then one folding column: the services (the first two and how many more), `Type: message` and
+    the routes behind it. At 80 columns the fingerprint, status and count stay whole and the
+    error keeps room, however many services an issue hit."""
+    sparklines = width >= SPARKLINE_MIN_WIDTH
+    table = Table(
+        title="error issues (newest first)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        show_lines=True,
+    )
+    for column in ("fingerprint", "status", "count", "last seen (UTC)", "24h")[: 5 if sparklines else 4]:
+        table.add_column(column, justify="right" if column == "count" else "left", no_wrap=True)
+    table.add_column("services / error / via", overflow="fold")
     for issue in issues:
-        status = issue.status + (" (regression)" if issue.regression else "")
-        error = f"{issue.type}: {issue.message}" if issue.type else issue.message
+        status = Text(issue.status, style="red" if issue.status == "open" else "")
+        if issue.regression:
+            status.append("\nregression", style="bold red")
+        last_seen = iso_utc(issue.last_seen_ms * 1_000_000)[:19]
+        hours = [sparkline(issue.hourly)] if sparklines else []
+        table.add_row(issue.fingerprint, status, str(issue.count), last_seen, *hours, _what(issue))
+    return table
+
+
+def _what(issue: ErrorIssue) -> Text:
+    """Services, error and the routes behind it, a line each."""
+    error = f"{issue.type}: {issue.message}" if issue.type else issue.message
+    lines = [shown(some_of(issue.services or [issue.service]), "dim"), shown(error[:200])]
+    if issue.chain:
         via = ", ".join(f"{link['route']} ({link['count']})" for link in issue.chain[:3])
-        table.add_row(
-            issue.fingerprint,
-            Text(status, style="red" if issue.status == "open" else ""),
-            str(issue.count),
-            iso_utc(issue.last_seen_ms * 1_000_000)[:19],
-            sparkline(issue.hourly),
-            shown(", ".join(issue.services) or issue.service),
-            shown(error[:200]),
-            shown(via),
-        )
-    console.print(table)
+        lines.append(shown(f"via {via}", "dim"))
+    return Text("\n").join(lines)

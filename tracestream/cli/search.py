@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from tracestream.cli.common import add_command, error_line, reader, settings, whole_number
+from tracestream.cli.common import add_command, nothing_found, reader, settings, whole_number
 from tracestream.cli.record_lines import FILTERS, STACKS, RecordPrinter, newest_first, query_from
 from tracestream.query import Cursor, search
 
@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
     stream = settings(args).stream
     with reader(args) as client:
         page = search(client, stream, query, args.cursor, args.limit)
+        if not page.records:
+            nothing_found(args, client, f"no {'more ' if args.cursor else ''}matching records")
     for entry in newest_first(page.records):
         printer.print(entry)
     printer.flush()
-    if not page.records:
-        error_line(f"no {'more ' if args.cursor else ''}matching records in stream {stream}")
     if page.next_cursor:
         print(f"more: add --cursor {page.next_cursor}", file=sys.stderr)
     return 0

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
-from tracestream.cli.common import Console, add_command, print_json, reader, settings, shown
+from tracestream.cli.common import Console, add_command, nothing_found, print_json, reader, settings, shown
 from tracestream.summary import service_status
 from tracestream.timeparse import iso_utc
 
@@ -31,6 +31,9 @@ def register(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     with reader(args) as client:
         statuses = service_status(client, settings(args).stream)
+        if not statuses:
+            nothing_found(args, client, "no records in the last hour")
+            return 0
     if args.json:
         for status in statuses:
             line = {
@@ -58,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
             Text(str(status.errors), style="red" if status.errors else ""),
             str(len(status.instances)),
         )
-    Console(highlight=False).print(table if statuses else "no records in the last hour")
+    Console(highlight=False).print(table)
     return 0

@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from tracestream.cli.common import Console, add_command, print_json, reader, settings, shown, whole_number
+from tracestream.cli.common import (
+    Console,
+    add_command,
+    nothing_found,
+    print_json,
+    reader,
+    settings,
+    shown,
+    some_of,
+    whole_number,
+)
 from tracestream.query import Query
 from tracestream.summary import Summary, shown_count, summarize
 from tracestream.timeparse import iso_utc
@@ -38,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     window = Query.parse(since=args.since, until=args.until)
     with reader(args) as client:
         summary = summarize(client, settings(args).stream, window.since_ms or 0, window.until_ms)
+        if not summary.services:
+            nothing_found(args, client, "no records in this window")
+            return 0
     if args.json:
         for line in stats_lines(summary, args.top):
             print_json(line)
@@ -54,7 +67,7 @@ def stats_lines(summary: Summary, top: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
     lines += [
         {"type": "error_group", "exception_type": group.exception_type, "code": group.code,
-         "count": group.count, "service": group.service, "message": group.message,
+         "count": group.count, "services": group.service_counts(), "message": group.message,
          "last_seen": iso_utc(group.last_seen_ms * 1_000_000)}
         for group in summary.top_errors(top)
     ]  # fmt: skip
@@ -90,14 +103,14 @@ def _print_tables(summary: Summary, top: int) -> None:
     )
     console.print(table)
     errors = Table(title="top error groups", title_justify="left")
-    for column in ("count", "exception", "location", "service", "last seen", "message"):
+    for column in ("count", "exception", "location", "services", "last seen", "message"):
         errors.add_column(column, overflow="fold", justify="right" if column == "count" else "left")
     for group in summary.top_errors(top):
         errors.add_row(
             str(group.count),
             shown(group.exception_type or "-"),
             shown(group.code or "-"),
-            shown(group.service),
+            shown(some_of(group.ranked_services())),
             iso_utc(group.last_seen_ms * 1_000_000)[:19] + "Z",
             shown(group.message),
         )

@@ -13,7 +13,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from tracestream.cli.common import Console, add_command, error_line, print_json, reader, settings, shown
+from tracestream.cli.common import Console, add_command, nothing_found, print_json, reader, settings, shown
 from tracestream.cli.record_lines import STACKS, exception_line, severity_style, stack_lines
 from tracestream.query import SpanNode, TraceTree, record_json, trace_tree
 from tracestream.schema import LogEntry
@@ -45,12 +45,10 @@ def register(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     with reader(args) as client:
         tree = trace_tree(client, settings(args).stream, args.trace_id)
-    if not tree.roots and not tree.unattached_logs:
-        error_line(
-            f"no records for trace {tree.trace_id} (not written, expired, or evicted: "
-            "`tracestream doctor` names the eviction policy)"
-        )
-        return 0
+        if not tree.roots and not tree.unattached_logs:
+            why = " (not written, expired, or evicted: `tracestream doctor` names the eviction policy)"
+            nothing_found(args, client, f"no records for trace {tree.trace_id}", why)
+            return 0
     if args.json:
         for line in tree_lines(tree):
             print_json(line)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich import box
 from rich.table import Table
 
-from tracestream.cli.common import Console, add_command, error_line, print_json, reader, settings, shown
+from tracestream.cli.common import Console, add_command, nothing_found, print_json, reader, settings, shown
 from tracestream.query import TraceFilter, TraceSummary
 from tracestream.timeparse import iso_utc
 
@@ -54,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
         since=args.since,
         limit=args.limit,
     )
-    stream = settings(args).stream
     with reader(args) as client:
-        found = wanted.find(client, stream)
-    if not found:
-        error_line(f"no matching traces in stream {stream}")
-    elif args.json:
+        found = wanted.find(client, settings(args).stream)
+        if not found:
+            nothing_found(args, client, "no matching traces")
+            return 0
+    if args.json:
         for summary in found:
             print_json(summary.to_json())
     else:

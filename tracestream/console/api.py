@@ -38,7 +38,7 @@ from tracestream.query import (
     trace_tree,
 )
 from tracestream.schema import ERROR_SEVERITY, LogEntry, normalized_message
-from tracestream.summary import MINUTE_MS, Summary, service_status, summarize
+from tracestream.summary import MINUTE_MS, ErrorGroup, Summary, service_status, summarize
 from tracestream.timeparse import iso_utc, parse_time_ms
 
 MAX_PAGE = 1000
@@ -173,7 +173,7 @@ def stats_json(summary: Summary, service: str, issues: list[ErrorIssue] | None =
             counts.setdefault(minute, Counter())[_chart_severity(severity)] += count
             if summary.estimated(minute, name, severity):
                 estimated.setdefault(minute, set()).add(_chart_severity(severity))
-    groups = [group for group in summary.top_errors(100) if not service or group.service == service][:10]
+    groups = summary.top_errors(10, service or None)
     return {
         "minutes": [
             {"minute": _iso_ms(m)[11:16], "counts": counts[m], "estimated": sorted(estimated.get(m, ()))}
@@ -182,24 +182,29 @@ def stats_json(summary: Summary, service: str, issues: list[ErrorIssue] | None =
         "top_errors": [
             {
                 "count": group.count,
-                "service": group.service,
+                "services": group.service_counts(),
                 "error": " ".join(part for part in (group.exception_type, group.message) if part),
                 "code": group.code,
                 "last_seen": _iso_ms(group.last_seen_ms),
-                "fingerprint": _issue_of(issues or [], group.service, group.exception_type, group.message),
+                "fingerprint": _issue_of(issues or [], group),
             }
             for group in groups
         ],
     }
 
 
-def _issue_of(issues: list[ErrorIssue], service: str, exception_type: str, message: str) -> str | None:
+def _issue_of(issues: list[ErrorIssue], group: ErrorGroup) -> str | None:
     """The fingerprint of the one issue an error group (same type and code location) belongs to:
     groups and issues are cut differently (issues by the innermost frame of the stack), so only
-    a single issue of that service and type, or of that normalized message, is sure."""
-    found = [issue for issue in issues if issue.type == exception_type and service in issue.services]
+    a single issue of that type that hit any of the group's services, or of that normalized
+    message, is sure."""
+    found = [
+        issue
+        for issue in issues
+        if issue.type == group.exception_type and not group.services.keys().isdisjoint(issue.services)
+    ]
     if len(found) > 1:
-        wanted = normalized_message(message)
+        wanted = normalized_message(group.message)
         found = [issue for issue in found if normalized_message(issue.message) == wanted]
     return found[0].fingerprint if len(found) == 1 else None
 
@@ -319,13 +324,13 @@ def routes(client: Client, stream: str, health: RedisHealth) -> list[Route]:
         return JSONResponse(await run_in_threadpool(alerts_status, client, stream))
 
     async def stats(request: Request) -> Response:
-        since = request.query_params.get("since", "1h")
+        params = request.query_params
         try:
-            since_ms = parse_time_ms(since)
-        except ValueError as error:
+            window = Query.parse(since=params.get("since", "").strip() or "1h", until=params.get("until"))
+        except QueryError as error:
             return bad_request(str(error))
-        service = request.query_params.get("service", "").strip()
-        summary = await run_in_threadpool(summarize, client, stream, since_ms)
+        service, since_ms = params.get("service", "").strip(), window.since_ms or 0
+        summary = await run_in_threadpool(summarize, client, stream, since_ms, window.until_ms)
         issues = await run_in_threadpool(_listed_issues, client, stream, since_ms, service)
         return JSONResponse(await run_in_threadpool(stats_json, summary, service, issues))
 

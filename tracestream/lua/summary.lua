@@ -1,10 +1,11 @@
 -- Returns {last, 1 when the range ran out, services, minutes, groups}: services as {name,
 -- last_ms, count, errors, {resource sha, ...}, estimated count, records sampled down},
 -- minutes as {minute, service, severity, count, estimated count, records sampled down},
--- groups as {exception type, code, count, last_ms, service, message}. An estimated count sums
--- each record's `tracestream.sample_weight` (1 when absent), sent as text: Redis would cut a
--- Lua number to an integer. Redis arrays, not JSON with joined keys: names may hold any byte,
--- tabs and text that is not UTF-8 included, and each string is decoded on its own. If not
+-- groups as {exception type, code, count, last_ms, service, message}, one for each service with
+-- that exception type at that code location (the message is its newest record's). An estimated
+-- count sums each record's `tracestream.sample_weight` (1 when absent), sent as text: Redis would
+-- cut a Lua number to an integer. Redis arrays, not JSON with joined keys: names may hold any
+-- byte, tabs and text that is not UTF-8 included, and each string is decoded on its own. If not
 -- done, the next call starts below `last`. A key of another type fails the call as any other
 -- failure does, named by its command: the caller passes over an `:errors` key another writer holds.
 --#include reads
@@ -58,7 +59,9 @@ local function count(id, f)
     local by_code = groups[exception_type]
     if not by_code then by_code = {}; groups[exception_type] = by_code end
     local code = get(f, P.code, 'code')
-    local g = by_code[code]
+    local by_service = by_code[code]
+    if not by_service then by_service = {}; by_code[code] = by_service end
+    local g = by_service[service]
     if not g then
       local message = get(f, P.exception_message, 'exception_message')
       if message == '' then message = get(f, P.body, 'body') end
@@ -66,8 +69,8 @@ local function count(id, f)
         -- cut, and drop a character the cut may have split
         message = (string.gsub(string.sub(message, 1, message_limit), '[\192-\255][\128-\191]*$', ''))
       end
-      g = {0, ms, service, message}
-      by_code[code] = g
+      g = {0, ms, message}
+      by_service[service] = g
     end
     g[1] = g[1] + 1
   end
@@ -100,8 +103,10 @@ for service, s in pairs(services) do
   end
 end
 for exception_type, by_code in pairs(groups) do
-  for code, g in pairs(by_code) do
-    out_groups[#out_groups + 1] = {exception_type, code, g[1], g[2], g[3], g[4]}
+  for code, by_service in pairs(by_code) do
+    for service, g in pairs(by_service) do
+      out_groups[#out_groups + 1] = {exception_type, code, g[1], g[2], service, g[3]}
+    end
   end
 end
 return {last, done, out_services, out_minutes, out_groups}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -127,13 +128,17 @@ class Query:
         attributes: Iterable[str] = (),
         now_ms: int | None = None,
     ) -> Query:
-        """Validate user input; every mistake raises `QueryError` naming what was wrong."""
+        """Validate user input; every mistake raises `QueryError` naming what was wrong, a time
+        range that ends before it starts included (it would match nothing, silently)."""
         pattern = compile_regex(regex) if regex else None
+        now = int(time.time() * 1000) if now_ms is None else now_ms  # `1h` and `1h` are one time
         try:
-            since_ms = parse_time_ms(since, now_ms) if since else None
-            until_ms = parse_time_ms(until, now_ms) if until else None
+            since_ms = parse_time_ms(since, now) if since else None
+            until_ms = parse_time_ms(until, now) if until else None
         except ValueError as error:
             raise QueryError(str(error)) from None
+        if since_ms is not None and until_ms is not None and since_ms > until_ms:
+            raise QueryError(f"reversed time range: since {since!r} is after until {until!r}")
         return cls(
             trace_id=parse_trace_id(trace_id) if trace_id else "",
             services=tuple(name for item in services for name in item.split(",") if name.strip()),

@@ -1,6 +1,7 @@
 // Stats: records per minute by severity as a stacked bar chart (SVG built with DOM APIs), with
 // each severity's total (`~1,200` when sampled-down records went into it: an estimate), and the
-// most frequent error groups, each linking to its error issue (or its service's issues).
+// most frequent error groups with the services they came from, each linking to its error issue
+// (or to the issues of its one service, or to every issue when it came from several).
 "use strict";
 
 (() => {
@@ -14,8 +15,9 @@
   const ESTIMATE = "estimated: records of sampled traces count for their sample weight (docs/sampling.md)";
   // `1,200`, or `~1,200` for an estimate, as `tracestream stats` prints it.
   const shownCount = (count, estimated) => (estimated ? "~" : "") + Math.round(count).toLocaleString("en-US");
-  const link = (path, params, text, className) =>
-    TS.el("a", { href: path + "?" + new URLSearchParams(params), class: className }, text);
+  const link = (path, params, text, className, title) =>
+    TS.el("a", { href: path + "?" + new URLSearchParams(params), class: className, ...(title && { title }) }, text);
+  const SHOWN_SERVICES = 2; // the rest as `+3 more`, named in its title: a group may span every service
 
   function svg(tag, attrs, ...children) {
     const node = document.createElementNS(SVG, tag);
@@ -63,15 +65,32 @@
     chart.replaceChildren(root, legend);
   }
 
+  // Each service links to its records; a count per service is in the link's title.
+  function servicesCell(services) {
+    const cell = TS.el("td", { class: "service" });
+    services.slice(0, SHOWN_SERVICES).forEach(({ service, count }, i) =>
+      cell.append(i ? ", " : "", link("search", { service }, service, "to-search", `${count} errors`)));
+    const rest = services.slice(SHOWN_SERVICES);
+    if (rest.length) {
+      cell.append(TS.el("span", { class: "more", title: rest.map(({ service, count }) => `${service} (${count})`).join(", ") },
+        ` +${rest.length} more`));
+    }
+    return cell;
+  }
+
+  function issueLink(group) {
+    if (group.fingerprint) return link("errors", { fingerprint: group.fingerprint }, group.error, "to-issue");
+    const only = group.services.length === 1 ? { service: group.services[0].service } : {};
+    return link("errors", only, group.error, "to-errors");
+  }
+
   function drawGroups(top) {
-    head.replaceChildren(TS.el("tr", {}, ...["count", "service", "error", "where", "last seen (UTC)"]
+    head.replaceChildren(TS.el("tr", {}, ...["count", "services", "error", "where", "last seen (UTC)"]
       .map((name) => TS.el("th", {}, name))));
     groups.replaceChildren(...top.map((group) => TS.el("tr", { class: "error-group" },
       TS.el("td", { class: "num" }, group.count),
-      TS.el("td", { class: "service" }, link("search", { service: group.service }, group.service, "to-search")),
-      TS.el("td", { class: "body" }, group.fingerprint
-        ? link("errors", { fingerprint: group.fingerprint }, group.error, "to-issue")
-        : link("errors", { service: group.service }, group.error, "to-errors")),
+      servicesCell(group.services),
+      TS.el("td", { class: "body" }, issueLink(group)),
       TS.el("td", { class: "attrs" }, group.code),
       TS.el("td", { class: "time" }, TS.time(group.last_seen)))));
     if (!top.length) groups.append(TS.el("tr", {}, TS.el("td", { class: "empty" }, "No errors in this window.")));
