@@ -165,6 +165,38 @@ def test_errors_only_counts_a_failed_status_and_an_exception_event(listed: Liste
     assert listed.names(errors_only=True, service="api") == failed[:1]
 
 
+def test_a_django_route_is_listed_from_slash_as_its_record_names_it(stream: RedisHandle) -> None:
+    """Contrib's Django span names `polls/<int:pk>/`; `traces --route /polls/<int:pk>/`, and the
+    console's link from an error issue to its route's traces, found nothing."""
+    web = tracer_provider(stream, "web")
+    span = _root(web, "GET polls/<int:pk>/", ago_min=1, ms=20, attributes={"http.route": "polls/<int:pk>/"})
+    web.shutdown()
+    with stream.client() as client:
+        found = recent_traces(client, stream.stream, name="/polls/<int:pk>/")
+    assert [(s.trace_id, s.name) for s in found] == [(_trace_id(span), "/polls/<int:pk>/")]
+
+
+def test_a_request_answered_with_a_4xx_is_not_a_failed_trace(stream: RedisHandle) -> None:
+    """The HTTP conventions leave a server span's status unset for a 4xx; contrib's Django span
+    is an error with an exception event when a view's `Http404` answered. A streamed 200 that
+    failed midway is still an error."""
+    web = tracer_provider(stream, "web")
+    four_oh_four = {"http.route": "polls/<int:pk>/", "http.response.status_code": 404}
+    _root(web, "GET polls/<int:pk>/", ago_min=2, ms=20, attributes=four_oh_four, error=True, exception=True)
+    streamed = _root(
+        web,
+        "GET /export",
+        ago_min=1,
+        ms=20,
+        attributes={"http.route": "/export", "http.status_code": 200},
+        error=True,
+    )
+    web.shutdown()
+    with stream.client() as client:
+        failed = recent_traces(client, stream.stream, errors_only=True)
+    assert [s.trace_id for s in failed] == [_trace_id(streamed)]
+
+
 def test_name_minimum_duration_since_and_limit(listed: Listed) -> None:
     assert listed.names(name="/orders") == [(listed.failed, "/orders/{id}"), (listed.orders, "/orders/{id}")]
     assert listed.names(name="receipt", sort="slowest") == [(listed.orders, "shop.send_receipt")]

@@ -582,6 +582,13 @@ def innermost_app_frame(stacktrace: str) -> str:
     return ""
 
 
+def rooted_route(route: str | None) -> str | None:
+    """A route as every framework but Django writes it, from `/`: Django's lack the leading
+    slash (`orders/<int:order_id>/`), in its resolver and in contrib's `http.route` alike, so
+    records and the trace list name it this one way."""
+    return f"/{route}" if route is not None and not route.startswith("/") else route
+
+
 def normalized_message(message: str) -> str:
     """The message with what varies between occurrences masked: quoted values, uuids, hex ids, numbers."""
     text = " ".join(message[:_MESSAGE_CHARS].split())

@@ -23,8 +23,6 @@ __all__ = ["ROOT_KINDS", "script_calls", "summaries"]
 
 ROOT_KINDS = frozenset({"SERVER", "CONSUMER"})
 BACKGROUND_KIND = "CLIENT"
-# The route (FastAPI, Django) or Celery task name names a local root better than its span name.
-NAME_ATTRIBUTES = ("http.route", "celery.task_name")
 # A summary is stored five times over: a name longer than this is cut (the span keeps it whole).
 MAX_NAME_CHARS = 200
 # How many summaries a set keeps when `max_entries` is 0 (no count limit): a bound on memory.
@@ -45,8 +43,13 @@ def summaries(rows: Sequence[list[str]]) -> list[list[Any]]:
             continue
         start = int(row[_START])
         end = max(start, int(row[_END])) if row[_END].isdigit() else start
-        name = _name(row)
-        error = row[_STATUS] == "ERROR" or _has_exception_event(row[_EVENTS])
+        attributes = _loads(row[_ATTRIBUTES])
+        if not isinstance(attributes, dict):
+            attributes = {}
+        name = _name(row, attributes)
+        error = (row[_STATUS] == "ERROR" or _has_exception_event(row[_EVENTS])) and not _answered_4xx(
+            row, attributes
+        )
         member = orjson.dumps([row[_TRACE], start, end, error, row[_SERVICE], name]).decode()
         found.append([member, _ms_text(start), _ms_text(end - start), row[_SERVICE], error])
     return found
@@ -64,15 +67,26 @@ def _local_root(row: list[str]) -> bool:
     return kind in ROOT_KINDS or (not row[_PARENT] and kind != BACKGROUND_KIND)
 
 
-def _name(row: list[str]) -> str:
-    attributes = _loads(row[_ATTRIBUTES])
-    name = row[_NAME]
-    if isinstance(attributes, dict):
-        for key in NAME_ATTRIBUTES:
-            if value := attributes.get(key):
-                name = str(value)
-                break
+def _name(row: list[str], attributes: dict[str, Any]) -> str:
+    """The route, from `/` as request records name it (Django's lack it), or the Celery task's
+    name: either names a local root better than its span name."""
+    if route := attributes.get("http.route"):
+        name = schema.rooted_route(str(route)) or ""
+    elif task := attributes.get("celery.task_name"):
+        name = str(task)
+    else:
+        name = row[_NAME]
     return name if len(name) <= MAX_NAME_CHARS else name[: MAX_NAME_CHARS - 1] + "…"
+
+
+def _answered_4xx(row: list[str], attributes: dict[str, Any]) -> bool:
+    """A request its server answered with a 4xx failed the client, not the server: the HTTP
+    conventions leave such a server span's status unset, and the request record is a WARN. The
+    contrib Django instrumentation still marks one a view's `Http404` answered as an error."""
+    if row[_KIND] != "SERVER":
+        return False
+    status = attributes.get("http.response.status_code", attributes.get("http.status_code"))
+    return isinstance(status, int) and 400 <= status < 500
 
 
 def _has_exception_event(events: str) -> bool:

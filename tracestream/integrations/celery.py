@@ -33,10 +33,10 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 from tracestream._internal_log import internal_logger
 from tracestream.integrations.http_records import current_route
-from tracestream.integrations.record_writer import RecordWriter, replace_lines, rooted_route
+from tracestream.integrations.record_writer import RecordWriter, replace_lines
 from tracestream.otel_setup.shutdown import close_queues
 from tracestream.otel_setup.telemetry import Telemetry, installed
-from tracestream.schema import ENQUEUED_BY
+from tracestream.schema import ENQUEUED_BY, rooted_route
 
 _records = RecordWriter("tracestream.celery")
 # When each attempt of a task began: a retry shares its task's id, and on a threads pool it

@@ -55,9 +55,10 @@ from tracestream.integrations.http_records import (
     serving,
     trace_headers,
 )
-from tracestream.integrations.record_writer import replace_lines, rooted_route
+from tracestream.integrations.record_writer import replace_lines
 from tracestream.otel_setup.log_capture import replace_access_line, take_access_line_mark
 from tracestream.otel_setup.telemetry import Telemetry
+from tracestream.schema import rooted_route
 
 MIDDLEWARE = "tracestream.integrations.django.RequestRecordMiddleware"
 SPAN_MIDDLEWARE = "tracestream.integrations.django.SpanMiddleware"

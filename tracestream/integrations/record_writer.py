@@ -226,9 +226,3 @@ def replace_lines(handler: logging.Handler, logger_name: str, predicate: Predica
     if not found:
         handler.addFilter(replaced)
     replaced.add(logger_name, predicate)
-
-
-def rooted_route(route: str | None) -> str | None:
-    """A route as every framework but Django writes it, from `/`: Django's lack the leading
-    slash (`orders/<int:order_id>/`), in its resolver and in contrib's `http.route` alike."""
-    return f"/{route}" if route is not None and not route.startswith("/") else route
