@@ -11,9 +11,10 @@ same as a FastAPI app, as it builds its middleware stack on its first call:
 
 The request record sits inside the span and outside the app's `ServerErrorMiddleware`, so it
 sees every status and every exception, and the app's 500 handler and debug page answer as
-without us. Under the launcher the contrib Starlette instrumentation has added its middleware
-inside `ServerErrorMiddleware`: it is moved out to the top, with its options. A Starlette app
-mounted in an app we record (a FastAPI app's, say) adds nothing: the outer app records.
+without us. An app `StarletteInstrumentor.instrument_app` instrumented has contrib's middleware
+inside its `ServerErrorMiddleware`: it is moved out to the top, with its options (the launcher
+leaves Starlette to us, as it does FastAPI). A Starlette app mounted in an app that traced the
+request (a FastAPI app, say) adds nothing: the outer app records.
 """
 
 from __future__ import annotations
@@ -435,7 +436,8 @@ class _UnlessTracedAbove:
 
 
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
-    """The server span's name and `http.route`, as the contrib Starlette instrumentation names it."""
+    """The server span's name and `http.route`, as the contrib Starlette instrumentation names
+    them, with a route under a `Mount` named whole."""
     route = _route_template(scope)
     method = scope.get("method", "")
     name = f"{method} {route}" if method and route else route or method
@@ -443,8 +445,8 @@ def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
 
 
 def _contrib_middleware(app: Starlette) -> Any | None:
-    """The contrib Starlette instrumentation's entry in the app's middleware (the launcher's
-    `Starlette` class, or `StarletteInstrumentor.instrument_app`), if it has one."""
+    """The entry `StarletteInstrumentor.instrument_app` put in the app's middleware, inside its
+    `ServerErrorMiddleware`, if it did (or the app's own `Middleware(OpenTelemetryMiddleware)`)."""
     found = [entry for entry in app.user_middleware if getattr(entry, "cls", None) is OpenTelemetryMiddleware]
     return found[0] if found else None
 
