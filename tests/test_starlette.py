@@ -3,11 +3,13 @@ record in its trace, and the app answers and prints as it does without tracestre
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
 from tests.apps.servers import bin_path, http_ready, launched, serve
-from tests.support import RedisHandle, wait_for
+from tests.support import RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
 
 # Starlette's README app under the launcher, with each server's access log on.
@@ -116,3 +118,56 @@ def test_the_guide_app_answers_and_prints_as_without_tracestream(stream: RedisHa
     [checkout] = [s for s in spans if s.name == "GET /checkout"]
     assert checkout.status == "ERROR" and [e["name"] for e in checkout.events] == ["exception"]
     assert {s.trace_id for s in spans} == {e.trace_id for e in records.values()}
+
+
+# OpenTelemetry's Starlette instrumentation docs' example, then configure(), a request driven
+# through the app in the process (httpx's ASGI transport).
+INSTRUMENTED_FIRST = """
+import asyncio, json
+import httpx
+from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+def home(request):
+    return PlainTextResponse("hi")
+
+def fail(request):
+    raise RuntimeError("boom")
+
+app = Starlette(routes=[Route("/", home), Route("/fail", fail)])
+StarletteInstrumentor.instrument_app(app)
+
+import tracestream
+telemetry = tracestream.configure(service_name="instrumented")
+
+async def main():
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        responses = [await client.get(path) for path in ("/", "/fail")]
+    return [(response.status_code, response.headers.get("x-trace-id")) for response in responses]
+
+answers = asyncio.run(main())
+telemetry.force_flush()
+print(json.dumps(answers))
+"""
+
+
+def test_an_app_instrumented_by_contrib_first_keeps_its_span_around_the_500(stream: RedisHandle) -> None:
+    """Contrib's middleware sat inside the app's ServerErrorMiddleware: the 500 went out after
+    its span ended, and there was no request record."""
+    done = run_python_process(INSTRUMENTED_FIRST, stream.env())
+    assert done.returncode == 0, done.stderr
+    [(ok, home_trace), (failed, fail_trace)] = json.loads(done.stdout)
+    assert (ok, failed) == (200, 500)
+    spans = wait_for(lambda: len(stream.spans()) >= 2 and stream.spans(), what="both spans")
+    assert sorted((s.trace_id, s.scope, s.status) for s in spans) == sorted(
+        [
+            (home_trace, "opentelemetry.instrumentation.starlette", "UNSET"),
+            (fail_trace, "opentelemetry.instrumentation.starlette", "ERROR"),
+        ]
+    )
+    records = {e.trace_id: e for e in stream.logs() if e.attributes.get("event.name") == REQUEST}
+    assert (records[fail_trace].severity, records[fail_trace].exception_type) == ("ERROR", "RuntimeError")
+    assert records[home_trace].body.startswith("GET / 200")
