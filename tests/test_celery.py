@@ -396,12 +396,31 @@ def test_worker_logs_reach_the_stream_without_celery_duplicates(
     # Celery's own "received"/"succeeded" lines are replaced by the lifecycle records
     assert not [e for e in logs if e.scope in ("celery.app.trace", "celery.worker.strategy")]
     assert len({e.record_id for e in logs}) == len(logs)
+    # billiard's line per child started, which Celery keeps at ERROR: the terminal never shows it
+    assert not [e for e in logs if e.scope == "multiprocessing"]
+
+
+MAIN_PROCESS_NOT_SET_UP = (
+    "tracestream: WARNING configure() ran in a prefork child (worker_process_init): the worker's main"
+    " process is not set up, so its 'received' records, its own log lines and the failure of a task"
+    " it ends (a hard time limit) are not sent; call configure() where the Celery app is defined"
+)
 
 
 def test_configure_from_worker_process_init(redis_server: EmbeddedRedis, stream: RedisHandle) -> None:
-    """Without the launcher: each child configures itself and still flushes before os._exit."""
+    """Without the launcher: each child configures itself and still flushes before os._exit. The
+    main process stays as it was, and lost what it wrote without a word: the first child says so."""
     broker, worker = _worker(redis_server, stream, 3, CONFIGURE_IN_CHILD="1")
-    with worker:
+    with worker as server:
+        said = wait_for(
+            lambda: [
+                line[line.index("tracestream:") :]
+                for line in server.output().splitlines()
+                if "tracestream:" in line
+            ],
+            what="the first child's line",
+        )
+        assert said == [MAIN_PROCESS_NOT_SET_UP]
         run_json(
             "import json\nfrom tests.apps.celery_app import process_order\n"
             "print(json.dumps([process_order.delay(i).id for i in range(5)]))",

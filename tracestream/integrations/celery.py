@@ -19,8 +19,10 @@ from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import dataclass
 from time import perf_counter
+from types import FrameType
 from typing import Any
 
+from billiard.process import current_process as billiard_process
 from celery import beat, current_task, signals
 from celery.app import trace as celery_trace
 from celery.states import IGNORED
@@ -383,6 +385,7 @@ def install(telemetry: Telemetry, name: str = "celery") -> None:
     global _connected
     if not _connected:
         _connected = True
+        _say_when_only_pool_children_are_set_up()
         _first_receiver(signals.before_task_publish, _on_publish)
         _remember_beat_entry()
         _say_soft_time_limits_in_their_trace()
@@ -395,3 +398,22 @@ def install(telemetry: Telemetry, name: str = "celery") -> None:
     replace_lines(telemetry.handler, "celery.worker.strategy", _is_received_line)
     replace_lines(telemetry.handler, "celery.worker.request", _is_time_limit_line)
     replace_lines(telemetry.handler, "celery.worker.request", _is_reported_failure_line)
+
+
+def _say_when_only_pool_children_are_set_up() -> None:
+    """configure() from `worker_process_init` (the OpenTelemetry docs' Celery recipe) sets up
+    each prefork child, and the worker's main process stays as it was: what it writes was lost
+    without a word. The first child says so, once each time it starts."""
+    prefork = sys.modules.get("celery.concurrency.prefork")
+    if prefork is None:
+        return
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code is not prefork.process_initializer.__code__:
+        frame = frame.f_back
+    if frame is None or getattr(billiard_process(), "index", 0) != 0:  # the pool numbers its children
+        return
+    internal_logger.warning(
+        "configure() ran in a prefork child (worker_process_init): the worker's main process is "
+        "not set up, so its 'received' records, its own log lines and the failure of a task it "
+        "ends (a hard time limit) are not sent; call configure() where the Celery app is defined"
+    )

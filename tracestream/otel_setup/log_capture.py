@@ -59,9 +59,11 @@ ACCESS_LOGGERS = frozenset({"uvicorn.access", "gunicorn.access", "hypercorn.acce
 
 _MAX_REMEMBERED_NAMES = 10_000
 # Libraries whose INFO lines are made only when the app asks for them, and carry what it did
-# not mean to keep: SQLAlchemy's are every statement and its parameters (`echo`). For these
-# `isEnabledFor` answers as the app's levels do; what they let through still reaches the stream.
-_LOGGED_ON_REQUEST_ONLY = ("sqlalchemy",)
+# not mean to keep: SQLAlchemy's are every statement and its parameters (`echo`);
+# multiprocessing's (billiard's, in Celery's prefork pool) a line per child started, which Celery
+# turns on with `MP_LOG` only. For these `isEnabledFor` answers as the app's levels do; what
+# they let through still reaches the stream.
+_LOGGED_ON_REQUEST_ONLY = ("sqlalchemy", "multiprocessing")
 
 # Set while tracestream itself writes to Redis (its export threads, a flush): what redis-py
 # logs then is ours, not the app's, and goes to neither the app's handlers nor the stream.
