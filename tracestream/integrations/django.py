@@ -167,7 +167,7 @@ class RequestRecordMiddleware:
 
 class _Answering:
     """A request until Django answers it, in flight (`serving`): a server that ends its process
-    without waiting for the request (gevent's workers at Ctrl-C, uWSGI, waitress at SIGTERM)
+    without waiting for the request (gunicorn's gevent workers at Ctrl-C, waitress at SIGTERM)
     left no record of it and contrib's span open, its log lines orphans in a trace of nothing.
     It is recorded as the queues close, with `UnfinishedAtExit`, and its span ended."""
 
