@@ -197,3 +197,64 @@ def _untimed(output: str) -> str:
     """echo's own handler prints times, and how long each statement took to compile."""
     output = re.sub(r"(?m)^\d{4}-\d\d-\d\d [\d:,]+ ", "", output)
     return re.sub(r"generated in [\d.]+s", "generated", output)
+
+
+# The Logging HOWTO's fileConfig example, then asyncio imported and a task's exception never
+# retrieved, which asyncio's logger reports.
+LOGGING_BEFORE_ASYNCIO = '''
+import os, sys, tempfile, textwrap
+if os.environ.get("WITH_TRACESTREAM"):
+    import tracestream
+    telemetry = tracestream.configure()
+import logging, logging.config
+with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as file:
+    file.write(textwrap.dedent("""
+        [loggers]
+        keys=root,simpleExample
+        [handlers]
+        keys=consoleHandler
+        [formatters]
+        keys=simpleFormatter
+        [logger_root]
+        level=DEBUG
+        handlers=consoleHandler
+        [logger_simpleExample]
+        level=DEBUG
+        handlers=consoleHandler
+        qualname=simpleExample
+        propagate=0
+        [handler_consoleHandler]
+        class=StreamHandler
+        level=DEBUG
+        formatter=simpleFormatter
+        args=(sys.stdout,)
+        [formatter_simpleFormatter]
+        format=%(name)s - %(levelname)s - %(message)s
+    """))
+logging.config.fileConfig(file.name)
+import asyncio, gc
+
+async def fails():
+    raise RuntimeError("background task failed")
+
+async def main():
+    asyncio.ensure_future(fails())
+    await asyncio.sleep(0.05)
+
+asyncio.run(main())
+gc.collect()
+logging.getLogger("simpleExample").info("done")
+if os.environ.get("WITH_TRACESTREAM"):
+    telemetry.force_flush()
+'''
+
+
+def test_a_logging_config_before_asyncio_still_prints_asyncios_errors(stream: RedisHandle) -> None:
+    """configure() imports redis-py, which imports asyncio, whose logger the app's fileConfig
+    then disabled: "Task exception was never retrieved" stopped printing, without a word."""
+    without = run_python_process(LOGGING_BEFORE_ASYNCIO, stream.env())
+    with_us = run_python_process(LOGGING_BEFORE_ASYNCIO, stream.env(WITH_TRACESTREAM="1"))
+    assert "asyncio - ERROR - Task exception was never retrieved" in without.stdout
+    assert (with_us.returncode, with_us.stdout, with_us.stderr) == (0, without.stdout, without.stderr)
+    [error] = wait_for(lambda: [e for e in stream.logs() if e.scope == "asyncio"], what="asyncio's error")
+    assert error.exception_type == "RuntimeError"

@@ -21,7 +21,7 @@ from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporte
 from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
 from tracestream.forks import renew_in_child
 from tracestream.integrations import install_all
-from tracestream.otel_setup import app_overrides, log_capture, shutdown
+from tracestream.otel_setup import app_overrides, log_capture, setup_loggers, shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.otel_handlers import is_otel_logging_handler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
@@ -69,6 +69,7 @@ def configure(**arguments: Any) -> Telemetry:
         telemetry = _install(settings)
         remember(telemetry)
         install_all(telemetry)
+        setup_loggers.install()
         return telemetry
 
 
