@@ -83,3 +83,35 @@ def test_each_client_carries_the_trace_in_one_client_span(stream: RedisHandle, c
     assert (call.trace_id, call.parent_span_id) == (checkout.trace_id, checkout.span_id)
     assert call.scope == SCOPES[client]
     assert traceparent.split("-")[2] == call.span_id
+
+
+# An exit handler registered before configure(), as Sentry's is when its docs' order is kept
+# (init first), sends a last upload through urllib3 after tracestream has closed.
+UPLOAD_AT_EXIT = """
+import atexit, http.server, threading
+import urllib3
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+url = f"http://127.0.0.1:{server.server_port}/"
+atexit.register(lambda: urllib3.PoolManager().request("POST", url, body=b"x"))
+
+import tracestream
+tracestream.configure(service_name="uploader")
+"""
+
+
+def test_a_client_call_at_exit_after_the_close_is_not_a_line_at_every_exit(stream: RedisHandle) -> None:
+    """Its span came after the close, and the warning about a lost record was printed at every
+    exit of every app set up as Sentry's docs say."""
+    done = run_python_process(UPLOAD_AT_EXIT, stream.env())
+    assert done.returncode == 0, done.stderr
+    assert "tracestream:" not in done.stderr, done.stderr

@@ -173,3 +173,12 @@ def test_a_web_framework_without_an_integration_is_said_in_one_line(stream: Redi
         "loads it); the log lines of its apps reach the stream"
     ]
     assert [e.body for e in wait_for(lambda: stream.logs(), what="the view's line")] == ["saying hello"]
+
+
+def test_a_web_framework_imported_but_never_made_into_an_app_is_not_said(stream: RedisHandle) -> None:
+    """Sentry's integrations import Flask wherever it is installed: a FastAPI app set up as
+    Sentry's docs say heard that Flask was in use."""
+    code = "import tracestream\ntracestream.configure()\nimport flask\nprint(flask.__name__)\n"
+    done = _run([sys.executable, "-c", code], stream.env())
+    assert (done.returncode, done.stdout) == (0, "flask\n"), done.stderr
+    assert "tracestream:" not in done.stderr

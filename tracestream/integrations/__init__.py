@@ -109,11 +109,9 @@ def install_all(telemetry: Telemetry) -> None:
 
 
 def _say_unintegrated(module: ModuleType) -> None:
-    """Once a process, when the app imports a web framework we do not integrate, or, where
-    something else imported it first (the launcher's instrumentation does), makes its first app."""
-    if _imported_by_app() or _held_by_app(module.__name__):
-        _say_framework_unintegrated(module.__name__)
-        return
+    """Once a process, as the app makes its first app of a web framework we do not integrate:
+    not as the framework is imported, which the launcher's instrumentation and Sentry's
+    integrations do for themselves."""
     app_class = getattr(module, UNINTEGRATED[module.__name__], None)
     if isinstance(app_class, type):
         original = app_class.__init__  # type: ignore[misc]

@@ -235,6 +235,14 @@ class BatchQueue(Generic[T]):
         if len(queue) == self._batch.max_export_batch_size:  # wake once per full batch, not per record
             self._wake.set()
 
+    @property
+    def closed(self) -> bool:
+        return self._shutdown
+
+    def count_late(self) -> None:
+        """An item that came after the close, lost without a line: it is counted, as `put`'s are."""
+        self.counters.dropped_at_shutdown += 1
+
     def _drop(self) -> None:
         if not self._shutdown:
             self.counters.dropped_queue_full += 1
