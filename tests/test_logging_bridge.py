@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+
 from tests.pipelines import PrivatePipeline
 from tests.support import RedisHandle, run_python, wait_for
 from tracestream.settings import Settings
@@ -48,3 +52,29 @@ def test_attributes_that_repeat_the_record_are_left_out(stream: RedisHandle) -> 
     [paid] = wait_for(lambda: stream.logs(), what="the record")
     assert (paid.body, paid.attributes) == ("order 7 paid", {"order": 7})
     assert len(paid.trace_id) == 32
+
+
+def test_ids_times_and_amounts_are_stored_as_the_app_prints_them(stream: RedisHandle) -> None:
+    """python-json-logger's cookbook passes `uuid4()` in `extra=`: stored as its repr
+    (`UUID('…')`), `-a request_id=<the id the app printed>` found nothing."""
+    pipeline = PrivatePipeline(Settings(redis_url=stream.url, stream=stream.stream))
+    request_id = uuid.uuid4()
+    paid_at = datetime(2026, 12, 5, 14, 30, tzinfo=timezone.utc)
+    try:
+        pipeline.logger.info(
+            "paid",
+            extra={
+                "request_id": request_id,
+                "paid_at": paid_at,
+                "amount": Decimal("12.50"),
+                "order": object(),
+            },
+        )
+        pipeline.flush()
+        entry = wait_for(lambda: stream.logs(), what="the record")[0]
+    finally:
+        pipeline.close()
+    assert entry.attributes["request_id"] == str(request_id)
+    assert entry.attributes["paid_at"] == "2026-12-05T14:30:00+00:00"
+    assert entry.attributes["amount"] == "12.50"
+    assert entry.attributes["order"].startswith("<object object at 0x")  # anything else: its repr

@@ -7,15 +7,17 @@ import pytest
 from tests.support import RedisHandle, run_python, run_python_process, wait_for
 
 STRUCTLOG = """
+import uuid
 import structlog, tracestream
 from opentelemetry import trace
 from tracestream.integrations.structlog import OTelProcessor
 telemetry = tracestream.configure()
 structlog.configure(processors=[structlog.processors.add_log_level, OTelProcessor(),
-                                structlog.processors.JSONRenderer()])
+                                structlog.processors.JSONRenderer(default=str)])
 log = structlog.get_logger("shop.cart").bind(cart_id=7)
 with trace.get_tracer("t").start_as_current_span("checkout") as span:
-    log.info("item added", sku="BOOK-1", qty=2, tags=["a", "b"], price={"eur": 3})
+    log.info("item added", sku="BOOK-1", qty=2, tags=["a", "b"], price={"eur": 3},
+             basket=uuid.UUID("12345678-1234-5678-1234-567812345678"))
     try:
         1 / 0
     except ZeroDivisionError:
@@ -144,6 +146,7 @@ def test_structlog_events_become_attributed_correlated_records(stream: RedisHand
         "qty": 2,
         "tags": ["a", "b"],
         "price": "{'eur': 3}",
+        "basket": "12345678-1234-5678-1234-567812345678",  # as the renderer prints it, not its repr
     }
     assert len(added.trace_id) == 32 and added.trace_id == failed.trace_id
     assert failed.severity == "ERROR" and failed.exception_type == "ZeroDivisionError"

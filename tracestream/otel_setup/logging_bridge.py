@@ -27,7 +27,7 @@ from tracestream import schema
 from tracestream.exporters import encoding
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.otel_setup.snapshot import snapshot_values
-from tracestream.otel_setup.structured import exception_from_text, read_structlog_event
+from tracestream.otel_setup.structured import TEXT_VALUES, as_text, exception_from_text, read_structlog_event
 
 # Logs written while we export (by us, redis-py, urllib3 or the SDK) must not loop back.
 _SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
@@ -274,4 +274,6 @@ def _message(record: logging.LogRecord) -> str:
 def _attribute_value(value: object) -> object:
     if isinstance(value, (str, bool, int, float, list, tuple, dict)) or value is None:
         return value
+    if isinstance(value, TEXT_VALUES):
+        return as_text(value)
     return schema.safe_repr(value)

@@ -12,8 +12,12 @@ import reprlib
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, time
+from decimal import Decimal
 from itertools import islice
+from pathlib import PurePath
 from typing import Any, NamedTuple
+from uuid import UUID
 
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.log_utils import std_to_otel
@@ -80,12 +84,25 @@ def text_of(value: object) -> str:
         return _bounded.repr(value)
 
 
+# Values whose text is what an app prints, and searches for (an id, a time, an amount, a path),
+# where their repr (`UUID('…')`) would match nothing the app wrote.
+TEXT_VALUES = (UUID, date, time, Decimal, PurePath)
+
+
+def as_text(value: UUID | date | time | Decimal | PurePath) -> str:
+    """A time in ISO 8601, as JSON loggers write it; the rest as `str()` has it."""
+    return value.isoformat() if isinstance(value, (date, time)) else str(value)
+
+
 def attribute_value(value: object) -> object:
-    """OTel attributes hold primitives and lists of them; anything else becomes its bounded repr."""
+    """OTel attributes hold primitives and lists of them; anything else becomes its bounded repr,
+    or its text where that is what the app prints (`as_text`)."""
     if isinstance(value, _PRIMITIVES):
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(item, _PRIMITIVES) for item in value):
         return list(value)
+    if isinstance(value, TEXT_VALUES):
+        return as_text(value)
     return _bounded.repr(value)
 
 
