@@ -213,18 +213,21 @@ def test_doctor_warns_of_any_eviction_policy(stream: RedisHandle, here: Here) ->
     assert "evict the trace index, trace list and issues" in eviction["detail"]
 
 
-def test_doctor_fails_where_no_write_can_succeed(stream: RedisHandle, here: Here) -> None:
-    """A replica refuses writes (or the next sync drops them); a full Redis under noeviction refuses
-    every write (OOM). Either way no service writes a record, so doctor does not say ✓."""
+@pytest.mark.parametrize("policy", ["noeviction", "volatile-lru"])
+def test_doctor_fails_where_no_write_can_succeed(stream: RedisHandle, here: Here, policy: str) -> None:
+    """A replica refuses writes (or the next sync drops them); a full Redis refuses every write
+    (OOM) under noeviction, and under volatile-* once what has an expiry is gone (the streams
+    have none). Either way no service writes a record, so doctor does not say ✓."""
     with EmbeddedRedis() as replica, EmbeddedRedis() as full:
         replica.client().replicaof("127.0.0.1", str(free_port()))  # a master that never answers
+        full.client().config_set("maxmemory-policy", policy)
         full.client().config_set("maxmemory", 1)
         on_replica = here("doctor", "--redis-url", replica.url)
         when_full = here("doctor", "--redis-url", full.url)
     assert on_replica.returncode == 1 and "✗ server: " in on_replica.stdout, on_replica.stdout
     assert "a replica of 127.0.0.1:" in on_replica.stdout and "at the master" in on_replica.stdout
     assert when_full.returncode == 1 and "✗ memory: Redis is full" in when_full.stdout, when_full.stdout
-    assert "refuses every write (OOM)" in when_full.stdout
+    assert f"{policy}): it refuses every write" in " ".join(when_full.stdout.split())
 
 
 BAD_INPUT = [

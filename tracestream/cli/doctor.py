@@ -161,14 +161,17 @@ def _server(client: redis.Redis) -> list[Finding]:
             )
         )
     maxmemory, used = int(info.get("maxmemory", 0) or 0), int(info.get("used_memory", 0))
-    if maxmemory and used >= maxmemory and policy == "noeviction":
+    if maxmemory and used >= maxmemory and (policy == "noeviction" or policy.startswith("volatile-")):
+        # volatile-* evicts only keys with an expiry, and the streams have none: once those are
+        # gone, Redis refuses as noeviction does, and the exporters' status keys went first.
         findings.append(
             Finding(
                 "memory",
                 "fail",
                 f"Redis is full ({info.get('used_memory_human')} used of maxmemory"
-                f" {info.get('maxmemory_human')}, noeviction): it refuses every write (OOM) and services"
-                " keep their records in the spool until memory is freed or maxmemory raised",
+                f" {info.get('maxmemory_human')}, {policy}): it refuses every write it cannot make room"
+                " for (OOM) and services keep their records in the spool until memory is freed or"
+                " maxmemory raised",
             )
         )
     elif maxmemory and used > 0.9 * maxmemory:
