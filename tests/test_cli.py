@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import queue
+import re
 import subprocess
 import threading
 from collections.abc import Callable
@@ -211,6 +212,19 @@ def test_doctor_warns_of_any_eviction_policy(stream: RedisHandle, here: Here) ->
     eviction = findings["eviction"]
     assert eviction["status"] == "warn" and "prefer noeviction" in eviction["detail"]
     assert "evict the trace index, trace list and issues" in eviction["detail"]
+
+
+def test_doctor_says_how_many_keys_redis_has_evicted(here: Here) -> None:
+    """Under allkeys-lru the streams go first when memory runs out: only the next writer was
+    told, and doctor said ✓ with nine records in ten gone."""
+    with EmbeddedRedis() as server:
+        client = server.client()
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        client.set("first", "x" * 100_000)
+        client.config_set("maxmemory", int(client.info()["used_memory"]) + 50_000)
+        client.set("second", "x" * 100_000)  # room for it only where the first was
+        findings = {f["check"]: f for f in ndjson(here("doctor", "--redis-url", server.url, "--json").stdout)}
+    assert re.search(r"it has evicted [1-9]\d* keys since it started", findings["eviction"]["detail"])
 
 
 @pytest.mark.parametrize("policy", ["noeviction", "volatile-lru"])

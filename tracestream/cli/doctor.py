@@ -151,13 +151,15 @@ def _server(client: redis.Redis) -> list[Finding]:
     policy = str(info.get("maxmemory_policy", ""))
     evicted = evictable_keys(policy)
     if evicted:
+        count = int(info.get("evicted_keys", 0) or 0)
+        so_far = f"; it has evicted {count} keys since it started (INFO evicted_keys)" if count else ""
         findings.append(
             Finding(
                 "eviction",
                 "warn",
-                f"maxmemory-policy {policy} lets Redis evict {evicted} when memory runs out; prefer "
-                "noeviction (records wait in the spool while Redis is full) and bound the streams "
-                "with TRACESTREAM_MAX_ENTRIES or TRACESTREAM_MAX_AGE",
+                f"maxmemory-policy {policy} lets Redis evict {evicted} when memory runs out{so_far}; "
+                "prefer noeviction (records wait in the spool while Redis is full) and bound the "
+                "streams with TRACESTREAM_MAX_ENTRIES or TRACESTREAM_MAX_AGE",
             )
         )
     maxmemory, used = int(info.get("maxmemory", 0) or 0), int(info.get("used_memory", 0))
