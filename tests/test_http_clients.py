@@ -12,20 +12,20 @@ import pytest
 
 from tests.support import RedisHandle, run_python_process, wait_for
 
-CALLER = """
-import http.server, json, threading
-import tracestream
-from opentelemetry import trace
-
-tracestream.configure(service_name="caller")
+# A server on a thread of the process, noting the `traceparent` of each request it answers.
+SERVER = """
+import http.server, threading
 received = []
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
         received.append(self.headers.get("traceparent"))
         self.send_response(200)
         self.end_headers()
+
+    do_POST = do_GET
 
     def log_message(self, *args):
         pass
@@ -33,6 +33,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
 threading.Thread(target=server.serve_forever, daemon=True).start()
+"""
+CALLER = """
+import json
+import tracestream
+from opentelemetry import trace
+
+tracestream.configure(service_name="caller")
+SERVER
 url = f"http://127.0.0.1:{server.server_port}/orders/7"
 client = CLIENT
 with trace.get_tracer("caller").start_as_current_span("checkout") as span:
@@ -56,7 +64,7 @@ with trace.get_tracer("caller").start_as_current_span("checkout") as span:
         requests.get(url)
 server.shutdown()
 print(json.dumps({"trace_id": format(span.get_span_context().trace_id, "032x"), "received": received}))
-"""
+""".replace("SERVER", SERVER)
 
 
 SCOPES = {
@@ -88,25 +96,15 @@ def test_each_client_carries_the_trace_in_one_client_span(stream: RedisHandle, c
 # An exit handler registered before configure(), as Sentry's is when its docs' order is kept
 # (init first), sends a last upload through urllib3 after tracestream has closed.
 UPLOAD_AT_EXIT = """
-import atexit, http.server, threading
+import atexit
 import urllib3
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers["content-length"]))
-        self.send_response(200)
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-
-server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-threading.Thread(target=server.serve_forever, daemon=True).start()
+SERVER
 url = f"http://127.0.0.1:{server.server_port}/"
 atexit.register(lambda: urllib3.PoolManager().request("POST", url, body=b"x"))
 
 import tracestream
 tracestream.configure(service_name="uploader")
-"""
+""".replace("SERVER", SERVER)
 
 
 def test_a_client_call_at_exit_after_the_close_is_not_a_line_at_every_exit(stream: RedisHandle) -> None:
