@@ -3,17 +3,19 @@ last evaluation, notifications with trace links and a delivery given up on; host
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 import yaml
 from playwright.sync_api import Browser, Page
 
 from tests.seeded_records import RecordWriter
-from tests.support import RedisHandle, wait_for
+from tests.support import VENV_BIN, RedisHandle, wait_for
 from tests.test_alerts import SECRET_PASSWORD, SECRET_TOKEN, running
 from tests.test_console_acl import READER_ACL
 from tests.test_console_browser import XSS, _screenshot, browser, console  # noqa: F401 - fixtures
@@ -111,7 +113,8 @@ def test_the_alerts_page_needs_only_what_the_consoles_read_only_user_may_run(
             admin.execute_command(
                 *READER_ACL.format(password="pw", stream=handle.stream).replace("reader", user, 1).split()
             )
-        reader = connect(f"redis://{user}:pw@127.0.0.1:{urlsplit(handle.url).port}/0", 5.0, decode=True)
+        reader_url = f"redis://{user}:pw@127.0.0.1:{urlsplit(handle.url).port}/0"
+        reader = connect(reader_url, 5.0, decode=True)
         shown = wait_for(
             lambda: (found := alerts_status(reader, handle.stream))["failed_deliveries"] and found,
             what="a delivery given up on, read as the console's read-only user",
@@ -122,3 +125,14 @@ def test_the_alerts_page_needs_only_what_the_consoles_read_only_user_may_run(
         ("shop-silent", "ok"),
     ]
     assert shown["evaluated"] and shown["notifications"][0]["rule"] == XSS
+    # The CLI's `alerts status` too: it listed the rules with SCAN, no right of this user.
+    command = [str(VENV_BIN / "tracestream"), "alerts", "status", "--json"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=handle.env(TRACESTREAM_REDIS_URL=reader_url)
+    )
+    assert done.returncode == 0, done.stderr
+    states = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [(state["rule"], state.get("status") or "ok") for state in states if "rule" in state] == [
+        (XSS, "firing"),
+        ("shop-silent", "ok"),
+    ]

@@ -129,10 +129,6 @@ class AlertKeys:
         """Hash: `at_ms`, when any runner last evaluated the rules."""
         return f"{self.prefix}:evaluated"
 
-    @property
-    def state_pattern(self) -> str:
-        return f"{self.prefix}:state:*"
-
     def sent(self, notification_id: str, target: str) -> str:
         return f"{self.prefix}:sent:{notification_id}:{target}"
 
@@ -334,17 +330,19 @@ def home_stream(stream: str, cluster: bool) -> str:
 
 
 def rule_states(client: redis.Redis, stream: str) -> dict[str, dict[str, str]]:
-    """Every rule's stored state, by rule name: for `alerts status`. `stream`: see `home_stream`."""
+    """Every rule's stored state, by rule name: for `alerts status`. `stream`: see `home_stream`.
+    The rules are those runners described (each one's state is made as it is described), read
+    as the console reads them: a SCAN for the state keys is no right of the read-only user."""
     keys = AlertKeys(stream)
-    names = sorted(reply_text(key) for key in client.scan_iter(keys.state_pattern, count=1000))
-    start = len(keys.state(""))
+    names = sorted(reply_text(name) for name in client.hgetall(keys.rules))
     pipe = client.pipeline(transaction=False)
     for name in names:
-        pipe.hgetall(name)
+        pipe.hgetall(keys.state(name))
     states = pipe.execute()
     return {
-        name[start:]: {reply_text(k): reply_text(v) for k, v in state.items()}
+        name: {reply_text(k): reply_text(v) for k, v in state.items()}
         for name, state in zip(names, states, strict=True)
+        if state
     }
 
 
