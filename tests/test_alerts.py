@@ -607,6 +607,9 @@ def test_check_names_the_bad_rule_and_field(
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert message in captured.err
+    lines = path.read_text().splitlines()
+    first_rule = next(number for number, line in enumerate(lines, 1) if line.startswith("- "))
+    assert f"{path}:{first_rule}: rule 'r1'" in captured.err  # where in the file, as YAML's own errors say
     assert SECRET_PASSWORD not in captured.err and SECRET_TOKEN not in captured.err
 
 
@@ -645,7 +648,10 @@ def test_check_hides_a_bad_webhook_url_and_accepts_a_good_file(tmp_path: Path) -
         [str(VENV_BIN / "tracestream"), "alerts", "check", str(path)], capture_output=True, text=True
     )
     assert done.returncode == 2
-    assert done.stderr == "tracestream: notify 'ops': field 'webhook': expected an http:// or https:// URL\n"
+    assert (
+        done.stderr
+        == f"tracestream: {path}: notify 'ops': field 'webhook': expected an http:// or https:// URL\n"
+    )
     path.write_text(
         yaml.safe_dump({"notify": {"ops": {"webhook": "http://127.0.0.1:9/h"}}, "rules": [GOOD_RULE]})
     )

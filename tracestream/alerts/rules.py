@@ -49,6 +49,8 @@ ISSUE_FILTER_KEYS = ("service",)
 class RuleError(ValueError):
     """A rule file that cannot be used; the message names the rule (or target) and the field."""
 
+    rule_index: int | None = None  # the rule it is about, by its place in `rules`
+
 
 @dataclass(frozen=True)
 class Target:
@@ -146,7 +148,22 @@ def load_rules(path: str | Path) -> RuleSet:
         raise RuleError(
             f"{path}: not valid YAML{where}: {getattr(error, 'problem', None) or error}"
         ) from None
-    return parse_rules(document)
+    try:
+        return parse_rules(document)
+    except RuleError as error:
+        line = _rule_line(yaml.compose(text), error.rule_index)
+        raise RuleError(f"{path}{f':{line}' if line else ''}: {error}") from None
+
+
+def _rule_line(root: Any, index: int | None) -> int | None:
+    """The line a rule starts on in the file (a YAML node's mark counts from 0)."""
+    if index is None or not isinstance(getattr(root, "value", None), list):
+        return None
+    for key, value in root.value:
+        items = value.value if getattr(key, "value", None) == "rules" else None
+        if isinstance(items, list) and index < len(items):
+            return int(items[index].start_mark.line) + 1
+    return None
 
 
 def parse_rules(document: object) -> RuleSet:
@@ -166,9 +183,13 @@ def parse_rules(document: object) -> RuleSet:
         raise RuleError("rule file: field 'rules': expected a non-empty list of rules")
     parsed: list[Rule] = []
     for index, item in enumerate(rules):
-        rule = _rule(item, index, targets)
-        if any(existing.name == rule.name for existing in parsed):
-            raise RuleError(f"rule {rule.name!r}: field 'name': used by an earlier rule too")
+        try:
+            rule = _rule(item, index, targets)
+            if any(existing.name == rule.name for existing in parsed):
+                raise RuleError(f"rule {rule.name!r}: field 'name': used by an earlier rule too")
+        except RuleError as error:
+            error.rule_index = index
+            raise
         parsed.append(rule)
     return RuleSet(tuple(parsed), targets, console_url.rstrip("/"))
 
