@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import calendar
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -24,7 +25,7 @@ from tests.apps.alerts_webhook import WebhookReceiver
 from tests.seeded_records import RecordWriter
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tracestream import schema
-from tracestream.alerts.rules import RuleError, parse_rules
+from tracestream.alerts.rules import RuleError, load_rules, parse_rules
 from tracestream.alerts.store import AlertKeys
 from tracestream.cli import main
 from tracestream.embedded_redis import EmbeddedRedis
@@ -611,6 +612,18 @@ def test_check_names_the_bad_rule_and_field(
     first_rule = next(number for number, line in enumerate(lines, 1) if line.startswith("- "))
     assert f"{path}:{first_rule}: rule 'r1'" in captured.err  # where in the file, as YAML's own errors say
     assert SECRET_PASSWORD not in captured.err and SECRET_TOKEN not in captured.err
+
+
+def test_a_key_written_twice_in_a_rule_is_refused_where_it_is(tmp_path: Path) -> None:
+    """YAML keeps the second `above` without a word: the rule fired at 50, not 5."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "notify:\n  ops:\n    webhook: http://127.0.0.1:9/h\n"
+        "rules:\n  - name: r1\n    kind: rate\n    filter: {service: api}\n    window: 30s\n"
+        "    above: 5\n    above: 50\n    notify: [ops]\n"
+    )
+    with pytest.raises(RuleError, match=rf"^{re.escape(str(path))}:10: key 'above' written twice"):
+        load_rules(path)
 
 
 def test_a_new_issue_rule_picks_issues_by_service_only() -> None:

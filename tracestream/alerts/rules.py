@@ -148,11 +148,36 @@ def load_rules(path: str | Path) -> RuleSet:
         raise RuleError(
             f"{path}: not valid YAML{where}: {getattr(error, 'problem', None) or error}"
         ) from None
+    root = yaml.compose(text)
+    _refuse_a_key_written_twice(root, path)
     try:
         return parse_rules(document)
     except RuleError as error:
-        line = _rule_line(yaml.compose(text), error.rule_index)
+        line = _rule_line(root, error.rule_index)
         raise RuleError(f"{path}{f':{line}' if line else ''}: {error}") from None
+
+
+def _refuse_a_key_written_twice(node: Any, path: str | Path, visited: set[int] | None = None) -> None:
+    """YAML keeps the last of two equal keys in a mapping, without a word: a rule's second
+    `above` silently replaced its first. (An alias is visited once: anchors can nest.)"""
+    visited = set() if visited is None else visited
+    children = getattr(node, "value", None)
+    if id(node) in visited or not isinstance(children, list):
+        return
+    visited.add(id(node))
+    seen: set[object] = set()
+    for child in children:
+        if isinstance(child, tuple):  # a mapping's (key, value)
+            key, value = child
+            name = getattr(key, "value", None)
+            if name in seen:
+                raise RuleError(
+                    f"{path}:{key.start_mark.line + 1}: key {name!r} written twice in one mapping"
+                )
+            seen.add(name)
+            _refuse_a_key_written_twice(value, path, visited)
+        else:
+            _refuse_a_key_written_twice(child, path, visited)
 
 
 def _rule_line(root: Any, index: int | None) -> int | None:
