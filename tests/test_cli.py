@@ -190,6 +190,17 @@ def test_doctor_explains_what_it_finds(
         assert done.returncode == status and advice in done.stdout, (args, done.stdout)
 
 
+def test_doctor_prints_a_line_a_finding_into_a_pipe(stream: RedisHandle, traced: str) -> None:
+    """Not on a terminal rich wrapped at 80 columns: a finding took two to five lines, which
+    `grep` and a log collector take apart."""
+    env = {name: value for name, value in stream.env().items() if name != "COLUMNS"}
+    done = subprocess.run([TRACESTREAM, "doctor"], env=env, capture_output=True, text=True)
+    found = subprocess.run([TRACESTREAM, "doctor", "--json"], env=env, capture_output=True, text=True)
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(ndjson(found.stdout)) and any(len(line) > 80 for line in lines)
+    assert all(line[:2] in ("✓ ", "! ", "✗ ") for line in lines), done.stdout
+
+
 def test_doctor_reads_a_stream_another_program_wrote_bytes_into(stream: RedisHandle, here: Here) -> None:
     """An entry that is not UTF-8 is not an error of ours (docs/stream-schema.md): doctor, the
     tool for such a stream, reads its ids and goes on with every other check."""

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         for finding in findings:
             print_json(finding.__dict__)
     else:
-        console = Console(highlight=False)
+        console = Console(highlight=False, soft_wrap=True)  # a line each, also in a pipe or a log
         for finding in findings:
             # Stream names, Redis replies and exporters' status text are shown, never obeyed.
             console.print(

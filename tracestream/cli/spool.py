@@ -81,7 +81,7 @@ def _list(base: Path, as_json: bool) -> int:
         for letters in refused:
             print_json(_dead_letters_json(letters))
         return 0
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # a line each, also in a pipe or a log
     if not spooled and not refused:
         console.print(f"nothing spooled under {base}")
     for backlog in spooled:
