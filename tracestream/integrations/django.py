@@ -202,7 +202,7 @@ def _end_abandoned_span(request: HttpRequest, error: BaseException) -> None:
     queues: its context stays where it was attached, on the request's own thread."""
     span = request.META.get(_DjangoMiddleware._environ_span_key)
     if span is not None and span.is_recording():
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.set_status(_failed(error))
         span.end()
 
 
@@ -216,11 +216,16 @@ def _end_contribs_span(request: HttpRequest, error: BaseException) -> None:
     activation = meta.pop(_DjangoMiddleware._environ_activation_key, None)
     span = meta.pop(_DjangoMiddleware._environ_span_key, None)
     if span is not None and activation is not None:
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.set_status(_failed(error))
         activation.__exit__(type(error), error, error.__traceback__)
     token = meta.pop(_DjangoMiddleware._environ_token, None)
     if token is not None:
         detach(token)
+
+
+def _failed(error: BaseException) -> Status:
+    """The ERROR status a span of a request ended by `error` gets, as its request record says."""
+    return Status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
 
 
 def _route_of(request: HttpRequest) -> str | None:

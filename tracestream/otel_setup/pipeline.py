@@ -240,7 +240,7 @@ class BatchQueue(Generic[T]):
         return self._shutdown
 
     def count_late(self) -> None:
-        """An item that came after the close, lost without a line: it is counted, as `put`'s are."""
+        """An item that came after the close, lost: counted (`put`'s also say so, once)."""
         self.counters.dropped_at_shutdown += 1
 
     def _drop(self) -> None:
@@ -249,7 +249,7 @@ class BatchQueue(Generic[T]):
             if self.counters.dropped_queue_full == 1:
                 self._say_the_queue_is_full()
             return
-        self.counters.dropped_at_shutdown += 1
+        self.count_late()
         if not self._told_of_late_records:
             self._told_of_late_records = True
             internal_logger.warning(
