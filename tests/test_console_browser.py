@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 XSS = "<img src=x onerror=window.__xss=1>"
 # Set to a directory (e.g. docs) to save a screenshot of every page the tests visit.
-SCREENSHOTS = os.environ.get("TRACESTREAM_CONSOLE_SCREENSHOTS", "")
+SCREENSHOTS = os.environ.get("SCREENSHOTS_DIR", "")
 
 
 @pytest.fixture(scope="module")

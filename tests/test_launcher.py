@@ -64,6 +64,17 @@ def test_launcher_rejects_a_bad_setting_loudly(stream: RedisHandle) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_misspelt_variable_is_said_in_one_line_and_the_app_runs_as_before(stream: RedisHandle) -> None:
+    done = _launch(stream, TRACESTREAM_MAX_ENTIRES="500")
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert said == [
+        "tracestream: WARNING TRACESTREAM_MAX_ENTIRES is not a tracestream setting and is ignored; "
+        "did you mean TRACESTREAM_MAX_ENTRIES?"
+    ]
+    wait_for(lambda: len(stream.logs()) == 5, what="records written with the settings it had")
+
+
 @pytest.mark.parametrize("command", [["uvicorn"], ["python", "-m", "uvicorn"]], ids=["script", "python-m"])
 def test_each_request_is_its_own_trace_however_uvicorn_is_started(
     stream: RedisHandle, command: list[str]

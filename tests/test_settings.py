@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import pytest
 
+import tracestream
 from tracestream.alerts.store import AlertKeys
 from tracestream.export_status import status_key
 from tracestream.schema import Keyspace, StreamKeys
-from tracestream.settings import DERIVED_KEY_WORDS, BatchSettings, ConfigError, Settings, shown_url
+from tracestream.settings import (
+    DERIVED_KEY_WORDS,
+    KNOWN_VARIABLES,
+    BatchSettings,
+    ConfigError,
+    Settings,
+    shown_url,
+)
 
 
 def test_defaults_without_environment() -> None:
@@ -105,6 +115,35 @@ def test_bad_argument_names_argument() -> None:
         Settings.load(environ={}, max_age="forever")
     with pytest.raises(ConfigError, match="unknown setting"):
         Settings.load(environ={}, colour="blue")
+
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\): redis_ulr; did you mean redis_url\?"):
+        Settings.load(environ={}, redis_ulr="redis://cache:6379/0")
+
+
+def test_a_misspelt_variable_is_said_once_with_the_one_it_most_likely_means(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    environ = {"TRACESTREAM_REDIS_ULR": "redis://cache:6379/0", "TRACESTREAM_CONSOLE_TOKEN": "t"}
+    assert Settings.load(environ=environ).redis_url == "redis://localhost:6379/0"
+    Settings.load(environ={**environ, "TRACESTREAM_NOTHING_LIKE_IT": "1"})
+    assert capsys.readouterr().err.splitlines() == [
+        "tracestream: WARNING TRACESTREAM_REDIS_ULR is not a tracestream setting and is ignored; "
+        "did you mean TRACESTREAM_REDIS_URL?",
+        "tracestream: WARNING TRACESTREAM_NOTHING_LIKE_IT is not a tracestream setting and is ignored",
+    ]
+
+
+def test_every_variable_the_package_reads_is_known() -> None:
+    """A variable read somewhere but missing from KNOWN_VARIABLES would be called misspelt."""
+    django_settings = {"TRACESTREAM_CONSOLE_PERMISSION"}  # a name in a project's settings.py
+    package = Path(tracestream.__file__).parent
+    named = {
+        name
+        for path in package.rglob("*.py")
+        for name in re.findall(r"TRACESTREAM_[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8"))
+    }
+    assert named - django_settings <= KNOWN_VARIABLES
+    assert "TRACESTREAM_REDIS_URL" in named
 
 
 @pytest.mark.parametrize(

@@ -7,16 +7,19 @@ instead of silently turning telemetry off.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qs, urlsplit
+
+from tracestream._internal_log import internal_logger
 
 T = TypeVar("T")
 
@@ -448,9 +451,11 @@ class Settings:
     def load(cls, environ: Mapping[str, str] | None = None, **arguments: Any) -> Settings:
         """Arguments win over environment variables, which win over defaults."""
         environ = os.environ if environ is None else environ
-        unknown = set(arguments) - set(_SETTINGS)
+        unknown = sorted(set(arguments) - set(_SETTINGS))
         if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            named = ", ".join(unknown)
+            raise ConfigError(f"unknown setting(s): {named}{_did_you_mean(unknown[0], _SETTINGS)}")
+        _say_unknown_variables(environ)
         values: dict[str, Any] = {}
         for name, setting in _SETTINGS.items():
             argument = arguments.get(name)
@@ -548,6 +553,39 @@ class BatchSettings:
             max_export_batch_size=batch,
             queue_size_variable=f"{prefix}_MAX_QUEUE_SIZE",
         )
+
+
+# Variables the console and the alerts runner read besides the settings.
+CONSOLE_TOKEN_ENV = "TRACESTREAM_CONSOLE_TOKEN"
+CONSOLE_ALLOWED_HOSTS_ENV = "TRACESTREAM_CONSOLE_ALLOWED_HOSTS"
+CONSOLE_URL_ENV = "TRACESTREAM_CONSOLE_URL"
+KNOWN_VARIABLES = frozenset(
+    [
+        *(setting.env for setting in _SETTINGS.values()),
+        CONSOLE_TOKEN_ENV,
+        CONSOLE_ALLOWED_HOSTS_ENV,
+        CONSOLE_URL_ENV,
+    ]
+)
+_told_unknown: set[str] = set()
+
+
+def _say_unknown_variables(environ: Mapping[str, str]) -> None:
+    """A misspelt variable leaves its setting at the default without a word: records meant for
+    another Redis would go to localhost's. Said once a name; the variable stays ignored."""
+    for name in sorted(environ):
+        if name.startswith("TRACESTREAM_") and name not in KNOWN_VARIABLES and name not in _told_unknown:
+            _told_unknown.add(name)
+            internal_logger.warning(
+                "%s is not a tracestream setting and is ignored%s", name, _did_you_mean(name, KNOWN_VARIABLES)
+            )
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """The prefix every variable shares is left out of the likeness, or every name would be close."""
+    by_word = {candidate.removeprefix("TRACESTREAM_"): candidate for candidate in known}
+    close = difflib.get_close_matches(name.removeprefix("TRACESTREAM_"), list(by_word), n=1)
+    return f"; did you mean {by_word[close[0]]}?" if close else ""
 
 
 assert {f.name for f in fields(Settings)} == set(_SETTINGS), "every setting needs an env var"

@@ -26,13 +26,13 @@ from tracestream.cli.common import (
     whole_number,
 )
 from tracestream.connection import node_for
+from tracestream.settings import CONSOLE_URL_ENV
 from tracestream.timeparse import iso_utc, parse_time_ms
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
 
 LONGEST = 30 * 86400.0
-CONSOLE_URL_ENV = "TRACESTREAM_CONSOLE_URL"
 
 
 def register(subparsers: Subparsers) -> None:

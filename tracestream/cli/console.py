@@ -37,15 +37,16 @@ def register(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     config = settings(args)
     try:
-        from tracestream.console.auth import TOKEN_ENV, ConsoleAuthError, require_token_off_loopback
+        from tracestream.console.auth import ConsoleAuthError, require_token_off_loopback
         from tracestream.console.server import serve
+        from tracestream.settings import CONSOLE_TOKEN_ENV
     except ImportError as missing:  # the other commands need none of it
         raise UsageError(
             f"the console needs the console extra ({missing.name} is not installed): "
             "pip install 'tracestream[console]'"
         ) from None
     try:  # serve() checks too; here it keeps a URL that will not serve from being printed
-        require_token_off_loopback(args.host, os.environ.get(TOKEN_ENV, "").strip() or None)
+        require_token_off_loopback(args.host, os.environ.get(CONSOLE_TOKEN_ENV, "").strip() or None)
     except ConsoleAuthError as error:
         raise UsageError(str(error)) from None
     # Printed as uvicorn starts to bind: if it cannot, its one-line reason follows on stderr.

@@ -21,8 +21,8 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-TOKEN_ENV = "TRACESTREAM_CONSOLE_TOKEN"
-ALLOWED_HOSTS_ENV = "TRACESTREAM_CONSOLE_ALLOWED_HOSTS"
+from tracestream.settings import CONSOLE_ALLOWED_HOSTS_ENV, CONSOLE_TOKEN_ENV
+
 COOKIE = "tracestream_console"
 
 
@@ -42,7 +42,8 @@ def is_loopback(host: str) -> bool:
 def require_token_off_loopback(host: str, token: str | None) -> None:
     if not token and not is_loopback(host):
         raise ConsoleAuthError(
-            f"refusing to serve the console on {host} without a token: set {TOKEN_ENV} or bind 127.0.0.1"
+            f"refusing to serve the console on {host} without a token: "
+            f"set {CONSOLE_TOKEN_ENV} or bind 127.0.0.1"
         )
 
 
@@ -81,7 +82,7 @@ class HostGuard:
 def _misdirected(host: str) -> Response:
     return PlainTextResponse(
         f"421: the console does not answer to host {host!r}: open it as localhost or 127.0.0.1, "
-        f"or allow the name with --allowed-host or {ALLOWED_HOSTS_ENV}\n",
+        f"or allow the name with --allowed-host or {CONSOLE_ALLOWED_HOSTS_ENV}\n",
         status_code=421,
     )
 
@@ -139,7 +140,7 @@ class TokenAuth:
 
 def _denied() -> Response:
     return PlainTextResponse(
-        f"401: the console needs its token: open it once with ?token=<{TOKEN_ENV}> "
+        f"401: the console needs its token: open it once with ?token=<{CONSOLE_TOKEN_ENV}> "
         "or send 'Authorization: Bearer <token>'\n",
         status_code=401,
         headers={"WWW-Authenticate": "Bearer"},

@@ -11,14 +11,14 @@ import uvicorn
 
 from tracestream.console.address import DEFAULT_HOST, DEFAULT_PORT, WILDCARD_ADDRESSES
 from tracestream.console.app import Console, create_app
-from tracestream.console.auth import ALLOWED_HOSTS_ENV, TOKEN_ENV, require_token_off_loopback
-from tracestream.settings import Settings
+from tracestream.console.auth import require_token_off_loopback
+from tracestream.settings import CONSOLE_ALLOWED_HOSTS_ENV, CONSOLE_TOKEN_ENV, Settings
 
 
 def allowed_hosts(bind: str, extra: Sequence[str] = ()) -> list[str]:
     """Host names the console answers to besides loopback: `extra`, `TRACESTREAM_CONSOLE_ALLOWED_HOSTS`
     (comma-separated) and the address it binds, unless that is a wildcard."""
-    configured = [*extra, *os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")]
+    configured = [*extra, *os.environ.get(CONSOLE_ALLOWED_HOSTS_ENV, "").split(",")]
     bound = [] if bind in WILDCARD_ADDRESSES else [f"[{bind}]" if ":" in bind else bind]
     return [host.strip() for host in [*configured, *bound] if host.strip()]
 
@@ -30,7 +30,7 @@ def serve(
 
     `hosts` are names the console may be reached by besides loopback (`--allowed-host`).
     """
-    token = os.environ.get(TOKEN_ENV, "").strip() or None
+    token = os.environ.get(CONSOLE_TOKEN_ENV, "").strip() or None
     require_token_off_loopback(host, token)
     app = create_app(settings, token=token, allowed_hosts=allowed_hosts(host, hosts))
     config = uvicorn.Config(
