@@ -58,6 +58,9 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # Wrong credentials or a wrong URL: retrying cannot help and dead-lettering would lose the stream's order.
 FATAL_STATUSES = frozenset({401, 403, 404, 405, 407})
 _FIRST_BACKOFF = 0.25
+# A receiver's own Retry-After is honoured up to this. Without one, the backoff stops at `max_backoff`
+# (5 s): a receiver that comes back is sent to within seconds, one that is down gets a request a turn.
+LONGEST_RETRY_AFTER = 30.0
 
 
 class ForwardError(RuntimeError):
@@ -79,7 +82,7 @@ class ForwardSettings:
     block: float = 1.0
     claim_idle: float = 30.0
     timeout: float = 10.0
-    max_backoff: float = 30.0
+    max_backoff: float = 5.0
     shutdown_grace: float = 10.0
     headers: Mapping[str, str] = field(default_factory=dict)
     start_at_end: bool = False
@@ -436,7 +439,7 @@ class Forwarder:
 
     def _post(self, client: OtlpHttpClient, body: bytes) -> Response | None:
         """The final answer for a batch: retried while the endpoint is busy, down or failing."""
-        backoff = _FIRST_BACKOFF
+        backoff = min(_FIRST_BACKOFF, self.settings.max_backoff)
         while True:
             retry_after: float | None = None
             try:
@@ -449,7 +452,7 @@ class Forwarder:
                     self._outage_over(client.url)
                     return response
                 problem, retry_after = f"HTTP {response.status}", response.retry_after
-            delay = min(self.settings.max_backoff, backoff if retry_after is None else retry_after)
+            delay = backoff if retry_after is None else min(LONGEST_RETRY_AFTER, retry_after)
             if self._stop.is_set() and time.monotonic() + delay > self._stop_deadline:
                 self._report(f"stopping with a batch undelivered ({problem}); it stays pending")
                 return None
