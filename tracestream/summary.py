@@ -84,7 +84,7 @@ class ServiceStatus:
     """One service over the summary's window."""
 
     service: str
-    last_seen_ms: int = 0
+    last_seen_ms: int = 0  # when its newest record was made (`ts`), not stored: a replayed spool's are old
     records: float = 0.0  # estimated: each stored record counts for its sample weight
     errors: int = 0  # error records are never sampled down: an exact count
     instances: set[str] = field(default_factory=set)

@@ -1,13 +1,14 @@
--- Returns {last, 1 when the range ran out, services, minutes, groups}: services as {name,
--- last_ms, count, errors, {resource sha, ...}, estimated count, records sampled down},
--- minutes as {minute, service, severity, count, estimated count, records sampled down},
--- groups as {exception type, code, count, last_ms, service, message}, one for each service with
--- that exception type at that code location (the message is its newest record's). An estimated
--- count sums each record's `tracestream.sample_weight` (1 when absent), sent as text: Redis would
--- cut a Lua number to an integer. Redis arrays, not JSON with joined keys: names may hold any
--- byte, tabs and text that is not UTF-8 included, and each string is decoded on its own. If not
--- done, the next call starts below `last`. A key of another type fails the call as any other
--- failure does, named by its command: the caller passes over an `:errors` key another writer holds.
+-- Returns {last, 1 when the range ran out, services, minutes, groups}: services as {name, last_ms
+-- (when its newest record was made: `made_ms`), count, errors, {resource sha, ...}, estimated
+-- count, records sampled down}, minutes as {minute, service, severity, count, estimated count,
+-- records sampled down}, groups as {exception type, code, count, last_ms, service, message}, one
+-- for each service with that exception type at that code location (the message is its newest
+-- record's). An estimated count sums each record's `tracestream.sample_weight` (1 when absent),
+-- sent as text: Redis would cut a Lua number to an integer. Redis arrays, not JSON with joined
+-- keys: names may hold any byte, tabs and text that is not UTF-8 included, and each string is
+-- decoded on its own. If not done, the next call starts below `last`. A key of another type fails
+-- the call as any other failure does, named by its command: the caller passes over an `:errors` key
+-- another writer holds.
 --#include reads
 local P = cjson.decode(ARGV[4])
 local error_floor = tonumber(ARGV[5])
@@ -32,6 +33,13 @@ local function weight_of(f)
   if not weight or weight < 0 then return 1 end
   return weight
 end
+-- When a record was made (ms): its `ts`, never later than Redis stored it (a clock running ahead);
+-- a record replayed from a spool was stored long after. Its id's time when `ts` is not a time.
+local function made_ms(stored_ms, f)
+  local ts_ms = tonumber(string.match(get(f, P.ts, 'ts'), '^(%d+)%d%d%d%d%d%d$'))
+  if not ts_ms or ts_ms > stored_ms then return stored_ms end
+  return ts_ms
+end
 local function count(id, f)
   local ms = tonumber(string.match(id, '^(%d+)'))
   local weight = weight_of(f)
@@ -42,9 +50,10 @@ local function count(id, f)
   if severity == '' then severity = implied_texts[number + 1] or '' end
   local s = services[service]
   if not s then
-    s = {ms, 0, 0, 0, 0}
+    s = {0, 0, 0, 0, 0}
     services[service], resources[service], minutes[service] = s, {}, {}
   end
+  s[1] = math.max(s[1], made_ms(ms, f))
   s[2], s[4], s[5] = s[2] + 1, s[4] + weight, s[5] + sampled
   resources[service][get(f, P.resource, 'resource')] = true
   local minute = ms - ms % 60000
