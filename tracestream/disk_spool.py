@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import os
 import secrets
+import shlex
 import shutil
 import struct
 import threading
@@ -39,7 +40,7 @@ import orjson
 
 from tracestream._internal_log import internal_logger
 from tracestream.forks import renew_in_child
-from tracestream.schema import dump_rows
+from tracestream.schema import StreamKeys, dump_rows
 from tracestream.settings import Settings, redis_database
 
 Rows = list[list[str]]
@@ -77,6 +78,28 @@ class Destination:
         return cls(stream, server, db, parts.scheme == "rediss", cluster)
 
     @property
+    def is_spans(self) -> bool:
+        """Its rows go to a span stream, `<name>:spans`."""
+        owner = self.stream.rpartition(":")[0]
+        return bool(owner) and StreamKeys(owner).spans == self.stream
+
+    @property
+    def stream_name(self) -> str:
+        """The stream name services set and `--stream` takes; a span spool's rows go to its span stream."""
+        return self.stream.rpartition(":")[0] if self.is_spans else self.stream
+
+    @property
+    def url(self) -> str:
+        """A URL that reaches the server without credentials, as `--redis-url` takes it; "" unrecorded."""
+        if not self.server:
+            return ""
+        if self.server.startswith("/"):
+            return f"unix://{self.server}?db={self.db}"
+        host, _, port = self.server.rpartition(":")
+        host = f"[{host}]" if ":" in host else host
+        return f"{'rediss' if self.tls else 'redis'}://{host}:{port}/{self.db}"
+
+    @property
     def server_url(self) -> str:
         """The server without credentials, as a URL."""
         if not self.server:
@@ -95,7 +118,9 @@ class Destination:
         return f"{name}@{hashlib.sha256(identity).hexdigest()[:16]}"
 
     def describe(self) -> str:
-        return f"stream {self.stream!r} on {self.server_url}"
+        """Named as services and `--stream` name it: `tracestream:spans` reads `'tracestream' (spans)`."""
+        signal = "spans" if self.is_spans else "logs"
+        return f"stream {self.stream_name!r} ({signal}) on {self.server_url}"
 
 
 def spool_for(settings: Settings, stream: str) -> Spool | None:
@@ -343,6 +368,15 @@ def describe(destination: Destination | None) -> str:
     return destination.describe() if destination else "a destination its writer did not record"
 
 
+def replay_command(destination: Destination | None) -> str | None:
+    """The command that sends a destination's rows to its Redis now; None when it was not recorded."""
+    if destination is None or not destination.server:
+        return None
+    cluster = " --cluster" if destination.cluster else ""
+    url, stream = shlex.quote(destination.url), shlex.quote(destination.stream_name)
+    return f"tracestream spool replay --redis-url {url} --stream {stream}{cluster}"
+
+
 def read_destination(folder: Path) -> Destination | None:
     """What a destination folder's `destination.json` records; None for an older spool without it."""
     try:
@@ -557,21 +591,23 @@ class Backlog:
     destination: Destination | None  # None: written by a tracestream that did not record it
     live: bool  # its process is still running (and will replay it itself)
     segments: int
-    size: int
+    size: int  # bytes not yet replayed
     records: int
 
 
 def backlogs(base: Path) -> list[Backlog]:
-    """Everything spooled under `base`, oldest process first."""
+    """What waits under `base`, oldest process first; destination folders that replay emptied are left out."""
     found = []
     for process in process_folders(base):
         live = not is_orphan(process)
         for folder in sorted(path for path in process.iterdir() if path.is_dir()):
             segments = sorted(folder.glob(f"*{_SEGMENT_SUFFIX}"))
+            size = sum(segment.stat().st_size - done_offset(segment) for segment in segments)
+            if size <= 0:
+                continue
             records = sum(
                 len(rows) for segment in segments for _, rows in read_frames(segment, done_offset(segment))
             )
-            size = sum(segment.stat().st_size for segment in segments)
             found.append(Backlog(folder, read_destination(folder), live, len(segments), size, records))
     return found
 

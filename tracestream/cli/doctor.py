@@ -19,7 +19,7 @@ from tracestream.alerts.delivery import failed_deliveries
 from tracestream.alerts.store import home_stream
 from tracestream.cli.common import Console, add_command, describe_redis_error, print_json, shown
 from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for, primaries
-from tracestream.disk_spool import backlogs, dead_letters, describe, spool_base
+from tracestream.disk_spool import backlogs, dead_letters, describe, replay_command, spool_base
 from tracestream.export_status import read_statuses
 from tracestream.forwarder import DEAD_LETTER_SUFFIX, LOSS_COUNTS_SUFFIX, forward_losses, forwarder_lag
 from tracestream.query.replies import tolerant_call
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 QUIET_AFTER_S = 600  # no record for this long: probably nobody exports here
 SYMBOLS = {"ok": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "red")}
+# RDB snapshots without an AOF (appendfsync everysec by default)
+_SNAPSHOTS_ONLY = "a crash loses what came after the last one; appendonly yes loses at most a second"
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,14 @@ def _connection_advice(config: Settings, error: Exception) -> str:
 
 
 def _server(client: redis.Redis) -> list[Finding]:
-    info: dict[str, Any] = client.info()
+    try:
+        info: dict[str, Any] = client.info()
+    except redis.ResponseError as refused:  # the read-only user of docs/security.md may not run INFO
+        unread = (
+            f"cannot read INFO from Redis at {_address(client)} ({refused}): its version, memory and "
+            "eviction policy go unchecked; run doctor as an administrator (docs/security.md)"
+        )
+        return [Finding("server", "warn", unread), _persistence(client, {})]
     detail = (
         f"Redis {info.get('redis_version')}, {info.get('used_memory_human')} used, "
         f"maxmemory {info.get('maxmemory_human', info.get('maxmemory'))}, "
@@ -178,7 +187,56 @@ def _server(client: redis.Redis) -> list[Finding]:
         )
     elif maxmemory and used > 0.9 * maxmemory:
         findings.append(Finding("memory", "warn", "Redis uses over 90% of maxmemory: writes may soon fail"))
-    return findings
+    return [*findings, _persistence(client, info)]
+
+
+def _address(client: redis.Redis) -> str:
+    """host:port or socket path: a cluster's findings are one per server."""
+    options = client.connection_pool.connection_kwargs
+    return str(options.get("path") or f"{options.get('host')}:{options.get('port')}")
+
+
+def _persistence(client: redis.Redis, info: dict[str, Any]) -> Finding:
+    """Whether a restart keeps the records: from the server's settings, else from what its INFO says
+    it did (managed Redis services and least-privilege users often refuse CONFIG)."""
+    where = f"Redis at {_address(client)}"
+    try:
+        save = str(client.config_get("save").get("save", "")).strip()
+        appendonly = client.config_get("appendonly").get("appendonly") == "yes"
+    except redis.ResponseError as refused:
+        return _persistence_from_info(where, info, refused)
+    if appendonly:
+        return Finding("persistence", "ok", f"{where} writes every record to its AOF (appendonly yes)")
+    if save:
+        return Finding("persistence", "ok", f"{where} saves RDB snapshots (save {save}): {_SNAPSHOTS_ONLY}")
+    return Finding(
+        "persistence",
+        "warn",
+        f"{where} keeps nothing on disk (no RDB save points, appendonly no): a restart loses every "
+        "record; turn on appendonly yes (CONFIG SET appendonly yes, and in its redis.conf)",
+    )
+
+
+def _persistence_from_info(where: str, info: dict[str, Any], refused: redis.ResponseError) -> Finding:
+    if int(info.get("aof_enabled", 0)):
+        return Finding("persistence", "ok", f"{where} writes every record to its AOF (INFO aof_enabled:1)")
+    # Save points run in the background: a duration of -1 means none ran since Redis started.
+    if int(info.get("rdb_last_bgsave_time_sec", -1)) >= 0:
+        return Finding(
+            "persistence", "ok", f"{where} saved an RDB snapshot since it started: {_SNAPSHOTS_ONLY}"
+        )
+    unknown = (
+        "its AOF is off and it saved no snapshot since it started, but this user may not run CONFIG GET"
+        " to read its save points"
+        if info
+        else "this user may run neither INFO nor CONFIG GET"
+    )
+    return Finding(
+        "persistence",
+        "warn",
+        f"cannot tell whether {where} keeps records on disk: {unknown} ({refused}); run doctor as an"
+        " administrator (docs/security.md)",
+    )
 
 
 def _streams(client: Client, config: Settings) -> list[Finding]:
@@ -234,14 +292,15 @@ def _local_spool(config: Settings) -> list[Finding]:
                 )
             )
         elif not backlog.live:
+            replay = replay_command(backlog.destination)
             findings.append(
                 Finding(
                     "spool",
                     "warn",
                     f"{backlog.records} records for {where} left in {backlog.folder} by a process that"
-                    " ended; the next process exporting there replays them, or run `tracestream spool"
-                    " replay --redis-url URL --stream NAME`, or `tracestream spool discard --id"
-                    f" {backlog.folder.name}`",
+                    " ended; the next process exporting there replays them"
+                    + (f", or run `{replay}`" if replay else "")
+                    + f", or `tracestream spool discard --id {backlog.folder.name}`",
                 )
             )
     for letters in dead_letters(base):

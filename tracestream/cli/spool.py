@@ -23,6 +23,7 @@ from tracestream.disk_spool import (
     dead_letters,
     describe,
     process_directory,
+    replay_command,
     spool_base,
 )
 from tracestream.settings import BatchSettings, Settings
@@ -85,14 +86,25 @@ def _list(base: Path, as_json: bool) -> int:
     if not spooled and not refused:
         console.print(f"nothing spooled under {base}")
     for backlog in spooled:
-        state = "its process is running" if backlog.live else "left by a process that ended"
-        line = f"{backlog.records} records ({backlog.size} B) for {describe(backlog.destination)}, {state}"
-        console.print(shown(f"{line}; id {backlog.folder.name}"))
+        console.print(shown(_backlog_line(backlog)))
     for letters in refused:
         where = describe(letters.destination)
         line = f"{letters.records} records Redis refused for {where}: {letters.summary()}"
         console.print(shown(f"dead letters: {line}; id {letters.folder.name}, file {letters.folder}"))
     return 0
+
+
+def _backlog_line(backlog: Backlog) -> str:
+    """What waits, and the commands that send or delete it; a running process sends its own."""
+    head = f"{backlog.records} records ({backlog.size} B) for {describe(backlog.destination)}"
+    if backlog.live:
+        return (
+            f"{head}: its process is running and sends them once Redis takes them; id {backlog.folder.name}"
+        )
+    discard = f"`tracestream spool discard --id {backlog.folder.name}`"
+    replay = replay_command(backlog.destination)
+    send = f"send them with `{replay}` or " if replay else ""
+    return f"{head}, left by a process that ended: {send}delete them with {discard}"
 
 
 def _backlog_json(backlog: Backlog) -> dict[str, object]:
@@ -102,6 +114,7 @@ def _backlog_json(backlog: Backlog) -> dict[str, object]:
         "segments": backlog.segments,
         "bytes": backlog.size,
         "records": backlog.records,
+        "replay": None if backlog.live else replay_command(backlog.destination),
     }
 
 

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
 from tracestream._internal_log import internal_logger
-from tracestream.disk_spool import Spool
+from tracestream.disk_spool import Spool, replay_command
 from tracestream.forks import follow_uwsgi_forks, forks_strand_threads, renew_in_child
 from tracestream.otel_setup import native_threads
 from tracestream.otel_setup.log_capture import writing_to_redis
@@ -577,12 +577,12 @@ class BatchQueue(Generic[T]):
         waiting = self.counters.spooled - self.counters.replayed
         if waiting > 0 and self.spool is not None:
             internal_logger.warning(
-                "%s: %s in the spool for %s: the next process writing there sends %s, "
-                "or `tracestream spool replay`",
+                "%s: %s in the spool for %s: the next process writing there sends %s, or `%s`",
                 self.name,
                 "1 record waits" if waiting == 1 else f"{waiting} records wait",
                 self.spool.destination.describe(),
                 "it" if waiting == 1 else "them",
+                replay_command(self.spool.destination),
             )
         return flushed
 
