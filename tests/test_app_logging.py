@@ -34,6 +34,7 @@ LOGGERS = {
     "asked_then_raised": ["shop.views"],
     "asked_then_handed_on": ["shop.views"],
     "queue_handler": ["shop.views"],
+    "logger_class_of_mixins": ["shop.tenants"],
 }
 # The scenarios that add tracestream's loguru sink.
 ADDING_OUR_SINK = {

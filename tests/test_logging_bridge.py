@@ -78,3 +78,18 @@ def test_ids_times_and_amounts_are_stored_as_the_app_prints_them(stream: RedisHa
     assert entry.attributes["paid_at"] == "2026-12-05T14:30:00+00:00"
     assert entry.attributes["amount"] == "12.50"
     assert entry.attributes["order"].startswith("<object object at 0x")  # anything else: its repr
+
+
+def test_a_stack_asked_for_is_stored_as_the_app_prints_it(stream: RedisHandle) -> None:
+    pipeline = PrivatePipeline(Settings(redis_url=stream.url, stream=stream.stream))
+    try:
+        pipeline.logger.warning("where am I", stack_info=True)
+        pipeline.flush()
+        entry = wait_for(lambda: stream.logs(), what="the record")[0]
+    finally:
+        pipeline.close()
+    stack = entry.attributes["code.stacktrace"]
+    assert stack.startswith("Stack (most recent call last):\n")
+    assert "chars of outer frames left out]" in stack  # pytest's frames: past the attribute limit
+    assert "in test_a_stack_asked_for_is_stored_as_the_app_prints_it" in stack
+    assert entry.body == "where am I"

@@ -279,6 +279,34 @@ def asked_then_handed_on() -> list[HandingOn]:
     return [HandingOn("shop.views")]
 
 
+class _Tagging(logging.Logger):
+    def handle(self, record: logging.LogRecord) -> None:
+        record.tenant = "acme"
+        super().handle(record)
+
+
+class _Counting(logging.Logger):
+    handled = 0
+
+    def handle(self, record: logging.LogRecord) -> None:
+        _Counting.handled += 1
+        super().handle(record)
+
+
+class _TenantLogger(_Tagging, _Counting):
+    """The cookbook's `setLoggerClass` customisation, built of mixins that each override `handle`."""
+
+
+def logger_class_of_mixins() -> list[logging.Logger]:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", force=True)
+    original = logging.getLoggerClass()
+    logging.setLoggerClass(_TenantLogger)
+    try:
+        return [logging.getLogger("shop.tenants")]
+    finally:
+        logging.setLoggerClass(original)
+
+
 SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "dict_config_with_root": dict_config_with_root,
     "dict_config_disabling": dict_config_disabling,
@@ -297,6 +325,7 @@ SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "asked_then_raised": asked_then_raised,
     "asked_then_handed_on": asked_then_handed_on,
     "queue_handler": queue_handler,
+    "logger_class_of_mixins": logger_class_of_mixins,
 }
 
 

@@ -74,6 +74,7 @@ _is_enabled_for = logging.Logger.isEnabledFor
 _make_record = logging.Logger.makeRecord
 _filter = logging.Logger.filter
 _LOG_CODE = logging.Logger._log.__code__
+_MOST_HANDLE_OVERRIDES = 16
 
 
 # Per thread (by ident), the logger and level `isEnabledFor` just answered yes for, for us
@@ -283,12 +284,16 @@ def _answered_for_us(logger: logging.Logger, record: logging.LogRecord) -> bool:
 
 
 def _made_by_a_logging_call() -> bool:
+    """`_log` above `Logger.handle` and the `handle` overrides of subclasses and mixins calling it,
+    with nothing else between: a record handed to `handle` from anywhere else is the app's."""
     frame: FrameType | None = sys._getframe(3)  # this, `_answered_for_us`, our `filter` or `makeRecord`
-    for _ in range(3):  # `Logger.handle`, a subclass's `handle` calling it, `_log`
+    for _ in range(_MOST_HANDLE_OVERRIDES):
         if frame is None:
             return False
         if frame.f_code is _LOG_CODE:
             return True
+        if frame.f_code.co_name != "handle":
+            return False
         frame = frame.f_back
     return False
 

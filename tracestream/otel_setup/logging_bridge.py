@@ -46,6 +46,9 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "color_message",
 }
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+STACKTRACE_KEY = "code.stacktrace"  # the semantic conventions' name for a stack as the runtime prints it
+_STACK_HEADER = "Stack (most recent call last):\n"
+_STACK_KEPT = 3_900  # under the default attribute limit (4,096)
 _STRUCTLOG_EXTRAS = ("_logger", "_name")
 
 
@@ -71,6 +74,17 @@ def _code_location(path: str, line: int, function: str | None) -> str:
         return _cached_code_location(path, line, function)
     except TypeError:  # a filter set an unhashable value: laid out without the cache
         return encoding.code_location(path, line, function)
+
+
+def _innermost_frames(stack: str) -> str:
+    """A server's or a test runner's stack runs past the attribute limit, which keeps a text's
+    start: the outermost frames. The frames nearest the logging call are the ones kept here."""
+    if len(stack) <= _STACK_KEPT:
+        return stack
+    tail = stack[-_STACK_KEPT:]
+    tail = tail[tail.find("\n  File ") + 1 :]
+    left_out = len(stack) - len(tail) - len(_STACK_HEADER)
+    return f"{_STACK_HEADER}  …[{left_out} chars of outer frames left out]\n{tail}"
 
 
 class PendingStdlibRecord:
@@ -115,6 +129,8 @@ class PendingStdlibRecord:
             self._take_structlog_event(record.msg)
         elif self.extras is not None and isinstance(self.extras.get("exception"), str):
             self._take_rendered_exception(self.extras)
+        if record.stack_info:  # `stack_info=True`: where the call was made, as the app prints it
+            self.attributes[STACKTRACE_KEY] = _innermost_frames(record.stack_info)
 
     def _take_rendered_exception(self, extras: dict[str, Any]) -> None:
         """structlog's `format_exc_info` then `render_to_log_kwargs` hand logging the traceback
