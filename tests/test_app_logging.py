@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
@@ -259,3 +260,86 @@ def test_a_logging_config_before_asyncio_still_prints_asyncios_errors(stream: Re
     assert (with_us.returncode, with_us.stdout, with_us.stderr) == (0, without.stdout, without.stderr)
     [error] = wait_for(lambda: [e for e in stream.logs() if e.scope == "asyncio"], what="asyncio's error")
     assert error.exception_type == "RuntimeError"
+
+
+WORKER_LINE = re.compile(r"Worker (?:started|finished): Process-\d")
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_records_a_listener_process_handles_for_its_workers_are_stored_once(
+    stream: RedisHandle, tmp_path: Path, start: str
+) -> None:
+    """The cookbook's workers send records to a listener process, which hands each to
+    `Logger.handle()`: the worker took it already, with its trace."""
+
+    def run(log_file: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tests.apps.cookbook_processes", str(log_file), start, *flags]
+        env = stream.env(OTEL_SERVICE_NAME="cookbook")
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    without = run(tmp_path / "bare.log")
+    with_us = run(tmp_path / "traced.log", "--tracestream")
+    printed = [sorted(WORKER_LINE.findall(done.stdout)) for done in (without, with_us)]
+    assert printed[0] == printed[1] and len(printed[0]) == 6  # workers print at once: lines interleave
+    assert with_us.stderr == without.stderr == ""
+    written = [sorted((tmp_path / name).read_text().splitlines()) for name in ("bare.log", "traced.log")]
+    assert written[0] == written[1] and len(written[0]) == 15  # five levels from three workers
+
+    entries = stream.logs()  # every process has exited: what it wrote is there
+    assert Counter(e.body for e in entries) == Counter(
+        f"message from Process-{worker} no. {number}" for worker in (2, 3, 4) for number in (1, 2, 3, 4)
+    )
+    assert all(len(e.trace_id) == 32 for e in entries)
+
+
+# The cookbook's network logging, sender and receiver in one process: the receiver hands each
+# record unpickled from the socket to its logger's `handle()`. The sender's console line shows
+# the record's fields as a formatter that prints every field would.
+SOCKET_RECEIVER = """
+import logging, logging.handlers, pickle, socketserver, struct, sys, threading
+import tracestream
+tracestream.configure()
+
+class LogRecordStreamHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        while True:
+            chunk = self.connection.recv(4)
+            if len(chunk) < 4:
+                break
+            slen = struct.unpack(">L", chunk)[0]
+            chunk = self.connection.recv(slen)
+            while len(chunk) < slen:
+                chunk = chunk + self.connection.recv(slen - len(chunk))
+            record = logging.makeLogRecord(pickle.loads(chunk))
+            logging.getLogger("received." + record.name).handle(record)
+            handled.set()
+
+handled = threading.Event()
+
+server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), LogRecordStreamHandler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+
+class EveryField(logging.Formatter):
+    def format(self, record):
+        return " ".join(sorted(k for k in vars(record) if k.startswith("_")))
+
+console = logging.StreamHandler(sys.stdout)
+console.setFormatter(EveryField())
+sender = logging.getLogger("sent")
+sender.propagate = False
+sender.addHandler(logging.handlers.SocketHandler(*server.server_address))
+sender.addHandler(console)
+sender.warning("sent over a socket")
+sender.handlers[0].close()
+assert handled.wait(10), "the receiver never handled the record"
+"""
+
+
+def test_a_record_a_socket_receiver_hands_on_is_stored_once(stream: RedisHandle) -> None:
+    done = run_python_process(SOCKET_RECEIVER, stream.env(OTEL_SERVICE_NAME="sockets"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "\n"  # the sender's own handlers see no field of ours
+    entries = stream.logs()
+    assert [(e.body, e.scope) for e in entries] == [("sent over a socket", "sent")]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import logging.handlers
 import sys
 import threading
 from collections.abc import Iterable
@@ -74,6 +75,13 @@ _is_enabled_for = logging.Logger.isEnabledFor
 _make_record = logging.Logger.makeRecord
 _filter = logging.Logger.filter
 _LOG_CODE = logging.Logger._log.__code__
+_prepare = logging.handlers.QueueHandler.prepare
+_make_pickle = logging.handlers.SocketHandler.makePickle
+# A record we took that leaves for another process (a multiprocessing queue, a socket) carries
+# this; the process that hands it to `Logger.handle` there (the logging cookbook's listener and
+# socket receiver) removes it before its handlers run, and does not store the record again.
+_TAKEN_ELSEWHERE = "_tracestream_taken"
+_PROCESS_QUEUE_MODULES = frozenset({"multiprocessing", "billiard"})
 _MOST_HANDLE_OVERRIDES = 16
 
 
@@ -220,6 +228,8 @@ def install(capture: LogCapture) -> None:
     if logging.Logger.filter is not _capturing_filter:
         logging.Logger.isEnabledFor = _capturing_is_enabled_for  # type: ignore[method-assign]
         logging.Logger.filter = _capturing_filter  # type: ignore[method-assign, assignment]
+        logging.handlers.QueueHandler.prepare = _marking_prepare  # type: ignore[method-assign]
+        logging.handlers.SocketHandler.makePickle = _marking_make_pickle  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -228,6 +238,8 @@ def uninstall() -> None:
     _capture = None
     logging.Logger.isEnabledFor = _is_enabled_for  # type: ignore[method-assign]
     logging.Logger.filter = _filter  # type: ignore[method-assign]
+    logging.handlers.QueueHandler.prepare = _prepare  # type: ignore[method-assign]
+    logging.handlers.SocketHandler.makePickle = _make_pickle  # type: ignore[method-assign]
     while _disabled_loggers:
         vars(_disabled_loggers.pop()).pop("makeRecord", None)
 
@@ -265,6 +277,10 @@ def _capturing_filter(self: logging.Logger, record: logging.LogRecord) -> Any:
         return False  # the app's handlers must not see it
     if writing_to_redis.get() and record.name.startswith("redis"):
         return False
+    fields = record.__dict__
+    if _TAKEN_ELSEWHERE in fields:  # in the stream already, from the process that sent it here
+        del fields[_TAKEN_ELSEWHERE]
+        return _filter(self, record)
     return _take_after_filters(self, record)
 
 
@@ -305,3 +321,36 @@ def _take_after_filters(logger: logging.Logger, record: logging.LogRecord) -> An
     if passed and capture is not None:
         capture.take(passed if isinstance(passed, logging.LogRecord) else record)
     return passed
+
+
+def _marking_prepare(self: logging.handlers.QueueHandler, record: logging.LogRecord) -> Any:
+    """The copy a queue carries to another process says we took the record. A queue between
+    threads is left alone: its `QueueListener` hands records to the app's handlers directly."""
+    prepared = _prepare(self, record)
+    if (
+        isinstance(prepared, logging.LogRecord)
+        and type(self.queue).__module__.partition(".")[0] in _PROCESS_QUEUE_MODULES
+        and _was_taken(record)
+    ):
+        prepared.__dict__[_TAKEN_ELSEWHERE] = True
+    return prepared
+
+
+def _marking_make_pickle(self: logging.handlers.SocketHandler, record: logging.LogRecord) -> bytes:
+    """The pickle sent says we took the record; the record itself goes on to the app's other
+    handlers as it was."""
+    if not _was_taken(record):
+        return _make_pickle(self, record)
+    fields = record.__dict__
+    fields[_TAKEN_ELSEWHERE] = True
+    try:
+        return _make_pickle(self, record)
+    finally:
+        fields.pop(_TAKEN_ELSEWHERE, None)
+
+
+def _was_taken(record: logging.LogRecord) -> bool:
+    """A record an app's handler sends on passed our `filter` first: we took it when its level
+    and logger are ours."""
+    capture = _capture
+    return capture is not None and record.levelno >= capture.level and capture.wants(record.name)
