@@ -222,7 +222,7 @@ def test_doctor_warns_of_any_eviction_policy(stream: RedisHandle, here: Here) ->
             admin.config_set("maxmemory-policy", "noeviction")
     eviction = findings["eviction"]
     assert eviction["status"] == "warn" and "prefer noeviction" in eviction["detail"]
-    assert "evict the trace index, trace list and issues" in eviction["detail"]
+    assert "evict the trace index, trace list, issues and resources" in eviction["detail"]
 
 
 def test_doctor_says_how_many_keys_redis_has_evicted(here: Here) -> None:

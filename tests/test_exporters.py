@@ -451,6 +451,9 @@ def test_a_stream_that_vanished_under_its_writer_is_said_once_naming_the_evictio
     assert "deleted (maxmemory-policy noeviction evicts nothing, never a stream)" in deleted
     evicted = "most likely evicted: maxmemory-policy allkeys-lru lets Redis evict whole streams when full"
     assert evicted in told["allkeys-lru"]
-    volatile = "maxmemory-policy volatile-lru evicts the trace index, trace list and issues, never a stream"
+    volatile = (
+        "maxmemory-policy volatile-lru evicts the trace index, trace list, issues and resources,"
+        " never a stream"
+    )
     assert f"deleted ({volatile})" in told["volatile-lru"]  # the streams have no expiry
     assert [entry.body for entry in stream.logs()] == ["fifth"]

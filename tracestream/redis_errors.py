@@ -89,7 +89,7 @@ def evictable_keys(policy: str) -> str:
     if policy.startswith("allkeys"):
         return WHOLE_STREAMS
     if policy.startswith("volatile"):
-        return "the trace index, trace list and issues"
+        return "the trace index, trace list, issues and resources"
     return ""
 
 

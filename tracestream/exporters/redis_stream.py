@@ -30,6 +30,7 @@ from tracestream.export_status import ERROR_FIELD, STATUS_TTL, status_key
 from tracestream.exporters import encoding, trace_summaries
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.exporters.shaping import RowShaper
+from tracestream.exporters.write_health import WriteHealth
 from tracestream.lua import script_sha, script_source
 from tracestream.redis_errors import WHOLE_STREAMS, describe, evictable_keys, is_transient, setup_problem
 from tracestream.settings import Settings
@@ -49,6 +50,10 @@ NamedCall = tuple[str, int, ScriptCall]  # a script's name, its number of keys, 
 NEVER_RAN_AT = 14  # the append script's ARGV[15]
 # The append script's reply when the stream was gone under a writer that had stored records in it.
 VANISHED = "VANISHED "
+# What scripts said they could not do, by Redis: a process's log and span writers meet the same
+# (a right their user lacks), and each is said once a process.
+_PROBLEMS_TOLD: set[str] = set()
+_PROBLEMS_LOCK = threading.Lock()
 
 
 def _never_ran(call: NamedCall) -> NamedCall:
@@ -129,9 +134,8 @@ class StreamWriter(Generic[Item]):
             settings.redis_url, settings.redis_timeout, Tls.of(settings), cluster=settings.redis_cluster
         )
         self._registered: dict[str, float] = {}  # shard -> when this process last added it to the registry
-        self._failing = threading.Event()
+        self.health = WriteHealth()
         self._last_error = ""  # why the last write failed: the status carries it to doctor while failing
-        self._problems_told: set[bytes | str] = set()  # what the script said it could not do, said once
 
     def encode(self, items: Sequence[Item]) -> list[list[str]]:
         """Entries' values in schema order, within the size limits; runs on the export worker."""
@@ -167,9 +171,8 @@ class StreamWriter(Generic[Item]):
                 raise
             self._report_failure(error, len(rows))
             return False
-        if self._failing.is_set():
-            self._failing.clear()
-            internal_logger.warning("Redis at %s is reachable again", self._client.shown_url)
+        if self.health.taken():
+            self._report_recovery()
         return True
 
     def _by_shard(self, rows: Sequence[list[str]]) -> dict[schema.StreamKeys, list[list[str]]]:
@@ -232,13 +235,22 @@ class StreamWriter(Generic[Item]):
                 missing.append(_never_ran(call) if index < last_ran else call)
             elif isinstance(result, Exception):
                 raise result
-            elif isinstance(result, (bytes, str)) and result not in self._problems_told:
-                self._problems_told.add(result)
-                problem = result.decode(errors="replace") if isinstance(result, bytes) else result
-                if problem.startswith(VANISHED):
-                    problem = _vanished(node, problem.removeprefix(VANISHED))
-                internal_logger.warning("Redis at %s: %s", self._client.shown_url, problem)
+            else:
+                self._tell_problems(node, result)
         return missing
+
+    def _tell_problems(self, node: redis.Redis, result: object) -> None:
+        """Say, once each, what a script call could not do though it stored the records: it returns
+        a count when all went well, else a line per problem."""
+        where = self._client.shown_url
+        for told in result if isinstance(result, list) else [result]:
+            if not isinstance(told, (bytes, str)):
+                continue
+            problem = told.decode(errors="replace") if isinstance(told, bytes) else told
+            if problem.startswith(VANISHED):
+                problem = _vanished(node, problem.removeprefix(VANISHED))
+            if _first_time(f"Redis at {where}: {problem}"):
+                internal_logger.warning("Redis at %s: %s", where, problem)
 
     def _register(self, client: Client, shard: str) -> None:
         """Readers find shards in the registry: added before the shard's first rows, then now and then.
@@ -311,8 +323,7 @@ class StreamWriter(Generic[Item]):
     def _report_failure(self, error: Exception, count: int) -> None:
         fix = setup_problem(error, cluster=self._client.cluster)
         self._last_error = describe(error) + (f" ({fix})" if fix else "")
-        if not self._failing.is_set():
-            self._failing.set()
+        if self.health.failed():
             internal_logger.warning(
                 "%s: cannot write %d record%s to Redis at %s: %s; will retry",
                 self.signal,
@@ -322,6 +333,9 @@ class StreamWriter(Generic[Item]):
                 self._last_error,
             )
 
+    def _report_recovery(self) -> None:
+        internal_logger.warning("%s: Redis at %s takes records again", self.signal, self._client.shown_url)
+
     def make_spool(self) -> Spool | None:
         """Where rows go while Redis is away; None when `spool_max_bytes` is 0."""
         return spool_for(self.settings, self.stream)
@@ -329,11 +343,14 @@ class StreamWriter(Generic[Item]):
     def publish_status(self, signal: str, status: dict[str, int]) -> None:
         """Refresh this process's status hash, which `tracestream doctor` reads. While writes fail it
         carries why, whenever Redis still takes the status itself (a command a script needs renamed
-        or refused by the ACL); when it does not (out of memory, a replica), doctor reads the server."""
+        or refused by the ACL); when it does not (out of memory, a replica), doctor reads the server.
+        Refreshed every few seconds, it also ends a failing spell of a writer with nothing more to write."""
+        if self.health.recovered():
+            self._report_recovery()
         service = self.settings.service_name or self._resources.get_service()
         key = status_key(self.settings.stream, service, socket.gethostname(), os.getpid())
         fields: dict[str, int | str] = {f"{signal}.{name}": value for name, value in status.items()}
-        fields[f"{signal}.{ERROR_FIELD}"] = self._last_error if self._failing.is_set() else ""
+        fields[f"{signal}.{ERROR_FIELD}"] = self._last_error if self.health.failing else ""
         fields["updated_ms"] = int(time.time() * 1000)
         try:
             pipe = self._client.get().pipeline(transaction=False)
@@ -346,6 +363,14 @@ class StreamWriter(Generic[Item]):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _first_time(problem: str) -> bool:
+    with _PROBLEMS_LOCK:
+        if problem in _PROBLEMS_TOLD:
+            return False
+        _PROBLEMS_TOLD.add(problem)
+        return True
 
 
 def _vanished(node: redis.Redis, stream: str) -> str:

@@ -18,7 +18,9 @@
 -- command the probes need that Redis does not know (renamed or disabled: said so, by name); a
 -- digest key of another type costs the records their search digest (the call returns why, and
 -- empties the digest: searches read the stream itself where the digest does not reach),
--- and a trace index key of another type costs only that trace its index (pcall). Redis
+-- a trace index key of another type costs only that trace its index (pcall), and a right the URL's
+-- user lacks for what follows the XADDs (the trace index's RPUSH, the digest's upkeep, the issues)
+-- costs only what it serves, and the call returns which right to grant. Redis
 -- refuses a script for OOM only at its first write command, here the INCRBY that reads a
 -- mark, so a call is stored whole or not at all. But a batch of several calls, or a
 -- connection lost after Redis ran them, leaves some stored, and the whole batch is sent
@@ -131,6 +133,7 @@ if resource ~= '' and resource_prefix ~= '' then
 end
 local nfields = #names
 local touched = {}
+local index_problem  -- RPUSH refused whatever the key (a right the URL's user lacks, renamed away)
 -- XADD's arguments after the key: the trim, '*', then the row's fields and values, filled in per
 -- row from `fields_at` on (error copies take them alone).
 local entry = maxlen > 0 and {'MAXLEN', '~', maxlen_text, '*'} or {'*'}
@@ -187,10 +190,15 @@ for i = first, #rows do
     add_to_issue(error_rows[i], row, id)
   end
   local trace = row[trace_pos]
-  if trace ~= '' then
+  if trace ~= '' and not index_problem then
     local key = index_prefix .. trace
     if touched[key] ~= false then
-      touched[key] = type(redis.pcall('RPUSH', key, member_prefix .. id)) == 'number'
+      local failure = refused(redis.pcall('RPUSH', key, member_prefix .. id))
+      touched[key] = not failure
+      if failure and not string.find(failure.err, 'WRONGTYPE', 1, true) then
+        index_problem = costs('the trace index is not written (`tracestream trace` and --trace-id miss'
+          .. ' these records)', failure, 'RPUSH', key, index_prefix .. '*')
+      end
     end
   end
   if #digest_pos > 0 then
@@ -219,12 +227,13 @@ end
 local issue_problem
 if #issue_order > 0 then
   local issue_prefix, issues_key, issue_ttl = ARGV[19], ARGV[20], tonumber(ARGV[21])
-  local function call(...)
+  local issue_keys = string.sub(issue_prefix, 1, -2) .. '*'  -- the issues and their list
+  local function call(command, key, ...)
     if issue_problem then return nil end
-    local reply = redis.pcall(...)
+    local reply = redis.pcall(command, key, ...)
     local failure = refused(reply)
     if failure then
-      issue_problem = select(2, ...) .. ': ' .. failure.err .. '; error issues are not updated'
+      issue_problem = costs('error issues are not updated', failure, command, key, issue_keys)
       return nil
     end
     return reply
@@ -263,43 +272,69 @@ if #issue_order > 0 then
     call('EXPIRE', key, issue_ttl)
     call('ZADD', issues_key, now_ms, fp)
   end
-  call('ZREMRANGEBYSCORE', issues_key, '-inf', '(' .. string.format('%.0f', now_ms - issue_ttl * 1000))
-  call('EXPIRE', issues_key, issue_ttl)
+  if call('EXPIRE', issues_key, issue_ttl) then
+    local failure = refused(redis.pcall('ZREMRANGEBYSCORE', issues_key, '-inf',
+      '(' .. string.format('%.0f', now_ms - issue_ttl * 1000)))
+    if failure then
+      issue_problem = costs('the issue list keeps issues past their age limit', failure, 'ZREMRANGEBYSCORE',
+        issues_key, issues_key)
+    end
+  end
 end
--- What the writer tells once, else how many rows were stored.
-local outcome = vanished and ('VANISHED ' .. stream) or digest_problem or issue_problem or #rows - first + 1
+-- What the writer tells once, a line each, else how many rows were stored.
+local problems = {}
+local function tell(problem)
+  if problem then problems[#problems + 1] = problem end
+end
+tell(vanished and ('VANISHED ' .. stream))
+tell(digest_problem)
+tell(index_problem)
+tell(issue_problem)
+local function outcome()
+  if #problems > 0 then return problems end
+  return #rows - first + 1
+end
 -- Readers read the stream itself only above and below the digest, so a batch left out of it must
 -- not lie between its entries: the digest is emptied instead (XTRIM, probed above), and searches
 -- read the stream until new batches fill it again.
 if #lines == 0 then
   if digest_problem and not digest_key_refused then redis.call('XTRIM', KEYS[2], 'MAXLEN', '0') end
-  return outcome
+  return outcome()
 end
 -- The digest entry takes the batch's last record id, so stream ids locate it. It fails
 -- only if the log stream was deleted and recreated behind it with older ids.
 local added = redis.pcall('XADD', KEYS[2], id, 'first', first_id, 'n', #lines, 'd', table.concat(lines))
 if refused(added) then
   redis.call('XTRIM', KEYS[2], 'MAXLEN', '0')
-  return outcome
+  return outcome()
 end
 if min_id_ms > 0 then redis.call('XTRIM', KEYS[2], 'MINID', '~', min_id_text) end
-if maxlen > 0 then
-  redis.call('RPUSH', KEYS[3], #lines .. ' ' .. id)
-  local total = redis.call('INCRBY', KEYS[4], #lines)
+-- The digest is trimmed to `maxlen` lines by a count of its lines and a list of each entry's line
+-- count and id, never read back. A command of that upkeep the URL's user may not run (or renamed
+-- away) costs the digest, emptied instead, never the records stored.
+local function upkeep(command, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  local failure = refused(reply)
+  if failure then error({command = command, key = key, failure = failure}, 0) end
+  return reply
+end
+local function trim_digest()
+  upkeep('RPUSH', KEYS[3], #lines .. ' ' .. id)
+  local total = upkeep('INCRBY', KEYS[4], #lines)
   local cut
   while true do
-    local oldest = redis.call('LPOP', KEYS[3])
+    local oldest = upkeep('LPOP', KEYS[3])
     if not oldest then break end
     local count, digest_id = string.match(oldest, '^(%d+) (%d+%-%d+)$')
     if digest_id == id then
       -- The sizes list held only this entry (it was deleted or evicted): its count is the total.
-      redis.call('LPUSH', KEYS[3], oldest)
-      if total > #lines then redis.call('DECRBY', KEYS[4], total - #lines) end
+      upkeep('LPUSH', KEYS[3], oldest)
+      if total > #lines then upkeep('DECRBY', KEYS[4], total - #lines) end
       break
     end
     if count then
-      if total - tonumber(count) < maxlen then redis.call('LPUSH', KEYS[3], oldest); break end
-      total = redis.call('DECRBY', KEYS[4], count)
+      if total - tonumber(count) < maxlen then upkeep('LPUSH', KEYS[3], oldest); break end
+      total = upkeep('DECRBY', KEYS[4], count)
       cut = digest_id
     end
   end
@@ -308,4 +343,13 @@ if maxlen > 0 then
     redis.call('XTRIM', KEYS[2], 'MINID', '~', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
   end
 end
-return outcome
+if maxlen > 0 then
+  local trimmed, lost = pcall(trim_digest)
+  if not trimmed then
+    if type(lost) ~= 'table' or not lost.failure then error(lost, 0) end
+    redis.call('XTRIM', KEYS[2], 'MAXLEN', '0')
+    tell(costs('the search digest is not written (searches read the stream, slower)', lost.failure,
+      lost.command, lost.key, lost.key))
+  end
+end
+return outcome()

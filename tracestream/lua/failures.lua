@@ -19,3 +19,18 @@ local function takes_no_writes(failure) return TAKES_NO_WRITES[string.match(fail
 local function denied(failure)
   return string.find(failure.err, 'NOPERM', 1, true) or string.find(failure.err, "can't run this command", 1, true)
 end
+-- What a command refused once the records are stored costs, in a line the writer tells once. A key
+-- of another type (another program's) is named; a command refused whatever the key (a right the
+-- URL's user lacks, with the right to grant; a command renamed away) names the pattern `keys`.
+local function costs(what, failure, command, key, keys)
+  if string.find(failure.err, 'WRONGTYPE', 1, true) then
+    return what .. ': ' .. command .. ' ' .. key .. ': ' .. failure.err
+  end
+  local line = what .. ': ' .. command .. ' on ' .. keys .. ': ' .. failure.err
+  if denied(failure) then
+    line = line .. "; grant the URL's user +" .. string.lower(command) .. " (docs/security.md lists a producer's rights)"
+  elseif string.find(failure.err, 'Unknown Redis command', 1, true) then
+    line = line .. '; ' .. command .. " is disabled or renamed in the server's configuration"
+  end
+  return line
+end

@@ -14,7 +14,8 @@
 -- duration keep the slowest `cap` and expire `age` after their hour ends. Only ZADD,
 -- ZREMRANGEBYSCORE, ZREMRANGEBYRANK and EXPIRE run, all within a write-only producer's rights.
 -- A key refused (another type, or a producer whose rights predate the list) costs only the
--- list: the spans are stored by the append calls, and the reason is returned, once per call.
+-- list, and a trim or expiry refused only that: the spans are stored by the append calls, and
+-- the reasons are returned, a line each, which the writer tells once.
 local traces = KEYS[1]
 local min_ms = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
@@ -27,7 +28,7 @@ local summaries = cjson.decode(ARGV[6])
 local by_start, by_duration, expiry_of = {}, {}, {}  -- key -> {score, member, ...}; key -> its expiry
 local hours = {}  -- hour -> true, for <traces>:hours
 local newest, newest_ms = {}, {}  -- service -> its newest start (text, number), for <traces>:services
-local problem, halted  -- what costs only the list; a failure that stops the call
+local problems, halted = {}, nil  -- what costs only the list, a line each; a failure that stops the call
 --#include failures
 local function queue(sets, key, score, member)
   local pending = sets[key]
@@ -38,6 +39,13 @@ local function queue(sets, key, score, member)
   pending[#pending + 1] = score
   pending[#pending + 1] = member
 end
+local noted = {}  -- command -> true once a failure of it is among the problems
+local function note(what, failure, command, key)
+  if not noted[command] then
+    noted[command] = true
+    problems[#problems + 1] = costs(what, failure, command, key, traces .. '*')
+  end
+end
 -- A Redis that takes no writes now fails the first ZADD, before anything was written: the call
 -- returns its error, so the batch is sent again (its append calls skip the rows they stored).
 local function added(key, pending)
@@ -46,10 +54,18 @@ local function added(key, pending)
   if takes_no_writes(failure) then
     halted = failure
   else
-    problem = problem or ('the trace list is not written: ' .. key .. ': ' .. failure.err)
+    note('the trace list is not written', failure, 'ZADD', key)
   end
   return false
 end
+-- What follows a ZADD that succeeded: a right the URL's user lacks costs the trim, not the call.
+local function tidy(what, command, key, ...)
+  local failure = refused(redis.pcall(command, key, ...))
+  if failure then note(what, failure, command, key) end
+end
+local AGED = 'the trace list keeps traces past the stream\'s age limit'
+local COUNTED = 'the trace list keeps more traces than max_entries'
+local EXPIRING = 'the trace list\'s keys do not expire'
 local written = 0
 for _, summary in ipairs(summaries) do
   -- Scores come as texts and go to ZADD as such: Redis would format a Lua number with
@@ -72,17 +88,17 @@ for _, summary in ipairs(summaries) do
 end
 for key, pending in pairs(by_start) do
   if added(key, pending) then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.0f', min_ms))
-    redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
-    redis.call('EXPIRE', key, ttl)
+    tidy(AGED, 'ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.0f', min_ms))
+    tidy(COUNTED, 'ZREMRANGEBYRANK', key, 0, -cap - 1)
+    tidy(EXPIRING, 'EXPIRE', key, ttl)
   elseif halted then
     return halted
   end
 end
 for key, pending in pairs(by_duration) do
   if added(key, pending) then
-    redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
-    redis.call('EXPIRE', key, expiry_of[key])
+    tidy(COUNTED, 'ZREMRANGEBYRANK', key, 0, -cap - 1)
+    tidy(EXPIRING, 'EXPIRE', key, expiry_of[key])
   elseif halted then
     return halted
   end
@@ -94,8 +110,8 @@ for service, start in pairs(newest) do
   service_pairs[#service_pairs + 1] = service
 end
 if #service_pairs > 1 and added(services_key, service_pairs) then
-  redis.call('ZREMRANGEBYSCORE', services_key, '-inf', '(' .. string.format('%.0f', min_ms))
-  redis.call('EXPIRE', services_key, ttl)
+  tidy(AGED, 'ZREMRANGEBYSCORE', services_key, '-inf', '(' .. string.format('%.0f', min_ms))
+  tidy(EXPIRING, 'EXPIRE', services_key, ttl)
 end
 local hours_key = traces .. ':hours'
 local hour_pairs = {}  -- each hour scored by itself
@@ -104,7 +120,8 @@ for hour in pairs(hours) do
   hour_pairs[#hour_pairs + 1] = hour
 end
 if #hour_pairs > 0 and added(hours_key, hour_pairs) then
-  redis.call('ZREMRANGEBYSCORE', hours_key, '-inf', '(' .. string.format('%.0f', math.floor(min_ms / hour_ms)))
-  redis.call('EXPIRE', hours_key, ttl + math.ceil(hour_ms / 1000))
+  tidy(AGED, 'ZREMRANGEBYSCORE', hours_key, '-inf', '(' .. string.format('%.0f', math.floor(min_ms / hour_ms)))
+  tidy(EXPIRING, 'EXPIRE', hours_key, ttl + math.ceil(hour_ms / 1000))
 end
-return problem or written
+if #problems > 0 then return problems end
+return written
