@@ -30,6 +30,7 @@ import wrapt
 from tracestream._internal_log import internal_logger
 from tracestream.exporters.from_environment import EnvironmentSpanExporter
 from tracestream.forks import follow_uwsgi_forks
+from tracestream.integrations import uncaught
 from tracestream.otel_setup.app_overrides import span_processors_of
 from tracestream.otel_setup.http_names import choose_stable_names
 from tracestream.otel_setup.shutdown import before_closing
@@ -101,6 +102,7 @@ def install_all(telemetry: Telemetry) -> None:
     if "*" in off:
         return
     _choose_http_conventions(telemetry)
+    uncaught.install()
     for integration in INTEGRATIONS:
         if integration.name not in off:
             _Installer(telemetry, integration).register()

@@ -1,0 +1,69 @@
+"""Exceptions nothing caught end the program or a thread: each is an ERROR record, and what the
+app prints and exits with is what it was without tracestream."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import RedisHandle, run_python_process
+from tracestream.integrations.uncaught import SCOPE
+
+CONFIGURE = "import tracestream; tracestream.configure()\n"
+CRASH = """
+import logging
+logging.getLogger("app").warning("starting")
+raise RuntimeError("no database at db:5432")
+"""
+THREAD_CRASH = """
+import threading
+def sync():
+    raise ValueError("bad row 7")
+thread = threading.Thread(target=sync, name="syncer")
+thread.start()
+thread.join()
+print("main goes on")
+"""
+INTERRUPTED = "raise KeyboardInterrupt\n"
+
+
+@pytest.mark.parametrize("launcher", [False, True], ids=["configure", "launcher"])
+def test_an_exception_that_ends_the_program_is_an_error_record(stream: RedisHandle, launcher: bool) -> None:
+    env = stream.env(OTEL_SERVICE_NAME="crashing", OTEL_PYTHON_DISTRO="tracestream")
+    bare = run_python_process(CRASH, env)
+    traced = run_python_process(CRASH if launcher else CONFIGURE + CRASH, env, launcher=launcher)
+    assert (traced.returncode, traced.stdout) == (bare.returncode, bare.stdout) == (1, "")
+    # The traceback names the script's line, one further down past configure(); the launcher
+    # prints lines of its own first.
+    line = f'"<string>", line {4 if launcher else 5}'
+    assert traced.stderr.endswith(bare.stderr.replace('"<string>", line 4', line))
+    assert launcher or traced.stderr.startswith("starting\n")
+
+    crash = [entry for entry in stream.logs() if entry.scope == SCOPE]
+    assert [(e.severity, e.body, e.exception_type, e.exception_message) for e in crash] == [
+        ("ERROR", "uncaught exception: the program ends", "RuntimeError", "no database at db:5432")
+    ]
+    assert f"{line}, in <module>" in crash[0].exception_stacktrace
+
+
+def test_an_exception_that_ends_a_thread_is_an_error_record(stream: RedisHandle) -> None:
+    env = stream.env(OTEL_SERVICE_NAME="threads")
+    bare = run_python_process(THREAD_CRASH, env)
+    traced = run_python_process(CONFIGURE + THREAD_CRASH, env)
+    assert (traced.returncode, traced.stdout) == (bare.returncode, bare.stdout) == (0, "main goes on\n")
+    assert traced.stderr == bare.stderr.replace('"<string>", line 4', '"<string>", line 5')
+
+    [crash] = stream.logs()
+    assert (crash.body, crash.attributes) == (
+        "uncaught exception in thread syncer: the thread ends",
+        {"thread.name": "syncer"},
+    )
+    assert (crash.exception_type, crash.exception_message) == ("ValueError", "bad row 7")
+
+
+def test_ctrl_c_is_no_crash(stream: RedisHandle) -> None:
+    env = stream.env(OTEL_SERVICE_NAME="interrupted")
+    bare = run_python_process(INTERRUPTED, env)
+    traced = run_python_process(CONFIGURE + INTERRUPTED, env)
+    assert traced.returncode == bare.returncode != 0
+    assert "KeyboardInterrupt" in traced.stderr
+    assert stream.logs() == []

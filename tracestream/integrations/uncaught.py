@@ -1,0 +1,61 @@
+"""Exceptions nothing caught: the one that ends the program and those that end a thread.
+
+Python hands them to `sys.excepthook` and `threading.excepthook`, which print the traceback
+and write nothing anywhere else: a script, a management command or a worker that crashes at
+start left no record. Like Sentry's excepthook integration we wrap both hooks, once a process:
+each such exception becomes an ERROR record with its traceback (an error issue), then the
+hook the app had runs, so what it prints and its exit status are unchanged. A hook the app
+sets afterwards (rich's `traceback.install()`) replaces ours.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from types import TracebackType
+
+from opentelemetry._logs import SeverityNumber
+
+from tracestream._internal_log import internal_logger
+from tracestream.integrations.record_writer import RecordWriter
+
+__all__ = ["install"]
+
+SCOPE = "tracestream.uncaught"
+# Not failures: Ctrl-C, and a thread's `sys.exit()`, which Python's own hook passes over too.
+_NOT_CRASHES = (KeyboardInterrupt, SystemExit)
+
+_writer = RecordWriter(SCOPE)
+_installed = False
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    app_hook = sys.excepthook
+    app_thread_hook = threading.excepthook
+
+    def excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+        _record(error, "uncaught exception: the program ends", {})
+        app_hook(kind, error, trace)
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            name = args.thread.name if args.thread is not None else "?"
+            body = f"uncaught exception in thread {name}: the thread ends"
+            _record(args.exc_value, body, {"thread.name": name})
+        app_thread_hook(args)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
+
+
+def _record(error: BaseException, body: str, attributes: dict[str, str]) -> None:
+    if isinstance(error, _NOT_CRASHES):
+        return
+    try:
+        _writer.emit(body, SeverityNumber.ERROR, attributes, exception=error)
+    except Exception as failure:  # the app's own hook must run whatever happens here
+        internal_logger.warning("cannot record an uncaught exception: %r", failure)
