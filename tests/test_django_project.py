@@ -532,6 +532,23 @@ def test_gunicorn_preload_with_the_otel_docs_post_fork_recipe(
         check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/preload")
 
 
+@pytest.mark.parametrize("asgi", ["proj.asgi_channels", "proj.asgi_channels_inline"])
+def test_configure_after_channels_built_djangos_handler(
+    redis_server: EmbeddedRedis, tmp_path: Path, asgi: str
+) -> None:
+    """Channels' asgi.py builds Django's handler first of all; configure() at the file's end
+    found no `application` that was a handler, and every request went without record or span."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [bin_path("uvicorn"), f"{asgi}:application", "--port", str(port)]
+    env = _env(stream, tmp_path / "db.sqlite3", "proj.settings_without_tracestream")
+    with serve(command, env, http_ready(f"{base}/orders/0/")):
+        response = httpx.get(f"{base}/orders/5/", headers={"user-agent": "e2e/channels"})
+        record = request_record(stream, response)
+        check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/channels")
+
+
 def test_a_request_gunicorns_worker_timeout_aborts_keeps_its_record(
     redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:

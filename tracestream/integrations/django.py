@@ -531,14 +531,35 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
 def _reload_handlers_built_before() -> None:
     """A handler built before configure() loaded its middleware without contrib's and ours: no
     span, no record. gunicorn `--preload` with configure() in `post_fork` (the OpenTelemetry
-    docs' recipe for fork models) builds it in the master. Found where servers take it from,
-    a module's `application`, it loads its middleware again, before it serves a request."""
+    docs' recipe for fork models) builds it in the master, and Channels' `asgi.py` builds it
+    first of all, as `django_asgi_app`, with configure() after. Found where servers and routers
+    take it from, a module's global or the ASGI router it routes HTTP to, it loads its
+    middleware again, before it serves a request."""
     if not settings.configured or MIDDLEWARE in (getattr(settings, "MIDDLEWARE", None) or ()):
         return
-    for module in list(sys.modules.values()):
-        handler = getattr(module, "__dict__", {}).get("application")  # no module __getattr__ runs
-        if isinstance(handler, BaseHandler) and handler._middleware_chain is not None:
+    for handler in _handlers_in_modules():
+        if handler._middleware_chain is not None:
             handler.load_middleware(is_async=isinstance(handler, ASGIHandler))
+
+
+def _handlers_in_modules() -> list[BaseHandler]:
+    """Each handler a module's global is, or routes HTTP to, once."""
+    found: dict[int, BaseHandler] = {}
+    for module in list(sys.modules.values()):
+        for value in list(getattr(module, "__dict__", {}).values()):  # no module __getattr__ runs
+            if isinstance(value, BaseHandler):
+                found[id(value)] = value
+            elif type(value).__module__ == "channels.routing":
+                for routed in _routed_to(value):
+                    if isinstance(routed, BaseHandler):
+                        found[id(routed)] = routed
+    return list(found.values())
+
+
+def _routed_to(router: object) -> list[object]:
+    """The apps a Channels `ProtocolTypeRouter` routes to (`"http": get_asgi_application()`)."""
+    mapping = getattr(router, "application_mapping", None)
+    return list(mapping.values()) if isinstance(mapping, dict) else []
 
 
 class TracestreamConfig(AppConfig):  # type: ignore[misc]
