@@ -234,8 +234,19 @@ def _on_failure(sender: Any, task_id: str, exception: BaseException, **_: Any) -
     _finished("failed", sender, task_id, SeverityNumber.ERROR, exception)
 
 
+class CancelledAtShutdown(Exception):
+    """A running task a cold shutdown cancelled. Celery marks it for a retry, but its message was
+    acknowledged as it started (only an `acks_late` task's is not), so no broker delivers it again."""
+
+
 def _on_retry(sender: Any, request: Any, reason: Any = None, **_: Any) -> None:
-    """`reason` is absent for a task a cold shutdown cancelled, to be delivered again."""
+    """`reason` is absent for a task a cold shutdown cancelled: lost, whatever its state says."""
+    if reason is None:
+        lost = CancelledAtShutdown(
+            "a cold shutdown cancelled it; it will not run again (an acks_late task is delivered again)"
+        )
+        _finished("cancelled", sender, request.id, SeverityNumber.ERROR, lost)
+        return
     _finished("retried", sender, request.id, SeverityNumber.WARN, getattr(reason, "exc", None) or reason)
 
 
