@@ -201,8 +201,10 @@ class StreamSpanProcessor(_QueueOwner, SpanProcessor):
         self._shutdown_timeout = shutdown_timeout
         self.joined = False
         # Instrumentation scopes whose spans are housekeeping when they start a trace, left out
-        # then (a Celery worker's broker traffic: integrations/celery.py).
+        # then (a Celery worker's broker traffic: integrations/celery.py), with every span under
+        # them (the commands of a pipeline): their trace ids while the root is open.
         self.quiet_roots: frozenset[str] = frozenset()
+        self._quiet_traces: set[int] = set()
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:
         return self.exporter.export(batch) is SpanExportResult.SUCCESS
@@ -213,10 +215,16 @@ class StreamSpanProcessor(_QueueOwner, SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         check_propagator()
+        if span.parent is None and self.quiet_roots and self._quiet(span):
+            self._quiet_traces.add(span.context.trace_id)
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
         if context is None:
+            return
+        if self._quiet_traces and context.trace_id in self._quiet_traces:
+            if span.parent is None:
+                self._quiet_traces.discard(context.trace_id)
             return
         if span.parent is None and self.quiet_roots and self._quiet(span):
             return
