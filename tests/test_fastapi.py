@@ -168,6 +168,30 @@ def test_configure_before_or_after_the_app_is_created(stream: RedisHandle, order
     assert [(s.name, s.trace_id) for s in spans] == [("GET /hello/{name}", records[0].trace_id)]
 
 
+# FastAPI's "Behind a Proxy" example, whose `root_path=` FastAPI 0.16x warns about.
+BEHIND_A_PROXY = """
+import warnings
+warnings.simplefilter("default")
+{setup}from fastapi import FastAPI
+
+app = FastAPI(root_path="/api/v1")
+print(type(app).__name__)
+"""
+
+
+def test_configure_before_the_app_changes_nothing_fastapi_says_of_it(stream: RedisHandle) -> None:
+    """contrib's `instrument()` makes every app of its subclass of FastAPI, whose `__init__` the
+    warnings FastAPI gives about the app's own line pointed at."""
+    env = stream.env(OTEL_SERVICE_NAME="proxied")
+    bare = run_python_process(BEHIND_A_PROXY.format(setup=""), env)
+    setup = "import tracestream; tracestream.configure()\n"
+    traced = run_python_process(BEHIND_A_PROXY.format(setup=setup), env)
+    assert bare.returncode == traced.returncode == 0, traced.stderr
+    assert traced.stdout == bare.stdout == "FastAPI\n"
+    assert "<string>:7: FastAPIDeprecationWarning: The `root_path` parameter is deprecated" in traced.stderr
+    assert traced.stderr == bare.stderr.replace("<string>:6:", "<string>:7:")  # one line further down
+
+
 def test_an_httpx_call_continues_the_callers_trace(
     api: tuple[str, Server], api_stream: RedisHandle, stream: RedisHandle
 ) -> None:

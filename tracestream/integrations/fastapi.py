@@ -160,10 +160,9 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
     if _installed:
         return
     _installed = True
-    instrumentor = FastAPIInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(**CONTRIB_OPTIONS)
-    else:
+    # The apps are instrumented as they build their stack, not by `instrument()`, whose subclass
+    # of `FastAPI` would be the app's type and the frame FastAPI's own warnings point at.
+    if FastAPIInstrumentor().is_instrumented_by_opentelemetry:
         _add_contrib_options()
     FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
         FastAPI.build_middleware_stack
