@@ -412,11 +412,21 @@ class TornFrames:
 class Spool:
     """A size-capped FIFO of row batches on disk for one destination, used by one worker thread."""
 
-    def __init__(self, directory: ProcessDirectory, destination: Destination | str, max_bytes: int) -> None:
+    def __init__(
+        self,
+        directory: ProcessDirectory,
+        destination: Destination | str,
+        max_bytes: int,
+        *,
+        say_takeover: bool = True,
+    ) -> None:
+        """`say_takeover`: a service says it sends what ended processes left before its own
+        records; `tracestream spool replay`, which sends nothing else, says what it sent instead."""
         self._directory = directory
         self.destination = destination if isinstance(destination, Destination) else Destination(destination)
         self._name = self.destination.key
         self.max_bytes = max_bytes
+        self._say_takeover = say_takeover
         self._start()
 
     def _start(self) -> None:
@@ -548,7 +558,7 @@ class Spool:
             adopted += [
                 _Segment(path, path.stat().st_size, done_offset(path), adopted=True) for path in segments
             ]
-        if adopted:
+        if adopted and self._say_takeover:
             internal_logger.warning(
                 "took over %d spool segment(s) that %d ended process(es) left for %s: "
                 "they are sent before this process's own records",

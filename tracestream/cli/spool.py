@@ -144,7 +144,8 @@ def _replay(config: Settings, base: Path) -> int:
     complete = True
     for exporter in (RedisStreamLogExporter(config), RedisStreamSpanExporter(config)):
         writer = exporter.writer
-        spool = Spool(process_directory(base), Destination.of(config, writer.stream), config.spool_max_bytes)
+        destination = Destination.of(config, writer.stream)
+        spool = Spool(process_directory(base), destination, config.spool_max_bytes, say_takeover=False)
         queue: BatchQueue[Any] = BatchQueue(
             f"replay {writer.stream}", writer.write_rows, _REPLAY_BATCH, encode=writer.encode, spool=spool
         )
