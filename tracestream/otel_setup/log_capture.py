@@ -228,6 +228,8 @@ def install(capture: LogCapture) -> None:
     if logging.Logger.filter is not _capturing_filter:
         logging.Logger.isEnabledFor = _capturing_is_enabled_for  # type: ignore[method-assign]
         logging.Logger.filter = _capturing_filter  # type: ignore[method-assign, assignment]
+        # The mark's default, on the class: a record's own `__dict__` is read only where it is set.
+        setattr(logging.LogRecord, _TAKEN_ELSEWHERE, False)
         logging.handlers.QueueHandler.prepare = _marking_prepare  # type: ignore[method-assign]
         logging.handlers.SocketHandler.makePickle = _marking_make_pickle  # type: ignore[method-assign]
 
@@ -240,6 +242,8 @@ def uninstall() -> None:
     logging.Logger.filter = _filter  # type: ignore[method-assign]
     logging.handlers.QueueHandler.prepare = _prepare  # type: ignore[method-assign]
     logging.handlers.SocketHandler.makePickle = _make_pickle  # type: ignore[method-assign]
+    if _TAKEN_ELSEWHERE in vars(logging.LogRecord):
+        delattr(logging.LogRecord, _TAKEN_ELSEWHERE)
     while _disabled_loggers:
         vars(_disabled_loggers.pop()).pop("makeRecord", None)
 
@@ -277,9 +281,8 @@ def _capturing_filter(self: logging.Logger, record: logging.LogRecord) -> Any:
         return False  # the app's handlers must not see it
     if writing_to_redis.get() and record.name.startswith("redis"):
         return False
-    fields = record.__dict__
-    if _TAKEN_ELSEWHERE in fields:  # in the stream already, from the process that sent it here
-        del fields[_TAKEN_ELSEWHERE]
+    if record._tracestream_taken:  # type: ignore[attr-defined]  # _TAKEN_ELSEWHERE: sent here, stored
+        del record.__dict__[_TAKEN_ELSEWHERE]
         return _filter(self, record)
     return _take_after_filters(self, record)
 
