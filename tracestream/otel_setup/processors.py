@@ -215,7 +215,7 @@ class StreamSpanProcessor(_QueueOwner, SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         check_propagator()
-        if span.parent is None and self.quiet_roots and self._quiet(span):
+        if self.quiet_roots and span.parent is None and self._quiet(span):
             self._quiet_traces.add(span.context.trace_id)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -226,7 +226,7 @@ class StreamSpanProcessor(_QueueOwner, SpanProcessor):
             if span.parent is None:
                 self._quiet_traces.discard(context.trace_id)
             return
-        if span.parent is None and self.quiet_roots and self._quiet(span):
+        if self.quiet_roots and span.parent is None and self._quiet(span):
             return
         if self.queue.closed and span.kind is SpanKind.CLIENT:
             # A call an exit handler registered before configure() makes (Sentry's last upload,
