@@ -67,3 +67,28 @@ def test_a_fastapi_apps_access_lines_stay_out_under_a_quieter_server(stream: Red
         running.stop()
         assert "GET / " not in running.output() and "Started server process" not in running.output()
     assert not [e for e in stream.logs() if e.scope == "uvicorn.access"]
+
+
+def test_an_aiohttp_server_app_says_why_it_has_no_request_records(stream: RedisHandle) -> None:
+    """aiohttp's quickstart server under the launcher: upstream's instrumentation traces each
+    request, and one line says why there is no request record."""
+    port = free_port()
+    env = stream.env(
+        OTEL_SERVICE_NAME="aiohttp",
+        OTEL_LOGS_EXPORTER="redis_stream",
+        OTEL_TRACES_EXPORTER="redis_stream",
+        OTEL_METRICS_EXPORTER="none",
+        PORT=str(port),
+    )
+    command = launched(bin_path("python"), "-m", "tests.apps.aiohttp_docs")
+    with serve(command, env, http_ready(f"http://127.0.0.1:{port}/")) as running:
+        assert httpx.get(f"http://127.0.0.1:{port}/ada").text == "Hello, ada"
+        wait_for(stream.spans, what="upstream's span of the request")
+        running.stop()
+        output = running.output()
+    assert [line for line in output.splitlines() if line.startswith("tracestream:")] == [
+        "tracestream: WARNING aiohttp.web is in use, which tracestream does not integrate: its requests get "
+        "no request records, and spans only from upstream's aiohttp-server instrumentation "
+        "(opentelemetry-instrument loads it); the log lines of its apps reach the stream"
+    ]
+    assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]

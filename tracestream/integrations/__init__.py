@@ -66,9 +66,24 @@ INTEGRATIONS = (
     ),
 )
 INSTALLED_BY_CONFIGURE = frozenset(integration.name for integration in INTEGRATIONS)
-# Web frameworks without an integration, by the class an app of theirs is made of: their
-# requests get no request records.
-UNINTEGRATED = {"flask": "Flask"}
+
+
+@dataclass(frozen=True)
+class Unintegrated:
+    """A web framework without an integration: its requests get no request records."""
+
+    module: str  # the module of the class its apps are made of
+    app_class: str
+    contrib: str  # upstream's instrumentation of it, which the launcher loads
+
+
+UNINTEGRATED = {
+    framework.module: framework
+    for framework in (
+        Unintegrated("flask", "Flask", "Flask"),
+        Unintegrated("aiohttp.web", "Application", "aiohttp-server"),
+    )
+}
 
 _lock = threading.Lock()
 _deferred: list[Callable[[], None]] | None = None
@@ -114,25 +129,26 @@ def _say_unintegrated(module: ModuleType) -> None:
     """Once a process, as the app makes its first app of a web framework we do not integrate:
     not as the framework is imported, which the launcher's instrumentation and Sentry's
     integrations do for themselves."""
-    app_class = getattr(module, UNINTEGRATED[module.__name__], None)
+    framework = UNINTEGRATED[module.__name__]
+    app_class = getattr(module, framework.app_class, None)
     if isinstance(app_class, type):
         original = app_class.__init__  # type: ignore[misc]
 
         def init(self: object, *args: object, **kwargs: object) -> None:
             app_class.__init__ = original  # type: ignore[misc]
-            _say_framework_unintegrated(module.__name__)
+            _say_framework_unintegrated(framework)
             original(self, *args, **kwargs)
 
         app_class.__init__ = init  # type: ignore[misc]
 
 
-def _say_framework_unintegrated(library: str) -> None:
+def _say_framework_unintegrated(framework: Unintegrated) -> None:
     internal_logger.warning(
         "%s is in use, which tracestream does not integrate: its requests get no request "
         "records, and spans only from upstream's %s instrumentation (opentelemetry-instrument "
         "loads it); the log lines of its apps reach the stream",
-        library,
-        library.capitalize(),
+        framework.module,
+        framework.contrib,
     )
 
 
