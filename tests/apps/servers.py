@@ -77,9 +77,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def http_ready(url: str) -> Callable[[Server], bool]:
+    """A server whose socket listens before its worker answers (gunicorn's master binds, then boots
+    the worker) holds the probe until it does: a probe that gave up first would be a request the
+    app still serves, to a client that left (Django's ASGI handler cancels it: an error record)."""
+
     def ready(_: Server) -> bool:
         try:
-            httpx.get(url, timeout=1.0)
+            httpx.get(url, timeout=15.0)
         except httpx.TransportError:
             return False
         return True
