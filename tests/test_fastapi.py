@@ -188,8 +188,9 @@ def test_configure_before_the_app_changes_nothing_fastapi_says_of_it(stream: Red
     traced = run_python_process(BEHIND_A_PROXY.format(setup=setup), env)
     assert bare.returncode == traced.returncode == 0, traced.stderr
     assert traced.stdout == bare.stdout == "FastAPI\n"
-    assert "<string>:7: FastAPIDeprecationWarning: The `root_path` parameter is deprecated" in traced.stderr
     assert traced.stderr == bare.stderr.replace("<string>:6:", "<string>:7:")  # one line further down
+    if "FastAPIDeprecationWarning" in bare.stderr:  # FastAPI 0.16x; the lowest we test does not warn
+        assert "<string>:7: FastAPIDeprecationWarning: The `root_path` parameter" in traced.stderr
 
 
 def test_an_httpx_call_continues_the_callers_trace(
