@@ -94,19 +94,22 @@ class Destination:
         if not self.server:
             return ""
         if self.server.startswith("/"):
-            return f"unix://{self.server}?db={self.db}"
+            return f"{self._scheme}://{self.server}?db={self.db}"
         host, _, port = self.server.rpartition(":")
         host = f"[{host}]" if ":" in host else host
-        return f"{'rediss' if self.tls else 'redis'}://{host}:{port}/{self.db}"
+        return f"{self._scheme}://{host}:{port}/{self.db}"
 
     @property
     def server_url(self) -> str:
         """The server without credentials, as a URL."""
         if not self.server:
             return "an unrecorded Redis"
-        scheme = "unix" if self.server.startswith("/") else ("rediss" if self.tls else "redis")
         cluster = " (cluster)" if self.cluster else ""
-        return f"{scheme}://{self.server}/{self.db}{cluster}"
+        return f"{self._scheme}://{self.server}/{self.db}{cluster}"
+
+    @property
+    def _scheme(self) -> str:
+        return "unix" if self.server.startswith("/") else ("rediss" if self.tls else "redis")
 
     @property
     def key(self) -> str:
@@ -611,13 +614,11 @@ def backlogs(base: Path) -> list[Backlog]:
     for process in process_folders(base):
         live = not is_orphan(process)
         for folder in sorted(path for path in process.iterdir() if path.is_dir()):
-            segments = sorted(folder.glob(f"*{_SEGMENT_SUFFIX}"))
-            size = sum(segment.stat().st_size - done_offset(segment) for segment in segments)
+            segments = [(path, done_offset(path)) for path in sorted(folder.glob(f"*{_SEGMENT_SUFFIX}"))]
+            size = sum(path.stat().st_size - done for path, done in segments)
             if size <= 0:
                 continue
-            records = sum(
-                len(rows) for segment in segments for _, rows in read_frames(segment, done_offset(segment))
-            )
+            records = sum(len(rows) for path, done in segments for _, rows in read_frames(path, done))
             found.append(Backlog(folder, read_destination(folder), live, len(segments), size, records))
     return found
 
