@@ -576,13 +576,14 @@ class BatchQueue(Generic[T]):
         self._sender.stop(_JOIN_TIMEOUT)
         waiting = self.counters.spooled - self.counters.replayed
         if waiting > 0 and self.spool is not None:
+            replay = replay_command(self.spool.destination)
             internal_logger.warning(
-                "%s: %s in the spool for %s: the next process writing there sends %s, or `%s`",
+                "%s: %s in the spool for %s: the next process writing there sends %s%s",
                 self.name,
                 "1 record waits" if waiting == 1 else f"{waiting} records wait",
                 self.spool.destination.describe(),
                 "it" if waiting == 1 else "them",
-                replay_command(self.spool.destination),
+                f", or `{replay}`" if replay else "",
             )
         return flushed
 
