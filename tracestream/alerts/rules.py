@@ -140,15 +140,18 @@ def load_rules(path: str | Path) -> RuleSet:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise RuleError(f"cannot read rule file {str(path)!r}: {error}") from None
+    loader = yaml.SafeLoader(text)  # what safe_load does, keeping the nodes: they have the lines
     try:
-        document = yaml.safe_load(text)
+        root = loader.get_single_node()
+        document = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise RuleError(
             f"{path}: not valid YAML{where}: {getattr(error, 'problem', None) or error}"
         ) from None
-    root = yaml.compose(text)
+    finally:
+        loader.dispose()
     _refuse_a_key_written_twice(root, path)
     try:
         return parse_rules(document)
