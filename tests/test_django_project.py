@@ -25,7 +25,7 @@ import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, is_request_record, request_record
 from tests.apps.servers import Server, bin_path, http_ready, launched, printed, run_json, serve
-from tests.support import ROOT, RedisHandle, wait_for
+from tests.support import ROOT, RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.schema import LogEntry, SpanEntry
 
@@ -719,6 +719,35 @@ def test_a_gevent_celery_worker_delivers_its_tasks_records(
     assert server.process.returncode == 0, output
     assert not [line for line in output.splitlines() if line.startswith("tracestream:")]
     assert stopped_in < 10, output
+
+
+# Shows which modules a thread other than the main one imports for the first time.
+THREAD_IMPORTS = """
+from gevent import monkey; monkey.patch_all()
+import importlib._bootstrap, logging, os, sys
+from tracestream.otel_setup import native_threads
+main_thread = native_threads.get_ident()
+find_and_load = importlib._bootstrap._find_and_load
+
+def reported(name, import_):
+    if name not in sys.modules and native_threads.get_ident() != main_thread:
+        os.write(1, f"{name}\\n".encode())
+    return find_and_load(name, import_)
+
+importlib._bootstrap._find_and_load = reported
+import tracestream
+tracestream.configure(service_name="gevent-script")
+logging.getLogger("app").warning("logged from a greenlet")
+"""
+
+
+def test_our_threads_import_nothing_an_app_greenlet_could_be_importing(stream: RedisHandle) -> None:
+    """Under gevent each import holds a greenlet lock. Our thread importing gevent's resolver as
+    it first connected to Redis left a Celery worker's greenlet, importing it for the broker at
+    that moment, waiting on a lock its hub could not see: LoopExit, and the worker died at start."""
+    done = run_python_process(THREAD_IMPORTS, stream.env())
+    assert (done.returncode, done.stdout) == (0, ""), done.stderr
+    assert [e.body for e in stream.logs()] == ["logged from a greenlet"]
 
 
 def test_a_gevent_celery_worker_patched_after_the_launcher_says_what_to_set(

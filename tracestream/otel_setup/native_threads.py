@@ -150,10 +150,28 @@ class Worker:
             self._done.release()
 
 
+def _import_what_gevent_imports_at_first_lookup() -> None:
+    """Import, in the calling thread, what gevent imports the first time a thread looks up a
+    host: its resolver, its thread pool and the idna codec.
+
+    Once gevent has patched `_thread`, each import holds a greenlet lock. Were our thread the
+    one importing, an app greenlet importing the same module then would wait on a lock held in
+    a thread its hub cannot see, and gevent raises LoopExit: a Celery gevent worker died at
+    start connecting to its broker while our thread connected to Redis."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is None or not gevent_monkey.is_module_patched("socket"):
+        return
+    config = sys.modules["gevent"].config
+    for setting in ("resolver", "threadpool"):
+        getattr(config, setting)  # imports the class the setting names
+    "localhost".encode("idna")
+
+
 def start(target: Callable[[], object]) -> Worker | None:
     """A `Worker` running `target`, or None where the interpreter starts no thread: Python 3.12.0
     to 3.12.2 refuse them once the exit has begun, atexit callbacks included (CPython gh-104690),
     and a system out of threads refuses them at any time. The caller then does the work itself."""
+    _import_what_gevent_imports_at_first_lookup()
     try:
         return Worker(target)
     except RuntimeError:
