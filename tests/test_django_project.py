@@ -20,6 +20,7 @@ from functools import partial
 from importlib.metadata import requires
 from pathlib import Path
 
+import django
 import httpx
 import pytest
 
@@ -339,6 +340,34 @@ def test_served_500_has_the_trace_headers_and_one_error(served: Running) -> None
     assert errors == [record], [(e.stream_id, e.record_id, e.scope, e.body[:80]) for e in errors]
 
 
+ASGI_SERVERS = {"daphne", "uvicorn", "daphne-runserver", "gunicorn-uvicorn"}
+
+
+def test_served_request_whose_client_leaves_is_no_error(
+    served: Running, request: pytest.FixtureRequest
+) -> None:
+    """Under ASGI, Django from 5.0 cancels an async view whose client disconnects (its docs on
+    handling disconnects): nginx's 499, a warning, where a 500 made an error issue of every
+    impatient client. Under WSGI nothing notices, and the view answers nobody."""
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(f"{served.base}/orders/21/prepare/", timeout=1)
+
+    def the_record() -> list[LogEntry]:
+        logs = served.stream.logs()
+        return [e for e in logs if is_request_record(e) and e.attributes["url.path"] == "/orders/21/prepare/"]
+
+    [record] = wait_for(the_record, timeout=15, what="the request record")
+    cancelled = request.node.callspec.params["served"] in ASGI_SERVERS and django.VERSION >= (5, 0)
+    expected = ("WARN", 499, "order 21: no longer awaited") if cancelled else ("INFO", 200, None)
+    in_its_trace = [e for e in served.stream.logs() if e.trace_id == record.trace_id]
+    last_line = [e.body for e in in_its_trace if e.scope == "orders.views"][-1]
+    status = record.attributes["http.response.status_code"]
+    assert (record.severity, status, last_line if cancelled else None) == expected, in_its_trace
+    assert (record.exception_type, [e for e in in_its_trace if e.severity == "ERROR"]) == ("", [])
+    spans = wait_for(lambda: [s for s in served.stream.spans() if s.trace_id == record.trace_id])
+    assert [(s.kind, s.status) for s in spans] == [("SERVER", "UNSET")]
+
+
 def test_served_request_refused_before_our_middleware_keeps_its_access_line(served: Running) -> None:
     """A Host not in ALLOWED_HOSTS fails in the contrib middleware, before ours: no record
     stands for that request, so the server's access line is what the stream has of it."""
@@ -455,6 +484,31 @@ def test_a_request_the_server_abandons_keeps_its_record_and_span(
     assert (record.severity, record.exception_type) == UNFINISHED and record.trace_id == line.trace_id
     [span] = [s for s in stream.spans() if s.trace_id == line.trace_id]
     assert (span.kind, span.status, span.name) == ("SERVER", "ERROR", "GET orders/<int:order_id>/wait/")
+
+
+def test_a_view_the_server_cancels_as_it_stops_stays_an_error(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """uvicorn's graceful shutdown running out cancels what it serves, Django's handler first:
+    no client left, the request failed."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    port = free_port()
+    command = [bin_path(UVICORN[0]), *(arg.format(port=port) for arg in UVICORN[1:])]
+    ready = http_ready(f"http://127.0.0.1:{port}/orders/0/")
+    with (
+        serve(command, _env(stream, tmp_path / "db.sqlite3"), ready) as server,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        waiting = pool.submit(_get_until_the_server_goes, f"http://127.0.0.1:{port}/orders/22/prepare/")
+        wait_for(lambda: [e for e in stream.logs() if e.body == "preparing order 22"], what="the view's line")
+        os.killpg(server.process.pid, signal.SIGINT)
+        server.process.wait(15)
+        waiting.result()
+    [record] = [
+        e for e in stream.logs() if is_request_record(e) and e.attributes["url.path"] == "/orders/22/prepare/"
+    ]
+    outcome = (record.severity, record.attributes["http.response.status_code"], record.exception_type)
+    assert outcome == ("ERROR", 500, "asyncio.exceptions.CancelledError"), server.output()
 
 
 def _get_until_the_server_goes(url: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.apps import AppConfig
 from django.conf import settings
+from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.core.signals import got_request_exception
@@ -67,6 +69,8 @@ _OTEL_MIDDLEWARE = "opentelemetry.instrumentation.django.middleware.otel_middlew
 _SEEN = "_tracestream_request"
 _ERROR = "_tracestream_error"
 _REASON = "_tracestream_reason"  # the exception a 4xx answered
+_CLIENT_LEFT = "_tracestream_client_left"
+_CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client left before the answer
 _installed = False
 
 
@@ -157,7 +161,10 @@ class RequestRecordMiddleware:
         try:
             response = await get_response(request)
         except BaseException as error:
-            answering.unanswered(error)
+            if _client_left(request, error):
+                answering.client_left()
+            else:
+                answering.unanswered(error)
             raise
         finally:
             served(answering)
@@ -191,10 +198,55 @@ class _Answering:
                 exchange = _exchange(self.request, 500, None, self.started)
                 emit_request_record(exchange, error, context=self.context)
 
+    def client_left(self) -> None:
+        """Django cancelled the view as its client disconnected: nobody is answered, which is no
+        error of the app's."""
+        if not self.recorded:
+            self.recorded = True
+            if not _is_console(self.request.path):
+                exchange = _exchange(self.request, _CLIENT_CLOSED_REQUEST, None, self.started)
+                emit_request_record(exchange, context=self.context)
+
     def record_unfinished(self, error: BaseException) -> None:
         if not self.recorded:
             self.unanswered(error)
             _end_abandoned_span(self.request, error)
+
+
+def _client_left(request: HttpRequest, error: BaseException) -> bool:
+    """Whether `error` is Django's cancelling the request as its client disconnected, asked once
+    a request: the span's middleware and the record's both end with it."""
+    if not isinstance(error, asyncio.CancelledError):
+        return False
+    left = getattr(request, _CLIENT_LEFT, None)
+    if left is None:
+        left = _cancelled_by_djangos_disconnect_listener()
+        setattr(request, _CLIENT_LEFT, left)
+    return bool(left)
+
+
+def _cancelled_by_djangos_disconnect_listener() -> bool:
+    """From 5.0 Django's ASGI handler listens for the client's disconnect beside the view's task,
+    and when it comes cancels that task and awaits it, which Django's docs tell views to expect.
+    A server that stops cancels the handler itself instead (uvicorn's graceful shutdown running
+    out), and no handler is left waiting on the view's task: that stays a 500."""
+    try:
+        view = asyncio.current_task()
+    except RuntimeError:  # a sync middleware's thread: no loop, no view task
+        return False
+    for task in asyncio.all_tasks():
+        awaiting: Any = task.get_coro()
+        while inspect.iscoroutine(awaiting):
+            if awaiting.cr_code is ASGIHandler.handle.__code__ and awaiting.cr_frame is not None:
+                listener, *views = awaiting.cr_frame.f_locals.get("tasks") or [None]
+                if view in views and _raised(listener, RequestAborted):
+                    return True
+            awaiting = awaiting.cr_await
+    return False
+
+
+def _raised(task: asyncio.Task[Any] | None, error: type[BaseException]) -> bool:
+    return task is not None and task.done() and not task.cancelled() and isinstance(task.exception(), error)
 
 
 def _end_abandoned_span(request: HttpRequest, error: BaseException) -> None:
@@ -216,7 +268,8 @@ def _end_contribs_span(request: HttpRequest, error: BaseException) -> None:
     activation = meta.pop(_DjangoMiddleware._environ_activation_key, None)
     span = meta.pop(_DjangoMiddleware._environ_span_key, None)
     if span is not None and activation is not None:
-        span.set_status(_failed(error))
+        if not _client_left(request, error):
+            span.set_status(_failed(error))
         activation.__exit__(type(error), error, error.__traceback__)
     token = meta.pop(_DjangoMiddleware._environ_token, None)
     if token is not None:

@@ -34,6 +34,17 @@ def wait(request: HttpRequest, order_id: int) -> JsonResponse:
     return JsonResponse({"order_id": order_id})
 
 
+async def prepare(request: HttpRequest, order_id: int) -> JsonResponse:
+    """Django's docs on handling disconnects: a long async view, cancelled if its client leaves."""
+    logger.warning("preparing order %d", order_id)
+    try:
+        await asyncio.sleep(3)
+    except asyncio.CancelledError:
+        logger.warning("order %d: no longer awaited", order_id)
+        raise
+    return JsonResponse({"order_id": order_id})
+
+
 def cancel(request: HttpRequest, order_id: int) -> JsonResponse:
     """Django's docs on PermissionDenied: raised in a view, answered with a 403."""
     raise PermissionDenied(f"order {order_id} is not yours to cancel")
