@@ -118,6 +118,8 @@ from django.conf import settings
 settings.configure()
 django.setup()
 telemetry = tracestream.configure(service_name="channels")
+from django.core.asgi import get_asgi_application
+application = get_asgi_application()  # what daphne's runserver serves
 details = {"method": "GET", "path": "/orders/1/", "status": 500, "time_taken": 0.01, "client": "127.0.0.1:5"}
 for message, args in [
     ("HTTP %(method)s %(path)s %(status)s [%(time_taken).2f, %(client)s]", details),

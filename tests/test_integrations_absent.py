@@ -182,3 +182,30 @@ def test_a_web_framework_imported_but_never_made_into_an_app_is_not_said(stream:
     done = _run([sys.executable, "-c", code], stream.env())
     assert (done.returncode, done.stdout) == (0, "flask\n"), done.stderr
     assert "tracestream:" not in done.stderr
+
+
+# Celery's "First Steps" app, its task's arguments serialized as a publisher does.
+CELERY_FIRST_STEPS = """
+import json, sys
+import tracestream
+tracestream.configure(service_name="tasks")
+from celery import Celery
+from kombu.serialization import dumps
+
+app = Celery("tasks", broker="redis://127.0.0.1:1/0")
+
+@app.task
+def add(x, y):
+    return x + y
+
+dumps({"args": [4, 4]}, serializer="json")
+print(json.dumps([name for name in ("django", "django.core.handlers") if name in sys.modules]))
+"""
+
+
+def test_django_imported_by_kombu_loads_no_django_integration(stream: RedisHandle) -> None:
+    """kombu imports `django` for one class wherever it is installed: every Celery process then
+    loaded Django's request handling and ours, 13 MB, and a worker with a memory limit per child
+    replaced its children twice as often."""
+    done = _run([sys.executable, "-c", CELERY_FIRST_STEPS], stream.env())
+    assert (done.returncode, done.stdout, done.stderr) == (0, '["django"]\n', "")

@@ -6,7 +6,8 @@ and task records inside their trace, trace headers, and a flush where Celery chi
 end with `os._exit`.
 
 An integration installs when its library is imported (at once if it already is), so a
-process pays nothing for frameworks it has installed but never uses. A library is in use
+process pays nothing for frameworks it has installed but never uses; Django's, when one of its
+request handlers is. A library is in use
 only when the app imports it: OpenTelemetry's OTLP/HTTP exporter imports requests for
 itself, so a missing contrib instrumentation is named only once the app's own code holds
 the library, at the latest as the process ends.
@@ -48,12 +49,32 @@ class Integration:
     # A library other libraries import for themselves (requests imports urllib3): without its
     # contrib instrumentation it is left as it is, unsaid.
     said_missing: bool = True
+    # The modules whose import puts the library in use, where importing the library is not
+    # enough: kombu imports `django` for one class, in every Celery process.
+    in_use_from: tuple[str, ...] = ()
+
+    @property
+    def in_use_when_imported(self) -> tuple[str, ...]:
+        return self.in_use_from or (self.library,)
+
+    @property
+    def ours(self) -> str:
+        return f"tracestream.integrations.{self.module}"
 
 
 INTEGRATIONS = (
     Integration("fastapi", "fastapi", "fastapi", "opentelemetry.instrumentation.fastapi", "fastapi"),
     Integration("starlette", "starlette", "starlette", "opentelemetry.instrumentation.asgi", "starlette"),
-    Integration("django", "django", "django", "opentelemetry.instrumentation.django", "django"),
+    Integration(
+        "django",
+        "django",
+        "django",
+        "opentelemetry.instrumentation.django",
+        "django",
+        # Django's request handlers: a server's, runserver's, the test client's. Not their base
+        # module, which each imports as it starts: ours imports them, and would find them half made.
+        in_use_from=("django.core.handlers.wsgi", "django.core.handlers.asgi"),
+    ),
     Integration("celery", "celery", "celery", "opentelemetry.instrumentation.celery", "celery"),
     Integration("requests", "requests", "clients", "opentelemetry.instrumentation.requests", "clients"),
     Integration("httpx", "httpx", "clients", "opentelemetry.instrumentation.httpx", "clients"),
@@ -177,7 +198,9 @@ class _Installer:
 
     Importing a contrib module imports its library, so the library's import hook can fire
     while the contrib module is half-initialised (the launcher loads it that way): then
-    the contrib module's own import hook, which fires once it is complete, installs.
+    the contrib module's own import hook, which fires once it is complete, installs. The
+    same holds for our module where it imports the module that puts the library in use
+    (Django's app config, in `INSTALLED_APPS`, imports it after configure() ran).
     """
 
     def __init__(self, telemetry: Telemetry, integration: Integration) -> None:
@@ -187,17 +210,23 @@ class _Installer:
         self._said_contrib_is_missing = False
 
     def register(self) -> None:
-        wrapt.register_post_import_hook(self._on_import, self.integration.library)
+        for name in self.integration.in_use_when_imported:
+            wrapt.register_post_import_hook(self._on_import, name)
         if find_spec_quietly(self.integration.contrib) is not None:
             wrapt.register_post_import_hook(self._on_import, self.integration.contrib)
+        if self.integration.in_use_from:
+            wrapt.register_post_import_hook(self._on_import, self.integration.ours)
 
     def _on_import(self, module: ModuleType) -> None:
         follow_uwsgi_forks()  # the app loads: under uWSGI, its module is there by now
         integration = self.integration
-        if integration.library not in sys.modules:
+        if not any(name in sys.modules for name in integration.in_use_when_imported):
             return
-        # The contrib module's own hook fires once its code has run, still flagged as initialising.
-        if module.__name__ != integration.contrib and _initializing(integration.contrib):
+        # The contrib module's own hook, and ours, fire once its code has run, still flagged as initialising.
+        if any(
+            module.__name__ != name and _initializing(name)
+            for name in (integration.contrib, integration.ours)
+        ):
             return
         install = partial(self._install, _imported_by_app())  # only the stack, now, tells who imported it
         with _lock:
@@ -220,7 +249,7 @@ class _Installer:
                 before_closing(self._say_contrib_is_missing_if_held_by_app)
             return
         try:
-            module = import_module(f"tracestream.integrations.{integration.module}")
+            module = import_module(integration.ours)
             module.install(self.telemetry, integration.name)
         except Exception as error:  # a broken integration must not cost the process its telemetry
             internal_logger.warning("the %s integration failed to install: %r", integration.name, error)
