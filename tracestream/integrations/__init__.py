@@ -7,10 +7,9 @@ end with `os._exit`.
 
 An integration installs when its library is imported (at once if it already is), so a
 process pays nothing for frameworks it has installed but never uses; Django's, when one of its
-request handlers is. A library is in use
-only when the app imports it: OpenTelemetry's OTLP/HTTP exporter imports requests for
-itself, so a missing contrib instrumentation is named only once the app's own code holds
-the library, at the latest as the process ends.
+request handlers is. A library is in use only when the app imports it: OpenTelemetry's
+OTLP/HTTP exporter imports requests for itself, so a missing contrib instrumentation is named
+only once the app's own code holds the library, at the latest as the process ends.
 `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS` (the launcher's variable) turns any of them off.
 """
 
