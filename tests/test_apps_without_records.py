@@ -5,6 +5,7 @@ their servers log, once each, in the request's trace when the launcher traced it
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.apps.servers import bin_path, http_ready, launched, serve
 from tests.support import RedisHandle, wait_for
@@ -69,26 +70,40 @@ def test_a_fastapi_apps_access_lines_stay_out_under_a_quieter_server(stream: Red
     assert not [e for e in stream.logs() if e.scope == "uvicorn.access"]
 
 
-def test_an_aiohttp_server_app_says_why_it_has_no_request_records(stream: RedisHandle) -> None:
-    """aiohttp's quickstart server under the launcher: upstream's instrumentation traces each
-    request, and one line says why there is no request record."""
+# (command, path, its answer, upstream's instrumentation): each framework's own quickstart app
+QUICKSTARTS = {
+    "aiohttp.web": ("python -m tests.apps.aiohttp_docs", "/ada", "Hello, ada", "aiohttp-server"),
+    "tornado.web": ("python -m tests.apps.tornado_docs", "/", "Hello, world", "Tornado"),
+    "falcon": ("gunicorn tests.apps.falcon_docs:app -b 127.0.0.1:{port}", "/things", "Two things", "Falcon"),
+}
+
+
+@pytest.mark.parametrize("framework", sorted(QUICKSTARTS))
+def test_a_web_framework_we_do_not_integrate_says_why_it_has_no_request_records(
+    stream: RedisHandle, framework: str
+) -> None:
+    """Its quickstart app under the launcher: upstream's instrumentation traces each request,
+    and one line says why there is no request record."""
+    command, path, answer, instrumentation = QUICKSTARTS[framework]
     port = free_port()
     env = stream.env(
-        OTEL_SERVICE_NAME="aiohttp",
+        OTEL_SERVICE_NAME=framework,
         OTEL_LOGS_EXPORTER="redis_stream",
         OTEL_TRACES_EXPORTER="redis_stream",
         OTEL_METRICS_EXPORTER="none",
         PORT=str(port),
     )
-    command = launched(bin_path("python"), "-m", "tests.apps.aiohttp_docs")
-    with serve(command, env, http_ready(f"http://127.0.0.1:{port}/")) as running:
-        assert httpx.get(f"http://127.0.0.1:{port}/ada").text == "Hello, ada"
+    program, *args = command.format(port=port).split()
+    with serve(
+        launched(bin_path(program), *args), env, http_ready(f"http://127.0.0.1:{port}{path}")
+    ) as running:
+        assert answer in httpx.get(f"http://127.0.0.1:{port}{path}").text
         wait_for(stream.spans, what="upstream's span of the request")
         running.stop()
         output = running.output()
     assert [line for line in output.splitlines() if line.startswith("tracestream:")] == [
-        "tracestream: WARNING aiohttp.web is in use, which tracestream does not integrate: its requests get "
-        "no request records, and spans only from upstream's aiohttp-server instrumentation "
+        f"tracestream: WARNING {framework} is in use, which tracestream does not integrate: its requests "
+        f"get no request records, and spans only from upstream's {instrumentation} instrumentation "
         "(opentelemetry-instrument loads it); the log lines of its apps reach the stream"
     ]
     assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]

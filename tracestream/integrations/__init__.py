@@ -102,6 +102,8 @@ UNINTEGRATED = {
     for framework in (
         Unintegrated("flask", "Flask", "Flask"),
         Unintegrated("aiohttp.web", "Application", "aiohttp-server"),
+        Unintegrated("tornado.web", "Application", "Tornado"),
+        Unintegrated("falcon", "App", "Falcon"),  # falcon.asgi.App too, a subclass
     )
 }
 
