@@ -6,20 +6,24 @@ start left no record. Like Sentry's excepthook integration we wrap both hooks, o
 each such exception becomes an ERROR record with its traceback (an error issue), then the
 hook the app had runs, so what it prints and its exit status are unchanged. A hook the app
 sets afterwards (rich's `traceback.install()`) replaces ours.
+
+Under the launcher we stand in for upstream's instrumentation of the same hooks, which
+`opentelemetry-bootstrap` installs everywhere: beside ours it recorded each crash twice, and
+asyncio's "Task exception was never retrieved" beside asyncio's own logged line.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from types import TracebackType
+from types import ModuleType, TracebackType
 
 from opentelemetry._logs import SeverityNumber
 
 from tracestream._internal_log import internal_logger
 from tracestream.integrations.record_writer import RecordWriter
 
-__all__ = ["install"]
+__all__ = ["install", "stand_in_for_upstreams_instrumentation"]
 
 SCOPE = "tracestream.uncaught"
 # Not failures: Ctrl-C, and a thread's `sys.exit()`, which Python's own hook passes over too.
@@ -50,6 +54,14 @@ def install() -> None:
 
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
+
+
+def stand_in_for_upstreams_instrumentation(module: ModuleType) -> None:
+    """A post-import hook on `opentelemetry.instrumentation.exceptions`: instrumenting installs
+    ours instead."""
+    instrumentor = module.UnhandledExceptionInstrumentor
+    instrumentor._instrument = lambda self, **kwargs: install()
+    instrumentor._uninstrument = lambda self, **kwargs: None
 
 
 def _record(error: BaseException, body: str, attributes: dict[str, str]) -> None:

@@ -25,7 +25,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from tracestream import integrations
-from tracestream.integrations import INSTALLED_BY_CONFIGURE
+from tracestream.integrations import INSTALLED_BY_CONFIGURE, uncaught
 from tracestream.integrations.structlog import stand_in_for_upstreams_instrumentation
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
 from tracestream.otel_setup.telemetry import installed
@@ -74,6 +74,9 @@ def before_instrumentors() -> None:
         _hold_back_django_instrumentor()
         wrapt.register_post_import_hook(_keep_servers_run_as_modules_out, _CLICK_INSTRUMENTATION)
         wrapt.register_post_import_hook(stand_in_for_upstreams_instrumentation, _STRUCTLOG_INSTRUMENTATION)
+        wrapt.register_post_import_hook(
+            uncaught.stand_in_for_upstreams_instrumentation, _EXCEPTIONS_INSTRUMENTATION
+        )
     elif any(name.startswith("TRACESTREAM_") for name in os.environ):
         # Another distro chose the exporters (upstream's picks otlp): nothing would reach Redis.
         print(
@@ -113,6 +116,8 @@ def _keep_servers_run_as_modules_out(click_instrumentation: Any) -> None:
 
 # Installed by `opentelemetry-bootstrap` beside structlog; see integrations/structlog.py.
 _STRUCTLOG_INSTRUMENTATION = "opentelemetry.instrumentation.structlog"
+# Installed by `opentelemetry-bootstrap` everywhere; see integrations/uncaught.py.
+_EXCEPTIONS_INSTRUMENTATION = "opentelemetry.instrumentation.exceptions"
 
 _DJANGO_SWITCH = "OTEL_PYTHON_DJANGO_INSTRUMENT"
 _held_django = False
