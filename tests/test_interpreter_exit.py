@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from tests.otlp_receiver import OtlpReceiver
-from tests.support import ROOT, RedisHandle, run_python_process, wait_for
+from tests.otlp_receiver import OtlpReceiver, SilentServer
+from tests.support import ROOT, VENV_BIN, RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.settings import BatchSettings
@@ -227,6 +227,44 @@ def test_a_collector_that_is_down_holds_the_exit_no_longer_than_the_shutdown_tim
     ]
     assert took < 1 + PROMPTLY, took
     assert [e.body for e in wait_for(stream.logs, what="the record in Redis")] == ["fanned out"]
+
+
+# A line, and the exit: the launcher sets it up, or configure() where `{setup}` says so.
+ONE_LINE = """
+{setup}
+import logging
+logging.getLogger("app").warning("one line")
+print("logged", flush=True)
+"""
+
+
+@pytest.mark.parametrize("launcher", [False, True], ids=["configure", "launcher"])
+def test_a_redis_that_answers_nothing_holds_the_exit_no_longer_than_the_timeouts_together(
+    launcher: bool,
+) -> None:
+    """A firewalled port, or a host that takes connections and never answers (a CI job's Redis
+    that is not there): the exit waits for the shutdown timeout and one Redis call in flight
+    past it, as reliability.md promises. A status report, or a spool replay, started after the
+    deadline waited out one Redis timeout more each (4.8 s against this test's 2 s)."""
+    with SilentServer() as hung_redis:
+        env = RedisHandle(url=f"redis://127.0.0.1:{hung_redis.port}/0", stream="hung").env(
+            OTEL_SERVICE_NAME="hung",
+            OTEL_TRACES_EXPORTER="redis_stream",  # configuration.md: whichever distro the launcher picks
+            OTEL_LOGS_EXPORTER="redis_stream",
+            OTEL_METRICS_EXPORTER="none",
+            TRACESTREAM_SHUTDOWN_TIMEOUT="1s",
+            TRACESTREAM_REDIS_TIMEOUT="1s",
+        )
+        setup = "" if launcher else "import tracestream; tracestream.configure()"
+        command = [sys.executable, "-c", ONE_LINE.format(setup=setup)]
+        if launcher:
+            command = [str(VENV_BIN / "opentelemetry-instrument"), *command]
+        app = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert app.stdout is not None and app.stdout.readline() == "logged\n"
+        logged = time.monotonic()
+        assert app.wait(30) == 0
+        took = time.monotonic() - logged
+    assert took < 1 + 1 + 0.75, took
 
 
 def test_a_record_the_capture_cannot_take_costs_the_app_nothing(stream: RedisHandle) -> None:

@@ -119,19 +119,23 @@ class Sender:
         self._jobs: native_threads.Jobs[Callable[[], None]] = native_threads.Jobs()
         self._thread: native_threads.Worker | None = None
         self._report_failed = False
+        self._stopping = False
 
     def send(self, batch: list[Any]) -> Sending:
         sending = Sending(batch, native_threads.Result())
         self._submit(partial(self._send, sending))
         return sending
 
-    def report(self, report: StatusReport, status: dict[str, int]) -> None:
-        self._submit(partial(self._report_safely, report, status))
+    def report(self, report: StatusReport, status: dict[str, int], *, last_word: bool = False) -> None:
+        self._submit(partial(self._report_safely, report, status, last_word))
 
     def stop(self, timeout: float) -> None:
-        """After the jobs already given, within `timeout` seconds."""
+        """Within `timeout` seconds. What is still queued then starts no Redis call, but for the
+        last status report: the flush before has set its batches aside already, and each call
+        could wait out a whole Redis timeout at exit."""
         thread = self._thread
         if thread is not None and thread.ident != native_threads.get_ident():
+            self._stopping = True
             self._jobs.put(_last_job)
             thread.join(timeout)
 
@@ -155,11 +159,14 @@ class Sender:
     def _send(self, sending: Sending) -> None:
         outcome: Outcome = False
         try:
-            outcome = self._export(sending.batch)
+            if not self._stopping:
+                outcome = self._export(sending.batch)
         finally:  # the worker waits on this result: it must always come
             sending.result.set(outcome)
 
-    def _report_safely(self, report: StatusReport, status: dict[str, int]) -> None:
+    def _report_safely(self, report: StatusReport, status: dict[str, int], last_word: bool) -> None:
+        if self._stopping and not last_word:
+            return
         try:
             report(status)
         except Exception as error:  # a status report must never stop the exports behind it
@@ -541,8 +548,10 @@ class BatchQueue(Generic[T]):
         spool while Redis is failing, for a caller that must not wait on a failing Redis."""
         return self.flush(timeout, retry_failing=False)
 
-    def shutdown(self, timeout: float) -> bool:
-        """Flush within `timeout`, then stop the worker.
+    def shutdown(self, timeout: float, *, report_status: bool = True) -> bool:
+        """Flush within `timeout`, then stop the worker. The last status report goes out only
+        where this flush and, with `report_status`, the caller's others took everything: with
+        Redis not answering, it would wait out a Redis timeout more.
 
         `interrupt`, given for another exporter, is that exporter's own shutdown. An export may
         block inside it (OTLP's retries while its collector is down) past the timeout: it then
@@ -571,8 +580,8 @@ class BatchQueue(Generic[T]):
             internal_logger.warning("%s: %s not exported or spooled at shutdown", self.name, records)
         if full := self.counters.dropped_queue_full:
             internal_logger.warning("%s: %d records were dropped while the queue was full", self.name, full)
-        if self._report is not None and flushed:  # the last word doctor reads, while the status lives
-            self._sender.report(self._report, self.status())
+        if self._report is not None and flushed and report_status:  # the last word doctor reads
+            self._sender.report(self._report, self.status(), last_word=True)
         self._sender.stop(_JOIN_TIMEOUT)
         waiting = self.counters.spooled - self.counters.replayed
         if waiting > 0 and self.spool is not None:

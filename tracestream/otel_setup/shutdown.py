@@ -121,15 +121,22 @@ def close_queues() -> None:
         for callback in _before_closing:
             callback()
         for provider in _joined_providers:
-            provider.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000))
-        for queue in _queues:
-            queue.shutdown(max(0.0, deadline - time.monotonic()))
+            provider.force_flush(int(_left_until(deadline) * 1000))
+        # Every queue flushed first: one Redis did not take everything from is not tried again,
+        # and the last status reports go out only where Redis took everything.
+        flushed = [queue.flush(_left_until(deadline)) for queue in _queues]
+        for queue, out in zip(_queues, flushed, strict=True):
+            queue.shutdown(_left_until(deadline) if out else 0.0, report_status=all(flushed))
     finally:
         _closing = False
         for number, handler in replaced.items():
             signal.signal(number, handler)
     if _held_signal is not None:
         _die_of(_held_signal)
+
+
+def _left_until(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def _hold_deadly_signals() -> dict[int, _Handler]:
