@@ -30,6 +30,8 @@ import wrapt
 from tracestream._internal_log import internal_logger
 from tracestream.exporters.from_environment import EnvironmentSpanExporter
 from tracestream.forks import follow_uwsgi_forks
+from tracestream.integrations import loguru as loguru_integration
+from tracestream.integrations import structlog as structlog_integration
 from tracestream.integrations import uncaught
 from tracestream.otel_setup.app_overrides import span_processors_of
 from tracestream.otel_setup.http_names import choose_stable_names
@@ -145,6 +147,10 @@ def install_all(telemetry: Telemetry) -> None:
             _Installer(telemetry, integration).register()
     for library in UNINTEGRATED:
         wrapt.register_post_import_hook(_say_unintegrated, library)
+    if "structlog" not in off:
+        structlog_integration.install()
+    if "loguru" not in off:
+        loguru_integration.install()
 
 
 def _say_unintegrated(module: ModuleType) -> None:

@@ -36,6 +36,7 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from tracestream._internal_log import internal_logger
 from tracestream.integrations.http_records import current_route
 from tracestream.integrations.record_writer import RecordWriter, replace_lines
+from tracestream.integrations.structlog import printed_after_being_written
 from tracestream.otel_setup.shutdown import close_queues
 from tracestream.otel_setup.telemetry import Telemetry, installed
 from tracestream.schema import ENQUEUED_BY, rooted_route
@@ -71,6 +72,8 @@ _TRACE_LINES = frozenset(
     for text in (template, template.strip())
 )
 _RECEIVED_LINES = frozenset({celery_trace.LOG_RECEIVED, celery_trace.LOG_RECEIVED.strip()})
+# What a worker prints, logged there (`worker_redirect_stdouts`): structlog's PrintLogger prints too.
+_REDIRECTED_STDOUT = "celery.redirected"
 # The main process's line for a task killed at its hard time limit: its failed record says it.
 _TIME_LIMIT_LINE = "Hard time limit (%ss) exceeded for %s[%s]"
 
@@ -409,6 +412,7 @@ def install(telemetry: Telemetry, name: str = "celery") -> None:
     replace_lines(telemetry.handler, "celery.worker.strategy", _is_received_line)
     replace_lines(telemetry.handler, "celery.worker.request", _is_time_limit_line)
     replace_lines(telemetry.handler, "celery.worker.request", _is_reported_failure_line)
+    replace_lines(telemetry.handler, _REDIRECTED_STDOUT, printed_after_being_written)
 
 
 def _say_when_only_pool_children_are_set_up() -> None:

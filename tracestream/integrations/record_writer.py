@@ -53,16 +53,19 @@ class RecordWriter:
         *,
         exception: BaseException | None = None,
         context: Context | None = None,
+        severity_text: str | None = None,
     ) -> None:
+        """`severity_text`: a level's own name (loguru's SUCCESS), where it is not the severity's."""
         present = {key: value for key, value in attributes.items() if value is not None}
         telemetry = installed()
         if telemetry is None:
-            self._emit_to_api(body, severity, present, exception, context)
+            self._emit_to_api(body, severity, severity_text, present, exception, context)
             return
         record = PendingRecord(
             self._scope,
             body,
             severity,
+            severity_text,
             present,
             exception,
             context or get_current(),
@@ -75,6 +78,7 @@ class RecordWriter:
         self,
         body: str,
         severity: SeverityNumber,
+        severity_text: str | None,
         attributes: dict[str, Any],
         exception: BaseException | None,
         context: Context | None,
@@ -87,7 +91,7 @@ class RecordWriter:
             timestamp=time_ns(),
             context=context,
             severity_number=severity,
-            severity_text=_severity_text(severity),
+            severity_text=severity_text or _severity_text(severity),
             body=body,
             attributes=attributes,
         )
@@ -118,7 +122,8 @@ class PendingRecord:
     """One of our records as captured: attributes stay a plain dict until the worker encodes them."""
 
     __slots__ = (
-        "attributes", "body", "context", "exception", "provider", "scope", "severity", "timestamp_ns"
+        "attributes", "body", "context", "exception", "provider", "scope", "severity", "severity_text",
+        "timestamp_ns",
     )  # fmt: skip
 
     def __init__(
@@ -126,6 +131,7 @@ class PendingRecord:
         scope: str,
         body: str,
         severity: SeverityNumber,
+        severity_text: str | None,
         attributes: dict[str, Any],
         exception: BaseException | None,
         context: Context,
@@ -135,10 +141,14 @@ class PendingRecord:
         self.scope = scope
         self.body = body
         self.severity = severity
+        self.severity_text = severity_text
         self.attributes = attributes
         self.exception = exception
         self.context = context
         self.provider = provider
+
+    def _severity_text(self) -> str:
+        return self.severity_text or _severity_text(self.severity)
 
     def _attributes(self) -> dict[str, Any]:
         attributes = dict(self.attributes)
@@ -155,7 +165,7 @@ class PendingRecord:
         return encoding.log_values(
             record_id,
             self.timestamp_ns,
-            _severity_text(self.severity),
+            self._severity_text(),
             self.severity.value,
             self.body,
             encode_resource(self.provider.resource),
@@ -174,7 +184,7 @@ class PendingRecord:
             timestamp=self.timestamp_ns,
             observed_timestamp=self.timestamp_ns,
             context=self.context,
-            severity_text=_severity_text(self.severity),
+            severity_text=self._severity_text(),
             severity_number=self.severity,
             body=self.body,
             attributes=self._attributes(),

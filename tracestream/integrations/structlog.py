@@ -10,17 +10,27 @@ its key/values as attributes), so the processor leaves it to the bridge rather t
 it twice. So it does inside a `ProcessorFormatter`, which renders stdlib records that the
 bridge took as they were logged: it hands their processors no logger, or the record itself.
 
-Under `opentelemetry-instrument`, upstream's structlog instrumentation (which
-`opentelemetry-bootstrap` installs) puts its own processor in every chain; beside the bridge or
-ours it wrote each event twice. It is stood in for by `join_every_chain`: ours, in each chain
-that has none.
+configure(), and so the launcher, joins one to each chain that has none (`install`), so an
+app that never adds it still has its events in the stream. Under `opentelemetry-instrument`,
+upstream's structlog instrumentation (which `opentelemetry-bootstrap` installs) would put its own
+processor in every chain, and beside the bridge or ours write each event twice: ours stands in.
+
+A Celery worker logs what it prints, structlog's PrintLogger included, as `celery.redirected`
+records: the line of an event the processor wrote is left out (`printed_after_being_written`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
+import threading
+import warnings
 from collections.abc import Iterable, Mapping, MutableMapping
+from types import CodeType, FrameType, ModuleType
 from typing import Any
+
+import wrapt
 
 from tracestream._internal_log import internal_logger
 from tracestream.integrations.record_writer import RecordWriter
@@ -32,6 +42,11 @@ from tracestream.otel_setup.structured import (
     text_of,
 )
 from tracestream.schema import EXCEPTION_KEYS
+
+_installed = False
+# Per thread: the logger the processor last wrote an event for, until a Celery worker's
+# redirected stdout logs a line (`printed_after_being_written`).
+_written = threading.local()
 
 
 class OTelProcessor:
@@ -64,6 +79,7 @@ class OTelProcessor:
             event.attributes,
             exception=exception,
         )
+        _written.logger = logger
         return event_dict
 
     def _check_what_the_chain_hands_logging(self) -> None:
@@ -99,52 +115,108 @@ class OTelProcessor:
         return rendered
 
 
-def join_every_chain() -> None:
-    """Our processor before the last of structlog's processors (its renderer), now and in each
-    later `structlog.configure()` whose chain has none, as upstream's instrumentation places
-    its own. The app's first `configure_once()` still takes effect."""
+def install() -> None:
+    """Once a process: our processor joins every structlog chain as the app imports structlog
+    (at once, if it has), so configure() and the launcher build the same pipeline."""
+    global _installed
+    if not _installed:
+        _installed = True
+        wrapt.register_post_import_hook(_join_every_chain_or_say_why, "structlog")
+
+
+def _join_every_chain_or_say_why(module: ModuleType) -> None:
+    try:
+        _join_every_chain()
+    except Exception as error:  # the app's import of structlog goes on
+        internal_logger.warning("the structlog integration failed to install: %r", error)
+
+
+def _join_every_chain() -> None:
+    """Ours before the last of structlog's processors (its renderer), in the chain in use and in
+    each later one the app sets (`configure`, `configure_once`, `stdlib.recreate_defaults`,
+    `reset_defaults`), as upstream's instrumentation places its own. A chain holding an
+    OTelProcessor of the app's own (one built from `get_config()` holds ours too) keeps the
+    app's alone. Only the processors change: `is_configured()` answers as without us, since
+    apps configure structlog when it is not."""
     import structlog
+    from structlog import _config
 
     processor = OTelProcessor()
-    configure, configure_once, reset_defaults = (
-        structlog.configure,
-        structlog.configure_once,
-        structlog.reset_defaults,
-    )
-    configured_by_app = structlog.is_configured()
+    configure, reset_defaults = structlog.configure, structlog.reset_defaults
+    recreate_defaults = structlog.stdlib.recreate_defaults
 
-    def with_ours(chain: Iterable[Any] | None) -> list[Any] | None:
-        if chain is None:
-            return None
-        chain = list(chain)
+    def with_ours(chain: Iterable[Any]) -> list[Any]:
+        chain = [step for step in chain if step is not processor]
         if not any(isinstance(step, OTelProcessor) for step in chain):
             chain.insert(max(len(chain) - 1, 0), processor)
         return chain
 
+    def join_the_chain_in_use() -> None:
+        _config._CONFIG.default_processors = with_ours(_config._CONFIG.default_processors)
+
     def configured(processors: Iterable[Any] | None = None, *args: Any, **kwargs: Any) -> None:
-        nonlocal configured_by_app
-        configured_by_app = True
-        configure(with_ours(processors), *args, **kwargs)
+        configure(None if processors is None else with_ours(processors), *args, **kwargs)
 
     def configured_once(*args: Any, **kwargs: Any) -> None:
-        if configured_by_app:
-            configure_once(*args, **kwargs)
+        if structlog.is_configured():  # structlog's own warning, pointing at the app's call
+            warnings.warn("Repeated configuration attempted.", RuntimeWarning, stacklevel=2)
         else:
             configured(*args, **kwargs)
 
     def reset() -> None:
-        nonlocal configured_by_app
         reset_defaults()
-        configured_by_app = False
+        join_the_chain_in_use()
 
-    configure(with_ours(structlog.get_config()["processors"]))
+    def recreated(*args: Any, **kwargs: Any) -> None:
+        """structlog's `recreate_defaults` sets its chain without `configure()`."""
+        recreate_defaults(*args, **kwargs)
+        join_the_chain_in_use()
+
+    join_the_chain_in_use()
     structlog.configure = configured
     structlog.configure_once = configured_once
     structlog.reset_defaults = reset
+    structlog.stdlib.recreate_defaults = recreated
 
 
-def stand_in_for_upstreams_instrumentation(module: Any) -> None:
+def stand_in_for_upstreams_instrumentation(module: ModuleType) -> None:
     """A post-import hook on `opentelemetry.instrumentation.structlog`: instrumenting joins our
-    processor to every chain instead of adding upstream's."""
-    module.StructlogInstrumentor._instrument = lambda self, **kwargs: join_every_chain()
-    module.StructlogInstrumentor._uninstrument = lambda self, **kwargs: None
+    processor to every chain (`install`, which configure() ran already) instead of adding
+    upstream's."""
+    instrumentor = module.StructlogInstrumentor
+    instrumentor._instrument = lambda self, **kwargs: install()
+    instrumentor._uninstrument = lambda self, **kwargs: None
+
+
+def printed_after_being_written(record: logging.LogRecord) -> bool:
+    """A Celery worker logs what its tasks print (`worker_redirect_stdouts`) as `celery.redirected`
+    records, structlog's default PrintLogger among them: a line that is an event the processor
+    wrote, printed by that event's logger, is in the stream already. This thread's note is used up
+    either way, so a line the app prints later is never taken for an event."""
+    logger, _written.logger = getattr(_written, "logger", None), None
+    return logger is not None and _printing_logger(sys._getframe(1)) is logger
+
+
+# From this predicate to structlog's print: our bridge handler and its filters, the capture,
+# logging's `log`, `_log` and `handle`, and Celery's `LoggingProxy.write`.
+_FRAMES_UP_TO_THE_PRINT = 24
+
+
+def _printing_logger(frame: FrameType | None) -> object:
+    """The structlog logger whose `msg` is printing, if one is, a few frames up."""
+    printing = _printing_methods()
+    for _ in range(_FRAMES_UP_TO_THE_PRINT):
+        if frame is None:
+            return None
+        if frame.f_code in printing:
+            return frame.f_locals.get("self")
+        frame = frame.f_back
+    return None
+
+
+@functools.cache
+def _printing_methods() -> frozenset[CodeType]:
+    """structlog's loggers that write text to a stream: sys.stdout, unless given a file."""
+    import structlog
+
+    return frozenset({structlog.PrintLogger.msg.__code__, structlog.WriteLogger.msg.__code__})
