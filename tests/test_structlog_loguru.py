@@ -356,7 +356,8 @@ import logging, structlog, tracestream
 telemetry = tracestream.configure()
 logging.basicConfig(level=logging.INFO)
 structlog.configure(
-    processors=[structlog.processors.format_exc_info, structlog.stdlib.render_to_log_kwargs],
+    processors=[structlog.stdlib.add_log_level, structlog.processors.format_exc_info,
+                structlog.stdlib.render_to_log_kwargs],
     logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=structlog.stdlib.BoundLogger)
 log = structlog.get_logger("shop.kwargs")
 try:
@@ -369,6 +370,8 @@ telemetry.force_flush()
 
 
 def test_structlog_rendered_to_log_kwargs_keeps_its_traceback_once(stream: RedisHandle) -> None:
+    """The key/values are attributes but those that repeat what the record is: the rendered
+    traceback is its exception, and `add_log_level`'s `level` its severity."""
     run_python(STRUCTLOG_RENDERED_TO_LOG_KWARGS, stream.env(OTEL_SERVICE_NAME="cart"))
     entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="two records")
     assert [(e.body, e.attributes) for e in entries] == [

@@ -127,10 +127,19 @@ class PendingStdlibRecord:
         )
         if type(record.msg) is dict and "_logger" in fields:
             self._take_structlog_event(record.msg)
-        elif self.extras is not None and isinstance(self.extras.get("exception"), str):
-            self._take_rendered_exception(self.extras)
+        elif self.extras is not None:
+            self._leave_out_what_the_record_is(self.extras, record.levelname)
         if record.stack_info:  # `stack_info=True`: where the call was made, as the app prints it
             self.attributes[STACKTRACE_KEY] = _innermost_frames(record.stack_info)
+
+    def _leave_out_what_the_record_is(self, extras: dict[str, Any], level_name: str) -> None:
+        """structlog's `render_to_log_kwargs` hands its event's key/values over as `extra=`:
+        `add_log_level`'s `level` repeats the severity, and a rendered `exception` is the
+        record's exception."""
+        if extras.get("level") == level_name.lower():
+            del extras["level"]
+        if isinstance(extras.get("exception"), str):
+            self._take_rendered_exception(extras)
 
     def _take_rendered_exception(self, extras: dict[str, Any]) -> None:
         """structlog's `format_exc_info` then `render_to_log_kwargs` hand logging the traceback
