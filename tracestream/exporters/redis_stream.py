@@ -137,6 +137,11 @@ class StreamWriter(Generic[Item]):
         self.health = WriteHealth()
         self._last_error = ""  # why the last write failed: the status carries it to doctor while failing
 
+    @property
+    def failing_because(self) -> str:
+        """Why writes fail, while they do; "" once Redis takes them."""
+        return self._last_error if self.health.failing else ""
+
     def encode(self, items: Sequence[Item]) -> list[list[str]]:
         """Entries' values in schema order, within the size limits; runs on the export worker."""
         ids, resources = self._ids, self._resources
@@ -350,7 +355,7 @@ class StreamWriter(Generic[Item]):
         service = self.settings.service_name or self._resources.get_service()
         key = status_key(self.settings.stream, service, socket.gethostname(), os.getpid())
         fields: dict[str, int | str] = {f"{signal}.{name}": value for name, value in status.items()}
-        fields[f"{signal}.{ERROR_FIELD}"] = self._last_error if self.health.failing else ""
+        fields[f"{signal}.{ERROR_FIELD}"] = self.failing_because
         fields["updated_ms"] = int(time.time() * 1000)
         try:
             pipe = self._client.get().pipeline(transaction=False)

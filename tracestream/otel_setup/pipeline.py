@@ -193,9 +193,11 @@ class BatchQueue(Generic[T]):
         spool: Spool | None = None,
         report: StatusReport | None = None,
         interrupt: Callable[[], object] | None = None,
+        why_failing: Callable[[], str] | None = None,
     ) -> None:
         self.name = name
         self._interrupt = interrupt
+        self._why_failing = why_failing
         self.counters = Counters()
         self.spool = spool if encode is not None else None
         self._export = export
@@ -586,11 +588,13 @@ class BatchQueue(Generic[T]):
         waiting = self.counters.spooled - self.counters.replayed
         if waiting > 0 and self.spool is not None:
             replay = replay_command(self.spool.destination)
+            why = self._why_failing() if self._why_failing is not None else ""
             internal_logger.warning(
-                "%s: %s in the spool for %s: the next process writing there sends %s%s",
+                "%s: %s in the spool for %s%s: the next process writing there sends %s%s",
                 self.name,
                 "1 record waits" if waiting == 1 else f"{waiting} records wait",
                 self.spool.destination.describe(),
+                f", which failed: {why}" if why else "",
                 "it" if waiting == 1 else "them",
                 f", or `{replay}`" if replay else "",
             )

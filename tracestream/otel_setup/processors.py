@@ -37,6 +37,9 @@ class RowWriter(Protocol):
 
     def publish_status(self, signal: str, status: dict[str, int]) -> None: ...
 
+    @property
+    def failing_because(self) -> str: ...
+
 
 def _row_writer(exporter: object) -> RowWriter | None:
     """The writer behind our Redis exporters; None for any other exporter."""
@@ -65,6 +68,7 @@ def _queue(
             encode=writer.encode,
             spool=writer.make_spool(),
             report=lambda status: writer.publish_status(name, status),
+            why_failing=lambda: writer.failing_because,
         )
         if queue.spool:  # a dead process left records for this stream: replay them now
             queue.start()
