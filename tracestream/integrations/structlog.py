@@ -13,7 +13,8 @@ bridge took as they were logged: it hands their processors no logger, or the rec
 configure(), and so the launcher, joins one to each chain that has none (`install`), so an
 app that never adds it still has its events in the stream. Under `opentelemetry-instrument`,
 upstream's structlog instrumentation (which `opentelemetry-bootstrap` installs) would put its own
-processor in every chain, and beside the bridge or ours write each event twice: ours stands in.
+processor in every chain, and beside the bridge or ours write each event twice: the launcher
+runs `install` in its place.
 
 A Celery worker logs what it prints, structlog's PrintLogger included, as `celery.redirected`
 records: the line of an event the processor wrote is left out (`printed_after_being_written`).
@@ -177,15 +178,6 @@ def _join_every_chain() -> None:
     structlog.configure_once = configured_once
     structlog.reset_defaults = reset
     structlog.stdlib.recreate_defaults = recreated
-
-
-def stand_in_for_upstreams_instrumentation(module: ModuleType) -> None:
-    """A post-import hook on `opentelemetry.instrumentation.structlog`: instrumenting joins our
-    processor to every chain (`install`, which configure() ran already) instead of adding
-    upstream's."""
-    instrumentor = module.StructlogInstrumentor
-    instrumentor._instrument = lambda self, **kwargs: install()
-    instrumentor._uninstrument = lambda self, **kwargs: None
 
 
 def printed_after_being_written(record: logging.LogRecord) -> bool:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import sys
 import threading
-from types import ModuleType, TracebackType
+from types import TracebackType
 
 from opentelemetry._logs import SeverityNumber
 
 from tracestream._internal_log import internal_logger
 from tracestream.integrations.record_writer import RecordWriter
 
-__all__ = ["install", "stand_in_for_upstreams_instrumentation"]
+__all__ = ["install"]
 
 SCOPE = "tracestream.uncaught"
 # Not failures: Ctrl-C, and a thread's `sys.exit()`, which Python's own hook passes over too.
@@ -54,14 +54,6 @@ def install() -> None:
 
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
-
-
-def stand_in_for_upstreams_instrumentation(module: ModuleType) -> None:
-    """A post-import hook on `opentelemetry.instrumentation.exceptions`: instrumenting installs
-    ours instead."""
-    instrumentor = module.UnhandledExceptionInstrumentor
-    instrumentor._instrument = lambda self, **kwargs: install()
-    instrumentor._uninstrument = lambda self, **kwargs: None
 
 
 def _record(error: BaseException, body: str, attributes: dict[str, str]) -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
 
 import wrapt
@@ -26,7 +27,7 @@ from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from tracestream import integrations
 from tracestream.integrations import INSTALLED_BY_CONFIGURE, uncaught
-from tracestream.integrations.structlog import stand_in_for_upstreams_instrumentation
+from tracestream.integrations import structlog as structlog_integration
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
 from tracestream.otel_setup.telemetry import installed
 from tracestream.settings import ConfigError, refuse_to_launch
@@ -73,10 +74,8 @@ def before_instrumentors() -> None:
     if installed() is not None:
         _hold_back_django_instrumentor()
         wrapt.register_post_import_hook(_keep_servers_run_as_modules_out, _CLICK_INSTRUMENTATION)
-        wrapt.register_post_import_hook(stand_in_for_upstreams_instrumentation, _STRUCTLOG_INSTRUMENTATION)
-        wrapt.register_post_import_hook(
-            uncaught.stand_in_for_upstreams_instrumentation, _EXCEPTIONS_INSTRUMENTATION
-        )
+        for instrumentation in _STOOD_IN_FOR:
+            wrapt.register_post_import_hook(_stand_in, instrumentation)
     elif any(name.startswith("TRACESTREAM_") for name in os.environ):
         # Another distro chose the exporters (upstream's picks otlp): nothing would reach Redis.
         print(
@@ -114,10 +113,21 @@ def _keep_servers_run_as_modules_out(click_instrumentation: Any) -> None:
     click_instrumentation._skip_servers = skip_servers
 
 
-# Installed by `opentelemetry-bootstrap` beside structlog; see integrations/structlog.py.
-_STRUCTLOG_INSTRUMENTATION = "opentelemetry.instrumentation.structlog"
-# Installed by `opentelemetry-bootstrap` everywhere; see integrations/uncaught.py.
-_EXCEPTIONS_INSTRUMENTATION = "opentelemetry.instrumentation.exceptions"
+# Upstream's instrumentations `opentelemetry-bootstrap` installs (structlog's beside structlog,
+# the exceptions one everywhere) whose work configure() has done: beside ours each wrote every
+# record twice (see integrations/structlog.py and uncaught.py). Instrumenting runs ours instead.
+_STOOD_IN_FOR: dict[str, tuple[str, Callable[[], None]]] = {
+    "opentelemetry.instrumentation.structlog": ("StructlogInstrumentor", structlog_integration.install),
+    "opentelemetry.instrumentation.exceptions": ("UnhandledExceptionInstrumentor", uncaught.install),
+}
+
+
+def _stand_in(instrumentation: ModuleType) -> None:
+    class_name, install = _STOOD_IN_FOR[instrumentation.__name__]
+    instrumentor = getattr(instrumentation, class_name)
+    instrumentor._instrument = lambda self, **kwargs: install()
+    instrumentor._uninstrument = lambda self, **kwargs: None
+
 
 _DJANGO_SWITCH = "OTEL_PYTHON_DJANGO_INSTRUMENT"
 _held_django = False
