@@ -312,7 +312,7 @@ class BatchQueue(Generic[T]):
 
     def _drain(self, deadline: float | None, retry_failing: bool = True) -> bool:
         """Move everything towards Redis; True once the spool, held batch and queue are all in."""
-        if not self._export_lock.acquire(timeout=-1 if deadline is None else _remaining(deadline)):
+        if not self._export_lock.acquire(timeout=-1 if deadline is None else remaining(deadline)):
             return False
         self._deadline = deadline
         try:
@@ -329,7 +329,7 @@ class BatchQueue(Generic[T]):
         the app thread flushing may hold a lock the sender waits for (logging's, in a signal
         handler), and must not wait for ever."""
         deadline = self._deadline
-        outcome = sending.result.get(None if deadline is None else _remaining(deadline))
+        outcome = sending.result.get(None if deadline is None else remaining(deadline))
         return False if outcome is None else outcome
 
     def _drain_queue(self, deadline: float | None, delivering: bool) -> bool:
@@ -542,7 +542,7 @@ class BatchQueue(Generic[T]):
                     or (self.spool is not None and self._pending() == 0)
                 ):
                     return False
-                time.sleep(min(0.05, _remaining(deadline)))
+                time.sleep(min(0.05, remaining(deadline)))
             return True
 
     def secure(self, timeout: float) -> bool:
@@ -665,5 +665,6 @@ def _halves(batch: list[Any]) -> tuple[list[Any], list[Any]]:
     return batch[:middle], batch[middle:]
 
 
-def _remaining(deadline: float) -> float:
+def remaining(deadline: float) -> float:
+    """Seconds left until `deadline` (of `time.monotonic()`), never below zero."""
     return max(0.0, deadline - time.monotonic())

@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 
 from tracestream.forks import renew_in_child
 from tracestream.otel_setup import pool_workers
-from tracestream.otel_setup.pipeline import BatchQueue
+from tracestream.otel_setup.pipeline import BatchQueue, remaining
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -105,7 +105,7 @@ def _secure_queues() -> None:
 def _every_queue(step: Callable[[BatchQueue[Any], float], bool], timeout: float | None = None) -> bool:
     """`step` on each queue in turn, all within one `timeout` (default: the shutdown timeout)."""
     deadline = time.monotonic() + (_timeout if timeout is None else timeout)
-    results = [step(queue, max(0.0, deadline - time.monotonic())) for queue in _queues]
+    results = [step(queue, remaining(deadline)) for queue in _queues]
     return all(results)
 
 
@@ -121,22 +121,18 @@ def close_queues() -> None:
         for callback in _before_closing:
             callback()
         for provider in _joined_providers:
-            provider.force_flush(int(_left_until(deadline) * 1000))
+            provider.force_flush(int(remaining(deadline) * 1000))
         # Every queue flushed first: one Redis did not take everything from is not tried again,
         # and the last status reports go out only where Redis took everything.
-        flushed = [queue.flush(_left_until(deadline)) for queue in _queues]
+        flushed = [queue.flush(remaining(deadline)) for queue in _queues]
         for queue, out in zip(_queues, flushed, strict=True):
-            queue.shutdown(_left_until(deadline) if out else 0.0, report_status=all(flushed))
+            queue.shutdown(remaining(deadline) if out else 0.0, report_status=all(flushed))
     finally:
         _closing = False
         for number, handler in replaced.items():
             signal.signal(number, handler)
     if _held_signal is not None:
         _die_of(_held_signal)
-
-
-def _left_until(deadline: float) -> float:
-    return max(0.0, deadline - time.monotonic())
 
 
 def _hold_deadly_signals() -> dict[int, _Handler]:
