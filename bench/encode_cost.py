@@ -84,6 +84,7 @@ def run_step(kind: str, step: str, items: int) -> None:
                 "tracestream.http",
                 "GET /items/42 200 (0.2 ms)",
                 SeverityNumber.INFO,
+                None,
                 dict(RECORD_ATTRIBUTES),
                 None,
                 context,
