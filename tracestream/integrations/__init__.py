@@ -32,7 +32,7 @@ from tracestream.exporters.from_environment import EnvironmentSpanExporter
 from tracestream.forks import follow_uwsgi_forks
 from tracestream.integrations import loguru as loguru_integration
 from tracestream.integrations import structlog as structlog_integration
-from tracestream.integrations import uncaught
+from tracestream.integrations import threads, uncaught
 from tracestream.otel_setup.app_overrides import span_processors_of
 from tracestream.otel_setup.http_names import choose_stable_names
 from tracestream.otel_setup.shutdown import before_closing
@@ -142,6 +142,8 @@ def install_all(telemetry: Telemetry) -> None:
         return
     _choose_http_conventions(telemetry)
     uncaught.install()
+    if "threading" not in off:
+        threads.install()
     for integration in INTEGRATIONS:
         if integration.name not in off:
             _Installer(telemetry, integration).register()

@@ -19,8 +19,10 @@ import threading
 from types import TracebackType
 
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
 
 from tracestream._internal_log import internal_logger
+from tracestream.integrations import threads
 from tracestream.integrations.record_writer import RecordWriter
 
 __all__ = ["install"]
@@ -49,17 +51,20 @@ def install() -> None:
         if args.exc_value is not None:
             name = args.thread.name if args.thread is not None else "?"
             body = f"uncaught exception in thread {name}: the thread ends"
-            _record(args.exc_value, body, {"thread.name": name})
+            _record(args.exc_value, body, {"thread.name": name}, threads.context_of(args.thread))
         app_thread_hook(args)
 
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
 
 
-def _record(error: BaseException, body: str, attributes: dict[str, str]) -> None:
+def _record(
+    error: BaseException, body: str, attributes: dict[str, str], context: Context | None = None
+) -> None:
+    """`context`: a thread's crash is reported after it left the context it ran in."""
     if isinstance(error, _NOT_CRASHES):
         return
     try:
-        _writer.emit(body, SeverityNumber.ERROR, attributes, exception=error)
+        _writer.emit(body, SeverityNumber.ERROR, attributes, exception=error, context=context)
     except Exception as failure:  # the app's own hook must run whatever happens here
         internal_logger.warning("cannot record an uncaught exception: %r", failure)

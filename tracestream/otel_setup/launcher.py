@@ -26,7 +26,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from tracestream import integrations
-from tracestream.integrations import INSTALLED_BY_CONFIGURE, uncaught
+from tracestream.integrations import INSTALLED_BY_CONFIGURE, threads, uncaught
 from tracestream.integrations import structlog as structlog_integration
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
 from tracestream.otel_setup.telemetry import installed
@@ -114,11 +114,13 @@ def _keep_servers_run_as_modules_out(click_instrumentation: Any) -> None:
 
 
 # Upstream's instrumentations `opentelemetry-bootstrap` installs (structlog's beside structlog,
-# the exceptions one everywhere) whose work configure() has done: beside ours each wrote every
-# record twice (see integrations/structlog.py and uncaught.py). Instrumenting runs ours instead.
+# the exceptions and threading ones everywhere) whose work configure() has done: beside ours
+# each wrote every record twice, or added frames to the tracebacks a thread prints (see
+# integrations/structlog.py, uncaught.py and threads.py). Instrumenting runs ours instead.
 _STOOD_IN_FOR: dict[str, tuple[str, Callable[[], None]]] = {
     "opentelemetry.instrumentation.structlog": ("StructlogInstrumentor", structlog_integration.install),
     "opentelemetry.instrumentation.exceptions": ("UnhandledExceptionInstrumentor", uncaught.install),
+    "opentelemetry.instrumentation.threading": ("ThreadingInstrumentor", threads.install),
 }
 
 

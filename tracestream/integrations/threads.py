@@ -1,0 +1,77 @@
+"""Threads a request or a task starts run in its trace.
+
+A thread starts with an empty context, so what it logged carried no trace id and the calls it
+made began traces of their own: the concurrent.futures docs' `ThreadPoolExecutor` example in a
+view, `loop.run_in_executor`, a `threading.Thread`. Under the launcher upstream's threading
+instrumentation, which `opentelemetry-bootstrap` installs everywhere, carried the context
+across; `configure()` did not, so the same app got whole traces under one and broken ones
+under the other. We stand in for upstream's under the launcher, so both do the same.
+
+As upstream's, the OpenTelemetry context current at `Thread.start()` is the one the thread
+runs in (a `Timer` and a subclass's own `run()` too), and the one current at
+`ThreadPoolExecutor.submit()` the one the task runs in (`map` and `run_in_executor` submit).
+Only that context goes across, not the app's other context variables. Unlike upstream's, no
+frame of ours runs in the thread: it runs through `Context.run`, so the tracebacks the app
+prints are unchanged. A thread started inside a span keeps that span's trace for its whole life.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import Context
+from functools import partial
+from typing import Any
+
+import wrapt
+from opentelemetry import context as otel_context
+
+__all__ = ["context_of", "install"]
+
+# The context a thread was started in, for its uncaught exception: Python reports that after
+# `run()` has returned, outside the context the thread ran in.
+_STARTED_IN = "_tracestream_started_in"
+
+_installed = False
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    wrapt.wrap_function_wrapper(threading.Thread, "start", _start_in_context)
+    wrapt.wrap_function_wrapper(ThreadPoolExecutor, "submit", _submit_in_context)
+
+
+def context_of(thread: threading.Thread | None) -> otel_context.Context | None:
+    """The OpenTelemetry context `thread` was started in, if it was started inside one."""
+    started_in: otel_context.Context | None = getattr(thread, _STARTED_IN, None)
+    return started_in
+
+
+def _start_in_context(
+    start: Callable[[], None], thread: threading.Thread, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    current = otel_context.get_current()
+    if current and getattr(thread, _STARTED_IN, None) is None:
+        setattr(thread, _STARTED_IN, current)
+        thread.run = partial(_carrying(current).run, thread.run)  # type: ignore[method-assign]
+    start(*args, **kwargs)
+
+
+def _submit_in_context(
+    submit: Callable[..., Any], executor: ThreadPoolExecutor, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    current = otel_context.get_current()
+    if current and args:
+        return submit(_carrying(current).run, *args, **kwargs)
+    return submit(*args, **kwargs)
+
+
+def _carrying(current: otel_context.Context) -> Context:
+    """A fresh context holding only `current`: one thread or task enters it, once."""
+    carrier = Context()
+    carrier.run(otel_context.attach, current)
+    return carrier
