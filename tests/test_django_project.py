@@ -6,10 +6,12 @@ and daphne's runserver."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import signal
 import socket
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -157,6 +159,17 @@ def test_the_task_names_the_route_that_enqueued_it_as_the_request_record_does(sh
     assert {e.attributes["tracestream.enqueued_by"] for e in tasks} == {"/orders/<int:order_id>/ship/"}
 
 
+def test_a_regex_routes_record_names_it_as_a_regex_from_slash(project: tuple[Running, Server]) -> None:
+    """A `re_path` route (the Django docs' "Using regular expressions"; DRF's routers make them too)
+    stays a regular expression, its `^` anchor first, that matches the request's path."""
+    web, _ = project
+    response = httpx.get(f"{web.base}/articles/2003/", timeout=30)
+    assert response.json() == {"year": "2003"}
+    route = request_record(web.stream, response).attributes["http.route"]
+    assert route == "^/articles/(?P<year>[0-9]{4})/$"
+    assert re.fullmatch(route, "/articles/2003/")
+
+
 def _inventory_call(logs: list[LogEntry]) -> LogEntry:
     return next(e for e in logs if e.scope == "httpx")
 
@@ -254,6 +267,58 @@ def test_a_500_prints_what_it_prints_without_tracestream(
         (HTTP_SCOPE, "ERROR"),
     ]
     assert without_tracestream.stream.logs() == []
+
+
+# tracestream in INSTALLED_APPS: by its AppConfig's path (docs/frameworks.md), and by module, as
+# Django apps usually are listed: its Django integration's, or the package's.
+APP_SPELLINGS = [
+    "tracestream.integrations.django.TracestreamConfig",
+    "tracestream.integrations.django",
+    "tracestream",
+]
+
+
+def _listed(stream: RedisHandle, db: Path, apps: tuple[str, ...]) -> dict[str, str]:
+    return _env(stream, db, "proj.settings_tracestream_listed", PROJ_TRACESTREAM_APPS=",".join(apps))
+
+
+@pytest.mark.parametrize("listed", APP_SPELLINGS)
+def test_each_installed_apps_spelling_configures_once(
+    redis_server: EmbeddedRedis, tmp_path: Path, listed: str
+) -> None:
+    """A module listed without an AppConfig in its `apps` got a plain one from Django: our
+    `ready()` never ran, and nothing reached Redis, unsaid."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    base, web = _runserver(_listed(stream, tmp_path / "db.sqlite3", (listed,)))
+    with web as server:
+        response = httpx.get(f"{base}/orders/5/", headers={"user-agent": "e2e/listed"})
+        [record] = wait_for(
+            lambda: [e for e in stream.logs() if is_request_record(e) and "/orders/5/" in e.body],
+            what="the request's record",
+        )
+        check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/listed")
+        in_its_trace = sorted(e.body for e in stream.logs() if e.trace_id == record.trace_id)
+        output = server.output()
+    assert in_its_trace == sorted([record.body, "showing order 5"])
+    assert not [line for line in output.splitlines() if line.startswith("tracestream:")], output
+
+
+def test_tracestream_listed_twice_is_refused_as_any_app_listed_twice(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Every spelling is the one app, labelled `tracestream`: Django refuses two of them before
+    any app's `ready()` runs."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    said = {}
+    for apps in itertools.combinations(APP_SPELLINGS, 2):
+        env = _listed(stream, tmp_path / "db.sqlite3", apps)
+        checked = subprocess.run(
+            [bin_path("python"), MANAGE, "check"], env=env, capture_output=True, text=True, timeout=60
+        )
+        said[apps] = (checked.returncode, checked.stderr.strip().splitlines()[-1:])
+    duplicate = "Application labels aren't unique, duplicates: tracestream"
+    assert said == dict.fromkeys(said, (1, [f"django.core.exceptions.ImproperlyConfigured: {duplicate}"]))
+    assert stream.logs() == []
 
 
 SERVERS = {

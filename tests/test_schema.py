@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -151,3 +152,26 @@ def test_stdlib_level_names_follow_otel() -> None:
     assert _severity(logging.WARNING, "WARNING") == ("WARN", 13)
     assert _severity(logging.CRITICAL, "CRITICAL") == ("FATAL", 21)
     assert _severity(logging.DEBUG, "DEBUG") == ("DEBUG", 5)
+
+
+# Routes as frameworks hand them over, and as records name them.
+ROUTES = {
+    "orders/<int:order_id>/": "/orders/<int:order_id>/",  # Django's path()
+    "": "/",  # path("", ...)
+    "/items/{item_id}": "/items/{item_id}",  # FastAPI's, from `/` already
+    # re_path, as the Django docs' "Using regular expressions" writes it, and DRF's SimpleRouter
+    r"^articles/(?P<year>[0-9]{4})/$": r"^/articles/(?P<year>[0-9]{4})/$",
+    r"^users/(?P<pk>[^/.]+)/$": r"^/users/(?P<pk>[^/.]+)/$",
+    r"^$": r"^/$",
+    # a regex included under a path(): Django joins the two without the regex's `^`
+    r"api/users/(?P<pk>[^/.]+)/$": r"/api/users/(?P<pk>[^/.]+)/$",
+}
+
+
+def test_routes_are_rooted_at_slash_and_a_regex_stays_one() -> None:
+    """A regex route rooted before its `^` anchor (`/^users/…`) was neither a route nor a regex
+    that matched anything."""
+    assert {route: schema.rooted_route(route) for route in ROUTES} == ROUTES
+    assert [schema.rooted_route(rooted) for rooted in ROUTES.values()] == list(ROUTES.values())
+    assert re.fullmatch(ROUTES[r"^users/(?P<pk>[^/.]+)/$"], "/users/7/")
+    assert schema.rooted_route(None) is None

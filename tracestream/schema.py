@@ -585,8 +585,13 @@ def innermost_app_frame(stacktrace: str) -> str:
 def rooted_route(route: str | None) -> str | None:
     """A route as every framework but Django writes it, from `/`: Django's lack the leading
     slash (`orders/<int:order_id>/`), in its resolver and in contrib's `http.route` alike, so
-    records and the trace list name it this one way."""
-    return f"/{route}" if route is not None and not route.startswith("/") else route
+    records and the trace list name it this one way. A regular expression's (`re_path`, DRF's
+    routers) stays one, its `^` anchor first: `^/users/(?P<pk>[^/.]+)/$`."""
+    if route is None or route.startswith(("/", "^/")):
+        return route
+    if route.startswith("^"):
+        return f"^/{route[1:]}"
+    return f"/{route}"
 
 
 def normalized_message(message: str) -> str:

@@ -616,7 +616,9 @@ def _routed_to(router: object) -> list[object]:
 
 
 class TracestreamConfig(AppConfig):  # type: ignore[misc]
-    """Add `tracestream.integrations.django` to INSTALLED_APPS to configure from settings.
+    """List `"tracestream"` in INSTALLED_APPS to configure from settings. Django finds this
+    class in `tracestream.apps`, in this package's `apps` when the package is listed, or by its
+    own path: whichever is listed, it is the one app `tracestream`, and two of them a duplicate.
 
     `settings.TRACESTREAM` holds `configure()` arguments (environment variables fill the
     rest), and `worker_service_name` for Celery's processes (see `django_settings`); it runs
