@@ -24,6 +24,14 @@ thread.join()
 print("main goes on")
 """
 INTERRUPTED = "raise KeyboardInterrupt\n"
+# rich's docs ("Traceback"): its handler replaces sys.excepthook, and calls no hook it replaced.
+RICH_CRASH = """
+import os
+if os.environ.get("CONFIGURE") == "1": import tracestream; tracestream.configure()
+from rich.traceback import install
+install()
+raise RuntimeError("no database at db:5432")
+"""
 
 
 @pytest.mark.parametrize("launcher", [False, True], ids=["configure", "launcher"])
@@ -75,3 +83,20 @@ def test_ctrl_c_is_no_crash(stream: RedisHandle) -> None:
     assert traced.returncode == bare.returncode != 0
     assert "KeyboardInterrupt" in traced.stderr
     assert stream.logs() == []
+
+
+@pytest.mark.parametrize("launcher", [False, True], ids=["configure", "launcher"])
+def test_a_hook_set_afterwards_prints_the_end_and_it_is_still_recorded(
+    stream: RedisHandle, launcher: bool
+) -> None:
+    """rich's handler, and Typer's, which the `fastapi` command sets, replace ours and call no
+    other: the exception that ended the program is recorded at exit instead."""
+    env = stream.env(OTEL_SERVICE_NAME="rich", OTEL_PYTHON_DISTRO="tracestream")
+    bare = run_python_process(RICH_CRASH, env)
+    traced = run_python_process(RICH_CRASH, {**env, "CONFIGURE": str(int(not launcher))}, launcher=launcher)
+    assert (traced.returncode, traced.stdout) == (bare.returncode, bare.stdout) == (1, "")
+    assert "Traceback (most recent call last)" in bare.stderr and traced.stderr.endswith(bare.stderr)
+    crash = [(e.scope, e.body, e.exception_type, e.exception_message) for e in stream.logs()]
+    assert crash == [
+        (SCOPE, "uncaught exception: the program ends", "RuntimeError", "no database at db:5432")
+    ]

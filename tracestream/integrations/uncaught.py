@@ -5,7 +5,8 @@ and write nothing anywhere else: a script, a management command or a worker that
 start left no record. Like Sentry's excepthook integration we wrap both hooks, once a process:
 each such exception becomes an ERROR record with its traceback (an error issue), then the
 hook the app had runs, so what it prints and its exit status are unchanged. A hook the app
-sets afterwards (rich's `traceback.install()`) replaces ours.
+sets afterwards (rich's `traceback.install()`, Typer's) replaces ours: the exception that
+ended the program is then recorded at exit, from `sys.last_value`.
 
 Under the launcher we stand in for upstream's instrumentation of the same hooks, which
 `opentelemetry-bootstrap` installs everywhere: beside ours it recorded each crash twice, and
@@ -24,6 +25,7 @@ from opentelemetry.context import Context
 from tracestream._internal_log import internal_logger
 from tracestream.integrations import threads
 from tracestream.integrations.record_writer import RecordWriter
+from tracestream.otel_setup.shutdown import before_closing
 
 __all__ = ["install"]
 
@@ -33,6 +35,7 @@ _NOT_CRASHES = (KeyboardInterrupt, SystemExit)
 
 _writer = RecordWriter(SCOPE)
 _installed = False
+_recorded_end: BaseException | None = None
 
 
 def install() -> None:
@@ -44,7 +47,7 @@ def install() -> None:
     app_thread_hook = threading.excepthook
 
     def excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
-        _record(error, "uncaught exception: the program ends", {})
+        _record_the_end(error)
         app_hook(kind, error, trace)
 
     def thread_excepthook(args: threading.ExceptHookArgs) -> None:
@@ -56,6 +59,26 @@ def install() -> None:
 
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
+    before_closing(_record_an_end_another_hook_took)
+
+
+def _record_the_end(error: BaseException) -> None:
+    global _recorded_end
+    if error is not _recorded_end:
+        _recorded_end = error
+        _record(error, "uncaught exception: the program ends", {})
+
+
+def _record_an_end_another_hook_took() -> None:
+    """Python keeps the exception that ends the program in `sys.last_value` as it hands it to
+    `sys.excepthook`. A hook set after ours that does not call the one it replaced (rich's
+    `traceback.install()`, Typer's, which the `fastapi` command sets) printed it: it is
+    recorded as the queues close."""
+    if hasattr(sys, "ps1"):  # an interactive session keeps its prompt's last exception there
+        return
+    error = getattr(sys, "last_value", None)
+    if isinstance(error, BaseException):
+        _record_the_end(error)
 
 
 def _record(
