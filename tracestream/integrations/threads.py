@@ -1,11 +1,11 @@
 """Threads a request or a task starts run in its trace.
 
-A thread starts with an empty context, so what it logged carried no trace id and the calls it
-made began traces of their own: the concurrent.futures docs' `ThreadPoolExecutor` example in a
-view, `loop.run_in_executor`, a `threading.Thread`. Under the launcher upstream's threading
-instrumentation, which `opentelemetry-bootstrap` installs everywhere, carried the context
-across; `configure()` did not, so the same app got whole traces under one and broken ones
-under the other. We stand in for upstream's under the launcher, so both do the same.
+A thread starts with an empty context: without this, what it logs carries no trace id and each
+call it makes begins a trace of its own (the concurrent.futures docs' `ThreadPoolExecutor`
+example in a view, `loop.run_in_executor`, a `threading.Thread`). Under the launcher,
+upstream's threading instrumentation, which `opentelemetry-bootstrap` installs everywhere,
+carries the context across; we stand in for it there, so `configure()` and the launcher give
+an app the same traces.
 
 As upstream's, the OpenTelemetry context current at `Thread.start()` is the one the thread
 runs in (a `Timer` and a subclass's own `run()` too), and the one current at
