@@ -3,8 +3,13 @@ app prints and exits with is what it was without tracestream."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from tests.apps.servers import bin_path
 from tests.support import RedisHandle, run_python_process
 from tracestream.integrations.uncaught import SCOPE
 
@@ -24,6 +29,22 @@ thread.join()
 print("main goes on")
 """
 INTERRUPTED = "raise KeyboardInterrupt\n"
+# Python's multiprocessing docs ("The Process class"), its target failing.
+PROCESS_CRASH = """
+import multiprocessing, os
+if os.environ.get("CONFIGURE") == "1": import tracestream; tracestream.configure()
+from multiprocessing import Process
+
+def f(name):
+    raise ValueError(f"no greeting for {name}")
+
+if __name__ == '__main__':
+    multiprocessing.set_start_method(os.environ["START_METHOD"])
+    p = Process(target=f, args=('bob',))
+    p.start()
+    p.join()
+    print("exit code", p.exitcode)
+"""
 # rich's docs ("Traceback"): its handler replaces sys.excepthook, and calls no hook it replaced.
 RICH_CRASH = """
 import os
@@ -99,4 +120,35 @@ def test_a_hook_set_afterwards_prints_the_end_and_it_is_still_recorded(
     crash = [(e.scope, e.body, e.exception_type, e.exception_message) for e in stream.logs()]
     assert crash == [
         (SCOPE, "uncaught exception: the program ends", "RuntimeError", "no database at db:5432")
+    ]
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("launcher", [False, True], ids=["configure", "launcher"])
+def test_an_exception_that_ends_a_multiprocessing_child_is_an_error_record(
+    stream: RedisHandle, tmp_path: Path, launcher: bool, start_method: str
+) -> None:
+    """A child prints what its target raised and hands it to no hook, as uvicorn's `--workers`
+    and `--reload` children do when the app fails to load: nothing was recorded."""
+    script = tmp_path / "greet.py"  # spawn imports the main module again: a file, not `-c`
+    script.write_text(PROCESS_CRASH)
+    env = stream.env(OTEL_SERVICE_NAME="greeter", OTEL_PYTHON_DISTRO="tracestream", START_METHOD=start_method)
+    bare = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=60)
+    traced = subprocess.run(
+        [*([bin_path("opentelemetry-instrument")] if launcher else []), sys.executable, script],
+        env={**env, "CONFIGURE": str(int(not launcher))},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (traced.returncode, traced.stdout) == (bare.returncode, bare.stdout) == (0, "exit code 1\n")
+    assert "ValueError: no greeting for bob" in bare.stderr and traced.stderr.endswith(bare.stderr)
+    crash = [(e.scope, e.body, e.exception_type, e.exception_message) for e in stream.logs()]
+    assert crash == [
+        (
+            SCOPE,
+            "uncaught exception in process Process-1: the process ends",
+            "ValueError",
+            "no greeting for bob",
+        )
     ]

@@ -1,4 +1,5 @@
-"""Exceptions nothing caught: the one that ends the program and those that end a thread.
+"""Exceptions nothing caught: the one that ends the program, and those that end a thread or a
+`multiprocessing` child.
 
 Python hands them to `sys.excepthook` and `threading.excepthook`, which print the traceback
 and write nothing anywhere else: a script, a management command or a worker that crashes at
@@ -6,7 +7,9 @@ start left no record. Like Sentry's excepthook integration we wrap both hooks, o
 each such exception becomes an ERROR record with its traceback (an error issue), then the
 hook the app had runs, so what it prints and its exit status are unchanged. A hook the app
 sets afterwards (rich's `traceback.install()`, Typer's) replaces ours: the exception that
-ended the program is then recorded at exit, from `sys.last_value`.
+ended the program is then recorded at exit, from `sys.last_value`. A `multiprocessing` child
+hands its exception to no hook: it prints it with `traceback.print_exc()`, which we wrap to
+record it first (an app that fails to load in uvicorn's `--workers` and `--reload` children).
 
 Under the launcher we stand in for upstream's instrumentation of the same hooks, which
 `opentelemetry-bootstrap` installs everywhere: beside ours it recorded each crash twice, and
@@ -15,9 +18,12 @@ asyncio's "Task exception was never retrieved" beside asyncio's own logged line.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
-from types import TracebackType
+import traceback
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
@@ -26,6 +32,9 @@ from tracestream._internal_log import internal_logger
 from tracestream.integrations import threads
 from tracestream.integrations.record_writer import RecordWriter
 from tracestream.otel_setup.shutdown import before_closing
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 __all__ = ["install"]
 
@@ -60,6 +69,29 @@ def install() -> None:
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
     before_closing(_record_an_end_another_hook_took)
+    print_exc = traceback.print_exc
+
+    @functools.wraps(print_exc)
+    def print_exc_recording_a_child_process_end(
+        limit: int | None = None, file: SupportsWrite[str] | None = None, chain: bool = True
+    ) -> None:
+        # The traceback printed is the exception's own, whose stack this frame is not on.
+        error = sys.exc_info()[1]
+        name = _child_process_printing(sys._getframe(1))
+        if error is not None and name is not None:
+            _record(error, f"uncaught exception in process {name}: the process ends", {})
+        print_exc(limit=limit, file=file, chain=chain)
+
+    traceback.print_exc = print_exc_recording_a_child_process_end
+
+
+def _child_process_printing(caller: FrameType) -> str | None:
+    """The name of the multiprocessing child whose bootstrap is `caller`, printing what its
+    `run()` raised. Looked up, not imported: a process that runs a child has imported it."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is None or caller.f_code is not process.BaseProcess._bootstrap.__code__:
+        return None
+    return str(process.current_process().name)
 
 
 def _record_the_end(error: BaseException) -> None:
