@@ -14,7 +14,7 @@ LOWEST_PYTHON := python3.10
 LOWEST_TESTS := tests/test_fastapi.py tests/test_fastapi_mounts.py tests/test_starlette.py tests/test_django.py tests/test_celery.py tests/test_cross_service.py \
 	tests/test_launcher.py tests/test_cluster.py tests/test_console_live.py tests/test_console_mount.py \
 	tests/test_launcher_matrix.py tests/test_app_logging.py tests/test_django_project.py \
-	tests/test_integrations_absent.py
+	tests/test_integrations_absent.py tests/test_threads.py tests/test_uncaught.py
 # test-python312 runs on a Python that refuses new threads once its exit has begun, atexit
 # callbacks included: 3.12.0 to 3.12.2 (CPython gh-104690, relaxed in 3.12.3).
 PY312 := .venv-python312
