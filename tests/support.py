@@ -90,10 +90,11 @@ def run_python(code: str, env: Mapping[str, str], *, launcher: bool = False, tim
 
 
 def run_python_process(
-    code: str, env: Mapping[str, str], *, launcher: bool = False, timeout: float = 60
+    code: str | Path, env: Mapping[str, str], *, launcher: bool = False, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """The same, whatever it exits with, for a test that reads its stdout or its exit status."""
-    command = [sys.executable, "-c", code]
+    """The same, whatever it exits with, for a test that reads its stdout or its exit status.
+    A `Path` runs that script rather than `-c` code (multiprocessing's spawn imports it again)."""
+    command = [sys.executable, *(["-c", code] if isinstance(code, str) else [str(code)])]
     if launcher:
         command = [str(VENV_BIN / "opentelemetry-instrument"), *command]
     return subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout, cwd=ROOT)

@@ -3,13 +3,10 @@ app prints and exits with is what it was without tracestream."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.apps.servers import bin_path
 from tests.support import RedisHandle, run_python_process
 from tracestream.integrations.uncaught import SCOPE
 
@@ -133,14 +130,8 @@ def test_an_exception_that_ends_a_multiprocessing_child_is_an_error_record(
     script = tmp_path / "greet.py"  # spawn imports the main module again: a file, not `-c`
     script.write_text(PROCESS_CRASH)
     env = stream.env(OTEL_SERVICE_NAME="greeter", OTEL_PYTHON_DISTRO="tracestream", START_METHOD=start_method)
-    bare = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=60)
-    traced = subprocess.run(
-        [*([bin_path("opentelemetry-instrument")] if launcher else []), sys.executable, script],
-        env={**env, "CONFIGURE": str(int(not launcher))},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bare = run_python_process(script, env)
+    traced = run_python_process(script, {**env, "CONFIGURE": str(int(not launcher))}, launcher=launcher)
     assert (traced.returncode, traced.stdout) == (bare.returncode, bare.stdout) == (0, "exit code 1\n")
     assert "ValueError: no greeting for bob" in bare.stderr and traced.stderr.endswith(bare.stderr)
     crash = [(e.scope, e.body, e.exception_type, e.exception_message) for e in stream.logs()]
