@@ -55,7 +55,7 @@ def _start_in_context(
     start: Callable[[], None], thread: threading.Thread, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     current = otel_context.get_current()
-    if current and getattr(thread, _STARTED_IN, None) is None:
+    if current and context_of(thread) is None:
         setattr(thread, _STARTED_IN, current)
         thread.run = partial(_carrying(current).run, thread.run)  # type: ignore[method-assign]
     start(*args, **kwargs)
