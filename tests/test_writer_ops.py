@@ -94,12 +94,13 @@ def test_a_redis_that_stays_full_is_said_once_and_its_recovery_once(
     taken = [write(order, full=order % 3 == 0) for order in range(6)]
     assert taken == [False, True, True, False, True, True]
     flapping = _stderr_lines(capfd)
-    assert len(flapping) == 1 and "logs: cannot write 1 record" in flapping[0] and FULL in flapping[0]
+    assert len(flapping) == 1 and f"cannot write to Redis at {handle.url}: " in flapping[0], flapping
+    assert FULL in flapping[0]
     records.writer.publish_status("logs", {})
     assert read_statuses(admin, handle.stream)[0].errors["logs"].startswith(FULL)  # doctor: failing
     clock.now += HOLD_S
     assert write(6, full=False)
-    assert _stderr_lines(capfd) == [f"tracestream: WARNING logs: Redis at {handle.url} takes records again"]
+    assert _stderr_lines(capfd) == [f"tracestream: WARNING Redis at {handle.url} takes records again"]
     records.writer.publish_status("logs", {})
     assert read_statuses(admin, handle.stream)[0].errors == {}
     assert [entry.body for entry in handle.logs()] == [f"order {n}" for n in (1, 2, 4, 5, 6)]
@@ -125,7 +126,33 @@ def test_a_writer_with_nothing_more_to_write_ends_its_spell_at_its_next_status(
         records.writer.publish_status("logs", {})
         assert read_statuses(admin, handle.stream)[0].errors == {}
     told = _stderr_lines(capfd)
-    assert len(told) == 2 and told[1].endswith(f"logs: Redis at {handle.url} takes records again"), told
+    assert len(told) == 2 and told[1].endswith(f"WARNING Redis at {handle.url} takes records again"), told
+    records.close()
+
+
+def test_a_processs_log_and_span_writers_say_a_failing_spell_once_and_its_end_once(
+    full_redis: EmbeddedRedis, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Both fail for one reason: one line. The end is said once the last of them is over."""
+    handle = RedisHandle(full_redis.url, "both")
+    records = RecordWriter(handle)
+    spans = _span_exporter(handle)
+    clock = Clock()
+    records.writer.health = WriteHealth(HOLD_S, clock)
+    spans.writer.health = WriteHealth(HOLD_S, clock)
+    with full_redis.client() as admin:
+        admin.config_set("maxmemory", 1)
+        assert not records.writer.write_rows([records.row("refused")])
+        assert spans.export(_spans(1)) == SpanExportResult.FAILURE
+        failing = _stderr_lines(capfd)
+        assert len(failing) == 1 and f"cannot write to Redis at {handle.url}: {FULL}" in failing[0], failing
+        admin.config_set("maxmemory", 0)
+        clock.now += HOLD_S
+        assert spans.export(_spans(1)) == SpanExportResult.SUCCESS
+        assert _stderr_lines(capfd) == []  # the log writer's spell is not over
+        assert records.writer.write_rows([records.row("taken")])
+        assert _stderr_lines(capfd) == [f"tracestream: WARNING Redis at {handle.url} takes records again"]
+    spans.shutdown()
     records.close()
 
 

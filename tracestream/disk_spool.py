@@ -120,9 +120,10 @@ class Destination:
         identity = f"{self.server_url}\n{self.stream}".encode()
         return f"{name}@{hashlib.sha256(identity).hexdigest()[:16]}"
 
-    def describe(self) -> str:
-        """Named as services and `--stream` name it: `tracestream:spans` reads `'tracestream' (spans)`."""
-        signal = "spans" if self.is_spans else "logs"
+    def describe(self, what: str = "") -> str:
+        """Named as services and `--stream` name it: `tracestream:spans` reads `'tracestream' (spans)`;
+        `what` in place of the signal."""
+        signal = what or ("spans" if self.is_spans else "logs")
         return f"stream {self.stream_name!r} ({signal}) on {self.server_url}"
 
 
@@ -176,6 +177,24 @@ def scan_frames(path: Path, offset: int = 0, end: int | None = None) -> Iterator
             yield frame
 
 
+def announced_rows(path: Path, offset: int, end: int) -> int:
+    """The rows the frame headers between `offset` and `end` announce, payloads unread; counting
+    stops at a torn frame."""
+    rows = 0
+    try:
+        with path.open("rb") as file:
+            while offset + _HEADER.size <= end:
+                file.seek(offset)
+                magic, length, _, count = _HEADER.unpack(file.read(_HEADER.size))
+                if magic != _MAGIC:
+                    break
+                rows += count
+                offset += _HEADER.size + length
+    except (OSError, struct.error):  # gone, or cut short
+        pass
+    return rows
+
+
 def _intact_frame(file: BinaryIO, offset: int, header: bytes, limit: int) -> Frame | None:
     if len(header) < _HEADER.size:
         return None
@@ -221,6 +240,15 @@ class ProcessDirectory:
         self._path: Path | None = None
         self._orphans: dict[Path, int] | None = None
         self._unreadable = False
+        self._takeovers_said: set[tuple[str, str]] = set()
+
+    def first_takeover(self, destination: Destination) -> bool:
+        """True once per stream and Redis: the log and span spools' takeovers are said in one line."""
+        said = (destination.server_url, destination.stream_name)
+        with self._mutex:
+            first = said not in self._takeovers_said
+            self._takeovers_said.add(said)
+            return first
 
     @property
     def path(self) -> Path | None:
@@ -450,6 +478,11 @@ class Spool:
         """Bytes on disk, replayed frames of a live segment included."""
         return sum(segment.size for segment in self._segments)
 
+    def rows_waiting(self) -> int:
+        """Rows not yet replayed, taken-over ones included: read off the frames' headers on disk."""
+        self._check_fork()
+        return sum(announced_rows(part.path, part.read_offset, part.size) for part in self._segments)
+
     def __bool__(self) -> bool:
         self._check_fork()
         self._adopt_orphans()
@@ -561,13 +594,13 @@ class Spool:
             adopted += [
                 _Segment(path, path.stat().st_size, done_offset(path), adopted=True) for path in segments
             ]
-        if adopted and self._say_takeover:
+        if adopted and self._say_takeover and self._directory.first_takeover(self.destination):
             internal_logger.warning(
-                "took over %d spool segment(s) that %d ended process(es) left for %s: "
-                "they are sent before this process's own records",
-                len(adopted),
-                left_by,
-                self.destination.describe(),
+                "took over the spool that %s left for stream %r on %s: its records are sent before "
+                "this process's own",
+                "1 ended process" if left_by == 1 else f"{left_by} ended processes",
+                self.destination.stream_name,
+                self.destination.server_url,
             )
         self._segments[0:0] = adopted
 

@@ -30,7 +30,7 @@ from tracestream.export_status import ERROR_FIELD, STATUS_TTL, status_key
 from tracestream.exporters import encoding, trace_summaries
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.exporters.shaping import RowShaper
-from tracestream.exporters.write_health import WriteHealth
+from tracestream.exporters.write_health import WriteHealth, shared_spells
 from tracestream.lua import script_sha, script_source
 from tracestream.redis_errors import WHOLE_STREAMS, describe, evictable_keys, is_transient, setup_problem
 from tracestream.settings import Settings
@@ -135,6 +135,7 @@ class StreamWriter(Generic[Item]):
         )
         self._registered: dict[str, float] = {}  # shard -> when this process last added it to the registry
         self.health = WriteHealth()
+        self._spells = shared_spells(self._client.shown_url, settings.stream)
         self._last_error = ""  # why the last write failed: the status carries it to doctor while failing
 
     @property
@@ -152,7 +153,7 @@ class StreamWriter(Generic[Item]):
         try:
             return self.write_rows(self.encode(items))
         except (*CLUSTER_ERRORS, OSError) as error:  # refused as they are: only a batch queue sets them aside
-            self._report_failure(error, len(items))
+            self._report_failure(error)
             return False
 
     def write_rows(self, rows: Sequence[list[str]]) -> bool:
@@ -174,7 +175,7 @@ class StreamWriter(Generic[Item]):
                 refresh_topology(client)  # a failed-over shard has a new master
             if not is_transient(error):
                 raise
-            self._report_failure(error, len(rows))
+            self._report_failure(error)
             return False
         if self.health.taken():
             self._report_recovery()
@@ -325,21 +326,17 @@ class StreamWriter(Generic[Item]):
             for row in lent:
                 row[position] = resource
 
-    def _report_failure(self, error: Exception, count: int) -> None:
+    def _report_failure(self, error: Exception) -> None:
         fix = setup_problem(error, cluster=self._client.cluster)
         self._last_error = describe(error) + (f" ({fix})" if fix else "")
-        if self.health.failed():
+        if self.health.failed() and self._spells.starts(self.signal, self._last_error):
             internal_logger.warning(
-                "%s: cannot write %d record%s to Redis at %s: %s; will retry",
-                self.signal,
-                count,
-                "" if count == 1 else "s",
-                self._client.shown_url,
-                self._last_error,
+                "cannot write to Redis at %s: %s; will retry", self._client.shown_url, self._last_error
             )
 
     def _report_recovery(self) -> None:
-        internal_logger.warning("%s: Redis at %s takes records again", self.signal, self._client.shown_url)
+        if self._spells.ends(self.signal):
+            internal_logger.warning("Redis at %s takes records again", self._client.shown_url)
 
     def make_spool(self) -> Spool | None:
         """Where rows go while Redis is away; None when `spool_max_bytes` is 0."""
@@ -367,6 +364,7 @@ class StreamWriter(Generic[Item]):
             pass  # best effort: the next refresh, or the next export, tells the story
 
     def close(self) -> None:
+        self._spells.ends(self.signal)
         self._client.close()
 
 

@@ -1,5 +1,6 @@
 """Whether a writer's writes fail, as its stderr tells it: one line when they start to fail, one
-when Redis has taken them again for a while, nothing in between.
+when Redis has taken them again for a while, nothing in between. A process's log and span
+writers to one Redis say those lines once for both.
 
 A Redis at its memory limit takes a batch now and then (a trim freed a little) and refuses the
 next: a batch taken between refusals is no recovery. So writes count as failing until they have
@@ -57,3 +58,36 @@ class WriteHealth:
                 return False
             self._failing = False
             return True
+
+
+class SharedSpells:
+    """The failing spells of one process's writers to one Redis and stream, told as one: a spell
+    that starts with an error another writer already said is not said again, and the recovery is
+    said when the last spell is over."""
+
+    def __init__(self) -> None:
+        self._errors: dict[str, str] = {}  # signal -> the error its spell started with
+        self._lock = threading.Lock()
+
+    def starts(self, signal: str, error: str) -> bool:
+        """`signal`'s spell starts with `error`: True when no other writer's spell said it."""
+        with self._lock:
+            said = error in self._errors.values()
+            self._errors[signal] = error
+            return not said
+
+    def ends(self, signal: str) -> bool:
+        """`signal`'s spell is over: True when it was the last one."""
+        with self._lock:
+            self._errors.pop(signal, None)
+            return not self._errors
+
+
+_SHARED: dict[tuple[str, str], SharedSpells] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_spells(redis_url: str, stream: str) -> SharedSpells:
+    """The one `SharedSpells` of this process for the writers of `stream` at `redis_url`."""
+    with _SHARED_LOCK:
+        return _SHARED.setdefault((redis_url, stream), SharedSpells())

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
 from tracestream._internal_log import internal_logger
-from tracestream.disk_spool import Spool, replay_command
+from tracestream.disk_spool import Destination, Spool, replay_command
 from tracestream.forks import follow_uwsgi_forks, forks_strand_threads, renew_in_child
 from tracestream.otel_setup import native_threads
 from tracestream.otel_setup.log_capture import writing_to_redis
@@ -550,10 +550,11 @@ class BatchQueue(Generic[T]):
         spool while Redis is failing, for a caller that must not wait on a failing Redis."""
         return self.flush(timeout, retry_failing=False)
 
-    def shutdown(self, timeout: float, *, report_status: bool = True) -> bool:
+    def shutdown(self, timeout: float, *, report_status: bool = True, tell_left: bool = True) -> bool:
         """Flush within `timeout`, then stop the worker. The last status report goes out only
         where this flush and, with `report_status`, the caller's others took everything: with
-        Redis not answering, it would wait out a Redis timeout more.
+        Redis not answering, it would wait out a Redis timeout more. With `tell_left`, a line says
+        what stays in the spool; a caller closing several queues says it once for them all.
 
         `interrupt`, given for another exporter, is that exporter's own shutdown. An export may
         block inside it (OTLP's retries while its collector is down) past the timeout: it then
@@ -585,20 +586,16 @@ class BatchQueue(Generic[T]):
         if self._report is not None and flushed and report_status:  # the last word doctor reads
             self._sender.report(self._report, self.status(), last_word=True)
         self._sender.stop(_JOIN_TIMEOUT)
-        waiting = self.counters.spooled - self.counters.replayed
-        if waiting > 0 and self.spool is not None:
-            replay = replay_command(self.spool.destination)
-            why = self._why_failing() if self._why_failing is not None else ""
-            internal_logger.warning(
-                "%s: %s in the spool for %s%s: the next process writing there sends %s%s",
-                self.name,
-                "1 record waits" if waiting == 1 else f"{waiting} records wait",
-                self.spool.destination.describe(),
-                f", which failed: {why}" if why else "",
-                "it" if waiting == 1 else "them",
-                f", or `{replay}`" if replay else "",
-            )
+        if tell_left and (left := self.left_in_spool()) is not None:
+            tell_left_in_spool([left])
         return flushed
+
+    def left_in_spool(self) -> LeftInSpool | None:
+        """What waits in the spool for Redis to take it; None when nothing does."""
+        if self.spool is None or not (waiting := self.spool.rows_waiting()):
+            return None
+        why = self._why_failing() if self._why_failing is not None else ""
+        return LeftInSpool(self.spool.destination, waiting, why)
 
     def _pending(self) -> int:
         """Records only in memory: queued or held."""
@@ -617,6 +614,46 @@ class BatchQueue(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+@dataclass(frozen=True)
+class LeftInSpool:
+    """Records a queue leaves in its spool, and why Redis did not take them ("" when unknown)."""
+
+    destination: Destination
+    count: int
+    why: str
+
+
+def tell_left_in_spool(left: Sequence[LeftInSpool]) -> None:
+    """One line per stream and Redis: how many records wait, why, and what sends them."""
+    by_stream: dict[tuple[str, str], list[LeftInSpool]] = {}
+    for one in left:
+        by_stream.setdefault((one.destination.server_url, one.destination.stream_name), []).append(one)
+    for group in by_stream.values():
+        destination = group[0].destination
+        waiting = sum(one.count for one in group)
+        why = next((one.why for one in group if one.why), "")
+        replay = replay_command(destination)
+        internal_logger.warning(
+            "%s in the spool for %s%s: the next process writing there sends %s%s",
+            "1 record waits" if waiting == 1 else f"{waiting} records wait",
+            destination.describe(_each_signal(group)),
+            f", which failed: {why}" if why else "",
+            "it" if waiting == 1 else "them",
+            f", or `{replay}`" if replay else "",
+        )
+
+
+def _each_signal(group: Sequence[LeftInSpool]) -> str:
+    """How many records of each signal, where there are several; "" for one."""
+    if len(group) == 1:
+        return ""
+    counts = []
+    for one in group:
+        noun = "span" if one.destination.is_spans else "log record"
+        counts.append(f"{one.count} {noun}{'' if one.count == 1 else 's'}")
+    return ", ".join(counts)
 
 
 @contextmanager

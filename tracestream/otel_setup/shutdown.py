@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 
 from tracestream.forks import renew_in_child
 from tracestream.otel_setup import pool_workers
-from tracestream.otel_setup.pipeline import BatchQueue, remaining
+from tracestream.otel_setup.pipeline import BatchQueue, remaining, tell_left_in_spool
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -126,7 +126,8 @@ def close_queues() -> None:
         # and the last status reports go out only where Redis took everything.
         flushed = [queue.flush(remaining(deadline)) for queue in _queues]
         for queue, out in zip(_queues, flushed, strict=True):
-            queue.shutdown(remaining(deadline) if out else 0.0, report_status=all(flushed))
+            queue.shutdown(remaining(deadline) if out else 0.0, report_status=all(flushed), tell_left=False)
+        tell_left_in_spool([left for queue in _queues if (left := queue.left_in_spool()) is not None])
     finally:
         _closing = False
         for number, handler in replaced.items():
