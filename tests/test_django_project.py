@@ -1,7 +1,7 @@
 """A Django project we did not shape (tests/apps/django_docs): startproject's layout, Celery wired
 as the Celery docs show, the Django docs' LOGGING. Web under runserver's default flow (with the
-autoreloader), a Celery prefork worker, and the same project served by gunicorn, daphne, uvicorn
-and daphne's runserver."""
+autoreloader), a Celery prefork worker, and the same project served by gunicorn, daphne, uvicorn,
+daphne's runserver and granian."""
 
 from __future__ import annotations
 
@@ -349,6 +349,11 @@ SERVERS = {
         "proj.settings",
         ["gunicorn", "proj.wsgi", "-b", "127.0.0.1:{port}", "--access-logfile", "-", "-k", "gevent"],
     ),
+    # granian's README, its WSGI interface: the app is called on granian's own (Rust) threads
+    "granian-wsgi": (
+        "proj.settings",
+        ["granian", "--interface", "wsgi", "proj.wsgi:application", "--port", "{port}", "--access-log"],
+    ),
 }
 # daphne writes its access log itself, not through `logging`; its runserver logs on
 # `django.channels.server`, whose HTTP lines a request record always stands for.
@@ -357,6 +362,7 @@ ACCESS_LOGGERS = {
     "uvicorn": "uvicorn.access",
     "gunicorn-uvicorn": "uvicorn.access",
     "gunicorn-gevent": "gunicorn.access",
+    "granian-wsgi": "granian.access",
 }
 
 

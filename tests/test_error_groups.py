@@ -7,6 +7,7 @@ a group that spans services is merged from every shard's part.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -22,6 +23,7 @@ from tests.support import RedisHandle
 from tests.test_cli import ndjson
 from tests.test_console_live import ConsoleProcess
 from tracestream.cli import main
+from tracestream.cli.common import SHOWN_ERROR_LENGTH
 from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster
 from tracestream.error_issues import list_issues
@@ -99,6 +101,26 @@ def test_stats_names_the_first_two_services_and_how_many_more(
     [row] = [line for line in capsys.readouterr().out.splitlines() if "KeyError" in line]
     cells = [cell.strip() for cell in row.split("│")[1:-1]]
     assert cells[:4] == ["7", "KeyError", "app/views.py:10 in handle", "orders, billing +2 more"], row
+
+
+def test_stats_shows_a_long_message_shortened_as_errors_does(
+    stream: RedisHandle,
+    writer: RecordWriter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A traceback logged as the message (granian's line about an app's exception) is a
+    screenful: the table shows its first SHOWN_ERROR_LENGTH characters, `--json` all of it."""
+    frames = [f"frame{i:03d}" for i in range(100)]  # "frame000 frame001 …": 9 characters a word
+    writer.log("failed", severity="ERROR", exception=("RuntimeError", " ".join(frames), "Traceback"))
+    monkeypatch.setenv("COLUMNS", "200")
+    where = ["--redis-url", stream.url, "--stream", stream.stream, "--since", "1h"]
+    assert main(["stats", *where]) == 0
+    whole_words = SHOWN_ERROR_LENGTH // 9
+    assert re.findall(r"frame\d{3}\b", capsys.readouterr().out) == frames[:whole_words]
+    assert main(["stats", "--json", *where]) == 0
+    [group] = [line for line in ndjson(capsys.readouterr().out) if line["type"] == "error_group"]
+    assert group["message"] == " ".join(frames)
 
 
 def test_the_stats_api_links_a_group_to_the_one_issue_of_its_services(

@@ -75,24 +75,40 @@ def test_a_misspelt_variable_is_said_in_one_line_and_the_app_runs_as_before(stre
     wait_for(lambda: len(stream.logs()) == 5, what="records written with the settings it had")
 
 
-@pytest.mark.parametrize("command", [["uvicorn"], ["python", "-m", "uvicorn"]], ids=["script", "python-m"])
-def test_each_request_is_its_own_trace_however_uvicorn_is_started(
+ZERO_CODE_API = "tests.apps.zero_code_api:app"
+CALLER = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"  # a caller's trace and span ids
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["uvicorn", ZERO_CODE_API],
+        ["python", "-m", "uvicorn", ZERO_CODE_API],
+        ["granian", "--interface", "asgi", ZERO_CODE_API],
+        ["python", "-m", "granian", "--interface", "asgi", ZERO_CODE_API],
+    ],
+    ids=["uvicorn", "python-m-uvicorn", "granian", "python-m-granian"],
+)
+def test_each_request_is_its_own_trace_however_the_server_is_started(
     stream: RedisHandle, command: list[str]
 ) -> None:
     """The click instrumentation (which `opentelemetry-bootstrap` installs) opens a span around a
     click command and leaves servers out by their name, which `python -m` changes: without care
-    every request became a child of one span that never ends."""
+    every request became a child of one span that never ends, and a caller's trace was dropped."""
     port = free_port()
     env = stream.env(
         OTEL_SERVICE_NAME="api", OTEL_TRACES_EXPORTER="redis_stream", OTEL_LOGS_EXPORTER="redis_stream"
     )
-    argv = launched(bin_path(command[0]), *command[1:], "tests.apps.zero_code_api:app", "--port", str(port))
+    argv = launched(bin_path(command[0]), *command[1:], "--port", str(port))
     with serve(argv, env, http_ready(f"http://127.0.0.1:{port}/openapi.json")):
-        for _ in range(2):
-            assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+        traceparent = "00-{}-{}-01".format(*CALLER)
+        assert httpx.get(f"http://127.0.0.1:{port}/", headers={"traceparent": traceparent}).status_code == 200
         servers = wait_for(
             lambda: (spans := [s for s in stream.spans() if s.name == "GET /"]) and len(spans) == 2 and spans,
             what="the two requests' spans",
         )
     assert [s.kind for s in servers] == ["SERVER", "SERVER"], servers
-    assert len({s.trace_id for s in servers}) == 2 and not any(s.parent_span_id for s in servers), servers
+    own, called = sorted(servers, key=lambda s: s.trace_id == CALLER[0])
+    assert own.trace_id != CALLER[0] and not own.parent_span_id, servers
+    assert (called.trace_id, called.parent_span_id) == CALLER, servers

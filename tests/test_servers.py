@@ -1,4 +1,4 @@
-"""FastAPI's own tutorial apps under uvicorn, gunicorn (`UvicornWorker`) and hypercorn.
+"""FastAPI's own tutorial apps under uvicorn, gunicorn (`UvicornWorker`), hypercorn and granian.
 
 Each server runs an app twice with the same requests: bare, then with `configure()`
 called from the app module (tests/apps/fastapi_docs/main.py, the Bigger Applications
@@ -33,7 +33,7 @@ APP_LOGGER = "tests.apps.fastapi_docs.routers.items"
 QUERY = {"token": "jessica"}
 HEADERS = {"x-token": "fake-super-secret-token"}
 FAILURE = "RuntimeError: warehouse unreachable while restocking plumbus"
-ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "hypercorn.access")
+ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "hypercorn.access", "granian.access")
 T = TypeVar("T")
 
 
@@ -65,6 +65,21 @@ SERVERS = {
         ],
         "Application startup complete.",
         "Exception in ASGI application",
+    ),
+    "granian": ServerKind(
+        lambda app, port: [
+            bin_path("granian"),
+            app,
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--access-log",
+        ],
+        "Started worker-1",
+        "Application callable raised an exception",
     ),
     "hypercorn": ServerKind(
         lambda app, port: [
@@ -296,7 +311,7 @@ def run_socket_app(kind: ServerKind, stream: RedisHandle, traced: bool) -> Socke
         port = int(base.rsplit(":", 1)[1])
         refused = converse(port, "/items/foo/ws", [], replies_each=0)
         session = converse(port, "/items/foo/ws?token=some-token&q=3", ["hello"], replies_each=3)
-        wait_for(lambda: printed(server, DISCONNECT), what="the server's traceback of the ended session")
+        wait_for(lambda: printed(server, kind.error_line), what="the server's traceback of the ended session")
         server.stop()
         output = server.output()
     return SocketRun(output, refused, session)
@@ -387,7 +402,8 @@ _VOLATILE = (
     (re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\]"), "[time]"),
     (re.compile(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]"), "[time]"),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:port"),
-    (re.compile(r"\[\d+\]|\(\d+\)|pid: ?\d+"), "[pid]"),
+    (re.compile(r"\[\d+\]|\(\d+\)|pid: ?\d+", re.IGNORECASE), "[pid]"),
+    (re.compile(r'(" \d{3}) \d+\.\d{3}$'), r"\1 [ms]"),  # granian's access line ends with the duration
 )
 
 

@@ -171,6 +171,15 @@ def _stream_missing(client: Client, stream: str) -> bool:
         return False
 
 
+SHOWN_ERROR_LENGTH = 200  # characters of an error's text a table shows
+
+
+def abridged(error: str) -> str:
+    """An error's text as a table shows it (`--json` has it whole): a traceback logged as the
+    message (granian's line about an app's exception) would fill the screen."""
+    return error[:SHOWN_ERROR_LENGTH]
+
+
 def some_of(names: list[str], first: int = 2) -> str:
     """The first names and how many more: `api, web +3 more`; a cell that cannot crowd out the
     rest of a table however many services share an error."""

@@ -13,6 +13,7 @@ from rich.text import Text
 from tracestream.cli.common import (
     Console,
     UsageError,
+    abridged,
     add_command,
     nothing_found,
     print_json,
@@ -138,7 +139,7 @@ def issue_table(issues: list[ErrorIssue], width: int) -> Table:
 def _what(issue: ErrorIssue) -> Text:
     """Services, error and the routes behind it, a line each."""
     error = f"{issue.type}: {issue.message}" if issue.type else issue.message
-    lines = [shown(some_of(issue.services or [issue.service]), "dim"), shown(error[:200])]
+    lines = [shown(some_of(issue.services or [issue.service]), "dim"), shown(abridged(error))]
     if issue.chain:
         via = ", ".join(f"{link['route']} ({link['count']})" for link in issue.chain[:3])
         lines.append(shown(f"via {via}", "dim"))

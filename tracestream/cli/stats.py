@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tracestream.cli.common import (
     Console,
+    abridged,
     add_command,
     nothing_found,
     print_json,
@@ -112,6 +113,6 @@ def _print_tables(summary: Summary, top: int) -> None:
             shown(group.code or "-"),
             shown(some_of(group.ranked_services())),
             iso_utc(group.last_seen_ms * 1_000_000)[:19] + "Z",
-            shown(group.message),
+            shown(abridged(group.message)),
         )
     console.print(errors if summary.error_groups else "no errors in this window")

@@ -9,6 +9,7 @@ log line written after the span ended would carry no trace id).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from contextvars import ContextVar, Token
@@ -21,7 +22,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
 from tracestream.exporters.encoding import span_id_hex, trace_id_hex
-from tracestream.integrations.record_writer import RecordWriter
+from tracestream.integrations.record_writer import RecordWriter, exception_attributes, replace_lines
 from tracestream.otel_setup.shutdown import before_closing
 
 T = TypeVar("T")
@@ -30,6 +31,11 @@ TRACE_ID_HEADER = "X-Trace-Id"
 # The servers' own loggers for an exception the app raised (in a request, a streaming body or
 # a WebSocket session), whose lines a record carrying that exception replaces in the stream.
 SERVER_ERROR_LOGGERS = ("uvicorn.error", "hypercorn.error", "gunicorn.error", "daphne.server")
+# granian's, logged from Rust: the exception's traceback is in its message, and it carries none.
+SERVER_ERROR_TEXT_LOGGERS = ("_granian.utils",)
+# The exception the last request record in this context carried, which a server may log next: a
+# context variable, not a mark on the exception, so the app's objects stay as they were.
+recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exception", default=None)
 _FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))  # a format spec per request costs ~2k instructions
 
 _records = RecordWriter("tracestream.http")
@@ -137,6 +143,8 @@ def emit_request_record(
     """
     if not is_instrumentation_enabled():  # e.g. a request to the mounted console (console/fastapi_mount.py)
         return
+    if error is not None:
+        recorded_exception.set(error)
     _records.emit(
         f"{exchange.method} {exchange.path} {exchange.status} ({exchange.duration_ms:.1f} ms)",
         severity_for(exchange.status) if error is None else SeverityNumber.ERROR,
@@ -154,6 +162,27 @@ def emit_request_record(
         exception=error or reason,
         context=context,
     )
+
+
+def keep_server_lines_out(handler: logging.Handler, carries: Callable[[logging.LogRecord], bool]) -> None:
+    """A server's line about an exception a request record carries stays out of the stream: one
+    whose exception `carries` tells, or one that only ends with the exception's text."""
+    for logger_name in SERVER_ERROR_LOGGERS:
+        replace_lines(handler, logger_name, carries)
+    for logger_name in SERVER_ERROR_TEXT_LOGGERS:
+        replace_lines(handler, logger_name, _ends_with_recorded_exception)
+
+
+def _ends_with_recorded_exception(record: logging.LogRecord) -> bool:
+    """A server's line with the traceback in its message and no exception object (granian's,
+    from Rust), logged in the request's context: about the recorded exception when it ends as
+    that traceback does, `Type: message`. Another exception a wrapper raised from it ends the
+    traceback instead, and that line stays."""
+    error = recorded_exception.get()
+    if error is None or record.exc_info:
+        return False
+    message = exception_attributes(error)["exception.message"]
+    return record.getMessage().endswith(f"\n{type(error).__qualname__}: {message}")
 
 
 def emit_error_after_response(exchange: HttpExchange, error: BaseException) -> None:

@@ -40,19 +40,20 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import (
-    SERVER_ERROR_LOGGERS,
     HttpExchange,
     emit_error_after_response,
     emit_request_record,
     emit_websocket_error,
     excluded_urls,
     forget_route,
+    keep_server_lines_out,
     note_route,
+    recorded_exception,
     served,
     serving,
     trace_headers,
 )
-from tracestream.integrations.record_writer import exception_attributes, replace_lines
+from tracestream.integrations.record_writer import exception_attributes
 from tracestream.otel_setup.log_capture import replace_access_line
 from tracestream.otel_setup.telemetry import Telemetry
 
@@ -70,8 +71,6 @@ __all__ = [
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.
 CONTRIB_OPTIONS: dict[str, Any] = {"exclude_spans": ["receive", "send"]}
-# Not a mark on the exception object: the app's objects stay as they were.
-_recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exception", default=None)
 # The scope key of the response to the request being served: an exception that
 # `SpanErrorMiddleware` sees before Starlette's 500 goes out is carried by that 500's request
 # record, and a mounted app's middleware finds the request recorded already. A scope, not a
@@ -137,10 +136,10 @@ class RequestRecordMiddleware(_HttpMiddleware):
             await self.app(scope, receive, send)
         except Exception as error:
             # A mounted app's middleware, nearer the handler, may have recorded it already.
-            if error is not _recorded_exception.get() and not self._is_excluded(scope):
+            if error is not recorded_exception.get() and not self._is_excluded(scope):
                 path = scope.get("path", "")
                 emit_websocket_error(path, _route_template(scope), _client_address(scope), error)
-                _recorded_exception.set(error)
+                recorded_exception.set(error)
             raise
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -182,13 +181,13 @@ class RequestRecordMiddleware(_HttpMiddleware):
                 response.record()
             elif error is not response.error:  # raised after the response: a background task
                 emit_error_after_response(response.exchange(), error)
-            _recorded_exception.set(error)
+            recorded_exception.set(error)
             raise
         except BaseException as error:  # cancelled: a server's graceful shutdown ran out of time
             if not response.recorded:
                 response.error = error
                 response.record()
-            _recorded_exception.set(error)
+            recorded_exception.set(error)
             raise
         else:
             response.record()  # for an app that returned without ending its response
@@ -305,7 +304,7 @@ def _record_on_span(error: BaseException) -> None:
 def _carries_recorded_exception(record: logging.LogRecord) -> bool:
     """A server's line about the exception a request record of this request carries."""
     error = record.exc_info[1] if record.exc_info else None
-    return error is not None and error is _recorded_exception.get()
+    return error is not None and error is recorded_exception.get()
 
 
 def _route_template(scope: Scope) -> str | None:
@@ -493,8 +492,7 @@ def _build_middleware_stack(original: Any) -> Any:
 
 def keep_recorded_exceptions_out(telemetry: Telemetry) -> None:
     """A server's line about an exception a request record carries stays out of the stream."""
-    for logger_name in SERVER_ERROR_LOGGERS:
-        replace_lines(telemetry.handler, logger_name, _carries_recorded_exception)
+    keep_server_lines_out(telemetry.handler, _carries_recorded_exception)
 
 
 def install(telemetry: Telemetry, name: str = "starlette") -> None:

@@ -94,9 +94,9 @@ def after_instrumentors() -> None:
     integrations.run_deferred()
 
 
-# Click commands that serve until stopped, which the click instrumentation leaves out of a span
-# when run as themselves (`uvicorn`) but not as `python -m uvicorn`.
-_SERVER_COMMANDS = frozenset({"uvicorn"})
+# Click commands that serve until stopped: the click instrumentation leaves `uvicorn` out of a
+# span when run as itself but not as `python -m uvicorn`, and knows granian under neither.
+_SERVER_COMMANDS = frozenset({"uvicorn", "granian"})
 _CLICK_INSTRUMENTATION = "opentelemetry.instrumentation.click"
 
 

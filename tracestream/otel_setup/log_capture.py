@@ -56,7 +56,7 @@ __all__ = [
     "writing_to_redis",
 ]
 
-ACCESS_LOGGERS = frozenset({"uvicorn.access", "gunicorn.access", "hypercorn.access"})
+ACCESS_LOGGERS = frozenset({"uvicorn.access", "gunicorn.access", "hypercorn.access", "granian.access"})
 
 _MAX_REMEMBERED_NAMES = 10_000
 # Libraries whose INFO lines are made only when the app asks for them, and carry what it did

@@ -47,11 +47,11 @@ from opentelemetry.util.http import ExcludeList
 from tracestream._internal_log import internal_logger
 from tracestream.django_settings import CONSOLE_URL_NAME, configure_arguments
 from tracestream.integrations.http_records import (
-    SERVER_ERROR_LOGGERS,
     HttpExchange,
     emit_request_record,
     excluded_urls,
     forget_route,
+    keep_server_lines_out,
     note_route,
     served,
     serving,
@@ -577,8 +577,7 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
     replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
     replace_lines(telemetry.handler, "django.server", _is_replaced_access_line)
     replace_lines(telemetry.handler, "django.channels.server", _is_channels_access_line)
-    for logger_name in SERVER_ERROR_LOGGERS:
-        replace_lines(telemetry.handler, logger_name, _recorded_by_a_request_record)
+    keep_server_lines_out(telemetry.handler, _recorded_by_a_request_record)
 
 
 def _reload_handlers_built_before() -> None:
