@@ -132,6 +132,23 @@ def test_configure_again_under_another_environment_says_where_records_go(
 ) -> None:
     stderr = run_python(POINTED_ELSEWHERE, stream.env())
     assert stderr.splitlines() == [
-        "tracestream: WARNING configure() already ran in this process; keeping its first settings: "
-        f"records go to {stream.url}, stream {stream.stream!r}"
+        "tracestream: WARNING configure() already ran in this process; keeping its first settings "
+        f"(stream {stream.stream!r}, not 'elsewhere'): records go to {stream.url}, stream {stream.stream!r}"
+    ]
+
+
+# A web app that imports the module where its Celery app is defined (to call `.delay()`), as
+# Celery's "First steps with Django" has it, where that module names the worker's service.
+NAMED_TWICE = """
+import tracestream
+tracestream.configure(service_name="worker", redis_url="{url}")
+tracestream.configure(service_name="api", redis_url="{url}")
+"""
+
+
+def test_configure_again_naming_another_service_says_which_name_is_kept(stream: RedisHandle) -> None:
+    stderr = run_python(NAMED_TWICE.format(url=stream.url), stream.env())
+    assert stderr.splitlines() == [
+        "tracestream: WARNING configure() already ran in this process; keeping its first settings "
+        f"(service_name 'worker', not 'api'): records go to {stream.url}, stream {stream.stream!r}"
     ]

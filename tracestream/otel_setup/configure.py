@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import fields
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -59,8 +60,9 @@ def configure(**arguments: Any) -> Telemetry:
             first = current.settings if arguments else _environment_at_install
             if first is not None and settings != first:
                 internal_logger.warning(
-                    "configure() already ran in this process; keeping its first settings: "
+                    "configure() already ran in this process; keeping its first settings (%s): "
                     "records go to %s, stream %r",
+                    _kept_instead(first, settings),
                     shown_url(current.settings.redis_url),
                     current.settings.stream,
                 )
@@ -71,6 +73,18 @@ def configure(**arguments: Any) -> Telemetry:
         install_all(telemetry)
         setup_loggers.install()
         return telemetry
+
+
+def _kept_instead(first: Settings, asked: Settings) -> str:
+    """Each setting the later call asked otherwise: `service_name 'worker', not 'api'`."""
+    kept = []
+    for setting in fields(Settings):
+        was, wanted = getattr(first, setting.name), getattr(asked, setting.name)
+        if was != wanted:
+            if setting.name == "redis_url":
+                was, wanted = shown_url(was), shown_url(wanted)
+            kept.append(f"{setting.name} {was!r}, not {wanted!r}")
+    return "; ".join(kept)
 
 
 # What the environment alone said when configure() installed: a later call without arguments
