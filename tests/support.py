@@ -81,8 +81,11 @@ class RedisHandle:
             return found
 
 
-def run_python(code: str, env: Mapping[str, str], *, launcher: bool = False, timeout: float = 60) -> str:
-    """Run `code` in a fresh interpreter, optionally under `opentelemetry-instrument`; its stderr."""
+def run_python(
+    code: str | Path, env: Mapping[str, str], *, launcher: bool = False, timeout: float = 60
+) -> str:
+    """Run `code` (or a script) in a fresh interpreter, optionally under `opentelemetry-instrument`;
+    its stderr."""
     done = run_python_process(code, env, launcher=launcher, timeout=timeout)
     if done.returncode != 0:
         raise AssertionError(f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}")

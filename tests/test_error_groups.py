@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from playwright.sync_api import Page
 from tests import test_console_browser as browser_tests
 from tests import test_console_detail
 from tests.seeded_records import RecordWriter
-from tests.support import RedisHandle
+from tests.support import RedisHandle, run_python
 from tests.test_cli import ndjson
 from tests.test_console_live import ConsoleProcess
 from tracestream.cli import main
@@ -101,6 +102,53 @@ def test_stats_names_the_first_two_services_and_how_many_more(
     [row] = [line for line in capsys.readouterr().out.splitlines() if "KeyError" in line]
     cells = [cell.strip() for cell in row.split("│")[1:-1]]
     assert cells[:4] == ["7", "KeyError", "app/views.py:10 in handle", "orders, billing +2 more"], row
+
+
+# FastAPI's "First Steps" app with two paths that fail alike, served through httpx's ASGI transport.
+TWO_FAILING_ROUTES = """
+import asyncio
+
+import httpx
+import tracestream
+from fastapi import FastAPI
+
+tracestream.configure()
+app = FastAPI()
+
+
+@app.get("/orders/{order_id}")
+async def read_order(order_id: int):
+    raise LookupError(f"order {order_id}")
+
+
+@app.get("/carts/{cart_id}")
+async def read_cart(cart_id: int):
+    raise LookupError(f"cart {cart_id}")
+
+
+async def main():
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+        for path in ("/orders/1", "/orders/2", "/carts/3"):
+            assert (await client.get(path)).status_code == 500
+
+
+asyncio.run(main())
+"""
+
+
+def test_stats_groups_failed_requests_by_where_the_app_raised(
+    stream: RedisHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A request record is no logging call of the app's: it is located where the app's code
+    raised what it carries, so two routes failing alike are two groups, as they are two issues."""
+    script = tmp_path / "shop.py"
+    script.write_text(TWO_FAILING_ROUTES)
+    run_python(script, stream.env(OTEL_SERVICE_NAME="shop"))
+    assert main(["stats", "--json", "--redis-url", stream.url, "--stream", stream.stream]) == 0
+    groups = [line for line in ndjson(capsys.readouterr().out) if line["type"] == "error_group"]
+    located = sorted((group["code"], group["count"]) for group in groups)
+    assert located == [(f"{script}:14 in read_order", 2), (f"{script}:19 in read_cart", 1)], groups
 
 
 def test_stats_shows_a_long_message_shortened_as_errors_does(

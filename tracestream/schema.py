@@ -567,6 +567,11 @@ _MESSAGE_MASKS = (
 _MESSAGE_CHARS = 512  # of a message that fingerprints an error: the rest rarely tells two apart
 
 
+def is_application_code(path: str) -> bool:
+    """A frame's file is the application's: not the standard library's, an installed package's or ours."""
+    return not _NOT_OURS.search(path)
+
+
 def innermost_app_frame(stacktrace: str) -> str:
     """`dir/file.py:function` of the innermost frame of the application's code in the last
     traceback of `stacktrace` (a chained exception's own), or "" when it has none.
@@ -576,7 +581,7 @@ def innermost_app_frame(stacktrace: str) -> str:
     start = stacktrace.rfind(TRACEBACK_HEADER)
     frames = _FRAME.findall(stacktrace, max(start, 0))
     for path, function in reversed(frames):
-        if not _NOT_OURS.search(path):
+        if is_application_code(path):
             parts = re.split(r"[/\\]", path)
             return f"{'/'.join(parts[-2:])}:{function.strip()}"
     return ""

@@ -41,7 +41,7 @@ from tracestream.otel_setup.shutdown import close_queues
 from tracestream.otel_setup.telemetry import Telemetry, installed
 from tracestream.schema import ENQUEUED_BY, rooted_route
 
-_records = RecordWriter("tracestream.celery")
+_records = RecordWriter("tracestream.celery", located_by_exception=True)
 # When each attempt of a task began: a retry shares its task's id, and on a threads pool it
 # may start before the attempt that enqueued it has ended.
 # Per attempt running here: when it started, and its span's context (ours is the record that

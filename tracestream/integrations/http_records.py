@@ -38,7 +38,7 @@ SERVER_ERROR_TEXT_LOGGERS = ("_granian.utils",)
 recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exception", default=None)
 _FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))  # a format spec per request costs ~2k instructions
 
-_records = RecordWriter("tracestream.http")
+_records = RecordWriter("tracestream.http", located_by_exception=True)
 
 
 class HttpExchange(NamedTuple):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from time import time_ns
 from typing import Any
@@ -42,8 +43,12 @@ class RecordWriter:
     or loguru bridged into another provider) records go through the OTel logs API.
     """
 
-    def __init__(self, scope: str) -> None:
+    def __init__(self, scope: str, *, located_by_exception: bool = False) -> None:
+        """`located_by_exception`: its records are no logging call of the app's, so one carrying an
+        exception takes its code location from where the app's code raised it (what `stats`
+        groups errors by, as issues group them by that frame)."""
         self._scope = scope
+        self._located_by_exception = located_by_exception
 
     def emit(
         self,
@@ -57,6 +62,8 @@ class RecordWriter:
     ) -> None:
         """`severity_text`: a level's own name (loguru's SUCCESS), where it is not the severity's."""
         present = {key: value for key, value in attributes.items() if value is not None}
+        if exception is not None and self._located_by_exception:
+            present.update(raised_at(exception))
         telemetry = installed()
         if telemetry is None:
             self._emit_to_api(body, severity, severity_text, present, exception, context)
@@ -204,6 +211,18 @@ def exception_attributes(error: BaseException) -> dict[str, str]:
     """`exception.*` attributes that never raise: the SDK's own would call str() on the exception."""
     fields = encoding.exception_fields(type(error), error, error.__traceback__)
     return dict(zip(schema.EXCEPTION_KEYS, fields, strict=True))
+
+
+def raised_at(error: BaseException) -> dict[str, Any]:
+    """`code.*` attributes of the innermost frame of the app's own code that `error` came
+    through; none when no frame of its traceback is the app's."""
+    where: dict[str, Any] = {}
+    for frame, line in traceback.walk_tb(error.__traceback__):
+        code = frame.f_code
+        if schema.is_application_code(code.co_filename):
+            where = {"code.file.path": code.co_filename, "code.line.number": line}
+            where["code.function.name"] = code.co_name
+    return where
 
 
 Predicate = Callable[[logging.LogRecord], bool]

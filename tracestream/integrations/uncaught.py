@@ -42,7 +42,7 @@ SCOPE = "tracestream.uncaught"
 # Not failures: Ctrl-C, and a thread's `sys.exit()`, which Python's own hook passes over too.
 _NOT_CRASHES = (KeyboardInterrupt, SystemExit)
 
-_writer = RecordWriter(SCOPE)
+_writer = RecordWriter(SCOPE, located_by_exception=True)
 _installed = False
 _recorded_end: BaseException | None = None
 
