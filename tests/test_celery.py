@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.apps.servers import LAUNCHER_ENV, bin_path, launched, printed, run_json, serve
-from tests.support import RedisHandle, wait_for
+from tests.support import RedisHandle, run_python, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.schema import LogEntry, SpanEntry
 
@@ -132,6 +132,99 @@ def test_the_brokers_own_traffic_starts_no_trace_in_the_worker(
     stored = {s.span_id for s in spans}
     assert [(s.name, s.scope) for s in worker if s.parent_span_id not in stored] == []
     assert {s.scope for s in worker} >= {"opentelemetry.instrumentation.celery"}
+
+
+REDIS_SCOPE = "opentelemetry.instrumentation.redis"
+PRODUCER = ("apply_async/tests.process_order", "opentelemetry.instrumentation.celery")
+
+# Celery's "First Steps" (waiting on a result) and "Canvas" (a group), with a Redis result
+# backend; then redis-py's own example, a command of the app's outside any trace.
+WAITING_PUBLISHER = """
+import os, redis
+from celery import group
+from tests.apps.celery_app import process_order
+assert process_order.delay(4).get(timeout=30) == 8
+assert group(process_order.s(i) for i in range(3))().get(timeout=30) == [0, 2, 4]
+r = redis.Redis.from_url(os.environ["CELERY_RESULT_BACKEND"])
+r.set("foo", "bar")
+"""
+
+
+def _roots(stream: RedisHandle, service: str) -> list[tuple[str, str]]:
+    """The spans of `service` that start a trace in the stream, or whose parent is not there."""
+    spans = [s for s in stream.spans() if s.service == service]
+    stored = {s.span_id for s in spans}
+    return sorted((s.name, s.scope) for s in spans if s.parent_span_id not in stored)
+
+
+def test_a_publisher_waiting_on_results_starts_no_trace_for_celerys_redis_commands(
+    redis_server: EmbeddedRedis, stream: RedisHandle
+) -> None:
+    """Under the launcher: the result backend's commands while the publisher waits (a GET each
+    poll, an MGET) made a trace of one span each. The app's own command outside a trace, to the
+    same Redis, still starts one."""
+    backend = f"redis://127.0.0.1:{redis_server.port}/13"
+    broker, worker = _worker(
+        redis_server, stream, 12, "-c", "2", CELERY_MAX_TASKS_PER_CHILD="0", CELERY_RESULT_BACKEND=backend
+    )
+    with worker:
+        env = stream.env(
+            OTEL_SERVICE_NAME="publisher",
+            CELERY_BROKER_URL=broker,
+            CELERY_RESULT_BACKEND=backend,
+            **LAUNCHER_ENV,
+        )
+        run_python(WAITING_PUBLISHER, env, launcher=True)
+    assert _roots(stream, "publisher") == [("SET", REDIS_SCOPE)] + [PRODUCER] * 4
+
+
+def test_celery_beat_starts_no_trace_for_its_redis_commands(
+    redis_server: EmbeddedRedis, stream: RedisHandle, tmp_path: Path
+) -> None:
+    """Under the launcher: beat's connection to the broker (a PING) made a trace of one span."""
+    command = [bin_path("celery"), "-A", "tests.apps.celery_app", "beat", "-s", str(tmp_path / "schedule")]
+    env = stream.env(
+        OTEL_SERVICE_NAME="beat",
+        CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_server.port}/15",
+        CELERY_BEAT_EVERY="0.5",
+        **LAUNCHER_ENV,
+    )
+    with serve(launched(*command, "-l", "INFO"), env, partial(printed, text="beat: Starting")):
+        wait_for(lambda: len(_roots(stream, "beat")) >= 2, timeout=30, what="two tasks sent by beat")
+    roots = _roots(stream, "beat")
+    assert len(roots) >= 2
+    assert set(roots) == {PRODUCER}
+
+
+# A task the worker does not know: a publisher deployed before the worker that runs it.
+UNREGISTERED = """
+import json, tracestream
+from opentelemetry import trace
+from tests.apps.celery_app import app
+telemetry = tracestream.configure()
+with trace.get_tracer("publisher").start_as_current_span("enqueue") as span:
+    app.send_task("tests.added_in_the_next_release", args=(4,))
+telemetry.force_flush()
+print(json.dumps(format(span.get_span_context().trace_id, "032x")))
+"""
+
+
+def test_a_task_the_worker_does_not_know_is_said_in_its_trace(
+    redis_server: EmbeddedRedis, stream: RedisHandle
+) -> None:
+    """The worker's main process logs that it discarded the message outside any span (and only
+    then sends `task_unknown`): the line is in the trace the message carries."""
+    broker, worker = _worker(redis_server, stream, 2, "-c", "2", CELERY_MAX_TASKS_PER_CHILD="0")
+    with worker:
+        trace_id = run_json(UNREGISTERED, stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker))
+        said = wait_for(
+            lambda: [e for e in stream.logs() if e.body.startswith("Received unregistered task")],
+            what="the worker's line",
+        )
+    [producer] = _spans(stream, "apply_async/tests.added_in_the_next_release")
+    assert [(e.service, e.severity, e.trace_id, e.span_id) for e in said] == [
+        ("worker", "ERROR", trace_id, producer.span_id)
+    ]
 
 
 def test_task_continues_the_enqueuing_trace(published: dict[str, str], celery_stream: RedisHandle) -> None:

@@ -1,6 +1,8 @@
 """A Celery app for the end-to-end tests: prefork, one task per child, broker from CELERY_BROKER_URL.
 
 CELERY_MAX_TASKS_PER_CHILD=0 keeps children alive across tasks (for the shutdown tests).
+CELERY_RESULT_BACKEND stores results (none by default); CELERY_BEAT_EVERY gives `celery beat` an
+entry that sends a task every so many seconds.
 
 With CONFIGURE_IN_CHILD=1 it is the documented non-launcher path: each prefork child
 calls `configure()` from `worker_process_init`.
@@ -18,13 +20,26 @@ from celery import Celery, Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-app = Celery("tests", broker=os.environ.get("CELERY_BROKER_URL", "memory://"))
+app = Celery(
+    "tests",
+    broker=os.environ.get("CELERY_BROKER_URL", "memory://"),
+    backend=os.environ.get("CELERY_RESULT_BACKEND"),
+)
 app.conf.update(
     worker_max_tasks_per_child=int(os.environ.get("CELERY_MAX_TASKS_PER_CHILD", "1")) or None,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
 )
 logger = logging.getLogger("shop.worker")
+
+if os.environ.get("CELERY_BEAT_EVERY"):  # Celery's "Periodic Tasks" guide, every so many seconds
+    app.conf.beat_schedule = {
+        "process-order-every-moment": {
+            "task": "tests.process_order",
+            "schedule": float(os.environ["CELERY_BEAT_EVERY"]),
+            "args": (16,),
+        },
+    }
 
 if os.environ.get("CONFIGURE_IN_CHILD") == "1":
 

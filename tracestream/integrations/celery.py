@@ -16,12 +16,15 @@ import logging
 import os
 import sys
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from time import perf_counter
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
+import wrapt
 from billiard.process import current_process as billiard_process
 from celery import beat, current_task, signals
 from celery.app import trace as celery_trace
@@ -32,6 +35,7 @@ from opentelemetry import propagate, trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
+from opentelemetry.sdk.trace import Span
 
 from tracestream._internal_log import internal_logger
 from tracestream.integrations.http_records import current_route
@@ -320,24 +324,34 @@ def _warn_of_a_late_gevent_patch(**_: Any) -> None:
         )
 
 
-# The broker's own traffic in a worker (a heartbeat every 2 s, two commands a task) starts a
-# trace of one span for each command: under the launcher, which instruments redis-py, these
-# crowded the task spans out of the spans stream.
-_BROKER_INSTRUMENTATION = frozenset({"opentelemetry.instrumentation.redis"})
+# Celery's own Redis traffic outside any task or request (a worker's heartbeat every 2 s and two
+# commands around each task, a publisher's result backend polling while it waits on a result,
+# beat's connection) starts a trace of one span for each command under the launcher, which
+# instruments redis-py: these crowded the task spans out of the spans stream. Such a span is
+# told from an app's own command by its caller, the first frame outside redis-py and the code
+# that starts a span around it.
+_REDIS_INSTRUMENTATION = "opentelemetry.instrumentation.redis"
+_BETWEEN_CALLER_AND_SPAN = frozenset({"redis", "opentelemetry", "wrapt", "tracestream"})
+_CELERYS_OWN = frozenset({"celery", "kombu"})
 
 
-def _quiet_the_brokers_traffic(**_: Any) -> None:
-    """In a worker's main process, before its pool starts: a Redis command outside any trace
-    there is the broker's (or the result backend's) bookkeeping; a task's own are in its trace."""
-    telemetry = installed()
-    if telemetry is not None:
-        for processor in telemetry.span_processors:
-            processor.quiet_roots = _BROKER_INSTRUMENTATION
+def _celerys_own_redis_command(span: Span) -> bool:
+    """A Redis span that starts a trace, as it starts: called by Celery or kombu (its broker
+    transport), not by the app (a task called directly, a script using redis-py)."""
+    scope = span.instrumentation_scope
+    if scope is None or scope.name != _REDIS_INSTRUMENTATION:
+        return False
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        package = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+        if package not in _BETWEEN_CALLER_AND_SPAN:
+            return package in _CELERYS_OWN
+        frame = frame.f_back
+    return False
 
 
 _RECEIVERS = (
     (signals.worker_init, _warn_of_a_late_gevent_patch),
-    (signals.worker_init, _quiet_the_brokers_traffic),
     (signals.task_received, _on_received),
     (signals.task_prerun, _on_prerun),
     (signals.task_success, _on_success),
@@ -385,17 +399,38 @@ def _say_soft_time_limits_in_their_trace() -> None:
         if arrival is None:
             original(self, soft, timeout)
             return
-        token = otel_context.attach(arrival.context)
-        try:
+        with _in_context(arrival.context):
             original(self, soft, timeout)
-        finally:
-            otel_context.detach(token)
 
     Request.on_timeout = on_timeout  # type: ignore[method-assign]
 
 
+def _say_unknown_tasks_in_their_trace(module: ModuleType) -> None:
+    """The worker's main process says it discarded a message naming a task it does not know
+    outside any span, before it sends `task_unknown`: the line is said in the trace the message
+    carries (none under task protocol 1, which leaves the headers empty)."""
+    consumer = module.Consumer
+    original = consumer.on_unknown_task
+
+    def on_unknown_task(self: Any, body: Any, message: Any, exc: BaseException) -> None:
+        with _in_context(propagate.extract(message.headers or {})):
+            original(self, body, message, exc)
+
+    consumer.on_unknown_task = on_unknown_task
+
+
+@contextmanager
+def _in_context(context: Context) -> Iterator[None]:
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def install(telemetry: Telemetry, name: str = "celery") -> None:
-    """Signals once per process; the line filters on each configured handler."""
+    """Signals once per process; the line filters on each configured handler, and what its span
+    processors leave out."""
     global _connected
     if not _connected:
         _connected = True
@@ -403,11 +438,14 @@ def install(telemetry: Telemetry, name: str = "celery") -> None:
         _first_receiver(signals.before_task_publish, _on_publish)
         _remember_beat_entry()
         _say_soft_time_limits_in_their_trace()
+        wrapt.register_post_import_hook(_say_unknown_tasks_in_their_trace, "celery.worker.consumer.consumer")
         instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()  # first, so its prerun receiver has started the span before ours
         for signal, receiver in _RECEIVERS:
             signal.connect(receiver, weak=False)
+    for processor in telemetry.span_processors:
+        processor.quiet_root = _celerys_own_redis_command
     replace_lines(telemetry.handler, "celery.app.trace", _is_trace_line)
     replace_lines(telemetry.handler, "celery.worker.strategy", _is_received_line)
     replace_lines(telemetry.handler, "celery.worker.request", _is_time_limit_line)

@@ -204,22 +204,19 @@ class StreamSpanProcessor(_QueueOwner, SpanProcessor):
         self.queue: BatchQueue[ReadableSpan] = _queue("spans", exporter, batch, self._export)
         self._shutdown_timeout = shutdown_timeout
         self.joined = False
-        # Instrumentation scopes whose spans are housekeeping when they start a trace, left out
-        # then (a Celery worker's broker traffic: integrations/celery.py), with every span under
-        # them (the commands of a pipeline): their trace ids while the root is open.
-        self.quiet_roots: frozenset[str] = frozenset()
+        # Whether a span that starts a trace is housekeeping, decided as it starts (from the
+        # stack that starts it: Celery's broker traffic, integrations/celery.py): it is left out,
+        # with every span under it (the commands of a pipeline): their trace ids while it is open.
+        self.quiet_root: Callable[[Span], bool] | None = None
         self._quiet_traces: set[int] = set()
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:
         return self.exporter.export(batch) is SpanExportResult.SUCCESS
 
-    def _quiet(self, span: ReadableSpan) -> bool:
-        scope = span.instrumentation_scope
-        return scope is not None and scope.name in self.quiet_roots
-
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         check_propagator()
-        if self.quiet_roots and span.parent is None and self._quiet(span):
+        quiet_root = self.quiet_root
+        if quiet_root is not None and span.parent is None and quiet_root(span):
             self._quiet_traces.add(span.context.trace_id)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -229,8 +226,6 @@ class StreamSpanProcessor(_QueueOwner, SpanProcessor):
         if self._quiet_traces and context.trace_id in self._quiet_traces:
             if span.parent is None:
                 self._quiet_traces.discard(context.trace_id)
-            return
-        if self.quiet_roots and span.parent is None and self._quiet(span):
             return
         if self.queue.closed and span.kind is SpanKind.CLIENT:
             # A call an exit handler registered before configure() makes (Sentry's last upload,
