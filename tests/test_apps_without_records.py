@@ -45,6 +45,34 @@ def test_a_flask_apps_requests_are_its_servers_access_lines(stream: RedisHandle)
     assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]
 
 
+@pytest.mark.parametrize("setup", ["configure", "launcher"])
+def test_a_plain_asgi_apps_requests_are_said_to_get_no_records_once(stream: RedisHandle, setup: str) -> None:
+    """uvicorn's Quickstart app is no framework's: nothing says so as it is made, so the first
+    access line no record stood for says it, once; the lines reach the stream as logged."""
+    port = free_port()
+    env = stream.env(OTEL_SERVICE_NAME="plain", UVICORN_QUICKSTART_TRACESTREAM="1")
+    command = [bin_path("uvicorn"), "tests.apps.uvicorn_quickstart:app", "--port", str(port)]
+    if setup == "launcher":
+        env = stream.env(
+            OTEL_SERVICE_NAME="plain", OTEL_LOGS_EXPORTER="redis_stream", OTEL_TRACES_EXPORTER="redis_stream"
+        )
+        command = launched(*command)
+    with serve(command, env, http_ready(f"http://127.0.0.1:{port}/")) as running:
+        for path in ("/", "/again"):
+            assert httpx.get(f"http://127.0.0.1:{port}{path}").text == "Hello, world!"
+        wait_for(
+            lambda: [e for e in stream.logs() if e.scope == "uvicorn.access" and "GET /again" in e.body],
+            what="the second request's access line in the stream",
+        )
+        running.stop()
+        output = running.output()
+    assert [line for line in output.splitlines() if line.startswith("tracestream:")] == [
+        "tracestream: WARNING uvicorn.access logged a request that got no request record: tracestream "
+        "records the requests of FastAPI, Starlette and Django apps, and this app is none of them; its "
+        "log lines, access lines included, reach the stream"
+    ]
+
+
 def test_a_fastapi_apps_access_lines_stay_out_under_a_quieter_server(stream: RedisHandle) -> None:
     """The request record stands for the line the app's level skips: it is neither printed
     nor in the stream, and the record is."""

@@ -15,6 +15,7 @@ only once the app's own code holds the library, at the latest as the process end
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -33,6 +34,7 @@ from tracestream.forks import follow_uwsgi_forks
 from tracestream.integrations import loguru as loguru_integration
 from tracestream.integrations import structlog as structlog_integration
 from tracestream.integrations import threads, uncaught
+from tracestream.otel_setup import log_capture
 from tracestream.otel_setup.app_overrides import span_processors_of
 from tracestream.otel_setup.http_names import choose_stable_names
 from tracestream.otel_setup.shutdown import before_closing
@@ -141,6 +143,9 @@ def install_all(telemetry: Telemetry) -> None:
     if "*" in off:
         return
     _choose_http_conventions(telemetry)
+    capture = log_capture.current()
+    if capture is not None:
+        capture.unreplaced_access_line = _access_line_unrecorded
     uncaught.install()
     if "threading" not in off:
         threads.install()
@@ -153,6 +158,13 @@ def install_all(telemetry: Telemetry) -> None:
         structlog_integration.install()
     if "loguru" not in off:
         loguru_integration.install()
+
+
+def _access_line_unrecorded(access_line: logging.LogRecord) -> None:
+    """What to say lives with the request records, which a process that records none never imports."""
+    from tracestream.integrations import http_records
+
+    http_records.say_an_access_line_went_unrecorded(access_line)
 
 
 def _say_unintegrated(module: ModuleType) -> None:
@@ -173,6 +185,9 @@ def _say_unintegrated(module: ModuleType) -> None:
 
 
 def _say_framework_unintegrated(framework: Unintegrated) -> None:
+    from tracestream.integrations import http_records
+
+    http_records.said_requests_go_unrecorded()
     internal_logger.warning(
         "%s is in use, which tracestream does not integrate: its requests get no request "
         "records, and spans only from upstream's %s instrumentation (opentelemetry-instrument "

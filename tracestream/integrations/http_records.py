@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -21,6 +22,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
+from tracestream._internal_log import internal_logger
 from tracestream.exporters.encoding import span_id_hex, trace_id_hex
 from tracestream.integrations.record_writer import RecordWriter, exception_attributes, replace_lines
 from tracestream.otel_setup.shutdown import before_closing
@@ -39,6 +41,8 @@ recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exce
 _FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))  # a format spec per request costs ~2k instructions
 
 _records = RecordWriter("tracestream.http", located_by_exception=True)
+_recorded_any = False  # this process has written a request record
+_unrecorded_said = False  # a line said why this process's requests get no records
 
 
 class HttpExchange(NamedTuple):
@@ -143,6 +147,8 @@ def emit_request_record(
     """
     if not is_instrumentation_enabled():  # e.g. a request to the mounted console (console/fastapi_mount.py)
         return
+    global _recorded_any
+    _recorded_any = True
     if error is not None:
         recorded_exception.set(error)
     _records.emit(
@@ -161,6 +167,29 @@ def emit_request_record(
         },
         exception=error or reason,
         context=context,
+    )
+
+
+def said_requests_go_unrecorded() -> None:
+    """A line said why this process's requests get no records (a framework tracestream does not
+    integrate, an app instrumented before configure()): no other says it again."""
+    global _unrecorded_said
+    _unrecorded_said = True
+
+
+def say_an_access_line_went_unrecorded(access_line: logging.LogRecord) -> None:
+    """Once a process: a server logged a request that no request record stood for, none has
+    stood for any request here, and no line said why. The app it serves is then none that
+    tracestream records (a plain ASGI or WSGI callable, Litestar, Quart). Django's stay quiet:
+    a request Django refuses before our middleware runs (a `Host` it does not allow) has none."""
+    if _recorded_any or _unrecorded_said or "django.core.handlers.base" in sys.modules:
+        return
+    said_requests_go_unrecorded()
+    internal_logger.warning(
+        "%s logged a request that got no request record: tracestream records the requests of "
+        "FastAPI, Starlette and Django apps, and this app is none of them; its log lines, "
+        "access lines included, reach the stream",
+        access_line.name,
     )
 
 

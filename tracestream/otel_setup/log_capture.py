@@ -37,7 +37,7 @@ import logging
 import logging.handlers
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from types import FrameType
 from typing import Any
@@ -103,6 +103,8 @@ class LogCapture:
         self._wanted: dict[str, bool] = {}
         self._asked_for: dict[str, bool] = {}
         self._told_of_a_lost_record = False
+        # Told of each server's access line that no request record stood for.
+        self.unreplaced_access_line: Callable[[logging.LogRecord], object] | None = None
 
     def wants(self, logger_name: str) -> bool:
         """Loggers repeat, so each name is matched against the exclusions once."""
@@ -126,11 +128,18 @@ class LogCapture:
             if (
                 record.levelno >= self.level
                 and self.wants(record.name)
-                and not (record.name in ACCESS_LOGGERS and take_access_line_mark())
+                and not (record.name in ACCESS_LOGGERS and self._replaced(record))
             ):
                 self.handler.handle(record)
         except Exception as error:  # whatever fails here stays here: the app's logging call goes on
             self._say_a_record_is_lost(error)
+
+    def _replaced(self, access_line: logging.LogRecord) -> bool:
+        if take_access_line_mark():
+            return True
+        if self.unreplaced_access_line is not None:
+            self.unreplaced_access_line(access_line)
+        return False
 
     def _say_a_record_is_lost(self, error: Exception) -> None:
         """Of the first only. The line said is a log record too, and comes back here."""
