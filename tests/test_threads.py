@@ -67,6 +67,22 @@ def test_threads_a_request_starts_run_in_its_trace_and_print_as_before(stream: R
         assert _records_in(stream, name, traces["/sync"], len(expected)) == expected, name
 
 
+def test_threads_run_in_the_trace_beside_sentrys_threading_integration(stream: RedisHandle) -> None:
+    """Sentry's integration, set up first, wraps `Thread.start` too and calls the `run` it finds
+    as `run.__func__(thread)`: every thread a request started (a `def` endpoint's too) died
+    of a TypeError, and what waited on it hung. Each prints as under Sentry alone."""
+    uvicorn = [bin_path("uvicorn"), APP]
+    _, sentry_output = _serve(uvicorn, stream.env(THREADS_DOCS_SENTRY="1"))
+    traces, output = _serve(
+        uvicorn, stream.env(OTEL_SERVICE_NAME="sentry", THREADS_DOCS_SENTRY="1", THREADS_DOCS_TRACESTREAM="1")
+    )
+    assert _thread_traceback(output) == _thread_traceback(sentry_output)
+    assert "TypeError" not in output
+    loads = ["loading page 0", "loading page 1", "page 0 served", "page 1 served"]
+    expected = sorted([*loads, "/pages/{n}", "/pages/{n}", "/fetch"])
+    assert _records_in(stream, "sentry", traces["/fetch"], len(expected)) == expected
+
+
 def _records_in(stream: RedisHandle, service: str, trace_id: str, count: int) -> list[str]:
     """Once `count` are in: the trace's records, each as its route, its body, or the uncaught scope."""
 

@@ -2,7 +2,9 @@
 the concurrent.futures docs' ThreadPoolExecutor example (pointed at this app's own `/pages/{n}`
 rather than the web), asyncio's `loop.run_in_executor`, and a `threading.Thread` that fails.
 `configure()` runs at the top when THREADS_DOCS_TRACESTREAM is set, where FastAPI's docs put
-an app's setup, so the app runs the same with and without tracestream.
+an app's setup, so the app runs the same with and without tracestream; with THREADS_DOCS_SENTRY
+set, Sentry's own setup comes first, as an app that had Sentry before tracestream has it (no DSN:
+its threading integration is installed all the same).
 """
 
 import asyncio
@@ -13,6 +15,11 @@ import threading
 import urllib.request
 
 from fastapi import FastAPI
+
+if os.environ.get("THREADS_DOCS_SENTRY") == "1":  # Sentry's FastAPI docs' setup, made before ours
+    import sentry_sdk
+
+    sentry_sdk.init(send_default_pii=True, traces_sample_rate=1.0)
 
 if os.environ.get("THREADS_DOCS_TRACESTREAM") == "1":
     import tracestream

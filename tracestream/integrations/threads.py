@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context
 from functools import partial
+from types import MethodType
 from typing import Any
 
 import wrapt
@@ -57,8 +58,19 @@ def _start_in_context(
     current = otel_context.get_current()
     if current and context_of(thread) is None:
         setattr(thread, _STARTED_IN, current)
-        thread.run = partial(_carrying(current).run, thread.run)  # type: ignore[method-assign]
+        thread.run = _run_in(_carrying(current), thread)  # type: ignore[method-assign]
     start(*args, **kwargs)
+
+
+def _run_in(carrier: Context, thread: threading.Thread) -> Callable[[], None]:
+    """`thread.run` inside `carrier`. A method stays a method of the thread, whose `__func__`
+    takes the thread, as wrappers of `run` started after ours expect (Sentry's threading
+    integration calls `run.__func__(thread)`); any other callable is called as it is."""
+    run = thread.run
+    function = getattr(run, "__func__", None)
+    if function is not None and getattr(run, "__self__", None) is thread:
+        return MethodType(partial(carrier.run, function), thread)
+    return partial(carrier.run, run)
 
 
 def _submit_in_context(
