@@ -12,6 +12,7 @@ import json
 import subprocess
 from collections import Counter
 
+import httpx
 import pytest
 
 from tests.apps.servers import bin_path, http_ready, launched, serve
@@ -167,3 +168,29 @@ def test_a_bad_setting_is_one_line_and_exit_2_whichever_configurator_runs(
         "tracestream: invalid configuration: TRACESTREAM_MAX_AGE='a week' is invalid: "
         "expected a duration such as 250ms, 30s, 15m, 2h or 7d"
     ], done.stderr
+
+
+SENTRY_TRANSACTION = "sentry transaction: /\n"
+
+
+@pytest.mark.parametrize(
+    "distro", ["none", "distro", "tracestream"], ids=["sentry-alone", "upstream-distro", "our-distro"]
+)
+def test_sentrys_fastapi_integration_keeps_its_transactions_whichever_distro(
+    stream: RedisHandle, distro: str
+) -> None:
+    """Upstream's Starlette instrumentation, which another distro loads, swapped Starlette for a
+    subclass that Sentry's integration then patched, and no FastAPI app's request was a Sentry
+    transaction any more."""
+    port = free_port()
+    command = [bin_path("uvicorn"), "tests.apps.sentry_fastapi:app", "--port", str(port)]
+    env = _env(stream, "api", distro, "configurator" if distro == "distro" else "tracestream")
+    if distro == "none":
+        env = stream.env()
+    else:
+        command = launched(*command)
+    env["SENTRY_DSN"] = f"http://public@127.0.0.1:{free_port()}/1"
+    with serve(command, env, http_ready(f"http://127.0.0.1:{port}/docs")) as server:
+        for _ in range(2):
+            assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+        wait_for(lambda: server.output().count(SENTRY_TRANSACTION) == 2, what="Sentry's two transactions")

@@ -117,10 +117,14 @@ def _keep_servers_run_as_modules_out(click_instrumentation: Any) -> None:
 # the exceptions and threading ones everywhere) whose work configure() has done: beside ours
 # each wrote every record twice, or added frames to the tracebacks a thread prints (see
 # integrations/structlog.py, uncaught.py and threads.py). Instrumenting runs ours instead.
+# Starlette's, which another distro loads (ours skips it), swaps `starlette.applications.Starlette`
+# for a subclass: what patches that class afterwards (Sentry's Starlette integration) misses
+# every FastAPI app, a subclass of the real one; configure() instruments Starlette already.
 _STOOD_IN_FOR: dict[str, tuple[str, Callable[[], None]]] = {
     "opentelemetry.instrumentation.structlog": ("StructlogInstrumentor", structlog_integration.install),
     "opentelemetry.instrumentation.exceptions": ("UnhandledExceptionInstrumentor", uncaught.install),
     "opentelemetry.instrumentation.threading": ("ThreadingInstrumentor", threads.install),
+    "opentelemetry.instrumentation.starlette": ("StarletteInstrumentor", lambda: None),
 }
 
 
