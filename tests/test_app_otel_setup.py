@@ -119,13 +119,47 @@ def test_sentrys_otel_recipe_after_ours_keeps_its_transactions_and_says_what_it_
     assert "OTEL_SEMCONV_STABILITY_OPT_IN=http/dup" not in done.stderr
 
 
-def test_sentrys_otel_recipe_under_the_stable_http_names_is_told_to_keep_both(stream: RedisHandle) -> None:
-    done = _run(SENTRY.replace("{port}", str(free_port())), stream, launcher=True)
-    [line] = [line for line in done.stderr.splitlines() if line.startswith(JOINED)]
-    assert line.endswith(
-        "; SentrySpanProcessor knows Sentry's own uploads by http.url, which the stable HTTP names "
-        "leave out: set OTEL_SEMCONV_STABILITY_OPT_IN=http/dup, or each upload becomes a transaction"
-    )
+@SETUPS
+def test_sentrys_otel_recipe_under_the_stable_http_names_uploads_no_transaction_of_its_own(
+    stream: RedisHandle, launcher: bool
+) -> None:
+    """Sentry's processor knows its uploads by the old `http.url` alone: each upload's span was a
+    transaction it uploaded again, without end. Its uploads make no spans, so none is sent and
+    none is in the stream."""
+    port = free_port()
+    done = _run(SENTRY.replace("{port}", str(port)), stream, launcher)
+    assert done.stdout.splitlines() == ["sentry transaction: checkout"], done.stdout
+    names = {s.name for s in wait_for(lambda: stream.spans(), what="our spans")}
+    assert names >= {"checkout", "charge"} and "POST" not in names, names
+
+
+# Sentry's default setup, its logging integration on, set up before ours; the breadcrumbs of
+# log lines it takes are printed by its documented `before_breadcrumb` hook (its Redis
+# integration's, of the commands the export threads send, stay in those threads' own scope).
+SENTRY_BREADCRUMBS = """
+import logging
+import sentry_sdk
+
+def before_breadcrumb(crumb, hint):
+    if crumb.get("category") != "redis":
+        print("breadcrumb:", crumb["message"], flush=True)
+    return crumb
+
+sentry_sdk.init(dsn="http://public@127.0.0.1:{port}/1", before_breadcrumb=before_breadcrumb)
+import tracestream
+tracestream.configure(service_name="shop")
+tracestream.configure(service_name="checkout")  # which tracestream answers with a line
+logging.getLogger("shop").warning("card declined")
+"""
+
+
+def test_tracestreams_own_lines_are_no_sentry_breadcrumbs(stream: RedisHandle) -> None:
+    """Sentry's logging integration wraps `Logger.callHandlers`: tracestream's lines, which went
+    through it, became breadcrumbs (with `enable_logs`, Sentry logs)."""
+    done = run_python_process(SENTRY_BREADCRUMBS.replace("{port}", str(free_port())), stream.env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["breadcrumb: card declined"], done.stdout
+    assert "tracestream: WARNING configure() already ran" in done.stderr
 
 
 # opentelemetry-python's docs/examples/logs/example.py, with the console exporter its README

@@ -32,8 +32,8 @@ from tracestream._internal_log import internal_logger
 from tracestream.exporters.from_environment import EnvironmentSpanExporter
 from tracestream.forks import follow_uwsgi_forks
 from tracestream.integrations import loguru as loguru_integration
+from tracestream.integrations import sentry, threads, uncaught
 from tracestream.integrations import structlog as structlog_integration
-from tracestream.integrations import threads, uncaught
 from tracestream.otel_setup import log_capture
 from tracestream.otel_setup.app_overrides import span_processors_of
 from tracestream.otel_setup.http_names import choose_stable_names
@@ -147,6 +147,7 @@ def install_all(telemetry: Telemetry) -> None:
     if capture is not None:
         capture.unreplaced_access_line = _access_line_unrecorded
     uncaught.install()
+    sentry.install()
     if "threading" not in off:
         threads.install()
     for integration in INTEGRATIONS:

@@ -5,9 +5,8 @@ that names neither. An app that sets up its own after us (Sentry's "OpenTelemetr
 recipe, the OpenTelemetry docs' manual setup, under the launcher or after `configure()`)
 would lose what its provider's span processors do: Sentry's transactions, its own
 exporter's spans. Its processors join our provider instead, those it adds later too, and
-one line says so; its sampler and resource are not used. Sentry's processor tells Sentry's
-own uploads by the old `http.url`, which tracestream's default of the stable HTTP names
-leaves out, so that line also says how to keep both names.
+one line says so; its sampler and resource are not used. Where they get the stable HTTP
+names tracestream chose, that line also says how to keep both names.
 
 Traces cross services only while the global propagator carries W3C `traceparent`. Sentry's
 integrations replace it with theirs, which does not, and services called from here then
@@ -61,7 +60,7 @@ def join_later_tracer_providers(ours: TracerProvider) -> None:
             "the app set a TracerProvider after tracestream's, and OpenTelemetry keeps the first: its span "
             "processors (%s) get tracestream's spans instead; its sampler and resource are not used%s",
             ", ".join(names) or "none yet",
-            give_back_default_names(names),
+            give_back_default_names(),
         )
 
     trace.set_tracer_provider = set_tracer_provider

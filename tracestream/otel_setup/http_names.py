@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
 __all__ = ["VARIABLE", "choose_stable_names", "give_back_default_names"]
 
@@ -28,10 +27,10 @@ def choose_stable_names() -> None:
         _chosen = True
 
 
-def give_back_default_names(processor_names: Sequence[str]) -> str:
-    """Span processors named `processor_names` now read the spans too: contrib's default names
-    again while that can still change what they get; else the end of the line saying they joined,
-    telling how to keep both names."""
+def give_back_default_names() -> str:
+    """The app's span processors now read the spans too: contrib's default names again while that
+    can still change what they get; else the end of the line saying they joined, telling how to
+    keep both names."""
     global _chosen
     if _chosen and not _read_by_contrib():
         os.environ.pop(VARIABLE, None)
@@ -39,11 +38,6 @@ def give_back_default_names(processor_names: Sequence[str]) -> str:
         return ""
     if os.environ.get(VARIABLE) != "http":
         return ""
-    if "SentrySpanProcessor" in processor_names:  # Sentry tells its own uploads by the old http.url
-        return (
-            "; SentrySpanProcessor knows Sentry's own uploads by http.url, which the stable HTTP names "
-            "leave out: set OTEL_SEMCONV_STABILITY_OPT_IN=http/dup, or each upload becomes a transaction"
-        )
     if _chosen:
         return (
             "; they get the stable HTTP attribute names tracestream chose (OTEL_SEMCONV_STABILITY_OPT_IN="
