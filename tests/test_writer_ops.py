@@ -71,6 +71,13 @@ def full_redis() -> Iterator[EmbeddedRedis]:
         yield server
 
 
+def _on_a_clock(handle: RedisHandle) -> tuple[RecordWriter, Clock]:
+    """A log writer whose failing spells run on a clock the test moves."""
+    records, clock = RecordWriter(handle), Clock()
+    records.writer.health = WriteHealth(HOLD_S, clock)
+    return records, clock
+
+
 def _stderr_lines(capfd: pytest.CaptureFixture[str]) -> list[str]:
     return capfd.readouterr().err.splitlines()
 
@@ -81,9 +88,7 @@ def test_a_redis_that_stays_full_is_said_once_and_its_recovery_once(
     """At its memory limit Redis takes a batch now and then (a trim freed a little) and refuses the
     next: one line when writes start to fail, none while that goes on, one when they are taken."""
     handle = RedisHandle(full_redis.url, "full")
-    records = RecordWriter(handle)
-    clock = Clock()
-    records.writer.health = WriteHealth(HOLD_S, clock)
+    records, clock = _on_a_clock(handle)
     admin = full_redis.client()
 
     def write(order: int, *, full: bool) -> bool:
@@ -112,9 +117,7 @@ def test_a_writer_with_nothing_more_to_write_ends_its_spell_at_its_next_status(
     full_redis: EmbeddedRedis, capfd: pytest.CaptureFixture[str]
 ) -> None:
     handle = RedisHandle(full_redis.url, "idle")
-    records = RecordWriter(handle)
-    clock = Clock()
-    records.writer.health = WriteHealth(HOLD_S, clock)
+    records, clock = _on_a_clock(handle)
     with full_redis.client() as admin:
         admin.config_set("maxmemory", 1)
         assert not records.writer.write_rows([records.row("refused")])
@@ -135,10 +138,8 @@ def test_a_processs_log_and_span_writers_say_a_failing_spell_once_and_its_end_on
 ) -> None:
     """Both fail for one reason: one line. The end is said once the last of them is over."""
     handle = RedisHandle(full_redis.url, "both")
-    records = RecordWriter(handle)
+    records, clock = _on_a_clock(handle)
     spans = _span_exporter(handle)
-    clock = Clock()
-    records.writer.health = WriteHealth(HOLD_S, clock)
     spans.writer.health = WriteHealth(HOLD_S, clock)
     with full_redis.client() as admin:
         admin.config_set("maxmemory", 1)
