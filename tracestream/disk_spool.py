@@ -181,6 +181,8 @@ def announced_rows(path: Path, offset: int, end: int) -> int:
     """The rows the frame headers between `offset` and `end` announce, payloads unread; counting
     stops at a torn frame."""
     rows = 0
+    if offset + _HEADER.size > end:  # all replayed: no file to open
+        return rows
     try:
         with path.open("rb") as file:
             while offset + _HEADER.size <= end:
