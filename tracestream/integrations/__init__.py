@@ -188,7 +188,7 @@ def _say_unintegrated(module: ModuleType) -> None:
 def _say_framework_unintegrated(framework: Unintegrated) -> None:
     from tracestream.integrations import http_records
 
-    http_records.said_requests_go_unrecorded()
+    http_records.requests_accounted_for()
     internal_logger.warning(
         "%s is in use, which tracestream does not integrate: its requests get no request "
         "records, and spans only from upstream's %s instrumentation (opentelemetry-instrument "

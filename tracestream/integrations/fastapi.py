@@ -41,7 +41,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tracestream._internal_log import internal_logger
-from tracestream.integrations.http_records import said_requests_go_unrecorded
+from tracestream.integrations.http_records import requests_accounted_for
 from tracestream.integrations.starlette import (
     CONTRIB_OPTIONS,
     EXCLUDED_KEY,
@@ -130,7 +130,7 @@ def _say_apps_instrumented_without_us() -> None:
     so ours never runs for them, and building their stack again would make their middleware a
     second time."""
     for app in list(getattr(fastapi_instrumentation._InstrumentedFastAPI, "_instrumented_fastapi_apps", ())):
-        said_requests_go_unrecorded()
+        requests_accounted_for()
         internal_logger.warning(
             "the FastAPI app %r was instrumented by FastAPIInstrumentor.instrument_app() before "
             "configure() ran: its requests get spans but no request records or trace headers; call "

@@ -41,9 +41,8 @@ recorded_exception: ContextVar[BaseException | None] = ContextVar("recorded_exce
 _FLAGS_HEX = tuple(f"{flags:02x}" for flags in range(256))  # a format spec per request costs ~2k instructions
 
 _records = RecordWriter("tracestream.http", located_by_exception=True)
-# A request record was written here, or an app whose requests get them was built.
-_served_any = False
-_unrecorded_said = False  # a line said why this process's requests get no records
+# This process has an app whose requests get records, or a line said why they get none.
+_requests_accounted_for = False
 
 
 class HttpExchange(NamedTuple):
@@ -148,8 +147,6 @@ def emit_request_record(
     """
     if not is_instrumentation_enabled():  # e.g. a request to the mounted console (console/fastapi_mount.py)
         return
-    global _served_any
-    _served_any = True
     if error is not None:
         recorded_exception.set(error)
     _records.emit(
@@ -171,29 +168,23 @@ def emit_request_record(
     )
 
 
-def recording_app_built() -> None:
-    """An app whose requests get records is here: an access line no record stood for (the
-    handshake of a WebSocket session, which gets none, as hypercorn and granian log it) is no
-    sign of an app tracestream does not record."""
-    global _served_any
-    _served_any = True
-
-
-def said_requests_go_unrecorded() -> None:
-    """A line said why this process's requests get no records (a framework tracestream does not
-    integrate, an app instrumented before configure()): no other says it again."""
-    global _unrecorded_said
-    _unrecorded_said = True
+def requests_accounted_for() -> None:
+    """An app whose requests get records was built here, or a line said why they get none (a
+    framework tracestream does not integrate, an app instrumented before configure()): an
+    access line no record stood for (the handshake of a WebSocket session, which gets none, as
+    hypercorn and granian log it) is then no sign of an app tracestream does not record."""
+    global _requests_accounted_for
+    _requests_accounted_for = True
 
 
 def say_an_access_line_went_unrecorded(access_line: logging.LogRecord) -> None:
-    """Once a process: a server logged a request that no request record stood for, none has
-    stood for any request here, and no line said why. The app it serves is then none that
-    tracestream records (a plain ASGI or WSGI callable, Litestar, Quart). Django's stay quiet:
-    a request Django refuses before our middleware runs (a `Host` it does not allow) has none."""
-    if _served_any or _unrecorded_said or "django.core.handlers.base" in sys.modules:
+    """Once a process: a server logged a request that no request record stood for, and no app
+    here gets records nor did a line say why. The app it serves is then none that tracestream
+    records (a plain ASGI or WSGI callable, Litestar, Quart). Django's stay quiet: a request
+    Django refuses before our middleware runs (a `Host` it does not allow) has none."""
+    if _requests_accounted_for or "django.core.handlers.base" in sys.modules:
         return
-    said_requests_go_unrecorded()
+    requests_accounted_for()
     internal_logger.warning(
         "%s logged a request that got no request record: tracestream records the requests of "
         "FastAPI, Starlette and Django apps, and this app is none of them; its log lines, "

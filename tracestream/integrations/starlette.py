@@ -49,7 +49,7 @@ from tracestream.integrations.http_records import (
     keep_server_lines_out,
     note_route,
     recorded_exception,
-    recording_app_built,
+    requests_accounted_for,
     served,
     serving,
     trace_headers,
@@ -121,7 +121,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
 
     def __init__(self, app: ASGIApp, instrumentation: str) -> None:
         super().__init__(app)
-        recording_app_built()
+        requests_accounted_for()
         self.excluded = excluded_urls(instrumentation)
 
     def _is_excluded(self, scope: Scope) -> bool:
