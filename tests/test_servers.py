@@ -398,6 +398,9 @@ def failure_view(status: str, status_message: str, events: list[dict[str, Any]])
 
 
 _PID = re.compile(r"\[(\d+)\]")
+# granian's worker names itself, not its pid, as it stops; its main process says it shuts down
+# at the same signal
+_WORKER_STOPPING = re.compile(r"\] (Stopping worker-\d+)$")
 _VOLATILE = (
     (re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\]"), "[time]"),
     (re.compile(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]"), "[time]"),
@@ -408,8 +411,8 @@ _VOLATILE = (
 
 
 def terminal_text(output: str) -> list[list[str]]:
-    """Each process's lines, in order: gunicorn's master and worker print side by side, and
-    which prints first at a signal sent to both is a race. Without timestamps, ports, pids,
+    """Each process's lines, in order: gunicorn's master and worker (granian's) print side by
+    side, and which prints first at a signal sent to both is a race. Without timestamps, ports, pids,
     client addresses and the traceback frames outside the app: the middleware between server
     and app is deeper when instrumented."""
     by_process: dict[str, list[str]] = {}
@@ -422,7 +425,9 @@ def terminal_text(output: str) -> list[list[str]]:
             outside_the_app = False
         if pid := _PID.search(line):
             process = pid.group(1)  # a line without one is the last named process's
-        if not outside_the_app:
+        if stopping := _WORKER_STOPPING.search(line):
+            by_process.setdefault(stopping.group(1), []).append(line)
+        elif not outside_the_app:
             for pattern, replacement in _VOLATILE:
                 line = pattern.sub(replacement, line)
             by_process.setdefault(process, []).append(line)
