@@ -51,7 +51,7 @@ test-lowest:
 	PYENV_VERSION=$(subst python,,$(LOWEST_PYTHON)) PIP_CONSTRAINT=tests/env/lowest.txt \
 		$(MAKE) --no-print-directory PYTHON=$(LOWEST_PYTHON) VENV=$(LOWEST) $(LOWEST_STAMP)
 	$(LOWEST_BIN)/python tests/env/lowest.py
-	$(LOWEST_BIN)/pytest -q $(LOWEST_TESTS)
+	$(LOWEST_BIN)/pytest -q $(PYTEST_PARALLEL) $(LOWEST_TESTS)
 
 # The exit paths (atexit, a __del__ at teardown, OTLP's shutdown) where such a Python starts no thread.
 test-python312:
@@ -68,8 +68,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The end-to-end tests spend half their time waiting on the processes they start: three workers
+# keep both cores busy. Each file runs whole on one worker, as its module fixtures start servers.
+PYTEST_PARALLEL := -n 3 --dist loadfile
+
 pytest: $(STAMP) $(CHROMIUM)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_PARALLEL)
 
 # The console's browser tests drive Debian's chromium through playwright: no browser download.
 $(CHROMIUM):

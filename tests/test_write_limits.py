@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Iterator
 
@@ -73,7 +74,10 @@ def test_wide_characters_in_every_text_field_are_cut_to_the_limit(
     try:
         raise ValueError(text)
     except ValueError:
-        pipeline.logger.exception(text)
+        record = pipeline.logger.makeRecord("unit", logging.ERROR, __file__, 0, text, (), sys.exc_info())
+    # straight to the bridge: pytest's log capture (a handler on every non-propagating logger)
+    # would carry the lone surrogates to pytest-xdist, which cannot encode them
+    pipeline.handler.handle(record)
     assert pipeline.flush()
     [entry] = stream.logs()
     assert max(_entry_sizes(stream, stream.stream)) <= MAX_ENTRY_BYTES
@@ -155,7 +159,7 @@ def test_impossible_timestamps_become_the_export_time_and_are_flagged(
     [
         ("", False),
         ("0", False),
-        (str(time.time_ns()), False),
+        ("1796533230760959353", False),  # December 2026
         (str(2**63 - 1), False),
         (str(2**63), True),
         ("9" * 19, True),
