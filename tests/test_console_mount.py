@@ -40,7 +40,8 @@ def test_fastapi_mount_runs_the_host_dependencies_first(stream: RedisHandle) -> 
 
 
 DJANGO_PROJECT = r"""
-import asyncio, json, os, sys, tempfile
+import asyncio, faulthandler, json, os, sys, tempfile
+faulthandler.dump_traceback_later(50, exit=True)  # a hang ends with every thread's stack on stderr
 from asgiref.sync import sync_to_async
 import django
 from django.conf import settings
