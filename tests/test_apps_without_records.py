@@ -38,24 +38,31 @@ def test_a_flask_apps_requests_are_its_servers_access_lines(stream: RedisHandle)
         output = running.output()
     assert len(lines) == 1 and output.count("GET /missing") == 1
     assert [line for line in output.splitlines() if line.startswith("tracestream:")] == [
-        "tracestream: WARNING flask is in use, which tracestream does not integrate: its requests get no "
-        "request records, and spans only from upstream's Flask instrumentation (opentelemetry-instrument "
-        "loads it); the log lines of its apps reach the stream"
+        _unintegrated_line("flask", "upstream's Flask instrumentation (opentelemetry-instrument loads it)")
     ]
     assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]
 
 
-@pytest.mark.parametrize("setup", ["configure", "launcher"])
+LAUNCHED = {"OTEL_LOGS_EXPORTER": "redis_stream", "OTEL_TRACES_EXPORTER": "redis_stream"}
+# The OpenTelemetry docs' environment, where upstream's distro may win: it loads upstream's
+# Django instrumentation, which imports Django's request handlers in a process that serves none.
+UPSTREAM_DISTRO = {
+    **LAUNCHED,
+    "OTEL_PYTHON_DISTRO": "distro",
+    "OTEL_PYTHON_CONFIGURATOR": "configurator",
+    "OTEL_METRICS_EXPORTER": "none",
+}
+
+
+@pytest.mark.parametrize("setup", ["configure", "launcher", "launcher-upstream-distro"])
 def test_a_plain_asgi_apps_requests_are_said_to_get_no_records_once(stream: RedisHandle, setup: str) -> None:
     """uvicorn's Quickstart app is no framework's: nothing says so as it is made, so the first
     access line no record stood for says it, once; the lines reach the stream as logged."""
     port = free_port()
     env = stream.env(OTEL_SERVICE_NAME="plain", UVICORN_QUICKSTART_TRACESTREAM="1")
     command = [bin_path("uvicorn"), "tests.apps.uvicorn_quickstart:app", "--port", str(port)]
-    if setup == "launcher":
-        env = stream.env(
-            OTEL_SERVICE_NAME="plain", OTEL_LOGS_EXPORTER="redis_stream", OTEL_TRACES_EXPORTER="redis_stream"
-        )
+    if setup != "configure":
+        env = stream.env(OTEL_SERVICE_NAME="plain", **(LAUNCHED if setup == "launcher" else UPSTREAM_DISTRO))
         command = launched(*command)
     with serve(command, env, http_ready(f"http://127.0.0.1:{port}/")) as running:
         for path in ("/", "/again"):
@@ -130,8 +137,66 @@ def test_a_web_framework_we_do_not_integrate_says_why_it_has_no_request_records(
         running.stop()
         output = running.output()
     assert [line for line in output.splitlines() if line.startswith("tracestream:")] == [
-        f"tracestream: WARNING {framework} is in use, which tracestream does not integrate: its requests "
-        f"get no request records, and spans only from upstream's {instrumentation} instrumentation "
-        "(opentelemetry-instrument loads it); the log lines of its apps reach the stream"
+        _unintegrated_line(
+            framework, f"upstream's {instrumentation} instrumentation (opentelemetry-instrument loads it)"
+        )
     ]
     assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]
+
+
+def _unintegrated_line(framework: str, spans_from: str) -> str:
+    return (
+        f"tracestream: WARNING {framework} is in use, which tracestream does not integrate: its requests "
+        f"get no request records, and spans only from {spans_from}; the log lines of its apps reach the "
+        "stream"
+    )
+
+
+LITESTAR_SPANS = "Litestar's OpenTelemetryPlugin, which the app adds"
+QUART_SPANS = "upstream's OpenTelemetryMiddleware (ASGI), which the app adds"
+
+
+@pytest.mark.parametrize(
+    ("framework", "command", "answer", "spans_from"),
+    [
+        ("litestar", "uvicorn tests.apps.litestar_docs:app --port {port}", "Hello, world!", LITESTAR_SPANS),
+        # Quart's deployment docs: hypercorn logs no access line unless asked
+        ("quart", "hypercorn tests.apps.quart_docs:app --bind 127.0.0.1:{port}", "hello", QUART_SPANS),
+    ],
+)
+def test_an_app_of_a_framework_with_no_access_line_to_say_it_at_says_why_it_has_no_records(
+    stream: RedisHandle, framework: str, command: str, answer: str, spans_from: str
+) -> None:
+    """Each framework's docs app with configure(), served as its docs serve it: one line, as the
+    app is made, whether or not the server logs an access line."""
+    port = free_port()
+    env = stream.env(OTEL_SERVICE_NAME=framework, **{f"{framework.upper()}_DOCS_TRACESTREAM": "1"})
+    program, *args = command.format(port=port).split()
+    with serve([bin_path(program), *args], env, http_ready(f"http://127.0.0.1:{port}/")) as running:
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == answer
+        running.stop()
+        output = running.output()
+    assert [line for line in output.splitlines() if line.startswith("tracestream:")] == [
+        _unintegrated_line(framework, spans_from)
+    ]
+
+
+def test_quart_run_under_the_launcher_is_no_span_its_requests_are_children_of(stream: RedisHandle) -> None:
+    """`quart run` is a click command: the click instrumentation's span around it would hold
+    every request's log lines (hypercorn's access lines, logged through the app's logger) in
+    one trace that ends only with the server."""
+    port = free_port()
+    env = stream.env(OTEL_SERVICE_NAME="quart", **LAUNCHED)
+    command = launched(bin_path("quart"), "--app", "tests.apps.quart_docs:app", "run", "--port", str(port))
+    with serve(command, env, http_ready(f"http://127.0.0.1:{port}/")) as running:
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "hello"
+        lines = wait_for(
+            lambda: [e for e in stream.logs() if e.scope == "tests.apps.quart_docs" and " GET / " in e.body],
+            what="the access lines in the stream",
+        )
+        running.stop()
+        output = running.output()
+    assert [(line.trace_id, line.span_id) for line in lines] == [("", "")] * len(lines)
+    assert [line for line in output.splitlines() if line.startswith("tracestream:")] == [
+        _unintegrated_line("quart", QUART_SPANS)
+    ]

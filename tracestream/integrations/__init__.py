@@ -98,16 +98,24 @@ class Unintegrated:
 
     module: str  # the module of the class its apps are made of
     app_class: str
-    contrib: str  # upstream's instrumentation of it, which the launcher loads
+    spans_from: str  # what traces its requests, if anything does
+
+
+def _launcher_loads(contrib: str) -> str:
+    return f"upstream's {contrib} instrumentation (opentelemetry-instrument loads it)"
 
 
 UNINTEGRATED = {
     framework.module: framework
     for framework in (
-        Unintegrated("flask", "Flask", "Flask"),
-        Unintegrated("aiohttp.web", "Application", "aiohttp-server"),
-        Unintegrated("tornado.web", "Application", "Tornado"),
-        Unintegrated("falcon", "App", "Falcon"),  # falcon.asgi.App too, a subclass
+        Unintegrated("flask", "Flask", _launcher_loads("Flask")),
+        Unintegrated("aiohttp.web", "Application", _launcher_loads("aiohttp-server")),
+        Unintegrated("tornado.web", "Application", _launcher_loads("Tornado")),
+        Unintegrated("falcon", "App", _launcher_loads("Falcon")),  # falcon.asgi.App too, a subclass
+        # Neither has an instrumentation the launcher loads, nor a server access line of its
+        # own to say it at: `quart run` logs hypercorn's through the app's logger.
+        Unintegrated("litestar", "Litestar", "Litestar's OpenTelemetryPlugin, which the app adds"),
+        Unintegrated("quart", "Quart", "upstream's OpenTelemetryMiddleware (ASGI), which the app adds"),
     )
 }
 
@@ -165,6 +173,8 @@ def _access_line_unrecorded(access_line: logging.LogRecord) -> None:
     """What to say lives with the request records, which a process that records none never imports."""
     from tracestream.integrations import http_records
 
+    if "django" in disabled() and "django.core.handlers.base" in sys.modules:
+        return  # a Django app whose records were turned off
     http_records.say_an_access_line_went_unrecorded(access_line)
 
 
@@ -191,10 +201,9 @@ def _say_framework_unintegrated(framework: Unintegrated) -> None:
     http_records.requests_accounted_for()
     internal_logger.warning(
         "%s is in use, which tracestream does not integrate: its requests get no request "
-        "records, and spans only from upstream's %s instrumentation (opentelemetry-instrument "
-        "loads it); the log lines of its apps reach the stream",
+        "records, and spans only from %s; the log lines of its apps reach the stream",
         framework.module,
-        framework.contrib,
+        framework.spans_from,
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -180,9 +179,8 @@ def requests_accounted_for() -> None:
 def say_an_access_line_went_unrecorded(access_line: logging.LogRecord) -> None:
     """Once a process: a server logged a request that no request record stood for, and no app
     here gets records nor did a line say why. The app it serves is then none that tracestream
-    records (a plain ASGI or WSGI callable, Litestar, Quart). Django's stay quiet: a request
-    Django refuses before our middleware runs (a `Host` it does not allow) has none."""
-    if _requests_accounted_for or "django.core.handlers.base" in sys.modules:
+    records (a plain ASGI or WSGI callable)."""
+    if _requests_accounted_for:
         return
     requests_accounted_for()
     internal_logger.warning(

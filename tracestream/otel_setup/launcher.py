@@ -95,8 +95,10 @@ def after_instrumentors() -> None:
 
 
 # Click commands that serve until stopped: the click instrumentation leaves `uvicorn` out of a
-# span when run as itself but not as `python -m uvicorn`, and knows granian under neither.
+# span when run as itself but not as `python -m uvicorn`, and knows granian under neither. It
+# knows `flask run` by its `ScriptInfo`, not Quart's, a copy of it.
 _SERVER_COMMANDS = frozenset({"uvicorn", "granian"})
+_RUN_COMMAND_OWNERS = frozenset({"quart.cli"})
 _CLICK_INSTRUMENTATION = "opentelemetry.instrumentation.click"
 
 
@@ -108,6 +110,8 @@ def _keep_servers_run_as_modules_out(click_instrumentation: Any) -> None:
 
     def skip_servers(ctx: Any) -> bool:
         name = str(ctx.info_name or "")
+        if name == "run" and type(ctx.obj).__module__ in _RUN_COMMAND_OWNERS:
+            return True
         return bool(skip(ctx)) or name.rsplit(" ", 1)[-1] in _SERVER_COMMANDS
 
     click_instrumentation._skip_servers = skip_servers

@@ -53,6 +53,7 @@ from tracestream.integrations.http_records import (
     forget_route,
     keep_server_lines_out,
     note_route,
+    requests_accounted_for,
     served,
     serving,
     trace_headers,
@@ -570,6 +571,9 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
         def load_middleware(self: BaseHandler, is_async: bool = False) -> None:
             _add_middleware()
             original(self, is_async)
+            # a request Django refuses before our middleware (a `Host` not allowed) has no
+            # record, and its access line is no sign of an app we do not record
+            requests_accounted_for()
 
         BaseHandler.load_middleware = load_middleware  # type: ignore[method-assign]
         got_request_exception.connect(_remember_exception, weak=False)
