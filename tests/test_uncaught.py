@@ -26,6 +26,27 @@ thread.join()
 print("main goes on")
 """
 INTERRUPTED = "raise KeyboardInterrupt\n"
+# A connection the crashing stack held, of a module imported after tracestream (as a Celery
+# result is): its `__del__` needs its module's globals.
+CRASH_HOLDING_A_CONNECTION = r"""
+import sys, types
+POOL = '''
+import os
+def forget(connection):
+    return connection
+class Connection:
+    def __del__(self, write=os.write, namespace=globals()):
+        intact = namespace.get("forget") is not None
+        write(1, b"closed with its module intact\\n" if intact else b"closed after its module went\\n")
+'''
+pool = types.ModuleType("pool")
+exec(POOL, pool.__dict__)
+sys.modules["pool"] = pool
+def main():
+    connection = pool.Connection()
+    raise RuntimeError("no database at db:5432")
+main()
+"""
 # Python's multiprocessing docs ("The Process class"), its target failing.
 PROCESS_CRASH = """
 import multiprocessing, os
@@ -70,6 +91,25 @@ def test_an_exception_that_ends_the_program_is_an_error_record(stream: RedisHand
         (SCOPE, "ERROR", "uncaught exception: the program ends", "RuntimeError", "no database at db:5432")
     ]
     assert f"{line}, in <module>" in crash[0].exception_stacktrace
+
+
+@pytest.mark.parametrize("launcher", [False, True], ids=["configure", "launcher"])
+def test_the_stack_that_ended_the_program_is_let_go_while_modules_are_intact(
+    stream: RedisHandle, launcher: bool
+) -> None:
+    """Python lets go of the exception, and of what its stack held, before it tears the modules
+    down: held longer, a `__del__` fails, or prints an "Exception ignored" line it never did."""
+    env = stream.env(OTEL_SERVICE_NAME="crashing", OTEL_PYTHON_DISTRO="tracestream")
+    bare = run_python_process(CRASH_HOLDING_A_CONNECTION, env)
+    code = CRASH_HOLDING_A_CONNECTION if launcher else CONFIGURE + CRASH_HOLDING_A_CONNECTION
+    traced = run_python_process(code, env, launcher=launcher)
+    assert (traced.returncode, traced.stdout) == (bare.returncode, bare.stdout)
+    assert bare.stdout == "closed with its module intact\n"
+    [crash] = stream.logs()
+    assert (crash.body, crash.exception_message) == (
+        "uncaught exception: the program ends",
+        "no database at db:5432",
+    )
 
 
 @pytest.mark.parametrize("launcher", [False, True], ids=["configure", "launcher"])

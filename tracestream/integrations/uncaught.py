@@ -44,7 +44,9 @@ _NOT_CRASHES = (KeyboardInterrupt, SystemExit)
 
 _writer = RecordWriter(SCOPE, located_by_exception=True)
 _installed = False
-_recorded_end: BaseException | None = None
+# The id, not the exception: held here, it and the stack it ended would outlive the modules
+# Python tears down before ours, and the `__del__` of what that stack held would find them gone.
+_recorded_end: int | None = None
 
 
 def install() -> None:
@@ -96,8 +98,8 @@ def _child_process_printing(caller: FrameType) -> str | None:
 
 def _record_the_end(error: BaseException) -> None:
     global _recorded_end
-    if error is not _recorded_end:
-        _recorded_end = error
+    if id(error) != _recorded_end:  # `sys.last_value` keeps it alive: its id is not reused
+        _recorded_end = id(error)
         _record(error, "uncaught exception: the program ends", {})
 
 
