@@ -957,3 +957,24 @@ def test_uwsgi_workers_forked_by_the_master_deliver_every_record(
     assert len(said) == (master_logs and not options), said
     loaded = [e for e in stream.logs() if e.body == "application loaded"]
     assert len(loaded) == (master_logs and bool(options))
+
+
+def test_a_django_app_whose_integration_is_turned_off_says_nothing_of_unrecorded_requests(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=django` is the user's choice: its requests get no
+    records, and their access lines are no sign of an app tracestream does not know."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    port = free_port()
+    command = [bin_path("gunicorn"), "proj.wsgi", "-b", f"127.0.0.1:{port}", "--access-logfile", "-"]
+    env = _env(stream, tmp_path / "db.sqlite3", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="django")
+    with serve(command, env, http_ready(f"http://127.0.0.1:{port}/orders/0/")) as server:
+        assert httpx.get(f"http://127.0.0.1:{port}/orders/5/").status_code == 200
+        wait_for(
+            lambda: [e for e in stream.logs() if e.scope == "gunicorn.access" and "/orders/5/" in e.body],
+            what="the access line in the stream",
+        )
+        server.stop()
+        output = server.output()
+    assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]
+    assert not [line for line in output.splitlines() if line.startswith("tracestream:")], output

@@ -112,8 +112,8 @@ UNINTEGRATED = {
         Unintegrated("aiohttp.web", "Application", _launcher_loads("aiohttp-server")),
         Unintegrated("tornado.web", "Application", _launcher_loads("Tornado")),
         Unintegrated("falcon", "App", _launcher_loads("Falcon")),  # falcon.asgi.App too, a subclass
-        # Neither has an instrumentation the launcher loads, nor a server access line of its
-        # own to say it at: `quart run` logs hypercorn's through the app's logger.
+        # No instrumentation the launcher loads traces either, and a Quart app's server may log
+        # no access line to say it at: `quart run` logs hypercorn's through the app's logger.
         Unintegrated("litestar", "Litestar", "Litestar's OpenTelemetryPlugin, which the app adds"),
         Unintegrated("quart", "Quart", "upstream's OpenTelemetryMiddleware (ASGI), which the app adds"),
     )
@@ -174,7 +174,8 @@ def _access_line_unrecorded(access_line: logging.LogRecord) -> None:
     from tracestream.integrations import http_records
 
     if "django" in disabled() and "django.core.handlers.base" in sys.modules:
-        return  # a Django app whose records were turned off
+        http_records.requests_accounted_for()  # a Django app whose records were turned off
+        return
     http_records.say_an_access_line_went_unrecorded(access_line)
 
 

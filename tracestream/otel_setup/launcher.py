@@ -73,7 +73,7 @@ def before_instrumentors() -> None:
         _configure_or_exit()
     if installed() is not None:
         _hold_back_django_instrumentor()
-        wrapt.register_post_import_hook(_keep_servers_run_as_modules_out, _CLICK_INSTRUMENTATION)
+        wrapt.register_post_import_hook(_keep_servers_out_of_click_spans, _CLICK_INSTRUMENTATION)
         for instrumentation in _STOOD_IN_FOR:
             wrapt.register_post_import_hook(_stand_in, instrumentation)
     elif any(name.startswith("TRACESTREAM_") for name in os.environ):
@@ -102,10 +102,10 @@ _RUN_COMMAND_OWNERS = frozenset({"quart.cli"})
 _CLICK_INSTRUMENTATION = "opentelemetry.instrumentation.click"
 
 
-def _keep_servers_run_as_modules_out(click_instrumentation: Any) -> None:
+def _keep_servers_out_of_click_spans(click_instrumentation: Any) -> None:
     """The instrumentation opens a span around each click command, and a server's requests then
     all become its children, in one trace that never ends; it knows a server by the command's
-    name, which `python -m` changes."""
+    name, which `python -m` changes, or by Flask's `ScriptInfo`."""
     skip = click_instrumentation._skip_servers
 
     def skip_servers(ctx: Any) -> bool:
