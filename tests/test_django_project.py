@@ -760,6 +760,35 @@ def test_the_launcher_after_upstreams_configurator_with_manage_py_runserver(
         assert "Traceback" not in server.output()
 
 
+def test_the_launcher_with_the_appconfig_in_settings_as_well(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Both ways at once, under tracestream's distro: the integration installs as Django
+    populates its apps, before admin's lazy `site` can be built, and must not build it. Had it
+    failed, runserver's access line would reach the stream beside the request record."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    env = _env(stream, tmp_path / "db.sqlite3", OTEL_METRICS_EXPORTER="none")
+    env.update(
+        OTEL_LOGS_EXPORTER="redis_stream",
+        OTEL_TRACES_EXPORTER="redis_stream",
+        OTEL_PYTHON_DISTRO="tracestream",
+        OTEL_PYTHON_CONFIGURATOR="tracestream",
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = launched(bin_path("python"), MANAGE, "runserver", "--noreload", f"127.0.0.1:{port}")
+    with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
+        running = Running(base, stream, server, "django.server")
+        response = httpx.get(f"{base}/orders/5/", headers={"user-agent": "e2e/both"})
+        assert response.status_code == 200, server.output()
+        record = request_record(stream, response)
+        check_ok_record(stream, record, response, "/orders/<int:order_id>/", "e2e/both")
+        _settle(running)
+        output = server.output()
+    assert "failed to install" not in output, output
+    assert [e for e in stream.logs() if "/orders/5/" in e.body] == [record]
+
+
 # gevent under the launcher, with and without the setting the OTel docs give gevent users, which
 # patches before anything else loads. Without it the worker patches after it forked, and objects
 # we made before then are used by greenlets.

@@ -599,11 +599,13 @@ def _reload_handlers_built_before() -> None:
 
 
 def _handlers_in_modules() -> list[BaseHandler]:
-    """Each handler a module's global is, or routes HTTP to, once."""
+    """Each handler a module's global is, or routes HTTP to, once. By type, not `isinstance`:
+    that asks a lazy global (Django admin's `site`) its `__class__`, which builds it, and
+    before the app registry is ready that fails."""
     found: dict[int, BaseHandler] = {}
     for module in list(sys.modules.values()):
         for value in list(getattr(module, "__dict__", {}).values()):  # no module __getattr__ runs
-            if isinstance(value, BaseHandler):
+            if issubclass(type(value), BaseHandler):
                 found[id(value)] = value
             elif type(value).__module__ == "channels.routing":
                 for routed in _routed_to(value):
