@@ -118,7 +118,10 @@ def test_otlp_over_grpc_without_the_grpc_exporter_is_a_clear_error(stream: Redis
         [sys.executable, "-c", SERVICE], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0
-    assert "_EXPORTER: no exporter named 'otlp_proto_grpc' is installed" in done.stderr
+    # upstream's distro sets the protocol, and OTEL_METRICS_EXPORTER=otlp, where they are unset
+    said = "_EXPORTER=otlp with OTEL_EXPORTER_OTLP_PROTOCOL=grpc: no exporter named 'otlp_proto_grpc'"
+    assert f"{said} is installed" in done.stderr
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf\n" in done.stderr
 
 
 def test_launcher_sends_to_redis_and_otlp(stream: RedisHandle, receiver: OtlpReceiver) -> None:

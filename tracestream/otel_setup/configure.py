@@ -206,17 +206,26 @@ def _exporter(
 def _from_entry_point(group: str, name: str) -> Any:
     """Other exporters are found the way the OTel launcher finds them, and built with no arguments."""
     found = {point.name: point for point in entry_points(group=group)}
-    if name == OTLP:
-        name = _otlp_exporter_name(group)
-    if name not in found:
-        variable = f"OTEL_{_SIGNAL_OF[group]}_EXPORTER"
-        known = ", ".join(sorted({*found, "none"}))
-        raise ConfigError(f"{variable}: no exporter named {name!r} is installed (installed: {known})")
-    return found[name].load()()
+    variable = f"OTEL_{_SIGNAL_OF[group]}_EXPORTER"
+    known = ", ".join(sorted({*found, "none"}))
+    if name != OTLP:
+        if name not in found:
+            raise ConfigError(f"{variable}: no exporter named {name!r} is installed (installed: {known})")
+        return found[name].load()()
+    protocol_variable, protocol = _otlp_protocol(group)
+    if _OTLP_BY_PROTOCOL[protocol] not in found:
+        # Upstream's distro sets both where they are unset: the user may have set neither.
+        raise ConfigError(
+            f"{variable}=otlp with {protocol_variable}={protocol}: no exporter named "
+            f"{_OTLP_BY_PROTOCOL[protocol]!r} is installed (installed: {known}); upstream's "
+            f"opentelemetry-distro sets these two where they are unset: set {variable}=none, or "
+            f"{protocol_variable}=http/protobuf"
+        )
+    return found[_OTLP_BY_PROTOCOL[protocol]].load()()
 
 
-def _otlp_exporter_name(group: str) -> str:
-    """`otlp` names no entry point of its own in the HTTP package: pick one by protocol.
+def _otlp_protocol(group: str) -> tuple[str, str]:
+    """`otlp` names no entry point of its own in the HTTP package: the protocol picks one.
 
     As the spec says, OTEL_EXPORTER_OTLP_{LOGS,TRACES,METRICS}_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL,
     else http/protobuf, the exporter our `otlp` extra installs (the SDK's own default is grpc).
@@ -227,7 +236,7 @@ def _otlp_exporter_name(group: str) -> str:
     protocol = os.environ.get(variable, "").strip() or "http/protobuf"
     if protocol not in _OTLP_BY_PROTOCOL:
         raise ConfigError(f"{variable}={protocol!r} is invalid: expected http/protobuf or grpc")
-    return _OTLP_BY_PROTOCOL[protocol]
+    return variable, protocol
 
 
 def _follow_forks(*providers: TracerProvider | LoggerProvider) -> None:
