@@ -732,6 +732,30 @@ def test_runserver_with_its_autoreloader_starts_at_the_default_batch_delay(
         assert httpx.get(f"{base}/orders/3/").status_code == 200
 
 
+def _launched_env(stream: RedisHandle, db: Path, distro: str, **extra: str) -> dict[str, str]:
+    """The launcher's environment, its distro and configurator picked: `distro` (upstream's) or
+    `tracestream`; upstream's configurator is named `configurator`."""
+    return _env(
+        stream,
+        db,
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="redis_stream",
+        OTEL_TRACES_EXPORTER="redis_stream",
+        OTEL_PYTHON_DISTRO=distro,
+        OTEL_PYTHON_CONFIGURATOR="configurator" if distro == "distro" else distro,
+        **extra,
+    )
+
+
+def _launched_runserver(
+    env: dict[str, str], *options: str
+) -> tuple[str, contextlib.AbstractContextManager[Server]]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = launched(bin_path("python"), MANAGE, "runserver", *options, f"127.0.0.1:{port}")
+    return base, serve(command, env, http_ready(f"{base}/orders/0/"))
+
+
 @pytest.mark.parametrize("reload", [(), ("--noreload",)], ids=["autoreloader", "noreload"])
 def test_the_launcher_after_upstreams_configurator_with_manage_py_runserver(
     redis_server: EmbeddedRedis, tmp_path: Path, reload: tuple[str, ...]
@@ -740,19 +764,11 @@ def test_the_launcher_after_upstreams_configurator_with_manage_py_runserver(
     the launcher ran (upstream's own Django instrumentor would have configured empty settings).
     With the autoreloader the server is its child, which the launcher sets up again."""
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
-    env = _env(stream, tmp_path / "db.sqlite3", OTEL_SERVICE_NAME="docs-web", OTEL_METRICS_EXPORTER="none")
+    env = _launched_env(stream, tmp_path / "db.sqlite3", "distro", OTEL_SERVICE_NAME="docs-web")
     del env["DJANGO_SETTINGS_MODULE"]
-    env.update(
-        OTEL_LOGS_EXPORTER="redis_stream",
-        OTEL_TRACES_EXPORTER="redis_stream",
-        OTEL_PYTHON_DISTRO="distro",
-        OTEL_PYTHON_CONFIGURATOR="configurator",
-    )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     settings = "--settings=proj.settings_without_tracestream"
-    command = launched(bin_path("python"), MANAGE, "runserver", *reload, settings, f"127.0.0.1:{port}")
-    with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
+    base, server_running = _launched_runserver(env, *reload, settings)
+    with server_running as server:
         response = httpx.get(f"{base}/orders/5/", headers={"user-agent": "e2e/launched"})
         assert response.status_code == 200, server.output()
         record = request_record(stream, response)
@@ -767,17 +783,9 @@ def test_the_launcher_with_the_appconfig_in_settings_as_well(
     populates its apps, before admin's lazy `site` can be built, and must not build it. Had it
     failed, runserver's access line would reach the stream beside the request record."""
     stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
-    env = _env(stream, tmp_path / "db.sqlite3", OTEL_METRICS_EXPORTER="none")
-    env.update(
-        OTEL_LOGS_EXPORTER="redis_stream",
-        OTEL_TRACES_EXPORTER="redis_stream",
-        OTEL_PYTHON_DISTRO="tracestream",
-        OTEL_PYTHON_CONFIGURATOR="tracestream",
-    )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = launched(bin_path("python"), MANAGE, "runserver", "--noreload", f"127.0.0.1:{port}")
-    with serve(command, env, http_ready(f"{base}/orders/0/")) as server:
+    env = _launched_env(stream, tmp_path / "db.sqlite3", "tracestream")
+    base, server_running = _launched_runserver(env, "--noreload")
+    with server_running as server:
         running = Running(base, stream, server, "django.server")
         response = httpx.get(f"{base}/orders/5/", headers={"user-agent": "e2e/both"})
         assert response.status_code == 200, server.output()
