@@ -213,15 +213,15 @@ def _from_entry_point(group: str, name: str) -> Any:
             raise ConfigError(f"{variable}: no exporter named {name!r} is installed (installed: {known})")
         return found[name].load()()
     protocol_variable, protocol = _otlp_protocol(group)
-    if _OTLP_BY_PROTOCOL[protocol] not in found:
-        # Upstream's distro sets both where they are unset: the user may have set neither.
+    otlp_name = _OTLP_BY_PROTOCOL[protocol]
+    if otlp_name not in found:  # the user may have set neither variable
         raise ConfigError(
             f"{variable}=otlp with {protocol_variable}={protocol}: no exporter named "
-            f"{_OTLP_BY_PROTOCOL[protocol]!r} is installed (installed: {known}); upstream's "
+            f"{otlp_name!r} is installed (installed: {known}); upstream's "
             f"opentelemetry-distro sets these two where they are unset: set {variable}=none, or "
             f"{protocol_variable}=http/protobuf"
         )
-    return found[_OTLP_BY_PROTOCOL[protocol]].load()()
+    return found[otlp_name].load()()
 
 
 def _otlp_protocol(group: str) -> tuple[str, str]:
