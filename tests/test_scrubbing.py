@@ -359,6 +359,25 @@ def test_allow_values_are_never_redacted() -> None:
     assert scrubber.scrub_value("password", ["changeme", "real"]) == ["changeme", REDACTED]
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Connected to amqp://guest:**@127.0.0.1:5672//",  # Celery's worker, its own mask
+        "Engine(postgresql+psycopg2://scott:***@localhost/test)",  # SQLAlchemy's repr
+        "password=******** user=app",
+    ],
+)
+def test_a_password_the_app_masked_already_keeps_its_mask(line: str) -> None:
+    assert SCRUBBER.scrub_text(line) == line
+
+
+def test_a_mask_is_only_asterisks() -> None:
+    assert SCRUBBER.scrub_text("amqp://guest:**x@h//") == "amqp://guest:[REDACTED]@h//"
+    assert SCRUBBER.scrub_text("password=*a* user=app") == "password=[REDACTED] user=app"
+    assert SCRUBBER.scrub_value("password", "***") == "***"
+    assert SCRUBBER.scrub_value("password", ["***", "hunter2"]) == ["***", REDACTED]
+
+
 def test_extra_keys_apply_to_attributes_and_text() -> None:
     scrubber = Scrubber(ScrubRules(extra_keys=("pin", "X-Tenant-Pass")))
     assert scrubber.scrub_value("pin", 1234) == REDACTED

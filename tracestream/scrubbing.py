@@ -669,7 +669,13 @@ class Scrubber:
         return REDACTED
 
     def _allowed(self, candidate: str) -> bool:
-        return any(pattern.fullmatch(candidate) for pattern in self._allowed_values)
+        return _is_mask(candidate) or any(pattern.fullmatch(candidate) for pattern in self._allowed_values)
+
+
+def _is_mask(candidate: str) -> bool:
+    """Asterisks alone are a mask the app printed already (Celery's `amqp://guest:**@host`,
+    SQLAlchemy's `***`): they hold no secret, so the line keeps the text it printed."""
+    return bool(candidate) and not candidate.strip("*")
 
 
 def _plain(text: str) -> str:
