@@ -450,6 +450,49 @@ def test_a_task_that_expires_before_it_runs_has_a_record_in_its_trace(
         )
     assert [(e.severity, e.trace_id) for e in expired] == [("WARN", trace_id)]
     assert "started" not in {_state(e) for e in _lifecycle(stream, task_id)}
+    (discarding,) = [
+        e for e in stream.logs() if e.body.startswith("Discarding revoked task") and task_id in e.body
+    ]
+    assert discarding.trace_id == trace_id  # Celery's own line, said in the main process
+
+
+REVOKE = """
+import json, tracestream
+from tests.apps.celery_app import app
+telemetry = tracestream.configure()
+app.control.revoke({task_id!r}, terminate=True)  # Celery's docs: Workers Guide, Revoking tasks
+telemetry.force_flush()
+print(json.dumps("sent"))
+"""
+
+
+def test_a_task_revoked_while_running_ends_in_its_trace(
+    redis_server: EmbeddedRedis, stream: RedisHandle
+) -> None:
+    """`revoke(terminate=True)`: the worker's main process stops the task's child and says so
+    outside any span; its lines and the revoked record are in the trace the task arrived with."""
+    broker, worker = _worker(redis_server, stream, 11, CELERY_MAX_TASKS_PER_CHILD="0")
+    env = stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker)
+    with worker:
+        task_id = run_json(PUBLISH_ONE.format(task="long_job", setup="", attributes={}), env)
+        wait_for(
+            lambda: [e for e in stream.logs() if "starting a long job" in e.body], what="the task running"
+        )
+        run_json(REVOKE.format(task_id=task_id), env)
+        revoked = wait_for(
+            lambda: [e for e in _lifecycle(stream, task_id) if _state(e) == "revoked"],
+            what="the revoked record",
+        )
+        terminating = wait_for(
+            lambda: [e for e in stream.logs() if e.body.startswith(f"Terminating {task_id}")],
+            what="Celery's own line",
+        )
+    (received,) = [e for e in _lifecycle(stream, task_id) if _state(e) == "received"]
+    assert received.trace_id != ""
+    assert [(e.body, e.trace_id) for e in revoked] == [
+        (f"task tests.long_job[{task_id}] revoked (terminated while running)", received.trace_id)
+    ]
+    assert [e.trace_id for e in terminating] == [received.trace_id]
 
 
 def _state(entry: LogEntry) -> str:

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -419,6 +419,43 @@ def _say_unknown_tasks_in_their_trace(module: ModuleType) -> None:
     consumer.on_unknown_task = on_unknown_task
 
 
+def _arrival_context(request: Request) -> Context:
+    """The trace a request arrived with; one not received yet has no arrival, and its trace is
+    read from its message."""
+    arrival = _arrived.get(request.id)
+    return arrival.context if arrival is not None else propagate.extract(request.request_dict)
+
+
+def _in_the_trace_it_arrived_with(method: Callable[..., Any]) -> Callable[..., Any]:
+    def in_its_trace(self: Request, *args: Any, **kwargs: Any) -> Any:
+        with _in_context(_arrival_context(self)):
+            return method(self, *args, **kwargs)
+
+    return in_its_trace
+
+
+def _say_discarded_tasks_in_their_trace() -> None:
+    """The worker's main process says it discards a revoked or expired task, and stops one
+    revoked while running, outside any span: those lines, and the result backend's own about
+    marking the task revoked, are said in the trace the task arrived with."""
+    Request.revoked = _in_the_trace_it_arrived_with(Request.revoked)  # type: ignore[method-assign]
+    Request.terminate = _in_the_trace_it_arrived_with(Request.terminate)  # type: ignore[method-assign]
+
+
+def _say_terminations_in_their_trace(control: ModuleType) -> None:
+    """`revoke(terminate=True)` says `Terminating <id>` for each request it finds running, in the
+    loop over what `_find_requests_by_id` yields: each is yielded in its own trace, which stays
+    current until the loop takes the next one or stops."""
+    find = control._find_requests_by_id
+
+    def in_their_traces(ids: Any, *args: Any, **kwargs: Any) -> Iterator[Request]:
+        for request in find(ids, *args, **kwargs):
+            with _in_context(_arrival_context(request)):
+                yield request
+
+    control._find_requests_by_id = in_their_traces  # type: ignore[attr-defined]
+
+
 @contextmanager
 def _in_context(context: Context) -> Iterator[None]:
     token = otel_context.attach(context)
@@ -438,7 +475,9 @@ def install(telemetry: Telemetry, name: str = "celery") -> None:
         _first_receiver(signals.before_task_publish, _on_publish)
         _remember_beat_entry()
         _say_soft_time_limits_in_their_trace()
+        _say_discarded_tasks_in_their_trace()
         wrapt.register_post_import_hook(_say_unknown_tasks_in_their_trace, "celery.worker.consumer.consumer")
+        wrapt.register_post_import_hook(_say_terminations_in_their_trace, "celery.worker.control")
         instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()  # first, so its prerun receiver has started the span before ours
