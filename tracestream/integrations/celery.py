@@ -436,8 +436,8 @@ def _in_the_trace_it_arrived_with(method: Callable[..., Any]) -> Callable[..., A
 
 def _say_discarded_tasks_in_their_trace() -> None:
     """The worker's main process says it discards a revoked or expired task, and stops one
-    revoked while running, outside any span: those lines, and the result backend's own about
-    marking the task revoked, are said in the trace the task arrived with."""
+    revoked while running, outside any span: what is said there is said in the trace the task
+    arrived with."""
     Request.revoked = _in_the_trace_it_arrived_with(Request.revoked)  # type: ignore[method-assign]
     Request.terminate = _in_the_trace_it_arrived_with(Request.terminate)  # type: ignore[method-assign]
 
