@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
+from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, serve
 from tests.support import RedisHandle, run_python, run_python_process, wait_for
+from tracestream.embedded_redis import free_port
 
 STRUCTLOG = """
 import uuid
@@ -467,3 +470,90 @@ def test_structlog_rendering_to_text_before_logging_is_said_once(stream: RedisHa
     assert done.stdout.splitlines()[0] == added
     entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="two records")
     assert [e.body for e in entries] == [added, added.replace("added", "removed")]
+
+
+def _served_orders(stream: RedisHandle, traced: bool) -> str:
+    """structlog's docs app under uvicorn, bare or under the launcher: one request with a request id."""
+    port = free_port()
+    command = [bin_path("uvicorn"), "tests.apps.structlog_request_ids:app", "--port", str(port)]
+    env = stream.env(
+        OTEL_SERVICE_NAME="shop",
+        OTEL_TRACES_EXPORTER="redis_stream",
+        OTEL_LOGS_EXPORTER="redis_stream",
+        OTEL_METRICS_EXPORTER="none",
+        **LAUNCHER_ENV,
+    )
+    with serve(
+        launched(*command) if traced else command, env, http_ready(f"http://127.0.0.1:{port}/ready")
+    ) as app:
+        response = httpx.get(f"http://127.0.0.1:{port}/orders/7", headers={"x-request-id": "rq-7"})
+        assert response.status_code == 200
+        wait_for(lambda: "order 7 is late" in app.output(), what="the app's lines")
+        return "".join(
+            line[20:] + "\n" for line in app.output().splitlines() if "order" in line and "HTTP/" not in line
+        )
+
+
+def test_a_request_id_bound_with_structlog_is_on_the_apps_stdlib_lines_too(stream: RedisHandle) -> None:
+    """The recipe prints the bound id on every line, stdlib's included (through `foreign_pre_chain`):
+    the stream has it on the stdlib record as well as on structlog's event."""
+    printed_bare = _served_orders(stream, traced=False)
+    assert printed_bare == _served_orders(stream, traced=True)
+    assert "[warning  ] order 7 is late                request_id=rq-7" in printed_bare
+    entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="the app's two records")
+    by_body = {entry.body: entry for entry in entries if entry.scope.startswith("shop")}
+    viewed, late = by_body["order viewed"], by_body["order 7 is late"]
+    assert viewed.attributes == {"order_id": 7, "request_id": "rq-7"}
+    assert late.attributes == {"request_id": "rq-7"}
+    assert viewed.trace_id == late.trace_id != ""
+
+
+# loguru's README, "Entirely compatible with standard logging": stdlib records handed to loguru
+# by its InterceptHandler, inside `contextualize()`; `extra=` of the record's own wins.
+LOGURU_INTERCEPTED_CONTEXT = """
+import inspect, logging, os, sys
+if os.environ.get("TRACED") == "1":
+    import tracestream
+    telemetry = tracestream.configure()
+from loguru import logger
+
+class InterceptHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame, depth = inspect.currentframe(), 0
+        while frame:
+            filename = frame.f_code.co_filename
+            is_logging = filename == logging.__file__
+            is_frozen = "importlib" in filename and "_bootstrap" in filename
+            if depth > 0 and not (is_logging or is_frozen):
+                break
+            frame = frame.f_back
+            depth += 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+
+logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+logger.remove()
+logger.add(sys.stdout, format="{level} {name}:{line} {message} {extra}")
+with logger.contextualize(request_id="r1"):
+    logger.info("from loguru")
+    logging.getLogger("lib").info("from stdlib")
+    logging.getLogger("lib").info("with its own", extra={"request_id": "own"})
+logging.getLogger("lib").info("after the context")
+"""
+
+
+def test_values_contextualized_in_loguru_are_on_intercepted_stdlib_records(stream: RedisHandle) -> None:
+    bare = run_python_process(LOGURU_INTERCEPTED_CONTEXT, stream.env())
+    traced = run_python_process(LOGURU_INTERCEPTED_CONTEXT, stream.env(TRACED="1"))
+    assert (traced.returncode, traced.stdout, traced.stderr) == (bare.returncode, bare.stdout, bare.stderr)
+    assert "INFO __main__:30 from stdlib {'request_id': 'r1'}" in bare.stdout
+    entries = wait_for(lambda: len(stream.logs()) >= 4 and stream.logs(), what="four records")
+    assert [(entry.body, entry.attributes) for entry in entries] == [
+        ("from loguru", {"request_id": "r1"}),
+        ("from stdlib", {"request_id": "r1"}),
+        ("with its own", {"request_id": "own"}),
+        ("after the context", {}),
+    ]

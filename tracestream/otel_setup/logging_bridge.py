@@ -8,8 +8,10 @@ which keeps a `logger.info` call cheap; bench/export_throughput.py measures it.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from time import time_ns
 from types import TracebackType
@@ -27,7 +29,13 @@ from tracestream import schema
 from tracestream.exporters import encoding
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.otel_setup.snapshot import snapshot_values
-from tracestream.otel_setup.structured import TEXT_VALUES, as_text, exception_from_text, read_structlog_event
+from tracestream.otel_setup.structured import (
+    TEXT_VALUES,
+    as_text,
+    context_bound,
+    exception_from_text,
+    read_structlog_event,
+)
 
 # Logs written while we export (by us, redis-py, urllib3 or the SDK) must not loop back.
 _SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
@@ -95,7 +103,7 @@ class PendingStdlibRecord:
     """
 
     __slots__ = (
-        "context", "created", "exc_info", "exc_text", "extras", "function", "handler",
+        "bound", "context", "created", "exc_info", "exc_text", "extras", "function", "handler",
         "level", "level_name", "line", "logger", "message", "observed_ns", "path",
     )  # fmt: skip
 
@@ -120,6 +128,8 @@ class PendingStdlibRecord:
         self.function = record.funcName
         self.exc_info = record.exc_info
         self.exc_text = record.exc_text
+        modules = sys.modules  # libraries whose recipes bind key/values to a context (`context_bound`)
+        self.bound = contextvars.copy_context() if "structlog" in modules or "loguru" in modules else None
         fields = vars(record)
         plain = fields.keys() <= _RESERVED  # the common case, told without building a set
         self.extras = (
@@ -227,9 +237,11 @@ class PendingStdlibRecord:
         )
 
     def _attributes(self) -> dict[str, Any]:
-        """`extra=` fields become attributes; values OTel cannot hold become their repr."""
+        """`extra=` fields become attributes, over what the context bound; values OTel cannot
+        hold become their repr."""
         extras = self.extras
-        return {key: _attribute_value(value) for key, value in extras.items()} if extras else {}
+        own = {key: _attribute_value(value) for key, value in extras.items()} if extras else {}
+        return context_bound(self.bound) | own if self.bound is not None else own
 
     def _raised(self) -> tuple[type[BaseException], BaseException | None, TracebackType | None] | None:
         """The record's exception, if it holds one: `exc_info` on a thread handling none

@@ -6,6 +6,7 @@ whatever the application passes, nor spend long on a huge value.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import reprlib
@@ -109,6 +110,51 @@ def attribute_value(value: object) -> object:
 def attributes_of(fields: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, object]:
     skipped = set(skip)
     return {text_of(key): attribute_value(value) for key, value in fields.items() if key not in skipped}
+
+
+# What structlog's `bind_contextvars` binds (one context variable a key, under
+# `structlog.contextvars.STRUCTLOG_KEY_PREFIX`; `...` once unbound) and loguru's `contextualize`
+# (one context variable holding a dict).
+_STRUCTLOG_BOUND = "structlog_"
+_LOGURU_CONTEXTUALIZED = "loguru_context"
+_CONTEXTUALIZED = "\0"  # the verdict for loguru's variable: no key can be this
+# A context variable's verdict by its name, kept: a request's context holds a dozen or more.
+_binding_keys: dict[contextvars.ContextVar[Any], str | None] = {}
+_BINDING_KEYS_KEPT = 4_096
+
+
+def context_bound(context: contextvars.Context) -> dict[str, object]:
+    """The key/values structlog's and loguru's recipes bind for a request and print on every
+    line, the app's stdlib records included, as attributes. Read on the export thread: the
+    logging call only copied its context, which costs next to nothing."""
+    bound: dict[str, object] = {}
+    for variable, value in context.items():
+        try:
+            key = _binding_keys[variable]
+        except KeyError:
+            key = _binding_key(variable)
+        if key is None:
+            continue
+        if key == _CONTEXTUALIZED:
+            if isinstance(value, dict):
+                bound.update(attributes_of(value))
+        elif value is not Ellipsis:
+            bound[key] = attribute_value(value)
+    return bound
+
+
+def _binding_key(variable: contextvars.ContextVar[Any]) -> str | None:
+    """The attribute key a variable binds, `_CONTEXTUALIZED` for loguru's, None for any other."""
+    name = variable.name
+    key: str | None = None
+    if name.startswith(_STRUCTLOG_BOUND):
+        key = name[len(_STRUCTLOG_BOUND) :]
+    elif name == _LOGURU_CONTEXTUALIZED:
+        key = _CONTEXTUALIZED
+    if len(_binding_keys) >= _BINDING_KEYS_KEPT:
+        _binding_keys.clear()
+    _binding_keys[variable] = key
+    return key
 
 
 def severity_of(level_name: str) -> SeverityNumber:
