@@ -43,9 +43,12 @@ def _env(stream: RedisHandle, service: str, distro: str, configurator: str) -> d
 
 
 def _clean(output: str) -> None:
-    """Nothing but the launcher's own note on which configurator it skipped."""
+    """Nothing but the launcher's own note on which configurator it skipped. Not the logging
+    instrumentation's note that the SDK's handler is on root, either: without tracestream that
+    handler takes it, and nothing prints it."""
     lines = [line for line in output.splitlines() if not line.startswith("Configuration of ")]
     assert not [line for line in lines if "Traceback" in line or "ERROR" in line or "rror" in line], output
+    assert "Skipping installation of LoggingHandler" not in output
 
 
 @pytest.mark.parametrize(("distro", "configurator"), COMBINATIONS)
@@ -152,6 +155,54 @@ def test_a_metrics_exporter_that_is_not_installed_is_said_in_one_line(stream: Re
     assert done.stderr.startswith(
         "tracestream: invalid configuration: OTEL_METRICS_EXPORTER: no exporter named 'nonesuch' is installed"
     ), done.stderr
+
+
+# An app with a line of its own and no tracestream code.
+APP_LINE = "import logging; logging.getLogger('shop').warning('app line'); print('app ran')"
+
+
+def _with_metrics_unset(stream: RedisHandle, configurator: str) -> dict[str, str]:
+    """Upstream's distro won, and OTEL_METRICS_EXPORTER is unset, as the OpenTelemetry docs leave
+    it: the distro sets it to otlp over gRPC, whose exporter `opentelemetry-bootstrap` does not
+    install."""
+    env = _env(stream, "shop", "distro", configurator)
+    del env["OTEL_METRICS_EXPORTER"], env["OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED"]
+    return env
+
+
+def test_upstreams_metrics_default_under_our_configurator_leaves_metrics_off_and_says_so(
+    stream: RedisHandle,
+) -> None:
+    """It stopped the app at start (exit 2), where upstream's configurator lets it run."""
+    done = run_python_process(APP_LINE, _with_metrics_unset(stream, "tracestream"), launcher=True)
+    assert (done.returncode, done.stdout) == (0, "app ran\n"), done.stderr
+    ours = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert ours == [
+        "tracestream: WARNING metrics are off, traces and logs are set up: OTEL_METRICS_EXPORTER=otlp with "
+        "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: no exporter named 'otlp_proto_grpc' is installed (installed: "
+        + ours[0].split("(installed: ")[1]
+    ]
+    assert "set OTEL_METRICS_EXPORTER=none, or OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in ours[0]
+    [line] = wait_for(lambda: stream.logs(), what="the app's line")
+    assert (line.body, line.service) == ("app line", "shop")
+
+
+def test_upstreams_metrics_default_under_its_configurator_is_said_in_one_line(stream: RedisHandle) -> None:
+    """Upstream's configurator fails on it after it imported our exporters, and the launcher
+    runs the app with nothing set up, printing upstream's tracebacks: the line says what it
+    means here and the way out."""
+    done = run_python_process(APP_LINE, _with_metrics_unset(stream, "configurator"), launcher=True)
+    assert (done.returncode, done.stdout) == (0, "app ran\n"), done.stderr
+    assert "Failed to auto initialize OpenTelemetry" in done.stderr  # upstream's own, as without us
+    ours = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert ours == [
+        "tracestream: WARNING nothing reaches Redis: the launcher stopped before it set anything up "
+        "(RuntimeError(\"Requested component 'otlp_proto_grpc' not found in entry point "
+        "'opentelemetry_metrics_exporter'\")); upstream's opentelemetry-distro sets "
+        "OTEL_METRICS_EXPORTER=otlp over gRPC where it is unset: set OTEL_METRICS_EXPORTER=none, "
+        "or OTEL_PYTHON_DISTRO=tracestream"
+    ], done.stderr
+    assert stream.logs() == []
 
 
 @pytest.mark.parametrize(("distro", "configurator"), COMBINATIONS)

@@ -9,15 +9,19 @@ written twice.
 
 from __future__ import annotations
 
+import logging
+import os
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from opentelemetry import trace
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from tracestream._internal_log import internal_logger
 from tracestream.exporters.redis_stream import RedisStreamLogExporter, RedisStreamSpanExporter
 from tracestream.settings import ConfigError, refuse_to_launch
 
@@ -75,3 +79,43 @@ def step_aside() -> int:
     for exporter in exporters:
         exporter.step_aside()
     return len(exporters)
+
+
+_LAUNCHER_LOGGER = "opentelemetry.instrumentation.auto_instrumentation"
+_LAUNCHER_FAILED = "Failed to auto initialize OpenTelemetry"
+_GRPC_METRICS = "'otlp_proto_grpc' not found in entry point 'opentelemetry_metrics_exporter'"
+
+
+class _SayWhenTheLaunchFails(logging.Filter):
+    """Another configurator imports these exporters by entry point and may then fail on an
+    exporter it cannot find: upstream's distro picks OTLP over gRPC for metrics where
+    `OTEL_METRICS_EXPORTER` is unset, and `opentelemetry-bootstrap` does not install it. The
+    launcher logs its traceback and runs the app with nothing set up, and no hook of ours runs
+    after that: this filter reads the launcher's line and says what it means, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != _LAUNCHER_FAILED or _set_up():
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        internal_logger.warning(
+            "nothing reaches Redis: the launcher stopped before it set anything up (%r); %s",
+            error,
+            _way_out(str(error)),
+        )
+        return True
+
+
+def _set_up() -> bool:
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def _way_out(error: str) -> str:
+    if _GRPC_METRICS in error and os.environ.get("OTEL_METRICS_EXPORTER") == "otlp":
+        return (
+            "upstream's opentelemetry-distro sets OTEL_METRICS_EXPORTER=otlp over gRPC where it is "
+            "unset: set OTEL_METRICS_EXPORTER=none, or OTEL_PYTHON_DISTRO=tracestream"
+        )
+    return "its traceback says why"
+
+
+logging.getLogger(_LAUNCHER_LOGGER).addFilter(_SayWhenTheLaunchFails())

@@ -9,12 +9,14 @@ when another configurator went first and the environment names our exporters.
 `configure()` then joins that configurator's providers (see configure.py).
 
 Our distro defaults the exporters to the Redis streams; upstream's defaults every
-exporter to `otlp`, and when that exporter is missing, its configuration raises and the
-launcher loads nothing at all: set OTEL_METRICS_EXPORTER=none then (docs/configuration.md).
+exporter to `otlp`, and when that exporter is missing, its configurator raises and the
+launcher loads nothing at all, which our exporters' module says (exporters/from_environment.py):
+set OTEL_METRICS_EXPORTER=none then (docs/configuration.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -26,6 +28,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from tracestream import integrations
+from tracestream._internal_log import internal_logger
 from tracestream.integrations import INSTALLED_BY_CONFIGURE, threads, uncaught
 from tracestream.integrations import structlog as structlog_integration
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
@@ -41,10 +44,15 @@ _DEFAULTS = {
 }
 
 
+_our_distro_ran = False
+
+
 class TracestreamDistro(BaseDistro):  # type: ignore[misc]
     """Selected by the launcher through the `opentelemetry_distro` entry point."""
 
     def _configure(self, **kwargs: Any) -> None:
+        global _our_distro_ran
+        _our_distro_ran = True
         for name, value in _DEFAULTS.items():
             os.environ.setdefault(name, value)
 
@@ -73,6 +81,7 @@ def before_instrumentors() -> None:
         _configure_or_exit()
     if installed() is not None:
         _hold_back_django_instrumentor()
+        _keep_the_logging_instrumentations_skip_note_off_the_terminal()
         wrapt.register_post_import_hook(_keep_servers_out_of_click_spans, _CLICK_INSTRUMENTATION)
         for instrumentation in _STOOD_IN_FOR:
             wrapt.register_post_import_hook(_stand_in, instrumentation)
@@ -85,6 +94,22 @@ def before_instrumentors() -> None:
             file=sys.stderr,
             flush=True,
         )
+
+
+# The logging instrumentation's note where `OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true`
+# says the SDK's handler is on root. Without tracestream that handler takes the note, and nothing
+# prints it; with tracestream's capture in its place, root may have no handler, and Python's last
+# resort would print the note, whose claim is then untrue, on every start.
+_SKIP_NOTE = "Skipping installation of LoggingHandler from `opentelemetry-instrumentation-logging`"
+
+
+def _keep_the_logging_instrumentations_skip_note_off_the_terminal() -> None:
+    if os.environ.get("OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED", "").strip().lower() == "true":
+        logging.getLogger("opentelemetry.instrumentation.logging").addFilter(_without_the_skip_note)
+
+
+def _without_the_skip_note(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_SKIP_NOTE)
 
 
 def after_instrumentors() -> None:
@@ -162,10 +187,18 @@ def _names_our_exporters(environ: Mapping[str, str]) -> bool:
 
 def _configure_or_exit(*, with_metrics: bool = False) -> None:
     """`with_metrics` when ours is the launcher's configurator: upstream's, had it won, would
-    have set up what OTEL_METRICS_EXPORTER names."""
+    have set up what OTEL_METRICS_EXPORTER names. Under another distro, metrics that cannot be
+    set up are said and left off, the app served with traces and logs: that distro, not the
+    user, may have chosen the exporter (upstream's sets `otlp` over gRPC where unset)."""
     try:
         telemetry = configure()
-        if with_metrics:
-            set_up_metrics(telemetry.resource)
     except ConfigError as error:
         refuse_to_launch(error)
+    if not with_metrics:
+        return
+    try:
+        set_up_metrics(telemetry.resource)
+    except ConfigError as error:
+        if _our_distro_ran:
+            refuse_to_launch(error)
+        internal_logger.warning("metrics are off, traces and logs are set up: %s", error)
