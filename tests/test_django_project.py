@@ -411,6 +411,22 @@ def test_served_500_has_the_trace_headers_and_one_error(served: Running) -> None
     assert errors == [record], [(e.stream_id, e.record_id, e.scope, e.body[:80]) for e in errors]
 
 
+def test_served_500_the_app_answered_itself_carries_the_exception_it_logged(served: Running) -> None:
+    """django-ninja's default handler, with DEBUG on as its tutorial runs, logs the exception
+    and answers the 500 itself, so Django never sees it: the request record carries the
+    exception the app logged, and the failure is one error issue with its route, not a 500
+    without a cause beside an exception without a route."""
+    response = httpx.get(f"{served.base}/api/items/7")
+    assert response.status_code == 500
+    record = request_record(served.stream, response)
+    assert (record.severity, record.exception_type) == ("ERROR", "ZeroDivisionError")
+    assert record.attributes["http.route"] == "/api/items/<item_id>"
+    _settle(served)
+    errors = [e for e in served.stream.logs() if e.severity == "ERROR" and e.trace_id == record.trace_id]
+    assert sorted(e.scope for e in errors) == ["django", "tracestream.http"]  # ninja's line and ours
+    assert {e.fingerprint for e in errors} == {record.fingerprint}
+
+
 ASGI_SERVERS = {"daphne", "uvicorn", "daphne-runserver", "gunicorn-uvicorn"}
 
 

@@ -85,6 +85,24 @@ def test_levels_follow_status_and_500_carries_the_exception(
     assert "Exception in ASGI application" in server.output()
 
 
+def test_a_5xx_the_app_answered_itself_carries_the_exception_it_logged(
+    api: tuple[str, Server], api_stream: RedisHandle
+) -> None:
+    """One failure, one error issue with its route: the app's handler logged the exception and
+    answered 502, and the request record carries what it logged."""
+    base, _ = api
+    response = httpx.get(f"{base}/pay/3")
+    assert response.status_code == 502
+    record = request_record(api_stream, response)
+    assert (record.severity, record.exception_message) == ("ERROR", "order 3: the provider timed out")
+    assert record.exception_type.endswith("PaymentDeclined")
+    logged = wait_for(
+        lambda: [e for e in api_stream.logs() if e.trace_id == record.trace_id and e.scope == "shop.items"],
+        what="the app's own line",
+    )
+    assert [(e.body, e.fingerprint) for e in logged] == [("payment failed", record.fingerprint)]
+
+
 def test_a_stream_that_fails_after_its_200_is_an_error(
     api: tuple[str, Server], api_stream: RedisHandle
 ) -> None:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 
 from fastapi import FastAPI, HTTPException, Response
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.requests import Request
 
 app = FastAPI()
@@ -42,6 +42,22 @@ def broken_stream() -> StreamingResponse:
 @app.get("/boom")
 def boom() -> None:
     raise RuntimeError("kaboom")
+
+
+class PaymentDeclined(Exception):
+    """FastAPI's "Handling Errors" page: a custom exception and a handler of the app's own, here
+    one that logs it and answers a 5xx itself."""
+
+
+@app.exception_handler(PaymentDeclined)
+async def payment_declined(request: Request, exc: PaymentDeclined) -> JSONResponse:
+    logger.error("payment failed", exc_info=exc)
+    return JSONResponse(status_code=502, content={"message": "the payment provider failed"})
+
+
+@app.get("/pay/{order_id}")
+def pay(order_id: int) -> None:
+    raise PaymentDeclined(f"order {order_id}: the provider timed out")
 
 
 @app.post("/orders/{order_id}")

@@ -94,21 +94,38 @@ before_closing(_record_unfinished_requests)
 os.register_at_fork(after_in_child=_in_flight.clear)  # a child serves none of its parent's requests
 
 
-# A span left unsampled records no attributes, `http.route` included: what its request does
-# (enqueue a task) finds the route here, as a function of the request, since it is known only
-# once the request is routed. Noted for every request: asking the span first costs more.
-_RouteOf = tuple[Callable[[Any], "str | None"], Any]
-_request_route: ContextVar[_RouteOf | None] = ContextVar("tracestream_request_route", default=None)
-RouteNote = Token["_RouteOf | None"]
+class RequestNote:
+    """What a request's middleware notes while the app serves it. Its route: a span left
+    unsampled records no attributes, `http.route` included, and what the request does (enqueue
+    a task) finds the route here, as a function of the request, since it is known only once the
+    request is routed. And the last exception the app logged at ERROR: an app that answers a
+    failure with a 5xx itself (django-ninja's default handler, an exception handler of the app's
+    own) logs it, and the request record carries it, so that the failure is one error issue,
+    with its route, not two halves of one."""
+
+    __slots__ = ("logged_error", "request", "route_of", "token")
+
+    def __init__(self, route_of: Callable[[Any], str | None], request: Any) -> None:
+        self.route_of = route_of
+        self.request = request
+        self.logged_error: BaseException | None = None
+        self.token: Token[RequestNote | None] | None = None
 
 
-def note_route(route_of: Callable[[T], str | None], request: T) -> RouteNote:
-    """Within a request: `route_of(request)` is its route until `forget_route`."""
-    return _request_route.set((route_of, request))
+_request_note: ContextVar[RequestNote | None] = ContextVar("tracestream_request_note", default=None)
 
 
-def forget_route(note: RouteNote) -> None:
-    _request_route.reset(note)
+def note_request(route_of: Callable[[T], str | None], request: T) -> RequestNote:
+    """Within a request, until `forget_request`. Noted for every request: asking the span for
+    its route first costs more."""
+    note = RequestNote(route_of, request)
+    note.token = _request_note.set(note)
+    return note
+
+
+def forget_request(note: RequestNote) -> None:
+    if note.token is not None:
+        _request_note.reset(note.token)
 
 
 def current_route() -> str | None:
@@ -117,8 +134,22 @@ def current_route() -> str | None:
     route = (getattr(trace.get_current_span(), "attributes", None) or {}).get("http.route")
     if isinstance(route, str) and route:
         return route
-    noted = _request_route.get()
-    return noted[0](noted[1]) if noted is not None else None
+    noted = _request_note.get()
+    return noted.route_of(noted.request) if noted is not None else None
+
+
+def _note_logged_error(record: logging.LogRecord) -> bool:
+    """A filter on our handler: it keeps every record, and notes the exception of one at ERROR."""
+    if record.levelno >= logging.ERROR and record.exc_info:
+        noted = _request_note.get()
+        if noted is not None and record.exc_info[1] is not None:
+            noted.logged_error = record.exc_info[1]
+    return True
+
+
+def note_logged_errors(handler: logging.Handler) -> None:
+    if _note_logged_error not in handler.filters:
+        handler.addFilter(_note_logged_error)
 
 
 def severity_for(status: int) -> SeverityNumber:
@@ -135,11 +166,12 @@ def emit_request_record(
     context: Context | None = None,
     *,
     reason: BaseException | None = None,
+    note: RequestNote | None = None,
 ) -> None:
     """Write the record; an unhandled exception travels with it (type, message, stacktrace)
     and makes it ERROR whatever the status: a stream can fail after its 200 went out. A
     handled one that the framework answered with a 4xx (`reason`) travels with it too, and
-    the status says how severe it is.
+    the status says how severe it is, as does one the app logged before it answered a 5xx.
 
     The span is left to the instrumentation, which records the exception there as it
     does without us (recording it here as well would put it on a Django 500's span twice).
@@ -148,6 +180,8 @@ def emit_request_record(
         return
     if error is not None:
         recorded_exception.set(error)
+    elif reason is None and note is not None and exchange.status >= 500:
+        reason = note.logged_error
     _records.emit(
         f"{exchange.method} {exchange.path} {exchange.status} ({exchange.duration_ms:.1f} ms)",
         severity_for(exchange.status) if error is None else SeverityNumber.ERROR,
@@ -208,7 +242,7 @@ def _ends_with_recorded_exception(record: logging.LogRecord) -> bool:
     error = recorded_exception.get()
     if error is None or record.exc_info:
         return False
-    message = exception_attributes(error)["exception.message"]
+    message = exception_attributes(error, error.__traceback__)["exception.message"]
     return record.getMessage().endswith(f"\n{type(error).__qualname__}: {message}")
 
 

@@ -13,6 +13,7 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping
 from time import time_ns
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import _logs
@@ -93,7 +94,7 @@ class RecordWriter:
         if not _said_records_go_nowhere.is_set() and not records_reach_a_provider():
             _say_records_go_nowhere(self._scope)
         if exception is not None:
-            attributes.update(exception_attributes(exception))
+            attributes.update(exception_attributes(exception, exception.__traceback__))
         _logs.get_logger(self._scope).emit(
             timestamp=time_ns(),
             context=context,
@@ -130,7 +131,7 @@ class PendingRecord:
 
     __slots__ = (
         "attributes", "body", "context", "exception", "provider", "scope", "severity", "severity_text",
-        "timestamp_ns",
+        "timestamp_ns", "traceback",
     )  # fmt: skip
 
     def __init__(
@@ -151,6 +152,7 @@ class PendingRecord:
         self.severity_text = severity_text
         self.attributes = attributes
         self.exception = exception
+        self.traceback = exception.__traceback__ if exception is not None else None
         self.context = context
         self.provider = provider
 
@@ -160,7 +162,7 @@ class PendingRecord:
     def _attributes(self) -> dict[str, Any]:
         attributes = dict(self.attributes)
         if self.exception is not None:
-            attributes.update(exception_attributes(self.exception))
+            attributes.update(exception_attributes(self.exception, self.traceback))
         return attributes
 
     def stream_values(
@@ -207,9 +209,11 @@ def _severity_text(severity: SeverityNumber) -> str:
     return _TEXT.get(severity, severity.name)
 
 
-def exception_attributes(error: BaseException) -> dict[str, str]:
-    """`exception.*` attributes that never raise: the SDK's own would call str() on the exception."""
-    fields = encoding.exception_fields(type(error), error, error.__traceback__)
+def exception_attributes(error: BaseException, tb: TracebackType | None) -> dict[str, str]:
+    """`exception.*` attributes that never raise: the SDK's own would call str() on the exception.
+    `tb` is the traceback as the exception had it when it was recorded: Starlette clears a handled
+    one's once its handler has answered, before our export thread reads it."""
+    fields = encoding.exception_fields(type(error), error, tb)
     return dict(zip(schema.EXCEPTION_KEYS, fields, strict=True))
 
 

@@ -41,13 +41,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracestream.integrations.http_records import (
     HttpExchange,
+    RequestNote,
     emit_error_after_response,
     emit_request_record,
     emit_websocket_error,
     excluded_urls,
-    forget_route,
+    forget_request,
     keep_server_lines_out,
-    note_route,
+    note_logged_errors,
+    note_request,
     recorded_exception,
     requests_accounted_for,
     served,
@@ -153,7 +155,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
             await self.app(scope, receive, send)
             return
         headers = [(name.lower().encode(), value.encode()) for name, value in trace_headers()]
-        response = _Response(scope)
+        response = _Response(scope, note_request(_route_template, scope))
         scope[RESPONSE_KEY] = response
         serving(response)
 
@@ -172,7 +174,6 @@ class RequestRecordMiddleware(_HttpMiddleware):
                     response.record()
             await send(message)
 
-        noted = note_route(_route_template, scope)
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception as error:
@@ -194,7 +195,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
         else:
             response.record()  # for an app that returned without ending its response
         finally:
-            forget_route(noted)
+            forget_request(response.note)
 
 
 class _Response:
@@ -205,6 +206,7 @@ class _Response:
         "began",
         "context",
         "error",
+        "note",
         "path",
         "recorded",
         "root_path",
@@ -214,8 +216,9 @@ class _Response:
         "status",
     )
 
-    def __init__(self, scope: Scope) -> None:
+    def __init__(self, scope: Scope, note: RequestNote) -> None:
         self.scope = scope
+        self.note = note
         self.context = get_current()
         # As received: routing changes them for a mounted app (`_as_received`).
         self.app = scope.get("app")
@@ -234,7 +237,7 @@ class _Response:
             served(self)
             exchange = self.exchange()
             _name_span_by_route(trace.get_current_span(self.context), exchange)
-            emit_request_record(exchange, self.error, self.context)
+            emit_request_record(exchange, self.error, self.context, note=self.note)
 
     def record_unfinished(self, error: BaseException) -> None:
         if not self.recorded:
@@ -298,7 +301,7 @@ def _record_on_span(error: BaseException) -> None:
     span = trace.get_current_span()
     if not span.is_recording():
         return
-    attributes = exception_attributes(error)
+    attributes = exception_attributes(error, error.__traceback__)
     span.add_event("exception", {**attributes, "exception.escaped": "False"})
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {attributes['exception.message']}"))
 
@@ -493,8 +496,10 @@ def _build_middleware_stack(original: Any) -> Any:
 
 
 def keep_recorded_exceptions_out(telemetry: Telemetry) -> None:
-    """A server's line about an exception a request record carries stays out of the stream."""
+    """A server's line about an exception a request record carries stays out of the stream;
+    the app's lines are noted for the exceptions a request record may carry."""
     keep_server_lines_out(telemetry.handler, _carries_recorded_exception)
+    note_logged_errors(telemetry.handler)
 
 
 def install(telemetry: Telemetry, name: str = "starlette") -> None:

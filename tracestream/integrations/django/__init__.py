@@ -48,11 +48,13 @@ from tracestream._internal_log import internal_logger
 from tracestream.django_settings import CONSOLE_URL_NAME, configure_arguments
 from tracestream.integrations.http_records import (
     HttpExchange,
+    RequestNote,
     emit_request_record,
     excluded_urls,
-    forget_route,
+    forget_request,
     keep_server_lines_out,
-    note_route,
+    note_logged_errors,
+    note_request,
     requests_accounted_for,
     served,
     serving,
@@ -143,7 +145,7 @@ class RequestRecordMiddleware:
             return self._acall(request)
         setattr(request, _SEEN, True)
         answering = _Answering(request)
-        noted = note_route(_route_of, request)
+        noted = note_request(_route_of, request)
         try:
             response: HttpResponseBase = self.get_response(request)
         except BaseException as error:
@@ -151,14 +153,14 @@ class RequestRecordMiddleware:
             raise
         finally:
             served(answering)
-            forget_route(noted)
-        return response if answering.recorded else _finish(request, response, answering.started)
+            forget_request(noted)
+        return response if answering.recorded else _finish(request, response, answering.started, noted)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         setattr(request, _SEEN, True)
         answering = _Answering(request)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        noted = note_route(_route_of, request)
+        noted = note_request(_route_of, request)
         try:
             response = await get_response(request)
         except BaseException as error:
@@ -169,8 +171,8 @@ class RequestRecordMiddleware:
             raise
         finally:
             served(answering)
-            forget_route(noted)
-        return response if answering.recorded else _finish(request, response, answering.started)
+            forget_request(noted)
+        return response if answering.recorded else _finish(request, response, answering.started, noted)
 
 
 class _Answering:
@@ -300,7 +302,9 @@ def _exchange(request: HttpRequest, status: int, size: int | None, started: floa
     )
 
 
-def _finish(request: HttpRequest, response: HttpResponseBase, started: float) -> HttpResponseBase:
+def _finish(
+    request: HttpRequest, response: HttpResponseBase, started: float, note: RequestNote
+) -> HttpResponseBase:
     if _is_console(request.path):
         return response
     for name, value in trace_headers():
@@ -315,7 +319,7 @@ def _finish(request: HttpRequest, response: HttpResponseBase, started: float) ->
         else:
             response.streaming_content = _SyncChunks(response.streaming_content, body)
     else:
-        emit_request_record(exchange, error, reason=getattr(request, _REASON, None))
+        emit_request_record(exchange, error, reason=getattr(request, _REASON, None), note=note)
     return response
 
 
@@ -582,6 +586,7 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
     replace_lines(telemetry.handler, "django.server", _is_replaced_access_line)
     replace_lines(telemetry.handler, "django.channels.server", _is_channels_access_line)
     keep_server_lines_out(telemetry.handler, _recorded_by_a_request_record)
+    note_logged_errors(telemetry.handler)
 
 
 def _reload_handlers_built_before() -> None:

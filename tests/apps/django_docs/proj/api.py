@@ -1,0 +1,18 @@
+"""django-ninja's tutorial API ("Tutorial - First Steps", path parameters), mounted as its
+docs mount it: `path("api/", api.urls)`. Its default exception handler, with DEBUG on as the
+tutorial runs, logs an exception and answers 500 itself: Django never sees the exception."""
+
+from django.http import HttpRequest
+from ninja import NinjaAPI
+
+api = NinjaAPI()
+
+
+@api.get("/hello")
+def hello(request: HttpRequest, name: str = "world") -> str:
+    return f"Hello {name}"
+
+
+@api.get("/items/{item_id}")
+def read_item(request: HttpRequest, item_id: int) -> dict[str, int]:
+    return {"item_id": item_id, "per_unit": 100 // (item_id - 7)}  # item 7 fails
