@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 
 from tests.pipelines import PrivatePipeline
-from tests.support import RedisHandle, run_python, wait_for
+from tests.support import RedisHandle, run_python, run_python_process, wait_for
 from tracestream.settings import Settings
 
 
@@ -93,3 +94,55 @@ def test_a_stack_asked_for_is_stored_as_the_app_prints_it(stream: RedisHandle) -
     assert "chars of outer frames left out]" in stack  # pytest's frames: past the attribute limit
     assert "in test_a_stack_asked_for_is_stored_as_the_app_prints_it" in stack
     assert entry.body == "where am I"
+
+
+# An app that parses Python while its exceptions are exported, as pytest does when it formats a
+# failure. Objects whose `__del__` runs Python code let the interpreter switch threads inside
+# `ast.parse`, as a test suite's garbage does.
+PARSING_WHILE_EXPORTING = """
+import ast, logging, threading, time
+import tracestream
+telemetry = tracestream.configure()
+
+class Garbage:
+    def __init__(self): self.me = self
+    def __del__(self): sum(range(50))
+
+def lookup():
+    orders = {"open": {"id": 1}}
+    return orders["open"]["missing"] + orders["open"]["id"] * 2
+
+log = logging.getLogger("shop")
+log.addHandler(logging.NullHandler())  # only the export thread formats the exceptions
+log.propagate = False
+done = threading.Event()
+def fail_repeatedly():
+    while not done.is_set():
+        try:
+            lookup()
+        except KeyError:
+            log.exception("lookup failed")
+        time.sleep(0.002)
+threading.Thread(target=fail_repeatedly, daemon=True).start()
+source = open(ast.__file__).read()
+deadline = time.monotonic() + 2
+while time.monotonic() < deadline:
+    [Garbage() for _ in range(20)]
+    ast.parse(source)
+done.set()
+telemetry.force_flush()
+print("parsed")
+"""
+
+
+def test_exporting_exceptions_never_breaks_the_apps_own_parsing(stream: RedisHandle, tmp_path: Path) -> None:
+    """CPython 3.11 before 3.11.8 (gh-106905) raised SystemError in one of two threads calling
+    `ast.parse` at once, and formatting a traceback parses each frame's line there: pytest
+    aborted with INTERNALERROR beside the export thread. A script, so its lines can be shown."""
+    script = tmp_path / "parsing_app.py"
+    script.write_text(PARSING_WHILE_EXPORTING)
+    done = run_python_process(script, stream.env())
+    assert (done.returncode, done.stdout) == (0, "parsed\n"), done.stderr
+    failed = [entry for entry in stream.logs() if entry.body == "lookup failed"]
+    assert failed and all(entry.exception_type == "KeyError" for entry in failed)
+    assert 'return orders["open"]["missing"]' in failed[0].exception_stacktrace

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -33,8 +34,37 @@ def exception_fields(
         message = "" if error is None else str(error)
     except Exception:  # raised by it, or a non-str result
         message = "<exception str() failed>"
-    stacktrace = "".join(traceback.format_exception(exc_type, error, tb))
-    return qualified_name(exc_type), message, stacktrace
+    return qualified_name(exc_type), message, _formatted(exc_type, error, tb)
+
+
+# CPython 3.11.0 to 3.11.7 (gh-106905): `ast.parse` on two threads at once can raise SystemError
+# in either. Formatting a traceback parses each frame's line there, to mark its error with
+# `~~~^^^`, and the export thread formats beside an app that may be parsing too: pytest, which
+# formats its failures so, aborted with INTERNALERROR. There, frames are formatted without their
+# columns, which leaves those markers out and parses nothing.
+_AST_IS_THREAD_UNSAFE = (3, 11) <= sys.version_info[:3] < (3, 11, 8)
+
+
+def _formatted(exc_type: type[BaseException], error: BaseException | None, tb: TracebackType | None) -> str:
+    if not _AST_IS_THREAD_UNSAFE or error is None:
+        return "".join(traceback.format_exception(exc_type, error, tb))
+    report = traceback.TracebackException(exc_type, error, tb, compact=True)  # as format_exception makes it
+    for frame in _frames_of(report):
+        frame.colno = None  # type: ignore[attr-defined]  # 3.11 and later; this branch is 3.11 only
+    return "".join(report.format())
+
+
+def _frames_of(report: traceback.TracebackException) -> Iterator[traceback.FrameSummary]:
+    """Every frame of the exception, its causes, contexts and a group's exceptions."""
+    seen: set[int] = set()
+    pending: list[traceback.TracebackException | None] = [report]
+    while pending:
+        each = pending.pop()
+        if each is None or id(each) in seen:
+            continue
+        seen.add(id(each))
+        yield from each.stack
+        pending += [each.__cause__, each.__context__, *(getattr(each, "exceptions", None) or ())]
 
 
 def qualified_name(cls: type) -> str:
