@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import RedisHandle, run_python_process
+from tests.support import RedisHandle, run_python_process, wait_for
 from tracestream.integrations.uncaught import SCOPE
 
 CONFIGURE = "import tracestream; tracestream.configure()\n"
@@ -183,3 +183,36 @@ def test_an_exception_that_ends_a_multiprocessing_child_is_an_error_record(
             "no greeting for bob",
         )
     ]
+
+
+# A test module as pytest's docs write one, importing an app module that calls configure().
+FAILING_TEST = """
+import logging, os
+if os.environ.get("WITH_TRACESTREAM"):
+    import tracestream
+    tracestream.configure()
+
+
+def test_passes():
+    logging.getLogger("app").warning("checked the cart")
+
+
+def test_fails():
+    assert 1 + 1 == 3
+"""
+
+
+def test_a_failed_test_pytest_keeps_for_post_mortem_is_no_end_of_the_program(
+    stream: RedisHandle, tmp_path: Path
+) -> None:
+    """pytest keeps each failed test's exception in `sys.last_value` for post-mortem debugging,
+    where Python keeps the one that ends the program: the last failure read as a crash."""
+    tests = tmp_path / "test_cart.py"
+    tests.write_text(FAILING_TEST)
+    code = f"import sys, pytest; sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {str(tests)!r}]))"
+    bare = run_python_process(code, stream.env())
+    traced = run_python_process(code, stream.env(WITH_TRACESTREAM="1"))
+    assert bare.returncode == traced.returncode == 1, traced.stdout
+    assert "1 failed, 1 passed" in traced.stdout
+    bodies = [entry.body for entry in wait_for(lambda: stream.logs(), what="the passing test's line")]
+    assert bodies == ["checked the cart"]

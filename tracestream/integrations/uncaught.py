@@ -111,8 +111,20 @@ def _record_an_end_another_hook_took() -> None:
     if hasattr(sys, "ps1"):  # an interactive session keeps its prompt's last exception there
         return
     error = getattr(sys, "last_value", None)
-    if isinstance(error, BaseException):
+    if isinstance(error, BaseException) and _reached_the_top(error):
         _record_the_end(error)
+
+
+# Where the program's own code begins: its main module, or runpy, which runs it for `-m`.
+_TOP_LEVEL = frozenset({"__main__", "runpy"})
+
+
+def _reached_the_top(error: BaseException) -> bool:
+    """An exception that ended the program went up through its first frame. One caught on the
+    way and kept in `sys.last_value` for post-mortem debugging (pytest keeps each failed test's)
+    did not: its traceback starts where it was caught."""
+    tb = error.__traceback__
+    return tb is not None and tb.tb_frame.f_globals.get("__name__") in _TOP_LEVEL
 
 
 def _record(
