@@ -267,6 +267,45 @@ def test_a_redis_that_answers_nothing_holds_the_exit_no_longer_than_the_timeouts
     assert took < 1 + 1 + 0.75, took
 
 
+# Spans and lines for two seconds, as a test suite writes them: batches and status reports queue
+# up behind calls that wait out their timeout.
+TWO_SECONDS_OF_REQUESTS = """
+import logging, time
+import tracestream
+from opentelemetry import trace
+tracestream.configure()
+tracer = trace.get_tracer("suite")
+started = time.monotonic()
+while time.monotonic() - started < 2:
+    with tracer.start_as_current_span("request"):
+        logging.getLogger("app").warning("a line")
+    time.sleep(0.05)
+print("logged", flush=True)
+"""
+
+
+def test_what_queued_before_the_deadline_starts_no_call_after_it() -> None:
+    """A Redis that takes connections and never answers (a paused container), at the default
+    timeouts: batches, spool replays and status reports queued before the deadline each
+    started a call after it, and the exit took 12 s. Now it waits for the calls in flight,
+    each of which may wait two Redis timeouts (a new connection's health check, then the
+    command)."""
+    with SilentServer() as hung_redis:
+        env = RedisHandle(url=f"redis://127.0.0.1:{hung_redis.port}/0", stream="hung").env()
+        app = subprocess.Popen(
+            [sys.executable, "-c", TWO_SECONDS_OF_REQUESTS],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert app.stdout is not None and app.stdout.readline() == "logged\n"
+        logged = time.monotonic()
+        assert app.wait(30) == 0
+        took = time.monotonic() - logged
+    assert took < 5 + 2 * 2 + 0.75, took
+
+
 def test_a_record_the_capture_cannot_take_costs_the_app_nothing(stream: RedisHandle) -> None:
     done = _run(FAILING_CAPTURE, stream)
     assert (done.returncode, done.stdout) == (0, "main done\n")

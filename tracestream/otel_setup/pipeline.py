@@ -129,13 +129,17 @@ class Sender:
     def report(self, report: StatusReport, status: dict[str, int], *, last_word: bool = False) -> None:
         self._submit(partial(self._report_safely, report, status, last_word))
 
+    def refuse_calls(self) -> None:
+        """What is queued from now on starts no Redis call, but for the last status report: at
+        exit, after the flush's deadline, each call could wait out a whole Redis timeout (a
+        Redis that accepts connections and never answers), and a batch refused here is spooled."""
+        self._stopping = True
+
     def stop(self, timeout: float) -> None:
-        """Within `timeout` seconds. What is still queued then starts no Redis call, but for the
-        last status report: the flush before has set its batches aside already, and each call
-        could wait out a whole Redis timeout at exit."""
+        """Within `timeout` seconds, refusing calls."""
+        self.refuse_calls()
         thread = self._thread
         if thread is not None and thread.ident != native_threads.get_ident():
-            self._stopping = True
             self._jobs.put(_last_job)
             thread.join(timeout)
 
@@ -566,6 +570,7 @@ class BatchQueue(Generic[T]):
         interrupt = _at_the_latest(timeout, self._interrupt) if self._interrupt is not None else None
         flushed = self.flush(timeout)
         self._shutdown = True
+        self._sender.refuse_calls()  # the worker's drain and the status reports it queued
         self._wake.set()
         if interrupt is not None:
             interrupt()
