@@ -511,28 +511,12 @@ def test_a_request_id_bound_with_structlog_is_on_the_apps_stdlib_lines_too(strea
 # loguru's README, "Entirely compatible with standard logging": stdlib records handed to loguru
 # by its InterceptHandler, inside `contextualize()`; `extra=` of the record's own wins.
 LOGURU_INTERCEPTED_CONTEXT = """
-import inspect, logging, os, sys
+import logging, os, sys
 if os.environ.get("TRACED") == "1":
     import tracestream
     telemetry = tracestream.configure()
 from loguru import logger
-
-class InterceptHandler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            level = logger.level(record.levelname).name
-        except ValueError:
-            level = record.levelno
-        frame, depth = inspect.currentframe(), 0
-        while frame:
-            filename = frame.f_code.co_filename
-            is_logging = filename == logging.__file__
-            is_frozen = "importlib" in filename and "_bootstrap" in filename
-            if depth > 0 and not (is_logging or is_frozen):
-                break
-            frame = frame.f_back
-            depth += 1
-        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+from tests.apps.app_logging import InterceptHandler
 
 logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
 logger.remove()
@@ -549,7 +533,7 @@ def test_values_contextualized_in_loguru_are_on_intercepted_stdlib_records(strea
     bare = run_python_process(LOGURU_INTERCEPTED_CONTEXT, stream.env())
     traced = run_python_process(LOGURU_INTERCEPTED_CONTEXT, stream.env(TRACED="1"))
     assert (traced.returncode, traced.stdout, traced.stderr) == (bare.returncode, bare.stdout, bare.stderr)
-    assert "INFO __main__:30 from stdlib {'request_id': 'r1'}" in bare.stdout
+    assert "INFO __main__:14 from stdlib {'request_id': 'r1'}" in bare.stdout
     entries = wait_for(lambda: len(stream.logs()) >= 4 and stream.logs(), what="four records")
     assert [(entry.body, entry.attributes) for entry in entries] == [
         ("from loguru", {"request_id": "r1"}),
