@@ -104,12 +104,12 @@ class RequestNote:
     with its route, not two halves of one."""
 
     __slots__ = ("logged_error", "request", "route_of", "token")
+    token: Token[RequestNote | None]  # set by `note_request`, which makes every note
 
     def __init__(self, route_of: Callable[[Any], str | None], request: Any) -> None:
         self.route_of = route_of
         self.request = request
         self.logged_error: BaseException | None = None
-        self.token: Token[RequestNote | None] | None = None
 
 
 _request_note: ContextVar[RequestNote | None] = ContextVar("tracestream_request_note", default=None)
@@ -124,8 +124,7 @@ def note_request(route_of: Callable[[T], str | None], request: T) -> RequestNote
 
 
 def forget_request(note: RequestNote) -> None:
-    if note.token is not None:
-        _request_note.reset(note.token)
+    _request_note.reset(note.token)
 
 
 def current_route() -> str | None:
