@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -279,6 +281,37 @@ def test_structlog_async_exception_keeps_its_exception(stream: RedisHandle) -> N
     assert (failed.scope, failed.body, failed.severity) == ("shop.async", "async total failed", "ERROR")
     assert (failed.exception_type, failed.exception_message) == ("ZeroDivisionError", "division by zero")
     assert failed.attributes == {}
+
+
+# structlog's own `CallsiteParameterAdder` prints where each event was logged, sync or async.
+STRUCTLOG_CALLSITES = """
+import asyncio, json, structlog, tracestream
+telemetry = tracestream.configure()
+structlog.configure(processors=[
+    structlog.processors.CallsiteParameterAdder(
+        [structlog.processors.CallsiteParameter.LINENO, structlog.processors.CallsiteParameter.FUNC_NAME]),
+    structlog.processors.JSONRenderer()])
+log = structlog.get_logger()
+def checkout():
+    log.info("paid", order=7)
+async def refund():
+    await log.ainfo("refunded", order=7)
+checkout()
+asyncio.run(refund())
+telemetry.force_flush()
+"""
+
+
+def test_structlog_events_carry_where_the_app_logged_them(stream: RedisHandle) -> None:
+    done = run_python_process(STRUCTLOG_CALLSITES, stream.env(OTEL_SERVICE_NAME="cart"))
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="two structlog records")
+    assert [e.body for e in entries] == ["paid", "refunded"]
+    assert (
+        [e.code for e in entries]
+        == [f"<string>:{event['lineno']} in {event['func_name']}" for event in printed]
+        == ["<string>:10 in checkout", "<string>:12 in refund"]
+    )
 
 
 # structlog's `EventRenamer`, for platforms that read the message under another key.

@@ -22,6 +22,7 @@ records: the line of an event the processor wrote is left out (`printed_after_be
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import sys
@@ -74,6 +75,7 @@ class OTelProcessor:
         rendered = event.rendered_exception
         if exception is None and rendered is not None:
             event.attributes.update(zip(EXCEPTION_KEYS, exception_from_text(rendered), strict=True))
+        event.attributes.update(_where_the_app_logged())
         writer.emit(
             event.body,
             severity_of(text_of(event_dict.get("level") or method_name)),
@@ -114,6 +116,37 @@ class OTelProcessor:
                 type(rendered).__name__,
             )
         return rendered
+
+
+def _where_the_app_logged() -> dict[str, Any]:
+    """`code.*` attributes of the app's logging call: the first frame past structlog's and ours,
+    from where an async method was awaited (as structlog's `CallsiteParameterAdder` finds it).
+    A stdlib logger's record has its own: structlog hands logging a `stacklevel`. None where that
+    frame is the standard library's, as when an executor runs the method with no caller noted."""
+    frame: FrameType | None = _awaited_from().get(sys._getframe(1))
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(_NOT_THE_CALLER):
+        frame = frame.f_back
+    if frame is None or frame.f_globals.get("__name__", "").partition(".")[0] in sys.stdlib_module_names:
+        return {}
+    code = frame.f_code
+    return {
+        "code.file.path": code.co_filename,
+        "code.line.number": frame.f_lineno,
+        "code.function.name": code.co_name,
+    }
+
+
+_NOT_THE_CALLER = ("structlog", "tracestream.")
+
+
+@functools.cache
+def _awaited_from() -> contextvars.ContextVar[FrameType]:
+    """Where structlog notes the frame that awaited its async method; a variable nothing sets
+    where a structlog version keeps no such note."""
+    import structlog.contextvars
+
+    noted = getattr(structlog.contextvars, "_ASYNC_CALLING_STACK", None)
+    return noted if isinstance(noted, contextvars.ContextVar) else contextvars.ContextVar("unset")
 
 
 def install() -> None:
