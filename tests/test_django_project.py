@@ -30,6 +30,7 @@ from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, is_request_recor
 from tests.apps.servers import Server, bin_path, http_ready, launched, printed, run_json, serve
 from tests.support import ROOT, RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.error_issues import get_issue
 from tracestream.schema import LogEntry, SpanEntry
 
 PROJECT = ROOT / "tests" / "apps" / "django_docs"
@@ -425,6 +426,28 @@ def test_served_500_the_app_answered_itself_carries_the_exception_it_logged(serv
     errors = [e for e in served.stream.logs() if e.severity == "ERROR" and e.trace_id == record.trace_id]
     assert sorted(e.scope for e in errors) == ["django", "tracestream.http"]  # ninja's line and ours
     assert {e.fingerprint for e in errors} == {record.fingerprint}
+
+
+def test_served_5xx_answered_without_an_exception_is_one_issue_a_route(served: Running) -> None:
+    """django-ninja's `HttpError(503)` is answered and logged by no one: its records have no
+    exception to group them by, and one issue a username in the path would bury the others."""
+    records = []
+    for user in ("ada", "grace"):
+        response = httpx.get(f"{served.base}/api/users/{user}/avatar")
+        assert response.status_code == 503
+        records.append(request_record(served.stream, response))
+    assert [(r.severity, r.exception_type) for r in records] == [("ERROR", "")] * 2
+    assert records[0].fingerprint == records[1].fingerprint
+    client = served.stream.client()
+    issue = wait_for(
+        lambda: (
+            (found := get_issue(client, served.stream.stream, records[0].fingerprint))
+            and found.count == 2
+            and found
+        ),
+        what="one issue counting both",
+    )
+    assert issue.chain == [{"route": "/api/users/<username>/avatar", "count": 2}]
 
 
 ASGI_SERVERS = {"daphne", "uvicorn", "daphne-runserver", "gunicorn-uvicorn"}

@@ -448,7 +448,7 @@ class LogEntry:
     def fingerprint(self) -> str:
         """The error issue this record belongs to, as the writer computed it."""
         return record_fingerprint(
-            self.exception_type, self.exception_stacktrace, self.exception_message, self.body
+            self.exception_type, self.exception_stacktrace, self.exception_message, self.body, self.attributes
         )
 
     @classmethod
@@ -615,6 +615,23 @@ def fingerprint_of(exception_type: str, stacktrace: str, message: str) -> str:
     return hashlib.sha1(f"{exception_type}\n{where}".encode("utf-8", "backslashreplace")).hexdigest()[:16]
 
 
-def record_fingerprint(exception_type: str, stacktrace: str, exception_message: str, body: str) -> str:
-    """An error record's issue: its exception's message, or for a record with none its body."""
-    return fingerprint_of(exception_type, stacktrace, exception_message or body)
+def record_fingerprint(
+    exception_type: str, stacktrace: str, exception_message: str, body: str, attributes: Mapping[str, Any]
+) -> str:
+    """An error record's issue: its exception's message, or for a record with none its body. A
+    request's record with none (a 5xx the app answered without raising) names its route rather
+    than its path: one issue a route, not one a username or slug in the URL."""
+    return fingerprint_of(
+        exception_type, stacktrace, exception_message or _request_by_route(attributes) or body
+    )
+
+
+def _request_by_route(attributes: Mapping[str, Any]) -> str:
+    route = attributes.get("http.route")
+    if attributes.get("event.name") != "http.server.request" or not isinstance(route, str) or not route:
+        return ""
+    method, status = (
+        attributes.get("http.request.method", ""),
+        attributes.get("http.response.status_code", ""),
+    )
+    return f"{method} {route} {status}"

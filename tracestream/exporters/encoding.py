@@ -278,10 +278,11 @@ class ErrorRows:
         return dump_json(found) if found else ""
 
     def _details(self, row: list[str]) -> tuple[str, str, str]:
+        attributes = _attributes_of(row[self._attributes])
         fingerprint = record_fingerprint(
-            row[self._type], row[self._stack], row[self._message], row[self._body]
+            row[self._type], row[self._stack], row[self._message], row[self._body], attributes
         )
-        return fingerprint, route_of(row[self._attributes]), self._instance_of(row[self._resource])
+        return fingerprint, causal_route(attributes), self._instance_of(row[self._resource])
 
     def _instance_of(self, resource: str) -> str:
         if self._instance[0] is not resource:
@@ -289,14 +290,16 @@ class ErrorRows:
         return self._instance[1]
 
 
-def route_of(attributes_json: str) -> str:
-    """The causal route of an error: what enqueued its task, else the request's route."""
+def _attributes_of(attributes_json: str) -> dict[str, Any]:
     try:
         attributes = load_json(attributes_json)
     except ValueError:
-        return ""
-    if not isinstance(attributes, dict):
-        return ""
+        return {}
+    return attributes if isinstance(attributes, dict) else {}
+
+
+def causal_route(attributes: Mapping[str, Any]) -> str:
+    """The causal route of an error: what enqueued its task, else the request's route."""
     route = attributes.get(ENQUEUED_BY) or attributes.get("http.route") or ""
     return route if isinstance(route, str) else ""
 
