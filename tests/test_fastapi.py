@@ -103,6 +103,27 @@ def test_a_5xx_the_app_answered_itself_carries_the_exception_it_logged(
     assert [(e.body, e.fingerprint) for e in logged] == [("payment failed", record.fingerprint)]
 
 
+def test_a_5xx_an_exception_handler_answered_carries_its_exception(
+    api: tuple[str, Server], api_stream: RedisHandle
+) -> None:
+    """`HTTPException(503)` is answered by FastAPI's handler and logged by no one: the record
+    says why, and the failure is one issue whatever the path's SKU."""
+    base, server = api
+    records = []
+    for sku in ("BOOK-1", "PEN-2"):
+        response = httpx.get(f"{base}/stock/{sku}")
+        assert response.status_code == 503
+        records.append(request_record(api_stream, response))
+    assert [(r.severity, r.exception_message) for r in records] == [
+        ("ERROR", "503: the warehouse is unreachable")
+    ] * 2
+    assert (
+        records[0].exception_type.endswith("HTTPException") and "in stock" in records[0].exception_stacktrace
+    )
+    assert records[0].fingerprint == records[1].fingerprint
+    assert "HTTPException" not in server.output()  # nothing printed for it, as without tracestream
+
+
 def test_a_stream_that_fails_after_its_200_is_an_error(
     api: tuple[str, Server], api_stream: RedisHandle
 ) -> None:

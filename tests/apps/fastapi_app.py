@@ -60,6 +60,12 @@ def pay(order_id: int) -> None:
     raise PaymentDeclined(f"order {order_id}: the provider timed out")
 
 
+@app.get("/stock/{sku}")
+def stock(sku: str) -> None:
+    """FastAPI's "Handling Errors" page, `raise HTTPException`, with a 5xx: logged by no one."""
+    raise HTTPException(status_code=503, detail="the warehouse is unreachable")
+
+
 @app.post("/orders/{order_id}")
 def create_order(order_id: int) -> dict[str, str]:
     from tests.apps.celery_app import process_order

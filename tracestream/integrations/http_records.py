@@ -101,15 +101,18 @@ class RequestNote:
     request is routed. And the last exception the app logged at ERROR: an app that answers a
     failure with a 5xx itself (django-ninja's default handler, an exception handler of the app's
     own) logs it, and the request record carries it, so that the failure is one error issue,
-    with its route, not two halves of one."""
+    with its route, not two halves of one. Where no one logs it (FastAPI's `HTTPException(503)`),
+    the exception an ASGI exception handler was answering as its 5xx began, if the middleware
+    saw one."""
 
-    __slots__ = ("logged_error", "request", "route_of", "token")
+    __slots__ = ("answered_error", "logged_error", "request", "route_of", "token")
     token: Token[RequestNote | None]  # set by `note_request`, which makes every note
 
     def __init__(self, route_of: Callable[[Any], str | None], request: Any) -> None:
         self.route_of = route_of
         self.request = request
         self.logged_error: BaseException | None = None
+        self.answered_error: BaseException | None = None
 
 
 _request_note: ContextVar[RequestNote | None] = ContextVar("tracestream_request_note", default=None)
@@ -170,7 +173,8 @@ def emit_request_record(
     """Write the record; an unhandled exception travels with it (type, message, stacktrace)
     and makes it ERROR whatever the status: a stream can fail after its 200 went out. A
     handled one that the framework answered with a 4xx (`reason`) travels with it too, and
-    the status says how severe it is, as does one the app logged before it answered a 5xx.
+    the status says how severe it is, as does one the app answered with a 5xx, or logged
+    before it answered one.
 
     The span is left to the instrumentation, which records the exception there as it
     does without us (recording it here as well would put it on a Django 500's span twice).
@@ -180,7 +184,7 @@ def emit_request_record(
     if error is not None:
         recorded_exception.set(error)
     elif reason is None and note is not None and exchange.status >= 500:
-        reason = note.logged_error
+        reason = note.answered_error or note.logged_error
     _records.emit(
         f"{exchange.method} {exchange.path} {exchange.status} ({exchange.duration_ms:.1f} ms)",
         severity_for(exchange.status) if error is None else SeverityNumber.ERROR,

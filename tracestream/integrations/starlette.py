@@ -163,6 +163,9 @@ class RequestRecordMiddleware(_HttpMiddleware):
             if message["type"] == "http.response.start":
                 response.status = message["status"]
                 response.started = True
+                if response.status >= 500:
+                    # An exception handler sends its answer while it handles the exception.
+                    response.note.answered_error = sys.exc_info()[1]
                 own = message.get("headers", ())
                 taken = {name for name, _ in own}  # a header the app set itself stays its own
                 message = {**message, "headers": [*own, *(h for h in headers if h[0] not in taken)]}
