@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -93,11 +93,17 @@ def run_python(
 
 
 def run_python_process(
-    code: str | Path, env: Mapping[str, str], *, launcher: bool = False, timeout: float = 60
+    code: str | Path,
+    env: Mapping[str, str],
+    *,
+    launcher: bool = False,
+    timeout: float = 60,
+    args: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """The same, whatever it exits with, for a test that reads its stdout or its exit status.
-    A `Path` runs that script rather than `-c` code (multiprocessing's spawn imports it again)."""
-    command = [sys.executable, *(["-c", code] if isinstance(code, str) else [str(code)])]
+    A `Path` runs that script rather than `-c` code (multiprocessing's spawn imports it again);
+    `args` follow it, as a command line's arguments."""
+    command = [sys.executable, *(["-c", code] if isinstance(code, str) else [str(code)]), *args]
     if launcher:
         command = [str(VENV_BIN / "opentelemetry-instrument"), *command]
     return subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=timeout, cwd=ROOT)

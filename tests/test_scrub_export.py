@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis
 
-from tests.apps.servers import bin_path, http_ready, serve
+from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, serve
 from tests.pipelines import PrivatePipeline
-from tests.support import ROOT, VENV_BIN, RedisHandle, run_python, wait_for
+from tests.support import ROOT, VENV_BIN, RedisHandle, run_python, run_python_process, wait_for
 from tracestream.cli import main
 from tracestream.disk_spool import read_frames
 from tracestream.embedded_redis import free_port
@@ -234,6 +234,28 @@ def test_resource_attributes_from_the_environment_are_scrubbed(stream: RedisHand
         assert entry.resource["db.password"] == entry.resource["ci.token"] == "[REDACTED]"
         assert entry.resource["db.url"] == "postgres://app:[REDACTED]@db/app"
         assert (entry.resource["team"], entry.resource["service.name"]) == ("pay", "shop")
+
+
+# click's docs, "Options" > "Password Prompts", run as its users run it: the password on the
+# command line. Under the launcher contrib's click instrumentation records argv on the span.
+CLICK_PASSWORD = """
+import codecs
+import click
+@click.command()
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def encode(password):
+    click.echo(f"encoded: {codecs.encode(password, 'rot13')}")
+encode()
+"""
+
+
+def test_a_password_given_on_a_click_command_line_never_reaches_redis(stream: RedisHandle) -> None:
+    env = stream.env(OTEL_SERVICE_NAME="cli", **LAUNCHER_ENV)
+    done = run_python_process(CLICK_PASSWORD, env, launcher=True, args=["--password", "hunter2"])
+    assert (done.returncode, done.stdout) == (0, "encoded: uhagre2\n"), done.stderr
+    [span] = wait_for(lambda: stream.spans(), what="the command's span")
+    assert span.attributes["process.command_args"] == ["-c", "--password", "[REDACTED]"]
+    assert "hunter2" not in _everything_written(stream)
 
 
 HTTP_SECRETS = {

@@ -229,6 +229,41 @@ def test_look_alikes_of_the_new_kinds_are_left_alone(line: str) -> None:
     assert SCRUBBER.scrub_text(line) == line
 
 
+def test_a_secrets_flag_takes_the_next_word_in_an_argv_and_a_command_line_only() -> None:
+    """OTel's process detector and contrib's click instrumentation record argv as a list and as
+    one text; in prose the word after a flag names no secret."""
+    attrs = {
+        "process.command_args": (
+            "deploy",
+            "--password",
+            "hunter2",
+            "--token-count",
+            "5",
+            "-token",
+            "t0k",
+            "-v",
+        ),
+        "process.command_line": "deploy  --password hunter2 --api-key=k3y --secret -v",
+        "detail": "use --password to pass it",
+        "argv": ["--password", "***", "--password"],
+    }
+    assert SCRUBBER.scrub_attributes(attrs) == {
+        "process.command_args": (
+            "deploy",
+            "--password",
+            REDACTED,
+            "--token-count",
+            "5",
+            "-token",
+            REDACTED,
+            "-v",
+        ),
+        "process.command_line": f"deploy  --password {REDACTED} --api-key={REDACTED} --secret -v",
+        "detail": "use --password to pass it",
+        "argv": ["--password", "***", "--password"],  # a mask already, and a flag with no value
+    }
+
+
 def test_sql_passwords_in_span_attributes_are_redacted() -> None:
     attrs = {
         "db.statement": "ALTER USER app_rw WITH PASSWORD 'Alt3r-User-Pw'",

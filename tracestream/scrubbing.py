@@ -15,7 +15,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any, Protocol
 
 from tracestream.settings import Settings
@@ -190,7 +190,10 @@ _TEXT_KEY = re.compile(
     r"(?<![A-Za-z0-9_.\-])(?:--?)?(?<!://)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})"
     r"(?:\\?[\"'])?[ \t]*[:=][ \t]*(?P<opener>[\[(](?=\\?[\"']))?(?P<escaped>\\(?=[\"']))?"
 )
+# A flag as one word of a command line, whose value is the next word: `--password hunter2`.
+_FLAG_ITEM = re.compile(r"--?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})")
 _CLOSER = {"[": "]", "(": ")"}
+_COMMAND_LINES = frozenset({"process.command_line"})
 _ITEM_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
 # An unquoted "value" that is a key name followed by a separator is the next key, not a value:
 # `credentials: aws_access_key_id = x`.
@@ -624,7 +627,7 @@ class Scrubber:
         if depth >= MAX_DEPTH:
             return REDACTED
         if isinstance(value, str):
-            return self.scrub_text(value)
+            return self.scrub_text(value) if key not in _COMMAND_LINES else self._scrub_command_line(value)
         if isinstance(value, bytes):
             decoded = value.decode("utf-8", "surrogateescape")
             scrubbed = self.scrub_text(decoded)
@@ -633,8 +636,32 @@ class Scrubber:
             return self._scrub_mapping(value, depth + 1)
         if isinstance(value, list | tuple):
             items = [self._scrub(None, item, depth + 1) for item in value]
+            self._redact_flag_values(items)
             return items if isinstance(value, list) else tuple(items)
         return value
+
+    def _scrub_command_line(self, text: str) -> str:
+        """A command line as one text (OTel's process detector joins argv with spaces)."""
+        words = re.split(r"(\s+)", self.scrub_text(text))
+        spoken: list[object] = list(words[::2])
+        self._redact_flag_values(spoken)
+        words[::2] = spoken
+        return "".join(words)
+
+    def _redact_flag_values(self, items: list[object]) -> None:
+        """An argv (`process.command_args`, which contrib's click instrumentation puts on every
+        command's span): the item after a secret's flag is the secret. In lists and command lines
+        only: in prose, `use --password to log in` names no secret."""
+        for index, (flag, value) in enumerate(pairwise(items), 1):
+            if (
+                isinstance(flag, str)
+                and isinstance(value, str)
+                and not value.startswith("-")
+                and (found := _FLAG_ITEM.fullmatch(flag))
+                and self._keys.verdict(found.group("key")) is _SECRET
+                and not self._allowed(value)
+            ):
+                items[index] = REDACTED
 
     def _scrub_mapping(self, mapping: Mapping[object, object], depth: int) -> dict[object, object]:
         """Attribute maps are mostly numbers and repeated short texts under plain keys: those
