@@ -192,6 +192,11 @@ class SilentServer:
     def port(self) -> int:
         return int(self._sock.getsockname()[1])
 
+    @property
+    def connections(self) -> int:
+        """Accepted so far."""
+        return len(self._held)
+
     def _accept(self) -> None:
         while True:
             try:

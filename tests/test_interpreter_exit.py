@@ -9,9 +9,11 @@ without us where it prints anything.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -265,6 +267,46 @@ def test_a_redis_that_answers_nothing_holds_the_exit_no_longer_than_the_timeouts
         assert app.wait(30) == 0
         took = time.monotonic() - logged
     assert took < 1 + 1 + 0.75, took
+
+
+# A script stopped with Ctrl-C, as a user stops one that seems to hang.
+FIFTY_LINES_THEN_SLEEP = """
+import logging, time
+import tracestream
+tracestream.configure()
+for number in range(50):
+    logging.getLogger("app").warning("line %d", number)
+print("logged", flush=True)
+time.sleep(60)
+"""
+
+
+def test_ctrl_c_during_the_exit_flush_ends_the_wait_and_spools_what_is_left(tmp_path: Path) -> None:
+    """Against a Redis that never answers, the exit after Ctrl-C waits for the shutdown timeout.
+    A second Ctrl-C raised KeyboardInterrupt into the flush: our traceback was printed and the
+    exit took longer. It ends the wait instead: within the call in flight, with one line."""
+    with SilentServer() as hung_redis:
+        env = RedisHandle(url=f"redis://127.0.0.1:{hung_redis.port}/0", stream="hung").env(
+            TRACESTREAM_REDIS_TIMEOUT="1s", TRACESTREAM_SPOOL_DIR=str(tmp_path)
+        )
+        errors = tmp_path / "stderr"
+        with errors.open("w") as stderr:
+            app = subprocess.Popen(
+                [sys.executable, "-c", FIFTY_LINES_THEN_SLEEP], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                stderr=stderr, text=True,
+            )  # fmt: skip
+            assert app.stdout is not None and app.stdout.readline() == "logged\n"
+            wait_for(lambda: hung_redis.connections == 1, what="the first export's connection")
+            app.send_signal(signal.SIGINT)
+            wait_for(lambda: hung_redis.connections == 2, what="the exit flush trying Redis again")
+            app.send_signal(signal.SIGINT)
+            pressed = time.monotonic()
+            assert app.wait(30) == -signal.SIGINT  # as without tracestream
+            took = time.monotonic() - pressed
+    printed = errors.read_text()
+    assert "Exception ignored" not in printed and "tracestream/" not in printed, printed
+    assert printed.splitlines()[-1].startswith("tracestream: WARNING 50 records wait in the spool"), printed
+    assert took < 2 * 1 + 0.75, took  # the call in flight: a connection's health check, then the command
 
 
 # Spans and lines for two seconds, as a test suite writes them: batches and status reports queue

@@ -15,6 +15,7 @@ or Redis refused it and it could not be kept; every drop is counted with its rea
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -553,6 +554,21 @@ class BatchQueue(Generic[T]):
         """Get what is in memory out of it within `timeout`: into Redis, or straight into the
         spool while Redis is failing, for a caller that must not wait on a failing Redis."""
         return self.flush(timeout, retry_failing=False)
+
+    def stop_waiting(self) -> None:
+        """From a signal handler too: no Redis call starts from here, and no thread waits any
+        longer for one in flight; what it sent counts as not taken, and goes to the spool."""
+        self._sender.refuse_calls()
+        self._next_attempt = math.inf  # as though backing off: nothing is tried again
+        self._deadline = 0.0
+
+    def close_without_waiting(self) -> None:
+        """After `stop_waiting`: what memory holds goes to the spool, and the queue shuts down.
+        The sender is seen out even where the interrupted shutdown had not got to it: its call
+        in flight ends within its timeout."""
+        self.secure(_JOIN_TIMEOUT)
+        self.shutdown(0.0, report_status=False, tell_left=False)
+        self._sender.stop(_JOIN_TIMEOUT)
 
     def shutdown(self, timeout: float, *, report_status: bool = True, tell_left: bool = True) -> bool:
         """Flush within `timeout`, then stop the worker. The last status report goes out only

@@ -19,7 +19,8 @@ Four ways out, four hooks:
 When Redis is down the flush ends as soon as everything is in the spool. The queues close
 once at a time: a deadly signal that comes while they close (multiprocessing's
 `Pool.terminate()`, as its workers exit; uvicorn's supervisor, to a worker still flushing)
-waits for the close, then kills the process.
+waits for the close, then kills the process. Ctrl-C while they close, where Python's own
+handler would raise KeyboardInterrupt into the flush, ends the wait for Redis instead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -117,17 +119,9 @@ def close_queues() -> None:
     _closing = True
     replaced = _hold_deadly_signals()
     try:
-        deadline = time.monotonic() + _timeout
-        for callback in _before_closing:
-            callback()
-        for provider in _joined_providers:
-            provider.force_flush(int(remaining(deadline) * 1000))
-        # Every queue flushed first: one Redis did not take everything from is not tried again,
-        # and the last status reports go out only where Redis took everything.
-        flushed = [queue.flush(remaining(deadline)) for queue in _queues]
-        for queue, out in zip(_queues, flushed, strict=True):
-            queue.shutdown(remaining(deadline) if out else 0.0, report_status=all(flushed), tell_left=False)
-        tell_left_in_spool([left for queue in _queues if (left := queue.left_in_spool()) is not None])
+        _close_every_queue_or_stop_waiting()
+        left = [left for queue in _queues if (left := queue.left_in_spool()) is not None]
+        tell_left_in_spool([replace(one, why=one.why or _INTERRUPTED) for one in left] if _gave_up else left)
     finally:
         _closing = False
         for number, handler in replaced.items():
@@ -136,23 +130,73 @@ def close_queues() -> None:
         _die_of(_held_signal)
 
 
+def _close_every_queue_or_stop_waiting() -> None:
+    global _waiting
+    _waiting = True
+    try:
+        _close_every_queue()
+    except _StopWaiting:
+        for queue in _queues:
+            queue.close_without_waiting()
+    finally:
+        _waiting = False
+
+
+def _close_every_queue() -> None:
+    deadline = time.monotonic() + _timeout
+    for callback in _before_closing:
+        callback()
+    for provider in _joined_providers:
+        provider.force_flush(int(remaining(deadline) * 1000))
+    # Every queue flushed first: one Redis did not take everything from is not tried again,
+    # and the last status reports go out only where Redis took everything.
+    flushed = [queue.flush(remaining(deadline)) for queue in _queues]
+    for queue, out in zip(_queues, flushed, strict=True):
+        queue.shutdown(remaining(deadline) if out else 0.0, report_status=all(flushed), tell_left=False)
+
+
+class _StopWaiting(BaseException):
+    """Ctrl-C while the queues close: raised into the flush where KeyboardInterrupt would be."""
+
+
+_INTERRUPTED = "Ctrl-C ended the wait for it at exit"
+_waiting = False  # for Redis, as the queues close
+_gave_up = False
+
+
 def _hold_deadly_signals() -> dict[int, _Handler]:
     """While the queues close, a signal whose action is death waits for the close. Our handler
     holds it, where it is in place; a server that set its own handlers and put back what it
     found (uvicorn's workers, which load the app inside its signal handling) has left the
-    default, and its supervisor's SIGTERM to a worker still alive would kill it mid-flush."""
+    default, and its supervisor's SIGTERM to a worker still alive would kill it mid-flush.
+    Python's own SIGINT handler would raise KeyboardInterrupt into the flush, and an impatient
+    user's Ctrl-C then printed our traceback and made the exit longer: it ends the wait for
+    Redis instead, and what memory holds goes to the spool."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {
+    replaced: dict[int, _Handler] = {
         number: signal.signal(number, _hold)
         for number in _SIGNALS
         if signal.getsignal(number) is signal.SIG_DFL
     }
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        replaced[signal.SIGINT] = signal.signal(signal.SIGINT, _stop_waiting)
+    return replaced
 
 
 def _hold(signum: int, frame: FrameType | None) -> None:
     global _held_signal
     _held_signal = signum
+
+
+def _stop_waiting(signum: int, frame: FrameType | None) -> None:
+    """Once, while the queues wait for Redis: another Ctrl-C changes nothing."""
+    global _gave_up
+    if _waiting and not _gave_up:
+        _gave_up = True
+        for queue in _queues:
+            queue.stop_waiting()
+        raise _StopWaiting
 
 
 def _flushing_raise_signal(signum: int) -> None:
