@@ -93,6 +93,34 @@ def test_an_exception_that_ends_the_program_is_an_error_record(stream: RedisHand
     assert f"{line}, in <module>" in crash[0].exception_stacktrace
 
 
+# click's docs' first command; under the launcher contrib's click instrumentation spans it.
+CLICK_CRASH = """
+import logging
+import click
+@click.command()
+@click.option("--count", default=1)
+def hello(count):
+    logging.getLogger("app").warning("greeting %d times", count)
+    raise RuntimeError("no database at db:5432")
+hello()
+"""
+
+
+def test_a_command_that_crashes_is_recorded_in_the_commands_trace(stream: RedisHandle) -> None:
+    """By the time Python hands the exception to its hook, the command's span has ended and
+    recorded it: the record finds that span's trace in the frames it went through."""
+    env = stream.env(OTEL_SERVICE_NAME="cli", OTEL_PYTHON_DISTRO="tracestream")
+    done = run_python_process(CLICK_CRASH, env, launcher=True, args=["--count", "2"])
+    assert done.returncode == 1 and done.stderr.endswith("RuntimeError: no database at db:5432\n")
+    [span] = wait_for(lambda: stream.spans(), what="the command's span")
+    assert (span.name, span.status) == ("-c", "ERROR")  # click names a command by argv[0]
+    entries = wait_for(lambda: len(stream.logs()) == 2 and stream.logs(), what="the line and the crash")
+    assert [(e.scope, e.trace_id, e.span_id) for e in entries] == [
+        ("app", span.trace_id, span.span_id),
+        (SCOPE, span.trace_id, span.span_id),
+    ]
+
+
 @pytest.mark.parametrize("launcher", [False, True], ids=["configure", "launcher"])
 def test_the_stack_that_ended_the_program_is_let_go_while_modules_are_intact(
     stream: RedisHandle, launcher: bool

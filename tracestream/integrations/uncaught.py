@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
+from opentelemetry.trace import Span, set_span_in_context
 
 from tracestream._internal_log import internal_logger
 from tracestream.integrations import threads
@@ -100,7 +101,22 @@ def _record_the_end(error: BaseException) -> None:
     global _recorded_end
     if id(error) != _recorded_end:  # `sys.last_value` keeps it alive: its id is not reused
         _recorded_end = id(error)
-        _record(error, "uncaught exception: the program ends", {})
+        _record(error, "uncaught exception: the program ends", {}, _span_it_went_through(error))
+
+
+def _span_it_went_through(error: BaseException) -> Context | None:
+    """The trace of the innermost span a frame on the exception's way up held (contrib's click
+    instrumentation around a command, an app's `with tracer.start_as_current_span(...) as
+    span`): those spans have ended, and recorded it, before Python hands it to the hook. Told by
+    type alone, so a lazy object in a frame is never evaluated."""
+    found: Span | None = None
+    frames = error.__traceback__
+    while frames is not None:
+        for value in frames.tb_frame.f_locals.values():
+            if issubclass(type(value), Span) and value.get_span_context().is_valid:
+                found = value
+        frames = frames.tb_next
+    return set_span_in_context(found) if found is not None else None
 
 
 def _record_an_end_another_hook_took() -> None:
