@@ -428,26 +428,63 @@ def test_served_500_the_app_answered_itself_carries_the_exception_it_logged(serv
     assert {e.fingerprint for e in errors} == {record.fingerprint}
 
 
-def test_served_5xx_answered_without_an_exception_is_one_issue_a_route(served: Running) -> None:
-    """django-ninja's `HttpError(503)` is answered and logged by no one: its records have no
-    exception to group them by, and one issue a username in the path would bury the others."""
+ANSWERED_5XX = {
+    "ninja": ("/api/users/{}/avatar", "/api/users/<username>/avatar", "ninja.errors.HttpError",
+              "Service Unavailable. Please retry later."),
+    "drf": ("/rest/inventory/{}/", "/rest/inventory/<slug:sku>/", "proj.rest.ServiceUnavailable",
+            "Service temporarily unavailable, try again later."),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("framework", list(ANSWERED_5XX))
+def test_served_5xx_a_framework_answered_carries_its_exception(served: Running, framework: str) -> None:
+    """django-ninja's `HttpError(503)` and a DRF `APIException` are answered by their frameworks'
+    handlers inside the view and logged by no one: the record says why, and the failure is one
+    issue with its route, whatever the path's username or SKU."""
+    path, route, exception_type, message = ANSWERED_5XX[framework]
     records = []
-    for user in ("ada", "grace"):
-        response = httpx.get(f"{served.base}/api/users/{user}/avatar")
+    for name in ("ada", "grace"):
+        response = httpx.get(f"{served.base}{path.format(name)}")
         assert response.status_code == 503
         records.append(request_record(served.stream, response))
-    assert [(r.severity, r.exception_type) for r in records] == [("ERROR", "")] * 2
+    assert [(r.severity, r.exception_type, r.exception_message) for r in records] == [
+        ("ERROR", exception_type, message)
+    ] * 2
     assert records[0].fingerprint == records[1].fingerprint
-    client = served.stream.client()
+    client, key, fingerprint = served.stream.client(), served.stream.stream, records[0].fingerprint
     issue = wait_for(
-        lambda: (
-            (found := get_issue(client, served.stream.stream, records[0].fingerprint))
-            and found.count == 2
-            and found
-        ),
+        lambda: (found := get_issue(client, key, fingerprint)) and found.count == 2 and found,
         what="one issue counting both",
     )
-    assert issue.chain == [{"route": "/api/users/<username>/avatar", "count": 2}]
+    assert issue.chain == [{"route": route, "count": 2}]
+
+
+# A process that imports django-ninja before any of Django's handlers (Django's system checks
+# load the URLconf in a Celery worker, `manage.py check`, `migrate`): ninja imports
+# `django.test`, which imports the handlers, and tracestream sets Django up inside ninja's import.
+NINJA_BEFORE_THE_HANDLERS = """
+import tracestream
+tracestream.configure()
+import ninja
+import django
+django.setup()
+from django.test import Client
+print(Client(HTTP_HOST="localhost").get("/api/users/ada/avatar").status_code)
+"""
+
+
+def test_ninja_imported_before_djangos_handlers_still_answers_with_its_exception(
+    stream: RedisHandle, tmp_path: Path
+) -> None:
+    env = _env(stream, tmp_path / "db.sqlite3", "proj.settings_without_tracestream")
+    done = run_python_process(NINJA_BEFORE_THE_HANDLERS, env)
+    assert (done.returncode, done.stdout) == (0, "503\n"), done.stderr
+    assert "tracestream" not in done.stderr
+    [record] = wait_for(lambda: [e for e in stream.logs() if is_request_record(e)], what="the request record")
+    assert (record.exception_type, record.attributes["http.route"]) == (
+        "ninja.errors.HttpError",
+        "/api/users/<username>/avatar",
+    )
 
 
 ASGI_SERVERS = {"daphne", "uvicorn", "daphne-runserver", "gunicorn-uvicorn"}

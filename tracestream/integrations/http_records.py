@@ -101,9 +101,8 @@ class RequestNote:
     request is routed. And the last exception the app logged at ERROR: an app that answers a
     failure with a 5xx itself (django-ninja's default handler, an exception handler of the app's
     own) logs it, and the request record carries it, so that the failure is one error issue,
-    with its route, not two halves of one. Where no one logs it (FastAPI's `HTTPException(503)`),
-    the exception an ASGI exception handler was answering as its 5xx began, if the middleware
-    saw one."""
+    with its route, not two halves of one. Where no one logs it (FastAPI's `HTTPException(503)`,
+    Django REST framework's `APIException`), the exception the framework answered with its 5xx."""
 
     __slots__ = ("answered_error", "logged_error", "request", "route_of", "token")
     token: Token[RequestNote | None]  # set by `note_request`, which makes every note
@@ -147,6 +146,13 @@ def _note_logged_error(record: logging.LogRecord) -> bool:
         if noted is not None and record.exc_info[1] is not None:
             noted.logged_error = record.exc_info[1]
     return True
+
+
+def note_answered_error(error: BaseException) -> None:
+    """A framework answered the request being served with a 5xx for `error`, and told no one."""
+    noted = _request_note.get()
+    if noted is not None:
+        noted.answered_error = error
 
 
 def note_logged_errors(handler: logging.Handler) -> None:

@@ -46,6 +46,7 @@ from opentelemetry.util.http import ExcludeList
 
 from tracestream._internal_log import internal_logger
 from tracestream.django_settings import CONSOLE_URL_NAME, configure_arguments
+from tracestream.integrations.django import answered
 from tracestream.integrations.http_records import (
     HttpExchange,
     RequestNote,
@@ -574,6 +575,7 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
 
         def load_middleware(self: BaseHandler, is_async: bool = False) -> None:
             _add_middleware()
+            answered.wrap_unfinished()
             original(self, is_async)
             # a request Django refuses before our middleware (a `Host` not allowed) has no
             # record, and its access line is no sign of an app we do not record
@@ -581,6 +583,7 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
 
         BaseHandler.load_middleware = load_middleware  # type: ignore[method-assign]
         got_request_exception.connect(_remember_exception, weak=False)
+        answered.install()
         _reload_handlers_built_before()
     replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
     replace_lines(telemetry.handler, "django.server", _is_replaced_access_line)
