@@ -294,6 +294,42 @@ def test_records_a_listener_process_handles_for_its_workers_are_stored_once(
     assert all(len(e.trace_id) == 32 for e in entries)
 
 
+# The logging cookbook's "Dealing with handlers that block": a `QueueHandler` on root, and a
+# `QueueListener` handing what the queue carries to the handler that does the work; here the
+# queue is a multiprocessing one (as Python 3.12's `queue_handler` in `dictConfig` may name).
+# The handler prints every field of a record whose name starts with "_", as JSON formatters
+# that print a record's extra fields do.
+QUEUE_LISTENER = """
+import logging, logging.handlers, multiprocessing, sys
+if "--tracestream" in sys.argv:
+    import tracestream
+    tracestream.configure()
+
+class EveryField(logging.Formatter):
+    def format(self, record):
+        return " ".join([record.getMessage(), *sorted(k for k in vars(record) if k.startswith("_"))])
+
+queue = multiprocessing.Queue(-1)
+root = logging.getLogger()
+root.addHandler(logging.handlers.QueueHandler(queue))
+console = logging.StreamHandler(sys.stdout)
+console.setFormatter(EveryField())
+listener = logging.handlers.QueueListener(queue, console)
+listener.start()
+logging.getLogger("shop").warning("look out: %s", "the queue")
+listener.stop()
+"""
+
+
+def test_a_queue_listener_on_a_multiprocessing_queue_prints_what_it_printed(stream: RedisHandle) -> None:
+    env = stream.env(OTEL_SERVICE_NAME="queues")
+    without = run_python_process(QUEUE_LISTENER, env)
+    with_us = run_python_process(QUEUE_LISTENER, env, args=["--tracestream"])
+    assert (with_us.returncode, with_us.stdout, with_us.stderr) == (0, without.stdout, without.stderr)
+    assert without.stdout == "look out: the queue\n"
+    assert [(e.body, e.scope) for e in stream.logs()] == [("look out: the queue", "shop")]
+
+
 # The cookbook's network logging, sender and receiver in one process: the receiver hands each
 # record unpickled from the socket to its logger's `handle()`. The sender's console line shows
 # the record's fields as a formatter that prints every field would.

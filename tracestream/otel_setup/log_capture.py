@@ -76,6 +76,7 @@ _make_record = logging.Logger.makeRecord
 _filter = logging.Logger.filter
 _LOG_CODE = logging.Logger._log.__code__
 _prepare = logging.handlers.QueueHandler.prepare
+_listener_prepare = logging.handlers.QueueListener.prepare
 _make_pickle = logging.handlers.SocketHandler.makePickle
 # A record we took that leaves for another process (a multiprocessing queue, a socket) carries
 # this; the process that hands it to `Logger.handle` there (the logging cookbook's listener and
@@ -240,6 +241,7 @@ def install(capture: LogCapture) -> None:
         # The mark's default, on the class: a record's own `__dict__` is read only where it is set.
         setattr(logging.LogRecord, _TAKEN_ELSEWHERE, False)
         logging.handlers.QueueHandler.prepare = _marking_prepare  # type: ignore[method-assign]
+        logging.handlers.QueueListener.prepare = _unmarking_prepare  # type: ignore[method-assign]
         logging.handlers.SocketHandler.makePickle = _marking_make_pickle  # type: ignore[method-assign]
 
 
@@ -250,6 +252,7 @@ def uninstall() -> None:
     logging.Logger.isEnabledFor = _is_enabled_for  # type: ignore[method-assign]
     logging.Logger.filter = _filter  # type: ignore[method-assign]
     logging.handlers.QueueHandler.prepare = _prepare  # type: ignore[method-assign]
+    logging.handlers.QueueListener.prepare = _listener_prepare  # type: ignore[method-assign]
     logging.handlers.SocketHandler.makePickle = _make_pickle  # type: ignore[method-assign]
     if _TAKEN_ELSEWHERE in vars(logging.LogRecord):
         delattr(logging.LogRecord, _TAKEN_ELSEWHERE)
@@ -345,6 +348,16 @@ def _marking_prepare(self: logging.handlers.QueueHandler, record: logging.LogRec
         and _was_taken(record)
     ):
         prepared.__dict__[_TAKEN_ELSEWHERE] = True
+    return prepared
+
+
+def _unmarking_prepare(self: logging.handlers.QueueListener, record: logging.LogRecord) -> Any:
+    """A `QueueListener` hands what a queue carried to its handlers directly, not through
+    `Logger.handle`, where the mark comes off: it comes off here (the logging cookbook's
+    listener on a multiprocessing queue, Python 3.12's `queue_handler` in `dictConfig`)."""
+    prepared = _listener_prepare(self, record)
+    if isinstance(prepared, logging.LogRecord):
+        prepared.__dict__.pop(_TAKEN_ELSEWHERE, None)
     return prepared
 
 
