@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.apps.app_logging import SCENARIOS
-from tests.apps.servers import bin_path, http_ready, launched, serve
+from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, serve
 from tests.support import ROOT, RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
 
@@ -201,13 +201,15 @@ def _untimed(output: str) -> str:
     return re.sub(r"generated in [\d.]+s", "generated", output)
 
 
-# The Logging HOWTO's fileConfig example, then asyncio imported and a task's exception never
-# retrieved, which asyncio's logger reports.
+# The Logging HOWTO's fileConfig example, then asyncio and concurrent.futures imported: a task's
+# exception never retrieved, which asyncio's logger reports, and a future's callback that
+# raises, which concurrent.futures' logger reports. The app uses OpenTelemetry's API.
 LOGGING_BEFORE_ASYNCIO = '''
 import os, sys, tempfile, textwrap
 if os.environ.get("WITH_TRACESTREAM"):
     import tracestream
-    telemetry = tracestream.configure()
+    tracestream.configure()
+from opentelemetry import trace
 import logging, logging.config
 with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as file:
     file.write(textwrap.dedent("""
@@ -234,7 +236,7 @@ with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as file:
         format=%(name)s - %(levelname)s - %(message)s
     """))
 logging.config.fileConfig(file.name)
-import asyncio, gc
+import asyncio, concurrent.futures, gc
 
 async def fails():
     raise RuntimeError("background task failed")
@@ -245,21 +247,38 @@ async def main():
 
 asyncio.run(main())
 gc.collect()
+
+def callback(future):
+    raise ValueError("callback failed")
+
+with concurrent.futures.ThreadPoolExecutor() as pool:
+    pool.submit(int, "1").add_done_callback(callback)
 logging.getLogger("simpleExample").info("done")
-if os.environ.get("WITH_TRACESTREAM"):
-    telemetry.force_flush()
 '''
 
 
-def test_a_logging_config_before_asyncio_still_prints_asyncios_errors(stream: RedisHandle) -> None:
-    """configure() imports redis-py, which imports asyncio, whose logger the app's fileConfig
-    then disabled: "Task exception was never retrieved" stopped printing, without a word."""
+@pytest.mark.parametrize("setup", ["configure", "launcher"])
+def test_a_logging_config_before_asyncio_still_prints_its_errors(stream: RedisHandle, setup: str) -> None:
+    """configure() imports redis-py, which imports asyncio, and the SDK, which imports
+    concurrent.futures, whose loggers the app's fileConfig then disabled: "Task exception was
+    never retrieved" and "exception calling callback" stopped printing, without a word (the
+    second still did, where the app uses OpenTelemetry's API, or under the launcher)."""
     without = run_python_process(LOGGING_BEFORE_ASYNCIO, stream.env())
-    with_us = run_python_process(LOGGING_BEFORE_ASYNCIO, stream.env(WITH_TRACESTREAM="1"))
+    if setup == "launcher":  # upstream's asyncio instrumentation puts frames of its own in the traceback
+        env = stream.env(**LAUNCHER_ENV, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="asyncio")
+        with_us = run_python_process(LOGGING_BEFORE_ASYNCIO, env, launcher=True)
+    else:
+        with_us = run_python_process(LOGGING_BEFORE_ASYNCIO, stream.env(WITH_TRACESTREAM="1"))
     assert "asyncio - ERROR - Task exception was never retrieved" in without.stdout
-    assert (with_us.returncode, with_us.stdout, with_us.stderr) == (0, without.stdout, without.stderr)
-    [error] = wait_for(lambda: [e for e in stream.logs() if e.scope == "asyncio"], what="asyncio's error")
-    assert error.exception_type == "RuntimeError"
+    assert "concurrent.futures - ERROR - exception calling callback for" in without.stdout
+    printed = [re.sub(r"0x[0-9a-f]+", "0x…", done.stdout) for done in (without, with_us)]  # a future's
+    assert (with_us.returncode, printed[1]) == (0, printed[0])
+    assert "tracestream:" not in with_us.stderr and (setup == "launcher" or with_us.stderr == without.stderr)
+    errors = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="both errors")
+    assert {(e.scope, e.exception_type) for e in errors} >= {
+        ("asyncio", "RuntimeError"),
+        ("concurrent.futures", "ValueError"),
+    }
 
 
 WORKER_LINE = re.compile(r"Worker (?:started|finished): Process-\d")

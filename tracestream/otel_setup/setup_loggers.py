@@ -21,6 +21,7 @@ import wrapt
 __all__ = ["install"]
 
 _OURS = "tracestream"
+_OTEL = "opentelemetry"
 _installed = False
 
 
@@ -46,7 +47,7 @@ def _wrap_existing_loggers_handling(config: ModuleType) -> None:
     ) -> None:
         if disable_existing:
             only_ours = packages_only_tracestream_holds()
-            existing = [name for name in existing if name.partition(".")[0] not in only_ours]
+            existing = [name for name in existing if _package(name) not in only_ours]
         original(existing, child_loggers, disable_existing)
 
     config._handle_existing_loggers = handle_existing_loggers  # type: ignore[attr-defined]
@@ -56,7 +57,13 @@ def packages_only_tracestream_holds() -> set[str]:
     """Top-level packages held, as a global of a module outside them (the package itself, one
     of its modules, classes or functions), only by tracestream and by packages only it holds:
     the app would not have imported them yet. A package nothing holds is the app's (its
-    `__main__`, a module it imported inside a function)."""
+    `__main__`, a module it imported inside a function).
+
+    OpenTelemetry's distributions share one namespace: each of its packages (`opentelemetry.sdk`,
+    `opentelemetry.trace`, `opentelemetry.instrumentation`) counts apart, so an app that uses the
+    API holds no package the SDK imported. The launcher's `sitecustomize` counts as tracestream,
+    and a module of the standard library holds nothing: what it refers to was put there (the
+    record factory OpenTelemetry's logging instrumentation gives `logging`)."""
     holders = _holders_by_package(list(sys.modules.items()))
     ours = {_OURS}
     grown = True
@@ -75,17 +82,50 @@ def _holders_by_package(modules: Iterable[tuple[str, object]]) -> dict[str, set[
     for name, module in modules:
         if not isinstance(module, ModuleType):
             continue
-        holder = name.partition(".")[0]
+        holder = _package(name)
         holders.setdefault(holder, set())
-        for value in list(vars(module).values()):
+        if holder in sys.stdlib_module_names:
+            continue
+        if holder == "sitecustomize" and _is_the_launchers(module):
+            holder = _OURS
+        below = f"{name}."  # a package holds its own modules: importing them set them there
+        for attribute, value in list(vars(module).items()):
             held = _package_of(value)
-            if held is not None and held != holder:
+            if (
+                held is not None
+                and held != holder
+                and not _module_name(value).startswith(below)
+                and not _put_there(attribute, value)
+            ):
                 holders.setdefault(held, set()).add(holder)
     return holders
 
 
+def _put_there(attribute: str, value: Any) -> bool:
+    """A class or function under another name than its own was put there by whoever patched
+    the module (an instrumentation's `flask.Flask = _InstrumentedFlask`): not a hold."""
+    return not issubclass(type(value), ModuleType) and getattr(value, "__name__", attribute) != attribute
+
+
+def _package(module_name: str) -> str:
+    """The top-level package, or for OpenTelemetry's namespace the package below it."""
+    parts = module_name.split(".", 2)
+    return ".".join(parts[:2]) if parts[0] == _OTEL else parts[0]
+
+
+def _is_the_launchers(module: ModuleType) -> bool:
+    path = vars(module).get("__file__")
+    return isinstance(path, str) and "auto_instrumentation" in path.replace("\\", "/").split("/")
+
+
 def _package_of(value: Any) -> str | None:
-    """By the value's type alone: `isinstance` would read a lazy object's `__class__` (Django's
+    name = _module_name(value)
+    return _package(name) if name else None
+
+
+def _module_name(value: Any) -> str:
+    """A module's name, or the module a class or function is defined in; "" for anything else.
+    By the value's type alone: `isinstance` would read a lazy object's `__class__` (Django's
     settings set themselves up on any attribute read)."""
     kind = type(value)
     if issubclass(kind, ModuleType):
@@ -93,5 +133,5 @@ def _package_of(value: Any) -> str | None:
     elif issubclass(kind, type) or kind is FunctionType:
         name = vars(value).get("__module__") if issubclass(kind, type) else value.__module__
     else:
-        return None
-    return name.partition(".")[0] if isinstance(name, str) else None
+        return ""
+    return name if isinstance(name, str) else ""
