@@ -161,16 +161,30 @@ print(app.test_client().get("/").data.decode())
 """
 
 
-def test_a_web_framework_without_an_integration_is_said_in_one_line(stream: RedisHandle) -> None:
+@pytest.mark.parametrize(
+    ("contrib", "spans_from"),
+    [
+        (True, "upstream's Flask instrumentation (opentelemetry-instrument loads it)"),
+        (
+            False,
+            "upstream's Flask instrumentation, which is not installed (opentelemetry-instrumentation-flask)",
+        ),
+    ],
+    ids=["upstream's instrumentation installed", "not installed"],
+)
+def test_a_web_framework_without_an_integration_is_said_in_one_line(
+    stream: RedisHandle, tmp_path: Path, contrib: bool, spans_from: str
+) -> None:
     """Flask's requests got no record, and no line said why."""
-    done = _run([sys.executable, "-c", FLASK_QUICKSTART], stream.env())
+    without = "opentelemetry-instrumentation-flask"
+    python = sys.executable if contrib else environment_without(tmp_path, without)
+    done = _run([str(python), "-c", FLASK_QUICKSTART], stream.env())
     assert done.returncode == 0, done.stderr
     assert done.stdout == "<p>Hello, World!</p>\n"
     notes = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
     assert notes == [
         "tracestream: WARNING flask is in use, which tracestream does not integrate: its requests get no "
-        "request records, and spans only from upstream's Flask instrumentation (opentelemetry-instrument "
-        "loads it); the log lines of its apps reach the stream"
+        f"request records, and spans only from {spans_from}; the log lines of its apps reach the stream"
     ]
     assert [e.body for e in wait_for(lambda: stream.logs(), what="the view's line")] == ["saying hello"]
 

@@ -99,19 +99,25 @@ class Unintegrated:
     module: str  # the module of the class its apps are made of
     app_class: str
     spans_from: str  # what traces its requests, if anything does
+    contrib: str = ""  # the name of upstream's instrumentation the launcher loads, where there is one
+
+    def spans(self) -> str:
+        if not self.contrib:
+            return self.spans_from
+        if find_spec(f"opentelemetry.instrumentation.{self.contrib.replace('-', '_')}"):
+            return f"{self.spans_from} (opentelemetry-instrument loads it)"
+        return f"{self.spans_from}, which is not installed (opentelemetry-instrumentation-{self.contrib})"
 
 
-def _launcher_loads(contrib: str) -> str:
-    return f"upstream's {contrib} instrumentation (opentelemetry-instrument loads it)"
-
-
+_UPSTREAMS = "upstream's {} instrumentation"
 UNINTEGRATED = {
     framework.module: framework
     for framework in (
-        Unintegrated("flask", "Flask", _launcher_loads("Flask")),
-        Unintegrated("aiohttp.web", "Application", _launcher_loads("aiohttp-server")),
-        Unintegrated("tornado.web", "Application", _launcher_loads("Tornado")),
-        Unintegrated("falcon", "App", _launcher_loads("Falcon")),  # falcon.asgi.App too, a subclass
+        Unintegrated("flask", "Flask", _UPSTREAMS.format("Flask"), "flask"),
+        Unintegrated("aiohttp.web", "Application", _UPSTREAMS.format("aiohttp-server"), "aiohttp-server"),
+        Unintegrated("tornado.web", "Application", _UPSTREAMS.format("Tornado"), "tornado"),
+        # falcon.asgi.App too, a subclass
+        Unintegrated("falcon", "App", _UPSTREAMS.format("Falcon"), "falcon"),
         # No instrumentation the launcher loads traces either, and a Quart app's server may log
         # no access line to say it at: `quart run` logs hypercorn's through the app's logger.
         Unintegrated("litestar", "Litestar", "Litestar's OpenTelemetryPlugin, which the app adds"),
@@ -204,7 +210,7 @@ def _say_framework_unintegrated(framework: Unintegrated) -> None:
         "%s is in use, which tracestream does not integrate: its requests get no request "
         "records, and spans only from %s; the log lines of its apps reach the stream",
         framework.module,
-        framework.spans_from,
+        framework.spans(),
     )
 
 
