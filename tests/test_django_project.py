@@ -487,6 +487,35 @@ def test_ninja_imported_before_djangos_handlers_still_answers_with_its_exception
     )
 
 
+# Django's technical 500 page (DEBUG on, as the tutorial's settings have it) for a form POST.
+TECHNICAL_500 = """
+import django
+django.setup()
+from django.test import Client
+client = Client(HTTP_HOST="localhost", raise_request_exception=False)
+print(client.post("/orders/6/pay/", {"password": "hunter2-PLANTED"}).status_code)
+"""
+
+
+def test_debug_records_a_500_page_would_make_for_the_stream_alone_are_not_made(
+    stream: RedisHandle, tmp_path: Path
+) -> None:
+    """At TRACESTREAM_LOG_LEVEL=DEBUG our yes to `isEnabledFor` had Django's template engine
+    log, for the stream alone, the repr of the 500 page's context: every frame's local
+    variables and the POST data, a password among them."""
+    env = _env(stream, tmp_path / "db.sqlite3", TRACESTREAM_LOG_LEVEL="DEBUG")
+    done = run_python_process(TECHNICAL_500, env)
+    assert (done.returncode, done.stdout) == (0, "500\n"), done.stderr
+    wait_for(lambda: [e for e in stream.logs() if is_request_record(e)], what="the request record")
+    with stream.client() as client:
+        stored = "\n".join(
+            value for key in client.scan_iter(match=f"{stream.stream}*") if client.type(key) == "stream"
+            for _, fields in client.xrange(key) for value in fields.values()
+        )  # fmt: skip
+    assert "hunter2-PLANTED" not in stored
+    assert not [e for e in stream.logs() if e.scope.startswith("django.template")]
+
+
 ASGI_SERVERS = {"daphne", "uvicorn", "daphne-runserver", "gunicorn-uvicorn"}
 
 

@@ -59,12 +59,14 @@ __all__ = [
 ACCESS_LOGGERS = frozenset({"uvicorn.access", "gunicorn.access", "hypercorn.access", "granian.access"})
 
 _MAX_REMEMBERED_NAMES = 10_000
-# Libraries whose INFO lines are made only when the app asks for them, and carry what it did
-# not mean to keep: SQLAlchemy's are every statement and its parameters (`echo`);
-# multiprocessing's (billiard's, in Celery's prefork pool) a line per child started, which Celery
-# turns on with `MP_LOG` only. For these `isEnabledFor` answers as the app's levels do; what
-# they let through still reaches the stream.
-_LOGGED_ON_REQUEST_ONLY = ("sqlalchemy", "multiprocessing")
+# Libraries whose INFO or DEBUG lines are made only when the app asks for them, and carry what
+# it did not mean to keep: SQLAlchemy's are every statement and its parameters (`echo`);
+# Django's database lines each statement with its parameters, and its template engine's the repr
+# of the context it failed to resolve a variable in (for a 500 report, every frame's locals and
+# the POST data); multiprocessing's (billiard's, in Celery's prefork pool) a line per child
+# started, which Celery turns on with `MP_LOG` only. For these `isEnabledFor` answers as the
+# app's levels do; what they let through still reaches the stream.
+_LOGGED_ON_REQUEST_ONLY = ("sqlalchemy", "django.db.backends", "django.template", "multiprocessing")
 
 # Set while tracestream itself writes to Redis (its export threads, a flush): what redis-py
 # logs then is ours, not the app's, and goes to neither the app's handlers nor the stream.
