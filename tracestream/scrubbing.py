@@ -99,16 +99,19 @@ _KEY_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # A word ending in one of these is sensitive: `userpassword`, `PGPASSWORD`, `csrftoken`.
 # `tokens` is deliberately absent: `gen_ai.usage.input_tokens`, `max_tokens` are counts.
 _SECRET_SUFFIXES = (
-    "password", "passwords", "passwd", "passphrase", "secret", "secrets", "token",
+    "password", "passwords", "passwd", "passphrase", "passcode", "secret", "secrets", "token",
     "apikey", "accesskey", "privatekey", "secretkey", "authorization", "cookie", "cookies",
     "session", "sessionid", "credential", "credentials", "signature", "cardnumber",
     "creditcard", "ccnumber",
 )  # fmt: skip
 # Matched as whole words only: too short to be safe as suffixes (`compass`, `oauth`, `author`).
-_SECRET_WORDS = frozenset({"pwd", "pw", "pass", "auth", "sig", "ssn", "cvv", "cvc", "csrf", "xsrf", "otp"})
+_SECRET_WORDS = frozenset(
+    {"pwd", "pw", "pass", "auth", "sig", "ssn", "cvv", "cvc", "csrf", "xsrf", "otp", "jwt"}
+)
 _SECRET_PHRASES = (
     ("api", "key"), ("access", "key"), ("private", "key"), ("account", "key"), ("signing", "key"),
-    ("encryption", "key"), ("master", "key"), ("card", "number"), ("credit", "card"), ("cc", "number"),
+    ("encryption", "key"), ("master", "key"), ("license", "key"), ("subscription", "key"),
+    ("card", "number"), ("credit", "card"), ("cc", "number"),
 )  # fmt: skip
 # A key whose sensitive word is followed by one of these describes a secret rather than
 # holding it: `token_count`, `password_reset_sent_at`, `session.duration`, `token_type`.
@@ -192,6 +195,11 @@ _TEXT_KEY = re.compile(
 )
 # A flag as one word of a command line, whose value is the next word: `--password hunter2`.
 _FLAG_ITEM = re.compile(r"--?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})")
+# A pair as `.items()`, Django's 500 report and header lists print it: `('password', 'x')`,
+# `(b'Authorization', b'Bearer x')`; the value is then matched as after `key=`.
+_PAIR_KEY = re.compile(
+    r"""\(\s*b?(?P<quote>["'])(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})(?P=quote)\s*,\s*(?:b(?=["']))?"""
+)
 _CLOSER = {"[": "]", "(": ")"}
 _COMMAND_LINES = frozenset({"process.command_line"})
 _ITEM_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
@@ -199,8 +207,9 @@ _ITEM_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
 # `credentials: aws_access_key_id = x`.
 _NEXT_KEY = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*[:=]")
 _QUOTED_VALUE = re.compile(r"""(?P<quote>["'])(?P<body>(?:(?!(?P=quote))[^\\]|\\.)*)""", re.S)
-_WORD_VALUE_END = re.compile(r"[\s\"'&;,]")
+_WORD_VALUE_END = re.compile(r"[\s\"'&;,)\]}]")
 _LINE_VALUE_END = re.compile(r"[\"'\\\r\n]")
+_NESTED = ("[", "{", "(")
 _AUTH_SCHEME = re.compile(r"(?i:bearer|basic|digest|token|negotiate|ntlm|aws4-hmac-sha256)[ \t]+(?=\S)")
 
 
@@ -236,6 +245,13 @@ class KeyValueRule:
                     # Resume after the value: rescanning inside it is redundant and, for
                     # `password=password=...`, quadratic.
                     pos = max(pos, span[1])
+        for match in _PAIR_KEY.finditer(text):
+            key = match.group("key")
+            if self.keys.verdict(key) is _SECRET:
+                header = key_words(key)[-1].endswith(_HEADER_SUFFIXES)
+                span = _value_span(text, match.end(), header, False)
+                if span is not None:
+                    yield span
 
 
 def _items_span(text: str, pos: int, closer: str) -> tuple[int, int] | None:
@@ -260,6 +276,8 @@ def _value_span(text: str, pos: int, header: bool, escaped: bool) -> tuple[int, 
         end = len(text) if end < 0 else end
     elif quoted := _QUOTED_VALUE.match(text, pos):
         start, end = quoted.span("body")
+    elif text.startswith(_NESTED, pos):  # `"errors": [{"message": ...}]`: its own keys say what is secret
+        return None
     else:
         start = pos
         found = (_LINE_VALUE_END if header else _WORD_VALUE_END).search(text, pos)
@@ -701,8 +719,12 @@ class Scrubber:
 
 def _is_mask(candidate: str) -> bool:
     """Asterisks alone are a mask the app printed already (Celery's `amqp://guest:**@host`,
-    SQLAlchemy's `***`): they hold no secret, so the line keeps the text it printed."""
-    return bool(candidate) and not candidate.strip("*")
+    SQLAlchemy's `***`), and a statement's bind placeholder (`password = ?`, `%s`, `:password`,
+    `$1`) stands for a value not there: they hold no secret, so the line keeps its text."""
+    return (bool(candidate) and not candidate.strip("*")) or _PLACEHOLDER.fullmatch(candidate) is not None
+
+
+_PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:[A-Za-z_]\w*|%\([A-Za-z_]\w*(?:\)s)?")  # `%(name)s` ends at its `)`
 
 
 def _plain(text: str) -> str:
