@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from tests.apps.app_logging import SCENARIOS
 from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, serve
 from tests.support import ROOT, RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
+from tracestream.otel_setup.setup_loggers import _holders_by_package
 
 # The loggers each scenario logs from (tests/apps/app_logging.py).
 LOGGERS = {
@@ -279,6 +281,26 @@ def test_a_logging_config_before_asyncio_still_prints_its_errors(stream: RedisHa
         ("asyncio", "RuntimeError"),
         ("concurrent.futures", "ValueError"),
     }
+
+
+def test_a_class_put_in_a_module_its_package_imported_is_no_hold_but_an_import_renamed_is() -> None:
+    """An instrumentation patches the library it imported (`flask.Flask = _InstrumentedFlask`):
+    that is no sign the library holds the instrumentation. redis-py's `from async_timeout
+    import timeout as async_timeout` is an import, and holds async_timeout."""
+    library, instrumentation, client = (
+        ModuleType("library"),
+        ModuleType("instrumentation"),
+        ModuleType("client"),
+    )
+    instrumented = type("_InstrumentedApp", (), {"__module__": "instrumentation"})
+    timeout = type("timeout", (), {"__module__": "library"})
+    library.App = instrumented
+    instrumentation.library = library
+    client.async_timeout = timeout
+    holders = _holders_by_package(
+        [("library", library), ("instrumentation", instrumentation), ("client", client)]
+    )
+    assert holders == {"library": {"instrumentation", "client"}, "instrumentation": set(), "client": set()}
 
 
 WORKER_LINE = re.compile(r"Worker (?:started|finished): Process-\d")

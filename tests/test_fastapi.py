@@ -15,6 +15,7 @@ from importlib.util import find_spec
 
 import httpx
 import pytest
+from fastapi import HTTPException
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
 from tests.apps.servers import Server, bin_path, http_ready, launched, printed, serve
@@ -114,9 +115,8 @@ def test_a_5xx_an_exception_handler_answered_carries_its_exception(
         response = httpx.get(f"{base}/stock/{sku}")
         assert response.status_code == 503
         records.append(request_record(api_stream, response))
-    assert [(r.severity, r.exception_message) for r in records] == [
-        ("ERROR", "503: the warehouse is unreachable")
-    ] * 2
+    said = str(HTTPException(status_code=503, detail="the warehouse is unreachable"))  # "" on Starlette 0.27
+    assert [(r.severity, r.exception_message) for r in records] == [("ERROR", said)] * 2
     assert (
         records[0].exception_type.endswith("HTTPException") and "in stock" in records[0].exception_stacktrace
     )

@@ -62,8 +62,9 @@ def packages_only_tracestream_holds() -> set[str]:
     OpenTelemetry's distributions share one namespace: each of its packages (`opentelemetry.sdk`,
     `opentelemetry.trace`, `opentelemetry.instrumentation`) counts apart, so an app that uses the
     API holds no package the SDK imported. The launcher's `sitecustomize` counts as tracestream,
-    and a module of the standard library holds nothing: what it refers to was put there (the
-    record factory OpenTelemetry's logging instrumentation gives `logging`)."""
+    a module of the standard library holds nothing: what it refers to was put there (the record
+    factory OpenTelemetry's logging instrumentation gives `logging`), and nor does a class an
+    instrumentation put in the module of the library it instruments."""
     holders = _holders_by_package(list(sys.modules.items()))
     ours = {_OURS}
     grown = True
@@ -79,6 +80,7 @@ def packages_only_tracestream_holds() -> set[str]:
 def _holders_by_package(modules: Iterable[tuple[str, object]]) -> dict[str, set[str]]:
     """For each top-level package, the other top-level packages that hold it."""
     holders: dict[str, set[str]] = {}
+    renamed: dict[str, set[str]] = {}  # held only as classes or functions under another name
     for name, module in modules:
         if not isinstance(module, ModuleType):
             continue
@@ -91,20 +93,25 @@ def _holders_by_package(modules: Iterable[tuple[str, object]]) -> dict[str, set[
         below = f"{name}."  # a package holds its own modules: importing them set them there
         for attribute, value in list(vars(module).items()):
             held = _package_of(value)
-            if (
-                held is not None
-                and held != holder
-                and not _module_name(value).startswith(below)
-                and not _put_there(attribute, value)
-            ):
+            if held is not None and held != holder and not _module_name(value).startswith(below):
+                (renamed if _renamed(attribute, value) else holders).setdefault(held, set()).add(holder)
+    for held, by in renamed.items():
+        for holder in by:
+            if not _patched(held, holder, holders, renamed):
                 holders.setdefault(held, set()).add(holder)
     return holders
 
 
-def _put_there(attribute: str, value: Any) -> bool:
-    """A class or function under another name than its own was put there by whoever patched
-    the module (an instrumentation's `flask.Flask = _InstrumentedFlask`): not a hold."""
+def _renamed(attribute: str, value: Any) -> bool:
     return not issubclass(type(value), ModuleType) and getattr(value, "__name__", attribute) != attribute
+
+
+def _patched(held: str, holder: str, holders: dict[str, set[str]], renamed: dict[str, set[str]]) -> bool:
+    """`held`'s class or function under another name, in a package `held` holds itself: it was
+    put there by `held`, patching it (an instrumentation's `flask.Flask = _InstrumentedFlask`),
+    and is no hold. One way only, it is an import under another name (redis-py's `from
+    async_timeout import timeout as async_timeout`)."""
+    return held in holders.get(holder, ()) or held in renamed.get(holder, ())
 
 
 def _package(module_name: str) -> str:
