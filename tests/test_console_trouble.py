@@ -293,3 +293,33 @@ def test_stopping_with_viewers_connected_is_quick_and_quiet(stream: RedisHandle,
             viewer.close()
     logged = (tmp_path / "console.log").read_text()
     assert stopped_in < 1.5 and "Traceback" not in logged and "Cancel" not in logged, (stopped_in, logged)
+
+
+def test_a_viewer_that_leaves_during_the_replay_costs_the_log_nothing(tmp_path: Path) -> None:
+    """The replay wrote one event at a time without giving the loop a turn: a viewer gone
+    mid-replay was noticed only at the end of a 500-entry page, and asyncio logged
+    `socket.send() raised exception.` for each write after the fifth, hundreds of lines."""
+    server = EmbeddedRedis().start()
+    log_path = tmp_path / "console.log"
+    log = log_path.open("w")
+    process = ConsoleProcess(RedisHandle(server.url, "replay"), token=None).start(stderr=log)
+    try:
+        emitter = Emitter(process.handle, "orders")
+        for number in range(1500):
+            emitter.log(f"backlog {number} " + "x" * 1000)
+        # `curl -N …/api/live?after=0 | head -c 300`: it reads a little, and closes with the rest unread.
+        with socket.create_connection(("127.0.0.1", process.port)) as client:
+            client.sendall(b"GET /api/live?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            received = b""
+            while b"backlog 5 " not in received:  # the replay has begun
+                chunk = client.recv(65536)
+                assert chunk, received[:300]
+                received += chunk
+        for _ in range(3):  # each needs the loop, which the replay held until its page's end
+            assert httpx.get(process.url + "api/services").status_code == 200
+        log.flush()
+        assert "socket.send() raised exception" not in log_path.read_text()
+    finally:
+        process.stop()
+        log.close()
+        server.stop()

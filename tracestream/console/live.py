@@ -37,6 +37,7 @@ from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S
 
 Entries = list[tuple[str, dict[str, str]]]  # what a decoding client returns for XRANGE
 REPLAY_PAGE = 500
+REPLAY_CHUNK = 100  # replayed events a write
 Item = tuple[str, StreamId, bytes]  # shard, stream id, the event's data line
 NOTICE: StreamId = (-1, -1)  # the stream id of items that are not records: sent as they are
 # Sent when Redis had nothing for a whole block, so proxies keep the stream open and dead
@@ -184,6 +185,7 @@ class LiveFeed:
         event every `RETRY_S` until it answers (and one saying so), then the replay."""
         waited = False
         replayed = RecentIds()
+        chunk: list[bytes] = []  # events sent together: one write each, not one an entry
         while True:
             try:
                 joined_at = await self._join(viewer)
@@ -191,9 +193,21 @@ class LiveFeed:
                     resume = True  # from here on a retry continues after what was sent
                     last[key] = parse_stream_id(entry.stream_id)
                     if replayed.add(entry.record_id) and viewer.query.matches(entry):
-                        yield b"id: %s\n%s" % (self._position_id(last), _data(entry))
+                        chunk.append(b"id: %s\n%s" % (self._position_id(last), _data(entry)))
+                        if len(chunk) >= REPLAY_CHUNK:
+                            yield b"".join(chunk)
+                            chunk.clear()
+                            # A turn for the loop: a viewer that left is seen before the next
+                            # chunk, and other viewers and requests are served meanwhile.
+                            await asyncio.sleep(0)
+                if chunk:
+                    yield b"".join(chunk)
+                    chunk.clear()
             except CLUSTER_ERRORS as error:
                 waited = True
+                if chunk:  # read before the error: sent, as `last` says
+                    yield b"".join(chunk)
+                    chunk.clear()
                 yield status_event(self._health.failed(error))
                 await asyncio.sleep(RETRY_S)
                 if self._closing:
