@@ -132,8 +132,8 @@ class PendingStdlibRecord:
         self.bound = contextvars.copy_context() if "structlog" in modules or "loguru" in modules else None
         fields = vars(record)
         plain = fields.keys() <= _RESERVED  # the common case, told without building a set
-        self.extras = (
-            None if plain else snapshot_values({key: fields[key] for key in fields.keys() - _RESERVED})
+        self.extras = (  # in the order the app gave them: a limit keeps the first
+            None if plain else snapshot_values({k: v for k, v in fields.items() if k not in _RESERVED})
         )
         if type(record.msg) is dict and "_logger" in fields:
             self._take_structlog_event(record.msg)
