@@ -262,6 +262,7 @@ BAD_INPUT = [
     (["search", "--severity", "LOUD"], "unknown severity 'LOUD'"),
     (["trace", "not-a-trace-id"], "invalid trace id 'not-a-trace-id'"),
     (["stats", "--since", "soon"], "bad time 'soon'"),
+    (["search", "--since", "20261207"], "bad time '20261207': a duration ago needs its unit"),
     (["search", "--since", "1h", "--until", "2h"], "reversed time range: since '1h' is after until '2h'"),
     (["stats", "--since", "2h", "--until", "3h"], "reversed time range: since '2h' is after until '3h'"),
     (["export", "--since", "10m", "--until", "20m"], "reversed time range"),

@@ -125,6 +125,8 @@ def test_a_task_error_enqueued_from_a_route_is_one_issue_naming_that_route(shop:
     assert (resolved.returncode, resolved.stdout.strip()) == (0, f"{issue.fingerprint} resolved")
     resolved_now = ndjson(run(stream, "errors", "--json", "--status", "resolved").stdout)
     assert [(i["fingerprint"], i["status"]) for i in resolved_now] == [(issue.fingerprint, "resolved")]
+    as_json = ndjson(run(stream, "errors", "resolve", issue.fingerprint, "--json").stdout)
+    assert as_json == [{"fingerprint": issue.fingerprint, "status": "resolved"}]
     httpx.post(f"{url}/checkout/2", timeout=10).raise_for_status()
     again = wait_for(lambda: _only_issue(stream, 2), timeout=60, what="the recurrence")
     assert (again.status, again.regression, again.count) == ("open", True, 2)

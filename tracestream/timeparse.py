@@ -9,11 +9,16 @@ from tracestream.settings import parse_duration
 
 
 def parse_time_ms(text: str, now_ms: int | None = None) -> int:
-    """Milliseconds since the epoch; a bare duration means that long ago. Naive times are UTC.
+    """Milliseconds since the epoch; a duration with its unit means that long ago. Naive times are UTC.
 
     A time before the epoch (`0001-01-01`, `99999999d`) is the epoch: stream ids start there."""
     value = text.strip()
     now = int(time.time() * 1000) if now_ms is None else now_ms
+    if value.replace(".", "", 1).isdigit():  # `20261207` looks like a date and reads as seconds
+        raise ValueError(
+            f"bad time {text!r}: a duration ago needs its unit ({value}s, {value}m), a date its dashes "
+            "(2024-05-01)"
+        )
     try:
         ago_ms = parse_duration(value) * 1000
     except ValueError:

@@ -99,7 +99,10 @@ def _change(args: argparse.Namespace) -> int:
         found = set_status(client, settings(args).stream, fingerprint, status)
     if not found:
         raise UsageError(f"no error issue has the fingerprint {fingerprint}")
-    print(f"{fingerprint} {status}")
+    if args.json:
+        print_json({"fingerprint": fingerprint, "status": status})
+    else:
+        print(f"{fingerprint} {status}")
     return 0
 
 
