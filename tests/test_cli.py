@@ -272,6 +272,23 @@ BAD_INPUT = [
 ]
 
 
+@pytest.mark.parametrize(
+    "args", [["search"], ["trace", "ab" * 16], ["traces"], ["errors"], ["services"], ["stats"], ["export"]]
+)
+def test_a_stream_name_another_programs_key_holds_is_one_line_and_exit_2(
+    stream: RedisHandle, here: Here, args: list[str]
+) -> None:
+    """Half the readers said "no matching records" (the scripted ones read such a key as
+    empty), the others a bare WRONGTYPE naming no key."""
+    with stream.client() as client:
+        client.set(stream.stream, "another program's")
+    done = here(*args)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"tracestream: {stream.stream!r} on {stream.url} holds a string, not a stream: "
+        "name another stream (--stream, TRACESTREAM_STREAM)"
+    )
+
+
 def test_bad_input_is_one_line_and_exit_2(stream: RedisHandle, here: Here) -> None:
     as_process = run(stream, "search", "--trace-id", "xyz")  # the console script's own exit status
     assert as_process.returncode == 2 and as_process.stderr.strip() == (

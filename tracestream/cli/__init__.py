@@ -30,7 +30,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tracestream.cli.common import ArgumentParser, UsageError, describe_redis_error, error_line
+from tracestream.cli.common import ArgumentParser, UsageError, describe_redis_error, error_line, not_a_stream
 from tracestream.connection import CLUSTER_ERRORS
 from tracestream.query import QueryError
 from tracestream.settings import ConfigError
@@ -78,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         error_line(str(error))
         return 2
     except CLUSTER_ERRORS as error:
+        if wrong := not_a_stream(args, error):  # a stream name another program's key holds
+            error_line(wrong)
+            return 2
         error_line(describe_redis_error(error))
         return 1
     except BrokenPipeError:

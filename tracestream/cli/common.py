@@ -13,8 +13,8 @@ import rich.console
 from redis.exceptions import InvalidResponse
 from rich.text import Text
 
-from tracestream.connection import Client, client_for
-from tracestream.redis_errors import advice
+from tracestream.connection import CLUSTER_ERRORS, Client, client_for
+from tracestream.redis_errors import advice, is_wrong_type
 from tracestream.settings import Settings, parse_duration, shown_url
 from tracestream.shards import shards
 from tracestream.terminal_text import json_safe, visible
@@ -151,13 +151,43 @@ def error_line(message: str) -> None:
 def nothing_found(args: argparse.Namespace, client: Client, what: str, reason: str = "") -> None:
     """`what` was not found, as one line on stderr naming the Redis and stream read (its password
     masked), or saying the stream does not exist there: with the URL unset a reader reads
-    localhost, and a wrong Redis would otherwise look like one with nothing in it."""
+    localhost, and a wrong Redis would otherwise look like one with nothing in it. A stream
+    name another program's key holds is bad input: the scripted readers read such a key as
+    empty."""
     config = settings(args)
     where = shown_url(config.redis_url)
+    if wrong := _not_a_stream(client, config):
+        raise UsageError(wrong)
     if _stream_missing(client, config.stream):
         error_line(f"{what}: stream {config.stream} does not exist on {where}")
     else:
         error_line(f"{what} in stream {config.stream} on {where}{reason}")
+
+
+def not_a_stream(args: argparse.Namespace, error: BaseException) -> str | None:
+    """For a `WRONGTYPE` error: which of the stream's keys holds what instead, where one does."""
+    if not is_wrong_type(error):
+        return None
+    try:
+        with reader(args) as client:
+            return _not_a_stream(client, settings(args))
+    except CLUSTER_ERRORS:
+        return None
+
+
+def _not_a_stream(client: Client, config: Settings) -> str | None:
+    try:
+        for shard in shards(client, config.stream):
+            for key in (shard.keys.logs, shard.keys.spans):
+                kind = str(shard.client.type(key))  # the client decodes its replies
+                if kind not in ("stream", "none"):
+                    return (
+                        f"{key!r} on {shown_url(config.redis_url)} holds a {kind}, not a stream: "
+                        "name another stream (--stream, TRACESTREAM_STREAM)"
+                    )
+    except redis.exceptions.NoPermissionError:
+        return None
+    return None
 
 
 def _stream_missing(client: Client, stream: str) -> bool:
