@@ -135,3 +135,16 @@ def test_a_missing_right_is_a_502_naming_it(reader: RedisHandle, acl_redis: Embe
         assert "evalsha" in response.json()["error"]
     finally:
         console.stop()
+
+
+def test_a_wrong_password_is_a_502_saying_so_not_an_outage(reader: RedisHandle) -> None:
+    """redis-py raises refused credentials as a connection error: the console said "Redis
+    unreachable, retrying", and had the user look at the network."""
+    wrong = RedisHandle(reader.url.replace("s3cret-reader", "not-the-password"), reader.stream)
+    console = ConsoleProcess(wrong, token=None).start()
+    try:
+        response = httpx.get(console.url + "api/search")
+        assert response.status_code == 502
+        assert response.json()["error"].startswith("Redis refused the console's credentials: ")
+    finally:
+        console.stop()

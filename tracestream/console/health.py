@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import AuthenticationError, BusyLoadingError, ConnectionError, TimeoutError
 from starlette.responses import JSONResponse, Response
 
 from tracestream._internal_log import internal_logger
@@ -20,10 +20,18 @@ UNREACHABLE = "Redis unreachable, retrying"
 OUTAGES = (ConnectionError, TimeoutError, BusyLoadingError, *CLUSTER_CHANGES)
 
 
+def is_outage(error: Exception) -> bool:
+    """Credentials Redis refused are no outage, though redis-py raises them as a connection
+    error: retrying will not help, and the user should look at the URL, not the network."""
+    return isinstance(error, OUTAGES) and not isinstance(error, AuthenticationError)
+
+
 def describe(error: Exception) -> str:
     """What viewers are shown: the outage wording, or what Redis refused (e.g. an ACL right)."""
-    if isinstance(error, OUTAGES):
+    if is_outage(error):
         return f"{UNREACHABLE} ({error})"
+    if isinstance(error, AuthenticationError):
+        return f"Redis refused the console's credentials: {error} (check the user and password in the URL)"
     return f"Redis refused the console's read: {error}"
 
 
@@ -38,7 +46,7 @@ class RedisHealth:
     def failed(self, error: Exception) -> str:
         """Record a failed call; logs only when the problem is new. Returns the viewers' message."""
         message = describe(error)
-        kind = UNREACHABLE if isinstance(error, OUTAGES) else message
+        kind = UNREACHABLE if is_outage(error) else message
         if kind != self._kind:
             internal_logger.warning("console: %s", message)
             self._kind, self._since = kind, time.monotonic()
@@ -55,4 +63,4 @@ class RedisHealth:
     def response(self, error: Exception) -> Response:
         """503 while Redis is out (retrying helps), 502 when it refuses (it will again)."""
         message = self.failed(error)
-        return JSONResponse({"error": message}, status_code=503 if isinstance(error, OUTAGES) else 502)
+        return JSONResponse({"error": message}, status_code=503 if is_outage(error) else 502)
