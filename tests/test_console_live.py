@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import httpx
@@ -307,6 +308,21 @@ def test_refuses_to_listen_beyond_loopback_without_a_token(stream: RedisHandle) 
         "tracestream: refusing to serve the console on 0.0.0.0 without a token: "
         "set TRACESTREAM_CONSOLE_TOKEN or bind 127.0.0.1"
     ]
+
+
+@pytest.mark.parametrize("names", [(), ("--allowed-host", "logs.internal")], ids=["no name", "a name"])
+def test_binding_every_address_without_a_name_to_answer_by_says_so(
+    stream: RedisHandle, tmp_path: Path, names: tuple[str, ...]
+) -> None:
+    """`--host 0.0.0.0` with a token, as docs/console.md showed it, answered 421 to every other
+    machine until `--allowed-host` named how they open it, and nothing said so."""
+    with (tmp_path / "stderr").open("w") as stderr:
+        ConsoleProcess(stream, host="0.0.0.0", args=names).start(stderr=stderr).stop()
+    said = (tmp_path / "stderr").read_text().splitlines()
+    assert said == ([] if names else [
+        "tracestream: the console binds 0.0.0.0 and answers other machines only by the names "
+        "--allowed-host gives (none given): add the name or address they open it by"
+    ])  # fmt: skip
 
 
 def test_loopback_without_a_token_is_open(stream: RedisHandle) -> None:

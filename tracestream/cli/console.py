@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from tracestream.cli.common import OPTIONS, PORT, UsageError, settings
+from tracestream.cli.common import OPTIONS, PORT, UsageError, error_line, settings
 from tracestream.console.address import DEFAULT_HOST, DEFAULT_PORT, WILDCARD_ADDRESSES
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     config = settings(args)
     try:
         from tracestream.console.auth import ConsoleAuthError, require_token_off_loopback
-        from tracestream.console.server import serve
+        from tracestream.console.server import allowed_hosts, serve
         from tracestream.settings import CONSOLE_TOKEN_ENV
     except ImportError as missing:  # the other commands need none of it
         raise UsageError(
@@ -51,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     # Printed as uvicorn starts to bind: if it cannot, its one-line reason follows on stderr.
     print(f"tracestream console on {console_url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
+    if args.host in WILDCARD_ADDRESSES and not allowed_hosts(args.host, args.allowed_hosts):
+        error_line(
+            f"the console binds {args.host} and answers other machines only by the names "
+            "--allowed-host gives (none given): add the name or address they open it by"
+        )
     try:
         serve(config, host=args.host, port=args.port, hosts=args.allowed_hosts)
     except SystemExit as exit:  # uvicorn could not start (address in use) and said why in one line
