@@ -134,6 +134,20 @@ def test_trace_waterfall_and_json(stream: RedisHandle, traced: str, here: Here) 
     assert missing.returncode == 0 and missing.stdout == "" and "no records for trace" in missing.stderr
 
 
+def test_a_long_message_in_a_trace_is_a_line_of_the_waterfall(
+    stream: RedisHandle, writer: RecordWriter, here: Here
+) -> None:
+    """A 32 KiB message folded into the waterfall's name column was 917 lines of one record."""
+    with tracer_provider(stream, "api").get_tracer("t").start_as_current_span("GET /upload") as span:
+        ids = span.get_span_context()
+        writer.log("payload " + "x" * 32_000, trace_id=ids.trace_id, span_id=ids.span_id)
+    shown = here("trace", format(ids.trace_id, "032x"))
+    assert shown.returncode == 0, shown.stderr
+    assert len(shown.stdout.splitlines()) < 20, shown.stdout[:500]
+    whole = ndjson(here("trace", format(ids.trace_id, "032x"), "--json").stdout)
+    assert [len(line["body"]) for line in whole if line["type"] == "log"] == [32_008]
+
+
 def test_services_and_stats(stream: RedisHandle, traced: str, here: Here) -> None:
     services_json, stats_json = run_all(stream, ["services", "--json"], ["stats", "--json", "--since", "1h"])
     services = {line["service"]: line for line in ndjson(services_json.stdout)}

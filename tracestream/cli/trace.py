@@ -13,7 +13,16 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from tracestream.cli.common import Console, add_command, nothing_found, print_json, reader, settings, shown
+from tracestream.cli.common import (
+    Console,
+    abridged,
+    add_command,
+    nothing_found,
+    print_json,
+    reader,
+    settings,
+    shown,
+)
 from tracestream.cli.record_lines import STACKS, exception_line, severity_style, stack_lines
 from tracestream.query import SpanNode, TraceTree, record_json, trace_tree
 from tracestream.schema import LogEntry
@@ -150,7 +159,9 @@ def _rows(tree: TraceTree, bar_width: int, stacks: bool) -> list[_Row]:
     for depth, item in in_time_order(tree):
         if isinstance(item, LogEntry):
             label = Text("• ").append_text(shown(f"{item.severity} ", severity_style(item.severity_number)))
-            label.append_text(shown(item.body)).append_text(exception_line(item))
+            # A cell of the waterfall: a whole long message folded in it would fill the screen
+            # (`--json` and `search` have it whole).
+            label.append_text(shown(abridged(item.body))).append_text(exception_line(item))
             stack = stack_lines(item, 0) if stacks else None
             rows.append(
                 _Row(depth, label, shown(item.service), _since(item.timestamp_ns, start), stack=stack)
