@@ -626,9 +626,13 @@ def record_fingerprint(
     )
 
 
+# The `event.name` of a request's record: the writer sets it, the fingerprint reads it.
+REQUEST_EVENT = "http.server.request"
+
+
 def _request_by_route(attributes: Mapping[str, Any]) -> str:
     route = attributes.get("http.route")
-    if attributes.get("event.name") != "http.server.request" or not isinstance(route, str) or not route:
+    if attributes.get("event.name") != REQUEST_EVENT or not isinstance(route, str) or not route:
         return ""
     method, status = (
         attributes.get("http.request.method", ""),

@@ -205,10 +205,10 @@ class LiveFeed:
                     chunk.clear()
             except CLUSTER_ERRORS as error:
                 waited = True
-                if chunk:  # read before the error: sent, as `last` says
-                    yield b"".join(chunk)
-                    chunk.clear()
-                yield status_event(self._health.failed(error))
+                # What was read before the error goes first, as `last` says it was sent.
+                chunk.append(status_event(self._health.failed(error)))
+                yield b"".join(chunk)
+                chunk.clear()
                 await asyncio.sleep(RETRY_S)
                 if self._closing:
                     return

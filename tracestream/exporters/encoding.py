@@ -278,7 +278,7 @@ class ErrorRows:
         return dump_json(found) if found else ""
 
     def _details(self, row: list[str]) -> tuple[str, str, str]:
-        attributes = _attributes_of(row[self._attributes])
+        attributes = _json_object(row[self._attributes])
         fingerprint = record_fingerprint(
             row[self._type], row[self._stack], row[self._message], row[self._body], attributes
         )
@@ -290,12 +290,13 @@ class ErrorRows:
         return self._instance[1]
 
 
-def _attributes_of(attributes_json: str) -> dict[str, Any]:
+def _json_object(text: str) -> dict[str, Any]:
+    """A row's attribute or resource map; empty where another writer left something else."""
     try:
-        attributes = load_json(attributes_json)
+        value = load_json(text)
     except ValueError:
         return {}
-    return attributes if isinstance(attributes, dict) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def causal_route(attributes: Mapping[str, Any]) -> str:
@@ -306,12 +307,7 @@ def causal_route(attributes: Mapping[str, Any]) -> str:
 
 def instance_name(resource_json: str) -> str:
     """`service.instance.id`, else `host.name:process.pid`: one process of a service."""
-    try:
-        resource = load_json(resource_json)
-    except ValueError:
-        return ""
-    if not isinstance(resource, dict):
-        return ""
+    resource = _json_object(resource_json)
     if resource.get("service.instance.id"):
         return str(resource["service.instance.id"])
     host, pid = resource.get("host.name"), resource.get("process.pid")

@@ -25,6 +25,7 @@ from tracestream._internal_log import internal_logger
 from tracestream.exporters.encoding import span_id_hex, trace_id_hex
 from tracestream.integrations.record_writer import RecordWriter, exception_attributes, replace_lines
 from tracestream.otel_setup.shutdown import before_closing
+from tracestream.schema import REQUEST_EVENT
 
 T = TypeVar("T")
 TRACEPARENT = "traceparent"
@@ -195,7 +196,7 @@ def emit_request_record(
         f"{exchange.method} {exchange.path} {exchange.status} ({exchange.duration_ms:.1f} ms)",
         severity_for(exchange.status) if error is None else SeverityNumber.ERROR,
         {
-            "event.name": "http.server.request",
+            "event.name": REQUEST_EVENT,
             "http.request.method": exchange.method,
             "http.route": exchange.route,
             "url.path": exchange.path,
