@@ -115,6 +115,8 @@ class Jobs(Generic[T]):
 # A signal sent to the process goes to any thread not blocking it. On ours it would not
 # interrupt the main thread's blocking call, and only there does Python run its handler: a
 # `Pool` worker waiting on a lock lived on after `terminate()`, and its parent waited for ever.
+# Our threads are born blocking them: one that blocked them itself as it began took, until it
+# ran, a SIGTERM sent just after it started, and the child sleeping in its main thread lived on.
 _SENT_TO_THE_PROCESS = signal.valid_signals() - {
     signal.SIGSEGV,
     signal.SIGBUS,
@@ -133,10 +135,13 @@ class Worker:
     def __init__(self, target: Callable[[], object]) -> None:
         self._done = lock()
         self._done.acquire()
-        self.ident: int = _start_new_thread(self._run, (target,))
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SENT_TO_THE_PROCESS)  # inherited by the thread
+        try:
+            self.ident: int = _start_new_thread(self._run, (target,))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _run(self, target: Callable[[], object]) -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, _SENT_TO_THE_PROCESS)
         try:
             target()
         finally:
