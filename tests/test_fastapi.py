@@ -20,7 +20,7 @@ from fastapi import HTTPException
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
 from tests.apps.servers import Server, bin_path, http_ready, launched, printed, serve
 from tests.support import RedisHandle, run_python, run_python_process, wait_for
-from tests.test_servers import terminal_text
+from tests.test_servers import assert_prints_as_bare
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 
 
@@ -420,7 +420,7 @@ def test_configure_as_the_app_starts_records_a_500_once(startup_runs: StartupRun
 
 def test_configure_as_the_app_starts_changes_nothing_it_prints(startup_runs: StartupRuns) -> None:
     assert startup_runs.app.failure in startup_runs.traced.output.splitlines()
-    assert terminal_text(startup_runs.traced.output) == terminal_text(startup_runs.bare.output)
+    assert_prints_as_bare(startup_runs.traced.output, startup_runs.bare.output)
 
 
 def test_configure_in_the_lifespan_keeps_the_middleware_the_app_built(stream: RedisHandle) -> None:
