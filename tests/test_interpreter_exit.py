@@ -261,11 +261,18 @@ def test_a_redis_that_answers_nothing_holds_the_exit_no_longer_than_the_timeouts
         command = [sys.executable, "-c", ONE_LINE.format(setup=setup)]
         if launcher:
             command = [str(VENV_BIN / "opentelemetry-instrument"), *command]
-        app = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        assert app.stdout is not None and app.stdout.readline() == "logged\n"
+        app = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert app.stdout is not None and app.stderr is not None
+        assert app.stdout.readline() == "logged\n"
         logged = time.monotonic()
-        assert app.wait(30) == 0
+        # Our exit ends with this line; the interpreter's teardown after it (the launcher's
+        # thirty instrumentations) is no wait of ours, and took a second more on a busy machine.
+        printed = iter(app.stderr.readline, "")
+        assert any("1 record waits in the spool" in line for line in printed), app.stderr.read()
         took = time.monotonic() - logged
+        assert app.wait(30) == 0
     assert took < 1 + 1 + 0.75, took
 
 
