@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tracestream.otel_setup.sql_parameters import secret_placeholders
 from tracestream.scrubbing import REDACTED, Finding, Scrubber, ScrubRules
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -685,3 +686,21 @@ def test_known_clean_attributes_pass_and_secrets_never_do() -> None:
     scrubber.scrub_value("", {"note": "password=hunter2"})
     assert not scrubber.passes({"note": "password=hunter2"}, 100)
     assert not scrubber.passes({"nested": {"a": 1}}, 100)
+
+
+@pytest.mark.parametrize(
+    ("statement", "secret"),
+    [
+        ("INSERT INTO user_account (name, password, api_token) VALUES (?, ?, ?) RETURNING id", [1, 2]),
+        ("INSERT INTO logins (name, password) VALUES (?, ?), (?, ?)", [1, 3]),  # insertmanyvalues
+        ("UPDATE user_account SET password=? WHERE user_account.id = ?", [0]),
+        ("SELECT a FROM t WHERE t.name IN (?, ?) AND t.password = %s", [2]),
+        ('SELECT a FROM t WHERE t."token" = $2 AND t.id = $1', [1]),  # numbered, out of order
+        ("SELECT 1 FROM t WHERE note = 'password = ?' AND secret LIKE ?", [0]),  # a literal's `?`
+        ("UPDATE t SET password=lower(?) WHERE id = ?", []),  # in an expression: no column
+        ("SELECT a FROM t WHERE t.token_count > ?", []),
+    ],
+)
+def test_sql_placeholders_are_told_by_the_column_they_bind(statement: str, secret: list[int]) -> None:
+    """SQLAlchemy logs positional parameters apart from their statement (sql_parameters.py)."""
+    assert sorted(secret_placeholders(statement, SCRUBBER.secret_key)) == secret

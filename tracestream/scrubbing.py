@@ -537,6 +537,10 @@ class Scrubber:
         self._batch_screens = None if len(screens) < len(self._untriggered) else screens
         self._clean: set[str] = set()
 
+    def secret_key(self, key: str) -> bool:
+        """Whether a value under this name (an attribute, a column) is a secret."""
+        return self._keys.verdict(key) is _SECRET
+
     def findings(self, text: str) -> list[Finding]:
         """Sorted, disjoint spans that `scrub_text` replaces (first pass); never the secret itself."""
         lowered = text.lower()

@@ -27,6 +27,7 @@ from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.otel_handlers import is_otel_logging_handler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.otel_setup.resource import build_resource, process_resource
+from tracestream.otel_setup.sql_parameters import BoundParameters
 from tracestream.otel_setup.telemetry import Telemetry, installed, remember
 from tracestream.scrubbing import scrubber_for
 from tracestream.settings import BatchSettings, ConfigError, Settings, metrics_exporter_names, shown_url
@@ -144,7 +145,9 @@ def _install(settings: Settings) -> Telemetry:
         app_overrides.join_later_logger_providers(logger_provider)
     _follow_forks(logger_provider, *(() if api_traces else (tracer_provider,)))
 
-    handler = OTelHandler(logger_provider, log_processors, settings.log_level)
+    scrubber = scrubber_for(settings)
+    bound_parameters = BoundParameters(scrubber.secret_key) if scrubber is not None else None
+    handler = OTelHandler(logger_provider, log_processors, settings.log_level, bound_parameters)
     _capture_logging(handler, settings)
     queues = [p.queue for p in log_processors] + [p.queue for p in span_processors]
     shutdown.install(queues, settings.shutdown_timeout)

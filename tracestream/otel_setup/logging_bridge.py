@@ -29,6 +29,7 @@ from tracestream import schema
 from tracestream.exporters import encoding
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.otel_setup.snapshot import snapshot_values
+from tracestream.otel_setup.sql_parameters import ENGINE_LOGGER, BoundParameters
 from tracestream.otel_setup.structured import (
     TEXT_VALUES,
     as_text,
@@ -260,10 +261,17 @@ class PendingStdlibRecord:
 class OTelHandler(logging.Handler):
     """A logging handler that turns every record into an OTel log record."""
 
-    def __init__(self, provider: LoggerProvider, sinks: Sequence[StreamLogProcessor], level: int) -> None:
+    def __init__(
+        self,
+        provider: LoggerProvider,
+        sinks: Sequence[StreamLogProcessor],
+        level: int,
+        bound_parameters: BoundParameters | None = None,
+    ) -> None:
         super().__init__(level)
         self._provider = provider
         self._sinks = tuple(sinks)
+        self._bound_parameters = bound_parameters  # None when scrubbing is off
 
     @property
     def resource(self) -> Resource:
@@ -282,7 +290,10 @@ class OTelHandler(logging.Handler):
             return False
         if self.filters and not self.filter(record):
             return False
-        pending = PendingStdlibRecord(record, _message(record), context, time_ns(), self)
+        message = None
+        if self._bound_parameters is not None and record.name.startswith(ENGINE_LOGGER):
+            message = self._bound_parameters.message(record)
+        pending = PendingStdlibRecord(record, message or _message(record), context, time_ns(), self)
         for sink in self._sinks:
             sink.put_pending(pending)
         return True
