@@ -3,6 +3,8 @@ is never printed, and the records wait in the spool rather than being dead-lette
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from redis.exceptions import ReadOnlyError
 
+from tests.apps.servers import LAUNCHER_ENV
 from tests.faults import DurableRedis
 from tests.support import ROOT, VENV_BIN, wait_for
 from tracestream.cli.common import describe_redis_error
@@ -250,6 +253,48 @@ def test_otel_sdk_disabled_exports_nothing(tmp_path: Path) -> None:
         assert _run(server.url, tmp_path, **env) == []
         with server.client() as client:
             assert client.keys("*") == []
+
+
+# What a process looks like to the app after setup: logging's and the interpreter's hooks, a
+# quiet logger's answer, the frameworks' classes, and the OpenTelemetry globals.
+PROCESS_STATE = """
+import json, logging, os, signal, sys, threading
+if os.environ.get("SETUP") == "configure":
+    import tracestream
+    tracestream.configure()
+import django.core.handlers.base, fastapi, starlette.applications
+from opentelemetry import trace
+logging.getLogger("quiet").setLevel(logging.WARNING)
+print(json.dumps({
+    "isEnabledFor": logging.Logger.isEnabledFor.__module__,
+    "filter": logging.Logger.filter.__module__,
+    "quiet logger asked at INFO": logging.getLogger("quiet").isEnabledFor(logging.INFO),
+    "SIGTERM": str(signal.getsignal(signal.SIGTERM)),
+    "os._exit": os._exit.__module__,
+    "excepthooks": [sys.excepthook.__module__, threading.excepthook.__module__],
+    "FastAPI": fastapi.FastAPI.__module__,
+    "Starlette.__call__": starlette.applications.Starlette.__call__.__module__,
+    "Django's handler": django.core.handlers.base.BaseHandler.load_middleware.__module__,
+    "tracer provider": type(trace.get_tracer_provider()).__name__,
+}))
+"""
+
+
+@pytest.mark.parametrize("setup", ["configure", "launcher"])
+def test_otel_sdk_disabled_installs_nothing(setup: str) -> None:
+    """`OTEL_SDK_DISABLED=true`, as a test environment sets it, leaves the process as without
+    tracestream: a logger at WARNING says no at INFO (a stateful filter then counts no record
+    the app never made), and no hook, handler or framework class is ours."""
+    env = {"PATH": os.environ["PATH"], "SETUP": setup, **LAUNCHER_ENV}
+    command = [sys.executable, "-c", PROCESS_STATE]
+    bare = subprocess.run(command, env=env | {"SETUP": ""}, capture_output=True, text=True, cwd=ROOT)
+    if setup == "launcher":
+        command = [str(VENV_BIN / "opentelemetry-instrument"), *command]
+    disabled = subprocess.run(
+        command, env=env | {"OTEL_SDK_DISABLED": "true"}, capture_output=True, text=True, cwd=ROOT
+    )
+    assert disabled.returncode == bare.returncode == 0, disabled.stderr
+    assert json.loads(disabled.stdout) == json.loads(bare.stdout)
 
 
 @pytest.mark.parametrize("app_config", ["", "1"], ids=["as-set-up", "after-the-apps-dict-config"])

@@ -126,6 +126,12 @@ def parse_exporter_names(text: str) -> tuple[str, ...]:
     return () if names == ("none",) else names
 
 
+def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
+    """`OTEL_SDK_DISABLED=true`: the SDK records nothing, and tracestream installs nothing."""
+    environ = os.environ if environ is None else environ
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
 def metrics_exporter_names() -> tuple[str, ...]:
     """The exporters `OTEL_METRICS_EXPORTER` names (`none` names none): our launcher configurator
     sets them up, and the HTTP conventions' default steps aside where metrics go out."""
@@ -463,7 +469,7 @@ class Settings:
                 values[name] = _parse_argument(name, setting, argument)
             elif environ.get(setting.env, "").strip():
                 values[name] = _parse(setting.env, setting.parse, environ[setting.env])
-        if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        if sdk_disabled(environ):
             # The SDK's providers then record nothing, for every signal: we export nothing either.
             values.update(logs_exporter=(), traces_exporter=())
         settings = cls(**values)

@@ -290,6 +290,7 @@ class _Counting(logging.Logger):
 
     def handle(self, record: logging.LogRecord) -> None:
         _Counting.handled += 1
+        print(f"{self.name} handled {_Counting.handled} records")
         super().handle(record)
 
 
@@ -305,6 +306,31 @@ def logger_class_of_mixins() -> list[logging.Logger]:
         return [logging.getLogger("shop.tenants")]
     finally:
         logging.setLoggerClass(original)
+
+
+class _Once(logging.Filter):
+    """Lets each message through once: a deduplicating filter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def logger_with_a_filter() -> list[logging.Logger]:
+    """A deduplicating filter on a logger whose INFO line came once while INFO was off."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", force=True)
+    deprecations = logging.getLogger("shop.deprecations")
+    deprecations.addFilter(_Once())
+    deprecations.info("app shop.deprecations INFO")  # hidden: root is at WARNING
+    deprecations.setLevel(logging.INFO)  # an operator turns INFO on
+    return [deprecations]
 
 
 SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
@@ -326,6 +352,7 @@ SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "asked_then_handed_on": asked_then_handed_on,
     "queue_handler": queue_handler,
     "logger_class_of_mixins": logger_class_of_mixins,
+    "logger_with_a_filter": logger_with_a_filter,
 }
 
 

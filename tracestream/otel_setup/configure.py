@@ -30,7 +30,14 @@ from tracestream.otel_setup.resource import build_resource, process_resource
 from tracestream.otel_setup.sql_parameters import BoundParameters
 from tracestream.otel_setup.telemetry import Telemetry, installed, remember
 from tracestream.scrubbing import scrubber_for
-from tracestream.settings import BatchSettings, ConfigError, Settings, metrics_exporter_names, shown_url
+from tracestream.settings import (
+    BatchSettings,
+    ConfigError,
+    Settings,
+    metrics_exporter_names,
+    sdk_disabled,
+    shown_url,
+)
 
 LOGS_GROUP = "opentelemetry_logs_exporter"
 TRACES_GROUP = "opentelemetry_traces_exporter"
@@ -69,6 +76,10 @@ def configure(**arguments: Any) -> Telemetry:
                 )
             return current
         _environment_at_install = settings if not arguments else _environment_settings()
+        if sdk_disabled():
+            telemetry = _install_nothing(settings)
+            remember(telemetry)
+            return telemetry
         telemetry = _install(settings)
         remember(telemetry)
         install_all(telemetry)
@@ -98,6 +109,15 @@ def _environment_settings() -> Settings | None:
         return Settings.load()
     except ConfigError:  # a bad variable that the first call's arguments overrode
         return None
+
+
+def _install_nothing(settings: Settings) -> Telemetry:
+    """`OTEL_SDK_DISABLED=true`, as a test environment sets it: logging, signals, frameworks and
+    the OpenTelemetry globals stay as the app left them, and the providers record nothing."""
+    resource = Resource.get_empty()
+    logger_provider = LoggerProvider(resource=resource)
+    handler = OTelHandler(logger_provider, (), settings.log_level)
+    return Telemetry(settings, resource, TracerProvider(resource=resource), logger_provider, handler, (), ())
 
 
 def _install(settings: Settings) -> Telemetry:

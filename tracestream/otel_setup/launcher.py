@@ -33,7 +33,7 @@ from tracestream.integrations import INSTALLED_BY_CONFIGURE, threads, uncaught
 from tracestream.integrations import structlog as structlog_integration
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
 from tracestream.otel_setup.telemetry import installed
-from tracestream.settings import ConfigError, refuse_to_launch
+from tracestream.settings import ConfigError, refuse_to_launch, sdk_disabled
 
 _DEFAULTS = {
     "OTEL_TRACES_EXPORTER": REDIS_STREAM,
@@ -57,6 +57,8 @@ class TracestreamDistro(BaseDistro):  # type: ignore[misc]
             os.environ.setdefault(name, value)
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        if sdk_disabled():  # the app runs as without the launcher, as configure() leaves it
+            return
         if installed() is not None and entry_point.name in INSTALLED_BY_CONFIGURE:
             # configure() instrumented it with our additions (Django: once settings are ready);
             # instrumenting again here would only warn, or configure Django's settings too early.
@@ -76,6 +78,8 @@ class TracestreamConfigurator(_BaseConfigurator):
 
 def before_instrumentors() -> None:
     """`opentelemetry_pre_instrument`: runs after whichever configurator the launcher picked."""
+    if sdk_disabled():
+        return
     integrations.defer_while_launcher_instruments()
     if installed() is None and _names_our_exporters(os.environ):
         _configure_or_exit()
@@ -194,7 +198,7 @@ def _configure_or_exit(*, with_metrics: bool = False) -> None:
         telemetry = configure()
     except ConfigError as error:
         refuse_to_launch(error)
-    if not with_metrics:
+    if not with_metrics or sdk_disabled():
         return
     try:
         set_up_metrics(telemetry.resource)

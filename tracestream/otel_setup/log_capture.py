@@ -17,9 +17,10 @@ find only logging's frames above it, as without us.
 - `isEnabledFor`, so a record at or above our level is created even where the app's level or
   a disabled logger would skip it. `filter` takes such a record for us alone and stops it
   before the app's handlers, which never see a record the app would not have created, so
-  nothing it prints changes. A disabled logger's `handle` returns before `filter`: the first
-  time we ask one for a record it gets a `makeRecord` of ours, which takes its records as
-  they are made.
+  nothing it prints changes. A logger with filters, or of a class that overrides `handle`,
+  gets the app's answer: those would run on the record, and could count it. A disabled
+  logger's `handle` returns before `filter`: the first time we ask one for a record it gets
+  a `makeRecord` of ours, which takes its records as they are made.
 
 A server's access line is the one record a request record stands for: the integration that
 writes a request's record marks the request's context as it starts (`replace_access_line`).
@@ -76,6 +77,7 @@ _access_line_replaced: ContextVar[bool] = ContextVar("tracestream_access_line_re
 _is_enabled_for = logging.Logger.isEnabledFor
 _make_record = logging.Logger.makeRecord
 _filter = logging.Logger.filter
+_handle = logging.Logger.handle
 _LOG_CODE = logging.Logger._log.__code__
 _prepare = logging.handlers.QueueHandler.prepare
 _listener_prepare = logging.handlers.QueueListener.prepare
@@ -271,6 +273,7 @@ def _capturing_is_enabled_for(self: logging.Logger, level: int) -> bool:
         and level >= capture.level
         and self.manager.disable < level  # logging.disable() still silences everything
         and capture.asks_for(self.name)
+        and _nothing_of_the_apps_would_run(self)
         and not (self.name in ACCESS_LOGGERS and take_access_line_mark())
     ):
         _asked_for_us[_get_ident()] = (self, level)
@@ -280,6 +283,13 @@ def _capturing_is_enabled_for(self: logging.Logger, level: int) -> bool:
             _disabled_loggers.append(self)
         return True
     return False
+
+
+def _nothing_of_the_apps_would_run(logger: logging.Logger) -> bool:
+    """A record made for us alone meets the logger's own filters and its class's `handle`: one
+    that counts or lets a message through once (a deduplicating filter) would count ours, and
+    swallow the app's line once its level let it through."""
+    return not logger.filters and type(logger).handle is _handle
 
 
 def _made_by_a_disabled_logger(logger: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
