@@ -9,6 +9,7 @@ without us where it prints anything.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -379,3 +380,50 @@ def test_a_record_after_the_exit_close_starts_no_thread(capsys: pytest.CaptureFi
 def test_the_export_threads_need_no_import_at_teardown(stream: RedisHandle) -> None:
     done = _run(TEARDOWN_IMPORTS, stream)
     assert (done.returncode, done.stdout, done.stderr) == (0, "True\n", "")
+
+
+# A container's `CMD ["python", "app.py"]` without an init: the app is the init process of its
+# PID namespace, and `docker stop` sends SIGTERM while it waits (here, for a line on stdin).
+PID_ONE = """
+import logging, sys
+{setup}
+log = logging.getLogger("app")
+log.warning("before the signal")
+print("ready", flush=True)
+sys.stdin.readline()
+log.warning("after the signal")
+print("done", flush=True)
+"""
+
+
+def test_sigterm_to_pid_one_flushes_and_leaves_it_running(stream: RedisHandle) -> None:
+    """The kernel ignores a signal's default action in PID 1: the app lives on until SIGKILL, as
+    without us, and logs on. Ours flushed, closed the queues and could not die: every later
+    record was lost, said in a line that blamed an atexit handler."""
+    bare = _stopped_as_pid_one(stream, "")
+    traced = _stopped_as_pid_one(stream, "import tracestream; tracestream.configure()")
+    assert traced == bare == (0, "done\n", "before the signal\nafter the signal\n")
+    assert [e.body for e in stream.logs()] == ["before the signal", "after the signal"]
+
+
+def _stopped_as_pid_one(stream: RedisHandle, setup: str) -> tuple[int, str, str]:
+    """Exit status, and what it printed after "ready" and on stderr."""
+    command = ["unshare", "--pid", "--fork", sys.executable, "-c", PID_ONE.format(setup=setup)]
+    env = stream.env(TRACESTREAM_BATCH_DELAY_MS="60000")
+    app = subprocess.Popen(
+        command,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert app.stdin is not None and app.stdout is not None
+    assert app.stdout.readline() == "ready\n"
+    children = Path(f"/proc/{app.pid}/task/{app.pid}/children")
+    os.kill(int(wait_for(lambda: children.read_text().strip(), what="PID 1's host pid")), signal.SIGTERM)
+    if setup:  # the batch delay holds it back: only the signal's flush sends it
+        wait_for(lambda: [e.body for e in stream.logs()] == ["before the signal"], what="the flush")
+    out, err = app.communicate("\n", timeout=30)
+    return app.returncode, out, err

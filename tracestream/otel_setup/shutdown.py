@@ -6,7 +6,8 @@ Four ways out, four hooks:
   against one shared deadline;
 - SIGTERM with no framework handler, or SIGINT with one: ours flushes, then hands the signal
   to whatever handled it before (for SIGTERM by default that is death by the same signal, so
-  exit statuses do not change, and the queues are closed first, as at exit). Python's own
+  exit statuses do not change, and the queues are closed first, as at exit; in a PID
+  namespace's init, where the default action does nothing, it only flushes). Python's own
   SIGINT handler is left alone: its KeyboardInterrupt ends at `atexit`;
 - a server that handled the signal itself and, its shutdown done, puts the default action
   back and raises the signal again (uvicorn's workers under `--workers` and `--reload`, which
@@ -202,9 +203,16 @@ def _stop_waiting(signum: int, frame: FrameType | None) -> None:
 def _flushing_raise_signal(signum: int) -> None:
     """Raising SIGTERM or SIGINT at a process whose action for it is the default kills it
     without `atexit`: the queues are closed first, as at exit."""
-    if signum in _SIGNALS and signal.getsignal(signum) is signal.SIG_DFL:
+    if signum in _SIGNALS and _kills(signal.getsignal(signum)):
         close_queues()
     _raise_signal(signum)
+
+
+def _kills(action: _Handler) -> bool:
+    """Whether a signal with this action ends the process. Not the default action in the init
+    process of a PID namespace (a container's `CMD ["python", "app.py"]` without an init),
+    where the kernel ignores it: that app lives on until SIGKILL, and logs on meanwhile."""
+    return action is signal.SIG_DFL and os.getpid() != 1
 
 
 def _closing_exit(status: int) -> NoReturn:
@@ -226,15 +234,12 @@ def _chain(number: int) -> None:
         return
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        global _held_signal, _flushing
+        global _held_signal
         if callable(previous):  # the process may go on: a framework shuts down gracefully
-            if not (_closing or _flushing):  # a second signal inside the flush leaves it to go on
-                _flushing = True
-                try:
-                    flush_before_exit()
-                finally:
-                    _flushing = False
+            _flush_unless_flushing()
             previous(signum, frame)
+        elif not _kills(previous):  # PID 1: the signal does nothing, but what is logged so far goes out
+            _flush_unless_flushing()
         elif _closing:  # the close this signal interrupted ends it
             _held_signal = signum
         else:  # SIG_DFL: die of the same signal, as without us, once the queues are closed
@@ -243,6 +248,18 @@ def _chain(number: int) -> None:
 
     _handlers[number] = (handle, previous)
     signal.signal(number, handle)
+
+
+def _flush_unless_flushing() -> None:
+    """A second signal inside the flush (or the close) leaves it to go on."""
+    global _flushing
+    if _closing or _flushing:
+        return
+    _flushing = True
+    try:
+        flush_before_exit()
+    finally:
+        _flushing = False
 
 
 def _on_first_record() -> None:
