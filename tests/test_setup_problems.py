@@ -331,3 +331,57 @@ def test_an_embedded_redis_that_never_answers_is_not_left_running() -> None:
         server.start(timeout=1)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+
+
+def _without_a_home(
+    tmp_path: Path, read_only: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The app, Redis unreachable, where the working directory is not the app's to write in,
+    and `read_only` (if given) a read-only mount, as a container's root filesystem is."""
+    cwd, temporary = tmp_path / "workdir", tmp_path / "tmp"
+    cwd.mkdir()
+    temporary.mkdir()
+    command = [sys.executable, "-c", APP]
+    if read_only is not None:
+        read_only.mkdir(exist_ok=True)
+        mount = f'mount --bind {read_only} {read_only} && mount -o remount,bind,ro {read_only} && exec "$@"'
+        command = ["unshare", "--mount", "sh", "-c", mount, "sh", *command]
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "TMPDIR": str(temporary),
+        "TRACESTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "TRACESTREAM_SHUTDOWN_TIMEOUT": "1s",
+        **env,
+    }
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60, cwd=cwd)
+    assert (done.returncode, done.stdout) == (0, "app done\n"), done.stderr
+    assert list(cwd.iterdir()) == []  # no `~` directory where the app runs
+    return done
+
+
+@pytest.mark.parametrize("home", ["unset", "read-only"])
+def test_without_a_home_to_write_in_the_spool_is_the_users_own_in_the_temporary_directory(
+    tmp_path: Path, home: str
+) -> None:
+    """A container's arbitrary uid has no home: without HOME or a passwd entry `expanduser`
+    leaves `~` as it is, a relative path (as a relative HOME does here, the test being root);
+    or one it cannot write, as under a read-only root filesystem."""
+    read_only = tmp_path / "home" if home == "read-only" else None
+    done = _without_a_home(tmp_path, read_only, HOME=str(read_only or "app-home"))
+    assert "records wait in the spool" in done.stderr and "cannot be written" not in done.stderr, done.stderr
+    own = tmp_path / "tmp" / f"tracestream-{os.getuid()}"
+    assert own.stat().st_mode & 0o777 == 0o700
+    assert list((own / "spool").glob("*/*/*.seg")), done.stderr
+
+
+def test_a_spool_directory_that_cannot_be_written_is_said_at_start(tmp_path: Path) -> None:
+    read_only = tmp_path / "volume"
+    done = _without_a_home(tmp_path, read_only, TRACESTREAM_SPOOL_DIR=str(read_only / "spool"))
+    lines = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert lines[0] == (
+        f"tracestream: WARNING the spool at {read_only}/spool cannot be written ({read_only} is "
+        "read-only): while Redis is down, records wait in memory only, and are lost at exit; "
+        "TRACESTREAM_SPOOL_DIR names a writable directory"
+    )
+    assert "not exported or spooled at shutdown" in done.stderr

@@ -213,8 +213,9 @@ def test_a_spool_directory_this_user_cannot_read_is_one_line(stream: RedisHandle
     )
     assert (done.returncode, done.stdout) == (0, "app done\n"), done.stderr
     assert done.stderr.splitlines() == [
-        "tracestream: WARNING cannot look for spools that ended processes left: "
-        f"[Errno 13] Permission denied: '{base}'",
+        f"tracestream: WARNING the spool at {base} cannot be written ({base} is not writable by this "
+        "user): while Redis is down, records wait in memory only, and are lost at exit; "
+        "TRACESTREAM_SPOOL_DIR names a writable directory",
         "order paid",
     ]
     wait_for(lambda: [e for e in stream.logs() if e.body == "order paid"], what="the app's record")

@@ -27,7 +27,9 @@ import os
 import secrets
 import shlex
 import shutil
+import stat
 import struct
+import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
@@ -131,8 +133,30 @@ def spool_for(settings: Settings, stream: str) -> Spool | None:
     """The spool for `stream` at the configured Redis; None when `spool_max_bytes` is 0."""
     if not settings.spool_max_bytes:
         return None
-    directory = process_directory(spool_base(settings))
-    return Spool(directory, Destination.of(settings, stream), settings.spool_max_bytes)
+    base = spool_base(settings)
+    _say_if_unwritable(base)
+    return Spool(process_directory(base), Destination.of(settings, stream), settings.spool_max_bytes)
+
+
+_checked_bases: set[Path] = set()
+_unwritable: set[Path] = set()
+
+
+def _say_if_unwritable(base: Path) -> None:
+    """At start, once a base: found out only in an outage, a spool that cannot be written lost
+    at exit every record Redis had not taken."""
+    if base in _checked_bases:
+        return
+    _checked_bases.add(base)
+    why = why_unwritable(base)
+    if why is not None:
+        _unwritable.add(base)
+        internal_logger.warning(
+            "the spool at %s cannot be written (%s): while Redis is down, records wait in memory "
+            "only, and are lost at exit; TRACESTREAM_SPOOL_DIR names a writable directory",
+            base,
+            why,
+        )
 
 
 def spool_base(settings: Settings) -> Path:
@@ -279,9 +303,9 @@ class ProcessDirectory:
             try:
                 folders = process_folders(self.base)
             except OSError as error:  # another user's base: this process spools, if it can, without them
-                if not self._unreadable:
-                    self._unreadable = True
+                if not self._unreadable and self.base not in _unwritable:  # not a second line on it
                     internal_logger.warning("cannot look for spools that ended processes left: %s", error)
+                self._unreadable = True
                 folders = []
             for folder in folders:
                 if folder in claimed or folder == self._path:
@@ -306,6 +330,7 @@ class ProcessDirectory:
                 os.close(self._orphans.pop(folder))
 
 
+_ELSEWHERE = " (TRACESTREAM_SPOOL_DIR names another directory)"
 _directories: dict[Path, ProcessDirectory] = {}
 
 
@@ -315,8 +340,43 @@ def process_directory(base: Path) -> ProcessDirectory:
 
 
 def default_base() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "tracestream" / "spool"
+    """`$XDG_STATE_HOME/tracestream/spool`, else under `~/.local/state`. Where that is no absolute
+    path this user can write (a container's arbitrary uid has no home, or `/nonexistent`; a
+    read-only root filesystem), a directory of this user's own in the temporary directory: the
+    home's spool was a relative `~` directory in the working one, or none at all."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):  # as the XDG spec says of a relative one
+        state = os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = Path(state) / "tracestream" / "spool"
+    if base.is_absolute() and why_unwritable(base) is None:
+        return base
+    own = Path(tempfile.gettempdir()) / f"tracestream-{os.getuid()}"
+    with contextlib.suppress(OSError):  # there already, or no temporary directory to write in
+        own.mkdir(mode=0o700)
+    with contextlib.suppress(OSError):
+        status = own.lstat()
+        if stat.S_ISDIR(status.st_mode) and status.st_uid == os.getuid() and not status.st_mode & 0o077:
+            return own / "spool"
+    return base  # another user's in a shared temporary directory: not ours to write in
+
+
+def why_unwritable(base: Path) -> str | None:
+    """Why this process could not make or write `base`; None when it can."""
+    existing = base
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is {'read-only' if _read_only_mount(existing) else 'not writable by this user'}"
+    return None
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def make_private_directory(path: Path) -> None:
@@ -504,12 +564,12 @@ class Spool:
         try:
             segment = self._tail(len(frame))
         except OSError as error:
-            internal_logger.warning("cannot write to the spool: %s", error)
+            internal_logger.warning("cannot write to the spool: %s%s", error, _ELSEWHERE)
             return False
         try:
             _append_private(segment.path, frame)
         except OSError as error:
-            internal_logger.warning("cannot write to the spool: %s", error)
+            internal_logger.warning("cannot write to the spool: %s%s", error, _ELSEWHERE)
             try:
                 os.truncate(segment.path, segment.size)
             except OSError:
