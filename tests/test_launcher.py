@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.apps.servers import bin_path, http_ready, launched, serve
+from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, serve
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tracestream.embedded_redis import free_port
 
@@ -112,3 +113,56 @@ def test_each_request_is_its_own_trace_however_the_server_is_started(
     own, called = sorted(servers, key=lambda s: s.trace_id == CALLER[0])
     assert own.trace_id != CALLER[0] and not own.parent_span_id, servers
     assert (called.trace_id, called.parent_span_id) == CALLER, servers
+
+
+# A third-party instrumentation that fails as it instruments (one for a version of its library
+# it does not support, or upstream's aiohttp-server under `PYTHONWARNINGS=error`).
+BROKEN_INSTRUMENTATION = """
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+
+class BrokenInstrumentor(BaseInstrumentor):
+    def instrumentation_dependencies(self):
+        return ()
+
+    def _instrument(self, **kwargs):
+        raise RuntimeError("this version of the library is not supported")
+
+    def _uninstrument(self, **kwargs):
+        pass
+"""
+
+IS_REQUESTS_INSTRUMENTED = """
+import logging
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+instrumented = RequestsInstrumentor().is_instrumented_by_opentelemetry
+logging.getLogger("app").warning("requests instrumented: %s", instrumented)
+"""
+
+
+def test_an_instrumentation_that_fails_leaves_the_others_loaded(stream: RedisHandle, tmp_path: Path) -> None:
+    """The launcher stops at an instrumentation that raises: every one after it, and our
+    integrations' completion, were left out, behind upstream's traceback."""
+    (tmp_path / "broken_instrumentation.py").write_text(BROKEN_INSTRUMENTATION)
+    metadata = tmp_path / "broken_instrumentation-1.0.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-instrumentation\nVersion: 1.0\n")
+    (metadata / "entry_points.txt").write_text(
+        "[opentelemetry_instrumentor]\nbroken = broken_instrumentation:BrokenInstrumentor\n"
+    )
+    env = stream.env(PYTHONPATH=f"{tmp_path}:{ROOT}", OTEL_SERVICE_NAME="broken", **LAUNCHER_ENV)
+    done = subprocess.run(
+        [LAUNCHER, str(VENV_BIN / "python"), "-c", IS_REQUESTS_INSTRUMENTED],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "broken" in line or "Failed" in line]
+    assert said == [
+        "tracestream: WARNING the broken instrumentation failed, the others are loaded: "
+        "RuntimeError: this version of the library is not supported"
+    ]
+    assert [e.body for e in wait_for(stream.logs, what="the app's line")] == ["requests instrumented: True"]

@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 import wrapt
+from opentelemetry.instrumentation.dependencies import DependencyConflictError
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
@@ -66,7 +67,19 @@ class TracestreamDistro(BaseDistro):  # type: ignore[misc]
         if entry_point.name == "logging":
             # Our capture already takes every record; an OTel handler would double each one.
             kwargs["enable_log_auto_instrumentation"] = False
-        super().load_instrumentor(entry_point, **kwargs)
+        try:
+            super().load_instrumentor(entry_point, **kwargs)
+        except (ImportError, DependencyConflictError):
+            raise  # the launcher skips that one and goes on, saying why
+        except Exception as error:
+            # The launcher stops at any other error: every instrumentation after this one, and
+            # our integrations' completion (after_instrumentors), were left out.
+            internal_logger.warning(
+                "the %s instrumentation failed, the others are loaded: %s: %s",
+                entry_point.name,
+                type(error).__name__,
+                error,
+            )
 
 
 class TracestreamConfigurator(_BaseConfigurator):
