@@ -72,8 +72,8 @@ class TracestreamDistro(BaseDistro):  # type: ignore[misc]
         except (ImportError, DependencyConflictError):
             raise  # the launcher skips that one and goes on, saying why
         except Exception as error:
-            # The launcher stops at any other error: every instrumentation after this one, and
-            # our integrations' completion (after_instrumentors), were left out.
+            # The launcher stops at any other error, leaving out every instrumentation after
+            # this one and our integrations' completion (after_instrumentors).
             internal_logger.warning(
                 "the %s instrumentation failed, the others are loaded: %s: %s",
                 entry_point.name,

@@ -115,8 +115,8 @@ class Jobs(Generic[T]):
 # A signal sent to the process goes to any thread not blocking it. On ours it would not
 # interrupt the main thread's blocking call, and only there does Python run its handler: a
 # `Pool` worker waiting on a lock lived on after `terminate()`, and its parent waited for ever.
-# Our threads are born blocking them: one that blocked them itself as it began took, until it
-# ran, a SIGTERM sent just after it started, and the child sleeping in its main thread lived on.
+# Our threads are born blocking them (the starting thread's mask is theirs): a thread that
+# blocked them only once it ran could take one sent before, and the main thread sleep on.
 _SENT_TO_THE_PROCESS = signal.valid_signals() - {
     signal.SIGSEGV,
     signal.SIGBUS,
