@@ -704,3 +704,19 @@ def test_known_clean_attributes_pass_and_secrets_never_do() -> None:
 def test_sql_placeholders_are_told_by_the_column_they_bind(statement: str, secret: list[int]) -> None:
     """SQLAlchemy logs positional parameters apart from their statement (sql_parameters.py)."""
     assert sorted(secret_placeholders(statement, SCRUBBER.secret_key)) == secret
+
+
+# What ipykernel logs for a failed cell: IPython's traceback, each string of the source coloured.
+COLOURED_SOURCE = [
+    "connect(\x1b[33m'db'\x1b[39m, user=\x1b[33m'admin'\x1b[39m, password=\x1b[33m'hunter2'\x1b[39m)",
+    "headers = {\x1b[33m'Authorization'\x1b[39m: \x1b[33m'Token abc123secret'\x1b[39m}",
+    "\x1b]8;;https://example.test\x1b\\api_key=\x1b[1;31msk-live-0123456789\x1b[0m\x1b]8;;\x1b\\",
+]
+
+
+@pytest.mark.parametrize("line", COLOURED_SOURCE)
+def test_terminal_colours_between_a_key_and_its_value_hide_nothing(line: str) -> None:
+    scrubbed = SCRUBBER.scrub_text(line)
+    assert "\x1b" not in scrubbed and REDACTED in scrubbed, scrubbed
+    assert not {"hunter2", "abc123secret", "sk-live-0123456789"} & set(re.findall(r"[\w-]+", scrubbed))
+    assert SCRUBBER.scrub_texts([line]) == [scrubbed]

@@ -732,8 +732,15 @@ _PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:[A-Za-z_]\w*|%\([A-Za-z_]\w*(?:\)s)?") 
 
 
 def _plain(text: str) -> str:
-    """A str subclass may lie about equality, hashing or lowercasing: rules see plain text."""
-    return text if type(text) is str else str.__str__(text)
+    """A str subclass may lie about equality, hashing or lowercasing: rules see plain text. Nor
+    do they see terminal colours: IPython colours each string of a traceback's source line, and a
+    code between a key and its value hid the value from them."""
+    text = text if type(text) is str else str.__str__(text)
+    return _TERMINAL_CODE.sub("", text) if "\x1b" in text else text
+
+
+# A CSI sequence (colours, cursor moves), an OSC one (a title, a hyperlink), or a two-byte escape.
+_TERMINAL_CODE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[0-~])")
 
 
 def _touched(screen: re.Pattern[str], joined: str, ends: list[int]) -> set[int]:
