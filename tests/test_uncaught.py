@@ -3,11 +3,13 @@ app prints and exits with is what it was without tracestream."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import RedisHandle, run_python_process, wait_for
+from tests.support import ROOT, RedisHandle, run_python_process, wait_for
 from tracestream.integrations.uncaught import SCOPE
 
 CONFIGURE = "import tracestream; tracestream.configure()\n"
@@ -244,3 +246,26 @@ def test_a_failed_test_pytest_keeps_for_post_mortem_is_no_end_of_the_program(
     assert "1 failed, 1 passed" in traced.stdout
     bodies = [entry.body for entry in wait_for(lambda: stream.logs(), what="the passing test's line")]
     assert bodies == ["checked the cart"]
+
+
+def test_an_exception_at_the_interactive_prompt_ends_nothing(stream: RedisHandle) -> None:
+    """`python -i` (and `code.interact()`, Django's `manage.py shell`) hands every exception
+    typed at its prompt to `sys.excepthook`: each was an error issue, "the program ends", while
+    the session went on. The script's own crash, before the prompt, is still recorded."""
+    session = "undefined_name\nimport logging; logging.getLogger('repl').warning('still here')\n"
+    script = "import tracestream; tracestream.configure()\nraise ValueError('the script fails')\n"
+    done = subprocess.run(
+        [sys.executable, "-i", "-c", script],
+        input=session,
+        env=stream.env(),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "NameError: name 'undefined_name' is not defined" in done.stderr
+    records = wait_for(lambda: len(stream.logs()) == 2 and stream.logs(), what="two records")
+    assert [(e.body, e.exception_type) for e in records] == [
+        ("uncaught exception: the program ends", "ValueError"),
+        ("still here", ""),
+    ]

@@ -59,7 +59,8 @@ def install() -> None:
     app_thread_hook = threading.excepthook
 
     def excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
-        _record_the_end(error)
+        if not hasattr(sys, "ps1"):  # at an interactive prompt (`python -i`, a shell) it ends nothing
+            _record_the_end(error)
         app_hook(kind, error, trace)
 
     def thread_excepthook(args: threading.ExceptHookArgs) -> None:
