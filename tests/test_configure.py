@@ -152,3 +152,19 @@ def test_configure_again_naming_another_service_says_which_name_is_kept(stream: 
         "tracestream: WARNING configure() already ran in this process; keeping its first settings "
         f"(service_name 'worker', not 'api'): records go to {stream.url}, stream {stream.stream!r}"
     ]
+
+
+def test_what_configure_returns_shows_where_records_go_in_a_line(stream: RedisHandle) -> None:
+    """A notebook cell or REPL line ending with `configure()` shows it: the dataclass's repr was
+    1.5 kB of settings, providers and processors."""
+    secret_url = stream.url.replace("redis://", "redis://:s3cret@")
+    shown = run_python(
+        "import sys, tracestream; print(repr(tracestream.configure()), file=sys.stderr)",
+        stream.env(
+            TRACESTREAM_REDIS_URL=secret_url,
+            TRACESTREAM_REDIS_TIMEOUT="100ms",
+            TRACESTREAM_SPOOL_MAX_BYTES="0",
+        ),
+    )
+    expected = f"<Telemetry to {secret_url.replace(':s3cret@', ':***@')}, stream {stream.stream!r}>"
+    assert shown.splitlines()[0] == expected

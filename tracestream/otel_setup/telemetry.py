@@ -11,12 +11,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from tracestream.otel_setup import app_overrides, log_capture
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
-from tracestream.settings import Settings, note_configured
+from tracestream.settings import Settings, note_configured, shown_url
 
 _installed: Telemetry | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Telemetry:
     """What `configure()` installed; keep it to flush or shut down explicitly."""
 
@@ -29,6 +29,11 @@ class Telemetry:
     span_processors: tuple[StreamSpanProcessor, ...]
     # False when another setup (upstream's configurator, the app) had set the providers first.
     owns_providers: bool = True
+
+    def __repr__(self) -> str:
+        """Short: a notebook cell or a REPL line that ends with `configure()` shows it."""
+        settings = self.settings
+        return f"<Telemetry to {shown_url(settings.redis_url)}, stream {settings.stream!r}>"
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         """Export everything recorded so far; False if `timeout` seconds were not enough."""
