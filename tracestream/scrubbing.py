@@ -562,6 +562,8 @@ class Scrubber:
         can remove the delimiter another rule relied on. Each pass only turns text into markers, so
         this converges; `MAX_PASSES` bounds adversarial input."""
         text = _plain(text)
+        if "\x1b" in text:
+            return self._scrub_coloured(text)
         clean = self._clean
         cacheable = len(text) <= CLEAN_CACHE_TEXT
         if cacheable and text in clean:
@@ -573,6 +575,25 @@ class Scrubber:
             if len(clean) >= CLEAN_CACHE_SIZE:
                 clean.clear()
             clean.add(text)
+        return text
+
+    def _scrub_coloured(self, text: str) -> str:
+        """Rules read the text without its terminal codes (IPython colours each string of a
+        traceback's source line: a code between a key and its value hid the value from them);
+        what they find is redacted in the text as it is, its other codes kept for readers to show."""
+        for _ in range(MAX_PASSES):
+            view, where = _without_terminal_codes(text)
+            found = self.findings(view)
+            if not found:
+                break
+            parts: list[str] = []
+            pos = 0
+            for finding in found:
+                start, end = where[finding.start], where[finding.end - 1] + 1
+                parts += (text[pos:start], REDACTED)
+                pos = end
+            parts.append(text[pos:])
+            text = "".join(parts)
         return text
 
     def _redact(self, text: str, found: list[Finding]) -> str:
@@ -598,7 +619,7 @@ class Scrubber:
         a fraction of a scan per text; only the texts they flag get the rules."""
         plain = [_plain(text) for text in texts]
         screens = self._batch_screens
-        if screens is None:
+        if screens is None or any("\x1b" in text for text in plain):
             return [self.scrub_text(text) for text in plain]
         lowered = [text.lower() for text in plain]
         joined = "\0".join(lowered)
@@ -732,15 +753,27 @@ _PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:[A-Za-z_]\w*|%\([A-Za-z_]\w*(?:\)s)?") 
 
 
 def _plain(text: str) -> str:
-    """A str subclass may lie about equality, hashing or lowercasing: rules see plain text. Nor
-    do they see terminal colours: IPython colours each string of a traceback's source line, and a
-    code between a key and its value hid the value from them."""
-    text = text if type(text) is str else str.__str__(text)
-    return _TERMINAL_CODE.sub("", text) if "\x1b" in text else text
+    """A str subclass may lie about equality, hashing or lowercasing: rules see plain text."""
+    return text if type(text) is str else str.__str__(text)
 
 
-# A CSI sequence (colours, cursor moves), an OSC one (a title, a hyperlink), or a two-byte escape.
-_TERMINAL_CODE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[0-~])")
+# A CSI sequence (colours, cursor moves), an OSC one (a title, a hyperlink), a two-byte escape,
+# or a lone ESC.
+_TERMINAL_CODE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[0-~])?")
+
+
+def _without_terminal_codes(text: str) -> tuple[str, list[int]]:
+    """The text the rules read, and where each of its characters is in `text`."""
+    kept: list[str] = []
+    where: list[int] = []
+    pos = 0
+    for code in _TERMINAL_CODE.finditer(text):
+        kept.append(text[pos : code.start()])
+        where.extend(range(pos, code.start()))
+        pos = code.end()
+    kept.append(text[pos:])
+    where.extend(range(pos, len(text)))
+    return "".join(kept), where
 
 
 def _touched(screen: re.Pattern[str], joined: str, ends: list[int]) -> set[int]:
