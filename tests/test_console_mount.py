@@ -40,8 +40,15 @@ def test_fastapi_mount_runs_the_host_dependencies_first(stream: RedisHandle) -> 
 
 
 DJANGO_PROJECT = r"""
-import asyncio, faulthandler, json, os, sys, tempfile
+import asyncio, faulthandler, json, os, sys, tempfile, threading
 faulthandler.dump_traceback_later(50, exit=True)  # a hang ends with every thread's stack on stderr
+
+
+def print_tasks(loop):  # and, 5 s before, every asyncio task's (a task that never ends hangs `asyncio.run`)
+    def each():
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=sys.stderr)
+    loop.call_soon_threadsafe(each)
 from asgiref.sync import sync_to_async
 import django
 from django.conf import settings
@@ -92,6 +99,9 @@ response = client.get(url + "api/live")
 out["wsgi_live"] = [response.status_code, response.content.decode().strip()]
 
 async def live():
+    watchdog = threading.Timer(45, print_tasks, (asyncio.get_running_loop(),))
+    watchdog.daemon = True
+    watchdog.start()
     client = AsyncClient()
     await sync_to_async(client.force_login)(staff)  # aforce_login is Django 5 only
     response = await client.get(url + "api/live")

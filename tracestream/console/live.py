@@ -293,6 +293,8 @@ class LiveFeed:
                         await shard.resolve(entries)
                         news += [(parse_stream_id(i), shard.name, i, fields) for i, fields in entries]
             except CLUSTER_ERRORS as error:  # Redis down, or a killed connection: retry from the same cursor
+                if _cancelled():
+                    raise asyncio.CancelledError from error
                 problem = self._health.failed(error)
                 if not failed:
                     self._broadcast(("", NOTICE, status_event(problem)))
@@ -373,3 +375,12 @@ class LiveFeed:
             await asyncio.wait({reader}, timeout=0.5)
         with contextlib.suppress(asyncio.CancelledError):
             reader.result()
+
+
+def _cancelled() -> bool:
+    """Whether this task was asked to stop. A read that a cancellation met ends in redis-py's
+    own error, which the reader would retry for ever: `asyncio.run()` cancels each task left
+    once, then waits for it (Python 3.11 and later count the requests; 3.10 cannot tell)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling is not None and cancelling())
