@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate, pairwise
@@ -584,16 +584,10 @@ class Scrubber:
         for _ in range(MAX_PASSES):
             view, where = _without_terminal_codes(text)
             found = self.findings(view)
-            if not found:
+            scrubbed = _replaced(text, ((where[f.start], where[f.end - 1] + 1) for f in found))
+            if scrubbed == text:
                 break
-            parts: list[str] = []
-            pos = 0
-            for finding in found:
-                start, end = where[finding.start], where[finding.end - 1] + 1
-                parts += (text[pos:start], REDACTED)
-                pos = end
-            parts.append(text[pos:])
-            text = "".join(parts)
+            text = scrubbed
         return text
 
     def _redact(self, text: str, found: list[Finding]) -> str:
@@ -602,13 +596,7 @@ class Scrubber:
                 found = self.findings(text)
                 if not found:
                     break
-            parts: list[str] = []
-            pos = 0
-            for finding in found:
-                parts += (text[pos : finding.start], REDACTED)
-                pos = finding.end
-            parts.append(text[pos:])
-            scrubbed = "".join(parts)
+            scrubbed = _replaced(text, ((finding.start, finding.end) for finding in found))
             if scrubbed == text:
                 break
             text = scrubbed
@@ -760,6 +748,17 @@ def _plain(text: str) -> str:
 # A CSI sequence (colours, cursor moves), an OSC one (a title, a hyperlink), a two-byte escape,
 # or a lone ESC.
 _TERMINAL_CODE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[0-~])?")
+
+
+def _replaced(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    """`text` with each span (sorted, disjoint) replaced by the marker."""
+    parts: list[str] = []
+    pos = 0
+    for start, end in spans:
+        parts += (text[pos:start], REDACTED)
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def _without_terminal_codes(text: str) -> tuple[str, list[int]]:
