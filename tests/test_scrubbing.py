@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracestream.otel_setup.sql_parameters import secret_placeholders
-from tracestream.scrubbing import REDACTED, Finding, Scrubber, ScrubRules
+from tracestream.scrubbing import REDACTED, Finding, KeyPolicy, Scrubber, ScrubRules, secret_names_for
+from tracestream.settings import Settings
 
 CORPUS = Path(__file__).parent / "corpus"
 SCRUBBER = Scrubber()
@@ -703,7 +704,7 @@ def test_known_clean_attributes_pass_and_secrets_never_do() -> None:
 )
 def test_sql_placeholders_are_told_by_the_column_they_bind(statement: str, secret: list[int]) -> None:
     """SQLAlchemy logs positional parameters apart from their statement (sql_parameters.py)."""
-    assert sorted(secret_placeholders(statement, SCRUBBER.secret_key)) == secret
+    assert sorted(secret_placeholders(statement, KeyPolicy().secret)) == secret
 
 
 # What ipykernel logs for a failed cell: IPython's traceback, each string of the source coloured.
@@ -721,3 +722,12 @@ def test_terminal_colours_between_a_key_and_its_value_hide_nothing(line: str) ->
     assert REDACTED in scrubbed and "\x1b[" in scrubbed, scrubbed
     assert not {"hunter2", "abc123secret", "sk-live-0123456789"} & set(re.findall(r"[\w-]+", scrubbed))
     assert SCRUBBER.scrub_texts([line]) == [scrubbed]
+
+
+def test_sql_placeholders_follow_the_configured_secret_names() -> None:
+    """`TRACESTREAM_SCRUB_KEYS` names a column as a secret; `TRACESTREAM_SCRUB=false` reads none."""
+    statement = "UPDATE card SET pin=? WHERE card.id = ?"
+    names = secret_names_for(Settings.load(environ={"TRACESTREAM_SCRUB_KEYS": "pin"}))
+    assert names is not None and secret_placeholders(statement, names.secret) == {0}
+    assert secret_placeholders(statement, KeyPolicy().secret) == frozenset()
+    assert secret_names_for(Settings.load(environ={"TRACESTREAM_SCRUB": "false"})) is None

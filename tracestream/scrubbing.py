@@ -158,6 +158,10 @@ class KeyPolicy:
         self.triggers = (*_SECRET_SUFFIXES, *self._words, *self._phrases)
         self.verdict: Callable[[str], KeyVerdict] = lru_cache(maxsize=4096)(self._classify)
 
+    def secret(self, key: str) -> bool:
+        """Whether a value under this name (an attribute, a column) is a secret."""
+        return self.verdict(key) is _SECRET
+
     def _classify(self, key: str) -> KeyVerdict:
         words = key_words(key)
         if "_".join(words) in self._allowed:
@@ -537,10 +541,6 @@ class Scrubber:
         self._batch_screens = None if len(screens) < len(self._untriggered) else screens
         self._clean: set[str] = set()
 
-    def secret_key(self, key: str) -> bool:
-        """Whether a value under this name (an attribute, a column) is a secret."""
-        return self._keys.verdict(key) is _SECRET
-
     def findings(self, text: str) -> list[Finding]:
         """Sorted, disjoint spans that `scrub_text` replaces (first pass); never the secret itself."""
         lowered = text.lower()
@@ -807,6 +807,12 @@ def _merge(text: str, raw: list[tuple[int, int, str]]) -> list[Finding]:
     if kind:
         merged.append(Finding(kind, start, end))
     return merged
+
+
+def secret_names_for(settings: Settings) -> KeyPolicy | None:
+    """The configured names of secrets alone, without building the rules; None when
+    `TRACESTREAM_SCRUB=false`."""
+    return KeyPolicy(settings.scrub_keys, settings.scrub_allow_keys) if settings.scrub else None
 
 
 def scrubber_for(settings: Settings) -> Scrubber | None:

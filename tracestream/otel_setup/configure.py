@@ -29,7 +29,7 @@ from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProc
 from tracestream.otel_setup.resource import build_resource, process_resource
 from tracestream.otel_setup.sql_parameters import BoundParameters
 from tracestream.otel_setup.telemetry import Telemetry, installed, remember
-from tracestream.scrubbing import scrubber_for
+from tracestream.scrubbing import scrubber_for, secret_names_for
 from tracestream.settings import (
     BatchSettings,
     ConfigError,
@@ -165,8 +165,8 @@ def _install(settings: Settings) -> Telemetry:
         app_overrides.join_later_logger_providers(logger_provider)
     _follow_forks(logger_provider, *(() if api_traces else (tracer_provider,)))
 
-    scrubber = scrubber_for(settings)
-    bound_parameters = BoundParameters(scrubber.secret_key) if scrubber is not None else None
+    secret_names = secret_names_for(settings)
+    bound_parameters = BoundParameters(secret_names.secret) if secret_names is not None else None
     handler = OTelHandler(logger_provider, log_processors, settings.log_level, bound_parameters)
     _capture_logging(handler, settings)
     queues = [p.queue for p in log_processors] + [p.queue for p in span_processors]
