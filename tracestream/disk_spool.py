@@ -138,19 +138,17 @@ def spool_for(settings: Settings, stream: str) -> Spool | None:
     return Spool(process_directory(base), Destination.of(settings, stream), settings.spool_max_bytes)
 
 
-_checked_bases: set[Path] = set()
-_unwritable: set[Path] = set()
+_unwritable: dict[Path, bool] = {}  # each base checked, and whether it was found unwritable
 
 
 def _say_if_unwritable(base: Path) -> None:
     """At start, once a base: found out only in an outage, a spool that cannot be written lost
     at exit every record Redis had not taken."""
-    if base in _checked_bases:
+    if base in _unwritable:
         return
-    _checked_bases.add(base)
     why = why_unwritable(base)
+    _unwritable[base] = why is not None
     if why is not None:
-        _unwritable.add(base)
         internal_logger.warning(
             "the spool at %s cannot be written (%s): while Redis is down, records wait in memory "
             "only, and are lost at exit; TRACESTREAM_SPOOL_DIR names a writable directory",
@@ -303,7 +301,7 @@ class ProcessDirectory:
             try:
                 folders = process_folders(self.base)
             except OSError as error:  # another user's base: this process spools, if it can, without them
-                if not self._unreadable and self.base not in _unwritable:  # not a second line on it
+                if not self._unreadable and not _unwritable.get(self.base):  # not a second line on it
                     internal_logger.warning("cannot look for spools that ended processes left: %s", error)
                 self._unreadable = True
                 folders = []
