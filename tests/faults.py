@@ -96,6 +96,14 @@ class FaultyProxy:
     def resume(self) -> None:
         self._flowing.set()
 
+    def holds_requests(self) -> bool:
+        """While stalled: whether a client has sent something that waits here for Redis."""
+        with self._lock:
+            clients = [client for client, _ in self._pairs if client.fileno() != -1]
+        with contextlib.suppress(OSError, ValueError):  # a pair the pump closed meanwhile
+            return bool(select.select(clients, [], [], 0)[0])
+        return False
+
     def close(self) -> None:
         self._closed = True
         self._flowing.set()

@@ -28,7 +28,8 @@ import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, is_request_record, request_record
 from tests.apps.servers import Server, bin_path, http_ready, launched, printed, run_json, serve
-from tests.support import ROOT, RedisHandle, run_python_process, wait_for
+from tests.faults import FaultyProxy
+from tests.support import ROOT, RedisHandle, interruptible, run_python_process, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.error_issues import get_issue
 from tracestream.schema import LogEntry, SpanEntry
@@ -1120,3 +1121,55 @@ def test_a_django_app_whose_integration_is_turned_off_says_nothing_of_unrecorded
         output = server.output()
     assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]
     assert not [line for line in output.splitlines() if line.startswith("tracestream:")], output
+
+
+def test_ctrl_c_at_runserver_with_redis_stalled_spools_what_its_child_holds(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """runserver's reloader kills the child that serves 0.25 s after Ctrl-C (subprocess's rule).
+    With Redis stalled, the child's exit waited for it, and the records behind the batch in
+    flight died with the child, without a line. The exit now waits 0.1 s, then spools them."""
+    with FaultyProxy(redis_server.port) as proxy:
+        stream = RedisHandle(url=proxy.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+        spool = str(tmp_path / "spool")
+        env = _env(
+            stream, tmp_path / "db.sqlite3", TRACESTREAM_SPOOL_DIR=spool, TRACESTREAM_REDIS_TIMEOUT="1s"
+        )
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        output = tmp_path / "output"
+        with output.open("w") as printed_to:
+            server = subprocess.Popen(
+                [bin_path("python"), MANAGE, "runserver", f"127.0.0.1:{port}"], env=env, cwd=ROOT,
+                stdout=printed_to, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=interruptible,
+            )  # fmt: skip
+        try:
+            wait_for(partial(_answers, f"{base}/orders/0/"), timeout=30, what="runserver")
+            request_record(stream, httpx.get(f"{base}/orders/1/"))
+            proxy.stall()
+            in_flight = httpx.get(f"{base}/orders/2/")
+            wait_for(proxy.holds_requests, what="the batch in flight")
+            held = httpx.get(f"{base}/orders/3/")
+            os.killpg(server.pid, signal.SIGINT)  # as a terminal sends Ctrl-C
+            assert server.wait(30) == 0
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+            proxy.resume()
+        printed = output.read_text()
+        assert "records wait in the spool" in printed, printed
+        assert "kills this process 0.25 s after Ctrl-C" in printed, printed
+        replay = ["spool", "replay", "--redis-url", stream.url, "--stream", stream.stream]
+        subprocess.run(
+            [bin_path("tracestream"), *replay], env=env, check=True, capture_output=True, timeout=60
+        )
+        for response in (in_flight, held):
+            assert request_record(stream, response).attributes["url.path"] == response.request.url.path
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -38,6 +38,7 @@ T = TypeVar("T")
 
 _MAX_BACKOFF = 5.0
 _JOIN_TIMEOUT = 5.0
+_DEADLINE_CHECK = 0.02  # seconds: how often a wait for Redis looks at its deadline again
 STATUS_INTERVAL = 5.0
 
 
@@ -329,13 +330,19 @@ class BatchQueue(Generic[T]):
             self._export_lock.release()
 
     def _outcome(self, sending: Sending) -> Outcome:
-        """What became of a batch the sender has, waited for until the drain's deadline. Past
-        it the batch counts as not taken, and goes again later (Redis keeps each record once):
-        the app thread flushing may hold a lock the sender waits for (logging's, in a signal
-        handler), and must not wait for ever."""
+        """What became of a batch the sender has, waited for until the drain's deadline, which
+        `stop_waiting` may bring forward while the worker waits. Past it the batch counts as not
+        taken, and goes again later (Redis keeps each record once): the app thread flushing may
+        hold a lock the sender waits for (logging's, in a signal handler), and must not wait for
+        ever."""
+        while (outcome := sending.result.get(self._until_deadline(_DEADLINE_CHECK))) is None:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                return False
+        return outcome
+
+    def _until_deadline(self, longest: float) -> float:
         deadline = self._deadline
-        outcome = sending.result.get(None if deadline is None else remaining(deadline))
-        return False if outcome is None else outcome
+        return longest if deadline is None else min(longest, remaining(deadline))
 
     def _drain_queue(self, deadline: float | None, delivering: bool) -> bool:
         """Batches in order; each is encoded while the one before it is with the exporter.
@@ -562,11 +569,13 @@ class BatchQueue(Generic[T]):
         self._next_attempt = math.inf  # as though backing off: nothing is tried again
         self._deadline = 0.0
 
-    def close_without_waiting(self) -> None:
-        """After `stop_waiting`: what memory holds goes to the spool, and the queue shuts down.
-        The sender is seen out even where the interrupted shutdown had not got to it: its call
-        in flight ends within its timeout."""
+    def spool_without_waiting(self) -> None:
+        """After `stop_waiting`: what memory holds goes to the spool, the batch in flight too."""
         self.secure(_JOIN_TIMEOUT)
+
+    def close_without_waiting(self) -> None:
+        """After `spool_without_waiting`: the queue shuts down. The sender is seen out even where
+        the interrupted shutdown had not got to it: its call in flight ends within its timeout."""
         self.shutdown(0.0, report_status=False, tell_left=False)
         self._sender.stop(_JOIN_TIMEOUT)
 

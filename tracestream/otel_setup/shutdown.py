@@ -121,8 +121,6 @@ def close_queues() -> None:
     replaced = _hold_deadly_signals()
     try:
         _close_every_queue_or_stop_waiting()
-        left = [left for queue in _queues if (left := queue.left_in_spool()) is not None]
-        tell_left_in_spool([replace(one, why=one.why or _INTERRUPTED) for one in left] if _gave_up else left)
     finally:
         _closing = False
         for number, handler in replaced.items():
@@ -132,35 +130,67 @@ def close_queues() -> None:
 
 
 def _close_every_queue_or_stop_waiting() -> None:
+    """Every queue closed, and one line for what waits in the spool. When the wait for Redis
+    is given up, that line comes before the calls in flight are seen out: a reloader's kill
+    comes sooner."""
     global _waiting
     _waiting = True
     try:
         _close_every_queue()
-    except _StopWaiting:
+    except _StopWaiting as stopped:
+        for queue in _queues:
+            queue.spool_without_waiting()
+        _tell_left_in_spool(why=stopped.why)
         for queue in _queues:
             queue.close_without_waiting()
+    else:
+        _tell_left_in_spool()
     finally:
         _waiting = False
 
 
 def _close_every_queue() -> None:
     deadline = time.monotonic() + _timeout
+    before_kill = time.monotonic() + _RELOADER_WAIT if _served_by_a_reloader() else deadline
     for callback in _before_closing:
         callback()
     for provider in _joined_providers:
-        provider.force_flush(int(remaining(deadline) * 1000))
+        provider.force_flush(int(remaining(min(deadline, before_kill)) * 1000))
     # Every queue flushed first: one Redis did not take everything from is not tried again,
     # and the last status reports go out only where Redis took everything.
-    flushed = [queue.flush(remaining(deadline)) for queue in _queues]
+    flushed = [queue.flush(remaining(min(deadline, before_kill))) for queue in _queues]
+    if not all(flushed) and before_kill < deadline and _give_up_waiting():
+        raise _StopWaiting(_KILLED_BY_ITS_RELOADER)
     for queue, out in zip(_queues, flushed, strict=True):
         queue.shutdown(remaining(deadline) if out else 0.0, report_status=all(flushed), tell_left=False)
 
 
+def _tell_left_in_spool(why: str = "") -> None:
+    """What waits in the spool, and why, where Redis gave no reason of its own."""
+    left = [left for queue in _queues if (left := queue.left_in_spool()) is not None]
+    tell_left_in_spool([replace(one, why=one.why or why) for one in left])
+
+
+def _served_by_a_reloader() -> bool:
+    """Django's runserver and Werkzeug (Flask's `--debug`) serve from a child of their reloader,
+    which it kills a quarter of a second after Ctrl-C (subprocess's rule): what Redis has not
+    taken by then must be in the spool, or it is lost without a line."""
+    return os.environ.get("RUN_MAIN") == "true" or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
+
+
 class _StopWaiting(BaseException):
-    """Ctrl-C while the queues close: raised into the flush where KeyboardInterrupt would be."""
+    """Raised into the flush (where Ctrl-C's KeyboardInterrupt would be) to end the wait for Redis."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 _INTERRUPTED = "Ctrl-C ended the wait for it at exit"
+_RELOADER_WAIT = 0.1  # seconds, of the reloader's 0.25
+_KILLED_BY_ITS_RELOADER = (
+    f"its reloader kills this process 0.25 s after Ctrl-C, so the exit waited {_RELOADER_WAIT} s for it"
+)
 _waiting = False  # for Redis, as the queues close
 _gave_up = False
 
@@ -192,12 +222,19 @@ def _hold(signum: int, frame: FrameType | None) -> None:
 
 def _stop_waiting(signum: int, frame: FrameType | None) -> None:
     """Once, while the queues wait for Redis: another Ctrl-C changes nothing."""
+    if _waiting and _give_up_waiting():
+        raise _StopWaiting(_INTERRUPTED)
+
+
+def _give_up_waiting() -> bool:
+    """Once: no Redis call starts from here, nor is one in flight waited for."""
     global _gave_up
-    if _waiting and not _gave_up:
-        _gave_up = True
-        for queue in _queues:
-            queue.stop_waiting()
-        raise _StopWaiting
+    if _gave_up:
+        return False
+    _gave_up = True
+    for queue in _queues:
+        queue.stop_waiting()
+    return True
 
 
 def _flushing_raise_signal(signum: int) -> None:
