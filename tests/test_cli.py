@@ -277,6 +277,12 @@ BAD_INPUT = [
     (["trace", "not-a-trace-id"], "invalid trace id 'not-a-trace-id'"),
     (["stats", "--since", "soon"], "bad time 'soon'"),
     (["search", "--since", "20261207"], "bad time '20261207': a duration ago needs its unit"),
+    # an empty `--since "$SINCE"` was a query without that bound
+    (["search", "--since", ""], "argument --since: bad time ''"),
+    (["errors", "--since", " "], "argument --since: bad time ' '"),
+    (["traces", "--since", ""], "argument --since: bad time ''"),
+    (["stats", "--until", ""], "argument --until: bad time ''"),
+    (["alerts", "test", "rules.yaml", "--until", ""], "argument --until: bad time ''"),
     (["search", "--since", "1h", "--until", "2h"], "reversed time range: since '1h' is after until '2h'"),
     (["stats", "--since", "2h", "--until", "3h"], "reversed time range: since '2h' is after until '3h'"),
     (["export", "--since", "10m", "--until", "20m"], "reversed time range"),

@@ -23,6 +23,7 @@ from tracestream.cli.common import (
     print_json,
     reader,
     settings,
+    time_argument,
     whole_number,
 )
 from tracestream.connection import node_for
@@ -62,9 +63,12 @@ def register(subparsers: Subparsers) -> None:
     )  # fmt: skip
     test.add_argument("file", metavar="FILE")
     test.add_argument(
-        "--since", default="24h", help="start: a duration ago (24h) or an ISO time (default 24h)"
+        "--since",
+        type=time_argument,
+        default="24h",
+        help="start: a duration ago (24h) or an ISO time (default 24h)",
     )
-    test.add_argument("--until", help="end: a duration ago or an ISO time (default now)")
+    test.add_argument("--until", type=time_argument, help="end: a duration ago or an ISO time (default now)")
     test.add_argument(
         "--step",
         type=duration_up_to(3600.0),

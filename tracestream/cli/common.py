@@ -18,6 +18,7 @@ from tracestream.redis_errors import advice, is_wrong_type
 from tracestream.settings import Settings, parse_duration, shown_url
 from tracestream.shards import shards
 from tracestream.terminal_text import json_safe, visible
+from tracestream.timeparse import parse_time_ms
 
 
 class Console(rich.console.Console):
@@ -92,6 +93,17 @@ def duration_up_to(longest: float) -> Callable[[str], float]:
 
 
 PORT = whole_number(1, 65535)
+
+
+def time_argument(text: str) -> str:
+    """`--since` and `--until`, checked as argparse reads them: an empty `--since "$SINCE"` is
+    an error, not a query without that bound. The text is kept: `15m` means 15 minutes before
+    the query runs."""
+    try:
+        parse_time_ms(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def add_command(

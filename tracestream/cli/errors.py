@@ -21,6 +21,7 @@ from tracestream.cli.common import (
     settings,
     shown,
     some_of,
+    time_argument,
     whole_number,
 )
 from tracestream.error_issues import STATUSES, ErrorIssue, list_issues, set_status
@@ -50,7 +51,9 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("action", nargs="?", choices=sorted(ACTIONS), help="change an issue's status")
     parser.add_argument("fingerprint", nargs="?", help="the issue (16 hex digits, as listed)")
-    parser.add_argument("--since", metavar="TIME", help="last seen since: ISO 8601 or ago (15m, 2h, 7d)")
+    parser.add_argument(
+        "--since", type=time_argument, metavar="TIME", help="last seen since: ISO 8601 or ago (15m, 2h, 7d)"
+    )
     parser.add_argument("-s", "--service", metavar="NAME", help="only issues that hit this service")
     parser.add_argument("--status", choices=STATUSES, help="only issues in this status")
     parser.add_argument(

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from rich.text import Text
 
-from tracestream.cli.common import ArgumentParser, Console, UsageError, print_json
+from tracestream.cli.common import ArgumentParser, Console, UsageError, print_json, time_argument
 from tracestream.query import Query, QueryError, record_json
 from tracestream.schema import LogEntry
 from tracestream.terminal_text import visible
@@ -21,8 +21,10 @@ _group.add_argument(
     "-s", "--service", action="append", default=[], metavar="NAME", help="service; repeat or comma-separate"
 )
 _group.add_argument("-l", "--severity", metavar="LEVEL", help="minimum: DEBUG, INFO, WARN, ERROR, FATAL")
-_group.add_argument("--since", metavar="TIME", help="ISO 8601 time, or how long ago: 15m, 2h, 3d")
-_group.add_argument("--until", metavar="TIME", help="ISO 8601 time, or how long ago")
+_group.add_argument(
+    "--since", type=time_argument, metavar="TIME", help="ISO 8601 time, or how long ago: 15m, 2h, 3d"
+)
+_group.add_argument("--until", type=time_argument, metavar="TIME", help="ISO 8601 time, or how long ago")
 _group.add_argument("-g", "--grep", metavar="TEXT", help="substring of the message or exception")
 _group.add_argument("-e", "--regex", metavar="PATTERN", help="RE2 regular expression on message or exception")
 _group.add_argument(

@@ -17,6 +17,7 @@ from tracestream.cli.common import (
     settings,
     shown,
     some_of,
+    time_argument,
     whole_number,
 )
 from tracestream.query import Query
@@ -38,8 +39,12 @@ def register(subparsers: Subparsers) -> None:
         "Counts by severity and service per minute, and the top error groups. Counts of sampled "
         "services are estimates, shown as ~N.",
     )
-    parser.add_argument("--since", default="15m", metavar="TIME", help="ISO 8601 or ago (default 15m)")
-    parser.add_argument("--until", metavar="TIME", help="ISO 8601 or how long ago (default now)")
+    parser.add_argument(
+        "--since", type=time_argument, default="15m", metavar="TIME", help="ISO 8601 or ago (default 15m)"
+    )
+    parser.add_argument(
+        "--until", type=time_argument, metavar="TIME", help="ISO 8601 or how long ago (default now)"
+    )
     parser.add_argument(
         "--top", type=whole_number(0), default=10, metavar="N", help="error groups to show (default 10)"
     )

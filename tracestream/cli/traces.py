@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING
 from rich import box
 from rich.table import Table
 
-from tracestream.cli.common import Console, add_command, nothing_found, print_json, reader, settings, shown
+from tracestream.cli.common import (
+    Console,
+    add_command,
+    nothing_found,
+    print_json,
+    reader,
+    settings,
+    shown,
+    time_argument,
+)
 from tracestream.query import TraceFilter, TraceSummary
 from tracestream.timeparse import iso_utc
 
@@ -31,7 +40,12 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--errors", action="store_true", help="only failed ones (status ERROR or an exception)"
     )
-    parser.add_argument("--since", metavar="TIME", help="started after: ISO 8601 time, or how long ago (1h)")
+    parser.add_argument(
+        "--since",
+        type=time_argument,
+        metavar="TIME",
+        help="started after: ISO 8601 time, or how long ago (1h)",
+    )
     parser.add_argument(
         "--sort", choices=TraceFilter.SORTS, default="newest", help="newest (default) or slowest first"
     )
