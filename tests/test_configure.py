@@ -77,6 +77,23 @@ def test_configure_twice_and_upstream_logging_instrumentor_give_no_duplicates(st
     assert len({e.record_id for e in stream.logs()}) == 5
 
 
+def test_an_exporter_named_twice_exports_once_and_a_smaller_queue_sets_the_batch(stream: RedisHandle) -> None:
+    """A layered environment (a base image's `redis_stream`, a deployment's `,redis_stream`) wrote
+    every record and span twice, as upstream's configurator does not. A queue smaller than our
+    default batch (OTel allows any size) stopped the app: the line named the default, 4096."""
+    _run(
+        stream,
+        "--configure",
+        "1",
+        OTEL_LOGS_EXPORTER="redis_stream, redis_stream",
+        OTEL_TRACES_EXPORTER="redis_stream,redis_stream",
+        OTEL_BLRP_MAX_QUEUE_SIZE="1000",
+        OTEL_BSP_MAX_QUEUE_SIZE="1000",
+    )
+    assert len(stream.logs()) == 5
+    assert [span.name for span in stream.spans()] == ["checkout"]
+
+
 def test_debug_root_logger_does_not_feed_back(stream: RedisHandle) -> None:
     """redis-py, urllib3 and the SDK log at DEBUG while we export; none of it may loop back."""
     _run(stream, "--configure", "1", "--debug-root", "--count", "200")

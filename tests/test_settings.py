@@ -172,6 +172,11 @@ def test_batch_settings_honour_otel_variables_and_our_override() -> None:
     assert BatchSettings.load("OTEL_BSP", 20, environ=environ).schedule_delay == 0.02
 
 
+def test_a_queue_smaller_than_the_default_batch_caps_the_batch() -> None:
+    batch = BatchSettings.load("OTEL_BSP", None, environ={"OTEL_BSP_MAX_QUEUE_SIZE": "1000"})
+    assert (batch.max_queue_size, batch.max_export_batch_size) == (1000, 1000)
+
+
 def test_batch_larger_than_queue_is_rejected() -> None:
     environ = {"OTEL_BLRP_MAX_QUEUE_SIZE": "10", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "20"}
     with pytest.raises(ConfigError, match="OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"):

@@ -120,7 +120,9 @@ def parse_log_level(text: str) -> int:
 
 
 def parse_exporter_names(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    """Each name once, in order: upstream's configurator also exports once to a name listed twice
+    (a base image's `redis_stream` and a deployment's `,redis_stream`)."""
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     if not names:
         raise ValueError("expected a comma-separated list of exporter names, or none")
     return () if names == ("none",) else names
@@ -548,7 +550,7 @@ class BatchSettings:
 
         schedule_ms = delay_ms if delay_ms is not None else read("SCHEDULE_DELAY", 200, parse_delay_ms)
         queue = read("MAX_QUEUE_SIZE", 20_000)
-        batch = read("MAX_EXPORT_BATCH_SIZE", 4096)
+        batch = read("MAX_EXPORT_BATCH_SIZE", min(4096, queue))  # a smaller queue is the user's
         if batch > queue:
             raise ConfigError(
                 f"{prefix}_MAX_EXPORT_BATCH_SIZE={batch} is larger than {prefix}_MAX_QUEUE_SIZE={queue}"
