@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,6 +118,7 @@ def test_forked_child_exports_with_its_own_pid(stream: RedisHandle) -> None:
         ("TRACESTREAM_MAX_AGE", "ages"),
         ("OTEL_LOGS_EXPORTER", "nonexistent"),
         ("TRACESTREAM_REDIS_URL", "http://x"),
+        ("OTEL_PYTHON_ID_GENERATOR", "xrya"),
     ],
 )
 def test_invalid_setting_fails_at_startup_naming_it(stream: RedisHandle, variable: str, value: str) -> None:
@@ -130,6 +132,32 @@ def test_invalid_setting_fails_at_startup_naming_it(stream: RedisHandle, variabl
     )
     assert done.returncode != 0
     assert "ConfigError" in done.stderr and variable in done.stderr and repr(value) in done.stderr
+
+
+FIXED_IDS = """
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+
+class FixedIds(IdGenerator):
+    def generate_span_id(self):
+        return 0xFEED
+
+    def generate_trace_id(self):
+        return 0xFEEDFACE
+"""
+
+
+def test_the_id_generator_the_environment_names_makes_the_ids(stream: RedisHandle, tmp_path: Path) -> None:
+    """`OTEL_PYTHON_ID_GENERATOR=xray`, as AWS's docs set it for X-Ray's time-stamped ids, was
+    ignored: the SDK reads it only in upstream's configurator."""
+    (tmp_path / "fixed_ids.py").write_text(FIXED_IDS)
+    metadata = tmp_path / "fixed_ids-1.0.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: fixed-ids\nVersion: 1.0\n")
+    (metadata / "entry_points.txt").write_text("[opentelemetry_id_generator]\nfixed = fixed_ids:FixedIds\n")
+    out = _run(stream, "--configure", "1", PYTHONPATH=f"{tmp_path}:{ROOT}", OTEL_PYTHON_ID_GENERATOR="fixed")
+    assert out["trace_id"] == format(0xFEEDFACE, "032x")
+    assert {span.span_id for span in stream.spans()} == {format(0xFEED, "016x")}
 
 
 POINTED_ELSEWHERE = """

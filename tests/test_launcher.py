@@ -166,3 +166,33 @@ def test_an_instrumentation_that_fails_leaves_the_others_loaded(stream: RedisHan
         "RuntimeError: this version of the library is not supported"
     ]
     assert [e.body for e in wait_for(stream.logs, what="the app's line")] == ["requests instrumented: True"]
+
+
+CONFIGURED_API = """
+import sys
+import tracestream
+import uvicorn
+tracestream.configure()
+uvicorn.run("tests.apps.zero_code_api:app", port=int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("launcher", [False, True], ids=["configure", "launcher"])
+def test_propagators_none_serves_requests_and_continues_no_callers_trace(
+    stream: RedisHandle, launcher: bool
+) -> None:
+    """The OTel API reads `OTEL_PROPAGATORS=none` as a propagator that extracts `None`, which
+    contrib's middleware attaches: every request was a 500 (under upstream's launcher too), and
+    its error record was lost with it."""
+    port = free_port()
+    env = stream.env(OTEL_SERVICE_NAME="api", OTEL_PROPAGATORS="none", **LAUNCHER_ENV)
+    if launcher:
+        command = launched(bin_path("uvicorn"), ZERO_CODE_API, "--port", str(port))
+    else:
+        command = [bin_path("python"), "-c", CONFIGURED_API, str(port)]
+    with serve(command, env, http_ready(f"http://127.0.0.1:{port}/openapi.json")) as server:
+        traceparent = "00-{}-{}-01".format(*CALLER)
+        response = httpx.get(f"http://127.0.0.1:{port}/", headers={"traceparent": traceparent})
+        assert response.status_code == 200, server.output()
+        spans = wait_for(lambda: [s for s in stream.spans() if s.name == "GET /"], what="the request's span")
+    assert spans[0].trace_id != CALLER[0] and not spans[0].parent_span_id, spans

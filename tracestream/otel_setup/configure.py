@@ -16,13 +16,14 @@ from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from tracestream._internal_log import internal_logger
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter, from_environment
 from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
 from tracestream.forks import renew_in_child
 from tracestream.integrations import install_all
-from tracestream.otel_setup import app_overrides, log_capture, setup_loggers, shutdown
+from tracestream.otel_setup import app_overrides, log_capture, propagation, setup_loggers, shutdown
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.otel_handlers import is_otel_logging_handler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
@@ -42,6 +43,8 @@ from tracestream.settings import (
 LOGS_GROUP = "opentelemetry_logs_exporter"
 TRACES_GROUP = "opentelemetry_traces_exporter"
 METRICS_GROUP = "opentelemetry_metrics_exporter"
+ID_GENERATORS_GROUP = "opentelemetry_id_generator"
+ID_GENERATOR_VARIABLE = "OTEL_PYTHON_ID_GENERATOR"
 _SIGNAL_OF = {LOGS_GROUP: "LOGS", TRACES_GROUP: "TRACES", METRICS_GROUP: "METRICS"}
 REDIS_STREAM = "redis_stream"
 OTLP = "otlp"
@@ -150,9 +153,10 @@ def _install(settings: Settings) -> Telemetry:
     logger_provider = LoggerProvider(resource=resource)
     if joining and from_environment.step_aside() and api_logs is not None:
         _retire_configurators_handlers(api_logs)
-    tracer_provider = api_traces or TracerProvider(resource=resource)
+    tracer_provider = api_traces or TracerProvider(resource=resource, id_generator=_id_generator())
     if api_traces is None:
         trace.set_tracer_provider(tracer_provider)
+    propagation.mend_empty_propagator()
     app_overrides.join_later_tracer_providers(tracer_provider)
     for span_processor in span_processors:
         span_processor.joined = api_traces is not None
@@ -245,6 +249,26 @@ def _from_entry_point(group: str, name: str) -> Any:
             f"{protocol_variable}=http/protobuf"
         )
     return found[otlp_name].load()()
+
+
+def _id_generator() -> IdGenerator | None:
+    """`OTEL_PYTHON_ID_GENERATOR` (`xray` with AWS's SDK extension, for X-Ray's time-stamped
+    trace ids), found as upstream's configurator finds it; None, the SDK's random ids, when unset."""
+    name = os.environ.get(ID_GENERATOR_VARIABLE, "").strip()
+    if not name:
+        return None
+    found = {point.name: point for point in entry_points(group=ID_GENERATORS_GROUP)}
+    if name not in found:
+        known = ", ".join(sorted(found))
+        raise ConfigError(
+            f"{ID_GENERATOR_VARIABLE}: no ID generator named {name!r} is installed (installed: {known})"
+        )
+    generator = found[name].load()()
+    if not isinstance(generator, IdGenerator):
+        raise ConfigError(
+            f"{ID_GENERATOR_VARIABLE}={name!r} names {type(generator).__name__}, not an IdGenerator"
+        )
+    return generator
 
 
 def _otlp_protocol(group: str) -> tuple[str, str]:
