@@ -303,6 +303,10 @@ def test_names_probes_found_stored_whole_are_secret() -> None:
         ("SET password = %s, token = :token, secret = $1, api_key = %(api_key)s",) * 2,
         ('{"password2": [{"message": "no match", "code": "password_mismatch"}]}',) * 2,
         ("{'username': 'bob', 'password': hunter2}", "{'username': 'bob', 'password': [REDACTED]}"),
+        # no value: gunicorn's access line for a request without the headers, a repr, JSON
+        ('127.0.0.1 "GET / HTTP/1.1" 200 auth="-" cookie="-" password=-',) * 2,
+        ("{'password': None, 'token': 'None'}", "{'password': None, 'token': 'None'}"),
+        ('{"password": null, "api_key": "-x"}', '{"password": null, "api_key": "[REDACTED]"}'),
     ],
 )  # fmt: skip
 def test_placeholders_and_nested_values_are_no_secret_and_brackets_stay(line: str, expected: str) -> None:

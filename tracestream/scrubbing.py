@@ -732,12 +732,16 @@ class Scrubber:
 
 def _is_mask(candidate: str) -> bool:
     """Asterisks alone are a mask the app printed already (Celery's `amqp://guest:**@host`,
-    SQLAlchemy's `***`), and a statement's bind placeholder (`password = ?`, `%s`, `:password`,
-    `$1`) stands for a value not there: they hold no secret, so the line keeps its text."""
+    SQLAlchemy's `***`); a statement's bind placeholder (`password = ?`, `%s`, `:password`,
+    `$1`) stands for a value not there, as do an access log's `-` (gunicorn's `auth="-"` for a
+    request without the header), Python's `None` and JSON's `null`: they hold no secret, so the
+    line keeps its text, and no reader takes a credential to have been sent."""
     return (bool(candidate) and not candidate.strip("*")) or _PLACEHOLDER.fullmatch(candidate) is not None
 
 
-_PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:[A-Za-z_]\w*|%\([A-Za-z_]\w*(?:\)s)?")  # `%(name)s` ends at its `)`
+_PLACEHOLDER = re.compile(
+    r"\?|%s|\$\d+|:[A-Za-z_]\w*|%\([A-Za-z_]\w*(?:\)s)?|-|None|null"
+)  # `%(name)s` ends at its `)`
 
 
 def _plain(text: str) -> str:
