@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.apps.servers import LAUNCHER_ENV, bin_path, launched, printed, run_json, serve
+from tests.faults import FaultyProxy
 from tests.support import RedisHandle, run_python, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.schema import LogEntry, SpanEntry
@@ -605,6 +607,27 @@ def test_a_child_that_cannot_deliver_says_so(redis_server: EmbeddedRedis, tmp_pa
     assert int(said[0]) >= 3  # the task's line and its started and succeeded records
 
 
+def test_a_child_that_spools_says_so_once(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    """Celery's shutdown hook closes a child's queues, and billiard's `os._exit` closed them
+    again: the line saying what waits in the spool came twice, a second apart."""
+    unreachable = RedisHandle(url=f"redis://127.0.0.1:{free_port()}/0", stream="spooled")
+    broker, worker = _worker(
+        redis_server, unreachable, 5, TRACESTREAM_SPOOL_DIR=str(tmp_path), TRACESTREAM_REDIS_TIMEOUT="100ms"
+    )
+    with worker as server:
+        run_json(
+            "import json\nfrom tests.apps.celery_app import process_order\n"
+            "print(json.dumps(process_order.delay(7).id))",
+            {**unreachable.env(), "CELERY_BROKER_URL": broker},
+        )
+        wait_for(lambda: "records wait in the spool" in server.output(), timeout=30, what="the spool line")
+        server.stop()
+        said = re.findall(
+            r"/(ForkPoolWorker-\d+)\] tracestream: WARNING \d+ records wait in the spool", server.output()
+        )
+    assert said and len(said) == len(set(said)), said
+
+
 def test_a_protocol_1_message_keeps_its_producer_span(
     redis_server: EmbeddedRedis, stream: RedisHandle
 ) -> None:
@@ -619,3 +642,43 @@ def test_a_protocol_1_message_keeps_its_producer_span(
     )
     producer = wait_for(lambda: _spans(stream, "apply_async/tests.process_order"), what="the producer span")
     assert [span.attributes["messaging.message.id"] for span in producer] == [task_id]
+
+
+def test_a_task_at_its_hard_time_limit_with_redis_stalled_spools_its_lines_and_span(
+    redis_server: EmbeddedRedis, stream: RedisHandle, tmp_path: Path
+) -> None:
+    """At a hard time limit billiard sends the child SIGTERM, then SIGKILL 0.1 s later. With
+    Redis slow, the child waited for it until the kill: the lines it had printed since, and its
+    task's span, were lost without a line. It now waits 0.04 s, then spools them, the span first."""
+    spool = str(tmp_path / "spool")
+    with FaultyProxy(redis_server.port) as proxy:
+        through_proxy = RedisHandle(url=proxy.url, stream=stream.stream)
+        broker, worker = _worker(
+            redis_server, through_proxy, 8, CELERY_MAX_TASKS_PER_CHILD="0", TRACESTREAM_SPOOL_DIR=spool
+        )
+        with worker as server:
+            task_id = run_json(
+                PUBLISH_ONE.format(task="chatty_overrun", setup="", attributes={}),
+                stream.env(OTEL_SERVICE_NAME="publisher", CELERY_BROKER_URL=broker),
+            )
+            wait_for(lambda: _steps(stream), what="the task's first lines")
+            proxy.stall()
+            wait_for(lambda: "Hard time limit (1s) exceeded" in server.output(), what="the hard time limit")
+            wait_for(lambda: "records wait in the spool" in server.output(), what="the child's spool line")
+            proxy.resume()
+            proxy.cut()  # the stalled connections are dead weight now
+            server.stop()
+            output = server.output()
+        replay = ["spool", "replay", "--redis-url", proxy.url, "--stream", stream.stream]
+        subprocess.run(
+            [bin_path("tracestream"), *replay], env=stream.env(TRACESTREAM_SPOOL_DIR=spool), check=True
+        )
+    assert "Celery's pool kills its child 0.1 s after a hard time limit's SIGTERM" in output, output
+    printed_steps = {int(step) for step in re.findall(r"order 4: step (\d+)", output)}
+    assert printed_steps and printed_steps <= _steps(stream), sorted(printed_steps - _steps(stream))
+    (received,) = [e for e in _lifecycle(stream, task_id) if e.attributes["celery.task.state"] == "received"]
+    assert [s.trace_id for s in _spans(stream, "run/tests.chatty_overrun")] == [received.trace_id]
+
+
+def _steps(stream: RedisHandle) -> set[int]:
+    return {int(e.body.rsplit(" ", 1)[1]) for e in stream.logs() if e.body.startswith("order 4: step ")}

@@ -10,6 +10,7 @@ calls `configure()` from `worker_process_init`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -86,6 +87,14 @@ def overrun(order_id: int) -> None:
     """Killed at its hard time limit: its end is recorded by the worker's main process."""
     logger.warning("order %d: starting a long job", order_id)
     time.sleep(5)
+
+
+@app.task(name="tests.chatty_overrun", time_limit=1)
+def chatty_overrun(order_id: int) -> None:
+    """Logs a line a millisecond until its hard time limit kills it."""
+    for step in itertools.count():
+        logger.info("order %d: step %d", order_id, step)
+        time.sleep(0.001)
 
 
 @app.task(name="tests.hurried", soft_time_limit=1)

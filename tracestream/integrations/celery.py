@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections import OrderedDict
@@ -41,7 +42,7 @@ from tracestream._internal_log import internal_logger
 from tracestream.integrations.http_records import current_route
 from tracestream.integrations.record_writer import RecordWriter, replace_lines
 from tracestream.integrations.structlog import printed_after_being_written
-from tracestream.otel_setup.shutdown import close_queues
+from tracestream.otel_setup.shutdown import Kill, close_queues
 from tracestream.otel_setup.telemetry import Telemetry, installed
 from tracestream.schema import ENQUEUED_BY, rooted_route
 
@@ -51,6 +52,12 @@ _records = RecordWriter("tracestream.celery", located_by_exception=True)
 # Per attempt running here: when it started, and its span's context (ours is the record that
 # ends an ignored task, written after the instrumentation has ended the span).
 _started: dict[tuple[str, int], tuple[float, Context]] = {}
+# Per attempt running here with a hard time limit: when the limit is up (perf_counter).
+_hard_limits_end: dict[tuple[str, int], float] = {}
+# The last task here ended past its hard time limit: the pool's SIGTERM ended it, and its
+# SIGKILL follows 0.1 s later. A child logging faster than Redis took its lines lost the rest,
+# and its task's span, as its exit waited for Redis.
+_past_its_hard_time_limit = False
 # The worker's main process, per task id: the trace and delivery each task arrived with, for an
 # end recorded there (a hard time limit, a lost child, a rejection), outside any task span;
 # None once that end is recorded: Celery may report it twice (5.7: a time limit).
@@ -184,7 +191,10 @@ def _attempt(task_id: str, request: Any) -> tuple[str, int]:
 
 def _on_prerun(task_id: str, task: Any, **_: Any) -> None:
     context = otel_context.get_current()
-    _started[_attempt(task_id, task.request)] = (perf_counter(), context)
+    attempt, started = _attempt(task_id, task.request), perf_counter()
+    _started[attempt] = (started, context)
+    if (limit := _hard_time_limit(task)) is not None:
+        _hard_limits_end[attempt] = started + limit
     if getattr(task.request, "is_eager", False):
         _eager_runs[task_id] = context
         if len(_eager_runs) > _ARRIVALS_KEPT:
@@ -289,10 +299,12 @@ def _on_revoked(
 
 def _on_postrun(task_id: str, task: Any, state: str | None = None, **_: Any) -> None:
     """A task that raised `Ignore` ends with no other signal: its record is written here."""
+    global _past_its_hard_time_limit
     attempt = _attempt(task_id, task.request)
     if state == IGNORED and attempt in _started:
         _finished("ignored", task, task_id, SeverityNumber.INFO, context=_started[attempt][1])
     _started.pop(attempt, None)
+    _past_its_hard_time_limit = perf_counter() >= _hard_limits_end.pop(attempt, math.inf)
 
 
 def _flush_child(**_: Any) -> None:
@@ -300,8 +312,18 @@ def _flush_child(**_: Any) -> None:
     loses; the providers' other processors (an OTLP exporter beside ours) are flushed too."""
     telemetry = installed()
     if telemetry is not None:
-        close_queues()
+        close_queues(_HARD_TIME_LIMIT_KILL if _past_its_hard_time_limit else None)
         telemetry.force_flush(telemetry.settings.shutdown_timeout)
+
+
+def _hard_time_limit(task: Any) -> float | None:
+    """Where the pool kills the task: the message's limit, else the task's, else the app's."""
+    limits = getattr(task.request, "timelimit", None)
+    limit = (limits[0] if limits else None) or task.time_limit or task.app.conf.task_time_limit
+    return float(limit) if limit else None
+
+
+_HARD_TIME_LIMIT_KILL = Kill(0.1, "Celery's pool kills its child 0.1 s after a hard time limit's SIGTERM")
 
 
 GEVENT_PATCH_FIRST = "OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH"
@@ -364,14 +386,14 @@ _RECEIVERS = (
 )
 
 
-def _first_receiver(signal: signals.Signal, receiver: Any) -> None:
+def _first_receiver(celery_signal: signals.Signal, receiver: Any) -> None:
     """Connect `receiver` to run before those connected earlier (the instrumentor's)."""
-    signal.connect(receiver, weak=False)
-    with signal.lock:
-        entries = signal.receivers
+    celery_signal.connect(receiver, weak=False)
+    with celery_signal.lock:
+        entries = celery_signal.receivers
         mine = [entry for entry in entries if entry[1] is receiver]
         entries[:] = mine + [entry for entry in entries if entry[1] is not receiver]
-        signal.sender_receivers_cache.clear()
+        celery_signal.sender_receivers_cache.clear()
 
 
 def _remember_beat_entry() -> None:
@@ -481,8 +503,8 @@ def install(telemetry: Telemetry, name: str = "celery") -> None:
         instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()  # first, so its prerun receiver has started the span before ours
-        for signal, receiver in _RECEIVERS:
-            signal.connect(receiver, weak=False)
+        for celery_signal, receiver in _RECEIVERS:
+            celery_signal.connect(receiver, weak=False)
     for processor in telemetry.span_processors:
         processor.quiet_root = _celerys_own_redis_command
     replace_lines(telemetry.handler, "celery.app.trace", _is_trace_line)

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -112,33 +112,61 @@ def _every_queue(step: Callable[[BatchQueue[Any], float], bool], timeout: float 
     return all(results)
 
 
-def close_queues() -> None:
-    """At exit: flush, then stop accepting records; anything left in memory is counted as dropped."""
-    global _closing
-    if _closing:  # a signal handler, inside the close it interrupted
+def close_queues(kill: Kill | None = None) -> None:
+    """At exit: flush, then stop accepting records; anything left in memory is counted as dropped.
+    Once per process: a Celery child's shutdown hook closes them, and its `os._exit` would again,
+    saying again what waits in the spool. With a `kill` coming, the wait for Redis is shorter."""
+    global _closing, _closed
+    if _closing or _closed:  # a signal handler, inside the close it interrupted; or closed
         return
     _closing = True
     replaced = _hold_deadly_signals()
     try:
-        _close_every_queue_or_stop_waiting()
+        _close_every_queue_or_stop_waiting(kill or _reloaders_kill())
     finally:
         _closing = False
+        _closed = True
         for number, handler in replaced.items():
             signal.signal(number, handler)
     if _held_signal is not None:
         _die_of(_held_signal)
 
 
-def _close_every_queue_or_stop_waiting() -> None:
+@dataclass(frozen=True)
+class Kill:
+    """A SIGKILL `after` seconds into the close, which `sender` sends: what Redis has not taken
+    by 40% of that time goes to the spool, or it would be lost without a line."""
+
+    after: float
+    sender: str
+
+    @property
+    def wait_for_redis(self) -> float:
+        return self.after * 0.4
+
+    @property
+    def why(self) -> str:
+        return f"{self.sender}, so the exit waited {self.wait_for_redis:g} s for it"
+
+
+def _reloaders_kill() -> Kill | None:
+    """Django's runserver and Werkzeug (Flask's `--debug`) serve from a child of their reloader,
+    which it kills a quarter of a second after Ctrl-C (subprocess's rule)."""
+    if os.environ.get("RUN_MAIN") == "true" or os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+        return _KILLED_BY_ITS_RELOADER
+    return None
+
+
+def _close_every_queue_or_stop_waiting(kill: Kill | None) -> None:
     """Every queue closed, and one line for what waits in the spool. When the wait for Redis
-    is given up, that line comes before the calls in flight are seen out: a reloader's kill
-    comes sooner."""
+    is given up, the shortest queues are spooled first (a task's span before its log lines),
+    and the line comes before the calls in flight are seen out: a kill may come sooner."""
     global _waiting
     _waiting = True
     try:
-        _close_every_queue()
+        _close_every_queue(kill)
     except _StopWaiting as stopped:
-        for queue in _queues:
+        for queue in sorted(_queues, key=len):
             queue.spool_without_waiting()
         _tell_left_in_spool(why=stopped.why)
         for queue in _queues:
@@ -149,9 +177,9 @@ def _close_every_queue_or_stop_waiting() -> None:
         _waiting = False
 
 
-def _close_every_queue() -> None:
+def _close_every_queue(kill: Kill | None) -> None:
     deadline = time.monotonic() + _timeout
-    before_kill = time.monotonic() + _RELOADER_WAIT if _served_by_a_reloader() else deadline
+    before_kill = time.monotonic() + kill.wait_for_redis if kill is not None else deadline
     for callback in _before_closing:
         callback()
     for provider in _joined_providers:
@@ -159,8 +187,8 @@ def _close_every_queue() -> None:
     # Every queue flushed first: one Redis did not take everything from is not tried again,
     # and the last status reports go out only where Redis took everything.
     flushed = [queue.flush(remaining(min(deadline, before_kill))) for queue in _queues]
-    if not all(flushed) and before_kill < deadline and _give_up_waiting():
-        raise _StopWaiting(_KILLED_BY_ITS_RELOADER)
+    if not all(flushed) and kill is not None and before_kill < deadline and _give_up_waiting():
+        raise _StopWaiting(kill.why)
     for queue, out in zip(_queues, flushed, strict=True):
         queue.shutdown(remaining(deadline) if out else 0.0, report_status=all(flushed), tell_left=False)
 
@@ -169,13 +197,6 @@ def _tell_left_in_spool(why: str = "") -> None:
     """What waits in the spool, and why, where Redis gave no reason of its own."""
     left = [left for queue in _queues if (left := queue.left_in_spool()) is not None]
     tell_left_in_spool([replace(one, why=one.why or why) for one in left])
-
-
-def _served_by_a_reloader() -> bool:
-    """Django's runserver and Werkzeug (Flask's `--debug`) serve from a child of their reloader,
-    which it kills a quarter of a second after Ctrl-C (subprocess's rule): what Redis has not
-    taken by then must be in the spool, or it is lost without a line."""
-    return os.environ.get("RUN_MAIN") == "true" or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
 
 
 class _StopWaiting(BaseException):
@@ -187,10 +208,8 @@ class _StopWaiting(BaseException):
 
 
 _INTERRUPTED = "Ctrl-C ended the wait for it at exit"
-_RELOADER_WAIT = 0.1  # seconds, of the reloader's 0.25
-_KILLED_BY_ITS_RELOADER = (
-    f"its reloader kills this process 0.25 s after Ctrl-C, so the exit waited {_RELOADER_WAIT} s for it"
-)
+_KILLED_BY_ITS_RELOADER = Kill(0.25, "its reloader kills this process 0.25 s after Ctrl-C")
+_closed = False
 _waiting = False  # for Redis, as the queues close
 _gave_up = False
 
