@@ -204,6 +204,42 @@ def test_doctor_explains_what_it_finds(
         assert done.returncode == status and advice in done.stdout, (args, done.stdout)
 
 
+LOGS_ONLY = """
+import logging, sys
+import tracestream
+tracestream.configure()
+logging.getLogger("app").warning("spans go to the console")
+print("logged", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_doctor_says_the_live_processes_export_no_spans_where_none_do(
+    stream: RedisHandle, here: Here
+) -> None:
+    """`OTEL_TRACES_EXPORTER=console`: doctor blamed the Redis URL and stream name for the
+    missing span stream, though the processes' status keys said none sends spans."""
+    env = stream.env(OTEL_SERVICE_NAME="logs-only", OTEL_TRACES_EXPORTER="console")
+    app = subprocess.Popen(
+        [str(VENV_BIN / "python"), "-c", LOGS_ONLY], env=env, stdin=PIPE, stdout=PIPE, text=True
+    )
+    try:
+        assert app.stdout is not None and app.stdout.readline() == "logged\n"
+        findings = wait_for(
+            lambda: (
+                (found := {f["check"]: f for f in ndjson(here("doctor", "--json").stdout)})
+                and "exporters" in found
+                and found
+            ),
+            what="the process's status",
+        )
+    finally:
+        app.communicate("")
+    missing = findings["span stream"]["detail"]
+    assert "no live process writing here (logs-only:" in missing, missing
+    assert "exports spans: their OTEL_TRACES_EXPORTER names no redis_stream" in missing, missing
+
+
 def test_doctor_prints_a_line_a_finding_into_a_pipe(stream: RedisHandle, traced: str) -> None:
     """Not on a terminal rich wrapped at 80 columns: a finding took two to five lines, which
     `grep` and a log collector take apart."""

@@ -17,10 +17,10 @@ from rich.text import Text
 
 from tracestream.alerts.delivery import failed_deliveries
 from tracestream.alerts.store import home_stream
-from tracestream.cli.common import Console, add_command, describe_redis_error, print_json, shown
+from tracestream.cli.common import Console, add_command, describe_redis_error, print_json, shown, some_of
 from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for, primaries
 from tracestream.disk_spool import backlogs, dead_letters, describe, replay_command, spool_base
-from tracestream.export_status import read_statuses
+from tracestream.export_status import ProcessStatus, read_statuses
 from tracestream.forwarder import DEAD_LETTER_SUFFIX, LOSS_COUNTS_SUFFIX, forward_losses, forwarder_lag
 from tracestream.query.replies import tolerant_call
 from tracestream.redis_errors import advice, evictable_keys
@@ -245,8 +245,9 @@ def _streams(client: Client, config: Settings) -> list[Finding]:
     if not found:
         problem = f"no shard of {config.stream!r} is registered: nothing was exported to this cluster yet"
         findings.append(Finding("log stream", "warn", problem))
+    statuses = read_statuses(client, config.stream)
     for shard in found:
-        findings += _shard_findings(shard)
+        findings += _shard_findings(shard, statuses)
     findings.append(
         Finding(
             "retention",
@@ -254,12 +255,11 @@ def _streams(client: Client, config: Settings) -> list[Finding]:
             f"{config.retention_summary} (as set in this environment; services apply their own settings)",
         )
     )
-    return findings + _exporters(client, config)
+    return findings + _exporters(statuses, config)
 
 
-def _exporters(client: Client, config: Settings) -> list[Finding]:
+def _exporters(statuses: list[ProcessStatus], config: Settings) -> list[Finding]:
     """From each live process's status key: healthy ones on one line, each troubled one on its own."""
-    statuses = read_statuses(client, config.stream)
     if not statuses:
         return [Finding("exporters", "warn", f"no process reported exporting to {config.stream!r} lately")]
     healthy, findings = [], []
@@ -317,20 +317,13 @@ def _local_spool(config: Settings) -> list[Finding]:
     return findings
 
 
-def _shard_findings(shard: Shard) -> list[Finding]:
+def _shard_findings(shard: Shard, statuses: list[ProcessStatus]) -> list[Finding]:
     findings: list[Finding] = []
     client, keys = shard.client, shard.keys
-    for label, key in (("log stream", keys.logs), ("span stream", keys.spans)):
+    for label, key, signal in (("log stream", keys.logs, "logs"), ("span stream", keys.spans, "spans")):
         kind = str(client.type(key))
         if kind == "none":
-            findings.append(
-                Finding(
-                    label,
-                    "warn",
-                    f"{key!r} does not exist: nothing was exported here yet. Services must use the same "
-                    "TRACESTREAM_REDIS_URL (including the /db number) and TRACESTREAM_STREAM",
-                )
-            )
+            findings.append(Finding(label, "warn", _missing_stream(key, signal, statuses)))
             continue
         if kind != "stream":
             problem = f"{key!r} holds a {kind}, not a stream: pick another name"
@@ -338,6 +331,20 @@ def _shard_findings(shard: Shard) -> list[Finding]:
             continue
         findings.append(_stream_finding(client, label, key))
     return findings
+
+
+def _missing_stream(key: str, signal: str, statuses: list[ProcessStatus]) -> str:
+    """Why a stream is missing: no process wrote here, or those that write here send none of its signal."""
+    if statuses and not any(status.counts(signal) for status in statuses):
+        variable = "OTEL_TRACES_EXPORTER" if signal == "spans" else "OTEL_LOGS_EXPORTER"
+        return (
+            f"{key!r} does not exist: no live process writing here ({some_of([s.process for s in statuses])})"
+            f" exports {signal}: their {variable} names no redis_stream"
+        )
+    return (
+        f"{key!r} does not exist: nothing was exported here yet. Services must use the same "
+        "TRACESTREAM_REDIS_URL (including the /db number) and TRACESTREAM_STREAM"
+    )
 
 
 def _stream_finding(client: redis.Redis, label: str, key: str) -> Finding:
