@@ -219,3 +219,34 @@ def test_a_deadly_signal_flushes_the_exporters_of_upstreams_configurator_too(
     assert done.returncode == -signal.SIGTERM, done.stderr
     assert [s.name for s in stream.spans()] == ["last request"]
     assert [r.record.name for r in receiver.spans[before:]] == ["last request"]
+
+
+LEAKY_SPAN = """
+from opentelemetry import trace
+with trace.get_tracer("leaky").start_as_current_span("login") as span:
+    span.set_attribute("db.password", "hunter2-span-attr")
+    span.add_event("retry", {"url": "postgres://app:hunter2-event@db/app"})
+"""
+
+
+def test_spans_to_otlp_are_scrubbed_where_upstreams_configurator_set_the_exporters(
+    stream: RedisHandle, receiver: OtlpReceiver
+) -> None:
+    """With both distros installed the launcher may pick upstream's configurator, which builds
+    the OTLP exporter itself: its spans left the process with their secrets."""
+    env = stream.env(
+        OTEL_SERVICE_NAME="launched",
+        OTEL_TRACES_EXPORTER="redis_stream,otlp",
+        OTEL_LOGS_EXPORTER="redis_stream",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_PYTHON_DISTRO="distro",
+        OTEL_PYTHON_CONFIGURATOR="configurator",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+    )
+    before = len(receiver.spans)
+    run_python(LEAKY_SPAN, env, launcher=True)
+    (sent,) = wait_for(lambda: receiver.spans[before:], what="the span over OTLP")
+    assert sent.attributes["db.password"] == "[REDACTED]", sent.attributes
+    assert "hunter2" not in str(sent.record), sent.record
+    assert [s.attributes["db.password"] for s in stream.spans()] == ["[REDACTED]"]

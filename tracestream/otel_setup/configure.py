@@ -30,7 +30,7 @@ from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProc
 from tracestream.otel_setup.resource import build_resource, process_resource
 from tracestream.otel_setup.sql_parameters import BoundParameters
 from tracestream.otel_setup.telemetry import Telemetry, installed, remember
-from tracestream.scrubbing import scrubber_for, secret_names_for
+from tracestream.scrubbing import Scrubber, scrubber_for, secret_names_for
 from tracestream.settings import (
     BatchSettings,
     ConfigError,
@@ -151,8 +151,11 @@ def _install(settings: Settings) -> Telemetry:
 
     # Our logger provider holds the resource our records carry, whoever provides the OTel API.
     logger_provider = LoggerProvider(resource=resource)
-    if joining and from_environment.step_aside() and api_logs is not None:
-        _retire_configurators_handlers(api_logs)
+    if joining and from_environment.step_aside():
+        if api_logs is not None:
+            _retire_configurators_handlers(api_logs)
+        if api_traces is not None:
+            _scrub_configurators_span_exporters(api_traces, scrubber_for(settings))
     tracer_provider = api_traces or TracerProvider(resource=resource, id_generator=_id_generator())
     if api_traces is None:
         trace.set_tracer_provider(tracer_provider)
@@ -307,6 +310,28 @@ def _retire_configurators_handlers(provider: LoggerProvider) -> None:
     for handler in list(root.handlers):
         if is_otel_logging_handler(handler) and getattr(handler, "_logger_provider", None) is provider:
             root.removeHandler(handler)
+
+
+def _scrub_configurators_span_exporters(provider: TracerProvider, scrubber: Scrubber | None) -> None:
+    """Another configurator built `provider` from the same `OTEL_TRACES_EXPORTER`: the other
+    exporters it named (OTLP, console) are handed scrubbed copies, as they are where ours is the
+    configurator. Its batch processors hold their exporter privately; one that holds it otherwise
+    is said in a line."""
+    if scrubber is None:
+        return
+    for processor in app_overrides.span_processors_of(provider) or ():
+        batch: Any = getattr(processor, "_batch_processor", None)
+        exporter = getattr(batch, "_exporter", None)
+        if isinstance(exporter, ScrubbingSpanExporter | from_environment.EnvironmentSpanExporter):
+            continue
+        if isinstance(exporter, SpanExporter):
+            batch._exporter = ScrubbingSpanExporter(exporter, scrubber)
+        else:
+            internal_logger.warning(
+                "spans leave through %s, which the launcher's configurator set up, without scrubbing: "
+                "tracestream cannot reach its exporter; set OTEL_PYTHON_CONFIGURATOR=tracestream",
+                type(processor).__name__,
+            )
 
 
 def _capture_logging(handler: OTelHandler, settings: Settings) -> None:
