@@ -134,6 +134,23 @@ def test_trace_waterfall_and_json(stream: RedisHandle, traced: str, here: Here) 
     assert missing.returncode == 0 and missing.stdout == "" and "no records for trace" in missing.stderr
 
 
+def test_a_failed_span_says_why_in_the_waterfall_and_whole_in_json(stream: RedisHandle, here: Here) -> None:
+    """The OTel docs' `record_exception` and `set_status(ERROR)`: only the bar's colour, which a
+    pipe drops, told of the failure, and `--json` left out the events and the status text."""
+    with tracer_provider(stream, "api").get_tracer("t").start_as_current_span("charge") as span:
+        ids = span.get_span_context()
+        span.add_event("retry", {"attempt": 2})
+        span.record_exception(ConnectionError("card processor unreachable"))
+        span.set_status(trace.Status(trace.StatusCode.ERROR, "payment failed"))
+    trace_id = format(ids.trace_id, "032x")
+    shown = here("trace", trace_id)
+    assert "charge  ✗ ConnectionError: card processor unreachable" in shown.stdout, shown.stdout
+    (line,) = ndjson(here("trace", trace_id, "--json").stdout)
+    assert line["status_message"] == "payment failed" and line["scope"] == "t"
+    assert [event["name"] for event in line["events"]] == ["retry", "exception"]
+    assert line["events"][1]["attributes"]["exception.type"] == "ConnectionError"
+
+
 def test_a_long_message_in_a_trace_is_a_line_of_the_waterfall(
     stream: RedisHandle, writer: RecordWriter, here: Here
 ) -> None:

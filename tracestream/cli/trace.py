@@ -25,7 +25,7 @@ from tracestream.cli.common import (
 )
 from tracestream.cli.record_lines import STACKS, exception_line, severity_style, stack_lines
 from tracestream.query import SpanNode, TraceTree, record_json, trace_tree
-from tracestream.schema import LogEntry
+from tracestream.schema import LogEntry, SpanEntry
 from tracestream.timeparse import iso_utc
 
 if TYPE_CHECKING:
@@ -105,7 +105,10 @@ def tree_lines(tree: TraceTree) -> list[dict[str, Any]]:
                 "start": iso_utc(span.start_ns),
                 "duration_ms": span.duration_ms,
                 "status": span.status,
+                "status_message": span.status_message,
+                "scope": span.scope,
                 "attributes": span.attributes,
+                "events": span.events,
             }
         )
     return lines
@@ -171,10 +174,13 @@ def _rows(tree: TraceTree, bar_width: int, stacks: bool) -> list[_Row]:
         offset = min(bar_width - 1, max(0, int((span.start_ns - start) * scale)))
         length = min(bar_width - offset, max(1, int((span.end_ns - span.start_ns) * scale)))
         bar = Text(" " * offset + "█" * length, style="red" if span.status == "ERROR" else "blue")
+        label = shown(span.name, "bold")
+        if span.status == "ERROR":  # the bar's colour does not reach a pipe
+            label.append_text(shown(f"  ✗ {abridged(_why_it_failed(span))}", "red"))
         rows.append(
             _Row(
                 depth,
-                shown(span.name, "bold"),
+                label,
                 shown(span.service),
                 _since(span.start_ns, start),
                 f"{span.duration_ms:.1f}",
@@ -182,6 +188,16 @@ def _rows(tree: TraceTree, bar_width: int, stacks: bool) -> list[_Row]:
             )
         )
     return rows
+
+
+def _why_it_failed(span: SpanEntry) -> str:
+    """The exception the span recorded (`record_exception`, an instrumentation's), else its status text."""
+    for event in span.events:
+        attributes = event.get("attributes")
+        if event.get("name") == "exception" and isinstance(attributes, dict):
+            kind, message = attributes.get("exception.type", ""), attributes.get("exception.message", "")
+            return f"{kind}: {message}" if kind and message else str(kind or message or "exception")
+    return span.status_message or "error"
 
 
 def _column_widths(rows: list[_Row], width: int) -> tuple[int, int, int, int, int]:
