@@ -13,6 +13,7 @@ from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 
+from tracestream._internal_log import internal_logger
 from tracestream.schema import (
     ENQUEUED_BY,
     ERROR_SEVERITY,
@@ -188,6 +189,8 @@ def span_values(span: ReadableSpan, record_id: str, resource: EncodedResource) -
         {"name": event.name, "ts": event.timestamp, "attributes": attribute_dict(event.attributes)}
         for event in span.events
     ]
+    if span.links:
+        _say_links_are_not_stored(span.name)
     return [
         SCHEMA_VERSION,
         record_id,
@@ -206,6 +209,21 @@ def span_values(span: ReadableSpan, record_id: str, resource: EncodedResource) -
         dump_json(events),
         resource.json,
     ]
+
+
+_links_said = False
+
+
+def _say_links_are_not_stored(first: str) -> None:
+    global _links_said
+    if _links_said:
+        return
+    _links_said = True
+    internal_logger.warning(
+        "span links are not stored: the span stream has no field for them (the first span with "
+        "links: %r); the spans themselves are, and exporters beside redis_stream get the links",
+        first,
+    )
 
 
 def attribute_dict(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
