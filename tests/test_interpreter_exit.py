@@ -427,3 +427,35 @@ def _stopped_as_pid_one(stream: RedisHandle, setup: str) -> tuple[int, str, str]
         wait_for(lambda: [e.body for e in stream.logs()] == ["before the signal"], what="the flush")
     out, err = app.communicate("\n", timeout=30)
     return app.returncode, out, err
+
+
+# The asyncio docs' signal handling: the loop handles SIGTERM while it runs; the program goes on
+# after `asyncio.run()` has closed it.
+AFTER_THE_LOOP = """
+import asyncio, logging, signal, time
+import tracestream
+tracestream.configure()
+
+
+async def main():
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: None)
+
+
+asyncio.run(main())
+logging.getLogger("app").warning("after the loop")
+print("logged", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_sigterm_after_an_asyncio_loop_that_handled_it_still_flushes(stream: RedisHandle) -> None:
+    """`loop.close()` put the default action back, not our handler: a SIGTERM after the loop
+    killed the process with its records in memory."""
+    env = stream.env(TRACESTREAM_BATCH_DELAY_MS="30000")  # nothing leaves before the signal
+    app = subprocess.Popen(
+        [sys.executable, "-c", AFTER_THE_LOOP], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert app.stdout is not None and app.stdout.readline() == "logged\n"
+    app.send_signal(signal.SIGTERM)
+    assert app.wait(30) == -signal.SIGTERM  # as without tracestream
+    assert [e.body for e in stream.logs()] == ["after the loop"]

@@ -37,6 +37,8 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, NoReturn
 
+import wrapt
+
 from tracestream.forks import renew_in_child
 from tracestream.otel_setup import pool_workers
 from tracestream.otel_setup.pipeline import BatchQueue, remaining, tell_left_in_spool
@@ -74,6 +76,7 @@ def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
     if threading.current_thread() is threading.main_thread():
         for number in _SIGNALS:
             _chain(number)
+        wrapt.register_post_import_hook(_take_back_from_asyncio, "asyncio.unix_events")
         if pool_workers.started_by_multiprocessing():  # a spawned child, as a forked one
             _start_unarmed()
         os.register_at_fork(
@@ -304,6 +307,32 @@ def _chain(number: int) -> None:
 
     _handlers[number] = (handle, previous)
     signal.signal(number, handle)
+
+
+def _take_back_from_asyncio(unix_events: Any) -> None:
+    """asyncio's `remove_signal_handler` (`loop.close()` runs it, so every `asyncio.run()` whose
+    loop set a handler) puts the default action back, not the handler it replaced: ours, for
+    SIGTERM. A SIGTERM after the loop then killed the process without its flush. Where the
+    default is back, ours goes back in front of it, as at `configure()`. (uvloop's loop, in C,
+    cannot be reached.)"""
+
+    def remove_signal_handler(wrapped: Callable[[int], bool], loop: Any, args: Any, kwargs: Any) -> bool:
+        removed = wrapped(*args, **kwargs)
+        number = args[0] if args else kwargs.get("sig")
+        chained = _handlers.get(number)
+        if (
+            removed
+            and chained is not None
+            and chained[1] is signal.SIG_DFL
+            and number not in _disarmed
+            and signal.getsignal(number) is signal.SIG_DFL
+        ):
+            signal.signal(number, chained[0])
+        return removed
+
+    wrapt.wrap_function_wrapper(
+        unix_events, "_UnixSelectorEventLoop.remove_signal_handler", remove_signal_handler
+    )
 
 
 def _flush_unless_flushing() -> None:
