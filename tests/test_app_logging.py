@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
@@ -244,6 +245,76 @@ with engine.begin() as conn:
     )
 """
 SECRETS = ("hunter2", "tok-sponge", "s3cret-sandy", "n3w-pass", "p4ss-patrick", "meow-gary")
+
+# The same ORM model without `echo`, a unique name, and a sign-up that fails on it: SQLAlchemy's
+# error names the statement and prints its parameters, the password among them.
+FAILED_SIGNUP = """
+import logging, os
+from typing import Optional
+if os.environ.get("WITH_TRACESTREAM"):
+    import tracestream
+    tracestream.configure()
+from sqlalchemy import String, create_engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "user_account"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(30), unique=True)
+    password: Mapped[str]
+    api_token: Mapped[Optional[str]]
+
+
+engine = create_engine("sqlite://")
+Base.metadata.create_all(engine)
+for password in ("hunter2", "s3cret-again"):
+    with Session(engine) as session:
+        session.add(User(name="spongebob", password=password, api_token=None))
+        try:
+            session.commit()
+        except IntegrityError:
+            logging.getLogger("shop.signup").exception("sign-up failed")
+"""
+
+
+def test_a_failed_statements_parameters_bound_to_secret_columns_are_redacted(stream: RedisHandle) -> None:
+    """An IntegrityError's message ends `[parameters: ('spongebob', 's3cret-again', None)]`: the
+    record, its error copy, the issue and the digest all kept the password."""
+    without = run_python_process(FAILED_SIGNUP, stream.env())
+    with_us = run_python_process(FAILED_SIGNUP, stream.env(WITH_TRACESTREAM="1"))
+    assert with_us.returncode == without.returncode == 0, with_us.stderr
+    assert with_us.stdout + with_us.stderr == without.stdout + without.stderr
+    assert "s3cret-again" in with_us.stderr  # the app's own terminal shows it, as without us
+    (record,) = wait_for(stream.logs, what="the failed sign-up")
+    assert record.exception_type == "sqlalchemy.exc.IntegrityError"
+    assert "[parameters: ('spongebob', '[REDACTED]', None)]" in record.exception_message, (
+        record.exception_message
+    )
+    with stream.client() as client:
+        stored = "\n".join(
+            str(value) for key in client.keys(f"{stream.stream}*") for value in _values(client, key)
+        )
+    assert "s3cret-again" not in stored and "[REDACTED]" in stored
+
+
+def _values(client: Any, key: str) -> list[Any]:
+    """Whatever `key` holds, as Redis returns it."""
+    kind = client.type(key)
+    if kind == "stream":
+        return [fields for _, fields in client.xrange(key)]
+    if kind == "hash":
+        return [client.hgetall(key)]
+    if kind == "list":
+        return list(client.lrange(key, 0, -1))
+    if kind == "zset":
+        return list(client.zrange(key, 0, -1))
+    return [client.get(key)] if kind == "string" else []
 
 
 def test_sqlalchemy_parameters_bound_to_secret_columns_are_redacted(stream: RedisHandle) -> None:

@@ -34,6 +34,7 @@ FLOORS: dict[str, tuple[int, str | None]] = {
     "tracestream.lua": (GROUND, None),
     "tracestream.forks": (GROUND, None),
     "tracestream.scrubbing": (GROUND, None),
+    "tracestream.sql_text": (GROUND, None),
     "tracestream.embedded_redis": (GROUND, None),
     "tracestream.schema": (SCHEMA, None),
     "tracestream.shards": (SCHEMA, None),

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracestream.otel_setup.sql_parameters import secret_placeholders
 from tracestream.scrubbing import REDACTED, Finding, KeyPolicy, Scrubber, ScrubRules, secret_names_for
 from tracestream.settings import Settings
+from tracestream.sql_text import parameter_rows, secret_placeholders
 
 CORPUS = Path(__file__).parent / "corpus"
 SCRUBBER = Scrubber()
@@ -726,6 +726,41 @@ def test_terminal_colours_between_a_key_and_its_value_hide_nothing(line: str) ->
     assert REDACTED in scrubbed and "\x1b[" in scrubbed, scrubbed
     assert not {"hunter2", "abc123secret", "sk-live-0123456789"} & set(re.findall(r"[\w-]+", scrubbed))
     assert SCRUBBER.scrub_texts([line]) == [scrubbed]
+
+
+@pytest.mark.parametrize(
+    ("printed", "expected"),
+    [
+        ("('spongebob', 'hunter2', None)", ["'spongebob'", "'hunter2'", "None"]),
+        ("('x',)", ["'x'"]),
+        ("(1, b'ab\\'c', datetime.date(2024, 1, 1), 'a, (b')",
+         ["1", "b'ab\\'c'", "datetime.date(2024, 1, 1)", "'a, (b'"]),
+        ("[('a', 'p1'), ('b', 'p2')  ... displaying 10 of 100 total bound parameter sets ...  ('z', 'p9')]",
+         ["'a'", "'p1'", "'b'", "'p2'", "'z'", "'p9'"]),
+    ],
+)  # fmt: skip
+def test_printed_parameters_are_found_item_by_item(printed: str, expected: list[str]) -> None:
+    assert [printed[start:end] for row in parameter_rows(printed) for start, end in row] == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        ("[SQL: INSERT INTO user_account (name, password, api_token) VALUES (?, ?, ?)]\n"
+         "[parameters: ('spongebob', 'hunter2', None)]",
+         "[SQL: INSERT INTO user_account (name, password, api_token) VALUES (?, ?, ?)]\n"
+         "[parameters: ('spongebob', '[REDACTED]', None)]"),
+        ("[SQL: UPDATE users SET password=%s WHERE id = %s]\n[parameters: [(b'hunter2', 1), ('n3w', 2)]]",
+         "[SQL: UPDATE users SET password=%s WHERE id = %s]\n"
+         "[parameters: [(b'[REDACTED]', 1), ('[REDACTED]', 2)]]"),
+        ("[SQL: SELECT * FROM users WHERE name = $1]\n[parameters: ('spongebob',)]",) * 2,
+    ],
+)  # fmt: skip
+def test_a_failed_statements_secret_parameters_are_redacted(error: str, expected: str) -> None:
+    """SQLAlchemy's error text: the statement says which positional parameter is the password."""
+    assert SCRUBBER.scrub_text(f"(sqlite3.IntegrityError) UNIQUE constraint failed\n{error}") == (
+        f"(sqlite3.IntegrityError) UNIQUE constraint failed\n{expected}"
+    )
 
 
 def test_sql_placeholders_follow_the_configured_secret_names() -> None:

@@ -19,6 +19,7 @@ from itertools import accumulate, pairwise
 from typing import Any, Protocol
 
 from tracestream.settings import Settings
+from tracestream.sql_text import parameter_rows, secret_placeholders
 
 __all__ = ["REDACTED", "Finding", "ScrubRules", "Scrubber"]
 
@@ -321,6 +322,40 @@ class ValidationInputRule:
                         yield span
 
 
+# A failed statement's error as SQLAlchemy words it: the statement, then its parameters on the next line.
+_SQL_AND_PARAMETERS = re.compile(r"\[SQL: (?P<sql>.*?)\]\n\[parameters: (?P<parameters>[^\n]*)\]", re.S)
+
+
+@dataclass(frozen=True)
+class SqlParametersRule:
+    """A failed statement's positional parameters bound to a sensitive column: in
+    `[SQL: INSERT INTO users (name, password) VALUES (?, ?)]` and `[parameters: ('bob', 'x')]`
+    only the statement says which is the password (named ones print as a dict, whose keys the
+    key/value rule reads)."""
+
+    keys: KeyPolicy
+    kind: str = "sensitive_sql_parameter"
+    triggers: tuple[str, ...] = ("parameters: ",)
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        for match in _SQL_AND_PARAMETERS.finditer(text):
+            secret = secret_placeholders(match.group("sql"), self.keys.secret)
+            base = match.start("parameters")
+            for row in parameter_rows(match.group("parameters")) if secret else ():
+                for start, end in (row[position] for position in secret if position < len(row)):
+                    value = text[base + start : base + end]
+                    if value != "None":  # NULL hides nothing
+                        yield _inside_quotes(value, base + start, base + end)
+
+
+def _inside_quotes(value: str, start: int, end: int) -> tuple[int, int]:
+    """A string literal's text, its quotes and prefix (`b'…'`) kept; any other value whole."""
+    opening = next((i for i, char in enumerate(value[:3]) if char in "'\""), -1)
+    if opening >= 0 and len(value) > opening + 1 and value[-1] == value[opening]:
+        return start + opening + 1, end - 1
+    return start, end
+
+
 def _field_of(loc: str) -> str:
     """`'body', 'password'` or `user.password`: the field's own name."""
     return loc.rstrip(", ").rsplit(",", 1)[-1].strip().strip("'\"").rsplit(".", 1)[-1]
@@ -526,6 +561,7 @@ class Scrubber:
             *BUILTIN_RULES,
             KeyValueRule(self._keys),
             ValidationInputRule(self._keys),
+            SqlParametersRule(self._keys),
             *custom,
         )
         # Each rule's screen: what the lowercased text must contain before its regex runs.
