@@ -303,6 +303,9 @@ def test_names_probes_found_stored_whole_are_secret() -> None:
         ("SET password = %s, token = :token, secret = $1, api_key = %(api_key)s",) * 2,
         ('{"password2": [{"message": "no match", "code": "password_mismatch"}]}',) * 2,
         ("{'username': 'bob', 'password': hunter2}", "{'username': 'bob', 'password': [REDACTED]}"),
+        # a bytes value, as botocore prints the headers it signs at DEBUG
+        ("{'X-Amz-Security-Token': b'IQoJb3JpZ2luX2Vj', 'Host': b'sts.amazonaws.com'}",
+         "{'X-Amz-Security-Token': b'[REDACTED]', 'Host': b'sts.amazonaws.com'}"),
         # no value: gunicorn's access line for a request without the headers, a repr, JSON
         ('127.0.0.1 "GET / HTTP/1.1" 200 auth="-" cookie="-" password=-',) * 2,
         ("{'password': None, 'token': 'None'}", "{'password': None, 'token': 'None'}"),

@@ -215,6 +215,7 @@ _QUOTED_VALUE = re.compile(r"""(?P<quote>["'])(?P<body>(?:(?!(?P=quote))[^\\]|\\
 _WORD_VALUE_END = re.compile(r"[\s\"'&;,)\]}]")
 _LINE_VALUE_END = re.compile(r"[\"'\\\r\n]")
 _NESTED = ("[", "{", "(")
+_BYTES_OPENERS = ("b'", 'b"')  # a bytes value's repr, as botocore prints the headers it signs
 _AUTH_SCHEME = re.compile(r"(?i:bearer|basic|digest|token|negotiate|ntlm|aws4-hmac-sha256)[ \t]+(?=\S)")
 
 
@@ -279,7 +280,7 @@ def _value_span(text: str, pos: int, header: bool, escaped: bool) -> tuple[int, 
         start = pos + 1
         end = text.find("\\" + text[pos], start)
         end = len(text) if end < 0 else end
-    elif quoted := _QUOTED_VALUE.match(text, pos):
+    elif quoted := _QUOTED_VALUE.match(text, pos + text.startswith(_BYTES_OPENERS, pos)):  # b'…' too
         start, end = quoted.span("body")
     elif text.startswith(_NESTED, pos):  # `"errors": [{"message": ...}]`: its own keys say what is secret
         return None
