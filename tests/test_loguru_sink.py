@@ -163,3 +163,24 @@ def test_loguru_level_names_are_the_severity_text(stream: RedisHandle) -> None:
         ("stock running low", "NOTICE", 12),
         ("disk full", "FATAL", 21),
     ]
+
+
+# loguru's README: "the message is formatted with the keyword arguments", which it also keeps.
+LOGURU_KEYWORDS = """
+import tracestream
+tracestream.configure()
+from loguru import logger
+logger.info("login {user} with {password} ({attempt})", user="spongebob", password="hunter2-kw", attempt=1)
+"""
+
+
+def test_a_secret_keyword_argument_is_redacted_in_the_message_it_was_formatted_into(
+    stream: RedisHandle,
+) -> None:
+    """The attribute `password` was redacted, and its value stayed in the record's body."""
+    done = run_python_process(LOGURU_KEYWORDS, stream.env(OTEL_SERVICE_NAME="kw"))
+    assert done.returncode == 0, done.stderr
+    assert "login spongebob with hunter2-kw (1)" in done.stderr  # printed as loguru formats it
+    (entry,) = wait_for(stream.logs, what="the login line")
+    assert entry.body == "login spongebob with [REDACTED] (1)"
+    assert entry.attributes["password"] == "[REDACTED]" and entry.attributes["user"] == "spongebob"

@@ -43,6 +43,8 @@ from tracestream.integrations.record_writer import RecordWriter, records_reach_a
 from tracestream.otel_setup.log_capture import count_seen_records, current, was_seen
 from tracestream.otel_setup.structured import attributes_of
 from tracestream.otel_setup.telemetry import installed
+from tracestream.scrubbing import REDACTED, KeyPolicy, secret_names_for
+from tracestream.settings import Settings
 
 _writers: dict[str, RecordWriter] = {}
 _queue_met = threading.Event()
@@ -66,7 +68,7 @@ def otel_sink(message: Any) -> None:
     level = record["level"]
     severity, severity_text = severity_of_level(level.no, level.name)
     writer.emit(
-        record["message"],
+        _without_secret_values(record["message"], record["extra"]),
         severity,
         {
             **attributes_of(record["extra"]),
@@ -77,6 +79,27 @@ def otel_sink(message: Any) -> None:
         exception=exception.value if exception is not None else None,
         severity_text=severity_text,
     )
+
+
+def _without_secret_values(message: str, extra: dict[str, Any]) -> str:
+    """loguru formats its keyword arguments into the message (`logger.info("login {user}
+    {password}", user=u, password=p)`) and keeps them as `extra`: the value of one whose name is
+    a secret's is redacted in the message too, where its attribute is. Values under 4 characters
+    are left: they would redact unrelated text."""
+    telemetry = installed()
+    names = _secret_names(telemetry.settings) if telemetry is not None and extra else None
+    if names is None:
+        return message
+    for key, value in extra.items():
+        shown = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+        if len(shown) >= 4 and shown in message and names.secret(str(key)):
+            message = message.replace(shown, REDACTED)
+    return message
+
+
+@functools.lru_cache(maxsize=1)
+def _secret_names(settings: Settings) -> KeyPolicy | None:
+    return secret_names_for(settings)
 
 
 _HANDLE = logging.Handler.handle.__code__
