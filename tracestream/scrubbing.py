@@ -453,15 +453,21 @@ GOOGLE_API_KEY = PatternRule(
     re.compile(r"(?<![A-Za-z0-9_\-])AIza[0-9A-Za-z_\-]{35}(?![A-Za-z0-9_\-])"),
     ("aiza",),
 )
-# Package registry and AI vendor tokens, by their documented prefixes: PyPI, npm, GitLab,
-# Anthropic, OpenAI project keys.
+# Package registry, AI and platform vendor tokens, by their documented prefixes: PyPI, npm,
+# GitLab, Anthropic, OpenAI project keys, Stripe webhook secrets, SendGrid,
+# and Slack's and Discord's incoming-webhook URLs, which are credentials whole. Each trigger
+# starts with a letter another trigger starts with (`sec_` of `whsec_`): a new first letter is a
+# new branch of the gate every clean line pays, and a rule of its own a screen more.
 VENDOR_TOKEN = PatternRule(
     "vendor_token",
     re.compile(
         r"(?<![A-Za-z0-9_\-])(?:pypi-AgE[A-Za-z0-9_\-]{16,}|npm_[A-Za-z0-9]{36}|glpat-[A-Za-z0-9_\-]{20,}"
-        r"|sk-(?:ant|proj)-[A-Za-z0-9_\-]{20,})"
+        r"|sk-(?:ant|proj)-[A-Za-z0-9_\-]{20,}|whsec_[A-Za-z0-9+/=]{24,}"
+        r"|SG\.[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{30,64}"
+        r"|hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/]{20,}"
+        r"|discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_\-]{40,})(?![A-Za-z0-9_\-])"
     ),
-    ("pypi-age", "npm_", "glpat-", "k-ant-", "k-proj-"),
+    ("pypi-age", "npm_", "glpat-", "k-ant-", "k-proj-", "sec_", "sg.", "slack.com/", "api/webhooks/"),
 )
 # The quoted password in SQL: `ALTER USER x WITH [ENCRYPTED] PASSWORD 'y'`, `CREATE ROLE ...
 # PASSWORD 'y'`, `SET PASSWORD [FOR u] = 'y'`, MySQL `IDENTIFIED [WITH plugin] BY 'y'`. A doubled
