@@ -269,6 +269,8 @@ def test_a_secrets_flag_takes_the_next_word_in_an_argv_and_a_command_line_only()
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
+        # redis-py's AUTH, in a traceback's source line: the user name and the password
+        ('self.execute_command("AUTH", "default", "hunter2")', 'self.execute_command("AUTH", "[REDACTED]")'),
         ("dict_items([('password', 'hunter2'), ('user', 'ada')])",
          "dict_items([('password', '[REDACTED]'), ('user', 'ada')])"),
         ("'vars': [('password', \"'hunter2'\")]", "'vars': [('password', \"[REDACTED]\")]"),

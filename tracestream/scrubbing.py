@@ -253,11 +253,15 @@ class KeyValueRule:
                     pos = max(pos, span[1])
         for match in _PAIR_KEY.finditer(text):
             key = match.group("key")
-            if self.keys.verdict(key) is _SECRET:
+            if key.upper() == "AUTH":  # redis-py's `("AUTH", user, password)`: every item after it
+                span = _items_span(text, match.end(), ")")
+            elif self.keys.verdict(key) is _SECRET:
                 header = key_words(key)[-1].endswith(_HEADER_SUFFIXES)
                 span = _value_span(text, match.end(), header, False)
-                if span is not None:
-                    yield span
+            else:
+                continue
+            if span is not None:
+                yield span
 
 
 def _items_span(text: str, pos: int, closer: str) -> tuple[int, int] | None:
