@@ -401,6 +401,9 @@ _PID = re.compile(r"\[(\d+)\]")
 # granian's worker names itself, not its pid, as it stops; its main process says it shuts down
 # at the same signal
 _WORKER_STOPPING = re.compile(r"\] (Stopping worker-\d+)$")
+# and says the worker's exit was unexpected where the worker, sent the group's SIGTERM too, was
+# gone before it got to stopping it: a race of the two processes, bare as traced (1 run in ~10)
+_WORKER_GONE_FIRST = re.compile(r"\[ERROR\] Unexpected exit from worker-\d+$")
 _VOLATILE = (
     (re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\]"), "[time]"),
     (re.compile(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]"), "[time]"),
@@ -433,6 +436,8 @@ def terminal_text(output: str) -> list[list[str]]:
             process = pid.group(1)  # a line without one is the last named process's
         if stopping := _WORKER_STOPPING.search(line):
             by_process.setdefault(stopping.group(1), []).append(line)
+        elif _WORKER_GONE_FIRST.search(line):
+            continue
         elif not outside_the_app:
             for pattern, replacement in _VOLATILE:
                 line = pattern.sub(replacement, line)
