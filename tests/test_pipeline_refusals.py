@@ -306,12 +306,18 @@ def test_the_real_writer_sets_aside_what_redis_refuses_and_the_rest_flows(
     assert letters.records == 5
 
 
-# eventlet's monkey_patch() takes `select.poll` away after redis-py chose it at import, as
-# gunicorn's eventlet worker under the launcher does.
+# A library that replaced a method of redis-py's with one that fails.
 CLIENT_BROKEN_AFTER_IMPORT = """
-import logging, select, tracestream
+import logging, tracestream
+from redis.connection import Connection
 tracestream.configure(service_name="broken-client")
-del select.poll
+
+
+def broken(*args, **kwargs):
+    raise AttributeError("a library broke the client")
+
+
+Connection.send_packed_command = broken
 logging.getLogger("app").warning("hello")
 """
 
@@ -330,8 +336,8 @@ def test_a_client_broken_in_the_process_is_not_said_to_be_redis_refusing(
     assert done.returncode == 0, done.stderr
     said = [line for line in done.stderr.splitlines() if "dead-letter" in line]
     assert said == [
-        "tracestream: WARNING logs: sending a record failed in this process (AttributeError module"
-        " 'select' has no attribute 'poll'); kept in the spool's dead-letter file"
+        "tracestream: WARNING logs: sending a record failed in this process (AttributeError a library"
+        " broke the client); kept in the spool's dead-letter file"
     ]
     [letters] = dead_letters(tmp_path)
     assert letters.records == 1

@@ -17,6 +17,8 @@ import contextlib
 import email.parser  # noqa: F401
 import encodings.idna  # noqa: F401
 import os
+import select
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -167,3 +169,13 @@ class ProcessLocalClient:
         if self._client is not None and self._pid == os.getpid():
             self._client.close()
         self._client = None
+
+
+def follow_a_late_select_patch() -> None:
+    """redis-py's hiredis parser chose `select.poll` as it loaded, and eventlet's `monkey_patch()`
+    takes `select.poll` away: after `configure()`, as always under the launcher, every call then
+    failed. The parser waits with selectors instead, as where redis-py loads after the patch.
+    Called before each call of the export thread: one attribute check."""
+    hiredis: Any = sys.modules.get("redis._parsers.hiredis")
+    if hiredis is not None and getattr(hiredis, "_HAS_POLL", False) and not hasattr(select, "poll"):
+        hiredis._HAS_POLL = False

@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
 from tracestream._internal_log import internal_logger
+from tracestream.connection import follow_a_late_select_patch
 from tracestream.disk_spool import Destination, Spool, replay_command
 from tracestream.forks import follow_uwsgi_forks, forks_strand_threads, renew_in_child
 from tracestream.otel_setup import native_threads
@@ -153,6 +154,7 @@ class Sender:
         self.start()
         if self._thread is None:
             with _exporting():
+                follow_a_late_select_patch()
                 job()
             return
         self._jobs.put(job)
@@ -160,6 +162,7 @@ class Sender:
     def _run(self) -> None:
         with _exporting():
             while (job := self._jobs.get()) is not _last_job:
+                follow_a_late_select_patch()
                 job()
 
     def _send(self, sending: Sending) -> None:
