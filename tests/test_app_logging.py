@@ -203,16 +203,15 @@ def test_sqlalchemy_logs_its_statements_only_when_the_app_asks(stream: RedisHand
     assert (scopes["sqlalchemy"] > 0) is echo, scopes
 
 
-# SQLAlchemy's ORM Quick Start with a password and a token column, and its Core tutorial's
-# "sending multiple parameters" (an executemany), under `echo=True`: each statement's
-# parameters are logged on a line of their own, positional.
-SQLALCHEMY_SECRETS = """
-import os
+# SQLAlchemy's ORM Quick Start model with a password and a token column; UNIQUE for its name.
+QUICK_START_MODEL = """
+import logging, os
 from typing import Optional
 if os.environ.get("WITH_TRACESTREAM"):
     import tracestream
     tracestream.configure()
 from sqlalchemy import String, create_engine, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 
@@ -223,10 +222,15 @@ class Base(DeclarativeBase):
 class User(Base):
     __tablename__ = "user_account"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(30))
+    name: Mapped[str] = mapped_column(String(30), unique=UNIQUE)
     password: Mapped[str]
     api_token: Mapped[Optional[str]]
-
+"""
+# The Quick Start, and its Core tutorial's "sending multiple parameters" (an executemany), under
+# `echo=True`: each statement's parameters are logged on a line of their own, positional.
+SQLALCHEMY_SECRETS = (
+    QUICK_START_MODEL.replace("UNIQUE", "False")
+    + """
 
 engine = create_engine("sqlite://", echo=True)
 Base.metadata.create_all(engine)
@@ -244,31 +248,14 @@ with engine.begin() as conn:
         [{"name": "patrick", "password": "p4ss-patrick"}, {"name": "gary", "password": "meow-gary"}],
     )
 """
+)
 SECRETS = ("hunter2", "tok-sponge", "s3cret-sandy", "n3w-pass", "p4ss-patrick", "meow-gary")
 
-# The same ORM model without `echo`, a unique name, and a sign-up that fails on it: SQLAlchemy's
+# The same model without `echo`, its name unique, and a sign-up that fails on it: SQLAlchemy's
 # error names the statement and prints its parameters, the password among them.
-FAILED_SIGNUP = """
-import logging, os
-from typing import Optional
-if os.environ.get("WITH_TRACESTREAM"):
-    import tracestream
-    tracestream.configure()
-from sqlalchemy import String, create_engine
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class User(Base):
-    __tablename__ = "user_account"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(30), unique=True)
-    password: Mapped[str]
-    api_token: Mapped[Optional[str]]
+FAILED_SIGNUP = (
+    QUICK_START_MODEL.replace("UNIQUE", "True")
+    + """
 
 
 engine = create_engine("sqlite://")
@@ -281,6 +268,7 @@ for password in ("hunter2", "s3cret-again"):
         except IntegrityError:
             logging.getLogger("shop.signup").exception("sign-up failed")
 """
+)
 
 
 def test_a_failed_statements_parameters_bound_to_secret_columns_are_redacted(stream: RedisHandle) -> None:

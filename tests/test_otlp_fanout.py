@@ -198,13 +198,10 @@ signal.raise_signal(signal.SIGTERM)
 """
 
 
-def test_a_deadly_signal_flushes_the_exporters_of_upstreams_configurator_too(
-    stream: RedisHandle, receiver: OtlpReceiver
-) -> None:
-    """Upstream's configurator, picked by the launcher, set up the providers with its own batch
-    processor for OTLP; tracestream joined them. At a deadly signal only our queues were
-    flushed, and what its processor held was lost."""
-    env = stream.env(
+def _under_upstreams_configurator(stream: RedisHandle, receiver: OtlpReceiver) -> dict[str, str]:
+    """The launcher's environment where it picks upstream's distro and configurator: spans to
+    Redis and to `receiver`."""
+    return stream.env(
         OTEL_SERVICE_NAME="launched",
         OTEL_TRACES_EXPORTER="redis_stream,otlp",
         OTEL_LOGS_EXPORTER="redis_stream",
@@ -214,6 +211,15 @@ def test_a_deadly_signal_flushes_the_exporters_of_upstreams_configurator_too(
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",  # upstream's distro defaults to gRPC
     )
+
+
+def test_a_deadly_signal_flushes_the_exporters_of_upstreams_configurator_too(
+    stream: RedisHandle, receiver: OtlpReceiver
+) -> None:
+    """Upstream's configurator, picked by the launcher, set up the providers with its own batch
+    processor for OTLP; tracestream joined them. At a deadly signal only our queues were
+    flushed, and what its processor held was lost."""
+    env = _under_upstreams_configurator(stream, receiver)
     before = len(receiver.spans)
     done = run_python_process(RAISED_AGAIN, env, launcher=True)
     assert done.returncode == -signal.SIGTERM, done.stderr
@@ -234,16 +240,7 @@ def test_spans_to_otlp_are_scrubbed_where_upstreams_configurator_set_the_exporte
 ) -> None:
     """With both distros installed the launcher may pick upstream's configurator, which builds
     the OTLP exporter itself: its spans left the process with their secrets."""
-    env = stream.env(
-        OTEL_SERVICE_NAME="launched",
-        OTEL_TRACES_EXPORTER="redis_stream,otlp",
-        OTEL_LOGS_EXPORTER="redis_stream",
-        OTEL_METRICS_EXPORTER="none",
-        OTEL_PYTHON_DISTRO="distro",
-        OTEL_PYTHON_CONFIGURATOR="configurator",
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-    )
+    env = _under_upstreams_configurator(stream, receiver)
     before = len(receiver.spans)
     run_python(LEAKY_SPAN, env, launcher=True)
     (sent,) = wait_for(lambda: receiver.spans[before:], what="the span over OTLP")
