@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, serve
-from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
+from tests.support import ROOT, VENV_BIN, RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
 
 LAUNCHER = str(VENV_BIN / "opentelemetry-instrument")
@@ -229,15 +229,7 @@ def test_eventlet_patched_after_redis_py_was_imported_loses_nothing(
     env = stream.env(OTEL_SERVICE_NAME="green", PYTHONWARNINGS="ignore::DeprecationWarning", **LAUNCHER_ENV)
     if not launcher:
         env["CONFIGURE_FIRST"] = "1"
-    command = [str(VENV_BIN / "python"), "-c", EVENTLET_APP]
-    done = subprocess.run(
-        [LAUNCHER, *command] if launcher else command,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    done = run_python_process(EVENTLET_APP, env, launcher=launcher)
     assert done.returncode == 0, done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("tracestream:")] == [], done.stderr
 
