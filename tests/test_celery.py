@@ -531,6 +531,7 @@ def test_an_eager_task_that_raises_where_it_is_called_has_its_failed_record(
     assert states == [("started", ""), ("failed", "ValueError")]
     started, failed = records
     assert (failed.trace_id, failed.span_id) == (started.trace_id, started.span_id) != ("", "")
+    assert failed.attributes["celery.task.runtime_ms"] >= 0  # it was none: the start was dropped at the end
 
 
 def test_worker_logs_reach_the_stream_without_celery_duplicates(

@@ -63,9 +63,9 @@ _past_its_hard_time_limit = False
 # None once that end is recorded: Celery may report it twice (5.7: a time limit).
 _arrived: OrderedDict[str, _Arrival | None] = OrderedDict()
 _ARRIVALS_KEPT = 2048
-# An eager task's own context, from its start: one that propagates its exception fails after
-# its span is no longer current (and after `task_postrun`), in the caller's context or none.
-_eager_runs: OrderedDict[str, Context] = OrderedDict()
+# An eager task's start and own context: one that propagates its exception fails after its span
+# is no longer current (and after `task_postrun`), in the caller's context or none.
+_eager_runs: OrderedDict[str, tuple[float, Context]] = OrderedDict()
 _connected = False
 # The message header carrying what enqueued a task (a header name is also a request attribute).
 ENQUEUED_HEADER = "tracestream_enqueued_by"
@@ -196,7 +196,7 @@ def _on_prerun(task_id: str, task: Any, **_: Any) -> None:
     if (limit := _hard_time_limit(task)) is not None:
         _hard_limits_end[attempt] = started + limit
     if getattr(task.request, "is_eager", False):
-        _eager_runs[task_id] = context
+        _eager_runs[task_id] = (started, context)
         if len(_eager_runs) > _ARRIVALS_KEPT:
             _eager_runs.popitem(last=False)
     enqueued_by = getattr(task.request, ENQUEUED_HEADER, None)
@@ -216,9 +216,12 @@ def _finished(
     severity: SeverityNumber,
     error: Any = None,
     context: Context | None = None,
+    started: float | None = None,
 ) -> None:
-    started = _started.get(_attempt(task_id, task.request))
-    runtime_ms = (perf_counter() - started[0]) * 1000 if started is not None else None
+    """`started` for an attempt whose start is no longer kept (an eager task failing past its end)."""
+    attempt = _started.get(_attempt(task_id, task.request))
+    started = attempt[0] if attempt is not None else started
+    runtime_ms = (perf_counter() - started) * 1000 if started is not None else None
     attributes = _task_attributes(state, task_id, task.name, task.request)
     attributes["celery.task.runtime_ms"] = round(runtime_ms, 3) if runtime_ms is not None else None
     ended_outside_its_span = not trace.get_current_span().get_span_context().is_valid
@@ -275,8 +278,8 @@ def _on_internal_error(
     sends `task_failure` for an internal error too."""
     eager = request.get("is_eager") if isinstance(request, dict) else getattr(request, "is_eager", False)
     if eager:
-        own = _eager_runs.pop(task_id, None)
-        _finished("failed", sender, task_id, SeverityNumber.ERROR, exception, context=own)
+        started, own = _eager_runs.pop(task_id, (None, None))
+        _finished("failed", sender, task_id, SeverityNumber.ERROR, exception, context=own, started=started)
 
 
 def _on_revoked(
