@@ -184,3 +184,20 @@ def test_a_secret_keyword_argument_is_redacted_in_the_message_it_was_formatted_i
     (entry,) = wait_for(stream.logs, what="the login line")
     assert entry.body == "login spongebob with [REDACTED] (1)"
     assert entry.attributes["password"] == "[REDACTED]" and entry.attributes["user"] == "spongebob"
+
+
+# A value `str()` refuses (an int past 4,300 digits) bound under a secret's name.
+LOGURU_HUGE_SECRET = """
+import tracestream
+tracestream.configure()
+from loguru import logger
+logger.bind(pin=10**5000).info("checked")
+"""
+
+
+def test_a_bound_value_str_refuses_changes_nothing_loguru_prints(stream: RedisHandle) -> None:
+    """Our sink looked for the value's text in the message, and `str()` raised in it: loguru
+    printed its "Logging error" report where the app printed nothing more."""
+    done = run_python_process(LOGURU_HUGE_SECRET, stream.env(OTEL_SERVICE_NAME="huge"))
+    assert done.returncode == 0 and "- checked" in done.stderr, done.stderr
+    assert "Logging error" not in done.stderr, done.stderr

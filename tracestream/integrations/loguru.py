@@ -83,17 +83,16 @@ def otel_sink(message: Any) -> None:
 
 def _without_secret_values(message: str, extra: dict[str, Any]) -> str:
     """loguru formats its keyword arguments into the message (`logger.info("login {user}
-    {password}", user=u, password=p)`) and keeps them as `extra`: the value of one whose name is
-    a secret's is redacted in the message too, where its attribute is. Values under 4 characters
+    {password}", user=u, password=p)`) and keeps them as `extra`: the text of one whose name is
+    a secret's is redacted in the message too, where its attribute is. Texts under 4 characters
     are left: they would redact unrelated text."""
     telemetry = installed()
     names = _secret_names(telemetry.settings) if telemetry is not None and extra else None
     if names is None:
         return message
     for key, value in extra.items():
-        shown = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
-        if len(shown) >= 4 and shown in message and names.secret(str(key)):
-            message = message.replace(shown, REDACTED)
+        if isinstance(value, str) and len(value) >= 4 and value in message and names.secret(str(key)):
+            message = message.replace(value, REDACTED)
     return message
 
 
