@@ -47,13 +47,9 @@ from tracestream.otel_setup.telemetry import Telemetry, installed
 from tracestream.schema import ENQUEUED_BY, rooted_route
 
 _records = RecordWriter("tracestream.celery", located_by_exception=True)
-# When each attempt of a task began: a retry shares its task's id, and on a threads pool it
-# may start before the attempt that enqueued it has ended.
-# Per attempt running here: when it started, and its span's context (ours is the record that
-# ends an ignored task, written after the instrumentation has ended the span).
-_started: dict[tuple[str, int], tuple[float, Context]] = {}
-# Per attempt running here with a hard time limit: when the limit is up (perf_counter).
-_hard_limits_end: dict[tuple[str, int], float] = {}
+# Each attempt running here, by task id and attempt: a retry shares its task's id, and on a
+# threads pool it may start before the attempt that enqueued it has ended.
+_started: dict[tuple[str, int], _Run] = {}
 # The last task here ended past its hard time limit: the pool's SIGTERM ended it, and its
 # SIGKILL follows 0.1 s later. A child logging faster than Redis took its lines lost the rest,
 # and its task's span, as its exit waited for Redis.
@@ -65,7 +61,7 @@ _arrived: OrderedDict[str, _Arrival | None] = OrderedDict()
 _ARRIVALS_KEPT = 2048
 # An eager task's start and own context: one that propagates its exception fails after its span
 # is no longer current (and after `task_postrun`), in the caller's context or none.
-_eager_runs: OrderedDict[str, tuple[float, Context]] = OrderedDict()
+_eager_runs: OrderedDict[str, _Run] = OrderedDict()
 _connected = False
 # The message header carrying what enqueued a task (a header name is also a request attribute).
 ENQUEUED_HEADER = "tracestream_enqueued_by"
@@ -159,6 +155,17 @@ def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 
 @dataclass(frozen=True)
+class _Run:
+    """An attempt running here: when it started (perf_counter), its span's context (ours is the
+    record that ends an ignored task, written after the instrumentation has ended the span), and
+    when its hard time limit is up."""
+
+    started: float
+    context: Context
+    hard_limit_end: float
+
+
+@dataclass(frozen=True)
 class _Arrival:
     context: Context
     attributes: dict[str, Any]
@@ -191,12 +198,11 @@ def _attempt(task_id: str, request: Any) -> tuple[str, int]:
 
 def _on_prerun(task_id: str, task: Any, **_: Any) -> None:
     context = otel_context.get_current()
-    attempt, started = _attempt(task_id, task.request), perf_counter()
-    _started[attempt] = (started, context)
-    if (limit := _hard_time_limit(task)) is not None:
-        _hard_limits_end[attempt] = started + limit
+    started = perf_counter()
+    run = _Run(started, context, started + _hard_time_limit(task))
+    _started[_attempt(task_id, task.request)] = run
     if getattr(task.request, "is_eager", False):
-        _eager_runs[task_id] = (started, context)
+        _eager_runs[task_id] = run
         if len(_eager_runs) > _ARRIVALS_KEPT:
             _eager_runs.popitem(last=False)
     enqueued_by = getattr(task.request, ENQUEUED_HEADER, None)
@@ -216,12 +222,11 @@ def _finished(
     severity: SeverityNumber,
     error: Any = None,
     context: Context | None = None,
-    started: float | None = None,
+    run: _Run | None = None,
 ) -> None:
-    """`started` for an attempt whose start is no longer kept (an eager task failing past its end)."""
-    attempt = _started.get(_attempt(task_id, task.request))
-    started = attempt[0] if attempt is not None else started
-    runtime_ms = (perf_counter() - started) * 1000 if started is not None else None
+    """`run` for an attempt no longer kept as running (an eager task failing past its end)."""
+    run = _started.get(_attempt(task_id, task.request)) or run
+    runtime_ms = (perf_counter() - run.started) * 1000 if run is not None else None
     attributes = _task_attributes(state, task_id, task.name, task.request)
     attributes["celery.task.runtime_ms"] = round(runtime_ms, 3) if runtime_ms is not None else None
     ended_outside_its_span = not trace.get_current_span().get_span_context().is_valid
@@ -278,8 +283,9 @@ def _on_internal_error(
     sends `task_failure` for an internal error too."""
     eager = request.get("is_eager") if isinstance(request, dict) else getattr(request, "is_eager", False)
     if eager:
-        started, own = _eager_runs.pop(task_id, (None, None))
-        _finished("failed", sender, task_id, SeverityNumber.ERROR, exception, context=own, started=started)
+        run = _eager_runs.pop(task_id, None)
+        context = run.context if run is not None else None
+        _finished("failed", sender, task_id, SeverityNumber.ERROR, exception, context=context, run=run)
 
 
 def _on_revoked(
@@ -305,9 +311,9 @@ def _on_postrun(task_id: str, task: Any, state: str | None = None, **_: Any) -> 
     global _past_its_hard_time_limit
     attempt = _attempt(task_id, task.request)
     if state == IGNORED and attempt in _started:
-        _finished("ignored", task, task_id, SeverityNumber.INFO, context=_started[attempt][1])
-    _started.pop(attempt, None)
-    _past_its_hard_time_limit = perf_counter() >= _hard_limits_end.pop(attempt, math.inf)
+        _finished("ignored", task, task_id, SeverityNumber.INFO, context=_started[attempt].context)
+    run = _started.pop(attempt, None)
+    _past_its_hard_time_limit = run is not None and perf_counter() >= run.hard_limit_end
 
 
 def _flush_child(**_: Any) -> None:
@@ -319,11 +325,12 @@ def _flush_child(**_: Any) -> None:
         telemetry.force_flush(telemetry.settings.shutdown_timeout)
 
 
-def _hard_time_limit(task: Any) -> float | None:
-    """Where the pool kills the task: the message's limit, else the task's, else the app's."""
+def _hard_time_limit(task: Any) -> float:
+    """Where the pool kills the task: the message's limit, else the task's, else the app's;
+    infinite without one."""
     limits = getattr(task.request, "timelimit", None)
     limit = (limits[0] if limits else None) or task.time_limit or task.app.conf.task_time_limit
-    return float(limit) if limit else None
+    return float(limit) if limit else math.inf
 
 
 _HARD_TIME_LIMIT_KILL = Kill(0.1, "Celery's pool kills its child 0.1 s after a hard time limit's SIGTERM")

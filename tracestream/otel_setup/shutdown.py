@@ -182,15 +182,16 @@ def _close_every_queue_or_stop_waiting(kill: Kill | None) -> None:
 
 def _close_every_queue(kill: Kill | None) -> None:
     deadline = time.monotonic() + _timeout
-    before_kill = time.monotonic() + kill.wait_for_redis if kill is not None else deadline
+    # With a kill coming, Redis is waited for only part of its time, then the spool takes the rest.
+    waits_until = min(deadline, time.monotonic() + kill.wait_for_redis) if kill is not None else deadline
     for callback in _before_closing:
         callback()
     for provider in _joined_providers:
-        provider.force_flush(int(remaining(min(deadline, before_kill)) * 1000))
+        provider.force_flush(int(remaining(waits_until) * 1000))
     # Every queue flushed first: one Redis did not take everything from is not tried again,
     # and the last status reports go out only where Redis took everything.
-    flushed = [queue.flush(remaining(min(deadline, before_kill))) for queue in _queues]
-    if not all(flushed) and kill is not None and before_kill < deadline and _give_up_waiting():
+    flushed = [queue.flush(remaining(waits_until)) for queue in _queues]
+    if not all(flushed) and kill is not None and waits_until < deadline and _give_up_waiting():
         raise _StopWaiting(kill.why)
     for queue, out in zip(_queues, flushed, strict=True):
         queue.shutdown(remaining(deadline) if out else 0.0, report_status=all(flushed), tell_left=False)
@@ -319,15 +320,10 @@ def _take_back_from_asyncio(unix_events: Any) -> None:
     def remove_signal_handler(wrapped: Callable[[int], bool], loop: Any, args: Any, kwargs: Any) -> bool:
         removed = wrapped(*args, **kwargs)
         number = args[0] if args else kwargs.get("sig")
-        chained = _handlers.get(number)
-        if (
-            removed
-            and chained is not None
-            and chained[1] is signal.SIG_DFL
-            and number not in _disarmed
-            and signal.getsignal(number) is signal.SIG_DFL
-        ):
-            signal.signal(number, chained[0])
+        if removed and number in _handlers and number not in _disarmed:
+            ours, replaced = _handlers[number]
+            if replaced is signal.SIG_DFL and signal.getsignal(number) is replaced:  # as arm_signals
+                signal.signal(number, ours)
         return removed
 
     wrapt.wrap_function_wrapper(
