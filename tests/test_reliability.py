@@ -228,6 +228,26 @@ def test_a_proxy_that_cuts_and_stalls_loses_nothing(
     assert status["failed_attempts"] > 0 and status["dropped"] == 0
 
 
+def test_a_stall_longer_than_the_queue_lasts_spools_instead_of_dropping(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path
+) -> None:
+    """Redis takes connections and answers nothing for a second: each call waits out the Redis
+    timeout (300 ms) while the app logs 1,500 records, more than the queue holds (1,000). The
+    queue goes to the spool behind the batch in flight, and every record arrives, once, in order."""
+    small_queue = {"OTEL_BLRP_MAX_QUEUE_SIZE": "1000", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "100"}
+    with FaultyProxy(durable.port) as proxy:
+        env = _env(handle, tmp_path, proxy.url, **small_queue)
+        writer = Writer(env, "--count", "12000", "--rate", "5000")
+        writer.wait_logged(1000)
+        proxy.stall()
+        writer.wait_logged(6000)
+        proxy.resume()
+        proxy.cut()  # the stalled connections are dead weight now
+        status = writer.result()
+    assert status["dropped"] == 0 and status["spooled"] > 1000, status
+    assert delivered(handle) == list(range(12000))
+
+
 def test_a_full_spool_and_queue_drop_only_what_they_count(
     durable: DurableRedis, handle: RedisHandle, tmp_path: Path
 ) -> None:

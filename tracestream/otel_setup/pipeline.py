@@ -95,6 +95,18 @@ class Refused:
 Outcome = bool | Refused
 
 
+class Overtaken:
+    """The worker stopped waiting for a call still in flight, as the queue filled up behind it:
+    the batch goes to the spool ahead of what follows it, and the call's end is awaited before
+    anything more is sent."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+OVERTAKEN = Overtaken()
+
+
 StatusReport = Callable[[dict[str, int]], None]
 
 
@@ -228,6 +240,7 @@ class BatchQueue(Generic[T]):
         self._held: list[Any] | None = None  # a failed batch with nowhere else to go
         self._replaying: list[Any] | None = None  # what is left of the spool's head batch, when partly in
         self._refusing_all: str | None = None  # why Redis refused every record of the last refused batch
+        self._overtaken: Sending | None = None  # a call the worker stopped waiting for, maybe still in flight
         self._wake = native_threads.Event()
         self._export_lock = native_threads.lock()
         self._deadline: float | None = None  # the current drain's, set under the export lock
@@ -332,16 +345,34 @@ class BatchQueue(Generic[T]):
         finally:
             self._export_lock.release()
 
-    def _outcome(self, sending: Sending) -> Outcome:
+    def _outcome(self, sending: Sending) -> Outcome | Overtaken:
         """What became of a batch the sender has, waited for until the drain's deadline, which
         `stop_waiting` may bring forward while the worker waits. Past it the batch counts as not
         taken, and goes again later (Redis keeps each record once): the app thread flushing may
         hold a lock the sender waits for (logging's, in a signal handler), and must not wait for
-        ever."""
+        ever. A Redis that takes a call and answers late (frozen, or slower than the app logs)
+        would have the queue drop records while the spool has room: the call is overtaken."""
         while (outcome := sending.result.get(self._until_deadline(_DEADLINE_CHECK))) is None:
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 return False
+            if self._filling_up():
+                self._overtaken = sending
+                return OVERTAKEN
         return outcome
+
+    def _filling_up(self) -> bool:
+        """The queue is a batch short of full (or half full, for a batch that large) and the
+        spool can take it: the batch in flight goes there first, so what follows stays behind
+        it, which the writer's mark relies on (a record stored ahead of an older one would have
+        that one skipped as stored)."""
+        spool = self.spool
+        limit = self._batch.max_queue_size
+        return (
+            spool is not None
+            and self._held is None
+            and len(self._queue) >= limit - min(self._batch.max_export_batch_size, limit // 2)
+            and spool.size < spool.max_bytes
+        )
 
     def _until_deadline(self, longest: float) -> float:
         deadline = self._deadline
@@ -393,6 +424,8 @@ class BatchQueue(Generic[T]):
 
     def _replay(self, deadline: float | None, retry_failing: bool = True) -> bool:
         """Older batches first: the spool, then the held batch. False while Redis is failing."""
+        if not self._overtaken_call_ended():
+            return False
         if (deadline is None or not retry_failing) and time.monotonic() < self._next_attempt:
             return False  # backing off; a flush tries anyway, it has its own deadline
         spool = self.spool
@@ -414,6 +447,23 @@ class BatchQueue(Generic[T]):
             self._held = self._deliver(self._held)
             if self._held is not None:
                 return False
+        return True
+
+    def _overtaken_call_ended(self) -> bool:
+        """Nothing is sent behind an overtaken call until it ends (a flush waits for it within
+        its deadline). Its batch is in the spool: a failure counts, and backs off; a success
+        counts when the spool's copy is replayed, which Redis then skips as stored."""
+        overtaken = self._overtaken
+        if overtaken is None:
+            return True
+        if self._deadline is not None:
+            self._outcome(overtaken)
+        outcome = overtaken.result.get(0)
+        if outcome is None:
+            return False
+        self._overtaken = None
+        if outcome is False:
+            self._account([], False)
         return True
 
     def _spill(self) -> None:
@@ -450,7 +500,7 @@ class BatchQueue(Generic[T]):
             return None
         return self._settle_outcome(batch, self._outcome(self._sender.send(batch)))
 
-    def _settle_outcome(self, batch: list[Any], outcome: Outcome) -> list[Any] | None:
+    def _settle_outcome(self, batch: list[Any], outcome: Outcome | Overtaken) -> list[Any] | None:
         if isinstance(outcome, Refused):
             return self._isolate(batch, outcome)
         self._account(batch, outcome)
@@ -473,7 +523,7 @@ class BatchQueue(Generic[T]):
             left = self._settle_outcome(batch[:1], probe)
             return batch if left is not None else self._deliver(batch[1:])
         pending, other_fate = deque([batch]), False
-        outcome: Outcome = refusal
+        outcome: Outcome | Overtaken = refusal
         while pending:
             piece = pending.popleft()
             if piece is not batch:
@@ -515,11 +565,11 @@ class BatchQueue(Generic[T]):
                 return False
             return Refused(error_code(error), describe(error), is_reply(error))
 
-    def _account(self, batch: list[Any], ok: bool) -> None:
-        if ok:
+    def _account(self, batch: list[Any], outcome: bool | Overtaken) -> None:
+        if outcome is True:
             self.counters.exported += len(batch)
             self._backoff = 0.0
-        else:
+        elif outcome is False:
             self.counters.failed_attempts += 1
             self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
             self._next_attempt = time.monotonic() + self._backoff
