@@ -457,3 +457,31 @@ def test_a_stream_that_vanished_under_its_writer_is_said_once_naming_the_evictio
     )
     assert f"deleted ({volatile})" in told["volatile-lru"]  # the streams have no expiry
     assert [entry.body for entry in stream.logs()] == ["fifth"]
+
+
+def test_a_redis_that_forgot_records_it_had_taken_is_said_once(capfd: pytest.CaptureFixture[str]) -> None:
+    """Redis restarted without persistence (the default of a Redis left as installed): the
+    records it had taken are gone, and so is the writer's mark there. The writer's next call
+    finds the mark below where it left it and says how many records may be lost, where it
+    said only that writes failed and then went through again."""
+    with EmbeddedRedis() as server:
+        handle = RedisHandle(server.url, "restarted")
+        records = RecordWriter(handle)
+        for number in range(3):
+            records.log(f"order {number} placed")
+        records.log("order 3 placed")
+        assert capfd.readouterr().err == ""  # a writer whose mark stands where it left it says nothing
+        server.stop()
+        server.start()
+        after = records.row("order 4 placed")
+        wait_for(lambda: records.writer.write_rows([after]), what="the restarted Redis to take the record")
+        records.log("order 5 placed")
+        told = [line for line in capfd.readouterr().err.splitlines() if "lost" in line]
+        records.close()
+        stored = [entry.body for entry in handle.logs()]
+    assert stored == ["order 4 placed", "order 5 placed"]
+    assert told == [
+        f"tracestream: WARNING Redis at {server.url}: 'restarted' lost up to 4 records this process had "
+        "stored there: Redis forgot them (restarted without persistence, a replica behind its master "
+        "took over, or FLUSHALL/FLUSHDB)"
+    ]

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import redis
@@ -50,6 +51,8 @@ NamedCall = tuple[str, int, ScriptCall]  # a script's name, its number of keys, 
 NEVER_RAN_AT = 14  # the append script's ARGV[15]
 # The append script's reply when the stream was gone under a writer that had stored records in it.
 VANISHED = "VANISHED "
+# Its reply when the writer's mark was below where the writer left it: `FORGOT <count> <stream>`.
+FORGOT = "FORGOT "
 # What scripts said they could not do, by Redis: a process's log and span writers meet the same
 # (a right their user lacks), and each is said once a process.
 _PROBLEMS_TOLD: set[str] = set()
@@ -134,6 +137,7 @@ class StreamWriter(Generic[Item]):
             settings.redis_url, settings.redis_timeout, Tls.of(settings), cluster=settings.redis_cluster
         )
         self._registered: dict[str, float] = {}  # shard -> when this process last added it to the registry
+        self._marks: dict[str, _Mark] = {}  # stream -> where this writer left its mark there
         self.health = WriteHealth()
         self._spells = shared_spells(self._client.shown_url, settings.stream)
         self._last_error = ""  # why the last write failed: the status carries it to doctor while failing
@@ -225,6 +229,25 @@ class StreamWriter(Generic[Item]):
                 node.script_load(script_source(name))
             if self._call_script(node, missing):
                 raise NoScriptError("a script is missing right after SCRIPT LOAD")
+        self._leave_mark(self._stream_of(keys), rows)
+
+    def _leave_mark(self, stream: str, rows: Sequence[list[str]]) -> None:
+        """Where the stream's mark for these rows' writer stands now that Redis took them."""
+        writer, counter = _writer_and_counter(rows[-1][self._rid_pos])
+        if writer != _writer_and_counter(rows[0][self._rid_pos])[0]:
+            return
+        before = self._marks.get(stream)
+        if before is not None and before.writer == writer:  # older rows replayed leave it where it was
+            counter = max(counter, before.value - 1)
+        self._marks[stream] = _Mark(writer, counter + 1, time.monotonic())
+
+    def _expected_mark(self, stream: str, rows: Sequence[list[str]]) -> int:
+        """Where the mark of these rows' writer should stand, when this exporter left it there
+        and it cannot have expired since; else 0, which expects nothing."""
+        mark = self._marks.get(stream)
+        if mark is None or time.monotonic() - mark.left_at >= self._ttl() - 1:
+            return 0
+        return mark.value if _writer_and_counter(rows[0][self._rid_pos])[0] == mark.writer else 0
 
     def _call_script(self, node: redis.Redis, calls: list[NamedCall]) -> list[NamedCall]:
         """One round trip; returns the calls the server could not run for want of their script,
@@ -255,6 +278,9 @@ class StreamWriter(Generic[Item]):
             problem = told.decode(errors="replace") if isinstance(told, bytes) else told
             if problem.startswith(VANISHED):
                 problem = _vanished(node, problem.removeprefix(VANISHED))
+            elif problem.startswith(FORGOT):
+                count, stream = problem.removeprefix(FORGOT).split(" ", 1)
+                problem = _forgotten(node, stream, int(count))
             if _first_time(f"Redis at {where}: {problem}"):
                 internal_logger.warning("Redis at %s: %s", where, problem)
 
@@ -281,7 +307,8 @@ class StreamWriter(Generic[Item]):
         settings = self.settings
         min_id_ms = int((time.time() - settings.max_age) * 1000) if settings.max_age else 0
         resource = rows[0][self._resource_pos]  # the call's resource, sent once
-        marks = f"{self._stream_of(keys)}:written:"
+        stream = self._stream_of(keys)
+        marks = f"{stream}:written:"
         errors: list[str | int | bytes] = []
         if self._error_rows is not None:  # ERROR+ rows: kept apart from the stream's trimming, and issues
             side = self._error_rows.side(rows)
@@ -303,6 +330,7 @@ class StreamWriter(Generic[Item]):
             marks,
             keys.resource(""),
             "",  # NEVER_RAN_AT: set only when the call is sent again after NOSCRIPT
+            self._expected_mark(stream, rows),
             *errors,
         ]
 
@@ -376,13 +404,41 @@ def _first_time(problem: str) -> bool:
         return True
 
 
+@dataclass(frozen=True)
+class _Mark:
+    writer: str  # the record ids' prefix
+    value: int  # the counter of the writer's next record
+    left_at: float  # time.monotonic()
+
+
+def _writer_and_counter(record_id: str) -> tuple[str, int]:
+    """A record id is its writer's 16-hex-digit prefix, then a hex counter (schema.RecordIds)."""
+    return record_id[:16], int(record_id[16:] or "0", 16)
+
+
+def _maxmemory_policy(node: redis.Redis) -> str:
+    """ "" where this user may not read it (one CONFIG GET: a producer user may not)."""
+    try:
+        return str(node.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+    except (*CLUSTER_ERRORS, OSError):
+        return ""
+
+
+def _forgotten(node: redis.Redis, stream: str, count: int) -> str:
+    """The line for a Redis that forgot records it had taken: its mark for this writer went back."""
+    records = "1 record" if count == 1 else f"{count} records"
+    policy = _maxmemory_policy(node)
+    evicted = f", or the mark alone evicted (maxmemory-policy {policy})" if evictable_keys(policy) else ""
+    return (
+        f"{stream!r} lost up to {records} this process had stored there: Redis forgot them (restarted "
+        f"without persistence, a replica behind its master took over, or FLUSHALL/FLUSHDB){evicted}"
+    )
+
+
 def _vanished(node: redis.Redis, stream: str) -> str:
     """The line for a stream gone under its writer, naming the eviction policy when this user may
-    read it (one CONFIG GET: a producer user may not)."""
-    try:
-        policy = str(node.config_get("maxmemory-policy").get("maxmemory-policy", ""))
-    except (*CLUSTER_ERRORS, OSError):
-        policy = ""
+    read it."""
+    policy = _maxmemory_policy(node)
     evictable = evictable_keys(policy)
     if not policy:
         cause = "evicted (an allkeys-* maxmemory-policy lets Redis) or deleted"

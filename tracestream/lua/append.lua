@@ -29,10 +29,13 @@
 -- (ARGV[12..13]), and a call's leading rows below it are skipped. Except with ARGV[15] = "1":
 -- the call is sent again after NOSCRIPT, so none of its rows ran, while a later call of the same
 -- round trip may have run (another client loaded the script in between) and moved the mark.
+-- ARGV[16] is where the writer last left its mark ("0" when it does not know): a mark found below
+-- it means Redis forgot records it had taken (a restart without persistence, a failover to a
+-- replica behind its master, a flush, or the mark evicted), and the call says how many.
 --
--- Error records (ARGV[16]: `[[row, fingerprint, route, instance], ...]` for the call's ERROR+
+-- Error records (ARGV[17]: `[[row, fingerprint, route, instance], ...]` for the call's ERROR+
 -- rows, "" when it has none, so other rows cost one test each) are copied to `<stream>:errors`
--- under the same stream ids, trimmed by its own count (ARGV[18]) and by age, so a flood that
+-- under the same stream ids, trimmed by its own count (ARGV[19]) and by age, so a flood that
 -- trims the log stream by count never takes them; and each updates its issue
 -- (`<stream>:issue:<fingerprint>`, a hash; `<stream>:issues`, fingerprints by last seen) with
 -- write commands whose replies are the counts they leave (HINCRBY), so a write-only producer
@@ -57,11 +60,12 @@ local rid_pos = tonumber(ARGV[12]) + 1
 local mark_prefix = ARGV[13]
 local resource_prefix = ARGV[14]
 local never_ran = ARGV[15] == '1'
-local errors_key = ARGV[17] or ''
-local errors_maxlen = tonumber(ARGV[18]) or 0
+local expected_mark = tonumber(ARGV[16]) or 0
+local errors_key = ARGV[18] or ''
+local errors_maxlen = tonumber(ARGV[19]) or 0
 local error_rows, has_errors = {}, false
-if ARGV[16] and ARGV[16] ~= '' then
-  for _, e in ipairs(cjson.decode(ARGV[16])) do error_rows[e[1]] = e end
+if ARGV[17] and ARGV[17] ~= '' then
+  for _, e in ipairs(cjson.decode(ARGV[17])) do error_rows[e[1]] = e end
   has_errors = true
 end
 local P = {}  -- field positions by name, for error rows
@@ -76,7 +80,7 @@ local function parse(row)
 end
 local first = 1
 local prefix = parse(rows[1])
-local mark_key, mark
+local mark_key, mark, forgotten
 if prefix then
   mark_key = mark_prefix .. prefix
   mark = redis.pcall('INCRBY', mark_key, 0)
@@ -86,6 +90,7 @@ if prefix then
     prefix = nil
   else
     redis.call('EXPIRE', mark_key, ttl)
+    forgotten = mark < expected_mark and expected_mark - mark
     while not never_ran and first <= #rows do
       local row_prefix, counter = parse(rows[first])
       if row_prefix ~= prefix or counter >= mark then break end
@@ -168,7 +173,7 @@ end
 -- A writer that stored rows before (its mark is above 0) adds its first row only to a stream that
 -- exists (NOMKSTREAM): when it does not, the stream vanished under the writer, evicted or
 -- deleted with the records in it, and the call says so (the writer tells it once).
-local check_stream = prefix and mark > 0
+local check_stream = prefix and mark > 0 and not forgotten
 local vanished = false
 for i = first, #rows do
   local row = rows[i]
@@ -182,7 +187,7 @@ for i = first, #rows do
   if has_errors and error_rows[i] then
     if errors_key ~= '' then
       if errors_maxlen > 0 then
-        redis.pcall('XADD', errors_key, 'MAXLEN', '~', ARGV[18], id, unpack(entry, fields_at))
+        redis.pcall('XADD', errors_key, 'MAXLEN', '~', ARGV[19], id, unpack(entry, fields_at))
       else
         redis.pcall('XADD', errors_key, id, unpack(entry, fields_at))
       end
@@ -226,7 +231,7 @@ end
 -- and a status that a recurrence turns from resolved (1) back to open (0), as a regression.
 local issue_problem
 if #issue_order > 0 then
-  local issue_prefix, issues_key, issue_ttl = ARGV[19], ARGV[20], tonumber(ARGV[21])
+  local issue_prefix, issues_key, issue_ttl = ARGV[20], ARGV[21], tonumber(ARGV[22])
   local issue_keys = string.sub(issue_prefix, 1, -2) .. '*'  -- the issues and their list
   local function call(command, key, ...)
     if issue_problem then return nil end
@@ -287,6 +292,7 @@ local function tell(problem)
   if problem then problems[#problems + 1] = problem end
 end
 tell(vanished and ('VANISHED ' .. stream))
+tell(forgotten and ('FORGOT ' .. string.format('%.0f', forgotten) .. ' ' .. stream))
 tell(digest_problem)
 tell(index_problem)
 tell(issue_problem)
