@@ -334,7 +334,7 @@ def test_an_embedded_redis_that_never_answers_is_not_left_running() -> None:
 
 
 def _without_a_home(
-    tmp_path: Path, read_only: Path | None = None, **env: str
+    tmp_path: Path, read_only: Path | None = None, *also_read_only: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """The app, Redis unreachable, where the working directory is not the app's to write in,
     and `read_only` (if given) a read-only mount, as a container's root filesystem is."""
@@ -344,8 +344,11 @@ def _without_a_home(
     command = [sys.executable, "-c", APP]
     if read_only is not None:
         read_only.mkdir(exist_ok=True)
-        mount = f'mount --bind {read_only} {read_only} && mount -o remount,bind,ro {read_only} && exec "$@"'
-        command = ["unshare", "--mount", "sh", "-c", mount, "sh", *command]
+        mounts = [
+            f"mount --bind {path} {path} && mount -o remount,bind,ro {path}"
+            for path in (read_only, *also_read_only)
+        ]
+        command = ["unshare", "--mount", "sh", "-c", " && ".join([*mounts, 'exec "$@"']), "sh", *command]
     environment = {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(ROOT),
@@ -373,6 +376,23 @@ def test_without_a_home_to_write_in_the_spool_is_the_users_own_in_the_temporary_
     own = tmp_path / "tmp" / f"tracestream-{os.getuid()}"
     assert own.stat().st_mode & 0o777 == 0o700
     assert list((own / "spool").glob("*/*/*.seg")), done.stderr
+
+
+def test_with_no_temporary_directory_to_write_in_the_spool_that_cannot_be_written_is_said_in_a_line(
+    tmp_path: Path,
+) -> None:
+    """A read-only root filesystem with no volume mounted at /tmp (a hardened pod): the home and
+    every temporary directory Python knows of are read-only. The app runs as bare, and one line
+    names the spool and why, where `configure()` raised from `tempfile.gettempdir()`."""
+    read_only = tmp_path / "home"
+    done = _without_a_home(tmp_path, read_only, str(tmp_path), "/tmp", "/var/tmp", HOME=str(read_only))
+    lines = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert lines[0] == (
+        f"tracestream: WARNING the spool at {read_only}/.local/state/tracestream/spool cannot be written "
+        f"({read_only} is read-only): while Redis is down, records wait in memory only, and are lost at "
+        "exit; TRACESTREAM_SPOOL_DIR names a writable directory"
+    )
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 def test_a_spool_directory_that_cannot_be_written_is_said_at_start(tmp_path: Path) -> None:

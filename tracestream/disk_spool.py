@@ -134,27 +134,29 @@ def spool_for(settings: Settings, stream: str) -> Spool | None:
     if not settings.spool_max_bytes:
         return None
     base = spool_base(settings)
-    _say_if_unwritable(base)
+    if not _writable_or_said(base):
+        return None
     return Spool(process_directory(base), Destination.of(settings, stream), settings.spool_max_bytes)
 
 
 _unwritable: dict[Path, bool] = {}  # each base checked, and whether it was found unwritable
 
 
-def _say_if_unwritable(base: Path) -> None:
-    """At start, once a base: found out only in an outage, a spool that cannot be written lost
-    at exit every record Redis had not taken."""
-    if base in _unwritable:
-        return
-    why = why_unwritable(base)
-    _unwritable[base] = why is not None
-    if why is not None:
-        internal_logger.warning(
-            "the spool at %s cannot be written (%s): while Redis is down, records wait in memory "
-            "only, and are lost at exit; TRACESTREAM_SPOOL_DIR names a writable directory",
-            base,
-            why,
-        )
+def _writable_or_said(base: Path) -> bool:
+    """Checked at start, and said once a base: found out only in an outage, a spool that
+    cannot be written lost at exit every record Redis had not taken. Without one the records
+    wait in memory, as the line says, and no failing write to it is said again."""
+    if base not in _unwritable:
+        why = why_unwritable(base)
+        _unwritable[base] = why is not None
+        if why is not None:
+            internal_logger.warning(
+                "the spool at %s cannot be written (%s): while Redis is down, records wait in memory "
+                "only, and are lost at exit; TRACESTREAM_SPOOL_DIR names a writable directory",
+                base,
+                why,
+            )
+    return not _unwritable[base]
 
 
 def spool_base(settings: Settings) -> Path:
@@ -348,7 +350,11 @@ def default_base() -> Path:
     base = Path(state) / "tracestream" / "spool"
     if base.is_absolute() and why_unwritable(base) is None:
         return base
-    own = Path(tempfile.gettempdir()) / f"tracestream-{os.getuid()}"
+    try:
+        temporary = tempfile.gettempdir()
+    except OSError:  # none this user can write in either: the home's, which says why in a line
+        return base
+    own = Path(temporary) / f"tracestream-{os.getuid()}"
     with contextlib.suppress(OSError):  # there already, or no temporary directory to write in
         own.mkdir(mode=0o700)
     with contextlib.suppress(OSError):
