@@ -383,50 +383,97 @@ def test_the_export_threads_need_no_import_at_teardown(stream: RedisHandle) -> N
 
 
 # A container's `CMD ["python", "app.py"]` without an init: the app is the init process of its
-# PID namespace, and `docker stop` sends SIGTERM while it waits (here, for a line on stdin).
+# PID namespace. It waits in `signal.pause()` (its threads do the work), and `docker stop` sends
+# SIGTERM; here SIGINT follows, which Python turns into KeyboardInterrupt.
 PID_ONE = """
-import logging, sys
+import logging, signal
 {setup}
-log = logging.getLogger("app")
-log.warning("before the signal")
+logging.getLogger("app").warning("before the signal")
 print("ready", flush=True)
-sys.stdin.readline()
-log.warning("after the signal")
-print("done", flush=True)
+signal.pause()
+print("pause returned", flush=True)
 """
 
 
-def test_sigterm_to_pid_one_flushes_and_leaves_it_running(stream: RedisHandle) -> None:
-    """The kernel ignores a signal's default action in PID 1: the app lives on until SIGKILL, as
-    without us, and logs on. Ours flushed, closed the queues and could not die: every later
-    record was lost, said in a line that blamed an atexit handler."""
+def test_sigterm_to_pid_one_changes_nothing_and_its_records_go_out_at_exit(stream: RedisHandle) -> None:
+    """The kernel ignores a default action in PID 1, so SIGTERM does nothing there, as without
+    us: ours, there, woke the app's `signal.pause()`, and the app went on to exit."""
     bare = _stopped_as_pid_one(stream, "")
     traced = _stopped_as_pid_one(stream, "import tracestream; tracestream.configure()")
-    assert traced == bare == (0, "done\n", "before the signal\nafter the signal\n")
-    assert [e.body for e in stream.logs()] == ["before the signal", "after the signal"]
+    assert traced == bare
+    assert bare[1] == "" and bare[2].endswith("KeyboardInterrupt\n"), bare
+    assert [e.body for e in stream.logs()] == ["before the signal"]
 
 
 def _stopped_as_pid_one(stream: RedisHandle, setup: str) -> tuple[int, str, str]:
-    """Exit status, and what it printed after "ready" and on stderr."""
+    """Exit status, and what it printed after "ready" and on stderr, after SIGTERM as it waits
+    in `signal.pause()` and then, once the SIGTERM is no longer pending, SIGINT."""
     command = ["unshare", "--pid", "--fork", sys.executable, "-c", PID_ONE.format(setup=setup)]
-    env = stream.env(TRACESTREAM_BATCH_DELAY_MS="60000")
     app = subprocess.Popen(
         command,
-        env=env,
+        env=stream.env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert app.stdout is not None
+    assert app.stdout.readline() == "ready\n"
+    children = Path(f"/proc/{app.pid}/task/{app.pid}/children")
+    pid_one = int(wait_for(lambda: children.read_text().strip(), what="PID 1's host pid"))
+    wchan = Path(f"/proc/{pid_one}/wchan")
+    wait_for(lambda: "pause" in wchan.read_text() or "sigsuspend" in wchan.read_text(), what="signal.pause()")
+    os.kill(pid_one, signal.SIGTERM)
+    wait_for(lambda: not _pending(pid_one, signal.SIGTERM), what="the SIGTERM to be taken")
+    os.kill(pid_one, signal.SIGINT)
+    out, err = app.communicate(timeout=30)
+    return app.returncode, out, err
+
+
+FORKED_BY_PID_ONE = """
+import logging, os, sys
+import tracestream
+tracestream.configure()
+child = os.fork()
+if child == 0:
+    logging.getLogger("app").warning("child record")
+    print("child", flush=True)
+    sys.stdin.readline()
+    os._exit(0)
+_, status = os.waitpid(child, 0)
+print("child ended by signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, flush=True)
+"""
+
+
+def test_a_child_of_pid_one_gets_our_sigterm_handler(stream: RedisHandle) -> None:
+    """Where PID 1 left SIGTERM's default alone, its forked child, where the default kills, gets
+    ours at its first record: the record goes out (the batch delay holds it back: only the
+    signal's flush sends it), and the child dies of SIGTERM, as without us."""
+    command = ["unshare", "--pid", "--fork", sys.executable, "-c", FORKED_BY_PID_ONE]
+    app = subprocess.Popen(
+        command,
+        env=stream.env(TRACESTREAM_BATCH_DELAY_MS="60000"),
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert app.stdin is not None and app.stdout is not None
-    assert app.stdout.readline() == "ready\n"
-    children = Path(f"/proc/{app.pid}/task/{app.pid}/children")
-    os.kill(int(wait_for(lambda: children.read_text().strip(), what="PID 1's host pid")), signal.SIGTERM)
-    if setup:  # the batch delay holds it back: only the signal's flush sends it
-        wait_for(lambda: [e.body for e in stream.logs()] == ["before the signal"], what="the flush")
-    out, err = app.communicate("\n", timeout=30)
-    return app.returncode, out, err
+    assert app.stdout is not None
+    assert app.stdout.readline() == "child\n"
+    pid_one = int(wait_for(lambda: Path(f"/proc/{app.pid}/task/{app.pid}/children").read_text().strip()))
+    [child] = [int(pid) for pid in Path(f"/proc/{pid_one}/task/{pid_one}/children").read_text().split()]
+    os.kill(child, signal.SIGTERM)
+    out, err = app.communicate(timeout=30)
+    assert (app.returncode, out) == (0, f"child ended by signal {int(signal.SIGTERM)}\n"), err
+    assert [e.body for e in stream.logs()] == ["child record"]
+
+
+def _pending(pid: int, number: int) -> bool:
+    """Whether the signal waits to be taken by the process (`ShdPnd`) or its main thread (`SigPnd`)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    masks = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask >> (number - 1) & 1 for mask in masks)
 
 
 # The asyncio docs' signal handling: the loop handles SIGTERM while it runs; the program goes on

@@ -6,9 +6,10 @@ Four ways out, four hooks:
   against one shared deadline;
 - SIGTERM with no framework handler, or SIGINT with one: ours flushes, then hands the signal
   to whatever handled it before (for SIGTERM by default that is death by the same signal, so
-  exit statuses do not change, and the queues are closed first, as at exit; in a PID
-  namespace's init, where the default action does nothing, it only flushes). Python's own
-  SIGINT handler is left alone: its KeyboardInterrupt ends at `atexit`;
+  exit statuses do not change, and the queues are closed first, as at exit). In a PID
+  namespace's init, where the kernel ignores the default action, a default one is left alone
+  (a handler would wake a `signal.pause()` there). Python's own SIGINT handler is left alone:
+  its KeyboardInterrupt ends at `atexit`;
 - a server that handled the signal itself and, its shutdown done, puts the default action
   back and raises the signal again (uvicorn's workers under `--workers` and `--reload`, which
   load the app inside that handling) dies without `atexit`: `signal.raise_signal` closes the
@@ -58,6 +59,7 @@ _exit = os._exit
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 _handlers: dict[int, tuple[_Handler, _Handler]] = {}  # each signal we chained: (ours, what it replaced)
 _disarmed: set[int] = set()  # in a forked child: the signals whose inherited handler we took back
+_left_to_init: set[int] = set()  # in PID 1: the signals whose default we left alone (see `_kills`)
 
 
 def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
@@ -298,8 +300,6 @@ def _chain(number: int) -> None:
         if callable(previous):  # the process may go on: a framework shuts down gracefully
             _flush_unless_flushing()
             previous(signum, frame)
-        elif not _kills(previous):  # PID 1: the signal does nothing, but what is logged so far goes out
-            _flush_unless_flushing()
         elif _closing:  # the close this signal interrupted ends it
             _held_signal = signum
         else:  # SIG_DFL: die of the same signal, as without us, once the queues are closed
@@ -307,7 +307,10 @@ def _chain(number: int) -> None:
             _die_of(signum)
 
     _handlers[number] = (handle, previous)
-    signal.signal(number, handle)
+    if _kills(previous) or previous is not signal.SIG_DFL:
+        signal.signal(number, handle)
+    else:  # PID 1, where the signal does nothing: a handler would wake the app's `signal.pause()`
+        _left_to_init.add(number)
 
 
 def _take_back_from_asyncio(unix_events: Any) -> None:
@@ -322,7 +325,7 @@ def _take_back_from_asyncio(unix_events: Any) -> None:
         number = args[0] if args else kwargs.get("sig")
         if removed and number in _handlers and number not in _disarmed:
             ours, replaced = _handlers[number]
-            if replaced is signal.SIG_DFL and signal.getsignal(number) is replaced:  # as arm_signals
+            if _kills(replaced) and signal.getsignal(number) is replaced:  # as arm_signals
                 signal.signal(number, ours)
         return removed
 
@@ -395,6 +398,8 @@ def _start_unarmed() -> None:
         if signal.getsignal(number) is ours:
             signal.signal(number, replaced)
             _disarmed.add(number)
+    _disarmed.update(number for number in _left_to_init if signal.getsignal(number) is signal.SIG_DFL)
+    _left_to_init.clear()  # a child of PID 1, where the default kills: ours at its first record
 
 
 def _die_of(signum: int) -> None:
