@@ -9,5 +9,6 @@ urlpatterns = [
     path("orders/", include("orders.urls")),
     path("api/", api.urls),
     path("rest/inventory/<slug:sku>/", rest.inventory),
+    path("rest/stock/<slug:sku>/", rest.stock),
     path("", include("articles.urls")),
 ]
