@@ -282,6 +282,7 @@ def test_a_request_the_servers_shutdown_cancels_keeps_its_record(stream: RedisHa
 
 
 UNFINISHED = "tracestream.integrations.http_records.UnfinishedAtExit"
+UNFINISHED_WHY = "the process ended while the request was being served"
 
 
 def _watch(url: str, seen: list[bytes]) -> None:
@@ -308,6 +309,13 @@ def test_a_stream_the_server_stops_without_waiting_for_keeps_its_record(stream: 
     assert records[0].attributes["http.response.body.size"] >= len(seen[0]) > 0 and records[0].trace_id != ""
     # the cancellation may reach the body before the process dies, or not
     assert records[0].exception_type in (UNFINISHED, "asyncio.exceptions.CancelledError")
+    # and its span is written either way: contrib's, ended by the cancellation or, where that
+    # never reached it, as the process ends, as an error (`traces --errors` finds it)
+    trace_id = records[0].trace_id
+    [span] = wait_for(lambda: [s for s in stream.spans() if s.trace_id == trace_id], what="its span")
+    assert (span.kind, span.name) == ("SERVER", "GET /video")
+    if records[0].exception_type == UNFINISHED:
+        assert (span.status, span.status_message) == ("ERROR", "UnfinishedAtExit: " + UNFINISHED_WHY)
 
 
 def test_pipelined_requests_each_get_their_record_and_headers(stream: RedisHandle) -> None:

@@ -68,6 +68,20 @@ class UnfinishedAtExit(Exception):
     """The process ended while the request was being served."""
 
 
+def failed_status(error: BaseException) -> trace.Status:
+    """The ERROR status a span of a request ended by `error` gets, as its request record says."""
+    return trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}")
+
+
+def end_abandoned_span(span: trace.Span | None, error: BaseException) -> None:
+    """Contrib's span of a request the process abandons, ended as an error from the thread that
+    closes the queues: what would end it (the request's own thread or task) never runs again,
+    and the span was lost, so `traces --errors` missed the failure its record shows."""
+    if span is not None and span.is_recording():
+        span.set_status(failed_status(error))
+        span.end()
+
+
 _in_flight: dict[int, Unfinished] = {}  # each leaves as its record is written
 
 

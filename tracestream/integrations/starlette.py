@@ -45,6 +45,7 @@ from tracestream.integrations.http_records import (
     emit_error_after_response,
     emit_request_record,
     emit_websocket_error,
+    end_abandoned_span,
     excluded_urls,
     forget_request,
     keep_server_lines_out,
@@ -246,6 +247,7 @@ class _Response:
         if not self.recorded:
             self.error = error
             self.record()
+            end_abandoned_span(trace.get_current_span(self.context), error)
 
     def exchange(self) -> HttpExchange:
         scope = self.scope

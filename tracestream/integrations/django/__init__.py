@@ -41,7 +41,6 @@ from django.urls import NoReverseMatch, reverse
 from opentelemetry.context import attach, detach, get_current
 from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.instrumentation.django.middleware.otel_middleware import _DjangoMiddleware
-from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import ExcludeList
 
 from tracestream._internal_log import internal_logger
@@ -51,7 +50,9 @@ from tracestream.integrations.http_records import (
     HttpExchange,
     RequestNote,
     emit_request_record,
+    end_abandoned_span,
     excluded_urls,
+    failed_status,
     forget_request,
     keep_server_lines_out,
     note_logged_errors,
@@ -214,7 +215,7 @@ class _Answering:
     def record_unfinished(self, error: BaseException) -> None:
         if not self.recorded:
             self.unanswered(error)
-            _end_abandoned_span(self.request, error)
+            end_abandoned_span(self.request.META.get(_DjangoMiddleware._environ_span_key), error)
 
 
 def _client_left(request: HttpRequest, error: BaseException) -> bool:
@@ -253,15 +254,6 @@ def _raised(task: asyncio.Task[Any] | None, error: type[BaseException]) -> bool:
     return task is not None and task.done() and not task.cancelled() and isinstance(task.exception(), error)
 
 
-def _end_abandoned_span(request: HttpRequest, error: BaseException) -> None:
-    """Contrib's span of a request the process abandons, ended from the thread that closes the
-    queues: its context stays where it was attached, on the request's own thread."""
-    span = request.META.get(_DjangoMiddleware._environ_span_key)
-    if span is not None and span.is_recording():
-        span.set_status(_failed(error))
-        span.end()
-
-
 def _end_contribs_span(request: HttpRequest, error: BaseException) -> None:
     """Contrib ends its span, and detaches its context, in `process_response`, which an exception
     passing Django never reaches (gunicorn's worker timeout's SystemExit, a cancelled ASGI
@@ -273,16 +265,11 @@ def _end_contribs_span(request: HttpRequest, error: BaseException) -> None:
     span = meta.pop(_DjangoMiddleware._environ_span_key, None)
     if span is not None and activation is not None:
         if not _client_left(request, error):
-            span.set_status(_failed(error))
+            span.set_status(failed_status(error))
         activation.__exit__(type(error), error, error.__traceback__)
     token = meta.pop(_DjangoMiddleware._environ_token, None)
     if token is not None:
         detach(token)
-
-
-def _failed(error: BaseException) -> Status:
-    """The ERROR status a span of a request ended by `error` gets, as its request record says."""
-    return Status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
 
 
 def _route_of(request: HttpRequest) -> str | None:
