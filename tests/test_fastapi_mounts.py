@@ -59,13 +59,17 @@ def test_one_record_and_one_trace_header_per_request(
     assert (server.name, server.attributes["http.route"]) == (f"GET {route}", route)
 
 
-def test_a_mounted_starlette_app_adds_no_span(base: str, stream: RedisHandle) -> None:
-    """Its own server span would be a second one: the app it is mounted in traced the request."""
-    response = httpx.get(f"{base}/legacy/users/ann")
-    assert response.text == "Hello, ann!"
-    trace_id = request_record(stream, response).trace_id
-    wait_for(lambda: _server_span(stream, trace_id), what="the server span")
-    assert [s.kind for s in stream.spans() if s.trace_id == trace_id] == ["SERVER"]
+@pytest.mark.parametrize("path", ["/legacy/users/ann", "/subapi/sub"])
+def test_a_mounted_app_adds_no_span(base: str, stream: RedisHandle, path: str) -> None:
+    """Its own span would be a second one, inside the first (contrib instruments every FastAPI
+    app, a mounted one too), and the app's lines would carry it: the app it is mounted in traced
+    the request."""
+    response = httpx.get(base + path)
+    assert response.status_code == 200
+    record = request_record(stream, response)
+    server = wait_for(lambda: _server_span(stream, record.trace_id), what="the server span")
+    assert [s.kind for s in stream.spans() if s.trace_id == record.trace_id] == ["SERVER"]
+    assert record.span_id == server.span_id
 
 
 def _server_span(stream: RedisHandle, trace_id: str) -> SpanEntry | None:
@@ -87,6 +91,10 @@ def test_a_mounted_apps_exception_is_on_its_one_record(base: str, stream: RedisH
         what="the trace's records",
     )
     assert in_trace == [record]
+    server = wait_for(lambda: _server_span(stream, record.trace_id), what="the server span")
+    assert [s.kind for s in stream.spans() if s.trace_id == record.trace_id] == ["SERVER"]
+    assert server.status == "ERROR"
+    assert [event["name"] for event in server.events] == ["exception"]
 
 
 # FastAPI's "Bigger Applications" tutorial, its routers cut to one route each: one with a prefix

@@ -34,6 +34,7 @@ from typing import Any
 
 from fastapi.applications import FastAPI
 from opentelemetry.instrumentation import fastapi as fastapi_instrumentation
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from starlette.applications import Starlette
@@ -45,6 +46,7 @@ from tracestream.integrations.http_records import requests_accounted_for
 from tracestream.integrations.starlette import (
     CONTRIB_OPTIONS,
     EXCLUDED_KEY,
+    RESPONSE_KEY,
     RequestRecordMiddleware,
     SpanErrorMiddleware,
     instrument_serving_apps,
@@ -124,6 +126,21 @@ def _skip_excluded(original: Any) -> Any:
     return call
 
 
+def _no_second_span_in_a_mounted_app(original: Any) -> Any:
+    """The contrib instrumentation instruments every FastAPI app, one mounted in another too (the
+    Sub Applications tutorial's), whose span then opened inside the request's: the app's lines
+    carried it and its exception was on it alone. A request the app it is mounted in records
+    already gets none."""
+
+    async def call(self: OpenTelemetryMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+        if RESPONSE_KEY in scope:
+            await self.app(scope, receive, send)
+        else:
+            await original(self, scope, receive, send)
+
+    return call
+
+
 def _say_apps_instrumented_without_us() -> None:
     """Apps `FastAPIInstrumentor.instrument_app()` instrumented before configure() (as the
     OpenTelemetry docs' FastAPI example does): contrib's wrapper holds FastAPI's own builder,
@@ -168,6 +185,9 @@ def install(telemetry: Telemetry, name: str = "fastapi") -> None:
         _add_contrib_options()
     FastAPI.build_middleware_stack = _build_middleware_stack(  # type: ignore[method-assign]
         FastAPI.build_middleware_stack
+    )
+    OpenTelemetryMiddleware.__call__ = _no_second_span_in_a_mounted_app(  # type: ignore[method-assign]
+        OpenTelemetryMiddleware.__call__
     )
     _say_apps_instrumented_without_us()
     instrument_serving_apps(sys._getframe(), _unrecorded)
