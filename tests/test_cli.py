@@ -12,6 +12,7 @@ import json
 import queue
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -481,3 +482,15 @@ def test_every_command_that_filters_by_service_takes_s_for_it(here: Here) -> Non
     for command, nothing in (("traces", "no matching traces"), ("errors", "no error issues")):
         done = here(command, "-s", "nobody")
         assert done.returncode == 0 and nothing in done.stdout + done.stderr, (command, done)
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    """Where the venv's bin is not on PATH (`python -m pip` habits, a container's entry point)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tracestream", "tail", "--since", "5x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.startswith("tracestream: ") and "5x" in done.stderr and "Traceback" not in done.stderr

@@ -141,7 +141,7 @@ def _replay(config: Settings, base: Path) -> int:
     from tracestream.otel_setup.pipeline import BatchQueue
 
     done = _Replayed()
-    complete = True
+    complete, failing = True, False
     for exporter in (RedisStreamLogExporter(config), RedisStreamSpanExporter(config)):
         writer = exporter.writer
         destination = Destination.of(config, writer.stream)
@@ -150,6 +150,7 @@ def _replay(config: Settings, base: Path) -> int:
             f"replay {writer.stream}", writer.write_rows, _REPLAY_BATCH, encode=writer.encode, spool=spool
         )
         complete = queue.flush(REPLAY_TIMEOUT_S) and complete
+        failing = failing or writer.health.failing
         done.records += queue.counters.replayed
         done.dead_lettered += queue.counters.dead_lettered
         done.torn += queue.counters.dropped_torn
@@ -160,9 +161,9 @@ def _replay(config: Settings, base: Path) -> int:
         f" {done.torn} lost in torn frames)"
     )
     if not complete:
-        error_line(
-            f"Redis at {where} did not take everything in {REPLAY_TIMEOUT_S:.0f}s; the rest stays spooled"
-        )
+        # A failing Redis ends the replay at once, having said why; a slow one, at the timeout.
+        why = "its writes failed, as said above" if failing else f"not in {REPLAY_TIMEOUT_S:.0f}s"
+        error_line(f"Redis at {where} did not take everything ({why}); the rest stays spooled")
         return 1
     return 0
 
