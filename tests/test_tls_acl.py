@@ -416,3 +416,29 @@ def test_readers_answer_at_once_while_redis_pauses_writes(acl_redis: EmbeddedRed
     finally:
         admin.execute_command("CLIENT", "UNPAUSE")
         admin.close()
+
+
+def test_a_producer_that_may_not_write_its_status_is_told_doctor_cannot_see_it(
+    acl_redis: EmbeddedRedis, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Without `+hset` every record is stored, and the process is missing from `tracestream
+    doctor`, so its drops and failures could never show there: said once, naming the right."""
+    stream = f"acl:{uuid.uuid4().hex[:8]}"
+    admin = acl_redis.client()
+    user = f"nohset{uuid.uuid4().hex[:6]}"
+    acl = PRODUCER_ACL.replace("producer", user, 1).format(password="pw", stream=stream) + " -hset"
+    admin.execute_command(*acl.split())
+    url = f"redis://{user}:pw@127.0.0.1:{acl_redis.port}/0"
+    records = RecordWriter(RedisHandle(url=url, stream=stream))
+    records.log("paid")
+    for _ in range(2):
+        records.writer.publish_status("logs", {"exported": 1})
+    records.close()
+    told = [line for line in capfd.readouterr().err.splitlines() if "status" in line]
+    assert [f["body"] for _, f in admin.xrange(stream)] == ["paid"]
+    assert told == [
+        f"tracestream: WARNING Redis at redis://{user}:***@127.0.0.1:{acl_redis.port}/0 refuses this "
+        "process's status (the URL's user lacks +hset): `tracestream doctor` cannot show this "
+        "process; docs/security.md lists the rights"
+    ]
+    admin.close()

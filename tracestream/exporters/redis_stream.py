@@ -8,6 +8,7 @@ arguments, so they read their settings from the environment.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -56,6 +57,7 @@ FORGOT = "FORGOT "
 # What scripts said they could not do, by Redis: a process's log and span writers meet the same
 # (a right their user lacks), and each is said once a process.
 _PROBLEMS_TOLD: set[str] = set()
+_DENIED_COMMAND = re.compile(r"no permissions to run the '([\w|]+)' command")
 _PROBLEMS_LOCK = threading.Lock()
 
 
@@ -388,6 +390,16 @@ class StreamWriter(Generic[Item]):
                 pipe.hset(key, name, value)
             pipe.expire(key, STATUS_TTL)
             pipe.execute()
+        except redis.exceptions.NoPermissionError as error:  # the records go in; doctor never sees them
+            where = self._client.shown_url
+            if _first_time(f"Redis at {where} refuses the status"):
+                denied = _DENIED_COMMAND.search(str(error))
+                internal_logger.warning(
+                    "Redis at %s refuses this process's status (%s): `tracestream doctor` cannot show "
+                    "this process; docs/security.md lists the rights",
+                    where,
+                    f"the URL's user lacks +{denied.group(1)}" if denied else describe(error),
+                )
         except (*CLUSTER_ERRORS, OSError):
             pass  # best effort: the next refresh, or the next export, tells the story
 
