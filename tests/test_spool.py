@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from tests.support import ROOT, RedisHandle, wait_for
-from tracestream.disk_spool import Spool, process_directory, spool_for
+from tracestream.disk_spool import Destination, Spool, process_directory, spool_for
 from tracestream.settings import Settings
 
 CHILD = """
@@ -219,3 +219,13 @@ def test_a_spool_directory_this_user_cannot_read_is_one_line(stream: RedisHandle
         "order paid",
     ]
     wait_for(lambda: [e for e in stream.logs() if e.body == "order paid"], what="the app's record")
+
+
+def test_a_socket_destination_is_named_by_a_url_that_reaches_it(tmp_path: Path) -> None:
+    """`unix:///run/redis.sock/2` named a socket file `redis.sock/2`: the lines and `spool list`
+    name it as redis-py reads it. Its folder keeps the name it had, so older spools are found."""
+    settings = Settings.load(environ={}, redis_url="unix:///run/redis.sock?db=2", spool_dir=str(tmp_path))
+    destination = Destination.of(settings, "app")
+    assert destination.server_url == "unix:///run/redis.sock?db=2"
+    assert destination.describe() == "stream 'app' (logs) on unix:///run/redis.sock?db=2"
+    assert destination.key == "app@bf1ed9b92555c21e"  # sha256 of "unix:///run/redis.sock/2\napp"

@@ -103,11 +103,10 @@ class Destination:
 
     @property
     def server_url(self) -> str:
-        """The server without credentials, as a URL."""
+        """The server without credentials, as a URL (`unix:///run/redis.sock?db=2` for a socket)."""
         if not self.server:
             return "an unrecorded Redis"
-        cluster = " (cluster)" if self.cluster else ""
-        return f"{self._scheme}://{self.server}/{self.db}{cluster}"
+        return self.url + (" (cluster)" if self.cluster else "")
 
     @property
     def _scheme(self) -> str:
@@ -119,7 +118,8 @@ class Destination:
         name = quote(self.stream, safe="")
         if not self.server:
             return f"{name}@unrecorded"
-        identity = f"{self.server_url}\n{self.stream}".encode()
+        cluster = " (cluster)" if self.cluster else ""  # as folders have been named from the start
+        identity = f"{self._scheme}://{self.server}/{self.db}{cluster}\n{self.stream}".encode()
         return f"{name}@{hashlib.sha256(identity).hexdigest()[:16]}"
 
     def describe(self, what: str = "") -> str:
