@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import ROOT, RedisHandle
 from tracestream.cli import spool as spool_command
-from tracestream.cli.common import ArgumentParser
+from tracestream.cli.common import ArgumentParser, UsageError
 from tracestream.cli.doctor import diagnose
 from tracestream.disk_spool import spool_for
 from tracestream.settings import Settings
@@ -73,6 +73,27 @@ def test_orphans_are_listed_replayed_into_their_redis_or_discarded(
 
     status, out, _ = _spool(capsys, "discard", "--id", str(listed[5]["id"]))
     assert status == 0 and out.startswith("discarded 5 spooled records")
+    assert _listed(capsys) == []
+
+
+def test_a_backlog_spooled_for_a_wrong_url_is_sent_where_the_operator_says(
+    stream: RedisHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spooled while the URL named a replica (READONLY), `redis://` at a TLS port or a host by
+    another name: the fixed URL is another destination, so the backlog waited for the wrong
+    one for ever. `replay --id` sends it to the Redis and stream the command names, only when
+    it names them: records never go to another Redis by default."""
+    monkeypatch.setenv("TRACESTREAM_SPOOL_DIR", str(tmp_path))
+    _orphan(NOBODY, "old-name", tmp_path, 4)
+    [backlog] = _listed(capsys)
+    with pytest.raises(UsageError, match="--redis-url"):
+        _spool(capsys, "replay", "--id", str(backlog["id"]))
+    with pytest.raises(UsageError, match="no backlog left by an ended process has the id 'nope'"):
+        _spool(capsys, "replay", "--id", "nope", "--redis-url", stream.url, "--stream", stream.stream)
+    argv = ["replay", "--id", str(backlog["id"]), "--redis-url", stream.url, "--stream", stream.stream]
+    status, out, _ = _spool(capsys, *argv)
+    assert status == 0 and out.startswith(f"replayed 4 records to {stream.url}")
+    assert [entry.body for entry in stream.logs()] == [f"orphan {i}" for i in range(4)]
     assert _listed(capsys) == []
 
 

@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from tracestream.cli.common import Console, UsageError, add_command, error_line, print_json, settings, shown
 from tracestream.disk_spool import (
@@ -44,7 +45,8 @@ def register(subparsers: Subparsers) -> None:
         "list, replay or discard records spooled on this machine while Redis was away",
         "list: every spooled backlog and dead-letter file under the spool directory "
         "($TRACESTREAM_SPOOL_DIR). replay: send what dead processes left for the destination of "
-        "--redis-url/--stream to it now. discard: delete what dead processes left for that "
+        "--redis-url/--stream to it now (or what they left for --id, spooled for a URL since "
+        "corrected, to --redis-url/--stream). discard: delete what dead processes left for that "
         "destination (or for --id, as list shows it), and with --dead-letters its refused records.",
     )
     parser.add_argument("action", choices=("list", "replay", "discard"), nargs="?", default="list")
@@ -61,12 +63,25 @@ def run(args: argparse.Namespace) -> int:
         return _list(base, args.json)
     keys = set(args.id) or {Destination.of(config, stream).key for stream in _streams(config)}
     if args.action == "replay":
-        if args.id:
-            raise UsageError(
-                "replay sends rows to the Redis of --redis-url and --stream; --id is for discard"
-            )
-        return _replay(config, base)
+        return _replay(config, base, _sources(base, keys, args) if args.id else None)
     return _discard(base, keys, args.dead_letters)
+
+
+def _sources(base: Path, keys: set[str], args: argparse.Namespace) -> list[Destination]:
+    """The destinations `--id` names, whose backlogs go to another: only to one the command names."""
+    if args.redis_url is None:
+        raise UsageError(
+            "replay --id sends a backlog to the Redis of --redis-url and --stream, which the command "
+            "must name: records never go to another Redis by default"
+        )
+    ended = {backlog.folder.name: backlog for backlog in backlogs(base) if not backlog.live}
+    unknown = sorted(keys - set(ended))
+    if unknown:
+        raise UsageError(
+            f"no backlog left by an ended process has the id {unknown[0]!r} (`tracestream spool list` "
+            "shows them; a running process sends its own)"
+        )
+    return [ended[key].destination or Destination(unquote(key.rpartition("@")[0])) for key in sorted(keys)]
 
 
 def _streams(config: Settings) -> tuple[str, ...]:
@@ -134,8 +149,9 @@ class _Replayed:
     torn: int = 0
 
 
-def _replay(config: Settings, base: Path) -> int:
-    """Through the exporter's own queue, so refused records are isolated as they are in a service."""
+def _replay(config: Settings, base: Path, sources: list[Destination] | None) -> int:
+    """Through the exporter's own queue, so refused records are isolated as they are in a service.
+    What was spooled for `sources` (default: the configured destination) goes to the configured one."""
     # The writer's floor, loaded only to replay: the other spool commands read, and load no OTel SDK.
     from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
     from tracestream.otel_setup.pipeline import BatchQueue
@@ -144,16 +160,17 @@ def _replay(config: Settings, base: Path) -> int:
     complete, failing = True, False
     for exporter in (RedisStreamLogExporter(config), RedisStreamSpanExporter(config)):
         writer = exporter.writer
-        destination = Destination.of(config, writer.stream)
-        spool = Spool(process_directory(base), destination, config.spool_max_bytes, say_takeover=False)
-        queue: BatchQueue[Any] = BatchQueue(
-            f"replay {writer.stream}", writer.write_rows, _REPLAY_BATCH, encode=writer.encode, spool=spool
-        )
-        complete = queue.flush(REPLAY_TIMEOUT_S) and complete
-        failing = failing or writer.health.failing
-        done.records += queue.counters.replayed
-        done.dead_lettered += queue.counters.dead_lettered
-        done.torn += queue.counters.dropped_torn
+        target = Destination.of(config, writer.stream)
+        for source in [target] if sources is None else [d for d in sources if d.is_spans == target.is_spans]:
+            spool = Spool(process_directory(base), source, config.spool_max_bytes, say_takeover=False)
+            queue: BatchQueue[Any] = BatchQueue(
+                f"replay {writer.stream}", writer.write_rows, _REPLAY_BATCH, encode=writer.encode, spool=spool
+            )
+            complete = queue.flush(REPLAY_TIMEOUT_S) and complete
+            failing = failing or writer.health.failing
+            done.records += queue.counters.replayed
+            done.dead_lettered += queue.counters.dead_lettered
+            done.torn += queue.counters.dropped_torn
         writer.close()
     where = Destination.of(config, config.stream).server_url
     print(
