@@ -20,6 +20,7 @@ from subprocess import PIPE
 from typing import IO, Any
 
 import pytest
+import redis
 from opentelemetry import trace
 from rich.console import Console
 
@@ -321,6 +322,20 @@ def test_doctor_fails_where_no_write_can_succeed(stream: RedisHandle, here: Here
     assert "a replica of 127.0.0.1:" in on_replica.stdout and "at the master" in on_replica.stdout
     assert when_full.returncode == 1 and "✗ memory: Redis is full" in when_full.stdout, when_full.stdout
     assert f"{policy}): it refuses every write" in " ".join(when_full.stdout.split())
+
+
+def test_doctor_calls_a_redis_full_that_refuses_batches_below_its_limit(here: Here) -> None:
+    """A batch needs room for itself: at 95% of maxmemory Redis refuses it (OOM) and is back
+    under its limit when doctor looks, which said only that writes may soon fail."""
+    with EmbeddedRedis() as server:
+        client = server.client()
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", int(client.info()["used_memory"]) + 40_000)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            client.set("batch", "x" * 100_000)
+        done = here("doctor", "--redis-url", server.url)
+    assert done.returncode == 1 and "✗ memory: Redis is full" in done.stdout, done.stdout
+    assert "it has refused 1 writes for memory since it started" in " ".join(done.stdout.split())
 
 
 BAD_INPUT = [

@@ -172,17 +172,22 @@ def _server(client: redis.Redis) -> list[Finding]:
             )
         )
     maxmemory, used = int(info.get("maxmemory", 0) or 0), int(info.get("used_memory", 0))
-    if maxmemory and used >= maxmemory and (policy == "noeviction" or policy.startswith("volatile-")):
+    # A batch needs room for itself: Redis at 95% refuses it, and is back under its limit when
+    # doctor looks. What it refused for memory since it started tells (INFO errorstats, 6.2+).
+    refused = int((info.get("errorstat_OOM") or {}).get("count", 0))
+    full = used >= maxmemory or (used > 0.9 * maxmemory and refused > 0)
+    if maxmemory and full and (policy == "noeviction" or policy.startswith("volatile-")):
         # volatile-* evicts only keys with an expiry, and the streams have none: once those are
         # gone, Redis refuses as noeviction does, and the exporters' status keys went first.
+        so_far = f"; it has refused {refused} writes for memory since it started" if refused else ""
         findings.append(
             Finding(
                 "memory",
                 "fail",
                 f"Redis is full ({info.get('used_memory_human')} used of maxmemory"
-                f" {info.get('maxmemory_human')}, {policy}): it refuses every write it cannot make room"
-                " for (OOM) and services keep their records in the spool until memory is freed or"
-                " maxmemory raised",
+                f" {info.get('maxmemory_human')}, {policy}{so_far}): it refuses every write it cannot"
+                " make room for (OOM) and services keep their records in the spool until memory is"
+                " freed or maxmemory raised",
             )
         )
     elif maxmemory and used > 0.9 * maxmemory:
