@@ -476,6 +476,39 @@ def _pending(pid: int, number: int) -> bool:
     return any(mask >> (number - 1) & 1 for mask in masks)
 
 
+# A terminal closing (an SSH session dropped, a terminal window closed) sends SIGHUP to the
+# programs it ran; its default action ends them.
+HANGS_UP = """
+import logging, sys
+{setup}
+logging.getLogger("app").warning("before the hang-up")
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_sighup_sends_what_was_logged_and_the_process_dies_of_it(stream: RedisHandle) -> None:
+    """Only SIGTERM and SIGINT were ours: a hang-up ended the process with its queue unsent
+    (the batch delay holds the record back: only the signal's flush sends it)."""
+    ended = {}
+    for setup in ("", "import tracestream; tracestream.configure()"):
+        app = subprocess.Popen(
+            [sys.executable, "-c", HANGS_UP.format(setup=setup)],
+            env=stream.env(TRACESTREAM_BATCH_DELAY_MS="60000"),
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert app.stdout is not None and app.stdout.readline() == "ready\n"
+        app.send_signal(signal.SIGHUP)
+        out, err = app.communicate(timeout=30)
+        ended[setup] = (app.returncode, out, err)
+    assert list(ended.values()) == [(-signal.SIGHUP, "", "before the hang-up\n")] * 2
+    assert [e.body for e in stream.logs()] == ["before the hang-up"]
+
+
 # The asyncio docs' signal handling: the loop handles SIGTERM while it runs; the program goes on
 # after `asyncio.run()` has closed it.
 AFTER_THE_LOOP = """

@@ -4,9 +4,10 @@ Four ways out, four hooks:
 - a normal exit (including uvicorn's, gunicorn workers' and a framework's own signal
   handling, which end in one) runs `atexit`, where every queue is flushed and shut down
   against one shared deadline;
-- SIGTERM with no framework handler, or SIGINT with one: ours flushes, then hands the signal
-  to whatever handled it before (for SIGTERM by default that is death by the same signal, so
-  exit statuses do not change, and the queues are closed first, as at exit). In a PID
+- SIGTERM or SIGHUP (a terminal closing) with no framework handler, or SIGINT with one: ours
+  flushes, then hands the signal to whatever handled it before (by default that is death by
+  the same signal, so exit statuses do not change, and the queues are closed first, as at
+  exit). In a PID
   namespace's init, where the kernel ignores the default action, a default one is left alone
   (a handler would wake a `signal.pause()` there). Python's own SIGINT handler is left alone:
   its KeyboardInterrupt ends at `atexit`;
@@ -44,7 +45,7 @@ from tracestream.forks import renew_in_child
 from tracestream.otel_setup import pool_workers
 from tracestream.otel_setup.pipeline import BatchQueue, remaining, tell_left_in_spool
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 _queues: list[BatchQueue[Any]] = []
 _before_closing: list[Callable[[], None]] = []
@@ -63,7 +64,7 @@ _left_to_init: set[int] = set()  # in PID 1: the signals whose default we left a
 
 
 def install(queues: Sequence[BatchQueue[Any]], timeout: float) -> None:
-    """Once per process: flush `queues` at exit and on SIGTERM/SIGINT, within `timeout` seconds."""
+    """Once per process: flush `queues` at exit and on SIGTERM/SIGINT/SIGHUP, within `timeout` seconds."""
     global _timeout
     first = not _queues
     _queues.extend(queues)
@@ -263,7 +264,7 @@ def _give_up_waiting() -> bool:
 
 
 def _flushing_raise_signal(signum: int) -> None:
-    """Raising SIGTERM or SIGINT at a process whose action for it is the default kills it
+    """Raising SIGTERM, SIGINT or SIGHUP at a process whose action for it is the default kills it
     without `atexit`: the queues are closed first, as at exit."""
     if signum in _SIGNALS and _kills(signal.getsignal(signum)):
         close_queues()
