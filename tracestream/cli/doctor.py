@@ -174,12 +174,16 @@ def _server(client: redis.Redis) -> list[Finding]:
     maxmemory, used = int(info.get("maxmemory", 0) or 0), int(info.get("used_memory", 0))
     # A batch needs room for itself: Redis at 95% refuses it, and is back under its limit when
     # doctor looks. What it refused for memory since it started tells (INFO errorstats, 6.2+).
-    refused = int((info.get("errorstat_OOM") or {}).get("count", 0))
-    full = used >= maxmemory or (used > 0.9 * maxmemory and refused > 0)
+    refused_for_memory = int((info.get("errorstat_OOM") or {}).get("count", 0))
+    full = used >= maxmemory or (used > 0.9 * maxmemory and refused_for_memory > 0)
     if maxmemory and full and (policy == "noeviction" or policy.startswith("volatile-")):
         # volatile-* evicts only keys with an expiry, and the streams have none: once those are
         # gone, Redis refuses as noeviction does, and the exporters' status keys went first.
-        so_far = f"; it has refused {refused} writes for memory since it started" if refused else ""
+        so_far = (
+            f"; it has refused {refused_for_memory} writes for memory since it started"
+            if refused_for_memory
+            else ""
+        )
         findings.append(
             Finding(
                 "memory",
