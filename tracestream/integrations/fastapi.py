@@ -30,6 +30,7 @@ request's task).
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi.applications import FastAPI
@@ -132,11 +133,11 @@ def _no_second_span_in_a_mounted_app(original: Any) -> Any:
     carried it and its exception was on it alone. A request the app it is mounted in records
     already gets none."""
 
-    async def call(self: OpenTelemetryMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+    def call(self: OpenTelemetryMiddleware, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Not a coroutine of its own: a frame less on every request's way."""
         if RESPONSE_KEY in scope:
-            await self.app(scope, receive, send)
-        else:
-            await original(self, scope, receive, send)
+            return self.app(scope, receive, send)  # type: ignore[no-any-return]
+        return original(self, scope, receive, send)  # type: ignore[no-any-return]
 
     return call
 
