@@ -162,23 +162,30 @@ print(app.test_client().get("/").data.decode())
 
 
 @pytest.mark.parametrize(
-    ("contrib", "spans_from"),
+    ("contrib", "disabled", "spans_from"),
     [
-        (True, "upstream's Flask instrumentation (opentelemetry-instrument loads it)"),
+        (True, "", "upstream's Flask instrumentation (opentelemetry-instrument loads it)"),
+        (
+            True,
+            "flask",
+            "upstream's Flask instrumentation, which OTEL_PYTHON_DISABLED_INSTRUMENTATIONS turns off",
+        ),
         (
             False,
+            "",
             "upstream's Flask instrumentation, which is not installed (opentelemetry-instrumentation-flask)",
         ),
     ],
-    ids=["upstream's instrumentation installed", "not installed"],
+    ids=["upstream's instrumentation installed", "turned off", "not installed"],
 )
 def test_a_web_framework_without_an_integration_is_said_in_one_line(
-    stream: RedisHandle, tmp_path: Path, contrib: bool, spans_from: str
+    stream: RedisHandle, tmp_path: Path, contrib: bool, disabled: str, spans_from: str
 ) -> None:
     """Flask's requests got no record, and no line said why."""
     without = "opentelemetry-instrumentation-flask"
     python = sys.executable if contrib else environment_without(tmp_path, without)
-    done = _run([str(python), "-c", FLASK_QUICKSTART], stream.env())
+    env = stream.env(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=disabled)
+    done = _run([str(python), "-c", FLASK_QUICKSTART], env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "<p>Hello, World!</p>\n"
     notes = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]

@@ -104,6 +104,8 @@ class Unintegrated:
     def spans(self) -> str:
         if not self.contrib:
             return self.spans_from
+        if self.contrib in disabled():  # its entry point's name, as the launcher matches it
+            return f"{self.spans_from}, which OTEL_PYTHON_DISABLED_INSTRUMENTATIONS turns off"
         if find_spec(f"opentelemetry.instrumentation.{self.contrib.replace('-', '_')}"):
             return f"{self.spans_from} (opentelemetry-instrument loads it)"
         return f"{self.spans_from}, which is not installed (opentelemetry-instrumentation-{self.contrib})"
