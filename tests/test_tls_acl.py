@@ -442,3 +442,23 @@ def test_a_producer_that_may_not_write_its_status_is_told_doctor_cannot_see_it(
         "process; docs/security.md lists the rights"
     ]
     admin.close()
+
+
+@pytest.mark.parametrize("right", ["xadd", "xtrim", "expire", "incrby", "lpop"])
+def test_a_producer_missing_a_right_the_store_needs_is_told_which(
+    acl_redis: EmbeddedRedis, capfd: pytest.CaptureFixture[str], right: str
+) -> None:
+    """Redis names only the script's line (`on @user_script:215`): the operator diffed the
+    user's ACL against docs/security.md by hand. Nothing is stored, and the line names the right."""
+    stream = f"acl:{uuid.uuid4().hex[:8]}"
+    admin = acl_redis.client()
+    user = f"no{right}{uuid.uuid4().hex[:6]}"
+    acl = PRODUCER_ACL.replace("producer", user, 1).format(password="pw", stream=stream) + f" -{right}"
+    admin.execute_command(*acl.split())
+    records = RecordWriter(RedisHandle(url=f"redis://{user}:pw@127.0.0.1:{acl_redis.port}/0", stream=stream))
+    stored = records.writer.write_rows([records.row("paid")])
+    records.close()
+    told = [line for line in capfd.readouterr().err.splitlines() if "cannot write" in line]
+    assert stored is False and admin.xlen(stream) == 0
+    assert len(told) == 1 and f"; grant the URL's user +{right})" in told[0], told
+    admin.close()

@@ -87,9 +87,13 @@ if prefix then
   local failure = refused(mark)
   if failure then
     if takes_no_writes(failure) then return failure end
+    if denied(failure) then return denied_reply(failure, 'INCRBY', mark_key) end
     prefix = nil
   else
-    redis.call('EXPIRE', mark_key, ttl)
+    local expire_failure = refused(redis.pcall('EXPIRE', mark_key, ttl))
+    if expire_failure then
+      return denied(expire_failure) and denied_reply(expire_failure, 'EXPIRE', mark_key) or expire_failure
+    end
     forgotten = mark < expected_mark and expected_mark - mark
     while not never_ran and first <= #rows do
       local row_prefix, counter = parse(rows[first])
@@ -106,7 +110,8 @@ for k = 1, math.min(#KEYS, #probes) do
   local probe = probes[k]
   local failure = refused(redis.pcall(probe[2], KEYS[k], unpack(probe, 3)))
   if failure then
-    if takes_no_writes(failure) or denied(failure) then return failure end
+    if takes_no_writes(failure) then return failure end
+    if denied(failure) then return denied_reply(failure, probe[2], KEYS[k]) end
     local problem
     if string.find(failure.err, 'WRONGTYPE', 1, true) then
       problem = KEYS[k] .. ' is not a ' .. probe[1] .. ': ' .. failure.err
@@ -175,14 +180,23 @@ end
 -- deleted with the records in it, and the call says so (the writer tells it once).
 local check_stream = prefix and mark > 0 and not forgotten
 local vanished = false
+-- The call's first XADD: a right the URL's user lacks is named, before anything is stored.
+local function xadd_first(...)
+  local reply = redis.pcall('XADD', ...)
+  local failure = refused(reply)
+  if failure then error(denied(failure) and denied_reply(failure, 'XADD', stream) or failure) end
+  return reply
+end
+local function xadd(...) return redis.call('XADD', ...) end
 for i = first, #rows do
   local row = rows[i]
   if row[resource_pos] == '' then row[resource_pos] = resource end
   for f = 1, nfields do entry[fields_at + 2 * f - 1] = row[f] end
-  id = check_stream and redis.call('XADD', stream, 'NOMKSTREAM', unpack(entry))
+  local add = i == first and xadd_first or xadd
+  id = check_stream and add(stream, 'NOMKSTREAM', unpack(entry))
   vanished = vanished or (check_stream and not id)
   check_stream = false
-  id = id or redis.call('XADD', stream, unpack(entry))
+  id = id or add(stream, unpack(entry))
   first_id = first_id or id
   if has_errors and error_rows[i] then
     if errors_key ~= '' then

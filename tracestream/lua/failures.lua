@@ -19,6 +19,12 @@ local function takes_no_writes(failure) return TAKES_NO_WRITES[string.match(fail
 local function denied(failure)
   return string.find(failure.err, 'NOPERM', 1, true) or string.find(failure.err, "can't run this command", 1, true)
 end
+-- A command the store itself needs, refused by the URL's ACL before anything is stored: the call
+-- is refused, naming the right to grant (Redis names only the script's line).
+local function denied_reply(failure, command, key)
+  return redis.error_reply(failure.err .. ' (' .. command .. ' on ' .. key .. "; grant the URL's user +"
+    .. string.lower(command) .. ')')
+end
 -- What a command refused once the records are stored costs, in a line the writer tells once. A key
 -- of another type (another program's) is named; a command refused whatever the key (a right the
 -- URL's user lacks, with the right to grant; a command renamed away) names the pattern `keys`.
