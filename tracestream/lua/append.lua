@@ -187,16 +187,17 @@ local function xadd_first(...)
   if failure then error(denied(failure) and denied_reply(failure, 'XADD', stream) or failure) end
   return reply
 end
-local function xadd(...) return redis.call('XADD', ...) end
 for i = first, #rows do
   local row = rows[i]
   if row[resource_pos] == '' then row[resource_pos] = resource end
   for f = 1, nfields do entry[fields_at + 2 * f - 1] = row[f] end
-  local add = i == first and xadd_first or xadd
-  id = check_stream and add(stream, 'NOMKSTREAM', unpack(entry))
-  vanished = vanished or (check_stream and not id)
-  check_stream = false
-  id = id or add(stream, unpack(entry))
+  if i == first then
+    id = check_stream and xadd_first(stream, 'NOMKSTREAM', unpack(entry))
+    vanished = check_stream and not id
+    id = id or xadd_first(stream, unpack(entry))
+  else
+    id = redis.call('XADD', stream, unpack(entry))
+  end
   first_id = first_id or id
   if has_errors and error_rows[i] then
     if errors_key ~= '' then
