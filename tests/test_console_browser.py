@@ -118,6 +118,7 @@ def test_trace_link_opens_the_waterfall_with_spans_from_two_services(
         frontend.log(f"{marker} checkout started", span=root)
         with backend.tracer.start_as_current_span("charge card") as child:
             backend.log(f"{marker} card charged", SeverityNumber.WARN, span=child)
+        frontend.log(f"{marker} checkout done", span=root)
     trace_id = format(root.get_span_context().trace_id, "032x")
     row = page.locator("#records tr", has_text=f"{marker} checkout started")
     row.wait_for(timeout=2000)
@@ -127,9 +128,15 @@ def test_trace_link_opens_the_waterfall_with_spans_from_two_services(
     spans = page.locator("tr.span")
     assert spans.locator("td.service").all_inner_texts() == ["frontend", "backend"]
     assert spans.locator("td.span-name").all_inner_texts() == ["GET /checkout", "charge card"]
+    # in time order, as `tracestream trace` draws it: the root's last line after its child span
     rows = page.locator(".waterfall tbody tr").all_inner_texts()
-    assert len(rows) == 4 and "checkout started" in rows[1] and "card charged" in rows[3]
-    assert "2 spans across 2 services, 2 log records" in page.inner_text("h2")
+    assert [text for row in rows for text in ("started", "charged", "done") if text in row] == [
+        "started",
+        "charged",
+        "done",
+    ], rows
+    assert len(rows) == 5 and "charge card" in rows[2] and "checkout done" in rows[4]
+    assert "2 spans across 2 services, 3 log records" in page.inner_text("h2")
     _screenshot(page, "trace")
 
 

@@ -226,7 +226,7 @@ def test_console_apis_answer_200_with_the_good_records(corpus: Corpus, console: 
     assert [body for body in bodies if body.startswith("good")] == corpus.good[::-1]
     trace = httpx.get(console.url + f"api/trace/{corpus.trace_id}")
     assert trace.status_code == 200, trace.text
-    assert corpus.span_id in [span["span_id"] for span in trace.json()["spans"]]
+    assert corpus.span_id in [row["span"]["span_id"] for row in trace.json()["rows"] if "span" in row]
     for path in ("api/services", "api/stats?since=1h", f"api/trace/{'cd' * 16}"):
         assert httpx.get(console.url + path).status_code == 200, path
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,27 +66,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def in_time_order(tree: TraceTree) -> Iterator[tuple[int, SpanNode | LogEntry]]:
-    """Depth-first with each row's depth; a span's log records and child spans interleaved by time,
-    and logs that match no span among the roots, so the rows read top to bottom in time."""
-    pending = [(0, item) for item in reversed(_by_time([*tree.roots, *tree.unattached_logs]))]
-    while pending:  # no recursion: a chain of parents can be as deep as another writer makes it
-        depth, item = pending.pop()
-        yield depth, item
-        if isinstance(item, SpanNode):
-            pending += [(depth + 1, child) for child in reversed(_by_time([*item.children, *item.logs]))]
-
-
-def _by_time(items: Iterable[SpanNode | LogEntry]) -> list[SpanNode | LogEntry]:
-    return sorted(
-        items, key=lambda item: item.span.start_ns if isinstance(item, SpanNode) else item.timestamp_ns
-    )
-
-
 def tree_lines(tree: TraceTree) -> list[dict[str, Any]]:
     """NDJSON: the waterfall's rows in its order, spans with their depth, logs one deeper than their span."""
     lines: list[dict[str, Any]] = []
-    for depth, item in in_time_order(tree):
+    for depth, item in tree.in_time_order():
         if isinstance(item, LogEntry):
             lines.append({"type": "log", "depth": depth, **record_json(item)})
             continue
@@ -155,11 +137,11 @@ def _bar_width(width: int) -> int:
 
 def _rows(tree: TraceTree, bar_width: int, stacks: bool) -> list[_Row]:
     start = tree.start_ns
-    spans = [item.span for _, item in in_time_order(tree) if isinstance(item, SpanNode)]
+    spans = [item.span for _, item in tree.in_time_order() if isinstance(item, SpanNode)]
     end = max([span.end_ns for span in spans] + [start + 1])
     scale = bar_width / (end - start)
     rows: list[_Row] = []
-    for depth, item in in_time_order(tree):
+    for depth, item in tree.in_time_order():
         if isinstance(item, LogEntry):
             label = Text("• ").append_text(shown(f"{item.severity} ", severity_style(item.severity_number)))
             # A cell of the waterfall: a whole long message folded in it would fill the screen

@@ -30,6 +30,7 @@ from tracestream.query import (
     Cursor,
     Query,
     QueryError,
+    SpanNode,
     TraceFilter,
     TraceTree,
     record_at,
@@ -80,29 +81,33 @@ def record_view(entry: LogEntry) -> dict[str, Any]:
 
 
 def tree_json(tree: TraceTree) -> dict[str, Any]:
-    """Spans in waterfall order with their depth, each carrying its own log records."""
-    spans = [
-        {
-            "span_id": node.span.span_id,
-            "parent_span_id": node.span.parent_span_id,
-            "name": node.span.name,
-            "kind": node.span.kind,
-            "service": node.span.service,
-            "start_ms": node.span.start_ns / 1e6,
-            "duration_ms": node.span.duration_ms,
-            "status": node.span.status,
-            "status_message": node.span.status_message,
-            "attributes": node.span.attributes,
-            "depth": depth,
-            "cycle": node.cycle,
-            "logs": [record_view(entry) for entry in node.logs],
-        }
-        for depth, node in tree.walk()
-    ]
+    """The waterfall's rows in time order, as `tracestream trace` draws them: each span with its
+    depth, its log records and child spans interleaved by time under it, and the records that
+    match no span among the roots (depth 0)."""
+    rows: list[dict[str, Any]] = []
+    for depth, item in tree.in_time_order():
+        if isinstance(item, SpanNode):
+            rows.append({"span": _span_view(item, depth)})
+        else:
+            rows.append({"record": record_view(item), "depth": depth})
+    return {"trace_id": tree.trace_id, "rows": rows}
+
+
+def _span_view(node: SpanNode, depth: int) -> dict[str, Any]:
+    span = node.span
     return {
-        "trace_id": tree.trace_id,
-        "spans": spans,
-        "unattached_logs": [record_view(entry) for entry in tree.unattached_logs],
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "name": span.name,
+        "kind": span.kind,
+        "service": span.service,
+        "start_ms": span.start_ns / 1e6,
+        "duration_ms": span.duration_ms,
+        "status": span.status,
+        "status_message": span.status_message,
+        "attributes": span.attributes,
+        "depth": depth,
+        "cycle": node.cycle,
     }
 
 

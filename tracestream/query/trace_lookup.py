@@ -102,6 +102,16 @@ class TraceTree:
             yield depth, node
             stack.extend((depth + 1, child) for child in reversed(node.children))
 
+    def in_time_order(self) -> Iterator[tuple[int, SpanNode | LogEntry]]:
+        """Depth-first with each row's depth; a span's log records and child spans interleaved by
+        time, and logs that match no span among the roots, so the rows read top to bottom in time."""
+        pending = [(0, item) for item in reversed(_by_time([*self.roots, *self.unattached_logs]))]
+        while pending:  # no recursion: a chain of parents can be as deep as another writer makes it
+            depth, item = pending.pop()
+            yield depth, item
+            if isinstance(item, SpanNode):
+                pending += [(depth + 1, child) for child in reversed(_by_time([*item.children, *item.logs]))]
+
     @property
     def start_ns(self) -> int:
         """The earliest time known: 0 is a time that was absent or undecodable, not the epoch."""
@@ -109,6 +119,12 @@ class TraceTree:
             e.timestamp_ns for e in self.unattached_logs
         ]
         return min((start for start in starts if start), default=0)
+
+
+def _by_time(items: Iterable[SpanNode | LogEntry]) -> list[SpanNode | LogEntry]:
+    return sorted(
+        items, key=lambda item: item.span.start_ns if isinstance(item, SpanNode) else item.timestamp_ns
+    )
 
 
 def build_tree(records: TraceRecords) -> TraceTree:

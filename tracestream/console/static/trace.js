@@ -1,5 +1,5 @@
-// Trace view: the spans of one trace as a waterfall across services, each followed by the
-// log records written inside it.
+// Trace view: the spans of one trace as a waterfall across services, each span's log records and
+// child spans under it in time order, as `tracestream trace` draws them.
 "use strict";
 
 (() => {
@@ -16,48 +16,45 @@
     return element;
   }
 
-  function logRow(record) {
+  function logRow(record, depth) {
     const row = TS.recordRow(record);
     row.classList.add("log");
+    if (depth === 0) row.title = "outside any stored span";
     return row;
   }
 
+  function spanRow(span, start, total) {
+    const name = TS.el("td", { class: "span-name" }, span.name);
+    if (span.cycle) {
+      name.append(TS.el("span", { class: "cycle", title: `its parent ${span.parent_span_id} descends from it` },
+        "parent cycle"));
+    }
+    name.style.paddingLeft = `${6 + span.depth * 16}px`;
+    return TS.el("tr", { class: "span", "data-span-id": span.span_id },
+      TS.el("td", { class: "service" }, span.service), name,
+      TS.el("td", { class: "num" }, `${span.duration_ms.toFixed(2)} ms`),
+      TS.el("td", { class: "bar-cell" }, bar(span, start, total)));
+  }
+
   function render(trace) {
-    const logCount = trace.spans.reduce((n, s) => n + s.logs.length, trace.unattached_logs.length);
-    if (!trace.spans.length && !logCount) {
+    const spans = trace.rows.filter((row) => row.span).map((row) => row.span);
+    const logCount = trace.rows.length - spans.length;
+    if (!trace.rows.length) {
       target.replaceChildren(TS.el("div", { class: "empty" }, `No spans or records for trace ${trace.trace_id}.`));
       return;
     }
-    const start = Math.min(...trace.spans.map((s) => s.start_ms));
-    const end = Math.max(...trace.spans.map((s) => s.start_ms + s.duration_ms));
-    const services = new Set(trace.spans.map((s) => s.service));
-    const body = TS.el("tbody");
-    for (const span of trace.spans) {
-      const name = TS.el("td", { class: "span-name" }, span.name);
-      if (span.cycle) {
-        name.append(TS.el("span", { class: "cycle", title: `its parent ${span.parent_span_id} descends from it` },
-          "parent cycle"));
-      }
-      name.style.paddingLeft = `${6 + span.depth * 16}px`;
-      body.append(TS.el("tr", { class: "span", "data-span-id": span.span_id },
-        TS.el("td", { class: "service" }, span.service), name,
-        TS.el("td", { class: "num" }, `${span.duration_ms.toFixed(2)} ms`),
-        TS.el("td", { class: "bar-cell" }, bar(span, start, end - start))));
-      for (const record of span.logs) body.append(logRow(record));
-    }
+    const start = Math.min(...spans.map((s) => s.start_ms));
+    const end = Math.max(...spans.map((s) => s.start_ms + s.duration_ms));
+    const services = new Set(spans.map((s) => s.service));
+    const body = TS.el("tbody", {}, ...trace.rows.map((row) =>
+      row.span ? spanRow(row.span, start, end - start) : logRow(row.record, row.depth)));
     const table = TS.el("table", { class: "waterfall" },
       TS.el("thead", {}, TS.el("tr", {}, TS.el("th", {}, "service"), TS.el("th", {}, "span"),
         TS.el("th", { class: "num" }, "duration"), TS.el("th", {}, "timeline"))), body);
-    const parts = [
-      TS.el("h2", {}, `Trace ${trace.trace_id}: ${trace.spans.length} spans across ${services.size} services, ` +
+    target.replaceChildren(
+      TS.el("h2", {}, `Trace ${trace.trace_id}: ${spans.length} spans across ${services.size} services, ` +
         `${logCount} log records`),
-      table,
-    ];
-    if (trace.unattached_logs.length) {
-      parts.push(TS.el("h2", {}, "Records outside any stored span"),
-        TS.el("table", {}, TS.el("tbody", {}, ...trace.unattached_logs.map(logRow))));
-    }
-    target.replaceChildren(...parts);
+      table);
   }
 
   const load = (traceId) => TS.withStatus(status, async () => {
