@@ -164,6 +164,7 @@ KIND_RULES: list[dict[str, Any]] = [
      "above": "200ms", "window": "1s", "cooldown": "1500ms", "notify": ["ops"]},
     {"name": "flaky", "kind": "match", "filter": {"service": "f"}, "cooldown": "30s", "notify": ["flaky"]},
     {"name": "moved", "kind": "match", "filter": {"service": "v"}, "cooldown": "30s", "notify": ["flaky"]},
+    {"name": "ordered", "kind": "match", "filter": {"service": "o"}, "cooldown": "1s", "notify": ["flaky"]},
     {"name": "café → <b>", "kind": "match", "filter": {"service": "u"}, "cooldown": "30s", "notify": ["ops"]},
     {"name": "new-errors", "kind": "new_issue", "filter": {"service": "e"}, "cooldown": "1s",
      "notify": ["ops"]},
@@ -372,6 +373,27 @@ def test_a_webhook_answering_500_then_200_gets_it_once_and_no_secret_is_shown(
     for shown in (runner.stderr(), recorded):
         assert SECRET_PASSWORD not in shown and SECRET_TOKEN not in shown
     assert "http://127.0.0.1:" in recorded and "/***" in recorded
+
+
+def test_a_resolve_waits_for_the_firing_its_webhook_failed(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    """The firing fails twice (retried 1 s, then 2 s later); the resolve, decided a second after
+    it, went out in between, so the channel's last word was `firing` for a rule long ok. It
+    waits behind the firing, and both arrive, in order."""
+    _, _, writer = kinds
+    receiver.fail_next("/flaky", 500, 500)
+    writer.log("one order failed", service="o")
+    arrived = wait_for(
+        lambda: (found := receiver.accepted("/flaky", "ordered"))[1:] and found, 20, what="firing and resolve"
+    )
+    assert [body["state"] for body in arrived] == ["firing", "resolved"]
+    attempts = [
+        (hook.status, hook.body["state"])
+        for hook in receiver.attempts("/flaky")
+        if hook.body["rule"] == "ordered"
+    ]
+    assert attempts == [(500, "firing"), (500, "firing"), (200, "firing"), (200, "resolved")]
 
 
 def test_a_redirect_is_not_followed_with_the_credentials(

@@ -7,6 +7,8 @@ posted again: the only window for a second post is a runner dying between the en
 and that mark (a few milliseconds), and each request carries an `Idempotency-Key` for it.
 A failed attempt is acknowledged together with its retry, queued in a sorted set by due time;
 due retries go back to the outbox in one script, so a retry is never lost or doubled either.
+The notifications of one rule to one target go out in order: while one waits for its retry the
+later ones wait behind it, so a resolve never reaches a channel before the firing it ends.
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class Deliverer:
         self.settings = settings
         self._report = report
         self._due = client.register_script(script_source("due_deliveries"))
+        self._release = client.register_script(script_source("alerts_release"))
         self._last_claim = 0.0
 
     def run(self, stop: threading.Event) -> None:
@@ -190,8 +193,14 @@ class Deliverer:
         name, attempt = fields["target"], int(fields["attempt"])
         sent = self.keys.sent(payload["id"], name)
         target = self.targets.get(name)
+        stalled, waiting = self.keys.stalled(payload["rule"], name), self.keys.waiting(payload["rule"], name)
         pipe = self.client.pipeline(transaction=True)
         if self.client.exists(sent):
+            pipe.xack(self.keys.outbox, DELIVERY_GROUP, entry_id)
+            pipe.execute()
+            return
+        if attempt == 1 and "released" not in fields and self._behind(stalled, waiting, payload["id"]):
+            pipe.rpush(waiting, orjson.dumps({"target": name, "payload": fields["payload"]}))
             pipe.xack(self.keys.outbox, DELIVERY_GROUP, entry_id)
             pipe.execute()
             return
@@ -205,6 +214,7 @@ class Deliverer:
             delay = min(self.settings.max_backoff, self.settings.first_backoff * 2 ** (attempt - 1))
             retry = {"target": name, "payload": fields["payload"], "attempt": str(attempt + 1)}
             pipe.zadd(self.keys.retry, {orjson.dumps(retry): int((time.time() + delay) * 1000)})
+            pipe.set(stalled, payload["id"], ex=self._stalled_ttl())
         else:
             outcome = "failed"
         record = {"id": payload["id"], "rule": payload["rule"], "target": name, "attempt": attempt}
@@ -212,8 +222,21 @@ class Deliverer:
         pipe.xadd(self.keys.deliveries, record, maxlen=DELIVERIES_MAX, approximate=True)  # type: ignore[arg-type]
         pipe.xack(self.keys.outbox, DELIVERY_GROUP, entry_id)
         pipe.execute()
+        if outcome != "retrying":  # the next one of this rule to this target may go
+            self._release(keys=[stalled, waiting, self.keys.outbox], client=self.client)
         if problem:
             self._report(f"notification {payload['id']} to {name}: {problem} (attempt {attempt}, {outcome})")
+
+    def _behind(self, stalled: str, waiting: str, notification_id: str) -> bool:
+        """Whether an earlier notification of this rule to this target waits for its retry, or
+        later ones wait behind one: this one then waits too."""
+        head = self.client.get(stalled)
+        return (head is not None and reply_text(head) != notification_id) or bool(self.client.llen(waiting))
+
+    def _stalled_ttl(self) -> int:
+        """As long as the retries of one notification can last, so a lost mark frees its rule."""
+        settings = self.settings
+        return int(settings.max_backoff * settings.max_attempts + settings.claim_idle) + 1
 
 
 def failed_deliveries(client: redis.Redis, stream: str, limit: int = 20) -> list[dict[str, str]]:

@@ -132,6 +132,21 @@ class AlertKeys:
     def sent(self, notification_id: str, target: str) -> str:
         return f"{self.prefix}:sent:{notification_id}:{target}"
 
+    def stalled(self, rule_name: str, target: str) -> str:
+        """The id of the notification of a rule to a target that waits for a retry: later ones
+        of that rule to that target wait behind it (`waiting`), so a resolve never overtakes its
+        firing."""
+        return f"{self.prefix}:stalled:{_line(rule_name, target)}"
+
+    def waiting(self, rule_name: str, target: str) -> str:
+        """List: notifications of a rule to a target, in order, behind a stalled one."""
+        return f"{self.prefix}:waiting:{_line(rule_name, target)}"
+
+
+def _line(rule_name: str, target: str) -> str:
+    """A rule and a target in one key part: JSON, so no name can pass for another pair."""
+    return orjson.dumps([rule_name, target]).decode()
+
 
 @dataclass(frozen=True)
 class _WindowKeys:
