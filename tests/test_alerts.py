@@ -615,6 +615,13 @@ BAD_RULES = [
     # a latency's value is in ms: 500 meant as ms would read as seconds, and never fire
     ({"kind": "latency", "above": 500}, "rule 'r1': field 'above': a duration with its unit, e.g. 500ms"),
     ({"kind": "latency", "above": "0.5"}, "rule 'r1': field 'above': a duration with its unit"),
+    # as with --since, a bare number could mean seconds or minutes
+    ({"window": 30}, "rule 'r1': field 'window': 30 needs its unit, as in 30s, 5m or 1h"),
+    ({"repeat": "60"}, "rule 'r1': field 'repeat': '60' needs its unit"),
+    # an empty filter value read as no filter: every service's records matched
+    ({"filter": {"service": ""}}, "rule 'r1': field 'filter.service': is empty: leave the key out"),
+    ({"filter": {"service": ["api", "  "]}}, "rule 'r1': field 'filter.service': is empty"),
+    ({"filter": {"text": ""}}, "rule 'r1': field 'filter.text': is empty"),
 ]
 
 

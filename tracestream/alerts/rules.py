@@ -331,6 +331,8 @@ class _RuleFields:
             if default is None:
                 raise self.error(key, "required, a duration such as 30s, 5m or 1h")
             return default
+        if _bare_number(value) and float(value) != 0:  # as with --since: 30 could mean seconds or minutes
+            raise self.error(key, f"{value!r} needs its unit, as in 30s, 5m or 1h")
         try:
             ms = round(parse_duration(str(value)) * 1000)
         except ValueError as error:
@@ -344,7 +346,7 @@ class _RuleFields:
         if value is None:
             raise self.error("above", "required, the threshold the value must exceed")
         if kind == "latency":
-            if isinstance(value, (int, float)) or str(value).strip().replace(".", "", 1).isdigit():
+            if _bare_number(value):
                 # the value is in ms, a bare number would read as seconds: 500 meant as 500 ms never fires
                 raise self.error("above", f"a duration with its unit, e.g. {value}ms or {value}s")
             return self.duration("above", None, positive=True)
@@ -397,6 +399,8 @@ class _RuleFields:
             ):
                 raise self.error(f"{key}.{name}", "expected text" + (" or a list of text" if many else ""))
             texts = [str(v) for v in values]
+            if not all(text.strip() for text in texts):  # read as no filter: every record matched
+                raise self.error(f"{key}.{name}", "is empty: leave the key out to match every record")
             params[str(name)] = texts if many else texts[0]
         try:
             return params, _query(params)
@@ -423,6 +427,10 @@ def _query(params: Mapping[str, str | list[str]]) -> Query:
         regex=text("regex"),
         attributes=[*many("attribute"), *shorthands],
     )
+
+
+def _bare_number(value: object) -> bool:
+    return isinstance(value, (int, float)) or str(value).strip().replace(".", "", 1).isdigit()
 
 
 def _fails(name: str, value: str | list[str]) -> bool:
