@@ -165,7 +165,9 @@ def test_stats_shows_a_long_message_shortened_as_errors_does(
     where = ["--redis-url", stream.url, "--stream", stream.stream, "--since", "1h"]
     assert main(["stats", *where]) == 0
     whole_words = SHOWN_ERROR_LENGTH // 9
-    assert re.findall(r"frame\d{3}\b", capsys.readouterr().out) == frames[:whole_words]
+    shown = capsys.readouterr().out
+    assert re.findall(r"frame\d{3}\b", shown) == frames[:whole_words]
+    assert f"{frames[whole_words - 1]} f…" in shown  # cut, and it says so
     assert main(["stats", "--json", *where]) == 0
     [group] = [line for line in ndjson(capsys.readouterr().out) if line["type"] == "error_group"]
     assert group["message"] == " ".join(frames)

@@ -218,8 +218,11 @@ SHOWN_ERROR_LENGTH = 200  # characters of an error's text a table shows
 
 def abridged(error: str) -> str:
     """An error's text as a table shows it (`--json` has it whole): a traceback logged as the
-    message (granian's line about an app's exception) would fill the screen."""
-    return error[:SHOWN_ERROR_LENGTH]
+    message (granian's line about an app's exception) would fill the screen. A cut text ends
+    with "…", so it does not pass for the whole of it."""
+    if len(error) <= SHOWN_ERROR_LENGTH:
+        return error
+    return error[: SHOWN_ERROR_LENGTH - 1] + "…"
 
 
 def some_of(names: list[str], first: int = 2) -> str:
