@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from subprocess import PIPE
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.seeded_records import RecordWriter
-from tests.support import RedisHandle
+from tests.support import RedisHandle, interruptible, wait_for
 from tests.test_cli import TIMEOUT, TRACESTREAM, Here, here, ndjson
 from tracestream.cli import build_parser, main
 from tracestream.embedded_redis import EmbeddedRedis, free_port
@@ -123,22 +125,55 @@ def test_redis_trouble_is_one_line_and_exit_1_for_every_command(stream: RedisHan
 
 
 def test_as_real_processes_console_and_demo_fail_in_one_line(stream: RedisHandle) -> None:
-    """uvicorn exits 3 when the port is taken; the console says so in its one line and exits 1."""
+    """The console binds before it prints where it serves: with the port taken it printed the
+    URL of whatever held it, then uvicorn's own error line."""
     with EmbeddedRedis() as busy:
         commands = [
             ["console", "--port", str(busy.port)],
             ["console", "--port", "99999"],
             ["demo", "--api-port", "70000"],
             ["search", "-l", "²"],
+            ["console", "--host", "no-such-host.invalid"],
         ]
-        env = stream.env()
+        env = stream.env(TRACESTREAM_CONSOLE_TOKEN="a-token-for-a-host-off-loopback")
         processes = [subprocess.Popen([TRACESTREAM, *args], env=env, stdout=PIPE, stderr=PIPE, text=True)
                      for args in commands]  # fmt: skip
         done = [subprocess.CompletedProcess(p.args, p.wait(TIMEOUT), *p.communicate()) for p in processes]
-    assert_one_line(done[0], 1, "address already in use")
+    assert_one_line(
+        done[0], 1, f"tracestream: cannot listen on 127.0.0.1 port {busy.port}: Address already in use"
+    )
+    assert done[0].stdout == ""
     assert_one_line(done[1], 2, "is not a whole number from 1 to 65535")
     assert_one_line(done[2], 2, "argument --api-port: '70000'")
     assert_one_line(done[3], 2, "bad filter")
+    assert_one_line(done[4], 1, "tracestream: cannot listen on no-such-host.invalid port 8686: ")
+    assert done[4].stdout == ""
+
+
+def test_the_console_stopped_by_ctrl_c_exits_130(stream: RedisHandle) -> None:
+    """As the other commands do, and as the exit-status table in cli.md says."""
+    port = free_port()
+    console = subprocess.Popen(
+        [TRACESTREAM, "console", "--port", str(port)],
+        env=stream.env(),
+        stdout=PIPE,
+        stderr=PIPE,
+        text=True,
+        preexec_fn=interruptible,
+    )
+    assert console.stdout is not None
+    assert console.stdout.readline() == f"tracestream console on http://127.0.0.1:{port}/ (Ctrl-C stops it)\n"
+    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), what="the console")
+    console.send_signal(signal.SIGINT)
+    out, err = console.communicate(timeout=TIMEOUT)
+    assert (console.returncode, out, err) == (130, "", "")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 # --- fuzzing -----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     config = settings(args)
     try:
         from tracestream.console.auth import ConsoleAuthError, require_token_off_loopback
-        from tracestream.console.server import allowed_hosts, serve
+        from tracestream.console.server import ConsoleBindError, allowed_hosts, listen, serve
         from tracestream.settings import CONSOLE_TOKEN_ENV
     except ImportError as missing:  # the other commands need none of it
         raise UsageError(
@@ -49,18 +49,18 @@ def run(args: argparse.Namespace) -> int:
         require_token_off_loopback(args.host, os.environ.get(CONSOLE_TOKEN_ENV, "").strip() or None)
     except ConsoleAuthError as error:
         raise UsageError(str(error)) from None
-    # Printed as uvicorn starts to bind: if it cannot, its one-line reason follows on stderr.
+    try:  # bound before the URL is printed: a port in use is said instead of a URL that is not ours
+        listening = listen(args.host, args.port)
+    except ConsoleBindError as error:
+        error_line(str(error))
+        return 1
     print(f"tracestream console on {console_url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
     if args.host in WILDCARD_ADDRESSES and not allowed_hosts(args.host, args.allowed_hosts):
         error_line(
             f"the console binds {args.host} and answers other machines only by the names "
             "--allowed-host gives (none given): add the name or address they open it by"
         )
-    try:
-        serve(config, host=args.host, port=args.port, hosts=args.allowed_hosts)
-    except SystemExit as exit:  # uvicorn could not start (address in use) and said why in one line
-        return 0 if exit.code in (0, None) else 1
-    return 0
+    return serve(config, listening, args.host, args.allowed_hosts)
 
 
 def console_url(host: str, port: int) -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from collections.abc import Sequence
 
 import uvicorn
 
-from tracestream.console.address import DEFAULT_HOST, DEFAULT_PORT, WILDCARD_ADDRESSES
+from tracestream.console.address import WILDCARD_ADDRESSES
 from tracestream.console.app import Console, create_app
 from tracestream.console.auth import require_token_off_loopback
 from tracestream.settings import CONSOLE_ALLOWED_HOSTS_ENV, CONSOLE_TOKEN_ENV, Settings
@@ -23,24 +22,42 @@ def allowed_hosts(bind: str, extra: Sequence[str] = ()) -> list[str]:
     return [host.strip() for host in [*configured, *bound] if host.strip()]
 
 
-def serve(
-    settings: Settings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, hosts: Sequence[str] = ()
-) -> None:
-    """Blocks until interrupted. Raises ConsoleAuthError before binding when a token is missing.
+class ConsoleBindError(OSError):
+    """The console cannot listen where it was asked to: the address in use, or not this machine's."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The console's socket, bound before anything says where it serves."""
+    try:
+        address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listening = socket.socket(address[0], socket.SOCK_STREAM)
+    except OSError as error:
+        raise ConsoleBindError(f"cannot listen on {host} port {port}: {error.strerror or error}") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address[4])
+    except OSError as error:
+        listening.close()
+        raise ConsoleBindError(f"cannot listen on {host} port {port}: {error.strerror or error}") from None
+    return listening
+
+
+def serve(settings: Settings, listening: socket.socket, host: str, hosts: Sequence[str] = ()) -> int:
+    """Serves on `listening`, bound to `host` as given, until interrupted; the exit status, 130
+    after Ctrl-C. Raises ConsoleAuthError before serving when a token is missing.
 
     `hosts` are names the console may be reached by besides loopback (`--allowed-host`).
     """
     token = os.environ.get(CONSOLE_TOKEN_ENV, "").strip() or None
     require_token_off_loopback(host, token)
     app = create_app(settings, token=token, allowed_hosts=allowed_hosts(host, hosts))
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     server = _Server(config, app)
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
-        server.run()
-    if not server.started:
-        raise SystemExit(3)  # as uvicorn.run: the app did not start, and uvicorn said why
+    try:
+        server.run(sockets=[listening])
+    except KeyboardInterrupt:  # Ctrl-C is how one stops it: uvicorn shut down, then raised it again
+        return 130
+    return 0
 
 
 class _Server(uvicorn.Server):
