@@ -449,16 +449,7 @@ def test_a_child_of_pid_one_gets_our_sigterm_handler(stream: RedisHandle) -> Non
     """Where PID 1 left SIGTERM's default alone, its forked child, where the default kills, gets
     ours at its first record: the record goes out (the batch delay holds it back: only the
     signal's flush sends it), and the child dies of SIGTERM, as without us."""
-    command = ["unshare", "--pid", "--fork", sys.executable, "-c", FORKED_BY_PID_ONE]
-    app = subprocess.Popen(
-        command,
-        env=stream.env(TRACESTREAM_BATCH_DELAY_MS="60000"),
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    app = _held_back(["unshare", "--pid", "--fork", sys.executable, "-c", FORKED_BY_PID_ONE], stream)
     assert app.stdout is not None
     assert app.stdout.readline() == "child\n"
     pid_one = int(wait_for(lambda: Path(f"/proc/{app.pid}/task/{app.pid}/children").read_text().strip()))
@@ -467,6 +458,20 @@ def test_a_child_of_pid_one_gets_our_sigterm_handler(stream: RedisHandle) -> Non
     out, err = app.communicate(timeout=30)
     assert (app.returncode, out) == (0, f"child ended by signal {int(signal.SIGTERM)}\n"), err
     assert [e.body for e in stream.logs()] == ["child record"]
+
+
+def _held_back(command: list[str], stream: RedisHandle) -> subprocess.Popen[str]:
+    """`command`, its standard streams piped, its records held back by a 60 s batch delay: only
+    a signal's flush sends them."""
+    return subprocess.Popen(
+        command,
+        env=stream.env(TRACESTREAM_BATCH_DELAY_MS="60000"),
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _pending(pid: int, number: int) -> bool:
@@ -492,15 +497,7 @@ def test_sighup_sends_what_was_logged_and_the_process_dies_of_it(stream: RedisHa
     (the batch delay holds the record back: only the signal's flush sends it)."""
     ended = {}
     for setup in ("", "import tracestream; tracestream.configure()"):
-        app = subprocess.Popen(
-            [sys.executable, "-c", HANGS_UP.format(setup=setup)],
-            env=stream.env(TRACESTREAM_BATCH_DELAY_MS="60000"),
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        app = _held_back([sys.executable, "-c", HANGS_UP.format(setup=setup)], stream)
         assert app.stdout is not None and app.stdout.readline() == "ready\n"
         app.send_signal(signal.SIGHUP)
         out, err = app.communicate(timeout=30)
