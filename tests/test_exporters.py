@@ -27,7 +27,7 @@ from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.query import Query, search
-from tracestream.schema import StreamKeys
+from tracestream.schema import LOG_FIELDS, StreamKeys
 from tracestream.settings import BatchSettings, Settings
 
 FAST = BatchSettings(schedule_delay=0.02, max_queue_size=10_000, max_export_batch_size=512)
@@ -485,3 +485,17 @@ def test_a_redis_that_forgot_records_it_had_taken_is_said_once(capfd: pytest.Cap
         "stored there: Redis forgot them (restarted without persistence, a replica behind its master "
         "took over, or FLUSHALL/FLUSHDB)"
     ]
+
+
+def test_a_row_whose_record_id_is_of_another_form_is_stored(
+    stream: RedisHandle, writer: RecordWriter
+) -> None:
+    """Rows another tool spooled, or an older writer: the append script writes them whatever the
+    marks say, and the exporter, which reads the id for its own mark, does not trip on it."""
+    position = LOG_FIELDS.index("rid")
+    rows = [writer.row(f"order {number} placed") for number in range(2)]
+    rows[0][position] = "not-hex-not-hex-not-hex"
+    rows[1][position] = "short"
+    for row in rows:
+        assert writer.writer.write_rows([row])
+    assert [entry.body for entry in stream.logs()] == ["order 0 placed", "order 1 placed"]

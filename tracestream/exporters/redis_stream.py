@@ -57,8 +57,8 @@ FORGOT = "FORGOT "
 # What scripts said they could not do, by Redis: a process's log and span writers meet the same
 # (a right their user lacks), and each is said once a process.
 _PROBLEMS_TOLD: set[str] = set()
-_DENIED_COMMAND = re.compile(r"no permissions to run the '([\w|]+)' command")
 _PROBLEMS_LOCK = threading.Lock()
+_DENIED_COMMAND = re.compile(r"no permissions to run the '([\w|]+)' command")
 
 
 def _never_ran(call: NamedCall) -> NamedCall:
@@ -235,9 +235,11 @@ class StreamWriter(Generic[Item]):
 
     def _leave_mark(self, stream: str, rows: Sequence[list[str]]) -> None:
         """Where the stream's mark for these rows' writer stands now that Redis took them."""
-        writer, counter = _writer_and_counter(rows[-1][self._rid_pos])
-        if writer != _writer_and_counter(rows[0][self._rid_pos])[0]:
+        position = self._rid_pos
+        first, last = _writer_and_counter(rows[0][position]), _writer_and_counter(rows[-1][position])
+        if first is None or last is None or first[0] != last[0]:
             return
+        writer, counter = last
         before = self._marks.get(stream)
         if before is not None and before.writer == writer:  # older rows replayed leave it where it was
             counter = max(counter, before.value - 1)
@@ -249,7 +251,8 @@ class StreamWriter(Generic[Item]):
         mark = self._marks.get(stream)
         if mark is None or time.monotonic() - mark.left_at >= self._ttl() - 1:
             return 0
-        return mark.value if _writer_and_counter(rows[0][self._rid_pos])[0] == mark.writer else 0
+        first = _writer_and_counter(rows[0][self._rid_pos])
+        return mark.value if first is not None and first[0] == mark.writer else 0
 
     def _call_script(self, node: redis.Redis, calls: list[NamedCall]) -> list[NamedCall]:
         """One round trip; returns the calls the server could not run for want of their script,
@@ -423,9 +426,13 @@ class _Mark:
     left_at: float  # time.monotonic()
 
 
-def _writer_and_counter(record_id: str) -> tuple[str, int]:
-    """A record id is its writer's 16-hex-digit prefix, then a hex counter (schema.RecordIds)."""
-    return record_id[:16], int(record_id[16:] or "0", 16)
+def _writer_and_counter(record_id: str) -> tuple[str, int] | None:
+    """A record id is its writer's 16-hex-digit prefix, then a hex counter (schema.RecordIds); None
+    for another form, whose rows the append script always writes."""
+    try:
+        return (record_id[:16], int(record_id[16:], 16)) if len(record_id) > 16 else None
+    except ValueError:
+        return None
 
 
 def _maxmemory_policy(node: redis.Redis) -> str:
