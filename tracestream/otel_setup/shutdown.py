@@ -7,10 +7,9 @@ Four ways out, four hooks:
 - SIGTERM or SIGHUP (a terminal closing) with no framework handler, or SIGINT with one: ours
   flushes, then hands the signal to whatever handled it before (by default that is death by
   the same signal, so exit statuses do not change, and the queues are closed first, as at
-  exit). In a PID
-  namespace's init, where the kernel ignores the default action, a default one is left alone
-  (a handler would wake a `signal.pause()` there). Python's own SIGINT handler is left alone:
-  its KeyboardInterrupt ends at `atexit`;
+  exit). In a PID namespace's init, where the kernel ignores the default action, a default
+  one is left alone (a handler would wake a `signal.pause()` there). Python's own SIGINT
+  handler is left alone: its KeyboardInterrupt ends at `atexit`;
 - a server that handled the signal itself and, its shutdown done, puts the default action
   back and raises the signal again (uvicorn's workers under `--workers` and `--reload`, which
   load the app inside that handling) dies without `atexit`: `signal.raise_signal` closes the
