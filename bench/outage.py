@@ -1,4 +1,5 @@
-"""Logging through a Redis outage: 5,000 records/s for 60 s, Redis killed (-9) for the middle 30 s.
+"""Logging through a Redis outage: 5,000 records/s for 60 s, Redis killed (-9) for the middle 30 s,
+or with --freeze stopped (SIGSTOP: it takes connections and answers nothing) and continued.
 
 Contenders, each in a fresh process against the same private redis-server (AOF with
 fsync always, so Redis itself loses nothing it acknowledged):
@@ -12,7 +13,7 @@ process, and the time from Redis's return until the spool is drained. Then the n
 starts on the same destination and spool directory (as after a deploy), replays whatever
 it finds, and the stream's entries are counted by record id: duplicates must be 0.
 
-Run: .venv/bin/python bench/outage.py [--quick] [--rate 5000] [--seconds 60] [--outage 30]
+Run: .venv/bin/python bench/outage.py [--quick] [--freeze] [--rate 5000] [--seconds 60] [--outage 30]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -140,11 +142,16 @@ def run(name: str, args: argparse.Namespace, server: EmbeddedRedis) -> dict[str,
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
         time.sleep(max(0.0, down_at - time.time()))
         assert server.process is not None
-        server.process.kill()  # kill -9: no goodbye to clients
-        server.process.wait()
-        server.process = None
-        time.sleep(max(0.0, up_at - time.time()))
-        server.start()
+        if args.freeze:  # every call waits out the Redis timeout
+            os.kill(server.process.pid, signal.SIGSTOP)
+            time.sleep(max(0.0, up_at - time.time()))
+            os.kill(server.process.pid, signal.SIGCONT)
+        else:
+            server.process.kill()  # kill -9: no goodbye to clients
+            server.process.wait()
+            server.process = None
+            time.sleep(max(0.0, up_at - time.time()))
+            server.start()
         out, _ = process.communicate(timeout=args.seconds + 180)
         result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
         after = subprocess.run(
@@ -167,6 +174,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5000)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--outage", type=float, default=30)
+    parser.add_argument("--freeze", action="store_true", help="stop Redis (SIGSTOP) instead of killing it")
     parser.add_argument("--contenders", default="ab")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--next", action="store_true", help=argparse.SUPPRESS)
@@ -188,7 +196,8 @@ def main() -> None:
             results[name] = run(name, args, server)
 
     print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
-    print(f"{args.rate:.0f} records/s for {args.seconds:.0f} s, Redis killed (-9) for {args.outage:.0f} s")
+    how = "frozen (SIGSTOP)" if args.freeze else "killed (-9)"
+    print(f"{args.rate:.0f} records/s for {args.seconds:.0f} s, Redis {how} for {args.outage:.0f} s")
     for name, r in results.items():
         drain = f"{r['drain_s']:.1f} s" if r["drain_s"] is not None else "n/a"
         print(
