@@ -106,7 +106,11 @@ class Destination:
         """The server without credentials, as a URL (`unix:///run/redis.sock?db=2` for a socket)."""
         if not self.server:
             return "an unrecorded Redis"
-        return self.url + (" (cluster)" if self.cluster else "")
+        return self.url + self._cluster
+
+    @property
+    def _cluster(self) -> str:
+        return " (cluster)" if self.cluster else ""
 
     @property
     def _scheme(self) -> str:
@@ -118,8 +122,8 @@ class Destination:
         name = quote(self.stream, safe="")
         if not self.server:
             return f"{name}@unrecorded"
-        cluster = " (cluster)" if self.cluster else ""  # as folders have been named from the start
-        identity = f"{self._scheme}://{self.server}/{self.db}{cluster}\n{self.stream}".encode()
+        # as folders have been named from the start
+        identity = f"{self._scheme}://{self.server}/{self.db}{self._cluster}\n{self.stream}".encode()
         return f"{name}@{hashlib.sha256(identity).hexdigest()[:16]}"
 
     def describe(self, what: str = "") -> str:

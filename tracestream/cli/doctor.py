@@ -175,8 +175,9 @@ def _server(client: redis.Redis) -> list[Finding]:
     # A batch needs room for itself: Redis at 95% refuses it, and is back under its limit when
     # doctor looks. What it refused for memory since it started tells (INFO errorstats, 6.2+).
     refused_for_memory = int((info.get("errorstat_OOM") or {}).get("count", 0))
-    full = used >= maxmemory or (used > 0.9 * maxmemory and refused_for_memory > 0)
-    if maxmemory and full and (policy == "noeviction" or policy.startswith("volatile-")):
+    near_full = bool(maxmemory) and used > 0.9 * maxmemory
+    full = bool(maxmemory) and (used >= maxmemory or (near_full and refused_for_memory > 0))
+    if full and (policy == "noeviction" or policy.startswith("volatile-")):
         # volatile-* evicts only keys with an expiry, and the streams have none: once those are
         # gone, Redis refuses as noeviction does, and the exporters' status keys went first.
         so_far = (
@@ -194,7 +195,7 @@ def _server(client: redis.Redis) -> list[Finding]:
                 " freed or maxmemory raised",
             )
         )
-    elif maxmemory and used > 0.9 * maxmemory:
+    elif near_full:
         findings.append(Finding("memory", "warn", "Redis uses over 90% of maxmemory: writes may soon fail"))
     return [*findings, _persistence(client, info)]
 

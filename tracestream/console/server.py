@@ -28,16 +28,15 @@ class ConsoleBindError(OSError):
 
 def listen(host: str, port: int) -> socket.socket:
     """The console's socket, bound before anything says where it serves."""
+    listening: socket.socket | None = None
     try:
-        address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        listening = socket.socket(address[0], socket.SOCK_STREAM)
-    except OSError as error:
-        raise ConsoleBindError(f"cannot listen on {host} port {port}: {error.strerror or error}") from None
-    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.bind(address[4])
+        listening.bind(address)
     except OSError as error:
-        listening.close()
+        if listening is not None:
+            listening.close()
         raise ConsoleBindError(f"cannot listen on {host} port {port}: {error.strerror or error}") from None
     return listening
 

@@ -19,11 +19,11 @@ local function takes_no_writes(failure) return TAKES_NO_WRITES[string.match(fail
 local function denied(failure)
   return string.find(failure.err, 'NOPERM', 1, true) or string.find(failure.err, "can't run this command", 1, true)
 end
+local function grant(command) return "grant the URL's user +" .. string.lower(command) end
 -- A command the store itself needs, refused by the URL's ACL before anything is stored: the call
 -- is refused, naming the right to grant (Redis names only the script's line).
 local function denied_reply(failure, command, key)
-  return redis.error_reply(failure.err .. ' (' .. command .. ' on ' .. key .. "; grant the URL's user +"
-    .. string.lower(command) .. ')')
+  return redis.error_reply(failure.err .. ' (' .. command .. ' on ' .. key .. '; ' .. grant(command) .. ')')
 end
 -- What a command refused once the records are stored costs, in a line the writer tells once. A key
 -- of another type (another program's) is named; a command refused whatever the key (a right the
@@ -34,7 +34,7 @@ local function costs(what, failure, command, key, keys)
   end
   local line = what .. ': ' .. command .. ' on ' .. keys .. ': ' .. failure.err
   if denied(failure) then
-    line = line .. "; grant the URL's user +" .. string.lower(command) .. " (docs/security.md lists a producer's rights)"
+    line = line .. '; ' .. grant(command) .. " (docs/security.md lists a producer's rights)"
   elseif string.find(failure.err, 'Unknown Redis command', 1, true) then
     line = line .. '; ' .. command .. " is disabled or renamed in the server's configuration"
   end
