@@ -656,6 +656,21 @@ def test_a_key_written_twice_in_a_rule_is_refused_where_it_is(tmp_path: Path) ->
         load_rules(path)
 
 
+def test_rules_may_share_settings_through_yaml_merge_keys(tmp_path: Path) -> None:
+    """An anchor's keys merged in (`<<: *base`) and one of them set again is YAML's own way to
+    share settings, not a key written twice."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "notify:\n  ops:\n    webhook: http://127.0.0.1:9/h\n"
+        "rules:\n  - &base\n    name: r1\n    kind: rate\n    filter: {service: api}\n"
+        "    window: 30s\n    above: 5\n    notify: [ops]\n"
+        "  - <<: *base\n    name: r2\n    filter: {service: web}\n    above: 50\n"
+    )
+    first, second = load_rules(path).rules
+    assert (first.name, first.above, second.name, second.above) == ("r1", 5, "r2", 50)
+    assert (second.kind, second.window_ms, second.notify) == ("rate", 30_000, ("ops",))
+
+
 def test_a_new_issue_rule_picks_issues_by_service_only() -> None:
     notify = {"ops": {"webhook": "http://127.0.0.1:9/hook"}}
     rule = {"name": "r1", "kind": "new_issue", "filter": {"severity": "ERROR"}, "notify": "ops"}

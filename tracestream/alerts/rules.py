@@ -143,6 +143,7 @@ def load_rules(path: str | Path) -> RuleSet:
     loader = yaml.SafeLoader(text)  # what safe_load does, keeping the nodes: they have the lines
     try:
         root = loader.get_single_node()
+        _refuse_a_key_written_twice(root, path)  # before merge keys (`<<: *base`) are copied in
         document = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
@@ -152,7 +153,6 @@ def load_rules(path: str | Path) -> RuleSet:
         ) from None
     finally:
         loader.dispose()
-    _refuse_a_key_written_twice(root, path)
     try:
         return parse_rules(document)
     except RuleError as error:
