@@ -45,6 +45,7 @@ def rule_file(directory: Path, receiver: WebhookReceiver, rules: list[dict[str, 
         "notify": {
             "ops": {"webhook": f"{receiver.url}/hook"},
             "chat": {"slack_webhook": f"{receiver.url}/slack"},
+            "sluggish": {"webhook": f"{receiver.url}/sluggish"},
             "flaky": {
                 "webhook": f"http://alerts:{SECRET_PASSWORD}@127.0.0.1:{port}/flaky?token={SECRET_TOKEN}"
             },
@@ -166,6 +167,8 @@ KIND_RULES: list[dict[str, Any]] = [
     {"name": "moved", "kind": "match", "filter": {"service": "v"}, "cooldown": "30s", "notify": ["flaky"]},
     {"name": "ordered", "kind": "match", "filter": {"service": "o"}, "cooldown": "1s", "notify": ["flaky"]},
     {"name": "café → <b>", "kind": "match", "filter": {"service": "u"}, "cooldown": "30s", "notify": ["ops"]},
+    {"name": "stuck", "kind": "match", "filter": {"service": "h"}, "cooldown": "30s", "notify": ["sluggish"]},
+    {"name": "prompt", "kind": "match", "filter": {"service": "p"}, "cooldown": "30s", "notify": ["ops"]},
     {"name": "new-errors", "kind": "new_issue", "filter": {"service": "e"}, "cooldown": "1s",
      "notify": ["ops"]},
 ]  # fmt: skip
@@ -394,6 +397,23 @@ def test_a_resolve_waits_for_the_firing_its_webhook_failed(
         if hook.body["rule"] == "ordered"
     ]
     assert attempts == [(500, "firing"), (500, "firing"), (200, "firing"), (200, "resolved")]
+
+
+def test_a_webhook_that_hangs_holds_up_no_other_target(
+    kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
+) -> None:
+    """One target's post hangs (under the 5 s timeout): another target's notification, decided
+    meanwhile, goes out at once, where it used to wait for the hanging post."""
+    _, _, writer = kinds
+    gate = receiver.hold("/sluggish")
+    try:
+        writer.log("stuck", service="h")
+        wait_for(lambda: receiver.attempts("/sluggish"), what="the post the webhook holds")
+        writer.log("next", service="p")
+        wait_for(lambda: receiver.accepted("/hook", "prompt"), 3, what="the other target's notification")
+    finally:
+        gate.set()
+    wait_for(lambda: receiver.accepted("/sluggish", "stuck"), what="the held notification, answered")
 
 
 def test_a_redirect_is_not_followed_with_the_credentials(

@@ -1,4 +1,4 @@
-"""A local webhook for alert tests: it keeps every JSON body it accepts and can fail on cue.
+"""A local webhook for alert tests: it keeps every JSON body it accepts and can fail or hang on cue.
 
 A 3xx answer points at `/elsewhere`, which records whoever follows it."""
 
@@ -27,6 +27,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.requests: list[Hook] = []
         self._replies: defaultdict[str, deque[int]] = defaultdict(deque)
+        self._gates: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -39,6 +40,11 @@ class WebhookReceiver:
     def fail_next(self, path: str, *statuses: int) -> None:
         with self._lock:
             self._replies[path].extend(statuses)
+
+    def hold(self, path: str) -> threading.Event:
+        """Answers on `path` wait until the event returned is set (30 s at most)."""
+        gate = self._gates[path] = threading.Event()
+        return gate
 
     def accepted(self, path: str = "/hook", rule: str | None = None) -> list[dict[str, Any]]:
         """Bodies answered 2xx on `path`, oldest first; only `rule`'s when given."""
@@ -66,6 +72,9 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 status = receiver._answer(self.path, dict(self.headers.items()), json.loads(raw))
+                gate = receiver._gates.get(self.path.split("?")[0])
+                if gate is not None:
+                    gate.wait(30)
                 self.send_response(status)
                 if 300 <= status < 400:
                     self.send_header("Location", "/elsewhere")

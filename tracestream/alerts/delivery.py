@@ -9,11 +9,14 @@ A failed attempt is acknowledged together with its retry, queued in a sorted set
 due retries go back to the outbox in one script, so a retry is never lost or doubled either.
 The notifications of one rule to one target go out in order: while one waits for its retry the
 later ones wait behind it, so a resolve never reaches a channel before the firing it ends.
+Each target is posted to from a thread of its own, so a webhook that answers slowly or not at
+all holds up only its own notifications.
 """
 
 from __future__ import annotations
 
 import base64
+import queue
 import threading
 import time
 import urllib.error
@@ -36,6 +39,7 @@ DELIVERY_GROUP = "tracestream-alerts-delivery"
 DELIVERIES_MAX = 10_000
 SENT_TTL_S = 7 * 86400
 _BLOCK_MS = 200  # a due retry waits at most this long on an idle outbox
+_HELD_MAX = 1_000  # notifications read and not yet posted, beyond which reading waits
 
 
 @dataclass(frozen=True)
@@ -145,22 +149,29 @@ class Deliverer:
         self._due = client.register_script(script_source("due_deliveries"))
         self._release = client.register_script(script_source("alerts_release"))
         self._last_claim = 0.0
+        self._lanes: dict[str, _Lane] = {}
+        self._held: set[str] = set()  # outbox entries handed to a lane and not yet done with
+        self._held_lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
         """Deliver until `stop` is set, on a thread of its own: a slow webhook never holds up evaluation."""
         failing = False
-        while not stop.is_set():
-            try:
-                self.step(block_ms=_BLOCK_MS)
-                failing = False
-            except CLUSTER_ERRORS as error:
-                if "NOGROUP" in str(error):
-                    self.ensure_group()
-                    continue
-                if not failing:
-                    failing = True
-                    self._report(f"cannot deliver notifications, Redis: {error}; retrying")
-                stop.wait(1.0)
+        try:
+            while not stop.is_set():
+                try:
+                    self.step(block_ms=_BLOCK_MS)
+                    failing = False
+                except CLUSTER_ERRORS as error:
+                    if "NOGROUP" in str(error):
+                        self.ensure_group()
+                        continue
+                    if not failing:
+                        failing = True
+                        self._report(f"cannot deliver notifications, Redis: {error}; retrying")
+                    stop.wait(1.0)
+        finally:
+            for lane in self._lanes.values():
+                lane.close()
 
     def ensure_group(self) -> None:
         try:
@@ -170,17 +181,45 @@ class Deliverer:
                 raise
 
     def step(self, block_ms: int) -> int:
-        """Deliver what is due, waiting up to `block_ms` for news; the number of notifications handled."""
+        """Hand what is due to the targets' lanes, waiting up to `block_ms` for news; the number of
+        notifications handed over."""
         self._due(
             keys=[self.keys.retry, self.keys.outbox], args=[int(time.time() * 1000)], client=self.client
         )
+        if len(self._held) >= _HELD_MAX:
+            time.sleep(block_ms / 1000)
+            return 0
         entries = (
             self._claimed() if time.monotonic() - self._last_claim >= self.settings.claim_idle / 2 else []
         )
         entries += read_group(self.client, DELIVERY_GROUP, self.consumer, self.keys.outbox, 100, block_ms)
-        for entry_id, fields in entries:
-            self._deliver(reply_text(entry_id), {reply_text(k): reply_text(v) for k, v in fields.items()})
-        return len(entries)
+        handed = 0
+        for raw_id, raw_fields in entries:
+            entry_id = reply_text(raw_id)
+            with self._held_lock:
+                if entry_id in self._held:  # claimed back while it waits in its lane
+                    continue
+                self._held.add(entry_id)
+            fields = {reply_text(k): reply_text(v) for k, v in raw_fields.items()}
+            self._lane(fields["target"]).put(entry_id, fields)
+            handed += 1
+        return handed
+
+    def _lane(self, target: str) -> _Lane:
+        lane = self._lanes.get(target)
+        if lane is None:
+            lane = self._lanes[target] = _Lane(target, self._deliver_held, self._report)
+        return lane
+
+    def _deliver_held(self, entry_id: str, fields: Mapping[str, str] | None) -> None:
+        """Deliver one entry of a lane, or (fields None) let go of one a failure left pending: a
+        later claim hands it back, in the outbox's order."""
+        try:
+            if fields is not None:
+                self._deliver(entry_id, fields)
+        finally:
+            with self._held_lock:
+                self._held.discard(entry_id)
 
     def _claimed(self) -> list[Any]:
         self._last_claim = time.monotonic()
@@ -237,6 +276,47 @@ class Deliverer:
         """As long as the retries of one notification can last, so a lost mark frees its rule."""
         settings = self.settings
         return int(settings.max_backoff * settings.max_attempts + settings.claim_idle) + 1
+
+
+class _Lane:
+    """One target's notifications, posted in the order read, on a thread of its own. Redis out of
+    reach lets go of everything queued, so that a claim hands it back in order."""
+
+    def __init__(
+        self,
+        target: str,
+        deliver: Callable[[str, Mapping[str, str] | None], None],
+        report: Callable[[str], None],
+    ) -> None:
+        self._queue: queue.SimpleQueue[tuple[str, Mapping[str, str]] | None] = queue.SimpleQueue()
+        self._deliver = deliver
+        self._report = report
+        self._closing = False
+        self._thread = threading.Thread(
+            target=self._work, name=f"tracestream-alerts-to-{target}", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, entry_id: str, fields: Mapping[str, str]) -> None:
+        self._queue.put((entry_id, fields))
+
+    def close(self) -> None:
+        """Stop after the post in progress; what is queued stays pending in the outbox."""
+        self._closing = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        failing = False
+        while (item := self._queue.get()) is not None:
+            entry_id, fields = item
+            try:
+                self._deliver(entry_id, None if failing or self._closing else fields)
+            except CLUSTER_ERRORS as error:
+                failing = True
+                self._report(f"cannot deliver notifications, Redis: {error}; retrying")
+            if failing and self._queue.empty():
+                failing = False
 
 
 def failed_deliveries(client: redis.Redis, stream: str, limit: int = 20) -> list[dict[str, str]]:
