@@ -2,9 +2,9 @@
 
 A Collector (and Loki, Tempo, ClickHouse or Jaeger behind it) then sees each record as the
 service made it: same trace and span ids, timestamps, severity, attributes, resource and
-scope. The OTLP LogRecord has no id field, so every record carries its stream record id
-as the attribute `tracestream.record_id`; receivers can drop the duplicates that
-at-least-once delivery may produce.
+scope. The OTLP LogRecord has no id field, so every record carries its record id (`rid`,
+the same in every copy, unlike the stream entry id) as the attribute `tracestream.record_id`;
+receivers can drop the duplicates that at-least-once delivery may produce.
 
 This is the forwarder's hot path, so it works on entries exactly as Redis sends them
 (bytes, fields in schema order) and writes the protobuf wire format directly, with field
