@@ -102,7 +102,7 @@ _KEY_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _SECRET_SUFFIXES = (
     "password", "passwords", "passwd", "passphrase", "passcode", "secret", "secrets", "token",
     "apikey", "accesskey", "privatekey", "secretkey", "authorization", "cookie", "cookies",
-    "session", "sessionid", "credential", "credentials", "signature", "cardnumber",
+    "session", "sessionid", "credential", "credentials", "authentication", "signature", "cardnumber",
     "creditcard", "ccnumber",
 )  # fmt: skip
 # Matched as whole words only: too short to be safe as suffixes (`compass`, `oauth`, `author`).
@@ -124,7 +124,7 @@ _METADATA_WORDS = frozenset({
     "status", "url", "uri", "endpoint", "file", "path",
 })  # fmt: skip
 # Keys whose text value runs to the end of the line (`Cookie: a=1; b=2`), not to the next space.
-_HEADER_SUFFIXES = ("authorization", "cookie")
+_HEADER_SUFFIXES = ("authorization", "authentication", "cookie")
 
 
 @lru_cache(maxsize=4096)
@@ -194,10 +194,14 @@ def _require_words(key: str, what: str) -> tuple[str, ...]:
 # A key is not URL userinfo (`https://user:pw@`, left to URL_PASSWORD); it may be a command-line
 # flag (`--password=x`, `-token=x`). The value may open a list repr (`['Bearer x']`) or escaped
 # JSON logged as a string (`{\"password\":\"x\"}`).
-_TEXT_KEY = re.compile(
-    r"(?<![A-Za-z0-9_.\-])(?:--?)?(?<!://)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})"
+_KEY_AND_SEPARATOR = (
+    r"(?:--?)?(?<!://)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})"
     r"(?:\\?[\"'])?[ \t]*[:=][ \t]*(?P<opener>[\[(](?=\\?[\"']))?(?P<escaped>\\(?=[\"']))?"
 )
+_TEXT_KEY = re.compile(r"(?<![A-Za-z0-9_.\-])" + _KEY_AND_SEPARATOR)
+# The same after an escaped line break or tab, matched where one ends: a config logged as a
+# repr (`'a = x\\nb = y'`) reads `napi_key` as the key above.
+_KEY_AFTER_ESCAPE = re.compile(_KEY_AND_SEPARATOR)
 # A flag as one word of a command line, whose value is the next word: `--password hunter2`.
 _FLAG_ITEM = re.compile(r"--?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})")
 # A pair as `.items()`, Django's 500 report and header lists print it: `('password', 'x')`,
@@ -212,7 +216,8 @@ _ITEM_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
 # `credentials: aws_access_key_id = x`.
 _NEXT_KEY = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*[:=]")
 _QUOTED_VALUE = re.compile(r"""(?P<quote>["'])(?P<body>(?:(?!(?P=quote))[^\\]|\\.)*)""", re.S)
-_WORD_VALUE_END = re.compile(r"[\s\"'&;,)\]}]")
+# A word ends at an escaped line break too: a config logged as a repr (`'a = x\\nb = y'`).
+_WORD_VALUE_END = re.compile(r"[\s\"'&;,)\]}]|\\[nrt]")
 _LINE_VALUE_END = re.compile(r"[\"'\\\r\n]")
 _NESTED = ("[", "{", "(")
 _BYTES_OPENERS = ("b'", 'b"')  # a bytes value's repr, as botocore prints the headers it signs
@@ -235,9 +240,13 @@ class KeyValueRule:
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         pos = 0
+        escapes = "\\" in text
         while match := _TEXT_KEY.search(text, pos):
-            pos = match.end()
             key = match.group("key")
+            if escapes and self.keys.verdict(key) is not _SECRET and _after_escape(text, match.start("key")):
+                match = _KEY_AFTER_ESCAPE.match(text, match.start("key") + 1) or match
+                key = match.group("key")
+            pos = match.end()
             if self.keys.verdict(key) is _SECRET:
                 header = key_words(key)[-1].endswith(_HEADER_SUFFIXES)
                 escaped = match.group("escaped") is not None
@@ -262,6 +271,11 @@ class KeyValueRule:
                 continue
             if span is not None:
                 yield span
+
+
+def _after_escape(text: str, start: int) -> bool:
+    """Whether the key at `start` begins with the letter of an escaped line break or tab."""
+    return start > 0 and text[start - 1] == "\\" and text[start] in "nrt"
 
 
 def _items_span(text: str, pos: int, closer: str) -> tuple[int, int] | None:
@@ -398,16 +412,20 @@ _NOT_A_WORD = r"(?=[{c}]*?[0-9._~+/\-]|[{c}]+?[A-Z])"
 PEM_PRIVATE_KEY = PatternRule(
     "pem_private_key",
     re.compile(
-        r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?P<secret>.+?)(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S
+        r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?P<secret>.+?)"
+        r"(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+        re.S,
     ),
     ("private key",),
 )
+# `scheme://user:password@`, and Oracle's JDBC `jdbc:oracle:thin:user/password@host`.
 URL_PASSWORD = PatternRule(
     "url_password",
     re.compile(
-        r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s:/?#@]*:(?P<secret>[^\s/?#\"'<>]+)@"
+        r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}(?:://[^\s:/?#@]*:|:(?i:thin):[^\s/@:]*/)"
+        r"(?P<secret>[^\s/?#\"'<>]+)@"
     ),
-    ("://",),
+    ("://", ":thin:"),
 )
 BEARER_TOKEN = PatternRule(
     "bearer_token",
@@ -443,8 +461,8 @@ GITHUB_TOKEN = PatternRule(
 )
 SLACK_TOKEN = PatternRule(
     "slack_token",
-    re.compile(r"(?<![A-Za-z0-9])xox[baprs]-[A-Za-z0-9\-]{10,250}"),
-    ("xox",),
+    re.compile(r"(?<![A-Za-z0-9])(?:xox[baprs]|xapp)-[A-Za-z0-9\-]{10,250}"),
+    ("xox", "xapp-"),
 )
 # Stripe secret and restricted keys, live or test (`pk_` publishable keys are public).
 STRIPE_KEY = PatternRule(
@@ -457,21 +475,36 @@ GOOGLE_API_KEY = PatternRule(
     re.compile(r"(?<![A-Za-z0-9_\-])AIza[0-9A-Za-z_\-]{35}(?![A-Za-z0-9_\-])"),
     ("aiza",),
 )
-# Package registry, AI and platform vendor tokens, by their documented prefixes: PyPI, npm,
-# GitLab, Anthropic, OpenAI project keys, Stripe webhook secrets, SendGrid,
-# and Slack's and Discord's incoming-webhook URLs, which are credentials whole. Each trigger
-# starts with a letter another trigger starts with (`sec_` of `whsec_`): a new first letter is a
-# new branch of the gate every clean line pays, and a rule of its own a screen more.
+# Package registry, AI, cloud and platform vendor tokens, by their documented prefixes (the
+# shapes gitleaks' rules give): PyPI, npm, GitLab, Grafana, Anthropic, OpenAI, Hugging Face,
+# Stripe webhook secrets, SendGrid, Shopify, Google OAuth access tokens, DigitalOcean, Vault,
+# Doppler, New Relic, Sentry, Atlassian, Square, Mailgun, age and Telegram bot tokens, and
+# Slack's and Discord's incoming-webhook URLs, which are credentials whole. Every position of a
+# line whose character starts a trigger is a try of the gate and of this rule's screen, so a
+# trigger starts with a character another one starts with, or a rare one (`a29.` of `ya29.`,
+# `f_` of `hf_`, `_v1_` of `dop_v1_`); a rule of its own would be a screen more.
+_VENDOR_TRIGGERS = (
+    "pypi-age", "npm_", "glpat-", "glsa_", "glc_", "sk-", "f_", "api_org_", "sec_", "sg.", "shp",
+    "a29.", "_v1_", "vs.", "vb.", "p.pt.", "p.st.", "p.ct.", "p.sa.", "nrak-", "sntry", "atatt3",
+    "sq0", "key-", "age-secret-key-1", ":aa", "slack.com/", "api/webhooks/",
+)  # fmt: skip
 VENDOR_TOKEN = PatternRule(
     "vendor_token",
     re.compile(
         r"(?<![A-Za-z0-9_\-])(?:pypi-AgE[A-Za-z0-9_\-]{16,}|npm_[A-Za-z0-9]{36}|glpat-[A-Za-z0-9_\-]{20,}"
-        r"|sk-(?:ant|proj)-[A-Za-z0-9_\-]{20,}|whsec_[A-Za-z0-9+/=]{24,}"
-        r"|SG\.[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{30,64}"
+        r"|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32,400}={0,2}"
+        r"|sk-(?:ant|proj|svcacct|admin)-[A-Za-z0-9_\-]{20,}|sk-[A-Za-z0-9_\-]{8,}T3BlbkFJ[A-Za-z0-9_\-]{8,}"
+        r"|hf_[A-Za-z]{34}|api_org_[A-Za-z]{34}|whsec_[A-Za-z0-9+/=]{24,}"
+        r"|SG\.[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{30,64}|shp(?:at|ca|pa|ss)_[A-Fa-f0-9]{32}"
+        r"|ya29\.[A-Za-z0-9_\-]{20,}|do[opr]_v1_[a-f0-9]{64}|hv[sb]\.[A-Za-z0-9_\-]{24,}"
+        r"|dp\.(?:pt|st|ct|sa)\.[A-Za-z0-9]{40,44}|NRAK-[A-Z0-9]{27}|sntry[su]_[A-Za-z0-9+/=_\-]{40,}"
+        r"|ATATT3[A-Za-z0-9_\-=]{100,}|sq0(?:atp|csp)-[A-Za-z0-9_\-]{22,43}|key-[a-f0-9]{32}"
+        r"|AGE-SECRET-KEY-1[0-9A-Z]{58}"
         r"|hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/]{20,}"
         r"|discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_\-]{40,})(?![A-Za-z0-9_\-])"
+        r"|(?<![0-9])[0-9]{5,16}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9_\-])"  # Telegram's, also in `/bot<token>/`
     ),
-    ("pypi-age", "npm_", "glpat-", "k-ant-", "k-proj-", "sec_", "sg.", "slack.com/", "api/webhooks/"),
+    _VENDOR_TRIGGERS,
 )
 # The quoted password in SQL: `ALTER USER x WITH [ENCRYPTED] PASSWORD 'y'`, `CREATE ROLE ...
 # PASSWORD 'y'`, `SET PASSWORD [FOR u] = 'y'`, MySQL `IDENTIFIED [WITH plugin] BY 'y'`. A doubled
