@@ -129,6 +129,34 @@ def test_recreate_defaults_says_the_stream_gets_only_its_text(stream: RedisHandl
     assert [(e.scope, e.severity) for e in entries] == [("shop.orders", "INFO"), ("shop.orders", "WARN")]
 
 
+# structlog's "Logging Best Practices" and "Performance" chapters: a filtering bound logger,
+# cached on first use; tracestream set up later, as in a FastAPI lifespan.
+CACHED_ON_FIRST_USE = """
+import logging, os, structlog
+structlog.configure(
+    processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
+                structlog.processors.JSONRenderer()],
+    wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    cache_logger_on_first_use=True,
+)
+log = structlog.get_logger()
+log.info("imported")
+if os.environ.get("TRACED") == "1":
+    import tracestream
+    tracestream.configure()
+log.info("serving", port=8000)
+"""
+
+
+def test_a_logger_structlog_cached_before_configure_is_written_after_it(stream: RedisHandle) -> None:
+    """A logger bound on first use holds the chain it was bound with: the chain in use took our
+    processor as a new list, which that logger never saw, and its events were lost without a word."""
+    printed_out, said = _bare_and_traced(CACHED_ON_FIRST_USE, stream.env(OTEL_SERVICE_NAME="cart"))
+    assert said == "" and printed_out.count("\n") == 2
+    [serving] = wait_for(lambda: stream.logs(), what="the event logged after configure()")
+    assert (serving.body, serving.attributes) == ("serving", {"port": 8000})
+
+
 # Celery's "First steps" app, its task logging with structlog's default PrintLogger, and
 # printing; under `celery worker` both go to the worker's stdout, which Celery logs.
 CELERY_TASKS = """

@@ -186,7 +186,13 @@ def _join_every_chain() -> None:
         return chain
 
     def join_the_chain_in_use() -> None:
-        _config._CONFIG.default_processors = with_ours(_config._CONFIG.default_processors)
+        """In place where it is a list: a logger cached on first use (`cache_logger_on_first_use`)
+        before we came holds that list, and would never see a new one."""
+        chain = _config._CONFIG.default_processors
+        if isinstance(chain, list):
+            chain[:] = with_ours(chain)
+        else:
+            _config._CONFIG.default_processors = with_ours(chain)
 
     def configured(processors: Iterable[Any] | None = None, *args: Any, **kwargs: Any) -> None:
         configure(None if processors is None else with_ours(processors), *args, **kwargs)
