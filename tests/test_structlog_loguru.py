@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import traceback
 
 import httpx
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from tests.apps.servers import LAUNCHER_ENV, bin_path, http_ready, launched, serve
 from tests.support import RedisHandle, run_python, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
+from tracestream.otel_setup.structured import exception_from_text
 
 STRUCTLOG = """
 import uuid
@@ -249,6 +252,75 @@ def test_structlog_dict_tracebacks_are_the_records_exception(stream: RedisHandle
     assert "KeyError: '4242'\n\nThe above exception was the direct cause" in stacktrace
     assert stacktrace.endswith(", in charge\nValueError: card 4242 declined\n")
     assert "tok-in-a-local" not in stacktrace  # the frames' locals stay out
+
+
+# structlog's "Logging Best Practices": a filtering bound logger, tracebacks rendered to text by
+# `format_exc_info`, JSON out; its `exception()` logs at `error`, so only the text tells which.
+STRUCTLOG_RENDERED_EXCEPTIONS = """
+import logging, sys, structlog, tracestream
+telemetry = tracestream.configure()
+structlog.configure(
+    processors=[structlog.processors.add_log_level, structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer()],
+    wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+class OrderError(Exception):
+    pass
+errors = [OrderError("order 7 broken"), ValueError("first line\\nsecond: line")]
+if sys.version_info >= (3, 11):
+    errors[0].add_note("retry with a new card")
+    errors.append(ExceptionGroup("many", [ValueError("a"), TypeError("b")]))
+for error in errors:
+    try:
+        raise error
+    except Exception:
+        structlog.get_logger().exception("failed")
+try:
+    raise OrderError("order 8 broken")
+except OrderError:
+    logging.getLogger("shop").exception("failed")
+telemetry.force_flush()
+"""
+
+
+def test_structlog_tracebacks_rendered_to_text_name_their_exception_as_the_stdlib_does(
+    stream: RedisHandle,
+) -> None:
+    """The text's last line was read as the exception: a two-line message named `second`, a
+    note or a group's members left the type empty, and a class of `__main__` was `OrderError`
+    where the stdlib's record says `__main__.OrderError`: two error issues for one failure."""
+    run_python(STRUCTLOG_RENDERED_EXCEPTIONS, stream.env(OTEL_SERVICE_NAME="cart"))
+    groups = sys.version_info >= (3, 11)
+    entries = wait_for(lambda: len(stream.logs()) == 3 + groups and stream.logs(), what="the records")
+    named = [(e.exception_type, e.exception_message) for e in entries]
+    expected = [("__main__.OrderError", "order 7 broken"), ("ValueError", "first line\nsecond: line")]
+    expected += [("ExceptionGroup", "many (2 sub-exceptions)")] * groups
+    assert named == [*expected, ("__main__.OrderError", "order 8 broken")]
+    if groups:
+        assert entries[0].exception_stacktrace.endswith("order 7 broken\nretry with a new card\n")
+        assert "| TypeError: b" in entries[2].exception_stacktrace
+
+
+def _printed(error: BaseException) -> str:
+    try:
+        raise error from KeyError("cause")
+    except BaseException as raised:
+        return "".join(traceback.format_exception(type(raised), raised, raised.__traceback__))
+
+
+def test_a_traceback_as_text_names_the_last_exception_of_its_chain() -> None:
+    """What another process's formatter sent, or structlog rendered of an exception caught earlier."""
+    assert exception_from_text(_printed(ValueError("first line\nsecond: line")))[:2] == (
+        "ValueError",
+        "first line\nsecond: line",
+    )
+    assert exception_from_text(_printed(RuntimeError()))[:2] == ("RuntimeError", "")
+    assert exception_from_text("order 7 failed")[:2] == ("", "")
+    if sys.version_info >= (3, 11):
+        noted = ValueError("bad card")
+        noted.add_note("retry with a new card")
+        assert exception_from_text(_printed(noted))[:2] == ("ValueError", "bad card\nretry with a new card")
+        group = ExceptionGroup("many", [ValueError("a"), TypeError("b")])  # noqa: F821 (3.11)
+        assert exception_from_text(_printed(group))[:2] == ("ExceptionGroup", "many (2 sub-exceptions)")
 
 
 # structlog's stdlib chapter, with its async methods: `aexception` renders the exception on the

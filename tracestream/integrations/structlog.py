@@ -35,6 +35,7 @@ from typing import Any
 import wrapt
 
 from tracestream._internal_log import internal_logger
+from tracestream.exporters.encoding import qualified_name
 from tracestream.integrations.record_writer import RecordWriter
 from tracestream.otel_setup.structured import (
     exception_from_text,
@@ -74,7 +75,10 @@ class OTelProcessor:
             exception = exception_of(True)
         rendered = event.rendered_exception
         if exception is None and rendered is not None:
-            event.attributes.update(zip(EXCEPTION_KEYS, exception_from_text(rendered), strict=True))
+            fields = exception_from_text(rendered)
+            exception = _the_one_being_handled(fields[0])
+            if exception is None:
+                event.attributes.update(zip(EXCEPTION_KEYS, fields, strict=True))
         event.attributes.update(_where_the_app_logged())
         writer.emit(
             event.body,
@@ -134,6 +138,18 @@ def _where_the_app_logged() -> dict[str, Any]:
         "code.line.number": frame.f_lineno,
         "code.function.name": code.co_name,
     }
+
+
+def _the_one_being_handled(type_name: str) -> BaseException | None:
+    """The exception this thread handles, when it is the one structlog rendered to text
+    (`format_exc_info`, `dict_tracebacks` take `exc_info` away): read from it, the record's
+    type is named as the stdlib's records name it (`shop.PaymentError`, not `PaymentError`),
+    and a message of several lines, its notes and a group's members are its own."""
+    handled = sys.exc_info()[1]
+    if handled is None or not type_name:
+        return None
+    cls = type(handled)
+    return handled if type_name in (cls.__qualname__, qualified_name(cls)) else None
 
 
 _NOT_THE_CALLER = ("structlog", "tracestream.")

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, time
 from decimal import Decimal
-from itertools import islice
+from itertools import islice, takewhile
 from pathlib import PurePath
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -167,17 +167,34 @@ def severity_of(level_name: str) -> SeverityNumber:
     return std_to_otel(level if isinstance(level, int) else logging.INFO)
 
 
-_LAST_TRACEBACK_LINE = re.compile(r"([A-Za-z_][\w.]*)(?:: (.*))?")
+_EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.]*)(?:: (.*))?", re.S)
+# Where the last exception of a chain is printed: a traceback's header, or a group's.
+_HEADER = re.compile(r"^(?P<group>  \+ Exception Group )?Traceback \(most recent call last\):$", re.M)
+_GROUP_LINE = "  | "
 
 
 def exception_from_text(text: str) -> tuple[str, str, str]:
     """Type, message and stacktrace of a traceback already rendered to text (by structlog, or
-    by a formatter in another process): its last line names the exception, as Python prints it."""
-    lines = text.rstrip().splitlines()
-    last = _LAST_TRACEBACK_LINE.fullmatch(lines[-1]) if lines and lines[0].startswith("Traceback") else None
-    if last is None:
+    by a formatter in another process), as Python prints it: the last exception of the chain is
+    named on the first unindented line after its frames, and its message runs from there to the
+    end, lines and notes included; a group's lines carry a `  | ` margin, up to its members."""
+    header = deque(_HEADER.finditer(text), maxlen=1)
+    if not header:
         return "", "", text
-    return last.group(1), last.group(2) or "", text
+    last = header[0]
+    lines = text[last.end() :].strip("\n").splitlines()
+    if last.group("group"):
+        lines = [line.removeprefix(_GROUP_LINE) for line in _until_members(lines)]
+    shown = next((i for i, line in enumerate(lines) if line and not line[0].isspace()), None)
+    found = _EXCEPTION_LINE.fullmatch("\n".join(lines[shown:]).rstrip()) if shown is not None else None
+    if found is None:
+        return "", "", text
+    return found.group(1), found.group(2) or "", text
+
+
+def _until_members(lines: list[str]) -> list[str]:
+    """A group's own lines, before the first of its members (`  +-+---- 1 ----`)."""
+    return list(takewhile(lambda line: line.startswith(_GROUP_LINE), lines))
 
 
 class StructlogEvent(NamedTuple):
