@@ -212,6 +212,27 @@ def test_configure_again_under_another_environment_says_where_records_go(
     ]
 
 
+# A supervisor's worker, forked after the parent named its service, asked for another Redis.
+ANOTHER_REDIS_ASKED = """
+import os, tracestream
+first = tracestream.configure(service_name="forker")
+if os.fork() == 0:
+    assert tracestream.configure(redis_url="redis://127.0.0.1:1/0") is first
+    os._exit(0)
+os.wait()
+"""
+
+
+def test_configure_again_names_only_what_the_second_call_asked(stream: RedisHandle) -> None:
+    """The child never named a service: `service_name 'forker', not None` read as a conflict."""
+    stderr = run_python(ANOTHER_REDIS_ASKED, stream.env())
+    assert stderr.splitlines() == [
+        "tracestream: WARNING configure() already ran in this process; keeping its first settings "
+        f"(redis_url {stream.url!r}, not 'redis://127.0.0.1:1/0'): records go to {stream.url}, "
+        f"stream {stream.stream!r}"
+    ]
+
+
 # A web app that imports the module where its Celery app is defined (to call `.delay()`), as
 # Celery's "First steps with Django" has it, where that module names the worker's service.
 NAMED_TWICE = """

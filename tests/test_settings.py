@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import tracestream
+import tracestream.settings as settings_module
 from tracestream.alerts.store import AlertKeys
 from tracestream.export_status import status_key
 from tracestream.schema import Keyspace, StreamKeys
@@ -130,6 +131,22 @@ def test_a_misspelt_variable_is_said_once_with_the_one_it_most_likely_means(
         "tracestream: WARNING TRACESTREAM_REDIS_ULR is not a tracestream setting and is ignored; "
         "did you mean TRACESTREAM_REDIS_URL?",
         "tracestream: WARNING TRACESTREAM_NOTHING_LIKE_IT is not a tracestream setting and is ignored",
+    ]
+
+
+def test_an_empty_redis_url_is_said_once_with_where_records_go(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`TRACESTREAM_REDIS_URL=${REDIS_URL}` in a compose file, REDIS_URL unset: localhost's Redis,
+    perhaps the app's own cache, got the records without a word."""
+    monkeypatch.setattr(settings_module, "_told_unknown", set())
+    for _ in range(2):
+        assert Settings.load(environ={"TRACESTREAM_REDIS_URL": " "}).redis_url == "redis://localhost:6379/0"
+    assert Settings.load(environ={"TRACESTREAM_REDIS_URL": ""}, redis_url="redis://cache:6379/1")
+    assert Settings.load(environ={}).redis_url == "redis://localhost:6379/0"
+    assert capsys.readouterr().err.splitlines() == [
+        "tracestream: WARNING TRACESTREAM_REDIS_URL is set but empty: records go to "
+        "redis://localhost:6379/0, the default"
     ]
 
 

@@ -464,6 +464,8 @@ class Settings:
             named = ", ".join(unknown)
             raise ConfigError(f"unknown setting(s): {named}{_did_you_mean(unknown[0], _SETTINGS)}")
         _say_unknown_variables(environ)
+        if arguments.get("redis_url") is None:
+            _say_an_empty_url(environ)
         values: dict[str, Any] = {}
         for name, setting in _SETTINGS.items():
             argument = arguments.get(name)
@@ -587,6 +589,17 @@ def _say_unknown_variables(environ: Mapping[str, str]) -> None:
             internal_logger.warning(
                 "%s is not a tracestream setting and is ignored%s", name, _did_you_mean(name, KNOWN_VARIABLES)
             )
+
+
+def _say_an_empty_url(environ: Mapping[str, str]) -> None:
+    """`TRACESTREAM_REDIS_URL=${REDIS_URL}` with REDIS_URL unset is empty, read as unset as every
+    empty variable is: the records then go to whatever Redis listens on localhost. Said once."""
+    name = _SETTINGS["redis_url"].env
+    if name in environ and not environ[name].strip() and name not in _told_unknown:
+        _told_unknown.add(name)
+        internal_logger.warning(
+            "%s is set but empty: records go to %s, the default", name, shown_url(Settings.redis_url)
+        )
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:

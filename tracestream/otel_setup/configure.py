@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from importlib.metadata import entry_points
 from typing import Any
@@ -69,11 +69,12 @@ def configure(**arguments: Any) -> Telemetry:
             # A call without arguments (a Celery hook after Django's AppConfig) just asks for it,
             # unless the environment changed since (a forked child pointed elsewhere).
             first = current.settings if arguments else _environment_at_install
-            if first is not None and settings != first:
+            kept = _kept_instead(first, settings, arguments) if first is not None else ""
+            if kept:
                 internal_logger.warning(
                     "configure() already ran in this process; keeping its first settings (%s): "
                     "records go to %s, stream %r",
-                    _kept_instead(first, settings),
+                    kept,
                     shown_url(current.settings.redis_url),
                     current.settings.stream,
                 )
@@ -90,11 +91,15 @@ def configure(**arguments: Any) -> Telemetry:
         return telemetry
 
 
-def _kept_instead(first: Settings, asked: Settings) -> str:
-    """Each setting the later call asked otherwise: `service_name 'worker', not 'api'`."""
+def _kept_instead(first: Settings, asked: Settings, arguments: Mapping[str, Any]) -> str:
+    """Each setting the later call asked otherwise: `service_name 'worker', not 'api'`. A setting
+    at its default that the call did not name was not asked for: the first call's argument
+    stands without a word."""
     kept = []
     for setting in fields(Settings):
         was, wanted = getattr(first, setting.name), getattr(asked, setting.name)
+        if setting.name not in arguments and wanted == setting.default:
+            continue
         if was != wanted:
             if setting.name == "redis_url":
                 was, wanted = shown_url(was), shown_url(wanted)
