@@ -174,6 +174,25 @@ def test_bidi_controls_show_as_escapes_and_reorder_nothing(page: Page, console: 
     assert "\u202e" not in text
 
 
+def test_a_long_service_name_is_cut_and_every_message_stays_on_screen(
+    page: Page, console: ConsoleProcess
+) -> None:
+    """One unbroken name of 400 characters made the live table 3,639 px wide at 1,280."""
+    _open_live(page, console)
+    marker = uuid.uuid4().hex[:8]
+    long_name = "payments-" + "x" * 400
+    Emitter(console.handle, long_name).log(f"{marker} from the long name")
+    Emitter(console.handle, "cart").log(f"{marker} from the short name")
+    for text in ("long", "short"):
+        page.locator("#records tr", has_text=f"{marker} from the {text} name").wait_for(timeout=2000)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280
+    for row in page.locator("#records tr", has_text=marker).all():
+        box = row.locator(".msg").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1280 and box["width"] > 100
+    cell = page.locator("#records tr", has_text=f"{marker} from the long name").locator("td.service")
+    assert cell.get_attribute("title") == long_name
+
+
 def test_dropped_connection_and_pause_resume_with_no_gap_or_duplicate(
     page: Page, console: ConsoleProcess
 ) -> None:

@@ -74,7 +74,7 @@ const TS = {
     const row = TS.el("tr", { class: "record", "data-id": record.id, "data-ts": record.timestamp, tabindex: "0" },
       TS.el("td", { class: "time" }, TS.time(record.timestamp)),
       TS.el("td", { class: TS.severityClass(record.severity_number) }, record.severity),
-      TS.el("td", { class: "service" }, record.service),
+      TS.el("td", { class: "service", title: record.service }, record.service),
       body,
       TS.el("td", { class: "trace" }, TS.traceLink(record.trace_id)));
     TS.detail.records.set(row, record);
