@@ -310,6 +310,17 @@ def test_refuses_to_listen_beyond_loopback_without_a_token(stream: RedisHandle) 
     ]
 
 
+def test_refuses_to_listen_beyond_loopback_with_a_short_token(stream: RedisHandle) -> None:
+    """Nothing slows a guesser down: `x` as the token was served to the network."""
+    process = ConsoleProcess(stream, token="x" * 15, host="0.0.0.0")
+    done = subprocess.run(process.command(), env=process.env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "tracestream: refusing to serve the console on 0.0.0.0 with a token of 15 characters: "
+        "TRACESTREAM_CONSOLE_TOKEN needs 16 or more (openssl rand -hex 16 makes one)"
+    ]
+
+
 @pytest.mark.parametrize("names", [(), ("--allowed-host", "logs.internal")], ids=["no name", "a name"])
 def test_binding_every_address_without_a_name_to_answer_by_says_so(
     stream: RedisHandle, tmp_path: Path, names: tuple[str, ...]

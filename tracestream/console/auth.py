@@ -39,11 +39,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# Off loopback the token is all that stands between the network and every record; nothing
+# slows a guesser down, so a short one could be found by trying.
+SHORTEST_TOKEN = 16
+
+
 def require_token_off_loopback(host: str, token: str | None) -> None:
-    if not token and not is_loopback(host):
+    if is_loopback(host):
+        return
+    if not token:
         raise ConsoleAuthError(
             f"refusing to serve the console on {host} without a token: "
             f"set {CONSOLE_TOKEN_ENV} or bind 127.0.0.1"
+        )
+    if len(token) < SHORTEST_TOKEN:
+        raise ConsoleAuthError(
+            f"refusing to serve the console on {host} with a token of {len(token)} characters: "
+            f"{CONSOLE_TOKEN_ENV} needs {SHORTEST_TOKEN} or more (openssl rand -hex 16 makes one)"
         )
 
 
