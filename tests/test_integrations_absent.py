@@ -164,7 +164,12 @@ print(app.test_client().get("/").data.decode())
 @pytest.mark.parametrize(
     ("contrib", "disabled", "spans_from"),
     [
-        (True, "", "upstream's Flask instrumentation (opentelemetry-instrument loads it)"),
+        (
+            True,
+            "",
+            "upstream's Flask instrumentation, which nothing loads in this process: run it under "
+            "opentelemetry-instrument, or call FlaskInstrumentor().instrument_app(app)",
+        ),
         (
             True,
             "flask",
@@ -196,13 +201,49 @@ def test_a_web_framework_without_an_integration_is_said_in_one_line(
     assert [e.body for e in wait_for(lambda: stream.logs(), what="the view's line")] == ["saying hello"]
 
 
+# The Flask tutorial's application factory, set up by tracestream once the app is made.
+FLASK_FACTORY = """
+import tracestream
+from flask import Flask
+
+def create_app():
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(SECRET_KEY="dev")
+    tracestream.configure()
+
+    @app.route("/hello")
+    def hello():
+        return "Hello, World!"
+
+    return app
+
+print(create_app().test_client().get("/hello").data.decode())
+"""
+
+
+def test_an_app_made_before_configure_is_said_too(stream: RedisHandle) -> None:
+    """Only the making of an app said it: a factory that sets tracestream up after `Flask(...)`
+    got no spans, no request records and no line."""
+    done = _run([sys.executable, "-c", FLASK_FACTORY], stream.env())
+    assert (done.returncode, done.stdout) == (0, "Hello, World!\n"), done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("tracestream:")] == [
+        "tracestream: WARNING flask is in use, which tracestream does not integrate: its requests get no "
+        "request records, and spans only from upstream's Flask instrumentation, which nothing loads in "
+        "this process: run it under opentelemetry-instrument, or call "
+        "FlaskInstrumentor().instrument_app(app); the log lines of its apps reach the stream"
+    ]
+
+
 def test_a_web_framework_imported_but_never_made_into_an_app_is_not_said(stream: RedisHandle) -> None:
     """Sentry's integrations import Flask wherever it is installed: a FastAPI app set up as
     Sentry's docs say heard that Flask was in use."""
-    code = "import tracestream\ntracestream.configure()\nimport flask\nprint(flask.__name__)\n"
-    done = _run([sys.executable, "-c", code], stream.env())
-    assert (done.returncode, done.stdout) == (0, "flask\n"), done.stderr
-    assert "tracestream:" not in done.stderr
+    for code in (
+        "import tracestream\ntracestream.configure()\nimport flask\nprint(flask.__name__)\n",
+        "import flask, tracestream\ntracestream.configure()\nprint(flask.__name__)\n",
+    ):
+        done = _run([sys.executable, "-c", code], stream.env())
+        assert (done.returncode, done.stdout) == (0, "flask\n"), done.stderr
+        assert "tracestream:" not in done.stderr
 
 
 # Celery's "First Steps" app, its task's arguments serialized as a publisher does.

@@ -15,6 +15,7 @@ only once the app's own code holds the library, at the latest as the process end
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -100,32 +101,58 @@ class Unintegrated:
     app_class: str
     spans_from: str  # what traces its requests, if anything does
     contrib: str = ""  # the name of upstream's instrumentation the launcher loads, where there is one
+    instrument: str = ""  # how an app set up with configure() alone loads it
 
     def spans(self) -> str:
         if not self.contrib:
             return self.spans_from
         if self.contrib in disabled():  # its entry point's name, as the launcher matches it
             return f"{self.spans_from}, which OTEL_PYTHON_DISABLED_INSTRUMENTATIONS turns off"
-        if find_spec(f"opentelemetry.instrumentation.{self.contrib.replace('-', '_')}"):
+        if not find_spec(f"opentelemetry.instrumentation.{self.contrib.replace('-', '_')}"):
+            return f"{self.spans_from}, which is not installed (opentelemetry-instrumentation-{self.contrib})"
+        if LAUNCHER_MODULE in sys.modules:
             return f"{self.spans_from} (opentelemetry-instrument loads it)"
-        return f"{self.spans_from}, which is not installed (opentelemetry-instrumentation-{self.contrib})"
+        return (
+            f"{self.spans_from}, which nothing loads in this process: run it under "
+            f"opentelemetry-instrument, or call {self.instrument}"
+        )
 
 
 _UPSTREAMS = "upstream's {} instrumentation"
+_BEFORE_THE_APP = "().instrument() before the app is made"
 UNINTEGRATED = {
     framework.module: framework
     for framework in (
-        Unintegrated("flask", "Flask", _UPSTREAMS.format("Flask"), "flask"),
-        Unintegrated("aiohttp.web", "Application", _UPSTREAMS.format("aiohttp-server"), "aiohttp-server"),
-        Unintegrated("tornado.web", "Application", _UPSTREAMS.format("Tornado"), "tornado"),
+        Unintegrated(
+            "flask", "Flask", _UPSTREAMS.format("Flask"), "flask", "FlaskInstrumentor().instrument_app(app)"
+        ),
+        Unintegrated(
+            "aiohttp.web",
+            "Application",
+            _UPSTREAMS.format("aiohttp-server"),
+            "aiohttp-server",
+            "AioHttpServerInstrumentor" + _BEFORE_THE_APP,
+        ),
+        Unintegrated(
+            "tornado.web",
+            "Application",
+            _UPSTREAMS.format("Tornado"),
+            "tornado",
+            "TornadoInstrumentor" + _BEFORE_THE_APP,
+        ),
         # falcon.asgi.App too, a subclass
-        Unintegrated("falcon", "App", _UPSTREAMS.format("Falcon"), "falcon"),
+        Unintegrated(
+            "falcon", "App", _UPSTREAMS.format("Falcon"), "falcon", "FalconInstrumentor" + _BEFORE_THE_APP
+        ),
         # No instrumentation the launcher loads traces either, and a Quart app's server may log
         # no access line to say it at: `quart run` logs hypercorn's through the app's logger.
         Unintegrated("litestar", "Litestar", "Litestar's OpenTelemetryPlugin, which the app adds"),
         Unintegrated("quart", "Quart", "upstream's OpenTelemetryMiddleware (ASGI), which the app adds"),
     )
 }
+
+# Imported by the launcher's sitecustomize: this process runs under opentelemetry-instrument.
+LAUNCHER_MODULE = "opentelemetry.instrumentation.auto_instrumentation"
 
 _lock = threading.Lock()
 _deferred: list[Callable[[], None]] | None = None
@@ -170,7 +197,10 @@ def install_all(telemetry: Telemetry) -> None:
         if integration.name not in off:
             _Installer(telemetry, integration).register()
     for library in UNINTEGRATED:
-        wrapt.register_post_import_hook(_say_unintegrated, library)
+        if library in sys.modules and _an_app_is_made(UNINTEGRATED[library]):
+            _say_framework_unintegrated(UNINTEGRATED[library])  # the app factory set us up after `Flask(...)`
+        else:
+            wrapt.register_post_import_hook(_say_unintegrated, library)
     if "structlog" not in off:
         structlog_integration.install()
     if "loguru" not in off:
@@ -202,6 +232,18 @@ def _say_unintegrated(module: ModuleType) -> None:
             original(self, *args, **kwargs)
 
         app_class.__init__ = init  # type: ignore[misc]
+
+
+def _an_app_is_made(framework: Unintegrated) -> bool:
+    """Whether an app of the framework exists: a look over every object, made only where the
+    framework was imported before configure(), as an app factory that sets us up does."""
+    app_class = getattr(sys.modules[framework.module], framework.app_class, None)
+    if not isinstance(app_class, type):
+        return False
+    classes = [app_class]
+    for cls in classes:  # an instance refers to its own class only: `falcon.asgi.App`, the app's own
+        classes += cls.__subclasses__()
+    return any(isinstance(referrer, app_class) for referrer in gc.get_referrers(*classes))
 
 
 def _say_framework_unintegrated(framework: Unintegrated) -> None:
