@@ -478,15 +478,16 @@ GOOGLE_API_KEY = PatternRule(
 # Package registry, AI, cloud and platform vendor tokens, by their documented prefixes (the
 # shapes gitleaks' rules give): PyPI, npm, GitLab, Grafana, Anthropic, OpenAI, Hugging Face,
 # Stripe webhook secrets, SendGrid, Shopify, Google OAuth access tokens, DigitalOcean, Vault,
-# Doppler, New Relic, Sentry, Atlassian, Square, Mailgun, age and Telegram bot tokens, and
-# Slack's and Discord's incoming-webhook URLs, which are credentials whole. Every position of a
+# Doppler, New Relic, Sentry, Atlassian, Square, Mailgun, age and Telegram bot tokens,
+# Werkzeug's debugger PIN, and Slack's and Discord's incoming-webhook URLs, which are credentials
+# whole. Every position of a
 # line whose character starts a trigger is a try of the gate and of this rule's screen, so a
 # trigger starts with a character another one starts with, or a rare one (`a29.` of `ya29.`,
 # `f_` of `hf_`, `_v1_` of `dop_v1_`); a rule of its own would be a screen more.
 _VENDOR_TRIGGERS = (
     "pypi-age", "npm_", "glpat-", "glsa_", "glc_", "sk-", "f_", "api_org_", "sec_", "sg.", "shp",
     "a29.", "_v1_", "vs.", "vb.", "p.pt.", "p.st.", "p.ct.", "p.sa.", "nrak-", "sntry", "atatt3",
-    "sq0", "key-", "age-secret-key-1", ":aa", "slack.com/", "api/webhooks/",
+    "sq0", "key-", "age-secret-key-1", ":aa", "slack.com/", "api/webhooks/", "ger pin: ",
 )  # fmt: skip
 VENDOR_TOKEN = PatternRule(
     "vendor_token",
@@ -503,6 +504,7 @@ VENDOR_TOKEN = PatternRule(
         r"|hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/]{20,}"
         r"|discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_\-]{40,})(?![A-Za-z0-9_\-])"
         r"|(?<![0-9])[0-9]{5,16}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9_\-])"  # Telegram's, also in `/bot<token>/`
+        r"|(?<=Debugger PIN: )[0-9]+(?:-[0-9]+)*"  # Werkzeug's, which opens its in-browser console
     ),
     _VENDOR_TRIGGERS,
 )
