@@ -6,11 +6,14 @@ names and the hosts the operator configured are answered.
 
 The token is required off loopback, optional on it. Browsers cannot put headers on an
 EventSource, so the token arrives once as `?token=`, is swapped for an HttpOnly cookie,
-and the address bar loses it. Scripts send `Authorization: Bearer <token>`.
+and the address bar loses it. Scripts send `Authorization: Bearer <token>`. The cookie holds a
+value made from the token, not the token: what a browser keeps of it opens the pages, and
+never serves as the token elsewhere.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable
@@ -115,6 +118,7 @@ class TokenAuth:
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self._token = token.encode()
+        self._cookie = hmac.new(self._token, b"tracestream console cookie", hashlib.sha256).hexdigest()
 
     def _valid(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self._token)
@@ -131,8 +135,11 @@ class TokenAuth:
             return
         scheme, _, bearer = headers.get("authorization", "").partition(" ")
         cookie = SimpleCookie(headers.get("cookie", "")).get(COOKIE)
-        presented = bearer if scheme.lower() == "bearer" else (cookie.value if cookie else "")
-        if presented and self._valid(presented):
+        if scheme.lower() == "bearer":
+            allowed = bool(bearer) and self._valid(bearer)
+        else:
+            allowed = cookie is not None and hmac.compare_digest(cookie.value.encode(), self._cookie.encode())
+        if allowed:
             await self.app(scope, receive, send)
             return
         await _denied()(scope, receive, send)
@@ -146,7 +153,9 @@ class TokenAuth:
         path = scope["path"] if scope["path"].startswith(root) else root + scope["path"]
         response = RedirectResponse(same_origin_path(path) + (f"?{rest}" if rest else ""), status_code=303)
         secure = scope.get("scheme") == "https"
-        response.set_cookie(COOKIE, offered, path=root + "/", httponly=True, samesite="strict", secure=secure)
+        response.set_cookie(
+            COOKIE, self._cookie, path=root + "/", httponly=True, samesite="strict", secure=secure
+        )
         return response
 
 
