@@ -491,6 +491,38 @@ def test_structlog_rendered_to_log_kwargs_keeps_its_traceback_once(stream: Redis
         assert entry.exception_stacktrace.startswith("Traceback (most recent call last):")
 
 
+# structlog's stdlib chapter with `add_logger_name` and `StackInfoRenderer`, to logging by
+# key/values, and the same events through our processor.
+STRUCTLOG_NAMED_WITH_STACK = """
+import logging, structlog, tracestream
+from tracestream.integrations.structlog import OTelProcessor
+telemetry = tracestream.configure()
+logging.basicConfig(level=logging.INFO)
+structlog.configure(
+    processors=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                structlog.processors.StackInfoRenderer(), structlog.stdlib.render_to_log_kwargs],
+    logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=structlog.stdlib.BoundLogger)
+structlog.get_logger("shop.kwargs").info("paid", user="ann", stack_info=True)
+structlog.configure(processors=[structlog.processors.add_log_level, structlog.processors.StackInfoRenderer(),
+                                OTelProcessor(), structlog.processors.KeyValueRenderer()],
+                    logger_factory=structlog.PrintLoggerFactory())
+structlog.get_logger().info("paid", user="bob", stack_info=True)
+telemetry.force_flush()
+"""
+
+
+def test_structlog_logger_name_and_stack_are_the_records_scope_and_stacktrace(stream: RedisHandle) -> None:
+    """`logger` repeated the scope as an attribute, and `stack` was a plain attribute, untrimmed,
+    where readers look for `code.stacktrace`."""
+    run_python(STRUCTLOG_NAMED_WITH_STACK, stream.env(OTEL_SERVICE_NAME="cart"))
+    entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="two records")
+    assert [(e.scope, e.body) for e in entries] == [("shop.kwargs", "paid"), ("structlog", "paid")]
+    for entry, user in zip(entries, ("ann", "bob"), strict=True):
+        stack = entry.attributes.pop("code.stacktrace")
+        assert entry.attributes == {"user": user}
+        assert stack.startswith("Stack (most recent call last):\n") and ", in <module>" in stack
+
+
 # structlog's own recipes under the launcher, where `opentelemetry-bootstrap` installed
 # upstream's structlog instrumentation: it would add its processor to every chain.
 STRUCTLOG_RECIPES = """

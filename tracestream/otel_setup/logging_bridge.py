@@ -31,11 +31,14 @@ from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.otel_setup.snapshot import snapshot_values
 from tracestream.otel_setup.sql_parameters import ENGINE_LOGGER, BoundParameters
 from tracestream.otel_setup.structured import (
+    STACKTRACE_KEY,
     TEXT_VALUES,
     as_text,
     context_bound,
     exception_from_text,
+    innermost_frames,
     read_structlog_event,
+    take_stack,
 )
 
 # Logs written while we export (by us, redis-py, urllib3 or the SDK) must not loop back.
@@ -55,9 +58,6 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "color_message",
 }
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
-STACKTRACE_KEY = "code.stacktrace"  # the semantic conventions' name for a stack as the runtime prints it
-_STACK_HEADER = "Stack (most recent call last):\n"
-_STACK_KEPT = 3_900  # under the default attribute limit (4,096)
 _STRUCTLOG_EXTRAS = ("_logger", "_name")
 
 
@@ -83,17 +83,6 @@ def _code_location(path: str, line: int, function: str | None) -> str:
         return _cached_code_location(path, line, function)
     except TypeError:  # a filter set an unhashable value: laid out without the cache
         return encoding.code_location(path, line, function)
-
-
-def _innermost_frames(stack: str) -> str:
-    """A server's or a test runner's stack runs past the attribute limit, which keeps a text's
-    start: the outermost frames. The frames nearest the logging call are the ones kept here."""
-    if len(stack) <= _STACK_KEPT:
-        return stack
-    tail = stack[-_STACK_KEPT:]
-    tail = tail[tail.find("\n  File ") + 1 :]
-    left_out = len(stack) - len(tail) - len(_STACK_HEADER)
-    return f"{_STACK_HEADER}  …[{left_out} chars of outer frames left out]\n{tail}"
 
 
 class PendingStdlibRecord:
@@ -139,16 +128,20 @@ class PendingStdlibRecord:
         if type(record.msg) is dict and "_logger" in fields:
             self._take_structlog_event(record.msg)
         elif self.extras is not None:
-            self._leave_out_what_the_record_is(self.extras, record.levelname)
+            self._leave_out_what_the_record_is(self.extras, record)
         if record.stack_info:  # `stack_info=True`: where the call was made, as the app prints it
-            self.attributes[STACKTRACE_KEY] = _innermost_frames(record.stack_info)
+            self.attributes[STACKTRACE_KEY] = innermost_frames(record.stack_info)
 
-    def _leave_out_what_the_record_is(self, extras: dict[str, Any], level_name: str) -> None:
+    def _leave_out_what_the_record_is(self, extras: dict[str, Any], record: logging.LogRecord) -> None:
         """structlog's `render_to_log_kwargs` hands its event's key/values over as `extra=`:
-        `add_log_level`'s `level` repeats the severity, and a rendered `exception` is the
-        record's exception."""
-        if extras.get("level") == level_name.lower():
+        `add_log_level`'s `level` repeats the severity, `add_logger_name`'s `logger` the scope,
+        a rendered `exception` is the record's exception, and `StackInfoRenderer`'s `stack` is
+        where the call was made, as `stack_info=True` gives it."""
+        if extras.get("level") == record.levelname.lower():
             del extras["level"]
+        if extras.get("logger") == record.name:
+            del extras["logger"]
+        take_stack(extras, self.attributes)
         if isinstance(extras.get("exception"), str):
             self._take_rendered_exception(extras)
 

@@ -214,10 +214,36 @@ _DURING = "\nDuring handling of the above exception, another exception occurred:
 _RENAMED_EVENT_KEYS = ("message", "msg")
 
 
+STACKTRACE_KEY = "code.stacktrace"  # the semantic conventions' name for a stack as the runtime prints it
+_STACK_HEADER = "Stack (most recent call last):\n"
+_STACK_KEPT = 3_900  # under the default attribute limit (4,096)
+
+
+def innermost_frames(stack: str) -> str:
+    """A server's or a test runner's stack runs past the attribute limit, which keeps a text's
+    start: the outermost frames. The frames nearest the logging call are the ones kept here."""
+    if len(stack) <= _STACK_KEPT:
+        return stack
+    tail = stack[-_STACK_KEPT:]
+    tail = tail[tail.find("\n  File ") + 1 :]
+    left_out = len(stack) - len(tail) - len(_STACK_HEADER)
+    return f"{_STACK_HEADER}  …[{left_out} chars of outer frames left out]\n{tail}"
+
+
+def take_stack(values: dict[str, Any], attributes: dict[str, Any]) -> None:
+    """structlog's `StackInfoRenderer` puts where the call was made under `stack`: it is the
+    record's `code.stacktrace`, innermost frames kept, as a stdlib `stack_info=True` gives it."""
+    stack = values.get("stack")
+    if isinstance(stack, str) and stack.startswith(_STACK_HEADER):
+        del values["stack"]
+        attributes[STACKTRACE_KEY] = innermost_frames(stack)
+
+
 def read_structlog_event(event: Mapping[str, Any]) -> StructlogEvent:
     body_key = _body_key(event)
     attributes = attributes_of(event, (*_STRUCTLOG_FIELDS, body_key))
     attributes.pop("exception", None)
+    take_stack(attributes, attributes)
     return StructlogEvent(
         text_of(event.get(body_key, "")),
         attributes,
