@@ -1126,6 +1126,13 @@ def test_uwsgi_workers_forked_by_the_master_deliver_every_record(
             lambda: traces <= {e.trace_id for e in stream.logs() if is_request_record(e)},
             what="every request's record",
         )
+        # each worker its own instance: they all reported the master's, forked past the SDK's hook
+        workers = {
+            (e.resource["process.pid"], e.resource["service.instance.id"])
+            for e in stream.logs()
+            if is_request_record(e)
+        }
+        assert len(workers) == 2 and len({instance for _, instance in workers}) == 2, workers
         # Without the fork hooks no thread of ours runs in the master, whatever it logs.
         master_threads = len(os.listdir(f"/proc/{server.process.pid}/task"))
         assert (master_threads > 1) is (master_logs and bool(options)), master_threads

@@ -295,7 +295,7 @@ def _otlp_protocol(group: str) -> tuple[str, str]:
 
 
 def _follow_forks(*providers: TracerProvider | LoggerProvider) -> None:
-    """Forked workers report their own pid; the SDK only refreshes service.instance.id."""
+    """Forked workers report their own pid and instance id, uWSGI's too (forks.py)."""
 
     def update_pid() -> None:
         for provider in providers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import Resource, ServiceInstanceIdResourceDetector
 
 from tracestream.settings import Settings
 
@@ -34,5 +34,7 @@ def build_resource(settings: Settings) -> Resource:
 
 
 def process_resource() -> Resource:
-    """What changes in a forked child."""
-    return Resource({"process.pid": os.getpid()})
+    """What changes in a forked child: its pid, and the instance id the SDK's detector gives each
+    process. The SDK renews that one from Python's fork hook, which a server forking in C
+    (uWSGI) never runs: its workers all reported the master's."""
+    return Resource({"process.pid": os.getpid()}).merge(ServiceInstanceIdResourceDetector().detect())
