@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExportResult
@@ -27,6 +28,7 @@ from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.pipeline import BatchQueue
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
 from tracestream.query import Query, search
+from tracestream.query.trace_lookup import fetch_trace
 from tracestream.schema import LOG_FIELDS, StreamKeys
 from tracestream.settings import BatchSettings, Settings
 
@@ -130,6 +132,35 @@ def test_stream_is_trimmed_to_max_entries(stream: RedisHandle) -> None:
     assert 1000 <= length < 2000  # approximate trimming keeps whole nodes
     # the search digest is trimmed alongside: it covers the newest 1000, plus at most a batch and a node
     assert set(newest) <= set(digest) and len(digest) < 1000 + 512 + 100
+
+
+def test_the_trace_index_keeps_the_newest_max_entries_traces(stream: RedisHandle) -> None:
+    """An index key lived `max_age` (7 days) after `max_entries` trimmed its entries: Redis grew
+    about 300 B with every trace, whatever the limit. A trace still written to keeps its key."""
+    logger, tracer_provider, logs = _pipeline(stream, max_entries=100)
+    tracer = tracer_provider.get_tracer("unit")
+    with tracer.start_as_current_span("long job") as job:
+        logger.info("job started")
+    assert logs.force_flush() and tracer_provider.force_flush()
+    traces = []
+    for round_number in range(12):
+        for i in range(50):
+            with tracer.start_as_current_span(f"request {round_number}.{i}") as span:
+                logger.info("request %d.%d", round_number, i)
+            traces.append(trace_id_hex(span.get_span_context().trace_id))
+        with trace.use_span(job):
+            logger.info("job still going, round %d", round_number)
+        assert logs.force_flush() and tracer_provider.force_flush()
+    job_trace = trace_id_hex(job.get_span_context().trace_id)
+    with stream.client() as client:
+        indexed = {key.rsplit(":", 1)[1] for key in client.scan_iter(stream.keys.trace_index("*"))}
+    indexed.discard("order")
+    assert len(indexed) <= 100 + 2, len(indexed)  # the newest, and the job still written to
+    assert set(traces[-90:]) <= indexed and traces[0] not in indexed and job_trace in indexed
+    newest = fetch_trace(stream.client(), stream.stream, traces[-1])
+    assert [(s.name, e.body) for s in newest.spans for e in newest.logs] == [
+        ("request 11.49", "request 11.49")
+    ]
 
 
 def test_old_entries_are_trimmed_by_age(stream: RedisHandle) -> None:

@@ -311,8 +311,9 @@ def test_producer_acl_user_can_export_but_not_read(acl_redis: EmbeddedRedis) -> 
     records.close()
     assert [f["body"] for _, f in admin.xrange(stream)] == ["paid"]
     assert admin.xlen(StreamKeys(stream).digest) == 1
-    trace_keys = admin.keys(f"{stream}:trace:*")
+    trace_keys = [key for key in admin.keys(f"{stream}:trace:*") if key != f"{stream}:trace:order"]
     assert len(trace_keys) == 1 and admin.ttl(trace_keys[0]) > 0
+    assert admin.lrange(f"{stream}:trace:order", 0, -1) == [trace_keys[0].rsplit(":", 1)[1]]
 
     producer = redis.Redis.from_url(producer_url, decode_responses=True)
     reads = [

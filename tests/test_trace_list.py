@@ -290,6 +290,28 @@ def test_the_list_keeps_the_streams_age_and_count(stream: RedisHandle, redis_cli
     assert abs(slowest_ttl - (ends_in_s + 3600)) < 30  # max_age after it ends
 
 
+def test_each_hour_keeps_its_slowest_thousand(stream: RedisHandle, redis_client: redis.Redis) -> None:
+    """Each hour's set by duration kept `max_entries` (100,000) members, for every hour of
+    `max_age` (7 days): hundreds of times what the stream holds. A reader asks for 1,000 at most."""
+    settings = Settings.load(environ={}, redis_url=stream.url, stream=stream.stream)
+    writer = RedisStreamSpanExporter(settings).writer
+    provider = TracerProvider()
+    hour_start_ns = NOW_NS // 10**6 // TRACE_HOUR_MS * TRACE_HOUR_MS * 10**6
+    spans = []
+    for n in range(1200):
+        span = provider.get_tracer("tests.trace_list").start_span(
+            f"GET /{n}", kind=SpanKind.SERVER, start_time=hour_start_ns + n
+        )
+        span.end(end_time=hour_start_ns + n + (n + 1) * 10**6)  # GET /n lasts n + 1 ms
+        spans.append(span)
+    assert writer.write(spans)
+    hour = hour_start_ns // 10**6 // TRACE_HOUR_MS
+    assert redis_client.zcard(stream.keys.slowest_traces(hour, SDK_DEFAULT_SERVICE)) == 1000
+    slowest = recent_traces(redis_client, stream.stream, sort="slowest", limit=1000)
+    assert [s.name for s in slowest[:2]] == ["GET /1199", "GET /1198"] and slowest[-1].name == "GET /200"
+    writer.close()
+
+
 def test_another_writers_keys_cost_only_the_list(stream: RedisHandle, redis_client: redis.Redis) -> None:
     keys = stream.keys
     redis_client.set(keys.traces(), "not a sorted set")

@@ -143,6 +143,7 @@ if resource ~= '' and resource_prefix ~= '' then
 end
 local nfields = #names
 local touched = {}
+local made, made_here = {}, {}  -- the traces whose index key this call made, in order; their keys
 local index_problem  -- RPUSH refused whatever the key (a right the URL's user lacks, renamed away)
 -- XADD's arguments after the key: the trim, '*', then the row's fields and values, filled in per
 -- row from `fields_at` on (error copies take them alone).
@@ -213,8 +214,13 @@ for i = first, #rows do
   if trace ~= '' and not index_problem then
     local key = index_prefix .. trace
     if touched[key] ~= false then
-      local failure = refused(redis.pcall('RPUSH', key, member_prefix .. id))
+      local length = redis.pcall('RPUSH', key, member_prefix .. id)
+      local failure = refused(length)
       touched[key] = not failure
+      if length == 1 then
+        made[#made + 1] = trace
+        made_here[key] = true
+      end
       if failure and not string.find(failure.err, 'WRONGTYPE', 1, true) then
         index_problem = costs('the trace index is not written (`tracestream trace` and --trace-id miss'
           .. ' these records)', failure, 'RPUSH', key, index_prefix .. '*')
@@ -236,6 +242,33 @@ if prefix then
 end
 for key, indexed in pairs(touched) do
   if indexed then redis.call('EXPIRE', key, ttl) end
+end
+-- The trace index keeps the keys of the newest `maxlen` traces: `<index prefix>order` lists the
+-- traces in the order their keys were made, and the oldest beyond `maxlen` lose theirs (EXPIRE
+-- 0). Otherwise a key outlived the entries `maxlen` trimmed for `max_age` (7 days), and Redis
+-- grew with every trace whatever `max_entries` said. Every trace has an entry in one of the two
+-- streams, each trimmed to `maxlen`, so the newest `maxlen` traces hold those still there, but
+-- for an older one still written to: an older trace this call writes to goes back to the end.
+-- Each step is a pcall: a refusal costs the bound, never the records just stored.
+if maxlen > 0 and #made > 0 and not index_problem then
+  local order = index_prefix .. 'order'
+  local length = redis.pcall('RPUSH', order, unpack(made))
+  if not refused(length) then
+    redis.pcall('EXPIRE', order, ttl)
+    local oldest = length > maxlen and redis.pcall('LPOP', order, length - maxlen)
+    if type(oldest) == 'table' and not oldest.err then
+      local alive = {}
+      for _, trace in ipairs(oldest) do
+        local key = index_prefix .. trace
+        if touched[key] and not made_here[key] then
+          alive[#alive + 1] = trace
+        else
+          redis.pcall('EXPIRE', key, 0)
+        end
+      end
+      if #alive > 0 then redis.pcall('RPUSH', order, unpack(alive)) end
+    end
+  end
 end
 if min_id_ms > 0 then
   redis.call('XTRIM', stream, 'MINID', '~', min_id_text)

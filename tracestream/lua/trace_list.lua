@@ -11,7 +11,8 @@
 -- not four times: a member costs a sorted set about 100 bytes besides its own length.
 -- A summary is the same member however often it is added, so a retried batch adds nothing.
 -- Sets by start are trimmed to the stream's age and count limits on every call, sets by
--- duration keep the slowest `cap` and expire `age` after their hour ends. Only ZADD,
+-- duration keep the slowest SLOWEST_KEPT (or `cap`, if fewer) and expire `age` after their hour
+-- ends: `cap` each, over the hours of 7 days, outgrew the stream hundreds of times over. Only ZADD,
 -- ZREMRANGEBYSCORE, ZREMRANGEBYRANK and EXPIRE run, all within a write-only producer's rights.
 -- A key refused (another type, or a producer whose rights predate the list) costs only the
 -- list, and a trim or expiry refused only that: the spans are stored by the append calls, and
@@ -23,6 +24,8 @@ local ttl = tonumber(ARGV[3])
 local now_ms = tonumber(ARGV[4])
 local hour_ms = tonumber(ARGV[5])
 local summaries = cjson.decode(ARGV[6])
+local SLOWEST_KEPT = 1000  -- of each hour and service: as many as a reader asks for at once
+local slowest_cap = math.min(cap, SLOWEST_KEPT)
 -- Members are queued per key, and each key takes its members in one ZADD: a call per member
 -- would be most of the script's time.
 local by_start, by_duration, expiry_of = {}, {}, {}  -- key -> {score, member, ...}; key -> its expiry
@@ -97,7 +100,7 @@ for key, pending in pairs(by_start) do
 end
 for key, pending in pairs(by_duration) do
   if added(key, pending) then
-    tidy(COUNTED, 'ZREMRANGEBYRANK', key, 0, -cap - 1)
+    tidy(COUNTED, 'ZREMRANGEBYRANK', key, 0, -slowest_cap - 1)
     tidy(EXPIRING, 'EXPIRE', key, expiry_of[key])
   elseif halted then
     return halted
