@@ -258,6 +258,33 @@ def test_the_first_export_imports_nothing(stream: RedisHandle, tmp_path: Path) -
     assert {entry.body for entry in stream.logs()} == {"failed"}
 
 
+# RQ's work horse: a child forked per job that ends in `os._exit`, here one that logs nothing.
+SILENT_CHILDREN = """
+import logging, os, redis, sys
+import tracestream
+
+telemetry = tracestream.configure(service_name="forked")
+logging.getLogger("forked.app").info("parent ready")
+assert telemetry.force_flush(10)  # the parent's connections are made, and kept
+server = redis.Redis.from_url(os.environ["TRACESTREAM_REDIS_URL"])
+before = server.info("stats")["total_connections_received"]
+for _ in range(5):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+print("connections from the children:", server.info("stats")["total_connections_received"] - before,
+      file=sys.stderr)
+"""
+
+
+def test_a_forked_child_that_logs_nothing_connects_to_nothing(stream: RedisHandle, tmp_path: Path) -> None:
+    """Each child connected twice at its exit, a status report per signal, to say it had
+    exported nothing: 16 ms a job for RQ's work horses."""
+    said = _run(SILENT_CHILDREN, stream, tmp_path).splitlines()
+    assert "connections from the children: 0" in said, said
+
+
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 def test_the_docs_pool_delivers_every_record_whatever_the_start_method(
     stream: RedisHandle, tmp_path: Path, start_method: str

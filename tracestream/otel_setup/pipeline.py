@@ -666,7 +666,9 @@ class BatchQueue(Generic[T]):
             internal_logger.warning("%s: %s not exported or spooled at shutdown", self.name, records)
         if full := self.counters.dropped_queue_full:
             internal_logger.warning("%s: %d records were dropped while the queue was full", self.name, full)
-        if self._report is not None and flushed and report_status:  # the last word doctor reads
+        # The last word doctor reads, from a process that exported: a forked child that wrote
+        # nothing (a job queue's work horse) would connect only to say so, 16 ms a fork.
+        if self._report is not None and flushed and report_status and self._thread is not None:
             self._sender.report(self._report, self.status(), last_word=True)
         self._sender.stop(_JOIN_TIMEOUT)
         if tell_left and (left := self.left_in_spool()) is not None:
