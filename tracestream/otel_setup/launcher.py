@@ -141,6 +141,9 @@ def after_instrumentors() -> None:
 # knows `flask run` by its `ScriptInfo`, not Quart's, a copy of it.
 _SERVER_COMMANDS = frozenset({"uvicorn", "granian"})
 _RUN_COMMAND_OWNERS = frozenset({"quart.cli"})
+# And by the package of the function a command runs: RQ's worker, its pool and its scheduler
+# (every job's lines were in the worker's one trace, which `traces` listed only at its exit).
+_SERVING_COMMANDS_OF = {"rq": frozenset({"worker", "worker-pool", "cron"})}
 _CLICK_INSTRUMENTATION = "opentelemetry.instrumentation.click"
 
 
@@ -153,6 +156,9 @@ def _keep_servers_out_of_click_spans(click_instrumentation: Any) -> None:
     def skip_servers(ctx: Any) -> bool:
         name = str(ctx.info_name or "")
         if name == "run" and type(ctx.obj).__module__ in _RUN_COMMAND_OWNERS:
+            return True
+        package = str(getattr(getattr(ctx.command, "callback", None), "__module__", "")).split(".")[0]
+        if name in _SERVING_COMMANDS_OF.get(package, ()):
             return True
         return bool(skip(ctx)) or name.rsplit(" ", 1)[-1] in _SERVER_COMMANDS
 
