@@ -16,10 +16,11 @@ ENQUEUE = """
 import sys
 from redis import Redis
 from rq import Queue
-from tests.apps.rq_jobs import count_words
+from tests.apps.rq_jobs import count_words, divide
 queue = Queue(connection=Redis.from_url(sys.argv[1]))
 for text in ("hello world", "one two three"):
     queue.enqueue(count_words, text)
+queue.enqueue(divide, 1, 0)
 """
 
 
@@ -53,3 +54,8 @@ def test_an_rq_worker_under_the_launcher_is_no_span_its_jobs_are_children_of(
     ]
     assert not [span for span in stream.spans() if span.name == "worker"]
     assert jobs[0].trace_id == "" or jobs[0].trace_id != jobs[1].trace_id
+    # RQ logs a failed job's traceback in its message: that traceback is the record's exception
+    [failed] = wait_for(lambda: [e for e in stream.logs() if e.severity == "ERROR"], what="the failure")
+    assert (failed.exception_type, failed.exception_message) == ("ZeroDivisionError", "division by zero")
+    assert failed.exception_stacktrace.startswith("Traceback (most recent call last):")
+    assert "ZeroDivisionError: division by zero" in failed.body

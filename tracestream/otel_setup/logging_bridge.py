@@ -248,7 +248,18 @@ class PendingStdlibRecord:
             return encoding.exception_fields(*raised)
         if self.exc_text:
             return exception_from_text(self.exc_text)
-        return encoding.NO_EXCEPTION
+        return self._exception_in_the_message()
+
+    def _exception_in_the_message(self) -> tuple[str, str, str]:
+        """A traceback the message carries as text (`log.error(traceback.format_exc())`, RQ's
+        failed jobs) is the record's exception, from its first line on: the message stays the body,
+        and its error issue is grouped by the exception, not by the whole text."""
+        message = self.message
+        start = message.find(schema.TRACEBACK_HEADER)
+        if start < 0 or (start > 0 and message[start - 1] != "\n"):
+            return encoding.NO_EXCEPTION
+        found = exception_from_text(message[start:])
+        return found if found[0] else encoding.NO_EXCEPTION
 
 
 class OTelHandler(logging.Handler):
