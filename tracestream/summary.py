@@ -24,11 +24,10 @@ from tracestream.connection import Client
 from tracestream.lua import script_source
 from tracestream.query import before, parse_stream_id, run_script, tolerant_call
 from tracestream.redis_errors import is_wrong_type
-from tracestream.schema import IMPLIED_SEVERITY_TEXTS, LOG_FIELDS
+from tracestream.schema import ERROR_SEVERITY, IMPLIED_SEVERITY_TEXTS, LOG_FIELDS
 from tracestream.settings import SAMPLE_WEIGHT
 from tracestream.shards import shards
 
-ERROR_FLOOR = 17  # OTel severity number of ERROR
 # Entries and bytes summarised per script call, read a page at a time: Redis is never blocked
 # for long, however long the entries are.
 SCAN_CHUNK = 20_000
@@ -213,7 +212,7 @@ def summarize(client: Client, stream: str, since_ms: int, until_ms: int | None =
                     f"{since_ms}-0",
                     SCAN_CHUNK,
                     _POSITIONS,
-                    ERROR_FLOOR,
+                    ERROR_SEVERITY,
                     SCAN_BYTES,
                     PAGE,
                     MESSAGE_LIMIT,
