@@ -139,7 +139,7 @@ def test_an_empty_redis_url_is_said_once_with_where_records_go(
 ) -> None:
     """`TRACESTREAM_REDIS_URL=${REDIS_URL}` in a compose file, REDIS_URL unset: localhost's Redis,
     perhaps the app's own cache, got the records without a word."""
-    monkeypatch.setattr(settings_module, "_told_unknown", set())
+    monkeypatch.setattr(settings_module, "_told", set())
     for _ in range(2):
         assert Settings.load(environ={"TRACESTREAM_REDIS_URL": " "}).redis_url == "redis://localhost:6379/0"
     assert Settings.load(environ={"TRACESTREAM_REDIS_URL": ""}, redis_url="redis://cache:6379/1")

@@ -243,11 +243,13 @@ class KeyValueRule:
         escapes = "\\" in text
         while match := _TEXT_KEY.search(text, pos):
             key = match.group("key")
-            if escapes and self.keys.verdict(key) is not _SECRET and _after_escape(text, match.start("key")):
+            verdict = self.keys.verdict(key)
+            if escapes and verdict is not _SECRET and _after_escape(text, match.start("key")):
                 match = _KEY_AFTER_ESCAPE.match(text, match.start("key") + 1) or match
                 key = match.group("key")
+                verdict = self.keys.verdict(key)
             pos = match.end()
-            if self.keys.verdict(key) is _SECRET:
+            if verdict is _SECRET:
                 header = key_words(key)[-1].endswith(_HEADER_SUFFIXES)
                 escaped = match.group("escaped") is not None
                 opener = match.group("opener")

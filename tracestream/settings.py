@@ -577,15 +577,15 @@ KNOWN_VARIABLES = frozenset(
         CONSOLE_URL_ENV,
     ]
 )
-_told_unknown: set[str] = set()
+_told: set[str] = set()  # the variables said once: a name that is no setting, an empty URL
 
 
 def _say_unknown_variables(environ: Mapping[str, str]) -> None:
     """A misspelt variable leaves its setting at the default without a word: records meant for
     another Redis would go to localhost's. Said once a name; the variable stays ignored."""
     for name in sorted(environ):
-        if name.startswith("TRACESTREAM_") and name not in KNOWN_VARIABLES and name not in _told_unknown:
-            _told_unknown.add(name)
+        if name.startswith("TRACESTREAM_") and name not in KNOWN_VARIABLES and name not in _told:
+            _told.add(name)
             internal_logger.warning(
                 "%s is not a tracestream setting and is ignored%s", name, _did_you_mean(name, KNOWN_VARIABLES)
             )
@@ -595,8 +595,8 @@ def _say_an_empty_url(environ: Mapping[str, str]) -> None:
     """`TRACESTREAM_REDIS_URL=${REDIS_URL}` with REDIS_URL unset is empty, read as unset as every
     empty variable is: the records then go to whatever Redis listens on localhost. Said once."""
     name = _SETTINGS["redis_url"].env
-    if name in environ and not environ[name].strip() and name not in _told_unknown:
-        _told_unknown.add(name)
+    if name in environ and not environ[name].strip() and name not in _told:
+        _told.add(name)
         internal_logger.warning(
             "%s is set but empty: records go to %s, the default", name, shown_url(Settings.redis_url)
         )

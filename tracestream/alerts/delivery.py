@@ -167,7 +167,7 @@ class Deliverer:
                         continue
                     if not failing:
                         failing = True
-                        self._report(f"cannot deliver notifications, Redis: {error}; retrying")
+                        self._report(_cannot_deliver(error))
                     stop.wait(1.0)
         finally:
             for lane in self._lanes.values():
@@ -278,6 +278,10 @@ class Deliverer:
         return int(settings.max_backoff * settings.max_attempts + settings.claim_idle) + 1
 
 
+def _cannot_deliver(error: Exception) -> str:
+    return f"cannot deliver notifications, Redis: {error}; retrying"
+
+
 class _Lane:
     """One target's notifications, posted in the order read, on a thread of its own. Redis out of
     reach lets go of everything queued, so that a claim hands it back in order."""
@@ -314,7 +318,7 @@ class _Lane:
                 self._deliver(entry_id, None if failing or self._closing else fields)
             except CLUSTER_ERRORS as error:
                 failing = True
-                self._report(f"cannot deliver notifications, Redis: {error}; retrying")
+                self._report(_cannot_deliver(error))
             if failing and self._queue.empty():
                 failing = False
 

@@ -39,6 +39,7 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.sdk.trace import Span
 
 from tracestream._internal_log import internal_logger
+from tracestream.integrations import LAUNCHER_MODULE
 from tracestream.integrations.http_records import current_route
 from tracestream.integrations.record_writer import RecordWriter, replace_lines
 from tracestream.integrations.structlog import printed_after_being_written
@@ -346,7 +347,7 @@ def _warn_of_a_late_gevent_patch(**_: Any) -> None:
     if (
         monkey is not None
         and monkey.is_module_patched("socket")
-        and "opentelemetry.instrumentation.auto_instrumentation" in sys.modules
+        and LAUNCHER_MODULE in sys.modules
         and os.environ.get(GEVENT_PATCH_FIRST) != "patch_all"
     ):
         internal_logger.warning(
