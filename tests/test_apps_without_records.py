@@ -4,6 +4,8 @@ their servers log, once each, in the request's trace when the launcher traced it
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -200,3 +202,23 @@ def test_quart_run_under_the_launcher_is_no_span_its_requests_are_children_of(st
     assert [line for line in output.splitlines() if line.startswith("tracestream:")] == [
         _unintegrated_line("quart", QUART_SPANS)
     ]
+
+
+def test_werkzeugs_coloured_access_lines_are_stored_as_the_terminal_shows_them(stream: RedisHandle) -> None:
+    """`flask run`, as Flask's quickstart starts the app: Werkzeug colours a 404's request line
+    within the message. The terminal keeps its colours; the stream keeps the text, so a search
+    for what the terminal shows finds the line."""
+    port = free_port()
+    command = launched(bin_path("flask"), "--app", "tests.apps.flask_docs", "run", "--port", str(port))
+    env = stream.env(OTEL_SERVICE_NAME="flask", **LAUNCHED)
+    with serve(command, env, http_ready(f"http://127.0.0.1:{port}/")) as running:
+        assert httpx.get(f"http://127.0.0.1:{port}/missing").status_code == 404
+        lines = wait_for(
+            lambda: [e.body for e in stream.logs() if e.scope == "werkzeug" and "/missing" in e.body],
+            what="the 404's access line in the stream",
+        )
+        running.stop()
+        output = running.output()
+    assert len(lines) == 1
+    assert re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET /missing HTTP/1\.1" 404 -', lines[0]), lines
+    assert '"\x1b[33mGET /missing HTTP/1.1\x1b[0m" 404 -' in output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -74,6 +75,7 @@ def qualified_name(cls: type) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+_COLOUR_CODE = re.compile(r"\x1b\[[0-9;:]*m")  # SGR: colours, bold, underline, reset
 _CODE_KEYS = (
     ("code.file.path", "code.filepath"),
     ("code.line.number", "code.lineno"),
@@ -239,9 +241,11 @@ def attribute_dict(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def body_text(body: object) -> str:
-    """Log bodies are strings on the wire; anything else is stored as JSON."""
+    """Log bodies are strings on the wire; anything else is stored as JSON. Colour codes are
+    the terminal's, not the message's (Werkzeug colours a 404's request line): left in, a
+    search for the text the terminal shows misses the line. Other codes stay, shown escaped."""
     if isinstance(body, str):
-        return body
+        return _COLOUR_CODE.sub("", body) if "\x1b[" in body else body
     if body is None:
         return ""
     return dump_json(body)
