@@ -361,16 +361,16 @@ class BatchQueue(Generic[T]):
         return outcome
 
     def _filling_up(self) -> bool:
-        """The queue is a batch short of full (or half full, for a batch that large) and the
-        spool can take it: the batch in flight goes there first, so what follows stays behind
-        it, which the writer's mark relies on (a record stored ahead of an older one would have
-        that one skipped as stored)."""
+        """The queue is half full and the spool can take it: the batch in flight goes there
+        first, so what follows stays behind it, which the writer's mark relies on (a record stored
+        ahead of an older one would have that one skipped as stored). Half, not a batch short of
+        full: on a busy machine the worker may not run for tens of milliseconds, while the app
+        goes on logging."""
         spool = self.spool
-        limit = self._batch.max_queue_size
         return (
             spool is not None
             and self._held is None
-            and len(self._queue) >= limit - min(self._batch.max_export_batch_size, limit // 2)
+            and len(self._queue) >= self._batch.max_queue_size // 2
             and spool.size < spool.max_bytes
         )
 
