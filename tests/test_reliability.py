@@ -351,6 +351,7 @@ def test_after_an_outage_and_a_restart_every_record_is_stored_once(
         writer.wait_logged(300)
         proxy.down()
         writer.wait_logged(1200)
+        wait_for(lambda: list(tmp_path.rglob("*.seg")), what="records in the spool")  # a busy worker is late
         proxy.up()
         status = writer.result()
         assert status["spooled"] > 0 and status["replayed"] == status["spooled"]
