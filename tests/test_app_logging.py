@@ -435,6 +435,22 @@ def test_a_class_put_in_a_module_its_package_imported_is_no_hold_but_an_import_r
     assert holders == {"library": {"instrumentation", "client"}, "instrumentation": set(), "client": set()}
 
 
+def test_a_function_relabelled_with_another_module_is_no_hold() -> None:
+    """attrs on Python 3.13 sets its module-level `evolve` as each class's `__replace__` and gives
+    it the class's `__module__`: `attr.evolve` then names the module of the last attrs class made
+    (aiohttp's), which attrs does not hold. Counted as a hold, aiohttp and attrs held each other,
+    and under the launcher an app's `fileConfig` disabled asyncio's logger."""
+    attr, aiohttp = ModuleType("attr"), ModuleType("aiohttp")
+    namespace: dict[str, object] = {"__name__": "attr"}
+    exec("def evolve(inst, **changes): return inst", namespace)
+    evolve = namespace["evolve"]
+    evolve.__module__ = "aiohttp.web_ws"  # type: ignore[attr-defined]
+    attr.evolve = evolve
+    aiohttp.attr = attr
+    holders = _holders_by_package([("attr", attr), ("aiohttp", aiohttp)])
+    assert holders == {"attr": {"aiohttp"}, "aiohttp": set()}
+
+
 WORKER_LINE = re.compile(r"Worker (?:started|finished): Process-\d")
 
 

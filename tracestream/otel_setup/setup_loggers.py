@@ -133,12 +133,18 @@ def _package_of(value: Any) -> str | None:
 def _module_name(value: Any) -> str:
     """A module's name, or the module a class or function is defined in; "" for anything else.
     By the value's type alone: `isinstance` would read a lazy object's `__class__` (Django's
-    settings set themselves up on any attribute read)."""
+    settings set themselves up on any attribute read). A function whose `__module__` is not the
+    module its code runs in was relabelled (attrs on Python 3.13 gives its `evolve` the module of
+    each class it makes) or wrapped: it tells nothing."""
     kind = type(value)
     if issubclass(kind, ModuleType):
         name = vars(value).get("__name__")
-    elif issubclass(kind, type) or kind is FunctionType:
-        name = vars(value).get("__module__") if issubclass(kind, type) else value.__module__
+    elif issubclass(kind, type):
+        name = vars(value).get("__module__")
+    elif kind is FunctionType:
+        name = value.__module__
+        if name != value.__globals__.get("__name__"):
+            return ""
     else:
         return ""
     return name if isinstance(name, str) else ""
