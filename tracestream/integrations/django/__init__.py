@@ -24,11 +24,13 @@ import inspect
 import logging
 import os
 import sys
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from time import perf_counter
 from typing import Any
 from urllib.parse import urlsplit
 
+import django
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.apps import AppConfig
 from django.conf import settings
@@ -233,12 +235,15 @@ def _client_left(request: HttpRequest, error: BaseException) -> bool:
 def _cancelled_by_djangos_disconnect_listener() -> bool:
     """From 5.0 Django's ASGI handler listens for the client's disconnect beside the view's task,
     and when it comes cancels that task and awaits it, which Django's docs tell views to expect.
+    From 6.0 the view runs in the handler's own task, which the listener's task group cancels.
     A server that stops cancels the handler itself instead (uvicorn's graceful shutdown running
-    out), and no handler is left waiting on the view's task: that stays a 500."""
+    out), and no listener raised: that stays a 500."""
     try:
         view = asyncio.current_task()
     except RuntimeError:  # a sync middleware's thread: no loop, no view task
         return False
+    if view in _left_by_their_client:
+        return True
     for task in asyncio.all_tasks():
         awaiting: Any = task.get_coro()
         while inspect.iscoroutine(awaiting):
@@ -248,6 +253,30 @@ def _cancelled_by_djangos_disconnect_listener() -> bool:
                     return True
             awaiting = awaiting.cr_await
     return False
+
+
+# Django 6's handler tasks whose disconnect listener raised: the view, in that task, is cancelled.
+_left_by_their_client: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def _note_disconnects_in_the_handlers_task() -> None:
+    """Django 6 makes the listener in the handler's task, where the view then runs; the task is
+    taken as the listener is made, as its own task cannot tell which it listens for."""
+    listen = ASGIHandler.listen_for_disconnect
+
+    def listen_for_disconnect(self: ASGIHandler, receive: Callable[[], Awaitable[Any]]) -> Awaitable[None]:
+        return _noting_a_disconnect(listen(self, receive), asyncio.current_task())
+
+    ASGIHandler.listen_for_disconnect = markcoroutinefunction(listen_for_disconnect)  # type: ignore[method-assign]
+
+
+async def _noting_a_disconnect(listening: Awaitable[None], handler: asyncio.Task[Any] | None) -> None:
+    try:
+        await listening
+    except RequestAborted:
+        if handler is not None:
+            _left_by_their_client.add(handler)
+        raise
 
 
 def _raised(task: asyncio.Task[Any] | None, error: type[BaseException]) -> bool:
@@ -570,6 +599,8 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
 
         BaseHandler.load_middleware = load_middleware  # type: ignore[method-assign]
         got_request_exception.connect(_remember_exception, weak=False)
+        if django.VERSION >= (6, 0):
+            _note_disconnects_in_the_handlers_task()
         answered.install()
         _reload_handlers_built_before()
     replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
