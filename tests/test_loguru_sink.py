@@ -36,7 +36,8 @@ logger.remove(1)
 logger.info("with no sink of the app's")
 """
 
-_TIMES_AND_IDS = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}|\(\d+\)")
+# and the addresses in `diagnose`'s values, which Python 3.13 shows for `-c` code too
+_TIMES_AND_IDS = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}|\(\d+\)|0x[0-9a-f]+")
 
 
 def _printed(done: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
