@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults import FaultyProxy
 from tests.otlp_receiver import Attempt, OtlpReceiver, Reply
 from tests.seeded_records import RecordWriter
 from tests.support import ROOT, RedisHandle, wait_for
@@ -111,6 +112,24 @@ def test_spool_list_prints_replay_commands_that_replay_takes(
         assert [span.name for span in handle.spans()] == ["work"]
         status, out, _ = _cli(capsys, "spool", "list")
         assert out == f"nothing spooled under {spool_dir}\n"
+
+
+def test_replay_waits_for_a_slow_redis_within_its_timeout(
+    spool_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A write Redis answers late is waited for: the replay has no queue behind it to protect,
+    and gave up on a call after 20 ms, saying "not in 60s"."""
+    with EmbeddedRedis() as server, FaultyProxy(server.port) as proxy:
+        handle = RedisHandle(proxy.url, "ops:slow")
+        proxy.down()
+        _run_app(handle, spool_dir)
+        proxy.up()
+        proxy.stall()
+        threading.Timer(0.3, proxy.resume).start()
+        status, out, err = _cli(capsys, "spool", "replay", "--redis-url", proxy.url, "--stream", "ops:slow")
+        assert (status, err) == (0, ""), (out, err)
+        assert out.startswith("replayed 2 records"), out
+        assert [entry.body for entry in handle.logs()] == ["while Redis is away"]
 
 
 def test_spool_list_and_doctor_leave_out_what_a_process_replayed(

@@ -365,12 +365,12 @@ class BatchQueue(Generic[T]):
         first, so what follows stays behind it, which the writer's mark relies on (a record stored
         ahead of an older one would have that one skipped as stored). Half, not a batch short of
         full: on a busy machine the worker may not run for tens of milliseconds, while the app
-        goes on logging."""
+        goes on logging. An empty queue is never full: `spool replay`'s holds one record."""
         spool = self.spool
         return (
             spool is not None
             and self._held is None
-            and len(self._queue) >= self._batch.max_queue_size // 2
+            and len(self._queue) >= max(1, self._batch.max_queue_size // 2)
             and spool.size < spool.max_bytes
         )
 
