@@ -536,3 +536,28 @@ def test_a_sigterm_after_an_asyncio_loop_that_handled_it_still_flushes(stream: R
     app.send_signal(signal.SIGTERM)
     assert app.wait(30) == -signal.SIGTERM  # as without tracestream
     assert [e.body for e in stream.logs()] == ["after the loop"]
+
+
+# A gevent app whose one record goes out at its exit: gevent resolves the Redis host on a
+# thread of its pool, which Python 3.12.0 to 3.12.2 do not start then.
+GEVENT_AT_EXIT = """
+from gevent import monkey; monkey.patch_all()
+import logging, tracestream
+tracestream.configure(service_name="leaving")
+logging.getLogger("app").warning("said at exit")
+"""
+
+
+def test_a_gevent_record_that_cannot_go_out_at_exit_waits_in_the_spool_for_the_next_process(
+    stream: RedisHandle, tmp_path: Path
+) -> None:
+    """Where the exit's flush cannot start gevent's resolver thread, that is no refusal of the
+    record: it was dead-lettered, for an operator to find, where the spool has the next process
+    send it."""
+    env = stream.env(TRACESTREAM_SPOOL_DIR=str(tmp_path), **EXIT_ONLY)
+    for app in (GEVENT_AT_EXIT, README_EXAMPLE):
+        done = run_python_process(app, env)
+        assert done.returncode == 0 and "dead-letter" not in done.stderr, done.stderr
+    records = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="both records")
+    assert sorted(e.body for e in records) == ["card declined", "said at exit"]
+    assert not list(tmp_path.rglob("*dead*")), list(tmp_path.rglob("*"))

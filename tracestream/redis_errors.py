@@ -103,9 +103,16 @@ def is_reply(error: BaseException) -> bool:
     return isinstance(error, redis.ResponseError)
 
 
+# Python 3.12.0 to 3.12.2 at exit, where connecting needs a thread (gevent's resolver): the
+# next process sends the records, from the spool.
+_NO_THREAD_AT_EXIT = "can't create new thread at interpreter shutdown"
+
+
 def is_transient(error: BaseException) -> bool:
     """True when sending the same records again later may well succeed."""
     if isinstance(error, _TRANSIENT_CLASSES):
+        return True
+    if type(error) is RuntimeError and str(error) == _NO_THREAD_AT_EXIT:
         return True
     if not isinstance(error, redis.ResponseError):
         return False
