@@ -551,9 +551,9 @@ logging.getLogger("app").warning("said at exit")
 def test_a_gevent_record_that_cannot_go_out_at_exit_waits_in_the_spool_for_the_next_process(
     stream: RedisHandle, tmp_path: Path
 ) -> None:
-    """Where the exit's flush cannot start gevent's resolver thread, that is no refusal of the
-    record: it was dead-lettered, for an operator to find, where the spool has the next process
-    send it."""
+    """Where the exit's flush cannot start gevent's resolver thread, the record is not refused:
+    it waits in the spool, not in the dead-letter file an operator must find, and the next
+    process sends it."""
     env = stream.env(TRACESTREAM_SPOOL_DIR=str(tmp_path), **EXIT_ONLY)
     for app in (GEVENT_AT_EXIT, README_EXAMPLE):
         done = run_python_process(app, env)

@@ -117,8 +117,8 @@ def test_spool_list_prints_replay_commands_that_replay_takes(
 def test_replay_waits_for_a_slow_redis_within_its_timeout(
     spool_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A write Redis answers late is waited for: the replay has no queue behind it to protect,
-    and gave up on a call after 20 ms, saying "not in 60s"."""
+    """A write Redis answers late is waited for, within the replay's timeout: the replay's
+    queue holds one record, and an empty queue has nothing to spool by overtaking the call."""
     with EmbeddedRedis() as server, FaultyProxy(server.port) as proxy:
         handle = RedisHandle(proxy.url, "ops:slow")
         proxy.down()
