@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -130,10 +131,19 @@ def test_the_brokers_own_traffic_starts_no_trace_in_the_worker(
     worker = [s for s in spans if s.service == "worker"]
     assert len(worker) >= TASKS + 1
     assert [s for s in worker if not s.parent_span_id] == []
-    # Nor do the commands kombu's pipelines send (its Lua script's SCRIPT EXISTS at start).
-    stored = {s.span_id for s in spans}
-    assert [(s.name, s.scope) for s in worker if s.parent_span_id not in stored] == []
     assert {s.scope for s in worker} >= {"opentelemetry.instrumentation.celery"}
+
+    def orphans() -> list[tuple[str, str]]:
+        """Nor do the commands kombu's pipelines send (its Lua script's SCRIPT EXISTS at start)."""
+        spans = celery_stream.spans()
+        stored = {s.span_id for s in spans}
+        return [(s.name, s.scope) for s in spans if s.service == "worker" and s.parent_span_id not in stored]
+
+    # a run's parent is another process's span (the publisher's, or for a retry the child that
+    # ran it first, at its exit), which on a busy machine may reach the stream after it
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: not orphans(), what="every worker span's parent")
+    assert orphans() == []
 
 
 REDIS_SCOPE = "opentelemetry.instrumentation.redis"
