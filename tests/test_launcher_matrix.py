@@ -221,6 +221,47 @@ def test_a_bad_setting_is_one_line_and_exit_2_whichever_configurator_runs(
     ], done.stderr
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        (
+            "OTEL_ATTRIBUTE_COUNT_LIMIT",
+            "-1",
+            "OTEL_ATTRIBUTE_COUNT_LIMIT must be a non-negative integer but got -1",
+        ),
+        (
+            "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+            "ten",
+            "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT must be a non-negative integer but got ten",
+        ),
+        (
+            "OTEL_CONFIG_FILE",
+            "otel.yaml",
+            "OTEL_CONFIG_FILE is set, but tracestream sets up from OTEL_* and TRACESTREAM_* variables and"
+            " would not read the file: unset it (docs/configuration.md lists the variables)",
+        ),
+    ],
+    ids=["count-limit", "log-record-length-limit", "config-file"],
+)
+@pytest.mark.parametrize("setup", ["launcher", "configure"])
+def test_otel_settings_we_cannot_honour_are_one_line(
+    stream: RedisHandle, setup: str, variable: str, value: str, said: str
+) -> None:
+    """The SDK raised a bad limit from inside our setup (two tracebacks under the launcher, then
+    the app ran with nothing exported), and a declarative config file was ignored without a word."""
+    env = {**_env(stream, "limits", "tracestream", "tracestream"), variable: value}
+    if setup == "launcher":
+        done = run_python_process("print('app ran')", env, launcher=True)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        ours = [line for line in done.stderr.splitlines() if not line.startswith("Configuration of ")]
+        assert ours == [f"tracestream: invalid configuration: {said}"], done.stderr
+    else:
+        done = run_python_process("import tracestream\ntracestream.configure()", env)
+        assert done.returncode == 1
+        assert done.stderr.splitlines()[-1] == f"tracestream.settings.ConfigError: {said}", done.stderr
+    assert stream.logs() == []
+
+
 SENTRY_TRANSACTION = "sentry transaction: /\n"
 
 

@@ -284,17 +284,25 @@ print(json.dumps({
 def test_otel_sdk_disabled_installs_nothing(setup: str) -> None:
     """`OTEL_SDK_DISABLED=true`, as a test environment sets it, leaves the process as without
     tracestream: a logger at WARNING says no at INFO (a stateful filter then counts no record
-    the app never made), and no hook, handler or framework class is ours."""
+    the app never made), and no hook, handler or framework class is ours. Settings nothing then
+    reads stop nothing either, bad as they are: the app ran as without tracestream."""
     env = {"PATH": os.environ["PATH"], "SETUP": setup, **LAUNCHER_ENV}
     command = [sys.executable, "-c", PROCESS_STATE]
     bare = subprocess.run(command, env=env | {"SETUP": ""}, capture_output=True, text=True, cwd=ROOT)
     if setup == "launcher":
         command = [str(VENV_BIN / "opentelemetry-instrument"), *command]
+    unread = {
+        "TRACESTREAM_MAX_AGE": "a week",
+        "OTEL_ATTRIBUTE_COUNT_LIMIT": "-1",
+        "OTEL_CONFIG_FILE": "otel.yaml",
+    }
     disabled = subprocess.run(
-        command, env=env | {"OTEL_SDK_DISABLED": "true"}, capture_output=True, text=True, cwd=ROOT
+        command, env=env | unread | {"OTEL_SDK_DISABLED": "true"}, capture_output=True, text=True, cwd=ROOT
     )
     assert disabled.returncode == bare.returncode == 0, disabled.stderr
     assert json.loads(disabled.stdout) == json.loads(bare.stdout)
+    said = [line for line in disabled.stderr.splitlines() if line.startswith(("tracestream:", "Traceback"))]
+    assert said == [], disabled.stderr
 
 
 @pytest.mark.parametrize("app_config", ["", "1"], ids=["as-set-up", "after-the-apps-dict-config"])

@@ -11,10 +11,10 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from opentelemetry import _logs, metrics, trace
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
@@ -63,7 +63,8 @@ def configure(**arguments: Any) -> Telemetry:
     """
     global _environment_at_install
     with _lock:
-        settings = Settings.load(**arguments)
+        disabled = sdk_disabled()
+        settings = _settings_unused(arguments) if disabled else Settings.load(**arguments)
         current = installed()
         if current is not None:
             # A call without arguments (a Celery hook after Django's AppConfig) just asks for it,
@@ -80,7 +81,7 @@ def configure(**arguments: Any) -> Telemetry:
                 )
             return current
         _environment_at_install = settings if not arguments else _environment_settings()
-        if sdk_disabled():
+        if disabled:
             telemetry = _install_nothing(settings)
             remember(telemetry)
             return telemetry
@@ -119,16 +120,45 @@ def _environment_settings() -> Settings | None:
         return None
 
 
+def _settings_unused(arguments: Mapping[str, Any]) -> Settings:
+    """Under `OTEL_SDK_DISABLED=true` the app runs as without tracestream: a bad setting it
+    inherited (a test environment's) stops nothing, since nothing uses it."""
+    try:
+        return Settings.load(**arguments)
+    except ConfigError:
+        return Settings()
+
+
 def _install_nothing(settings: Settings) -> Telemetry:
     """`OTEL_SDK_DISABLED=true`, as a test environment sets it: logging, signals, frameworks and
-    the OpenTelemetry globals stay as the app left them, and the providers record nothing."""
+    the OpenTelemetry globals stay as the app left them, and the providers record nothing. Their
+    limits are given, so that no `OTEL_*_LIMIT` variable is read either."""
     resource = Resource.get_empty()
-    logger_provider = LoggerProvider(resource=resource)
+    unset = SpanLimits.UNSET
+    span_limits = SpanLimits(*[unset] * 8)
+    log_limits = LogRecordLimits(*[unset] * 4)
+    logger_provider = LoggerProvider(resource=resource, log_record_limits=log_limits)
+    tracer_provider = TracerProvider(resource=resource, span_limits=span_limits)
     handler = OTelHandler(logger_provider, (), settings.log_level)
-    return Telemetry(settings, resource, TracerProvider(resource=resource), logger_provider, handler, (), ())
+    return Telemetry(settings, resource, tracer_provider, logger_provider, handler, (), ())
+
+
+def _otel_limits() -> tuple[SpanLimits, LogRecordLimits]:
+    """OTel's limit variables, read once, before anything is installed: a bad one stops setup
+    with one line, as ours do, where the SDK would raise from inside it."""
+    try:
+        return SpanLimits(), LogRecordLimits()
+    except ValueError as error:  # the SDK's message names the variable and its value
+        raise ConfigError(str(error)) from None
 
 
 def _install(settings: Settings) -> Telemetry:
+    if os.environ.get("OTEL_CONFIG_FILE"):
+        raise ConfigError(
+            "OTEL_CONFIG_FILE is set, but tracestream sets up from OTEL_* and TRACESTREAM_* variables"
+            " and would not read the file: unset it (docs/configuration.md lists the variables)"
+        )
+    span_limits, log_limits = _otel_limits()
     resource = build_resource(settings)
     span_batch = BatchSettings.load("OTEL_BSP", settings.batch_delay_ms)
     log_batch = BatchSettings.load("OTEL_BLRP", settings.batch_delay_ms)
@@ -147,7 +177,9 @@ def _install(settings: Settings) -> Telemetry:
     # as OpenTelemetry sends them.
     follows = settings.log_sampling == "follow_trace"
     log_processors = tuple(
-        StreamLogProcessor(exporter, log_batch, settings.shutdown_timeout, follows and name == REDIS_STREAM)
+        StreamLogProcessor(
+            exporter, log_batch, settings.shutdown_timeout, follows and name == REDIS_STREAM, log_limits
+        )
         for name, exporter in zip(settings.logs_exporter, _log_exporters(settings), strict=True)
     )
     redis_log_processors = tuple(
@@ -155,13 +187,15 @@ def _install(settings: Settings) -> Telemetry:
     )
 
     # Our logger provider holds the resource our records carry, whoever provides the OTel API.
-    logger_provider = LoggerProvider(resource=resource)
+    logger_provider = LoggerProvider(resource=resource, log_record_limits=log_limits)
     if joining and from_environment.step_aside():
         if api_logs is not None:
             _retire_configurators_handlers(api_logs)
         if api_traces is not None:
             _scrub_configurators_span_exporters(api_traces, scrubber_for(settings))
-    tracer_provider = api_traces or TracerProvider(resource=resource, id_generator=_id_generator())
+    tracer_provider = api_traces or TracerProvider(
+        resource=resource, id_generator=_id_generator(), span_limits=span_limits
+    )
     if api_traces is None:
         trace.set_tracer_provider(tracer_provider)
     propagation.mend_empty_propagator()
