@@ -186,6 +186,48 @@ def test_otlp_receives_only_scrubbed_records(receiver: OtlpReceiver, stream: Red
     )
 
 
+WIDE_SERVICE = """
+import logging, tracestream
+from opentelemetry import trace
+both = "redis_stream,otlp"
+tracestream.configure(service_name="wide", logs_exporter=both, traces_exporter=both)
+with trace.get_tracer("wide").start_as_current_span("wide") as span:
+    span.set_attributes({f"attr{i}": i for i in range(30)})
+    extra = {f"field{i}": i for i in range(30)} | {"long": "x" * 500}
+    logging.getLogger("wide").warning("wide record", extra=extra)
+"""
+
+
+def test_otlp_gets_otels_limits_and_the_count_of_what_they_dropped(
+    receiver: OtlpReceiver, stream: RedisHandle
+) -> None:
+    """Records we capture went out over OTLP whole, whatever OTel's limits said, and spans lost
+    their dropped counts on the way through scrubbing. Redis keeps to tracestream's own limits."""
+    env = stream.env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_ATTRIBUTE_COUNT_LIMIT="10",
+        OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT="100",
+    )
+    before = len(receiver.logs), len(receiver.spans)
+    run_python(WIDE_SERVICE, env)
+    wait_for(lambda: len(receiver.logs) - before[0] == 1, what="the record over OTLP")
+    wait_for(lambda: len(receiver.spans) - before[1] == 1, what="the span over OTLP")
+    [record], [span] = receiver.logs[before[0] :], receiver.spans[before[1] :]
+    # the newest ten, as the SDK keeps them: the last six fields, the long one cut, where it was logged
+    kept = [f"field{i}" for i in range(24, 30)] + [
+        "long",
+        "code.file.path",
+        "code.line.number",
+        "code.function.name",
+    ]
+    assert list(record.attributes) == kept
+    assert (record.attributes["long"], record.record.dropped_attributes_count) == ("x" * 100, 24)
+    assert list(span.attributes) == [f"attr{i}" for i in range(20, 30)]
+    assert span.record.dropped_attributes_count == 20
+    [stored] = stream.logs()
+    assert stored.attributes == {f"field{i}": i for i in range(30)} | {"long": "x" * 500}
+
+
 # A server's end as uvicorn's workers have it: its own handling, then SIGTERM raised again
 # with the default action back, which kills the process without atexit.
 RAISED_AGAIN = """

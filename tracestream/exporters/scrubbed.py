@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import TypeVar
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import Attributes
 
 from tracestream.scrubbing import Scrubber
+
+_Item = TypeVar("_Item", Event, Link)
 
 
 class _Scrub:
@@ -30,6 +35,16 @@ class _Scrub:
 
     def attributes(self, attributes: Attributes) -> Attributes:
         return self.scrubber.scrub_attributes(attributes) if attributes else attributes  # type: ignore[return-value]
+
+    def counted_attributes(self, attributes: Attributes, dropped: int) -> Attributes:
+        """Scrubbed, with the count of what OTel's limits `dropped` from them, which the exporter
+        sends on (OTLP's `dropped_attributes_count`)."""
+        scrubbed = self.attributes(attributes)
+        if not dropped:
+            return scrubbed
+        counted = BoundedAttributes(attributes=scrubbed, extended_attributes=True)
+        counted.dropped = dropped
+        return counted
 
     def resource(self, resource: Resource) -> Resource:
         if resource is not self._resource[0]:
@@ -48,7 +63,7 @@ class ScrubbingLogExporter(LogRecordExporter):
     def _scrubbed(self, readable: ReadableLogRecord) -> ReadableLogRecord:
         record = copy.copy(readable.log_record)
         record.body = self._scrub.scrubber.scrub_value("", record.body)  # type: ignore[assignment]
-        record.attributes = self._scrub.attributes(record.attributes)
+        record.attributes = self._scrub.counted_attributes(record.attributes, readable.dropped_attributes)
         return ReadableLogRecord(
             log_record=record,
             resource=self._scrub.resource(readable.resource),
@@ -83,9 +98,21 @@ class ScrubbingSpanExporter(SpanExporter):
             context=span.context,
             parent=span.parent,
             resource=scrub.resource(span.resource),
-            attributes=scrub.attributes(span.attributes),
-            events=[Event(e.name, scrub.attributes(e.attributes), e.timestamp) for e in span.events],
-            links=[Link(link.context, scrub.attributes(link.attributes)) for link in span.links],
+            attributes=scrub.counted_attributes(span.attributes, span.dropped_attributes),
+            events=_counted(
+                [
+                    Event(e.name, scrub.counted_attributes(e.attributes, e.dropped_attributes), e.timestamp)
+                    for e in span.events
+                ],
+                span.dropped_events,
+            ),
+            links=_counted(
+                [
+                    Link(link.context, scrub.counted_attributes(link.attributes, link.dropped_attributes))
+                    for link in span.links
+                ],
+                span.dropped_links,
+            ),
             kind=span.kind,
             status=status,
             start_time=span.start_time,
@@ -101,3 +128,12 @@ class ScrubbingSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         self.exporter.shutdown()
+
+
+def _counted(items: list[_Item], dropped: int) -> Sequence[_Item]:
+    """Events or links, with the count of those OTel's limits dropped."""
+    if not dropped:
+        return items
+    counted: BoundedList[_Item] = BoundedList.from_seq(None, items)
+    counted.dropped = dropped
+    return counted

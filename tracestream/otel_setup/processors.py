@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs import LogRecordLimits, LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -96,15 +98,44 @@ class SampledPendingRecord(PendingLogRecord, Protocol):
 LogItem = ReadWriteLogRecord | SampledPendingRecord
 
 
-def _readable(item: LogItem) -> ReadableLogRecord:
-    if isinstance(item, ReadWriteLogRecord):
+def _readable(item: LogItem, limits: LogRecordLimits | None) -> ReadableLogRecord:
+    if isinstance(item, ReadWriteLogRecord):  # the SDK's logger held it to its limits
         return ReadableLogRecord(
             log_record=item.log_record,
             resource=item.resource or Resource.get_empty(),
             instrumentation_scope=item.instrumentation_scope,
             limits=item.limits,
         )
-    return item.readable()
+    readable = item.readable()
+    return readable if limits is None else _held_to(readable, limits)
+
+
+def _held_to(readable: ReadableLogRecord, limits: LogRecordLimits) -> ReadableLogRecord:
+    """OTel's log record limits on a record we captured, as the SDK holds the records it makes:
+    the newest attributes kept, texts cut, the dropped counted. Cut here, without the SDK's
+    warning for each key or text, which would print to the app's terminal."""
+    record = readable.log_record
+    attributes = dict(record.attributes or {})
+    count, length = limits.max_log_record_attributes, limits.max_log_record_attribute_length
+    kept = attributes
+    if count is not None and len(attributes) > count:
+        kept = dict(list(attributes.items())[len(attributes) - count :])
+    if length is not None:
+        kept = {key: _cut_texts(value, length) for key, value in kept.items()}
+    bounded = BoundedAttributes(attributes=kept, extended_attributes=True)
+    bounded.dropped = len(attributes) - len(kept)
+    record.attributes = bounded  # the record `readable()` made for this export alone
+    return replace(readable, limits=limits)
+
+
+def _cut_texts(value: Any, length: int) -> Any:
+    if isinstance(value, (str, bytes)):
+        return value[:length]
+    if isinstance(value, (list, tuple)):
+        return [_cut_texts(item, length) for item in value]
+    if isinstance(value, dict):
+        return {key: _cut_texts(item, length) for key, item in value.items()}
+    return value
 
 
 def _weigh(item: LogItem, weight: float) -> None:
@@ -153,8 +184,10 @@ class StreamLogProcessor(_QueueOwner, LogRecordProcessor):
         batch: BatchSettings,
         shutdown_timeout: float = 5.0,
         follow_trace: bool = True,
+        limits: LogRecordLimits | None = None,
     ) -> None:
         self.exporter = exporter
+        self._limits = limits  # OTel's, for the records we captured; ours hold them in Redis
         # Our Redis exporter encodes captured records directly, skipping the OTel objects.
         self.queue: BatchQueue[LogItem] = _queue("logs", exporter, batch, self._export_readable)
         self._shutdown_timeout = shutdown_timeout
@@ -165,7 +198,7 @@ class StreamLogProcessor(_QueueOwner, LogRecordProcessor):
             self.queue.status_before = self.gate.status
 
     def _export_readable(self, batch: Sequence[LogItem]) -> bool:
-        records = [_readable(item) for item in batch]
+        records = [_readable(item, self._limits) for item in batch]
         return self.exporter.export(records) is LogRecordExportResult.SUCCESS
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
