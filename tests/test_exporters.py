@@ -110,6 +110,26 @@ def test_attribute_maps_without_copy_are_stored_whole(stream: RedisHandle) -> No
     writer.close()
 
 
+def test_spans_keep_what_otels_raised_span_limits_keep(
+    stream: RedisHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our limits cut again and kept the oldest attributes, so a span over 128 lost the status
+    code its instrumentation sets last where the app had raised OTel's span limits."""
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "500")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10000")
+    wide = {f"attr{i}": i for i in range(200)} | {"long": "x" * 8000, "http.response.status_code": 500}
+    span = ReadableSpan(
+        "GET /wide", context=SpanContext(1, 1, is_remote=False), attributes=wide, start_time=1, end_time=2
+    )
+    writer = RedisStreamSpanExporter(
+        Settings.load(environ={}, redis_url=stream.url, stream=stream.stream)
+    ).writer
+    assert writer.write([span])
+    [stored] = stream.spans()
+    assert stored.attributes == wide
+    writer.close()
+
+
 def test_ids_are_lowercase_hex_and_ids_no_sdk_makes_do_not_stop_the_export() -> None:
     assert trace_id_hex(0x5B8AA5A2D2C872E8321CF37308D69DF2) == "5b8aa5a2d2c872e8321cf37308d69df2"
     assert (span_id_hex(1), trace_id_hex(0)) == ("0000000000000001", "")

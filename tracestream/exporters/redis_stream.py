@@ -13,14 +13,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 import redis
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from redis.exceptions import NoScriptError
 
@@ -524,7 +524,7 @@ class RedisStreamSpanExporter(SpanExporter):
     """Writes finished spans to the span stream, the trace index and the trace list."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        settings = settings or Settings.load()
+        settings = _within_otel_span_limits(settings or Settings.load())
         self._writer = StreamWriter(
             settings, _spans_of, schema.SPAN_FIELDS, schema.INDEX_SPAN, _encode_span, trace_list=True
         )
@@ -542,3 +542,16 @@ class RedisStreamSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         self._writer.close()
+
+
+def _within_otel_span_limits(settings: Settings) -> Settings:
+    """Spans come held to OTel's span limits (the SDK keeps the newest attributes): where the app
+    raised those above ours, a second cut here would keep the oldest and lose what was set last,
+    such as `http.response.status_code`. Our limits stay where OTel sets none."""
+    limits = SpanLimits()
+    count, length = limits.max_span_attributes, limits.max_span_attribute_length
+    return replace(
+        settings,
+        max_attributes=max(settings.max_attributes, count or 0),
+        max_attribute_length=max(settings.max_attribute_length, length or 0),
+    )
