@@ -82,6 +82,26 @@ def test_a_plain_asgi_apps_requests_are_said_to_get_no_records_once(stream: Redi
     ]
 
 
+def test_a_fastapi_app_whose_integration_is_turned_off_says_nothing_of_unrecorded_requests(
+    stream: RedisHandle,
+) -> None:
+    """`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=fastapi` is the user's choice: the line said this
+    app was none of the frameworks tracestream records, which it is."""
+    port = free_port()
+    env = stream.env(OTEL_SERVICE_NAME="api", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="fastapi", **LAUNCHED)
+    command = [bin_path("uvicorn"), "tests.apps.zero_code_api:app", "--port", str(port)]
+    with serve(launched(*command), env, http_ready(f"http://127.0.0.1:{port}/missing")) as running:
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+        wait_for(
+            lambda: [e for e in stream.logs() if e.scope == "uvicorn.access" and "GET / " in e.body],
+            what="the access line in the stream",
+        )
+        running.stop()
+        output = running.output()
+    assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]
+    assert not [line for line in output.splitlines() if line.startswith("tracestream:")], output
+
+
 def test_a_fastapi_apps_access_lines_stay_out_under_a_quieter_server(stream: RedisHandle) -> None:
     """The request record stands for the line the app's level skips: it is neither printed
     nor in the stream, and the record is."""

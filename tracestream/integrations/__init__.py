@@ -207,12 +207,18 @@ def install_all(telemetry: Telemetry) -> None:
         loguru_integration.install()
 
 
+# The frameworks whose requests get records, by the name that turns them off, and a module
+# their apps import.
+_RECORDED_FRAMEWORKS = {"django": "django.core.handlers.base", "fastapi": "fastapi", "starlette": "starlette"}
+
+
 def _access_line_unrecorded(access_line: logging.LogRecord) -> None:
     """What to say lives with the request records, which a process that records none never imports."""
     from tracestream.integrations import http_records
 
-    if "django" in disabled() and "django.core.handlers.base" in sys.modules:
-        http_records.requests_accounted_for()  # a Django app whose records were turned off
+    off = disabled()
+    if any(name in off and module in sys.modules for name, module in _RECORDED_FRAMEWORKS.items()):
+        http_records.requests_accounted_for()  # an app whose records the user turned off
         return
     http_records.say_an_access_line_went_unrecorded(access_line)
 
