@@ -946,6 +946,7 @@ PATCH_FIRST = pytest.mark.parametrize(
 )
 GEVENT_PATCH_FIRST = {"OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH": "patch_all"}
 GEVENT_BROKER_DB = 8  # and 9
+EVENTLET_BROKER_DB = 10
 
 
 def _stopped_in(server: Server) -> float:
@@ -1074,6 +1075,30 @@ def test_a_gevent_celery_worker_patched_after_the_launcher_says_what_to_set(
     )
     # The stop comes while the worker starts, in the setup this line warns of. Once in CI a record
     # came after the exit had closed, and a second line said so; this line must still come first.
+    assert said[:1] == [why] and said.count(why) == 1, said
+
+
+def test_an_eventlet_celery_worker_patched_after_the_launcher_says_to_configure_it_instead(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Upstream's worker stops at start there (`select` has no `poll`); ours started, its pool's
+    Redis calls then blocking for minutes, and nothing said why. One line says it, before the
+    pool starts."""
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    broker = f"redis://127.0.0.1:{redis_server.port}/{EVENTLET_BROKER_DB}"
+    env = _env(stream, tmp_path / "db.sqlite3", "proj.settings_without_tracestream", CELERY_BROKER_URL=broker)
+    worker = launched(
+        bin_path("celery"), "-A", "proj", "worker", "-l", "INFO", "-P", "eventlet", "-n", "late@e2e"
+    )
+    with serve(worker, env, partial(printed, text="without opentelemetry-instrument"), timeout=60) as server:
+        server.stop()
+        output = server.output()
+    said = [line for line in output.splitlines() if line.startswith("tracestream:")]
+    why = (
+        "tracestream: WARNING eventlet patched this worker after the launcher loaded redis-py, and its"
+        " pool's Redis calls can block for minutes: start it without opentelemetry-instrument, with"
+        " tracestream.configure() in the app (docs/frameworks.md)"
+    )
     assert said[:1] == [why] and said.count(why) == 1, said
 
 

@@ -357,6 +357,21 @@ def _warn_of_a_late_gevent_patch(**_: Any) -> None:
         )
 
 
+def _warn_of_a_late_eventlet_patch(**_: Any) -> None:
+    """Under the launcher, `-P eventlet` patches the worker after redis-py loaded. Upstream's
+    worker then stops at start (`select` has no `poll`); ours starts, since our export thread
+    mends redis-py's parser for the whole process (connection.py), but its pool's Redis calls
+    (the result backend's, a Redis broker's) can block for minutes. eventlet has no setting
+    that patches first, as gevent has: the worker must call configure() itself."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("socket") and LAUNCHER_MODULE in sys.modules:
+        internal_logger.warning(
+            "eventlet patched this worker after the launcher loaded redis-py, and its pool's Redis"
+            " calls can block for minutes: start it without opentelemetry-instrument, with"
+            " tracestream.configure() in the app (docs/frameworks.md)"
+        )
+
+
 # Celery's own Redis traffic outside any task or request (a worker's heartbeat every 2 s and two
 # commands around each task, a publisher's result backend polling while it waits on a result,
 # beat's connection) starts a trace of one span for each command under the launcher, which
@@ -385,6 +400,7 @@ def _celerys_own_redis_command(span: Span) -> bool:
 
 _RECEIVERS = (
     (signals.worker_init, _warn_of_a_late_gevent_patch),
+    (signals.worker_init, _warn_of_a_late_eventlet_patch),
     (signals.task_received, _on_received),
     (signals.task_prerun, _on_prerun),
     (signals.task_success, _on_success),
