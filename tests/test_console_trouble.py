@@ -234,8 +234,13 @@ def test_a_redis_outage_is_reported_once_and_the_console_recovers(tmp_path: Path
         server.start()
         emitter.log("outage after")
         for viewer in viewers:
-            wait_for(lambda v=viewer: "outage after" in v.bodies(), timeout=10, what="the record after")
-            assert viewer.bodies()[-1] == "outage after" and viewer.statuses[-1]["redis"] == "ok"
+            # A viewer that joined during the outage is told Redis is back once its replay is sent.
+            wait_for(
+                lambda v=viewer: "outage after" in v.bodies() and v.statuses[-1]["redis"] == "ok",
+                timeout=10,
+                what="the record after, and the news that Redis is back",
+            )
+            assert viewer.bodies()[-1] == "outage after"
         assert httpx.get(process.url + "api/search").status_code == 200
         log.flush()
         logged = (tmp_path / "console.log").read_text()
