@@ -14,6 +14,7 @@ from collections import Counter
 
 import httpx
 import pytest
+from opentelemetry.instrumentation.version import __version__ as launcher_version
 
 from tests.apps.servers import bin_path, http_ready, launched, serve
 from tests.support import ROOT, RedisHandle, run_python_process, wait_for
@@ -105,6 +106,8 @@ def test_any_distro_and_configurator_give_the_full_setup(
     assert bodies["hello from the api"] == 1 and bodies["called the api: 200"] == 1
     assert all(count == 1 for count in bodies.values()), bodies
     assert all(isinstance(e.resource.get("process.pid"), int) for e in stream.logs())
+    # as upstream's configurator has it, which ours takes the place of
+    assert {e.resource.get("telemetry.auto.version") for e in stream.logs()} == {launcher_version}
 
 
 def test_our_settings_without_our_exporters_say_why_in_one_line(stream: RedisHandle) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.dependencies import DependencyConflictError
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.version import __version__ as launcher_version
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from tracestream import integrations
@@ -33,6 +34,7 @@ from tracestream._internal_log import internal_logger
 from tracestream.integrations import INSTALLED_BY_CONFIGURE, threads, uncaught
 from tracestream.integrations import structlog as structlog_integration
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
+from tracestream.otel_setup.resource import set_up_by_the_launcher
 from tracestream.otel_setup.telemetry import installed
 from tracestream.settings import ConfigError, refuse_to_launch, sdk_disabled
 
@@ -213,6 +215,7 @@ def _configure_or_exit(*, with_metrics: bool = False) -> None:
     have set up what OTEL_METRICS_EXPORTER names. Under another distro, metrics that cannot be
     set up are said and left off, the app served with traces and logs: that distro, not the
     user, may have chosen the exporter (upstream's sets `otlp` over gRPC where unset)."""
+    set_up_by_the_launcher(launcher_version)
     try:
         telemetry = configure()
     except ConfigError as error:

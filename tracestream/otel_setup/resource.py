@@ -25,12 +25,23 @@ def build_resource(settings: Settings) -> Resource:
         "deployment.environment": settings.environment,
         "host.name": socket.gethostname(),
         "process.pid": os.getpid(),
+        "telemetry.auto.version": _launcher_version,
     }
     resource = Resource.create({key: value for key, value in explicit.items() if value is not None})
     missing = {
         keys[0]: value for keys, value in _DEFAULTS if not any(key in resource.attributes for key in keys)
     }
     return resource.merge(Resource(missing)) if missing else resource
+
+
+# The launcher's version (opentelemetry-instrumentation's), where it set us up: upstream's
+# configurator adds it to the resource as `telemetry.auto.version`, and ours does the same.
+_launcher_version: str | None = None
+
+
+def set_up_by_the_launcher(version: str) -> None:
+    global _launcher_version
+    _launcher_version = version
 
 
 def process_resource() -> Resource:
