@@ -318,6 +318,39 @@ def test_records_left_in_the_spool_at_exit_are_said(tmp_path: Path, app_config: 
     assert ", which failed: ConnectionError" in waiting and "Connection refused" in waiting
 
 
+# Says which threads `threading` knows of once the export thread has said Redis cannot be written.
+THREADS_AFTER_A_FAILED_WRITE = """
+import io, logging, sys, threading, time
+import tracestream
+said = sys.stderr = io.StringIO()
+tracestream.configure(service_name="threads")
+logging.getLogger("app").warning("for a Redis that is not there")
+deadline = time.monotonic() + 10
+while "cannot write" not in said.getvalue() and time.monotonic() < deadline:
+    time.sleep(0.01)
+sys.stderr = sys.__stderr__
+print("cannot write" in said.getvalue(), [thread.name for thread in threading.enumerate()])
+"""
+
+
+def test_what_the_export_thread_says_adds_no_thread_to_the_apps_list(tmp_path: Path) -> None:
+    """Our export threads are not `threading`'s: a line said on one made it a dummy `Thread`
+    that `threading.enumerate()` listed for good, and an app's check for leaked threads failed."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TRACESTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "TRACESTREAM_SPOOL_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_AFTER_A_FAILED_WRITE],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert (done.returncode, done.stdout) == (0, "True ['MainThread']\n"), done.stderr
+
+
 def test_spools_that_ended_processes_left_are_taken_over_and_counted_in_one_line(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     stream = "setup:orphans"

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -25,9 +26,40 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 class _StderrLogger(logging.Logger):
+    def makeRecord(
+        self,
+        name: str,
+        level: int,
+        fn: str,
+        lno: int,
+        msg: object,
+        args: Any,
+        exc_info: Any,
+        func: str | None = None,
+        extra: Mapping[str, object] | None = None,
+        sinfo: str | None = None,
+    ) -> logging.LogRecord:
+        return _Line(name, level, msg, args, exc_info)
+
     def handle(self, record: logging.LogRecord) -> None:
         if not self.disabled:
             _handler.handle(record)
+
+
+class _Line(logging.LogRecord):
+    """What the line's format reads, and no more. A `LogRecord` asks `threading` which thread
+    it is made on, and our export threads are not `threading`'s: asking made each one a dummy
+    `Thread` that the app's `threading.enumerate()` then listed for good."""
+
+    def __init__(self, name: str, level: int, msg: object, args: Any, exc_info: Any) -> None:
+        self.name = name
+        self.levelno = level
+        self.levelname = logging.getLevelName(level)
+        self.msg = msg
+        self.args = args
+        self.exc_info = exc_info
+        self.exc_text = None
+        self.stack_info = None
 
 
 _handler = _Stderr()
