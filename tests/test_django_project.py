@@ -1054,51 +1054,41 @@ def test_our_threads_import_nothing_an_app_greenlet_could_be_importing(stream: R
     assert [e.body for e in stream.logs()] == ["logged from a greenlet"]
 
 
-def test_a_gevent_celery_worker_patched_after_the_launcher_says_what_to_set(
-    redis_server: EmbeddedRedis, tmp_path: Path
-) -> None:
-    """Without the OTel docs' setting, the pool can stop taking tasks (Celery 5.3's before it is
-    even ready): one line says why, before the pool starts."""
-    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
-    broker = f"redis://127.0.0.1:{redis_server.port}/{GEVENT_BROKER_DB}"
-    env = _env(stream, tmp_path / "db.sqlite3", "proj.settings_without_tracestream", CELERY_BROKER_URL=broker)
-    worker = launched(
-        bin_path("celery"), "-A", "proj", "worker", "-l", "INFO", "-P", "gevent", "-n", "late@e2e"
-    )
-    with serve(worker, env, partial(printed, text="GEVENT_PATCH=patch_all"), timeout=60) as server:
-        server.stop()
-        output = server.output()
-    said = [line for line in output.splitlines() if line.startswith("tracestream:")]
-    why = (
+# What a worker patched after the launcher loaded says, by pool, and the broker's database.
+LATE_PATCH = {
+    "gevent": (
         "tracestream: WARNING gevent patched this worker after the launcher loaded, and its pool may stop"
-        " taking tasks: set OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH=patch_all"
-    )
-    # The stop comes while the worker starts, in the setup this line warns of. Once in CI a record
-    # came after the exit had closed, and a second line said so; this line must still come first.
-    assert said[:1] == [why] and said.count(why) == 1, said
-
-
-def test_an_eventlet_celery_worker_patched_after_the_launcher_says_to_configure_it_instead(
-    redis_server: EmbeddedRedis, tmp_path: Path
-) -> None:
-    """Upstream's worker stops at start there (`select` has no `poll`); ours started, its pool's
-    Redis calls then blocking for minutes, and nothing said why. One line says it, before the
-    pool starts."""
-    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
-    broker = f"redis://127.0.0.1:{redis_server.port}/{EVENTLET_BROKER_DB}"
-    env = _env(stream, tmp_path / "db.sqlite3", "proj.settings_without_tracestream", CELERY_BROKER_URL=broker)
-    worker = launched(
-        bin_path("celery"), "-A", "proj", "worker", "-l", "INFO", "-P", "eventlet", "-n", "late@e2e"
-    )
-    with serve(worker, env, partial(printed, text="without opentelemetry-instrument"), timeout=60) as server:
-        server.stop()
-        output = server.output()
-    said = [line for line in output.splitlines() if line.startswith("tracestream:")]
-    why = (
+        " taking tasks: set OTEL_PYTHON_AUTO_INSTRUMENTATION_EXPERIMENTAL_GEVENT_PATCH=patch_all",
+        GEVENT_BROKER_DB,
+    ),
+    "eventlet": (
         "tracestream: WARNING eventlet patched this worker after the launcher loaded redis-py, and its"
         " pool's Redis calls can block for minutes: start it without opentelemetry-instrument, with"
-        " tracestream.configure() in the app (docs/frameworks.md)"
-    )
+        " tracestream.configure() in the app (docs/frameworks.md)",
+        EVENTLET_BROKER_DB,
+    ),
+}
+
+
+@pytest.mark.parametrize("pool", list(LATE_PATCH))
+def test_a_celery_worker_patched_after_the_launcher_says_what_to_do(
+    redis_server: EmbeddedRedis, tmp_path: Path, pool: str
+) -> None:
+    """gevent's pool, without the OTel docs' setting, can stop taking tasks (Celery 5.3's before it
+    is even ready). eventlet has no such setting: upstream's worker stops at start (`select` has
+    no `poll`), ours started, its pool's Redis calls then blocking for minutes, and nothing said
+    why. One line says what to do, before the pool starts."""
+    why, broker_db = LATE_PATCH[pool]
+    stream = RedisHandle(url=redis_server.url, stream=f"test:{uuid.uuid4().hex[:12]}")
+    broker = f"redis://127.0.0.1:{redis_server.port}/{broker_db}"
+    env = _env(stream, tmp_path / "db.sqlite3", "proj.settings_without_tracestream", CELERY_BROKER_URL=broker)
+    worker = launched(bin_path("celery"), "-A", "proj", "worker", "-l", "INFO", "-P", pool, "-n", "late@e2e")
+    with serve(worker, env, partial(printed, text=why), timeout=60) as server:
+        server.stop()
+        output = server.output()
+    said = [line for line in output.splitlines() if line.startswith("tracestream:")]
+    # The stop comes while the worker starts, in the setup this line warns of. Once in CI a record
+    # came after the exit had closed, and a second line said so; this line must still come first.
     assert said[:1] == [why] and said.count(why) == 1, said
 
 
