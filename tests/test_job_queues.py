@@ -28,7 +28,7 @@ def test_an_rq_worker_under_the_launcher_is_no_span_its_jobs_are_children_of(
     redis_server: EmbeddedRedis, stream: RedisHandle
 ) -> None:
     """The click instrumentation opened a span around `rq worker`: every job's lines went into
-    that one trace, which ended only with the worker."""
+    that one trace, which ended only with the worker. One line says what the jobs do not get."""
     broker = f"redis://127.0.0.1:{redis_server.port}/13"
     with redis.Redis.from_url(broker) as client:
         client.flushdb()
@@ -44,6 +44,11 @@ def test_an_rq_worker_under_the_launcher_is_no_span_its_jobs_are_children_of(
         timeout=120,
     )
     assert worker.returncode == 0, worker.stderr
+    assert [line for line in worker.stderr.splitlines() if line.startswith("tracestream:")] == [
+        "tracestream: WARNING rq is in use, which tracestream does not integrate: its jobs get no task"
+        " records or spans of their own (Celery's tasks do), and their log lines reach the stream"
+        " without the trace of the request that enqueued them"
+    ], worker.stderr
     jobs = wait_for(
         lambda: len(found := [e for e in stream.logs() if e.scope == "rq_jobs"]) == 2 and found,
         what="both jobs' lines",

@@ -151,6 +151,9 @@ UNINTEGRATED = {
     )
 }
 
+# Job queues we do not integrate, by the module of their worker class and its name.
+UNINTEGRATED_WORKERS = {"rq.worker": "Worker"}
+
 # Imported by the launcher's sitecustomize: this process runs under opentelemetry-instrument.
 LAUNCHER_MODULE = "opentelemetry.instrumentation.auto_instrumentation"
 
@@ -201,6 +204,8 @@ def install_all(telemetry: Telemetry) -> None:
             _say_framework_unintegrated(UNINTEGRATED[library])  # the app factory set us up after `Flask(...)`
         else:
             wrapt.register_post_import_hook(_say_unintegrated, library)
+    for library in UNINTEGRATED_WORKERS:
+        wrapt.register_post_import_hook(_say_worker_unintegrated, library)
     if "structlog" not in off:
         structlog_integration.install()
     if "loguru" not in off:
@@ -230,14 +235,35 @@ def _say_unintegrated(module: ModuleType) -> None:
     framework = UNINTEGRATED[module.__name__]
     app_class = getattr(module, framework.app_class, None)
     if isinstance(app_class, type):
-        original = app_class.__init__  # type: ignore[misc]
+        _say_at_the_first_instance(app_class, lambda: _say_framework_unintegrated(framework))
 
-        def init(self: object, *args: object, **kwargs: object) -> None:
-            app_class.__init__ = original  # type: ignore[misc]
-            _say_framework_unintegrated(framework)
-            original(self, *args, **kwargs)
 
-        app_class.__init__ = init  # type: ignore[misc]
+def _say_worker_unintegrated(module: ModuleType) -> None:
+    """Once a process, as it makes a worker of a job queue we do not integrate: the app that
+    only enqueues jobs says nothing."""
+    worker_class = getattr(module, UNINTEGRATED_WORKERS[module.__name__], None)
+    if isinstance(worker_class, type):
+        library = module.__name__.partition(".")[0]
+        _say_at_the_first_instance(
+            worker_class,
+            lambda: internal_logger.warning(
+                "%s is in use, which tracestream does not integrate: its jobs get no task records or"
+                " spans of their own (Celery's tasks do), and their log lines reach the stream without"
+                " the trace of the request that enqueued them",
+                library,
+            ),
+        )
+
+
+def _say_at_the_first_instance(cls: type, say: Callable[[], None]) -> None:
+    original = cls.__init__  # type: ignore[misc]
+
+    def init(self: object, *args: object, **kwargs: object) -> None:
+        cls.__init__ = original  # type: ignore[misc]
+        say()
+        original(self, *args, **kwargs)
+
+    cls.__init__ = init  # type: ignore[misc]
 
 
 def _an_app_is_made(framework: Unintegrated) -> bool:
