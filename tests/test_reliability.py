@@ -34,6 +34,7 @@ from tests.support import ROOT, RedisHandle, interruptible, run_python, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.export_status import read_statuses
 from tracestream.exporters import RedisStreamLogExporter
+from tracestream.exporters.write_health import WriteHealth
 from tracestream.otel_setup import pipeline
 from tracestream.otel_setup.processors import StreamLogProcessor
 from tracestream.schema import LogEntry
@@ -420,6 +421,41 @@ def test_status_key_feeds_doctor(
         assert "logs: exported 7, spooled 0, replayed 0, dropped 0, dead-lettered 0" in status.line()
         assert status.problems() == ("ok", [])
     processor.shutdown()
+
+
+def test_doctor_counts_an_outage_a_writer_came_through_without_a_warning(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed attempts were a warning for the rest of the process's life, long after writes
+    succeeded again and the spool was replayed: the line counts them instead."""
+    monkeypatch.setattr(pipeline, "STATUS_INTERVAL", 0.05)
+    with FaultyProxy(durable.port) as proxy:
+        settings = Settings.load(
+            environ={}, redis_url=proxy.url, stream=handle.stream, service_name="doc", spool_dir=str(tmp_path)
+        )
+        batch = BatchSettings(schedule_delay=0.02, max_queue_size=100, max_export_batch_size=10)
+        exporter = RedisStreamLogExporter(settings)
+        exporter.writer.health = WriteHealth(hold_s=0.2)  # failing until writes go through for 0.2 s
+        processor = StreamLogProcessor(exporter, batch)
+        proxy.down()
+        processor.queue.put(_Record(0))  # type: ignore[arg-type]
+        wait_for(lambda: processor.queue.counters.failed_attempts > 0, what="a failed attempt")
+        proxy.up()
+        processor.queue.put(_Record(1))  # type: ignore[arg-type]
+        with handle.client() as client:
+            [status] = wait_for(
+                lambda: [
+                    s
+                    for s in read_statuses(client, handle.stream)
+                    if s.fields.get("logs.exported") == 2
+                    and s.fields.get("logs.replayed") == s.fields["logs.spooled"]
+                    and not s.errors
+                ],
+                what="a status hash with both records stored, the spool replayed and writes healthy",
+            )
+        processor.shutdown()
+    assert status.problems() == ("ok", [])
+    assert re.search(r", failed attempts [1-9][0-9]*$", status.line()), status.line()
 
 
 def test_doctor_fails_while_a_running_service_cannot_write(tmp_path: Path) -> None:

@@ -54,17 +54,20 @@ class ProcessStatus:
         for signal in ("logs", "spans"):
             counts = self.counts(signal)
             if counts:
+                attempts = counts.get("failed_attempts", 0)
                 parts.append(
                     f"{signal}: exported {counts.get('exported', 0)}, spooled {counts.get('spooled', 0)},"
                     f" replayed {counts.get('replayed', 0)}, dropped {counts.get('dropped', 0)},"
                     f" dead-lettered {counts.get('dead_lettered', 0)}, queued {counts.get('queued', 0)},"
                     f" spool {counts.get('spool_bytes', 0)} B"
+                    + (f", failed attempts {attempts}" if attempts else "")
                 )
         return "  ".join(parts)
 
     def problems(self) -> tuple[str, list[str]]:
         """("ok" | "warn" | "fail", what is wrong in plain words): records lost, or writes failing
-        now, are a failure; records refused, waiting in the spool or failed attempts are a warning."""
+        now, are a failure; records refused or waiting in the spool are a warning. Failed attempts
+        of a writer that writes again are no problem: its line counts them."""
         level, found = "ok", []
         for signal in ("logs", "spans"):
             counts = self.counts(signal)
@@ -87,8 +90,8 @@ class ProcessStatus:
                 found.append(
                     f"{signal}: {backlog} records waiting in the spool ({counts.get('spool_bytes', 0)} B)"
                 )
-            if counts.get("failed_attempts", 0):
-                attempts = counts["failed_attempts"]
+            attempts = counts.get("failed_attempts", 0)
+            if attempts and self.errors.get(signal):  # once writes succeed again, history: `line()`
                 found.append(f"{signal}: {attempts} failed attempts to write to Redis since it started")
         if found and level == "ok":
             level = "warn"
