@@ -681,7 +681,11 @@ def test_a_task_at_its_hard_time_limit_with_redis_stalled_spools_its_lines_and_s
             wait_for(lambda: _steps(stream), what="the task's first lines")
             proxy.stall()
             wait_for(lambda: "Hard time limit (1s) exceeded" in server.output(), what="the hard time limit")
-            wait_for(lambda: " in the spool for stream" in server.output(), what="the child's spool line")
+            # Once in about twenty runs on a loaded machine no line came within 10 s: the worker's
+            # output goes with the failure, to tell a child killed before it spoke from a silent one.
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: " in the spool for stream" in server.output(), what="the child's spool line")
+            assert " in the spool for stream" in server.output(), server.output()
             proxy.resume()
             proxy.cut()  # the stalled connections are dead weight now
             server.stop()
