@@ -9,7 +9,7 @@ import re
 import httpx
 import pytest
 
-from tests.apps.servers import bin_path, http_ready, launched, serve
+from tests.apps.servers import assert_unrecorded_and_unsaid, bin_path, http_ready, launched, serve
 from tests.support import RedisHandle, wait_for
 from tracestream.embedded_redis import free_port
 
@@ -89,17 +89,15 @@ def test_a_fastapi_app_whose_integration_is_turned_off_says_nothing_of_unrecorde
     app was none of the frameworks tracestream records, which it is."""
     port = free_port()
     env = stream.env(OTEL_SERVICE_NAME="api", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="fastapi", **LAUNCHED)
-    command = [bin_path("uvicorn"), "tests.apps.zero_code_api:app", "--port", str(port)]
-    with serve(launched(*command), env, http_ready(f"http://127.0.0.1:{port}/missing")) as running:
-        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
-        wait_for(
-            lambda: [e for e in stream.logs() if e.scope == "uvicorn.access" and "GET / " in e.body],
-            what="the access line in the stream",
-        )
-        running.stop()
-        output = running.output()
-    assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]
-    assert not [line for line in output.splitlines() if line.startswith("tracestream:")], output
+    command = launched(bin_path("uvicorn"), "tests.apps.zero_code_api:app", "--port", str(port))
+    assert_unrecorded_and_unsaid(
+        stream,
+        command,
+        env,
+        f"http://127.0.0.1:{port}/",
+        ready_url=f"http://127.0.0.1:{port}/missing",
+        access_scope="uvicorn.access",
+    )
 
 
 def test_a_fastapi_apps_access_lines_stay_out_under_a_quieter_server(stream: RedisHandle) -> None:

@@ -27,7 +27,16 @@ import httpx
 import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, is_request_record, request_record
-from tests.apps.servers import Server, bin_path, http_ready, launched, printed, run_json, serve
+from tests.apps.servers import (
+    Server,
+    assert_unrecorded_and_unsaid,
+    bin_path,
+    http_ready,
+    launched,
+    printed,
+    run_json,
+    serve,
+)
 from tests.faults import FaultyProxy
 from tests.support import ROOT, RedisHandle, interruptible, run_python_process, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
@@ -1168,16 +1177,14 @@ def test_a_django_app_whose_integration_is_turned_off_says_nothing_of_unrecorded
     port = free_port()
     command = [bin_path("gunicorn"), "proj.wsgi", "-b", f"127.0.0.1:{port}", "--access-logfile", "-"]
     env = _env(stream, tmp_path / "db.sqlite3", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="django")
-    with serve(command, env, http_ready(f"http://127.0.0.1:{port}/orders/0/")) as server:
-        assert httpx.get(f"http://127.0.0.1:{port}/orders/5/").status_code == 200
-        wait_for(
-            lambda: [e for e in stream.logs() if e.scope == "gunicorn.access" and "/orders/5/" in e.body],
-            what="the access line in the stream",
-        )
-        server.stop()
-        output = server.output()
-    assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]
-    assert not [line for line in output.splitlines() if line.startswith("tracestream:")], output
+    assert_unrecorded_and_unsaid(
+        stream,
+        command,
+        env,
+        f"http://127.0.0.1:{port}/orders/5/",
+        ready_url=f"http://127.0.0.1:{port}/orders/0/",
+        access_scope="gunicorn.access",
+    )
 
 
 def test_ctrl_c_at_runserver_with_redis_stalled_spools_what_its_child_holds(

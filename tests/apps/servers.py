@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import ROOT, VENV_BIN, wait_for
+from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 
 LAUNCHER = str(VENV_BIN / "opentelemetry-instrument")
 # Ours, even when upstream's opentelemetry-distro is installed too.
@@ -89,6 +89,30 @@ def http_ready(url: str) -> Callable[[Server], bool]:
         return True
 
     return ready
+
+
+def assert_unrecorded_and_unsaid(
+    stream: RedisHandle,
+    command: Sequence[str],
+    env: Mapping[str, str],
+    url: str,
+    *,
+    ready_url: str,
+    access_scope: str,
+) -> None:
+    """GET `url` from an app whose request records the user turned off: its access line reaches
+    the stream, no request record does, and no line of ours says the app is one we do not know."""
+    with serve(command, env, http_ready(ready_url)) as server:
+        assert httpx.get(url).status_code == 200
+        path = httpx.URL(url).path
+        wait_for(
+            lambda: [e for e in stream.logs() if e.scope == access_scope and f"{path} " in e.body],
+            what="the access line in the stream",
+        )
+        server.stop()
+        output = server.output()
+    assert not [e for e in stream.logs() if e.attributes.get("event.name") == "http.server.request"]
+    assert not [line for line in output.splitlines() if line.startswith("tracestream:")], output
 
 
 def printed(server: Server, text: str) -> bool:

@@ -37,14 +37,8 @@ class _Scrub:
         return self.scrubber.scrub_attributes(attributes) if attributes else attributes  # type: ignore[return-value]
 
     def counted_attributes(self, attributes: Attributes, dropped: int) -> Attributes:
-        """Scrubbed, with the count of what OTel's limits `dropped` from them, which the exporter
-        sends on (OTLP's `dropped_attributes_count`)."""
-        scrubbed = self.attributes(attributes)
-        if not dropped:
-            return scrubbed
-        counted = BoundedAttributes(attributes=scrubbed, extended_attributes=True)
-        counted.dropped = dropped
-        return counted
+        """Scrubbed, still counting what OTel's limits `dropped` from them."""
+        return with_dropped_count(self.attributes(attributes), dropped)
 
     def resource(self, resource: Resource) -> Resource:
         if resource is not self._resource[0]:
@@ -128,6 +122,16 @@ class ScrubbingSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         self.exporter.shutdown()
+
+
+def with_dropped_count(attributes: Attributes, dropped: int) -> Attributes:
+    """`attributes` carrying the count of those OTel's limits dropped, which an exporter sends on
+    (OTLP's `dropped_attributes_count`)."""
+    if not dropped:
+        return attributes
+    counted = BoundedAttributes(attributes=attributes, extended_attributes=True)
+    counted.dropped = dropped
+    return counted
 
 
 def _counted(items: list[_Item], dropped: int) -> Sequence[_Item]:

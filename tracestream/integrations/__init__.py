@@ -56,6 +56,8 @@ class Integration:
     # The modules whose import puts the library in use, where importing the library is not
     # enough: kombu imports `django` for one class, in every Celery process.
     in_use_from: tuple[str, ...] = ()
+    # A web framework whose requests get request records.
+    records_requests: bool = False
 
     @property
     def in_use_when_imported(self) -> tuple[str, ...]:
@@ -67,8 +69,22 @@ class Integration:
 
 
 INTEGRATIONS = (
-    Integration("fastapi", "fastapi", "fastapi", "opentelemetry.instrumentation.fastapi", "fastapi"),
-    Integration("starlette", "starlette", "starlette", "opentelemetry.instrumentation.asgi", "starlette"),
+    Integration(
+        "fastapi",
+        "fastapi",
+        "fastapi",
+        "opentelemetry.instrumentation.fastapi",
+        "fastapi",
+        records_requests=True,
+    ),
+    Integration(
+        "starlette",
+        "starlette",
+        "starlette",
+        "opentelemetry.instrumentation.asgi",
+        "starlette",
+        records_requests=True,
+    ),
     Integration(
         "django",
         "django",
@@ -78,6 +94,7 @@ INTEGRATIONS = (
         # Django's request handlers: a server's, runserver's, the test client's. Not their base
         # module, which each imports as it starts: ours imports them, and would find them half made.
         in_use_from=("django.core.handlers.wsgi", "django.core.handlers.asgi"),
+        records_requests=True,
     ),
     Integration("celery", "celery", "celery", "opentelemetry.instrumentation.celery", "celery"),
     Integration("requests", "requests", "clients", "opentelemetry.instrumentation.requests", "clients"),
@@ -212,17 +229,17 @@ def install_all(telemetry: Telemetry) -> None:
         loguru_integration.install()
 
 
-# The frameworks whose requests get records, by the name that turns them off, and a module
-# their apps import.
-_RECORDED_FRAMEWORKS = {"django": "django.core.handlers.base", "fastapi": "fastapi", "starlette": "starlette"}
-
-
 def _access_line_unrecorded(access_line: logging.LogRecord) -> None:
     """What to say lives with the request records, which a process that records none never imports."""
     from tracestream.integrations import http_records
 
     off = disabled()
-    if any(name in off and module in sys.modules for name, module in _RECORDED_FRAMEWORKS.items()):
+    if any(
+        integration.records_requests
+        and integration.name in off
+        and any(module in sys.modules for module in integration.in_use_when_imported)
+        for integration in INTEGRATIONS
+    ):
         http_records.requests_accounted_for()  # an app whose records the user turned off
         return
     http_records.say_an_access_line_went_unrecorded(access_line)

@@ -8,7 +8,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordLimits, LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -20,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode, get_current_span
 from tracestream.disk_spool import Spool
 from tracestream.export_status import register_metrics
 from tracestream.exporters.pending import PendingLogRecord
+from tracestream.exporters.scrubbed import with_dropped_count
 from tracestream.otel_setup.app_overrides import check_propagator
 from tracestream.otel_setup.otel_handlers import emitted_by_an_otel_logging_handler
 from tracestream.otel_setup.pipeline import BatchQueue
@@ -122,9 +122,8 @@ def _held_to(readable: ReadableLogRecord, limits: LogRecordLimits) -> ReadableLo
         kept = dict(list(attributes.items())[len(attributes) - count :])
     if length is not None:
         kept = {key: _cut_texts(value, length) for key, value in kept.items()}
-    bounded = BoundedAttributes(attributes=kept, extended_attributes=True)
-    bounded.dropped = len(attributes) - len(kept)
-    record.attributes = bounded  # the record `readable()` made for this export alone
+    # the record `readable()` made for this export alone
+    record.attributes = with_dropped_count(kept, len(attributes) - len(kept))
     return replace(readable, limits=limits)
 
 
