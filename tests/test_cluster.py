@@ -276,7 +276,12 @@ def test_a_killed_master_loses_nothing_and_never_blocks_the_app(
         assert status["slowest_info_s"] < 0.1  # Redis timeouts never reached the app thread
     for service, label in (("orders", "order"), ("billing", "bill")):
         records = list(iter_records(client, handle.stream, Query.parse(services=[service])))
-        assert sorted(int(entry.body.split()[1]) for entry in records) == list(range(3000)), service
+        keys = Keyspace(handle.stream, cluster=True, shard_by_service=True).shard(service)
+        found = {
+            "in its shard": client.xlen(keys.logs),
+            "registered": [s.name for s in shards(client, handle.stream)],
+        }
+        assert sorted(int(entry.body.split()[1]) for entry in records) == list(range(3000)), (service, found)
         assert {entry.body.split()[0] for entry in records} == {label}
 
 

@@ -142,24 +142,27 @@ def test_launcher_sends_to_redis_and_otlp(stream: RedisHandle, receiver: OtlpRec
     assert "tracestream.record_id" not in received.attributes  # sent by the service, not by a forwarder
 
 
-# Secrets in the message, an attribute, an exception, a span attribute, a span event and the resource.
+# Secrets in the message, an attribute, an exception, a span's name and attribute, a span event's
+# name and attributes, a log record's event name and the resource.
 LEAKY_SERVICE = """
 import logging, structlog, tracestream
-from opentelemetry import trace
+from opentelemetry import _logs, trace
 from tracestream.integrations.structlog import OTelProcessor
 both = "redis_stream,otlp"
 tracestream.configure(service_name="leaky", logs_exporter=both, traces_exporter=both)
 structlog.configure(processors=[OTelProcessor(), structlog.processors.JSONRenderer()])
 log = logging.getLogger("leaky")
-with trace.get_tracer("leaky").start_as_current_span("login") as span:
+with trace.get_tracer("leaky").start_as_current_span("connect postgres://app:hunter2-name@db") as span:
     span.set_attribute("db.password", "hunter2-span-attr")
-    span.add_event("retry", {"url": "postgres://app:hunter2-event@db/app"})
+    span.add_event("retry with password=hunter2-event-name", {"url": "postgres://app:hunter2-event@db/app"})
     log.info("calling with Authorization: Bearer hunter2-bearer-0123", extra={"api_key": "hunter2-extra"})
     try:
         raise ValueError("password=hunter2-exception")
     except ValueError:
         log.exception("failed")
         structlog.get_logger().exception("failed again", token="hunter2-structlog")
+    event = _logs.LogRecord(body="signed in", event_name="user.login token=hunter2-event")
+    _logs.get_logger("leaky").emit(event)
 """
 
 
@@ -170,7 +173,7 @@ def test_otlp_receives_only_scrubbed_records(receiver: OtlpReceiver, stream: Red
     )
     before = len(receiver.logs), len(receiver.spans)
     run_python(LEAKY_SERVICE, env)
-    wait_for(lambda: len(receiver.logs) - before[0] == 3, what="3 records over OTLP")
+    wait_for(lambda: len(receiver.logs) - before[0] == 4, what="4 records over OTLP")
     wait_for(lambda: len(receiver.spans) - before[1] == 1, what="the span over OTLP")
     received = receiver.logs[before[0] :] + receiver.spans[before[1] :]
     sent = "\n".join(f"{r.record}{r.resource}" for r in received)
@@ -184,6 +187,7 @@ def test_otlp_receives_only_scrubbed_records(receiver: OtlpReceiver, stream: Red
         "failed again",
         "ValueError",
     )
+    assert received[3].record.event_name == "user.login token=[REDACTED]"
 
 
 WIDE_SERVICE = """

@@ -48,7 +48,7 @@ class _Scrub:
 
 
 class ScrubbingLogExporter(LogRecordExporter):
-    """Scrubs body, attributes (exception text included) and resource, then exports."""
+    """Scrubs body, event name, attributes (exception text included) and resource, then exports."""
 
     def __init__(self, exporter: LogRecordExporter, scrubber: Scrubber) -> None:
         self.exporter = exporter
@@ -57,6 +57,8 @@ class ScrubbingLogExporter(LogRecordExporter):
     def _scrubbed(self, readable: ReadableLogRecord) -> ReadableLogRecord:
         record = copy.copy(readable.log_record)
         record.body = self._scrub.scrubber.scrub_value("", record.body)  # type: ignore[assignment]
+        if record.event_name:
+            record.event_name = self._scrub.scrubber.scrub_text(record.event_name)
         record.attributes = self._scrub.counted_attributes(record.attributes, readable.dropped_attributes)
         return ReadableLogRecord(
             log_record=record,
@@ -76,7 +78,7 @@ class ScrubbingLogExporter(LogRecordExporter):
 
 
 class ScrubbingSpanExporter(SpanExporter):
-    """Scrubs attributes, event and link attributes, status text and resource, then exports."""
+    """Scrubs name, attributes, events, link attributes, status text and resource, then exports."""
 
     def __init__(self, exporter: SpanExporter, scrubber: Scrubber) -> None:
         self.exporter = exporter
@@ -84,18 +86,23 @@ class ScrubbingSpanExporter(SpanExporter):
 
     def _scrubbed(self, span: ReadableSpan) -> ReadableSpan:
         scrub = self._scrub
+        text = scrub.scrubber.scrub_text
         status = span.status
         if status.description:
-            status = Status(status.status_code, scrub.scrubber.scrub_text(status.description))
+            status = Status(status.status_code, text(status.description))
         return ReadableSpan(
-            name=span.name,
+            name=text(span.name),
             context=span.context,
             parent=span.parent,
             resource=scrub.resource(span.resource),
             attributes=scrub.counted_attributes(span.attributes, span.dropped_attributes),
             events=_counted(
                 [
-                    Event(e.name, scrub.counted_attributes(e.attributes, e.dropped_attributes), e.timestamp)
+                    Event(
+                        text(e.name),
+                        scrub.counted_attributes(e.attributes, e.dropped_attributes),
+                        e.timestamp,
+                    )
                     for e in span.events
                 ],
                 span.dropped_events,
