@@ -263,6 +263,7 @@ HTTP_SECRETS = {
     "authorization": "s3cr3t-Bearer-Abc123xyz",
     "cookie": "c00kie-S3cret-42",
     "api_key": "k3y-AbCdEf-123456",
+    "x_key": "fake-super-secret-key",  # FastAPI's dependencies tutorial's `X-Key` header
 }
 
 
@@ -279,7 +280,7 @@ def test_query_strings_and_captured_headers_of_a_real_fastapi_request_are_scrubb
     base = f"http://127.0.0.1:{port}"
     env = stream.env(
         OTEL_SERVICE_NAME="api",
-        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST="authorization,cookie,x-api-key",
+        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST="authorization,cookie,x-api-key,x-key",
         OTEL_SEMCONV_STABILITY_OPT_IN=semconv,
     )
     command = [bin_path("uvicorn"), "tests.apps.fastapi_app:app", "--port", str(port)]
@@ -290,6 +291,7 @@ def test_query_strings_and_captured_headers_of_a_real_fastapi_request_are_scrubb
                 "Authorization": f"Bearer {HTTP_SECRETS['authorization']}",
                 "Cookie": f"sessionid={HTTP_SECRETS['cookie']}; theme=dark",
                 "X-Api-Key": HTTP_SECRETS["api_key"],
+                "X-Key": HTTP_SECRETS["x_key"],
             },
         )
         assert response.status_code == 200
@@ -312,6 +314,6 @@ def test_query_strings_and_captured_headers_of_a_real_fastapi_request_are_scrubb
     for secret in HTTP_SECRETS.values():
         assert secret.encode() not in raw
     assert span.attributes[QUERY_ATTRIBUTE[semconv]].endswith("token=[REDACTED]&page=2")
-    for header in ("authorization", "cookie", "x_api_key"):
+    for header in ("authorization", "cookie", "x_api_key", "x_key"):
         assert span.attributes[f"http.request.header.{header}"] == ["[REDACTED]"]
     assert record.attributes["url.path"] == "/items/7"

@@ -121,7 +121,8 @@ def test_overlapping_rules_merge_into_one_finding() -> None:
 @pytest.mark.parametrize(
     "card",
     ["4111111111111111", "4111 1111 1111 1111", "4242-4242-4242-4242", "378282246310005", "3782 822463 10005",
-     "6011111111111117", "5555555555554444", "2223003122003222", "4222222222222", "6200000000000005"],
+     "6011111111111117", "5555555555554444", "2223003122003222", "4222222222222", "6200000000000005",
+     "4111+1111+1111+1111", "4111%201111%201111%201111", "3782+822463+10005"],  # form- and URL-encoded
 )  # fmt: skip
 def test_luhn_valid_card_numbers_are_redacted(card: str) -> None:
     assert SCRUBBER.scrub_text(f"paid with {card} today") == f"paid with {REDACTED} today"
@@ -141,6 +142,8 @@ def test_card_followed_by_cvv_or_expiry_is_still_found() -> None:
         "41111111111111111111",  # 20 digits
         "4111 1111 1111",  # 12 digits
         "4111-1111 1111-1111",  # mixed separators are not a card layout
+        "4111+1111+1111+1112",
+        "4111+1111%201111+1111",
         "12345678-1234-1234-1234-123456789012",
     ],
 )
@@ -159,7 +162,8 @@ SENSITIVE_KEYS = [
     "proxy-authorization", "cookie", "Set-Cookie", "http.response.header.set_cookie", "session", "sessionid",
     "session_id", "csrf", "xsrf", "credit_card", "creditCard", "card_number", "cardNumber", "cc_number",
     "ssn", "cvv", "credentials", "x-amz-signature", "sig", "aws_access_key_id", "pass", "pw", "auth",
-    "db_pass", "smtp.pw", "X-Auth", "proxy_auth",
+    "db_pass", "smtp.pw", "X-Auth", "proxy_auth", "X-Key", "x-functions-key", "X-RapidAPI-Key",
+    "http.request.header.x_key", "http.request.header.x_app_key", "x-hmac", "X-Shopify-Hmac-Sha256",
 ]  # fmt: skip
 PLAIN_KEYS = [
     "token_count", "password_reset_sent_at", "gen_ai.usage.input_tokens", "max_tokens",
@@ -167,7 +171,9 @@ PLAIN_KEYS = [
     "secret_name", "password_length", "api_key_count", "csrf_cookie_name", "cache_key", "key", "email.cc",
     "cc", "user_id", "card_last4", "http.request.method", "url.full", "tokenizer", "passport_country",
     "", "...", "passenger", "compass", "bypass", "oauth", "author", "authored_by", "auth_method", "auth_type",
-    "auth.provider", "token_url", "password_file", "private_key_path",
+    "auth.provider", "token_url", "password_file", "private_key_path", "Idempotency-Key", "Sec-WebSocket-Key",
+    "http.request.header.idempotency_key", "http.request.header.sec_websocket_key",
+    "messaging.kafka.message.key", "db.redis.key", "hmac_algorithm",
 ]  # fmt: skip
 
 
@@ -378,6 +384,8 @@ def test_scrub_attributes_as_instrumentations_record_them() -> None:
         "http.request.method": "GET",
         "http.request.header.authorization": ("Bearer abc.def.ghi",),
         "http.request.header.x_api_key": ["k-123"],
+        "http.request.header.x_key": ["fake-super-secret-key"],
+        "http.request.header.idempotency_key": ["order-77"],
         "http.response.header.set_cookie": ["sid=abc; Path=/", "csrftoken=def"],
         "url.full": "https://api.example.com/v1/orders?token=tk_1234&page=3",
         "url.query": "api_key=abc&page=3",
@@ -388,6 +396,8 @@ def test_scrub_attributes_as_instrumentations_record_them() -> None:
         "http.request.method": "GET",
         "http.request.header.authorization": (REDACTED,),
         "http.request.header.x_api_key": [REDACTED],
+        "http.request.header.x_key": [REDACTED],
+        "http.request.header.idempotency_key": ["order-77"],
         "http.response.header.set_cookie": [REDACTED, REDACTED],
         "url.full": "https://api.example.com/v1/orders?token=[REDACTED]&page=3",
         "url.query": "api_key=[REDACTED]&page=3",

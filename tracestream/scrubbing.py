@@ -107,8 +107,11 @@ _SECRET_SUFFIXES = (
 )  # fmt: skip
 # Matched as whole words only: too short to be safe as suffixes (`compass`, `oauth`, `author`).
 _SECRET_WORDS = frozenset(
-    {"pwd", "pw", "pass", "auth", "sig", "ssn", "cvv", "cvc", "csrf", "xsrf", "otp", "jwt"}
+    {"pwd", "pw", "pass", "auth", "sig", "hmac", "ssn", "cvv", "cvc", "csrf", "xsrf", "otp", "jwt"}
 )
+# A header named `… key` carries a credential (`X-Key`, `X-Functions-Key`, `X-RapidAPI-Key`), as a
+# bare `key` elsewhere does not (`cache_key`); these two are a request's own nonces.
+_PLAIN_KEY_HEADERS = frozenset({("idempotency", "key"), ("sec", "websocket", "key")})
 _SECRET_PHRASES = (
     ("api", "key"), ("access", "key"), ("private", "key"), ("account", "key"), ("signing", "key"),
     ("encryption", "key"), ("master", "key"), ("license", "key"), ("subscription", "key"),
@@ -171,6 +174,8 @@ class KeyPolicy:
         for i, word in enumerate(words):
             if word in self._words or word.endswith(_SECRET_SUFFIXES) or self._ends_phrase(words, i):
                 last = i
+        if last < 0 and _names_a_key_header(words):
+            return KeyVerdict.SECRET
         if last < 0 or any(word in _METADATA_WORDS for word in words[last + 1 :]):
             return KeyVerdict.PLAIN
         return KeyVerdict.SECRET
@@ -180,6 +185,19 @@ class KeyPolicy:
             i + 1 >= len(phrase) and words[i + 1 - len(phrase) : i + 1] == phrase
             for phrase in self._phrases.get(words[i], ())
         )
+
+
+def _names_a_key_header(words: tuple[str, ...]) -> bool:
+    """`X-Key`, or a captured header's attribute (`http.request.header.x_functions_key`)."""
+    if words[-1:] != ("key",):
+        return False
+    if "header" in words:
+        name = words[len(words) - words[::-1].index("header") :]
+    elif words[0] == "x":
+        name = words
+    else:
+        return False
+    return (name[1:] if name[:1] == ("x",) else name) not in _PLAIN_KEY_HEADERS
 
 
 def _require_words(key: str, what: str) -> tuple[str, ...]:
@@ -394,10 +412,14 @@ def _input_span(text: str, pos: int) -> tuple[int, int] | None:
 # --- secret formats ----------------------------------------------------------------------
 
 
+_CARD_SEPARATORS = str.maketrans("", "", " -+")
+
+
 def _is_card_number(candidate: str) -> bool:
     """Luhn check, so order numbers and other long ids that fail it are left alone."""
     total = 0
-    for i, char in enumerate(reversed(candidate.replace(" ", "").replace("-", ""))):
+    digits = candidate.replace("%20", "").translate(_CARD_SEPARATORS)
+    for i, char in enumerate(reversed(digits)):
         digit = ord(char) - 48
         if i % 2:
             digit = digit * 2 - 9 if digit > 4 else digit * 2
@@ -524,7 +546,8 @@ SQL_PASSWORD = PatternRule(
     ("password", "by '"),
 )
 # 13-19 digits as printed on cards: contiguous, 4-4-4-(1..4) or Amex/Diners 4-6-(4..5), with one
-# consistent space or dash separator, first digit 2-6 (card networks), standing alone. Longer
+# consistent separator (a space, a dash, or a space as a form or URL encodes it: `+`, `%20`),
+# first digit 2-6 (card networks), standing alone. Longer
 # digit runs and other groupings (UUID digits, phone lists, 20-digit tracking ids) never match.
 # This rule has no trigger words; its hint (eight digits, the first 2-6, maybe split after four),
 # which every match contains, keeps ids and counts in log lines from running the full regex.
@@ -532,14 +555,14 @@ CARD_NUMBER = PatternRule(
     "card_number",
     re.compile(
         r"[2-6](?<![0-9A-Za-z][2-6])[0-9]{3}"
-        r"(?:(?P<s1>[ \-])[0-9]{4}(?P=s1)[0-9]{4}(?P=s1)[0-9]{1,4}"
-        r"|(?P<s2>[ \-])[0-9]{6}(?P=s2)[0-9]{4,5}"
+        r"(?:(?P<s1>[ \-+]|%20)[0-9]{4}(?P=s1)[0-9]{4}(?P=s1)[0-9]{1,4}"
+        r"|(?P<s2>[ \-+]|%20)[0-9]{6}(?P=s2)[0-9]{4,5}"
         r"|[0-9]{9,15})"
         r"(?![0-9A-Za-z])"
     ),
     (),
     check=_is_card_number,
-    hint=r"[2-6][0-9]{3}[ \-]?[0-9]{4}",
+    hint=r"[2-6][0-9]{3}(?:[ \-+]|%20)?[0-9]{4}",
 )
 
 BUILTIN_RULES: tuple[Rule, ...] = (
