@@ -208,6 +208,23 @@ def test_upstreams_metrics_default_under_its_configurator_is_said_in_one_line(st
     assert stream.logs() == []
 
 
+def test_otlp_for_traces_under_upstreams_configurator_without_grpc_says_the_way_out(
+    stream: RedisHandle,
+) -> None:
+    """Both distros installed, neither chosen (the launcher may pick upstream's), and OTLP beside
+    Redis as scale-out.md shows: upstream's configurator sends `otlp` over gRPC, whose exporter
+    `opentelemetry-bootstrap` does not install, and the app runs with nothing set up."""
+    env = {**_env(stream, "shop", "distro", "configurator"), "OTEL_TRACES_EXPORTER": "redis_stream,otlp"}
+    done = run_python_process(APP_LINE, env, launcher=True)
+    assert (done.returncode, done.stdout) == (0, "app ran\n"), done.stderr
+    ours = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert len(ours) == 1 and ours[0].endswith(
+        "OTEL_TRACES_EXPORTER names otlp, which upstream's configurator sends over gRPC, and "
+        "opentelemetry-exporter-otlp-proto-grpc is not installed: install it, or set "
+        "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+    ), done.stderr
+
+
 @pytest.mark.parametrize(("distro", "configurator"), COMBINATIONS)
 def test_a_bad_setting_is_one_line_and_exit_2_whichever_configurator_runs(
     stream: RedisHandle, distro: str, configurator: str

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -84,6 +85,9 @@ def step_aside() -> int:
 _LAUNCHER_LOGGER = "opentelemetry.instrumentation.auto_instrumentation"
 _LAUNCHER_FAILED = "Failed to auto initialize OpenTelemetry"
 _GRPC_METRICS = "'otlp_proto_grpc' not found in entry point 'opentelemetry_metrics_exporter'"
+_MISSING_EXPORTER = re.compile(
+    r"component '(?P<name>[^']+)' not found in entry point 'opentelemetry_(?P<signal>\w+?)_exporter'"
+)
 
 
 class _SayWhenTheLaunchFails(logging.Filter):
@@ -115,7 +119,17 @@ def _way_out(error: str) -> str:
             "upstream's opentelemetry-distro sets OTEL_METRICS_EXPORTER=otlp over gRPC where it is "
             "unset: set OTEL_METRICS_EXPORTER=none, or OTEL_PYTHON_DISTRO=tracestream"
         )
-    return "its traceback says why"
+    missing = _MISSING_EXPORTER.search(error)
+    if missing is None:
+        return "its traceback says why"
+    variable = f"OTEL_{missing['signal'].upper()}_EXPORTER"
+    if missing["name"] == "otlp_proto_grpc":
+        return (
+            f"{variable} names otlp, which upstream's configurator sends over gRPC, and "
+            "opentelemetry-exporter-otlp-proto-grpc is not installed: install it, or set "
+            "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+        )
+    return f"no exporter named {missing['name']!r} is installed for {variable}"
 
 
 logging.getLogger(_LAUNCHER_LOGGER).addFilter(_SayWhenTheLaunchFails())
