@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections import Counter
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 from opentelemetry.instrumentation.version import __version__ as launcher_version
 
 from tests.apps.servers import bin_path, http_ready, launched, serve
-from tests.support import ROOT, RedisHandle, run_python_process, wait_for
+from tests.support import ROOT, VENV_BIN, RedisHandle, run_python_process, wait_for
 from tracestream.embedded_redis import free_port
 
 COMBINATIONS = [
@@ -255,13 +256,19 @@ def test_a_bad_setting_is_one_line_and_exit_2_whichever_configurator_runs(
             "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT must be a non-negative integer but got ten",
         ),
         (
+            "OTEL_ATTRIBUTE_COUNT_LIMIT",
+            "ten\ntracestream: a line of its own \x1b[0m",
+            "OTEL_ATTRIBUTE_COUNT_LIMIT must be a non-negative integer but got "
+            "ten\\ntracestream: a line of its own \\x1b[0m",
+        ),
+        (
             "OTEL_CONFIG_FILE",
             "otel.yaml",
             "OTEL_CONFIG_FILE is set, but tracestream sets up from OTEL_* and TRACESTREAM_* variables and"
             " would not read the file: unset it (docs/configuration.md lists the variables)",
         ),
     ],
-    ids=["count-limit", "log-record-length-limit", "config-file"],
+    ids=["count-limit", "log-record-length-limit", "a-value-that-would-print-lines", "config-file"],
 )
 @pytest.mark.parametrize("setup", ["launcher", "configure"])
 def test_otel_settings_we_cannot_honour_are_one_line(
@@ -280,6 +287,21 @@ def test_otel_settings_we_cannot_honour_are_one_line(
         assert done.returncode == 1
         assert done.stderr.splitlines()[-1] == f"tracestream.settings.ConfigError: {said}", done.stderr
     assert stream.logs() == []
+
+
+@pytest.mark.parametrize("stderr", ["full", "closed"])
+def test_a_bad_setting_stops_the_launch_whatever_stderr_is(stream: RedisHandle, stderr: str) -> None:
+    """The line could not be printed (a full disk, a closed descriptor): the exit that follows it
+    never ran, and the launcher ran the app with nothing set up. Where stderr is closed, the line
+    went to stdout instead."""
+    env = {**_env(stream, "dice", "tracestream", "tracestream"), "TRACESTREAM_MAX_AGE": "a week"}
+    command = [str(VENV_BIN / "opentelemetry-instrument"), sys.executable, "-c", "print('app ran')"]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            command if stderr == "full" else ["sh", "-c", 'exec "$@" 2>&-', "sh", *command],
+            env=env, stdout=subprocess.PIPE, stderr=full, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+    assert (done.returncode, done.stdout) == (2, "")
 
 
 SENTRY_TRANSACTION = "sentry transaction: /\n"

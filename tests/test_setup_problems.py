@@ -18,8 +18,8 @@ import pytest
 from redis.exceptions import ReadOnlyError
 
 from tests.apps.servers import LAUNCHER_ENV
-from tests.faults import DurableRedis
-from tests.support import ROOT, VENV_BIN, wait_for
+from tests.faults import DurableRedis, FaultyProxy
+from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tracestream.cli.common import describe_redis_error
 from tracestream.disk_spool import DEAD_LETTERS
 from tracestream.embedded_redis import EmbeddedRedis, free_cluster_port, free_port
@@ -349,6 +349,43 @@ def test_what_the_export_thread_says_adds_no_thread_to_the_apps_list(tmp_path: P
         cwd=ROOT,
     )
     assert (done.returncode, done.stdout) == (0, "True ['MainThread']\n"), done.stderr
+
+
+# An app that left `sys.stderr` on a file it closed, then logs a record a line it reads.
+STDERR_CLOSED_BY_THE_APP = """
+import logging, os, sys, tracestream
+with open(os.devnull, "w") as sys.stderr:
+    telemetry = tracestream.configure(service_name="shop")
+logging.getLogger("shop").addHandler(logging.NullHandler())  # its own handlers print elsewhere
+for line in sys.stdin:
+    logging.getLogger("shop").warning(line.strip())
+    telemetry.force_flush(5)
+    print("logged", flush=True)
+"""
+
+
+def test_a_line_of_ours_the_apps_stderr_cannot_take_costs_no_record(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Saying "cannot write to Redis" on a closed file raised ValueError into the export, which
+    took it for Redis refusing the record: the record went to the dead letters, never to be sent."""
+    with FaultyProxy(redis_server.port) as proxy:
+        stream = RedisHandle(url=proxy.url, stream=f"setup:{uuid.uuid4().hex[:8]}")
+        env = stream.env(TRACESTREAM_SPOOL_DIR=str(tmp_path), TRACESTREAM_REDIS_TIMEOUT="1s")
+        app = subprocess.Popen(
+            [sys.executable, "-c", STDERR_CLOSED_BY_THE_APP], env=env, cwd=ROOT, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert app.stdin is not None and app.stdout is not None
+        for body, redis_up in (("before", True), ("during", False), ("after", True)):
+            (proxy.up if redis_up else proxy.down)()
+            app.stdin.write(f"{body}\n")
+            app.stdin.flush()
+            assert app.stdout.readline() == "logged\n", app.communicate(timeout=30)
+        app.stdin.close()
+        assert app.wait(30) == 0, app.communicate()
+        assert sorted(entry.body for entry in stream.logs()) == ["after", "before", "during"]
+    assert not list(tmp_path.rglob(DEAD_LETTERS)), "records were dead-lettered"
 
 
 def test_spools_that_ended_processes_left_are_taken_over_and_counted_in_one_line(tmp_path: Path) -> None:

@@ -13,16 +13,38 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any
+
+from tracestream.terminal_text import visible
 
 
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
-    def __init__(self) -> None:
-        logging.Handler.__init__(self)
+def say(line: str) -> None:
+    """`line` on the `sys.stderr` of the moment, as one line any terminal shows: control characters
+    escaped, and what its encoding cannot take (a C locale, `PYTHONIOENCODING=ascii`) as escapes.
+    A stderr that is gone, closed or full loses the line and nothing else: the thread that says it
+    (an export thread, the launcher's setup) goes on as if it had been printed."""
+    stream = sys.stderr
+    if stream is None:  # closed at start (`2>&-`), or set so by the app: never stdout instead
+        return
+    text = visible(line) + "\n"
+    try:
+        try:
+            stream.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+        stream.flush()
+    except Exception:
+        pass
 
-    @property  # type: ignore[override]
-    def stream(self) -> TextIO:
-        return sys.stderr
+
+class _Stderr(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # a line of ours whose arguments do not fit its message
+            line = f"tracestream: {record.levelname} {record.msg}"
+        say(line)
 
 
 class _StderrLogger(logging.Logger):

@@ -12,14 +12,13 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from tracestream._internal_log import internal_logger
+from tracestream._internal_log import internal_logger, say
 
 T = TypeVar("T")
 
@@ -51,7 +50,7 @@ def refuse_to_launch(error: ConfigError) -> NoReturn:
     """Under the launcher, which would log a bad setting and run the app uninstrumented, whichever
     configurator it picked: one line, exit 2. We run inside site import there, where SystemExit
     is a fatal interpreter error."""
-    print(f"tracestream: invalid configuration: {error}", file=sys.stderr, flush=True)
+    say(f"tracestream: invalid configuration: {error}")
     os._exit(2)
 
 

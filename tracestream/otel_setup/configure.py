@@ -39,6 +39,7 @@ from tracestream.settings import (
     sdk_disabled,
     shown_url,
 )
+from tracestream.terminal_text import visible
 
 LOGS_GROUP = "opentelemetry_logs_exporter"
 TRACES_GROUP = "opentelemetry_traces_exporter"
@@ -148,8 +149,8 @@ def _otel_limits() -> tuple[SpanLimits, LogRecordLimits]:
     with one line, as ours do, where the SDK would raise from inside it."""
     try:
         return SpanLimits(), LogRecordLimits()
-    except ValueError as error:  # the SDK's message names the variable and its value
-        raise ConfigError(str(error)) from None
+    except ValueError as error:  # the SDK's message names the variable and its value, as it was set
+        raise ConfigError(visible(str(error))) from None
 
 
 def _install(settings: Settings) -> Telemetry:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -30,7 +29,7 @@ from opentelemetry.instrumentation.version import __version__ as launcher_versio
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from tracestream import integrations
-from tracestream._internal_log import internal_logger
+from tracestream._internal_log import internal_logger, say
 from tracestream.integrations import INSTALLED_BY_CONFIGURE, threads, uncaught
 from tracestream.integrations import structlog as structlog_integration
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
@@ -106,12 +105,10 @@ def before_instrumentors() -> None:
             wrapt.register_post_import_hook(_stand_in, instrumentation)
     elif any(name.startswith("TRACESTREAM_") for name in os.environ):
         # Another distro chose the exporters (upstream's picks otlp): nothing would reach Redis.
-        print(
+        say(
             "tracestream: not set up: TRACESTREAM_* is set, but OTEL_TRACES_EXPORTER="
             f"{os.environ.get('OTEL_TRACES_EXPORTER', '')!r} and OTEL_LOGS_EXPORTER="
-            f"{os.environ.get('OTEL_LOGS_EXPORTER', '')!r} name no redis_stream exporter",
-            file=sys.stderr,
-            flush=True,
+            f"{os.environ.get('OTEL_LOGS_EXPORTER', '')!r} name no redis_stream exporter"
         )
 
 
