@@ -388,6 +388,35 @@ def test_a_line_of_ours_the_apps_stderr_cannot_take_costs_no_record(
     assert not list(tmp_path.rglob(DEAD_LETTERS)), "records were dead-lettered"
 
 
+# The app at DEBUG: redis-py logs a DEBUG line as each of its connections opens, ours included.
+THREADS_OF_AN_APP_AT_DEBUG = """
+import logging, threading, tracestream
+logging.basicConfig(level=logging.DEBUG, format="%(threadName)s %(name)s %(message)s")
+telemetry = tracestream.configure(service_name="threads")
+for _ in range(3):
+    worker = threading.Thread(target=logging.getLogger("app").info, args=("working",))
+    worker.start()
+    worker.join()
+    assert telemetry.force_flush(10)
+print([thread.name for thread in threading.enumerate()])
+"""
+
+
+def test_an_app_at_debug_keeps_its_thread_names_and_list(redis_server: EmbeddedRedis) -> None:
+    """redis-py's lines from our export threads went nowhere, but making each registered the
+    thread as a dummy `Thread`: the app's threads were named Thread-1, Thread-3, Thread-4."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TRACESTREAM_REDIS_URL": redis_server.url,
+        "TRACESTREAM_STREAM": "threads",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_OF_AN_APP_AT_DEBUG], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert (done.returncode, done.stdout) == (0, "['MainThread']\n"), done.stderr
+    assert done.stderr.splitlines() == [f"Thread-{n} (info) app working" for n in (1, 2, 3)]
+
+
 def test_spools_that_ended_processes_left_are_taken_over_and_counted_in_one_line(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     stream = "setup:orphans"

@@ -266,13 +266,14 @@ def uninstall() -> None:
 
 def _capturing_is_enabled_for(self: logging.Logger, level: int) -> bool:
     if _is_enabled_for(self, level):
-        return True
+        return not _redis_py_writing_for_us(self)
     capture = _capture
     if (
         capture is not None
         and level >= capture.level
         and self.manager.disable < level  # logging.disable() still silences everything
         and capture.asks_for(self.name)
+        and not _redis_py_writing_for_us(self)
         and _nothing_of_the_apps_would_run(self)
         and not (self.name in ACCESS_LOGGERS and take_access_line_mark())
     ):
@@ -283,6 +284,14 @@ def _capturing_is_enabled_for(self: logging.Logger, level: int) -> bool:
             _disabled_loggers.append(self)
         return True
     return False
+
+
+def _redis_py_writing_for_us(logger: logging.Logger) -> bool:
+    """redis-py logging on one of our export threads. The record would go nowhere, yet making
+    it asks `threading` for the thread, which registers a thread `threading` does not know as
+    a dummy `Thread`: the app's `threading.enumerate()` would list it for good, and its own
+    threads' default names (`Thread-N`) would skip a number."""
+    return logger.name.startswith("redis") and writing_to_redis.get()
 
 
 def _nothing_of_the_apps_would_run(logger: logging.Logger) -> bool:
