@@ -484,12 +484,41 @@ def test_people_get_a_colour_per_severity(writer: RecordWriter) -> None:
 def test_a_terminal_that_is_not_utf8_gets_escapes_not_an_error(
     stream: RedisHandle, writer: RecordWriter
 ) -> None:
-    """A C locale or PYTHONIOENCODING=ascii: records in any language and doctor's marks still print."""
+    """A C locale or PYTHONIOENCODING=ascii: records in any language and doctor's marks still print.
+    A C locale without UTF-8 mode opens stdout with `surrogateescape`, which refused them too."""
     writer.log("café fermé")
-    env = stream.env(COLUMNS="200", PYTHONIOENCODING="ascii")
-    for args, shown in ((["search"], "caf\\xe9 ferm\\xe9"), (["doctor"], "\\u2713")):
-        done = subprocess.run([TRACESTREAM, *args], env=env, capture_output=True, text=True, timeout=TIMEOUT)
-        assert "Error" not in done.stderr and shown in done.stdout, (args, done.stdout, done.stderr)
+    c_locale = {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    for terminal in ({"PYTHONIOENCODING": "ascii"}, c_locale):
+        env = stream.env(COLUMNS="200", **terminal)
+        for args, shown in ((["search"], "caf\\xe9 ferm\\xe9"), (["doctor"], "\\u2713")):
+            done = subprocess.run(
+                [TRACESTREAM, *args], env=env, capture_output=True, text=True, timeout=TIMEOUT
+            )
+            assert "Error" not in done.stderr and shown in done.stdout, (
+                terminal,
+                args,
+                done.stdout,
+                done.stderr,
+            )
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_closed_stream_is_said_where_it_can_be_and_never_mixed_into_stdout(
+    stream: RedisHandle, closed: str
+) -> None:
+    """With stderr closed, print(file=sys.stderr) wrote our lines to stdout, among the records of
+    `--json`; with stdout closed, the command ended with `unexpected AttributeError`."""
+    command = [TRACESTREAM, "search", "--json", "--redis-url", f"redis://127.0.0.1:{free_port()}/0"]
+    redirect = "1>&-" if closed == "stdout" else "2>&-"
+    done = subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", *command],
+        env=stream.env(), capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 1
+    if closed == "stdout":
+        assert done.stderr == "tracestream: stdout is closed: there is nowhere to print what was asked for\n"
+    else:
+        assert done.stdout == ""
 
 
 def test_every_command_that_filters_by_service_takes_s_for_it(here: Here) -> None:

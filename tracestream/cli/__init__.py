@@ -66,6 +66,11 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The exit status; `--help` too returns it, so `main` can be called in-process."""
+    if sys.stderr is None:  # closed (`2>&-`): print() would put our lines in stdout, among the records
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+    if sys.stdout is None:  # closed (`>&-`)
+        error_line("stdout is closed: there is nowhere to print what was asked for")
+        return 1
     _escape_what_the_terminal_cannot_show()
     try:
         try:
@@ -99,5 +104,6 @@ def _escape_what_the_terminal_cannot_show() -> None:
     """A record's text or a ✓ on a terminal that is not UTF-8 (a C locale, PYTHONIOENCODING=ascii)
     is printed as `\\u2713`, not refused with UnicodeEncodeError."""
     for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        # A C locale's stdout is `surrogateescape`, which refuses all but undecodable bytes.
+        if isinstance(stream, io.TextIOWrapper) and stream.errors in ("strict", "surrogateescape"):
             stream.reconfigure(errors="backslashreplace")
