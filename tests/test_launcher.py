@@ -239,3 +239,39 @@ def test_eventlet_patched_after_redis_py_was_imported_loses_nothing(
     assert wait_for(lambda: len(green()) == 3 and green()) == [
         f"green thread {number}" for number in range(3)
     ]
+
+
+FAILING_TASK = """
+import asyncio, traceback
+async def fail():
+    raise ValueError("boom")
+async def main():
+    try:
+        await asyncio.create_task(fail())
+    except ValueError:
+        traceback.print_exc()
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["no-coroutine-named", "a-coroutine-named"])
+def test_upstreams_asyncio_instrumentation_runs_only_where_it_records(
+    stream: RedisHandle, named: bool
+) -> None:
+    """`opentelemetry-bootstrap` installs it everywhere. It wrapped every task's coroutine, a frame
+    more in each traceback a task printed, to record nothing: metrics go nowhere under our
+    distro, and it traces only the coroutines named in its settings."""
+    env = stream.env(OTEL_SERVICE_NAME="tasks", OTEL_PYTHON_DISTRO="tracestream")
+    if named:
+        env["OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE"] = "fail"
+    done = run_python_process(FAILING_TASK, env, launcher=True)
+    bare = run_python_process(FAILING_TASK, {"PATH": "/usr/bin:/bin"})
+    assert done.returncode == bare.returncode == 0, done.stderr
+    printed = done.stderr[done.stderr.index("Traceback") :]
+    if named:
+        assert "trace_coroutine" in printed
+        wait_for(
+            lambda: [s.name for s in stream.spans()] == ["asyncio coro-fail"], what="the coroutine's span"
+        )
+    else:
+        assert printed == bare.stderr

@@ -35,7 +35,7 @@ from tracestream.integrations import structlog as structlog_integration
 from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
 from tracestream.otel_setup.resource import set_up_by_the_launcher
 from tracestream.otel_setup.telemetry import installed
-from tracestream.settings import ConfigError, refuse_to_launch, sdk_disabled
+from tracestream.settings import ConfigError, metrics_exporter_names, refuse_to_launch, sdk_disabled
 
 _DEFAULTS = {
     "OTEL_TRACES_EXPORTER": REDIS_STREAM,
@@ -103,6 +103,7 @@ def before_instrumentors() -> None:
         wrapt.register_post_import_hook(_keep_servers_out_of_click_spans, _CLICK_INSTRUMENTATION)
         for instrumentation in _STOOD_IN_FOR:
             wrapt.register_post_import_hook(_stand_in, instrumentation)
+        wrapt.register_post_import_hook(_asyncio_only_where_it_records, _ASYNCIO_INSTRUMENTATION)
     elif any(name.startswith("TRACESTREAM_") for name in os.environ):
         # Another distro chose the exporters (upstream's picks otlp): nothing would reach Redis.
         say(
@@ -184,6 +185,32 @@ def _stand_in(instrumentation: ModuleType) -> None:
     instrumentor = getattr(instrumentation, class_name)
     instrumentor._instrument = lambda self, **kwargs: install()
     instrumentor._uninstrument = lambda self, **kwargs: None
+
+
+_ASYNCIO_INSTRUMENTATION = "opentelemetry.instrumentation.asyncio"
+# What it records where metrics go nowhere: the coroutines, futures and `to_thread` functions
+# these name.
+_ASYNCIO_SETTINGS = (
+    "OTEL_PYTHON_ASYNCIO_COROUTINE_NAMES_TO_TRACE",
+    "OTEL_PYTHON_ASYNCIO_FUTURE_TRACE_ENABLED",
+    "OTEL_PYTHON_ASYNCIO_TO_THREAD_FUNCTION_NAMES_TO_TRACE",
+)
+
+
+def _asyncio_only_where_it_records(instrumentation: ModuleType) -> None:
+    """Upstream's asyncio instrumentation, which `opentelemetry-bootstrap` installs everywhere,
+    wraps the coroutine of every task, `gather`, `wait_for` and `to_thread` call, to time it for
+    metrics and trace the ones its settings name: a frame more in every traceback through them
+    (daphne's for a failing Channels consumer). Where no metrics exporter is set and none of its
+    settings is, it would record nothing, and is left out."""
+    instrumentor = instrumentation.AsyncioInstrumentor
+    instrument = instrumentor._instrument
+
+    def _instrument(self: object, **kwargs: object) -> None:
+        if metrics_exporter_names() or any(os.environ.get(name, "").strip() for name in _ASYNCIO_SETTINGS):
+            instrument(self, **kwargs)
+
+    instrumentor._instrument = _instrument
 
 
 _DJANGO_SWITCH = "OTEL_PYTHON_DJANGO_INSTRUMENT"
