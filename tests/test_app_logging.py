@@ -40,10 +40,16 @@ LOGGERS = {
     "queue_handler": ["shop.views"],
     "logger_class_of_mixins": ["shop.tenants"],
     "logger_with_a_filter": ["shop.deprecations"],
+    "record_factory_numbering": ["shop.numbered"],
+    "logger_class_making_records": ["shop.counted"],
 }
 # Lines the app's levels hide from a logger that runs something of the app's on each record (a
-# filter, a class's `handle`): no record is made for us alone there.
-HIDDEN = {"logger_class_of_mixins": "INFO"}
+# filter, a class's `handle` or `makeRecord`, a record factory): no record is made for us alone there.
+HIDDEN = {
+    "logger_class_of_mixins": "INFO",
+    "record_factory_numbering": "INFO",
+    "logger_class_making_records": "INFO",
+}
 # The scenarios that add tracestream's loguru sink.
 ADDING_OUR_SINK = {
     "loguru_intercepting_into_its_sink",

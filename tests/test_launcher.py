@@ -275,3 +275,23 @@ def test_upstreams_asyncio_instrumentation_runs_only_where_it_records(
         )
     else:
         assert printed == bare.stderr
+
+
+BELOW_THE_APPS_LEVEL = """
+import logging
+logging.basicConfig(level=logging.WARNING)
+logging.getLogger("shop").info("below the app's level")
+print(logging.getLogRecordFactory().__module__)
+"""
+
+
+def test_records_below_the_apps_level_reach_the_stream_through_otels_record_factory(
+    stream: RedisHandle,
+) -> None:
+    """The launcher's logging instrumentation sets a record factory of its own: an app's factory
+    keeps records from being made for us alone, OTel's, which adds trace fields, does not."""
+    done = run_python_process(
+        BELOW_THE_APPS_LEVEL, stream.env(OTEL_PYTHON_DISTRO="tracestream"), launcher=True
+    )
+    assert (done.returncode, done.stdout) == (0, "opentelemetry.instrumentation.logging\n"), done.stderr
+    wait_for(lambda: [e.body for e in stream.logs()] == ["below the app's level"], what="the INFO record")

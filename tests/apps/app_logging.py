@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import inspect
+import itertools
 import logging
 import logging.config
 import logging.handlers
@@ -20,6 +21,7 @@ import tempfile
 import textwrap
 from collections.abc import Callable
 from queue import Queue
+from typing import Any
 
 BEFORE = logging.getLogger("shop.before")  # exists before the app's config: dictConfig disables it
 
@@ -333,6 +335,42 @@ def logger_with_a_filter() -> list[logging.Logger]:
     return [deprecations]
 
 
+def record_factory_numbering() -> list[logging.Logger]:
+    """The logging cookbook's "Using LogRecord factories", the field it adds a sequence number."""
+    logging.basicConfig(level=logging.WARNING, format="#%(seq)d %(levelname)s %(message)s", force=True)
+    made = itertools.count(1)
+    plain = logging.getLogRecordFactory()
+
+    def numbered(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = plain(*args, **kwargs)
+        record.seq = next(made)
+        return record
+
+    logging.setLogRecordFactory(numbered)
+    return [logging.getLogger("shop.numbered")]
+
+
+class _CountingRecords(logging.Logger):
+    """A `setLoggerClass` customisation that counts the records it makes."""
+
+    made = 0
+
+    def makeRecord(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        _CountingRecords.made += 1
+        print(f"{self.name} made {_CountingRecords.made} records")
+        return super().makeRecord(*args, **kwargs)
+
+
+def logger_class_making_records() -> list[logging.Logger]:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", force=True)
+    original = logging.getLoggerClass()
+    logging.setLoggerClass(_CountingRecords)
+    try:
+        return [logging.getLogger("shop.counted")]
+    finally:
+        logging.setLoggerClass(original)
+
+
 SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "dict_config_with_root": dict_config_with_root,
     "dict_config_disabling": dict_config_disabling,
@@ -353,6 +391,8 @@ SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "queue_handler": queue_handler,
     "logger_class_of_mixins": logger_class_of_mixins,
     "logger_with_a_filter": logger_with_a_filter,
+    "record_factory_numbering": record_factory_numbering,
+    "logger_class_making_records": logger_class_making_records,
 }
 
 

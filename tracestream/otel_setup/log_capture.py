@@ -295,10 +295,35 @@ def _redis_py_writing_for_us(logger: logging.Logger) -> bool:
 
 
 def _nothing_of_the_apps_would_run(logger: logging.Logger) -> bool:
-    """A record made for us alone meets the logger's own filters and its class's `handle`: one
-    that counts or lets a message through once (a deduplicating filter) would count ours, and
-    swallow the app's line once its level let it through."""
-    return not logger.filters and type(logger).handle is _handle
+    """A record made for us alone meets the logger's own filters, its class's `makeRecord` and
+    `handle`, and the record factory: one that counts or lets a message through once (a
+    deduplicating filter) would count ours, and swallow the app's line once its level let it
+    through; one that numbers records would skip a number for each of ours."""
+    cls = type(logger)
+    return (
+        not logger.filters
+        and cls.handle is _handle
+        and cls.makeRecord is _make_record
+        and _makes_plain_records(logging.getLogRecordFactory())
+    )
+
+
+_OTEL_LOGGING_INSTRUMENTATION = "opentelemetry.instrumentation.logging"
+
+
+@functools.lru_cache(maxsize=8)
+def _makes_plain_records(factory: Callable[..., logging.LogRecord]) -> bool:
+    """logging's own factory, or the OTel logging instrumentation's over it, which adds trace
+    fields (and which the launcher installs in every process)."""
+    if factory is logging.LogRecord:
+        return True
+    code = getattr(factory, "__code__", None)
+    if getattr(factory, "__module__", None) != _OTEL_LOGGING_INSTRUMENTATION or code is None:
+        return False
+    if "old_factory" not in code.co_freevars:
+        return False
+    wrapped = factory.__closure__[code.co_freevars.index("old_factory")].cell_contents  # type: ignore[attr-defined, index]
+    return _makes_plain_records(wrapped)
 
 
 def _made_by_a_disabled_logger(logger: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
