@@ -15,6 +15,7 @@ or Redis refused it and it could not be kept; every drop is counted with its rea
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import deque
@@ -114,6 +115,19 @@ StatusReport = Callable[[dict[str, int]], None]
 class Sending:
     batch: list[Any]
     result: native_threads.Result[Outcome]
+
+
+def _first(queue: deque[T], count: int) -> list[T]:
+    """The first `count` items, left in the queue until they are handed on (`_take_off`). A
+    signal handler that exits (gunicorn's SIGQUIT calls `sys.exit`) may raise in the middle of a
+    flush: what it interrupts is still queued for the exit's own flush, which sends it (again,
+    where it got to Redis first: Redis skips a writer's records it has stored)."""
+    return list(itertools.islice(queue, count))
+
+
+def _take_off(queue: deque[T], count: int) -> None:
+    for _ in range(count):
+        queue.popleft()
 
 
 def _last_job() -> None:
@@ -336,8 +350,8 @@ class BatchQueue(Generic[T]):
         """Move everything towards Redis; True once the spool, held batch and queue are all in."""
         if not self._export_lock.acquire(timeout=-1 if deadline is None else remaining(deadline)):
             return False
-        self._deadline = deadline
         try:
+            self._deadline = deadline
             delivering = self._replay(deadline, retry_failing)
             if self._held is not None:
                 return False
@@ -391,22 +405,19 @@ class BatchQueue(Generic[T]):
             while queue and (sending is None or deadline is not None or len(queue) >= size):
                 if deadline is not None and time.monotonic() > deadline:
                     return False
-                items = [queue.popleft() for _ in range(min(size, len(queue)))]
+                items = _first(queue, size)
                 settled = sending is not None
-                try:
-                    batch = self._encode_batch(items)
-                    if sending is not None:
-                        delivering, sending = self._settle(sending), None
-                except BaseException:  # a signal handler's exit, raised here: they wait for the exit's flush
-                    queue.extendleft(reversed(items))
-                    raise
+                batch = self._encode_batch(items)
+                if sending is not None:
+                    delivering, sending = self._settle(sending), None
                 if settled and self._held is not None:  # the batch before could go nowhere: these wait
-                    queue.extendleft(reversed(items))
                     return False
                 if delivering and batch:
                     sending = self._sender.send(batch)
                 elif not self._set_aside(batch):
+                    _take_off(queue, len(items))  # held
                     return False
+                _take_off(queue, len(items))
             if sending is not None:
                 delivering, sending = self._settle(sending), None
             return delivering
@@ -471,7 +482,8 @@ class BatchQueue(Generic[T]):
         queue = self._queue
         size = self._batch.max_export_batch_size
         while len(queue) >= size and self._held is None:
-            self._set_aside(self._encode_batch([queue.popleft() for _ in range(size)]))
+            self._set_aside(self._encode_batch(_first(queue, size)))
+            _take_off(queue, size)
 
     def _encode_batch(self, items: list[T]) -> list[Any]:
         encode = self._encode
