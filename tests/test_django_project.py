@@ -532,6 +532,37 @@ def test_an_exception_drf_leaves_to_django_carries_no_frame_of_ours(
     assert "rest_framework/views.py raise_uncaught_exception" in traced
 
 
+# A request whose record an exit interrupts: gunicorn's SIGQUIT handler's `sys.exit`, raised in
+# the middle of it by the master's SIGQUIT at Ctrl-C, stood in for by `emit_request_record`.
+EXIT_WHILE_THE_RECORD_IS_WRITTEN = """
+import sys
+import django
+django.setup()
+from django.test import Client
+from tracestream.integrations import django as integration
+def exit_instead(*args, **kwargs):
+    sys.exit(0)
+integration.emit_request_record, emit = exit_instead, integration.emit_request_record
+try:
+    Client(HTTP_HOST="localhost").get("/orders/5/")
+finally:
+    integration.emit_request_record = emit
+"""
+
+
+def test_a_request_whose_record_an_exit_interrupts_is_recorded_as_the_process_ends(
+    stream: RedisHandle, tmp_path: Path
+) -> None:
+    """It left the requests in flight before its record was written, and nothing recorded it."""
+    done = run_python_process(EXIT_WHILE_THE_RECORD_IS_WRITTEN, _env(stream, tmp_path / "db.sqlite3"))
+    assert done.returncode == 0, done.stderr
+    [record] = wait_for(lambda: [e for e in stream.logs() if is_request_record(e)], what="the request record")
+    assert (record.exception_type, record.attributes["url.path"]) == (
+        "tracestream.integrations.http_records.UnfinishedAtExit",
+        "/orders/5/",
+    )
+
+
 # Django's technical 500 page (DEBUG on, as the tutorial's settings have it) for a form POST.
 TECHNICAL_500 = """
 import django

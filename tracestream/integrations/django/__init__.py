@@ -77,6 +77,8 @@ _SEEN = "_tracestream_request"
 _ERROR = "_tracestream_error"
 _REASON = "_tracestream_reason"  # the exception a 4xx answered
 _CLIENT_LEFT = "_tracestream_client_left"
+# On an exception that passed Django unanswered, once the request record carrying it is written.
+_CARRIED = "_tracestream_carried"
 _CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client left before the answer
 _installed = False
 
@@ -156,9 +158,8 @@ class RequestRecordMiddleware:
             answering.unanswered(error)
             raise
         finally:
-            served(answering)
             forget_request(noted)
-        return response if answering.recorded else _finish(request, response, answering.started, noted)
+        return answering.answered(response, noted)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         setattr(request, _SEEN, True)
@@ -174,16 +175,17 @@ class RequestRecordMiddleware:
                 answering.unanswered(error)
             raise
         finally:
-            served(answering)
             forget_request(noted)
-        return response if answering.recorded else _finish(request, response, answering.started, noted)
+        return answering.answered(response, noted)
 
 
 class _Answering:
-    """A request until Django answers it, in flight (`serving`): a server that ends its process
-    without waiting for the request (gunicorn's gevent workers at Ctrl-C, waitress at SIGTERM)
-    left no record of it and contrib's span open, its log lines orphans in a trace of nothing.
-    It is recorded as the queues close, with `UnfinishedAtExit`, and its span ended."""
+    """A request until its record is written, in flight (`serving`): a server that ends its
+    process without waiting for the request (gunicorn's gevent workers at Ctrl-C, waitress at
+    SIGTERM) left no record of it and contrib's span open, its log lines orphans in a trace of
+    nothing. It is recorded as the queues close, with `UnfinishedAtExit`, and its span ended;
+    so is one whose record an exit interrupted (gunicorn's SIGQUIT handler's `sys.exit`, raised
+    in the middle of it at Ctrl-C)."""
 
     __slots__ = ("context", "recorded", "request", "started")
 
@@ -194,25 +196,35 @@ class _Answering:
         self.recorded = False
         serving(self)
 
+    def answered(self, response: HttpResponseBase, note: RequestNote) -> HttpResponseBase:
+        if not self.recorded:
+            response = _finish(self.request, response, self.started, note)
+            self.recorded = True
+        served(self)
+        return response
+
     def unanswered(self, error: BaseException) -> None:
         """Django answers what a view raises; what passes it (a worker timeout's SystemExit from
         gunicorn's SIGABRT, a cancelled ASGI request) ends the request with no answer of
         Django's: its record says 500, which the server answers if it answers at all, with that
         exception."""
         if not self.recorded:
-            self.recorded = True
             if not _is_console(self.request.path):
                 exchange = _exchange(self.request, 500, None, self.started)
                 emit_request_record(exchange, error, context=self.context)
+                setattr(error, _CARRIED, True)
+            self.recorded = True
+        served(self)
 
     def client_left(self) -> None:
         """Django cancelled the view as its client disconnected: nobody is answered, which is no
         error of the app's."""
         if not self.recorded:
-            self.recorded = True
             if not _is_console(self.request.path):
                 exchange = _exchange(self.request, _CLIENT_CLOSED_REQUEST, None, self.started)
                 emit_request_record(exchange, context=self.context)
+            self.recorded = True
+        served(self)
 
     def record_unfinished(self, error: BaseException) -> None:
         if not self.recorded:
@@ -442,23 +454,18 @@ class _AsyncChunks:
         return chunk
 
 
-# Frames an exception that a request record carries came up through: our chunk iterators',
-# and our middleware's, which Django did not answer (gunicorn's worker timeout's SystemExit).
-_RECORDING = (
-    _SyncChunks.__next__.__code__,
-    _AsyncChunks.__anext__.__code__,
-    RequestRecordMiddleware.__call__.__code__,
-    RequestRecordMiddleware._acall.__code__,
-)
+# Frames an exception that a request record carries came up through: our chunk iterators'.
+_RECORDING = (_SyncChunks.__next__.__code__, _AsyncChunks.__anext__.__code__)
 
 
 def _recorded_by_a_request_record(record: logging.LogRecord) -> bool:
-    """A server's line about an exception a request record carries: one a streaming body raised,
-    or one that passed Django unanswered (its traceback holds the frame of our chunk iterator or
-    middleware). Or about the server cancelling a request it stopped waiting for: the request's
-    record says so, in its trace (the cancellation, or that the process ended first)."""
+    """A server's line about an exception a request record carries: one a streaming body raised
+    (its traceback holds the frame of our chunk iterator), or one that passed Django unanswered
+    (gunicorn's worker timeout's SystemExit), marked as its record was written. Or about the
+    server cancelling a request it stopped waiting for: the request's record says so, in its
+    trace (the cancellation, or that the process ended first)."""
     error = record.exc_info[1] if record.exc_info else None
-    if isinstance(error, asyncio.CancelledError):
+    if isinstance(error, asyncio.CancelledError) or getattr(error, _CARRIED, False):
         return True
     frames = error.__traceback__ if isinstance(error, BaseException) else None
     while frames is not None:
