@@ -236,12 +236,13 @@ class _Response:
         self.error: BaseException | None = None
 
     def record(self) -> None:
+        """In flight until the record is written: one an exit interrupts is recorded at exit."""
         if not self.recorded:
-            self.recorded = True
-            served(self)
             exchange = self.exchange()
             _name_span_by_route(trace.get_current_span(self.context), exchange)
             emit_request_record(exchange, self.error, self.context, note=self.note)
+            self.recorded = True
+            served(self)
 
     def record_unfinished(self, error: BaseException) -> None:
         if not self.recorded:
