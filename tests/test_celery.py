@@ -591,6 +591,8 @@ def test_configure_from_worker_process_init(redis_server: EmbeddedRedis, stream:
         wait_for(lambda: len(_spans(stream, RUN_SPAN)) == 5, timeout=60, what="five task-run spans")
         wait_for(lambda: len(_task_lines(stream)) >= 5, what="five task lines")
     assert len(_task_lines(stream)) == 5
+    # printed on the child's stderr, which Celery logs as `celery.redirected`: no record of the app's
+    assert not [e.body for e in stream.logs() if "tracestream:" in e.body]
 
 
 def _task_lines(stream: RedisHandle) -> list[LogEntry]:

@@ -12,10 +12,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from _thread import get_ident
 from collections.abc import Mapping
 from typing import Any
 
 from tracestream.terminal_text import visible
+
+# The threads writing a line of ours now. What their stderr does with it is no record of the
+# app's: a Celery worker logs what it prints (as `celery.redirected`), as does an app whose
+# stderr hands its lines to logging.
+_saying: set[int] = set()
+
+
+def saying_here() -> bool:
+    """Whether this thread is writing a line of ours now."""
+    return bool(_saying) and get_ident() in _saying
 
 
 def say(line: str) -> None:
@@ -27,6 +38,8 @@ def say(line: str) -> None:
     if stream is None:  # closed at start (`2>&-`), or set so by the app: never stdout instead
         return
     text = visible(line) + "\n"
+    ident = get_ident()
+    _saying.add(ident)
     try:
         try:
             stream.write(text)
@@ -36,6 +49,8 @@ def say(line: str) -> None:
         stream.flush()
     except Exception:
         pass
+    finally:
+        _saying.discard(ident)
 
 
 class _Stderr(logging.Handler):

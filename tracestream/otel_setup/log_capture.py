@@ -43,7 +43,7 @@ from contextvars import ContextVar
 from types import FrameType
 from typing import Any
 
-from tracestream._internal_log import internal_logger
+from tracestream._internal_log import internal_logger, saying_here
 
 __all__ = [
     "LogCapture",
@@ -134,6 +134,7 @@ class LogCapture:
                 record.levelno >= self.level
                 and self.wants(record.name)
                 and not (record.name in ACCESS_LOGGERS and self._replaced(record))
+                and not saying_here()  # a line of ours the app's stderr logged
             ):
                 self.handler.handle(record)
         except Exception as error:  # whatever fails here stays here: the app's logging call goes on
