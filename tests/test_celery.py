@@ -346,6 +346,7 @@ def test_an_ignored_task_ends_in_one_record_in_its_span(
         lambda: sorted(_state(e) for e in _lifecycle(stream, task_id)) == ["ignored", "received", "started"],
         what="one record each: received, started, ignored",
     )
+    assert not [e.body for e in stream.logs() if e.scope == "celery.app.trace"]  # Celery's "ignored" line
 
 
 @pytest.mark.parametrize("task", ["overrun", "lost"])

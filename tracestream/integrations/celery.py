@@ -76,6 +76,8 @@ _TRACE_LINES = frozenset(
         celery_trace.LOG_FAILURE,
         celery_trace.LOG_RETRY,
         celery_trace.LOG_INTERNAL_ERROR,
+        celery_trace.LOG_IGNORED,
+        celery_trace.LOG_REJECTED,
     )
     for text in (template, template.strip())
 )
