@@ -8,8 +8,9 @@
 Traffic: a checkout (Django -> FastAPI -> Celery), a 404 and a 500; then one trace's spans and
 records from all three services are printed in time order, with the console's URL and the
 `tracestream` commands that explore the same data. The stack keeps running until Ctrl-C, then
-every child process is stopped. A private redis-server is started unless TRACESTREAM_REDIS_URL
-(or --redis-url) names one.
+every child process is stopped. A private redis-server is started unless --redis-url names one;
+the stack's processes get none of the shell's OTEL_*, TRACESTREAM_* and CELERY_* variables, so
+what the demo writes, and the tasks its worker takes, stay in that Redis.
 """
 
 from __future__ import annotations
@@ -95,12 +96,20 @@ def redis_url(given: str | None) -> Iterator[str]:
 
 
 def broker_url(url: str) -> str:
-    """The broker gets its own database on the same server: the next index after the stream's."""
-    if os.environ.get("CELERY_BROKER_URL"):
-        return os.environ["CELERY_BROKER_URL"]
+    """The broker gets its own database on the same server: the next index after the stream's
+    (the one before, after Redis's last by default, 15)."""
     parts = urlsplit(url)
     db = int(parts.path.strip("/") or "0")
-    return urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
+    return urlunsplit(parts._replace(path=f"/{db + 1 if db < 15 else db - 1}"))
+
+
+# The shell's settings of what the stack's processes write to and take work from: a shell set up
+# for an app of the user's would have the demo write to that app's Redis, collector or broker.
+_SHELL_SETTINGS = ("OTEL_", "TRACESTREAM_", "CELERY_", "DJANGO_SETTINGS_MODULE")
+
+
+def _own_environment() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if not name.startswith(_SHELL_SETTINGS)}
 
 
 def port_or_free(preferred: int) -> int:
@@ -124,7 +133,7 @@ class Stack:
         self.children: list[Child] = []
         WORKDIR.mkdir(exist_ok=True)
         self._env = {
-            **os.environ,
+            **_own_environment(),
             "TRACESTREAM_REDIS_URL": url,
             "TRACESTREAM_STREAM": stream,
             "TRACESTREAM_BATCH_DELAY_MS": "100",
@@ -300,8 +309,8 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--redis-url", default=os.environ.get("TRACESTREAM_REDIS_URL"))
-    parser.add_argument("--stream", default=os.environ.get("TRACESTREAM_STREAM", "tracestream:demo"))
+    parser.add_argument("--redis-url", help="use this Redis instead of a private one")
+    parser.add_argument("--stream", default="tracestream:demo")
     parser.add_argument("--web-port", type=int, default=8000)
     parser.add_argument("--api-port", type=int, default=8001)
     parser.add_argument("--console-port", type=int, default=8686)

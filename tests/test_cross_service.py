@@ -20,11 +20,30 @@ from tracestream.query import TraceRecords, fetch_trace
 
 
 @pytest.fixture(scope="module")
-def demo_run(redis_server: EmbeddedRedis) -> Iterator[tuple[str, RedisHandle, str]]:
-    """Runs until the stack reports it keeps running, then gets Ctrl-C (SIGINT)."""
-    stream = RedisHandle(url=redis_server.url, stream="test:demo")
+def users_redis() -> Iterator[EmbeddedRedis]:
+    """The Redis the shell the demo runs in is set up for: an app's own."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def demo_run(
+    redis_server: EmbeddedRedis, users_redis: EmbeddedRedis
+) -> Iterator[tuple[str, RedisHandle, str]]:
+    """Runs until the stack reports it keeps running, then gets Ctrl-C (SIGINT). The shell is set
+    up for an app of the user's, whose Redis, broker and collector the demo must leave alone."""
+    stream = RedisHandle(url=f"redis://127.0.0.1:{redis_server.port}/12", stream="test:demo")
     command = [str(VENV_BIN / "tracestream"), "demo", "--web-port", "0", "--api-port", "0"]
-    env = stream.env(CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_server.port}/2", COLUMNS="200")
+    command += ["--redis-url", stream.url, "--stream", stream.stream]
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "TRACESTREAM_REDIS_URL": users_redis.url,
+        "TRACESTREAM_STREAM": "app",
+        "CELERY_BROKER_URL": f"{users_redis.url.rsplit('/', 1)[0]}/1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9/",
+        "OTEL_TRACES_EXPORTER": "otlp",
+    }
     demo = subprocess.Popen(
         command,
         env=env,
@@ -86,6 +105,13 @@ def test_one_trace_spans_django_fastapi_and_celery(demo_run: tuple[str, RedisHan
     ]
     states = [e.attributes["celery.task.state"] for e in records.logs if e.scope == "tracestream.celery"]
     assert states == ["received", "started", "succeeded"]
+
+
+def test_the_demo_writes_nothing_where_the_shell_points(
+    demo_run: tuple[str, RedisHandle, str], users_redis: EmbeddedRedis
+) -> None:
+    """It wrote to TRACESTREAM_REDIS_URL's Redis, and its worker took CELERY_BROKER_URL's tasks."""
+    assert users_redis.client().info("keyspace") == {}
 
 
 def test_demo_traffic_includes_a_404_and_a_500(demo_run: tuple[str, RedisHandle, str]) -> None:
