@@ -123,13 +123,13 @@ def run_status(args: argparse.Namespace) -> int:
     stream = home_stream(config.stream, config.redis_cluster)
     client = node_for(reader(args), stream)
     for name, state in rule_states(client, stream).items():
-        status = state.get("status") or "ok"
-        if args.json:
-            print_json({"rule": name, **state})
+        status, change = state.get("status") or "ok", state.get("seq", "0")
+        if args.json:  # a rule that never changed state is "ok" at change 0, as the text says
+            print_json({"rule": name, **state, "status": status, "seq": change})
             continue
         since = state.get("fired_ms") if status == "firing" else state.get("resolved_ms")
         when = f" since {iso_utc(int(since) * 1_000_000)}" if since and since != "0" else ""
-        print(f"{name}: {status}{when} (change {state.get('seq', '0')})")
+        print(f"{name}: {status}{when} (change {change})")
     failed = failed_deliveries(client, stream)
     for delivery in failed:
         if args.json:
