@@ -9,8 +9,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import sysconfig
-from importlib.metadata import distribution
+from importlib.metadata import distribution, distributions
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 
 def environment_without(root: Path, *distributions: str) -> Path:
@@ -29,6 +32,26 @@ def environment_without(root: Path, *distributions: str) -> Path:
     parents = {parent for path in left_out for parent in path.parents}
     _mirror(ours, theirs, left_out, parents)
     return root / "bin" / "python"
+
+
+def environment_of(root: Path, *kept: str) -> Path:
+    """An environment holding only the `kept` distributions and what they require, extras left
+    out: a package installed as a user installs it, beside nothing else."""
+    needed: set[str] = set()
+    wanted = [canonicalize_name(name) for name in kept]
+    while wanted:
+        name = wanted.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        for line in distribution(name).requires or ():
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                wanted.append(canonicalize_name(requirement.name))
+    installed = {
+        canonicalize_name(found.metadata["Name"]): found.metadata["Name"] for found in distributions()
+    }
+    return environment_without(root, *(name for key, name in installed.items() if key not in needed))
 
 
 def _mirror(source: Path, target: Path, left_out: set[Path], parents: set[Path]) -> None:

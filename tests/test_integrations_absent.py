@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.otlp_receiver import OtlpReceiver
-from tests.reduced_env import environment_without
+from tests.reduced_env import environment_of, environment_without
 from tests.seeded_records import RecordWriter
 from tests.support import ROOT, RedisHandle, wait_for
 
 REQUESTS_WITHOUT_CONTRIB = (
     "tracestream: WARNING requests is in use but opentelemetry-instrumentation-requests is not "
-    "installed: no requests integration (pip install 'tracestream[clients]' adds it)"
+    "installed: no requests integration (pip install -e '.[clients]' in tracestream's checkout adds it)"
 )
 APP = """
 import logging, tracestream
@@ -141,7 +141,7 @@ def test_the_cli_reads_without_the_console_extra(stream: RedisHandle, tmp_path: 
     assert console.returncode == 2 and console.stdout == ""
     assert console.stderr.strip().splitlines() == [
         "tracestream: the console needs the console extra (starlette is not installed): "
-        "pip install 'tracestream[console]'"
+        "pip install -e '.[console]' in tracestream's checkout"
     ]
 
 
@@ -219,6 +219,38 @@ def create_app():
 
 print(create_app().test_client().get("/hello").data.decode())
 """
+
+
+def test_a_web_framework_beside_tracestreams_base_install_alone_is_said_in_one_line(
+    stream: RedisHandle, tmp_path: Path
+) -> None:
+    """`pip install tracestream flask`, no extra: the line's code imported a module only the
+    extras bring (`opentelemetry.util.http`), and making the app failed with its traceback."""
+    python = environment_of(tmp_path, "tracestream", "flask")
+    done = _run([str(python), "-c", FLASK_QUICKSTART], stream.env())
+    assert (done.returncode, done.stdout) == (0, "<p>Hello, World!</p>\n"), done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("tracestream:")] == [
+        "tracestream: WARNING flask is in use, which tracestream does not integrate: its requests get no "
+        "request records, and spans only from upstream's Flask instrumentation, which is not installed "
+        "(opentelemetry-instrumentation-flask); the log lines of its apps reach the stream"
+    ], done.stderr
+
+
+OTLP_BESIDE_REDIS = """
+import tracestream
+tracestream.configure(logs_exporter="redis_stream,otlp", traces_exporter="redis_stream,otlp")
+"""
+
+
+def test_otlp_without_the_otlp_extra_says_how_to_add_it(stream: RedisHandle, tmp_path: Path) -> None:
+    """It blamed upstream's distro, which is not installed, and told the user to set the protocol
+    already in use, or to turn the exporter variable off, which would turn Redis off too."""
+    done = _run([str(environment_of(tmp_path, "tracestream")), "-c", OTLP_BESIDE_REDIS], stream.env())
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "tracestream.settings.ConfigError: OTEL_TRACES_EXPORTER=otlp: the OTLP/HTTP exporter is not installed "
+        "(installed: console, none, redis_stream): pip install -e '.[otlp]' in tracestream's checkout"
+    ), done.stderr
 
 
 def test_an_app_made_before_configure_is_said_too(stream: RedisHandle) -> None:

@@ -42,7 +42,7 @@ from tracestream.connection import (
 from tracestream.otlp_encoding import Encoded, RawEntry, encode_logs, encode_spans
 from tracestream.query import resolve_flat_resources, tolerant_call
 from tracestream.schema import StreamKeys, tolerant_text
-from tracestream.settings import shown_url
+from tracestream.settings import installing, shown_url
 from tracestream.shards import POLL_INTERVAL, shards
 
 DEFAULT_GROUP = "tracestream-forward"
@@ -557,7 +557,7 @@ def _answer_classes() -> dict[str, tuple[AnswerClass, str]]:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
     except ImportError:
         raise ValueError(
-            "tracestream forward needs the otlp extra (opentelemetry-proto): pip install -e '.[otlp]'"
+            f"tracestream forward needs the otlp extra (opentelemetry-proto): {installing('otlp')}"
         ) from None
     return {
         "logs": (ExportLogsServiceResponse, "rejected_log_records"),

@@ -133,6 +133,11 @@ def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
     return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
+def installing(extra: str) -> str:
+    """How a line says to add one of tracestream's extras, installed as the README says."""
+    return f"pip install -e '.[{extra}]' in tracestream's checkout"
+
+
 def metrics_exporter_names() -> tuple[str, ...]:
     """The exporters `OTEL_METRICS_EXPORTER` names (`none` names none): our launcher configurator
     sets them up, and the HTTP conventions' default steps aside where metrics go out."""

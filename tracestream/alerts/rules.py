@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tracestream.query import Query, QueryError
-from tracestream.settings import PERCENT_ENCODING_HINT, parse_duration, password_not_encoded
+from tracestream.settings import PERCENT_ENCODING_HINT, installing, parse_duration, password_not_encoded
 
 KINDS = ("match", "rate", "ratio", "absence", "latency", "new_issue")
 ROUTE_ATTRIBUTE = "http.route"
@@ -135,7 +135,7 @@ def load_rules(path: str | Path) -> RuleSet:
     try:
         import yaml
     except ImportError:
-        raise RuleError("alert rules need PyYAML: pip install 'tracestream[alerts]'") from None
+        raise RuleError(f"alert rules need PyYAML: {installing('alerts')}") from None
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

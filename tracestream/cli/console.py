@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from tracestream.cli.common import OPTIONS, PORT, UsageError, error_line, settings
 from tracestream.console.address import DEFAULT_HOST, DEFAULT_PORT, WILDCARD_ADDRESSES
+from tracestream.settings import installing
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -42,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
         from tracestream.settings import CONSOLE_TOKEN_ENV
     except ImportError as missing:  # the other commands need none of it
         raise UsageError(
-            f"the console needs the console extra ({missing.name} is not installed): "
-            "pip install 'tracestream[console]'"
+            f"the console needs the console extra ({missing.name} is not installed): {installing('console')}"
         ) from None
     try:  # serve() checks too; here it keeps a URL that will not serve from being printed
         require_token_off_loopback(args.host, os.environ.get(CONSOLE_TOKEN_ENV, "").strip() or None)

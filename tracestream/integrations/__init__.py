@@ -40,7 +40,7 @@ from tracestream.otel_setup.app_overrides import span_processors_of
 from tracestream.otel_setup.http_names import choose_stable_names
 from tracestream.otel_setup.shutdown import before_closing
 from tracestream.otel_setup.telemetry import Telemetry
-from tracestream.settings import metrics_exporter_names
+from tracestream.settings import installing, metrics_exporter_names
 
 
 @dataclass(frozen=True)
@@ -396,11 +396,11 @@ class _Installer:
         integration = self.integration
         self._said_contrib_is_missing = True
         internal_logger.warning(
-            "%s is in use but %s is not installed: no %s integration (pip install 'tracestream[%s]' adds it)",
+            "%s is in use but %s is not installed: no %s integration (%s adds it)",
             integration.library,
             integration.contrib.replace(".", "-"),
             integration.name,
-            integration.extra,
+            installing(integration.extra),
         )
 
 

@@ -35,6 +35,7 @@ from tracestream.settings import (
     BatchSettings,
     ConfigError,
     Settings,
+    installing,
     metrics_exporter_names,
     sdk_disabled,
     shown_url,
@@ -284,11 +285,17 @@ def _from_entry_point(group: str, name: str) -> Any:
         return found[name].load()()
     protocol_variable, protocol = _otlp_protocol(group)
     otlp_name = _OTLP_BY_PROTOCOL[protocol]
+    if otlp_name == _OTLP_BY_PROTOCOL["http/protobuf"] and otlp_name not in found:
+        raise ConfigError(
+            f"{variable}=otlp: the OTLP/HTTP exporter is not installed (installed: {known}): "
+            f"{installing('otlp')}"
+        )
     if otlp_name not in found:  # the user may have set neither variable
+        instead = "none" if group == METRICS_GROUP else REDIS_STREAM
         raise ConfigError(
             f"{variable}=otlp with {protocol_variable}={protocol}: no exporter named "
             f"{otlp_name!r} is installed (installed: {known}); upstream's "
-            f"opentelemetry-distro sets these two where they are unset: set {variable}=none, or "
+            f"opentelemetry-distro sets these two where they are unset: set {variable}={instead}, or "
             f"{protocol_variable}=http/protobuf"
         )
     return found[otlp_name].load()()
