@@ -30,9 +30,12 @@ CHROMIUM := /usr/bin/chromium
 $(STAMP): pyproject.toml tests/env/otel-release.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c tests/env/otel-release.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c tests/env/otel-release.txt -e '.[$(EXTRAS)]'
 	$(BOOTSTRAP)
 	touch $(STAMP)
+
+# What the venv installs: everything the tests need, or (the demo's venv) only what the demo runs.
+EXTRAS = dev
 
 # Empty for a venv whose tests load no contrib instrumentation.
 BOOTSTRAP = $(BIN)/opentelemetry-bootstrap -a install
@@ -41,8 +44,13 @@ BOOTSTRAP = $(BIN)/opentelemetry-bootstrap -a install
 # to the lowest versions pyproject.toml allows by PIP_CONSTRAINT.
 $(LOWEST_STAMP): tests/env/lowest.txt
 
-demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+# The demo's own venv: the shop stack's frameworks and servers, without the test tools (uWSGI
+# among them, built from source).
+DEMO_VENV := .venv-demo
+
+demo:
+	$(MAKE) --no-print-directory VENV=$(DEMO_VENV) EXTRAS=demo BOOTSTRAP= $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/python examples/demo.py
 
 test: lint typecheck pytest
 
@@ -90,4 +98,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/cluster.py
 
 clean:
-	rm -rf $(VENV) $(LOWEST) $(PY312) .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) $(LOWEST) $(PY312) $(DEMO_VENV) .pytest_cache .mypy_cache .ruff_cache .demo
