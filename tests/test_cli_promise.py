@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tracestream
 from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, interruptible, wait_for
 from tests.test_cli import TIMEOUT, TRACESTREAM, Here, here, ndjson
@@ -122,6 +125,26 @@ def test_redis_trouble_is_one_line_and_exit_1_for_every_command(stream: RedisHan
     commands = (["search"], ["tail"], trace, ["traces"], ["services"], ["stats"], ["export", "--progress"])
     for command in commands:
         assert_one_line(here(*command, "--redis-url", CLOSED), 1, "cannot reach Redis")
+
+
+def test_the_demo_runs_only_from_tracestreams_checkout(tmp_path: Path) -> None:
+    """Installed from a wheel, the directory above the package is site-packages: the demo ran
+    whatever `examples/demo.py` another package had put there."""
+    site = tmp_path / "site-packages"
+    shutil.copytree(Path(tracestream.__file__).parent, site / "tracestream")
+    (site / "examples").mkdir()
+    (site / "examples" / "demo.py").write_text("def main(argv):\n    print('not the demo')\n    return 0\n")
+    code = "import sys\nfrom tracestream.cli import main\nsys.exit(main(['demo', '--once']))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(site)},
+        cwd=tmp_path,  # not the checkout, which `-c` would import from first
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout == ""
+    assert_one_line(done, 2, "tracestream: the demo runs from a source checkout of tracestream:")
 
 
 def test_as_real_processes_console_and_demo_fail_in_one_line(stream: RedisHandle) -> None:

@@ -248,8 +248,9 @@ def test_otlp_without_the_otlp_extra_says_how_to_add_it(stream: RedisHandle, tmp
     done = _run([str(environment_of(tmp_path, "tracestream")), "-c", OTLP_BESIDE_REDIS], stream.env())
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == (
-        "tracestream.settings.ConfigError: OTEL_TRACES_EXPORTER=otlp: the OTLP/HTTP exporter is not installed "
-        "(installed: console, none, redis_stream): pip install -e '.[otlp]' in tracestream's checkout"
+        "tracestream.settings.ConfigError: OTEL_TRACES_EXPORTER=otlp: the OTLP/HTTP exporter is not "
+        "installed (installed: console, none, redis_stream): "
+        "pip install -e '.[otlp]' in tracestream's checkout"
     ), done.stderr
 
 

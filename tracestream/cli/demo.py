@@ -13,7 +13,10 @@ from tracestream.cli.common import UsageError, whole_number
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
 
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
+# The checkout this package runs from, if it runs from one: installed from a wheel, the directory
+# above it is site-packages, where another package's `examples/demo.py` may lie.
+CHECKOUT = Path(__file__).resolve().parents[2]
+DEMO = CHECKOUT / "examples" / "demo.py"
 
 
 def register(subparsers: Subparsers) -> None:
@@ -45,8 +48,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not DEMO.is_file():
-        raise UsageError(f"the demo runs from a source checkout: {DEMO} not found")
+    if not (DEMO.is_file() and (CHECKOUT / "pyproject.toml").is_file()):
+        raise UsageError(f"the demo runs from a source checkout of tracestream: {DEMO} not found")
     spec = importlib.util.spec_from_file_location("tracestream_demo", DEMO)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
