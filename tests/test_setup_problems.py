@@ -235,6 +235,26 @@ def test_a_redis_that_takes_the_connection_but_does_not_reply(tmp_path: Path) ->
     assert "reachable" not in lines[0] + told
 
 
+def _an_address_of_this_host_off_loopback() -> str:
+    """The address this host reaches its own network from: Redis counts a client there as another host."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # a UDP connect sends nothing; it picks the route
+        address: str = probe.getsockname()[0]
+    assert not address.startswith("127."), "this host has no IPv4 address off loopback"
+    return address
+
+
+def test_a_redis_in_protected_mode_reached_from_another_host(tmp_path: Path) -> None:
+    """Its default user has no password, so it refuses every client off loopback: each record was
+    taken for one Redis refused, and set aside with the dead letters, which are never sent."""
+    address = _an_address_of_this_host_off_loopback()
+    with EmbeddedRedis(extra_args=["--bind", f"127.0.0.1 {address}", "--protected-mode", "yes"]) as server:
+        lines = _run(f"redis://{address}:{server.port}/0", tmp_path)
+    advice = "(protected mode): give it one and put it in the URL, or reach it from its own host"
+    assert advice in lines[0] and "If you want to connect" not in lines[0], lines
+    assert any("wait in the spool" in line for line in lines), lines
+
+
 def test_a_read_only_replica(tmp_path: Path) -> None:
     with EmbeddedRedis() as primary, EmbeddedRedis() as replica, replica.client() as client:
         client.replicaof("127.0.0.1", primary.port)

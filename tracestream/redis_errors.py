@@ -76,6 +76,11 @@ _SETUP_REPLIES = (
     ("hash to the same slot", _CLUSTER_NODE),
     ("unknown command", _RENAMED),  # `rename-command` in its configuration
     ("Unknown Redis command called from script", _RENAMED),
+    (
+        "running in protected mode",
+        "it takes clients from other hosts only once its default user has a password (protected "
+        "mode): give it one and put it in the URL, or reach it from its own host",
+    ),
 )
 
 
@@ -187,6 +192,7 @@ def error_code(error: BaseException) -> str:
 
 # Redis quotes the start of an unknown command's arguments: for a script, its source.
 _QUOTED_ARGUMENTS = ", with args beginning with:"
+_LONGEST = 300
 
 
 def describe(error: BaseException) -> str:
@@ -194,4 +200,8 @@ def describe(error: BaseException) -> str:
     text = " ".join(str(error).split()).partition(_QUOTED_ARGUMENTS)[0].rstrip(".")
     code = error_code(error)
     line = text if text.startswith(code) else f"{code} {text}".rstrip()
-    return line[:300]
+    if len(line) <= _LONGEST:
+        return line
+    sentence_end = line.rfind(". ", 0, _LONGEST)  # Redis explains some replies at length (DENIED)
+    return line[:sentence_end] if sentence_end > 0 else line[:_LONGEST]
+
