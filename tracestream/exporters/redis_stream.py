@@ -281,13 +281,9 @@ class StreamWriter(Generic[Item]):
             if not isinstance(told, (bytes, str)):
                 continue
             problem = told.decode(errors="replace") if isinstance(told, bytes) else told
-            if problem.startswith(VANISHED):
-                problem = _vanished(node, problem.removeprefix(VANISHED))
-            elif problem.startswith(FORGOT):
-                count, stream = problem.removeprefix(FORGOT).split(" ", 1)
-                problem = _forgotten(node, stream, int(count))
-            if _first_time(f"Redis at {where}: {problem}"):
-                internal_logger.warning("Redis at %s: %s", where, problem)
+            line = _line_for(node, problem)
+            if _first_time(f"Redis at {where}: {_forgetting(problem) or line}"):
+                internal_logger.warning("Redis at %s: %s", where, line)
 
     def _register(self, client: Client, shard: str) -> None:
         """Readers find shards in the registry: added before the shard's first rows, then now and then.
@@ -441,6 +437,23 @@ def _maxmemory_policy(node: redis.Redis) -> str:
         return str(node.config_get("maxmemory-policy").get("maxmemory-policy", ""))
     except (*CLUSTER_ERRORS, OSError):
         return ""
+
+
+def _forgetting(problem: str) -> str | None:
+    """A forgetting is told once a stream, whatever its count: an evicting maxmemory-policy takes
+    the mark again and again, each time with a larger count, and nothing need be lost."""
+    if problem.startswith(FORGOT):
+        return FORGOT + problem.removeprefix(FORGOT).split(" ", 1)[1]
+    return None
+
+
+def _line_for(node: redis.Redis, problem: str) -> str:
+    if problem.startswith(VANISHED):
+        return _vanished(node, problem.removeprefix(VANISHED))
+    if problem.startswith(FORGOT):
+        count, stream = problem.removeprefix(FORGOT).split(" ", 1)
+        return _forgotten(node, stream, int(count))
+    return problem
 
 
 def _forgotten(node: redis.Redis, stream: str, count: int) -> str:
