@@ -301,11 +301,16 @@ class _TenantLogger(_Tagging, _Counting):
 
 
 def logger_class_of_mixins() -> list[logging.Logger]:
+    return [_made_of_class(_TenantLogger, "shop.tenants")]
+
+
+def _made_of_class(logger_class: type[logging.Logger], name: str) -> logging.Logger:
+    """A logger made while `setLoggerClass` names `logger_class`, root at WARNING."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", force=True)
     original = logging.getLoggerClass()
-    logging.setLoggerClass(_TenantLogger)
+    logging.setLoggerClass(logger_class)
     try:
-        return [logging.getLogger("shop.tenants")]
+        return logging.getLogger(name)
     finally:
         logging.setLoggerClass(original)
 
@@ -362,13 +367,7 @@ class _CountingRecords(logging.Logger):
 
 
 def logger_class_making_records() -> list[logging.Logger]:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", force=True)
-    original = logging.getLoggerClass()
-    logging.setLoggerClass(_CountingRecords)
-    try:
-        return [logging.getLogger("shop.counted")]
-    finally:
-        logging.setLoggerClass(original)
+    return [_made_of_class(_CountingRecords, "shop.counted")]
 
 
 SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
