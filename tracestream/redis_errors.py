@@ -204,4 +204,3 @@ def describe(error: BaseException) -> str:
         return line
     sentence_end = line.rfind(". ", 0, _LONGEST)  # Redis explains some replies at length (DENIED)
     return line[:sentence_end] if sentence_end > 0 else line[:_LONGEST]
-

@@ -319,9 +319,11 @@ def _makes_plain_records(factory: Callable[..., logging.LogRecord]) -> bool:
     if factory is logging.LogRecord:
         return True
     code = getattr(factory, "__code__", None)
-    if getattr(factory, "__module__", None) != _OTEL_LOGGING_INSTRUMENTATION or code is None:
-        return False
-    if "old_factory" not in code.co_freevars:
+    if (
+        getattr(factory, "__module__", None) != _OTEL_LOGGING_INSTRUMENTATION
+        or code is None
+        or "old_factory" not in code.co_freevars
+    ):
         return False
     wrapped = factory.__closure__[code.co_freevars.index("old_factory")].cell_contents  # type: ignore[attr-defined, index]
     return _makes_plain_records(wrapped)

@@ -120,8 +120,8 @@ class Sending:
 def _first(queue: deque[T], count: int) -> list[T]:
     """The first `count` items, left in the queue until they are handed on (`_take_off`). A
     signal handler that exits (gunicorn's SIGQUIT calls `sys.exit`) may raise in the middle of a
-    flush: what it interrupts is still queued for the exit's own flush, which sends it (again,
-    where it got to Redis first: Redis skips a writer's records it has stored)."""
+    flush: what it interrupts is still queued for the exit's own flush, which sends it. One that
+    lands between the hand-off and `_take_off`, a few instructions, has the batch sent twice."""
     return list(itertools.islice(queue, count))
 
 
