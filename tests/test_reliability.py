@@ -643,7 +643,12 @@ def test_a_signal_to_the_server_flushes_every_worker(
         assert stream.logs() == []  # still queued in the workers
         os.killpg(process.process.pid, signum)  # as Ctrl+C in a terminal, or systemd: every process
         signalled = time.monotonic()
-        process.process.wait(SHUTDOWN_TIMEOUT + EXIT_MARGIN)
+        try:
+            process.process.wait(SHUTDOWN_TIMEOUT + EXIT_MARGIN)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running after the shutdown timeout; output:\n{process.output()}"
+            ) from None
         took = time.monotonic() - signalled
         output = process.output()
     entries = stream.logs()
