@@ -64,6 +64,10 @@ class Integration:
         return self.in_use_from or (self.library,)
 
     @property
+    def in_use(self) -> bool:
+        return any(name in sys.modules for name in self.in_use_when_imported)
+
+    @property
     def ours(self) -> str:
         return f"tracestream.integrations.{self.module}"
 
@@ -235,9 +239,7 @@ def _access_line_unrecorded(access_line: logging.LogRecord) -> None:
 
     off = disabled()
     if any(
-        integration.records_requests
-        and integration.name in off
-        and any(module in sys.modules for module in integration.in_use_when_imported)
+        integration.records_requests and integration.name in off and integration.in_use
         for integration in INTEGRATIONS
     ):
         http_records.requests_accounted_for()  # an app whose records the user turned off
@@ -354,7 +356,7 @@ class _Installer:
     def _on_import(self, module: ModuleType) -> None:
         follow_uwsgi_forks()  # the app loads: under uWSGI, its module is there by now
         integration = self.integration
-        if not any(name in sys.modules for name in integration.in_use_when_imported):
+        if not integration.in_use:
             return
         # The contrib module's own hook, and ours, fire once its code has run, still flagged as initialising.
         if any(
