@@ -13,6 +13,7 @@ import rich.console
 from redis.exceptions import InvalidResponse
 from rich.text import Text
 
+from tracestream._internal_log import say
 from tracestream.connection import CLUSTER_ERRORS, Client, client_for
 from tracestream.redis_errors import advice, is_wrong_type
 from tracestream.settings import Settings, parse_duration, shown_url
@@ -157,7 +158,7 @@ def print_json(value: Any) -> None:
 
 def error_line(message: str) -> None:
     """One line on stderr, whatever the message holds (a Redis reply, a user's text)."""
-    print(f"tracestream: {visible(message)}", file=sys.stderr)
+    say(f"tracestream: {message}")
 
 
 def nothing_found(args: argparse.Namespace, client: Client, what: str, reason: str = "") -> None:
