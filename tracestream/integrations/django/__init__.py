@@ -208,21 +208,20 @@ class _Answering:
         gunicorn's SIGABRT, a cancelled ASGI request) ends the request with no answer of
         Django's: its record says 500, which the server answers if it answers at all, with that
         exception."""
-        if not self.recorded:
-            if not _is_console(self.request.path):
-                exchange = _exchange(self.request, 500, None, self.started)
-                emit_request_record(exchange, error, context=self.context)
-                setattr(error, _CARRIED, True)
-            self.recorded = True
-        served(self)
+        self._record_unanswered(500, error)
 
     def client_left(self) -> None:
         """Django cancelled the view as its client disconnected: nobody is answered, which is no
         error of the app's."""
+        self._record_unanswered(_CLIENT_CLOSED_REQUEST)
+
+    def _record_unanswered(self, status: int, error: BaseException | None = None) -> None:
         if not self.recorded:
             if not _is_console(self.request.path):
-                exchange = _exchange(self.request, _CLIENT_CLOSED_REQUEST, None, self.started)
-                emit_request_record(exchange, context=self.context)
+                exchange = _exchange(self.request, status, None, self.started)
+                emit_request_record(exchange, error, context=self.context)
+                if error is not None:
+                    setattr(error, _CARRIED, True)
             self.recorded = True
         served(self)
 
