@@ -285,12 +285,13 @@ def _from_entry_point(group: str, name: str) -> Any:
         return found[name].load()()
     protocol_variable, protocol = _otlp_protocol(group)
     otlp_name = _OTLP_BY_PROTOCOL[protocol]
-    if otlp_name == _OTLP_BY_PROTOCOL["http/protobuf"] and otlp_name not in found:
-        raise ConfigError(
-            f"{variable}=otlp: the OTLP/HTTP exporter is not installed (installed: {known}): "
-            f"{installing('otlp')}"
-        )
-    if otlp_name not in found:  # the user may have set neither variable
+    if otlp_name not in found:
+        if protocol == "http/protobuf":
+            raise ConfigError(
+                f"{variable}=otlp: the OTLP/HTTP exporter is not installed (installed: {known}): "
+                f"{installing('otlp')}"
+            )
+        # gRPC: upstream's distro may have chosen it, the user having set neither variable
         instead = "none" if group == METRICS_GROUP else REDIS_STREAM
         raise ConfigError(
             f"{variable}=otlp with {protocol_variable}={protocol}: no exporter named "
