@@ -539,7 +539,7 @@ import sys
 import django
 django.setup()
 from django.test import Client
-from tracestream.integrations import django as integration
+from tracestream.integrations.django import middleware as integration
 def exit_instead(*args, **kwargs):
     sys.exit(0)
 integration.emit_request_record, emit = exit_instead, integration.emit_request_record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -304,3 +305,37 @@ def test_django_imported_by_kombu_loads_no_django_integration(stream: RedisHandl
     replaced its children twice as often."""
     done = _run([sys.executable, "-c", CELERY_FIRST_STEPS], stream.env())
     assert (done.returncode, done.stdout, done.stderr) == (0, '["django"]\n', "")
+
+
+DJANGO_PROJECT = ROOT / "tests" / "apps" / "django_docs"
+DJANGO_WITHOUT_CONTRIB = (
+    "tracestream: WARNING django is in use but opentelemetry-instrumentation-django is not installed: no "
+    "django integration (pip install -e '.[django]' in tracestream's checkout adds it)"
+)
+
+
+@pytest.mark.parametrize("listed", ["tracestream", "tracestream.integrations.django.TracestreamConfig"])
+def test_a_django_project_listing_tracestream_without_the_django_extra_starts_and_says_so(
+    stream: RedisHandle, tmp_path: Path, listed: str
+) -> None:
+    """The AppConfig's module imported contrib's Django instrumentation: without it, every
+    `manage.py` command of the project failed with a `ModuleNotFoundError` traceback."""
+    python = environment_without(tmp_path / "venv", "opentelemetry-instrumentation-django")
+    env = stream.env(
+        PYTHONPATH=f"{DJANGO_PROJECT}{os.pathsep}{ROOT}",
+        PROJ_DB=str(tmp_path / "db.sqlite3"),
+        DJANGO_SETTINGS_MODULE="proj.settings_tracestream_listed",
+        PROJ_TRACESTREAM_APPS=listed,
+    )
+    shell = [str(python), str(DJANGO_PROJECT / "manage.py"), "shell", "-c"]
+    request = (
+        "from django.test import Client\nprint(Client(HTTP_HOST='localhost').get('/orders/5/').status_code)"
+    )
+    done = _run([*shell, request], env)
+    bare = _run([*shell, request], {**env, "DJANGO_SETTINGS_MODULE": "proj.settings_without_tracestream"})
+    assert (done.returncode, done.stdout) == (0, bare.stdout), done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("tracestream:")] == [
+        DJANGO_WITHOUT_CONTRIB
+    ], done.stderr
+    assert "Traceback" not in done.stderr and done.stdout.endswith("200\n")
+    wait_for(lambda: [e for e in stream.logs() if e.body == "showing order 5"], what="the view's record")

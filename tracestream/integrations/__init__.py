@@ -92,7 +92,7 @@ INTEGRATIONS = (
     Integration(
         "django",
         "django",
-        "django",
+        "django.middleware",
         "opentelemetry.instrumentation.django",
         "django",
         # Django's request handlers: a server's, runserver's, the test client's. Not their base
