@@ -130,6 +130,33 @@ def test_recreate_defaults_says_the_stream_gets_only_its_text(stream: RedisHandl
     assert [(e.scope, e.severity) for e in entries] == [("shop.orders", "INFO"), ("shop.orders", "WARN")]
 
 
+# structlog's API reference: `ExceptionPrettyPrinter` prints the exception before the renderer,
+# and takes it out of the event.
+PRETTY_PRINTED_EXCEPTION = """
+import os, structlog
+if os.environ.get("TRACED") == "1":
+    import tracestream
+    tracestream.configure()
+structlog.configure(processors=[structlog.processors.add_log_level, structlog.processors.format_exc_info,
+                                structlog.processors.ExceptionPrettyPrinter(),
+                                structlog.processors.KeyValueRenderer()])
+try:
+    {}["sku-7"]
+except KeyError:
+    structlog.get_logger().exception("stock lookup failed", order=7)
+"""
+
+
+def test_an_exception_pretty_printer_leaves_the_exception_to_the_record(stream: RedisHandle) -> None:
+    """Ours ran after it, before the renderer, and found no exception: the ERROR record had none."""
+    printed_out, said = _bare_and_traced(PRETTY_PRINTED_EXCEPTION, stream.env(OTEL_SERVICE_NAME="cart"))
+    assert said == "" and "KeyError: 'sku-7'" in printed_out
+    [failed] = wait_for(lambda: stream.logs(), what="the structlog record")
+    assert (failed.body, failed.severity, failed.attributes) == ("stock lookup failed", "ERROR", {"order": 7})
+    assert (failed.exception_type, failed.exception_message) == ("KeyError", "'sku-7'")
+    assert failed.exception_stacktrace.startswith("Traceback (most recent call last):")
+
+
 # structlog's "Logging Best Practices" and "Performance" chapters: a filtering bound logger,
 # cached on first use; tracestream set up later, as in a FastAPI lifespan.
 CACHED_ON_FIRST_USE = """

@@ -198,7 +198,7 @@ def _join_every_chain() -> None:
     def with_ours(chain: Iterable[Any]) -> list[Any]:
         chain = [step for step in chain if step is not processor]
         if not any(isinstance(step, OTelProcessor) for step in chain):
-            chain.insert(max(len(chain) - 1, 0), processor)
+            chain.insert(_before_the_renderer(chain), processor)
         return chain
 
     def join_the_chain_in_use() -> None:
@@ -233,6 +233,15 @@ def _join_every_chain() -> None:
     structlog.configure_once = configured_once
     structlog.reset_defaults = reset
     structlog.stdlib.recreate_defaults = recreated
+
+
+def _before_the_renderer(chain: list[Any]) -> int:
+    """Where ours goes: before the last processor, or before an `ExceptionPrettyPrinter`, which
+    prints the exception and takes it out of the event."""
+    from structlog.processors import ExceptionPrettyPrinter
+
+    printers = [at for at, step in enumerate(chain) if isinstance(step, ExceptionPrettyPrinter)]
+    return min([*printers, max(len(chain) - 1, 0)])
 
 
 def printed_after_being_written(record: logging.LogRecord) -> bool:
