@@ -100,6 +100,26 @@ def test_the_apps_own_otel_sink_writes_each_message_once(stream: RedisHandle) ->
     assert len(stream.logs()) == 3
 
 
+HANDLERS_LISTED = """
+import sys, tracestream
+tracestream.configure()
+from loguru import logger
+logger.remove()
+logger.add(sys.stderr, format="{message}")
+print(logger)
+"""
+
+
+def test_loguru_lists_our_sink_apart_from_the_apps_handlers(stream: RedisHandle) -> None:
+    """Ours showed the id of the app's first handler: `id=1` twice in `print(logger)`."""
+    done = run_python_process(HANDLERS_LISTED, stream.env())
+    assert done.returncode == 0, done.stderr
+    assert re.findall(r"\(id=(-?\d+), level=\d+, sink=([^)]+)\)", done.stdout) == [
+        ("1", "<stderr>"),
+        ("-1", "otel_sink"),
+    ]
+
+
 # loguru's docs, "Entirely compatible with standard logging": warnings forwarded into `logging`
 # (for a handler there), the rest only in loguru.
 LOGURU_PROPAGATED = """
@@ -113,16 +133,20 @@ class PropagateHandler(logging.Handler):
 logger.add(PropagateHandler(), format="{message}", level="WARNING")
 for number in range(3):
     logger.info("order {} paid", number)
-    logger.warning("stock {} low", number)
+    logger.bind(sku=f"A-{number}").warning("stock {} low", number)
 """
 
 
 def test_loguru_forwarded_into_logging_is_stored_once(stream: RedisHandle) -> None:
+    """The stored copy, `logging`'s, had what was bound as one `extra` map: `sku` could not be
+    searched for, as it can where loguru's messages stay in loguru."""
     done = run_python_process(LOGURU_PROPAGATED, stream.env(OTEL_SERVICE_NAME="propagated"))
     assert done.returncode == 0, done.stderr
     expected = [text for n in range(3) for text in (f"order {n} paid", f"stock {n} low")]
     assert _bodies(stream, 6) == expected
     assert len(stream.logs()) == 6
+    warned = [entry.attributes for entry in stream.logs() if entry.severity == "WARN"]
+    assert warned == [{"sku": f"A-{number}"} for number in range(3)]
 
 
 def test_loguru_under_the_launcher_with_no_code(stream: RedisHandle) -> None:

@@ -199,9 +199,11 @@ def _add_ours(add: Callable[..., int], logger: Any) -> None:
 
 
 def _file_ours_last(core: Any, key: int = _OURS) -> None:
-    """With loguru's lock held: our handler, filed under `key`, goes under ours, after the others."""
+    """With loguru's lock held: our handler, filed under `key`, goes under ours, after the others,
+    and shows that id where loguru lists its handlers (`print(logger)`, `diagnose` tracebacks)."""
     handlers = dict(core.handlers)
-    handlers[_OURS] = handlers.pop(key)
+    ours = handlers[_OURS] = handlers.pop(key)
+    ours._id = _OURS
     core.handlers = handlers
 
 

@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from time import time_ns
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -85,6 +85,36 @@ def _code_location(path: str, line: int, function: str | None) -> str:
         return encoding.code_location(path, line, function)
 
 
+def _extra_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The record's `extra=` fields, in the order the app gave them (a limit keeps the first).
+    loguru hands a message to a logging handler (its PropagateHandler recipe) with what was bound
+    under one `extra` field: those are the fields, as loguru's own messages store them."""
+    extras = {key: value for key, value in fields.items() if key not in _RESERVED}
+    bound = extras.get("extra")
+    if type(bound) is dict and len(extras) == 1 and _handed_on_by_loguru():
+        return dict(bound)
+    return extras
+
+
+# Between loguru's sink for a logging handler and the capture: the app's handler, `Logger.handle`,
+# `callHandlers`, a handler's `handle` and `emit`, and ours.
+_FRAMES_FROM_LOGURU = 16
+
+
+def _handed_on_by_loguru() -> bool:
+    sinks = sys.modules.get("loguru._simple_sinks")
+    write = getattr(getattr(sinks, "StandardSink", None), "write", None)
+    code = getattr(write, "__code__", None)
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(_FRAMES_FROM_LOGURU):
+        if frame is None or code is None:
+            return False
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
 class PendingStdlibRecord:
     """What the app thread captured: the record's values, not the `LogRecord` itself.
 
@@ -122,9 +152,7 @@ class PendingStdlibRecord:
         self.bound = contextvars.copy_context() if "structlog" in modules or "loguru" in modules else None
         fields = vars(record)
         plain = fields.keys() <= _RESERVED  # the common case, told without building a set
-        self.extras = (  # in the order the app gave them: a limit keeps the first
-            None if plain else snapshot_values({k: v for k, v in fields.items() if k not in _RESERVED})
-        )
+        self.extras = None if plain else snapshot_values(_extra_fields(fields))
         if type(record.msg) is dict and "_logger" in fields:
             self._take_structlog_event(record.msg)
         elif self.extras is not None:
