@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi import HTTPException
 
-from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, request_record
+from tests.apps.http_checks import HTTP_SCOPE, check_ok_record, is_request_record, request_record
 from tests.apps.servers import Server, bin_path, http_ready, launched, printed, serve
 from tests.support import RedisHandle, run_python, run_python_process, wait_for
 from tests.test_servers import assert_prints_as_bare
@@ -122,6 +122,60 @@ def test_a_5xx_an_exception_handler_answered_carries_its_exception(
     )
     assert records[0].fingerprint == records[1].fingerprint
     assert "HTTPException" not in server.output()  # nothing printed for it, as without tracestream
+
+
+# FastAPI's "Middleware" page's X-Process-Time function, and "Handling Errors": a custom
+# exception with a handler of its own (answering a 5xx here) and `HTTPException`.
+TIMED_ERRORS = """
+import time, tracestream
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+telemetry = tracestream.configure()
+app = FastAPI()
+
+@app.middleware("http")
+async def add_process_time_header(request: Request, call_next):
+    start_time = time.perf_counter()
+    response = await call_next(request)
+    process_time = time.perf_counter() - start_time
+    response.headers["X-Process-Time"] = str(process_time)
+    return response
+
+class UnicornException(Exception):
+    def __init__(self, name: str):
+        self.name = name
+
+@app.exception_handler(UnicornException)
+async def unicorn_exception_handler(request: Request, exc: UnicornException):
+    return JSONResponse(status_code=500, content={"message": f"Oops! {exc.name} did something."})
+
+@app.get("/unicorns/{name}")
+async def read_unicorn(name: str):
+    raise UnicornException(name=name)
+
+@app.get("/stock")
+async def stock():
+    raise HTTPException(status_code=503, detail="the warehouse is unreachable")
+
+client = TestClient(app)
+print([client.get(path).status_code for path in ("/unicorns/yolo", "/stock")])
+telemetry.force_flush()
+"""
+
+
+def test_a_5xx_an_exception_handler_answered_behind_a_function_middleware_carries_its_exception(
+    stream: RedisHandle,
+) -> None:
+    """`@app.middleware("http")` hands the handler's answer on from another task, where the
+    exception was over: the ERROR records had no exception, and their issue no type."""
+    done = run_python_process(TIMED_ERRORS, stream.env(OTEL_SERVICE_NAME="timed"))
+    assert (done.returncode, done.stdout) == (0, "[500, 503]\n"), done.stderr
+    records = [e for e in stream.logs() if is_request_record(e)]  # flushed before the process ended
+    assert [(r.severity, r.exception_type.rpartition(".")[2]) for r in records] == [
+        ("ERROR", "UnicornException"),
+        ("ERROR", "HTTPException"),
+    ]
 
 
 def test_a_stream_that_fails_after_its_200_is_an_error(

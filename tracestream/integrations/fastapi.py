@@ -49,10 +49,10 @@ from tracestream.integrations.starlette import (
     EXCLUDED_KEY,
     RESPONSE_KEY,
     RequestRecordMiddleware,
-    SpanErrorMiddleware,
     instrument_serving_apps,
     keep_recorded_exceptions_out,
     stack_built_before,
+    watch_errors,
 )
 from tracestream.otel_setup.telemetry import Telemetry
 
@@ -75,8 +75,7 @@ def _build_middleware_stack(original: Any) -> Any:
         # The contrib instrumentation unwraps the outermost ServerErrorMiddleware and puts its
         # span around what is inside, so ours goes inside a plain one.
         errors = stack_built_before(self, original)
-        if isinstance(errors, ServerErrorMiddleware):
-            errors.app = SpanErrorMiddleware(errors.app)
+        watch_errors(errors)
         return ServerErrorMiddleware(RequestRecordMiddleware(errors, "FASTAPI"))
 
     build_middleware_stack.__wrapped__ = original  # type: ignore[attr-defined]

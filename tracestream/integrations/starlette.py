@@ -35,6 +35,7 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware, get_host
 from opentelemetry.trace import Status, StatusCode
 from starlette.applications import Starlette
 from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,11 +67,11 @@ __all__ = [
     "EXCLUDED_KEY",
     "RESPONSE_KEY",
     "RequestRecordMiddleware",
-    "SpanErrorMiddleware",
     "install",
     "instrument_serving_apps",
     "keep_recorded_exceptions_out",
     "stack_built_before",
+    "watch_errors",
 ]
 
 # Per-message `http send`/`http receive` spans triple the span count for no insight.
@@ -165,8 +166,7 @@ class RequestRecordMiddleware(_HttpMiddleware):
                 response.status = message["status"]
                 response.started = True
                 if response.status >= 500:
-                    # An exception handler sends its answer while it handles the exception.
-                    response.note.answered_error = sys.exc_info()[1]
+                    _note_answered_error(response)
                 own = message.get("headers", ())
                 taken = {name for name, _ in own}  # a header the app set itself stays its own
                 message = {**message, "headers": [*own, *(h for h in headers if h[0] not in taken)]}
@@ -300,6 +300,54 @@ class SpanErrorMiddleware(_HttpMiddleware):
                 if response is not None:
                     response.error = error
             raise
+
+
+class _AnsweredErrorNote(_HttpMiddleware):
+    """Around Starlette's `ExceptionMiddleware`, whose handlers send a 5xx while they handle the
+    exception: a `BaseHTTPMiddleware` above (`@app.middleware("http")`) hands that answer on from
+    another task, where the exception is no longer being handled."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = scope.get(RESPONSE_KEY)
+        if response is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_noting(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 500:
+                _note_answered_error(response)
+            await send(message)
+
+        await self.app(scope, receive, send_noting)
+
+
+def _note_answered_error(response: _Response) -> None:
+    """The exception being handled as a 5xx is sent: what the exception handler answered."""
+    error = sys.exc_info()[1]
+    if error is not None:
+        response.note.answered_error = error
+
+
+# How deep under `ServerErrorMiddleware` an app's own middleware may put `ExceptionMiddleware`.
+_DEEPEST_MIDDLEWARE = 64
+
+
+def watch_errors(errors: ASGIApp) -> None:
+    """Our middleware inside the stack Starlette built: `SpanErrorMiddleware` inside its
+    `ServerErrorMiddleware`, and the note of answered errors around its `ExceptionMiddleware`,
+    found through the app's middleware, each of which holds the next as `app`."""
+    if not isinstance(errors, ServerErrorMiddleware):
+        return
+    holder: Any = errors
+    holder.app = SpanErrorMiddleware(holder.app)
+    for _ in range(_DEEPEST_MIDDLEWARE):
+        inner = getattr(holder, "app", None)
+        if isinstance(inner, ExceptionMiddleware):
+            holder.app = _AnsweredErrorNote(inner)
+            return
+        if inner is None:
+            return
+        holder = inner
 
 
 def _record_on_span(error: BaseException) -> None:
@@ -492,8 +540,7 @@ def _build_middleware_stack(original: Any) -> Any:
         contrib = _contrib_middleware(self)
         errors = stack_built_before(self, partial(_built_without, contrib, original))
         _recorded.add(self)
-        if isinstance(errors, ServerErrorMiddleware):
-            errors.app = SpanErrorMiddleware(errors.app)
+        watch_errors(errors)
         records = RequestRecordMiddleware(errors, "STARLETTE")
         return _server_span(records, contrib)
 
