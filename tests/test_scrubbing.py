@@ -67,6 +67,10 @@ def test_ordinary_line_is_unchanged(line: str) -> None:
         ("redis://:s3cret@cache:6379/0", "redis://:[REDACTED]@cache:6379/0"),
         ("amqp://u:p@h", "amqp://u:[REDACTED]@h"),
         ("postgres://u:p@ss@host/db", "postgres://u:[REDACTED]@host/db"),
+        # a password not percent-encoded, base64's '/' or a '#' or '?' in it
+        ("redis://app:k9Zq/B4s3+xY==@cache:6379/0", "redis://app:[REDACTED]@cache:6379/0"),
+        ("redis://app:Hash#Secret7@cache:6379/0", "redis://app:[REDACTED]@cache:6379/0"),
+        ("redis://alice:ab?cd@host", "redis://alice:[REDACTED]@host"),
         ("Authorization: Bearer abc.def-123", "Authorization: Bearer [REDACTED]"),
         ("password=hunter2&next=/home", "password=[REDACTED]&next=/home"),
         ('{"password": "a b \\" c", "user": "bob"}', '{"password": "[REDACTED]", "user": "bob"}'),

@@ -442,12 +442,14 @@ PEM_PRIVATE_KEY = PatternRule(
     ),
     ("private key",),
 )
-# `scheme://user:password@`, and Oracle's JDBC `jdbc:oracle:thin:user/password@host`.
+# `scheme://user:password@`, and Oracle's JDBC `jdbc:oracle:thin:user/password@host`. A password
+# may hold an '@' (up to the last one before a '/', '?' or '#'), or, not percent-encoded, a '/',
+# '?' or '#' (base64 passwords hold '/'), up to the first '@': not after `host:port/`.
 URL_PASSWORD = PatternRule(
     "url_password",
     re.compile(
-        r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}(?:://[^\s:/?#@]*:|:(?i:thin):[^\s/@:]*/)"
-        r"(?P<secret>[^\s/?#\"'<>]+)@"
+        r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}(?:://[^\s:/?#@\[\]]*:|:(?i:thin):[^\s/@:]*/)"
+        r"(?P<secret>[^\s/?#\"'<>]+|(?!\d{1,5}[/?#])[^\s\"'<>@]+)@"
     ),
     ("://", ":thin:"),
 )
