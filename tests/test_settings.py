@@ -237,7 +237,7 @@ URL_SHAPES = [
     ("redis://user@h/0", "redis://user@h/0", False),
     ("redis://h/0?username=u@c&password=Zx9@kQ&db=1", "redis://h/0?username=u@c&password=***&db=1", False),
     ("rediss://u:Zx9@h/0?ssl_password=kQ/a7", "rediss://u:***@h/0?ssl_password=***", False),
-    ("redis://h/0?password=Zx9#kQ", "redis://h/0?password=***", False),
+    ("redis://h/0?password=Zx9#kQ", "redis://h/0?password=***", True),  # redis-py would send `Zx9`
     ("redis://h/0?password=Zx9&kQ&db=1", "redis://h/0?password=***&db=1", False),
     ("unix://:Zx9@/run/redis.sock?db=2", "unix://:***@/run/redis.sock?db=2", False),
     ("unix:///run/redis@main/redis.sock", "unix:///run/redis@main/redis.sock", False),

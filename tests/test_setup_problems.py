@@ -153,20 +153,48 @@ def test_a_password_with_a_slash_percent_encoded_works(guarded: EmbeddedRedis, t
     ("query", "refused"),
     [
         ("?ssl_cert_reqs=none", "unexpected keyword argument 'ssl_cert_reqs'"),  # a rediss:// option
-        ("?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+        ("?socket_timeout=soon", "socket_timeout would override TRACESTREAM_REDIS_TIMEOUT: set that instead"),
+        ("?socket_timeout=30", "socket_timeout would override TRACESTREAM_REDIS_TIMEOUT: set that instead"),
+        ("?protocol=4", "redis-py refuses its query (protocol must be either 2 or 3)"),
+        ("?encoding=nope", "redis-py refuses its query (unknown encoding: nope)"),
     ],
 )
 def test_a_url_option_redis_py_refuses_is_a_bad_setting(
     guarded: EmbeddedRedis, tmp_path: Path, query: str, refused: str
 ) -> None:
     """redis-py reads the query when it first connects: every record was dead-lettered as if
-    Redis had refused it. configure() refuses the setting instead, naming what was wrong."""
+    Redis had refused it, or the URL's timeout silently outlasted ours at exit. configure()
+    refuses the setting instead, naming what was wrong."""
     done = _app(f"redis://shop:s3cret-shop@127.0.0.1:{guarded.port}/0{query}", tmp_path)
     assert done.returncode == 1 and "s3cret" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     shown = f"redis://shop:***@127.0.0.1:{guarded.port}/0{query}"
     assert last.startswith(f"tracestream.settings.ConfigError: TRACESTREAM_REDIS_URL={shown!r} is invalid: ")
     assert refused in last
+
+
+@pytest.mark.parametrize("command", [["search"], ["errors"], ["alerts", "status"], ["console"]])
+def test_a_url_option_redis_py_refuses_is_one_line_from_the_readers_too(
+    guarded: EmbeddedRedis, command: list[str]
+) -> None:
+    """They never checked it: "unexpected TypeError", exit 1, or a console answering every call
+    with a 500 and its traceback."""
+    url = f"redis://shop:s3cret-shop@127.0.0.1:{guarded.port}/0?bogus=1"
+    done = subprocess.run(
+        [str(VENV_BIN / "tracestream"), *command],
+        env={"PATH": "/usr/bin:/bin", "TRACESTREAM_REDIS_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    shown = f"redis://shop:***@127.0.0.1:{guarded.port}/0?bogus=1"
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2,
+        [
+            f"tracestream: TRACESTREAM_REDIS_URL={shown!r} is invalid: redis-py refuses its query "
+            "(AbstractConnection.__init__() got an unexpected keyword argument 'bogus')"
+        ],
+    )
 
 
 def test_a_database_redis_lacks(guarded: EmbeddedRedis, tmp_path: Path) -> None:

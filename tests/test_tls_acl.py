@@ -205,6 +205,21 @@ def test_exports_over_tls_with_ca_and_client_certificate(tls_redis: str, certifi
     assert [fields["name"] for _, fields in entries] == ["checkout"]
 
 
+def test_an_upper_case_rediss_scheme_keeps_its_tls_files(tls_redis: str, certificates: Certificates) -> None:
+    """redis-py reads `REDISS://` as TLS, but ours compared the scheme as written: the CA and the
+    client certificate were left out, and every write failed its certificate check."""
+    settings = Settings.load(
+        environ={},
+        redis_url=tls_redis.replace("rediss://", "REDISS://"),
+        redis_ca=str(certificates.ca),
+        redis_cert=str(certificates.client_cert),
+        redis_key=str(certificates.client_key),
+        redis_timeout="1s",
+        stream=f"tls:{uuid.uuid4().hex[:8]}",
+    )
+    assert _export_one_span(settings)
+
+
 def test_tls_without_the_client_certificate_or_ca_is_refused(
     tls_redis: str, certificates: Certificates
 ) -> None:

@@ -28,7 +28,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, RedisClusterException, TryAgainError
 
 from tracestream.forks import renew_in_child
-from tracestream.settings import ConfigError, Settings, shown_url
+from tracestream.settings import Settings, shown_url
 
 
 @dataclass(frozen=True)
@@ -76,17 +76,6 @@ def open_client(
     """`connect_cluster` or `connect`, as the settings say."""
     opener = connect_cluster if cluster else connect
     return opener(url, timeout, decode=decode, tls=tls)
-
-
-def check_url_options(url: str, tls: Tls | None = None) -> None:
-    """ConfigError for an option in `url`'s query that redis-py refuses. It reads them only at the
-    first connection, where the error would count as Redis refusing each record."""
-    try:
-        redis.ConnectionPool.from_url(url, **_options(url, 1.0, False, tls)).make_connection()
-    except (TypeError, ValueError) as error:
-        raise ConfigError(
-            f"TRACESTREAM_REDIS_URL={shown_url(url)!r} is invalid: redis-py refuses its query ({error})"
-        ) from None
 
 
 def reply_text(value: object) -> str:
@@ -141,7 +130,6 @@ class ProcessLocalClient:
     """Hands out one client per pid, made on first use in that process."""
 
     def __init__(self, url: str, timeout: float, tls: Tls | None = None, *, cluster: bool = False) -> None:
-        check_url_options(url, tls)
         self.url = url
         self.shown_url = shown_url(url)
         self.timeout = timeout

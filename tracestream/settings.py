@@ -213,7 +213,34 @@ def parse_redis_url(text: str) -> str:
     db = _database(url)
     if not db.isdigit():
         raise ValueError(f"database index must be a number, not {db!r}")
-    return url
+    if parts.fragment:
+        raise ValueError(f"redis-py reads nothing past a '#'; {PERCENT_ENCODING_HINT}")
+    owned = [name for name in parse_qs(parts.query) if name in _SET_BY_OUR_SETTINGS]
+    if owned:
+        raise ValueError(f"{owned[0]} would override {_SET_BY_OUR_SETTINGS[owned[0]]}: set that instead")
+    _check_redis_py_takes(url)
+    return parts.scheme + url[len(parts.scheme) :]  # `REDISS://` as `rediss://`, which we compare it to
+
+
+# Query options redis-py would let win over ours, unseen.
+_SET_BY_OUR_SETTINGS = {
+    "socket_timeout": "TRACESTREAM_REDIS_TIMEOUT",
+    "socket_connect_timeout": "TRACESTREAM_REDIS_TIMEOUT",
+}
+
+
+def _check_redis_py_takes(url: str) -> None:
+    """redis-py reads the query's options only as it connects, and its encoding as it sends a
+    command: refused there, each record would count as refused by Redis."""
+    import redis
+
+    try:
+        pool = redis.ConnectionPool.from_url(url)
+        pool.make_connection()
+        encoder = pool.get_encoder()
+        encoder.decode(encoder.encode("x"), force=True)  # type: ignore[no-untyped-call]
+    except (TypeError, ValueError, LookupError, redis.RedisError) as error:
+        raise ValueError(f"redis-py refuses its query ({error})") from None
 
 
 def _with_encoding_hint(problem: str, url: str) -> str:
