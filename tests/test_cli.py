@@ -389,13 +389,32 @@ def test_bad_input_is_one_line_and_exit_2(stream: RedisHandle, here: Here) -> No
         assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == "", (args, done.stderr)
 
 
+# A rule file of one rule, whose webhook is never reached.
+ONE_RULE = """
+notify:
+  ops: {webhook: "http://127.0.0.1:9/hook"}
+rules:
+  - {name: checkout-errors, kind: rate, filter: {severity: ERROR}, window: 30s, above: 5, notify: [ops]}
+"""
+
+
 def test_redis_unreachable_or_refusing_credentials_is_one_line_and_exit_1(
-    stream: RedisHandle, here: Here
+    stream: RedisHandle, here: Here, tmp_path: Path
 ) -> None:
     unreachable = run(stream, "tail", "--redis-url", "redis://127.0.0.1:1/0")
     host_port = stream.url.split("//")[1].split("/")[0]
     refused = here("search", "--redis-url", f"redis://ghost:wrong@{host_port}/0")
-    for done, message in [(unreachable, "cannot reach Redis"), (refused, "Redis refused the credentials")]:
+    # the alert runner retried for ever, saying "cannot reach Redis"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ONE_RULE)
+    runner = run(
+        stream, "alerts", "run", "--rules", str(rules), "--redis-url", f"redis://ghost:x@{host_port}/0"
+    )
+    for done, message in [
+        (unreachable, "cannot reach Redis"),
+        (refused, "Redis refused the credentials"),
+        (runner, "Redis refused the credentials"),
+    ]:
         assert done.returncode == 1 and message in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 

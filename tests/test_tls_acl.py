@@ -25,7 +25,8 @@ from cryptography.x509.oid import NameOID
 
 from tests.seeded_records import RecordWriter, tracer_provider
 from tests.support import VENV_BIN, RedisHandle, run_python, wait_for
-from tests.test_cli import run_all
+from tests.test_alerts import running
+from tests.test_cli import ONE_RULE, run_all
 from tests.test_console_acl import READER_ACL
 from tests.test_console_live import ConsoleProcess
 from tracestream.connection import Tls, connect
@@ -218,6 +219,23 @@ def test_an_upper_case_rediss_scheme_keeps_its_tls_files(tls_redis: str, certifi
         stream=f"tls:{uuid.uuid4().hex[:8]}",
     )
     assert _export_one_span(settings)
+
+
+def test_alerts_run_over_tls_evaluates_its_rules(
+    tls_redis: str, certificates: Certificates, tmp_path: Path
+) -> None:
+    """It opened its client without the TLS files: "cannot reach Redis … CERTIFICATE_VERIFY_FAILED;
+    retrying", for ever, while every other reader connected."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ONE_RULE)
+    handle = RedisHandle(url=tls_redis, stream=f"tls:{uuid.uuid4().hex[:8]}")
+    files = {
+        "TRACESTREAM_REDIS_CA": str(certificates.ca),
+        "TRACESTREAM_REDIS_CERT": str(certificates.client_cert),
+        "TRACESTREAM_REDIS_KEY": str(certificates.client_key),
+    }
+    with running(handle, rules, "tls", **files) as runner:
+        assert "evaluating 1 rules on 1 shard(s)" in runner.stderr()
 
 
 def test_tls_without_the_client_certificate_or_ca_is_refused(

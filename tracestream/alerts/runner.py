@@ -40,6 +40,7 @@ from tracestream.connection import (
     CLUSTER_CHANGES,
     CLUSTER_ERRORS,
     Client,
+    Tls,
     node_for,
     open_client,
     refresh_topology,
@@ -64,6 +65,7 @@ class RunSettings:
     claim_idle: float = 30.0
     batch_size: int = 5000
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    tls: Tls | None = None
 
 
 # Error issues last seen at or after a time (ms), and these fingerprints whenever last seen.
@@ -138,7 +140,9 @@ class AlertRunner:
         self._stop = threading.Event()
         self._failure: Exception | None = None  # what stopped the evaluation thread, raised by `run`
         timeout = max(5.0, settings.tick + 5.0)
-        self._client = open_client(settings.redis_url, timeout, cluster=settings.cluster, decode=True)
+        self._client = open_client(
+            settings.redis_url, timeout, cluster=settings.cluster, decode=True, tls=settings.tls
+        )
         home = home_stream(settings.stream, settings.cluster)
         self._home_keys = AlertKeys(home)
         self._counters: list[ShardCounter] = []
@@ -308,8 +312,10 @@ def _thread(target: Callable[[threading.Event], None], stop: threading.Event, na
 
 
 def _transient(error: Exception) -> bool:
-    """Redis out of reach, or a cluster moving slots: retried. Any other reply is a bug or a
-    misconfiguration, and stops the runner."""
+    """Redis out of reach, or a cluster moving slots: retried. Credentials refused, or any other
+    reply, is a bug or a misconfiguration, and stops the runner."""
+    if isinstance(error, redis.AuthenticationError):
+        return False
     return not isinstance(error, redis.ResponseError) or isinstance(error, CLUSTER_CHANGES)
 
 

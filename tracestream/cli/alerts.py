@@ -26,7 +26,7 @@ from tracestream.cli.common import (
     time_argument,
     whole_number,
 )
-from tracestream.connection import node_for
+from tracestream.connection import Tls, node_for
 from tracestream.settings import CONSOLE_URL_ENV
 from tracestream.timeparse import iso_utc, parse_time_ms
 
@@ -204,6 +204,7 @@ def run_live(args: argparse.Namespace) -> int:
         claim_idle=args.claim_idle,
         delivery=delivery,
         cluster=config.redis_cluster,
+        tls=Tls.of(config),
         **options,
     )
     runner = AlertRunner(rules, run_settings, report=_report)
