@@ -39,6 +39,7 @@ from tracestream.connection import connect
 from tracestream.embedded_redis import EmbeddedRedis, free_port
 from tracestream.query import TraceRecords, fetch_trace
 from tracestream.schema import SpanEntry
+from tracestream.settings import shown_url
 
 HERE = Path(__file__).resolve().parent
 WORKDIR = HERE.parent / ".demo"
@@ -284,8 +285,11 @@ def tracestream_program() -> str:
 
 def explore_commands(url: str, stream: str, trace_id: str) -> list[str]:
     """Commands that read this demo's data, as a shell takes them: the checkout's trace, the
-    warnings and errors (the 500's stack trace among them), the live tail and the services."""
-    where = f"--redis-url {shlex.quote(url)} --stream {shlex.quote(stream)}"
+    warnings and errors (the 500's stack trace among them), the live tail and the services. A
+    URL holding a password is left out: they read it from TRACESTREAM_REDIS_URL."""
+    where = f"--stream {shlex.quote(stream)}"
+    if shown_url(url) == url:
+        where = f"--redis-url {shlex.quote(url)} {where}"
     program = tracestream_program()
     return [
         f"{program} trace {trace_id} {where}",
@@ -299,6 +303,9 @@ def show_how_to_explore(stack: Stack, url: str, stream: str, trace_id: str) -> N
     """Soft-wrapped, so a long command stays one line to copy whatever the terminal's width."""
     console.print("[bold]explore the demo's data while it runs:[/]")
     console.print(f"  console  {stack.console}", markup=False, highlight=False, soft_wrap=True)
+    if shown_url(url) != url:
+        said = f"  with TRACESTREAM_REDIS_URL set to {shown_url(url)}, its password as given:"
+        console.print(said, markup=False, highlight=False, soft_wrap=True)
     for command in explore_commands(url, stream, trace_id):
         console.print(f"  $ {command}", markup=False, highlight=False, soft_wrap=True)
 
@@ -329,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_trace(wait_for_trace(url, args.stream, trace_id))
             print(f"trace_id={trace_id}", flush=True)
             if not args.once:
-                console.print(f"shop {stack.web}  inventory {stack.api}  stream {args.stream!r} on {url}")
+                where = f"stream {args.stream!r} on {shown_url(url)}"
+                console.print(f"shop {stack.web}  inventory {stack.api}  {where}", markup=False)
                 show_how_to_explore(stack, url, args.stream, trace_id)
                 console.print("[bold]running; Ctrl-C stops every process[/]")
                 sys.stdout.flush()

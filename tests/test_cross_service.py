@@ -26,13 +26,20 @@ def users_redis() -> Iterator[EmbeddedRedis]:
         yield server
 
 
+DEMO_PASSWORD = "s3cret-demo-pw"
+
+
 @pytest.fixture(scope="module")
 def demo_run(
     redis_server: EmbeddedRedis, users_redis: EmbeddedRedis
 ) -> Iterator[tuple[str, RedisHandle, str]]:
     """Runs until the stack reports it keeps running, then gets Ctrl-C (SIGINT). The shell is set
-    up for an app of the user's, whose Redis, broker and collector the demo must leave alone."""
-    stream = RedisHandle(url=f"redis://127.0.0.1:{redis_server.port}/12", stream="test:demo")
+    up for an app of the user's, whose Redis, broker and collector the demo must leave alone. The
+    Redis it is given wants a password, which it must never print."""
+    with redis_server.client() as client:
+        client.execute_command("ACL", "SETUSER", "demo", "on", f">{DEMO_PASSWORD}", "~*", "&*", "+@all")
+    url = f"redis://demo:{DEMO_PASSWORD}@127.0.0.1:{redis_server.port}/12"
+    stream = RedisHandle(url=url, stream="test:demo")
     command = [str(VENV_BIN / "tracestream"), "demo", "--web-port", "0", "--api-port", "0"]
     command += ["--redis-url", stream.url, "--stream", stream.stream]
     env = {
@@ -145,13 +152,17 @@ def test_the_demo_prints_its_console_url_and_commands_that_find_its_data(
     demo_run: tuple[str, RedisHandle, str],
 ) -> None:
     """The console answered before the demo said it was running; the commands are copied from its
-    output exactly, and run where `make demo` runs, with no TRACESTREAM_* variable set."""
-    trace_id, _, output = demo_run
+    output exactly, and run where `make demo` runs, with TRACESTREAM_REDIS_URL set as it says,
+    since its URL holds a password, which nothing printed."""
+    trace_id, stream, output = demo_run
+    assert DEMO_PASSWORD not in output
+    shown = stream.url.replace(DEMO_PASSWORD, "***")
+    assert f"  with TRACESTREAM_REDIS_URL set to {shown}, its password as given:" in output
     assert re.search(r"^  console  http://127\.0\.0\.1:\d+/$", output, re.MULTILINE), output
     commands = [shlex.split(line) for line in re.findall(r"^  \$ (.+)$", output, re.MULTILINE)]
     assert [command[1] for command in commands] == ["trace", "search", "tail", "services"], output
     env = {name: value for name, value in os.environ.items() if not name.startswith("TRACESTREAM_")}
-    env["COLUMNS"] = "200"
+    env.update(COLUMNS="200", TRACESTREAM_REDIS_URL=stream.url)
     done = {
         command[1]: subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         for command in commands
