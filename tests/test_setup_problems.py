@@ -3,6 +3,7 @@ is never printed, and the records wait in the spool rather than being dead-lette
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+import redis
 from redis.exceptions import ReadOnlyError
 
 from tests.apps.servers import LAUNCHER_ENV
@@ -22,7 +24,7 @@ from tests.faults import DurableRedis, FaultyProxy
 from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
 from tracestream.cli.common import describe_redis_error
 from tracestream.disk_spool import DEAD_LETTERS
-from tracestream.embedded_redis import EmbeddedRedis, free_cluster_port, free_port
+from tracestream.embedded_redis import EmbeddedRedis, free_cluster_port, free_port, redis_server_binary
 
 APP = """
 import logging, logging.config, os, tracestream
@@ -215,6 +217,44 @@ def test_a_command_renamed_in_the_servers_configuration(command: str, tmp_path: 
     with EmbeddedRedis(extra_args=["--rename-command", command, f"{command}-hidden"]) as server:
         lines = _run(server.url, tmp_path)
     assert "renamed or disabled in its configuration" in lines[0] and "nknown" in lines[0], lines
+
+
+@contextlib.contextmanager
+def sentinel_of(master: EmbeddedRedis, folder: Path) -> Iterator[str]:
+    """A Sentinel watching `master`, as Redis's docs start one; yields its URL."""
+    port = free_port()
+    config = folder / "sentinel.conf"
+    config.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor shop 127.0.0.1 {master.port} 1\n")
+    process = subprocess.Popen([redis_server_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+    try:
+        probe = redis.Redis(port=port, socket_timeout=0.5)
+        wait_for(lambda: _answers(probe), what="the Sentinel")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_a_sentinel_written_to_as_a_redis_is_said_to_be_one(tmp_path: Path) -> None:
+    """It was told it lacked a command, renamed or disabled, and doctor gave the server a ✓."""
+    with EmbeddedRedis() as master, sentinel_of(master, tmp_path) as url:
+        lines = _run(url, tmp_path / "spool")
+        doctor = subprocess.run(
+            [str(VENV_BIN / "tracestream"), "doctor", "--redis-url", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert "or it is a Sentinel: point the URL at the master it names" in lines[0], lines
+    [server] = [line for line in doctor.stdout.splitlines() if line[2:].startswith("server: ")]
+    assert server.startswith("✗ server: ") and "is a Sentinel, not a Redis" in server, doctor.stdout
 
 
 def test_a_cluster_node_written_to_as_a_single_redis(tmp_path: Path) -> None:

@@ -63,8 +63,8 @@ _CLASS_CODES = {OutOfMemoryError: "OOM", ReadOnlyError: "READONLY", BusyLoadingE
 _ACL = "the URL's user lacks a permission tracestream needs: docs/security.md lists them"
 _CLUSTER_NODE = "it is a Redis Cluster node: set TRACESTREAM_REDIS_CLUSTER=true"
 _RENAMED = (
-    "it lacks a command tracestream needs, renamed or disabled in its configuration: "
-    "docs/security.md lists them"
+    "it lacks a command tracestream needs, renamed or disabled in its configuration (docs/security.md "
+    "lists them), or it is a Sentinel: point the URL at the master it names"
 )
 # Replies that refuse every write alike, whatever the records: (what the reply says, what to do).
 _SETUP_REPLIES = (

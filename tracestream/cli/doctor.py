@@ -144,6 +144,12 @@ def _server(client: redis.Redis) -> list[Finding]:
             "eviction policy go unchecked; run doctor as an administrator (docs/security.md)"
         )
         return [Finding("server", "warn", unread), _persistence(client, {})]
+    if info.get("redis_mode") == "sentinel":
+        sentinel = (
+            f"{_address(client)} is a Sentinel, not a Redis to write to: point the URL at the master it "
+            "names (SENTINEL GET-MASTER-ADDR-BY-NAME <name>)"
+        )
+        return [Finding("server", "fail", sentinel)]
     detail = (
         f"Redis {info.get('redis_version')}, {info.get('used_memory_human')} used, "
         f"maxmemory {info.get('maxmemory_human', info.get('maxmemory'))}, "
