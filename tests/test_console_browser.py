@@ -163,7 +163,7 @@ def test_xss_payloads_render_as_text_and_never_run(page: Page, console: ConsoleP
 
 def test_bidi_controls_show_as_escapes_and_reorder_nothing(page: Page, console: ConsoleProcess) -> None:
     """U+202E turns what follows it around (`invoice\u202efdp.exe` reads as `invoiceexe.pdf`):
-    shown as the CLI shows it."""
+    shown as the CLI shows it, in rows and in the tab title of an error issue."""
     _open_live(page, console)
     marker = uuid.uuid4().hex[:8]
     Emitter(console.handle, "bill\u202eing").log(f"{marker} invoice\u202efdp.exe sent")
@@ -172,6 +172,12 @@ def test_bidi_controls_show_as_escapes_and_reorder_nothing(page: Page, console: 
     text = row.inner_text()
     assert "invoice\\u202efdp.exe sent" in text and "bill\\u202eing" in text
     assert "\u202e" not in text
+    error = {"exception.type": "PermissionError", "exception.message": f"{marker} for \u2066admin\u2069"}
+    Emitter(console.handle, "billing").log(f"{marker} denied", SeverityNumber.ERROR, error)
+    page.goto(console.url + "errors")
+    page.locator("a.issue-link", has_text=marker).click(timeout=5000)
+    page.locator("#issue .issue-title").wait_for(timeout=5000)
+    assert page.title() == f"PermissionError: {marker} for \\u2066admin\\u2069 · Errors · tracestream"
 
 
 def test_a_long_service_name_is_cut_and_every_message_stays_on_screen(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from urllib.parse import urljoin
 
 import orjson
 import pytest
@@ -35,8 +36,35 @@ def test_fastapi_mount_runs_the_host_dependencies_first(stream: RedisHandle) -> 
         page = client.get("/monitoring/realtime-logs/", headers=admin)
         assert page.status_code == 200 and "<title>Live tail" in page.text
         assert client.get("/monitoring/realtime-logs/static/live.js", headers=admin).status_code == 200
-        bare = client.get("/monitoring/realtime-logs", headers=admin, follow_redirects=False)
-        assert bare.status_code == 308 and bare.headers["location"] == "/monitoring/realtime-logs/"
+        bare = client.get("/monitoring/realtime-logs?text=x", headers=admin, follow_redirects=False)
+        assert bare.status_code == 308 and bare.headers["location"] == "./realtime-logs/?text=x"
+
+
+def _console_app(stream: RedisHandle) -> FastAPI:
+    app = FastAPI()
+    mount(app, Settings.load(environ={}, redis_url=stream.url, stream=stream.stream), dependencies=[])
+    return app
+
+
+def test_fastapi_mount_adds_its_slash_under_the_apps_root_path(stream: RedisHandle) -> None:
+    """FastAPI's "Behind a Proxy": a proxy strips /api, `uvicorn --root-path /api` tells the app.
+    The redirect went to /monitoring/realtime-logs/, outside /api."""
+    with TestClient(_console_app(stream), root_path="/api") as client:
+        bare = client.get("/monitoring/realtime-logs", follow_redirects=False)
+    assert bare.status_code == 308
+    seen_as = "https://example.test/api/monitoring/realtime-logs"  # what the browser asked the proxy for
+    assert urljoin(seen_as, bare.headers["location"]) == seen_as + "/"
+
+
+def test_fastapi_mount_adds_its_slash_in_a_sub_application(stream: RedisHandle) -> None:
+    """FastAPI's "Sub Applications": the redirect left the sub-application for a 404 of the main app."""
+    main = FastAPI()
+    main.mount("/subapi", _console_app(stream))
+    with TestClient(main) as client:
+        page = client.get("/subapi/monitoring/realtime-logs")
+    assert [answer.status_code for answer in page.history] == [308]
+    assert page.status_code == 200 and page.url.path == "/subapi/monitoring/realtime-logs/"
+    assert "<title>Live tail" in page.text
 
 
 DJANGO_PROJECT = r"""

@@ -108,18 +108,20 @@ def test_allowed_hosts_come_from_the_flag_the_environment_and_a_concrete_bind_ad
     ],
 )
 def test_the_token_exchange_redirects_only_within_the_console(console: ConsoleProcess, target: str) -> None:
+    """Within the directory the browser is in: under a proxy's prefix (/logs/ here) too."""
     status, headers, _ = raw_get(console.port, f"{target}?token={TOKEN}&text=x", f"127.0.0.1:{console.port}")
     location = headers["location"]
-    assert status == 303 and "tracestream_console=" in headers["set-cookie"]
-    assert location.startswith("/") and location[1] not in "/\\", location
-    assert not any(char in location for char in "\t\r\n\\"), location
-    assert urlsplit(urljoin(console.url, location)).netloc == f"127.0.0.1:{console.port}"
+    assert status == 303 and "tracestream_console_" in headers["set-cookie"]
+    assert location.startswith("./") and "/" not in location[2:].partition("?")[0], location
+    assert not any(char in location for char in "\t\r\n\\:"), location
+    resolved = urlsplit(urljoin(f"http://127.0.0.1:{console.port}/logs{target}", location))
+    assert resolved.netloc == f"127.0.0.1:{console.port}" and resolved.path.startswith("/logs/"), location
     assert location.endswith("?text=x")
 
 
 def test_the_token_exchange_keeps_the_page_and_its_query(console: ConsoleProcess) -> None:
     _, headers, _ = raw_get(console.port, f"/search?text=a%20b&token={TOKEN}", f"localhost:{console.port}")
-    assert headers["location"] == "/search?text=a+b"
+    assert headers["location"] == "./search?text=a+b"
 
 
 def test_a_catastrophic_regex_never_stalls_the_console(console: ConsoleProcess) -> None:
@@ -253,6 +255,30 @@ def test_a_redis_outage_is_reported_once_and_the_console_recovers(tmp_path: Path
     assert "Traceback" not in logged
     assert logged.count("Redis unreachable, retrying") == 1, logged
     assert logged.count("Redis answers again") == 1, logged
+
+
+def test_open_viewers_hear_that_redis_answers_as_soon_as_it_does() -> None:
+    """The reader told them only once its first blocking XREAD after the outage returned: up to
+    5 s later, while a viewer joining then heard it at once."""
+    server = EmbeddedRedis().start()
+    process = ConsoleProcess(RedisHandle(server.url, "recovery"), token=None).start()
+    viewer = Viewer(process, text="recovery")
+    try:
+        Emitter(process.handle, "orders").log("recovery before")
+        wait_for(lambda: viewer.bodies() == ["recovery before"], timeout=5, what="the shared reader's record")
+        server.stop()
+        wait_for(lambda: viewer.statuses, timeout=5, what="the news that Redis is gone")
+        late = Viewer(process, text="recovery")  # told every second; by then the reader retries its slowest
+        wait_for(lambda: len(late.statuses) >= 3, timeout=10, what="three seconds of outage")
+        late.close()
+        server.start()
+        answered = time.monotonic()
+        wait_for(lambda: viewer.statuses[-1]["redis"] == "ok", timeout=10, what="the news that Redis is back")
+        assert time.monotonic() - answered < 1.5
+    finally:
+        viewer.close()
+        process.stop()
+        server.close()
 
 
 @pytest.mark.parametrize(

@@ -4,29 +4,34 @@ A page on any web site can rebind its own name to 127.0.0.1 and then read a toke
 console as same-origin; the Host header still carries that site's name, so only loopback
 names and the hosts the operator configured are answered.
 
-The token is required off loopback, optional on it. Browsers cannot put headers on an
-EventSource, so the token arrives once as `?token=`, is swapped for an HttpOnly cookie,
-and the address bar loses it. Scripts send `Authorization: Bearer <token>`. The cookie holds a
-value made from the token, not the token: what a browser keeps of it opens the pages, and
-never serves as the token elsewhere.
+The token is required off loopback, optional on it. Browsers sign in with a form that POSTs
+the token, so it never sits in a URL (history, caches, proxy logs); a `?token=` link works
+too, for shared links, and is swapped for the same cookie at once. Either way the browser
+gets an HttpOnly cookie holding a value made from the token, not the token: what a browser
+keeps opens the pages, and never serves as the token elsewhere. Scripts send
+`Authorization: Bearer <token>`.
+
+Every redirect is relative to the directory the browser is in, so a proxy's path prefix is
+kept without the console knowing it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import ipaddress
+import re
 from collections.abc import Iterable
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from starlette.datastructures import Headers
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tracestream.console.pages import PAGES_DIR
 from tracestream.settings import CONSOLE_ALLOWED_HOSTS_ENV, CONSOLE_TOKEN_ENV
-
-COOKIE = "tracestream_console"
 
 
 class ConsoleAuthError(ValueError):
@@ -102,23 +107,62 @@ def _misdirected(host: str) -> Response:
     )
 
 
-def same_origin_path(path: str) -> str:
-    """`path` as a redirect target that stays on this origin, whatever it holds.
+# Where the sign-in form POSTs: beside the page it was served for, which is where it returns to.
+SIGN_IN = "sign-in"
+FORM_TYPE = "application/x-www-form-urlencoded"
+# A token and the page to return to fit in far less; a bigger body is no sign-in.
+LARGEST_FORM = 4096
+# Sign-in answers name or carry the token: no cache, disk or proxy may keep them.
+NO_STORE = {"cache-control": "no-store"}
+NEEDS_TOKEN = (
+    f"401: the console needs its token ({CONSOLE_TOKEN_ENV}): sign in with it in a browser, "
+    "or send 'Authorization: Bearer <token>'"
+)
+WRONG_TOKEN = f"401: the token given does not match the console's ({CONSOLE_TOKEN_ENV})"
+_SEGMENT_CHARS = "-._~!$&'()*+,;=@"
+_TARGET_CHARS = "A-Za-z0-9%" + re.escape(_SEGMENT_CHARS)
+# `./`, one path segment of the characters `relative_target` leaves or encodes, then a query.
+_RELATIVE_TARGET = re.compile(rf"\./([{_TARGET_CHARS}]*)(\?[{_TARGET_CHARS}:/?]*)?")
+_SIGN_IN_PAGE = (PAGES_DIR / "sign-in.html").read_text()
 
-    Leading slashes and backslashes go (`//evil.example` and `/\\evil.example` name another
-    host to a browser), and everything but path characters is percent-encoded, so tabs,
-    newlines or `:` cannot turn it into a scheme or authority either.
+
+def relative_target(path: str, query: Iterable[tuple[str, str]] = ()) -> str:
+    """`./<last segment of path>?<query>`: the same page, resolved in the directory the browser is in.
+
+    It keeps a proxy's path prefix, and names no other host, scheme or directory whatever `path`
+    holds: the segment is percent-encoded (no `/`, `\\`, `:` or control character is left), and
+    `.` or `..` becomes `./`.
     """
-    return "/" + quote(path.lstrip("/\\"), safe="/-._~!$&'()*+,;=@")
+    segment = path.rpartition("/")[2]
+    rest = urlencode(list(query))
+    encoded = "" if segment in (".", "..") else quote(segment, safe=_SEGMENT_CHARS)
+    return f"./{encoded}" + (f"?{rest}" if rest else "")
+
+
+def safe_target(text: str) -> str:
+    """`text` if it is a target `relative_target` could have made, else `./`: where a form may send back to.
+
+    Browsers read `%2e` as a dot in a path, so an encoded `..` is refused too.
+    """
+    match = _RELATIVE_TARGET.fullmatch(text)
+    return text if match and unquote(match[1]) not in (".", "..") else "./"
 
 
 class TokenAuth:
-    """ASGI middleware: every path needs the token, as a bearer header or the cookie it sets."""
+    """ASGI middleware: every path needs the token, as a bearer header or the cookie signing in sets.
+
+    The cookie's name is derived from the token too, so consoles with different tokens behind one
+    host name keep a cookie each instead of replacing each other's.
+    """
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self._token = token.encode()
-        self._cookie = hmac.new(self._token, b"tracestream console cookie", hashlib.sha256).hexdigest()
+        self._cookie = self._derived(b"tracestream console cookie")
+        self._cookie_name = "tracestream_console_" + self._derived(b"tracestream console cookie name")[:12]
+
+    def _derived(self, purpose: bytes) -> str:
+        return hmac.new(self._token, purpose, hashlib.sha256).hexdigest()
 
     def _valid(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self._token)
@@ -127,42 +171,83 @@ class TokenAuth:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        offered = dict(query).get("token")
-        if offered is not None:
-            await self._exchange(offered, query, scope)(scope, receive, send)
-            return
-        scheme, _, bearer = headers.get("authorization", "").partition(" ")
-        cookie = SimpleCookie(headers.get("cookie", "")).get(COOKIE)
-        if scheme.lower() == "bearer":
-            allowed = bool(bearer) and self._valid(bearer)
-        else:
-            allowed = cookie is not None and hmac.compare_digest(cookie.value.encode(), self._cookie.encode())
-        if allowed:
+        answer = await self._answer(scope, receive)
+        if answer is None:
             await self.app(scope, receive, send)
-            return
-        await _denied()(scope, receive, send)
+        else:
+            await answer(scope, receive, send)
 
-    def _exchange(self, offered: str, query: list[tuple[str, str]], scope: Scope) -> Response:
-        """A valid `?token=` becomes a cookie and a redirect to the same URL without it."""
-        if not self._valid(offered):
-            return _denied()
-        root = scope.get("root_path", "")
-        rest = urlencode([(k, v) for k, v in query if k != "token"])
-        path = scope["path"] if scope["path"].startswith(root) else root + scope["path"]
-        response = RedirectResponse(same_origin_path(path) + (f"?{rest}" if rest else ""), status_code=303)
-        secure = scope.get("scheme") == "https"
+    async def _answer(self, scope: Scope, receive: Receive) -> Response | None:
+        """None lets the request through to the console; anything else is the answer."""
+        if scope["method"] == "POST" and scope["path"].rpartition("/")[2] == SIGN_IN:
+            return await self._sign_in(scope, receive)
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        back = relative_target(scope["path"], [(k, v) for k, v in query if k != "token"])
+        offered = dict(query).get("token")
+        if offered is not None and self._valid(offered):
+            return self._signed_in(back, scope)
+        if offered is not None:
+            return _refusal(scope, WRONG_TOKEN, back)
+        headers = Headers(scope=scope)
+        scheme, _, bearer = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            return None if self._valid(bearer) else _refusal(scope, WRONG_TOKEN, back)
+        cookie = SimpleCookie(headers.get("cookie", "")).get(self._cookie_name)
+        if cookie is not None and hmac.compare_digest(cookie.value.encode(), self._cookie.encode()):
+            return None
+        return _refusal(scope, NEEDS_TOKEN, back)
+
+    async def _sign_in(self, scope: Scope, receive: Receive) -> Response:
+        """The sign-in form's POST: the token arrives in the body, so no URL ever holds it."""
+        content_type = Headers(scope=scope).get("content-type", "").partition(";")[0].strip().lower()
+        if content_type != FORM_TYPE:
+            return PlainTextResponse(f"415: sign in with a form sent as {FORM_TYPE}\n", 415, NO_STORE)
+        body = await _body(receive, LARGEST_FORM)
+        if body is None:
+            return PlainTextResponse(f"413: a sign-in form is {LARGEST_FORM} bytes at most\n", 413, NO_STORE)
+        fields = dict(parse_qsl(body.decode("latin-1"), keep_blank_values=True))
+        back = safe_target(fields.get("next", ""))
+        if self._valid(fields.get("token", "")):
+            return self._signed_in(back, scope)
+        return _sign_in_page(WRONG_TOKEN, back)
+
+    def _signed_in(self, target: str, scope: Scope) -> Response:
+        """The cookie, and a redirect to `target`."""
+        response = RedirectResponse(target, status_code=303, headers=NO_STORE)
         response.set_cookie(
-            COOKIE, self._cookie, path=root + "/", httponly=True, samesite="strict", secure=secure
+            self._cookie_name,
+            self._cookie,
+            path=scope.get("root_path", "") + "/",
+            httponly=True,
+            samesite="strict",
+            secure=scope.get("scheme") == "https",
         )
         return response
 
 
-def _denied() -> Response:
-    return PlainTextResponse(
-        f"401: the console needs its token: open it once with ?token=<{CONSOLE_TOKEN_ENV}> "
-        "or send 'Authorization: Bearer <token>'\n",
-        status_code=401,
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+async def _body(receive: Receive, limit: int) -> bytes | None:
+    """The request's body, or None once it passes `limit` bytes (the rest is never read)."""
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        more = message.get("more_body", False)
+    return body
+
+
+def _refusal(scope: Scope, line: str, back: str) -> Response:
+    """401 saying `line`: a browser opening a page gets the sign-in form, which returns to `back`."""
+    accepts = Headers(scope=scope).get("accept", "")
+    if scope["method"] in ("GET", "HEAD") and "text/html" in accepts:
+        return _sign_in_page(line, back)
+    return PlainTextResponse(line + "\n", 401, {"www-authenticate": "Bearer", **NO_STORE})
+
+
+def _sign_in_page(line: str, back: str) -> Response:
+    """The form: it POSTs the token to `sign-in` beside the page, where the answer sends it back to `back`."""
+    page = _SIGN_IN_PAGE.replace("<!-- line -->", html.escape(line))
+    page = page.replace("<!-- next -->", html.escape(back))
+    return HTMLResponse(page, 401, {"www-authenticate": "Bearer", **NO_STORE})

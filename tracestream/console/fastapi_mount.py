@@ -23,6 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tracestream.console.app import create_app, scope_under
+from tracestream.console.auth import relative_target
 from tracestream.settings import ConfigError, Settings, configured
 
 DEFAULT_PATH = "/monitoring/realtime-logs"
@@ -67,8 +68,11 @@ def mount(
     async def forward(_request: Request) -> Response:
         return _Forward(console, prefix)
 
-    async def add_slash(_request: Request) -> Response:
-        return RedirectResponse(prefix + "/", status_code=308)
+    async def add_slash(request: Request) -> Response:
+        """Relative, so it keeps what comes before the app's paths: a root path, a mount, a proxy's prefix."""
+        query = request.url.query
+        target = relative_target(prefix) + "/" + (f"?{query}" if query else "")
+        return RedirectResponse(target, status_code=308)
 
     router.add_api_route(prefix + "/{rest:path}", forward, methods=["GET", "HEAD"])
     router.add_api_route(prefix, add_slash, methods=["GET", "HEAD"])

@@ -43,7 +43,7 @@ NOTICE: StreamId = (-1, -1)  # the stream id of items that are not records: sent
 # Sent when Redis had nothing for a whole block, so proxies keep the stream open and dead
 # connections are noticed.
 HEARTBEAT: Item = ("", NOTICE, b": keepalive\n\n")
-RETRY_S = 1.0  # how often a viewer waiting for Redis tries again
+RETRY_S = 1.0  # how often the reader, and each viewer waiting for Redis, tries again at the most
 _log = logging.getLogger("tracestream.console")
 
 
@@ -281,7 +281,8 @@ class LiveFeed:
         while True:
             try:
                 shards = await self._shards(after_error=failed)
-                block = self._block_ms if len(shards) == 1 and not self._cluster else None
+                # After a failure the first read does not block, so viewers hear at once that Redis answers.
+                block = self._block_ms if len(shards) == 1 and not self._cluster and not failed else None
                 news: list[tuple[StreamId, str, str, dict[str, str]]] = []
                 for shard in shards:
                     cursor = self._cursors.setdefault(shard.name, "0-0")  # a new shard: all of it is new
@@ -299,7 +300,7 @@ class LiveFeed:
                 if not failed:
                     self._broadcast(("", NOTICE, status_event(problem)))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, RETRY_S)
                 failed = True
                 continue
             if failed:

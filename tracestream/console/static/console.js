@@ -112,7 +112,7 @@ const TS = {
   },
 
   setStatus(element, text, kind) {
-    element.textContent = text;
+    element.textContent = TS.shown(text);
     element.className = "status " + (kind || "");
   },
 

@@ -118,7 +118,7 @@
       TS.el("h2", {}, "Causal chain"), ...chain(issue),
       TS.el("h2", {}, "Sample traces"), ...samples(issue),
       TS.el("h2", {}, "Newest record"), ...newest(found.newest_record));
-    document.title = `${errorText(issue).slice(0, 60)} · Errors · tracestream`;
+    document.title = `${TS.shown(errorText(issue).slice(0, 60))} · Errors · tracestream`;
   }
 
   function showList(issues) {

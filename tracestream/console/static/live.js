@@ -32,11 +32,28 @@
     });
     source.onerror = () => {
       setStatus("reconnecting…", "error");
-      if (source.readyState === EventSource.CLOSED) {  // the browser gave up: reopen after the last id
+      if (source.readyState === EventSource.CLOSED) {  // the browser gave up: find out why
         source = null;
-        retry = setTimeout(connect, 1000);
+        reconnectUnlessSignedOut();
       }
     };
+  }
+
+  // An EventSource cannot see the status that refused it. A small request can: a 401 or 403 (or a
+  // redirect, to a host app's login page) means the sign-in is no longer valid, and retrying
+  // cannot help; anything else (the console restarting, a network error) is retried after 1 s.
+  async function reconnectUnlessSignedOut() {
+    try {
+      const response = await fetch("static/live.js",
+        { method: "HEAD", cache: "no-store", credentials: "same-origin" });
+      if (response.status === 401 || response.status === 403 || response.redirected) {
+        setStatus("signed out: the sign-in is no longer valid; reload the page to sign in again", "error");
+        return;
+      }
+    } catch {
+      // unreachable for now: retried below
+    }
+    if (!paused && !source) retry = setTimeout(connect, 1000);
   }
 
   function disconnect() {
