@@ -6,9 +6,17 @@ forwarder) never do.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from tracestream.settings import ConfigError, Settings
+
+if sys.flags.bytes_warning:  # -b, -bb: redis-py 8.2 compares bytes with str as it loads, not the app
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BytesWarning)
+        import redis  # noqa: F401
 
 if TYPE_CHECKING:
     from tracestream.otel_setup.configure import configure
