@@ -92,7 +92,8 @@ class ProcessStatus:
                 )
             attempts = counts.get("failed_attempts", 0)
             if attempts and self.errors.get(signal):  # once writes succeed again, history: `line()`
-                found.append(f"{signal}: {attempts} failed attempts to write to Redis since it started")
+                tries = "attempt" if attempts == 1 else "attempts"
+                found.append(f"{signal}: {attempts} failed {tries} to write to Redis since it started")
         if found and level == "ok":
             level = "warn"
         return level, found

@@ -355,7 +355,7 @@ def _missing_stream(key: str, signal: str, statuses: list[ProcessStatus]) -> str
         variable = "OTEL_TRACES_EXPORTER" if signal == "spans" else "OTEL_LOGS_EXPORTER"
         return (
             f"{key!r} does not exist: no live process writing here ({some_of([s.process for s in statuses])})"
-            f" exports {signal}: their {variable} names no redis_stream"
+            f" has exported {signal}: they made none yet, or their {variable} names no redis_stream"
         )
     return (
         f"{key!r} does not exist: nothing was exported here yet. Services must use the same "
