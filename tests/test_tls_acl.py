@@ -260,7 +260,7 @@ WARNING_APP = (
 )
 
 
-def _told(url: str, spool: Path) -> list[str]:
+def _told(url: str, spool: Path, **settings: str) -> list[str]:
     """What the app's failed-write line and `tracestream search` say of `url`."""
     env = {
         "PATH": "/usr/bin:/bin",
@@ -268,6 +268,7 @@ def _told(url: str, spool: Path) -> list[str]:
         "TRACESTREAM_SPOOL_DIR": str(spool),
         "TRACESTREAM_REDIS_TIMEOUT": "500ms",
         "TRACESTREAM_SHUTDOWN_TIMEOUT": "1s",
+        **settings,
     }
     failed_writes = [line for line in run_python(WARNING_APP, env).splitlines() if "cannot write" in line]
     cli = subprocess.run(
@@ -290,6 +291,16 @@ def test_a_rediss_url_to_a_plain_port_says_to_use_redis(acl_redis: EmbeddedRedis
     assert len(told) == 2, told
     handshake = "the TLS handshake got no answer: if the server does not speak TLS, use redis://"
     assert all(handshake in line for line in told), told
+
+
+def test_a_missing_client_certificate_is_said_to_be_what_the_server_wants(
+    tls_redis: str, certificates: Certificates, tmp_path: Path
+) -> None:
+    """The line said only "EOF occurred in violation of protocol"."""
+    told = _told(tls_redis, tmp_path, TRACESTREAM_REDIS_CA=str(certificates.ca))
+    assert len(told) == 2, told
+    wanted = "if it asks for a client certificate, set TRACESTREAM_REDIS_CERT and TRACESTREAM_REDIS_KEY"
+    assert all(wanted in line for line in told), told
 
 
 def test_a_tls_connection_dropped_is_not_told_to_use_tls() -> None:

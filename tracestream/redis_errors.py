@@ -142,6 +142,11 @@ def advice(error: BaseException) -> str | None:
         return _timeout_advice(error)
     if isinstance(error, redis.ConnectionError) and _closed_by_server(error) and not _over_tls(error):
         return "the server closed the connection: if it speaks TLS, use rediss://"
+    if isinstance(error, redis.ConnectionError) and _ended_by_tls_server(error) and _over_tls(error):
+        return (
+            "the server ended the TLS session: if it asks for a client certificate, set "
+            "TRACESTREAM_REDIS_CERT and TRACESTREAM_REDIS_KEY"
+        )
     return _setup_reply(error) if isinstance(error, redis.ResponseError) else None
 
 
@@ -161,6 +166,13 @@ def _timeout_advice(error: redis.TimeoutError) -> str:
 def _closed_by_server(error: redis.ConnectionError) -> bool:
     text = str(error).lower()
     return any(words in text for words in ("reset by peer", "closed by server", "broken pipe"))
+
+
+def _ended_by_tls_server(error: redis.ConnectionError) -> bool:
+    """A TLS 1.3 server that wants a certificate ends the session once the handshake is done:
+    the client hears an EOF, or the alert itself."""
+    text = str(error).lower()
+    return "eof occurred in violation of protocol" in text or "certificate required" in text
 
 
 def _over_tls(error: BaseException) -> bool:
