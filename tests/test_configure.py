@@ -61,11 +61,13 @@ def test_an_environment_set_as_deployment_environment_name_gets_no_default_besid
     assert resource["service.version"] == "2.3.1"
 
 
-def test_without_an_environment_the_resource_says_development(stream: RedisHandle) -> None:
+def test_without_an_environment_the_resource_makes_none_up(stream: RedisHandle) -> None:
+    """`development` and `unknown` of ours went to every exporter, an OTLP backend's included,
+    which then held a production service as a development one."""
     _run(stream, "--configure", "1", OTEL_RESOURCE_ATTRIBUTES="")
     resource = wait_for(stream.logs, what="the records")[0].resource
-    assert (resource["deployment.environment"], resource["service.version"]) == ("development", "unknown")
-    assert "deployment.environment.name" not in resource
+    made_up = {"deployment.environment", "deployment.environment.name", "service.version"}
+    assert made_up.isdisjoint(resource), resource
 
 
 def test_configure_twice_and_upstream_logging_instrumentor_give_no_duplicates(stream: RedisHandle) -> None:

@@ -9,16 +9,11 @@ from opentelemetry.sdk.resources import Resource, ServiceInstanceIdResourceDetec
 
 from tracestream.settings import Settings
 
-# Each default goes under the first of its keys unless the user set any of them: the semantic
-# conventions name the environment `deployment.environment.name` since 1.27.
-_DEFAULTS = (
-    (("service.version",), "unknown"),
-    (("deployment.environment", "deployment.environment.name"), "development"),
-)
-
 
 def build_resource(settings: Settings) -> Resource:
-    """Arguments and TRACESTREAM_* win, then OTEL_RESOURCE_ATTRIBUTES, then our defaults."""
+    """Arguments and TRACESTREAM_* win, then OTEL_RESOURCE_ATTRIBUTES. Nothing the app did not say
+    is made up (no `service.version` or `deployment.environment` of ours): every exporter, OTLP and
+    the console's too, gets this resource, which says what the service is."""
     explicit = {
         "service.name": settings.service_name,
         "service.version": settings.service_version,
@@ -27,11 +22,7 @@ def build_resource(settings: Settings) -> Resource:
         "process.pid": os.getpid(),
         "telemetry.auto.version": _launcher_version,
     }
-    resource = Resource.create({key: value for key, value in explicit.items() if value is not None})
-    missing = {
-        keys[0]: value for keys, value in _DEFAULTS if not any(key in resource.attributes for key in keys)
-    }
-    return resource.merge(Resource(missing)) if missing else resource
+    return Resource.create({key: value for key, value in explicit.items() if value is not None})
 
 
 # The launcher's version (opentelemetry-instrumentation's), where it set us up: upstream's
