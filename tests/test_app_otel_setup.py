@@ -225,6 +225,26 @@ def test_the_otel_docs_logs_example_keeps_its_own_export_beside_ours(stream: Red
     assert done.stderr.count(joined) == (order == "configure-first"), done.stderr
 
 
+@pytest.mark.parametrize("env", [{}, UPSTREAM_FIRST], ids=["ours", "upstreams-configurator"])
+def test_the_otel_docs_logs_example_under_the_launcher_is_told_where_its_processor_goes(
+    stream: RedisHandle, env: dict[str, str]
+) -> None:
+    """The example sets its provider before it adds its processor: the line named its processors
+    "(none yet)", and under upstream's configurator, whose provider ours joined, no line was said."""
+    done = _run(OTEL_LOGS_EXAMPLE.replace("{configure_after}", ""), stream, launcher=True, **env)
+    exported = [line for line in done.stdout.splitlines() if '"body": ' in line]
+    assert len(exported) == len(LOGS_EXAMPLE_LINES), done.stdout
+    line = (
+        "tracestream: WARNING the app set a LoggerProvider after tracestream's, and OpenTelemetry keeps "
+        "the first: the log record processors it is given get what is emitted through tracestream's "
+        "instead; its resource is not used"
+    )
+    assert done.stderr.count(line) == 1, done.stderr
+    assert "Overriding of current LoggerProvider" not in done.stderr
+    wanted = sorted(LOGS_EXAMPLE_LINES[1:])
+    wait_for(lambda: sorted(e.body for e in stream.logs()) == wanted, what="each record once")
+
+
 def test_a_logging_handler_on_tracestreams_provider_adds_no_second_copy(stream: RedisHandle) -> None:
     """`LoggingHandler()` binds to the global provider, ours: what it bridges is what the capture took."""
     code = (

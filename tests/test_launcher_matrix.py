@@ -47,7 +47,7 @@ def _env(stream: RedisHandle, service: str, distro: str, configurator: str) -> d
 def _clean(output: str) -> None:
     """Nothing but the launcher's own note on which configurator it skipped. Not the logging
     instrumentation's note that the SDK's handler is on root, either: without tracestream that
-    handler takes it, and nothing prints it."""
+    handler exports it as a record, and with tracestream's capture in its place it is untrue."""
     lines = [line for line in output.splitlines() if not line.startswith("Configuration of ")]
     assert not [line for line in lines if "Traceback" in line or "ERROR" in line or "rror" in line], output
     assert "Skipping installation of LoggingHandler" not in output

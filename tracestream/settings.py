@@ -582,17 +582,69 @@ class BatchSettings:
             return _parse(name, parse, raw) if raw else default
 
         schedule_ms = delay_ms if delay_ms is not None else read("SCHEDULE_DELAY", 200, parse_delay_ms)
-        queue = read("MAX_QUEUE_SIZE", 20_000)
+        queue = read("MAX_QUEUE_SIZE", _QUEUE_SIZE)
         batch = read("MAX_EXPORT_BATCH_SIZE", min(4096, queue))  # a smaller queue is the user's
         if batch > queue:
             raise ConfigError(
                 f"{prefix}_MAX_EXPORT_BATCH_SIZE={batch} is larger than {prefix}_MAX_QUEUE_SIZE={queue}"
             )
+        _say_the_export_timeout_unread(f"{prefix}_EXPORT_TIMEOUT", environ)
         return cls(
             schedule_delay=schedule_ms / 1000,
             max_queue_size=queue,
             max_export_batch_size=batch,
             queue_size_variable=f"{prefix}_MAX_QUEUE_SIZE",
+        )
+
+    @staticmethod
+    def check_the_sdks(prefix: str, environ: Mapping[str, str] | None = None) -> None:
+        """The SDK's batch processor, which upstream's configurator puts in front of each exporter,
+        reads the same variables with its own defaults (a queue of 2048, batches of 512) and raises
+        as it is built where a batch is larger than the queue or the delay is not above zero: the
+        setup then stops halfway, with nothing exported. Values ours refuse are refused by `load`."""
+        environ = os.environ if environ is None else environ
+
+        def read(suffix: str, default: int) -> tuple[int, str]:
+            name = f"{prefix}_{suffix}"
+            try:  # as the SDK reads it, which takes its default for what is no integer, and says so
+                return int(environ[name]), f"{name}={environ[name].strip()}"
+            except (KeyError, ValueError):
+                return default, f"{name} (unset: the SDK's default, {default})"
+
+        delay, delay_shown = read("SCHEDULE_DELAY", 1)  # the SDK's defaults (5000, 1000) are above zero
+        queue, queue_shown = read("MAX_QUEUE_SIZE", _SDK_QUEUE_SIZE)
+        batch, batch_shown = read("MAX_EXPORT_BATCH_SIZE", _SDK_EXPORT_BATCH_SIZE)
+        if delay <= 0:
+            problem, way_out = f"{delay_shown} is not above zero", "set it above zero"
+        elif batch > queue:
+            problem = f"{batch_shown} is larger than {queue_shown}"
+            way_out = (
+                "set both sizes, or OTEL_PYTHON_CONFIGURATOR=tracestream, "
+                f"whose queue holds {_QUEUE_SIZE} by default"
+            )
+        else:
+            return
+        raise ConfigError(
+            f"{problem}, which the OpenTelemetry SDK's batch processor refuses: upstream's configurator, "
+            f"which the launcher picked, puts one in front of each exporter; {way_out}"
+        )
+
+
+_QUEUE_SIZE = 20_000
+# The OpenTelemetry SDK's own defaults for both signals (BatchSpanProcessor, BatchLogRecordProcessor).
+_SDK_QUEUE_SIZE = 2048
+_SDK_EXPORT_BATCH_SIZE = 512
+
+
+def _say_the_export_timeout_unread(name: str, environ: Mapping[str, str]) -> None:
+    """OTel's variable for a bound on each export: ours bound each Redis call instead. Said once."""
+    raw = environ.get(name, "").strip()
+    if raw and name not in _told:
+        _told.add(name)
+        internal_logger.warning(
+            "%s=%r is not read: tracestream bounds each Redis call by TRACESTREAM_REDIS_TIMEOUT instead",
+            name,
+            raw,
         )
 
 

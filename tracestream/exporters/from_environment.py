@@ -13,10 +13,9 @@ import logging
 import os
 import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from opentelemetry import trace
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
@@ -24,9 +23,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracestream._internal_log import internal_logger
 from tracestream.exporters.redis_stream import RedisStreamLogExporter, RedisStreamSpanExporter
-from tracestream.settings import ConfigError, refuse_to_launch
+from tracestream.settings import BatchSettings, ConfigError, configured, refuse_to_launch, sdk_disabled
 
-__all__ = ["EnvironmentLogExporter", "EnvironmentSpanExporter", "step_aside"]
+__all__ = ["REDIS_STREAM", "EnvironmentLogExporter", "EnvironmentSpanExporter", "named", "step_aside"]
+
+REDIS_STREAM = "redis_stream"
 
 _Exporter = TypeVar("_Exporter", RedisStreamLogExporter, RedisStreamSpanExporter)
 _built: weakref.WeakSet[_FromEnvironment[Any]] = weakref.WeakSet()
@@ -84,6 +85,9 @@ def step_aside() -> int:
 
 _LAUNCHER_LOGGER = "opentelemetry.instrumentation.auto_instrumentation"
 _LAUNCHER_FAILED = "Failed to auto initialize OpenTelemetry"
+# Logged first, with the configurator's traceback, by the launcher's module that loads it.
+_CONFIGURATOR_LOGGER = f"{_LAUNCHER_LOGGER}._load"
+_CONFIGURATOR_FAILED = "Configuration of %s failed"
 _GRPC_METRICS = "'otlp_proto_grpc' not found in entry point 'opentelemetry_metrics_exporter'"
 _MISSING_EXPORTER = re.compile(
     r"component '(?P<name>[^']+)' not found in entry point 'opentelemetry_(?P<signal>\w+?)_exporter'"
@@ -91,26 +95,66 @@ _MISSING_EXPORTER = re.compile(
 
 
 class _SayWhenTheLaunchFails(logging.Filter):
-    """Another configurator imports these exporters by entry point and may then fail on an
-    exporter it cannot find: upstream's distro picks OTLP over gRPC for metrics where
-    `OTEL_METRICS_EXPORTER` is unset, and `opentelemetry-bootstrap` does not install it. The
-    launcher logs its traceback and runs the app with nothing set up, and no hook of ours runs
-    after that: this filter reads the launcher's line and says what it means, in one line."""
+    """Another configurator imports these exporters by entry point and may then fail: on an
+    exporter it cannot find (upstream's distro picks OTLP over gRPC for metrics where
+    `OTEL_METRICS_EXPORTER` is unset, and `opentelemetry-bootstrap` does not install it), or on a
+    value the SDK refuses as it builds a provider or a batch processor, after it set the tracer
+    provider. The launcher logs its traceback and runs the app without our setup, and no hook of
+    ours runs after that: this filter reads the launcher's line and says what it means, in one
+    line; a value our setup or the SDK's batch processors refuse stops the launch, as it does
+    under our configurator."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != _LAUNCHER_FAILED or _set_up():
+        if record.msg not in (_CONFIGURATOR_FAILED, _LAUNCHER_FAILED) or configured() is not None:
             return True
+        refused = _refused_setting() if named(os.environ) else None
+        if refused is not None:
+            refuse_to_launch(refused)  # before the configurator's traceback
+        if record.msg == _CONFIGURATOR_FAILED:
+            return True  # the launcher's own line follows
         error = record.exc_info[1] if record.exc_info else None
-        internal_logger.warning(
-            "nothing reaches Redis: the launcher stopped before it set anything up (%r); %s",
-            error,
-            _way_out(str(error)),
-        )
+        internal_logger.warning("%s (%r); %s", _what_reaches_redis(), error, _way_out(str(error)))
         return True
 
 
-def _set_up() -> bool:
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+def named(environ: Mapping[str, str]) -> bool:
+    """Whether OTEL_TRACES_EXPORTER or OTEL_LOGS_EXPORTER names ours."""
+    return any(
+        REDIS_STREAM in (name.strip() for name in environ.get(variable, "").split(","))
+        for variable in ("OTEL_TRACES_EXPORTER", "OTEL_LOGS_EXPORTER")
+    )
+
+
+def _refused_setting() -> ConfigError | None:
+    """What our setup would have refused had the launch got to it, else what the SDK's batch
+    processors refuse."""
+    if sdk_disabled():
+        return None
+    # A floor up, imported only here: the launch failed, and configure() never ran.
+    from tracestream.otel_setup.configure import check_settings
+
+    try:
+        check_settings()
+        for prefix in ("OTEL_BSP", "OTEL_BLRP"):
+            BatchSettings.check_the_sdks(prefix)
+    except ConfigError as error:
+        return error
+    return None
+
+
+def _what_reaches_redis() -> str:
+    """Our exporters built so far sit behind the SDK's processors of the configurator that failed."""
+    built = {type(exporter) for exporter in _built}
+    signals = [name for kind, name in _SIGNALS if kind in built]
+    if not signals:
+        return "nothing reaches Redis: the launcher stopped before it set anything up"
+    return (
+        f"only {' and '.join(signals)} reach Redis, through upstream's configurator alone: the launcher "
+        "stopped before tracestream's setup, its log capture and every instrumentation"
+    )
+
+
+_SIGNALS = ((EnvironmentSpanExporter, "spans"), (EnvironmentLogExporter, "OTel log records"))
 
 
 def _way_out(error: str) -> str:
@@ -132,4 +176,6 @@ def _way_out(error: str) -> str:
     return f"no exporter named {missing['name']!r} is installed for {variable}"
 
 
-logging.getLogger(_LAUNCHER_LOGGER).addFilter(_SayWhenTheLaunchFails())
+_SAY_WHEN_THE_LAUNCH_FAILS = _SayWhenTheLaunchFails()
+for _logger_name in (_CONFIGURATOR_LOGGER, _LAUNCHER_LOGGER):
+    logging.getLogger(_logger_name).addFilter(_SAY_WHEN_THE_LAUNCH_FAILS)

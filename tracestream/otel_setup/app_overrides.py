@@ -55,11 +55,10 @@ def join_later_tracer_providers(ours: TracerProvider) -> None:
             _set_tracer_provider(tracer_provider)  # OpenTelemetry's own answer
             return
         _lend(tracer_provider, "add_span_processor", processors, ours.add_span_processor)
-        names = [type(processor).__name__ for processor in processors]
         internal_logger.warning(
-            "the app set a TracerProvider after tracestream's, and OpenTelemetry keeps the first: its span "
-            "processors (%s) get tracestream's spans instead; its sampler and resource are not used%s",
-            ", ".join(names) or "none yet",
+            "the app set a TracerProvider after tracestream's, and OpenTelemetry keeps the first: %s get "
+            "tracestream's spans instead; its sampler and resource are not used%s",
+            _whose("span processors", processors),
             give_back_default_names(),
         )
 
@@ -82,6 +81,14 @@ def _lend(
     setattr(provider, adder, add_to_both)
 
 
+def _whose(kind: str, processors: Sequence[object]) -> str:
+    """The processors the refused provider holds, or those it is given later: the OpenTelemetry logs
+    example sets its provider before it adds a processor."""
+    if not processors:
+        return f"the {kind} it is given"
+    return f"its {kind} ({', '.join(type(processor).__name__ for processor in processors)})"
+
+
 def span_processors_of(provider: trace.TracerProvider) -> tuple[SpanProcessor, ...] | None:
     """An SDK provider's span processors (held privately by the SDK); None for any other."""
     processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", None)
@@ -101,10 +108,9 @@ def join_later_logger_providers(ours: LoggerProvider) -> None:
             return
         _lend(logger_provider, "add_log_record_processor", processors, ours.add_log_record_processor)
         internal_logger.warning(
-            "the app set a LoggerProvider after tracestream's, and OpenTelemetry keeps the first: its log "
-            "record processors (%s) get what is emitted through tracestream's instead; its resource is "
-            "not used",
-            ", ".join(type(processor).__name__ for processor in processors) or "none yet",
+            "the app set a LoggerProvider after tracestream's, and OpenTelemetry keeps the first: %s get "
+            "what is emitted through tracestream's instead; its resource is not used",
+            _whose("log record processors", processors),
         )
 
     logs_api._set_logger_provider = set_logger_provider

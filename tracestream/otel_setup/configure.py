@@ -17,9 +17,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Sampler
 
 from tracestream._internal_log import internal_logger
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter, from_environment
+from tracestream.exporters.from_environment import REDIS_STREAM
 from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
 from tracestream.forks import renew_in_child
 from tracestream.integrations import install_all
@@ -47,8 +49,22 @@ TRACES_GROUP = "opentelemetry_traces_exporter"
 METRICS_GROUP = "opentelemetry_metrics_exporter"
 ID_GENERATORS_GROUP = "opentelemetry_id_generator"
 ID_GENERATOR_VARIABLE = "OTEL_PYTHON_ID_GENERATOR"
+SAMPLERS_GROUP = "opentelemetry_traces_sampler"
+SAMPLER_VARIABLE = "OTEL_TRACES_SAMPLER"
+SAMPLER_ARGUMENT_VARIABLE = "OTEL_TRACES_SAMPLER_ARG"
+# The names the SDK's TracerProvider reads from OTEL_TRACES_SAMPLER itself (in any case), with its
+# own line for a bad OTEL_TRACES_SAMPLER_ARG, as upstream's configurator has them.
+_SDK_SAMPLERS = frozenset(
+    {
+        "always_on",
+        "always_off",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "traceidratio",
+        "parentbased_traceidratio",
+    }
+)
 _SIGNAL_OF = {LOGS_GROUP: "LOGS", TRACES_GROUP: "TRACES", METRICS_GROUP: "METRICS"}
-REDIS_STREAM = "redis_stream"
 OTLP = "otlp"
 _OTLP_BY_PROTOCOL = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
 
@@ -154,16 +170,27 @@ def _otel_limits() -> tuple[SpanLimits, LogRecordLimits]:
         raise ConfigError(visible(str(error))) from None
 
 
-def _install(settings: Settings) -> Telemetry:
+def check_settings() -> None:
+    """What `configure()` would refuse in the environment, for a launch that stopped before it ran."""
+    _otel_settings(Settings.load())
+
+
+def _otel_settings(settings: Settings) -> tuple[SpanLimits, LogRecordLimits, BatchSettings, BatchSettings]:
+    """OTel's variables read once, before anything is installed: a bad one stops setup in one line."""
     if os.environ.get("OTEL_CONFIG_FILE"):
         raise ConfigError(
             "OTEL_CONFIG_FILE is set, but tracestream sets up from OTEL_* and TRACESTREAM_* variables"
             " and would not read the file: unset it (docs/configuration.md lists the variables)"
         )
     span_limits, log_limits = _otel_limits()
-    resource = build_resource(settings)
     span_batch = BatchSettings.load("OTEL_BSP", settings.batch_delay_ms)
     log_batch = BatchSettings.load("OTEL_BLRP", settings.batch_delay_ms)
+    return span_limits, log_limits, span_batch, log_batch
+
+
+def _install(settings: Settings) -> Telemetry:
+    span_limits, log_limits, span_batch, log_batch = _otel_settings(settings)
+    resource = build_resource(settings)
     current_tracer_provider = trace.get_tracer_provider()
     current_logger_provider = _logs.get_logger_provider()
     api_traces = current_tracer_provider if isinstance(current_tracer_provider, TracerProvider) else None
@@ -196,7 +223,7 @@ def _install(settings: Settings) -> Telemetry:
         if api_traces is not None:
             _scrub_configurators_span_exporters(api_traces, scrubber_for(settings))
     tracer_provider = api_traces or TracerProvider(
-        resource=resource, id_generator=_id_generator(), span_limits=span_limits
+        resource=resource, sampler=_sampler(), id_generator=_id_generator(), span_limits=span_limits
     )
     if api_traces is None:
         trace.set_tracer_provider(tracer_provider)
@@ -210,7 +237,7 @@ def _install(settings: Settings) -> Telemetry:
         (api_logs or logger_provider).add_log_record_processor(log_processor)
     if api_logs is None:
         _logs.set_logger_provider(logger_provider)
-        app_overrides.join_later_logger_providers(logger_provider)
+    app_overrides.join_later_logger_providers(api_logs or logger_provider)
     _follow_forks(logger_provider, *(() if api_traces else (tracer_provider,)))
 
     secret_names = secret_names_for(settings)
@@ -308,18 +335,42 @@ def _id_generator() -> IdGenerator | None:
     name = os.environ.get(ID_GENERATOR_VARIABLE, "").strip()
     if not name:
         return None
-    found = {point.name: point for point in entry_points(group=ID_GENERATORS_GROUP)}
-    if name not in found:
-        known = ", ".join(sorted(found))
-        raise ConfigError(
-            f"{ID_GENERATOR_VARIABLE}: no ID generator named {name!r} is installed (installed: {known})"
-        )
-    generator = found[name].load()()
+    generator = _installed(ID_GENERATORS_GROUP, ID_GENERATOR_VARIABLE, "ID generator", name)()
     if not isinstance(generator, IdGenerator):
         raise ConfigError(
             f"{ID_GENERATOR_VARIABLE}={name!r} names {type(generator).__name__}, not an IdGenerator"
         )
     return generator
+
+
+def _sampler() -> Sampler | None:
+    """A sampler a package registers (AWS X-Ray's, a custom one), found by the name
+    `OTEL_TRACES_SAMPLER` gives it and made from `OTEL_TRACES_SAMPLER_ARG`, as upstream's
+    configurator makes it; None for the SDK's own names, which its TracerProvider reads."""
+    name = os.environ.get(SAMPLER_VARIABLE, "").strip()
+    if not name or name.lower() in _SDK_SAMPLERS:
+        return None
+    factory = _installed(SAMPLERS_GROUP, SAMPLER_VARIABLE, "sampler", name)
+    argument = os.environ.get(SAMPLER_ARGUMENT_VARIABLE)
+    try:
+        sampler = factory(argument)
+    except Exception as error:
+        raise ConfigError(
+            f"{SAMPLER_VARIABLE}={name!r} failed with {SAMPLER_ARGUMENT_VARIABLE}={argument!r}: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    if not isinstance(sampler, Sampler):
+        raise ConfigError(f"{SAMPLER_VARIABLE}={name!r} made {type(sampler).__name__}, not a Sampler")
+    return sampler
+
+
+def _installed(group: str, variable: str, kind: str, name: str) -> Any:
+    """What the entry point `name` of `group` loads; `variable` named it."""
+    found = {point.name: point for point in entry_points(group=group)}
+    if name not in found:
+        known = ", ".join(sorted(found))
+        raise ConfigError(f"{variable}: no {kind} named {name!r} is installed (installed: {known})")
+    return found[name].load()
 
 
 def _otlp_protocol(group: str) -> tuple[str, str]:
@@ -385,5 +436,27 @@ def _scrub_configurators_span_exporters(provider: TracerProvider, scrubber: Scru
 def _capture_logging(handler: OTelHandler, settings: Settings) -> None:
     """Every stdlib record from now on, whatever the app's handler tree (see log_capture)."""
     log_capture.install(log_capture.LogCapture(handler, settings.log_level, settings.log_exclude))
+    _say_the_capture_is_not_the_logging_instrumentation(settings)
     # opentelemetry-instrumentation-logging reads this when it instruments later.
     os.environ["OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION"] = "false"
+
+
+def _say_the_capture_is_not_the_logging_instrumentation(settings: Settings) -> None:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS turns off the launcher's instrumentations, upstream's
+    logging one among them, which bridges stdlib records where tracestream is not installed. The
+    capture stands in for it and stays: OTEL_LOGS_EXPORTER, which names where records go, is the
+    stronger word, and a `*` set to instrument by hand would otherwise lose every record unsaid."""
+    disabled = {name.strip() for name in os.environ.get(_DISABLED_INSTRUMENTATIONS, "").split(",")}
+    named = disabled & {"logging", "*"}
+    if named and settings.logs_exporter:
+        internal_logger.warning(
+            "%s names %s, which turns off upstream's logging instrumentation, not tracestream's "
+            "capture of stdlib records: they still go to OTEL_LOGS_EXPORTER=%s; "
+            "OTEL_LOGS_EXPORTER=none exports none",
+            _DISABLED_INSTRUMENTATIONS,
+            " and ".join(sorted(named)),
+            ",".join(settings.logs_exporter),
+        )
+
+
+_DISABLED_INSTRUMENTATIONS = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -30,16 +30,17 @@ from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from tracestream import integrations
 from tracestream._internal_log import internal_logger, say
+from tracestream.exporters import from_environment
 from tracestream.integrations import INSTALLED_BY_CONFIGURE, threads, uncaught
 from tracestream.integrations import structlog as structlog_integration
-from tracestream.otel_setup.configure import REDIS_STREAM, configure, set_up_metrics
+from tracestream.otel_setup.configure import configure, set_up_metrics
 from tracestream.otel_setup.resource import set_up_by_the_launcher
 from tracestream.otel_setup.telemetry import installed
 from tracestream.settings import ConfigError, metrics_exporter_names, refuse_to_launch, sdk_disabled
 
 _DEFAULTS = {
-    "OTEL_TRACES_EXPORTER": REDIS_STREAM,
-    "OTEL_LOGS_EXPORTER": REDIS_STREAM,
+    "OTEL_TRACES_EXPORTER": from_environment.REDIS_STREAM,
+    "OTEL_LOGS_EXPORTER": from_environment.REDIS_STREAM,
     "OTEL_METRICS_EXPORTER": "none",
     # Ours, even where upstream's configurator comes first in install order.
     "OTEL_PYTHON_CONFIGURATOR": "tracestream",
@@ -95,7 +96,7 @@ def before_instrumentors() -> None:
     if sdk_disabled():
         return
     integrations.defer_while_launcher_instruments()
-    if installed() is None and _names_our_exporters(os.environ):
+    if installed() is None and from_environment.named(os.environ):
         _configure_or_exit()
     if installed() is not None:
         _hold_back_django_instrumentor()
@@ -114,9 +115,10 @@ def before_instrumentors() -> None:
 
 
 # The logging instrumentation's note where `OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true`
-# says the SDK's handler is on root. Without tracestream that handler takes the note, and nothing
-# prints it; with tracestream's capture in its place, root may have no handler, and Python's last
-# resort would print the note, whose claim is then untrue, on every start.
+# says the SDK's handler is on root. Without tracestream that handler exports the note as a record
+# (the console exporter prints it on stdout); with tracestream's capture in place of that handler
+# the note's claim is untrue, and it is kept out of the exporters and of the terminal, where
+# Python's last resort would print it on every start when root has no handler.
 _SKIP_NOTE = "Skipping installation of LoggingHandler from `opentelemetry-instrumentation-logging`"
 
 
@@ -225,13 +227,6 @@ def _hold_back_django_instrumentor() -> None:
     if _DJANGO_SWITCH not in os.environ:
         os.environ[_DJANGO_SWITCH] = "False"
         _held_django = True
-
-
-def _names_our_exporters(environ: Mapping[str, str]) -> bool:
-    return any(
-        REDIS_STREAM in (name.strip() for name in environ.get(variable, "").split(","))
-        for variable in ("OTEL_TRACES_EXPORTER", "OTEL_LOGS_EXPORTER")
-    )
 
 
 def _configure_or_exit(*, with_metrics: bool = False) -> None:
