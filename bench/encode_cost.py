@@ -109,7 +109,7 @@ def run_step(kind: str, step: str, items: int) -> None:
     elif step == "shape":
         writer._shaper.shape_rows(raw)
     elif step == "summaries":
-        trace_summaries.script_calls(keys, rows, 0, 3600, 512)
+        trace_summaries.script_calls(keys, rows, 0, 3600, 512, 0)
     else:
         [writer._script_args(keys, rows[start : start + 512]) for start in range(0, len(rows), 512)]
     collect("off")

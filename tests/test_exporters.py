@@ -199,6 +199,23 @@ def test_old_entries_are_trimmed_by_age(stream: RedisHandle) -> None:
         assert [f["d"] for _, f in client.xrange(stream.keys.digest)].count("old") < 100
 
 
+def test_a_writer_whose_clock_runs_ahead_trims_by_redis_clock(
+    stream: RedisHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hours ahead, with records kept an hour: the trim point came from the writer's clock,
+    and one record of its own emptied the stream every other writer shared."""
+    with stream.client() as client:
+        for i in range(300):  # three full stream nodes, written a moment ago by Redis's clock
+            client.xadd(stream.stream, {"v": "1", "body": f"another writer's {i}"})
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200)
+    logger, _, logs = _pipeline(stream, max_age="1h")
+    logger.info("from the future")
+    assert logs.force_flush()
+    bodies = [entry.body for entry in stream.logs()]
+    assert bodies[-1] == "from the future" and len(bodies) == 301
+
+
 def test_exporter_reports_failure_instead_of_raising() -> None:
     settings = Settings.load(environ={}, redis_url="redis://127.0.0.1:1/0", redis_timeout="200ms")
     exporter = RedisStreamLogExporter(settings)

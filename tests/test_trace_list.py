@@ -290,6 +290,23 @@ def test_the_list_keeps_the_streams_age_and_count(stream: RedisHandle, redis_cli
     assert abs(slowest_ttl - (ends_in_s + 3600)) < 30  # max_age after it ends
 
 
+def test_a_writer_whose_clock_runs_ahead_trims_the_list_by_redis_clock(
+    stream: RedisHandle, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hours ahead, with an hour kept: it took every other service's traces off the list,
+    and the other services off the list of services."""
+    theirs = _trace_id(_root(tracer_provider(stream, "api", max_age=3600.0), "GET /theirs", ago_min=1, ms=10))
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200)
+    ahead = tracer_provider(stream, "worker", max_age=3600.0)
+    for n in range(3):  # the first call tells the writer Redis's clock
+        _root(ahead, f"GET /ahead/{n}", ago_min=0.5, ms=10)
+    monkeypatch.undo()
+    listed = {s.trace_id for s in recent_traces(redis_client, stream.stream, limit=100)}
+    assert theirs in listed and len(listed) == 4
+    assert set(redis_client.zrange(stream.keys.trace_services, 0, -1)) == {"api", "worker"}
+
+
 def test_each_hour_keeps_its_slowest_thousand(stream: RedisHandle, redis_client: redis.Redis) -> None:
     """Each hour's set by duration kept `max_entries` (100,000) members, for every hour of
     `max_age` (7 days): hundreds of times what the stream holds. A reader asks for 1,000 at most."""

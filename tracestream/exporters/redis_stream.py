@@ -143,6 +143,7 @@ class StreamWriter(Generic[Item]):
         self.health = WriteHealth()
         self._spells = shared_spells(self._client.shown_url, settings.stream)
         self._last_error = ""  # why the last write failed: the status carries it to doctor while failing
+        self._redis_ahead_ms: int | None = None  # Redis's clock less ours, as the last append call found it
 
     @property
     def failing_because(self) -> str:
@@ -221,7 +222,7 @@ class StreamWriter(Generic[Item]):
         ]
         if self._trace_list:
             listed = trace_summaries.script_calls(
-                keys, rows, self.settings.max_entries, self._ttl(), ROWS_PER_CALL
+                keys, rows, self.settings.max_entries, self._ttl(), ROWS_PER_CALL, self._redis_ahead_ms
             )
             calls += [("trace_list", 1, call) for call in listed]
         node = node_for(client, keys.logs)
@@ -270,8 +271,16 @@ class StreamWriter(Generic[Item]):
             elif isinstance(result, Exception):
                 raise result
             else:
+                self._learn_redis_clock(call, result)
                 self._tell_problems(node, result)
         return missing
+
+    def _learn_redis_clock(self, call: NamedCall, result: object) -> None:
+        """An append call answers with Redis's clock first: the trace list's age limit counts back
+        from it, so a host whose clock runs ahead never trims other writers' summaries."""
+        clock = result[0] if call[0] == "append" and isinstance(result, list) and result else None
+        if isinstance(clock, int) and clock:
+            self._redis_ahead_ms = clock - int(time.time() * 1000)
 
     def _tell_problems(self, node: redis.Redis, result: object) -> None:
         """Say, once each, what a script call could not do though it stored the records: it returns
@@ -306,7 +315,6 @@ class StreamWriter(Generic[Item]):
 
     def _script_args(self, keys: schema.StreamKeys, rows: Sequence[list[str]]) -> list[str | int | bytes]:
         settings = self.settings
-        min_id_ms = int((time.time() - settings.max_age) * 1000) if settings.max_age else 0
         resource = rows[0][self._resource_pos]  # the call's resource, sent once
         stream = self._stream_of(keys)
         marks = f"{stream}:written:"
@@ -317,7 +325,7 @@ class StreamWriter(Generic[Item]):
             errors.append(schema.ISSUE_TTL_S)
         return [
             settings.max_entries,
-            min_id_ms,
+            int(settings.max_age * 1000),
             self._ttl(),
             keys.trace_index(""),
             self._member_prefix,

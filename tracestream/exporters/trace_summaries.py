@@ -106,16 +106,23 @@ def _loads(text: str) -> Any:
 
 
 def script_calls(
-    keys: schema.StreamKeys, rows: Sequence[list[str]], max_entries: int, age_s: int, per_call: int
+    keys: schema.StreamKeys,
+    rows: Sequence[list[str]],
+    max_entries: int,
+    age_s: int,
+    per_call: int,
+    redis_ahead_ms: int | None,
 ) -> list[list[str | int | bytes]]:
     """The key and arguments of each `trace_list` script call for a shard's rows, `per_call`
     summaries a call (as the append calls, so no call blocks Redis long); none when no row is a
-    root. Summaries are kept `age_s` seconds, as the trace index is, at most `max_entries` a set."""
+    root. Summaries are kept `age_s` seconds, as the trace index is, at most `max_entries` a set,
+    counted by Redis's clock (`redis_ahead_ms` from ours): until a call has told it, none is
+    trimmed by age, since this host's clock may run ahead of the others'."""
     found = summaries(rows)
-    now_ms = int(time.time() * 1000)
+    now_ms = int(time.time() * 1000) + (redis_ahead_ms or 0)
     arguments: list[str | int | bytes] = [
         keys.traces(),
-        now_ms - age_s * 1000,
+        now_ms - age_s * 1000 if redis_ahead_ms is not None else 0,
         max_entries or UNBOUNDED_CAP,
         age_s,
         now_ms,

@@ -45,9 +45,11 @@
 local stream = KEYS[1]
 -- Numbers go to redis.call as the texts they came in: Redis formats a Lua number with
 -- snprintf("%.17g"), which cost a tenth of the script's time when done per row.
-local maxlen_text, min_id_text, ttl = ARGV[1], ARGV[2], ARGV[3]
+-- The age limit (ARGV[2], ms; 0 for none) counts back from the last id XADD gave, Redis's clock:
+-- a writer whose own clock runs ahead would otherwise trim every other writer's records.
+local maxlen_text, max_age_ms, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local maxlen = tonumber(maxlen_text)
-local min_id_ms = tonumber(min_id_text)
+local min_id_ms, min_id_text = 0, '0'
 local index_prefix = ARGV[4]
 local member_prefix = ARGV[5]
 local trace_pos = tonumber(ARGV[6]) + 1
@@ -270,6 +272,10 @@ if maxlen > 0 and #made > 0 and not index_problem then
     end
   end
 end
+if id and max_age_ms > 0 then
+  min_id_ms = tonumber(string.match(id, '^%d+')) - max_age_ms
+  min_id_text = string.format('%.0f', min_id_ms)
+end
 if min_id_ms > 0 then
   redis.call('XTRIM', stream, 'MINID', '~', min_id_text)
   if errors_key ~= '' then redis.pcall('XTRIM', errors_key, 'MINID', '~', min_id_text) end
@@ -334,8 +340,9 @@ if #issue_order > 0 then
     end
   end
 end
--- What the writer tells once, a line each, else how many rows were stored.
-local problems = {}
+-- Redis's clock (the ms of the last id stored, 0 when the call stored none), which the writer's
+-- trace list counts its age limit back from, then what the writer tells once, a line each.
+local problems = {id and tonumber(string.match(id, '^%d+')) or 0}
 local function tell(problem)
   if problem then problems[#problems + 1] = problem end
 end
@@ -345,8 +352,7 @@ tell(digest_problem)
 tell(index_problem)
 tell(issue_problem)
 local function outcome()
-  if #problems > 0 then return problems end
-  return #rows - first + 1
+  return problems
 end
 -- Readers read the stream itself only above and below the digest, so a batch left out of it must
 -- not lie between its entries: the digest is emptied instead (XTRIM, probed above), and searches
