@@ -12,6 +12,7 @@ import tracestream
 import tracestream.settings as settings_module
 from tracestream.alerts.store import AlertKeys
 from tracestream.export_status import status_key
+from tracestream.forwarder import DEAD_LETTER_SUFFIX, LOSS_COUNTS_SUFFIX
 from tracestream.schema import Keyspace, StreamKeys
 from tracestream.settings import (
     DERIVED_KEY_WORDS,
@@ -202,14 +203,15 @@ def test_batch_larger_than_queue_is_rejected() -> None:
 
 def test_a_stream_may_not_be_named_as_another_streams_keys() -> None:
     """`col:errors` is where the stream `col` keeps its error copies: both streams' readers
-    would see each other's records. Every word that follows a stream's name in its keys is one
-    a stream name may not use."""
+    would see each other's records (and `col:forward:dead` holds its forwarder's dead letters).
+    Every word that follows a stream's name in its keys is one a stream name may not use."""
     keys = StreamKeys("s")
     derived = [
         keys.spans, keys.errors, keys.issues, keys.issue("f"), keys.trace_index("t"), keys.resource("@r"),
         keys.digest, keys.digest_sizes, keys.digest_lines, keys.traces(), keys.traces("api"),
         keys.trace_services, keys.error_traces, keys.slowest_traces(1, "api"), keys.trace_hours,
         Keyspace("s").registry, status_key("s", "api", "host", 1), AlertKeys("s").prefix, "s:written:abc",
+        f"s{DEAD_LETTER_SUFFIX}", f"s{LOSS_COUNTS_SUFFIX}",
     ]  # fmt: skip
     assert {key.split(":")[1] for key in derived} == DERIVED_KEY_WORDS
     for word in sorted(DERIVED_KEY_WORDS):

@@ -270,6 +270,7 @@ DERIVED_KEY_WORDS = frozenset(
         "alerts",
         "digest",
         "errors",
+        "forward",
         "issue",
         "issues",
         "resource",
