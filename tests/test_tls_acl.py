@@ -303,6 +303,20 @@ def test_a_missing_client_certificate_is_said_to_be_what_the_server_wants(
     assert all(wanted in line for line in told), told
 
 
+def test_tls_files_beside_a_url_without_tls_are_said_to_be_unused(
+    certificates: Certificates, acl_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """They were left out without a word, and doctor said "no TLS" beside them."""
+    url = f"redis://127.0.0.1:{acl_redis.port}/0"
+    env = {"PATH": "/usr/bin:/bin", "TRACESTREAM_REDIS_URL": url}
+    env["TRACESTREAM_REDIS_CA"] = str(certificates.ca)
+    lines = [line for line in run_python(WARNING_APP, env).splitlines() if line.startswith("tracestream:")]
+    assert lines == [
+        f"tracestream: WARNING TRACESTREAM_REDIS_CA set, but {url} does not use TLS: they are read with a "
+        "rediss:// URL only"
+    ]
+
+
 def test_a_tls_connection_dropped_is_not_told_to_use_tls() -> None:
     """Only a plain connection a server drops at once is likely one to a TLS port."""
     listener = socket.create_server(("127.0.0.1", 0))

@@ -510,6 +510,7 @@ class Settings:
             values.update(logs_exporter=(), traces_exporter=())
         settings = cls(**values)
         settings._check_cluster()
+        settings._say_tls_files_unused()
         return settings
 
     def __repr__(self) -> str:
@@ -517,6 +518,19 @@ class Settings:
         values = {field.name: getattr(self, field.name) for field in fields(self)}
         values["redis_url"] = shown_url(self.redis_url)
         return f"Settings({', '.join(f'{name}={value!r}' for name, value in values.items())})"
+
+    def _say_tls_files_unused(self) -> None:
+        """TLS files beside a URL that does not speak TLS are left out: said once, naming them."""
+        tls_files = ("redis_ca", "redis_cert", "redis_key")
+        files = [_SETTINGS[name].env for name in tls_files if getattr(self, name)]
+        said = f"unused TLS files of {shown_url(self.redis_url)}"
+        if files and not self.redis_url.startswith("rediss://") and said not in _told:
+            _told.add(said)
+            internal_logger.warning(
+                "%s set, but %s does not use TLS: they are read with a rediss:// URL only",
+                " and ".join(files),
+                shown_url(self.redis_url),
+            )
 
     def _check_cluster(self) -> None:
         cluster = _SETTINGS["redis_cluster"].env
