@@ -122,9 +122,9 @@ _SECRET_PHRASES = (
 # `id` is not here on purpose: a session id is a credential.
 _METADATA_WORDS = frozenset({
     "count", "length", "len", "size", "at", "time", "timestamp", "ts", "ttl", "expires", "expiry",
-    "expiration", "age", "duration", "type", "kind", "name", "version", "algorithm", "alg",
-    "enabled", "required", "limit", "usage", "policy", "method", "scheme", "provider", "mode",
-    "status", "url", "uri", "endpoint", "file", "path",
+    "expiration", "age", "duration", "lifetime", "interval", "type", "kind", "name", "version",
+    "algorithm", "alg", "enabled", "required", "limit", "usage", "policy", "method", "scheme",
+    "provider", "mode", "status", "url", "uri", "endpoint", "file", "path",
 })  # fmt: skip
 # Keys whose text value runs to the end of the line (`Cookie: a=1; b=2`), not to the next space.
 _HEADER_SUFFIXES = ("authorization", "authentication", "cookie")
@@ -210,11 +210,11 @@ def _require_words(key: str, what: str) -> tuple[str, ...]:
 # --- key=value pairs inside text ---------------------------------------------------------
 
 # A key is not URL userinfo (`https://user:pw@`, left to URL_PASSWORD); it may be a command-line
-# flag (`--password=x`, `-token=x`). The value may open a list repr (`['Bearer x']`) or escaped
-# JSON logged as a string (`{\"password\":\"x\"}`).
+# flag (`--password=x`, `-token=x`) or a quoted SQL column (`` `password` = 'x' ``). The value
+# may open a list repr (`['Bearer x']`) or escaped JSON logged as a string (`{\"password\":\"x\"}`).
 _KEY_AND_SEPARATOR = (
     r"(?:--?)?(?<!://)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})"
-    r"(?:\\?[\"'])?[ \t]*[:=][ \t]*(?P<opener>[\[(](?=\\?[\"']))?(?P<escaped>\\(?=[\"']))?"
+    r"(?:\\?[\"'`])?[ \t]*[:=][ \t]*(?P<opener>[\[(](?=\\?[\"']))?(?P<escaped>\\(?=[\"']))?"
 )
 _TEXT_KEY = re.compile(r"(?<![A-Za-z0-9_.\-])" + _KEY_AND_SEPARATOR)
 # The same after an escaped line break or tab, matched where one ends: a config logged as a
@@ -228,6 +228,10 @@ _PAIR_KEY = re.compile(
     r"""\(\s*b?(?P<quote>["'])(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})(?P=quote)\s*,\s*(?:b(?=["']))?"""
 )
 _CLOSER = {"[": "]", "(": ")"}
+# SQL's `token IN ('x', 'y')`, the column maybe quoted; looked for only in text holding ` IN (`.
+_IN_LIST = re.compile(
+    r"(?<![A-Za-z0-9_.\-])(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})[\"`]?[ \t]+(?i:in)[ \t]*\((?=[\"'])"
+)
 _COMMAND_LINES = frozenset({"process.command_line"})
 _ITEM_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
 # An unquoted "value" that is a key name followed by a separator is the next key, not a value:
@@ -239,6 +243,8 @@ _WORD_VALUE_END = re.compile(r"[\s\"'&;,)\]}]|\\[nrt]")
 _LINE_VALUE_END = re.compile(r"[\"'\\\r\n]")
 _NESTED = ("[", "{", "(")
 _BYTES_OPENERS = ("b'", 'b"')  # a bytes value's repr, as botocore prints the headers it signs
+# A call whose first argument is a string literal: `PASSWORD('x')`, `crypt('x', salt)`, `SecretStr("x")`.
+_CALL = re.compile(r"[A-Za-z_][\w.]{0,63}\([ \t]*(?=[\"'])")
 _AUTH_SCHEME = re.compile(r"(?i:bearer|basic|digest|token|negotiate|ntlm|aws4-hmac-sha256)[ \t]+(?=\S)")
 
 
@@ -291,6 +297,12 @@ class KeyValueRule:
                 continue
             if span is not None:
                 yield span
+        if " IN (" in text or " in (" in text:
+            for match in _IN_LIST.finditer(text):
+                if self.keys.verdict(match.group("key")) is _SECRET and (
+                    span := _items_span(text, match.end(), ")")
+                ):
+                    yield span
 
 
 def _after_escape(text: str, start: int) -> bool:
@@ -313,7 +325,8 @@ def _items_span(text: str, pos: int, closer: str) -> tuple[int, int] | None:
 
 
 def _value_span(text: str, pos: int, header: bool, escaped: bool) -> tuple[int, int] | None:
-    """The value after `key=`: a quoted string, a header value (to end of line), or one word."""
+    """The value after `key=`: a quoted string, a header value (to end of line), the literal
+    arguments of a call, or one word."""
     if escaped:  # {\"password\":\"x\"}: the value ends at the next escaped quote
         start = pos + 1
         end = text.find("\\" + text[pos], start)
@@ -322,6 +335,8 @@ def _value_span(text: str, pos: int, header: bool, escaped: bool) -> tuple[int, 
         start, end = quoted.span("body")
     elif text.startswith(_NESTED, pos):  # `"errors": [{"message": ...}]`: its own keys say what is secret
         return None
+    elif not header and (call := _CALL.match(text, pos)):  # the literals it is called with
+        return _items_span(text, call.end(), ")")
     else:
         start = pos
         found = (_LINE_VALUE_END if header else _WORD_VALUE_END).search(text, pos)
@@ -385,6 +400,70 @@ class SqlParametersRule:
                     value = text[base + start : base + end]
                     if value != "None":  # NULL hides nothing
                         yield _inside_quotes(value, base + start, base + end)
+
+
+# The values a database refused, beside the columns or key it names. PostgreSQL's `DETAIL:  Key
+# (api_token)=(tok-1) already exists.` (or `is not present in table`, `is still referenced from`,
+# `conflicts with existing key (…)=(…).`) joins a composite key's columns and values with `, `;
+# MySQL's and MariaDB's `Duplicate entry 'a@x.io-tok-1' for key 'users.api_token'` joins a
+# composite key's values with `-` and names the key (an index) alone, its quotes escaped in some
+# Python reprs. Each is an opening and a closing on one line, the values between them; the
+# columns are in whichever names them. A column may be an expression: `Key (lower(email))=(…)`.
+_PG_KEY = re.compile(r"\b[Kk]ey \((?P<columns>(?:[^\n()]|\([^\n()]*\))+)\)=\(")
+_PG_KEY_END = re.compile(
+    r"\)(?= already exists| is not present| is still referenced| conflicts with| is duplicated|\.?$)", re.M
+)
+_DUPLICATE_ENTRY = re.compile(r"Duplicate entry \\?'")
+_DUPLICATE_ENTRY_END = re.compile(r"\\?' for key \\?'(?P<columns>[^'\\\n]*)")
+_KEY_SEPARATOR = ", "
+
+
+@dataclass(frozen=True)
+class DatabaseKeyRule:
+    """A value a database's constraint error prints, when the column (or MySQL's key) it names is
+    a secret's: `Key (api_token)=(…) already exists`, `Duplicate entry '…' for key 'api_token'`."""
+
+    keys: KeyPolicy
+    kind: str = "sensitive_database_key"
+    triggers: tuple[str, ...] = ("key ",)  # one literal: its screen is a fast search
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        for start, end, columns in _enclosed(text, _PG_KEY, _PG_KEY_END):
+            yield from self._secret_values(text, start, end, columns.split(_KEY_SEPARATOR))
+        for start, end, key in _enclosed(text, _DUPLICATE_ENTRY, _DUPLICATE_ENTRY_END):
+            yield from self._secret_values(text, start, end, [key.rsplit(".", 1)[-1]])
+
+    def _secret_values(
+        self, text: str, start: int, end: int, columns: list[str]
+    ) -> Iterator[tuple[int, int]]:
+        """Each secret column's value; all the values as one where they do not split one a column
+        (a value holding `, `, or MySQL's composite entry)."""
+        secret = [self.keys.verdict(column) is _SECRET for column in columns]
+        values = text[start:end].split(_KEY_SEPARATOR)
+        if len(values) != len(columns):
+            values, secret = [text[start:end]], [any(secret)]
+        for value, is_secret in zip(values, secret, strict=True):
+            if is_secret and value:
+                yield start, start + len(value)
+            start += len(value) + len(_KEY_SEPARATOR)
+
+
+def _enclosed(
+    text: str, opening: re.Pattern[str], closing: re.Pattern[str]
+) -> Iterator[tuple[int, int, str]]:
+    """(start, end, columns) of what each `opening` and the first `closing` after it on its line
+    enclose; without a closing, where the opening names the columns, the rest of the line (a
+    value cut short or holding a line break). Each line is searched for its end once and left
+    at the first opening without a closing, so this stays linear in the text."""
+    pos, line_end = 0, -1
+    while found := opening.search(text, pos):
+        if found.end() > line_end:
+            line_end = text.find("\n", found.end()) % (len(text) + 1)  # -1, no line break: the end
+        close = closing.search(text, found.end(), line_end)
+        named = found if "columns" in opening.groupindex else close
+        if named is not None:
+            yield found.end(), line_end if close is None else close.start(), named["columns"]
+        pos = line_end if close is None else close.end()
 
 
 def _inside_quotes(value: str, start: int, end: int) -> tuple[int, int]:
@@ -534,18 +613,26 @@ VENDOR_TOKEN = PatternRule(
     ),
     _VENDOR_TRIGGERS,
 )
-# The quoted password in SQL: `ALTER USER x WITH [ENCRYPTED] PASSWORD 'y'`, `CREATE ROLE ...
-# PASSWORD 'y'`, `SET PASSWORD [FOR u] = 'y'`, MySQL `IDENTIFIED [WITH plugin] BY 'y'`. A doubled
-# quote is part of the value. A space or `=` comes before the quote: `'password': 'x'` is a
-# Python repr, which the key rule reads. The trigger is `by '`, not `identified`: no trigger
-# word starts with `i`.
+# The password in SQL: `ALTER USER x WITH [ENCRYPTED] PASSWORD 'y'`, `CREATE ROLE ... PASSWORD 'y'`,
+# `SET PASSWORD [FOR u] = 'y'`, MySQL `IDENTIFIED [WITH plugin] BY 'y'`, and through a function:
+# `= PASSWORD('y')`, `USING OLD_PASSWORD('y')`, pgcrypto's `password = crypt('y', salt)`. After
+# `password` the literal may be PostgreSQL's `E'y'`, `U&'y'`, `$$y$$` or `$tag$y$tag$`, or
+# double-quoted (MySQL). A doubled quote is part of the value; a literal cut short runs to the
+# end. A space, `=` or `(` comes before the literal: `'password': 'x'` is a Python repr, which the
+# key rule reads. The trigger is `by '`, not `identified`: no trigger word starts with `i`.
 SQL_PASSWORD = PatternRule(
     "sql_password",
     re.compile(
-        r"(?i:\bpassword(?:[ \t]+for[ \t]+[^\s=]{1,200})?(?:[ \t]*=[ \t]*|[ \t]+)"
-        r"|\bidentified(?:[ \t]+with[ \t]+\S{1,64})?[ \t]+by[ ])'(?P<secret>(?:[^'\\]|''|\\.)*)'"
+        r"(?:(?i:\b(?:old_)?password(?:[ \t]+for[ \t]+[^\s=]{1,200})?(?:[ \t]*=[ \t]*|[ \t]+|\([ \t]*)"
+        r"|\bcrypt\([ \t]*)"
+        r"(?:[A-Za-z_]\w{0,63}\([ \t]*)?"  # a function the password goes through
+        r"(?:(?i:[en]|u&|_[a-z0-9]{1,32})?['\"]|\$(?P<tag>(?:[A-Za-z_]\w{0,62})?)\$)"
+        r"|(?i:\bidentified(?:[ \t]+with[ \t]+\S{1,64})?[ \t]+by[ ])['\"])"
+        # the literal's text, up to the quote or dollar tag it opened with
+        r"(?P<secret>(?<=')(?:[^'\\]|''|\\.)*|(?<=\")(?:[^\"\\]|\"\"|\\.)*|(?<=\$)(?:(?!\$(?P=tag)\$).)*)",
+        re.S,
     ),
-    ("password", "by '"),
+    ("password", "crypt(", "by '", 'by "'),
 )
 # 13-19 digits as printed on cards: contiguous, 4-4-4-(1..4) or Amex/Diners 4-6-(4..5), with one
 # consistent separator (a space, a dash, or a space as a form or URL encodes it: `+`, `%20`),
@@ -635,6 +722,7 @@ class Scrubber:
             KeyValueRule(self._keys),
             ValidationInputRule(self._keys),
             SqlParametersRule(self._keys),
+            DatabaseKeyRule(self._keys),
             *custom,
         )
         # Each rule's screen: what the lowercased text must contain before its regex runs.

@@ -35,43 +35,104 @@ def _placeholder_columns(statement: str) -> Iterator[tuple[int, str]]:
     """Each positional placeholder's parameter position and the column it is bound to ('' if none)."""
     tokens = [(match.lastgroup, match.group()) for match in _TOKEN.finditer(statement)]
     words = [text.upper() if kind == "name" else text for kind, text in tokens]
-    inserted = _inserted_columns(tokens, words)
-    values = words.index("VALUES") if inserted is not None else len(words)
+    values, row_columns = _row_columns(tokens, words)
     order = 0
-    group_position = -1  # within an INSERT's VALUES group
-    in_list_of = ""  # the column of an `IN (...)` list being read
     depth = 0
+    values_depth = -1  # the depth of an INSERT's VALUES keyword while its rows are read
+    row_position = -1  # within a row of those VALUES
+    in_list_of = ""  # the column of an `IN (...)` list being read
     for index, (kind, text) in enumerate(tokens):
-        if text == "(":
+        if index == values:
+            values_depth = depth
+        elif text == "(":
             depth += 1
-            if inserted is not None and depth == 1 and index > values:
-                group_position = 0
+            if depth == values_depth + 1:
+                row_position = 0
             elif index >= 2 and words[index - 1] == "IN" and tokens[index - 2][0] == "name":
                 in_list_of = _column(tokens[index - 2][1])
         elif text == ")":
+            if depth == values_depth + 1:
+                row_position = -1
             depth -= 1
             in_list_of = ""
-        elif text == "," and depth == 1 and group_position >= 0:
-            group_position += 1
+            if depth < values_depth:  # the end of `(VALUES ...)`
+                values_depth = -1
+        elif text == "," and depth == values_depth + 1 and row_position >= 0:
+            row_position += 1
         elif kind == "mark":
             position = int(text[1:]) - 1 if text[0] in "$:" else order
             order += 1
-            if inserted is not None and group_position >= 0:
-                yield position, inserted[group_position] if group_position < len(inserted) else ""
+            if row_position >= 0:
+                yield position, row_columns[row_position] if row_position < len(row_columns) else ""
             elif in_list_of:
                 yield position, in_list_of
             else:
                 yield position, _compared_column(tokens, words, index)
+        elif depth == values_depth and text != ",":  # after the last row: `ON CONFLICT (...)`, `RETURNING`
+            values_depth = -1
 
 
-def _inserted_columns(tokens: Sequence[tuple[str | None, str]], words: Sequence[str]) -> list[str] | None:
-    """An INSERT's column list, in order; None for any other statement."""
-    if not words or words[0] not in ("INSERT", "REPLACE") or "(" not in words or "VALUES" not in words:
-        return None
-    opened, values = words.index("("), words.index("VALUES")
-    if opened > values:
-        return None
-    return [_column(text) for kind, text in tokens[opened + 1 : values] if kind == "name"]
+def _row_columns(tokens: Sequence[tuple[str | None, str]], words: Sequence[str]) -> tuple[int, list[str]]:
+    """An INSERT's VALUES keyword (its index; past the end for any other statement) and the column
+    each value of a row goes to: `INSERT INTO t (a, b) VALUES (?, ?)`, or through the derived
+    table of `INSERT INTO t (a, b) SELECT p0, p1 FROM (VALUES (?, ?, 0)) AS v(p0, p1, n)`, which
+    SQLAlchemy's insertmanyvalues writes on PostgreSQL and SQL Server to keep the rows' order."""
+    if not words or words[0] not in ("INSERT", "REPLACE") or "VALUES" not in words or "(" not in words:
+        return len(words), []
+    values, opened = words.index("VALUES"), words.index("(")
+    select = words.index("SELECT") if "SELECT" in words[:values] else values
+    if opened > select:  # no column list
+        return len(words), []
+    closed = _closing(words, opened)
+    columns = [_column(text) for kind, text in tokens[opened + 1 : closed] if kind == "name"]
+    if select == values:
+        return values, columns
+    item_of = _select_items(tokens, words, select + 1, values)
+    named = _derived_columns(tokens, words, values)
+    return values, [
+        columns[item_of[name]] if item_of.get(name, len(columns)) < len(columns) else "" for name in named
+    ]
+
+
+def _closing(words: Sequence[str], opened: int) -> int:
+    """The index of the `)` that closes the `(` at `opened` (past the end if none does)."""
+    depth = 0
+    for index in range(opened, len(words)):
+        depth += (words[index] == "(") - (words[index] == ")")
+        if depth == 0:
+            return index
+    return len(words)
+
+
+def _select_items(
+    tokens: Sequence[tuple[str | None, str]], words: Sequence[str], start: int, end: int
+) -> dict[str, int]:
+    """Which item of the SELECT list from `start` to `end` first names each word:
+    `p0::VARCHAR, CAST(p1 AS TEXT)` gives P0 and VARCHAR item 0, CAST, P1, AS and TEXT item 1."""
+    item, depth = 0, 0
+    item_of: dict[str, int] = {}
+    for index in range(start, end):
+        if words[index] in ("(", ")"):
+            depth += 1 if words[index] == "(" else -1
+        elif words[index] == "," and depth == 0:
+            item += 1
+        elif tokens[index][0] == "name":
+            item_of.setdefault(words[index], item)
+    return item_of
+
+
+def _derived_columns(
+    tokens: Sequence[tuple[str | None, str]], words: Sequence[str], values: int
+) -> list[str]:
+    """The names `(VALUES ...) AS v(p0, p1, n)` gives its columns; none without that form."""
+    if words[values - 1] != "(":
+        return []
+    alias = _closing(words, values - 1) + 1
+    alias += words[alias : alias + 1] == ["AS"]
+    if words[alias + 1 : alias + 2] != ["("] or tokens[alias][0] != "name":
+        return []
+    names = range(alias + 2, _closing(words, alias + 1))
+    return [words[index] for index in names if tokens[index][0] == "name"]
 
 
 def _compared_column(tokens: Sequence[tuple[str | None, str]], words: Sequence[str], index: int) -> str:
