@@ -111,7 +111,7 @@ def main() -> None:
     try:
         with EmbeddedRedis() as server:
             wait_for_receiver(endpoint)
-            stream = f"bench:forward:{uuid.uuid4().hex[:8]}"
+            stream = f"bench:fwd:{uuid.uuid4().hex[:8]}"
             export_seconds = export(server.url, stream, n)
 
             settings = ForwardSettings(

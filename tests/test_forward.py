@@ -26,6 +26,7 @@ from tracestream.forwarder import (
     forwarder_lag,
 )
 from tracestream.otlp_encoding import RECORD_ID
+from tracestream.settings import shown_url
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +179,16 @@ def test_429_and_503_are_retried_honouring_retry_after(stream: RedisHandle, rece
     assert sorted(receiver.record_ids()).count(wanted[0]) == 1
 
 
+def test_a_timed_out_request_is_one_attempt_never_posted_again_at_once(stream: RedisHandle) -> None:
+    """A receiver slower than the timeout has the request already: only the backoff sends it again."""
+    seed_logs(stream, 10)
+    with OtlpReceiver() as slow:
+        slow.hold()
+        with forwarding(stream, slow, timeout=0.3, max_backoff=0.5, shutdown_grace=0.1) as forwarder:
+            wait_for(lambda: slow.held >= 4, 20, what="four requests")
+        wait_for(lambda: slow.held == forwarder.progress.retries + 1, 2, what="one request per attempt")
+
+
 def test_rejected_batch_goes_to_dead_letter_and_auth_failure_stops(
     stream: RedisHandle, receiver: OtlpReceiver
 ) -> None:
@@ -253,6 +264,17 @@ def test_forwarder_killed_mid_batch_loses_nothing(stream: RedisHandle, receiver:
         wait_for(lambda: pending(stream) == 0, what="nothing left pending")
     assert second.progress.claimed >= 500
     assert forwarder_lag(stream.client(), stream.stream)[0].undelivered == 0
+
+
+def test_the_start_line_names_the_redis_it_reads(stream: RedisHandle, receiver: OtlpReceiver) -> None:
+    forwarder = ForwarderProcess(stream, receiver)
+    try:
+        wait_for(lambda: forwarder.said("forwarding "), 20, what="the start line")
+    finally:
+        forwarder.process.send_signal(signal.SIGTERM)
+        forwarder.finish()
+    start = next(line for line in forwarder.lines if "forwarding " in line)
+    assert f" from {shown_url(stream.url)} to {receiver.url}/v1/logs " in start, start
 
 
 def test_sigterm_finishes_the_batch_in_flight(stream: RedisHandle, receiver: OtlpReceiver) -> None:

@@ -10,8 +10,9 @@ nothing is lost; a body too large is split before sending, and halved again on 4
 a 2xx answer reports as rejected (OTLP partial success) are counted and said, never retried,
 as the OTLP specification requires. Authentication, not-found and redirect answers stop the
 forwarder instead: they are configuration mistakes, and every entry stays pending for the
-next run. On a Redis Cluster each shard's streams have their own consumer group, read on the
-server holding the shard.
+next run. Entries retention trimmed before any forwarder read them are lost past any retry:
+Redis 7 counts them (XINFO), and they are counted and said. On a Redis Cluster each shard's
+streams have their own consumer group, read on the server holding the shard.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tracestream.connection import (
     refresh_topology,
     reply_text,
 )
+from tracestream.lua import script_source
 from tracestream.otlp_encoding import Encoded, RawEntry, encode_logs, encode_spans
 from tracestream.query import resolve_flat_resources, tolerant_call
 from tracestream.schema import StreamKeys, tolerant_text
@@ -50,7 +52,8 @@ DEFAULT_ENDPOINT = "http://localhost:4318"
 DEAD_LETTER_SUFFIX = ":forward:dead"
 DEAD_LETTER_MAX = 100_000  # per dead-letter stream, trimmed approximately: about this many newest kept
 # Per stream, a hash of what left it and was lost after all, kept for `tracestream doctor`: records a
-# partial success rejected, dead letters deleted past the cap, and since when (ms).
+# partial success rejected, dead letters deleted past the cap, entries trimmed before they were read,
+# and since when (ms).
 LOSS_COUNTS_SUFFIX = ":forward:lost"
 # A batch encoding larger is split: receivers refuse big bodies whole (the Collector past 20 MiB by
 # default, others sooner), and a few more requests cost little. A 413 halves a request further.
@@ -61,6 +64,9 @@ _FIRST_BACKOFF = 0.25
 # A receiver's own Retry-After is honoured up to this. Without one, the backoff stops at `max_backoff`
 # (5 s): a receiver that comes back is sent to within seconds, one that is down gets a request a turn.
 LONGEST_RETRY_AFTER = 30.0
+# How a keep-alive connection the server closed while idle fails, before anything reached the server:
+# sent again at once. Anything else, a timeout above all, may have reached it, so it is an attempt.
+STALE_CONNECTION = (BrokenPipeError, ConnectionResetError)  # http.client.RemoteDisconnected included
 
 
 class ForwardError(RuntimeError):
@@ -114,6 +120,7 @@ class Progress:
     dead_lettered: int = 0
     rejected: int = 0  # records a 2xx answer said it dropped (OTLP partial success): not forwarded
     dead_letters_dropped: int = 0  # older dead letters trimmed past DEAD_LETTER_MAX
+    trimmed: int = 0  # entries retention removed before any forwarder read them: lost
 
     def line(self, elapsed: float) -> str:
         rate = (self.logs + self.spans) / elapsed if elapsed > 0 else 0.0
@@ -125,6 +132,8 @@ class Progress:
             line += f", {self.rejected} rejected by the endpoint"
         if self.dead_letters_dropped:
             line += f", {self.dead_letters_dropped} old dead letters deleted past the cap"
+        if self.trimmed:
+            line += f", {self.trimmed} trimmed by retention before being read (lost)"
         return line
 
 
@@ -167,27 +176,32 @@ class OtlpHttpClient:
 
     def post(self, body: bytes) -> Response:
         """Raises OSError (or http.client.HTTPException) when no answer came."""
-        for attempt in (1, 2):
-            connection = self._connection or self._connect()
-            try:
-                connection.request("POST", self._path, body, self._headers)
-                answer = connection.getresponse()
-                data = answer.read()
-            except (OSError, http.client.HTTPException):
-                self.close()
-                if attempt == 2:
-                    raise
-                continue  # a keep-alive connection the server had already closed
-            if answer.will_close:
-                self.close()
-            return Response(
-                answer.status,
-                _retry_after(answer.getheader("Retry-After")),
-                data,
-                answer.getheader("Content-Type", ""),
-                answer.getheader("Location"),
-            )
-        raise AssertionError("unreachable")
+        reused = self._connection is not None
+        try:
+            return self._exchange(body)
+        except STALE_CONNECTION:
+            if not reused:
+                raise
+        return self._exchange(body)  # on a new connection: the server had closed the kept one
+
+    def _exchange(self, body: bytes) -> Response:
+        connection = self._connection or self._connect()
+        try:
+            connection.request("POST", self._path, body, self._headers)
+            answer = connection.getresponse()
+            data = answer.read()
+        except (OSError, http.client.HTTPException):
+            self.close()
+            raise
+        if answer.will_close:
+            self.close()
+        return Response(
+            answer.status,
+            _retry_after(answer.getheader("Retry-After")),
+            data,
+            answer.getheader("Content-Type", ""),
+            answer.getheader("Location"),
+        )
 
     def _connect(self) -> http.client.HTTPConnection:
         self._connection = self._connection_class(self._netloc, timeout=self._timeout)
@@ -230,6 +244,8 @@ class Forwarder:
         self._http = {signal: _client(settings, signal) for signal in ("logs", "spans")}
         self._outages: dict[str, tuple[float, int]] = {}  # per URL: since when, retries so far
         self._warnings: dict[str, str] = {}  # per URL: the last partial-success message said
+        self._trims_said: set[str] = set()  # streams whose first entries trimmed unread were said
+        self._trims_countable = True  # until Redis shows it keeps no count of entries added (before 7.0)
         # Per shard, its log and span streams: one slot, so one XREADGROUP reads both.
         self._shards: list[tuple[Signal, Signal]] = []
         self._by_stream: dict[bytes, Signal] = {}
@@ -249,7 +265,7 @@ class Forwarder:
         self._discover()
         self._report(
             f"forwarding {', '.join(s.stream for s in self._by_stream.values()) or settings.stream} "
-            f"to {self._http['logs'].url} and {self._http['spans'].url} "
+            f"from {shown_url(settings.redis_url)} to {self._http['logs'].url} and {self._http['spans'].url} "
             f"as {settings.group}/{settings.consumer}"
         )
         started = last_report = last_claim = time.monotonic()
@@ -321,26 +337,64 @@ class Forwarder:
                     raise
 
     def _read_and_forward(self) -> None:
-        """One shard blocks in XREADGROUP; several (a cluster) are polled until one has entries."""
-        settings = self.settings
+        """Every shard is read without waiting; with nothing new, one shard then blocks in XREADGROUP,
+        several (a cluster) are polled until one has entries."""
         pairs = self._shards
-        block = int(settings.block * 1000) if len(pairs) == 1 else None
-        got = 0
-        for logs, spans in pairs:
-            replies = logs.client.xreadgroup(
-                settings.group,
-                settings.consumer,
-                {logs.stream: ">", spans.stream: ">"},
-                count=settings.batch_size,
-                block=block,
-            )
-            # A map under RESP3, a list of pairs under RESP2.
-            read = replies.items() if isinstance(replies, dict) else replies or []
-            for stream, entries in cast("Iterable[tuple[bytes, list[RawEntry]]]", read):
-                got += len(entries)
-                self._forward(self._by_stream[stream], entries)
-        if block is None and not got:
+        if sum(self._read(logs, spans) for logs, spans in pairs):
+            return
+        if len(pairs) == 1:
+            self._read(*pairs[0], block=int(self.settings.block * 1000))
+        else:
             self._stop.wait(POLL_INTERVAL)
+
+    def _read(self, logs: Signal, spans: Signal, block: int | None = None) -> int:
+        """Entries read and forwarded. Without waiting, the read shares a transaction with counting what
+        retention trimmed unread, so it never reads past a gap uncounted; a blocked read starts caught up."""
+        settings = self.settings
+        counted = block is None and self._trims_countable
+        pipe = logs.client.pipeline(transaction=counted)
+        if counted:
+            for signal in (logs, spans):
+                keys = (signal.stream, signal.stream + LOSS_COUNTS_SUFFIX)
+                pipe.eval(script_source("forward_trimmed"), 2, *keys, settings.group, int(time.time() * 1000))
+        pipe.xreadgroup(
+            settings.group,
+            settings.consumer,
+            {logs.stream: ">", spans.stream: ">"},
+            count=settings.batch_size,
+            block=block,
+        )
+        *trimmed, replies = pipe.execute()
+        for signal, count in zip((logs, spans), trimmed, strict=False):
+            self._said_trimmed(signal, int(count))
+        got = 0
+        # A map under RESP3, a list of pairs under RESP2.
+        read = replies.items() if isinstance(replies, dict) else replies or []
+        for stream, entries in cast("Iterable[tuple[bytes, list[RawEntry]]]", read):
+            got += len(entries)
+            self._forward(self._by_stream[stream], entries)
+        return got
+
+    def _said_trimmed(self, signal: Signal, count: int) -> None:
+        """Entries gone before any forwarder read them: said once per stream, then counted in progress."""
+        if count < 0:
+            if self._trims_countable:
+                self._trims_countable = False
+                self._report(
+                    "this Redis keeps no count of the entries added to a stream (Redis 7.0 does): entries "
+                    "retention trims before a forwarder reads them are lost without a count; size "
+                    "retention for the longest outage (docs/scale-out.md)"
+                )
+            return
+        self.progress.trimmed += count
+        if count and signal.stream not in self._trims_said:
+            self._trims_said.add(signal.stream)
+            self._report(
+                f"{count} {signal.counter} of {signal.stream} were trimmed by retention (max_entries, "
+                f"max_age) before a forwarder read them: lost, counted in "
+                f"{signal.stream + LOSS_COUNTS_SUFFIX}; the progress line counts any more; size retention "
+                f"for the longest outage (docs/scale-out.md)"
+            )
 
     def _claim_abandoned(self) -> None:
         """Take over what a dead forwarder read but never acknowledged."""
@@ -600,7 +654,8 @@ class StreamLag:
     consumers: int
     pending: int
     oldest_pending_age: float | None  # seconds since the oldest unacknowledged entry was written
-    undelivered: int | None  # entries no forwarder has read yet; None when Redis cannot tell
+    undelivered: int | None  # entries still there that no forwarder has read yet; None when Redis cannot tell
+    trimmed_unread: int | None  # entries retention removed before the group read them, not yet counted
 
 
 def _signal_streams(client: Client, stream: str) -> Iterator[tuple[redis.Redis, str]]:
@@ -625,6 +680,7 @@ def forwarder_lag(client: Client, stream: str, group: str = DEFAULT_GROUP) -> li
         oldest = summary.get("min")
         age = time.time() - int(reply_text(oldest).split("-")[0]) / 1000 if oldest else None
         lag = info.get("lag")
+        trimmed = trimmed_unread(tolerant_call(node, "XINFO STREAM", key), info)
         found.append(
             StreamLag(
                 stream=key,
@@ -632,10 +688,27 @@ def forwarder_lag(client: Client, stream: str, group: str = DEFAULT_GROUP) -> li
                 consumers=int(info["consumers"]),
                 pending=int(summary["pending"]),
                 oldest_pending_age=age,
-                undelivered=int(lag) if lag is not None else None,
+                undelivered=int(lag) - (trimmed or 0) if lag is not None else None,
+                trimmed_unread=trimmed,
             )
         )
     return found
+
+
+def trimmed_unread(stream: Mapping[str, Any], group: Mapping[str, Any]) -> int | None:
+    """What lua/forward_trimmed.lua would count, from XINFO STREAM and the group's XINFO GROUPS:
+    Redis's own lag still counts those entries as unread. None where Redis cannot tell."""
+    added, read, first = stream.get("entries-added"), group.get("entries-read"), stream.get("first-entry")
+    if added is None or read is None:
+        return None
+    if first and _stream_id(stream["max-deleted-entry-id"]) >= _stream_id(first[0]):
+        return None
+    return max(0, int(added) - int(stream["length"]) - int(read))
+
+
+def _stream_id(text: str | bytes) -> tuple[int, int]:
+    milliseconds, _, sequence = reply_text(text).partition("-")
+    return int(milliseconds), int(sequence)
 
 
 def _raw(response: Any, **options: Any) -> Any:
@@ -651,7 +724,8 @@ class ForwardLosses:
     newest_dead_letter: str  # its `forward_error`, "" when none are kept
     rejected: int  # records a 2xx answer said it dropped
     dead_letters_deleted: int  # dead letters trimmed past DEAD_LETTER_MAX
-    since_ms: int | None  # when the first rejection or deletion was counted
+    trimmed: int  # entries retention removed before a forwarder read them
+    since_ms: int | None  # when the first loss was counted
 
 
 def forward_losses(client: Client, stream: str) -> list[ForwardLosses]:
@@ -672,6 +746,7 @@ def forward_losses(client: Client, stream: str) -> list[ForwardLosses]:
                 newest_dead_letter=_newest_reason(node, key + DEAD_LETTER_SUFFIX) if kept else "",
                 rejected=_count(lost.get("rejected")),
                 dead_letters_deleted=_count(lost.get("dead_letters_deleted")),
+                trimmed=_count(lost.get("trimmed")),
                 since_ms=_count(lost.get("since_ms")) or None,
             )
         )

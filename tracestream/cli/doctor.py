@@ -413,10 +413,16 @@ def _forwarders(client: Client, config: Settings) -> list[Finding]:
             detail += f", oldest written {lag.oldest_pending_age:.0f}s ago"
         if lag.undelivered is not None:
             detail += f", {lag.undelivered} not yet read"
+        if lag.trimmed_unread:
+            detail += (
+                f"; {lag.trimmed_unread} more were trimmed by retention before it read them: lost, "
+                f"and the next forwarder to read counts them in {lag.stream + LOSS_COUNTS_SUFFIX!r} "
+                "(docs/scale-out.md: size retention)"
+            )
         behind = (lag.oldest_pending_age or 0) > FORWARD_BEHIND_S
         if behind:
             detail += "; is the endpoint refusing, or are too few forwarders running?"
-        findings.append(Finding("forwarder", "warn" if behind else "ok", detail))
+        findings.append(Finding("forwarder", "warn" if behind or lag.trimmed_unread else "ok", detail))
     return findings
 
 
@@ -439,6 +445,8 @@ def _forward_losses(client: Client, config: Settings) -> list[Finding]:
             lost.append(f"{losses.rejected} records rejected by the endpoint (OTLP partial success)")
         if losses.dead_letters_deleted:
             lost.append(f"{losses.dead_letters_deleted} dead letters deleted past the cap")
+        if losses.trimmed:
+            lost.append(f"{losses.trimmed} records trimmed by retention before a forwarder read them")
         if lost:
             since = f" since {iso_utc(losses.since_ms * 1_000_000)}" if losses.since_ms else ""
             findings.append(
