@@ -186,6 +186,26 @@ def test_long_records_never_hold_redis_for_long(tmp_path: Path) -> None:
     assert len(summary_ms) >= 5 and max(summary_ms) < 250, summary_ms  # 30 MB in short calls, not one
 
 
+def test_list_and_map_attributes_are_found_by_their_json(
+    stream: RedisHandle, writer: RecordWriter, client: redis.Redis
+) -> None:
+    """The pre-filter looked for the value as a JSON string's text, quotes escaped: a list or map
+    holding strings was never found, though `tail` showed it matching."""
+    writer.write(
+        writer.row("tagged", attributes={"tags": ["a", "b"], "order": {"id": "A-1"}, "said": 'say "hi"'}),
+        writer.row("numbered", attributes={"tags": [1, 2]}),
+    )
+
+    def found(match: str) -> list[str]:
+        return bodies(search(client, stream.stream, Query.parse(attributes=[match])).records)
+
+    assert found('tags=["a","b"]') == ["tagged"]
+    assert found('order={"id":"A-1"}') == ["tagged"]
+    assert found('said=say "hi"') == ["tagged"]
+    assert found("tags=[1,2]") == ["numbered"]
+    assert found('tags=["a"]') == []
+
+
 def test_long_texts_and_attribute_values_match_exactly(
     stream: RedisHandle, writer: RecordWriter, client: redis.Redis
 ) -> None:

@@ -49,6 +49,9 @@ def parse_severity(text: str) -> int:
     return SEVERITY_FLOORS[name]
 
 
+_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)")  # an escape in a JSON string's text
+
+
 @dataclass(frozen=True)
 class AttributeMatch:
     """`key=value`: the record's attribute `key` equals `value` (non-strings compared as JSON)."""
@@ -71,8 +74,11 @@ class AttributeMatch:
 
     @property
     def needles(self) -> tuple[str, str]:
-        """Substrings the attributes JSON must contain: a cheap server-side pre-filter."""
-        return dump_json(self.key) + ":", dump_json(self.value)[1:-1]
+        """Substrings the attributes JSON must contain: a cheap server-side pre-filter. Of the value,
+        its longest part without a character JSON escapes in a string: a list or map (`["a","b"]`)
+        holds its quotes as they are, a string value escaped, and that part is in either."""
+        parts = _ESCAPE.split(dump_json(self.value)[1:-1])
+        return dump_json(self.key) + ":", max(parts, key=len)
 
 
 class Pattern(Protocol):
