@@ -11,9 +11,11 @@ from __future__ import annotations
 import queue
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from subprocess import PIPE
 
 import httpx
@@ -238,6 +240,22 @@ def test_search_pages_and_the_tail_backlog_are_in_time_order(stream: RedisHandle
     assert [record["body"] for record in ndjson(here("search", "--json").stdout)] == ["later", "earlier"]
     people = here("search", "--no-stack").stdout.splitlines()  # newest first
     assert len(people) == 2 and "later" in people[0] and "earlier" in people[1], people
+
+
+@pytest.mark.parametrize("ahead_s", [-1e9, 2.0], ids=["past", "two seconds ahead"])
+def test_tail_ends_once_its_until_has_passed(
+    stream: RedisHandle, writer: RecordWriter, ahead_s: float
+) -> None:
+    """It printed the backlog, then followed for ever a stream nothing new could match."""
+    writer.write(writer.row("already written"))
+    until = datetime.fromtimestamp(max(time.time() + ahead_s, 0), timezone.utc).isoformat()
+    started = time.monotonic()
+    tail = subprocess.run(
+        [TRACESTREAM, "tail", "--until", until], env=stream.env(), capture_output=True, text=True, timeout=30
+    )
+    assert tail.returncode == 0, tail.stderr
+    assert ("already written" in tail.stdout) == (ahead_s > 0), tail.stdout
+    assert time.monotonic() - started < 15
 
 
 def _lines_until(process: subprocess.Popen[str], count: int) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from tracestream.cli.common import (
@@ -15,7 +16,7 @@ from tracestream.cli.common import (
     whole_number,
 )
 from tracestream.cli.record_lines import FILTERS, STACKS, RecordPrinter, oldest_first, query_from
-from tracestream.query import Follow, follow, search
+from tracestream.query import Follow, Query, follow, search
 
 if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         for record in oldest_first(backlog.records):
             printer.print(record)
         printer.flush()
+        if _ended(query):  # nothing arriving now can be within --until
+            return 0
         disconnected = False
 
         def on_disconnect(error: Exception) -> None:
@@ -72,4 +75,11 @@ def run(args: argparse.Namespace) -> int:
             if entry is not None:
                 printer.print(entry)
             printer.flush()
+            if _ended(query):
+                return 0
     return 0
+
+
+def _ended(query: Query) -> bool:
+    """`--until` has passed: a record written from now on is newer than any it admits."""
+    return query.until_ms is not None and time.time() * 1000 > query.until_ms
