@@ -360,6 +360,9 @@ BAD_INPUT = [
     (["tail", "--since", "10m", "--until", "20m"], "reversed time range"),
     (["search", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["search", "--redis-url", "http://localhost"], "scheme must be one of"),
+    # a step of 0 never moved the replay on: it spun for ever
+    (["alerts", "test", "rules.yaml", "--step", "0s"], "argument --step: '0s' is shorter than 1ms"),
+    (["forward", "--timeout", "0s"], "argument --timeout: '0s' is shorter than 1ms"),
 ]
 
 

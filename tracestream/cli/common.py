@@ -77,9 +77,13 @@ def whole_number(low: int, high: int = sys.maxsize) -> Callable[[str], int]:
     return parse
 
 
+SHORTEST_DURATION = 0.001
+
+
 def duration_up_to(longest: float) -> Callable[[str], float]:
-    """A duration argument no longer than `longest` seconds, so Redis and the clock can hold it;
-    argparse would show a ValueError's type, so the message is kept here."""
+    """A duration argument from 1 ms to `longest` seconds, so Redis and the clock can hold it,
+    and a step, tick or timeout of 0 never spins; argparse would show a ValueError's type, so the
+    message is kept here."""
 
     def parse_argument(text: str) -> float:
         try:
@@ -88,6 +92,8 @@ def duration_up_to(longest: float) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
         if seconds > longest:
             raise argparse.ArgumentTypeError(f"{text!r} is longer than {longest:g} seconds")
+        if seconds < SHORTEST_DURATION:
+            raise argparse.ArgumentTypeError(f"{text!r} is shorter than 1ms")
         return seconds
 
     return parse_argument
