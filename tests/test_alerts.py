@@ -126,6 +126,13 @@ def notified(receiver: WebhookReceiver, rule: str, count: int, timeout: float = 
     )
 
 
+def ids(handle: RedisHandle, rule: str, *changes: int) -> list[str]:
+    """The ids of a rule's notifications by change number: `<rule>:<when its state was made>:<change>`."""
+    with handle.client() as client:
+        armed = client.hget(AlertKeys(handle.stream).state(rule), "armed_ms")
+    return [f"{rule}:{armed}:{change}" for change in changes]
+
+
 def at_s(body: dict[str, Any]) -> float:
     return calendar.timegm(time.strptime(body["at"][:19], "%Y-%m-%dT%H:%M:%S")) + float(
         "0" + body["at"][19:-1]
@@ -361,8 +368,9 @@ def test_a_webhook_answering_500_then_200_gets_it_once_and_no_secret_is_shown(
     wait_for(lambda: receiver.accepted("/flaky", "flaky"), what="the retried notification")
     first, second = [hook for hook in receiver.attempts("/flaky") if hook.body["rule"] == "flaky"]
     assert (first.status, second.status) == (500, 200)
-    assert first.body["id"] == second.body["id"] == "flaky:1"
-    assert second.headers["Idempotency-Key"] == "flaky:1:flaky"
+    (flaky_id,) = ids(handle, "flaky", 1)
+    assert first.body["id"] == second.body["id"] == flaky_id
+    assert second.headers["Idempotency-Key"] == f"{flaky_id}:flaky"
     assert second.headers["Authorization"].startswith("Basic ")
 
     def outcomes() -> list[str]:
@@ -375,7 +383,7 @@ def test_a_webhook_answering_500_then_200_gets_it_once_and_no_secret_is_shown(
     assert outcomes() == ["retrying", "delivered"]
     with handle.client() as client:
         recorded = "".join(str(f) for _, f in client.xrange(AlertKeys(handle.stream).deliveries))
-    assert "HTTP 500" in runner.stderr() and "flaky:1" in runner.stderr()
+    assert "HTTP 500" in runner.stderr() and flaky_id in runner.stderr()
     for shown in (runner.stderr(), recorded):
         assert SECRET_PASSWORD not in shown and SECRET_TOKEN not in shown
     assert "http://127.0.0.1:" in recorded and "/***" in recorded
@@ -422,7 +430,7 @@ def test_a_webhook_that_hangs_holds_up_no_other_target(
 def test_a_redirect_is_not_followed_with_the_credentials(
     kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
 ) -> None:
-    _, runner, writer = kinds
+    handle, runner, writer = kinds
     receiver.fail_next("/flaky", 302)
     writer.log("moving", service="v")
     wait_for(
@@ -430,17 +438,18 @@ def test_a_redirect_is_not_followed_with_the_credentials(
     )
     assert [h.status for h in receiver.attempts("/flaky") if h.body["rule"] == "moved"] == [302, 200]
     assert receiver.attempts("/elsewhere") == []
-    assert "moved:1 to flaky: HTTP 302" in runner.stderr()
+    assert f"{ids(handle, 'moved', 1)[0]} to flaky: HTTP 302" in runner.stderr()
 
 
 def test_any_rule_name_reaches_the_webhook(
     kinds: tuple[RedisHandle, Runner, RecordWriter], receiver: WebhookReceiver
 ) -> None:
-    _, _, writer = kinds
+    handle, _, writer = kinds
     writer.log("hello", service="u")
     wait_for(lambda: receiver.accepted("/hook", "café → <b>"), what="the notification")
     (hook,) = [h for h in receiver.attempts("/hook") if h.body["rule"] == "café → <b>"]
-    assert hook.headers["Idempotency-Key"] == "caf%C3%A9%20%E2%86%92%20%3Cb%3E:1:ops"
+    armed = ids(handle, "café → <b>", 1)[0].split(":")[-2]
+    assert hook.headers["Idempotency-Key"] == f"caf%C3%A9%20%E2%86%92%20%3Cb%3E:{armed}:1:ops"
 
 
 # ---------------------------------------------------------------------------
@@ -470,7 +479,7 @@ def test_two_runners_send_each_notification_exactly_once(
     writer.close()
     bodies = receiver.accepted("/hook", "shared")
     assert [b["state"] for b in bodies] == ["firing", "resolved", "firing", "resolved"]
-    assert [b["id"] for b in bodies] == ["shared:1", "shared:2", "shared:3", "shared:4"]
+    assert [b["id"] for b in bodies] == ids(handle, "shared", 1, 2, 3, 4)
     # Round 2 starts once "resolved" is seen, when no more than 9 of round 1's records were left
     # in the 1 s window (the rule fires above 9): it counts 10 to 19. Counted by both runners, it
     # would be 20 or more.
@@ -513,12 +522,13 @@ def test_kill_9_and_restart_neither_resends_nor_misses(
         notified(receiver, "late", 2)
         wait_for(lambda: settled(handle), what="the outbox drained")
     writer.close()
+    fired, resolved = ids(handle, "before", 1, 2)
     assert [(b["id"], b["state"]) for b in receiver.accepted("/hook", "before")] == [
-        ("before:1", "firing"),
-        ("before:2", "resolved"),
+        (fired, "firing"),
+        (resolved, "resolved"),
     ]
     assert [(b["id"], b["state"], b["value"]) for b in receiver.accepted("/hook", "during")] == [
-        ("during:1", "firing", 2)
+        (ids(handle, "during", 1)[0], "firing", 2)
     ]
     assert [(b["state"], b["count"]) for b in receiver.accepted("/hook", "late")] == [
         ("firing", 1),
@@ -572,7 +582,7 @@ def test_a_redis_restart_is_told_and_rules_fire_again_after_it(
     """Reading, evaluating and delivering each run on their own; all three come back."""
     with EmbeddedRedis() as server:
         handle = fresh_handle(server)
-        rule = {"name": "restarted", "kind": "match", "filter": {"service": "rs"}, "cooldown": "1s"}
+        rule = {"name": "restarted", "kind": "match", "filter": {"service": "rs"}, "cooldown": "5s"}
         rules = rule_file(tmp_path, receiver, [{**rule, "notify": "ops"}])
         with running(handle, rules) as runner:
             writer = RecordWriter(handle)
@@ -586,7 +596,7 @@ def test_a_redis_restart_is_told_and_rules_fire_again_after_it(
             wait_for(lambda: "Redis is reachable again" in runner.stderr(), what="the recovery told")
             writer = RecordWriter(handle)
             writer.log("after", service="rs")
-            after = notified(receiver, "restarted", 2)[1]
+            after = notified(receiver, "restarted", 3)[2]  # after the resolve of the firing Redis forgot
             writer.close()
             assert runner.process.poll() is None, runner.stderr()
     assert (after["state"], [s["body"] for s in after["samples"]]) == ("firing", ["after"])
@@ -635,6 +645,9 @@ BAD_RULES = [
     ({"notify": ["pager"]}, "rule 'r1': field 'notify'"),
     ({"for": "-1s"}, "rule 'r1': field 'for'"),
     ({"percentile": 99}, "rule 'r1': field 'percentile': not a field of a rate rule"),
+    ({"kind": "absence"}, "rule 'r1': field 'above': not a field of an absence rule"),
+    # counted in buckets of 100 ms or more: a shorter window is one bucket, empty as it starts
+    ({"window": "1ms"}, "rule 'r1': field 'window': at least 100ms: records are counted in 100ms steps"),
     # a latency's value is in ms: 500 meant as ms would read as seconds, and never fire
     ({"kind": "latency", "above": 500}, "rule 'r1': field 'above': a duration with its unit, e.g. 500ms"),
     ({"kind": "latency", "above": "0.5"}, "rule 'r1': field 'above': a duration with its unit"),
@@ -743,6 +756,7 @@ def test_check_hides_a_bad_webhook_url_and_accepts_a_good_file(tmp_path: Path) -
     assert done.stdout.startswith(
         "r1: rate over 30s, fires on more than 5 matching records in 30s; notifies ops"
     )
+    assert done.stderr == "1 rule OK\n"
 
 
 def test_backtest_prints_when_rules_would_have_fired_and_resolved(
@@ -805,6 +819,47 @@ def test_backtest_for_and_repeat(stream: RedisHandle, tmp_path: Path) -> None:
         ("firing", True, 6.5),
         ("resolved", False, 7.5),
     ]
+
+
+def test_a_match_rule_counts_over_its_cooldown_so_it_is_a_window_too() -> None:
+    """A cooldown of 0s made a match rule that never fired: it counts its matches in no bucket."""
+    rule = {"name": "r1", "kind": "match", "filter": {}, "cooldown": "0s", "notify": "ops"}
+    with pytest.raises(RuleError, match=r"^rule 'r1': field 'cooldown': at least 100ms"):
+        parse_rules({"notify": {"ops": {"webhook": "http://127.0.0.1:9/h"}}, "rules": [rule]})
+
+
+@pytest.mark.parametrize(
+    ("command", "refusal"),
+    [
+        (["run", "--rules"], "field 'window': 200ms is shorter than --tick 250ms"),
+        (["test", "--step", "300ms"], "field 'window': 200ms is shorter than --step 300ms"),
+    ],
+)
+def test_a_window_evaluations_would_step_over_is_refused_before_touching_redis(
+    tmp_path: Path, command: list[str], refusal: str
+) -> None:
+    """Evaluated every 250 ms, a 200 ms window never read the records of the 50 ms between: a rate
+    missed them, an absence fired while they came."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "notify": {"ops": {"webhook": "http://127.0.0.1:9/h"}},
+                "rules": [{**GOOD_RULE, "window": "200ms"}],
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACESTREAM_")}
+    done = subprocess.run(
+        [str(VENV_BIN / "tracestream"), "alerts", *command, str(path), "--redis-url", "redis://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    never = "so records between two evaluations would never be counted"
+    assert done.stderr == f"tracestream: {path}: rule 'r1': {refusal}, {never}\n"
 
 
 def test_runner_refuses_a_bad_file_before_touching_redis(tmp_path: Path) -> None:

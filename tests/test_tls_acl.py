@@ -235,7 +235,7 @@ def test_alerts_run_over_tls_evaluates_its_rules(
         "TRACESTREAM_REDIS_KEY": str(certificates.client_key),
     }
     with running(handle, rules, "tls", **files) as runner:
-        assert "evaluating 1 rules on 1 shard(s)" in runner.stderr()
+        assert "evaluating 1 rule on 1 shard(s)" in runner.stderr()
 
 
 def test_tls_without_the_client_certificate_or_ca_is_refused(

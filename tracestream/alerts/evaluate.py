@@ -61,7 +61,8 @@ def reading(rule: Rule, window: Window, state: RuleState, now_ms: int) -> Readin
         holds = total >= rule.min_count and value > rule.above
         return Reading(value, holds, estimated, window)
     if rule.kind == "absence":
-        watched_long_enough = now_ms - state.armed_ms >= rule.window_ms
+        # A firing carried over a loss of Redis's state (runner.py) stays firing until a record comes.
+        watched_long_enough = state.status == "firing" or now_ms - state.armed_ms >= rule.window_ms
         return Reading(matched, not stored and watched_long_enough, estimated, window)
     value, count = percentile(window.histogram, rule.percentile)
     holds = count >= rule.min_count and value > rule.above
@@ -77,7 +78,8 @@ def _figure(count: float) -> float:
 
 @dataclass(frozen=True)
 class RuleState:
-    """A rule's firing state, as stored (all text); `seq` counts its changes."""
+    """A rule's firing state, as stored (all text); `seq` counts its changes since `armed_ms`, when
+    the state was made, so the two together name a change however often Redis loses the state."""
 
     status: str = "ok"  # ok, pending or firing
     seq: int = 0
@@ -110,6 +112,21 @@ class RuleState:
             armed_ms=number("armed_ms") or now_ms,
             issues=told,
         )
+
+    def stored(self) -> dict[str, str]:
+        """The state as its hash holds it: the inverse of `of`."""
+        numbers = ("seq", "since_ms", "fired_ms", "last_sent_ms", "resolved_ms", "armed_ms")
+        return {
+            "status": self.status,
+            **{name: str(getattr(self, name)) for name in numbers},
+            "matched_at_fire": str(self.matched_at_fire),
+            "sampled_at_fire": str(self.sampled_at_fire),
+            **{ISSUE_FIELD + fingerprint: how for fingerprint, how in self.issues.items()},
+        }
+
+    def after(self, step: Step) -> RuleState:
+        """This state once `step` is stored."""
+        return RuleState.of({**self.stored(), **step.fields, "seq": str(self.seq + 1)}, self.armed_ms)
 
 
 @dataclass(frozen=True)
@@ -155,6 +172,17 @@ def _fire(rule: Rule, now: Reading, now_ms: int) -> Step:
     return Step(fields, "firing")
 
 
+def carried_over(seen: RuleState, state: RuleState) -> Step | None:
+    """What a runner keeps of a rule's state as it last `seen` it, once Redis has lost it and made
+    `state` afresh (a restart without persistence, keys deleted or evicted): a firing stays firing,
+    to resolve as usual when the condition clears (its counts are gone, so mostly at once), so the
+    channel hears its end. A fresh state already changed is another runner's doing: left alone."""
+    if seen.status != "firing" or state.seq != 0:
+        return None
+    fields = {"status": "firing", "fired_ms": str(seen.fired_ms), "last_sent_ms": str(seen.last_sent_ms)}
+    return Step(fields)
+
+
 # ---------------------------------------------------------------------------
 # what a notification says
 
@@ -176,7 +204,7 @@ def notification(
     base = rules.console_url
     links = {"search": f"{base}/search?{urlencode(_search_params(rule, now_ms))}"} if base else {}
     return {
-        "id": f"{rule.name}:{seq}",
+        "id": f"{rule.name}:{state.armed_ms}:{seq}",
         "rule": rule.name,
         "kind": rule.kind,
         "state": step.notify,

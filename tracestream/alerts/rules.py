@@ -123,6 +123,28 @@ class RuleSet:
     console_url: str = ""
 
 
+def counted(count: int, noun: str) -> str:
+    """`1 rule`, `2 rules`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in ("a", "e", "i", "o", "u") else "a"
+
+
+def refuse_windows_shorter_than(rules: RuleSet, every_ms: int, option: str) -> None:
+    """A window shorter than the time between two evaluations (`--tick`, a backtest's `--step`) is
+    never read whole: records in the part no evaluation covers are never counted, so a rate misses
+    them and an absence fires while they arrive."""
+    for rule in rules.rules:
+        if rule.kind != "new_issue" and rule.window_ms < every_ms:
+            field_name = "cooldown" if rule.kind == "match" else "window"
+            raise RuleError(
+                f"rule {rule.name!r}: field {field_name!r}: {format_ms(rule.window_ms)} is shorter than "
+                f"{option} {format_ms(every_ms)}, so records between two evaluations would never be counted"
+            )
+
+
 def format_ms(ms: int) -> str:
     for unit, size in (("h", 3600_000), ("m", 60_000), ("s", 1000)):
         if ms >= size and ms % size == 0:
@@ -284,7 +306,7 @@ def _rule(item: object, index: int, targets: Mapping[str, Target]) -> Rule:
     allowed = _RULE_KEYS["common"] | _RULE_KEYS[kind]
     extra = sorted(str(key) for key in item if key not in allowed)
     if extra:
-        raise RuleError(f"rule {name!r}: field {extra[0]!r}: not a field of a {kind} rule")
+        raise RuleError(f"rule {name!r}: field {extra[0]!r}: not a field of {_article(kind)} {kind} rule")
     notify = item.get("notify")
     if isinstance(notify, str):
         notify = [notify]
@@ -295,7 +317,12 @@ def _rule(item: object, index: int, targets: Mapping[str, Target]) -> Rule:
             raise RuleError(f"rule {name!r}: field 'notify': no target named {str(target)!r} under notify")
     windowed = kind not in ("match", "new_issue")
     cooldown_default = 0 if windowed else DEFAULT_MATCH_COOLDOWN_MS
-    cooldown = rule.duration("cooldown", cooldown_default)
+    # A match rule counts its matches in a window of its cooldown.
+    cooldown = (
+        rule.window("cooldown", cooldown_default)
+        if kind == "match"
+        else rule.duration("cooldown", cooldown_default)
+    )
     params, query = rule.issue_filter() if kind == "new_issue" else rule.filter("filter")
     return Rule(
         name=name,
@@ -303,7 +330,7 @@ def _rule(item: object, index: int, targets: Mapping[str, Target]) -> Rule:
         filter=query,
         notify=tuple(str(target) for target in notify),
         # A match (new_issue) rule stays firing while matches (issues) come less than `cooldown` apart.
-        window_ms=rule.duration("window", None, positive=True) if windowed else cooldown,
+        window_ms=rule.window("window", None) if windowed else cooldown,
         above=rule.threshold(kind) if kind in ("rate", "ratio", "latency") else 0.0,
         for_ms=rule.duration("for", 0),
         repeat_ms=rule.duration("repeat", DEFAULT_REPEAT_MS, positive=True),
@@ -339,6 +366,16 @@ class _RuleFields:
             raise self.error(key, str(error)) from None
         if positive and ms <= 0:
             raise self.error(key, "must be longer than 0")
+        return ms
+
+    def window(self, key: str, default: int | None) -> int:
+        """A duration a rule counts records over, in buckets no shorter than BUCKET_FLOOR_MS: a
+        shorter window would be one bucket that empties as it starts."""
+        ms = self.duration(key, default)
+        if ms < BUCKET_FLOOR_MS:
+            raise self.error(
+                key, f"at least {BUCKET_FLOOR_MS}ms: records are counted in {BUCKET_FLOOR_MS}ms steps"
+            )
         return ms
 
     def threshold(self, kind: str) -> float:

@@ -23,10 +23,10 @@ from typing import Any
 import redis
 
 from tracestream.alerts.delivery import Deliverer, DeliverySettings, claim_idle, read_group, unparsed_reads
-from tracestream.alerts.evaluate import decide, notification, reading
+from tracestream.alerts.evaluate import RuleState, Window, carried_over, decide, notification, reading
 from tracestream.alerts.issues import REGRESSED, issue_step
 from tracestream.alerts.matching import Batch, Matcher, Seen
-from tracestream.alerts.rules import RuleSet
+from tracestream.alerts.rules import Rule, RuleSet, counted
 from tracestream.alerts.store import (
     AlertKeys,
     Loaded,
@@ -49,6 +49,7 @@ from tracestream.connection import (
 from tracestream.error_issues import ErrorIssue, get_issue, list_issues
 from tracestream.forwarder import default_consumer
 from tracestream.query import after, parse_stream_id
+from tracestream.settings import shown_url
 from tracestream.shards import POLL_INTERVAL, SHARD_REFRESH_S, shards
 
 DEFAULT_GROUP = "tracestream-alerts"
@@ -74,41 +75,90 @@ _ISSUE_OVERLAP_MS = 60_000  # each listing of issues reaches back this far over 
 
 
 class Evaluator:
-    """Every rule, once, at one moment. `issues` lists error issues, for new_issue rules."""
+    """Every rule, once, at one moment. `issues` lists error issues, for new_issue rules; `report`
+    hears that Redis lost the rules' states."""
 
-    def __init__(self, rules: RuleSet, store: Store, issues: Issues | None = None) -> None:
+    def __init__(
+        self,
+        rules: RuleSet,
+        store: Store,
+        issues: Issues | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
         self.rules = rules
         self.store = store
         self._issues = issues
+        self._report = report
         self._issues_since: int | None = None
         self._watch_issues = any(rule.kind == "new_issue" for rule in rules.rules)
+        # Each rule's state as this evaluator last saw or left it: what survives Redis losing it.
+        self._seen: dict[str, RuleState] = {}
 
     def evaluate(self, now_ms: int) -> None:
         store = self.store  # `AlertRunner._discover` may replace it meanwhile
         values: dict[str, float] = {}
         estimated: set[str] = set()
+        lost: list[str] = []
+        kept_firing: list[str] = []
         loaded = store.load(self.rules.rules, now_ms)
         issues = self._recent_issues(loaded, now_ms)
         for rule, found in zip(self.rules.rules, loaded, strict=True):
-            if rule.kind == "new_issue":
-                step, payload, values[rule.name] = issue_step(self.rules, rule, found.state, issues, now_ms)
-                if step is not None:
-                    store.apply(rule, found.state, step, payload)
-                continue
-            now = reading(rule, found.window, found.state, now_ms)
-            values[rule.name] = now.value
-            if now.estimated:
+            state = found.state
+            seen = self._seen.get(rule.name)
+            if seen is not None and seen.armed_ms != state.armed_ms:  # made afresh: Redis lost it
+                lost.append(rule.name)
+                kept = self._carry_over(store, rule, seen, state)
+                if kept is None:  # another runner changed the fresh state first: read again next tick
+                    self._seen[rule.name] = state
+                    continue
+                if kept.status == "firing":
+                    kept_firing.append(rule.name)
+                state = kept
+            self._seen[rule.name], values[rule.name], is_estimate = self._step(
+                store, rule, state, found.window, issues, now_ms
+            )
+            if is_estimate:
                 estimated.add(rule.name)
-            step = decide(rule, found.state, now, now_ms)
-            if step is None:
-                continue
+        if lost:
+            store.describe(self.rules.rules, now_ms)  # for `alerts status` and the console, lost too
+            if self._report is not None:
+                self._report(_state_lost(lost, kept_firing))
+        store.evaluated(values, estimated, now_ms)
+
+    def _carry_over(self, store: Store, rule: Rule, seen: RuleState, fresh: RuleState) -> RuleState | None:
+        """The fresh state, with what `carried_over` keeps of the lost one stored in it; None when
+        another runner changed it first."""
+        step = carried_over(seen, fresh)
+        if step is None:
+            return fresh
+        return fresh.after(step) if store.apply(rule, fresh, step, None) else None
+
+    def _step(
+        self,
+        store: Store,
+        rule: Rule,
+        state: RuleState,
+        window: Window,
+        issues: Sequence[ErrorIssue],
+        now_ms: int,
+    ) -> tuple[RuleState, float, bool]:
+        """Decide one rule and store its change: its state after, its value, whether that is an estimate."""
+        value: float
+        if rule.kind == "new_issue":
+            step, payload, value = issue_step(self.rules, rule, state, issues, now_ms)
+            is_estimate = False
+        else:
+            now = reading(rule, window, state, now_ms)
+            value, is_estimate = now.value, now.estimated
+            step = decide(rule, state, now, now_ms)
             payload = (
-                notification(self.rules, rule, step, found.state, now, store.samples(rule), now_ms)
-                if step.notify
+                notification(self.rules, rule, step, state, now, store.samples(rule), now_ms)
+                if step is not None and step.notify
                 else None
             )
-            store.apply(rule, found.state, step, payload)
-        store.evaluated(values, estimated, now_ms)
+        if step is None or not store.apply(rule, state, step, payload):
+            return state, value, is_estimate
+        return state.after(step), value, is_estimate
 
     def _recent_issues(self, loaded: Sequence[Loaded], now_ms: int) -> Sequence[ErrorIssue]:
         """Issues seen since the last listing (with some overlap); the first listing reaches back to
@@ -128,6 +178,18 @@ class Evaluator:
         # so that its next regression is news again.
         regressed = {fp for state in watching for fp, how in state.issues.items() if how == REGRESSED}
         return self._issues(since, regressed)
+
+
+def _state_lost(lost: Sequence[str], kept_firing: Sequence[str]) -> str:
+    """One line for the rules whose state Redis lost, naming those that stay firing."""
+    firing = (
+        f"still firing until they resolve: {', '.join(kept_firing)}" if kept_firing else "none was firing"
+    )
+    return (
+        f"Redis has lost the state of {counted(len(lost), 'rule')} (restarted without persistence, or "
+        "keys deleted or evicted): counts and notifications not yet delivered are gone, and rules count "
+        f"again from now; {firing}"
+    )
 
 
 class AlertRunner:
@@ -152,6 +214,7 @@ class AlertRunner:
             rules,
             RedisStore(home_client, self._home_keys, []),
             self._issues,
+            report,
         )
         self._deliverer = Deliverer(
             home_client, self._home_keys, rules.targets, settings.consumer, settings.delivery, report
@@ -257,9 +320,11 @@ class AlertRunner:
         self._deliverer.ensure_group()
         if announce:
             names = ", ".join(f"{t.name} ({t.shown_url})" for t in self.rules.targets.values())
-            where = f"{len(counters)} shard(s) of {self.settings.stream}"
+            where = (
+                f"{len(counters)} shard(s) of {self.settings.stream} at {shown_url(self.settings.redis_url)}"
+            )
             self._report(
-                f"evaluating {len(self.rules.rules)} rules on {where} as "
+                f"evaluating {counted(len(self.rules.rules), 'rule')} on {where} as "
                 f"{self.settings.group}/{self.settings.consumer}; notifying {names}"
             )
 

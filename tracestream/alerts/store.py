@@ -7,7 +7,8 @@ so reading its window costs its bins, not its records. Counts and bins are sums 
 weights (docs/sampling.md), kept with INCRBYFLOAT. A state change is a compare-and-set on
 the rule's change counter in one script that also queues the notification: of several runners
 deciding the same change, one wins, and the notification is queued exactly once, under the id
-`<rule>:<change number>`.
+`<rule>:<armed_ms>:<change number>`: when the state was made names it, so the ids of a state Redis
+lost and made again never repeat.
 On a Redis Cluster, counts live next to each shard's records and states in one home slot
 (`{<stream>}:alerts:...`); evaluation sums the shards' counts.
 """
@@ -56,6 +57,10 @@ class Store(Protocol):
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         """Store `step` unless another evaluator changed the rule first; True when it was stored."""
+        ...
+
+    def describe(self, rules: Sequence[Rule], now_ms: int) -> None:
+        """What each rule is, for readers that have no rule file; a rule seen for the first time is armed."""
         ...
 
 
@@ -280,11 +285,15 @@ class RedisStore:
         for rule in rules:
             pipe.hgetall(self.keys.state(rule.name))
         states: list[dict[str, str]] = pipe.execute()
-        unarmed = [rule for rule, state in zip(rules, states, strict=True) if "armed_ms" not in state]
+        unarmed = [index for index, state in enumerate(states) if "armed_ms" not in state]
         if unarmed:  # absence is judged from a rule's first evaluation by any runner
-            for rule in unarmed:
-                pipe.hsetnx(self.keys.state(rule.name), "armed_ms", now_ms)
-            pipe.execute()
+            for index in unarmed:
+                pipe.hsetnx(self.keys.state(rules[index].name), "armed_ms", now_ms)
+                pipe.hgetall(self.keys.state(rules[index].name))
+            # Read again: another runner may have armed it first, and `armed_ms` names the state.
+            armed = pipe.execute()[1::2]
+            for index, state in zip(unarmed, armed, strict=True):
+                states[index] = state
         per_shard = [shard.load(rules, now_ms) for shard in self.shards]
         loaded = []
         for index, state in enumerate(states):
@@ -408,6 +417,9 @@ class MemoryStore:
 
     def evaluated(self, values: Mapping[str, float], estimated: Collection[str], now_ms: int) -> None:
         pass  # a backtest reports notifications only
+
+    def describe(self, rules: Sequence[Rule], now_ms: int) -> None:
+        pass  # nothing reads a backtest's rules but the backtest
 
     def apply(self, rule: Rule, state: RuleState, step: Step, payload: Mapping[str, Any] | None) -> bool:
         stored = self.states[rule.name]

@@ -12,7 +12,14 @@ import time
 from typing import TYPE_CHECKING
 
 from tracestream.alerts.delivery import DeliverySettings, failed_deliveries
-from tracestream.alerts.rules import RuleError, RuleSet, format_ms, load_rules
+from tracestream.alerts.rules import (
+    RuleError,
+    RuleSet,
+    counted,
+    format_ms,
+    load_rules,
+    refuse_windows_shorter_than,
+)
 from tracestream.alerts.runner import DEFAULT_GROUP, AlertRunner, RunSettings, backtest
 from tracestream.alerts.store import home_stream, rule_states
 from tracestream.cli.common import (
@@ -152,6 +159,14 @@ def _rules(path: str, console_url: str = "") -> RuleSet:
     return rules
 
 
+def _evaluated_every(rules: RuleSet, path: str, seconds: float, option: str) -> None:
+    """Refuse, before touching Redis, a rule whose window the evaluations would step over."""
+    try:
+        refuse_windows_shorter_than(rules, round(seconds * 1000), option)
+    except RuleError as error:
+        raise UsageError(f"{path}: {error}") from None
+
+
 def run_check(args: argparse.Namespace) -> int:
     rules = _rules(args.file)
     for rule in rules.rules:
@@ -164,12 +179,13 @@ def run_check(args: argparse.Namespace) -> int:
             targets = ", ".join(rule.notify)
             print(f"{rule.name}: {rule.kind}{window}, fires on {rule.describe()}; notifies {targets}")
     if not args.json:
-        print(f"{len(rules.rules)} rules OK", file=sys.stderr)
+        print(f"{counted(len(rules.rules), 'rule')} OK", file=sys.stderr)
     return 0
 
 
 def run_test(args: argparse.Namespace) -> int:
     rules = _rules(args.file, args.console_url)
+    _evaluated_every(rules, args.file, args.step, "--step")
     now_ms = int(time.time() * 1000)
     try:
         since_ms = parse_time_ms(args.since, now_ms)
@@ -185,12 +201,13 @@ def run_test(args: argparse.Namespace) -> int:
         else:
             repeat = " (repeat)" if payload["repeat"] else ""
             print(f"{payload['at']} {payload['state']}{repeat} {payload['rule']}: value {payload['value']:g}")
-    print(f"{len(found)} notifications from {len(rules.rules)} rules", file=sys.stderr)
+    print(f"{counted(len(found), 'notification')} from {counted(len(rules.rules), 'rule')}", file=sys.stderr)
     return 0
 
 
 def run_live(args: argparse.Namespace) -> int:
     rules = _rules(args.rules, args.console_url)
+    _evaluated_every(rules, args.rules, args.tick, "--tick")
     config = settings(args)
     delivery = DeliverySettings(
         max_attempts=args.max_attempts, first_backoff=args.first_backoff, claim_idle=args.claim_idle
