@@ -141,7 +141,7 @@ def advice(error: BaseException) -> str | None:
     if isinstance(error, redis.TimeoutError):
         return _timeout_advice(error)
     if isinstance(error, redis.ConnectionError) and _closed_by_server(error) and not _over_tls(error):
-        return "the server closed the connection: if it speaks TLS, use rediss://"
+        return "the server closed the connection: it may be restarting, or, if it speaks TLS, use rediss://"
     if isinstance(error, redis.ConnectionError) and _ended_by_tls_server(error) and _over_tls(error):
         return (
             "the server ended the TLS session: if it asks for a client certificate, set "
