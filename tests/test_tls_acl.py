@@ -278,30 +278,30 @@ def _told(url: str, spool: Path, **settings: str) -> list[str]:
     return [*failed_writes, cli.stderr]
 
 
+def _both_say(advice: str, url: str, spool: Path, **settings: str) -> None:
+    """The app's failed-write line and `tracestream search` each give `advice`."""
+    told = _told(url, spool, **settings)
+    assert len(told) == 2 and all(advice in line for line in told), told
+
+
 def test_a_redis_url_to_a_tls_port_says_to_use_rediss(tls_redis: str, tmp_path: Path) -> None:
     """The server drops the connection at once: redis-py says only `Connection reset by peer`."""
-    told = _told(tls_redis.replace("rediss://", "redis://"), tmp_path)
-    assert len(told) == 2, told
     closed = "the server closed the connection: it may be restarting, or, if it speaks TLS, use rediss://"
-    assert all(closed in line for line in told)
+    _both_say(closed, tls_redis.replace("rediss://", "redis://"), tmp_path)
 
 
 def test_a_rediss_url_to_a_plain_port_says_to_use_redis(acl_redis: EmbeddedRedis, tmp_path: Path) -> None:
     """A plain Redis waits for a command while the client waits for its TLS hello: a timeout."""
-    told = _told(f"rediss://127.0.0.1:{acl_redis.port}/0", tmp_path)
-    assert len(told) == 2, told
     handshake = "the TLS handshake got no answer: if the server does not speak TLS, use redis://"
-    assert all(handshake in line for line in told), told
+    _both_say(handshake, f"rediss://127.0.0.1:{acl_redis.port}/0", tmp_path)
 
 
 def test_a_missing_client_certificate_is_said_to_be_what_the_server_wants(
     tls_redis: str, certificates: Certificates, tmp_path: Path
 ) -> None:
     """The line said only "EOF occurred in violation of protocol"."""
-    told = _told(tls_redis, tmp_path, TRACESTREAM_REDIS_CA=str(certificates.ca))
-    assert len(told) == 2, told
     wanted = "if it asks for a client certificate, set TRACESTREAM_REDIS_CERT and TRACESTREAM_REDIS_KEY"
-    assert all(wanted in line for line in told), told
+    _both_say(wanted, tls_redis, tmp_path, TRACESTREAM_REDIS_CA=str(certificates.ca))
 
 
 def test_tls_files_beside_a_url_without_tls_are_said_to_be_unused(
