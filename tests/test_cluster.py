@@ -258,6 +258,10 @@ def test_a_killed_master_loses_nothing_and_never_blocks_the_app(
     billing = Writer(env("billing"), "--count", "3000", "--rate", "2000", "--label", "bill")
     try:
         orders.wait_logged(500)
+        # Billing's first batch registers its shard, which readers find it by: where the registry's
+        # slot is on the victim, a first batch after the kill waits in the spool for the next process.
+        billing_shard = Keyspace(handle.stream, cluster=True, shard_by_service=True).shard("billing").logs
+        wait_for(lambda: billing_shard in _registered(client, handle), what="billing's shard in the registry")
         assert victim.process is not None
         victim.process.kill()
         victim.process.wait()
@@ -279,10 +283,19 @@ def test_a_killed_master_loses_nothing_and_never_blocks_the_app(
         keys = Keyspace(handle.stream, cluster=True, shard_by_service=True).shard(service)
         found = {
             "in its shard": client.xlen(keys.logs),
-            "registered": [s.name for s in shards(client, handle.stream)],
+            "registered": _registered(client, handle),
         }
-        assert sorted(int(entry.body.split()[1]) for entry in records) == list(range(3000)), (service, found)
+        statuses = {"orders": orders_status, "billing": billing_status}
+        assert sorted(int(entry.body.split()[1]) for entry in records) == list(range(3000)), (
+            service,
+            found,
+            statuses[service],
+        )
         assert {entry.body.split()[0] for entry in records} == {label}
+
+
+def _registered(client: RedisCluster, handle: RedisHandle) -> list[str]:
+    return [shard.name for shard in shards(client, handle.stream)]
 
 
 def test_forwarder_delivers_every_shard_including_new_ones(handle: RedisHandle, client: RedisCluster) -> None:
