@@ -196,8 +196,9 @@ def test_nothing_found_names_the_redis_read_and_a_stream_that_is_not_there(
         ),
         (
             ["trace", "f" * 32],
-            f"no records for trace {'f' * 32} in stream {stream} on {shown} (not written, expired, or "
-            "evicted: `tracestream doctor` names the eviction policy)",
+            f"no records for trace {'f' * 32} in stream {stream} on {shown} (not written, trimmed by "
+            "max_entries or max_age, expired, or evicted: `tracestream doctor` names the limits and the "
+            "eviction policy)",
         ),
     ]:
         done = here(*args, "--redis-url", url, "--stream", stream)

@@ -54,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     with reader(args) as client:
         tree = trace_tree(client, settings(args).stream, args.trace_id)
         if not tree.roots and not tree.unattached_logs:
-            why = " (not written, expired, or evicted: `tracestream doctor` names the eviction policy)"
+            why = (
+                " (not written, trimmed by max_entries or max_age, expired, or evicted: "
+                "`tracestream doctor` names the limits and the eviction policy)"
+            )
             nothing_found(args, client, f"no records for trace {tree.trace_id}", why)
             return 0
     if args.json:
