@@ -272,8 +272,11 @@ if maxlen > 0 and #made > 0 and not index_problem then
     end
   end
 end
-if id and max_age_ms > 0 then
-  min_id_ms = tonumber(string.match(id, '^%d+')) - max_age_ms
+-- Redis's clock: the ms of the last id stored, which the age limit, the issues' times and the
+-- writer's trace list count by (0 when the call stored none).
+local now_ms = id and tonumber(string.match(id, '^%d+')) or 0
+if now_ms > 0 and max_age_ms > 0 then
+  min_id_ms = now_ms - max_age_ms
   min_id_text = string.format('%.0f', min_id_ms)
 end
 if min_id_ms > 0 then
@@ -297,7 +300,6 @@ if #issue_order > 0 then
     end
     return reply
   end
-  local now_ms = tonumber(string.match(id, '^(%d+)'))
   local hour = math.floor(now_ms / 3600000)
   local slot = 'h' .. (hour % 24)
   for _, fp in ipairs(issue_order) do
@@ -340,9 +342,9 @@ if #issue_order > 0 then
     end
   end
 end
--- Redis's clock (the ms of the last id stored, 0 when the call stored none), which the writer's
--- trace list counts its age limit back from, then what the writer tells once, a line each.
-local problems = {id and tonumber(string.match(id, '^%d+')) or 0}
+-- Redis's clock, which the writer's trace list counts its age limit back from, then what the
+-- writer tells once, a line each.
+local problems = {now_ms}
 local function tell(problem)
   if problem then problems[#problems + 1] = problem end
 end
