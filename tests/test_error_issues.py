@@ -249,6 +249,97 @@ def test_fingerprints_group_by_type_and_the_apps_innermost_frame() -> None:
     assert fingerprint_of("", "", "timeout for 'a'") != fingerprint_of("", "", "refused for 'a'")
 
 
+# Python 3.11's print of a TaskGroup whose tasks failed, and of a group the app raised itself.
+TASK_GROUP = """\
+  + Exception Group Traceback (most recent call last):
+  |   File "/srv/app/shop/views.py", line 20, in checkout
+  |     await gather_order(order_id)
+  |   File "/srv/app/shop/orders.py", line 9, in gather_order
+  |     async with asyncio.TaskGroup() as group:
+  |   File "/usr/lib/python3.11/asyncio/taskgroups.py", line 145, in __aexit__
+  |     raise me from None
+  | ExceptionGroup: unhandled errors in a TaskGroup ({n} sub-exceptions)
+{members}"""
+MEMBER = """\
+    | Traceback (most recent call last):
+    |   File "/srv/app/shop/{file}.py", line {line}, in {function}
+    |     raise {type}("{message}")
+    | {type}: {message}
+"""
+RAISED_GROUP = """\
+Traceback (most recent call last):
+  File "/srv/app/shop/forms.py", line 3, in parse
+    int(value)
+ValueError: invalid literal for int() with base 10: 'x'
+
+The above exception was the direct cause of the following exception:
+
+  + Exception Group Traceback (most recent call last):
+  |   File "/srv/app/shop/forms.py", line {line}, in {function}
+  |     raise ExceptionGroup("validation", errors)
+  | ExceptionGroup: validation (2 sub-exceptions)
+  +-+---------------- 1 ----------------
+    | ValueError: 1
+    +---------------- 2 ----------------
+    | ExceptionGroup: inner (1 sub-exception)
+    +-+---------------- 1 ----------------
+      | TypeError: 2
+      +------------------------------------
+"""
+
+
+def _task_group(*failures: tuple[str, str, str, int]) -> str:
+    """The print of a TaskGroup whose tasks failed with (type, file, function, line) each."""
+    rules = [
+        "  +-+---------------- 1 ----------------",
+        *(f"    +---------------- {n} ----------------" for n in range(2, len(failures) + 1)),
+    ]
+    members = "".join(
+        f"{rule}\n" + MEMBER.format(type=kind, file=file, function=function, line=line, message=f"#{line}")
+        for rule, (kind, file, function, line) in zip(rules, failures, strict=True)
+    )
+    return TASK_GROUP.format(n=len(failures), members=members + "    +------------------------------------\n")
+
+
+def test_an_exception_group_is_told_by_its_members_not_its_message() -> None:
+    """Every TaskGroup failure says "unhandled errors in a TaskGroup", and the group's frames sit
+    behind `|` margins, which no frame pattern read: every group in every service was one issue.
+    A group's issue is its own frame and its members' types and frames, in no order, each once."""
+    user = ("ValueError", "users", "fetch_user", 4)
+    order = ("KeyError", "orders", "fetch_order", 12)
+    fingerprint = partial(fingerprint_of, "ExceptionGroup", message="unhandled errors in a TaskGroup")
+    assert fingerprint(_task_group(user)) != fingerprint(_task_group(order))
+    assert fingerprint(_task_group(user, order)) not in {
+        fingerprint(_task_group(user)),
+        fingerprint(_task_group(order)),
+    }
+    assert fingerprint(_task_group(user, order)) == fingerprint(_task_group(order, user, user))
+    moved = ("ValueError", "users", "fetch_user", 40)
+    assert fingerprint(_task_group(moved)) == fingerprint(_task_group(user))
+    # a group the app raises: the function raising it tells two apart, whatever the message says
+    assert fingerprint(RAISED_GROUP.format(line=9, function="parse_order")) == fingerprint(
+        RAISED_GROUP.format(line=30, function="parse_order")
+    )
+    assert fingerprint(RAISED_GROUP.format(line=9, function="parse_order")) != fingerprint(
+        RAISED_GROUP.format(line=9, function="parse_address")
+    )
+    # a group with no frame of the app's anywhere falls back on its message, as any exception does
+    library = RAISED_GROUP.replace("/srv/app/shop", "/venv/lib/python3.11/site-packages/forms")
+    assert fingerprint_of("ExceptionGroup", library, "validation") != fingerprint_of(
+        "ExceptionGroup", library, "other"
+    )
+    # an exception chained from a group is told by its own frame, as before
+    wrapped = (
+        f"{_task_group(user)}\nThe above exception was the direct cause of the following exception:\n\n"
+        'Traceback (most recent call last):\n  File "/srv/app/shop/views.py", line 22, in checkout\n'
+        "    raise RuntimeError()\nRuntimeError\n"
+    )
+    assert innermost_app_frame(wrapped) == "shop/views.py:checkout"
+    assert fingerprint_of("RuntimeError", wrapped, "") == fingerprint_of(
+        "RuntimeError", wrapped.replace("users", "x"), ""
+    )
+
+
 def test_status_changes(stream: RedisHandle, writer: RecordWriter, redis_client: redis.Redis) -> None:
     writer.log("failed", severity="ERROR", exception=_error("b"))
     (issue,) = list_issues(redis_client, stream.stream)

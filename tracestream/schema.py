@@ -587,6 +587,63 @@ def innermost_app_frame(stacktrace: str) -> str:
     return ""
 
 
+def exception_group_signature(stacktrace: str) -> tuple[str, bool]:
+    """`Type@frame[member; ...]` of the exception group that ends `stacktrace` (a member that is
+    a group nests its own), and whether any of those frames is the application's; ("", False)
+    when the last exception is no group. Members are told apart by their type and innermost
+    frame of the app's, in no order, each once: a group of three timeouts is a group of one."""
+    if _GROUP_MEMBER_MARK not in stacktrace:
+        return "", False
+    signature = _signature(stacktrace.splitlines(), margin="", depth=1)
+    return (signature, _LOCATED.search(signature) is not None) if "[" in signature else ("", False)
+
+
+# How traceback prints a group: its own lines behind `|` at two spaces a level of nesting, each
+# member after a `+-+---- 1 ----` or `  +---- 2 ----` rule at the group's indent.
+_GROUP_MEMBER_MARK = "+-+----------------"
+_MEMBER_RULE = re.compile(r"(?:\+-|  )\+-{16} (?:\d+|\.\.\.) -{16}$")
+_CHAINED = (
+    "The above exception was the direct cause of the following exception:",
+    "During handling of the above exception, another exception occurred:",
+)
+_EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(?=:|$)")
+_LOCATED = re.compile(r"@[^\[\];]")
+_MAX_GROUP_DEPTH = 12  # past traceback's own limit of 10
+
+
+def _signature(lines: list[str], margin: str, depth: int) -> str:
+    """The signature of the last exception of the chain in `lines`, each of whose own lines
+    starts with `margin`; a group among them prints its own lines at `depth`."""
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        if line.startswith(margin) and line[len(margin) :] in _CHAINED:
+            lines = lines[index + 1 :]
+            break
+    indent = "  " * depth
+    rules = [
+        i for i, line in enumerate(lines) if line.startswith(indent) and _MEMBER_RULE.match(line, len(indent))
+    ]
+    if not rules or depth > _MAX_GROUP_DEPTH:
+        text = "\n".join(line[len(margin) :] for line in lines if line.startswith(margin))
+        return f"{_exception_type(text)}@{innermost_app_frame(text)}"
+    own = "\n".join(line[len(indent) + 2 :] for line in lines[: rules[0]])
+    member_margin = f"{indent}  | "
+    members = {
+        _signature(lines[start + 1 : end], member_margin, depth + 1)
+        for start, end in zip(rules, [*rules[1:], len(lines)], strict=True)
+    }
+    return f"{_exception_type(own)}@{innermost_app_frame(own)}[{'; '.join(sorted(members))}]"
+
+
+def _exception_type(text: str) -> str:
+    """The type on an exception's own line: the first line of a traceback at its left margin."""
+    for line in text.splitlines():
+        found = _EXCEPTION_LINE.match(line)
+        if found:
+            return found.group()
+    return ""
+
+
 def rooted_route(route: str | None) -> str | None:
     """A route as every framework but Django writes it, from `/`: Django's lack the leading
     slash (`orders/<int:order_id>/`), in its resolver and in contrib's `http.route` alike, so
@@ -609,9 +666,15 @@ def normalized_message(message: str) -> str:
 
 def fingerprint_of(exception_type: str, stacktrace: str, message: str) -> str:
     """What groups error records into one issue: the exception type and the innermost frame of
-    the application's code, else the type and the normalized message. 16 hex digits."""
-    frame = innermost_app_frame(stacktrace)
-    where = f"frame {frame}" if frame else f"message {normalized_message(message)}"
+    the application's code, else the type and the normalized message. An exception group's
+    frames sit behind `|` margins, and every `TaskGroup` failure has the same message: a group
+    is told by its own frame and each member's type and frame instead. 16 hex digits."""
+    group, located = exception_group_signature(stacktrace)
+    if group:
+        where = f"group {group}" if located else f"group {group} message {normalized_message(message)}"
+    else:
+        frame = innermost_app_frame(stacktrace)
+        where = f"frame {frame}" if frame else f"message {normalized_message(message)}"
     return hashlib.sha1(f"{exception_type}\n{where}".encode("utf-8", "backslashreplace")).hexdigest()[:16]
 
 
