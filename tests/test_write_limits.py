@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -81,9 +82,39 @@ def test_wide_characters_in_every_text_field_are_cut_to_the_limit(
     assert pipeline.flush()
     [entry] = stream.logs()
     assert max(_entry_sizes(stream, stream.stream)) <= MAX_ENTRY_BYTES
-    assert entry.attributes[ENTRY_TRUNCATED].startswith("exception_message, exception_stacktrace: ")
+    assert entry.attributes[ENTRY_TRUNCATED].startswith("exception_message")
     assert entry.exception_type == "ValueError" and entry.exception_message.endswith(" chars]")
     assert entry.body == stored * 32_768 + "…[truncated 7232 chars]"  # the body is cut last
+
+
+def _descend(depth: int) -> None:
+    if depth == 0:
+        raise RuntimeError("the innermost step failed; password=hunter2")
+    try:
+        _descend(depth - 1)
+    except RuntimeError as error:
+        raise RuntimeError(f"step {depth} failed") from error
+
+
+def test_a_long_stack_trace_keeps_its_start_and_the_exception_raised(
+    stream: RedisHandle, pipeline: PrivatePipeline
+) -> None:
+    """A 400-deep chain is some 100,000 characters: the cut keeps where it began and, at its end,
+    the exception raised and its frames (the start alone held only the earliest causes, and the
+    issue's frame came from them). What is kept is scrubbed as before."""
+    try:
+        _descend(400)
+    except RuntimeError:
+        pipeline.logger.exception("checkout failed")
+    assert pipeline.flush()
+    [entry] = stream.logs()
+    stacktrace = entry.exception_stacktrace
+    assert stacktrace.startswith("Traceback (most recent call last):\n")
+    assert stacktrace.endswith("\nRuntimeError: step 400 failed\n")
+    assert 32_768 - 200 < len(stacktrace) <= 32_768 + 40
+    [cut] = re.findall(r"\n…\[truncated (\d+) chars\]…\n", stacktrace)
+    assert int(cut) > 50_000
+    assert "hunter2" not in stacktrace and "[REDACTED]" in stacktrace
 
 
 def test_a_span_with_many_long_attributes_and_events_fits(

@@ -40,6 +40,7 @@ _MAX_BYTES_PER_CHAR = 6
 # What the record is about: cut only when every other field was not enough.
 _CUT_LAST = frozenset({"body", "name"})
 _TEXT_FIELDS = frozenset({"body", "exception_message", "exception_stacktrace", "name", "status_message"})
+_CUT_IN_THE_MIDDLE = frozenset({"exception_stacktrace"})
 _JSON_FIELDS = frozenset({"attributes", "events"})
 _TIME_FIELDS = frozenset({"ts", "observed_ts", "start_ts", "end_ts"})
 _MAX_TIME_TEXT = str(2**63 - 1)  # what every reader and OTLP's fixed64 can hold, and far past 2200
@@ -52,6 +53,22 @@ def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}…[truncated {len(text) - limit} chars]"
+
+
+def truncate_middle(text: str, limit: int) -> str:
+    """A stack trace cut to about `limit` characters: it ends in the exception raised and its
+    innermost frames, and begins where the work began, so the middle goes (`RecursionError`'s
+    repeats, a long chain's earlier causes)."""
+    if len(text) <= limit:
+        return text
+    return _start_and_end(text, text[: limit // 4], text[limit // 4 - limit :])
+
+
+def _start_and_end(text: str, start: str, end: str) -> str:
+    """`start` and `end` of `text` whole lines, where they hold a line break, and what went between."""
+    start = start[: start.rfind("\n") + 1] or start
+    end = end[end.find("\n") + 1 :] or end
+    return f"{start}…[truncated {len(text) - len(start) - len(end)} chars]…\n{end}"
 
 
 def utf8_size(text: str) -> int:
@@ -86,6 +103,7 @@ class RowShaper:
 
     def __init__(self, field_names: tuple[str, ...], settings: Settings) -> None:
         self._text_positions = [i for i, name in enumerate(field_names) if name in _TEXT_FIELDS]
+        self._middle_positions = {i for i, name in enumerate(field_names) if name in _CUT_IN_THE_MIDDLE}
         self._json_positions = [i for i, name in enumerate(field_names) if name in _JSON_FIELDS]
         self._time_positions = [i for i, name in enumerate(field_names) if name in _TIME_FIELDS]
         self._text_limit = settings.max_body_length
@@ -203,21 +221,44 @@ class RowShaper:
             return
         limit = self._text_limit
         texts = [row[position] for row, position in places]
+        middles = [position in self._middle_positions for _, position in places]
         texts_filter = self._texts_filter
         if texts_filter is None:
-            shaped = [truncate(text, limit) for text in texts]
-        else:
-            # Filter a little past the limit, so a secret straddling the cut is still recognised.
-            window = limit + _FILTER_MARGIN
-            filtered = texts_filter([text[:window] if len(text) > window else text for text in texts])
             shaped = [
-                truncate(kept, limit)
-                if len(text) <= window
-                else f"{kept[:limit]}…[truncated {len(text) - limit} chars]"
-                for text, kept in zip(texts, filtered, strict=True)
+                truncate_middle(text, limit) if middle else truncate(text, limit)
+                for text, middle in zip(texts, middles, strict=True)
             ]
+        else:
+            shaped = self._scrubbed_and_cut(texts, middles, texts_filter)
         for (row, position), text in zip(places, shaped, strict=True):
             row[position] = text
+
+    def _scrubbed_and_cut(
+        self, texts: list[str], middles: list[bool], texts_filter: Callable[[list[str]], list[str]]
+    ) -> list[str]:
+        """A long text is scrubbed a little past each cut, so a secret straddling one is still
+        recognised: its start, and a stack trace's end as well."""
+        limit = self._text_limit
+        window, start, end = limit + _FILTER_MARGIN, limit // 4, limit - limit // 4
+        pieces: list[str] = []
+        for text, middle in zip(texts, middles, strict=True):
+            if len(text) <= window:
+                pieces.append(text)
+            elif middle:
+                pieces += [text[: start + _FILTER_MARGIN], text[-(end + _FILTER_MARGIN) :]]
+            else:
+                pieces.append(text[:window])
+        filtered = iter(texts_filter(pieces))
+        shaped = []
+        for text, middle in zip(texts, middles, strict=True):
+            kept = next(filtered)
+            if len(text) <= window:
+                shaped.append(truncate_middle(kept, limit) if middle else truncate(kept, limit))
+            elif middle:
+                shaped.append(_start_and_end(text, kept[:start], next(filtered)[-end:]))
+            else:
+                shaped.append(f"{kept[:limit]}…[truncated {len(text) - limit} chars]")
+        return shaped
 
     def _json(self, value: Any, depth: int) -> Any:
         if isinstance(value, str):
