@@ -151,3 +151,45 @@ def test_each_way_of_starting_work_carries_the_trace_and_nothing_else(stream: Re
         "thread in a task": traced,
         "outside a span": ["0" * 32, None],
     }
+
+
+POOLS = """
+import concurrent.futures, json, logging, multiprocessing, os
+import tracestream
+from opentelemetry import trace
+
+tracestream.configure()
+fork = multiprocessing.get_context("fork")
+
+
+def work(request):
+    logging.getLogger("pool").warning("task of %s", request)
+    return format(trace.get_current_span().get_span_context().trace_id, "032x")
+
+
+traces, seen = {}, {}
+with concurrent.futures.ProcessPoolExecutor(1, mp_context=fork) as executor, fork.Pool(1) as pool:
+    for request in ("first", "second", "third"):
+        with trace.get_tracer("app").start_as_current_span(request) as span:
+            traces[request] = format(span.get_span_context().trace_id, "032x")
+            seen[f"executor {request}"] = executor.submit(work, f"executor {request}").result()
+            seen[f"pool {request}"] = pool.apply(work, (f"pool {request}",))
+print(json.dumps({"traces": traces, "seen": seen}))
+"""
+
+
+def test_a_process_pool_forked_within_a_request_keeps_none_of_its_trace(stream: RedisHandle) -> None:
+    """`ProcessPoolExecutor` forks its worker at the first `submit()`, inside the first request:
+    the worker ran every later task in that request's trace, and the first request's trace
+    collected the others' lines. A forked pool worker starts with no trace, as a spawned one does."""
+    done = run_python_process(POOLS, stream.env(OTEL_SERVICE_NAME="pools"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(set(report["traces"].values())) == 3
+    assert set(report["seen"].values()) == {"0" * 32}
+
+    def tasks() -> dict[str, str] | None:
+        found = {e.body: e.trace_id for e in stream.logs() if e.body.startswith("task of ")}
+        return found if len(found) == 6 else None
+
+    assert set(wait_for(tasks, what="the six tasks' records").values()) == {""}

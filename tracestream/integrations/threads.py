@@ -13,10 +13,16 @@ runs in (a `Timer` and a subclass's own `run()` too), and the one current at
 Only that context goes across, not the app's other context variables. Unlike upstream's, no
 frame of ours runs in the thread: it runs through `Context.run`, so the tracebacks the app
 prints are unchanged. A thread started inside a span keeps that span's trace for its whole life.
+
+A process multiprocessing forks (a `ProcessPoolExecutor`'s or a `Pool`'s worker, a `Process`)
+starts with no trace, as a spawned one does: it would go on in the context of the call that
+forked it, and an executor forks its worker at the first `submit()`, inside a request, whose
+trace then collected the lines of every later task.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +33,8 @@ from typing import Any
 
 import wrapt
 from opentelemetry import context as otel_context
+
+from tracestream.forks import renew_in_child
 
 __all__ = ["context_of", "install"]
 
@@ -44,6 +52,7 @@ def install() -> None:
     _installed = True
     wrapt.wrap_function_wrapper(threading.Thread, "start", _start_in_context)
     wrapt.wrap_function_wrapper(ThreadPoolExecutor, "submit", _submit_in_context)
+    renew_in_child(_leave_the_trace_in_the_parent)
 
 
 def context_of(thread: threading.Thread | None) -> otel_context.Context | None:
@@ -87,3 +96,20 @@ def _carrying(current: otel_context.Context) -> Context:
     carrier = Context()
     carrier.run(otel_context.attach, current)
     return carrier
+
+
+# Where multiprocessing's fork start method forks (Celery's billiard is a fork of it).
+_FORKING_MODULES = frozenset({"multiprocessing.popen_fork", "billiard.popen_fork"})
+
+
+def _leave_the_trace_in_the_parent() -> None:
+    """In a child forked by multiprocessing: no trace from here on (the forking call's frame is
+    a few above this one, which `forks` calls from Python's fork hook)."""
+    frame = sys._getframe(1)
+    for _ in range(4):
+        if frame.f_code.co_name == "_launch" and frame.f_globals.get("__name__") in _FORKING_MODULES:
+            otel_context.attach(otel_context.Context())
+            return
+        if frame.f_back is None:
+            return
+        frame = frame.f_back
