@@ -32,6 +32,7 @@ $(STAMP): pyproject.toml tests/env/otel-release.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c tests/env/otel-release.txt -e '.[$(EXTRAS)]'
 	$(BOOTSTRAP)
+	$(PEERS)
 	touch $(STAMP)
 
 # What the venv installs: everything the tests need, or (the demo's venv) only what the demo runs.
@@ -39,6 +40,12 @@ EXTRAS = dev
 
 # Empty for a venv whose tests load no contrib instrumentation.
 BOOTSTRAP = $(BIN)/opentelemetry-bootstrap -a install
+
+# Pydantic Logfire, for tests/test_otel_peers.py's apps alone (on their PYTHONPATH): in the venv's
+# site-packages its pydantic and pytest plugins would load in every process the suite starts.
+# Empty for a venv that does not run that test.
+PEERS = $(BIN)/pip install --quiet --no-deps --target $(VENV)/peers logfire==5.4.0 logfire-sdk==5.4.0 \
+	executing==2.3.0
 
 # test-lowest builds its venv with the recipe above (VENV=$(LOWEST)), every pip call in it held
 # to the lowest versions pyproject.toml allows by PIP_CONSTRAINT.
@@ -49,7 +56,7 @@ $(LOWEST_STAMP): tests/env/lowest.txt
 DEMO_VENV := .venv-demo
 
 demo:
-	$(MAKE) --no-print-directory VENV=$(DEMO_VENV) EXTRAS=demo BOOTSTRAP= $(DEMO_VENV)/.installed
+	$(MAKE) --no-print-directory VENV=$(DEMO_VENV) EXTRAS=demo BOOTSTRAP= PEERS= $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/python examples/demo.py
 
 test: lint typecheck pytest
@@ -58,14 +65,14 @@ test: lint typecheck pytest
 # redis-py we support; no browser tests.
 test-lowest:
 	PYENV_VERSION=$(subst python,,$(LOWEST_PYTHON)) PIP_CONSTRAINT=tests/env/lowest.txt \
-		$(MAKE) --no-print-directory PYTHON=$(LOWEST_PYTHON) VENV=$(LOWEST) $(LOWEST_STAMP)
+		$(MAKE) --no-print-directory PYTHON=$(LOWEST_PYTHON) VENV=$(LOWEST) PEERS= $(LOWEST_STAMP)
 	$(LOWEST_BIN)/python tests/env/lowest.py
 	$(LOWEST_BIN)/pytest -q $(PYTEST_PARALLEL) $(LOWEST_TESTS)
 
 # The exit paths (atexit, a __del__ at teardown, OTLP's shutdown) where such a Python starts no thread.
 test-python312:
 	PYENV_VERSION=$(PY312_VERSION) $(MAKE) --no-print-directory PYTHON=python3.12 VENV=$(PY312) BOOTSTRAP= \
-		$(PY312)/.installed
+		PEERS= $(PY312)/.installed
 	$(PY312_BIN)/python -c 'import sys; sys.exit(None if (3, 12) <= sys.version_info < (3, 12, 3) else \
 		f"test-python312 needs Python 3.12.0 to 3.12.2, not {sys.version.split()[0]}")'
 	$(PY312_BIN)/python -c 'import django, sys; sys.exit(None if django.VERSION >= (6,) else \

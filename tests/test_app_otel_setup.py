@@ -230,14 +230,18 @@ def test_the_otel_docs_logs_example_under_the_launcher_is_told_where_its_process
     stream: RedisHandle, env: dict[str, str]
 ) -> None:
     """The example sets its provider before it adds its processor: the line named its processors
-    "(none yet)", and under upstream's configurator, whose provider ours joined, no line was said."""
+    "(none yet)", and under upstream's configurator, whose provider ours joined, no line was said.
+    Its handler is bound to its own provider, whose resource its exporter gets: the line said
+    that resource was not used."""
     done = _run(OTEL_LOGS_EXAMPLE.replace("{configure_after}", ""), stream, launcher=True, **env)
     exported = [line for line in done.stdout.splitlines() if '"body": ' in line]
     assert len(exported) == len(LOGS_EXAMPLE_LINES), done.stdout
+    assert done.stdout.count('"service.name": "shoppingcart"') == len(LOGS_EXAMPLE_LINES), done.stdout
     line = (
         "tracestream: WARNING the app set a LoggerProvider after tracestream's, and OpenTelemetry keeps "
-        "the first: the log record processors it is given get what is emitted through tracestream's "
-        "instead; its resource is not used"
+        "the first: the log record processors it is given also get what is emitted through tracestream's, "
+        "with tracestream's resource; what is emitted through it directly (a LoggingHandler given it) "
+        "keeps its resource"
     )
     assert done.stderr.count(line) == 1, done.stderr
     assert "Overriding of current LoggerProvider" not in done.stderr
@@ -279,8 +283,9 @@ def test_an_app_logger_provider_set_after_ours_gets_what_its_handler_bridges(str
     wait_for(lambda: [e.body for e in stream.logs()] == ["hello from the app"], what="the record, once")
     line = (
         "tracestream: WARNING the app set a LoggerProvider after tracestream's, and OpenTelemetry keeps "
-        "the first: its log record processors (SimpleLogRecordProcessor) get what is emitted through "
-        "tracestream's instead; its resource is not used"
+        "the first: its log record processors (SimpleLogRecordProcessor) also get what is emitted through "
+        "tracestream's, with tracestream's resource; what is emitted through it directly (a LoggingHandler "
+        "given it) keeps its resource"
     )
     assert done.stderr.count(line) == 1, done.stderr
 
@@ -362,3 +367,60 @@ def test_an_app_provider_with_its_own_exporter_before_ours_keeps_contribs_defaul
     assert done.returncode == 0, done.stderr
     assert '"http.method": "GET"' in done.stdout and "http.request.method" not in done.stdout, done.stdout
     wait_for(lambda: [s for s in stream.spans() if s.kind == "CLIENT"], what="our copy of the span")
+
+
+# The OpenTelemetry docs' manual setup ("Exporters": a `service.name` resource) before configure().
+NAMED_PROVIDER_FIRST = """
+import logging
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+trace.set_tracer_provider(TracerProvider(resource=Resource.create({SERVICE_NAME: "{provider_name}"})))
+import tracestream
+tracestream.configure(service_name="checkout")
+with trace.get_tracer("checkout").start_as_current_span("pay"):
+    logging.getLogger("checkout").warning("paying")
+"""
+
+
+@pytest.mark.parametrize("provider_name", ["shop-app", "checkout"])
+def test_a_tracer_provider_set_before_configure_names_both_service_names_where_they_differ(
+    stream: RedisHandle, provider_name: str
+) -> None:
+    """Its spans keep its resource and the records carry configure()'s `service_name`: a trace
+    list by the records' service found none of the spans, and nothing said why."""
+    code = NAMED_PROVIDER_FIRST.replace("{provider_name}", provider_name)
+    done = run_python_process(code, stream.env())
+    assert done.returncode == 0, done.stderr
+    [span] = wait_for(lambda: [s for s in stream.spans() if s.name == "pay"], what="the span")
+    [record] = wait_for(lambda: [e for e in stream.logs() if e.body == "paying"], what="the record")
+    assert (span.service, record.service, record.trace_id) == (provider_name, "checkout", span.trace_id)
+    line = (
+        "tracestream: WARNING the TracerProvider set before configure() keeps its resource on spans: "
+        "service.name 'shop-app' there, 'checkout' on records, so `tracestream traces --service checkout` "
+        "finds none of its spans; give that provider the same service.name, or call configure() first"
+    )
+    assert done.stderr.count(line) == (provider_name != "checkout"), done.stderr
+
+
+def test_a_tracer_provider_set_before_configure_that_takes_no_processors_is_said_not_refused(
+    stream: RedisHandle,
+) -> None:
+    """OpenTelemetry refused ours with its bare "Overriding of current TracerProvider" line, and
+    nothing said that no span would reach Redis."""
+    code = (
+        "from opentelemetry import trace\n"
+        "trace.set_tracer_provider(trace.NoOpTracerProvider())\n"
+        + CONFIGURE
+        + "import logging\nlogging.getLogger('app').warning('still recorded')\n"
+    )
+    done = run_python_process(code, stream.env())
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: [e.body for e in stream.logs()] == ["still recorded"], what="the record")
+    assert "Overriding of current TracerProvider" not in done.stderr, done.stderr
+    line = (
+        "tracestream: WARNING the TracerProvider set before configure() (NoOpTracerProvider) takes no "
+        "processors, and OpenTelemetry keeps the first: no span reaches Redis"
+    )
+    assert [said for said in done.stderr.splitlines() if said.startswith("tracestream:")] == [line]

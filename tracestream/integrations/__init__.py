@@ -198,10 +198,13 @@ def _choose_http_conventions(telemetry: Telemetry) -> None:
 def _spans_read_only_by_us(telemetry: Telemetry) -> bool:
     if not set(telemetry.settings.traces_exporter) <= {"redis_stream"}:
         return False
+    processors = span_processors_of(telemetry.tracer_provider)
+    if processors is None:  # a provider that wraps the SDK's (Logfire's): its processors are unseen
+        return False
     ours = set(telemetry.span_processors)
     return all(
         processor in ours or isinstance(getattr(processor, "span_exporter", None), EnvironmentSpanExporter)
-        for processor in span_processors_of(telemetry.tracer_provider) or ()
+        for processor in processors
     )
 
 

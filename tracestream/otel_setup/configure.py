@@ -8,12 +8,12 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits
 from opentelemetry.sdk._logs.export import LogRecordExporter
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -25,7 +25,14 @@ from tracestream.exporters.from_environment import REDIS_STREAM
 from tracestream.exporters.scrubbed import ScrubbingLogExporter, ScrubbingSpanExporter
 from tracestream.forks import renew_in_child
 from tracestream.integrations import install_all
-from tracestream.otel_setup import app_overrides, log_capture, propagation, setup_loggers, shutdown
+from tracestream.otel_setup import (
+    app_overrides,
+    log_capture,
+    propagation,
+    setup_loggers,
+    shutdown,
+    trace_ids,
+)
 from tracestream.otel_setup.logging_bridge import OTelHandler
 from tracestream.otel_setup.otel_handlers import is_otel_logging_handler
 from tracestream.otel_setup.processors import StreamLogProcessor, StreamSpanProcessor
@@ -191,10 +198,13 @@ def _otel_settings(settings: Settings) -> tuple[SpanLimits, LogRecordLimits, Bat
 def _install(settings: Settings) -> Telemetry:
     span_limits, log_limits, span_batch, log_batch = _otel_settings(settings)
     resource = build_resource(settings)
+    # The SDK's providers, or ones that wrap them (Logfire's), set before configure(): joined.
     current_tracer_provider = trace.get_tracer_provider()
-    current_logger_provider = _logs.get_logger_provider()
-    api_traces = current_tracer_provider if isinstance(current_tracer_provider, TracerProvider) else None
-    api_logs = current_logger_provider if isinstance(current_logger_provider, LoggerProvider) else None
+    current_logs = _logs.get_logger_provider()
+    api_traces = (
+        current_tracer_provider if app_overrides.takes_span_processors(current_tracer_provider) else None
+    )
+    api_logs = current_logs if app_overrides.takes_log_record_processors(current_logs) else None
     joining = api_traces is not None or api_logs is not None
     # Joining, the providers' own processors keep their other exporters: ours add Redis.
     span_names = tuple(n for n in settings.traces_exporter if n == REDIS_STREAM or api_traces is None)
@@ -222,23 +232,34 @@ def _install(settings: Settings) -> Telemetry:
             _retire_configurators_handlers(api_logs)
         if api_traces is not None:
             _scrub_configurators_span_exporters(api_traces, scrubber_for(settings))
-    tracer_provider = api_traces or TracerProvider(
-        resource=resource, sampler=_sampler(), id_generator=_id_generator(), span_limits=span_limits
-    )
+            if not os.environ.get(ID_GENERATOR_VARIABLE, "").strip():
+                trace_ids.replace_default_generator(api_traces)
+    tracer_provider: app_overrides.TakesSpanProcessors
+    owned_tracer_provider: TracerProvider | None = None
     if api_traces is None:
-        trace.set_tracer_provider(tracer_provider)
+        tracer_provider = owned_tracer_provider = TracerProvider(
+            resource=resource, sampler=_sampler(), id_generator=_id_generator(), span_limits=span_limits
+        )
+        _set_global(current_tracer_provider, owned_tracer_provider, trace.set_tracer_provider)
+    else:
+        tracer_provider = api_traces
+        _say_whose_service_name(api_traces, resource)
     propagation.mend_empty_propagator()
-    app_overrides.join_later_tracer_providers(tracer_provider)
+    app_overrides.join_later_tracer_providers(tracer_provider, span_processors)
     for span_processor in span_processors:
         span_processor.joined = api_traces is not None
         tracer_provider.add_span_processor(span_processor)
-    for log_processor in redis_log_processors if api_logs else log_processors:
+    global_logger_provider: app_overrides.TakesLogRecordProcessors = logger_provider
+    global_log_processors = log_processors
+    if api_logs is not None:
+        global_logger_provider, global_log_processors = api_logs, redis_log_processors
+    for log_processor in global_log_processors:
         log_processor.joined = api_logs is not None
-        (api_logs or logger_provider).add_log_record_processor(log_processor)
+        global_logger_provider.add_log_record_processor(log_processor)
     if api_logs is None:
-        _logs.set_logger_provider(logger_provider)
-    app_overrides.join_later_logger_providers(api_logs or logger_provider)
-    _follow_forks(logger_provider, *(() if api_traces else (tracer_provider,)))
+        _set_global(current_logs, logger_provider, _logs.set_logger_provider)
+    app_overrides.join_later_logger_providers(global_logger_provider, global_log_processors)
+    _follow_forks(logger_provider, *(() if owned_tracer_provider is None else (owned_tracer_provider,)))
 
     secret_names = secret_names_for(settings)
     bound_parameters = BoundParameters(secret_names.secret) if secret_names is not None else None
@@ -252,7 +273,8 @@ def _install(settings: Settings) -> Telemetry:
     telemetry = Telemetry(
         settings,
         resource,
-        tracer_provider,
+        # The SDK's, or one that wraps it (Logfire's): Telemetry only flushes a provider it joined.
+        cast(TracerProvider, tracer_provider),
         logger_provider,
         handler,
         log_processors,
@@ -260,6 +282,45 @@ def _install(settings: Settings) -> Telemetry:
         owns_providers=not joining,
     )
     return telemetry
+
+
+# What a global provider that takes no processors of ours, set before configure(), costs.
+_UNJOINABLE = {
+    "TracerProvider": "no span reaches Redis",
+    "LoggerProvider": "what is emitted through the OpenTelemetry API does not reach Redis; stdlib records do",
+}
+
+
+def _set_global(current: object, ours: TracerProvider | LoggerProvider, setter: Callable[[Any], Any]) -> None:
+    """Ours becomes the global provider, unless one that takes no processors was set first (a
+    `NoOpTracerProvider`): OpenTelemetry would refuse ours with a line that names neither."""
+    if not app_overrides.already_set(current):
+        setter(ours)
+        return
+    kind = "TracerProvider" if isinstance(ours, TracerProvider) else "LoggerProvider"
+    internal_logger.warning(
+        "the %s set before configure() (%s) takes no processors, and OpenTelemetry keeps the first: %s",
+        kind,
+        type(current).__name__,
+        _UNJOINABLE[kind],
+    )
+
+
+def _say_whose_service_name(provider: object, resource: Resource) -> None:
+    """The spans of a provider set before configure() carry its resource: where it names the
+    service otherwise than the records do, a trace list by service finds none of them."""
+    theirs = getattr(getattr(provider, "resource", None), "attributes", {}).get(SERVICE_NAME)
+    ours = resource.attributes.get(SERVICE_NAME)
+    if theirs is None or theirs == ours:
+        return
+    internal_logger.warning(
+        "the TracerProvider set before configure() keeps its resource on spans: service.name %r there, "
+        "%r on records, so `tracestream traces --service %s` finds none of its spans; give that provider "
+        "the same service.name, or call configure() first",
+        theirs,
+        ours,
+        ours,
+    )
 
 
 def set_up_metrics(resource: Resource) -> None:
@@ -329,12 +390,13 @@ def _from_entry_point(group: str, name: str) -> Any:
     return found[otlp_name].load()()
 
 
-def _id_generator() -> IdGenerator | None:
+def _id_generator() -> IdGenerator:
     """`OTEL_PYTHON_ID_GENERATOR` (`xray` with AWS's SDK extension, for X-Ray's time-stamped
-    trace ids), found as upstream's configurator finds it; None, the SDK's random ids, when unset."""
+    trace ids), found as upstream's configurator finds it; random ids that leave the app's
+    `random` alone when unset (trace_ids.py)."""
     name = os.environ.get(ID_GENERATOR_VARIABLE, "").strip()
     if not name:
-        return None
+        return trace_ids.PrivateRandomIdGenerator()
     generator = _installed(ID_GENERATORS_GROUP, ID_GENERATOR_VARIABLE, "ID generator", name)()
     if not isinstance(generator, IdGenerator):
         raise ConfigError(
@@ -401,7 +463,7 @@ def _follow_forks(*providers: TracerProvider | LoggerProvider) -> None:
     renew_in_child(update_pid)
 
 
-def _retire_configurators_handlers(provider: LoggerProvider) -> None:
+def _retire_configurators_handlers(provider: object) -> None:
     """Another configurator built `provider` from the same `OTEL_LOGS_EXPORTER` (it built our
     exporters too) and put a handler for it on root: the capture now feeds every exporter that
     names, scrubbed, so that handler would send each record a second time."""
@@ -411,7 +473,7 @@ def _retire_configurators_handlers(provider: LoggerProvider) -> None:
             root.removeHandler(handler)
 
 
-def _scrub_configurators_span_exporters(provider: TracerProvider, scrubber: Scrubber | None) -> None:
+def _scrub_configurators_span_exporters(provider: object, scrubber: Scrubber | None) -> None:
     """Another configurator built `provider` from the same `OTEL_TRACES_EXPORTER`: the other
     exporters it named (OTLP, console) are handed scrubbed copies, as they are where ours is the
     configurator. Its batch processors hold their exporter privately; one that holds it otherwise
