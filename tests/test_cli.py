@@ -514,7 +514,7 @@ def test_a_terminal_that_is_not_utf8_gets_escapes_not_an_error(
     c_locale = {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     for terminal in ({"PYTHONIOENCODING": "ascii"}, c_locale):
         env = stream.env(COLUMNS="200", **terminal)
-        for args, shown in ((["search"], "caf\\xe9 ferm\\xe9"), (["doctor"], "\\u2713")):
+        for args, shown in ((["search"], "caf\\xe9 ferm\\xe9"), (["doctor"], "ok configuration:")):
             done = subprocess.run(
                 [TRACESTREAM, *args], env=env, capture_output=True, text=True, timeout=TIMEOUT
             )

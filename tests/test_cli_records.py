@@ -191,8 +191,9 @@ def test_nothing_found_names_the_redis_read_and_a_stream_that_is_not_there(
         (["search", "-g", "no such text"], f"no matching records in stream {stream} on {shown}"),
         (["traces", "--route", "nothing"], f"no matching traces in stream {stream} on {shown}"),
         (
-            ["stats", "--since", "2d", "--until", "1d"],
-            f"no records in this window in stream {stream} on {shown}",
+            ["stats", "--since", "1970-01-01T00:00:00Z", "--until", "1970-01-01T00:00:01Z"],
+            f"no records in this window in stream {stream} on {shown} "
+            "(from 1970-01-01T00:00:00Z to 1970-01-01T00:00:01Z)",
         ),
         (
             ["trace", "f" * 32],

@@ -135,15 +135,21 @@ def test_export_to_stdout_is_exact_json_without_terminal_bytes(
 
 
 def on_a_terminal(stream: RedisHandle, *args: str) -> str:
-    """What the command writes to a terminal (COLUMNS=200), byte for byte: no newline translation."""
+    """What the command writes to a UTF-8 terminal (COLUMNS=200)."""
+    return terminal_output(stream, *args).decode()
+
+
+def terminal_output(stream: RedisHandle, *args: str, stderr_too: bool = False, **env: str) -> bytes:
+    """What the command writes to a terminal (COLUMNS=200, and `env`), byte for byte: no newline
+    translation; `stderr_too` puts its stderr on that terminal as well, as a shell does."""
     controller, terminal = pty.openpty()
     tty.setraw(terminal)
     try:
         process = subprocess.Popen(
             [TRACESTREAM, *args],
-            env=stream.env(COLUMNS="200", TERM="xterm-256color"),
+            env=stream.env(COLUMNS="200", TERM="xterm-256color", **env),
             stdout=terminal,
-            stderr=PIPE,
+            stderr=terminal if stderr_too else PIPE,
         )
         os.close(terminal)  # the command holds the only other end: EOF when it exits
         output = b""
@@ -152,7 +158,7 @@ def on_a_terminal(stream: RedisHandle, *args: str) -> str:
         assert process.wait(TIMEOUT) == 0, process.communicate()[1]
     finally:
         os.close(controller)
-    return output.decode()
+    return output
 
 
 def _read_or_eof(fd: int) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -329,3 +330,32 @@ def test_the_live_page_says_when_redis_is_unreachable_and_resumes(browser: Brows
         context.close()
         console.stop()
         server.close()
+
+
+def test_the_trace_and_stats_pages_say_their_times_are_utc(browser: Browser, console: ConsoleProcess) -> None:
+    """In a browser in Kolkata the times are UTC, as everywhere in the console; the trace list's
+    start, the trace view's record times and the stats chart's labels did not say so."""
+    context = browser.new_context(timezone_id="Asia/Kolkata", locale="ja-JP")
+    try:
+        tab = context.new_page()
+        tab.goto(console.url + "?token=" + TOKEN)
+        emitter = Emitter(console.handle, "zones")
+        written_ns = time.time_ns()
+        with emitter.tracer.start_as_current_span("GET /zones") as span:
+            emitter.log("inside the zone span", span=span, timestamp_ns=written_ns)
+        tab.goto(console.url + "trace?service=zones")
+        tab.locator("#trace-list tr.trace-row", has_text="GET /zones").wait_for(timeout=5000)
+        assert tab.locator("#trace-list th").first.inner_text() == "start (UTC)"
+        tab.locator("#trace-list tr.trace-row", has_text="GET /zones").click()
+        record = tab.locator("tr.log", has_text="inside the zone span")
+        record.wait_for(timeout=5000)
+        assert tab.locator(".waterfall th").first.inner_text() == "service / time (UTC)"
+        utc = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(written_ns // 10**9))
+        assert record.locator("td.time").inner_text().startswith(utc)
+        tab.goto(console.url + "stats?since=15m")
+        tab.locator("#chart svg rect").first.wait_for(timeout=5000)
+        assert tab.locator("#chart svg > text").nth(1).text_content().endswith(" UTC")  # under the first bar
+        titles = tab.locator("#chart svg rect title").all_text_contents()
+        assert titles and all(re.fullmatch(r"\d\d:\d\d UTC \w+: [\d,~]+", title) for title in titles), titles
+    finally:
+        context.close()

@@ -4,14 +4,16 @@ Log text is written by whoever can log, so a body can carry ANSI/OSC sequences (
 screen, OSC 8 hyperlinks, OSC 52 clipboard writes), carriage returns and newlines that fake
 lines, or bidi overrides that reorder what the operator reads. Human output shows each such
 character as a visible escape (`\\x1b`, `\\r`, `\\u202e`); `--json` keeps the exact text
-(`json_safe` only changes how JSON spells it).
+(`json_safe` only changes how JSON spells it). On a terminal that is not UTF-8 (latin-1, EUC-JP,
+`PYTHONIOENCODING=ascii`) what its encoding cannot take is an escape too, made before a table
+measures its cells, and tracestream's own symbols are ASCII stand-ins.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["json_safe", "visible"]
+__all__ = ["encodable", "json_safe", "visible"]
 
 _BIDI_AND_LINE_BREAKS = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 # C0, DEL and C1 controls, lone surrogates (undecodable bytes), bidi controls and the
@@ -30,9 +32,19 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def visible(text: str) -> str:
-    """`text` with every unsafe character replaced by its escape; other text is unchanged."""
-    return _UNSAFE.sub(_escape, text)
+def visible(text: str, encoding: str = "utf-8") -> str:
+    """`text` with every unsafe character, and every one `encoding` cannot take, replaced by its
+    escape; other text is unchanged."""
+    return _UNSAFE.sub(_escape, text).encode(encoding, "backslashreplace").decode(encoding)
+
+
+def encodable(text: str, encoding: str) -> bool:
+    """`encoding` can take every character of `text`."""
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_escape(match: re.Match[bytes]) -> bytes:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ from tracestream.cli.common import ArgumentParser, UsageError, describe_redis_er
 from tracestream.connection import CLUSTER_ERRORS
 from tracestream.query import QueryError
 from tracestream.settings import ConfigError
+from tracestream.terminal_text import visible
 
 COMMANDS: tuple[str, ...] = (
     "tail",
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _escape_what_the_terminal_cannot_show()
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser().parse_args(_as_text(sys.argv[1:] if argv is None else argv))
         except SystemExit as done:  # --help printed what was asked for
             return done.code if isinstance(done.code, int) else 0
         status: int = args.run(args)
@@ -100,9 +102,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def _as_text(argv: Sequence[str]) -> list[str]:
+    """The arguments as text. Outside UTF-8 mode (`LC_ALL=C PYTHONUTF8=0`) Python keeps the bytes its
+    locale cannot decode as lone surrogates, which no filter matches and redis-py refuses: they are
+    the terminal's UTF-8, and are read as such. Bytes that are not UTF-8 either are bad input."""
+    return [_decoded(argument) if _UNDECODED.search(argument) else argument for argument in argv]
+
+
+# Bytes the locale could not decode, as `surrogateescape` keeps them.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _decoded(argument: str) -> str:
+    try:
+        return os.fsencode(argument).decode("utf-8")
+    except UnicodeError:
+        as_bytes = _UNDECODED.sub(lambda byte: f"\\x{ord(byte.group()) - 0xDC00:02x}", argument)
+        raise UsageError(
+            f"the argument '{visible(as_bytes)}' is not text: its bytes are neither UTF-8 nor"
+            f" {sys.getfilesystemencoding()} (this locale's encoding)"
+        ) from None
+
+
 def _escape_what_the_terminal_cannot_show() -> None:
-    """A record's text or a ✓ on a terminal that is not UTF-8 (a C locale, PYTHONIOENCODING=ascii)
-    is printed as `\\u2713`, not refused with UnicodeEncodeError."""
+    """Text a terminal that is not UTF-8 cannot take (a C locale, PYTHONIOENCODING=ascii) and that
+    no command escaped first is printed as `\\u2615`, not refused with UnicodeEncodeError."""
     for stream in (sys.stdout, sys.stderr):
         # A C locale's stdout is `surrogateescape`, which refuses all but undecodable bytes.
         if isinstance(stream, io.TextIOWrapper) and stream.errors in ("strict", "surrogateescape"):

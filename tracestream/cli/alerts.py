@@ -23,6 +23,7 @@ from tracestream.alerts.rules import (
 from tracestream.alerts.runner import DEFAULT_GROUP, AlertRunner, RunSettings, backtest
 from tracestream.alerts.store import home_stream, rule_states
 from tracestream.cli.common import (
+    TIME_FORMS,
     ArgumentParser,
     UsageError,
     add_command,
@@ -30,6 +31,7 @@ from tracestream.cli.common import (
     print_json,
     reader,
     settings,
+    since_argument,
     time_argument,
     whole_number,
 )
@@ -71,11 +73,12 @@ def register(subparsers: Subparsers) -> None:
     test.add_argument("file", metavar="FILE")
     test.add_argument(
         "--since",
-        type=time_argument,
+        type=since_argument,
         default="24h",
-        help="start: a duration ago (24h) or an ISO time (default 24h)",
+        metavar="TIME",
+        help=f"start: {TIME_FORMS} (default 24h)",
     )
-    test.add_argument("--until", type=time_argument, help="end: a duration ago or an ISO time (default now)")
+    test.add_argument("--until", type=time_argument, metavar="TIME", help=f"end: {TIME_FORMS} (default now)")
     test.add_argument(
         "--step",
         type=duration_up_to(3600.0),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
@@ -18,8 +19,8 @@ from tracestream.connection import CLUSTER_ERRORS, Client, client_for
 from tracestream.redis_errors import advice, is_wrong_type
 from tracestream.settings import Settings, parse_duration, shown_url
 from tracestream.shards import shards
-from tracestream.terminal_text import json_safe, visible
-from tracestream.timeparse import parse_time_ms
+from tracestream.terminal_text import encodable, json_safe, visible
+from tracestream.timeparse import iso_utc, local_offset, parse_time_ms, without_offset
 
 
 class Console(rich.console.Console):
@@ -102,15 +103,58 @@ def duration_up_to(longest: float) -> Callable[[str], float]:
 PORT = whole_number(1, 65535)
 
 
+# How `--help` describes a time; the CLI prints UTC, so a time copied from its output means the same.
+TIME_FORMS = (
+    "ISO 8601 (a time without an offset is UTC: 2024-05-01T12:00, 2024-05-01T14:00+02:00) or how long ago"
+)
+# A `--since` this far ahead of this machine's clock is taken as the clocks' difference, not a mistake.
+CLOCK_ALLOWANCE_MS = 60_000
+
+
 def time_argument(text: str) -> str:
-    """`--since` and `--until`, checked as argparse reads them: an empty `--since "$SINCE"` is
-    an error, not a query without that bound. The text is kept: `15m` means 15 minutes before
-    the query runs."""
+    """`--until`, checked as argparse reads it: an empty `--until "$UNTIL"` is an error, not a
+    query without that bound. The text is kept: `15m` means 15 minutes before the query runs."""
+    _time_ms(text, int(time.time() * 1000))
+    return text
+
+
+def since_argument(text: str) -> str:
+    """`--since`, checked as `time_argument` checks `--until`, and not in the future: nothing is
+    stored there yet, and a local time east of Greenwich (`date` in Kolkata), read as UTC, lands
+    there, finding nothing and saying nothing (`tail` would wait hours)."""
+    now_ms = int(time.time() * 1000)
+    since_ms = _time_ms(text, now_ms)
+    if since_ms > now_ms + CLOCK_ALLOWANCE_MS:
+        raise argparse.ArgumentTypeError(_in_the_future(text, since_ms, now_ms))
+    return text
+
+
+def _time_ms(text: str, now_ms: int) -> int:
     try:
-        parse_time_ms(text)
+        return parse_time_ms(text, now_ms)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-    return text
+
+
+def _in_the_future(text: str, since_ms: int, now_ms: int) -> str:
+    """How `text` was read (in UTC), and this machine's offset when that explains it."""
+    read_as = iso_utc(since_ms * 1_000_000)[:19].replace("T", " ")
+    ahead = _how_long(since_ms - now_ms)
+    line = f"{text!r} is {read_as} UTC, {ahead} in the future: nothing is stored after it yet"
+    offset = local_offset(now_ms)
+    if offset and without_offset(text):
+        line += (
+            f"; a time without an offset is UTC (this machine's local time is UTC{offset}: add {offset}"
+            " for a local time, or give how long ago, as 30m)"
+        )
+    return line
+
+
+def _how_long(milliseconds: int) -> str:
+    """`4h59m`, `3d2h`: to the minute."""
+    days, minutes = divmod(milliseconds // 60_000, 24 * 60)
+    parts = ((days, "d"), (minutes // 60, "h"), (minutes % 60, "m"))
+    return "".join(f"{count}{unit}" for count, unit in parts if count) or "under a minute"
 
 
 def add_command(
@@ -152,9 +196,31 @@ def _what_failed(error: Exception) -> str:
     return "Redis error"
 
 
+def output_encoding() -> str:
+    """stdout's encoding: what it cannot take is escaped before rich measures it, and our own
+    symbols are ASCII (a latin-1 or EUC-JP terminal, `PYTHONIOENCODING=ascii`)."""
+    return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+
+def printable(text: str) -> str:
+    """Text from the streams for stdout: control characters and what its encoding cannot take as escapes."""
+    return visible(text, output_encoding())
+
+
 def shown(text: str, style: str = "") -> Text:
-    """Text from the streams for a terminal: control characters visible, no Rich markup."""
-    return Text(visible(text), style=style)
+    """Text from the streams for a terminal: `printable`, and never read as Rich markup."""
+    return Text(printable(text), style=style)
+
+
+def shows(text: str) -> bool:
+    """stdout's encoding can take every character of `text`."""
+    return encodable(text, output_encoding())
+
+
+def our_symbol(preferred: str, plain: str) -> str:
+    """One of tracestream's own symbols (`█`, a sparkline's bars: all of it or none), or its ASCII
+    stand-in where stdout cannot show it."""
+    return preferred if shows(preferred) else plain
 
 
 def print_json(value: Any) -> None:
@@ -221,6 +287,8 @@ def _stream_missing(client: Client, stream: str) -> bool:
 
 
 SHOWN_ERROR_LENGTH = 200  # characters of an error's text a table shows
+# What a rich table adds between two columns: one divider and a space of padding either side.
+TABLE_SPACING = 3
 
 
 def abridged(error: str) -> str:
@@ -229,7 +297,7 @@ def abridged(error: str) -> str:
     with "…", so it does not pass for the whole of it."""
     if len(error) <= SHOWN_ERROR_LENGTH:
         return error
-    return error[: SHOWN_ERROR_LENGTH - 1] + "…"
+    return error[: SHOWN_ERROR_LENGTH - 1] + our_symbol("…", "...")
 
 
 def some_of(names: list[str], first: int = 2) -> str:

@@ -17,7 +17,15 @@ from rich.text import Text
 
 from tracestream.alerts.delivery import failed_deliveries
 from tracestream.alerts.store import home_stream
-from tracestream.cli.common import Console, add_command, describe_redis_error, print_json, shown, some_of
+from tracestream.cli.common import (
+    Console,
+    add_command,
+    describe_redis_error,
+    print_json,
+    shown,
+    shows,
+    some_of,
+)
 from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for, primaries
 from tracestream.disk_spool import backlogs, dead_letters, describe, replay_command, spool_base
 from tracestream.export_status import ProcessStatus, read_statuses
@@ -32,7 +40,9 @@ if TYPE_CHECKING:
     from tracestream.cli.common import Subparsers
 
 QUIET_AFTER_S = 600  # no record for this long: probably nobody exports here
-SYMBOLS = {"ok": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "red")}
+MARKS = {"ok": "✓", "warn": "!", "fail": "✗"}
+PLAIN_MARKS = {"ok": "ok", "warn": "!", "fail": "FAIL"}  # for a terminal that cannot show MARKS
+COLOURS = {"ok": "green", "warn": "yellow", "fail": "red"}
 # RDB snapshots without an AOF (appendfsync everysec by default)
 _SNAPSHOTS_ONLY = "a crash loses what came after the last one; appendonly yes loses at most a second"
 
@@ -61,11 +71,15 @@ def run(args: argparse.Namespace) -> int:
             print_json(finding.__dict__)
     else:
         console = Console(highlight=False, soft_wrap=True)  # a line each, also in a pipe or a log
+        marks = MARKS if shows("".join(MARKS.values())) else PLAIN_MARKS
         for finding in findings:
             # Stream names, Redis replies and exporters' status text are shown, never obeyed.
             console.print(
                 Text.assemble(
-                    SYMBOLS[finding.status], shown(finding.check, "bold"), ": ", shown(finding.detail)
+                    (f"{marks[finding.status]} ", COLOURS[finding.status]),
+                    shown(finding.check, "bold"),
+                    ": ",
+                    shown(finding.detail),
                 )
             )
     return 1 if any(finding.status == "fail" for finding in findings) else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import io
 import os
 import shutil
@@ -18,7 +19,7 @@ from typing import IO, TYPE_CHECKING
 import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tracestream.cli.common import Console, UsageError, add_command, reader, settings
+from tracestream.cli.common import Console, UsageError, add_command, output_encoding, reader, settings
 from tracestream.cli.record_lines import FILTERS, query_from
 from tracestream.query import iter_records, record_json
 from tracestream.schema import LogEntry, dump_json
@@ -41,7 +42,7 @@ def register(subparsers: Subparsers) -> None:
         "export",
         run,
         "write matching records as NDJSON or CSV",
-        "Write every matching record, newest first. A progress bar shows on a terminal.",
+        "Write every matching record, newest first. A progress bar shows when stderr is a terminal.",
         FILTERS,
     )
     parser.add_argument("-f", "--format", choices=("ndjson", "csv"), default="ndjson", help="default ndjson")
@@ -54,6 +55,8 @@ def register(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     query = query_from(args)
     stream = settings(args).stream
+    # Asked before the progress bar stands in for stdout: rich's stand-in has no encoding.
+    terminal = output_encoding() if args.output is None and sys.stdout.isatty() else None
     with reader(args) as client, _output(args.output) as out:
         total = sum(int(shard.client.xlen(shard.keys.logs)) for shard in shards(client, stream))
         with _progress(args.progress) as progress:  # once Redis answered: its trouble stays one line
@@ -62,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
                 client, stream, query, batch=BATCH, on_scanned=lambda count: progress.advance(task, count)
             )
             if args.format == "csv":
-                to_terminal = args.output is None and sys.stdout.isatty()
-                written = _write_csv(records, out, visible if to_terminal else str)
+                written = _write_csv(records, out, terminal)
             else:
                 written = _write_ndjson(records, out)
             progress.update(task, completed=total)
@@ -79,9 +81,12 @@ def _write_ndjson(records: Iterator[LogEntry], out: IO[bytes]) -> int:
     return written
 
 
-def _write_csv(records: Iterator[LogEntry], out: IO[bytes], cell: Callable[[str], str]) -> int:
-    """`cell` shows each text field: exact in a file or a pipe, control characters visible on a terminal."""
-    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+def _write_csv(records: Iterator[LogEntry], out: IO[bytes], terminal: str | None) -> int:
+    """Exact UTF-8 in a file or a pipe; on a terminal, in its encoding (`terminal`), with control
+    characters and what that encoding cannot take as escapes, as every command shows text there."""
+    encoding = terminal or "utf-8"
+    cell: Callable[[str], str] = functools.partial(visible, encoding=encoding) if terminal else str
+    text = io.TextIOWrapper(out, encoding=encoding, newline="", write_through=True)
     writer = csv.DictWriter(text, CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     written = 0
@@ -134,13 +139,14 @@ def _cannot_write(path: str) -> Iterator[None]:
 
 
 def _progress(forced: bool) -> Progress:
-    console = Console(stderr=True)
+    """Shown when stderr is a terminal, or `forced`: whether it is one is asked of the file, not of
+    rich, which FORCE_COLOR persuades."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=console,
-        disable=not (forced or console.is_terminal),
+        console=Console(stderr=True),
+        disable=not (forced or sys.stderr.isatty()),
         transient=not forced,
     )

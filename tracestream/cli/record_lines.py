@@ -8,10 +8,18 @@ from collections.abc import Iterable
 
 from rich.text import Text
 
-from tracestream.cli.common import ArgumentParser, Console, UsageError, print_json, time_argument
+from tracestream.cli.common import (
+    TIME_FORMS,
+    ArgumentParser,
+    Console,
+    UsageError,
+    print_json,
+    printable,
+    since_argument,
+    time_argument,
+)
 from tracestream.query import Query, QueryError, record_json
 from tracestream.schema import LogEntry
-from tracestream.terminal_text import visible
 from tracestream.timeparse import iso_utc
 
 FILTERS = ArgumentParser(add_help=False)
@@ -22,9 +30,9 @@ _group.add_argument(
 )
 _group.add_argument("-l", "--severity", metavar="LEVEL", help="minimum: DEBUG, INFO, WARN, ERROR, FATAL")
 _group.add_argument(
-    "--since", type=time_argument, metavar="TIME", help="ISO 8601 time, or how long ago: 15m, 2h, 3d"
+    "--since", type=since_argument, metavar="TIME", help=f"{TIME_FORMS}: 15m, 2h, 3d; not in the future"
 )
-_group.add_argument("--until", type=time_argument, metavar="TIME", help="ISO 8601 time, or how long ago")
+_group.add_argument("--until", type=time_argument, metavar="TIME", help=TIME_FORMS)
 _group.add_argument("-g", "--grep", metavar="TEXT", help="substring of the message or exception")
 _group.add_argument("-e", "--regex", metavar="PATTERN", help="RE2 regular expression on message or exception")
 _group.add_argument(
@@ -76,7 +84,7 @@ def exception_line(entry: LogEntry) -> Text:
     """`  Type: message` in red, or nothing for a record without an exception."""
     if not entry.exception_type:
         return Text()
-    return Text(f"  {visible(entry.exception_type)}: {visible(entry.exception_message)}", style="red")
+    return Text(f"  {printable(entry.exception_type)}: {printable(entry.exception_message)}", style="red")
 
 
 def record_line(entry: LogEntry) -> Text:
@@ -84,12 +92,12 @@ def record_line(entry: LogEntry) -> Text:
     line = Text()
     line.append(iso_utc(entry.timestamp_ns), style="dim")
     line.append(" ")
-    line.append(f"{visible(entry.severity) or '-':<5}", style=severity_style(entry.severity_number))
-    line.append(f" {visible(entry.service)} ", style="cyan")
-    line.append(visible(entry.body))
+    line.append(f"{printable(entry.severity) or '-':<5}", style=severity_style(entry.severity_number))
+    line.append(f" {printable(entry.service)} ", style="cyan")
+    line.append(printable(entry.body))
     line.append_text(exception_line(entry))
     if entry.trace_id:
-        line.append(f"  trace={visible(entry.trace_id)}", style="dim")
+        line.append(f"  trace={printable(entry.trace_id)}", style="dim")
     return line
 
 
@@ -103,7 +111,7 @@ def stack_lines(entry: LogEntry, indent: int) -> Text | None:
     if not stack.strip():
         return None
     margin = " " * indent
-    return Text("\n".join(margin + visible(line) for line in stack.split("\n")), style="dim")
+    return Text("\n".join(margin + printable(line) for line in stack.split("\n")), style="dim")
 
 
 def oldest_first(entries: Iterable[LogEntry]) -> list[LogEntry]:

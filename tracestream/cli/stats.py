@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from tracestream.cli.common import (
+    TIME_FORMS,
     Console,
     abridged,
     add_command,
@@ -16,6 +17,7 @@ from tracestream.cli.common import (
     reader,
     settings,
     shown,
+    since_argument,
     some_of,
     time_argument,
     whole_number,
@@ -40,11 +42,9 @@ def register(subparsers: Subparsers) -> None:
         "services are estimates, shown as ~N.",
     )
     parser.add_argument(
-        "--since", type=time_argument, default="15m", metavar="TIME", help="ISO 8601 or ago (default 15m)"
+        "--since", type=since_argument, default="15m", metavar="TIME", help=f"{TIME_FORMS} (default 15m)"
     )
-    parser.add_argument(
-        "--until", type=time_argument, metavar="TIME", help="ISO 8601 or how long ago (default now)"
-    )
+    parser.add_argument("--until", type=time_argument, metavar="TIME", help=f"{TIME_FORMS} (default now)")
     parser.add_argument(
         "--top", type=whole_number(0), default=10, metavar="N", help="error groups to show (default 10)"
     )
@@ -52,10 +52,13 @@ def register(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     window = Query.parse(since=args.since, until=args.until)
+    since_ms = window.since_ms or 0
     with reader(args) as client:
-        summary = summarize(client, settings(args).stream, window.since_ms or 0, window.until_ms)
+        summary = summarize(client, settings(args).stream, since_ms, window.until_ms)
         if not summary.services:
-            nothing_found(args, client, "no records in this window")
+            until = "now" if window.until_ms is None else _utc_second(window.until_ms)
+            read = f" (from {_utc_second(since_ms)} to {until})"
+            nothing_found(args, client, "no records in this window", read)
             return 0
     if args.json:
         for line in stats_lines(summary, args.top):
@@ -78,6 +81,11 @@ def stats_lines(summary: Summary, top: int) -> list[dict[str, Any]]:
         for group in summary.top_errors(top)
     ]  # fmt: skip
     return lines
+
+
+def _utc_second(milliseconds: int) -> str:
+    """`2024-05-01T12:00:00Z`: a window's bound, as a person can type it back."""
+    return iso_utc(milliseconds * 1_000_000)[:19] + "Z"
 
 
 def _severity_key(name: str) -> tuple[int, str]:
@@ -117,7 +125,7 @@ def _print_tables(summary: Summary, top: int) -> None:
             shown(group.exception_type or "-"),
             shown(group.code or "-"),
             shown(some_of(group.ranked_services())),
-            iso_utc(group.last_seen_ms * 1_000_000)[:19] + "Z",
+            _utc_second(group.last_seen_ms),
             shown(abridged(group.message)),
         )
     console.print(errors if summary.error_groups else "no errors in this window")

@@ -13,10 +13,12 @@ from rich.table import Table
 from rich.text import Text
 
 from tracestream.cli.common import (
+    TABLE_SPACING,
     Console,
     abridged,
     add_command,
     nothing_found,
+    our_symbol,
     print_json,
     reader,
     settings,
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
 BAR_WIDTH = (10, 40)
 NAME_MIN_WIDTH = 24
 SERVICE_MAX_WIDTH = 20
-# What the table adds to its columns' widths: one divider and two spaces of padding between columns.
-TABLE_SPACING = 3
 
 
 def register(subparsers: Subparsers) -> None:
@@ -143,10 +143,13 @@ def _rows(tree: TraceTree, bar_width: int, stacks: bool) -> list[_Row]:
     spans = [item.span for _, item in tree.in_time_order() if isinstance(item, SpanNode)]
     end = max([span.end_ns for span in spans] + [start + 1])
     scale = bar_width / (end - start)
+    bullet, block, cross = our_symbol("•", "*"), our_symbol("█", "#"), our_symbol("✗", "x")
     rows: list[_Row] = []
     for depth, item in tree.in_time_order():
         if isinstance(item, LogEntry):
-            label = Text("• ").append_text(shown(f"{item.severity} ", severity_style(item.severity_number)))
+            label = Text(f"{bullet} ").append_text(
+                shown(f"{item.severity} ", severity_style(item.severity_number))
+            )
             # A cell of the waterfall: a whole long message folded in it would fill the screen
             # (`--json` and `search` have it whole).
             label.append_text(shown(abridged(item.body))).append_text(exception_line(item))
@@ -158,10 +161,11 @@ def _rows(tree: TraceTree, bar_width: int, stacks: bool) -> list[_Row]:
         span = item.span
         offset = min(bar_width - 1, max(0, int((span.start_ns - start) * scale)))
         length = min(bar_width - offset, max(1, int((span.end_ns - span.start_ns) * scale)))
-        bar = Text(" " * offset + "█" * length, style="red" if span.status == "ERROR" else "blue")
+        bar = Text(" " * offset + block * length, style="red" if span.status == "ERROR" else "blue")
         label = shown(span.name, "bold")
         if span.status == "ERROR":  # the bar's colour does not reach a pipe
-            label.append_text(shown(f"  ✗ {abridged(_why_it_failed(span))}", "red"))
+            label.append_text(Text(f"  {cross} ", "red"))
+            label.append_text(shown(abridged(_why_it_failed(span)), "red"))
         rows.append(
             _Row(
                 depth,

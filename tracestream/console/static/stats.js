@@ -47,10 +47,10 @@
         y -= h;
         const shown = shownCount(count, minute.estimated.includes(severity));
         root.append(svg("rect", { x: pad + i * step, y, width: Math.max(1, step - 1), height: h, fill: COLOURS[severity] },
-          svg("title", {}, `${minute.minute} ${severity}: ${shown}`)));
+          svg("title", {}, `${minute.minute} UTC ${severity}: ${shown}`)));
       }
     });
-    root.append(svg("text", { x: pad, y: height + 16, fill: "#8a96a3", "font-size": 11 }, minutes[0].minute),
+    root.append(svg("text", { x: pad, y: height + 16, fill: "#8a96a3", "font-size": 11 }, `${minutes[0].minute} UTC`),
       svg("text", { x: width - 40, y: height + 16, fill: "#8a96a3", "font-size": 11 }, minutes[minutes.length - 1].minute));
     const legend = TS.el("div", { class: "legend" },
       ...Object.entries(COLOURS).map(([name, colour]) => {

@@ -48,8 +48,9 @@
     const services = new Set(spans.map((s) => s.service));
     const body = TS.el("tbody", {}, ...trace.rows.map((row) =>
       row.span ? spanRow(row.span, start, end - start) : logRow(row.record, row.depth)));
+    // A record's row has its time (UTC, as every time the console shows) where a span's has its service.
     const table = TS.el("table", { class: "waterfall" },
-      TS.el("thead", {}, TS.el("tr", {}, TS.el("th", {}, "service"), TS.el("th", {}, "span"),
+      TS.el("thead", {}, TS.el("tr", {}, TS.el("th", {}, "service / time (UTC)"), TS.el("th", {}, "span"),
         TS.el("th", { class: "num" }, "duration"), TS.el("th", {}, "timeline"))), body);
     target.replaceChildren(
       TS.el("h2", {}, `Trace ${trace.trace_id}: ${spans.length} spans across ${services.size} services, ` +

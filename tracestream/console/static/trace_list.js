@@ -30,7 +30,7 @@
       target.replaceChildren(TS.el("div", { class: "empty" }, "No traces match these filters."));
       return;
     }
-    const head = TS.el("tr", {}, ...["start", "duration", "service", "route / task", "trace id"]
+    const head = TS.el("tr", {}, ...["start (UTC)", "duration", "service", "route / task", "trace id"]
       .map((title) => TS.el("th", {}, title)));
     target.replaceChildren(TS.el("table", { class: "trace-list" }, TS.el("thead", {}, head),
       TS.el("tbody", {}, ...traces.map(row))));
