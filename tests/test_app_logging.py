@@ -42,6 +42,7 @@ LOGGERS = {
     "logger_with_a_filter": ["shop.deprecations"],
     "record_factory_numbering": ["shop.numbered"],
     "logger_class_making_records": ["shop.counted"],
+    "mistakes_at_a_skipped_level": ["shop.views"],
 }
 # Lines the app's levels hide from a logger that runs something of the app's on each record (a
 # filter, a class's `handle` or `makeRecord`, a record factory): no record is made for us alone there.
@@ -49,6 +50,14 @@ HIDDEN = {
     "logger_class_of_mixins": "INFO",
     "record_factory_numbering": "INFO",
     "logger_class_making_records": "INFO",
+}
+# The line tracestream says, once, where a scenario's logging call has arguments logging raises on
+# at a level the app's loggers skip: that record is not in the stream.
+REFUSED_ARGUMENTS = {
+    "mistakes_at_a_skipped_level": re.compile(
+        r"tracestream: WARNING a 'shop\.views' INFO record is not in the stream: its call passes "
+        r"what logging raises on \(unexpected keyword argument 'user_id'\).*\n"
+    ),
 }
 # The scenarios that add tracestream's loguru sink.
 ADDING_OUR_SINK = {
@@ -95,6 +104,10 @@ def test_app_logging_reaches_the_stream_once_and_prints_as_before(stream: RedisH
 
     with_us = _run(stream, scenario, "--tracestream")
     assert with_us.returncode == 0, with_us.stderr
+    if scenario in REFUSED_ARGUMENTS:
+        said = REFUSED_ARGUMENTS[scenario]
+        assert len(said.findall(with_us.stderr)) == 1, with_us.stderr
+        with_us.stderr = said.sub("", with_us.stderr)
     assert (with_us.stdout, with_us.stderr) == (without.stdout, without.stderr)
 
     expected = _expected(scenario)
@@ -102,6 +115,27 @@ def test_app_logging_reaches_the_stream_once_and_prints_as_before(stream: RedisH
     assert Counter(e.body for e in entries) == expected
     failed = [e for e in entries if e.body.endswith(" failed")]
     assert all(e.exception_type == "KeyError" and "missing" in e.exception_stacktrace for e in failed)
+
+
+def test_logging_calls_the_apps_levels_skip_raise_nothing_under_the_launcher(stream: RedisHandle) -> None:
+    """stdlib checks a logging call's arguments only for a record it makes: `log.info("x",
+    user_id=5)` or `extra={"filename": f}` run fine in an app at WARNING, and raised once a record
+    was made for the stream alone (a FastAPI endpoint answered 500). Under the launcher the OTel
+    logging instrumentation's factory makes the records. The app's INFO lines, skipped by its
+    levels and logged through an adapter, are still stored, at the app's call."""
+    scenario = "mistakes_at_a_skipped_level"
+    main = "from tests.apps.app_logging import main; main()"
+    without = run_python_process(main, stream.env(), args=[scenario])
+    env = stream.env(**LAUNCHER_ENV, OTEL_SERVICE_NAME="app-logging")
+    with_us = run_python_process(main, env, launcher=True, args=[scenario])
+    assert (with_us.returncode, with_us.stdout) == (0, without.stdout), with_us.stderr
+    assert len(REFUSED_ARGUMENTS[scenario].findall(with_us.stderr)) == 1, with_us.stderr
+    expected = _expected(scenario)
+    entries = wait_for(lambda: len(stream.logs()) >= sum(expected.values()) and stream.logs(), what="records")
+    assert Counter(e.body for e in entries) == expected
+    [info] = [e for e in entries if e.body == "app shop.views INFO"]
+    assert info.attributes.get("tenant") == "acme"
+    assert re.fullmatch(r".*tests/apps/app_logging\.py:\d+ in main", info.code), info.code
 
 
 def test_excluded_loggers_stay_out_of_the_stream_and_still_print(stream: RedisHandle) -> None:
@@ -418,6 +452,63 @@ def test_a_logging_config_before_asyncio_still_prints_its_errors(stream: RedisHa
     assert {(e.scope, e.exception_type) for e in errors} >= {
         ("asyncio", "RuntimeError"),
         ("concurrent.futures", "ValueError"),
+    }
+
+
+# The logging.config docs' dictConfig schema, a filter on a logger and one on a handler: the app's
+# redacting filter, which rewrites the message as the cookbook's "Imparting contextual information
+# in handlers" does.
+REDACTING_FILTERS = """
+import logging, logging.config, re, sys
+if "--tracestream" in sys.argv:
+    import tracestream
+    tracestream.configure()
+
+class Redacting(logging.Filter):
+    PATTERNS = [re.compile(r"\\b\\d{3}-\\d{2}-\\d{4}\\b"), re.compile(r"[\\w.]+@[\\w.]+")]
+
+    def filter(self, record):
+        message = record.getMessage()
+        for pattern in self.PATTERNS:
+            message = pattern.sub("[MASKED]", message)
+        record.msg, record.args = message, None
+        return True
+
+plain = {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"}
+logging.config.dictConfig({
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": Redacting}},
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": plain, "redacting_console": {**plain, "filters": ["redact"]}},
+    "loggers": {
+        "billing": {"filters": ["redact"]},
+        "audit": {"handlers": ["redacting_console"], "propagate": False},
+    },
+    "root": {"level": "INFO", "handlers": ["console"]},
+})
+logging.getLogger("billing").info("customer %s ssn %s", "bob@example.com", "123-45-6789")
+logging.getLogger("audit").info("customer %s ssn %s", "eve@example.com", "987-65-4321")
+"""
+
+
+def test_a_loggers_redacting_filter_applies_to_the_stream_and_a_handlers_does_not(
+    stream: RedisHandle,
+) -> None:
+    """Records are taken at the logger, after its filters and before its handlers' (as upstream's
+    LoggingHandler on root and Sentry's integration see them): docs/scrubbing.md tells the app
+    to redact on the logger, or with tracestream's own rules."""
+    without = run_python_process(REDACTING_FILTERS, stream.env())
+    with_us = run_python_process(REDACTING_FILTERS, stream.env(), args=["--tracestream"])
+    assert (with_us.returncode, with_us.stdout, with_us.stderr) == (0, without.stdout, without.stderr)
+    assert (
+        without.stdout
+        == "INFO billing customer [MASKED] ssn [MASKED]\nINFO audit customer [MASKED] ssn [MASKED]\n"
+    )
+    entries = wait_for(lambda: len(stream.logs()) >= 2 and stream.logs(), what="both records")
+    assert {e.scope: e.body for e in entries} == {
+        "billing": "customer [MASKED] ssn [MASKED]",
+        "audit": "customer eve@example.com ssn 987-65-4321",
     }
 
 

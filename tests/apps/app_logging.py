@@ -370,7 +370,42 @@ def logger_class_making_records() -> list[logging.Logger]:
     return [_made_of_class(_CountingRecords, "shop.counted")]
 
 
-SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
+def mistakes_at_a_skipped_level() -> list[logging.LoggerAdapter[logging.Logger]]:
+    """Logging calls whose arguments logging refuses, at levels the app's loggers skip: stdlib checks
+    them only for a record it makes, so the app runs fine with them. structlog-style keywords on a
+    stdlib logger, `extra=` keys a LogRecord has (through `log`, `exception`, a `LoggerAdapter`'s
+    extra, and structlog's stdlib path, which hands its key/values on as `extra=`), an `extra` that
+    is no mapping, a `stacklevel` that is no number. The app's own lines then go through an adapter
+    whose extra is fine, INFO still skipped."""
+    import structlog
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", force=True)
+    views = logging.getLogger("shop.views")
+    views.info("user created", user_id=5)
+    views.log(logging.INFO, "saved", extra={"message": "m"})
+    views.info("uploading", extra={"filename": "report.pdf"})
+    views.info("listed", extra="oops")
+    views.info("deep", stacklevel="2")
+    logging.LoggerAdapter(views, {"module": "billing"}).info("billed")
+    quiet = logging.getLogger("shop.quiet")
+    quiet.setLevel(logging.CRITICAL)
+    quiet.warning("retrying", attempt=2)
+    try:
+        {}["missing"]
+    except KeyError:
+        quiet.exception("lookup failed", extra={"name": "orders"})
+    structlog.configure(
+        processors=[structlog.stdlib.render_to_log_kwargs],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    structlog.get_logger("shop.events").info("upload", filename="report.pdf")
+    return [logging.LoggerAdapter(views, {"tenant": "acme"})]
+
+
+SCENARIOS: dict[
+    str, Callable[[], list[logging.Logger] | list[HandingOn] | list[logging.LoggerAdapter[logging.Logger]]]
+] = {
     "dict_config_with_root": dict_config_with_root,
     "dict_config_disabling": dict_config_disabling,
     "non_propagating": non_propagating,
@@ -392,6 +427,7 @@ SCENARIOS: dict[str, Callable[[], list[logging.Logger] | list[HandingOn]]] = {
     "logger_with_a_filter": logger_with_a_filter,
     "record_factory_numbering": record_factory_numbering,
     "logger_class_making_records": logger_class_making_records,
+    "mistakes_at_a_skipped_level": mistakes_at_a_skipped_level,
 }
 
 

@@ -18,7 +18,10 @@ find only logging's frames above it, as without us.
   a disabled logger would skip it. `filter` takes such a record for us alone and stops it
   before the app's handlers, which never see a record the app would not have created, so
   nothing it prints changes. A logger with filters, or of a class that overrides `handle`,
-  gets the app's answer: those would run on the record, and could count it. A disabled
+  gets the app's answer: those would run on the record, and could count it. So does a logging
+  call whose keyword arguments `_log` or `makeRecord` refuse (`log.info("x", user_id=5)`,
+  `extra={"filename": f}`): they check them only for a record they make, and the app's levels
+  kept the mistake from raising until now; the first such call is said in one line. A disabled
   logger's `handle` returns before `filter`: the first time we ask one for a record it gets
   a `makeRecord` of ours, which takes its records as they are made.
 
@@ -38,7 +41,7 @@ import logging
 import logging.handlers
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from types import FrameType
 from typing import Any
@@ -79,6 +82,17 @@ _make_record = logging.Logger.makeRecord
 _filter = logging.Logger.filter
 _handle = logging.Logger.handle
 _LOG_CODE = logging.Logger._log.__code__
+# The logging methods that hand their keyword arguments to `_log` once `isEnabledFor` says yes
+# (`exception`, `fatal` and `warn` call one of them; `LoggerAdapter.log` calls `log`).
+_LOGGING_CALLS = frozenset(
+    getattr(logging.Logger, name).__code__
+    for name in ("debug", "info", "warning", "error", "critical", "log")
+)
+_LOG_KEYWORDS = frozenset(_LOG_CODE.co_varnames[4 : _LOG_CODE.co_argcount])  # after level, msg, args
+# The `extra=` keys `makeRecord` refuses: a record's own fields and what formatting adds; and
+# those the OTel logging instrumentation's factory adds, where it makes the records.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_OTEL_RECORD_FIELDS = _RECORD_FIELDS | {"otelSpanID", "otelTraceID", "otelTraceSampled", "otelServiceName"}
 _prepare = logging.handlers.QueueHandler.prepare
 _listener_prepare = logging.handlers.QueueListener.prepare
 _make_pickle = logging.handlers.SocketHandler.makePickle
@@ -108,6 +122,7 @@ class LogCapture:
         self._wanted: dict[str, bool] = {}
         self._asked_for: dict[str, bool] = {}
         self._told_of_a_lost_record = False
+        self._told_of_refused_arguments = False
         # Told of each server's access line that no request record stood for.
         self.unreplaced_access_line: Callable[[logging.LogRecord], object] | None = None
 
@@ -146,6 +161,20 @@ class LogCapture:
         if self.unreplaced_access_line is not None:
             self.unreplaced_access_line(access_line)
         return False
+
+    def refused_arguments(self, logger_name: str, level: int, refusal: str) -> None:
+        """Said of the first only: the call is the app's mistake, which shows once its levels let
+        the record through, and the stream goes without the record until then."""
+        if not self._told_of_refused_arguments:
+            self._told_of_refused_arguments = True
+            internal_logger.warning(
+                "a %r %s record is not in the stream: its call passes what logging raises on (%s) "
+                "once the app's levels let %s through; said once",
+                logger_name,
+                logging.getLevelName(level),
+                refusal,
+                logging.getLevelName(level),
+            )
 
     def _say_a_record_is_lost(self, error: Exception) -> None:
         """Of the first only. The line said is a log record too, and comes back here."""
@@ -276,6 +305,7 @@ def _capturing_is_enabled_for(self: logging.Logger, level: int) -> bool:
         and capture.asks_for(self.name)
         and not _redis_py_writing_for_us(self)
         and _nothing_of_the_apps_would_run(self)
+        and _arguments_logging_takes(self, level, capture)
         and not (self.name in ACCESS_LOGGERS and take_access_line_mark())
     ):
         _asked_for_us[_get_ident()] = (self, level)
@@ -307,6 +337,48 @@ def _nothing_of_the_apps_would_run(logger: logging.Logger) -> bool:
         and cls.makeRecord is _make_record
         and _makes_plain_records(logging.getLogRecordFactory())
     )
+
+
+def _arguments_logging_takes(logger: logging.Logger, level: int, capture: LogCapture) -> bool:
+    """Whether the logging call asking passes keyword arguments `_log` and `makeRecord` take. They
+    check them only for a record they make, so a call the app's levels skip never met them: a
+    mistake there (`log.info("x", user_id=5)`, `extra={"filename": f}`) would raise in the app
+    for a record made for us alone. Such a call gets the app's answer. A caller other than a
+    logging method (a `LoggerAdapter` asking first, code that branches on the answer) is asked
+    about again by the logging method it then calls."""
+    caller = sys._getframe(2)  # the one that called our `isEnabledFor`
+    if caller.f_code not in _LOGGING_CALLS:
+        return True
+    kwargs = caller.f_locals["kwargs"]
+    refusal = _refusal(kwargs) if kwargs else ""
+    if refusal:
+        capture.refused_arguments(logger.name, level, refusal)
+    return not refusal
+
+
+def _refusal(kwargs: dict[str, Any]) -> str:
+    """What `_log`, `findCaller` or `makeRecord` would raise on among a logging call's keyword
+    arguments, in their errors' words where those are plain; "" for none. A plain `extra=` costs
+    a few set operations."""
+    if not kwargs.keys() <= _LOG_KEYWORDS:
+        unknown = next(key for key in kwargs if key not in _LOG_KEYWORDS)
+        return f"unexpected keyword argument {unknown!r}"
+    stacklevel = kwargs.get("stacklevel", 1)
+    if not isinstance(stacklevel, (int, float)):
+        return f"stacklevel is a {type(stacklevel).__name__}, not a number"
+    extra = kwargs.get("extra")
+    if extra is None:
+        return ""
+    if type(extra) is not dict and not isinstance(extra, Mapping):
+        return f"extra is a {type(extra).__name__}, not a mapping"
+    try:
+        if extra.keys().isdisjoint(_OTEL_RECORD_FIELDS):
+            return ""
+        fields = _RECORD_FIELDS if logging.getLogRecordFactory() is logging.LogRecord else _OTEL_RECORD_FIELDS
+        taken = [key for key in extra if key in fields]
+    except Exception as error:  # a mapping whose keys cannot be read
+        return f"extra's keys cannot be read: {error!r}"
+    return f"Attempt to overwrite {taken[0]!r} in LogRecord" if taken else ""
 
 
 _OTEL_LOGGING_INSTRUMENTATION = "opentelemetry.instrumentation.logging"
