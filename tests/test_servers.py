@@ -12,16 +12,19 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
 import pytest
 
 from tests.apps.http_checks import HTTP_SCOPE, request_record
-from tests.apps.servers import Server, bin_path, printed, run_json, serve
+from tests.apps.servers import Server, bin_path, http_ready, printed, run_json, serve
 from tests.apps.websocket_client import Session, converse
 from tests.support import RedisHandle, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
@@ -292,6 +295,38 @@ def test_uvicorn_workers_flush_what_they_log_while_shutting_down(stream: RedisHa
     for line in ("Waiting for application shutdown.", "Application shutdown complete."):
         assert bodies.count(line) == 2, bodies
     assert len([b for b in bodies if b.startswith("Finished server process")]) == 2, bodies
+
+
+def test_ctrl_c_under_reload_shuts_the_app_down_as_without_tracestream(
+    stream: RedisHandle, tmp_path: Path
+) -> None:
+    """Ctrl-C reaches uvicorn's reloader and its server process alike, and the reloader then
+    sends the server SIGTERM. Our SIGINT handler flushed before it handed Ctrl-C on, the SIGTERM
+    reached uvicorn first meanwhile, and uvicorn took the Ctrl-C after it for a second one: it
+    quit at once, without the app's lifespan shutdown or the requests in flight (10 runs in 12)."""
+    env = stream.env(
+        PYTHONUNBUFFERED="1",
+        OTEL_SERVICE_NAME="reload",
+        FASTAPI_DOCS_TRACESTREAM="1",
+        TRACESTREAM_BATCH_DELAY_MS="60000",  # what the requests logged waits for Ctrl-C's flush
+    )
+    for _ in range(3):
+        port = free_port()
+        command = [bin_path("uvicorn"), APP, "--port", str(port), "--reload", "--reload-dir", str(tmp_path)]
+        with serve(command, env, http_ready(f"http://127.0.0.1:{port}/docs")) as server:
+            item = httpx.get(f"http://127.0.0.1:{port}/items/plumbus", params=QUERY, headers=HEADERS)
+            with ThreadPoolExecutor(30) as callers:  # records to flush as Ctrl-C comes
+                for _ in range(30):
+                    callers.submit(
+                        httpx.get, f"http://127.0.0.1:{port}/items/plumbus", params=QUERY, headers=HEADERS
+                    )
+                wait_for(lambda: server.output().count("GET /items/plumbus") > 10, what="requests in flight")
+                os.killpg(server.process.pid, signal.SIGINT)
+            server.process.wait(15)
+            output = server.output()
+        assert output.count("Finished server process") == 1, output
+        assert output.count("Application shutdown complete.") == 1, output
+        request_record(stream, item)
 
 
 SOCKET_APP = "tests.apps.fastapi_websockets:app"

@@ -4,12 +4,14 @@ Four ways out, four hooks:
 - a normal exit (including uvicorn's, gunicorn workers' and a framework's own signal
   handling, which end in one) runs `atexit`, where every queue is flushed and shut down
   against one shared deadline;
-- SIGTERM or SIGHUP (a terminal closing) with no framework handler, or SIGINT with one: ours
-  flushes, then hands the signal to whatever handled it before (by default that is death by
-  the same signal, so exit statuses do not change, and the queues are closed first, as at
-  exit). In a PID namespace's init, where the kernel ignores the default action, a default
-  one is left alone (a handler would wake a `signal.pause()` there). Python's own SIGINT
-  handler is left alone: its KeyboardInterrupt ends at `atexit`;
+- SIGTERM, SIGINT or SIGHUP (a terminal closing) whose action is death: ours closes the queues,
+  as at exit, and the process dies of the same signal, so exit statuses do not change. In a PID
+  namespace's init, where the kernel ignores the default action, a default one is left alone
+  (a handler would wake a `signal.pause()` there). A framework's handler gets the signal at
+  once: its graceful shutdown ends in one of these ways, and a flush ahead of it let the next
+  signal overtake this one (uvicorn's reloader sends SIGTERM after Ctrl-C, and uvicorn took the
+  Ctrl-C that came second for another, and quit without the app's lifespan shutdown). Python's
+  own SIGINT handler is left alone: its KeyboardInterrupt ends at `atexit`;
 - a server that handled the signal itself and, its shutdown done, puts the default action
   back and raises the signal again (uvicorn's workers under `--workers` and `--reload`, which
   load the app inside that handling) dies without `atexit`: `signal.raise_signal` closes the
@@ -51,7 +53,6 @@ _before_closing: list[Callable[[], None]] = []
 _joined_providers: list[Any] = []  # another setup's, its own exporters beside our queues
 _timeout = 5.0
 _closing = False
-_flushing = False  # a signal handler of ours is flushing
 _held_signal: int | None = None  # a deadly signal that came while the queues were closing
 _mask_before_fork: set[int | signal.Signals] | None = None  # set while a fork holds signals
 _raise_signal = signal.raise_signal
@@ -98,11 +99,6 @@ def flush_joined_provider(provider: Any) -> None:
     exporters another setup (upstream's configurator) gave `provider`, and what their batch
     processors held was lost. At a normal exit the SDK flushes it again, with nothing left."""
     _joined_providers.append(provider)
-
-
-def flush_before_exit(timeout: float | None = None) -> bool:
-    """Flush every queue within `timeout` (default: the configured shutdown timeout)."""
-    return _every_queue(BatchQueue.flush, timeout)
 
 
 def _secure_queues() -> None:
@@ -297,8 +293,7 @@ def _chain(number: int) -> None:
 
     def handle(signum: int, frame: FrameType | None) -> None:
         global _held_signal
-        if callable(previous):  # the process may go on: a framework shuts down gracefully
-            _flush_unless_flushing()
+        if callable(previous):  # a framework's graceful shutdown, which ends in one of our hooks
             previous(signum, frame)
         elif _closing:  # the close this signal interrupted ends it
             _held_signal = signum
@@ -332,18 +327,6 @@ def _take_back_from_asyncio(unix_events: Any) -> None:
     wrapt.wrap_function_wrapper(
         unix_events, "_UnixSelectorEventLoop.remove_signal_handler", remove_signal_handler
     )
-
-
-def _flush_unless_flushing() -> None:
-    """A second signal inside the flush (or the close) leaves it to go on."""
-    global _flushing
-    if _closing or _flushing:
-        return
-    _flushing = True
-    try:
-        flush_before_exit()
-    finally:
-        _flushing = False
 
 
 def _on_first_record() -> None:
