@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
+from tests.otlp_receiver import OtlpReceiver, any_value
 from tests.pipelines import PrivatePipeline
 from tests.support import RedisHandle, run_python, run_python_process, wait_for
 from tracestream.settings import Settings
@@ -28,6 +30,53 @@ def test_extra_values_changed_after_logging_are_exported_as_logged(stream: Redis
     assert entry.body == "cart of 1 item(s)"
     assert entry.attributes["cart"] == {"items": 1, "total": 12}
     assert entry.attributes["tags"] == ["new"]
+
+
+def test_a_dict_or_list_message_is_stored_as_json_as_logged(stream: RedisHandle) -> None:
+    """python-json-logger's README logs a dict as the message (`logger.info({"special": "value",
+    "run": 12})`): it was stored as the dict's repr, which no reader can take apart. With
+    arguments, a message is what logging formats it to."""
+    pipeline = PrivatePipeline(Settings(redis_url=stream.url, stream=stream.stream))
+    try:
+        order = {
+            "special": "value",
+            "run": 12,
+            "paid": date(2026, 12, 5),
+            "amount": Decimal("9.99"),
+            "lines": [1],
+        }
+        pipeline.logger.info(order)
+        pipeline.logger.info(["a", 1, None])
+        pipeline.logger.info({"price": "%d"}, 5)
+        order["run"], order["lines"] = 13, order["lines"] + [2]
+        pipeline.flush()
+        entries = wait_for(lambda: len(stream.logs()) >= 3 and stream.logs(), what="the records")
+    finally:
+        pipeline.close()
+    assert [json.loads(entry.body) for entry in entries[:2]] == [
+        {"special": "value", "run": 12, "paid": "2026-12-05", "amount": "9.99", "lines": [1]},
+        ["a", 1, None],
+    ]
+    assert entries[2].body == "{'price': '5'}"
+
+
+MAP_MESSAGE = """
+import datetime, logging, tracestream
+telemetry = tracestream.configure(service_name="maps", logs_exporter="redis_stream,otlp")
+logging.getLogger("shop").warning({"special": "value", "run": 12, "paid": {"on": datetime.date(2026, 12, 5)}})
+telemetry.force_flush()
+"""
+
+
+def test_a_map_message_reaches_otlp_as_a_map(stream: RedisHandle) -> None:
+    """As upstream's LoggingHandler hands it on; a value OTLP cannot hold (a date inside it) is
+    stored as in Redis, where OTLP's encoder would refuse the whole batch."""
+    with OtlpReceiver() as receiver:
+        run_python(MAP_MESSAGE, stream.env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url))
+        [received] = wait_for(lambda: receiver.logs, what="the record over OTLP")
+    [entry] = stream.logs()
+    expected = {"special": "value", "run": 12, "paid": {"on": "2026-12-05"}}
+    assert any_value(received.record.body) == json.loads(entry.body) == expected
 
 
 # Under the launcher with upstream's log correlation on, as the OTel docs show it; uvicorn's

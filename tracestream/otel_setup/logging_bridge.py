@@ -12,7 +12,7 @@ import contextvars
 import functools
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
 from types import FrameType, TracebackType
 from typing import Any
@@ -58,6 +58,8 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "color_message",
 }
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+# A record's body: its message, or a map or list logged as the message itself.
+Body = str | dict[Any, Any] | list[Any]
 _STRUCTLOG_EXTRAS = ("_logger", "_name")
 
 
@@ -130,7 +132,7 @@ class PendingStdlibRecord:
     def __init__(
         self,
         record: logging.LogRecord,
-        message: str,
+        message: Body,
         context: Context,
         observed_ns: int,
         handler: OTelHandler,
@@ -219,7 +221,7 @@ class PendingStdlibRecord:
             int(self.created * 1e9),
             severity_text,
             severity_number,
-            self.message,
+            self._body(),
             encode_resource(self.handler.resource),
             span_context.trace_id,
             span_context.span_id,
@@ -249,7 +251,7 @@ class PendingStdlibRecord:
             context=self.context,
             severity_text=_severity(self.level, self.level_name)[0],
             severity_number=self.severity,
-            body=self.message,
+            body=self._any_value_body(),
             attributes=attributes,
         )
         return ReadableLogRecord(
@@ -257,6 +259,22 @@ class PendingStdlibRecord:
             resource=self.handler.resource,
             instrumentation_scope=InstrumentationScope(self.logger),
         )
+
+    def _body(self) -> Body:
+        """A map or list message's values as attributes hold them (a `Decimal`, a date as the app
+        prints it); what is nested in them is written as JSON writes it."""
+        message = self.message
+        if isinstance(message, dict):
+            return {key: _attribute_value(value) for key, value in message.items()}
+        if isinstance(message, list):
+            return [_attribute_value(value) for value in message]
+        return message
+
+    def _any_value_body(self) -> Any:
+        """The body as OTel's AnyValue holds it: a map or list as its JSON in Redis reads back,
+        as OTLP's encoder refuses the whole batch for a value of another type anywhere in it."""
+        body = self._body()
+        return body if isinstance(body, str) else schema.load_json(schema.dump_json(body))
 
     def _attributes(self) -> dict[str, Any]:
         """`extra=` fields become attributes, over what the context bound; values OTel cannot
@@ -283,6 +301,8 @@ class PendingStdlibRecord:
         failed jobs) is the record's exception, from its first line on: the message stays the body,
         and its error issue is grouped by the exception, not by the whole text."""
         message = self.message
+        if not isinstance(message, str):
+            return encoding.NO_EXCEPTION
         start = message.find(schema.TRACEBACK_HEADER)
         if start < 0 or (start > 0 and message[start - 1] != "\n"):
             return encoding.NO_EXCEPTION
@@ -342,7 +362,16 @@ class OTelHandler(logging.Handler):
             sink.wake()
 
 
-def _message(record: logging.LogRecord) -> str:
+def _message(record: logging.LogRecord) -> Body:
+    """A map or list logged as the message, without arguments (python-json-logger's README logs
+    `{"special": "value", "run": 12}`), is the body as upstream's LoggingHandler keeps it, taken
+    as it is now; anything else is what `getMessage()` makes of it."""
+    message = record.msg
+    if type(message) is not str and not record.args and isinstance(message, (Mapping, list)):
+        try:
+            return snapshot_values(dict(message)) if isinstance(message, Mapping) else list(message)
+        except Exception:  # a container that cannot be read: logging's own text then
+            pass
     try:
         return record.getMessage()
     except Exception as error:  # a bad format string must not cost the record
