@@ -518,6 +518,19 @@ def test_spools_that_ended_processes_left_are_taken_over_and_counted_in_one_line
     assert "6 records wait in the spool" in waiting and "(3 log records, 3 spans)" in waiting, waiting
 
 
+@pytest.mark.parametrize("left_only", ["OTEL_TRACES_EXPORTER", "OTEL_LOGS_EXPORTER"], ids=["logs", "spans"])
+def test_a_process_that_left_logs_or_spans_alone_is_counted_once(tmp_path: Path, left_only: str) -> None:
+    """One line says what the stream's log and span spools took over, and it counted the
+    processes of whichever spool took over first: a gunicorn master, whose records are logs
+    alone, was missing from its workers' count."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    stream = "setup:halves"
+    _run(url, tmp_path, TRACESTREAM_STREAM=stream, **{left_only: "none"})
+    _run(url, tmp_path, TRACESTREAM_STREAM=stream)
+    taken = _run(url, tmp_path, TRACESTREAM_STREAM=stream)[0]
+    assert f"took over the spool that 2 ended processes left for stream '{stream}' on" in taken, taken
+
+
 def test_an_embedded_redis_that_never_answers_is_not_left_running() -> None:
     """`make demo` and the tests start their own Redis: one whose ping never succeeds (here it
     wants a password) is stopped when `start()` gives up, not left holding its port."""

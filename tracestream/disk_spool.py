@@ -33,7 +33,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlsplit
@@ -84,6 +84,12 @@ class Destination:
         """Its rows go to a span stream, `<name>:spans`."""
         owner = self.stream.rpartition(":")[0]
         return bool(owner) and StreamKeys(owner).spans == self.stream
+
+    @property
+    def sibling(self) -> Destination:
+        """The span spool's destination for a log spool's, and the other way round."""
+        stream = self.stream_name if self.is_spans else StreamKeys(self.stream).spans
+        return replace(self, stream=stream)
 
     @property
     def stream_name(self) -> str:
@@ -321,6 +327,31 @@ class ProcessDirectory:
                 if claim is not None:
                     claimed[folder] = claim
             return [folder for folder in claimed if (folder / name).is_dir()]
+
+    def dead_holding(self, name: str) -> set[Path]:
+        """Directories of dead processes holding a destination folder `name`, claimed by this
+        process or by none, without claiming them: what another spool of this process will take."""
+        with self._mutex:
+            claimed = self._orphans or {}
+            try:
+                folders = process_folders(self.base)
+            except OSError:
+                return set()
+            found = set()
+            for folder in folders:
+                if folder == self._path or not (folder / name).is_dir():
+                    continue
+                if folder in claimed:
+                    found.add(folder)
+                    continue
+                try:
+                    lock = _lock(folder / _LOCK_FILE, wait=False)
+                except OSError:
+                    continue
+                if lock is not None:  # free, so its process is dead: let go again at once
+                    os.close(lock)
+                    found.add(folder)
+            return found
 
     def release(self, stream_folder: Path) -> None:
         """A replayed orphan's destination folder goes; its directory too once nothing else is left."""
@@ -653,22 +684,25 @@ class Spool:
             return
         self._adopted = True
         adopted: list[_Segment] = []
-        left_by = 0
+        left_by = set()
         for folder in self._directory.orphans(self._name):
             stream_folder = folder / self._name
             segments = sorted(stream_folder.glob(f"*{_SEGMENT_SUFFIX}"))
             if not segments:
                 self._directory.release(stream_folder)
                 continue
-            left_by += 1
+            left_by.add(folder)
             adopted += [
                 _Segment(path, path.stat().st_size, done_offset(path), adopted=True) for path in segments
             ]
         if adopted and self._say_takeover and self._directory.first_takeover(self.destination):
+            # One line for the stream's logs and spans: the processes that left either (a
+            # gunicorn master's records are logs alone, its workers' spans too).
+            left_by |= self._directory.dead_holding(self.destination.sibling.key)
             internal_logger.warning(
                 "took over the spool that %s left for stream %r on %s: its records are sent before "
                 "this process's own",
-                "1 ended process" if left_by == 1 else f"{left_by} ended processes",
+                "1 ended process" if len(left_by) == 1 else f"{len(left_by)} ended processes",
                 self.destination.stream_name,
                 self.destination.server_url,
             )
