@@ -23,6 +23,7 @@ from tests.test_console_live import ConsoleProcess, Emitter
 from tests.test_error_issues import ROUTE, Shop
 from tracestream.embedded_redis import EmbeddedRedis
 from tracestream.error_issues import ErrorIssue, list_issues
+from tracestream.exporters.encoding import exception_fields
 from tracestream.settings import SAMPLE_WEIGHT
 
 browser = browser_tests.browser
@@ -148,6 +149,30 @@ def test_xss_payloads_in_every_issue_field_stay_inert(page: Page, console: Conso
     assert page.input_value("input[name=service]") == XSS
     assert page.locator("main img").count() == 0
     assert page.evaluate("() => window.__xss") is None
+
+
+class PodsError(Exception):
+    pass
+
+
+def test_an_issue_past_fifty_instances_says_what_it_counted_together(
+    page: Page, console: ConsoleProcess
+) -> None:
+    writer = RecordWriter(console.handle)
+    try:
+        raise PodsError("every pod fails")
+    except PodsError as raised:
+        error = exception_fields(PodsError, raised, raised.__traceback__)
+    writer.write(
+        *(writer.row("boom", severity="ERROR", exception=error, instance=f"pod-{n:02}") for n in range(52))
+    )
+    issue = _issue(console, error[0], 52)
+    page.goto(console.url + f"errors?fingerprint={issue.fingerprint}")
+    facts = page.locator("#issue .issue-facts tr", has_text="instances")
+    facts.wait_for(timeout=5000)
+    text = facts.locator("td").inner_text()
+    assert text.count("pod-") == 50 and text.endswith(", and 2 records since those (not counted by instance)")
+    writer.close()
 
 
 def test_stats_and_services_link_to_errors_and_mark_estimates(page: Page, console: ConsoleProcess) -> None:

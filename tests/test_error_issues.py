@@ -25,6 +25,7 @@ from tracestream.cli import main
 from tracestream.connection import connect_cluster
 from tracestream.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
 from tracestream.error_issues import (
+    MAX_INSTANCES,
     ErrorIssue,
     fingerprint_of,
     get_issue,
@@ -216,6 +217,24 @@ def test_a_retried_batch_counts_each_error_once(stream: RedisHandle, writer: Rec
         assert [(i.type, i.count) for i in issues] == [("KeyError", 601)]
         assert client.xlen(stream.keys.errors) == 601
         assert client.xlen(stream.keys.logs) == 602
+
+
+def test_an_issue_names_fifty_instances_then_counts_its_records_together(
+    stream: RedisHandle, writer: RecordWriter
+) -> None:
+    """Instances are named by process, a new one at each deploy and each recycled worker: an
+    issue's hash grew by one field for each, for as long as the issue lived."""
+    writer.write(
+        *(writer.row("boom", severity="ERROR", exception=_error("a"), instance=f"pod-{n}") for n in range(55))
+    )
+    writer.log("boom", severity="ERROR", exception=_error("a"), instance="pod-0")
+    with stream.client() as client:
+        [issue] = list_issues(client, stream.stream)
+        fields = client.hkeys(stream.keys.issue(issue.fingerprint))
+    assert issue.count == 56
+    assert len(issue.instances) == MAX_INSTANCES == 50 and issue.other_instances == 6
+    assert len([name for name in fields if name.startswith("i:")]) == 50
+    assert issue.to_json()["other_instances"] == 6
 
 
 def test_fingerprints_group_by_type_and_the_apps_innermost_frame() -> None:

@@ -37,6 +37,7 @@ HOUR_MS = 3_600_000
 HOURS = 24
 _SLOT_HOUR = 2**32  # an hourly slot holds `hour * 2^32 + count`
 SAMPLES = 5  # sample trace ids kept per issue, in turn
+MAX_INSTANCES = 50  # instances an issue names (lua/append.lua); from then on records are counted together
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class ErrorIssue:
     sample_trace_ids: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)  # most records first
     instances: list[str] = field(default_factory=list)
+    other_instances: int = 0  # records counted once MAX_INSTANCES were named, from any instance
     hourly: list[int] = field(default_factory=list)  # the last 24 hours, oldest first
     chain: list[dict[str, Any]] = field(default_factory=list)  # {"route", "count"}, most first
     newest_record_id: str = ""  # its stream id, in the log stream or `<stream>:errors`
@@ -77,6 +79,7 @@ class ErrorIssue:
             "chain": self.chain,
             "services": self.services,
             "instances": self.instances,
+            "other_instances": self.other_instances,
             "hourly": self.hourly,
             "sample_trace_ids": self.sample_trace_ids,
             "newest_record_id": self.newest_record_id,
@@ -189,6 +192,7 @@ class _Part:
             elif name[:1] == "h" and name[1:].isdigit():
                 self.slots.append(_number(value))
         self.count = _number(fields.get("count"))
+        self.other_instances = _number(fields.get("other_instances"))
         self.first_ms = _number(fields.get("first"))
         self.last_ms = _number(fields.get("last"))
 
@@ -257,6 +261,7 @@ def _issue(parts: list[_Part], now_hour: int) -> ErrorIssue:
         sample_trace_ids=list(dict.fromkeys(t for part in parts for t in part.samples()))[:SAMPLES],
         services=_ranked(services),
         instances=_ranked(instances),
+        other_instances=sum(part.other_instances for part in parts),
         hourly=hourly,
         chain=[{"route": route, "count": routes[route]} for route in _ranked(routes)],
         newest_record_id=newest.fields.get("newest", ""),

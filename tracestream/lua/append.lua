@@ -287,6 +287,7 @@ end
 -- `hour * 2^32 + count` so HINCRBY's reply tells a slot's hour, five sample trace ids in turn,
 -- and a status that a recurrence turns from resolved (1) back to open (0), as a regression.
 local issue_problem
+local MAX_INSTANCES = 50
 if #issue_order > 0 then
   local issue_prefix, issues_key, issue_ttl = ARGV[20], ARGV[21], tonumber(ARGV[22])
   local issue_keys = string.sub(issue_prefix, 1, -2) .. '*'  -- the issues and their list
@@ -328,7 +329,17 @@ if #issue_order > 0 then
       call('HSET', key, slot, string.format('%.0f', hour * 4294967296 + g.n))
     end
     for name, n in pairs(g.services) do call('HINCRBY', key, 's:' .. name, n) end
-    for name, n in pairs(g.instances) do call('HINCRBY', key, 'i:' .. name, n) end
+    -- Instances are named by process (a new one at each deploy, each recycled worker): once an
+    -- issue names MAX_INSTANCES, the records of every instance are counted together from then on,
+    -- and its hash stops growing. HINCRBY's replies tell a new name, as a producer may not read.
+    local named = call('HINCRBY', key, 'instances', 0)
+    for name, n in pairs(g.instances) do
+      if named and named < MAX_INSTANCES then
+        if call('HINCRBY', key, 'i:' .. name, n) == n then named = call('HINCRBY', key, 'instances', 1) end
+      else
+        call('HINCRBY', key, 'other_instances', n)
+      end
+    end
     for name, n in pairs(g.routes) do call('HINCRBY', key, 'c:' .. name, n) end
     call('EXPIRE', key, issue_ttl)
     call('ZADD', issues_key, now_ms, fp)

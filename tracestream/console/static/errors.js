@@ -69,10 +69,17 @@
       ["first seen", `${TS.time(issue.first_seen)} UTC`],
       ["last seen", `${TS.time(issue.last_seen)} UTC`],
       ["services", issue.services.join(", ") || issue.service],
-      ["instances", issue.instances.join(", ")],
+      ["instances", instances(issue)],
     ];
     return TS.el("table", { class: "kv issue-facts" }, TS.el("tbody", {},
       ...values.map(([key, value]) => TS.el("tr", {}, TS.el("th", {}, key), TS.el("td", {}, value)))));
+  }
+
+  // The first 50 instances an issue met, by name; from then on its records are counted together.
+  function instances(issue) {
+    const named = issue.instances.join(", ");
+    if (!issue.other_instances) return named;
+    return `${named}, and ${number(issue.other_instances)} records since those (not counted by instance)`;
   }
 
   // A route's recent traces in the trace list; `beat:<entry>` and task names have no route to list.
