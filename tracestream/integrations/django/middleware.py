@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import django
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import DisallowedHost, RequestAborted, SuspiciousOperation
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.core.signals import got_request_exception
@@ -106,14 +106,23 @@ class SpanMiddleware:
             return self._acall(request)
         try:
             return self.contrib(request)
+        except DisallowedHost:
+            return self.get_response(request)  # see `_acall`
         except BaseException as error:
             _end_contribs_span(request, error)
             raise
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         contrib = self.contrib
-        contrib.process_request(request)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        try:
+            contrib.process_request(request)
+        except DisallowedHost:
+            # Contrib asks for the host before it opens the span, ahead of the app's middleware:
+            # a Host not allowed was refused there, and the 400 lost what the app's middleware
+            # adds to it (SecurityMiddleware's headers, a CORS header). It goes on without a span,
+            # to be refused where it is without us.
+            return await get_response(request)
         try:
             response = await get_response(request)
         except BaseException as error:
@@ -496,6 +505,17 @@ def _keep_the_reason(request: HttpRequest, line: logging.LogRecord) -> None:
         setattr(request, _REASON, error)
 
 
+def _suspicious_operations() -> set[str]:
+    """The names Django logs a request's `SuspiciousOperation` under (`django.security.<class>`),
+    where from 5.0 it logs no `django.request` line for it: a bad `Host`, a request body too big."""
+    found, classes = set(), [SuspiciousOperation]
+    while classes:
+        kind = classes.pop()
+        found.add(kind.__name__)
+        classes += kind.__subclasses__()
+    return found
+
+
 def _is_replaced_access_line(record: logging.LogRecord) -> bool:
     return hasattr(record, "status_code") and take_access_line_mark()
 
@@ -598,8 +618,7 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
             _add_middleware()
             answered.wrap_unfinished()
             original(self, is_async)
-            # a request Django refuses before our middleware (a `Host` not allowed) has no
-            # record, and its access line is no sign of an app we do not record
+            # an access line without a record is no sign of an app we do not record
             requests_accounted_for()
 
         BaseHandler.load_middleware = load_middleware  # type: ignore[method-assign]
@@ -609,6 +628,8 @@ def install(telemetry: Telemetry, name: str = "django") -> None:
         answered.install()
         _reload_handlers_built_before()
     replace_lines(telemetry.handler, "django.request", _replaced_by_request_record)
+    for name in _suspicious_operations():
+        replace_lines(telemetry.handler, f"django.security.{name}", _replaced_by_request_record)
     replace_lines(telemetry.handler, "django.server", _is_replaced_access_line)
     replace_lines(telemetry.handler, "django.channels.server", _is_channels_access_line)
     keep_server_lines_out(telemetry.handler, _recorded_by_a_request_record)
