@@ -497,39 +497,51 @@ def test_ninja_imported_before_djangos_handlers_still_answers_with_its_exception
     )
 
 
-# An exception Django REST framework leaves to Django, through the test client, which raises it:
-# its frames, `ours` marking tracestream's.
-UNHANDLED_BY_DRF = """
-import os, traceback
+# An exception Django REST framework or django-ninja leaves to Django, through the test client,
+# which raises it: its frames, `ours` marking tracestream's. DEBUG off, as in production, where
+# ninja's default handler raises the exception on from inside itself.
+UNHANDLED = """
+import os, sys, traceback
 import django
 django.setup()
+from django.conf import settings
 from django.test import Client
+settings.DEBUG, settings.ALLOWED_HOSTS = False, ["localhost"]
 package = os.path.dirname(__import__("tracestream").__file__) + os.sep
 try:
-    Client(HTTP_HOST="localhost").get("/rest/stock/ada/")
-except LookupError as error:
+    Client(HTTP_HOST="localhost").get(sys.argv[1])
+except (LookupError, ArithmeticError) as error:
     for frame in traceback.extract_tb(error.__traceback__):
         ours = "ours " if frame.filename.startswith(package) else ""
         print(ours + frame.filename.rpartition("/site-packages/")[2], frame.name)
 """
 
 
-def test_an_exception_drf_leaves_to_django_carries_no_frame_of_ours(
-    stream: RedisHandle, tmp_path: Path
+@pytest.mark.parametrize(
+    ("path", "reraised_in"),
+    [
+        ("/rest/stock/ada/", "rest_framework/views.py raise_uncaught_exception"),
+        ("/api/items/7", "ninja/errors.py _default_exception"),
+    ],
+    ids=["drf", "ninja"],
+)
+def test_an_exception_a_framework_leaves_to_django_carries_no_frame_of_ours(
+    stream: RedisHandle, tmp_path: Path, path: str, reraised_in: str
 ) -> None:
     """Its traceback, printed to the terminal, the 500 page and the admins' email, is the app's
     own, with what upstream's instrumentation adds (older contrib versions enter `use_span` around
-    the view): the wrapped `handle_exception` put a frame of ours in it."""
+    the view): DRF's wrapped `handle_exception`, and the handler of ninja's we wrapped to note a
+    5xx it answers, put a frame of ours in it."""
     frames = {}
     for settings in ("proj.settings_without_tracestream", "proj.settings"):
-        done = run_python_process(UNHANDLED_BY_DRF, _env(stream, tmp_path / "db.sqlite3", settings))
+        done = run_python_process(UNHANDLED, _env(stream, tmp_path / "db.sqlite3", settings), args=[path])
         assert done.returncode == 0, done.stderr
         frames[settings] = done.stdout.splitlines()
     bare, traced = frames["proj.settings_without_tracestream"], frames["proj.settings"]
     assert [line for line in traced if line.startswith("ours ")] == []
     remaining = iter(traced)
     assert all(line in remaining for line in bare), (bare, traced)  # the app's frames, in order
-    assert "rest_framework/views.py raise_uncaught_exception" in traced
+    assert reraised_in in traced
 
 
 # A request whose record an exit interrupts: gunicorn's SIGQUIT handler's `sys.exit`, raised in
