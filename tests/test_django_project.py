@@ -655,6 +655,26 @@ def test_served_request_with_a_host_not_allowed_is_refused_as_without_us(served:
     assert lines == ["tracestream.http"], lines
 
 
+def test_served_cors_preflight_names_its_route_as_its_span_does(served: Running) -> None:
+    """django-cors-headers answers a preflight in its middleware, before Django resolves the URL:
+    the record had no route, while contrib named the span by the route the path matches."""
+    response = httpx.options(
+        f"{served.base}/orders/15/",
+        headers={"origin": "https://shop.example.com", "access-control-request-method": "POST"},
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://shop.example.com"
+
+    def the_record() -> list[LogEntry]:
+        logs = served.stream.logs()
+        return [e for e in logs if is_request_record(e) and e.attributes["url.path"] == "/orders/15/"]
+
+    [record] = wait_for(the_record, what="the preflight's record")
+    assert record.attributes["http.route"] == "/orders/<int:order_id>/"
+    [span] = wait_for(lambda: [s for s in served.stream.spans() if s.trace_id == record.trace_id])
+    assert span.name == "OPTIONS orders/<int:order_id>/"
+
+
 # The Django docs' streaming CSV view, and the same over an async iterator.
 EXPORTS = pytest.mark.parametrize("export", ["export", "export-async"])
 

@@ -38,7 +38,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.core.signals import got_request_exception
 from django.http import Http404, HttpRequest, HttpResponseBase, StreamingHttpResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, resolve, reverse
 from opentelemetry.context import attach, detach, get_current
 from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.instrumentation.django.middleware.otel_middleware import _DjangoMiddleware
@@ -320,8 +320,15 @@ def _end_contribs_span(request: HttpRequest, error: BaseException) -> None:
         detach(token)
 
 
-def _route_of(request: HttpRequest) -> str | None:
+def _route_of(request: HttpRequest, status: int | None = None) -> str | None:
+    """The route Django resolved; for a request answered before that (django-cors-headers'
+    preflight), the route its path matches, as contrib names the span. A 404 has none."""
     match = request.resolver_match
+    if match is None and status is not None and status != 404:
+        try:
+            match = resolve(request.path_info, getattr(request, "urlconf", None))
+        except Http404:
+            return None
     return getattr(match, "route", None) if match is not None else None
 
 
@@ -329,7 +336,7 @@ def _exchange(request: HttpRequest, status: int, size: int | None, started: floa
     return HttpExchange(
         method=request.method or "",
         path=request.path,
-        route=rooted_route(_route_of(request)),
+        route=rooted_route(_route_of(request, status)),
         status=status,
         duration_ms=(perf_counter() - started) * 1000,
         client=request.META.get("REMOTE_ADDR"),

@@ -20,11 +20,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "corsheaders",
     "orders",
     "tracestream.integrations.django.TracestreamConfig",
 ]
 
 MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",  # as high as it can go, as its README says
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -35,6 +37,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "proj.urls"
+
+CORS_ALLOWED_ORIGINS = ["https://shop.example.com"]  # django-cors-headers' README example
 
 TEMPLATES = [
     {
