@@ -76,6 +76,18 @@ def test_ordinary_line_is_unchanged(line: str) -> None:
         ('{"password": "a b \\" c", "user": "bob"}', '{"password": "[REDACTED]", "user": "bob"}'),
         ("Cookie: a=1; b=2", "Cookie: [REDACTED]"),
         ("?api_key=abc123&x=1", "?api_key=[REDACTED]&x=1"),
+        # a token as a URL's userinfo; a user name stays
+        ("GET http://SECRETuserinfotok77@127.0.0.1:8000/x", "GET http://[REDACTED]@127.0.0.1:8000/x"),
+        ("postgres://postgres@localhost/db", "postgres://postgres@localhost/db"),
+        ("https://deploy.bot.account@example.com/", "https://deploy.bot.account@example.com/"),
+        # names that hold a credential in a query, and elsewhere often do not
+        ("GET /1/members/me?key=8f3a9c2e1b&fields=name", "GET /1/members/me?key=[REDACTED]&fields=name"),
+        ("/data/2.5/weather?q=London&appid=b6907d289e10d714", "/data/2.5/weather?q=London&appid=[REDACTED]"),
+        (
+            "/oauth/callback?code=4/0AY0e-g7xyz&state=af0ifjsldkj",
+            "/oauth/callback?code=[REDACTED]&state=af0ifjsldkj",
+        ),
+        ("cache key=order_42 missed, status_code=200", "cache key=order_42 missed, status_code=200"),
         ("AKIAIOSFODNN7EXAMPLE", REDACTED),
         # a list or tuple under a sensitive key: every item, the repr's shape kept
         ("login auth=('svc', 'hunter2') refused", "login auth=('[REDACTED]') refused"),
@@ -102,6 +114,13 @@ def test_ordinary_line_is_unchanged(line: str) -> None:
 )
 def test_context_around_the_secret_is_kept(line: str, expected: str) -> None:
     assert SCRUBBER.scrub_text(line) == expected
+
+
+def test_a_query_attribute_is_read_as_the_query_it_is() -> None:
+    """`url.query` holds a query without its `?`: its first parameter is one too."""
+    assert SCRUBBER.scrub_value("url.query", "key=8f3a9c2e1b&fields=name") == "key=[REDACTED]&fields=name"
+    assert SCRUBBER.scrub_value("url.query", "code=4/0AY0e-g7") == "code=[REDACTED]"
+    assert SCRUBBER.scrub_value("note", "key=order_42") == "key=order_42"
 
 
 def test_findings_locate_secrets_without_containing_them() -> None:

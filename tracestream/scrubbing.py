@@ -233,6 +233,7 @@ _IN_LIST = re.compile(
     r"(?<![A-Za-z0-9_.\-])(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})[\"`]?[ \t]+(?i:in)[ \t]*\((?=[\"'])"
 )
 _COMMAND_LINES = frozenset({"process.command_line"})
+_QUERY_ATTRIBUTES = frozenset({"url.query"})
 _ITEM_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
 # An unquoted "value" that is a key name followed by a separator is the next key, not a value:
 # `credentials: aws_access_key_id = x`.
@@ -248,11 +249,18 @@ _CALL = re.compile(r"[A-Za-z_][\w.]{0,63}\([ \t]*(?=[\"'])")
 _AUTH_SCHEME = re.compile(r"(?i:bearer|basic|digest|token|negotiate|ntlm|aws4-hmac-sha256)[ \t]+(?=\S)")
 
 
+# Names that hold a credential in a URL's query, and in most other places do not: an API key
+# (`?key=`, Trello's, Google's), OpenWeatherMap's `?appid=`, an OAuth authorization `?code=`.
+_QUERY_SECRETS = frozenset({"key", "appid", "code"})
+_QUERY_TRIGGERS = ("?appid=", "&appid=", "?code=", "&code=")
+
+
 @dataclass(frozen=True)
 class KeyValueRule:
     """`password=x`, `"token": "x"`, `?api_key=x&`, `X-Api-Key: x`, `Cookie: a=1; b=2` in text.
 
-    Uses the same key policy as attributes, so `token_count=42` is left alone.
+    Uses the same key policy as attributes, so `token_count=42` is left alone; in a URL's query
+    (after `?` or `&`), `key`, `appid` and `code` are secrets too.
     """
 
     keys: KeyPolicy
@@ -260,7 +268,7 @@ class KeyValueRule:
 
     @property
     def triggers(self) -> tuple[str, ...]:
-        return self.keys.triggers
+        return (*self.keys.triggers, *_QUERY_TRIGGERS)
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         pos = 0
@@ -273,6 +281,8 @@ class KeyValueRule:
                 key = match.group("key")
                 verdict = self.keys.verdict(key)
             pos = match.end()
+            if verdict is not _SECRET and _in_a_query(text, match.start("key"), key):
+                verdict = _SECRET
             if verdict is _SECRET:
                 header = key_words(key)[-1].endswith(_HEADER_SUFFIXES)
                 escaped = match.group("escaped") is not None
@@ -303,6 +313,11 @@ class KeyValueRule:
                     span := _items_span(text, match.end(), ")")
                 ):
                     yield span
+
+
+def _in_a_query(text: str, start: int, key: str) -> bool:
+    """A name that holds a credential in a URL's query, as one of its parameters."""
+    return start > 0 and text[start - 1] in "?&" and key.lower() in _QUERY_SECRETS
 
 
 def _after_escape(text: str, start: int) -> bool:
@@ -532,6 +547,14 @@ URL_PASSWORD = PatternRule(
     ),
     ("://", ":thin:"),
 )
+# `https://TOKEN@host/`: userinfo without a password that is a token (GitHub's clone URLs, a
+# webhook's), told from a user name by its length and its letters and digits.
+URL_TOKEN = PatternRule(
+    "url_token",
+    re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://(?P<secret>[A-Za-z0-9_\-.~]{16,})@"),
+    ("://",),
+    check=lambda userinfo: any(c.isdigit() for c in userinfo) and any(c.isalpha() for c in userinfo),
+)
 BEARER_TOKEN = PatternRule(
     "bearer_token",
     re.compile(
@@ -657,6 +680,7 @@ CARD_NUMBER = PatternRule(
 BUILTIN_RULES: tuple[Rule, ...] = (
     PEM_PRIVATE_KEY,
     URL_PASSWORD,
+    URL_TOKEN,
     BEARER_TOKEN,
     BASIC_AUTH,
     JWT,
@@ -855,7 +879,11 @@ class Scrubber:
         if depth >= MAX_DEPTH:
             return REDACTED
         if isinstance(value, str):
-            return self.scrub_text(value) if key not in _COMMAND_LINES else self._scrub_command_line(value)
+            if key in _COMMAND_LINES:
+                return self._scrub_command_line(value)
+            if key in _QUERY_ATTRIBUTES:  # a query without its `?`, whose first name is one too
+                return self.scrub_text(f"?{value}")[1:]
+            return self.scrub_text(value)
         if isinstance(value, bytes):
             decoded = value.decode("utf-8", "surrogateescape")
             scrubbed = self.scrub_text(decoded)
