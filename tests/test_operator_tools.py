@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import resource
+import secrets
 import shlex
 import subprocess
 import sys
@@ -12,15 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.faults import FaultyProxy
 from tests.otlp_receiver import Attempt, OtlpReceiver, Reply
 from tests.seeded_records import RecordWriter
 from tests.support import ROOT, RedisHandle, wait_for
+from tests.test_cli import run
 from tests.test_forward import seed_logs
 from tracestream import cli
 from tracestream.cli.doctor import Finding, diagnose
-from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.embedded_redis import EmbeddedRedis, free_port, redis_server_binary
 from tracestream.forwarder import Forwarder, ForwardSettings
 from tracestream.summary import service_status
 
@@ -205,6 +209,54 @@ def test_doctor_on_persistence_says_what_it_can_tell_as_each_user(spool_dir: Pat
         assert found.status == "warn" and "\n" not in found.detail
         assert found.detail.startswith(f"cannot tell whether Redis at 127.0.0.1:{server.port} keeps records")
         assert "may run neither INFO nor CONFIG GET" in found.detail
+
+
+def _disk_that_fills() -> None:
+    """What a full disk does to a save: files past 64 KiB cannot be written (RLIMIT_FSIZE)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, 65_536))
+
+
+def test_a_redis_whose_snapshot_failed_is_still_read_and_doctor_says_why(
+    tmp_path: Path, spool_dir: Path
+) -> None:
+    """Its last RDB save failed (a full disk), and Redis refuses writes and PING (MISCONF) until
+    one succeeds: every reader failed on the health-check PING before its first command, though
+    Redis answers reads, and doctor said only `MISCONF`, its persistence check not run."""
+    port = free_port()
+    server = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "3600 1",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, preexec_fn=_disk_that_fills,
+    )  # fmt: skip
+    try:
+        handle = RedisHandle(f"redis://127.0.0.1:{port}/0", "ops:misconf")
+        wait_for(lambda: _answers(handle), what="redis-server to start")
+        writer = RecordWriter(handle)
+        writer.write(*(writer.row(f"order {n} paid {secrets.token_hex(100)}") for n in range(1000)))
+        writer.close()
+        with handle.client() as client:
+            client.bgsave()
+            wait_for(
+                lambda: client.info("persistence")["rdb_last_bgsave_status"] == "err", what="a failed save"
+            )
+            with pytest.raises(redis.ResponseError, match="MISCONF"):
+                client.ping()
+        found = run(handle, "search", "-g", "order 999 paid")
+        assert (found.returncode, found.stdout.count("order 999 paid")) == (0, 1), found.stderr
+        persistence = _persistence(handle.url)
+        assert persistence.status == "fail" and "(INFO rdb_last_bgsave_status:err)" in persistence.detail
+        assert "refuses every write (MISCONF)" in persistence.detail
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _answers(handle: RedisHandle) -> bool:
+    try:
+        with handle.client() as client:
+            return bool(client.ping())
+    except redis.ConnectionError:
+        return False
 
 
 class Outage(OtlpReceiver):

@@ -59,8 +59,11 @@ def connect(url: str, timeout: float, *, decode: bool = False, tls: Tls | None =
     """A client with timeouts on every socket operation: a hung Redis must never hang us.
 
     redis-py retries nothing here (its default for URLs): the caller decides when to try again.
+    No health-check PING: a Redis whose last snapshot failed refuses PING as it refuses writes
+    (MISCONF), and every reader then failed though its reads were answered; a connection the
+    server closed is replaced as the pool hands it out.
     """
-    return redis.Redis.from_url(url, health_check_interval=30, **_options(url, timeout, decode, tls))
+    return redis.Redis.from_url(url, **_options(url, timeout, decode, tls))
 
 
 def connect_cluster(

@@ -93,7 +93,7 @@ def diagnose(redis_url: str | None, stream: str | None, cluster: bool | None = N
     findings = [Finding("configuration", "ok", _describe(config)), *_local_spool(config)]
     try:
         client = client_for(config, decode=True)
-        client.ping()
+        _ping(client)
     except CLUSTER_ERRORS as error:
         return [*findings, Finding("redis", "fail", _connection_advice(config, error))]
     with client:
@@ -107,6 +107,16 @@ def diagnose(redis_url: str | None, stream: str | None, cluster: bool | None = N
         except CLUSTER_ERRORS as error:
             findings.append(Finding("redis", "fail", describe_redis_error(error)))
     return findings
+
+
+def _ping(client: Client) -> None:
+    """Redis answers: MISCONF, which a Redis whose last save failed answers PING with, is an
+    answer too, and the persistence check says what it means."""
+    try:
+        client.ping()
+    except redis.ResponseError as error:
+        if not str(error).startswith("MISCONF"):
+            raise
 
 
 def _describe(config: Settings) -> str:
@@ -230,6 +240,15 @@ def _persistence(client: redis.Redis, info: dict[str, Any]) -> Finding:
     """Whether a restart keeps the records: from the server's settings, else from what its INFO says
     it did (managed Redis services and least-privilege users often refuse CONFIG)."""
     where = f"Redis at {_address(client)}"
+    failed = [name for name in ("rdb_last_bgsave_status", "aof_last_write_status") if info.get(name) == "err"]
+    if failed:
+        return Finding(
+            "persistence",
+            "fail",
+            f"{where} failed to write to disk (INFO {failed[0]}:err): while stop-writes-on-bgsave-error is"
+            " yes it refuses every write (MISCONF) and services keep their records in the spool; look in"
+            " its log for why (a full disk, its dir not writable), then BGSAVE",
+        )
     try:
         save = str(client.config_get("save").get("save", "")).strip()
         appendonly = client.config_get("appendonly").get("appendonly") == "yes"
