@@ -251,6 +251,18 @@ def test_a_redis_whose_snapshot_failed_is_still_read_and_doctor_says_why(
         server.wait()
 
 
+def test_doctor_names_a_master_short_of_the_replicas_it_wants_to_take_writes(spool_dir: Path) -> None:
+    """`min-replicas-to-write` with no replica in sync: Redis refuses every write (NOREPLICAS), and
+    doctor said the stream did not exist and no process reported, as for a wrong URL."""
+    with EmbeddedRedis(extra_args=["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]) as server:
+        findings = diagnose(server.url, "ops:replicas")
+        [replicas] = [finding for finding in findings if finding.check == "replicas"]
+        assert replicas.status == "fail" and "\n" not in replicas.detail
+        wanted = "takes a write only while 1 replicas are in sync (min-replicas-to-write) and has 0"
+        assert wanted in replicas.detail
+        assert "refuses every write (NOREPLICAS)" in replicas.detail
+
+
 def _answers(handle: RedisHandle) -> bool:
     try:
         with handle.client() as client:

@@ -77,6 +77,16 @@ _SETUP_REPLIES = (
     ("unknown command", _RENAMED),  # `rename-command` in its configuration
     ("Unknown Redis command called from script", _RENAMED),
     (
+        "MISCONF",
+        "its last save to disk failed (a full disk, a dir it cannot write): it takes writes again once a "
+        "save succeeds; its log says why, and `tracestream doctor` shows it",
+    ),
+    (
+        "NOREPLICAS",
+        "it takes a write only while min-replicas-to-write replicas are in sync: bring its replicas up, "
+        "or lower that setting",
+    ),
+    (
         "running in protected mode",
         "it takes clients from other hosts only once its default user has a password (protected "
         "mode): give it one and put it in the URL, or reach it from its own host",

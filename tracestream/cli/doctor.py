@@ -186,7 +186,7 @@ def _server(client: redis.Redis) -> list[Finding]:
             " here fail (READONLY) or write what the next sync drops: point TRACESTREAM_REDIS_URL at"
             " the master"
         )
-    findings = [Finding("server", "fail" if replica else "ok", detail)]
+    findings = [Finding("server", "fail" if replica else "ok", detail), *_replicas_to_write(client, info)]
     policy = str(info.get("maxmemory_policy", ""))
     evicted = evictable_keys(policy)
     if evicted:
@@ -234,6 +234,27 @@ def _address(client: redis.Redis) -> str:
     """host:port or socket path: a cluster's findings are one per server."""
     options = client.connection_pool.connection_kwargs
     return str(options.get("path") or f"{options.get('host')}:{options.get('port')}")
+
+
+def _replicas_to_write(client: redis.Redis, info: dict[str, Any]) -> list[Finding]:
+    """A master set to take writes only with replicas in sync (`min-replicas-to-write`, which INFO
+    shows by `min_slaves_good_slaves`) and short of them refuses every write (NOREPLICAS)."""
+    good = info.get("min_slaves_good_slaves")
+    if good is None:
+        return []
+    try:
+        wanted = int(client.config_get("min-replicas-to-write").get("min-replicas-to-write") or 0)
+    except redis.ResponseError:  # a user that may not run CONFIG GET
+        return []
+    if int(good) >= wanted:
+        return []
+    where = f"Redis at {_address(client)}"
+    detail = (
+        f"{where} takes a write only while {wanted} replicas are in sync (min-replicas-to-write) and has"
+        f" {good}: it refuses every write (NOREPLICAS) and services keep their records in the spool;"
+        " bring its replicas up, or lower min-replicas-to-write"
+    )
+    return [Finding("replicas", "fail", detail)]
 
 
 def _persistence(client: redis.Redis, info: dict[str, Any]) -> Finding:
