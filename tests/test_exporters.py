@@ -22,6 +22,7 @@ from tests.seeded_records import RecordWriter
 from tests.support import RedisHandle, wait_for
 from tracestream.disk_spool import Spool, process_directory
 from tracestream.embedded_redis import EmbeddedRedis
+from tracestream.export_status import read_statuses
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter
 from tracestream.exporters.encoding import span_id_hex, trace_id_hex
 from tracestream.otel_setup.logging_bridge import OTelHandler
@@ -550,6 +551,10 @@ def test_a_redis_that_forgot_records_it_had_taken_is_said_once(capfd: pytest.Cap
             client.delete(*client.keys("restarted:written:*"))
         records.log("order 6 placed")
         told = [line for line in capfd.readouterr().err.splitlines() if "lost" in line]
+        # and doctor, which read every exporter as fine, names it for as long as the process reports
+        records.writer.publish_status("logs", {"exported": 7})
+        with server.client() as client:
+            [status] = read_statuses(client, "restarted")
         records.close()
         stored = [entry.body for entry in handle.logs()]
     assert stored == ["order 4 placed", "order 5 placed", "order 6 placed"]
@@ -558,6 +563,12 @@ def test_a_redis_that_forgot_records_it_had_taken_is_said_once(capfd: pytest.Cap
         "stored there: Redis forgot them (restarted without persistence, a replica behind its master "
         "took over, or FLUSHALL/FLUSHDB)"
     ]
+    level, found = status.problems()
+    assert (
+        level == "fail"
+        and found[0].startswith("logs: 'restarted' lost up to ")
+        and "Redis forgot" in found[0]
+    )
 
 
 def test_a_row_whose_record_id_is_of_another_form_is_stored(

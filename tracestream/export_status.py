@@ -18,6 +18,9 @@ from tracestream.connection import Client, reply_text
 STATUS_TTL = 30
 METERED = ("exported", "spooled", "replayed", "dead_lettered", "dropped", "failed_attempts")
 ERROR_FIELD = "error"  # `<signal>.error`: why writes fail now, "" while they succeed
+LOSS_FIELD = (
+    "lost"  # `<signal>.lost`: the last loss in Redis the writer saw (a stream gone, a mark gone back)
+)
 
 
 def status_key(stream: str, service: str, host: str, pid: int) -> str:
@@ -38,6 +41,7 @@ class ProcessStatus:
     key: str
     fields: dict[str, int]
     errors: dict[str, str] = field(default_factory=dict)  # signal -> why its writes fail now
+    losses: dict[str, str] = field(default_factory=dict)  # signal -> records Redis lost after taking them
 
     @property
     def process(self) -> str:
@@ -74,6 +78,9 @@ class ProcessStatus:
             if self.errors.get(signal):
                 level = "fail"
                 found.append(f"{signal}: cannot write to Redis: {self.errors[signal]}")
+            if self.losses.get(signal):
+                level = "fail"
+                found.append(f"{signal}: {self.losses[signal]}")
             drops = {label: counts.get(name, 0) for name, label in _DROPS.items() if counts.get(name, 0)}
             if drops:
                 level = "fail"
@@ -115,13 +122,16 @@ def read_statuses(client: Client, stream: str) -> list[ProcessStatus]:
         key = reply_text(raw_key)
         fields = {reply_text(k): reply_text(v) for k, v in client.hgetall(key).items()}
         decoded = {name: int(value) for name, value in fields.items() if value.lstrip("-").isdigit()}
-        errors = {
-            name.removesuffix(f".{ERROR_FIELD}"): value
-            for name, value in fields.items()
-            if name.endswith(f".{ERROR_FIELD}") and value
-        }
+        errors, losses = (
+            {
+                name.removesuffix(f".{suffix}"): value
+                for name, value in fields.items()
+                if name.endswith(f".{suffix}") and value
+            }
+            for suffix in (ERROR_FIELD, LOSS_FIELD)
+        )
         if decoded:
-            found.append(ProcessStatus(key, decoded, errors))
+            found.append(ProcessStatus(key, decoded, errors, losses))
     return sorted(found, key=lambda status: status.key)
 
 

@@ -28,7 +28,7 @@ from tracestream import schema
 from tracestream._internal_log import internal_logger
 from tracestream.connection import CLUSTER_ERRORS, Client, ProcessLocalClient, Tls, node_for, refresh_topology
 from tracestream.disk_spool import Spool, spool_for
-from tracestream.export_status import ERROR_FIELD, STATUS_TTL, status_key
+from tracestream.export_status import ERROR_FIELD, LOSS_FIELD, STATUS_TTL, status_key
 from tracestream.exporters import encoding, trace_summaries
 from tracestream.exporters.pending import PendingLogRecord
 from tracestream.exporters.shaping import RowShaper
@@ -143,6 +143,7 @@ class StreamWriter(Generic[Item]):
         self.health = WriteHealth()
         self._spells = shared_spells(self._client.shown_url, settings.stream)
         self._last_error = ""  # why the last write failed: the status carries it to doctor while failing
+        self._last_loss = ""  # the last loss in Redis told: the status carries it to doctor for good
         self._redis_ahead_ms: int | None = None  # Redis's clock less ours, as the last append call found it
 
     @property
@@ -291,6 +292,8 @@ class StreamWriter(Generic[Item]):
                 continue
             problem = told.decode(errors="replace") if isinstance(told, bytes) else told
             line = _line_for(node, problem)
+            if problem.startswith((FORGOT, VANISHED)):
+                self._last_loss = line
             if _first_time(f"Redis at {where}: {_forgetting(problem) or line}"):
                 internal_logger.warning("Redis at %s: %s", where, line)
 
@@ -390,6 +393,7 @@ class StreamWriter(Generic[Item]):
         key = status_key(self.settings.stream, service, socket.gethostname(), os.getpid())
         fields: dict[str, int | str] = {f"{signal}.{name}": value for name, value in status.items()}
         fields[f"{signal}.{ERROR_FIELD}"] = self.failing_because
+        fields[f"{signal}.{LOSS_FIELD}"] = self._last_loss
         fields["updated_ms"] = int(time.time() * 1000)
         try:
             pipe = self._client.get().pipeline(transaction=False)
