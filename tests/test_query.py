@@ -35,6 +35,7 @@ from tracestream.query import (
     search,
     trace_tree,
 )
+from tracestream.query.scan import SCAN_BUDGET
 from tracestream.schema import LogEntry, StreamKeys
 from tracestream.summary import service_status, summarize
 from tracestream.timeparse import iso_utc, parse_time_ms
@@ -184,6 +185,50 @@ def test_long_records_never_hold_redis_for_long(tmp_path: Path) -> None:
     assert found == [["needle " + needle]] and summaries == [1001]
     assert max(search_ms) < 250, search_ms  # Lua looks for the needle's first 32 characters only
     assert len(summary_ms) >= 5 and max(summary_ms) < 250, summary_ms  # 30 MB in short calls, not one
+
+
+def test_a_filter_the_digest_cannot_tell_reads_few_entries_a_call(tmp_path: Path) -> None:
+    """An attribute alone: every digest line is a candidate, and each was read whole, uncounted.
+    One call read up to 50,000 entries (830 ms a call at 1.5 M records, Redis's latency 2.5 s, and
+    apps writing meanwhile timed out); an entry read whole now counts as ENTRY_COST lines."""
+    entry_cost = 25  # lua/scan.lua's ENTRY_COST
+    with EmbeddedRedis() as server:
+        handle = RedisHandle(server.url, "attrs")
+        writer = RecordWriter(handle)
+        writer.log("paid", attributes={"user.id": 777_777})  # the oldest, the one sought
+        for batch in range(20):
+            writer.write(*(writer.row("paid", attributes={"user.id": batch * 2000 + n}) for n in range(2000)))
+        writer.close()
+        with connect(server.url, timeout=30, decode=True) as client:
+            found, (calls, entries) = _counting_calls(client, lambda: _user_ids(client, "777777"))
+            assert found == [777_777]
+            assert entries >= 40_000 and entries / calls <= SCAN_BUDGET / entry_cost + 10, (entries, calls)
+            # a value whose text 14,000 others hold (0, in 3990) took a call for each of them
+            found, (calls, _) = _counting_calls(client, lambda: _user_ids(client, "0"))
+            assert found == [0] and calls < 400, calls
+
+
+def _user_ids(client: redis.Redis, value: str) -> list[object]:
+    query = Query.parse(attributes=[f"user.id={value}"])
+    return [record.attributes["user.id"] for record in search(client, "attrs", query, limit=1).records]
+
+
+def _counting_calls(
+    client: redis.Redis, run: Callable[[], list[object]]
+) -> tuple[list[object], tuple[int, int]]:
+    """What `run` returned, and the script calls and XRANGE reads it made Redis run (INFO commandstats)."""
+    before = client.info("commandstats")
+    found = run()
+    after = client.info("commandstats")
+
+    def calls(*names: str) -> int:
+        return sum(
+            after.get(f"cmdstat_{name}", {}).get("calls", 0)
+            - before.get(f"cmdstat_{name}", {}).get("calls", 0)
+            for name in names
+        )
+
+    return found, (calls("evalsha", "evalsha_ro"), calls("xrange"))
 
 
 def test_list_and_map_attributes_are_found_by_their_json(

@@ -136,12 +136,13 @@ local function scan(digest_entry)
       local id = candidates[i]
       if in_range(id) and is_stream_id(id) then
         local entry = (read('XRANGE', KEYS[1], id, id) or {})[1]
+        cost = cost + ENTRY_COST  -- a filter the digest cannot tell (an attribute) reads every line's entry
         if entry and matches(entry[2]) then
           out[#out + 1] = id
           out[#out + 1] = entry[2]
           found = found + 1
-          if found >= limit then out[1] = id; return true end
         end
+        if found >= limit or spent() then out[1] = id; return true end
       end
     end
   end

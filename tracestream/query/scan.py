@@ -35,12 +35,16 @@ from tracestream.schema import (
 )
 from tracestream.shards import Shard, shards
 
-# Digest lines (an entry read whole where the digest does not reach counts as 25) and bytes looked
-# at per script call: large enough to amortise the round trip, small enough that Redis is never
-# blocked for long (tens of milliseconds per call however long the records are). A call always
-# finishes the digest entry it started.
+# Digest lines (an entry read whole, where the digest does not reach or cannot tell a filter,
+# counts as 25) and bytes looked at per script call: large enough to amortise the round trip,
+# small enough that Redis is never blocked for long (tens of milliseconds per call however long
+# the records are).
 SCAN_BUDGET = 50_000
 SCAN_BYTES = 4_000_000
+# Records a script call may hand back, however few were asked for: Redis tells an attribute
+# filter by its name's and value's text apart (`"user.id":` and `0`), and a call that stopped at
+# each record only Python then refused (user 3990) took one round trip per record.
+CANDIDATES_A_CALL = 100
 # Redis looks for at most this much of a text filter (Lua's plain find costs text length times
 # needle length at worst); the whole text is then checked here, in linear time.
 REDIS_NEEDLE = 32
@@ -203,7 +207,7 @@ def _from_stream(
     low = f"{query.since_ms}-0" if query.since_ms is not None else "-"
     scanner = _Scanner(shard.client, shard.keys, query)
     while True:
-        chunk = scanner.chunk(high, low, SCAN_BUDGET, batch)
+        chunk = scanner.chunk(high, low, SCAN_BUDGET, max(batch, CANDIDATES_A_CALL))
         if on_scanned is not None:
             on_scanned(chunk.scanned)
         for entry in chunk.entries:
