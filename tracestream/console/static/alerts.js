@@ -64,6 +64,5 @@
     if (!found.failed_deliveries.length) failed.append(empty(6, "None."));
   });
 
-  load();
-  setInterval(load, 5000);
+  TS.refreshEvery(5000, load);
 })();

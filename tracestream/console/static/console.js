@@ -127,6 +127,16 @@ const TS = {
     }
   },
 
+  // `load` now, then `ms` after each load has finished: a page whose answer takes longer than that
+  // (Services over millions of records) asked again while Redis still worked on the last one.
+  refreshEvery(ms, load) {
+    const next = async () => {
+      await load();
+      setTimeout(next, ms);
+    };
+    next();
+  },
+
   // Fills the form from the address bar, and on submit puts it back there and calls `apply`.
   bindForm(form, apply) {
     TS.fillForm(form, new URLSearchParams(location.search));

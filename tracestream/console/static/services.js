@@ -1,4 +1,4 @@
-// Services: the same status table `tracestream services` prints, refreshed every 5 s. Each service
+// Services: the same status table `tracestream services` prints, refreshed 5 s after each answer. Each service
 // links to its records (search), its error count to its error issues, and an estimated rate
 // (sampled traces' records count for their weight, docs/sampling.md) says so in its title.
 "use strict";
@@ -36,6 +36,5 @@
     }
   });
 
-  load();
-  setInterval(load, 5000);
+  TS.refreshEvery(5000, load);
 })();
