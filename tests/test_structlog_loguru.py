@@ -525,6 +525,36 @@ def test_structlog_logger_name_and_stack_are_the_records_scope_and_stacktrace(st
         assert stack.startswith("Stack (most recent call last):\n") and ", in <module>" in stack
 
 
+# A logger named for each job, as `structlog.get_logger(f"job.{id}")` or `logger=` names them; loguru's
+# scope is its module's name.
+NAMED_PER_JOB = """
+import gc, structlog, tracestream
+from loguru import logger
+from tracestream.integrations.record_writer import RecordWriter
+from tracestream.integrations.structlog import OTelProcessor
+telemetry = tracestream.configure()
+structlog.configure(processors=[OTelProcessor(), structlog.processors.KeyValueRenderer()],
+                    logger_factory=structlog.ReturnLoggerFactory())
+for job in range(3000):
+    structlog.get_logger().info("job done", logger=f"jobs.{job}")
+logger.remove()
+logger.add(tracestream.integrations.loguru.otel_sink)
+logger.info("loguru too")
+telemetry.force_flush()
+print(sum(isinstance(kept, RecordWriter) for kept in gc.get_objects()))  # the writers alive
+"""
+
+
+def test_a_logger_named_for_each_job_costs_a_bounded_memory(stream: RedisHandle) -> None:
+    """structlog's processor kept a writer for every logger name it met, for good: a name per job
+    grew the process by some 100 bytes a job for as long as it ran."""
+    done = run_python_process(NAMED_PER_JOB, stream.env(OTEL_SERVICE_NAME="jobs"))
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) <= 1024
+    scopes = wait_for(lambda: len(stream.logs()) >= 3001 and {e.scope for e in stream.logs()}, what="records")
+    assert {"jobs.0", "jobs.2999", "__main__"} <= scopes and len(scopes) == 3001
+
+
 # structlog's own recipes under the launcher, where `opentelemetry-bootstrap` installed
 # upstream's structlog instrumentation: it would add its processor to every chain.
 STRUCTLOG_RECIPES = """

@@ -39,14 +39,13 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.instrumentation.log_utils import std_to_otel
 
 from tracestream._internal_log import internal_logger
-from tracestream.integrations.record_writer import RecordWriter, records_reach_a_provider
+from tracestream.integrations.record_writer import records_reach_a_provider, writer_for
 from tracestream.otel_setup.log_capture import count_seen_records, current, was_seen
 from tracestream.otel_setup.structured import attributes_of
 from tracestream.otel_setup.telemetry import installed
 from tracestream.scrubbing import REDACTED, KeyPolicy, secret_names_for
 from tracestream.settings import Settings
 
-_writers: dict[str, RecordWriter] = {}
 _queue_met = threading.Event()
 # Our sink's key in loguru's handlers: never an id `logger.add()` returns.
 _OURS = -1
@@ -63,7 +62,7 @@ def otel_sink(message: Any) -> None:
     if not _queue_met.is_set() and _called_from_loguru_queue(record):
         _meet_loguru_queue()
     scope = record["name"] or "loguru"
-    writer = _writers.get(scope) or _writers.setdefault(scope, RecordWriter(scope))
+    writer = writer_for(scope)
     exception = record["exception"]
     level = record["level"]
     severity, severity_text = severity_of_level(level.no, level.name)

@@ -105,6 +105,22 @@ class RecordWriter:
         )
 
 
+# A writer for each scope a logging library names, the names a process logs under: bounded, as a
+# logger named for each request (structlog's `logger=`, `get_logger(f"job.{id}")`) made one each.
+_writers: dict[str, RecordWriter] = {}
+_MOST_SCOPES = 1024
+
+
+def writer_for(scope: str) -> RecordWriter:
+    """The writer of records under `scope`."""
+    writer = _writers.get(scope)
+    if writer is None:
+        if len(_writers) >= _MOST_SCOPES:
+            _writers.clear()
+        writer = _writers[scope] = RecordWriter(scope)
+    return writer
+
+
 _said_records_go_nowhere = threading.Event()
 
 

@@ -36,7 +36,7 @@ import wrapt
 
 from tracestream._internal_log import internal_logger
 from tracestream.exporters.encoding import qualified_name
-from tracestream.integrations.record_writer import RecordWriter
+from tracestream.integrations.record_writer import writer_for
 from tracestream.otel_setup.structured import (
     exception_from_text,
     exception_of,
@@ -54,7 +54,6 @@ _written = threading.local()
 
 class OTelProcessor:
     def __init__(self) -> None:
-        self._writers: dict[str, RecordWriter] = {}
         self._said_misplaced = False
         self._chain_checked = False
 
@@ -68,7 +67,7 @@ class OTelProcessor:
                 self._check_what_the_chain_hands_logging()
             return event_dict
         scope = text_of(event_dict.get("logger") or "structlog")
-        writer = self._writers.get(scope) or self._writers.setdefault(scope, RecordWriter(scope))
+        writer = writer_for(scope)
         event = read_structlog_event(event_dict)
         exception = event.exception
         if exception is None and method_name == "exception":
