@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +23,10 @@ from tracestream.schema import LogEntry, SpanEntry, StreamKeys
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-# Processes the tests start spool here, never into the machine's own spool directory.
+# Processes the tests start spool here, never into the machine's own spool directory; it goes
+# when the process that made it ends (each test worker, and each child that imports this module).
 SPOOL_DIR = Path(tempfile.mkdtemp(prefix="tracestream-test-spool-"))
+atexit.register(shutil.rmtree, SPOOL_DIR, ignore_errors=True)
 
 
 def interruptible() -> None:
