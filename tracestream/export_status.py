@@ -18,9 +18,8 @@ from tracestream.connection import Client, reply_text
 STATUS_TTL = 30
 METERED = ("exported", "spooled", "replayed", "dead_lettered", "dropped", "failed_attempts")
 ERROR_FIELD = "error"  # `<signal>.error`: why writes fail now, "" while they succeed
-LOSS_FIELD = (
-    "lost"  # `<signal>.lost`: the last loss in Redis the writer saw (a stream gone, a mark gone back)
-)
+# `<signal>.lost`: the last loss in Redis the writer saw (a stream gone, its mark gone back).
+LOSS_FIELD = "lost"
 
 
 def status_key(stream: str, service: str, host: str, pid: int) -> str:

@@ -7,8 +7,8 @@ Four ways out, four hooks:
 - SIGTERM, SIGINT or SIGHUP (a terminal closing) whose action is death: ours closes the queues,
   as at exit, and the process dies of the same signal, so exit statuses do not change. In a PID
   namespace's init, where the kernel ignores the default action, a default one is left alone
-  (a handler would wake a `signal.pause()` there). A framework's handler gets the signal at
-  once: its graceful shutdown ends in one of these ways, and a flush ahead of it let the next
+  (a handler would wake a `signal.pause()` there). A framework's handler is left in place: its
+  graceful shutdown ends in one of these ways, and a flush of ours ahead of it let the next
   signal overtake this one (uvicorn's reloader sends SIGTERM after Ctrl-C, and uvicorn took the
   Ctrl-C that came second for another, and quit without the app's lifespan shutdown). Python's
   own SIGINT handler is left alone: its KeyboardInterrupt ends at `atexit`;
@@ -290,19 +290,19 @@ def _chain(number: int) -> None:
         # ours, it would carry our frame in its traceback, and `asyncio.run()` puts its own
         # (cancel the main task, then interrupt) only in place of this one.
         return
+    if previous is not signal.SIG_DFL:
+        return  # a framework's: its graceful shutdown ends at `atexit` or in one of our hooks
 
     def handle(signum: int, frame: FrameType | None) -> None:
         global _held_signal
-        if callable(previous):  # a framework's graceful shutdown, which ends in one of our hooks
-            previous(signum, frame)
-        elif _closing:  # the close this signal interrupted ends it
+        if _closing:  # the close this signal interrupted ends it
             _held_signal = signum
-        else:  # SIG_DFL: die of the same signal, as without us, once the queues are closed
+        else:  # die of the same signal, as without us, once the queues are closed
             close_queues()
             _die_of(signum)
 
     _handlers[number] = (handle, previous)
-    if _kills(previous) or previous is not signal.SIG_DFL:
+    if _kills(previous):
         signal.signal(number, handle)
     else:  # PID 1, where the signal does nothing: a handler would wake the app's `signal.pause()`
         _left_to_init.add(number)
