@@ -536,13 +536,15 @@ PEM_PRIVATE_KEY = PatternRule(
     ),
     ("private key",),
 )
+# A URL's scheme, not the tail of a longer word.
+_URL_SCHEME = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}"
 # `scheme://user:password@`, and Oracle's JDBC `jdbc:oracle:thin:user/password@host`. A password
 # may hold an '@' (up to the last one before a '/', '?' or '#'), or, not percent-encoded, a '/',
 # '?' or '#' (base64 passwords hold '/'), up to the first '@': not after `host:port/`.
 URL_PASSWORD = PatternRule(
     "url_password",
     re.compile(
-        r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}(?:://[^\s:/?#@\[\]]*:|:(?i:thin):[^\s/@:]*/)"
+        _URL_SCHEME + r"(?:://[^\s:/?#@\[\]]*:|:(?i:thin):[^\s/@:]*/)"
         r"(?P<secret>[^\s/?#\"'<>]+|(?!\d{1,5}[/?#])[^\s\"'<>@]+)@"
     ),
     ("://", ":thin:"),
@@ -551,7 +553,7 @@ URL_PASSWORD = PatternRule(
 # webhook's), told from a user name by its length and its letters and digits.
 URL_TOKEN = PatternRule(
     "url_token",
-    re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://(?P<secret>[A-Za-z0-9_\-.~]{16,})@"),
+    re.compile(_URL_SCHEME + r"://(?P<secret>[A-Za-z0-9_\-.~]{16,})@"),
     ("://",),
     check=lambda userinfo: any(c.isdigit() for c in userinfo) and any(c.isalpha() for c in userinfo),
 )
