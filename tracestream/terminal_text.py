@@ -35,7 +35,10 @@ def _escape(match: re.Match[str]) -> str:
 def visible(text: str, encoding: str = "utf-8") -> str:
     """`text` with every unsafe character, and every one `encoding` cannot take, replaced by its
     escape; other text is unchanged."""
-    return _UNSAFE.sub(_escape, text).encode(encoding, "backslashreplace").decode(encoding)
+    escaped = _UNSAFE.sub(_escape, text)
+    if encoding == "utf-8" or escaped.isascii():  # takes every character left: no round trip
+        return escaped
+    return escaped.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def encodable(text: str, encoding: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import orjson
@@ -289,6 +289,11 @@ def _stream_missing(client: Client, stream: str) -> bool:
 SHOWN_ERROR_LENGTH = 200  # characters of an error's text a table shows
 # What a rich table adds between two columns: one divider and a space of padding either side.
 TABLE_SPACING = 3
+
+
+def column_width(header: str, cells: Iterable[str]) -> int:
+    """The width a column's widest line takes, its header's included."""
+    return max([len(header), *(len(line) for cell in cells for line in cell.split("\n"))])
 
 
 def abridged(error: str) -> str:

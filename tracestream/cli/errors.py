@@ -19,6 +19,7 @@ from tracestream.cli.common import (
     UsageError,
     abridged,
     add_command,
+    column_width,
     nothing_found,
     our_symbol,
     print_json,
@@ -132,8 +133,8 @@ def issue_table(issues: list[ErrorIssue], width: int) -> RenderableType:
     sparklines = width >= SPARKLINE_MIN_WIDTH
     columns = ("fingerprint", "status", "count", "last seen (UTC)", "24h")[: 5 if sparklines else 4]
     rows = [_cells(issue, sparklines) for issue in issues]
-    widths = [_widest(header, [row[index] for row in rows]) for index, header in enumerate(columns)]
-    if width - sum(widths) - len(columns) * TABLE_SPACING < ERROR_MIN_WIDTH:
+    taken = sum(column_width(header, (row[i].plain for row in rows)) for i, header in enumerate(columns))
+    if width - taken - len(columns) * TABLE_SPACING < ERROR_MIN_WIDTH:
         return _stacked(issues)
     table = Table(
         title="error issues (newest first)",
@@ -155,10 +156,6 @@ def _cells(issue: ErrorIssue, sparklines: bool) -> list[Text]:
     """The row's whole cells: fingerprint, status, count, last seen and, with `sparklines`, the 24 hours."""
     hours = [Text(sparkline(issue.hourly, our_symbol(_BARS, _PLAIN_BARS)))] if sparklines else []
     return [Text(issue.fingerprint), _status(issue), Text(str(issue.count)), Text(_last_seen(issue)), *hours]
-
-
-def _widest(header: str, cells: list[Text]) -> int:
-    return max(len(header), *(len(line) for cell in cells for line in cell.plain.split("\n")))
 
 
 def _last_seen(issue: ErrorIssue) -> str:

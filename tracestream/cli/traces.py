@@ -16,6 +16,7 @@ from tracestream.cli.common import (
     TIME_FORMS,
     Console,
     add_command,
+    column_width,
     nothing_found,
     print_json,
     reader,
@@ -98,7 +99,7 @@ def table(found: list[TraceSummary], width: int) -> RenderableType:
     title = f"UTC {days[0]}" + (f" to {days[-1]}" if len(days) > 1 else "")
     times = [start[11:19] if len(days) == 1 else start[5:19].replace("T", " ") for start in starts]
     durations = [f"{summary.duration_ms:.1f}" for summary in found]
-    fixed = sum(max(map(len, [*column, header])) for column, header in ((times, "start"), (durations, "ms")))
+    fixed = column_width("start", times) + column_width("ms", durations)
     if width - fixed - TRACE_ID_LENGTH - 3 * TABLE_SPACING < NAME_MIN_WIDTH:
         return _stacked(title, found, times, durations)
     rows = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
