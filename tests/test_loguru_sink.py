@@ -159,7 +159,7 @@ def test_loguru_under_the_launcher_with_no_code(stream: RedisHandle) -> None:
     bare = run_python_process(LOGURU_README, env)
     launched = run_python_process(LOGURU_README, env, launcher=True)
     returncode, stdout, stderr = _printed(launched)
-    first = stderr.index(" | INFO ")  # the launcher's own lines come first
+    first = stderr.rindex("\n", 0, stderr.index(" | INFO ")) + 1  # the launcher's own lines come first
     assert (returncode, stdout, stderr[first:]) == _printed(bare)
     entries = wait_for(lambda: len(stream.logs()) >= 4 and stream.logs(), what="four loguru records")
     assert [entry.body.split(" (")[0] for entry in entries] == README_BODIES
