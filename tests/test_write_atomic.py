@@ -117,6 +117,78 @@ def test_a_batch_refused_by_oom_partway_is_stored_once_after_the_retry(stream: R
     records.close()
 
 
+def test_a_call_refused_while_a_later_one_would_run_holds_back_the_rest_of_the_round_trip(
+    stream: RedisHandle,
+) -> None:
+    """Memory hovering at maxmemory: Redis decides at each call whether it is out of memory, so one
+    call of a round trip could be refused and a later one run. The later call moved the writer's
+    mark past the refused call's rows, and the retry skipped them as stored: lost. What a round trip
+    stores is now always the batch's first rows, and the retry stores the rest."""
+    hovering = threading.Event()
+
+    def hover_at_the_limit() -> None:
+        with stream.client() as toggler:
+            while not hovering.is_set():
+                toggler.config_set("maxmemory", 1)  # below what any Redis uses: out of memory
+                toggler.config_set("maxmemory", 0)
+
+    with stream.client() as admin:
+        admin.config_set("maxmemory-policy", "noeviction")
+    cut_short: list[tuple[RedisHandle, RecordWriter, list[list[str]]]] = []
+    toggler = threading.Thread(target=hover_at_the_limit)
+    toggler.start()
+    try:
+        for attempt in range(60):
+            handle = RedisHandle(url=stream.url, stream=f"{stream.stream}:{attempt}")
+            records = RecordWriter(handle)
+            rows = _batch(records)
+            if records.writer.write_rows(rows):
+                records.close()
+                continue
+            stored = {entry.record_id for entry in handle.logs()}
+            assert stored == {row[1] for row in rows[: len(stored)]}, "a round trip stored a later call alone"
+            if stored:
+                cut_short.append((handle, records, rows))
+            if len(cut_short) == 3:
+                break
+    finally:
+        hovering.set()
+        toggler.join()
+        with stream.client() as admin:
+            admin.config_set("maxmemory", 0)
+    assert len(cut_short) == 3, f"{len(cut_short)} round trips of 60 stopped partway"
+    for handle, records, rows in cut_short:
+        assert records.writer.write_rows(rows)
+        _assert_stored_once(handle, rows)
+        records.close()
+
+
+def test_a_mark_deleted_between_two_calls_of_a_round_trip_loses_nothing(stream: RedisHandle) -> None:
+    """A later call held back because the mark was gone, not because an earlier call failed: the
+    batch waits and is sent again (as after a flush, some records are stored twice), none refused."""
+    records = RecordWriter(stream)
+    rows = _batch(records)
+    mark = f"{stream.stream}:written:{rows[0][1][:16]}"
+    deleting = threading.Event()
+
+    def delete_the_mark() -> None:
+        with stream.client() as client:
+            while not deleting.is_set():
+                client.delete(mark)
+
+    deleter = threading.Thread(target=delete_the_mark)
+    deleter.start()
+    try:
+        held_back = [records.writer.write_rows(rows) for _ in range(20)].count(False)
+    finally:
+        deleting.set()
+        deleter.join()
+    assert held_back > 0, "no round trip met a deleted mark"
+    assert records.writer.write_rows(rows)
+    assert set(_copies(stream)) == {row[1] for row in rows}
+    records.close()
+
+
 def test_a_read_only_redis_keeps_the_batch_for_later_and_so_does_the_trace_list() -> None:
     """A replica, or a master demoted during a failover, takes no writes: that says nothing about
     the records, so the batch waits and is sent again, not refused record by record."""

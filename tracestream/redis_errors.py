@@ -54,6 +54,7 @@ _TRANSIENT_CLASSES = (
 )
 _TRANSIENT_CODES = frozenset(
     {"BUSY", "LOADING", "OOM", "TRYAGAIN", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "MISCONF", "NOREPLICAS"}
+    | {"HELDBACK"}  # the append script's: the mark moved back under a round trip (lua/append.lua)
 )
 _CODE = re.compile(r"[A-Z][A-Z_]{2,}(?=\s|$)")
 # redis-py drops the code of the replies it maps to a class; name them by it again.

@@ -50,6 +50,8 @@ Item = TypeVar("Item")
 ScriptCall = list[str | int | bytes]  # the keys, then the arguments, of one script call
 NamedCall = tuple[str, int, ScriptCall]  # a script's name, its number of keys, and one call of it
 NEVER_RAN_AT = 14  # the append script's ARGV[15]
+# Its error reply to a call held back behind the round trip's previous call, which stored nothing.
+HELD_BACK = "HELDBACK "
 # The append script's reply when the stream was gone under a writer that had stored records in it.
 VANISHED = "VANISHED "
 # Its reply when the writer's mark was below where the writer left it: `FORGOT <count> <stream>`.
@@ -59,6 +61,11 @@ FORGOT = "FORGOT "
 _PROBLEMS_TOLD: set[str] = set()
 _PROBLEMS_LOCK = threading.Lock()
 _DENIED_COMMAND = re.compile(r"no permissions to run the '([\w|]+)' command")
+
+
+def _held_back(result: object) -> bool:
+    """The append script's reply to a call whose round trip's previous call stored nothing."""
+    return isinstance(result, redis.ResponseError) and str(result).startswith(HELD_BACK)
 
 
 def _never_ran(call: NamedCall) -> NamedCall:
@@ -213,13 +220,10 @@ class StreamWriter(Generic[Item]):
         script_keys = [self._stream_of(keys)]
         if self._digest:
             script_keys += [keys.digest, keys.digest_sizes, keys.digest_lines]
+        parts = [rows[start : start + ROWS_PER_CALL] for start in range(0, len(rows), ROWS_PER_CALL)]
         calls: list[NamedCall] = [
-            (
-                "append",
-                len(script_keys),
-                [*script_keys, *self._script_args(keys, rows[start : start + ROWS_PER_CALL])],
-            )
-            for start in range(0, len(rows), ROWS_PER_CALL)
+            ("append", len(script_keys), [*script_keys, *self._script_args(keys, part, after)])
+            for part, after in zip(parts, self._previous_counters(parts), strict=True)
         ]
         if self._trace_list:
             listed = trace_summaries.script_calls(
@@ -256,18 +260,34 @@ class StreamWriter(Generic[Item]):
         first = _writer_and_counter(rows[0][self._rid_pos])
         return mark.value if first is not None and first[0] == mark.writer else 0
 
+    def _previous_counters(self, parts: Sequence[Sequence[list[str]]]) -> list[str]:
+        """For each call of a round trip, the last counter of the previous call of its first row's
+        writer, which the append script holds the call back behind ("" for none); only a call whose
+        rows are all that writer's moves its mark."""
+        position = self._rid_pos
+        last_of: dict[str, int] = {}
+        previous = []
+        for part in parts:
+            first, last = _writer_and_counter(part[0][position]), _writer_and_counter(part[-1][position])
+            previous.append(str(last_of.get(first[0], "")) if first is not None else "")
+            if first is not None and last is not None and first[0] == last[0]:
+                last_of[first[0]] = last[1]
+        return previous
+
     def _call_script(self, node: redis.Redis, calls: list[NamedCall]) -> list[NamedCall]:
-        """One round trip; returns the calls the server could not run for want of their script,
-        those followed by a call that ran marked as never run (see `_never_ran`)."""
+        """One round trip; returns the calls the server could not run for want of their script, and
+        those held back behind them, the ones followed by a call that ran marked as never run (see
+        `_never_ran`). The first other error is raised: a call held back behind a call that ran
+        (the mark evicted meanwhile) raises too, so the batch is sent again later."""
         pipe = node.pipeline(transaction=False)
         for name, key_count, arguments in calls:
             pipe.evalsha(script_sha(name), key_count, *arguments)
         results = pipe.execute(raise_on_error=False)
-        ran = [index for index, result in enumerate(results) if not isinstance(result, NoScriptError)]
-        last_ran = ran[-1] if ran else -1
-        missing = []
+        not_run = [isinstance(result, NoScriptError) or _held_back(result) for result in results]
+        last_ran = max((index for index, skipped in enumerate(not_run) if not skipped), default=-1)
+        missing: list[NamedCall] = []
         for index, (call, result) in enumerate(zip(calls, results, strict=True)):
-            if isinstance(result, NoScriptError):
+            if isinstance(result, NoScriptError) or (missing and _held_back(result)):
                 missing.append(_never_ran(call) if index < last_ran else call)
             elif isinstance(result, Exception):
                 raise result
@@ -316,7 +336,9 @@ class StreamWriter(Generic[Item]):
                 del self._registered[shard]
                 raise
 
-    def _script_args(self, keys: schema.StreamKeys, rows: Sequence[list[str]]) -> list[str | int | bytes]:
+    def _script_args(
+        self, keys: schema.StreamKeys, rows: Sequence[list[str]], after: str = ""
+    ) -> list[str | int | bytes]:
         settings = self.settings
         resource = rows[0][self._resource_pos]  # the call's resource, sent once
         stream = self._stream_of(keys)
@@ -343,6 +365,7 @@ class StreamWriter(Generic[Item]):
             keys.resource(""),
             "",  # NEVER_RAN_AT: set only when the call is sent again after NOSCRIPT
             self._expected_mark(stream, rows),
+            after,
             *errors,
         ]
 

@@ -32,10 +32,15 @@
 -- ARGV[16] is where the writer last left its mark ("0" when it does not know): a mark found below
 -- it means Redis forgot records it had taken (a restart without persistence, a failover to a
 -- replica behind its master, a flush, or the mark evicted), and the call says how many.
+-- ARGV[17] is the last counter of the round trip's previous call of the same writer ("" for
+-- none): Redis decides at each call whether it is out of memory, so with memory hovering at its
+-- limit that call may have been refused while this one would run and move the mark past the
+-- refused rows, which the retry would then skip. A mark not past that counter holds the call
+-- back (HELDBACK), storing nothing, and the round trip stores only the batch's first rows.
 --
--- Error records (ARGV[17]: `[[row, fingerprint, route, instance], ...]` for the call's ERROR+
+-- Error records (ARGV[18]: `[[row, fingerprint, route, instance], ...]` for the call's ERROR+
 -- rows, "" when it has none, so other rows cost one test each) are copied to `<stream>:errors`
--- under the same stream ids, trimmed by its own count (ARGV[19]) and by age, so a flood that
+-- under the same stream ids, trimmed by its own count (ARGV[20]) and by age, so a flood that
 -- trims the log stream by count never takes them; and each updates its issue
 -- (`<stream>:issue:<fingerprint>`, a hash; `<stream>:issues`, fingerprints by last seen) with
 -- write commands whose replies are the counts they leave (HINCRBY), so a write-only producer
@@ -63,11 +68,12 @@ local mark_prefix = ARGV[13]
 local resource_prefix = ARGV[14]
 local never_ran = ARGV[15] == '1'
 local expected_mark = tonumber(ARGV[16]) or 0
-local errors_key = ARGV[18] or ''
-local errors_maxlen = tonumber(ARGV[19]) or 0
+local after_counter = tonumber(ARGV[17])
+local errors_key = ARGV[19] or ''
+local errors_maxlen = tonumber(ARGV[20]) or 0
 local error_rows, has_errors = {}, false
-if ARGV[17] and ARGV[17] ~= '' then
-  for _, e in ipairs(cjson.decode(ARGV[17])) do error_rows[e[1]] = e end
+if ARGV[18] and ARGV[18] ~= '' then
+  for _, e in ipairs(cjson.decode(ARGV[18])) do error_rows[e[1]] = e end
   has_errors = true
 end
 local P = {}  -- field positions by name, for error rows
@@ -95,6 +101,10 @@ if prefix then
     local expire_failure = refused(redis.pcall('EXPIRE', mark_key, ttl))
     if expire_failure then
       return denied(expire_failure) and denied_reply(expire_failure, 'EXPIRE', mark_key) or expire_failure
+    end
+    if after_counter and mark <= after_counter then
+      return redis.error_reply('HELDBACK ' .. mark_key .. ' is not past the rows of the previous call: it'
+        .. ' stored nothing, or the mark was evicted or deleted since')
     end
     forgotten = mark < expected_mark and expected_mark - mark
     while not never_ran and first <= #rows do
@@ -205,7 +215,7 @@ for i = first, #rows do
   if has_errors and error_rows[i] then
     if errors_key ~= '' then
       if errors_maxlen > 0 then
-        redis.pcall('XADD', errors_key, 'MAXLEN', '~', ARGV[19], id, unpack(entry, fields_at))
+        redis.pcall('XADD', errors_key, 'MAXLEN', '~', ARGV[20], id, unpack(entry, fields_at))
       else
         redis.pcall('XADD', errors_key, id, unpack(entry, fields_at))
       end
@@ -289,7 +299,7 @@ end
 local issue_problem
 local MAX_INSTANCES = 50
 if #issue_order > 0 then
-  local issue_prefix, issues_key, issue_ttl = ARGV[20], ARGV[21], tonumber(ARGV[22])
+  local issue_prefix, issues_key, issue_ttl = ARGV[21], ARGV[22], tonumber(ARGV[23])
   local issue_keys = string.sub(issue_prefix, 1, -2) .. '*'  -- the issues and their list
   local function call(command, key, ...)
     if issue_problem then return nil end
