@@ -694,6 +694,43 @@ def test_a_supervisors_sigterm_waits_for_a_workers_exit_flush(
     assert delivered >= logged, f"missing {sorted(logged - delivered, key=str)[:10]}; output:\n{output}"
 
 
+def test_a_sigterm_while_python_waits_for_the_apps_threads_after_ctrl_c_flushes_first(
+    stream: RedisHandle,
+) -> None:
+    """uvicorn's workers, after Ctrl-C, put back SIGTERM's default action and raise the
+    KeyboardInterrupt; Python then waits for the app's pool threads before `atexit`. The
+    supervisor's SIGTERM to a worker still alive (or a Procfile runner's, which signals every
+    process after Ctrl-C) killed it then, with every record it held."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = _shutdown_env(stream, OTEL_SERVICE_NAME="api", MAIL_SERVER_DELAY="8")
+    command = [bin_path("uvicorn"), "tests.apps.fastapi_executor:app", "--workers", "2", "--port", str(port)]
+    with serve(command, env, http_ready(f"{base}/docs")) as running:
+        pids: dict[int, int] = {}
+        orders = iter(range(1, 1000))
+        wait_for(
+            lambda: (
+                len(pids) == 2
+                or pids.setdefault(httpx.post(f"{base}/orders/{next(orders)}").json()["pid"], 0)
+            ),
+            what="both workers to take an order",
+        )
+        placed = {("order.id", order) for order in range(1, next(orders))}
+        for pid in pids:  # Ctrl-C reaches them first
+            os.kill(pid, signal.SIGINT)
+        wait_for(
+            lambda: running.output().count("Finished server process") == 2, what="both servers to finish"
+        )
+        running.process.send_signal(signal.SIGINT)
+        wait_for(
+            lambda: running.output().count("Terminated child process") == 2, what="the supervisor's SIGTERMs"
+        )
+        running.process.wait(SHUTDOWN_TIMEOUT + EXIT_MARGIN)
+        output = running.output()
+    delivered = set().union(*map(_marks, stream.logs()))
+    assert delivered >= placed, f"missing {sorted(placed - delivered, key=str)[:10]}; output:\n{output}"
+
+
 DEMO_REDIS = """
 import sys, time
 import redis

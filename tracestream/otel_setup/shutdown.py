@@ -15,7 +15,9 @@ Four ways out, four hooks:
 - a server that handled the signal itself and, its shutdown done, puts the default action
   back and raises the signal again (uvicorn's workers under `--workers` and `--reload`, which
   load the app inside that handling) dies without `atexit`: `signal.raise_signal` closes the
-  queues first;
+  queues first. Where the raised signal is Ctrl-C's KeyboardInterrupt, the deadly defaults that
+  server put back get our handler again: Python waits for the app's threads before `atexit`,
+  and a SIGTERM meanwhile (uvicorn's supervisor's, to a worker still alive) killed it unflushed;
 - `os._exit` skips `atexit`: it closes the queues first (a daemon's parents leaving after
   each fork, a forked child done with its work, multiprocessing's fork children, `Process`
   and `Pool` workers, after their exit hooks ran). Celery's prefork children close them from
@@ -260,10 +262,21 @@ def _give_up_waiting() -> bool:
 
 def _flushing_raise_signal(signum: int) -> None:
     """Raising SIGTERM, SIGINT or SIGHUP at a process whose action for it is the default kills it
-    without `atexit`: the queues are closed first, as at exit."""
+    without `atexit`: the queues are closed first, as at exit. Raised into a handler, it sets the
+    process on its way out: the deadly defaults close the queues first until `atexit`."""
     if signum in _SIGNALS and _kills(signal.getsignal(signum)):
         close_queues()
+    elif signum in _SIGNALS:
+        _arm_deadly_defaults()
     _raise_signal(signum)
+
+
+def _arm_deadly_defaults() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in _SIGNALS:
+        if number not in _disarmed and _kills(signal.getsignal(number)):
+            signal.signal(number, _close_then_die)
 
 
 def _kills(action: _Handler) -> bool:
@@ -292,20 +305,22 @@ def _chain(number: int) -> None:
         return
     if previous is not signal.SIG_DFL:
         return  # a framework's: its graceful shutdown ends at `atexit` or in one of our hooks
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        global _held_signal
-        if _closing:  # the close this signal interrupted ends it
-            _held_signal = signum
-        else:  # die of the same signal, as without us, once the queues are closed
-            close_queues()
-            _die_of(signum)
-
-    _handlers[number] = (handle, previous)
+    _handlers[number] = (_close_then_die, previous)
     if _kills(previous):
-        signal.signal(number, handle)
+        signal.signal(number, _close_then_die)
     else:  # PID 1, where the signal does nothing: a handler would wake the app's `signal.pause()`
         _left_to_init.add(number)
+
+
+def _close_then_die(signum: int, frame: FrameType | None) -> None:
+    """In place of a deadly default: die of the same signal, as without us, once the queues are
+    closed; during the close, the close this signal interrupted ends it."""
+    global _held_signal
+    if _closing:
+        _held_signal = signum
+    else:
+        close_queues()
+        _die_of(signum)
 
 
 def _take_back_from_asyncio(unix_events: Any) -> None:
