@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -121,6 +122,25 @@ def test_a_query_attribute_is_read_as_the_query_it_is() -> None:
     assert SCRUBBER.scrub_value("url.query", "key=8f3a9c2e1b&fields=name") == "key=[REDACTED]&fields=name"
     assert SCRUBBER.scrub_value("url.query", "code=4/0AY0e-g7") == "code=[REDACTED]"
     assert SCRUBBER.scrub_value("note", "key=order_42") == "key=order_42"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user": "bob", "secret": 12345678, "retries": 3},
+        {"client_secret": 1234, "token": True, "password": "hunter2", "nested": {"api_key": -2.5e3}},
+        {"note": "escaped inside", "payload": '{"secret": 987654, "ok": 1}'},
+    ],
+)
+def test_a_json_body_stays_json_once_its_secrets_are_redacted(body: dict[str, object]) -> None:
+    """A number or `true` under a secret's key became `[REDACTED]` unquoted: a JSON array holding
+    a bare word, which whatever parses the logged JSON refused whole."""
+    scrubbed = json.loads(SCRUBBER.scrub_text(json.dumps(body)))
+    assert "[REDACTED]" in json.dumps(scrubbed)
+    assert not any(secret in json.dumps(scrubbed) for secret in ("12345678", "1234,", "hunter2", "987654"))
+    assert scrubbed.get("user", "bob") == "bob" and scrubbed.get("retries", 3) == 3
+    if "payload" in scrubbed:
+        assert json.loads(scrubbed["payload"]) == {"secret": "[REDACTED]", "ok": 1}
 
 
 def test_findings_locate_secrets_without_containing_them() -> None:

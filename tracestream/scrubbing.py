@@ -986,10 +986,25 @@ def _replaced(text: str, spans: Iterable[tuple[int, int]]) -> str:
     parts: list[str] = []
     pos = 0
     for start, end in spans:
-        parts += (text[pos:start], REDACTED)
+        parts += (text[pos:start], _marker_at(text, start))
         pos = end
     parts.append(text[pos:])
     return "".join(parts)
+
+
+def _marker_at(text: str, start: int) -> str:
+    """The marker, quoted where it stands for a JSON value that is not a string (a number,
+    `true`): bare, it left JSON that whatever parses the logged body refused whole."""
+    if start == 0 or text[start] in "\"'\\[{":
+        return REDACTED
+    after_key = _JSON_KEY_END.search(text, max(0, start - 16), start)
+    if after_key is None:
+        return REDACTED
+    quote = after_key.group("escape") + '"'
+    return f"{quote}{REDACTED}{quote}"
+
+
+_JSON_KEY_END = re.compile(r'(?P<escape>\\?)":[ ]*$')
 
 
 def _without_terminal_codes(text: str) -> tuple[str, list[int]]:
