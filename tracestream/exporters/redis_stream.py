@@ -35,6 +35,7 @@ from tracestream.exporters.shaping import RowShaper
 from tracestream.exporters.write_health import WriteHealth, shared_spells
 from tracestream.lua import script_sha, script_source
 from tracestream.redis_errors import WHOLE_STREAMS, describe, evictable_keys, is_transient, setup_problem
+from tracestream.schema import writer_and_counter
 from tracestream.settings import Settings
 
 # Rows per script call: large batches share one round trip, yet Redis is never blocked long.
@@ -242,7 +243,7 @@ class StreamWriter(Generic[Item]):
     def _leave_mark(self, stream: str, rows: Sequence[list[str]]) -> None:
         """Where the stream's mark for these rows' writer stands now that Redis took them."""
         position = self._rid_pos
-        first, last = _writer_and_counter(rows[0][position]), _writer_and_counter(rows[-1][position])
+        first, last = writer_and_counter(rows[0][position]), writer_and_counter(rows[-1][position])
         if first is None or last is None or first[0] != last[0]:
             return
         writer, counter = last
@@ -257,7 +258,7 @@ class StreamWriter(Generic[Item]):
         mark = self._marks.get(stream)
         if mark is None or time.monotonic() - mark.left_at >= self._ttl() - 1:
             return 0
-        first = _writer_and_counter(rows[0][self._rid_pos])
+        first = writer_and_counter(rows[0][self._rid_pos])
         return mark.value if first is not None and first[0] == mark.writer else 0
 
     def _previous_counters(self, parts: Sequence[Sequence[list[str]]]) -> list[str]:
@@ -268,7 +269,7 @@ class StreamWriter(Generic[Item]):
         last_of: dict[str, int] = {}
         previous = []
         for part in parts:
-            first, last = _writer_and_counter(part[0][position]), _writer_and_counter(part[-1][position])
+            first, last = writer_and_counter(part[0][position]), writer_and_counter(part[-1][position])
             previous.append(str(last_of.get(first[0], "")) if first is not None else "")
             if first is not None and last is not None and first[0] == last[0]:
                 last_of[first[0]] = last[1]
@@ -455,15 +456,6 @@ class _Mark:
     writer: str  # the record ids' prefix
     value: int  # the counter of the writer's next record
     left_at: float  # time.monotonic()
-
-
-def _writer_and_counter(record_id: str) -> tuple[str, int] | None:
-    """A record id is its writer's 16-hex-digit prefix, then a hex counter (schema.RecordIds); None
-    for another form, whose rows the append script always writes."""
-    try:
-        return (record_id[:16], int(record_id[16:], 16)) if len(record_id) > 16 else None
-    except ValueError:
-        return None
 
 
 def _maxmemory_policy(node: redis.Redis) -> str:

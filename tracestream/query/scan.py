@@ -25,6 +25,7 @@ from tracestream.query.filters import Query
 from tracestream.query.query_error import QueryError
 from tracestream.query.replies import run_script, tolerant_call
 from tracestream.query.resources import resolve_resources
+from tracestream.query.seen_ids import SeenRecordIds
 from tracestream.query.stream_ids import MAX_PART, before, parse_stream_id
 from tracestream.query.trace_lookup import read_trace, records_of_trace
 from tracestream.schema import (
@@ -176,11 +177,10 @@ def _positioned(
             *sources, key=lambda item: (parse_stream_id(item[1].stream_id), item[1].shard), reverse=True
         )
     )
-    seen: set[str] = set()
+    seen = SeenRecordIds()
     for entry, where in merged:
-        if entry.record_id and entry.record_id in seen:
+        if entry.record_id and not seen.add(entry.record_id):
             continue  # a retried export wrote it twice
-        seen.add(entry.record_id)
         yield entry, where
 
 
