@@ -7,14 +7,19 @@ then an orphan, as after a crash, for the spools of this process to adopt or lea
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from tests.support import ROOT, RedisHandle, wait_for
-from tracestream.disk_spool import Destination, Spool, process_directory, spool_for
+from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
+from tracestream.disk_spool import Destination, Spool, process_directory, read_frames, spool_for
+from tracestream.embedded_redis import free_port
+from tracestream.schema import LOG_FIELDS
 from tracestream.settings import Settings
 
 CHILD = """
@@ -219,6 +224,181 @@ def test_a_spool_directory_this_user_cannot_read_is_one_line(stream: RedisHandle
         "order paid",
     ]
     wait_for(lambda: [e for e in stream.logs() if e.body == "order paid"], what="the app's record")
+
+
+OUT_OF_DESCRIPTORS = """
+import os, sys
+from tracestream.disk_spool import spool_for
+from tracestream.settings import Settings
+settings = Settings.load(environ={}, redis_url="redis://10.0.0.1:6379/0", spool_dir=sys.argv[1])
+spool = spool_for(settings, "app")
+assert not spool  # its look for leftovers done, with descriptors to spare
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+print(spool.append([["first", "x"]]))
+for descriptor in held:
+    os.close(descriptor)
+print(spool.append([["second", "x"]]))
+"""
+
+
+def test_a_process_out_of_file_descriptors_leaves_no_directory_and_no_wrong_hint(tmp_path: Path) -> None:
+    """The first spool write at EMFILE left an empty hidden directory per process, and its line
+    said to name another directory, which mends nothing."""
+    done = subprocess.run(
+        ["prlimit", "--nofile=64", sys.executable, "-c", OUT_OF_DESCRIPTORS, str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=30,
+    )  # fmt: skip
+    assert done.stdout == "False\nTrue\n", done.stderr
+    (line,) = done.stderr.splitlines()
+    written = re.escape(
+        f"tracestream: WARNING cannot write to the spool: [Errno 24] Too many open files: '{tmp_path}"
+    )
+    assert re.fullmatch(rf"{written}/[^']+'", line), line
+    assert [path.name.startswith(".") for path in tmp_path.iterdir()] == [False]
+
+
+SPOOLING_APP = """
+import logging, tracestream
+telemetry = tracestream.configure(service_name="behind")
+logging.getLogger("shop").warning("order paid")
+telemetry.force_flush(1)
+print("app done")
+"""
+
+
+def _spooled_bodies(base: Path) -> list[str]:
+    body = LOG_FIELDS.index("body")
+    return [
+        row[body] for segment in base.glob("*/*/*.seg") for _, rows in read_frames(segment) for row in rows
+    ]
+
+
+def test_a_spool_directory_behind_one_this_user_cannot_enter_is_one_line(tmp_path: Path) -> None:
+    """`Path.exists()` raised PermissionError for a spool directory inside another user's private
+    one, out of configure(): the app died with a traceback, and doctor said "unexpected"."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    prefix = _as_another_user(theirs)
+    base = theirs / "spool"
+    env = dict(
+        os.environ,
+        TRACESTREAM_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        TRACESTREAM_SPOOL_DIR=str(base),
+    )
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", SPOOLING_APP], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert (done.returncode, done.stdout) == (0, "app done\n"), done.stderr
+    assert done.stderr.splitlines()[0] == (
+        f"tracestream: WARNING the spool at {base} cannot be written ({theirs} cannot be entered: "
+        "Permission denied): while Redis is down, records wait in memory only, and are lost at exit; "
+        "TRACESTREAM_SPOOL_DIR names a writable directory"
+    )
+    doctor = subprocess.run(
+        [*prefix, str(VENV_BIN / "tracestream"), "doctor"], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert "unexpected" not in doctor.stderr and f"{theirs} cannot be entered" in doctor.stdout, doctor
+
+
+def test_a_home_this_user_cannot_enter_puts_the_spool_in_the_temporary_directory(tmp_path: Path) -> None:
+    """A worker that kept the HOME of the root that started it (supervisord's `user=`, a
+    Dockerfile's `ENV HOME=/root` before `USER app`): its records are spooled where it can write."""
+    home, temporary = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    temporary.mkdir()
+    prefix = _as_another_user(home)
+    env = {
+        **{
+            name: value for name, value in os.environ.items() if not name.startswith(("XDG_", "TRACESTREAM_"))
+        },
+        "HOME": str(home),
+        "TMPDIR": str(temporary),
+        "TRACESTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", SPOOLING_APP], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert (done.returncode, done.stdout) == (0, "app done\n"), done.stderr
+    assert "spool" not in done.stderr.split("order paid")[0], done.stderr
+    assert _spooled_bodies(temporary / f"tracestream-{os.getuid()}" / "spool") == ["order paid"]
+
+
+def test_the_directories_made_for_a_spool_are_never_writable_by_others(tmp_path: Path) -> None:
+    """Under `umask 000` the parents made for the spool (`~/.local`, `~/.local/state`) were
+    writable by every user: one could plant `~/.local/bin` or a spool of their own to replay."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    env = {
+        **{
+            name: value for name, value in os.environ.items() if not name.startswith(("XDG_", "TRACESTREAM_"))
+        },
+        "HOME": str(home),
+        "TRACESTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SPOOLING_APP], env=env, capture_output=True, text=True, cwd=ROOT,
+        preexec_fn=lambda: os.umask(0),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    made = [home / ".local", home / ".local/state", home / ".local/state/tracestream"]
+    assert {str(path): stat.filemode(path.stat().st_mode) for path in made} == {
+        str(path): "drwxr-xr-x" for path in made
+    }
+    assert stat.S_IMODE((home / ".local/state/tracestream/spool").stat().st_mode) == 0o700
+    assert _spooled_bodies(home / ".local/state/tracestream/spool") == ["order paid"]
+
+
+SETUID_WORKER = """
+import logging, os, tracestream
+telemetry = tracestream.configure(service_name="worker")  # gunicorn's master, as root
+pid = os.fork()
+if pid == 0:  # a worker, which takes gunicorn's `--user` once forked
+    os.setgid(65534)
+    os.setuid(65534)
+    logging.getLogger("shop").warning("order paid")
+    telemetry.force_flush(1)
+    os._exit(0)
+print("worker exited with", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_worker_that_takes_another_user_after_the_fork_spools_where_that_user_can(tmp_path: Path) -> None:
+    """The master chose the spool as root, in root's home; the worker, now nobody, could not
+    write there, said only that it could not look for leftovers, and lost its records at exit."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)  # root's own
+    shared = Path(tempfile.mkdtemp(prefix="tracestream-shared-", dir="/tmp"))
+    try:
+        shared.chmod(0o1777)  # a temporary directory every user can reach
+        env = {
+            **{
+                name: value
+                for name, value in os.environ.items()
+                if not name.startswith(("XDG_", "TRACESTREAM_"))
+            },
+            "HOME": str(home),
+            "TMPDIR": str(shared),
+            "TRACESTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", SETUID_WORKER],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert done.stdout == "worker exited with 0\n", done.stderr
+        assert "1 record waits in the spool" in done.stderr, done.stderr
+        assert "spool:" not in done.stderr and "spools" not in done.stderr, done.stderr
+        assert _spooled_bodies(shared / "tracestream-65534" / "spool") == ["order paid"]
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_a_socket_destination_is_named_by_a_url_that_reaches_it(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ process replays nothing twice (bar the one frame in flight when a process died).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -146,19 +147,22 @@ def spool_for(settings: Settings, stream: str) -> Spool | None:
     base = spool_base(settings)
     if not _writable_or_said(base):
         return None
-    return Spool(process_directory(base), Destination.of(settings, stream), settings.spool_max_bytes)
+    directory = process_directory(base, default=not settings.spool_dir)
+    return Spool(directory, Destination.of(settings, stream), settings.spool_max_bytes)
 
 
-_unwritable: dict[Path, bool] = {}  # each base checked, and whether it was found unwritable
+# Each base checked, by the user checking it, and whether it was found unwritable.
+_unwritable: dict[tuple[int, Path], bool] = {}
 
 
 def _writable_or_said(base: Path) -> bool:
     """Checked at start, and said once a base: found out only in an outage, a spool that
     cannot be written lost at exit every record Redis had not taken. Without one the records
     wait in memory, as the line says, and no failing write to it is said again."""
-    if base not in _unwritable:
+    checked = (os.getuid(), base)
+    if checked not in _unwritable:
         why = why_unwritable(base)
-        _unwritable[base] = why is not None
+        _unwritable[checked] = why is not None
         if why is not None:
             internal_logger.warning(
                 "the spool at %s cannot be written (%s): while Redis is down, records wait in memory "
@@ -166,7 +170,7 @@ def _writable_or_said(base: Path) -> bool:
                 base,
                 why,
             )
-    return not _unwritable[base]
+    return not _unwritable[checked]
 
 
 def spool_base(settings: Settings) -> Path:
@@ -264,8 +268,12 @@ class ProcessDirectory:
     spool in this process, since `flock` would refuse a second claim from the same process.
     """
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, default: bool = False) -> None:
+        """`default`: `base` is the default location, which depends on the user."""
         self.base = base
+        self._default = default
+        self._user = os.getuid()
+        self._writable = True  # as checked where the spool was made
         self._start()
         renew_in_child(self._start)
 
@@ -277,6 +285,19 @@ class ProcessDirectory:
         self._orphans: dict[Path, int] | None = None
         self._unreadable = False
         self._takeovers_said: set[tuple[str, str]] = set()
+
+    def usable(self) -> bool:
+        """Whether this process may spool here. A process whose user changed since (gunicorn's and
+        uWSGI's `--user`, which a worker takes once forked from a root master) looks again: the
+        default location is then the new user's, and one it cannot write is said in one line."""
+        with self._mutex:
+            user = os.getuid()
+            if user != self._user:
+                self._user = user
+                if self._default:
+                    self.base = default_base()
+                self._writable = _writable_or_said(self.base)
+            return self._writable
 
     def first_takeover(self, destination: Destination) -> bool:
         """True once per stream and Redis: the log and span spools' takeovers are said in one line."""
@@ -297,8 +318,14 @@ class ProcessDirectory:
                 name = f"{os.getpid()}-{secrets.token_hex(4)}"
                 staging = self.base / f".{name}"  # adopters skip dot-directories
                 staging.mkdir(mode=0o700)
-                _lock(staging / _LOCK_FILE, wait=True)  # held until this process ends
-                staging.rename(self.base / name)
+                try:
+                    _lock(staging / _LOCK_FILE, wait=True)  # held until this process ends
+                    staging.rename(self.base / name)
+                except OSError:  # out of file descriptors, say: the next write tries again
+                    with contextlib.suppress(OSError):  # calls that need no descriptor
+                        (staging / _LOCK_FILE).unlink(missing_ok=True)
+                        staging.rmdir()
+                    raise
                 self._path = self.base / name
             return self._path
 
@@ -306,6 +333,8 @@ class ProcessDirectory:
         """Directories of dead processes holding a destination folder `name`, oldest first,
         claimed for this process (other destinations' orphans are left to their own writers);
         empty ones go."""
+        if not self.usable():
+            return []
         with self._mutex:
             if self._orphans is None:
                 self._orphans = {}
@@ -313,7 +342,7 @@ class ProcessDirectory:
             try:
                 folders = process_folders(self.base)
             except OSError as error:  # another user's base: this process spools, if it can, without them
-                if not self._unreadable and not _unwritable.get(self.base):  # not a second line on it
+                if not self._unreadable and not _unwritable.get((os.getuid(), self.base)):  # said once
                     internal_logger.warning("cannot look for spools that ended processes left: %s", error)
                 self._unreadable = True
                 folders = []
@@ -365,13 +394,21 @@ class ProcessDirectory:
                 os.close(self._orphans.pop(folder))
 
 
-_ELSEWHERE = " (TRACESTREAM_SPOOL_DIR names another directory)"
+def _elsewhere(error: OSError) -> str:
+    """The hint for what another directory would mend (not a process out of file descriptors)."""
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR):
+        return " (TRACESTREAM_SPOOL_DIR names another directory)"
+    return ""
+
+
 _directories: dict[Path, ProcessDirectory] = {}
 
 
-def process_directory(base: Path) -> ProcessDirectory:
+def process_directory(base: Path, *, default: bool = False) -> ProcessDirectory:
     """One per base directory and process, shared by the log and span spools."""
-    return _directories.setdefault(base, ProcessDirectory(base))
+    if base not in _directories:
+        _directories[base] = ProcessDirectory(base, default=default)
+    return _directories[base]
 
 
 def default_base() -> Path:
@@ -380,10 +417,11 @@ def default_base() -> Path:
     read-only root filesystem), a directory of this user's own in the temporary directory: the
     home's spool was a relative `~` directory in the working one, or none at all."""
     state = os.environ.get("XDG_STATE_HOME", "")
+    home = os.path.expanduser("~")
     if not os.path.isabs(state):  # as the XDG spec says of a relative one
-        state = os.path.join(os.path.expanduser("~"), ".local", "state")
+        state = os.path.join(home, ".local", "state")
     base = Path(state) / "tracestream" / "spool"
-    if base.is_absolute() and why_unwritable(base) is None:
+    if base.is_absolute() and why_unwritable(base) is None and _is_directory(home):
         return base
     try:
         temporary = tempfile.gettempdir()
@@ -402,8 +440,11 @@ def default_base() -> Path:
 def why_unwritable(base: Path) -> str | None:
     """Why this process could not make or write `base`; None when it can."""
     existing = base
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as error:  # a directory on the way this user may not enter
+        return f"{existing.parent} cannot be entered: {error.strerror}"
     if not existing.is_dir():
         return f"{existing} is not a directory"
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -418,9 +459,23 @@ def _read_only_mount(path: Path) -> bool:
         return False
 
 
+def _is_directory(path: str) -> bool:
+    """A home that is not there (Debian's `/nonexistent`) is not made, even by root, who could."""
+    try:
+        return os.path.isdir(path)
+    except OSError:
+        return False
+
+
 def make_private_directory(path: Path) -> None:
-    """Create `path` readable by this user only; an existing one of ours loses group and other rights."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create `path` readable by this user only; an existing one of ours loses group and other rights.
+    Parents it needs are made writable by this user alone, whatever the umask (`~/.local` made
+    writable by others would let them plant programs the user runs)."""
+    missing = [parent for parent in path.parents if not parent.exists()]
+    for parent in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+            parent.mkdir(mode=0o755)
+    path.mkdir(exist_ok=True, mode=0o700)
     with contextlib.suppress(OSError):  # not ours: its owner decides who reads it
         if path.stat().st_mode & 0o077:
             path.chmod(0o700)
@@ -596,6 +651,8 @@ class Spool:
         a torn one; if even that fails, the segment takes no more frames.
         """
         self._check_fork()
+        if not self._directory.usable():
+            return False
         self._adopt_orphans()
         frame = encode_frame(rows)
         if self.size + len(frame) > self.max_bytes:
@@ -603,12 +660,12 @@ class Spool:
         try:
             segment = self._tail(len(frame))
         except OSError as error:
-            internal_logger.warning("cannot write to the spool: %s%s", error, _ELSEWHERE)
+            internal_logger.warning("cannot write to the spool: %s%s", error, _elsewhere(error))
             return False
         try:
             _append_private(segment.path, frame)
         except OSError as error:
-            internal_logger.warning("cannot write to the spool: %s%s", error, _ELSEWHERE)
+            internal_logger.warning("cannot write to the spool: %s%s", error, _elsewhere(error))
             try:
                 os.truncate(segment.path, segment.size)
             except OSError:
@@ -711,6 +768,8 @@ class Spool:
     def dead_letter(self, rows: Rows, reason: str) -> bool:
         """Keep rows Redis refused: a line `{"reason": …, "rows": […]}` appended to
         `<base>/dead-letters/<destination key>/records.jsonl`."""
+        if not self._directory.usable():
+            return False
         line = b'{"reason":' + orjson.dumps(reason) + b',"rows":' + dump_rows(rows) + b"}\n"
         try:
             make_private_directory(self._directory.base / DEAD_LETTERS)

@@ -94,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader left (`| head`): stop quietly; point stdout at devnull so the final flush cannot fail.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:  # a file or directory this user cannot use
+        error_line(f"{error.strerror}: {error.filename}" if error.filename else str(error))
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as error:

@@ -27,7 +27,14 @@ from tracestream.cli.common import (
     some_of,
 )
 from tracestream.connection import CLUSTER_ERRORS, Client, client_for, node_for, primaries
-from tracestream.disk_spool import backlogs, dead_letters, describe, replay_command, spool_base
+from tracestream.disk_spool import (
+    backlogs,
+    dead_letters,
+    describe,
+    replay_command,
+    spool_base,
+    why_unwritable,
+)
 from tracestream.export_status import ProcessStatus, read_statuses
 from tracestream.forwarder import DEAD_LETTER_SUFFIX, LOSS_COUNTS_SUFFIX, forward_losses, forwarder_lag
 from tracestream.query.replies import tolerant_call
@@ -348,6 +355,15 @@ def _local_spool(config: Settings) -> list[Finding]:
     """What this machine's spool holds: records a running process cannot write now, records no
     running process will replay, and refused records."""
     base = spool_base(config)
+    if (why := why_unwritable(base)) is not None:
+        return [
+            Finding(
+                "spool",
+                "warn",
+                f"the spool at {base} cannot be written by this user ({why}): while Redis is down, a"
+                " service run so keeps its records in memory only; TRACESTREAM_SPOOL_DIR names another",
+            )
+        ]
     findings = []
     for backlog in backlogs(base):
         where = describe(backlog.destination)
