@@ -249,6 +249,46 @@ def test_a_stall_longer_than_the_queue_lasts_spools_instead_of_dropping(
     assert delivered(handle) == list(range(12000))
 
 
+LOG_AND_SPAN_THEN_EXIT = """
+import logging, sys, tracestream
+from opentelemetry import trace
+tracestream.configure()
+logging.getLogger("shop").warning("rec 0")
+with trace.get_tracer("shop").start_as_current_span("checkout"):
+    pass
+print("logged", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_at_exit_a_redis_one_writer_found_not_answering_is_not_waited_for_again(
+    durable: DurableRedis, handle: RedisHandle, tmp_path: Path
+) -> None:
+    """Redis froze: the log writer's flush waited out the Redis timeout, then the span writer's
+    waited it out again on a connection of its own, and the exit overran the shutdown timeout."""
+    with FaultyProxy(durable.port) as proxy:
+        env = {**_env(handle, tmp_path, proxy.url), "TRACESTREAM_REDIS_TIMEOUT": "2s"}
+        env["TRACESTREAM_BATCH_DELAY_MS"] = "60000"
+        app = subprocess.Popen(
+            [sys.executable, "-c", LOG_AND_SPAN_THEN_EXIT], env=env, cwd=ROOT, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert app.stdout is not None and app.stdout.readline() == "logged\n"
+        proxy.stall()
+        started = time.monotonic()
+        _, stderr = app.communicate("exit\n", timeout=30)
+        took = time.monotonic() - started
+        proxy.resume()
+        proxy.cut()
+        assert "2 records wait in the spool" in stderr and "(1 log record, 1 span)" in stderr, stderr
+        assert took < 3.5, f"the exit took {took:.1f} s with a 2 s Redis timeout"
+        replay = ["spool", "replay", "--redis-url", proxy.url, "--stream", handle.stream]
+        subprocess.run(
+            [bin_path("tracestream"), *replay], env=env, check=True, capture_output=True, timeout=60
+        )
+    assert delivered(handle) == [0] and len(handle.spans()) == 1
+
+
 def test_a_full_spool_and_queue_drop_only_what_they_count(
     durable: DurableRedis, handle: RedisHandle, tmp_path: Path
 ) -> None:

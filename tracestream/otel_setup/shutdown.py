@@ -190,7 +190,19 @@ def _close_every_queue(kill: Kill | None) -> None:
         provider.force_flush(int(remaining(waits_until) * 1000))
     # Every queue flushed first: one Redis did not take everything from is not tried again,
     # and the last status reports go out only where Redis took everything.
-    flushed = [queue.flush(remaining(waits_until)) for queue in _queues]
+    flushed = []
+    failing: set[str] = set()  # the servers a queue found not taking its records
+    for queue in _queues:
+        server = queue.spool.destination.server_url if queue.spool is not None else None
+        if server in failing and queue.spool is not None:
+            # Another writer to it waited out its Redis timeout: a frozen Redis is not waited
+            # for again, on a connection of this writer's own; its records go to the spool.
+            queue.stop_waiting()
+            flushed.append(queue.secure(remaining(waits_until)))
+            continue
+        flushed.append(queue.flush(remaining(waits_until)))
+        if not flushed[-1] and server is not None:
+            failing.add(server)
     if not all(flushed) and kill is not None and waits_until < deadline and _give_up_waiting():
         raise _StopWaiting(kill.why)
     for queue, out in zip(_queues, flushed, strict=True):
