@@ -117,6 +117,24 @@ def test_a_long_stack_trace_keeps_its_start_and_the_exception_raised(
     assert "hunter2" not in stacktrace and "[REDACTED]" in stacktrace
 
 
+def test_a_spans_exception_event_keeps_the_exception_raised(
+    stream: RedisHandle, pipeline: PrivatePipeline
+) -> None:
+    """The event's `exception.stacktrace` was cut from its end at the attribute limit (4,096): a
+    FastAPI endpoint's trace on Python 3.13 (4,352 characters) lost the app's frame and the
+    exception line, which the request's record kept."""
+    tracer = pipeline.tracer_provider.get_tracer("unit")
+    with pytest.raises(RuntimeError), tracer.start_as_current_span("checkout"):
+        _descend(40)
+    assert pipeline.flush()
+    [entry] = stream.spans()
+    [event] = entry.events
+    stacktrace = event["attributes"]["exception.stacktrace"]
+    assert stacktrace.startswith("Traceback (most recent call last):\n")
+    assert stacktrace.endswith("\nRuntimeError: step 40 failed\n")
+    assert "…[truncated " in stacktrace and len(stacktrace) <= 4096 + 40
+
+
 def test_a_span_with_many_long_attributes_and_events_fits(
     stream: RedisHandle, pipeline: PrivatePipeline
 ) -> None:

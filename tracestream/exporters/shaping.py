@@ -41,6 +41,7 @@ _MAX_BYTES_PER_CHAR = 6
 _CUT_LAST = frozenset({"body", "name"})
 _TEXT_FIELDS = frozenset({"body", "exception_message", "exception_stacktrace", "name", "status_message"})
 _CUT_IN_THE_MIDDLE = frozenset({"exception_stacktrace"})
+_STACK_TRACE_ATTRIBUTE = "exception.stacktrace"  # a span's exception event holds one, cut alike
 _JSON_FIELDS = frozenset({"attributes", "events"})
 _TIME_FIELDS = frozenset({"ts", "observed_ts", "start_ts", "end_ts"})
 _MAX_TIME_TEXT = str(2**63 - 1)  # what every reader and OTLP's fixed64 can hold, and far past 2200
@@ -294,6 +295,8 @@ class RowShaper:
             short_text = kind is str and len(item) <= limit
             if shallow and (short_text or kind is int or kind is float or kind is bool):
                 limited[key] = item
+            elif kind is str and key == _STACK_TRACE_ATTRIBUTE:
+                limited[key] = truncate_middle(item, limit)
             else:
                 limited[key] = self._json(item, depth)
         return limited
