@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import ipaddress
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -58,7 +59,11 @@ class Certificates:
 
 
 def _key_and_cert(
-    folder: Path, name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None
+    folder: Path,
+    name: str,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca_key_usage: bool = True,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -85,7 +90,7 @@ def _key_and_cert(
         ).add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()), critical=False
         )
-    else:
+    elif ca_key_usage:
         builder = builder.add_extension(
             x509.KeyUsage(
                 digital_signature=False,
@@ -343,6 +348,69 @@ def test_a_tls_connection_dropped_is_not_told_to_use_tls() -> None:
         "redis": "the server closed the connection: it may be restarting, or, if it speaks TLS, use rediss://",
         "rediss": None,
     }
+
+
+def test_a_tls_session_the_server_resets_after_the_handshake_is_said_to_want_a_certificate(
+    certificates: Certificates,
+) -> None:
+    """A TLS 1.3 server that wants a client certificate ends the session after the handshake. On
+    Python 3.13 the client then meets a reset where 3.11 met an EOF, and no advice was given."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(certificates.server_cert, certificates.server_key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def reset_each_session() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                session = server.wrap_socket(connection, server_side=True)
+                session.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                session.recv(1)
+                session.close()  # a reset, once the handshake is done
+
+    threading.Thread(target=reset_each_session, daemon=True).start()
+    try:
+        url = f"rediss://127.0.0.1:{listener.getsockname()[1]}/0"
+        with pytest.raises(redis.ConnectionError) as reset:
+            connect(url, 2, tls=Tls(ca=str(certificates.ca))).ping()
+    finally:
+        listener.close()
+    assert advice(reset.value) == (
+        "the server ended the TLS session: if it asks for a client certificate, set "
+        "TRACESTREAM_REDIS_CERT and TRACESTREAM_REDIS_KEY"
+    ), str(reset.value)
+
+
+def test_a_chain_only_strict_verification_refuses_is_said_to_need_reissuing(tmp_path: Path) -> None:
+    """A CA made as Redis's own gen-test-certs.sh makes one (no keyUsage) works on Python 3.11 and
+    fails on 3.13, which verifies strictly by default: the line blamed TRACESTREAM_REDIS_CA. Here
+    the client asks for the strict check, as 3.13 does, and redis-py's words are put around it."""
+    ca = _key_and_cert(tmp_path, "ca", None, ca_key_usage=False)
+    _key_and_cert(tmp_path, "server", ca)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def handshake_once() -> None:
+        connection, _ = listener.accept()
+        with contextlib.suppress(OSError):
+            server.wrap_socket(connection, server_side=True)
+
+    threading.Thread(target=handshake_once, daemon=True).start()
+    strict = ssl.create_default_context(cafile=tmp_path / "ca.crt")
+    strict.verify_flags |= ssl.VERIFY_X509_STRICT
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError) as refused:
+            strict.wrap_socket(socket.create_connection(listener.getsockname()), server_hostname="127.0.0.1")
+    finally:
+        listener.close()
+    reason = refused.value.args
+    error = redis.ConnectionError(f"Error {reason[0]} connecting to {address}. {reason[1]}.")
+    assert advice(error) == (
+        "Python 3.13 and later verify certificates strictly (VERIFY_X509_STRICT): reissue the CA with "
+        "keyUsage keyCertSign and key identifiers (redis-cli and older Pythons take it as it is)"
+    ), str(error)
 
 
 def test_a_missing_certificate_file_is_a_config_error(tmp_path: Path) -> None:

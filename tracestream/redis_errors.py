@@ -158,7 +158,27 @@ def advice(error: BaseException) -> str | None:
             "the server ended the TLS session: if it asks for a client certificate, set "
             "TRACESTREAM_REDIS_CERT and TRACESTREAM_REDIS_KEY"
         )
+    if isinstance(error, redis.ConnectionError) and _failed_a_strict_check(error):
+        return (
+            "Python 3.13 and later verify certificates strictly (VERIFY_X509_STRICT): reissue the CA "
+            "with keyUsage keyCertSign and key identifiers (redis-cli and older Pythons take it as it is)"
+        )
     return _setup_reply(error) if isinstance(error, redis.ResponseError) else None
+
+
+# What OpenSSL says of a chain that only strict verification refuses (a CA made as Redis's own
+# gen-test-certs.sh makes one has no keyUsage).
+_STRICT_CHECKS = (
+    "does not include key usage",
+    "authority key identifier",
+    "subject key identifier",
+    "basic constraints of ca cert not marked critical",
+)
+
+
+def _failed_a_strict_check(error: redis.ConnectionError) -> bool:
+    text = str(error).lower()
+    return "certificate verify failed" in text and any(check in text for check in _STRICT_CHECKS)
 
 
 def _timeout_advice(error: redis.TimeoutError) -> str:
@@ -181,9 +201,12 @@ def _closed_by_server(error: redis.ConnectionError) -> bool:
 
 def _ended_by_tls_server(error: redis.ConnectionError) -> bool:
     """A TLS 1.3 server that wants a certificate ends the session once the handshake is done:
-    the client hears an EOF, or the alert itself."""
+    the client hears an EOF, or the alert itself, or (Python 3.13) a reset or a close as it
+    writes or reads its first command, not while connecting."""
     text = str(error).lower()
-    return "eof occurred in violation of protocol" in text or "certificate required" in text
+    if "eof occurred in violation of protocol" in text or "certificate required" in text:
+        return True
+    return _closed_by_server(error) and "connecting to" not in text
 
 
 def _over_tls(error: BaseException) -> bool:

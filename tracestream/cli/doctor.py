@@ -157,7 +157,7 @@ def _connection_advice(config: Settings, error: Exception) -> str:
             if parts.scheme == "rediss"
             else "the server may expect TLS: use rediss://"
         )
-        return f"TLS handshake with {where} failed: {text}; {tls}"
+        return f"TLS handshake with {where} failed: {text}; {advice(error) or tls}"
     if "refused" in lowered or "no such file" in lowered:
         return f"nothing accepts connections at {where}: is redis-server running there?"
     hint = advice(error)
