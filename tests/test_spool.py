@@ -278,6 +278,15 @@ def _spooled_bodies(base: Path) -> list[str]:
     ]
 
 
+def _home_env(home: Path, **extra: str) -> dict[str, str]:
+    """This environment with `home` as HOME, no XDG or tracestream settings, and a Redis that is down:
+    the default spool location, and the spool taking every record."""
+    kept = {
+        name: value for name, value in os.environ.items() if not name.startswith(("XDG_", "TRACESTREAM_"))
+    }
+    return {**kept, "HOME": str(home), "TRACESTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", **extra}
+
+
 def test_a_spool_directory_behind_one_this_user_cannot_enter_is_one_line(tmp_path: Path) -> None:
     """`Path.exists()` raised PermissionError for a spool directory inside another user's private
     one, out of configure(): the app died with a traceback, and doctor said "unexpected"."""
@@ -312,14 +321,7 @@ def test_a_home_this_user_cannot_enter_puts_the_spool_in_the_temporary_directory
     home.mkdir()
     temporary.mkdir()
     prefix = _as_another_user(home)
-    env = {
-        **{
-            name: value for name, value in os.environ.items() if not name.startswith(("XDG_", "TRACESTREAM_"))
-        },
-        "HOME": str(home),
-        "TMPDIR": str(temporary),
-        "TRACESTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-    }
+    env = _home_env(home, TMPDIR=str(temporary))
     done = subprocess.run(
         [*prefix, sys.executable, "-c", SPOOLING_APP], env=env, capture_output=True, text=True, cwd=ROOT
     )
@@ -333,13 +335,7 @@ def test_the_directories_made_for_a_spool_are_never_writable_by_others(tmp_path:
     writable by every user: one could plant `~/.local/bin` or a spool of their own to replay."""
     home = tmp_path / "home"
     home.mkdir(mode=0o755)
-    env = {
-        **{
-            name: value for name, value in os.environ.items() if not name.startswith(("XDG_", "TRACESTREAM_"))
-        },
-        "HOME": str(home),
-        "TRACESTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-    }
+    env = _home_env(home)
     done = subprocess.run(
         [sys.executable, "-c", SPOOLING_APP], env=env, capture_output=True, text=True, cwd=ROOT,
         preexec_fn=lambda: os.umask(0),
@@ -375,16 +371,7 @@ def test_a_worker_that_takes_another_user_after_the_fork_spools_where_that_user_
     shared = Path(tempfile.mkdtemp(prefix="tracestream-shared-", dir="/tmp"))
     try:
         shared.chmod(0o1777)  # a temporary directory every user can reach
-        env = {
-            **{
-                name: value
-                for name, value in os.environ.items()
-                if not name.startswith(("XDG_", "TRACESTREAM_"))
-            },
-            "HOME": str(home),
-            "TMPDIR": str(shared),
-            "TRACESTREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        }
+        env = _home_env(home, TMPDIR=str(shared))
         done = subprocess.run(
             [sys.executable, "-c", SETUID_WORKER],
             env=env,
