@@ -107,10 +107,11 @@ class SpanMiddleware:
         try:
             return self.contrib(request)
         except DisallowedHost:
-            return self.get_response(request)  # see `_acall`
+            pass  # see `_acall`
         except BaseException as error:
             _end_contribs_span(request, error)
             raise
+        return self.get_response(request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         contrib = self.contrib
@@ -121,7 +122,12 @@ class SpanMiddleware:
             # Contrib asks for the host before it opens the span, ahead of the app's middleware:
             # a Host not allowed was refused there, and the 400 lost what the app's middleware
             # adds to it (SecurityMiddleware's headers, a CORS header). It goes on without a span,
-            # to be refused where it is without us.
+            # to be refused where it is without us, outside this handler: the app's refusal
+            # chained to contrib's printed and stored two tracebacks.
+            refused = True
+        else:
+            refused = False
+        if refused:
             return await get_response(request)
         try:
             response = await get_response(request)
