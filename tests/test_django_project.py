@@ -651,7 +651,10 @@ def test_served_request_with_a_host_not_allowed_is_refused_as_without_us(served:
     assert record.exception_type.endswith("DisallowedHost") and "evil.example" in record.exception_message
     # the app's traceback alone, as Django prints it without us: not chained to contrib's refusal
     assert "During handling" not in record.exception_stacktrace, record.exception_stacktrace
-    assert "opentelemetry" not in record.exception_stacktrace and "tracestream" not in record.exception_stacktrace
+    assert (
+        "opentelemetry" not in record.exception_stacktrace
+        and "tracestream" not in record.exception_stacktrace
+    )
     _settle(served)
     # the record stands for the server's access line and for Django's line on django.security
     lines = [e.scope for e in served.stream.logs() if "evil.example" in e.body or "/orders/14/" in e.body]

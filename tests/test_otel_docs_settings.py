@@ -197,6 +197,40 @@ def test_a_sampler_no_package_registers_is_one_line(stream: RedisHandle, setup: 
     assert "Couldn't recognize sampler" not in done.stderr
 
 
+@pytest.mark.parametrize("setup", ["launcher", "configure"])
+def test_a_sampler_name_with_spaces_around_it_is_the_sampler_it_names(
+    stream: RedisHandle, setup: str
+) -> None:
+    """`'always_off '` kept every trace: the name was checked stripped, and the SDK then read the
+    variable as it was, said only `Couldn't recognize sampler`, and sampled with its default."""
+    env = _env(stream, OURS, OTEL_TRACES_SAMPLER=" parentbased_always_off ")
+    code = SAMPLED_APP if setup == "launcher" else CONFIGURE + SAMPLED_APP
+    done = run_python_process(code, env, launcher=setup == "launcher")
+    assert (done.returncode, done.stdout) == (
+        0,
+        "ParentBased{root:AlwaysOffSampler,remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}\n",
+    ), done.stderr
+    assert "Couldn't recognize sampler" not in done.stderr
+    assert stream.spans() == [] and stream.logs() == []
+
+
+@pytest.mark.parametrize("argument", ["abc", "1.5", "-1", "10%", "nan"])
+@pytest.mark.parametrize("setup", ["launcher", "configure"])
+def test_a_ratio_the_sampler_cannot_take_is_one_line(stream: RedisHandle, setup: str, argument: str) -> None:
+    """The SDK warned and sampled every trace: a typo in the ratio kept them all."""
+    env = _env(stream, OURS, OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG=argument)
+    code = APP if setup == "launcher" else CONFIGURE + APP
+    done = run_python_process(code, env, launcher=setup == "launcher")
+    said = f"OTEL_TRACES_SAMPLER_ARG={argument!r} is not a ratio from 0 to 1, which parentbased_traceidratio takes"
+    if setup == "launcher":
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert _ours(done.stderr)[0] == f"tracestream: invalid configuration: {said}", done.stderr
+    else:
+        assert done.returncode == 1
+        assert done.stderr.splitlines()[-1] == f"tracestream.settings.ConfigError: {said}", done.stderr
+    assert "Could not convert" not in done.stderr
+
+
 @pytest.mark.parametrize("launcher", [True, False], ids=["launcher", "configure"])
 def test_an_export_timeout_tracestream_does_not_read_is_said_once(
     stream: RedisHandle, launcher: bool

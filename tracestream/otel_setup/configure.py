@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -17,7 +18,15 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 
 from tracestream._internal_log import internal_logger
 from tracestream.exporters import RedisStreamLogExporter, RedisStreamSpanExporter, from_environment
@@ -59,18 +68,18 @@ ID_GENERATOR_VARIABLE = "OTEL_PYTHON_ID_GENERATOR"
 SAMPLERS_GROUP = "opentelemetry_traces_sampler"
 SAMPLER_VARIABLE = "OTEL_TRACES_SAMPLER"
 SAMPLER_ARGUMENT_VARIABLE = "OTEL_TRACES_SAMPLER_ARG"
-# The names the SDK's TracerProvider reads from OTEL_TRACES_SAMPLER itself (in any case), with its
-# own line for a bad OTEL_TRACES_SAMPLER_ARG, as upstream's configurator has them.
-_SDK_SAMPLERS = frozenset(
-    {
-        "always_on",
-        "always_off",
-        "parentbased_always_on",
-        "parentbased_always_off",
-        "traceidratio",
-        "parentbased_traceidratio",
-    }
-)
+# The SDK's own samplers by the names OTEL_TRACES_SAMPLER gives them (in any case), and those made
+# with the ratio OTEL_TRACES_SAMPLER_ARG gives.
+_SDK_SAMPLERS: dict[str, Sampler] = {
+    "always_on": ALWAYS_ON,
+    "always_off": ALWAYS_OFF,
+    "parentbased_always_on": DEFAULT_ON,
+    "parentbased_always_off": DEFAULT_OFF,
+}
+_SDK_RATIO_SAMPLERS: dict[str, Callable[[float], Sampler]] = {
+    "traceidratio": TraceIdRatioBased,
+    "parentbased_traceidratio": ParentBasedTraceIdRatio,
+}
 _SIGNAL_OF = {LOGS_GROUP: "LOGS", TRACES_GROUP: "TRACES", METRICS_GROUP: "METRICS"}
 OTLP = "otlp"
 _OTLP_BY_PROTOCOL = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
@@ -410,8 +419,10 @@ def _sampler() -> Sampler | None:
     `OTEL_TRACES_SAMPLER` gives it and made from `OTEL_TRACES_SAMPLER_ARG`, as upstream's
     configurator makes it; None for the SDK's own names, which its TracerProvider reads."""
     name = os.environ.get(SAMPLER_VARIABLE, "").strip()
-    if not name or name.lower() in _SDK_SAMPLERS:
+    if not name:
         return None
+    if name.lower() in _SDK_SAMPLERS.keys() | _SDK_RATIO_SAMPLERS.keys():
+        return _sdk_sampler(name.lower())
     factory = _installed(SAMPLERS_GROUP, SAMPLER_VARIABLE, "sampler", name)
     argument = os.environ.get(SAMPLER_ARGUMENT_VARIABLE)
     try:
@@ -424,6 +435,24 @@ def _sampler() -> Sampler | None:
     if not isinstance(sampler, Sampler):
         raise ConfigError(f"{SAMPLER_VARIABLE}={name!r} made {type(sampler).__name__}, not a Sampler")
     return sampler
+
+
+def _sdk_sampler(name: str) -> Sampler:
+    """One of the SDK's own, made here rather than read by its TracerProvider, which took
+    `'always_off '` for no sampler it knows and a ratio it could not read for 1: each kept
+    every trace, said only in a warning."""
+    if name in _SDK_SAMPLERS:
+        return _SDK_SAMPLERS[name]
+    argument = os.environ.get(SAMPLER_ARGUMENT_VARIABLE, "").strip()
+    try:
+        ratio = float(argument) if argument else 1.0
+    except ValueError:
+        ratio = math.nan
+    if not 0.0 <= ratio <= 1.0:
+        raise ConfigError(
+            f"{SAMPLER_ARGUMENT_VARIABLE}={argument!r} is not a ratio from 0 to 1, which {name} takes"
+        )
+    return _SDK_RATIO_SAMPLERS[name](ratio)
 
 
 def _installed(group: str, variable: str, kind: str, name: str) -> Any:
