@@ -221,7 +221,8 @@ def test_a_ratio_the_sampler_cannot_take_is_one_line(stream: RedisHandle, setup:
     env = _env(stream, OURS, OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG=argument)
     code = APP if setup == "launcher" else CONFIGURE + APP
     done = run_python_process(code, env, launcher=setup == "launcher")
-    said = f"OTEL_TRACES_SAMPLER_ARG={argument!r} is not a ratio from 0 to 1, which parentbased_traceidratio takes"
+    said = f"OTEL_TRACES_SAMPLER_ARG={argument!r} is not a ratio from 0 to 1, which "
+    said += "parentbased_traceidratio takes"
     if setup == "launcher":
         assert (done.returncode, done.stdout) == (2, ""), done.stderr
         assert _ours(done.stderr)[0] == f"tracestream: invalid configuration: {said}", done.stderr

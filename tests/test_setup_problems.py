@@ -21,7 +21,7 @@ from redis.exceptions import ReadOnlyError
 
 from tests.apps.servers import LAUNCHER_ENV
 from tests.faults import DurableRedis, FaultyProxy
-from tests.support import ROOT, VENV_BIN, RedisHandle, wait_for
+from tests.support import ROOT, VENV_BIN, RedisHandle, run_python_process, wait_for
 from tracestream.cli.common import describe_redis_error
 from tracestream.disk_spool import DEAD_LETTERS
 from tracestream.embedded_redis import EmbeddedRedis, free_cluster_port, free_port, redis_server_binary
@@ -391,6 +391,24 @@ def test_otel_sdk_disabled_installs_nothing(setup: str) -> None:
     assert json.loads(disabled.stdout) == json.loads(bare.stdout)
     said = [line for line in disabled.stderr.splitlines() if line.startswith(("tracestream:", "Traceback"))]
     assert said == [], disabled.stderr
+
+
+@pytest.mark.parametrize("setup", ["configure", "launcher"])
+def test_otel_sdk_disabled_set_to_another_word_for_true_is_said(stream: RedisHandle, setup: str) -> None:
+    """`OTEL_SDK_DISABLED=1` is false, as the spec reads it: everything was set up and exported,
+    to localhost's Redis where no URL was set, without a word."""
+    code = "import logging\nlogging.getLogger('shop').warning('order paid')\n"
+    env = stream.env(OTEL_SDK_DISABLED="1", **LAUNCHER_ENV)
+    if setup == "configure":
+        code = "import tracestream\ntracestream.configure()\n" + code
+    done = run_python_process(code, env, launcher=setup == "launcher")
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("tracestream:")]
+    assert said == [
+        "tracestream: WARNING OTEL_SDK_DISABLED='1' is read as false, as OpenTelemetry reads any value but "
+        "true: tracestream is set up; OTEL_SDK_DISABLED=true turns it off"
+    ], done.stderr
+    wait_for(lambda: [entry for entry in stream.logs() if entry.body == "order paid"], what="the record")
 
 
 @pytest.mark.parametrize("app_config", ["", "1"], ids=["as-set-up", "after-the-apps-dict-config"])

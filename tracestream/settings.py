@@ -128,9 +128,19 @@ def parse_exporter_names(text: str) -> tuple[str, ...]:
 
 
 def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
-    """`OTEL_SDK_DISABLED=true`: the SDK records nothing, and tracestream installs nothing."""
+    """`OTEL_SDK_DISABLED=true`: the SDK records nothing, and tracestream installs nothing. Any
+    other value is false, as the spec says, and one but `false` is said once: `1` or `yes`, which
+    a test environment may set meaning true, left everything set up without a word."""
     environ = os.environ if environ is None else environ
-    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    value = environ.get("OTEL_SDK_DISABLED", "").strip().lower()
+    if value not in ("", "true", "false") and "OTEL_SDK_DISABLED" not in _told:
+        _told.add("OTEL_SDK_DISABLED")
+        internal_logger.warning(
+            "OTEL_SDK_DISABLED=%r is read as false, as OpenTelemetry reads any value but true: "
+            "tracestream is set up; OTEL_SDK_DISABLED=true turns it off",
+            environ["OTEL_SDK_DISABLED"],
+        )
+    return value == "true"
 
 
 def installing(extra: str) -> str:
