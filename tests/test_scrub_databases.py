@@ -246,3 +246,55 @@ def test_a_failed_signups_secrets_reach_no_key(stream: RedisHandle) -> None:
         ]
     assert len(stored) >= 4 and "[REDACTED]" in str(stored)
     assert [secret for secret in SIGNUP_SECRETS if secret in str(stored)] == []
+
+
+# SQLAlchemy's tutorial writes `text("... WHERE y > :y")`: on a driver of the pyformat style
+# (psycopg, PyMySQL, mysqlclient) the statement prints `%(name)s` and the parameters a dict keyed by
+# the names the app chose, which say nothing of the columns.
+NAMED_INSERT = "INSERT INTO tp_users (id, name, password, api_token) VALUES (%(i)s, %(n)s, %(p)s, %(t)s)"
+FAILED_NAMED_INSERT = (
+    "(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
+    '"tp_users_api_token_key"\n'
+    f"[SQL: {NAMED_INSERT}]\n"
+    "[parameters: {'i': 2, 'n': 'eve', 'p': 'Eve-TP-pass-99', 't': 'tok_TP_one_abcdef'}]"
+)
+
+
+def test_named_placeholders_are_told_by_their_columns() -> None:
+    secret = KeyPolicy().secret
+    assert secret_placeholders(NAMED_INSERT, secret) == {"p", "t"}
+    assert secret_placeholders("SELECT id FROM u WHERE name = :n AND password = :p", secret) == {"p"}
+    assert secret_placeholders("SELECT x::text FROM u WHERE u.api_token=%(k)s", secret) == {"k"}
+
+
+def test_a_failed_statements_named_secret_parameters_are_redacted() -> None:
+    """Named, only the statement says `p` is the password: the key/value rule read `'p'` and let it be."""
+    assert SCRUBBER.scrub_text(FAILED_NAMED_INSERT) == FAILED_NAMED_INSERT.replace(
+        "'p': 'Eve-TP-pass-99', 't': 'tok_TP_one_abcdef'", "'p': '[REDACTED]', 't': '[REDACTED]'"
+    )
+
+
+NAMED_ECHO = """
+import logging, sys, tracestream
+from sqlalchemy import create_engine, text
+tracestream.configure()
+engine = create_engine("sqlite://", echo=True, paramstyle="named")  # as a pyformat driver prints them
+with engine.connect() as connection:
+    connection.execute(text("CREATE TABLE tp_users (name VARCHAR, password VARCHAR)"))
+    connection.execute(text("INSERT INTO tp_users (name, password) VALUES (:n, :p)"),
+                       [{"n": "bob", "p": "Hunter2-TP-pass"}, {"n": "eve", "p": "Eve-TP-pass-99"}])
+    rows = connection.execute(text("SELECT name FROM tp_users WHERE name = :n AND password = :p"),
+                              {"n": "bob", "p": "Hunter2-TP-pass"}).all()
+print(rows)
+"""
+
+
+def test_sqlalchemy_echo_of_named_parameters_keeps_no_secret(stream: RedisHandle) -> None:
+    done = run_python_process(NAMED_ECHO, stream.env())
+    assert done.returncode == 0 and done.stdout.endswith("[('bob',)]\n"), done.stderr
+    assert (
+        "Hunter2-TP-pass" in done.stdout
+    )  # echo's lines in the app's own terminal, as SQLAlchemy wrote them
+    lines = wait_for(lambda: [e.body for e in stream.logs() if "'n': " in e.body], what="the parameter lines")
+    assert len(lines) == 2 and all("'p': '[REDACTED]'" in line for line in lines), lines
+    assert "'n': 'bob'" in lines[0] and not [line for line in lines if "TP-pass" in line]

@@ -19,7 +19,7 @@ from itertools import accumulate, pairwise
 from typing import Any, Protocol
 
 from tracestream.settings import Settings
-from tracestream.sql_text import parameter_rows, secret_placeholders
+from tracestream.sql_text import named_parameter_values, parameter_rows, secret_placeholders
 
 __all__ = ["REDACTED", "Finding", "ScrubRules", "Scrubber"]
 
@@ -397,10 +397,9 @@ _SQL_AND_PARAMETERS = re.compile(r"\[SQL: (?P<sql>.*?)\]\n\[parameters: (?P<para
 
 @dataclass(frozen=True)
 class SqlParametersRule:
-    """A failed statement's positional parameters bound to a sensitive column: in
-    `[SQL: INSERT INTO users (name, password) VALUES (?, ?)]` and `[parameters: ('bob', 'x')]`
-    only the statement says which is the password (named ones print as a dict, whose keys the
-    key/value rule reads)."""
+    """A failed statement's parameters bound to a sensitive column: in `[SQL: INSERT INTO users
+    (name, password) VALUES (?, ?)]` and `[parameters: ('bob', 'x')]` only the statement says
+    which is the password, as it does for named ones (`VALUES (%(n)s, %(p)s)`, `{'n': 'bob', 'p': 'x'}`)."""
 
     keys: KeyPolicy
     kind: str = "sensitive_sql_parameter"
@@ -409,12 +408,23 @@ class SqlParametersRule:
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         for match in _SQL_AND_PARAMETERS.finditer(text):
             secret = secret_placeholders(match.group("sql"), self.keys.secret)
-            base = match.start("parameters")
-            for row in parameter_rows(match.group("parameters")) if secret else ():
-                for start, end in (row[position] for position in secret if position < len(row)):
-                    value = text[base + start : base + end]
-                    if value != "None":  # NULL hides nothing
-                        yield _inside_quotes(value, base + start, base + end)
+            if not secret:
+                continue
+            base, printed = match.start("parameters"), match.group("parameters")
+            positions = [parameter for parameter in secret if isinstance(parameter, int)]
+            spans = [
+                row[position]
+                for row in parameter_rows(printed)
+                for position in positions
+                if position < len(row)
+            ]
+            spans += named_parameter_values(
+                printed, {parameter for parameter in secret if isinstance(parameter, str)}
+            )
+            for start, end in spans:
+                value = text[base + start : base + end]
+                if value != "None":  # NULL hides nothing
+                    yield _inside_quotes(value, base + start, base + end)
 
 
 # The values a database refused, beside the columns or key it names. PostgreSQL's `DETAIL:  Key

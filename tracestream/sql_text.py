@@ -1,22 +1,24 @@
-"""Which of a SQL statement's positional parameters are bound to which column, and where each
-parameter is in a printed row of them.
+"""Which of a SQL statement's parameters are bound to which column, and where each parameter is
+in a printed row of them.
 
 SQLAlchemy prints a statement and its parameters apart: on `echo` lines of their own, and in a
 failed statement's error (`[SQL: INSERT INTO users (name, password) VALUES (?, ?)]`, then
-`[parameters: ('spongebob', 'hunter2')]`). Positional, a parameter names no column; the
+`[parameters: ('spongebob', 'hunter2')]`). Positional, a parameter names no column; named, it
+has the name the app gave it (`text("... VALUES (:n, :p)")`), which need not say either. The
 statement does.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
-__all__ = ["parameter_rows", "secret_placeholders"]
+__all__ = ["named_parameter_values", "parameter_rows", "secret_placeholders"]
 
 _TOKEN = re.compile(
     r"""'(?:[^']|'')*'"""  # a string literal
     r"""|(?P<mark>\?|%s|\$\d+|:\d+)"""  # a positional placeholder: qmark, format, numeric
+    r"""|(?P<named>%\(\w+\)s|(?<![:\w]):[A-Za-z_]\w*)"""  # a named one: pyformat, named (not `::text`)
     r"""|(?P<name>(?:"(?:[^"]|"")*"|`[^`]*`|[A-Za-z_][\w$]*)(?:\.(?:"(?:[^"]|"")*"|`[^`]*`|[A-Za-z_][\w$]*))*)"""
     r"""|(?P<op><>|!=|<=|>=|[=<>(),])"""
     r"""|\S"""
@@ -24,15 +26,15 @@ _TOKEN = re.compile(
 _COMPARISONS = frozenset({"=", "<>", "!=", "<", ">", "<=", ">=", "LIKE", "ILIKE"})
 
 
-def secret_placeholders(statement: str, secret_column: Callable[[str], bool]) -> frozenset[int]:
-    """The positions (from 0) of the parameters `statement` binds to a secret column."""
+def secret_placeholders(statement: str, secret_column: Callable[[str], bool]) -> frozenset[int | str]:
+    """The parameters `statement` binds to a secret column: positions (from 0), and names."""
     return frozenset(
         position for position, column in _placeholder_columns(statement) if column and secret_column(column)
     )
 
 
-def _placeholder_columns(statement: str) -> Iterator[tuple[int, str]]:
-    """Each positional placeholder's parameter position and the column it is bound to ('' if none)."""
+def _placeholder_columns(statement: str) -> Iterator[tuple[int | str, str]]:
+    """Each placeholder's parameter, by position or name, and the column it is bound to ('' if none)."""
     tokens = [(match.lastgroup, match.group()) for match in _TOKEN.finditer(statement)]
     words = [text.upper() if kind == "name" else text for kind, text in tokens]
     values, row_columns = _row_columns(tokens, words)
@@ -59,15 +61,19 @@ def _placeholder_columns(statement: str) -> Iterator[tuple[int, str]]:
                 values_depth = -1
         elif text == "," and depth == values_depth + 1 and row_position >= 0:
             row_position += 1
-        elif kind == "mark":
-            position = int(text[1:]) - 1 if text[0] in "$:" else order
-            order += 1
-            if row_position >= 0:
-                yield position, row_columns[row_position] if row_position < len(row_columns) else ""
-            elif in_list_of:
-                yield position, in_list_of
+        elif kind in ("mark", "named"):
+            parameter: int | str
+            if kind == "named":
+                parameter = text[2:-2] if text.startswith("%(") else text[1:]
             else:
-                yield position, _compared_column(tokens, words, index)
+                parameter = int(text[1:]) - 1 if text[0] in "$:" else order
+                order += 1
+            if row_position >= 0:
+                yield parameter, row_columns[row_position] if row_position < len(row_columns) else ""
+            elif in_list_of:
+                yield parameter, in_list_of
+            else:
+                yield parameter, _compared_column(tokens, words, index)
         elif depth == values_depth and text != ",":  # after the last row: `ON CONFLICT (...)`, `RETURNING`
             values_depth = -1
 
@@ -188,6 +194,28 @@ def parameter_rows(printed: str) -> list[list[tuple[int, int]]]:
             item_start = position
         position += 1
     return rows
+
+
+_DICT_KEY = re.compile(r"""(['"])(\w+)\1:\s*""")
+
+
+def named_parameter_values(printed: str, names: Collection[str]) -> list[tuple[int, int]]:
+    """Where the value of each parameter named in `names` is in `printed`, a dict's `repr` or a
+    list of them (executemany), as (start, end) spans."""
+    spans = []
+    for key in _DICT_KEY.finditer(printed):
+        if key.group(2) not in names:
+            continue
+        start = key.end()
+        if string := _STRING.match(printed, start):
+            spans.append((start, string.end()))
+            continue
+        end, depth = start, 0
+        while end < len(printed) and not (depth == 0 and printed[end] in ",}"):
+            depth += (printed[end] in _OPENERS) - (printed[end] in _CLOSERS)
+            end += 1
+        spans.append((start, start + len(printed[start:end].rstrip())))
+    return spans
 
 
 def _close_item(row: list[tuple[int, int]], text: str, start: int, end: int, offset: int) -> None:

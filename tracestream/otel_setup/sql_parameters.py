@@ -6,9 +6,9 @@ column, and text scrubbing cannot tell the password. The statement the same thre
 before names them: a parameter bound to a column the scrubber calls secret is redacted in our
 copy of the line. The app's own handlers print the line as SQLAlchemy wrote it.
 
-Named parameters (`%(password)s`, `:password`) are logged as a dict, whose keys text scrubbing
-reads already. A placeholder inside an expression (`SET password=lower(?)`) names no column and
-is left as it is.
+Named parameters (`%(p)s`, `:p`) are logged as a dict keyed by the names the app chose, which
+need not say either: the statement tells them alike. A placeholder inside an expression
+(`SET password=lower(?)`) names no column and is left as it is.
 """
 
 from __future__ import annotations
@@ -53,8 +53,10 @@ class BoundParameters:
         parameters = getattr(shown, "params", None)
         many = bool(getattr(shown, "ismulti", False))  # executemany: a row of parameters each
         rows = parameters if many else [parameters]
-        if not isinstance(rows, (tuple, list)) or not all(isinstance(row, (tuple, list)) for row in rows):
-            return None  # named parameters: a dict, whose keys text scrubbing reads
+        if not isinstance(rows, (tuple, list)) or not all(
+            isinstance(row, (tuple, list, dict)) for row in rows
+        ):
+            return None
         secret = self._secret_placeholders(getattr(self._last_statement, "text", ""))
         if not secret:
             return None
@@ -63,8 +65,12 @@ class BoundParameters:
         return _PARAMETERS_LINE % (args[0], redacted)
 
 
-def _redacted(row: Sequence[object], secret: frozenset[int]) -> object:
-    """A copy of one row of parameters, each secret position redacted (NULL hides nothing)."""
+def _redacted(row: Sequence[object] | dict[str, object], secret: frozenset[int | str]) -> object:
+    """A copy of one row of parameters, each secret position or name redacted (NULL hides nothing)."""
+    if isinstance(row, dict):
+        return {
+            name: REDACTED if name in secret and value is not None else value for name, value in row.items()
+        }
     values = [
         REDACTED if position in secret and value is not None else value for position, value in enumerate(row)
     ]
