@@ -19,6 +19,7 @@ from tests.apps.servers import LAUNCHER_ENV, bin_path, launched, printed, run_js
 from tests.faults import FaultyProxy
 from tests.support import RedisHandle, run_python, wait_for
 from tracestream.embedded_redis import EmbeddedRedis, free_port
+from tracestream.integrations.celery import queue_name
 from tracestream.schema import ERROR_SEVERITY, LogEntry, SpanEntry
 
 TASKS = 100
@@ -706,3 +707,13 @@ def test_a_task_at_its_hard_time_limit_with_redis_stalled_spools_its_lines_and_s
 
 def _steps(stream: RedisHandle) -> set[int]:
     return {int(e.body.rsplit(" ", 1)[1]) for e in stream.logs() if e.body.startswith("order 4: step ")}
+
+
+def test_a_delayed_tasks_queue_is_named_without_rabbitmqs_delay_levels() -> None:
+    """Celery's quorum queues on RabbitMQ route `countdown`, `eta` and `retry` by the delay in 28
+    binary levels before the queue's key (kombu's `calculate_routing_key`): those records named a
+    queue of digits, apart from the first try's."""
+    delayed = ".".join(f"{30:028b}") + ".qq"
+    assert queue_name(delayed) == "qq"
+    assert queue_name("qq") == "qq" and queue_name("orders.eu") == "orders.eu"
+    assert queue_name("1.0.qq") == "1.0.qq" and queue_name(None) is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -116,6 +117,19 @@ def _is_reported_failure_line(record: logging.LogRecord) -> bool:
     )
 
 
+# RabbitMQ's delayed delivery (Celery's quorum queues, for `countdown`, `eta` and `retry`) routes a
+# message by its delay in 28 binary levels before the queue's key: `0.0.…1.0.qq` for `qq`.
+_DELAY_LEVELS = re.compile(r"(?:[01]\.){28}")
+
+
+def queue_name(routing_key: object) -> object:
+    """The queue a task came by, without the delay levels kombu put before a delayed one's key:
+    a retried or scheduled task's records named a queue of 28 digits, apart from its first try's."""
+    if isinstance(routing_key, str) and (levels := _DELAY_LEVELS.match(routing_key)):
+        return routing_key[levels.end() :]
+    return routing_key
+
+
 def _task_attributes(
     state: str, task_id: str, name: str, request: Any, retries: Any = None
 ) -> dict[str, Any]:
@@ -126,7 +140,7 @@ def _task_attributes(
         "celery.task.id": task_id,
         "celery.task.name": name,
         "celery.task.retries": getattr(request, "retries", retries),
-        "messaging.destination.name": delivery.get("routing_key"),
+        "messaging.destination.name": queue_name(delivery.get("routing_key")),
         "celery.worker.hostname": getattr(request, "hostname", None),
         ENQUEUED_BY: getattr(request, ENQUEUED_HEADER, None),
     }
