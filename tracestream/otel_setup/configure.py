@@ -417,7 +417,7 @@ def _id_generator() -> IdGenerator:
 def _sampler() -> Sampler | None:
     """A sampler a package registers (AWS X-Ray's, a custom one), found by the name
     `OTEL_TRACES_SAMPLER` gives it and made from `OTEL_TRACES_SAMPLER_ARG`, as upstream's
-    configurator makes it; None for the SDK's own names, which its TracerProvider reads."""
+    configurator makes it, or one of the SDK's own; None where none is named (the SDK's default)."""
     name = os.environ.get(SAMPLER_VARIABLE, "").strip()
     if not name:
         return None
