@@ -194,7 +194,7 @@ def _close_every_queue(kill: Kill | None) -> None:
     failing: set[str] = set()  # the servers a queue found not taking its records
     for queue in _queues:
         server = queue.spool.destination.server_url if queue.spool is not None else None
-        if server in failing and queue.spool is not None:
+        if server in failing:
             # Another writer to it waited out its Redis timeout: a frozen Redis is not waited
             # for again, on a connection of this writer's own; its records go to the spool.
             queue.stop_waiting()
@@ -284,6 +284,7 @@ def _flushing_raise_signal(signum: int) -> None:
 
 
 def _arm_deadly_defaults() -> None:
+    """Our handler where a signal's action is death again (see `_flushing_raise_signal`)."""
     if threading.current_thread() is not threading.main_thread():
         return
     for number in _SIGNALS:
